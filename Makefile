@@ -1,0 +1,34 @@
+# Candor's two everyday commands, plus the helpers they share.
+#   make serve   starts the gateway with the bundled models (fetches ONNX Runtime once)
+#   make test    runs the whole test suite (the same command CI runs)
+
+ORT_VERSION := 1.31.1
+ORT_DIR     := .ort
+ORT_LIB     := $(ORT_DIR)/libonnxruntime.so.$(ORT_VERSION)
+PYTHON      ?= python3
+
+export CANDOR_ORT_LIB := $(abspath $(ORT_LIB))
+
+.PHONY: serve test ort bench
+
+serve: $(ORT_LIB)
+	cargo run --release --bin candor -- serve
+
+test: $(ORT_LIB)
+	cargo test --all-targets
+
+bench: $(ORT_LIB)
+	cargo bench --bench load
+
+ort: $(ORT_LIB)
+
+# ONNX Runtime comes from the official PyPI wheel: the only registry this project may reach.
+$(ORT_LIB):
+	@mkdir -p $(ORT_DIR)/wheel
+	$(PYTHON) -m pip download --quiet --no-deps -d $(ORT_DIR)/wheel onnxruntime==$(ORT_VERSION)
+	$(PYTHON) -c 'import glob, shutil, zipfile, sys; \
+		whl = glob.glob("$(ORT_DIR)/wheel/onnxruntime-$(ORT_VERSION)-*.whl")[0]; \
+		src = zipfile.ZipFile(whl).open("onnxruntime/capi/libonnxruntime.so.$(ORT_VERSION)"); \
+		shutil.copyfileobj(src, open("$(ORT_LIB).part", "wb"))'
+	mv $(ORT_LIB).part $(ORT_LIB)
+	rm -rf $(ORT_DIR)/wheel

@@ -1,0 +1,20 @@
+//! Compiles the gRPC API with protox (pure Rust, no `protoc`) and keeps the
+//! encoded descriptor set for server reflection.
+
+use std::{env, fs, path::PathBuf};
+
+use prost::Message;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let files = [
+        "proto/candor/v1/common.proto",
+        "proto/candor/v1/scoring.proto",
+        "proto/candor/v1/models.proto",
+    ];
+    println!("cargo:rerun-if-changed=proto");
+    let fds = protox::compile(files, ["proto"])?;
+    let out = PathBuf::from(env::var("OUT_DIR")?);
+    fs::write(out.join("candor_descriptor.bin"), fds.encode_to_vec())?;
+    tonic_prost_build::configure().compile_fds(fds)?;
+    Ok(())
+}

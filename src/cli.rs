@@ -1,0 +1,436 @@
+//! The `candor` command line: `serve`, `score` and `models validate`.
+//!
+//! Start-up errors are reported with `anyhow` here and nowhere else; the
+//! library below returns typed errors.
+
+use std::{
+    collections::HashMap,
+    io::Read,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    sync::Arc,
+};
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+use tokio::net::TcpListener;
+
+use crate::{
+    config::{Config, LogFormat},
+    gateway::Gateway,
+    grpc::{self, client::ScoreCall},
+    inference::runtime,
+    models::{
+        package::MANIFEST_FILE,
+        schema::{FeatureValue, Features},
+        validate::validate_package,
+    },
+};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "candor",
+    version,
+    about = "Explainable, consent-aware model-serving gateway"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start the gateway.
+    Serve(ServeArgs),
+    /// Score features with a running gateway and print the decisions as JSON.
+    Score(ScoreArgs),
+    /// Work with model packages.
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ModelsCommand {
+    /// Check a package (or every package under a folder) before deploying it.
+    Validate(ValidateArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Optional TOML configuration file.
+    #[arg(long, env = "CANDOR_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    flags: ConfigFlags,
+}
+
+/// Flags that override configuration; absent flags leave the file,
+/// environment or default value in place.
+#[derive(Debug, Args, Serialize, Default)]
+struct ConfigFlags {
+    /// gRPC listen address [default: 127.0.0.1:50051].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    listen: Option<String>,
+    /// Folder of model packages [default: models].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    models_dir: Option<PathBuf>,
+    /// Path of libonnxruntime.so.1.31.1 [default: .ort/libonnxruntime.so.1.31.1].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ort_lib: Option<PathBuf>,
+    /// Inference threads [default: number of cores].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    inference_threads: Option<usize>,
+    /// Requests that may wait for inference before new ones are shed [default: 4096].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    inference_queue: Option<usize>,
+    /// Most rows per ScoreBatch call [default: 1024].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_batch_rows: Option<usize>,
+    /// Largest gRPC message in bytes [default: 4194304].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_message_bytes: Option<usize>,
+    /// Log format: text or json [default: text].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log_format: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct ScoreArgs {
+    /// Gateway address.
+    #[arg(long, env = "CANDOR_ADDR", default_value = "http://127.0.0.1:50051")]
+    addr: String,
+    /// Model name, optionally with a version: `caravan-lgbm` or `caravan-lgbm@1.1.0`.
+    #[arg(long)]
+    model: String,
+    /// The publisher's identifier for the person scored.
+    #[arg(long, default_value = "")]
+    subject: String,
+    /// A feature as NAME=VALUE; repeat for each feature. An empty VALUE means missing.
+    #[arg(short, long = "feature", value_name = "NAME=VALUE")]
+    features: Vec<String>,
+    /// A JSON file ("-" for stdin): one object of features, or an array of them.
+    #[arg(long, conflicts_with_all = ["features", "csv"])]
+    json: Option<PathBuf>,
+    /// A CSV file ("-" for stdin) with a header of feature names; one row per decision.
+    #[arg(long, conflicts_with = "features")]
+    csv: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct ValidateArgs {
+    /// A package folder (with manifest.toml), or a folder of packages.
+    dir: PathBuf,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Path of libonnxruntime.so.1.31.1 [default: .ort/libonnxruntime.so.1.31.1, or CANDOR_ORT_LIB].
+    #[arg(long)]
+    ort_lib: Option<PathBuf>,
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Score(args) => score(args),
+        Command::Models {
+            command: ModelsCommand::Validate(args),
+        } => validate(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,ort=warn".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let config =
+        Config::load(args.config.as_deref(), &args.flags).context("invalid configuration")?;
+    init_logging(config.log_format);
+    // Fail before binding, with the message that says how to get the library.
+    runtime::init(&config.ort_lib)?;
+    let tokio = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    tokio.block_on(async {
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        tracing::info!(addr = %listener.local_addr()?, "candor listening");
+        let gateway = Arc::new(Gateway::new(config));
+        let server = async {
+            grpc::serve(listener, gateway.clone(), shutdown_signal())
+                .await
+                .context("gRPC server failed")
+        };
+        let load = async {
+            gateway
+                .load_models()
+                .await
+                .context("cannot load the models")
+        };
+        tokio::try_join!(server, load)?;
+        tracing::info!("candor stopped");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Resolves on ctrl-c or SIGTERM; the server then drains in-flight calls.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down: draining in-flight calls");
+}
+
+fn score(args: ScoreArgs) -> anyhow::Result<ExitCode> {
+    let (model, version) = match args.model.split_once('@') {
+        Some((m, v)) => (m.to_owned(), Some(v.to_owned())),
+        None => (args.model.clone(), None),
+    };
+    let rows = if let Some(path) = &args.json {
+        rows_from_json(&read_input(path)?)?
+    } else if let Some(path) = &args.csv {
+        rows_from_csv(&read_input(path)?)?
+    } else {
+        vec![
+            args.features
+                .iter()
+                .map(|f| parse_flag(f))
+                .collect::<anyhow::Result<Features>>()?,
+        ]
+    };
+    if rows.is_empty() {
+        bail!("no rows to score");
+    }
+    let call = ScoreCall {
+        model,
+        version,
+        subject_id: args.subject,
+        rows,
+    };
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let output = tokio.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(args.addr.clone())
+            .with_context(|| format!("bad --addr {:?}", args.addr))?
+            .connect()
+            .await
+            .with_context(|| format!("cannot reach the gateway at {}", args.addr))?;
+        grpc::client::score(channel, &call)
+            .await
+            .map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))
+    })?;
+    println!("{}", serde_json::to_string_pretty(&output)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn read_input(path: &Path) -> anyhow::Result<String> {
+    let mut text = String::new();
+    if path == Path::new("-") {
+        std::io::stdin().read_to_string(&mut text)?;
+    } else {
+        text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+    }
+    Ok(text)
+}
+
+/// A flag or CSV cell: an integer if it reads as one, else a number, else a
+/// category label; empty means missing. The server checks it against the
+/// feature's declared type.
+fn parse_value(text: &str) -> FeatureValue {
+    let text = text.trim();
+    if text.is_empty() {
+        FeatureValue::Missing
+    } else if let Ok(i) = text.parse::<i64>() {
+        FeatureValue::Integer(i)
+    } else if let Ok(x) = text.parse::<f64>() {
+        FeatureValue::Number(x)
+    } else {
+        FeatureValue::Category(text.to_owned())
+    }
+}
+
+fn parse_flag(flag: &str) -> anyhow::Result<(String, FeatureValue)> {
+    let (name, value) = flag
+        .split_once('=')
+        .with_context(|| format!("--feature {flag:?} is not NAME=VALUE"))?;
+    Ok((name.trim().to_owned(), parse_value(value)))
+}
+
+fn rows_from_csv(text: &str) -> anyhow::Result<Vec<Features>> {
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    let header = reader.headers()?.clone();
+    reader
+        .records()
+        .map(|record| {
+            let record = record?;
+            Ok(header
+                .iter()
+                .zip(record.iter())
+                .map(|(h, v)| (h.to_owned(), parse_value(v)))
+                .collect())
+        })
+        .collect()
+}
+
+fn rows_from_json(text: &str) -> anyhow::Result<Vec<Features>> {
+    let value: serde_json::Value = serde_json::from_str(text).context("invalid JSON")?;
+    let objects = match value {
+        serde_json::Value::Array(items) => items,
+        object @ serde_json::Value::Object(_) => vec![object],
+        _ => bail!("JSON input must be an object of features or an array of them"),
+    };
+    objects
+        .into_iter()
+        .enumerate()
+        .map(|(i, object)| {
+            let serde_json::Value::Object(map) = object else { bail!("JSON row {i} is not an object") };
+            map.into_iter()
+                .map(|(name, v)| {
+                    let value = match v {
+                        serde_json::Value::Null => FeatureValue::Missing,
+                        serde_json::Value::Number(n) => match n.as_i64() {
+                            Some(i) => FeatureValue::Integer(i),
+                            None => FeatureValue::Number(n.as_f64().unwrap_or(f64::NAN)),
+                        },
+                        serde_json::Value::String(s) => FeatureValue::Category(s),
+                        other => bail!("JSON row {i}, feature {name:?}: {other} is not a number, string or null"),
+                    };
+                    Ok((name, value))
+                })
+                .collect::<anyhow::Result<HashMap<_, _>>>()
+        })
+        .collect()
+}
+
+fn validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {
+    #[derive(Serialize)]
+    struct Flags {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ort_lib: Option<PathBuf>,
+    }
+    let config = Config::load(
+        None,
+        Flags {
+            ort_lib: args.ort_lib,
+        },
+    )
+    .context("invalid configuration")?;
+    runtime::init(&config.ort_lib)?;
+    let dirs = if args.dir.join(MANIFEST_FILE).is_file() {
+        vec![args.dir.clone()]
+    } else {
+        package_dirs(&args.dir)?
+    };
+    if dirs.is_empty() {
+        bail!(
+            "no model package (a folder with {MANIFEST_FILE}) under {}",
+            args.dir.display()
+        );
+    }
+    let reports: Vec<_> = dirs.iter().map(|d| validate_package(d)).collect();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    } else {
+        for r in &reports {
+            print!("{}", r.to_text());
+        }
+    }
+    Ok(if reports.iter().all(|r| r.passed) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Every `<name>/<version>/` package folder under `root`.
+fn package_dirs(root: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut dirs = Vec::new();
+    for name in
+        std::fs::read_dir(root).with_context(|| format!("cannot list {}", root.display()))?
+    {
+        let name = name?.path();
+        if !name.is_dir() {
+            continue;
+        }
+        for version in std::fs::read_dir(&name)? {
+            let version = version?.path();
+            if version.join(MANIFEST_FILE).is_file() {
+                dirs.push(version);
+            }
+        }
+    }
+    dirs.sort();
+    Ok(dirs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_values_by_shape() {
+        assert_eq!(parse_value("3"), FeatureValue::Integer(3));
+        assert_eq!(parse_value("2.5"), FeatureValue::Number(2.5));
+        assert_eq!(parse_value("gold"), FeatureValue::Category("gold".into()));
+        assert_eq!(parse_value(" "), FeatureValue::Missing);
+        assert!(parse_flag("novalue").is_err());
+    }
+
+    #[test]
+    fn reads_json_objects_and_arrays() {
+        let one = rows_from_json(r#"{"A": 1, "B": 1.5, "C": null, "D": "x"}"#).unwrap();
+        assert_eq!(one[0]["C"], FeatureValue::Missing);
+        assert_eq!(one[0]["B"], FeatureValue::Number(1.5));
+        assert_eq!(rows_from_json(r#"[{"A": 1}, {"A": 2}]"#).unwrap().len(), 2);
+        assert!(rows_from_json("[1]").is_err());
+        assert!(rows_from_json(r#"{"A": [1]}"#).is_err());
+    }
+
+    #[test]
+    fn reads_csv_rows() {
+        let rows = rows_from_csv("A,B\n1,\n2,3.5\n").unwrap();
+        assert_eq!(rows[0]["B"], FeatureValue::Missing);
+        assert_eq!(rows[1]["B"], FeatureValue::Number(3.5));
+    }
+}

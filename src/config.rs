@@ -1,0 +1,119 @@
+//! Gateway configuration: built-in defaults, overridden by an optional TOML
+//! file, then by `CANDOR_*` environment variables, then by command-line flags.
+//!
+//! Every field has a default that runs the gateway with the bundled models and
+//! no external service, so `candor serve` needs no configuration at all.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Serialized, Toml},
+};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// gRPC listen address.
+    pub listen: SocketAddr,
+    /// Folder holding `<name>/<version>/` model packages.
+    pub models_dir: PathBuf,
+    /// Path of `libonnxruntime.so.1.31.1`.
+    pub ort_lib: PathBuf,
+    /// Inference threads (each runs one single-threaded ORT session per model).
+    pub inference_threads: usize,
+    /// Inference requests that may wait for a thread before new ones are shed.
+    pub inference_queue: usize,
+    /// Most rows one `ScoreBatch` call may carry.
+    pub max_batch_rows: usize,
+    /// Largest encoded gRPC message accepted, in bytes.
+    pub max_message_bytes: usize,
+    /// `text` for people, `json` for log pipelines.
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            models_dir: PathBuf::from("models"),
+            ort_lib: PathBuf::from(".ort/libonnxruntime.so.1.31.1"),
+            inference_threads: std::thread::available_parallelism().map_or(2, usize::from),
+            inference_queue: 4096,
+            max_batch_rows: 1024,
+            max_message_bytes: 4 * 1024 * 1024,
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+impl Config {
+    /// Merges defaults, the optional file, the environment and `overrides`
+    /// (flags), later sources winning.
+    pub fn load(
+        file: Option<&std::path::Path>,
+        overrides: impl Serialize,
+    ) -> Result<Self, Box<figment::Error>> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment
+            .merge(Env::prefixed("CANDOR_").ignore(&["CONFIG"]))
+            .merge(Serialized::defaults(overrides))
+            .extract()
+            .map_err(Box::new)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment's Jail API returns its own large error
+mod tests {
+    use super::*;
+
+    #[derive(Serialize, Default)]
+    struct Flags {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        max_batch_rows: Option<usize>,
+    }
+
+    #[test]
+    fn later_sources_win() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "candor.toml",
+                "max_batch_rows = 10\ninference_queue = 7\nlisten = \"0.0.0.0:1\"",
+            )?;
+            jail.set_env("CANDOR_INFERENCE_QUEUE", "8");
+            let c = Config::load(
+                Some("candor.toml".as_ref()),
+                Flags {
+                    max_batch_rows: Some(11),
+                },
+            )
+            .unwrap();
+            assert_eq!((c.max_batch_rows, c.inference_queue), (11, 8));
+            assert_eq!(c.listen, "0.0.0.0:1".parse().unwrap());
+            assert_eq!(c.models_dir, PathBuf::from("models"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("candor.toml", "max_batch_rowz = 10")?;
+            let err = Config::load(Some("candor.toml".as_ref()), Flags::default()).unwrap_err();
+            assert!(err.to_string().contains("max_batch_rowz"), "{err}");
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,165 @@
+//! The scoring service in plain Rust: resolve the model, validate the
+//! features, run inference, and stamp the decision.
+//!
+//! Nothing here knows about gRPC. Handlers in [`crate::grpc`] convert protobuf
+//! messages to the request types below and the results back.
+
+use std::{sync::Arc, time::SystemTime};
+
+use arc_swap::ArcSwapOption;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::{
+    config::Config,
+    error::Error,
+    inference::{InferencePool, runtime},
+    models::{ModelPackage, ModelSelector, Registry, schema::Features},
+};
+
+/// One subject to score.
+#[derive(Debug, Clone)]
+pub struct ScoreRequest {
+    pub model: ModelSelector,
+    pub features: Features,
+}
+
+/// Many candidate rows to score with one model.
+#[derive(Debug, Clone)]
+pub struct BatchRequest {
+    pub model: ModelSelector,
+    pub rows: Vec<Features>,
+}
+
+/// Exactly which artefact made a decision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelIdentity {
+    pub name: String,
+    pub version: String,
+    pub sha256: String,
+}
+
+impl ModelIdentity {
+    pub fn of(package: &ModelPackage) -> Self {
+        Self {
+            name: package.name().to_owned(),
+            version: package.version().to_string(),
+            sha256: package.sha256.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// UUIDv7, so decision ids sort by time.
+    pub id: Uuid,
+    pub model: ModelIdentity,
+    pub score: f64,
+    pub decided_at: SystemTime,
+}
+
+/// The gateway's shared state: the model registry and the inference pool.
+pub struct Gateway {
+    config: Config,
+    pool: InferencePool,
+    registry: ArcSwapOption<Registry>,
+    ready: watch::Sender<bool>,
+}
+
+impl Gateway {
+    /// Starts the inference threads. Models are loaded separately by
+    /// [`Gateway::load_models`], so the server can report NOT_SERVING while
+    /// they load.
+    pub fn new(config: Config) -> Self {
+        let pool = InferencePool::new(
+            config.inference_threads,
+            config.inference_queue,
+            config.max_batch_rows,
+        );
+        Self {
+            config,
+            pool,
+            registry: ArcSwapOption::empty(),
+            ready: watch::channel(false).0,
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Loads ONNX Runtime and every package in the models folder, then marks
+    /// the gateway ready.
+    pub async fn load_models(self: &Arc<Self>) -> Result<(), Error> {
+        let this = self.clone();
+        let registry = tokio::task::spawn_blocking(move || {
+            runtime::init(&this.config.ort_lib)?;
+            Registry::load_dir(&this.config.models_dir, this.pool.slots()).map_err(Error::from)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("model loading panicked: {e}")))??;
+        let count: usize = registry.models().map(|(_, m)| m.versions.len()).sum();
+        tracing::info!(models = count, dir = %self.config.models_dir.display(), "models loaded");
+        self.registry.store(Some(Arc::new(registry)));
+        self.ready.send_replace(true);
+        Ok(())
+    }
+
+    /// Follows readiness: `false` until the models are loaded.
+    pub fn readiness(&self) -> watch::Receiver<bool> {
+        self.ready.subscribe()
+    }
+
+    pub fn registry(&self) -> Result<Arc<Registry>, Error> {
+        self.registry.load_full().ok_or(Error::NotReady)
+    }
+
+    pub fn resolve(&self, selector: &ModelSelector) -> Result<Arc<ModelPackage>, Error> {
+        Ok(self.registry()?.resolve(selector)?)
+    }
+
+    pub async fn score(&self, request: ScoreRequest) -> Result<Decision, Error> {
+        let package = self.resolve(&request.model)?;
+        let mut row = Vec::with_capacity(package.schema.width());
+        package
+            .schema
+            .encode_into(&request.features, &mut row)
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let scores = self.pool.predict(package.backend.clone(), row).await?;
+        Ok(decide(&package, scores[0]))
+    }
+
+    pub async fn score_batch(&self, request: BatchRequest) -> Result<Vec<Decision>, Error> {
+        let max = self.config.max_batch_rows;
+        if request.rows.len() > max {
+            return Err(Error::InvalidArgument(format!(
+                "rows: {} rows exceed the limit of {max} per call; split the batch",
+                request.rows.len()
+            )));
+        }
+        if request.rows.is_empty() {
+            return Err(Error::InvalidArgument(
+                "rows: a batch needs at least one row".into(),
+            ));
+        }
+        let package = self.resolve(&request.model)?;
+        let mut rows = Vec::with_capacity(package.schema.width() * request.rows.len());
+        for (i, features) in request.rows.iter().enumerate() {
+            package
+                .schema
+                .encode_into(features, &mut rows)
+                .map_err(|e| Error::InvalidArgument(format!("rows[{i}].{e}")))?;
+        }
+        let scores = self.pool.predict(package.backend.clone(), rows).await?;
+        Ok(scores.into_iter().map(|s| decide(&package, s)).collect())
+    }
+}
+
+fn decide(package: &ModelPackage, score: f32) -> Decision {
+    Decision {
+        id: Uuid::now_v7(),
+        model: ModelIdentity::of(package),
+        score: f64::from(score),
+        decided_at: SystemTime::now(),
+    }
+}

@@ -1,0 +1,214 @@
+//! `TryFrom` conversions between protobuf messages and domain types. Structural
+//! problems (an absent model, an unparsable version) are rejected here, naming
+//! the field; checks that need the model's manifest happen in the gateway.
+
+use std::{collections::HashMap, time::SystemTime};
+
+use semver::Version;
+
+use super::pb;
+use crate::{
+    error::Error,
+    gateway::{BatchRequest, Decision, ModelIdentity, ScoreRequest},
+    models::{
+        ModelPackage, ModelSelector,
+        manifest::{FeatureType, Manifest},
+        schema::{FeatureValue, Features},
+    },
+};
+
+impl TryFrom<Option<pb::ModelRef>> for ModelSelector {
+    type Error = Error;
+
+    fn try_from(model: Option<pb::ModelRef>) -> Result<Self, Error> {
+        let model = model.ok_or_else(|| Error::InvalidArgument("model: is required".into()))?;
+        if model.name.is_empty() {
+            return Err(Error::InvalidArgument("model.name: is required".into()));
+        }
+        let version = match model.version.as_str() {
+            "" => None,
+            v => Some(Version::parse(v).map_err(|e| {
+                Error::InvalidArgument(format!(
+                    "model.version: {v:?} is not a semantic version ({e})"
+                ))
+            })?),
+        };
+        Ok(Self {
+            name: model.name,
+            version,
+        })
+    }
+}
+
+fn features(map: HashMap<String, pb::FeatureValue>) -> Features {
+    map.into_iter()
+        .map(|(name, value)| {
+            let value = match value.kind {
+                Some(pb::feature_value::Kind::Number(v)) => FeatureValue::Number(v),
+                Some(pb::feature_value::Kind::Integer(v)) => FeatureValue::Integer(v),
+                Some(pb::feature_value::Kind::Category(v)) => FeatureValue::Category(v),
+                None => FeatureValue::Missing,
+            };
+            (name, value)
+        })
+        .collect()
+}
+
+impl From<FeatureValue> for pb::FeatureValue {
+    fn from(value: FeatureValue) -> Self {
+        use pb::feature_value::Kind;
+        let kind = match value {
+            FeatureValue::Number(v) => Some(Kind::Number(v)),
+            FeatureValue::Integer(v) => Some(Kind::Integer(v)),
+            FeatureValue::Category(v) => Some(Kind::Category(v)),
+            FeatureValue::Missing => None,
+        };
+        Self { kind }
+    }
+}
+
+impl TryFrom<pb::ScoreRequest> for ScoreRequest {
+    type Error = Error;
+
+    fn try_from(r: pb::ScoreRequest) -> Result<Self, Error> {
+        Ok(Self {
+            model: r.model.try_into()?,
+            features: features(r.features),
+        })
+    }
+}
+
+impl TryFrom<pb::ScoreBatchRequest> for BatchRequest {
+    type Error = Error;
+
+    fn try_from(r: pb::ScoreBatchRequest) -> Result<Self, Error> {
+        Ok(Self {
+            model: r.model.try_into()?,
+            rows: r
+                .rows
+                .into_iter()
+                .map(|row| features(row.features))
+                .collect(),
+        })
+    }
+}
+
+impl From<ModelIdentity> for pb::ModelIdentity {
+    fn from(m: ModelIdentity) -> Self {
+        Self {
+            name: m.name,
+            version: m.version,
+            sha256: m.sha256,
+        }
+    }
+}
+
+fn timestamp(t: SystemTime) -> prost_types::Timestamp {
+    t.into()
+}
+
+impl From<Decision> for pb::Decision {
+    fn from(d: Decision) -> Self {
+        Self {
+            decision_id: d.id.to_string(),
+            model: Some(d.model.into()),
+            score: d.score,
+            decided_at: Some(timestamp(d.decided_at)),
+        }
+    }
+}
+
+fn feature_specs(m: &Manifest) -> Vec<pb::FeatureSpec> {
+    {
+        m.features_by_position()
+            .into_iter()
+            .map(|f| pb::FeatureSpec {
+                name: f.name.clone(),
+                position: f.position as u32,
+                r#type: match f.kind {
+                    FeatureType::Float => pb::FeatureType::Float,
+                    FeatureType::Integer => pb::FeatureType::Integer,
+                    FeatureType::Categorical => pb::FeatureType::Categorical,
+                } as i32,
+                min: f.min,
+                max: f.max,
+                categories: f.categories.clone(),
+                missing_allowed: f.missing_allowed,
+                description: f.description.clone(),
+                data_category: f.category.as_str().to_owned(),
+                source: f.source.as_str().to_owned(),
+                special_category: f.is_special_category(),
+            })
+            .collect()
+    }
+}
+
+/// The full description of one model version.
+pub fn describe(package: &ModelPackage, is_default: bool) -> pb::ModelDescription {
+    let m = &package.manifest;
+    pb::ModelDescription {
+        identity: Some(ModelIdentity::of(package).into()),
+        is_default,
+        description: m.model.description.clone(),
+        owner: m.model.owner.clone(),
+        purposes: m
+            .model
+            .purposes
+            .iter()
+            .map(|p| p.as_str().to_owned())
+            .collect(),
+        intended_use: m.model.intended_use.clone(),
+        output: Some(pb::OutputSpec {
+            tensor: m.model.output.tensor.clone(),
+            index: m.model.output.index as u32,
+            description: m.model.output.description.clone(),
+            decision_threshold: m.model.output.decision_threshold.unwrap_or_default(),
+        }),
+        features: feature_specs(m),
+        groups: m
+            .groups
+            .iter()
+            .map(|g| pb::FeatureGroup {
+                name: g.name.clone(),
+                description: g.description.clone(),
+                features: g.features.clone(),
+            })
+            .collect(),
+        training: m.training.as_ref().map(|t| pb::TrainingInfo {
+            dataset: t.dataset.clone(),
+            date: t.date.clone(),
+            script: t.script.clone(),
+            train_rows: t.train_rows.unwrap_or_default(),
+            holdout_rows: t.holdout_rows.unwrap_or_default(),
+            split: t.split.clone().unwrap_or_default(),
+            excluded_columns: t.excluded_columns.clone(),
+            libraries: t.libraries.clone(),
+        }),
+        metrics: m
+            .metrics
+            .iter()
+            .map(|x| pb::Metric {
+                name: x.name.clone(),
+                value: x.value,
+                dataset: x.dataset.clone(),
+            })
+            .collect(),
+        manifest_toml: package.manifest_toml.clone(),
+    }
+}
+
+/// The summary of one model version, as listed.
+pub fn summarize(package: &ModelPackage, is_default: bool) -> pb::ModelVersionSummary {
+    pb::ModelVersionSummary {
+        identity: Some(ModelIdentity::of(package).into()),
+        description: package.manifest.model.description.clone(),
+        purposes: package
+            .manifest
+            .model
+            .purposes
+            .iter()
+            .map(|p| p.as_str().to_owned())
+            .collect(),
+        is_default,
+    }
+}

@@ -1,0 +1,92 @@
+//! The gRPC edge: the only module that knows protobuf types.
+//!
+//! Handlers are thin: they convert messages into domain requests with
+//! `TryFrom` (see [`convert`]), call the [`Gateway`], and convert the result
+//! back. Every domain error becomes a status in one place ([`status`]).
+
+pub mod client;
+mod convert;
+mod models;
+mod scoring;
+mod status;
+
+use std::{future::Future, sync::Arc};
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+
+use crate::gateway::Gateway;
+
+/// Generated protobuf and gRPC code for `candor.v1`.
+pub mod pb {
+    tonic::include_proto!("candor.v1");
+
+    /// Encoded descriptors of every served file, for server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/candor_descriptor.bin"));
+}
+
+use pb::{model_service_server::ModelServiceServer, scoring_service_server::ScoringServiceServer};
+
+/// Serves the gateway's gRPC API on `listener` until `shutdown` resolves, then
+/// drains in-flight calls. Health reports NOT_SERVING until the gateway's
+/// models are loaded.
+pub async fn serve(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let mut ready = gateway.readiness();
+    // Set the first status before accepting calls, so no client can see the
+    // reporter's own initial SERVING while the models are still loading.
+    let initial = *ready.borrow_and_update();
+    set_health(&health, initial).await;
+    let health_task = tokio::spawn(async move {
+        while ready.changed().await.is_ok() {
+            let now = *ready.borrow_and_update();
+            set_health(&health, now).await;
+        }
+    });
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("the embedded descriptor sets are valid");
+
+    let limit = gateway.config().max_message_bytes;
+    let scoring = ScoringServiceServer::new(scoring::Scoring::new(gateway.clone()))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+    let models = ModelServiceServer::new(models::Models::new(gateway.clone()))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+
+    let result = Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(scoring)
+        .add_service(models)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await;
+    health_task.abort();
+    result
+}
+
+async fn set_health(health: &tonic_health::server::HealthReporter, ready: bool) {
+    let status = if ready {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    };
+    for service in ["", SCORING_SERVICE, MODEL_SERVICE] {
+        health.set_service_status(service, status).await;
+    }
+}
+
+const SCORING_SERVICE: &str =
+    <ScoringServiceServer<scoring::Scoring> as tonic::server::NamedService>::NAME;
+const MODEL_SERVICE: &str =
+    <ModelServiceServer<models::Models> as tonic::server::NamedService>::NAME;

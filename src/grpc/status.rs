@@ -1,0 +1,30 @@
+//! The one mapping from domain errors to gRPC status codes.
+
+use tonic::{Code, Status};
+
+use crate::{error::Error, inference::InferenceError, models::LookupError};
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Self {
+        let code = match &e {
+            Error::InvalidArgument(_) => Code::InvalidArgument,
+            Error::Lookup(LookupError::UnknownModel(_) | LookupError::UnknownVersion { .. }) => {
+                Code::NotFound
+            }
+            Error::NotReady => Code::Unavailable,
+            Error::Inference(inner) => match inner {
+                InferenceError::Overloaded(_) => Code::ResourceExhausted,
+                InferenceError::ShutDown => Code::Unavailable,
+                InferenceError::Runtime(_) | InferenceError::OutputShape { .. } => Code::Internal,
+            },
+            // Packages and the runtime are loaded at start-up; reaching a
+            // handler with one of these means the server is misconfigured.
+            Error::Package(_) | Error::Runtime(_) => Code::FailedPrecondition,
+            Error::Internal(_) => Code::Internal,
+        };
+        if code == Code::Internal {
+            tracing::error!(error = %e, "internal error");
+        }
+        Status::new(code, e.to_string())
+    }
+}

@@ -1,0 +1,633 @@
+//! The model package manifest (`manifest.toml`): what a model is for, who owns
+//! it, and the truth about every input feature.
+//!
+//! The manifest is the contract that later stages rely on: consent policy reads
+//! the purposes and data categories, explanations read the feature
+//! descriptions, groups and reason templates. It is parsed strictly (unknown
+//! keys are errors) and validated on its own here; the checks against the ONNX
+//! graph live in [`super::package`].
+
+use std::collections::{BTreeMap, HashSet};
+
+use semver::Version;
+use serde::Deserialize;
+
+/// The one manifest schema this build understands.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub schema_version: u32,
+    pub model: ModelSection,
+    pub training: Option<Training>,
+    #[serde(default)]
+    pub metrics: Vec<Metric>,
+    pub features: Vec<FeatureSpec>,
+    #[serde(default)]
+    pub groups: Vec<FeatureGroup>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    pub name: String,
+    pub version: Version,
+    /// Marks the version served when a request names no version. When no
+    /// version of a model claims it, the highest version is the default.
+    #[serde(default)]
+    pub default: bool,
+    pub description: String,
+    pub owner: String,
+    pub purposes: Vec<Purpose>,
+    pub intended_use: String,
+    pub input: InputSection,
+    pub output: OutputSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputSection {
+    /// Name of the ONNX graph input: a float32 tensor of shape [N, features].
+    pub tensor: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSection {
+    /// Name of the ONNX graph output that holds the score.
+    pub tensor: String,
+    /// Column of that output holding the score (e.g. 1 = P(class 1)).
+    #[serde(default)]
+    pub index: usize,
+    pub description: String,
+    /// The score at or above which the ad is shown.
+    pub decision_threshold: Option<f64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Training {
+    pub dataset: String,
+    pub date: String,
+    pub script: String,
+    pub train_rows: Option<u64>,
+    pub holdout_rows: Option<u64>,
+    pub split: Option<String>,
+    #[serde(default)]
+    pub excluded_columns: Vec<String>,
+    #[serde(default)]
+    pub libraries: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metric {
+    pub name: String,
+    pub value: f64,
+    pub dataset: String,
+}
+
+/// What a model's output is used for. The consent policy maps each purpose to
+/// the legal bases it needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Purpose {
+    PersonalisedAdvertising,
+    ContextualAdvertising,
+    PersonalisedContent,
+    Measurement,
+}
+
+impl Purpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PersonalisedAdvertising => "personalised_advertising",
+            Self::ContextualAdvertising => "contextual_advertising",
+            Self::PersonalisedContent => "personalised_content",
+            Self::Measurement => "measurement",
+        }
+    }
+
+    pub fn is_advertising(self) -> bool {
+        matches!(
+            self,
+            Self::PersonalisedAdvertising | Self::ContextualAdvertising
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FeatureType {
+    Float,
+    Integer,
+    Categorical,
+}
+
+impl FeatureType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Float => "float",
+            Self::Integer => "integer",
+            Self::Categorical => "categorical",
+        }
+    }
+}
+
+/// What kind of personal data a feature carries. The first group are ordinary
+/// categories; the second are GDPR Art. 9 special categories, which must never
+/// serve advertising (DSA Art. 26(3)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataCategory {
+    FirstPartyPurchaseHistory,
+    ZipCodeDemographics,
+    Income,
+    SocialClass,
+    Education,
+    Occupation,
+    Age,
+    Contextual,
+    Device,
+    BrowsingActivity,
+    CoarseLocation,
+    PreciseGeolocation,
+    Religion,
+    Health,
+    Ethnicity,
+    PoliticalOpinion,
+    SexualOrientation,
+    TradeUnionMembership,
+    Genetic,
+    Biometric,
+}
+
+impl DataCategory {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::FirstPartyPurchaseHistory => "first_party_purchase_history",
+            Self::ZipCodeDemographics => "zip_code_demographics",
+            Self::Income => "income",
+            Self::SocialClass => "social_class",
+            Self::Education => "education",
+            Self::Occupation => "occupation",
+            Self::Age => "age",
+            Self::Contextual => "contextual",
+            Self::Device => "device",
+            Self::BrowsingActivity => "browsing_activity",
+            Self::CoarseLocation => "coarse_location",
+            Self::PreciseGeolocation => "precise_geolocation",
+            Self::Religion => "religion",
+            Self::Health => "health",
+            Self::Ethnicity => "ethnicity",
+            Self::PoliticalOpinion => "political_opinion",
+            Self::SexualOrientation => "sexual_orientation",
+            Self::TradeUnionMembership => "trade_union_membership",
+            Self::Genetic => "genetic",
+            Self::Biometric => "biometric",
+        }
+    }
+
+    /// GDPR Art. 9(1) special categories of personal data.
+    pub fn is_special(self) -> bool {
+        matches!(
+            self,
+            Self::Religion
+                | Self::Health
+                | Self::Ethnicity
+                | Self::PoliticalOpinion
+                | Self::SexualOrientation
+                | Self::TradeUnionMembership
+                | Self::Genetic
+                | Self::Biometric
+        )
+    }
+}
+
+/// Where a feature's value comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataSource {
+    FirstParty,
+    ZipCodeAggregate,
+    RequestContext,
+    Inferred,
+}
+
+impl DataSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::FirstParty => "first_party",
+            Self::ZipCodeAggregate => "zip_code_aggregate",
+            Self::RequestContext => "request_context",
+            Self::Inferred => "inferred",
+        }
+    }
+}
+
+/// Which heading a consumer-facing reason appears under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReasonGroup {
+    YourInfo,
+    YourActivity,
+    AdvertiserChoice,
+    Context,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureSpec {
+    pub name: String,
+    pub position: usize,
+    #[serde(rename = "type")]
+    pub kind: FeatureType,
+    /// Allowed integer codes of a categorical feature.
+    #[serde(default)]
+    pub categories: Vec<i64>,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    #[serde(default)]
+    pub missing_allowed: bool,
+    pub description: String,
+    pub category: DataCategory,
+    /// A declared proxy: a feature that stands in for a special category
+    /// although its own category is ordinary.
+    pub proxy_for: Option<DataCategory>,
+    pub source: DataSource,
+    pub reason_group: Option<ReasonGroup>,
+    /// Consumer-facing reason templates by language tag.
+    #[serde(default)]
+    pub reason: BTreeMap<String, String>,
+}
+
+impl FeatureSpec {
+    /// True when the feature is, or stands in for, an Art. 9 special category.
+    pub fn is_special_category(&self) -> bool {
+        self.category.is_special() || self.proxy_for.is_some_and(DataCategory::is_special)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureGroup {
+    pub name: String,
+    pub description: String,
+    pub features: Vec<String>,
+}
+
+/// A manifest problem, located by its field path (e.g. `features[3].position`).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl Manifest {
+    /// Parses and validates a manifest's TOML text.
+    pub fn from_toml(text: &str) -> Result<Self, FieldError> {
+        let manifest: Manifest = toml::from_str(text).map_err(|e| {
+            let at = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
+            FieldError::new(format!("line {at}"), e.message().trim().to_owned())
+        })?;
+        manifest.validate()?;
+        Ok(manifest)
+    }
+
+    /// Checks what TOML types alone cannot: consistency between fields.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if self.schema_version != SCHEMA_VERSION {
+            return Err(FieldError::new(
+                "schema_version",
+                format!(
+                    "is {}, this build reads version {SCHEMA_VERSION}",
+                    self.schema_version
+                ),
+            ));
+        }
+        let valid_name = !self.model.name.is_empty()
+            && self
+                .model
+                .name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+        if !valid_name {
+            return Err(FieldError::new(
+                "model.name",
+                format!(
+                    "{:?} must be non-empty lower-case ASCII letters, digits, '-' or '_'",
+                    self.model.name
+                ),
+            ));
+        }
+        if self.model.purposes.is_empty() {
+            return Err(FieldError::new(
+                "model.purposes",
+                "must name at least one purpose",
+            ));
+        }
+        if self.model.input.tensor.is_empty() {
+            return Err(FieldError::new("model.input.tensor", "must not be empty"));
+        }
+        if self.model.output.tensor.is_empty() {
+            return Err(FieldError::new("model.output.tensor", "must not be empty"));
+        }
+        if self.features.is_empty() {
+            return Err(FieldError::new(
+                "features",
+                "must declare at least one feature",
+            ));
+        }
+        self.validate_features()?;
+        self.validate_groups()?;
+        self.refuse_special_categories_for_advertising()
+    }
+
+    /// GDPR Art. 9 data, and declared proxies for it, never serve advertising
+    /// (DSA Art. 26(3)).
+    fn refuse_special_categories_for_advertising(&self) -> Result<(), FieldError> {
+        let Some(purpose) = self.model.purposes.iter().find(|p| p.is_advertising()) else {
+            return Ok(());
+        };
+        let special: Vec<String> = self
+            .features
+            .iter()
+            .filter(|f| f.is_special_category())
+            .map(|f| {
+                format!(
+                    "{} ({})",
+                    f.name,
+                    f.proxy_for.unwrap_or(f.category).as_str()
+                )
+            })
+            .collect();
+        if special.is_empty() {
+            return Ok(());
+        }
+        Err(FieldError::new(
+            "features",
+            format!(
+                "special-category data may not serve {}: {}",
+                purpose.as_str(),
+                special.join(", ")
+            ),
+        ))
+    }
+
+    fn validate_features(&self) -> Result<(), FieldError> {
+        let mut names = HashSet::new();
+        let mut positions = vec![false; self.features.len()];
+        for (i, f) in self.features.iter().enumerate() {
+            let at = |field: &str| format!("features[{i}].{field}");
+            if f.name.is_empty() {
+                return Err(FieldError::new(at("name"), "must not be empty"));
+            }
+            if !names.insert(f.name.as_str()) {
+                return Err(FieldError::new(
+                    at("name"),
+                    format!("{:?} is declared twice", f.name),
+                ));
+            }
+            match positions.get_mut(f.position) {
+                Some(seen @ false) => *seen = true,
+                Some(true) => {
+                    return Err(FieldError::new(
+                        at("position"),
+                        format!("{} is used twice", f.position),
+                    ));
+                }
+                None => {
+                    return Err(FieldError::new(
+                        at("position"),
+                        format!(
+                            "{} is outside 0..{} (positions must be contiguous)",
+                            f.position,
+                            self.features.len()
+                        ),
+                    ));
+                }
+            }
+            if f.description.trim().is_empty() {
+                return Err(FieldError::new(
+                    at("description"),
+                    "must describe the feature in plain language",
+                ));
+            }
+            match f.kind {
+                FeatureType::Categorical => {
+                    if f.categories.is_empty() {
+                        return Err(FieldError::new(
+                            at("categories"),
+                            "a categorical feature must list its codes",
+                        ));
+                    }
+                    if f.min.is_some() || f.max.is_some() {
+                        return Err(FieldError::new(
+                            at("min"),
+                            "a categorical feature takes categories, not a range",
+                        ));
+                    }
+                }
+                FeatureType::Float | FeatureType::Integer => {
+                    if !f.categories.is_empty() {
+                        return Err(FieldError::new(
+                            at("categories"),
+                            "only categorical features take categories",
+                        ));
+                    }
+                    for (field, bound) in [("min", f.min), ("max", f.max)] {
+                        if bound.is_some_and(|b| !b.is_finite()) {
+                            return Err(FieldError::new(at(field), "must be finite"));
+                        }
+                    }
+                    if let (Some(lo), Some(hi)) = (f.min, f.max)
+                        && lo > hi
+                    {
+                        return Err(FieldError::new(
+                            at("min"),
+                            format!("{lo} is greater than max {hi}"),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_groups(&self) -> Result<(), FieldError> {
+        let known: HashSet<&str> = self.features.iter().map(|f| f.name.as_str()).collect();
+        let mut grouped = HashSet::new();
+        let mut group_names = HashSet::new();
+        for (i, g) in self.groups.iter().enumerate() {
+            if !group_names.insert(g.name.as_str()) {
+                return Err(FieldError::new(
+                    format!("groups[{i}].name"),
+                    format!("{:?} is declared twice", g.name),
+                ));
+            }
+            if g.features.is_empty() {
+                return Err(FieldError::new(
+                    format!("groups[{i}].features"),
+                    "must list at least one feature",
+                ));
+            }
+            for member in &g.features {
+                if !known.contains(member.as_str()) {
+                    return Err(FieldError::new(
+                        format!("groups[{i}].features"),
+                        format!("{member:?} is not a declared feature"),
+                    ));
+                }
+                if !grouped.insert(member.as_str()) {
+                    return Err(FieldError::new(
+                        format!("groups[{i}].features"),
+                        format!("{member:?} already belongs to another group"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Features in tensor column order.
+    pub fn features_by_position(&self) -> Vec<&FeatureSpec> {
+        let mut features: Vec<&FeatureSpec> = self.features.iter().collect();
+        features.sort_by_key(|f| f.position);
+        features
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].lines().count().max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+schema_version = 1
+[model]
+name = "m"
+version = "1.0.0"
+description = "d"
+owner = "o"
+purposes = ["personalised_advertising"]
+intended_use = "u"
+[model.input]
+tensor = "input"
+[model.output]
+tensor = "probabilities"
+index = 1
+description = "p"
+[[features]]
+name = "a"
+position = 0
+type = "integer"
+min = 0
+max = 9
+description = "a"
+category = "income"
+source = "zip_code_aggregate"
+[[features]]
+name = "b"
+position = 1
+type = "categorical"
+categories = [1, 2]
+description = "b"
+category = "education"
+source = "zip_code_aggregate"
+"#;
+
+    #[test]
+    fn parses_a_minimal_manifest() {
+        let m = Manifest::from_toml(MINIMAL).unwrap();
+        assert_eq!(m.features_by_position()[1].name, "b");
+        assert!(!m.features[1].is_special_category());
+    }
+
+    #[test]
+    fn refuses_special_categories_and_their_proxies_for_advertising() {
+        let religion = MINIMAL.replace("category = \"education\"", "category = \"religion\"");
+        let err = Manifest::from_toml(&religion).unwrap_err();
+        assert_eq!(err.field, "features");
+        assert!(err.message.contains("b (religion)"), "{err}");
+
+        let proxy = MINIMAL.replace(
+            "category = \"education\"",
+            "category = \"education\"\nproxy_for = \"ethnicity\"",
+        );
+        assert!(
+            Manifest::from_toml(&proxy)
+                .unwrap_err()
+                .message
+                .contains("b (ethnicity)")
+        );
+
+        let measurement = religion.replace("[\"personalised_advertising\"]", "[\"measurement\"]");
+        assert!(Manifest::from_toml(&measurement).is_ok());
+    }
+
+    #[test]
+    fn rejects_unknown_keys_with_their_line() {
+        let text = MINIMAL.replace("owner = \"o\"", "owner = \"o\"\ncolour = \"red\"");
+        let err = Manifest::from_toml(&text).unwrap_err();
+        assert!(err.message.contains("colour"), "{err}");
+        assert_eq!(err.field, "line 8");
+    }
+
+    #[test]
+    fn names_the_field_of_a_consistency_error() {
+        let cases = [
+            (
+                MINIMAL.replace("position = 1", "position = 0"),
+                "features[1].position",
+            ),
+            (
+                MINIMAL.replace("position = 1", "position = 7"),
+                "features[1].position",
+            ),
+            (
+                MINIMAL.replace("name = \"b\"", "name = \"a\""),
+                "features[1].name",
+            ),
+            (MINIMAL.replace("min = 0", "min = 10"), "features[0].min"),
+            (
+                MINIMAL.replace("categories = [1, 2]", "categories = []"),
+                "features[1].categories",
+            ),
+            (
+                MINIMAL.replace("schema_version = 1", "schema_version = 2"),
+                "schema_version",
+            ),
+            (
+                MINIMAL.replace("name = \"m\"", "name = \"M x\""),
+                "model.name",
+            ),
+            (
+                MINIMAL.replace("[\"personalised_advertising\"]", "[]"),
+                "model.purposes",
+            ),
+            (
+                format!(
+                    "{MINIMAL}\n[[groups]]\nname = \"g\"\ndescription = \"g\"\nfeatures = [\"zz\"]\n"
+                ),
+                "groups[0].features",
+            ),
+        ];
+        for (text, field) in cases {
+            assert_eq!(Manifest::from_toml(&text).unwrap_err().field, field);
+        }
+    }
+}

@@ -1,0 +1,376 @@
+//! Loading one model package (`models/<name>/<version>/`) and checking that its
+//! parts agree: the manifest with the ONNX graph, and the background and golden
+//! rows with the manifest.
+
+use std::{
+    fmt, fs,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use sha2::{Digest, Sha256};
+
+use super::{
+    manifest::{FieldError, Manifest},
+    schema::FeatureSchema,
+};
+use crate::inference::{OrtBackend, runtime::RuntimeError};
+
+pub const MANIFEST_FILE: &str = "manifest.toml";
+pub const MODEL_FILE: &str = "model.onnx";
+pub const BACKGROUND_FILE: &str = "background.csv";
+pub const GOLDEN_FILE: &str = "golden.csv";
+
+/// A package problem, naming the file and, where there is one, the field.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct PackageError {
+    pub file: PathBuf,
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for PackageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.field {
+            Some(field) => write!(f, "{}: {field}: {}", self.file.display(), self.message),
+            None => write!(f, "{}: {}", self.file.display(), self.message),
+        }
+    }
+}
+
+impl PackageError {
+    fn new(file: &Path, field: Option<&str>, message: impl Into<String>) -> Self {
+        Self {
+            file: file.to_path_buf(),
+            field: field.map(str::to_owned),
+            message: message.into(),
+        }
+    }
+
+    fn field(file: &Path, e: FieldError) -> Self {
+        Self::new(file, Some(&e.field), e.message)
+    }
+}
+
+impl From<RuntimeError> for PackageError {
+    fn from(e: RuntimeError) -> Self {
+        Self {
+            file: PathBuf::new(),
+            field: None,
+            message: e.to_string(),
+        }
+    }
+}
+
+/// Rows of numeric feature values in model column order.
+#[derive(Debug, Clone)]
+pub struct Rows {
+    pub width: usize,
+    pub values: Vec<f32>,
+}
+
+impl Rows {
+    pub fn len(&self) -> usize {
+        self.values.len() / self.width.max(1)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.values[i * self.width..(i + 1) * self.width]
+    }
+}
+
+/// Golden rows with the scores Python onnxruntime produced for them.
+#[derive(Debug, Clone)]
+pub struct Golden {
+    pub rows: Rows,
+    pub scores: Vec<f64>,
+}
+
+/// A loaded, checked model version, ready to serve.
+pub struct ModelPackage {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+    pub manifest_toml: String,
+    pub sha256: String,
+    pub schema: FeatureSchema,
+    pub background: Rows,
+    pub golden: Option<Golden>,
+    pub backend: Arc<OrtBackend>,
+}
+
+impl fmt::Debug for ModelPackage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ModelPackage")
+            .field("name", &self.manifest.model.name)
+            .field("version", &self.manifest.model.version.to_string())
+            .field("sha256", &self.sha256)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ModelPackage {
+    /// Loads the package in `dir` with `slots` inference sessions.
+    pub fn load(dir: &Path, slots: usize) -> Result<Self, PackageError> {
+        let manifest_path = dir.join(MANIFEST_FILE);
+        let manifest_toml = fs::read_to_string(&manifest_path)
+            .map_err(|e| PackageError::new(&manifest_path, None, format!("cannot read: {e}")))?;
+        let manifest = Manifest::from_toml(&manifest_toml)
+            .map_err(|e| PackageError::field(&manifest_path, e))?;
+        check_location(dir, &manifest_path, &manifest)?;
+
+        let model_path = dir.join(MODEL_FILE);
+        let model = fs::read(&model_path)
+            .map_err(|e| PackageError::new(&model_path, None, format!("cannot read: {e}")))?;
+        let sha256 = hex::encode(Sha256::digest(&model));
+        let schema = FeatureSchema::new(&manifest);
+        let output_columns = check_graph(&model, &model_path, &manifest_path, &manifest)?;
+        let backend = OrtBackend::load(
+            &model,
+            slots,
+            &manifest.model.input.tensor,
+            schema.width(),
+            &manifest.model.output.tensor,
+            manifest.model.output.index,
+            output_columns,
+        )
+        .map_err(|e| {
+            PackageError::new(
+                &model_path,
+                None,
+                format!("ONNX Runtime cannot load it: {e}"),
+            )
+        })?;
+
+        let background = read_rows(&dir.join(BACKGROUND_FILE), &schema, false)?.0;
+        if background.is_empty() {
+            return Err(PackageError::new(
+                &dir.join(BACKGROUND_FILE),
+                None,
+                "needs at least one row",
+            ));
+        }
+        let golden_path = dir.join(GOLDEN_FILE);
+        let golden = if golden_path.exists() {
+            let (rows, scores) = read_rows(&golden_path, &schema, true)?;
+            Some(Golden { rows, scores })
+        } else {
+            None
+        };
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            manifest,
+            manifest_toml,
+            sha256,
+            schema,
+            background,
+            golden,
+            backend: Arc::new(backend),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.manifest.model.name
+    }
+
+    pub fn version(&self) -> &semver::Version {
+        &self.manifest.model.version
+    }
+}
+
+/// The folder layout is part of the contract: `<name>/<version>/`.
+fn check_location(
+    dir: &Path,
+    manifest_path: &Path,
+    manifest: &Manifest,
+) -> Result<(), PackageError> {
+    let version_dir = dir.file_name().and_then(|s| s.to_str()).unwrap_or_default();
+    let name_dir = dir
+        .parent()
+        .and_then(Path::file_name)
+        .and_then(|s| s.to_str())
+        .unwrap_or_default();
+    if name_dir != manifest.model.name {
+        return Err(PackageError::new(
+            manifest_path,
+            Some("model.name"),
+            format!(
+                "{:?} does not match the package folder {name_dir:?}",
+                manifest.model.name
+            ),
+        ));
+    }
+    if version_dir != manifest.model.version.to_string() {
+        return Err(PackageError::new(
+            manifest_path,
+            Some("model.version"),
+            format!(
+                "{} does not match the package folder {version_dir:?}",
+                manifest.model.version
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks the manifest against the graph's declared inputs and outputs and
+/// returns the number of score columns in the output.
+fn check_graph(
+    model: &[u8],
+    model_path: &Path,
+    manifest_path: &Path,
+    manifest: &Manifest,
+) -> Result<usize, PackageError> {
+    let (inputs, outputs) = OrtBackend::inspect(model).map_err(|e| {
+        PackageError::new(
+            model_path,
+            None,
+            format!("ONNX Runtime cannot load it: {e}"),
+        )
+    })?;
+    let want_in = &manifest.model.input.tensor;
+    let input = inputs.iter().find(|t| &t.name == want_in).ok_or_else(|| {
+        let names: Vec<_> = inputs.iter().map(|t| t.name.as_str()).collect();
+        PackageError::new(
+            manifest_path,
+            Some("model.input.tensor"),
+            format!("{want_in:?} is not a graph input (graph has {names:?})"),
+        )
+    })?;
+    if inputs.len() != 1 {
+        return Err(PackageError::new(
+            model_path,
+            None,
+            format!(
+                "the graph has {} inputs; Candor serves graphs with exactly one float32 [N, features] input",
+                inputs.len()
+            ),
+        ));
+    }
+    if input.element != "Float32" {
+        return Err(PackageError::new(
+            manifest_path,
+            Some("model.input.tensor"),
+            format!("is {}, expected Float32", input.element),
+        ));
+    }
+    let width = manifest.features.len() as i64;
+    if input.shape.len() != 2 || !(input.shape[1] == width || input.shape[1] < 0) {
+        return Err(PackageError::new(
+            manifest_path,
+            Some("features"),
+            format!(
+                "declares {width} features but the graph input {want_in:?} has shape {:?}",
+                input.shape
+            ),
+        ));
+    }
+    let want_out = &manifest.model.output.tensor;
+    let output = outputs
+        .iter()
+        .find(|t| &t.name == want_out)
+        .ok_or_else(|| {
+            let names: Vec<_> = outputs.iter().map(|t| t.name.as_str()).collect();
+            PackageError::new(
+                manifest_path,
+                Some("model.output.tensor"),
+                format!("{want_out:?} is not a graph output (graph has {names:?})"),
+            )
+        })?;
+    if output.element != "Float32" {
+        return Err(PackageError::new(
+            manifest_path,
+            Some("model.output.tensor"),
+            format!("is {}, expected Float32", output.element),
+        ));
+    }
+    let columns = match output.shape.as_slice() {
+        [_] => 1,
+        [_, c] if *c > 0 => *c as usize,
+        _ => {
+            return Err(PackageError::new(
+                manifest_path,
+                Some("model.output.tensor"),
+                format!(
+                    "has shape {:?}; expected [N] or [N, classes] with a fixed class count",
+                    output.shape
+                ),
+            ));
+        }
+    };
+    if manifest.model.output.index >= columns {
+        return Err(PackageError::new(
+            manifest_path,
+            Some("model.output.index"),
+            format!(
+                "{} is outside the output's {columns} columns",
+                manifest.model.output.index
+            ),
+        ));
+    }
+    Ok(columns)
+}
+
+/// Reads a CSV of feature columns (header = feature names in model order),
+/// plus a trailing `score` column when `with_score`.
+fn read_rows(
+    path: &Path,
+    schema: &FeatureSchema,
+    with_score: bool,
+) -> Result<(Rows, Vec<f64>), PackageError> {
+    let mut reader = csv::Reader::from_path(path)
+        .map_err(|e| PackageError::new(path, None, format!("cannot read: {e}")))?;
+    let header = reader
+        .headers()
+        .map_err(|e| PackageError::new(path, None, format!("bad header: {e}")))?
+        .clone();
+    let expected: Vec<&str> = schema
+        .columns()
+        .iter()
+        .map(|f| f.name.as_str())
+        .chain(with_score.then_some("score"))
+        .collect();
+    let got: Vec<&str> = header.iter().collect();
+    if got != expected {
+        return Err(PackageError::new(
+            path,
+            Some("header"),
+            format!(
+                "columns must be the features in model order{}",
+                if with_score { " then score" } else { "" }
+            ),
+        ));
+    }
+    let width = schema.width();
+    let (mut values, mut scores) = (Vec::new(), Vec::new());
+    for (r, record) in reader.records().enumerate() {
+        let record =
+            record.map_err(|e| PackageError::new(path, None, format!("row {}: {e}", r + 1)))?;
+        for (c, cell) in record.iter().enumerate() {
+            let field = || Some(format!("row {}, column {}", r + 1, expected[c]));
+            let value: f64 = if cell.is_empty() || cell.eq_ignore_ascii_case("nan") {
+                f64::NAN
+            } else {
+                cell.trim().parse().map_err(|_| {
+                    PackageError::new(
+                        path,
+                        field().as_deref(),
+                        format!("{cell:?} is not a number"),
+                    )
+                })?
+            };
+            if c < width {
+                schema
+                    .check_numeric(c, value)
+                    .map_err(|p| PackageError::new(path, field().as_deref(), p.to_string()))?;
+                values.push(value as f32);
+            } else {
+                scores.push(value);
+            }
+        }
+    }
+    Ok((Rows { width, values }, scores))
+}

@@ -1,0 +1,337 @@
+//! Typed validation of named request features into a model's input row.
+//!
+//! Every value is checked against the manifest before it can reach a model:
+//! unknown, missing, wrongly typed, out-of-range and non-finite values are
+//! rejected with the feature's name, so clients learn exactly what to fix.
+
+use std::collections::HashMap;
+
+use super::manifest::{FeatureSpec, FeatureType, Manifest};
+
+/// A feature value as a client sent it, before it is checked.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FeatureValue {
+    Number(f64),
+    Integer(i64),
+    Category(String),
+    Missing,
+}
+
+/// Named feature values for one row.
+pub type Features = HashMap<String, FeatureValue>;
+
+/// What is wrong with one feature value.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum FeatureProblem {
+    #[error("is not an input of this model")]
+    Unknown,
+    #[error("is missing, and this model does not accept a missing value for it")]
+    Missing,
+    #[error("has the wrong type: expected {expected}, got {got}")]
+    WrongType {
+        expected: &'static str,
+        got: &'static str,
+    },
+    #[error("is not finite")]
+    NonFinite,
+    #[error("value {value} is outside the allowed range [{min}, {max}]")]
+    OutOfRange { value: f64, min: f64, max: f64 },
+    #[error("value {value} is not one of the allowed categories")]
+    UnknownCategory { value: String },
+}
+
+/// A rejected feature, named.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("features[{name:?}] {problem}")]
+pub struct FeatureError {
+    pub name: String,
+    pub problem: FeatureProblem,
+}
+
+/// The checked input layout of one model.
+#[derive(Debug)]
+pub struct FeatureSchema {
+    /// Features in tensor column order.
+    columns: Vec<FeatureSpec>,
+    by_name: HashMap<String, usize>,
+}
+
+impl FeatureSchema {
+    pub fn new(manifest: &Manifest) -> Self {
+        let columns: Vec<FeatureSpec> = manifest
+            .features_by_position()
+            .into_iter()
+            .cloned()
+            .collect();
+        let by_name = columns
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.name.clone(), i))
+            .collect();
+        Self { columns, by_name }
+    }
+
+    pub fn width(&self) -> usize {
+        self.columns.len()
+    }
+
+    pub fn columns(&self) -> &[FeatureSpec] {
+        &self.columns
+    }
+
+    /// Appends one validated row, in column order, to `out`. On error `out` is
+    /// left as it was.
+    pub fn encode_into(&self, features: &Features, out: &mut Vec<f32>) -> Result<(), FeatureError> {
+        // Report unknown names deterministically, whatever the map's order.
+        if let Some(unknown) = features
+            .keys()
+            .filter(|k| !self.by_name.contains_key(*k))
+            .min()
+        {
+            return Err(FeatureError {
+                name: unknown.clone(),
+                problem: FeatureProblem::Unknown,
+            });
+        }
+        let start = out.len();
+        for spec in &self.columns {
+            let value = features.get(&spec.name).unwrap_or(&FeatureValue::Missing);
+            match encode_value(spec, value) {
+                Ok(v) => out.push(v),
+                Err(problem) => {
+                    out.truncate(start);
+                    return Err(FeatureError {
+                        name: spec.name.clone(),
+                        problem,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks an already numeric value, e.g. from a background or golden file.
+    pub fn check_numeric(&self, column: usize, value: f64) -> Result<(), FeatureProblem> {
+        let value = if value.is_nan() {
+            FeatureValue::Missing
+        } else {
+            FeatureValue::Number(value)
+        };
+        encode_value(&self.columns[column], &value).map(|_| ())
+    }
+}
+
+fn encode_value(spec: &FeatureSpec, value: &FeatureValue) -> Result<f32, FeatureProblem> {
+    let number = match (spec.kind, value) {
+        (_, FeatureValue::Missing) => {
+            return if spec.missing_allowed {
+                Ok(f32::NAN)
+            } else {
+                Err(FeatureProblem::Missing)
+            };
+        }
+        (FeatureType::Float, FeatureValue::Number(v)) => *v,
+        (_, FeatureValue::Integer(v)) => *v as f64,
+        (FeatureType::Integer | FeatureType::Categorical, FeatureValue::Number(v)) => {
+            if !v.is_finite() {
+                return Err(FeatureProblem::NonFinite);
+            }
+            if v.fract() != 0.0 {
+                return Err(FeatureProblem::WrongType {
+                    expected: spec.kind.as_str(),
+                    got: "a fractional number",
+                });
+            }
+            *v
+        }
+        (_, FeatureValue::Category(_)) => {
+            return Err(FeatureProblem::WrongType {
+                expected: spec.kind.as_str(),
+                got: "a category label",
+            });
+        }
+    };
+    if !number.is_finite() {
+        return Err(FeatureProblem::NonFinite);
+    }
+    if spec.kind == FeatureType::Categorical {
+        // Codes are integral here, so the exact comparison is sound.
+        return if spec.categories.iter().any(|&c| c as f64 == number) {
+            Ok(number as f32)
+        } else {
+            Err(FeatureProblem::UnknownCategory {
+                value: number.to_string(),
+            })
+        };
+    }
+    let (min, max) = (spec.min.unwrap_or(f64::MIN), spec.max.unwrap_or(f64::MAX));
+    if number < min || number > max {
+        return Err(FeatureProblem::OutOfRange {
+            value: number,
+            min,
+            max,
+        });
+    }
+    let narrowed = number as f32;
+    if !narrowed.is_finite() {
+        return Err(FeatureProblem::NonFinite);
+    }
+    Ok(narrowed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::manifest::{DataCategory, DataSource};
+
+    fn spec(name: &str, position: usize, kind: FeatureType) -> FeatureSpec {
+        FeatureSpec {
+            name: name.into(),
+            position,
+            kind,
+            categories: if kind == FeatureType::Categorical {
+                vec![1, 2, 3]
+            } else {
+                vec![]
+            },
+            min: (kind != FeatureType::Categorical).then_some(0.0),
+            max: (kind != FeatureType::Categorical).then_some(9.0),
+            missing_allowed: false,
+            description: name.into(),
+            category: DataCategory::Income,
+            proxy_for: None,
+            source: DataSource::FirstParty,
+            reason_group: None,
+            reason: Default::default(),
+        }
+    }
+
+    fn schema() -> FeatureSchema {
+        let columns = vec![
+            spec("f", 0, FeatureType::Float),
+            spec("i", 1, FeatureType::Integer),
+            spec("c", 2, FeatureType::Categorical),
+        ];
+        let by_name = columns
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.name.clone(), i))
+            .collect();
+        FeatureSchema { columns, by_name }
+    }
+
+    fn row(f: FeatureValue, i: FeatureValue, c: FeatureValue) -> Features {
+        [
+            ("f".to_owned(), f),
+            ("i".to_owned(), i),
+            ("c".to_owned(), c),
+        ]
+        .into_iter()
+        .collect()
+    }
+
+    #[test]
+    fn encodes_in_column_order() {
+        let mut out = vec![];
+        let features = row(
+            FeatureValue::Number(1.5),
+            FeatureValue::Number(2.0),
+            FeatureValue::Integer(3),
+        );
+        schema().encode_into(&features, &mut out).unwrap();
+        assert_eq!(out, vec![1.5, 2.0, 3.0]);
+    }
+
+    #[test]
+    fn names_the_bad_feature() {
+        use FeatureValue::*;
+        let ok = || row(Number(1.0), Integer(1), Integer(1));
+        let cases: Vec<(Features, &str, FeatureProblem)> = vec![
+            (
+                {
+                    let mut r = ok();
+                    r.insert("zz".into(), Integer(1));
+                    r
+                },
+                "zz",
+                FeatureProblem::Unknown,
+            ),
+            (
+                {
+                    let mut r = ok();
+                    r.remove("i");
+                    r
+                },
+                "i",
+                FeatureProblem::Missing,
+            ),
+            (
+                row(Number(1.0), Number(1.5), Integer(1)),
+                "i",
+                FeatureProblem::WrongType {
+                    expected: "integer",
+                    got: "a fractional number",
+                },
+            ),
+            (
+                row(Category("x".into()), Integer(1), Integer(1)),
+                "f",
+                FeatureProblem::WrongType {
+                    expected: "float",
+                    got: "a category label",
+                },
+            ),
+            (
+                row(Number(f64::NAN), Integer(1), Integer(1)),
+                "f",
+                FeatureProblem::NonFinite,
+            ),
+            (
+                row(Number(f64::INFINITY), Integer(1), Integer(1)),
+                "f",
+                FeatureProblem::NonFinite,
+            ),
+            (
+                row(Number(1.0), Integer(10), Integer(1)),
+                "i",
+                FeatureProblem::OutOfRange {
+                    value: 10.0,
+                    min: 0.0,
+                    max: 9.0,
+                },
+            ),
+            (
+                row(Number(1.0), Integer(1), Integer(7)),
+                "c",
+                FeatureProblem::UnknownCategory { value: "7".into() },
+            ),
+        ];
+        for (features, name, problem) in cases {
+            let mut out = vec![0.5];
+            let err = schema().encode_into(&features, &mut out).unwrap_err();
+            assert_eq!((err.name.as_str(), &err.problem), (name, &problem));
+            assert_eq!(
+                out,
+                vec![0.5],
+                "a rejected row must leave the buffer untouched"
+            );
+        }
+    }
+
+    #[test]
+    fn missing_is_nan_where_allowed() {
+        let mut s = schema();
+        s.columns[0].missing_allowed = true;
+        let mut out = vec![];
+        s.encode_into(
+            &row(
+                FeatureValue::Missing,
+                FeatureValue::Integer(1),
+                FeatureValue::Integer(2),
+            ),
+            &mut out,
+        )
+        .unwrap();
+        assert!(out[0].is_nan());
+    }
+}
