@@ -15,7 +15,7 @@ serve: $(ORT_LIB)
 	cargo run --release --bin candor -- serve
 
 test: $(ORT_LIB)
-	cargo test --all-targets
+	cargo test
 
 bench: $(ORT_LIB)
 	cargo bench --bench load

@@ -1,1 +1,479 @@
-fn main() {}
+//! Load harness: drives a real gateway over loopback with concurrent gRPC
+//! clients and prints requests/s and p50/p99 latency per scenario.
+//!
+//! Scenarios run interleaved in rounds, in one process and one run, so that
+//! every ratio compares figures measured under the same machine noise:
+//! - `empty`: `grpc.health.v1.Health/Check` on the same server stack, the
+//!   baseline cost of one RPC;
+//! - `score`: `Score` on the Caravan LightGBM model;
+//! - `score_batch_256`: `ScoreBatch` with 256 rows.
+//!
+//! Like ghz or wrk, the load generator sends requests it encoded once up
+//! front and does not decode the replies (it checks each call's gRPC status,
+//! and decodes one reply per scenario to make sure it is right), so the
+//! client's own protobuf work does not crowd the server off the shared cores.
+//!
+//! Settings (environment): LOAD_SECS (per scenario and round,
+//! default 3), LOAD_ROUNDS (default 3), LOAD_CLIENTS
+//! (concurrent calls, default 32), LOAD_CONNECTIONS (default 4).
+//! Run with `make bench` (or `cargo bench --bench load`).
+
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use bytes::{Buf, BufMut};
+use candor::{
+    Config, Gateway,
+    grpc::pb::{self, feature_value::Kind},
+};
+use prost::Message;
+use tonic::{
+    client::Grpc,
+    codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
+    codegen::{Bytes, http::uri::PathAndQuery},
+    transport::Channel,
+};
+use tonic_health::pb::HealthCheckRequest;
+
+fn setting(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Scenario {
+    Empty,
+    Score,
+    ScorePositional,
+    ScoreBatch256,
+}
+
+impl Scenario {
+    const ALL: [Scenario; 4] = [
+        Scenario::Empty,
+        Scenario::Score,
+        Scenario::ScorePositional,
+        Scenario::ScoreBatch256,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Empty => "empty (health Check)",
+            Self::Score => "Score, caravan-lgbm, named features",
+            Self::ScorePositional => "Score, caravan-lgbm, positional values",
+            Self::ScoreBatch256 => "ScoreBatch 256 rows, caravan-lgbm",
+        }
+    }
+
+    fn rows(self) -> u64 {
+        if self == Self::ScoreBatch256 { 256 } else { 1 }
+    }
+}
+
+fn golden_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/caravan-lgbm/1.0.0/golden.csv")
+}
+
+/// Feature names in column order.
+fn columns() -> Vec<String> {
+    let mut reader = csv::Reader::from_path(golden_path()).expect("golden rows");
+    reader
+        .headers()
+        .unwrap()
+        .iter()
+        .filter(|h| *h != "score")
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Golden rows of the default Caravan model, as request features.
+fn rows() -> Vec<BTreeMap<String, pb::FeatureValue>> {
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/caravan-lgbm/1.0.0/golden.csv");
+    let mut reader = csv::Reader::from_path(path).expect("golden rows");
+    let header: Vec<String> = reader
+        .headers()
+        .unwrap()
+        .iter()
+        .map(str::to_owned)
+        .collect();
+    reader
+        .records()
+        .map(|r| {
+            let r = r.unwrap();
+            header
+                .iter()
+                .zip(r.iter())
+                .filter(|(h, _)| *h != "score")
+                .map(|(h, v)| {
+                    (
+                        h.clone(),
+                        pb::FeatureValue {
+                            kind: Some(Kind::Integer(v.parse::<f64>().unwrap() as i64)),
+                        },
+                    )
+                })
+                .collect()
+        })
+        .collect()
+}
+
+struct Outcome {
+    calls: u64,
+    errors: u64,
+    elapsed: Duration,
+    latencies_us: Vec<u32>,
+}
+
+/// A codec that passes pre-encoded protobuf bytes through unchanged.
+#[derive(Clone, Default)]
+struct RawCodec;
+
+struct Raw;
+
+impl Encoder for Raw {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Self::Error> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl Decoder for Raw {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Self::Error> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = Raw;
+    type Decoder = Raw;
+
+    fn encoder(&mut self) -> Raw {
+        Raw
+    }
+
+    fn decoder(&mut self) -> Raw {
+        Raw
+    }
+}
+
+impl Scenario {
+    fn path(self) -> &'static str {
+        match self {
+            Self::Empty => "/grpc.health.v1.Health/Check",
+            Self::Score | Self::ScorePositional => "/candor.v1.ScoringService/Score",
+            Self::ScoreBatch256 => "/candor.v1.ScoringService/ScoreBatch",
+        }
+    }
+
+    /// The encoded requests this scenario cycles through.
+    fn payloads(self, rows: &[BTreeMap<String, pb::FeatureValue>]) -> Vec<Bytes> {
+        let model = || {
+            Some(pb::ModelRef {
+                name: "caravan-lgbm".into(),
+                version: String::new(),
+            })
+        };
+        match self {
+            Self::Empty => vec![
+                HealthCheckRequest {
+                    service: String::new(),
+                }
+                .encode_to_vec()
+                .into(),
+            ],
+            Self::Score => rows
+                .iter()
+                .map(|row| {
+                    pb::ScoreRequest {
+                        model: model(),
+                        subject_id: "bench".into(),
+                        features: row.clone(),
+                        context: None,
+                        values: vec![],
+                    }
+                    .encode_to_vec()
+                    .into()
+                })
+                .collect(),
+            Self::ScorePositional => rows
+                .iter()
+                .map(|row| (row, columns()))
+                .map(|(row, columns)| {
+                    // A BTreeMap iterates in name order; the manifest's column
+                    // order is the golden file's column order.
+                    let values = columns.iter().map(|c| match row[c].kind {
+                        Some(Kind::Integer(v)) => v as f64,
+                        _ => unreachable!("golden rows are integers"),
+                    });
+                    pb::ScoreRequest {
+                        model: Some(pb::ModelRef {
+                            name: "caravan-lgbm".into(),
+                            version: "1.0.0".into(),
+                        }),
+                        subject_id: "bench".into(),
+                        values: values.collect(),
+                        ..Default::default()
+                    }
+                    .encode_to_vec()
+                    .into()
+                })
+                .collect(),
+            Self::ScoreBatch256 => vec![
+                pb::ScoreBatchRequest {
+                    model: model(),
+                    subject_id: "bench".into(),
+                    rows: (0..256)
+                        .map(|i| pb::BatchRow {
+                            features: rows[i % rows.len()].clone(),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                }
+                .encode_to_vec()
+                .into(),
+            ],
+        }
+    }
+
+    /// Decodes one reply and checks it is what the scenario expects.
+    fn check_reply(self, reply: &Bytes) {
+        match self {
+            Self::Empty => {
+                let r = tonic_health::pb::HealthCheckResponse::decode(reply.clone()).unwrap();
+                assert_eq!(r.status, 1, "the server is SERVING");
+            }
+            Self::Score | Self::ScorePositional => {
+                let r = pb::ScoreResponse::decode(reply.clone()).unwrap();
+                assert!(r.decision.unwrap().score > 0.0);
+            }
+            Self::ScoreBatch256 => assert_eq!(
+                pb::ScoreBatchResponse::decode(reply.clone())
+                    .unwrap()
+                    .decisions
+                    .len(),
+                256
+            ),
+        }
+    }
+}
+
+async fn call(
+    channel: &Channel,
+    path: &'static str,
+    payload: Bytes,
+) -> Result<Bytes, tonic::Status> {
+    let mut grpc = Grpc::new(channel.clone());
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let response = grpc
+        .unary(
+            tonic::Request::new(payload),
+            PathAndQuery::from_static(path),
+            RawCodec,
+        )
+        .await?;
+    Ok(response.into_inner())
+}
+
+async fn drive(
+    scenario: Scenario,
+    channels: &[Channel],
+    clients: usize,
+    secs: u64,
+    payloads: Arc<Vec<Bytes>>,
+) -> Outcome {
+    let reply = call(&channels[0], scenario.path(), payloads[0].clone())
+        .await
+        .expect("a first call succeeds");
+    scenario.check_reply(&reply);
+    let warmup = Duration::from_millis(500);
+    let measure = Duration::from_secs(secs);
+    let start = Instant::now();
+    let (measure_from, stop_at) = (start + warmup, start + warmup + measure);
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let channel = channels[c % channels.len()].clone();
+            let payloads = payloads.clone();
+            tokio::spawn(async move {
+                let (mut latencies, mut calls, mut errors, mut i) = (Vec::new(), 0u64, 0u64, c);
+                loop {
+                    let t0 = Instant::now();
+                    if t0 >= stop_at {
+                        break;
+                    }
+                    let ok = call(
+                        &channel,
+                        scenario.path(),
+                        payloads[i % payloads.len()].clone(),
+                    )
+                    .await
+                    .is_ok();
+                    i += 1;
+                    if t0 >= measure_from {
+                        latencies.push(t0.elapsed().as_micros() as u32);
+                        calls += 1;
+                        errors += u64::from(!ok);
+                    }
+                }
+                (latencies, calls, errors)
+            })
+        })
+        .collect();
+    let mut outcome = Outcome {
+        calls: 0,
+        errors: 0,
+        elapsed: measure,
+        latencies_us: Vec::new(),
+    };
+    for t in tasks {
+        let (l, c, e) = t.await.unwrap();
+        outcome.latencies_us.extend(l);
+        outcome.calls += c;
+        outcome.errors += e;
+    }
+    outcome
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    f64::from(sorted[i]) / 1000.0
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let secs = setting("LOAD_SECS", 3);
+    let rounds = setting("LOAD_ROUNDS", 3);
+    let clients = setting("LOAD_CLIENTS", 32) as usize;
+    let connections = setting("LOAD_CONNECTIONS", 4) as usize;
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    // CANDOR_* variables configure the server exactly as for `candor serve`.
+    #[derive(serde::Serialize)]
+    struct Paths {
+        listen: &'static str,
+        models_dir: PathBuf,
+        ort_lib: PathBuf,
+    }
+    let ort_lib = std::env::var_os("CANDOR_ORT_LIB")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join(".ort/libonnxruntime.so.1.31.1"));
+    let config = Config::load(
+        None,
+        Paths {
+            listen: "127.0.0.1:0",
+            models_dir: root.join("models"),
+            ort_lib,
+        },
+    )
+    .expect("valid configuration");
+
+    // The server gets its own runtime, as in `candor serve`; the clients
+    // another, so neither schedules the other's tasks.
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let gateway = Arc::new(Gateway::new(config.clone()));
+    let addr = server_rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        gateway.load_models().await.expect("bundled models load");
+        server_rt.spawn(candor::serve(
+            listener,
+            gateway.clone(),
+            std::future::pending(),
+        ));
+        addr
+    });
+
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let rows = rows();
+    let payloads: BTreeMap<Scenario, Arc<Vec<Bytes>>> = Scenario::ALL
+        .iter()
+        .map(|&s| (s, Arc::new(s.payloads(&rows))))
+        .collect();
+    let mut results: BTreeMap<Scenario, (Vec<f64>, Vec<u32>, u64)> = BTreeMap::new();
+    client_rt.block_on(async {
+        let mut channels = Vec::new();
+        for _ in 0..connections {
+            channels.push(
+                Channel::from_shared(format!("http://{addr}"))
+                    .unwrap()
+                    .connect()
+                    .await
+                    .unwrap(),
+            );
+        }
+        for round in 0..rounds {
+            for scenario in Scenario::ALL {
+                let o = drive(
+                    scenario,
+                    &channels,
+                    clients,
+                    secs,
+                    payloads[&scenario].clone(),
+                )
+                .await;
+                let rps = o.calls as f64 / o.elapsed.as_secs_f64();
+                eprintln!(
+                    "round {round}: {:<36} {rps:>9.0} req/s  errors {}",
+                    scenario.name(),
+                    o.errors
+                );
+                let entry = results.entry(scenario).or_default();
+                entry.0.push(rps);
+                entry.1.extend(o.latencies_us);
+                entry.2 += o.errors;
+            }
+        }
+    });
+
+    println!(
+        "\nload harness: {clients} concurrent clients over {connections} connections, {rounds} rounds x {secs} s per scenario, {} cores",
+        std::thread::available_parallelism().map_or(0, usize::from)
+    );
+    println!(
+        "| scenario | req/s (median of rounds) | rows/s | p50 ms | p99 ms | errors | vs empty |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    let baseline = median(results[&Scenario::Empty].0.clone());
+    for scenario in Scenario::ALL {
+        let (rps, mut latencies, errors) = results.remove(&scenario).unwrap();
+        latencies.sort_unstable();
+        let rps = median(rps);
+        println!(
+            "| {} | {rps:.0} | {:.0} | {:.3} | {:.3} | {errors} | {:.1}% |",
+            scenario.name(),
+            rps * scenario.rows() as f64,
+            percentile(&latencies, 0.50),
+            percentile(&latencies, 0.99),
+            100.0 * rps / baseline,
+        );
+    }
+}

@@ -4,8 +4,7 @@
 //! library below returns typed errors.
 
 use std::{
-    collections::HashMap,
-    io::Read,
+    io::{IsTerminal, Read},
     path::{Path, PathBuf},
     process::ExitCode,
     sync::Arc,
@@ -163,6 +162,7 @@ fn init_logging(format: LogFormat) {
         .unwrap_or_else(|_| "info,ort=warn".into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -338,7 +338,7 @@ fn rows_from_json(text: &str) -> anyhow::Result<Vec<Features>> {
                     };
                     Ok((name, value))
                 })
-                .collect::<anyhow::Result<HashMap<_, _>>>()
+                .collect::<anyhow::Result<Features>>()
         })
         .collect()
 }
@@ -420,8 +420,8 @@ mod tests {
     #[test]
     fn reads_json_objects_and_arrays() {
         let one = rows_from_json(r#"{"A": 1, "B": 1.5, "C": null, "D": "x"}"#).unwrap();
-        assert_eq!(one[0]["C"], FeatureValue::Missing);
-        assert_eq!(one[0]["B"], FeatureValue::Number(1.5));
+        assert_eq!(one[0][2], ("C".to_owned(), FeatureValue::Missing));
+        assert_eq!(one[0][1], ("B".to_owned(), FeatureValue::Number(1.5)));
         assert_eq!(rows_from_json(r#"[{"A": 1}, {"A": 2}]"#).unwrap().len(), 2);
         assert!(rows_from_json("[1]").is_err());
         assert!(rows_from_json(r#"{"A": [1]}"#).is_err());
@@ -430,7 +430,7 @@ mod tests {
     #[test]
     fn reads_csv_rows() {
         let rows = rows_from_csv("A,B\n1,\n2,3.5\n").unwrap();
-        assert_eq!(rows[0]["B"], FeatureValue::Missing);
-        assert_eq!(rows[1]["B"], FeatureValue::Number(3.5));
+        assert_eq!(rows[0][1], ("B".to_owned(), FeatureValue::Missing));
+        assert_eq!(rows[1][1], ("B".to_owned(), FeatureValue::Number(3.5)));
     }
 }

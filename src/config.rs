@@ -67,7 +67,7 @@ impl Config {
             figment = figment.merge(Toml::file_exact(file));
         }
         figment
-            .merge(Env::prefixed("CANDOR_").ignore(&["CONFIG"]))
+            .merge(Env::prefixed("CANDOR_").ignore(&["CONFIG", "ADDR"]))
             .merge(Serialized::defaults(overrides))
             .extract()
             .map_err(Box::new)

@@ -14,21 +14,21 @@ use crate::{
     config::Config,
     error::Error,
     inference::{InferencePool, runtime},
-    models::{ModelPackage, ModelSelector, Registry, schema::Features},
+    models::{ModelPackage, ModelSelector, Registry, schema::FeatureRow},
 };
 
 /// One subject to score.
 #[derive(Debug, Clone)]
 pub struct ScoreRequest {
     pub model: ModelSelector,
-    pub features: Features,
+    pub row: FeatureRow,
 }
 
 /// Many candidate rows to score with one model.
 #[derive(Debug, Clone)]
 pub struct BatchRequest {
     pub model: ModelSelector,
-    pub rows: Vec<Features>,
+    pub rows: Vec<FeatureRow>,
 }
 
 /// Exactly which artefact made a decision.
@@ -123,7 +123,7 @@ impl Gateway {
         let mut row = Vec::with_capacity(package.schema.width());
         package
             .schema
-            .encode_into(&request.features, &mut row)
+            .encode_row(&request.row, &mut row)
             .map_err(|e| Error::InvalidArgument(e.to_string()))?;
         let scores = self.pool.predict(package.backend.clone(), row).await?;
         Ok(decide(&package, scores[0]))
@@ -147,7 +147,7 @@ impl Gateway {
         for (i, features) in request.rows.iter().enumerate() {
             package
                 .schema
-                .encode_into(features, &mut rows)
+                .encode_row(features, &mut rows)
                 .map_err(|e| Error::InvalidArgument(format!("rows[{i}].{e}")))?;
         }
         let scores = self.pool.predict(package.backend.clone(), rows).await?;

@@ -24,6 +24,7 @@ pub fn score_request(call: &ScoreCall, row: &Features) -> pb::ScoreRequest {
         subject_id: call.subject_id.clone(),
         features: to_pb(row),
         context: None,
+        values: vec![],
     }
 }
 
@@ -51,7 +52,7 @@ fn model_ref(call: &ScoreCall) -> pb::ModelRef {
     }
 }
 
-fn to_pb(row: &Features) -> std::collections::HashMap<String, pb::FeatureValue> {
+fn to_pb(row: &Features) -> std::collections::BTreeMap<String, pb::FeatureValue> {
     row.iter()
         .map(|(k, v)| (k.clone(), v.clone().into()))
         .collect()

@@ -2,7 +2,7 @@
 //! problems (an absent model, an unparsable version) are rejected here, naming
 //! the field; checks that need the model's manifest happen in the gateway.
 
-use std::{collections::HashMap, time::SystemTime};
+use std::{collections::BTreeMap, time::SystemTime};
 
 use semver::Version;
 
@@ -13,7 +13,7 @@ use crate::{
     models::{
         ModelPackage, ModelSelector,
         manifest::{FeatureType, Manifest},
-        schema::{FeatureValue, Features},
+        schema::{FeatureRow, FeatureValue, Features},
     },
 };
 
@@ -40,7 +40,7 @@ impl TryFrom<Option<pb::ModelRef>> for ModelSelector {
     }
 }
 
-fn features(map: HashMap<String, pb::FeatureValue>) -> Features {
+fn features(map: BTreeMap<String, pb::FeatureValue>) -> Features {
     map.into_iter()
         .map(|(name, value)| {
             let value = match value.kind {
@@ -67,14 +67,34 @@ impl From<FeatureValue> for pb::FeatureValue {
     }
 }
 
+/// A row is named or positional, never both; positional rows need a pinned
+/// model version, since another version may order its columns differently.
+fn feature_row(
+    model: &ModelSelector,
+    named: BTreeMap<String, pb::FeatureValue>,
+    values: Vec<f64>,
+    at: &str,
+) -> Result<FeatureRow, Error> {
+    match (named.is_empty(), values.is_empty()) {
+        (false, false) => Err(Error::InvalidArgument(format!(
+            "{at}values: give either named features or positional values, not both"
+        ))),
+        (true, false) if model.version.is_none() => Err(Error::InvalidArgument(
+            "model.version: is required with positional values, so the column order cannot change"
+                .into(),
+        )),
+        (true, false) => Ok(FeatureRow::Positional(values)),
+        _ => Ok(FeatureRow::Named(features(named))),
+    }
+}
+
 impl TryFrom<pb::ScoreRequest> for ScoreRequest {
     type Error = Error;
 
     fn try_from(r: pb::ScoreRequest) -> Result<Self, Error> {
-        Ok(Self {
-            model: r.model.try_into()?,
-            features: features(r.features),
-        })
+        let model: ModelSelector = r.model.try_into()?;
+        let row = feature_row(&model, r.features, r.values, "")?;
+        Ok(Self { model, row })
     }
 }
 
@@ -82,14 +102,14 @@ impl TryFrom<pb::ScoreBatchRequest> for BatchRequest {
     type Error = Error;
 
     fn try_from(r: pb::ScoreBatchRequest) -> Result<Self, Error> {
-        Ok(Self {
-            model: r.model.try_into()?,
-            rows: r
-                .rows
-                .into_iter()
-                .map(|row| features(row.features))
-                .collect(),
-        })
+        let model: ModelSelector = r.model.try_into()?;
+        let rows = r
+            .rows
+            .into_iter()
+            .enumerate()
+            .map(|(i, row)| feature_row(&model, row.features, row.values, &format!("rows[{i}].")))
+            .collect::<Result<_, _>>()?;
+        Ok(Self { model, rows })
     }
 }
 

@@ -128,7 +128,7 @@ impl ModelPackage {
         let sha256 = hex::encode(Sha256::digest(&model));
         let schema = FeatureSchema::new(&manifest);
         let output_columns = check_graph(&model, &model_path, &manifest_path, &manifest)?;
-        let backend = OrtBackend::load(
+        let mut backend = OrtBackend::load(
             &model,
             slots,
             &manifest.model.input.tensor,
@@ -153,6 +153,14 @@ impl ModelPackage {
                 "needs at least one row",
             ));
         }
+        let chunk_rows = backend.calibrate(&background.values).map_err(|e| {
+            PackageError::new(
+                &model_path,
+                None,
+                format!("fails on the background rows: {e}"),
+            )
+        })?;
+        tracing::debug!(model = %dir.display(), chunk_rows, "calibrated ORT batch size");
         let golden_path = dir.join(GOLDEN_FILE);
         let golden = if golden_path.exists() {
             let (rows, scores) = read_rows(&golden_path, &schema, true)?;

@@ -4,7 +4,7 @@
 //! unknown, missing, wrongly typed, out-of-range and non-finite values are
 //! rejected with the feature's name, so clients learn exactly what to fix.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use super::manifest::{FeatureSpec, FeatureType, Manifest};
 
@@ -17,14 +17,26 @@ pub enum FeatureValue {
     Missing,
 }
 
-/// Named feature values for one row.
-pub type Features = HashMap<String, FeatureValue>;
+/// Named feature values for one row, in any order.
+pub type Features = Vec<(String, FeatureValue)>;
+
+/// One row as a client gave it: by name, or by position in column order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FeatureRow {
+    Named(Features),
+    /// Values in the model's column order; NaN means missing.
+    Positional(Vec<f64>),
+}
 
 /// What is wrong with one feature value.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum FeatureProblem {
     #[error("is not an input of this model")]
     Unknown,
+    #[error("is given more than once")]
+    Duplicate,
+    #[error("values: {got} positional values given, the model has {want} features")]
+    Width { got: usize, want: usize },
     #[error("is missing, and this model does not accept a missing value for it")]
     Missing,
     #[error("has the wrong type: expected {expected}, got {got}")]
@@ -41,19 +53,29 @@ pub enum FeatureProblem {
 }
 
 /// A rejected feature, named.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("features[{name:?}] {problem}")]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FeatureError {
     pub name: String,
     pub problem: FeatureProblem,
 }
+
+impl std::fmt::Display for FeatureError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.problem {
+            FeatureProblem::Width { .. } => write!(f, "{}", self.problem),
+            _ => write!(f, "features[{:?}] {}", self.name, self.problem),
+        }
+    }
+}
+
+impl std::error::Error for FeatureError {}
 
 /// The checked input layout of one model.
 #[derive(Debug)]
 pub struct FeatureSchema {
     /// Features in tensor column order.
     columns: Vec<FeatureSpec>,
-    by_name: HashMap<String, usize>,
+    by_name: FxHashMap<String, usize>,
 }
 
 impl FeatureSchema {
@@ -79,25 +101,35 @@ impl FeatureSchema {
         &self.columns
     }
 
-    /// Appends one validated row, in column order, to `out`. On error `out` is
-    /// left as it was.
-    pub fn encode_into(&self, features: &Features, out: &mut Vec<f32>) -> Result<(), FeatureError> {
-        // Report unknown names deterministically, whatever the map's order.
-        if let Some(unknown) = features
-            .keys()
-            .filter(|k| !self.by_name.contains_key(*k))
-            .min()
-        {
+    /// Appends one validated row, in column order, to `out`; `out` is left as
+    /// it was on error.
+    pub fn encode_row(&self, row: &FeatureRow, out: &mut Vec<f32>) -> Result<(), FeatureError> {
+        match row {
+            FeatureRow::Named(features) => self.encode_into(features, out),
+            FeatureRow::Positional(values) => self.encode_positional(values, out),
+        }
+    }
+
+    fn encode_positional(&self, values: &[f64], out: &mut Vec<f32>) -> Result<(), FeatureError> {
+        if values.len() != self.columns.len() {
+            let problem = FeatureProblem::Width {
+                got: values.len(),
+                want: self.columns.len(),
+            };
             return Err(FeatureError {
-                name: unknown.clone(),
-                problem: FeatureProblem::Unknown,
+                name: String::new(),
+                problem,
             });
         }
         let start = out.len();
-        for spec in &self.columns {
-            let value = features.get(&spec.name).unwrap_or(&FeatureValue::Missing);
-            match encode_value(spec, value) {
-                Ok(v) => out.push(v),
+        for (spec, &v) in self.columns.iter().zip(values) {
+            let value = if v.is_nan() {
+                FeatureValue::Missing
+            } else {
+                FeatureValue::Number(v)
+            };
+            match encode_value(spec, &value) {
+                Ok(x) => out.push(x),
                 Err(problem) => {
                     out.truncate(start);
                     return Err(FeatureError {
@@ -108,6 +140,77 @@ impl FeatureSchema {
             }
         }
         Ok(())
+    }
+
+    /// Appends one validated row, in column order, to `out`. On error `out` is
+    /// left as it was. When several features are wrong, the one reported is
+    /// chosen deterministically (unknown names first, then by position), so
+    /// the same request always gets the same answer.
+    pub fn encode_into(&self, features: &Features, out: &mut Vec<f32>) -> Result<(), FeatureError> {
+        let start = out.len();
+        out.resize(start + self.columns.len(), f32::NAN);
+        let row = &mut out[start..];
+        let mut seen = vec![false; self.columns.len()];
+        let mut ok = true;
+        for (name, value) in features {
+            let Some(&col) = self.by_name.get(name.as_str()) else {
+                ok = false;
+                break;
+            };
+            match encode_value(&self.columns[col], value) {
+                Ok(v) if !seen[col] => row[col] = v,
+                _ => {
+                    ok = false;
+                    break;
+                }
+            }
+            seen[col] = true;
+        }
+        for (col, spec) in self.columns.iter().enumerate() {
+            if ok && !seen[col] {
+                match encode_value(spec, &FeatureValue::Missing) {
+                    Ok(v) => row[col] = v,
+                    Err(_) => ok = false,
+                }
+            }
+        }
+        if ok {
+            return Ok(());
+        }
+        out.truncate(start);
+        Err(self.first_error(features))
+    }
+
+    /// The error to report for a row the fast path rejected.
+    fn first_error(&self, features: &Features) -> FeatureError {
+        let error = |name: &str, problem| FeatureError {
+            name: name.to_owned(),
+            problem,
+        };
+        if let Some((name, _)) = features
+            .iter()
+            .filter(|(n, _)| !self.by_name.contains_key(n.as_str()))
+            .min_by(|a, b| a.0.cmp(&b.0))
+        {
+            return error(name, FeatureProblem::Unknown);
+        }
+        let mut given: Vec<Option<&FeatureValue>> = vec![None; self.columns.len()];
+        let mut twice: Option<usize> = None;
+        for (name, value) in features {
+            let col = self.by_name[name.as_str()];
+            if given[col].replace(value).is_some() {
+                twice = Some(twice.map_or(col, |t| t.min(col)));
+            }
+        }
+        for (col, spec) in self.columns.iter().enumerate() {
+            if twice == Some(col) {
+                return error(&spec.name, FeatureProblem::Duplicate);
+            }
+            if let Err(problem) = encode_value(spec, given[col].unwrap_or(&FeatureValue::Missing)) {
+                return error(&spec.name, problem);
+            }
+        }
+        unreachable!("first_error is only called for a row the fast path rejected")
     }
 
     /// Checks an already numeric value, e.g. from a background or golden file.
@@ -250,7 +353,7 @@ mod tests {
             (
                 {
                     let mut r = ok();
-                    r.insert("zz".into(), Integer(1));
+                    r.push(("zz".into(), Integer(1)));
                     r
                 },
                 "zz",
@@ -259,7 +362,7 @@ mod tests {
             (
                 {
                     let mut r = ok();
-                    r.remove("i");
+                    r.retain(|(n, _)| n != "i");
                     r
                 },
                 "i",
@@ -316,6 +419,34 @@ mod tests {
                 "a rejected row must leave the buffer untouched"
             );
         }
+    }
+
+    #[test]
+    fn positional_rows_are_checked_like_named_ones() {
+        let s = schema();
+        let mut out = vec![];
+        s.encode_row(&FeatureRow::Positional(vec![1.5, 2.0, 3.0]), &mut out)
+            .unwrap();
+        assert_eq!(out, vec![1.5, 2.0, 3.0]);
+        let err = s
+            .encode_row(&FeatureRow::Positional(vec![1.5, 2.5, 3.0]), &mut out)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "features[\"i\"] has the wrong type: expected integer, got a fractional number"
+        );
+        let err = s
+            .encode_row(&FeatureRow::Positional(vec![1.5, f64::NAN, 3.0]), &mut out)
+            .unwrap_err();
+        assert_eq!(err.problem, FeatureProblem::Missing);
+        let err = s
+            .encode_row(&FeatureRow::Positional(vec![1.0]), &mut out)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "values: 1 positional values given, the model has 3 features"
+        );
+        assert_eq!(out, vec![1.5, 2.0, 3.0]);
     }
 
     #[test]

@@ -1,0 +1,282 @@
+//! Every kind of bad input gets a precise status whose message names the field.
+
+mod common;
+
+use candor::{Config, grpc::pb};
+use common::*;
+use pb::feature_value::Kind;
+use tonic::Code;
+
+fn with_feature(name: &str, kind: Option<Kind>) -> pb::ScoreRequest {
+    let mut r = caravan_request();
+    r.features.insert(name.into(), pb::FeatureValue { kind });
+    r
+}
+
+fn without_feature(name: &str) -> pb::ScoreRequest {
+    let mut r = caravan_request();
+    r.features.remove(name);
+    r
+}
+
+fn batch(rows: usize) -> pb::ScoreBatchRequest {
+    let row = caravan_request().features;
+    pb::ScoreBatchRequest {
+        model: model_ref("caravan-lgbm", ""),
+        rows: (0..rows)
+            .map(|_| pb::BatchRow {
+                features: row.clone(),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn bad_score_requests_name_the_field() {
+    let server = TestServer::start_with(Config {
+        max_batch_rows: 8,
+        max_message_bytes: 64 * 1024,
+        ..test_config()
+    })
+    .await;
+    let mut client = server.scoring().await;
+
+    let cases: Vec<(&str, pb::ScoreRequest, Code, &str)> = vec![
+        (
+            "no model",
+            pb::ScoreRequest {
+                model: None,
+                ..caravan_request()
+            },
+            Code::InvalidArgument,
+            "model: is required",
+        ),
+        (
+            "empty model name",
+            pb::ScoreRequest {
+                model: model_ref("", ""),
+                ..caravan_request()
+            },
+            Code::InvalidArgument,
+            "model.name",
+        ),
+        (
+            "unknown model",
+            pb::ScoreRequest {
+                model: model_ref("nope", ""),
+                ..caravan_request()
+            },
+            Code::NotFound,
+            "model.name",
+        ),
+        (
+            "unknown version",
+            pb::ScoreRequest {
+                model: model_ref("caravan-lgbm", "9.9.9"),
+                ..caravan_request()
+            },
+            Code::NotFound,
+            "model.version",
+        ),
+        (
+            "unparsable version",
+            pb::ScoreRequest {
+                model: model_ref("caravan-lgbm", "latest"),
+                ..caravan_request()
+            },
+            Code::InvalidArgument,
+            "model.version",
+        ),
+        (
+            "missing feature",
+            without_feature("PPERSAUT"),
+            Code::InvalidArgument,
+            "features[\"PPERSAUT\"] is missing",
+        ),
+        (
+            "explicitly missing feature",
+            with_feature("PPERSAUT", None),
+            Code::InvalidArgument,
+            "features[\"PPERSAUT\"] is missing",
+        ),
+        (
+            "unknown feature",
+            with_feature("SHOE_SIZE", Some(Kind::Integer(1))),
+            Code::InvalidArgument,
+            "features[\"SHOE_SIZE\"] is not an input",
+        ),
+        (
+            "excluded special-category column",
+            with_feature("MGODRK", Some(Kind::Integer(1))),
+            Code::InvalidArgument,
+            "features[\"MGODRK\"] is not an input",
+        ),
+        (
+            "label for an integer",
+            with_feature("PPERSAUT", Some(Kind::Category("lots".into()))),
+            Code::InvalidArgument,
+            "features[\"PPERSAUT\"] has the wrong type",
+        ),
+        (
+            "fraction for an integer",
+            with_feature("PPERSAUT", Some(Kind::Number(2.5))),
+            Code::InvalidArgument,
+            "features[\"PPERSAUT\"] has the wrong type",
+        ),
+        (
+            "out of range",
+            with_feature("PPERSAUT", Some(Kind::Integer(42))),
+            Code::InvalidArgument,
+            "features[\"PPERSAUT\"] value 42 is outside",
+        ),
+        (
+            "negative",
+            with_feature("PPERSAUT", Some(Kind::Integer(-1))),
+            Code::InvalidArgument,
+            "features[\"PPERSAUT\"] value -1 is outside",
+        ),
+        (
+            "excluded religion/ethnicity segment column",
+            with_feature("MOSTYPE", Some(Kind::Integer(33))),
+            Code::InvalidArgument,
+            "features[\"MOSTYPE\"] is not an input",
+        ),
+        (
+            "NaN",
+            with_feature("PPERSAUT", Some(Kind::Number(f64::NAN))),
+            Code::InvalidArgument,
+            "features[\"PPERSAUT\"] is not finite",
+        ),
+        (
+            "infinity",
+            with_feature("PPERSAUT", Some(Kind::Number(f64::INFINITY))),
+            Code::InvalidArgument,
+            "features[\"PPERSAUT\"] is not finite",
+        ),
+    ];
+    let positional = |version: &str, values: Vec<f64>| pb::ScoreRequest {
+        model: model_ref("caravan-lgbm", version),
+        values,
+        ..Default::default()
+    };
+    let mut good = vec![1.0; 78];
+    let mut both = caravan_request();
+    both.model = model_ref("caravan-lgbm", "1.0.0");
+    both.values = good.clone();
+    let cases = cases.into_iter().chain([
+        (
+            "positional without a version",
+            positional("", good.clone()),
+            Code::InvalidArgument,
+            "model.version: is required with positional values",
+        ),
+        (
+            "named and positional",
+            both,
+            Code::InvalidArgument,
+            "values: give either named features or positional values",
+        ),
+        (
+            "too few values",
+            positional("1.0.0", vec![1.0; 77]),
+            Code::InvalidArgument,
+            "values: 77 positional values given, the model has 78",
+        ),
+        (
+            "positional fraction",
+            positional("1.0.0", {
+                good[3] = 0.5;
+                good.clone()
+            }),
+            Code::InvalidArgument,
+            "has the wrong type",
+        ),
+    ]);
+    for (what, request, code, needle) in cases {
+        let status = client.score(request).await.expect_err(what);
+        assert_eq!(status.code(), code, "{what}: {}", status.message());
+        assert!(
+            status.message().contains(needle),
+            "{what}: {:?} should contain {needle:?}",
+            status.message()
+        );
+    }
+
+    let mut bad_row = batch(3);
+    bad_row.rows[2]
+        .features
+        .insert("PPERSAUT".into(), integer(99));
+    let batch_cases: Vec<(&str, pb::ScoreBatchRequest, Code, &str)> = vec![
+        (
+            "oversized batch",
+            batch(9),
+            Code::InvalidArgument,
+            "rows: 9 rows exceed the limit of 8",
+        ),
+        (
+            "empty batch",
+            batch(0),
+            Code::InvalidArgument,
+            "rows: a batch needs at least one row",
+        ),
+        (
+            "bad row",
+            bad_row,
+            Code::InvalidArgument,
+            "rows[2].features[\"PPERSAUT\"] value 99",
+        ),
+        (
+            "unknown model",
+            pb::ScoreBatchRequest {
+                model: model_ref("nope", ""),
+                ..batch(1)
+            },
+            Code::NotFound,
+            "model.name",
+        ),
+    ];
+    for (what, request, code, needle) in batch_cases {
+        let status = client.score_batch(request).await.expect_err(what);
+        assert_eq!(status.code(), code, "{what}: {}", status.message());
+        assert!(
+            status.message().contains(needle),
+            "{what}: {:?} should contain {needle:?}",
+            status.message()
+        );
+    }
+
+    // 100 rows of 78 named features is far beyond the 64 KiB message limit.
+    let mut huge = batch(100);
+    huge.model = model_ref("caravan-lgbm", "");
+    let status = client
+        .score_batch(huge)
+        .await
+        .expect_err("oversized message");
+    // tonic rejects an oversized message while decoding it, as OUT_OF_RANGE.
+    assert_eq!(status.code(), Code::OutOfRange, "{}", status.message());
+    assert!(
+        status.message().contains("message length too large"),
+        "{}",
+        status.message()
+    );
+
+    // The server is unharmed: a good request still scores.
+    assert!(client.score(caravan_request()).await.is_ok());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn requests_before_the_models_load_are_unavailable() {
+    let server = TestServer::start_unloaded(test_config()).await;
+    let status = server
+        .scoring()
+        .await
+        .score(caravan_request())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(status.message().contains("loading"), "{}", status.message());
+    server.stop().await;
+}

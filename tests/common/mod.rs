@@ -1,0 +1,208 @@
+//! Shared test harness: a real gateway on 127.0.0.1:0 with the bundled models,
+//! reached through the generated gRPC client.
+
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use candor::{
+    Config, Gateway,
+    grpc::pb::{
+        self, feature_value::Kind, model_service_client::ModelServiceClient,
+        scoring_service_client::ScoringServiceClient,
+    },
+};
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tonic::transport::Channel;
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The ONNX Runtime library `make test` fetched.
+pub fn ort_lib() -> PathBuf {
+    std::env::var_os("CANDOR_ORT_LIB")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".ort/libonnxruntime.so.1.31.1"))
+}
+
+pub fn test_config() -> Config {
+    Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        models_dir: repo_root().join("models"),
+        ort_lib: ort_lib(),
+        ..Config::default()
+    }
+}
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub gateway: Arc<Gateway>,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
+}
+
+impl TestServer {
+    /// Starts serving with `config`; the models are not loaded yet.
+    pub async fn start_unloaded(config: Config) -> Self {
+        let listener = TcpListener::bind(config.listen).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let gateway = Arc::new(Gateway::new(config));
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(candor::serve(listener, gateway.clone(), async {
+            let _ = rx.await;
+        }));
+        Self {
+            addr,
+            gateway,
+            shutdown: Some(tx),
+            handle: Some(handle),
+        }
+    }
+
+    /// Starts serving with `config` and loads its models.
+    pub async fn start_with(config: Config) -> Self {
+        let server = Self::start_unloaded(config).await;
+        server
+            .gateway
+            .load_models()
+            .await
+            .expect("bundled models load");
+        server
+    }
+
+    /// Starts serving the bundled models.
+    pub async fn start() -> Self {
+        Self::start_with(test_config()).await
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(self.url())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    pub async fn scoring(&self) -> ScoringServiceClient<Channel> {
+        ScoringServiceClient::new(self.channel().await)
+    }
+
+    pub async fn models(&self) -> ModelServiceClient<Channel> {
+        ModelServiceClient::new(self.channel().await)
+    }
+
+    /// Stops accepting calls, drains in-flight ones and waits for the server.
+    pub async fn stop(mut self) {
+        let _ = self.shutdown.take().unwrap().send(());
+        self.handle.take().unwrap().await.unwrap().unwrap();
+    }
+}
+
+/// A golden file: feature rows by name and the scores Python onnxruntime gave.
+pub struct Golden {
+    /// Feature names in the model's column order.
+    pub columns: Vec<String>,
+    pub rows: Vec<BTreeMap<String, pb::FeatureValue>>,
+    pub scores: Vec<f64>,
+}
+
+impl Golden {
+    /// The rows as positional values in column order.
+    pub fn positional(&self) -> Vec<Vec<f64>> {
+        self.rows
+            .iter()
+            .map(|row| {
+                self.columns
+                    .iter()
+                    .map(|c| match row[c].kind {
+                        Some(Kind::Integer(v)) => v as f64,
+                        ref other => panic!("golden values are integers, got {other:?}"),
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+pub fn golden(package: &Path) -> Golden {
+    let mut reader = csv::Reader::from_path(package.join("golden.csv")).unwrap();
+    let header: Vec<String> = reader
+        .headers()
+        .unwrap()
+        .iter()
+        .map(str::to_owned)
+        .collect();
+    let (mut rows, mut scores) = (vec![], vec![]);
+    for record in reader.records() {
+        let record = record.unwrap();
+        let mut row = BTreeMap::new();
+        for (name, cell) in header.iter().zip(record.iter()) {
+            if name == "score" {
+                scores.push(cell.parse().unwrap());
+            } else {
+                row.insert(name.clone(), integer(cell.parse::<f64>().unwrap() as i64));
+            }
+        }
+        rows.push(row);
+    }
+    let columns = header.into_iter().filter(|h| h != "score").collect();
+    Golden {
+        columns,
+        rows,
+        scores,
+    }
+}
+
+/// Every bundled package folder (`models/<name>/<version>`).
+pub fn bundled_packages() -> Vec<PathBuf> {
+    let mut dirs = vec![];
+    for name in std::fs::read_dir(repo_root().join("models")).unwrap() {
+        let name = name.unwrap().path();
+        if name.is_dir() {
+            for version in std::fs::read_dir(&name).unwrap() {
+                let version = version.unwrap().path();
+                if version.join("manifest.toml").is_file() {
+                    dirs.push(version);
+                }
+            }
+        }
+    }
+    dirs.sort();
+    assert!(dirs.len() >= 3, "the bundled models are missing");
+    dirs
+}
+
+pub fn integer(v: i64) -> pb::FeatureValue {
+    pb::FeatureValue {
+        kind: Some(Kind::Integer(v)),
+    }
+}
+
+pub fn model_ref(name: &str, version: &str) -> Option<pb::ModelRef> {
+    Some(pb::ModelRef {
+        name: name.into(),
+        version: version.into(),
+    })
+}
+
+/// A valid Score request for the default Caravan LightGBM model.
+pub fn caravan_request() -> pb::ScoreRequest {
+    let g = golden(&repo_root().join("models/caravan-lgbm/1.0.0"));
+    pb::ScoreRequest {
+        model: model_ref("caravan-lgbm", ""),
+        subject_id: "subject-1".into(),
+        features: g.rows[0].clone(),
+        context: None,
+        values: vec![],
+    }
+}

@@ -1,0 +1,280 @@
+//! Loading refuses broken packages with an error that names the file and the
+//! field; `candor models validate` reports the same as text and JSON.
+
+mod common;
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use candor::{
+    inference::runtime,
+    models::{ModelPackage, Registry},
+};
+use common::*;
+
+/// Copies the default Caravan package into `<tmp>/models/caravan-lgbm/1.0.0`.
+fn copy_package(tmp: &Path) -> PathBuf {
+    let src = repo_root().join("models/caravan-lgbm/1.0.0");
+    let dst = tmp.join("models/caravan-lgbm/1.0.0");
+    fs::create_dir_all(&dst).unwrap();
+    for entry in fs::read_dir(&src).unwrap() {
+        let entry = entry.unwrap();
+        fs::copy(entry.path(), dst.join(entry.file_name())).unwrap();
+    }
+    dst
+}
+
+fn edit(path: &Path, from: &str, to: &str) {
+    let text = fs::read_to_string(path).unwrap();
+    assert!(text.contains(from), "{from:?} not in {}", path.display());
+    fs::write(path, text.replacen(from, to, 1)).unwrap();
+}
+
+#[test]
+fn broken_packages_are_refused_naming_file_and_field() {
+    runtime::init(&ort_lib()).unwrap();
+    type Breakage = fn(&Path);
+    let cases: Vec<(&str, Breakage, &str, Option<&str>, &str)> = vec![
+        (
+            "wrong input tensor",
+            |p| {
+                edit(
+                    &p.join("manifest.toml"),
+                    "tensor = \"input\"",
+                    "tensor = \"x\"",
+                )
+            },
+            "manifest.toml",
+            Some("model.input.tensor"),
+            "\"x\" is not a graph input",
+        ),
+        (
+            "wrong output tensor",
+            |p| {
+                edit(
+                    &p.join("manifest.toml"),
+                    "tensor = \"probabilities\"",
+                    "tensor = \"proba\"",
+                )
+            },
+            "manifest.toml",
+            Some("model.output.tensor"),
+            "\"proba\" is not a graph output",
+        ),
+        (
+            "output index",
+            |p| edit(&p.join("manifest.toml"), "index = 1", "index = 2"),
+            "manifest.toml",
+            Some("model.output.index"),
+            "outside the output's 2 columns",
+        ),
+        (
+            "feature count",
+            |p| {
+                let path = p.join("manifest.toml");
+                let text = fs::read_to_string(&path).unwrap();
+                let last = text.rfind("[[features]]").unwrap();
+                let end = text[last..]
+                    .find("\n[[groups]]")
+                    .map_or(text.len(), |e| last + e);
+                let trimmed = format!("{}{}", &text[..last], &text[end..])
+                    .replace("\"ABYSTAND\"", "\"AWAPART\"");
+                let trimmed = trimmed.replace(", \"AWAPART\"]", "]");
+                fs::write(&path, trimmed).unwrap();
+            },
+            "manifest.toml",
+            Some("features"),
+            "declares 77 features but the graph input",
+        ),
+        (
+            "folder name",
+            |p| {
+                edit(
+                    &p.join("manifest.toml"),
+                    "version = \"1.0.0\"",
+                    "version = \"1.0.1\"",
+                )
+            },
+            "manifest.toml",
+            Some("model.version"),
+            "does not match the package folder",
+        ),
+        (
+            "unknown key",
+            |p| {
+                edit(
+                    &p.join("manifest.toml"),
+                    "[model.input]",
+                    "colour = \"red\"\n[model.input]",
+                )
+            },
+            "manifest.toml",
+            None,
+            "unknown field `colour`",
+        ),
+        (
+            "corrupt model",
+            |p| fs::write(p.join("model.onnx"), b"not an onnx file").unwrap(),
+            "model.onnx",
+            None,
+            "ONNX Runtime cannot load it",
+        ),
+        (
+            "background header",
+            |p| edit(&p.join("background.csv"), "MAANTHUI", "MAANTHU"),
+            "background.csv",
+            Some("header"),
+            "features in model order",
+        ),
+        (
+            "background value",
+            |p| {
+                let path = p.join("background.csv");
+                let text = fs::read_to_string(&path).unwrap();
+                let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+                lines[1] = format!("99{}", &lines[1][lines[1].find(',').unwrap()..]);
+                fs::write(&path, lines.join("\n")).unwrap();
+            },
+            "background.csv",
+            Some("row 1, column MAANTHUI"),
+            "value 99 is outside the allowed range [1, 10]",
+        ),
+        (
+            "missing background",
+            |p| fs::remove_file(p.join("background.csv")).unwrap(),
+            "background.csv",
+            None,
+            "cannot read",
+        ),
+    ];
+    for (what, breakage, file, field, needle) in cases {
+        let tmp = tempfile::tempdir().unwrap();
+        let package = copy_package(tmp.path());
+        breakage(&package);
+        let err = ModelPackage::load(&package, 1).expect_err(what);
+        assert_eq!(
+            err.file.file_name().unwrap().to_str().unwrap(),
+            file,
+            "{what}: {err}"
+        );
+        if let Some(field) = field {
+            assert_eq!(err.field.as_deref(), Some(field), "{what}: {err}");
+        }
+        assert!(err.to_string().contains(needle), "{what}: {err}");
+        // The registry refuses to start on it too.
+        assert!(
+            Registry::load_dir(&tmp.path().join("models"), 1).is_err(),
+            "{what}"
+        );
+    }
+}
+
+#[test]
+fn a_package_feeding_religion_to_advertising_is_refused() {
+    runtime::init(&ort_lib()).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let package = copy_package(tmp.path());
+    // Relabel one feature with the truth about a religion proxy column.
+    edit(
+        &package.join("manifest.toml"),
+        "category = \"income\"",
+        "category = \"religion\"",
+    );
+    let err = ModelPackage::load(&package, 1).unwrap_err();
+    assert_eq!(err.field.as_deref(), Some("features"));
+    assert!(
+        err.to_string()
+            .contains("special-category data may not serve personalised_advertising"),
+        "{err}"
+    );
+}
+
+#[test]
+fn two_default_versions_are_refused() {
+    runtime::init(&ort_lib()).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let package = copy_package(tmp.path());
+    let second = tmp.path().join("models/caravan-lgbm/1.0.1");
+    fs::create_dir_all(&second).unwrap();
+    for entry in fs::read_dir(&package).unwrap() {
+        let entry = entry.unwrap();
+        fs::copy(entry.path(), second.join(entry.file_name())).unwrap();
+    }
+    edit(
+        &second.join("manifest.toml"),
+        "version = \"1.0.0\"",
+        "version = \"1.0.1\"",
+    );
+    let err = Registry::load_dir(&tmp.path().join("models"), 1).unwrap_err();
+    assert_eq!(err.field.as_deref(), Some("model.default"), "{err}");
+}
+
+fn candor(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_candor"))
+        .args(args)
+        .env("CANDOR_ORT_LIB", ort_lib())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn validate_passes_the_bundled_models_and_fails_a_broken_one() {
+    let models = repo_root().join("models");
+    let out = candor(&["models", "validate", models.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        text.matches("PASS").count(),
+        bundled_packages().len(),
+        "{text}"
+    );
+    assert!(
+        text.contains("golden rows reproduce: 300 rows within 1e-6"),
+        "{text}"
+    );
+
+    let tmp = tempfile::tempdir().unwrap();
+    let package = copy_package(tmp.path());
+    // A golden that no longer matches the model.
+    let golden = package.join("golden.csv");
+    let body = fs::read_to_string(&golden).unwrap();
+    let mut lines: Vec<String> = body.lines().map(str::to_owned).collect();
+    let cut = lines[1].rfind(',').unwrap();
+    lines[1] = format!("{},0.999", &lines[1][..cut]);
+    fs::write(&golden, lines.join("\n")).unwrap();
+    let out = candor(&["models", "validate", "--json", package.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let check = &report[0]["checks"][1];
+    assert_eq!(check["name"], "golden rows reproduce");
+    assert_eq!(check["passed"], false);
+    assert!(
+        check["detail"].as_str().unwrap().contains("row 1 differs"),
+        "{check}"
+    );
+}
+
+#[test]
+fn a_missing_onnx_runtime_says_how_to_get_it() {
+    let out = Command::new(env!("CARGO_BIN_EXE_candor"))
+        .args([
+            "serve",
+            "--ort-lib",
+            "/nonexistent/libonnxruntime.so.1.31.1",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("make ort") && err.contains("onnxruntime==1.31.1"),
+        "{err}"
+    );
+}

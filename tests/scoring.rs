@@ -1,0 +1,246 @@
+//! Scores through the real server equal the committed Python onnxruntime
+//! goldens for every bundled model.
+
+mod common;
+
+use std::collections::HashSet;
+
+use candor::grpc::pb;
+use common::*;
+use sha2::{Digest, Sha256};
+
+/// |Rust ORT − Python ORT|: the same library on the same rows.
+const TOLERANCE: f64 = 1e-6;
+
+#[tokio::test]
+async fn score_matches_python_goldens_for_every_bundled_model() {
+    let server = TestServer::start().await;
+    let mut client = server.scoring().await;
+    let mut ids = HashSet::new();
+    for package in bundled_packages() {
+        let version = package.file_name().unwrap().to_str().unwrap().to_owned();
+        let name = package
+            .parent()
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let sha = hex::encode(Sha256::digest(
+            std::fs::read(package.join("model.onnx")).unwrap(),
+        ));
+        let golden = golden(&package);
+        assert!(
+            golden.rows.len() >= 200,
+            "{name} needs a few hundred golden rows"
+        );
+        for (row, want) in golden.rows.iter().zip(&golden.scores) {
+            let request = pb::ScoreRequest {
+                model: model_ref(&name, &version),
+                subject_id: "s".into(),
+                features: row.clone(),
+                context: None,
+                values: vec![],
+            };
+            let decision = client
+                .score(request)
+                .await
+                .unwrap()
+                .into_inner()
+                .decision
+                .unwrap();
+            assert!(
+                (decision.score - want).abs() <= TOLERANCE,
+                "{name} {version}: {} vs {want}",
+                decision.score
+            );
+            let model = decision.model.unwrap();
+            assert_eq!(
+                (
+                    model.name.as_str(),
+                    model.version.as_str(),
+                    model.sha256.as_str()
+                ),
+                (name.as_str(), version.as_str(), sha.as_str())
+            );
+            let id = uuid::Uuid::parse_str(&decision.decision_id).unwrap();
+            assert_eq!(id.get_version_num(), 7);
+            assert!(ids.insert(id), "decision ids are unique");
+            assert!(decision.decided_at.is_some());
+        }
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn score_batch_matches_goldens_in_request_order() {
+    let server = TestServer::start().await;
+    let mut client = server.scoring().await;
+    for package in bundled_packages() {
+        let version = package.file_name().unwrap().to_str().unwrap().to_owned();
+        let name = package
+            .parent()
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let golden = golden(&package);
+        let request = pb::ScoreBatchRequest {
+            model: model_ref(&name, &version),
+            subject_id: "s".into(),
+            context: None,
+            rows: golden
+                .rows
+                .iter()
+                .map(|r| pb::BatchRow {
+                    features: r.clone(),
+                    ..Default::default()
+                })
+                .collect(),
+        };
+        let decisions = client
+            .score_batch(request)
+            .await
+            .unwrap()
+            .into_inner()
+            .decisions;
+        assert_eq!(decisions.len(), golden.scores.len());
+        for (d, want) in decisions.iter().zip(&golden.scores) {
+            assert!(
+                (d.score - want).abs() <= TOLERANCE,
+                "{name} {version}: {} vs {want}",
+                d.score
+            );
+        }
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn concurrent_scores_are_each_answered_with_their_own_row() {
+    // Concurrent requests are merged into shared ORT batches; each must still
+    // get the score of its own row.
+    let server = TestServer::start().await;
+    let package = repo_root().join("models/caravan-lgbm/1.0.0");
+    let golden = golden(&package);
+    let channel = server.channel().await;
+    let tasks: Vec<_> = golden
+        .rows
+        .iter()
+        .cloned()
+        .zip(golden.scores.iter().copied())
+        .map(|(row, want)| {
+            let mut client = pb::scoring_service_client::ScoringServiceClient::new(channel.clone());
+            tokio::spawn(async move {
+                let request = pb::ScoreRequest {
+                    model: model_ref("caravan-lgbm", "1.0.0"),
+                    features: row,
+                    ..Default::default()
+                };
+                let got = client
+                    .score(request)
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .decision
+                    .unwrap()
+                    .score;
+                assert!((got - want).abs() <= TOLERANCE, "{got} vs {want}");
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_empty_version_selects_the_default_and_versions_live_side_by_side() {
+    let server = TestServer::start().await;
+    let mut client = server.scoring().await;
+    let mut request = caravan_request();
+    let default = client
+        .score(request.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .decision
+        .unwrap();
+    assert_eq!(
+        default.model.unwrap().version,
+        "1.0.0",
+        "caravan-lgbm 1.0.0 is flagged default"
+    );
+    request.model = model_ref("caravan-lgbm", "1.1.0");
+    let candidate = client
+        .score(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .decision
+        .unwrap();
+    assert_eq!(candidate.model.unwrap().version, "1.1.0");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn positional_values_score_like_named_features() {
+    let server = TestServer::start().await;
+    let mut client = server.scoring().await;
+    for package in bundled_packages() {
+        let version = package.file_name().unwrap().to_str().unwrap().to_owned();
+        let name = package
+            .parent()
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let golden = golden(&package);
+        let rows: Vec<pb::BatchRow> = golden
+            .positional()
+            .into_iter()
+            .map(|values| pb::BatchRow {
+                values,
+                ..Default::default()
+            })
+            .collect();
+        let request = pb::ScoreBatchRequest {
+            model: model_ref(&name, &version),
+            rows,
+            ..Default::default()
+        };
+        let decisions = client
+            .score_batch(request)
+            .await
+            .unwrap()
+            .into_inner()
+            .decisions;
+        for (d, want) in decisions.iter().zip(&golden.scores) {
+            assert!(
+                (d.score - want).abs() <= TOLERANCE,
+                "{name} {version}: {} vs {want}",
+                d.score
+            );
+        }
+        let single = pb::ScoreRequest {
+            model: model_ref(&name, &version),
+            values: golden.positional()[0].clone(),
+            ..Default::default()
+        };
+        let d = client
+            .score(single)
+            .await
+            .unwrap()
+            .into_inner()
+            .decision
+            .unwrap();
+        assert!((d.score - golden.scores[0]).abs() <= TOLERANCE);
+    }
+    server.stop().await;
+}

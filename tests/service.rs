@@ -1,0 +1,182 @@
+//! Health, reflection and the model service, as generic tools see them.
+
+mod common;
+
+use candor::grpc::pb;
+use common::*;
+use tokio_stream::StreamExt;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+use tonic_reflection::pb::v1::{
+    ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+    server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+};
+
+async fn health(server: &TestServer, service: &str) -> ServingStatus {
+    let mut client = HealthClient::new(server.channel().await);
+    let response = client
+        .check(HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    ServingStatus::try_from(response.status).unwrap()
+}
+
+#[tokio::test]
+async fn health_is_not_serving_until_the_models_load() {
+    let server = TestServer::start_unloaded(test_config()).await;
+    for service in ["", "candor.v1.ScoringService", "candor.v1.ModelService"] {
+        assert_eq!(
+            health(&server, service).await,
+            ServingStatus::NotServing,
+            "{service:?}"
+        );
+    }
+    server.gateway.load_models().await.unwrap();
+    // The health reporter follows readiness through a watch channel.
+    let mut status = health(&server, "").await;
+    for _ in 0..100 {
+        if status == ServingStatus::Serving {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        status = health(&server, "").await;
+    }
+    assert_eq!(status, ServingStatus::Serving);
+    assert_eq!(
+        health(&server, "candor.v1.ScoringService").await,
+        ServingStatus::Serving
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn reflection_lists_the_services() {
+    let server = TestServer::start().await;
+    let mut client = ServerReflectionClient::new(server.channel().await);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = client
+        .server_reflection_info(tokio_stream::once(request))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = stream.next().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("unexpected {response:?}")
+    };
+    let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
+    for want in [
+        "candor.v1.ScoringService",
+        "candor.v1.ModelService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+    ] {
+        assert!(
+            names.iter().any(|n| n == want),
+            "{want} missing from {names:?}"
+        );
+    }
+
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::FileContainingSymbol(
+            "candor.v1.ScoringService".into(),
+        )),
+    };
+    let mut stream = client
+        .server_reflection_info(tokio_stream::once(request))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = stream.next().await.unwrap().unwrap();
+    assert!(
+        matches!(
+            response.message_response,
+            Some(MessageResponse::FileDescriptorResponse(_))
+        ),
+        "{response:?}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn list_and_describe_models() {
+    let server = TestServer::start().await;
+    let mut client = server.models().await;
+    let list = client
+        .list_models(pb::ListModelsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let names: Vec<_> = list.models.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, ["caravan-lgbm", "caravan-logreg", "caravan-mlp"]);
+    let lgbm = &list.models[0];
+    assert_eq!(lgbm.default_version, "1.0.0");
+    assert_eq!(lgbm.versions.len(), 2);
+    assert_eq!(lgbm.versions.iter().filter(|v| v.is_default).count(), 1);
+
+    let described = client
+        .describe_model(pb::DescribeModelRequest {
+            model: model_ref("caravan-lgbm", ""),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(described.is_default);
+    assert_eq!(described.identity.as_ref().unwrap().version, "1.0.0");
+    assert_eq!(described.purposes, ["personalised_advertising"]);
+    assert_eq!(described.features.len(), 78);
+    assert!(
+        described
+            .features
+            .iter()
+            .enumerate()
+            .all(|(i, f)| f.position as usize == i)
+    );
+    assert!(
+        described.features.iter().all(|f| !f.special_category),
+        "bundled targeting models use no special categories"
+    );
+    let income = described
+        .features
+        .iter()
+        .find(|f| f.name == "MINKGEM")
+        .unwrap();
+    assert_eq!(income.data_category, "income");
+    assert_eq!(income.source, "zip_code_aggregate");
+    let auc = described
+        .metrics
+        .iter()
+        .find(|m| m.name == "roc_auc")
+        .unwrap();
+    assert!(auc.value > 0.6 && auc.value < 1.0);
+    let training = described.training.unwrap();
+    assert!(training.excluded_columns.contains(&"MGODRK".to_owned()));
+    let on_disk =
+        std::fs::read_to_string(repo_root().join("models/caravan-lgbm/1.0.0/manifest.toml"))
+            .unwrap();
+    assert_eq!(described.manifest_toml, on_disk);
+
+    let candidate = client
+        .describe_model(pb::DescribeModelRequest {
+            model: model_ref("caravan-lgbm", "1.1.0"),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!candidate.is_default);
+    let missing = client
+        .describe_model(pb::DescribeModelRequest {
+            model: model_ref("nope", ""),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+    server.stop().await;
+}
