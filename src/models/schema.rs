@@ -465,4 +465,66 @@ mod tests {
         .unwrap();
         assert!(out[0].is_nan());
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn value() -> impl Strategy<Value = FeatureValue> {
+            prop_oneof![
+                any::<f64>().prop_map(FeatureValue::Number),
+                (-20i64..20).prop_map(FeatureValue::Integer),
+                any::<i64>().prop_map(FeatureValue::Integer),
+                "[a-z]{0,3}".prop_map(FeatureValue::Category),
+                Just(FeatureValue::Missing),
+            ]
+        }
+
+        fn row() -> impl Strategy<Value = Features> {
+            proptest::collection::vec(("[a-z]{1}|f|i|c", value()), 0..6)
+        }
+
+        proptest! {
+            /// Any row either encodes to exactly one value per column or is
+            /// rejected leaving the buffer untouched; it never panics.
+            #[test]
+            fn never_panics_and_never_leaves_a_partial_row(features in row()) {
+                let s = schema();
+                let mut out = vec![7.0];
+                match s.encode_row(&FeatureRow::Named(features), &mut out) {
+                    Ok(()) => prop_assert_eq!(out.len(), 1 + s.width()),
+                    Err(_) => prop_assert_eq!(out, vec![7.0]),
+                }
+            }
+
+            /// The verdict, and the feature named in an error, do not depend
+            /// on the order the client sent the features in.
+            #[test]
+            fn the_answer_does_not_depend_on_feature_order(features in row(), seed in any::<u64>()) {
+                let s = schema();
+                let mut shuffled = features.clone();
+                let n = shuffled.len();
+                if n > 1 {
+                    shuffled.rotate_left((seed as usize) % n);
+                    shuffled.swap(0, (seed as usize / 7) % n);
+                }
+                let (mut a, mut b) = (vec![], vec![]);
+                let ra = s.encode_row(&FeatureRow::Named(features), &mut a);
+                let rb = s.encode_row(&FeatureRow::Named(shuffled), &mut b);
+                prop_assert_eq!(ra, rb);
+                prop_assert_eq!(format!("{a:?}"), format!("{b:?}"));
+            }
+
+            #[test]
+            fn positional_rows_never_panic(values in proptest::collection::vec(any::<f64>(), 0..6)) {
+                let s = schema();
+                let mut out = vec![];
+                match s.encode_row(&FeatureRow::Positional(values), &mut out) {
+                    Ok(()) => prop_assert_eq!(out.len(), s.width()),
+                    Err(_) => prop_assert!(out.is_empty()),
+                }
+            }
+        }
+    }
 }
