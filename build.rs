@@ -12,6 +12,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/candor/v1/models.proto",
     ];
     println!("cargo:rerun-if-changed=proto");
+    // The ONNX schema: messages only, kept out of the reflection descriptors.
+    let onnx = protox::compile(["proto/onnx/onnx-ml.proto"], ["proto"])?;
+    tonic_prost_build::configure()
+        .build_client(false)
+        .build_server(false)
+        .compile_fds(onnx)?;
     let fds = protox::compile(files, ["proto"])?;
     let out = PathBuf::from(env::var("OUT_DIR")?);
     fs::write(out.join("candor_descriptor.bin"), fds.encode_to_vec())?;

@@ -10,6 +10,7 @@
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod explain;
 pub mod gateway;
 pub mod grpc;
 pub mod inference;

@@ -1,0 +1,599 @@
+//! Tree ensembles read straight from an ONNX graph, evaluated exactly as ONNX
+//! Runtime evaluates them, so that attributions explain the model that
+//! actually scores.
+//!
+//! Supported: `ai.onnx.ml` TreeEnsembleClassifier and TreeEnsembleRegressor
+//! (opsets 1–3), with SUM or AVERAGE aggregation. Values are compared at
+//! float32, as ORT does, and accumulated in float64.
+
+use std::collections::HashMap;
+
+use super::onnx::{AttributeProto, ModelProto, NodeProto, TensorProto, tensor_proto::DataType};
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TreeError {
+    #[error("the ONNX file cannot be decoded: {0}")]
+    Decode(String),
+    #[error("the graph has no TreeEnsembleClassifier or TreeEnsembleRegressor")]
+    NoEnsemble,
+    #[error(
+        "the tree ensemble reads {0:?}, not the graph input {1:?}; attributions would not be about the input features"
+    )]
+    NotOnInput(String, String),
+    #[error("{op}: attribute {attribute}: {message}")]
+    Attribute {
+        op: String,
+        attribute: &'static str,
+        message: String,
+    },
+    #[error(
+        "{op}: aggregate_function {0} is not additive, so it has no exact Shapley attribution",
+        op = "TreeEnsembleRegressor"
+    )]
+    NotAdditive(String),
+}
+
+/// How a split compares the feature value with its threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Leq,
+    Lt,
+    Gte,
+    Gt,
+    Eq,
+    Neq,
+}
+
+impl Mode {
+    fn parse(s: &str) -> Option<Option<Self>> {
+        Some(match s {
+            "BRANCH_LEQ" => Some(Self::Leq),
+            "BRANCH_LT" => Some(Self::Lt),
+            "BRANCH_GTE" => Some(Self::Gte),
+            "BRANCH_GT" => Some(Self::Gt),
+            "BRANCH_EQ" => Some(Self::Eq),
+            "BRANCH_NEQ" => Some(Self::Neq),
+            "LEAF" => None,
+            _ => return None,
+        })
+    }
+}
+
+/// One node of a tree. Leaves have `split == None`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    pub split: Option<Split>,
+    /// Node sample weight, for path-dependent TreeSHAP.
+    pub cover: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Split {
+    pub feature: usize,
+    pub threshold: f32,
+    pub mode: Mode,
+    pub missing_tracks_true: bool,
+    pub yes: usize,
+    pub no: usize,
+}
+
+impl Split {
+    /// ORT's rule: the true branch when the comparison holds, or when the
+    /// value is NaN and missing values are tracked to the true branch. NaN
+    /// makes every comparison false except NEQ.
+    pub fn goes_true(&self, x: f32) -> bool {
+        let holds = match self.mode {
+            Mode::Leq => x <= self.threshold,
+            Mode::Lt => x < self.threshold,
+            Mode::Gte => x >= self.threshold,
+            Mode::Gt => x > self.threshold,
+            Mode::Eq => x == self.threshold,
+            Mode::Neq => x != self.threshold,
+        };
+        holds || (x.is_nan() && self.missing_tracks_true)
+    }
+
+    pub fn next(&self, x: f32) -> usize {
+        if self.goes_true(x) { self.yes } else { self.no }
+    }
+}
+
+/// One tree: node 0 is the root; leaf values are stored per output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tree {
+    pub nodes: Vec<Node>,
+    /// `values[node * outputs + k]`: the leaf's weight for output `k`.
+    pub values: Vec<f64>,
+}
+
+impl Tree {
+    pub fn leaf(&self, row: &[f32]) -> usize {
+        let mut node = 0;
+        while let Some(split) = &self.nodes[node].split {
+            node = split.next(row[split.feature]);
+        }
+        node
+    }
+
+    pub fn depth(&self) -> usize {
+        fn depth(tree: &Tree, node: usize) -> usize {
+            match &tree.nodes[node].split {
+                None => 0,
+                Some(s) => 1 + depth(tree, s.yes).max(depth(tree, s.no)),
+            }
+        }
+        depth(self, 0)
+    }
+}
+
+/// What ORT applies to the aggregated margin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PostTransform {
+    None,
+    Logistic,
+    Softmax,
+    SoftmaxZero,
+    Probit,
+}
+
+/// A tree ensemble as ORT evaluates it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ensemble {
+    pub trees: Vec<Tree>,
+    /// Margins per row: one for binary classifiers and single-target
+    /// regressors, one per class or target otherwise.
+    pub outputs: usize,
+    pub base: Vec<f64>,
+    /// AVERAGE aggregation divides the sum of leaves by the number of trees.
+    pub average: bool,
+    pub post_transform: PostTransform,
+    /// Binary classifier whose leaves are all non-negative: ORT outputs
+    /// [1 − s, s] without applying the post-transform (onnxruntime #27533).
+    pub raw_binary_scores: bool,
+    pub width: usize,
+}
+
+impl Ensemble {
+    /// Reads the tree ensemble of an ONNX model whose input has `width`
+    /// features.
+    pub fn from_onnx(bytes: &[u8], width: usize) -> Result<Self, TreeError> {
+        let model: ModelProto =
+            prost::Message::decode(bytes).map_err(|e| TreeError::Decode(e.to_string()))?;
+        let graph = model.graph.unwrap_or_default();
+        let node = graph
+            .node
+            .iter()
+            .find(|n| {
+                matches!(
+                    n.op_type(),
+                    "TreeEnsembleClassifier" | "TreeEnsembleRegressor"
+                )
+            })
+            .ok_or(TreeError::NoEnsemble)?;
+        let input = graph
+            .input
+            .first()
+            .map(|i| i.name().to_owned())
+            .unwrap_or_default();
+        if node.input.first() != Some(&input) {
+            return Err(TreeError::NotOnInput(
+                node.input.first().cloned().unwrap_or_default(),
+                input,
+            ));
+        }
+        Reader::new(node).read(width)
+    }
+
+    /// The margins of one row, as ORT computes them before its post-transform.
+    pub fn margins(&self, row: &[f32]) -> Vec<f64> {
+        let mut out = self.base.clone();
+        let scale = self.scale();
+        for tree in &self.trees {
+            let leaf = tree.leaf(row);
+            for (k, o) in out.iter_mut().enumerate() {
+                *o += scale * tree.values[leaf * self.outputs + k];
+            }
+        }
+        out
+    }
+
+    /// The weight of each tree's leaves in the margin.
+    pub fn scale(&self) -> f64 {
+        if self.average {
+            1.0 / self.trees.len().max(1) as f64
+        } else {
+            1.0
+        }
+    }
+
+    /// The probability (or transformed score) of output `k` that ORT reports
+    /// for margins `m`; for binary classifiers, that of the positive class.
+    pub fn transform(&self, m: &[f64], k: usize) -> f64 {
+        if self.raw_binary_scores {
+            return m[k];
+        }
+        match self.post_transform {
+            PostTransform::None => m[k],
+            PostTransform::Logistic => 1.0 / (1.0 + (-m[k]).exp()),
+            PostTransform::Softmax | PostTransform::SoftmaxZero => {
+                let max = m.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let sum: f64 = m.iter().map(|v| (v - max).exp()).sum();
+                (m[k] - max).exp() / sum
+            }
+            PostTransform::Probit => std::f64::consts::SQRT_2 * erf_inv(2.0 * m[k] - 1.0),
+        }
+    }
+
+    /// Sets every node's cover to the number of `rows` (row-major) that reach
+    /// it: shap's own fallback when a model carries no covers.
+    pub fn cover_from_rows(&mut self, rows: &[f32]) {
+        for tree in &mut self.trees {
+            for node in &mut tree.nodes {
+                node.cover = 0.0;
+            }
+            for row in rows.chunks(self.width) {
+                let mut node = 0;
+                loop {
+                    tree.nodes[node].cover += 1.0;
+                    match &tree.nodes[node].split {
+                        Some(s) => node = s.next(row[s.feature]),
+                        None => break,
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Inverse error function (Giles' approximation), for PROBIT post-transform.
+fn erf_inv(x: f64) -> f64 {
+    let w = -((1.0 - x) * (1.0 + x)).ln();
+    let p = if w < 5.0 {
+        let w = w - 2.5;
+        let mut p = 2.810_226_36e-08;
+        for c in [
+            3.432_739_39e-07,
+            -3.523_387_7e-06,
+            -4.391_506_54e-06,
+            0.000_218_580_87,
+            -0.001_253_725_03,
+            -0.004_177_681_64,
+            0.246_640_727,
+            1.501_409_41,
+        ] {
+            p = c + p * w;
+        }
+        p
+    } else {
+        let w = w.sqrt() - 3.0;
+        let mut p = -0.000_200_214_257;
+        for c in [
+            0.000_100_950_558,
+            0.001_349_343_22,
+            -0.003_673_428_44,
+            0.005_739_507_73,
+            -0.007_622_461_3,
+            0.009_438_870_47,
+            1.001_674_06,
+            2.832_976_82,
+        ] {
+            p = c + p * w;
+        }
+        p
+    };
+    p * x
+}
+
+/// Reads the flat per-node attribute arrays of TreeEnsembleClassifier/Regressor.
+struct Reader<'a> {
+    op: &'a str,
+    attributes: HashMap<&'a str, &'a AttributeProto>,
+}
+
+impl<'a> Reader<'a> {
+    fn new(node: &'a NodeProto) -> Self {
+        Self {
+            op: node.op_type(),
+            attributes: node.attribute.iter().map(|a| (a.name(), a)).collect(),
+        }
+    }
+
+    fn err(&self, attribute: &'static str, message: impl Into<String>) -> TreeError {
+        TreeError::Attribute {
+            op: self.op.to_owned(),
+            attribute,
+            message: message.into(),
+        }
+    }
+
+    fn ints(&self, name: &'static str) -> &'a [i64] {
+        self.attributes.get(name).map_or(&[], |a| a.ints.as_slice())
+    }
+
+    fn strings(&self, name: &'static str) -> Vec<String> {
+        self.attributes
+            .get(name)
+            .map(|a| {
+                a.strings
+                    .iter()
+                    .map(|s| String::from_utf8_lossy(s).into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn string(&self, name: &'static str) -> Option<String> {
+        self.attributes
+            .get(name)
+            .map(|a| String::from_utf8_lossy(a.s()).into_owned())
+    }
+
+    /// A float list given either as `name` or as `name_as_tensor`.
+    fn floats(&self, name: &'static str, tensor_name: &'static str) -> Result<Vec<f64>, TreeError> {
+        if let Some(t) = self.attributes.get(tensor_name).and_then(|a| a.t.as_ref()) {
+            return tensor_values(t)
+                .ok_or_else(|| self.err(tensor_name, "must be a float or double tensor"));
+        }
+        Ok(self
+            .attributes
+            .get(name)
+            .map(|a| a.floats.iter().map(|&f| f64::from(f)).collect())
+            .unwrap_or_default())
+    }
+
+    fn read(&self, width: usize) -> Result<Ensemble, TreeError> {
+        let classifier = self.op == "TreeEnsembleClassifier";
+        let tree_ids = self.ints("nodes_treeids");
+        let node_ids = self.ints("nodes_nodeids");
+        let features = self.ints("nodes_featureids");
+        let modes = self.strings("nodes_modes");
+        let thresholds = self.floats("nodes_values", "nodes_values_as_tensor")?;
+        let yes = self.ints("nodes_truenodeids");
+        let no = self.ints("nodes_falsenodeids");
+        let missing = self.ints("nodes_missing_value_tracks_true");
+        let n = tree_ids.len();
+        for (name, len) in [
+            ("nodes_nodeids", node_ids.len()),
+            ("nodes_featureids", features.len()),
+            ("nodes_modes", modes.len()),
+            ("nodes_values", thresholds.len()),
+            ("nodes_truenodeids", yes.len()),
+            ("nodes_falsenodeids", no.len()),
+        ] {
+            if len != n {
+                return Err(self.err(
+                    "nodes_treeids",
+                    format!("has {n} entries but {name} has {len}"),
+                ));
+            }
+        }
+        if !missing.is_empty() && missing.len() != n {
+            return Err(self.err(
+                "nodes_missing_value_tracks_true",
+                format!("has {} entries, expected {n}", missing.len()),
+            ));
+        }
+
+        // Trees in the order of their ids; nodes indexed by (tree, node id).
+        let mut tree_order: Vec<i64> = tree_ids.to_vec();
+        tree_order.sort_unstable();
+        tree_order.dedup();
+        let tree_index: HashMap<i64, usize> = tree_order
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| (t, i))
+            .collect();
+        let mut slots: Vec<HashMap<i64, usize>> = vec![HashMap::new(); tree_order.len()];
+        let mut members: Vec<Vec<usize>> = vec![Vec::new(); tree_order.len()];
+        for i in 0..n {
+            let t = tree_index[&tree_ids[i]];
+            let slot = slots[t].len();
+            slots[t].insert(node_ids[i], slot);
+            members[t].push(i);
+        }
+
+        let (leaf_tree, leaf_node, leaf_target, leaf_weight, outputs, post, base) = if classifier {
+            let weights = self.floats("class_weights", "class_weights_as_tensor")?;
+            let classes = self
+                .ints("classlabels_int64s")
+                .len()
+                .max(self.strings("classlabels_strings").len());
+            let class_ids = self.ints("class_ids");
+            let binary = classes == 2
+                && class_ids
+                    .iter()
+                    .all(|&c| c == class_ids.first().copied().unwrap_or(0));
+            let outputs = if binary { 1 } else { classes };
+            let targets: Vec<i64> = if binary {
+                vec![0; class_ids.len()]
+            } else {
+                class_ids.to_vec()
+            };
+            (
+                self.ints("class_treeids"),
+                self.ints("class_nodeids"),
+                targets,
+                weights,
+                outputs,
+                self.string("post_transform"),
+                self.floats("base_values", "base_values_as_tensor")?,
+            )
+        } else {
+            let weights = self.floats("target_weights", "target_weights_as_tensor")?;
+            let outputs = self
+                .attributes
+                .get("n_targets")
+                .map_or(1, |a| a.i() as usize);
+            match self.string("aggregate_function").as_deref() {
+                None | Some("SUM") | Some("AVERAGE") => {}
+                Some(other) => return Err(TreeError::NotAdditive(other.to_owned())),
+            }
+            (
+                self.ints("target_treeids"),
+                self.ints("target_nodeids"),
+                self.ints("target_ids").to_vec(),
+                weights,
+                outputs,
+                self.string("post_transform"),
+                self.floats("base_values", "base_values_as_tensor")?,
+            )
+        };
+        if leaf_weight.len() != leaf_tree.len()
+            || leaf_node.len() != leaf_tree.len()
+            || leaf_target.len() != leaf_tree.len()
+        {
+            return Err(self.err("class_weights", "leaf arrays differ in length"));
+        }
+        let outputs = outputs.max(1);
+
+        let mut trees = Vec::with_capacity(tree_order.len());
+        for (t, member) in members.iter().enumerate() {
+            let mut nodes = Vec::with_capacity(member.len());
+            for &i in member {
+                let mode = Mode::parse(&modes[i]).ok_or_else(|| {
+                    self.err("nodes_modes", format!("{:?} is not a known mode", modes[i]))
+                })?;
+                let split = match mode {
+                    None => None,
+                    Some(mode) => {
+                        let child = |id: i64, attr| {
+                            slots[t].get(&id).copied().ok_or_else(|| {
+                                self.err(attr, format!("tree {} has no node {id}", tree_order[t]))
+                            })
+                        };
+                        let feature = features[i] as usize;
+                        if feature >= width {
+                            return Err(self.err(
+                                "nodes_featureids",
+                                format!("feature {feature} is beyond the input's {width} columns"),
+                            ));
+                        }
+                        Some(Split {
+                            feature,
+                            threshold: thresholds[i] as f32,
+                            mode,
+                            missing_tracks_true: missing.get(i).is_some_and(|&m| m != 0),
+                            yes: child(yes[i], "nodes_truenodeids")?,
+                            no: child(no[i], "nodes_falsenodeids")?,
+                        })
+                    }
+                };
+                nodes.push(Node { split, cover: 1.0 });
+            }
+            // The root is the node no other node points to.
+            let mut pointed = vec![false; nodes.len()];
+            for s in nodes.iter().filter_map(|n| n.split.as_ref()) {
+                pointed[s.yes] = true;
+                pointed[s.no] = true;
+            }
+            let root = pointed
+                .iter()
+                .position(|p| !p)
+                .ok_or_else(|| self.err("nodes_nodeids", "a tree has no root"))?;
+            let mut values = vec![0.0; nodes.len() * outputs];
+            for j in 0..leaf_tree.len() {
+                if tree_index.get(&leaf_tree[j]) == Some(&t) {
+                    let node = *slots[t]
+                        .get(&leaf_node[j])
+                        .ok_or_else(|| self.err("class_nodeids", "names a missing node"))?;
+                    let k = leaf_target[j] as usize;
+                    if k >= outputs {
+                        return Err(self.err(
+                            "class_ids",
+                            format!("target {k} is beyond {outputs} outputs"),
+                        ));
+                    }
+                    values[node * outputs + k] += leaf_weight[j];
+                }
+            }
+            trees.push(reroot(Tree { nodes, values }, root, outputs));
+        }
+
+        let post_transform = match post.as_deref().unwrap_or("NONE") {
+            "NONE" => PostTransform::None,
+            "LOGISTIC" => PostTransform::Logistic,
+            "SOFTMAX" => PostTransform::Softmax,
+            "SOFTMAX_ZERO" => PostTransform::SoftmaxZero,
+            "PROBIT" => PostTransform::Probit,
+            other => return Err(self.err("post_transform", format!("{other:?} is not known"))),
+        };
+        let mut base_values = vec![0.0; outputs];
+        if classifier && outputs == 1 && base.len() == 2 {
+            base_values[0] = base[1];
+        } else {
+            for (b, v) in base_values.iter_mut().zip(base) {
+                *b = v;
+            }
+        }
+        let raw_binary_scores = classifier && outputs == 1 && leaf_weight.iter().all(|&w| w >= 0.0);
+        Ok(Ensemble {
+            trees,
+            outputs,
+            base: base_values,
+            average: !classifier && self.string("aggregate_function").as_deref() == Some("AVERAGE"),
+            post_transform,
+            raw_binary_scores,
+            width,
+        })
+    }
+}
+
+/// Renumbers a tree so that its root is node 0 and nodes are in depth-first
+/// order, which keeps each traversal's memory accesses close together.
+fn reroot(tree: Tree, root: usize, outputs: usize) -> Tree {
+    let mut order = Vec::with_capacity(tree.nodes.len());
+    let mut stack = vec![root];
+    while let Some(n) = stack.pop() {
+        order.push(n);
+        if let Some(s) = &tree.nodes[n].split {
+            stack.push(s.no);
+            stack.push(s.yes);
+        }
+    }
+    let mut new_index = vec![usize::MAX; tree.nodes.len()];
+    for (i, &old) in order.iter().enumerate() {
+        new_index[old] = i;
+    }
+    let nodes = order
+        .iter()
+        .map(|&old| {
+            let mut node = tree.nodes[old].clone();
+            if let Some(s) = &mut node.split {
+                s.yes = new_index[s.yes];
+                s.no = new_index[s.no];
+            }
+            node
+        })
+        .collect();
+    let values = order
+        .iter()
+        .flat_map(|&old| {
+            tree.values[old * outputs..(old + 1) * outputs]
+                .iter()
+                .copied()
+        })
+        .collect();
+    Tree { nodes, values }
+}
+
+fn tensor_values(t: &TensorProto) -> Option<Vec<f64>> {
+    match DataType::try_from(t.data_type()).ok()? {
+        DataType::Float if !t.float_data.is_empty() => {
+            Some(t.float_data.iter().map(|&f| f64::from(f)).collect())
+        }
+        DataType::Float => Some(
+            t.raw_data()
+                .chunks_exact(4)
+                .map(|b| f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+                .collect(),
+        ),
+        DataType::Double if !t.double_data.is_empty() => Some(t.double_data.clone()),
+        DataType::Double => Some(
+            t.raw_data()
+                .chunks_exact(8)
+                .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
+                .collect(),
+        ),
+        _ => None,
+    }
+}
