@@ -205,6 +205,7 @@ impl Scenario {
                         features: row.clone(),
                         context: None,
                         values: vec![],
+                        explain: None,
                     }
                     .encode_to_vec()
                     .into()

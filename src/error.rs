@@ -5,6 +5,7 @@
 //! maps it exhaustively to gRPC status codes.
 
 use crate::{
+    explain::pool::PoolError,
     inference::{InferenceError, runtime::RuntimeError},
     models::{LookupError, PackageError},
 };
@@ -18,6 +19,11 @@ pub enum Error {
     Lookup(#[from] LookupError),
     #[error("the gateway is still loading its models")]
     NotReady,
+    /// The request is valid but asks for something this model cannot do.
+    #[error("{0}")]
+    Unsupported(String),
+    #[error(transparent)]
+    ExplainPool(#[from] PoolError),
     #[error(transparent)]
     Inference(#[from] InferenceError),
     #[error(transparent)]

@@ -13,6 +13,7 @@ use uuid::Uuid;
 use crate::{
     config::Config,
     error::Error,
+    explain::{DecisionAttribution, ExplainMode, pool::ExplainPool},
     inference::{InferencePool, runtime},
     models::{ModelPackage, ModelSelector, Registry, schema::FeatureRow},
 };
@@ -22,6 +23,7 @@ use crate::{
 pub struct ScoreRequest {
     pub model: ModelSelector,
     pub row: FeatureRow,
+    pub explain: ExplainMode,
 }
 
 /// Many candidate rows to score with one model.
@@ -29,6 +31,7 @@ pub struct ScoreRequest {
 pub struct BatchRequest {
     pub model: ModelSelector,
     pub rows: Vec<FeatureRow>,
+    pub explain: ExplainMode,
 }
 
 /// Exactly which artefact made a decision.
@@ -56,12 +59,14 @@ pub struct Decision {
     pub model: ModelIdentity,
     pub score: f64,
     pub decided_at: SystemTime,
+    pub attribution: Option<DecisionAttribution>,
 }
 
 /// The gateway's shared state: the model registry and the inference pool.
 pub struct Gateway {
     config: Config,
     pool: InferencePool,
+    explain_pool: ExplainPool,
     registry: ArcSwapOption<Registry>,
     ready: watch::Sender<bool>,
 }
@@ -76,9 +81,11 @@ impl Gateway {
             config.inference_queue,
             config.max_batch_rows,
         );
+        let explain_pool = ExplainPool::new(config.inference_threads, config.inference_queue);
         Self {
             config,
             pool,
+            explain_pool,
             registry: ArcSwapOption::empty(),
             ready: watch::channel(false).0,
         }
@@ -125,8 +132,8 @@ impl Gateway {
             .schema
             .encode_row(&request.row, &mut row)
             .map_err(|e| Error::InvalidArgument(e.to_string()))?;
-        let scores = self.pool.predict(package.backend.clone(), row).await?;
-        Ok(decide(&package, scores[0]))
+        let mut decisions = self.decide(package, row, request.explain).await?;
+        Ok(decisions.remove(0))
     }
 
     pub async fn score_batch(&self, request: BatchRequest) -> Result<Vec<Decision>, Error> {
@@ -150,16 +157,60 @@ impl Gateway {
                 .encode_row(features, &mut rows)
                 .map_err(|e| Error::InvalidArgument(format!("rows[{i}].{e}")))?;
         }
-        let scores = self.pool.predict(package.backend.clone(), rows).await?;
-        Ok(scores.into_iter().map(|s| decide(&package, s)).collect())
+        self.decide(package, rows, request.explain).await
     }
-}
 
-fn decide(package: &ModelPackage, score: f32) -> Decision {
-    Decision {
-        id: Uuid::now_v7(),
-        model: ModelIdentity::of(package),
-        score: f64::from(score),
-        decided_at: SystemTime::now(),
+    /// Scores validated rows and, when asked, attributes each score.
+    async fn decide(
+        &self,
+        package: Arc<ModelPackage>,
+        rows: Vec<f32>,
+        explain: ExplainMode,
+    ) -> Result<Vec<Decision>, Error> {
+        if explain == ExplainMode::Inline && package.explainer.is_none() {
+            return Err(Error::Unsupported(format!(
+                "explain.mode: model {} {} has no exact attribution method yet; its graph is neither a tree ensemble nor linear",
+                package.name(),
+                package.version()
+            )));
+        }
+        let inputs = (explain == ExplainMode::Inline).then(|| rows.clone());
+        let scores = self.pool.predict(package.backend.clone(), rows).await?;
+        let mut decisions: Vec<Decision> = scores
+            .iter()
+            .map(|&s| Decision {
+                id: Uuid::now_v7(),
+                model: ModelIdentity::of(&package),
+                score: f64::from(s),
+                decided_at: SystemTime::now(),
+                attribution: None,
+            })
+            .collect();
+        if let Some(inputs) = inputs {
+            let attributions = self
+                .explain_pool
+                .run(move || {
+                    let explainer = package.explainer.as_ref().expect("checked above");
+                    let columns = package.schema.columns();
+                    inputs
+                        .chunks(columns.len())
+                        .zip(scores)
+                        .map(|(row, score)| {
+                            DecisionAttribution::new(
+                                explainer.explain(row),
+                                row,
+                                columns,
+                                &package.manifest.groups,
+                                f64::from(score),
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .await?;
+            for (decision, attribution) in decisions.iter_mut().zip(attributions) {
+                decision.attribution = Some(attribution);
+            }
+        }
+        Ok(decisions)
     }
 }

@@ -50,7 +50,7 @@ fn treeshap_on_the_bundled_lightgbm_is_additive() {
     assert_eq!(ensemble.trees.len(), 300);
     let background: Vec<f32> = rows(&dir.join("background.csv"), false).concat();
     ensemble.cover_from_rows(&background);
-    let explainer = PathDependent::new(&ensemble);
+    let explainer = PathDependent::new(ensemble.clone());
     // With covers from the background, the expected value is the background's
     // mean margin.
     let mean: f64 = background

@@ -42,6 +42,7 @@ async fn score_matches_python_goldens_for_every_bundled_model() {
                 features: row.clone(),
                 context: None,
                 values: vec![],
+                explain: None,
             };
             let decision = client
                 .score(request)
@@ -92,6 +93,7 @@ async fn score_batch_matches_goldens_in_request_order() {
             model: model_ref(&name, &version),
             subject_id: "s".into(),
             context: None,
+            explain: None,
             rows: golden
                 .rows
                 .iter()
@@ -242,5 +244,113 @@ async fn positional_values_score_like_named_features() {
             .unwrap();
         assert!((d.score - golden.scores[0]).abs() <= TOLERANCE);
     }
+    server.stop().await;
+}
+
+fn inline() -> Option<pb::ExplainOptions> {
+    Some(pb::ExplainOptions {
+        mode: pb::ExplainMode::Inline as i32,
+    })
+}
+
+#[tokio::test]
+async fn inline_attributions_add_up_and_agree_with_onnx_runtime() {
+    let server = TestServer::start().await;
+    let mut client = server.scoring().await;
+    for (name, method, space) in [
+        ("caravan-lgbm", "tree_shap_path_dependent", "log_odds"),
+        ("caravan-logreg", "linear_exact", "log_odds"),
+    ] {
+        let package = repo_root().join("models").join(name).join("1.0.0");
+        let golden = golden(&package);
+        for (row, want) in golden.rows.iter().zip(&golden.scores).take(20) {
+            let request = pb::ScoreRequest {
+                model: model_ref(name, "1.0.0"),
+                features: row.clone(),
+                explain: inline(),
+                ..Default::default()
+            };
+            let decision = client
+                .score(request)
+                .await
+                .unwrap()
+                .into_inner()
+                .decision
+                .unwrap();
+            assert!((decision.score - want).abs() <= TOLERANCE);
+            let a = decision
+                .attribution
+                .expect("inline attributions were asked for");
+            assert_eq!(
+                (a.method.as_str(), a.output_space.as_str()),
+                (method, space)
+            );
+            assert_eq!(a.features.len(), 78);
+            let sum: f64 = a.features.iter().map(|f| f.contribution).sum();
+            let scale = a.margin.abs().max(1.0);
+            assert!(
+                (a.base_value + sum - a.margin).abs() <= 1e-5 * scale,
+                "{name}: not additive"
+            );
+            assert!(
+                a.additivity_residual <= 1e-5 * scale,
+                "{name}: residual {}",
+                a.additivity_residual
+            );
+            assert!(
+                a.ort_difference <= 1e-5,
+                "{name}: margin disagrees with ORT by {}",
+                a.ort_difference
+            );
+            // Groups partition the features: their sum is the same total.
+            let grouped: f64 = a.groups.iter().map(|g| g.contribution).sum();
+            assert!((grouped - sum).abs() <= 1e-9 * scale);
+            let members: usize = a.groups.iter().map(|g| g.features.len()).sum();
+            assert_eq!(members, 78);
+            // Each feature reports the value the model saw.
+            let first = a.features.iter().find(|f| f.name == "PPERSAUT").unwrap();
+            match row["PPERSAUT"].kind {
+                Some(pb::feature_value::Kind::Integer(v)) => assert_eq!(first.value, v as f64),
+                _ => unreachable!(),
+            }
+        }
+    }
+    // Without the option, no attributions are computed.
+    let plain = client
+        .score(caravan_request())
+        .await
+        .unwrap()
+        .into_inner()
+        .decision
+        .unwrap();
+    assert!(plain.attribution.is_none());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_model_without_an_exact_method_says_so() {
+    let server = TestServer::start().await;
+    let mut client = server.scoring().await;
+    let mut request = caravan_request();
+    request.model = model_ref("caravan-mlp", "");
+    request.explain = inline();
+    let status = client.score(request).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        status
+            .message()
+            .contains("explain.mode: model caravan-mlp 1.0.0 has no exact attribution method"),
+        "{}",
+        status.message()
+    );
+    let mut request = caravan_request();
+    request.explain = Some(pb::ExplainOptions { mode: 42 });
+    let status = client.score(request).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status.message().contains("explain.mode: 42"),
+        "{}",
+        status.message()
+    );
     server.stop().await;
 }

@@ -2,14 +2,328 @@
 //!
 //! Attributions are computed from the model as ONNX Runtime runs it: tree
 //! ensembles are read straight from the ONNX graph ([`trees`]) and explained
-//! with exact TreeSHAP ([`treeshap`]).
+//! with exact TreeSHAP ([`treeshap`]); linear models exactly from their
+//! weights ([`linear`]). Each explainer is checked against ORT's own scores
+//! on the package's background rows before it is trusted.
 
+pub mod linear;
+pub mod pool;
 pub mod trees;
 pub mod treeshap;
+
+use std::time::{Duration, Instant};
+
+use crate::models::manifest::{FeatureGroup, FeatureSpec};
+
+use self::{
+    linear::Linear,
+    trees::{Ensemble, PostTransform, TreeError},
+    treeshap::PathDependent,
+};
 
 /// The ONNX IR schema, for reading model graphs. This is a file format, not
 /// the gRPC API: its types never cross the crate's boundary.
 #[allow(clippy::all, missing_docs)]
 pub(crate) mod onnx {
     include!(concat!(env!("OUT_DIR"), "/onnx.rs"));
+}
+
+/// Largest |post_transform(margin) − ORT score| accepted when an explainer is
+/// checked against ORT on the background rows: the graph was read right.
+pub const ORT_AGREEMENT: f64 = 1e-5;
+
+/// How a model's decisions are explained.
+#[derive(Debug)]
+pub enum Explainer {
+    /// Exact path-dependent TreeSHAP with covers from the background sample.
+    Tree { shap: PathDependent, output: usize },
+    /// Exact linear attributions against the background mean.
+    Linear {
+        model: Linear,
+        mean: Vec<f64>,
+        base: f64,
+    },
+}
+
+/// The attributions of one row, in margin space.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attribution {
+    pub method: &'static str,
+    pub method_version: &'static str,
+    /// "log_odds" when a logistic post-transform follows, else "raw".
+    pub output_space: &'static str,
+    /// The expected margin: what the model outputs on average.
+    pub base_value: f64,
+    /// The model's margin for this row, computed from the graph.
+    pub margin: f64,
+    /// One contribution per feature, in column order.
+    pub contributions: Vec<f64>,
+    /// |base + Σφ − margin|.
+    pub residual: f64,
+    /// post_transform(margin) and post_transform(base): the probability view.
+    pub score: f64,
+    pub base_score: f64,
+    pub compute: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ExplainError {
+    #[error("{0}")]
+    Graph(#[from] TreeError),
+    #[error(
+        "the attribution method reads the graph differently from ONNX Runtime: background row {row} scores {ours} here and {ort} in ORT"
+    )]
+    Disagrees { row: usize, ours: f64, ort: f64 },
+    #[error("post_transform {0:?} is not supported for linear attributions yet")]
+    Unsupported(PostTransform),
+}
+
+impl Explainer {
+    /// Builds the exact explainer for a graph, if there is one. `output` is
+    /// the scored output column, `background` the package's rows (row-major)
+    /// and `ort_scores` ORT's scores for them.
+    pub fn for_graph(
+        onnx: &[u8],
+        width: usize,
+        output: usize,
+        background: &[f32],
+        ort_scores: &[f32],
+    ) -> Result<Option<Self>, ExplainError> {
+        let explainer = match Ensemble::from_onnx(onnx, width) {
+            Ok(mut ensemble) => {
+                ensemble.cover_from_rows(background);
+                let output = if ensemble.outputs == 1 { 0 } else { output };
+                Self::Tree {
+                    shap: PathDependent::new(ensemble),
+                    output,
+                }
+            }
+            Err(TreeError::NoEnsemble) => match Linear::from_onnx(onnx, width, output) {
+                Ok(model) => {
+                    if !matches!(
+                        model.post_transform,
+                        PostTransform::None | PostTransform::Logistic
+                    ) {
+                        return Err(ExplainError::Unsupported(model.post_transform));
+                    }
+                    let rows = (background.len() / width).max(1) as f64;
+                    let mut mean = vec![0.0; width];
+                    for row in background.chunks(width) {
+                        for (m, &x) in mean.iter_mut().zip(row) {
+                            *m += f64::from(x) / rows;
+                        }
+                    }
+                    let base = model.intercept
+                        + model
+                            .weights
+                            .iter()
+                            .zip(&mean)
+                            .map(|(w, m)| w * m)
+                            .sum::<f64>();
+                    Self::Linear { model, mean, base }
+                }
+                Err(TreeError::NoEnsemble) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            },
+            Err(e) => return Err(e.into()),
+        };
+        for (row, (x, &ort)) in background.chunks(width).zip(ort_scores).enumerate() {
+            let ours = explainer.row_score(x);
+            if (ours - f64::from(ort)).abs() > ORT_AGREEMENT {
+                return Err(ExplainError::Disagrees {
+                    row,
+                    ours,
+                    ort: f64::from(ort),
+                });
+            }
+        }
+        Ok(Some(explainer))
+    }
+
+    pub fn method(&self) -> &'static str {
+        match self {
+            Self::Tree { .. } => "tree_shap_path_dependent",
+            Self::Linear { .. } => "linear_exact",
+        }
+    }
+
+    /// The score ORT reports for `row`, recomputed from the graph.
+    fn row_score(&self, row: &[f32]) -> f64 {
+        match self {
+            Self::Tree { shap, output } => {
+                let e = shap.ensemble();
+                e.transform(&e.margins(row), *output)
+            }
+            Self::Linear { model, .. } => linear_score(model, model.margin(row)),
+        }
+    }
+
+    fn output_space(&self) -> &'static str {
+        let post = match self {
+            Self::Tree { shap, .. } if shap.ensemble().raw_binary_scores => PostTransform::None,
+            Self::Tree { shap, .. } => shap.ensemble().post_transform,
+            Self::Linear { model, .. } => model.post_transform,
+        };
+        if post == PostTransform::Logistic {
+            "log_odds"
+        } else {
+            "raw"
+        }
+    }
+
+    /// Explains one validated row (column order, float32 as the model sees it).
+    pub fn explain(&self, row: &[f32]) -> Attribution {
+        let start = Instant::now();
+        let (base_value, contributions, margin, score, base_score) = match self {
+            Self::Tree { shap, output } => {
+                let e = shap.ensemble();
+                let result = shap.explain(row);
+                let phi: Vec<f64> = result
+                    .phi
+                    .iter()
+                    .skip(*output)
+                    .step_by(e.outputs)
+                    .copied()
+                    .collect();
+                let margins = e.margins(row);
+                let (score, base_score) = (
+                    e.transform(&margins, *output),
+                    e.transform(&result.expected, *output),
+                );
+                (
+                    result.expected[*output],
+                    phi,
+                    margins[*output],
+                    score,
+                    base_score,
+                )
+            }
+            Self::Linear { model, mean, base } => {
+                let phi = model
+                    .weights
+                    .iter()
+                    .zip(row)
+                    .zip(mean)
+                    .map(|((w, &x), m)| w * (f64::from(x) - m))
+                    .collect();
+                let margin = model.margin(row);
+                (
+                    *base,
+                    phi,
+                    margin,
+                    linear_score(model, margin),
+                    linear_score(model, *base),
+                )
+            }
+        };
+        let residual = (base_value + contributions.iter().sum::<f64>() - margin).abs();
+        Attribution {
+            method: self.method(),
+            method_version: "1",
+            output_space: self.output_space(),
+            base_value,
+            margin,
+            residual,
+            score,
+            base_score,
+            contributions,
+            compute: start.elapsed(),
+        }
+    }
+}
+
+fn linear_score(model: &Linear, margin: f64) -> f64 {
+    match model.post_transform {
+        PostTransform::Logistic => 1.0 / (1.0 + (-margin).exp()),
+        _ => margin,
+    }
+}
+
+/// When a request wants its attributions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ExplainMode {
+    #[default]
+    None,
+    Inline,
+}
+
+/// One feature's part in a decision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeatureContribution {
+    pub name: String,
+    /// The value as the model saw it.
+    pub value: f32,
+    pub contribution: f64,
+}
+
+/// A group's part: the sum of its members' contributions, never an average.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupContribution {
+    pub name: String,
+    pub contribution: f64,
+    pub features: Vec<String>,
+}
+
+/// A decision's attributions, with the names and groups of its model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecisionAttribution {
+    pub attribution: Attribution,
+    pub features: Vec<FeatureContribution>,
+    pub groups: Vec<GroupContribution>,
+    /// |post_transform(margin) − the score ORT returned for this request|.
+    pub ort_difference: f64,
+}
+
+impl DecisionAttribution {
+    /// Names the contributions of `attribution` for `row` by the model's
+    /// columns (in position order) and groups.
+    pub fn new(
+        attribution: Attribution,
+        row: &[f32],
+        columns: &[FeatureSpec],
+        groups: &[FeatureGroup],
+        ort_score: f64,
+    ) -> Self {
+        let features: Vec<FeatureContribution> = columns
+            .iter()
+            .zip(row)
+            .zip(&attribution.contributions)
+            .map(|((spec, &value), &contribution)| FeatureContribution {
+                name: spec.name.clone(),
+                value,
+                contribution,
+            })
+            .collect();
+        let of = |name: &str| {
+            features
+                .iter()
+                .find(|f| f.name == name)
+                .map_or(0.0, |f| f.contribution)
+        };
+        let mut grouped: Vec<GroupContribution> = groups
+            .iter()
+            .map(|g| GroupContribution {
+                name: g.name.clone(),
+                contribution: g.features.iter().map(|f| of(f)).sum(),
+                features: g.features.clone(),
+            })
+            .collect();
+        grouped.extend(
+            features
+                .iter()
+                .filter(|f| !groups.iter().any(|g| g.features.contains(&f.name)))
+                .map(|f| GroupContribution {
+                    name: f.name.clone(),
+                    contribution: f.contribution,
+                    features: vec![f.name.clone()],
+                }),
+        );
+        let ort_difference = (attribution.score - ort_score).abs();
+        Self {
+            attribution,
+            features,
+            groups: grouped,
+            ort_difference,
+        }
+    }
 }

@@ -24,14 +24,15 @@ pub struct TreeShap {
 }
 
 /// A path-dependent TreeSHAP explainer with its per-model precomputation.
-pub struct PathDependent<'a> {
-    ensemble: &'a Ensemble,
+#[derive(Debug)]
+pub struct PathDependent {
+    ensemble: Ensemble,
     expected: Vec<f64>,
     buffer_len: usize,
 }
 
-impl<'a> PathDependent<'a> {
-    pub fn new(ensemble: &'a Ensemble) -> Self {
+impl PathDependent {
+    pub fn new(ensemble: Ensemble) -> Self {
         let scale = ensemble.scale();
         let mut expected = ensemble.base.clone();
         for tree in &ensemble.trees {
@@ -45,6 +46,10 @@ impl<'a> PathDependent<'a> {
             expected,
             buffer_len: (depth + 2) * (depth + 3) / 2 + 1,
         }
+    }
+
+    pub fn ensemble(&self) -> &Ensemble {
+        &self.ensemble
     }
 
     /// The expected margin per output under the covers.
@@ -371,7 +376,7 @@ mod tests {
         #[test]
         fn equals_brute_force_shapley(trees in proptest::collection::vec(tree(6, 4), 1..4), x in row(6)) {
             let e = ensemble(trees, 6);
-            let shap = PathDependent::new(&e).explain(&x);
+            let shap = PathDependent::new(e.clone()).explain(&x);
             let exact = brute_force(&e, &x);
             for (a, b) in shap.phi.iter().zip(&exact) {
                 prop_assert!((a - b).abs() < 1e-9, "{a} vs {b}");
@@ -385,7 +390,7 @@ mod tests {
         #[test]
         fn unused_features_get_nothing(trees in proptest::collection::vec(tree(4, 4), 1..4), x in row(6)) {
             let e = ensemble(trees, 6);
-            let shap = PathDependent::new(&e).explain(&x);
+            let shap = PathDependent::new(e.clone()).explain(&x);
             prop_assert_eq!(shap.phi[4], 0.0);
             prop_assert_eq!(shap.phi[5], 0.0);
         }
@@ -395,7 +400,7 @@ mod tests {
         fn is_linear_in_the_trees(a in proptest::collection::vec(tree(5, 3), 1..3), b in proptest::collection::vec(tree(5, 3), 1..3), x in row(5)) {
             let (ea, eb) = (ensemble(a.clone(), 5), ensemble(b.clone(), 5));
             let both = ensemble(a.into_iter().chain(b).collect(), 5);
-            let (pa, pb, pab) = (PathDependent::new(&ea).explain(&x), PathDependent::new(&eb).explain(&x), PathDependent::new(&both).explain(&x));
+            let (pa, pb, pab) = (PathDependent::new(ea).explain(&x), PathDependent::new(eb).explain(&x), PathDependent::new(both).explain(&x));
             for i in 0..5 {
                 prop_assert!((pa.phi[i] + pb.phi[i] - pab.phi[i]).abs() < 1e-9);
             }
@@ -441,7 +446,7 @@ mod tests {
             ],
             values: vec![0.0, 0.0, 1.0, 0.0, 0.0],
         };
-        let shap = PathDependent::new(&ensemble(vec![tree], 2)).explain(&[0.0, 0.0]);
+        let shap = PathDependent::new(ensemble(vec![tree], 2)).explain(&[0.0, 0.0]);
         assert!((shap.phi[0] - shap.phi[1]).abs() < 1e-12);
         assert!((shap.expected[0] - 0.5).abs() < 1e-12);
         assert!((shap.phi[0] + shap.phi[1] - 0.75).abs() < 1e-12);

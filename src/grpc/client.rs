@@ -25,6 +25,7 @@ pub fn score_request(call: &ScoreCall, row: &Features) -> pb::ScoreRequest {
         features: to_pb(row),
         context: None,
         values: vec![],
+        explain: None,
     }
 }
 
@@ -34,6 +35,7 @@ pub fn batch_request(call: &ScoreCall) -> pb::ScoreBatchRequest {
         model: Some(model_ref(call)),
         subject_id: call.subject_id.clone(),
         context: None,
+        explain: None,
         rows: call
             .rows
             .iter()

@@ -9,6 +9,7 @@ use semver::Version;
 use super::pb;
 use crate::{
     error::Error,
+    explain::{DecisionAttribution, ExplainMode},
     gateway::{BatchRequest, Decision, ModelIdentity, ScoreRequest},
     models::{
         ModelPackage, ModelSelector,
@@ -94,7 +95,11 @@ impl TryFrom<pb::ScoreRequest> for ScoreRequest {
     fn try_from(r: pb::ScoreRequest) -> Result<Self, Error> {
         let model: ModelSelector = r.model.try_into()?;
         let row = feature_row(&model, r.features, r.values, "")?;
-        Ok(Self { model, row })
+        Ok(Self {
+            model,
+            row,
+            explain: explain_mode(r.explain)?,
+        })
     }
 }
 
@@ -109,7 +114,11 @@ impl TryFrom<pb::ScoreBatchRequest> for BatchRequest {
             .enumerate()
             .map(|(i, row)| feature_row(&model, row.features, row.values, &format!("rows[{i}].")))
             .collect::<Result<_, _>>()?;
-        Ok(Self { model, rows })
+        Ok(Self {
+            model,
+            rows,
+            explain: explain_mode(r.explain)?,
+        })
     }
 }
 
@@ -123,8 +132,57 @@ impl From<ModelIdentity> for pb::ModelIdentity {
     }
 }
 
+fn explain_mode(options: Option<pb::ExplainOptions>) -> Result<ExplainMode, Error> {
+    let Some(options) = options else {
+        return Ok(ExplainMode::None);
+    };
+    match pb::ExplainMode::try_from(options.mode) {
+        Ok(pb::ExplainMode::Unspecified) => Ok(ExplainMode::None),
+        Ok(pb::ExplainMode::Inline) => Ok(ExplainMode::Inline),
+        Err(_) => Err(Error::InvalidArgument(format!(
+            "explain.mode: {} is not a known mode",
+            options.mode
+        ))),
+    }
+}
+
 fn timestamp(t: SystemTime) -> prost_types::Timestamp {
     t.into()
+}
+
+impl From<DecisionAttribution> for pb::Attribution {
+    fn from(d: DecisionAttribution) -> Self {
+        let a = d.attribution;
+        Self {
+            method: a.method.to_owned(),
+            method_version: a.method_version.to_owned(),
+            output_space: a.output_space.to_owned(),
+            base_value: a.base_value,
+            margin: a.margin,
+            features: d
+                .features
+                .into_iter()
+                .map(|f| pb::FeatureContribution {
+                    name: f.name,
+                    value: f64::from(f.value),
+                    contribution: f.contribution,
+                })
+                .collect(),
+            groups: d
+                .groups
+                .into_iter()
+                .map(|g| pb::GroupContribution {
+                    name: g.name,
+                    contribution: g.contribution,
+                    features: g.features,
+                })
+                .collect(),
+            additivity_residual: a.residual,
+            ort_difference: d.ort_difference,
+            base_score: a.base_score,
+            compute_micros: a.compute.as_micros() as u64,
+        }
+    }
 }
 
 impl From<Decision> for pb::Decision {
@@ -134,6 +192,7 @@ impl From<Decision> for pb::Decision {
             model: Some(d.model.into()),
             score: d.score,
             decided_at: Some(timestamp(d.decided_at)),
+            attribution: d.attribution.map(Into::into),
         }
     }
 }

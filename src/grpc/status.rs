@@ -2,7 +2,9 @@
 
 use tonic::{Code, Status};
 
-use crate::{error::Error, inference::InferenceError, models::LookupError};
+use crate::{
+    error::Error, explain::pool::PoolError, inference::InferenceError, models::LookupError,
+};
 
 impl From<Error> for Status {
     fn from(e: Error) -> Self {
@@ -12,6 +14,9 @@ impl From<Error> for Status {
                 Code::NotFound
             }
             Error::NotReady => Code::Unavailable,
+            Error::Unsupported(_) => Code::FailedPrecondition,
+            Error::ExplainPool(PoolError::Overloaded(_)) => Code::ResourceExhausted,
+            Error::ExplainPool(PoolError::ShutDown) => Code::Unavailable,
             Error::Inference(inner) => match inner {
                 InferenceError::Overloaded(_) => Code::ResourceExhausted,
                 InferenceError::ShutDown => Code::Unavailable,

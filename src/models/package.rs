@@ -14,7 +14,10 @@ use super::{
     manifest::{FieldError, Manifest},
     schema::FeatureSchema,
 };
-use crate::inference::{OrtBackend, runtime::RuntimeError};
+use crate::{
+    explain::Explainer,
+    inference::{Backend, OrtBackend, runtime::RuntimeError},
+};
 
 pub const MANIFEST_FILE: &str = "manifest.toml";
 pub const MODEL_FILE: &str = "model.onnx";
@@ -100,6 +103,8 @@ pub struct ModelPackage {
     pub background: Rows,
     pub golden: Option<Golden>,
     pub backend: Arc<OrtBackend>,
+    /// The exact attribution method for this graph, when there is one.
+    pub explainer: Option<Explainer>,
 }
 
 impl fmt::Debug for ModelPackage {
@@ -161,6 +166,21 @@ impl ModelPackage {
             )
         })?;
         tracing::debug!(model = %dir.display(), chunk_rows, "calibrated ORT batch size");
+        let background_scores = backend.predict(0, &background.values).map_err(|e| {
+            PackageError::new(
+                &model_path,
+                None,
+                format!("fails on the background rows: {e}"),
+            )
+        })?;
+        let explainer = Explainer::for_graph(
+            &model,
+            schema.width(),
+            manifest.model.output.index,
+            &background.values,
+            &background_scores,
+        )
+        .map_err(|e| PackageError::new(&model_path, None, format!("cannot be explained: {e}")))?;
         let golden_path = dir.join(GOLDEN_FILE);
         let golden = if golden_path.exists() {
             let (rows, scores) = read_rows(&golden_path, &schema, true)?;
@@ -177,6 +197,7 @@ impl ModelPackage {
             background,
             golden,
             backend: Arc::new(backend),
+            explainer,
         })
     }
 

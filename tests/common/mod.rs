@@ -204,5 +204,6 @@ pub fn caravan_request() -> pb::ScoreRequest {
         features: g.rows[0].clone(),
         context: None,
         values: vec![],
+        explain: None,
     }
 }
