@@ -8,6 +8,7 @@
 
 pub mod linear;
 pub mod pool;
+pub mod quadrature;
 pub mod trees;
 pub mod treeshap;
 

@@ -5,7 +5,10 @@
 //! training distribution, as recorded by node covers: features outside a
 //! coalition follow both branches, weighted by how many samples went each way.
 
-use super::trees::{Ensemble, Tree};
+use super::{
+    quadrature,
+    trees::{Ensemble, Tree},
+};
 
 #[derive(Debug, Clone, Copy, Default)]
 struct PathElement {
@@ -29,6 +32,9 @@ pub struct PathDependent {
     ensemble: Ensemble,
     expected: Vec<f64>,
     buffer_len: usize,
+    /// Per tree: whether quadrature is exact for it (≤ 16 unique features
+    /// on every path); deeper trees use the classic recursion.
+    quadrature: Vec<bool>,
 }
 
 impl PathDependent {
@@ -41,10 +47,16 @@ impl PathDependent {
             }
         }
         let depth = ensemble.trees.iter().map(Tree::depth).max().unwrap_or(0);
+        let quadrature = ensemble
+            .trees
+            .iter()
+            .map(|t| quadrature::max_unique_features(t) <= quadrature::MAX_UNIQUE_FEATURES)
+            .collect();
         Self {
             ensemble,
             expected,
             buffer_len: (depth + 2) * (depth + 3) / 2 + 1,
+            quadrature,
         }
     }
 
@@ -62,7 +74,11 @@ impl PathDependent {
         let mut phi = vec![0.0; self.ensemble.width * outputs];
         let mut path = vec![PathElement::default(); self.buffer_len];
         let scale = self.ensemble.scale();
-        for tree in &self.ensemble.trees {
+        for (tree, &by_quadrature) in self.ensemble.trees.iter().zip(&self.quadrature) {
+            if by_quadrature {
+                quadrature::accumulate(tree, row, outputs, scale, &mut phi);
+                continue;
+            }
             let mut walk = Walk {
                 tree,
                 row,
@@ -384,6 +400,21 @@ mod tests {
             let margin = e.margins(&x)[0];
             let total = shap.expected[0] + shap.phi.iter().sum::<f64>();
             prop_assert!((total - margin).abs() < 1e-9, "{total} vs {margin}");
+        }
+
+        /// The classic recursion, which serves trees too deep for the
+        /// quadrature rule, agrees with quadrature and brute force.
+        #[test]
+        fn classic_recursion_agrees(trees in proptest::collection::vec(tree(6, 4), 1..4), x in row(6)) {
+            let e = ensemble(trees, 6);
+            let mut classic = PathDependent::new(e.clone());
+            classic.quadrature = vec![false; e.trees.len()];
+            let (a, b) = (classic.explain(&x), PathDependent::new(e.clone()).explain(&x));
+            let exact = brute_force(&e, &x);
+            for i in 0..6 {
+                prop_assert!((a.phi[i] - b.phi[i]).abs() < 1e-9, "{} vs {}", a.phi[i], b.phi[i]);
+                prop_assert!((a.phi[i] - exact[i]).abs() < 1e-9);
+            }
         }
 
         /// A feature no tree splits on gets exactly zero (dummy axiom).

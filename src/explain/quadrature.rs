@@ -1,0 +1,180 @@
+//! Path-dependent TreeSHAP by Gauss–Legendre quadrature.
+//!
+//! Along one root-to-leaf path, each unique feature j contributes a factor
+//! zⱼ + t(oⱼ − zⱼ), where zⱼ is the cover fraction of the path's branches on
+//! j and oⱼ ∈ {0, 1} says whether the row follows them. The leaf's Shapley
+//! value for feature i is v·(oᵢ − zᵢ)·∫₀¹ Πⱼ≠ᵢ (zⱼ + t(oⱼ − zⱼ)) dt. The
+//! integrand is a polynomial of degree < 16 when a path has at most 16 unique
+//! features, so an 8-point Gauss–Legendre rule computes it exactly. Each path
+//! element carries its factor at the 8 nodes, which turns the classic
+//! algorithm's O(D²) work per leaf into 8·D multiply-adds that vectorise.
+
+use super::trees::Tree;
+
+/// Gauss–Legendre nodes and weights, mapped from [−1, 1] to [0, 1].
+const NODES: [f64; 8] = {
+    const X: [f64; 4] = [
+        0.183_434_642_495_649_8,
+        0.525_532_409_916_329,
+        0.796_666_477_413_626_7,
+        0.960_289_856_497_536_3,
+    ];
+    [
+        (1.0 - X[3]) / 2.0,
+        (1.0 - X[2]) / 2.0,
+        (1.0 - X[1]) / 2.0,
+        (1.0 - X[0]) / 2.0,
+        (1.0 + X[0]) / 2.0,
+        (1.0 + X[1]) / 2.0,
+        (1.0 + X[2]) / 2.0,
+        (1.0 + X[3]) / 2.0,
+    ]
+};
+const WEIGHTS: [f64; 8] = {
+    const W: [f64; 4] = [
+        0.362_683_783_378_362,
+        0.313_706_645_877_887_3,
+        0.222_381_034_453_374_5,
+        0.101_228_536_290_376_3,
+    ];
+    [
+        W[3] / 2.0,
+        W[2] / 2.0,
+        W[1] / 2.0,
+        W[0] / 2.0,
+        W[0] / 2.0,
+        W[1] / 2.0,
+        W[2] / 2.0,
+        W[3] / 2.0,
+    ]
+};
+
+/// The most unique features on one path for which the rule is exact.
+pub const MAX_UNIQUE_FEATURES: usize = 16;
+
+type Lanes = [f64; 8];
+
+#[derive(Clone, Copy)]
+struct Element {
+    feature: usize,
+    zero: f64,
+    one: f64,
+    /// w_q / factor(t_q): the weight of this element's integral at each node.
+    inv: Lanes,
+}
+
+/// Adds one tree's attributions for `row` to `phi[feature * outputs + k]`.
+pub fn accumulate(tree: &Tree, row: &[f32], outputs: usize, scale: f64, phi: &mut [f64]) {
+    let mut walk = Walk {
+        tree,
+        row,
+        outputs,
+        scale,
+        phi,
+        path: Vec::with_capacity(MAX_UNIQUE_FEATURES),
+    };
+    walk.visit(0, [1.0; 8]);
+}
+
+struct Walk<'a> {
+    tree: &'a Tree,
+    row: &'a [f32],
+    outputs: usize,
+    scale: f64,
+    phi: &'a mut [f64],
+    path: Vec<Element>,
+}
+
+impl Walk<'_> {
+    /// `product[q]` is Π factor(t_q) over the elements on the path.
+    fn visit(&mut self, node: usize, product: Lanes) {
+        let tree = self.tree;
+        let Some(split) = &tree.nodes[node].split else {
+            self.leaf(node, &product);
+            return;
+        };
+        let (hot, cold) = if split.goes_true(self.row[split.feature]) {
+            (split.yes, split.no)
+        } else {
+            (split.no, split.yes)
+        };
+        let cover = tree.nodes[hot].cover + tree.nodes[cold].cover;
+        let (hot_zero, cold_zero) = if cover > 0.0 {
+            (
+                tree.nodes[hot].cover / cover,
+                tree.nodes[cold].cover / cover,
+            )
+        } else {
+            (0.5, 0.5)
+        };
+
+        // A feature split on again merges with its earlier element.
+        let mut base = product;
+        let (mut zero, mut one) = (1.0, 1.0);
+        let previous = self.path.iter().position(|e| e.feature == split.feature);
+        let removed = previous.map(|k| {
+            let e = self.path.remove(k);
+            for q in 0..8 {
+                // inv holds w_q / factor, so multiplying by it divides the factor out.
+                base[q] *= e.inv[q] / WEIGHTS[q];
+            }
+            (zero, one) = (e.zero, e.one);
+            (k, e)
+        });
+        for (child, z, o) in [(hot, hot_zero * zero, one), (cold, cold_zero * zero, 0.0)] {
+            if z == 0.0 && o == 0.0 {
+                // Neither the row nor any sample goes this way: no coalition
+                // reaches the subtree, so it contributes nothing.
+                continue;
+            }
+            let mut inv = [0.0; 8];
+            let mut next = base;
+            for q in 0..8 {
+                let factor = z + NODES[q] * (o - z);
+                next[q] *= factor;
+                inv[q] = WEIGHTS[q] / factor;
+            }
+            self.path.push(Element {
+                feature: split.feature,
+                zero: z,
+                one: o,
+                inv,
+            });
+            self.visit(child, next);
+            self.path.pop();
+        }
+        if let Some((k, e)) = removed {
+            self.path.insert(k, e);
+        }
+    }
+
+    fn leaf(&mut self, node: usize, product: &Lanes) {
+        let values = &self.tree.values[node * self.outputs..(node + 1) * self.outputs];
+        for e in &self.path {
+            let integral: f64 = (0..8).map(|q| product[q] * e.inv[q]).sum();
+            let factor = self.scale * (e.one - e.zero) * integral;
+            for (k, v) in values.iter().enumerate() {
+                self.phi[e.feature * self.outputs + k] += factor * v;
+            }
+        }
+    }
+}
+
+/// The most unique features on any root-to-leaf path of `tree`.
+pub fn max_unique_features(tree: &Tree) -> usize {
+    fn go(tree: &Tree, node: usize, seen: &mut Vec<usize>) -> usize {
+        let Some(s) = &tree.nodes[node].split else {
+            return seen.len();
+        };
+        let fresh = !seen.contains(&s.feature);
+        if fresh {
+            seen.push(s.feature);
+        }
+        let deepest = go(tree, s.yes, seen).max(go(tree, s.no, seen));
+        if fresh {
+            seen.pop();
+        }
+        deepest
+    }
+    go(tree, 0, &mut Vec::new())
+}
