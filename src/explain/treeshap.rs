@@ -411,9 +411,9 @@ mod tests {
             classic.quadrature = vec![false; e.trees.len()];
             let (a, b) = (classic.explain(&x), PathDependent::new(e.clone()).explain(&x));
             let exact = brute_force(&e, &x);
-            for i in 0..6 {
-                prop_assert!((a.phi[i] - b.phi[i]).abs() < 1e-9, "{} vs {}", a.phi[i], b.phi[i]);
-                prop_assert!((a.phi[i] - exact[i]).abs() < 1e-9);
+            for ((classic, quadrature), exact) in a.phi.iter().zip(&b.phi).zip(&exact) {
+                prop_assert!((classic - quadrature).abs() < 1e-9, "{classic} vs {quadrature}");
+                prop_assert!((classic - exact).abs() < 1e-9);
             }
         }
 
