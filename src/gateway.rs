@@ -167,14 +167,18 @@ impl Gateway {
         rows: Vec<f32>,
         explain: ExplainMode,
     ) -> Result<Vec<Decision>, Error> {
-        if explain == ExplainMode::Inline && package.explainer.is_none() {
+        if explain != ExplainMode::None && package.explainer.is_none() {
             return Err(Error::Unsupported(format!(
                 "explain.mode: model {} {} has no exact attribution method yet; its graph is neither a tree ensemble nor linear",
                 package.name(),
                 package.version()
             )));
         }
-        let inputs = (explain == ExplainMode::Inline).then(|| rows.clone());
+        let method = match explain {
+            ExplainMode::Inline(method) => Some(method),
+            ExplainMode::None => None,
+        };
+        let inputs = method.map(|m| (m, rows.clone()));
         let scores = self.pool.predict(package.backend.clone(), rows).await?;
         let mut decisions: Vec<Decision> = scores
             .iter()
@@ -186,7 +190,7 @@ impl Gateway {
                 attribution: None,
             })
             .collect();
-        if let Some(inputs) = inputs {
+        if let Some((method, inputs)) = inputs {
             let attributions = self
                 .explain_pool
                 .run(move || {
@@ -197,7 +201,7 @@ impl Gateway {
                         .zip(scores)
                         .map(|(row, score)| {
                             DecisionAttribution::new(
-                                explainer.explain(row),
+                                explainer.explain(row, method),
                                 row,
                                 columns,
                                 &package.manifest.groups,

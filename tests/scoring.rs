@@ -247,9 +247,10 @@ async fn positional_values_score_like_named_features() {
     server.stop().await;
 }
 
-fn inline() -> Option<pb::ExplainOptions> {
+fn inline(method: pb::ExplainMethod) -> Option<pb::ExplainOptions> {
     Some(pb::ExplainOptions {
         mode: pb::ExplainMode::Inline as i32,
+        method: method as i32,
     })
 }
 
@@ -257,9 +258,25 @@ fn inline() -> Option<pb::ExplainOptions> {
 async fn inline_attributions_add_up_and_agree_with_onnx_runtime() {
     let server = TestServer::start().await;
     let mut client = server.scoring().await;
-    for (name, method, space) in [
-        ("caravan-lgbm", "tree_shap_path_dependent", "log_odds"),
-        ("caravan-logreg", "linear_exact", "log_odds"),
+    for (name, asked, method, space) in [
+        (
+            "caravan-lgbm",
+            pb::ExplainMethod::Unspecified,
+            "tree_shap_path_dependent",
+            "log_odds",
+        ),
+        (
+            "caravan-lgbm",
+            pb::ExplainMethod::Interventional,
+            "tree_shap_interventional",
+            "log_odds",
+        ),
+        (
+            "caravan-logreg",
+            pb::ExplainMethod::PathDependent,
+            "linear_exact",
+            "log_odds",
+        ),
     ] {
         let package = repo_root().join("models").join(name).join("1.0.0");
         let golden = golden(&package);
@@ -267,7 +284,7 @@ async fn inline_attributions_add_up_and_agree_with_onnx_runtime() {
             let request = pb::ScoreRequest {
                 model: model_ref(name, "1.0.0"),
                 features: row.clone(),
-                explain: inline(),
+                explain: inline(asked),
                 ..Default::default()
             };
             let decision = client
@@ -333,7 +350,7 @@ async fn a_model_without_an_exact_method_says_so() {
     let mut client = server.scoring().await;
     let mut request = caravan_request();
     request.model = model_ref("caravan-mlp", "");
-    request.explain = inline();
+    request.explain = inline(pb::ExplainMethod::Unspecified);
     let status = client.score(request).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::FailedPrecondition);
     assert!(
@@ -344,11 +361,25 @@ async fn a_model_without_an_exact_method_says_so() {
         status.message()
     );
     let mut request = caravan_request();
-    request.explain = Some(pb::ExplainOptions { mode: 42 });
-    let status = client.score(request).await.unwrap_err();
+    request.explain = Some(pb::ExplainOptions {
+        mode: 42,
+        method: 0,
+    });
+    let status = client.score(request.clone()).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert!(
         status.message().contains("explain.mode: 42"),
+        "{}",
+        status.message()
+    );
+    request.explain = Some(pb::ExplainOptions {
+        mode: pb::ExplainMode::Inline as i32,
+        method: 9,
+    });
+    let status = client.score(request).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status.message().contains("explain.method: 9"),
         "{}",
         status.message()
     );

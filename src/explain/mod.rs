@@ -6,6 +6,7 @@
 //! weights ([`linear`]). Each explainer is checked against ORT's own scores
 //! on the package's background rows before it is trusted.
 
+pub mod interventional;
 pub mod linear;
 pub mod pool;
 pub mod quadrature;
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant};
 use crate::models::manifest::{FeatureGroup, FeatureSpec};
 
 use self::{
+    interventional::Interventional,
     linear::Linear,
     trees::{Ensemble, PostTransform, TreeError},
     treeshap::PathDependent,
@@ -37,7 +39,11 @@ pub const ORT_AGREEMENT: f64 = 1e-5;
 #[derive(Debug)]
 pub enum Explainer {
     /// Exact path-dependent TreeSHAP with covers from the background sample.
-    Tree { shap: PathDependent, output: usize },
+    Tree {
+        shap: PathDependent,
+        interventional: Interventional,
+        output: usize,
+    },
     /// Exact linear attributions against the background mean.
     Linear {
         model: Linear,
@@ -94,7 +100,11 @@ impl Explainer {
             Ok(mut ensemble) => {
                 ensemble.cover_from_rows(background);
                 let output = if ensemble.outputs == 1 { 0 } else { output };
+                let reference = background
+                    [..background.len().min(INTERVENTIONAL_BACKGROUND_ROWS * width)]
+                    .to_vec();
                 Self::Tree {
+                    interventional: Interventional::new(ensemble.clone(), reference),
                     shap: PathDependent::new(ensemble),
                     output,
                 }
@@ -141,17 +151,18 @@ impl Explainer {
         Ok(Some(explainer))
     }
 
-    pub fn method(&self) -> &'static str {
-        match self {
-            Self::Tree { .. } => "tree_shap_path_dependent",
-            Self::Linear { .. } => "linear_exact",
+    pub fn method(&self, method: Method) -> &'static str {
+        match (self, method) {
+            (Self::Tree { .. }, Method::PathDependent) => "tree_shap_path_dependent",
+            (Self::Tree { .. }, Method::Interventional) => "tree_shap_interventional",
+            (Self::Linear { .. }, _) => "linear_exact",
         }
     }
 
     /// The score ORT reports for `row`, recomputed from the graph.
     fn row_score(&self, row: &[f32]) -> f64 {
         match self {
-            Self::Tree { shap, output } => {
+            Self::Tree { shap, output, .. } => {
                 let e = shap.ensemble();
                 e.transform(&e.margins(row), *output)
             }
@@ -173,14 +184,26 @@ impl Explainer {
     }
 
     /// Explains one validated row (column order, float32 as the model sees it).
-    pub fn explain(&self, row: &[f32]) -> Attribution {
+    pub fn explain(&self, row: &[f32], method: Method) -> Attribution {
         let start = Instant::now();
         let (base_value, contributions, margin, score, base_score) = match self {
-            Self::Tree { shap, output } => {
+            Self::Tree {
+                shap,
+                interventional,
+                output,
+            } => {
                 let e = shap.ensemble();
-                let result = shap.explain(row);
-                let phi: Vec<f64> = result
-                    .phi
+                let (phi, expected) = match method {
+                    Method::PathDependent => {
+                        let result = shap.explain(row);
+                        (result.phi, result.expected)
+                    }
+                    Method::Interventional => (
+                        interventional.explain(row),
+                        interventional.expected().to_vec(),
+                    ),
+                };
+                let phi: Vec<f64> = phi
                     .iter()
                     .skip(*output)
                     .step_by(e.outputs)
@@ -189,15 +212,9 @@ impl Explainer {
                 let margins = e.margins(row);
                 let (score, base_score) = (
                     e.transform(&margins, *output),
-                    e.transform(&result.expected, *output),
+                    e.transform(&expected, *output),
                 );
-                (
-                    result.expected[*output],
-                    phi,
-                    margins[*output],
-                    score,
-                    base_score,
-                )
+                (expected[*output], phi, margins[*output], score, base_score)
             }
             Self::Linear { model, mean, base } => {
                 let phi = model
@@ -219,7 +236,7 @@ impl Explainer {
         };
         let residual = (base_value + contributions.iter().sum::<f64>() - margin).abs();
         Attribution {
-            method: self.method(),
+            method: self.method(method),
             method_version: "1",
             output_space: self.output_space(),
             base_value,
@@ -240,13 +257,28 @@ fn linear_score(model: &Linear, margin: f64) -> f64 {
     }
 }
 
-/// When a request wants its attributions.
+/// When a request wants its attributions, and computed how.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ExplainMode {
     #[default]
     None,
-    Inline,
+    Inline(Method),
 }
+
+/// Which Shapley game a tree model's attributions solve. Linear models have
+/// one answer for both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Method {
+    /// Against the trees' own covers (the training distribution).
+    #[default]
+    PathDependent,
+    /// Against the package's background sample, feature by feature.
+    Interventional,
+}
+
+/// Background rows used by interventional TreeSHAP; its cost is linear in
+/// this number (shap caps a background at 100 rows too).
+pub const INTERVENTIONAL_BACKGROUND_ROWS: usize = 100;
 
 /// One feature's part in a decision.
 #[derive(Debug, Clone, PartialEq)]

@@ -255,7 +255,7 @@ fn unwound_sum(path: &[PathElement], depth: usize, index: usize) -> f64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use proptest::prelude::*;
 
     use super::*;
@@ -308,7 +308,7 @@ mod tests {
 
     /// A random tree of depth ≤ `depth` over `width` features with positive
     /// covers that add up (a parent's cover is its children's sum).
-    fn tree(width: usize, depth: u32) -> impl Strategy<Value = Tree> {
+    pub(crate) fn tree(width: usize, depth: u32) -> impl Strategy<Value = Tree> {
         let leaf = (-3.0..3.0f64, 1u32..20).prop_map(|(v, c)| -> Flat { vec![(None, v, c)] });
         leaf.prop_recursive(depth, 32, 2, move |inner| {
             (0..width, 0u8..10, any::<bool>(), inner.clone(), inner).prop_map(
@@ -365,7 +365,7 @@ mod tests {
         Tree { nodes, values }
     }
 
-    fn ensemble(trees: Vec<Tree>, width: usize) -> Ensemble {
+    pub(crate) fn ensemble(trees: Vec<Tree>, width: usize) -> Ensemble {
         Ensemble {
             trees,
             outputs: 1,
@@ -377,7 +377,7 @@ mod tests {
         }
     }
 
-    fn row(width: usize) -> impl Strategy<Value = Vec<f32>> {
+    pub(crate) fn row(width: usize) -> impl Strategy<Value = Vec<f32>> {
         proptest::collection::vec(
             prop_oneof![9 => (0u8..10).prop_map(|v| v as f32 * 0.5), 1 => Just(f32::NAN)],
             width,

@@ -9,7 +9,7 @@ use semver::Version;
 use super::pb;
 use crate::{
     error::Error,
-    explain::{DecisionAttribution, ExplainMode},
+    explain::{DecisionAttribution, ExplainMode, Method},
     gateway::{BatchRequest, Decision, ModelIdentity, ScoreRequest},
     models::{
         ModelPackage, ModelSelector,
@@ -136,9 +136,21 @@ fn explain_mode(options: Option<pb::ExplainOptions>) -> Result<ExplainMode, Erro
     let Some(options) = options else {
         return Ok(ExplainMode::None);
     };
+    let method = match pb::ExplainMethod::try_from(options.method) {
+        Ok(pb::ExplainMethod::Unspecified | pb::ExplainMethod::PathDependent) => {
+            Method::PathDependent
+        }
+        Ok(pb::ExplainMethod::Interventional) => Method::Interventional,
+        Err(_) => {
+            return Err(Error::InvalidArgument(format!(
+                "explain.method: {} is not a known method",
+                options.method
+            )));
+        }
+    };
     match pb::ExplainMode::try_from(options.mode) {
         Ok(pb::ExplainMode::Unspecified) => Ok(ExplainMode::None),
-        Ok(pb::ExplainMode::Inline) => Ok(ExplainMode::Inline),
+        Ok(pb::ExplainMode::Inline) => Ok(ExplainMode::Inline(method)),
         Err(_) => Err(Error::InvalidArgument(format!(
             "explain.mode: {} is not a known mode",
             options.mode

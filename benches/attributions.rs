@@ -1,0 +1,67 @@
+//! Attribution kernels against a prediction of the same model, side by side:
+//! exact TreeSHAP on the Caravan LightGBM (300 trees × 31 leaves), one row at
+//! a time on one thread, path-dependent and interventional (100 background
+//! rows), next to ONNX Runtime scoring the same row.
+//!
+//! Run with `cargo bench --bench attributions`.
+
+use std::path::PathBuf;
+
+use candor::{
+    explain::{
+        INTERVENTIONAL_BACKGROUND_ROWS, interventional::Interventional, trees::Ensemble,
+        treeshap::PathDependent,
+    },
+    inference::{Backend, runtime},
+    models::ModelPackage,
+};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn kernels(c: &mut Criterion) {
+    let ort = std::env::var_os("CANDOR_ORT_LIB")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".ort/libonnxruntime.so.1.31.1"));
+    runtime::init(&ort).expect("ONNX Runtime (make ort)");
+    let dir = root().join("models/caravan-lgbm/1.0.0");
+    let package = ModelPackage::load(&dir, 1).expect("the bundled package loads");
+    let golden = package.golden.as_ref().expect("golden rows");
+    let width = golden.rows.width;
+    let rows: Vec<&[f32]> = (0..golden.rows.len()).map(|i| golden.rows.row(i)).collect();
+
+    let mut ensemble =
+        Ensemble::from_onnx(&std::fs::read(dir.join("model.onnx")).unwrap(), width).unwrap();
+    ensemble.cover_from_rows(&package.background.values);
+    let reference = package.background.values[..INTERVENTIONAL_BACKGROUND_ROWS * width].to_vec();
+    let interventional = Interventional::new(ensemble.clone(), reference);
+    let shap = PathDependent::new(ensemble);
+
+    let mut group = c.benchmark_group("caravan-lgbm, one row, one thread");
+    group.throughput(Throughput::Elements(1));
+    let mut i = 0;
+    group.bench_function("ORT score", |b| {
+        b.iter(|| {
+            i = (i + 1) % rows.len();
+            package.backend.predict(0, rows[i]).unwrap()
+        })
+    });
+    group.bench_function("TreeSHAP path-dependent", |b| {
+        b.iter(|| {
+            i = (i + 1) % rows.len();
+            shap.explain(rows[i])
+        })
+    });
+    group.bench_function("TreeSHAP interventional, 100 background rows", |b| {
+        b.iter(|| {
+            i = (i + 1) % rows.len();
+            interventional.explain(rows[i])
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, kernels);
+criterion_main!(benches);

@@ -1,0 +1,1249 @@
+"""Golden TreeSHAP values from the Python ``shap`` library for Candor's Rust tests.
+
+Writes ``tests/fixtures/attributions/<fixture>/`` for six tree ensembles, each
+exported to ONNX the way Candor serves models (input ``input`` float32
+[N, n_features], no ZipMap, opsets ai.onnx 17 / ai.onnx.ml 3, IR 8):
+
+=================  ============================================================
+``caravan-lgbm``   the bundled ``models/caravan-lgbm/1.0.0/model.onnx`` (not
+                   copied).  The native booster is retrained with the exact
+                   code path of ``train_caravan.py``; the script asserts that
+                   its ONNX export is byte-identical to the bundled file.
+``lgbm-nan``       LightGBM binary, synthetic data with NaNs in training and
+                   in the explained rows, 50 trees, 15 leaves.
+``lgbm-multiclass`` LightGBM, 3 classes (sklearn wine), 30 trees per class.
+``xgb-binary``     XGBoost binary (sklearn breast cancer), 50 trees, depth 4,
+                   converted with ``onnxmltools.convert_xgboost``.
+``rf-average``     sklearn RandomForestClassifier (breast cancer), 20 trees,
+                   depth 6, via skl2onnx (leaves hold P(class 1) / n_trees).
+``gbr-regressor``  sklearn GradientBoostingRegressor (diabetes), 50 trees,
+                   depth 3, via skl2onnx.
+=================  ============================================================
+
+Each fixture folder holds (see ``meta.json`` / ``notes`` for specifics):
+
+* ``model.onnx``            (not for caravan-lgbm; ``meta.json`` names the model)
+* ``X.csv``                 50 rows to explain (header f0..f{n-1}, or the
+                            Caravan feature names); NaN is an empty cell
+* ``background.csv``        100 background rows, same header
+* ``covers.csv``            ``tree_id,node_id,cover``: the NATIVE model's node
+                            covers keyed by the ONNX ``nodes_treeids`` /
+                            ``nodes_nodeids`` of every node, leaves included
+* ``onnx_outputs.csv``      onnxruntime outputs for X (``probabilities`` or
+                            ``variable``), header out0..
+* ``native_margins.csv``    the native model's raw margin per output (margin0..)
+* ``shap_path.csv``         shap TreeExplainer, tree_path_dependent, margin space
+* ``shap_interventional.csv`` shap TreeExplainer, interventional (100
+                            background rows), model_output="raw"
+* ``meta.json``             expected values, output count, margin space, notes
+
+SHAP files have one block of n_features columns per output; with several
+outputs the header is ``f0_c0..f{n-1}_c0, f0_c1, ...``.  Every number is
+written as ``repr`` of a Python float, so it parses back exactly; X values are
+float32 values, exact in both f32 and f64.
+
+What the script asserts, per fixture:
+
+* the ONNX tree of every ``nodes_treeids`` value is walked in parallel with the
+  native tree (true branch = native left/"yes" child): split feature, mode,
+  float32(native threshold) == ONNX threshold, NaN direction and leaf weight
+  must agree, and every ONNX node maps to exactly one native node;
+* covers: cover(parent) == cover(true child) + cover(false child);
+* every explained row is routed to the same leaf by the ONNX trees (float32
+  thresholds, onnxruntime's NaN rule) as by the native model -- rows that are
+  not are skipped and counted (``rows_dropped`` in meta.json);
+* onnxruntime's outputs equal the post-transformed native margin (and, with
+  post_transform forced to NONE, the margin itself) within 1e-5 (relative for
+  margins above 1);
+* expected + sum(shap) == native margin within 1e-6 for both SHAP files;
+* an independent Python TreeSHAP (tree_path_dependent) run on the ONNX trees
+  with ``covers.csv`` reproduces ``shap_path.csv``.
+
+Run from the repository root (Python 3.11), after the setup in
+models/README.md (requirements.txt plus ISLP==0.6.0 --no-deps)::
+
+    .venv-models/bin/pip install -r models/requirements-goldens.txt
+    .venv-models/bin/python models/attribution_goldens.py
+
+It takes about a minute, single-threaded.  Re-runs reproduce the fixtures byte
+for byte.  ``--peer-speeds`` (instead of writing the fixtures) times shap and
+LightGBM on caravan-lgbm and writes
+``tests/fixtures/attributions/peer_speeds.json``; ``--out DIR`` writes
+elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# Single-threaded everything, before numpy / LightGBM / XGBoost load OpenMP.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+             "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS"):
+    os.environ[_var] = "1"
+sys.dont_write_bytecode = True  # leave no __pycache__ in models/
+
+import argparse  # noqa: E402
+import csv  # noqa: E402
+import importlib.metadata  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import lightgbm as lgb  # noqa: E402
+import numpy as np  # noqa: E402
+import onnx  # noqa: E402
+import pandas as pd  # noqa: E402
+import scipy.special  # noqa: E402
+import shap  # noqa: E402
+import xgboost as xgb  # noqa: E402
+from onnx import numpy_helper  # noqa: E402
+from onnxmltools import convert_lightgbm, convert_xgboost  # noqa: E402
+from onnxmltools.convert.common.data_types import FloatTensorType as OnnxmltoolsFloatTensorType  # noqa: E402
+from skl2onnx import convert_sklearn  # noqa: E402
+from skl2onnx.common.data_types import FloatTensorType as Skl2onnxFloatTensorType  # noqa: E402
+from sklearn.datasets import load_breast_cancer, load_diabetes, load_wine, make_classification  # noqa: E402
+from sklearn.ensemble import GradientBoostingRegressor, RandomForestClassifier  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+import train_caravan as tc  # noqa: E402  (same seeds, data loading and ONNX helpers)
+
+SEED = tc.SEED
+OPSETS = tc.OPSETS
+IR_VERSION = tc.IR_VERSION
+INPUT_NAME = tc.INPUT_NAME
+ORT_VERSION = tc.ORT_VERSION
+SHAP_VERSION = "0.51.0"
+
+N_EXPLAIN = 50
+N_BACKGROUND = 100
+CARAVAN_MODEL = "models/caravan-lgbm/1.0.0/model.onnx"
+OUT_DEFAULT = REPO / "tests" / "fixtures" / "attributions"
+
+ADDITIVITY_TOL = 1e-6     # expected + sum(phi) vs native margin (x max(1, |margin|))
+ONNX_TOL = 1e-5           # onnxruntime (float32) vs native (x max(1, |value|))
+REFERENCE_TOL = 1e-9      # Python TreeSHAP on ONNX+covers.csv vs shap_path
+
+
+# --------------------------------------------------------------------------
+# Formatting and writing
+# --------------------------------------------------------------------------
+
+def fmt(v) -> str:
+    """Exact, shortest text for a float: '' for NaN, integers without '.0'."""
+    v = float(v)
+    if np.isnan(v):
+        return ""
+    if v.is_integer() and abs(v) < 2**53:
+        return str(int(v))
+    return repr(v)
+
+
+def write_csv(path: Path, header: list[str], rows) -> None:
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(header)
+        for r in rows:
+            w.writerow([fmt(v) for v in r])
+
+
+def block_header(features: list[str], n_outputs: int) -> list[str]:
+    if n_outputs == 1:
+        return list(features)
+    return [f"{f}_c{k}" for k in range(n_outputs) for f in features]
+
+
+def flatten_blocks(phi: np.ndarray) -> np.ndarray:
+    """(N, F, K) -> (N, K*F), one block of F columns per output."""
+    n, f, k = phi.shape
+    return phi.transpose(0, 2, 1).reshape(n, k * f)
+
+
+# --------------------------------------------------------------------------
+# ONNX: normalisation, onnxruntime, tree parsing
+# --------------------------------------------------------------------------
+
+def finalize_onnx(model: onnx.ModelProto, graph_name: str, doc: str, features: list[str],
+                  X_check: np.ndarray) -> onnx.ModelProto:
+    """Pin opsets / IR as train_caravan.finalize_onnx does; outputs must not change."""
+    before = onnx.ModelProto()
+    before.CopyFrom(model)
+    for node in model.graph.node:
+        assert node.op_type != "ZipMap", "ZipMap must not be in the exported graph"
+        assert node.domain in OPSETS, node.domain
+    del model.opset_import[:]
+    for domain, ver in OPSETS.items():
+        model.opset_import.append(onnx.helper.make_opsetid(domain, ver))
+    model.ir_version = IR_VERSION
+    (inp,) = model.graph.input
+    assert inp.name == INPUT_NAME
+    assert inp.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    dims = inp.type.tensor_type.shape.dim
+    assert len(dims) == 2 and dims[1].dim_value == len(features)
+    dims[0].Clear()
+    for out in model.graph.output:
+        odims = out.type.tensor_type.shape.dim
+        if len(odims):
+            odims[0].Clear()
+    model.graph.name = graph_name
+    model.doc_string = doc
+    del model.metadata_props[:]
+    model.metadata_props.append(onnx.StringStringEntryProto(
+        key="candor.input.features", value=",".join(features)))
+    onnx.checker.check_model(model, full_check=True)
+    old = tc.ort_session(before.SerializeToString()).run(None, {INPUT_NAME: X_check})
+    new = tc.ort_session(model.SerializeToString()).run(None, {INPUT_NAME: X_check})
+    for a, b in zip(old, new):
+        assert a.dtype == b.dtype and np.array_equal(a, b, equal_nan=True), "opset pin changed outputs"
+    return model
+
+
+def tree_node(model: onnx.ModelProto) -> onnx.NodeProto:
+    nodes = [n for n in model.graph.node
+             if n.op_type in ("TreeEnsembleClassifier", "TreeEnsembleRegressor")]
+    assert len(nodes) == 1, [n.op_type for n in model.graph.node]
+    return nodes[0]
+
+
+def with_post_transform_none(model: onnx.ModelProto) -> bytes:
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    node = tree_node(m)
+    for a in node.attribute:
+        if a.name == "post_transform":
+            a.s = b"NONE"
+    return m.SerializeToString()
+
+
+class OnnxEnsemble:
+    """The TreeEnsemble* node of a model, tree by tree, with ORT's branch rules."""
+
+    def __init__(self, model: onnx.ModelProto):
+        node = tree_node(model)
+        self.op_type = node.op_type
+        a = {x.name: onnx.helper.get_attribute_value(x) for x in node.attribute}
+        self.post_transform = a.get("post_transform", b"NONE").decode()
+        if "nodes_values" in a:
+            values = [float(v) for v in a["nodes_values"]]
+        else:
+            values = [float(v) for v in numpy_helper.to_array(a["nodes_values_as_tensor"])]
+        self.base_values = [float(v) for v in a.get("base_values", [])]
+        if "base_values_as_tensor" in a:
+            self.base_values = [float(v) for v in numpy_helper.to_array(a["base_values_as_tensor"])]
+        self.trees: dict[int, dict[int, dict]] = {}
+        self.order: list[tuple[int, int]] = []
+        tracks = a.get("nodes_missing_value_tracks_true", [0] * len(a["nodes_treeids"]))
+        for i, (t, n) in enumerate(zip(a["nodes_treeids"], a["nodes_nodeids"])):
+            mode = a["nodes_modes"][i].decode()
+            tree = self.trees.setdefault(int(t), {})
+            assert int(n) not in tree, f"duplicate node {t}/{n}"
+            tree[int(n)] = {
+                "leaf": mode == "LEAF",
+                "mode": mode,
+                "feature": int(a["nodes_featureids"][i]),
+                "threshold": values[i],
+                "true": int(a["nodes_truenodeids"][i]),
+                "false": int(a["nodes_falsenodeids"][i]),
+                "tracks_true": int(tracks[i]),
+                "w": {},
+            }
+            self.order.append((int(t), int(n)))
+        prefix = "class" if self.op_type == "TreeEnsembleClassifier" else "target"
+        if prefix == "class":
+            self.class_labels = list(a.get("classlabels_int64s", [])) or list(a.get("classlabels_strings", []))
+        else:
+            self.class_labels = []
+        weights = a[f"{prefix}_weights"] if f"{prefix}_weights" in a else \
+            numpy_helper.to_array(a[f"{prefix}_weights_as_tensor"]).tolist()
+        self.all_weights = [float(w) for w in weights]
+        self.class_ids = sorted({int(c) for c in a[f"{prefix}_ids"]})
+        for t, n, c, w in zip(a[f"{prefix}_treeids"], a[f"{prefix}_nodeids"], a[f"{prefix}_ids"], weights):
+            nd = self.trees[int(t)][int(n)]
+            assert nd["leaf"], f"weight on split node {t}/{n}"
+            nd["w"][int(c)] = nd["w"].get(int(c), 0.0) + float(w)
+        self.roots = {}
+        for t, tree in self.trees.items():
+            children = {c for nd in tree.values() if not nd["leaf"] for c in (nd["true"], nd["false"])}
+            roots = set(tree) - children
+            assert len(roots) == 1, (t, roots)
+            self.roots[t] = roots.pop()
+
+    # ORT (tree_ensemble_common.h): for float input thresholds are float32;
+    # a NaN goes to the true branch iff missing_value_tracks_true, else to
+    # the false branch (every comparison with NaN is false).
+    @staticmethod
+    def goes_true(nd: dict, x: float) -> bool:
+        if np.isnan(x):
+            return bool(nd["tracks_true"])
+        t, mode = nd["threshold"], nd["mode"]
+        if mode == "BRANCH_LEQ":
+            return x <= t
+        if mode == "BRANCH_LT":
+            return x < t
+        if mode == "BRANCH_GTE":
+            return x >= t
+        if mode == "BRANCH_GT":
+            return x > t
+        if mode == "BRANCH_EQ":
+            return x == t
+        if mode == "BRANCH_NEQ":
+            return x != t
+        raise ValueError(mode)
+
+    def leaf(self, tree_id: int, x: np.ndarray) -> int:
+        tree = self.trees[tree_id]
+        n = self.roots[tree_id]
+        while not tree[n]["leaf"]:
+            nd = tree[n]
+            n = nd["true"] if self.goes_true(nd, float(x[nd["feature"]])) else nd["false"]
+        return n
+
+    def ort_quirk_binary_all_positive(self) -> bool:
+        """ORT's binary case: one class id, two labels, and every weight >= 0.
+
+        onnxruntime then writes [1 - s, s] and SKIPS the post_transform
+        (LOGISTIC included): tree_ensemble_aggregator.h, _set_score_binary /
+        write_scores, add_second_class 0/1."""
+        return (self.op_type == "TreeEnsembleClassifier" and len(self.class_labels) == 2
+                and len(self.class_ids) == 1 and all(w >= 0 for w in self.all_weights))
+
+
+# --------------------------------------------------------------------------
+# Native trees, in one shape: {key: {leaf, feature, threshold, left, right,
+# nan_left, cover, value}}; "left" is where x <= thr (LightGBM, sklearn) or
+# x < thr (XGBoost) goes, i.e. the ONNX true branch.
+# --------------------------------------------------------------------------
+
+def lgbm_native_trees(booster: lgb.Booster) -> list[dict]:
+    dump = booster.dump_model()
+    out = []
+    for info in dump["tree_info"]:
+        nodes: dict = {}
+
+        def visit(nd) -> str:
+            if "leaf_index" in nd or "split_index" not in nd:
+                key = f"L{nd.get('leaf_index', 0)}"
+                # A one-leaf tree has no leaf_count; LightGBM then covers 0 rows.
+                nodes[key] = {"leaf": True, "value": float(nd["leaf_value"]),
+                              "cover": float(nd.get("leaf_count", 0))}
+                return key
+            key = f"S{nd['split_index']}"
+            assert nd["decision_type"] == "<=", nd["decision_type"]
+            left, right = visit(nd["left_child"]), visit(nd["right_child"])
+            thr = float(nd["threshold"])
+            if nd["missing_type"] == "NaN":
+                nan_left = bool(nd["default_left"])
+            elif nd["missing_type"] == "None":
+                nan_left = 0.0 <= thr  # LightGBM maps NaN to 0.0 for such splits
+            else:
+                raise AssertionError(f"missing_type {nd['missing_type']} not covered")
+            nodes[key] = {"leaf": False, "feature": int(nd["split_feature"]), "threshold": thr,
+                          "mode": "BRANCH_LEQ", "left": left, "right": right,
+                          "nan_left": nan_left, "missing_type": nd["missing_type"],
+                          "default_left": bool(nd["default_left"]),
+                          "cover": float(nd["internal_count"])}
+            return key
+
+        root = visit(info["tree_structure"])
+        out.append({"root": root, "nodes": nodes})
+    return out
+
+
+def xgb_native_trees(booster: xgb.Booster) -> list[dict]:
+    model = json.loads(booster.save_raw("json"))
+    trees = model["learner"]["gradient_booster"]["model"]["trees"]
+    # Cross-check the covers against get_dump (the text the converter reads).
+    dumps = [json.loads(s) for s in booster.get_dump(with_stats=True, dump_format="json")]
+    out = []
+    for t, dump in zip(trees, dumps):
+        left, right = t["left_children"], t["right_children"]
+        nodes = {}
+        for i in range(len(left)):
+            cover = float(np.float32(t["sum_hessian"][i]))
+            if left[i] == -1:
+                nodes[i] = {"leaf": True, "value": float(np.float32(t["split_conditions"][i])),
+                            "cover": cover}
+            else:
+                nodes[i] = {"leaf": False, "feature": int(t["split_indices"][i]),
+                            "threshold": float(np.float32(t["split_conditions"][i])),
+                            "mode": "BRANCH_LT", "left": left[i], "right": right[i],
+                            "nan_left": bool(t["default_left"][i]), "cover": cover}
+        stack = [dump]
+        while stack:
+            d = stack.pop()
+            assert np.isclose(d["cover"], nodes[d["nodeid"]]["cover"], rtol=1e-6), d["nodeid"]
+            if "children" in d:
+                assert d["yes"] == left[d["nodeid"]] and d["no"] == right[d["nodeid"]]
+                stack.extend(d["children"])
+        out.append({"root": 0, "nodes": nodes})
+    return out
+
+
+def sklearn_native_trees(estimators, value_fn) -> list[dict]:
+    out = []
+    for est in estimators:
+        tr = est.tree_
+        nodes = {}
+        for i in range(tr.node_count):
+            cover = float(tr.weighted_n_node_samples[i])
+            if tr.children_left[i] == -1:
+                nodes[i] = {"leaf": True, "value": value_fn(tr, i), "cover": cover}
+            else:
+                nodes[i] = {"leaf": False, "feature": int(tr.feature[i]),
+                            "threshold": float(tr.threshold[i]), "mode": "BRANCH_LEQ",
+                            "left": int(tr.children_left[i]), "right": int(tr.children_right[i]),
+                            "nan_left": None, "cover": cover}
+        out.append({"root": 0, "nodes": nodes})
+    return out
+
+
+def map_onnx_to_native(ens: OnnxEnsemble, native: list[dict], leaf_class: list[int],
+                       leaf_scale: float = 1.0) -> dict:
+    """Walk every ONNX tree alongside native tree tree_id (true = native left).
+
+    Returns {(tree_id, node_id): native key}.  leaf_class[tree_id] is the ONNX
+    class/target id the tree's leaves write to."""
+    assert sorted(ens.trees) == list(range(len(native))), "ONNX tree ids != native tree order"
+    mapping = {}
+    stats = {"splits": 0, "leaves": 0, "tracks_true": 0, "nan_checked": 0}
+    for t, tree in ens.trees.items():
+        nat = native[t]
+        stack = [(ens.roots[t], nat["root"])]
+        seen = set()
+        while stack:
+            o, n = stack.pop()
+            assert (t, o) not in mapping, f"tree {t}: ONNX node {o} reached twice"
+            assert n not in seen
+            seen.add(n)
+            mapping[(t, o)] = n
+            on, nn = tree[o], nat["nodes"][n]
+            assert on["leaf"] == nn["leaf"], (t, o, n)
+            if on["leaf"]:
+                stats["leaves"] += 1
+                assert set(on["w"]) == {leaf_class[t]}, (t, o, on["w"])
+                want = np.float32(nn["value"] * leaf_scale)
+                got = on["w"][leaf_class[t]]
+                assert abs(got - want) <= 2e-7 * max(1.0, abs(float(want))), (t, o, got, want)
+                continue
+            stats["splits"] += 1
+            assert on["mode"] == nn["mode"], (t, o, on["mode"], nn["mode"])
+            assert on["feature"] == nn["feature"], (t, o)
+            with np.errstate(over="ignore"):  # LightGBM's NaN-vs-rest splits use DBL_MAX
+                assert on["threshold"] == float(np.float32(nn["threshold"])), \
+                    (t, o, on["threshold"], nn["threshold"])
+            if np.isinf(on["threshold"]):
+                stats["inf_threshold"] = stats.get("inf_threshold", 0) + 1
+            stats["tracks_true"] += on["tracks_true"]
+            if nn["nan_left"] is not None:
+                stats["nan_checked"] += 1
+                assert bool(on["tracks_true"]) == nn["nan_left"], (t, o, nn)
+            stack.append((on["true"], nn["left"]))
+            stack.append((on["false"], nn["right"]))
+        assert len(seen) == len(tree) == len(nat["nodes"]), (t, len(seen), len(tree), len(nat["nodes"]))
+    return mapping, stats
+
+
+def covers_from_mapping(ens: OnnxEnsemble, native: list[dict], mapping: dict,
+                        rel_tol: float) -> dict:
+    covers = {(t, o): native[t]["nodes"][n]["cover"] for (t, o), n in mapping.items()}
+    worst = 0.0
+    for t, tree in ens.trees.items():
+        for o, nd in tree.items():
+            if nd["leaf"]:
+                continue
+            p = covers[(t, o)]
+            s = covers[(t, nd["true"])] + covers[(t, nd["false"])]
+            err = abs(p - s) / max(1.0, abs(p))
+            worst = max(worst, err)
+            assert err <= rel_tol, f"tree {t} node {o}: cover {p} != {s}"
+    return covers, worst
+
+
+# --------------------------------------------------------------------------
+# Independent TreeSHAP (tree_path_dependent, Lundberg et al. 2018, Alg. 2)
+# on the ONNX trees with the covers from covers.csv.
+# --------------------------------------------------------------------------
+
+def _extend(m, pz, po, pi):
+    ln = len(m)
+    m = [list(e) for e in m] + [[pi, pz, po, 1.0 if ln == 0 else 0.0]]
+    for i in range(ln - 1, -1, -1):
+        m[i + 1][3] += po * m[i][3] * (i + 1) / (ln + 1)
+        m[i][3] = pz * m[i][3] * (ln - i) / (ln + 1)
+    return m
+
+
+def _unwind(m, i):
+    ln = len(m) - 1
+    n = m[ln][3]
+    m = [list(e) for e in m]
+    z, o = m[i][1], m[i][2]
+    for j in range(ln - 1, -1, -1):
+        if o != 0:
+            tmp = m[j][3]
+            m[j][3] = n * (ln + 1) / ((j + 1) * o)
+            n = tmp - m[j][3] * z * (ln - j) / (ln + 1)
+        else:
+            m[j][3] = m[j][3] * (ln + 1) / (z * (ln - j))
+    for j in range(i, ln):
+        m[j][0], m[j][1], m[j][2] = m[j + 1][0], m[j + 1][1], m[j + 1][2]
+    return m[:ln]
+
+
+def _unwound_sum(m, i):
+    ln = len(m) - 1
+    z, o = m[i][1], m[i][2]
+    n = m[ln][3]
+    total = 0.0
+    for j in range(ln - 1, -1, -1):
+        if o != 0:
+            tmp = n * (ln + 1) / ((j + 1) * o)
+            total += tmp
+            n = m[j][3] - tmp * z * (ln - j) / (ln + 1)
+        else:
+            total += m[j][3] * (ln + 1) / (z * (ln - j))
+    return total
+
+
+def reference_treeshap(ens: OnnxEnsemble, covers: dict, leaf_values: dict, x: np.ndarray,
+                       n_features: int):
+    """phi (n_features,) and expected value for one output; leaf_values[(t, node)]."""
+    phi = np.zeros(n_features)
+    expected = 0.0
+    for t, tree in ens.trees.items():
+        def recurse(j, m, pz, po, pi):
+            m = _extend(m, pz, po, pi)
+            nd = tree[j]
+            if nd["leaf"]:
+                v = leaf_values.get((t, j), 0.0)
+                for i in range(1, len(m)):
+                    phi[m[i][0]] += _unwound_sum(m, i) * (m[i][2] - m[i][1]) * v
+                return
+            hot, cold = ((nd["true"], nd["false"]) if ens.goes_true(nd, float(x[nd["feature"]]))
+                         else (nd["false"], nd["true"]))
+            iz = io = 1.0
+            d = nd["feature"]
+            k = next((k for k in range(1, len(m)) if m[k][0] == d), None)
+            if k is not None:
+                iz, io = m[k][1], m[k][2]
+                m = _unwind(m, k)
+            rj = covers[(t, j)]
+            recurse(hot, m, iz * covers[(t, hot)] / rj, io, d)
+            recurse(cold, m, iz * covers[(t, cold)] / rj, 0.0, d)
+
+        root = ens.roots[t]
+        recurse(root, [], 1.0, 1.0, -1)
+        croot = covers[(t, root)]
+        expected += sum(covers[(t, n)] / croot * leaf_values.get((t, n), 0.0)
+                        for n, nd in tree.items() if nd["leaf"])
+    return phi, expected
+
+
+# --------------------------------------------------------------------------
+# Fixture assembly
+# --------------------------------------------------------------------------
+
+def to_3d(phi, n_rows: int, n_features: int) -> np.ndarray:
+    phi = np.asarray(phi, dtype=np.float64)
+    if phi.ndim == 2:
+        phi = phi[:, :, None]
+    assert phi.shape[:2] == (n_rows, n_features), phi.shape
+    return phi
+
+
+def shap_values(model, X: np.ndarray, background: np.ndarray | None, outputs: list[int]):
+    """(phi (N, F, K), expected [K], explainer) for the chosen shap outputs."""
+    if background is None:
+        explainer = shap.TreeExplainer(model, feature_perturbation="tree_path_dependent")
+    else:
+        explainer = shap.TreeExplainer(model, data=background,
+                                       feature_perturbation="interventional", model_output="raw")
+    phi = to_3d(explainer.shap_values(X), len(X), X.shape[1])
+    expected = np.atleast_1d(np.asarray(explainer.expected_value, dtype=np.float64))
+    return phi[:, :, outputs], [float(expected[k]) for k in outputs], explainer
+
+
+def shap_internal_path(model, X: np.ndarray, outputs: list[int]):
+    """shap's own C++ TreeSHAP (not the LightGBM/XGBoost shortcut), double precision.
+
+    TreeExplainer hands tree_path_dependent requests for LightGBM / XGBoost to
+    the library's own pred_contrib; setting model_type to "internal" makes it
+    run shap's C++ algorithm on the trees (and covers) it parsed instead."""
+    explainer = shap.TreeExplainer(model, feature_perturbation="tree_path_dependent")
+    explainer.model.model_type = "internal"
+    phi = to_3d(explainer.shap_values(X), len(X), X.shape[1])
+    expected = np.atleast_1d(np.asarray(explainer.expected_value, dtype=np.float64))
+    return phi[:, :, outputs], [float(expected[k]) for k in outputs], explainer
+
+
+def check_additive(name: str, phi: np.ndarray, expected: list[float], margins: np.ndarray) -> float:
+    total = np.asarray(expected)[None, :] + phi.sum(axis=1)
+    err = np.abs(total - margins) / np.maximum(1.0, np.abs(margins))
+    worst = float(err.max())
+    assert worst <= ADDITIVITY_TOL, f"{name}: additivity off by {worst}"
+    return worst
+
+
+def post_transform(ens: OnnxEnsemble, margins: np.ndarray) -> np.ndarray:
+    """What onnxruntime writes for these margins (a binary model writes 2 columns)."""
+    pt = ens.post_transform
+    if ens.op_type == "TreeEnsembleClassifier" and margins.shape[1] == 1:
+        s = margins[:, 0]
+        if ens.ort_quirk_binary_all_positive():
+            return np.stack([1.0 - s, s], axis=1)   # post_transform skipped
+        if pt == "LOGISTIC":
+            return np.stack([scipy.special.expit(-s), scipy.special.expit(s)], axis=1)
+        assert pt == "NONE", pt
+        return np.stack([-s, s], axis=1)
+    if pt == "SOFTMAX":
+        return scipy.special.softmax(margins, axis=1)
+    assert pt == "NONE", pt
+    return margins
+
+
+def select_rows(ens: OnnxEnsemble, candidates: np.ndarray, native_leaves, mapping: dict,
+                n_keep: int) -> tuple[list[int], list[int]]:
+    """First n_keep candidates whose ONNX leaves equal the native leaves in every tree."""
+    keep, dropped = [], []
+    for i in range(len(candidates)):
+        if len(keep) == n_keep:
+            break
+        x = candidates[i]
+        same = all(mapping[(t, ens.leaf(t, x))] == native_leaves[i][t] for t in ens.trees)
+        (keep if same else dropped).append(i)
+    assert len(keep) == n_keep, f"only {len(keep)} consistent rows"
+    return keep, dropped
+
+
+def build_fixture(out: Path, spec: dict) -> dict:
+    name = spec["name"]
+    features: list[str] = spec["features"]
+    F = len(features)
+    model_proto: onnx.ModelProto = spec["onnx"]
+    ens = OnnxEnsemble(model_proto)
+    outputs = spec["shap_outputs"]           # indices into shap's outputs
+    K = len(outputs)
+    native = spec["native_trees"]
+    mapping, map_stats = map_onnx_to_native(ens, native, spec["leaf_class"], spec.get("leaf_scale", 1.0))
+    covers, cover_err = covers_from_mapping(ens, native, mapping, spec["cover_rel_tol"])
+
+    # Rows: ONNX routing must equal native routing in every tree.
+    cand = spec["candidates"]
+    keep, dropped = select_rows(ens, cand, spec["native_leaves"](cand), mapping, N_EXPLAIN)
+    X = np.ascontiguousarray(cand[keep])
+    dropped_rows = [spec["candidate_ids"][i] for i in dropped]
+    B = spec["background"]
+    margins = spec["native_margins"](X)      # (N, K) float64
+    assert margins.shape == (N_EXPLAIN, K)
+
+    # onnxruntime: real outputs, and margins with post_transform forced to NONE.
+    model_bytes = model_proto.SerializeToString()
+    sess_out = spec["ort_output"]
+    onnx_out = tc.ort_session(model_bytes).run([sess_out], {INPUT_NAME: X})[0]
+    assert onnx_out.dtype == np.float32
+    raw = tc.ort_session(with_post_transform_none(model_proto)).run([sess_out], {INPUT_NAME: X})[0]
+    ort_margins = raw[:, spec["ort_margin_cols"]].astype(np.float64)
+    quirk = ens.ort_quirk_binary_all_positive()
+    scale = np.maximum(1.0, np.abs(margins))
+    margin_err = float((np.abs(ort_margins - margins) / scale).max())
+    assert margin_err <= ONNX_TOL, f"{name}: ORT margin vs native {margin_err}"
+    want = post_transform(ens, margins)
+    out_err = float((np.abs(onnx_out.astype(np.float64) - want) / np.maximum(1.0, np.abs(want))).max())
+    assert out_err <= ONNX_TOL, f"{name}: ORT output vs transformed native margin {out_err}"
+
+    # SHAP.
+    phi_p, exp_p, _ = shap_values(spec["model"], X, None, outputs)
+    phi_i, exp_i, _ = shap_values(spec["model"], X, B, outputs)
+    add_p = check_additive(f"{name} path", phi_p, exp_p, margins)
+    add_i = check_additive(f"{name} interventional", phi_i, exp_i, margins)
+    path_source = "shap.TreeExplainer(model).shap_values"
+    extra = {}
+    if spec.get("library_shortcut"):
+        # shap delegated to LightGBM/XGBoost; compare with shap's own engine.
+        phi_c, exp_c, _ = shap_internal_path(spec["model"], X, outputs)
+        diff = float(np.abs(phi_c - phi_p).max())
+        extra["shap_cpp_vs_library_max_abs_diff"] = diff
+        assert diff <= spec["library_tol"], f"{name}: shap C++ vs library {diff}"
+        assert max(abs(a - b) for a, b in zip(exp_c, exp_p)) <= spec["library_tol"]
+        if spec.get("prefer_shap_cpp"):
+            phi_p, exp_p = phi_c, exp_c
+            add_p = check_additive(f"{name} path (shap C++)", phi_p, exp_p, margins)
+            path_source = ("shap C++ engine (TreeExplainer with model_type='internal'), "
+                           "double precision")
+
+    # Independent check: Python TreeSHAP on ONNX trees + covers.csv + native leaf values.
+    ref_rows = spec.get("reference_rows", N_EXPLAIN)
+    ref_err = 0.0
+    for k in range(K):
+        lv = spec["leaf_values"](mapping, k)
+        for r in range(ref_rows):
+            phi_r, exp_r = reference_treeshap(ens, covers, lv, X[r], F)
+            exp_r += spec["base_margin"][k]
+            ref_err = max(ref_err, float(np.abs(phi_r - phi_p[r, :, k]).max()),
+                          abs(exp_r - exp_p[k]))
+    assert ref_err <= REFERENCE_TOL * max(1.0, float(np.abs(margins).max())), \
+        f"{name}: reference TreeSHAP off by {ref_err}"
+
+    # Write.
+    d = out / name
+    d.mkdir(parents=True, exist_ok=True)
+    if spec.get("write_model", True):
+        (d / "model.onnx").write_bytes(model_bytes)
+        model_path = (Path("tests/fixtures/attributions") / name / "model.onnx").as_posix()
+    else:
+        model_path = spec["model_path"]
+    write_csv(d / "X.csv", features, X)
+    write_csv(d / "background.csv", features, B)
+    with (d / "covers.csv").open("w", newline="", encoding="utf-8") as fh:
+        fh.write("tree_id,node_id,cover\n")
+        for (t, o) in sorted(covers):
+            fh.write(f"{t},{o},{fmt(covers[(t, o)])}\n")
+    write_csv(d / "onnx_outputs.csv", [f"out{j}" for j in range(onnx_out.shape[1])], onnx_out)
+    write_csv(d / "native_margins.csv", [f"margin{k}" for k in range(K)], margins)
+    header = block_header(features, K)
+    write_csv(d / "shap_path.csv", header, flatten_blocks(phi_p))
+    write_csv(d / "shap_interventional.csv", header, flatten_blocks(phi_i))
+
+    n_nan = int(np.isnan(X).any(axis=1).sum())
+    meta = {
+        "model": model_path,
+        "n_features": F,
+        "n_outputs": K,
+        "expected_path": exp_p,
+        "expected_interventional": exp_i,
+        "margin_space": spec["margin_space"],
+        "native_margins_file": "native_margins.csv",
+        "onnx_output": sess_out,
+        "onnx_post_transform": ens.post_transform,
+        "onnx_margin_columns": spec["ort_margin_cols"],
+        "onnx_base_values": ens.base_values,
+        "ort_binary_all_positive_quirk": quirk,
+        "n_trees": len(ens.trees),
+        "n_nodes": len(covers),
+        "rows": N_EXPLAIN,
+        "rows_with_nan": n_nan,
+        "background_rows": len(B),
+        "rows_dropped": len(dropped),
+        "rows_dropped_ids": dropped_rows,
+        "covers_mapping": spec["covers_mapping"],
+        "shap_path_source": path_source,
+        "checks": {
+            "additivity_path_max_rel": add_p,
+            "additivity_interventional_max_rel": add_i,
+            "ort_margin_vs_native_max_rel": margin_err,
+            "ort_output_vs_transformed_native_max": out_err,
+            "cover_parent_vs_children_max_rel": cover_err,
+            "reference_treeshap_rows": ref_rows,
+            "reference_treeshap_max_abs": ref_err,
+            **extra,
+        },
+        "notes": spec["notes"],
+        "versions": versions(),
+    }
+    (d / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    size = sum(p.stat().st_size for p in d.iterdir())
+    print(f"{name}: {len(ens.trees)} trees, {len(covers)} nodes ({map_stats}), "
+          f"dropped {len(dropped)}, NaN rows {n_nan}, additivity {add_p:.2g}/{add_i:.2g}, "
+          f"ORT margin {margin_err:.2g}, output {out_err:.2g}, reference {ref_err:.2g}, "
+          f"quirk {quirk}, {size / 1024:.0f} KiB")
+    return meta
+
+
+def versions() -> dict:
+    return {d: importlib.metadata.version(d) for d in (
+        "shap", "lightgbm", "xgboost-cpu", "scikit-learn", "onnxmltools", "skl2onnx",
+        "onnx", "onnxruntime", "numpy")}
+
+
+def feature_names(n: int) -> list[str]:
+    return [f"f{i}" for i in range(n)]
+
+
+def split_rows(n: int, n_holdout: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded permutation: (train, candidate hold-out rows in explain order)."""
+    perm = np.random.default_rng(seed).permutation(n)
+    return np.sort(perm[n_holdout:]), perm[:n_holdout]
+
+
+def background_of(X_train: np.ndarray, seed: int) -> np.ndarray:
+    rows = np.sort(np.random.default_rng(seed).choice(len(X_train), N_BACKGROUND, replace=False))
+    return np.ascontiguousarray(X_train[rows])
+
+
+# --------------------------------------------------------------------------
+# LightGBM helpers
+# --------------------------------------------------------------------------
+
+def lgbm_spec_common(est: lgb.LGBMClassifier, n_classes: int) -> dict:
+    booster = est.booster_
+    native = lgbm_native_trees(booster)
+
+    def leaves(X):
+        idx = booster.predict(X, pred_leaf=True, num_threads=1)
+        return [[f"L{int(v)}" for v in row] for row in idx]
+
+    def margins(X):
+        m = booster.predict(X, raw_score=True, num_threads=1)
+        m = np.asarray(m, dtype=np.float64).reshape(len(X), -1)
+        # Same thing from the leaves, in double.
+        idx = booster.predict(X, pred_leaf=True, num_threads=1)
+        s = np.zeros_like(m)
+        for t in range(idx.shape[1]):
+            for r in range(len(X)):
+                s[r, t % m.shape[1]] += native[t]["nodes"][f"L{int(idx[r, t])}"]["value"]
+        assert np.allclose(s, m, rtol=0, atol=1e-12), float(np.abs(s - m).max())
+        return m
+
+    def leaf_values(mapping, k):
+        return {(t, o): native[t]["nodes"][n]["value"]
+                for (t, o), n in mapping.items()
+                if native[t]["nodes"][n]["leaf"] and t % n_classes == k}
+
+    return {
+        "native_trees": native,
+        "native_leaves": leaves,
+        "native_margins": margins,
+        "leaf_values": leaf_values,
+        "leaf_class": [t % n_classes for t in range(len(native))],
+        "base_margin": [0.0] * n_classes,
+        "cover_rel_tol": 0.0,
+        "library_shortcut": True,
+        "library_tol": 1e-9,
+        "covers_mapping": (
+            "onnxmltools numbers each tree's nodes itself (root 0; a split node reserves "
+            "the two smallest free ids for its children, then recurses left first), so "
+            "ids are neither LightGBM's split_index nor leaf_index.  Mapping: walk each "
+            "ONNX tree (nodes_treeids t == LightGBM tree t) from its root in parallel with "
+            "booster.dump_model()['tree_info'][t]['tree_structure'], ONNX true branch = "
+            "left_child, false = right_child; asserted per node: split_feature, "
+            "float32(threshold), BRANCH_LEQ, missing_value_tracks_true == NaN-goes-left, "
+            "leaf weight == float32(leaf_value).  cover = internal_count (splits) / "
+            "leaf_count (leaves)."),
+    }
+
+
+def lgbm_onnx(est, graph_name: str, features: list[str], X_check: np.ndarray) -> onnx.ModelProto:
+    model = convert_lightgbm(
+        est, name=graph_name,
+        initial_types=[(INPUT_NAME, OnnxmltoolsFloatTensorType([None, len(features)]))],
+        target_opset=15, zipmap=False)
+    return finalize_onnx(model, graph_name, f"{graph_name}: Candor attribution fixture",
+                         features, X_check)
+
+
+def lgbm_params(**kw) -> dict:
+    base = dict(random_state=SEED, deterministic=True, force_row_wise=True, n_jobs=1, verbose=-1)
+    base.update(kw)
+    return base
+
+
+# --------------------------------------------------------------------------
+# The six fixtures
+# --------------------------------------------------------------------------
+
+def fixture_caravan() -> dict:
+    df, features, X, y = tc.load_data()
+    train_idx, _ = tc.split(y)
+    est = tc.fit_plain(tc.make_lgbm_1_0_0(), X[train_idx], y[train_idx])
+    model = tc.finalize_onnx(tc.convert_lgbm(est, "caravan-lgbm-1.0.0"), "caravan-lgbm", "1.0.0", X)
+    bundled = (REPO / CARAVAN_MODEL).read_bytes()
+    assert model.SerializeToString() == bundled, "retrained caravan-lgbm 1.0.0 is not byte-identical"
+    bundled_model = onnx.load_from_string(bundled)
+
+    golden = pd.read_csv(REPO / "models/caravan-lgbm/1.0.0/golden.csv")
+    background = pd.read_csv(REPO / "models/caravan-lgbm/1.0.0/background.csv")
+    assert list(golden.columns[:-1]) == features and list(background.columns) == features
+    cand = golden[features].to_numpy(dtype=np.float32)
+    B = background[features].to_numpy(dtype=np.float32)[:N_BACKGROUND]
+    spec = lgbm_spec_common(est, 1)
+    spec.update({
+        "name": "caravan-lgbm", "features": features, "onnx": bundled_model, "model": est,
+        "write_model": False, "model_path": CARAVAN_MODEL,
+        "candidates": cand, "candidate_ids": list(range(len(cand))), "background": B,
+        "shap_outputs": [0], "ort_output": "probabilities", "ort_margin_cols": [1],
+        "margin_space": "log_odds",
+        "reference_rows": 10,
+        "notes": (
+            "Bundled model, not copied.  The native booster is the retrained "
+            "train_caravan.make_lgbm_1_0_0() on the same split (seed 20261129); its ONNX "
+            "export was asserted byte-identical to the bundled model.onnx.  X = the first 50 "
+            "rows of models/caravan-lgbm/1.0.0/golden.csv (all routed identically by ONNX "
+            "and LightGBM), background = its background.csv rows 0..99.  Margin = "
+            "LightGBM raw score (log-odds of P(purchase)); ONNX probabilities column 1 = "
+            "sigmoid(margin).  Covers are LightGBM's bagged counts (subsample 0.8), not "
+            "training-set counts, so they differ from covers recomputed from any data.  "
+            "shap_path.csv is what shap.TreeExplainer returns, i.e. LightGBM's own "
+            "pred_contrib (shap delegates to it); shap's C++ engine on the same trees "
+            "agrees within 1e-9 (checks.shap_cpp_vs_library_max_abs_diff)."),
+    })
+    return spec
+
+
+def fixture_lgbm_nan() -> dict:
+    Xf, y = make_classification(n_samples=3000, n_features=8, n_informative=5, n_redundant=1,
+                                n_clusters_per_class=2, flip_y=0.02, class_sep=0.8,
+                                random_state=SEED)
+    X = Xf.astype(np.float32)
+    rng = np.random.default_rng(SEED + 1)
+    # NaN in f0..f3: random in f0/f2, informative (depends on y) in f1/f3.
+    p = {0: np.full(len(y), 0.15), 1: np.where(y == 1, 0.35, 0.05),
+         2: np.full(len(y), 0.25), 3: np.where(y == 1, 0.05, 0.30)}
+    for j, pj in p.items():
+        X[rng.random(len(y)) < pj, j] = np.nan
+    features = feature_names(X.shape[1])
+    train, cand_ids = split_rows(len(y), 500, SEED)
+    est = lgb.LGBMClassifier(**lgbm_params(n_estimators=50, num_leaves=15, learning_rate=0.1,
+                                           min_child_samples=20))
+    est.fit(X[train], y[train])
+    spec = lgbm_spec_common(est, 1)
+    spec.update({
+        "name": "lgbm-nan", "features": features, "model": est,
+        "onnx": lgbm_onnx(est, "lgbm_nan", features, X),
+        "candidates": X[cand_ids], "candidate_ids": [int(i) for i in cand_ids],
+        "background": background_of(X[train], SEED),
+        "shap_outputs": [0], "ort_output": "probabilities", "ort_margin_cols": [1],
+        "margin_space": "log_odds",
+        "notes": (
+            "sklearn make_classification(3000 rows, 8 features, random_state=20261129) cast "
+            "to float32; NaN injected in f0 (15%), f1 (35% if y=1 else 5%), f2 (25%), f3 "
+            "(5% if y=1 else 30%); f4..f7 have no NaN.  Train 2500 rows, X from the 500 "
+            "hold-out rows in seeded order, background 100 training rows.  LightGBM 50 "
+            "trees, 15 leaves, lr 0.1.  Splits on f0..f3 have missing_type NaN: NaN takes "
+            "default_left, which the converter writes as missing_value_tracks_true (both "
+            "directions occur).  Splits on f4..f7 have missing_type None, where LightGBM "
+            "reads NaN as 0.0; X has no NaN there (shap's own engine would send such a "
+            "NaN to default_left instead).  Margin = raw log-odds; ONNX column 1 = "
+            "sigmoid(margin)."),
+    })
+    return spec
+
+
+def fixture_lgbm_multiclass() -> dict:
+    Xd, y = load_wine(return_X_y=True)
+    X = Xd.astype(np.float32)
+    features = feature_names(X.shape[1])
+    est = lgb.LGBMClassifier(**lgbm_params(n_estimators=30, num_leaves=7, learning_rate=0.1,
+                                           min_child_samples=5))
+    est.fit(X, y)
+    order = np.random.default_rng(SEED).permutation(len(y))
+    spec = lgbm_spec_common(est, 3)
+    spec.update({
+        "name": "lgbm-multiclass", "features": features, "model": est,
+        "onnx": lgbm_onnx(est, "lgbm_multiclass", features, X),
+        "candidates": X[order], "candidate_ids": [int(i) for i in order],
+        "background": background_of(X, SEED + 2),
+        "shap_outputs": [0, 1, 2], "ort_output": "probabilities", "ort_margin_cols": [0, 1, 2],
+        "margin_space": "raw",
+        "notes": (
+            "sklearn wine (178 rows, 13 features, 3 classes) cast to float32, trained on all "
+            "rows; X = 50 rows in seeded order, background = 100 seeded rows (they overlap). "
+            "LightGBM multiclass, 30 iterations x 3 classes = 90 trees, 7 leaves; tree t "
+            "belongs to class t % 3 (ONNX class_ids likewise).  Margins are the per-class "
+            "raw scores (softmax logits, not log-odds); ONNX probabilities = softmax(margins) "
+            "(post_transform SOFTMAX).  SHAP blocks: f*_c0, f*_c1, f*_c2."),
+    })
+    return spec
+
+
+def xgb_leaf_margin_spec(est: xgb.XGBClassifier, base_margin: float) -> dict:
+    booster = est.get_booster()
+    native = xgb_native_trees(booster)
+
+    def leaves(X):
+        idx = booster.predict(xgb.DMatrix(X), pred_leaf=True)
+        return [[int(v) for v in row] for row in idx]
+
+    def margins(X):
+        idx = booster.predict(xgb.DMatrix(X), pred_leaf=True)
+        m = np.array([[base_margin + sum(native[t]["nodes"][int(v)]["value"]
+                                         for t, v in enumerate(row))] for row in idx])
+        f32 = booster.predict(xgb.DMatrix(X), output_margin=True).astype(np.float64)
+        assert np.allclose(m[:, 0], f32, rtol=1e-6, atol=1e-6), float(np.abs(m[:, 0] - f32).max())
+        return m
+
+    def leaf_values(mapping, k):
+        return {(t, o): native[t]["nodes"][n]["value"] for (t, o), n in mapping.items()
+                if native[t]["nodes"][n]["leaf"]}
+
+    return {"native_trees": native, "native_leaves": leaves, "native_margins": margins,
+            "leaf_values": leaf_values, "leaf_class": [0] * len(native),
+            "base_margin": [base_margin]}
+
+
+def breast_cancer_split():
+    Xd, y = load_breast_cancer(return_X_y=True)
+    X = Xd.astype(np.float32)
+    train, cand_ids = split_rows(len(y), 150, SEED)
+    return X, y, train, cand_ids
+
+
+def fixture_xgb_binary() -> dict:
+    X, y, train, cand_ids = breast_cancer_split()
+    features = feature_names(X.shape[1])
+    est = xgb.XGBClassifier(n_estimators=50, max_depth=4, learning_rate=0.1, tree_method="hist",
+                            n_jobs=1, random_state=SEED, objective="binary:logistic")
+    est.fit(X[train], y[train])
+    cfg = json.loads(est.get_booster().save_config())
+    base_score_str = cfg["learner"]["learner_model_param"]["base_score"]
+    base_score = float(json.loads(base_score_str)[0])
+    explainer = shap.TreeExplainer(est)
+    base_margin = float(np.asarray(explainer.model.base_offset).ravel()[0])
+    assert abs(base_margin - float(scipy.special.logit(base_score))) <= 1e-15
+    model = convert_xgboost(est, name="xgb_binary",
+                            initial_types=[(INPUT_NAME, OnnxmltoolsFloatTensorType([None, len(features)]))],
+                            target_opset=15)
+    model = finalize_onnx(model, "xgb_binary", "xgb_binary: Candor attribution fixture",
+                          features, X)
+    spec = xgb_leaf_margin_spec(est, base_margin)
+    ens = OnnxEnsemble(model)
+    spec.update({
+        "name": "xgb-binary", "features": features, "model": est, "onnx": model,
+        "candidates": X[cand_ids], "candidate_ids": [int(i) for i in cand_ids],
+        "background": background_of(X[train], SEED),
+        "shap_outputs": [0], "ort_output": "probabilities", "ort_margin_cols": [1],
+        "margin_space": "log_odds",
+        "cover_rel_tol": 1e-5,
+        "library_shortcut": True, "prefer_shap_cpp": True, "library_tol": 1e-5,
+        "covers_mapping": (
+            "onnxmltools renumbers XGBoost nodes in depth-first pre-order of the get_dump "
+            "JSON (children in [yes, no] order), so ONNX node ids are not XGBoost's nodeid. "
+            "Mapping: walk each ONNX tree (tree_id t == booster tree t) from its root in "
+            "parallel with the booster's JSON model (save_raw('json')), ONNX true branch = "
+            "left child = 'yes' (x < split_condition, BRANCH_LT); asserted per node: "
+            "split_indices, float32 threshold (exactly equal), missing_value_tracks_true == "
+            "default_left, leaf weight == leaf value.  cover = sum_hessian (float32; "
+            "equal to get_dump's 'cover' to its printed precision)."),
+        "notes": (
+            "sklearn breast cancer (569 rows, 30 features) cast to float32; train 419 rows, "
+            "X from the 150 hold-out rows in seeded order, background 100 training rows. "
+            "XGBClassifier(50 trees, depth 4, lr 0.1, hist).  XGBoost 3 estimates "
+            f"base_score from the labels: learner_model_param.base_score = {base_score_str} "
+            "(a probability, written as a bracketed list since XGBoost 3).  Margin = "
+            f"logit(base_score) = {base_margin!r} + sum of leaf values, summed in double "
+            "(XGBoost's own output_margin is float32 and agrees within 1e-6).  onnxmltools "
+            "writes base_values = [-log(1/float32(base_score) - 1)] computed in float32 "
+            f"({ens.base_values}); it would write no base_values at all if base_score were "
+            "exactly 0.5.  shap_path.csv is shap's C++ engine in double precision: "
+            "TreeExplainer's default for XGBoost is XGBoost's pred_contribs, which "
+            "computes in float32 (difference in checks.shap_cpp_vs_library_max_abs_diff). "
+            "ONNX column 1 = sigmoid(margin) (leaf weights have mixed signs, so ORT's "
+            "all-positive binary quirk does not apply)."),
+    })
+    return spec
+
+
+def fixture_rf() -> dict:
+    X, y, train, cand_ids = breast_cancer_split()
+    features = feature_names(X.shape[1])
+    n_trees = 20
+    est = RandomForestClassifier(n_estimators=n_trees, max_depth=6, random_state=SEED, n_jobs=1)
+    est.fit(X[train], y[train])
+    model = convert_sklearn(est, name="rf_average",
+                            initial_types=[(INPUT_NAME, Skl2onnxFloatTensorType([None, len(features)]))],
+                            target_opset=dict(OPSETS), options={"zipmap": False})
+    model = finalize_onnx(model, "rf_average", "rf_average: Candor attribution fixture",
+                          features, X)
+
+    def p1(tr, i):
+        v = tr.value[i, 0]
+        return float(v[1] / v.sum())
+
+    native = sklearn_native_trees(est.estimators_, p1)
+    spec = {
+        "name": "rf-average", "features": features, "model": est, "onnx": model,
+        "native_trees": native,
+        "native_leaves": lambda Xc: est.apply(Xc).tolist(),
+        "native_margins": lambda Xc: est.predict_proba(Xc)[:, [1]].astype(np.float64),
+        "leaf_values": lambda mapping, k: {
+            (t, o): native[t]["nodes"][n]["value"] / n_trees for (t, o), n in mapping.items()
+            if native[t]["nodes"][n]["leaf"]},
+        "leaf_class": [0] * n_trees, "leaf_scale": 1.0 / n_trees, "base_margin": [0.0],
+        "cover_rel_tol": 0.0,
+        "candidates": X[cand_ids], "candidate_ids": [int(i) for i in cand_ids],
+        "background": background_of(X[train], SEED),
+        "shap_outputs": [1], "ort_output": "probabilities", "ort_margin_cols": [1],
+        "margin_space": "probability",
+        "covers_mapping": (
+            "skl2onnx keeps sklearn's node numbering: ONNX (tree_id t, node_id i) is "
+            "estimators_[t].tree_ node i; true branch = children_left (x <= threshold, "
+            "BRANCH_LEQ).  Verified by the same parallel walk (feature, float32(threshold), "
+            "leaf weight == P(class 1)/20).  cover = tree_.weighted_n_node_samples "
+            "(bootstrap-weighted in-bag sample counts)."),
+        "notes": (
+            "Same data and split as xgb-binary.  RandomForestClassifier(20 trees, depth 6, "
+            "bootstrap).  skl2onnx writes one class id (0) per leaf holding "
+            "P(class 1)/n_trees (the leaf's class-1 fraction divided by 20), post_transform "
+            "NONE: the ensemble SUM of those weights is the forest's AVERAGE P(class 1). "
+            "All weights are >= 0 and there is one class id with two labels, so ORT takes "
+            "its binary all-positive path and writes [1 - s, s] (no transform), which is "
+            "exactly predict_proba.  Margin space = probability of class 1; SHAP values are "
+            "shap's class-1 output.  sklearn 1.9 trees store class fractions in "
+            "tree_.value."),
+    }
+    return spec
+
+
+def fixture_gbr() -> dict:
+    Xd, y = load_diabetes(return_X_y=True)
+    X = Xd.astype(np.float32)
+    features = feature_names(X.shape[1])
+    train, cand_ids = split_rows(len(y), 100, SEED)
+    lr = 0.1
+    est = GradientBoostingRegressor(n_estimators=50, max_depth=3, learning_rate=lr,
+                                    random_state=SEED)
+    est.fit(X[train], y[train])
+    model = convert_sklearn(est, name="gbr_regressor",
+                            initial_types=[(INPUT_NAME, Skl2onnxFloatTensorType([None, len(features)]))],
+                            target_opset=dict(OPSETS))
+    model = finalize_onnx(model, "gbr_regressor", "gbr_regressor: Candor attribution fixture",
+                          features, X)
+    init = float(est.init_.constant_.ravel()[0])
+    native = sklearn_native_trees(est.estimators_[:, 0], lambda tr, i: float(tr.value[i, 0, 0]))
+    spec = {
+        "name": "gbr-regressor", "features": features, "model": est, "onnx": model,
+        "native_trees": native,
+        "native_leaves": lambda Xc: est.apply(Xc).reshape(len(Xc), -1).tolist(),
+        "native_margins": lambda Xc: est.predict(Xc).reshape(-1, 1).astype(np.float64),
+        "leaf_values": lambda mapping, k: {
+            (t, o): native[t]["nodes"][n]["value"] * lr for (t, o), n in mapping.items()
+            if native[t]["nodes"][n]["leaf"]},
+        "leaf_class": [0] * len(native), "leaf_scale": lr, "base_margin": [init],
+        "cover_rel_tol": 0.0,
+        "candidates": X[cand_ids], "candidate_ids": [int(i) for i in cand_ids],
+        "background": background_of(X[train], SEED),
+        "shap_outputs": [0], "ort_output": "variable", "ort_margin_cols": [0],
+        "margin_space": "raw",
+        "covers_mapping": (
+            "skl2onnx keeps sklearn's node numbering: ONNX (tree_id t, node_id i) is "
+            "estimators_[t, 0].tree_ node i; true branch = children_left (BRANCH_LEQ). "
+            "Verified by the parallel walk (feature, float32(threshold), target weight == "
+            "float32(0.1 * leaf value)).  cover = tree_.weighted_n_node_samples."),
+        "notes": (
+            "sklearn diabetes (442 rows, 10 features) cast to float32; train 342 rows, X from "
+            "the 100 hold-out rows in seeded order, background 100 training rows. "
+            "GradientBoostingRegressor(50 trees, depth 3, lr 0.1).  ONNX: "
+            "TreeEnsembleRegressor, post_transform NONE, base_values = [init_ mean of y] "
+            f"({init!r}, float32 in ONNX), target weights = 0.1 * leaf value.  Margin = "
+            "predict(); shap's expected values include the init constant."),
+    }
+    return spec
+
+
+FIXTURES = [fixture_caravan, fixture_lgbm_nan, fixture_lgbm_multiclass, fixture_xgb_binary,
+            fixture_rf, fixture_gbr]
+
+
+# --------------------------------------------------------------------------
+# Peer speeds (caravan-lgbm, single-threaded)
+# --------------------------------------------------------------------------
+
+def timed(fn, repeats: int) -> dict:
+    fn()  # warm-up (numba / OpenMP / caches)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return {"seconds_median": float(np.median(times)), "seconds_min": float(min(times)),
+            "repeats": repeats}
+
+
+def peer_speeds(out: Path) -> None:
+    spec = fixture_caravan()
+    est = spec["model"]
+    booster = est.booster_
+    golden = spec["candidates"]             # all 300 golden rows
+    X300 = np.ascontiguousarray(golden[:300])
+    X100 = np.ascontiguousarray(golden[:100])
+    B = spec["background"]
+
+    path_expl = shap.TreeExplainer(est, feature_perturbation="tree_path_dependent")
+    cpp_expl = shap.TreeExplainer(est, feature_perturbation="tree_path_dependent")
+    cpp_expl.model.model_type = "internal"
+    int_expl = shap.TreeExplainer(est, data=B, feature_perturbation="interventional",
+                                  model_output="raw")
+    runs = {
+        "shap_tree_path_dependent": (
+            lambda: path_expl.shap_values(X300), 300, 10,
+            "shap.TreeExplainer(model, feature_perturbation='tree_path_dependent')"
+            ".shap_values(X[300]); for LightGBM shap calls booster.predict(pred_contrib=True)"),
+        "lightgbm_pred_contrib": (
+            lambda: booster.predict(X300, pred_contrib=True, num_threads=1), 300, 10,
+            "booster.predict(X[300], pred_contrib=True, num_threads=1)"),
+        "shap_cpp_tree_path_dependent": (
+            lambda: cpp_expl.shap_values(X300), 300, 5,
+            "same explainer with explainer.model.model_type='internal': shap's own C++ "
+            "TreeSHAP on the parsed trees"),
+        "shap_interventional_100_background": (
+            lambda: int_expl.shap_values(X100), 100, 3,
+            "shap.TreeExplainer(model, data=background[100], feature_perturbation="
+            "'interventional', model_output='raw').shap_values(X[100])"),
+    }
+    results = {}
+    for key, (fn, rows, repeats, what) in runs.items():
+        r = timed(fn, repeats)
+        r["rows"] = rows
+        r["rows_per_second"] = rows / r["seconds_median"]
+        r["what"] = what
+        results[key] = r
+        print(f"{key}: {r['rows_per_second']:.0f} rows/s (median of {repeats})")
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    doc = {
+        "model": CARAVAN_MODEL,
+        "trees": 300, "n_features": 78, "background_rows": len(B),
+        "rows": "models/caravan-lgbm/1.0.0/golden.csv rows 0..299 (path, pred_contrib) "
+                "and 0..99 (interventional); background.csv rows 0..99",
+        "command": "OMP_NUM_THREADS=1 .venv-models/bin/python models/attribution_goldens.py "
+                   "--peer-speeds",
+        "threads": "OMP_NUM_THREADS=1 (set by the script before imports), "
+                   "num_threads=1 for LightGBM; shap's C++ code is single-threaded",
+        "timing": "time.perf_counter around the whole call, after one warm-up call; "
+                  "rows_per_second = rows / median",
+        "results": results,
+        "machine": {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+                    "load_average_at_end": os.getloadavg(),
+                    "note": "2 cores shared with other work; figures are indicative"},
+        "versions": versions(),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "peer_speeds.json").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+
+
+# --------------------------------------------------------------------------
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", type=Path, default=OUT_DEFAULT,
+                    help="fixture folder (default: tests/fixtures/attributions)")
+    ap.add_argument("--peer-speeds", action="store_true",
+                    help="time shap / LightGBM on caravan-lgbm instead of writing fixtures")
+    args = ap.parse_args(argv)
+    if importlib.metadata.version("onnxruntime") != ORT_VERSION:
+        raise SystemExit(f"onnxruntime=={ORT_VERSION} required")
+    if shap.__version__ != SHAP_VERSION:
+        raise SystemExit(f"shap=={SHAP_VERSION} required, found {shap.__version__}")
+    warnings.filterwarnings("ignore", message=".*LightGBM binary classifier.*")
+    if args.peer_speeds:
+        peer_speeds(args.out)
+        return 0
+    args.out.mkdir(parents=True, exist_ok=True)
+    for make in FIXTURES:
+        build_fixture(args.out, make())
+    total = sum(p.stat().st_size for p in args.out.rglob("*") if p.is_file())
+    print(f"total {total / 1024:.0f} KiB under {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
