@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/candor/v1/common.proto",
         "proto/candor/v1/scoring.proto",
         "proto/candor/v1/models.proto",
+        "proto/candor/v1/explain.proto",
     ];
     println!("cargo:rerun-if-changed=proto");
     // The ONNX schema: messages only, kept out of the reflection descriptors.
@@ -26,6 +27,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .btree_map(".candor.v1.ScoreRequest.features")
         .btree_map(".candor.v1.BatchRow.features")
+        .btree_map(".candor.v1.ExplainRequest.features")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -57,7 +57,9 @@ What the script asserts, per fixture:
   margins above 1);
 * expected + sum(shap) == native margin within 1e-6 for both SHAP files;
 * an independent Python TreeSHAP (tree_path_dependent) run on the ONNX trees
-  with ``covers.csv`` reproduces ``shap_path.csv``.
+  with ``covers.csv`` reproduces ``shap_path.csv`` (to 1e-9), and an exact
+  interventional SHAP on the ONNX trees reproduces ``shap_interventional.csv``
+  (to 1e-6: shap's interventional values are only good to ~1e-7).
 
 Run from the repository root (Python 3.11), after the setup in
 models/README.md (requirements.txt plus ISLP==0.6.0 --no-deps)::
@@ -395,6 +397,7 @@ def sklearn_native_trees(estimators, value_fn) -> list[dict]:
             else:
                 nodes[i] = {"leaf": False, "feature": int(tr.feature[i]),
                             "threshold": float(tr.threshold[i]), "mode": "BRANCH_LEQ",
+                            "round_down": True,
                             "left": int(tr.children_left[i]), "right": int(tr.children_right[i]),
                             "nan_left": None, "cover": cover}
         out.append({"root": 0, "nodes": nodes})
@@ -433,8 +436,13 @@ def map_onnx_to_native(ens: OnnxEnsemble, native: list[dict], leaf_class: list[i
             assert on["mode"] == nn["mode"], (t, o, on["mode"], nn["mode"])
             assert on["feature"] == nn["feature"], (t, o)
             with np.errstate(over="ignore"):  # LightGBM's NaN-vs-rest splits use DBL_MAX
-                assert on["threshold"] == float(np.float32(nn["threshold"])), \
-                    (t, o, on["threshold"], nn["threshold"])
+                want_thr = np.float32(nn["threshold"])
+            if nn.get("round_down") and float(want_thr) > nn["threshold"]:
+                # skl2onnx: largest float32 <= the double threshold, so that
+                # float32 x <= it exactly when x <= the double threshold.
+                want_thr = np.nextafter(want_thr, np.float32(-np.inf))
+                stats["rounded_down"] = stats.get("rounded_down", 0) + 1
+            assert on["threshold"] == float(want_thr), (t, o, on["threshold"], nn["threshold"])
             if np.isinf(on["threshold"]):
                 stats["inf_threshold"] = stats.get("inf_threshold", 0) + 1
             stats["tracks_true"] += on["tracks_true"]
@@ -541,6 +549,57 @@ def reference_treeshap(ens: OnnxEnsemble, covers: dict, leaf_values: dict, x: np
         expected += sum(covers[(t, n)] / croot * leaf_values.get((t, n), 0.0)
                         for n, nd in tree.items() if nd["leaf"])
     return phi, expected
+
+
+def cover_weighted_expected(ens: OnnxEnsemble, covers: dict, leaf_values: dict) -> float:
+    """TreeSHAP's expected value: per tree, the cover-weighted mean leaf value."""
+    total = 0.0
+    for t, tree in ens.trees.items():
+        croot = covers[(t, ens.roots[t])]
+        total += sum(covers[(t, n)] / croot * leaf_values.get((t, n), 0.0)
+                     for n, nd in tree.items() if nd["leaf"])
+    return total
+
+
+def reference_interventional(ens: OnnxEnsemble, leaf_values: dict, x: np.ndarray,
+                             background: np.ndarray, n_features: int) -> np.ndarray:
+    """Exact interventional SHAP on the ONNX trees, averaged over background rows.
+
+    For one reference row z, the Shapley values of v(S) = f(x_S, z_rest) for a
+    tree: follow x and z together; where they part on a feature not yet fixed,
+    branch with that feature taken from x or from z.  A leaf reached with nx
+    features from x and nz from z gives each x-feature +v (nx-1)! nz! / (nx+nz)!
+    and each z-feature -v nx! (nz-1)! / (nx+nz)!."""
+    from math import factorial
+    phi = np.zeros(n_features)
+    for z in background:
+        for t, tree in ens.trees.items():
+            def recurse(j, sx, sz):
+                nd = tree[j]
+                if nd["leaf"]:
+                    v = leaf_values.get((t, j), 0.0)
+                    nx, nz = len(sx), len(sz)
+                    if nx:
+                        w = factorial(nx - 1) * factorial(nz) / factorial(nx + nz) * v
+                        for i in sx:
+                            phi[i] += w
+                    if nz:
+                        w = factorial(nx) * factorial(nz - 1) / factorial(nx + nz) * v
+                        for i in sz:
+                            phi[i] -= w
+                    return
+                f = nd["feature"]
+                cx = nd["true"] if ens.goes_true(nd, float(x[f])) else nd["false"]
+                cz = nd["true"] if ens.goes_true(nd, float(z[f])) else nd["false"]
+                if cx == cz or f in sx:
+                    recurse(cx, sx, sz)
+                elif f in sz:
+                    recurse(cz, sx, sz)
+                else:
+                    recurse(cx, sx | {f}, sz)
+                    recurse(cz, sx, sz | {f})
+            recurse(ens.roots[t], frozenset(), frozenset())
+    return phi / len(background)
 
 
 # --------------------------------------------------------------------------
@@ -668,16 +727,28 @@ def build_fixture(out: Path, spec: dict) -> dict:
         diff = float(np.abs(phi_c - phi_p).max())
         extra["shap_cpp_vs_library_max_abs_diff"] = diff
         assert diff <= spec["library_tol"], f"{name}: shap C++ vs library {diff}"
-        assert max(abs(a - b) for a, b in zip(exp_c, exp_p)) <= spec["library_tol"]
         if spec.get("prefer_shap_cpp"):
-            phi_p, exp_p = phi_c, exp_c
+            # shap's XGBoost loader leaves the internal-node values at 0, so the
+            # internal engine's expected_value is just base_offset: take TreeSHAP's
+            # expected value (cover-weighted leaf mean) from the covers instead.
+            phi_p = phi_c
+            exp_lib = exp_p
+            exp_p = [spec["base_margin"][k] + cover_weighted_expected(
+                ens, covers, spec["leaf_values"](mapping, k)) for k in range(K)]
+            extra["expected_library_vs_covers_max_abs_diff"] = max(
+                abs(a - b) for a, b in zip(exp_lib, exp_p))
+            extra["expected_shap_cpp_engine_reported"] = exp_c
             add_p = check_additive(f"{name} path (shap C++)", phi_p, exp_p, margins)
-            path_source = ("shap C++ engine (TreeExplainer with model_type='internal'), "
-                           "double precision")
+            path_source = spec["path_source"]
+        else:
+            assert max(abs(a - b) for a, b in zip(exp_c, exp_p)) <= spec["library_tol"]
 
-    # Independent check: Python TreeSHAP on ONNX trees + covers.csv + native leaf values.
+    # Independent checks on the ONNX trees (covers.csv, native leaf values):
+    # path-dependent TreeSHAP and exact interventional SHAP.
     ref_rows = spec.get("reference_rows", N_EXPLAIN)
-    ref_err = 0.0
+    int_rows = spec.get("interventional_reference_rows", N_EXPLAIN)
+    ref_err = int_err = 0.0
+    bg_margins = spec["native_margins"](B)
     for k in range(K):
         lv = spec["leaf_values"](mapping, k)
         for r in range(ref_rows):
@@ -685,8 +756,13 @@ def build_fixture(out: Path, spec: dict) -> dict:
             exp_r += spec["base_margin"][k]
             ref_err = max(ref_err, float(np.abs(phi_r - phi_p[r, :, k]).max()),
                           abs(exp_r - exp_p[k]))
-    assert ref_err <= REFERENCE_TOL * max(1.0, float(np.abs(margins).max())), \
-        f"{name}: reference TreeSHAP off by {ref_err}"
+        for r in range(int_rows):
+            phi_r = reference_interventional(ens, lv, X[r], B, F)
+            int_err = max(int_err, float(np.abs(phi_r - phi_i[r, :, k]).max()))
+        int_err = max(int_err, abs(float(bg_margins[:, k].mean()) - exp_i[k]))
+    mscale = max(1.0, float(np.abs(margins).max()))
+    assert ref_err <= REFERENCE_TOL * mscale, f"{name}: reference TreeSHAP off by {ref_err}"
+    assert int_err <= ADDITIVITY_TOL * mscale, f"{name}: reference interventional off by {int_err}"
 
     # Write.
     d = out / name
@@ -739,6 +815,8 @@ def build_fixture(out: Path, spec: dict) -> dict:
             "cover_parent_vs_children_max_rel": cover_err,
             "reference_treeshap_rows": ref_rows,
             "reference_treeshap_max_abs": ref_err,
+            "reference_interventional_rows": int_rows,
+            "reference_interventional_max_abs": int_err,
             **extra,
         },
         "notes": spec["notes"],
@@ -748,7 +826,7 @@ def build_fixture(out: Path, spec: dict) -> dict:
     size = sum(p.stat().st_size for p in d.iterdir())
     print(f"{name}: {len(ens.trees)} trees, {len(covers)} nodes ({map_stats}), "
           f"dropped {len(dropped)}, NaN rows {n_nan}, additivity {add_p:.2g}/{add_i:.2g}, "
-          f"ORT margin {margin_err:.2g}, output {out_err:.2g}, reference {ref_err:.2g}, "
+          f"ORT margin {margin_err:.2g}, output {out_err:.2g}, reference {ref_err:.2g}/{int_err:.2g}, "
           f"quirk {quirk}, {size / 1024:.0f} KiB")
     return meta
 
@@ -866,7 +944,7 @@ def fixture_caravan() -> dict:
         "candidates": cand, "candidate_ids": list(range(len(cand))), "background": B,
         "shap_outputs": [0], "ort_output": "probabilities", "ort_margin_cols": [1],
         "margin_space": "log_odds",
-        "reference_rows": 10,
+        "reference_rows": 10, "interventional_reference_rows": 3,
         "notes": (
             "Bundled model, not copied.  The native booster is the retrained "
             "train_caravan.make_lgbm_1_0_0() on the same split (seed 20261129); its ONNX "
@@ -1008,6 +1086,11 @@ def fixture_xgb_binary() -> dict:
         "margin_space": "log_odds",
         "cover_rel_tol": 1e-5,
         "library_shortcut": True, "prefer_shap_cpp": True, "library_tol": 1e-5,
+        "path_source": (
+            "phi: shap's C++ TreeSHAP (TreeExplainer with model.model_type='internal'), "
+            "double precision; expected: base margin + cover-weighted leaf means (sum_hessian). "
+            "TreeExplainer's default (XGBoost pred_contribs, float32) agrees within "
+            "checks.shap_cpp_vs_library_max_abs_diff / expected_library_vs_covers_max_abs_diff"),
         "covers_mapping": (
             "onnxmltools renumbers XGBoost nodes in depth-first pre-order of the get_dump "
             "JSON (children in [yes, no] order), so ONNX node ids are not XGBoost's nodeid. "

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use crate::{
     config::Config,
     error::Error,
-    explain::{DecisionAttribution, ExplainMode, pool::ExplainPool},
+    explain::{DecisionAttribution, ExplainMode, Method, pool::ExplainPool},
     inference::{InferencePool, runtime},
     models::{ModelPackage, ModelSelector, Registry, schema::FeatureRow},
 };
@@ -32,6 +32,22 @@ pub struct BatchRequest {
     pub model: ModelSelector,
     pub rows: Vec<FeatureRow>,
     pub explain: ExplainMode,
+}
+
+/// Rows to explain outside any decision.
+#[derive(Debug, Clone)]
+pub struct ExplainRequest {
+    pub model: ModelSelector,
+    pub rows: Vec<FeatureRow>,
+    pub method: Method,
+}
+
+/// A what-if row's score and attributions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Explained {
+    pub model: ModelIdentity,
+    pub score: f64,
+    pub attribution: DecisionAttribution,
 }
 
 /// Exactly which artefact made a decision.
@@ -137,27 +153,54 @@ impl Gateway {
     }
 
     pub async fn score_batch(&self, request: BatchRequest) -> Result<Vec<Decision>, Error> {
+        let package = self.resolve(&request.model)?;
+        let rows = self.validate_rows(&package, &request.rows)?;
+        self.decide(package, rows, request.explain).await
+    }
+
+    /// Scores and attributes rows outside any decision: what-if analysis for
+    /// ML engineers. Nothing is recorded and no decision id is issued.
+    pub async fn explain(&self, request: ExplainRequest) -> Result<Vec<Explained>, Error> {
+        let package = self.resolve(&request.model)?;
+        let rows = self.validate_rows(&package, &request.rows)?;
+        let (scores, attributions) = self.evaluate(&package, rows, Some(request.method)).await?;
+        Ok(scores
+            .into_iter()
+            .zip(attributions.unwrap_or_default())
+            .map(|(score, attribution)| Explained {
+                model: ModelIdentity::of(&package),
+                score: f64::from(score),
+                attribution,
+            })
+            .collect())
+    }
+
+    /// Checks a batch's size and every row, and encodes them in column order.
+    fn validate_rows(
+        &self,
+        package: &ModelPackage,
+        rows: &[FeatureRow],
+    ) -> Result<Vec<f32>, Error> {
         let max = self.config.max_batch_rows;
-        if request.rows.len() > max {
+        if rows.len() > max {
             return Err(Error::InvalidArgument(format!(
                 "rows: {} rows exceed the limit of {max} per call; split the batch",
-                request.rows.len()
+                rows.len()
             )));
         }
-        if request.rows.is_empty() {
+        if rows.is_empty() {
             return Err(Error::InvalidArgument(
                 "rows: a batch needs at least one row".into(),
             ));
         }
-        let package = self.resolve(&request.model)?;
-        let mut rows = Vec::with_capacity(package.schema.width() * request.rows.len());
-        for (i, features) in request.rows.iter().enumerate() {
+        let mut encoded = Vec::with_capacity(package.schema.width() * rows.len());
+        for (i, features) in rows.iter().enumerate() {
             package
                 .schema
-                .encode_row(features, &mut rows)
+                .encode_row(features, &mut encoded)
                 .map_err(|e| Error::InvalidArgument(format!("rows[{i}].{e}")))?;
         }
-        self.decide(package, rows, request.explain).await
+        Ok(encoded)
     }
 
     /// Scores validated rows and, when asked, attributes each score.
@@ -167,54 +210,66 @@ impl Gateway {
         rows: Vec<f32>,
         explain: ExplainMode,
     ) -> Result<Vec<Decision>, Error> {
-        if explain != ExplainMode::None && package.explainer.is_none() {
+        let method = match explain {
+            ExplainMode::Inline(method) => Some(method),
+            ExplainMode::None => None,
+        };
+        let (scores, attributions) = self.evaluate(&package, rows, method).await?;
+        let mut attributions = attributions.map(Vec::into_iter);
+        Ok(scores
+            .into_iter()
+            .map(|s| Decision {
+                id: Uuid::now_v7(),
+                model: ModelIdentity::of(&package),
+                score: f64::from(s),
+                decided_at: SystemTime::now(),
+                attribution: attributions.as_mut().and_then(Iterator::next),
+            })
+            .collect())
+    }
+
+    /// Runs the model on validated rows and, with a method, attributes each
+    /// score on the explanation pool.
+    async fn evaluate(
+        &self,
+        package: &Arc<ModelPackage>,
+        rows: Vec<f32>,
+        method: Option<Method>,
+    ) -> Result<(Vec<f32>, Option<Vec<DecisionAttribution>>), Error> {
+        if method.is_some() && package.explainer.is_none() {
             return Err(Error::Unsupported(format!(
                 "explain.mode: model {} {} has no exact attribution method yet; its graph is neither a tree ensemble nor linear",
                 package.name(),
                 package.version()
             )));
         }
-        let method = match explain {
-            ExplainMode::Inline(method) => Some(method),
-            ExplainMode::None => None,
-        };
         let inputs = method.map(|m| (m, rows.clone()));
         let scores = self.pool.predict(package.backend.clone(), rows).await?;
-        let mut decisions: Vec<Decision> = scores
-            .iter()
-            .map(|&s| Decision {
-                id: Uuid::now_v7(),
-                model: ModelIdentity::of(&package),
-                score: f64::from(s),
-                decided_at: SystemTime::now(),
-                attribution: None,
+        let Some((method, inputs)) = inputs else {
+            return Ok((scores, None));
+        };
+        let package = package.clone();
+        let ort_scores = scores.clone();
+        let attributions = self
+            .explain_pool
+            .run(move || {
+                let explainer = package.explainer.as_ref().expect("checked above");
+                let columns = package.schema.columns();
+                inputs
+                    .chunks(columns.len())
+                    .zip(ort_scores)
+                    .map(|(row, score)| {
+                        DecisionAttribution::new(
+                            explainer.explain(row, method),
+                            row,
+                            columns,
+                            &package.manifest.groups,
+                            f64::from(score),
+                        )
+                    })
+                    .collect::<Vec<_>>()
             })
-            .collect();
-        if let Some((method, inputs)) = inputs {
-            let attributions = self
-                .explain_pool
-                .run(move || {
-                    let explainer = package.explainer.as_ref().expect("checked above");
-                    let columns = package.schema.columns();
-                    inputs
-                        .chunks(columns.len())
-                        .zip(scores)
-                        .map(|(row, score)| {
-                            DecisionAttribution::new(
-                                explainer.explain(row, method),
-                                row,
-                                columns,
-                                &package.manifest.groups,
-                                f64::from(score),
-                            )
-                        })
-                        .collect::<Vec<_>>()
-                })
-                .await?;
-            for (decision, attribution) in decisions.iter_mut().zip(attributions) {
-                decision.attribution = Some(attribution);
-            }
-        }
-        Ok(decisions)
+            .await?;
+        Ok((scores, Some(attributions)))
     }
 }

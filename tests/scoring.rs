@@ -385,3 +385,76 @@ async fn a_model_without_an_exact_method_says_so() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn explain_answers_what_if_rows_without_a_decision() {
+    let server = TestServer::start().await;
+    let mut client = pb::explain_service_client::ExplainServiceClient::new(server.channel().await);
+    let package = repo_root().join("models/caravan-lgbm/1.0.0");
+    let golden = golden(&package);
+    let result = client
+        .explain(pb::ExplainRequest {
+            model: model_ref("caravan-lgbm", ""),
+            features: golden.rows[0].clone(),
+            method: pb::ExplainMethod::Interventional as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!((result.score - golden.scores[0]).abs() <= TOLERANCE);
+    let a = result.attribution.unwrap();
+    assert_eq!(a.method, "tree_shap_interventional");
+    assert!(a.additivity_residual <= 1e-5 * a.margin.abs().max(1.0));
+
+    let batch = client
+        .explain_batch(pb::ExplainBatchRequest {
+            model: model_ref("caravan-logreg", "1.0.0"),
+            rows: golden
+                .positional()
+                .into_iter()
+                .take(5)
+                .map(|values| pb::BatchRow {
+                    values,
+                    ..Default::default()
+                })
+                .collect(),
+            method: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(batch.results.len(), 5);
+    assert!(
+        batch
+            .results
+            .iter()
+            .all(|r| r.attribution.as_ref().unwrap().method == "linear_exact")
+    );
+
+    let status = client
+        .explain(pb::ExplainRequest {
+            model: model_ref("caravan-mlp", ""),
+            features: golden.rows[0].clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+    let status = client
+        .explain(pb::ExplainRequest {
+            model: model_ref("caravan-lgbm", ""),
+            features: golden.rows[0].clone(),
+            method: 7,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status.message().contains("method: 7"),
+        "{}",
+        status.message()
+    );
+    server.stop().await;
+}

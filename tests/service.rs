@@ -72,6 +72,7 @@ async fn reflection_lists_the_services() {
     };
     let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
     for want in [
+        "candor.v1.ExplainService",
         "candor.v1.ScoringService",
         "candor.v1.ModelService",
         "grpc.health.v1.Health",

@@ -10,7 +10,7 @@ use super::pb;
 use crate::{
     error::Error,
     explain::{DecisionAttribution, ExplainMode, Method},
-    gateway::{BatchRequest, Decision, ModelIdentity, ScoreRequest},
+    gateway::{BatchRequest, Decision, ExplainRequest, Explained, ModelIdentity, ScoreRequest},
     models::{
         ModelPackage, ModelSelector,
         manifest::{FeatureType, Manifest},
@@ -122,6 +122,49 @@ impl TryFrom<pb::ScoreBatchRequest> for BatchRequest {
     }
 }
 
+impl TryFrom<pb::ExplainRequest> for ExplainRequest {
+    type Error = Error;
+
+    fn try_from(r: pb::ExplainRequest) -> Result<Self, Error> {
+        let model: ModelSelector = r.model.try_into()?;
+        let row = feature_row(&model, r.features, r.values, "")?;
+        Ok(Self {
+            model,
+            rows: vec![row],
+            method: explain_method(r.method, "method")?,
+        })
+    }
+}
+
+impl TryFrom<pb::ExplainBatchRequest> for ExplainRequest {
+    type Error = Error;
+
+    fn try_from(r: pb::ExplainBatchRequest) -> Result<Self, Error> {
+        let model: ModelSelector = r.model.try_into()?;
+        let rows = r
+            .rows
+            .into_iter()
+            .enumerate()
+            .map(|(i, row)| feature_row(&model, row.features, row.values, &format!("rows[{i}].")))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            model,
+            rows,
+            method: explain_method(r.method, "method")?,
+        })
+    }
+}
+
+impl From<Explained> for pb::ExplainResponse {
+    fn from(e: Explained) -> Self {
+        Self {
+            model: Some(e.model.into()),
+            score: e.score,
+            attribution: Some(e.attribution.into()),
+        }
+    }
+}
+
 impl From<ModelIdentity> for pb::ModelIdentity {
     fn from(m: ModelIdentity) -> Self {
         Self {
@@ -132,22 +175,23 @@ impl From<ModelIdentity> for pb::ModelIdentity {
     }
 }
 
+fn explain_method(method: i32, at: &str) -> Result<Method, Error> {
+    match pb::ExplainMethod::try_from(method) {
+        Ok(pb::ExplainMethod::Unspecified | pb::ExplainMethod::PathDependent) => {
+            Ok(Method::PathDependent)
+        }
+        Ok(pb::ExplainMethod::Interventional) => Ok(Method::Interventional),
+        Err(_) => Err(Error::InvalidArgument(format!(
+            "{at}: {method} is not a known method"
+        ))),
+    }
+}
+
 fn explain_mode(options: Option<pb::ExplainOptions>) -> Result<ExplainMode, Error> {
     let Some(options) = options else {
         return Ok(ExplainMode::None);
     };
-    let method = match pb::ExplainMethod::try_from(options.method) {
-        Ok(pb::ExplainMethod::Unspecified | pb::ExplainMethod::PathDependent) => {
-            Method::PathDependent
-        }
-        Ok(pb::ExplainMethod::Interventional) => Method::Interventional,
-        Err(_) => {
-            return Err(Error::InvalidArgument(format!(
-                "explain.method: {} is not a known method",
-                options.method
-            )));
-        }
-    };
+    let method = explain_method(options.method, "explain.method")?;
     match pb::ExplainMode::try_from(options.mode) {
         Ok(pb::ExplainMode::Unspecified) => Ok(ExplainMode::None),
         Ok(pb::ExplainMode::Inline) => Ok(ExplainMode::Inline(method)),

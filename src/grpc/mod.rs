@@ -6,6 +6,7 @@
 
 pub mod client;
 mod convert;
+mod explain;
 mod models;
 mod scoring;
 mod status;
@@ -27,7 +28,10 @@ pub mod pb {
         include_bytes!(concat!(env!("OUT_DIR"), "/candor_descriptor.bin"));
 }
 
-use pb::{model_service_server::ModelServiceServer, scoring_service_server::ScoringServiceServer};
+use pb::{
+    explain_service_server::ExplainServiceServer, model_service_server::ModelServiceServer,
+    scoring_service_server::ScoringServiceServer,
+};
 
 /// Serves the gateway's gRPC API on `listener` until `shutdown` resolves, then
 /// drains in-flight calls. Health reports NOT_SERVING until the gateway's
@@ -62,12 +66,16 @@ pub async fn serve(
     let models = ModelServiceServer::new(models::Models::new(gateway.clone()))
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
+    let explain = ExplainServiceServer::new(explain::Explain::new(gateway.clone()))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
 
     let result = Server::builder()
         .add_service(health_service)
         .add_service(reflection)
         .add_service(scoring)
         .add_service(models)
+        .add_service(explain)
         .serve_with_incoming_shutdown(
             // Small replies must not wait for Nagle's algorithm and the
             // peer's delayed ACK: that stalls a call for ~40 ms.
@@ -85,12 +93,14 @@ async fn set_health(health: &tonic_health::server::HealthReporter, ready: bool) 
     } else {
         ServingStatus::NotServing
     };
-    for service in ["", SCORING_SERVICE, MODEL_SERVICE] {
+    for service in ["", SCORING_SERVICE, MODEL_SERVICE, EXPLAIN_SERVICE] {
         health.set_service_status(service, status).await;
     }
 }
 
 const SCORING_SERVICE: &str =
     <ScoringServiceServer<scoring::Scoring> as tonic::server::NamedService>::NAME;
+const EXPLAIN_SERVICE: &str =
+    <ExplainServiceServer<explain::Explain> as tonic::server::NamedService>::NAME;
 const MODEL_SERVICE: &str =
     <ModelServiceServer<models::Models> as tonic::server::NamedService>::NAME;

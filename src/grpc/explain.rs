@@ -1,0 +1,45 @@
+//! `candor.v1.ExplainService` handlers.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use super::pb::{self, explain_service_server::ExplainService};
+use crate::gateway::Gateway;
+
+pub struct Explain {
+    gateway: Arc<Gateway>,
+}
+
+impl Explain {
+    pub fn new(gateway: Arc<Gateway>) -> Self {
+        Self { gateway }
+    }
+}
+
+#[tonic::async_trait]
+impl ExplainService for Explain {
+    async fn explain(
+        &self,
+        request: Request<pb::ExplainRequest>,
+    ) -> Result<Response<pb::ExplainResponse>, Status> {
+        let mut results = self
+            .gateway
+            .explain(request.into_inner().try_into()?)
+            .await?;
+        Ok(Response::new(results.remove(0).into()))
+    }
+
+    async fn explain_batch(
+        &self,
+        request: Request<pb::ExplainBatchRequest>,
+    ) -> Result<Response<pb::ExplainBatchResponse>, Status> {
+        let results = self
+            .gateway
+            .explain(request.into_inner().try_into()?)
+            .await?;
+        Ok(Response::new(pb::ExplainBatchResponse {
+            results: results.into_iter().map(Into::into).collect(),
+        }))
+    }
+}
