@@ -6,7 +6,8 @@
 //! - `empty`: `grpc.health.v1.Health/Check` on the same server stack, the
 //!   baseline cost of one RPC;
 //! - `score`: `Score` on the Caravan LightGBM model;
-//! - `score_batch_256`: `ScoreBatch` with 256 rows.
+//! - `score_batch_256`: `ScoreBatch` with 256 rows;
+//! - `Score` with inline path-dependent TreeSHAP attributions.
 //!
 //! Like ghz or wrk, the load generator sends requests it encoded once up
 //! front and does not decode the replies (it checks each call's gRPC status,
@@ -52,14 +53,16 @@ enum Scenario {
     Score,
     ScorePositional,
     ScoreBatch256,
+    ScoreInlineAttributions,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 4] = [
+    const ALL: [Scenario; 5] = [
         Scenario::Empty,
         Scenario::Score,
         Scenario::ScorePositional,
         Scenario::ScoreBatch256,
+        Scenario::ScoreInlineAttributions,
     ];
 
     fn name(self) -> &'static str {
@@ -68,6 +71,7 @@ impl Scenario {
             Self::Score => "Score, caravan-lgbm, named features",
             Self::ScorePositional => "Score, caravan-lgbm, positional values",
             Self::ScoreBatch256 => "ScoreBatch 256 rows, caravan-lgbm",
+            Self::ScoreInlineAttributions => "Score + inline TreeSHAP, caravan-lgbm",
         }
     }
 
@@ -175,7 +179,9 @@ impl Scenario {
     fn path(self) -> &'static str {
         match self {
             Self::Empty => "/grpc.health.v1.Health/Check",
-            Self::Score | Self::ScorePositional => "/candor.v1.ScoringService/Score",
+            Self::Score | Self::ScorePositional | Self::ScoreInlineAttributions => {
+                "/candor.v1.ScoringService/Score"
+            }
             Self::ScoreBatch256 => "/candor.v1.ScoringService/ScoreBatch",
         }
     }
@@ -196,16 +202,21 @@ impl Scenario {
                 .encode_to_vec()
                 .into(),
             ],
-            Self::Score => rows
+            Self::Score | Self::ScoreInlineAttributions => rows
                 .iter()
                 .map(|row| {
+                    let explain =
+                        (self == Self::ScoreInlineAttributions).then_some(pb::ExplainOptions {
+                            mode: pb::ExplainMode::Inline as i32,
+                            method: 0,
+                        });
                     pb::ScoreRequest {
                         model: model(),
                         subject_id: "bench".into(),
                         features: row.clone(),
                         context: None,
                         values: vec![],
-                        explain: None,
+                        explain,
                     }
                     .encode_to_vec()
                     .into()
@@ -262,6 +273,10 @@ impl Scenario {
             Self::Score | Self::ScorePositional => {
                 let r = pb::ScoreResponse::decode(reply.clone()).unwrap();
                 assert!(r.decision.unwrap().score > 0.0);
+            }
+            Self::ScoreInlineAttributions => {
+                let r = pb::ScoreResponse::decode(reply.clone()).unwrap();
+                assert_eq!(r.decision.unwrap().attribution.unwrap().features.len(), 78);
             }
             Self::ScoreBatch256 => assert_eq!(
                 pb::ScoreBatchResponse::decode(reply.clone())
