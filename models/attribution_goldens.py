@@ -347,6 +347,7 @@ def lgbm_native_trees(booster: lgb.Booster) -> list[dict]:
                           "mode": "BRANCH_LEQ", "left": left, "right": right,
                           "nan_left": nan_left, "missing_type": nd["missing_type"],
                           "default_left": bool(nd["default_left"]),
+                          "shap_threshold": thr, "shap_nan_left": bool(nd["default_left"]),
                           "cover": float(nd["internal_count"])}
             return key
 
@@ -373,7 +374,11 @@ def xgb_native_trees(booster: xgb.Booster) -> list[dict]:
                 nodes[i] = {"leaf": False, "feature": int(t["split_indices"][i]),
                             "threshold": float(np.float32(t["split_conditions"][i])),
                             "mode": "BRANCH_LT", "left": left[i], "right": right[i],
-                            "nan_left": bool(t["default_left"][i]), "cover": cover}
+                            "nan_left": bool(t["default_left"][i]), "cover": cover,
+                            # shap: x <= nextafter(thr, -inf) in float32 (its "<=" for "<")
+                            "shap_threshold": float(np.nextafter(np.float32(t["split_conditions"][i]),
+                                                                 np.float32(-np.inf))),
+                            "shap_nan_left": bool(t["default_left"][i])}
         stack = [dump]
         while stack:
             d = stack.pop()
@@ -398,6 +403,7 @@ def sklearn_native_trees(estimators, value_fn) -> list[dict]:
                 nodes[i] = {"leaf": False, "feature": int(tr.feature[i]),
                             "threshold": float(tr.threshold[i]), "mode": "BRANCH_LEQ",
                             "round_down": True,
+                            "shap_threshold": float(tr.threshold[i]), "shap_nan_left": False,
                             "left": int(tr.children_left[i]), "right": int(tr.children_right[i]),
                             "nan_left": None, "cover": cover}
         out.append({"root": 0, "nodes": nodes})
@@ -664,18 +670,63 @@ def post_transform(ens: OnnxEnsemble, margins: np.ndarray) -> np.ndarray:
     return margins
 
 
-def select_rows(ens: OnnxEnsemble, candidates: np.ndarray, native_leaves, mapping: dict,
-                n_keep: int) -> tuple[list[int], list[int]]:
-    """First n_keep candidates whose ONNX leaves equal the native leaves in every tree."""
-    keep, dropped = [], []
-    for i in range(len(candidates)):
-        if len(keep) == n_keep:
-            break
-        x = candidates[i]
-        same = all(mapping[(t, ens.leaf(t, x))] == native_leaves[i][t] for t in ens.trees)
-        (keep if same else dropped).append(i)
-    assert len(keep) == n_keep, f"only {len(keep)} consistent rows"
-    return keep, dropped
+def split_routes(ens: OnnxEnsemble, native: list[dict], mapping: dict):
+    """Per split node (all trees): how the native model, the ONNX node and shap's
+    interventional engine send a value.  Returns a function X -> (native, onnx,
+    shap) boolean arrays [N, n_splits] (True = native left / ONNX true branch)."""
+    feat, nthr, nlt, nnan, othr, omode, otrack, sthr, snan = ([] for _ in range(9))
+    for (t, o), n in mapping.items():
+        on, nn = ens.trees[t][o], native[t]["nodes"][n]
+        if on["leaf"]:
+            continue
+        feat.append(nn["feature"])
+        nthr.append(nn["threshold"])
+        nlt.append(nn["mode"] == "BRANCH_LT")
+        nnan.append(bool(nn["nan_left"]))
+        othr.append(on["threshold"])
+        omode.append(on["mode"])
+        otrack.append(bool(on["tracks_true"]))
+        sthr.append(nn["shap_threshold"])
+        snan.append(nn["shap_nan_left"])
+    feat = np.array(feat)
+    nthr, othr = np.array(nthr), np.array(othr)
+    with np.errstate(over="ignore"):
+        # shap's interventional engine (tree_shap.h, tree_shap_indep) keeps
+        # thresholds in a float32 Node field: nearest float32 of shap's threshold.
+        sthr32 = np.array(sthr).astype(np.float32).astype(np.float64)
+    nlt, nnan, otrack, snan = map(np.array, (nlt, nnan, otrack, snan))
+    assert set(omode) <= {"BRANCH_LEQ", "BRANCH_LT"}, set(omode)
+    olt = np.array([m == "BRANCH_LT" for m in omode])
+
+    def routes(X: np.ndarray):
+        v = X.astype(np.float64)[:, feat]
+        nan = np.isnan(v)
+        with np.errstate(invalid="ignore"):
+            nat = np.where(nan, nnan, np.where(nlt, v < nthr, v <= nthr))
+            onx = np.where(nan, otrack, np.where(olt, v < othr, v <= othr))
+            shp = np.where(nan, snan, v <= sthr32)
+        return nat, onx, shp
+
+    return routes
+
+
+def select_rows(routes, candidates: np.ndarray, n_keep: int):
+    """First n_keep candidates that every split node routes the same way natively,
+    in ONNX and in shap's interventional engine.  Path-dependent TreeSHAP tests
+    x at every split node of a tree, and interventional SHAP sends mixtures of
+    x and background rows down any branch, so a row must agree at ALL nodes,
+    not only on its own path."""
+    nat, onx, shp = routes(candidates)
+    onnx_ok = (nat == onx).all(axis=1)
+    shap_ok = (nat == shp).all(axis=1)
+    ok = np.flatnonzero(onnx_ok & shap_ok)
+    assert len(ok) >= n_keep, f"only {len(ok)} consistent rows"
+    keep = ok[:n_keep]
+    seen = candidates[: keep[-1] + 1]
+    dropped = [int(i) for i in range(keep[-1] + 1) if i not in set(keep.tolist())]
+    reasons = {"onnx_threshold_or_nan_rule": int((~onnx_ok[: len(seen)]).sum()),
+               "shap_float32_threshold": int((onnx_ok & ~shap_ok)[: len(seen)].sum())}
+    return keep, dropped, reasons
 
 
 def build_fixture(out: Path, spec: dict) -> dict:
@@ -690,12 +741,22 @@ def build_fixture(out: Path, spec: dict) -> dict:
     mapping, map_stats = map_onnx_to_native(ens, native, spec["leaf_class"], spec.get("leaf_scale", 1.0))
     covers, cover_err = covers_from_mapping(ens, native, mapping, spec["cover_rel_tol"])
 
-    # Rows: ONNX routing must equal native routing in every tree.
+    # Rows: every split node must route them the same way natively, in ONNX and
+    # in shap's interventional engine.
+    routes = split_routes(ens, native, mapping)
     cand = spec["candidates"]
-    keep, dropped = select_rows(ens, cand, spec["native_leaves"](cand), mapping, N_EXPLAIN)
+    keep, dropped, x_reasons = select_rows(routes, cand, N_EXPLAIN)
     X = np.ascontiguousarray(cand[keep])
     dropped_rows = [spec["candidate_ids"][i] for i in dropped]
-    B = spec["background"]
+    bcand = spec["background_candidates"]
+    bkeep, bdropped, b_reasons = select_rows(routes, bcand, N_BACKGROUND)
+    B = np.ascontiguousarray(bcand[bkeep])
+    bdropped_rows = [spec["background_candidate_ids"][i] for i in bdropped]
+    # ...which implies the same leaf in every tree:
+    native_leaves = spec["native_leaves"](X)
+    for r in range(len(X)):
+        for t in ens.trees:
+            assert mapping[(t, ens.leaf(t, X[r]))] == native_leaves[r][t], (name, r, t)
     margins = spec["native_margins"](X)      # (N, K) float64
     assert margins.shape == (N_EXPLAIN, K)
 
@@ -805,6 +866,10 @@ def build_fixture(out: Path, spec: dict) -> dict:
         "background_rows": len(B),
         "rows_dropped": len(dropped),
         "rows_dropped_ids": dropped_rows,
+        "rows_dropped_reasons": x_reasons,
+        "background_rows_dropped": len(bdropped),
+        "background_rows_dropped_ids": bdropped_rows,
+        "background_rows_dropped_reasons": b_reasons,
         "covers_mapping": spec["covers_mapping"],
         "shap_path_source": path_source,
         "checks": {
@@ -825,7 +890,7 @@ def build_fixture(out: Path, spec: dict) -> dict:
     (d / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     size = sum(p.stat().st_size for p in d.iterdir())
     print(f"{name}: {len(ens.trees)} trees, {len(covers)} nodes ({map_stats}), "
-          f"dropped {len(dropped)}, NaN rows {n_nan}, additivity {add_p:.2g}/{add_i:.2g}, "
+          f"dropped {len(dropped)} {x_reasons} / bg {len(bdropped)} {b_reasons}, NaN rows {n_nan}, additivity {add_p:.2g}/{add_i:.2g}, "
           f"ORT margin {margin_err:.2g}, output {out_err:.2g}, reference {ref_err:.2g}/{int_err:.2g}, "
           f"quirk {quirk}, {size / 1024:.0f} KiB")
     return meta
@@ -847,9 +912,11 @@ def split_rows(n: int, n_holdout: int, seed: int) -> tuple[np.ndarray, np.ndarra
     return np.sort(perm[n_holdout:]), perm[:n_holdout]
 
 
-def background_of(X_train: np.ndarray, seed: int) -> np.ndarray:
-    rows = np.sort(np.random.default_rng(seed).choice(len(X_train), N_BACKGROUND, replace=False))
-    return np.ascontiguousarray(X_train[rows])
+def bg(X: np.ndarray, rows: np.ndarray, seed: int) -> dict:
+    """Background candidates: X[rows] in a seeded order (the first 100 usable are kept)."""
+    order = np.asarray(rows)[np.random.default_rng(seed).permutation(len(rows))]
+    return {"background_candidates": X[order],
+            "background_candidate_ids": [int(i) for i in order]}
 
 
 # --------------------------------------------------------------------------
@@ -936,12 +1003,13 @@ def fixture_caravan() -> dict:
     background = pd.read_csv(REPO / "models/caravan-lgbm/1.0.0/background.csv")
     assert list(golden.columns[:-1]) == features and list(background.columns) == features
     cand = golden[features].to_numpy(dtype=np.float32)
-    B = background[features].to_numpy(dtype=np.float32)[:N_BACKGROUND]
+    B = background[features].to_numpy(dtype=np.float32)
     spec = lgbm_spec_common(est, 1)
     spec.update({
         "name": "caravan-lgbm", "features": features, "onnx": bundled_model, "model": est,
         "write_model": False, "model_path": CARAVAN_MODEL,
-        "candidates": cand, "candidate_ids": list(range(len(cand))), "background": B,
+        "candidates": cand, "candidate_ids": list(range(len(cand))),
+        "background_candidates": B, "background_candidate_ids": list(range(len(B))),
         "shap_outputs": [0], "ort_output": "probabilities", "ort_margin_cols": [1],
         "margin_space": "log_odds",
         "reference_rows": 10, "interventional_reference_rows": 3,
@@ -982,7 +1050,7 @@ def fixture_lgbm_nan() -> dict:
         "name": "lgbm-nan", "features": features, "model": est,
         "onnx": lgbm_onnx(est, "lgbm_nan", features, X),
         "candidates": X[cand_ids], "candidate_ids": [int(i) for i in cand_ids],
-        "background": background_of(X[train], SEED),
+        **bg(X, train, SEED),
         "shap_outputs": [0], "ort_output": "probabilities", "ort_margin_cols": [1],
         "margin_space": "log_odds",
         "notes": (
@@ -1013,7 +1081,7 @@ def fixture_lgbm_multiclass() -> dict:
         "name": "lgbm-multiclass", "features": features, "model": est,
         "onnx": lgbm_onnx(est, "lgbm_multiclass", features, X),
         "candidates": X[order], "candidate_ids": [int(i) for i in order],
-        "background": background_of(X, SEED + 2),
+        **bg(X, np.arange(len(y)), SEED + 2),
         "shap_outputs": [0, 1, 2], "ort_output": "probabilities", "ort_margin_cols": [0, 1, 2],
         "margin_space": "raw",
         "notes": (
@@ -1081,7 +1149,7 @@ def fixture_xgb_binary() -> dict:
     spec.update({
         "name": "xgb-binary", "features": features, "model": est, "onnx": model,
         "candidates": X[cand_ids], "candidate_ids": [int(i) for i in cand_ids],
-        "background": background_of(X[train], SEED),
+        **bg(X, train, SEED),
         "shap_outputs": [0], "ort_output": "probabilities", "ort_margin_cols": [1],
         "margin_space": "log_odds",
         "cover_rel_tol": 1e-5,
@@ -1147,7 +1215,7 @@ def fixture_rf() -> dict:
         "leaf_class": [0] * n_trees, "leaf_scale": 1.0 / n_trees, "base_margin": [0.0],
         "cover_rel_tol": 0.0,
         "candidates": X[cand_ids], "candidate_ids": [int(i) for i in cand_ids],
-        "background": background_of(X[train], SEED),
+        **bg(X, train, SEED),
         "shap_outputs": [1], "ort_output": "probabilities", "ort_margin_cols": [1],
         "margin_space": "probability",
         "covers_mapping": (
@@ -1197,7 +1265,7 @@ def fixture_gbr() -> dict:
         "leaf_class": [0] * len(native), "leaf_scale": lr, "base_margin": [init],
         "cover_rel_tol": 0.0,
         "candidates": X[cand_ids], "candidate_ids": [int(i) for i in cand_ids],
-        "background": background_of(X[train], SEED),
+        **bg(X, train, SEED),
         "shap_outputs": [0], "ort_output": "variable", "ort_margin_cols": [0],
         "margin_space": "raw",
         "covers_mapping": (
@@ -1242,7 +1310,7 @@ def peer_speeds(out: Path) -> None:
     golden = spec["candidates"]             # all 300 golden rows
     X300 = np.ascontiguousarray(golden[:300])
     X100 = np.ascontiguousarray(golden[:100])
-    B = spec["background"]
+    B = np.ascontiguousarray(spec["background_candidates"][:N_BACKGROUND])
 
     path_expl = shap.TreeExplainer(est, feature_perturbation="tree_path_dependent")
     cpp_expl = shap.TreeExplainer(est, feature_perturbation="tree_path_dependent")
