@@ -10,6 +10,7 @@ pub mod interventional;
 pub mod linear;
 pub mod pool;
 pub mod quadrature;
+pub mod sampling;
 pub mod trees;
 pub mod treeshap;
 
