@@ -49,9 +49,14 @@ What the script asserts, per fixture:
   float32(native threshold) == ONNX threshold, NaN direction and leaf weight
   must agree, and every ONNX node maps to exactly one native node;
 * covers: cover(parent) == cover(true child) + cover(false child);
-* every explained row is routed to the same leaf by the ONNX trees (float32
-  thresholds, onnxruntime's NaN rule) as by the native model -- rows that are
-  not are skipped and counted (``rows_dropped`` in meta.json);
+* every explained row and background row goes the same way at EVERY split
+  node (TreeSHAP tests x at all nodes, not only on its path) natively, in the
+  ONNX tree (float32 thresholds, onnxruntime's NaN rule) and in shap's
+  interventional engine, which stores thresholds as float32 (tree_shap.h,
+  ``struct Node { float thres, value; }``) and so misroutes a value lying
+  between a double threshold and its float32 rounding.  Other candidates are
+  skipped and counted (``rows_dropped``, ``background_rows_dropped`` and
+  their ``*_reasons`` in meta.json);
 * onnxruntime's outputs equal the post-transformed native margin (and, with
   post_transform forced to NONE, the margin itself) within 1e-5 (relative for
   margins above 1);
@@ -67,7 +72,7 @@ models/README.md (requirements.txt plus ISLP==0.6.0 --no-deps)::
     .venv-models/bin/pip install -r models/requirements-goldens.txt
     .venv-models/bin/python models/attribution_goldens.py
 
-It takes about a minute, single-threaded.  Re-runs reproduce the fixtures byte
+It takes under a minute, single-threaded.  Re-runs reproduce the fixtures byte
 for byte.  ``--peer-speeds`` (instead of writing the fixtures) times shap and
 LightGBM on caravan-lgbm and writes
 ``tests/fixtures/attributions/peer_speeds.json``; ``--out DIR`` writes
@@ -305,13 +310,42 @@ class OnnxEnsemble:
         return n
 
     def ort_quirk_binary_all_positive(self) -> bool:
-        """ORT's binary case: one class id, two labels, and every weight >= 0.
+        """ORT's binary special case: one class id, two labels, every weight >= 0.
 
-        onnxruntime then writes [1 - s, s] and SKIPS the post_transform
-        (LOGISTIC included): tree_ensemble_aggregator.h, _set_score_binary /
-        write_scores, add_second_class 0/1."""
+        onnxruntime (tree_ensemble_aggregator.h, _set_score_binary) then decides
+        the LABEL on the raw score (s > 0.5 instead of s > 0) and writes the
+        probabilities as [1 - T(s), T(s)]; with post_transform LOGISTIC, T is
+        still the sigmoid in ORT 1.31.1 (see probe_ort_binary_all_positive)."""
         return (self.op_type == "TreeEnsembleClassifier" and len(self.class_labels) == 2
                 and len(self.class_ids) == 1 and all(w >= 0 for w in self.all_weights))
+
+
+def probe_ort_binary_all_positive(model: onnx.ModelProto, X: np.ndarray) -> dict:
+    """Make every leaf weight of a binary LOGISTIC model positive and see what ORT does."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    node = tree_node(m)
+    for a in node.attribute:
+        if a.name == "class_weights":
+            w = [abs(v) * 0.01 for v in a.floats]
+            del a.floats[:]
+            a.floats.extend(w)
+    ens = OnnxEnsemble(m)
+    assert ens.post_transform == "LOGISTIC" and ens.ort_quirk_binary_all_positive()
+    label, probs = tc.ort_session(m.SerializeToString()).run(["label", "probabilities"],
+                                                             {INPUT_NAME: X})
+    s = np.array([sum(ens.trees[t][ens.leaf(t, x)]["w"][0] for t in ens.trees) for x in X])
+    sig = scipy.special.expit(s)
+    assert np.allclose(probs[:, 1], sig, atol=1e-6), "ORT skipped the sigmoid"
+    assert np.allclose(probs[:, 0], 1.0 - sig, atol=1e-6)
+    assert np.array_equal(label, (s > 0.5).astype(np.int64)), "label rule changed"
+    return {
+        "what": "all lgbm-nan leaf weights replaced by |w| * 0.01, post_transform LOGISTIC",
+        "probabilities": "[1 - sigmoid(s), sigmoid(s)] (sigmoid NOT skipped)",
+        "label": "1 iff raw s > 0.5 (not s > 0 / p > 0.5)",
+        "rows_with_p_above_half_but_label_0": int(((sig > 0.5) & (label == 0)).sum()),
+        "rows": len(X),
+    }
 
 
 # --------------------------------------------------------------------------
@@ -658,11 +692,11 @@ def post_transform(ens: OnnxEnsemble, margins: np.ndarray) -> np.ndarray:
     pt = ens.post_transform
     if ens.op_type == "TreeEnsembleClassifier" and margins.shape[1] == 1:
         s = margins[:, 0]
-        if ens.ort_quirk_binary_all_positive():
-            return np.stack([1.0 - s, s], axis=1)   # post_transform skipped
         if pt == "LOGISTIC":
             return np.stack([scipy.special.expit(-s), scipy.special.expit(s)], axis=1)
         assert pt == "NONE", pt
+        if ens.ort_quirk_binary_all_positive():
+            return np.stack([1.0 - s, s], axis=1)
         return np.stack([-s, s], axis=1)
     if pt == "SOFTMAX":
         return scipy.special.softmax(margins, axis=1)
@@ -722,10 +756,10 @@ def select_rows(routes, candidates: np.ndarray, n_keep: int):
     ok = np.flatnonzero(onnx_ok & shap_ok)
     assert len(ok) >= n_keep, f"only {len(ok)} consistent rows"
     keep = ok[:n_keep]
-    seen = candidates[: keep[-1] + 1]
-    dropped = [int(i) for i in range(keep[-1] + 1) if i not in set(keep.tolist())]
-    reasons = {"onnx_threshold_or_nan_rule": int((~onnx_ok[: len(seen)]).sum()),
-               "shap_float32_threshold": int((onnx_ok & ~shap_ok)[: len(seen)].sum())}
+    seen = int(keep[-1]) + 1                 # candidates looked at
+    dropped = sorted(set(range(seen)) - set(keep.tolist()))
+    reasons = {"onnx_threshold_or_nan_rule": int((~onnx_ok[:seen]).sum()),
+               "shap_float32_threshold": int((onnx_ok & ~shap_ok)[:seen].sum())}
     return keep, dropped, reasons
 
 
@@ -782,6 +816,8 @@ def build_fixture(out: Path, spec: dict) -> dict:
     add_i = check_additive(f"{name} interventional", phi_i, exp_i, margins)
     path_source = "shap.TreeExplainer(model).shap_values"
     extra = {}
+    if spec.get("probe_ort_quirk"):
+        extra["ort_binary_all_positive_probe"] = probe_ort_binary_all_positive(model_proto, X)
     if spec.get("library_shortcut"):
         # shap delegated to LightGBM/XGBoost; compare with shap's own engine.
         phi_c, exp_c, _ = shap_internal_path(spec["model"], X, outputs)
@@ -858,7 +894,7 @@ def build_fixture(out: Path, spec: dict) -> dict:
         "onnx_post_transform": ens.post_transform,
         "onnx_margin_columns": spec["ort_margin_cols"],
         "onnx_base_values": ens.base_values,
-        "ort_binary_all_positive_quirk": quirk,
+        "ort_binary_all_positive_case": quirk,
         "n_trees": len(ens.trees),
         "n_nodes": len(covers),
         "rows": N_EXPLAIN,
@@ -1047,7 +1083,7 @@ def fixture_lgbm_nan() -> dict:
     est.fit(X[train], y[train])
     spec = lgbm_spec_common(est, 1)
     spec.update({
-        "name": "lgbm-nan", "features": features, "model": est,
+        "name": "lgbm-nan", "features": features, "model": est, "probe_ort_quirk": True,
         "onnx": lgbm_onnx(est, "lgbm_nan", features, X),
         "candidates": X[cand_ids], "candidate_ids": [int(i) for i in cand_ids],
         **bg(X, train, SEED),
@@ -1063,7 +1099,9 @@ def fixture_lgbm_nan() -> dict:
             "directions occur).  Splits on f4..f7 have missing_type None, where LightGBM "
             "reads NaN as 0.0; X has no NaN there (shap's own engine would send such a "
             "NaN to default_left instead).  Margin = raw log-odds; ONNX column 1 = "
-            "sigmoid(margin)."),
+            "sigmoid(margin).  checks.ort_binary_all_positive_probe: with every leaf weight "
+            "made positive, ORT 1.31.1 still applies the sigmoid to the probabilities but "
+            "decides the label on the raw score (s > 0.5)."),
     })
     return spec
 
@@ -1182,7 +1220,9 @@ def fixture_xgb_binary() -> dict:
             "TreeExplainer's default for XGBoost is XGBoost's pred_contribs, which "
             "computes in float32 (difference in checks.shap_cpp_vs_library_max_abs_diff). "
             "ONNX column 1 = sigmoid(margin) (leaf weights have mixed signs, so ORT's "
-            "all-positive binary quirk does not apply)."),
+            "all-positive binary case does not apply).  shap's internal engine reports "
+            "expected_value = base margin only (checks.expected_shap_cpp_engine_reported): "
+            "its XGBoost loader leaves internal-node values at 0; not used here."),
     })
     return spec
 
@@ -1221,8 +1261,10 @@ def fixture_rf() -> dict:
         "covers_mapping": (
             "skl2onnx keeps sklearn's node numbering: ONNX (tree_id t, node_id i) is "
             "estimators_[t].tree_ node i; true branch = children_left (x <= threshold, "
-            "BRANCH_LEQ).  Verified by the same parallel walk (feature, float32(threshold), "
-            "leaf weight == P(class 1)/20).  cover = tree_.weighted_n_node_samples "
+            "BRANCH_LEQ).  Verified by the same parallel walk (feature, threshold, leaf "
+            "weight == P(class 1)/20); skl2onnx rounds each double threshold DOWN to the "
+            "largest float32 <= it (not to nearest), so float32 x <= it exactly when "
+            "sklearn's x <= threshold.  cover = tree_.weighted_n_node_samples "
             "(bootstrap-weighted in-bag sample counts)."),
         "notes": (
             "Same data and split as xgb-binary.  RandomForestClassifier(20 trees, depth 6, "
@@ -1231,7 +1273,7 @@ def fixture_rf() -> dict:
             "NONE: the ensemble SUM of those weights is the forest's AVERAGE P(class 1). "
             "All weights are >= 0 and there is one class id with two labels, so ORT takes "
             "its binary all-positive path and writes [1 - s, s] (no transform), which is "
-            "exactly predict_proba.  Margin space = probability of class 1; SHAP values are "
+            "exactly predict_proba; its label is 1 iff s > 0.5, as in predict.  Margin space = probability of class 1; SHAP values are "
             "shap's class-1 output.  sklearn 1.9 trees store class fractions in "
             "tree_.value."),
     }
@@ -1271,8 +1313,8 @@ def fixture_gbr() -> dict:
         "covers_mapping": (
             "skl2onnx keeps sklearn's node numbering: ONNX (tree_id t, node_id i) is "
             "estimators_[t, 0].tree_ node i; true branch = children_left (BRANCH_LEQ). "
-            "Verified by the parallel walk (feature, float32(threshold), target weight == "
-            "float32(0.1 * leaf value)).  cover = tree_.weighted_n_node_samples."),
+            "Verified by the parallel walk (feature, threshold rounded down to float32 as "
+            "skl2onnx does, target weight == float32(0.1 * leaf value)).  cover = tree_.weighted_n_node_samples."),
         "notes": (
             "sklearn diabetes (442 rows, 10 features) cast to float32; train 342 rows, X from "
             "the 100 hold-out rows in seeded order, background 100 training rows. "
@@ -1332,7 +1374,8 @@ def peer_speeds(out: Path) -> None:
         "shap_interventional_100_background": (
             lambda: int_expl.shap_values(X100), 100, 3,
             "shap.TreeExplainer(model, data=background[100], feature_perturbation="
-            "'interventional', model_output='raw').shap_values(X[100])"),
+            "'interventional', model_output='raw').shap_values(X[100]), with shap's default "
+            "check_additivity=True (one extra shap predict pass)"),
     }
     results = {}
     for key, (fn, rows, repeats, what) in runs.items():

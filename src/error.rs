@@ -19,9 +19,6 @@ pub enum Error {
     Lookup(#[from] LookupError),
     #[error("the gateway is still loading its models")]
     NotReady,
-    /// The request is valid but asks for something this model cannot do.
-    #[error("{0}")]
-    Unsupported(String),
     #[error(transparent)]
     ExplainPool(#[from] PoolError),
     #[error(transparent)]

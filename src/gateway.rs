@@ -13,8 +13,8 @@ use uuid::Uuid;
 use crate::{
     config::Config,
     error::Error,
-    explain::{DecisionAttribution, ExplainMode, Method, pool::ExplainPool},
-    inference::{InferencePool, runtime},
+    explain::{DecisionAttribution, ExplainMode, Method, pool::ExplainPool, sampling::Scorer},
+    inference::{Backend, InferencePool, OrtBackend, runtime},
     models::{ModelPackage, ModelSelector, Registry, schema::FeatureRow},
 };
 
@@ -117,7 +117,8 @@ impl Gateway {
         let this = self.clone();
         let registry = tokio::task::spawn_blocking(move || {
             runtime::init(&this.config.ort_lib)?;
-            Registry::load_dir(&this.config.models_dir, this.pool.slots()).map_err(Error::from)
+            let slots = this.pool.slots() + this.explain_pool.threads();
+            Registry::load_dir(&this.config.models_dir, slots).map_err(Error::from)
         })
         .await
         .map_err(|e| Error::Internal(format!("model loading panicked: {e}")))??;
@@ -236,13 +237,6 @@ impl Gateway {
         rows: Vec<f32>,
         method: Option<Method>,
     ) -> Result<(Vec<f32>, Option<Vec<DecisionAttribution>>), Error> {
-        if method.is_some() && package.explainer.is_none() {
-            return Err(Error::Unsupported(format!(
-                "explain.mode: model {} {} has no exact attribution method yet; its graph is neither a tree ensemble nor linear",
-                package.name(),
-                package.version()
-            )));
-        }
         let inputs = method.map(|m| (m, rows.clone()));
         let scores = self.pool.predict(package.backend.clone(), rows).await?;
         let Some((method, inputs)) = inputs else {
@@ -250,26 +244,48 @@ impl Gateway {
         };
         let package = package.clone();
         let ort_scores = scores.clone();
+        // Explanation threads use the session slots after the inference
+        // workers', so the model-agnostic estimator never waits for them.
+        let first_slot = self.pool.slots();
         let attributions = self
             .explain_pool
-            .run(move || {
-                let explainer = package.explainer.as_ref().expect("checked above");
+            .run(move |thread| {
+                let mut scorer = SlotScorer {
+                    backend: package.backend.as_ref(),
+                    slot: first_slot + thread,
+                };
                 let columns = package.schema.columns();
                 inputs
                     .chunks(columns.len())
                     .zip(ort_scores)
                     .map(|(row, score)| {
-                        DecisionAttribution::new(
-                            explainer.explain(row, method),
+                        let attribution = package.explainer.explain(row, method, &mut scorer)?;
+                        Ok(DecisionAttribution::new(
+                            attribution,
                             row,
                             columns,
                             &package.manifest.groups,
                             f64::from(score),
-                        )
+                        ))
                     })
-                    .collect::<Vec<_>>()
+                    .collect::<Result<Vec<_>, String>>()
             })
-            .await?;
+            .await?
+            .map_err(|e| Error::Internal(format!("attribution failed: {e}")))?;
         Ok((scores, Some(attributions)))
+    }
+}
+
+/// Lets the model-agnostic estimator run the model on one session slot.
+struct SlotScorer<'a> {
+    backend: &'a OrtBackend,
+    slot: usize,
+}
+
+impl Scorer for SlotScorer<'_> {
+    fn score(&mut self, rows: &[f32]) -> Result<Vec<f32>, String> {
+        self.backend
+            .predict(self.slot, rows)
+            .map_err(|e| e.to_string())
     }
 }

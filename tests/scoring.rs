@@ -345,22 +345,55 @@ async fn inline_attributions_add_up_and_agree_with_onnx_runtime() {
 }
 
 #[tokio::test]
-async fn a_model_without_an_exact_method_says_so() {
+async fn a_generic_graph_gets_seeded_sampled_attributions_with_standard_errors() {
     let server = TestServer::start().await;
     let mut client = server.scoring().await;
     let mut request = caravan_request();
     request.model = model_ref("caravan-mlp", "");
     request.explain = inline(pb::ExplainMethod::Unspecified);
-    let status = client.score(request).await.unwrap_err();
-    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
-    assert!(
-        status
-            .message()
-            .contains("explain.mode: model caravan-mlp 1.0.0 has no exact attribution method"),
-        "{}",
-        status.message()
+    let first = client
+        .score(request.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .decision
+        .unwrap();
+    let a = first.attribution.unwrap();
+    assert_eq!(
+        (a.method.as_str(), a.output_space.as_str()),
+        ("shapley_permutation_antithetic", "score")
     );
-    let mut request = caravan_request();
+    // The estimator explains the score itself: base + Σφ = score.
+    assert!(
+        (a.margin - first.score).abs() <= 1e-5,
+        "{} vs {}",
+        a.margin,
+        first.score
+    );
+    assert!(a.additivity_residual <= 1e-6, "{}", a.additivity_residual);
+    assert!(a.ort_difference <= 1e-5);
+    assert!(
+        a.features.iter().any(|f| f.standard_error > 0.0),
+        "sampled values carry standard errors"
+    );
+    // Seeded by the row: the same row gets the same answer.
+    let again = client
+        .score(request.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .decision
+        .unwrap()
+        .attribution
+        .unwrap();
+    let same = |x: &pb::Attribution| {
+        x.features
+            .iter()
+            .map(|f| f.contribution)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(same(&a), same(&again));
+
     request.explain = Some(pb::ExplainOptions {
         mode: 42,
         method: 0,
@@ -432,15 +465,19 @@ async fn explain_answers_what_if_rows_without_a_decision() {
             .all(|r| r.attribution.as_ref().unwrap().method == "linear_exact")
     );
 
-    let status = client
+    let mlp = client
         .explain(pb::ExplainRequest {
             model: model_ref("caravan-mlp", ""),
             features: golden.rows[0].clone(),
             ..Default::default()
         })
         .await
-        .unwrap_err();
-    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        mlp.attribution.unwrap().method,
+        "shapley_permutation_antithetic"
+    );
     let status = client
         .explain(pb::ExplainRequest {
             model: model_ref("caravan-lgbm", ""),

@@ -21,6 +21,7 @@ use crate::models::manifest::{FeatureGroup, FeatureSpec};
 use self::{
     interventional::Interventional,
     linear::Linear,
+    sampling::Scorer,
     trees::{Ensemble, PostTransform, TreeError},
     treeshap::PathDependent,
 };
@@ -51,7 +52,15 @@ pub enum Explainer {
         mean: Vec<f64>,
         base: f64,
     },
+    /// Any other graph: Shapley values of its score against background
+    /// rows, exact for few features, else sampled with a standard error.
+    Sampling { references: Vec<f32>, width: usize },
 }
+
+/// Background rows the model-agnostic estimator walks from.
+pub const SAMPLING_BACKGROUND_ROWS: usize = 32;
+/// Antithetic permutation pairs per sampled explanation.
+pub const SAMPLING_PAIRS: usize = 64;
 
 /// The attributions of one row, in margin space.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,6 +75,8 @@ pub struct Attribution {
     pub margin: f64,
     /// One contribution per feature, in column order.
     pub contributions: Vec<f64>,
+    /// Standard error of each contribution; empty when exact.
+    pub standard_errors: Vec<f64>,
     /// |base + Σφ − margin|.
     pub residual: f64,
     /// post_transform(margin) and post_transform(base): the probability view.
@@ -87,7 +98,8 @@ pub enum ExplainError {
 }
 
 impl Explainer {
-    /// Builds the exact explainer for a graph, if there is one. `output` is
+    /// Builds the explainer for a graph: exact where the graph is a tree
+    /// ensemble or linear, model-agnostic otherwise. `output` is
     /// the scored output column, `background` the package's rows (row-major)
     /// and `ort_scores` ORT's scores for them.
     pub fn for_graph(
@@ -96,7 +108,7 @@ impl Explainer {
         output: usize,
         background: &[f32],
         ort_scores: &[f32],
-    ) -> Result<Option<Self>, ExplainError> {
+    ) -> Result<Self, ExplainError> {
         let explainer = match Ensemble::from_onnx(onnx, width) {
             Ok(mut ensemble) => {
                 ensemble.cover_from_rows(background);
@@ -134,7 +146,13 @@ impl Explainer {
                             .sum::<f64>();
                     Self::Linear { model, mean, base }
                 }
-                Err(TreeError::NoEnsemble) => return Ok(None),
+                Err(TreeError::NoEnsemble) => {
+                    // Runs ORT itself, so there is no reading of the graph to check.
+                    let references = background
+                        [..background.len().min(SAMPLING_BACKGROUND_ROWS * width)]
+                        .to_vec();
+                    return Ok(Self::Sampling { references, width });
+                }
                 Err(e) => return Err(e.into()),
             },
             Err(e) => return Err(e.into()),
@@ -149,7 +167,7 @@ impl Explainer {
                 });
             }
         }
-        Ok(Some(explainer))
+        Ok(explainer)
     }
 
     pub fn method(&self, method: Method) -> &'static str {
@@ -157,6 +175,10 @@ impl Explainer {
             (Self::Tree { .. }, Method::PathDependent) => "tree_shap_path_dependent",
             (Self::Tree { .. }, Method::Interventional) => "tree_shap_interventional",
             (Self::Linear { .. }, _) => "linear_exact",
+            (Self::Sampling { width, .. }, _) if *width <= sampling::EXACT_MAX_FEATURES => {
+                "shapley_exact_enumeration"
+            }
+            (Self::Sampling { .. }, _) => "shapley_permutation_antithetic",
         }
     }
 
@@ -168,6 +190,9 @@ impl Explainer {
                 e.transform(&e.margins(row), *output)
             }
             Self::Linear { model, .. } => linear_score(model, model.margin(row)),
+            Self::Sampling { .. } => {
+                unreachable!("sampling explainers are not checked against ORT")
+            }
         }
     }
 
@@ -176,6 +201,7 @@ impl Explainer {
             Self::Tree { shap, .. } if shap.ensemble().raw_binary_scores => PostTransform::None,
             Self::Tree { shap, .. } => shap.ensemble().post_transform,
             Self::Linear { model, .. } => model.post_transform,
+            Self::Sampling { .. } => return "score",
         };
         if post == PostTransform::Logistic {
             "log_odds"
@@ -185,8 +211,15 @@ impl Explainer {
     }
 
     /// Explains one validated row (column order, float32 as the model sees it).
-    pub fn explain(&self, row: &[f32], method: Method) -> Attribution {
+    /// `scorer` runs the model for explainers that need its outputs.
+    pub fn explain(
+        &self,
+        row: &[f32],
+        method: Method,
+        scorer: &mut dyn Scorer,
+    ) -> Result<Attribution, String> {
         let start = Instant::now();
+        let mut standard_errors = Vec::new();
         let (base_value, contributions, margin, score, base_score) = match self {
             Self::Tree {
                 shap,
@@ -234,9 +267,15 @@ impl Explainer {
                     linear_score(model, *base),
                 )
             }
+            Self::Sampling { references, width } => {
+                let e =
+                    sampling::explain(scorer, row, references, *width, SAMPLING_PAIRS, seed(row))?;
+                standard_errors = e.standard_error;
+                (e.base, e.phi, e.value, e.value, e.base)
+            }
         };
         let residual = (base_value + contributions.iter().sum::<f64>() - margin).abs();
-        Attribution {
+        Ok(Attribution {
             method: self.method(method),
             method_version: "1",
             output_space: self.output_space(),
@@ -246,9 +285,17 @@ impl Explainer {
             score,
             base_score,
             contributions,
+            standard_errors,
             compute: start.elapsed(),
-        }
+        })
     }
+}
+
+/// A seed derived from the row, so the same row always gets the same sample.
+fn seed(row: &[f32]) -> u64 {
+    row.iter().fold(0xcbf2_9ce4_8422_2325, |h, x| {
+        (h ^ u64::from(x.to_bits())).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 fn linear_score(model: &Linear, margin: f64) -> f64 {
@@ -288,6 +335,8 @@ pub struct FeatureContribution {
     /// The value as the model saw it.
     pub value: f32,
     pub contribution: f64,
+    /// Zero when the method is exact.
+    pub standard_error: f64,
 }
 
 /// A group's part: the sum of its members' contributions, never an average.
@@ -322,10 +371,12 @@ impl DecisionAttribution {
             .iter()
             .zip(row)
             .zip(&attribution.contributions)
-            .map(|((spec, &value), &contribution)| FeatureContribution {
+            .enumerate()
+            .map(|(i, ((spec, &value), &contribution))| FeatureContribution {
                 name: spec.name.clone(),
                 value,
                 contribution,
+                standard_error: attribution.standard_errors.get(i).copied().unwrap_or(0.0),
             })
             .collect();
         let of = |name: &str| {

@@ -7,11 +7,13 @@ use std::thread;
 use crossbeam_channel::{Sender, TrySendError};
 use tokio::sync::oneshot;
 
-type Work = Box<dyn FnOnce() + Send>;
+/// Work receives the index of the thread that runs it.
+type Work = Box<dyn FnOnce(usize) + Send>;
 
 pub struct ExplainPool {
     tx: Sender<Work>,
     queue: usize,
+    threads: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -25,28 +27,34 @@ pub enum PoolError {
 impl ExplainPool {
     pub fn new(threads: usize, queue: usize) -> Self {
         let (tx, rx) = crossbeam_channel::bounded::<Work>(queue.max(1));
-        for i in 0..threads.max(1) {
+        let threads = threads.max(1);
+        for i in 0..threads {
             let rx = rx.clone();
             thread::Builder::new()
                 .name(format!("candor-explain-{i}"))
                 .spawn(move || {
                     while let Ok(work) = rx.recv() {
-                        work();
+                        work(i);
                     }
                 })
                 .expect("the OS refused to start an explanation thread");
         }
-        Self { tx, queue }
+        Self { tx, queue, threads }
     }
 
-    /// Runs `f` on a pool thread and returns its result.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Runs `f` on a pool thread, giving it the thread's index, and returns
+    /// its result.
     pub async fn run<T: Send + 'static>(
         &self,
-        f: impl FnOnce() -> T + Send + 'static,
+        f: impl FnOnce(usize) -> T + Send + 'static,
     ) -> Result<T, PoolError> {
         let (reply, answer) = oneshot::channel();
-        let work: Work = Box::new(move || {
-            let _ = reply.send(f());
+        let work: Work = Box::new(move |thread| {
+            let _ = reply.send(f(thread));
         });
         self.tx.try_send(work).map_err(|e| match e {
             TrySendError::Full(_) => PoolError::Overloaded(self.queue),

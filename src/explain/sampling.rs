@@ -64,7 +64,11 @@ pub fn explain(
             let mut z = reference.to_vec();
             rows.extend_from_slice(&z);
             for k in 0..width {
-                let j = if forward { order[k] } else { order[width - 1 - k] };
+                let j = if forward {
+                    order[k]
+                } else {
+                    order[width - 1 - k]
+                };
                 z[j] = row[j];
                 rows.extend_from_slice(&z);
             }
@@ -74,7 +78,11 @@ pub fn explain(
         for (half, forward) in [(0, true), (1, false)] {
             let s = &scores[half * (width + 1)..(half + 1) * (width + 1)];
             for k in 0..width {
-                let j = if forward { order[k] } else { order[width - 1 - k] };
+                let j = if forward {
+                    order[k]
+                } else {
+                    order[width - 1 - k]
+                };
                 pair[j] += 0.5 * (f64::from(s[k + 1]) - f64::from(s[k]));
             }
         }
@@ -87,13 +95,27 @@ pub fn explain(
     }
     let n = pairs as f64;
     let phi: Vec<f64> = sum.iter().map(|s| s / n).collect();
-    let standard_error =
-        sum_sq.iter().zip(&phi).map(|(sq, mean)| ((sq / n - mean * mean).max(0.0) * n / (n - 1.0) / n).sqrt()).collect();
-    Ok(Estimate { phi, standard_error, base, value, pairs })
+    let standard_error = sum_sq
+        .iter()
+        .zip(&phi)
+        .map(|(sq, mean)| ((sq / n - mean * mean).max(0.0) * n / (n - 1.0) / n).sqrt())
+        .collect();
+    Ok(Estimate {
+        phi,
+        standard_error,
+        base,
+        value,
+        pairs,
+    })
 }
 
 /// Exact Shapley values by enumerating all 2^width coalitions.
-fn exact(scorer: &mut dyn Scorer, row: &[f32], background: &[f32], width: usize) -> Result<Estimate, String> {
+fn exact(
+    scorer: &mut dyn Scorer,
+    row: &[f32],
+    background: &[f32],
+    width: usize,
+) -> Result<Estimate, String> {
     let references = background.len() / width;
     let coalitions = 1usize << width;
     let mut rows = Vec::with_capacity(coalitions * references * width);
@@ -103,7 +125,10 @@ fn exact(scorer: &mut dyn Scorer, row: &[f32], background: &[f32], width: usize)
         }
     }
     let scores = scorer.score(&rows)?;
-    let v: Vec<f64> = scores.chunks(references).map(|c| c.iter().map(|&x| f64::from(x)).sum::<f64>() / references as f64).collect();
+    let v: Vec<f64> = scores
+        .chunks(references)
+        .map(|c| c.iter().map(|&x| f64::from(x)).sum::<f64>() / references as f64)
+        .collect();
     let fact = |n: usize| (1..=n).map(|k| k as f64).product::<f64>();
     let phi = (0..width)
         .map(|i| {
@@ -116,7 +141,13 @@ fn exact(scorer: &mut dyn Scorer, row: &[f32], background: &[f32], width: usize)
                 .sum()
         })
         .collect();
-    Ok(Estimate { phi, standard_error: vec![0.0; width], base: v[0], value: v[coalitions - 1], pairs: 0 })
+    Ok(Estimate {
+        phi,
+        standard_error: vec![0.0; width],
+        base: v[0],
+        value: v[coalitions - 1],
+        pairs: 0,
+    })
 }
 
 #[cfg(test)]
@@ -140,7 +171,9 @@ mod tests {
     }
 
     fn background(width: usize, rows: usize) -> Vec<f32> {
-        (0..width * rows).map(|i| ((i * 7919) % 13) as f32 / 6.0 - 1.0).collect()
+        (0..width * rows)
+            .map(|i| ((i * 7919) % 13) as f32 / 6.0 - 1.0)
+            .collect()
     }
 
     #[test]
@@ -163,11 +196,20 @@ mod tests {
         let a = explain(&mut model, &x, &bg, 12, 400, 7).unwrap();
         let b = explain(&mut model, &x, &bg, 12, 400, 7).unwrap();
         assert_eq!(a, b, "seeded sampling is reproducible");
-        assert!((a.base + a.phi.iter().sum::<f64>() - a.value).abs() < 1e-6, "each pair is additive");
+        assert!(
+            (a.base + a.phi.iter().sum::<f64>() - a.value).abs() < 1e-6,
+            "each pair is additive"
+        );
         let exact = exact(&mut model, &x, &bg, 12).unwrap();
         for j in 0..12 {
             let tolerance = 3.0 * a.standard_error[j] + 1e-6;
-            assert!((a.phi[j] - exact.phi[j]).abs() <= tolerance, "feature {j}: {} vs exact {} (se {})", a.phi[j], exact.phi[j], a.standard_error[j]);
+            assert!(
+                (a.phi[j] - exact.phi[j]).abs() <= tolerance,
+                "feature {j}: {} vs exact {} (se {})",
+                a.phi[j],
+                exact.phi[j],
+                a.standard_error[j]
+            );
         }
     }
 }

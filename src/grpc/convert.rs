@@ -222,6 +222,7 @@ impl From<DecisionAttribution> for pb::Attribution {
                     name: f.name,
                     value: f64::from(f.value),
                     contribution: f.contribution,
+                    standard_error: f.standard_error,
                 })
                 .collect(),
             groups: d

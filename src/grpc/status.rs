@@ -14,7 +14,6 @@ impl From<Error> for Status {
                 Code::NotFound
             }
             Error::NotReady => Code::Unavailable,
-            Error::Unsupported(_) => Code::FailedPrecondition,
             Error::ExplainPool(PoolError::Overloaded(_)) => Code::ResourceExhausted,
             Error::ExplainPool(PoolError::ShutDown) => Code::Unavailable,
             Error::Inference(inner) => match inner {

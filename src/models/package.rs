@@ -103,8 +103,8 @@ pub struct ModelPackage {
     pub background: Rows,
     pub golden: Option<Golden>,
     pub backend: Arc<OrtBackend>,
-    /// The exact attribution method for this graph, when there is one.
-    pub explainer: Option<Explainer>,
+    /// How this graph's decisions are attributed.
+    pub explainer: Explainer,
 }
 
 impl fmt::Debug for ModelPackage {
