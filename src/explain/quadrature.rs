@@ -6,8 +6,10 @@
 //! value for feature i is v·(oᵢ − zᵢ)·∫₀¹ Πⱼ≠ᵢ (zⱼ + t(oⱼ − zⱼ)) dt. The
 //! integrand is a polynomial of degree < 16 when a path has at most 16 unique
 //! features, so an 8-point Gauss–Legendre rule computes it exactly. Each path
-//! element carries its factor at the 8 nodes, which turns the classic
-//! algorithm's O(D²) work per leaf into 8·D multiply-adds that vectorise.
+//! element carries its factor at the 8 nodes, and each subtree returns the sum
+//! of its leaves' v·Πfactors, so an element settles its whole attribution once
+//! where it enters the path: O(8) work per node, against the classic
+//! algorithm's O(D²) per leaf.
 
 use super::trees::Tree;
 
@@ -61,52 +63,44 @@ struct Element {
     one: f64,
     /// w_q / factor(t_q): the weight of this element's integral at each node.
     inv: Lanes,
+    /// Σ v·P over leaves below this element where a later split on the same
+    /// feature replaced it: they do not carry its factor.
+    replaced: Lanes,
 }
 
 /// Adds one tree's attributions for `row` to `phi[feature * outputs + k]`.
 pub fn accumulate(tree: &Tree, row: &[f32], outputs: usize, scale: f64, phi: &mut [f64]) {
-    let mut walk = Walk {
-        tree,
-        row,
-        outputs,
-        scale,
-        phi,
-        path: Vec::with_capacity(MAX_UNIQUE_FEATURES),
-    };
-    walk.visit(0, [1.0; 8]);
+    for k in 0..outputs {
+        let mut walk = Walk { tree, row, outputs, output: k, scale, phi: &mut *phi, path: Vec::with_capacity(MAX_UNIQUE_FEATURES) };
+        walk.visit(0, [1.0; 8]);
+    }
 }
 
 struct Walk<'a> {
     tree: &'a Tree,
     row: &'a [f32],
     outputs: usize,
+    output: usize,
     scale: f64,
     phi: &'a mut [f64],
     path: Vec<Element>,
 }
 
 impl Walk<'_> {
-    /// `product[q]` is Π factor(t_q) over the elements on the path.
-    fn visit(&mut self, node: usize, product: Lanes) {
+    /// `product[q]` is Π factor(t_q) over the elements on the path. Returns
+    /// Σ v·P(t_q) over the leaves below `node`, from which every element
+    /// settles its attribution once, where it was pushed: O(8) work per node
+    /// instead of O(8·D) per leaf.
+    fn visit(&mut self, node: usize, product: Lanes) -> Lanes {
         let tree = self.tree;
         let Some(split) = &tree.nodes[node].split else {
-            self.leaf(node, &product);
-            return;
+            let v = tree.values[node * self.outputs + self.output];
+            return product.map(|p| v * p);
         };
-        let (hot, cold) = if split.goes_true(self.row[split.feature]) {
-            (split.yes, split.no)
-        } else {
-            (split.no, split.yes)
-        };
+        let (hot, cold) = if split.goes_true(self.row[split.feature]) { (split.yes, split.no) } else { (split.no, split.yes) };
         let cover = tree.nodes[hot].cover + tree.nodes[cold].cover;
-        let (hot_zero, cold_zero) = if cover > 0.0 {
-            (
-                tree.nodes[hot].cover / cover,
-                tree.nodes[cold].cover / cover,
-            )
-        } else {
-            (0.5, 0.5)
-        };
+        let (hot_zero, cold_zero) =
+            if cover > 0.0 { (tree.nodes[hot].cover / cover, tree.nodes[cold].cover / cover) } else { (0.5, 0.5) };
 
         // A feature split on again merges with its earlier element.
         let mut base = product;
@@ -115,12 +109,13 @@ impl Walk<'_> {
         let removed = previous.map(|k| {
             let e = self.path.remove(k);
             for q in 0..8 {
-                // inv holds w_q / factor, so multiplying by it divides the factor out.
+                // inv holds w_q / factor, so this divides the factor out.
                 base[q] *= e.inv[q] / WEIGHTS[q];
             }
             (zero, one) = (e.zero, e.one);
             (k, e)
         });
+        let mut total = [0.0; 8];
         for (child, z, o) in [(hot, hot_zero * zero, one), (cold, cold_zero * zero, 0.0)] {
             if z == 0.0 && o == 0.0 {
                 // Neither the row nor any sample goes this way: no coalition
@@ -134,29 +129,22 @@ impl Walk<'_> {
                 next[q] *= factor;
                 inv[q] = WEIGHTS[q] / factor;
             }
-            self.path.push(Element {
-                feature: split.feature,
-                zero: z,
-                one: o,
-                inv,
-            });
-            self.visit(child, next);
-            self.path.pop();
-        }
-        if let Some((k, e)) = removed {
-            self.path.insert(k, e);
-        }
-    }
-
-    fn leaf(&mut self, node: usize, product: &Lanes) {
-        let values = &self.tree.values[node * self.outputs..(node + 1) * self.outputs];
-        for e in &self.path {
-            let integral: f64 = (0..8).map(|q| product[q] * e.inv[q]).sum();
-            let factor = self.scale * (e.one - e.zero) * integral;
-            for (k, v) in values.iter().enumerate() {
-                self.phi[e.feature * self.outputs + k] += factor * v;
+            self.path.push(Element { feature: split.feature, zero: z, one: o, inv, replaced: [0.0; 8] });
+            let below = self.visit(child, next);
+            let e = self.path.pop().expect("pushed above");
+            let integral: f64 = (0..8).map(|q| (below[q] - e.replaced[q]) * e.inv[q]).sum();
+            self.phi[split.feature * self.outputs + self.output] += self.scale * (o - z) * integral;
+            for q in 0..8 {
+                total[q] += below[q];
             }
         }
+        if let Some((k, mut e)) = removed {
+            for q in 0..8 {
+                e.replaced[q] += total[q];
+            }
+            self.path.insert(k, e);
+        }
+        total
     }
 }
 
