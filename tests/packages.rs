@@ -149,6 +149,25 @@ fn broken_packages_are_refused_naming_file_and_field() {
             None,
             "cannot read",
         ),
+        (
+            "covers header",
+            |p| edit(&p.join("covers.csv"), "tree_id", "tree"),
+            "covers.csv",
+            Some("header"),
+            "tree_id,node_id,cover",
+        ),
+        (
+            "a node without a cover",
+            |p| {
+                let path = p.join("covers.csv");
+                let text = fs::read_to_string(&path).unwrap();
+                let kept: Vec<&str> = text.lines().take(text.lines().count() - 1).collect();
+                fs::write(&path, kept.join("\n")).unwrap();
+            },
+            "model.onnx",
+            None,
+            "covers sidecar: no cover for tree",
+        ),
     ];
     for (what, breakage, file, field, needle) in cases {
         let tmp = tempfile::tempdir().unwrap();

@@ -14,7 +14,10 @@ pub mod sampling;
 pub mod trees;
 pub mod treeshap;
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
 
 use crate::models::manifest::{FeatureGroup, FeatureSpec};
 
@@ -93,13 +96,16 @@ pub enum ExplainError {
         "the attribution method reads the graph differently from ONNX Runtime: background row {row} scores {ours} here and {ort} in ORT"
     )]
     Disagrees { row: usize, ours: f64, ort: f64 },
+    #[error("covers sidecar: {0}")]
+    Covers(String),
     #[error("post_transform {0:?} is not supported for linear attributions yet")]
     Unsupported(PostTransform),
 }
 
 impl Explainer {
     /// Builds the explainer for a graph: exact where the graph is a tree
-    /// ensemble or linear, model-agnostic otherwise. `output` is
+    /// ensemble or linear, model-agnostic otherwise. `covers` are node covers
+    /// from the native model, keyed by ONNX (tree id, node id). `output` is
     /// the scored output column, `background` the package's rows (row-major)
     /// and `ort_scores` ORT's scores for them.
     pub fn for_graph(
@@ -108,10 +114,16 @@ impl Explainer {
         output: usize,
         background: &[f32],
         ort_scores: &[f32],
+        covers: Option<&HashMap<(i64, i64), f64>>,
     ) -> Result<Self, ExplainError> {
         let explainer = match Ensemble::from_onnx(onnx, width) {
             Ok(mut ensemble) => {
-                ensemble.cover_from_rows(background);
+                // Covers from the native model describe the training data;
+                // without them, the background sample stands in.
+                match covers {
+                    Some(covers) => ensemble.set_covers(covers).map_err(ExplainError::Covers)?,
+                    None => ensemble.cover_from_rows(background),
+                }
                 let output = if ensemble.outputs == 1 { 0 } else { output };
                 let reference = background
                     [..background.len().min(INTERVENTIONAL_BACKGROUND_ROWS * width)]
@@ -198,7 +210,6 @@ impl Explainer {
 
     fn output_space(&self) -> &'static str {
         let post = match self {
-            Self::Tree { shap, .. } if shap.ensemble().raw_binary_scores => PostTransform::None,
             Self::Tree { shap, .. } => shap.ensemble().post_transform,
             Self::Linear { model, .. } => model.post_transform,
             Self::Sampling { .. } => return "score",

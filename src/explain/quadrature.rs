@@ -71,7 +71,15 @@ struct Element {
 /// Adds one tree's attributions for `row` to `phi[feature * outputs + k]`.
 pub fn accumulate(tree: &Tree, row: &[f32], outputs: usize, scale: f64, phi: &mut [f64]) {
     for k in 0..outputs {
-        let mut walk = Walk { tree, row, outputs, output: k, scale, phi: &mut *phi, path: Vec::with_capacity(MAX_UNIQUE_FEATURES) };
+        let mut walk = Walk {
+            tree,
+            row,
+            outputs,
+            output: k,
+            scale,
+            phi: &mut *phi,
+            path: Vec::with_capacity(MAX_UNIQUE_FEATURES),
+        };
         walk.visit(0, [1.0; 8]);
     }
 }
@@ -97,10 +105,20 @@ impl Walk<'_> {
             let v = tree.values[node * self.outputs + self.output];
             return product.map(|p| v * p);
         };
-        let (hot, cold) = if split.goes_true(self.row[split.feature]) { (split.yes, split.no) } else { (split.no, split.yes) };
+        let (hot, cold) = if split.goes_true(self.row[split.feature]) {
+            (split.yes, split.no)
+        } else {
+            (split.no, split.yes)
+        };
         let cover = tree.nodes[hot].cover + tree.nodes[cold].cover;
-        let (hot_zero, cold_zero) =
-            if cover > 0.0 { (tree.nodes[hot].cover / cover, tree.nodes[cold].cover / cover) } else { (0.5, 0.5) };
+        let (hot_zero, cold_zero) = if cover > 0.0 {
+            (
+                tree.nodes[hot].cover / cover,
+                tree.nodes[cold].cover / cover,
+            )
+        } else {
+            (0.5, 0.5)
+        };
 
         // A feature split on again merges with its earlier element.
         let mut base = product;
@@ -129,18 +147,24 @@ impl Walk<'_> {
                 next[q] *= factor;
                 inv[q] = WEIGHTS[q] / factor;
             }
-            self.path.push(Element { feature: split.feature, zero: z, one: o, inv, replaced: [0.0; 8] });
+            self.path.push(Element {
+                feature: split.feature,
+                zero: z,
+                one: o,
+                inv,
+                replaced: [0.0; 8],
+            });
             let below = self.visit(child, next);
             let e = self.path.pop().expect("pushed above");
             let integral: f64 = (0..8).map(|q| (below[q] - e.replaced[q]) * e.inv[q]).sum();
             self.phi[split.feature * self.outputs + self.output] += self.scale * (o - z) * integral;
-            for q in 0..8 {
-                total[q] += below[q];
+            for (t, b) in total.iter_mut().zip(below) {
+                *t += b;
             }
         }
         if let Some((k, mut e)) = removed {
-            for q in 0..8 {
-                e.replaced[q] += total[q];
+            for (r, t) in e.replaced.iter_mut().zip(total) {
+                *r += t;
             }
             self.path.insert(k, e);
         }

@@ -65,6 +65,8 @@ pub struct Node {
     pub split: Option<Split>,
     /// Node sample weight, for path-dependent TreeSHAP.
     pub cover: f64,
+    /// The node's id in the ONNX graph (`nodes_nodeids`).
+    pub id: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -101,6 +103,8 @@ impl Split {
 /// One tree: node 0 is the root; leaf values are stored per output.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tree {
+    /// The tree's id in the ONNX graph (`nodes_treeids`).
+    pub id: i64,
     pub nodes: Vec<Node>,
     /// `values[node * outputs + k]`: the leaf's weight for output `k`.
     pub values: Vec<f64>,
@@ -147,9 +151,6 @@ pub struct Ensemble {
     /// AVERAGE aggregation divides the sum of leaves by the number of trees.
     pub average: bool,
     pub post_transform: PostTransform,
-    /// Binary classifier whose leaves are all non-negative: ORT outputs
-    /// [1 − s, s] without applying the post-transform (onnxruntime #27533).
-    pub raw_binary_scores: bool,
     pub width: usize,
 }
 
@@ -209,9 +210,6 @@ impl Ensemble {
     /// The probability (or transformed score) of output `k` that ORT reports
     /// for margins `m`; for binary classifiers, that of the positive class.
     pub fn transform(&self, m: &[f64], k: usize) -> f64 {
-        if self.raw_binary_scores {
-            return m[k];
-        }
         match self.post_transform {
             PostTransform::None => m[k],
             PostTransform::Logistic => 1.0 / (1.0 + (-m[k]).exp()),
@@ -222,6 +220,19 @@ impl Ensemble {
             }
             PostTransform::Probit => std::f64::consts::SQRT_2 * erf_inv(2.0 * m[k] - 1.0),
         }
+    }
+
+    /// Sets node covers from a sidecar exported from the native model, keyed
+    /// by (ONNX tree id, ONNX node id). Every node must have one.
+    pub fn set_covers(&mut self, covers: &HashMap<(i64, i64), f64>) -> Result<(), String> {
+        for tree in &mut self.trees {
+            for node in &mut tree.nodes {
+                node.cover = *covers
+                    .get(&(tree.id, node.id))
+                    .ok_or_else(|| format!("no cover for tree {} node {}", tree.id, node.id))?;
+            }
+        }
+        Ok(())
     }
 
     /// Sets every node's cover to the number of `rows` (row-major) that reach
@@ -478,7 +489,11 @@ impl<'a> Reader<'a> {
                         })
                     }
                 };
-                nodes.push(Node { split, cover: 1.0 });
+                nodes.push(Node {
+                    split,
+                    cover: 1.0,
+                    id: node_ids[i],
+                });
             }
             // The root is the node no other node points to.
             let mut pointed = vec![false; nodes.len()];
@@ -506,7 +521,15 @@ impl<'a> Reader<'a> {
                     values[node * outputs + k] += leaf_weight[j];
                 }
             }
-            trees.push(reroot(Tree { nodes, values }, root, outputs));
+            trees.push(reroot(
+                Tree {
+                    id: tree_order[t],
+                    nodes,
+                    values,
+                },
+                root,
+                outputs,
+            ));
         }
 
         let post_transform = match post.as_deref().unwrap_or("NONE") {
@@ -525,14 +548,12 @@ impl<'a> Reader<'a> {
                 *b = v;
             }
         }
-        let raw_binary_scores = classifier && outputs == 1 && leaf_weight.iter().all(|&w| w >= 0.0);
         Ok(Ensemble {
             trees,
             outputs,
             base: base_values,
             average: !classifier && self.string("aggregate_function").as_deref() == Some("AVERAGE"),
             post_transform,
-            raw_binary_scores,
             width,
         })
     }
@@ -573,7 +594,11 @@ fn reroot(tree: Tree, root: usize, outputs: usize) -> Tree {
                 .copied()
         })
         .collect();
-    Tree { nodes, values }
+    Tree {
+        id: tree.id,
+        nodes,
+        values,
+    }
 }
 
 fn tensor_values(t: &TensorProto) -> Option<Vec<f64>> {

@@ -336,6 +336,7 @@ pub(crate) mod tests {
             nodes.push(Node {
                 split: None,
                 cover: 0.0,
+                id: 0,
             });
             values.push(0.0);
             match flat[at].0 {
@@ -362,7 +363,11 @@ pub(crate) mod tests {
         }
         let (mut nodes, mut values) = (vec![], vec![]);
         go(&flat, 0, &mut nodes, &mut values);
-        Tree { nodes, values }
+        Tree {
+            id: 0,
+            nodes,
+            values,
+        }
     }
 
     pub(crate) fn ensemble(trees: Vec<Tree>, width: usize) -> Ensemble {
@@ -372,7 +377,6 @@ pub(crate) mod tests {
             base: vec![0.25],
             average: false,
             post_transform: PostTransform::None,
-            raw_binary_scores: false,
             width,
         }
     }
@@ -453,26 +457,32 @@ pub(crate) mod tests {
             })
         };
         let tree = Tree {
+            id: 0,
             nodes: vec![
                 Node {
                     split: split(0, 1, 4),
                     cover: 4.0,
+                    id: 0,
                 },
                 Node {
                     split: split(1, 2, 3),
                     cover: 2.0,
+                    id: 0,
                 },
                 Node {
                     split: None,
                     cover: 1.0,
+                    id: 0,
                 },
                 Node {
                     split: None,
                     cover: 1.0,
+                    id: 0,
                 },
                 Node {
                     split: None,
                     cover: 2.0,
+                    id: 0,
                 },
             ],
             values: vec![0.0, 0.0, 1.0, 0.0, 0.0],

@@ -3,6 +3,7 @@
 //! rows with the manifest.
 
 use std::{
+    collections::HashMap,
     fmt, fs,
     path::{Path, PathBuf},
     sync::Arc,
@@ -23,6 +24,9 @@ pub const MANIFEST_FILE: &str = "manifest.toml";
 pub const MODEL_FILE: &str = "model.onnx";
 pub const BACKGROUND_FILE: &str = "background.csv";
 pub const GOLDEN_FILE: &str = "golden.csv";
+/// Optional node covers of a tree model, exported from the native model:
+/// `tree_id,node_id,cover` keyed by the ONNX graph's ids.
+pub const COVERS_FILE: &str = "covers.csv";
 
 /// A package problem, naming the file and, where there is one, the field.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -173,12 +177,19 @@ impl ModelPackage {
                 format!("fails on the background rows: {e}"),
             )
         })?;
+        let covers_path = dir.join(COVERS_FILE);
+        let covers = if covers_path.exists() {
+            Some(read_covers(&covers_path)?)
+        } else {
+            None
+        };
         let explainer = Explainer::for_graph(
             &model,
             schema.width(),
             manifest.model.output.index,
             &background.values,
             &background_scores,
+            covers.as_ref(),
         )
         .map_err(|e| PackageError::new(&model_path, None, format!("cannot be explained: {e}")))?;
         let golden_path = dir.join(GOLDEN_FILE);
@@ -402,4 +413,46 @@ fn read_rows(
         }
     }
     Ok((Rows { width, values }, scores))
+}
+
+fn read_covers(path: &Path) -> Result<HashMap<(i64, i64), f64>, PackageError> {
+    let mut reader = csv::Reader::from_path(path)
+        .map_err(|e| PackageError::new(path, None, format!("cannot read: {e}")))?;
+    let header: Vec<String> = reader
+        .headers()
+        .map_err(|e| PackageError::new(path, None, e.to_string()))?
+        .iter()
+        .map(str::to_owned)
+        .collect();
+    if header != ["tree_id", "node_id", "cover"] {
+        return Err(PackageError::new(
+            path,
+            Some("header"),
+            "columns must be tree_id,node_id,cover",
+        ));
+    }
+    let mut covers = HashMap::new();
+    for (r, record) in reader.records().enumerate() {
+        let record =
+            record.map_err(|e| PackageError::new(path, None, format!("row {}: {e}", r + 1)))?;
+        let bad = |what: &str| {
+            PackageError::new(
+                path,
+                Some(&format!("row {}", r + 1)),
+                format!("{what} is not a number"),
+            )
+        };
+        let tree: i64 = record[0].parse().map_err(|_| bad("tree_id"))?;
+        let node: i64 = record[1].parse().map_err(|_| bad("node_id"))?;
+        let cover: f64 = record[2].parse().map_err(|_| bad("cover"))?;
+        if !(cover.is_finite() && cover >= 0.0) {
+            return Err(PackageError::new(
+                path,
+                Some(&format!("row {}", r + 1)),
+                "cover must be finite and non-negative",
+            ));
+        }
+        covers.insert((tree, node), cover);
+    }
+    Ok(covers)
 }
