@@ -135,3 +135,15 @@ fn path_dependent_and_interventional_values_equal_shap_on_every_fixture() {
         }
     }
 }
+
+#[test]
+fn the_bundled_caravan_package_carries_the_native_covers() {
+    let bundled = std::fs::read(repo_root().join("models/caravan-lgbm/1.0.0/covers.csv")).unwrap();
+    let fixture =
+        std::fs::read(repo_root().join("tests/fixtures/attributions/caravan-lgbm/covers.csv"))
+            .unwrap();
+    assert_eq!(
+        bundled, fixture,
+        "regenerate with models/attribution_goldens.py and copy"
+    );
+}
