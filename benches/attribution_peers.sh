@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Candor's attribution kernels next to their peers, on the same model
+# (models/caravan-lgbm/1.0.0: 300 trees x 31 leaves) and the same golden rows,
+# one thread each, in one run:
+#   - shap TreeExplainer path-dependent, LightGBM pred_contrib, shap's C++
+#     engine, and shap interventional with 100 background rows (Python);
+#   - Candor's path-dependent and interventional kernels (cargo bench
+#     --bench attributions, criterion).
+# It prints one table with rows/s and Candor's ratio to each peer.
+# Usage: bash benches/attribution_peers.sh   (needs the pinned training venv;
+# it is created from models/requirements*.txt when missing)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+make --no-print-directory ort
+if [ ! -x .venv-models/bin/python ]; then
+    python3 -m venv .venv-models
+    .venv-models/bin/pip install --quiet -r models/requirements.txt -r models/requirements-goldens.txt
+    .venv-models/bin/pip install --quiet --no-deps ISLP==0.6.0
+fi
+
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+OMP_NUM_THREADS=1 .venv-models/bin/python models/attribution_goldens.py --peer-speeds --out "$out"
+cargo bench --bench attributions -- --noplot >/dev/null
+
+python3 - "$out/peer_speeds.json" <<'PY'
+import json, sys
+from pathlib import Path
+
+peers = json.loads(Path(sys.argv[1]).read_text())["results"]
+def candor(name):
+    base = Path("target/criterion/caravan-lgbm, one row, one thread") / name / "new/estimates.json"
+    return 1e9 / json.loads(base.read_text())["median"]["point_estimate"]
+
+path = candor("TreeSHAP path-dependent")
+interventional = candor("TreeSHAP interventional, 100 background rows")
+ort = candor("ORT score")
+print(f"| kernel (caravan-lgbm, one thread) | rows/s | Candor's ratio |")
+print(f"|---|---|---|")
+print(f"| Candor TreeSHAP path-dependent | {path:,.0f} | |")
+for key, label in [("shap_tree_path_dependent", "shap path-dependent"),
+                   ("lightgbm_pred_contrib", "LightGBM pred_contrib"),
+                   ("shap_cpp_tree_path_dependent", "shap C++ engine")]:
+    r = peers[key]["rows_per_second"]
+    print(f"| {label} | {r:,.0f} | {path / r:.2f}x |")
+r = peers["shap_interventional_100_background"]["rows_per_second"]
+print(f"| Candor TreeSHAP interventional, 100 background | {interventional:,.0f} | |")
+print(f"| shap interventional, 100 background | {r:,.0f} | {interventional / r:.2f}x |")
+print(f"| ORT score (for scale) | {ort:,.0f} | |")
+PY
