@@ -34,7 +34,7 @@ pub enum TreeError {
 }
 
 /// How a split compares the feature value with its threshold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Mode {
     Leq,
     Lt,
@@ -42,6 +42,8 @@ pub enum Mode {
     Gt,
     Eq,
     Neq,
+    /// True when the value is one of the set (TreeEnsemble opset 5).
+    Member(std::sync::Arc<[f32]>),
 }
 
 impl Mode {
@@ -69,7 +71,7 @@ pub struct Node {
     pub id: i64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Split {
     pub feature: usize,
     pub threshold: f32,
@@ -84,13 +86,14 @@ impl Split {
     /// value is NaN and missing values are tracked to the true branch. NaN
     /// makes every comparison false except NEQ.
     pub fn goes_true(&self, x: f32) -> bool {
-        let holds = match self.mode {
+        let holds = match &self.mode {
             Mode::Leq => x <= self.threshold,
             Mode::Lt => x < self.threshold,
             Mode::Gte => x >= self.threshold,
             Mode::Gt => x > self.threshold,
             Mode::Eq => x == self.threshold,
             Mode::Neq => x != self.threshold,
+            Mode::Member(set) => set.contains(&x),
         };
         holds || (x.is_nan() && self.missing_tracks_true)
     }
@@ -167,7 +170,7 @@ impl Ensemble {
             .find(|n| {
                 matches!(
                     n.op_type(),
-                    "TreeEnsembleClassifier" | "TreeEnsembleRegressor"
+                    "TreeEnsembleClassifier" | "TreeEnsembleRegressor" | "TreeEnsemble"
                 )
             })
             .ok_or(TreeError::NoEnsemble)?;
@@ -182,7 +185,12 @@ impl Ensemble {
                 input,
             ));
         }
-        Reader::new(node).read(width)
+        let reader = Reader::new(node);
+        if node.op_type() == "TreeEnsemble" {
+            reader.read_v5(width)
+        } else {
+            reader.read(width)
+        }
     }
 
     /// The margins of one row, as ORT computes them before its post-transform.
@@ -557,7 +565,220 @@ impl<'a> Reader<'a> {
             width,
         })
     }
+
+    fn tensor(&self, name: &'static str) -> Result<Vec<f64>, TreeError> {
+        let t = self
+            .attributes
+            .get(name)
+            .and_then(|a| a.t.as_ref())
+            .ok_or_else(|| self.err(name, "is missing"))?;
+        tensor_values(t).ok_or_else(|| self.err(name, "must be a float or double tensor"))
+    }
+
+    fn int(&self, name: &'static str, default: i64) -> i64 {
+        self.attributes.get(name).map_or(default, |a| a.i())
+    }
+
+    /// Reads `TreeEnsemble` (ai.onnx.ml opset 5): split nodes and leaves in
+    /// separate arrays, integer-coded modes and transforms, and set-membership
+    /// splits. Node ids for covers are the split's index in `nodes_*`, and
+    /// −(leaf index + 1) for leaves.
+    fn read_v5(&self, width: usize) -> Result<Ensemble, TreeError> {
+        let roots = self.ints("tree_roots");
+        let features = self.ints("nodes_featureids");
+        let modes = self
+            .attributes
+            .get("nodes_modes")
+            .and_then(|a| a.t.as_ref())
+            .map(|t| {
+                if t.raw_data().is_empty() {
+                    t.int32_data.iter().map(|&m| m as u8).collect()
+                } else {
+                    t.raw_data().to_vec()
+                }
+            })
+            .ok_or_else(|| self.err("nodes_modes", "is missing"))?;
+        let n = features.len();
+        let splits = if modes.iter().all(|&m| m == 6) {
+            vec![0.0; n]
+        } else {
+            self.tensor("nodes_splits")?
+        };
+        let (yes, yes_leaf) = (self.ints("nodes_truenodeids"), self.ints("nodes_trueleafs"));
+        let (no, no_leaf) = (
+            self.ints("nodes_falsenodeids"),
+            self.ints("nodes_falseleafs"),
+        );
+        let missing = self.ints("nodes_missing_value_tracks_true");
+        for (name, len) in [
+            ("nodes_modes", modes.len()),
+            ("nodes_splits", splits.len()),
+            ("nodes_truenodeids", yes.len()),
+            ("nodes_trueleafs", yes_leaf.len()),
+            ("nodes_falsenodeids", no.len()),
+            ("nodes_falseleafs", no_leaf.len()),
+        ] {
+            if len != n {
+                return Err(self.err(
+                    "nodes_featureids",
+                    format!("has {n} entries but {name} has {len}"),
+                ));
+            }
+        }
+        let targets = self.ints("leaf_targetids");
+        let weights = self.tensor("leaf_weights")?;
+        if targets.len() != weights.len() {
+            return Err(self.err("leaf_weights", "differs in length from leaf_targetids"));
+        }
+        let outputs = self.int("n_targets", 1).max(1) as usize;
+        let average = match self.int("aggregate_function", 1) {
+            0 => true,
+            1 => false,
+            other => {
+                return Err(TreeError::NotAdditive(if other == 2 {
+                    "MIN".into()
+                } else {
+                    "MAX".into()
+                }));
+            }
+        };
+        let post_transform = match self.int("post_transform", 0) {
+            0 => PostTransform::None,
+            1 => PostTransform::Softmax,
+            2 => PostTransform::Logistic,
+            3 => PostTransform::SoftmaxZero,
+            4 => PostTransform::Probit,
+            other => return Err(self.err("post_transform", format!("{other} is not known"))),
+        };
+        // Membership sets, NaN-delimited, in the order MEMBER nodes appear.
+        let mut sets = Vec::new();
+        if modes.contains(&6) {
+            let values = self.tensor("membership_values")?;
+            for group in values.split(|v| v.is_nan()) {
+                sets.push(
+                    group
+                        .iter()
+                        .map(|&v| v as f32)
+                        .collect::<std::sync::Arc<[f32]>>(),
+                );
+            }
+        }
+        let mut member_of = vec![None; n];
+        let mut next_set = 0;
+        for (i, &m) in modes.iter().enumerate() {
+            if m == 6 {
+                let set = sets.get(next_set).cloned().ok_or_else(|| {
+                    self.err("membership_values", "has fewer sets than MEMBER nodes")
+                })?;
+                member_of[i] = Some(set);
+                next_set += 1;
+            }
+        }
+
+        let mut trees = Vec::with_capacity(roots.len());
+        for (t, &root) in roots.iter().enumerate() {
+            let mut nodes: Vec<Node> = Vec::new();
+            let mut values = Vec::new();
+            // (child is a leaf, index) → position in this tree; depth-first.
+            let mut stack: Vec<Pending> = vec![(false, root, None)];
+            while let Some((leaf, index, parent)) = stack.pop() {
+                let at = nodes.len();
+                if let Some((p, is_yes)) = parent {
+                    let split = nodes[p].split.as_mut().expect("parents are splits");
+                    if is_yes {
+                        split.yes = at
+                    } else {
+                        split.no = at
+                    }
+                }
+                if leaf {
+                    let j = usize::try_from(index)
+                        .ok()
+                        .filter(|&j| j < weights.len())
+                        .ok_or_else(|| {
+                            self.err("nodes_trueleafs", format!("leaf {index} does not exist"))
+                        })?;
+                    let k = targets[j] as usize;
+                    if k >= outputs {
+                        return Err(self.err(
+                            "leaf_targetids",
+                            format!("target {k} is beyond {outputs} outputs"),
+                        ));
+                    }
+                    nodes.push(Node {
+                        split: None,
+                        cover: 1.0,
+                        id: -(j as i64) - 1,
+                    });
+                    let mut v = vec![0.0; outputs];
+                    v[k] = weights[j];
+                    values.extend(v);
+                    continue;
+                }
+                let i = usize::try_from(index)
+                    .ok()
+                    .filter(|&i| i < n)
+                    .ok_or_else(|| {
+                        self.err("tree_roots", format!("node {index} does not exist"))
+                    })?;
+                let feature = features[i] as usize;
+                if feature >= width {
+                    return Err(self.err(
+                        "nodes_featureids",
+                        format!("feature {feature} is beyond the input's {width} columns"),
+                    ));
+                }
+                let mode = match modes[i] {
+                    0 => Mode::Leq,
+                    1 => Mode::Lt,
+                    2 => Mode::Gte,
+                    3 => Mode::Gt,
+                    4 => Mode::Eq,
+                    5 => Mode::Neq,
+                    6 => Mode::Member(member_of[i].clone().expect("assigned above")),
+                    other => {
+                        return Err(self.err("nodes_modes", format!("{other} is not a known mode")));
+                    }
+                };
+                nodes.push(Node {
+                    split: Some(Split {
+                        feature,
+                        threshold: splits[i] as f32,
+                        mode,
+                        missing_tracks_true: missing.get(i).is_some_and(|&m| m != 0),
+                        yes: usize::MAX,
+                        no: usize::MAX,
+                    }),
+                    cover: 1.0,
+                    id: i as i64,
+                });
+                values.extend(std::iter::repeat_n(0.0, outputs));
+                if nodes.len() > n + weights.len() {
+                    return Err(self.err("tree_roots", "the trees are not acyclic"));
+                }
+                stack.push((no_leaf[i] != 0, no[i], Some((at, false))));
+                stack.push((yes_leaf[i] != 0, yes[i], Some((at, true))));
+            }
+            trees.push(Tree {
+                id: t as i64,
+                nodes,
+                values,
+            });
+        }
+        Ok(Ensemble {
+            trees,
+            outputs,
+            base: vec![0.0; outputs],
+            average,
+            post_transform,
+            width,
+        })
+    }
 }
+
+/// A node still to place while reading an opset-5 tree: whether it is a leaf,
+/// its index in the leaf or node arrays, and (parent, is true branch).
+type Pending = (bool, i64, Option<(usize, bool)>);
 
 /// Renumbers a tree so that its root is node 0 and nodes are in depth-first
 /// order, which keeps each traversal's memory accesses close together.

@@ -302,23 +302,30 @@ pub(crate) mod tests {
             .collect()
     }
 
-    /// A tree in pre-order: (split feature, threshold, NaN goes true) or a
-    /// leaf (value, cover).
-    type Flat = Vec<(Option<(usize, f32, bool)>, f64, u32)>;
+    /// A tree in pre-order: (split feature, threshold, NaN goes true, mode
+    /// code) or a leaf (value, cover).
+    type Flat = Vec<(Option<(usize, f32, bool, u8)>, f64, u32)>;
 
     /// A random tree of depth ≤ `depth` over `width` features with positive
     /// covers that add up (a parent's cover is its children's sum).
     pub(crate) fn tree(width: usize, depth: u32) -> impl Strategy<Value = Tree> {
         let leaf = (-3.0..3.0f64, 1u32..20).prop_map(|(v, c)| -> Flat { vec![(None, v, c)] });
         leaf.prop_recursive(depth, 32, 2, move |inner| {
-            (0..width, 0u8..10, any::<bool>(), inner.clone(), inner).prop_map(
-                |(f, t, missing, yes, no)| {
-                    let mut flat: Flat = vec![(Some((f, f32::from(t) * 0.5, missing)), 0.0, 0)];
+            (
+                0..width,
+                0u8..10,
+                any::<bool>(),
+                0u8..7,
+                inner.clone(),
+                inner,
+            )
+                .prop_map(|(f, t, missing, mode, yes, no)| {
+                    let mut flat: Flat =
+                        vec![(Some((f, f32::from(t) * 0.5, missing, mode)), 0.0, 0)];
                     flat.extend(yes);
                     flat.extend(no);
                     flat
-                },
-            )
+                })
         })
         .prop_map(build)
     }
@@ -345,14 +352,23 @@ pub(crate) mod tests {
                     nodes[me].cover = f64::from(flat[at].2);
                     (me, at + 1)
                 }
-                Some((feature, threshold, missing)) => {
+                Some((feature, threshold, missing, mode)) => {
                     let (yes, next) = go(flat, at + 1, nodes, values);
                     let (no, next) = go(flat, next, nodes, values);
                     nodes[me].cover = nodes[yes].cover + nodes[no].cover;
                     nodes[me].split = Some(Split {
                         feature,
                         threshold,
-                        mode: Mode::Leq,
+                        // Every ORT mode, MEMBER with a two-value set.
+                        mode: match mode {
+                            0 => Mode::Leq,
+                            1 => Mode::Lt,
+                            2 => Mode::Gte,
+                            3 => Mode::Gt,
+                            4 => Mode::Eq,
+                            5 => Mode::Neq,
+                            _ => Mode::Member(vec![threshold, threshold + 1.0].into()),
+                        },
                         missing_tracks_true: missing,
                         yes,
                         no,
