@@ -3,8 +3,8 @@
 //! so that the base value is the margin at the background mean.
 
 use super::{
-    onnx::{ModelProto, NodeProto},
-    trees::{PostTransform, TreeError},
+    onnx::NodeProto,
+    trees::{PostTransform, TreeError, operator_on_input},
 };
 
 /// One output's linear margin: w · x + b.
@@ -19,26 +19,8 @@ impl Linear {
     /// Reads the margin of the scored class (`class` for classifiers) from
     /// the model's linear operator, which must read the graph input directly.
     pub fn from_onnx(bytes: &[u8], width: usize, class: usize) -> Result<Self, TreeError> {
-        let model: ModelProto =
-            prost::Message::decode(bytes).map_err(|e| TreeError::Decode(e.to_string()))?;
-        let graph = model.graph.unwrap_or_default();
-        let node = graph
-            .node
-            .iter()
-            .find(|n| matches!(n.op_type(), "LinearClassifier" | "LinearRegressor"))
-            .ok_or(TreeError::NoEnsemble)?;
-        let input = graph
-            .input
-            .first()
-            .map(|i| i.name().to_owned())
-            .unwrap_or_default();
-        if node.input.first() != Some(&input) {
-            return Err(TreeError::NotOnInput(
-                node.input.first().cloned().unwrap_or_default(),
-                input,
-            ));
-        }
-        read(node, width, class)
+        let node = operator_on_input(bytes, &["LinearClassifier", "LinearRegressor"])?;
+        read(&node, width, class)
     }
 
     pub fn margin(&self, row: &[f32]) -> f64 {

@@ -105,20 +105,7 @@ impl Walk<'_> {
             let v = tree.values[node * self.outputs + self.output];
             return product.map(|p| v * p);
         };
-        let (hot, cold) = if split.goes_true(self.row[split.feature]) {
-            (split.yes, split.no)
-        } else {
-            (split.no, split.yes)
-        };
-        let cover = tree.nodes[hot].cover + tree.nodes[cold].cover;
-        let (hot_zero, cold_zero) = if cover > 0.0 {
-            (
-                tree.nodes[hot].cover / cover,
-                tree.nodes[cold].cover / cover,
-            )
-        } else {
-            (0.5, 0.5)
-        };
+        let ((hot, hot_zero), (cold, cold_zero)) = tree.hot_cold(split, self.row[split.feature]);
 
         // A feature split on again merges with its earlier element.
         let mut base = product;

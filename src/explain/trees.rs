@@ -122,6 +122,25 @@ impl Tree {
         node
     }
 
+    /// The child `x` follows (hot) and the other (cold), each with its share
+    /// of the parent's cover; an uncovered node splits evenly.
+    pub fn hot_cold(&self, split: &Split, x: f32) -> ((usize, f64), (usize, f64)) {
+        let (hot, cold) = if split.goes_true(x) {
+            (split.yes, split.no)
+        } else {
+            (split.no, split.yes)
+        };
+        let cover = self.nodes[hot].cover + self.nodes[cold].cover;
+        if cover > 0.0 {
+            (
+                (hot, self.nodes[hot].cover / cover),
+                (cold, self.nodes[cold].cover / cover),
+            )
+        } else {
+            ((hot, 0.5), (cold, 0.5))
+        }
+    }
+
     pub fn depth(&self) -> usize {
         fn depth(tree: &Tree, node: usize) -> usize {
             match &tree.nodes[node].split {
@@ -161,31 +180,15 @@ impl Ensemble {
     /// Reads the tree ensemble of an ONNX model whose input has `width`
     /// features.
     pub fn from_onnx(bytes: &[u8], width: usize) -> Result<Self, TreeError> {
-        let model: ModelProto =
-            prost::Message::decode(bytes).map_err(|e| TreeError::Decode(e.to_string()))?;
-        let graph = model.graph.unwrap_or_default();
-        let node = graph
-            .node
-            .iter()
-            .find(|n| {
-                matches!(
-                    n.op_type(),
-                    "TreeEnsembleClassifier" | "TreeEnsembleRegressor" | "TreeEnsemble"
-                )
-            })
-            .ok_or(TreeError::NoEnsemble)?;
-        let input = graph
-            .input
-            .first()
-            .map(|i| i.name().to_owned())
-            .unwrap_or_default();
-        if node.input.first() != Some(&input) {
-            return Err(TreeError::NotOnInput(
-                node.input.first().cloned().unwrap_or_default(),
-                input,
-            ));
-        }
-        let reader = Reader::new(node);
+        let node = operator_on_input(
+            bytes,
+            &[
+                "TreeEnsembleClassifier",
+                "TreeEnsembleRegressor",
+                "TreeEnsemble",
+            ],
+        )?;
+        let reader = Reader::new(&node);
         if node.op_type() == "TreeEnsemble" {
             reader.read_v5(width)
         } else {
@@ -779,6 +782,32 @@ impl<'a> Reader<'a> {
 /// A node still to place while reading an opset-5 tree: whether it is a leaf,
 /// its index in the leaf or node arrays, and (parent, is true branch).
 type Pending = (bool, i64, Option<(usize, bool)>);
+
+/// Finds the first of `ops` in the model's graph and checks that it reads
+/// the graph input directly: otherwise attributions would be about some
+/// intermediate tensor, not the input features.
+pub(super) fn operator_on_input(bytes: &[u8], ops: &[&str]) -> Result<NodeProto, TreeError> {
+    let model: ModelProto =
+        prost::Message::decode(bytes).map_err(|e| TreeError::Decode(e.to_string()))?;
+    let graph = model.graph.unwrap_or_default();
+    let node = graph
+        .node
+        .into_iter()
+        .find(|n| ops.contains(&n.op_type()))
+        .ok_or(TreeError::NoEnsemble)?;
+    let input = graph
+        .input
+        .first()
+        .map(|i| i.name().to_owned())
+        .unwrap_or_default();
+    if node.input.first() != Some(&input) {
+        return Err(TreeError::NotOnInput(
+            node.input.first().cloned().unwrap_or_default(),
+            input,
+        ));
+    }
+    Ok(node)
+}
 
 /// Renumbers a tree so that its root is node 0 and nodes are in depth-first
 /// order, which keeps each traversal's memory accesses close together.

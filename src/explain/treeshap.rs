@@ -153,20 +153,8 @@ impl Walk<'_, '_> {
                 }
             }
             Some(split) => {
-                let (hot, cold) = if split.goes_true(self.row[split.feature]) {
-                    (split.yes, split.no)
-                } else {
-                    (split.no, split.yes)
-                };
-                let cover = tree.nodes[hot].cover + tree.nodes[cold].cover;
-                let (hot_zero, cold_zero) = if cover > 0.0 {
-                    (
-                        tree.nodes[hot].cover / cover,
-                        tree.nodes[cold].cover / cover,
-                    )
-                } else {
-                    (0.5, 0.5)
-                };
+                let ((hot, hot_zero), (cold, cold_zero)) =
+                    tree.hot_cold(split, self.row[split.feature]);
                 let mut depth = depth;
                 let (mut incoming_zero, mut incoming_one) = (1.0, 1.0);
                 // A feature already on the path is split again: undo the

@@ -89,6 +89,13 @@ fn feature_row(
     }
 }
 
+fn batch_rows(model: &ModelSelector, rows: Vec<pb::BatchRow>) -> Result<Vec<FeatureRow>, Error> {
+    rows.into_iter()
+        .enumerate()
+        .map(|(i, row)| feature_row(model, row.features, row.values, &format!("rows[{i}].")))
+        .collect()
+}
+
 impl TryFrom<pb::ScoreRequest> for ScoreRequest {
     type Error = Error;
 
@@ -108,12 +115,7 @@ impl TryFrom<pb::ScoreBatchRequest> for BatchRequest {
 
     fn try_from(r: pb::ScoreBatchRequest) -> Result<Self, Error> {
         let model: ModelSelector = r.model.try_into()?;
-        let rows = r
-            .rows
-            .into_iter()
-            .enumerate()
-            .map(|(i, row)| feature_row(&model, row.features, row.values, &format!("rows[{i}].")))
-            .collect::<Result<_, _>>()?;
+        let rows = batch_rows(&model, r.rows)?;
         Ok(Self {
             model,
             rows,
@@ -141,12 +143,7 @@ impl TryFrom<pb::ExplainBatchRequest> for ExplainRequest {
 
     fn try_from(r: pb::ExplainBatchRequest) -> Result<Self, Error> {
         let model: ModelSelector = r.model.try_into()?;
-        let rows = r
-            .rows
-            .into_iter()
-            .enumerate()
-            .map(|(i, row)| feature_row(&model, row.features, row.values, &format!("rows[{i}].")))
-            .collect::<Result<_, _>>()?;
+        let rows = batch_rows(&model, r.rows)?;
         Ok(Self {
             model,
             rows,
