@@ -166,31 +166,22 @@ mod tests {
     /// Shapley values of v(S) = mean over b of f(x_S, b_S̄), by enumeration.
     fn brute_force(e: &Ensemble, x: &[f32], background: &[f32]) -> Vec<f64> {
         let m = e.width;
-        let fact = |n: usize| (1..=n).map(|v| v as f64).product::<f64>();
-        let v = |s: u32| {
-            let rows = background.len() / m;
-            background
-                .chunks(m)
-                .map(|b| {
-                    let mixed: Vec<f32> = (0..m)
-                        .map(|j| if s & (1 << j) != 0 { x[j] } else { b[j] })
-                        .collect();
-                    e.margins(&mixed)[0]
-                })
-                .sum::<f64>()
-                / rows as f64
-        };
-        (0..m)
-            .map(|i| {
-                (0u32..1 << m)
-                    .filter(|s| s & (1 << i) == 0)
-                    .map(|s| {
-                        let size = s.count_ones() as usize;
-                        fact(size) * fact(m - size - 1) / fact(m) * (v(s | (1 << i)) - v(s))
+        let rows = (background.len() / m) as f64;
+        let v: Vec<f64> = (0u32..1 << m)
+            .map(|s| {
+                background
+                    .chunks(m)
+                    .map(|b| {
+                        let mixed: Vec<f32> = (0..m)
+                            .map(|j| if s & (1 << j) != 0 { x[j] } else { b[j] })
+                            .collect();
+                        e.margins(&mixed)[0]
                     })
-                    .sum()
+                    .sum::<f64>()
+                    / rows
             })
-            .collect()
+            .collect();
+        crate::explain::sampling::shapley(m, &v)
     }
 
     proptest! {

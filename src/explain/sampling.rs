@@ -129,10 +129,22 @@ fn exact(
         .chunks(references)
         .map(|c| c.iter().map(|&x| f64::from(x)).sum::<f64>() / references as f64)
         .collect();
+    Ok(Estimate {
+        phi: shapley(width, &v),
+        standard_error: vec![0.0; width],
+        base: v[0],
+        value: v[coalitions - 1],
+        pairs: 0,
+    })
+}
+
+/// Shapley values of a game given by its value on every coalition:
+/// `v[s]` for the bitmask `s` of players in the coalition.
+pub fn shapley(width: usize, v: &[f64]) -> Vec<f64> {
     let fact = |n: usize| (1..=n).map(|k| k as f64).product::<f64>();
-    let phi = (0..width)
+    (0..width)
         .map(|i| {
-            (0..coalitions)
+            (0..v.len())
                 .filter(|s| s & (1 << i) == 0)
                 .map(|s| {
                     let size = s.count_ones() as usize;
@@ -140,14 +152,7 @@ fn exact(
                 })
                 .sum()
         })
-        .collect();
-    Ok(Estimate {
-        phi,
-        standard_error: vec![0.0; width],
-        base: v[0],
-        value: v[coalitions - 1],
-        pairs: 0,
-    })
+        .collect()
 }
 
 #[cfg(test)]

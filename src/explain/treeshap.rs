@@ -268,26 +268,16 @@ pub(crate) mod tests {
 
     /// Shapley values by enumerating every coalition.
     fn brute_force(ensemble: &Ensemble, row: &[f32]) -> Vec<f64> {
-        let m = ensemble.width;
-        let fact = |n: usize| (1..=n).map(|v| v as f64).product::<f64>();
-        let v = |s: u32| {
-            ensemble
-                .trees
-                .iter()
-                .map(|t| coalition_value(t, row, s, 0))
-                .sum::<f64>()
-        };
-        (0..m)
-            .map(|i| {
-                (0u32..1 << m)
-                    .filter(|s| s & (1 << i) == 0)
-                    .map(|s| {
-                        let size = s.count_ones() as usize;
-                        fact(size) * fact(m - size - 1) / fact(m) * (v(s | (1 << i)) - v(s))
-                    })
+        let v: Vec<f64> = (0u32..1 << ensemble.width)
+            .map(|s| {
+                ensemble
+                    .trees
+                    .iter()
+                    .map(|t| coalition_value(t, row, s, 0))
                     .sum()
             })
-            .collect()
+            .collect();
+        crate::explain::sampling::shapley(ensemble.width, &v)
     }
 
     /// A tree in pre-order: (split feature, threshold, NaN goes true, mode
