@@ -54,14 +54,28 @@ fn covers(path: &Path) -> HashMap<(i64, i64), f64> {
 
 #[test]
 fn path_dependent_and_interventional_values_equal_shap_on_every_fixture() {
-    let root = repo_root().join("tests/fixtures/attributions");
-    let mut fixtures: Vec<_> = std::fs::read_dir(&root)
+    check_fixtures(&repo_root().join("tests/fixtures/attributions"), 6);
+}
+
+/// The same goldens for `TreeEnsemble` (opset 5): the LightGBM-with-NaN trees
+/// rewritten node for node, and a model with MEMBER splits whose values come
+/// from brute-force enumeration (`models/opset5_fixtures.py`).
+#[test]
+fn opset5_tree_ensembles_equal_their_goldens() {
+    check_fixtures(&repo_root().join("tests/fixtures/trees-opset5"), 2);
+}
+
+fn check_fixtures(root: &Path, at_least: usize) {
+    let mut fixtures: Vec<_> = std::fs::read_dir(root)
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.is_dir())
         .collect();
     fixtures.sort();
-    assert!(fixtures.len() >= 6, "fixtures are missing: {fixtures:?}");
+    assert!(
+        fixtures.len() >= at_least,
+        "fixtures are missing: {fixtures:?}"
+    );
     for dir in fixtures {
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
         let meta: serde_json::Value =

@@ -43,7 +43,7 @@ pub enum Mode {
     Eq,
     Neq,
     /// True when the value is one of the set (TreeEnsemble opset 5).
-    Member(std::sync::Arc<[f32]>),
+    Member(MemberSet),
 }
 
 impl Mode {
@@ -58,6 +58,31 @@ impl Mode {
             "LEAF" => None,
             _ => return None,
         })
+    }
+}
+
+/// The categories of a MEMBER split.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemberSet {
+    values: std::sync::Arc<[f32]>,
+    /// ONNX Runtime 1.31 looks up large sets (31 values or more, or any value
+    /// outside 0..=30) by the input truncated to an integer, and small ones
+    /// by exact equality. Attributions follow ORT, not the letter of the spec.
+    truncates: bool,
+}
+
+impl MemberSet {
+    pub fn new(values: Vec<f32>) -> Self {
+        let truncates = values.len() >= 31 || values.iter().any(|&v| !(0.0..=30.0).contains(&v));
+        Self {
+            values: values.into(),
+            truncates,
+        }
+    }
+
+    fn contains(&self, x: f32) -> bool {
+        let x = if self.truncates { x.trunc() } else { x };
+        self.values.contains(&x)
     }
 }
 
@@ -93,7 +118,7 @@ impl Split {
             Mode::Gt => x > self.threshold,
             Mode::Eq => x == self.threshold,
             Mode::Neq => x != self.threshold,
-            Mode::Member(set) => set.contains(&x),
+            Mode::Member(set) => set.contains(x),
         };
         holds || (x.is_nan() && self.missing_tracks_true)
     }
@@ -658,12 +683,7 @@ impl<'a> Reader<'a> {
         if modes.contains(&6) {
             let values = self.tensor("membership_values")?;
             for group in values.split(|v| v.is_nan()) {
-                sets.push(
-                    group
-                        .iter()
-                        .map(|&v| v as f32)
-                        .collect::<std::sync::Arc<[f32]>>(),
-                );
+                sets.push(MemberSet::new(group.iter().map(|&v| v as f32).collect()));
             }
         }
         let mut member_of = vec![None; n];
@@ -870,5 +890,25 @@ fn tensor_values(t: &TensorProto) -> Option<Vec<f64>> {
                 .collect(),
         ),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// ORT 1.31 matches small sets of codes 0..=30 exactly and looks larger
+    /// ones up by the truncated input (measured by models/opset5_fixtures.py).
+    #[test]
+    fn member_sets_follow_onnx_runtime() {
+        let small = MemberSet::new(vec![2.0, 3.0]);
+        assert!(small.contains(2.0) && !small.contains(2.5) && !small.contains(f32::NAN));
+        let large = MemberSet::new(vec![4.0, 9.0, 40.0]);
+        assert!(
+            large.contains(40.5)
+                && large.contains(9.99)
+                && !large.contains(5.0)
+                && !large.contains(f32::NAN)
+        );
     }
 }

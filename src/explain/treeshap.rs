@@ -247,7 +247,7 @@ pub(crate) mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::explain::trees::{Mode, Node, PostTransform, Split};
+    use crate::explain::trees::{MemberSet, Mode, Node, PostTransform, Split};
 
     /// The path-dependent value of coalition `s` (a bitmask): features in the
     /// coalition follow the row, the others both branches by cover.
@@ -345,7 +345,7 @@ pub(crate) mod tests {
                             3 => Mode::Gt,
                             4 => Mode::Eq,
                             5 => Mode::Neq,
-                            _ => Mode::Member(vec![threshold, threshold + 1.0].into()),
+                            _ => Mode::Member(MemberSet::new(vec![threshold, threshold + 1.0])),
                         },
                         missing_tracks_true: missing,
                         yes,
