@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Candor's attribution kernels next to their peers, on the same model
-# (models/caravan-lgbm/1.0.0: 300 trees x 31 leaves) and the same golden rows,
-# one thread each, in one run:
+# Candor's attribution kernels next to their peers, on the same models and
+# rows, one thread each, in one run: the bundled Caravan LightGBM (300 trees x
+# 31 leaves, golden rows) and the 500-tree depth-6 stress model
+# (tests/fixtures/stress/lgbm-500x6):
 #   - shap TreeExplainer path-dependent, LightGBM pred_contrib, shap's C++
 #     engine, and shap interventional with 100 background rows (Python);
 #   - Candor's path-dependent and interventional kernels (cargo bench
@@ -28,9 +29,10 @@ python3 - "$out/peer_speeds.json" <<'PY'
 import json, sys
 from pathlib import Path
 
-peers = json.loads(Path(sys.argv[1]).read_text())["results"]
-def candor(name):
-    base = Path("target/criterion/caravan-lgbm, one row, one thread") / name / "new/estimates.json"
+doc = json.loads(Path(sys.argv[1]).read_text())
+peers = doc["results"]
+def candor(name, group="caravan-lgbm, one row, one thread"):
+    base = Path("target/criterion") / group / name / "new/estimates.json"
     return 1e9 / json.loads(base.read_text())["median"]["point_estimate"]
 
 path = candor("TreeSHAP path-dependent")
@@ -48,4 +50,20 @@ r = peers["shap_interventional_100_background"]["rows_per_second"]
 print(f"| Candor TreeSHAP interventional, 100 background | {interventional:,.0f} | |")
 print(f"| shap interventional, 100 background | {r:,.0f} | {interventional / r:.2f}x |")
 print(f"| ORT score (for scale) | {ort:,.0f} | |")
+
+stress = doc["stress"]["results_stress"]
+group = "lgbm-500x6 stress, one row, one thread"
+path = candor("TreeSHAP path-dependent", group)
+interventional = candor("TreeSHAP interventional, 100 background rows", group)
+print()
+print("| kernel (500 trees x depth 6, 50 features, one thread) | rows/s | Candor's ratio |")
+print("|---|---|---|")
+print(f"| Candor TreeSHAP path-dependent | {path:,.0f} | |")
+for key, label in [("shap_tree_path_dependent", "shap path-dependent"),
+                   ("lightgbm_pred_contrib", "LightGBM pred_contrib")]:
+    r = stress[key]["rows_per_second"]
+    print(f"| {label} | {r:,.0f} | {path / r:.2f}x |")
+r = stress["shap_interventional_100_background"]["rows_per_second"]
+print(f"| Candor TreeSHAP interventional, 100 background | {interventional:,.0f} | |")
+print(f"| shap interventional, 100 background | {r:,.0f} | {interventional / r:.2f}x |")
 PY

@@ -3,6 +3,10 @@
 //! a time on one thread, path-dependent and interventional (100 background
 //! rows), next to ONNX Runtime scoring the same row.
 //!
+//! The same kernels run on the 500-tree depth-6 stress model of
+//! `tests/fixtures/stress/lgbm-500x6` (made by `models/attribution_goldens.py
+//! --stress`), with the native model's covers.
+//!
 //! Run with `cargo bench --bench attributions`.
 
 use std::path::PathBuf;
@@ -63,5 +67,64 @@ fn kernels(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, kernels);
+fn matrix(path: &std::path::Path) -> Vec<f32> {
+    let mut reader = csv::Reader::from_path(path).expect("fixture rows");
+    reader
+        .records()
+        .flat_map(|r| {
+            r.unwrap()
+                .iter()
+                .map(|v| {
+                    if v.is_empty() {
+                        f32::NAN
+                    } else {
+                        v.parse().unwrap()
+                    }
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn stress(c: &mut Criterion) {
+    let dir = root().join("tests/fixtures/stress/lgbm-500x6");
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).unwrap()).unwrap();
+    let width = meta["n_features"].as_u64().unwrap() as usize;
+    let mut ensemble =
+        Ensemble::from_onnx(&std::fs::read(dir.join("model.onnx")).unwrap(), width).unwrap();
+    let mut covers = std::collections::HashMap::new();
+    let mut reader = csv::Reader::from_path(dir.join("covers.csv")).unwrap();
+    for r in reader.records() {
+        let r = r.unwrap();
+        covers.insert(
+            (r[0].parse().unwrap(), r[1].parse().unwrap()),
+            r[2].parse().unwrap(),
+        );
+    }
+    ensemble.set_covers(&covers).unwrap();
+    let x = matrix(&dir.join("X.csv"));
+    let rows: Vec<&[f32]> = x.chunks(width).collect();
+    let interventional = Interventional::new(ensemble.clone(), matrix(&dir.join("background.csv")));
+    let shap = PathDependent::new(ensemble);
+
+    let mut group = c.benchmark_group("lgbm-500x6 stress, one row, one thread");
+    group.throughput(Throughput::Elements(1));
+    let mut i = 0;
+    group.bench_function("TreeSHAP path-dependent", |b| {
+        b.iter(|| {
+            i = (i + 1) % rows.len();
+            shap.explain(rows[i])
+        })
+    });
+    group.bench_function("TreeSHAP interventional, 100 background rows", |b| {
+        b.iter(|| {
+            i = (i + 1) % rows.len();
+            interventional.explain(rows[i])
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, kernels, stress);
 criterion_main!(benches);

@@ -74,9 +74,16 @@ models/README.md (requirements.txt plus ISLP==0.6.0 --no-deps)::
 
 It takes under a minute, single-threaded.  Re-runs reproduce the fixtures byte
 for byte.  ``--peer-speeds`` (instead of writing the fixtures) times shap and
-LightGBM on caravan-lgbm and writes
+LightGBM on caravan-lgbm and on the stress model (key ``stress``) and writes
 ``tests/fixtures/attributions/peer_speeds.json``; ``--out DIR`` writes
 elsewhere.
+
+``--stress`` writes only ``tests/fixtures/stress/lgbm-500x6/`` (or under
+``--out DIR``): a seeded LightGBM binary classifier (make_classification, 5000
+rows, 50 features; 500 trees, max_depth 6, num_leaves 63) exported like the
+other LightGBM fixtures, with ``model.onnx``, ``X.csv`` (300 rows),
+``background.csv`` (100 rows), ``covers.csv`` and ``meta.json``; no SHAP
+goldens.  The default run does not build or write it.
 """
 
 from __future__ import annotations
@@ -1331,6 +1338,123 @@ FIXTURES = [fixture_caravan, fixture_lgbm_nan, fixture_lgbm_multiclass, fixture_
 
 
 # --------------------------------------------------------------------------
+# Stress fixture (--stress): a larger LightGBM model for speed tests
+# --------------------------------------------------------------------------
+
+STRESS_OUT_DEFAULT = REPO / "tests" / "fixtures" / "stress"
+STRESS_NAME = "lgbm-500x6"
+STRESS_N_X = 300
+STRESS_N_FEATURES = 50
+STRESS_N_TREES = 500
+STRESS_MAX_DEPTH = 6
+
+
+def stress_model() -> dict:
+    """Seeded LightGBM binary classifier, 500 trees, depth 6, 50 features.
+
+    Returns the estimator, its finalized ONNX model and the X / background rows."""
+    Xf, y = make_classification(n_samples=5000, n_features=STRESS_N_FEATURES, n_informative=20,
+                                n_redundant=10, n_clusters_per_class=3, flip_y=0.02,
+                                class_sep=0.8, random_state=SEED)
+    X = Xf.astype(np.float32)
+    features = feature_names(X.shape[1])
+    train, cand_ids = split_rows(len(y), 1000, SEED)
+    est = lgb.LGBMClassifier(**lgbm_params(n_estimators=STRESS_N_TREES, max_depth=STRESS_MAX_DEPTH,
+                                           num_leaves=63, learning_rate=0.05,
+                                           min_child_samples=5))
+    est.fit(X[train], y[train])
+    model = lgbm_onnx(est, "lgbm_500x6", features, X)
+    X_rows = np.ascontiguousarray(X[cand_ids[:STRESS_N_X]])
+    b = bg(X, train, SEED)
+    B = np.ascontiguousarray(b["background_candidates"][:N_BACKGROUND])
+    return {"est": est, "onnx": model, "features": features, "X": X_rows, "B": B,
+            "X_ids": [int(i) for i in cand_ids[:STRESS_N_X]],
+            "B_ids": b["background_candidate_ids"][:N_BACKGROUND]}
+
+
+def build_stress(out: Path) -> None:
+    sm = stress_model()
+    est, model, features, X, B = sm["est"], sm["onnx"], sm["features"], sm["X"], sm["B"]
+    booster = est.booster_
+    spec = lgbm_spec_common(est, 1)
+    native = spec["native_trees"]
+    assert len(native) == STRESS_N_TREES, len(native)
+    ens = OnnxEnsemble(model)
+    # Same ONNX -> native mapping / covers code as the lgbm-nan fixture.
+    mapping, map_stats = map_onnx_to_native(ens, native, spec["leaf_class"])
+    covers, cover_err = covers_from_mapping(ens, native, mapping, spec["cover_rel_tol"])
+    depth = 0
+    for t, tree in ens.trees.items():
+        stack = [(ens.roots[t], 0)]
+        while stack:
+            n, dpt = stack.pop()
+            depth = max(depth, dpt)
+            if not tree[n]["leaf"]:
+                stack += [(tree[n]["true"], dpt + 1), (tree[n]["false"], dpt + 1)]
+    assert depth <= STRESS_MAX_DEPTH, depth
+    # onnxruntime vs native margins (sanity; the rows are not filtered).
+    model_bytes = model.SerializeToString()
+    margins = np.asarray(booster.predict(X, raw_score=True, num_threads=1), dtype=np.float64)
+    ort_m = tc.ort_session(with_post_transform_none(model)).run(["probabilities"], {INPUT_NAME: X})[0]
+    m_err = float((np.abs(ort_m[:, 1].astype(np.float64) - margins)
+                   / np.maximum(1.0, np.abs(margins))).max())
+    assert m_err <= ONNX_TOL, m_err
+    mismatched = 0
+    leaves = booster.predict(X, pred_leaf=True, num_threads=1)
+    for r in range(len(X)):
+        for t in ens.trees:
+            if mapping[(t, ens.leaf(t, X[r]))] != f"L{int(leaves[r, t])}":
+                mismatched += 1
+
+    d = out / STRESS_NAME
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "model.onnx").write_bytes(model_bytes)
+    write_csv(d / "X.csv", features, X)
+    write_csv(d / "background.csv", features, B)
+    with (d / "covers.csv").open("w", newline="", encoding="utf-8") as fh:
+        fh.write("tree_id,node_id,cover\n")
+        for (t, o) in sorted(covers):
+            fh.write(f"{t},{o},{fmt(covers[(t, o)])}\n")
+    try:
+        model_path = (d / "model.onnx").resolve().relative_to(REPO).as_posix()
+    except ValueError:
+        model_path = (d / "model.onnx").as_posix()
+    meta = {
+        "model": model_path,
+        "n_features": len(features),
+        "n_trees": len(native),
+        "max_depth": STRESS_MAX_DEPTH,
+        "max_depth_observed": depth,
+        "num_leaves": 63,
+        "n_nodes": len(mapping),
+        "x_rows": len(X), "background_rows": len(B),
+        "x_row_ids": sm["X_ids"], "background_row_ids": sm["B_ids"],
+        "onnx_output": "probabilities", "onnx_margin_columns": [1], "margin_space": "log_odds",
+        "checks": {"map_stats": map_stats, "cover_sum_max_rel_err": cover_err,
+                   "ort_margin_vs_native_max_rel_err": m_err,
+                   "x_tree_leaf_mismatches_onnx_vs_native": mismatched},
+        "covers_mapping": spec["covers_mapping"],
+        "notes": (
+            f"Stress/speed fixture, no SHAP goldens.  sklearn make_classification(5000 rows, "
+            f"50 features, 20 informative, 10 redundant, 3 clusters per class, flip_y 0.02, "
+            f"class_sep 0.8, random_state={SEED}) cast to float32, no NaN.  Train 4000 rows "
+            "(seeded split), X = the first 300 of the 1000 hold-out rows in seeded order, "
+            "background = 100 training rows in seeded order.  LightGBM binary, 500 trees, "
+            "max_depth 6, num_leaves 63, lr 0.05, min_child_samples 5, deterministic, "
+            "single-threaded.  Exported with onnxmltools like the other LightGBM fixtures "
+            "(input 'input' float32 [None, 50], no ZipMap, opsets pinned to ai.onnx 17 / "
+            "ai.onnx.ml 3, IR 8).  Rows are NOT filtered for float32-threshold routing "
+            "differences (see checks.x_tree_leaf_mismatches_onnx_vs_native).  Written by "
+            "models/attribution_goldens.py --stress; timed by --peer-speeds (key 'stress')."),
+        "versions": versions(),
+    }
+    (d / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    total = sum(p.stat().st_size for p in d.rglob("*") if p.is_file())
+    print(f"{STRESS_NAME}: {len(native)} trees, {len(mapping)} nodes, depth {depth}, "
+          f"model.onnx {len(model_bytes) / 1024:.0f} KiB, total {total / 1024:.0f} KiB under {d}")
+
+
+# --------------------------------------------------------------------------
 # Peer speeds (caravan-lgbm, single-threaded)
 # --------------------------------------------------------------------------
 
@@ -1385,6 +1509,7 @@ def peer_speeds(out: Path) -> None:
         r["what"] = what
         results[key] = r
         print(f"{key}: {r['rows_per_second']:.0f} rows/s (median of {repeats})")
+    results_stress = stress_peer_speeds()
     cpu = ""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -1405,6 +1530,15 @@ def peer_speeds(out: Path) -> None:
         "timing": "time.perf_counter around the whole call, after one warm-up call; "
                   "rows_per_second = rows / median",
         "results": results,
+        "stress": {
+            "model": (Path("tests/fixtures/stress") / STRESS_NAME / "model.onnx").as_posix(),
+            "trees": STRESS_N_TREES, "max_depth": STRESS_MAX_DEPTH, "num_leaves": 63,
+            "n_features": STRESS_N_FEATURES, "background_rows": N_BACKGROUND,
+            "rows": f"tests/fixtures/stress/{STRESS_NAME}/X.csv rows 0..299 (path, "
+                    "pred_contrib) and 0..99 (interventional); background.csv rows 0..99 "
+                    "(the model is retrained in-process by stress_model(), same seed)",
+            "results_stress": results_stress,
+        },
         "machine": {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
                     "load_average_at_end": os.getloadavg(),
                     "note": "2 cores shared with other work; figures are indicative"},
@@ -1414,20 +1548,66 @@ def peer_speeds(out: Path) -> None:
     (out / "peer_speeds.json").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
 
 
+def stress_peer_speeds() -> dict:
+    """Same timings as for caravan-lgbm (minus shap's C++ engine) on the stress model."""
+    sm = stress_model()
+    est = sm["est"]
+    booster = est.booster_
+    X300 = np.ascontiguousarray(sm["X"][:300])
+    X100 = np.ascontiguousarray(sm["X"][:100])
+    B = sm["B"]
+    path_expl = shap.TreeExplainer(est, feature_perturbation="tree_path_dependent")
+    int_expl = shap.TreeExplainer(est, data=B, feature_perturbation="interventional",
+                                  model_output="raw")
+    runs = {
+        "shap_tree_path_dependent": (
+            lambda: path_expl.shap_values(X300), 300, 5,
+            "shap.TreeExplainer(model, feature_perturbation='tree_path_dependent')"
+            ".shap_values(X[300]); for LightGBM shap calls booster.predict(pred_contrib=True)"),
+        "lightgbm_pred_contrib": (
+            lambda: booster.predict(X300, pred_contrib=True, num_threads=1), 300, 5,
+            "booster.predict(X[300], pred_contrib=True, num_threads=1)"),
+        "shap_interventional_100_background": (
+            lambda: int_expl.shap_values(X100), 100, 3,
+            "shap.TreeExplainer(model, data=background[100], feature_perturbation="
+            "'interventional', model_output='raw').shap_values(X[100]), with shap's default "
+            "check_additivity=True (one extra shap predict pass)"),
+    }
+    results = {}
+    for key, (fn, rows, repeats, what) in runs.items():
+        r = timed(fn, repeats)
+        r["rows"] = rows
+        r["rows_per_second"] = rows / r["seconds_median"]
+        r["what"] = what
+        results[key] = r
+        print(f"stress {key}: {r['rows_per_second']:.0f} rows/s (median of {repeats})")
+    return results
+
+
 # --------------------------------------------------------------------------
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", type=Path, default=OUT_DEFAULT,
-                    help="fixture folder (default: tests/fixtures/attributions)")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="fixture folder (default: tests/fixtures/attributions; "
+                         "tests/fixtures/stress with --stress)")
     ap.add_argument("--peer-speeds", action="store_true",
                     help="time shap / LightGBM on caravan-lgbm instead of writing fixtures")
+    ap.add_argument("--stress", action="store_true",
+                    help="write only the stress fixture (default out: tests/fixtures/stress)")
     args = ap.parse_args(argv)
     if importlib.metadata.version("onnxruntime") != ORT_VERSION:
         raise SystemExit(f"onnxruntime=={ORT_VERSION} required")
     if shap.__version__ != SHAP_VERSION:
         raise SystemExit(f"shap=={SHAP_VERSION} required, found {shap.__version__}")
     warnings.filterwarnings("ignore", message=".*LightGBM binary classifier.*")
+    if args.peer_speeds and args.stress:
+        raise SystemExit("--peer-speeds and --stress are separate runs")
+    if args.stress:
+        build_stress(args.out or STRESS_OUT_DEFAULT)
+        return 0
+    if args.out is None:
+        args.out = OUT_DEFAULT
     if args.peer_speeds:
         peer_speeds(args.out)
         return 0
