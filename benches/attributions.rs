@@ -52,19 +52,7 @@ fn kernels(c: &mut Criterion) {
             package.backend.predict(0, rows[i]).unwrap()
         })
     });
-    group.bench_function("TreeSHAP path-dependent", |b| {
-        b.iter(|| {
-            i = (i + 1) % rows.len();
-            shap.explain(rows[i])
-        })
-    });
-    group.bench_function("TreeSHAP interventional, 100 background rows", |b| {
-        b.iter(|| {
-            i = (i + 1) % rows.len();
-            interventional.explain(rows[i])
-        })
-    });
-    group.finish();
+    tree_shap(group, &rows, &shap, &interventional);
 }
 
 fn matrix(path: &std::path::Path) -> Vec<f32> {
@@ -110,6 +98,19 @@ fn stress(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("lgbm-500x6 stress, one row, one thread");
     group.throughput(Throughput::Elements(1));
+    tree_shap(group, &rows, &shap, &interventional);
+}
+
+criterion_group!(benches, kernels, stress);
+criterion_main!(benches);
+
+/// Both TreeSHAP kernels, cycling through `rows`.
+fn tree_shap(
+    mut group: criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    rows: &[&[f32]],
+    shap: &PathDependent,
+    interventional: &Interventional,
+) {
     let mut i = 0;
     group.bench_function("TreeSHAP path-dependent", |b| {
         b.iter(|| {
@@ -125,6 +126,3 @@ fn stress(c: &mut Criterion) {
     });
     group.finish();
 }
-
-criterion_group!(benches, kernels, stress);
-criterion_main!(benches);

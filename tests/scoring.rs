@@ -18,15 +18,7 @@ async fn score_matches_python_goldens_for_every_bundled_model() {
     let mut client = server.scoring().await;
     let mut ids = HashSet::new();
     for package in bundled_packages() {
-        let version = package.file_name().unwrap().to_str().unwrap().to_owned();
-        let name = package
-            .parent()
-            .unwrap()
-            .file_name()
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .to_owned();
+        let (name, version) = name_and_version(&package);
         let sha = hex::encode(Sha256::digest(
             std::fs::read(package.join("model.onnx")).unwrap(),
         ));
@@ -79,15 +71,7 @@ async fn score_batch_matches_goldens_in_request_order() {
     let server = TestServer::start().await;
     let mut client = server.scoring().await;
     for package in bundled_packages() {
-        let version = package.file_name().unwrap().to_str().unwrap().to_owned();
-        let name = package
-            .parent()
-            .unwrap()
-            .file_name()
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .to_owned();
+        let (name, version) = name_and_version(&package);
         let golden = golden(&package);
         let request = pb::ScoreBatchRequest {
             model: model_ref(&name, &version),
@@ -194,15 +178,7 @@ async fn positional_values_score_like_named_features() {
     let server = TestServer::start().await;
     let mut client = server.scoring().await;
     for package in bundled_packages() {
-        let version = package.file_name().unwrap().to_str().unwrap().to_owned();
-        let name = package
-            .parent()
-            .unwrap()
-            .file_name()
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .to_owned();
+        let (name, version) = name_and_version(&package);
         let golden = golden(&package);
         let rows: Vec<pb::BatchRow> = golden
             .positional()

@@ -163,6 +163,12 @@ pub fn golden(package: &Path) -> Golden {
     }
 }
 
+/// A package folder's model name and version (`models/<name>/<version>`).
+pub fn name_and_version(package: &Path) -> (String, String) {
+    let part = |p: &Path| p.file_name().unwrap().to_str().unwrap().to_owned();
+    (part(package.parent().unwrap()), part(package))
+}
+
 /// Every bundled package folder (`models/<name>/<version>`).
 pub fn bundled_packages() -> Vec<PathBuf> {
     let mut dirs = vec![];
