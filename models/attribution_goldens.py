@@ -1469,38 +1469,37 @@ def timed(fn, repeats: int) -> dict:
             "repeats": repeats}
 
 
-def peer_speeds(out: Path) -> None:
-    spec = fixture_caravan()
-    est = spec["model"]
+def time_peers(est, X, B, *, path_repeats: int, with_cpp: bool, label: str) -> dict:
+    """Times shap (path-dependent, and shap's own C++ engine when `with_cpp`),
+    LightGBM pred_contrib on X[:300] and shap interventional against B on
+    X[:100], single-threaded."""
     booster = est.booster_
-    golden = spec["candidates"]             # all 300 golden rows
-    X300 = np.ascontiguousarray(golden[:300])
-    X100 = np.ascontiguousarray(golden[:100])
-    B = np.ascontiguousarray(spec["background_candidates"][:N_BACKGROUND])
-
+    X300 = np.ascontiguousarray(X[:300])
+    X100 = np.ascontiguousarray(X[:100])
     path_expl = shap.TreeExplainer(est, feature_perturbation="tree_path_dependent")
-    cpp_expl = shap.TreeExplainer(est, feature_perturbation="tree_path_dependent")
-    cpp_expl.model.model_type = "internal"
     int_expl = shap.TreeExplainer(est, data=B, feature_perturbation="interventional",
                                   model_output="raw")
     runs = {
         "shap_tree_path_dependent": (
-            lambda: path_expl.shap_values(X300), 300, 10,
+            lambda: path_expl.shap_values(X300), 300, path_repeats,
             "shap.TreeExplainer(model, feature_perturbation='tree_path_dependent')"
             ".shap_values(X[300]); for LightGBM shap calls booster.predict(pred_contrib=True)"),
         "lightgbm_pred_contrib": (
-            lambda: booster.predict(X300, pred_contrib=True, num_threads=1), 300, 10,
+            lambda: booster.predict(X300, pred_contrib=True, num_threads=1), 300, path_repeats,
             "booster.predict(X[300], pred_contrib=True, num_threads=1)"),
-        "shap_cpp_tree_path_dependent": (
+    }
+    if with_cpp:
+        cpp_expl = shap.TreeExplainer(est, feature_perturbation="tree_path_dependent")
+        cpp_expl.model.model_type = "internal"
+        runs["shap_cpp_tree_path_dependent"] = (
             lambda: cpp_expl.shap_values(X300), 300, 5,
             "same explainer with explainer.model.model_type='internal': shap's own C++ "
-            "TreeSHAP on the parsed trees"),
-        "shap_interventional_100_background": (
-            lambda: int_expl.shap_values(X100), 100, 3,
-            "shap.TreeExplainer(model, data=background[100], feature_perturbation="
-            "'interventional', model_output='raw').shap_values(X[100]), with shap's default "
-            "check_additivity=True (one extra shap predict pass)"),
-    }
+            "TreeSHAP on the parsed trees")
+    runs["shap_interventional_100_background"] = (
+        lambda: int_expl.shap_values(X100), 100, 3,
+        "shap.TreeExplainer(model, data=background[100], feature_perturbation="
+        "'interventional', model_output='raw').shap_values(X[100]), with shap's default "
+        "check_additivity=True (one extra shap predict pass)")
     results = {}
     for key, (fn, rows, repeats, what) in runs.items():
         r = timed(fn, repeats)
@@ -1508,7 +1507,16 @@ def peer_speeds(out: Path) -> None:
         r["rows_per_second"] = rows / r["seconds_median"]
         r["what"] = what
         results[key] = r
-        print(f"{key}: {r['rows_per_second']:.0f} rows/s (median of {repeats})")
+        print(f"{label}{key}: {r['rows_per_second']:.0f} rows/s (median of {repeats})")
+    return results
+
+
+def peer_speeds(out: Path) -> None:
+    spec = fixture_caravan()
+    B = np.ascontiguousarray(spec["background_candidates"][:N_BACKGROUND])
+    # spec["candidates"] holds all 300 golden rows.
+    results = time_peers(spec["model"], spec["candidates"], B, path_repeats=10, with_cpp=True,
+                         label="")
     results_stress = stress_peer_speeds()
     cpu = ""
     try:
@@ -1551,37 +1559,8 @@ def peer_speeds(out: Path) -> None:
 def stress_peer_speeds() -> dict:
     """Same timings as for caravan-lgbm (minus shap's C++ engine) on the stress model."""
     sm = stress_model()
-    est = sm["est"]
-    booster = est.booster_
-    X300 = np.ascontiguousarray(sm["X"][:300])
-    X100 = np.ascontiguousarray(sm["X"][:100])
-    B = sm["B"]
-    path_expl = shap.TreeExplainer(est, feature_perturbation="tree_path_dependent")
-    int_expl = shap.TreeExplainer(est, data=B, feature_perturbation="interventional",
-                                  model_output="raw")
-    runs = {
-        "shap_tree_path_dependent": (
-            lambda: path_expl.shap_values(X300), 300, 5,
-            "shap.TreeExplainer(model, feature_perturbation='tree_path_dependent')"
-            ".shap_values(X[300]); for LightGBM shap calls booster.predict(pred_contrib=True)"),
-        "lightgbm_pred_contrib": (
-            lambda: booster.predict(X300, pred_contrib=True, num_threads=1), 300, 5,
-            "booster.predict(X[300], pred_contrib=True, num_threads=1)"),
-        "shap_interventional_100_background": (
-            lambda: int_expl.shap_values(X100), 100, 3,
-            "shap.TreeExplainer(model, data=background[100], feature_perturbation="
-            "'interventional', model_output='raw').shap_values(X[100]), with shap's default "
-            "check_additivity=True (one extra shap predict pass)"),
-    }
-    results = {}
-    for key, (fn, rows, repeats, what) in runs.items():
-        r = timed(fn, repeats)
-        r["rows"] = rows
-        r["rows_per_second"] = rows / r["seconds_median"]
-        r["what"] = what
-        results[key] = r
-        print(f"stress {key}: {r['rows_per_second']:.0f} rows/s (median of {repeats})")
-    return results
+    return time_peers(sm["est"], sm["X"], sm["B"], path_repeats=5, with_cpp=False,
+                      label="stress ")
 
 
 # --------------------------------------------------------------------------
