@@ -29,6 +29,7 @@ use std::{
 use bytes::{Buf, BufMut};
 use candor::{
     Config, Gateway,
+    consent::{ledger::LegalBasis, service::RecordRequest},
     grpc::pb::{self, feature_value::Kind},
 };
 use prost::Message;
@@ -54,12 +55,14 @@ enum Scenario {
     ScorePositional,
     ScoreBatch256,
     ScoreInlineAttributions,
+    ScoreTcfLedger,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 5] = [
+    const ALL: [Scenario; 6] = [
         Scenario::Empty,
         Scenario::Score,
+        Scenario::ScoreTcfLedger,
         Scenario::ScorePositional,
         Scenario::ScoreBatch256,
         Scenario::ScoreInlineAttributions,
@@ -72,12 +75,38 @@ impl Scenario {
             Self::ScorePositional => "Score, caravan-lgbm, positional values",
             Self::ScoreBatch256 => "ScoreBatch 256 rows, caravan-lgbm",
             Self::ScoreInlineAttributions => "Score + inline TreeSHAP, caravan-lgbm",
+            Self::ScoreTcfLedger => "Score + TC string + ledger, caravan-lgbm",
         }
     }
 
     fn rows(self) -> u64 {
         if self == Self::ScoreBatch256 { 256 } else { 1 }
     }
+}
+
+/// A US adult with no opt-out: personalised, and nothing to look up.
+fn us_adult() -> Option<pb::RequestContext> {
+    Some(pb::RequestContext {
+        jurisdiction_country: "US".into(),
+        age_status: pb::AgeStatus::Adult as i32,
+        ..Default::default()
+    })
+}
+
+fn bench_subject(i: usize) -> String {
+    format!("bench-subject-{i}")
+}
+
+/// Consent to every purpose for vendor 1000, from the policy fixtures.
+fn tc_all() -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/consent/policy_strings.json");
+    let fixtures: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("policy fixtures")).unwrap();
+    fixtures["strings"]["tcf-all"]["string"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 fn golden_path() -> PathBuf {
@@ -179,9 +208,10 @@ impl Scenario {
     fn path(self) -> &'static str {
         match self {
             Self::Empty => "/grpc.health.v1.Health/Check",
-            Self::Score | Self::ScorePositional | Self::ScoreInlineAttributions => {
-                "/candor.v1.ScoringService/Score"
-            }
+            Self::Score
+            | Self::ScorePositional
+            | Self::ScoreInlineAttributions
+            | Self::ScoreTcfLedger => "/candor.v1.ScoringService/Score",
             Self::ScoreBatch256 => "/candor.v1.ScoringService/ScoreBatch",
         }
     }
@@ -212,11 +242,32 @@ impl Scenario {
                         });
                     pb::ScoreRequest {
                         model: model(),
-                        subject_id: "bench".into(),
                         features: row.clone(),
-                        context: None,
-                        values: vec![],
+                        context: us_adult(),
                         explain,
+                        ..Default::default()
+                    }
+                    .encode_to_vec()
+                    .into()
+                })
+                .collect(),
+            // Each row is its own subject, with consent on record and a TC
+            // string to decode: the EU path with every look-up.
+            Self::ScoreTcfLedger => rows
+                .iter()
+                .enumerate()
+                .map(|(i, row)| {
+                    pb::ScoreRequest {
+                        model: model(),
+                        subject_id: bench_subject(i),
+                        features: row.clone(),
+                        context: Some(pb::RequestContext {
+                            jurisdiction_country: "DE".into(),
+                            age_status: pb::AgeStatus::Adult as i32,
+                            tc_string: tc_all(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
                     }
                     .encode_to_vec()
                     .into()
@@ -237,7 +288,7 @@ impl Scenario {
                             name: "caravan-lgbm".into(),
                             version: "1.0.0".into(),
                         }),
-                        subject_id: "bench".into(),
+                        context: us_adult(),
                         values: values.collect(),
                         ..Default::default()
                     }
@@ -248,7 +299,7 @@ impl Scenario {
             Self::ScoreBatch256 => vec![
                 pb::ScoreBatchRequest {
                     model: model(),
-                    subject_id: "bench".into(),
+                    context: us_adult(),
                     rows: (0..256)
                         .map(|i| pb::BatchRow {
                             features: rows[i % rows.len()].clone(),
@@ -270,9 +321,13 @@ impl Scenario {
                 let r = tonic_health::pb::HealthCheckResponse::decode(reply.clone()).unwrap();
                 assert_eq!(r.status, 1, "the server is SERVING");
             }
-            Self::Score | Self::ScorePositional => {
-                let r = pb::ScoreResponse::decode(reply.clone()).unwrap();
-                assert!(r.decision.unwrap().score > 0.0);
+            Self::Score | Self::ScorePositional | Self::ScoreTcfLedger => {
+                let d = pb::ScoreResponse::decode(reply.clone())
+                    .unwrap()
+                    .decision
+                    .unwrap();
+                assert_eq!(d.tier, pb::Tier::Personalised as i32);
+                assert!(d.score.unwrap() > 0.0);
             }
             Self::ScoreInlineAttributions => {
                 let r = pb::ScoreResponse::decode(reply.clone()).unwrap();
@@ -392,7 +447,15 @@ fn main() {
         listen: &'static str,
         models_dir: PathBuf,
         ort_lib: PathBuf,
+        database: PathBuf,
+        consent: ConsentPaths,
     }
+    #[derive(serde::Serialize)]
+    struct ConsentPaths {
+        subject_key_file: PathBuf,
+        tcf_vendor_id: u16,
+    }
+    let data = tempfile::tempdir().expect("a temporary folder");
     let ort_lib = std::env::var_os("CANDOR_ORT_LIB")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join(".ort/libonnxruntime.so.1.31.1"));
@@ -402,6 +465,11 @@ fn main() {
             listen: "127.0.0.1:0",
             models_dir: root.join("models"),
             ort_lib,
+            database: data.path().join("candor.db"),
+            consent: ConsentPaths {
+                subject_key_file: data.path().join("subject.key"),
+                tcf_vendor_id: 1000,
+            },
         },
     )
     .expect("valid configuration");
@@ -412,11 +480,29 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let gateway = Arc::new(Gateway::new(config.clone()));
+    let gateway = Arc::new(Gateway::new(config.clone()).expect("the gateway opens"));
     let addr = server_rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
         let addr = listener.local_addr().unwrap();
         gateway.load_models().await.expect("bundled models load");
+        // Each TC-string subject has a consent on record, so the ledger
+        // look-up finds rows, as it would in production.
+        for i in 0..rows().len() {
+            gateway
+                .consents()
+                .record(RecordRequest {
+                    subject_id: bench_subject(i),
+                    purposes: (1..=4).map(|p| (p, LegalBasis::Consent, true)).collect(),
+                    method: "cmp_ui",
+                    collected_at_ms: None,
+                    notice: None,
+                    jurisdiction: "DE".into(),
+                    language: "en".into(),
+                    data_categories: vec![],
+                })
+                .await
+                .expect("consent recorded");
+        }
         server_rt.spawn(candor::serve(
             listener,
             gateway.clone(),

@@ -18,7 +18,10 @@ use tokio::net::TcpListener;
 use crate::{
     config::{Config, LogFormat},
     gateway::Gateway,
-    grpc::{self, client::ScoreCall},
+    grpc::{
+        self,
+        client::{ConsentSignals, ScoreCall},
+    },
     inference::runtime,
     models::{
         package::MANIFEST_FILE,
@@ -124,6 +127,24 @@ struct ScoreArgs {
     /// A CSV file ("-" for stdin) with a header of feature names; one row per decision.
     #[arg(long, conflicts_with = "features")]
     csv: Option<PathBuf>,
+    /// The person's country (ISO 3166-1 alpha-2), e.g. DE or US.
+    #[arg(long, default_value = "")]
+    country: String,
+    /// For the US, the state, e.g. CA.
+    #[arg(long, default_value = "")]
+    region: String,
+    /// The person's age status.
+    #[arg(long, value_parser = ["adult", "minor", "unknown"], default_value = "unknown")]
+    age: String,
+    /// An IAB TCF v2.2/v2.3 TC string.
+    #[arg(long, default_value = "")]
+    tc_string: String,
+    /// An IAB GPP string.
+    #[arg(long, default_value = "")]
+    gpp_string: String,
+    /// The browser sent Global Privacy Control (Sec-GPC: 1).
+    #[arg(long)]
+    gpc: bool,
 }
 
 #[derive(Debug, Args)]
@@ -182,7 +203,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         tracing::info!(addr = %listener.local_addr()?, "candor listening");
-        let gateway = Arc::new(Gateway::new(config));
+        let gateway = Arc::new(Gateway::new(config).context("cannot open the gateway's database")?);
         let server = async {
             grpc::serve(listener, gateway.clone(), shutdown_signal())
                 .await
@@ -245,6 +266,14 @@ fn score(args: ScoreArgs) -> anyhow::Result<ExitCode> {
         version,
         subject_id: args.subject,
         rows,
+        consent: ConsentSignals {
+            country: args.country,
+            region: args.region,
+            age: args.age,
+            tc_string: args.tc_string,
+            gpp_string: args.gpp_string,
+            gpc: args.gpc,
+        },
     };
     let tokio = tokio::runtime::Builder::new_current_thread()
         .enable_all()

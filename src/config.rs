@@ -12,6 +12,8 @@ use figment::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::consent::policy::UnknownJurisdiction;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -31,6 +33,36 @@ pub struct Config {
     pub max_message_bytes: usize,
     /// `text` for people, `json` for log pipelines.
     pub log_format: LogFormat,
+    /// The embedded SQLite database (consent ledger and decision record).
+    pub database: PathBuf,
+    pub consent: ConsentConfig,
+}
+
+/// The consent policy's settings and the ledger's identity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentConfig {
+    /// Our IAB Global Vendor List id. Vendor consent and publisher
+    /// restrictions are read for it; without one only purpose signals count.
+    pub tcf_vendor_id: Option<u16>,
+    /// Where no known regime applies: `refuse` (the default) or `contextual`.
+    pub unknown_jurisdiction: UnknownJurisdiction,
+    /// Hex key (≥ 32 bytes) for pseudonymising subject ids with HMAC-SHA256.
+    /// Created with a random key on first start when missing.
+    pub subject_key_file: PathBuf,
+    /// The controller named in consent records.
+    pub controller: String,
+}
+
+impl Default for ConsentConfig {
+    fn default() -> Self {
+        Self {
+            tcf_vendor_id: None,
+            unknown_jurisdiction: UnknownJurisdiction::Refuse,
+            subject_key_file: PathBuf::from("data/subject.key"),
+            controller: "Candor demo publisher <privacy@candor.example>".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,6 +83,8 @@ impl Default for Config {
             max_batch_rows: 1024,
             max_message_bytes: 4 * 1024 * 1024,
             log_format: LogFormat::Text,
+            database: PathBuf::from("data/candor.db"),
+            consent: ConsentConfig::default(),
         }
     }
 }
@@ -67,7 +101,11 @@ impl Config {
             figment = figment.merge(Toml::file_exact(file));
         }
         figment
-            .merge(Env::prefixed("CANDOR_").ignore(&["CONFIG", "ADDR"]))
+            .merge(
+                Env::prefixed("CANDOR_")
+                    .ignore(&["CONFIG", "ADDR"])
+                    .split("__"),
+            )
             .merge(Serialized::defaults(overrides))
             .extract()
             .map_err(Box::new)

@@ -5,6 +5,7 @@
 //! maps it exhaustively to gRPC status codes.
 
 use crate::{
+    consent::{SignalError, ledger::LedgerError},
     explain::pool::PoolError,
     inference::{InferenceError, runtime::RuntimeError},
     models::{LookupError, PackageError},
@@ -15,6 +16,10 @@ pub enum Error {
     /// The request itself is wrong; the message names the field.
     #[error("{0}")]
     InvalidArgument(String),
+    #[error(transparent)]
+    Signal(#[from] SignalError),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
     #[error(transparent)]
     Lookup(#[from] LookupError),
     #[error("the gateway is still loading its models")]

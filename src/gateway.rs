@@ -1,5 +1,6 @@
 //! The scoring service in plain Rust: resolve the model, validate the
-//! features, run inference, and stamp the decision.
+//! features, evaluate consent, mask what the person did not allow, run
+//! inference, and stamp the decision with its provenance.
 //!
 //! Nothing here knows about gRPC. Handlers in [`crate::grpc`] convert protobuf
 //! messages to the request types below and the results back.
@@ -12,24 +13,49 @@ use uuid::Uuid;
 
 use crate::{
     config::Config,
+    consent::{
+        Signals,
+        ledger::{Ledger, LedgerRef, load_or_create_key, now_ms},
+        policy::{Evaluation, Policy, Provenance, Settings, Tier},
+        service::Consents,
+    },
     error::Error,
     explain::{DecisionAttribution, ExplainMode, Method, pool::ExplainPool, sampling::Scorer},
     inference::{Backend, InferencePool, OrtBackend, runtime},
     models::{ModelPackage, ModelSelector, Registry, schema::FeatureRow},
 };
 
+/// Where the ad would run; recorded with the decision.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Placement {
+    pub placement_id: String,
+    pub campaign_id: String,
+    pub ad_id: String,
+}
+
+/// Who is scored, where, and under which consent signals.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Subject {
+    /// The publisher's identifier; pseudonymised before it goes anywhere.
+    pub id: Option<String>,
+    pub placement: Placement,
+    pub signals: Signals,
+}
+
 /// One subject to score.
 #[derive(Debug, Clone)]
 pub struct ScoreRequest {
     pub model: ModelSelector,
+    pub subject: Subject,
     pub row: FeatureRow,
     pub explain: ExplainMode,
 }
 
-/// Many candidate rows to score with one model.
+/// Many candidate rows to score with one model for one subject.
 #[derive(Debug, Clone)]
 pub struct BatchRequest {
     pub model: ModelSelector,
+    pub subject: Subject,
     pub rows: Vec<FeatureRow>,
     pub explain: ExplainMode,
 }
@@ -73,38 +99,65 @@ pub struct Decision {
     /// UUIDv7, so decision ids sort by time.
     pub id: Uuid,
     pub model: ModelIdentity,
-    pub score: f64,
+    /// `None` when the tier is refused: no model ran.
+    pub score: Option<f64>,
     pub decided_at: SystemTime,
     pub attribution: Option<DecisionAttribution>,
+    /// Every decision carries it, in every tier.
+    pub provenance: Arc<Provenance>,
 }
 
-/// The gateway's shared state: the model registry and the inference pool.
+/// The gateway's shared state: the model registry, the inference pools, the
+/// consent ledger and the policy.
 pub struct Gateway {
     config: Config,
     pool: InferencePool,
     explain_pool: ExplainPool,
     registry: ArcSwapOption<Registry>,
     ready: watch::Sender<bool>,
+    consents: Consents,
+    policy: Policy,
 }
 
 impl Gateway {
-    /// Starts the inference threads. Models are loaded separately by
-    /// [`Gateway::load_models`], so the server can report NOT_SERVING while
-    /// they load.
-    pub fn new(config: Config) -> Self {
+    /// Opens the consent ledger and starts the inference threads. Models are
+    /// loaded separately by [`Gateway::load_models`], so the server can
+    /// report NOT_SERVING while they load.
+    pub fn new(config: Config) -> Result<Self, Error> {
+        let key = load_or_create_key(&config.consent.subject_key_file)?;
+        let ledger = Arc::new(Ledger::open(&config.database, key)?);
+        if config.consent.tcf_vendor_id.is_none() {
+            tracing::warn!(
+                "consent.tcf_vendor_id is not set: TCF vendor consent and publisher restrictions are not checked, only purpose signals"
+            );
+        }
+        let policy = Policy::new(Settings {
+            tcf_vendor_id: config.consent.tcf_vendor_id,
+            unknown_jurisdiction: config.consent.unknown_jurisdiction,
+        });
         let pool = InferencePool::new(
             config.inference_threads,
             config.inference_queue,
             config.max_batch_rows,
         );
         let explain_pool = ExplainPool::new(config.inference_threads, config.inference_queue);
-        Self {
+        Ok(Self {
+            consents: Consents::new(ledger, config.consent.controller.clone()),
+            policy,
             config,
             pool,
             explain_pool,
             registry: ArcSwapOption::empty(),
             ready: watch::channel(false).0,
-        }
+        })
+    }
+
+    pub fn consents(&self) -> &Consents {
+        &self.consents
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
     }
 
     pub fn config(&self) -> &Config {
@@ -149,14 +202,67 @@ impl Gateway {
             .schema
             .encode_row(&request.row, &mut row)
             .map_err(|e| Error::InvalidArgument(e.to_string()))?;
-        let mut decisions = self.decide(package, row, request.explain).await?;
+        let (evaluation, provenance) = self.judge(&package, request.subject).await?;
+        let mut decisions = self
+            .decide(package, row, request.explain, &evaluation, provenance)
+            .await?;
         Ok(decisions.remove(0))
     }
 
     pub async fn score_batch(&self, request: BatchRequest) -> Result<Vec<Decision>, Error> {
         let package = self.resolve(&request.model)?;
         let rows = self.validate_rows(&package, &request.rows)?;
-        self.decide(package, rows, request.explain).await
+        let (evaluation, provenance) = self.judge(&package, request.subject).await?;
+        self.decide(package, rows, request.explain, &evaluation, provenance)
+            .await
+    }
+
+    /// Evaluates consent for a subject and this model, and records the
+    /// inline signals as evidence: everything the decision will rest on.
+    async fn judge(
+        &self,
+        package: &ModelPackage,
+        subject: Subject,
+    ) -> Result<(Evaluation, Arc<Provenance>), Error> {
+        let signals = subject.signals.decode()?;
+        let ledger = self.consents.ledger();
+        let subject_ref = subject.id.as_deref().map(|id| ledger.pseudonymise(id));
+        // One indexed read on a pooled connection: short enough to run here
+        // rather than hop to a blocking thread.
+        let state = match &subject_ref {
+            Some(s) => ledger.state(s)?,
+            None => Vec::new(),
+        };
+        let columns = package.schema.columns();
+        let evaluation = self.policy.evaluate(columns, &signals, &state, now_ms());
+        let evidence = ledger
+            .evidence(subject_ref.as_deref(), &signals, self.consents.controller())
+            .await?;
+        let mut ledger_records: Vec<LedgerRef> = Vec::new();
+        for record in evaluation.purposes.iter().filter_map(|p| p.record.as_ref()) {
+            if !ledger_records.contains(record) {
+                ledger_records.push(record.clone());
+            }
+        }
+        ledger_records.push(evidence);
+        let provenance = Provenance {
+            regime: evaluation.regime,
+            tier: evaluation.tier,
+            purposes: evaluation.purposes.clone(),
+            rules: evaluation.rules.clone(),
+            masked_features: evaluation
+                .masked
+                .iter()
+                .map(|&i| columns[i].name.clone())
+                .collect(),
+            ledger_records,
+            signals_hash: signals.hash,
+            policy_version: self.policy.version(),
+            policy_hash: self.policy.hash().to_owned(),
+            model_sha256: package.sha256.clone(),
+            subject_ref,
+        };
+        Ok((evaluation, Arc::new(provenance)))
     }
 
     /// Scores and attributes rows outside any decision: what-if analysis for
@@ -204,13 +310,35 @@ impl Gateway {
         Ok(encoded)
     }
 
-    /// Scores validated rows and, when asked, attributes each score.
+    /// Applies the consent verdict to validated rows, scores what remains
+    /// and, when asked, attributes each score.
     async fn decide(
         &self,
         package: Arc<ModelPackage>,
-        rows: Vec<f32>,
+        mut rows: Vec<f32>,
         explain: ExplainMode,
+        evaluation: &Evaluation,
+        provenance: Arc<Provenance>,
     ) -> Result<Vec<Decision>, Error> {
+        let width = package.schema.width();
+        let decision = |score, attribution| Decision {
+            id: Uuid::now_v7(),
+            model: ModelIdentity::of(&package),
+            score,
+            decided_at: SystemTime::now(),
+            attribution,
+            provenance: provenance.clone(),
+        };
+        if evaluation.tier == Tier::Refused {
+            return Ok((0..rows.len() / width)
+                .map(|_| decision(None, None))
+                .collect());
+        }
+        for row in rows.chunks_mut(width) {
+            for &i in &evaluation.masked {
+                row[i] = package.background_means[i];
+            }
+        }
         let method = match explain {
             ExplainMode::Inline(method) => Some(method),
             ExplainMode::None => None,
@@ -219,12 +347,14 @@ impl Gateway {
         let mut attributions = attributions.map(Vec::into_iter);
         Ok(scores
             .into_iter()
-            .map(|s| Decision {
-                id: Uuid::now_v7(),
-                model: ModelIdentity::of(&package),
-                score: f64::from(s),
-                decided_at: SystemTime::now(),
-                attribution: attributions.as_mut().and_then(Iterator::next),
+            .map(|s| {
+                let attribution = attributions.as_mut().and_then(Iterator::next).map(|mut a| {
+                    for &i in &evaluation.masked {
+                        a.features[i].masked = true;
+                    }
+                    a
+                });
+                decision(Some(f64::from(s)), attribution)
             })
             .collect())
     }

@@ -9,6 +9,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod consent;
 pub mod error;
 pub mod explain;
 pub mod gateway;

@@ -22,6 +22,7 @@ fn without_feature(name: &str) -> pb::ScoreRequest {
 fn batch(rows: usize) -> pb::ScoreBatchRequest {
     let row = caravan_request().features;
     pb::ScoreBatchRequest {
+        context: common::us_adult(),
         model: model_ref("caravan-lgbm", ""),
         rows: (0..rows)
             .map(|_| pb::BatchRow {
@@ -47,6 +48,7 @@ async fn bad_score_requests_name_the_field() {
         (
             "no model",
             pb::ScoreRequest {
+                context: common::us_adult(),
                 model: None,
                 ..caravan_request()
             },
@@ -56,6 +58,7 @@ async fn bad_score_requests_name_the_field() {
         (
             "empty model name",
             pb::ScoreRequest {
+                context: common::us_adult(),
                 model: model_ref("", ""),
                 ..caravan_request()
             },
@@ -65,6 +68,7 @@ async fn bad_score_requests_name_the_field() {
         (
             "unknown model",
             pb::ScoreRequest {
+                context: common::us_adult(),
                 model: model_ref("nope", ""),
                 ..caravan_request()
             },
@@ -74,6 +78,7 @@ async fn bad_score_requests_name_the_field() {
         (
             "unknown version",
             pb::ScoreRequest {
+                context: common::us_adult(),
                 model: model_ref("caravan-lgbm", "9.9.9"),
                 ..caravan_request()
             },
@@ -83,6 +88,7 @@ async fn bad_score_requests_name_the_field() {
         (
             "unparsable version",
             pb::ScoreRequest {
+                context: common::us_adult(),
                 model: model_ref("caravan-lgbm", "latest"),
                 ..caravan_request()
             },
@@ -157,6 +163,7 @@ async fn bad_score_requests_name_the_field() {
         ),
     ];
     let positional = |version: &str, values: Vec<f64>| pb::ScoreRequest {
+        context: common::us_adult(),
         model: model_ref("caravan-lgbm", version),
         values,
         ..Default::default()
@@ -230,6 +237,7 @@ async fn bad_score_requests_name_the_field() {
         (
             "unknown model",
             pb::ScoreBatchRequest {
+                context: common::us_adult(),
                 model: model_ref("nope", ""),
                 ..batch(1)
             },

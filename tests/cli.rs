@@ -41,6 +41,10 @@ async fn candor_score_prints_the_decision_as_json() {
             "caravan-lgbm",
             "--csv",
             path.to_str().unwrap(),
+            "--country",
+            "US",
+            "--age",
+            "adult",
         ])
         .output()
         .unwrap();
@@ -55,6 +59,8 @@ async fn candor_score_prints_the_decision_as_json() {
         "{decision}"
     );
     assert_eq!(decision["model"]["version"], "1.0.0");
+    assert_eq!(decision["tier"], "personalised");
+    assert_eq!(decision["provenance"]["regime"], "us_gpp");
 
     // Flags and JSON reach the same server; bad input is reported, not scored.
     let out = Command::new(env!("CARGO_BIN_EXE_candor"))
@@ -115,6 +121,7 @@ async fn serve_drains_in_flight_calls_on_sigterm() {
     // A large batch keeps the server busy while SIGTERM arrives.
     let row = caravan_request().features;
     let batch = candor::grpc::pb::ScoreBatchRequest {
+        context: common::us_adult(),
         model: model_ref("caravan-lgbm", ""),
         rows: (0..1024)
             .map(|_| candor::grpc::pb::BatchRow {

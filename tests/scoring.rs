@@ -32,7 +32,7 @@ async fn score_matches_python_goldens_for_every_bundled_model() {
                 model: model_ref(&name, &version),
                 subject_id: "s".into(),
                 features: row.clone(),
-                context: None,
+                context: common::us_adult(),
                 values: vec![],
                 explain: None,
             };
@@ -44,9 +44,9 @@ async fn score_matches_python_goldens_for_every_bundled_model() {
                 .decision
                 .unwrap();
             assert!(
-                (decision.score - want).abs() <= TOLERANCE,
+                (decision.score.unwrap() - want).abs() <= TOLERANCE,
                 "{name} {version}: {} vs {want}",
-                decision.score
+                decision.score.unwrap()
             );
             let model = decision.model.unwrap();
             assert_eq!(
@@ -76,7 +76,7 @@ async fn score_batch_matches_goldens_in_request_order() {
         let request = pb::ScoreBatchRequest {
             model: model_ref(&name, &version),
             subject_id: "s".into(),
-            context: None,
+            context: common::us_adult(),
             explain: None,
             rows: golden
                 .rows
@@ -96,9 +96,9 @@ async fn score_batch_matches_goldens_in_request_order() {
         assert_eq!(decisions.len(), golden.scores.len());
         for (d, want) in decisions.iter().zip(&golden.scores) {
             assert!(
-                (d.score - want).abs() <= TOLERANCE,
+                (d.score.unwrap() - want).abs() <= TOLERANCE,
                 "{name} {version}: {} vs {want}",
-                d.score
+                d.score.unwrap()
             );
         }
     }
@@ -122,6 +122,7 @@ async fn concurrent_scores_are_each_answered_with_their_own_row() {
             let mut client = pb::scoring_service_client::ScoringServiceClient::new(channel.clone());
             tokio::spawn(async move {
                 let request = pb::ScoreRequest {
+                    context: common::us_adult(),
                     model: model_ref("caravan-lgbm", "1.0.0"),
                     features: row,
                     ..Default::default()
@@ -133,7 +134,8 @@ async fn concurrent_scores_are_each_answered_with_their_own_row() {
                     .into_inner()
                     .decision
                     .unwrap()
-                    .score;
+                    .score
+                    .unwrap();
                 assert!((got - want).abs() <= TOLERANCE, "{got} vs {want}");
             })
         })
@@ -189,6 +191,7 @@ async fn positional_values_score_like_named_features() {
             })
             .collect();
         let request = pb::ScoreBatchRequest {
+            context: common::us_adult(),
             model: model_ref(&name, &version),
             rows,
             ..Default::default()
@@ -201,12 +204,13 @@ async fn positional_values_score_like_named_features() {
             .decisions;
         for (d, want) in decisions.iter().zip(&golden.scores) {
             assert!(
-                (d.score - want).abs() <= TOLERANCE,
+                (d.score.unwrap() - want).abs() <= TOLERANCE,
                 "{name} {version}: {} vs {want}",
-                d.score
+                d.score.unwrap()
             );
         }
         let single = pb::ScoreRequest {
+            context: common::us_adult(),
             model: model_ref(&name, &version),
             values: golden.positional()[0].clone(),
             ..Default::default()
@@ -218,7 +222,7 @@ async fn positional_values_score_like_named_features() {
             .into_inner()
             .decision
             .unwrap();
-        assert!((d.score - golden.scores[0]).abs() <= TOLERANCE);
+        assert!((d.score.unwrap() - golden.scores[0]).abs() <= TOLERANCE);
     }
     server.stop().await;
 }
@@ -258,6 +262,7 @@ async fn inline_attributions_add_up_and_agree_with_onnx_runtime() {
         let golden = golden(&package);
         for (row, want) in golden.rows.iter().zip(&golden.scores).take(20) {
             let request = pb::ScoreRequest {
+                context: common::us_adult(),
                 model: model_ref(name, "1.0.0"),
                 features: row.clone(),
                 explain: inline(asked),
@@ -270,7 +275,7 @@ async fn inline_attributions_add_up_and_agree_with_onnx_runtime() {
                 .into_inner()
                 .decision
                 .unwrap();
-            assert!((decision.score - want).abs() <= TOLERANCE);
+            assert!((decision.score.unwrap() - want).abs() <= TOLERANCE);
             let a = decision
                 .attribution
                 .expect("inline attributions were asked for");
@@ -341,10 +346,10 @@ async fn a_generic_graph_gets_seeded_sampled_attributions_with_standard_errors()
     );
     // The estimator explains the score itself: base + Σφ = score.
     assert!(
-        (a.margin - first.score).abs() <= 1e-5,
+        (a.margin - first.score.unwrap()).abs() <= 1e-5,
         "{} vs {}",
         a.margin,
-        first.score
+        first.score.unwrap()
     );
     assert!(a.additivity_residual <= 1e-6, "{}", a.additivity_residual);
     assert!(a.ort_difference <= 1e-5);

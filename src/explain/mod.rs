@@ -348,6 +348,9 @@ pub struct FeatureContribution {
     pub contribution: f64,
     /// Zero when the method is exact.
     pub standard_error: f64,
+    /// The consent policy replaced the person's value with its background
+    /// expectation; `value` is what the model saw.
+    pub masked: bool,
 }
 
 /// A group's part: the sum of its members' contributions, never an average.
@@ -388,6 +391,7 @@ impl DecisionAttribution {
                 value,
                 contribution,
                 standard_error: attribution.standard_errors.get(i).copied().unwrap_or(0.0),
+                masked: false,
             })
             .collect();
         let of = |name: &str| {

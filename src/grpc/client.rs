@@ -15,6 +15,36 @@ pub struct ScoreCall {
     pub version: Option<String>,
     pub subject_id: String,
     pub rows: Vec<Features>,
+    pub consent: ConsentSignals,
+}
+
+/// The consent signals sent with the call; empty strings are not sent.
+#[derive(Debug, Clone, Default)]
+pub struct ConsentSignals {
+    pub country: String,
+    pub region: String,
+    /// "adult", "minor" or empty for unknown.
+    pub age: String,
+    pub tc_string: String,
+    pub gpp_string: String,
+    pub gpc: bool,
+}
+
+fn context(call: &ScoreCall) -> Option<pb::RequestContext> {
+    let c = &call.consent;
+    Some(pb::RequestContext {
+        jurisdiction_country: c.country.clone(),
+        jurisdiction_region: c.region.clone(),
+        age_status: match c.age.as_str() {
+            "adult" => pb::AgeStatus::Adult,
+            "minor" => pb::AgeStatus::Minor,
+            _ => pb::AgeStatus::Unspecified,
+        } as i32,
+        tc_string: c.tc_string.clone(),
+        gpp_string: c.gpp_string.clone(),
+        gpc: c.gpc,
+        ..Default::default()
+    })
 }
 
 /// The request for one row, for callers that drive `Score` themselves.
@@ -23,7 +53,7 @@ pub fn score_request(call: &ScoreCall, row: &Features) -> pb::ScoreRequest {
         model: Some(model_ref(call)),
         subject_id: call.subject_id.clone(),
         features: to_pb(row),
-        context: None,
+        context: context(call),
         values: vec![],
         explain: None,
     }
@@ -34,7 +64,7 @@ pub fn batch_request(call: &ScoreCall) -> pb::ScoreBatchRequest {
     pb::ScoreBatchRequest {
         model: Some(model_ref(call)),
         subject_id: call.subject_id.clone(),
-        context: None,
+        context: context(call),
         explain: None,
         rows: call
             .rows
@@ -80,6 +110,23 @@ fn decision_json(d: pb::Decision) -> Value {
         "decision_id": d.decision_id,
         "model": { "name": model.name, "version": model.version, "sha256": model.sha256 },
         "score": d.score,
+        "tier": pb::Tier::try_from(d.tier).map_or("unknown", |t| match t {
+            pb::Tier::Personalised => "personalised",
+            pb::Tier::Contextual => "contextual",
+            pb::Tier::Refused => "refused",
+            pb::Tier::Unspecified => "unspecified",
+        }),
         "decided_at": d.decided_at.map(|t| t.to_string()),
+        "provenance": d.provenance.map(|p| json!({
+            "regime": p.regime,
+            "rules_fired": p.rules_fired,
+            "masked_features": p.masked_features,
+            "ledger_records": p.ledger_records.iter().map(|r| json!({
+                "seq": r.seq, "record_id": r.record_id, "sha256": r.sha256,
+            })).collect::<Vec<_>>(),
+            "signals_sha256": p.signals_sha256,
+            "policy_version": p.policy_version,
+            "policy_sha256": p.policy_sha256,
+        })),
     })
 }

@@ -8,9 +8,17 @@ use semver::Version;
 
 use super::pb;
 use crate::{
+    consent::{
+        AgeStatus, ConsentMode, Jurisdiction, ModeFlag, Signals,
+        ledger::LedgerRef,
+        policy::{Provenance, Tier},
+    },
     error::Error,
     explain::{DecisionAttribution, ExplainMode, Method},
-    gateway::{BatchRequest, Decision, ExplainRequest, Explained, ModelIdentity, ScoreRequest},
+    gateway::{
+        BatchRequest, Decision, ExplainRequest, Explained, ModelIdentity, Placement, ScoreRequest,
+        Subject,
+    },
     models::{
         ModelPackage, ModelSelector,
         manifest::{FeatureType, Manifest},
@@ -96,6 +104,68 @@ fn batch_rows(model: &ModelSelector, rows: Vec<pb::BatchRow>) -> Result<Vec<Feat
         .collect()
 }
 
+fn mode_flag(value: i32, field: &str) -> Result<ModeFlag, Error> {
+    match pb::ConsentModeValue::try_from(value) {
+        Ok(pb::ConsentModeValue::Unspecified) => Ok(ModeFlag::Unset),
+        Ok(pb::ConsentModeValue::Granted) => Ok(ModeFlag::Granted),
+        Ok(pb::ConsentModeValue::Denied) => Ok(ModeFlag::Denied),
+        Err(_) => Err(Error::InvalidArgument(format!(
+            "context.consent_mode.{field}: {value} is not a known value"
+        ))),
+    }
+}
+
+/// The subject and the consent signals: empty strings mean "not sent".
+fn subject(subject_id: String, context: Option<pb::RequestContext>) -> Result<Subject, Error> {
+    let c = context.unwrap_or_default();
+    let present = |s: String| (!s.is_empty()).then_some(s);
+    let age = match pb::AgeStatus::try_from(c.age_status) {
+        Ok(pb::AgeStatus::Unspecified) => AgeStatus::Unknown,
+        Ok(pb::AgeStatus::Adult) => AgeStatus::Adult,
+        Ok(pb::AgeStatus::Minor) => AgeStatus::Minor,
+        Err(_) => {
+            return Err(Error::InvalidArgument(format!(
+                "context.age_status: {} is not a known status",
+                c.age_status
+            )));
+        }
+    };
+    let mode = c.consent_mode.unwrap_or_default();
+    let jurisdiction = match (
+        present(c.jurisdiction_country),
+        present(c.jurisdiction_region),
+    ) {
+        (None, None) => None,
+        (None, Some(_)) => {
+            return Err(Error::InvalidArgument(
+                "context.jurisdiction_region: needs context.jurisdiction_country".into(),
+            ));
+        }
+        (Some(country), region) => Some(Jurisdiction { country, region }),
+    };
+    Ok(Subject {
+        id: present(subject_id),
+        placement: Placement {
+            placement_id: c.placement_id,
+            campaign_id: c.campaign_id,
+            ad_id: c.ad_id,
+        },
+        signals: Signals {
+            jurisdiction,
+            age,
+            tc_string: present(c.tc_string),
+            gpp_string: present(c.gpp_string),
+            gpc: c.gpc,
+            consent_mode: ConsentMode {
+                ad_storage: mode_flag(mode.ad_storage, "ad_storage")?,
+                ad_user_data: mode_flag(mode.ad_user_data, "ad_user_data")?,
+                ad_personalization: mode_flag(mode.ad_personalization, "ad_personalization")?,
+                analytics_storage: mode_flag(mode.analytics_storage, "analytics_storage")?,
+            },
+        },
+    })
+}
+
 impl TryFrom<pb::ScoreRequest> for ScoreRequest {
     type Error = Error;
 
@@ -104,6 +174,7 @@ impl TryFrom<pb::ScoreRequest> for ScoreRequest {
         let row = feature_row(&model, r.features, r.values, "")?;
         Ok(Self {
             model,
+            subject: subject(r.subject_id, r.context)?,
             row,
             explain: explain_mode(r.explain)?,
         })
@@ -118,6 +189,7 @@ impl TryFrom<pb::ScoreBatchRequest> for BatchRequest {
         let rows = batch_rows(&model, r.rows)?;
         Ok(Self {
             model,
+            subject: subject(r.subject_id, r.context)?,
             rows,
             explain: explain_mode(r.explain)?,
         })
@@ -199,7 +271,7 @@ fn explain_mode(options: Option<pb::ExplainOptions>) -> Result<ExplainMode, Erro
     }
 }
 
-fn timestamp(t: SystemTime) -> prost_types::Timestamp {
+pub(super) fn timestamp(t: SystemTime) -> prost_types::Timestamp {
     t.into()
 }
 
@@ -220,6 +292,7 @@ impl From<DecisionAttribution> for pb::Attribution {
                     value: f64::from(f.value),
                     contribution: f.contribution,
                     standard_error: f.standard_error,
+                    masked: f.masked,
                 })
                 .collect(),
             groups: d
@@ -247,6 +320,57 @@ impl From<Decision> for pb::Decision {
             score: d.score,
             decided_at: Some(timestamp(d.decided_at)),
             attribution: d.attribution.map(Into::into),
+            tier: pb::Tier::from(d.provenance.tier) as i32,
+            provenance: Some(d.provenance.as_ref().into()),
+        }
+    }
+}
+
+impl From<Tier> for pb::Tier {
+    fn from(t: Tier) -> Self {
+        match t {
+            Tier::Personalised => Self::Personalised,
+            Tier::Contextual => Self::Contextual,
+            Tier::Refused => Self::Refused,
+        }
+    }
+}
+
+impl From<&LedgerRef> for pb::LedgerReference {
+    fn from(r: &LedgerRef) -> Self {
+        Self {
+            seq: r.seq,
+            record_id: r.record_id.clone(),
+            sha256: r.hash.clone(),
+        }
+    }
+}
+
+impl From<&Provenance> for pb::Provenance {
+    fn from(p: &Provenance) -> Self {
+        Self {
+            regime: p.regime.as_str().to_owned(),
+            tier: pb::Tier::from(p.tier) as i32,
+            purposes: p
+                .purposes
+                .iter()
+                .map(|o| pb::PurposeDecision {
+                    tcf_purpose: u32::from(o.tcf_id),
+                    dpv: o.dpv.to_owned(),
+                    status: o.status.as_str().to_owned(),
+                    legal_basis: o.legal_basis.map_or("", |b| b.as_str()).to_owned(),
+                    source: o.source.as_str().to_owned(),
+                    record: o.record.as_ref().map(Into::into),
+                })
+                .collect(),
+            rules_fired: p.rules.iter().map(|r| (*r).to_owned()).collect(),
+            masked_features: p.masked_features.clone(),
+            ledger_records: p.ledger_records.iter().map(Into::into).collect(),
+            signals_sha256: p.signals_hash.clone(),
+            policy_version: p.policy_version.to_owned(),
+            policy_sha256: p.policy_hash.clone(),
+            model_sha256: p.model_sha256.clone(),
+            subject_ref: p.subject_ref.clone().unwrap_or_default(),
         }
     }
 }

@@ -5,6 +5,7 @@
 //! back. Every domain error becomes a status in one place ([`status`]).
 
 pub mod client;
+mod consent;
 mod convert;
 mod explain;
 mod models;
@@ -29,8 +30,8 @@ pub mod pb {
 }
 
 use pb::{
-    explain_service_server::ExplainServiceServer, model_service_server::ModelServiceServer,
-    scoring_service_server::ScoringServiceServer,
+    consent_service_server::ConsentServiceServer, explain_service_server::ExplainServiceServer,
+    model_service_server::ModelServiceServer, scoring_service_server::ScoringServiceServer,
 };
 
 /// Serves the gateway's gRPC API on `listener` until `shutdown` resolves, then
@@ -69,6 +70,9 @@ pub async fn serve(
     let explain = ExplainServiceServer::new(explain::Explain::new(gateway.clone()))
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
+    let consent = ConsentServiceServer::new(consent::Consent::new(gateway.clone()))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
 
     let result = Server::builder()
         .add_service(health_service)
@@ -76,6 +80,7 @@ pub async fn serve(
         .add_service(scoring)
         .add_service(models)
         .add_service(explain)
+        .add_service(consent)
         .serve_with_incoming_shutdown(
             // Small replies must not wait for Nagle's algorithm and the
             // peer's delayed ACK: that stalls a call for ~40 ms.
@@ -93,7 +98,13 @@ async fn set_health(health: &tonic_health::server::HealthReporter, ready: bool) 
     } else {
         ServingStatus::NotServing
     };
-    for service in ["", SCORING_SERVICE, MODEL_SERVICE, EXPLAIN_SERVICE] {
+    for service in [
+        "",
+        SCORING_SERVICE,
+        MODEL_SERVICE,
+        EXPLAIN_SERVICE,
+        CONSENT_SERVICE,
+    ] {
         health.set_service_status(service, status).await;
     }
 }
@@ -102,5 +113,7 @@ const SCORING_SERVICE: &str =
     <ScoringServiceServer<scoring::Scoring> as tonic::server::NamedService>::NAME;
 const EXPLAIN_SERVICE: &str =
     <ExplainServiceServer<explain::Explain> as tonic::server::NamedService>::NAME;
+const CONSENT_SERVICE: &str =
+    <ConsentServiceServer<consent::Consent> as tonic::server::NamedService>::NAME;
 const MODEL_SERVICE: &str =
     <ModelServiceServer<models::Models> as tonic::server::NamedService>::NAME;

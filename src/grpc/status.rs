@@ -3,13 +3,22 @@
 use tonic::{Code, Status};
 
 use crate::{
-    error::Error, explain::pool::PoolError, inference::InferenceError, models::LookupError,
+    consent::ledger::LedgerError, error::Error, explain::pool::PoolError,
+    inference::InferenceError, models::LookupError,
 };
 
 impl From<Error> for Status {
     fn from(e: Error) -> Self {
         let code = match &e {
-            Error::InvalidArgument(_) => Code::InvalidArgument,
+            Error::InvalidArgument(_) | Error::Signal(_) => Code::InvalidArgument,
+            Error::Ledger(inner) => match inner {
+                LedgerError::Busy(_) | LedgerError::ShutDown => Code::Unavailable,
+                LedgerError::Full(_) => Code::ResourceExhausted,
+                LedgerError::Open { .. }
+                | LedgerError::Key { .. }
+                | LedgerError::Sqlite(_)
+                | LedgerError::Corrupt { .. } => Code::Internal,
+            },
             Error::Lookup(LookupError::UnknownModel(_) | LookupError::UnknownVersion { .. }) => {
                 Code::NotFound
             }

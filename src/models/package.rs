@@ -77,6 +77,27 @@ pub struct Rows {
 }
 
 impl Rows {
+    /// Each column's mean over its non-missing values (NaN when a column is
+    /// all missing), accumulated in f64.
+    pub fn column_means(&self) -> Vec<f32> {
+        (0..self.width)
+            .map(|c| {
+                let (sum, n) = self
+                    .values
+                    .iter()
+                    .skip(c)
+                    .step_by(self.width)
+                    .filter(|v| !v.is_nan())
+                    .fold((0.0f64, 0u32), |(s, n), v| (s + f64::from(*v), n + 1));
+                if n == 0 {
+                    f32::NAN
+                } else {
+                    (sum / f64::from(n)) as f32
+                }
+            })
+            .collect()
+    }
+
     pub fn len(&self) -> usize {
         self.values.len() / self.width.max(1)
     }
@@ -105,6 +126,9 @@ pub struct ModelPackage {
     pub sha256: String,
     pub schema: FeatureSchema,
     pub background: Rows,
+    /// What the consent policy substitutes for a masked feature: its
+    /// expectation over the background sample.
+    pub background_means: Vec<f32>,
     pub golden: Option<Golden>,
     pub backend: Arc<OrtBackend>,
     /// How this graph's decisions are attributed.
@@ -205,6 +229,7 @@ impl ModelPackage {
             manifest_toml,
             sha256,
             schema,
+            background_means: background.column_means(),
             background,
             golden,
             backend: Arc::new(backend),

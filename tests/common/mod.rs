@@ -31,13 +31,36 @@ pub fn ort_lib() -> PathBuf {
         .unwrap_or_else(|| repo_root().join(".ort/libonnxruntime.so.1.31.1"))
 }
 
+/// The bundled models on port 0, with a fresh database and subject key in a
+/// temporary folder that outlives the server (restart tests reuse it).
 pub fn test_config() -> Config {
-    Config {
+    let data = tempfile::Builder::new()
+        .prefix("candor-test-")
+        .tempdir()
+        .unwrap()
+        .keep();
+    let mut config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         models_dir: repo_root().join("models"),
         ort_lib: ort_lib(),
+        database: data.join("candor.db"),
         ..Config::default()
-    }
+    };
+    config.consent.subject_key_file = data.join("subject.key");
+    config.consent.tcf_vendor_id = Some(TEST_VENDOR_ID);
+    config
+}
+
+/// The TCF vendor id the policy fixtures were encoded for.
+pub const TEST_VENDOR_ID: u16 = 1000;
+
+/// A US adult with no opt-out: the personalised tier with no ledger look-up.
+pub fn us_adult() -> Option<pb::RequestContext> {
+    Some(pb::RequestContext {
+        jurisdiction_country: "US".into(),
+        age_status: pb::AgeStatus::Adult as i32,
+        ..Default::default()
+    })
 }
 
 pub struct TestServer {
@@ -52,7 +75,7 @@ impl TestServer {
     pub async fn start_unloaded(config: Config) -> Self {
         let listener = TcpListener::bind(config.listen).await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let gateway = Arc::new(Gateway::new(config));
+        let gateway = Arc::new(Gateway::new(config).expect("the gateway opens its database"));
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(candor::serve(listener, gateway.clone(), async {
             let _ = rx.await;
@@ -208,7 +231,7 @@ pub fn caravan_request() -> pb::ScoreRequest {
         model: model_ref("caravan-lgbm", ""),
         subject_id: "subject-1".into(),
         features: g.rows[0].clone(),
-        context: None,
+        context: us_adult(),
         values: vec![],
         explain: None,
     }

@@ -1,0 +1,912 @@
+//! The consent ledger: an append-only, hash-chained record of every consent,
+//! withdrawal, objection, inline signal and erasure, in an embedded SQLite
+//! database (a real file in WAL mode).
+//!
+//! Each record's hash covers the previous record's hash, its own position and
+//! id, and the SHA-256 of its canonical content, so editing, removing or
+//! reordering any row breaks the chain at that row. Erasure (GDPR Art. 17)
+//! removes a subject's content and pseudonym but keeps each row's hashes: the
+//! tombstones still verify, and an erasure record says what was erased.
+//!
+//! Subjects are stored only as a keyed HMAC of the publisher's identifier.
+//! Writes go through one thread that commits whatever is queued in one
+//! transaction (group commit); reads use a small pool of connections.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Mutex,
+    thread::JoinHandle,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use crossbeam_channel::{Receiver, Sender};
+use hmac::{Hmac, Mac};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use super::Decoded;
+
+/// Consent must be re-confirmed after 13 months (TCF policies; EDPB guidance),
+/// taken here as 13 × 30.44 days.
+pub const VALIDITY: Duration = Duration::from_secs(395 * 24 * 3600);
+
+/// The prev_hash of the first record.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+const SCHEMA: &str = "candor.consent-record/1 (ISO/IEC TS 27560:2023, Kantara Consent Receipt 1.1)";
+const READERS: usize = 4;
+const MAX_GROUP: usize = 512;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LedgerError {
+    #[error("consent ledger {path}: {message}")]
+    Open { path: PathBuf, message: String },
+    #[error("consent ledger is busy (database locked): {0}")]
+    Busy(String),
+    #[error("consent ledger cannot grow (disk full): {0}")]
+    Full(String),
+    #[error("consent ledger: {0}")]
+    Sqlite(String),
+    #[error("consent ledger subject key {path}: {message}")]
+    Key { path: PathBuf, message: String },
+    #[error("consent ledger record {record_id}: {message}")]
+    Corrupt { record_id: String, message: String },
+    #[error("consent ledger writer has stopped")]
+    ShutDown,
+}
+
+impl From<rusqlite::Error> for LedgerError {
+    fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode::*;
+        match e.sqlite_error_code() {
+            Some(DatabaseBusy | DatabaseLocked) => Self::Busy(e.to_string()),
+            Some(DiskFull) => Self::Full(e.to_string()),
+            _ => Self::Sqlite(e.to_string()),
+        }
+    }
+}
+
+/// A record's place in the chain: what a decision's provenance cites.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerRef {
+    pub seq: i64,
+    pub record_id: String,
+    pub hash: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordKind {
+    Consent,
+    Withdrawal,
+    Objection,
+    Evidence,
+    Erasure,
+}
+
+impl RecordKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Consent => "consent",
+            Self::Withdrawal => "withdrawal",
+            Self::Objection => "objection",
+            Self::Evidence => "evidence",
+            Self::Erasure => "erasure",
+        }
+    }
+}
+
+/// ISO/IEC TS 27560 consent status. Only `Given` and `Renewed` permit
+/// processing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Given,
+    Renewed,
+    Refused,
+    Withdrawn,
+    Objected,
+    Expired,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Given => "given",
+            Self::Renewed => "renewed",
+            Self::Refused => "refused",
+            Self::Withdrawn => "withdrawn",
+            Self::Objected => "objected",
+            Self::Expired => "expired",
+        }
+    }
+
+    pub fn permits(self) -> bool {
+        matches!(self, Self::Given | Self::Renewed)
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        [
+            Self::Given,
+            Self::Renewed,
+            Self::Refused,
+            Self::Withdrawn,
+            Self::Objected,
+            Self::Expired,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
+    }
+}
+
+/// GDPR Art. 6(1) bases a record may rest on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LegalBasis {
+    /// Art. 6(1)(a).
+    Consent,
+    /// Art. 6(1)(f).
+    LegitimateInterest,
+}
+
+impl LegalBasis {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Consent => "consent",
+            Self::LegitimateInterest => "legitimate_interest",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        [Self::Consent, Self::LegitimateInterest]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+    }
+}
+
+/// One purpose in a record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurposeEntry {
+    /// TCF purpose id, or 0 for direct marketing as a whole.
+    pub tcf_id: u8,
+    pub dpv: String,
+    pub legal_basis: LegalBasis,
+    pub status: Status,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notice {
+    pub url: String,
+    pub version: String,
+    /// SHA-256 of the notice text the person saw.
+    pub sha256: String,
+}
+
+/// How and where the choice was made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Collection {
+    /// "cmp_ui", "api", "browser_signal", "offline" or "inline_signal".
+    pub method: String,
+    pub collected_at_ms: i64,
+    pub jurisdiction: String,
+    pub language: String,
+    pub notice: Option<Notice>,
+}
+
+/// The signals a scoring request carried, kept as evidence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Evidence {
+    pub signals_hash: String,
+    pub tc_string: Option<String>,
+    pub gpp_string: Option<String>,
+    pub gpc: bool,
+    pub age_status: String,
+    pub consent_mode: String,
+}
+
+/// A record's canonical content: the receipt. Serialised with serde_json in
+/// field order, which is what its content hash covers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    pub schema: String,
+    pub record_id: String,
+    pub kind: RecordKind,
+    pub subject_ref: Option<String>,
+    pub controller: String,
+    pub purposes: Vec<PurposeEntry>,
+    pub data_categories: Vec<String>,
+    pub collection: Collection,
+    pub expires_at_ms: Option<i64>,
+    pub withdrawal_method: String,
+    pub evidence: Option<Evidence>,
+    /// For an erasure record: the sequence numbers whose content was removed.
+    pub erased_seqs: Vec<i64>,
+}
+
+/// A record to append; the ledger assigns its id and place in the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Draft {
+    pub kind: RecordKind,
+    pub subject_ref: Option<String>,
+    pub controller: String,
+    pub purposes: Vec<PurposeEntry>,
+    pub data_categories: Vec<String>,
+    pub collection: Collection,
+    pub withdrawal_method: String,
+    pub evidence: Option<Evidence>,
+}
+
+/// A subject's current state for one purpose: the latest record that
+/// decided it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PurposeState {
+    pub tcf_id: u8,
+    pub status: Status,
+    pub legal_basis: LegalBasis,
+    pub effective_at_ms: i64,
+    pub expires_at_ms: Option<i64>,
+    pub record: LedgerRef,
+}
+
+impl PurposeState {
+    /// The status at `now`: a consent past its validity has expired.
+    pub fn status_at(&self, now_ms: i64) -> Status {
+        match self.expires_at_ms {
+            Some(t) if self.status.permits() && now_ms >= t => Status::Expired,
+            _ => self.status,
+        }
+    }
+}
+
+/// One stored record, as history returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRecord {
+    pub reference: LedgerRef,
+    pub kind: RecordKind,
+    pub recorded_at_ms: i64,
+    pub prev_hash: String,
+    pub content_hash: String,
+    /// The canonical content (the receipt as JSON); `None` once erased.
+    pub content: Option<String>,
+}
+
+/// The first place the chain does not hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokenLink {
+    pub seq: i64,
+    pub record_id: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verification {
+    pub records: u64,
+    pub head: String,
+    pub broken: Option<BrokenLink>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Erasure {
+    pub records_erased: u64,
+    pub tombstone: LedgerRef,
+}
+
+enum Job {
+    Append(
+        Vec<Draft>,
+        oneshot::Sender<Result<Vec<LedgerRef>, LedgerError>>,
+    ),
+    Erase(String, i64, oneshot::Sender<Result<Erasure, LedgerError>>),
+}
+
+pub struct Ledger {
+    jobs: Option<Sender<Job>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    readers: (Sender<Connection>, Receiver<Connection>),
+    key: Vec<u8>,
+    /// (subject_ref, signals hash) → the evidence record already holding
+    /// those signals, so repeated requests do not grow the ledger.
+    evidence_seen: moka::sync::Cache<(String, String), LedgerRef>,
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// The chained hash of one row.
+fn link_hash(
+    prev: &str,
+    seq: i64,
+    record_id: &str,
+    kind: &str,
+    at_ms: i64,
+    content_hash: &str,
+) -> String {
+    sha256_hex(format!("{prev}\n{seq}\n{record_id}\n{kind}\n{at_ms}\n{content_hash}").as_bytes())
+}
+
+fn open_connection(path: &Path) -> Result<Connection, LedgerError> {
+    let open = |e: rusqlite::Error| LedgerError::Open {
+        path: path.to_owned(),
+        message: e.to_string(),
+    };
+    let conn = Connection::open(path).map_err(open)?;
+    conn.busy_timeout(Duration::from_secs(5)).map_err(open)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(open)?;
+    // A consent record is evidence: FULL makes a commit durable once the
+    // call returns, and group commit spreads that fsync over many records.
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(open)?;
+    Ok(conn)
+}
+
+const DDL: &str = "
+CREATE TABLE IF NOT EXISTS ledger (
+    seq           INTEGER PRIMARY KEY,
+    record_id     TEXT NOT NULL UNIQUE,
+    subject_ref   TEXT,
+    kind          TEXT NOT NULL,
+    recorded_at   INTEGER NOT NULL,
+    content       TEXT,
+    content_hash  TEXT NOT NULL,
+    prev_hash     TEXT NOT NULL,
+    hash          TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ledger_subject ON ledger(subject_ref, seq);
+CREATE TRIGGER IF NOT EXISTS ledger_append_only BEFORE DELETE ON ledger
+BEGIN SELECT RAISE(ABORT, 'the consent ledger is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS ledger_erasure_only BEFORE UPDATE ON ledger
+WHEN NEW.seq IS NOT OLD.seq OR NEW.record_id IS NOT OLD.record_id OR NEW.kind IS NOT OLD.kind
+  OR NEW.recorded_at IS NOT OLD.recorded_at OR NEW.content_hash IS NOT OLD.content_hash
+  OR NEW.prev_hash IS NOT OLD.prev_hash OR NEW.hash IS NOT OLD.hash
+  OR NEW.content IS NOT NULL OR NEW.subject_ref IS NOT NULL
+BEGIN SELECT RAISE(ABORT, 'ledger rows change only by erasure'); END;
+CREATE TABLE IF NOT EXISTS consent_state (
+    subject_ref   TEXT NOT NULL,
+    tcf_id        INTEGER NOT NULL,
+    status        TEXT NOT NULL,
+    legal_basis   TEXT NOT NULL,
+    effective_at  INTEGER NOT NULL,
+    expires_at    INTEGER,
+    record_seq    INTEGER NOT NULL,
+    record_id     TEXT NOT NULL,
+    record_hash   TEXT NOT NULL,
+    PRIMARY KEY (subject_ref, tcf_id)
+) WITHOUT ROWID;
+";
+
+/// Reads the subject HMAC key, creating a random one (mode 0600) on first
+/// start so that embedded defaults work without setup.
+pub fn load_or_create_key(path: &Path) -> Result<Vec<u8>, LedgerError> {
+    let err = |message: String| LedgerError::Key {
+        path: path.to_owned(),
+        message,
+    };
+    if path.exists() {
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        let key = hex::decode(text.trim()).map_err(|_| err("is not hex".into()))?;
+        if key.len() < 32 {
+            return Err(err(format!(
+                "holds {} bytes; at least 32 are required",
+                key.len()
+            )));
+        }
+        return Ok(key);
+    }
+    let key: [u8; 32] = rand::random();
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).map_err(|e| err(e.to_string()))?;
+    std::io::Write::write_all(&mut file, hex::encode(key).as_bytes())
+        .map_err(|e| err(e.to_string()))?;
+    tracing::info!(path = %path.display(), "created a new subject pseudonymisation key");
+    Ok(key.to_vec())
+}
+
+impl Ledger {
+    /// Opens (or creates) the ledger at `path`, pseudonymising subjects with
+    /// `key`.
+    pub fn open(path: &Path, key: Vec<u8>) -> Result<Self, LedgerError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| LedgerError::Open {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })?;
+        }
+        let conn = open_connection(path)?;
+        conn.execute_batch(DDL).map_err(|e| LedgerError::Open {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let head: (i64, String) = conn
+            .query_row(
+                "SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?
+            .unwrap_or((0, GENESIS.to_owned()));
+        let (readers_tx, readers_rx) = crossbeam_channel::bounded(READERS);
+        for _ in 0..READERS {
+            readers_tx
+                .send(open_connection(path)?)
+                .expect("pool has room");
+        }
+        let (jobs, rx) = crossbeam_channel::unbounded();
+        let writer = std::thread::Builder::new()
+            .name("candor-ledger".into())
+            .spawn(move || Writer { conn, head }.run(rx))
+            .map_err(|e| LedgerError::Open {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })?;
+        Ok(Self {
+            jobs: Some(jobs),
+            writer: Mutex::new(Some(writer)),
+            readers: (readers_tx, readers_rx),
+            key,
+            evidence_seen: moka::sync::Cache::builder()
+                .max_capacity(200_000)
+                .support_invalidation_closures()
+                .build(),
+        })
+    }
+
+    /// The pseudonymous subject reference: HMAC-SHA256 of the publisher's
+    /// identifier under the configured key, in hex.
+    pub fn pseudonymise(&self, subject_id: &str) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key length");
+        mac.update(subject_id.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    async fn submit<T>(
+        &self,
+        job: impl FnOnce(oneshot::Sender<Result<T, LedgerError>>) -> Job,
+    ) -> Result<T, LedgerError> {
+        let (tx, rx) = oneshot::channel();
+        self.jobs
+            .as_ref()
+            .ok_or(LedgerError::ShutDown)?
+            .send(job(tx))
+            .map_err(|_| LedgerError::ShutDown)?;
+        rx.await.map_err(|_| LedgerError::ShutDown)?
+    }
+
+    /// Appends records and returns once they are committed.
+    pub async fn append(&self, drafts: Vec<Draft>) -> Result<Vec<LedgerRef>, LedgerError> {
+        self.submit(|tx| Job::Append(drafts, tx)).await
+    }
+
+    /// Records the signals a scoring request carried, once per subject and
+    /// signal set; later requests with the same signals cite that record.
+    pub async fn evidence(
+        &self,
+        subject_ref: Option<&str>,
+        signals: &Decoded,
+        controller: &str,
+    ) -> Result<LedgerRef, LedgerError> {
+        let key = (
+            subject_ref.unwrap_or_default().to_owned(),
+            signals.hash.clone(),
+        );
+        if let Some(found) = self.evidence_seen.get(&key) {
+            return Ok(found);
+        }
+        let s = &signals.signals;
+        let m = &s.consent_mode;
+        let draft = Draft {
+            kind: RecordKind::Evidence,
+            subject_ref: subject_ref.map(str::to_owned),
+            controller: controller.to_owned(),
+            purposes: Vec::new(),
+            data_categories: Vec::new(),
+            collection: Collection {
+                method: "inline_signal".into(),
+                collected_at_ms: now_ms(),
+                jurisdiction: s
+                    .jurisdiction
+                    .as_ref()
+                    .map_or(String::new(), |j| match &j.region {
+                        Some(r) => format!("{}-{r}", j.country),
+                        None => j.country.clone(),
+                    }),
+                language: signals
+                    .tcf
+                    .as_ref()
+                    .map_or(String::new(), |t| t.consent_language.to_lowercase()),
+                notice: None,
+            },
+            withdrawal_method: String::new(),
+            evidence: Some(Evidence {
+                signals_hash: signals.hash.clone(),
+                tc_string: s.tc_string.clone(),
+                gpp_string: s.gpp_string.clone(),
+                gpc: s.gpc,
+                age_status: s.age.as_str().to_owned(),
+                consent_mode: format!(
+                    "ad_storage={},ad_user_data={},ad_personalization={},analytics_storage={}",
+                    m.ad_storage.as_str(),
+                    m.ad_user_data.as_str(),
+                    m.ad_personalization.as_str(),
+                    m.analytics_storage.as_str()
+                ),
+            }),
+        };
+        let reference = self.append(vec![draft]).await?.remove(0);
+        self.evidence_seen.insert(key, reference.clone());
+        Ok(reference)
+    }
+
+    /// Removes a subject's content and pseudonym from every record, drops
+    /// its consent state, and appends an erasure record.
+    pub async fn erase(&self, subject_ref: &str) -> Result<Erasure, LedgerError> {
+        let subject = subject_ref.to_owned();
+        let result = self.submit(|tx| Job::Erase(subject, now_ms(), tx)).await;
+        let subject = subject_ref.to_owned();
+        self.evidence_seen
+            .invalidate_entries_if(move |k, _| k.0 == subject)
+            .expect("invalidation closures are enabled");
+        result
+    }
+
+    fn with_reader<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, LedgerError>,
+    ) -> Result<T, LedgerError> {
+        let conn = self.readers.1.recv().map_err(|_| LedgerError::ShutDown)?;
+        let result = f(&conn);
+        let _ = self.readers.0.send(conn);
+        result
+    }
+
+    /// The subject's current state per purpose. Blocks on SQLite briefly.
+    pub fn state(&self, subject_ref: &str) -> Result<Vec<PurposeState>, LedgerError> {
+        self.with_reader(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT tcf_id, status, legal_basis, effective_at, expires_at, record_seq, record_id, record_hash
+                 FROM consent_state WHERE subject_ref = ?1 ORDER BY tcf_id",
+            )?;
+            let rows = stmt.query_map([subject_ref], |r| {
+                Ok((
+                    r.get::<_, u8>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, Option<i64>>(4)?,
+                    LedgerRef {
+                        seq: r.get(5)?,
+                        record_id: r.get(6)?,
+                        hash: r.get(7)?,
+                    },
+                ))
+            })?;
+            rows.map(|row| {
+                let (tcf_id, status, basis, effective_at_ms, expires_at_ms, record) = row?;
+                let corrupt = |what: &str| LedgerError::Corrupt {
+                    record_id: record.record_id.clone(),
+                    message: format!("state holds an unknown {what}"),
+                };
+                Ok(PurposeState {
+                    tcf_id,
+                    status: Status::parse(&status).ok_or_else(|| corrupt("status"))?,
+                    legal_basis: LegalBasis::parse(&basis).ok_or_else(|| corrupt("legal basis"))?,
+                    effective_at_ms,
+                    expires_at_ms,
+                    record,
+                })
+            })
+            .collect()
+        })
+    }
+
+    /// Every record about the subject, oldest first.
+    pub fn history(&self, subject_ref: &str) -> Result<Vec<StoredRecord>, LedgerError> {
+        self.with_reader(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, record_id, kind, recorded_at, prev_hash, content_hash, hash, content
+                 FROM ledger WHERE subject_ref = ?1 ORDER BY seq",
+            )?;
+            let rows = stmt.query_map([subject_ref], stored_record)?;
+            rows.map(|r| r.map_err(LedgerError::from)?).collect()
+        })
+    }
+
+    /// Recomputes the whole chain and names the first row that breaks it.
+    pub fn verify(&self) -> Result<Verification, LedgerError> {
+        self.with_reader(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT seq, record_id, kind, recorded_at, prev_hash, content_hash, hash, content
+                 FROM ledger ORDER BY seq",
+            )?;
+            let mut rows = stmt.query([])?;
+            let (mut expected_seq, mut prev, mut records) = (1i64, GENESIS.to_owned(), 0u64);
+            while let Some(row) = rows.next()? {
+                let seq: i64 = row.get(0)?;
+                let record_id: String = row.get(1)?;
+                let kind: String = row.get(2)?;
+                let at: i64 = row.get(3)?;
+                let prev_hash: String = row.get(4)?;
+                let content_hash: String = row.get(5)?;
+                let hash: String = row.get(6)?;
+                let content: Option<String> = row.get(7)?;
+                let broken = |reason: String| {
+                    Ok(Verification {
+                        records,
+                        head: prev.clone(),
+                        broken: Some(BrokenLink {
+                            seq,
+                            record_id: record_id.clone(),
+                            reason,
+                        }),
+                    })
+                };
+                if seq != expected_seq {
+                    return broken(format!(
+                        "sequence jumps from {} to {seq}: records are missing",
+                        expected_seq - 1
+                    ));
+                }
+                if prev_hash != prev {
+                    return broken("prev_hash does not match the previous record's hash".into());
+                }
+                if let Some(content) = &content
+                    && sha256_hex(content.as_bytes()) != content_hash
+                {
+                    return broken("content does not match its content_hash".into());
+                }
+                if link_hash(&prev, seq, &record_id, &kind, at, &content_hash) != hash {
+                    return broken("hash does not match the record's fields".into());
+                }
+                prev = hash;
+                expected_seq += 1;
+                records += 1;
+            }
+            Ok(Verification {
+                records,
+                head: prev,
+                broken: None,
+            })
+        })
+    }
+}
+
+fn stored_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<StoredRecord, LedgerError>> {
+    let record_id: String = r.get(1)?;
+    let kind: String = r.get(2)?;
+    let Ok(kind) = serde_json::from_value::<RecordKind>(serde_json::Value::String(kind.clone()))
+    else {
+        return Ok(Err(LedgerError::Corrupt {
+            record_id,
+            message: format!("unknown record kind {kind:?}"),
+        }));
+    };
+    Ok(Ok(StoredRecord {
+        reference: LedgerRef {
+            seq: r.get(0)?,
+            record_id,
+            hash: r.get(6)?,
+        },
+        kind,
+        recorded_at_ms: r.get(3)?,
+        prev_hash: r.get(4)?,
+        content_hash: r.get(5)?,
+        content: r.get(7)?,
+    }))
+}
+
+impl Drop for Ledger {
+    fn drop(&mut self) {
+        // Closing the queue lets the writer commit what it holds and exit.
+        self.jobs.take();
+        if let Some(writer) = self.writer.lock().ok().and_then(|mut w| w.take()) {
+            let _ = writer.join();
+        }
+    }
+}
+
+/// The one thread that writes: it owns the chain head.
+struct Writer {
+    conn: Connection,
+    head: (i64, String),
+}
+
+enum Outcome {
+    Append(
+        oneshot::Sender<Result<Vec<LedgerRef>, LedgerError>>,
+        Result<Vec<LedgerRef>, LedgerError>,
+    ),
+    Erase(
+        oneshot::Sender<Result<Erasure, LedgerError>>,
+        Result<Erasure, LedgerError>,
+    ),
+}
+
+impl Writer {
+    fn run(mut self, jobs: Receiver<Job>) {
+        while let Ok(first) = jobs.recv() {
+            let mut batch = vec![first];
+            batch.extend(jobs.try_iter().take(MAX_GROUP - 1));
+            self.commit_batch(batch);
+        }
+    }
+
+    /// Runs each job under its own savepoint inside one transaction, commits
+    /// once, and only then answers: an acknowledged record is on disk.
+    fn commit_batch(&mut self, batch: Vec<Job>) {
+        let head_before = self.head.clone();
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let Writer { conn, head } = self;
+        let committed = (|| -> Result<(), LedgerError> {
+            let mut tx = conn.transaction()?;
+            for job in batch {
+                let job_head = head.clone();
+                let mut sp = tx.savepoint()?;
+                let outcome = match job {
+                    Job::Append(drafts, reply) => {
+                        let result = drafts
+                            .into_iter()
+                            .map(|d| append_one(&sp, head, d, Vec::new()))
+                            .collect::<Result<Vec<_>, _>>();
+                        Outcome::Append(reply, result)
+                    }
+                    Job::Erase(subject, at_ms, reply) => {
+                        Outcome::Erase(reply, erase_subject(&sp, head, &subject, at_ms))
+                    }
+                };
+                let ok = match &outcome {
+                    Outcome::Append(_, r) => r.is_ok(),
+                    Outcome::Erase(_, r) => r.is_ok(),
+                };
+                if ok {
+                    sp.commit()?;
+                } else {
+                    sp.rollback()?;
+                    *head = job_head;
+                }
+                outcomes.push(outcome);
+            }
+            tx.commit()?;
+            Ok(())
+        })();
+        if let Err(e) = &committed {
+            tracing::error!(error = %e, "consent ledger commit failed");
+            self.head = head_before;
+        }
+        for outcome in outcomes {
+            match outcome {
+                Outcome::Append(tx, r) => drop(tx.send(committed.clone().and(r))),
+                Outcome::Erase(tx, r) => drop(tx.send(committed.clone().and(r))),
+            }
+        }
+    }
+}
+
+/// Appends one record at the head of the chain and moves the subject's
+/// consent state forward.
+fn append_one(
+    tx: &Connection,
+    head: &mut (i64, String),
+    draft: Draft,
+    erased_seqs: Vec<i64>,
+) -> Result<LedgerRef, LedgerError> {
+    let seq = head.0 + 1;
+    let record_id = Uuid::now_v7().to_string();
+    let recorded_at = now_ms();
+    let expires_at_ms = (draft.kind == RecordKind::Consent
+        && draft.purposes.iter().any(|p| p.status.permits()))
+    .then(|| draft.collection.collected_at_ms + VALIDITY.as_millis() as i64);
+    let receipt = Receipt {
+        schema: SCHEMA.to_owned(),
+        record_id: record_id.clone(),
+        kind: draft.kind,
+        subject_ref: draft.subject_ref.clone(),
+        controller: draft.controller,
+        purposes: draft.purposes,
+        data_categories: draft.data_categories,
+        collection: draft.collection,
+        expires_at_ms,
+        withdrawal_method: draft.withdrawal_method,
+        evidence: draft.evidence,
+        erased_seqs,
+    };
+    let content = serde_json::to_string(&receipt).map_err(|e| LedgerError::Corrupt {
+        record_id: record_id.clone(),
+        message: e.to_string(),
+    })?;
+    let content_hash = sha256_hex(content.as_bytes());
+    let kind = draft.kind.as_str();
+    let hash = link_hash(&head.1, seq, &record_id, kind, recorded_at, &content_hash);
+    tx.prepare_cached(
+        "INSERT INTO ledger (seq, record_id, subject_ref, kind, recorded_at, content, content_hash, prev_hash, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![seq, record_id, draft.subject_ref, kind, recorded_at, content, content_hash, head.1, hash])?;
+    let reference = LedgerRef {
+        seq,
+        record_id,
+        hash: hash.clone(),
+    };
+    if let Some(subject) = &draft.subject_ref {
+        let mut upsert = tx.prepare_cached(
+            "INSERT INTO consent_state (subject_ref, tcf_id, status, legal_basis, effective_at, expires_at, record_seq, record_id, record_hash)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT (subject_ref, tcf_id) DO UPDATE SET
+               status = excluded.status, legal_basis = excluded.legal_basis,
+               effective_at = excluded.effective_at, expires_at = excluded.expires_at,
+               record_seq = excluded.record_seq, record_id = excluded.record_id, record_hash = excluded.record_hash
+             WHERE excluded.effective_at >= consent_state.effective_at",
+        )?;
+        for p in &receipt.purposes {
+            upsert.execute(params![
+                subject,
+                p.tcf_id,
+                p.status.as_str(),
+                p.legal_basis.as_str(),
+                receipt.collection.collected_at_ms,
+                expires_at_ms.filter(|_| p.status.permits()),
+                seq,
+                reference.record_id,
+                hash
+            ])?;
+        }
+    }
+    *head = (seq, hash);
+    Ok(reference)
+}
+
+fn erase_subject(
+    tx: &Connection,
+    head: &mut (i64, String),
+    subject: &str,
+    at_ms: i64,
+) -> Result<Erasure, LedgerError> {
+    let seqs = tx
+        .prepare_cached("SELECT seq FROM ledger WHERE subject_ref = ?1 ORDER BY seq")?
+        .query_map([subject], |r| r.get::<_, i64>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    tx.execute(
+        "UPDATE ledger SET content = NULL, subject_ref = NULL WHERE subject_ref = ?1",
+        [subject],
+    )?;
+    tx.execute(
+        "DELETE FROM consent_state WHERE subject_ref = ?1",
+        [subject],
+    )?;
+    let records_erased = seqs.len() as u64;
+    let draft = Draft {
+        kind: RecordKind::Erasure,
+        subject_ref: None,
+        controller: String::new(),
+        purposes: Vec::new(),
+        data_categories: Vec::new(),
+        collection: Collection {
+            method: "api".into(),
+            collected_at_ms: at_ms,
+            jurisdiction: String::new(),
+            language: String::new(),
+            notice: None,
+        },
+        withdrawal_method: "GDPR Art. 17 erasure request".into(),
+        evidence: None,
+    };
+    Ok(Erasure {
+        records_erased,
+        tombstone: append_one(tx, head, draft, seqs)?,
+    })
+}

@@ -1,0 +1,192 @@
+//! Consent: the signals a scoring request carries, the ledger that proves
+//! what a person agreed to, and the policy that turns both into a tier.
+//!
+//! Consent is evaluated before any feature reaches a model: the gateway
+//! decodes the signals here, reads the subject's ledger state, and lets
+//! [`policy::Policy`] decide which features may be used. The outcome, with
+//! everything it relied on, becomes the decision's [`policy::Provenance`].
+
+pub mod bits;
+pub mod gpp;
+pub mod ledger;
+pub mod policy;
+pub mod purposes;
+pub mod service;
+pub mod tcf;
+
+use sha2::{Digest, Sha256};
+
+use self::{gpp::GppString, tcf::TcString};
+
+/// A consent signal that breaks its specification. The message starts with
+/// the request field it came from.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SignalError(String);
+
+impl SignalError {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+
+    fn in_field(self, field: &str) -> Self {
+        Self(format!("{field}: {}", self.0))
+    }
+}
+
+/// Where the person is, as the publisher determined it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Jurisdiction {
+    /// ISO 3166-1 alpha-2, upper case.
+    pub country: String,
+    /// ISO 3166-2 subdivision without the country, e.g. "CA"; US states only.
+    pub region: Option<String>,
+}
+
+impl Jurisdiction {
+    /// Checks the codes' shape; errors name the request field.
+    pub fn check(&self) -> Result<(), SignalError> {
+        if self.country.len() != 2 || !self.country.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(SignalError::new(format!(
+                "context.jurisdiction_country: {:?} is not an ISO 3166-1 alpha-2 code such as \"DE\" or \"US\"",
+                self.country
+            )));
+        }
+        if let Some(r) = &self.region
+            && (r.is_empty()
+                || r.len() > 3
+                || !r
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()))
+        {
+            return Err(SignalError::new(format!(
+                "context.jurisdiction_region: {r:?} is not an ISO 3166-2 subdivision code such as \"CA\""
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AgeStatus {
+    #[default]
+    Unknown,
+    Adult,
+    Minor,
+}
+
+impl AgeStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unknown => "unknown",
+            Self::Adult => "adult",
+            Self::Minor => "minor",
+        }
+    }
+}
+
+/// A Google Consent Mode v2 flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ModeFlag {
+    #[default]
+    Unset,
+    Granted,
+    Denied,
+}
+
+impl ModeFlag {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unset => "unset",
+            Self::Granted => "granted",
+            Self::Denied => "denied",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ConsentMode {
+    pub ad_storage: ModeFlag,
+    pub ad_user_data: ModeFlag,
+    pub ad_personalization: ModeFlag,
+    pub analytics_storage: ModeFlag,
+}
+
+/// The consent signals that arrive on a scoring request, as sent.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Signals {
+    pub jurisdiction: Option<Jurisdiction>,
+    pub age: AgeStatus,
+    pub tc_string: Option<String>,
+    pub gpp_string: Option<String>,
+    /// The Global Privacy Control flag (`Sec-GPC: 1`); absent means no
+    /// preference was expressed.
+    pub gpc: bool,
+    pub consent_mode: ConsentMode,
+}
+
+/// Signals after decoding and validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decoded {
+    pub signals: Signals,
+    pub tcf: Option<TcString>,
+    pub gpp: Option<GppString>,
+    /// Lower-case hex SHA-256 of the signals' canonical form: what the
+    /// decision's provenance cites and the ledger's evidence records hold.
+    pub hash: String,
+}
+
+impl Signals {
+    /// Validates the jurisdiction and decodes the IAB strings. Errors name the
+    /// request field (`context.tc_string`, ...).
+    pub fn decode(self) -> Result<Decoded, SignalError> {
+        if let Some(j) = &self.jurisdiction {
+            j.check()?;
+        }
+        let tcf = self
+            .tc_string
+            .as_deref()
+            .map(TcString::decode)
+            .transpose()
+            .map_err(|e| e.in_field("context.tc_string"))?;
+        let gpp = self
+            .gpp_string
+            .as_deref()
+            .map(GppString::decode)
+            .transpose()
+            .map_err(|e| e.in_field("context.gpp_string"))?;
+        let hash = self.canonical_hash();
+        Ok(Decoded {
+            signals: self,
+            tcf,
+            gpp,
+            hash,
+        })
+    }
+
+    /// SHA-256 over a length-prefixed rendering of every signal, so that no
+    /// two different signal sets share a canonical form.
+    fn canonical_hash(&self) -> String {
+        let mut h = Sha256::new();
+        let mut field = |name: &str, value: &str| {
+            h.update(name.as_bytes());
+            h.update((value.len() as u64).to_be_bytes());
+            h.update(value.as_bytes());
+        };
+        let (country, region) = self.jurisdiction.as_ref().map_or(("", ""), |j| {
+            (j.country.as_str(), j.region.as_deref().unwrap_or(""))
+        });
+        field("country", country);
+        field("region", region);
+        field("age", self.age.as_str());
+        field("tc_string", self.tc_string.as_deref().unwrap_or(""));
+        field("gpp_string", self.gpp_string.as_deref().unwrap_or(""));
+        field("gpc", if self.gpc { "1" } else { "0" });
+        let m = &self.consent_mode;
+        field("ad_storage", m.ad_storage.as_str());
+        field("ad_user_data", m.ad_user_data.as_str());
+        field("ad_personalization", m.ad_personalization.as_str());
+        field("analytics_storage", m.analytics_storage.as_str());
+        hex::encode(h.finalize())
+    }
+}

@@ -1,0 +1,566 @@
+//! The consent policy: from a request's signals and the subject's ledger
+//! state to a tier, the features the model may see, and the rules that
+//! decided it.
+//!
+//! The rules, in the order they apply:
+//! 1. Regime by jurisdiction: GDPR/TCF in the EEA, UK and Switzerland, GPP/GPC
+//!    in the US; anywhere else the configured default, which refuses unless
+//!    told otherwise.
+//! 2. TCF: personalised advertising needs consent to purposes 1, 3 and 4;
+//!    basic (contextual) advertising needs purpose 2 by consent or legitimate
+//!    interest; no valid TC string means no processing. Precise geolocation
+//!    needs special feature 1.
+//! 3. US: a sale, sharing or targeted-advertising opt-out, or GPC, removes
+//!    cross-context behavioural features; sensitive data needs usnat consent
+//!    and must not be opted out under usca.
+//! 4. A minor (DSA Art. 28), or a known child under the GPP child fields, is
+//!    never profiled.
+//! 5. Consent Mode v2: denied ad_personalization or ad_user_data removes the
+//!    profile.
+//! 6. The ledger: a withdrawal or objection recorded after a signal wins over
+//!    it; an objection to direct marketing (GDPR Art. 21(2)) refuses outright.
+//!
+//! Special categories never reach this point: a package that feeds them to an
+//! advertising purpose is refused at load.
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::{
+    Decoded, ModeFlag,
+    gpp::{Tri, USCA_PRECISE_GEOLOCATION, USNAT_PRECISE_GEOLOCATION},
+    ledger::{LegalBasis, PurposeState, Status, VALIDITY},
+    purposes::{self, DIRECT_MARKETING},
+    tcf::{Basis, TcString},
+};
+use crate::models::manifest::{DataCategory, DataSource, FeatureSpec};
+
+/// Changes whenever a rule changes meaning.
+pub const POLICY_VERSION: &str = "candor-policy/1";
+
+/// EEA members, the UK and Switzerland: where GDPR (or its UK and Swiss
+/// counterparts) and the TCF apply.
+const TCF_COUNTRIES: [&str; 32] = [
+    "AT", "BE", "BG", "HR", "CY", "CZ", "DK", "EE", "FI", "FR", "DE", "GR", "HU", "IE", "IT", "LV",
+    "LT", "LU", "MT", "NL", "PL", "PT", "RO", "SK", "SI", "ES", "SE", "IS", "LI", "NO", "GB", "CH",
+];
+
+/// What to do where no known regime applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownJurisdiction {
+    Refuse,
+    Contextual,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Settings {
+    /// Our IAB Global Vendor List id: vendor signals and publisher
+    /// restrictions are read for it. Without one only purpose signals count.
+    pub tcf_vendor_id: Option<u16>,
+    pub unknown_jurisdiction: UnknownJurisdiction,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Regime {
+    Tcf,
+    Us,
+    Unknown,
+}
+
+impl Regime {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tcf => "gdpr_tcf",
+            Self::Us => "us_gpp",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    Personalised,
+    Contextual,
+    Refused,
+}
+
+impl Tier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Personalised => "personalised",
+            Self::Contextual => "contextual",
+            Self::Refused => "refused",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PurposeStatus {
+    Granted,
+    NotGranted,
+    Withdrawn,
+    Objected,
+    Expired,
+    /// US: the person opted out.
+    OptedOut,
+    /// US: an opt-out regime, so processing needs no consent.
+    NotRequired,
+}
+
+impl PurposeStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Granted => "granted",
+            Self::NotGranted => "not_granted",
+            Self::Withdrawn => "withdrawn",
+            Self::Objected => "objected",
+            Self::Expired => "expired",
+            Self::OptedOut => "opted_out",
+            Self::NotRequired => "not_required",
+        }
+    }
+
+    fn permits(self) -> bool {
+        matches!(self, Self::Granted | Self::NotRequired)
+    }
+}
+
+/// Where a purpose's status came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    TcString,
+    Ledger,
+    UsSignals,
+    None,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TcString => "tc_string",
+            Self::Ledger => "ledger",
+            Self::UsSignals => "us_signals",
+            Self::None => "none",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PurposeOutcome {
+    pub tcf_id: u8,
+    pub dpv: &'static str,
+    pub status: PurposeStatus,
+    pub legal_basis: Option<LegalBasis>,
+    pub source: Source,
+    /// The ledger record that decided it, when the ledger did.
+    pub record: Option<super::ledger::LedgerRef>,
+}
+
+/// The policy's verdict for one request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evaluation {
+    pub regime: Regime,
+    pub tier: Tier,
+    pub purposes: Vec<PurposeOutcome>,
+    /// Stable rule ids, in the order they fired.
+    pub rules: Vec<&'static str>,
+    /// Column positions the model must not see; they are replaced by their
+    /// background expectation.
+    pub masked: Vec<usize>,
+}
+
+/// How a feature may be used, read from its manifest entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FeatureUse {
+    /// Data about the person (as opposed to the request's context), usable
+    /// only for profiling-based advertising.
+    pub profile: bool,
+    /// Obtained outside the person's own dealings with the publisher
+    /// (bought, inferred, or cross-site activity): what a US opt-out removes.
+    pub cross_context: bool,
+    pub precise_geolocation: bool,
+}
+
+impl FeatureUse {
+    pub fn of(spec: &FeatureSpec) -> Self {
+        use DataCategory::*;
+        let contextual = matches!(
+            spec.category,
+            Contextual | Device | CoarseLocation | PreciseGeolocation
+        );
+        Self {
+            profile: !contextual,
+            cross_context: !contextual
+                && (matches!(
+                    spec.source,
+                    DataSource::ZipCodeAggregate | DataSource::Inferred
+                ) || spec.category == BrowsingActivity),
+            precise_geolocation: spec.category == PreciseGeolocation,
+        }
+    }
+}
+
+/// Builds an evaluation: collects masks and rules, then settles the tier.
+struct Verdict<'a> {
+    features: &'a [FeatureSpec],
+    masked: Vec<bool>,
+    rules: Vec<&'static str>,
+    refused: bool,
+}
+
+impl Verdict<'_> {
+    /// Masks the features `pick` selects, and records `rule` if it masked any.
+    fn mask(&mut self, rule: &'static str, pick: impl Fn(FeatureUse) -> bool) {
+        let mut fired = false;
+        for (i, spec) in self.features.iter().enumerate() {
+            if pick(FeatureUse::of(spec)) && !self.masked[i] {
+                self.masked[i] = true;
+                fired = true;
+            }
+        }
+        if fired {
+            self.rules.push(rule);
+        }
+    }
+
+    fn refuse(&mut self, rule: &'static str) {
+        self.refused = true;
+        self.rules.push(rule);
+    }
+}
+
+pub struct Policy {
+    settings: Settings,
+    hash: String,
+}
+
+impl Policy {
+    pub fn new(settings: Settings) -> Self {
+        let canonical = serde_json::to_string(&(POLICY_VERSION, &settings, TCF_COUNTRIES))
+            .expect("settings serialise");
+        let hash = hex::encode(Sha256::digest(canonical.as_bytes()));
+        Self { settings, hash }
+    }
+
+    pub fn version(&self) -> &'static str {
+        POLICY_VERSION
+    }
+
+    /// SHA-256 of the policy version and its settings: two decisions with the
+    /// same hash were judged by the same rules.
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn regime(signals: &Decoded) -> Regime {
+        match &signals.signals.jurisdiction {
+            Some(j) if j.country == "US" => Regime::Us,
+            Some(j) if TCF_COUNTRIES.contains(&j.country.as_str()) => Regime::Tcf,
+            _ => Regime::Unknown,
+        }
+    }
+
+    /// Decides what may be used for a model with these features.
+    pub fn evaluate(
+        &self,
+        features: &[FeatureSpec],
+        signals: &Decoded,
+        ledger: &[PurposeState],
+        now_ms: i64,
+    ) -> Evaluation {
+        let regime = Self::regime(signals);
+        let mut v = Verdict {
+            features,
+            masked: vec![false; features.len()],
+            rules: Vec::new(),
+            refused: false,
+        };
+        let recorded = |id: u8| ledger.iter().find(|s| s.tcf_id == id);
+        if recorded(DIRECT_MARKETING).is_some_and(|s| s.status == Status::Objected) {
+            v.refuse("gdpr.art21_objection");
+        }
+        let purposes = match regime {
+            Regime::Unknown => {
+                match self.settings.unknown_jurisdiction {
+                    UnknownJurisdiction::Refuse => v.refuse("jurisdiction.unknown_refuse"),
+                    UnknownJurisdiction::Contextual => {
+                        v.mask("jurisdiction.unknown_contextual", |f| f.profile)
+                    }
+                }
+                Vec::new()
+            }
+            Regime::Tcf => self.tcf(&mut v, signals, &recorded, now_ms),
+            Regime::Us => us(&mut v, signals, &recorded, now_ms),
+        };
+        if signals.signals.age == super::AgeStatus::Minor {
+            v.mask("dsa.art28_minor", |f| f.profile);
+        }
+        if known_child(signals) {
+            v.mask("gpp.known_child", |f| f.profile);
+        }
+        let mode = &signals.signals.consent_mode;
+        if mode.ad_personalization == ModeFlag::Denied {
+            v.mask("consent_mode.ad_personalization_denied", |f| f.profile);
+        }
+        if mode.ad_user_data == ModeFlag::Denied {
+            v.mask("consent_mode.ad_user_data_denied", |f| f.profile);
+        }
+        let tier = if v.refused {
+            Tier::Refused
+        } else if v.masked.contains(&true) {
+            Tier::Contextual
+        } else {
+            Tier::Personalised
+        };
+        Evaluation {
+            regime,
+            tier,
+            purposes,
+            rules: v.rules,
+            masked: v
+                .masked
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| **m)
+                .map(|(i, _)| i)
+                .collect(),
+        }
+    }
+
+    fn tcf<'l>(
+        &self,
+        v: &mut Verdict<'_>,
+        signals: &Decoded,
+        recorded: &dyn Fn(u8) -> Option<&'l PurposeState>,
+        now_ms: i64,
+    ) -> Vec<PurposeOutcome> {
+        let mut tc = signals
+            .tcf
+            .as_ref()
+            .or_else(|| signals.gpp.as_ref().and_then(|g| g.tcfeuv2.as_ref()));
+        if tc.is_some_and(|t| now_ms - t.last_updated_ms() > VALIDITY.as_millis() as i64) {
+            v.rules.push("tcf.stale_tc_string");
+            tc = None;
+        }
+        let outcome = |id: u8| self.tcf_purpose(id, tc, recorded(id), now_ms);
+        let purposes: Vec<PurposeOutcome> = [1, 2, 3, 4].into_iter().map(outcome).collect();
+        if tc.is_none() && purposes.iter().all(|p| p.source == Source::None) {
+            v.refuse("tcf.no_signal");
+            return purposes;
+        }
+        let status = |id: u8| purposes.iter().find(|p| p.tcf_id == id).map(|p| p.status);
+        let consented = |id: u8| {
+            purposes.iter().any(|p| {
+                p.tcf_id == id
+                    && p.status == PurposeStatus::Granted
+                    && p.legal_basis == Some(LegalBasis::Consent)
+            })
+        };
+        let personalised = [1, 3, 4].into_iter().all(consented);
+        if !personalised {
+            let withdrawn = [1, 3, 4].into_iter().any(|id| {
+                matches!(
+                    status(id),
+                    Some(PurposeStatus::Withdrawn | PurposeStatus::Objected)
+                )
+            });
+            let rule = if withdrawn {
+                "tcf.personalised_ads_withdrawn"
+            } else {
+                "tcf.personalised_ads_not_granted"
+            };
+            if status(2).is_some_and(PurposeStatus::permits) {
+                v.mask(rule, |f| f.profile);
+            } else {
+                v.refuse(rule);
+                v.refuse("tcf.basic_ads_not_granted");
+            }
+        }
+        if !tc.is_some_and(|t| t.special_feature(1)) {
+            v.mask("tcf.special_feature_1_not_opted_in", |f| {
+                f.precise_geolocation
+            });
+        }
+        purposes
+    }
+
+    /// One purpose's status: the TC string's signal, unless the ledger holds
+    /// a later record for it, which then wins.
+    fn tcf_purpose(
+        &self,
+        id: u8,
+        tc: Option<&TcString>,
+        recorded: Option<&PurposeState>,
+        now_ms: i64,
+    ) -> PurposeOutcome {
+        let dpv = purposes::info(id).map_or("", |p| p.dpv);
+        let ledger_wins = match (tc, recorded) {
+            (_, None) => false,
+            (None, Some(_)) => true,
+            (Some(t), Some(r)) => r.effective_at_ms >= t.last_updated_ms(),
+        };
+        if let (true, Some(r)) = (ledger_wins, recorded) {
+            let status = match r.status_at(now_ms) {
+                Status::Given | Status::Renewed => PurposeStatus::Granted,
+                Status::Withdrawn => PurposeStatus::Withdrawn,
+                Status::Objected => PurposeStatus::Objected,
+                Status::Expired => PurposeStatus::Expired,
+                Status::Refused => PurposeStatus::NotGranted,
+            };
+            return PurposeOutcome {
+                tcf_id: id,
+                dpv,
+                status,
+                legal_basis: status.permits().then_some(r.legal_basis),
+                source: Source::Ledger,
+                record: Some(r.record.clone()),
+            };
+        }
+        let (source, basis) = match tc {
+            Some(t) => (
+                Source::TcString,
+                match self.settings.tcf_vendor_id {
+                    Some(vendor) => t.basis(vendor, id),
+                    None => t.purpose_basis(id),
+                },
+            ),
+            None => (Source::None, None),
+        };
+        PurposeOutcome {
+            tcf_id: id,
+            dpv,
+            status: if basis.is_some() {
+                PurposeStatus::Granted
+            } else {
+                PurposeStatus::NotGranted
+            },
+            legal_basis: basis.map(|b| match b {
+                Basis::Consent => LegalBasis::Consent,
+                Basis::LegitimateInterest => LegalBasis::LegitimateInterest,
+            }),
+            source,
+            record: None,
+        }
+    }
+}
+
+fn us<'l>(
+    v: &mut Verdict<'_>,
+    signals: &Decoded,
+    recorded: &dyn Fn(u8) -> Option<&'l PurposeState>,
+    now_ms: i64,
+) -> Vec<PurposeOutcome> {
+    let gpp = signals.gpp.as_ref();
+    let usnat = gpp.and_then(|g| g.usnat.as_ref());
+    let usca = gpp.and_then(|g| g.usca.as_ref());
+    let gpc = signals.signals.gpc
+        || usnat.is_some_and(|s| s.gpc == Some(true))
+        || usca.is_some_and(|s| s.gpc == Some(true));
+    let opted_out = usnat.is_some_and(|s| {
+        [
+            s.sale_opt_out,
+            s.sharing_opt_out,
+            s.targeted_advertising_opt_out,
+        ]
+        .contains(&Tri::One)
+    }) || usca
+        .is_some_and(|s| [s.sale_opt_out, s.sharing_opt_out].contains(&Tri::One));
+    if gpc {
+        v.mask("us.gpc_opt_out", |f| f.cross_context);
+    }
+    if opted_out {
+        v.mask("us.sale_sharing_targeting_opt_out", |f| f.cross_context);
+    }
+    // usnat's SensitiveDataProcessing is consent (2 = consent); usca's is an
+    // opt-out (1 = opted out). Sensitive data without usnat consent is not
+    // used.
+    let geo_consent = usnat
+        .and_then(|s| s.sensitive_data_processing.get(USNAT_PRECISE_GEOLOCATION))
+        .is_some_and(|t| *t == Tri::Two);
+    if !geo_consent {
+        v.mask("us.usnat_sensitive_data_no_consent", |f| {
+            f.precise_geolocation
+        });
+    }
+    if usca
+        .and_then(|s| s.sensitive_data_processing.get(USCA_PRECISE_GEOLOCATION))
+        .is_some_and(|t| *t == Tri::One)
+    {
+        v.mask("us.usca_sensitive_data_opt_out", |f| f.precise_geolocation);
+    }
+    [3u8, 4]
+        .into_iter()
+        .map(|id| {
+            let dpv = purposes::info(id).map_or("", |p| p.dpv);
+            match recorded(id).map(|r| (r, r.status_at(now_ms))) {
+                Some((r, status @ (Status::Withdrawn | Status::Objected))) => {
+                    v.mask("ledger.personalised_ads_withdrawn", |f| f.profile);
+                    PurposeOutcome {
+                        tcf_id: id,
+                        dpv,
+                        status: if status == Status::Objected {
+                            PurposeStatus::Objected
+                        } else {
+                            PurposeStatus::Withdrawn
+                        },
+                        legal_basis: None,
+                        source: Source::Ledger,
+                        record: Some(r.record.clone()),
+                    }
+                }
+                _ => PurposeOutcome {
+                    tcf_id: id,
+                    dpv,
+                    status: if gpc || opted_out {
+                        PurposeStatus::OptedOut
+                    } else {
+                        PurposeStatus::NotRequired
+                    },
+                    legal_basis: None,
+                    source: Source::UsSignals,
+                    record: None,
+                },
+            }
+        })
+        .collect()
+}
+
+/// A GPP child field other than "not applicable" means the person is a
+/// known child.
+fn known_child(signals: &Decoded) -> bool {
+    let Some(gpp) = &signals.gpp else {
+        return false;
+    };
+    let any = |fields: &[Tri]| fields.iter().any(|t| *t != Tri::NotApplicable);
+    gpp.usnat
+        .as_ref()
+        .is_some_and(|s| any(&s.known_child_sensitive_data_consents))
+        || gpp
+            .usca
+            .as_ref()
+            .is_some_and(|s| any(&s.known_child_sensitive_data_consents))
+}
+
+/// What a decision relied on, so it can be proven later: the regime, each
+/// purpose's standing, the rules that fired, the masked features, the ledger
+/// records and the signals' hash, the policy and the model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Provenance {
+    pub regime: Regime,
+    pub tier: Tier,
+    pub purposes: Vec<PurposeOutcome>,
+    pub rules: Vec<&'static str>,
+    pub masked_features: Vec<String>,
+    pub ledger_records: Vec<super::ledger::LedgerRef>,
+    pub signals_hash: String,
+    pub policy_version: &'static str,
+    pub policy_hash: String,
+    pub model_sha256: String,
+    /// The subject's pseudonym; `None` for an anonymous request.
+    pub subject_ref: Option<String>,
+}

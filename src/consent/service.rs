@@ -1,0 +1,247 @@
+//! The consent service in plain Rust: validates record, withdrawal and
+//! erasure requests, pseudonymises the subject, and talks to the ledger.
+//! Handlers in [`crate::grpc`] convert protobuf messages to these types.
+
+use std::sync::Arc;
+
+use super::{
+    ledger::{
+        Collection, Draft, Erasure, LedgerError, LedgerRef, LegalBasis, Notice, PurposeEntry,
+        PurposeState, RecordKind, Status, StoredRecord, Verification, now_ms,
+    },
+    purposes::{self, DIRECT_MARKETING},
+};
+use crate::{consent::ledger::Ledger, error::Error, models::manifest::DataCategory};
+
+/// How far in the future a `collected_at` may lie, for clock skew.
+const CLOCK_SKEW_MS: i64 = 5 * 60 * 1000;
+
+/// A consent choice to record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordRequest {
+    pub subject_id: String,
+    /// (TCF purpose id, basis, granted).
+    pub purposes: Vec<(u32, LegalBasis, bool)>,
+    /// "cmp_ui", "api", "browser_signal" or "offline".
+    pub method: &'static str,
+    pub collected_at_ms: Option<i64>,
+    pub notice: Option<Notice>,
+    pub jurisdiction: String,
+    pub language: String,
+    pub data_categories: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct WithdrawRequest {
+    pub subject_id: String,
+    pub purposes: Vec<u32>,
+    pub objection: bool,
+    pub method: String,
+}
+
+pub struct Consents {
+    ledger: Arc<Ledger>,
+    controller: String,
+}
+
+fn subject(id: &str) -> Result<&str, Error> {
+    if id.is_empty() {
+        return Err(Error::InvalidArgument(
+            "subject_id: is empty; name the person by the publisher's identifier".into(),
+        ));
+    }
+    Ok(id)
+}
+
+fn tcf_purpose(field: String, id: u32) -> Result<u8, Error> {
+    match u8::try_from(id) {
+        Ok(id @ 1..=11) => Ok(id),
+        _ => Err(Error::InvalidArgument(format!(
+            "{field}: {id} is not a TCF v2.2 purpose (1-11)"
+        ))),
+    }
+}
+
+impl Consents {
+    pub fn new(ledger: Arc<Ledger>, controller: String) -> Self {
+        Self { ledger, controller }
+    }
+
+    pub fn ledger(&self) -> &Arc<Ledger> {
+        &self.ledger
+    }
+
+    pub fn controller(&self) -> &str {
+        &self.controller
+    }
+
+    pub async fn record(&self, request: RecordRequest) -> Result<(LedgerRef, String), Error> {
+        let subject_ref = self.ledger.pseudonymise(subject(&request.subject_id)?);
+        if request.purposes.is_empty() {
+            return Err(Error::InvalidArgument(
+                "purposes: is empty; record at least one purpose".into(),
+            ));
+        }
+        let mut entries = Vec::with_capacity(request.purposes.len());
+        for (i, &(id, basis, granted)) in request.purposes.iter().enumerate() {
+            let id = tcf_purpose(format!("purposes[{i}].tcf_purpose"), id)?;
+            let info = purposes::info(id).expect("1-11 are known");
+            if basis == LegalBasis::LegitimateInterest && !info.admits_legitimate_interest {
+                return Err(Error::InvalidArgument(format!(
+                    "purposes[{i}].legal_basis: purpose {id} ({}) allows consent only",
+                    info.name
+                )));
+            }
+            if entries.iter().any(|e: &PurposeEntry| e.tcf_id == id) {
+                return Err(Error::InvalidArgument(format!(
+                    "purposes[{i}].tcf_purpose: purpose {id} appears twice"
+                )));
+            }
+            entries.push(PurposeEntry {
+                tcf_id: id,
+                dpv: info.dpv.to_owned(),
+                legal_basis: basis,
+                status: if granted {
+                    Status::Given
+                } else {
+                    Status::Refused
+                },
+            });
+        }
+        let now = now_ms();
+        let collected_at_ms = request.collected_at_ms.unwrap_or(now);
+        if collected_at_ms > now + CLOCK_SKEW_MS {
+            return Err(Error::InvalidArgument(
+                "collected_at: lies in the future".into(),
+            ));
+        }
+        for (i, c) in request.data_categories.iter().enumerate() {
+            if serde_json::from_value::<DataCategory>(serde_json::Value::String(c.clone())).is_err()
+            {
+                return Err(Error::InvalidArgument(format!(
+                    "data_categories[{i}]: {c:?} is not a known data category"
+                )));
+            }
+        }
+        if !request.jurisdiction.is_empty() {
+            let (country, region) = request
+                .jurisdiction
+                .split_once('-')
+                .map_or((request.jurisdiction.as_str(), None), |(c, r)| (c, Some(r)));
+            let valid = super::Jurisdiction {
+                country: country.to_owned(),
+                region: region.map(str::to_owned),
+            }
+            .check();
+            if valid.is_err() {
+                return Err(Error::InvalidArgument(format!(
+                    "jurisdiction: {:?} is not an ISO 3166 code such as \"DE\" or \"US-CA\"",
+                    request.jurisdiction
+                )));
+            }
+        }
+        let draft = Draft {
+            kind: RecordKind::Consent,
+            subject_ref: Some(subject_ref.clone()),
+            controller: self.controller.clone(),
+            purposes: entries,
+            data_categories: request.data_categories,
+            collection: Collection {
+                method: request.method.to_owned(),
+                collected_at_ms,
+                jurisdiction: request.jurisdiction,
+                language: request.language,
+                notice: request.notice,
+            },
+            withdrawal_method: "WithdrawConsent, or the publisher's privacy centre".into(),
+            evidence: None,
+        };
+        let reference = self.ledger.append(vec![draft]).await?.remove(0);
+        Ok((reference, subject_ref))
+    }
+
+    pub async fn withdraw(&self, request: WithdrawRequest) -> Result<(LedgerRef, String), Error> {
+        let subject_ref = self.ledger.pseudonymise(subject(&request.subject_id)?);
+        let ids: Vec<u8> = if request.purposes.is_empty() {
+            if request.objection {
+                vec![DIRECT_MARKETING]
+            } else {
+                (1..=11).collect()
+            }
+        } else {
+            request
+                .purposes
+                .iter()
+                .enumerate()
+                .map(|(i, id)| tcf_purpose(format!("tcf_purposes[{i}]"), *id))
+                .collect::<Result<_, _>>()?
+        };
+        let (kind, status) = if request.objection {
+            (RecordKind::Objection, Status::Objected)
+        } else {
+            (RecordKind::Withdrawal, Status::Withdrawn)
+        };
+        let draft = Draft {
+            kind,
+            subject_ref: Some(subject_ref.clone()),
+            controller: self.controller.clone(),
+            purposes: ids
+                .into_iter()
+                .map(|id| PurposeEntry {
+                    tcf_id: id,
+                    dpv: purposes::info(id).map_or("", |p| p.dpv).to_owned(),
+                    legal_basis: LegalBasis::Consent,
+                    status,
+                })
+                .collect(),
+            data_categories: Vec::new(),
+            collection: Collection {
+                method: "api".into(),
+                collected_at_ms: now_ms(),
+                jurisdiction: String::new(),
+                language: String::new(),
+                notice: None,
+            },
+            withdrawal_method: request.method,
+            evidence: None,
+        };
+        let reference = self.ledger.append(vec![draft]).await?.remove(0);
+        Ok((reference, subject_ref))
+    }
+
+    pub async fn state(&self, subject_id: &str) -> Result<(String, Vec<PurposeState>), Error> {
+        let subject_ref = self.ledger.pseudonymise(subject(subject_id)?);
+        let ledger = self.ledger.clone();
+        let key = subject_ref.clone();
+        let state = blocking(move || ledger.state(&key)).await?;
+        Ok((subject_ref, state))
+    }
+
+    pub async fn history(&self, subject_id: &str) -> Result<(String, Vec<StoredRecord>), Error> {
+        let subject_ref = self.ledger.pseudonymise(subject(subject_id)?);
+        let ledger = self.ledger.clone();
+        let key = subject_ref.clone();
+        let records = blocking(move || ledger.history(&key)).await?;
+        Ok((subject_ref, records))
+    }
+
+    pub async fn verify(&self) -> Result<Verification, Error> {
+        let ledger = self.ledger.clone();
+        blocking(move || ledger.verify()).await
+    }
+
+    pub async fn erase(&self, subject_id: &str) -> Result<Erasure, Error> {
+        let subject_ref = self.ledger.pseudonymise(subject(subject_id)?);
+        Ok(self.ledger.erase(&subject_ref).await?)
+    }
+}
+
+/// Runs a ledger read off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, LedgerError> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(format!("ledger read panicked: {e}")))?
+        .map_err(Error::from)
+}
