@@ -40,6 +40,17 @@ default to random UUIDs) and a fixed training date.  Re-running on the same
 machine reproduces every file byte for byte.
 
 Options: ``--out DIR`` (default: the folder of this script, i.e. models/).
+
+Test fixture: ``--fixture religion-proxy`` writes only the package
+``caravan-religion-proxy/1.0.0/`` (default ``--out``:
+tests/fixtures/packages/), which the gateway must REFUSE to load.  It is the
+caravan-logreg pipeline trained on the 78 bundled inputs plus the four
+zip-code religion shares MGODRK, MGODPR, MGODOV and MGODGE (82 inputs, in
+the original column order), with those four declared truthfully in its
+manifest as ``proxy_for = "religion"`` and the purpose
+``personalised_advertising``.  It exists so that a Rust test can prove the
+refusal; it is never a bundled model.  The bundled packages are not written
+(or changed) by a ``--fixture`` run.
 """
 
 from __future__ import annotations
@@ -82,6 +93,7 @@ from sklearn.pipeline import Pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
 sys.dont_write_bytecode = True  # leave no __pycache__ in models/
 sys.path.insert(0, str(HERE))
 import caravan_features as cf  # noqa: E402
@@ -222,21 +234,21 @@ def fit_fixed_epochs(est, X, y):
     return est
 
 
-def convert_lgbm(est, graph_name):
+def convert_lgbm(est, graph_name, n_features=N_FEATURES):
     return convert_lightgbm(
         est,
         name=graph_name,
-        initial_types=[(INPUT_NAME, OnnxmltoolsFloatTensorType([None, N_FEATURES]))],
+        initial_types=[(INPUT_NAME, OnnxmltoolsFloatTensorType([None, n_features]))],
         target_opset=15,  # highest onnxmltools 1.16.0 accepts; re-pinned to OPSETS below
         zipmap=False,
     )
 
 
-def convert_skl(est, graph_name):
+def convert_skl(est, graph_name, n_features=N_FEATURES):
     return convert_sklearn(
         est,
         name=graph_name,
-        initial_types=[(INPUT_NAME, Skl2onnxFloatTensorType([None, N_FEATURES]))],
+        initial_types=[(INPUT_NAME, Skl2onnxFloatTensorType([None, n_features]))],
         target_opset=dict(OPSETS),
         options={"zipmap": False},
     )
@@ -375,7 +387,8 @@ def ort_probabilities(model_bytes: bytes, X: np.ndarray) -> np.ndarray:
     return probs
 
 
-def finalize_onnx(model: onnx.ModelProto, name: str, version: str, X_check: np.ndarray):
+def finalize_onnx(model: onnx.ModelProto, name: str, version: str, X_check: np.ndarray,
+                  features: list[str] = cf.MODEL_FEATURES):
     """Normalise a converted model; returns the final ModelProto.
 
     * opset imports: exactly one entry per domain, pinned to OPSETS (the LightGBM
@@ -413,14 +426,14 @@ def finalize_onnx(model: onnx.ModelProto, name: str, version: str, X_check: np.n
     assert inp.name == INPUT_NAME
     assert inp.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     in_dims = inp.type.tensor_type.shape.dim
-    assert len(in_dims) == 2 and in_dims[1].dim_value == N_FEATURES
+    assert len(in_dims) == 2 and in_dims[1].dim_value == len(features) == X_check.shape[1]
     in_dims[0].Clear()
 
     model.graph.name = f"{name}-{version}".replace("-", "_").replace(".", "_")
     model.doc_string = f"{name} {version}: P(caravan insurance purchase), Candor model package"
     del model.metadata_props[:]
     for key, value in (("candor.model.name", name), ("candor.model.version", version),
-                       ("candor.input.features", ",".join(cf.MODEL_FEATURES))):
+                       ("candor.input.features", ",".join(features))):
         model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
 
     onnx.checker.check_model(model, full_check=True)
@@ -529,7 +542,7 @@ def write_manifest(path: Path, spec: dict, features: list[str], n_train: int, n_
     lines.append(f"description = {toml_str(spec['description'])}")
     lines.append(f"owner = {toml_str(OWNER)}")
     lines.append(f"purposes = {toml_value(PURPOSES)}")
-    lines.append(f"intended_use = {toml_str(INTENDED_USE)}")
+    lines.append(f"intended_use = {toml_str(spec.get('intended_use', INTENDED_USE))}")
     lines += ["", "[model.input]", f"tensor = {toml_str(INPUT_NAME)}"]
     lines += [
         "", "[model.output]",
@@ -548,7 +561,7 @@ def write_manifest(path: Path, spec: dict, features: list[str], n_train: int, n_
         f"train_rows = {n_train}",
         f"holdout_rows = {n_hold}",
         f"split = {toml_str(f'stratified 80/20, seed {SEED}')}",
-        f"excluded_columns = {toml_value(EXCLUDED_COLUMNS)}",
+        f"excluded_columns = {toml_value(spec.get('excluded_columns', EXCLUDED_COLUMNS))}",
         f"libraries = {toml_value(pinned(*spec['libraries']))}",
     ]
     for metric, value in metrics:
@@ -557,8 +570,9 @@ def write_manifest(path: Path, spec: dict, features: list[str], n_train: int, n_
                   f"dataset = {toml_str(hold_desc)}"]
     lines += ["", "[[metrics]]", f"name = {toml_str('cv_roc_auc')}",
               f"value = {toml_value(round(cv_auc, 4))}", f"dataset = {toml_str(cv_desc)}"]
+    overrides = spec.get("feature_overrides", {})
     for position, fname in enumerate(features):
-        f = cf.BY_NAME[fname]
+        f = {**cf.BY_NAME[fname], **overrides.get(fname, {})}
         lines += ["", "[[features]]", f"name = {toml_str(fname)}", f"position = {position}",
                   f"type = {toml_str(f['type'])}"]
         if f["type"] == "categorical":
@@ -569,13 +583,17 @@ def write_manifest(path: Path, spec: dict, features: list[str], n_train: int, n_
             "missing_allowed = false",
             f"description = {toml_str(f['description'])}",
             f"category = {toml_str(f['category'])}",
+        ]
+        if f.get("proxy_for"):  # only the test fixture declares proxies
+            lines.append(f"proxy_for = {toml_str(f['proxy_for'])}")
+        lines += [
             f"source = {toml_str(f['source'])}",
             "reason_group = " + toml_str(
                 "your_activity" if f["category"] == "first_party_purchase_history"
                 else "your_info"),
             f"reason = {toml_value({'en': f['reason']['en'], 'nl': f['reason']['nl']})}",
         ]
-    for g in cf.groups_for(features):
+    for g in cf.groups_for(features) + spec.get("extra_groups", []):
         lines += ["", "[[groups]]", f"name = {toml_str(g['name'])}",
                   f"description = {toml_str(g['description'])}",
                   f"features = {toml_value(g['features'])}"]
@@ -601,15 +619,16 @@ def int_row(x: np.ndarray) -> list[str]:
 # Verification of a written package
 # --------------------------------------------------------------------------
 
-def verify_package(pkg: Path, features: list[str], threshold: float):
+def verify_package(pkg: Path, features: list[str], threshold: float,
+                   excluded: list[str] = EXCLUDED_COLUMNS):
     manifest = tomllib.loads((pkg / "manifest.toml").read_text(encoding="utf-8"))
     assert manifest["schema_version"] == 1
     assert manifest["model"]["input"]["tensor"] == INPUT_NAME
     assert manifest["model"]["output"]["tensor"] == OUTPUT_NAME
     assert manifest["model"]["output"]["decision_threshold"] == threshold
     assert [f["name"] for f in manifest["features"]] == features
-    assert [f["position"] for f in manifest["features"]] == list(range(N_FEATURES))
-    assert manifest["training"]["excluded_columns"] == EXCLUDED_COLUMNS
+    assert [f["position"] for f in manifest["features"]] == list(range(len(features)))
+    assert manifest["training"]["excluded_columns"] == excluded
     in_group = [n for g in manifest["groups"] for n in g["features"]]
     assert sorted(in_group) == sorted(features), "groups must cover each feature once"
     assert all(g["features"] for g in manifest["groups"])
@@ -618,7 +637,7 @@ def verify_package(pkg: Path, features: list[str], threshold: float):
     sess = ort_session(model_bytes)
     (inp,) = sess.get_inputs()
     assert inp.name == INPUT_NAME and inp.type == "tensor(float)", inp
-    assert inp.shape[1] == N_FEATURES and not isinstance(inp.shape[0], int), inp.shape
+    assert inp.shape[1] == len(features) and not isinstance(inp.shape[0], int), inp.shape
     outs = {o.name: o for o in sess.get_outputs()}
     assert outs[OUTPUT_NAME].type == "tensor(float)" and outs[OUTPUT_NAME].shape[1] == 2
 
@@ -636,17 +655,147 @@ def verify_package(pkg: Path, features: list[str], threshold: float):
     meta = {p.key: p.value for p in onnx.load_from_string(model_bytes).metadata_props}
     assert meta["candor.input.features"].split(",") == features
     for used in (features, in_group, list(golden.columns), list(background.columns)):
-        assert not set(used) & set(EXCLUDED_COLUMNS), set(used) & set(EXCLUDED_COLUMNS)
+        assert not set(used) & set(excluded), set(used) & set(excluded)
+
+
+# --------------------------------------------------------------------------
+# Test fixture: a package the gateway must refuse
+# --------------------------------------------------------------------------
+
+# The zip-code religion shares, used ONLY by the refusal test fixture.
+RELIGION_PROXY_COLUMNS = ["MGODRK", "MGODPR", "MGODOV", "MGODGE"]
+FIXTURE_OUT = REPO / "tests" / "fixtures" / "packages"
+
+FIXTURES = {
+    "religion-proxy": {
+        "name": "caravan-religion-proxy",
+        "version": "1.0.0",
+        "default": False,
+        # Same pipeline as caravan-logreg, so the graph is one LinearClassifier.
+        "make": make_logreg,
+        "fit": fit_plain,
+        "convert": convert_skl,
+        "libraries": ("scikit-learn", "skl2onnx", "onnx", "onnxruntime", "numpy", "pandas"),
+        "description": (
+            "TEST FIXTURE, MUST BE REFUSED: the gateway must refuse to load this package. "
+            "The caravan-logreg pipeline (L2-regularised logistic regression, C=0.1, on the raw "
+            "feature codes) trained on the 78 bundled features plus the four zip-code religion "
+            "shares MGODRK, MGODPR, MGODOV and MGODGE, which are declared proxies for religion, a "
+            "GDPR Art. 9 special category that may not serve personalised advertising."
+        ),
+        "intended_use": (
+            "None. Test fixture only (tests/fixtures/packages): it proves that the gateway "
+            "refuses a personalised-advertising model whose features are declared proxies for "
+            "religion. Never deploy or serve it."
+        ),
+        "excluded_columns": [c for c in EXCLUDED_COLUMNS if c not in RELIGION_PROXY_COLUMNS],
+        # Declared truthfully: zip-code aggregates standing in for religion.  The
+        # descriptions are the data-dictionary texts from caravan_features.py.
+        "feature_overrides": {
+            c: {
+                "category": "zip_code_demographics",
+                "source": "zip_code_aggregate",
+                "proxy_for": "religion",
+                "reason": {"en": "the religious make-up of your neighbourhood",
+                           "nl": "de religieuze samenstelling van je buurt"},
+            }
+            for c in RELIGION_PROXY_COLUMNS
+        },
+        "extra_groups": [{
+            "name": "religion",
+            "description": "Religious make-up of the household's zip code (declared proxy for "
+                           "religion, a GDPR Art. 9 special category)",
+            "features": list(RELIGION_PROXY_COLUMNS),
+        }],
+    },
+}
+
+
+def fixture_features(spec: dict) -> list[str]:
+    """The fixture's inputs: every column not excluded, in the original column order."""
+    return [c for c in cf.ALL_COLUMNS if c not in spec["excluded_columns"]]
+
+
+def verify_fixture(pkg: Path, spec: dict):
+    """The fixture declares the religion proxies truthfully, for advertising."""
+    manifest = tomllib.loads((pkg / "manifest.toml").read_text(encoding="utf-8"))
+    assert manifest["model"]["purposes"] == ["personalised_advertising"]
+    declared = {f["name"]: f for f in manifest["features"]}
+    for c in RELIGION_PROXY_COLUMNS:
+        f = declared[c]
+        assert (f["category"], f["source"], f["proxy_for"]) == (
+            "zip_code_demographics", "zip_code_aggregate", "religion"), f
+        assert f["description"] == cf.BY_NAME[c]["description"], f
+    proxies = [f["name"] for f in manifest["features"] if "proxy_for" in f]
+    assert proxies == RELIGION_PROXY_COLUMNS, proxies
 
 
 # --------------------------------------------------------------------------
 # Main
 # --------------------------------------------------------------------------
 
+def build_package(spec: dict, features: list[str], X: np.ndarray, y: np.ndarray,
+                  train_idx: np.ndarray, hold_idx: np.ndarray,
+                  background_rows: np.ndarray, golden_rows: np.ndarray, out: Path,
+                  excluded: list[str] = EXCLUDED_COLUMNS) -> Path:
+    """Train, export, write and verify one package; returns its folder."""
+    name, version = spec["name"], spec["version"]
+    assert X.shape[1] == len(features)
+    X_train, y_train = X[train_idx], y[train_idx]
+    X_hold, y_hold = X[hold_idx], y[hold_idx]
+    X_background = X_train[background_rows]
+    X_golden = X_hold[golden_rows]
+
+    est = spec["fit"](spec["make"](), X_train, y_train)
+
+    graph_name = f"{name}-{version}"
+    model = spec["convert"](est, graph_name, len(features))
+    model = finalize_onnx(model, name, version, X, features)
+    model_bytes = model.SerializeToString()
+
+    # Parity: onnxruntime vs the native model on the hold-out.
+    hold_probs = ort_probabilities(model_bytes, X_hold)
+    native = est.predict_proba(X_hold)
+    assert list(est.classes_) == [0, 1]
+    diff = float(np.abs(hold_probs.astype(np.float64) - native).max())
+    assert diff < PARITY_TOLERANCE, f"{graph_name}: ONNX/native max diff {diff}"
+    assert np.allclose(hold_probs.sum(axis=1), 1.0, atol=1e-6)
+
+    hold_scores = hold_probs[:, OUTPUT_INDEX]
+    threshold = choose_threshold(hold_scores)
+    metrics = evaluate(hold_scores, y_hold, threshold)
+    cv_auc = cv_roc_auc(spec, X_train, y_train)
+
+    pkg = out / name / version
+    pkg.mkdir(parents=True, exist_ok=True)
+    (pkg / "model.onnx").write_bytes(model_bytes)
+    write_csv(pkg / "background.csv", features, (int_row(r) for r in X_background))
+    golden_scores = ort_probabilities(model_bytes, X_golden)[:, OUTPUT_INDEX]
+    write_csv(pkg / "golden.csv", features + ["score"],
+              (int_row(r) + [repr(float(s))] for r, s in zip(X_golden, golden_scores)))
+    write_manifest(pkg / "manifest.toml", spec, features, len(train_idx), len(hold_idx),
+                   threshold, metrics, cv_auc)
+    verify_package(pkg, features, threshold, excluded)
+
+    info = describe_graph(model)
+    print(f"\n{graph_name} -> {pkg}")
+    print(f"  graph: opsets {info['opsets']}, IR {info['ir_version']}, "
+          f"inputs {info['inputs']}, outputs {info['outputs']}")
+    print(f"  ops: {', '.join(info['ops'])}")
+    print(f"  max |onnx - native| on hold-out: {diff:.3g}")
+    print(f"  decision_threshold {threshold!r}; " + ", ".join(
+        f"{m} {v:.4f}" for m, v in metrics) + f", cv_roc_auc {cv_auc:.4f}")
+    return pkg
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", type=Path, default=HERE,
-                    help="output folder for <name>/<version>/ packages (default: models/)")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="output folder for <name>/<version>/ packages (default: models/, "
+                         "or tests/fixtures/packages/ with --fixture)")
+    ap.add_argument("--fixture", choices=sorted(FIXTURES),
+                    help="write only this test-fixture package (which the gateway must "
+                         "refuse) instead of the bundled models")
     args = ap.parse_args(argv)
 
     if ort.__version__ != ORT_VERSION:
@@ -655,60 +804,28 @@ def main(argv=None) -> int:
 
     df, features, X, y = load_data()
     train_idx, hold_idx = split(y)
-    X_train, y_train = X[train_idx], y[train_idx]
-    X_hold, y_hold = X[hold_idx], y[hold_idx]
-    print(f"rows: train {len(train_idx)} ({y_train.sum()} buyers), "
-          f"hold-out {len(hold_idx)} ({y_hold.sum()} buyers)")
+    print(f"rows: train {len(train_idx)} ({y[train_idx].sum()} buyers), "
+          f"hold-out {len(hold_idx)} ({y[hold_idx].sum()} buyers)")
 
+    # Row samples (indices into the train / hold-out splits), shared by all packages.
     rng = np.random.default_rng(SEED)
     background_rows = np.sort(rng.choice(len(train_idx), BACKGROUND_ROWS, replace=False))
     golden_rows = np.sort(rng.choice(len(hold_idx), GOLDEN_ROWS, replace=False))
-    X_background = X_train[background_rows]
-    X_golden = X_hold[golden_rows]
+    rows = (train_idx, hold_idx, background_rows, golden_rows)
 
-    summary = []
+    if args.fixture:
+        spec = FIXTURES[args.fixture]
+        fx_features = fixture_features(spec)
+        assert fx_features == [c for c in cf.ALL_COLUMNS
+                               if c in features or c in RELIGION_PROXY_COLUMNS]
+        X_fx = df[fx_features].to_numpy(dtype=np.float32)
+        pkg = build_package(spec, fx_features, X_fx, y, *rows, args.out or FIXTURE_OUT,
+                            excluded=spec["excluded_columns"])
+        verify_fixture(pkg, spec)
+        return 0
+
     for spec in MODELS:
-        name, version = spec["name"], spec["version"]
-        est = spec["fit"](spec["make"](), X_train, y_train)
-
-        graph_name = f"{name}-{version}"
-        model = spec["convert"](est, graph_name)
-        model = finalize_onnx(model, name, version, X)
-        model_bytes = model.SerializeToString()
-
-        # Parity: onnxruntime vs the native model on the hold-out.
-        hold_probs = ort_probabilities(model_bytes, X_hold)
-        native = est.predict_proba(X_hold)
-        assert list(est.classes_) == [0, 1]
-        diff = float(np.abs(hold_probs.astype(np.float64) - native).max())
-        assert diff < PARITY_TOLERANCE, f"{graph_name}: ONNX/native max diff {diff}"
-        assert np.allclose(hold_probs.sum(axis=1), 1.0, atol=1e-6)
-
-        hold_scores = hold_probs[:, OUTPUT_INDEX]
-        threshold = choose_threshold(hold_scores)
-        metrics = evaluate(hold_scores, y_hold, threshold)
-        cv_auc = cv_roc_auc(spec, X_train, y_train)
-
-        pkg = args.out / name / version
-        pkg.mkdir(parents=True, exist_ok=True)
-        (pkg / "model.onnx").write_bytes(model_bytes)
-        write_csv(pkg / "background.csv", features, (int_row(r) for r in X_background))
-        golden_scores = ort_probabilities(model_bytes, X_golden)[:, OUTPUT_INDEX]
-        write_csv(pkg / "golden.csv", features + ["score"],
-                  (int_row(r) + [repr(float(s))] for r, s in zip(X_golden, golden_scores)))
-        write_manifest(pkg / "manifest.toml", spec, features, len(train_idx), len(hold_idx),
-                       threshold, metrics, cv_auc)
-        verify_package(pkg, features, threshold)
-
-        info = describe_graph(model)
-        summary.append((graph_name, threshold, metrics, diff, info))
-        print(f"\n{graph_name} -> {pkg}")
-        print(f"  graph: opsets {info['opsets']}, IR {info['ir_version']}, "
-              f"inputs {info['inputs']}, outputs {info['outputs']}")
-        print(f"  ops: {', '.join(info['ops'])}")
-        print(f"  max |onnx - native| on hold-out: {diff:.3g}")
-        print(f"  decision_threshold {threshold!r}; " + ", ".join(
-            f"{m} {v:.4f}" for m, v in metrics) + f", cv_roc_auc {cv_auc:.4f}")
+        build_package(spec, features, X, y, *rows, args.out or HERE)
     return 0
 
 

@@ -211,6 +211,23 @@ fn a_package_feeding_religion_to_advertising_is_refused() {
     );
 }
 
+/// A model trained on Caravan's zip-code religion columns (declared as
+/// proxies for religion) must never load for advertising.
+#[test]
+fn a_model_trained_on_the_religion_proxy_columns_is_refused_naming_them() {
+    runtime::init(&ort_lib()).unwrap();
+    let package = repo_root().join("tests/fixtures/packages/caravan-religion-proxy/1.0.0");
+    let err = ModelPackage::load(&package, 1).unwrap_err();
+    let message = err.to_string();
+    assert!(message.contains("manifest.toml"), "{message}");
+    for column in ["MGODRK", "MGODPR", "MGODOV", "MGODGE"] {
+        assert!(
+            message.contains(&format!("{column} (religion)")),
+            "{message}"
+        );
+    }
+}
+
 #[test]
 fn two_default_versions_are_refused() {
     runtime::init(&ort_lib()).unwrap();

@@ -28,6 +28,16 @@ pub enum Tri {
 }
 
 impl Tri {
+    /// MspaCoveredTransaction has no "not applicable": 1 yes, 2 no.
+    fn read_covered(r: &mut BitReader) -> Result<Self, SignalError> {
+        match Self::read(r, "MspaCoveredTransaction")? {
+            Self::NotApplicable => {
+                Err(r.error("MspaCoveredTransaction is 0; it must be 1 (yes) or 2 (no)"))
+            }
+            t => Ok(t),
+        }
+    }
+
     fn read(r: &mut BitReader, field: &str) -> Result<Self, SignalError> {
         match r.u8(2, field)? {
             0 => Ok(Self::NotApplicable),
@@ -232,7 +242,7 @@ fn usnat(text: &str) -> Result<UsNat, SignalError> {
             "KnownChildSensitiveDataConsents",
         )?,
         personal_data_consents: t(&mut r, "PersonalDataConsents")?,
-        mspa_covered_transaction: t(&mut r, "MspaCoveredTransaction")?,
+        mspa_covered_transaction: Tri::read_covered(&mut r)?,
         mspa_opt_out_option_mode: t(&mut r, "MspaOptOutOptionMode")?,
         mspa_service_provider_mode: t(&mut r, "MspaServiceProviderMode")?,
         gpc,
@@ -261,7 +271,7 @@ fn usca(text: &str) -> Result<UsCa, SignalError> {
             "KnownChildSensitiveDataConsents",
         )?,
         personal_data_consents: t(&mut r, "PersonalDataConsents")?,
-        mspa_covered_transaction: t(&mut r, "MspaCoveredTransaction")?,
+        mspa_covered_transaction: Tri::read_covered(&mut r)?,
         mspa_opt_out_option_mode: t(&mut r, "MspaOptOutOptionMode")?,
         mspa_service_provider_mode: t(&mut r, "MspaServiceProviderMode")?,
         gpc,

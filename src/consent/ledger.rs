@@ -347,6 +347,9 @@ fn open_connection(path: &Path) -> Result<Connection, LedgerError> {
     // call returns, and group commit spreads that fsync over many records.
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(open)?;
+    // Erasure must not leave removed content in free space on disk.
+    conn.pragma_update(None, "secure_delete", "ON")
+        .map_err(open)?;
     Ok(conn)
 }
 
@@ -750,6 +753,7 @@ impl Writer {
     /// once, and only then answers: an acknowledged record is on disk.
     fn commit_batch(&mut self, batch: Vec<Job>) {
         let head_before = self.head.clone();
+        let erased = batch.iter().any(|j| matches!(j, Job::Erase(..)));
         let mut outcomes = Vec::with_capacity(batch.len());
         let Writer { conn, head } = self;
         let committed = (|| -> Result<(), LedgerError> {
@@ -787,6 +791,17 @@ impl Writer {
         if let Err(e) = &committed {
             tracing::error!(error = %e, "consent ledger commit failed");
             self.head = head_before;
+        } else if erased {
+            // The WAL still holds the pages as they were before the erasure;
+            // copying the new ones back and truncating it removes them.
+            if let Err(e) = self
+                .conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                    r.get::<_, i64>(0)
+                })
+            {
+                tracing::warn!(error = %e, "checkpoint after erasure failed");
+            }
         }
         for outcome in outcomes {
             match outcome {
@@ -909,4 +924,19 @@ fn erase_subject(
         records_erased,
         tombstone: append_one(tx, head, draft, seqs)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_delete_securely() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open_connection(&dir.path().join("l.db")).unwrap();
+        let on: i64 = conn
+            .query_row("PRAGMA secure_delete", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(on, 1);
+    }
 }

@@ -11,8 +11,9 @@
 //!    interest; no valid TC string means no processing. Precise geolocation
 //!    needs special feature 1.
 //! 3. US: a sale, sharing or targeted-advertising opt-out, or GPC, removes
-//!    cross-context behavioural features; sensitive data needs usnat consent
-//!    and must not be opted out under usca.
+//!    cross-context behavioural features. Sensitive data (precise
+//!    geolocation) must not be opted out under usca, and needs usnat consent
+//!    unless only the California section is present.
 //! 4. A minor (DSA Art. 28), or a known child under the GPP child fields, is
 //!    never profiled.
 //! 5. Consent Mode v2: denied ad_personalization or ad_user_data removes the
@@ -477,15 +478,18 @@ fn us<'l>(
         v.mask("us.sale_sharing_targeting_opt_out", |f| f.cross_context);
     }
     // usnat's SensitiveDataProcessing is consent (2 = consent); usca's is an
-    // opt-out (1 = opted out). Sensitive data without usnat consent is not
-    // used.
-    let geo_consent = usnat
-        .and_then(|s| s.sensitive_data_processing.get(USNAT_PRECISE_GEOLOCATION))
-        .is_some_and(|t| *t == Tri::Two);
-    if !geo_consent {
-        v.mask("us.usnat_sensitive_data_no_consent", |f| {
-            f.precise_geolocation
-        });
+    // opt-out (1 = opted out). California's section governs on its own;
+    // anywhere else sensitive data needs usnat consent, and with no GPP
+    // string there is none.
+    if usnat.is_some() || usca.is_none() {
+        let consented = usnat
+            .and_then(|s| s.sensitive_data_processing.get(USNAT_PRECISE_GEOLOCATION))
+            .is_some_and(|t| *t == Tri::Two);
+        if !consented {
+            v.mask("us.usnat_sensitive_data_no_consent", |f| {
+                f.precise_geolocation
+            });
+        }
     }
     if usca
         .and_then(|s| s.sensitive_data_processing.get(USCA_PRECISE_GEOLOCATION))

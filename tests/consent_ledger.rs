@@ -1,0 +1,361 @@
+//! The consent ledger through `ConsentService`: records, history, the hash
+//! chain under tampering, and erasure that leaves a verifiable chain.
+
+mod common;
+
+use candor::grpc::pb::{self, consent_service_client::ConsentServiceClient};
+use common::*;
+use tonic::{Code, transport::Channel};
+
+async fn client(server: &TestServer) -> ConsentServiceClient<Channel> {
+    ConsentServiceClient::new(server.channel().await)
+}
+
+async fn record(
+    c: &mut ConsentServiceClient<Channel>,
+    subject: &str,
+    purposes: &[u32],
+) -> pb::LedgerReference {
+    c.record_consent(pb::RecordConsentRequest {
+        subject_id: subject.into(),
+        purposes: purposes
+            .iter()
+            .map(|&p| pb::PurposeChoice {
+                tcf_purpose: p,
+                granted: true,
+                ..Default::default()
+            })
+            .collect(),
+        method: pb::CollectionMethod::CmpUi as i32,
+        jurisdiction: "DE".into(),
+        language: "de".into(),
+        data_categories: vec!["first_party_purchase_history".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .record
+    .unwrap()
+}
+
+async fn verify(c: &mut ConsentServiceClient<Channel>) -> pb::VerifyLedgerResponse {
+    c.verify_ledger(pb::VerifyLedgerRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_chain_and_read_back_as_state_and_history() {
+    let server = TestServer::start().await;
+    let mut c = client(&server).await;
+    let first = record(&mut c, "alice", &[1, 3, 4]).await;
+    let second = record(&mut c, "bob", &[1]).await;
+    assert_eq!(second.seq, first.seq + 1);
+    c.withdraw_consent(pb::WithdrawConsentRequest {
+        subject_id: "alice".into(),
+        tcf_purposes: vec![4],
+        method: "privacy centre toggle".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+
+    let state = c
+        .get_consent(pb::GetConsentRequest {
+            subject_id: "alice".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let status: Vec<(u32, &str)> = state
+        .purposes
+        .iter()
+        .map(|p| (p.tcf_purpose, p.status.as_str()))
+        .collect();
+    assert_eq!(status, vec![(1, "given"), (3, "given"), (4, "withdrawn")]);
+    let p1 = &state.purposes[0];
+    assert_eq!(p1.dpv, "dpv:ServiceProvision");
+    let validity = p1.expires_at.unwrap().seconds - p1.effective_at.unwrap().seconds;
+    assert_eq!(validity, 395 * 24 * 3600, "consent is valid for 13 months");
+
+    let history = c
+        .get_consent_history(pb::GetConsentHistoryRequest {
+            subject_id: "alice".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let kinds: Vec<&str> = history.records.iter().map(|r| r.kind.as_str()).collect();
+    assert_eq!(kinds, vec!["consent", "withdrawal"]);
+    let receipt: serde_json::Value =
+        serde_json::from_str(&history.records[0].content_json).unwrap();
+    assert_eq!(receipt["subject_ref"], history.subject_ref);
+    assert_eq!(receipt["purposes"][1]["dpv"], "dpv:PersonalisedAdvertising");
+    assert_eq!(receipt["collection"]["method"], "cmp_ui");
+    assert!(
+        receipt["schema"]
+            .as_str()
+            .unwrap()
+            .contains("ISO/IEC TS 27560")
+    );
+    assert_eq!(
+        history.records[1].prev_sha256, second.sha256,
+        "each record chains to the one before"
+    );
+
+    let v = verify(&mut c).await;
+    assert!(v.intact && v.first_broken.is_none());
+    assert_eq!(v.records_checked, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_consent_requests_name_the_field() {
+    let server = TestServer::start().await;
+    let mut c = client(&server).await;
+    let base = || pb::RecordConsentRequest {
+        subject_id: "x".into(),
+        purposes: vec![pb::PurposeChoice {
+            tcf_purpose: 1,
+            granted: true,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let cases: Vec<(pb::RecordConsentRequest, &str)> = vec![
+        (
+            pb::RecordConsentRequest {
+                subject_id: String::new(),
+                ..base()
+            },
+            "subject_id",
+        ),
+        (
+            pb::RecordConsentRequest {
+                purposes: vec![],
+                ..base()
+            },
+            "purposes",
+        ),
+        (
+            pb::RecordConsentRequest {
+                purposes: vec![pb::PurposeChoice {
+                    tcf_purpose: 12,
+                    ..Default::default()
+                }],
+                ..base()
+            },
+            "purposes[0].tcf_purpose",
+        ),
+        (
+            pb::RecordConsentRequest {
+                purposes: vec![pb::PurposeChoice {
+                    tcf_purpose: 3,
+                    legal_basis: pb::LegalBasis::LegitimateInterest as i32,
+                    granted: true,
+                }],
+                ..base()
+            },
+            "purposes[0].legal_basis",
+        ),
+        (
+            pb::RecordConsentRequest {
+                data_categories: vec!["horoscope".into()],
+                ..base()
+            },
+            "data_categories[0]",
+        ),
+        (
+            pb::RecordConsentRequest {
+                jurisdiction: "Germany".into(),
+                ..base()
+            },
+            "jurisdiction",
+        ),
+        (
+            pb::RecordConsentRequest {
+                collected_at: Some(prost_types::Timestamp {
+                    seconds: 4_000_000_000,
+                    nanos: 0,
+                }),
+                ..base()
+            },
+            "collected_at",
+        ),
+    ];
+    for (request, field) in cases {
+        let status = c.record_consent(request).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{field}");
+        assert!(
+            status.message().starts_with(field),
+            "{field}: {}",
+            status.message()
+        );
+    }
+    let status = c
+        .withdraw_consent(pb::WithdrawConsentRequest {
+            subject_id: "x".into(),
+            tcf_purposes: vec![0],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        status.message().starts_with("tcf_purposes[0]"),
+        "{}",
+        status.message()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn editing_one_row_in_the_database_file_is_named_by_verify() {
+    let config = test_config();
+    let db = config.database.clone();
+    let server = TestServer::start_with(config).await;
+    let mut c = client(&server).await;
+    for subject in ["a", "b", "c", "d"] {
+        record(&mut c, subject, &[1, 2]).await;
+    }
+    let target = record(&mut c, "e", &[1]).await;
+    record(&mut c, "f", &[1]).await;
+    assert!(verify(&mut c).await.intact);
+
+    // An attacker with the file: the append-only triggers stop a plain
+    // UPDATE, so drop them first, then change consent to something else.
+    let raw = rusqlite::Connection::open(&db).unwrap();
+    let blocked = raw.execute(
+        "UPDATE ledger SET content = replace(content, '\"given\"', '\"refused\"') WHERE seq = ?1",
+        [target.seq],
+    );
+    assert!(blocked.is_err(), "the ledger refuses edits");
+    raw.execute_batch("DROP TRIGGER ledger_erasure_only")
+        .unwrap();
+    raw.execute(
+        "UPDATE ledger SET content = replace(content, '\"given\"', '\"refused\"') WHERE seq = ?1",
+        [target.seq],
+    )
+    .unwrap();
+
+    let v = verify(&mut c).await;
+    assert!(!v.intact);
+    let broken = v.first_broken.unwrap();
+    assert_eq!(
+        (broken.seq, broken.record_id.as_str()),
+        (target.seq, target.record_id.as_str())
+    );
+    assert!(broken.reason.contains("content"), "{}", broken.reason);
+    assert_eq!(v.records_checked, (target.seq - 1) as u64);
+
+    // Rewriting the hashes to match only moves the break to the next link.
+    let forged: String = raw
+        .query_row(
+            "SELECT content FROM ledger WHERE seq = ?1",
+            [target.seq],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let hash = hex(sha2_digest(forged.as_bytes()));
+    raw.execute(
+        "UPDATE ledger SET content_hash = ?1 WHERE seq = ?2",
+        rusqlite::params![hash, target.seq],
+    )
+    .unwrap();
+    let broken = verify(&mut c).await.first_broken.unwrap();
+    assert_eq!(broken.seq, target.seq);
+    assert!(
+        broken.reason.contains("hash does not match"),
+        "{}",
+        broken.reason
+    );
+}
+
+fn sha2_digest(bytes: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).to_vec()
+}
+
+fn hex(bytes: Vec<u8>) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erasure_removes_the_subject_and_the_chain_still_verifies() {
+    let config = test_config();
+    let db = config.database.clone();
+    let server = TestServer::start_with(config).await;
+    let mut c = client(&server).await;
+    record(&mut c, "alice@example.com", &[1, 3, 4]).await;
+    record(&mut c, "bob@example.com", &[1]).await;
+    // Inline signals on a Score are evidence for alice too.
+    let mut scoring = server.scoring().await;
+    let mut request = caravan_request();
+    request.subject_id = "alice@example.com".into();
+    scoring.score(request).await.unwrap();
+
+    let erased = c
+        .erase_subject(pb::EraseSubjectRequest {
+            subject_id: "alice@example.com".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        erased.records_erased, 2,
+        "the consent and the evidence record"
+    );
+    let v = verify(&mut c).await;
+    assert!(v.intact, "{:?}", v.first_broken);
+    assert_eq!(v.records_checked, 4);
+    assert_eq!(v.head_sha256, erased.tombstone.unwrap().sha256);
+
+    let history = c
+        .get_consent_history(pb::GetConsentHistoryRequest {
+            subject_id: "alice@example.com".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(history.records.is_empty());
+    let state = c
+        .get_consent(pb::GetConsentRequest {
+            subject_id: "alice@example.com".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(state.purposes.is_empty());
+    let bob = c
+        .get_consent(pb::GetConsentRequest {
+            subject_id: "bob@example.com".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(bob.purposes.len(), 1);
+
+    // Neither the raw identifier nor the erased pseudonym is left on disk.
+    drop(c);
+    server.stop().await;
+    let raw = rusqlite::Connection::open(&db).unwrap();
+    let rows: i64 = raw
+        .query_row(
+            "SELECT count(*) FROM ledger WHERE subject_ref = ?1 OR content LIKE '%' || ?1 || '%'",
+            [&history.subject_ref],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(rows, 0);
+    raw.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+        .unwrap();
+    let bytes = std::fs::read(&db).unwrap();
+    assert!(
+        !bytes.windows(5).any(|w| w == b"alice"),
+        "raw identifiers never reach the file"
+    );
+    let pseudonym = history.subject_ref.as_bytes();
+    assert!(
+        !bytes.windows(pseudonym.len()).any(|w| w == pseudonym),
+        "secure_delete overwrites the erased content"
+    );
+}

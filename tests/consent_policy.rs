@@ -1,0 +1,685 @@
+//! The consent policy end to end through `Score`: for every rule, a request
+//! that fires it and one that does not, plus withdrawal, objection and the
+//! provenance every response carries.
+
+mod common;
+
+use std::{fs, path::Path};
+
+use candor::grpc::pb::{
+    self, consent_service_client::ConsentServiceClient,
+    scoring_service_client::ScoringServiceClient,
+};
+use common::*;
+use tonic::transport::Channel;
+
+fn policy_string(name: &str) -> String {
+    let path = repo_root().join("tests/fixtures/consent/policy_strings.json");
+    let v: serde_json::Value = serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap();
+    v["strings"][name]["string"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no policy string {name}"))
+        .to_owned()
+}
+
+fn copy_dir(src: &Path, dst: &Path) {
+    fs::create_dir_all(dst).unwrap();
+    for entry in fs::read_dir(src).unwrap() {
+        let entry = entry.unwrap();
+        fs::copy(entry.path(), dst.join(entry.file_name())).unwrap();
+    }
+}
+
+/// The bundled LightGBM model, plus `geo-logreg`: the logistic regression with
+/// its first feature declared as precise geolocation from the request, so the
+/// geolocation rules have something to act on.
+async fn server() -> TestServer {
+    let mut config = test_config();
+    let models = config.database.parent().unwrap().join("models");
+    copy_dir(
+        &repo_root().join("models/caravan-lgbm/1.0.0"),
+        &models.join("caravan-lgbm/1.0.0"),
+    );
+    let geo = models.join("geo-logreg/1.0.0");
+    copy_dir(&repo_root().join("models/caravan-logreg/1.0.0"), &geo);
+    let manifest = geo.join("manifest.toml");
+    let text = fs::read_to_string(&manifest).unwrap();
+    let text = text
+        .replacen("name = \"caravan-logreg\"", "name = \"geo-logreg\"", 1)
+        .replacen(
+            "category = \"zip_code_demographics\"\nsource = \"zip_code_aggregate\"",
+            "category = \"precise_geolocation\"\nsource = \"request_context\"",
+            1,
+        );
+    fs::write(&manifest, text).unwrap();
+    config.models_dir = models;
+    TestServer::start_with(config).await
+}
+
+const GEO_FEATURE: &str = "MAANTHUI";
+/// A zip-code aggregate (cross-context) and a first-party feature.
+const ZIP_FEATURE: &str = "MGEMOMV";
+const OWN_FEATURE: &str = "PPERSAUT";
+
+#[derive(Clone, Default)]
+struct Ctx {
+    country: &'static str,
+    region: &'static str,
+    minor: bool,
+    tc: Option<&'static str>,
+    gpp: Option<&'static str>,
+    gpc: bool,
+    personalization: i32,
+    user_data: i32,
+}
+
+fn ctx(country: &'static str) -> Ctx {
+    Ctx {
+        country,
+        ..Ctx::default()
+    }
+}
+
+impl Ctx {
+    fn tc(mut self, name: &'static str) -> Self {
+        self.tc = Some(name);
+        self
+    }
+    fn gpp(mut self, name: &'static str) -> Self {
+        self.gpp = Some(name);
+        self
+    }
+    fn region(mut self, region: &'static str) -> Self {
+        self.region = region;
+        self
+    }
+    fn context(&self) -> pb::RequestContext {
+        pb::RequestContext {
+            jurisdiction_country: self.country.into(),
+            jurisdiction_region: self.region.into(),
+            age_status: if self.minor {
+                pb::AgeStatus::Minor
+            } else {
+                pb::AgeStatus::Adult
+            } as i32,
+            tc_string: self.tc.map(policy_string).unwrap_or_default(),
+            gpp_string: self.gpp.map(policy_string).unwrap_or_default(),
+            gpc: self.gpc,
+            consent_mode: Some(pb::ConsentModeFlags {
+                ad_personalization: self.personalization,
+                ad_user_data: self.user_data,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+}
+
+async fn score(
+    client: &mut ScoringServiceClient<Channel>,
+    model: &str,
+    subject: &str,
+    c: &Ctx,
+) -> pb::Decision {
+    let mut request = caravan_request();
+    request.model = model_ref(model, "");
+    request.subject_id = subject.into();
+    request.context = Some(c.context());
+    request.explain = Some(pb::ExplainOptions {
+        mode: pb::ExplainMode::Inline as i32,
+        method: 0,
+    });
+    client
+        .score(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .decision
+        .unwrap()
+}
+
+fn tier(d: &pb::Decision) -> pb::Tier {
+    pb::Tier::try_from(d.tier).unwrap()
+}
+
+fn provenance(d: &pb::Decision) -> &pb::Provenance {
+    d.provenance
+        .as_ref()
+        .expect("every decision has provenance")
+}
+
+fn fired(d: &pb::Decision, rule: &str) -> bool {
+    provenance(d).rules_fired.iter().any(|r| r == rule)
+}
+
+fn masked(d: &pb::Decision, feature: &str) -> bool {
+    provenance(d).masked_features.iter().any(|f| f == feature)
+}
+
+struct Case {
+    rule: &'static str,
+    model: &'static str,
+    fires: Ctx,
+    fired_tier: pb::Tier,
+    /// A feature the rule masks (when it masks rather than refuses).
+    masks: Option<&'static str>,
+    quiet: Ctx,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rule_fires_when_it_should_and_only_then() {
+    use pb::Tier::{Contextual, Refused};
+    let server = server().await;
+    let mut client = server.scoring().await;
+    let lgbm = "caravan-lgbm";
+    let geo = "geo-logreg";
+    let de_all = || ctx("DE").tc("tcf-all");
+    let us = || ctx("US");
+    let cases = vec![
+        Case {
+            rule: "jurisdiction.unknown_refuse",
+            model: lgbm,
+            fires: ctx("BR"),
+            fired_tier: Refused,
+            masks: None,
+            quiet: us(),
+        },
+        Case {
+            rule: "jurisdiction.unknown_refuse",
+            model: lgbm,
+            fires: ctx(""),
+            fired_tier: Refused,
+            masks: None,
+            quiet: ctx("GB").tc("tcf-all"),
+        },
+        Case {
+            rule: "tcf.no_signal",
+            model: lgbm,
+            fires: ctx("DE"),
+            fired_tier: Refused,
+            masks: None,
+            quiet: de_all(),
+        },
+        Case {
+            rule: "tcf.stale_tc_string",
+            model: lgbm,
+            fires: ctx("FR").tc("tcf-stale"),
+            fired_tier: Refused,
+            masks: None,
+            quiet: ctx("FR").tc("tcf-all"),
+        },
+        Case {
+            rule: "tcf.personalised_ads_not_granted",
+            model: lgbm,
+            fires: ctx("DE").tc("tcf-no-p3"),
+            fired_tier: Contextual,
+            masks: Some(OWN_FEATURE),
+            quiet: de_all(),
+        },
+        Case {
+            rule: "tcf.personalised_ads_not_granted",
+            model: lgbm,
+            fires: ctx("DE").tc("tcf-restrict-p3-not-allowed"),
+            fired_tier: Contextual,
+            masks: Some(ZIP_FEATURE),
+            quiet: de_all(),
+        },
+        Case {
+            rule: "tcf.personalised_ads_not_granted",
+            model: lgbm,
+            fires: ctx("DE").tc("tcf-p2-li-only"),
+            fired_tier: Contextual,
+            masks: Some(OWN_FEATURE),
+            quiet: de_all(),
+        },
+        Case {
+            rule: "tcf.basic_ads_not_granted",
+            model: lgbm,
+            fires: ctx("DE").tc("tcf-nothing"),
+            fired_tier: Refused,
+            masks: None,
+            quiet: ctx("DE").tc("tcf-p2-consent-only"),
+        },
+        Case {
+            rule: "tcf.basic_ads_not_granted",
+            model: lgbm,
+            fires: ctx("DE").tc("tcf-vendor-missing"),
+            fired_tier: Refused,
+            masks: None,
+            quiet: ctx("DE").tc("tcf-p2-li-only"),
+        },
+        Case {
+            rule: "tcf.basic_ads_not_granted",
+            model: lgbm,
+            fires: ctx("DE").tc("tcf-restrict-p2-require-consent"),
+            fired_tier: Refused,
+            masks: None,
+            quiet: ctx("DE").tc("tcf-p2-li-only"),
+        },
+        Case {
+            rule: "tcf.special_feature_1_not_opted_in",
+            model: geo,
+            fires: ctx("DE").tc("tcf-no-sf1"),
+            fired_tier: Contextual,
+            masks: Some(GEO_FEATURE),
+            quiet: de_all(),
+        },
+        Case {
+            rule: "tcf.personalised_ads_not_granted",
+            model: lgbm,
+            fires: ctx("IT").gpp("gpp-tcfeuv2-all").tc("tcf-no-p3"),
+            fired_tier: Contextual,
+            masks: Some(OWN_FEATURE),
+            quiet: ctx("IT").gpp("gpp-tcfeuv2-all"),
+        },
+        Case {
+            rule: "us.gpc_opt_out",
+            model: lgbm,
+            fires: Ctx { gpc: true, ..us() },
+            fired_tier: Contextual,
+            masks: Some(ZIP_FEATURE),
+            quiet: us(),
+        },
+        Case {
+            rule: "us.gpc_opt_out",
+            model: lgbm,
+            fires: us().gpp("gpp-usnat-gpc"),
+            fired_tier: Contextual,
+            masks: Some(ZIP_FEATURE),
+            quiet: us().gpp("gpp-usnat-none"),
+        },
+        Case {
+            rule: "us.sale_sharing_targeting_opt_out",
+            model: lgbm,
+            fires: us().gpp("gpp-usnat-sale-opt-out"),
+            fired_tier: Contextual,
+            masks: Some(ZIP_FEATURE),
+            quiet: us().gpp("gpp-usnat-none"),
+        },
+        Case {
+            rule: "us.sale_sharing_targeting_opt_out",
+            model: lgbm,
+            fires: us().gpp("gpp-usnat-targeted-opt-out"),
+            fired_tier: Contextual,
+            masks: Some(ZIP_FEATURE),
+            quiet: us().gpp("gpp-usnat-none"),
+        },
+        Case {
+            rule: "us.sale_sharing_targeting_opt_out",
+            model: lgbm,
+            fires: us().region("CA").gpp("gpp-usca-sale-opt-out"),
+            fired_tier: Contextual,
+            masks: Some(ZIP_FEATURE),
+            quiet: us().region("CA").gpp("gpp-usca-none"),
+        },
+        Case {
+            rule: "us.usnat_sensitive_data_no_consent",
+            model: geo,
+            fires: us().gpp("gpp-usnat-none"),
+            fired_tier: Contextual,
+            masks: Some(GEO_FEATURE),
+            quiet: us().gpp("gpp-usnat-geo-consent"),
+        },
+        Case {
+            rule: "us.usca_sensitive_data_opt_out",
+            model: geo,
+            fires: us().region("CA").gpp("gpp-usca-geo-opt-out"),
+            fired_tier: Contextual,
+            masks: Some(GEO_FEATURE),
+            quiet: us().region("CA").gpp("gpp-usca-none"),
+        },
+        Case {
+            rule: "dsa.art28_minor",
+            model: lgbm,
+            fires: Ctx {
+                minor: true,
+                ..us()
+            },
+            fired_tier: Contextual,
+            masks: Some(OWN_FEATURE),
+            quiet: us(),
+        },
+        Case {
+            rule: "dsa.art28_minor",
+            model: lgbm,
+            fires: Ctx {
+                minor: true,
+                ..de_all()
+            },
+            fired_tier: Contextual,
+            masks: Some(ZIP_FEATURE),
+            quiet: de_all(),
+        },
+        Case {
+            rule: "gpp.known_child",
+            model: lgbm,
+            fires: us().gpp("gpp-usnat-known-child"),
+            fired_tier: Contextual,
+            masks: Some(OWN_FEATURE),
+            quiet: us().gpp("gpp-usnat-none"),
+        },
+        Case {
+            rule: "consent_mode.ad_personalization_denied",
+            model: lgbm,
+            fires: Ctx {
+                personalization: pb::ConsentModeValue::Denied as i32,
+                ..de_all()
+            },
+            fired_tier: Contextual,
+            masks: Some(OWN_FEATURE),
+            quiet: Ctx {
+                personalization: pb::ConsentModeValue::Granted as i32,
+                ..de_all()
+            },
+        },
+        Case {
+            rule: "consent_mode.ad_user_data_denied",
+            model: lgbm,
+            fires: Ctx {
+                user_data: pb::ConsentModeValue::Denied as i32,
+                ..us()
+            },
+            fired_tier: Contextual,
+            masks: Some(OWN_FEATURE),
+            quiet: Ctx {
+                user_data: pb::ConsentModeValue::Granted as i32,
+                ..us()
+            },
+        },
+    ];
+    for (i, case) in cases.iter().enumerate() {
+        let subject = format!("rule-table-{i}");
+        let d = score(&mut client, case.model, &subject, &case.fires).await;
+        assert!(
+            fired(&d, case.rule),
+            "case {i}: {} did not fire: {:?}",
+            case.rule,
+            provenance(&d).rules_fired
+        );
+        assert_eq!(tier(&d), case.fired_tier, "case {i}: {}", case.rule);
+        match (case.fired_tier, case.masks) {
+            (pb::Tier::Refused, _) => {
+                assert!(
+                    d.score.is_none() && d.attribution.is_none(),
+                    "case {i}: refused but scored"
+                );
+            }
+            (_, Some(feature)) => {
+                assert!(masked(&d, feature), "case {i}: {feature} not masked");
+                let a = d.attribution.as_ref().unwrap();
+                let f = a.features.iter().find(|f| f.name == feature).unwrap();
+                assert!(
+                    f.masked,
+                    "case {i}: the attribution must show {feature} as masked"
+                );
+                assert!(d.score.is_some());
+            }
+            (_, None) => unreachable!("a masking rule names a feature it masks"),
+        }
+        let quiet = score(&mut client, case.model, &subject, &case.quiet).await;
+        assert!(
+            !fired(&quiet, case.rule),
+            "case {i}: {} fired on the quiet request: {:?}",
+            case.rule,
+            provenance(&quiet).rules_fired
+        );
+        assert_ne!(
+            tier(&quiet),
+            pb::Tier::Refused,
+            "case {i}: the quiet request was refused"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn us_opt_out_keeps_first_party_features_and_unrestricted_requests_are_personalised() {
+    let server = server().await;
+    let mut client = server.scoring().await;
+    let d = score(
+        &mut client,
+        "caravan-lgbm",
+        "s",
+        &Ctx {
+            gpc: true,
+            ..ctx("US")
+        },
+    )
+    .await;
+    assert!(masked(&d, ZIP_FEATURE) && !masked(&d, OWN_FEATURE));
+    let full = score(&mut client, "caravan-lgbm", "s", &ctx("DE").tc("tcf-all")).await;
+    assert_eq!(tier(&full), pb::Tier::Personalised);
+    assert!(
+        provenance(&full).masked_features.is_empty() && provenance(&full).rules_fired.is_empty()
+    );
+    // Masking changes what the model saw, so the score moves.
+    assert_ne!(d.score, full.score);
+}
+
+fn consent_client(channel: Channel) -> ConsentServiceClient<Channel> {
+    ConsentServiceClient::new(channel)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn withdrawal_takes_effect_on_the_very_next_score() {
+    let server = server().await;
+    let mut scoring = server.scoring().await;
+    let mut consent = consent_client(server.channel().await);
+    let eu = ctx("DE").tc("tcf-all");
+    let before = score(&mut scoring, "caravan-lgbm", "alice", &eu).await;
+    assert_eq!(tier(&before), pb::Tier::Personalised);
+
+    let withdrawn = consent
+        .withdraw_consent(pb::WithdrawConsentRequest {
+            subject_id: "alice".into(),
+            tcf_purposes: vec![3, 4],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let after = score(&mut scoring, "caravan-lgbm", "alice", &eu).await;
+    assert_eq!(tier(&after), pb::Tier::Contextual);
+    assert!(fired(&after, "tcf.personalised_ads_withdrawn"));
+    let p3 = provenance(&after)
+        .purposes
+        .iter()
+        .find(|p| p.tcf_purpose == 3)
+        .unwrap();
+    assert_eq!(
+        (p3.status.as_str(), p3.source.as_str()),
+        ("withdrawn", "ledger")
+    );
+    assert_eq!(
+        p3.record, withdrawn.record,
+        "the provenance cites the withdrawal"
+    );
+    assert!(
+        provenance(&after)
+            .ledger_records
+            .contains(withdrawn.record.as_ref().unwrap())
+    );
+
+    // Someone else's withdrawal changes nothing for bob; in the US the
+    // ledger withdrawal removes the profile too.
+    assert_eq!(
+        tier(&score(&mut scoring, "caravan-lgbm", "bob", &eu).await),
+        pb::Tier::Personalised
+    );
+    let us = score(&mut scoring, "caravan-lgbm", "alice", &ctx("US")).await;
+    assert!(fired(&us, "ledger.personalised_ads_withdrawn"));
+
+    // An objection to direct marketing refuses outright.
+    consent
+        .withdraw_consent(pb::WithdrawConsentRequest {
+            subject_id: "alice".into(),
+            kind: pb::WithdrawalKind::Objection as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let objected = score(&mut scoring, "caravan-lgbm", "alice", &eu).await;
+    assert_eq!(tier(&objected), pb::Tier::Refused);
+    assert!(fired(&objected, "gdpr.art21_objection"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consent_recorded_through_the_api_stands_in_for_a_tc_string() {
+    let server = server().await;
+    let mut scoring = server.scoring().await;
+    let mut consent = consent_client(server.channel().await);
+    let no_string = ctx("AT");
+    assert_eq!(
+        tier(&score(&mut scoring, "caravan-lgbm", "carol", &no_string).await),
+        pb::Tier::Refused
+    );
+    let recorded = consent
+        .record_consent(pb::RecordConsentRequest {
+            subject_id: "carol".into(),
+            purposes: (1..=4)
+                .map(|p| pb::PurposeChoice {
+                    tcf_purpose: p,
+                    granted: true,
+                    ..Default::default()
+                })
+                .collect(),
+            method: pb::CollectionMethod::CmpUi as i32,
+            jurisdiction: "AT".into(),
+            language: "de".into(),
+            notice: Some(pb::Notice {
+                url: "https://publisher.example/privacy".into(),
+                version: "2026-10".into(),
+                sha256: "ab".repeat(32),
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let d = score(&mut scoring, "caravan-lgbm", "carol", &no_string).await;
+    assert_eq!(tier(&d), pb::Tier::Personalised);
+    let p = provenance(&d);
+    assert!(
+        p.purposes
+            .iter()
+            .all(|p| p.source == "ledger" && p.legal_basis == "consent")
+    );
+    assert!(p.ledger_records.contains(recorded.record.as_ref().unwrap()));
+    assert_eq!(p.subject_ref, recorded.subject_ref);
+    assert_ne!(p.subject_ref, "carol", "the subject is pseudonymised");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_response_carries_provenance() {
+    let server = server().await;
+    let mut client = server.scoring().await;
+    let contexts = [
+        ctx(""),
+        ctx("BR"),
+        ctx("DE"),
+        ctx("DE").tc("tcf-all"),
+        ctx("DE").tc("tcf-no-p3"),
+        ctx("DE").tc("tcf-nothing"),
+        Ctx {
+            minor: true,
+            ..ctx("US")
+        },
+        ctx("US").gpp("gpp-usnat-usca-none").region("CA"),
+    ];
+    for (i, c) in contexts.iter().enumerate() {
+        for subject in ["", "dave"] {
+            let d = score(&mut client, "caravan-lgbm", subject, c).await;
+            let p = provenance(&d);
+            assert_eq!(p.tier, d.tier, "context {i}");
+            assert_eq!(p.model_sha256, d.model.as_ref().unwrap().sha256);
+            assert_eq!(p.signals_sha256.len(), 64);
+            assert_eq!(p.policy_version, "candor-policy/1");
+            assert_eq!(p.policy_sha256.len(), 64);
+            assert!(
+                !p.ledger_records.is_empty(),
+                "the inline signals are evidence"
+            );
+            assert_eq!(p.subject_ref.is_empty(), subject.is_empty());
+            assert_eq!(d.score.is_none(), d.tier == pb::Tier::Refused as i32);
+        }
+    }
+    // ScoreBatch: every row's decision carries the same provenance.
+    let row = caravan_request().features;
+    let batch = client
+        .score_batch(pb::ScoreBatchRequest {
+            model: model_ref("caravan-lgbm", ""),
+            subject_id: "erin".into(),
+            context: Some(ctx("DE").tc("tcf-no-p3").context()),
+            rows: (0..3)
+                .map(|_| pb::BatchRow {
+                    features: row.clone(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(batch.decisions.len(), 3);
+    for d in &batch.decisions {
+        assert_eq!(tier(d), pb::Tier::Contextual);
+        assert_eq!(d.provenance, batch.decisions[0].provenance);
+    }
+}
+
+#[tokio::test]
+async fn malformed_signals_are_invalid_arguments_naming_the_field() {
+    let server = server().await;
+    let mut client = server.scoring().await;
+    let cases: Vec<(pb::RequestContext, &str)> = vec![
+        (
+            pb::RequestContext {
+                jurisdiction_country: "DE".into(),
+                tc_string: "CQ!".into(),
+                ..Default::default()
+            },
+            "context.tc_string",
+        ),
+        (
+            pb::RequestContext {
+                jurisdiction_country: "US".into(),
+                gpp_string: "DBABLA~CVV".into(),
+                ..Default::default()
+            },
+            "context.gpp_string",
+        ),
+        (
+            pb::RequestContext {
+                jurisdiction_country: "germany".into(),
+                ..Default::default()
+            },
+            "context.jurisdiction_country",
+        ),
+        (
+            pb::RequestContext {
+                jurisdiction_region: "CA".into(),
+                ..Default::default()
+            },
+            "context.jurisdiction_region",
+        ),
+        (
+            pb::RequestContext {
+                jurisdiction_country: "US".into(),
+                age_status: 9,
+                ..Default::default()
+            },
+            "context.age_status",
+        ),
+    ];
+    for (context, field) in cases {
+        let mut request = caravan_request();
+        request.context = Some(context);
+        let status = client.score(request).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{field}");
+        assert!(
+            status.message().starts_with(field),
+            "{field}: {}",
+            status.message()
+        );
+    }
+}
