@@ -15,6 +15,8 @@ use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 use tokio::net::TcpListener;
 
+use std::io::Write as _;
+
 use crate::{
     config::{Config, LogFormat},
     gateway::Gateway,
@@ -288,8 +290,15 @@ fn score(args: ScoreArgs) -> anyhow::Result<ExitCode> {
             .await
             .map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))
     })?;
-    println!("{}", serde_json::to_string_pretty(&output)?);
-    Ok(ExitCode::SUCCESS)
+    let text = serde_json::to_string_pretty(&output)?;
+    match writeln!(std::io::stdout(), "{text}") {
+        // A reader that stopped early (`| head`) is not an error of ours.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        result => {
+            result?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
 
 fn read_input(path: &Path) -> anyhow::Result<String> {
