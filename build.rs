@@ -12,6 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/candor/v1/models.proto",
         "proto/candor/v1/explain.proto",
         "proto/candor/v1/consent.proto",
+        "proto/candor/v1/why.proto",
     ];
     println!("cargo:rerun-if-changed=proto");
     // The ONNX schema: messages only, kept out of the reflection descriptors.

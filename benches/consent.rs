@@ -5,7 +5,7 @@
 //!
 //! Run with `cargo bench --bench consent`.
 
-use std::path::PathBuf;
+use std::{path::PathBuf, sync::Arc};
 
 use candor::{
     consent::{
@@ -15,6 +15,7 @@ use candor::{
     },
     inference::{Backend, runtime},
     models::ModelPackage,
+    store::Store,
 };
 use criterion::{Criterion, criterion_group, criterion_main};
 
@@ -51,7 +52,8 @@ fn consent(c: &mut Criterion) {
     let row = package.golden.as_ref().unwrap().rows.row(0).to_vec();
 
     let dir = tempfile::tempdir().unwrap();
-    let ledger = Ledger::open(&dir.path().join("candor.db"), vec![7; 32]).unwrap();
+    let store = Arc::new(Store::open(&dir.path().join("candor.db")).unwrap());
+    let ledger = Ledger::new(store, vec![7; 32]);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();

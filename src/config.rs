@@ -4,7 +4,7 @@
 //! Every field has a default that runs the gateway with the bundled models and
 //! no external service, so `candor serve` needs no configuration at all.
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf};
 
 use figment::{
     Figment,
@@ -12,7 +12,7 @@ use figment::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::consent::policy::UnknownJurisdiction;
+use crate::{consent::policy::UnknownJurisdiction, decisions::Durability};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -36,6 +36,46 @@ pub struct Config {
     /// The embedded SQLite database (consent ledger and decision record).
     pub database: PathBuf,
     pub consent: ConsentConfig,
+    pub decisions: DecisionsConfig,
+}
+
+/// The decision record and its explanation cache.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionsConfig {
+    /// `sync` (a response waits for its record's commit), `async` or `off`.
+    pub durability: Durability,
+    /// Days a decision is kept.
+    pub retention_days: u32,
+    /// Per-model retention in days, overriding `retention_days`.
+    pub model_retention_days: BTreeMap<String, u32>,
+    /// Seconds between purges of decisions past their retention.
+    pub purge_interval_secs: u64,
+    /// Hex AES-256 key (≥ 32 bytes) sealing stored inputs. Created with a
+    /// random key on first start when missing.
+    pub input_key_file: PathBuf,
+    /// Upper bound of the explanation cache, in (estimated) bytes.
+    pub cache_max_bytes: u64,
+    /// Seconds an explanation stays cached.
+    pub cache_ttl_secs: u64,
+    /// The consumer view never shows a reason that describes fewer than
+    /// this many people in the model's background sample's population.
+    pub min_segment_size: u32,
+}
+
+impl Default for DecisionsConfig {
+    fn default() -> Self {
+        Self {
+            durability: Durability::Sync,
+            retention_days: 90,
+            model_retention_days: BTreeMap::new(),
+            purge_interval_secs: 3600,
+            input_key_file: PathBuf::from("data/inputs.key"),
+            cache_max_bytes: 64 * 1024 * 1024,
+            cache_ttl_secs: 24 * 3600,
+            min_segment_size: 50,
+        }
+    }
 }
 
 /// The consent policy's settings and the ledger's identity.
@@ -85,6 +125,7 @@ impl Default for Config {
             log_format: LogFormat::Text,
             database: PathBuf::from("data/candor.db"),
             consent: ConsentConfig::default(),
+            decisions: DecisionsConfig::default(),
         }
     }
 }

@@ -5,10 +5,11 @@
 //! maps it exhaustively to gRPC status codes.
 
 use crate::{
-    consent::{SignalError, ledger::LedgerError},
+    consent::SignalError,
     explain::pool::PoolError,
     inference::{InferenceError, runtime::RuntimeError},
     models::{LookupError, PackageError},
+    store::StoreError,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -19,7 +20,13 @@ pub enum Error {
     #[error(transparent)]
     Signal(#[from] SignalError),
     #[error(transparent)]
-    Ledger(#[from] LedgerError),
+    Store(#[from] StoreError),
+    /// No decision with this id: never made, erased, or past retention.
+    #[error("decision_id: no decision {0} (never made, erased, or past its retention)")]
+    UnknownDecision(String),
+    /// The request is sound but the state does not allow it now.
+    #[error("{0}")]
+    FailedPrecondition(String),
     #[error(transparent)]
     Lookup(#[from] LookupError),
     #[error("the gateway is still loading its models")]

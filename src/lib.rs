@@ -10,12 +10,14 @@
 pub mod cli;
 pub mod config;
 pub mod consent;
+pub mod decisions;
 pub mod error;
 pub mod explain;
 pub mod gateway;
 pub mod grpc;
 pub mod inference;
 pub mod models;
+pub mod store;
 
 pub use config::Config;
 pub use error::Error;

@@ -9,25 +9,20 @@
 //! tombstones still verify, and an erasure record says what was erased.
 //!
 //! Subjects are stored only as a keyed HMAC of the publisher's identifier.
-//! Writes go through one thread that commits whatever is queued in one
-//! transaction (group commit); reads use a small pool of connections.
+//! Writes go through the database's writer thread (group commit, see
+//! [`crate::store`]).
 
-use std::{
-    path::{Path, PathBuf},
-    sync::Mutex,
-    thread::JoinHandle,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{sync::Arc, time::Duration};
 
-use crossbeam_channel::{Receiver, Sender};
 use hmac::{Hmac, Mac};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::Decoded;
+use crate::store::{Job, Store};
+pub use crate::store::{StoreError as LedgerError, now_ms};
 
 /// Consent must be re-confirmed after 13 months (TCF policies; EDPB guidance),
 /// taken here as 13 × 30.44 days.
@@ -37,38 +32,6 @@ pub const VALIDITY: Duration = Duration::from_secs(395 * 24 * 3600);
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 const SCHEMA: &str = "candor.consent-record/1 (ISO/IEC TS 27560:2023, Kantara Consent Receipt 1.1)";
-const READERS: usize = 4;
-const MAX_GROUP: usize = 512;
-
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum LedgerError {
-    #[error("consent ledger {path}: {message}")]
-    Open { path: PathBuf, message: String },
-    #[error("consent ledger is busy (database locked): {0}")]
-    Busy(String),
-    #[error("consent ledger cannot grow (disk full): {0}")]
-    Full(String),
-    #[error("consent ledger: {0}")]
-    Sqlite(String),
-    #[error("consent ledger subject key {path}: {message}")]
-    Key { path: PathBuf, message: String },
-    #[error("consent ledger record {record_id}: {message}")]
-    Corrupt { record_id: String, message: String },
-    #[error("consent ledger writer has stopped")]
-    ShutDown,
-}
-
-impl From<rusqlite::Error> for LedgerError {
-    fn from(e: rusqlite::Error) -> Self {
-        use rusqlite::ErrorCode::*;
-        match e.sqlite_error_code() {
-            Some(DatabaseBusy | DatabaseLocked) => Self::Busy(e.to_string()),
-            Some(DiskFull) => Self::Full(e.to_string()),
-            _ => Self::Sqlite(e.to_string()),
-        }
-    }
-}
-
 /// A record's place in the chain: what a decision's provenance cites.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerRef {
@@ -291,31 +254,16 @@ pub struct Verification {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Erasure {
     pub records_erased: u64,
+    pub decisions_erased: u64,
     pub tombstone: LedgerRef,
 }
 
-enum Job {
-    Append(
-        Vec<Draft>,
-        oneshot::Sender<Result<Vec<LedgerRef>, LedgerError>>,
-    ),
-    Erase(String, i64, oneshot::Sender<Result<Erasure, LedgerError>>),
-}
-
 pub struct Ledger {
-    jobs: Option<Sender<Job>>,
-    writer: Mutex<Option<JoinHandle<()>>>,
-    readers: (Sender<Connection>, Receiver<Connection>),
+    store: Arc<Store>,
     key: Vec<u8>,
     /// (subject_ref, signals hash) → the evidence record already holding
     /// those signals, so repeated requests do not grow the ledger.
     evidence_seen: moka::sync::Cache<(String, String), LedgerRef>,
-}
-
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -334,26 +282,7 @@ fn link_hash(
     sha256_hex(format!("{prev}\n{seq}\n{record_id}\n{kind}\n{at_ms}\n{content_hash}").as_bytes())
 }
 
-fn open_connection(path: &Path) -> Result<Connection, LedgerError> {
-    let open = |e: rusqlite::Error| LedgerError::Open {
-        path: path.to_owned(),
-        message: e.to_string(),
-    };
-    let conn = Connection::open(path).map_err(open)?;
-    conn.busy_timeout(Duration::from_secs(5)).map_err(open)?;
-    conn.pragma_update(None, "journal_mode", "WAL")
-        .map_err(open)?;
-    // A consent record is evidence: FULL makes a commit durable once the
-    // call returns, and group commit spreads that fsync over many records.
-    conn.pragma_update(None, "synchronous", "FULL")
-        .map_err(open)?;
-    // Erasure must not leave removed content in free space on disk.
-    conn.pragma_update(None, "secure_delete", "ON")
-        .map_err(open)?;
-    Ok(conn)
-}
-
-const DDL: &str = "
+pub(crate) const DDL: &str = "
 CREATE TABLE IF NOT EXISTS ledger (
     seq           INTEGER PRIMARY KEY,
     record_id     TEXT NOT NULL UNIQUE,
@@ -388,86 +317,17 @@ CREATE TABLE IF NOT EXISTS consent_state (
 ) WITHOUT ROWID;
 ";
 
-/// Reads the subject HMAC key, creating a random one (mode 0600) on first
-/// start so that embedded defaults work without setup.
-pub fn load_or_create_key(path: &Path) -> Result<Vec<u8>, LedgerError> {
-    let err = |message: String| LedgerError::Key {
-        path: path.to_owned(),
-        message,
-    };
-    if path.exists() {
-        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-        let key = hex::decode(text.trim()).map_err(|_| err("is not hex".into()))?;
-        if key.len() < 32 {
-            return Err(err(format!(
-                "holds {} bytes; at least 32 are required",
-                key.len()
-            )));
-        }
-        return Ok(key);
-    }
-    let key: [u8; 32] = rand::random();
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
-    }
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path).map_err(|e| err(e.to_string()))?;
-    std::io::Write::write_all(&mut file, hex::encode(key).as_bytes())
-        .map_err(|e| err(e.to_string()))?;
-    tracing::info!(path = %path.display(), "created a new subject pseudonymisation key");
-    Ok(key.to_vec())
-}
-
 impl Ledger {
-    /// Opens (or creates) the ledger at `path`, pseudonymising subjects with
-    /// `key`.
-    pub fn open(path: &Path, key: Vec<u8>) -> Result<Self, LedgerError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| LedgerError::Open {
-                path: path.to_owned(),
-                message: e.to_string(),
-            })?;
-        }
-        let conn = open_connection(path)?;
-        conn.execute_batch(DDL).map_err(|e| LedgerError::Open {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?;
-        let head: (i64, String) = conn
-            .query_row(
-                "SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?
-            .unwrap_or((0, GENESIS.to_owned()));
-        let (readers_tx, readers_rx) = crossbeam_channel::bounded(READERS);
-        for _ in 0..READERS {
-            readers_tx
-                .send(open_connection(path)?)
-                .expect("pool has room");
-        }
-        let (jobs, rx) = crossbeam_channel::unbounded();
-        let writer = std::thread::Builder::new()
-            .name("candor-ledger".into())
-            .spawn(move || Writer { conn, head }.run(rx))
-            .map_err(|e| LedgerError::Open {
-                path: path.to_owned(),
-                message: e.to_string(),
-            })?;
-        Ok(Self {
-            jobs: Some(jobs),
-            writer: Mutex::new(Some(writer)),
-            readers: (readers_tx, readers_rx),
+    /// The ledger in `store`, pseudonymising subjects with `key`.
+    pub fn new(store: Arc<Store>, key: Vec<u8>) -> Self {
+        Self {
+            store,
             key,
             evidence_seen: moka::sync::Cache::builder()
                 .max_capacity(200_000)
                 .support_invalidation_closures()
                 .build(),
-        })
+        }
     }
 
     /// The pseudonymous subject reference: HMAC-SHA256 of the publisher's
@@ -478,22 +338,9 @@ impl Ledger {
         hex::encode(mac.finalize().into_bytes())
     }
 
-    async fn submit<T>(
-        &self,
-        job: impl FnOnce(oneshot::Sender<Result<T, LedgerError>>) -> Job,
-    ) -> Result<T, LedgerError> {
-        let (tx, rx) = oneshot::channel();
-        self.jobs
-            .as_ref()
-            .ok_or(LedgerError::ShutDown)?
-            .send(job(tx))
-            .map_err(|_| LedgerError::ShutDown)?;
-        rx.await.map_err(|_| LedgerError::ShutDown)?
-    }
-
     /// Appends records and returns once they are committed.
     pub async fn append(&self, drafts: Vec<Draft>) -> Result<Vec<LedgerRef>, LedgerError> {
-        self.submit(|tx| Job::Append(drafts, tx)).await
+        self.store.submit(|tx| Job::Append(drafts, tx)).await
     }
 
     /// Records the signals a scoring request carried, once per subject and
@@ -525,10 +372,7 @@ impl Ledger {
                 jurisdiction: s
                     .jurisdiction
                     .as_ref()
-                    .map_or(String::new(), |j| match &j.region {
-                        Some(r) => format!("{}-{r}", j.country),
-                        None => j.country.clone(),
-                    }),
+                    .map_or(String::new(), super::Jurisdiction::code),
                 language: signals
                     .tcf
                     .as_ref()
@@ -560,7 +404,10 @@ impl Ledger {
     /// its consent state, and appends an erasure record.
     pub async fn erase(&self, subject_ref: &str) -> Result<Erasure, LedgerError> {
         let subject = subject_ref.to_owned();
-        let result = self.submit(|tx| Job::Erase(subject, now_ms(), tx)).await;
+        let result = self
+            .store
+            .submit(|tx| Job::Erase(subject, now_ms(), tx))
+            .await;
         let subject = subject_ref.to_owned();
         self.evidence_seen
             .invalidate_entries_if(move |k, _| k.0 == subject)
@@ -568,19 +415,9 @@ impl Ledger {
         result
     }
 
-    fn with_reader<T>(
-        &self,
-        f: impl FnOnce(&Connection) -> Result<T, LedgerError>,
-    ) -> Result<T, LedgerError> {
-        let conn = self.readers.1.recv().map_err(|_| LedgerError::ShutDown)?;
-        let result = f(&conn);
-        let _ = self.readers.0.send(conn);
-        result
-    }
-
     /// The subject's current state per purpose. Blocks on SQLite briefly.
     pub fn state(&self, subject_ref: &str) -> Result<Vec<PurposeState>, LedgerError> {
-        self.with_reader(|conn| {
+        self.store.read(|conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT tcf_id, status, legal_basis, effective_at, expires_at, record_seq, record_id, record_hash
                  FROM consent_state WHERE subject_ref = ?1 ORDER BY tcf_id",
@@ -620,7 +457,7 @@ impl Ledger {
 
     /// Every record about the subject, oldest first.
     pub fn history(&self, subject_ref: &str) -> Result<Vec<StoredRecord>, LedgerError> {
-        self.with_reader(|conn| {
+        self.store.read(|conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT seq, record_id, kind, recorded_at, prev_hash, content_hash, hash, content
                  FROM ledger WHERE subject_ref = ?1 ORDER BY seq",
@@ -632,7 +469,7 @@ impl Ledger {
 
     /// Recomputes the whole chain and names the first row that breaks it.
     pub fn verify(&self) -> Result<Verification, LedgerError> {
-        self.with_reader(|conn| {
+        self.store.read(|conn| {
             let mut stmt = conn.prepare(
                 "SELECT seq, record_id, kind, recorded_at, prev_hash, content_hash, hash, content
                  FROM ledger ORDER BY seq",
@@ -713,108 +550,9 @@ fn stored_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<StoredRecord,
     }))
 }
 
-impl Drop for Ledger {
-    fn drop(&mut self) {
-        // Closing the queue lets the writer commit what it holds and exit.
-        self.jobs.take();
-        if let Some(writer) = self.writer.lock().ok().and_then(|mut w| w.take()) {
-            let _ = writer.join();
-        }
-    }
-}
-
-/// The one thread that writes: it owns the chain head.
-struct Writer {
-    conn: Connection,
-    head: (i64, String),
-}
-
-enum Outcome {
-    Append(
-        oneshot::Sender<Result<Vec<LedgerRef>, LedgerError>>,
-        Result<Vec<LedgerRef>, LedgerError>,
-    ),
-    Erase(
-        oneshot::Sender<Result<Erasure, LedgerError>>,
-        Result<Erasure, LedgerError>,
-    ),
-}
-
-impl Writer {
-    fn run(mut self, jobs: Receiver<Job>) {
-        while let Ok(first) = jobs.recv() {
-            let mut batch = vec![first];
-            batch.extend(jobs.try_iter().take(MAX_GROUP - 1));
-            self.commit_batch(batch);
-        }
-    }
-
-    /// Runs each job under its own savepoint inside one transaction, commits
-    /// once, and only then answers: an acknowledged record is on disk.
-    fn commit_batch(&mut self, batch: Vec<Job>) {
-        let head_before = self.head.clone();
-        let erased = batch.iter().any(|j| matches!(j, Job::Erase(..)));
-        let mut outcomes = Vec::with_capacity(batch.len());
-        let Writer { conn, head } = self;
-        let committed = (|| -> Result<(), LedgerError> {
-            let mut tx = conn.transaction()?;
-            for job in batch {
-                let job_head = head.clone();
-                let mut sp = tx.savepoint()?;
-                let outcome = match job {
-                    Job::Append(drafts, reply) => {
-                        let result = drafts
-                            .into_iter()
-                            .map(|d| append_one(&sp, head, d, Vec::new()))
-                            .collect::<Result<Vec<_>, _>>();
-                        Outcome::Append(reply, result)
-                    }
-                    Job::Erase(subject, at_ms, reply) => {
-                        Outcome::Erase(reply, erase_subject(&sp, head, &subject, at_ms))
-                    }
-                };
-                let ok = match &outcome {
-                    Outcome::Append(_, r) => r.is_ok(),
-                    Outcome::Erase(_, r) => r.is_ok(),
-                };
-                if ok {
-                    sp.commit()?;
-                } else {
-                    sp.rollback()?;
-                    *head = job_head;
-                }
-                outcomes.push(outcome);
-            }
-            tx.commit()?;
-            Ok(())
-        })();
-        if let Err(e) = &committed {
-            tracing::error!(error = %e, "consent ledger commit failed");
-            self.head = head_before;
-        } else if erased {
-            // The WAL still holds the pages as they were before the erasure;
-            // copying the new ones back and truncating it removes them.
-            if let Err(e) = self
-                .conn
-                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
-                    r.get::<_, i64>(0)
-                })
-            {
-                tracing::warn!(error = %e, "checkpoint after erasure failed");
-            }
-        }
-        for outcome in outcomes {
-            match outcome {
-                Outcome::Append(tx, r) => drop(tx.send(committed.clone().and(r))),
-                Outcome::Erase(tx, r) => drop(tx.send(committed.clone().and(r))),
-            }
-        }
-    }
-}
-
 /// Appends one record at the head of the chain and moves the subject's
 /// consent state forward.
-fn append_one(
+pub(crate) fn append_one(
     tx: &Connection,
     head: &mut (i64, String),
     draft: Draft,
@@ -885,11 +623,14 @@ fn append_one(
     Ok(reference)
 }
 
-fn erase_subject(
+/// Erases the subject's ledger content; `decisions_erased` is how many of
+/// its decisions the same transaction removed.
+pub(crate) fn erase_subject(
     tx: &Connection,
     head: &mut (i64, String),
     subject: &str,
     at_ms: i64,
+    decisions_erased: u64,
 ) -> Result<Erasure, LedgerError> {
     let seqs = tx
         .prepare_cached("SELECT seq FROM ledger WHERE subject_ref = ?1 ORDER BY seq")?
@@ -922,21 +663,7 @@ fn erase_subject(
     };
     Ok(Erasure {
         records_erased,
+        decisions_erased,
         tombstone: append_one(tx, head, draft, seqs)?,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn connections_delete_securely() {
-        let dir = tempfile::tempdir().unwrap();
-        let conn = open_connection(&dir.path().join("l.db")).unwrap();
-        let on: i64 = conn
-            .query_row("PRAGMA secure_delete", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(on, 1);
-    }
 }

@@ -44,6 +44,14 @@ pub struct Jurisdiction {
 }
 
 impl Jurisdiction {
+    /// "DE", or "US-CA" with a region.
+    pub fn code(&self) -> String {
+        match &self.region {
+            Some(r) => format!("{}-{r}", self.country),
+            None => self.country.clone(),
+        }
+    }
+
     /// Checks the codes' shape; errors name the request field.
     pub fn check(&self) -> Result<(), SignalError> {
         if self.country.len() != 2 || !self.country.bytes().all(|b| b.is_ascii_uppercase()) {

@@ -24,7 +24,7 @@
 //! Special categories never reach this point: a package that feeds them to an
 //! advertising purpose is refused at load.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::{
@@ -47,7 +47,7 @@ const TCF_COUNTRIES: [&str; 32] = [
 ];
 
 /// What to do where no known regime applies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UnknownJurisdiction {
     Refuse,
@@ -62,7 +62,8 @@ pub struct Settings {
     pub unknown_jurisdiction: UnknownJurisdiction,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Regime {
     Tcf,
     Us,
@@ -79,7 +80,8 @@ impl Regime {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Tier {
     Personalised,
     Contextual,
@@ -96,7 +98,8 @@ impl Tier {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum PurposeStatus {
     Granted,
     NotGranted,
@@ -128,7 +131,8 @@ impl PurposeStatus {
 }
 
 /// Where a purpose's status came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Source {
     TcString,
     Ledger,
@@ -147,10 +151,10 @@ impl Source {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PurposeOutcome {
     pub tcf_id: u8,
-    pub dpv: &'static str,
+    pub dpv: String,
     pub status: PurposeStatus,
     pub legal_basis: Option<LegalBasis>,
     pub source: Source,
@@ -399,7 +403,7 @@ impl Policy {
         recorded: Option<&PurposeState>,
         now_ms: i64,
     ) -> PurposeOutcome {
-        let dpv = purposes::info(id).map_or("", |p| p.dpv);
+        let dpv = purposes::info(id).map_or("", |p| p.dpv).to_owned();
         let ledger_wins = match (tc, recorded) {
             (_, None) => false,
             (None, Some(_)) => true,
@@ -500,7 +504,7 @@ fn us<'l>(
     [3u8, 4]
         .into_iter()
         .map(|id| {
-            let dpv = purposes::info(id).map_or("", |p| p.dpv);
+            let dpv = purposes::info(id).map_or("", |p| p.dpv).to_owned();
             match recorded(id).map(|r| (r, r.status_at(now_ms))) {
                 Some((r, status @ (Status::Withdrawn | Status::Objected))) => {
                     v.mask("ledger.personalised_ads_withdrawn", |f| f.profile);
@@ -553,16 +557,18 @@ fn known_child(signals: &Decoded) -> bool {
 /// What a decision relied on, so it can be proven later: the regime, each
 /// purpose's standing, the rules that fired, the masked features, the ledger
 /// records and the signals' hash, the policy and the model.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Provenance {
+    /// "DE", "US-CA", or empty when none was given.
+    pub jurisdiction: String,
     pub regime: Regime,
     pub tier: Tier,
     pub purposes: Vec<PurposeOutcome>,
-    pub rules: Vec<&'static str>,
+    pub rules: Vec<String>,
     pub masked_features: Vec<String>,
     pub ledger_records: Vec<super::ledger::LedgerRef>,
     pub signals_hash: String,
-    pub policy_version: &'static str,
+    pub policy_version: String,
     pub policy_hash: String,
     pub model_sha256: String,
     /// The subject's pseudonym; `None` for an anonymous request.

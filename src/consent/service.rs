@@ -11,7 +11,10 @@ use super::{
     },
     purposes::{self, DIRECT_MARKETING},
 };
-use crate::{consent::ledger::Ledger, error::Error, models::manifest::DataCategory};
+use crate::{
+    consent::ledger::Ledger, decisions::cache::ExplanationCache, error::Error,
+    models::manifest::DataCategory,
+};
 
 /// How far in the future a `collected_at` may lie, for clock skew.
 const CLOCK_SKEW_MS: i64 = 5 * 60 * 1000;
@@ -42,6 +45,9 @@ pub struct WithdrawRequest {
 pub struct Consents {
     ledger: Arc<Ledger>,
     controller: String,
+    /// Withdrawal, objection and erasure drop the subject's cached
+    /// explanations at once.
+    cache: Arc<ExplanationCache>,
 }
 
 fn subject(id: &str) -> Result<&str, Error> {
@@ -63,8 +69,12 @@ fn tcf_purpose(field: String, id: u32) -> Result<u8, Error> {
 }
 
 impl Consents {
-    pub fn new(ledger: Arc<Ledger>, controller: String) -> Self {
-        Self { ledger, controller }
+    pub fn new(ledger: Arc<Ledger>, controller: String, cache: Arc<ExplanationCache>) -> Self {
+        Self {
+            ledger,
+            controller,
+            cache,
+        }
     }
 
     pub fn ledger(&self) -> &Arc<Ledger> {
@@ -206,6 +216,7 @@ impl Consents {
             evidence: None,
         };
         let reference = self.ledger.append(vec![draft]).await?.remove(0);
+        self.cache.invalidate_subject(&subject_ref);
         Ok((reference, subject_ref))
     }
 
@@ -232,7 +243,9 @@ impl Consents {
 
     pub async fn erase(&self, subject_id: &str) -> Result<Erasure, Error> {
         let subject_ref = self.ledger.pseudonymise(subject(subject_id)?);
-        Ok(self.ledger.erase(&subject_ref).await?)
+        let erasure = self.ledger.erase(&subject_ref).await?;
+        self.cache.invalidate_subject(&subject_ref);
+        Ok(erasure)
     }
 }
 

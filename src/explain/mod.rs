@@ -319,9 +319,13 @@ fn linear_score(model: &Linear, margin: f64) -> f64 {
 /// When a request wants its attributions, and computed how.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ExplainMode {
+    /// Computed from the decision's sealed inputs on the first request for
+    /// its explanation.
     #[default]
     None,
     Inline(Method),
+    /// Computed in the background after the response.
+    Deferred(Method),
 }
 
 /// Which Shapley game a tree model's attributions solve. Linear models have
@@ -333,6 +337,21 @@ pub enum Method {
     PathDependent,
     /// Against the package's background sample, feature by feature.
     Interventional,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PathDependent => "path_dependent",
+            Self::Interventional => "interventional",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::PathDependent, Self::Interventional]
+            .into_iter()
+            .find(|m| m.as_str() == s)
+    }
 }
 
 /// Background rows used by interventional TreeSHAP; its cost is linear in

@@ -16,8 +16,8 @@ use crate::{
     error::Error,
     explain::{DecisionAttribution, ExplainMode, Method},
     gateway::{
-        BatchRequest, Decision, ExplainRequest, Explained, ModelIdentity, Placement, ScoreRequest,
-        Subject,
+        BatchRequest, Decision, ExplainRequest, Explained, ExplanationStatus, ModelIdentity,
+        Placement, ScoreRequest, Subject,
     },
     models::{
         ModelPackage, ModelSelector,
@@ -177,6 +177,7 @@ impl TryFrom<pb::ScoreRequest> for ScoreRequest {
             subject: subject(r.subject_id, r.context)?,
             row,
             explain: explain_mode(r.explain)?,
+            request_id: String::new(),
         })
     }
 }
@@ -192,6 +193,7 @@ impl TryFrom<pb::ScoreBatchRequest> for BatchRequest {
             subject: subject(r.subject_id, r.context)?,
             rows,
             explain: explain_mode(r.explain)?,
+            request_id: String::new(),
         })
     }
 }
@@ -264,6 +266,7 @@ fn explain_mode(options: Option<pb::ExplainOptions>) -> Result<ExplainMode, Erro
     match pb::ExplainMode::try_from(options.mode) {
         Ok(pb::ExplainMode::Unspecified) => Ok(ExplainMode::None),
         Ok(pb::ExplainMode::Inline) => Ok(ExplainMode::Inline(method)),
+        Ok(pb::ExplainMode::Deferred) => Ok(ExplainMode::Deferred(method)),
         Err(_) => Err(Error::InvalidArgument(format!(
             "explain.mode: {} is not a known mode",
             options.mode
@@ -322,6 +325,12 @@ impl From<Decision> for pb::Decision {
             attribution: d.attribution.map(Into::into),
             tier: pb::Tier::from(d.provenance.tier) as i32,
             provenance: Some(d.provenance.as_ref().into()),
+            explanation_status: match d.explanation_status {
+                ExplanationStatus::Inline => pb::ExplanationStatus::Inline,
+                ExplanationStatus::Deferred => pb::ExplanationStatus::Deferred,
+                ExplanationStatus::OnRequest => pb::ExplanationStatus::OnRequest,
+                ExplanationStatus::NotApplicable => pb::ExplanationStatus::NotApplicable,
+            } as i32,
         }
     }
 }

@@ -92,6 +92,16 @@ pub async fn serve(
     result
 }
 
+/// The caller's `x-request-id` when it is a sensible token, else a new
+/// UUIDv7: it follows the decision into the record and the logs.
+fn request_id(metadata: &tonic::metadata::MetadataMap) -> String {
+    metadata
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned)
+}
+
 async fn set_health(health: &tonic_health::server::HealthReporter, ready: bool) {
     let status = if ready {
         ServingStatus::Serving

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::pb::{self, scoring_service_server::ScoringService};
-use crate::gateway::Gateway;
+use crate::gateway::{BatchRequest, Gateway, ScoreRequest};
 
 pub struct Scoring {
     gateway: Arc<Gateway>,
@@ -23,7 +23,10 @@ impl ScoringService for Scoring {
         &self,
         request: Request<pb::ScoreRequest>,
     ) -> Result<Response<pb::ScoreResponse>, Status> {
-        let decision = self.gateway.score(request.into_inner().try_into()?).await?;
+        let request_id = super::request_id(request.metadata());
+        let mut score: ScoreRequest = request.into_inner().try_into()?;
+        score.request_id = request_id;
+        let decision = self.gateway.score(score).await?;
         Ok(Response::new(pb::ScoreResponse {
             decision: Some(decision.into()),
         }))
@@ -33,10 +36,10 @@ impl ScoringService for Scoring {
         &self,
         request: Request<pb::ScoreBatchRequest>,
     ) -> Result<Response<pb::ScoreBatchResponse>, Status> {
-        let decisions = self
-            .gateway
-            .score_batch(request.into_inner().try_into()?)
-            .await?;
+        let request_id = super::request_id(request.metadata());
+        let mut batch: BatchRequest = request.into_inner().try_into()?;
+        batch.request_id = request_id;
+        let decisions = self.gateway.score_batch(batch).await?;
         Ok(Response::new(pb::ScoreBatchResponse {
             decisions: decisions.into_iter().map(Into::into).collect(),
         }))

@@ -3,22 +3,24 @@
 use tonic::{Code, Status};
 
 use crate::{
-    consent::ledger::LedgerError, error::Error, explain::pool::PoolError,
-    inference::InferenceError, models::LookupError,
+    error::Error, explain::pool::PoolError, inference::InferenceError, models::LookupError,
+    store::StoreError,
 };
 
 impl From<Error> for Status {
     fn from(e: Error) -> Self {
         let code = match &e {
             Error::InvalidArgument(_) | Error::Signal(_) => Code::InvalidArgument,
-            Error::Ledger(inner) => match inner {
-                LedgerError::Busy(_) | LedgerError::ShutDown => Code::Unavailable,
-                LedgerError::Full(_) => Code::ResourceExhausted,
-                LedgerError::Open { .. }
-                | LedgerError::Key { .. }
-                | LedgerError::Sqlite(_)
-                | LedgerError::Corrupt { .. } => Code::Internal,
+            Error::Store(inner) => match inner {
+                StoreError::Busy(_) | StoreError::ShutDown => Code::Unavailable,
+                StoreError::Full(_) => Code::ResourceExhausted,
+                StoreError::Open { .. }
+                | StoreError::Key { .. }
+                | StoreError::Sqlite(_)
+                | StoreError::Corrupt { .. } => Code::Internal,
             },
+            Error::UnknownDecision(_) => Code::NotFound,
+            Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::Lookup(LookupError::UnknownModel(_) | LookupError::UnknownVersion { .. }) => {
                 Code::NotFound
             }

@@ -3,7 +3,12 @@
 //! inference, and stamp the decision with its provenance.
 //!
 //! Nothing here knows about gRPC. Handlers in [`crate::grpc`] convert protobuf
-//! messages to the request types below and the results back.
+//! messages to the request types below and the results back. Recording
+//! decisions and reading them back lives in [`record`].
+
+mod record;
+
+pub use record::Served;
 
 use std::{sync::Arc, time::SystemTime};
 
@@ -14,15 +19,17 @@ use uuid::Uuid;
 use crate::{
     config::Config,
     consent::{
-        Signals,
-        ledger::{Ledger, LedgerRef, load_or_create_key, now_ms},
+        Jurisdiction, Signals,
+        ledger::{Ledger, LedgerRef},
         policy::{Evaluation, Policy, Provenance, Settings, Tier},
         service::Consents,
     },
+    decisions::{cache::ExplanationCache, crypto::InputCipher},
     error::Error,
     explain::{DecisionAttribution, ExplainMode, Method, pool::ExplainPool, sampling::Scorer},
     inference::{Backend, InferencePool, OrtBackend, runtime},
     models::{ModelPackage, ModelSelector, Registry, schema::FeatureRow},
+    store::{Store, load_or_create_key, now_ms},
 };
 
 /// Where the ad would run; recorded with the decision.
@@ -49,6 +56,8 @@ pub struct ScoreRequest {
     pub subject: Subject,
     pub row: FeatureRow,
     pub explain: ExplainMode,
+    /// The caller's `x-request-id`, or one made up; kept with the decision.
+    pub request_id: String,
 }
 
 /// Many candidate rows to score with one model for one subject.
@@ -58,6 +67,7 @@ pub struct BatchRequest {
     pub subject: Subject,
     pub rows: Vec<FeatureRow>,
     pub explain: ExplainMode,
+    pub request_id: String,
 }
 
 /// Rows to explain outside any decision.
@@ -105,6 +115,16 @@ pub struct Decision {
     pub attribution: Option<DecisionAttribution>,
     /// Every decision carries it, in every tier.
     pub provenance: Arc<Provenance>,
+    pub explanation_status: ExplanationStatus,
+}
+
+/// Where a decision's attributions are, or will be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExplanationStatus {
+    Inline,
+    Deferred,
+    OnRequest,
+    NotApplicable,
 }
 
 /// The gateway's shared state: the model registry, the inference pools, the
@@ -117,6 +137,11 @@ pub struct Gateway {
     ready: watch::Sender<bool>,
     consents: Consents,
     policy: Policy,
+    store: Arc<Store>,
+    cipher: InputCipher,
+    cache: Arc<ExplanationCache>,
+    /// Wakes the deferred-attribution sweeper.
+    deferred: Arc<tokio::sync::Notify>,
 }
 
 impl Gateway {
@@ -124,8 +149,15 @@ impl Gateway {
     /// loaded separately by [`Gateway::load_models`], so the server can
     /// report NOT_SERVING while they load.
     pub fn new(config: Config) -> Result<Self, Error> {
-        let key = load_or_create_key(&config.consent.subject_key_file)?;
-        let ledger = Arc::new(Ledger::open(&config.database, key)?);
+        let store = Arc::new(Store::open(&config.database)?);
+        let subject_key =
+            load_or_create_key(&config.consent.subject_key_file, "subject pseudonymisation")?;
+        let input_key = load_or_create_key(&config.decisions.input_key_file, "input sealing")?;
+        let ledger = Arc::new(Ledger::new(store.clone(), subject_key));
+        let cache = Arc::new(ExplanationCache::new(
+            config.decisions.cache_max_bytes,
+            std::time::Duration::from_secs(config.decisions.cache_ttl_secs),
+        ));
         if config.consent.tcf_vendor_id.is_none() {
             tracing::warn!(
                 "consent.tcf_vendor_id is not set: TCF vendor consent and publisher restrictions are not checked, only purpose signals"
@@ -142,8 +174,12 @@ impl Gateway {
         );
         let explain_pool = ExplainPool::new(config.inference_threads, config.inference_queue);
         Ok(Self {
-            consents: Consents::new(ledger, config.consent.controller.clone()),
+            consents: Consents::new(ledger, config.consent.controller.clone(), cache.clone()),
             policy,
+            store,
+            cipher: InputCipher::new(&input_key),
+            cache,
+            deferred: Arc::new(tokio::sync::Notify::new()),
             config,
             pool,
             explain_pool,
@@ -178,6 +214,7 @@ impl Gateway {
         let count: usize = registry.models().map(|(_, m)| m.versions.len()).sum();
         tracing::info!(models = count, dir = %self.config.models_dir.display(), "models loaded");
         self.registry.store(Some(Arc::new(registry)));
+        self.spawn_maintenance();
         self.ready.send_replace(true);
         Ok(())
     }
@@ -202,9 +239,18 @@ impl Gateway {
             .schema
             .encode_row(&request.row, &mut row)
             .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let placement = request.subject.placement.clone();
         let (evaluation, provenance) = self.judge(&package, request.subject).await?;
         let mut decisions = self
-            .decide(package, row, request.explain, &evaluation, provenance)
+            .decide(
+                package,
+                row,
+                request.explain,
+                &evaluation,
+                provenance,
+                &placement,
+                &request.request_id,
+            )
             .await?;
         Ok(decisions.remove(0))
     }
@@ -212,9 +258,18 @@ impl Gateway {
     pub async fn score_batch(&self, request: BatchRequest) -> Result<Vec<Decision>, Error> {
         let package = self.resolve(&request.model)?;
         let rows = self.validate_rows(&package, &request.rows)?;
+        let placement = request.subject.placement.clone();
         let (evaluation, provenance) = self.judge(&package, request.subject).await?;
-        self.decide(package, rows, request.explain, &evaluation, provenance)
-            .await
+        self.decide(
+            package,
+            rows,
+            request.explain,
+            &evaluation,
+            provenance,
+            &placement,
+            &request.request_id,
+        )
+        .await
     }
 
     /// Evaluates consent for a subject and this model, and records the
@@ -246,10 +301,15 @@ impl Gateway {
         }
         ledger_records.push(evidence);
         let provenance = Provenance {
+            jurisdiction: signals
+                .signals
+                .jurisdiction
+                .as_ref()
+                .map_or(String::new(), Jurisdiction::code),
             regime: evaluation.regime,
             tier: evaluation.tier,
             purposes: evaluation.purposes.clone(),
-            rules: evaluation.rules.clone(),
+            rules: evaluation.rules.iter().map(|r| (*r).to_owned()).collect(),
             masked_features: evaluation
                 .masked
                 .iter()
@@ -257,7 +317,7 @@ impl Gateway {
                 .collect(),
             ledger_records,
             signals_hash: signals.hash,
-            policy_version: self.policy.version(),
+            policy_version: self.policy.version().to_owned(),
             policy_hash: self.policy.hash().to_owned(),
             model_sha256: package.sha256.clone(),
             subject_ref,
@@ -270,10 +330,16 @@ impl Gateway {
     pub async fn explain(&self, request: ExplainRequest) -> Result<Vec<Explained>, Error> {
         let package = self.resolve(&request.model)?;
         let rows = self.validate_rows(&package, &request.rows)?;
-        let (scores, attributions) = self.evaluate(&package, rows, Some(request.method)).await?;
+        let scores = self
+            .pool
+            .predict(package.backend.clone(), rows.clone())
+            .await?;
+        let attributions = self
+            .attribute(&package, rows, scores.clone(), request.method, &[])
+            .await?;
         Ok(scores
             .into_iter()
-            .zip(attributions.unwrap_or_default())
+            .zip(attributions)
             .map(|(score, attribution)| Explained {
                 model: ModelIdentity::of(&package),
                 score: f64::from(score),
@@ -310,8 +376,9 @@ impl Gateway {
         Ok(encoded)
     }
 
-    /// Applies the consent verdict to validated rows, scores what remains
-    /// and, when asked, attributes each score.
+    /// Applies the consent verdict to validated rows, scores what remains,
+    /// attributes each score when asked, and records the decisions.
+    #[allow(clippy::too_many_arguments)] // one call site per RPC, all named
     async fn decide(
         &self,
         package: Arc<ModelPackage>,
@@ -319,66 +386,94 @@ impl Gateway {
         explain: ExplainMode,
         evaluation: &Evaluation,
         provenance: Arc<Provenance>,
+        placement: &Placement,
+        request_id: &str,
     ) -> Result<Vec<Decision>, Error> {
         let width = package.schema.width();
-        let decision = |score, attribution| Decision {
+        let decision = |score, attribution, explanation_status| Decision {
             id: Uuid::now_v7(),
             model: ModelIdentity::of(&package),
             score,
             decided_at: SystemTime::now(),
             attribution,
             provenance: provenance.clone(),
+            explanation_status,
         };
         if evaluation.tier == Tier::Refused {
-            return Ok((0..rows.len() / width)
-                .map(|_| decision(None, None))
-                .collect());
+            let decisions: Vec<Decision> = (0..rows.len() / width)
+                .map(|_| decision(None, None, ExplanationStatus::NotApplicable))
+                .collect();
+            self.record(&package, &decisions, None, placement, request_id, None)
+                .await?;
+            return Ok(decisions);
         }
         for row in rows.chunks_mut(width) {
             for &i in &evaluation.masked {
                 row[i] = package.background_means[i];
             }
         }
-        let method = match explain {
-            ExplainMode::Inline(method) => Some(method),
-            ExplainMode::None => None,
+        let scores = self
+            .pool
+            .predict(package.backend.clone(), rows.clone())
+            .await?;
+        let (inline, status) = match explain {
+            ExplainMode::Inline(method) => (Some(method), ExplanationStatus::Inline),
+            ExplainMode::Deferred(_) => (None, ExplanationStatus::Deferred),
+            ExplainMode::None => (None, ExplanationStatus::OnRequest),
         };
-        let (scores, attributions) = self.evaluate(&package, rows, method).await?;
-        let mut attributions = attributions.map(Vec::into_iter);
-        Ok(scores
-            .into_iter()
+        let mut attributions = match inline {
+            Some(method) => Some(
+                self.attribute(
+                    &package,
+                    rows.clone(),
+                    scores.clone(),
+                    method,
+                    &evaluation.masked,
+                )
+                .await?
+                .into_iter(),
+            ),
+            None => None,
+        };
+        let decisions: Vec<Decision> = scores
+            .iter()
             .map(|s| {
-                let attribution = attributions.as_mut().and_then(Iterator::next).map(|mut a| {
-                    for &i in &evaluation.masked {
-                        a.features[i].masked = true;
-                    }
-                    a
-                });
-                decision(Some(f64::from(s)), attribution)
+                let attribution = attributions.as_mut().and_then(Iterator::next);
+                decision(Some(f64::from(*s)), attribution, status)
             })
-            .collect())
+            .collect();
+        let deferred = match explain {
+            ExplainMode::Deferred(method) => Some(method),
+            _ => None,
+        };
+        self.record(
+            &package,
+            &decisions,
+            Some(&rows),
+            placement,
+            request_id,
+            deferred,
+        )
+        .await?;
+        Ok(decisions)
     }
 
-    /// Runs the model on validated rows and, with a method, attributes each
-    /// score on the explanation pool.
-    async fn evaluate(
+    /// Attributes validated rows whose scores ORT returned, on the
+    /// explanation pool; features at `masked` positions are marked masked.
+    async fn attribute(
         &self,
         package: &Arc<ModelPackage>,
-        rows: Vec<f32>,
-        method: Option<Method>,
-    ) -> Result<(Vec<f32>, Option<Vec<DecisionAttribution>>), Error> {
-        let inputs = method.map(|m| (m, rows.clone()));
-        let scores = self.pool.predict(package.backend.clone(), rows).await?;
-        let Some((method, inputs)) = inputs else {
-            return Ok((scores, None));
-        };
+        inputs: Vec<f32>,
+        ort_scores: Vec<f32>,
+        method: Method,
+        masked: &[usize],
+    ) -> Result<Vec<DecisionAttribution>, Error> {
         let package = package.clone();
-        let ort_scores = scores.clone();
+        let masked = masked.to_vec();
         // Explanation threads use the session slots after the inference
         // workers', so the model-agnostic estimator never waits for them.
         let first_slot = self.pool.slots();
-        let attributions = self
-            .explain_pool
+        self.explain_pool
             .run(move |thread| {
                 let mut scorer = SlotScorer {
                     backend: package.backend.as_ref(),
@@ -390,19 +485,22 @@ impl Gateway {
                     .zip(ort_scores)
                     .map(|(row, score)| {
                         let attribution = package.explainer.explain(row, method, &mut scorer)?;
-                        Ok(DecisionAttribution::new(
+                        let mut named = DecisionAttribution::new(
                             attribution,
                             row,
                             columns,
                             &package.manifest.groups,
                             f64::from(score),
-                        ))
+                        );
+                        for &i in &masked {
+                            named.features[i].masked = true;
+                        }
+                        Ok(named)
                     })
                     .collect::<Result<Vec<_>, String>>()
             })
             .await?
-            .map_err(|e| Error::Internal(format!("attribution failed: {e}")))?;
-        Ok((scores, Some(attributions)))
+            .map_err(|e| Error::Internal(format!("attribution failed: {e}")))
     }
 }
 

@@ -1,0 +1,108 @@
+//! The explanation cache: decisions with their attributions, keyed by
+//! decision id, bounded by an estimate of their size in bytes and by a TTL.
+//!
+//! A hit answers "why am I seeing this?" without touching the database. A
+//! miss falls back to the decision record, and a record without attributions
+//! to computing them from its sealed inputs. Withdrawal, objection and
+//! erasure drop a subject's entries at once.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use super::DecisionRow;
+
+/// How each look-up was answered.
+#[derive(Debug, Default)]
+pub struct CacheStats {
+    pub hits: AtomicU64,
+    /// Answered from the decision record.
+    pub record_reads: AtomicU64,
+    /// Attributions computed from the record's sealed inputs.
+    pub computed: AtomicU64,
+}
+
+/// A snapshot of [`CacheStats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheCounts {
+    pub hits: u64,
+    pub record_reads: u64,
+    pub computed: u64,
+}
+
+pub struct ExplanationCache {
+    entries: moka::sync::Cache<String, Arc<DecisionRow>>,
+    stats: CacheStats,
+}
+
+/// Rough bytes held by an entry: what the weight bound counts.
+fn weight(row: &DecisionRow) -> u32 {
+    let features = row
+        .explanation
+        .as_ref()
+        .map_or(0, |e| e.features.len() * 96 + e.groups.len() * 128);
+    let provenance =
+        row.provenance.masked_features.len() * 32 + row.provenance.purposes.len() * 160;
+    (512 + features + provenance).min(u32::MAX as usize) as u32
+}
+
+impl ExplanationCache {
+    pub fn new(max_bytes: u64, ttl: Duration) -> Self {
+        Self {
+            entries: moka::sync::Cache::builder()
+                .max_capacity(max_bytes)
+                .weigher(|_, row: &Arc<DecisionRow>| weight(row))
+                .time_to_live(ttl)
+                .support_invalidation_closures()
+                .build(),
+            stats: CacheStats::default(),
+        }
+    }
+
+    /// A cached decision, counted as a hit.
+    pub fn get(&self, id: &str) -> Option<Arc<DecisionRow>> {
+        let found = self.entries.get(id);
+        if found.is_some() {
+            self.stats.hits.fetch_add(1, Ordering::Relaxed);
+        }
+        found
+    }
+
+    /// Caches a decision; its sealed inputs never enter the cache.
+    pub fn insert(&self, mut row: DecisionRow) -> Arc<DecisionRow> {
+        row.inputs = None;
+        let row = Arc::new(row);
+        self.entries.insert(row.decision_id.clone(), row.clone());
+        row
+    }
+
+    pub fn count_record_read(&self) {
+        self.stats.record_reads.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn count_computed(&self) {
+        self.stats.computed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Drops every entry about the subject, at once.
+    pub fn invalidate_subject(&self, subject_ref: &str) {
+        let subject = subject_ref.to_owned();
+        self.entries
+            .invalidate_entries_if(move |_, row| row.subject_ref.as_deref() == Some(&subject))
+            .expect("invalidation closures are enabled");
+        // Closures run lazily; make the removal visible to the next look-up.
+        self.entries.run_pending_tasks();
+    }
+
+    pub fn counts(&self) -> CacheCounts {
+        CacheCounts {
+            hits: self.stats.hits.load(Ordering::Relaxed),
+            record_reads: self.stats.record_reads.load(Ordering::Relaxed),
+            computed: self.stats.computed.load(Ordering::Relaxed),
+        }
+    }
+}

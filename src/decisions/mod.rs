@@ -1,0 +1,296 @@
+//! The decision record: every decision, with its model, subject pseudonym,
+//! context, tier, provenance and score, and either its attributions or the
+//! inputs needed to compute them later (encrypted at rest with AES-GCM).
+//!
+//! Writes go through the database's writer thread in batches (group
+//! commit). In `sync` durability a response waits for its batch; in `async`
+//! it does not, and a crash loses at most the batches not yet committed
+//! (see [`Durability`]). Reads back a decision for "why am I seeing this?"
+//! go through the explanation cache first ([`cache`]).
+
+pub mod cache;
+pub mod crypto;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    consent::policy::{Provenance, Tier},
+    explain::DecisionAttribution,
+    store::StoreError,
+};
+
+pub(crate) const DDL: &str = "
+CREATE TABLE IF NOT EXISTS decisions (
+    decision_id     TEXT PRIMARY KEY,
+    decided_at      INTEGER NOT NULL,
+    request_id      TEXT NOT NULL,
+    model_name      TEXT NOT NULL,
+    model_version   TEXT NOT NULL,
+    model_sha256    TEXT NOT NULL,
+    subject_ref     TEXT,
+    placement_id    TEXT NOT NULL,
+    campaign_id     TEXT NOT NULL,
+    ad_id           TEXT NOT NULL,
+    tier            TEXT NOT NULL,
+    score           REAL,
+    provenance      TEXT NOT NULL,
+    explanation     TEXT,
+    inputs          BLOB,
+    explain_method  TEXT,
+    retain_until    INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS decisions_subject ON decisions(subject_ref, decided_at);
+CREATE INDEX IF NOT EXISTS decisions_retention ON decisions(retain_until);
+CREATE INDEX IF NOT EXISTS decisions_pending ON decisions(explain_method) WHERE explain_method IS NOT NULL;
+";
+
+/// When a scoring response may leave relative to its record's commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// The response waits until its decision's batch is committed (fsync'd).
+    Sync,
+    /// The response does not wait. A crash loses the decisions queued or in
+    /// the batch being written: at most one batch (1024 jobs) plus whatever
+    /// arrived while it was written.
+    Async,
+    /// Nothing is recorded. For benchmarks that measure recording's cost.
+    Off,
+}
+
+/// One feature's part in a stored explanation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExplainedFeature {
+    pub name: String,
+    /// The value the model saw (the background mean when masked).
+    pub value: f64,
+    pub contribution: f64,
+    pub standard_error: f64,
+    pub masked: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExplainedGroup {
+    pub name: String,
+    pub contribution: f64,
+    pub features: Vec<String>,
+}
+
+/// A decision's attributions as stored and cached.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Explanation {
+    pub method: String,
+    pub method_version: String,
+    pub output_space: String,
+    pub base_value: f64,
+    pub margin: f64,
+    pub base_score: f64,
+    pub residual: f64,
+    pub ort_difference: f64,
+    pub features: Vec<ExplainedFeature>,
+    pub groups: Vec<ExplainedGroup>,
+}
+
+impl From<&DecisionAttribution> for Explanation {
+    fn from(d: &DecisionAttribution) -> Self {
+        let a = &d.attribution;
+        Self {
+            method: a.method.to_owned(),
+            method_version: a.method_version.to_owned(),
+            output_space: a.output_space.to_owned(),
+            base_value: a.base_value,
+            margin: a.margin,
+            base_score: a.base_score,
+            residual: a.residual,
+            ort_difference: d.ort_difference,
+            features: d
+                .features
+                .iter()
+                .map(|f| ExplainedFeature {
+                    name: f.name.clone(),
+                    value: f64::from(f.value),
+                    contribution: f.contribution,
+                    standard_error: f.standard_error,
+                    masked: f.masked,
+                })
+                .collect(),
+            groups: d
+                .groups
+                .iter()
+                .map(|g| ExplainedGroup {
+                    name: g.name.clone(),
+                    contribution: g.contribution,
+                    features: g.features.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A decision as the record holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecisionRow {
+    pub decision_id: String,
+    pub decided_at_ms: i64,
+    pub request_id: String,
+    pub model_name: String,
+    pub model_version: String,
+    pub model_sha256: String,
+    pub subject_ref: Option<String>,
+    pub placement_id: String,
+    pub campaign_id: String,
+    pub ad_id: String,
+    pub tier: Tier,
+    pub score: Option<f64>,
+    pub provenance: Provenance,
+    pub explanation: Option<Explanation>,
+    /// The row as scored, sealed with AES-GCM; `None` once attributions
+    /// exist, and for refused decisions (no model ran).
+    pub inputs: Option<Vec<u8>>,
+    /// Set while deferred attributions are owed: the method to compute.
+    pub explain_method: Option<String>,
+    pub retain_until_ms: i64,
+}
+
+fn json<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("plain data serialises")
+}
+
+pub(crate) fn insert(conn: &Connection, rows: &[DecisionRow]) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO decisions (decision_id, decided_at, request_id, model_name, model_version,
+           model_sha256, subject_ref, placement_id, campaign_id, ad_id, tier, score, provenance,
+           explanation, inputs, explain_method, retain_until)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+    )?;
+    for r in rows {
+        stmt.execute(params![
+            r.decision_id,
+            r.decided_at_ms,
+            r.request_id,
+            r.model_name,
+            r.model_version,
+            r.model_sha256,
+            r.subject_ref,
+            r.placement_id,
+            r.campaign_id,
+            r.ad_id,
+            r.tier.as_str(),
+            r.score,
+            json(&r.provenance),
+            r.explanation.as_ref().map(json),
+            r.inputs,
+            r.explain_method,
+            r.retain_until_ms,
+        ])?;
+    }
+    Ok(())
+}
+
+/// Stores a decision's attributions and erases its inputs; false when the
+/// decision is gone (erased or purged meanwhile).
+pub(crate) fn attach(conn: &Connection, id: &str, explanation: &str) -> Result<bool, StoreError> {
+    let n = conn
+        .prepare_cached(
+            "UPDATE decisions SET explanation = ?2, inputs = NULL, explain_method = NULL
+             WHERE decision_id = ?1",
+        )?
+        .execute(params![id, explanation])?;
+    Ok(n == 1)
+}
+
+pub(crate) fn erase_subject(conn: &Connection, subject: &str) -> Result<u64, StoreError> {
+    let n = conn
+        .prepare_cached("DELETE FROM decisions WHERE subject_ref = ?1")?
+        .execute([subject])?;
+    Ok(n as u64)
+}
+
+pub(crate) fn purge(conn: &Connection, now_ms: i64) -> Result<u64, StoreError> {
+    let n = conn
+        .prepare_cached("DELETE FROM decisions WHERE retain_until < ?1")?
+        .execute([now_ms])?;
+    Ok(n as u64)
+}
+
+const COLUMNS: &str =
+    "decision_id, decided_at, request_id, model_name, model_version, model_sha256,
+    subject_ref, placement_id, campaign_id, ad_id, tier, score, provenance, explanation, inputs,
+    explain_method, retain_until";
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<DecisionRow, StoreError>> {
+    let decision_id: String = r.get(0)?;
+    let provenance: String = r.get(12)?;
+    let explanation: Option<String> = r.get(13)?;
+    let parsed = serde_json::from_str::<Provenance>(&provenance).and_then(|p| {
+        explanation
+            .map(|e| serde_json::from_str::<Explanation>(&e))
+            .transpose()
+            .map(|e| (p, e))
+    });
+    let (provenance, explanation) = match parsed {
+        Ok(v) => v,
+        Err(e) => {
+            return Ok(Err(StoreError::Corrupt {
+                record_id: decision_id,
+                message: e.to_string(),
+            }));
+        }
+    };
+    Ok(Ok(DecisionRow {
+        decision_id,
+        decided_at_ms: r.get(1)?,
+        request_id: r.get(2)?,
+        model_name: r.get(3)?,
+        model_version: r.get(4)?,
+        model_sha256: r.get(5)?,
+        subject_ref: r.get(6)?,
+        placement_id: r.get(7)?,
+        campaign_id: r.get(8)?,
+        ad_id: r.get(9)?,
+        tier: provenance.tier,
+        score: r.get(11)?,
+        provenance,
+        explanation,
+        inputs: r.get(14)?,
+        explain_method: r.get(15)?,
+        retain_until_ms: r.get(16)?,
+    }))
+}
+
+pub fn get(conn: &Connection, id: &str) -> Result<Option<DecisionRow>, StoreError> {
+    conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM decisions WHERE decision_id = ?1"
+    ))?
+    .query_row([id], row)
+    .optional()?
+    .transpose()
+}
+
+/// The subject's decisions, newest first.
+pub fn list(
+    conn: &Connection,
+    subject: &str,
+    limit: usize,
+) -> Result<Vec<DecisionRow>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM decisions WHERE subject_ref = ?1 ORDER BY decided_at DESC LIMIT ?2"
+    ))?;
+    let rows = stmt.query_map(params![subject, limit as i64], row)?;
+    rows.map(|r| r?).collect()
+}
+
+/// Decisions still owed deferred attributions, oldest first.
+pub fn pending(conn: &Connection, limit: usize) -> Result<Vec<DecisionRow>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM decisions WHERE explain_method IS NOT NULL
+         ORDER BY decided_at LIMIT ?1"
+    ))?;
+    let rows = stmt.query_map([limit as i64], row)?;
+    rows.map(|r| r?).collect()
+}
+
+pub fn count(conn: &Connection) -> Result<u64, StoreError> {
+    Ok(conn.query_row("SELECT count(*) FROM decisions", [], |r| r.get::<_, i64>(0))? as u64)
+}

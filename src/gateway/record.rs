@@ -1,0 +1,353 @@
+//! Recording decisions and reading them back: the decision record, the
+//! explanation cache in front of it, deferred attributions, retention.
+
+use std::{
+    sync::{Arc, Weak},
+    time::Duration,
+};
+
+use super::{Decision, ExplanationStatus, Gateway, Placement};
+use crate::{
+    decisions::{self, DecisionRow, Durability, Explanation},
+    error::Error,
+    explain::{Method, pool::PoolError},
+    models::{ModelPackage, ModelSelector},
+    store::{Job, now_ms},
+};
+
+/// Where an explanation came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Served {
+    Cache,
+    Record,
+    Computed,
+}
+
+impl Served {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Cache => "cache",
+            Self::Record => "record",
+            Self::Computed => "computed",
+        }
+    }
+}
+
+/// How many owed attributions the sweeper takes at once.
+const SWEEP_BATCH: usize = 256;
+const DAY_MS: i64 = 24 * 3600 * 1000;
+
+impl Gateway {
+    pub fn cache(&self) -> &crate::decisions::cache::ExplanationCache {
+        &self.cache
+    }
+
+    fn retain_until(&self, model: &str, now: i64) -> i64 {
+        let d = &self.config.decisions;
+        let days = d
+            .model_retention_days
+            .get(model)
+            .copied()
+            .unwrap_or(d.retention_days);
+        now + i64::from(days) * DAY_MS
+    }
+
+    /// Writes the decisions to the record: with their attributions when
+    /// computed inline, else with the rows as scored, sealed.
+    pub(super) async fn record(
+        &self,
+        package: &ModelPackage,
+        decisions: &[Decision],
+        rows: Option<&[f32]>,
+        placement: &Placement,
+        request_id: &str,
+        deferred: Option<Method>,
+    ) -> Result<(), Error> {
+        let durability = self.config.decisions.durability;
+        if durability == Durability::Off {
+            return Ok(());
+        }
+        let width = package.schema.width();
+        let now = now_ms();
+        let retain_until_ms = self.retain_until(package.name(), now);
+        let records: Vec<DecisionRow> = decisions
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let id = d.id.to_string();
+                let explanation = d.attribution.as_ref().map(Explanation::from);
+                let inputs = match (&explanation, rows) {
+                    (None, Some(rows)) => {
+                        Some(self.cipher.seal(&id, &rows[i * width..(i + 1) * width]))
+                    }
+                    _ => None,
+                };
+                DecisionRow {
+                    decision_id: id,
+                    decided_at_ms: d
+                        .decided_at
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(now, |t| t.as_millis() as i64),
+                    request_id: request_id.to_owned(),
+                    model_name: d.model.name.clone(),
+                    model_version: d.model.version.clone(),
+                    model_sha256: d.model.sha256.clone(),
+                    subject_ref: d.provenance.subject_ref.clone(),
+                    placement_id: placement.placement_id.clone(),
+                    campaign_id: placement.campaign_id.clone(),
+                    ad_id: placement.ad_id.clone(),
+                    tier: d.provenance.tier,
+                    score: d.score,
+                    provenance: d.provenance.as_ref().clone(),
+                    explanation,
+                    explain_method: deferred
+                        .filter(|_| d.explanation_status == ExplanationStatus::Deferred)
+                        .map(|m| m.as_str().to_owned()),
+                    inputs,
+                    retain_until_ms,
+                }
+            })
+            .collect();
+        for r in records.iter().filter(|r| r.explanation.is_some()) {
+            self.cache.insert(r.clone());
+        }
+        let has_deferred = records.iter().any(|r| r.explain_method.is_some());
+        match durability {
+            Durability::Sync => {
+                self.store
+                    .submit(|tx| Job::Record(records, Some(tx)))
+                    .await?
+            }
+            _ => self.store.send(Job::Record(records, None))?,
+        }
+        if has_deferred {
+            self.deferred.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Starts the background work: computing deferred attributions and
+    /// purging decisions past their retention. Holds the gateway weakly, so
+    /// it ends when the gateway does.
+    pub(super) fn spawn_maintenance(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(sweep_deferred(weak.clone()));
+        tokio::spawn(purge(
+            weak,
+            Duration::from_secs(self.config.decisions.purge_interval_secs),
+        ));
+    }
+
+    /// A recorded decision with its attributions: from the cache, else the
+    /// record, else computed from the record's sealed inputs.
+    pub async fn explanation(&self, id: &str) -> Result<(Arc<DecisionRow>, Served), Error> {
+        if uuid::Uuid::parse_str(id).is_err() {
+            return Err(Error::InvalidArgument(format!(
+                "decision_id: {id:?} is not a decision id (a UUID)"
+            )));
+        }
+        if let Some(row) = self.cache.get(id) {
+            return Ok((row, Served::Cache));
+        }
+        let store = self.store.clone();
+        let key = id.to_owned();
+        let row = tokio::task::spawn_blocking(move || store.read(|c| decisions::get(c, &key)))
+            .await
+            .map_err(|e| Error::Internal(format!("record read panicked: {e}")))??
+            .ok_or_else(|| Error::UnknownDecision(id.to_owned()))?;
+        self.cache.count_record_read();
+        if row.explanation.is_some() || row.inputs.is_none() {
+            return Ok((self.cache.insert(row), Served::Record));
+        }
+        let row = self.compute_explanation(row).await?;
+        self.cache.count_computed();
+        Ok((self.cache.insert(row), Served::Computed))
+    }
+
+    /// The exact package that made a recorded decision, if it still runs.
+    fn package_of(&self, row: &DecisionRow) -> Result<Arc<ModelPackage>, Error> {
+        let version = row.model_version.parse().ok();
+        let package = self
+            .resolve(&ModelSelector {
+                name: row.model_name.clone(),
+                version,
+            })
+            .map_err(|_| {
+                Error::FailedPrecondition(format!(
+                    "decision {}: model {} {} is no longer loaded, so its attributions cannot be computed",
+                    row.decision_id, row.model_name, row.model_version
+                ))
+            })?;
+        if package.sha256 != row.model_sha256 {
+            return Err(Error::FailedPrecondition(format!(
+                "decision {}: model {} {} was replaced by a different artefact",
+                row.decision_id, row.model_name, row.model_version
+            )));
+        }
+        Ok(package)
+    }
+
+    /// Attributes recorded decisions of one package from their sealed
+    /// inputs, stores the attributions and erases the inputs.
+    async fn attribute_recorded(
+        &self,
+        package: &Arc<ModelPackage>,
+        rows: Vec<DecisionRow>,
+    ) -> Result<Vec<DecisionRow>, Error> {
+        let mut inputs = Vec::with_capacity(rows.len() * package.schema.width());
+        let mut scores = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let sealed = row.inputs.as_deref().unwrap_or_default();
+            let values = self
+                .cipher
+                .open(&row.decision_id, sealed)
+                .map_err(|e| Error::FailedPrecondition(e.to_string()))?;
+            inputs.extend(values);
+            scores.push(row.score.unwrap_or_default() as f32);
+        }
+        let method = rows
+            .first()
+            .and_then(|r| r.explain_method.as_deref())
+            .and_then(Method::parse)
+            .unwrap_or_default();
+        let masked: Vec<usize> = package
+            .schema
+            .columns()
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| rows[0].provenance.masked_features.contains(&c.name))
+            .map(|(i, _)| i)
+            .collect();
+        let attributions = self
+            .attribute(package, inputs, scores, method, &masked)
+            .await?;
+        let mut done = Vec::with_capacity(rows.len());
+        for (mut row, attribution) in rows.into_iter().zip(attributions) {
+            let explanation = Explanation::from(&attribution);
+            let json = serde_json::to_string(&explanation).expect("plain data serialises");
+            let id = row.decision_id.clone();
+            let exists = self
+                .store
+                .submit(|tx| Job::Attach(id, json, Some(tx)))
+                .await?;
+            if !exists {
+                // Erased or purged while we computed: nothing to answer.
+                continue;
+            }
+            row.explanation = Some(explanation);
+            row.inputs = None;
+            row.explain_method = None;
+            done.push(row);
+        }
+        Ok(done)
+    }
+
+    async fn compute_explanation(&self, row: DecisionRow) -> Result<DecisionRow, Error> {
+        let package = self.package_of(&row)?;
+        let id = row.decision_id.clone();
+        self.attribute_recorded(&package, vec![row])
+            .await?
+            .pop()
+            .ok_or(Error::UnknownDecision(id))
+    }
+
+    /// The subject's recorded decisions, newest first.
+    pub async fn decisions_of(
+        &self,
+        subject_id: &str,
+        limit: usize,
+    ) -> Result<(String, Vec<DecisionRow>), Error> {
+        if subject_id.is_empty() {
+            return Err(Error::InvalidArgument("subject_id: is empty".into()));
+        }
+        let subject_ref = self.consents.ledger().pseudonymise(subject_id);
+        let store = self.store.clone();
+        let key = subject_ref.clone();
+        let rows =
+            tokio::task::spawn_blocking(move || store.read(|c| decisions::list(c, &key, limit)))
+                .await
+                .map_err(|e| Error::Internal(format!("record read panicked: {e}")))??;
+        Ok((subject_ref, rows))
+    }
+}
+
+/// Computes owed deferred attributions whenever decisions ask for them,
+/// and every few seconds anyway, so that nothing a full pool or a restart
+/// postponed is forgotten.
+async fn sweep_deferred(gateway: Weak<Gateway>) {
+    loop {
+        let Some(g) = gateway.upgrade() else { return };
+        let wake = g.deferred.clone();
+        let backlog = g.sweep_once().await;
+        drop(g);
+        if backlog {
+            // The pool is full: let it drain before trying again.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        } else {
+            let _ = tokio::time::timeout(Duration::from_secs(2), wake.notified()).await;
+        }
+    }
+}
+
+impl Gateway {
+    /// One pass over the owed attributions; true when work remains.
+    async fn sweep_once(&self) -> bool {
+        let store = self.store.clone();
+        let pending = match tokio::task::spawn_blocking(move || {
+            store.read(|c| decisions::pending(c, SWEEP_BATCH))
+        })
+        .await
+        {
+            Ok(Ok(rows)) => rows,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot read owed attributions");
+                return false;
+            }
+            Err(_) => return false,
+        };
+        let full = pending.len() == SWEEP_BATCH;
+        let mut by_model: Vec<(Arc<ModelPackage>, Vec<DecisionRow>)> = Vec::new();
+        for row in pending {
+            let package = match self.package_of(&row) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(error = %e, "deferred attribution skipped");
+                    continue;
+                }
+            };
+            let method = row.explain_method.clone();
+            match by_model
+                .iter_mut()
+                .find(|(p, rows)| Arc::ptr_eq(p, &package) && rows[0].explain_method == method)
+            {
+                Some((_, rows)) => rows.push(row),
+                None => by_model.push((package, vec![row])),
+            }
+        }
+        for (package, rows) in by_model {
+            match self.attribute_recorded(&package, rows).await {
+                Ok(done) => {
+                    for row in done {
+                        self.cache.insert(row);
+                    }
+                }
+                Err(Error::ExplainPool(PoolError::Overloaded(_))) => return true,
+                Err(e) => tracing::warn!(error = %e, "deferred attribution failed"),
+            }
+        }
+        full
+    }
+}
+
+async fn purge(gateway: Weak<Gateway>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let Some(g) = gateway.upgrade() else { return };
+        match g.store.submit(|tx| Job::Purge(now_ms(), tx)).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(decisions = n, "purged decisions past their retention"),
+            Err(e) => tracing::warn!(error = %e, "retention purge failed"),
+        }
+    }
+}

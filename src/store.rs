@@ -1,0 +1,337 @@
+//! The embedded database: one SQLite file in WAL mode that holds the consent
+//! ledger and the decision record.
+//!
+//! SQLite allows one writer at a time, so one thread owns the write
+//! connection and runs every write: it takes whatever jobs are queued, runs
+//! each under its own savepoint inside one transaction, commits once (group
+//! commit), and only then answers each job. Reads use a small pool of
+//! connections, which WAL lets run beside the writer.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Mutex,
+    thread::JoinHandle,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use crossbeam_channel::{Receiver, Sender};
+use rusqlite::{Connection, OptionalExtension};
+use tokio::sync::oneshot;
+
+use crate::{
+    consent::ledger::{self, Draft, Erasure, GENESIS, LedgerRef},
+    decisions::{self, DecisionRow},
+};
+
+const READERS: usize = 4;
+/// Most jobs in one transaction; the rest wait for the next.
+const MAX_GROUP: usize = 1024;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("database {path}: {message}")]
+    Open { path: PathBuf, message: String },
+    #[error("database is busy (locked by another process): {0}")]
+    Busy(String),
+    #[error("database cannot grow (disk full): {0}")]
+    Full(String),
+    #[error("database: {0}")]
+    Sqlite(String),
+    #[error("key file {path}: {message}")]
+    Key { path: PathBuf, message: String },
+    #[error("stored record {record_id}: {message}")]
+    Corrupt { record_id: String, message: String },
+    #[error("the database writer has stopped")]
+    ShutDown,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode::*;
+        match e.sqlite_error_code() {
+            Some(DatabaseBusy | DatabaseLocked) => Self::Busy(e.to_string()),
+            Some(DiskFull) => Self::Full(e.to_string()),
+            _ => Self::Sqlite(e.to_string()),
+        }
+    }
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Reads a hex key file, creating a random 32-byte key (mode 0600) on first
+/// start so that embedded defaults work without setup.
+pub fn load_or_create_key(path: &Path, what: &str) -> Result<Vec<u8>, StoreError> {
+    let err = |message: String| StoreError::Key {
+        path: path.to_owned(),
+        message,
+    };
+    if path.exists() {
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        let key = hex::decode(text.trim()).map_err(|_| err("is not hex".into()))?;
+        if key.len() < 32 {
+            return Err(err(format!(
+                "holds {} bytes; at least 32 are required",
+                key.len()
+            )));
+        }
+        return Ok(key);
+    }
+    let key: [u8; 32] = rand::random();
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).map_err(|e| err(e.to_string()))?;
+    std::io::Write::write_all(&mut file, hex::encode(key).as_bytes())
+        .map_err(|e| err(e.to_string()))?;
+    tracing::info!(path = %path.display(), "created a new {what} key");
+    Ok(key.to_vec())
+}
+
+fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    let open = |e: rusqlite::Error| StoreError::Open {
+        path: path.to_owned(),
+        message: e.to_string(),
+    };
+    let conn = Connection::open(path).map_err(open)?;
+    conn.busy_timeout(Duration::from_secs(5)).map_err(open)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(open)?;
+    // FULL makes a commit durable once it returns; group commit spreads
+    // that fsync over every record in the batch.
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(open)?;
+    // Erasure must not leave removed content in free space on disk.
+    conn.pragma_update(None, "secure_delete", "ON")
+        .map_err(open)?;
+    Ok(conn)
+}
+
+/// Work for the writer thread.
+pub(crate) enum Job {
+    Append(
+        Vec<Draft>,
+        oneshot::Sender<Result<Vec<LedgerRef>, StoreError>>,
+    ),
+    Erase(String, i64, oneshot::Sender<Result<Erasure, StoreError>>),
+    Record(
+        Vec<DecisionRow>,
+        Option<oneshot::Sender<Result<(), StoreError>>>,
+    ),
+    Attach(
+        String,
+        String,
+        Option<oneshot::Sender<Result<bool, StoreError>>>,
+    ),
+    Purge(i64, oneshot::Sender<Result<u64, StoreError>>),
+}
+
+pub struct Store {
+    jobs: Option<Sender<Job>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    readers: (Sender<Connection>, Receiver<Connection>),
+}
+
+impl Store {
+    /// Opens (or creates) the database at `path` with every table.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let failed = |message: String| StoreError::Open {
+            path: path.to_owned(),
+            message,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| failed(e.to_string()))?;
+        }
+        let conn = open_connection(path)?;
+        conn.execute_batch(ledger::DDL)
+            .and_then(|()| conn.execute_batch(decisions::DDL))
+            .map_err(|e| failed(e.to_string()))?;
+        let head: (i64, String) = conn
+            .query_row(
+                "SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?
+            .unwrap_or((0, GENESIS.to_owned()));
+        let (readers_tx, readers_rx) = crossbeam_channel::bounded(READERS);
+        for _ in 0..READERS {
+            readers_tx
+                .send(open_connection(path)?)
+                .expect("pool has room");
+        }
+        let (jobs, rx) = crossbeam_channel::unbounded();
+        let writer = std::thread::Builder::new()
+            .name("candor-db-writer".into())
+            .spawn(move || Writer { conn, head }.run(rx))
+            .map_err(|e| failed(e.to_string()))?;
+        Ok(Self {
+            jobs: Some(jobs),
+            writer: Mutex::new(Some(writer)),
+            readers: (readers_tx, readers_rx),
+        })
+    }
+
+    /// Queues a job without waiting for it.
+    pub(crate) fn send(&self, job: Job) -> Result<(), StoreError> {
+        self.jobs
+            .as_ref()
+            .ok_or(StoreError::ShutDown)?
+            .send(job)
+            .map_err(|_| StoreError::ShutDown)
+    }
+
+    /// Queues a job and waits until its batch is committed.
+    pub(crate) async fn submit<T>(
+        &self,
+        job: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Job,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(job(tx))?;
+        rx.await.map_err(|_| StoreError::ShutDown)?
+    }
+
+    /// Runs a read on a pooled connection. Blocks: call it where blocking
+    /// briefly is acceptable.
+    pub fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let conn = self.readers.1.recv().map_err(|_| StoreError::ShutDown)?;
+        let result = f(&conn);
+        let _ = self.readers.0.send(conn);
+        result
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        // Closing the queue lets the writer commit what it holds and exit.
+        self.jobs.take();
+        if let Some(writer) = self.writer.lock().ok().and_then(|mut w| w.take()) {
+            let _ = writer.join();
+        }
+    }
+}
+
+/// The one thread that writes: it owns the ledger's chain head.
+struct Writer {
+    conn: Connection,
+    head: (i64, String),
+}
+
+/// Answers a job once its batch's fate is known.
+type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+
+fn reply<T: Send + 'static>(
+    tx: Option<oneshot::Sender<Result<T, StoreError>>>,
+    result: Result<T, StoreError>,
+) -> (bool, Reply) {
+    let ok = result.is_ok();
+    (
+        ok,
+        Box::new(move |committed| {
+            if let Some(tx) = tx {
+                let _ = tx.send(committed.and(result));
+            }
+        }),
+    )
+}
+
+impl Writer {
+    fn run(mut self, jobs: Receiver<Job>) {
+        while let Ok(first) = jobs.recv() {
+            let mut batch = vec![first];
+            batch.extend(jobs.try_iter().take(MAX_GROUP - 1));
+            self.commit_batch(batch);
+        }
+    }
+
+    fn run_job(conn: &Connection, head: &mut (i64, String), job: Job) -> (bool, Reply) {
+        match job {
+            Job::Append(drafts, tx) => {
+                let result = drafts
+                    .into_iter()
+                    .map(|d| ledger::append_one(conn, head, d, Vec::new()))
+                    .collect::<Result<Vec<_>, _>>();
+                reply(Some(tx), result)
+            }
+            Job::Erase(subject, at_ms, tx) => {
+                let result = decisions::erase_subject(conn, &subject)
+                    .and_then(|d| ledger::erase_subject(conn, head, &subject, at_ms, d));
+                reply(Some(tx), result)
+            }
+            Job::Record(rows, tx) => reply(tx, decisions::insert(conn, &rows)),
+            Job::Attach(id, explanation, tx) => {
+                reply(tx, decisions::attach(conn, &id, &explanation))
+            }
+            Job::Purge(now_ms, tx) => reply(Some(tx), decisions::purge(conn, now_ms)),
+        }
+    }
+
+    /// Runs each job under its own savepoint inside one transaction, commits
+    /// once, and only then answers: an acknowledged write is on disk.
+    fn commit_batch(&mut self, batch: Vec<Job>) {
+        let head_before = self.head.clone();
+        let erased = batch.iter().any(|j| matches!(j, Job::Erase(..)));
+        let mut replies: Vec<Reply> = Vec::with_capacity(batch.len());
+        let Writer { conn, head } = self;
+        let committed = (|| -> Result<(), StoreError> {
+            let mut tx = conn.transaction()?;
+            for job in batch {
+                let job_head = head.clone();
+                let mut sp = tx.savepoint()?;
+                let (ok, answer) = Self::run_job(&sp, head, job);
+                if ok {
+                    sp.commit()?;
+                } else {
+                    sp.rollback()?;
+                    *head = job_head;
+                }
+                replies.push(answer);
+            }
+            tx.commit()?;
+            Ok(())
+        })();
+        if let Err(e) = &committed {
+            tracing::error!(error = %e, "database commit failed");
+            self.head = head_before;
+        } else if erased {
+            // The WAL still holds the pages as they were before the erasure;
+            // copying the new ones back and truncating it removes them.
+            if let Err(e) = self
+                .conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                    r.get::<_, i64>(0)
+                })
+            {
+                tracing::warn!(error = %e, "checkpoint after erasure failed");
+            }
+        }
+        for answer in replies {
+            answer(committed.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_delete_securely() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open_connection(&dir.path().join("l.db")).unwrap();
+        let on: i64 = conn
+            .query_row("PRAGMA secure_delete", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(on, 1);
+    }
+}
