@@ -37,6 +37,38 @@ pub struct Config {
     pub database: PathBuf,
     pub consent: ConsentConfig,
     pub decisions: DecisionsConfig,
+    pub access: AccessConfig,
+}
+
+/// Staff credentials. With no API key configured the gateway is open to
+/// every caller, which suits a development machine only (it listens on
+/// loopback by default).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessConfig {
+    pub api_keys: Vec<ApiKey>,
+}
+
+/// An API key, stored as the SHA-256 of the key itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKey {
+    pub name: String,
+    pub role: Role,
+    /// Lower-case hex SHA-256 of the key.
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Ad systems.
+    Scorer,
+    /// Customer-support staff.
+    Support,
+    /// ML engineers.
+    Engineer,
+    Admin,
 }
 
 /// The decision record and its explanation cache.
@@ -126,6 +158,7 @@ impl Default for Config {
             database: PathBuf::from("data/candor.db"),
             consent: ConsentConfig::default(),
             decisions: DecisionsConfig::default(),
+            access: AccessConfig::default(),
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod grpc;
 pub mod inference;
 pub mod models;
 pub mod store;
+pub mod why;
 
 pub use config::Config;
 pub use error::Error;

@@ -330,12 +330,51 @@ impl Ledger {
         }
     }
 
+    fn mac(&self, message: &str) -> Hmac<Sha256> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key length");
+        mac.update(message.as_bytes());
+        mac
+    }
+
     /// The pseudonymous subject reference: HMAC-SHA256 of the publisher's
     /// identifier under the configured key, in hex.
     pub fn pseudonymise(&self, subject_id: &str) -> String {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key length");
-        mac.update(subject_id.as_bytes());
-        hex::encode(mac.finalize().into_bytes())
+        hex::encode(self.mac(subject_id).finalize().into_bytes())
+    }
+
+    /// A token bound to one subject until `expires_at_ms`:
+    /// `cst_<subject_ref>.<expiry>.<HMAC>`, signed with the subject key.
+    pub fn issue_token(&self, subject_ref: &str, expires_at_ms: i64) -> String {
+        let body = format!("cst_{subject_ref}.{expires_at_ms}");
+        let tag = hex::encode(self.mac(&format!("token|{body}")).finalize().into_bytes());
+        format!("{body}.{tag}")
+    }
+
+    /// The subject a token is bound to, if its signature holds (checked in
+    /// constant time) and it has not expired.
+    pub fn verify_token(&self, token: &str) -> Option<String> {
+        let (body, tag) = token.rsplit_once('.')?;
+        let (subject, expiry) = body.strip_prefix("cst_")?.split_once('.')?;
+        let tag = hex::decode(tag).ok()?;
+        self.mac(&format!("token|{body}")).verify_slice(&tag).ok()?;
+        (expiry.parse::<i64>().ok()? > now_ms()).then(|| subject.to_owned())
+    }
+
+    /// The records a decision cited, in chain order.
+    pub fn records(&self, refs: &[LedgerRef]) -> Result<Vec<StoredRecord>, LedgerError> {
+        self.store.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, record_id, kind, recorded_at, prev_hash, content_hash, hash, content
+                 FROM ledger WHERE seq = ?1",
+            )?;
+            let mut out = Vec::with_capacity(refs.len());
+            for r in refs {
+                if let Some(row) = stmt.query_map([r.seq], stored_record)?.next() {
+                    out.push(row??);
+                }
+            }
+            Ok(out)
+        })
     }
 
     /// Appends records and returns once they are committed.

@@ -351,3 +351,92 @@ async fn purge(gateway: Weak<Gateway>, every: Duration) {
         }
     }
 }
+
+/// Everything held about a subject, for a GDPR Art. 15 access request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubjectExport {
+    pub subject_ref: String,
+    pub procedure: String,
+    pub json: String,
+}
+
+impl Gateway {
+    /// The ledger records a decision cited, oldest first.
+    pub async fn consent_trail(
+        &self,
+        provenance: &crate::consent::policy::Provenance,
+    ) -> Result<Vec<crate::consent::ledger::StoredRecord>, Error> {
+        let ledger = self.consents.ledger().clone();
+        let refs = provenance.ledger_records.clone();
+        tokio::task::spawn_blocking(move || ledger.records(&refs))
+            .await
+            .map_err(|e| Error::Internal(format!("ledger read panicked: {e}")))?
+            .map_err(Error::from)
+    }
+
+    /// The subject's consent state and history, and every decision with its
+    /// consumer explanation, with the procedure in plain language.
+    pub async fn export_subject(
+        &self,
+        subject_id: &str,
+        language: crate::why::Language,
+    ) -> Result<SubjectExport, Error> {
+        let (subject_ref, state) = self.consents.state(subject_id).await?;
+        let (_, history) = self.consents.history(subject_id).await?;
+        let (_, rows) = self.decisions_of(subject_id, 10_000).await?;
+        let min_segment = self.config.decisions.min_segment_size;
+        let decisions: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|row| {
+                let package = self
+                    .resolve(&ModelSelector {
+                        name: row.model_name.clone(),
+                        version: row.model_version.parse().ok(),
+                    })
+                    .ok();
+                let view = crate::why::consumer(row, package.as_deref(), language, min_segment);
+                serde_json::json!({
+                    "decision_id": row.decision_id,
+                    "decided_at_ms": row.decided_at_ms,
+                    "model": { "name": row.model_name, "version": row.model_version, "sha256": row.model_sha256 },
+                    "placement_id": row.placement_id,
+                    "campaign_id": row.campaign_id,
+                    "ad_id": row.ad_id,
+                    "tier": row.tier.as_str(),
+                    "score": row.score,
+                    "rules_fired": row.provenance.rules,
+                    "masked_features": row.provenance.masked_features,
+                    "why": {
+                        "basis": view.basis,
+                        "main_parameters": view.main_parameters,
+                        "reasons": view.reasons.iter().map(|r| r.text.clone()).collect::<Vec<_>>(),
+                        "consent": view.consent_line,
+                    },
+                })
+            })
+            .collect();
+        let json = serde_json::json!({
+            "subject_ref": subject_ref,
+            "consent_state": state.iter().map(|s| serde_json::json!({
+                "tcf_purpose": s.tcf_id,
+                "status": s.status_at(now_ms()).as_str(),
+                "legal_basis": s.legal_basis.as_str(),
+                "effective_at_ms": s.effective_at_ms,
+                "expires_at_ms": s.expires_at_ms,
+                "record": s.record,
+            })).collect::<Vec<_>>(),
+            "consent_history": history.iter().map(|r| serde_json::json!({
+                "record": r.reference,
+                "kind": r.kind.as_str(),
+                "recorded_at_ms": r.recorded_at_ms,
+                "content": r.content.as_deref().and_then(|c| serde_json::from_str::<serde_json::Value>(c).ok()),
+            })).collect::<Vec<_>>(),
+            "decisions": decisions,
+        });
+        Ok(SubjectExport {
+            subject_ref,
+            procedure: crate::why::procedure(language),
+            json: serde_json::to_string_pretty(&json).expect("JSON values serialise"),
+        })
+    }
+}

@@ -4,6 +4,7 @@
 //! `TryFrom` (see [`convert`]), call the [`Gateway`], and convert the result
 //! back. Every domain error becomes a status in one place ([`status`]).
 
+mod auth;
 pub mod client;
 mod consent;
 mod convert;
@@ -11,6 +12,7 @@ mod explain;
 mod models;
 mod scoring;
 mod status;
+mod why;
 
 use std::{future::Future, sync::Arc};
 
@@ -31,7 +33,8 @@ pub mod pb {
 
 use pb::{
     consent_service_server::ConsentServiceServer, explain_service_server::ExplainServiceServer,
-    model_service_server::ModelServiceServer, scoring_service_server::ScoringServiceServer,
+    explanation_service_server::ExplanationServiceServer, model_service_server::ModelServiceServer,
+    scoring_service_server::ScoringServiceServer,
 };
 
 /// Serves the gateway's gRPC API on `listener` until `shutdown` resolves, then
@@ -73,6 +76,9 @@ pub async fn serve(
     let consent = ConsentServiceServer::new(consent::Consent::new(gateway.clone()))
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
+    let why = ExplanationServiceServer::new(why::Why::new(gateway.clone()))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
 
     let result = Server::builder()
         .add_service(health_service)
@@ -81,6 +87,7 @@ pub async fn serve(
         .add_service(models)
         .add_service(explain)
         .add_service(consent)
+        .add_service(why)
         .serve_with_incoming_shutdown(
             // Small replies must not wait for Nagle's algorithm and the
             // peer's delayed ACK: that stalls a call for ~40 ms.
@@ -114,6 +121,7 @@ async fn set_health(health: &tonic_health::server::HealthReporter, ready: bool) 
         MODEL_SERVICE,
         EXPLAIN_SERVICE,
         CONSENT_SERVICE,
+        EXPLANATION_SERVICE,
     ] {
         health.set_service_status(service, status).await;
     }
@@ -125,5 +133,7 @@ const EXPLAIN_SERVICE: &str =
     <ExplainServiceServer<explain::Explain> as tonic::server::NamedService>::NAME;
 const CONSENT_SERVICE: &str =
     <ConsentServiceServer<consent::Consent> as tonic::server::NamedService>::NAME;
+const EXPLANATION_SERVICE: &str =
+    <ExplanationServiceServer<why::Why> as tonic::server::NamedService>::NAME;
 const MODEL_SERVICE: &str =
     <ModelServiceServer<models::Models> as tonic::server::NamedService>::NAME;

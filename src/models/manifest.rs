@@ -236,6 +236,17 @@ pub enum ReasonGroup {
     Context,
 }
 
+impl ReasonGroup {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::YourInfo => "your_info",
+            Self::YourActivity => "your_activity",
+            Self::AdvertiserChoice => "advertiser_choice",
+            Self::Context => "context",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FeatureSpec {

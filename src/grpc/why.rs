@@ -1,0 +1,274 @@
+//! `candor.v1.ExplanationService` handlers and their conversions.
+//!
+//! Who may read what is decided here, by one table ([`admits`]): a consumer
+//! view needs a token bound to the decision's subject or a staff role; the
+//! support view the `support` role; the engineer view the `engineer` role.
+
+use std::{
+    sync::Arc,
+    time::{Duration, UNIX_EPOCH},
+};
+
+use tonic::{Request, Response, Status};
+
+use super::{
+    auth::{Caller, Role},
+    convert::timestamp,
+    pb::{self, explanation_service_server::ExplanationService},
+};
+use crate::{
+    decisions::{DecisionRow, Explanation},
+    gateway::{Gateway, ModelIdentity},
+    models::ModelSelector,
+    why::{self, Audience, ConsumerView, Language},
+};
+
+pub struct Why {
+    gateway: Arc<Gateway>,
+}
+
+impl Why {
+    pub fn new(gateway: Arc<Gateway>) -> Self {
+        Self { gateway }
+    }
+}
+
+fn ms(ms: i64) -> prost_types::Timestamp {
+    timestamp(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
+}
+
+/// The one table of who may read which view of a subject's decision.
+fn admits(caller: &Caller, audience: Audience, subject_ref: Option<&str>) -> bool {
+    match (caller, audience) {
+        (Caller::Open, _) => true,
+        (Caller::Staff(Role::Admin), _) => true,
+        (Caller::Staff(_), Audience::Consumer) => true,
+        (Caller::Staff(Role::Support), Audience::Support) => true,
+        (Caller::Staff(Role::Engineer), Audience::Engineer) => true,
+        (Caller::Subject(s), Audience::Consumer) => Some(s.as_str()) == subject_ref,
+        _ => false,
+    }
+}
+
+fn identity(row: &DecisionRow) -> ModelIdentity {
+    ModelIdentity {
+        name: row.model_name.clone(),
+        version: row.model_version.clone(),
+        sha256: row.model_sha256.clone(),
+    }
+}
+
+impl From<ConsumerView> for pb::ConsumerView {
+    fn from(v: ConsumerView) -> Self {
+        Self {
+            language: v.language.tag().to_owned(),
+            headline: v.headline,
+            basis: v.basis.to_owned(),
+            main_parameters: v.main_parameters,
+            reasons: v
+                .reasons
+                .into_iter()
+                .map(|r| pb::Reason {
+                    group: r.group.as_str().to_owned(),
+                    text: r.text,
+                })
+                .collect(),
+            consent_line: v.consent_line,
+            controls: v
+                .controls
+                .into_iter()
+                .map(|c| pb::Control {
+                    kind: c.kind.to_owned(),
+                    label: c.label,
+                    how: c.how.to_owned(),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl From<&Explanation> for pb::Attribution {
+    fn from(e: &Explanation) -> Self {
+        Self {
+            method: e.method.clone(),
+            method_version: e.method_version.clone(),
+            output_space: e.output_space.clone(),
+            base_value: e.base_value,
+            margin: e.margin,
+            features: e
+                .features
+                .iter()
+                .map(|f| pb::FeatureContribution {
+                    name: f.name.clone(),
+                    value: f.value,
+                    contribution: f.contribution,
+                    standard_error: f.standard_error,
+                    masked: f.masked,
+                })
+                .collect(),
+            groups: e
+                .groups
+                .iter()
+                .map(|g| pb::GroupContribution {
+                    name: g.name.clone(),
+                    contribution: g.contribution,
+                    features: g.features.clone(),
+                })
+                .collect(),
+            additivity_residual: e.residual,
+            ort_difference: e.ort_difference,
+            base_score: e.base_score,
+            compute_micros: 0,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl ExplanationService for Why {
+    async fn get_explanation(
+        &self,
+        request: Request<pb::GetExplanationRequest>,
+    ) -> Result<Response<pb::GetExplanationResponse>, Status> {
+        let caller = super::auth::caller(self.gateway.as_ref(), request.metadata())?;
+        let r = request.into_inner();
+        let audience = match pb::Audience::try_from(r.audience) {
+            Ok(pb::Audience::Unspecified | pb::Audience::Consumer) => Audience::Consumer,
+            Ok(pb::Audience::Support) => Audience::Support,
+            Ok(pb::Audience::Engineer) => Audience::Engineer,
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "audience: {} is not a known audience",
+                    r.audience
+                )));
+            }
+        };
+        let (row, served) = self.gateway.explanation(&r.decision_id).await?;
+        if !admits(&caller, audience, row.subject_ref.as_deref()) {
+            return Err(Status::permission_denied(format!(
+                "audience: the {audience:?} view of this decision needs a role or token that admits it"
+            )));
+        }
+        let package = self
+            .gateway
+            .resolve(&ModelSelector {
+                name: row.model_name.clone(),
+                version: row.model_version.parse().ok(),
+            })
+            .ok()
+            .filter(|p| p.sha256 == row.model_sha256);
+        let language = Language::from_tag(&r.language);
+        let min_segment = self.gateway.config().decisions.min_segment_size;
+        let consumer = || why::consumer(&row, package.as_deref(), language, min_segment).into();
+        let view = match audience {
+            Audience::Consumer => pb::get_explanation_response::View::Consumer(consumer()),
+            Audience::Support => {
+                let trail = self.gateway.consent_trail(&row.provenance).await?;
+                pb::get_explanation_response::View::Support(pb::SupportView {
+                    groups: why::grouped(&row, package.as_ref().map(|p| &p.manifest))
+                        .into_iter()
+                        .map(|g| pb::GroupedContribution {
+                            name: g.group.name,
+                            contribution: g.group.contribution,
+                            features: g.group.features,
+                            description: g.description,
+                        })
+                        .collect(),
+                    output_space: row
+                        .explanation
+                        .as_ref()
+                        .map_or(String::new(), |e| e.output_space.clone()),
+                    base_score: row.explanation.as_ref().map_or(0.0, |e| e.base_score),
+                    score: row.score.unwrap_or_default(),
+                    provenance: Some((&row.provenance).into()),
+                    consent_trail: trail
+                        .into_iter()
+                        .map(|t| pb::ConsentTrailEntry {
+                            record: Some((&t.reference).into()),
+                            kind: t.kind.as_str().to_owned(),
+                            recorded_at: Some(ms(t.recorded_at_ms)),
+                            content_json: t.content.unwrap_or_default(),
+                        })
+                        .collect(),
+                    model_card: package
+                        .as_ref()
+                        .map(|p| why::model_card_summary(&p.manifest))
+                        .unwrap_or_default(),
+                    consumer: Some(consumer()),
+                })
+            }
+            Audience::Engineer => pb::get_explanation_response::View::Engineer(pb::EngineerView {
+                attribution: row.explanation.as_ref().map(Into::into),
+                provenance: Some((&row.provenance).into()),
+                score: row.score.unwrap_or_default(),
+            }),
+        };
+        Ok(Response::new(pb::GetExplanationResponse {
+            decision_id: row.decision_id.clone(),
+            decided_at: Some(ms(row.decided_at_ms)),
+            model: Some(identity(&row).into()),
+            tier: pb::Tier::from(row.tier) as i32,
+            view: Some(view),
+            served_from: served.as_str().to_owned(),
+        }))
+    }
+
+    async fn list_decisions(
+        &self,
+        request: Request<pb::ListDecisionsRequest>,
+    ) -> Result<Response<pb::ListDecisionsResponse>, Status> {
+        let caller = super::auth::caller(self.gateway.as_ref(), request.metadata())?;
+        let r = request.into_inner();
+        let limit = match r.limit {
+            0 => 100,
+            n if n <= 1000 => n as usize,
+            n => {
+                return Err(Status::invalid_argument(format!("limit: {n} exceeds 1000")));
+            }
+        };
+        let subject_ref = self.gateway.consents().ledger().pseudonymise(&r.subject_id);
+        if !admits(&caller, Audience::Consumer, Some(&subject_ref)) {
+            return Err(Status::permission_denied(
+                "subject_id: listing a person's decisions needs their token or a staff role",
+            ));
+        }
+        let (subject_ref, rows) = self.gateway.decisions_of(&r.subject_id, limit).await?;
+        Ok(Response::new(pb::ListDecisionsResponse {
+            subject_ref,
+            decisions: rows
+                .iter()
+                .map(|row| pb::DecisionSummary {
+                    decision_id: row.decision_id.clone(),
+                    decided_at: Some(ms(row.decided_at_ms)),
+                    model: Some(identity(row).into()),
+                    tier: pb::Tier::from(row.tier) as i32,
+                    placement_id: row.placement_id.clone(),
+                    campaign_id: row.campaign_id.clone(),
+                    ad_id: row.ad_id.clone(),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn export_subject_data(
+        &self,
+        request: Request<pb::ExportSubjectDataRequest>,
+    ) -> Result<Response<pb::ExportSubjectDataResponse>, Status> {
+        let caller = super::auth::caller(self.gateway.as_ref(), request.metadata())?;
+        let r = request.into_inner();
+        let subject_ref = self.gateway.consents().ledger().pseudonymise(&r.subject_id);
+        if !admits(&caller, Audience::Consumer, Some(&subject_ref)) {
+            return Err(Status::permission_denied(
+                "subject_id: an access request needs the person's token or a staff role",
+            ));
+        }
+        let export = self
+            .gateway
+            .export_subject(&r.subject_id, Language::from_tag(&r.language))
+            .await?;
+        Ok(Response::new(pb::ExportSubjectDataResponse {
+            subject_ref: export.subject_ref,
+            procedure: export.procedure,
+            export_json: export.json,
+        }))
+    }
+}

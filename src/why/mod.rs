@@ -1,0 +1,315 @@
+//! "Why am I seeing this ad?": a recorded decision rendered for the person it
+//! concerns, for customer support and for ML engineers.
+//!
+//! The consumer view follows the layered "About this ad" pages and DSA
+//! Art. 26: whether the ad was profiling-based or contextual, the main
+//! parameters, three to five second-person reasons hedged with "may",
+//! rendered from the manifest's per-feature templates, a consent line and
+//! the controls. It never shows a weight, never names a special-category or
+//! sensitive feature, never uses a feature the policy masked, and never a
+//! reason that describes fewer than `min_segment` people.
+
+mod text;
+
+use crate::{
+    consent::policy::{FeatureUse, Provenance, Regime, Tier},
+    decisions::{DecisionRow, ExplainedGroup},
+    models::{
+        ModelPackage,
+        manifest::{DataCategory, FeatureSpec, Manifest, ReasonGroup},
+    },
+};
+pub use text::Language;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    Consumer,
+    Support,
+    Engineer,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reason {
+    pub group: ReasonGroup,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Control {
+    pub kind: &'static str,
+    pub label: String,
+    pub how: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerView {
+    pub language: Language,
+    pub headline: String,
+    /// "profiling", "contextual" or "none".
+    pub basis: &'static str,
+    pub main_parameters: Vec<String>,
+    pub reasons: Vec<Reason>,
+    pub consent_line: String,
+    pub controls: Vec<Control>,
+}
+
+/// A feature may become a consumer reason only if the person's own value
+/// reached the model, it is not sensitive, and it does not single them out.
+fn may_be_told(spec: &FeatureSpec, masked: bool) -> bool {
+    !masked
+        && !spec.is_special_category()
+        && spec.category != DataCategory::PreciseGeolocation
+        && spec.reason_group.is_some()
+}
+
+/// How many people in the model's population share the person's value of
+/// column `column`: the share of background rows with that value, scaled
+/// to the training population.
+fn segment_size(package: &ModelPackage, column: usize, value: f64) -> f64 {
+    let rows = &package.background;
+    let n = rows.len().max(1);
+    let same = (0..rows.len())
+        .filter(|&r| f64::from(rows.row(r)[column]) == value)
+        .count();
+    let population = package
+        .manifest
+        .training
+        .as_ref()
+        .and_then(|t| t.train_rows)
+        .unwrap_or(n as u64) as f64;
+    same as f64 / n as f64 * population
+}
+
+/// Renders the consumer view. `package` is the model that made the decision
+/// when it is still loaded (its manifest holds the reason templates).
+pub fn consumer(
+    row: &DecisionRow,
+    package: Option<&ModelPackage>,
+    language: Language,
+    min_segment: u32,
+) -> ConsumerView {
+    let p = &row.provenance;
+    let manifest = package.map(|p| &p.manifest);
+    let spec = |name: &str| manifest.and_then(|m| m.features.iter().find(|f| f.name == name));
+    let mut reasons: Vec<Reason> = Vec::new();
+    let mut categories: Vec<(DataCategory, f64)> = Vec::new();
+    let mut profiled = false;
+    if let (Some(explanation), Some(package)) = (&row.explanation, package) {
+        let mut ranked: Vec<(usize, &crate::decisions::ExplainedFeature)> =
+            explanation.features.iter().enumerate().collect();
+        ranked.sort_by(|a, b| b.1.contribution.total_cmp(&a.1.contribution));
+        for (column, f) in &ranked {
+            let Some(spec) = spec(&f.name) else { continue };
+            if FeatureUse::of(spec).profile && !f.masked {
+                profiled = true;
+            }
+            if !may_be_told(spec, f.masked) {
+                continue;
+            }
+            match categories.iter_mut().find(|(c, _)| *c == spec.category) {
+                Some((_, total)) => *total += f.contribution.abs(),
+                None => categories.push((spec.category, f.contribution.abs())),
+            }
+            if f.contribution <= 0.0
+                || reasons.len() >= 3
+                || segment_size(package, *column, f.value) < f64::from(min_segment)
+            {
+                continue;
+            }
+            let Some(template) = spec.reason.get(language.tag()).or(spec.reason.get("en")) else {
+                continue;
+            };
+            let text = text::because(language, template);
+            if !reasons.iter().any(|r| r.text == text) {
+                reasons.push(Reason {
+                    group: spec.reason_group.expect("may_be_told checked it"),
+                    text,
+                });
+            }
+        }
+    }
+    categories.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let basis = match row.tier {
+        Tier::Refused => "none",
+        _ if profiled => "profiling",
+        _ => "contextual",
+    };
+    if row.tier != Tier::Refused {
+        if !row.campaign_id.is_empty() || manifest.is_some() {
+            reasons.push(Reason {
+                group: ReasonGroup::AdvertiserChoice,
+                text: text::advertiser(language),
+            });
+        }
+        reasons.push(Reason {
+            group: ReasonGroup::Context,
+            text: text::context(language, &row.placement_id),
+        });
+        if basis == "contextual" {
+            reasons.push(Reason {
+                group: ReasonGroup::Context,
+                text: text::not_profiled(language),
+            });
+        }
+    }
+    reasons.truncate(5);
+    ConsumerView {
+        language,
+        headline: text::headline(language, row.tier),
+        basis,
+        main_parameters: if row.tier == Tier::Refused {
+            Vec::new()
+        } else {
+            categories
+                .iter()
+                .take(4)
+                .map(|(c, _)| text::category(language, *c))
+                .chain(std::iter::once(text::placement_parameter(language)))
+                .collect()
+        },
+        reasons,
+        consent_line: consent_line(language, p, row.decided_at_ms),
+        controls: controls(language, p.regime),
+    }
+}
+
+fn consent_line(language: Language, p: &Provenance, decided_at_ms: i64) -> String {
+    let date = text::date(language, decided_at_ms);
+    let place = if p.jurisdiction.is_empty() {
+        "?".to_owned()
+    } else {
+        p.jurisdiction.clone()
+    };
+    let granted = |id: u8| {
+        p.purposes
+            .iter()
+            .any(|o| o.tcf_id == id && o.status == crate::consent::policy::PurposeStatus::Granted)
+    };
+    let opted_out = p
+        .purposes
+        .iter()
+        .any(|o| o.status == crate::consent::policy::PurposeStatus::OptedOut);
+    let masked = !p.masked_features.is_empty();
+    let kind = match (p.regime, p.tier) {
+        (_, Tier::Refused) => text::ConsentCase::Refused,
+        (Regime::Tcf, _) if [1, 3, 4].into_iter().all(granted) && !masked => {
+            text::ConsentCase::TcfPersonalised
+        }
+        (Regime::Tcf, _) => text::ConsentCase::TcfLimited,
+        (Regime::Us, _) if opted_out => text::ConsentCase::UsOptedOut,
+        (Regime::Us, _) => text::ConsentCase::UsNotOptedOut,
+        (Regime::Unknown, _) => text::ConsentCase::Unknown,
+    };
+    text::consent(language, kind, &place, &date)
+}
+
+fn controls(language: Language, regime: Regime) -> Vec<Control> {
+    let mut kinds = vec![
+        ("change_consent", "ConsentService.RecordConsent"),
+        (
+            "opt_out_personalisation",
+            "ConsentService.WithdrawConsent (purposes 3 and 4)",
+        ),
+    ];
+    if regime == Regime::Us {
+        kinds.push((
+            "opt_out_sale_sharing",
+            "Global Privacy Control, or ConsentService.WithdrawConsent",
+        ));
+    }
+    kinds.extend([
+        ("access_data", "ExplanationService.ExportSubjectData"),
+        ("delete_data", "ConsentService.EraseSubject"),
+        ("object", "ConsentService.WithdrawConsent (kind OBJECTION)"),
+    ]);
+    kinds
+        .into_iter()
+        .map(|(kind, how)| Control {
+            kind,
+            label: text::control(language, kind),
+            how,
+        })
+        .collect()
+}
+
+/// A group's contribution with the manifest's description of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DescribedGroup {
+    pub group: ExplainedGroup,
+    pub description: String,
+}
+
+/// The grouped attributions, largest |contribution| first, described by the
+/// manifest (a group's description, or a lone feature's).
+pub fn grouped(row: &DecisionRow, manifest: Option<&Manifest>) -> Vec<DescribedGroup> {
+    let Some(explanation) = &row.explanation else {
+        return Vec::new();
+    };
+    let mut groups: Vec<DescribedGroup> = explanation
+        .groups
+        .iter()
+        .map(|g| DescribedGroup {
+            description: manifest
+                .and_then(|m| {
+                    m.groups
+                        .iter()
+                        .find(|mg| mg.name == g.name)
+                        .map(|mg| mg.description.clone())
+                        .or_else(|| {
+                            m.features
+                                .iter()
+                                .find(|f| f.name == g.name)
+                                .map(|f| f.description.clone())
+                        })
+                })
+                .unwrap_or_default(),
+            group: g.clone(),
+        })
+        .collect();
+    groups.sort_by(|a, b| {
+        b.group
+            .contribution
+            .abs()
+            .total_cmp(&a.group.contribution.abs())
+    });
+    groups
+}
+
+/// The model card in brief, as Markdown: what support staff need to answer
+/// "what is this model and who is responsible for it?".
+pub fn model_card_summary(manifest: &Manifest) -> String {
+    let m = &manifest.model;
+    let mut card = format!(
+        "## {} {}\n\n{}\n\n- **Owner:** {}\n- **Purposes:** {}\n- **Intended use:** {}\n",
+        m.name,
+        m.version,
+        m.description,
+        m.owner,
+        m.purposes
+            .iter()
+            .map(|p| p.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        m.intended_use
+    );
+    if let Some(t) = &manifest.training {
+        card.push_str(&format!(
+            "- **Training data:** {} ({})\n",
+            t.dataset, t.date
+        ));
+    }
+    for metric in &manifest.metrics {
+        card.push_str(&format!(
+            "- **{}:** {} on {}\n",
+            metric.name, metric.value, metric.dataset
+        ));
+    }
+    card
+}
+
+/// The procedure and the principles applied to a person's data, in plain
+/// language: what an access request must explain (GDPR Art. 15(1)(h), CJEU
+/// C-203/22), without the model's internals.
+pub fn procedure(language: Language) -> String {
+    text::procedure(language)
+}

@@ -1,0 +1,271 @@
+//! The consumer view's words, in English and Dutch. Sentences are in the
+//! second person and hedged with "may": a model's reasons are tendencies,
+//! not certainties about the person.
+
+use crate::{consent::policy::Tier, models::manifest::DataCategory};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Language {
+    En,
+    Nl,
+}
+
+impl Language {
+    /// The language for a BCP 47 tag; English when there is no template set
+    /// for it.
+    pub fn from_tag(tag: &str) -> Self {
+        match tag
+            .split(['-', '_'])
+            .next()
+            .unwrap_or("")
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "nl" => Self::Nl,
+            _ => Self::En,
+        }
+    }
+
+    pub fn tag(self) -> &'static str {
+        match self {
+            Self::En => "en",
+            Self::Nl => "nl",
+        }
+    }
+}
+
+pub fn because(l: Language, template: &str) -> String {
+    match l {
+        Language::En => format!("You may be seeing this ad because of {template}."),
+        Language::Nl => format!("Je ziet deze advertentie mogelijk vanwege {template}."),
+    }
+}
+
+pub fn advertiser(l: Language) -> String {
+    match l {
+        Language::En => "The advertiser chose to show this ad to people who are likely to be interested in caravan insurance.".into(),
+        Language::Nl => "De adverteerder koos ervoor deze advertentie te tonen aan mensen die waarschijnlijk interesse hebben in een caravanverzekering.".into(),
+    }
+}
+
+pub fn context(l: Language, placement: &str) -> String {
+    match (l, placement.is_empty()) {
+        (Language::En, true) => "The ad may also fit the page or app where it appears.".into(),
+        (Language::En, false) => {
+            format!("The ad may also fit the page or app where it appears ({placement}).")
+        }
+        (Language::Nl, true) => {
+            "De advertentie past mogelijk ook bij de pagina of app waarin ze verschijnt.".into()
+        }
+        (Language::Nl, false) => format!(
+            "De advertentie past mogelijk ook bij de pagina of app waarin ze verschijnt ({placement})."
+        ),
+    }
+}
+
+pub fn not_profiled(l: Language) -> String {
+    match l {
+        Language::En => "Your profile was not used to choose this ad: your privacy choices did not allow it.".into(),
+        Language::Nl => "Je profiel is niet gebruikt om deze advertentie te kiezen: je privacykeuzes stonden dat niet toe.".into(),
+    }
+}
+
+pub fn headline(l: Language, tier: Tier) -> String {
+    match (l, tier) {
+        (Language::En, Tier::Refused) => "No ad was chosen for you with this model".into(),
+        (Language::En, _) => "Why you're seeing this ad".into(),
+        (Language::Nl, Tier::Refused) => {
+            "Er is met dit model geen advertentie voor je gekozen".into()
+        }
+        (Language::Nl, _) => "Waarom je deze advertentie ziet".into(),
+    }
+}
+
+pub fn placement_parameter(l: Language) -> String {
+    match l {
+        Language::En => "where the ad is shown".into(),
+        Language::Nl => "waar de advertentie wordt getoond".into(),
+    }
+}
+
+pub fn category(l: Language, c: DataCategory) -> String {
+    use DataCategory::*;
+    let (en, nl) = match c {
+        FirstPartyPurchaseHistory => (
+            "the insurance policies you hold with us",
+            "de verzekeringen die je bij ons hebt",
+        ),
+        ZipCodeDemographics => (
+            "statistics about the area of your postcode",
+            "statistieken over het gebied van je postcode",
+        ),
+        Income => (
+            "income statistics for your postcode area",
+            "inkomensstatistieken van je postcodegebied",
+        ),
+        SocialClass => (
+            "social statistics for your postcode area",
+            "sociale statistieken van je postcodegebied",
+        ),
+        Education => (
+            "education statistics for your postcode area",
+            "opleidingsstatistieken van je postcodegebied",
+        ),
+        Occupation => (
+            "occupation statistics for your postcode area",
+            "beroepsstatistieken van je postcodegebied",
+        ),
+        Age => ("your age range", "je leeftijdsgroep"),
+        Contextual => (
+            "the page or app you are using",
+            "de pagina of app die je gebruikt",
+        ),
+        Device => (
+            "the kind of device you use",
+            "het soort apparaat dat je gebruikt",
+        ),
+        BrowsingActivity => (
+            "your activity on this service",
+            "je activiteit op deze dienst",
+        ),
+        CoarseLocation => ("your general location", "je globale locatie"),
+        // Never shown: filtered out before they can become parameters.
+        PreciseGeolocation | Religion | Health | Ethnicity | PoliticalOpinion
+        | SexualOrientation | TradeUnionMembership | Genetic | Biometric => ("", ""),
+    };
+    match l {
+        Language::En => en.into(),
+        Language::Nl => nl.into(),
+    }
+}
+
+pub enum ConsentCase {
+    TcfPersonalised,
+    TcfLimited,
+    UsNotOptedOut,
+    UsOptedOut,
+    Refused,
+    Unknown,
+}
+
+pub fn consent(l: Language, case: ConsentCase, place: &str, date: &str) -> String {
+    use ConsentCase::*;
+    match (l, case) {
+        (Language::En, TcfPersonalised) => format!(
+            "You agreed to personalised ads (IAB TCF purposes 1, 3 and 4) in {place}; this was checked when the ad was chosen on {date}."
+        ),
+        (Language::En, TcfLimited) => format!(
+            "You did not agree to personalised ads in {place}, so only limited data was used (IAB TCF purpose 2); checked on {date}."
+        ),
+        (Language::En, UsNotOptedOut) => format!(
+            "You have not opted out of personalised ads or the sale or sharing of your data in {place}; checked on {date}."
+        ),
+        (Language::En, UsOptedOut) => format!(
+            "You opted out of the sale or sharing of your data in {place}, so data from other sources was not used; checked on {date}."
+        ),
+        (Language::En, Refused) => format!(
+            "Your privacy choices in {place} do not allow this model to choose ads for you, so it did not; checked on {date}."
+        ),
+        (Language::En, Unknown) => format!(
+            "No privacy rules we apply could be confirmed for where you are, so no personalised ad was chosen; checked on {date}."
+        ),
+        (Language::Nl, TcfPersonalised) => format!(
+            "Je gaf in {place} toestemming voor gepersonaliseerde advertenties (IAB TCF-doelen 1, 3 en 4); dit is gecontroleerd toen de advertentie werd gekozen op {date}."
+        ),
+        (Language::Nl, TcfLimited) => format!(
+            "Je gaf in {place} geen toestemming voor gepersonaliseerde advertenties, dus zijn alleen beperkte gegevens gebruikt (IAB TCF-doel 2); gecontroleerd op {date}."
+        ),
+        (Language::Nl, UsNotOptedOut) => format!(
+            "Je hebt je in {place} niet afgemeld voor gepersonaliseerde advertenties of de verkoop of het delen van je gegevens; gecontroleerd op {date}."
+        ),
+        (Language::Nl, UsOptedOut) => format!(
+            "Je hebt je in {place} afgemeld voor de verkoop of het delen van je gegevens, dus zijn gegevens uit andere bronnen niet gebruikt; gecontroleerd op {date}."
+        ),
+        (Language::Nl, Refused) => format!(
+            "Je privacykeuzes in {place} staan niet toe dat dit model advertenties voor je kiest, dus dat is niet gebeurd; gecontroleerd op {date}."
+        ),
+        (Language::Nl, Unknown) => format!(
+            "Er konden geen privacyregels worden vastgesteld voor waar je bent, dus is er geen gepersonaliseerde advertentie gekozen; gecontroleerd op {date}."
+        ),
+    }
+}
+
+pub fn control(l: Language, kind: &str) -> String {
+    let (en, nl) = match kind {
+        "change_consent" => ("Change your privacy choices", "Je privacykeuzes wijzigen"),
+        "opt_out_personalisation" => (
+            "Turn off personalised ads",
+            "Gepersonaliseerde advertenties uitzetten",
+        ),
+        "opt_out_sale_sharing" => (
+            "Opt out of the sale or sharing of your data",
+            "Je afmelden voor verkoop of delen van je gegevens",
+        ),
+        "access_data" => (
+            "See the data we hold about you",
+            "De gegevens bekijken die we over je hebben",
+        ),
+        "delete_data" => ("Delete your data", "Je gegevens verwijderen"),
+        _ => (
+            "Object to direct marketing",
+            "Bezwaar maken tegen direct marketing",
+        ),
+    };
+    match l {
+        Language::En => en.into(),
+        Language::Nl => nl.into(),
+    }
+}
+
+const MONTHS_EN: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+const MONTHS_NL: [&str; 12] = [
+    "jan", "feb", "mrt", "apr", "mei", "jun", "jul", "aug", "sep", "okt", "nov", "dec",
+];
+
+/// "29 Nov 2026" (UTC).
+pub fn date(l: Language, ms: i64) -> String {
+    let Ok(t) = jiff::Timestamp::from_millisecond(ms) else {
+        return String::new();
+    };
+    let d = t.to_zoned_datetime(jiff::tz::TimeZone::UTC).date();
+    let months = match l {
+        Language::En => MONTHS_EN,
+        Language::Nl => MONTHS_NL,
+    };
+    format!(
+        "{} {} {}",
+        d.day(),
+        months[usize::from(d.month() as u8) - 1],
+        d.year()
+    )
+}
+
+pub fn procedure(l: Language) -> String {
+    match l {
+        Language::En => "When a website or app asks which ad to show you, it sends us information about \
+you that it holds: the insurance policies you have with us and statistics about the area of your \
+postcode. First we check your privacy choices: the consent you gave or withdrew, whether you opted out, \
+where you are and whether you are a minor. Information your choices do not allow is replaced by an \
+average for everyone before anything else happens; if your choices allow no ad to be chosen for you, \
+none is. A statistical model then estimates how likely you are to be interested in the ad. For every \
+such decision we record which information counted for it and how much, the choices it relied on and \
+which model made it, so that we can show you why you saw an ad. We keep decisions for a limited time, \
+never use sensitive information such as religion or health, and never profile minors. You can change \
+your choices, object, or ask us to delete your data at any time."
+            .into(),
+        Language::Nl => "Wanneer een website of app ons vraagt welke advertentie je te zien krijgt, stuurt \
+die ons gegevens over jou die ze heeft: de verzekeringen die je bij ons hebt en statistieken over het \
+gebied van je postcode. Eerst controleren we je privacykeuzes: de toestemming die je gaf of introk, of \
+je je afmeldde, waar je bent en of je minderjarig bent. Gegevens die je keuzes niet toestaan, worden \
+vervangen door een gemiddelde voor iedereen voordat er iets anders gebeurt; staan je keuzes niet toe dat \
+er een advertentie voor je wordt gekozen, dan gebeurt dat niet. Een statistisch model schat daarna hoe \
+waarschijnlijk het is dat de advertentie je interesseert. Bij elke beslissing leggen we vast welke \
+gegevens meetelden en hoeveel, op welke keuzes ze berustte en welk model haar nam, zodat we je kunnen \
+laten zien waarom je een advertentie zag. We bewaren beslissingen een beperkte tijd, gebruiken nooit \
+gevoelige gegevens zoals religie of gezondheid en maken geen profielen van minderjarigen. Je kunt je \
+keuzes altijd wijzigen, bezwaar maken of ons vragen je gegevens te verwijderen."
+            .into(),
+    }
+}

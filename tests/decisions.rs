@@ -1,0 +1,336 @@
+//! The decision record and "why am I seeing this ad?" against a real server:
+//! answers survive a restart, the cache answers without the database,
+//! erasure reaches cache and record alike, deferred attributions arrive,
+//! and access follows the role table.
+
+mod common;
+
+use candor::{
+    config::{ApiKey, Role},
+    grpc::pb::{self, explanation_service_client::ExplanationServiceClient},
+};
+use common::*;
+use tonic::{Code, Request, transport::Channel};
+
+async fn why(server: &TestServer) -> ExplanationServiceClient<Channel> {
+    ExplanationServiceClient::new(server.channel().await)
+}
+
+async fn score(server: &TestServer, subject: &str, mode: pb::ExplainMode) -> pb::Decision {
+    let mut request = caravan_request();
+    request.subject_id = subject.into();
+    request.explain = Some(pb::ExplainOptions {
+        mode: mode as i32,
+        method: 0,
+    });
+    request.context.as_mut().unwrap().campaign_id = "caravan-autumn".into();
+    request.context.as_mut().unwrap().placement_id = "news-article-sidebar".into();
+    server
+        .scoring()
+        .await
+        .score(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .decision
+        .unwrap()
+}
+
+async fn explain(
+    client: &mut ExplanationServiceClient<Channel>,
+    id: &str,
+    audience: pb::Audience,
+) -> Result<pb::GetExplanationResponse, tonic::Status> {
+    client
+        .get_explanation(pb::GetExplanationRequest {
+            decision_id: id.into(),
+            audience: audience as i32,
+            language: "en".into(),
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+fn engineer(r: &pb::GetExplanationResponse) -> &pb::EngineerView {
+    match r.view.as_ref().unwrap() {
+        pb::get_explanation_response::View::Engineer(v) => v,
+        other => panic!("expected the engineer view, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explanations_survive_a_restart_and_then_come_from_the_cache() {
+    let config = test_config();
+    let server = TestServer::start_with(config.clone()).await;
+    let on_request = score(&server, "alice", pb::ExplainMode::Unspecified).await;
+    assert_eq!(
+        on_request.explanation_status,
+        pb::ExplanationStatus::OnRequest as i32
+    );
+    let inline = score(&server, "alice", pb::ExplainMode::Inline).await;
+    let inline_attribution = inline.attribution.clone().unwrap();
+    server.stop().await;
+
+    let server = TestServer::start_with(config).await;
+    let mut client = why(&server).await;
+    let first = explain(&mut client, &on_request.decision_id, pb::Audience::Engineer)
+        .await
+        .unwrap();
+    assert_eq!(
+        first.served_from, "computed",
+        "attributions computed from the sealed inputs"
+    );
+    let a = engineer(&first).attribution.as_ref().unwrap();
+    let sum: f64 = a.features.iter().map(|f| f.contribution).sum();
+    assert!((a.base_value + sum - a.margin).abs() < 1e-6, "additive");
+    assert!((engineer(&first).score - on_request.score.unwrap()).abs() < 1e-9);
+
+    let stored = explain(&mut client, &inline.decision_id, pb::Audience::Engineer)
+        .await
+        .unwrap();
+    assert_eq!(stored.served_from, "record");
+    assert_eq!(
+        engineer(&stored).attribution.as_ref().unwrap().features,
+        inline_attribution.features
+    );
+
+    let before = server.gateway.cache().counts();
+    for _ in 0..3 {
+        let again = explain(&mut client, &on_request.decision_id, pb::Audience::Consumer)
+            .await
+            .unwrap();
+        assert_eq!(again.served_from, "cache");
+    }
+    let after = server.gateway.cache().counts();
+    assert_eq!(after.hits - before.hits, 3, "counted as cache hits");
+    assert_eq!(
+        after.record_reads, before.record_reads,
+        "the database was not read"
+    );
+    assert_eq!(after.computed, before.computed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erasure_makes_decisions_unknown_in_cache_and_record() {
+    let server = TestServer::start().await;
+    let cached = score(&server, "bob", pb::ExplainMode::Inline).await;
+    let recorded = score(&server, "bob", pb::ExplainMode::Unspecified).await;
+    let other = score(&server, "carol", pb::ExplainMode::Inline).await;
+    let mut client = why(&server).await;
+    assert_eq!(
+        explain(&mut client, &cached.decision_id, pb::Audience::Consumer)
+            .await
+            .unwrap()
+            .served_from,
+        "cache"
+    );
+
+    let mut consent = pb::consent_service_client::ConsentServiceClient::new(server.channel().await);
+    let erased = consent
+        .erase_subject(pb::EraseSubjectRequest {
+            subject_id: "bob".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(erased.records_erased >= 1);
+    for id in [&cached.decision_id, &recorded.decision_id] {
+        let status = explain(&mut client, id, pb::Audience::Consumer)
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::NotFound, "{id}");
+        assert!(
+            status.message().starts_with("decision_id"),
+            "{}",
+            status.message()
+        );
+    }
+    assert!(
+        explain(&mut client, &other.decision_id, pb::Audience::Consumer)
+            .await
+            .is_ok()
+    );
+    let listed = client
+        .list_decisions(pb::ListDecisionsRequest {
+            subject_id: "bob".into(),
+            limit: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.decisions.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deferred_attributions_arrive_in_the_record() {
+    let server = TestServer::start().await;
+    let d = score(&server, "dave", pb::ExplainMode::Deferred).await;
+    assert_eq!(d.explanation_status, pb::ExplanationStatus::Deferred as i32);
+    assert!(d.attribution.is_none(), "not in the response");
+    let mut client = why(&server).await;
+    // The sweeper computes it in the background; wait for it to land.
+    let mut served = String::new();
+    for _ in 0..100 {
+        let r = explain(&mut client, &d.decision_id, pb::Audience::Engineer)
+            .await
+            .unwrap();
+        served = r.served_from.clone();
+        if served != "computed" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_ne!(
+        served, "computed",
+        "the background attribution was stored first"
+    );
+    let listed = client
+        .list_decisions(pb::ListDecisionsRequest {
+            subject_id: "dave".into(),
+            limit: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.decisions[0].decision_id, d.decision_id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn views_follow_the_role_table() {
+    use sha2::Digest;
+    let mut config = test_config();
+    let key = |role: Role, secret: &str| ApiKey {
+        name: format!("{role:?}"),
+        role,
+        sha256: hex::encode(sha2::Sha256::digest(secret.as_bytes())),
+    };
+    config.access.api_keys = vec![
+        key(Role::Support, "support-secret"),
+        key(Role::Engineer, "eng-secret"),
+    ];
+    let server = TestServer::start_with(config).await;
+    let d = score(&server, "erin", pb::ExplainMode::Inline).await;
+    let mut client = why(&server).await;
+    let ask = |credential: Option<String>, audience: pb::Audience| {
+        let mut request = Request::new(pb::GetExplanationRequest {
+            decision_id: d.decision_id.clone(),
+            audience: audience as i32,
+            language: "nl".into(),
+        });
+        if let Some(c) = credential {
+            request
+                .metadata_mut()
+                .insert("authorization", format!("Bearer {c}").parse().unwrap());
+        }
+        request
+    };
+    let token = |subject: &str| {
+        let ledger = server.gateway.consents().ledger();
+        ledger.issue_token(
+            &ledger.pseudonymise(subject),
+            candor::store::now_ms() + 60_000,
+        )
+    };
+    use pb::Audience::*;
+    let cases: Vec<(Option<String>, pb::Audience, Option<Code>)> = vec![
+        (None, Consumer, Some(Code::Unauthenticated)),
+        (
+            Some("nonsense".into()),
+            Consumer,
+            Some(Code::Unauthenticated),
+        ),
+        (Some(token("erin")), Consumer, None),
+        (
+            Some(token("someone-else")),
+            Consumer,
+            Some(Code::PermissionDenied),
+        ),
+        (Some(token("erin")), Support, Some(Code::PermissionDenied)),
+        (Some("support-secret".into()), Support, None),
+        (
+            Some("support-secret".into()),
+            Engineer,
+            Some(Code::PermissionDenied),
+        ),
+        (Some("eng-secret".into()), Engineer, None),
+        (Some("eng-secret".into()), Consumer, None),
+    ];
+    for (i, (credential, audience, want)) in cases.into_iter().enumerate() {
+        let got = client.get_explanation(ask(credential, audience)).await;
+        match want {
+            None => {
+                let r = got.unwrap_or_else(|e| panic!("case {i}: {e}"));
+                if let Some(pb::get_explanation_response::View::Consumer(v)) = r.into_inner().view {
+                    assert_eq!(v.language, "nl", "case {i}");
+                }
+            }
+            Some(code) => assert_eq!(got.unwrap_err().code(), code, "case {i}"),
+        }
+    }
+    // An expired or forged token is refused.
+    let ledger = server.gateway.consents().ledger();
+    let expired = ledger.issue_token(&ledger.pseudonymise("erin"), candor::store::now_ms() - 1);
+    let forged = token("erin").replace("cst_", "cst_0");
+    for bad in [expired, forged] {
+        let status = client
+            .get_explanation(ask(Some(bad), Consumer))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn support_view_and_access_export_carry_the_consent_trail() {
+    let server = TestServer::start().await;
+    let d = score(&server, "frank", pb::ExplainMode::Inline).await;
+    let mut client = why(&server).await;
+    let r = explain(&mut client, &d.decision_id, pb::Audience::Support)
+        .await
+        .unwrap();
+    let pb::get_explanation_response::View::Support(v) = r.view.unwrap() else {
+        panic!("support view")
+    };
+    assert!(!v.groups.is_empty());
+    assert!(
+        v.groups
+            .windows(2)
+            .all(|w| w[0].contribution.abs() >= w[1].contribution.abs())
+    );
+    assert_eq!(
+        v.consent_trail.len(),
+        d.provenance.as_ref().unwrap().ledger_records.len()
+    );
+    assert_eq!(v.consent_trail[0].kind, "evidence");
+    assert!(v.model_card.contains("caravan-lgbm"));
+
+    let export = client
+        .export_subject_data(pb::ExportSubjectDataRequest {
+            subject_id: "frank".into(),
+            language: "en".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(export.procedure.contains("privacy choices"));
+    let json: serde_json::Value = serde_json::from_str(&export.export_json).unwrap();
+    assert_eq!(json["decisions"][0]["decision_id"], d.decision_id);
+    assert_eq!(json["subject_ref"], export.subject_ref);
+    assert!(
+        !export.export_json.contains("frank"),
+        "the raw identifier is not stored"
+    );
+
+    let status = explain(&mut client, "not-a-uuid", pb::Audience::Consumer)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let status = explain(&mut client, &uuid_like(), pb::Audience::Consumer)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+}
+
+fn uuid_like() -> String {
+    "01a22580-0000-7000-8000-000000000000".into()
+}
