@@ -49,6 +49,8 @@ enum Command {
     Serve(ServeArgs),
     /// Score features with a running gateway and print the decisions as JSON.
     Score(ScoreArgs),
+    /// Explain a recorded decision: "why am I seeing this ad?".
+    Why(WhyArgs),
     /// Work with model packages.
     Models {
         #[command(subcommand)]
@@ -150,6 +152,27 @@ struct ScoreArgs {
 }
 
 #[derive(Debug, Args)]
+struct WhyArgs {
+    /// The decision id a Score response returned.
+    decision_id: String,
+    /// Gateway address.
+    #[arg(long, env = "CANDOR_ADDR", default_value = "http://127.0.0.1:50051")]
+    addr: String,
+    /// Who reads it.
+    #[arg(long, value_parser = ["consumer", "support", "engineer"], default_value = "consumer")]
+    audience: String,
+    /// Language of the consumer view (en, nl).
+    #[arg(long, default_value = "en")]
+    language: String,
+    /// An API key or a subject token, sent as `authorization: Bearer ...`.
+    #[arg(long, env = "CANDOR_TOKEN")]
+    token: Option<String>,
+    /// Print the full answer as JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
 struct ValidateArgs {
     /// A package folder (with manifest.toml), or a folder of packages.
     dir: PathBuf,
@@ -167,6 +190,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Score(args) => score(args),
+        Command::Why(args) => why(args),
         Command::Models {
             command: ModelsCommand::Validate(args),
         } => validate(args),
@@ -277,20 +301,53 @@ fn score(args: ScoreArgs) -> anyhow::Result<ExitCode> {
             gpc: args.gpc,
         },
     };
+    let output = with_gateway(&args.addr, |channel| async move {
+        grpc::client::score(channel, &call).await
+    })?;
+    print(&serde_json::to_string_pretty(&output)?)
+}
+
+fn why(args: WhyArgs) -> anyhow::Result<ExitCode> {
+    let request = grpc::client::WhyCall {
+        decision_id: args.decision_id,
+        audience: args.audience,
+        language: args.language,
+        token: args.token,
+    };
+    let (json, text) = with_gateway(&args.addr, |channel| async move {
+        grpc::client::why(channel, &request).await
+    })?;
+    if args.json {
+        print(&serde_json::to_string_pretty(&json)?)
+    } else {
+        print(text.trim_end())
+    }
+}
+
+/// Connects to the gateway at `addr` and runs one call on a small runtime.
+fn with_gateway<T, F>(
+    addr: &str,
+    call: impl FnOnce(tonic::transport::Channel) -> F,
+) -> anyhow::Result<T>
+where
+    F: std::future::Future<Output = Result<T, tonic::Status>>,
+{
     let tokio = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let output = tokio.block_on(async {
-        let channel = tonic::transport::Endpoint::from_shared(args.addr.clone())
-            .with_context(|| format!("bad --addr {:?}", args.addr))?
+    tokio.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(addr.to_owned())
+            .with_context(|| format!("bad --addr {addr:?}"))?
             .connect()
             .await
-            .with_context(|| format!("cannot reach the gateway at {}", args.addr))?;
-        grpc::client::score(channel, &call)
+            .with_context(|| format!("cannot reach the gateway at {addr}"))?;
+        call(channel)
             .await
             .map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))
-    })?;
-    let text = serde_json::to_string_pretty(&output)?;
+    })
+}
+
+fn print(text: &str) -> anyhow::Result<ExitCode> {
     match writeln!(std::io::stdout(), "{text}") {
         // A reader that stopped early (`| head`) is not an error of ours.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),

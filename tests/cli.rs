@@ -84,9 +84,19 @@ async fn candor_score_prints_the_decision_as_json() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn serve_drains_in_flight_calls_on_sigterm() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_candor"))
+/// Starts `candor serve` on port 0 with its database in `data`, waits for
+/// its models, and returns it with its address and a thread that keeps
+/// draining its log (so it never blocks on a full pipe).
+fn spawn_server(
+    data: &std::path::Path,
+    env: &[(&str, &str)],
+) -> (
+    std::process::Child,
+    String,
+    std::thread::JoinHandle<Vec<String>>,
+) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_candor"));
+    command
         .args([
             "serve",
             "--listen",
@@ -95,10 +105,15 @@ async fn serve_drains_in_flight_calls_on_sigterm() {
             repo_root().join("models").to_str().unwrap(),
         ])
         .env("CANDOR_ORT_LIB", ort_lib())
+        .env("CANDOR_DATABASE", data.join("candor.db"))
+        .env("CANDOR_CONSENT__SUBJECT_KEY_FILE", data.join("subject.key"))
+        .env("CANDOR_DECISIONS__INPUT_KEY_FILE", data.join("inputs.key"))
         .env_remove("RUST_LOG")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let mut child = command.spawn().unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
     let mut addr = None;
     while let Some(Ok(line)) = stderr.next() {
@@ -110,8 +125,14 @@ async fn serve_drains_in_flight_calls_on_sigterm() {
         }
     }
     let addr = format!("http://{}", addr.expect("serve logs its address"));
-    // Keep draining the log so the server never blocks on a full pipe.
     let rest = std::thread::spawn(move || stderr.map_while(Result::ok).collect::<Vec<String>>());
+    (child, addr, rest)
+}
+
+#[tokio::test]
+async fn serve_drains_in_flight_calls_on_sigterm() {
+    let data = tempfile::tempdir().unwrap();
+    let (child, addr, rest) = spawn_server(data.path(), &[]);
     let channel = tonic::transport::Channel::from_shared(addr)
         .unwrap()
         .connect()
@@ -154,6 +175,7 @@ async fn serve_drains_in_flight_calls_on_sigterm() {
             .expect("a call in flight at SIGTERM completes");
         assert_eq!(response.into_inner().decisions.len(), 1024);
     }
+    let mut child = child;
     let status = child.wait().unwrap();
     assert!(status.success(), "{status}");
     let rest = rest.join().unwrap();
@@ -161,4 +183,126 @@ async fn serve_drains_in_flight_calls_on_sigterm() {
         rest.iter().any(|l| l.contains("draining in-flight calls")),
         "{rest:?}"
     );
+}
+
+/// In `sync` durability a response leaves only after its decision is
+/// committed: SIGKILL during load loses nothing that was answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_load_loses_no_answered_decision() {
+    let data = tempfile::tempdir().unwrap();
+    let (mut child, addr, _rest) =
+        spawn_server(data.path(), &[("CANDOR_DECISIONS__DURABILITY", "sync")]);
+    let channel = tonic::transport::Channel::from_shared(addr)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let answered = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let clients: Vec<_> = (0..8)
+        .map(|c| {
+            let mut client = ScoringServiceClient::new(channel.clone());
+            let answered = answered.clone();
+            tokio::spawn(async move {
+                for i in 0.. {
+                    let mut request = caravan_request();
+                    request.subject_id = format!("crash-{c}-{i}");
+                    match client.score(request).await {
+                        Ok(r) => answered
+                            .lock()
+                            .unwrap()
+                            .push(r.into_inner().decision.unwrap().decision_id),
+                        Err(_) => break,
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        Command::new("kill")
+            .args(["-KILL", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let _ = child.wait();
+    for c in clients {
+        c.await.unwrap();
+    }
+    let answered = answered.lock().unwrap().clone();
+    assert!(
+        answered.len() > 20,
+        "only {} answered before the kill",
+        answered.len()
+    );
+
+    // Opening the database replays its WAL, as a restart would.
+    let db = rusqlite::Connection::open(data.path().join("candor.db")).unwrap();
+    let mut missing = Vec::new();
+    for id in &answered {
+        let found: i64 = db
+            .query_row(
+                "SELECT count(*) FROM decisions WHERE decision_id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .unwrap();
+        if found != 1 {
+            missing.push(id.clone());
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{} of {} answered decisions lost: {:?}",
+        missing.len(),
+        answered.len(),
+        &missing[..missing.len().min(5)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn candor_why_explains_a_recorded_decision() {
+    let server = TestServer::start().await;
+    let mut request = caravan_request();
+    request.subject_id = "grace".into();
+    let d = server
+        .scoring()
+        .await
+        .score(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .decision
+        .unwrap();
+    let url = server.url();
+    let id = d.decision_id.clone();
+    let run = move |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_candor"))
+            .args(["why", &id, "--addr", &url])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = tokio::task::spawn_blocking({
+        let run = run.clone();
+        move || run(&["--language", "nl"])
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.starts_with("Waarom je deze advertentie ziet"),
+        "{text}"
+    );
+    let out = tokio::task::spawn_blocking(move || run(&["--audience", "engineer", "--json"]))
+        .await
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["decision_id"], d.decision_id);
+    assert_eq!(json["view"]["features"].as_array().unwrap().len(), 78);
 }

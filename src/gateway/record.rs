@@ -394,7 +394,12 @@ impl Gateway {
                         version: row.model_version.parse().ok(),
                     })
                     .ok();
-                let view = crate::why::consumer(row, package.as_deref(), language, min_segment);
+                let view = crate::why::consumer(
+                    row,
+                    package.as_deref().map(crate::why::ModelFacts::of),
+                    language,
+                    min_segment,
+                );
                 serde_json::json!({
                     "decision_id": row.decision_id,
                     "decided_at_ms": row.decided_at_ms,

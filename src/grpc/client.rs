@@ -130,3 +130,140 @@ fn decision_json(d: pb::Decision) -> Value {
         })),
     })
 }
+
+/// A "why" question about one recorded decision.
+#[derive(Debug, Clone)]
+pub struct WhyCall {
+    pub decision_id: String,
+    /// "consumer", "support" or "engineer".
+    pub audience: String,
+    pub language: String,
+    /// Sent as `authorization: Bearer ...`.
+    pub token: Option<String>,
+}
+
+/// Asks `ExplanationService.GetExplanation` and returns the answer as JSON
+/// and as text for a terminal.
+pub async fn why(channel: Channel, call: &WhyCall) -> Result<(Value, String), tonic::Status> {
+    let audience = match call.audience.as_str() {
+        "support" => pb::Audience::Support,
+        "engineer" => pb::Audience::Engineer,
+        _ => pb::Audience::Consumer,
+    };
+    let mut request = tonic::Request::new(pb::GetExplanationRequest {
+        decision_id: call.decision_id.clone(),
+        audience: audience as i32,
+        language: call.language.clone(),
+    });
+    if let Some(token) = &call.token {
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| tonic::Status::invalid_argument("token: not a valid header value"))?;
+        request.metadata_mut().insert("authorization", value);
+    }
+    let mut client = super::pb::explanation_service_client::ExplanationServiceClient::new(channel);
+    let r = client.get_explanation(request).await?.into_inner();
+    let mut text = String::new();
+    let json = match r.view {
+        Some(pb::get_explanation_response::View::Consumer(v)) => {
+            text = consumer_text(&v);
+            consumer_json(&v)
+        }
+        Some(pb::get_explanation_response::View::Support(v)) => {
+            if let Some(c) = &v.consumer {
+                text = consumer_text(c);
+            }
+            text.push_str("\nGrouped attributions (largest first):\n");
+            for g in &v.groups {
+                text.push_str(&format!(
+                    "  {:>+9.4}  {}  {}\n",
+                    g.contribution, g.name, g.description
+                ));
+            }
+            text.push_str(&format!(
+                "\nConsent trail: {} record(s)\n",
+                v.consent_trail.len()
+            ));
+            for t in &v.consent_trail {
+                let r = t.record.clone().unwrap_or_default();
+                text.push_str(&format!("  #{} {} {}\n", r.seq, t.kind, r.record_id));
+            }
+            text.push('\n');
+            text.push_str(&v.model_card);
+            json!({
+                "groups": v.groups.iter().map(|g| json!({
+                    "name": g.name, "contribution": g.contribution, "description": g.description,
+                })).collect::<Vec<_>>(),
+                "consent_trail": v.consent_trail.iter().map(|t| json!({
+                    "kind": t.kind, "record": t.record.as_ref().map(|r| r.record_id.clone()),
+                })).collect::<Vec<_>>(),
+                "model_card": v.model_card,
+                "consumer": v.consumer.as_ref().map(consumer_json),
+            })
+        }
+        Some(pb::get_explanation_response::View::Engineer(v)) => {
+            let a = v.attribution.unwrap_or_default();
+            text.push_str(&format!(
+                "method {} ({}), base {:.6}, margin {:.6}, residual {:.2e}, score {:.6}\n",
+                a.method, a.output_space, a.base_value, a.margin, a.additivity_residual, v.score
+            ));
+            for f in &a.features {
+                text.push_str(&format!(
+                    "  {:>+10.6}  {:<10} = {}{}\n",
+                    f.contribution,
+                    f.name,
+                    f.value,
+                    if f.masked { "  (masked)" } else { "" }
+                ));
+            }
+            json!({
+                "method": a.method, "output_space": a.output_space, "base_value": a.base_value,
+                "margin": a.margin, "residual": a.additivity_residual, "score": v.score,
+                "features": a.features.iter().map(|f| json!({
+                    "name": f.name, "value": f.value, "contribution": f.contribution, "masked": f.masked,
+                })).collect::<Vec<_>>(),
+            })
+        }
+        None => Value::Null,
+    };
+    let model = r.model.unwrap_or_default();
+    Ok((
+        json!({
+            "decision_id": r.decision_id,
+            "model": { "name": model.name, "version": model.version, "sha256": model.sha256 },
+            "served_from": r.served_from,
+            "view": json,
+        }),
+        text,
+    ))
+}
+
+fn consumer_json(v: &pb::ConsumerView) -> Value {
+    json!({
+        "language": v.language,
+        "headline": v.headline,
+        "basis": v.basis,
+        "main_parameters": v.main_parameters,
+        "reasons": v.reasons.iter().map(|r| json!({ "group": r.group, "text": r.text })).collect::<Vec<_>>(),
+        "consent": v.consent_line,
+        "controls": v.controls.iter().map(|c| json!({ "kind": c.kind, "label": c.label, "how": c.how })).collect::<Vec<_>>(),
+    })
+}
+
+/// The consumer view as a person would read it.
+pub fn consumer_text(v: &pb::ConsumerView) -> String {
+    let mut t = format!("{}\n\n", v.headline);
+    if !v.main_parameters.is_empty() {
+        let label = crate::why::based_on(crate::why::Language::from_tag(&v.language));
+        t.push_str(&format!("{label}: {}\n\n", v.main_parameters.join("; ")));
+    }
+    for r in &v.reasons {
+        t.push_str(&format!("- {}\n", r.text));
+    }
+    t.push_str(&format!("\n{}\n\n", v.consent_line));
+    for c in &v.controls {
+        t.push_str(&format!("[{}]  ", c.label));
+    }
+    t.push('\n');
+    t
+}

@@ -20,7 +20,7 @@ use crate::{
     decisions::{DecisionRow, Explanation},
     gateway::{Gateway, ModelIdentity},
     models::ModelSelector,
-    why::{self, Audience, ConsumerView, Language},
+    why::{self, Audience, ConsumerView, Language, ModelFacts},
 };
 
 pub struct Why {
@@ -158,7 +158,15 @@ impl ExplanationService for Why {
             .filter(|p| p.sha256 == row.model_sha256);
         let language = Language::from_tag(&r.language);
         let min_segment = self.gateway.config().decisions.min_segment_size;
-        let consumer = || why::consumer(&row, package.as_deref(), language, min_segment).into();
+        let consumer = || {
+            why::consumer(
+                &row,
+                package.as_deref().map(ModelFacts::of),
+                language,
+                min_segment,
+            )
+            .into()
+        };
         let view = match audience {
             Audience::Consumer => pb::get_explanation_response::View::Consumer(consumer()),
             Audience::Support => {

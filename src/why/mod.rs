@@ -17,9 +17,10 @@ use crate::{
     models::{
         ModelPackage,
         manifest::{DataCategory, FeatureSpec, Manifest, ReasonGroup},
+        package::Rows,
     },
 };
-pub use text::Language;
+pub use text::{Language, based_on};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Audience {
@@ -62,39 +63,57 @@ fn may_be_told(spec: &FeatureSpec, masked: bool) -> bool {
         && spec.reason_group.is_some()
 }
 
-/// How many people in the model's population share the person's value of
-/// column `column`: the share of background rows with that value, scaled
-/// to the training population.
-fn segment_size(package: &ModelPackage, column: usize, value: f64) -> f64 {
-    let rows = &package.background;
-    let n = rows.len().max(1);
-    let same = (0..rows.len())
-        .filter(|&r| f64::from(rows.row(r)[column]) == value)
-        .count();
-    let population = package
-        .manifest
-        .training
-        .as_ref()
-        .and_then(|t| t.train_rows)
-        .unwrap_or(n as u64) as f64;
-    same as f64 / n as f64 * population
+/// What the consumer view needs of the model that made a decision: its
+/// manifest (reason templates, categories) and its background sample (how
+/// many people share a value).
+#[derive(Debug, Clone, Copy)]
+pub struct ModelFacts<'a> {
+    pub manifest: &'a Manifest,
+    pub background: &'a Rows,
 }
 
-/// Renders the consumer view. `package` is the model that made the decision
-/// when it is still loaded (its manifest holds the reason templates).
+impl<'a> ModelFacts<'a> {
+    pub fn of(package: &'a ModelPackage) -> Self {
+        Self {
+            manifest: &package.manifest,
+            background: &package.background,
+        }
+    }
+
+    /// How many people in the model's population share the person's value
+    /// of column `column`: the share of background rows with that value,
+    /// scaled to the training population.
+    fn segment_size(&self, column: usize, value: f64) -> f64 {
+        let rows = self.background;
+        let n = rows.len().max(1);
+        let same = (0..rows.len())
+            .filter(|&r| f64::from(rows.row(r)[column]) == value)
+            .count();
+        let population = self
+            .manifest
+            .training
+            .as_ref()
+            .and_then(|t| t.train_rows)
+            .unwrap_or(n as u64) as f64;
+        same as f64 / n as f64 * population
+    }
+}
+
+/// Renders the consumer view. `model` describes the model that made the
+/// decision when it is still loaded (its manifest holds the templates).
 pub fn consumer(
     row: &DecisionRow,
-    package: Option<&ModelPackage>,
+    model: Option<ModelFacts<'_>>,
     language: Language,
     min_segment: u32,
 ) -> ConsumerView {
     let p = &row.provenance;
-    let manifest = package.map(|p| &p.manifest);
+    let manifest = model.map(|m| m.manifest);
     let spec = |name: &str| manifest.and_then(|m| m.features.iter().find(|f| f.name == name));
     let mut reasons: Vec<Reason> = Vec::new();
     let mut categories: Vec<(DataCategory, f64)> = Vec::new();
     let mut profiled = false;
-    if let (Some(explanation), Some(package)) = (&row.explanation, package) {
+    if let (Some(explanation), Some(model)) = (&row.explanation, model) {
         let mut ranked: Vec<(usize, &crate::decisions::ExplainedFeature)> =
             explanation.features.iter().enumerate().collect();
         ranked.sort_by(|a, b| b.1.contribution.total_cmp(&a.1.contribution));
@@ -112,7 +131,7 @@ pub fn consumer(
             }
             if f.contribution <= 0.0
                 || reasons.len() >= 3
-                || segment_size(package, *column, f.value) < f64::from(min_segment)
+                || model.segment_size(*column, f.value) < f64::from(min_segment)
             {
                 continue;
             }
@@ -138,7 +157,7 @@ pub fn consumer(
         if !row.campaign_id.is_empty() || manifest.is_some() {
             reasons.push(Reason {
                 group: ReasonGroup::AdvertiserChoice,
-                text: text::advertiser(language),
+                text: text::advertiser(language, &row.campaign_id),
             });
         }
         reasons.push(Reason {

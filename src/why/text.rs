@@ -41,10 +41,20 @@ pub fn because(l: Language, template: &str) -> String {
     }
 }
 
-pub fn advertiser(l: Language) -> String {
-    match l {
-        Language::En => "The advertiser chose to show this ad to people who are likely to be interested in caravan insurance.".into(),
-        Language::Nl => "De adverteerder koos ervoor deze advertentie te tonen aan mensen die waarschijnlijk interesse hebben in een caravanverzekering.".into(),
+pub fn advertiser(l: Language, campaign: &str) -> String {
+    match (l, campaign.is_empty()) {
+        (Language::En, true) => {
+            "The advertiser chose the kind of people this ad is meant for.".into()
+        }
+        (Language::En, false) => format!(
+            "The advertiser chose the kind of people this ad is meant for (campaign {campaign})."
+        ),
+        (Language::Nl, true) => {
+            "De adverteerder koos voor welk soort mensen deze advertentie bedoeld is.".into()
+        }
+        (Language::Nl, false) => format!(
+            "De adverteerder koos voor welk soort mensen deze advertentie bedoeld is (campagne {campaign})."
+        ),
     }
 }
 
@@ -78,6 +88,13 @@ pub fn headline(l: Language, tier: Tier) -> String {
             "Er is met dit model geen advertentie voor je gekozen".into()
         }
         (Language::Nl, _) => "Waarom je deze advertentie ziet".into(),
+    }
+}
+
+pub fn based_on(l: Language) -> &'static str {
+    match l {
+        Language::En => "Based on",
+        Language::Nl => "Op basis van",
     }
 }
 
