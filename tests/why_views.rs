@@ -25,37 +25,33 @@ fn policy_string(name: &str) -> String {
     v["strings"][name]["string"].as_str().unwrap().to_owned()
 }
 
-/// Dates and ids change from run to run; the words must not.
+/// Dates change from run to run; the words must not. Replaces every
+/// "29 Nov 2026"-style date with <date>.
 fn redact(text: &str) -> String {
-    let date = regex_lite_date();
-    text.lines().map(|l| date(l)).collect::<Vec<_>>().join("\n")
+    text.lines().map(redact_line).collect::<Vec<_>>().join("\n")
 }
 
-/// Replaces "29 Nov 2026"-style dates with <date>.
-fn regex_lite_date() -> impl Fn(&str) -> String {
-    |line: &str| {
-        let words: Vec<&str> = line.split(' ').collect();
-        let mut out: Vec<String> = Vec::new();
-        let mut i = 0;
-        while i < words.len() {
-            let is_date = i + 2 < words.len()
-                && words[i].parse::<u8>().is_ok()
-                && words[i + 1].len() == 3
-                && words[i + 2]
-                    .trim_end_matches(['.', ';', ','])
-                    .parse::<u16>()
-                    .is_ok();
-            if is_date {
-                let tail = &words[i + 2][4..];
-                out.push(format!("<date>{tail}"));
-                i += 3;
-            } else {
-                out.push(words[i].to_owned());
-                i += 1;
-            }
+fn redact_line(line: &str) -> String {
+    let words: Vec<&str> = line.split(' ').collect();
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < words.len() {
+        let is_date = i + 2 < words.len()
+            && words[i].parse::<u8>().is_ok()
+            && words[i + 1].len() == 3
+            && words[i + 2]
+                .trim_end_matches(['.', ';', ','])
+                .parse::<u16>()
+                .is_ok();
+        if is_date {
+            out.push(format!("<date>{}", &words[i + 2][4..]));
+            i += 3;
+        } else {
+            out.push(words[i].to_owned());
+            i += 1;
         }
-        out.join(" ")
     }
+    out.join(" ")
 }
 
 async fn consumer_views(model: &str, context: pb::RequestContext) -> (String, String) {
