@@ -7,16 +7,24 @@
 //!   baseline cost of one RPC;
 //! - `score`: `Score` on the Caravan LightGBM model;
 //! - `score_batch_256`: `ScoreBatch` with 256 rows;
-//! - `Score` with inline path-dependent TreeSHAP attributions.
+//! - `Score` with inline path-dependent TreeSHAP attributions;
+//! - `Score` with a TC string for a subject with consent on record (decode,
+//!   pseudonymise, ledger look-up), against the US `Score` that needs none.
 //!
 //! Like ghz or wrk, the load generator sends requests it encoded once up
 //! front and does not decode the replies (it checks each call's gRPC status,
 //! and decodes one reply per scenario to make sure it is right), so the
 //! client's own protobuf work does not crowd the server off the shared cores.
 //!
+//! Three gateways run side by side, recording decisions `off`, `sync` and
+//! `async`, so the cost of the decision record is a ratio within one run
+//! too. Last, on the `sync` gateway: `GetExplanation` from the record and
+//! from the cache, and the cache's hit ratio under a skewed look-up mix.
+//!
 //! Settings (environment): LOAD_SECS (per scenario and round,
 //! default 3), LOAD_ROUNDS (default 3), LOAD_CLIENTS
-//! (concurrent calls, default 32), LOAD_CONNECTIONS (default 4).
+//! (concurrent calls, default 32), LOAD_CONNECTIONS (default 4),
+//! WHY_DECISIONS (default 3000), WHY_LOOKUPS (default 30000).
 //! Run with `make bench` (or `cargo bench --bench load`).
 
 use std::{
@@ -27,6 +35,7 @@ use std::{
 };
 
 use bytes::{Buf, BufMut};
+use rand_chacha::rand_core::SeedableRng;
 use candor::{
     Config, Gateway,
     consent::{ledger::LegalBasis, service::RecordRequest},
@@ -435,12 +444,43 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn main() {
-    let secs = setting("LOAD_SECS", 3);
-    let rounds = setting("LOAD_ROUNDS", 3);
-    let clients = setting("LOAD_CLIENTS", 32) as usize;
-    let connections = setting("LOAD_CONNECTIONS", 4) as usize;
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+/// The gateways under test: the same models and data, differing only in
+/// how decisions are recorded.
+const DURABILITIES: [&str; 3] = ["off", "sync", "async"];
+
+/// One measured series: a scenario against one gateway, and the series it
+/// is compared with.
+struct Run {
+    scenario: Scenario,
+    server: usize,
+    /// Index into the run list of the reference, and what it stands for.
+    baseline: usize,
+}
+
+fn runs() -> Vec<Run> {
+    use Scenario::*;
+    let run = |scenario, server, baseline| Run {
+        scenario,
+        server,
+        baseline,
+    };
+    vec![
+        run(Empty, 0, 0),
+        run(Score, 0, 0),
+        run(ScoreTcfLedger, 0, 1),
+        run(ScorePositional, 0, 0),
+        run(ScoreBatch256, 0, 0),
+        run(ScoreInlineAttributions, 0, 1),
+        run(Score, 1, 1),
+        run(Score, 2, 1),
+        run(ScoreBatch256, 1, 4),
+        run(ScoreBatch256, 2, 4),
+    ]
+}
+
+/// Starts a gateway on its own runtime (as `candor serve` runs) and returns
+/// its address.
+fn start_server(root: &std::path::Path, durability: &str) -> (std::net::SocketAddr, Arc<Gateway>) {
     // CANDOR_* variables configure the server exactly as for `candor serve`.
     #[derive(serde::Serialize)]
     struct Paths {
@@ -449,13 +489,19 @@ fn main() {
         ort_lib: PathBuf,
         database: PathBuf,
         consent: ConsentPaths,
+        decisions: DecisionPaths,
     }
     #[derive(serde::Serialize)]
     struct ConsentPaths {
         subject_key_file: PathBuf,
         tcf_vendor_id: u16,
     }
-    let data = tempfile::tempdir().expect("a temporary folder");
+    #[derive(serde::Serialize)]
+    struct DecisionPaths {
+        input_key_file: PathBuf,
+        durability: String,
+    }
+    let data = tempfile::tempdir().expect("a temporary folder").keep();
     let ort_lib = std::env::var_os("CANDOR_ORT_LIB")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join(".ort/libonnxruntime.so.1.31.1"));
@@ -465,17 +511,18 @@ fn main() {
             listen: "127.0.0.1:0",
             models_dir: root.join("models"),
             ort_lib,
-            database: data.path().join("candor.db"),
+            database: data.join("candor.db"),
             consent: ConsentPaths {
-                subject_key_file: data.path().join("subject.key"),
+                subject_key_file: data.join("subject.key"),
                 tcf_vendor_id: 1000,
+            },
+            decisions: DecisionPaths {
+                input_key_file: data.join("inputs.key"),
+                durability: durability.into(),
             },
         },
     )
     .expect("valid configuration");
-
-    // The server gets its own runtime, as in `candor serve`; the clients
-    // another, so neither schedules the other's tasks.
     let server_rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -510,48 +557,68 @@ fn main() {
         ));
         addr
     });
+    // The runtime lives as long as the process.
+    std::mem::forget(server_rt);
+    (addr, gateway)
+}
+
+fn main() {
+    let secs = setting("LOAD_SECS", 3);
+    let rounds = setting("LOAD_ROUNDS", 3);
+    let clients = setting("LOAD_CLIENTS", 32) as usize;
+    let connections = setting("LOAD_CONNECTIONS", 4) as usize;
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let servers: Vec<_> = DURABILITIES
+        .iter()
+        .map(|d| start_server(&root, d))
+        .collect();
 
     let client_rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
     let rows = rows();
+    let runs = runs();
     let payloads: BTreeMap<Scenario, Arc<Vec<Bytes>>> = Scenario::ALL
         .iter()
         .map(|&s| (s, Arc::new(s.payloads(&rows))))
         .collect();
-    let mut results: BTreeMap<Scenario, (Vec<f64>, Vec<u32>, u64)> = BTreeMap::new();
+    let mut results: Vec<(Vec<f64>, Vec<u32>, u64)> = runs.iter().map(|_| Default::default()).collect();
     client_rt.block_on(async {
-        let mut channels = Vec::new();
-        for _ in 0..connections {
-            channels.push(
-                Channel::from_shared(format!("http://{addr}"))
-                    .unwrap()
-                    .connect()
-                    .await
-                    .unwrap(),
-            );
+        let mut channels: Vec<Vec<Channel>> = Vec::new();
+        for (addr, _) in &servers {
+            let mut per_server = Vec::new();
+            for _ in 0..connections {
+                per_server.push(
+                    Channel::from_shared(format!("http://{addr}"))
+                        .unwrap()
+                        .connect()
+                        .await
+                        .unwrap(),
+                );
+            }
+            channels.push(per_server);
         }
         for round in 0..rounds {
-            for scenario in Scenario::ALL {
+            for (i, run) in runs.iter().enumerate() {
                 let o = drive(
-                    scenario,
-                    &channels,
+                    run.scenario,
+                    &channels[run.server],
                     clients,
                     secs,
-                    payloads[&scenario].clone(),
+                    payloads[&run.scenario].clone(),
                 )
                 .await;
                 let rps = o.calls as f64 / o.elapsed.as_secs_f64();
                 eprintln!(
-                    "round {round}: {:<36} {rps:>9.0} req/s  errors {}",
-                    scenario.name(),
+                    "round {round}: {:<42} recording {:<5} {rps:>9.0} req/s  errors {}",
+                    run.scenario.name(),
+                    DURABILITIES[run.server],
                     o.errors
                 );
-                let entry = results.entry(scenario).or_default();
-                entry.0.push(rps);
-                entry.1.extend(o.latencies_us);
-                entry.2 += o.errors;
+                results[i].0.push(rps);
+                results[i].1.extend(o.latencies_us);
+                results[i].2 += o.errors;
             }
         }
     });
@@ -560,22 +627,142 @@ fn main() {
         "\nload harness: {clients} concurrent clients over {connections} connections, {rounds} rounds x {secs} s per scenario, {} cores",
         std::thread::available_parallelism().map_or(0, usize::from)
     );
-    println!(
-        "| scenario | req/s (median of rounds) | rows/s | p50 ms | p99 ms | errors | vs empty |"
-    );
-    println!("|---|---|---|---|---|---|---|");
-    let baseline = median(results[&Scenario::Empty].0.clone());
-    for scenario in Scenario::ALL {
-        let (rps, mut latencies, errors) = results.remove(&scenario).unwrap();
+    println!("| scenario | recording | req/s (median of rounds) | rows/s | p50 ms | p99 ms | errors | vs |");
+    println!("|---|---|---|---|---|---|---|---|");
+    let medians: Vec<f64> = results.iter().map(|r| median(r.0.clone())).collect();
+    for (i, run) in runs.iter().enumerate() {
+        let (_, latencies, errors) = &mut results[i];
         latencies.sort_unstable();
-        let rps = median(rps);
+        let rps = medians[i];
+        let base = &runs[run.baseline];
         println!(
-            "| {} | {rps:.0} | {:.0} | {:.3} | {:.3} | {errors} | {:.1}% |",
-            scenario.name(),
-            rps * scenario.rows() as f64,
-            percentile(&latencies, 0.50),
-            percentile(&latencies, 0.99),
-            100.0 * rps / baseline,
+            "| {} | {} | {rps:.0} | {:.0} | {:.3} | {:.3} | {errors} | {:.1}% of {} (recording {}) |",
+            run.scenario.name(),
+            DURABILITIES[run.server],
+            rps * run.scenario.rows() as f64,
+            percentile(latencies, 0.50),
+            percentile(latencies, 0.99),
+            100.0 * rps / medians[run.baseline],
+            base.scenario.name(),
+            DURABILITIES[base.server],
         );
     }
+    client_rt.block_on(explanations(&servers[1].0, &servers[1].1, clients));
+}
+
+/// GetExplanation latency from the record and from the cache, and the hit
+/// ratio under a skewed (Zipf) look-up mix, on the `sync` gateway.
+async fn explanations(addr: &std::net::SocketAddr, gateway: &Gateway, clients: usize) {
+    let n = setting("WHY_DECISIONS", 3000) as usize;
+    let lookups = setting("WHY_LOOKUPS", 30_000) as usize;
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let rows = rows();
+    let mut ids = Vec::with_capacity(n);
+    let mut scoring = pb::scoring_service_client::ScoringServiceClient::new(channel.clone());
+    for i in 0..n {
+        let d = scoring
+            .score(pb::ScoreRequest {
+                model: Some(pb::ModelRef {
+                    name: "caravan-lgbm".into(),
+                    version: String::new(),
+                }),
+                subject_id: format!("why-{i}"),
+                features: rows[i % rows.len()].clone(),
+                context: us_adult(),
+                explain: Some(pb::ExplainOptions {
+                    mode: pb::ExplainMode::Inline as i32,
+                    method: 0,
+                }),
+                ..Default::default()
+            })
+            .await
+            .expect("scored")
+            .into_inner()
+            .decision
+            .unwrap();
+        ids.push(d.decision_id);
+    }
+    let get = |ids: Vec<String>| {
+        let channel = channel.clone();
+        async move {
+            let ids = Arc::new(ids);
+            let tasks: Vec<_> = (0..clients)
+                .map(|c| {
+                    let ids = ids.clone();
+                    let mut client =
+                        pb::explanation_service_client::ExplanationServiceClient::new(channel.clone());
+                    tokio::spawn(async move {
+                        let mut latencies = Vec::new();
+                        for id in ids.iter().skip(c).step_by(clients) {
+                            let t0 = Instant::now();
+                            client
+                                .get_explanation(pb::GetExplanationRequest {
+                                    decision_id: id.clone(),
+                                    audience: pb::Audience::Consumer as i32,
+                                    language: "en".into(),
+                                })
+                                .await
+                                .expect("explained");
+                            latencies.push(t0.elapsed().as_micros() as u32);
+                        }
+                        latencies
+                    })
+                })
+                .collect();
+            let mut all = Vec::new();
+            for t in tasks {
+                all.extend(t.await.unwrap());
+            }
+            all.sort_unstable();
+            all
+        }
+    };
+    let cache = gateway.cache();
+    cache.clear();
+    let before = cache.counts();
+    let from_record = get(ids.clone()).await;
+    let mid = cache.counts();
+    let from_cache = get(ids.clone()).await;
+    let after = cache.counts();
+    assert_eq!(mid.record_reads - before.record_reads, n as u64, "cold reads hit the record");
+    assert_eq!(after.hits - mid.hits, n as u64, "warm reads hit the cache");
+    println!("\nGetExplanation (consumer view), {n} recorded decisions, {clients} concurrent clients:");
+    println!("| served from | calls | p50 ms | p99 ms |");
+    println!("|---|---|---|---|");
+    for (name, l) in [("record (cache cleared)", &from_record), ("cache", &from_cache)] {
+        println!("| {name} | {} | {:.3} | {:.3} |", l.len(), percentile(l, 0.5), percentile(l, 0.99));
+    }
+
+    // Look-ups follow Zipf(s = 1.1) over the decisions, newest first: most
+    // questions are about a few recent ads.
+    cache.clear();
+    let weights: Vec<f64> = (1..=n).map(|k| 1.0 / (k as f64).powf(1.1)).collect();
+    let total: f64 = weights.iter().sum();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let picks: Vec<String> = (0..lookups)
+        .map(|_| {
+            let mut u = rand::Rng::random::<f64>(&mut rng) * total;
+            let mut k = 0;
+            while k + 1 < n && u > weights[k] {
+                u -= weights[k];
+                k += 1;
+            }
+            ids[n - 1 - k].clone()
+        })
+        .collect();
+    let before = cache.counts();
+    let skewed = get(picks).await;
+    let after = cache.counts();
+    let hits = after.hits - before.hits;
+    let misses = after.record_reads - before.record_reads + after.computed - before.computed;
+    println!(
+        "\nSkewed mix: {lookups} look-ups, Zipf(1.1) over {n} decisions, cold cache: hit ratio {:.1}% ({hits} hits, {misses} misses), p50 {:.3} ms, p99 {:.3} ms",
+        100.0 * hits as f64 / (hits + misses) as f64,
+        percentile(&skewed, 0.5),
+        percentile(&skewed, 0.99)
+    );
 }

@@ -98,6 +98,12 @@ impl ExplanationCache {
         self.entries.run_pending_tasks();
     }
 
+    /// Drops every entry (after a key rotation, or to measure cold reads).
+    pub fn clear(&self) {
+        self.entries.invalidate_all();
+        self.entries.run_pending_tasks();
+    }
+
     pub fn counts(&self) -> CacheCounts {
         CacheCounts {
             hits: self.stats.hits.load(Ordering::Relaxed),
