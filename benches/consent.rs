@@ -30,14 +30,14 @@ fn policy_string(name: &str) -> String {
     v["strings"][name]["string"].as_str().unwrap().to_owned()
 }
 
-fn eu_signals() -> Signals {
+fn eu_signals(tc_string: &str) -> Signals {
     Signals {
         jurisdiction: Some(Jurisdiction {
             country: "DE".into(),
             region: None,
         }),
         age: AgeStatus::Adult,
-        tc_string: Some(policy_string("tcf-all")),
+        tc_string: Some(tc_string.to_owned()),
         ..Signals::default()
     }
 }
@@ -88,7 +88,8 @@ fn consent(c: &mut Criterion) {
         tcf_vendor_id: Some(1000),
         unknown_jurisdiction: UnknownJurisdiction::Refuse,
     });
-    let decoded = eu_signals().decode().unwrap();
+    let tc_all = policy_string("tcf-all");
+    let decoded = eu_signals(&tc_all).decode().unwrap();
     let subject = ledger.pseudonymise("subject-4242");
     let state = ledger.state(&subject).unwrap();
     assert_eq!(state.len(), 4);
@@ -106,7 +107,7 @@ fn consent(c: &mut Criterion) {
         b.iter(|| package.backend.predict(0, &row).unwrap())
     });
     group.bench_function("decode TC string + hash signals", |b| {
-        b.iter(|| eu_signals().decode().unwrap())
+        b.iter(|| eu_signals(&tc_all).decode().unwrap())
     });
     group.bench_function("decode GPP usnat+usca + hash signals", |b| {
         b.iter(|| gpp.clone().decode().unwrap())
@@ -122,7 +123,7 @@ fn consent(c: &mut Criterion) {
     });
     group.bench_function("all of the above but ORT", |b| {
         b.iter(|| {
-            let decoded = eu_signals().decode().unwrap();
+            let decoded = eu_signals(&tc_all).decode().unwrap();
             let subject = ledger.pseudonymise("subject-4242");
             let state = ledger.state(&subject).unwrap();
             policy.evaluate(package.schema.columns(), &decoded, &state, now_ms())

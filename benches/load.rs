@@ -24,7 +24,8 @@
 //! Settings (environment): LOAD_SECS (per scenario and round,
 //! default 3), LOAD_ROUNDS (default 3), LOAD_CLIENTS
 //! (concurrent calls, default 32), LOAD_CONNECTIONS (default 4),
-//! WHY_DECISIONS (default 3000), WHY_LOOKUPS (default 30000).
+//! WHY_DECISIONS (default 3000), WHY_LOOKUPS (default 30000), LOAD_ONLY
+//! (comma-separated table rows to run, for profiling one scenario).
 //! Run with `make bench` (or `cargo bench --bench load`).
 
 use std::{
@@ -35,13 +36,13 @@ use std::{
 };
 
 use bytes::{Buf, BufMut};
-use rand_chacha::rand_core::SeedableRng;
 use candor::{
     Config, Gateway,
     consent::{ledger::LegalBasis, service::RecordRequest},
     grpc::pb::{self, feature_value::Kind},
 };
 use prost::Message;
+use rand_chacha::rand_core::SeedableRng;
 use tonic::{
     client::Grpc,
     codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
@@ -578,12 +579,18 @@ fn main() {
         .build()
         .unwrap();
     let rows = rows();
+    // LOAD_ONLY=1,7 keeps only those runs (by table row, from 0): for
+    // profiling one scenario.
+    let only: Option<Vec<usize>> = std::env::var("LOAD_ONLY")
+        .ok()
+        .map(|v| v.split(',').filter_map(|i| i.trim().parse().ok()).collect());
     let runs = runs();
     let payloads: BTreeMap<Scenario, Arc<Vec<Bytes>>> = Scenario::ALL
         .iter()
         .map(|&s| (s, Arc::new(s.payloads(&rows))))
         .collect();
-    let mut results: Vec<(Vec<f64>, Vec<u32>, u64)> = runs.iter().map(|_| Default::default()).collect();
+    let mut results: Vec<(Vec<f64>, Vec<u32>, u64)> =
+        runs.iter().map(|_| Default::default()).collect();
     client_rt.block_on(async {
         let mut channels: Vec<Vec<Channel>> = Vec::new();
         for (addr, _) in &servers {
@@ -601,6 +608,9 @@ fn main() {
         }
         for round in 0..rounds {
             for (i, run) in runs.iter().enumerate() {
+                if only.as_ref().is_some_and(|o| !o.contains(&i)) {
+                    continue;
+                }
                 let o = drive(
                     run.scenario,
                     &channels[run.server],
@@ -627,10 +637,24 @@ fn main() {
         "\nload harness: {clients} concurrent clients over {connections} connections, {rounds} rounds x {secs} s per scenario, {} cores",
         std::thread::available_parallelism().map_or(0, usize::from)
     );
-    println!("| scenario | recording | req/s (median of rounds) | rows/s | p50 ms | p99 ms | errors | vs |");
+    println!(
+        "| scenario | recording | req/s (median of rounds) | rows/s | p50 ms | p99 ms | errors | vs |"
+    );
     println!("|---|---|---|---|---|---|---|---|");
-    let medians: Vec<f64> = results.iter().map(|r| median(r.0.clone())).collect();
+    let medians: Vec<f64> = results
+        .iter()
+        .map(|r| {
+            if r.0.is_empty() {
+                f64::NAN
+            } else {
+                median(r.0.clone())
+            }
+        })
+        .collect();
     for (i, run) in runs.iter().enumerate() {
+        if only.as_ref().is_some_and(|o| !o.contains(&i)) {
+            continue;
+        }
         let (_, latencies, errors) = &mut results[i];
         latencies.sort_unstable();
         let rps = medians[i];
@@ -647,7 +671,9 @@ fn main() {
             DURABILITIES[base.server],
         );
     }
-    client_rt.block_on(explanations(&servers[1].0, &servers[1].1, clients));
+    if only.is_none() {
+        client_rt.block_on(explanations(&servers[1].0, &servers[1].1, clients));
+    }
 }
 
 /// GetExplanation latency from the record and from the cache, and the hit
@@ -693,8 +719,9 @@ async fn explanations(addr: &std::net::SocketAddr, gateway: &Gateway, clients: u
             let tasks: Vec<_> = (0..clients)
                 .map(|c| {
                     let ids = ids.clone();
-                    let mut client =
-                        pb::explanation_service_client::ExplanationServiceClient::new(channel.clone());
+                    let mut client = pb::explanation_service_client::ExplanationServiceClient::new(
+                        channel.clone(),
+                    );
                     tokio::spawn(async move {
                         let mut latencies = Vec::new();
                         for id in ids.iter().skip(c).step_by(clients) {
@@ -728,13 +755,27 @@ async fn explanations(addr: &std::net::SocketAddr, gateway: &Gateway, clients: u
     let mid = cache.counts();
     let from_cache = get(ids.clone()).await;
     let after = cache.counts();
-    assert_eq!(mid.record_reads - before.record_reads, n as u64, "cold reads hit the record");
+    assert_eq!(
+        mid.record_reads - before.record_reads,
+        n as u64,
+        "cold reads hit the record"
+    );
     assert_eq!(after.hits - mid.hits, n as u64, "warm reads hit the cache");
-    println!("\nGetExplanation (consumer view), {n} recorded decisions, {clients} concurrent clients:");
+    println!(
+        "\nGetExplanation (consumer view), {n} recorded decisions, {clients} concurrent clients:"
+    );
     println!("| served from | calls | p50 ms | p99 ms |");
     println!("|---|---|---|---|");
-    for (name, l) in [("record (cache cleared)", &from_record), ("cache", &from_cache)] {
-        println!("| {name} | {} | {:.3} | {:.3} |", l.len(), percentile(l, 0.5), percentile(l, 0.99));
+    for (name, l) in [
+        ("record (cache cleared)", &from_record),
+        ("cache", &from_cache),
+    ] {
+        println!(
+            "| {name} | {} | {:.3} | {:.3} |",
+            l.len(),
+            percentile(l, 0.5),
+            percentile(l, 0.99)
+        );
     }
 
     // Look-ups follow Zipf(s = 1.1) over the decisions, newest first: most

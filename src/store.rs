@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 
 use crate::{
     consent::ledger::{self, Draft, Erasure, GENESIS, LedgerRef},
-    decisions::{self, DecisionRow},
+    decisions::{self, RecordBatch},
 };
 
 const READERS: usize = 4;
@@ -121,10 +121,7 @@ pub(crate) enum Job {
         oneshot::Sender<Result<Vec<LedgerRef>, StoreError>>,
     ),
     Erase(String, i64, oneshot::Sender<Result<Erasure, StoreError>>),
-    Record(
-        Vec<DecisionRow>,
-        Option<oneshot::Sender<Result<(), StoreError>>>,
-    ),
+    Record(RecordBatch, Option<oneshot::Sender<Result<(), StoreError>>>),
     Attach(
         String,
         String,
@@ -268,7 +265,7 @@ impl Writer {
                     .and_then(|d| ledger::erase_subject(conn, head, &subject, at_ms, d));
                 reply(Some(tx), result)
             }
-            Job::Record(rows, tx) => reply(tx, decisions::insert(conn, &rows)),
+            Job::Record(batch, tx) => reply(tx, decisions::insert(conn, &batch)),
             Job::Attach(id, explanation, tx) => {
                 reply(tx, decisions::attach(conn, &id, &explanation))
             }

@@ -189,7 +189,7 @@ fn decision(contributions: &[f64], masked: &[bool], values: &[f64], tier: Tier) 
         ad_id: String::new(),
         tier,
         score: Some(0.1),
-        provenance: Provenance {
+        provenance: std::sync::Arc::new(Provenance {
             jurisdiction: "US".into(),
             regime: Regime::Us,
             tier,
@@ -207,7 +207,7 @@ fn decision(contributions: &[f64], masked: &[bool], values: &[f64], tier: Tier) 
             policy_hash: String::new(),
             model_sha256: p.sha256.clone(),
             subject_ref: Some("s".into()),
-        },
+        }),
         explanation: Some(Explanation {
             method: "tree_shap_path_dependent".into(),
             method_version: String::new(),

@@ -78,12 +78,15 @@ impl BitReader {
                 self.bit_len()
             )));
         }
-        let mut value = 0u64;
-        for _ in 0..width {
-            let byte = self.sextets[self.pos / 6];
-            let bit = (byte >> (5 - self.pos % 6)) & 1;
-            value = (value << 1) | u64::from(bit);
-            self.pos += 1;
+        // Take as many bits as the current character still holds at once.
+        let (mut value, mut need) = (0u64, width);
+        while need > 0 {
+            let offset = self.pos % 6;
+            let take = (6 - offset).min(need);
+            let bits = (self.sextets[self.pos / 6] >> (6 - offset - take)) & ((1 << take) - 1);
+            value = (value << take) | u64::from(bits);
+            self.pos += take;
+            need -= take;
         }
         Ok(value)
     }

@@ -264,6 +264,11 @@ pub struct Ledger {
     /// (subject_ref, signals hash) → the evidence record already holding
     /// those signals, so repeated requests do not grow the ledger.
     evidence_seen: moka::sync::Cache<(String, String), LedgerRef>,
+    /// Subject → current consent state, so that scoring reads no SQLite. A
+    /// change refreshes the entry after its commit and before the changing
+    /// call returns; a concurrent reader fills only an absent entry, so it
+    /// can never put back a state older than the refresh.
+    states: moka::sync::Cache<String, Arc<Vec<PurposeState>>>,
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -327,6 +332,7 @@ impl Ledger {
                 .max_capacity(200_000)
                 .support_invalidation_closures()
                 .build(),
+            states: moka::sync::Cache::new(1_000_000),
         }
     }
 
@@ -379,7 +385,18 @@ impl Ledger {
 
     /// Appends records and returns once they are committed.
     pub async fn append(&self, drafts: Vec<Draft>) -> Result<Vec<LedgerRef>, LedgerError> {
-        self.store.submit(|tx| Job::Append(drafts, tx)).await
+        let mut changed: Vec<String> = drafts
+            .iter()
+            .filter(|d| d.kind != RecordKind::Evidence)
+            .filter_map(|d| d.subject_ref.clone())
+            .collect();
+        changed.dedup();
+        let refs = self.store.submit(|tx| Job::Append(drafts, tx)).await?;
+        for subject in changed {
+            let fresh = Arc::new(self.read_state(&subject)?);
+            self.states.insert(subject, fresh);
+        }
+        Ok(refs)
     }
 
     /// Records the signals a scoring request carried, once per subject and
@@ -451,11 +468,28 @@ impl Ledger {
         self.evidence_seen
             .invalidate_entries_if(move |k, _| k.0 == subject)
             .expect("invalidation closures are enabled");
+        if result.is_ok() {
+            self.states
+                .insert(subject_ref.to_owned(), Arc::new(Vec::new()));
+        }
         result
     }
 
-    /// The subject's current state per purpose. Blocks on SQLite briefly.
-    pub fn state(&self, subject_ref: &str) -> Result<Vec<PurposeState>, LedgerError> {
+    /// The subject's current state per purpose: from memory, or read once
+    /// from SQLite (briefly blocking).
+    pub fn state(&self, subject_ref: &str) -> Result<Arc<Vec<PurposeState>>, LedgerError> {
+        if let Some(state) = self.states.get(subject_ref) {
+            return Ok(state);
+        }
+        let read = Arc::new(self.read_state(subject_ref)?);
+        Ok(self
+            .states
+            .entry_by_ref(subject_ref)
+            .or_insert(read)
+            .into_value())
+    }
+
+    fn read_state(&self, subject_ref: &str) -> Result<Vec<PurposeState>, LedgerError> {
         self.store.read(|conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT tcf_id, status, legal_basis, effective_at, expires_at, record_seq, record_id, record_hash

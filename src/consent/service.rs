@@ -225,7 +225,7 @@ impl Consents {
         let ledger = self.ledger.clone();
         let key = subject_ref.clone();
         let state = blocking(move || ledger.state(&key)).await?;
-        Ok((subject_ref, state))
+        Ok((subject_ref, state.as_ref().clone()))
     }
 
     pub async fn history(&self, subject_id: &str) -> Result<(String, Vec<StoredRecord>), Error> {

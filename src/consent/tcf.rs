@@ -314,13 +314,24 @@ fn vendor_set(r: &mut BitReader, section: &str) -> Result<VendorSet, SignalError
             }
         }
     } else {
-        for id in 1..=max {
-            if r.bit().map_err(|_| {
-                r.error(format!(
-                    "{section} bitfield ends before MaxVendorId {max}; the string is truncated"
-                ))
-            })? {
-                set.insert(id);
+        if r.remaining() < usize::from(max) {
+            return Err(r.error(format!(
+                "{section} bitfield ends before MaxVendorId {max}; the string is truncated"
+            )));
+        }
+        // 64 vendors per read; id 1 is the first bit.
+        let mut id = 1u16;
+        while id <= max {
+            let width = usize::from(max - id + 1).min(64);
+            let bits = r.read(width, section)?;
+            for k in 0..width {
+                if bits >> (width - 1 - k) & 1 == 1 {
+                    set.insert(id + k as u16);
+                }
+            }
+            id = id.saturating_add(width as u16);
+            if width < 64 {
+                break;
             }
         }
     }

@@ -2,7 +2,9 @@
 //! context, tier, provenance and score, and either its attributions or the
 //! inputs needed to compute them later (encrypted at rest with AES-GCM).
 //!
-//! Writes go through the database's writer thread in batches (group
+//! A provenance is stored once, content-addressed by its SHA-256: every row
+//! of a batch, and every request of a subject under the same signals, share
+//! it. Writes go through the database's writer thread in batches (group
 //! commit). In `sync` durability a response waits for its batch; in `async`
 //! it does not, and a crash loses at most the batches not yet committed
 //! (see [`Durability`]). Reads back a decision for "why am I seeing this?"
@@ -11,8 +13,11 @@
 pub mod cache;
 pub mod crypto;
 
+use std::sync::Arc;
+
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::{
     consent::policy::{Provenance, Tier},
@@ -34,12 +39,18 @@ CREATE TABLE IF NOT EXISTS decisions (
     ad_id           TEXT NOT NULL,
     tier            TEXT NOT NULL,
     score           REAL,
-    provenance      TEXT NOT NULL,
+    provenance_sha256 TEXT NOT NULL,
     explanation     TEXT,
     inputs          BLOB,
     explain_method  TEXT,
     retain_until    INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS provenances (
+    sha256          TEXT PRIMARY KEY,
+    subject_ref     TEXT,
+    json            TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS provenances_subject ON provenances(subject_ref);
 CREATE INDEX IF NOT EXISTS decisions_subject ON decisions(subject_ref, decided_at);
 CREATE INDEX IF NOT EXISTS decisions_retention ON decisions(retain_until);
 CREATE INDEX IF NOT EXISTS decisions_pending ON decisions(explain_method) WHERE explain_method IS NOT NULL;
@@ -143,7 +154,7 @@ pub struct DecisionRow {
     pub ad_id: String,
     pub tier: Tier,
     pub score: Option<f64>,
-    pub provenance: Provenance,
+    pub provenance: Arc<Provenance>,
     pub explanation: Option<Explanation>,
     /// The row as scored, sealed with AES-GCM; `None` once attributions
     /// exist, and for refused decisions (no model ran).
@@ -157,14 +168,45 @@ fn json<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).expect("plain data serialises")
 }
 
-pub(crate) fn insert(conn: &Connection, rows: &[DecisionRow]) -> Result<(), StoreError> {
+/// The decisions of one request, which share one provenance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordBatch {
+    pub provenance_sha256: String,
+    pub provenance_json: String,
+    pub rows: Vec<DecisionRow>,
+}
+
+impl RecordBatch {
+    /// Serialises the shared provenance once for all `rows`.
+    pub fn new(provenance: &Provenance, rows: Vec<DecisionRow>) -> Self {
+        let provenance_json = json(provenance);
+        Self {
+            provenance_sha256: hex::encode(Sha256::digest(provenance_json.as_bytes())),
+            provenance_json,
+            rows,
+        }
+    }
+}
+
+pub(crate) fn insert(conn: &Connection, batch: &RecordBatch) -> Result<(), StoreError> {
+    let Some(first) = batch.rows.first() else {
+        return Ok(());
+    };
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO provenances (sha256, subject_ref, json) VALUES (?1, ?2, ?3)",
+    )?
+    .execute(params![
+        batch.provenance_sha256,
+        first.provenance.subject_ref,
+        batch.provenance_json
+    ])?;
     let mut stmt = conn.prepare_cached(
         "INSERT INTO decisions (decision_id, decided_at, request_id, model_name, model_version,
-           model_sha256, subject_ref, placement_id, campaign_id, ad_id, tier, score, provenance,
-           explanation, inputs, explain_method, retain_until)
+           model_sha256, subject_ref, placement_id, campaign_id, ad_id, tier, score,
+           provenance_sha256, explanation, inputs, explain_method, retain_until)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
     )?;
-    for r in rows {
+    for r in &batch.rows {
         stmt.execute(params![
             r.decision_id,
             r.decided_at_ms,
@@ -178,7 +220,7 @@ pub(crate) fn insert(conn: &Connection, rows: &[DecisionRow]) -> Result<(), Stor
             r.ad_id,
             r.tier.as_str(),
             r.score,
-            json(&r.provenance),
+            batch.provenance_sha256,
             r.explanation.as_ref().map(json),
             r.inputs,
             r.explain_method,
@@ -204,20 +246,30 @@ pub(crate) fn erase_subject(conn: &Connection, subject: &str) -> Result<u64, Sto
     let n = conn
         .prepare_cached("DELETE FROM decisions WHERE subject_ref = ?1")?
         .execute([subject])?;
+    conn.prepare_cached("DELETE FROM provenances WHERE subject_ref = ?1")?
+        .execute([subject])?;
     Ok(n as u64)
 }
 
+/// Deletes decisions past their retention, then the provenances no decision
+/// cites any more (one scan, on the purge schedule only).
 pub(crate) fn purge(conn: &Connection, now_ms: i64) -> Result<u64, StoreError> {
     let n = conn
         .prepare_cached("DELETE FROM decisions WHERE retain_until < ?1")?
         .execute([now_ms])?;
+    if n > 0 {
+        conn.execute(
+            "DELETE FROM provenances WHERE sha256 NOT IN (SELECT provenance_sha256 FROM decisions)",
+            [],
+        )?;
+    }
     Ok(n as u64)
 }
 
-const COLUMNS: &str =
-    "decision_id, decided_at, request_id, model_name, model_version, model_sha256,
-    subject_ref, placement_id, campaign_id, ad_id, tier, score, provenance, explanation, inputs,
-    explain_method, retain_until";
+const COLUMNS: &str = "d.decision_id, d.decided_at, d.request_id, d.model_name, d.model_version,
+    d.model_sha256, d.subject_ref, d.placement_id, d.campaign_id, d.ad_id, d.tier, d.score, p.json,
+    d.explanation, d.inputs, d.explain_method, d.retain_until";
+const FROM: &str = "decisions d JOIN provenances p ON p.sha256 = d.provenance_sha256";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<DecisionRow, StoreError>> {
     let decision_id: String = r.get(0)?;
@@ -251,7 +303,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<DecisionRow, StoreError
         ad_id: r.get(9)?,
         tier: provenance.tier,
         score: r.get(11)?,
-        provenance,
+        provenance: Arc::new(provenance),
         explanation,
         inputs: r.get(14)?,
         explain_method: r.get(15)?,
@@ -261,7 +313,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<DecisionRow, StoreError
 
 pub fn get(conn: &Connection, id: &str) -> Result<Option<DecisionRow>, StoreError> {
     conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM decisions WHERE decision_id = ?1"
+        "SELECT {COLUMNS} FROM {FROM} WHERE d.decision_id = ?1"
     ))?
     .query_row([id], row)
     .optional()?
@@ -275,7 +327,7 @@ pub fn list(
     limit: usize,
 ) -> Result<Vec<DecisionRow>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM decisions WHERE subject_ref = ?1 ORDER BY decided_at DESC LIMIT ?2"
+        "SELECT {COLUMNS} FROM {FROM} WHERE d.subject_ref = ?1 ORDER BY d.decided_at DESC LIMIT ?2"
     ))?;
     let rows = stmt.query_map(params![subject, limit as i64], row)?;
     rows.map(|r| r?).collect()
@@ -284,8 +336,8 @@ pub fn list(
 /// Decisions still owed deferred attributions, oldest first.
 pub fn pending(conn: &Connection, limit: usize) -> Result<Vec<DecisionRow>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM decisions WHERE explain_method IS NOT NULL
-         ORDER BY decided_at LIMIT ?1"
+        "SELECT {COLUMNS} FROM {FROM} WHERE d.explain_method IS NOT NULL
+         ORDER BY d.decided_at LIMIT ?1"
     ))?;
     let rows = stmt.query_map([limit as i64], row)?;
     rows.map(|r| r?).collect()

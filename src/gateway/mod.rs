@@ -282,11 +282,11 @@ impl Gateway {
         let signals = subject.signals.decode()?;
         let ledger = self.consents.ledger();
         let subject_ref = subject.id.as_deref().map(|id| ledger.pseudonymise(id));
-        // One indexed read on a pooled connection: short enough to run here
-        // rather than hop to a blocking thread.
+        // From memory, or one indexed read on a pooled connection: short
+        // enough to run here rather than hop to a blocking thread.
         let state = match &subject_ref {
             Some(s) => ledger.state(s)?,
-            None => Vec::new(),
+            None => Arc::default(),
         };
         let columns = package.schema.columns();
         let evaluation = self.policy.evaluate(columns, &signals, &state, now_ms());

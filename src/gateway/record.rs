@@ -8,7 +8,7 @@ use std::{
 
 use super::{Decision, ExplanationStatus, Gateway, Placement};
 use crate::{
-    decisions::{self, DecisionRow, Durability, Explanation},
+    decisions::{self, DecisionRow, Durability, Explanation, RecordBatch},
     error::Error,
     explain::{Method, pool::PoolError},
     models::{ModelPackage, ModelSelector},
@@ -98,7 +98,7 @@ impl Gateway {
                     ad_id: placement.ad_id.clone(),
                     tier: d.provenance.tier,
                     score: d.score,
-                    provenance: d.provenance.as_ref().clone(),
+                    provenance: d.provenance.clone(),
                     explanation,
                     explain_method: deferred
                         .filter(|_| d.explanation_status == ExplanationStatus::Deferred)
@@ -112,13 +112,13 @@ impl Gateway {
             self.cache.insert(r.clone());
         }
         let has_deferred = records.iter().any(|r| r.explain_method.is_some());
+        let Some(first) = decisions.first() else {
+            return Ok(());
+        };
+        let batch = RecordBatch::new(&first.provenance, records);
         match durability {
-            Durability::Sync => {
-                self.store
-                    .submit(|tx| Job::Record(records, Some(tx)))
-                    .await?
-            }
-            _ => self.store.send(Job::Record(records, None))?,
+            Durability::Sync => self.store.submit(|tx| Job::Record(batch, Some(tx))).await?,
+            _ => self.store.send(Job::Record(batch, None))?,
         }
         if has_deferred {
             self.deferred.notify_one();

@@ -187,7 +187,7 @@ impl ExplanationService for Why {
                         .map_or(String::new(), |e| e.output_space.clone()),
                     base_score: row.explanation.as_ref().map_or(0.0, |e| e.base_score),
                     score: row.score.unwrap_or_default(),
-                    provenance: Some((&row.provenance).into()),
+                    provenance: Some(row.provenance.as_ref().into()),
                     consent_trail: trail
                         .into_iter()
                         .map(|t| pb::ConsentTrailEntry {
@@ -206,7 +206,7 @@ impl ExplanationService for Why {
             }
             Audience::Engineer => pb::get_explanation_response::View::Engineer(pb::EngineerView {
                 attribution: row.explanation.as_ref().map(Into::into),
-                provenance: Some((&row.provenance).into()),
+                provenance: Some(row.provenance.as_ref().into()),
                 score: row.score.unwrap_or_default(),
             }),
         };
