@@ -490,7 +490,8 @@ async fn withdrawal_takes_effect_on_the_very_next_score() {
         ("withdrawn", "ledger")
     );
     assert_eq!(
-        p3.record, withdrawn.record,
+        p3.record_seq,
+        withdrawn.record.as_ref().unwrap().seq,
         "the provenance cites the withdrawal"
     );
     assert!(

@@ -62,9 +62,11 @@ CREATE INDEX IF NOT EXISTS decisions_pending ON decisions(explain_method) WHERE 
 pub enum Durability {
     /// The response waits until its decision's batch is committed (fsync'd).
     Sync,
-    /// The response does not wait. A crash loses the decisions queued or in
-    /// the batch being written: at most one batch (1024 jobs) plus whatever
-    /// arrived while it was written.
+    /// The response does not wait. A crash loses the decisions not yet
+    /// committed: those queued, plus the batch being written, which waits
+    /// up to 2 ms ([`crate::store::ASYNC_COMMIT_WINDOW`]) for company and
+    /// holds at most 1024 requests. At full load that is a few milliseconds
+    /// of decisions.
     Async,
     /// Nothing is recorded. For benchmarks that measure recording's cost.
     Off,

@@ -289,7 +289,7 @@ impl Gateway {
             None => Arc::default(),
         };
         let columns = package.schema.columns();
-        let evaluation = self.policy.evaluate(columns, &signals, &state, now_ms());
+        let mut evaluation = self.policy.evaluate(columns, &signals, &state, now_ms());
         let evidence = ledger
             .evidence(subject_ref.as_deref(), &signals, self.consents.controller())
             .await?;
@@ -308,7 +308,7 @@ impl Gateway {
                 .map_or(String::new(), Jurisdiction::code),
             regime: evaluation.regime,
             tier: evaluation.tier,
-            purposes: evaluation.purposes.clone(),
+            purposes: std::mem::take(&mut evaluation.purposes),
             rules: evaluation.rules.iter().map(|r| (*r).to_owned()).collect(),
             masked_features: evaluation
                 .masked

@@ -369,7 +369,7 @@ impl From<&Provenance> for pb::Provenance {
                     status: o.status.as_str().to_owned(),
                     legal_basis: o.legal_basis.map_or("", |b| b.as_str()).to_owned(),
                     source: o.source.as_str().to_owned(),
-                    record: o.record.as_ref().map(Into::into),
+                    record_seq: o.record.as_ref().map_or(0, |r| r.seq),
                 })
                 .collect(),
             rules_fired: p.rules.iter().map(|r| (*r).to_owned()).collect(),
