@@ -61,6 +61,7 @@ fn engineer(r: &pb::GetExplanationResponse) -> &pb::EngineerView {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explanations_survive_a_restart_and_then_come_from_the_cache() {
     let config = test_config();
+    let database = config.database.clone();
     let server = TestServer::start_with(config.clone()).await;
     let on_request = score(&server, "alice", pb::ExplainMode::Unspecified).await;
     assert_eq!(
@@ -333,4 +334,48 @@ async fn support_view_and_access_export_carry_the_consent_trail() {
 
 fn uuid_like() -> String {
     "01a22580-0000-7000-8000-000000000000".into()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_past_their_retention_are_purged() {
+    let mut config = test_config();
+    config.decisions.retention_days = 30;
+    // This model keeps nothing, and the purge runs every second.
+    config
+        .decisions
+        .model_retention_days
+        .insert("caravan-lgbm".into(), 0);
+    config.decisions.purge_interval_secs = 1;
+    let server = TestServer::start_with(config).await;
+    let d = score(&server, "heidi", pb::ExplainMode::Unspecified).await;
+    let mut request = caravan_request();
+    request.model = model_ref("caravan-logreg", "");
+    let kept = server
+        .scoring()
+        .await
+        .score(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .decision
+        .unwrap();
+    let mut client = why(&server).await;
+    let mut gone = false;
+    for _ in 0..40 {
+        server.gateway.cache().clear();
+        if explain(&mut client, &d.decision_id, pb::Audience::Engineer)
+            .await
+            .is_err()
+        {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(gone, "the purge removed the decision past its retention");
+    assert!(
+        explain(&mut client, &kept.decision_id, pb::Audience::Engineer)
+            .await
+            .is_ok()
+    );
 }
