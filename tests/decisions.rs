@@ -51,6 +51,17 @@ async fn explain(
         .map(|r| r.into_inner())
 }
 
+fn sealed_inputs(database: &std::path::Path, id: &str) -> Option<Vec<u8>> {
+    rusqlite::Connection::open(database)
+        .unwrap()
+        .query_row(
+            "SELECT inputs FROM decisions WHERE decision_id = ?1",
+            [id],
+            |r| r.get(0),
+        )
+        .unwrap()
+}
+
 fn engineer(r: &pb::GetExplanationResponse) -> &pb::EngineerView {
     match r.view.as_ref().unwrap() {
         pb::get_explanation_response::View::Engineer(v) => v,
@@ -72,6 +83,10 @@ async fn explanations_survive_a_restart_and_then_come_from_the_cache() {
     let inline_attribution = inline.attribution.clone().unwrap();
     server.stop().await;
 
+    assert!(
+        sealed_inputs(&database, &on_request.decision_id).is_some_and(|b| b.len() > 78 * 4),
+        "recorded with its inputs, sealed"
+    );
     let server = TestServer::start_with(config).await;
     let mut client = why(&server).await;
     let first = explain(&mut client, &on_request.decision_id, pb::Audience::Engineer)
@@ -85,6 +100,9 @@ async fn explanations_survive_a_restart_and_then_come_from_the_cache() {
     let sum: f64 = a.features.iter().map(|f| f.contribution).sum();
     assert!((a.base_value + sum - a.margin).abs() < 1e-6, "additive");
     assert!((engineer(&first).score - on_request.score.unwrap()).abs() < 1e-9);
+
+    // Once attributions exist, the sealed inputs are erased.
+    assert!(sealed_inputs(&database, &on_request.decision_id).is_none());
 
     let stored = explain(&mut client, &inline.decision_id, pb::Audience::Engineer)
         .await

@@ -258,10 +258,6 @@ impl Policy {
         &self.hash
     }
 
-    pub fn settings(&self) -> &Settings {
-        &self.settings
-    }
-
     pub fn regime(signals: &Decoded) -> Regime {
         match &signals.signals.jurisdiction {
             Some(j) if j.country == "US" => Regime::Us,

@@ -344,7 +344,3 @@ pub fn pending(conn: &Connection, limit: usize) -> Result<Vec<DecisionRow>, Stor
     let rows = stmt.query_map([limit as i64], row)?;
     rows.map(|r| r?).collect()
 }
-
-pub fn count(conn: &Connection) -> Result<u64, StoreError> {
-    Ok(conn.query_row("SELECT count(*) FROM decisions", [], |r| r.get::<_, i64>(0))? as u64)
-}
