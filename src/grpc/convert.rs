@@ -2,7 +2,7 @@
 //! problems (an absent model, an unparsable version) are rejected here, naming
 //! the field; checks that need the model's manifest happen in the gateway.
 
-use std::{collections::BTreeMap, time::SystemTime};
+use std::{collections::BTreeMap, sync::Arc, time::SystemTime};
 
 use semver::Version;
 
@@ -324,7 +324,12 @@ impl From<Decision> for pb::Decision {
             decided_at: Some(timestamp(d.decided_at)),
             attribution: d.attribution.map(Into::into),
             tier: pb::Tier::from(d.provenance.tier) as i32,
-            provenance: Some(d.provenance.as_ref().into()),
+            // The last decision of a request owns its provenance: move it.
+            provenance: Some(
+                Arc::try_unwrap(d.provenance)
+                    .unwrap_or_else(|shared| shared.as_ref().clone())
+                    .into(),
+            ),
             explanation_status: match d.explanation_status {
                 ExplanationStatus::Inline => pb::ExplanationStatus::Inline,
                 ExplanationStatus::Deferred => pb::ExplanationStatus::Deferred,
@@ -357,29 +362,36 @@ impl From<&LedgerRef> for pb::LedgerReference {
 
 impl From<&Provenance> for pb::Provenance {
     fn from(p: &Provenance) -> Self {
+        p.clone().into()
+    }
+}
+
+impl From<Provenance> for pb::Provenance {
+    fn from(p: Provenance) -> Self {
         Self {
+            jurisdiction: p.jurisdiction,
             regime: p.regime.as_str().to_owned(),
             tier: pb::Tier::from(p.tier) as i32,
             purposes: p
                 .purposes
-                .iter()
+                .into_iter()
                 .map(|o| pb::PurposeDecision {
                     tcf_purpose: u32::from(o.tcf_id),
-                    dpv: o.dpv.to_owned(),
+                    dpv: o.dpv,
                     status: o.status.as_str().to_owned(),
                     legal_basis: o.legal_basis.map_or("", |b| b.as_str()).to_owned(),
                     source: o.source.as_str().to_owned(),
                     record_seq: o.record.as_ref().map_or(0, |r| r.seq),
                 })
                 .collect(),
-            rules_fired: p.rules.iter().map(|r| (*r).to_owned()).collect(),
-            masked_features: p.masked_features.clone(),
+            rules_fired: p.rules,
+            masked_features: p.masked_features,
             ledger_records: p.ledger_records.iter().map(Into::into).collect(),
-            signals_sha256: p.signals_hash.clone(),
-            policy_version: p.policy_version.to_owned(),
-            policy_sha256: p.policy_hash.clone(),
-            model_sha256: p.model_sha256.clone(),
-            subject_ref: p.subject_ref.clone().unwrap_or_default(),
+            signals_sha256: p.signals_hash,
+            policy_version: p.policy_version,
+            policy_sha256: p.policy_hash,
+            model_sha256: p.model_sha256,
+            subject_ref: p.subject_ref.unwrap_or_default(),
         }
     }
 }
