@@ -27,7 +27,8 @@ use crate::{
 
 pub(crate) const DDL: &str = "
 CREATE TABLE IF NOT EXISTS decisions (
-    decision_id     TEXT PRIMARY KEY,
+    seq             INTEGER PRIMARY KEY,
+    decision_id     TEXT NOT NULL UNIQUE,
     decided_at      INTEGER NOT NULL,
     request_id      TEXT NOT NULL,
     model_name      TEXT NOT NULL,
@@ -44,7 +45,7 @@ CREATE TABLE IF NOT EXISTS decisions (
     inputs          BLOB,
     explain_method  TEXT,
     retain_until    INTEGER NOT NULL
-) WITHOUT ROWID;
+);
 CREATE TABLE IF NOT EXISTS provenances (
     sha256          TEXT PRIMARY KEY,
     subject_ref     TEXT,
