@@ -397,3 +397,89 @@ async fn decisions_past_their_retention_are_purged() {
             .is_ok()
     );
 }
+
+/// Deferred attributions survive a full explanation pool: the decisions keep
+/// their sealed inputs and the sweeper comes back for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saturated_pool_loses_no_deferred_attribution() {
+    let mut config = test_config();
+    // One waiting job per pool: inline attributions overflow at once.
+    config.inference_queue = 1;
+    let database = config.database.clone();
+    let server = TestServer::start_with(config).await;
+    let row = caravan_request().features;
+    let batch = |mode: pb::ExplainMode, n: usize| pb::ScoreBatchRequest {
+        model: model_ref("caravan-lgbm", ""),
+        subject_id: "ivan".into(),
+        context: us_adult(),
+        rows: (0..n)
+            .map(|_| pb::BatchRow {
+                features: row.clone(),
+                ..Default::default()
+            })
+            .collect(),
+        explain: Some(pb::ExplainOptions {
+            mode: mode as i32,
+            method: 0,
+        }),
+    };
+    // Keep the pool busy with inline work while deferred decisions arrive.
+    let channel = server.channel().await;
+    let flood: Vec<_> = (0..12)
+        .map(|_| {
+            let mut c = pb::scoring_service_client::ScoringServiceClient::new(channel.clone());
+            let request = batch(pb::ExplainMode::Inline, 64);
+            tokio::spawn(async move {
+                c.score_batch(request)
+                    .await
+                    .map(|_| ())
+                    .map_err(|s| s.code())
+            })
+        })
+        .collect();
+    let deferred = server
+        .scoring()
+        .await
+        .score_batch(batch(pb::ExplainMode::Deferred, 300))
+        .await
+        .unwrap()
+        .into_inner()
+        .decisions;
+    let mut shed = 0;
+    for f in flood {
+        if f.await.unwrap() == Err(Code::ResourceExhausted) {
+            shed += 1;
+        }
+    }
+    assert!(shed > 0, "the pool was saturated");
+    let db = rusqlite::Connection::open(&database).unwrap();
+    let owed = || -> i64 {
+        db.query_row(
+            "SELECT count(*) FROM decisions WHERE explain_method IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    for _ in 0..200 {
+        if owed() == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(owed(), 0, "every deferred attribution was computed");
+    for d in &deferred {
+        let explained: Option<String> = db
+            .query_row(
+                "SELECT explanation FROM decisions WHERE decision_id = ?1",
+                [&d.decision_id],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(
+            explained.is_some(),
+            "{} has its attributions",
+            d.decision_id
+        );
+    }
+}
