@@ -29,6 +29,8 @@ Each fixture folder holds (see ``meta.json`` / ``notes`` for specifics):
 * ``covers.csv``            ``tree_id,node_id,cover``: the NATIVE model's node
                             covers keyed by the ONNX ``nodes_treeids`` /
                             ``nodes_nodeids`` of every node, leaves included
+                            (mapping and writer in tree_covers.py, shared
+                            with train_caravan.py)
 * ``onnx_outputs.csv``      onnxruntime outputs for X (``probabilities`` or
                             ``variable``), header out0..
 * ``native_margins.csv``    the native model's raw margin per output (margin0..)
@@ -113,7 +115,6 @@ import pandas as pd  # noqa: E402
 import scipy.special  # noqa: E402
 import shap  # noqa: E402
 import xgboost as xgb  # noqa: E402
-from onnx import numpy_helper  # noqa: E402
 from onnxmltools import convert_lightgbm, convert_xgboost  # noqa: E402
 from onnxmltools.convert.common.data_types import FloatTensorType as OnnxmltoolsFloatTensorType  # noqa: E402
 from skl2onnx import convert_sklearn  # noqa: E402
@@ -125,6 +126,9 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 import train_caravan as tc  # noqa: E402  (same seeds, data loading and ONNX helpers)
+from tree_covers import (  # noqa: E402  (ONNX trees, native LightGBM trees, covers)
+    LGBM_COVERS_MAPPING, OnnxEnsemble, covers_from_mapping, fmt, lgbm_native_trees,
+    map_onnx_to_native, tree_node, write_covers)
 
 SEED = tc.SEED
 OPSETS = tc.OPSETS
@@ -147,16 +151,6 @@ REFERENCE_TOL = 1e-9      # Python TreeSHAP on ONNX+covers.csv vs shap_path
 # Formatting and writing
 # --------------------------------------------------------------------------
 
-def fmt(v) -> str:
-    """Exact, shortest text for a float: '' for NaN, integers without '.0'."""
-    v = float(v)
-    if np.isnan(v):
-        return ""
-    if v.is_integer() and abs(v) < 2**53:
-        return str(int(v))
-    return repr(v)
-
-
 def write_csv(path: Path, header: list[str], rows) -> None:
     with path.open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh, lineterminator="\n")
@@ -178,7 +172,7 @@ def flatten_blocks(phi: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------
-# ONNX: normalisation, onnxruntime, tree parsing
+# ONNX: normalisation, onnxruntime (tree parsing: tree_covers.OnnxEnsemble)
 # --------------------------------------------------------------------------
 
 def finalize_onnx(model: onnx.ModelProto, graph_name: str, doc: str, features: list[str],
@@ -216,13 +210,6 @@ def finalize_onnx(model: onnx.ModelProto, graph_name: str, doc: str, features: l
     return model
 
 
-def tree_node(model: onnx.ModelProto) -> onnx.NodeProto:
-    nodes = [n for n in model.graph.node
-             if n.op_type in ("TreeEnsembleClassifier", "TreeEnsembleRegressor")]
-    assert len(nodes) == 1, [n.op_type for n in model.graph.node]
-    return nodes[0]
-
-
 def with_post_transform_none(model: onnx.ModelProto) -> bytes:
     m = onnx.ModelProto()
     m.CopyFrom(model)
@@ -231,100 +218,6 @@ def with_post_transform_none(model: onnx.ModelProto) -> bytes:
         if a.name == "post_transform":
             a.s = b"NONE"
     return m.SerializeToString()
-
-
-class OnnxEnsemble:
-    """The TreeEnsemble* node of a model, tree by tree, with ORT's branch rules."""
-
-    def __init__(self, model: onnx.ModelProto):
-        node = tree_node(model)
-        self.op_type = node.op_type
-        a = {x.name: onnx.helper.get_attribute_value(x) for x in node.attribute}
-        self.post_transform = a.get("post_transform", b"NONE").decode()
-        if "nodes_values" in a:
-            values = [float(v) for v in a["nodes_values"]]
-        else:
-            values = [float(v) for v in numpy_helper.to_array(a["nodes_values_as_tensor"])]
-        self.base_values = [float(v) for v in a.get("base_values", [])]
-        if "base_values_as_tensor" in a:
-            self.base_values = [float(v) for v in numpy_helper.to_array(a["base_values_as_tensor"])]
-        self.trees: dict[int, dict[int, dict]] = {}
-        self.order: list[tuple[int, int]] = []
-        tracks = a.get("nodes_missing_value_tracks_true", [0] * len(a["nodes_treeids"]))
-        for i, (t, n) in enumerate(zip(a["nodes_treeids"], a["nodes_nodeids"])):
-            mode = a["nodes_modes"][i].decode()
-            tree = self.trees.setdefault(int(t), {})
-            assert int(n) not in tree, f"duplicate node {t}/{n}"
-            tree[int(n)] = {
-                "leaf": mode == "LEAF",
-                "mode": mode,
-                "feature": int(a["nodes_featureids"][i]),
-                "threshold": values[i],
-                "true": int(a["nodes_truenodeids"][i]),
-                "false": int(a["nodes_falsenodeids"][i]),
-                "tracks_true": int(tracks[i]),
-                "w": {},
-            }
-            self.order.append((int(t), int(n)))
-        prefix = "class" if self.op_type == "TreeEnsembleClassifier" else "target"
-        if prefix == "class":
-            self.class_labels = list(a.get("classlabels_int64s", [])) or list(a.get("classlabels_strings", []))
-        else:
-            self.class_labels = []
-        weights = a[f"{prefix}_weights"] if f"{prefix}_weights" in a else \
-            numpy_helper.to_array(a[f"{prefix}_weights_as_tensor"]).tolist()
-        self.all_weights = [float(w) for w in weights]
-        self.class_ids = sorted({int(c) for c in a[f"{prefix}_ids"]})
-        for t, n, c, w in zip(a[f"{prefix}_treeids"], a[f"{prefix}_nodeids"], a[f"{prefix}_ids"], weights):
-            nd = self.trees[int(t)][int(n)]
-            assert nd["leaf"], f"weight on split node {t}/{n}"
-            nd["w"][int(c)] = nd["w"].get(int(c), 0.0) + float(w)
-        self.roots = {}
-        for t, tree in self.trees.items():
-            children = {c for nd in tree.values() if not nd["leaf"] for c in (nd["true"], nd["false"])}
-            roots = set(tree) - children
-            assert len(roots) == 1, (t, roots)
-            self.roots[t] = roots.pop()
-
-    # ORT (tree_ensemble_common.h): for float input thresholds are float32;
-    # a NaN goes to the true branch iff missing_value_tracks_true, else to
-    # the false branch (every comparison with NaN is false).
-    @staticmethod
-    def goes_true(nd: dict, x: float) -> bool:
-        if np.isnan(x):
-            return bool(nd["tracks_true"])
-        t, mode = nd["threshold"], nd["mode"]
-        if mode == "BRANCH_LEQ":
-            return x <= t
-        if mode == "BRANCH_LT":
-            return x < t
-        if mode == "BRANCH_GTE":
-            return x >= t
-        if mode == "BRANCH_GT":
-            return x > t
-        if mode == "BRANCH_EQ":
-            return x == t
-        if mode == "BRANCH_NEQ":
-            return x != t
-        raise ValueError(mode)
-
-    def leaf(self, tree_id: int, x: np.ndarray) -> int:
-        tree = self.trees[tree_id]
-        n = self.roots[tree_id]
-        while not tree[n]["leaf"]:
-            nd = tree[n]
-            n = nd["true"] if self.goes_true(nd, float(x[nd["feature"]])) else nd["false"]
-        return n
-
-    def ort_quirk_binary_all_positive(self) -> bool:
-        """ORT's binary special case: one class id, two labels, every weight >= 0.
-
-        onnxruntime (tree_ensemble_aggregator.h, _set_score_binary) then decides
-        the LABEL on the raw score (s > 0.5 instead of s > 0) and writes the
-        probabilities as [1 - T(s), T(s)]; with post_transform LOGISTIC, T is
-        still the sigmoid in ORT 1.31.1 (see probe_ort_binary_all_positive)."""
-        return (self.op_type == "TreeEnsembleClassifier" and len(self.class_labels) == 2
-                and len(self.class_ids) == 1 and all(w >= 0 for w in self.all_weights))
 
 
 def probe_ort_binary_all_positive(model: onnx.ModelProto, X: np.ndarray) -> dict:
@@ -356,46 +249,12 @@ def probe_ort_binary_all_positive(model: onnx.ModelProto, X: np.ndarray) -> dict
 
 
 # --------------------------------------------------------------------------
-# Native trees, in one shape: {key: {leaf, feature, threshold, left, right,
-# nan_left, cover, value}}; "left" is where x <= thr (LightGBM, sklearn) or
-# x < thr (XGBoost) goes, i.e. the ONNX true branch.
+# Native XGBoost and sklearn trees, in the shape of tree_covers.lgbm_native_trees:
+# {key: {leaf, feature, threshold, left, right, nan_left, cover, value}}; "left"
+# is where x <= thr (sklearn) or x < thr (XGBoost) goes, i.e. the ONNX true
+# branch.  The ONNX parsing, the ONNX -> native mapping and the covers are in
+# tree_covers.py, shared with train_caravan.py.
 # --------------------------------------------------------------------------
-
-def lgbm_native_trees(booster: lgb.Booster) -> list[dict]:
-    dump = booster.dump_model()
-    out = []
-    for info in dump["tree_info"]:
-        nodes: dict = {}
-
-        def visit(nd) -> str:
-            if "leaf_index" in nd or "split_index" not in nd:
-                key = f"L{nd.get('leaf_index', 0)}"
-                # A one-leaf tree has no leaf_count; LightGBM then covers 0 rows.
-                nodes[key] = {"leaf": True, "value": float(nd["leaf_value"]),
-                              "cover": float(nd.get("leaf_count", 0))}
-                return key
-            key = f"S{nd['split_index']}"
-            assert nd["decision_type"] == "<=", nd["decision_type"]
-            left, right = visit(nd["left_child"]), visit(nd["right_child"])
-            thr = float(nd["threshold"])
-            if nd["missing_type"] == "NaN":
-                nan_left = bool(nd["default_left"])
-            elif nd["missing_type"] == "None":
-                nan_left = 0.0 <= thr  # LightGBM maps NaN to 0.0 for such splits
-            else:
-                raise AssertionError(f"missing_type {nd['missing_type']} not covered")
-            nodes[key] = {"leaf": False, "feature": int(nd["split_feature"]), "threshold": thr,
-                          "mode": "BRANCH_LEQ", "left": left, "right": right,
-                          "nan_left": nan_left, "missing_type": nd["missing_type"],
-                          "default_left": bool(nd["default_left"]),
-                          "shap_threshold": thr, "shap_nan_left": bool(nd["default_left"]),
-                          "cover": float(nd["internal_count"])}
-            return key
-
-        root = visit(info["tree_structure"])
-        out.append({"root": root, "nodes": nodes})
-    return out
-
 
 def xgb_native_trees(booster: xgb.Booster) -> list[dict]:
     model = json.loads(booster.save_raw("json"))
@@ -449,73 +308,6 @@ def sklearn_native_trees(estimators, value_fn) -> list[dict]:
                             "nan_left": None, "cover": cover}
         out.append({"root": 0, "nodes": nodes})
     return out
-
-
-def map_onnx_to_native(ens: OnnxEnsemble, native: list[dict], leaf_class: list[int],
-                       leaf_scale: float = 1.0) -> dict:
-    """Walk every ONNX tree alongside native tree tree_id (true = native left).
-
-    Returns {(tree_id, node_id): native key}.  leaf_class[tree_id] is the ONNX
-    class/target id the tree's leaves write to."""
-    assert sorted(ens.trees) == list(range(len(native))), "ONNX tree ids != native tree order"
-    mapping = {}
-    stats = {"splits": 0, "leaves": 0, "tracks_true": 0, "nan_checked": 0}
-    for t, tree in ens.trees.items():
-        nat = native[t]
-        stack = [(ens.roots[t], nat["root"])]
-        seen = set()
-        while stack:
-            o, n = stack.pop()
-            assert (t, o) not in mapping, f"tree {t}: ONNX node {o} reached twice"
-            assert n not in seen
-            seen.add(n)
-            mapping[(t, o)] = n
-            on, nn = tree[o], nat["nodes"][n]
-            assert on["leaf"] == nn["leaf"], (t, o, n)
-            if on["leaf"]:
-                stats["leaves"] += 1
-                assert set(on["w"]) == {leaf_class[t]}, (t, o, on["w"])
-                want = np.float32(nn["value"] * leaf_scale)
-                got = on["w"][leaf_class[t]]
-                assert abs(got - want) <= 2e-7 * max(1.0, abs(float(want))), (t, o, got, want)
-                continue
-            stats["splits"] += 1
-            assert on["mode"] == nn["mode"], (t, o, on["mode"], nn["mode"])
-            assert on["feature"] == nn["feature"], (t, o)
-            with np.errstate(over="ignore"):  # LightGBM's NaN-vs-rest splits use DBL_MAX
-                want_thr = np.float32(nn["threshold"])
-            if nn.get("round_down") and float(want_thr) > nn["threshold"]:
-                # skl2onnx: largest float32 <= the double threshold, so that
-                # float32 x <= it exactly when x <= the double threshold.
-                want_thr = np.nextafter(want_thr, np.float32(-np.inf))
-                stats["rounded_down"] = stats.get("rounded_down", 0) + 1
-            assert on["threshold"] == float(want_thr), (t, o, on["threshold"], nn["threshold"])
-            if np.isinf(on["threshold"]):
-                stats["inf_threshold"] = stats.get("inf_threshold", 0) + 1
-            stats["tracks_true"] += on["tracks_true"]
-            if nn["nan_left"] is not None:
-                stats["nan_checked"] += 1
-                assert bool(on["tracks_true"]) == nn["nan_left"], (t, o, nn)
-            stack.append((on["true"], nn["left"]))
-            stack.append((on["false"], nn["right"]))
-        assert len(seen) == len(tree) == len(nat["nodes"]), (t, len(seen), len(tree), len(nat["nodes"]))
-    return mapping, stats
-
-
-def covers_from_mapping(ens: OnnxEnsemble, native: list[dict], mapping: dict,
-                        rel_tol: float) -> dict:
-    covers = {(t, o): native[t]["nodes"][n]["cover"] for (t, o), n in mapping.items()}
-    worst = 0.0
-    for t, tree in ens.trees.items():
-        for o, nd in tree.items():
-            if nd["leaf"]:
-                continue
-            p = covers[(t, o)]
-            s = covers[(t, nd["true"])] + covers[(t, nd["false"])]
-            err = abs(p - s) / max(1.0, abs(p))
-            worst = max(worst, err)
-            assert err <= rel_tol, f"tree {t} node {o}: cover {p} != {s}"
-    return covers, worst
 
 
 # --------------------------------------------------------------------------
@@ -878,10 +670,7 @@ def build_fixture(out: Path, spec: dict) -> dict:
         model_path = spec["model_path"]
     write_csv(d / "X.csv", features, X)
     write_csv(d / "background.csv", features, B)
-    with (d / "covers.csv").open("w", newline="", encoding="utf-8") as fh:
-        fh.write("tree_id,node_id,cover\n")
-        for (t, o) in sorted(covers):
-            fh.write(f"{t},{o},{fmt(covers[(t, o)])}\n")
+    write_covers(d / "covers.csv", covers)
     write_csv(d / "onnx_outputs.csv", [f"out{j}" for j in range(onnx_out.shape[1])], onnx_out)
     write_csv(d / "native_margins.csv", [f"margin{k}" for k in range(K)], margins)
     header = block_header(features, K)
@@ -1001,16 +790,7 @@ def lgbm_spec_common(est: lgb.LGBMClassifier, n_classes: int) -> dict:
         "cover_rel_tol": 0.0,
         "library_shortcut": True,
         "library_tol": 1e-9,
-        "covers_mapping": (
-            "onnxmltools numbers each tree's nodes itself (root 0; a split node reserves "
-            "the two smallest free ids for its children, then recurses left first), so "
-            "ids are neither LightGBM's split_index nor leaf_index.  Mapping: walk each "
-            "ONNX tree (nodes_treeids t == LightGBM tree t) from its root in parallel with "
-            "booster.dump_model()['tree_info'][t]['tree_structure'], ONNX true branch = "
-            "left_child, false = right_child; asserted per node: split_feature, "
-            "float32(threshold), BRANCH_LEQ, missing_value_tracks_true == NaN-goes-left, "
-            "leaf weight == float32(leaf_value).  cover = internal_count (splits) / "
-            "leaf_count (leaves)."),
+        "covers_mapping": LGBM_COVERS_MAPPING,
     }
 
 
@@ -1411,10 +1191,7 @@ def build_stress(out: Path) -> None:
     (d / "model.onnx").write_bytes(model_bytes)
     write_csv(d / "X.csv", features, X)
     write_csv(d / "background.csv", features, B)
-    with (d / "covers.csv").open("w", newline="", encoding="utf-8") as fh:
-        fh.write("tree_id,node_id,cover\n")
-        for (t, o) in sorted(covers):
-            fh.write(f"{t},{o},{fmt(covers[(t, o)])}\n")
+    write_covers(d / "covers.csv", covers)
     try:
         model_path = (d / "model.onnx").resolve().relative_to(REPO).as_posix()
     except ValueError:

@@ -11,6 +11,10 @@ For each model it writes ``<out>/<name>/<version>/`` containing
 * ``background.csv``- 256 training rows (explanation background sample)
 * ``golden.csv``    - 300 hold-out rows plus the ``score`` computed by
                       onnxruntime 1.31.1 on ``model.onnx``
+* ``covers.csv``    - LightGBM packages only: the native booster's node
+                      covers (``internal_count`` / ``leaf_count`` of
+                      ``dump_model()``) keyed by the ONNX ``tree_id,node_id``,
+                      for path-dependent TreeSHAP (see tree_covers.py)
 
 Run from the repository root::
 
@@ -97,6 +101,7 @@ REPO = HERE.parent
 sys.dont_write_bytecode = True  # leave no __pycache__ in models/
 sys.path.insert(0, str(HERE))
 import caravan_features as cf  # noqa: E402
+import tree_covers  # noqa: E402  (covers.csv, shared with attribution_goldens.py)
 
 # --------------------------------------------------------------------------
 # Fixed settings
@@ -142,6 +147,9 @@ CV_FOLDS = 5
 
 # Maximum |onnxruntime - native predict_proba| tolerated on the hold-out.
 PARITY_TOLERANCE = 1e-5
+
+# Optional sidecar of tree packages (src/models/package.rs COVERS_FILE).
+COVERS_FILE = "covers.csv"
 
 
 def pinned(*dists: str) -> list[str]:
@@ -262,6 +270,7 @@ MODELS = [
         "make": make_lgbm_1_0_0,
         "fit": fit_plain,
         "convert": convert_lgbm,
+        "covers": True,
         "libraries": ("lightgbm", "scikit-learn", "onnxmltools", "onnx", "onnxruntime",
                       "numpy", "pandas"),
         "description": (
@@ -277,6 +286,7 @@ MODELS = [
         "make": make_lgbm_1_1_0,
         "fit": fit_plain,
         "convert": convert_lgbm,
+        "covers": True,
         "libraries": ("lightgbm", "scikit-learn", "onnxmltools", "onnx", "onnxruntime",
                       "numpy", "pandas"),
         "description": (
@@ -620,7 +630,7 @@ def int_row(x: np.ndarray) -> list[str]:
 # --------------------------------------------------------------------------
 
 def verify_package(pkg: Path, features: list[str], threshold: float,
-                   excluded: list[str] = EXCLUDED_COLUMNS):
+                   excluded: list[str] = EXCLUDED_COLUMNS, covers: dict | None = None):
     manifest = tomllib.loads((pkg / "manifest.toml").read_text(encoding="utf-8"))
     assert manifest["schema_version"] == 1
     assert manifest["model"]["input"]["tensor"] == INPUT_NAME
@@ -656,6 +666,19 @@ def verify_package(pkg: Path, features: list[str], threshold: float,
     assert meta["candor.input.features"].split(",") == features
     for used in (features, in_group, list(golden.columns), list(background.columns)):
         assert not set(used) & set(excluded), set(used) & set(excluded)
+
+    # covers.csv: exactly the covers computed, one per ONNX node, or no file.
+    covers_path = pkg / COVERS_FILE
+    if covers is None:
+        assert not covers_path.exists(), covers_path
+    else:
+        with covers_path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.reader(fh)
+            assert next(reader) == tree_covers.COVERS_HEADER.split(",")
+            read = {(int(t), int(n)): float(c) for t, n, c in reader}
+        assert read == covers, "covers.csv does not read back"
+        ens = tree_covers.OnnxEnsemble(onnx.load_from_string(model_bytes))
+        assert set(read) == {(t, n) for t, tree in ens.trees.items() for n in tree}
 
 
 # --------------------------------------------------------------------------
@@ -775,7 +798,14 @@ def build_package(spec: dict, features: list[str], X: np.ndarray, y: np.ndarray,
               (int_row(r) + [repr(float(s))] for r, s in zip(X_golden, golden_scores)))
     write_manifest(pkg / "manifest.toml", spec, features, len(train_idx), len(hold_idx),
                    threshold, metrics, cv_auc)
-    verify_package(pkg, features, threshold, excluded)
+    covers = None
+    if spec.get("covers"):
+        # Node covers from the native booster, keyed by this model.onnx's ids.
+        covers = tree_covers.lgbm_covers(est.booster_, model)
+        tree_covers.write_covers(pkg / COVERS_FILE, covers)
+    elif (pkg / COVERS_FILE).exists():
+        (pkg / COVERS_FILE).unlink()  # stale: the gateway would load it
+    verify_package(pkg, features, threshold, excluded, covers)
 
     info = describe_graph(model)
     print(f"\n{graph_name} -> {pkg}")
@@ -783,6 +813,8 @@ def build_package(spec: dict, features: list[str], X: np.ndarray, y: np.ndarray,
           f"inputs {info['inputs']}, outputs {info['outputs']}")
     print(f"  ops: {', '.join(info['ops'])}")
     print(f"  max |onnx - native| on hold-out: {diff:.3g}")
+    if covers is not None:
+        print(f"  {COVERS_FILE}: {len(covers)} nodes")
     print(f"  decision_threshold {threshold!r}; " + ", ".join(
         f"{m} {v:.4f}" for m, v in metrics) + f", cv_roc_auc {cv_auc:.4f}")
     return pkg

@@ -24,6 +24,9 @@ pub enum Error {
     /// No decision with this id: never made, erased, or past retention.
     #[error("decision_id: no decision {0} (never made, erased, or past its retention)")]
     UnknownDecision(String),
+    /// The caller may not do this.
+    #[error("{0}")]
+    PermissionDenied(String),
     /// The request is sound but the state does not allow it now.
     #[error("{0}")]
     FailedPrecondition(String),

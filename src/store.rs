@@ -235,6 +235,10 @@ fn reply<T: Send + 'static>(
     result: Result<T, StoreError>,
 ) -> (bool, Reply) {
     let ok = result.is_ok();
+    if let (None, Err(e)) = (&tx, &result) {
+        // Nobody waits for this answer: the log is the only place it shows.
+        tracing::error!(error = %e, "an asynchronous write failed");
+    }
     (
         ok,
         Box::new(move |committed| {
@@ -319,13 +323,16 @@ impl Writer {
         } else if erased {
             // The WAL still holds the pages as they were before the erasure;
             // copying the new ones back and truncating it removes them.
-            if let Err(e) = self
+            match self
                 .conn
                 .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
                     r.get::<_, i64>(0)
-                })
-            {
-                tracing::warn!(error = %e, "checkpoint after erasure failed");
+                }) {
+                Ok(0) => {}
+                Ok(_) => tracing::warn!(
+                    "checkpoint after erasure was blocked by a reader; the WAL keeps erased pages until the next checkpoint"
+                ),
+                Err(e) => tracing::warn!(error = %e, "checkpoint after erasure failed"),
             }
         }
         for answer in replies {

@@ -684,3 +684,67 @@ async fn malformed_signals_are_invalid_arguments_naming_the_field() {
         );
     }
 }
+
+/// Purpose 2 (selecting any ad) is needed in every tier: consent to 1, 3
+/// and 4 without it refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn personalised_consent_without_purpose_2_is_refused() {
+    let server = server().await;
+    let mut scoring = server.scoring().await;
+    let mut consent = consent_client(server.channel().await);
+    let choose = |purposes: &[u32]| pb::RecordConsentRequest {
+        subject_id: "kim".into(),
+        purposes: purposes
+            .iter()
+            .map(|&p| pb::PurposeChoice {
+                tcf_purpose: p,
+                granted: true,
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    consent.record_consent(choose(&[1, 3, 4])).await.unwrap();
+    let d = score(&mut scoring, "caravan-lgbm", "kim", &ctx("AT")).await;
+    assert_eq!(tier(&d), pb::Tier::Refused);
+    assert!(fired(&d, "tcf.basic_ads_not_granted"));
+    consent.record_consent(choose(&[2])).await.unwrap();
+    let d = score(&mut scoring, "caravan-lgbm", "kim", &ctx("AT")).await;
+    assert_eq!(tier(&d), pb::Tier::Personalised);
+}
+
+/// A consent dated a few minutes ahead (clock skew) never outranks a
+/// withdrawal made after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_future_dated_consent_does_not_outrank_a_later_withdrawal() {
+    let server = server().await;
+    let mut scoring = server.scoring().await;
+    let mut consent = consent_client(server.channel().await);
+    let ahead = std::time::SystemTime::now() + std::time::Duration::from_secs(240);
+    consent
+        .record_consent(pb::RecordConsentRequest {
+            subject_id: "lee".into(),
+            purposes: (1..=4)
+                .map(|p| pb::PurposeChoice {
+                    tcf_purpose: p,
+                    granted: true,
+                    ..Default::default()
+                })
+                .collect(),
+            collected_at: Some(ahead.into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    consent
+        .withdraw_consent(pb::WithdrawConsentRequest {
+            subject_id: "lee".into(),
+            tcf_purposes: vec![3],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let d = score(&mut scoring, "caravan-lgbm", "lee", &ctx("AT")).await;
+    assert_eq!(tier(&d), pb::Tier::Contextual);
+    assert!(fired(&d, "tcf.personalised_ads_withdrawn"));
+}

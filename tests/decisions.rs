@@ -226,9 +226,29 @@ async fn views_follow_the_role_table() {
     config.access.api_keys = vec![
         key(Role::Support, "support-secret"),
         key(Role::Engineer, "eng-secret"),
+        key(Role::Scorer, "scorer-secret"),
     ];
     let server = TestServer::start_with(config).await;
-    let d = score(&server, "erin", pb::ExplainMode::Inline).await;
+    let mut request = caravan_request();
+    request.subject_id = "erin".into();
+    request.explain = Some(pb::ExplainOptions {
+        mode: pb::ExplainMode::Inline as i32,
+        method: 0,
+    });
+    let mut scoring = server.scoring().await;
+    let unauthenticated = scoring.score(request.clone()).await.unwrap_err();
+    assert_eq!(unauthenticated.code(), Code::Unauthenticated);
+    let mut request = Request::new(request);
+    request
+        .metadata_mut()
+        .insert("authorization", "Bearer scorer-secret".parse().unwrap());
+    let d = scoring
+        .score(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .decision
+        .unwrap();
     let mut client = why(&server).await;
     let ask = |credential: Option<String>, audience: pb::Audience| {
         let mut request = Request::new(pb::GetExplanationRequest {
@@ -273,6 +293,12 @@ async fn views_follow_the_role_table() {
         ),
         (Some("eng-secret".into()), Engineer, None),
         (Some("eng-secret".into()), Consumer, None),
+        // Ad systems score; they never read a person's explanations.
+        (
+            Some("scorer-secret".into()),
+            Consumer,
+            Some(Code::PermissionDenied),
+        ),
     ];
     for (i, (credential, audience, want)) in cases.into_iter().enumerate() {
         let got = client.get_explanation(ask(credential, audience)).await;
@@ -482,4 +508,93 @@ async fn a_saturated_pool_loses_no_deferred_attribution() {
             d.decision_id
         );
     }
+}
+
+/// A pseudonym is public (callers see it), so it must never work as a
+/// token's signature: the token key is derived, not shared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pseudonyms_cannot_be_turned_into_subject_tokens() {
+    let server = TestServer::start().await;
+    let ledger = server.gateway.consents().ledger();
+    let subject = ledger.pseudonymise("alice");
+    let body = format!("cst_{subject}.99999999999999");
+    for forged in [
+        format!("{body}.{}", ledger.pseudonymise(&format!("token|{body}"))),
+        format!("{body}.{}", ledger.pseudonymise(&body)),
+    ] {
+        assert_eq!(ledger.verify_token(&forged), None);
+    }
+    let genuine = ledger.issue_token(&subject, candor::store::now_ms() + 60_000);
+    assert_eq!(ledger.verify_token(&genuine), Some(subject));
+}
+
+/// Every consent RPC follows the role table once API keys exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consent_rpcs_follow_the_role_table() {
+    use sha2::Digest;
+    let mut config = test_config();
+    config.access.api_keys = ["support", "scorer"]
+        .into_iter()
+        .map(|name| ApiKey {
+            name: name.into(),
+            role: if name == "support" {
+                Role::Support
+            } else {
+                Role::Scorer
+            },
+            sha256: hex::encode(sha2::Sha256::digest(format!("{name}-secret").as_bytes())),
+        })
+        .collect();
+    let server = TestServer::start_with(config).await;
+    let mut consent = pb::consent_service_client::ConsentServiceClient::new(server.channel().await);
+    let ledger = server.gateway.consents().ledger();
+    let own = ledger.issue_token(
+        &ledger.pseudonymise("judy"),
+        candor::store::now_ms() + 60_000,
+    );
+    let with = |credential: Option<&str>, subject: &str| {
+        let mut r = Request::new(pb::GetConsentHistoryRequest {
+            subject_id: subject.into(),
+        });
+        if let Some(c) = credential {
+            r.metadata_mut()
+                .insert("authorization", format!("Bearer {c}").parse().unwrap());
+        }
+        r
+    };
+    let cases: Vec<(Option<&str>, &str, Option<Code>)> = vec![
+        (None, "judy", Some(Code::Unauthenticated)),
+        (Some("scorer-secret"), "judy", Some(Code::PermissionDenied)),
+        (Some("support-secret"), "judy", None),
+        (Some(own.as_str()), "judy", None),
+        (Some(own.as_str()), "mallory", Some(Code::PermissionDenied)),
+    ];
+    for (i, (credential, subject, want)) in cases.into_iter().enumerate() {
+        let got = consent.get_consent_history(with(credential, subject)).await;
+        assert_eq!(got.err().map(|s| s.code()), want, "case {i}");
+    }
+    // The ad system may record what its CMP collected, and nothing reads back.
+    let mut record = Request::new(pb::RecordConsentRequest {
+        subject_id: "judy".into(),
+        purposes: vec![pb::PurposeChoice {
+            tcf_purpose: 1,
+            granted: true,
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    record
+        .metadata_mut()
+        .insert("authorization", "Bearer scorer-secret".parse().unwrap());
+    assert!(consent.record_consent(record).await.is_ok());
+    let mut erase = Request::new(pb::EraseSubjectRequest {
+        subject_id: "judy".into(),
+    });
+    erase
+        .metadata_mut()
+        .insert("authorization", "Bearer scorer-secret".parse().unwrap());
+    assert_eq!(
+        consent.erase_subject(erase).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
 }

@@ -158,6 +158,6 @@ fn the_bundled_caravan_package_carries_the_native_covers() {
             .unwrap();
     assert_eq!(
         bundled, fixture,
-        "regenerate with models/attribution_goldens.py and copy"
+        "re-run models/train_caravan.py, which exports it"
     );
 }

@@ -217,6 +217,7 @@ fn decision(contributions: &[f64], masked: &[bool], values: &[f64], tier: Tier) 
             base_score: 0.5,
             residual: 0.0,
             ort_difference: 0.0,
+            sample_pairs: 0,
             features: columns
                 .iter()
                 .enumerate()

@@ -261,6 +261,9 @@ pub struct Erasure {
 pub struct Ledger {
     store: Arc<Store>,
     key: Vec<u8>,
+    /// Signs subject tokens. Derived from `key` but never equal to it, so a
+    /// pseudonym (which callers see) can never serve as a token signature.
+    token_key: Vec<u8>,
     /// (subject_ref, signals hash) → the evidence record already holding
     /// those signals, so repeated requests do not grow the ledger.
     evidence_seen: moka::sync::Cache<(String, String), LedgerRef>,
@@ -269,6 +272,51 @@ pub struct Ledger {
     /// call returns; a concurrent reader fills only an absent entry, so it
     /// can never put back a state older than the refresh.
     states: moka::sync::Cache<String, Arc<Vec<PurposeState>>>,
+}
+
+fn read_state(conn: &Connection, subject_ref: &str) -> Result<Vec<PurposeState>, LedgerError> {
+    {
+        let mut stmt = conn.prepare_cached(
+                "SELECT tcf_id, status, legal_basis, effective_at, expires_at, record_seq, record_id, record_hash
+                 FROM consent_state WHERE subject_ref = ?1 ORDER BY tcf_id",
+            )?;
+        let rows = stmt.query_map([subject_ref], |r| {
+            Ok((
+                r.get::<_, u8>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, Option<i64>>(4)?,
+                LedgerRef {
+                    seq: r.get(5)?,
+                    record_id: r.get(6)?,
+                    hash: r.get(7)?,
+                },
+            ))
+        })?;
+        rows.map(|row| {
+            let (tcf_id, status, basis, effective_at_ms, expires_at_ms, record) = row?;
+            let corrupt = |what: &str| LedgerError::Corrupt {
+                record_id: record.record_id.clone(),
+                message: format!("state holds an unknown {what}"),
+            };
+            Ok(PurposeState {
+                tcf_id,
+                status: Status::parse(&status).ok_or_else(|| corrupt("status"))?,
+                legal_basis: LegalBasis::parse(&basis).ok_or_else(|| corrupt("legal basis"))?,
+                effective_at_ms,
+                expires_at_ms,
+                record,
+            })
+        })
+        .collect()
+    }
+}
+
+fn mac_with(key: &[u8], message: &str) -> Hmac<Sha256> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(message.as_bytes());
+    mac
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -325,9 +373,14 @@ CREATE TABLE IF NOT EXISTS consent_state (
 impl Ledger {
     /// The ledger in `store`, pseudonymising subjects with `key`.
     pub fn new(store: Arc<Store>, key: Vec<u8>) -> Self {
+        let token_key = mac_with(&key, "candor subject-token key v1")
+            .finalize()
+            .into_bytes()
+            .to_vec();
         Self {
             store,
             key,
+            token_key,
             evidence_seen: moka::sync::Cache::builder()
                 .max_capacity(200_000)
                 .support_invalidation_closures()
@@ -337,9 +390,7 @@ impl Ledger {
     }
 
     fn mac(&self, message: &str) -> Hmac<Sha256> {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key length");
-        mac.update(message.as_bytes());
-        mac
+        mac_with(&self.key, message)
     }
 
     /// The pseudonymous subject reference: HMAC-SHA256 of the publisher's
@@ -352,7 +403,7 @@ impl Ledger {
     /// `cst_<subject_ref>.<expiry>.<HMAC>`, signed with the subject key.
     pub fn issue_token(&self, subject_ref: &str, expires_at_ms: i64) -> String {
         let body = format!("cst_{subject_ref}.{expires_at_ms}");
-        let tag = hex::encode(self.mac(&format!("token|{body}")).finalize().into_bytes());
+        let tag = hex::encode(mac_with(&self.token_key, &body).finalize().into_bytes());
         format!("{body}.{tag}")
     }
 
@@ -362,7 +413,7 @@ impl Ledger {
         let (body, tag) = token.rsplit_once('.')?;
         let (subject, expiry) = body.strip_prefix("cst_")?.split_once('.')?;
         let tag = hex::decode(tag).ok()?;
-        self.mac(&format!("token|{body}")).verify_slice(&tag).ok()?;
+        mac_with(&self.token_key, body).verify_slice(&tag).ok()?;
         (expiry.parse::<i64>().ok()? > now_ms()).then(|| subject.to_owned())
     }
 
@@ -391,12 +442,25 @@ impl Ledger {
             .filter_map(|d| d.subject_ref.clone())
             .collect();
         changed.dedup();
-        let refs = self.store.submit(|tx| Job::Append(drafts, tx)).await?;
-        for subject in changed {
-            let fresh = Arc::new(self.read_state(&subject)?);
-            self.states.insert(subject, fresh);
+        if changed.is_empty() {
+            return self.store.submit(|tx| Job::Append(drafts, tx)).await;
         }
-        Ok(refs)
+        // Commit and refresh in a task of their own: a caller that hangs up
+        // mid-way must not leave the old state in memory.
+        let (store, states) = (self.store.clone(), self.states.clone());
+        tokio::spawn(async move {
+            let refs = store.submit(|tx| Job::Append(drafts, tx)).await;
+            for subject in changed {
+                match store.read(|conn| read_state(conn, &subject)) {
+                    Ok(fresh) => states.insert(subject, Arc::new(fresh)),
+                    // The next look-up reads SQLite instead.
+                    Err(_) => states.invalidate(&subject),
+                }
+            }
+            refs
+        })
+        .await
+        .map_err(|_| LedgerError::ShutDown)?
     }
 
     /// Records the signals a scoring request carried, once per subject and
@@ -459,20 +523,27 @@ impl Ledger {
     /// Removes a subject's content and pseudonym from every record, drops
     /// its consent state, and appends an erasure record.
     pub async fn erase(&self, subject_ref: &str) -> Result<Erasure, LedgerError> {
+        let (store, states, seen) = (
+            self.store.clone(),
+            self.states.clone(),
+            self.evidence_seen.clone(),
+        );
         let subject = subject_ref.to_owned();
-        let result = self
-            .store
-            .submit(|tx| Job::Erase(subject, now_ms(), tx))
-            .await;
-        let subject = subject_ref.to_owned();
-        self.evidence_seen
-            .invalidate_entries_if(move |k, _| k.0 == subject)
-            .expect("invalidation closures are enabled");
-        if result.is_ok() {
-            self.states
-                .insert(subject_ref.to_owned(), Arc::new(Vec::new()));
-        }
-        result
+        tokio::spawn(async move {
+            let result = store
+                .submit(|tx| Job::Erase(subject.clone(), now_ms(), tx))
+                .await;
+            if result.is_ok() {
+                states.insert(subject.clone(), Arc::new(Vec::new()));
+            } else {
+                states.invalidate(&subject);
+            }
+            seen.invalidate_entries_if(move |k, _| k.0 == subject)
+                .expect("invalidation closures are enabled");
+            result
+        })
+        .await
+        .map_err(|_| LedgerError::ShutDown)?
     }
 
     /// The subject's current state per purpose: from memory, or read once
@@ -490,42 +561,7 @@ impl Ledger {
     }
 
     fn read_state(&self, subject_ref: &str) -> Result<Vec<PurposeState>, LedgerError> {
-        self.store.read(|conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT tcf_id, status, legal_basis, effective_at, expires_at, record_seq, record_id, record_hash
-                 FROM consent_state WHERE subject_ref = ?1 ORDER BY tcf_id",
-            )?;
-            let rows = stmt.query_map([subject_ref], |r| {
-                Ok((
-                    r.get::<_, u8>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, Option<i64>>(4)?,
-                    LedgerRef {
-                        seq: r.get(5)?,
-                        record_id: r.get(6)?,
-                        hash: r.get(7)?,
-                    },
-                ))
-            })?;
-            rows.map(|row| {
-                let (tcf_id, status, basis, effective_at_ms, expires_at_ms, record) = row?;
-                let corrupt = |what: &str| LedgerError::Corrupt {
-                    record_id: record.record_id.clone(),
-                    message: format!("state holds an unknown {what}"),
-                };
-                Ok(PurposeState {
-                    tcf_id,
-                    status: Status::parse(&status).ok_or_else(|| corrupt("status"))?,
-                    legal_basis: LegalBasis::parse(&basis).ok_or_else(|| corrupt("legal basis"))?,
-                    effective_at_ms,
-                    expires_at_ms,
-                    record,
-                })
-            })
-            .collect()
-        })
+        self.store.read(|conn| read_state(conn, subject_ref))
     }
 
     /// Every record about the subject, oldest first.

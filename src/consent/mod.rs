@@ -163,6 +163,15 @@ impl Signals {
             .map(GppString::decode)
             .transpose()
             .map_err(|e| e.in_field("context.gpp_string"))?;
+        let now = crate::store::now_ms();
+        if let Some(t) = &tcf {
+            t.check_dates(now)
+                .map_err(|e| e.in_field("context.tc_string"))?;
+        }
+        if let Some(t) = gpp.as_ref().and_then(|g| g.tcfeuv2.as_ref()) {
+            t.check_dates(now)
+                .map_err(|e| e.in_field("context.gpp_string: section tcfeuv2"))?;
+        }
         let hash = self.canonical_hash();
         Ok(Decoded {
             signals: self,

@@ -375,12 +375,11 @@ impl Policy {
             } else {
                 "tcf.personalised_ads_not_granted"
             };
-            if status(2).is_some_and(PurposeStatus::permits) {
-                v.mask(rule, |f| f.profile);
-            } else {
-                v.refuse(rule);
-                v.refuse("tcf.basic_ads_not_granted");
-            }
+            v.mask(rule, |f| f.profile);
+        }
+        // Selecting any ad at all is purpose 2, personalised or not.
+        if !status(2).is_some_and(PurposeStatus::permits) {
+            v.refuse("tcf.basic_ads_not_granted");
         }
         if !tc.is_some_and(|t| t.special_feature(1)) {
             v.mask("tcf.special_feature_1_not_opted_in", |f| {
@@ -400,10 +399,27 @@ impl Policy {
         now_ms: i64,
     ) -> PurposeOutcome {
         let dpv = purposes::info(id).map_or("", |p| p.dpv).to_owned();
+        // TCF stamps LastUpdated at day precision (00:00 UTC). A ledger
+        // record from the same day cannot be ordered against it, so the
+        // more restrictive of the two counts.
+        const DAY_MS: i64 = 24 * 3600 * 1000;
+        let tc_basis = tc.map(|t| match self.settings.tcf_vendor_id {
+            Some(vendor) => t.basis(vendor, id),
+            None => t.purpose_basis(id),
+        });
         let ledger_wins = match (tc, recorded) {
             (_, None) => false,
             (None, Some(_)) => true,
-            (Some(t), Some(r)) => r.effective_at_ms >= t.last_updated_ms(),
+            (Some(t), Some(r)) => {
+                let same_day =
+                    r.effective_at_ms.div_euclid(DAY_MS) == t.last_updated_ms().div_euclid(DAY_MS);
+                if same_day {
+                    // The record wins when it denies, or when both grant.
+                    !r.status_at(now_ms).permits() || tc_basis.flatten().is_some()
+                } else {
+                    r.effective_at_ms > t.last_updated_ms()
+                }
+            }
         };
         if let (true, Some(r)) = (ledger_wins, recorded) {
             let status = match r.status_at(now_ms) {
@@ -422,14 +438,8 @@ impl Policy {
                 record: Some(r.record.clone()),
             };
         }
-        let (source, basis) = match tc {
-            Some(t) => (
-                Source::TcString,
-                match self.settings.tcf_vendor_id {
-                    Some(vendor) => t.basis(vendor, id),
-                    None => t.purpose_basis(id),
-                },
-            ),
+        let (source, basis) = match tc_basis {
+            Some(basis) => (Source::TcString, basis),
             None => (Source::None, None),
         };
         PurposeOutcome {

@@ -125,6 +125,9 @@ impl Consents {
                 "collected_at: lies in the future".into(),
             ));
         }
+        // Within the allowed skew, a consent takes effect now at the latest:
+        // a withdrawal made after this call must outrank it.
+        let collected_at_ms = collected_at_ms.min(now);
         for (i, c) in request.data_categories.iter().enumerate() {
             if serde_json::from_value::<DataCategory>(serde_json::Value::String(c.clone())).is_err()
             {
@@ -216,7 +219,11 @@ impl Consents {
             evidence: None,
         };
         let reference = self.ledger.append(vec![draft]).await?.remove(0);
-        self.cache.invalidate_subject(&subject_ref);
+        // Before the ledger answers, a new explanation could still be cached
+        // from the old state; dropping the subject's entries after it, in a
+        // task of its own, leaves none.
+        let (cache, subject) = (self.cache.clone(), subject_ref.clone());
+        let _ = tokio::spawn(async move { cache.invalidate_subject(&subject, false) }).await;
         Ok((reference, subject_ref))
     }
 
@@ -243,8 +250,11 @@ impl Consents {
 
     pub async fn erase(&self, subject_id: &str) -> Result<Erasure, Error> {
         let subject_ref = self.ledger.pseudonymise(subject(subject_id)?);
+        // The cache refuses the subject from now on, even entries read before
+        // the erasure commits; then the ledger and record forget them.
+        self.cache.invalidate_subject(&subject_ref, true);
         let erasure = self.ledger.erase(&subject_ref).await?;
-        self.cache.invalidate_subject(&subject_ref);
+        self.cache.invalidate_subject(&subject_ref, true);
         Ok(erasure)
     }
 }

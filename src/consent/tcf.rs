@@ -37,6 +37,18 @@ impl VendorSet {
         self.words[usize::from(id) / 64] |= 1 << (id % 64);
     }
 
+    /// Sets `start..=end` a word at a time: a hostile string of thousands of
+    /// full-width ranges costs microseconds, not a walk over every id.
+    fn insert_range(&mut self, start: u16, end: u16) {
+        let (start, end) = (usize::from(start), usize::from(end));
+        for w in start / 64..=end / 64 {
+            let lo = if w == start / 64 { start % 64 } else { 0 };
+            let hi = if w == end / 64 { end % 64 } else { 63 };
+            let bits = (u64::MAX >> (63 - (hi - lo))) << lo;
+            self.words[w] |= bits;
+        }
+    }
+
     pub fn contains(&self, id: u16) -> bool {
         self.words
             .get(usize::from(id) / 64)
@@ -279,6 +291,24 @@ impl TcString {
         (1..=12).contains(&id) && self.special_feature_opt_ins & (1 << (id - 1)) != 0
     }
 
+    /// The string's dates against the clock: created no later than last
+    /// updated, and not updated in the future (a day's slack, since CMPs
+    /// round to the day). A future date would outrank every later
+    /// withdrawal.
+    pub fn check_dates(&self, now_ms: i64) -> Result<(), SignalError> {
+        if self.created_ds > self.last_updated_ds {
+            return Err(SignalError::new(
+                "core segment: Created is later than LastUpdated",
+            ));
+        }
+        if self.last_updated_ms() > now_ms + 24 * 3600 * 1000 {
+            return Err(SignalError::new(
+                "core segment: LastUpdated lies in the future",
+            ));
+        }
+        Ok(())
+    }
+
     /// LastUpdated in milliseconds since the Unix epoch.
     pub fn last_updated_ms(&self) -> i64 {
         (self.last_updated_ds * 100) as i64
@@ -315,9 +345,7 @@ fn vendor_set(r: &mut BitReader, section: &str) -> Result<VendorSet, SignalError
                     "{section} range {start}-{end} exceeds MaxVendorId {max}"
                 )));
             }
-            for id in start..=end {
-                set.insert(id);
-            }
+            set.insert_range(start, end);
         }
     } else {
         if r.remaining() < usize::from(max) {
@@ -413,4 +441,73 @@ fn publisher_tc(r: &mut BitReader) -> Result<PublisherTc, SignalError> {
         custom_purpose_consents,
         custom_purpose_legitimate_interests,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_dates(created_ds: u64, last_updated_ds: u64) -> TcString {
+        TcString {
+            version: 2,
+            created_ds,
+            last_updated_ds,
+            cmp_id: 1,
+            cmp_version: 1,
+            consent_screen: 1,
+            consent_language: "EN".into(),
+            vendor_list_version: 1,
+            policy_version: 5,
+            is_service_specific: true,
+            use_non_standard_texts: false,
+            special_feature_opt_ins: 0,
+            purpose_consents: 0,
+            purpose_legitimate_interests: 0,
+            purpose_one_treatment: false,
+            publisher_cc: "DE".into(),
+            vendor_consents: VendorSet::default(),
+            vendor_legitimate_interests: VendorSet::default(),
+            publisher_restrictions: vec![],
+            disclosed_vendors: None,
+            allowed_vendors: None,
+            publisher_tc: None,
+        }
+    }
+
+    #[test]
+    fn dates_in_the_future_or_out_of_order_are_refused() {
+        let now_ms = 1_795_000_000_000i64;
+        let day_ds = 24 * 3600 * 10;
+        let now_ds = (now_ms / 100) as u64;
+        assert!(
+            with_dates(now_ds - day_ds, now_ds)
+                .check_dates(now_ms)
+                .is_ok()
+        );
+        let future = with_dates(now_ds, now_ds + 2 * day_ds).check_dates(now_ms);
+        assert!(
+            future
+                .unwrap_err()
+                .to_string()
+                .contains("LastUpdated lies in the future")
+        );
+        let disorder = with_dates(now_ds, now_ds - day_ds).check_dates(now_ms);
+        assert!(
+            disorder
+                .unwrap_err()
+                .to_string()
+                .contains("Created is later")
+        );
+    }
+
+    #[test]
+    fn ranges_set_whole_words() {
+        let mut set = VendorSet::with_max(65535);
+        set.insert_range(1, 65535);
+        assert!(set.contains(1) && set.contains(64) && set.contains(65535));
+        let mut set = VendorSet::with_max(200);
+        set.insert_range(63, 129);
+        assert!(!set.contains(62) && set.contains(63) && set.contains(129) && !set.contains(130));
+        assert_eq!(set.ids().count(), 67);
+    }
 }

@@ -36,6 +36,9 @@ pub struct CacheCounts {
 
 pub struct ExplanationCache {
     entries: moka::sync::Cache<String, Arc<DecisionRow>>,
+    /// Subjects erased within the entries' lifetime: their decisions are
+    /// never cached again, even when read before the erasure committed.
+    erased: moka::sync::Cache<String, ()>,
     stats: CacheStats,
 }
 
@@ -59,6 +62,10 @@ impl ExplanationCache {
                 .time_to_live(ttl)
                 .support_invalidation_closures()
                 .build(),
+            erased: moka::sync::Cache::builder()
+                .max_capacity(1_000_000)
+                .time_to_live(ttl)
+                .build(),
             stats: CacheStats::default(),
         }
     }
@@ -72,11 +79,18 @@ impl ExplanationCache {
         found
     }
 
-    /// Caches a decision; its sealed inputs never enter the cache.
+    /// Caches a decision (unless its subject was erased); its sealed inputs
+    /// never enter the cache.
     pub fn insert(&self, mut row: DecisionRow) -> Arc<DecisionRow> {
         row.inputs = None;
         let row = Arc::new(row);
-        self.entries.insert(row.decision_id.clone(), row.clone());
+        let erased = row
+            .subject_ref
+            .as_ref()
+            .is_some_and(|s| self.erased.contains_key(s));
+        if !erased {
+            self.entries.insert(row.decision_id.clone(), row.clone());
+        }
         row
     }
 
@@ -88,8 +102,12 @@ impl ExplanationCache {
         self.stats.computed.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Drops every entry about the subject, at once.
-    pub fn invalidate_subject(&self, subject_ref: &str) {
+    /// Drops every entry about the subject, at once; after an erasure, also
+    /// refuses new ones.
+    pub fn invalidate_subject(&self, subject_ref: &str, erased: bool) {
+        if erased {
+            self.erased.insert(subject_ref.to_owned(), ());
+        }
         let subject = subject_ref.to_owned();
         self.entries
             .invalidate_entries_if(move |_, row| row.subject_ref.as_deref() == Some(&subject))

@@ -102,6 +102,9 @@ pub struct Explanation {
     pub base_score: f64,
     pub residual: f64,
     pub ort_difference: f64,
+    /// Pairs the sampled estimator used; zero for exact methods.
+    #[serde(default)]
+    pub sample_pairs: usize,
     pub features: Vec<ExplainedFeature>,
     pub groups: Vec<ExplainedGroup>,
 }
@@ -118,6 +121,7 @@ impl From<&DecisionAttribution> for Explanation {
             base_score: a.base_score,
             residual: a.residual,
             ort_difference: d.ort_difference,
+            sample_pairs: a.sample_pairs,
             features: d
                 .features
                 .iter()

@@ -57,12 +57,18 @@ pub enum Explainer {
     },
     /// Any other graph: Shapley values of its score against background
     /// rows, exact for few features, else sampled with a standard error.
-    Sampling { references: Vec<f32>, width: usize },
+    Sampling {
+        references: Vec<f32>,
+        width: usize,
+        /// Antithetic pairs per decision: the package's budget.
+        pairs: usize,
+    },
 }
 
 /// Background rows the model-agnostic estimator walks from.
 pub const SAMPLING_BACKGROUND_ROWS: usize = 32;
-/// Antithetic permutation pairs per sampled explanation.
+/// Antithetic permutation pairs per sampled explanation, unless the package
+/// sets its own budget.
 pub const SAMPLING_PAIRS: usize = 64;
 
 /// The attributions of one row, in margin space.
@@ -82,6 +88,8 @@ pub struct Attribution {
     pub standard_errors: Vec<f64>,
     /// |base + Σφ − margin|.
     pub residual: f64,
+    /// Permutation pairs the estimator used; zero for exact methods.
+    pub sample_pairs: usize,
     /// post_transform(margin) and post_transform(base): the probability view.
     pub score: f64,
     pub base_score: f64,
@@ -103,6 +111,15 @@ pub enum ExplainError {
 }
 
 impl Explainer {
+    /// Sets the model-agnostic estimator's per-decision budget (the
+    /// package's `explanation.sample_pairs`); exact explainers have none.
+    pub fn with_sample_pairs(mut self, budget: Option<usize>) -> Self {
+        if let (Self::Sampling { pairs, .. }, Some(n)) = (&mut self, budget) {
+            *pairs = n;
+        }
+        self
+    }
+
     /// Builds the explainer for a graph: exact where the graph is a tree
     /// ensemble or linear, model-agnostic otherwise. `covers` are node covers
     /// from the native model, keyed by ONNX (tree id, node id). `output` is
@@ -163,7 +180,11 @@ impl Explainer {
                     let references = background
                         [..background.len().min(SAMPLING_BACKGROUND_ROWS * width)]
                         .to_vec();
-                    return Ok(Self::Sampling { references, width });
+                    return Ok(Self::Sampling {
+                        references,
+                        width,
+                        pairs: SAMPLING_PAIRS,
+                    });
                 }
                 Err(e) => return Err(e.into()),
             },
@@ -223,14 +244,18 @@ impl Explainer {
 
     /// Explains one validated row (column order, float32 as the model sees it).
     /// `scorer` runs the model for explainers that need its outputs.
+    /// A `deadline` cuts the model-agnostic estimator's budget short; exact
+    /// methods ignore it.
     pub fn explain(
         &self,
         row: &[f32],
         method: Method,
         scorer: &mut dyn Scorer,
+        deadline: Option<Instant>,
     ) -> Result<Attribution, String> {
         let start = Instant::now();
         let mut standard_errors = Vec::new();
+        let mut sample_pairs = 0;
         let (base_value, contributions, margin, score, base_score) = match self {
             Self::Tree {
                 shap,
@@ -278,10 +303,18 @@ impl Explainer {
                     linear_score(model, *base),
                 )
             }
-            Self::Sampling { references, width } => {
-                let e =
-                    sampling::explain(scorer, row, references, *width, SAMPLING_PAIRS, seed(row))?;
+            Self::Sampling {
+                references,
+                width,
+                pairs,
+            } => {
+                let budget = sampling::Budget {
+                    pairs: *pairs,
+                    deadline,
+                };
+                let e = sampling::explain(scorer, row, references, *width, budget, seed(row))?;
                 standard_errors = e.standard_error;
+                sample_pairs = e.pairs;
                 (e.base, e.phi, e.value, e.value, e.base)
             }
         };
@@ -293,6 +326,7 @@ impl Explainer {
             base_value,
             margin,
             residual,
+            sample_pairs,
             score,
             base_score,
             contributions,

@@ -35,14 +35,23 @@ pub struct Estimate {
     pub pairs: usize,
 }
 
-/// Explains `row` against `background` (row-major, `width` columns) with at
-/// most `pairs` antithetic permutation pairs.
+/// What one estimate may spend: antithetic pairs, and time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    pub pairs: usize,
+    /// Stop sampling (after at least two pairs) once this has passed: the
+    /// standard error then says how much precision the deadline cost.
+    pub deadline: Option<std::time::Instant>,
+}
+
+/// Explains `row` against `background` (row-major, `width` columns) within
+/// `budget`.
 pub fn explain(
     scorer: &mut dyn Scorer,
     row: &[f32],
     background: &[f32],
     width: usize,
-    pairs: usize,
+    budget: Budget,
     seed: u64,
 ) -> Result<Estimate, String> {
     if width <= EXACT_MAX_FEATURES {
@@ -53,8 +62,16 @@ pub fn explain(
     let mut order: Vec<usize> = (0..width).collect();
     let (mut sum, mut sum_sq) = (vec![0.0; width], vec![0.0; width]);
     let (mut base, mut value) = (0.0, 0.0);
-    let pairs = pairs.max(2);
-    for p in 0..pairs {
+    let mut pairs = 0;
+    for p in 0..budget.pairs.max(2) {
+        if p >= 2
+            && budget
+                .deadline
+                .is_some_and(|d| std::time::Instant::now() >= d)
+        {
+            break;
+        }
+        pairs += 1;
         order.shuffle(&mut rng);
         let reference = references[p % references.len()];
         // One batch: the walk from the reference to the row along the
@@ -86,7 +103,7 @@ pub fn explain(
                 pair[j] += 0.5 * (f64::from(s[k + 1]) - f64::from(s[k]));
             }
         }
-        base += f64::from(scores[0]) / pairs as f64;
+        base += f64::from(scores[0]);
         value = f64::from(scores[width]);
         for j in 0..width {
             sum[j] += pair[j];
@@ -94,6 +111,7 @@ pub fn explain(
         }
     }
     let n = pairs as f64;
+    base /= n;
     let phi: Vec<f64> = sum.iter().map(|s| s / n).collect();
     let standard_error = sum_sq
         .iter()
@@ -159,6 +177,27 @@ pub fn shapley(width: usize, v: &[f64]) -> Vec<f64> {
 mod tests {
     use super::*;
 
+    fn pairs(n: usize) -> Budget {
+        Budget {
+            pairs: n,
+            deadline: None,
+        }
+    }
+
+    #[test]
+    fn a_passed_deadline_stops_after_two_pairs() {
+        let mut model = Logistic(vec![0.3; 12]);
+        let bg = background(12, 8);
+        let x = vec![1.0f32; 12];
+        let budget = Budget {
+            pairs: 1000,
+            deadline: Some(std::time::Instant::now()),
+        };
+        let e = explain(&mut model, &x, &bg, 12, budget, 7).unwrap();
+        assert_eq!(e.pairs, 2);
+        assert!(e.standard_error.iter().all(|se| se.is_finite()));
+    }
+
     /// f(x) = σ(w·x): a smooth non-linear model whose exact interventional
     /// Shapley values are computed here by enumeration for small widths.
     struct Logistic(Vec<f64>);
@@ -185,7 +224,7 @@ mod tests {
     fn exact_enumeration_adds_up() {
         let mut model = Logistic(vec![0.8, -1.2, 0.3, 2.0]);
         let x = [1.0, 0.5, -1.0, 0.25];
-        let e = explain(&mut model, &x, &background(4, 5), 4, 0, 1).unwrap();
+        let e = explain(&mut model, &x, &background(4, 5), 4, pairs(0), 1).unwrap();
         assert!((e.base + e.phi.iter().sum::<f64>() - e.value).abs() < 1e-6);
         assert_eq!(e.pairs, 0);
     }
@@ -198,8 +237,8 @@ mod tests {
         let x: Vec<f32> = (0..12).map(|i| ((i % 5) as f32) * 0.5 - 1.0).collect();
         let bg = background(12, 4);
         let mut model = Logistic(weights);
-        let a = explain(&mut model, &x, &bg, 12, 400, 7).unwrap();
-        let b = explain(&mut model, &x, &bg, 12, 400, 7).unwrap();
+        let a = explain(&mut model, &x, &bg, 12, pairs(400), 7).unwrap();
+        let b = explain(&mut model, &x, &bg, 12, pairs(400), 7).unwrap();
         assert_eq!(a, b, "seeded sampling is reproducible");
         assert!(
             (a.base + a.phi.iter().sum::<f64>() - a.value).abs() < 1e-6,

@@ -58,6 +58,9 @@ pub struct ScoreRequest {
     pub explain: ExplainMode,
     /// The caller's `x-request-id`, or one made up; kept with the decision.
     pub request_id: String,
+    /// When the caller stops waiting (its gRPC deadline): sampled inline
+    /// attributions stop in time.
+    pub deadline: Option<std::time::Instant>,
 }
 
 /// Many candidate rows to score with one model for one subject.
@@ -68,6 +71,7 @@ pub struct BatchRequest {
     pub rows: Vec<FeatureRow>,
     pub explain: ExplainMode,
     pub request_id: String,
+    pub deadline: Option<std::time::Instant>,
 }
 
 /// Rows to explain outside any decision.
@@ -116,6 +120,16 @@ pub struct Decision {
     /// Every decision carries it, in every tier.
     pub provenance: Arc<Provenance>,
     pub explanation_status: ExplanationStatus,
+}
+
+/// What one scoring call brings to [`Gateway::decide`] besides its rows.
+struct Call<'a> {
+    explain: ExplainMode,
+    evaluation: &'a Evaluation,
+    provenance: Arc<Provenance>,
+    placement: &'a Placement,
+    request_id: &'a str,
+    deadline: Option<std::time::Instant>,
 }
 
 /// Where a decision's attributions are, or will be.
@@ -245,11 +259,14 @@ impl Gateway {
             .decide(
                 package,
                 row,
-                request.explain,
-                &evaluation,
-                provenance,
-                &placement,
-                &request.request_id,
+                Call {
+                    explain: request.explain,
+                    evaluation: &evaluation,
+                    provenance,
+                    placement: &placement,
+                    request_id: &request.request_id,
+                    deadline: request.deadline,
+                },
             )
             .await?;
         Ok(decisions.remove(0))
@@ -263,11 +280,14 @@ impl Gateway {
         self.decide(
             package,
             rows,
-            request.explain,
-            &evaluation,
-            provenance,
-            &placement,
-            &request.request_id,
+            Call {
+                explain: request.explain,
+                evaluation: &evaluation,
+                provenance,
+                placement: &placement,
+                request_id: &request.request_id,
+                deadline: request.deadline,
+            },
         )
         .await
     }
@@ -335,7 +355,7 @@ impl Gateway {
             .predict(package.backend.clone(), rows.clone())
             .await?;
         let attributions = self
-            .attribute(&package, rows, scores.clone(), request.method, &[])
+            .attribute(&package, rows, scores.clone(), request.method, &[], None)
             .await?;
         Ok(scores
             .into_iter()
@@ -378,17 +398,20 @@ impl Gateway {
 
     /// Applies the consent verdict to validated rows, scores what remains,
     /// attributes each score when asked, and records the decisions.
-    #[allow(clippy::too_many_arguments)] // one call site per RPC, all named
     async fn decide(
         &self,
         package: Arc<ModelPackage>,
         mut rows: Vec<f32>,
-        explain: ExplainMode,
-        evaluation: &Evaluation,
-        provenance: Arc<Provenance>,
-        placement: &Placement,
-        request_id: &str,
+        call: Call<'_>,
     ) -> Result<Vec<Decision>, Error> {
+        let Call {
+            explain,
+            evaluation,
+            provenance,
+            placement,
+            request_id,
+            deadline,
+        } = call;
         let width = package.schema.width();
         let decision = |score, attribution, explanation_status| Decision {
             id: Uuid::now_v7(),
@@ -429,6 +452,7 @@ impl Gateway {
                     scores.clone(),
                     method,
                     &evaluation.masked,
+                    deadline,
                 )
                 .await?
                 .into_iter(),
@@ -467,6 +491,7 @@ impl Gateway {
         ort_scores: Vec<f32>,
         method: Method,
         masked: &[usize],
+        deadline: Option<std::time::Instant>,
     ) -> Result<Vec<DecisionAttribution>, Error> {
         let package = package.clone();
         let masked = masked.to_vec();
@@ -484,7 +509,10 @@ impl Gateway {
                     .chunks(columns.len())
                     .zip(ort_scores)
                     .map(|(row, score)| {
-                        let attribution = package.explainer.explain(row, method, &mut scorer)?;
+                        let attribution =
+                            package
+                                .explainer
+                                .explain(row, method, &mut scorer, deadline)?;
                         let mut named = DecisionAttribution::new(
                             attribution,
                             row,

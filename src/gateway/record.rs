@@ -139,14 +139,20 @@ impl Gateway {
     }
 
     /// A recorded decision with its attributions: from the cache, else the
-    /// record, else computed from the record's sealed inputs.
-    pub async fn explanation(&self, id: &str) -> Result<(Arc<DecisionRow>, Served), Error> {
+    /// record, else computed from the record's sealed inputs. `authorize`
+    /// sees the decision before anything is computed for it.
+    pub async fn explanation(
+        &self,
+        id: &str,
+        authorize: impl Fn(&DecisionRow) -> Result<(), Error>,
+    ) -> Result<(Arc<DecisionRow>, Served), Error> {
         if uuid::Uuid::parse_str(id).is_err() {
             return Err(Error::InvalidArgument(format!(
                 "decision_id: {id:?} is not a decision id (a UUID)"
             )));
         }
         if let Some(row) = self.cache.get(id) {
+            authorize(&row)?;
             return Ok((row, Served::Cache));
         }
         let store = self.store.clone();
@@ -156,6 +162,7 @@ impl Gateway {
             .map_err(|e| Error::Internal(format!("record read panicked: {e}")))??
             .ok_or_else(|| Error::UnknownDecision(id.to_owned()))?;
         self.cache.count_record_read();
+        authorize(&row)?;
         if row.explanation.is_some() || row.inputs.is_none() {
             return Ok((self.cache.insert(row), Served::Record));
         }
@@ -219,7 +226,7 @@ impl Gateway {
             .map(|(i, _)| i)
             .collect();
         let attributions = self
-            .attribute(package, inputs, scores, method, &masked)
+            .attribute(package, inputs, scores, method, &masked, None)
             .await?;
         let mut done = Vec::with_capacity(rows.len());
         for (mut row, attribution) in rows.into_iter().zip(attributions) {
@@ -316,10 +323,13 @@ impl Gateway {
                 }
             };
             let method = row.explain_method.clone();
-            match by_model
-                .iter_mut()
-                .find(|(p, rows)| Arc::ptr_eq(p, &package) && rows[0].explain_method == method)
-            {
+            // One group per model, method and mask: a group is attributed
+            // with one mask, so subjects with different masks never share.
+            match by_model.iter_mut().find(|(p, rows)| {
+                Arc::ptr_eq(p, &package)
+                    && rows[0].explain_method == method
+                    && rows[0].provenance.masked_features == row.provenance.masked_features
+            }) {
                 Some((_, rows)) => rows.push(row),
                 None => by_model.push((package, vec![row])),
             }
@@ -388,12 +398,7 @@ impl Gateway {
         let decisions: Vec<serde_json::Value> = rows
             .iter()
             .map(|row| {
-                let package = self
-                    .resolve(&ModelSelector {
-                        name: row.model_name.clone(),
-                        version: row.model_version.parse().ok(),
-                    })
-                    .ok();
+                let package = self.package_of(row).ok();
                 let view = crate::why::consumer(
                     row,
                     package.as_deref().map(crate::why::ModelFacts::of),

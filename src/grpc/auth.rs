@@ -51,3 +51,69 @@ pub fn caller(gateway: &Gateway, metadata: &MetadataMap) -> Result<Caller, Statu
         .map(|k| Caller::Staff(k.role))
         .ok_or_else(|| Status::unauthenticated("authorization: unknown API key"))
 }
+
+/// Who may call an RPC: these staff roles, and (when `own_subject`) a
+/// subject token for the subject the call is about.
+#[derive(Debug, Clone, Copy)]
+pub struct Rule {
+    pub roles: &'static [Role],
+    pub own_subject: bool,
+}
+
+const fn rule(roles: &'static [Role], own_subject: bool) -> Rule {
+    Rule { roles, own_subject }
+}
+
+/// The one table of who may do what. Ad systems (`scorer`) score and record
+/// the consent their CMP collected; they never read a person's data back.
+pub mod table {
+    use super::{Role::*, Rule, rule};
+
+    pub const SCORE: Rule = rule(&[Scorer, Admin], false);
+    pub const MODELS: Rule = rule(&[Scorer, Support, Engineer, Admin], false);
+    pub const WHAT_IF: Rule = rule(&[Engineer, Admin], false);
+    pub const RECORD_CONSENT: Rule = rule(&[Scorer, Support, Admin], true);
+    pub const WITHDRAW_CONSENT: Rule = rule(&[Scorer, Support, Admin], true);
+    pub const READ_CONSENT: Rule = rule(&[Support, Admin], true);
+    pub const VERIFY_LEDGER: Rule = rule(&[Support, Engineer, Admin], false);
+    pub const ERASE_SUBJECT: Rule = rule(&[Support, Admin], true);
+    pub const SUBJECT_DATA: Rule = rule(&[Support, Admin], true);
+    pub const CONSUMER_VIEW: Rule = rule(&[Support, Engineer, Admin], true);
+    pub const SUPPORT_VIEW: Rule = rule(&[Support, Admin], false);
+    pub const ENGINEER_VIEW: Rule = rule(&[Engineer, Admin], false);
+}
+
+/// Admits `caller` under `rule` for a call about `subject_ref`, or names why
+/// not.
+pub fn check(caller: &Caller, rule: Rule, subject_ref: Option<&str>) -> Result<(), Status> {
+    let admitted = match caller {
+        Caller::Open => true,
+        Caller::Staff(role) => rule.roles.contains(role),
+        Caller::Subject(s) => rule.own_subject && subject_ref == Some(s.as_str()),
+    };
+    if admitted {
+        Ok(())
+    } else {
+        Err(Status::permission_denied(match caller {
+            Caller::Subject(_) => {
+                "authorization: a subject token admits calls about its own subject only".to_owned()
+            }
+            _ => format!(
+                "authorization: this call needs one of the roles {:?}",
+                rule.roles
+            ),
+        }))
+    }
+}
+
+/// The caller, admitted under `rule` for a call about `subject_ref`.
+pub fn authorize(
+    gateway: &Gateway,
+    metadata: &MetadataMap,
+    rule: Rule,
+    subject_ref: Option<&str>,
+) -> Result<Caller, Status> {
+    let caller = caller(gateway, metadata)?;
+    check(&caller, rule, subject_ref)?;
+    Ok(caller)
+}

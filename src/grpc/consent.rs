@@ -8,6 +8,7 @@ use std::{
 use tonic::{Request, Response, Status};
 
 use super::{
+    auth::{self, table},
     convert::timestamp,
     pb::{self, consent_service_server::ConsentService},
 };
@@ -154,6 +155,17 @@ impl ConsentService for Consent {
         &self,
         request: Request<pb::RecordConsentRequest>,
     ) -> Result<Response<pb::RecordConsentResponse>, Status> {
+        let subject = self
+            .gateway
+            .consents()
+            .ledger()
+            .pseudonymise(&request.get_ref().subject_id);
+        auth::authorize(
+            &self.gateway,
+            request.metadata(),
+            table::RECORD_CONSENT,
+            Some(&subject),
+        )?;
         let (record, subject_ref) = self
             .gateway
             .consents()
@@ -169,6 +181,17 @@ impl ConsentService for Consent {
         &self,
         request: Request<pb::WithdrawConsentRequest>,
     ) -> Result<Response<pb::WithdrawConsentResponse>, Status> {
+        let subject = self
+            .gateway
+            .consents()
+            .ledger()
+            .pseudonymise(&request.get_ref().subject_id);
+        auth::authorize(
+            &self.gateway,
+            request.metadata(),
+            table::WITHDRAW_CONSENT,
+            Some(&subject),
+        )?;
         let (record, subject_ref) = self
             .gateway
             .consents()
@@ -184,6 +207,17 @@ impl ConsentService for Consent {
         &self,
         request: Request<pb::GetConsentRequest>,
     ) -> Result<Response<pb::GetConsentResponse>, Status> {
+        let subject = self
+            .gateway
+            .consents()
+            .ledger()
+            .pseudonymise(&request.get_ref().subject_id);
+        auth::authorize(
+            &self.gateway,
+            request.metadata(),
+            table::READ_CONSENT,
+            Some(&subject),
+        )?;
         let (subject_ref, state) = self
             .gateway
             .consents()
@@ -199,6 +233,17 @@ impl ConsentService for Consent {
         &self,
         request: Request<pb::GetConsentHistoryRequest>,
     ) -> Result<Response<pb::GetConsentHistoryResponse>, Status> {
+        let subject = self
+            .gateway
+            .consents()
+            .ledger()
+            .pseudonymise(&request.get_ref().subject_id);
+        auth::authorize(
+            &self.gateway,
+            request.metadata(),
+            table::READ_CONSENT,
+            Some(&subject),
+        )?;
         let (subject_ref, records) = self
             .gateway
             .consents()
@@ -222,8 +267,14 @@ impl ConsentService for Consent {
 
     async fn verify_ledger(
         &self,
-        _request: Request<pb::VerifyLedgerRequest>,
+        request: Request<pb::VerifyLedgerRequest>,
     ) -> Result<Response<pb::VerifyLedgerResponse>, Status> {
+        auth::authorize(
+            &self.gateway,
+            request.metadata(),
+            table::VERIFY_LEDGER,
+            None,
+        )?;
         let v = self.gateway.consents().verify().await?;
         Ok(Response::new(pb::VerifyLedgerResponse {
             intact: v.broken.is_none(),
@@ -241,6 +292,17 @@ impl ConsentService for Consent {
         &self,
         request: Request<pb::EraseSubjectRequest>,
     ) -> Result<Response<pb::EraseSubjectResponse>, Status> {
+        let subject = self
+            .gateway
+            .consents()
+            .ledger()
+            .pseudonymise(&request.get_ref().subject_id);
+        auth::authorize(
+            &self.gateway,
+            request.metadata(),
+            table::ERASE_SUBJECT,
+            Some(&subject),
+        )?;
         let erasure = self
             .gateway
             .consents()

@@ -178,6 +178,7 @@ impl TryFrom<pb::ScoreRequest> for ScoreRequest {
             row,
             explain: explain_mode(r.explain)?,
             request_id: String::new(),
+            deadline: None,
         })
     }
 }
@@ -194,6 +195,7 @@ impl TryFrom<pb::ScoreBatchRequest> for BatchRequest {
             rows,
             explain: explain_mode(r.explain)?,
             request_id: String::new(),
+            deadline: None,
         })
     }
 }
@@ -311,6 +313,7 @@ impl From<DecisionAttribution> for pb::Attribution {
             ort_difference: d.ort_difference,
             base_score: a.base_score,
             compute_micros: a.compute.as_micros() as u64,
+            sample_pairs: a.sample_pairs as u32,
         }
     }
 }

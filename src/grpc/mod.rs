@@ -109,6 +109,27 @@ fn request_id(metadata: &tonic::metadata::MetadataMap) -> String {
         .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned)
 }
 
+/// When the caller stops waiting, from its `grpc-timeout` header (e.g.
+/// "250m"), less a margin for the reply to travel: work that can be cut short
+/// stops in time.
+fn deadline(metadata: &tonic::metadata::MetadataMap) -> Option<std::time::Instant> {
+    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let (amount, unit) = value.split_at(value.len().checked_sub(1)?);
+    let amount: u64 = amount.parse().ok()?;
+    let timeout = match unit {
+        "H" => std::time::Duration::from_secs(amount.saturating_mul(3600)),
+        "M" => std::time::Duration::from_secs(amount.saturating_mul(60)),
+        "S" => std::time::Duration::from_secs(amount),
+        "m" => std::time::Duration::from_millis(amount),
+        "u" => std::time::Duration::from_micros(amount),
+        "n" => std::time::Duration::from_nanos(amount),
+        _ => return None,
+    };
+    // Keep a tenth (at least 2 ms) for the reply.
+    let margin = (timeout / 10).max(std::time::Duration::from_millis(2));
+    std::time::Instant::now().checked_add(timeout.saturating_sub(margin))
+}
+
 async fn set_health(health: &tonic_health::server::HealthReporter, ready: bool) {
     let status = if ready {
         ServingStatus::Serving

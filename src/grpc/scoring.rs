@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use super::auth::table;
 use tonic::{Request, Response, Status};
 
 use super::pb::{self, scoring_service_server::ScoringService};
@@ -23,9 +24,12 @@ impl ScoringService for Scoring {
         &self,
         request: Request<pb::ScoreRequest>,
     ) -> Result<Response<pb::ScoreResponse>, Status> {
+        super::auth::authorize(&self.gateway, request.metadata(), table::SCORE, None)?;
         let request_id = super::request_id(request.metadata());
+        let deadline = super::deadline(request.metadata());
         let mut score: ScoreRequest = request.into_inner().try_into()?;
         score.request_id = request_id;
+        score.deadline = deadline;
         let decision = self.gateway.score(score).await?;
         Ok(Response::new(pb::ScoreResponse {
             decision: Some(decision.into()),
@@ -36,9 +40,12 @@ impl ScoringService for Scoring {
         &self,
         request: Request<pb::ScoreBatchRequest>,
     ) -> Result<Response<pb::ScoreBatchResponse>, Status> {
+        super::auth::authorize(&self.gateway, request.metadata(), table::SCORE, None)?;
         let request_id = super::request_id(request.metadata());
+        let deadline = super::deadline(request.metadata());
         let mut batch: BatchRequest = request.into_inner().try_into()?;
         batch.request_id = request_id;
+        batch.deadline = deadline;
         let decisions = self.gateway.score_batch(batch).await?;
         Ok(Response::new(pb::ScoreBatchResponse {
             decisions: decisions.into_iter().map(Into::into).collect(),

@@ -1,8 +1,9 @@
 //! `candor.v1.ExplanationService` handlers and their conversions.
 //!
-//! Who may read what is decided here, by one table ([`admits`]): a consumer
-//! view needs a token bound to the decision's subject or a staff role; the
-//! support view the `support` role; the engineer view the `engineer` role.
+//! Who may read which view follows the table in [`super::auth::table`]: a
+//! consumer view needs a token bound to the decision's subject or a staff
+//! role; the support view the `support` role; the engineer view the
+//! `engineer` role. Access is checked before any attribution is computed.
 
 use std::{
     sync::Arc,
@@ -12,7 +13,7 @@ use std::{
 use tonic::{Request, Response, Status};
 
 use super::{
-    auth::{Caller, Role},
+    auth::{self, table},
     convert::timestamp,
     pb::{self, explanation_service_server::ExplanationService},
 };
@@ -35,19 +36,6 @@ impl Why {
 
 fn ms(ms: i64) -> prost_types::Timestamp {
     timestamp(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
-}
-
-/// The one table of who may read which view of a subject's decision.
-fn admits(caller: &Caller, audience: Audience, subject_ref: Option<&str>) -> bool {
-    match (caller, audience) {
-        (Caller::Open, _) => true,
-        (Caller::Staff(Role::Admin), _) => true,
-        (Caller::Staff(_), Audience::Consumer) => true,
-        (Caller::Staff(Role::Support), Audience::Support) => true,
-        (Caller::Staff(Role::Engineer), Audience::Engineer) => true,
-        (Caller::Subject(s), Audience::Consumer) => Some(s.as_str()) == subject_ref,
-        _ => false,
-    }
 }
 
 fn identity(row: &DecisionRow) -> ModelIdentity {
@@ -119,6 +107,7 @@ impl From<&Explanation> for pb::Attribution {
             ort_difference: e.ort_difference,
             base_score: e.base_score,
             compute_micros: 0,
+            sample_pairs: e.sample_pairs as u32,
         }
     }
 }
@@ -129,7 +118,7 @@ impl ExplanationService for Why {
         &self,
         request: Request<pb::GetExplanationRequest>,
     ) -> Result<Response<pb::GetExplanationResponse>, Status> {
-        let caller = super::auth::caller(self.gateway.as_ref(), request.metadata())?;
+        let caller = auth::caller(self.gateway.as_ref(), request.metadata())?;
         let r = request.into_inner();
         let audience = match pb::Audience::try_from(r.audience) {
             Ok(pb::Audience::Unspecified | pb::Audience::Consumer) => Audience::Consumer,
@@ -142,12 +131,18 @@ impl ExplanationService for Why {
                 )));
             }
         };
-        let (row, served) = self.gateway.explanation(&r.decision_id).await?;
-        if !admits(&caller, audience, row.subject_ref.as_deref()) {
-            return Err(Status::permission_denied(format!(
-                "audience: the {audience:?} view of this decision needs a role or token that admits it"
-            )));
-        }
+        let rule = match audience {
+            Audience::Consumer => table::CONSUMER_VIEW,
+            Audience::Support => table::SUPPORT_VIEW,
+            Audience::Engineer => table::ENGINEER_VIEW,
+        };
+        let (row, served) = self
+            .gateway
+            .explanation(&r.decision_id, |row| {
+                auth::check(&caller, rule, row.subject_ref.as_deref())
+                    .map_err(|s| crate::error::Error::PermissionDenied(s.message().to_owned()))
+            })
+            .await?;
         let package = self
             .gateway
             .resolve(&ModelSelector {
@@ -224,7 +219,7 @@ impl ExplanationService for Why {
         &self,
         request: Request<pb::ListDecisionsRequest>,
     ) -> Result<Response<pb::ListDecisionsResponse>, Status> {
-        let caller = super::auth::caller(self.gateway.as_ref(), request.metadata())?;
+        let metadata = request.metadata().clone();
         let r = request.into_inner();
         let limit = match r.limit {
             0 => 100,
@@ -234,11 +229,12 @@ impl ExplanationService for Why {
             }
         };
         let subject_ref = self.gateway.consents().ledger().pseudonymise(&r.subject_id);
-        if !admits(&caller, Audience::Consumer, Some(&subject_ref)) {
-            return Err(Status::permission_denied(
-                "subject_id: listing a person's decisions needs their token or a staff role",
-            ));
-        }
+        auth::authorize(
+            &self.gateway,
+            &metadata,
+            table::SUBJECT_DATA,
+            Some(&subject_ref),
+        )?;
         let (subject_ref, rows) = self.gateway.decisions_of(&r.subject_id, limit).await?;
         Ok(Response::new(pb::ListDecisionsResponse {
             subject_ref,
@@ -261,14 +257,15 @@ impl ExplanationService for Why {
         &self,
         request: Request<pb::ExportSubjectDataRequest>,
     ) -> Result<Response<pb::ExportSubjectDataResponse>, Status> {
-        let caller = super::auth::caller(self.gateway.as_ref(), request.metadata())?;
+        let metadata = request.metadata().clone();
         let r = request.into_inner();
         let subject_ref = self.gateway.consents().ledger().pseudonymise(&r.subject_id);
-        if !admits(&caller, Audience::Consumer, Some(&subject_ref)) {
-            return Err(Status::permission_denied(
-                "subject_id: an access request needs the person's token or a staff role",
-            ));
-        }
+        auth::authorize(
+            &self.gateway,
+            &metadata,
+            table::SUBJECT_DATA,
+            Some(&subject_ref),
+        )?;
         let export = self
             .gateway
             .export_subject(&r.subject_id, Language::from_tag(&r.language))

@@ -26,6 +26,17 @@ pub struct Manifest {
     pub features: Vec<FeatureSpec>,
     #[serde(default)]
     pub groups: Vec<FeatureGroup>,
+    #[serde(default)]
+    pub explanation: ExplanationSettings,
+}
+
+/// How this model's decisions are attributed, where the package may choose.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExplanationSettings {
+    /// Antithetic permutation pairs the model-agnostic estimator may spend
+    /// per decision (default 64); a request's deadline can cut it short.
+    pub sample_pairs: Option<usize>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -318,6 +329,14 @@ impl Manifest {
 
     /// Checks what TOML types alone cannot: consistency between fields.
     pub fn validate(&self) -> Result<(), FieldError> {
+        if let Some(n) = self.explanation.sample_pairs
+            && !(2..=1_000_000).contains(&n)
+        {
+            return Err(FieldError::new(
+                "explanation.sample_pairs",
+                format!("is {n}; it must lie in 2..=1000000"),
+            ));
+        }
         if self.schema_version != SCHEMA_VERSION {
             return Err(FieldError::new(
                 "schema_version",

@@ -215,7 +215,8 @@ impl ModelPackage {
             &background_scores,
             covers.as_ref(),
         )
-        .map_err(|e| PackageError::new(&model_path, None, format!("cannot be explained: {e}")))?;
+        .map_err(|e| PackageError::new(&model_path, None, format!("cannot be explained: {e}")))?
+        .with_sample_pairs(manifest.explanation.sample_pairs);
         let golden_path = dir.join(GOLDEN_FILE);
         let golden = if golden_path.exists() {
             let (rows, scores) = read_rows(&golden_path, &schema, true)?;
