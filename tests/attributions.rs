@@ -3,7 +3,10 @@
 
 mod common;
 
-use candor::explain::{trees::Ensemble, treeshap::PathDependent};
+use candor::{
+    explain::{trees::Ensemble, treeshap::PathDependent},
+    grpc::pb,
+};
 use common::*;
 
 fn rows(path: &std::path::Path, skip_last: bool) -> Vec<Vec<f32>> {
@@ -72,4 +75,55 @@ fn treeshap_on_the_bundled_lightgbm_is_additive() {
             "residual {residual}"
         );
     }
+}
+
+/// The model-agnostic estimator spends the package's sample budget, and a
+/// request's deadline cuts it short instead of the request failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sampled_attributions_stop_at_the_deadline() {
+    let mut config = common::test_config();
+    let models = config.database.parent().unwrap().join("models");
+    let dst = models.join("caravan-mlp/1.0.0");
+    std::fs::create_dir_all(&dst).unwrap();
+    for entry in std::fs::read_dir(common::repo_root().join("models/caravan-mlp/1.0.0")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dst.join(entry.file_name())).unwrap();
+    }
+    // A budget no request could wait for.
+    let manifest = dst.join("manifest.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(
+        &manifest,
+        format!("{text}\n[explanation]\nsample_pairs = 100000\n"),
+    )
+    .unwrap();
+    config.models_dir = models;
+    let server = common::TestServer::start_with(config).await;
+    let mut request = common::caravan_request();
+    request.model = common::model_ref("caravan-mlp", "");
+    request.explain = Some(pb::ExplainOptions {
+        mode: pb::ExplainMode::Inline as i32,
+        method: 0,
+    });
+    let mut request = tonic::Request::new(request);
+    request.set_timeout(std::time::Duration::from_millis(1000));
+    let started = std::time::Instant::now();
+    let d = server
+        .scoring()
+        .await
+        .score(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .decision
+        .unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_millis(1000));
+    let a = d.attribution.unwrap();
+    assert!(
+        (2..100_000).contains(&a.sample_pairs),
+        "{} pairs",
+        a.sample_pairs
+    );
+    assert!(a.features.iter().any(|f| f.standard_error > 0.0));
+    assert!(a.additivity_residual < 1e-6, "efficient however many pairs");
 }
