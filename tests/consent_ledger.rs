@@ -359,3 +359,64 @@ async fn erasure_removes_the_subject_and_the_chain_still_verifies() {
         "secure_delete overwrites the erased content"
     );
 }
+
+/// Verification also covers what the chain's hashes alone do not: the
+/// per-purpose state the policy reads, and content removed outside an
+/// erasure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_checks_the_state_table_and_removed_content() {
+    let config = test_config();
+    let db = config.database.clone();
+    let server = TestServer::start_with(config).await;
+    let mut c = client(&server).await;
+    record(&mut c, "nina", &[1, 3, 4]).await;
+    let withdrawal = c
+        .withdraw_consent(pb::WithdrawConsentRequest {
+            subject_id: "nina".into(),
+            tcf_purposes: vec![3],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .record
+        .unwrap();
+    assert!(verify(&mut c).await.intact);
+
+    // Flip the withdrawn purpose back to "given" in the table the policy reads.
+    let raw = rusqlite::Connection::open(&db).unwrap();
+    raw.execute(
+        "UPDATE consent_state SET status = 'given' WHERE tcf_id = 3",
+        [],
+    )
+    .unwrap();
+    let broken = verify(&mut c)
+        .await
+        .first_broken
+        .expect("the edit is found");
+    assert_eq!(broken.seq, withdrawal.seq);
+    assert!(broken.reason.contains("consent_state"), "{}", broken.reason);
+    raw.execute(
+        "UPDATE consent_state SET status = 'withdrawn' WHERE tcf_id = 3",
+        [],
+    )
+    .unwrap();
+    assert!(verify(&mut c).await.intact);
+
+    // Remove the withdrawal's content the way only an erasure may.
+    raw.execute(
+        "UPDATE ledger SET content = NULL, subject_ref = NULL WHERE seq = ?1",
+        [withdrawal.seq],
+    )
+    .unwrap();
+    let broken = verify(&mut c)
+        .await
+        .first_broken
+        .expect("the removal is found");
+    assert_eq!(broken.seq, withdrawal.seq);
+    assert!(
+        broken.reason.contains("without an erasure"),
+        "{}",
+        broken.reason
+    );
+}

@@ -12,7 +12,7 @@
 //! Writes go through the database's writer thread (group commit, see
 //! [`crate::store`]).
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use hmac::{Hmac, Mac};
 use rusqlite::{Connection, params};
@@ -580,11 +580,14 @@ impl Ledger {
     pub fn verify(&self) -> Result<Verification, LedgerError> {
         self.store.read(|conn| {
             let mut stmt = conn.prepare(
-                "SELECT seq, record_id, kind, recorded_at, prev_hash, content_hash, hash, content
+                "SELECT seq, record_id, kind, recorded_at, prev_hash, content_hash, hash, content,
+                        subject_ref
                  FROM ledger ORDER BY seq",
             )?;
             let mut rows = stmt.query([])?;
             let (mut expected_seq, mut prev, mut records) = (1i64, GENESIS.to_owned(), 0u64);
+            let (mut removed, mut erased) = (Vec::new(), std::collections::HashSet::new());
+            let mut expected = ExpectedState::default();
             while let Some(row) = rows.next()? {
                 let seq: i64 = row.get(0)?;
                 let record_id: String = row.get(1)?;
@@ -594,6 +597,7 @@ impl Ledger {
                 let content_hash: String = row.get(5)?;
                 let hash: String = row.get(6)?;
                 let content: Option<String> = row.get(7)?;
+                let subject: Option<String> = row.get(8)?;
                 let broken = |reason: String| {
                     Ok(Verification {
                         records,
@@ -622,16 +626,130 @@ impl Ledger {
                 if link_hash(&prev, seq, &record_id, &kind, at, &content_hash) != hash {
                     return broken("hash does not match the record's fields".into());
                 }
+                match content.as_deref().map(serde_json::from_str::<Receipt>) {
+                    None => removed.push((seq, record_id.clone())),
+                    Some(Err(e)) => return broken(format!("content is not a receipt: {e}")),
+                    Some(Ok(receipt)) => {
+                        if receipt.kind.as_str() != kind || receipt.record_id != record_id {
+                            return broken("content names another record or kind".into());
+                        }
+                        if subject.as_deref() != receipt.subject_ref.as_deref() {
+                            return broken("subject_ref differs from the receipt's".into());
+                        }
+                        erased.extend(receipt.erased_seqs.iter().copied());
+                        expected.apply(&receipt, seq, &hash);
+                    }
+                }
                 prev = hash;
                 expected_seq += 1;
                 records += 1;
             }
+            let head = prev;
+            let at_head = |seq: i64, record_id: String, reason: String| Verification {
+                records,
+                head: head.clone(),
+                broken: Some(BrokenLink {
+                    seq,
+                    record_id,
+                    reason,
+                }),
+            };
+            // Content may only vanish by erasure, which lists what it removed.
+            if let Some((seq, id)) = removed.into_iter().find(|(seq, _)| !erased.contains(seq)) {
+                return Ok(at_head(
+                    seq,
+                    id,
+                    "content removed without an erasure record".into(),
+                ));
+            }
+            // The table the policy reads must follow from the chain.
+            if let Some((seq, id, reason)) = expected.differs_from(conn)? {
+                return Ok(at_head(seq, id, reason));
+            }
             Ok(Verification {
                 records,
-                head: prev,
+                head,
                 broken: None,
             })
         })
+    }
+}
+
+/// The per-purpose state the chain implies, rebuilt record by record with
+/// the same rule the writer applies (a later or equal `effective_at` wins).
+#[derive(Default)]
+struct ExpectedState {
+    /// (subject, purpose) → (status, basis, effective_at, seq, hash).
+    state: HashMap<(String, u8), (Status, LegalBasis, i64, i64, String)>,
+}
+
+impl ExpectedState {
+    fn apply(&mut self, receipt: &Receipt, seq: i64, hash: &str) {
+        let Some(subject) = &receipt.subject_ref else {
+            return;
+        };
+        if !matches!(
+            receipt.kind,
+            RecordKind::Consent | RecordKind::Withdrawal | RecordKind::Objection
+        ) {
+            return;
+        }
+        let at = receipt.collection.collected_at_ms;
+        for p in &receipt.purposes {
+            let entry = (p.status, p.legal_basis, at, seq, hash.to_owned());
+            match self.state.get(&(subject.clone(), p.tcf_id)) {
+                Some(current) if at < current.2 => {}
+                _ => {
+                    self.state.insert((subject.clone(), p.tcf_id), entry);
+                }
+            }
+        }
+    }
+
+    /// The first `consent_state` row that the chain does not imply, or the
+    /// first implied state that is missing.
+    fn differs_from(
+        mut self,
+        conn: &Connection,
+    ) -> Result<Option<(i64, String, String)>, LedgerError> {
+        let mut stmt = conn.prepare(
+            "SELECT subject_ref, tcf_id, status, legal_basis, record_seq, record_id, record_hash
+             FROM consent_state",
+        )?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let subject: String = row.get(0)?;
+            let tcf_id: u8 = row.get(1)?;
+            let (status, basis): (String, String) = (row.get(2)?, row.get(3)?);
+            let (seq, record_id, hash): (i64, String, String) =
+                (row.get(4)?, row.get(5)?, row.get(6)?);
+            let holds = self.state.remove(&(subject, tcf_id)).is_some_and(
+                |(s, b, _, want_seq, want_hash)| {
+                    s.as_str() == status
+                        && b.as_str() == basis
+                        && want_seq == seq
+                        && want_hash == hash
+                },
+            );
+            if !holds {
+                return Ok(Some((
+                    seq,
+                    record_id,
+                    format!("consent_state for purpose {tcf_id} does not follow from the chain"),
+                )));
+            }
+        }
+        Ok(self
+            .state
+            .into_values()
+            .min_by_key(|e| e.3)
+            .map(|(_, _, _, seq, _)| {
+                (
+                    seq,
+                    String::new(),
+                    "consent_state lacks a state the chain implies".into(),
+                )
+            }))
     }
 }
 
