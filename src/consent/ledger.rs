@@ -677,10 +677,13 @@ impl Ledger {
 
 /// The per-purpose state the chain implies, rebuilt record by record with
 /// the same rule the writer applies (a later or equal `effective_at` wins).
+/// A purpose's implied state: status, basis, effective_at, seq and hash.
+type Implied = (Status, LegalBasis, i64, i64, String);
+
 #[derive(Default)]
 struct ExpectedState {
-    /// (subject, purpose) → (status, basis, effective_at, seq, hash).
-    state: HashMap<(String, u8), (Status, LegalBasis, i64, i64, String)>,
+    /// (subject, purpose) → what the chain implies for it.
+    state: HashMap<(String, u8), Implied>,
 }
 
 impl ExpectedState {
