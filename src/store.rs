@@ -131,6 +131,8 @@ pub(crate) enum Job {
         Option<oneshot::Sender<Result<bool, StoreError>>>,
     ),
     Purge(i64, oneshot::Sender<Result<u64, StoreError>>),
+    /// Stop owing these decisions deferred attributions.
+    Forgo(Vec<String>),
 }
 
 pub struct Store {
@@ -288,6 +290,7 @@ impl Writer {
                 reply(tx, decisions::attach(conn, &id, &explanation))
             }
             Job::Purge(now_ms, tx) => reply(Some(tx), decisions::purge(conn, now_ms)),
+            Job::Forgo(ids) => reply::<()>(None, decisions::forgo(conn, &ids)),
         }
     }
 

@@ -249,6 +249,18 @@ pub(crate) fn attach(conn: &Connection, id: &str, explanation: &str) -> Result<b
     Ok(n == 1)
 }
 
+/// Drops the deferred-attribution debt of decisions that can never be
+/// attributed (their model is gone, or their inputs do not open). Their
+/// sealed inputs stay until retention ends.
+pub(crate) fn forgo(conn: &Connection, ids: &[String]) -> Result<(), StoreError> {
+    let mut stmt =
+        conn.prepare_cached("UPDATE decisions SET explain_method = NULL WHERE decision_id = ?1")?;
+    for id in ids {
+        stmt.execute([id])?;
+    }
+    Ok(())
+}
+
 pub(crate) fn erase_subject(conn: &Connection, subject: &str) -> Result<u64, StoreError> {
     let n = conn
         .prepare_cached("DELETE FROM decisions WHERE subject_ref = ?1")?

@@ -201,17 +201,38 @@ impl Gateway {
         package: &Arc<ModelPackage>,
         rows: Vec<DecisionRow>,
     ) -> Result<Vec<DecisionRow>, Error> {
-        let mut inputs = Vec::with_capacity(rows.len() * package.schema.width());
+        let width = package.schema.width();
+        let mut inputs = Vec::with_capacity(rows.len() * width);
         let mut scores = Vec::with_capacity(rows.len());
-        for row in &rows {
+        let mut kept = Vec::with_capacity(rows.len());
+        let mut unusable = Vec::new();
+        for row in rows {
             let sealed = row.inputs.as_deref().unwrap_or_default();
-            let values = self
-                .cipher
-                .open(&row.decision_id, sealed)
-                .map_err(|e| Error::FailedPrecondition(e.to_string()))?;
-            inputs.extend(values);
-            scores.push(row.score.unwrap_or_default() as f32);
+            match self.cipher.open(&row.decision_id, sealed) {
+                Ok(values) if values.len() == width => {
+                    inputs.extend(values);
+                    scores.push(row.score.unwrap_or_default() as f32);
+                    kept.push(row);
+                }
+                Ok(_) => unusable.push((
+                    row.decision_id,
+                    "its inputs do not fit the model".to_owned(),
+                )),
+                Err(e) => unusable.push((row.decision_id, e.to_string())),
+            }
         }
+        if !unusable.is_empty() {
+            for (id, why) in &unusable {
+                tracing::warn!(decision = %id, reason = %why, "attributions cannot be computed");
+            }
+            // Nothing will ever open them: stop owing them.
+            let ids = unusable.iter().map(|(id, _)| id.clone()).collect();
+            self.store.send(Job::Forgo(ids))?;
+            if kept.is_empty() {
+                return Err(Error::FailedPrecondition(unusable.remove(0).1));
+            }
+        }
+        let rows = kept;
         let method = rows
             .first()
             .and_then(|r| r.explain_method.as_deref())
@@ -318,7 +339,10 @@ impl Gateway {
             let package = match self.package_of(&row) {
                 Ok(p) => p,
                 Err(e) => {
-                    tracing::warn!(error = %e, "deferred attribution skipped");
+                    // Its model is gone: owing it forever would block the
+                    // decisions behind it.
+                    tracing::warn!(error = %e, "deferred attribution given up");
+                    let _ = self.store.send(Job::Forgo(vec![row.decision_id]));
                     continue;
                 }
             };
