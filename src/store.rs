@@ -8,6 +8,7 @@
 //! connections, which WAL lets run beside the writer.
 
 use std::{
+    collections::HashMap,
     path::{Path, PathBuf},
     sync::Mutex,
     thread::JoinHandle,
@@ -46,6 +47,8 @@ pub enum StoreError {
     Corrupt { record_id: String, message: String },
     #[error("the database writer has stopped")]
     ShutDown,
+    #[error("the subject was erased while this call ran; nothing of it was kept")]
+    Erased,
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -172,7 +175,14 @@ impl Store {
         let (jobs, rx) = crossbeam_channel::unbounded();
         let writer = std::thread::Builder::new()
             .name("candor-db-writer".into())
-            .spawn(move || Writer { conn, head }.run(rx))
+            .spawn(move || {
+                Writer {
+                    conn,
+                    head,
+                    erased: HashMap::new(),
+                }
+                .run(rx)
+            })
             .map_err(|e| failed(e.to_string()))?;
         Ok(Self {
             jobs: Some(jobs),
@@ -227,6 +237,10 @@ impl Drop for Store {
 struct Writer {
     conn: Connection,
     head: (i64, String),
+    /// Subject → when it was erased. Work for that subject that began
+    /// before then (a Score in flight during the erasure) is refused, so
+    /// nothing of the subject reappears after EraseSubject returns.
+    erased: HashMap<String, i64>,
 }
 
 /// Answers a job once its batch's fate is known.
@@ -271,9 +285,26 @@ impl Writer {
         }
     }
 
-    fn run_job(conn: &Connection, head: &mut (i64, String), job: Job) -> (bool, Reply) {
+    fn run_job(
+        conn: &Connection,
+        head: &mut (i64, String),
+        erased: &mut HashMap<String, i64>,
+        job: Job,
+    ) -> (bool, Reply) {
+        // Begun at `at` for `subject`, before that subject's erasure?
+        let stale = |subject: Option<&String>, at: i64| {
+            subject
+                .and_then(|s| erased.get(s))
+                .is_some_and(|&erased_at| at <= erased_at)
+        };
         match job {
             Job::Append(drafts, tx) => {
+                if drafts
+                    .iter()
+                    .any(|d| stale(d.subject_ref.as_ref(), d.collection.collected_at_ms))
+                {
+                    return reply(Some(tx), Err(StoreError::Erased));
+                }
                 let result = drafts
                     .into_iter()
                     .map(|d| ledger::append_one(conn, head, d, Vec::new()))
@@ -283,9 +314,18 @@ impl Writer {
             Job::Erase(subject, at_ms, tx) => {
                 let result = decisions::erase_subject(conn, &subject)
                     .and_then(|d| ledger::erase_subject(conn, head, &subject, at_ms, d));
+                if result.is_ok() {
+                    erased.insert(subject, at_ms);
+                }
                 reply(Some(tx), result)
             }
-            Job::Record(batch, tx) => reply(tx, decisions::insert(conn, &batch)),
+            Job::Record(batch, tx) => {
+                let first = batch.rows.first();
+                if first.is_some_and(|r| stale(r.subject_ref.as_ref(), r.decided_at_ms)) {
+                    return reply(tx, Err(StoreError::Erased));
+                }
+                reply(tx, decisions::insert(conn, &batch))
+            }
             Job::Attach(id, explanation, tx) => {
                 reply(tx, decisions::attach(conn, &id, &explanation))
             }
@@ -298,9 +338,9 @@ impl Writer {
     /// once, and only then answers: an acknowledged write is on disk.
     fn commit_batch(&mut self, batch: Vec<Job>) {
         let head_before = self.head.clone();
-        let erased = batch.iter().any(|j| matches!(j, Job::Erase(..)));
+        let has_erasure = batch.iter().any(|j| matches!(j, Job::Erase(..)));
         let mut replies: Vec<Reply> = Vec::with_capacity(batch.len());
-        let Writer { conn, head } = self;
+        let Writer { conn, head, erased } = self;
         let committed = (|| -> Result<(), StoreError> {
             let tx = conn.transaction()?;
             // Savepoints by cached statements: a job's own savepoint costs
@@ -309,7 +349,7 @@ impl Writer {
             for job in batch {
                 let job_head = head.clone();
                 run("SAVEPOINT job")?;
-                let (ok, answer) = Self::run_job(&tx, head, job);
+                let (ok, answer) = Self::run_job(&tx, head, erased, job);
                 if !ok {
                     run("ROLLBACK TO job")?;
                     *head = job_head;
@@ -323,7 +363,7 @@ impl Writer {
         if let Err(e) = &committed {
             tracing::error!(error = %e, "database commit failed");
             self.head = head_before;
-        } else if erased {
+        } else if has_erasure {
             // The WAL still holds the pages as they were before the erasure;
             // copying the new ones back and truncating it removes them.
             match self
@@ -347,6 +387,51 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Work that began before a subject's erasure never lands after it.
+    #[tokio::test]
+    async fn work_begun_before_an_erasure_is_refused_after_it() {
+        use crate::consent::ledger::{Collection, RecordKind};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let draft = |at| Draft {
+            kind: RecordKind::Evidence,
+            subject_ref: Some("s".into()),
+            controller: String::new(),
+            purposes: vec![],
+            data_categories: vec![],
+            collection: Collection {
+                method: "inline_signal".into(),
+                collected_at_ms: at,
+                jurisdiction: String::new(),
+                language: String::new(),
+                notice: None,
+            },
+            withdrawal_method: String::new(),
+            evidence: None,
+        };
+        let before = now_ms();
+        store
+            .submit(|tx| Job::Append(vec![draft(before)], tx))
+            .await
+            .unwrap();
+        let erased_at = before + 10;
+        store
+            .submit(|tx| Job::Erase("s".into(), erased_at, tx))
+            .await
+            .unwrap();
+        let late = store
+            .submit(|tx| Job::Append(vec![draft(before)], tx))
+            .await;
+        assert!(matches!(late, Err(StoreError::Erased)), "{late:?}");
+        let returning = store
+            .submit(|tx| Job::Append(vec![draft(erased_at + 1)], tx))
+            .await;
+        assert!(
+            returning.is_ok(),
+            "a person who comes back afterwards is welcome"
+        );
+    }
 
     #[test]
     fn connections_delete_securely() {

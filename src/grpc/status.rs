@@ -14,6 +14,7 @@ impl From<Error> for Status {
             Error::Store(inner) => match inner {
                 StoreError::Busy(_) | StoreError::ShutDown => Code::Unavailable,
                 StoreError::Full(_) => Code::ResourceExhausted,
+                StoreError::Erased => Code::Aborted,
                 StoreError::Open { .. }
                 | StoreError::Key { .. }
                 | StoreError::Sqlite(_)
