@@ -748,3 +748,45 @@ async fn a_future_dated_consent_does_not_outrank_a_later_withdrawal() {
     assert_eq!(tier(&d), pb::Tier::Contextual);
     assert!(fired(&d, "tcf.personalised_ads_withdrawn"));
 }
+
+/// GPC from a known person is remembered: a later request without the
+/// signal does not opt them back in (CCPA regulations, 11 CCR §7025). Only
+/// an explicit choice does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_known_persons_gpc_outlives_the_request() {
+    let server = server().await;
+    let mut scoring = server.scoring().await;
+    let mut consent = consent_client(server.channel().await);
+    let with_gpc = Ctx {
+        gpc: true,
+        ..ctx("US")
+    };
+    let d = score(&mut scoring, "caravan-lgbm", "olga", &with_gpc).await;
+    assert!(fired(&d, "us.gpc_opt_out") && masked(&d, ZIP_FEATURE));
+    let later = score(&mut scoring, "caravan-lgbm", "olga", &ctx("US")).await;
+    assert_eq!(tier(&later), pb::Tier::Contextual);
+    assert!(
+        fired(&later, "ledger.sale_sharing_opt_out"),
+        "{:?}",
+        provenance(&later).rules_fired
+    );
+    assert!(masked(&later, ZIP_FEATURE) && !masked(&later, OWN_FEATURE));
+    // Someone else without GPC is not affected.
+    let other = score(&mut scoring, "caravan-lgbm", "pia", &ctx("US")).await;
+    assert_eq!(tier(&other), pb::Tier::Personalised);
+    // Opting back in is an explicit choice.
+    consent
+        .record_consent(pb::RecordConsentRequest {
+            subject_id: "olga".into(),
+            purposes: vec![pb::PurposeChoice {
+                tcf_purpose: 12,
+                granted: true,
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let back = score(&mut scoring, "caravan-lgbm", "olga", &ctx("US")).await;
+    assert_eq!(tier(&back), pb::Tier::Personalised);
+}

@@ -31,7 +31,7 @@ use super::{
     Decoded, ModeFlag,
     gpp::{Tri, USCA_PRECISE_GEOLOCATION, USNAT_PRECISE_GEOLOCATION},
     ledger::{LegalBasis, PurposeState, Status, VALIDITY},
-    purposes::{self, DIRECT_MARKETING},
+    purposes::{self, DIRECT_MARKETING, SALE_OR_SHARING},
     tcf::{Basis, TcString},
 };
 use crate::models::manifest::{DataCategory, DataSource, FeatureSpec};
@@ -460,12 +460,8 @@ impl Policy {
     }
 }
 
-fn us<'l>(
-    v: &mut Verdict<'_>,
-    signals: &Decoded,
-    recorded: &dyn Fn(u8) -> Option<&'l PurposeState>,
-    now_ms: i64,
-) -> Vec<PurposeOutcome> {
+/// The request's US opt-outs: (GPC, a GPP sale/sharing/targeting opt-out).
+fn us_opt_outs(signals: &Decoded) -> (bool, bool) {
     let gpp = signals.gpp.as_ref();
     let usnat = gpp.and_then(|g| g.usnat.as_ref());
     let usca = gpp.and_then(|g| g.usca.as_ref());
@@ -481,11 +477,38 @@ fn us<'l>(
         .contains(&Tri::One)
     }) || usca
         .is_some_and(|s| [s.sale_opt_out, s.sharing_opt_out].contains(&Tri::One));
+    (gpc, opted_out)
+}
+
+/// Whether a known person's request carries a US opt-out that the ledger
+/// must remember, because it does not hold one yet.
+pub fn opt_out_to_remember(signals: &Decoded, state: &[PurposeState], now_ms: i64) -> bool {
+    let (gpc, opted_out) = us_opt_outs(signals);
+    Policy::regime(signals) == Regime::Us
+        && (gpc || opted_out)
+        && !state
+            .iter()
+            .any(|s| s.tcf_id == SALE_OR_SHARING && s.status_at(now_ms) == Status::Objected)
+}
+
+fn us<'l>(
+    v: &mut Verdict<'_>,
+    signals: &Decoded,
+    recorded: &dyn Fn(u8) -> Option<&'l PurposeState>,
+    now_ms: i64,
+) -> Vec<PurposeOutcome> {
+    let gpp = signals.gpp.as_ref();
+    let usnat = gpp.and_then(|g| g.usnat.as_ref());
+    let usca = gpp.and_then(|g| g.usca.as_ref());
+    let (gpc, opted_out) = us_opt_outs(signals);
     if gpc {
         v.mask("us.gpc_opt_out", |f| f.cross_context);
     }
     if opted_out {
         v.mask("us.sale_sharing_targeting_opt_out", |f| f.cross_context);
+    }
+    if recorded(SALE_OR_SHARING).is_some_and(|r| r.status_at(now_ms) == Status::Objected) {
+        v.mask("ledger.sale_sharing_opt_out", |f| f.cross_context);
     }
     // usnat's SensitiveDataProcessing is consent (2 = consent); usca's is an
     // opt-out (1 = opted out). California's section governs on its own;

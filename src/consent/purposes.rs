@@ -1,12 +1,18 @@
 //! The processing purposes the ledger and the policy speak about: the eleven
-//! TCF v2.2 purposes plus direct marketing, the purpose a GDPR Art. 21
-//! objection is made against. Each carries the nearest W3C DPV purpose (several
+//! TCF v2.2 purposes, direct marketing (what a GDPR Art. 21 objection is
+//! made against) and the US sale or sharing of personal data. Each carries the nearest W3C DPV purpose (several
 //! TCF purposes share one, the TCF id tells them apart), so that records read
 //! the same outside the TCF.
 
 /// Purpose id 0 is not a TCF purpose: direct marketing as a whole, the
 /// target of an Art. 21(2) objection.
 pub const DIRECT_MARKETING: u8 = 0;
+
+/// Purpose id 12 is not a TCF purpose either: the sale or sharing of
+/// personal data under US state law. A Global Privacy Control signal from a
+/// known person is remembered as an objection to it (CCPA regulations,
+/// 11 CCR §7025: a later absence of the signal does not opt them back in).
+pub const SALE_OR_SHARING: u8 = 12;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PurposeInfo {
@@ -26,7 +32,7 @@ const fn p(id: u8, name: &'static str, dpv: &'static str, li: bool) -> PurposeIn
     }
 }
 
-pub const PURPOSES: [PurposeInfo; 12] = [
+pub const PURPOSES: [PurposeInfo; 13] = [
     p(
         DIRECT_MARKETING,
         "Direct marketing",
@@ -98,6 +104,12 @@ pub const PURPOSES: [PurposeInfo; 12] = [
         "Use limited data to select content",
         "dpv:ServicePersonalisation",
         true,
+    ),
+    p(
+        SALE_OR_SHARING,
+        "Sale or sharing of personal data (US)",
+        "dpv:SellDataToThirdParties",
+        false,
     ),
 ];
 

@@ -61,9 +61,9 @@ fn subject(id: &str) -> Result<&str, Error> {
 
 fn tcf_purpose(field: String, id: u32) -> Result<u8, Error> {
     match u8::try_from(id) {
-        Ok(id @ 1..=11) => Ok(id),
+        Ok(id @ 1..=12) => Ok(id),
         _ => Err(Error::InvalidArgument(format!(
-            "{field}: {id} is not a TCF v2.2 purpose (1-11)"
+            "{field}: {id} is neither a TCF v2.2 purpose (1-11) nor 12 (US sale or sharing)"
         ))),
     }
 }
@@ -225,6 +225,40 @@ impl Consents {
         let (cache, subject) = (self.cache.clone(), subject_ref.clone());
         let _ = tokio::spawn(async move { cache.invalidate_subject(&subject, false) }).await;
         Ok((reference, subject_ref))
+    }
+
+    /// Records a US opt-out of sale or sharing (GPC or a GPP opt-out) for a
+    /// known subject, so that it holds when later requests lack the signal.
+    pub async fn remember_opt_out(
+        &self,
+        subject_ref: &str,
+        jurisdiction: String,
+    ) -> Result<(), Error> {
+        let draft = Draft {
+            kind: RecordKind::Objection,
+            subject_ref: Some(subject_ref.to_owned()),
+            controller: self.controller.clone(),
+            purposes: vec![PurposeEntry {
+                tcf_id: purposes::SALE_OR_SHARING,
+                dpv: purposes::info(purposes::SALE_OR_SHARING)
+                    .map_or("", |p| p.dpv)
+                    .to_owned(),
+                legal_basis: LegalBasis::Consent,
+                status: Status::Objected,
+            }],
+            data_categories: Vec::new(),
+            collection: Collection {
+                method: "browser_signal".into(),
+                collected_at_ms: now_ms(),
+                jurisdiction,
+                language: String::new(),
+                notice: None,
+            },
+            withdrawal_method: "RecordConsent granting purpose 12 opts back in".into(),
+            evidence: None,
+        };
+        self.ledger.append(vec![draft]).await?;
+        Ok(())
     }
 
     pub async fn state(&self, subject_id: &str) -> Result<(String, Vec<PurposeState>), Error> {

@@ -21,7 +21,7 @@ use crate::{
     consent::{
         Jurisdiction, Signals,
         ledger::{Ledger, LedgerRef},
-        policy::{Evaluation, Policy, Provenance, Settings, Tier},
+        policy::{self, Evaluation, Policy, Provenance, Settings, Tier},
         service::Consents,
     },
     decisions::{cache::ExplanationCache, crypto::InputCipher},
@@ -304,10 +304,22 @@ impl Gateway {
         let subject_ref = subject.id.as_deref().map(|id| ledger.pseudonymise(id));
         // From memory, or one indexed read on a pooled connection: short
         // enough to run here rather than hop to a blocking thread.
-        let state = match &subject_ref {
+        let mut state = match &subject_ref {
             Some(s) => ledger.state(s)?,
             None => Arc::default(),
         };
+        // A known person's US opt-out outlives the request that carried it.
+        if let Some(s) = &subject_ref
+            && policy::opt_out_to_remember(&signals, &state, now_ms())
+        {
+            let jurisdiction = signals
+                .signals
+                .jurisdiction
+                .as_ref()
+                .map_or(String::new(), Jurisdiction::code);
+            self.consents.remember_opt_out(s, jurisdiction).await?;
+            state = ledger.state(s)?;
+        }
         let columns = package.schema.columns();
         let mut evaluation = self.policy.evaluate(columns, &signals, &state, now_ms());
         let evidence = ledger
