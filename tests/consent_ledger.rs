@@ -141,7 +141,7 @@ async fn bad_consent_requests_name_the_field() {
         (
             pb::RecordConsentRequest {
                 purposes: vec![pb::PurposeChoice {
-                    tcf_purpose: 12,
+                    tcf_purpose: 13,
                     ..Default::default()
                 }],
                 ..base()
