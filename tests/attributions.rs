@@ -83,12 +83,7 @@ fn treeshap_on_the_bundled_lightgbm_is_additive() {
 async fn sampled_attributions_stop_at_the_deadline() {
     let mut config = common::test_config();
     let models = config.database.parent().unwrap().join("models");
-    let dst = models.join("caravan-mlp/1.0.0");
-    std::fs::create_dir_all(&dst).unwrap();
-    for entry in std::fs::read_dir(common::repo_root().join("models/caravan-mlp/1.0.0")).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), dst.join(entry.file_name())).unwrap();
-    }
+    let dst = common::copy_package("caravan-mlp/1.0.0", &models);
     // A budget no request could wait for.
     let manifest = dst.join("manifest.toml");
     let text = std::fs::read_to_string(&manifest).unwrap();

@@ -255,7 +255,7 @@ async fn editing_one_row_in_the_database_file_is_named_by_verify() {
             |r| r.get(0),
         )
         .unwrap();
-    let hash = hex(sha2_digest(forged.as_bytes()));
+    let hash = sha256_hex(forged.as_bytes());
     raw.execute(
         "UPDATE ledger SET content_hash = ?1 WHERE seq = ?2",
         rusqlite::params![hash, target.seq],
@@ -268,15 +268,6 @@ async fn editing_one_row_in_the_database_file_is_named_by_verify() {
         "{}",
         broken.reason
     );
-}
-
-fn sha2_digest(bytes: &[u8]) -> Vec<u8> {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes).to_vec()
-}
-
-fn hex(bytes: Vec<u8>) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

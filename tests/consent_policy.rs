@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::{fs, path::Path};
+use std::fs;
 
 use candor::grpc::pb::{
     self, consent_service_client::ConsentServiceClient,
@@ -13,35 +13,16 @@ use candor::grpc::pb::{
 use common::*;
 use tonic::transport::Channel;
 
-fn policy_string(name: &str) -> String {
-    let path = repo_root().join("tests/fixtures/consent/policy_strings.json");
-    let v: serde_json::Value = serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap();
-    v["strings"][name]["string"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no policy string {name}"))
-        .to_owned()
-}
-
-fn copy_dir(src: &Path, dst: &Path) {
-    fs::create_dir_all(dst).unwrap();
-    for entry in fs::read_dir(src).unwrap() {
-        let entry = entry.unwrap();
-        fs::copy(entry.path(), dst.join(entry.file_name())).unwrap();
-    }
-}
-
 /// The bundled LightGBM model, plus `geo-logreg`: the logistic regression with
 /// its first feature declared as precise geolocation from the request, so the
 /// geolocation rules have something to act on.
 async fn server() -> TestServer {
     let mut config = test_config();
     let models = config.database.parent().unwrap().join("models");
-    copy_dir(
-        &repo_root().join("models/caravan-lgbm/1.0.0"),
-        &models.join("caravan-lgbm/1.0.0"),
-    );
+    copy_package("caravan-lgbm/1.0.0", &models);
     let geo = models.join("geo-logreg/1.0.0");
-    copy_dir(&repo_root().join("models/caravan-logreg/1.0.0"), &geo);
+    fs::create_dir_all(geo.parent().unwrap()).unwrap();
+    fs::rename(copy_package("caravan-logreg/1.0.0", &models), &geo).unwrap();
     let manifest = geo.join("manifest.toml");
     let text = fs::read_to_string(&manifest).unwrap();
     let text = text

@@ -6,7 +6,7 @@
 mod common;
 
 use candor::{
-    config::{ApiKey, Role},
+    config::Role,
     grpc::pb::{self, explanation_service_client::ExplanationServiceClient},
 };
 use common::*;
@@ -216,17 +216,11 @@ async fn deferred_attributions_arrive_in_the_record() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn views_follow_the_role_table() {
-    use sha2::Digest;
     let mut config = test_config();
-    let key = |role: Role, secret: &str| ApiKey {
-        name: format!("{role:?}"),
-        role,
-        sha256: hex::encode(sha2::Sha256::digest(secret.as_bytes())),
-    };
     config.access.api_keys = vec![
-        key(Role::Support, "support-secret"),
-        key(Role::Engineer, "eng-secret"),
-        key(Role::Scorer, "scorer-secret"),
+        api_key(Role::Support, "support-secret"),
+        api_key(Role::Engineer, "eng-secret"),
+        api_key(Role::Scorer, "scorer-secret"),
     ];
     let server = TestServer::start_with(config).await;
     let mut request = caravan_request();
@@ -531,20 +525,11 @@ async fn pseudonyms_cannot_be_turned_into_subject_tokens() {
 /// Every consent RPC follows the role table once API keys exist.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consent_rpcs_follow_the_role_table() {
-    use sha2::Digest;
     let mut config = test_config();
-    config.access.api_keys = ["support", "scorer"]
-        .into_iter()
-        .map(|name| ApiKey {
-            name: name.into(),
-            role: if name == "support" {
-                Role::Support
-            } else {
-                Role::Scorer
-            },
-            sha256: hex::encode(sha2::Sha256::digest(format!("{name}-secret").as_bytes())),
-        })
-        .collect();
+    config.access.api_keys = vec![
+        api_key(Role::Support, "support-secret"),
+        api_key(Role::Scorer, "scorer-secret"),
+    ];
     let server = TestServer::start_with(config).await;
     let mut consent = pb::consent_service_client::ConsentServiceClient::new(server.channel().await);
     let ledger = server.gateway.consents().ledger();

@@ -16,15 +16,8 @@ use candor::{
 use common::*;
 
 /// Copies the default Caravan package into `<tmp>/models/caravan-lgbm/1.0.0`.
-fn copy_package(tmp: &Path) -> PathBuf {
-    let src = repo_root().join("models/caravan-lgbm/1.0.0");
-    let dst = tmp.join("models/caravan-lgbm/1.0.0");
-    fs::create_dir_all(&dst).unwrap();
-    for entry in fs::read_dir(&src).unwrap() {
-        let entry = entry.unwrap();
-        fs::copy(entry.path(), dst.join(entry.file_name())).unwrap();
-    }
-    dst
+fn copy_default(tmp: &Path) -> PathBuf {
+    copy_package("caravan-lgbm/1.0.0", &tmp.join("models"))
 }
 
 fn edit(path: &Path, from: &str, to: &str) {
@@ -171,7 +164,7 @@ fn broken_packages_are_refused_naming_file_and_field() {
     ];
     for (what, breakage, file, field, needle) in cases {
         let tmp = tempfile::tempdir().unwrap();
-        let package = copy_package(tmp.path());
+        let package = copy_default(tmp.path());
         breakage(&package);
         let err = ModelPackage::load(&package, 1).expect_err(what);
         assert_eq!(
@@ -195,7 +188,7 @@ fn broken_packages_are_refused_naming_file_and_field() {
 fn a_package_feeding_religion_to_advertising_is_refused() {
     runtime::init(&ort_lib()).unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    let package = copy_package(tmp.path());
+    let package = copy_default(tmp.path());
     // Relabel one feature with the truth about a religion proxy column.
     edit(
         &package.join("manifest.toml"),
@@ -232,7 +225,7 @@ fn a_model_trained_on_the_religion_proxy_columns_is_refused_naming_them() {
 fn two_default_versions_are_refused() {
     runtime::init(&ort_lib()).unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    let package = copy_package(tmp.path());
+    let package = copy_default(tmp.path());
     let second = tmp.path().join("models/caravan-lgbm/1.0.1");
     fs::create_dir_all(&second).unwrap();
     for entry in fs::read_dir(&package).unwrap() {
@@ -277,7 +270,7 @@ fn validate_passes_the_bundled_models_and_fails_a_broken_one() {
     );
 
     let tmp = tempfile::tempdir().unwrap();
-    let package = copy_package(tmp.path());
+    let package = copy_default(tmp.path());
     // A golden that no longer matches the model.
     let golden = package.join("golden.csv");
     let body = fs::read_to_string(&golden).unwrap();

@@ -18,13 +18,6 @@ use candor::{
 use common::*;
 use proptest::prelude::*;
 
-fn policy_string(name: &str) -> String {
-    let path = repo_root().join("tests/fixtures/consent/policy_strings.json");
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    v["strings"][name]["string"].as_str().unwrap().to_owned()
-}
-
 /// Dates change from run to run; the words must not. Replaces every
 /// "29 Nov 2026"-style date with <date>.
 fn redact(text: &str) -> String {

@@ -6,6 +6,8 @@
 //! encodes. Byte-oriented base64 decoders therefore reject valid strings; this
 //! reader decodes per character and never reads past the end.
 
+use std::fmt::Display;
+
 use super::SignalError;
 
 /// A segment's bits, six per character, read left to right.
@@ -68,8 +70,9 @@ impl BitReader {
     }
 
     /// Reads a big-endian unsigned field of `width` ≤ 64 bits, naming `field`
-    /// when the string ends first.
-    pub fn read(&mut self, width: usize, field: &str) -> Result<u64, SignalError> {
+    /// when the string ends first. `field` is formatted only then, so
+    /// `format_args!` names cost nothing on a valid string.
+    pub fn read(&mut self, width: usize, field: impl Display) -> Result<u64, SignalError> {
         debug_assert!(width <= 64);
         if self.remaining() < width {
             return Err(SignalError::new(format!(
@@ -93,7 +96,7 @@ impl BitReader {
 
     /// A fixed-width bitfield of ids, encoded id 1 first, as a mask holding
     /// id i at bit i-1.
-    pub fn mask(&mut self, width: usize, field: &str) -> Result<u64, SignalError> {
+    pub fn mask(&mut self, width: usize, field: impl Display) -> Result<u64, SignalError> {
         let value = self.read(width, field)?;
         Ok(if width == 0 {
             0
@@ -102,12 +105,12 @@ impl BitReader {
         })
     }
 
-    pub fn u8(&mut self, width: usize, field: &str) -> Result<u8, SignalError> {
+    pub fn u8(&mut self, width: usize, field: impl Display) -> Result<u8, SignalError> {
         debug_assert!(width <= 8);
         Ok(self.read(width, field)? as u8)
     }
 
-    pub fn u16(&mut self, width: usize, field: &str) -> Result<u16, SignalError> {
+    pub fn u16(&mut self, width: usize, field: impl Display) -> Result<u16, SignalError> {
         debug_assert!(width <= 16);
         Ok(self.read(width, field)? as u16)
     }

@@ -329,14 +329,8 @@ fn segment_name(kind: u8) -> &'static str {
 }
 
 /// MaxVendorId, IsRangeEncoding, then a bitfield or range entries.
-/// Names the section in a field error only when there is one: decoding a
-/// valid string allocates no field names.
-fn in_section(section: &str) -> impl Fn(SignalError) -> SignalError + '_ {
-    move |e| SignalError::new(e.to_string().replacen(": ", &format!(": {section} "), 1))
-}
-
 fn vendor_set(r: &mut BitReader, section: &str) -> Result<VendorSet, SignalError> {
-    let max = r.u16(16, "MaxVendorId").map_err(in_section(section))?;
+    let max = r.u16(16, format_args!("{section} MaxVendorId"))?;
     let mut set = VendorSet::with_max(max);
     if r.bit()? {
         for (start, end) in ranges(r, section)? {
@@ -374,15 +368,13 @@ fn vendor_set(r: &mut BitReader, section: &str) -> Result<VendorSet, SignalError
 
 /// NumEntries × {IsARange, StartOrOnlyVendorId, [EndVendorId]}.
 fn ranges(r: &mut BitReader, section: &str) -> Result<Vec<(u16, u16)>, SignalError> {
-    let n = r.u16(12, "NumEntries").map_err(in_section(section))?;
+    let n = r.u16(12, format_args!("{section} NumEntries"))?;
     let mut out = Vec::with_capacity(usize::from(n).min(r.remaining() / 17 + 1));
     for _ in 0..n {
         let is_range = r.bit()?;
-        let start = r
-            .u16(16, "StartOrOnlyVendorId")
-            .map_err(in_section(section))?;
+        let start = r.u16(16, format_args!("{section} StartOrOnlyVendorId"))?;
         let end = if is_range {
-            r.u16(16, "EndVendorId").map_err(in_section(section))?
+            r.u16(16, format_args!("{section} EndVendorId"))?
         } else {
             start
         };

@@ -172,7 +172,7 @@ impl Gateway {
     }
 
     /// The exact package that made a recorded decision, if it still runs.
-    fn package_of(&self, row: &DecisionRow) -> Result<Arc<ModelPackage>, Error> {
+    pub fn package_of(&self, row: &DecisionRow) -> Result<Arc<ModelPackage>, Error> {
         let version = row.model_version.parse().ok();
         let package = self
             .resolve(&ModelSelector {

@@ -117,3 +117,15 @@ pub fn authorize(
     check(&caller, rule, subject_ref)?;
     Ok(caller)
 }
+
+/// The caller, admitted under `rule` for a call about the publisher's
+/// `subject_id` (pseudonymised here, as a subject token names it).
+pub fn authorize_for_subject(
+    gateway: &Gateway,
+    metadata: &MetadataMap,
+    rule: Rule,
+    subject_id: &str,
+) -> Result<Caller, Status> {
+    let subject_ref = gateway.consents().ledger().pseudonymise(subject_id);
+    authorize(gateway, metadata, rule, Some(&subject_ref))
+}

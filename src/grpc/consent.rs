@@ -155,16 +155,11 @@ impl ConsentService for Consent {
         &self,
         request: Request<pb::RecordConsentRequest>,
     ) -> Result<Response<pb::RecordConsentResponse>, Status> {
-        let subject = self
-            .gateway
-            .consents()
-            .ledger()
-            .pseudonymise(&request.get_ref().subject_id);
-        auth::authorize(
+        auth::authorize_for_subject(
             &self.gateway,
             request.metadata(),
             table::RECORD_CONSENT,
-            Some(&subject),
+            &request.get_ref().subject_id,
         )?;
         let (record, subject_ref) = self
             .gateway
@@ -181,16 +176,11 @@ impl ConsentService for Consent {
         &self,
         request: Request<pb::WithdrawConsentRequest>,
     ) -> Result<Response<pb::WithdrawConsentResponse>, Status> {
-        let subject = self
-            .gateway
-            .consents()
-            .ledger()
-            .pseudonymise(&request.get_ref().subject_id);
-        auth::authorize(
+        auth::authorize_for_subject(
             &self.gateway,
             request.metadata(),
             table::WITHDRAW_CONSENT,
-            Some(&subject),
+            &request.get_ref().subject_id,
         )?;
         let (record, subject_ref) = self
             .gateway
@@ -207,16 +197,11 @@ impl ConsentService for Consent {
         &self,
         request: Request<pb::GetConsentRequest>,
     ) -> Result<Response<pb::GetConsentResponse>, Status> {
-        let subject = self
-            .gateway
-            .consents()
-            .ledger()
-            .pseudonymise(&request.get_ref().subject_id);
-        auth::authorize(
+        auth::authorize_for_subject(
             &self.gateway,
             request.metadata(),
             table::READ_CONSENT,
-            Some(&subject),
+            &request.get_ref().subject_id,
         )?;
         let (subject_ref, state) = self
             .gateway
@@ -233,16 +218,11 @@ impl ConsentService for Consent {
         &self,
         request: Request<pb::GetConsentHistoryRequest>,
     ) -> Result<Response<pb::GetConsentHistoryResponse>, Status> {
-        let subject = self
-            .gateway
-            .consents()
-            .ledger()
-            .pseudonymise(&request.get_ref().subject_id);
-        auth::authorize(
+        auth::authorize_for_subject(
             &self.gateway,
             request.metadata(),
             table::READ_CONSENT,
-            Some(&subject),
+            &request.get_ref().subject_id,
         )?;
         let (subject_ref, records) = self
             .gateway
@@ -292,16 +272,11 @@ impl ConsentService for Consent {
         &self,
         request: Request<pb::EraseSubjectRequest>,
     ) -> Result<Response<pb::EraseSubjectResponse>, Status> {
-        let subject = self
-            .gateway
-            .consents()
-            .ledger()
-            .pseudonymise(&request.get_ref().subject_id);
-        auth::authorize(
+        auth::authorize_for_subject(
             &self.gateway,
             request.metadata(),
             table::ERASE_SUBJECT,
-            Some(&subject),
+            &request.get_ref().subject_id,
         )?;
         let erasure = self
             .gateway

@@ -20,7 +20,6 @@ use super::{
 use crate::{
     decisions::{DecisionRow, Explanation},
     gateway::{Gateway, ModelIdentity},
-    models::ModelSelector,
     why::{self, Audience, ConsumerView, Language, ModelFacts},
 };
 
@@ -143,14 +142,8 @@ impl ExplanationService for Why {
                     .map_err(|s| crate::error::Error::PermissionDenied(s.message().to_owned()))
             })
             .await?;
-        let package = self
-            .gateway
-            .resolve(&ModelSelector {
-                name: row.model_name.clone(),
-                version: row.model_version.parse().ok(),
-            })
-            .ok()
-            .filter(|p| p.sha256 == row.model_sha256);
+        // The artefact that made the decision, if it still runs.
+        let package = self.gateway.package_of(&row).ok();
         let language = Language::from_tag(&r.language);
         let min_segment = self.gateway.config().decisions.min_segment_size;
         let consumer = || {
@@ -228,13 +221,7 @@ impl ExplanationService for Why {
                 return Err(Status::invalid_argument(format!("limit: {n} exceeds 1000")));
             }
         };
-        let subject_ref = self.gateway.consents().ledger().pseudonymise(&r.subject_id);
-        auth::authorize(
-            &self.gateway,
-            &metadata,
-            table::SUBJECT_DATA,
-            Some(&subject_ref),
-        )?;
+        auth::authorize_for_subject(&self.gateway, &metadata, table::SUBJECT_DATA, &r.subject_id)?;
         let (subject_ref, rows) = self.gateway.decisions_of(&r.subject_id, limit).await?;
         Ok(Response::new(pb::ListDecisionsResponse {
             subject_ref,
@@ -259,13 +246,7 @@ impl ExplanationService for Why {
     ) -> Result<Response<pb::ExportSubjectDataResponse>, Status> {
         let metadata = request.metadata().clone();
         let r = request.into_inner();
-        let subject_ref = self.gateway.consents().ledger().pseudonymise(&r.subject_id);
-        auth::authorize(
-            &self.gateway,
-            &metadata,
-            table::SUBJECT_DATA,
-            Some(&subject_ref),
-        )?;
+        auth::authorize_for_subject(&self.gateway, &metadata, table::SUBJECT_DATA, &r.subject_id)?;
         let export = self
             .gateway
             .export_subject(&r.subject_id, Language::from_tag(&r.language))

@@ -236,3 +236,40 @@ pub fn caravan_request() -> pb::ScoreRequest {
         explain: None,
     }
 }
+
+/// A named consent string from the policy fixtures (`tests/consent_vectors/policy.mjs`).
+pub fn policy_string(name: &str) -> String {
+    let path = repo_root().join("tests/fixtures/consent/policy_strings.json");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    v["strings"][name]["string"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no policy string {name}"))
+        .to_owned()
+}
+
+/// Copies the bundled package `models/<package>` (e.g. "caravan-mlp/1.0.0")
+/// into `<models>/<package>` and returns that folder.
+pub fn copy_package(package: &str, models: &Path) -> PathBuf {
+    let dst = models.join(package);
+    std::fs::create_dir_all(&dst).unwrap();
+    for entry in std::fs::read_dir(repo_root().join("models").join(package)).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dst.join(entry.file_name())).unwrap();
+    }
+    dst
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// An API key entry for `secret`, as the configuration stores it.
+pub fn api_key(role: candor::config::Role, secret: &str) -> candor::config::ApiKey {
+    candor::config::ApiKey {
+        name: format!("{role:?}"),
+        role,
+        sha256: sha256_hex(secret.as_bytes()),
+    }
+}
