@@ -1,4 +1,5 @@
-//! The `candor` command line: `serve`, `score` and `models validate`.
+//! The `candor` command line: `serve`, `score`, `why`, `token issue` and
+//! `models validate`.
 //!
 //! Start-up errors are reported with `anyhow` here and nowhere else; the
 //! library below returns typed errors.
@@ -56,6 +57,33 @@ enum Command {
         #[command(subcommand)]
         command: ModelsCommand,
     },
+    /// Consumer tokens for the publisher's backend.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Mint a short-lived token that lets one person read their own
+    /// decisions, explanations and consent, and erase their data. Prints
+    /// the token on standard output.
+    Issue(TokenArgs),
+}
+
+#[derive(Debug, Args)]
+struct TokenArgs {
+    /// The publisher's identifier of the person (pseudonymised with the
+    /// gateway's subject key before it goes into the token).
+    #[arg(long)]
+    subject: String,
+    /// Lifetime in seconds (at most 86400).
+    #[arg(long, default_value_t = 900)]
+    ttl_secs: u64,
+    /// The gateway's TOML configuration, for its subject key file.
+    #[arg(long, env = "CANDOR_CONFIG")]
+    config: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -194,6 +222,9 @@ pub fn main() -> ExitCode {
         Command::Models {
             command: ModelsCommand::Validate(args),
         } => validate(args),
+        Command::Token {
+            command: TokenCommand::Issue(args),
+        } => issue_token(args),
     };
     match result {
         Ok(code) => code,
@@ -217,6 +248,30 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+fn issue_token(args: TokenArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::load(args.config.as_deref(), ConfigFlags::default())
+        .context("invalid configuration")?;
+    let key_file = &config.consent.subject_key_file;
+    // Minting under a key the gateway does not hold would only make tokens
+    // it rejects: never create the key here.
+    if !key_file.is_file() {
+        bail!(
+            "consent.subject_key_file: {} does not exist; start the gateway once (it creates the key) or point --config at its configuration",
+            key_file.display()
+        );
+    }
+    let key = crate::store::load_or_create_key(key_file, "subject pseudonymisation")?;
+    let subject_ref = crate::consent::ledger::pseudonym(&key, &args.subject);
+    let tokens = crate::access::tokens::Tokens::new(&crate::consent::ledger::token_key(&key));
+    let token = tokens.issue(
+        &subject_ref,
+        crate::access::tokens::now_secs(),
+        std::time::Duration::from_secs(args.ttl_secs),
+    )?;
+    println!("{token}");
+    Ok(ExitCode::SUCCESS)
+}
+
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let config =
         Config::load(args.config.as_deref(), &args.flags).context("invalid configuration")?;
@@ -229,9 +284,34 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         tracing::info!(addr = %listener.local_addr()?, "candor listening");
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("metrics_listen: cannot listen on {addr}"))?,
+            ),
+            None => None,
+        };
         let gateway = Arc::new(Gateway::new(config).context("cannot open the gateway's database")?);
+        // One signal stops both servers.
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop.send(true);
+        });
+        let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        };
+        if let Some(listener) = metrics_listener {
+            tracing::info!(http = %listener.local_addr()?, "metrics and health on HTTP");
+            tokio::spawn(crate::metrics::serve(
+                listener,
+                gateway.clone(),
+                until_stopped(stopped.clone()),
+            ));
+        }
         let server = async {
-            grpc::serve(listener, gateway.clone(), shutdown_signal())
+            grpc::serve(listener, gateway.clone(), until_stopped(stopped.clone()))
                 .await
                 .context("gRPC server failed")
         };

@@ -38,6 +38,52 @@ pub struct Config {
     pub consent: ConsentConfig,
     pub decisions: DecisionsConfig,
     pub access: AccessConfig,
+    pub limits: LimitsConfig,
+    /// TLS for the gRPC port; without it the gateway serves plaintext, which
+    /// it allows on a loopback address only unless `allow_plaintext` is set.
+    pub tls: Option<TlsConfig>,
+    /// Serve plaintext gRPC on a non-loopback address (behind a TLS-
+    /// terminating proxy, say).
+    pub allow_plaintext: bool,
+    /// Where `/metrics` (Prometheus text) and `/healthz` are served over
+    /// HTTP; no metrics endpoint when absent.
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// Bounds that keep an overloaded gateway answering.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// gRPC calls admitted at once, over all connections; beyond it calls
+    /// are shed with RESOURCE_EXHAUSTED.
+    pub max_in_flight: usize,
+    /// HTTP/2 streams one connection may hold open.
+    pub max_concurrent_streams: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_in_flight: 256,
+            max_concurrent_streams: 128,
+        }
+    }
+}
+
+/// PEM files for the gRPC port's TLS.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The server's certificate chain.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Verify client certificates against this CA (mutual TLS); clients
+    /// then authenticate by certificate (`access.clients`).
+    pub client_ca: Option<PathBuf>,
+    /// With `client_ca`, also accept clients without a certificate (they
+    /// then need an API key or a token).
+    #[serde(default)]
+    pub client_auth_optional: bool,
 }
 
 /// Staff credentials. With no API key configured the gateway is open to
@@ -47,6 +93,19 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct AccessConfig {
     pub api_keys: Vec<ApiKey>,
+    /// mTLS client certificates and the roles they carry.
+    pub clients: Vec<ClientCert>,
+}
+
+/// A client certificate (verified against `tls.client_ca`) that
+/// authenticates a service, by the SHA-256 of its DER encoding.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientCert {
+    pub name: String,
+    pub role: Role,
+    /// Lower-case hex SHA-256 of the certificate's DER bytes.
+    pub cert_sha256: String,
 }
 
 /// An API key, stored as the SHA-256 of the key itself.
@@ -57,6 +116,9 @@ pub struct ApiKey {
     pub role: Role,
     /// Lower-case hex SHA-256 of the key.
     pub sha256: String,
+    /// When the key stops working (RFC 3339); never, when absent.
+    #[serde(default)]
+    pub expires: Option<jiff::Timestamp>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,6 +131,17 @@ pub enum Role {
     /// ML engineers.
     Engineer,
     Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Scorer => "scorer",
+            Role::Support => "support",
+            Role::Engineer => "engineer",
+            Role::Admin => "admin",
+        }
+    }
 }
 
 /// The decision record and its explanation cache.
@@ -158,6 +231,10 @@ impl Default for Config {
             database: PathBuf::from("data/candor.db"),
             consent: ConsentConfig::default(),
             decisions: DecisionsConfig::default(),
+            limits: LimitsConfig::default(),
+            tls: None,
+            allow_plaintext: false,
+            metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
             access: AccessConfig::default(),
         }
     }

@@ -5,6 +5,7 @@
 //! maps it exhaustively to gRPC status codes.
 
 use crate::{
+    access::AccessError,
     consent::SignalError,
     explain::pool::PoolError,
     inference::{InferenceError, runtime::RuntimeError},
@@ -24,6 +25,9 @@ pub enum Error {
     /// No decision with this id: never made, erased, or past retention.
     #[error("decision_id: no decision {0} (never made, erased, or past its retention)")]
     UnknownDecision(String),
+    /// No credential, or one that does not hold.
+    #[error(transparent)]
+    Unauthenticated(#[from] AccessError),
     /// The caller may not do this.
     #[error("{0}")]
     PermissionDenied(String),

@@ -7,6 +7,7 @@
 //! the only place that knows protobuf. [`cli`] holds the `candor` commands;
 //! the binary is a thin wrapper around it. See `ARCHITECTURE.md`.
 
+pub mod access;
 pub mod cli;
 pub mod config;
 pub mod consent;
@@ -16,6 +17,7 @@ pub mod explain;
 pub mod gateway;
 pub mod grpc;
 pub mod inference;
+pub mod metrics;
 pub mod models;
 pub mod store;
 pub mod why;
@@ -23,4 +25,4 @@ pub mod why;
 pub use config::Config;
 pub use error::Error;
 pub use gateway::Gateway;
-pub use grpc::serve;
+pub use grpc::{ServeError, serve};

@@ -20,6 +20,7 @@ use rusqlite::{Connection, OptionalExtension};
 use tokio::sync::oneshot;
 
 use crate::{
+    access::audit::{self, StaffRead},
     consent::ledger::{self, Draft, Erasure, GENESIS, LedgerRef},
     decisions::{self, RecordBatch},
 };
@@ -136,6 +137,7 @@ pub(crate) enum Job {
     Purge(i64, oneshot::Sender<Result<u64, StoreError>>),
     /// Stop owing these decisions deferred attributions.
     Forgo(Vec<String>),
+    StaffRead(StaffRead, oneshot::Sender<Result<(), StoreError>>),
 }
 
 pub struct Store {
@@ -157,6 +159,7 @@ impl Store {
         let conn = open_connection(path)?;
         conn.execute_batch(ledger::DDL)
             .and_then(|()| conn.execute_batch(decisions::DDL))
+            .and_then(|()| conn.execute_batch(audit::DDL))
             .map_err(|e| failed(e.to_string()))?;
         let head: (i64, String) = conn
             .query_row(
@@ -189,6 +192,11 @@ impl Store {
             writer: Mutex::new(Some(writer)),
             readers: (readers_tx, readers_rx),
         })
+    }
+
+    /// Jobs queued for the writer and not yet taken up.
+    pub fn queued(&self) -> usize {
+        self.jobs.as_ref().map_or(0, Sender::len)
     }
 
     /// Queues a job without waiting for it.
@@ -313,7 +321,11 @@ impl Writer {
             }
             Job::Erase(subject, at_ms, tx) => {
                 let result = decisions::erase_subject(conn, &subject)
-                    .and_then(|d| ledger::erase_subject(conn, head, &subject, at_ms, d));
+                    .and_then(|d| ledger::erase_subject(conn, head, &subject, at_ms, d))
+                    .and_then(|erasure| {
+                        audit::erase_subject(conn, &subject, &erasure.tombstone.record_id)
+                            .map(|()| erasure)
+                    });
                 if result.is_ok() {
                     erased.insert(subject, at_ms);
                 }
@@ -331,6 +343,7 @@ impl Writer {
             }
             Job::Purge(now_ms, tx) => reply(Some(tx), decisions::purge(conn, now_ms)),
             Job::Forgo(ids) => reply::<()>(None, decisions::forgo(conn, &ids)),
+            Job::StaffRead(read, tx) => reply(Some(tx), audit::insert(conn, &read)),
         }
     }
 

@@ -108,6 +108,7 @@ fn spawn_server(
         .env("CANDOR_DATABASE", data.join("candor.db"))
         .env("CANDOR_CONSENT__SUBJECT_KEY_FILE", data.join("subject.key"))
         .env("CANDOR_DECISIONS__INPUT_KEY_FILE", data.join("inputs.key"))
+        .env("CANDOR_METRICS_LISTEN", "127.0.0.1:0")
         .env_remove("RUST_LOG")
         .stderr(Stdio::piped());
     for (k, v) in env {

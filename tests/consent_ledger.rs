@@ -274,7 +274,7 @@ async fn editing_one_row_in_the_database_file_is_named_by_verify() {
 async fn erasure_removes_the_subject_and_the_chain_still_verifies() {
     let config = test_config();
     let db = config.database.clone();
-    let server = TestServer::start_with(config).await;
+    let server = TestServer::start_with(config.clone()).await;
     let mut c = client(&server).await;
     record(&mut c, "alice@example.com", &[1, 3, 4]).await;
     record(&mut c, "bob@example.com", &[1]).await;
@@ -283,6 +283,14 @@ async fn erasure_removes_the_subject_and_the_chain_still_verifies() {
     let mut request = caravan_request();
     request.subject_id = "alice@example.com".into();
     scoring.score(request).await.unwrap();
+    // A staff read before the erasure is on record under her pseudonym.
+    let before = c
+        .get_consent_history(pb::GetConsentHistoryRequest {
+            subject_id: "alice@example.com".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
 
     let erased = c
         .erase_subject(pb::EraseSubjectRequest {
@@ -298,8 +306,46 @@ async fn erasure_removes_the_subject_and_the_chain_still_verifies() {
     let v = verify(&mut c).await;
     assert!(v.intact, "{:?}", v.first_broken);
     assert_eq!(v.records_checked, 4);
-    assert_eq!(v.head_sha256, erased.tombstone.unwrap().sha256);
+    let tombstone = erased.tombstone.unwrap();
+    assert_eq!(v.head_sha256, tombstone.sha256);
 
+    // Neither the raw identifier nor the erased pseudonym is left on disk;
+    // the read log keeps the read, under the tombstone's id.
+    drop(c);
+    server.stop().await;
+    let raw = rusqlite::Connection::open(&db).unwrap();
+    let rows: i64 = raw
+        .query_row(
+            "SELECT count(*) FROM ledger WHERE subject_ref = ?1 OR content LIKE '%' || ?1 || '%'",
+            [&before.subject_ref],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(rows, 0);
+    let reads: i64 = raw
+        .query_row(
+            "SELECT count(*) FROM staff_reads WHERE subject_ref = 'erased:' || ?1",
+            [&tombstone.record_id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(reads, 1);
+    raw.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+        .unwrap();
+    drop(raw);
+    let bytes = std::fs::read(&db).unwrap();
+    assert!(
+        !bytes.windows(5).any(|w| w == b"alice"),
+        "raw identifiers never reach the file"
+    );
+    let pseudonym = before.subject_ref.as_bytes();
+    assert!(
+        !bytes.windows(pseudonym.len()).any(|w| w == pseudonym),
+        "secure_delete overwrites the erased content"
+    );
+
+    let server = TestServer::start_with(config).await;
+    let mut c = client(&server).await;
     let history = c
         .get_consent_history(pb::GetConsentHistoryRequest {
             subject_id: "alice@example.com".into(),
@@ -324,31 +370,6 @@ async fn erasure_removes_the_subject_and_the_chain_still_verifies() {
         .unwrap()
         .into_inner();
     assert_eq!(bob.purposes.len(), 1);
-
-    // Neither the raw identifier nor the erased pseudonym is left on disk.
-    drop(c);
-    server.stop().await;
-    let raw = rusqlite::Connection::open(&db).unwrap();
-    let rows: i64 = raw
-        .query_row(
-            "SELECT count(*) FROM ledger WHERE subject_ref = ?1 OR content LIKE '%' || ?1 || '%'",
-            [&history.subject_ref],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(rows, 0);
-    raw.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
-        .unwrap();
-    let bytes = std::fs::read(&db).unwrap();
-    assert!(
-        !bytes.windows(5).any(|w| w == b"alice"),
-        "raw identifiers never reach the file"
-    );
-    let pseudonym = history.subject_ref.as_bytes();
-    assert!(
-        !bytes.windows(pseudonym.len()).any(|w| w == pseudonym),
-        "secure_delete overwrites the erased content"
-    );
 }
 
 /// Verification also covers what the chain's hashes alone do not: the

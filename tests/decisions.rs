@@ -1,16 +1,13 @@
 //! The decision record and "why am I seeing this ad?" against a real server:
 //! answers survive a restart, the cache answers without the database,
-//! erasure reaches cache and record alike, deferred attributions arrive,
-//! and access follows the role table.
+//! erasure reaches cache and record alike, and deferred attributions
+//! arrive. Access control has its own matrix in `authorization.rs`.
 
 mod common;
 
-use candor::{
-    config::Role,
-    grpc::pb::{self, explanation_service_client::ExplanationServiceClient},
-};
+use candor::grpc::pb::{self, explanation_service_client::ExplanationServiceClient};
 use common::*;
-use tonic::{Code, Request, transport::Channel};
+use tonic::{Code, transport::Channel};
 
 async fn why(server: &TestServer) -> ExplanationServiceClient<Channel> {
     ExplanationServiceClient::new(server.channel().await)
@@ -215,111 +212,6 @@ async fn deferred_attributions_arrive_in_the_record() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn views_follow_the_role_table() {
-    let mut config = test_config();
-    config.access.api_keys = vec![
-        api_key(Role::Support, "support-secret"),
-        api_key(Role::Engineer, "eng-secret"),
-        api_key(Role::Scorer, "scorer-secret"),
-    ];
-    let server = TestServer::start_with(config).await;
-    let mut request = caravan_request();
-    request.subject_id = "erin".into();
-    request.explain = Some(pb::ExplainOptions {
-        mode: pb::ExplainMode::Inline as i32,
-        method: 0,
-    });
-    let mut scoring = server.scoring().await;
-    let unauthenticated = scoring.score(request.clone()).await.unwrap_err();
-    assert_eq!(unauthenticated.code(), Code::Unauthenticated);
-    let mut request = Request::new(request);
-    request
-        .metadata_mut()
-        .insert("authorization", "Bearer scorer-secret".parse().unwrap());
-    let d = scoring
-        .score(request)
-        .await
-        .unwrap()
-        .into_inner()
-        .decision
-        .unwrap();
-    let mut client = why(&server).await;
-    let ask = |credential: Option<String>, audience: pb::Audience| {
-        let mut request = Request::new(pb::GetExplanationRequest {
-            decision_id: d.decision_id.clone(),
-            audience: audience as i32,
-            language: "nl".into(),
-        });
-        if let Some(c) = credential {
-            request
-                .metadata_mut()
-                .insert("authorization", format!("Bearer {c}").parse().unwrap());
-        }
-        request
-    };
-    let token = |subject: &str| {
-        let ledger = server.gateway.consents().ledger();
-        ledger.issue_token(
-            &ledger.pseudonymise(subject),
-            candor::store::now_ms() + 60_000,
-        )
-    };
-    use pb::Audience::*;
-    let cases: Vec<(Option<String>, pb::Audience, Option<Code>)> = vec![
-        (None, Consumer, Some(Code::Unauthenticated)),
-        (
-            Some("nonsense".into()),
-            Consumer,
-            Some(Code::Unauthenticated),
-        ),
-        (Some(token("erin")), Consumer, None),
-        (
-            Some(token("someone-else")),
-            Consumer,
-            Some(Code::PermissionDenied),
-        ),
-        (Some(token("erin")), Support, Some(Code::PermissionDenied)),
-        (Some("support-secret".into()), Support, None),
-        (
-            Some("support-secret".into()),
-            Engineer,
-            Some(Code::PermissionDenied),
-        ),
-        (Some("eng-secret".into()), Engineer, None),
-        (Some("eng-secret".into()), Consumer, None),
-        // Ad systems score; they never read a person's explanations.
-        (
-            Some("scorer-secret".into()),
-            Consumer,
-            Some(Code::PermissionDenied),
-        ),
-    ];
-    for (i, (credential, audience, want)) in cases.into_iter().enumerate() {
-        let got = client.get_explanation(ask(credential, audience)).await;
-        match want {
-            None => {
-                let r = got.unwrap_or_else(|e| panic!("case {i}: {e}"));
-                if let Some(pb::get_explanation_response::View::Consumer(v)) = r.into_inner().view {
-                    assert_eq!(v.language, "nl", "case {i}");
-                }
-            }
-            Some(code) => assert_eq!(got.unwrap_err().code(), code, "case {i}"),
-        }
-    }
-    // An expired or forged token is refused.
-    let ledger = server.gateway.consents().ledger();
-    let expired = ledger.issue_token(&ledger.pseudonymise("erin"), candor::store::now_ms() - 1);
-    let forged = token("erin").replace("cst_", "cst_0");
-    for bad in [expired, forged] {
-        let status = client
-            .get_explanation(ask(Some(bad), Consumer))
-            .await
-            .unwrap_err();
-        assert_eq!(status.code(), Code::Unauthenticated);
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn support_view_and_access_export_carry_the_consent_trail() {
     let server = TestServer::start().await;
     let d = score(&server, "frank", pb::ExplainMode::Inline).await;
@@ -449,12 +341,7 @@ async fn a_saturated_pool_loses_no_deferred_attribution() {
         .map(|_| {
             let mut c = pb::scoring_service_client::ScoringServiceClient::new(channel.clone());
             let request = batch(pb::ExplainMode::Inline, 64);
-            tokio::spawn(async move {
-                c.score_batch(request)
-                    .await
-                    .map(|_| ())
-                    .map_err(|s| s.code())
-            })
+            tokio::spawn(async move { c.score_batch(request).await })
         })
         .collect();
     let deferred = server
@@ -465,13 +352,17 @@ async fn a_saturated_pool_loses_no_deferred_attribution() {
         .unwrap()
         .into_inner()
         .decisions;
-    let mut shed = 0;
+    // Inline attributions the saturated pool could not take are owed
+    // instead: the scores went out, and the responses say so.
+    let mut fell_back = Vec::new();
     for f in flood {
-        if f.await.unwrap() == Err(Code::ResourceExhausted) {
-            shed += 1;
-        }
+        let decisions = f.await.unwrap().unwrap().into_inner().decisions;
+        fell_back.extend(decisions.into_iter().filter(|d| {
+            d.explanation_status == pb::ExplanationStatus::Deferred as i32
+                && d.attribution.is_none()
+        }));
     }
-    assert!(shed > 0, "the pool was saturated");
+    assert!(!fell_back.is_empty(), "the pool was saturated");
     let db = rusqlite::Connection::open(&database).unwrap();
     let owed = || -> i64 {
         db.query_row(
@@ -488,7 +379,7 @@ async fn a_saturated_pool_loses_no_deferred_attribution() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(owed(), 0, "every deferred attribution was computed");
-    for d in &deferred {
+    for d in deferred.iter().chain(&fell_back) {
         let explained: Option<String> = db
             .query_row(
                 "SELECT explanation FROM decisions WHERE decision_id = ?1",
@@ -502,84 +393,4 @@ async fn a_saturated_pool_loses_no_deferred_attribution() {
             d.decision_id
         );
     }
-}
-
-/// A pseudonym is public (callers see it), so it must never work as a
-/// token's signature: the token key is derived, not shared.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pseudonyms_cannot_be_turned_into_subject_tokens() {
-    let server = TestServer::start().await;
-    let ledger = server.gateway.consents().ledger();
-    let subject = ledger.pseudonymise("alice");
-    let body = format!("cst_{subject}.99999999999999");
-    for forged in [
-        format!("{body}.{}", ledger.pseudonymise(&format!("token|{body}"))),
-        format!("{body}.{}", ledger.pseudonymise(&body)),
-    ] {
-        assert_eq!(ledger.verify_token(&forged), None);
-    }
-    let genuine = ledger.issue_token(&subject, candor::store::now_ms() + 60_000);
-    assert_eq!(ledger.verify_token(&genuine), Some(subject));
-}
-
-/// Every consent RPC follows the role table once API keys exist.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn consent_rpcs_follow_the_role_table() {
-    let mut config = test_config();
-    config.access.api_keys = vec![
-        api_key(Role::Support, "support-secret"),
-        api_key(Role::Scorer, "scorer-secret"),
-    ];
-    let server = TestServer::start_with(config).await;
-    let mut consent = pb::consent_service_client::ConsentServiceClient::new(server.channel().await);
-    let ledger = server.gateway.consents().ledger();
-    let own = ledger.issue_token(
-        &ledger.pseudonymise("judy"),
-        candor::store::now_ms() + 60_000,
-    );
-    let with = |credential: Option<&str>, subject: &str| {
-        let mut r = Request::new(pb::GetConsentHistoryRequest {
-            subject_id: subject.into(),
-        });
-        if let Some(c) = credential {
-            r.metadata_mut()
-                .insert("authorization", format!("Bearer {c}").parse().unwrap());
-        }
-        r
-    };
-    let cases: Vec<(Option<&str>, &str, Option<Code>)> = vec![
-        (None, "judy", Some(Code::Unauthenticated)),
-        (Some("scorer-secret"), "judy", Some(Code::PermissionDenied)),
-        (Some("support-secret"), "judy", None),
-        (Some(own.as_str()), "judy", None),
-        (Some(own.as_str()), "mallory", Some(Code::PermissionDenied)),
-    ];
-    for (i, (credential, subject, want)) in cases.into_iter().enumerate() {
-        let got = consent.get_consent_history(with(credential, subject)).await;
-        assert_eq!(got.err().map(|s| s.code()), want, "case {i}");
-    }
-    // The ad system may record what its CMP collected, and nothing reads back.
-    let mut record = Request::new(pb::RecordConsentRequest {
-        subject_id: "judy".into(),
-        purposes: vec![pb::PurposeChoice {
-            tcf_purpose: 1,
-            granted: true,
-            ..Default::default()
-        }],
-        ..Default::default()
-    });
-    record
-        .metadata_mut()
-        .insert("authorization", "Bearer scorer-secret".parse().unwrap());
-    assert!(consent.record_consent(record).await.is_ok());
-    let mut erase = Request::new(pb::EraseSubjectRequest {
-        subject_id: "judy".into(),
-    });
-    erase
-        .metadata_mut()
-        .insert("authorization", "Bearer scorer-secret".parse().unwrap());
-    assert_eq!(
-        consent.erase_subject(erase).await.unwrap_err().code(),
-        Code::PermissionDenied
-    );
 }

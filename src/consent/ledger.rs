@@ -261,9 +261,6 @@ pub struct Erasure {
 pub struct Ledger {
     store: Arc<Store>,
     key: Vec<u8>,
-    /// Signs subject tokens. Derived from `key` but never equal to it, so a
-    /// pseudonym (which callers see) can never serve as a token signature.
-    token_key: Vec<u8>,
     /// (subject_ref, signals hash) → the evidence record already holding
     /// those signals, so repeated requests do not grow the ledger.
     evidence_seen: moka::sync::Cache<(String, String), LedgerRef>,
@@ -311,6 +308,19 @@ fn read_state(conn: &Connection, subject_ref: &str) -> Result<Vec<PurposeState>,
         })
         .collect()
     }
+}
+
+/// See [`Ledger::pseudonymise`].
+pub fn pseudonym(subject_key: &[u8], subject_id: &str) -> String {
+    hex::encode(mac_with(subject_key, subject_id).finalize().into_bytes())
+}
+
+/// See [`Ledger::token_key`]; `subject_key` is the pseudonymisation key.
+pub fn token_key(subject_key: &[u8]) -> Vec<u8> {
+    mac_with(subject_key, "candor subject-token key v1")
+        .finalize()
+        .into_bytes()
+        .to_vec()
 }
 
 fn mac_with(key: &[u8], message: &str) -> Hmac<Sha256> {
@@ -373,14 +383,9 @@ CREATE TABLE IF NOT EXISTS consent_state (
 impl Ledger {
     /// The ledger in `store`, pseudonymising subjects with `key`.
     pub fn new(store: Arc<Store>, key: Vec<u8>) -> Self {
-        let token_key = mac_with(&key, "candor subject-token key v1")
-            .finalize()
-            .into_bytes()
-            .to_vec();
         Self {
             store,
             key,
-            token_key,
             evidence_seen: moka::sync::Cache::builder()
                 .max_capacity(200_000)
                 .support_invalidation_closures()
@@ -389,32 +394,17 @@ impl Ledger {
         }
     }
 
-    fn mac(&self, message: &str) -> Hmac<Sha256> {
-        mac_with(&self.key, message)
+    /// The key that signs consumer tokens: derived from the subject key but
+    /// never equal to it, so a pseudonym (which callers see) can never
+    /// serve as a token signature.
+    pub fn token_key(&self) -> Vec<u8> {
+        token_key(&self.key)
     }
 
     /// The pseudonymous subject reference: HMAC-SHA256 of the publisher's
     /// identifier under the configured key, in hex.
     pub fn pseudonymise(&self, subject_id: &str) -> String {
-        hex::encode(self.mac(subject_id).finalize().into_bytes())
-    }
-
-    /// A token bound to one subject until `expires_at_ms`:
-    /// `cst_<subject_ref>.<expiry>.<HMAC>`, signed with the subject key.
-    pub fn issue_token(&self, subject_ref: &str, expires_at_ms: i64) -> String {
-        let body = format!("cst_{subject_ref}.{expires_at_ms}");
-        let tag = hex::encode(mac_with(&self.token_key, &body).finalize().into_bytes());
-        format!("{body}.{tag}")
-    }
-
-    /// The subject a token is bound to, if its signature holds (checked in
-    /// constant time) and it has not expired.
-    pub fn verify_token(&self, token: &str) -> Option<String> {
-        let (body, tag) = token.rsplit_once('.')?;
-        let (subject, expiry) = body.strip_prefix("cst_")?.split_once('.')?;
-        let tag = hex::decode(tag).ok()?;
-        mac_with(&self.token_key, body).verify_slice(&tag).ok()?;
-        (expiry.parse::<i64>().ok()? > now_ms()).then(|| subject.to_owned())
+        pseudonym(&self.key, subject_id)
     }
 
     /// The records a decision cited, in chain order.

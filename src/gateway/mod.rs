@@ -10,13 +10,20 @@ mod record;
 
 pub use record::Served;
 
-use std::{sync::Arc, time::SystemTime};
+use std::{
+    sync::Arc,
+    time::{Instant, SystemTime},
+};
 
 use arc_swap::ArcSwapOption;
 use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::{
+    access::{
+        Access,
+        audit::{self, StaffRead},
+    },
     config::Config,
     consent::{
         Jurisdiction, Signals,
@@ -26,8 +33,13 @@ use crate::{
     },
     decisions::{cache::ExplanationCache, crypto::InputCipher},
     error::Error,
-    explain::{DecisionAttribution, ExplainMode, Method, pool::ExplainPool, sampling::Scorer},
+    explain::{
+        DecisionAttribution, ExplainMode, Method,
+        pool::{ExplainPool, PoolError},
+        sampling::Scorer,
+    },
     inference::{Backend, InferencePool, OrtBackend, runtime},
+    metrics::{Metrics, Stage},
     models::{ModelPackage, ModelSelector, Registry, schema::FeatureRow},
     store::{Store, load_or_create_key, now_ms},
 };
@@ -145,6 +157,8 @@ pub enum ExplanationStatus {
 /// consent ledger and the policy.
 pub struct Gateway {
     config: Config,
+    access: Access,
+    metrics: Metrics,
     pool: InferencePool,
     explain_pool: ExplainPool,
     registry: ArcSwapOption<Registry>,
@@ -188,6 +202,8 @@ impl Gateway {
         );
         let explain_pool = ExplainPool::new(config.inference_threads, config.inference_queue);
         Ok(Self {
+            access: Access::new(config.access.clone(), &ledger.token_key()),
+            metrics: Metrics::default(),
             consents: Consents::new(ledger, config.consent.controller.clone(), cache.clone()),
             policy,
             store,
@@ -200,6 +216,20 @@ impl Gateway {
             registry: ArcSwapOption::empty(),
             ready: watch::channel(false).0,
         })
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub fn access(&self) -> &Access {
+        &self.access
+    }
+
+    /// Records a read of `subject_ref`'s data by someone other than that
+    /// person, before the data is shown.
+    pub async fn record_staff_read(&self, read: StaffRead) -> Result<(), Error> {
+        Ok(audit::record(&self.store, read).await?)
     }
 
     pub fn consents(&self) -> &Consents {
@@ -247,12 +277,14 @@ impl Gateway {
     }
 
     pub async fn score(&self, request: ScoreRequest) -> Result<Decision, Error> {
+        let started = Instant::now();
         let package = self.resolve(&request.model)?;
         let mut row = Vec::with_capacity(package.schema.width());
         package
             .schema
             .encode_row(&request.row, &mut row)
             .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        self.metrics.stage(Stage::Validate, started);
         let placement = request.subject.placement.clone();
         let (evaluation, provenance) = self.judge(&package, request.subject).await?;
         let mut decisions = self
@@ -273,8 +305,10 @@ impl Gateway {
     }
 
     pub async fn score_batch(&self, request: BatchRequest) -> Result<Vec<Decision>, Error> {
+        let started = Instant::now();
         let package = self.resolve(&request.model)?;
         let rows = self.validate_rows(&package, &request.rows)?;
+        self.metrics.stage(Stage::Validate, started);
         let placement = request.subject.placement.clone();
         let (evaluation, provenance) = self.judge(&package, request.subject).await?;
         self.decide(
@@ -299,6 +333,7 @@ impl Gateway {
         package: &ModelPackage,
         subject: Subject,
     ) -> Result<(Evaluation, Arc<Provenance>), Error> {
+        let started = Instant::now();
         let signals = subject.signals.decode()?;
         let ledger = self.consents.ledger();
         let subject_ref = subject.id.as_deref().map(|id| ledger.pseudonymise(id));
@@ -354,6 +389,7 @@ impl Gateway {
             model_sha256: package.sha256.clone(),
             subject_ref,
         };
+        self.metrics.stage(Stage::Consent, started);
         Ok((evaluation, Arc::new(provenance)))
     }
 
@@ -434,12 +470,15 @@ impl Gateway {
             provenance: provenance.clone(),
             explanation_status,
         };
+        self.metrics.decisions(evaluation.tier, rows.len() / width);
         if evaluation.tier == Tier::Refused {
             let decisions: Vec<Decision> = (0..rows.len() / width)
                 .map(|_| decision(None, None, ExplanationStatus::NotApplicable))
                 .collect();
+            let started = Instant::now();
             self.record(&package, &decisions, None, placement, request_id, None)
                 .await?;
+            self.metrics.stage(Stage::Record, started);
             return Ok(decisions);
         }
         for row in rows.chunks_mut(width) {
@@ -447,30 +486,49 @@ impl Gateway {
                 row[i] = package.background_means[i];
             }
         }
+        let started = Instant::now();
         let scores = self
             .pool
             .predict(package.backend.clone(), rows.clone())
             .await?;
-        let (inline, status) = match explain {
-            ExplainMode::Inline(method) => (Some(method), ExplanationStatus::Inline),
-            ExplainMode::Deferred(_) => (None, ExplanationStatus::Deferred),
-            ExplainMode::None => (None, ExplanationStatus::OnRequest),
+        self.metrics.stage(Stage::Inference, started);
+        let (mut status, mut deferred) = match explain {
+            ExplainMode::Inline(_) => (ExplanationStatus::Inline, None),
+            ExplainMode::Deferred(method) => (ExplanationStatus::Deferred, Some(method)),
+            ExplainMode::None => (ExplanationStatus::OnRequest, None),
         };
-        let mut attributions = match inline {
-            Some(method) => Some(
-                self.attribute(
-                    &package,
-                    rows.clone(),
-                    scores.clone(),
-                    method,
-                    &evaluation.masked,
-                    deadline,
-                )
-                .await?
-                .into_iter(),
-            ),
-            None => None,
-        };
+        let mut attributions = None;
+        if let ExplainMode::Inline(method) = explain {
+            let started = Instant::now();
+            // Sampling stops a fifth of the remaining time early, so that a
+            // cut-short estimate still beats the fallback below.
+            let sampling_deadline =
+                deadline.map(|at| at - at.saturating_duration_since(started) / 5);
+            let work = self.attribute(
+                &package,
+                rows.clone(),
+                scores.clone(),
+                method,
+                &evaluation.masked,
+                sampling_deadline,
+            );
+            let done = match deadline {
+                Some(at) => tokio::time::timeout_at(at.into(), work).await.ok(),
+                None => Some(work.await),
+            };
+            match done {
+                Some(Ok(a)) => attributions = Some(a.into_iter()),
+                // Out of time, or the explanation threads are saturated:
+                // the score still goes out, and its attributions are owed
+                // (the response says so).
+                None | Some(Err(Error::ExplainPool(PoolError::Overloaded(_)))) => {
+                    status = ExplanationStatus::Deferred;
+                    deferred = Some(method);
+                }
+                Some(Err(e)) => return Err(e),
+            }
+            self.metrics.stage(Stage::Explain, started);
+        }
         let decisions: Vec<Decision> = scores
             .iter()
             .map(|s| {
@@ -478,10 +536,7 @@ impl Gateway {
                 decision(Some(f64::from(*s)), attribution, status)
             })
             .collect();
-        let deferred = match explain {
-            ExplainMode::Deferred(method) => Some(method),
-            _ => None,
-        };
+        let started = Instant::now();
         self.record(
             &package,
             &decisions,
@@ -491,6 +546,7 @@ impl Gateway {
             deferred,
         )
         .await?;
+        self.metrics.stage(Stage::Record, started);
         Ok(decisions)
     }
 
@@ -541,6 +597,11 @@ impl Gateway {
             })
             .await?
             .map_err(|e| Error::Internal(format!("attribution failed: {e}")))
+            .inspect(|done| {
+                for a in done {
+                    self.metrics.residual(a.attribution.residual);
+                }
+            })
     }
 }
 

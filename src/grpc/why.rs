@@ -1,6 +1,6 @@
 //! `candor.v1.ExplanationService` handlers and their conversions.
 //!
-//! Who may read which view follows the table in [`super::auth::table`]: a
+//! Who may read which view follows [`super::auth::audience`]: a
 //! consumer view needs a token bound to the decision's subject or a staff
 //! role; the support view the `support` role; the engineer view the
 //! `engineer` role. Access is checked before any attribution is computed.
@@ -13,7 +13,7 @@ use std::{
 use tonic::{Request, Response, Status};
 
 use super::{
-    auth::{self, table},
+    auth,
     convert::timestamp,
     pb::{self, explanation_service_server::ExplanationService},
 };
@@ -117,7 +117,8 @@ impl ExplanationService for Why {
         &self,
         request: Request<pb::GetExplanationRequest>,
     ) -> Result<Response<pb::GetExplanationResponse>, Status> {
-        let caller = auth::caller(self.gateway.as_ref(), request.metadata())?;
+        let admitted = auth::admitted(&request)?;
+        let metadata = request.metadata().clone();
         let r = request.into_inner();
         let audience = match pb::Audience::try_from(r.audience) {
             Ok(pb::Audience::Unspecified | pb::Audience::Consumer) => Audience::Consumer,
@@ -131,17 +132,20 @@ impl ExplanationService for Why {
             }
         };
         let rule = match audience {
-            Audience::Consumer => table::CONSUMER_VIEW,
-            Audience::Support => table::SUPPORT_VIEW,
-            Audience::Engineer => table::ENGINEER_VIEW,
+            Audience::Consumer => &auth::audience::CONSUMER,
+            Audience::Support => &auth::audience::SUPPORT,
+            Audience::Engineer => &auth::audience::ENGINEER,
         };
         let (row, served) = self
             .gateway
             .explanation(&r.decision_id, |row| {
-                auth::check(&caller, rule, row.subject_ref.as_deref())
+                auth::check_subject(&admitted.caller, rule, row.subject_ref.as_deref())
                     .map_err(|s| crate::error::Error::PermissionDenied(s.message().to_owned()))
             })
             .await?;
+        if let Some(subject_ref) = row.subject_ref.as_deref() {
+            auth::account(&self.gateway, &metadata, &admitted, rule, subject_ref).await?;
+        }
         // The artefact that made the decision, if it still runs.
         let package = self.gateway.package_of(&row).ok();
         let language = Language::from_tag(&r.language);
@@ -212,7 +216,7 @@ impl ExplanationService for Why {
         &self,
         request: Request<pb::ListDecisionsRequest>,
     ) -> Result<Response<pb::ListDecisionsResponse>, Status> {
-        let metadata = request.metadata().clone();
+        auth::for_subject(&self.gateway, &request, &request.get_ref().subject_id).await?;
         let r = request.into_inner();
         let limit = match r.limit {
             0 => 100,
@@ -221,7 +225,6 @@ impl ExplanationService for Why {
                 return Err(Status::invalid_argument(format!("limit: {n} exceeds 1000")));
             }
         };
-        auth::authorize_for_subject(&self.gateway, &metadata, table::SUBJECT_DATA, &r.subject_id)?;
         let (subject_ref, rows) = self.gateway.decisions_of(&r.subject_id, limit).await?;
         Ok(Response::new(pb::ListDecisionsResponse {
             subject_ref,
@@ -244,9 +247,8 @@ impl ExplanationService for Why {
         &self,
         request: Request<pb::ExportSubjectDataRequest>,
     ) -> Result<Response<pb::ExportSubjectDataResponse>, Status> {
-        let metadata = request.metadata().clone();
+        auth::for_subject(&self.gateway, &request, &request.get_ref().subject_id).await?;
         let r = request.into_inner();
-        auth::authorize_for_subject(&self.gateway, &metadata, table::SUBJECT_DATA, &r.subject_id)?;
         let export = self
             .gateway
             .export_subject(&r.subject_id, Language::from_tag(&r.language))

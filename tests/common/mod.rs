@@ -67,7 +67,7 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub gateway: Arc<Gateway>,
     shutdown: Option<oneshot::Sender<()>>,
-    handle: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
+    handle: Option<JoinHandle<Result<(), candor::ServeError>>>,
 }
 
 impl TestServer {
@@ -271,5 +271,26 @@ pub fn api_key(role: candor::config::Role, secret: &str) -> candor::config::ApiK
         name: format!("{role:?}"),
         role,
         sha256: sha256_hex(secret.as_bytes()),
+        expires: None,
     }
+}
+
+/// A consumer token for the publisher's `subject_id`, issued `age` ago
+/// and valid for `ttl` from then.
+pub fn subject_token(
+    gateway: &Gateway,
+    subject_id: &str,
+    age: std::time::Duration,
+    ttl: std::time::Duration,
+) -> String {
+    let subject_ref = gateway.consents().ledger().pseudonymise(subject_id);
+    gateway
+        .access()
+        .tokens()
+        .issue(
+            &subject_ref,
+            candor::access::tokens::now_secs() - age.as_secs(),
+            ttl,
+        )
+        .unwrap()
 }

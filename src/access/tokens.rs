@@ -1,0 +1,157 @@
+//! Consumer tokens: short-lived JWTs (HS256) bound to one pseudonymous
+//! subject, minted by `candor token issue` for the publisher's backend.
+//!
+//! The signing key is derived from the subject pseudonymisation key, never
+//! equal to it, so a pseudonym (which callers see) cannot sign a token and
+//! the gateway needs no second secret.
+
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
+use serde::{Deserialize, Serialize};
+
+/// Who minted the token and who may accept it.
+const ISSUER: &str = "candor";
+const AUDIENCE: &str = "candor:subject";
+/// The longest a consumer token may live: a token in a browser is a bearer
+/// credential, so it should expire before it can be worth stealing.
+pub const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("the subject token has expired")]
+    Expired,
+    #[error("the subject token's signature does not verify")]
+    BadSignature,
+    #[error("the subject token lives longer than the {} s a token may", MAX_TTL.as_secs())]
+    TooLong,
+    #[error("the subject token is malformed: {0}")]
+    Malformed(String),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    iss: String,
+    aud: String,
+    /// The pseudonymous subject reference.
+    sub: String,
+    iat: u64,
+    exp: u64,
+}
+
+pub struct Tokens {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+}
+
+impl Tokens {
+    pub fn new(key: &[u8]) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_audience(&[AUDIENCE]);
+        validation.set_issuer(&[ISSUER]);
+        validation.set_required_spec_claims(&["exp", "iat", "sub", "aud", "iss"]);
+        // Both ends use this gateway's clock.
+        validation.leeway = 0;
+        Self {
+            encoding: EncodingKey::from_secret(key),
+            decoding: DecodingKey::from_secret(key),
+            validation,
+        }
+    }
+
+    /// A token for `subject_ref`, issued at `issued_at` (seconds since the
+    /// Unix epoch) and valid for `ttl`.
+    pub fn issue(
+        &self,
+        subject_ref: &str,
+        issued_at: u64,
+        ttl: Duration,
+    ) -> Result<String, TokenError> {
+        if ttl > MAX_TTL || ttl.is_zero() {
+            return Err(TokenError::TooLong);
+        }
+        let claims = Claims {
+            iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
+            sub: subject_ref.into(),
+            iat: issued_at,
+            exp: issued_at + ttl.as_secs(),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(|e| TokenError::Malformed(e.to_string()))
+    }
+
+    /// The subject a token is bound to, if its signature, issuer, audience
+    /// and lifetime all hold.
+    pub fn verify(&self, token: &str) -> Result<String, TokenError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| match e.kind() {
+                ErrorKind::ExpiredSignature => TokenError::Expired,
+                ErrorKind::InvalidSignature => TokenError::BadSignature,
+                // Never echo the token: the message names only the defect.
+                other => TokenError::Malformed(format!("{other:?}")),
+            })?;
+        let Claims { sub, iat, exp, .. } = data.claims;
+        if exp.saturating_sub(iat) > MAX_TTL.as_secs() {
+            return Err(TokenError::TooLong);
+        }
+        Ok(sub)
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    #[test]
+    fn a_token_names_its_subject_until_it_expires() {
+        let tokens = Tokens::new(b"k");
+        let now = now_secs();
+        let fresh = tokens.issue("ref", now, HOUR).unwrap();
+        assert_eq!(tokens.verify(&fresh).unwrap(), "ref");
+        let stale = tokens.issue("ref", now - 2 * 3600, HOUR).unwrap();
+        assert_eq!(tokens.verify(&stale), Err(TokenError::Expired));
+    }
+
+    #[test]
+    fn another_key_or_an_edit_breaks_the_token() {
+        let token = Tokens::new(b"k").issue("ref", now_secs(), HOUR).unwrap();
+        assert_eq!(
+            Tokens::new(b"other").verify(&token),
+            Err(TokenError::BadSignature)
+        );
+        // Swap the payload for one naming someone else, keep the signature.
+        let forged_payload = Tokens::new(b"k")
+            .issue("someone-else", now_secs(), HOUR)
+            .unwrap();
+        let mut parts: Vec<&str> = token.split('.').collect();
+        parts[1] = forged_payload.split('.').nth(1).unwrap();
+        assert_eq!(
+            Tokens::new(b"k").verify(&parts.join(".")),
+            Err(TokenError::BadSignature)
+        );
+        assert!(matches!(
+            Tokens::new(b"k").verify("not.a.token"),
+            Err(TokenError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn lifetimes_are_capped() {
+        let tokens = Tokens::new(b"k");
+        assert_eq!(
+            tokens.issue("ref", now_secs(), MAX_TTL + HOUR),
+            Err(TokenError::TooLong)
+        );
+    }
+}

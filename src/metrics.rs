@@ -1,0 +1,276 @@
+//! Prometheus metrics: what operators watch. Per-RPC counts and latency are
+//! observed by the gRPC admission layer, per-stage latency and tier counts
+//! by the gateway; gauges that describe state (cache, backlog, ledger,
+//! pending commits) are read at scrape time so they are never stale.
+//!
+//! Served as Prometheus text on a separate HTTP port by [`serve`], beside a
+//! `/healthz` that follows readiness.
+
+use std::{
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Instant,
+};
+
+use prometheus_client::{
+    encoding::text::encode,
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Registry,
+};
+use tokio::net::TcpListener;
+
+use crate::{consent::policy::Tier, gateway::Gateway};
+
+/// A stage of a scoring call, timed on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Validate,
+    Consent,
+    Inference,
+    Explain,
+    Record,
+}
+
+impl Stage {
+    fn as_str(self) -> &'static str {
+        match self {
+            Stage::Validate => "validate",
+            Stage::Consent => "consent",
+            Stage::Inference => "inference",
+            Stage::Explain => "explain",
+            Stage::Record => "record",
+        }
+    }
+}
+
+type Labels<const N: usize> = [(&'static str, &'static str); N];
+type Histograms<const N: usize> = Family<Labels<N>, Histogram, fn() -> Histogram>;
+
+/// From 50 µs to ~1.6 s, doubling.
+fn latency() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    rpc_requests: Family<Labels<2>, Counter>,
+    rpc_seconds: Histograms<1>,
+    stage_seconds: Histograms<1>,
+    decisions: Family<Labels<1>, Counter>,
+    in_flight: Gauge,
+    /// The largest |base + Σφ − margin| seen, as f64 bits.
+    max_residual: AtomicU64,
+    // Read from the gateway at scrape time.
+    max_residual_gauge: Gauge<f64, AtomicU64>,
+    lookups: Family<Labels<1>, Gauge>,
+    cache_hit_ratio: Gauge<f64, AtomicU64>,
+    backlog: Gauge,
+    ledger_records: Gauge,
+    pending_commit: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("candor");
+        let rpc_requests = Family::default();
+        registry.register(
+            "rpc_requests",
+            "gRPC calls by method and status code",
+            rpc_requests.clone(),
+        );
+        let rpc_seconds: Histograms<1> = Family::new_with_constructor(latency);
+        registry.register(
+            "rpc_duration_seconds",
+            "gRPC call latency by method, until the response headers",
+            rpc_seconds.clone(),
+        );
+        let stage_seconds: Histograms<1> = Family::new_with_constructor(latency);
+        registry.register(
+            "stage_duration_seconds",
+            "Scoring latency by stage: validate, consent, inference, explain, record",
+            stage_seconds.clone(),
+        );
+        let decisions = Family::default();
+        registry.register("decisions", "Decisions by consent tier", decisions.clone());
+        let in_flight = Gauge::default();
+        registry.register(
+            "rpc_in_flight",
+            "gRPC calls admitted and not yet answered",
+            in_flight.clone(),
+        );
+        let gauge = |registry: &mut Registry, name: &str, help: &str| {
+            let g = Gauge::default();
+            registry.register(name, help, g.clone());
+            g
+        };
+        let max_residual_gauge = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "additivity_residual_max",
+            "Largest |base + sum of attributions - model margin| since start",
+            max_residual_gauge.clone(),
+        );
+        let cache_hit_ratio = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "explanation_cache_hit_ratio",
+            "Explanation look-ups answered from the cache, of all look-ups",
+            cache_hit_ratio.clone(),
+        );
+        let lookups = Family::default();
+        registry.register(
+            "explanation_lookups",
+            "Explanation look-ups since start, by what answered them: the cache, the decision record, or attributions computed from sealed inputs",
+            lookups.clone(),
+        );
+        Self {
+            lookups,
+            backlog: gauge(
+                &mut registry,
+                "explanation_backlog",
+                "Recorded decisions still owed deferred attributions",
+            ),
+            ledger_records: gauge(
+                &mut registry,
+                "ledger_records",
+                "Records in the consent ledger's hash chain",
+            ),
+            pending_commit: gauge(
+                &mut registry,
+                "records_pending_commit",
+                "Writes queued for the database writer, not yet committed",
+            ),
+            registry,
+            rpc_requests,
+            rpc_seconds,
+            stage_seconds,
+            decisions,
+            in_flight,
+            max_residual: AtomicU64::new(0f64.to_bits()),
+            max_residual_gauge,
+            cache_hit_ratio,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn rpc(&self, rpc: &'static str, code: &'static str, started: Instant) {
+        self.rpc_requests
+            .get_or_create(&[("rpc", rpc), ("code", code)])
+            .inc();
+        self.rpc_seconds
+            .get_or_create(&[("rpc", rpc)])
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    pub fn stage(&self, stage: Stage, started: Instant) {
+        self.stage_seconds
+            .get_or_create(&[("stage", stage.as_str())])
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    pub fn decisions(&self, tier: Tier, count: usize) {
+        let tier = match tier {
+            Tier::Personalised => "personalised",
+            Tier::Contextual => "contextual",
+            Tier::Refused => "refused",
+        };
+        self.decisions
+            .get_or_create(&[("tier", tier)])
+            .inc_by(count as u64);
+    }
+
+    pub fn in_flight(&self) -> &Gauge {
+        &self.in_flight
+    }
+
+    pub fn residual(&self, residual: f64) {
+        if !residual.is_finite() {
+            return;
+        }
+        let _ = self
+            .max_residual
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+                (residual > f64::from_bits(bits)).then_some(residual.to_bits())
+            });
+    }
+
+    /// The text exposition, with state gauges read from `gateway` now.
+    pub fn render(&self, gateway: &Gateway) -> String {
+        let counts = gateway.cache().counts();
+        for (answered_from, n) in [
+            ("cache", counts.hits),
+            ("record", counts.record_reads),
+            ("computed", counts.computed),
+        ] {
+            self.lookups
+                .get_or_create(&[("answered_from", answered_from)])
+                .set(n as i64);
+        }
+        let looked_up = counts.hits + counts.record_reads;
+        self.cache_hit_ratio.set(if looked_up == 0 {
+            0.0
+        } else {
+            counts.hits as f64 / looked_up as f64
+        });
+        self.max_residual_gauge
+            .set(f64::from_bits(self.max_residual.load(Ordering::Relaxed)));
+        let sizes = gateway.store_sizes();
+        self.backlog.set(sizes.owed_attributions);
+        self.ledger_records.set(sizes.ledger_records);
+        self.pending_commit.set(sizes.pending_writes);
+        let mut text = String::new();
+        encode(&mut text, &self.registry).expect("writing to a String cannot fail");
+        text
+    }
+}
+
+/// Serves `/metrics` and `/healthz` on `listener` until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::{http::StatusCode, routing::get};
+    let metrics = {
+        let gateway = gateway.clone();
+        move || {
+            let gateway = gateway.clone();
+            async move {
+                // Scrapes read SQLite for the backlog and ledger size.
+                let text = tokio::task::spawn_blocking(move || gateway.metrics().render(&gateway))
+                    .await
+                    .unwrap_or_default();
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    text,
+                )
+            }
+        }
+    };
+    let healthz = move || {
+        let ready = *gateway.readiness().borrow();
+        async move {
+            if ready {
+                (StatusCode::OK, "ok\n")
+            } else {
+                (StatusCode::SERVICE_UNAVAILABLE, "loading models\n")
+            }
+        }
+    };
+    let app = axum::Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz));
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
