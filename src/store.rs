@@ -10,7 +10,10 @@
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
-    sync::Mutex,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     thread::JoinHandle,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -128,7 +131,12 @@ pub(crate) enum Job {
         oneshot::Sender<Result<Vec<LedgerRef>, StoreError>>,
     ),
     Erase(String, i64, oneshot::Sender<Result<Erasure, StoreError>>),
-    Record(RecordBatch, Option<oneshot::Sender<Result<(), StoreError>>>),
+    /// Shared so that an acknowledged batch can be kept for a retry
+    /// without copying it.
+    Record(
+        Arc<RecordBatch>,
+        Option<oneshot::Sender<Result<(), StoreError>>>,
+    ),
     Attach(
         String,
         String,
@@ -140,8 +148,25 @@ pub(crate) enum Job {
     StaffRead(StaffRead, oneshot::Sender<Result<(), StoreError>>),
 }
 
+impl Job {
+    /// What must be written again if this job's commit fails: work nobody
+    /// waits for was already acknowledged, so it is never dropped. Work a
+    /// caller waits for is answered with the error instead.
+    fn retry_copy(&self) -> Option<Job> {
+        match self {
+            Job::Record(batch, None) => Some(Job::Record(batch.clone(), None)),
+            Job::Attach(id, json, None) => Some(Job::Attach(id.clone(), json.clone(), None)),
+            Job::Forgo(ids) => Some(Job::Forgo(ids.clone())),
+            _ => None,
+        }
+    }
+}
+
 pub struct Store {
     jobs: Option<Sender<Job>>,
+    /// Set while commits fail; cleared once a commit succeeds with nothing
+    /// left to retry.
+    failing: Arc<AtomicBool>,
     writer: Mutex<Option<JoinHandle<()>>>,
     readers: (Sender<Connection>, Receiver<Connection>),
 }
@@ -176,6 +201,8 @@ impl Store {
                 .expect("pool has room");
         }
         let (jobs, rx) = crossbeam_channel::unbounded();
+        let failing = Arc::new(AtomicBool::new(false));
+        let writer_failing = failing.clone();
         let writer = std::thread::Builder::new()
             .name("candor-db-writer".into())
             .spawn(move || {
@@ -183,15 +210,25 @@ impl Store {
                     conn,
                     head,
                     erased: HashMap::new(),
+                    retry: Vec::new(),
+                    failing: writer_failing,
                 }
                 .run(rx)
             })
             .map_err(|e| failed(e.to_string()))?;
         Ok(Self {
             jobs: Some(jobs),
+            failing,
             writer: Mutex::new(Some(writer)),
             readers: (readers_tx, readers_rx),
         })
+    }
+
+    /// Whether the last commit failed (the database is locked, full, or
+    /// broken). Callers then wait for their commits rather than have work
+    /// acknowledged that may not land.
+    pub fn is_failing(&self) -> bool {
+        self.failing.load(Ordering::Relaxed)
     }
 
     /// Jobs queued for the writer and not yet taken up.
@@ -249,7 +286,15 @@ struct Writer {
     /// before then (a Score in flight during the erasure) is refused, so
     /// nothing of the subject reappears after EraseSubject returns.
     erased: HashMap<String, i64>,
+    /// Acknowledged work whose commit failed, written again first.
+    retry: Vec<Job>,
+    failing: Arc<AtomicBool>,
 }
+
+/// Pause before writing failed work again.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+/// Attempts left for failed work once the gateway shuts down.
+const RETRIES_AT_SHUTDOWN: usize = 3;
 
 /// Answers a job once its batch's fate is known.
 type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
@@ -275,9 +320,34 @@ fn reply<T: Send + 'static>(
 
 impl Writer {
     fn run(mut self, jobs: Receiver<Job>) {
-        while let Ok(first) = jobs.recv() {
-            let mut batch = vec![first];
-            batch.extend(jobs.try_iter().take(MAX_GROUP - 1));
+        let mut shutdown_retries = RETRIES_AT_SHUTDOWN;
+        loop {
+            let mut batch = std::mem::take(&mut self.retry);
+            if batch.is_empty() {
+                match jobs.recv() {
+                    Ok(first) => batch.push(first),
+                    Err(_) => return,
+                }
+            } else {
+                // Give the lock holder or a full disk time to clear.
+                match jobs.recv_timeout(RETRY_PAUSE) {
+                    Ok(job) => batch.push(job),
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                        if shutdown_retries == 0 {
+                            tracing::error!(
+                                jobs = batch.len(),
+                                "shutting down with acknowledged writes the database would not take"
+                            );
+                            return;
+                        }
+                        shutdown_retries -= 1;
+                        std::thread::sleep(RETRY_PAUSE);
+                    }
+                }
+            }
+            let room = MAX_GROUP.saturating_sub(batch.len());
+            batch.extend(jobs.try_iter().take(room));
             // Nobody waits for asynchronous records: give more of them the
             // chance to share this commit (and its fsync).
             if batch.iter().all(|j| matches!(j, Job::Record(_, None))) {
@@ -353,13 +423,17 @@ impl Writer {
         let head_before = self.head.clone();
         let has_erasure = batch.iter().any(|j| matches!(j, Job::Erase(..)));
         let mut replies: Vec<Reply> = Vec::with_capacity(batch.len());
-        let Writer { conn, head, erased } = self;
+        let mut again: Vec<Job> = Vec::new();
+        let Writer {
+            conn, head, erased, ..
+        } = self;
         let committed = (|| -> Result<(), StoreError> {
             let tx = conn.transaction()?;
             // Savepoints by cached statements: a job's own savepoint costs
             // no SQL parsing.
             let run = |sql: &str| tx.prepare_cached(sql)?.execute([]).map(drop);
             for job in batch {
+                again.extend(job.retry_copy());
                 let job_head = head.clone();
                 run("SAVEPOINT job")?;
                 let (ok, answer) = Self::run_job(&tx, head, erased, job);
@@ -374,9 +448,18 @@ impl Writer {
             Ok(())
         })();
         if let Err(e) = &committed {
-            tracing::error!(error = %e, "database commit failed");
+            tracing::error!(
+                error = %e,
+                kept_for_retry = again.len(),
+                "database commit failed; acknowledged writes are kept and retried"
+            );
             self.head = head_before;
-        } else if has_erasure {
+            self.retry = again;
+            self.failing.store(true, Ordering::Relaxed);
+        } else if self.retry.is_empty() && self.failing.swap(false, Ordering::Relaxed) {
+            tracing::info!("database commits succeed again");
+        }
+        if committed.is_ok() && has_erasure {
             // The WAL still holds the pages as they were before the erasure;
             // copying the new ones back and truncating it removes them.
             match self

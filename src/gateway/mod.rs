@@ -255,6 +255,10 @@ impl Gateway {
         })
         .await
         .map_err(|e| Error::Internal(format!("model loading panicked: {e}")))??;
+        let (registry, failed) = registry;
+        for e in &failed {
+            tracing::error!(error = %e, "model package not loaded; the other models serve");
+        }
         let count: usize = registry.models().map(|(_, m)| m.versions.len()).sum();
         tracing::info!(models = count, dir = %self.config.models_dir.display(), "models loaded");
         self.registry.store(Some(Arc::new(registry)));

@@ -115,10 +115,13 @@ impl Gateway {
         let Some(first) = decisions.first() else {
             return Ok(());
         };
-        let batch = RecordBatch::new(&first.provenance, records);
-        match durability {
-            Durability::Sync => self.store.submit(|tx| Job::Record(batch, Some(tx))).await?,
-            _ => self.store.send(Job::Record(batch, None))?,
+        let batch = Arc::new(RecordBatch::new(&first.provenance, records));
+        // While commits fail, `async` waits too: nothing is acknowledged
+        // that is not on disk, and the retry queue stays bounded.
+        if durability == Durability::Sync || self.store.is_failing() {
+            self.store.submit(|tx| Job::Record(batch, Some(tx))).await?;
+        } else {
+            self.store.send(Job::Record(batch, None))?;
         }
         if has_deferred {
             self.deferred.notify_one();

@@ -131,8 +131,15 @@ pub const RULES: &[(&str, Rule)] = &[
 pub mod audience {
     use super::*;
     pub const CONSUMER: Rule = read_of_subject(&[Support, Engineer, Admin]);
-    pub const SUPPORT: Rule = read_of_subject(&[Support, Admin]);
-    pub const ENGINEER: Rule = read_of_subject(&[Engineer, Admin]);
+    /// Staff only: the person sees the consumer view, never these.
+    pub const SUPPORT: Rule = Rule {
+        own_subject: false,
+        ..read_of_subject(&[Support, Admin])
+    };
+    pub const ENGINEER: Rule = Rule {
+        own_subject: false,
+        ..read_of_subject(&[Engineer, Admin])
+    };
 }
 
 /// The rule for a gRPC path, if the server answers it.

@@ -53,16 +53,25 @@ pub struct Registry {
 impl Registry {
     /// Loads every package under `root` (`<root>/<name>/<version>/manifest.toml`).
     /// Folders without a manifest, such as training scripts, are skipped.
-    pub fn load_dir(root: &Path, slots: usize) -> Result<Self, PackageError> {
+    /// A package that fails to load is returned beside the registry rather
+    /// than stopping the others; only when none loads is it an error.
+    pub fn load_dir(root: &Path, slots: usize) -> Result<(Self, Vec<PackageError>), PackageError> {
         let mut packages = Vec::new();
+        let mut failed = Vec::new();
         for name_dir in sorted_subdirs(root)? {
             for version_dir in sorted_subdirs(&name_dir)? {
                 if version_dir.join(MANIFEST_FILE).is_file() {
-                    packages.push(ModelPackage::load(&version_dir, slots)?);
+                    match ModelPackage::load(&version_dir, slots) {
+                        Ok(package) => packages.push(package),
+                        Err(e) => failed.push(e),
+                    }
                 }
             }
         }
-        Self::from_packages(packages)
+        if packages.is_empty() && !failed.is_empty() {
+            return Err(failed.remove(0));
+        }
+        Ok((Self::from_packages(packages)?, failed))
     }
 
     /// Groups packages by model and settles each model's default version.

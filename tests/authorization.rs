@@ -1,0 +1,483 @@
+//! The authorization matrix, against a real server: every RPC × every role
+//! × {valid, expired, wrong-subject, tampered, missing} credential, with the
+//! exact status code each cell must get. The expected table below is
+//! written from the specification, independently of `src/grpc/auth.rs`.
+//! Also: staff reads are recorded with who, when, whom and why.
+
+mod common;
+
+use std::time::Duration;
+
+use candor::{
+    config::{ApiKey, Role},
+    grpc::pb::{
+        self, consent_service_client::ConsentServiceClient,
+        explain_service_client::ExplainServiceClient,
+        explanation_service_client::ExplanationServiceClient,
+        model_service_client::ModelServiceClient, scoring_service_client::ScoringServiceClient,
+    },
+};
+use common::*;
+use tonic::{Code, Request, Status, transport::Channel};
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Rpc {
+    Score,
+    ScoreBatch,
+    ListModels,
+    DescribeModel,
+    Explain,
+    ExplainBatch,
+    RecordConsent,
+    WithdrawConsent,
+    GetConsent,
+    GetConsentHistory,
+    VerifyLedger,
+    EraseSubject,
+    ConsumerView,
+    SupportView,
+    EngineerView,
+    ListDecisions,
+    ExportSubjectData,
+    HealthCheck,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Who {
+    Staff(Role),
+    Consumer,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Credential {
+    Valid,
+    Expired,
+    WrongSubject,
+    Tampered,
+    Missing,
+}
+
+/// Who each RPC admits, from the specification: "subject" means a
+/// consumer token for the subject the call is about; "public" needs none.
+fn admits(rpc: Rpc) -> &'static str {
+    use Rpc::*;
+    match rpc {
+        Score | ScoreBatch => "scorer admin",
+        ListModels | DescribeModel => "scorer support engineer admin",
+        Explain | ExplainBatch => "engineer admin",
+        RecordConsent | WithdrawConsent => "scorer support admin subject",
+        GetConsent | GetConsentHistory => "support admin subject",
+        VerifyLedger => "support engineer admin",
+        EraseSubject => "support admin subject",
+        ConsumerView => "support engineer admin subject",
+        SupportView => "support admin",
+        EngineerView => "engineer admin",
+        ListDecisions | ExportSubjectData => "support admin subject",
+        HealthCheck => "public",
+    }
+}
+
+/// The status a cell must get (`None` for success).
+fn expected(rpc: Rpc, who: Who, credential: Credential) -> Option<Code> {
+    let admitted = admits(rpc);
+    if admitted == "public" {
+        return None;
+    }
+    let name = match who {
+        Who::Staff(role) => role.as_str(),
+        Who::Consumer => "subject",
+    };
+    match credential {
+        Credential::Missing | Credential::Expired | Credential::Tampered => {
+            Some(Code::Unauthenticated)
+        }
+        // Staff credentials are not bound to a subject.
+        Credential::WrongSubject if who == Who::Consumer => Some(Code::PermissionDenied),
+        _ if admitted.split(' ').any(|r| r == name) => None,
+        _ => Some(Code::PermissionDenied),
+    }
+}
+
+const ROLES: [Role; 4] = [Role::Scorer, Role::Support, Role::Engineer, Role::Admin];
+
+fn key(role: Role, expired: bool) -> String {
+    format!("{}-{}", if expired { "old" } else { "key" }, role.as_str())
+}
+
+fn with<T>(mut request: Request<T>, credential: Option<&str>) -> Request<T> {
+    if let Some(c) = credential {
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {c}").parse().unwrap());
+    }
+    request
+        .metadata_mut()
+        .insert("x-candor-reason", "authorization matrix".parse().unwrap());
+    request
+}
+
+fn score_request(subject: &str) -> pb::ScoreRequest {
+    pb::ScoreRequest {
+        subject_id: subject.into(),
+        ..caravan_request()
+    }
+}
+
+async fn call(
+    channel: &Channel,
+    rpc: Rpc,
+    subject: &str,
+    decision_id: &str,
+    credential: Option<&str>,
+) -> Result<(), Status> {
+    let ch = channel.clone();
+    let row = caravan_request().features;
+    let model = || model_ref("caravan-lgbm", "");
+    let view = |audience: pb::Audience| pb::GetExplanationRequest {
+        decision_id: decision_id.into(),
+        audience: audience as i32,
+        language: "en".into(),
+    };
+    match rpc {
+        Rpc::Score => ScoringServiceClient::new(ch)
+            .score(with(Request::new(score_request(subject)), credential))
+            .await
+            .map(drop),
+        Rpc::ScoreBatch => ScoringServiceClient::new(ch)
+            .score_batch(with(
+                Request::new(pb::ScoreBatchRequest {
+                    model: model(),
+                    subject_id: subject.into(),
+                    context: us_adult(),
+                    rows: vec![pb::BatchRow {
+                        features: row,
+                        ..Default::default()
+                    }],
+                    explain: None,
+                }),
+                credential,
+            ))
+            .await
+            .map(drop),
+        Rpc::ListModels => ModelServiceClient::new(ch)
+            .list_models(with(Request::new(pb::ListModelsRequest {}), credential))
+            .await
+            .map(drop),
+        Rpc::DescribeModel => ModelServiceClient::new(ch)
+            .describe_model(with(
+                Request::new(pb::DescribeModelRequest { model: model() }),
+                credential,
+            ))
+            .await
+            .map(drop),
+        Rpc::Explain => ExplainServiceClient::new(ch)
+            .explain(with(
+                Request::new(pb::ExplainRequest {
+                    model: model(),
+                    features: row,
+                    ..Default::default()
+                }),
+                credential,
+            ))
+            .await
+            .map(drop),
+        Rpc::ExplainBatch => ExplainServiceClient::new(ch)
+            .explain_batch(with(
+                Request::new(pb::ExplainBatchRequest {
+                    model: model(),
+                    rows: vec![pb::BatchRow {
+                        features: row,
+                        ..Default::default()
+                    }],
+                    method: 0,
+                }),
+                credential,
+            ))
+            .await
+            .map(drop),
+        Rpc::RecordConsent => ConsentServiceClient::new(ch)
+            .record_consent(with(
+                Request::new(pb::RecordConsentRequest {
+                    subject_id: subject.into(),
+                    purposes: vec![pb::PurposeChoice {
+                        tcf_purpose: 1,
+                        granted: true,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                credential,
+            ))
+            .await
+            .map(drop),
+        Rpc::WithdrawConsent => ConsentServiceClient::new(ch)
+            .withdraw_consent(with(
+                Request::new(pb::WithdrawConsentRequest {
+                    subject_id: subject.into(),
+                    tcf_purposes: vec![1],
+                    ..Default::default()
+                }),
+                credential,
+            ))
+            .await
+            .map(drop),
+        Rpc::GetConsent => ConsentServiceClient::new(ch)
+            .get_consent(with(
+                Request::new(pb::GetConsentRequest {
+                    subject_id: subject.into(),
+                }),
+                credential,
+            ))
+            .await
+            .map(drop),
+        Rpc::GetConsentHistory => ConsentServiceClient::new(ch)
+            .get_consent_history(with(
+                Request::new(pb::GetConsentHistoryRequest {
+                    subject_id: subject.into(),
+                }),
+                credential,
+            ))
+            .await
+            .map(drop),
+        Rpc::VerifyLedger => ConsentServiceClient::new(ch)
+            .verify_ledger(with(Request::new(pb::VerifyLedgerRequest {}), credential))
+            .await
+            .map(drop),
+        Rpc::EraseSubject => ConsentServiceClient::new(ch)
+            .erase_subject(with(
+                Request::new(pb::EraseSubjectRequest {
+                    subject_id: subject.into(),
+                }),
+                credential,
+            ))
+            .await
+            .map(drop),
+        Rpc::ConsumerView | Rpc::SupportView | Rpc::EngineerView => {
+            let audience = match rpc {
+                Rpc::ConsumerView => pb::Audience::Consumer,
+                Rpc::SupportView => pb::Audience::Support,
+                _ => pb::Audience::Engineer,
+            };
+            ExplanationServiceClient::new(ch)
+                .get_explanation(with(Request::new(view(audience)), credential))
+                .await
+                .map(drop)
+        }
+        Rpc::ListDecisions => ExplanationServiceClient::new(ch)
+            .list_decisions(with(
+                Request::new(pb::ListDecisionsRequest {
+                    subject_id: subject.into(),
+                    limit: 10,
+                }),
+                credential,
+            ))
+            .await
+            .map(drop),
+        Rpc::ExportSubjectData => ExplanationServiceClient::new(ch)
+            .export_subject_data(with(
+                Request::new(pb::ExportSubjectDataRequest {
+                    subject_id: subject.into(),
+                    language: "en".into(),
+                }),
+                credential,
+            ))
+            .await
+            .map(drop),
+        Rpc::HealthCheck => HealthClient::new(ch)
+            .check(with(
+                Request::new(HealthCheckRequest {
+                    service: String::new(),
+                }),
+                credential,
+            ))
+            .await
+            .map(drop),
+    }
+}
+
+/// Changes one character of a credential's last part (a JWT's signature).
+fn tamper(credential: &str) -> String {
+    let mut bytes = credential.as_bytes().to_vec();
+    let i = bytes.len() - 6;
+    bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+    String::from_utf8(bytes).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rpc_role_and_credential_gets_its_exact_status() {
+    let mut config = test_config();
+    for role in ROLES {
+        config
+            .access
+            .api_keys
+            .push(api_key(role, &key(role, false)));
+        config.access.api_keys.push(ApiKey {
+            expires: Some("2026-01-01T00:00:00Z".parse().unwrap()),
+            name: format!("{}-expired", role.as_str()),
+            ..api_key(role, &key(role, true))
+        });
+    }
+    let server = TestServer::start_with(config).await;
+    let channel = server.channel().await;
+    let admin = key(Role::Admin, false);
+    // A decision about alice, for the explanation views.
+    let mut request = Request::new(score_request("alice"));
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {admin}").parse().unwrap());
+    let decision_id = ScoringServiceClient::new(channel.clone())
+        .score(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .decision
+        .unwrap()
+        .decision_id;
+
+    let token = |subject: &str, age: u64, ttl: u64| {
+        subject_token(
+            &server.gateway,
+            subject,
+            Duration::from_secs(age),
+            Duration::from_secs(ttl),
+        )
+    };
+    use Rpc::*;
+    let rpcs = [
+        Score,
+        ScoreBatch,
+        ListModels,
+        DescribeModel,
+        Explain,
+        ExplainBatch,
+        RecordConsent,
+        WithdrawConsent,
+        GetConsent,
+        GetConsentHistory,
+        VerifyLedger,
+        EraseSubject,
+        ConsumerView,
+        SupportView,
+        EngineerView,
+        ListDecisions,
+        ExportSubjectData,
+        HealthCheck,
+    ];
+    let whos = ROLES
+        .map(Who::Staff)
+        .into_iter()
+        .chain([Who::Consumer])
+        .collect::<Vec<_>>();
+    use Credential::*;
+    let mut cells = 0;
+    let mut wrong = Vec::new();
+    for rpc in rpcs {
+        for &who in &whos {
+            for credential in [Valid, Expired, WrongSubject, Tampered, Missing] {
+                cells += 1;
+                // Erasures get a subject of their own, so that the other
+                // cells keep alice's data.
+                let subject = if rpc == EraseSubject {
+                    format!("erase-{cells}")
+                } else {
+                    "alice".to_owned()
+                };
+                let presented = match (who, credential) {
+                    (_, Missing) => None,
+                    (Who::Staff(role), Valid | WrongSubject) => Some(key(role, false)),
+                    (Who::Staff(role), Expired) => Some(key(role, true)),
+                    (Who::Staff(role), Tampered) => Some(tamper(&key(role, false))),
+                    (Who::Consumer, Valid) => Some(token(&subject, 0, 600)),
+                    (Who::Consumer, Expired) => Some(token(&subject, 7200, 3600)),
+                    (Who::Consumer, WrongSubject) => Some(token("mallory", 0, 600)),
+                    (Who::Consumer, Tampered) => Some(tamper(&token(&subject, 0, 600))),
+                };
+                let got = call(&channel, rpc, &subject, &decision_id, presented.as_deref())
+                    .await
+                    .err()
+                    .map(|s| s.code());
+                let want = expected(rpc, who, credential);
+                if got != want {
+                    wrong.push(format!(
+                        "{rpc:?} × {who:?} × {credential:?}: got {got:?}, want {want:?}"
+                    ));
+                }
+            }
+        }
+    }
+    assert_eq!(cells, 18 * 5 * 5);
+    assert!(
+        wrong.is_empty(),
+        "{} cells wrong:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+}
+
+/// A read of a person's data by staff needs a reason and is put on record
+/// before anything is returned; the person's own reads are not logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staff_reads_are_recorded_with_who_whom_and_why() {
+    let mut config = test_config();
+    config.access.api_keys = vec![api_key(Role::Support, "support-key")];
+    let server = TestServer::start_with(config).await;
+    let mut consent = ConsentServiceClient::new(server.channel().await);
+    let ask = |reason: Option<&str>, credential: &str| {
+        let mut r = Request::new(pb::GetConsentHistoryRequest {
+            subject_id: "carol".into(),
+        });
+        r.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {credential}").parse().unwrap(),
+        );
+        r.metadata_mut()
+            .insert("x-request-id", "req-42".parse().unwrap());
+        if let Some(reason) = reason {
+            r.metadata_mut()
+                .insert("x-candor-reason", reason.parse().unwrap());
+        }
+        r
+    };
+    let refused = consent
+        .get_consent_history(ask(None, "support-key"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(refused.message().contains("x-candor-reason"), "{refused:?}");
+    consent
+        .get_consent_history(ask(Some("ticket 1234"), "support-key"))
+        .await
+        .unwrap();
+    let own = subject_token(
+        &server.gateway,
+        "carol",
+        Duration::ZERO,
+        Duration::from_secs(60),
+    );
+    consent.get_consent_history(ask(None, &own)).await.unwrap();
+
+    let subject_ref = server.gateway.consents().ledger().pseudonymise("carol");
+    let db = rusqlite::Connection::open(&server.gateway.config().database).unwrap();
+    let reads: Vec<(String, String, String, String, String)> = db
+        .prepare(
+            "SELECT actor, role, rpc, reason, request_id FROM staff_reads WHERE subject_ref = ?1",
+        )
+        .unwrap()
+        .query_map([&subject_ref], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        reads,
+        vec![(
+            "Support".to_owned(),
+            "support".to_owned(),
+            "/candor.v1.ConsentService/GetConsentHistory".to_owned(),
+            "ticket 1234".to_owned(),
+            "req-42".to_owned(),
+        )]
+    );
+}
