@@ -35,6 +35,9 @@ pub struct Config {
     pub log_format: LogFormat,
     /// The embedded SQLite database (consent ledger and decision record).
     pub database: PathBuf,
+    /// Cap on the database file, in MiB: beyond it writes fail as on a full
+    /// disk (RESOURCE_EXHAUSTED) and the rest of the disk stays free.
+    pub database_max_mb: Option<u64>,
     pub consent: ConsentConfig,
     pub decisions: DecisionsConfig,
     pub access: AccessConfig,
@@ -229,6 +232,7 @@ impl Default for Config {
             max_message_bytes: 4 * 1024 * 1024,
             log_format: LogFormat::Text,
             database: PathBuf::from("data/candor.db"),
+            database_max_mb: None,
             consent: ConsentConfig::default(),
             decisions: DecisionsConfig::default(),
             limits: LimitsConfig::default(),

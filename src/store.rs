@@ -149,6 +149,25 @@ pub(crate) enum Job {
 }
 
 impl Job {
+    /// The answer for a job that never ran because its batch's transaction
+    /// failed: the batch's error.
+    fn refusal(self) -> Reply {
+        Box::new(move |committed| {
+            let e = committed
+                .err()
+                .unwrap_or_else(|| StoreError::Sqlite("the write was not attempted".into()));
+            match self {
+                Job::Append(_, tx) => drop(tx.send(Err(e))),
+                Job::Erase(_, _, tx) => drop(tx.send(Err(e))),
+                Job::Record(_, Some(tx)) | Job::StaffRead(_, tx) => drop(tx.send(Err(e))),
+                Job::Attach(_, _, Some(tx)) => drop(tx.send(Err(e))),
+                Job::Purge(_, tx) => drop(tx.send(Err(e))),
+                // Kept for a retry by `retry_copy`.
+                Job::Record(_, None) | Job::Attach(_, _, None) | Job::Forgo(_) => {}
+            }
+        })
+    }
+
     /// What must be written again if this job's commit fails: work nobody
     /// waits for was already acknowledged, so it is never dropped. Work a
     /// caller waits for is answered with the error instead.
@@ -174,6 +193,13 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the database at `path` with every table.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_limited(path, None)
+    }
+
+    /// Like [`Store::open`], with the database file capped at `max_bytes`:
+    /// a write beyond it fails as a full disk would, and leaves room on the
+    /// real disk for everything else.
+    pub fn open_limited(path: &Path, max_bytes: Option<u64>) -> Result<Self, StoreError> {
         let failed = |message: String| StoreError::Open {
             path: path.to_owned(),
             message,
@@ -182,6 +208,11 @@ impl Store {
             std::fs::create_dir_all(dir).map_err(|e| failed(e.to_string()))?;
         }
         let conn = open_connection(path)?;
+        if let Some(max) = max_bytes {
+            let page: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+            let pages = i64::try_from(max).unwrap_or(i64::MAX) / page.max(1);
+            conn.pragma_update(None, "max_page_count", pages.max(1))?;
+        }
         conn.execute_batch(ledger::DDL)
             .and_then(|()| conn.execute_batch(decisions::DDL))
             .and_then(|()| conn.execute_batch(audit::DDL))
@@ -302,14 +333,14 @@ type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 fn reply<T: Send + 'static>(
     tx: Option<oneshot::Sender<Result<T, StoreError>>>,
     result: Result<T, StoreError>,
-) -> (bool, Reply) {
-    let ok = result.is_ok();
+) -> (Result<(), StoreError>, Reply) {
+    let outcome = result.as_ref().map(drop).map_err(Clone::clone);
     if let (None, Err(e)) = (&tx, &result) {
         // Nobody waits for this answer: the log is the only place it shows.
         tracing::error!(error = %e, "an asynchronous write failed");
     }
     (
-        ok,
+        outcome,
         Box::new(move |committed| {
             if let Some(tx) = tx {
                 let _ = tx.send(committed.and(result));
@@ -368,7 +399,7 @@ impl Writer {
         head: &mut (i64, String),
         erased: &mut HashMap<String, i64>,
         job: Job,
-    ) -> (bool, Reply) {
+    ) -> (Result<(), StoreError>, Reply) {
         // Begun at `at` for `subject`, before that subject's erasure?
         let stale = |subject: Option<&String>, at: i64| {
             subject
@@ -427,26 +458,51 @@ impl Writer {
         let Writer {
             conn, head, erased, ..
         } = self;
-        let committed = (|| -> Result<(), StoreError> {
-            let tx = conn.transaction()?;
-            // Savepoints by cached statements: a job's own savepoint costs
-            // no SQL parsing.
-            let run = |sql: &str| tx.prepare_cached(sql)?.execute([]).map(drop);
-            for job in batch {
-                again.extend(job.retry_copy());
-                let job_head = head.clone();
-                run("SAVEPOINT job")?;
-                let (ok, answer) = Self::run_job(&tx, head, erased, job);
-                if !ok {
-                    run("ROLLBACK TO job")?;
-                    *head = job_head;
-                }
-                run("RELEASE job")?;
-                replies.push(answer);
+        let mut failure: Option<StoreError> = None;
+        let tx = conn
+            .transaction()
+            .map_err(|e| failure = Some(e.into()))
+            .ok();
+        // Savepoints by cached statements: a job's own savepoint costs no
+        // SQL parsing.
+        let run = |tx: &rusqlite::Transaction<'_>, sql: &str| -> Result<(), StoreError> {
+            Ok(tx.prepare_cached(sql)?.execute([]).map(drop)?)
+        };
+        for job in batch {
+            again.extend(job.retry_copy());
+            // Once the transaction is lost (a full disk fails even a
+            // savepoint), the rest of the batch is answered with its error
+            // rather than dropped.
+            let Some(tx) = tx.as_ref().filter(|_| failure.is_none()) else {
+                replies.push(job.refusal());
+                continue;
+            };
+            if let Err(e) = run(tx, "SAVEPOINT job") {
+                failure = Some(e);
+                replies.push(job.refusal());
+                continue;
             }
-            tx.commit()?;
-            Ok(())
-        })();
+            let job_head = head.clone();
+            let (outcome, answer) = Self::run_job(tx, head, erased, job);
+            replies.push(answer);
+            let undone = match &outcome {
+                Ok(()) => Ok(()),
+                Err(_) => {
+                    *head = job_head;
+                    run(tx, "ROLLBACK TO job")
+                }
+            };
+            if let Err(e) = undone.and_then(|()| run(tx, "RELEASE job")) {
+                // SQLite rolls a whole transaction back on some errors (a
+                // full disk): the job's own error is then the batch's.
+                failure = Some(outcome.err().unwrap_or(e));
+            }
+        }
+        let committed = match (failure, tx) {
+            (Some(e), _) => Err(e),
+            (None, Some(tx)) => tx.commit().map_err(StoreError::from),
+            (None, None) => Err(StoreError::Sqlite("no transaction".into())),
+        };
         if let Err(e) = &committed {
             tracing::error!(
                 error = %e,

@@ -354,15 +354,19 @@ async fn a_saturated_pool_loses_no_deferred_attribution() {
         .decisions;
     // Inline attributions the saturated pool could not take are owed
     // instead: the scores went out, and the responses say so.
-    let mut fell_back = Vec::new();
+    // (A call the inference queue itself cannot take is shed.)
+    let (mut fell_back, mut shed) = (Vec::new(), 0);
     for f in flood {
-        let decisions = f.await.unwrap().unwrap().into_inner().decisions;
-        fell_back.extend(decisions.into_iter().filter(|d| {
-            d.explanation_status == pb::ExplanationStatus::Deferred as i32
-                && d.attribution.is_none()
-        }));
+        match f.await.unwrap() {
+            Ok(r) => fell_back.extend(r.into_inner().decisions.into_iter().filter(|d| {
+                d.explanation_status == pb::ExplanationStatus::Deferred as i32
+                    && d.attribution.is_none()
+            })),
+            Err(s) if s.code() == Code::ResourceExhausted => shed += 1,
+            Err(s) => panic!("{s:?}"),
+        }
     }
-    assert!(!fell_back.is_empty(), "the pool was saturated");
+    assert!(fell_back.len() + shed > 0, "the pools were saturated");
     let db = rusqlite::Connection::open(&database).unwrap();
     let owed = || -> i64 {
         db.query_row(

@@ -177,7 +177,10 @@ impl Gateway {
     /// loaded separately by [`Gateway::load_models`], so the server can
     /// report NOT_SERVING while they load.
     pub fn new(config: Config) -> Result<Self, Error> {
-        let store = Arc::new(Store::open(&config.database)?);
+        let store = Arc::new(Store::open_limited(
+            &config.database,
+            config.database_max_mb.map(|mb| mb * 1024 * 1024),
+        )?);
         let subject_key =
             load_or_create_key(&config.consent.subject_key_file, "subject pseudonymisation")?;
         let input_key = load_or_create_key(&config.decisions.input_key_file, "input sealing")?;
