@@ -35,7 +35,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bytes::{Buf, BufMut};
 use candor::{
     Config, Gateway,
     consent::{ledger::LegalBasis, service::RecordRequest},
@@ -43,12 +42,10 @@ use candor::{
 };
 use prost::Message;
 use rand_chacha::rand_core::SeedableRng;
-use tonic::{
-    client::Grpc,
-    codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
-    codegen::{Bytes, http::uri::PathAndQuery},
-    transport::Channel,
-};
+use tonic::{codegen::Bytes, transport::Channel};
+
+mod common;
+use common::{call, percentile, rows, us_adult};
 use tonic_health::pb::HealthCheckRequest;
 
 fn setting(name: &str, default: u64) -> u64 {
@@ -94,15 +91,6 @@ impl Scenario {
     }
 }
 
-/// A US adult with no opt-out: personalised, and nothing to look up.
-fn us_adult() -> Option<pb::RequestContext> {
-    Some(pb::RequestContext {
-        jurisdiction_country: "US".into(),
-        age_status: pb::AgeStatus::Adult as i32,
-        ..Default::default()
-    })
-}
-
 fn bench_subject(i: usize) -> String {
     format!("bench-subject-{i}")
 }
@@ -135,83 +123,11 @@ fn columns() -> Vec<String> {
         .collect()
 }
 
-/// Golden rows of the default Caravan model, as request features.
-fn rows() -> Vec<BTreeMap<String, pb::FeatureValue>> {
-    let path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/caravan-lgbm/1.0.0/golden.csv");
-    let mut reader = csv::Reader::from_path(path).expect("golden rows");
-    let header: Vec<String> = reader
-        .headers()
-        .unwrap()
-        .iter()
-        .map(str::to_owned)
-        .collect();
-    reader
-        .records()
-        .map(|r| {
-            let r = r.unwrap();
-            header
-                .iter()
-                .zip(r.iter())
-                .filter(|(h, _)| *h != "score")
-                .map(|(h, v)| {
-                    (
-                        h.clone(),
-                        pb::FeatureValue {
-                            kind: Some(Kind::Integer(v.parse::<f64>().unwrap() as i64)),
-                        },
-                    )
-                })
-                .collect()
-        })
-        .collect()
-}
-
 struct Outcome {
     calls: u64,
     errors: u64,
     elapsed: Duration,
     latencies_us: Vec<u32>,
-}
-
-/// A codec that passes pre-encoded protobuf bytes through unchanged.
-#[derive(Clone, Default)]
-struct RawCodec;
-
-struct Raw;
-
-impl Encoder for Raw {
-    type Item = Bytes;
-    type Error = tonic::Status;
-
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Self::Error> {
-        dst.put(item);
-        Ok(())
-    }
-}
-
-impl Decoder for Raw {
-    type Item = Bytes;
-    type Error = tonic::Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Self::Error> {
-        Ok(Some(src.copy_to_bytes(src.remaining())))
-    }
-}
-
-impl Codec for RawCodec {
-    type Encode = Bytes;
-    type Decode = Bytes;
-    type Encoder = Raw;
-    type Decoder = Raw;
-
-    fn encoder(&mut self) -> Raw {
-        Raw
-    }
-
-    fn decoder(&mut self) -> Raw {
-        Raw
-    }
 }
 
 impl Scenario {
@@ -354,25 +270,6 @@ impl Scenario {
     }
 }
 
-async fn call(
-    channel: &Channel,
-    path: &'static str,
-    payload: Bytes,
-) -> Result<Bytes, tonic::Status> {
-    let mut grpc = Grpc::new(channel.clone());
-    grpc.ready()
-        .await
-        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-    let response = grpc
-        .unary(
-            tonic::Request::new(payload),
-            PathAndQuery::from_static(path),
-            RawCodec,
-        )
-        .await?;
-    Ok(response.into_inner())
-}
-
 async fn drive(
     scenario: Scenario,
     channels: &[Channel],
@@ -430,14 +327,6 @@ async fn drive(
         outcome.errors += e;
     }
     outcome
-}
-
-fn percentile(sorted: &[u32], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    f64::from(sorted[i]) / 1000.0
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

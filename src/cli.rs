@@ -5,7 +5,7 @@
 //! library below returns typed errors.
 
 use std::{
-    io::{IsTerminal, Read},
+    io::Read,
     path::{Path, PathBuf},
     process::ExitCode,
     sync::Arc,
@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use std::io::Write as _;
 
 use crate::{
-    config::{Config, LogFormat},
+    config::Config,
     gateway::Gateway,
     grpc::{
         self,
@@ -235,19 +235,6 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "info,ort=warn".into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
-
 fn issue_token(args: TokenArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(args.config.as_deref(), ConfigFlags::default())
         .context("invalid configuration")?;
@@ -275,10 +262,12 @@ fn issue_token(args: TokenArgs) -> anyhow::Result<ExitCode> {
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let config =
         Config::load(args.config.as_deref(), &args.flags).context("invalid configuration")?;
-    init_logging(config.log_format);
+    let tokio = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let _runtime = tokio.enter();
+    let _telemetry =
+        crate::telemetry::init(config.log_format).context("cannot set up trace export")?;
     // Fail before binding, with the message that says how to get the library.
     runtime::init(&config.ort_lib)?;
-    let tokio = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     tokio.block_on(async {
         let listener = TcpListener::bind(config.listen)
             .await

@@ -20,6 +20,7 @@ pub mod inference;
 pub mod metrics;
 pub mod models;
 pub mod store;
+pub mod telemetry;
 pub mod why;
 
 pub use config::Config;

@@ -118,14 +118,25 @@ fn spawn_server(
     let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
     let mut addr = None;
     while let Some(Ok(line)) = stderr.next() {
-        if let Some(at) = line.find("addr=") {
-            addr = Some(line[at + 5..].split_whitespace().next().unwrap().to_owned());
+        // `addr=…` in text logs, `"addr":"…"` in JSON ones.
+        for key in ["addr=", "\"addr\":\""] {
+            if let Some(at) = line.find(key) {
+                let rest = &line[at + key.len()..];
+                addr = rest
+                    .split(|c: char| c.is_whitespace() || c == '"')
+                    .next()
+                    .map(str::to_owned);
+            }
         }
         if line.contains("models loaded") {
             break;
         }
     }
-    let addr = format!("http://{}", addr.expect("serve logs its address"));
+    let Some(addr) = addr else {
+        let _ = child.kill();
+        panic!("serve logs its address");
+    };
+    let addr = format!("http://{addr}");
     let rest = std::thread::spawn(move || stderr.map_while(Result::ok).collect::<Vec<String>>());
     (child, addr, rest)
 }
@@ -306,4 +317,104 @@ async fn candor_why_explains_a_recorded_decision() {
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["decision_id"], d.decision_id);
     assert_eq!(json["view"]["features"].as_array().unwrap().len(), 78);
+}
+
+/// An OTLP collector that keeps the spans it receives.
+#[derive(Default, Clone)]
+struct Collector {
+    spans: std::sync::Arc<std::sync::Mutex<Vec<opentelemetry_proto::tonic::trace::v1::Span>>>,
+}
+
+#[tonic::async_trait]
+impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService
+    for Collector
+{
+    async fn export(
+        &self,
+        request: tonic::Request<
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
+        >,
+    ) -> Result<
+        tonic::Response<
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse,
+        >,
+        tonic::Status,
+    > {
+        let mut spans = self.spans.lock().unwrap();
+        for resource in request.into_inner().resource_spans {
+            for scope in resource.scope_spans {
+                spans.extend(scope.spans);
+            }
+        }
+        Ok(tonic::Response::new(Default::default()))
+    }
+}
+
+/// With `OTEL_EXPORTER_OTLP_ENDPOINT` set, each call's span (with its
+/// request id) reaches the collector; the JSON log lines carry the same id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traces_are_exported_over_otlp_and_logs_carry_the_request_id() {
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
+    let collector = Collector::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let otlp = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(collector.clone()))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let data = tempfile::tempdir().unwrap();
+    let (mut child, addr, rest) = spawn_server(
+        data.path(),
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &otlp),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ("CANDOR_LOG_FORMAT", "json"),
+            ("RUST_LOG", "info,candor=debug"),
+        ],
+    );
+    let channel = tonic::transport::Channel::from_shared(addr)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut request = tonic::Request::new(caravan_request());
+    request
+        .metadata_mut()
+        .insert("x-request-id", "trace-me-1".parse().unwrap());
+    let response = ScoringServiceClient::new(channel)
+        .score(request)
+        .await
+        .unwrap();
+    assert_eq!(
+        response.metadata().get("x-request-id").unwrap(),
+        "trace-me-1"
+    );
+
+    let mut found = false;
+    for _ in 0..100 {
+        found = collector.spans.lock().unwrap().iter().any(|s| {
+            s.name == "rpc"
+                && s.attributes.iter().any(|a| {
+                    a.key == "request_id" && format!("{:?}", a.value).contains("trace-me-1")
+                })
+        });
+        if found {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(found, "the rpc span reached the collector");
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    child.wait().unwrap();
+    let lines = rest.join().unwrap();
+    let line = lines
+        .iter()
+        .find(|l| l.contains("trace-me-1"))
+        .unwrap_or_else(|| panic!("no log line names the request: {lines:?}"));
+    let json: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(json["span"]["request_id"], "trace-me-1", "{json}");
 }

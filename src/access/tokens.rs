@@ -16,6 +16,8 @@ const AUDIENCE: &str = "candor:subject";
 /// The longest a consumer token may live: a token in a browser is a bearer
 /// credential, so it should expire before it can be worth stealing.
 pub const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
+/// How far ahead of this gateway's clock an issuer's may run.
+const CLOCK_SKEW_SECS: u64 = 60;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
@@ -25,6 +27,8 @@ pub enum TokenError {
     BadSignature,
     #[error("the subject token lives longer than the {} s a token may", MAX_TTL.as_secs())]
     TooLong,
+    #[error("the subject token claims to be issued in the future")]
+    NotYetIssued,
     #[error("the subject token is malformed: {0}")]
     Malformed(String),
 }
@@ -93,7 +97,13 @@ impl Tokens {
                 other => TokenError::Malformed(format!("{other:?}")),
             })?;
         let Claims { sub, iat, exp, .. } = data.claims;
-        if exp.saturating_sub(iat) > MAX_TTL.as_secs() {
+        // The lifetime cap holds only if `iat` is honest: a token may not
+        // be dated ahead (it would live until then plus its TTL), nor end
+        // before it starts.
+        if iat > now_secs() + CLOCK_SKEW_SECS {
+            return Err(TokenError::NotYetIssued);
+        }
+        if exp <= iat || exp - iat > MAX_TTL.as_secs() {
             return Err(TokenError::TooLong);
         }
         Ok(sub)
@@ -153,5 +163,22 @@ mod tests {
             tokens.issue("ref", now_secs(), MAX_TTL + HOUR),
             Err(TokenError::TooLong)
         );
+        // Dated a year ahead, a one-hour token would live a year.
+        let ahead = tokens
+            .issue("ref", now_secs() + 365 * 86_400, HOUR)
+            .unwrap();
+        assert_eq!(tokens.verify(&ahead), Err(TokenError::NotYetIssued));
+        // Minted by hand to end before it starts.
+        let backwards = Claims {
+            iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
+            sub: "ref".into(),
+            iat: now_secs() + 50,
+            exp: now_secs() + 30,
+        };
+        let token =
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &backwards, &tokens.encoding)
+                .unwrap();
+        assert_eq!(tokens.verify(&token), Err(TokenError::TooLong));
     }
 }

@@ -95,9 +95,7 @@ where
             return refuse(status, request_id);
         };
         let refused = |status: Status| {
-            gateway
-                .metrics()
-                .rpc(rpc, code_name(status.code()), started);
+            gateway.metrics().refused(rpc, code_name(status.code()));
             tracing::debug!(rpc, request_id = %request_id, code = ?status.code(), message = status.message(), "refused");
             refuse(status, request_id.clone())
         };
@@ -139,6 +137,10 @@ where
                 metrics.in_flight().dec();
                 drop(permit);
                 result.map(|mut response| {
+                    tracing::debug!(
+                        elapsed_us = started.elapsed().as_micros() as u64,
+                        "answered"
+                    );
                     // A trailers-only response (every error) carries its
                     // status in the headers; a success in the trailers.
                     let code = response

@@ -78,7 +78,7 @@ impl TryFrom<pb::RecordConsentRequest> for RecordRequest {
                 SystemTime::try_from(t)
                     .ok()
                     .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                    .map(|d| d.as_millis() as i64)
+                    .and_then(|d| i64::try_from(d.as_millis()).ok())
                     .ok_or_else(|| {
                         Error::InvalidArgument(
                             "collected_at: is not a valid time after 1970".into(),
