@@ -15,8 +15,10 @@
 //! admitted calls, and the server's resident memory.
 //!
 //! Settings (environment): OVERLOAD_SECS (default 10), OVERLOAD_CLIENTS
-//! (default 32), and any `CANDOR_*` variable for the server, e.g.
-//! `CANDOR_LIMITS__MAX_IN_FLIGHT`. Run with `cargo bench --bench overload`.
+//! (default 32), GATEWAY_CPUS (pin the gateway with taskset, e.g. `0`, and
+//! run the harness itself with `taskset -c 1`), and any `CANDOR_*` variable
+//! for the server, e.g. `CANDOR_LIMITS__MAX_IN_FLIGHT`. Run with
+//! `cargo bench --bench overload`.
 
 use std::{
     sync::{Arc, Mutex},
@@ -135,7 +137,10 @@ async fn open_loop(
 
 fn main() {
     let secs = setting("OVERLOAD_SECS", 10);
-    let clients = setting("OVERLOAD_CLIENTS", 32) as usize;
+    // Capacity is measured with no more calls in flight than the gateway
+    // admits: a closed loop beyond its limit measures shedding instead.
+    let clients = (setting("OVERLOAD_CLIENTS", 32) as usize)
+        .min(setting("CANDOR_LIMITS__MAX_IN_FLIGHT", u64::MAX) as usize);
     let data = tempfile::tempdir().unwrap();
     let mut gateway = spawn_gateway(data.path(), &[], None);
     let pid = gateway.child.id();

@@ -395,8 +395,16 @@ async fn every_rpc_role_and_credential_gets_its_exact_status() {
                 };
                 let got = call(&channel, rpc, &subject, &decision_id, presented.as_deref())
                     .await
-                    .err()
-                    .map(|s| s.code());
+                    .err();
+                // A refusal never repeats the credential it was given.
+                if let (Some(status), Some(secret)) = (&got, &presented)
+                    && status.message().contains(secret.as_str())
+                {
+                    wrong.push(format!(
+                        "{rpc:?} × {who:?} × {credential:?}: echoes the credential"
+                    ));
+                }
+                let got = got.map(|s| s.code());
                 let want = expected(rpc, who, credential);
                 if got != want {
                     wrong.push(format!(

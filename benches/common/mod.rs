@@ -152,7 +152,16 @@ pub struct Gateway {
 /// database in `data`, and `env` on top, once its models are loaded. Its
 /// log goes on to `log` (or nowhere).
 pub fn spawn_gateway(data: &Path, env: &[(&str, &str)], log: Option<PathBuf>) -> Gateway {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_candor"));
+    // GATEWAY_CPUS=0 pins the gateway to those cores (taskset), so that a
+    // load generator pinned elsewhere does not take its CPU.
+    let mut command = match std::env::var("GATEWAY_CPUS") {
+        Ok(cpus) => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", &cpus, env!("CARGO_BIN_EXE_candor")]);
+            c
+        }
+        Err(_) => Command::new(env!("CARGO_BIN_EXE_candor")),
+    };
     command
         .args(["serve", "--listen", "127.0.0.1:0"])
         .arg("--models-dir")
