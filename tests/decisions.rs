@@ -344,14 +344,26 @@ async fn a_saturated_pool_loses_no_deferred_attribution() {
             tokio::spawn(async move { c.score_batch(request).await })
         })
         .collect();
-    let deferred = server
-        .scoring()
-        .await
-        .score_batch(batch(pb::ExplainMode::Deferred, 300))
-        .await
-        .unwrap()
-        .into_inner()
-        .decisions;
+    // The one-slot inference queue may shed this call too: retry with
+    // backoff, as the status asks.
+    let mut scoring = server.scoring().await;
+    let mut deferred = None;
+    for attempt in 0..100 {
+        match scoring
+            .score_batch(batch(pb::ExplainMode::Deferred, 300))
+            .await
+        {
+            Ok(r) => {
+                deferred = Some(r.into_inner().decisions);
+                break;
+            }
+            Err(s) if s.code() == Code::ResourceExhausted => {
+                tokio::time::sleep(std::time::Duration::from_millis(10 * (attempt + 1))).await;
+            }
+            Err(s) => panic!("{s:?}"),
+        }
+    }
+    let deferred = deferred.expect("the deferred batch was taken in the end");
     // Inline attributions the saturated pool could not take are owed
     // instead: the scores went out, and the responses say so.
     // (A call the inference queue itself cannot take is shed.)
