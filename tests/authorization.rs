@@ -43,6 +43,32 @@ enum Rpc {
     HealthCheck,
 }
 
+impl Rpc {
+    const ALL: [Rpc; 18] = {
+        use Rpc::*;
+        [
+            Score,
+            ScoreBatch,
+            ListModels,
+            DescribeModel,
+            Explain,
+            ExplainBatch,
+            RecordConsent,
+            WithdrawConsent,
+            GetConsent,
+            GetConsentHistory,
+            VerifyLedger,
+            EraseSubject,
+            ConsumerView,
+            SupportView,
+            EngineerView,
+            ListDecisions,
+            ExportSubjectData,
+            HealthCheck,
+        ]
+    };
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Who {
     Staff(Role),
@@ -343,27 +369,6 @@ async fn every_rpc_role_and_credential_gets_its_exact_status() {
             Duration::from_secs(ttl),
         )
     };
-    use Rpc::*;
-    let rpcs = [
-        Score,
-        ScoreBatch,
-        ListModels,
-        DescribeModel,
-        Explain,
-        ExplainBatch,
-        RecordConsent,
-        WithdrawConsent,
-        GetConsent,
-        GetConsentHistory,
-        VerifyLedger,
-        EraseSubject,
-        ConsumerView,
-        SupportView,
-        EngineerView,
-        ListDecisions,
-        ExportSubjectData,
-        HealthCheck,
-    ];
     let whos = ROLES
         .map(Who::Staff)
         .into_iter()
@@ -372,13 +377,13 @@ async fn every_rpc_role_and_credential_gets_its_exact_status() {
     use Credential::*;
     let mut cells = 0;
     let mut wrong = Vec::new();
-    for rpc in rpcs {
+    for rpc in Rpc::ALL {
         for &who in &whos {
             for credential in [Valid, Expired, WrongSubject, Tampered, Missing] {
                 cells += 1;
                 // Erasures get a subject of their own, so that the other
                 // cells keep alice's data.
-                let subject = if rpc == EraseSubject {
+                let subject = if rpc == Rpc::EraseSubject {
                     format!("erase-{cells}")
                 } else {
                     "alice".to_owned()

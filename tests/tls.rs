@@ -88,6 +88,23 @@ async fn connect(server: &TestServer, tls: Option<ClientTlsConfig>) -> Result<Ch
     endpoint.connect().await.map_err(|e| format!("{e:?}"))
 }
 
+/// ListModels over a fresh connection with `tls` and `credential`: the
+/// status code, or UNAVAILABLE when the connection itself fails.
+async fn list_over(
+    server: &TestServer,
+    tls: Option<ClientTlsConfig>,
+    credential: Option<&str>,
+) -> Result<(), Code> {
+    match connect(server, tls).await {
+        Ok(channel) => ModelServiceClient::new(channel)
+            .list_models(list(credential))
+            .await
+            .map(drop)
+            .map_err(|s| s.code()),
+        Err(_) => Err(Code::Unavailable),
+    }
+}
+
 fn list(credential: Option<&str>) -> Request<pb::ListModelsRequest> {
     let mut r = Request::new(pb::ListModelsRequest {});
     if let Some(c) = credential {
@@ -114,14 +131,7 @@ async fn tls_serves_only_tls_clients() {
     assert!(!models.models.is_empty());
 
     // A plaintext client gets no answer from a TLS port.
-    let plain = match connect(&server, None).await {
-        Ok(channel) => ModelServiceClient::new(channel)
-            .list_models(list(Some("eng-key")))
-            .await
-            .map(drop)
-            .map_err(|s| s.code()),
-        Err(_) => Err(Code::Unavailable),
-    };
+    let plain = list_over(&server, None, Some("eng-key")).await;
     assert!(plain.is_err(), "{plain:?}");
 }
 
@@ -176,27 +186,13 @@ async fn mutual_tls_authenticates_services_by_certificate() {
     assert_eq!(unknown.code(), Code::Unauthenticated);
 
     // Without a client certificate the handshake itself fails.
-    let anonymous = match connect(&server, Some(pki.client(None))).await {
-        Ok(channel) => ModelServiceClient::new(channel)
-            .list_models(list(None))
-            .await
-            .map(drop)
-            .map_err(|s| s.code()),
-        Err(_) => Err(Code::Unavailable),
-    };
+    let anonymous = list_over(&server, Some(pki.client(None)), None).await;
     assert!(anonymous.is_err(), "{anonymous:?}");
 
     // A certificate from another CA is refused too.
     let other = Pki::new();
     let (cert, key, _) = other.leaf("dsp-1", ExtendedKeyUsagePurpose::ClientAuth);
-    let foreign = match connect(&server, Some(pki.client(Some((&cert, &key))))).await {
-        Ok(channel) => ModelServiceClient::new(channel)
-            .list_models(list(None))
-            .await
-            .map(drop)
-            .map_err(|s| s.code()),
-        Err(_) => Err(Code::Unavailable),
-    };
+    let foreign = list_over(&server, Some(pki.client(Some((&cert, &key)))), None).await;
     assert!(foreign.is_err(), "{foreign:?}");
 }
 
