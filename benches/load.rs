@@ -45,15 +45,8 @@ use rand_chacha::rand_core::SeedableRng;
 use tonic::{codegen::Bytes, transport::Channel};
 
 mod common;
-use common::{call, percentile, rows, us_adult};
+use common::{call, percentile, rows, setting, tc_all, us_adult};
 use tonic_health::pb::HealthCheckRequest;
-
-fn setting(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 enum Scenario {
@@ -93,18 +86,6 @@ impl Scenario {
 
 fn bench_subject(i: usize) -> String {
     format!("bench-subject-{i}")
-}
-
-/// Consent to every purpose for vendor 1000, from the policy fixtures.
-fn tc_all() -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/consent/policy_strings.json");
-    let fixtures: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).expect("policy fixtures")).unwrap();
-    fixtures["strings"]["tcf-all"]["string"]
-        .as_str()
-        .unwrap()
-        .to_owned()
 }
 
 fn golden_path() -> PathBuf {
@@ -392,15 +373,12 @@ fn start_server(root: &std::path::Path, durability: &str) -> (std::net::SocketAd
         durability: String,
     }
     let data = tempfile::tempdir().expect("a temporary folder").keep();
-    let ort_lib = std::env::var_os("CANDOR_ORT_LIB")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join(".ort/libonnxruntime.so.1.31.1"));
     let config = Config::load(
         None,
         Paths {
             listen: "127.0.0.1:0",
             models_dir: root.join("models"),
-            ort_lib,
+            ort_lib: common::ort_lib(),
             database: data.join("candor.db"),
             consent: ConsentPaths {
                 subject_key_file: data.join("subject.key"),

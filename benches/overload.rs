@@ -28,16 +28,11 @@ use std::{
 use tonic::{Code, codegen::Bytes, transport::Channel};
 
 mod common;
-use common::{call, percentile, rss_kib, score_payloads, scrape, server_quantile, spawn_gateway};
+use common::{
+    call, percentile, rss_kib, score_payloads, scrape, server_quantile, setting, spawn_gateway,
+};
 
 const SCORE: &str = "/candor.v1.ScoringService/Score";
-
-fn setting(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 #[derive(Default)]
 struct Tally {

@@ -30,24 +30,7 @@ use candor::grpc::pb::{
 use tonic::transport::Channel;
 
 mod common;
-use common::{percentile, rows, rss_kib, spawn_gateway, us_adult};
-
-fn setting(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn tc_all() -> String {
-    let path = common::repo_root().join("tests/fixtures/consent/policy_strings.json");
-    let fixtures: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    fixtures["strings"]["tcf-all"]["string"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
+use common::{percentile, rows, rss_kib, setting, spawn_gateway, tc_all, us_adult};
 
 #[derive(Default)]
 struct Minute {

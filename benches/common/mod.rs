@@ -25,6 +25,25 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// A numeric setting from the environment.
+pub fn setting(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Consent to every purpose for vendor 1000, from the policy fixtures.
+pub fn tc_all() -> String {
+    let path = repo_root().join("tests/fixtures/consent/policy_strings.json");
+    let fixtures: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("policy fixtures")).unwrap();
+    fixtures["strings"]["tcf-all"]["string"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 pub fn ort_lib() -> PathBuf {
     std::env::var_os("CANDOR_ORT_LIB")
         .map(PathBuf::from)
