@@ -277,15 +277,7 @@ async fn candor_why_explains_a_recorded_decision() {
     let server = TestServer::start().await;
     let mut request = caravan_request();
     request.subject_id = "grace".into();
-    let d = server
-        .scoring()
-        .await
-        .score(request)
-        .await
-        .unwrap()
-        .into_inner()
-        .decision
-        .unwrap();
+    let d = server.score_one(request).await;
     let url = server.url();
     let id = d.decision_id.clone();
     let run = move |args: &[&str]| {

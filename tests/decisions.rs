@@ -22,15 +22,7 @@ async fn score(server: &TestServer, subject: &str, mode: pb::ExplainMode) -> pb:
     });
     request.context.as_mut().unwrap().campaign_id = "caravan-autumn".into();
     request.context.as_mut().unwrap().placement_id = "news-article-sidebar".into();
-    server
-        .scoring()
-        .await
-        .score(request)
-        .await
-        .unwrap()
-        .into_inner()
-        .decision
-        .unwrap()
+    server.score_one(request).await
 }
 
 async fn explain(
@@ -280,15 +272,7 @@ async fn decisions_past_their_retention_are_purged() {
     let d = score(&server, "heidi", pb::ExplainMode::Unspecified).await;
     let mut request = caravan_request();
     request.model = model_ref("caravan-logreg", "");
-    let kept = server
-        .scoring()
-        .await
-        .score(request)
-        .await
-        .unwrap()
-        .into_inner()
-        .decision
-        .unwrap();
+    let kept = server.score_one(request).await;
     let mut client = why(&server).await;
     let mut gone = false;
     for _ in 0..40 {

@@ -60,15 +60,7 @@ async fn consumer_views(model: &str, context: pb::RequestContext) -> (String, St
         mode: pb::ExplainMode::Inline as i32,
         method: 0,
     });
-    let d = server
-        .scoring()
-        .await
-        .score(request)
-        .await
-        .unwrap()
-        .into_inner()
-        .decision
-        .unwrap();
+    let d = server.score_one(request).await;
     let mut client =
         pb::explanation_service_client::ExplanationServiceClient::new(server.channel().await);
     let mut texts = Vec::new();

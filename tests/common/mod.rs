@@ -120,6 +120,21 @@ impl TestServer {
         ScoringServiceClient::new(self.channel().await)
     }
 
+    /// Scores one request that must succeed, and returns its decision.
+    pub async fn score_one(
+        &self,
+        request: impl tonic::IntoRequest<pb::ScoreRequest>,
+    ) -> pb::Decision {
+        self.scoring()
+            .await
+            .score(request)
+            .await
+            .unwrap()
+            .into_inner()
+            .decision
+            .unwrap()
+    }
+
     pub async fn models(&self) -> ModelServiceClient<Channel> {
         ModelServiceClient::new(self.channel().await)
     }
