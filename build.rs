@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/candor/v1/explain.proto",
         "proto/candor/v1/consent.proto",
         "proto/candor/v1/why.proto",
+        "proto/candor/v1/admin.proto",
     ];
     println!("cargo:rerun-if-changed=proto");
     // The ONNX schema: messages only, kept out of the reflection descriptors.

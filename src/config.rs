@@ -21,6 +21,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Folder holding `<name>/<version>/` model packages.
     pub models_dir: PathBuf,
+    /// Reload the models folder when it changes (a new version folder, an
+    /// edited `rollout.toml`), as the admin `ReloadModels` call does.
+    pub watch_models: bool,
     /// Path of `libonnxruntime.so.1.31.1`.
     pub ort_lib: PathBuf,
     /// Inference threads (each runs one single-threaded ORT session per model).
@@ -42,6 +45,7 @@ pub struct Config {
     pub decisions: DecisionsConfig,
     pub access: AccessConfig,
     pub limits: LimitsConfig,
+    pub fairness: FairnessConfig,
     /// TLS for the gRPC port; without it the gateway serves plaintext, which
     /// it allows on a loopback address only unless `allow_plaintext` is set.
     pub tls: Option<TlsConfig>,
@@ -73,6 +77,31 @@ impl Default for LimitsConfig {
             // overload bench uses 64 on two cores).
             max_in_flight: 512,
             max_concurrent_streams: 128,
+        }
+    }
+}
+
+/// The online fairness monitor: selection rates per audit group over a
+/// sliding window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FairnessConfig {
+    /// The sliding window, in seconds (counted in minute buckets).
+    pub window_secs: u64,
+    /// Flag a model when a group's selection rate falls below this share
+    /// of the most favoured group's (the four-fifths rule by default).
+    pub min_disparate_impact: f64,
+    /// Groups with fewer decisions in the window are reported but neither
+    /// compared nor flagged: their rates are noise.
+    pub min_group_decisions: u64,
+}
+
+impl Default for FairnessConfig {
+    fn default() -> Self {
+        Self {
+            window_secs: 3600,
+            min_disparate_impact: 0.8,
+            min_group_decisions: 30,
         }
     }
 }
@@ -229,6 +258,7 @@ impl Default for Config {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             models_dir: PathBuf::from("models"),
+            watch_models: true,
             ort_lib: PathBuf::from(".ort/libonnxruntime.so.1.31.1"),
             inference_threads: std::thread::available_parallelism().map_or(2, usize::from),
             inference_queue: 4096,
@@ -240,6 +270,7 @@ impl Default for Config {
             consent: ConsentConfig::default(),
             decisions: DecisionsConfig::default(),
             limits: LimitsConfig::default(),
+            fairness: FairnessConfig::default(),
             tls: None,
             allow_plaintext: false,
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),

@@ -28,6 +28,10 @@ pub enum Error {
     /// No credential, or one that does not hold.
     #[error(transparent)]
     Unauthenticated(#[from] AccessError),
+    /// Something the request names does not exist; the message names the
+    /// field.
+    #[error("{0}")]
+    NotFound(String),
     /// The caller may not do this.
     #[error("{0}")]
     PermissionDenied(String),

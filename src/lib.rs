@@ -19,6 +19,7 @@ pub mod grpc;
 pub mod inference;
 pub mod metrics;
 pub mod models;
+pub mod monitor;
 pub mod store;
 pub mod telemetry;
 pub mod why;

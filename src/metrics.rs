@@ -73,6 +73,9 @@ pub struct Metrics {
     lookups: Family<Labels<1>, Gauge>,
     cache_hit_ratio: Gauge<f64, AtomicU64>,
     backlog: Gauge,
+    shadow_dropped: Counter,
+    disparate_impact: Family<[(&'static str, String); 2], Gauge<f64, AtomicU64>>,
+    fairness_flagged: Family<[(&'static str, String); 2], Gauge>,
     ledger_records: Gauge,
     pending_commit: Gauge,
 }
@@ -129,8 +132,29 @@ impl Default for Metrics {
             "Explanation look-ups since start, by what answered them: the cache, the decision record, or attributions computed from sealed inputs",
             lookups.clone(),
         );
+        let shadow_dropped = Counter::default();
+        registry.register(
+            "shadow_dropped",
+            "Requests whose shadow scoring was dropped because its queue was full",
+            shadow_dropped.clone(),
+        );
+        let disparate_impact = Family::default();
+        registry.register(
+            "fairness_disparate_impact",
+            "Lowest selection-rate ratio of an audit group to the most favoured group, over the monitor's window, by model and audit attribute",
+            disparate_impact.clone(),
+        );
+        let fairness_flagged = Family::default();
+        registry.register(
+            "fairness_flagged",
+            "1 when a model's disparate-impact ratio for an audit attribute is below the configured threshold",
+            fairness_flagged.clone(),
+        );
         Self {
             lookups,
+            shadow_dropped,
+            disparate_impact,
+            fairness_flagged,
             backlog: gauge(
                 &mut registry,
                 "explanation_backlog",
@@ -193,6 +217,10 @@ impl Metrics {
             .inc_by(count as u64);
     }
 
+    pub fn shadow_dropped(&self) {
+        self.shadow_dropped.inc();
+    }
+
     pub fn in_flight(&self) -> &Gauge {
         &self.in_flight
     }
@@ -228,6 +256,15 @@ impl Metrics {
         });
         self.max_residual_gauge
             .set(f64::from_bits(self.max_residual.load(Ordering::Relaxed)));
+        for a in gateway.fairness().report("", "", crate::store::now_ms()) {
+            let labels = [("model", a.model), ("attribute", a.attribute)];
+            if let Some(ratio) = a.disparate_impact {
+                self.disparate_impact.get_or_create(&labels).set(ratio);
+            }
+            self.fairness_flagged
+                .get_or_create(&labels)
+                .set(i64::from(a.flagged));
+        }
         let sizes = gateway.store_sizes();
         self.backlog.set(sizes.owed_attributions);
         self.ledger_records.set(sizes.ledger_records);

@@ -25,7 +25,7 @@ use tokio::sync::oneshot;
 use crate::{
     access::audit::{self, StaffRead},
     consent::ledger::{self, Draft, Erasure, GENESIS, LedgerRef},
-    decisions::{self, RecordBatch},
+    decisions::{self, RecordBatch, shadow::ShadowRow},
 };
 
 const READERS: usize = 4;
@@ -146,6 +146,8 @@ pub(crate) enum Job {
     /// Stop owing these decisions deferred attributions.
     Forgo(Vec<String>),
     StaffRead(StaffRead, oneshot::Sender<Result<(), StoreError>>),
+    /// Nobody waits for shadow outputs; kept for a retry like `Record`.
+    Shadow(Arc<Vec<ShadowRow>>),
 }
 
 impl Job {
@@ -163,7 +165,8 @@ impl Job {
                 Job::Attach(_, _, Some(tx)) => drop(tx.send(Err(e))),
                 Job::Purge(_, tx) => drop(tx.send(Err(e))),
                 // Kept for a retry by `retry_copy`.
-                Job::Record(_, None) | Job::Attach(_, _, None) | Job::Forgo(_) => {}
+                Job::Record(_, None) | Job::Attach(_, _, None) | Job::Forgo(_) | Job::Shadow(_) => {
+                }
             }
         })
     }
@@ -176,6 +179,7 @@ impl Job {
             Job::Record(batch, None) => Some(Job::Record(batch.clone(), None)),
             Job::Attach(id, json, None) => Some(Job::Attach(id.clone(), json.clone(), None)),
             Job::Forgo(ids) => Some(Job::Forgo(ids.clone())),
+            Job::Shadow(rows) => Some(Job::Shadow(rows.clone())),
             _ => None,
         }
     }
@@ -215,6 +219,7 @@ impl Store {
         }
         conn.execute_batch(ledger::DDL)
             .and_then(|()| conn.execute_batch(decisions::DDL))
+            .and_then(|()| conn.execute_batch(decisions::shadow::DDL))
             .and_then(|()| conn.execute_batch(audit::DDL))
             .map_err(|e| failed(e.to_string()))?;
         let head: (i64, String) = conn
@@ -445,6 +450,15 @@ impl Writer {
             Job::Purge(now_ms, tx) => reply(Some(tx), decisions::purge(conn, now_ms)),
             Job::Forgo(ids) => reply::<()>(None, decisions::forgo(conn, &ids)),
             Job::StaffRead(read, tx) => reply(Some(tx), audit::insert(conn, &read)),
+            Job::Shadow(rows) => {
+                // A shadow of a subject erased meanwhile is not written.
+                let live: Vec<ShadowRow> = rows
+                    .iter()
+                    .filter(|r| !stale(r.subject_ref.as_ref(), r.decided_at_ms))
+                    .cloned()
+                    .collect();
+                reply::<()>(None, decisions::shadow::insert(conn, &live))
+            }
         }
     }
 

@@ -177,7 +177,23 @@ async fn bad_score_requests_name_the_field() {
             "positional without a version",
             positional("", good.clone()),
             Code::InvalidArgument,
-            "model.version: is required with positional values",
+            "model.version: a version number (not an alias) is required with positional values",
+        ),
+        (
+            "positional with an alias",
+            positional("production", good.clone()),
+            Code::InvalidArgument,
+            "model.version: a version number (not an alias) is required with positional values",
+        ),
+        (
+            "canary alias without a canary",
+            {
+                let mut r = caravan_request();
+                r.model = model_ref("caravan-lgbm", "canary");
+                r
+            },
+            Code::NotFound,
+            "model.version: model \"caravan-lgbm\" has no canary",
         ),
         (
             "named and positional",

@@ -178,7 +178,7 @@ fn broken_packages_are_refused_naming_file_and_field() {
         assert!(err.to_string().contains(needle), "{what}: {err}");
         // The registry refuses to start on it too.
         assert!(
-            Registry::load_dir(&tmp.path().join("models"), 1).is_err(),
+            Registry::load_dir(&tmp.path().join("models"), 1, None, None).is_err(),
             "{what}"
         );
     }
@@ -237,7 +237,7 @@ fn two_default_versions_are_refused() {
         "version = \"1.0.0\"",
         "version = \"1.0.1\"",
     );
-    let err = Registry::load_dir(&tmp.path().join("models"), 1).unwrap_err();
+    let err = Registry::load_dir(&tmp.path().join("models"), 1, None, None).unwrap_err();
     assert_eq!(err.field.as_deref(), Some("model.default"), "{err}");
 }
 

@@ -12,6 +12,7 @@
 
 pub mod cache;
 pub mod crypto;
+pub mod shadow;
 
 use std::sync::Arc;
 
@@ -267,6 +268,7 @@ pub(crate) fn erase_subject(conn: &Connection, subject: &str) -> Result<u64, Sto
         .execute([subject])?;
     conn.prepare_cached("DELETE FROM provenances WHERE subject_ref = ?1")?
         .execute([subject])?;
+    shadow::erase_subject(conn, subject)?;
     Ok(n as u64)
 }
 
@@ -276,6 +278,7 @@ pub(crate) fn purge(conn: &Connection, now_ms: i64) -> Result<u64, StoreError> {
     let n = conn
         .prepare_cached("DELETE FROM decisions WHERE retain_until < ?1")?
         .execute([now_ms])?;
+    shadow::purge(conn, now_ms)?;
     if n > 0 {
         conn.execute(
             "DELETE FROM provenances WHERE sha256 NOT IN (SELECT provenance_sha256 FROM decisions)",

@@ -6,9 +6,13 @@
 //! messages to the request types below and the results back. Recording
 //! decisions and reading them back lives in [`record`].
 
+mod deploy;
 mod record;
+mod shadow;
 
+pub use deploy::{Reloaded, RolloutChange};
 pub use record::Served;
+pub use shadow::DriftReport;
 
 use std::{
     sync::Arc,
@@ -41,6 +45,7 @@ use crate::{
     inference::{Backend, InferencePool, OrtBackend, runtime},
     metrics::{Metrics, Stage},
     models::{ModelPackage, ModelSelector, Registry, schema::FeatureRow},
+    monitor::{AuditAttributes, FairnessMonitor},
     store::{Store, load_or_create_key, now_ms},
 };
 
@@ -68,6 +73,8 @@ pub struct ScoreRequest {
     pub subject: Subject,
     pub row: FeatureRow,
     pub explain: ExplainMode,
+    /// Counted by the fairness monitor only.
+    pub audit: AuditAttributes,
     /// The caller's `x-request-id`, or one made up; kept with the decision.
     pub request_id: String,
     /// When the caller stops waiting (its gRPC deadline): sampled inline
@@ -82,6 +89,7 @@ pub struct BatchRequest {
     pub subject: Subject,
     pub rows: Vec<FeatureRow>,
     pub explain: ExplainMode,
+    pub audit: AuditAttributes,
     pub request_id: String,
     pub deadline: Option<std::time::Instant>,
 }
@@ -170,6 +178,12 @@ pub struct Gateway {
     cache: Arc<ExplanationCache>,
     /// Wakes the deferred-attribution sweeper.
     deferred: Arc<tokio::sync::Notify>,
+    /// Held by the one registry change in progress.
+    deploying: tokio::sync::Mutex<()>,
+    shadows: tokio::sync::mpsc::Sender<shadow::ShadowJob>,
+    /// Taken by the shadow task when the models are loaded.
+    shadow_jobs: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<shadow::ShadowJob>>>,
+    fairness: FairnessMonitor,
 }
 
 impl Gateway {
@@ -204,7 +218,11 @@ impl Gateway {
             config.max_batch_rows,
         );
         let explain_pool = ExplainPool::new(config.inference_threads, config.inference_queue);
+        let (shadows, shadow_jobs) = tokio::sync::mpsc::channel(shadow::SHADOW_QUEUE);
         Ok(Self {
+            shadows,
+            shadow_jobs: std::sync::Mutex::new(Some(shadow_jobs)),
+            fairness: FairnessMonitor::new(config.fairness.clone()),
             access: Access::new(config.access.clone(), &ledger.token_key()),
             metrics: Metrics::default(),
             consents: Consents::new(ledger, config.consent.controller.clone(), cache.clone()),
@@ -213,6 +231,7 @@ impl Gateway {
             cipher: InputCipher::new(&input_key),
             cache,
             deferred: Arc::new(tokio::sync::Notify::new()),
+            deploying: tokio::sync::Mutex::new(()),
             config,
             pool,
             explain_pool,
@@ -247,6 +266,10 @@ impl Gateway {
         &self.config
     }
 
+    pub fn fairness(&self) -> &FairnessMonitor {
+        &self.fairness
+    }
+
     /// Loads ONNX Runtime and every package in the models folder, then marks
     /// the gateway ready.
     pub async fn load_models(self: &Arc<Self>) -> Result<(), Error> {
@@ -254,7 +277,7 @@ impl Gateway {
         let registry = tokio::task::spawn_blocking(move || {
             runtime::init(&this.config.ort_lib)?;
             let slots = this.pool.slots() + this.explain_pool.threads();
-            Registry::load_dir(&this.config.models_dir, slots).map_err(Error::from)
+            Registry::load_dir(&this.config.models_dir, slots, None, None).map_err(Error::from)
         })
         .await
         .map_err(|e| Error::Internal(format!("model loading panicked: {e}")))??;
@@ -265,6 +288,9 @@ impl Gateway {
         let count: usize = registry.models().map(|(_, m)| m.versions.len()).sum();
         tracing::info!(models = count, dir = %self.config.models_dir.display(), "models loaded");
         self.registry.store(Some(Arc::new(registry)));
+        if self.config.watch_models {
+            self.watch_models()?;
+        }
         self.spawn_maintenance();
         self.ready.send_replace(true);
         Ok(())
@@ -279,13 +305,29 @@ impl Gateway {
         self.registry.load_full().ok_or(Error::NotReady)
     }
 
+    /// The package `selector` names, routing none to production.
     pub fn resolve(&self, selector: &ModelSelector) -> Result<Arc<ModelPackage>, Error> {
-        Ok(self.registry()?.resolve(selector)?)
+        Ok(self.registry()?.resolve(selector, None)?)
+    }
+
+    /// The package that serves this subject: the canary for the subjects in
+    /// its share, production for the others.
+    fn route(
+        &self,
+        selector: &ModelSelector,
+        subject: &Subject,
+    ) -> Result<(Arc<ModelPackage>, Option<String>), Error> {
+        let subject_ref = subject
+            .id
+            .as_deref()
+            .map(|id| self.consents.ledger().pseudonymise(id));
+        let package = self.registry()?.resolve(selector, subject_ref.as_deref())?;
+        Ok((package, subject_ref))
     }
 
     pub async fn score(&self, request: ScoreRequest) -> Result<Decision, Error> {
         let started = Instant::now();
-        let package = self.resolve(&request.model)?;
+        let (package, subject_ref) = self.route(&request.model, &request.subject)?;
         let mut row = Vec::with_capacity(package.schema.width());
         package
             .schema
@@ -293,10 +335,10 @@ impl Gateway {
             .map_err(|e| Error::InvalidArgument(e.to_string()))?;
         self.metrics.stage(Stage::Validate, started);
         let placement = request.subject.placement.clone();
-        let (evaluation, provenance) = self.judge(&package, request.subject).await?;
-        let mut decisions = self
+        let (evaluation, provenance) = self.judge(&package, request.subject, subject_ref).await?;
+        let decisions = self
             .decide(
-                package,
+                package.clone(),
                 row,
                 Call {
                     explain: request.explain,
@@ -308,29 +350,63 @@ impl Gateway {
                 },
             )
             .await?;
-        Ok(decisions.remove(0))
+        self.after(
+            &request.model,
+            &package,
+            std::slice::from_ref(&request.row),
+            &decisions,
+            &request.audit,
+        );
+        Ok(decisions.into_iter().next().expect("one row, one decision"))
+    }
+
+    /// What follows an answered decision without delaying it: the fairness
+    /// monitor's counts and the shadow versions' work.
+    fn after(
+        &self,
+        selector: &ModelSelector,
+        package: &Arc<ModelPackage>,
+        rows: &[FeatureRow],
+        decisions: &[Decision],
+        audit: &AuditAttributes,
+    ) {
+        if let Some(threshold) = package.manifest.model.output.decision_threshold {
+            let scores: Vec<f64> = decisions.iter().filter_map(|d| d.score).collect();
+            self.fairness
+                .observe(package.name(), threshold, audit, &scores, now_ms());
+        }
+        self.shadow(selector, package, rows, decisions);
     }
 
     pub async fn score_batch(&self, request: BatchRequest) -> Result<Vec<Decision>, Error> {
         let started = Instant::now();
-        let package = self.resolve(&request.model)?;
+        let (package, subject_ref) = self.route(&request.model, &request.subject)?;
         let rows = self.validate_rows(&package, &request.rows)?;
         self.metrics.stage(Stage::Validate, started);
         let placement = request.subject.placement.clone();
-        let (evaluation, provenance) = self.judge(&package, request.subject).await?;
-        self.decide(
-            package,
-            rows,
-            Call {
-                explain: request.explain,
-                evaluation: &evaluation,
-                provenance,
-                placement: &placement,
-                request_id: &request.request_id,
-                deadline: request.deadline,
-            },
-        )
-        .await
+        let (evaluation, provenance) = self.judge(&package, request.subject, subject_ref).await?;
+        let decisions = self
+            .decide(
+                package.clone(),
+                rows,
+                Call {
+                    explain: request.explain,
+                    evaluation: &evaluation,
+                    provenance,
+                    placement: &placement,
+                    request_id: &request.request_id,
+                    deadline: request.deadline,
+                },
+            )
+            .await?;
+        self.after(
+            &request.model,
+            &package,
+            &request.rows,
+            &decisions,
+            &request.audit,
+        );
+        Ok(decisions)
     }
 
     /// Evaluates consent for a subject and this model, and records the
@@ -339,11 +415,11 @@ impl Gateway {
         &self,
         package: &ModelPackage,
         subject: Subject,
+        subject_ref: Option<String>,
     ) -> Result<(Evaluation, Arc<Provenance>), Error> {
         let started = Instant::now();
         let signals = subject.signals.decode()?;
         let ledger = self.consents.ledger();
-        let subject_ref = subject.id.as_deref().map(|id| ledger.pseudonymise(id));
         // From memory, or one indexed read on a pooled connection: short
         // enough to run here rather than hop to a blocking thread.
         let mut state = match &subject_ref {

@@ -11,7 +11,7 @@ use crate::{
     decisions::{self, DecisionRow, Durability, Explanation, RecordBatch},
     error::Error,
     explain::{Method, pool::PoolError},
-    models::{ModelPackage, ModelSelector},
+    models::{ModelPackage, ModelSelector, VersionRef},
     store::{Job, now_ms},
 };
 
@@ -42,7 +42,7 @@ impl Gateway {
         &self.cache
     }
 
-    fn retain_until(&self, model: &str, now: i64) -> i64 {
+    pub(super) fn retain_until(&self, model: &str, now: i64) -> i64 {
         let d = &self.config.decisions;
         let days = d
             .model_retention_days
@@ -135,6 +135,14 @@ impl Gateway {
     pub(super) fn spawn_maintenance(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
         tokio::spawn(sweep_deferred(weak.clone()));
+        let shadow_jobs = self
+            .shadow_jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(jobs) = shadow_jobs {
+            tokio::spawn(super::shadow::run(weak.clone(), jobs));
+        }
         tokio::spawn(purge(
             weak,
             Duration::from_secs(self.config.decisions.purge_interval_secs),
@@ -176,7 +184,7 @@ impl Gateway {
 
     /// The exact package that made a recorded decision, if it still runs.
     pub fn package_of(&self, row: &DecisionRow) -> Result<Arc<ModelPackage>, Error> {
-        let version = row.model_version.parse().ok();
+        let version = row.model_version.parse().ok().map(VersionRef::Exact);
         let package = self
             .resolve(&ModelSelector {
                 name: row.model_name.clone(),

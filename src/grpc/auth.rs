@@ -117,6 +117,43 @@ pub const RULES: &[(&str, Rule)] = &[
         "/candor.v1.ExplanationService/ExportSubjectData",
         read_of_subject(&[Support, Admin]),
     ),
+    // ML engineers deploy and watch models; admins too.
+    (
+        "/candor.v1.AdminService/ReloadModels",
+        staff(&[Engineer, Admin]),
+    ),
+    (
+        "/candor.v1.AdminService/LoadModel",
+        staff(&[Engineer, Admin]),
+    ),
+    (
+        "/candor.v1.AdminService/UnloadModel",
+        staff(&[Engineer, Admin]),
+    ),
+    (
+        "/candor.v1.AdminService/GetRollout",
+        staff(&[Engineer, Admin]),
+    ),
+    (
+        "/candor.v1.AdminService/SetRollout",
+        staff(&[Engineer, Admin]),
+    ),
+    (
+        "/candor.v1.AdminService/AttributionDrift",
+        staff(&[Engineer, Admin]),
+    ),
+    // A decision's shadow outputs carry the person's feature values.
+    (
+        "/candor.v1.AdminService/GetShadowOutputs",
+        Rule {
+            staff_read: true,
+            ..staff(&[Engineer, Admin])
+        },
+    ),
+    (
+        "/candor.v1.AdminService/FairnessReport",
+        staff(&[Engineer, Admin]),
+    ),
     ("/grpc.health.v1.Health/Check", PUBLIC),
     ("/grpc.health.v1.Health/Watch", PUBLIC),
     (

@@ -4,8 +4,6 @@
 
 use std::{collections::BTreeMap, sync::Arc, time::SystemTime};
 
-use semver::Version;
-
 use super::pb;
 use crate::{
     consent::{
@@ -20,10 +18,11 @@ use crate::{
         Placement, ScoreRequest, Subject,
     },
     models::{
-        ModelPackage, ModelSelector,
+        ModelPackage, ModelSelector, VersionRef,
         manifest::{FeatureType, Manifest},
         schema::{FeatureRow, FeatureValue, Features},
     },
+    monitor::AuditAttributes,
 };
 
 impl TryFrom<Option<pb::ModelRef>> for ModelSelector {
@@ -36,9 +35,9 @@ impl TryFrom<Option<pb::ModelRef>> for ModelSelector {
         }
         let version = match model.version.as_str() {
             "" => None,
-            v => Some(Version::parse(v).map_err(|e| {
+            v => Some(v.parse().map_err(|e| {
                 Error::InvalidArgument(format!(
-                    "model.version: {v:?} is not a semantic version ({e})"
+                    "model.version: {v:?} is neither a semantic version nor an alias (production, canary): {e}"
                 ))
             })?),
         };
@@ -88,10 +87,12 @@ fn feature_row(
         (false, false) => Err(Error::InvalidArgument(format!(
             "{at}values: give either named features or positional values, not both"
         ))),
-        (true, false) if model.version.is_none() => Err(Error::InvalidArgument(
-            "model.version: is required with positional values, so the column order cannot change"
-                .into(),
-        )),
+        (true, false) if !matches!(model.version, Some(VersionRef::Exact(_))) => {
+            Err(Error::InvalidArgument(
+                "model.version: a version number (not an alias) is required with positional values, so the column order cannot change"
+                    .into(),
+            ))
+        }
         (true, false) => Ok(FeatureRow::Positional(values)),
         _ => Ok(FeatureRow::Named(features(named))),
     }
@@ -113,6 +114,16 @@ fn mode_flag(value: i32, field: &str) -> Result<ModeFlag, Error> {
             "context.consent_mode.{field}: {value} is not a known value"
         ))),
     }
+}
+
+/// Takes the audit-only attributes out of the context, so they go to the
+/// fairness monitor and nowhere else.
+fn audit_attributes(context: Option<&mut pb::RequestContext>) -> Result<AuditAttributes, Error> {
+    let map = context
+        .map(|c| std::mem::take(&mut c.audit_attributes))
+        .unwrap_or_default();
+    AuditAttributes::new(map.into_iter().collect())
+        .map_err(|e| Error::InvalidArgument(format!("context.audit_attributes: {e}")))
 }
 
 /// The subject and the consent signals: empty strings mean "not sent".
@@ -172,9 +183,11 @@ impl TryFrom<pb::ScoreRequest> for ScoreRequest {
     fn try_from(r: pb::ScoreRequest) -> Result<Self, Error> {
         let model: ModelSelector = r.model.try_into()?;
         let row = feature_row(&model, r.features, r.values, "")?;
+        let mut context = r.context;
         Ok(Self {
             model,
-            subject: subject(r.subject_id, r.context)?,
+            audit: audit_attributes(context.as_mut())?,
+            subject: subject(r.subject_id, context)?,
             row,
             explain: explain_mode(r.explain)?,
             request_id: String::new(),
@@ -189,9 +202,11 @@ impl TryFrom<pb::ScoreBatchRequest> for BatchRequest {
     fn try_from(r: pb::ScoreBatchRequest) -> Result<Self, Error> {
         let model: ModelSelector = r.model.try_into()?;
         let rows = batch_rows(&model, r.rows)?;
+        let mut context = r.context;
         Ok(Self {
             model,
-            subject: subject(r.subject_id, r.context)?,
+            audit: audit_attributes(context.as_mut())?,
+            subject: subject(r.subject_id, context)?,
             rows,
             explain: explain_mode(r.explain)?,
             request_id: String::new(),

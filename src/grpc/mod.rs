@@ -4,6 +4,7 @@
 //! `TryFrom` (see [`convert`]), call the [`Gateway`], and convert the result
 //! back. Every domain error becomes a status in one place ([`status`]).
 
+mod admin;
 mod admission;
 mod auth;
 pub mod client;
@@ -33,7 +34,8 @@ pub mod pb {
 }
 
 use pb::{
-    consent_service_server::ConsentServiceServer, explain_service_server::ExplainServiceServer,
+    admin_service_server::AdminServiceServer, consent_service_server::ConsentServiceServer,
+    explain_service_server::ExplainServiceServer,
     explanation_service_server::ExplanationServiceServer, model_service_server::ModelServiceServer,
     scoring_service_server::ScoringServiceServer,
 };
@@ -130,6 +132,9 @@ pub async fn serve(
     let why = ExplanationServiceServer::new(why::Why::new(gateway.clone()))
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
+    let admin = AdminServiceServer::new(admin::Admin::new(gateway.clone()))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
 
     let mut server = Server::builder();
     if let Some(tls) = tls {
@@ -145,6 +150,7 @@ pub async fn serve(
         .add_service(explain)
         .add_service(consent)
         .add_service(why)
+        .add_service(admin)
         .serve_with_incoming_shutdown(
             // Small replies must not wait for Nagle's algorithm and the
             // peer's delayed ACK: that stalls a call for ~40 ms.
@@ -200,6 +206,7 @@ async fn set_health(health: &tonic_health::server::HealthReporter, ready: bool) 
         EXPLAIN_SERVICE,
         CONSENT_SERVICE,
         EXPLANATION_SERVICE,
+        ADMIN_SERVICE,
     ] {
         health.set_service_status(service, status).await;
     }
@@ -213,5 +220,6 @@ const CONSENT_SERVICE: &str =
     <ConsentServiceServer<consent::Consent> as tonic::server::NamedService>::NAME;
 const EXPLANATION_SERVICE: &str =
     <ExplanationServiceServer<why::Why> as tonic::server::NamedService>::NAME;
+const ADMIN_SERVICE: &str = <AdminServiceServer<admin::Admin> as tonic::server::NamedService>::NAME;
 const MODEL_SERVICE: &str =
     <ModelServiceServer<models::Models> as tonic::server::NamedService>::NAME;

@@ -20,13 +20,15 @@ impl From<Error> for Status {
                 | StoreError::Sqlite(_)
                 | StoreError::Corrupt { .. } => Code::Internal,
             },
-            Error::UnknownDecision(_) => Code::NotFound,
+            Error::UnknownDecision(_) | Error::NotFound(_) => Code::NotFound,
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::PermissionDenied(_) => Code::PermissionDenied,
             Error::Unauthenticated(_) => Code::Unauthenticated,
-            Error::Lookup(LookupError::UnknownModel(_) | LookupError::UnknownVersion { .. }) => {
-                Code::NotFound
-            }
+            Error::Lookup(
+                LookupError::UnknownModel(_)
+                | LookupError::UnknownVersion { .. }
+                | LookupError::NoCanary(_),
+            ) => Code::NotFound,
             Error::NotReady => Code::Unavailable,
             Error::ExplainPool(PoolError::Overloaded(_)) => Code::ResourceExhausted,
             Error::ExplainPool(PoolError::ShutDown) => Code::Unavailable,
@@ -35,8 +37,8 @@ impl From<Error> for Status {
                 InferenceError::ShutDown => Code::Unavailable,
                 InferenceError::Runtime(_) | InferenceError::OutputShape { .. } => Code::Internal,
             },
-            // Packages and the runtime are loaded at start-up; reaching a
-            // handler with one of these means the server is misconfigured.
+            // The runtime is loaded at start-up; a package error reaching a
+            // handler is a deployment the models folder does not allow.
             Error::Package(_) | Error::Runtime(_) => Code::FailedPrecondition,
             Error::Internal(_) => Code::Internal,
         };

@@ -7,22 +7,54 @@
 
 pub mod manifest;
 pub mod package;
+pub mod rollout;
 pub mod schema;
 pub mod validate;
 
-use std::{collections::BTreeMap, fs, path::Path, sync::Arc};
+use std::{
+    collections::{BTreeMap, HashMap},
+    fs,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use semver::Version;
+use sha2::{Digest, Sha256};
 
 pub use package::{ModelPackage, PackageError};
 
-use self::package::MANIFEST_FILE;
+use self::{
+    package::MANIFEST_FILE,
+    rollout::{ROLLOUT_FILE, Rollout},
+};
 
 /// Which model a request asks for.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelSelector {
     pub name: String,
-    pub version: Option<Version>,
+    /// `None`: routed by the rollout (production, or the canary for the
+    /// subjects in its share).
+    pub version: Option<VersionRef>,
+}
+
+/// A version named by number or by alias.
+#[derive(Debug, Clone, PartialEq)]
+pub enum VersionRef {
+    Exact(Version),
+    Production,
+    Canary,
+}
+
+impl std::str::FromStr for VersionRef {
+    type Err = semver::Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "production" => Self::Production,
+            "canary" => Self::Canary,
+            v => Self::Exact(Version::parse(v)?),
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -35,97 +67,215 @@ pub enum LookupError {
         version: Version,
         loaded: String,
     },
+    #[error("model.version: model {0:?} has no canary")]
+    NoCanary(String),
 }
 
-/// All versions of one model.
+/// All versions of one model and how they share its traffic.
 #[derive(Debug)]
 pub struct ModelVersions {
     pub versions: BTreeMap<Version, Arc<ModelPackage>>,
+    /// The production version: what requests naming no version get.
     pub default: Version,
+    /// As in effect: every version it names is loaded.
+    pub rollout: Rollout,
 }
 
 /// Every loaded model, by name.
 #[derive(Debug, Default)]
 pub struct Registry {
     models: BTreeMap<String, ModelVersions>,
+    /// Each loaded package folder's content hash, so a reload keeps the
+    /// packages that did not change (and their ONNX Runtime sessions).
+    fingerprints: HashMap<PathBuf, String>,
 }
 
+/// Decides whether a package that was not served before may be deployed;
+/// the error is the reason, for the log and the caller.
+pub type Gate<'a> = &'a (dyn Fn(&Path) -> Result<(), String> + Sync);
+
 impl Registry {
-    /// Loads every package under `root` (`<root>/<name>/<version>/manifest.toml`).
-    /// Folders without a manifest, such as training scripts, are skipped.
-    /// A package that fails to load is returned beside the registry rather
-    /// than stopping the others; only when none loads is it an error.
-    pub fn load_dir(root: &Path, slots: usize) -> Result<(Self, Vec<PackageError>), PackageError> {
+    /// Loads every package under `root` (`<root>/<name>/<version>/manifest.toml`)
+    /// and each model's `rollout.toml`. Folders without a manifest, such as
+    /// training scripts, are skipped, and so are versions the rollout lists
+    /// as unloaded. Packages unchanged since `previous` are kept as they are;
+    /// any other package must pass `gate` first. A package that fails is
+    /// returned beside the registry rather than stopping the others; only
+    /// when none loads is it an error.
+    pub fn load_dir(
+        root: &Path,
+        slots: usize,
+        previous: Option<&Registry>,
+        gate: Option<Gate<'_>>,
+    ) -> Result<(Self, Vec<PackageError>), PackageError> {
         let mut packages = Vec::new();
+        let mut rollouts = BTreeMap::new();
+        let mut fingerprints = HashMap::new();
         let mut failed = Vec::new();
         for name_dir in sorted_subdirs(root)? {
+            let rollout = Rollout::read(&name_dir).unwrap_or_else(|e| {
+                failed.push(e);
+                Rollout::default()
+            });
             for version_dir in sorted_subdirs(&name_dir)? {
-                if version_dir.join(MANIFEST_FILE).is_file() {
-                    match ModelPackage::load(&version_dir, slots) {
-                        Ok(package) => packages.push(package),
-                        Err(e) => failed.push(e),
+                if !version_dir.join(MANIFEST_FILE).is_file() || is_unloaded(&rollout, &version_dir)
+                {
+                    continue;
+                }
+                let fingerprint = match fingerprint(&version_dir) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        failed.push(e);
+                        continue;
                     }
+                };
+                let kept = previous.and_then(|p| p.unchanged(&version_dir, &fingerprint));
+                let package = match kept {
+                    Some(p) => Ok(p),
+                    None => gate
+                        .map_or(Ok(()), |gate| gate(&version_dir))
+                        .map_err(|report| PackageError {
+                            file: version_dir.clone(),
+                            field: None,
+                            message: format!("refused by the validation gate: {report}"),
+                        })
+                        .and_then(|()| ModelPackage::load(&version_dir, slots).map(Arc::new)),
+                };
+                match package {
+                    Ok(p) => {
+                        rollouts
+                            .entry(p.name().to_owned())
+                            .or_insert(rollout.clone());
+                        fingerprints.insert(version_dir, fingerprint);
+                        packages.push(p);
+                    }
+                    Err(e) => failed.push(e),
                 }
             }
         }
         if packages.is_empty() && !failed.is_empty() {
             return Err(failed.remove(0));
         }
-        Ok((Self::from_packages(packages)?, failed))
+        let mut registry = Self::from_packages(packages, rollouts, &mut failed)?;
+        registry.fingerprints = fingerprints;
+        Ok((registry, failed))
     }
 
-    /// Groups packages by model and settles each model's default version.
-    pub fn from_packages(packages: Vec<ModelPackage>) -> Result<Self, PackageError> {
-        let mut grouped: BTreeMap<String, Vec<ModelPackage>> = BTreeMap::new();
+    fn unchanged(&self, dir: &Path, fingerprint: &str) -> Option<Arc<ModelPackage>> {
+        if self.fingerprints.get(dir).map(String::as_str) != Some(fingerprint) {
+            return None;
+        }
+        self.models
+            .values()
+            .flat_map(|m| m.versions.values())
+            .find(|p| p.dir == dir)
+            .cloned()
+    }
+
+    /// Groups packages by model and settles each model's production version,
+    /// canary and shadows. A rollout entry naming a version that is not
+    /// loaded is dropped and reported in `failed`.
+    pub fn from_packages(
+        packages: Vec<Arc<ModelPackage>>,
+        mut rollouts: BTreeMap<String, Rollout>,
+        failed: &mut Vec<PackageError>,
+    ) -> Result<Self, PackageError> {
+        let mut grouped: BTreeMap<String, Vec<Arc<ModelPackage>>> = BTreeMap::new();
         for p in packages {
             grouped.entry(p.name().to_owned()).or_default().push(p);
         }
         let mut models = BTreeMap::new();
         for (name, packages) in grouped {
-            let flagged: Vec<&ModelPackage> = packages
-                .iter()
-                .filter(|p| p.manifest.model.default)
-                .collect();
-            let default = match flagged.as_slice() {
-                [] => packages
-                    .iter()
-                    .map(|p| p.version().clone())
-                    .max()
-                    .expect("a model has at least one version"),
-                [one] => one.version().clone(),
-                [_, second, ..] => {
-                    return Err(PackageError {
-                        file: second.dir.join(MANIFEST_FILE),
-                        field: Some("model.default".into()),
-                        message: format!(
-                            "more than one version of {name:?} claims to be the default"
-                        ),
-                    });
-                }
-            };
             let mut versions = BTreeMap::new();
-            for p in packages {
-                let file = p.dir.join(MANIFEST_FILE);
+            for p in &packages {
                 let version = p.version().clone();
-                if versions.insert(version.clone(), Arc::new(p)).is_some() {
+                if versions.insert(version.clone(), p.clone()).is_some() {
                     return Err(PackageError {
-                        file,
+                        file: p.dir.join(MANIFEST_FILE),
                         field: Some("model.version".into()),
                         message: format!("{name:?} version {version} is packaged twice"),
                     });
                 }
             }
-            models.insert(name, ModelVersions { versions, default });
+            let mut rollout = rollouts.remove(&name).unwrap_or_default();
+            let rollout_file = packages[0]
+                .dir
+                .parent()
+                .map_or_else(|| PathBuf::from(ROLLOUT_FILE), |d| d.join(ROLLOUT_FILE));
+            let mut missing = |field: &str, v: &Version| {
+                failed.push(PackageError {
+                    file: rollout_file.clone(),
+                    field: Some(field.into()),
+                    message: format!("version {v} of {name:?} is not loaded; entry ignored"),
+                });
+            };
+            if let Some(v) = rollout.production.take() {
+                if versions.contains_key(&v) {
+                    rollout.production = Some(v);
+                } else {
+                    missing("production", &v);
+                }
+            }
+            if let Some(c) = rollout.canary.take() {
+                if versions.contains_key(&c.version) {
+                    rollout.canary = Some(c);
+                } else {
+                    missing("canary.version", &c.version);
+                }
+            }
+            let shadows = std::mem::take(&mut rollout.shadows);
+            for v in shadows {
+                if versions.contains_key(&v) {
+                    rollout.shadows.push(v);
+                } else {
+                    missing("shadows", &v);
+                }
+            }
+            let default = match &rollout.production {
+                Some(v) => v.clone(),
+                None => manifest_default(&name, &packages)?,
+            };
+            models.insert(
+                name,
+                ModelVersions {
+                    versions,
+                    default,
+                    rollout,
+                },
+            );
         }
-        Ok(Self { models })
+        Ok(Self {
+            models,
+            fingerprints: HashMap::new(),
+        })
     }
 
-    pub fn resolve(&self, selector: &ModelSelector) -> Result<Arc<ModelPackage>, LookupError> {
-        let model = self
-            .models
-            .get(&selector.name)
-            .ok_or_else(|| LookupError::UnknownModel(selector.name.clone()))?;
-        let version = selector.version.as_ref().unwrap_or(&model.default);
+    /// The package that serves `selector`; `subject_ref`, the subject's
+    /// pseudonym, places a request that names no version in or out of the
+    /// canary.
+    pub fn resolve(
+        &self,
+        selector: &ModelSelector,
+        subject_ref: Option<&str>,
+    ) -> Result<Arc<ModelPackage>, LookupError> {
+        let model = self.model(&selector.name)?;
+        let version = match &selector.version {
+            Some(VersionRef::Exact(v)) => v,
+            Some(VersionRef::Production) => &model.default,
+            Some(VersionRef::Canary) => model
+                .rollout
+                .canary
+                .as_ref()
+                .map(|c| &c.version)
+                .ok_or_else(|| LookupError::NoCanary(selector.name.clone()))?,
+            None => subject_ref
+                .and_then(|s| {
+                    model
+                        .rollout
+                        .takes_canary(rollout::bucket(&selector.name, s))
+                })
+                .unwrap_or(&model.default),
+        };
         model
             .versions
             .get(version)
@@ -142,6 +292,23 @@ impl Registry {
             })
     }
 
+    pub fn model(&self, name: &str) -> Result<&ModelVersions, LookupError> {
+        self.models
+            .get(name)
+            .ok_or_else(|| LookupError::UnknownModel(name.to_owned()))
+    }
+
+    /// The versions scoring in the shadow of `name`'s production traffic.
+    pub fn shadows(&self, name: &str) -> Vec<Arc<ModelPackage>> {
+        self.models.get(name).map_or_else(Vec::new, |m| {
+            m.rollout
+                .shadows
+                .iter()
+                .filter_map(|v| m.versions.get(v).cloned())
+                .collect()
+        })
+    }
+
     pub fn models(&self) -> impl Iterator<Item = (&String, &ModelVersions)> {
         self.models.iter()
     }
@@ -149,6 +316,59 @@ impl Registry {
     pub fn is_empty(&self) -> bool {
         self.models.is_empty()
     }
+}
+
+/// The version the manifests call the default, else the highest.
+fn manifest_default(name: &str, packages: &[Arc<ModelPackage>]) -> Result<Version, PackageError> {
+    let flagged: Vec<&Arc<ModelPackage>> = packages
+        .iter()
+        .filter(|p| p.manifest.model.default)
+        .collect();
+    match flagged.as_slice() {
+        [] => Ok(packages
+            .iter()
+            .map(|p| p.version().clone())
+            .max()
+            .expect("a model has at least one version")),
+        [one] => Ok(one.version().clone()),
+        [_, second, ..] => Err(PackageError {
+            file: second.dir.join(MANIFEST_FILE),
+            field: Some("model.default".into()),
+            message: format!("more than one version of {name:?} claims to be the default"),
+        }),
+    }
+}
+
+/// Version folders are named by their version (the package loader checks).
+fn is_unloaded(rollout: &Rollout, version_dir: &Path) -> bool {
+    version_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| Version::parse(n).ok())
+        .is_some_and(|v| rollout.unloaded.contains(&v))
+}
+
+/// SHA-256 over every file of a package folder, names and contents.
+fn fingerprint(dir: &Path) -> Result<String, PackageError> {
+    let unreadable = |e: std::io::Error| PackageError {
+        file: dir.to_path_buf(),
+        field: None,
+        message: format!("cannot read the package folder: {e}"),
+    };
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)
+        .map_err(unreadable)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    let mut hasher = Sha256::new();
+    for f in files {
+        hasher.update(f.file_name().map_or(&[][..], |n| n.as_encoded_bytes()));
+        hasher.update([0]);
+        hasher.update(fs::read(&f).map_err(unreadable)?);
+    }
+    Ok(hex::encode(hasher.finalize()))
 }
 
 fn sorted_subdirs(dir: &Path) -> Result<Vec<std::path::PathBuf>, PackageError> {

@@ -1,0 +1,311 @@
+//! Shadow outputs and attribution drift.
+//!
+//! A shadow version scores the same requests as production without its
+//! answer going anywhere but here: each output is stored beside the live
+//! decision's id with both versions' attributions for that request, so the
+//! drift report can compare them pairwise. A canary serves its own subjects,
+//! so its drift is read from the decision record instead: each version's
+//! recorded attributions over the same window.
+//!
+//! Shadow rows carry the subject's pseudonym and the decision's retention,
+//! so erasure and the purge remove them with the decision.
+
+use std::collections::BTreeMap;
+
+use rusqlite::{Connection, params};
+
+use super::{Explanation, json};
+use crate::store::StoreError;
+
+pub(crate) const DDL: &str = "
+CREATE TABLE IF NOT EXISTS shadow_outputs (
+    decision_id     TEXT NOT NULL,
+    model_name      TEXT NOT NULL,
+    model_version   TEXT NOT NULL,
+    model_sha256    TEXT NOT NULL,
+    subject_ref     TEXT,
+    decided_at      INTEGER NOT NULL,
+    score           REAL NOT NULL,
+    explanation     TEXT NOT NULL,
+    live_contributions TEXT NOT NULL,
+    retain_until    INTEGER NOT NULL,
+    PRIMARY KEY (decision_id, model_version)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS shadow_model ON shadow_outputs(model_name, model_version, decided_at);
+CREATE INDEX IF NOT EXISTS shadow_subject ON shadow_outputs(subject_ref);
+CREATE INDEX IF NOT EXISTS shadow_retention ON shadow_outputs(retain_until);
+";
+
+/// Per-feature contributions by feature name.
+pub type Contributions = BTreeMap<String, f64>;
+
+/// What one shadow version answered for one live decision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShadowRow {
+    pub decision_id: String,
+    pub model_name: String,
+    pub model_version: String,
+    pub model_sha256: String,
+    pub subject_ref: Option<String>,
+    pub decided_at_ms: i64,
+    pub score: f64,
+    pub explanation: Explanation,
+    /// The live version's attributions for the same request.
+    pub live: Contributions,
+    pub retain_until_ms: i64,
+}
+
+pub fn contributions(e: &Explanation) -> Contributions {
+    e.features
+        .iter()
+        .map(|f| (f.name.clone(), f.contribution))
+        .collect()
+}
+
+pub(crate) fn insert(conn: &Connection, rows: &[ShadowRow]) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT OR REPLACE INTO shadow_outputs (decision_id, model_name, model_version,
+           model_sha256, subject_ref, decided_at, score, explanation, live_contributions,
+           retain_until)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?;
+    for r in rows {
+        stmt.execute(params![
+            r.decision_id,
+            r.model_name,
+            r.model_version,
+            r.model_sha256,
+            r.subject_ref,
+            r.decided_at_ms,
+            r.score,
+            json(&r.explanation),
+            json(&r.live),
+            r.retain_until_ms,
+        ])?;
+    }
+    Ok(())
+}
+
+pub(crate) fn erase_subject(conn: &Connection, subject: &str) -> Result<(), StoreError> {
+    conn.prepare_cached("DELETE FROM shadow_outputs WHERE subject_ref = ?1")?
+        .execute([subject])?;
+    Ok(())
+}
+
+pub(crate) fn purge(conn: &Connection, now_ms: i64) -> Result<(), StoreError> {
+    conn.prepare_cached("DELETE FROM shadow_outputs WHERE retain_until < ?1")?
+        .execute([now_ms])?;
+    Ok(())
+}
+
+fn parse<T: serde::de::DeserializeOwned>(id: &str, text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt {
+        record_id: id.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+/// Every shadow output recorded for one decision, by version.
+pub fn for_decision(conn: &Connection, id: &str) -> Result<Vec<ShadowRow>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT model_name, model_version, model_sha256, subject_ref, decided_at, score,
+                explanation, live_contributions, retain_until
+         FROM shadow_outputs WHERE decision_id = ?1 ORDER BY model_version",
+    )?;
+    let rows = stmt.query_map([id], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, Option<String>>(3)?,
+            r.get::<_, i64>(4)?,
+            r.get::<_, f64>(5)?,
+            r.get::<_, String>(6)?,
+            r.get::<_, String>(7)?,
+            r.get::<_, i64>(8)?,
+        ))
+    })?;
+    rows.map(|r| {
+        let (name, version, sha, subject, at, score, explanation, live, retain) = r?;
+        Ok(ShadowRow {
+            decision_id: id.to_owned(),
+            model_name: name,
+            model_version: version,
+            model_sha256: sha,
+            subject_ref: subject,
+            decided_at_ms: at,
+            score,
+            explanation: parse(id, &explanation)?,
+            live: parse(id, &live)?,
+            retain_until_ms: retain,
+        })
+    })
+    .collect()
+}
+
+/// Rows a drift report reads at most, newest first: enough for stable
+/// means, bounded in time.
+pub const DRIFT_ROWS: usize = 50_000;
+
+/// Running sums of |φ| per feature.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct MeanAbs {
+    pub count: u64,
+    sums: BTreeMap<String, f64>,
+}
+
+impl MeanAbs {
+    pub fn add(&mut self, contributions: &Contributions) {
+        self.count += 1;
+        for (name, phi) in contributions {
+            *self.sums.entry(name.clone()).or_default() += phi.abs();
+        }
+    }
+
+    fn means(&self) -> BTreeMap<&str, f64> {
+        let n = self.count.max(1) as f64;
+        self.sums.iter().map(|(k, s)| (k.as_str(), s / n)).collect()
+    }
+}
+
+/// The live and candidate attributions a drift report compares.
+pub fn shadow_pairs(
+    conn: &Connection,
+    model: &str,
+    version: &str,
+    since_ms: i64,
+) -> Result<(MeanAbs, MeanAbs), StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT decision_id, explanation, live_contributions FROM shadow_outputs
+         WHERE model_name = ?1 AND model_version = ?2 AND decided_at >= ?3
+         ORDER BY decided_at DESC LIMIT ?4",
+    )?;
+    let mut rows = stmt.query(params![model, version, since_ms, DRIFT_ROWS as i64])?;
+    let (mut live, mut candidate) = (MeanAbs::default(), MeanAbs::default());
+    while let Some(r) = rows.next()? {
+        let id: String = r.get(0)?;
+        let explanation: Explanation = parse(&id, &r.get::<_, String>(1)?)?;
+        candidate.add(&contributions(&explanation));
+        live.add(&parse(&id, &r.get::<_, String>(2)?)?);
+    }
+    Ok((live, candidate))
+}
+
+/// One version's recorded attributions over the window.
+pub fn recorded(
+    conn: &Connection,
+    model: &str,
+    version: &str,
+    since_ms: i64,
+) -> Result<MeanAbs, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT decision_id, explanation FROM decisions
+         WHERE model_name = ?1 AND model_version = ?2 AND decided_at >= ?3
+           AND explanation IS NOT NULL
+         ORDER BY decided_at DESC LIMIT ?4",
+    )?;
+    let mut rows = stmt.query(params![model, version, since_ms, DRIFT_ROWS as i64])?;
+    let mut means = MeanAbs::default();
+    while let Some(r) = rows.next()? {
+        let id: String = r.get(0)?;
+        let explanation: Explanation = parse(&id, &r.get::<_, String>(1)?)?;
+        means.add(&contributions(&explanation));
+    }
+    Ok(means)
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeatureDrift {
+    pub feature: String,
+    pub live_mean_abs: f64,
+    pub candidate_mean_abs: f64,
+    /// 1 is the largest mean |φ|; a feature one version lacks ranks last.
+    pub live_rank: u32,
+    pub candidate_rank: u32,
+}
+
+impl FeatureDrift {
+    /// Positive when the feature matters more to the candidate.
+    pub fn rank_change(&self) -> i32 {
+        self.live_rank as i32 - self.candidate_rank as i32
+    }
+}
+
+/// Per feature, both versions' mean |φ| and ranks, in live rank order.
+pub fn drift(live: &MeanAbs, candidate: &MeanAbs) -> Vec<FeatureDrift> {
+    let (l, c) = (live.means(), candidate.means());
+    let names: Vec<&str> = {
+        let mut n: Vec<&str> = l.keys().chain(c.keys()).copied().collect();
+        n.sort_unstable();
+        n.dedup();
+        n
+    };
+    let ranks = |means: &BTreeMap<&str, f64>| -> BTreeMap<String, u32> {
+        let mut order: Vec<&str> = names.clone();
+        // Largest first; ties and absent features by name, so ranks are
+        // stable between runs.
+        order.sort_by(|a, b| {
+            let (x, y) = (means.get(a).copied(), means.get(b).copied());
+            y.unwrap_or(-1.0)
+                .total_cmp(&x.unwrap_or(-1.0))
+                .then(a.cmp(b))
+        });
+        order
+            .into_iter()
+            .enumerate()
+            .map(|(i, n)| (n.to_owned(), i as u32 + 1))
+            .collect()
+    };
+    let (lr, cr) = (ranks(&l), ranks(&c));
+    let mut out: Vec<FeatureDrift> = names
+        .iter()
+        .map(|&n| FeatureDrift {
+            feature: n.to_owned(),
+            live_mean_abs: l.get(n).copied().unwrap_or(0.0),
+            candidate_mean_abs: c.get(n).copied().unwrap_or(0.0),
+            live_rank: lr[n],
+            candidate_rank: cr[n],
+        })
+        .collect();
+    out.sort_by_key(|d| d.live_rank);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn phi(pairs: &[(&str, f64)]) -> Contributions {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+    }
+
+    #[test]
+    fn means_of_absolute_values_and_rank_moves() {
+        let mut live = MeanAbs::default();
+        live.add(&phi(&[("a", 2.0), ("b", -1.0), ("c", 0.1)]));
+        live.add(&phi(&[("a", -4.0), ("b", 1.0), ("c", -0.1)]));
+        let mut cand = MeanAbs::default();
+        cand.add(&phi(&[("a", 0.5), ("b", -3.0), ("d", 1.0)]));
+        let d = drift(&live, &cand);
+        let by = |n: &str| d.iter().find(|x| x.feature == n).unwrap().clone();
+        assert_eq!(by("a").live_mean_abs, 3.0);
+        assert_eq!(by("b").live_mean_abs, 1.0);
+        assert_eq!((by("a").live_rank, by("a").candidate_rank), (1, 3));
+        assert_eq!(by("b").rank_change(), 1);
+        // Absent from live: ranks last there.
+        assert_eq!(by("d").live_rank, 4);
+        assert_eq!(by("d").candidate_rank, 2);
+        assert_eq!(d[0].feature, "a");
+    }
+
+    #[test]
+    fn identical_attributions_do_not_drift() {
+        let mut m = MeanAbs::default();
+        m.add(&phi(&[("a", 1.0), ("b", 2.0)]));
+        assert!(
+            drift(&m, &m.clone())
+                .iter()
+                .all(|d| d.rank_change() == 0 && d.live_mean_abs == d.candidate_mean_abs)
+        );
+    }
+}

@@ -1,0 +1,282 @@
+//! Deploying while serving: reloading the models folder (on an admin call or
+//! when the folder changes), loading and unloading versions, and changing a
+//! model's rollout.
+//!
+//! Every change goes the same way: the model's `rollout.toml` is written
+//! (when the change is to the rollout), the folder is read again into a new
+//! registry, and the registry is swapped in one atomic store. Calls already
+//! running hold their package and finish on the version they started with;
+//! packages that did not change are carried over with their sessions, and a
+//! package that was not served before must pass the validation gate
+//! (`candor models validate`) first. One change runs at a time.
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use semver::Version;
+
+use super::{Gateway, ModelIdentity};
+use crate::{
+    error::Error,
+    models::{
+        ModelVersions, PackageError, Registry,
+        package::MANIFEST_FILE,
+        rollout::{Canary, Rollout},
+        validate::validate_package,
+    },
+};
+
+/// How long the folder must stay quiet before a watched change is loaded,
+/// so a package being copied in is read once, whole.
+const WATCH_SETTLE: Duration = Duration::from_millis(500);
+
+/// What a reload changed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Reloaded {
+    pub loaded: Vec<ModelIdentity>,
+    pub unloaded: Vec<ModelIdentity>,
+    /// Packages and rollout entries that were refused, with the reason.
+    pub refused: Vec<String>,
+}
+
+/// The rollout an admin asks for. It replaces production, canary and
+/// shadows as a whole; the versions unloaded stay unloaded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RolloutChange {
+    pub model: String,
+    pub production: Option<Version>,
+    pub canary: Option<Canary>,
+    pub shadows: Vec<Version>,
+}
+
+impl Gateway {
+    /// Reads the models folder again and swaps in what it holds now.
+    pub async fn reload_models(&self) -> Result<Reloaded, Error> {
+        let _one_at_a_time = self.deploying.lock().await;
+        self.reload_locked().await
+    }
+
+    /// Serves `<models_dir>/<model>/<version>` again after `unload_model`,
+    /// or for the first time (it must pass the validation gate).
+    pub async fn load_model(&self, model: &str, version: &Version) -> Result<Reloaded, Error> {
+        let _one_at_a_time = self.deploying.lock().await;
+        let model_dir = self.model_dir(model)?;
+        if !model_dir
+            .join(version.to_string())
+            .join(MANIFEST_FILE)
+            .is_file()
+        {
+            return Err(Error::NotFound(format!(
+                "version: there is no package {model}/{version} in the models folder"
+            )));
+        }
+        let mut rollout = Rollout::read(&model_dir)?;
+        if rollout.unloaded.contains(version) {
+            rollout.unloaded.retain(|v| v != version);
+            self.write_rollout(&model_dir, &rollout)?;
+        }
+        let reloaded = self.reload_locked().await?;
+        if self
+            .registry()?
+            .model(model)
+            .is_ok_and(|m| m.versions.contains_key(version))
+        {
+            return Ok(reloaded);
+        }
+        let dir = model_dir.join(version.to_string());
+        let reason = reloaded
+            .refused
+            .iter()
+            .find(|r| r.contains(&*dir.to_string_lossy()))
+            .cloned()
+            .unwrap_or_else(|| "it did not load".into());
+        Err(Error::FailedPrecondition(format!(
+            "version: {model} {version} is not deployed: {reason}"
+        )))
+    }
+
+    /// Stops serving one version. The production version, the canary and
+    /// shadows must be moved off it first.
+    pub async fn unload_model(&self, model: &str, version: &Version) -> Result<Reloaded, Error> {
+        let _one_at_a_time = self.deploying.lock().await;
+        let registry = self.registry()?;
+        let served = registry.model(model)?;
+        if !served.versions.contains_key(version) {
+            return Err(Error::NotFound(format!(
+                "version: {model} {version} is not loaded"
+            )));
+        }
+        if let Some(role) = role_of(served, version) {
+            return Err(Error::FailedPrecondition(format!(
+                "version: {model} {version} is the {role}; change the rollout first"
+            )));
+        }
+        let model_dir = self.model_dir(model)?;
+        let mut rollout = Rollout::read(&model_dir)?;
+        rollout.unloaded.push(version.clone());
+        self.write_rollout(&model_dir, &rollout)?;
+        self.reload_locked().await
+    }
+
+    /// Replaces a model's production version, canary and shadows. Every
+    /// version named must be loaded.
+    pub async fn set_rollout(&self, change: RolloutChange) -> Result<Rollout, Error> {
+        let _one_at_a_time = self.deploying.lock().await;
+        let registry = self.registry()?;
+        let served = registry.model(&change.model)?;
+        let named = change
+            .production
+            .iter()
+            .map(|v| ("production", v))
+            .chain(change.canary.iter().map(|c| ("canary.version", &c.version)))
+            .chain(change.shadows.iter().map(|v| ("shadows", v)));
+        for (field, v) in named {
+            if !served.versions.contains_key(v) {
+                return Err(Error::FailedPrecondition(format!(
+                    "{field}: {} {v} is not loaded; load it first",
+                    change.model
+                )));
+            }
+        }
+        let model_dir = self.model_dir(&change.model)?;
+        let rollout = Rollout {
+            production: change.production,
+            canary: change.canary,
+            shadows: change.shadows,
+            unloaded: Rollout::read(&model_dir)?.unloaded,
+        };
+        rollout
+            .check()
+            .map_err(|(field, message)| Error::InvalidArgument(format!("{field}: {message}")))?;
+        self.write_rollout(&model_dir, &rollout)?;
+        self.reload_locked().await?;
+        Ok(self.registry()?.model(&change.model)?.rollout.clone())
+    }
+
+    async fn reload_locked(&self) -> Result<Reloaded, Error> {
+        let previous = self.registry()?;
+        let dir = self.config.models_dir.clone();
+        let slots = self.pool.slots() + self.explain_pool.threads();
+        let before = previous.clone();
+        let (registry, failed) = tokio::task::spawn_blocking(move || {
+            let gate = |package: &std::path::Path| {
+                let report = validate_package(package);
+                if report.passed {
+                    Ok(())
+                } else {
+                    Err(report.to_text())
+                }
+            };
+            Registry::load_dir(&dir, slots, Some(&before), Some(&gate))
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("model reload panicked: {e}")))??;
+        let reloaded = Reloaded {
+            loaded: identities(&registry)
+                .filter(|id| !identities(&previous).any(|p| &p == id))
+                .collect(),
+            unloaded: identities(&previous)
+                .filter(|id| !identities(&registry).any(|n| &n == id))
+                .collect(),
+            refused: failed.iter().map(PackageError::to_string).collect(),
+        };
+        self.registry.store(Some(Arc::new(registry)));
+        for id in &reloaded.loaded {
+            tracing::info!(model = %id.name, version = %id.version, sha256 = %id.sha256, "model deployed");
+        }
+        for id in &reloaded.unloaded {
+            tracing::info!(model = %id.name, version = %id.version, "model unloaded");
+        }
+        for reason in &reloaded.refused {
+            tracing::error!(error = %reason, "model package not deployed; the others serve");
+        }
+        Ok(reloaded)
+    }
+
+    /// `<models_dir>/<model>`, for a name that is one plain path segment.
+    fn model_dir(&self, model: &str) -> Result<PathBuf, Error> {
+        let plain = !model.is_empty()
+            && model
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            && !model.starts_with('.');
+        if !plain {
+            return Err(Error::InvalidArgument(format!(
+                "model: {model:?} is not a model name (letters, digits, '-', '_', '.')"
+            )));
+        }
+        Ok(self.config.models_dir.join(model))
+    }
+
+    fn write_rollout(&self, model_dir: &std::path::Path, rollout: &Rollout) -> Result<(), Error> {
+        rollout.write(model_dir).map_err(|e| {
+            Error::Package(PackageError {
+                file: model_dir.join(crate::models::rollout::ROLLOUT_FILE),
+                field: None,
+                message: format!("cannot write: {e}"),
+            })
+        })
+    }
+
+    /// Reloads the models folder whenever it changes and then settles.
+    /// Holds the gateway weakly, so it ends when the gateway does.
+    pub(super) fn watch_models(self: &Arc<Self>) -> Result<(), Error> {
+        use notify::Watcher as _;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                if event.is_ok_and(|e| !e.kind.is_access()) {
+                    let _ = tx.send(());
+                }
+            })
+            .map_err(|e| watch_error(&self.config.models_dir, e))?;
+        watcher
+            .watch(&self.config.models_dir, notify::RecursiveMode::Recursive)
+            .map_err(|e| watch_error(&self.config.models_dir, e))?;
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let _watching = watcher;
+            while rx.recv().await.is_some() {
+                while let Ok(Some(())) = tokio::time::timeout(WATCH_SETTLE, rx.recv()).await {}
+                let Some(gateway) = weak.upgrade() else {
+                    return;
+                };
+                if let Err(e) = gateway.reload_models().await {
+                    tracing::error!(error = %e, "reloading the changed models folder failed");
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
+fn watch_error(dir: &std::path::Path, e: notify::Error) -> Error {
+    Error::Package(PackageError {
+        file: dir.to_path_buf(),
+        field: None,
+        message: format!("cannot watch the models folder: {e}"),
+    })
+}
+
+fn identities(registry: &Registry) -> impl Iterator<Item = ModelIdentity> + '_ {
+    registry
+        .models()
+        .flat_map(|(_, m)| m.versions.values().map(|p| ModelIdentity::of(p)))
+}
+
+/// What a version does in its model's rollout, if anything.
+fn role_of(model: &ModelVersions, version: &Version) -> Option<&'static str> {
+    if &model.default == version {
+        Some("production version")
+    } else if model
+        .rollout
+        .canary
+        .as_ref()
+        .is_some_and(|c| &c.version == version)
+    {
+        Some("canary")
+    } else if model.rollout.shadows.contains(version) {
+        Some("a shadow")
+    } else {
+        None
+    }
+}

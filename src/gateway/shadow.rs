@@ -1,0 +1,274 @@
+//! Shadow scoring: versions that score production's requests without
+//! touching the response. After a routed decision is answered, its rows go
+//! to a bounded queue; a background task scores them with every shadow
+//! version under the same consent verdict (the same features masked),
+//! attributes both the shadow's and the live version's scores, and records
+//! the shadow outputs beside the live decision's id
+//! ([`crate::decisions::shadow`]). When the queue is full the shadow work
+//! is dropped and counted: shadows never slow live traffic.
+
+use std::sync::{Arc, Weak};
+
+use tokio::sync::mpsc;
+
+use semver::Version;
+
+use super::{Decision, Gateway, ModelIdentity};
+use crate::{
+    decisions::{
+        Explanation,
+        shadow::{self, FeatureDrift, ShadowRow},
+    },
+    error::Error,
+    explain::Method,
+    models::{ModelPackage, ModelSelector, VersionRef, schema::FeatureRow},
+    store::{Job, now_ms},
+};
+
+/// Requests waiting for their shadows.
+pub(super) const SHADOW_QUEUE: usize = 1024;
+
+/// Per feature, production's and a candidate's mean |attribution|.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DriftReport {
+    pub live: ModelIdentity,
+    pub candidate: ModelIdentity,
+    /// `shadow`: the same requests, paired; `canary`: each version's own
+    /// recorded decisions.
+    pub comparison: &'static str,
+    pub live_decisions: u64,
+    pub candidate_decisions: u64,
+    pub features: Vec<FeatureDrift>,
+}
+
+pub(super) struct ShadowJob {
+    live: Arc<ModelPackage>,
+    shadows: Vec<Arc<ModelPackage>>,
+    rows: Vec<FeatureRow>,
+    decisions: Vec<Decision>,
+}
+
+impl Gateway {
+    /// Queues the shadows of a routed decision, if its model has any.
+    pub(super) fn shadow(
+        &self,
+        selector: &ModelSelector,
+        live: &Arc<ModelPackage>,
+        rows: &[FeatureRow],
+        decisions: &[Decision],
+    ) {
+        // Shadows follow production traffic; a call that pinned a version
+        // (or the canary) is not production's.
+        let routed = matches!(selector.version, None | Some(VersionRef::Production));
+        let scored = decisions.iter().all(|d| d.score.is_some());
+        if !routed || !scored || decisions.is_empty() {
+            return;
+        }
+        let Ok(registry) = self.registry() else {
+            return;
+        };
+        let shadows = registry.shadows(live.name());
+        if shadows.is_empty()
+            || registry
+                .model(live.name())
+                .is_ok_and(|m| &m.default != live.version())
+        {
+            return;
+        }
+        let job = ShadowJob {
+            live: live.clone(),
+            shadows,
+            rows: rows.to_vec(),
+            decisions: decisions.to_vec(),
+        };
+        if self.shadows.try_send(job).is_err() {
+            self.metrics.shadow_dropped();
+        }
+    }
+
+    async fn run_shadow(&self, job: ShadowJob) -> Result<(), Error> {
+        let masked = &job.decisions[0].provenance.masked_features;
+        let (live_rows, live_masked) = encode(&job.live, &job.rows, masked)?;
+        let live: Vec<shadow::Contributions> = match job
+            .decisions
+            .iter()
+            .map(|d| {
+                d.attribution
+                    .as_ref()
+                    .map(|a| shadow::contributions(&Explanation::from(a)))
+            })
+            .collect::<Option<Vec<_>>>()
+        {
+            Some(inline) => inline,
+            None => {
+                let scores = job
+                    .decisions
+                    .iter()
+                    .map(|d| d.score.unwrap_or_default() as f32)
+                    .collect();
+                self.attribute(
+                    &job.live,
+                    live_rows,
+                    scores,
+                    Method::default(),
+                    &live_masked,
+                    None,
+                )
+                .await?
+                .iter()
+                .map(|a| shadow::contributions(&Explanation::from(a)))
+                .collect()
+            }
+        };
+        let now = now_ms();
+        let mut out = Vec::new();
+        for package in &job.shadows {
+            let (rows, masked) = match encode(package, &job.rows, masked) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(model = %package.name(), version = %package.version(), error = %e, "shadow cannot score this request");
+                    continue;
+                }
+            };
+            let scores = self
+                .pool
+                .predict(package.backend.clone(), rows.clone())
+                .await?;
+            let attributions = self
+                .attribute(
+                    package,
+                    rows,
+                    scores.clone(),
+                    Method::default(),
+                    &masked,
+                    None,
+                )
+                .await?;
+            let retain_until_ms = self.retain_until(package.name(), now);
+            for ((d, score), (attribution, live)) in job
+                .decisions
+                .iter()
+                .zip(scores)
+                .zip(attributions.iter().zip(&live))
+            {
+                out.push(ShadowRow {
+                    decision_id: d.id.to_string(),
+                    model_name: package.name().to_owned(),
+                    model_version: package.version().to_string(),
+                    model_sha256: package.sha256.clone(),
+                    subject_ref: d.provenance.subject_ref.clone(),
+                    decided_at_ms: now,
+                    score: f64::from(score),
+                    explanation: Explanation::from(attribution),
+                    live: live.clone(),
+                    retain_until_ms,
+                });
+            }
+        }
+        if !out.is_empty() {
+            self.store.send(Job::Shadow(Arc::new(out)))?;
+        }
+        Ok(())
+    }
+
+    /// How the attributions of `candidate` (a shadow or canary version)
+    /// differ from production's, per feature, since `since_ms`.
+    pub async fn attribution_drift(
+        &self,
+        model: &str,
+        candidate: &Version,
+        since_ms: i64,
+    ) -> Result<DriftReport, Error> {
+        let registry = self.registry()?;
+        let served = registry.model(model)?;
+        if &served.default == candidate {
+            return Err(Error::InvalidArgument(format!(
+                "candidate: {candidate} is {model}'s production version; name a shadow or canary"
+            )));
+        }
+        let candidate = served.versions.get(candidate).cloned().ok_or_else(|| {
+            Error::NotFound(format!(
+                "candidate: {model} has no version {candidate} loaded"
+            ))
+        })?;
+        let live = served.versions[&served.default].clone();
+        let store = self.store.clone();
+        let (name, live_version, candidate_version) = (
+            model.to_owned(),
+            live.version().to_string(),
+            candidate.version().to_string(),
+        );
+        let (comparison, live_means, candidate_means) = tokio::task::spawn_blocking(move || {
+            store.read(|c| {
+                let (l, s) = shadow::shadow_pairs(c, &name, &candidate_version, since_ms)?;
+                if s.count > 0 {
+                    return Ok(("shadow", l, s));
+                }
+                Ok((
+                    "canary",
+                    shadow::recorded(c, &name, &live_version, since_ms)?,
+                    shadow::recorded(c, &name, &candidate_version, since_ms)?,
+                ))
+            })
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("drift read panicked: {e}")))??;
+        Ok(DriftReport {
+            live: ModelIdentity::of(&live),
+            candidate: ModelIdentity::of(&candidate),
+            comparison,
+            live_decisions: live_means.count,
+            candidate_decisions: candidate_means.count,
+            features: shadow::drift(&live_means, &candidate_means),
+        })
+    }
+
+    /// What a shadow version answered for one decision.
+    pub async fn shadow_outputs(&self, decision_id: &str) -> Result<Vec<ShadowRow>, Error> {
+        let store = self.store.clone();
+        let id = decision_id.to_owned();
+        Ok(
+            tokio::task::spawn_blocking(move || store.read(|c| shadow::for_decision(c, &id)))
+                .await
+                .map_err(|e| Error::Internal(format!("shadow read panicked: {e}")))??,
+        )
+    }
+}
+
+/// `rows` in `package`'s column order with the features the consent
+/// verdict masked (by name) set to their background expectation, and the
+/// masked positions.
+fn encode(
+    package: &ModelPackage,
+    rows: &[FeatureRow],
+    masked: &[String],
+) -> Result<(Vec<f32>, Vec<usize>), Error> {
+    let columns = package.schema.columns();
+    let positions: Vec<usize> = masked
+        .iter()
+        .filter_map(|name| columns.iter().position(|c| &c.name == name))
+        .collect();
+    let width = package.schema.width();
+    let mut out = Vec::with_capacity(width * rows.len());
+    for row in rows {
+        let start = out.len();
+        package
+            .schema
+            .encode_row(row, &mut out)
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        for &i in &positions {
+            out[start + i] = package.background_means[i];
+        }
+    }
+    Ok((out, positions))
+}
+
+/// Runs queued shadow work until the gateway is gone.
+pub(super) async fn run(gateway: Weak<Gateway>, mut jobs: mpsc::Receiver<ShadowJob>) {
+    while let Some(job) = jobs.recv().await {
+        let Some(g) = gateway.upgrade() else { return };
+        if let Err(e) = g.run_shadow(job).await {
+            tracing::warn!(error = %e, "shadow scoring failed");
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! `candor.v1.AdminService` handlers: deploying models while serving,
+//! rollouts, attribution drift, shadow outputs and the fairness monitor.
+
+use std::sync::Arc;
+
+use semver::Version;
+use tonic::{Request, Response, Status};
+
+use super::{
+    auth,
+    pb::{self, admin_service_server::AdminService},
+};
+use crate::{
+    error::Error,
+    gateway::{DriftReport, Gateway, Reloaded, RolloutChange},
+    models::{
+        ModelVersions,
+        rollout::{Canary, Rollout},
+    },
+    monitor::AttributeFairness,
+    store::now_ms,
+};
+
+pub struct Admin {
+    gateway: Arc<Gateway>,
+}
+
+impl Admin {
+    pub fn new(gateway: Arc<Gateway>) -> Self {
+        Self { gateway }
+    }
+}
+
+fn version(field: &str, v: &str) -> Result<Version, Error> {
+    Version::parse(v).map_err(|e| {
+        Error::InvalidArgument(format!("{field}: {v:?} is not a semantic version ({e})"))
+    })
+}
+
+fn optional_version(field: &str, v: &str) -> Result<Option<Version>, Error> {
+    (!v.is_empty()).then(|| version(field, v)).transpose()
+}
+
+fn required<'a>(field: &str, v: &'a str) -> Result<&'a str, Error> {
+    if v.is_empty() {
+        return Err(Error::InvalidArgument(format!("{field}: is required")));
+    }
+    Ok(v)
+}
+
+impl TryFrom<pb::SetRolloutRequest> for RolloutChange {
+    type Error = Error;
+
+    fn try_from(r: pb::SetRolloutRequest) -> Result<Self, Error> {
+        let canary = optional_version("canary", &r.canary)?;
+        if canary.is_none() && r.canary_percent != 0.0 {
+            return Err(Error::InvalidArgument(
+                "canary_percent: needs a canary version".into(),
+            ));
+        }
+        Ok(Self {
+            model: required("model", &r.model)?.to_owned(),
+            production: optional_version("production", &r.production)?,
+            canary: canary.map(|version| Canary {
+                version,
+                percent: r.canary_percent,
+            }),
+            shadows: r
+                .shadows
+                .iter()
+                .enumerate()
+                .map(|(i, v)| version(&format!("shadows[{i}]"), v))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+fn rollout(model: &str, served: &ModelVersions, file: &Rollout) -> pb::Rollout {
+    let r = &served.rollout;
+    pb::Rollout {
+        model: model.to_owned(),
+        production: served.default.to_string(),
+        canary: r
+            .canary
+            .as_ref()
+            .map_or(String::new(), |c| c.version.to_string()),
+        canary_percent: r.canary.as_ref().map_or(0.0, |c| c.percent),
+        shadows: r.shadows.iter().map(Version::to_string).collect(),
+        unloaded: file.unloaded.iter().map(Version::to_string).collect(),
+        loaded: served.versions.keys().map(Version::to_string).collect(),
+    }
+}
+
+impl From<Reloaded> for pb::ReloadModelsResponse {
+    fn from(r: Reloaded) -> Self {
+        Self {
+            loaded: r.loaded.into_iter().map(Into::into).collect(),
+            unloaded: r.unloaded.into_iter().map(Into::into).collect(),
+            refused: r.refused,
+        }
+    }
+}
+
+impl From<DriftReport> for pb::AttributionDriftReport {
+    fn from(r: DriftReport) -> Self {
+        Self {
+            live: Some(r.live.into()),
+            candidate: Some(r.candidate.into()),
+            comparison: r.comparison.to_owned(),
+            live_decisions: r.live_decisions,
+            candidate_decisions: r.candidate_decisions,
+            features: r
+                .features
+                .into_iter()
+                .map(|f| pb::FeatureDrift {
+                    rank_change: f.rank_change(),
+                    feature: f.feature,
+                    live_mean_abs: f.live_mean_abs,
+                    candidate_mean_abs: f.candidate_mean_abs,
+                    live_rank: f.live_rank,
+                    candidate_rank: f.candidate_rank,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl From<AttributeFairness> for pb::AttributeFairness {
+    fn from(a: AttributeFairness) -> Self {
+        Self {
+            model: a.model,
+            attribute: a.attribute,
+            groups: a
+                .groups
+                .into_iter()
+                .map(|g| pb::GroupRate {
+                    group: g.group,
+                    decisions: g.decisions,
+                    selected: g.selected,
+                    selection_rate: g.selection_rate,
+                    ratio_to_most_favoured: g.ratio_to_most_favoured,
+                })
+                .collect(),
+            disparate_impact: a.disparate_impact,
+            flagged: a.flagged,
+        }
+    }
+}
+
+impl Admin {
+    fn rollout_of(&self, model: &str) -> Result<pb::Rollout, Error> {
+        let registry = self.gateway.registry()?;
+        let served = registry.model(model)?;
+        let file = Rollout::read(&self.gateway.config().models_dir.join(model))?;
+        Ok(rollout(model, served, &file))
+    }
+}
+
+#[tonic::async_trait]
+impl AdminService for Admin {
+    async fn reload_models(
+        &self,
+        _request: Request<pb::ReloadModelsRequest>,
+    ) -> Result<Response<pb::ReloadModelsResponse>, Status> {
+        Ok(Response::new(self.gateway.reload_models().await?.into()))
+    }
+
+    async fn load_model(
+        &self,
+        request: Request<pb::ModelVersionRequest>,
+    ) -> Result<Response<pb::ReloadModelsResponse>, Status> {
+        let r = request.into_inner();
+        let v = version("version", required("version", &r.version)?)?;
+        let model = required("model", &r.model)?;
+        Ok(Response::new(
+            self.gateway.load_model(model, &v).await?.into(),
+        ))
+    }
+
+    async fn unload_model(
+        &self,
+        request: Request<pb::ModelVersionRequest>,
+    ) -> Result<Response<pb::ReloadModelsResponse>, Status> {
+        let r = request.into_inner();
+        let v = version("version", required("version", &r.version)?)?;
+        let model = required("model", &r.model)?;
+        Ok(Response::new(
+            self.gateway.unload_model(model, &v).await?.into(),
+        ))
+    }
+
+    async fn get_rollout(
+        &self,
+        request: Request<pb::GetRolloutRequest>,
+    ) -> Result<Response<pb::Rollout>, Status> {
+        let r = request.into_inner();
+        Ok(Response::new(
+            self.rollout_of(required("model", &r.model)?)?,
+        ))
+    }
+
+    async fn set_rollout(
+        &self,
+        request: Request<pb::SetRolloutRequest>,
+    ) -> Result<Response<pb::Rollout>, Status> {
+        let change: RolloutChange = request.into_inner().try_into()?;
+        let model = change.model.clone();
+        self.gateway.set_rollout(change).await?;
+        Ok(Response::new(self.rollout_of(&model)?))
+    }
+
+    async fn attribution_drift(
+        &self,
+        request: Request<pb::AttributionDriftRequest>,
+    ) -> Result<Response<pb::AttributionDriftReport>, Status> {
+        let r = request.into_inner();
+        let candidate = version("candidate", required("candidate", &r.candidate)?)?;
+        let report = self
+            .gateway
+            .attribution_drift(required("model", &r.model)?, &candidate, r.since_unix_ms)
+            .await?;
+        Ok(Response::new(report.into()))
+    }
+
+    async fn get_shadow_outputs(
+        &self,
+        request: Request<pb::GetShadowOutputsRequest>,
+    ) -> Result<Response<pb::GetShadowOutputsResponse>, Status> {
+        let admitted = auth::admitted(&request)?;
+        let id = request.get_ref().decision_id.clone();
+        if uuid::Uuid::parse_str(&id).is_err() {
+            return Err(Error::InvalidArgument(format!(
+                "decision_id: {id:?} is not a decision id (a UUID)"
+            ))
+            .into());
+        }
+        let outputs = self.gateway.shadow_outputs(&id).await?;
+        // Shadow outputs hold a person's feature values: reading them is a
+        // staff read of that person's data, on record before they leave.
+        let subjects: std::collections::BTreeSet<&str> = outputs
+            .iter()
+            .filter_map(|o| o.subject_ref.as_deref())
+            .collect();
+        for subject in subjects {
+            auth::account(
+                &self.gateway,
+                request.metadata(),
+                &admitted,
+                admitted.rule,
+                subject,
+            )
+            .await?;
+        }
+        Ok(Response::new(pb::GetShadowOutputsResponse {
+            decision_id: id,
+            outputs: outputs
+                .iter()
+                .map(|o| pb::ShadowOutput {
+                    model: Some(pb::ModelIdentity {
+                        name: o.model_name.clone(),
+                        version: o.model_version.clone(),
+                        sha256: o.model_sha256.clone(),
+                    }),
+                    score: o.score,
+                    attribution: Some((&o.explanation).into()),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn fairness_report(
+        &self,
+        request: Request<pb::FairnessReportRequest>,
+    ) -> Result<Response<pb::FairnessReportResponse>, Status> {
+        let r = request.into_inner();
+        let monitor = self.gateway.fairness();
+        let config = monitor.config();
+        Ok(Response::new(pb::FairnessReportResponse {
+            window_secs: config.window_secs,
+            min_disparate_impact: config.min_disparate_impact,
+            min_group_decisions: config.min_group_decisions,
+            attributes: monitor
+                .report(&r.model, &r.attribute, now_ms())
+                .into_iter()
+                .map(Into::into)
+                .collect(),
+        }))
+    }
+}

@@ -1,0 +1,331 @@
+//! The online fairness monitor: does a live model select some groups of
+//! people for an ad far less often than others?
+//!
+//! Requests may carry audit-only attributes (an age band, say). They never
+//! reach the model and are never stored with the subject or the decision:
+//! each decision only adds one to its group's counters, in minute buckets
+//! over a sliding window. From those counts the monitor reports each
+//! group's selection rate (score at or above the model's decision
+//! threshold), its ratio to the most favoured group's, and flags the model
+//! when the lowest ratio falls below the configured threshold (the
+//! four-fifths rule by default). Refused decisions have no score and are
+//! not counted, nor are models that declare no decision threshold.
+
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    sync::Mutex,
+};
+
+use crate::config::FairnessConfig;
+
+/// Bounds that keep the monitor's memory and metric cardinality small
+/// whatever callers send.
+pub const MAX_ATTRIBUTES: usize = 8;
+pub const MAX_TEXT: usize = 64;
+pub const MAX_GROUPS: usize = 32;
+/// Where values past [`MAX_GROUPS`] per attribute are counted.
+pub const OTHER_GROUP: &str = "(other)";
+
+const BUCKET_MS: i64 = 60_000;
+
+/// A request's audit-only attributes, checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditAttributes(BTreeMap<String, String>);
+
+impl AuditAttributes {
+    /// Checks names and values; the error names the offending entry.
+    pub fn new(attributes: BTreeMap<String, String>) -> Result<Self, String> {
+        if attributes.len() > MAX_ATTRIBUTES {
+            return Err(format!(
+                "{} attributes; at most {MAX_ATTRIBUTES} are counted",
+                attributes.len()
+            ));
+        }
+        for (name, value) in &attributes {
+            let name_ok = !name.is_empty()
+                && name.len() <= MAX_TEXT
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            if !name_ok {
+                return Err(format!(
+                    "{name:?}: names are 1-{MAX_TEXT} lowercase letters, digits or '_'"
+                ));
+            }
+            if value.is_empty() || value.len() > MAX_TEXT || value.chars().any(char::is_control) {
+                return Err(format!(
+                    "{name}: the group must be 1-{MAX_TEXT} bytes without control characters"
+                ));
+            }
+        }
+        Ok(Self(attributes))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// One group's counts in one minute.
+#[derive(Debug, Clone, Copy, Default)]
+struct Bucket {
+    minute: i64,
+    decisions: u64,
+    selected: u64,
+}
+
+/// Per (model, attribute): each group's minute buckets.
+type Groups = HashMap<String, VecDeque<Bucket>>;
+
+pub struct FairnessMonitor {
+    config: FairnessConfig,
+    counts: Mutex<HashMap<(String, String), Groups>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupRate {
+    pub group: String,
+    pub decisions: u64,
+    pub selected: u64,
+    pub selection_rate: f64,
+    pub ratio_to_most_favoured: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttributeFairness {
+    pub model: String,
+    pub attribute: String,
+    pub groups: Vec<GroupRate>,
+    pub disparate_impact: Option<f64>,
+    pub flagged: bool,
+}
+
+impl FairnessMonitor {
+    pub fn new(config: FairnessConfig) -> Self {
+        Self {
+            config,
+            counts: Mutex::default(),
+        }
+    }
+
+    pub fn config(&self) -> &FairnessConfig {
+        &self.config
+    }
+
+    /// Counts decisions of `model` with these `scores` for every group the
+    /// request belongs to.
+    pub fn observe(
+        &self,
+        model: &str,
+        threshold: f64,
+        attributes: &AuditAttributes,
+        scores: &[f64],
+        now_ms: i64,
+    ) {
+        if attributes.is_empty() || scores.is_empty() {
+            return;
+        }
+        let selected = scores.iter().filter(|&&s| s >= threshold).count() as u64;
+        let minute = now_ms.div_euclid(BUCKET_MS);
+        let oldest = minute - self.window_minutes() + 1;
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        for (attribute, group) in &attributes.0 {
+            let groups = counts
+                .entry((model.to_owned(), attribute.clone()))
+                .or_default();
+            let key = if groups.contains_key(group) || groups.len() < MAX_GROUPS {
+                group.as_str()
+            } else {
+                OTHER_GROUP
+            };
+            let buckets = groups.entry(key.to_owned()).or_default();
+            while buckets.front().is_some_and(|b| b.minute < oldest) {
+                buckets.pop_front();
+            }
+            if buckets.back().is_none_or(|b| b.minute != minute) {
+                buckets.push_back(Bucket {
+                    minute,
+                    ..Bucket::default()
+                });
+            }
+            let b = buckets.back_mut().expect("pushed above");
+            b.decisions += scores.len() as u64;
+            b.selected += selected;
+        }
+    }
+
+    /// The window's rates for every (model, attribute) matching the filters
+    /// (empty matches all), sorted by model and attribute.
+    pub fn report(&self, model: &str, attribute: &str, now_ms: i64) -> Vec<AttributeFairness> {
+        let oldest = now_ms.div_euclid(BUCKET_MS) - self.window_minutes() + 1;
+        let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<AttributeFairness> = counts
+            .iter()
+            .filter(|((m, a), _)| {
+                (model.is_empty() || m == model) && (attribute.is_empty() || a == attribute)
+            })
+            .map(|((m, a), groups)| {
+                let rates = groups
+                    .iter()
+                    .map(|(group, buckets)| {
+                        let (decisions, selected) = buckets
+                            .iter()
+                            .filter(|b| b.minute >= oldest)
+                            .fold((0, 0), |(d, s), b| (d + b.decisions, s + b.selected));
+                        (group.clone(), decisions, selected)
+                    })
+                    .filter(|(_, decisions, _)| *decisions > 0)
+                    .collect();
+                self.compare(m, a, rates)
+            })
+            .collect();
+        out.sort_by(|x, y| (&x.model, &x.attribute).cmp(&(&y.model, &y.attribute)));
+        out
+    }
+
+    fn compare(
+        &self,
+        model: &str,
+        attribute: &str,
+        rates: Vec<(String, u64, u64)>,
+    ) -> AttributeFairness {
+        let comparable = |decisions: u64| decisions >= self.config.min_group_decisions;
+        let rate = |d: u64, s: u64| s as f64 / d as f64;
+        let best = rates
+            .iter()
+            .filter(|(_, d, _)| comparable(*d))
+            .map(|(_, d, s)| rate(*d, *s))
+            .fold(None, |m: Option<f64>, r| Some(m.map_or(r, |m| m.max(r))));
+        let comparable_count = rates.iter().filter(|(_, d, _)| comparable(*d)).count();
+        let mut groups: Vec<GroupRate> = rates
+            .into_iter()
+            .map(|(group, decisions, selected)| {
+                let selection_rate = rate(decisions, selected);
+                GroupRate {
+                    ratio_to_most_favoured: best
+                        .filter(|_| comparable(decisions))
+                        .map(|b| if b > 0.0 { selection_rate / b } else { 1.0 }),
+                    group,
+                    decisions,
+                    selected,
+                    selection_rate,
+                }
+            })
+            .collect();
+        groups.sort_by(|a, b| a.group.cmp(&b.group));
+        let disparate_impact = (comparable_count >= 2)
+            .then(|| {
+                groups
+                    .iter()
+                    .filter_map(|g| g.ratio_to_most_favoured)
+                    .fold(f64::INFINITY, f64::min)
+            })
+            .filter(|r| r.is_finite());
+        AttributeFairness {
+            model: model.to_owned(),
+            attribute: attribute.to_owned(),
+            flagged: disparate_impact.is_some_and(|r| r < self.config.min_disparate_impact),
+            disparate_impact,
+            groups,
+        }
+    }
+
+    fn window_minutes(&self) -> i64 {
+        (self.config.window_secs * 1000)
+            .div_ceil(BUCKET_MS as u64)
+            .max(1) as i64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attrs(pairs: &[(&str, &str)]) -> AuditAttributes {
+        AuditAttributes::new(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        )
+        .unwrap()
+    }
+
+    fn monitor(min_group_decisions: u64) -> FairnessMonitor {
+        FairnessMonitor::new(FairnessConfig {
+            window_secs: 600,
+            min_disparate_impact: 0.8,
+            min_group_decisions,
+        })
+    }
+
+    #[test]
+    fn flags_a_group_selected_under_four_fifths_as_often() {
+        let m = monitor(10);
+        let young = attrs(&[("age_band", "18-34")]);
+        let old = attrs(&[("age_band", "65+")]);
+        // 18-34: 6 of 10 selected; 65+: 4 of 10 → ratio 4/6 < 0.8.
+        let scores = |selected: usize| -> Vec<f64> {
+            (0..10)
+                .map(|i| if i < selected { 0.9 } else { 0.1 })
+                .collect()
+        };
+        m.observe("m", 0.5, &young, &scores(6), 0);
+        m.observe("m", 0.5, &old, &scores(4), 0);
+        let r = &m.report("", "", 0)[0];
+        assert_eq!(r.groups.len(), 2);
+        assert!((r.disparate_impact.unwrap() - 4.0 / 6.0).abs() < 1e-12);
+        assert!(r.flagged);
+        assert_eq!(r.groups[0].ratio_to_most_favoured, Some(1.0));
+    }
+
+    #[test]
+    fn small_groups_are_reported_but_not_compared() {
+        let m = monitor(30);
+        m.observe("m", 0.5, &attrs(&[("a", "x")]), &[0.9; 40], 0);
+        m.observe("m", 0.5, &attrs(&[("a", "y")]), &[0.1; 5], 0);
+        let r = &m.report("m", "a", 0)[0];
+        assert_eq!(r.disparate_impact, None);
+        assert!(!r.flagged);
+        assert_eq!(r.groups[1].ratio_to_most_favoured, None);
+    }
+
+    #[test]
+    fn counts_leave_the_window() {
+        let m = monitor(1);
+        m.observe("m", 0.5, &attrs(&[("a", "x")]), &[0.9], 0);
+        m.observe("m", 0.5, &attrs(&[("a", "y")]), &[0.1], 0);
+        assert!(m.report("m", "", 0)[0].flagged);
+        let later = 11 * 60_000;
+        m.observe("m", 0.5, &attrs(&[("a", "y")]), &[0.9], later);
+        let r = &m.report("m", "", later)[0];
+        assert_eq!(r.groups.len(), 1);
+        assert_eq!(r.groups[0].decisions, 1);
+    }
+
+    #[test]
+    fn group_count_is_bounded() {
+        let m = monitor(1);
+        for i in 0..MAX_GROUPS + 5 {
+            m.observe("m", 0.5, &attrs(&[("a", &format!("g{i}"))]), &[0.9], 0);
+        }
+        let r = &m.report("m", "a", 0)[0];
+        assert_eq!(r.groups.len(), MAX_GROUPS + 1);
+        let other = r.groups.iter().find(|g| g.group == OTHER_GROUP).unwrap();
+        assert_eq!(other.decisions, 5);
+    }
+
+    #[test]
+    fn refuses_unbounded_or_odd_attributes() {
+        let one = |k: &str, v: &str| {
+            AuditAttributes::new([(k.to_owned(), v.to_owned())].into_iter().collect())
+        };
+        assert!(one("Age Band", "1").is_err());
+        assert!(one("age", "").is_err());
+        assert!(one("age", &"x".repeat(65)).is_err());
+        assert!(one("age", "a\nb").is_err());
+        let many = (0..9).map(|i| (format!("a{i}"), "v".to_owned())).collect();
+        assert!(AuditAttributes::new(many).is_err());
+        assert!(one("age_band", "35-44").is_ok());
+    }
+}

@@ -1,0 +1,595 @@
+//! Deploying while serving (issue #7): hot deploys under load through the
+//! folder watch and the admin RPCs, sticky canary shares, shadows that are
+//! recorded and never returned, attribution drift, and the online fairness
+//! monitor. All against the real server through the generated clients.
+
+mod common;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use candor::{
+    config::Config,
+    decisions::Durability,
+    grpc::pb::{self, admin_service_client::AdminServiceClient},
+};
+use common::{TestServer, caravan_request, copy_package, model_ref};
+use tonic::{Code, transport::Channel};
+
+const MODEL: &str = "caravan-lgbm";
+
+/// A models folder holding caravan-lgbm 1.0.0 (the default) and 1.1.0.
+fn models_folder() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let models = tmp.path().join("models");
+    copy_package("caravan-lgbm/1.0.0", &models);
+    copy_package("caravan-lgbm/1.1.0", &models);
+    (tmp, models)
+}
+
+fn config(models: &Path) -> Config {
+    let mut config = common::test_config();
+    config.models_dir = models.to_path_buf();
+    config
+}
+
+/// Stages a copy of the bundled 1.1.0 as `version` outside the folder and
+/// moves it in with one rename, as an engineer deploying by hand should.
+fn stage_version(models: &Path, version: &str) -> PathBuf {
+    let staging = models.parent().unwrap().join("staging");
+    let staged = copy_package("caravan-lgbm/1.1.0", &staging);
+    let manifest = staged.join("manifest.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    assert!(text.contains("version = \"1.1.0\"\n"));
+    std::fs::write(
+        &manifest,
+        text.replacen(
+            "version = \"1.1.0\"\n",
+            &format!("version = \"{version}\"\n"),
+            1,
+        ),
+    )
+    .unwrap();
+    let target = models.join(MODEL).join(version);
+    std::fs::rename(&staged, &target).unwrap();
+    target
+}
+
+async fn admin(server: &TestServer) -> AdminServiceClient<Channel> {
+    AdminServiceClient::new(server.channel().await)
+}
+
+async fn set_rollout(
+    server: &TestServer,
+    production: &str,
+    canary: &str,
+    percent: f64,
+    shadows: &[&str],
+) -> Result<pb::Rollout, tonic::Status> {
+    admin(server)
+        .await
+        .set_rollout(pb::SetRolloutRequest {
+            model: MODEL.into(),
+            production: production.into(),
+            canary: canary.into(),
+            canary_percent: percent,
+            shadows: shadows.iter().map(|s| (*s).to_owned()).collect(),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+async fn loaded_versions(server: &TestServer) -> BTreeSet<String> {
+    let list = server
+        .models()
+        .await
+        .list_models(pb::ListModelsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    list.models
+        .iter()
+        .filter(|m| m.name == MODEL)
+        .flat_map(|m| &m.versions)
+        .map(|v| v.identity.as_ref().unwrap().version.clone())
+        .collect()
+}
+
+fn sha256_of(package: &Path) -> String {
+    common::sha256_hex(&std::fs::read(package.join("model.onnx")).unwrap())
+}
+
+/// A new version arrives through the folder watch and becomes production,
+/// and the old one is unloaded, while clients score without pause: no call
+/// fails, and every answer names exactly one loaded artefact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_deploy_under_load_drops_nothing() {
+    let (_tmp, models) = models_folder();
+    let mut config = config(&models);
+    config.decisions.durability = Durability::Async;
+    let server = TestServer::start_with(config).await;
+    let shas: BTreeMap<String, String> = ["1.0.0", "1.1.0"]
+        .iter()
+        .map(|v| ((*v).to_owned(), sha256_of(&models.join(MODEL).join(v))))
+        .collect();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for c in 0..4 {
+        let mut scoring = server.scoring().await;
+        let stop = stop.clone();
+        clients.push(tokio::spawn(async move {
+            let mut answers = Vec::new();
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let mut request = caravan_request();
+                request.subject_id = format!("load-{c}-{i}");
+                i += 1;
+                let sent = std::time::Instant::now();
+                let answer = scoring.score(request).await.map(|r| {
+                    let d = r.into_inner().decision.unwrap();
+                    let id = d.model.unwrap();
+                    (id.version, id.sha256)
+                });
+                answers.push((sent, answer));
+            }
+            answers
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let deployed = stage_version(&models, "1.2.0");
+    let sha_new = sha256_of(&deployed);
+    let watched = tokio::time::timeout(Duration::from_secs(60), async {
+        while !loaded_versions(&server).await.contains("1.2.0") {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(watched.is_ok(), "the folder watch did not deploy 1.2.0");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let rollout = set_rollout(&server, "1.2.0", "", 0.0, &[]).await.unwrap();
+    assert_eq!(rollout.production, "1.2.0");
+    let switched = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let unloaded = admin(&server)
+        .await
+        .unload_model(pb::ModelVersionRequest {
+            model: MODEL.into(),
+            version: "1.0.0".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(unloaded.unloaded.len(), 1);
+    assert_eq!(unloaded.unloaded[0].version, "1.0.0");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+
+    let mut by_version: BTreeMap<String, usize> = BTreeMap::new();
+    let mut total = 0;
+    for client in clients {
+        for (sent, answer) in client.await.unwrap() {
+            let (version, sha) = answer.unwrap_or_else(|s| panic!("a call failed: {s:?}"));
+            let want = if version == "1.2.0" {
+                &sha_new
+            } else {
+                &shas[&version]
+            };
+            assert_eq!(&sha, want, "{version} answered with another artefact");
+            if sent > switched {
+                assert_eq!(
+                    version, "1.2.0",
+                    "a call sent after the switch got {version}"
+                );
+            }
+            *by_version.entry(version).or_default() += 1;
+            total += 1;
+        }
+    }
+    assert_eq!(
+        by_version.keys().cloned().collect::<Vec<_>>(),
+        ["1.0.0", "1.2.0"],
+        "{by_version:?}"
+    );
+    assert!(total > 40, "too little load to show anything: {total}");
+    assert_eq!(
+        loaded_versions(&server).await,
+        BTreeSet::from(["1.1.0".to_owned(), "1.2.0".to_owned()])
+    );
+    // The unload is kept in the model's rollout file: a restart keeps it.
+    let file = std::fs::read_to_string(models.join(MODEL).join("rollout.toml")).unwrap();
+    assert!(file.contains("unloaded = [\"1.0.0\"]"), "{file}");
+    server.stop().await;
+}
+
+/// The canary gets its configured share of subjects, within ±2 percentage
+/// points over 10,000 subjects, and each subject always gets the same
+/// version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_share_is_sticky_per_subject() {
+    let (_tmp, models) = models_folder();
+    let mut config = config(&models);
+    config.decisions.durability = Durability::Off;
+    let server = TestServer::start_with(config).await;
+    let rollout = set_rollout(&server, "1.0.0", "1.1.0", 15.0, &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        (rollout.canary.as_str(), rollout.canary_percent),
+        ("1.1.0", 15.0)
+    );
+
+    let subjects = 10_000;
+    let score_all = |ids: Vec<usize>| {
+        let server = &server;
+        async move {
+            let mut tasks = Vec::new();
+            for chunk in ids.chunks(ids.len().div_ceil(8)) {
+                let chunk = chunk.to_vec();
+                let mut scoring = server.scoring().await;
+                tasks.push(tokio::spawn(async move {
+                    let mut got = Vec::new();
+                    for i in chunk {
+                        let mut request = caravan_request();
+                        request.subject_id = format!("person-{i}");
+                        let d = scoring.score(request).await.unwrap().into_inner();
+                        got.push((i, d.decision.unwrap().model.unwrap().version));
+                    }
+                    got
+                }));
+            }
+            let mut all = BTreeMap::new();
+            for t in tasks {
+                all.extend(t.await.unwrap());
+            }
+            all
+        }
+    };
+    let first = score_all((0..subjects).collect()).await;
+    let canary = first.values().filter(|v| *v == "1.1.0").count();
+    let share = 100.0 * canary as f64 / subjects as f64;
+    assert!((share - 15.0).abs() <= 2.0, "canary share {share:.2}%");
+    assert!(first.values().all(|v| v == "1.0.0" || v == "1.1.0"));
+
+    let again = score_all((0..subjects).step_by(7).collect()).await;
+    for (i, version) in &again {
+        assert_eq!(&first[i], version, "subject {i} switched versions");
+    }
+    // A request without a subject cannot be placed: it gets production.
+    let mut anonymous = caravan_request();
+    anonymous.subject_id.clear();
+    let d = server.score_one(anonymous).await;
+    assert_eq!(d.model.unwrap().version, "1.0.0");
+    // The alias reaches the canary directly.
+    let mut aliased = caravan_request();
+    aliased.model = model_ref(MODEL, "canary");
+    assert_eq!(
+        server.score_one(aliased).await.model.unwrap().version,
+        "1.1.0"
+    );
+    server.stop().await;
+}
+
+/// Shadow versions score production's requests: their outputs and
+/// attributions are recorded beside the live decision and never returned,
+/// and the drift report compares the two versions' attributions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadow_outputs_are_recorded_never_returned() {
+    let (_tmp, models) = models_folder();
+    let server = TestServer::start_with(config(&models)).await;
+    set_rollout(&server, "1.0.0", "", 0.0, &["1.1.0"])
+        .await
+        .unwrap();
+
+    let mut decisions = Vec::new();
+    for i in 0..20 {
+        let mut request = caravan_request();
+        request.subject_id = format!("shadowed-{i}");
+        request.explain = Some(pb::ExplainOptions {
+            mode: pb::ExplainMode::Inline as i32,
+            method: 0,
+        });
+        let d = server.score_one(request).await;
+        let model = d.model.as_ref().unwrap();
+        assert_eq!(model.version, "1.0.0", "the shadow's answer was returned");
+        decisions.push(d);
+    }
+    // What 1.1.0 says about the same row when asked directly.
+    let mut pinned = caravan_request();
+    pinned.model = model_ref(MODEL, "1.1.0");
+    let direct = server.score_one(pinned).await.score.unwrap();
+
+    let mut client = admin(&server).await;
+    for d in &decisions {
+        let outputs = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                let got = client
+                    .get_shadow_outputs(pb::GetShadowOutputsRequest {
+                        decision_id: d.decision_id.clone(),
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                if !got.outputs.is_empty() {
+                    return got.outputs;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .expect("the shadow output is recorded");
+        assert_eq!(outputs.len(), 1);
+        let shadow = &outputs[0];
+        assert_eq!(shadow.model.as_ref().unwrap().version, "1.1.0");
+        assert!((shadow.score - direct).abs() < 1e-9);
+        let a = shadow.attribution.as_ref().unwrap();
+        let sum: f64 = a.features.iter().map(|f| f.contribution).sum();
+        assert!((a.base_value + sum - a.margin).abs() < 1e-6);
+    }
+
+    let drift = client
+        .attribution_drift(pb::AttributionDriftRequest {
+            model: MODEL.into(),
+            candidate: "1.1.0".into(),
+            since_unix_ms: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(drift.comparison, "shadow");
+    assert_eq!((drift.live_decisions, drift.candidate_decisions), (20, 20));
+    let live = decisions[0].attribution.as_ref().unwrap();
+    assert_eq!(drift.features.len(), live.features.len());
+    // All 20 requests carry the same row: the live mean |φ| is that row's.
+    let top = &drift.features[0];
+    assert_eq!(top.live_rank, 1);
+    let phi = live
+        .features
+        .iter()
+        .find(|f| f.name == top.feature)
+        .unwrap()
+        .contribution;
+    assert!((top.live_mean_abs - phi.abs()).abs() < 1e-9);
+    assert!(drift.features.iter().any(|f| f.rank_change != 0));
+
+    // A version in use cannot be unloaded.
+    let refused = client
+        .unload_model(pb::ModelVersionRequest {
+            model: MODEL.into(),
+            version: "1.1.0".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(refused.message().contains("shadow"), "{refused:?}");
+    server.stop().await;
+}
+
+/// Rollout and deploy requests that cannot be honoured are refused with
+/// the status and the field that say why, and change nothing.
+#[tokio::test]
+async fn bad_rollouts_and_deploys_name_the_field() {
+    let (_tmp, models) = models_folder();
+    let mut config = config(&models);
+    config.watch_models = false;
+    let server = TestServer::start_with(config).await;
+    for (production, canary, percent, shadows, code, field) in [
+        (
+            "1.0.0",
+            "1.1.0",
+            150.0,
+            vec![],
+            Code::InvalidArgument,
+            "canary.percent",
+        ),
+        (
+            "1.0.0",
+            "",
+            5.0,
+            vec![],
+            Code::InvalidArgument,
+            "canary_percent",
+        ),
+        (
+            "1.0.0",
+            "9.9.9",
+            5.0,
+            vec![],
+            Code::FailedPrecondition,
+            "canary.version",
+        ),
+        ("x", "", 0.0, vec![], Code::InvalidArgument, "production"),
+        (
+            "1.0.0",
+            "",
+            0.0,
+            vec!["1.3.0"],
+            Code::FailedPrecondition,
+            "shadows",
+        ),
+        (
+            "1.0.0",
+            "1.0.0",
+            5.0,
+            vec![],
+            Code::InvalidArgument,
+            "canary.version",
+        ),
+    ] {
+        let e = set_rollout(&server, production, canary, percent, &shadows)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), code, "{e:?}");
+        assert!(e.message().starts_with(field), "{field}: {e:?}");
+    }
+    assert!(!models.join(MODEL).join("rollout.toml").exists());
+
+    let mut client = admin(&server).await;
+    let missing = client
+        .load_model(pb::ModelVersionRequest {
+            model: MODEL.into(),
+            version: "4.0.0".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound, "{missing:?}");
+    let escape = client
+        .load_model(pb::ModelVersionRequest {
+            model: "../etc".into(),
+            version: "1.0.0".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(escape.code(), Code::InvalidArgument, "{escape:?}");
+
+    // A package whose golden rows no longer reproduce fails the gate.
+    let broken = stage_version(&models, "1.3.0");
+    let golden = broken.join("golden.csv");
+    let text = std::fs::read_to_string(&golden).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let last = lines[1].rsplit_once(',').unwrap().0.to_owned();
+    lines[1] = format!("{last},0.987654");
+    std::fs::write(&golden, lines.join("\n") + "\n").unwrap();
+    let refused = client
+        .load_model(pb::ModelVersionRequest {
+            model: MODEL.into(),
+            version: "1.3.0".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(refused.message().contains("validation gate"), "{refused:?}");
+    assert!(
+        refused.message().contains("golden rows reproduce"),
+        "{refused:?}"
+    );
+    assert!(!loaded_versions(&server).await.contains("1.3.0"));
+    // The others still serve.
+    assert_eq!(
+        server
+            .score_one(caravan_request())
+            .await
+            .model
+            .unwrap()
+            .version,
+        "1.0.0"
+    );
+    server.stop().await;
+}
+
+/// Audit-only attributes feed the fairness monitor's per-group selection
+/// rates; a group selected under four-fifths as often is flagged, in the
+/// report and the metrics; the attributes are stored nowhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fairness_monitor_flags_disparate_selection() {
+    let (tmp, models) = models_folder();
+    let mut config = config(&models);
+    config.fairness.min_group_decisions = 10;
+    let database = config.database.clone();
+    let server = TestServer::start_with(config).await;
+    let threshold = 0.09127;
+    let golden = common::golden(&models.join(MODEL).join("1.0.0"));
+    let (high, low): (Vec<_>, Vec<_>) = golden
+        .rows
+        .iter()
+        .zip(&golden.scores)
+        .partition(|(_, s)| **s >= threshold);
+    assert!(high.len() >= 20 && low.len() >= 20);
+    // Group "a": every row selected; group "b": a quarter of them.
+    let sentinel = "band-7f3a9c";
+    let batch = |group: &str, rows: Vec<&BTreeMap<String, pb::FeatureValue>>| {
+        let mut context = common::us_adult().unwrap();
+        context.audit_attributes = [("age_band".to_owned(), group.to_owned())].into();
+        pb::ScoreBatchRequest {
+            model: model_ref(MODEL, ""),
+            subject_id: format!("subject-{group}"),
+            context: Some(context),
+            rows: rows
+                .into_iter()
+                .map(|features| pb::BatchRow {
+                    features: features.clone(),
+                    ..Default::default()
+                })
+                .collect(),
+            explain: None,
+        }
+    };
+    let mut scoring = server.scoring().await;
+    let a: Vec<_> = high.iter().take(20).map(|(r, _)| *r).collect();
+    let b: Vec<_> = high
+        .iter()
+        .take(5)
+        .chain(low.iter().take(15))
+        .map(|(r, _)| *r)
+        .collect();
+    scoring.score_batch(batch("a", a)).await.unwrap();
+    scoring.score_batch(batch(sentinel, b)).await.unwrap();
+
+    let report = admin(&server)
+        .await
+        .fairness_report(pb::FairnessReportRequest {
+            model: MODEL.into(),
+            attribute: "age_band".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(report.attributes.len(), 1);
+    let age = &report.attributes[0];
+    let rate = |g: &str| {
+        age.groups
+            .iter()
+            .find(|x| x.group == g)
+            .map(|x| (x.decisions, x.selection_rate))
+            .unwrap()
+    };
+    assert_eq!(rate("a"), (20, 1.0));
+    assert_eq!(rate(sentinel), (20, 0.25));
+    assert!((age.disparate_impact.unwrap() - 0.25).abs() < 1e-12);
+    assert!(age.flagged);
+
+    let gateway = server.gateway.clone();
+    let text = tokio::task::spawn_blocking(move || gateway.metrics().render(&gateway))
+        .await
+        .unwrap();
+    assert!(
+        text.contains(
+            "candor_fairness_disparate_impact{model=\"caravan-lgbm\",attribute=\"age_band\"} 0.25"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("candor_fairness_flagged{model=\"caravan-lgbm\",attribute=\"age_band\"} 1")
+    );
+
+    // Bad attributes are refused, naming the field.
+    let mut context = common::us_adult().unwrap();
+    context.audit_attributes = [("Age Band".to_owned(), "x".to_owned())].into();
+    let mut request = caravan_request();
+    request.context = Some(context);
+    let e = scoring.score(request).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().starts_with("context.audit_attributes"), "{e:?}");
+
+    server.stop().await;
+    // Never stored: not in the database file, its WAL, or anything beside.
+    for entry in std::fs::read_dir(database.parent().unwrap()).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        assert!(
+            !bytes
+                .windows(sentinel.len())
+                .any(|w| w == sentinel.as_bytes()),
+            "an audit attribute was stored"
+        );
+    }
+    drop(tmp);
+}
