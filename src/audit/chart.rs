@@ -76,9 +76,10 @@ pub fn draw(report: &Report, path: &Path) -> Result<(), AuditError> {
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(48)
+            // An integer range holds its end: 0..n-1 is the n groups.
             .build_cartesian_2d(
-                (0..names.len()).into_segmented(),
-                0.0..(top * 1.15).max(0.05),
+                (0..names.len().saturating_sub(1)).into_segmented(),
+                0.0..(top * 1.4).max(0.05),
             )
             .map_err(|e| err(&e))?;
         chart
@@ -132,7 +133,7 @@ pub fn draw(report: &Report, path: &Path) -> Result<(), AuditError> {
                 .draw_series(std::iter::once(PathElement::new(
                     vec![
                         (SegmentValue::Exact(0), y),
-                        (SegmentValue::Exact(names.len()), y),
+                        (SegmentValue::Last, y),
                     ],
                     colour.stroke_width(2),
                 )))
@@ -142,6 +143,7 @@ pub fn draw(report: &Report, path: &Path) -> Result<(), AuditError> {
         }
         chart
             .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
             .label_font((FONT, 12))
             .background_style(WHITE.mix(0.8))
             .border_style(BLACK)
