@@ -259,7 +259,9 @@ fn validate_passes_the_bundled_models_and_fails_a_broken_one() {
         "{text}"
     );
     assert!(
-        text.contains("golden_rows_reproduce (the package's golden rows reproduce): 300 rows within 1e-6"),
+        text.contains(
+            "golden_rows_reproduce (the package's golden rows reproduce): 300 rows within 1e-6"
+        ),
         "{text}"
     );
 

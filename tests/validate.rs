@@ -44,18 +44,14 @@ type Breakage = fn(&Path);
 fn each_rule_refuses_a_package_broken_for_it_and_names_the_rule() {
     runtime::init(&ort_lib()).unwrap();
     let cases: [(&str, &str, Breakage); 6] = [
-        (
-            rules::FEATURES_DOCUMENTED,
-            "caravan-logreg/1.0.0",
-            |p| {
-                // The first feature loses its Dutch reason template.
-                edit(
-                    &p.join("manifest.toml"),
-                    ", nl = \"de woninggegevens van je postcode\" }",
-                    " }",
-                )
-            },
-        ),
+        (rules::FEATURES_DOCUMENTED, "caravan-logreg/1.0.0", |p| {
+            // The first feature loses its Dutch reason template.
+            edit(
+                &p.join("manifest.toml"),
+                ", nl = \"de woninggegevens van je postcode\" }",
+                " }",
+            )
+        }),
         (
             rules::NO_SPECIAL_CATEGORY_FOR_ADVERTISING,
             "caravan-logreg/1.0.0",
@@ -67,50 +63,40 @@ fn each_rule_refuses_a_package_broken_for_it_and_names_the_rule() {
                 )
             },
         ),
-        (
-            rules::GRAPH_MATCHES_MANIFEST,
-            "caravan-logreg/1.0.0",
-            |p| edit(&p.join("manifest.toml"), "tensor = \"input\"", "tensor = \"x\""),
-        ),
-        (
-            rules::GOLDEN_ROWS_REPRODUCE,
-            "caravan-logreg/1.0.0",
-            |p| {
-                let path = p.join("golden.csv");
-                let text = fs::read_to_string(&path).unwrap();
-                let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
-                let cut = lines[1].rfind(',').unwrap();
-                lines[1] = format!("{},0.999", &lines[1][..cut]);
-                fs::write(&path, lines.join("\n")).unwrap();
-            },
-        ),
-        (
-            rules::ATTRIBUTIONS_ADDITIVE,
-            "caravan-mlp/1.0.0",
-            |p| {
-                // A graph that adds unseeded noise (tests/gate_fixtures.py):
-                // its Shapley values cannot add up to its score. Its
-                // committed audit is of the replaced model, so it goes too.
-                fs::copy(
-                    repo_root().join("tests/fixtures/gate/noisy.onnx"),
-                    p.join("model.onnx"),
-                )
-                .unwrap();
-                fs::remove_file(p.join("fairness.json")).unwrap();
-            },
-        ),
-        (
-            rules::FAIRNESS_THRESHOLDS,
-            "caravan-logreg/1.0.0",
-            |p| {
-                // The four-fifths rule, which caravan-logreg fails by age band.
-                edit(
-                    &p.join("manifest.toml"),
-                    "min_disparate_impact = 0.6",
-                    "min_disparate_impact = 0.8",
-                )
-            },
-        ),
+        (rules::GRAPH_MATCHES_MANIFEST, "caravan-logreg/1.0.0", |p| {
+            edit(
+                &p.join("manifest.toml"),
+                "tensor = \"input\"",
+                "tensor = \"x\"",
+            )
+        }),
+        (rules::GOLDEN_ROWS_REPRODUCE, "caravan-logreg/1.0.0", |p| {
+            let path = p.join("golden.csv");
+            let text = fs::read_to_string(&path).unwrap();
+            let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+            let cut = lines[1].rfind(',').unwrap();
+            lines[1] = format!("{},0.999", &lines[1][..cut]);
+            fs::write(&path, lines.join("\n")).unwrap();
+        }),
+        (rules::ATTRIBUTIONS_ADDITIVE, "caravan-mlp/1.0.0", |p| {
+            // A graph that adds unseeded noise (tests/gate_fixtures.py):
+            // its Shapley values cannot add up to its score. Its
+            // committed audit is of the replaced model, so it goes too.
+            fs::copy(
+                repo_root().join("tests/fixtures/gate/noisy.onnx"),
+                p.join("model.onnx"),
+            )
+            .unwrap();
+            fs::remove_file(p.join("fairness.json")).unwrap();
+        }),
+        (rules::FAIRNESS_THRESHOLDS, "caravan-logreg/1.0.0", |p| {
+            // The four-fifths rule, which caravan-logreg fails by age band.
+            edit(
+                &p.join("manifest.toml"),
+                "min_disparate_impact = 0.6",
+                "min_disparate_impact = 0.8",
+            )
+        }),
     ];
     for (rule, package, breakage) in cases {
         let tmp = tempfile::tempdir().unwrap();

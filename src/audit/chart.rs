@@ -131,10 +131,7 @@ pub fn draw(report: &Report, path: &Path) -> Result<(), AuditError> {
             let y = favoured * ratio;
             chart
                 .draw_series(std::iter::once(PathElement::new(
-                    vec![
-                        (SegmentValue::Exact(0), y),
-                        (SegmentValue::Last, y),
-                    ],
+                    vec![(SegmentValue::Exact(0), y), (SegmentValue::Last, y)],
                     colour.stroke_width(2),
                 )))
                 .map_err(|e| err(&e))?

@@ -64,7 +64,12 @@ pub struct Check {
 }
 
 impl Report {
-    fn check(&mut self, name: &'static str, description: &'static str, result: Result<String, String>) {
+    fn check(
+        &mut self,
+        name: &'static str,
+        description: &'static str,
+        result: Result<String, String>,
+    ) {
         let passed = result.is_ok();
         self.passed &= passed;
         self.checks.push(Check {
@@ -167,9 +172,21 @@ pub fn validate_package(dir: &Path) -> Report {
                 .join(", ")
         )),
     );
-    report.check(rules::GOLDEN_ROWS_REPRODUCE, GOLDEN, check_goldens(&package));
-    report.check(rules::ATTRIBUTIONS_ADDITIVE, ADDITIVE, check_additivity(&package));
-    report.check(rules::FAIRNESS_THRESHOLDS, FAIRNESS, check_fairness(&package));
+    report.check(
+        rules::GOLDEN_ROWS_REPRODUCE,
+        GOLDEN,
+        check_goldens(&package),
+    );
+    report.check(
+        rules::ATTRIBUTIONS_ADDITIVE,
+        ADDITIVE,
+        check_additivity(&package),
+    );
+    report.check(
+        rules::FAIRNESS_THRESHOLDS,
+        FAIRNESS,
+        check_fairness(&package),
+    );
     report
 }
 
@@ -180,7 +197,8 @@ const FAIRNESS: &str = "the fairness audit passes the package's declared thresho
 /// Reads the raw TOML, so that a feature without a category is reported by
 /// this rule rather than only as a parse error.
 fn check_documented(text: &str) -> Result<String, String> {
-    let table: toml::Table = toml::from_str(text).map_err(|e| format!("manifest: {}", e.message()))?;
+    let table: toml::Table =
+        toml::from_str(text).map_err(|e| format!("manifest: {}", e.message()))?;
     let features = table
         .get("features")
         .and_then(toml::Value::as_array)
@@ -191,7 +209,10 @@ fn check_documented(text: &str) -> Result<String, String> {
             .get("name")
             .and_then(toml::Value::as_str)
             .map_or_else(|| format!("features[{i}]"), str::to_owned);
-        if f.get("category").and_then(toml::Value::as_str).is_none_or(str::is_empty) {
+        if f.get("category")
+            .and_then(toml::Value::as_str)
+            .is_none_or(str::is_empty)
+        {
             missing.push(format!("{name}: no data category"));
         }
         for language in Language::ALL {
@@ -200,7 +221,10 @@ fn check_documented(text: &str) -> Result<String, String> {
                 .and_then(|r| r.get(language.tag()))
                 .and_then(toml::Value::as_str);
             if template.is_none_or(|t| t.trim().is_empty()) {
-                missing.push(format!("{name}: no reason template in {:?}", language.tag()));
+                missing.push(format!(
+                    "{name}: no reason template in {:?}",
+                    language.tag()
+                ));
             }
         }
     }
@@ -218,11 +242,13 @@ fn check_special_categories(text: &str) -> Result<String, String> {
     manifest
         .refuse_special_categories_for_advertising()
         .map_err(|e| e.to_string())?;
-    Ok(if manifest.model.purposes.iter().any(|p| p.is_advertising()) {
-        "no feature is or stands in for a special category".to_owned()
-    } else {
-        "no advertising purpose".to_owned()
-    })
+    Ok(
+        if manifest.model.purposes.iter().any(|p| p.is_advertising()) {
+            "no feature is or stands in for a special category".to_owned()
+        } else {
+            "no advertising purpose".to_owned()
+        },
+    )
 }
 
 fn check_goldens(package: &ModelPackage) -> Result<String, String> {
@@ -257,9 +283,10 @@ fn check_goldens(package: &ModelPackage) -> Result<String, String> {
 
 /// The index and value of the largest of `values`.
 fn worst(values: impl Iterator<Item = f64>) -> (usize, f64) {
-    values
-        .enumerate()
-        .fold((0, 0.0_f64), |best, (i, d)| if d > best.1 { (i, d) } else { best })
+    values.enumerate().fold(
+        (0, 0.0_f64),
+        |best, (i, d)| if d > best.1 { (i, d) } else { best },
+    )
 }
 
 fn check_additivity(package: &ModelPackage) -> Result<String, String> {
@@ -277,7 +304,12 @@ fn check_additivity(package: &ModelPackage) -> Result<String, String> {
         .map(|r| {
             package
                 .explainer
-                .explain(package.background.row(r), Method::PathDependent, &mut scorer, None)
+                .explain(
+                    package.background.row(r),
+                    Method::PathDependent,
+                    &mut scorer,
+                    None,
+                )
                 .map(|a| a.residual)
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -321,6 +353,15 @@ fn check_fairness(package: &ModelPackage) -> Result<String, String> {
             }
         })
         .collect();
-    let detail = format!("{} rows of {}; {}", report.overall.rows, report.data, verdicts.join("; "));
-    if report.passed { Ok(detail) } else { Err(detail) }
+    let detail = format!(
+        "{} rows of {}; {}",
+        report.overall.rows,
+        report.data,
+        verdicts.join("; ")
+    );
+    if report.passed {
+        Ok(detail)
+    } else {
+        Err(detail)
+    }
 }
