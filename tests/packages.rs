@@ -307,3 +307,31 @@ fn a_missing_onnx_runtime_says_how_to_get_it() {
         "{err}"
     );
 }
+
+#[test]
+fn the_model_card_tells_what_the_package_is_and_how_it_fares() {
+    let package = repo_root().join("models/caravan-mlp/1.0.0");
+    let out = candor(&["models", "card", package.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let card = String::from_utf8_lossy(&out.stdout);
+    let expected = [
+        "# Model card: caravan-mlp 1.0.0",
+        "Purposes: personalised_advertising.",
+        "- Date: 2026-11-29",
+        "| 0 | MAANTHUI | zip_code_demographics | zip_code_aggregate |",
+        "| roc_auc |",
+        "shapley_permutation_antithetic: model-agnostic Shapley values",
+        "**age_band**: disparate-impact ratio",
+        "four-fifths rule NOT met",
+        "(bands the model input MINKGEM: the model sees it)",
+        "## Owner\n\nCandor ML Platform",
+        "Rank caravan-insurance ads",
+    ];
+    for text in expected {
+        assert!(card.contains(text), "{text:?} missing:\n{card}");
+    }
+}
