@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::{path::Path, process::Command};
+use std::path::Path;
 
 use candor::{
     audit::{self, AuditOptions, Report},
@@ -163,14 +163,6 @@ fn metrics_equal_fairlearns_on_the_committed_data_sets() {
             }
         }
     }
-}
-
-fn candor(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_candor"))
-        .args(args)
-        .env("CANDOR_ORT_LIB", ort_lib())
-        .output()
-        .unwrap()
 }
 
 fn model(package: &str) -> String {

@@ -235,14 +235,6 @@ fn two_default_versions_are_refused() {
     assert_eq!(err.field.as_deref(), Some("model.default"), "{err}");
 }
 
-fn candor(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_candor"))
-        .args(args)
-        .env("CANDOR_ORT_LIB", ort_lib())
-        .output()
-        .unwrap()
-}
-
 #[test]
 fn validate_passes_the_bundled_models_and_fails_a_broken_one() {
     let models = repo_root().join("models");

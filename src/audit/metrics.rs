@@ -149,7 +149,7 @@ mod tests {
     #[test]
     fn favours_the_highest_rate_and_spreads_present_values() {
         assert_eq!(most_favoured(&[0.2, 0.5, 0.5, 0.1]), 1);
-        assert_eq!(spread([Some(0.2), None, Some(0.7), Some(0.4)]), Some(0.5));
+        assert_eq!(spread([Some(0.25), None, Some(0.75), Some(0.5)]), Some(0.5));
         assert_eq!(spread([None, None]), None);
     }
 }

@@ -275,6 +275,15 @@ pub fn copy_package(package: &str, models: &Path) -> PathBuf {
     dst
 }
 
+/// Runs the `candor` binary with the test's ONNX Runtime.
+pub fn candor(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_candor"))
+        .args(args)
+        .env("CANDOR_ORT_LIB", ort_lib())
+        .output()
+        .unwrap()
+}
+
 /// Replaces the first `from` in the file at `path` with `to`.
 pub fn edit(path: &Path, from: &str, to: &str) {
     let text = std::fs::read_to_string(path).unwrap();
