@@ -259,13 +259,7 @@ fn validate_passes_the_bundled_models_and_fails_a_broken_one() {
 
     let tmp = tempfile::tempdir().unwrap();
     let package = copy_default(tmp.path());
-    // A golden that no longer matches the model.
-    let golden = package.join("golden.csv");
-    let body = fs::read_to_string(&golden).unwrap();
-    let mut lines: Vec<String> = body.lines().map(str::to_owned).collect();
-    let cut = lines[1].rfind(',').unwrap();
-    lines[1] = format!("{},0.999", &lines[1][..cut]);
-    fs::write(&golden, lines.join("\n")).unwrap();
+    break_first_golden(&package);
     let out = candor(&["models", "validate", "--json", package.to_str().unwrap()]);
     assert!(!out.status.success());
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -27,7 +27,10 @@ use self::metrics::{CalibrationBin, Rates};
 use crate::{
     explain::{Method, SlotScorer},
     inference::{Backend, InferenceError},
-    models::{manifest::FairnessGroup, package::ModelPackage},
+    models::{
+        manifest::FairnessGroup,
+        package::{ModelPackage, Rows},
+    },
 };
 
 /// The four-fifths rule: a group selected at under 80% of the most
@@ -314,7 +317,7 @@ fn check_audit_only(package: &ModelPackage, groups: &[GroupColumn]) -> Result<()
 /// one group.
 fn check_bands(
     package: &ModelPackage,
-    rows: &crate::models::package::Rows,
+    rows: &Rows,
     g: &GroupColumn,
     input: &str,
     values: &[String],
@@ -345,7 +348,7 @@ fn check_bands(
 /// the cap have none).
 fn attribute(
     package: &ModelPackage,
-    rows: &crate::models::package::Rows,
+    rows: &Rows,
     options: AttributionOptions,
 ) -> Result<(AttributionSummary, Vec<Vec<f64>>), AuditError> {
     let n = options.max_rows.map_or(rows.len(), |m| m.min(rows.len()));
