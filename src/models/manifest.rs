@@ -749,7 +749,24 @@ source = "zip_code_aggregate"
                 "groups[0].features",
             ),
         ];
-        for (text, field) in cases {
+        let fairness = |data: &str, min: &str, bands: &str| {
+            format!(
+                "{MINIMAL}\n[fairness]\ndata = \"{data}\"\n[[fairness.groups]]\ncolumn = \"age\"\nbands = \"{bands}\"\nmin_disparate_impact = {min}\n"
+            )
+        };
+        assert!(Manifest::from_toml(&fairness("audit.csv", "0.8", "a")).is_ok());
+        let fairness_cases = [
+            (fairness("../audit.csv", "0.8", "a"), "fairness.data"),
+            (
+                fairness("audit.csv", "1.5", "a"),
+                "fairness.groups[0].min_disparate_impact",
+            ),
+            (
+                fairness("audit.csv", "0.8", "zz"),
+                "fairness.groups[0].bands",
+            ),
+        ];
+        for (text, field) in cases.into_iter().chain(fairness_cases) {
             assert_eq!(Manifest::from_toml(&text).unwrap_err().field, field);
         }
     }
