@@ -1,5 +1,5 @@
-//! The `candor` command line: `serve`, `score`, `why`, `token issue` and
-//! `models validate`.
+//! The `candor` command line: `serve`, `score`, `why`, `token issue`,
+//! `audit`, `models validate` and `models card`.
 //!
 //! Start-up errors are reported with `anyhow` here and nowhere else; the
 //! library below returns typed errors.
@@ -19,7 +19,9 @@ use tokio::net::TcpListener;
 use std::io::Write as _;
 
 use crate::{
+    audit,
     config::Config,
+    explain::Method,
     gateway::Gateway,
     grpc::{
         self,
@@ -27,6 +29,7 @@ use crate::{
     },
     inference::runtime,
     models::{
+        ModelPackage, card,
         package::MANIFEST_FILE,
         schema::{FeatureValue, Features},
         validate::validate_package,
@@ -52,6 +55,8 @@ enum Command {
     Score(ScoreArgs),
     /// Explain a recorded decision: "why am I seeing this ad?".
     Why(WhyArgs),
+    /// Audit a model package for group fairness on a labelled data set.
+    Audit(AuditArgs),
     /// Work with model packages.
     Models {
         #[command(subcommand)]
@@ -90,6 +95,66 @@ struct TokenArgs {
 enum ModelsCommand {
     /// Check a package (or every package under a folder) before deploying it.
     Validate(ValidateArgs),
+    /// Print a package's model card as Markdown.
+    Card(CardArgs),
+}
+
+#[derive(Debug, Args)]
+struct CardArgs {
+    /// The package folder (models/<name>/<version>).
+    dir: PathBuf,
+    /// Path of libonnxruntime.so.1.31.1 [default: .ort/libonnxruntime.so.1.31.1, or CANDOR_ORT_LIB].
+    #[arg(long)]
+    ort_lib: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum AuditFormat {
+    Json,
+    Markdown,
+    Png,
+}
+
+#[derive(Debug, Args)]
+struct AuditArgs {
+    /// The package folder (models/<name>/<version>).
+    #[arg(long)]
+    model: PathBuf,
+    /// The data set: a CSV with the model's features by name, the group
+    /// columns and the label [default: the manifest's `fairness.data`].
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// An audited column, or COLUMN:INPUT for a column that bands the model
+    /// input INPUT. Repeatable [default: the manifest's `fairness.groups`].
+    #[arg(long = "group-column")]
+    group_columns: Vec<String>,
+    /// The 0/1 outcome column [default: the manifest's `fairness.label_column`].
+    #[arg(long)]
+    label_column: Option<String>,
+    /// Lowest accepted disparate-impact ratio of the --group-column columns.
+    #[arg(long, default_value_t = audit::FOUR_FIFTHS)]
+    min_disparate_impact: f64,
+    /// Largest accepted equal-opportunity difference of the --group-column columns.
+    #[arg(long)]
+    max_equal_opportunity_difference: Option<f64>,
+    /// Write fairness.json, fairness.md and fairness.png into this folder
+    /// instead of printing.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// What to produce; repeatable [default: markdown when printing; json,
+    /// markdown and png with --out].
+    #[arg(long, value_enum)]
+    format: Vec<AuditFormat>,
+    /// Tree attributions: path_dependent or interventional.
+    #[arg(long, default_value = "path_dependent")]
+    attribution_method: String,
+    /// Attribute only the first N rows (the sampled estimator of non-tree,
+    /// non-linear models is slow); 0 skips attributions [default: all rows].
+    #[arg(long)]
+    attribution_rows: Option<usize>,
+    /// Path of libonnxruntime.so.1.31.1 [default: .ort/libonnxruntime.so.1.31.1, or CANDOR_ORT_LIB].
+    #[arg(long)]
+    ort_lib: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -219,9 +284,13 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Score(args) => score(args),
         Command::Why(args) => why(args),
+        Command::Audit(args) => audit(args),
         Command::Models {
             command: ModelsCommand::Validate(args),
         } => validate(args),
+        Command::Models {
+            command: ModelsCommand::Card(args),
+        } => card(args),
         Command::Token {
             command: TokenCommand::Issue(args),
         } => issue_token(args),
@@ -507,20 +576,123 @@ fn rows_from_json(text: &str) -> anyhow::Result<Vec<Features>> {
         .collect()
 }
 
-fn validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {
+/// Loads ONNX Runtime for the offline commands, from `--ort-lib` or the
+/// configuration's `ort_lib`.
+fn init_ort(ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
     #[derive(Serialize)]
     struct Flags {
         #[serde(skip_serializing_if = "Option::is_none")]
         ort_lib: Option<PathBuf>,
     }
-    let config = Config::load(
-        None,
-        Flags {
-            ort_lib: args.ort_lib,
-        },
-    )
-    .context("invalid configuration")?;
+    let config = Config::load(None, Flags { ort_lib }).context("invalid configuration")?;
     runtime::init(&config.ort_lib)?;
+    Ok(())
+}
+
+fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
+    init_ort(args.ort_lib)?;
+    let package = ModelPackage::load(&args.model, 1)?;
+    let declared = audit::AuditOptions::declared(&package).ok();
+    let data = match (args.data, &declared) {
+        (Some(data), _) => data,
+        (None, Some(d)) => d.data.clone(),
+        (None, None) => bail!("--data is needed: the package declares no [fairness] data set"),
+    };
+    let groups: Vec<_> = if args.group_columns.is_empty() {
+        declared
+            .as_ref()
+            .map(|d| d.groups.clone())
+            .unwrap_or_default()
+    } else {
+        args.group_columns
+            .iter()
+            .map(|spec| {
+                audit::GroupColumn::parse(
+                    spec,
+                    args.min_disparate_impact,
+                    args.max_equal_opportunity_difference,
+                )
+            })
+            .collect()
+    };
+    if groups.is_empty() {
+        bail!("--group-column is needed: the package declares no [fairness] groups");
+    }
+    let method = Method::parse(&args.attribution_method).with_context(|| {
+        format!(
+            "--attribution-method {:?}: expected path_dependent or interventional",
+            args.attribution_method
+        )
+    })?;
+    let options = audit::AuditOptions {
+        data,
+        label_column: args
+            .label_column
+            .or_else(|| declared.as_ref().and_then(|d| d.label_column.clone())),
+        groups,
+        attributions: (args.attribution_rows != Some(0)).then_some(audit::AttributionOptions {
+            method,
+            max_rows: args.attribution_rows,
+        }),
+        note: declared.and_then(|d| d.note),
+    };
+    let report = audit::run(&package, &options)?;
+    let json = serde_json::to_string_pretty(&report)? + "\n";
+    let markdown = audit::render::markdown(&report);
+    match args.out {
+        Some(out) => {
+            let formats = if args.format.is_empty() {
+                vec![AuditFormat::Json, AuditFormat::Markdown, AuditFormat::Png]
+            } else {
+                args.format
+            };
+            std::fs::create_dir_all(&out)
+                .with_context(|| format!("cannot create {}", out.display()))?;
+            for format in formats {
+                let path = out.join(match format {
+                    AuditFormat::Json => audit::REPORT_FILE,
+                    AuditFormat::Markdown => "fairness.md",
+                    AuditFormat::Png => "fairness.png",
+                });
+                match format {
+                    AuditFormat::Json => std::fs::write(&path, &json)?,
+                    AuditFormat::Markdown => std::fs::write(&path, &markdown)?,
+                    AuditFormat::Png => audit::chart::draw(&report, &path)?,
+                }
+                eprintln!("wrote {}", path.display());
+            }
+        }
+        None => {
+            let formats = if args.format.is_empty() {
+                vec![AuditFormat::Markdown]
+            } else {
+                args.format
+            };
+            for format in formats {
+                match format {
+                    AuditFormat::Json => print!("{json}"),
+                    AuditFormat::Markdown => print!("{markdown}"),
+                    AuditFormat::Png => bail!("--format png needs --out DIR"),
+                }
+            }
+        }
+    }
+    Ok(if report.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn card(args: CardArgs) -> anyhow::Result<ExitCode> {
+    init_ort(args.ort_lib)?;
+    let package = ModelPackage::load(&args.dir, 1)?;
+    print!("{}", card::markdown(&package));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {
+    init_ort(args.ort_lib)?;
     let dirs = if args.dir.join(MANIFEST_FILE).is_file() {
         vec![args.dir.clone()]
     } else {

@@ -8,6 +8,7 @@
 //! the binary is a thin wrapper around it. See `ARCHITECTURE.md`.
 
 pub mod access;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod consent;

@@ -20,12 +20,6 @@ fn copy_default(tmp: &Path) -> PathBuf {
     copy_package("caravan-lgbm/1.0.0", &tmp.join("models"))
 }
 
-fn edit(path: &Path, from: &str, to: &str) {
-    let text = fs::read_to_string(path).unwrap();
-    assert!(text.contains(from), "{from:?} not in {}", path.display());
-    fs::write(path, text.replacen(from, to, 1)).unwrap();
-}
-
 #[test]
 fn broken_packages_are_refused_naming_file_and_field() {
     runtime::init(&ort_lib()).unwrap();
@@ -241,14 +235,6 @@ fn two_default_versions_are_refused() {
     assert_eq!(err.field.as_deref(), Some("model.default"), "{err}");
 }
 
-fn candor(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_candor"))
-        .args(args)
-        .env("CANDOR_ORT_LIB", ort_lib())
-        .output()
-        .unwrap()
-}
-
 #[test]
 fn validate_passes_the_bundled_models_and_fails_a_broken_one() {
     let models = repo_root().join("models");
@@ -265,24 +251,24 @@ fn validate_passes_the_bundled_models_and_fails_a_broken_one() {
         "{text}"
     );
     assert!(
-        text.contains("golden rows reproduce: 300 rows within 1e-6"),
+        text.contains(
+            "golden_rows_reproduce (the package's golden rows reproduce): 300 rows within 1e-6"
+        ),
         "{text}"
     );
 
     let tmp = tempfile::tempdir().unwrap();
     let package = copy_default(tmp.path());
-    // A golden that no longer matches the model.
-    let golden = package.join("golden.csv");
-    let body = fs::read_to_string(&golden).unwrap();
-    let mut lines: Vec<String> = body.lines().map(str::to_owned).collect();
-    let cut = lines[1].rfind(',').unwrap();
-    lines[1] = format!("{},0.999", &lines[1][..cut]);
-    fs::write(&golden, lines.join("\n")).unwrap();
+    break_first_golden(&package);
     let out = candor(&["models", "validate", "--json", package.to_str().unwrap()]);
     assert!(!out.status.success());
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let check = &report[0]["checks"][1];
-    assert_eq!(check["name"], "golden rows reproduce");
+    let check = report[0]["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "golden_rows_reproduce")
+        .unwrap();
     assert_eq!(check["passed"], false);
     assert!(
         check["detail"].as_str().unwrap().contains("row 1 differs"),
@@ -306,4 +292,32 @@ fn a_missing_onnx_runtime_says_how_to_get_it() {
         err.contains("make ort") && err.contains("onnxruntime==1.31.1"),
         "{err}"
     );
+}
+
+#[test]
+fn the_model_card_tells_what_the_package_is_and_how_it_fares() {
+    let package = repo_root().join("models/caravan-mlp/1.0.0");
+    let out = candor(&["models", "card", package.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let card = String::from_utf8_lossy(&out.stdout);
+    let expected = [
+        "# Model card: caravan-mlp 1.0.0",
+        "Purposes: personalised_advertising.",
+        "- Date: 2026-11-29",
+        "| 0 | MAANTHUI | zip_code_demographics | zip_code_aggregate |",
+        "| roc_auc |",
+        "shapley_permutation_antithetic: model-agnostic Shapley values",
+        "**age_band**: disparate-impact ratio",
+        "four-fifths rule NOT met",
+        "(bands the model input MINKGEM: the model sees it)",
+        "## Owner\n\nCandor ML Platform",
+        "Rank caravan-insurance ads",
+    ];
+    for text in expected {
+        assert!(card.contains(text), "{text:?} missing:\n{card}");
+    }
 }

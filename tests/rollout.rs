@@ -469,7 +469,7 @@ async fn bad_rollouts_and_deploys_name_the_field() {
     assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
     assert!(refused.message().contains("validation gate"), "{refused:?}");
     assert!(
-        refused.message().contains("golden rows reproduce"),
+        refused.message().contains("golden_rows_reproduce"),
         "{refused:?}"
     );
     assert!(!loaded_versions(&server).await.contains("1.3.0"));

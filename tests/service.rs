@@ -163,6 +163,35 @@ async fn list_and_describe_models() {
         std::fs::read_to_string(repo_root().join("models/caravan-lgbm/1.0.0/manifest.toml"))
             .unwrap();
     assert_eq!(described.manifest_toml, on_disk);
+    assert_eq!(described.explanation_method, "tree_shap_path_dependent");
+    let fairness = described.fairness.as_ref().unwrap();
+    assert_eq!(fairness.rows, 1165);
+    let columns: Vec<&str> = fairness
+        .attributes
+        .iter()
+        .map(|a| a.column.as_str())
+        .collect();
+    assert_eq!(columns, ["age_band", "income_band"]);
+    let income = &fairness.attributes[1];
+    assert_eq!(income.bands, "MINKGEM");
+    assert!(!income.meets_four_fifths_rule);
+    assert_eq!(income.groups.len(), 3);
+    let card = &described.model_card_markdown;
+    assert!(
+        card.starts_with("# Model card: caravan-lgbm 1.0.0"),
+        "{card}"
+    );
+    for section in [
+        "## Intended use and purpose",
+        "## Training data",
+        "## Features",
+        "## Metrics",
+        "## Fairness",
+        "## Explanation method",
+        "## Owner",
+    ] {
+        assert!(card.contains(section), "{section} missing:\n{card}");
+    }
 
     let candidate = client
         .describe_model(pb::DescribeModelRequest {

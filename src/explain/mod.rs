@@ -19,7 +19,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::models::manifest::{FeatureGroup, FeatureSpec};
+use crate::{
+    inference::{Backend, OrtBackend},
+    models::manifest::{FeatureGroup, FeatureSpec},
+};
 
 use self::{
     interventional::Interventional,
@@ -333,6 +336,20 @@ impl Explainer {
             standard_errors,
             compute: start.elapsed(),
         })
+    }
+}
+
+/// Lets the model-agnostic estimator run the model on one session slot.
+pub struct SlotScorer<'a> {
+    pub backend: &'a OrtBackend,
+    pub slot: usize,
+}
+
+impl Scorer for SlotScorer<'_> {
+    fn score(&mut self, rows: &[f32]) -> Result<Vec<f32>, String> {
+        self.backend
+            .predict(self.slot, rows)
+            .map_err(|e| e.to_string())
     }
 }
 

@@ -163,7 +163,7 @@ impl Gateway {
                 if report.passed {
                     Ok(())
                 } else {
-                    Err(report.to_text())
+                    Err(report.failures())
                 }
             };
             Registry::load_dir(&dir, slots, Some(&before), Some(&gate))

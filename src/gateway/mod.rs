@@ -38,11 +38,10 @@ use crate::{
     decisions::{cache::ExplanationCache, crypto::InputCipher},
     error::Error,
     explain::{
-        DecisionAttribution, ExplainMode, Method,
+        DecisionAttribution, ExplainMode, Method, SlotScorer,
         pool::{ExplainPool, PoolError},
-        sampling::Scorer,
     },
-    inference::{Backend, InferencePool, OrtBackend, runtime},
+    inference::{InferencePool, runtime},
     metrics::{Metrics, Stage},
     models::{ModelPackage, ModelSelector, Registry, schema::FeatureRow},
     monitor::{AuditAttributes, FairnessMonitor},
@@ -685,19 +684,5 @@ impl Gateway {
                     self.metrics.residual(a.attribution.residual);
                 }
             })
-    }
-}
-
-/// Lets the model-agnostic estimator run the model on one session slot.
-struct SlotScorer<'a> {
-    backend: &'a OrtBackend,
-    slot: usize,
-}
-
-impl Scorer for SlotScorer<'_> {
-    fn score(&mut self, rows: &[f32]) -> Result<Vec<f32>, String> {
-        self.backend
-            .predict(self.slot, rows)
-            .map_err(|e| e.to_string())
     }
 }

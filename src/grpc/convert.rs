@@ -6,6 +6,7 @@ use std::{collections::BTreeMap, sync::Arc, time::SystemTime};
 
 use super::pb;
 use crate::{
+    audit,
     consent::{
         AgeStatus, ConsentMode, Jurisdiction, ModeFlag, Signals,
         ledger::LedgerRef,
@@ -18,7 +19,7 @@ use crate::{
         Placement, ScoreRequest, Subject,
     },
     models::{
-        ModelPackage, ModelSelector, VersionRef,
+        ModelPackage, ModelSelector, VersionRef, card,
         manifest::{FeatureType, Manifest},
         schema::{FeatureRow, FeatureValue, Features},
     },
@@ -490,6 +491,51 @@ pub fn describe(package: &ModelPackage, is_default: bool) -> pb::ModelDescriptio
             })
             .collect(),
         manifest_toml: package.manifest_toml.clone(),
+        explanation_method: package.explainer.method(Method::PathDependent).to_owned(),
+        fairness: package.fairness.as_ref().map(fairness_audit),
+        model_card_markdown: card::markdown(package),
+    }
+}
+
+fn fairness_audit(report: &audit::Report) -> pb::FairnessAudit {
+    pb::FairnessAudit {
+        data: report.data.clone(),
+        data_sha256: report.data_sha256.clone(),
+        rows: report.overall.rows as u64,
+        decision_threshold: report.decision_threshold,
+        selection_rule: report.selection_rule.clone(),
+        passed: report.passed,
+        note: report.note.clone().unwrap_or_default(),
+        attributes: report
+            .attributes
+            .iter()
+            .map(|a| pb::FairnessAttribute {
+                column: a.column.clone(),
+                bands: a.bands.clone().unwrap_or_default(),
+                min_disparate_impact: a.min_disparate_impact,
+                max_equal_opportunity_difference: a.max_equal_opportunity_difference,
+                most_favoured: a.most_favoured.clone(),
+                demographic_parity_ratio: a.demographic_parity_ratio,
+                equal_opportunity_difference: a.equal_opportunity_difference,
+                meets_four_fifths_rule: a.meets_four_fifths_rule,
+                passed: a.passed,
+                findings: a.findings.clone(),
+                groups: a
+                    .groups
+                    .iter()
+                    .map(|g| pb::FairnessGroup {
+                        group: g.group.clone(),
+                        rows: g.rates.rows as u64,
+                        selection_rate: g.rates.selection_rate,
+                        disparate_impact: g.disparate_impact,
+                        true_positive_rate: g.rates.true_positive_rate,
+                        equal_opportunity_difference: g.equal_opportunity_difference,
+                        mean_score: g.rates.mean_score,
+                        observed_rate: g.rates.observed_rate,
+                    })
+                    .collect(),
+            })
+            .collect(),
     }
 }
 

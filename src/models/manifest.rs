@@ -28,6 +28,42 @@ pub struct Manifest {
     pub groups: Vec<FeatureGroup>,
     #[serde(default)]
     pub explanation: ExplanationSettings,
+    /// The fairness audit the validation gate runs, and the thresholds it
+    /// must pass.
+    pub fairness: Option<FairnessSettings>,
+}
+
+/// The package's fairness audit: its data set and declared thresholds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FairnessSettings {
+    /// The audit data set, a CSV file inside the package folder: the model's
+    /// features by name, the group columns and, optionally, the label.
+    pub data: String,
+    /// The column holding the observed outcome (0/1); without it the audit
+    /// reports no equal-opportunity difference or observed rates.
+    pub label_column: Option<String>,
+    /// Why the thresholds are what they are, shown with the results.
+    pub note: Option<String>,
+    pub groups: Vec<FairnessGroup>,
+}
+
+/// One audited attribute and the thresholds its groups must meet.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FairnessGroup {
+    /// The data set's column naming each row's group. It is never a model
+    /// input.
+    pub column: String,
+    /// The model input this column bands, when it does (e.g. an income band
+    /// of an income input): the audit then says that the model sees it.
+    pub bands: Option<String>,
+    /// Lowest accepted selection-rate ratio of any group to the most
+    /// favoured one (the four-fifths rule is 0.8).
+    pub min_disparate_impact: f64,
+    /// Largest accepted true-positive-rate gap between groups, when the data
+    /// set has labels.
+    pub max_equal_opportunity_difference: Option<f64>,
 }
 
 /// How this model's decisions are attributed, where the package may choose.
@@ -381,12 +417,13 @@ impl Manifest {
         }
         self.validate_features()?;
         self.validate_groups()?;
+        self.validate_fairness()?;
         self.refuse_special_categories_for_advertising()
     }
 
     /// GDPR Art. 9 data, and declared proxies for it, never serve advertising
     /// (DSA Art. 26(3)).
-    fn refuse_special_categories_for_advertising(&self) -> Result<(), FieldError> {
+    pub fn refuse_special_categories_for_advertising(&self) -> Result<(), FieldError> {
         let Some(purpose) = self.model.purposes.iter().find(|p| p.is_advertising()) else {
             return Ok(());
         };
@@ -530,6 +567,58 @@ impl Manifest {
         Ok(())
     }
 
+    fn validate_fairness(&self) -> Result<(), FieldError> {
+        let Some(fairness) = &self.fairness else {
+            return Ok(());
+        };
+        let plain_file = !fairness.data.is_empty()
+            && std::path::Path::new(&fairness.data)
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)));
+        if !plain_file {
+            return Err(FieldError::new(
+                "fairness.data",
+                format!(
+                    "{:?} must be a file inside the package folder",
+                    fairness.data
+                ),
+            ));
+        }
+        if fairness.groups.is_empty() {
+            return Err(FieldError::new(
+                "fairness.groups",
+                "must name at least one group column",
+            ));
+        }
+        let inputs: HashSet<&str> = self.features.iter().map(|f| f.name.as_str()).collect();
+        for (i, g) in fairness.groups.iter().enumerate() {
+            let at = |field: &str| format!("fairness.groups[{i}].{field}");
+            if !(g.min_disparate_impact > 0.0 && g.min_disparate_impact <= 1.0) {
+                return Err(FieldError::new(
+                    at("min_disparate_impact"),
+                    "must lie in (0, 1]",
+                ));
+            }
+            if g.max_equal_opportunity_difference
+                .is_some_and(|d| !(0.0..=1.0).contains(&d))
+            {
+                return Err(FieldError::new(
+                    at("max_equal_opportunity_difference"),
+                    "must lie in [0, 1]",
+                ));
+            }
+            if let Some(input) = &g.bands
+                && !inputs.contains(input.as_str())
+            {
+                return Err(FieldError::new(
+                    at("bands"),
+                    format!("{input:?} is not a model input"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Features in tensor column order.
     pub fn features_by_position(&self) -> Vec<&FeatureSpec> {
         let mut features: Vec<&FeatureSpec> = self.features.iter().collect();
@@ -660,7 +749,24 @@ source = "zip_code_aggregate"
                 "groups[0].features",
             ),
         ];
-        for (text, field) in cases {
+        let fairness = |data: &str, min: &str, bands: &str| {
+            format!(
+                "{MINIMAL}\n[fairness]\ndata = \"{data}\"\n[[fairness.groups]]\ncolumn = \"age\"\nbands = \"{bands}\"\nmin_disparate_impact = {min}\n"
+            )
+        };
+        assert!(Manifest::from_toml(&fairness("audit.csv", "0.8", "a")).is_ok());
+        let fairness_cases = [
+            (fairness("../audit.csv", "0.8", "a"), "fairness.data"),
+            (
+                fairness("audit.csv", "1.5", "a"),
+                "fairness.groups[0].min_disparate_impact",
+            ),
+            (
+                fairness("audit.csv", "0.8", "zz"),
+                "fairness.groups[0].bands",
+            ),
+        ];
+        for (text, field) in cases.into_iter().chain(fairness_cases) {
             assert_eq!(Manifest::from_toml(&text).unwrap_err().field, field);
         }
     }

@@ -16,6 +16,7 @@ use super::{
     schema::FeatureSchema,
 };
 use crate::{
+    audit,
     explain::Explainer,
     inference::{Backend, OrtBackend, runtime::RuntimeError},
 };
@@ -133,6 +134,9 @@ pub struct ModelPackage {
     pub backend: Arc<OrtBackend>,
     /// How this graph's decisions are attributed.
     pub explainer: Explainer,
+    /// The committed fairness audit of this model (`fairness.json`), for
+    /// its model card.
+    pub fairness: Option<audit::Report>,
 }
 
 impl fmt::Debug for ModelPackage {
@@ -224,6 +228,7 @@ impl ModelPackage {
         } else {
             None
         };
+        let fairness = read_fairness(&dir.join(audit::REPORT_FILE), &sha256)?;
         Ok(Self {
             dir: dir.to_path_buf(),
             manifest,
@@ -235,6 +240,7 @@ impl ModelPackage {
             golden,
             backend: Arc::new(backend),
             explainer,
+            fairness,
         })
     }
 
@@ -439,6 +445,25 @@ fn read_rows(
         }
     }
     Ok((Rows { width, values }, scores))
+}
+
+/// The committed audit, which must be of this very model.
+fn read_fairness(path: &Path, sha256: &str) -> Result<Option<audit::Report>, PackageError> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = fs::read_to_string(path)
+        .map_err(|e| PackageError::new(path, None, format!("cannot read: {e}")))?;
+    let report: audit::Report = serde_json::from_str(&text)
+        .map_err(|e| PackageError::new(path, None, format!("is not an audit report: {e}")))?;
+    if report.sha256 != sha256 {
+        return Err(PackageError::new(
+            path,
+            Some("sha256"),
+            "audits another model than model.onnx; rerun `candor audit --out` on this package",
+        ));
+    }
+    Ok(Some(report))
 }
 
 fn read_covers(path: &Path) -> Result<HashMap<(i64, i64), f64>, PackageError> {

@@ -1,15 +1,48 @@
-//! `candor models validate`: the checks a package must pass before it may be
-//! deployed, as a report that reads well for people and as JSON.
+//! The validation gate (`candor models validate`, and the server's check on
+//! deploy): the rules a package must pass before it may serve, each named,
+//! as a report that reads well for people and as JSON.
+//!
+//! Some rules are also enforced when a manifest loads (special categories
+//! for advertising); the gate checks them on their own first, so that its
+//! report names the rule a package breaks, not only the load error.
 
-use std::path::{Path, PathBuf};
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
 
 use serde::Serialize;
 
-use super::package::{GOLDEN_FILE, ModelPackage};
-use crate::inference::Backend;
+use super::{
+    manifest::Manifest,
+    package::{GOLDEN_FILE, MANIFEST_FILE, ModelPackage},
+};
+use crate::{
+    audit::{self, AuditOptions},
+    explain::{Method, SlotScorer},
+    inference::Backend,
+    why::Language,
+};
 
 /// Largest allowed |Rust ORT score − Python ORT golden score|.
 pub const GOLDEN_TOLERANCE: f64 = 1e-6;
+/// Largest allowed |base + Σφ − margin| of a background row's attributions,
+/// in the explainer's output space (log-odds, raw or score): exact methods
+/// add up to float64 rounding, the sampled estimator by construction.
+pub const ADDITIVITY_TOLERANCE: f64 = 1e-6;
+/// Background rows the sampled estimator is checked on: each costs a model
+/// run per permutation, and its additivity does not depend on the row.
+pub const SAMPLED_ADDITIVITY_ROWS: usize = 16;
+
+/// The gate's rules, by name. A failure's line starts with the name.
+pub mod rules {
+    pub const GRAPH_MATCHES_MANIFEST: &str = "graph_matches_manifest";
+    pub const GOLDEN_ROWS_REPRODUCE: &str = "golden_rows_reproduce";
+    pub const ATTRIBUTIONS_ADDITIVE: &str = "attributions_additive";
+    pub const NO_SPECIAL_CATEGORY_FOR_ADVERTISING: &str = "no_special_category_for_advertising";
+    pub const FEATURES_DOCUMENTED: &str = "features_documented";
+    pub const FAIRNESS_THRESHOLDS: &str = "fairness_thresholds";
+}
 
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -23,20 +56,39 @@ pub struct Report {
 
 #[derive(Debug, Serialize)]
 pub struct Check {
+    /// The rule's name (see [`rules`]).
     pub name: &'static str,
+    pub description: &'static str,
     pub passed: bool,
     pub detail: String,
 }
 
 impl Report {
-    fn check(&mut self, name: &'static str, result: Result<String, String>) {
+    fn check(
+        &mut self,
+        name: &'static str,
+        description: &'static str,
+        result: Result<String, String>,
+    ) {
         let passed = result.is_ok();
         self.passed &= passed;
         self.checks.push(Check {
             name,
+            description,
             passed,
             detail: result.unwrap_or_else(|e| e),
         });
+    }
+
+    /// The failed checks, one per line, each naming its rule: what a
+    /// refused deploy answers.
+    pub fn failures(&self) -> String {
+        self.checks
+            .iter()
+            .filter(|c| !c.passed)
+            .map(|c| format!("{}: {}", c.name, c.detail))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// The report as plain text, one line per check.
@@ -52,9 +104,10 @@ impl Report {
         );
         for c in &self.checks {
             out.push_str(&format!(
-                "  [{}] {}: {}\n",
+                "  [{}] {} ({}): {}\n",
                 if c.passed { "ok" } else { "FAILED" },
                 c.name,
+                c.description,
                 c.detail
             ));
         }
@@ -62,7 +115,9 @@ impl Report {
     }
 }
 
-/// Validates the package in `dir`. ONNX Runtime must already be initialised.
+/// Validates the package in `dir`. ONNX Runtime must already be
+/// initialised; the package is loaded on the calling thread and dropped at
+/// the end, so any thread may call it.
 pub fn validate_package(dir: &Path) -> Report {
     let mut report = Report {
         package: dir.to_path_buf(),
@@ -72,13 +127,28 @@ pub fn validate_package(dir: &Path) -> Report {
         passed: true,
         checks: vec![],
     };
+    let manifest_path = dir.join(MANIFEST_FILE);
+    let text = fs::read_to_string(&manifest_path)
+        .map_err(|e| format!("{}: cannot read: {e}", manifest_path.display()));
+    report.check(
+        rules::FEATURES_DOCUMENTED,
+        "every feature has a data category and a consumer-facing reason in every language",
+        text.clone().and_then(|t| check_documented(&t)),
+    );
+    report.check(
+        rules::NO_SPECIAL_CATEGORY_FOR_ADVERTISING,
+        "no special-category feature serves an advertising purpose",
+        text.and_then(|t| check_special_categories(&t)),
+    );
+    const GRAPH: &str = "the ONNX graph loads and matches the manifest";
     let package = match ModelPackage::load(dir, 1) {
         Ok(p) => p,
         Err(e) => {
-            report.check(
-                "package loads and matches its ONNX graph",
-                Err(e.to_string()),
-            );
+            report.check(rules::GRAPH_MATCHES_MANIFEST, GRAPH, Err(e.to_string()));
+            let skipped = || Err("not checked: the package does not load".to_owned());
+            report.check(rules::GOLDEN_ROWS_REPRODUCE, GOLDEN, skipped());
+            report.check(rules::ATTRIBUTIONS_ADDITIVE, ADDITIVE, skipped());
+            report.check(rules::FAIRNESS_THRESHOLDS, FAIRNESS, skipped());
             return report;
         }
     };
@@ -86,7 +156,8 @@ pub fn validate_package(dir: &Path) -> Report {
     report.version = Some(package.version().to_string());
     report.sha256 = Some(package.sha256.clone());
     report.check(
-        "package loads and matches its ONNX graph",
+        rules::GRAPH_MATCHES_MANIFEST,
+        GRAPH,
         Ok(format!(
             "{} features, {} background rows, purposes: {}",
             package.schema.width(),
@@ -101,8 +172,83 @@ pub fn validate_package(dir: &Path) -> Report {
                 .join(", ")
         )),
     );
-    report.check("golden rows reproduce", check_goldens(&package));
+    report.check(
+        rules::GOLDEN_ROWS_REPRODUCE,
+        GOLDEN,
+        check_goldens(&package),
+    );
+    report.check(
+        rules::ATTRIBUTIONS_ADDITIVE,
+        ADDITIVE,
+        check_additivity(&package),
+    );
+    report.check(
+        rules::FAIRNESS_THRESHOLDS,
+        FAIRNESS,
+        check_fairness(&package),
+    );
     report
+}
+
+const GOLDEN: &str = "the package's golden rows reproduce";
+const ADDITIVE: &str = "attributions are additive on the background sample";
+const FAIRNESS: &str = "the fairness audit passes the package's declared thresholds";
+
+/// Reads the raw TOML, so that a feature without a category is reported by
+/// this rule rather than only as a parse error.
+fn check_documented(text: &str) -> Result<String, String> {
+    let table: toml::Table =
+        toml::from_str(text).map_err(|e| format!("manifest: {}", e.message()))?;
+    let features = table
+        .get("features")
+        .and_then(toml::Value::as_array)
+        .ok_or("manifest: no [[features]]")?;
+    let mut missing = Vec::new();
+    for (i, f) in features.iter().enumerate() {
+        let name = f
+            .get("name")
+            .and_then(toml::Value::as_str)
+            .map_or_else(|| format!("features[{i}]"), str::to_owned);
+        if f.get("category")
+            .and_then(toml::Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            missing.push(format!("{name}: no data category"));
+        }
+        for language in Language::ALL {
+            let template = f
+                .get("reason")
+                .and_then(|r| r.get(language.tag()))
+                .and_then(toml::Value::as_str);
+            if template.is_none_or(|t| t.trim().is_empty()) {
+                missing.push(format!(
+                    "{name}: no reason template in {:?}",
+                    language.tag()
+                ));
+            }
+        }
+    }
+    if missing.is_empty() {
+        Ok(format!("{} features documented", features.len()))
+    } else {
+        Err(missing.join("; "))
+    }
+}
+
+/// The manifest's own refusal, run on the manifest alone.
+fn check_special_categories(text: &str) -> Result<String, String> {
+    let manifest: Manifest =
+        toml::from_str(text).map_err(|e| format!("not checked: manifest: {}", e.message()))?;
+    manifest
+        .refuse_special_categories_for_advertising()
+        .map_err(|e| e.to_string())?;
+    Ok(
+        if manifest.model.purposes.iter().any(|p| p.is_advertising()) {
+            "no feature is or stands in for a special category".to_owned()
+        } else {
+            "no advertising purpose".to_owned()
+        },
+    )
 }
 
 fn check_goldens(package: &ModelPackage) -> Result<String, String> {
@@ -117,15 +263,12 @@ fn check_goldens(package: &ModelPackage) -> Result<String, String> {
         .backend
         .predict(0, &golden.rows.values)
         .map_err(|e| e.to_string())?;
-    let (worst_row, worst) = scores
-        .iter()
-        .zip(&golden.scores)
-        .map(|(&got, &want)| (f64::from(got) - want).abs())
-        .enumerate()
-        .fold(
-            (0, 0.0_f64),
-            |best, (i, d)| if d > best.1 { (i, d) } else { best },
-        );
+    let (worst_row, worst) = worst(
+        scores
+            .iter()
+            .zip(&golden.scores)
+            .map(|(&got, &want)| (f64::from(got) - want).abs()),
+    );
     if worst > GOLDEN_TOLERANCE {
         return Err(format!(
             "row {} differs by {worst:.3e} (tolerance {GOLDEN_TOLERANCE:e})",
@@ -136,4 +279,89 @@ fn check_goldens(package: &ModelPackage) -> Result<String, String> {
         "{} rows within {GOLDEN_TOLERANCE:e} (max |diff| {worst:.3e})",
         golden.scores.len()
     ))
+}
+
+/// The index and value of the largest of `values`.
+fn worst(values: impl Iterator<Item = f64>) -> (usize, f64) {
+    values.enumerate().fold(
+        (0, 0.0_f64),
+        |best, (i, d)| if d > best.1 { (i, d) } else { best },
+    )
+}
+
+fn check_additivity(package: &ModelPackage) -> Result<String, String> {
+    let rows = match package.explainer {
+        crate::explain::Explainer::Sampling { .. } => {
+            package.background.len().min(SAMPLED_ADDITIVITY_ROWS)
+        }
+        _ => package.background.len(),
+    };
+    let mut scorer = SlotScorer {
+        backend: package.backend.as_ref(),
+        slot: 0,
+    };
+    let residuals = (0..rows)
+        .map(|r| {
+            package
+                .explainer
+                .explain(
+                    package.background.row(r),
+                    Method::PathDependent,
+                    &mut scorer,
+                    None,
+                )
+                .map(|a| a.residual)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let (worst_row, worst) = worst(residuals.into_iter());
+    let method = package.explainer.method(Method::PathDependent);
+    if worst.is_nan() || worst > ADDITIVITY_TOLERANCE {
+        return Err(format!(
+            "{method}: background row {} has |base + Σφ − margin| = {worst:.3e} (tolerance {ADDITIVITY_TOLERANCE:e})",
+            worst_row + 1
+        ));
+    }
+    Ok(format!(
+        "{method}: {rows} background rows within {ADDITIVITY_TOLERANCE:e} (max residual {worst:.3e})"
+    ))
+}
+
+fn check_fairness(package: &ModelPackage) -> Result<String, String> {
+    let options = AuditOptions::declared(package).map_err(|e| e.to_string())?;
+    let report = audit::run(package, &options).map_err(|e| e.to_string())?;
+    let verdicts: Vec<String> = report
+        .attributes
+        .iter()
+        .map(|a| {
+            let eod = a
+                .equal_opportunity_difference
+                .map_or_else(|| "n/a".to_owned(), |d| format!("{d:.3}"));
+            if a.passed {
+                format!(
+                    "{}: disparate impact {:.3} ≥ {}{}, equal opportunity difference {eod}",
+                    a.column,
+                    a.demographic_parity_ratio,
+                    a.min_disparate_impact,
+                    if a.meets_four_fifths_rule {
+                        ""
+                    } else {
+                        " (below the four-fifths rule)"
+                    }
+                )
+            } else {
+                format!("{}: {}", a.column, a.findings.join(", "))
+            }
+        })
+        .collect();
+    let detail = format!(
+        "{} rows of {}; {}",
+        report.overall.rows,
+        report.data,
+        verdicts.join("; ")
+    );
+    if report.passed {
+        Ok(detail)
+    } else {
+        Err(detail)
+    }
 }

@@ -11,6 +11,10 @@ pub enum Language {
 }
 
 impl Language {
+    /// Every language the consumer view speaks: a manifest needs a reason
+    /// template in each.
+    pub const ALL: [Self; 2] = [Self::En, Self::Nl];
+
     /// The language for a BCP 47 tag; English when there is no template set
     /// for it.
     pub fn from_tag(tag: &str) -> Self {

@@ -275,6 +275,32 @@ pub fn copy_package(package: &str, models: &Path) -> PathBuf {
     dst
 }
 
+/// Runs the `candor` binary with the test's ONNX Runtime.
+pub fn candor(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_candor"))
+        .args(args)
+        .env("CANDOR_ORT_LIB", ort_lib())
+        .output()
+        .unwrap()
+}
+
+/// Gives the package's first golden row a score its model does not produce.
+pub fn break_first_golden(package: &Path) {
+    let path = package.join("golden.csv");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let cut = lines[1].rfind(',').unwrap();
+    lines[1] = format!("{},0.999", &lines[1][..cut]);
+    std::fs::write(&path, lines.join("\n")).unwrap();
+}
+
+/// Replaces the first `from` in the file at `path` with `to`.
+pub fn edit(path: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(text.contains(from), "{from:?} not in {}", path.display());
+    std::fs::write(path, text.replacen(from, to, 1)).unwrap();
+}
+
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))

@@ -1,0 +1,467 @@
+//! The offline fairness audit (`candor audit`, and the validation gate's
+//! fairness rule): scores a labelled data set with a package's model through
+//! ONNX Runtime and reports, per group of each audited attribute, the
+//! selection rate at the model's decision threshold, the disparate-impact
+//! ratio against the most favoured group, the equal-opportunity difference,
+//! calibration, and the mean |attribution| of every feature.
+//!
+//! It exists so that a model's disparities are measured before it serves,
+//! by the same model, threshold and attributions the gateway uses. Group
+//! columns are audit-only: a column that is a model input is refused, unless
+//! it is declared as banding that input (an income band of the income
+//! feature), which the report then states.
+
+pub mod chart;
+pub mod data;
+pub mod metrics;
+pub mod render;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+
+use self::metrics::{CalibrationBin, Rates};
+use crate::{
+    explain::{Method, SlotScorer},
+    inference::{Backend, InferenceError},
+    models::{
+        manifest::FairnessGroup,
+        package::{ModelPackage, Rows},
+    },
+};
+
+/// The four-fifths rule: a group selected at under 80% of the most
+/// favoured group's rate shows adverse impact. Reported whatever the
+/// package declares.
+pub const FOUR_FIFTHS: f64 = 0.8;
+/// Equal-width score bins of the calibration tables.
+pub const CALIBRATION_BINS: usize = 10;
+/// The file name the audit's JSON report takes in a package folder, where
+/// the model card reads it.
+pub const REPORT_FILE: &str = "fairness.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("{}: {message}", path.display())]
+    Data { path: PathBuf, message: String },
+    #[error(
+        "group column {0:?} is a model input; protected attributes are used only for the audit and never given to the model (declare a column that merely bands an input as COLUMN:INPUT)"
+    )]
+    GroupIsInput(String),
+    #[error("group column {column:?} does not band model input {input:?}: {detail}")]
+    NotABand {
+        column: String,
+        input: String,
+        detail: String,
+    },
+    #[error("{0:?} is not a model input")]
+    UnknownInput(String),
+    #[error("the model declares no decision threshold (model.output.decision_threshold)")]
+    NoThreshold,
+    #[error("the package declares no fairness audit ([fairness] in its manifest)")]
+    NotDeclared,
+    #[error(transparent)]
+    Inference(#[from] InferenceError),
+    #[error("attributions failed: {0}")]
+    Attribution(String),
+    #[error("cannot write {}: {message}", path.display())]
+    Write { path: PathBuf, message: String },
+}
+
+impl AuditError {
+    fn data(path: &Path, message: String) -> Self {
+        Self::Data {
+            path: path.to_path_buf(),
+            message,
+        }
+    }
+}
+
+/// One audited attribute: its column, the input it bands (if any) and its
+/// thresholds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupColumn {
+    pub column: String,
+    pub bands: Option<String>,
+    pub min_disparate_impact: f64,
+    pub max_equal_opportunity_difference: Option<f64>,
+}
+
+impl GroupColumn {
+    /// `COLUMN`, or `COLUMN:INPUT` for a column that bands a model input.
+    pub fn parse(spec: &str, min_disparate_impact: f64, max_eod: Option<f64>) -> Self {
+        let (column, bands) = match spec.split_once(':') {
+            Some((c, input)) => (c, Some(input.to_owned())),
+            None => (spec, None),
+        };
+        Self {
+            column: column.to_owned(),
+            bands,
+            min_disparate_impact,
+            max_equal_opportunity_difference: max_eod,
+        }
+    }
+}
+
+impl From<&FairnessGroup> for GroupColumn {
+    fn from(g: &FairnessGroup) -> Self {
+        Self {
+            column: g.column.clone(),
+            bands: g.bands.clone(),
+            min_disparate_impact: g.min_disparate_impact,
+            max_equal_opportunity_difference: g.max_equal_opportunity_difference,
+        }
+    }
+}
+
+/// Which rows' attributions the audit averages, and how they are computed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AttributionOptions {
+    pub method: Method,
+    /// Only the first rows of the data set (the sampled estimator is slow);
+    /// `None` for all.
+    pub max_rows: Option<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditOptions {
+    pub data: PathBuf,
+    pub label_column: Option<String>,
+    pub groups: Vec<GroupColumn>,
+    /// `None` skips attributions (the validation gate needs none).
+    pub attributions: Option<AttributionOptions>,
+    pub note: Option<String>,
+}
+
+impl AuditOptions {
+    /// The audit the package's manifest declares.
+    pub fn declared(package: &ModelPackage) -> Result<Self, AuditError> {
+        let fairness = package
+            .manifest
+            .fairness
+            .as_ref()
+            .ok_or(AuditError::NotDeclared)?;
+        Ok(Self {
+            data: package.dir.join(&fairness.data),
+            label_column: fairness.label_column.clone(),
+            groups: fairness.groups.iter().map(GroupColumn::from).collect(),
+            attributions: None,
+            note: fairness.note.clone(),
+        })
+    }
+}
+
+/// The audit's findings, as written to `fairness.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub model: String,
+    pub version: String,
+    pub sha256: String,
+    /// The data set's file name and SHA-256.
+    pub data: String,
+    pub data_sha256: String,
+    pub label_column: Option<String>,
+    pub decision_threshold: f64,
+    /// How a score becomes a decision.
+    pub selection_rule: String,
+    pub overall: Rates,
+    pub calibration: Vec<CalibrationBin>,
+    pub attributes: Vec<AttributeReport>,
+    pub attribution: Option<AttributionSummary>,
+    pub note: Option<String>,
+    /// Every attribute meets its declared thresholds.
+    pub passed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttributionSummary {
+    pub method: String,
+    /// "log_odds", "raw" or "score": what the attributions add up to.
+    pub output_space: String,
+    pub rows: usize,
+}
+
+/// One audited attribute's groups and verdict.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttributeReport {
+    pub column: String,
+    /// The model input this column bands: the model sees this attribute.
+    pub bands: Option<String>,
+    pub min_disparate_impact: f64,
+    pub max_equal_opportunity_difference: Option<f64>,
+    pub most_favoured: String,
+    /// Smallest selection rate over the largest (fairlearn's
+    /// `demographic_parity_ratio`).
+    pub demographic_parity_ratio: f64,
+    pub demographic_parity_difference: f64,
+    /// Largest minus smallest true-positive rate (fairlearn's
+    /// `equal_opportunity_difference`).
+    pub equal_opportunity_difference: Option<f64>,
+    pub meets_four_fifths_rule: bool,
+    /// Each threshold missed, in words.
+    pub findings: Vec<String>,
+    pub passed: bool,
+    pub groups: Vec<GroupReport>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupReport {
+    pub group: String,
+    #[serde(flatten)]
+    pub rates: Rates,
+    /// Selection rate over the most favoured group's.
+    pub disparate_impact: f64,
+    /// True-positive rate minus the most favoured group's.
+    pub equal_opportunity_difference: Option<f64>,
+    pub calibration: Vec<CalibrationBin>,
+    pub attribution_rows: usize,
+    /// Mean |φ| per feature, in model order.
+    pub mean_abs_attribution: Vec<FeatureMean>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeatureMean {
+    pub feature: String,
+    pub value: f64,
+}
+
+/// Runs the audit of `package` (slot 0 of its sessions) on `options.data`.
+pub fn run(package: &ModelPackage, options: &AuditOptions) -> Result<Report, AuditError> {
+    let threshold = package
+        .manifest
+        .model
+        .output
+        .decision_threshold
+        .ok_or(AuditError::NoThreshold)?;
+    check_audit_only(package, &options.groups)?;
+    let data = data::read(
+        &options.data,
+        &package.schema,
+        &options.groups,
+        options.label_column.as_deref(),
+    )?;
+    for (g, values) in options.groups.iter().zip(&data.groups) {
+        if let Some(input) = &g.bands {
+            check_bands(package, &data.rows, g, input, values)?;
+        }
+    }
+    let scores: Vec<f64> = package
+        .backend
+        .predict(0, &data.rows.values)?
+        .into_iter()
+        .map(f64::from)
+        .collect();
+    // The ad is shown at or above the threshold (manifest: "the score at or
+    // above which the ad is shown"); compared in f64, as the float32 score
+    // widens exactly.
+    let selected: Vec<bool> = scores.iter().map(|&s| s >= threshold).collect();
+    let labels = data.labels.as_deref();
+    let all: Vec<usize> = (0..scores.len()).collect();
+    let (attribution, phi) = match options.attributions {
+        Some(a) => {
+            let (summary, phi) = attribute(package, &data.rows, a)?;
+            (Some(summary), phi)
+        }
+        None => (None, Vec::new()),
+    };
+    let attributes = options
+        .groups
+        .iter()
+        .zip(&data.groups)
+        .map(|(g, values)| audit_attribute(package, g, values, &scores, &selected, labels, &phi))
+        .collect::<Vec<_>>();
+    Ok(Report {
+        model: package.name().to_owned(),
+        version: package.version().to_string(),
+        sha256: package.sha256.clone(),
+        data: options
+            .data
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        data_sha256: data.sha256,
+        label_column: options.label_column.clone(),
+        decision_threshold: threshold,
+        selection_rule: "score >= decision_threshold".to_owned(),
+        overall: metrics::rates(&scores, &selected, labels, &all),
+        calibration: labels
+            .map(|y| metrics::calibration(&scores, y, &all, CALIBRATION_BINS))
+            .unwrap_or_default(),
+        passed: attributes.iter().all(|a| a.passed),
+        attributes,
+        attribution,
+        note: options.note.clone(),
+    })
+}
+
+/// Refuses group columns the model sees, unless declared as a band.
+fn check_audit_only(package: &ModelPackage, groups: &[GroupColumn]) -> Result<(), AuditError> {
+    let is_input = |name: &str| package.schema.columns().iter().any(|f| f.name == name);
+    for g in groups {
+        if is_input(&g.column) {
+            return Err(AuditError::GroupIsInput(g.column.clone()));
+        }
+        if let Some(input) = &g.bands
+            && !is_input(input)
+        {
+            return Err(AuditError::UnknownInput(input.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// A band is a function of its input: every value of the input falls in
+/// one group.
+fn check_bands(
+    package: &ModelPackage,
+    rows: &Rows,
+    g: &GroupColumn,
+    input: &str,
+    values: &[String],
+) -> Result<(), AuditError> {
+    let c = package
+        .schema
+        .columns()
+        .iter()
+        .position(|f| f.name == input)
+        .ok_or_else(|| AuditError::UnknownInput(input.to_owned()))?;
+    let mut band_of: HashMap<u32, &str> = HashMap::new();
+    for (r, group) in values.iter().enumerate() {
+        let x = rows.row(r)[c];
+        if let Some(other) = band_of.insert(x.to_bits(), group)
+            && other != group
+        {
+            return Err(AuditError::NotABand {
+                column: g.column.clone(),
+                input: input.to_owned(),
+                detail: format!("rows with {input} = {x} fall in groups {other:?} and {group:?}"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Mean |φ| inputs: per row of the data set, its attributions (rows past
+/// the cap have none).
+fn attribute(
+    package: &ModelPackage,
+    rows: &Rows,
+    options: AttributionOptions,
+) -> Result<(AttributionSummary, Vec<Vec<f64>>), AuditError> {
+    let n = options.max_rows.map_or(rows.len(), |m| m.min(rows.len()));
+    let mut scorer = SlotScorer {
+        backend: package.backend.as_ref(),
+        slot: 0,
+    };
+    let mut space = "";
+    let phi = (0..n)
+        .map(|r| {
+            let a = package
+                .explainer
+                .explain(rows.row(r), options.method, &mut scorer, None)
+                .map_err(AuditError::Attribution)?;
+            space = a.output_space;
+            Ok(a.contributions)
+        })
+        .collect::<Result<Vec<_>, AuditError>>()?;
+    Ok((
+        AttributionSummary {
+            method: package.explainer.method(options.method).to_owned(),
+            output_space: space.to_owned(),
+            rows: n,
+        },
+        phi,
+    ))
+}
+
+fn audit_attribute(
+    package: &ModelPackage,
+    g: &GroupColumn,
+    values: &[String],
+    scores: &[f64],
+    selected: &[bool],
+    labels: Option<&[bool]>,
+    phi: &[Vec<f64>],
+) -> AttributeReport {
+    let mut members: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, v) in values.iter().enumerate() {
+        members.entry(v).or_default().push(i);
+    }
+    let rates: Vec<Rates> = members
+        .values()
+        .map(|index| metrics::rates(scores, selected, labels, index))
+        .collect();
+    let selection: Vec<f64> = rates.iter().map(|r| r.selection_rate).collect();
+    let favoured = metrics::most_favoured(&selection);
+    let top = selection[favoured];
+    let low = selection.iter().copied().fold(f64::INFINITY, f64::min);
+    let favoured_tpr = rates[favoured].true_positive_rate;
+    let eod = metrics::spread(rates.iter().map(|r| r.true_positive_rate));
+    let ratio = |rate: f64| if top > 0.0 { rate / top } else { 1.0 };
+    let columns = package.schema.columns();
+    let groups: Vec<GroupReport> = members
+        .iter()
+        .zip(rates)
+        .map(|((name, index), rates)| {
+            let attributed: Vec<&Vec<f64>> = index.iter().filter_map(|&i| phi.get(i)).collect();
+            GroupReport {
+                group: (*name).to_owned(),
+                disparate_impact: ratio(rates.selection_rate),
+                equal_opportunity_difference: rates
+                    .true_positive_rate
+                    .zip(favoured_tpr)
+                    .map(|(t, f)| t - f),
+                calibration: labels
+                    .map(|y| metrics::calibration(scores, y, index, CALIBRATION_BINS))
+                    .unwrap_or_default(),
+                attribution_rows: attributed.len(),
+                mean_abs_attribution: if attributed.is_empty() {
+                    Vec::new()
+                } else {
+                    columns
+                        .iter()
+                        .enumerate()
+                        .map(|(c, f)| FeatureMean {
+                            feature: f.name.clone(),
+                            value: attributed.iter().map(|p| p[c].abs()).sum::<f64>()
+                                / attributed.len() as f64,
+                        })
+                        .collect()
+                },
+                rates,
+            }
+        })
+        .collect();
+    let dp_ratio = ratio(low);
+    let mut findings = Vec::new();
+    if dp_ratio < g.min_disparate_impact {
+        findings.push(format!(
+            "disparate-impact ratio {dp_ratio:.3} is below the declared minimum {}",
+            g.min_disparate_impact
+        ));
+    }
+    if let (Some(d), Some(max)) = (eod, g.max_equal_opportunity_difference)
+        && d > max
+    {
+        findings.push(format!(
+            "equal-opportunity difference {d:.3} is above the declared maximum {max}"
+        ));
+    }
+    AttributeReport {
+        column: g.column.clone(),
+        bands: g.bands.clone(),
+        min_disparate_impact: g.min_disparate_impact,
+        max_equal_opportunity_difference: g.max_equal_opportunity_difference,
+        most_favoured: groups[favoured].group.clone(),
+        demographic_parity_ratio: dp_ratio,
+        demographic_parity_difference: top - low,
+        equal_opportunity_difference: eod,
+        meets_four_fifths_rule: dp_ratio >= FOUR_FIFTHS,
+        passed: findings.is_empty(),
+        findings,
+        groups,
+    }
+}

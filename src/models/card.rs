@@ -1,0 +1,131 @@
+//! The model card: what a package is for, what it was trained on, what it
+//! reads, how well and how fairly it performs, how its decisions are
+//! explained and who owns it, as Markdown. `candor models card` prints it
+//! and `DescribeModel` returns it, both from a loaded package, so the card
+//! cannot drift from what serves.
+
+use std::fmt::Write as _;
+
+use super::package::ModelPackage;
+use crate::{
+    audit::{self, render},
+    explain::{Explainer, Method},
+};
+
+/// How the package's decisions are attributed, in words.
+pub fn explanation_method(explainer: &Explainer) -> String {
+    let name = explainer.method(Method::PathDependent);
+    match explainer {
+        Explainer::Tree { .. } => format!(
+            "{name}: exact TreeSHAP read from the ONNX trees, against the trees' covers (the training distribution); {} on request, against the background sample",
+            explainer.method(Method::Interventional)
+        ),
+        Explainer::Linear { .. } => {
+            format!("{name}: exact linear attributions w·(x − E[x]) over the background sample")
+        }
+        Explainer::Sampling { pairs, .. } => format!(
+            "{name}: model-agnostic Shapley values of the score against background rows, seeded, with a standard error per value (up to {pairs} antithetic permutation pairs per decision)"
+        ),
+    }
+}
+
+/// The card as Markdown.
+pub fn markdown(package: &ModelPackage) -> String {
+    let m = &package.manifest;
+    let mut out = format!(
+        "# Model card: {} {}\n\n{}\n\n- Model SHA-256: `{}`\n- Owner: {}\n\n## Intended use and purpose\n\n{}\n\nPurposes: {}.\n",
+        m.model.name,
+        m.model.version,
+        m.model.description,
+        package.sha256,
+        m.model.owner,
+        m.model.intended_use,
+        m.model
+            .purposes
+            .iter()
+            .map(|p| p.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    if let Some(t) = m.model.output.decision_threshold {
+        let _ = writeln!(
+            out,
+            "\nOutput: {} (`{}`, column {}); the ad is shown when the score is at or above {t}.",
+            m.model.output.description, m.model.output.tensor, m.model.output.index
+        );
+    }
+    out.push_str("\n## Training data\n\n");
+    match &m.training {
+        Some(t) => {
+            let _ = writeln!(out, "- Data set: {}\n- Date: {}", t.dataset, t.date);
+            if let (Some(train), Some(hold)) = (t.train_rows, t.holdout_rows) {
+                let _ = writeln!(out, "- Rows: {train} for training, {hold} held out");
+            }
+            if let Some(split) = &t.split {
+                let _ = writeln!(out, "- Split: {split}");
+            }
+            if !t.excluded_columns.is_empty() {
+                let _ = writeln!(out, "- Columns kept out: {}", t.excluded_columns.join(", "));
+            }
+            let _ = writeln!(out, "- Script: `{}`", t.script);
+            if !t.libraries.is_empty() {
+                let _ = writeln!(out, "- Libraries: {}", t.libraries.join(", "));
+            }
+        }
+        None => out.push_str("Not declared.\n"),
+    }
+    out.push_str("\n## Features\n\n| # | feature | data category | source | description |\n|---:|---|---|---|---|\n");
+    for f in package.schema.columns() {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {}{} | {} | {} |",
+            f.position,
+            f.name,
+            f.category.as_str(),
+            f.proxy_for
+                .map(|p| format!(" (proxy for {})", p.as_str()))
+                .unwrap_or_default(),
+            f.source.as_str(),
+            f.description.replace('|', "\\|"),
+        );
+    }
+    out.push_str("\n## Metrics\n\n");
+    if m.metrics.is_empty() {
+        out.push_str("None declared.\n");
+    } else {
+        out.push_str("| metric | value | data set |\n|---|---:|---|\n");
+        for metric in &m.metrics {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} |",
+                metric.name, metric.value, metric.dataset
+            );
+        }
+    }
+    out.push_str("\n## Fairness\n\n");
+    match &package.fairness {
+        Some(report) => {
+            let _ = writeln!(
+                out,
+                "Audited on `{}` ({} rows) at the decision threshold {} (`{}`); the full report is `{}` in the package.\n",
+                report.data,
+                report.overall.rows,
+                report.decision_threshold,
+                report.selection_rule,
+                audit::REPORT_FILE
+            );
+            out.push_str(&render::summary(report));
+            if let Some(note) = &report.note {
+                let _ = writeln!(out, "\n> {note}");
+            }
+        }
+        None => out.push_str("No fairness audit is committed with this package.\n"),
+    }
+    let _ = writeln!(
+        out,
+        "\n## Explanation method\n\n{}.\n\n## Owner\n\n{}",
+        explanation_method(&package.explainer),
+        m.model.owner
+    );
+    out
+}

@@ -1,0 +1,313 @@
+//! The fairness audit: its metrics equal fairlearn's on the committed audit
+//! data sets within 1e-9 (goldens written by tests/fairness_goldens.py, never
+//! rerun here), it refuses group columns the model sees, and `candor audit`
+//! writes its report as JSON, Markdown and a PNG chart.
+
+mod common;
+
+use std::path::Path;
+
+use candor::{
+    audit::{self, AuditOptions, Report},
+    inference::{Backend, runtime},
+    models::ModelPackage,
+};
+use common::*;
+use serde_json::Value;
+
+/// Largest accepted |Candor − fairlearn| of any metric.
+const TOLERANCE: f64 = 1e-9;
+
+fn close(what: &str, ours: f64, theirs: &Value) {
+    let theirs = theirs
+        .as_f64()
+        .unwrap_or_else(|| panic!("{what}: no golden"));
+    assert!(
+        (ours - theirs).abs() <= TOLERANCE,
+        "{what}: Candor {ours}, fairlearn {theirs}"
+    );
+}
+
+#[test]
+fn metrics_equal_fairlearns_on_the_committed_data_sets() {
+    runtime::init(&ort_lib()).unwrap();
+    let goldens: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_root().join("tests/fixtures/audit/goldens.json")).unwrap(),
+    )
+    .unwrap();
+    let packages = goldens["packages"].as_object().unwrap();
+    assert!(packages.len() >= 2);
+    for (name, g) in packages {
+        let package = ModelPackage::load(&repo_root().join("models").join(name), 1).unwrap();
+        assert_eq!(
+            package.sha256, g["sha256"],
+            "{name}: goldens of another model"
+        );
+        let options = AuditOptions::declared(&package).unwrap();
+        let data = audit::data::read(
+            &options.data,
+            &package.schema,
+            &options.groups,
+            options.label_column.as_deref(),
+        )
+        .unwrap();
+        assert_eq!(
+            data.sha256, g["data_sha256"],
+            "{name}: goldens of another data set"
+        );
+
+        // Both sides decide on identical numbers: Python's ORT scores, bit for bit.
+        let scores = package.backend.predict(0, &data.rows.values).unwrap();
+        let golden_scores = g["scores"].as_array().unwrap();
+        assert_eq!(scores.len(), golden_scores.len());
+        for (i, (&ours, theirs)) in scores.iter().zip(golden_scores).enumerate() {
+            assert_eq!(
+                f64::from(ours).to_bits(),
+                theirs.as_f64().unwrap().to_bits(),
+                "{name} row {i}"
+            );
+        }
+
+        let report = audit::run(&package, &options).unwrap();
+        assert_eq!(report.decision_threshold, g["decision_threshold"]);
+        let overall = &g["overall"];
+        close(
+            "overall selection rate",
+            report.overall.selection_rate,
+            &overall["selection_rate"],
+        );
+        close(
+            "overall TPR",
+            report.overall.true_positive_rate.unwrap(),
+            &overall["true_positive_rate"],
+        );
+        close(
+            "overall mean score",
+            report.overall.mean_score,
+            &overall["mean_score"],
+        );
+        assert_eq!(
+            report.attributes.len(),
+            g["attributes"].as_object().unwrap().len()
+        );
+        for a in &report.attributes {
+            let ga = &g["attributes"][&a.column];
+            let at = |m: &str| format!("{name} {} {m}", a.column);
+            close(
+                &at("demographic_parity_ratio"),
+                a.demographic_parity_ratio,
+                &ga["demographic_parity_ratio"],
+            );
+            close(
+                &at("demographic_parity_difference"),
+                a.demographic_parity_difference,
+                &ga["demographic_parity_difference"],
+            );
+            close(
+                &at("equal_opportunity_difference"),
+                a.equal_opportunity_difference.unwrap(),
+                &ga["equal_opportunity_difference"],
+            );
+            let groups = ga["groups"].as_object().unwrap();
+            assert_eq!(a.groups.len(), groups.len(), "{}", at("groups"));
+            let f = |group: &str, m: &str| groups[group][m].as_f64().unwrap();
+            let top_rate = groups
+                .keys()
+                .map(|k| f(k, "selection_rate"))
+                .fold(0.0, f64::max);
+            for grp in &a.groups {
+                let gg = &groups[&grp.group];
+                let at = |m: &str| at(&format!("group {} {m}", grp.group));
+                assert_eq!(
+                    grp.rates.rows as u64,
+                    gg["rows"].as_u64().unwrap(),
+                    "{}",
+                    at("rows")
+                );
+                close(
+                    &at("selection_rate"),
+                    grp.rates.selection_rate,
+                    &gg["selection_rate"],
+                );
+                close(
+                    &at("true_positive_rate"),
+                    grp.rates.true_positive_rate.unwrap(),
+                    &gg["true_positive_rate"],
+                );
+                close(
+                    &at("observed_rate"),
+                    grp.rates.observed_rate.unwrap(),
+                    &gg["observed_rate"],
+                );
+                close(&at("mean_score"), grp.rates.mean_score, &gg["mean_score"]);
+                // Against the most favoured group, from fairlearn's own rates.
+                let favoured = &a.most_favoured;
+                close(
+                    &at("disparate_impact"),
+                    grp.disparate_impact,
+                    &Value::from(f(&grp.group, "selection_rate") / top_rate),
+                );
+                close(
+                    &at("equal_opportunity_difference"),
+                    grp.equal_opportunity_difference.unwrap(),
+                    &Value::from(
+                        f(&grp.group, "true_positive_rate") - f(favoured, "true_positive_rate"),
+                    ),
+                );
+                assert_eq!(
+                    f(favoured, "selection_rate"),
+                    top_rate,
+                    "{}",
+                    at("most favoured")
+                );
+            }
+        }
+    }
+}
+
+fn model(package: &str) -> String {
+    repo_root()
+        .join("models")
+        .join(package)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn audit_writes_json_markdown_and_png() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = candor(&[
+        "audit",
+        "--model",
+        &model("caravan-logreg/1.0.0"),
+        "--out",
+        out_dir.path().to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Report = serde_json::from_str(
+        &std::fs::read_to_string(out_dir.path().join(audit::REPORT_FILE)).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(report.model, "caravan-logreg");
+    let columns: Vec<&str> = report
+        .attributes
+        .iter()
+        .map(|a| a.column.as_str())
+        .collect();
+    assert_eq!(columns, ["age_band", "income_band"]);
+    assert_eq!(report.attributes[1].bands.as_deref(), Some("MINKGEM"));
+    let attribution = report.attribution.as_ref().unwrap();
+    assert_eq!(
+        (attribution.method.as_str(), attribution.rows),
+        ("linear_exact", 1165)
+    );
+    for g in &report.attributes[0].groups {
+        assert_eq!(g.mean_abs_attribution.len(), 78);
+        assert!(g.mean_abs_attribution.iter().any(|f| f.value > 0.0));
+    }
+    let markdown = std::fs::read_to_string(out_dir.path().join("fairness.md")).unwrap();
+    assert!(
+        markdown.starts_with("# Fairness audit: caravan-logreg 1.0.0"),
+        "{markdown}"
+    );
+    assert!(
+        markdown.contains("bands the model input MINKGEM"),
+        "{markdown}"
+    );
+    let png = std::fs::read(out_dir.path().join("fairness.png")).unwrap();
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000);
+
+    // The committed report is of this model and these decisions.
+    let committed: Report = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(&model("caravan-logreg/1.0.0")).join(audit::REPORT_FILE),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(committed.sha256, report.sha256);
+    for (c, r) in committed.attributes.iter().zip(&report.attributes) {
+        for (cg, rg) in c.groups.iter().zip(&r.groups) {
+            assert_eq!(
+                (cg.rates.rows, cg.rates.selected),
+                (rg.rates.rows, rg.rates.selected)
+            );
+        }
+    }
+}
+
+#[test]
+fn audit_refuses_group_columns_the_model_sees() {
+    let logreg = model("caravan-logreg/1.0.0");
+    let run = |group: &str| {
+        candor(&[
+            "audit",
+            "--model",
+            &logreg,
+            "--group-column",
+            group,
+            "--attribution-rows",
+            "0",
+        ])
+    };
+    let out = run("MINKGEM");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("group column \"MINKGEM\" is a model input"),
+        "{err}"
+    );
+
+    let out = run("age_band:MINKGEM");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("does not band model input \"MINKGEM\""),
+        "{err}"
+    );
+
+    // A declared band of an input is audited (and fails the four-fifths
+    // rule, the default minimum), and the report says the model sees it.
+    let out = run("income_band:MINKGEM");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("**income_band** (bands the model input MINKGEM"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_failed_threshold_fails_the_command_and_names_the_gap() {
+    let out = candor(&[
+        "audit",
+        "--model",
+        &model("caravan-logreg/1.0.0"),
+        "--group-column",
+        "age_band",
+        "--attribution-rows",
+        "0",
+    ]);
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("four-fifths rule NOT met"), "{text}");
+    assert!(text.contains("is below the declared minimum 0.8"), "{text}");
+}
+
+#[test]
+fn a_stale_committed_audit_is_refused_at_load() {
+    runtime::init(&ort_lib()).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = copy_package("caravan-logreg/1.0.0", &tmp.path().join("models"));
+    let path = dir.join(audit::REPORT_FILE);
+    let mut report: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    report["sha256"] = Value::from("0".repeat(64));
+    std::fs::write(&path, report.to_string()).unwrap();
+    let err = ModelPackage::load(&dir, 1).unwrap_err();
+    assert!(err.file.ends_with(audit::REPORT_FILE), "{err}");
+    assert_eq!(err.field.as_deref(), Some("sha256"), "{err}");
+}

@@ -1,0 +1,119 @@
+//! The validation gate (`candor models validate`, and the check on deploy):
+//! each rule refuses a package broken for it, with a message that names the
+//! rule, and every bundled package passes them all.
+
+mod common;
+
+use std::{fs, path::Path};
+
+use candor::{
+    inference::runtime,
+    models::validate::{rules, validate_package},
+};
+use common::*;
+
+const ALL_RULES: [&str; 6] = [
+    rules::FEATURES_DOCUMENTED,
+    rules::NO_SPECIAL_CATEGORY_FOR_ADVERTISING,
+    rules::GRAPH_MATCHES_MANIFEST,
+    rules::GOLDEN_ROWS_REPRODUCE,
+    rules::ATTRIBUTIONS_ADDITIVE,
+    rules::FAIRNESS_THRESHOLDS,
+];
+
+#[test]
+fn every_bundled_package_passes_every_rule_from_any_thread() {
+    runtime::init(&ort_lib()).unwrap();
+    for dir in bundled_packages() {
+        // The deploy RPC calls the gate off the thread that initialised ORT.
+        let report = std::thread::spawn(move || validate_package(&dir))
+            .join()
+            .unwrap();
+        assert!(report.passed, "{}", report.to_text());
+        let names: Vec<&str> = report.checks.iter().map(|c| c.name).collect();
+        assert_eq!(names.len(), ALL_RULES.len(), "{names:?}");
+        for rule in ALL_RULES {
+            assert!(names.contains(&rule), "{rule} not checked: {names:?}");
+        }
+    }
+}
+
+type Breakage = fn(&Path);
+
+#[test]
+fn each_rule_refuses_a_package_broken_for_it_and_names_the_rule() {
+    runtime::init(&ort_lib()).unwrap();
+    let cases: [(&str, &str, Breakage); 6] = [
+        (rules::FEATURES_DOCUMENTED, "caravan-logreg/1.0.0", |p| {
+            // The first feature loses its Dutch reason template.
+            edit(
+                &p.join("manifest.toml"),
+                ", nl = \"de woninggegevens van je postcode\" }",
+                " }",
+            )
+        }),
+        (
+            rules::NO_SPECIAL_CATEGORY_FOR_ADVERTISING,
+            "caravan-logreg/1.0.0",
+            |p| {
+                edit(
+                    &p.join("manifest.toml"),
+                    "category = \"zip_code_demographics\"",
+                    "category = \"religion\"",
+                )
+            },
+        ),
+        (rules::GRAPH_MATCHES_MANIFEST, "caravan-logreg/1.0.0", |p| {
+            edit(
+                &p.join("manifest.toml"),
+                "tensor = \"input\"",
+                "tensor = \"x\"",
+            )
+        }),
+        (
+            rules::GOLDEN_ROWS_REPRODUCE,
+            "caravan-logreg/1.0.0",
+            break_first_golden,
+        ),
+        (rules::ATTRIBUTIONS_ADDITIVE, "caravan-mlp/1.0.0", |p| {
+            // A graph that adds unseeded noise (tests/gate_fixtures.py):
+            // its Shapley values cannot add up to its score. Its
+            // committed audit is of the replaced model, so it goes too.
+            fs::copy(
+                repo_root().join("tests/fixtures/gate/noisy.onnx"),
+                p.join("model.onnx"),
+            )
+            .unwrap();
+            fs::remove_file(p.join("fairness.json")).unwrap();
+        }),
+        (rules::FAIRNESS_THRESHOLDS, "caravan-logreg/1.0.0", |p| {
+            // The four-fifths rule, which caravan-logreg fails by age band.
+            edit(
+                &p.join("manifest.toml"),
+                "min_disparate_impact = 0.6",
+                "min_disparate_impact = 0.8",
+            )
+        }),
+    ];
+    for (rule, package, breakage) in cases {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = copy_package(package, &tmp.path().join("models"));
+        breakage(&dir);
+        let report = validate_package(&dir);
+        assert!(!report.passed, "{rule}: {}", report.to_text());
+        let failures = report.failures();
+        let line = failures
+            .lines()
+            .find(|l| l.starts_with(&format!("{rule}: ")))
+            .unwrap_or_else(|| panic!("{rule} does not fail:\n{}", report.to_text()));
+        assert!(
+            !line.contains("not checked"),
+            "{rule} was skipped, not failed: {line}"
+        );
+        assert!(
+            report.to_text().contains(&format!("[FAILED] {rule} (")),
+            "{}",
+            report.to_text()
+        );
+    }
+}
