@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use candor::{
     config::{ApiKey, Role},
+    grpc::inference::{self as oip, grpc_inference_service_client::GrpcInferenceServiceClient},
     grpc::pb::{
         self, consent_service_client::ConsentServiceClient,
         explain_service_client::ExplainServiceClient,
@@ -41,10 +42,16 @@ enum Rpc {
     ListDecisions,
     ExportSubjectData,
     HealthCheck,
+    OipServerLive,
+    OipServerReady,
+    OipServerMetadata,
+    OipModelReady,
+    OipModelMetadata,
+    OipModelInfer,
 }
 
 impl Rpc {
-    const ALL: [Rpc; 18] = {
+    const ALL: [Rpc; 24] = {
         use Rpc::*;
         [
             Score,
@@ -65,6 +72,12 @@ impl Rpc {
             ListDecisions,
             ExportSubjectData,
             HealthCheck,
+            OipServerLive,
+            OipServerReady,
+            OipServerMetadata,
+            OipModelReady,
+            OipModelMetadata,
+            OipModelInfer,
         ]
     };
 }
@@ -89,8 +102,10 @@ enum Credential {
 fn admits(rpc: Rpc) -> &'static str {
     use Rpc::*;
     match rpc {
-        Score | ScoreBatch => "scorer admin",
-        ListModels | DescribeModel => "scorer support engineer admin",
+        Score | ScoreBatch | OipModelInfer => "scorer admin",
+        ListModels | DescribeModel | OipServerMetadata | OipModelReady | OipModelMetadata => {
+            "scorer support engineer admin"
+        }
         Explain | ExplainBatch => "engineer admin",
         RecordConsent | WithdrawConsent => "scorer support admin subject",
         GetConsent | GetConsentHistory => "support admin subject",
@@ -100,7 +115,7 @@ fn admits(rpc: Rpc) -> &'static str {
         SupportView => "support admin",
         EngineerView => "engineer admin",
         ListDecisions | ExportSubjectData => "support admin subject",
-        HealthCheck => "public",
+        HealthCheck | OipServerLive | OipServerReady => "public",
     }
 }
 
@@ -160,6 +175,7 @@ async fn call(
     let ch = channel.clone();
     let row = caravan_request().features;
     let model = || model_ref("caravan-lgbm", "");
+    let oip = || GrpcInferenceServiceClient::new(channel.clone());
     let view = |audience: pb::Audience| pb::GetExplanationRequest {
         decision_id: decision_id.into(),
         audience: audience as i32,
@@ -319,6 +335,81 @@ async fn call(
             ))
             .await
             .map(drop),
+        Rpc::OipServerLive => oip()
+            .server_live(with(Request::new(oip::ServerLiveRequest {}), credential))
+            .await
+            .map(drop),
+        Rpc::OipServerReady => oip()
+            .server_ready(with(Request::new(oip::ServerReadyRequest {}), credential))
+            .await
+            .map(drop),
+        Rpc::OipServerMetadata => oip()
+            .server_metadata(with(
+                Request::new(oip::ServerMetadataRequest {}),
+                credential,
+            ))
+            .await
+            .map(drop),
+        Rpc::OipModelReady => oip()
+            .model_ready(with(
+                Request::new(oip::ModelReadyRequest {
+                    name: "caravan-lgbm".into(),
+                    version: String::new(),
+                }),
+                credential,
+            ))
+            .await
+            .map(drop),
+        Rpc::OipModelMetadata => oip()
+            .model_metadata(with(
+                Request::new(oip::ModelMetadataRequest {
+                    name: "caravan-lgbm".into(),
+                    version: String::new(),
+                }),
+                credential,
+            ))
+            .await
+            .map(drop),
+        Rpc::OipModelInfer => {
+            let values: Vec<u8> = caravan_values()
+                .iter()
+                .flat_map(|&v| (v as f32).to_le_bytes())
+                .collect();
+            oip()
+                .model_infer(with(
+                    Request::new(oip::ModelInferRequest {
+                        model_name: "caravan-lgbm".into(),
+                        parameters: [
+                            ("subject_id", subject),
+                            ("jurisdiction_country", "US"),
+                            ("age_status", "adult"),
+                        ]
+                        .into_iter()
+                        .map(|(k, v)| {
+                            let value =
+                                oip::infer_parameter::ParameterChoice::StringParam(v.into());
+                            (
+                                k.to_owned(),
+                                oip::InferParameter {
+                                    parameter_choice: Some(value),
+                                },
+                            )
+                        })
+                        .collect(),
+                        inputs: vec![oip::model_infer_request::InferInputTensor {
+                            name: "input".into(),
+                            datatype: "FP32".into(),
+                            shape: vec![1, (values.len() / 4) as i64],
+                            ..Default::default()
+                        }],
+                        raw_input_contents: vec![values],
+                        ..Default::default()
+                    }),
+                    credential,
+                ))
+                .await
+                .map(drop)
+        }
     }
 }
 
@@ -419,7 +510,7 @@ async fn every_rpc_role_and_credential_gets_its_exact_status() {
             }
         }
     }
-    assert_eq!(cells, 18 * 5 * 5);
+    assert_eq!(cells, Rpc::ALL.len() * 5 * 5);
     assert!(
         wrong.is_empty(),
         "{} cells wrong:\n{}",

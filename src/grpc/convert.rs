@@ -116,7 +116,10 @@ fn mode_flag(value: i32, field: &str) -> Result<ModeFlag, Error> {
 }
 
 /// The subject and the consent signals: empty strings mean "not sent".
-fn subject(subject_id: String, context: Option<pb::RequestContext>) -> Result<Subject, Error> {
+pub(super) fn subject(
+    subject_id: String,
+    context: Option<pb::RequestContext>,
+) -> Result<Subject, Error> {
     let c = context.unwrap_or_default();
     let present = |s: String| (!s.is_empty()).then_some(s);
     let age = match pb::AgeStatus::try_from(c.age_status) {
@@ -260,7 +263,7 @@ fn explain_method(method: i32, at: &str) -> Result<Method, Error> {
     }
 }
 
-fn explain_mode(options: Option<pb::ExplainOptions>) -> Result<ExplainMode, Error> {
+pub(super) fn explain_mode(options: Option<pb::ExplainOptions>) -> Result<ExplainMode, Error> {
     let Some(options) = options else {
         return Ok(ExplainMode::None);
     };

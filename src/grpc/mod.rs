@@ -11,6 +11,7 @@ mod consent;
 mod convert;
 mod explain;
 mod models;
+mod oip;
 mod scoring;
 mod status;
 mod why;
@@ -32,6 +33,12 @@ pub mod pb {
         include_bytes!(concat!(env!("OUT_DIR"), "/candor_descriptor.bin"));
 }
 
+/// Generated code for the Open Inference Protocol v2 (`inference`).
+pub mod inference {
+    tonic::include_proto!("inference");
+}
+
+use inference::grpc_inference_service_server::GrpcInferenceServiceServer;
 use pb::{
     consent_service_server::ConsentServiceServer, explain_service_server::ExplainServiceServer,
     explanation_service_server::ExplanationServiceServer, model_service_server::ModelServiceServer,
@@ -130,6 +137,9 @@ pub async fn serve(
     let why = ExplanationServiceServer::new(why::Why::new(gateway.clone()))
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
+    let oip = GrpcInferenceServiceServer::new(oip::Oip::new(gateway.clone()))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
 
     let mut server = Server::builder();
     if let Some(tls) = tls {
@@ -145,6 +155,7 @@ pub async fn serve(
         .add_service(explain)
         .add_service(consent)
         .add_service(why)
+        .add_service(oip)
         .serve_with_incoming_shutdown(
             // Small replies must not wait for Nagle's algorithm and the
             // peer's delayed ACK: that stalls a call for ~40 ms.
@@ -200,6 +211,7 @@ async fn set_health(health: &tonic_health::server::HealthReporter, ready: bool) 
         EXPLAIN_SERVICE,
         CONSENT_SERVICE,
         EXPLANATION_SERVICE,
+        OIP_SERVICE,
     ] {
         health.set_service_status(service, status).await;
     }
@@ -215,3 +227,5 @@ const EXPLANATION_SERVICE: &str =
     <ExplanationServiceServer<why::Why> as tonic::server::NamedService>::NAME;
 const MODEL_SERVICE: &str =
     <ModelServiceServer<models::Models> as tonic::server::NamedService>::NAME;
+const OIP_SERVICE: &str =
+    <GrpcInferenceServiceServer<oip::Oip> as tonic::server::NamedService>::NAME;

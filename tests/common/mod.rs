@@ -239,6 +239,11 @@ pub fn model_ref(name: &str, version: &str) -> Option<pb::ModelRef> {
     })
 }
 
+/// The first golden row of caravan-lgbm 1.0.0, in column order.
+pub fn caravan_values() -> Vec<f64> {
+    golden(&repo_root().join("models/caravan-lgbm/1.0.0")).positional()[0].clone()
+}
+
 /// A valid Score request for the default Caravan LightGBM model.
 pub fn caravan_request() -> pb::ScoreRequest {
     let g = golden(&repo_root().join("models/caravan-lgbm/1.0.0"));
