@@ -370,46 +370,10 @@ async fn call(
             ))
             .await
             .map(drop),
-        Rpc::OipModelInfer => {
-            let values: Vec<u8> = caravan_values()
-                .iter()
-                .flat_map(|&v| (v as f32).to_le_bytes())
-                .collect();
-            oip()
-                .model_infer(with(
-                    Request::new(oip::ModelInferRequest {
-                        model_name: "caravan-lgbm".into(),
-                        parameters: [
-                            ("subject_id", subject),
-                            ("jurisdiction_country", "US"),
-                            ("age_status", "adult"),
-                        ]
-                        .into_iter()
-                        .map(|(k, v)| {
-                            let value =
-                                oip::infer_parameter::ParameterChoice::StringParam(v.into());
-                            (
-                                k.to_owned(),
-                                oip::InferParameter {
-                                    parameter_choice: Some(value),
-                                },
-                            )
-                        })
-                        .collect(),
-                        inputs: vec![oip::model_infer_request::InferInputTensor {
-                            name: "input".into(),
-                            datatype: "FP32".into(),
-                            shape: vec![1, (values.len() / 4) as i64],
-                            ..Default::default()
-                        }],
-                        raw_input_contents: vec![values],
-                        ..Default::default()
-                    }),
-                    credential,
-                ))
-                .await
-                .map(drop)
-        }
+        Rpc::OipModelInfer => oip()
+            .model_infer(with(Request::new(oip_request(1, subject)), credential))
+            .await
+            .map(drop),
     }
 }
 

@@ -5,14 +5,13 @@
 
 mod common;
 
-use std::{collections::HashMap, path::PathBuf, process::Command};
+use std::{path::PathBuf, process::Command};
 
 use candor::grpc::{
     inference::{
         InferParameter, InferTensorContents, ModelInferRequest, ModelInferResponse,
         ModelMetadataRequest, ModelReadyRequest, grpc_inference_service_client,
-        infer_parameter::ParameterChoice,
-        model_infer_request::{InferInputTensor, InferRequestedOutputTensor},
+        infer_parameter::ParameterChoice, model_infer_request::InferRequestedOutputTensor,
     },
     pb,
 };
@@ -62,47 +61,17 @@ async fn tritonclient_scores_caravan_with_attributions_and_provenance() {
     server.stop().await;
 }
 
-fn text(s: &str) -> InferParameter {
-    InferParameter {
-        parameter_choice: Some(ParameterChoice::StringParam(s.into())),
-    }
-}
-
 fn flag(b: bool) -> InferParameter {
     InferParameter {
         parameter_choice: Some(ParameterChoice::BoolParam(b)),
     }
 }
 
-fn raw_f32(values: &[f64]) -> Vec<u8> {
-    values
-        .iter()
-        .flat_map(|&v| (v as f32).to_le_bytes())
-        .collect()
-}
-
-/// A request for `rows` copies of the golden row, sent raw as FP32, for a
-/// US adult.
+/// A request for `rows` copies of the golden row for a US adult.
 fn request(rows: usize) -> ModelInferRequest {
-    let row = caravan_values();
-    let values: Vec<f64> = row.iter().copied().cycle().take(row.len() * rows).collect();
     ModelInferRequest {
-        model_name: MODEL.into(),
-        model_version: VERSION.into(),
         id: "req-1".into(),
-        parameters: HashMap::from([
-            ("subject_id".into(), text("oip-subject")),
-            ("jurisdiction_country".into(), text("US")),
-            ("age_status".into(), text("adult")),
-        ]),
-        inputs: vec![InferInputTensor {
-            name: "input".into(),
-            datatype: "FP32".into(),
-            shape: vec![rows as i64, row.len() as i64],
-            ..Default::default()
-        }],
-        outputs: vec![],
-        raw_input_contents: vec![raw_f32(&values)],
+        ..oip_request(rows, "oip-subject")
     }
 }
 
@@ -202,7 +171,8 @@ async fn bad_requests_get_exact_codes_naming_the_field() {
         (
             "unknown age status",
             Box::new(|r| {
-                r.parameters.insert("age_status".into(), text("elderly"));
+                r.parameters
+                    .insert("age_status".into(), oip_text("elderly"));
             }),
             Code::InvalidArgument,
             "parameters[\"age_status\"]: \"elderly\" is not one of adult, minor, unknown",
@@ -210,7 +180,7 @@ async fn bad_requests_get_exact_codes_naming_the_field() {
         (
             "gpc as a string",
             Box::new(|r| {
-                r.parameters.insert("gpc".into(), text("1"));
+                r.parameters.insert("gpc".into(), oip_text("1"));
             }),
             Code::InvalidArgument,
             "parameters[\"gpc\"]: must be a bool",
@@ -227,9 +197,9 @@ async fn bad_requests_get_exact_codes_naming_the_field() {
             "malformed TC string",
             Box::new(|r| {
                 r.parameters
-                    .insert("jurisdiction_country".into(), text("DE"));
+                    .insert("jurisdiction_country".into(), oip_text("DE"));
                 r.parameters
-                    .insert("tc_string".into(), text("not-a-tc-string"));
+                    .insert("tc_string".into(), oip_text("not-a-tc-string"));
             }),
             Code::InvalidArgument,
             "context.tc_string",
@@ -367,16 +337,16 @@ async fn consent_through_oip_equals_the_native_answer() {
         (
             "US adult",
             vec![
-                ("jurisdiction_country", text("US")),
-                ("age_status", text("adult")),
+                ("jurisdiction_country", oip_text("US")),
+                ("age_status", oip_text("adult")),
             ],
             us(pb::AgeStatus::Adult, false),
         ),
         (
             "GPC",
             vec![
-                ("jurisdiction_country", text("US")),
-                ("age_status", text("adult")),
+                ("jurisdiction_country", oip_text("US")),
+                ("age_status", oip_text("adult")),
                 ("gpc", flag(true)),
             ],
             us(pb::AgeStatus::Adult, true),
@@ -384,16 +354,16 @@ async fn consent_through_oip_equals_the_native_answer() {
         (
             "minor",
             vec![
-                ("jurisdiction_country", text("US")),
-                ("age_status", text("minor")),
+                ("jurisdiction_country", oip_text("US")),
+                ("age_status", oip_text("minor")),
             ],
             us(pb::AgeStatus::Minor, false),
         ),
         (
             "consent mode denied",
             vec![
-                ("jurisdiction_country", text("US")),
-                ("consent_mode.ad_personalization", text("denied")),
+                ("jurisdiction_country", oip_text("US")),
+                ("consent_mode.ad_personalization", oip_text("denied")),
             ],
             pb::RequestContext {
                 consent_mode: Some(pb::ConsentModeFlags {
@@ -405,7 +375,7 @@ async fn consent_through_oip_equals_the_native_answer() {
         ),
         (
             "EEA without a TC string",
-            vec![("jurisdiction_country", text("DE"))],
+            vec![("jurisdiction_country", oip_text("DE"))],
             pb::RequestContext {
                 jurisdiction_country: "DE".into(),
                 ..Default::default()
@@ -428,7 +398,7 @@ async fn consent_through_oip_equals_the_native_answer() {
         r.parameters = parameters
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v))
-            .chain([("subject_id".to_owned(), text(&format!("oip-{i}")))])
+            .chain([("subject_id".to_owned(), oip_text(&format!("oip-{i}")))])
             .collect();
         let got = oip.model_infer(r).await.unwrap().into_inner();
         let provenance: serde_json::Value =
