@@ -12,7 +12,8 @@ OIP_VENV    := .venv-oip
 OIP_REQS    := tests/oip_client/requirements.txt
 
 export CANDOR_ORT_LIB := $(abspath $(ORT_LIB))
-export CANDOR_OIP_PYTHON := $(abspath $(OIP_VENV))/bin/python
+# Not CANDOR_*: those are the gateway's settings, and unknown ones are refused.
+export OIP_PYTHON := $(abspath $(OIP_VENV))/bin/python
 
 .PHONY: serve test ort bench
 

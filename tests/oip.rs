@@ -25,7 +25,7 @@ const VERSION: &str = "1.0.0";
 
 /// The venv `make test` sets up with the pinned tritonclient.
 fn python() -> PathBuf {
-    let python = std::env::var_os("CANDOR_OIP_PYTHON")
+    let python = std::env::var_os("OIP_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join(".venv-oip/bin/python"));
     assert!(
