@@ -276,7 +276,7 @@ async fn bad_requests_get_exact_codes_naming_the_field() {
     server.stop().await;
 }
 
-/// FP32 raw, FP32/FP64/INT64 contents: the same row, the same score.
+/// FP32, FP64 and INT64, in contents or raw: the same row, the same score.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_accepted_encoding_scores_the_same() {
     let server = TestServer::start().await;
@@ -315,6 +315,20 @@ async fn every_accepted_encoding_scores_the_same() {
         r.inputs[0].contents = Some(contents);
         let got = oip.model_infer(r).await.unwrap().into_inner();
         assert_eq!(output(&got, "score").unwrap(), want[..1], "{datatype}");
+    }
+    let raw = [
+        ("FP64", row.iter().flat_map(|v| v.to_le_bytes()).collect()),
+        (
+            "INT64",
+            row.iter().flat_map(|&v| (v as i64).to_le_bytes()).collect(),
+        ),
+    ];
+    for (datatype, bytes) in raw {
+        let mut r = request(1);
+        r.inputs[0].datatype = datatype.into();
+        r.raw_input_contents = vec![bytes];
+        let got = oip.model_infer(r).await.unwrap().into_inner();
+        assert_eq!(output(&got, "score").unwrap(), want[..1], "raw {datatype}");
     }
     server.stop().await;
 }
