@@ -7,14 +7,20 @@ ORT_DIR     := .ort
 ORT_LIB     := $(ORT_DIR)/libonnxruntime.so.$(ORT_VERSION)
 PYTHON      ?= python3
 
+# The official Triton client for the Open Inference Protocol test (tests/oip.rs).
+OIP_VENV    := .venv-oip
+OIP_REQS    := tests/oip_client/requirements.txt
+
 export CANDOR_ORT_LIB := $(abspath $(ORT_LIB))
+# Not CANDOR_*: those are the gateway's settings, and unknown ones are refused.
+export OIP_PYTHON := $(abspath $(OIP_VENV))/bin/python
 
 .PHONY: serve test ort bench
 
 serve: $(ORT_LIB)
 	cargo run --release --bin candor -- serve
 
-test: $(ORT_LIB)
+test: $(ORT_LIB) $(OIP_VENV)/installed
 	cargo test
 
 bench: $(ORT_LIB)
@@ -32,3 +38,10 @@ $(ORT_LIB):
 		shutil.copyfileobj(src, open("$(ORT_LIB).part", "wb"))'
 	mv $(ORT_LIB).part $(ORT_LIB)
 	rm -rf $(ORT_DIR)/wheel
+
+# Set up once, and again when the pinned requirements change.
+$(OIP_VENV)/installed: $(OIP_REQS)
+	rm -rf $(OIP_VENV)
+	$(PYTHON) -m venv $(OIP_VENV)
+	$(OIP_VENV)/bin/pip install --quiet -r $(OIP_REQS)
+	touch $@

@@ -14,6 +14,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/candor/v1/consent.proto",
         "proto/candor/v1/why.proto",
         "proto/candor/v1/admin.proto",
+        // The Open Inference Protocol v2, served beside the native API.
+        "proto/inference/grpc_service.proto",
     ];
     println!("cargo:rerun-if-changed=proto");
     // The ONNX schema: messages only, kept out of the reflection descriptors.

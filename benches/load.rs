@@ -9,7 +9,10 @@
 //! - `score_batch_256`: `ScoreBatch` with 256 rows;
 //! - `Score` with inline path-dependent TreeSHAP attributions;
 //! - `Score` with a TC string for a subject with consent on record (decode,
-//!   pseudonymise, ledger look-up), against the US `Score` that needs none.
+//!   pseudonymise, ledger look-up), against the US `Score` that needs none;
+//! - the Open Inference Protocol's `ModelInfer` with the same row as an FP32
+//!   tensor in `raw_input_contents` (as tritonclient sends it) and the same
+//!   signals as parameters, against the positional `Score`.
 //!
 //! Like ghz or wrk, the load generator sends requests it encoded once up
 //! front and does not decode the replies (it checks each call's gRPC status,
@@ -38,7 +41,10 @@ use std::{
 use candor::{
     Config, Gateway,
     consent::{ledger::LegalBasis, service::RecordRequest},
-    grpc::pb::{self, feature_value::Kind},
+    grpc::{
+        inference,
+        pb::{self, feature_value::Kind},
+    },
 };
 use prost::Message;
 use rand_chacha::rand_core::SeedableRng;
@@ -56,16 +62,18 @@ enum Scenario {
     ScoreBatch256,
     ScoreInlineAttributions,
     ScoreTcfLedger,
+    OipModelInfer,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 6] = [
+    const ALL: [Scenario; 7] = [
         Scenario::Empty,
         Scenario::Score,
         Scenario::ScoreTcfLedger,
         Scenario::ScorePositional,
         Scenario::ScoreBatch256,
         Scenario::ScoreInlineAttributions,
+        Scenario::OipModelInfer,
     ];
 
     fn name(self) -> &'static str {
@@ -76,6 +84,7 @@ impl Scenario {
             Self::ScoreBatch256 => "ScoreBatch 256 rows, caravan-lgbm",
             Self::ScoreInlineAttributions => "Score + inline TreeSHAP, caravan-lgbm",
             Self::ScoreTcfLedger => "Score + TC string + ledger, caravan-lgbm",
+            Self::OipModelInfer => "OIP ModelInfer, caravan-lgbm, FP32 raw tensor",
         }
     }
 
@@ -90,6 +99,18 @@ fn bench_subject(i: usize) -> String {
 
 fn golden_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/caravan-lgbm/1.0.0/golden.csv")
+}
+
+/// A golden row's values in the manifest's column order (a BTreeMap
+/// iterates in name order; the column order is the golden file's).
+fn positional(row: &BTreeMap<String, pb::FeatureValue>, columns: &[String]) -> Vec<f64> {
+    columns
+        .iter()
+        .map(|c| match row[c].kind {
+            Some(Kind::Integer(v)) => v as f64,
+            _ => unreachable!("golden rows are integers"),
+        })
+        .collect()
 }
 
 /// Feature names in column order.
@@ -120,6 +141,7 @@ impl Scenario {
             | Self::ScoreInlineAttributions
             | Self::ScoreTcfLedger => "/candor.v1.ScoringService/Score",
             Self::ScoreBatch256 => "/candor.v1.ScoringService/ScoreBatch",
+            Self::OipModelInfer => "/inference.GRPCInferenceService/ModelInfer",
         }
     }
 
@@ -182,21 +204,50 @@ impl Scenario {
                 .collect(),
             Self::ScorePositional => rows
                 .iter()
-                .map(|row| (row, columns()))
-                .map(|(row, columns)| {
-                    // A BTreeMap iterates in name order; the manifest's column
-                    // order is the golden file's column order.
-                    let values = columns.iter().map(|c| match row[c].kind {
-                        Some(Kind::Integer(v)) => v as f64,
-                        _ => unreachable!("golden rows are integers"),
-                    });
+                .map(|row| {
                     pb::ScoreRequest {
                         model: Some(pb::ModelRef {
                             name: "caravan-lgbm".into(),
                             version: "1.0.0".into(),
                         }),
                         context: us_adult(),
-                        values: values.collect(),
+                        values: positional(row, &columns()),
+                        ..Default::default()
+                    }
+                    .encode_to_vec()
+                    .into()
+                })
+                .collect(),
+            // The positional Score's row and signals, as tritonclient sends them.
+            Self::OipModelInfer => rows
+                .iter()
+                .map(|row| {
+                    let values = positional(row, &columns());
+                    let text = |s: &str| inference::InferParameter {
+                        parameter_choice: Some(
+                            inference::infer_parameter::ParameterChoice::StringParam(s.into()),
+                        ),
+                    };
+                    inference::ModelInferRequest {
+                        model_name: "caravan-lgbm".into(),
+                        model_version: "1.0.0".into(),
+                        parameters: [
+                            ("jurisdiction_country".to_owned(), text("US")),
+                            ("age_status".to_owned(), text("adult")),
+                        ]
+                        .into(),
+                        inputs: vec![inference::model_infer_request::InferInputTensor {
+                            name: "input".into(),
+                            datatype: "FP32".into(),
+                            shape: vec![1, values.len() as i64],
+                            ..Default::default()
+                        }],
+                        raw_input_contents: vec![
+                            values
+                                .iter()
+                                .flat_map(|&v| (v as f32).to_le_bytes())
+                                .collect(),
+                        ],
                         ..Default::default()
                     }
                     .encode_to_vec()
@@ -239,6 +290,18 @@ impl Scenario {
             Self::ScoreInlineAttributions => {
                 let r = pb::ScoreResponse::decode(reply.clone()).unwrap();
                 assert_eq!(r.decision.unwrap().attribution.unwrap().features.len(), 78);
+            }
+            Self::OipModelInfer => {
+                let r = inference::ModelInferResponse::decode(reply.clone()).unwrap();
+                let tier = &r.parameters["tier"].parameter_choice;
+                assert_eq!(
+                    tier,
+                    &Some(inference::infer_parameter::ParameterChoice::StringParam(
+                        "personalised".into()
+                    ))
+                );
+                let score = &r.raw_output_contents[0];
+                assert!(f64::from_le_bytes(score[..8].try_into().unwrap()) > 0.0);
             }
             Self::ScoreBatch256 => assert_eq!(
                 pb::ScoreBatchResponse::decode(reply.clone())
@@ -346,6 +409,7 @@ fn runs() -> Vec<Run> {
         run(Score, 2, 1),
         run(ScoreBatch256, 1, 4),
         run(ScoreBatch256, 2, 4),
+        run(OipModelInfer, 0, 3),
     ]
 }
 

@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use candor::{
     config::{ApiKey, Role},
+    grpc::inference::{self as oip, grpc_inference_service_client::GrpcInferenceServiceClient},
     grpc::pb::{
-        self, consent_service_client::ConsentServiceClient,
-        explain_service_client::ExplainServiceClient,
+        self, admin_service_client::AdminServiceClient,
+        consent_service_client::ConsentServiceClient, explain_service_client::ExplainServiceClient,
         explanation_service_client::ExplanationServiceClient,
         model_service_client::ModelServiceClient, scoring_service_client::ScoringServiceClient,
     },
@@ -41,10 +42,24 @@ enum Rpc {
     ListDecisions,
     ExportSubjectData,
     HealthCheck,
+    OipServerLive,
+    OipServerReady,
+    OipServerMetadata,
+    OipModelReady,
+    OipModelMetadata,
+    OipModelInfer,
+    ReloadModels,
+    LoadModel,
+    UnloadModel,
+    GetRollout,
+    SetRollout,
+    AttributionDrift,
+    GetShadowOutputs,
+    FairnessReport,
 }
 
 impl Rpc {
-    const ALL: [Rpc; 18] = {
+    const ALL: [Rpc; 32] = {
         use Rpc::*;
         [
             Score,
@@ -65,6 +80,20 @@ impl Rpc {
             ListDecisions,
             ExportSubjectData,
             HealthCheck,
+            OipServerLive,
+            OipServerReady,
+            OipServerMetadata,
+            OipModelReady,
+            OipModelMetadata,
+            OipModelInfer,
+            ReloadModels,
+            LoadModel,
+            UnloadModel,
+            GetRollout,
+            SetRollout,
+            AttributionDrift,
+            GetShadowOutputs,
+            FairnessReport,
         ]
     };
 }
@@ -89,8 +118,10 @@ enum Credential {
 fn admits(rpc: Rpc) -> &'static str {
     use Rpc::*;
     match rpc {
-        Score | ScoreBatch => "scorer admin",
-        ListModels | DescribeModel => "scorer support engineer admin",
+        Score | ScoreBatch | OipModelInfer => "scorer admin",
+        ListModels | DescribeModel | OipServerMetadata | OipModelReady | OipModelMetadata => {
+            "scorer support engineer admin"
+        }
         Explain | ExplainBatch => "engineer admin",
         RecordConsent | WithdrawConsent => "scorer support admin subject",
         GetConsent | GetConsentHistory => "support admin subject",
@@ -100,8 +131,16 @@ fn admits(rpc: Rpc) -> &'static str {
         SupportView => "support admin",
         EngineerView => "engineer admin",
         ListDecisions | ExportSubjectData => "support admin subject",
-        HealthCheck => "public",
+        HealthCheck | OipServerLive | OipServerReady => "public",
+        ReloadModels | LoadModel | UnloadModel | GetRollout | SetRollout | AttributionDrift
+        | GetShadowOutputs | FairnessReport => "engineer admin",
     }
+}
+
+/// What an admitted call gets: success, except unloading the production
+/// version, which the handler refuses once the call is admitted.
+fn admitted_outcome(rpc: Rpc) -> Option<Code> {
+    (rpc == Rpc::UnloadModel).then_some(Code::FailedPrecondition)
 }
 
 /// The status a cell must get (`None` for success).
@@ -120,7 +159,7 @@ fn expected(rpc: Rpc, who: Who, credential: Credential) -> Option<Code> {
         }
         // Staff credentials are not bound to a subject.
         Credential::WrongSubject if who == Who::Consumer => Some(Code::PermissionDenied),
-        _ if admitted.split(' ').any(|r| r == name) => None,
+        _ if admitted.split(' ').any(|r| r == name) => admitted_outcome(rpc),
         _ => Some(Code::PermissionDenied),
     }
 }
@@ -160,6 +199,7 @@ async fn call(
     let ch = channel.clone();
     let row = caravan_request().features;
     let model = || model_ref("caravan-lgbm", "");
+    let oip = || GrpcInferenceServiceClient::new(channel.clone());
     let view = |audience: pb::Audience| pb::GetExplanationRequest {
         decision_id: decision_id.into(),
         audience: audience as i32,
@@ -310,6 +350,74 @@ async fn call(
             ))
             .await
             .map(drop),
+        Rpc::ReloadModels => AdminServiceClient::new(ch)
+            .reload_models(with(Request::new(pb::ReloadModelsRequest {}), credential))
+            .await
+            .map(drop),
+        Rpc::LoadModel | Rpc::UnloadModel => {
+            let mut admin = AdminServiceClient::new(ch);
+            let request = |version: &str| {
+                with(
+                    Request::new(pb::ModelVersionRequest {
+                        model: "caravan-lgbm".into(),
+                        version: version.into(),
+                    }),
+                    credential,
+                )
+            };
+            if rpc == Rpc::LoadModel {
+                admin.load_model(request("1.1.0")).await.map(drop)
+            } else {
+                admin.unload_model(request("1.0.0")).await.map(drop)
+            }
+        }
+        Rpc::GetRollout => AdminServiceClient::new(ch)
+            .get_rollout(with(
+                Request::new(pb::GetRolloutRequest {
+                    model: "caravan-lgbm".into(),
+                }),
+                credential,
+            ))
+            .await
+            .map(drop),
+        Rpc::SetRollout => AdminServiceClient::new(ch)
+            .set_rollout(with(
+                Request::new(pb::SetRolloutRequest {
+                    model: "caravan-lgbm".into(),
+                    production: "1.0.0".into(),
+                    ..Default::default()
+                }),
+                credential,
+            ))
+            .await
+            .map(drop),
+        Rpc::AttributionDrift => AdminServiceClient::new(ch)
+            .attribution_drift(with(
+                Request::new(pb::AttributionDriftRequest {
+                    model: "caravan-lgbm".into(),
+                    candidate: "1.1.0".into(),
+                    since_unix_ms: 0,
+                }),
+                credential,
+            ))
+            .await
+            .map(drop),
+        Rpc::GetShadowOutputs => AdminServiceClient::new(ch)
+            .get_shadow_outputs(with(
+                Request::new(pb::GetShadowOutputsRequest {
+                    decision_id: decision_id.into(),
+                }),
+                credential,
+            ))
+            .await
+            .map(drop),
+        Rpc::FairnessReport => AdminServiceClient::new(ch)
+            .fairness_report(with(
+                Request::new(pb::FairnessReportRequest::default()),
+                credential,
+            ))
+            .await
+            .map(drop),
         Rpc::HealthCheck => HealthClient::new(ch)
             .check(with(
                 Request::new(HealthCheckRequest {
@@ -317,6 +425,45 @@ async fn call(
                 }),
                 credential,
             ))
+            .await
+            .map(drop),
+        Rpc::OipServerLive => oip()
+            .server_live(with(Request::new(oip::ServerLiveRequest {}), credential))
+            .await
+            .map(drop),
+        Rpc::OipServerReady => oip()
+            .server_ready(with(Request::new(oip::ServerReadyRequest {}), credential))
+            .await
+            .map(drop),
+        Rpc::OipServerMetadata => oip()
+            .server_metadata(with(
+                Request::new(oip::ServerMetadataRequest {}),
+                credential,
+            ))
+            .await
+            .map(drop),
+        Rpc::OipModelReady => oip()
+            .model_ready(with(
+                Request::new(oip::ModelReadyRequest {
+                    name: "caravan-lgbm".into(),
+                    version: String::new(),
+                }),
+                credential,
+            ))
+            .await
+            .map(drop),
+        Rpc::OipModelMetadata => oip()
+            .model_metadata(with(
+                Request::new(oip::ModelMetadataRequest {
+                    name: "caravan-lgbm".into(),
+                    version: String::new(),
+                }),
+                credential,
+            ))
+            .await
+            .map(drop),
+        Rpc::OipModelInfer => oip()
+            .model_infer(with(Request::new(oip_request(1, subject)), credential))
             .await
             .map(drop),
     }
@@ -333,6 +480,12 @@ fn tamper(credential: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_rpc_role_and_credential_gets_its_exact_status() {
     let mut config = test_config();
+    // The admin RPCs write the model's rollout file: not into the repository.
+    let models = tempfile::tempdir().unwrap();
+    copy_package("caravan-lgbm/1.0.0", models.path());
+    copy_package("caravan-lgbm/1.1.0", models.path());
+    config.models_dir = models.path().to_path_buf();
+    config.watch_models = false;
     for role in ROLES {
         config
             .access
@@ -419,7 +572,7 @@ async fn every_rpc_role_and_credential_gets_its_exact_status() {
             }
         }
     }
-    assert_eq!(cells, 18 * 5 * 5);
+    assert_eq!(cells, Rpc::ALL.len() * 5 * 5);
     assert!(
         wrong.is_empty(),
         "{} cells wrong:\n{}",

@@ -122,7 +122,22 @@ impl Gateway {
         };
         let now = now_ms();
         let mut out = Vec::new();
+        let positional = job
+            .rows
+            .iter()
+            .any(|r| matches!(r, FeatureRow::Positional(_)));
         for package in &job.shadows {
+            // Positional values mean the live version's column order.
+            let same_columns = || {
+                let names = |p: &ModelPackage| -> Vec<String> {
+                    p.schema.columns().iter().map(|c| c.name.clone()).collect()
+                };
+                names(package) == names(&job.live)
+            };
+            if positional && !same_columns() {
+                tracing::warn!(model = %package.name(), version = %package.version(), "shadow skipped: positional rows and a different column order");
+                continue;
+            }
             let (rows, masked) = match encode(package, &job.rows, masked) {
                 Ok(r) => r,
                 Err(e) => {

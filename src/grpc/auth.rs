@@ -154,6 +154,27 @@ pub const RULES: &[(&str, Rule)] = &[
         "/candor.v1.AdminService/FairnessReport",
         staff(&[Engineer, Admin]),
     ),
+    // The Open Inference Protocol: inference is scoring; model readiness and
+    // metadata name models, like the model listing; the server's liveness
+    // and readiness are health checks.
+    (
+        "/inference.GRPCInferenceService/ModelInfer",
+        staff(&[Scorer, Admin]),
+    ),
+    (
+        "/inference.GRPCInferenceService/ModelMetadata",
+        staff(ALL_STAFF),
+    ),
+    (
+        "/inference.GRPCInferenceService/ModelReady",
+        staff(ALL_STAFF),
+    ),
+    (
+        "/inference.GRPCInferenceService/ServerMetadata",
+        staff(ALL_STAFF),
+    ),
+    ("/inference.GRPCInferenceService/ServerLive", PUBLIC),
+    ("/inference.GRPCInferenceService/ServerReady", PUBLIC),
     ("/grpc.health.v1.Health/Check", PUBLIC),
     ("/grpc.health.v1.Health/Watch", PUBLIC),
     (

@@ -119,7 +119,9 @@ fn mode_flag(value: i32, field: &str) -> Result<ModeFlag, Error> {
 
 /// Takes the audit-only attributes out of the context, so they go to the
 /// fairness monitor and nowhere else.
-fn audit_attributes(context: Option<&mut pb::RequestContext>) -> Result<AuditAttributes, Error> {
+pub(super) fn audit_attributes(
+    context: Option<&mut pb::RequestContext>,
+) -> Result<AuditAttributes, Error> {
     let map = context
         .map(|c| std::mem::take(&mut c.audit_attributes))
         .unwrap_or_default();
@@ -128,7 +130,10 @@ fn audit_attributes(context: Option<&mut pb::RequestContext>) -> Result<AuditAtt
 }
 
 /// The subject and the consent signals: empty strings mean "not sent".
-fn subject(subject_id: String, context: Option<pb::RequestContext>) -> Result<Subject, Error> {
+pub(super) fn subject(
+    subject_id: String,
+    context: Option<pb::RequestContext>,
+) -> Result<Subject, Error> {
     let c = context.unwrap_or_default();
     let present = |s: String| (!s.is_empty()).then_some(s);
     let age = match pb::AgeStatus::try_from(c.age_status) {
@@ -276,7 +281,7 @@ fn explain_method(method: i32, at: &str) -> Result<Method, Error> {
     }
 }
 
-fn explain_mode(options: Option<pb::ExplainOptions>) -> Result<ExplainMode, Error> {
+pub(super) fn explain_mode(options: Option<pb::ExplainOptions>) -> Result<ExplainMode, Error> {
     let Some(options) = options else {
         return Ok(ExplainMode::None);
     };

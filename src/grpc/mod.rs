@@ -12,6 +12,7 @@ mod consent;
 mod convert;
 mod explain;
 mod models;
+mod oip;
 mod scoring;
 mod status;
 mod why;
@@ -33,6 +34,12 @@ pub mod pb {
         include_bytes!(concat!(env!("OUT_DIR"), "/candor_descriptor.bin"));
 }
 
+/// Generated code for the Open Inference Protocol v2 (`inference`).
+pub mod inference {
+    tonic::include_proto!("inference");
+}
+
+use inference::grpc_inference_service_server::GrpcInferenceServiceServer;
 use pb::{
     admin_service_server::AdminServiceServer, consent_service_server::ConsentServiceServer,
     explain_service_server::ExplainServiceServer,
@@ -135,6 +142,9 @@ pub async fn serve(
     let admin = AdminServiceServer::new(admin::Admin::new(gateway.clone()))
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
+    let oip = GrpcInferenceServiceServer::new(oip::Oip::new(gateway.clone()))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
 
     let mut server = Server::builder();
     if let Some(tls) = tls {
@@ -151,6 +161,7 @@ pub async fn serve(
         .add_service(consent)
         .add_service(why)
         .add_service(admin)
+        .add_service(oip)
         .serve_with_incoming_shutdown(
             // Small replies must not wait for Nagle's algorithm and the
             // peer's delayed ACK: that stalls a call for ~40 ms.
@@ -207,6 +218,7 @@ async fn set_health(health: &tonic_health::server::HealthReporter, ready: bool) 
         CONSENT_SERVICE,
         EXPLANATION_SERVICE,
         ADMIN_SERVICE,
+        OIP_SERVICE,
     ] {
         health.set_service_status(service, status).await;
     }
@@ -223,3 +235,5 @@ const EXPLANATION_SERVICE: &str =
 const ADMIN_SERVICE: &str = <AdminServiceServer<admin::Admin> as tonic::server::NamedService>::NAME;
 const MODEL_SERVICE: &str =
     <ModelServiceServer<models::Models> as tonic::server::NamedService>::NAME;
+const OIP_SERVICE: &str =
+    <GrpcInferenceServiceServer<oip::Oip> as tonic::server::NamedService>::NAME;

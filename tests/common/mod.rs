@@ -12,6 +12,7 @@ use std::{
 
 use candor::{
     Config, Gateway,
+    grpc::inference,
     grpc::pb::{
         self, feature_value::Kind, model_service_client::ModelServiceClient,
         scoring_service_client::ScoringServiceClient,
@@ -237,6 +238,53 @@ pub fn model_ref(name: &str, version: &str) -> Option<pb::ModelRef> {
         name: name.into(),
         version: version.into(),
     })
+}
+
+/// The first golden row of caravan-lgbm 1.0.0, in column order.
+pub fn caravan_values() -> Vec<f64> {
+    golden(&repo_root().join("models/caravan-lgbm/1.0.0")).positional()[0].clone()
+}
+
+/// A string request parameter of the Open Inference Protocol.
+pub fn oip_text(s: &str) -> inference::InferParameter {
+    inference::InferParameter {
+        parameter_choice: Some(inference::infer_parameter::ParameterChoice::StringParam(
+            s.into(),
+        )),
+    }
+}
+
+/// A valid OIP ModelInfer request for caravan-lgbm 1.0.0: `rows` copies of
+/// the first golden row, sent raw as FP32 (as tritonclient sends it), for
+/// `subject`, a US adult.
+pub fn oip_request(rows: usize, subject: &str) -> inference::ModelInferRequest {
+    let row = caravan_values();
+    let raw = row
+        .iter()
+        .cycle()
+        .take(row.len() * rows)
+        .flat_map(|&v| (v as f32).to_le_bytes())
+        .collect();
+    inference::ModelInferRequest {
+        model_name: "caravan-lgbm".into(),
+        model_version: "1.0.0".into(),
+        parameters: [
+            ("subject_id", subject),
+            ("jurisdiction_country", "US"),
+            ("age_status", "adult"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), oip_text(v)))
+        .collect(),
+        inputs: vec![inference::model_infer_request::InferInputTensor {
+            name: "input".into(),
+            datatype: "FP32".into(),
+            shape: vec![rows as i64, row.len() as i64],
+            ..Default::default()
+        }],
+        raw_input_contents: vec![raw],
+        ..Default::default()
+    }
 }
 
 /// A valid Score request for the default Caravan LightGBM model.
