@@ -166,7 +166,7 @@ async fn bad_requests_get_exact_codes_naming_the_field() {
             "version not semver",
             Box::new(|r| r.model_version = "1".into()),
             Code::InvalidArgument,
-            "model.version: \"1\" is not a semantic version",
+            "model.version: \"1\" is neither a semantic version nor an alias",
         ),
         (
             "unknown age status",

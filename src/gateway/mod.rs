@@ -325,62 +325,52 @@ impl Gateway {
     }
 
     pub async fn score(&self, request: ScoreRequest) -> Result<Decision, Error> {
-        let started = Instant::now();
-        let (package, subject_ref) = self.route(&request.model, &request.subject)?;
-        let mut row = Vec::with_capacity(package.schema.width());
-        package
-            .schema
-            .encode_row(&request.row, &mut row)
-            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
-        self.metrics.stage(Stage::Validate, started);
-        let placement = request.subject.placement.clone();
-        let (evaluation, provenance) = self.judge(&package, request.subject, subject_ref).await?;
+        let ScoreRequest {
+            model,
+            subject,
+            row,
+            explain,
+            audit,
+            request_id,
+            deadline,
+        } = request;
+        let request = BatchRequest {
+            model,
+            subject,
+            rows: vec![row],
+            explain,
+            audit,
+            request_id,
+            deadline,
+        };
         let decisions = self
-            .decide(
-                package.clone(),
-                row,
-                Call {
-                    explain: request.explain,
-                    evaluation: &evaluation,
-                    provenance,
-                    placement: &placement,
-                    request_id: &request.request_id,
-                    deadline: request.deadline,
-                },
-            )
+            .score_rows(request, |package, rows| {
+                let mut row = Vec::with_capacity(package.schema.width());
+                package
+                    .schema
+                    .encode_row(&rows[0], &mut row)
+                    .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+                Ok(row)
+            })
             .await?;
-        self.after(
-            &request.model,
-            &package,
-            std::slice::from_ref(&request.row),
-            &decisions,
-            &request.audit,
-        );
         Ok(decisions.into_iter().next().expect("one row, one decision"))
     }
 
-    /// What follows an answered decision without delaying it: the fairness
-    /// monitor's counts and the shadow versions' work.
-    fn after(
-        &self,
-        selector: &ModelSelector,
-        package: &Arc<ModelPackage>,
-        rows: &[FeatureRow],
-        decisions: &[Decision],
-        audit: &AuditAttributes,
-    ) {
-        if let Some(threshold) = package.manifest.model.output.decision_threshold {
-            let scores: Vec<f64> = decisions.iter().filter_map(|d| d.score).collect();
-            self.fairness
-                .observe(package.name(), threshold, audit, &scores, now_ms());
-        }
-        self.shadow(selector, package, rows, decisions);
+    pub async fn score_batch(&self, request: BatchRequest) -> Result<Vec<Decision>, Error> {
+        self.score_rows(request, |package, rows| self.validate_rows(package, rows))
+            .await
     }
 
-    pub async fn score_batch(&self, request: BatchRequest) -> Result<Vec<Decision>, Error> {
+    /// Routes, validates with `validate`, judges consent, decides, and
+    /// hands the answer to [`Self::after`].
+    async fn score_rows(
+        &self,
+        request: BatchRequest,
+        validate: impl FnOnce(&ModelPackage, &[FeatureRow]) -> Result<Vec<f32>, Error>,
+    ) -> Result<Vec<Decision>, Error> {
         let started = Instant::now();
         let (package, subject_ref) = self.route(&request.model, &request.subject)?;
-        let rows = self.validate_rows(&package, &request.rows)?;
+        let rows = validate(&package, &request.rows)?;
         self.metrics.stage(Stage::Validate, started);
         let placement = request.subject.placement.clone();
         let (evaluation, provenance) = self.judge(&package, request.subject, subject_ref).await?;
@@ -406,6 +396,24 @@ impl Gateway {
             &request.audit,
         );
         Ok(decisions)
+    }
+
+    /// What follows an answered decision without delaying it: the fairness
+    /// monitor's counts and the shadow versions' work.
+    fn after(
+        &self,
+        selector: &ModelSelector,
+        package: &Arc<ModelPackage>,
+        rows: &[FeatureRow],
+        decisions: &[Decision],
+        audit: &AuditAttributes,
+    ) {
+        if let Some(threshold) = package.manifest.model.output.decision_threshold {
+            let scores: Vec<f64> = decisions.iter().filter_map(|d| d.score).collect();
+            self.fairness
+                .observe(package.name(), threshold, audit, &scores, now_ms());
+        }
+        self.shadow(selector, package, rows, decisions);
     }
 
     /// Evaluates consent for a subject and this model, and records the

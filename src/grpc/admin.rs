@@ -37,6 +37,12 @@ fn version(field: &str, v: &str) -> Result<Version, Error> {
     })
 }
 
+fn model_version(r: pb::ModelVersionRequest) -> Result<(String, Version), Error> {
+    let v = version("version", required("version", &r.version)?)?;
+    required("model", &r.model)?;
+    Ok((r.model, v))
+}
+
 fn optional_version(field: &str, v: &str) -> Result<Option<Version>, Error> {
     (!v.is_empty()).then(|| version(field, v)).transpose()
 }
@@ -169,11 +175,9 @@ impl AdminService for Admin {
         &self,
         request: Request<pb::ModelVersionRequest>,
     ) -> Result<Response<pb::ReloadModelsResponse>, Status> {
-        let r = request.into_inner();
-        let v = version("version", required("version", &r.version)?)?;
-        let model = required("model", &r.model)?;
+        let (model, v) = model_version(request.into_inner())?;
         Ok(Response::new(
-            self.gateway.load_model(model, &v).await?.into(),
+            self.gateway.load_model(&model, &v).await?.into(),
         ))
     }
 
@@ -181,11 +185,9 @@ impl AdminService for Admin {
         &self,
         request: Request<pb::ModelVersionRequest>,
     ) -> Result<Response<pb::ReloadModelsResponse>, Status> {
-        let r = request.into_inner();
-        let v = version("version", required("version", &r.version)?)?;
-        let model = required("model", &r.model)?;
+        let (model, v) = model_version(request.into_inner())?;
         Ok(Response::new(
-            self.gateway.unload_model(model, &v).await?.into(),
+            self.gateway.unload_model(&model, &v).await?.into(),
         ))
     }
 
