@@ -127,6 +127,12 @@ async fn bad_requests_get_exact_codes_naming_the_field() {
             "raw_input_contents[0]: holds 312 bytes; the shape needs 156 values of 4 bytes",
         ),
         (
+            "shape whose byte count overflows",
+            Box::new(|r| r.inputs[0].shape = vec![1 << 31, 1 << 31]),
+            Code::InvalidArgument,
+            "raw_input_contents[0]: holds 312 bytes; the shape needs 4611686018427387904 values",
+        ),
+        (
             "unsupported datatype",
             Box::new(|r| r.inputs[0].datatype = "INT8".into()),
             Code::InvalidArgument,

@@ -168,7 +168,7 @@ impl Datatype {
             Self::Fp32 => 4,
             Self::Fp64 | Self::Int64 => 8,
         };
-        if raw.len() != count * width {
+        if count.checked_mul(width) != Some(raw.len()) {
             return Err(Error::InvalidArgument(format!(
                 "raw_input_contents[0]: holds {} bytes; the shape needs {count} values of {width} bytes",
                 raw.len()
