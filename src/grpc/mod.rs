@@ -25,6 +25,8 @@ use tonic_health::ServingStatus;
 
 use crate::gateway::Gateway;
 
+pub use oip::Infer;
+
 /// Generated protobuf and gRPC code for `candor.v1`.
 pub mod pb {
     tonic::include_proto!("candor.v1");

@@ -212,8 +212,10 @@ impl Datatype {
     }
 }
 
-/// A `ModelInfer` call in domain terms.
-struct Infer {
+/// A `ModelInfer` call in domain terms. Public so that the request fuzz
+/// target can drive its conversion from untrusted bytes.
+#[derive(Debug)]
+pub struct Infer {
     batch: BatchRequest,
     /// The input tensor's name, checked against the model.
     input: String,
@@ -221,6 +223,7 @@ struct Infer {
 }
 
 /// What the reply needs from the request.
+#[derive(Debug)]
 struct Reply {
     /// The request's `id`, echoed.
     id: String,

@@ -8,13 +8,15 @@
 //! `candor.v1` services (`proto/candor/v1/*.proto`); each message that decodes
 //! goes through its conversion, when it has one, and every result is
 //! `Debug`-formatted. Score and batch requests that convert also have their
-//! consent signals decoded, the gateway's next step. See `README.md`.
+//! consent signals decoded, the gateway's next step. The Open Inference
+//! Protocol's `ModelInferRequest` (`src/grpc/oip.rs`: tensor bytes, shapes,
+//! parameters) and the admin requests go the same way. See `README.md`.
 #![no_main]
 
 use candor::{
     consent::service::{RecordRequest, WithdrawRequest},
-    gateway::{BatchRequest, ExplainRequest, ScoreRequest},
-    grpc::pb,
+    gateway::{BatchRequest, ExplainRequest, RolloutChange, ScoreRequest},
+    grpc::{Infer, inference, pb},
     models::ModelSelector,
 };
 use libfuzzer_sys::fuzz_target;
@@ -81,6 +83,15 @@ fuzz_target!(|data: &[u8]| {
     decode!(data, pb::GetExplanationRequest);
     decode!(data, pb::ListDecisionsRequest);
     decode!(data, pb::ExportSubjectDataRequest);
+
+    // The Open Inference Protocol.
+    decode!(data, inference::ModelInferRequest => Infer);
+
+    // AdminService.
+    decode!(data, pb::SetRolloutRequest => RolloutChange);
+    decode!(data, pb::ModelVersionRequest);
+    decode!(data, pb::AttributionDriftRequest);
+    decode!(data, pb::FairnessReportRequest);
 
     // ModelService.
     decode!(data, pb::ListModelsRequest);
