@@ -22,8 +22,22 @@ use common::*;
 use tonic::{Code, Request, Status, transport::Channel};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Rpc {
+/// Declares `Rpc` and `Rpc::ALL` from one list, so that no RPC can be left
+/// out of the matrix.
+macro_rules! rpcs {
+    ($($rpc:ident),* $(,)?) => {
+        #[derive(Debug, Clone, Copy, PartialEq)]
+        enum Rpc {
+            $($rpc),*
+        }
+
+        impl Rpc {
+            const ALL: [Rpc; [$(Rpc::$rpc),*].len()] = [$(Rpc::$rpc),*];
+        }
+    };
+}
+
+rpcs! {
     Score,
     ScoreBatch,
     ListModels,
@@ -56,46 +70,6 @@ enum Rpc {
     AttributionDrift,
     GetShadowOutputs,
     FairnessReport,
-}
-
-impl Rpc {
-    const ALL: [Rpc; 32] = {
-        use Rpc::*;
-        [
-            Score,
-            ScoreBatch,
-            ListModels,
-            DescribeModel,
-            Explain,
-            ExplainBatch,
-            RecordConsent,
-            WithdrawConsent,
-            GetConsent,
-            GetConsentHistory,
-            VerifyLedger,
-            EraseSubject,
-            ConsumerView,
-            SupportView,
-            EngineerView,
-            ListDecisions,
-            ExportSubjectData,
-            HealthCheck,
-            OipServerLive,
-            OipServerReady,
-            OipServerMetadata,
-            OipModelReady,
-            OipModelMetadata,
-            OipModelInfer,
-            ReloadModels,
-            LoadModel,
-            UnloadModel,
-            GetRollout,
-            SetRollout,
-            AttributionDrift,
-            GetShadowOutputs,
-            FairnessReport,
-        ]
-    };
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]

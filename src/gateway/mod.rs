@@ -408,7 +408,9 @@ impl Gateway {
         decisions: &[Decision],
         audit: &AuditAttributes,
     ) {
-        if let Some(threshold) = package.manifest.model.output.decision_threshold {
+        if let Some(threshold) = package.manifest.model.output.decision_threshold
+            && !audit.is_empty()
+        {
             let scores: Vec<f64> = decisions.iter().filter_map(|d| d.score).collect();
             self.fairness
                 .observe(package.name(), threshold, audit, &scores, now_ms());

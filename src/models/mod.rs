@@ -269,7 +269,9 @@ impl Registry {
                 .as_ref()
                 .map(|c| &c.version)
                 .ok_or_else(|| LookupError::NoCanary(selector.name.clone()))?,
+            // The bucket is a SHA-256: only worth it when there is a canary.
             None => subject_ref
+                .filter(|_| model.rollout.canary.is_some())
                 .and_then(|s| {
                     model
                         .rollout
