@@ -33,7 +33,7 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 
 const SCHEMA: &str = "candor.consent-record/1 (ISO/IEC TS 27560:2023, Kantara Consent Receipt 1.1)";
 /// A record's place in the chain: what a decision's provenance cites.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(get_size2::GetSize, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerRef {
     pub seq: i64,
     pub record_id: String,
@@ -106,7 +106,7 @@ impl Status {
 }
 
 /// GDPR Art. 6(1) bases a record may rest on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(get_size2::GetSize, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LegalBasis {
     /// Art. 6(1)(a).

@@ -62,7 +62,7 @@ pub struct Settings {
     pub unknown_jurisdiction: UnknownJurisdiction,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(get_size2::GetSize, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Regime {
     Tcf,
@@ -80,7 +80,7 @@ impl Regime {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(get_size2::GetSize, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Tier {
     Personalised,
@@ -98,7 +98,7 @@ impl Tier {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(get_size2::GetSize, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PurposeStatus {
     Granted,
@@ -131,7 +131,7 @@ impl PurposeStatus {
 }
 
 /// Where a purpose's status came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(get_size2::GetSize, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
     TcString,
@@ -151,7 +151,7 @@ impl Source {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(get_size2::GetSize, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PurposeOutcome {
     pub tcf_id: u8,
     pub dpv: String,
@@ -586,7 +586,7 @@ fn known_child(signals: &Decoded) -> bool {
 /// What a decision relied on, so it can be proven later: the regime, each
 /// purpose's standing, the rules that fired, the masked features, the ledger
 /// records and the signals' hash, the policy and the model.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(get_size2::GetSize, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Provenance {
     /// "DE", "US-CA", or empty when none was given.
     pub jurisdiction: String,

@@ -1,5 +1,5 @@
 //! The explanation cache: decisions with their attributions, keyed by
-//! decision id, bounded by an estimate of their size in bytes and by a TTL.
+//! decision id, bounded by the bytes they hold and by a TTL.
 //!
 //! A hit answers "why am I seeing this?" without touching the database. A
 //! miss falls back to the decision record, and a record without attributions
@@ -42,15 +42,21 @@ pub struct ExplanationCache {
     stats: CacheStats,
 }
 
-/// Rough bytes held by an entry: what the weight bound counts.
-fn weight(row: &DecisionRow) -> u32 {
-    let features = row
-        .explanation
-        .as_ref()
-        .map_or(0, |e| e.features.len() * 96 + e.groups.len() * 128);
-    let provenance =
-        row.provenance.masked_features.len() * 32 + row.provenance.purposes.len() * 160;
-    (512 + features + provenance).min(u32::MAX as usize) as u32
+/// Bytes moka keeps per entry beside the key and value: its hash-table slot,
+/// access-order and timer nodes and the entry's metadata.
+const ENTRY_OVERHEAD: usize = 400;
+
+/// The bytes an entry holds: its key, the row with everything it owns, and
+/// moka's bookkeeping. The bound is a memory budget, so this counts real
+/// capacities (a shared provenance is counted with every row that holds it)
+/// plus one seventh for the allocator rounding the row's ~260 small
+/// allocations up to their size classes. `tests/cache_memory.rs` checks the
+/// sum against a counting allocator.
+fn weight(key: &str, row: &DecisionRow) -> u32 {
+    use get_size2::GetSize;
+    let owned = key.len() + row.get_size();
+    let bytes = owned + owned / 7 + ENTRY_OVERHEAD;
+    bytes.min(u32::MAX as usize) as u32
 }
 
 impl ExplanationCache {
@@ -58,7 +64,7 @@ impl ExplanationCache {
         Self {
             entries: moka::sync::Cache::builder()
                 .max_capacity(max_bytes)
-                .weigher(|_, row: &Arc<DecisionRow>| weight(row))
+                .weigher(|key: &String, row: &Arc<DecisionRow>| weight(key, row))
                 .time_to_live(ttl)
                 .support_invalidation_closures()
                 .build(),
@@ -120,6 +126,12 @@ impl ExplanationCache {
     pub fn clear(&self) {
         self.entries.invalidate_all();
         self.entries.run_pending_tasks();
+    }
+
+    /// The summed weight of the live entries, after pending evictions.
+    pub fn weighted_size(&self) -> u64 {
+        self.entries.run_pending_tasks();
+        self.entries.weighted_size()
     }
 
     pub fn counts(&self) -> CacheCounts {

@@ -75,7 +75,7 @@ pub enum Durability {
 }
 
 /// One feature's part in a stored explanation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(get_size2::GetSize, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExplainedFeature {
     pub name: String,
     /// The value the model saw (the background mean when masked).
@@ -85,7 +85,7 @@ pub struct ExplainedFeature {
     pub masked: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(get_size2::GetSize, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExplainedGroup {
     pub name: String,
     pub contribution: f64,
@@ -93,7 +93,7 @@ pub struct ExplainedGroup {
 }
 
 /// A decision's attributions as stored and cached.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(get_size2::GetSize, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Explanation {
     pub method: String,
     pub method_version: String,
@@ -148,7 +148,7 @@ impl From<&DecisionAttribution> for Explanation {
 }
 
 /// A decision as the record holds it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(get_size2::GetSize, Debug, Clone, PartialEq)]
 pub struct DecisionRow {
     pub decision_id: String,
     pub decided_at_ms: i64,
