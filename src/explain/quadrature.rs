@@ -3,89 +3,211 @@
 //! Along one root-to-leaf path, each unique feature j contributes a factor
 //! zⱼ + t(oⱼ − zⱼ), where zⱼ is the cover fraction of the path's branches on
 //! j and oⱼ ∈ {0, 1} says whether the row follows them. The leaf's Shapley
-//! value for feature i is v·(oᵢ − zᵢ)·∫₀¹ Πⱼ≠ᵢ (zⱼ + t(oⱼ − zⱼ)) dt. The
-//! integrand is a polynomial of degree < 16 when a path has at most 16 unique
-//! features, so an 8-point Gauss–Legendre rule computes it exactly. Each path
-//! element carries its factor at the 8 nodes, and each subtree returns the sum
-//! of its leaves' v·Πfactors, so an element settles its whole attribution once
-//! where it enters the path: O(8) work per node, against the classic
-//! algorithm's O(D²) per leaf.
+//! value for feature i is v·(oᵢ − zᵢ)·∫₀¹ Πⱼ≠ᵢ (zⱼ + t(oⱼ − zⱼ)) dt. With at
+//! most D unique features on any path of a tree, the integrand is a
+//! polynomial of degree < D, which an n-point Gauss–Legendre rule integrates
+//! exactly once 2n ≥ D: each tree gets the smallest such rule (n ≤ 8, so
+//! D ≤ 16). Each path element carries its factor at the n nodes, and each
+//! subtree returns the sum of its leaves' v·Πfactors, so an element settles
+//! its whole attribution once, where it enters the path: O(n) work per node,
+//! against the classic algorithm's O(D²) per leaf.
+//!
+//! Settling needs the subtree sums without the element's own factor. For a
+//! branch the row does not take, (0 − z)/(z·(1 − t)) = −1/(1 − t): its z
+//! cancels, leaving constants. Only the taken branch divides by its factor:
+//! n divisions per node. (A table of those quotients, fixed at load, made the
+//! walks memory-bound and slower.)
 
 use super::trees::Tree;
 
-/// Gauss–Legendre nodes and weights, mapped from [−1, 1] to [0, 1].
-const NODES: [f64; 8] = {
-    const X: [f64; 4] = [
-        0.183_434_642_495_649_8,
-        0.525_532_409_916_329,
-        0.796_666_477_413_626_7,
-        0.960_289_856_497_536_3,
-    ];
-    [
-        (1.0 - X[3]) / 2.0,
-        (1.0 - X[2]) / 2.0,
-        (1.0 - X[1]) / 2.0,
-        (1.0 - X[0]) / 2.0,
-        (1.0 + X[0]) / 2.0,
-        (1.0 + X[1]) / 2.0,
-        (1.0 + X[2]) / 2.0,
-        (1.0 + X[3]) / 2.0,
-    ]
-};
-const WEIGHTS: [f64; 8] = {
-    const W: [f64; 4] = [
-        0.362_683_783_378_362,
-        0.313_706_645_877_887_3,
-        0.222_381_034_453_374_5,
-        0.101_228_536_290_376_3,
-    ];
-    [
-        W[3] / 2.0,
-        W[2] / 2.0,
-        W[1] / 2.0,
-        W[0] / 2.0,
-        W[0] / 2.0,
-        W[1] / 2.0,
-        W[2] / 2.0,
-        W[3] / 2.0,
-    ]
-};
+/// The most points of a rule, hence the most unique features on one path
+/// (twice as many) for which quadrature is exact.
+const MAX_POINTS: usize = 8;
 
-/// The most unique features on one path for which the rule is exact.
-pub const MAX_UNIQUE_FEATURES: usize = 16;
+pub const MAX_UNIQUE_FEATURES: usize = 2 * MAX_POINTS;
 
-type Lanes = [f64; 8];
+type Lanes<const N: usize> = [f64; N];
 
+/// The n-point Gauss–Legendre rule mapped to [0, 1], n ≤ [`MAX_POINTS`],
+/// in the first n lanes; computed once per tree at load.
+#[derive(Debug, Clone, Copy)]
+struct Rule {
+    points: usize,
+    nodes: [f64; MAX_POINTS],
+    weights: [f64; MAX_POINTS],
+}
+
+impl Rule {
+    /// Roots of the Legendre polynomial Pₙ by Newton's method (to machine
+    /// precision), with weights 2/((1 − x²)·Pₙ′(x)²).
+    fn new(n: usize) -> Self {
+        let mut nodes = [0.0; MAX_POINTS];
+        let mut weights = [0.0; MAX_POINTS];
+        for i in 0..n.div_ceil(2) {
+            let mut x = (std::f64::consts::PI * (i as f64 + 0.75) / (n as f64 + 0.5)).cos();
+            for _ in 0..100 {
+                let (p, dp) = legendre(n, x);
+                let step = p / dp;
+                x -= step;
+                if step.abs() <= 1e-16 {
+                    break;
+                }
+            }
+            let (_, dp) = legendre(n, x);
+            let w = 1.0 / ((1.0 - x * x) * dp * dp);
+            (nodes[i], weights[i]) = ((1.0 - x) / 2.0, w);
+            (nodes[n - 1 - i], weights[n - 1 - i]) = ((1.0 + x) / 2.0, w);
+        }
+        Self {
+            points: n,
+            nodes,
+            weights,
+        }
+    }
+
+    /// The rule as fixed-size lanes for a walk.
+    fn lanes<const N: usize>(&self) -> Points<N> {
+        debug_assert_eq!(N, self.points);
+        Points {
+            nodes: std::array::from_fn(|q| self.nodes[q]),
+            weights: std::array::from_fn(|q| self.weights[q]),
+            not_taken: std::array::from_fn(|q| self.weights[q] / (1.0 - self.nodes[q])),
+        }
+    }
+}
+
+/// A rule's nodes and weights as lanes of the walk's width.
+#[derive(Clone, Copy)]
+struct Points<const N: usize> {
+    nodes: Lanes<N>,
+    weights: Lanes<N>,
+    /// w_q/(1 − t_q): the weights of a branch the row does not take.
+    not_taken: Lanes<N>,
+}
+
+impl<const N: usize> Points<N> {
+    /// w_q/(z + t_q(1 − z)): the weights of a taken branch with cover share z.
+    fn taken(&self, z: f64) -> Lanes<N> {
+        std::array::from_fn(|q| self.weights[q] / (z + self.nodes[q] * (1.0 - z)))
+    }
+}
+
+/// Pₙ(x) and Pₙ′(x), by the three-term recurrence.
+fn legendre(n: usize, x: f64) -> (f64, f64) {
+    let (mut previous, mut p) = (1.0, x);
+    for k in 2..=n {
+        let k = k as f64;
+        (previous, p) = (p, ((2.0 * k - 1.0) * x * p - (k - 1.0) * previous) / k);
+    }
+    (p, n as f64 * (x * p - previous) / (x * x - 1.0))
+}
+
+/// What a tree's walks read at every node, computed once at load.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The fewest points exact for the tree.
+    rule: Rule,
+    /// Per node: the yes and the no child's share of its cover.
+    shares: Vec<[f64; 2]>,
+}
+
+impl Prepared {
+    /// `None` when a path has more unique features than any rule here is
+    /// exact for.
+    pub fn new(tree: &Tree) -> Option<Self> {
+        let unique = max_unique_features(tree);
+        if unique > MAX_UNIQUE_FEATURES {
+            return None;
+        }
+        let shares = tree
+            .nodes
+            .iter()
+            .map(|n| n.split.as_ref().map_or([0.0; 2], |s| tree.shares(s).into()))
+            .collect();
+        Some(Self {
+            rule: Rule::new(unique.div_ceil(2).max(1).next_multiple_of(2)),
+            shares,
+        })
+    }
+}
+
+/// One unique feature on the path: what later splits on it merge with.
 #[derive(Clone, Copy)]
 struct Element {
     feature: usize,
     zero: f64,
     one: f64,
-    /// w_q / factor(t_q): the weight of this element's integral at each node.
-    inv: Lanes,
-    /// Σ v·P over leaves below this element where a later split on the same
-    /// feature replaced it: they do not carry its factor.
-    replaced: Lanes,
 }
 
-/// Adds one tree's attributions for `row` to `phi[feature * outputs + k]`.
-pub fn accumulate(tree: &Tree, row: &[f32], outputs: usize, scale: f64, phi: &mut [f64]) {
-    for k in 0..outputs {
-        let mut walk = Walk {
-            tree,
-            row,
-            outputs,
-            output: k,
-            scale,
-            phi: &mut *phi,
-            path: Vec::with_capacity(MAX_UNIQUE_FEATURES),
-        };
-        walk.visit(0, [1.0; 8]);
+impl Element {
+    /// The factor z + t(o − z) at each node.
+    fn factor<const N: usize>(&self, rule: &Points<N>) -> Lanes<N> {
+        std::array::from_fn(|q| self.zero + rule.nodes[q] * (self.one - self.zero))
+    }
+
+    /// How the element settles: `coefficient · Σ_q weights_q·S_q` for the
+    /// sums S of v·P over the leaves that carry its factor. A taken branch
+    /// has (1 − z) and [`Points::taken`]; a branch not taken −1 and
+    /// [`Points::not_taken`].
+    fn settlement<const N: usize>(&self, rule: &Points<N>) -> (Lanes<N>, f64) {
+        if self.one == 1.0 {
+            (rule.taken(self.zero), 1.0 - self.zero)
+        } else {
+            (rule.not_taken, -1.0)
+        }
     }
 }
 
-struct Walk<'a> {
+fn dot<const N: usize>(a: &Lanes<N>, b: &Lanes<N>) -> f64 {
+    a.iter().zip(b).map(|(a, b)| a * b).sum()
+}
+
+/// Adds one tree's attributions for `row` to `phi[feature * outputs + k]`.
+pub fn accumulate(
+    tree: &Tree,
+    prepared: &Prepared,
+    row: &[f32],
+    outputs: usize,
+    scale: f64,
+    phi: &mut [f64],
+) {
+    fn run<const N: usize>(
+        tree: &Tree,
+        prepared: &Prepared,
+        row: &[f32],
+        outputs: usize,
+        scale: f64,
+        phi: &mut [f64],
+    ) {
+        let rule = prepared.rule.lanes::<N>();
+        for k in 0..outputs {
+            let mut walk = Walk {
+                tree,
+                shares: &prepared.shares,
+                rule,
+                row,
+                outputs,
+                output: k,
+                scale,
+                phi: &mut *phi,
+                path: Vec::with_capacity(MAX_UNIQUE_FEATURES),
+            };
+            walk.visit(0, &[1.0; N]);
+        }
+    }
+    let run = match prepared.rule.points {
+        2 => run::<2>,
+        4 => run::<4>,
+        6 => run::<6>,
+        _ => run::<MAX_POINTS>,
+    };
+    run(tree, prepared, row, outputs, scale, phi);
+}
+
+struct Walk<'a, const N: usize> {
     tree: &'a Tree,
+    shares: &'a [[f64; 2]],
+    rule: Points<N>,
     row: &'a [f32],
     outputs: usize,
     output: usize,
@@ -94,73 +216,109 @@ struct Walk<'a> {
     path: Vec<Element>,
 }
 
-impl Walk<'_> {
+impl<const N: usize> Walk<'_, N> {
     /// `product[q]` is Π factor(t_q) over the elements on the path. Returns
     /// Σ v·P(t_q) over the leaves below `node`, from which every element
-    /// settles its attribution once, where it was pushed: O(8) work per node
-    /// instead of O(8·D) per leaf.
-    fn visit(&mut self, node: usize, product: Lanes) -> Lanes {
+    /// settles its attribution once, where it was pushed: O(n) work per node
+    /// instead of O(n·D) per leaf.
+    fn visit(&mut self, node: usize, product: &Lanes<N>) -> Lanes<N> {
         let tree = self.tree;
         let Some(split) = &tree.nodes[node].split else {
             let v = tree.values[node * self.outputs + self.output];
             return product.map(|p| v * p);
         };
-        let ((hot, hot_zero), (cold, cold_zero)) = tree.hot_cold(split, self.row[split.feature]);
-
-        // A feature split on again merges with its earlier element.
-        let mut base = product;
-        let (mut zero, mut one) = (1.0, 1.0);
-        let previous = self.path.iter().position(|e| e.feature == split.feature);
-        let removed = previous.map(|k| {
-            let e = self.path.remove(k);
-            for q in 0..8 {
-                // inv holds w_q / factor, so this divides the factor out.
-                base[q] *= e.inv[q] / WEIGHTS[q];
-            }
-            (zero, one) = (e.zero, e.one);
-            (k, e)
-        });
-        let mut total = [0.0; 8];
-        for (child, z, o) in [(hot, hot_zero * zero, one), (cold, cold_zero * zero, 0.0)] {
-            if z == 0.0 && o == 0.0 {
-                // Neither the row nor any sample goes this way: no coalition
-                // reaches the subtree, so it contributes nothing.
-                continue;
-            }
-            let mut inv = [0.0; 8];
-            let mut next = base;
-            for q in 0..8 {
-                let factor = z + NODES[q] * (o - z);
-                next[q] *= factor;
-                inv[q] = WEIGHTS[q] / factor;
-            }
-            self.path.push(Element {
+        let children = [split.yes, split.no];
+        let taken = usize::from(!split.goes_true(self.row[split.feature]));
+        let not_taken = 1 - taken;
+        let shares = self.shares[node];
+        let mut total = [0.0; N];
+        let Some(k) = self.path.iter().position(|e| e.feature == split.feature) else {
+            let z = shares[taken];
+            let below = self.descend(children[taken], split.feature, z, 1.0, product);
+            let weights = self.rule.taken(z);
+            self.settle(split.feature, 1.0 - z, &weights, &below, &mut total);
+            let z = shares[not_taken];
+            let below = self.descend(children[not_taken], split.feature, z, 0.0, product);
+            let weights = self.rule.not_taken;
+            self.settle(split.feature, -1.0, &weights, &below, &mut total);
+            return total;
+        };
+        // A feature split on again merges with its earlier element: below
+        // here, the element's factor leaves the product, and the merged
+        // element settles in its place.
+        let earlier = self.path[k];
+        let factor = earlier.factor(&self.rule);
+        let unfactored: Lanes<N> = std::array::from_fn(|q| product[q] / factor[q]);
+        self.path[k].feature = usize::MAX;
+        for side in [taken, not_taken] {
+            let merged = Element {
                 feature: split.feature,
-                zero: z,
-                one: o,
-                inv,
-                replaced: [0.0; 8],
-            });
-            let below = self.visit(child, next);
-            let e = self.path.pop().expect("pushed above");
-            let integral: f64 = (0..8).map(|q| (below[q] - e.replaced[q]) * e.inv[q]).sum();
-            self.phi[split.feature * self.outputs + self.output] += self.scale * (o - z) * integral;
-            for (t, b) in total.iter_mut().zip(below) {
-                *t += b;
-            }
+                zero: shares[side] * earlier.zero,
+                one: if side == taken { earlier.one } else { 0.0 },
+            };
+            let below = self.descend(
+                children[side],
+                merged.feature,
+                merged.zero,
+                merged.one,
+                &unfactored,
+            );
+            let (weights, coefficient) = merged.settlement(&self.rule);
+            self.settle(split.feature, coefficient, &weights, &below, &mut total);
         }
-        if let Some((k, mut e)) = removed {
-            for (r, t) in e.replaced.iter_mut().zip(total) {
-                *r += t;
-            }
-            self.path.insert(k, e);
-        }
+        self.path[k].feature = split.feature;
+        // The earlier element settles when its own subtree returns, over
+        // sums that include these leaves; they do not carry its factor.
+        let (weights, coefficient) = earlier.settlement(&self.rule);
+        self.phi[split.feature * self.outputs + self.output] -=
+            self.scale * coefficient * dot(&weights, &total);
         total
+    }
+
+    /// Walks `child` with the element (feature, z, o) on the path and
+    /// returns its leaf sums.
+    fn descend(
+        &mut self,
+        child: usize,
+        feature: usize,
+        zero: f64,
+        one: f64,
+        product: &Lanes<N>,
+    ) -> Lanes<N> {
+        if zero == 0.0 && one == 0.0 {
+            // Neither the row nor any sample goes this way: no coalition
+            // reaches the subtree, so it contributes nothing.
+            return [0.0; N];
+        }
+        let element = Element { feature, zero, one };
+        let factor = element.factor(&self.rule);
+        let next: Lanes<N> = std::array::from_fn(|q| product[q] * factor[q]);
+        self.path.push(element);
+        let below = self.visit(child, &next);
+        self.path.pop();
+        below
+    }
+
+    /// Adds an element's attribution over the leaf sums `below`, and adds
+    /// those sums to `total`.
+    fn settle(
+        &mut self,
+        feature: usize,
+        coefficient: f64,
+        weights: &Lanes<N>,
+        below: &Lanes<N>,
+        total: &mut Lanes<N>,
+    ) {
+        self.phi[feature * self.outputs + self.output] +=
+            self.scale * coefficient * dot(weights, below);
+        for (t, b) in total.iter_mut().zip(below) {
+            *t += b;
+        }
     }
 }
 
 /// The most unique features on any root-to-leaf path of `tree`.
-pub fn max_unique_features(tree: &Tree) -> usize {
+fn max_unique_features(tree: &Tree) -> usize {
     fn go(tree: &Tree, node: usize, seen: &mut Vec<usize>) -> usize {
         let Some(s) = &tree.nodes[node].split else {
             return seen.len();
@@ -176,4 +334,34 @@ pub fn max_unique_features(tree: &Tree) -> usize {
         deepest
     }
     go(tree, 0, &mut Vec::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_rule_integrates_polynomials_below_twice_its_points_exactly() {
+        for n in 1..=MAX_POINTS {
+            let rule = Rule::new(n);
+            for k in 0..2 * n {
+                let integral: f64 = (0..n)
+                    .map(|q| rule.weights[q] * rule.nodes[q].powi(k as i32))
+                    .sum();
+                let exact = 1.0 / (k + 1) as f64;
+                assert!(
+                    (integral - exact).abs() < 1e-14,
+                    "{n} points, t^{k}: {integral} vs {exact}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_eight_point_rule_matches_the_tabulated_one() {
+        let rule = Rule::new(8);
+        // Abramowitz & Stegun, table 25.4: x = 0.1834346424956498, w = 0.3626837833783620.
+        assert!((rule.nodes[4] - (1.0 + 0.183_434_642_495_649_8) / 2.0).abs() < 1e-15);
+        assert!((rule.weights[4] - 0.362_683_783_378_362 / 2.0).abs() < 1e-15);
+    }
 }

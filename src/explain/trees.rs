@@ -110,6 +110,7 @@ impl Split {
     /// ORT's rule: the true branch when the comparison holds, or when the
     /// value is NaN and missing values are tracked to the true branch. NaN
     /// makes every comparison false except NEQ.
+    #[inline]
     pub fn goes_true(&self, x: f32) -> bool {
         let holds = match &self.mode {
             Mode::Leq => x <= self.threshold,
@@ -148,21 +149,25 @@ impl Tree {
     }
 
     /// The child `x` follows (hot) and the other (cold), each with its share
-    /// of the parent's cover; an uncovered node splits evenly.
+    /// of the parent's cover.
     pub fn hot_cold(&self, split: &Split, x: f32) -> ((usize, f64), (usize, f64)) {
-        let (hot, cold) = if split.goes_true(x) {
-            (split.yes, split.no)
+        let (yes, no) = self.shares(split);
+        if split.goes_true(x) {
+            ((split.yes, yes), (split.no, no))
         } else {
-            (split.no, split.yes)
-        };
-        let cover = self.nodes[hot].cover + self.nodes[cold].cover;
+            ((split.no, no), (split.yes, yes))
+        }
+    }
+
+    /// The shares of the parent's cover that the yes and no children hold;
+    /// an uncovered node splits evenly.
+    pub fn shares(&self, split: &Split) -> (f64, f64) {
+        let (yes, no) = (self.nodes[split.yes].cover, self.nodes[split.no].cover);
+        let cover = yes + no;
         if cover > 0.0 {
-            (
-                (hot, self.nodes[hot].cover / cover),
-                (cold, self.nodes[cold].cover / cover),
-            )
+            (yes / cover, no / cover)
         } else {
-            ((hot, 0.5), (cold, 0.5))
+            (0.5, 0.5)
         }
     }
 

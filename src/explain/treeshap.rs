@@ -32,9 +32,10 @@ pub struct PathDependent {
     ensemble: Ensemble,
     expected: Vec<f64>,
     buffer_len: usize,
-    /// Per tree: whether quadrature is exact for it (≤ 16 unique features
-    /// on every path); deeper trees use the classic recursion.
-    quadrature: Vec<bool>,
+    /// Per tree: its quadrature tables when the rule is exact for it (≤ 16
+    /// unique features on every path); deeper trees use the classic
+    /// recursion.
+    quadrature: Vec<Option<quadrature::Prepared>>,
 }
 
 impl PathDependent {
@@ -50,7 +51,7 @@ impl PathDependent {
         let quadrature = ensemble
             .trees
             .iter()
-            .map(|t| quadrature::max_unique_features(t) <= quadrature::MAX_UNIQUE_FEATURES)
+            .map(quadrature::Prepared::new)
             .collect();
         Self {
             ensemble,
@@ -74,9 +75,9 @@ impl PathDependent {
         let mut phi = vec![0.0; self.ensemble.width * outputs];
         let mut path = vec![PathElement::default(); self.buffer_len];
         let scale = self.ensemble.scale();
-        for (tree, &by_quadrature) in self.ensemble.trees.iter().zip(&self.quadrature) {
-            if by_quadrature {
-                quadrature::accumulate(tree, row, outputs, scale, &mut phi);
+        for (tree, prepared) in self.ensemble.trees.iter().zip(&self.quadrature) {
+            if let Some(prepared) = prepared {
+                quadrature::accumulate(tree, prepared, row, outputs, scale, &mut phi);
                 continue;
             }
             let mut walk = Walk {
@@ -406,7 +407,7 @@ pub(crate) mod tests {
         fn classic_recursion_agrees(trees in proptest::collection::vec(tree(6, 4), 1..4), x in row(6)) {
             let e = ensemble(trees, 6);
             let mut classic = PathDependent::new(e.clone());
-            classic.quadrature = vec![false; e.trees.len()];
+            classic.quadrature.iter_mut().for_each(|p| *p = None);
             let (a, b) = (classic.explain(&x), PathDependent::new(e.clone()).explain(&x));
             let exact = brute_force(&e, &x);
             for ((classic, quadrature), exact) in a.phi.iter().zip(&b.phi).zip(&exact) {
