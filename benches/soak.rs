@@ -224,8 +224,10 @@ fn main() {
             "\nsoak: {secs} s at {rate:.0} calls/s (open loop), warm-up {warmup} s, {} cores",
             std::thread::available_parallelism().map_or(0, usize::from)
         );
-        println!("| minute | calls | errors | p50 ms | p99 ms | server RSS MiB | database MiB |");
-        println!("|---|---|---|---|---|---|---|");
+        println!(
+            "| minute | calls | errors | p50 ms | p99 ms | server RSS MiB | of it SQLite MiB | database MiB |"
+        );
+        println!("|---|---|---|---|---|---|---|---|");
         let start = Instant::now();
         let mut tick = tokio::time::interval(Duration::from_millis(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -255,6 +257,12 @@ fn main() {
                 let mut m = std::mem::take(&mut *minute.lock().unwrap());
                 m.latencies_us.sort_unstable();
                 let rss = rss_kib(pid) as f64 / 1024.0;
+                let sqlite = common::scrape(&gateway.metrics)
+                    .lines()
+                    .find_map(|l| l.strip_prefix("candor_sqlite_memory_bytes "))
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .unwrap_or(f64::NAN)
+                    / (1024.0 * 1024.0);
                 let db = std::fs::metadata(data.path().join("candor.db")).map_or(0, |m| m.len())
                     as f64
                     / (1024.0 * 1024.0);
@@ -263,7 +271,7 @@ fn main() {
                     percentile(&m.latencies_us, 0.99),
                 );
                 println!(
-                    "| {} | {} | {} | {p50:.2} | {p99:.2} | {rss:.1} | {db:.1} |",
+                    "| {} | {} | {} | {p50:.2} | {p99:.2} | {rss:.1} | {sqlite:.1} | {db:.1} |",
                     next_report / 60,
                     m.calls,
                     m.errors

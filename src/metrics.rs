@@ -78,6 +78,7 @@ pub struct Metrics {
     fairness_flagged: Family<[(&'static str, String); 2], Gauge>,
     ledger_records: Gauge,
     pending_commit: Gauge,
+    sqlite_memory: Gauge,
 }
 
 impl Default for Metrics {
@@ -169,6 +170,11 @@ impl Default for Metrics {
                 &mut registry,
                 "records_pending_commit",
                 "Writes queued for the database writer, not yet committed",
+            ),
+            sqlite_memory: gauge(
+                &mut registry,
+                "sqlite_memory_bytes",
+                "Bytes SQLite holds on the C heap, outside Rust's allocator",
             ),
             registry,
             rpc_requests,
@@ -269,6 +275,7 @@ impl Metrics {
         self.backlog.set(sizes.owed_attributions);
         self.ledger_records.set(sizes.ledger_records);
         self.pending_commit.set(sizes.pending_writes);
+        self.sqlite_memory.set(crate::store::sqlite_memory_bytes());
         let mut text = String::new();
         encode(&mut text, &self.registry).expect("writing to a String cannot fail");
         text

@@ -66,6 +66,13 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
+/// Bytes SQLite holds on the C heap (page caches, statements, schema) for
+/// every connection of the process; Rust's allocator does not see them.
+pub fn sqlite_memory_bytes() -> i64 {
+    // SAFETY: a read of SQLite's own counter, safe from any thread.
+    unsafe { rusqlite::ffi::sqlite3_memory_used() }
+}
+
 pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -128,6 +128,7 @@ async fn metrics_name_every_series_and_move_with_traffic() {
         sample(&after, "candor_ledger_records").unwrap()
             > sample(&before, "candor_ledger_records").unwrap()
     );
+    assert!(sample(&after, "candor_sqlite_memory_bytes").unwrap() > 0.0);
     for series in [
         "candor_explanation_backlog",
         "candor_records_pending_commit",
