@@ -1,8 +1,8 @@
 //! The `candor` binary: parses the command line and hands over to the library.
 
-/// Under steady load glibc's per-thread arenas let the resident size creep
-/// for a quarter of an hour before it settles (RELIABILITY.md, soak);
-/// mimalloc keeps it flat by returning freed pages to the system.
+/// Under steady load glibc's per-thread arenas let the resident size creep;
+/// mimalloc, which returns freed pages to the system, halved that growth in
+/// the soak (RELIABILITY.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
