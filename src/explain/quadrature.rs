@@ -171,48 +171,53 @@ pub fn accumulate(
     scale: f64,
     phi: &mut [f64],
 ) {
-    fn run<const N: usize>(
-        tree: &Tree,
-        prepared: &Prepared,
-        row: &[f32],
-        outputs: usize,
-        scale: f64,
-        phi: &mut [f64],
-    ) {
-        let rule = prepared.rule.lanes::<N>();
-        for k in 0..outputs {
-            let mut walk = Walk {
-                tree,
-                shares: &prepared.shares,
-                rule,
-                row,
-                outputs,
-                output: k,
-                scale,
-                phi: &mut *phi,
-                path: Vec::with_capacity(MAX_UNIQUE_FEATURES),
-            };
-            walk.visit(0, &[1.0; N]);
-        }
-    }
-    let run = match prepared.rule.points {
-        2 => run::<2>,
-        4 => run::<4>,
-        6 => run::<6>,
-        _ => run::<MAX_POINTS>,
+    let site = Site {
+        tree,
+        shares: &prepared.shares,
+        row,
+        outputs,
+        output: 0,
+        scale,
+        phi,
     };
-    run(tree, prepared, row, outputs, scale, phi);
+    let walk = match prepared.rule.points {
+        2 => walk::<2>,
+        4 => walk::<4>,
+        6 => walk::<6>,
+        _ => walk::<MAX_POINTS>,
+    };
+    walk(site, &prepared.rule);
 }
 
-struct Walk<'a, const N: usize> {
+/// Walks the tree once per output with the rule's lanes fixed at `N`.
+fn walk<const N: usize>(mut site: Site<'_>, rule: &Rule) {
+    let rule = rule.lanes::<N>();
+    for output in 0..site.outputs {
+        site.output = output;
+        let mut walk = Walk {
+            site,
+            rule,
+            path: Vec::with_capacity(MAX_UNIQUE_FEATURES),
+        };
+        walk.visit(0, &[1.0; N]);
+        site = walk.site;
+    }
+}
+
+/// What a walk reads and where it adds, whatever its rule's size.
+struct Site<'a> {
     tree: &'a Tree,
     shares: &'a [[f64; 2]],
-    rule: Points<N>,
     row: &'a [f32],
     outputs: usize,
     output: usize,
     scale: f64,
     phi: &'a mut [f64],
+}
+
+struct Walk<'a, const N: usize> {
+    site: Site<'a>,
+    rule: Points<N>,
     path: Vec<Element>,
 }
 
@@ -222,15 +227,15 @@ impl<const N: usize> Walk<'_, N> {
     /// settles its attribution once, where it was pushed: O(n) work per node
     /// instead of O(n·D) per leaf.
     fn visit(&mut self, node: usize, product: &Lanes<N>) -> Lanes<N> {
-        let tree = self.tree;
+        let tree = self.site.tree;
         let Some(split) = &tree.nodes[node].split else {
-            let v = tree.values[node * self.outputs + self.output];
+            let v = tree.values[node * self.site.outputs + self.site.output];
             return product.map(|p| v * p);
         };
         let children = [split.yes, split.no];
-        let taken = usize::from(!split.goes_true(self.row[split.feature]));
+        let taken = usize::from(!split.goes_true(self.site.row[split.feature]));
         let not_taken = 1 - taken;
-        let shares = self.shares[node];
+        let shares = self.site.shares[node];
         let mut total = [0.0; N];
         let Some(k) = self.path.iter().position(|e| e.feature == split.feature) else {
             let z = shares[taken];
@@ -270,8 +275,8 @@ impl<const N: usize> Walk<'_, N> {
         // The earlier element settles when its own subtree returns, over
         // sums that include these leaves; they do not carry its factor.
         let (weights, coefficient) = earlier.settlement(&self.rule);
-        self.phi[split.feature * self.outputs + self.output] -=
-            self.scale * coefficient * dot(&weights, &total);
+        self.site.phi[split.feature * self.site.outputs + self.site.output] -=
+            self.site.scale * coefficient * dot(&weights, &total);
         total
     }
 
@@ -309,8 +314,8 @@ impl<const N: usize> Walk<'_, N> {
         below: &Lanes<N>,
         total: &mut Lanes<N>,
     ) {
-        self.phi[feature * self.outputs + self.output] +=
-            self.scale * coefficient * dot(weights, below);
+        self.site.phi[feature * self.site.outputs + self.site.output] +=
+            self.site.scale * coefficient * dot(weights, below);
         for (t, b) in total.iter_mut().zip(below) {
             *t += b;
         }
