@@ -30,7 +30,7 @@ use candor::grpc::pb::{
 use tonic::transport::Channel;
 
 mod common;
-use common::{percentile, rows, rss_kib, setting, spawn_gateway, tc_all, us_adult};
+use common::{huge_pages_kib, percentile, rows, rss_kib, setting, spawn_gateway, tc_all, us_adult};
 
 #[derive(Default)]
 struct Minute {
@@ -225,9 +225,9 @@ fn main() {
             std::thread::available_parallelism().map_or(0, usize::from)
         );
         println!(
-            "| minute | calls | errors | p50 ms | p99 ms | server RSS MiB | of it SQLite MiB | database MiB |"
+            "| minute | calls | errors | p50 ms | p99 ms | server RSS MiB | of it SQLite MiB | of it huge pages MiB | database MiB |"
         );
-        println!("|---|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|---|");
         let start = Instant::now();
         let mut tick = tokio::time::interval(Duration::from_millis(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -257,6 +257,7 @@ fn main() {
                 let mut m = std::mem::take(&mut *minute.lock().unwrap());
                 m.latencies_us.sort_unstable();
                 let rss = rss_kib(pid) as f64 / 1024.0;
+                let huge = huge_pages_kib(pid) as f64 / 1024.0;
                 let sqlite = common::scrape(&gateway.metrics)
                     .lines()
                     .find_map(|l| l.strip_prefix("candor_sqlite_memory_bytes "))
@@ -271,7 +272,7 @@ fn main() {
                     percentile(&m.latencies_us, 0.99),
                 );
                 println!(
-                    "| {} | {} | {} | {p50:.2} | {p99:.2} | {rss:.1} | {sqlite:.1} | {db:.1} |",
+                    "| {} | {} | {} | {p50:.2} | {p99:.2} | {rss:.1} | {sqlite:.1} | {huge:.1} | {db:.1} |",
                     next_report / 60,
                     m.calls,
                     m.errors

@@ -34,6 +34,11 @@ const MAX_GROUP: usize = 1024;
 /// How long a batch of only asynchronous records waits for company before
 /// it commits. Part of what an `async` crash can lose.
 pub const ASYNC_COMMIT_WINDOW: Duration = Duration::from_millis(2);
+/// How long the writer remembers an erasure to refuse work begun before it.
+/// Such work is in flight for at most a call's deadline, or a retry while
+/// the database is failing; a day is far beyond either, and keeps the
+/// memory of erasures from growing for as long as the process runs.
+const ERASURE_MEMORY_MS: i64 = 24 * 3600 * 1000;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -327,7 +332,8 @@ struct Writer {
     head: (i64, String),
     /// Subject → when it was erased. Work for that subject that began
     /// before then (a Score in flight during the erasure) is refused, so
-    /// nothing of the subject reappears after EraseSubject returns.
+    /// nothing of the subject reappears after EraseSubject returns. The
+    /// retention purge forgets entries older than [`ERASURE_MEMORY_MS`].
     erased: HashMap<String, i64>,
     /// Acknowledged work whose commit failed, written again first.
     retry: Vec<Job>,
@@ -454,7 +460,10 @@ impl Writer {
             Job::Attach(id, explanation, tx) => {
                 reply(tx, decisions::attach(conn, &id, &explanation))
             }
-            Job::Purge(now_ms, tx) => reply(Some(tx), decisions::purge(conn, now_ms)),
+            Job::Purge(now_ms, tx) => {
+                erased.retain(|_, at| *at > now_ms - ERASURE_MEMORY_MS);
+                reply(Some(tx), decisions::purge(conn, now_ms))
+            }
             Job::Forgo(ids) => reply::<()>(None, decisions::forgo(conn, &ids)),
             Job::StaffRead(read, tx) => reply(Some(tx), audit::insert(conn, &read)),
             Job::Shadow(rows) => {
@@ -604,6 +613,15 @@ mod tests {
             returning.is_ok(),
             "a person who comes back afterwards is welcome"
         );
+        // The scheduled purge forgets erasures older than any work in flight.
+        store
+            .submit(|tx| Job::Purge(erased_at + ERASURE_MEMORY_MS, tx))
+            .await
+            .unwrap();
+        let backdated = store
+            .submit(|tx| Job::Append(vec![draft(before)], tx))
+            .await;
+        assert!(backdated.is_ok(), "{backdated:?}");
     }
 
     #[test]

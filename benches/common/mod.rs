@@ -292,11 +292,22 @@ pub fn server_quantile(before: &str, after: &str, rpc: &str, q: f64) -> f64 {
 
 /// Resident memory of a process, in KiB.
 pub fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
+    proc_kib(pid, "status", "VmRSS:")
+}
+
+/// The part of a process's anonymous memory mapped as transparent huge
+/// pages: khugepaged fills these in behind the allocator's back.
+pub fn huge_pages_kib(pid: u32) -> u64 {
+    proc_kib(pid, "smaps_rollup", "AnonHugePages:")
+}
+
+/// One `<field> <n> kB` line of `/proc/<pid>/<file>`, 0 when absent.
+fn proc_kib(pid: u32, file: &str, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/{file}"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|v| v.parse().ok())
         })
