@@ -30,7 +30,9 @@ use candor::grpc::pb::{
 use tonic::transport::Channel;
 
 mod common;
-use common::{huge_pages_kib, percentile, rows, rss_kib, setting, spawn_gateway, tc_all, us_adult};
+use common::{
+    huge_pages_kib, percentile, rows, rss_kib, setting, spawn_gateway, tc_all, threads, us_adult,
+};
 
 #[derive(Default)]
 struct Minute {
@@ -225,9 +227,9 @@ fn main() {
             std::thread::available_parallelism().map_or(0, usize::from)
         );
         println!(
-            "| minute | calls | errors | p50 ms | p99 ms | server RSS MiB | of it SQLite MiB | of it huge pages MiB | database MiB |"
+            "| minute | calls | errors | p50 ms | p99 ms | server RSS MiB | of it SQLite MiB | of it huge pages MiB | server threads | database MiB |"
         );
-        println!("|---|---|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|---|---|");
         let start = Instant::now();
         let mut tick = tokio::time::interval(Duration::from_millis(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -272,10 +274,11 @@ fn main() {
                     percentile(&m.latencies_us, 0.99),
                 );
                 println!(
-                    "| {} | {} | {} | {p50:.2} | {p99:.2} | {rss:.1} | {sqlite:.1} | {huge:.1} | {db:.1} |",
+                    "| {} | {} | {} | {p50:.2} | {p99:.2} | {rss:.1} | {sqlite:.1} | {huge:.1} | {} | {db:.1} |",
                     next_report / 60,
                     m.calls,
-                    m.errors
+                    m.errors,
+                    threads(pid)
                 );
                 if let Some(e) = &m.first_error {
                     println!("  first error: {e}");

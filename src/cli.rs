@@ -328,10 +328,21 @@ fn issue_token(args: TokenArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Threads for the server's blocking work: database reads, model loads,
+/// metrics. Most of it waits for one of the store's four read connections,
+/// so threads beyond a few only park, each keeping a stack and allocator
+/// caches. With tokio's default (512), disk stalls at 500 calls/s grew the
+/// pool to 35 threads for good (RELIABILITY.md).
+const BLOCKING_THREADS: usize = 16;
+
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let config =
         Config::load(args.config.as_deref(), &args.flags).context("invalid configuration")?;
-    let tokio = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(BLOCKING_THREADS)
+        .build()
+        .context("cannot start the async runtime")?;
     let _runtime = tokio.enter();
     let _telemetry =
         crate::telemetry::init(config.log_format).context("cannot set up trace export")?;

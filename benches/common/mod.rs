@@ -292,17 +292,23 @@ pub fn server_quantile(before: &str, after: &str, rpc: &str, q: f64) -> f64 {
 
 /// Resident memory of a process, in KiB.
 pub fn rss_kib(pid: u32) -> u64 {
-    proc_kib(pid, "status", "VmRSS:")
+    proc_number(pid, "status", "VmRSS:")
+}
+
+/// The threads a process runs.
+pub fn threads(pid: u32) -> u64 {
+    proc_number(pid, "status", "Threads:")
 }
 
 /// The part of a process's anonymous memory mapped as transparent huge
 /// pages: khugepaged fills these in behind the allocator's back.
 pub fn huge_pages_kib(pid: u32) -> u64 {
-    proc_kib(pid, "smaps_rollup", "AnonHugePages:")
+    proc_number(pid, "smaps_rollup", "AnonHugePages:")
 }
 
-/// One `<field> <n> kB` line of `/proc/<pid>/<file>`, 0 when absent.
-fn proc_kib(pid: u32, file: &str, field: &str) -> u64 {
+/// The number on one `<field> <n> [kB]` line of `/proc/<pid>/<file>`, 0
+/// when absent.
+fn proc_number(pid: u32, file: &str, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/{file}"))
         .ok()
         .and_then(|s| {
