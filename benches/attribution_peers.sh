@@ -6,7 +6,8 @@
 #   - shap TreeExplainer path-dependent, LightGBM pred_contrib, shap's C++
 #     engine, and shap interventional with 100 background rows (Python);
 #   - Candor's path-dependent and interventional kernels (cargo bench
-#     --bench attributions, criterion).
+#     --bench attributions, criterion), path-dependent both one row per call
+#     and all rows in one call, as the peers are given them.
 # It prints one table with rows/s and Candor's ratio to each peer.
 # Usage: bash benches/attribution_peers.sh   (needs the pinned training venv;
 # it is created from models/requirements*.txt when missing)
@@ -31,39 +32,35 @@ from pathlib import Path
 
 doc = json.loads(Path(sys.argv[1]).read_text())
 peers = doc["results"]
-def candor(name, group="caravan-lgbm, one row, one thread"):
-    base = Path("target/criterion") / group / name / "new/estimates.json"
-    return 1e9 / json.loads(base.read_text())["median"]["point_estimate"]
+def candor(name, group):
+    base = Path("target/criterion") / group / name / "new"
+    rows = json.loads((base / "benchmark.json").read_text())["throughput"]["Elements"]
+    return rows * 1e9 / json.loads((base / "estimates.json").read_text())["median"]["point_estimate"]
 
-path = candor("TreeSHAP path-dependent")
-interventional = candor("TreeSHAP interventional, 100 background rows")
-ort = candor("ORT score")
-print(f"| kernel (caravan-lgbm, one thread) | rows/s | Candor's ratio |")
-print(f"|---|---|---|")
-print(f"| Candor TreeSHAP path-dependent | {path:,.0f} | |")
-for key, label in [("shap_tree_path_dependent", "shap path-dependent"),
-                   ("lightgbm_pred_contrib", "LightGBM pred_contrib"),
-                   ("shap_cpp_tree_path_dependent", "shap C++ engine")]:
-    r = peers[key]["rows_per_second"]
-    print(f"| {label} | {r:,.0f} | {path / r:.2f}x |")
-r = peers["shap_interventional_100_background"]["rows_per_second"]
-print(f"| Candor TreeSHAP interventional, 100 background | {interventional:,.0f} | |")
-print(f"| shap interventional, 100 background | {r:,.0f} | {interventional / r:.2f}x |")
-print(f"| ORT score (for scale) | {ort:,.0f} | |")
+def table(title, model, peer_results, peers):
+    one = candor("TreeSHAP path-dependent", f"{model}, one row, one thread")
+    block = candor("TreeSHAP path-dependent", f"{model}, all rows per call, one thread")
+    interventional = candor("TreeSHAP interventional, 100 background rows",
+                            f"{model}, one row, one thread")
+    print(f"| kernel ({title}, one thread) | rows/s | ratio, one row per call | ratio, all rows per call |")
+    print("|---|---|---|---|")
+    print(f"| Candor TreeSHAP path-dependent, one row per call | {one:,.0f} | | |")
+    print(f"| Candor TreeSHAP path-dependent, all rows per call | {block:,.0f} | | |")
+    for key, label in peers:
+        r = peer_results[key]["rows_per_second"]
+        print(f"| {label} | {r:,.0f} | {one / r:.2f}x | {block / r:.2f}x |")
+    r = peer_results["shap_interventional_100_background"]["rows_per_second"]
+    print(f"| Candor TreeSHAP interventional, 100 background | {interventional:,.0f} | | |")
+    print(f"| shap interventional, 100 background | {r:,.0f} | {interventional / r:.2f}x | |")
 
-stress = doc["stress"]["results_stress"]
-group = "lgbm-500x6 stress, one row, one thread"
-path = candor("TreeSHAP path-dependent", group)
-interventional = candor("TreeSHAP interventional, 100 background rows", group)
+table("caravan-lgbm", "caravan-lgbm", peers,
+      [("shap_tree_path_dependent", "shap path-dependent"),
+       ("lightgbm_pred_contrib", "LightGBM pred_contrib"),
+       ("shap_cpp_tree_path_dependent", "shap C++ engine")])
+ort = candor("ORT score", "caravan-lgbm, ORT, one thread")
+print(f"| ORT score (for scale) | {ort:,.0f} | | |")
 print()
-print("| kernel (500 trees x depth 6, 50 features, one thread) | rows/s | Candor's ratio |")
-print("|---|---|---|")
-print(f"| Candor TreeSHAP path-dependent | {path:,.0f} | |")
-for key, label in [("shap_tree_path_dependent", "shap path-dependent"),
-                   ("lightgbm_pred_contrib", "LightGBM pred_contrib")]:
-    r = stress[key]["rows_per_second"]
-    print(f"| {label} | {r:,.0f} | {path / r:.2f}x |")
-r = stress["shap_interventional_100_background"]["rows_per_second"]
-print(f"| Candor TreeSHAP interventional, 100 background | {interventional:,.0f} | |")
-print(f"| shap interventional, 100 background | {r:,.0f} | {interventional / r:.2f}x |")
+table("500 trees x depth 6, 50 features", "lgbm-500x6 stress", doc["stress"]["results_stress"],
+      [("shap_tree_path_dependent", "shap path-dependent"),
+       ("lightgbm_pred_contrib", "LightGBM pred_contrib")])
 PY

@@ -43,7 +43,7 @@ fn kernels(c: &mut Criterion) {
     let interventional = Interventional::new(ensemble.clone(), reference);
     let shap = PathDependent::new(ensemble);
 
-    let mut group = c.benchmark_group("caravan-lgbm, one row, one thread");
+    let mut group = c.benchmark_group("caravan-lgbm, ORT, one thread");
     group.throughput(Throughput::Elements(1));
     let mut i = 0;
     group.bench_function("ORT score", |b| {
@@ -52,7 +52,8 @@ fn kernels(c: &mut Criterion) {
             package.backend.predict(0, rows[i]).unwrap()
         })
     });
-    tree_shap(group, &rows, &shap, &interventional);
+    group.finish();
+    tree_shap(c, "caravan-lgbm", &rows, &shap, &interventional);
 }
 
 fn matrix(path: &std::path::Path) -> Vec<f32> {
@@ -96,21 +97,24 @@ fn stress(c: &mut Criterion) {
     let interventional = Interventional::new(ensemble.clone(), matrix(&dir.join("background.csv")));
     let shap = PathDependent::new(ensemble);
 
-    let mut group = c.benchmark_group("lgbm-500x6 stress, one row, one thread");
-    group.throughput(Throughput::Elements(1));
-    tree_shap(group, &rows, &shap, &interventional);
+    tree_shap(c, "lgbm-500x6 stress", &rows, &shap, &interventional);
 }
 
 criterion_group!(benches, kernels, stress);
 criterion_main!(benches);
 
-/// Both TreeSHAP kernels, cycling through `rows`.
+/// Both TreeSHAP kernels, cycling through `rows` one at a time, then the
+/// path-dependent kernel over all of `rows` in one call, as the peers are
+/// given them.
 fn tree_shap(
-    mut group: criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    c: &mut Criterion,
+    name: &str,
     rows: &[&[f32]],
     shap: &PathDependent,
     interventional: &Interventional,
 ) {
+    let mut group = c.benchmark_group(format!("{name}, one row, one thread"));
+    group.throughput(Throughput::Elements(1));
     let mut i = 0;
     group.bench_function("TreeSHAP path-dependent", |b| {
         b.iter(|| {
@@ -123,6 +127,12 @@ fn tree_shap(
             i = (i + 1) % rows.len();
             interventional.explain(rows[i])
         })
+    });
+    group.finish();
+    let mut group = c.benchmark_group(format!("{name}, all rows per call, one thread"));
+    group.throughput(Throughput::Elements(rows.len() as u64));
+    group.bench_function("TreeSHAP path-dependent", |b| {
+        b.iter(|| shap.explain_rows(rows))
     });
     group.finish();
 }

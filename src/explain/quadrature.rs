@@ -322,6 +322,217 @@ impl<const N: usize> Walk<'_, N> {
     }
 }
 
+/// The lanes of every row of a block.
+type Block<const N: usize, const R: usize> = [Lanes<N>; R];
+
+/// Adds one tree's attributions for a block of R rows, row r's to
+/// `phi[r * stride + feature * outputs + k]`.
+///
+/// All rows of a block walk the same nodes in the same order: path-dependent
+/// TreeSHAP visits every node whatever the row, and only whether each row
+/// takes a branch differs. So the work that depends on the node alone (the
+/// branch weights and their divisions, the path scan, the split's mode) is
+/// done once per block, and what differs per row is picked by index, never by
+/// a branch the predictor would have to guess.
+pub fn accumulate_block<const R: usize>(
+    tree: &Tree,
+    prepared: &Prepared,
+    rows: &[&[f32]; R],
+    outputs: usize,
+    scale: f64,
+    phi: &mut [f64],
+) {
+    let stride = phi.len() / R;
+    let site = BlockSite {
+        tree,
+        shares: &prepared.shares,
+        rows,
+        outputs,
+        output: 0,
+        scale,
+        stride,
+        phi,
+    };
+    let walk = match prepared.rule.points {
+        2 => block_walk::<2, R>,
+        4 => block_walk::<4, R>,
+        6 => block_walk::<6, R>,
+        _ => block_walk::<MAX_POINTS, R>,
+    };
+    walk(site, &prepared.rule);
+}
+
+fn block_walk<const N: usize, const R: usize>(mut site: BlockSite<'_, R>, rule: &Rule) {
+    let rule = rule.lanes::<N>();
+    for output in 0..site.outputs {
+        site.output = output;
+        let mut walk = BlockWalk {
+            site,
+            rule,
+            path: Vec::with_capacity(MAX_UNIQUE_FEATURES),
+        };
+        walk.visit(0, &[[1.0; N]; R]);
+        site = walk.site;
+    }
+}
+
+struct BlockSite<'a, const R: usize> {
+    tree: &'a Tree,
+    shares: &'a [[f64; 2]],
+    rows: &'a [&'a [f32]; R],
+    outputs: usize,
+    output: usize,
+    scale: f64,
+    stride: usize,
+    phi: &'a mut [f64],
+}
+
+/// A unique feature on a block's path: its cover share, and per row whether
+/// the row follows its branches.
+#[derive(Clone, Copy)]
+struct BlockElement<const R: usize> {
+    feature: usize,
+    zero: f64,
+    ones: [bool; R],
+}
+
+/// What one cover share z gives every row of a block, indexed by o ∈ {0, 1}.
+struct Side<const N: usize> {
+    /// The factor z + t(o − z) at each node.
+    factors: [Lanes<N>; 2],
+    /// The settlement's weights and coefficient (see [`Element::settlement`]).
+    weights: [Lanes<N>; 2],
+    coefficients: [f64; 2],
+}
+
+impl<const N: usize> Side<N> {
+    fn new(zero: f64, rule: &Points<N>) -> Self {
+        let (not_taken, taken) = (
+            Element {
+                feature: 0,
+                zero,
+                one: 0.0,
+            },
+            Element {
+                feature: 0,
+                zero,
+                one: 1.0,
+            },
+        );
+        let (w0, c0) = not_taken.settlement(rule);
+        let (w1, c1) = taken.settlement(rule);
+        Self {
+            factors: [not_taken.factor(rule), taken.factor(rule)],
+            weights: [w0, w1],
+            coefficients: [c0, c1],
+        }
+    }
+}
+
+struct BlockWalk<'a, const N: usize, const R: usize> {
+    site: BlockSite<'a, R>,
+    rule: Points<N>,
+    path: Vec<BlockElement<R>>,
+}
+
+impl<const N: usize, const R: usize> BlockWalk<'_, N, R> {
+    /// [`Walk::visit`] for every row of the block at once.
+    fn visit(&mut self, node: usize, product: &Block<N, R>) -> Block<N, R> {
+        let tree = self.site.tree;
+        let Some(split) = &tree.nodes[node].split else {
+            let v = tree.values[node * self.site.outputs + self.site.output];
+            return product.map(|row| row.map(|p| v * p));
+        };
+        let yes: [bool; R] =
+            std::array::from_fn(|r| split.goes_true(self.site.rows[r][split.feature]));
+        let children = [(split.yes, yes), (split.no, yes.map(|y| !y))];
+        let shares = self.site.shares[node];
+        let mut total = [[0.0; N]; R];
+        let Some(k) = self.path.iter().position(|e| e.feature == split.feature) else {
+            for ((child, ones), z) in children.into_iter().zip(shares) {
+                let side = Side::new(z, &self.rule);
+                let below = self.descend(child, split.feature, z, ones, &side, product);
+                self.settle(split.feature, &side, ones, &below, &mut total);
+            }
+            return total;
+        };
+        let earlier = self.path[k];
+        let side = Side::new(earlier.zero, &self.rule);
+        let inverse = side
+            .factors
+            .map(|f| f.map(|f| if f == 0.0 { 0.0 } else { 1.0 / f }));
+        let unfactored: Block<N, R> = std::array::from_fn(|r| {
+            let inverse = &inverse[usize::from(earlier.ones[r])];
+            std::array::from_fn(|q| product[r][q] * inverse[q])
+        });
+        self.path[k].feature = usize::MAX;
+        for ((child, follows), z) in children.into_iter().zip(shares) {
+            let zero = z * earlier.zero;
+            let ones = std::array::from_fn(|r| follows[r] && earlier.ones[r]);
+            let merged = Side::new(zero, &self.rule);
+            let below = self.descend(child, split.feature, zero, ones, &merged, &unfactored);
+            self.settle(split.feature, &merged, ones, &below, &mut total);
+        }
+        self.path[k].feature = split.feature;
+        for (r, row) in total.iter().enumerate() {
+            let o = usize::from(earlier.ones[r]);
+            let at = self.index(r, split.feature);
+            self.site.phi[at] -=
+                self.site.scale * side.coefficients[o] * dot(&side.weights[o], row);
+        }
+        total
+    }
+
+    fn descend(
+        &mut self,
+        child: usize,
+        feature: usize,
+        zero: f64,
+        ones: [bool; R],
+        side: &Side<N>,
+        product: &Block<N, R>,
+    ) -> Block<N, R> {
+        if zero == 0.0 && !ones.contains(&true) {
+            return [[0.0; N]; R];
+        }
+        let next: Block<N, R> = std::array::from_fn(|r| {
+            let factor = &side.factors[usize::from(ones[r])];
+            std::array::from_fn(|q| product[r][q] * factor[q])
+        });
+        self.path.push(BlockElement {
+            feature,
+            zero,
+            ones,
+        });
+        let below = self.visit(child, &next);
+        self.path.pop();
+        below
+    }
+
+    fn settle(
+        &mut self,
+        feature: usize,
+        side: &Side<N>,
+        ones: [bool; R],
+        below: &Block<N, R>,
+        total: &mut Block<N, R>,
+    ) {
+        for r in 0..R {
+            let o = usize::from(ones[r]);
+            let at = self.index(r, feature);
+            self.site.phi[at] +=
+                self.site.scale * side.coefficients[o] * dot(&side.weights[o], &below[r]);
+            for (t, b) in total[r].iter_mut().zip(&below[r]) {
+                *t += b;
+            }
+        }
+    }
+
+    fn index(&self, row: usize, feature: usize) -> usize {
+        row * self.site.stride + feature * self.site.outputs + self.site.output
+    }
+}
+
 /// The most unique features on any root-to-leaf path of `tree`.
 fn max_unique_features(tree: &Tree) -> usize {
     fn go(tree: &Tree, node: usize, seen: &mut Vec<usize>) -> usize {
