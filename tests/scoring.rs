@@ -476,3 +476,57 @@ async fn explain_answers_what_if_rows_without_a_decision() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn concurrent_inline_attributions_each_explain_their_own_row() {
+    // Concurrent calls share the explanation threads' block walks; each must
+    // get the attributions it gets alone.
+    let server = TestServer::start().await;
+    let golden = golden(&repo_root().join("models/caravan-lgbm/1.0.0"));
+    let rows: Vec<_> = golden.rows.iter().take(64).cloned().collect();
+    let request = |row| pb::ScoreRequest {
+        context: common::us_adult(),
+        model: model_ref("caravan-lgbm", "1.0.0"),
+        features: row,
+        explain: inline(pb::ExplainMethod::PathDependent),
+        ..Default::default()
+    };
+    let attribution = |decision: pb::ScoreResponse| {
+        decision
+            .decision
+            .unwrap()
+            .attribution
+            .expect("inline attributions were asked for")
+    };
+    let mut client = server.scoring().await;
+    let mut alone = Vec::new();
+    for row in &rows {
+        let response = client.score(request(row.clone())).await.unwrap();
+        alone.push(attribution(response.into_inner()));
+    }
+    let channel = server.channel().await;
+    let tasks: Vec<_> = rows
+        .iter()
+        .map(|row| {
+            let mut client = pb::scoring_service_client::ScoringServiceClient::new(channel.clone());
+            let request = request(row.clone());
+            tokio::spawn(async move { client.score(request).await.unwrap().into_inner() })
+        })
+        .collect();
+    for (task, alone) in tasks.into_iter().zip(&alone) {
+        let together = attribution(task.await.unwrap());
+        let scale = alone.margin.abs().max(1.0);
+        assert!((together.margin - alone.margin).abs() <= 1e-12 * scale);
+        for (t, a) in together.features.iter().zip(&alone.features) {
+            assert_eq!((&t.name, t.value), (&a.name, a.value));
+            assert!(
+                (t.contribution - a.contribution).abs() <= 1e-9 * scale,
+                "{}: {} together, {} alone",
+                t.name,
+                t.contribution,
+                a.contribution
+            );
+        }
+    }
+    server.stop().await;
+}

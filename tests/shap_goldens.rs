@@ -2,7 +2,8 @@
 //! in `tests/fixtures/attributions/` (made by `models/attribution_goldens.py`):
 //! LightGBM binary with NaNs, LightGBM multiclass, XGBoost binary, a sklearn
 //! random forest (AVERAGE) and gradient-boosting regressor, and the bundled
-//! Caravan LightGBM. Path-dependent values use the native model's covers;
+//! Caravan LightGBM. Path-dependent values, one row at a time and in blocks
+//! of rows, use the native model's covers;
 //! interventional values use the fixture's 100 background rows.
 
 mod common;
@@ -119,9 +120,12 @@ fn check_fixtures(root: &Path, at_least: usize) {
                 "{name}: interventional expected {ours} vs {e}"
             );
         }
+        // All rows at once walk the trees in blocks; each must equal shap too.
+        let blocks = tree_shap.explain_rows(&x.iter().map(Vec::as_slice).collect::<Vec<_>>());
         for (r, row) in x.iter().enumerate() {
             let margins = ensemble.margins(row);
             let ours_path = tree_shap.explain(row).phi;
+            let ours_block = &blocks[r].phi;
             let ours_interventional = against_background.explain(row);
             for k in 0..outputs {
                 let margin = margins[k];
@@ -135,6 +139,11 @@ fn check_fixtures(root: &Path, at_least: usize) {
                     assert!(
                         (ours - theirs).abs() <= tolerance(margin),
                         "{name} row {r} feature {f} output {k}: path {ours} vs shap {theirs}"
+                    );
+                    let ours = ours_block[f * outputs + k];
+                    assert!(
+                        (ours - theirs).abs() <= tolerance(margin),
+                        "{name} row {r} feature {f} output {k}: path in a block {ours} vs shap {theirs}"
                     );
                     let (ours, theirs) = (
                         ours_interventional[f * outputs + k],

@@ -256,87 +256,144 @@ impl Explainer {
         scorer: &mut dyn Scorer,
         deadline: Option<Instant>,
     ) -> Result<Attribution, String> {
+        let mut explained = self.explain_rows(&[row], method, scorer, deadline)?;
+        Ok(explained.pop().expect("one row in, one attribution out"))
+    }
+
+    /// Whether rows explained together cost less than one by one.
+    pub fn walks_blocks(&self, method: Method) -> bool {
+        matches!((self, method), (Self::Tree { .. }, Method::PathDependent))
+    }
+
+    /// [`Self::explain`] for many rows at once, which path-dependent
+    /// TreeSHAP walks in blocks. Each attribution reports its share of the
+    /// compute time.
+    pub fn explain_rows(
+        &self,
+        rows: &[&[f32]],
+        method: Method,
+        scorer: &mut dyn Scorer,
+        deadline: Option<Instant>,
+    ) -> Result<Vec<Attribution>, String> {
         let start = Instant::now();
-        let mut standard_errors = Vec::new();
-        let mut sample_pairs = 0;
-        let (base_value, contributions, margin, score, base_score) = match self {
+        let solved: Vec<Solved> = match self {
             Self::Tree {
                 shap,
                 interventional,
                 output,
             } => {
-                let e = shap.ensemble();
-                let (phi, expected) = match method {
-                    Method::PathDependent => {
-                        let result = shap.explain(row);
-                        (result.phi, result.expected)
-                    }
-                    Method::Interventional => (
-                        interventional.explain(row),
-                        interventional.expected().to_vec(),
-                    ),
+                let games: Vec<(Vec<f64>, Vec<f64>)> = match method {
+                    Method::PathDependent => shap
+                        .explain_rows(rows)
+                        .into_iter()
+                        .map(|r| (r.phi, r.expected))
+                        .collect(),
+                    Method::Interventional => rows
+                        .iter()
+                        .map(|row| {
+                            let expected = interventional.expected().to_vec();
+                            (interventional.explain(row), expected)
+                        })
+                        .collect(),
                 };
-                let phi: Vec<f64> = phi
-                    .iter()
-                    .skip(*output)
-                    .step_by(e.outputs)
-                    .copied()
-                    .collect();
-                let margins = e.margins(row);
-                let (score, base_score) = (
-                    e.transform(&margins, *output),
-                    e.transform(&expected, *output),
-                );
-                (expected[*output], phi, margins[*output], score, base_score)
+                let e = shap.ensemble();
+                rows.iter()
+                    .zip(games)
+                    .map(|(row, (phi, expected))| {
+                        let margins = e.margins(row);
+                        Solved {
+                            base_value: expected[*output],
+                            contributions: phi
+                                .iter()
+                                .skip(*output)
+                                .step_by(e.outputs)
+                                .copied()
+                                .collect(),
+                            margin: margins[*output],
+                            score: e.transform(&margins, *output),
+                            base_score: e.transform(&expected, *output),
+                            standard_errors: Vec::new(),
+                            sample_pairs: 0,
+                        }
+                    })
+                    .collect()
             }
-            Self::Linear { model, mean, base } => {
-                let phi = model
-                    .weights
-                    .iter()
-                    .zip(row)
-                    .zip(mean)
-                    .map(|((w, &x), m)| w * (f64::from(x) - m))
-                    .collect();
-                let margin = model.margin(row);
-                (
-                    *base,
-                    phi,
-                    margin,
-                    linear_score(model, margin),
-                    linear_score(model, *base),
-                )
-            }
+            Self::Linear { model, mean, base } => rows
+                .iter()
+                .map(|row| {
+                    let margin = model.margin(row);
+                    Solved {
+                        base_value: *base,
+                        contributions: model
+                            .weights
+                            .iter()
+                            .zip(*row)
+                            .zip(mean)
+                            .map(|((w, &x), m)| w * (f64::from(x) - m))
+                            .collect(),
+                        margin,
+                        score: linear_score(model, margin),
+                        base_score: linear_score(model, *base),
+                        standard_errors: Vec::new(),
+                        sample_pairs: 0,
+                    }
+                })
+                .collect(),
             Self::Sampling {
                 references,
                 width,
                 pairs,
-            } => {
-                let budget = sampling::Budget {
-                    pairs: *pairs,
-                    deadline,
-                };
-                let e = sampling::explain(scorer, row, references, *width, budget, seed(row))?;
-                standard_errors = e.standard_error;
-                sample_pairs = e.pairs;
-                (e.base, e.phi, e.value, e.value, e.base)
-            }
+            } => rows
+                .iter()
+                .map(|row| {
+                    let budget = sampling::Budget {
+                        pairs: *pairs,
+                        deadline,
+                    };
+                    let e = sampling::explain(scorer, row, references, *width, budget, seed(row))?;
+                    Ok(Solved {
+                        base_value: e.base,
+                        contributions: e.phi,
+                        margin: e.value,
+                        score: e.value,
+                        base_score: e.base,
+                        standard_errors: e.standard_error,
+                        sample_pairs: e.pairs,
+                    })
+                })
+                .collect::<Result<_, String>>()?,
         };
-        let residual = (base_value + contributions.iter().sum::<f64>() - margin).abs();
-        Ok(Attribution {
-            method: self.method(method),
-            method_version: "1",
-            output_space: self.output_space(),
-            base_value,
-            margin,
-            residual,
-            sample_pairs,
-            score,
-            base_score,
-            contributions,
-            standard_errors,
-            compute: start.elapsed(),
-        })
+        let compute = start.elapsed() / u32::try_from(rows.len().max(1)).unwrap_or(u32::MAX);
+        Ok(solved
+            .into_iter()
+            .map(|s| Attribution {
+                method: self.method(method),
+                method_version: "1",
+                output_space: self.output_space(),
+                residual: (s.base_value + s.contributions.iter().sum::<f64>() - s.margin).abs(),
+                base_value: s.base_value,
+                margin: s.margin,
+                sample_pairs: s.sample_pairs,
+                score: s.score,
+                base_score: s.base_score,
+                contributions: s.contributions,
+                standard_errors: s.standard_errors,
+                compute,
+            })
+            .collect())
     }
+}
+
+/// What an explainer's game gives one row, before it becomes an
+/// [`Attribution`].
+struct Solved {
+    base_value: f64,
+    contributions: Vec<f64>,
+    margin: f64,
+    score: f64,
+    base_score: f64,
+    standard_errors: Vec<f64>,
+    sample_pairs: usize,
 }
 
 /// Lets the model-agnostic estimator run the model on one session slot.

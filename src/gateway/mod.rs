@@ -6,6 +6,7 @@
 //! messages to the request types below and the results back. Recording
 //! decisions and reading them back lives in [`record`].
 
+mod attribute;
 mod deploy;
 mod record;
 mod shadow;
@@ -23,6 +24,8 @@ use arc_swap::ArcSwapOption;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use self::attribute::AttributeJob;
+
 use crate::{
     access::{
         Access,
@@ -38,7 +41,7 @@ use crate::{
     decisions::{cache::ExplanationCache, crypto::InputCipher},
     error::Error,
     explain::{
-        DecisionAttribution, ExplainMode, Method, SlotScorer,
+        DecisionAttribution, ExplainMode, Method,
         pool::{ExplainPool, PoolError},
     },
     inference::{InferencePool, runtime},
@@ -167,7 +170,7 @@ pub struct Gateway {
     access: Access,
     metrics: Metrics,
     pool: InferencePool,
-    explain_pool: ExplainPool,
+    explain_pool: ExplainPool<AttributeJob>,
     registry: ArcSwapOption<Registry>,
     ready: watch::Sender<bool>,
     consents: Consents,
@@ -653,41 +656,20 @@ impl Gateway {
         masked: &[usize],
         deadline: Option<std::time::Instant>,
     ) -> Result<Vec<DecisionAttribution>, Error> {
-        let package = package.clone();
-        let masked = masked.to_vec();
-        // Explanation threads use the session slots after the inference
-        // workers', so the model-agnostic estimator never waits for them.
-        let first_slot = self.pool.slots();
-        self.explain_pool
-            .run(move |thread| {
-                let mut scorer = SlotScorer {
-                    backend: package.backend.as_ref(),
-                    slot: first_slot + thread,
-                };
-                let columns = package.schema.columns();
-                inputs
-                    .chunks(columns.len())
-                    .zip(ort_scores)
-                    .map(|(row, score)| {
-                        let attribution =
-                            package
-                                .explainer
-                                .explain(row, method, &mut scorer, deadline)?;
-                        let mut named = DecisionAttribution::new(
-                            attribution,
-                            row,
-                            columns,
-                            &package.manifest.groups,
-                            f64::from(score),
-                        );
-                        for &i in &masked {
-                            named.features[i].masked = true;
-                        }
-                        Ok(named)
-                    })
-                    .collect::<Result<Vec<_>, String>>()
-            })
-            .await?
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.explain_pool.submit(AttributeJob {
+            package: package.clone(),
+            inputs,
+            scores: ort_scores,
+            method,
+            masked: masked.to_vec(),
+            deadline,
+            first_slot: self.pool.slots(),
+            reply,
+        })?;
+        answer
+            .await
+            .map_err(|_| PoolError::ShutDown)?
             .map_err(|e| Error::Internal(format!("attribution failed: {e}")))
             .inspect(|done| {
                 for a in done {

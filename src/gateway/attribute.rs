@@ -1,0 +1,94 @@
+//! Attribution work for the explanation pool: a request's scored rows,
+//! explained on a pool thread. Jobs for the same model and a method that
+//! walks rows in blocks run together, so concurrent calls share the walk.
+
+use std::{sync::Arc, time::Instant};
+
+use tokio::sync::oneshot;
+
+use crate::{
+    explain::{DecisionAttribution, Method, SlotScorer, pool::Job},
+    models::ModelPackage,
+};
+
+pub(super) struct AttributeJob {
+    pub package: Arc<ModelPackage>,
+    /// Validated rows in column order, as ORT scored them.
+    pub inputs: Vec<f32>,
+    pub scores: Vec<f32>,
+    pub method: Method,
+    /// Positions of features the consent verdict masked.
+    pub masked: Vec<usize>,
+    pub deadline: Option<Instant>,
+    /// The first session slot after the inference workers', so the
+    /// model-agnostic estimator never waits for them.
+    pub first_slot: usize,
+    pub reply: oneshot::Sender<Result<Vec<DecisionAttribution>, String>>,
+}
+
+impl Job for AttributeJob {
+    type Key = (*const ModelPackage, Method);
+
+    fn key(&self) -> Option<Self::Key> {
+        self.package
+            .explainer
+            .walks_blocks(self.method)
+            .then_some((Arc::as_ptr(&self.package), self.method))
+    }
+
+    fn rows(&self) -> usize {
+        self.scores.len()
+    }
+
+    fn run(jobs: Vec<Self>, thread: usize) {
+        let first = &jobs[0];
+        let package = first.package.clone();
+        let mut scorer = SlotScorer {
+            backend: package.backend.as_ref(),
+            slot: first.first_slot + thread,
+        };
+        let columns = package.schema.columns();
+        let rows: Vec<&[f32]> = jobs
+            .iter()
+            .flat_map(|job| job.inputs.chunks(columns.len()))
+            .collect();
+        let explained =
+            package
+                .explainer
+                .explain_rows(&rows, first.method, &mut scorer, first.deadline);
+        drop(rows);
+        let mut explained = match explained {
+            Ok(all) => all.into_iter(),
+            Err(e) => {
+                for job in jobs {
+                    let _ = job.reply.send(Err(e.clone()));
+                }
+                return;
+            }
+        };
+        for job in jobs {
+            let named = job
+                .inputs
+                .chunks(columns.len())
+                .zip(&job.scores)
+                .zip(explained.by_ref())
+                .map(|((row, &score), attribution)| {
+                    let mut named = DecisionAttribution::new(
+                        attribution,
+                        row,
+                        columns,
+                        &package.manifest.groups,
+                        f64::from(score),
+                    );
+                    for &i in &job.masked {
+                        named.features[i].masked = true;
+                    }
+                    named
+                })
+                .collect();
+            // The caller may have stopped waiting (deadline): its decision
+            // is then recorded as owing its attributions.
+            let _ = job.reply.send(Ok(named));
+        }
+    }
+}
