@@ -8,6 +8,11 @@
 //! - `score`: `Score` on the Caravan LightGBM model;
 //! - `score_batch_256`: `ScoreBatch` with 256 rows;
 //! - `Score` with inline path-dependent TreeSHAP attributions;
+//! - `Score` with deferred attributions, on the `async` gateway (deferred
+//!   attributions live in the record), against that gateway's `Score`
+//!   without attributions. After each of its rounds the harness waits until
+//!   the gateway owes nothing, so that the backlog slows only its own
+//!   scenario, and prints how many were owed and how fast they were computed;
 //! - `Score` with a TC string for a subject with consent on record (decode,
 //!   pseudonymise, ledger look-up), against the US `Score` that needs none;
 //! - the Open Inference Protocol's `ModelInfer` with the same row as an FP32
@@ -61,18 +66,20 @@ enum Scenario {
     ScorePositional,
     ScoreBatch256,
     ScoreInlineAttributions,
+    ScoreDeferredAttributions,
     ScoreTcfLedger,
     OipModelInfer,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 7] = [
+    const ALL: [Scenario; 8] = [
         Scenario::Empty,
         Scenario::Score,
         Scenario::ScoreTcfLedger,
         Scenario::ScorePositional,
         Scenario::ScoreBatch256,
         Scenario::ScoreInlineAttributions,
+        Scenario::ScoreDeferredAttributions,
         Scenario::OipModelInfer,
     ];
 
@@ -83,6 +90,7 @@ impl Scenario {
             Self::ScorePositional => "Score, caravan-lgbm, positional values",
             Self::ScoreBatch256 => "ScoreBatch 256 rows, caravan-lgbm",
             Self::ScoreInlineAttributions => "Score + inline TreeSHAP, caravan-lgbm",
+            Self::ScoreDeferredAttributions => "Score + deferred TreeSHAP, caravan-lgbm",
             Self::ScoreTcfLedger => "Score + TC string + ledger, caravan-lgbm",
             Self::OipModelInfer => "OIP ModelInfer, caravan-lgbm, FP32 raw tensor",
         }
@@ -139,6 +147,7 @@ impl Scenario {
             Self::Score
             | Self::ScorePositional
             | Self::ScoreInlineAttributions
+            | Self::ScoreDeferredAttributions
             | Self::ScoreTcfLedger => "/candor.v1.ScoringService/Score",
             Self::ScoreBatch256 => "/candor.v1.ScoringService/ScoreBatch",
             Self::OipModelInfer => "/inference.GRPCInferenceService/ModelInfer",
@@ -161,14 +170,18 @@ impl Scenario {
                 .encode_to_vec()
                 .into(),
             ],
-            Self::Score | Self::ScoreInlineAttributions => rows
+            Self::Score | Self::ScoreInlineAttributions | Self::ScoreDeferredAttributions => rows
                 .iter()
                 .map(|row| {
-                    let explain =
-                        (self == Self::ScoreInlineAttributions).then_some(pb::ExplainOptions {
-                            mode: pb::ExplainMode::Inline as i32,
-                            method: 0,
-                        });
+                    let explain = match self {
+                        Self::ScoreInlineAttributions => Some(pb::ExplainMode::Inline),
+                        Self::ScoreDeferredAttributions => Some(pb::ExplainMode::Deferred),
+                        _ => None,
+                    }
+                    .map(|mode| pb::ExplainOptions {
+                        mode: mode as i32,
+                        method: 0,
+                    });
                     pb::ScoreRequest {
                         model: model(),
                         features: row.clone(),
@@ -291,6 +304,14 @@ impl Scenario {
                 let r = pb::ScoreResponse::decode(reply.clone()).unwrap();
                 assert_eq!(r.decision.unwrap().attribution.unwrap().features.len(), 78);
             }
+            Self::ScoreDeferredAttributions => {
+                let d = pb::ScoreResponse::decode(reply.clone())
+                    .unwrap()
+                    .decision
+                    .unwrap();
+                assert!(d.attribution.is_none());
+                assert_eq!(d.explanation_status, pb::ExplanationStatus::Deferred as i32);
+            }
             Self::OipModelInfer => {
                 let r = inference::ModelInferResponse::decode(reply.clone()).unwrap();
                 let tier = &r.parameters["tier"].parameter_choice;
@@ -410,6 +431,9 @@ fn runs() -> Vec<Run> {
         run(ScoreBatch256, 1, 4),
         run(ScoreBatch256, 2, 4),
         run(OipModelInfer, 0, 3),
+        // Deferred attributions live in the record: against the same
+        // gateway's Score without attributions.
+        run(ScoreDeferredAttributions, 2, 7),
     ]
 }
 
@@ -522,6 +546,7 @@ fn main() {
         .collect();
     let mut results: Vec<(Vec<f64>, Vec<u32>, u64)> =
         runs.iter().map(|_| Default::default()).collect();
+    let mut drains: Vec<(i64, Duration)> = Vec::new();
     client_rt.block_on(async {
         let mut channels: Vec<Vec<Channel>> = Vec::new();
         for (addr, _) in &servers {
@@ -560,6 +585,17 @@ fn main() {
                 results[i].0.push(rps);
                 results[i].1.extend(o.latencies_us);
                 results[i].2 += o.errors;
+                if run.scenario == Scenario::ScoreDeferredAttributions {
+                    // The backlog is computed before anything else is
+                    // measured, so that it slows only its own scenario.
+                    let (owed, took) = drain(&servers[run.server].1);
+                    eprintln!(
+                        "round {round}: {owed} deferred attributions owed when the load stopped, computed in {:.1} s without load ({:.0}/s)",
+                        took.as_secs_f64(),
+                        owed as f64 / took.as_secs_f64()
+                    );
+                    drains.push((owed, took));
+                }
             }
         }
     });
@@ -602,9 +638,35 @@ fn main() {
             DURABILITIES[base.server],
         );
     }
+    if !drains.is_empty() {
+        let (owed, took) = drains
+            .iter()
+            .fold((0, Duration::ZERO), |(o, t), (owed, took)| {
+                (o + owed, t + *took)
+            });
+        println!(
+            "\ndeferred attributions: {owed} owed when the load stopped, over {} rounds; computed without load in {:.1} s ({:.0}/s)",
+            drains.len(),
+            took.as_secs_f64(),
+            owed as f64 / took.as_secs_f64()
+        );
+    }
     if only.is_none() {
         client_rt.block_on(explanations(&servers[1].0, &servers[1].1, clients));
     }
+}
+
+/// Waits until the gateway owes no deferred attributions (a minute at
+/// most); returns how many it owed and how long they took.
+fn drain(gateway: &Gateway) -> (i64, Duration) {
+    let started = Instant::now();
+    let owed = gateway.store_sizes().owed_attributions;
+    while gateway.store_sizes().owed_attributions > 0 && started.elapsed() < Duration::from_secs(60)
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let left = gateway.store_sizes().owed_attributions;
+    (owed - left, started.elapsed())
 }
 
 /// GetExplanation latency from the record and from the cache, and the hit

@@ -55,7 +55,10 @@ CREATE TABLE IF NOT EXISTS provenances (
 CREATE INDEX IF NOT EXISTS provenances_subject ON provenances(subject_ref);
 CREATE INDEX IF NOT EXISTS decisions_subject ON decisions(subject_ref, decided_at);
 CREATE INDEX IF NOT EXISTS decisions_retention ON decisions(retain_until);
-CREATE INDEX IF NOT EXISTS decisions_pending ON decisions(explain_method) WHERE explain_method IS NOT NULL;
+-- The sweeper takes owed attributions oldest first; this index hands them
+-- over in that order instead of sorting the whole backlog on every pass.
+DROP INDEX IF EXISTS decisions_pending;
+CREATE INDEX IF NOT EXISTS decisions_owed ON decisions(decided_at) WHERE explain_method IS NOT NULL;
 ";
 
 /// When a scoring response may leave relative to its record's commit.

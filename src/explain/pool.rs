@@ -33,6 +33,15 @@ pub trait Job: Send + 'static {
         Self: Sized;
 }
 
+/// The CPU priority of a pool's threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    Normal,
+    /// `SCHED_IDLE` on Linux: the threads run on the CPU time everything
+    /// else leaves, for work nobody waits for.
+    Lowest,
+}
+
 pub struct ExplainPool<J> {
     tx: Sender<J>,
     queue: usize,
@@ -48,14 +57,19 @@ pub enum PoolError {
 }
 
 impl<J: Job> ExplainPool<J> {
-    pub fn new(threads: usize, queue: usize) -> Self {
+    /// Starts `threads` threads named `name-<i>`, with room for `queue`
+    /// waiting jobs.
+    pub fn new(name: &str, threads: usize, queue: usize, priority: Priority) -> Self {
         let (tx, rx) = crossbeam_channel::bounded::<J>(queue.max(1));
         let threads = threads.max(1);
         for i in 0..threads {
             let rx = rx.clone();
             thread::Builder::new()
-                .name(format!("candor-explain-{i}"))
+                .name(format!("{name}-{i}"))
                 .spawn(move || {
+                    if priority == Priority::Lowest {
+                        lower_priority();
+                    }
                     while let Ok(first) = rx.recv() {
                         for jobs in gather(first, &rx) {
                             J::run(jobs, i);
@@ -77,6 +91,25 @@ impl<J: Job> ExplainPool<J> {
             TrySendError::Full(_) => PoolError::Overloaded(self.queue),
             TrySendError::Disconnected(_) => PoolError::ShutDown,
         })
+    }
+}
+
+/// Moves the calling thread to `SCHED_IDLE`: it runs only on CPU time no
+/// other thread wants, and a thread that wakes takes the CPU from it at
+/// once. Linux schedules threads one by one, so the rest of the process is
+/// not affected. (A nice value of 19 still let it take a share: the
+/// serving threads sleep and wake too often for weights to hold it back.)
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: reads `param` only; pid 0 is the calling thread.
+        if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } != 0 {
+            tracing::warn!(
+                error = %std::io::Error::last_os_error(),
+                "cannot move a background explanation thread to SCHED_IDLE"
+            );
+        }
     }
 }
 
@@ -180,10 +213,50 @@ mod tests {
         assert_eq!(rx.len(), 10 - GATHER_ROWS.div_ceil(5));
     }
 
+    /// Reports the scheduling policy of the thread that runs it.
+    #[cfg(target_os = "linux")]
+    struct Policy(mpsc::Sender<i32>);
+
+    #[cfg(target_os = "linux")]
+    impl Job for Policy {
+        type Key = ();
+
+        fn key(&self) -> Option<()> {
+            None
+        }
+
+        fn rows(&self) -> usize {
+            1
+        }
+
+        fn run(jobs: Vec<Self>, _thread: usize) {
+            // SAFETY: no arguments but the calling thread's pid 0.
+            let policy = unsafe { libc::sched_getscheduler(0) };
+            for job in jobs {
+                job.0.send(policy).unwrap();
+            }
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn background_threads_run_at_the_lowest_priority_and_others_do_not() {
+        for (priority, want) in [
+            (Priority::Lowest, libc::SCHED_IDLE),
+            (Priority::Normal, libc::SCHED_OTHER),
+        ] {
+            let pool = ExplainPool::new("test-policy", 1, 4, priority);
+            let (tx, rx) = mpsc::channel();
+            pool.submit(Policy(tx)).unwrap();
+            let policy = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+            assert_eq!(policy, want, "{priority:?}");
+        }
+    }
+
     #[test]
     fn every_job_submitted_is_run() {
         let (ran, done) = mpsc::channel();
-        let pool = ExplainPool::new(2, 64);
+        let pool = ExplainPool::new("test-pool", 2, 64, Priority::Lowest);
         for id in 0..40 {
             pool.submit(Tagged {
                 id,

@@ -7,9 +7,21 @@ use std::{sync::Arc, time::Instant};
 use tokio::sync::oneshot;
 
 use crate::{
+    decisions::Explanation,
     explain::{DecisionAttribution, Method, SlotScorer, pool::Job},
     models::ModelPackage,
 };
+
+/// Who waits for attributions, which decides the pool that computes them.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Urgency {
+    /// A caller waits (inline, Explain, a first look-up), until `deadline`
+    /// at most.
+    Waiting { deadline: Option<Instant> },
+    /// Nobody waits (deferred attributions, shadow drift): computed on
+    /// threads of the lowest CPU priority, with what the callers leave.
+    Background,
+}
 
 pub(super) struct AttributeJob {
     pub package: Arc<ModelPackage>,
@@ -23,7 +35,37 @@ pub(super) struct AttributeJob {
     /// The first session slot after the inference workers', so the
     /// model-agnostic estimator never waits for them.
     pub first_slot: usize,
-    pub reply: oneshot::Sender<Result<Vec<DecisionAttribution>, String>>,
+    pub reply: Reply,
+}
+
+/// Where a job's answer goes, and in which form.
+pub(super) enum Reply {
+    Attributions(oneshot::Sender<Result<Vec<DecisionAttribution>, String>>),
+    /// Ready for the record, made on the pool's thread so that deferred
+    /// work stays off the async workers.
+    Records(oneshot::Sender<Result<Vec<Recorded>, String>>),
+}
+
+/// An attribution as the record keeps it: the explanation and its JSON.
+pub(super) type Recorded = (Explanation, String);
+
+pub(super) fn recorded(attribution: &DecisionAttribution) -> Recorded {
+    let explanation = Explanation::from(attribution);
+    let json = serde_json::to_string(&explanation).expect("plain data serialises");
+    (explanation, json)
+}
+
+impl Reply {
+    fn send(self, answer: Result<Vec<DecisionAttribution>, String>) {
+        // The caller may have stopped waiting (deadline): its decision is
+        // then recorded as owing its attributions.
+        let _ = match self {
+            Self::Attributions(tx) => tx.send(answer).map_err(drop),
+            Self::Records(tx) => tx
+                .send(answer.map(|all| all.iter().map(recorded).collect()))
+                .map_err(drop),
+        };
+    }
 }
 
 impl Job for AttributeJob {
@@ -61,7 +103,7 @@ impl Job for AttributeJob {
             Ok(all) => all.into_iter(),
             Err(e) => {
                 for job in jobs {
-                    let _ = job.reply.send(Err(e.clone()));
+                    job.reply.send(Err(e.clone()));
                 }
                 return;
             }
@@ -86,9 +128,7 @@ impl Job for AttributeJob {
                     named
                 })
                 .collect();
-            // The caller may have stopped waiting (deadline): its decision
-            // is then recorded as owing its attributions.
-            let _ = job.reply.send(Ok(named));
+            job.reply.send(Ok(named));
         }
     }
 }

@@ -155,7 +155,7 @@ impl Gateway {
     async fn reload_locked(&self) -> Result<Reloaded, Error> {
         let previous = self.registry()?;
         let dir = self.config.models_dir.clone();
-        let slots = self.pool.slots() + self.explain_pool.threads();
+        let slots = self.session_slots();
         let before = previous.clone();
         let (registry, failed) = tokio::task::spawn_blocking(move || {
             let gate = |package: &std::path::Path| {

@@ -24,7 +24,7 @@ use arc_swap::ArcSwapOption;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use self::attribute::AttributeJob;
+use self::attribute::{AttributeJob, Recorded, Reply, Urgency};
 
 use crate::{
     access::{
@@ -42,7 +42,7 @@ use crate::{
     error::Error,
     explain::{
         DecisionAttribution, ExplainMode, Method,
-        pool::{ExplainPool, PoolError},
+        pool::{ExplainPool, PoolError, Priority},
     },
     inference::{InferencePool, runtime},
     metrics::{Metrics, Stage},
@@ -171,6 +171,8 @@ pub struct Gateway {
     metrics: Metrics,
     pool: InferencePool,
     explain_pool: ExplainPool<AttributeJob>,
+    /// Deferred and shadow attributions, at the lowest CPU priority.
+    background_pool: ExplainPool<AttributeJob>,
     registry: ArcSwapOption<Registry>,
     ready: watch::Sender<bool>,
     consents: Consents,
@@ -219,7 +221,18 @@ impl Gateway {
             config.inference_queue,
             config.max_batch_rows,
         );
-        let explain_pool = ExplainPool::new(config.inference_threads, config.inference_queue);
+        let explain_pool = ExplainPool::new(
+            "candor-explain",
+            config.inference_threads,
+            config.inference_queue,
+            Priority::Normal,
+        );
+        let background_pool = ExplainPool::new(
+            "candor-deferred",
+            config.inference_threads,
+            config.inference_queue,
+            Priority::Lowest,
+        );
         let (shadows, shadow_jobs) = tokio::sync::mpsc::channel(shadow::SHADOW_QUEUE);
         Ok(Self {
             shadows,
@@ -237,6 +250,7 @@ impl Gateway {
             config,
             pool,
             explain_pool,
+            background_pool,
             registry: ArcSwapOption::empty(),
             ready: watch::channel(false).0,
         })
@@ -272,14 +286,20 @@ impl Gateway {
         &self.fairness
     }
 
+    /// ORT sessions each package opens: one per inference worker and per
+    /// explanation thread of either pool.
+    fn session_slots(&self) -> usize {
+        self.pool.slots() + self.explain_pool.threads() + self.background_pool.threads()
+    }
+
     /// Loads ONNX Runtime and every package in the models folder, then marks
     /// the gateway ready.
     pub async fn load_models(self: &Arc<Self>) -> Result<(), Error> {
         let this = self.clone();
         let registry = tokio::task::spawn_blocking(move || {
             runtime::init(&this.config.ort_lib)?;
-            let slots = this.pool.slots() + this.explain_pool.threads();
-            Registry::load_dir(&this.config.models_dir, slots, None, None).map_err(Error::from)
+            Registry::load_dir(&this.config.models_dir, this.session_slots(), None, None)
+                .map_err(Error::from)
         })
         .await
         .map_err(|e| Error::Internal(format!("model loading panicked: {e}")))??;
@@ -498,7 +518,14 @@ impl Gateway {
             .predict(package.backend.clone(), rows.clone())
             .await?;
         let attributions = self
-            .attribute(&package, rows, scores.clone(), request.method, &[], None)
+            .attribute(
+                &package,
+                rows,
+                scores.clone(),
+                request.method,
+                &[],
+                Urgency::Waiting { deadline: None },
+            )
             .await?;
         Ok(scores
             .into_iter()
@@ -605,7 +632,9 @@ impl Gateway {
                 scores.clone(),
                 method,
                 &evaluation.masked,
-                sampling_deadline,
+                Urgency::Waiting {
+                    deadline: sampling_deadline,
+                },
             );
             let done = match deadline {
                 Some(at) => tokio::time::timeout_at(at.into(), work).await.ok(),
@@ -645,8 +674,9 @@ impl Gateway {
         Ok(decisions)
     }
 
-    /// Attributes validated rows whose scores ORT returned, on the
-    /// explanation pool; features at `masked` positions are marked masked.
+    /// Attributes validated rows whose scores ORT returned, on the pool
+    /// their urgency calls for; features at `masked` positions are marked
+    /// masked.
     async fn attribute(
         &self,
         package: &Arc<ModelPackage>,
@@ -654,19 +684,20 @@ impl Gateway {
         ort_scores: Vec<f32>,
         method: Method,
         masked: &[usize],
-        deadline: Option<std::time::Instant>,
+        urgency: Urgency,
     ) -> Result<Vec<DecisionAttribution>, Error> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        self.explain_pool.submit(AttributeJob {
+        let job = AttributeJob {
             package: package.clone(),
             inputs,
             scores: ort_scores,
             method,
             masked: masked.to_vec(),
-            deadline,
-            first_slot: self.pool.slots(),
-            reply,
-        })?;
+            deadline: None,
+            first_slot: 0,
+            reply: Reply::Attributions(reply),
+        };
+        self.submit_attribution(job, urgency)?;
         answer
             .await
             .map_err(|_| PoolError::ShutDown)?
@@ -676,5 +707,56 @@ impl Gateway {
                     self.metrics.residual(a.attribution.residual);
                 }
             })
+    }
+
+    /// [`Gateway::attribute`] in the background, in the form the record
+    /// keeps.
+    async fn attribute_for_record(
+        &self,
+        package: &Arc<ModelPackage>,
+        inputs: Vec<f32>,
+        ort_scores: Vec<f32>,
+        method: Method,
+        masked: &[usize],
+    ) -> Result<Vec<Recorded>, Error> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = AttributeJob {
+            package: package.clone(),
+            inputs,
+            scores: ort_scores,
+            method,
+            masked: masked.to_vec(),
+            deadline: None,
+            first_slot: 0,
+            reply: Reply::Records(reply),
+        };
+        self.submit_attribution(job, Urgency::Background)?;
+        answer
+            .await
+            .map_err(|_| PoolError::ShutDown)?
+            .map_err(|e| Error::Internal(format!("attribution failed: {e}")))
+            .inspect(|done| {
+                for (e, _) in done {
+                    self.metrics.residual(e.residual);
+                }
+            })
+    }
+
+    /// Queues `job` on the pool its urgency calls for. Each explanation
+    /// thread has its own session slot after the inference workers', so
+    /// the model-agnostic estimator never waits for them.
+    fn submit_attribution(&self, mut job: AttributeJob, urgency: Urgency) -> Result<(), Error> {
+        let explain_slots = self.pool.slots();
+        let pool = match urgency {
+            Urgency::Waiting { deadline } => {
+                (job.first_slot, job.deadline) = (explain_slots, deadline);
+                &self.explain_pool
+            }
+            Urgency::Background => {
+                job.first_slot = explain_slots + self.explain_pool.threads();
+                &self.background_pool
+            }
+        };
+        Ok(pool.submit(job)?)
     }
 }

@@ -6,13 +6,16 @@ use std::{
     time::Duration,
 };
 
-use super::{Decision, ExplanationStatus, Gateway, Placement};
+use super::{
+    Decision, ExplanationStatus, Gateway, Placement,
+    attribute::{self, Urgency},
+};
 use crate::{
     decisions::{self, DecisionRow, Durability, Explanation, RecordBatch},
     error::Error,
     explain::{Method, pool::PoolError},
     models::{ModelPackage, ModelSelector, VersionRef},
-    store::{Job, now_ms},
+    store::{Job, StoreError, now_ms},
 };
 
 /// Where an explanation came from.
@@ -211,6 +214,7 @@ impl Gateway {
         &self,
         package: &Arc<ModelPackage>,
         rows: Vec<DecisionRow>,
+        urgency: Urgency,
     ) -> Result<Vec<DecisionRow>, Error> {
         let width = package.schema.width();
         let mut inputs = Vec::with_capacity(rows.len() * width);
@@ -257,18 +261,29 @@ impl Gateway {
             .filter(|(_, c)| rows[0].provenance.masked_features.contains(&c.name))
             .map(|(i, _)| i)
             .collect();
-        let attributions = self
-            .attribute(package, inputs, scores, method, &masked, None)
-            .await?;
-        let mut done = Vec::with_capacity(rows.len());
-        for (mut row, attribution) in rows.into_iter().zip(attributions) {
-            let explanation = Explanation::from(&attribution);
-            let json = serde_json::to_string(&explanation).expect("plain data serialises");
-            let id = row.decision_id.clone();
-            let exists = self
-                .store
-                .submit(|tx| Job::Attach(id, json, Some(tx)))
-                .await?;
+        let recorded = match urgency {
+            Urgency::Background => {
+                self.attribute_for_record(package, inputs, scores, method, &masked)
+                    .await?
+            }
+            Urgency::Waiting { .. } => self
+                .attribute(package, inputs, scores, method, &masked, urgency)
+                .await?
+                .iter()
+                .map(attribute::recorded)
+                .collect(),
+        };
+        // Queued together, the attachments share the writer's group commits.
+        let mut attaching = Vec::with_capacity(rows.len());
+        for (row, (explanation, json)) in rows.into_iter().zip(recorded) {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            self.store
+                .send(Job::Attach(row.decision_id.clone(), json, Some(tx)))?;
+            attaching.push((row, explanation, rx));
+        }
+        let mut done = Vec::with_capacity(attaching.len());
+        for (mut row, explanation, attached) in attaching {
+            let exists = attached.await.map_err(|_| StoreError::ShutDown)??;
             if !exists {
                 // Erased or purged while we computed: nothing to answer.
                 continue;
@@ -284,7 +299,7 @@ impl Gateway {
     async fn compute_explanation(&self, row: DecisionRow) -> Result<DecisionRow, Error> {
         let package = self.package_of(&row)?;
         let id = row.decision_id.clone();
-        self.attribute_recorded(&package, vec![row])
+        self.attribute_recorded(&package, vec![row], Urgency::Waiting { deadline: None })
             .await?
             .pop()
             .ok_or(Error::UnknownDecision(id))
@@ -317,20 +332,33 @@ async fn sweep_deferred(gateway: Weak<Gateway>) {
     loop {
         let Some(g) = gateway.upgrade() else { return };
         let wake = g.deferred.clone();
-        let backlog = g.sweep_once().await;
+        let sweep = g.sweep_once().await;
         drop(g);
-        if backlog {
-            // The pool is full: let it drain before trying again.
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        } else {
-            let _ = tokio::time::timeout(Duration::from_secs(2), wake.notified()).await;
+        match sweep {
+            Sweep::More => tokio::task::yield_now().await,
+            // Let the pool drain, or the failure pass, before trying again.
+            Sweep::Stalled => tokio::time::sleep(Duration::from_millis(200)).await,
+            Sweep::Done => {
+                let _ = tokio::time::timeout(Duration::from_secs(2), wake.notified()).await;
+            }
         }
     }
 }
 
+/// What one pass of the sweeper left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sweep {
+    /// Nothing owed is left.
+    Done,
+    /// More is owed, and this pass made progress: go on at once.
+    More,
+    /// The background pool is full, or the pass attributed nothing.
+    Stalled,
+}
+
 impl Gateway {
-    /// One pass over the owed attributions; true when work remains.
-    async fn sweep_once(&self) -> bool {
+    /// One pass over the owed attributions, oldest first.
+    async fn sweep_once(&self) -> Sweep {
         let store = self.store.clone();
         let pending = match tokio::task::spawn_blocking(move || {
             store.read(|c| decisions::pending(c, SWEEP_BATCH))
@@ -340,9 +368,9 @@ impl Gateway {
             Ok(Ok(rows)) => rows,
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "cannot read owed attributions");
-                return false;
+                return Sweep::Done;
             }
-            Err(_) => return false,
+            Err(_) => return Sweep::Done,
         };
         let full = pending.len() == SWEEP_BATCH;
         let mut by_model: Vec<(Arc<ModelPackage>, Vec<DecisionRow>)> = Vec::new();
@@ -369,18 +397,27 @@ impl Gateway {
                 None => by_model.push((package, vec![row])),
             }
         }
+        let mut progress = false;
         for (package, rows) in by_model {
-            match self.attribute_recorded(&package, rows).await {
+            match self
+                .attribute_recorded(&package, rows, Urgency::Background)
+                .await
+            {
                 Ok(done) => {
+                    progress |= !done.is_empty();
                     for row in done {
                         self.cache.insert(row);
                     }
                 }
-                Err(Error::ExplainPool(PoolError::Overloaded(_))) => return true,
+                Err(Error::ExplainPool(PoolError::Overloaded(_))) => return Sweep::Stalled,
                 Err(e) => tracing::warn!(error = %e, "deferred attribution failed"),
             }
         }
-        full
+        match (full, progress) {
+            (false, _) => Sweep::Done,
+            (true, true) => Sweep::More,
+            (true, false) => Sweep::Stalled,
+        }
     }
 }
 

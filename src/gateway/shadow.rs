@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use semver::Version;
 
-use super::{Decision, Gateway, ModelIdentity};
+use super::{Decision, Gateway, ModelIdentity, attribute::Urgency};
 use crate::{
     decisions::{
         Explanation,
@@ -112,7 +112,7 @@ impl Gateway {
                     scores,
                     Method::default(),
                     &live_masked,
-                    None,
+                    Urgency::Background,
                 )
                 .await?
                 .iter()
@@ -156,7 +156,7 @@ impl Gateway {
                     scores.clone(),
                     Method::default(),
                     &masked,
-                    None,
+                    Urgency::Background,
                 )
                 .await?;
             let retain_until_ms = self.retain_until(package.name(), now);
