@@ -428,12 +428,12 @@ fn runs() -> Vec<Run> {
         run(ScoreInlineAttributions, 0, 1),
         run(Score, 1, 1),
         run(Score, 2, 1),
+        // Deferred attributions live in the record: against the same
+        // gateway's Score without attributions, measured just before.
+        run(ScoreDeferredAttributions, 2, 7),
         run(ScoreBatch256, 1, 4),
         run(ScoreBatch256, 2, 4),
         run(OipModelInfer, 0, 3),
-        // Deferred attributions live in the record: against the same
-        // gateway's Score without attributions.
-        run(ScoreDeferredAttributions, 2, 7),
     ]
 }
 
