@@ -443,8 +443,11 @@ impl<const N: usize, const R: usize> BlockWalk<'_, N, R> {
             let v = tree.values[node * self.site.outputs + self.site.output];
             return product.map(|row| row.map(|p| v * p));
         };
-        let yes: [bool; R] =
-            std::array::from_fn(|r| split.goes_true(self.site.rows[r][split.feature]));
+        let mut values = [0.0; R];
+        for (v, row) in values.iter_mut().zip(self.site.rows) {
+            *v = row[split.feature];
+        }
+        let yes = split.each_goes_true(values);
         let children = [(split.yes, yes), (split.no, yes.map(|y| !y))];
         let shares = self.site.shares[node];
         let mut total = [[0.0; N]; R];

@@ -112,16 +112,35 @@ impl Split {
     /// makes every comparison false except NEQ.
     #[inline]
     pub fn goes_true(&self, x: f32) -> bool {
-        let holds = match &self.mode {
-            Mode::Leq => x <= self.threshold,
-            Mode::Lt => x < self.threshold,
-            Mode::Gte => x >= self.threshold,
-            Mode::Gt => x > self.threshold,
-            Mode::Eq => x == self.threshold,
-            Mode::Neq => x != self.threshold,
-            Mode::Member(set) => set.contains(x),
-        };
-        holds || (x.is_nan() && self.missing_tracks_true)
+        self.each_goes_true([x])[0]
+    }
+
+    /// [`Self::goes_true`] for several values, with the split's mode decided
+    /// once for all of them rather than once per value.
+    #[inline]
+    pub fn each_goes_true<const R: usize>(&self, xs: [f32; R]) -> [bool; R] {
+        #[inline(always)]
+        fn each<const R: usize>(
+            xs: [f32; R],
+            nan_goes_true: bool,
+            holds: impl Fn(f32) -> bool,
+        ) -> [bool; R] {
+            let mut out = [false; R];
+            for (o, x) in out.iter_mut().zip(xs) {
+                *o = holds(x) || (x.is_nan() && nan_goes_true);
+            }
+            out
+        }
+        let (t, nan) = (self.threshold, self.missing_tracks_true);
+        match &self.mode {
+            Mode::Leq => each(xs, nan, |x| x <= t),
+            Mode::Lt => each(xs, nan, |x| x < t),
+            Mode::Gte => each(xs, nan, |x| x >= t),
+            Mode::Gt => each(xs, nan, |x| x > t),
+            Mode::Eq => each(xs, nan, |x| x == t),
+            Mode::Neq => each(xs, nan, |x| x != t),
+            Mode::Member(set) => each(xs, nan, |x| set.contains(x)),
+        }
     }
 
     pub fn next(&self, x: f32) -> usize {
