@@ -72,8 +72,7 @@ impl PathDependent {
 
     /// [`Self::explain`] for many rows. Blocks of rows walk each tree
     /// together, which shares the per-node work among them: the largest
-    /// blocks first, then smaller ones, and the last few rows one by one,
-    /// where a block's shared work would no longer pay for itself.
+    /// blocks first, then smaller ones, and a last odd row alone.
     pub fn explain_rows(&self, rows: &[&[f32]]) -> Vec<TreeShap> {
         let mut explained = Vec::with_capacity(rows.len());
         let mut rest = rows;
@@ -82,6 +81,7 @@ impl PathDependent {
                 16.. => self.block::<16>(rest, &mut explained),
                 8.. => self.block::<8>(rest, &mut explained),
                 4.. => self.block::<4>(rest, &mut explained),
+                2.. => self.block::<2>(rest, &mut explained),
                 _ => {
                     explained.push(self.explain(rest[0]));
                     &rest[1..]
