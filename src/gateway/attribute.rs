@@ -1,6 +1,7 @@
-//! Attribution work for the explanation pool: a request's scored rows,
-//! explained on a pool thread. Jobs for the same model and a method that
-//! walks rows in blocks run together, so concurrent calls share the walk.
+//! Attribution work for the explanation pools: a request's scored rows,
+//! explained on a pool thread, at the priority its urgency calls for. Jobs
+//! for the same model and a method that walks rows in blocks run together,
+//! so concurrent calls share the walk.
 
 use std::{sync::Arc, time::Instant};
 
