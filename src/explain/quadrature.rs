@@ -328,6 +328,10 @@ type Block<const N: usize, const R: usize> = [Lanes<N>; R];
 /// Adds one tree's attributions for a block of R rows, row r's to
 /// `phi[r * stride + feature * outputs + k]`.
 ///
+/// [`accumulate`] stays for a row alone: following the row's own branches
+/// measured faster than a block of one (5.8k against 5.6k rows/s on Caravan,
+/// 1.5k against 1.2k on the stress model).
+///
 /// All rows of a block walk the same nodes in the same order: path-dependent
 /// TreeSHAP visits every node whatever the row, and only whether each row
 /// takes a branch differs. So the work that depends on the node alone (the

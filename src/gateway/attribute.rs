@@ -42,15 +42,42 @@ pub(super) struct AttributeJob {
 /// Where a job's answer goes, and in which form.
 pub(super) enum Reply {
     Attributions(oneshot::Sender<Result<Vec<DecisionAttribution>, String>>),
-    /// Ready for the record, made on the pool's thread so that deferred
-    /// work stays off the async workers.
+    /// Ready for the record, made on the pool's thread, off the async
+    /// workers.
     Records(oneshot::Sender<Result<Vec<Recorded>, String>>),
 }
 
 /// An attribution as the record keeps it: the explanation and its JSON.
 pub(super) type Recorded = (Explanation, String);
 
-pub(super) fn recorded(attribution: &DecisionAttribution) -> Recorded {
+/// A form a job can answer in.
+pub(super) trait Answer: Sized {
+    fn reply(tx: oneshot::Sender<Result<Vec<Self>, String>>) -> Reply;
+    /// |base + Σφ − margin|, for the metrics.
+    fn residual(&self) -> f64;
+}
+
+impl Answer for DecisionAttribution {
+    fn reply(tx: oneshot::Sender<Result<Vec<Self>, String>>) -> Reply {
+        Reply::Attributions(tx)
+    }
+
+    fn residual(&self) -> f64 {
+        self.attribution.residual
+    }
+}
+
+impl Answer for Recorded {
+    fn reply(tx: oneshot::Sender<Result<Vec<Self>, String>>) -> Reply {
+        Reply::Records(tx)
+    }
+
+    fn residual(&self) -> f64 {
+        self.0.residual
+    }
+}
+
+fn recorded(attribution: &DecisionAttribution) -> Recorded {
     let explanation = Explanation::from(attribution);
     let json = serde_json::to_string(&explanation).expect("plain data serialises");
     (explanation, json)

@@ -24,7 +24,7 @@ use arc_swap::ArcSwapOption;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use self::attribute::{AttributeJob, Recorded, Reply, Urgency};
+use self::attribute::{Answer, AttributeJob, Urgency};
 
 use crate::{
     access::{
@@ -675,9 +675,9 @@ impl Gateway {
     }
 
     /// Attributes validated rows whose scores ORT returned, on the pool
-    /// their urgency calls for; features at `masked` positions are marked
-    /// masked.
-    async fn attribute(
+    /// their urgency calls for, answered as `T` (named attributions, or the
+    /// record's form); features at `masked` positions are marked masked.
+    async fn attribute<T: Answer>(
         &self,
         package: &Arc<ModelPackage>,
         inputs: Vec<f32>,
@@ -685,78 +685,37 @@ impl Gateway {
         method: Method,
         masked: &[usize],
         urgency: Urgency,
-    ) -> Result<Vec<DecisionAttribution>, Error> {
+    ) -> Result<Vec<T>, Error> {
+        // Each explanation thread has its own session slot after the
+        // inference workers', so the model-agnostic estimator never waits.
+        let explain_slots = self.pool.slots();
+        let (pool, first_slot, deadline) = match urgency {
+            Urgency::Waiting { deadline } => (&self.explain_pool, explain_slots, deadline),
+            Urgency::Background => (
+                &self.background_pool,
+                explain_slots + self.explain_pool.threads(),
+                None,
+            ),
+        };
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let job = AttributeJob {
+        pool.submit(AttributeJob {
             package: package.clone(),
             inputs,
             scores: ort_scores,
             method,
             masked: masked.to_vec(),
-            deadline: None,
-            first_slot: 0,
-            reply: Reply::Attributions(reply),
-        };
-        self.submit_attribution(job, urgency)?;
+            deadline,
+            first_slot,
+            reply: T::reply(reply),
+        })?;
         answer
             .await
             .map_err(|_| PoolError::ShutDown)?
             .map_err(|e| Error::Internal(format!("attribution failed: {e}")))
             .inspect(|done| {
                 for a in done {
-                    self.metrics.residual(a.attribution.residual);
+                    self.metrics.residual(a.residual());
                 }
             })
-    }
-
-    /// [`Gateway::attribute`] in the background, in the form the record
-    /// keeps.
-    async fn attribute_for_record(
-        &self,
-        package: &Arc<ModelPackage>,
-        inputs: Vec<f32>,
-        ort_scores: Vec<f32>,
-        method: Method,
-        masked: &[usize],
-    ) -> Result<Vec<Recorded>, Error> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let job = AttributeJob {
-            package: package.clone(),
-            inputs,
-            scores: ort_scores,
-            method,
-            masked: masked.to_vec(),
-            deadline: None,
-            first_slot: 0,
-            reply: Reply::Records(reply),
-        };
-        self.submit_attribution(job, Urgency::Background)?;
-        answer
-            .await
-            .map_err(|_| PoolError::ShutDown)?
-            .map_err(|e| Error::Internal(format!("attribution failed: {e}")))
-            .inspect(|done| {
-                for (e, _) in done {
-                    self.metrics.residual(e.residual);
-                }
-            })
-    }
-
-    /// Queues `job` on the pool its urgency calls for. Each explanation
-    /// thread has its own session slot after the inference workers', so
-    /// the model-agnostic estimator never waits for them.
-    fn submit_attribution(&self, mut job: AttributeJob, urgency: Urgency) -> Result<(), Error> {
-        let explain_slots = self.pool.slots();
-        let pool = match urgency {
-            Urgency::Waiting { deadline } => {
-                (job.first_slot, job.deadline) = (explain_slots, deadline);
-                &self.explain_pool
-            }
-            Urgency::Background => {
-                job.first_slot = explain_slots + self.explain_pool.threads();
-                &self.background_pool
-            }
-        };
-        Ok(pool.submit(job)?)
     }
 }

@@ -8,7 +8,7 @@ use std::{
 
 use super::{
     Decision, ExplanationStatus, Gateway, Placement,
-    attribute::{self, Urgency},
+    attribute::{Recorded, Urgency},
 };
 use crate::{
     decisions::{self, DecisionRow, Durability, Explanation, RecordBatch},
@@ -261,18 +261,11 @@ impl Gateway {
             .filter(|(_, c)| rows[0].provenance.masked_features.contains(&c.name))
             .map(|(i, _)| i)
             .collect();
-        let recorded = match urgency {
-            Urgency::Background => {
-                self.attribute_for_record(package, inputs, scores, method, &masked)
-                    .await?
-            }
-            Urgency::Waiting { .. } => self
-                .attribute(package, inputs, scores, method, &masked, urgency)
-                .await?
-                .iter()
-                .map(attribute::recorded)
-                .collect(),
-        };
+        // The pool thread makes the record's form itself, off the async
+        // workers.
+        let recorded: Vec<Recorded> = self
+            .attribute(package, inputs, scores, method, &masked, urgency)
+            .await?;
         // Queued together, the attachments share the writer's group commits.
         let mut attaching = Vec::with_capacity(rows.len());
         for (row, (explanation, json)) in rows.into_iter().zip(recorded) {
