@@ -3,9 +3,11 @@
 //!
 //! SQLite allows one writer at a time, so one thread owns the write
 //! connection and runs every write: it takes whatever jobs are queued, runs
-//! each under its own savepoint inside one transaction, commits once (group
-//! commit), and only then answers each job. Reads use a small pool of
-//! connections, which WAL lets run beside the writer.
+//! them inside one transaction (each under its own savepoint where it needs
+//! one) and commits once (group commit). A second thread, the flusher, then
+//! makes the commit durable with one fsync of the WAL and only then answers
+//! each job, while the writer already runs the next batch. Reads use a
+//! small pool of connections, which WAL lets run beside the writer.
 
 use std::{
     collections::HashMap,
@@ -126,10 +128,6 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     conn.busy_timeout(Duration::from_secs(5)).map_err(open)?;
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(open)?;
-    // FULL makes a commit durable once it returns; group commit spreads
-    // that fsync over every record in the batch.
-    conn.pragma_update(None, "synchronous", "FULL")
-        .map_err(open)?;
     // Erasure must not leave removed content in free space on disk.
     conn.pragma_update(None, "secure_delete", "ON")
         .map_err(open)?;
@@ -149,9 +147,10 @@ pub(crate) enum Job {
         Arc<RecordBatch>,
         Option<oneshot::Sender<Result<(), StoreError>>>,
     ),
+    /// A decision's id and its explanation in [`decisions::stored`] form.
     Attach(
         String,
-        String,
+        Vec<u8>,
         Option<oneshot::Sender<Result<bool, StoreError>>>,
     ),
     Purge(i64, oneshot::Sender<Result<u64, StoreError>>),
@@ -181,6 +180,24 @@ impl Job {
                 }
             }
         })
+    }
+
+    /// Whether the job needs a savepoint to be undone alone. A job that
+    /// changes one row with one statement does not: SQLite undoes a failed
+    /// statement by itself (a record's provenance, written first, is
+    /// content-addressed and harmless to keep). Skipping the savepoint
+    /// matters because SQLite copies every page a savepoint touches first
+    /// into its journal: several pages, each larger than the row.
+    fn needs_savepoint(&self) -> bool {
+        match self {
+            Job::Record(batch, _) => batch.rows.len() > 1,
+            Job::Attach(..) | Job::StaffRead(..) => false,
+            Job::Append(..)
+            | Job::Erase(..)
+            | Job::Purge(..)
+            | Job::Forgo(..)
+            | Job::Shadow(..) => true,
+        }
     }
 
     /// What must be written again if this job's commit fails: work nobody
@@ -248,6 +265,15 @@ impl Store {
                 .send(open_connection(path)?)
                 .expect("pool has room");
         }
+        // The flusher makes the writer's commits durable, so the writer
+        // itself need not wait for the disk.
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let (commits, committed) = crossbeam_channel::unbounded();
+        let flusher = Flusher::new(path);
+        let flusher = std::thread::Builder::new()
+            .name("candor-db-flush".into())
+            .spawn(move || flusher.run(committed))
+            .map_err(|e| failed(e.to_string()))?;
         let (jobs, rx) = crossbeam_channel::unbounded();
         let failing = Arc::new(AtomicBool::new(false));
         let writer_failing = failing.clone();
@@ -260,8 +286,12 @@ impl Store {
                     erased: HashMap::new(),
                     retry: Vec::new(),
                     failing: writer_failing,
+                    flusher: commits,
                 }
-                .run(rx)
+                .run(rx);
+                // The writer has gone, and with it the flusher's queue: the
+                // flusher answers what it holds and ends.
+                let _ = flusher.join();
             })
             .map_err(|e| failed(e.to_string()))?;
         Ok(Self {
@@ -338,6 +368,63 @@ struct Writer {
     /// Acknowledged work whose commit failed, written again first.
     retry: Vec<Job>,
     failing: Arc<AtomicBool>,
+    /// The answers of each committed batch, for the flusher to give once
+    /// the commit is on disk.
+    flusher: Sender<Vec<Reply>>,
+}
+
+/// Makes commits durable off the writer's path. The writer's connection
+/// commits into the WAL without waiting for the disk
+/// (`synchronous=NORMAL`); the flusher then fsyncs the WAL once for every
+/// commit made before that fsync began, and only then answers their jobs.
+/// A caller that waits for its commit so waits for one fsync, and the
+/// writer runs the next batch meanwhile instead of waiting too. SQLite
+/// itself still syncs the WAL before each checkpoint, and the database
+/// file after it.
+struct Flusher {
+    wal_path: PathBuf,
+    /// Opened on the first commit: SQLite creates the WAL file.
+    wal: Option<std::fs::File>,
+}
+
+impl Flusher {
+    fn new(database: &Path) -> Self {
+        let mut wal_path = database.as_os_str().to_owned();
+        wal_path.push("-wal");
+        Self {
+            wal_path: wal_path.into(),
+            wal: None,
+        }
+    }
+
+    fn run(mut self, committed: Receiver<Vec<Reply>>) {
+        while let Ok(first) = committed.recv() {
+            let mut answers = first;
+            answers.extend(committed.try_iter().flatten());
+            let synced = self.sync();
+            if let Err(e) = &synced {
+                tracing::error!(error = %e, "committed writes may not be durable");
+            }
+            for answer in answers {
+                answer(synced.clone());
+            }
+        }
+    }
+
+    fn sync(&mut self) -> Result<(), StoreError> {
+        let wal = match self.wal.take() {
+            Some(wal) => wal,
+            None => std::fs::File::open(&self.wal_path).map_err(|e| self.failed(&e))?,
+        };
+        // fdatasync also writes the file's size, which grows with the WAL.
+        let synced = wal.sync_data().map_err(|e| self.failed(&e));
+        self.wal = Some(wal);
+        synced
+    }
+
+    fn failed(&self, e: &std::io::Error) -> StoreError {
+        StoreError::Sqlite(format!("fsync of {}: {e}", self.wal_path.display()))
+    }
 }
 
 /// Pause before writing failed work again.
@@ -399,14 +486,10 @@ impl Writer {
             batch.extend(jobs.try_iter().take(room));
             // Nobody waits for asynchronous records: give more of them the
             // chance to share this commit (and its fsync).
-            if batch.iter().all(|j| matches!(j, Job::Record(_, None))) {
-                let until = std::time::Instant::now() + ASYNC_COMMIT_WINDOW;
-                while batch.len() < MAX_GROUP {
-                    match jobs.recv_deadline(until) {
-                        Ok(job) => batch.push(job),
-                        Err(_) => break,
-                    }
-                }
+            if batch.len() < MAX_GROUP && batch.iter().all(|j| matches!(j, Job::Record(_, None))) {
+                std::thread::sleep(ASYNC_COMMIT_WINDOW);
+                let room = MAX_GROUP - batch.len();
+                batch.extend(jobs.try_iter().take(room));
             }
             self.commit_batch(batch);
         }
@@ -507,7 +590,8 @@ impl Writer {
                 replies.push(job.refusal());
                 continue;
             };
-            if let Err(e) = run(tx, "SAVEPOINT job") {
+            let savepoint = job.needs_savepoint();
+            if savepoint && let Err(e) = run(tx, "SAVEPOINT job") {
                 failure = Some(e);
                 replies.push(job.refusal());
                 continue;
@@ -515,14 +599,21 @@ impl Writer {
             let job_head = head.clone();
             let (outcome, answer) = Self::run_job(tx, head, erased, job);
             replies.push(answer);
-            let undone = match &outcome {
-                Ok(()) => Ok(()),
-                Err(_) => {
-                    *head = job_head;
-                    run(tx, "ROLLBACK TO job")
+            let ended = if savepoint {
+                match &outcome {
+                    Ok(()) => Ok(()),
+                    Err(_) => {
+                        *head = job_head;
+                        run(tx, "ROLLBACK TO job")
+                    }
                 }
+                .and_then(|()| run(tx, "RELEASE job"))
+            } else if outcome.is_err() && tx.is_autocommit() {
+                Err(StoreError::Sqlite("the transaction was rolled back".into()))
+            } else {
+                Ok(())
             };
-            if let Err(e) = undone.and_then(|()| run(tx, "RELEASE job")) {
+            if let Err(e) = ended {
                 // SQLite rolls a whole transaction back on some errors (a
                 // full disk): the job's own error is then the batch's.
                 failure = Some(outcome.err().unwrap_or(e));
@@ -560,8 +651,18 @@ impl Writer {
                 Err(e) => tracing::warn!(error = %e, "checkpoint after erasure failed"),
             }
         }
-        for answer in replies {
-            answer(committed.clone());
+        if committed.is_ok() {
+            // Sent even with no one waiting: the fsync bounds what an OS
+            // crash can take of asynchronous records.
+            if let Err(unsent) = self.flusher.send(replies) {
+                for answer in unsent.into_inner() {
+                    answer(Err(StoreError::ShutDown));
+                }
+            }
+        } else {
+            for answer in replies {
+                answer(committed.clone());
+            }
         }
     }
 }
@@ -622,6 +723,33 @@ mod tests {
             .submit(|tx| Job::Append(vec![draft(before)], tx))
             .await;
         assert!(backdated.is_ok(), "{backdated:?}");
+    }
+
+    /// An answer of success means the WAL was synced: when it cannot be,
+    /// every job of the commit hears of it.
+    #[test]
+    fn commits_are_answered_after_the_fsync_and_with_its_outcome() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("present.db-wal"), b"frames").unwrap();
+        let outcomes = |database: &str| {
+            let answers = Arc::new(Mutex::new(Vec::new()));
+            let (commits, committed) = crossbeam_channel::unbounded();
+            for batch in 0..2 {
+                let answer = |job: usize| -> Reply {
+                    let answers = answers.clone();
+                    Box::new(move |synced: Result<(), StoreError>| {
+                        answers.lock().unwrap().push((batch, job, synced.is_ok()));
+                    })
+                };
+                commits.send(vec![answer(0), answer(1)]).unwrap();
+            }
+            drop(commits);
+            Flusher::new(&dir.path().join(database)).run(committed);
+            Arc::try_unwrap(answers).unwrap().into_inner().unwrap()
+        };
+        let all = |ok| vec![(0, 0, ok), (0, 1, ok), (1, 0, ok), (1, 1, ok)];
+        assert_eq!(outcomes("present.db"), all(true));
+        assert_eq!(outcomes("missing.db"), all(false));
     }
 
     #[test]
