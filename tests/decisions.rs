@@ -380,7 +380,7 @@ async fn a_saturated_pool_loses_no_deferred_attribution() {
     }
     assert_eq!(owed(), 0, "every deferred attribution was computed");
     for d in deferred.iter().chain(&fell_back) {
-        let explained: Option<String> = db
+        let explained: Option<Vec<u8>> = db
             .query_row(
                 "SELECT explanation FROM decisions WHERE decision_id = ?1",
                 [&d.decision_id],

@@ -13,6 +13,7 @@
 pub mod cache;
 pub mod crypto;
 pub mod shadow;
+pub mod stored;
 
 use std::sync::Arc;
 
@@ -42,7 +43,8 @@ CREATE TABLE IF NOT EXISTS decisions (
     tier            TEXT NOT NULL,
     score           REAL,
     provenance_sha256 TEXT NOT NULL,
-    explanation     TEXT,
+    -- Binary (decisions::stored); JSON text in records written before it.
+    explanation     BLOB,
     inputs          BLOB,
     explain_method  TEXT,
     retain_until    INTEGER NOT NULL
@@ -232,7 +234,7 @@ pub(crate) fn insert(conn: &Connection, batch: &RecordBatch) -> Result<(), Store
             r.tier.as_str(),
             r.score,
             batch.provenance_sha256,
-            r.explanation.as_ref().map(json),
+            r.explanation.as_ref().map(stored::encode),
             r.inputs,
             r.explain_method,
             r.retain_until_ms,
@@ -241,9 +243,9 @@ pub(crate) fn insert(conn: &Connection, batch: &RecordBatch) -> Result<(), Store
     Ok(())
 }
 
-/// Stores a decision's attributions and erases its inputs; false when the
-/// decision is gone (erased or purged meanwhile).
-pub(crate) fn attach(conn: &Connection, id: &str, explanation: &str) -> Result<bool, StoreError> {
+/// Stores a decision's attributions (in [`stored`] form) and erases its
+/// inputs; false when the decision is gone (erased or purged meanwhile).
+pub(crate) fn attach(conn: &Connection, id: &str, explanation: &[u8]) -> Result<bool, StoreError> {
     let n = conn
         .prepare_cached(
             "UPDATE decisions SET explanation = ?2, inputs = NULL, explain_method = NULL
@@ -299,19 +301,16 @@ const FROM: &str = "decisions d JOIN provenances p ON p.sha256 = d.provenance_sh
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<DecisionRow, StoreError>> {
     let decision_id: String = r.get(0)?;
     let provenance: String = r.get(12)?;
-    let explanation: Option<String> = r.get(13)?;
-    let parsed = serde_json::from_str::<Provenance>(&provenance).and_then(|p| {
-        explanation
-            .map(|e| serde_json::from_str::<Explanation>(&e))
-            .transpose()
-            .map(|e| (p, e))
-    });
+    let explanation = stored::read(r.get_ref(13)?);
+    let parsed = serde_json::from_str::<Provenance>(&provenance)
+        .map_err(|e| e.to_string())
+        .and_then(|p| Ok((p, explanation?)));
     let (provenance, explanation) = match parsed {
         Ok(v) => v,
-        Err(e) => {
+        Err(message) => {
             return Ok(Err(StoreError::Corrupt {
                 record_id: decision_id,
-                message: e.to_string(),
+                message,
             }));
         }
     };
@@ -366,4 +365,87 @@ pub fn pending(conn: &Connection, limit: usize) -> Result<Vec<DecisionRow>, Stor
     ))?;
     let rows = stmt.query_map([limit as i64], row)?;
     rows.map(|r| r?).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consent::policy::Regime;
+
+    /// Records written before the binary form hold JSON text; both read
+    /// back as the same explanation.
+    #[test]
+    fn explanations_read_back_from_either_stored_form() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(DDL).unwrap();
+        let provenance = Provenance {
+            jurisdiction: "US".into(),
+            regime: Regime::Us,
+            tier: Tier::Contextual,
+            purposes: vec![],
+            rules: vec![],
+            masked_features: vec![],
+            ledger_records: vec![],
+            signals_hash: String::new(),
+            policy_version: "1".into(),
+            policy_hash: String::new(),
+            model_sha256: "sha".into(),
+            subject_ref: None,
+        };
+        let feature = |name: &str, contribution| ExplainedFeature {
+            name: name.into(),
+            value: 1.0,
+            contribution,
+            standard_error: 0.0,
+            masked: false,
+        };
+        let explanation = Explanation {
+            method: "tree_shap_path_dependent".into(),
+            method_version: "1".into(),
+            output_space: "log_odds".into(),
+            base_value: -2.0,
+            margin: -1.5,
+            base_score: 0.12,
+            residual: 0.0,
+            ort_difference: 0.0,
+            sample_pairs: 0,
+            features: vec![feature("a", 0.25), feature("b", 0.25)],
+            groups: vec![ExplainedGroup {
+                name: "ab".into(),
+                contribution: 0.5,
+                features: vec!["a".into(), "b".into()],
+            }],
+        };
+        let row = DecisionRow {
+            decision_id: "d".into(),
+            decided_at_ms: 1,
+            request_id: "r".into(),
+            model_name: "m".into(),
+            model_version: "1.0.0".into(),
+            model_sha256: "sha".into(),
+            subject_ref: None,
+            placement_id: String::new(),
+            campaign_id: String::new(),
+            ad_id: String::new(),
+            tier: Tier::Contextual,
+            score: Some(0.2),
+            provenance: Arc::new(provenance.clone()),
+            explanation: Some(explanation.clone()),
+            inputs: None,
+            explain_method: None,
+            retain_until_ms: 2,
+        };
+        insert(&conn, &RecordBatch::new(&provenance, vec![row])).unwrap();
+        let read = || get(&conn, "d").unwrap().unwrap().explanation.unwrap();
+        assert_eq!(read(), explanation);
+        conn.execute(
+            "UPDATE decisions SET explanation = ?1",
+            [json(&explanation)],
+        )
+        .unwrap();
+        assert_eq!(read(), explanation);
+        conn.execute("UPDATE decisions SET explanation = x'00ff'", [])
+            .unwrap();
+        assert!(matches!(get(&conn, "d"), Err(StoreError::Corrupt { .. })));
+    }
 }

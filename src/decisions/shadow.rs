@@ -12,9 +12,9 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, params, types::ValueRef};
 
-use super::{Explanation, json};
+use super::{Explanation, json, stored};
 use crate::store::StoreError;
 
 pub(crate) const DDL: &str = "
@@ -26,7 +26,8 @@ CREATE TABLE IF NOT EXISTS shadow_outputs (
     subject_ref     TEXT,
     decided_at      INTEGER NOT NULL,
     score           REAL NOT NULL,
-    explanation     TEXT NOT NULL,
+    -- Binary (decisions::stored); JSON text in rows written before it.
+    explanation     BLOB NOT NULL,
     live_contributions TEXT NOT NULL,
     retain_until    INTEGER NOT NULL,
     PRIMARY KEY (decision_id, model_version)
@@ -78,7 +79,7 @@ pub(crate) fn insert(conn: &Connection, rows: &[ShadowRow]) -> Result<(), StoreE
             r.subject_ref,
             r.decided_at_ms,
             r.score,
-            json(&r.explanation),
+            stored::encode(&r.explanation),
             json(&r.live),
             r.retain_until_ms,
         ])?;
@@ -98,11 +99,22 @@ pub(crate) fn purge(conn: &Connection, now_ms: i64) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn parse<T: serde::de::DeserializeOwned>(id: &str, text: &str) -> Result<T, StoreError> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt {
+fn corrupt(id: &str, message: String) -> StoreError {
+    StoreError::Corrupt {
         record_id: id.to_owned(),
-        message: e.to_string(),
-    })
+        message,
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(id: &str, text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| corrupt(id, e.to_string()))
+}
+
+/// An explanation column the query guarantees is set.
+fn recorded_explanation(id: &str, value: ValueRef<'_>) -> Result<Explanation, StoreError> {
+    stored::read(value)
+        .and_then(|e| e.ok_or_else(|| "no explanation".to_owned()))
+        .map_err(|message| corrupt(id, message))
 }
 
 /// Every shadow output recorded for one decision, by version.
@@ -120,7 +132,7 @@ pub fn for_decision(conn: &Connection, id: &str) -> Result<Vec<ShadowRow>, Store
             r.get::<_, Option<String>>(3)?,
             r.get::<_, i64>(4)?,
             r.get::<_, f64>(5)?,
-            r.get::<_, String>(6)?,
+            recorded_explanation(id, r.get_ref(6)?),
             r.get::<_, String>(7)?,
             r.get::<_, i64>(8)?,
         ))
@@ -135,7 +147,7 @@ pub fn for_decision(conn: &Connection, id: &str) -> Result<Vec<ShadowRow>, Store
             subject_ref: subject,
             decided_at_ms: at,
             score,
-            explanation: parse(id, &explanation)?,
+            explanation: explanation?,
             live: parse(id, &live)?,
             retain_until_ms: retain,
         })
@@ -184,7 +196,7 @@ pub fn shadow_pairs(
     let (mut live, mut candidate) = (MeanAbs::default(), MeanAbs::default());
     while let Some(r) = rows.next()? {
         let id: String = r.get(0)?;
-        let explanation: Explanation = parse(&id, &r.get::<_, String>(1)?)?;
+        let explanation = recorded_explanation(&id, r.get_ref(1)?)?;
         candidate.add(&contributions(&explanation));
         live.add(&parse(&id, &r.get::<_, String>(2)?)?);
     }
@@ -208,7 +220,7 @@ pub fn recorded(
     let mut means = MeanAbs::default();
     while let Some(r) = rows.next()? {
         let id: String = r.get(0)?;
-        let explanation: Explanation = parse(&id, &r.get::<_, String>(1)?)?;
+        let explanation = recorded_explanation(&id, r.get_ref(1)?)?;
         means.add(&contributions(&explanation));
     }
     Ok(means)

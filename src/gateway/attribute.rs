@@ -47,8 +47,9 @@ pub(super) enum Reply {
     Records(oneshot::Sender<Result<Vec<Recorded>, String>>),
 }
 
-/// An attribution as the record keeps it: the explanation and its JSON.
-pub(super) type Recorded = (Explanation, String);
+/// An attribution as the record keeps it: the explanation and its stored
+/// form ([`crate::decisions::stored`]).
+pub(super) type Recorded = (Explanation, Vec<u8>);
 
 /// A form a job can answer in.
 pub(super) trait Answer: Sized {
@@ -79,8 +80,8 @@ impl Answer for Recorded {
 
 fn recorded(attribution: &DecisionAttribution) -> Recorded {
     let explanation = Explanation::from(attribution);
-    let json = serde_json::to_string(&explanation).expect("plain data serialises");
-    (explanation, json)
+    let stored = crate::decisions::stored::encode(&explanation);
+    (explanation, stored)
 }
 
 impl Reply {
