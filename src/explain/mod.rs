@@ -21,7 +21,7 @@ use std::{
 
 use crate::{
     inference::{Backend, OrtBackend},
-    models::manifest::{FeatureGroup, FeatureSpec},
+    models::schema::FeatureSchema,
 };
 
 use self::{
@@ -500,14 +500,14 @@ pub struct DecisionAttribution {
 
 impl DecisionAttribution {
     /// Names the contributions of `attribution` for `row` by the model's
-    /// columns (in position order) and groups.
+    /// columns (in position order) and sums them by its groups.
     pub fn new(
         attribution: Attribution,
         row: &[f32],
-        columns: &[FeatureSpec],
-        groups: &[FeatureGroup],
+        schema: &FeatureSchema,
         ort_score: f64,
     ) -> Self {
+        let columns = schema.columns();
         let features: Vec<FeatureContribution> = columns
             .iter()
             .zip(row)
@@ -521,35 +521,24 @@ impl DecisionAttribution {
                 masked: false,
             })
             .collect();
-        let of = |name: &str| {
-            features
-                .iter()
-                .find(|f| f.name == name)
-                .map_or(0.0, |f| f.contribution)
-        };
-        let mut grouped: Vec<GroupContribution> = groups
+        let groups = schema
+            .groups()
             .iter()
             .map(|g| GroupContribution {
                 name: g.name.clone(),
-                contribution: g.features.iter().map(|f| of(f)).sum(),
-                features: g.features.clone(),
+                contribution: g
+                    .members
+                    .iter()
+                    .map(|&i| attribution.contributions[i])
+                    .sum(),
+                features: g.members.iter().map(|&i| columns[i].name.clone()).collect(),
             })
             .collect();
-        grouped.extend(
-            features
-                .iter()
-                .filter(|f| !groups.iter().any(|g| g.features.contains(&f.name)))
-                .map(|f| GroupContribution {
-                    name: f.name.clone(),
-                    contribution: f.contribution,
-                    features: vec![f.name.clone()],
-                }),
-        );
         let ort_difference = (attribution.score - ort_score).abs();
         Self {
             attribution,
             features,
-            groups: grouped,
+            groups,
             ort_difference,
         }
     }

@@ -147,8 +147,7 @@ impl Job for AttributeJob {
                     let mut named = DecisionAttribution::new(
                         attribution,
                         row,
-                        columns,
-                        &package.manifest.groups,
+                        &package.schema,
                         f64::from(score),
                     );
                     for &i in &job.masked {

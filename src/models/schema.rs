@@ -6,7 +6,7 @@
 
 use rustc_hash::FxHashMap;
 
-use super::manifest::{FeatureSpec, FeatureType, Manifest};
+use super::manifest::{FeatureGroup, FeatureSpec, FeatureType, Manifest};
 
 /// A feature value as a client sent it, before it is checked.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,6 +76,18 @@ pub struct FeatureSchema {
     /// Features in tensor column order.
     columns: Vec<FeatureSpec>,
     by_name: FxHashMap<String, usize>,
+    /// The view explanations sum attributions by, worked out once here
+    /// rather than by name on every decision: the manifest's groups, then
+    /// one group for each column in none, in column order.
+    groups: Vec<ColumnGroup>,
+}
+
+/// A group of columns whose attributions an explanation sums.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColumnGroup {
+    pub name: String,
+    /// Positions, in the manifest's order.
+    pub members: Vec<usize>,
 }
 
 impl FeatureSchema {
@@ -85,12 +97,47 @@ impl FeatureSchema {
             .into_iter()
             .cloned()
             .collect();
+        Self::grouped(columns, &manifest.groups)
+    }
+
+    /// `columns` in position order; `groups` validated (members declared,
+    /// in one group at most).
+    fn grouped(columns: Vec<FeatureSpec>, declared: &[FeatureGroup]) -> Self {
         let by_name = columns
             .iter()
             .enumerate()
             .map(|(i, f)| (f.name.clone(), i))
+            .collect::<FxHashMap<String, usize>>();
+        let mut groups: Vec<ColumnGroup> = declared
+            .iter()
+            .map(|g| ColumnGroup {
+                name: g.name.clone(),
+                // Validation made every member a declared feature.
+                members: g
+                    .features
+                    .iter()
+                    .filter_map(|f| by_name.get(f).copied())
+                    .collect(),
+            })
             .collect();
-        Self { columns, by_name }
+        let grouped: Vec<usize> = groups.iter().flat_map(|g| g.members.clone()).collect();
+        groups.extend(
+            (0..columns.len())
+                .filter(|i| !grouped.contains(i))
+                .map(|i| ColumnGroup {
+                    name: columns[i].name.clone(),
+                    members: vec![i],
+                }),
+        );
+        Self {
+            columns,
+            by_name,
+            groups,
+        }
+    }
+
+    pub fn groups(&self) -> &[ColumnGroup] {
+        &self.groups
     }
 
     pub fn width(&self) -> usize {
@@ -315,12 +362,30 @@ mod tests {
             spec("i", 1, FeatureType::Integer),
             spec("c", 2, FeatureType::Categorical),
         ];
-        let by_name = columns
+        FeatureSchema::grouped(columns, &[])
+    }
+
+    /// The group view: declared groups with their members in the
+    /// manifest's order, then each ungrouped column alone, in column order.
+    #[test]
+    fn groups_hold_declared_members_then_each_other_column_alone() {
+        let columns = ["a", "b", "c", "d"]
             .iter()
             .enumerate()
-            .map(|(i, f)| (f.name.clone(), i))
+            .map(|(i, name)| spec(name, i, FeatureType::Float))
             .collect();
-        FeatureSchema { columns, by_name }
+        let declared = FeatureGroup {
+            name: "db".into(),
+            description: String::new(),
+            features: vec!["d".into(), "b".into()],
+        };
+        let schema = FeatureSchema::grouped(columns, &[declared]);
+        let view: Vec<(&str, &[usize])> = schema
+            .groups()
+            .iter()
+            .map(|g| (g.name.as_str(), g.members.as_slice()))
+            .collect();
+        assert_eq!(view, [("db", &[3, 1][..]), ("a", &[0]), ("c", &[2])]);
     }
 
     fn row(f: FeatureValue, i: FeatureValue, c: FeatureValue) -> Features {
