@@ -2,7 +2,10 @@
 //! clients and prints requests/s and p50/p99 latency per scenario.
 //!
 //! Scenarios run interleaved in rounds, in one process and one run, so that
-//! every ratio compares figures measured under the same machine noise:
+//! every ratio compares figures measured under the same machine noise. The
+//! `vs` column divides medians over the rounds; the last column divides
+//! each round's figure by its baseline's in that round and gives the median
+//! and range of those ratios. The scenarios:
 //! - `empty`: `grpc.health.v1.Health/Check` on the same server stack, the
 //!   baseline cost of one RPC;
 //! - `score`: `Score` on the Caravan LightGBM model;
@@ -605,9 +608,9 @@ fn main() {
         std::thread::available_parallelism().map_or(0, usize::from)
     );
     println!(
-        "| scenario | recording | req/s (median of rounds) | rows/s | p50 ms | p99 ms | errors | vs |"
+        "| scenario | recording | req/s (median of rounds) | rows/s | p50 ms | p99 ms | errors | vs | same round: median (range) |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     let medians: Vec<f64> = results
         .iter()
         .map(|r| {
@@ -622,12 +625,29 @@ fn main() {
         if only.as_ref().is_some_and(|o| !o.contains(&i)) {
             continue;
         }
+        // Each round's ratio to the baseline measured in that same round:
+        // noise that lasts longer than a round (a neighbour's build on the
+        // shared machine) slows both sides of a ratio alike.
+        let paired: Vec<f64> = results[i]
+            .0
+            .iter()
+            .zip(&results[run.baseline].0)
+            .map(|(r, b)| 100.0 * r / b)
+            .collect();
+        let same_round = if paired.is_empty() {
+            "-".to_owned()
+        } else {
+            let (lo, hi) = paired
+                .iter()
+                .fold((f64::MAX, f64::MIN), |(lo, hi), &p| (lo.min(p), hi.max(p)));
+            format!("{:.1}% ({lo:.1}–{hi:.1})", median(paired.clone()))
+        };
         let (_, latencies, errors) = &mut results[i];
         latencies.sort_unstable();
         let rps = medians[i];
         let base = &runs[run.baseline];
         println!(
-            "| {} | {} | {rps:.0} | {:.0} | {:.3} | {:.3} | {errors} | {:.1}% of {} (recording {}) |",
+            "| {} | {} | {rps:.0} | {:.0} | {:.3} | {:.3} | {errors} | {:.1}% of {} (recording {}) | {same_round} |",
             run.scenario.name(),
             DURABILITIES[run.server],
             rps * run.scenario.rows() as f64,
