@@ -269,7 +269,8 @@ impl Store {
         // itself need not wait for the disk.
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         let (commits, committed) = crossbeam_channel::unbounded();
-        let flusher = Flusher::new(path);
+        let (idle, synced) = crossbeam_channel::bounded(1);
+        let flusher = Flusher::new(path, idle);
         let flusher = std::thread::Builder::new()
             .name("candor-db-flush".into())
             .spawn(move || flusher.run(committed))
@@ -287,6 +288,8 @@ impl Store {
                     retry: Vec::new(),
                     failing: writer_failing,
                     flusher: commits,
+                    synced,
+                    syncing: false,
                 }
                 .run(rx);
                 // The writer has gone, and with it the flusher's queue: the
@@ -371,6 +374,10 @@ struct Writer {
     /// The answers of each committed batch, for the flusher to give once
     /// the commit is on disk.
     flusher: Sender<Vec<Reply>>,
+    /// A token from the flusher when it has synced everything handed over.
+    synced: Receiver<()>,
+    /// A commit handed to the flusher may not be synced yet.
+    syncing: bool,
 }
 
 /// Makes commits durable off the writer's path. The writer's connection
@@ -383,16 +390,19 @@ struct Writer {
 /// file after it.
 struct Flusher {
     wal_path: PathBuf,
+    /// Tells the writer the disk has caught up.
+    idle: Sender<()>,
     /// Opened on the first commit: SQLite creates the WAL file.
     wal: Option<std::fs::File>,
 }
 
 impl Flusher {
-    fn new(database: &Path) -> Self {
+    fn new(database: &Path, idle: Sender<()>) -> Self {
         let mut wal_path = database.as_os_str().to_owned();
         wal_path.push("-wal");
         Self {
             wal_path: wal_path.into(),
+            idle,
             wal: None,
         }
     }
@@ -407,6 +417,10 @@ impl Flusher {
             }
             for answer in answers {
                 answer(synced.clone());
+            }
+            if committed.is_empty() {
+                // Full when the writer has not taken the last token yet.
+                let _ = self.idle.try_send(());
             }
         }
     }
@@ -490,6 +504,20 @@ impl Writer {
                 std::thread::sleep(ASYNC_COMMIT_WINDOW);
                 let room = MAX_GROUP - batch.len();
                 batch.extend(jobs.try_iter().take(room));
+            }
+            // While the flusher syncs the last commit, the next one takes
+            // in what arrives: commits keep pace with the disk, and each
+            // fsync covers whatever came during the one before, rather
+            // than the writer committing every job or two and rewriting
+            // the same pages each time.
+            while self.syncing && batch.len() < MAX_GROUP {
+                crossbeam_channel::select! {
+                    recv(jobs) -> job => match job {
+                        Ok(job) => batch.push(job),
+                        Err(_) => break,
+                    },
+                    recv(self.synced) -> _ => self.syncing = false,
+                }
             }
             self.commit_batch(batch);
         }
@@ -654,9 +682,14 @@ impl Writer {
         if committed.is_ok() {
             // Sent even with no one waiting: the fsync bounds what an OS
             // crash can take of asynchronous records.
-            if let Err(unsent) = self.flusher.send(replies) {
-                for answer in unsent.into_inner() {
-                    answer(Err(StoreError::ShutDown));
+            // A token left from before this commit would say it is synced.
+            while self.synced.try_recv().is_ok() {}
+            match self.flusher.send(replies) {
+                Ok(()) => self.syncing = true,
+                Err(unsent) => {
+                    for answer in unsent.into_inner() {
+                        answer(Err(StoreError::ShutDown));
+                    }
                 }
             }
         } else {
@@ -744,7 +777,8 @@ mod tests {
                 commits.send(vec![answer(0), answer(1)]).unwrap();
             }
             drop(commits);
-            Flusher::new(&dir.path().join(database)).run(committed);
+            let (idle, _synced) = crossbeam_channel::bounded(1);
+            Flusher::new(&dir.path().join(database), idle).run(committed);
             Arc::try_unwrap(answers).unwrap().into_inner().unwrap()
         };
         let all = |ok| vec![(0, 0, ok), (0, 1, ok), (1, 0, ok), (1, 1, ok)];
