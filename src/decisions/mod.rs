@@ -67,13 +67,17 @@ CREATE INDEX IF NOT EXISTS decisions_owed ON decisions(decided_at) WHERE explain
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Durability {
-    /// The response waits until its decision's batch is committed (fsync'd).
+    /// The response waits until its decision's batch is committed and the
+    /// WAL synced after it.
     Sync,
-    /// The response does not wait. A crash loses the decisions not yet
-    /// committed: those queued, plus the batch being written, which waits
-    /// up to 2 ms ([`crate::store::ASYNC_COMMIT_WINDOW`]) for company and
-    /// holds at most 1024 requests. At full load that is a few milliseconds
-    /// of decisions.
+    /// The response does not wait. A crash of the process loses the
+    /// decisions not yet committed: those queued, plus the batch being
+    /// gathered, which waits up to 2 ms
+    /// ([`crate::store::ASYNC_COMMIT_WINDOW`]) for company, or while the
+    /// previous commit is synced, and holds at most 1024 requests. An
+    /// operating-system crash or power loss can also lose the commits
+    /// whose fsync had not finished: one or two batches. At full load that
+    /// is a few milliseconds of decisions.
     Async,
     /// Nothing is recorded. For benchmarks that measure recording's cost.
     Off,
