@@ -387,7 +387,9 @@ struct Writer {
 /// A caller that waits for its commit so waits for one fsync, and the
 /// writer runs the next batch meanwhile instead of waiting too. SQLite
 /// itself still syncs the WAL before each checkpoint, and the database
-/// file after it.
+/// file after it. Readers may see a commit a moment before its fsync ends;
+/// whatever later depends on it is written after it in the same WAL, so
+/// nothing can survive a power loss without it.
 struct Flusher {
     wal_path: PathBuf,
     /// Tells the writer the disk has caught up.
