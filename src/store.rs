@@ -626,10 +626,11 @@ impl Writer {
                 replies.push(job.refusal());
                 continue;
             }
-            let job_head = head.clone();
+            // Only a savepoint can undo a job's change to the chain head.
+            let job_head = savepoint.then(|| head.clone());
             let (outcome, answer) = Self::run_job(tx, head, erased, job);
             replies.push(answer);
-            let ended = if savepoint {
+            let ended = if let Some(job_head) = job_head {
                 match &outcome {
                     Ok(()) => Ok(()),
                     Err(_) => {

@@ -12,6 +12,8 @@
 //!
 //! Explanations recorded before this form are JSON text and still read.
 
+use std::collections::{HashMap, HashSet};
+
 use rusqlite::types::ValueRef;
 use serde::{Deserialize, Serialize};
 
@@ -61,9 +63,13 @@ fn outside<'a>(
     features: &'a [ExplainedFeature],
     groups: &[ExplainedGroup],
 ) -> Vec<&'a ExplainedFeature> {
+    let grouped: HashSet<&str> = groups
+        .iter()
+        .flat_map(|g| g.features.iter().map(String::as_str))
+        .collect();
     features
         .iter()
-        .filter(|f| !groups.iter().any(|g| g.features.contains(&f.name)))
+        .filter(|f| !grouped.contains(f.name.as_str()))
         .collect()
 }
 
@@ -80,24 +86,27 @@ fn own_group(f: &ExplainedFeature) -> ExplainedGroup {
 fn derived_tail(e: &Explanation) -> usize {
     let own = |g: &ExplainedGroup| g.features.len() == 1 && g.features[0] == g.name;
     let tail = e.groups.iter().rev().take_while(|g| own(g)).count();
-    let kept = &e.groups[..e.groups.len() - tail];
-    let rebuilt: Vec<ExplainedGroup> = outside(&e.features, kept)
-        .into_iter()
-        .map(own_group)
-        .collect();
-    let same = rebuilt.len() == tail
-        && rebuilt
+    let (kept, last) = e.groups.split_at(e.groups.len() - tail);
+    let alone = outside(&e.features, kept);
+    let same = alone.len() == tail
+        && alone
             .iter()
-            .zip(&e.groups[e.groups.len() - tail..])
-            .all(|(a, b)| a.name == b.name && a.contribution.to_bits() == b.contribution.to_bits());
+            .zip(last)
+            .all(|(f, g)| f.name == g.name && f.contribution.to_bits() == g.contribution.to_bits());
     if same { tail } else { 0 }
 }
 
 pub fn encode(e: &Explanation) -> Vec<u8> {
     let tail = derived_tail(e);
     let groups = &e.groups[..e.groups.len() - tail];
-    let member = |name: &String| match e.features.iter().position(|f| &f.name == name) {
-        Some(i) => Member::At(i as u32),
+    let positions: HashMap<&str, u32> = e
+        .features
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (f.name.as_str(), i as u32))
+        .collect();
+    let member = |name: &String| match positions.get(name.as_str()) {
+        Some(&i) => Member::At(i),
         None => Member::Named(name.clone()),
     };
     let stored = Stored {
@@ -222,6 +231,22 @@ mod tests {
         }
     }
 
+    fn explained(features: Vec<ExplainedFeature>, groups: Vec<ExplainedGroup>) -> Explanation {
+        Explanation {
+            method: "tree_shap_path_dependent".into(),
+            method_version: "1".into(),
+            output_space: "log_odds".into(),
+            base_value: -2.5,
+            margin: 0.25,
+            base_score: 0.1,
+            residual: 1e-12,
+            ort_difference: 3e-8,
+            sample_pairs: 0,
+            features,
+            groups,
+        }
+    }
+
     /// Explanations as attributions make them (declared groups, then one
     /// per remaining feature) and shapes they never take.
     fn explanation() -> impl Strategy<Value = Explanation> {
@@ -289,17 +314,8 @@ mod tests {
                     _ => {}
                 }
                 Explanation {
-                    method: "tree_shap_path_dependent".into(),
-                    method_version: "1".into(),
-                    output_space: "log_odds".into(),
-                    base_value: -2.5,
-                    margin: 0.25,
-                    base_score: 0.1,
-                    residual: 1e-12,
-                    ort_difference: 3e-8,
                     sample_pairs: shape * 64,
-                    features,
-                    groups,
+                    ..explained(features, groups)
                 }
             })
     }
@@ -322,19 +338,7 @@ mod tests {
             .map(|i| feature(i, 0.01 * i as f64, 0.0, false))
             .collect();
         let groups = features.iter().map(own_group).collect();
-        let e = Explanation {
-            method: "tree_shap_path_dependent".into(),
-            method_version: "1".into(),
-            output_space: "log_odds".into(),
-            base_value: -2.5,
-            margin: 0.25,
-            base_score: 0.1,
-            residual: 0.0,
-            ort_difference: 0.0,
-            sample_pairs: 0,
-            features,
-            groups,
-        };
+        let e = explained(features, groups);
         let binary = encode(&e).len();
         let json = serde_json::to_string(&e).unwrap().len();
         assert!(binary * 4 <= json, "{binary} bytes against {json} as JSON");
