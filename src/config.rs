@@ -30,6 +30,10 @@ pub struct Config {
     pub inference_threads: usize,
     /// Inference requests that may wait for a thread before new ones are shed.
     pub inference_queue: usize,
+    /// The share of their time the deferred and shadow attribution threads
+    /// may compute while live work keeps them off their cores; on cores
+    /// live work leaves idle they compute without pause.
+    pub background_share: Share,
     /// Most rows one `ScoreBatch` call may carry.
     pub max_batch_rows: usize,
     /// Largest encoded gRPC message accepted, in bytes.
@@ -55,6 +59,29 @@ pub struct Config {
     /// Where `/metrics` (Prometheus text) and `/healthz` are served over
     /// HTTP; no metrics endpoint when absent.
     pub metrics_listen: Option<SocketAddr>,
+}
+
+/// A fraction of time, in (0, 1].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "f64", into = "f64")]
+pub struct Share(f64);
+
+impl TryFrom<f64> for Share {
+    type Error = String;
+
+    fn try_from(share: f64) -> Result<Self, String> {
+        if share > 0.0 && share <= 1.0 {
+            Ok(Self(share))
+        } else {
+            Err(format!("{share} is not a share of time in (0, 1]"))
+        }
+    }
+}
+
+impl From<Share> for f64 {
+    fn from(share: Share) -> f64 {
+        share.0
+    }
 }
 
 /// Bounds that keep an overloaded gateway answering.
@@ -262,6 +289,7 @@ impl Default for Config {
             ort_lib: PathBuf::from(".ort/libonnxruntime.so.1.31.1"),
             inference_threads: std::thread::available_parallelism().map_or(2, usize::from),
             inference_queue: 4096,
+            background_share: Share(0.05),
             max_batch_rows: 1024,
             max_message_bytes: 4 * 1024 * 1024,
             log_format: LogFormat::Text,
@@ -331,6 +359,23 @@ mod tests {
             assert_eq!((c.max_batch_rows, c.inference_queue), (11, 8));
             assert_eq!(c.listen, "0.0.0.0:1".parse().unwrap());
             assert_eq!(c.models_dir, PathBuf::from("models"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_share_outside_zero_to_one_is_refused_by_name() {
+        figment::Jail::expect_with(|jail| {
+            for bad in ["0", "1.5", "-0.1", "nan"] {
+                jail.create_file("candor.toml", &format!("background_share = {bad}"))?;
+                let err = Config::load(Some("candor.toml".as_ref()), Flags::default()).unwrap_err();
+                let msg = err.to_string();
+                assert!(msg.contains("background_share"), "{msg}");
+                assert!(msg.contains("(0, 1]"), "{msg}");
+            }
+            jail.create_file("candor.toml", "background_share = 1")?;
+            let c = Config::load(Some("candor.toml".as_ref()), Flags::default()).unwrap();
+            assert_eq!(f64::from(c.background_share), 1.0);
             Ok(())
         });
     }

@@ -7,8 +7,15 @@
 //! path-dependent TreeSHAP over a block of rows costs far less per row than
 //! one row at a time, so concurrent single-row calls help each other. It
 //! never waits for more work to arrive, so a lone call is not delayed.
+//!
+//! Background threads (work nobody waits for) run under `SCHED_IDLE` and,
+//! while live work competes for their core, are also paced to a share of
+//! their time: see [`Pacing`].
 
-use std::thread;
+use std::{
+    thread,
+    time::{Duration, Instant},
+};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
@@ -34,12 +41,51 @@ pub trait Job: Send + 'static {
 }
 
 /// The CPU priority of a pool's threads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Priority {
     Normal,
     /// `SCHED_IDLE` on Linux: the threads run on the CPU time everything
-    /// else leaves, for work nobody waits for.
-    Lowest,
+    /// else leaves, for work nobody waits for, and are paced while live
+    /// work competes for their core.
+    Lowest(Pacing),
+}
+
+/// How a background thread yields to live work beyond what `SCHED_IDLE`
+/// does.
+///
+/// `SCHED_IDLE` alone still let deferred attributions cost live Score
+/// calls 14% of their throughput on a saturated gateway: the serving
+/// threads sleep and wake thousands of times a second, and every gap a
+/// background thread fills is paid for when they wake (a preemption, caches
+/// left cold). So a thread that was kept off its core for more than three
+/// quarters of its last run (live work wanted the core nearly all the
+/// time) rests afterwards, long enough that its computing is `share` of
+/// its time. Where live work leaves a quarter of the core or more, it
+/// computes without pause: there the gateway is not at capacity, and the
+/// backlog is better kept short.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pacing {
+    share: f64,
+}
+
+impl Pacing {
+    /// `share` is clamped to (0, 1]; 1 never rests.
+    pub fn new(share: f64) -> Self {
+        Self {
+            share: share.clamp(f64::MIN_POSITIVE, 1.0),
+        }
+    }
+
+    /// The rest after a run that took `cpu` of the thread's CPU time over
+    /// `wall` of real time.
+    fn rest(self, cpu: Duration, wall: Duration) -> Duration {
+        if cpu * 4 >= wall {
+            return Duration::ZERO;
+        }
+        // At most a second: a thread that rests does not see the load end.
+        cpu.mul_f64(1.0 / self.share - 1.0)
+            .min(Duration::from_secs(1))
+    }
 }
 
 pub struct ExplainPool<J> {
@@ -67,12 +113,22 @@ impl<J: Job> ExplainPool<J> {
             thread::Builder::new()
                 .name(format!("{name}-{i}"))
                 .spawn(move || {
-                    if priority == Priority::Lowest {
-                        lower_priority();
-                    }
+                    let pacing = match priority {
+                        Priority::Normal => None,
+                        Priority::Lowest(pacing) => {
+                            lower_priority();
+                            Some(pacing)
+                        }
+                    };
                     while let Ok(first) = rx.recv() {
+                        let started = (Instant::now(), thread_cpu_time());
                         for jobs in gather(first, &rx) {
                             J::run(jobs, i);
+                        }
+                        if let (Some(pacing), (wall, Some(cpu0)), Some(cpu1)) =
+                            (pacing, started, thread_cpu_time())
+                        {
+                            thread::sleep(pacing.rest(cpu1 - cpu0, wall.elapsed()));
                         }
                     }
                 })
@@ -111,6 +167,22 @@ fn lower_priority() {
             );
         }
     }
+}
+
+/// The CPU time the calling thread has used, where the OS reports it.
+fn thread_cpu_time() -> Option<Duration> {
+    #[cfg(target_os = "linux")]
+    {
+        let mut now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: writes `now` only.
+        if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) } == 0 {
+            return Some(Duration::new(now.tv_sec as u64, now.tv_nsec as u32));
+        }
+    }
+    None
 }
 
 /// `first` and the jobs queued behind it, up to [`GATHER_ROWS`] rows, in
@@ -242,7 +314,7 @@ mod tests {
     #[test]
     fn background_threads_run_at_the_lowest_priority_and_others_do_not() {
         for (priority, want) in [
-            (Priority::Lowest, libc::SCHED_IDLE),
+            (Priority::Lowest(Pacing::new(0.05)), libc::SCHED_IDLE),
             (Priority::Normal, libc::SCHED_OTHER),
         ] {
             let pool = ExplainPool::new("test-policy", 1, 4, priority);
@@ -256,7 +328,7 @@ mod tests {
     #[test]
     fn every_job_submitted_is_run() {
         let (ran, done) = mpsc::channel();
-        let pool = ExplainPool::new("test-pool", 2, 64, Priority::Lowest);
+        let pool = ExplainPool::new("test-pool", 2, 64, Priority::Lowest(Pacing::new(0.05)));
         for id in 0..40 {
             pool.submit(Tagged {
                 id,
@@ -273,5 +345,37 @@ mod tests {
         }
         seen.sort_unstable();
         assert_eq!(seen, (0..40).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_thread_rests_only_after_live_work_kept_it_off_its_core() {
+        let pacing = Pacing::new(0.05);
+        let ms = Duration::from_millis;
+        // Had a quarter of the core or more: no rest.
+        assert_eq!(pacing.rest(ms(10), ms(10)), Duration::ZERO);
+        assert_eq!(pacing.rest(ms(10), ms(40)), Duration::ZERO);
+        // Kept off it: computing becomes a twentieth of its time.
+        let rest = pacing.rest(ms(10), ms(41));
+        assert!((rest.as_secs_f64() - 0.190).abs() < 1e-9, "{rest:?}");
+        assert_eq!(pacing.rest(ms(200), ms(1000)), Duration::from_secs(1));
+        assert_eq!(Pacing::new(1.0).rest(ms(10), ms(100)), Duration::ZERO);
+        assert_eq!(Pacing::new(0.0).share, f64::MIN_POSITIVE);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn thread_cpu_time_counts_work_and_not_sleep() {
+        let before = thread_cpu_time().unwrap();
+        thread::sleep(Duration::from_millis(50));
+        let slept = thread_cpu_time().unwrap() - before;
+        assert!(slept < Duration::from_millis(20), "{slept:?}");
+        let start = thread_cpu_time().unwrap();
+        let spinning = Instant::now();
+        while thread_cpu_time().unwrap() - start < Duration::from_millis(30) {
+            assert!(
+                spinning.elapsed() < Duration::from_secs(60),
+                "the clock stands still"
+            );
+        }
     }
 }

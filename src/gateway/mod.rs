@@ -42,7 +42,7 @@ use crate::{
     error::Error,
     explain::{
         DecisionAttribution, ExplainMode, Method,
-        pool::{ExplainPool, PoolError, Priority},
+        pool::{ExplainPool, Pacing, PoolError, Priority},
     },
     inference::{InferencePool, runtime},
     metrics::{Metrics, Stage},
@@ -231,7 +231,7 @@ impl Gateway {
             "candor-deferred",
             config.inference_threads,
             config.inference_queue,
-            Priority::Lowest,
+            Priority::Lowest(Pacing::new(config.background_share.into())),
         );
         let (shadows, shadow_jobs) = tokio::sync::mpsc::channel(shadow::SHADOW_QUEUE);
         Ok(Self {
