@@ -282,39 +282,37 @@ impl Explainer {
                 interventional,
                 output,
             } => {
-                let games: Vec<(Vec<f64>, Vec<f64>)> = match method {
+                let e = shap.ensemble();
+                // (φ, expected margins, the row's margins)
+                let games: Vec<(Vec<f64>, Vec<f64>, Vec<f64>)> = match method {
                     Method::PathDependent => shap
                         .explain_rows(rows)
                         .into_iter()
-                        .map(|r| (r.phi, r.expected))
+                        .map(|r| (r.phi, r.expected, r.margin))
                         .collect(),
                     Method::Interventional => rows
                         .iter()
                         .map(|row| {
                             let expected = interventional.expected().to_vec();
-                            (interventional.explain(row), expected)
+                            (interventional.explain(row), expected, e.margins(row))
                         })
                         .collect(),
                 };
-                let e = shap.ensemble();
-                rows.iter()
-                    .zip(games)
-                    .map(|(row, (phi, expected))| {
-                        let margins = e.margins(row);
-                        Solved {
-                            base_value: expected[*output],
-                            contributions: phi
-                                .iter()
-                                .skip(*output)
-                                .step_by(e.outputs)
-                                .copied()
-                                .collect(),
-                            margin: margins[*output],
-                            score: e.transform(&margins, *output),
-                            base_score: e.transform(&expected, *output),
-                            standard_errors: Vec::new(),
-                            sample_pairs: 0,
-                        }
+                games
+                    .into_iter()
+                    .map(|(phi, expected, margins)| Solved {
+                        base_value: expected[*output],
+                        contributions: phi
+                            .iter()
+                            .skip(*output)
+                            .step_by(e.outputs)
+                            .copied()
+                            .collect(),
+                        margin: margins[*output],
+                        score: e.transform(&margins, *output),
+                        base_score: e.transform(&expected, *output),
+                        standard_errors: Vec::new(),
+                        sample_pairs: 0,
                     })
                     .collect()
             }

@@ -19,11 +19,14 @@ struct PathElement {
 }
 
 /// Per-row TreeSHAP values: `phi[feature * outputs + k]`, plus the expected
-/// margin per output.
+/// margin per output and the row's own margins (exactly
+/// [`Ensemble::margins`], summed during the walk, which meets the row's
+/// leaves anyway).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TreeShap {
     pub phi: Vec<f64>,
     pub expected: Vec<f64>,
+    pub margin: Vec<f64>,
 }
 
 /// A path-dependent TreeSHAP explainer with its per-model precomputation.
@@ -98,40 +101,56 @@ impl PathDependent {
         explained: &mut Vec<TreeShap>,
     ) -> &'r [&'r [f32]] {
         let (block, rest) = rows.split_first_chunk::<R>().expect("R rows or more");
-        let stride = self.ensemble.width * self.ensemble.outputs;
+        let outputs = self.ensemble.outputs;
+        let stride = self.ensemble.width * outputs;
         let mut phi = vec![0.0; R * stride];
+        let mut margins = self.ensemble.base.repeat(R);
         self.accumulate(|tree, prepared, scale| match prepared {
             Some(prepared) => quadrature::accumulate_block(
                 tree,
                 prepared,
                 block,
-                self.ensemble.outputs,
+                outputs,
                 scale,
                 &mut phi,
+                &mut margins,
             ),
             None => {
-                for (row, phi) in block.iter().zip(phi.chunks_mut(stride)) {
-                    self.classic(tree, row, scale, phi);
+                for ((row, phi), margin) in block
+                    .iter()
+                    .zip(phi.chunks_mut(stride))
+                    .zip(margins.chunks_mut(outputs))
+                {
+                    self.classic(tree, row, scale, phi, margin);
                 }
             }
         });
-        explained.extend(phi.chunks(stride).map(|phi| TreeShap {
-            phi: phi.to_vec(),
-            expected: self.expected.clone(),
-        }));
+        explained.extend(
+            phi.chunks(stride)
+                .zip(margins.chunks(outputs))
+                .map(|(phi, margin)| TreeShap {
+                    phi: phi.to_vec(),
+                    expected: self.expected.clone(),
+                    margin: margin.to_vec(),
+                }),
+        );
         rest
     }
 
     pub fn explain(&self, row: &[f32]) -> TreeShap {
         let outputs = self.ensemble.outputs;
         let mut phi = vec![0.0; self.ensemble.width * outputs];
+        let mut margin = self.ensemble.base.clone();
         self.accumulate(|tree, prepared, scale| match prepared {
-            Some(prepared) => quadrature::accumulate(tree, prepared, row, outputs, scale, &mut phi),
-            None => self.classic(tree, row, scale, &mut phi),
+            Some(prepared) => {
+                quadrature::accumulate(tree, prepared, row, outputs, scale, &mut phi, &mut margin)
+            }
+            None => self.classic(tree, row, scale, &mut phi, &mut margin),
         });
         TreeShap {
             phi,
             expected: self.expected.clone(),
+            margin,
         }
     }
 
@@ -143,8 +162,14 @@ impl PathDependent {
         }
     }
 
-    /// The classic recursion, for a tree too deep for quadrature.
-    fn classic(&self, tree: &Tree, row: &[f32], scale: f64, phi: &mut [f64]) {
+    /// The classic recursion, for a tree too deep for quadrature; the row's
+    /// leaf is found on its own.
+    fn classic(&self, tree: &Tree, row: &[f32], scale: f64, phi: &mut [f64], margin: &mut [f64]) {
+        let outputs = self.ensemble.outputs;
+        let leaf = tree.leaf(row);
+        for (k, m) in margin.iter_mut().enumerate() {
+            *m += scale * tree.values[leaf * outputs + k];
+        }
         let mut path = vec![PathElement::default(); self.buffer_len];
         Walk {
             tree,
@@ -457,7 +482,9 @@ pub(crate) mod tests {
             for (a, b) in shap.phi.iter().zip(&exact) {
                 prop_assert!((a - b).abs() < 1e-9, "{a} vs {b}");
             }
-            let margin = e.margins(&x)[0];
+            // The walk's margin is the ensemble's, bit for bit.
+            prop_assert_eq!(&shap.margin, &e.margins(&x));
+            let margin = shap.margin[0];
             let total = shap.expected[0] + shap.phi.iter().sum::<f64>();
             prop_assert!((total - margin).abs() < 1e-9, "{total} vs {margin}");
         }
@@ -471,6 +498,7 @@ pub(crate) mod tests {
             classic.quadrature.iter_mut().for_each(|p| *p = None);
             let (a, b) = (classic.explain(&x), PathDependent::new(e.clone()).explain(&x));
             let exact = brute_force(&e, &x);
+            prop_assert_eq!(&a.margin, &e.margins(&x));
             for ((classic, quadrature), exact) in a.phi.iter().zip(&b.phi).zip(&exact) {
                 prop_assert!((classic - quadrature).abs() < 1e-9, "{classic} vs {quadrature}");
                 prop_assert!((classic - exact).abs() < 1e-9);
@@ -501,6 +529,8 @@ pub(crate) mod tests {
             for (block, row) in shap.explain_rows(&rows).iter().zip(&rows) {
                 let single = shap.explain(row);
                 prop_assert_eq!(&block.expected, &single.expected);
+                prop_assert_eq!(&block.margin, &shap.ensemble().margins(row));
+                prop_assert_eq!(&single.margin, &shap.ensemble().margins(row));
                 for (a, b) in block.phi.iter().zip(&single.phi) {
                     prop_assert!((a - b).abs() <= 1e-12 * b.abs().max(1.0), "{a} vs {b}");
                 }
