@@ -83,8 +83,8 @@ impl Pacing {
             return Duration::ZERO;
         }
         // At most a second: a thread that rests does not see the load end.
-        cpu.mul_f64(1.0 / self.share - 1.0)
-            .min(Duration::from_secs(1))
+        // (In seconds first: a tiny share would overflow a Duration.)
+        Duration::from_secs_f64((cpu.as_secs_f64() * (1.0 / self.share - 1.0)).min(1.0))
     }
 }
 
@@ -128,7 +128,7 @@ impl<J: Job> ExplainPool<J> {
                         if let (Some(pacing), (wall, Some(cpu0)), Some(cpu1)) =
                             (pacing, started, thread_cpu_time())
                         {
-                            thread::sleep(pacing.rest(cpu1 - cpu0, wall.elapsed()));
+                            thread::sleep(pacing.rest(cpu1.saturating_sub(cpu0), wall.elapsed()));
                         }
                     }
                 })
@@ -360,6 +360,10 @@ mod tests {
         assert_eq!(pacing.rest(ms(200), ms(1000)), Duration::from_secs(1));
         assert_eq!(Pacing::new(1.0).rest(ms(10), ms(100)), Duration::ZERO);
         assert_eq!(Pacing::new(0.0).share, f64::MIN_POSITIVE);
+        assert_eq!(
+            Pacing::new(0.0).rest(ms(10), ms(100)),
+            Duration::from_secs(1)
+        );
     }
 
     #[cfg(target_os = "linux")]
