@@ -194,6 +194,12 @@ struct ConfigFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     max_batch_rows: Option<usize>,
+    /// Share of their time the deferred and shadow attribution threads
+    /// compute while other work keeps them off their cores, in (0, 1]
+    /// [default: 0.05].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    background_share: Option<f64>,
     /// Largest gRPC message in bytes [default: 4194304].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -124,7 +124,12 @@ fn check_fixtures(root: &Path, at_least: usize) {
         let blocks = tree_shap.explain_rows(&x.iter().map(Vec::as_slice).collect::<Vec<_>>());
         for (r, row) in x.iter().enumerate() {
             let margins = ensemble.margins(row);
-            let ours_path = tree_shap.explain(row).phi;
+            let single = tree_shap.explain(row);
+            // The walks sum the margin as they pass the row's leaves: it is
+            // the ensemble's, bit for bit (multiclass and AVERAGE included).
+            assert_eq!(single.margin, margins, "{name} row {r}: single walk");
+            assert_eq!(blocks[r].margin, margins, "{name} row {r}: block walk");
+            let ours_path = single.phi;
             let ours_block = &blocks[r].phi;
             let ours_interventional = against_background.explain(row);
             for k in 0..outputs {

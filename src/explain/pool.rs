@@ -57,34 +57,68 @@ pub enum Priority {
 /// calls 14% of their throughput on a saturated gateway: the serving
 /// threads sleep and wake thousands of times a second, and every gap a
 /// background thread fills is paid for when they wake (a preemption, caches
-/// left cold). So a thread that was kept off its core for more than three
-/// quarters of its last run (live work wanted the core nearly all the
-/// time) rests afterwards, long enough that its computing is `share` of
-/// its time. Where live work leaves a quarter of the core or more, it
-/// computes without pause: there the gateway is not at capacity, and the
-/// backlog is better kept short.
+/// left cold). So a thread that other work kept off its core for more than
+/// three quarters of its last run (at capacity, live calls) rests
+/// afterwards until its computing is `share` of the run and the rest
+/// together. Where other work leaves it a quarter of the core or more, it
+/// computes without pause: the gateway is not at capacity, and the backlog
+/// is better kept short.
+///
+/// The gate cannot tell live calls from other processes on the machine,
+/// or from CPU throttling: the thread yields to all of them alike.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Pacing {
     share: f64,
 }
 
 impl Pacing {
-    /// `share` is clamped to (0, 1]; 1 never rests.
+    /// `share` outside (0, 1] (or NaN) is clamped into it; 1 never rests.
     pub fn new(share: f64) -> Self {
         Self {
-            share: share.clamp(f64::MIN_POSITIVE, 1.0),
+            share: if share > 0.0 {
+                share.min(1.0)
+            } else {
+                f64::MIN_POSITIVE
+            },
+        }
+    }
+}
+
+/// One background thread's pacing state: the rest it still owes.
+#[derive(Debug)]
+struct Pacer {
+    pacing: Pacing,
+    owed: Duration,
+}
+
+/// The longest single rest: a resting thread does not see the load end, so
+/// a longer rest is owed and taken after the next run, if that run is still
+/// kept off its core.
+const LONGEST_REST: Duration = Duration::from_secs(1);
+/// The most rest a thread owes at once, whatever the share.
+const MOST_OWED: Duration = Duration::from_secs(60);
+
+impl Pacer {
+    fn new(pacing: Pacing) -> Self {
+        Self {
+            pacing,
+            owed: Duration::ZERO,
         }
     }
 
     /// The rest after a run that took `cpu` of the thread's CPU time over
     /// `wall` of real time.
-    fn rest(self, cpu: Duration, wall: Duration) -> Duration {
+    fn rest(&mut self, cpu: Duration, wall: Duration) -> Duration {
         if cpu * 4 >= wall {
+            self.owed = Duration::ZERO;
             return Duration::ZERO;
         }
-        // At most a second: a thread that rests does not see the load end.
-        // (In seconds first: a tiny share would overflow a Duration.)
-        Duration::from_secs_f64((cpu.as_secs_f64() * (1.0 / self.share - 1.0)).min(1.0))
+        // In seconds: a tiny share would overflow a Duration.
+        let due = (cpu.as_secs_f64() / self.pacing.share - wall.as_secs_f64()).max(0.0);
+        let due = (self.owed.as_secs_f64() + due).min(MOST_OWED.as_secs_f64());
+        let rest = Duration::from_secs_f64(due.min(LONGEST_REST.as_secs_f64()));
+        self.owed = Duration::from_secs_f64(due).saturating_sub(rest);
+        rest
     }
 }
 
@@ -113,22 +147,22 @@ impl<J: Job> ExplainPool<J> {
             thread::Builder::new()
                 .name(format!("{name}-{i}"))
                 .spawn(move || {
-                    let pacing = match priority {
+                    let mut pacer = match priority {
                         Priority::Normal => None,
                         Priority::Lowest(pacing) => {
                             lower_priority();
-                            Some(pacing)
+                            Some(Pacer::new(pacing))
                         }
                     };
                     while let Ok(first) = rx.recv() {
-                        let started = (Instant::now(), thread_cpu_time());
+                        let started = pacer.as_ref().map(|_| (Instant::now(), thread_cpu_time()));
                         for jobs in gather(first, &rx) {
                             J::run(jobs, i);
                         }
-                        if let (Some(pacing), (wall, Some(cpu0)), Some(cpu1)) =
-                            (pacing, started, thread_cpu_time())
+                        if let (Some(pacer), Some((wall, Some(cpu0))), Some(cpu1)) =
+                            (pacer.as_mut(), started, thread_cpu_time())
                         {
-                            thread::sleep(pacing.rest(cpu1.saturating_sub(cpu0), wall.elapsed()));
+                            thread::sleep(pacer.rest(cpu1.saturating_sub(cpu0), wall.elapsed()));
                         }
                     }
                 })
@@ -349,21 +383,55 @@ mod tests {
 
     #[test]
     fn a_thread_rests_only_after_live_work_kept_it_off_its_core() {
-        let pacing = Pacing::new(0.05);
         let ms = Duration::from_millis;
+        let mut pacer = Pacer::new(Pacing::new(0.05));
         // Had a quarter of the core or more: no rest.
-        assert_eq!(pacing.rest(ms(10), ms(10)), Duration::ZERO);
-        assert_eq!(pacing.rest(ms(10), ms(40)), Duration::ZERO);
-        // Kept off it: computing becomes a twentieth of its time.
-        let rest = pacing.rest(ms(10), ms(41));
-        assert!((rest.as_secs_f64() - 0.190).abs() < 1e-9, "{rest:?}");
-        assert_eq!(pacing.rest(ms(200), ms(1000)), Duration::from_secs(1));
-        assert_eq!(Pacing::new(1.0).rest(ms(10), ms(100)), Duration::ZERO);
-        assert_eq!(Pacing::new(0.0).share, f64::MIN_POSITIVE);
+        assert_eq!(pacer.rest(ms(10), ms(10)), Duration::ZERO);
+        assert_eq!(pacer.rest(ms(10), ms(40)), Duration::ZERO);
+        // Kept off it: computing becomes a twentieth of run and rest.
+        let rest = pacer.rest(ms(10), ms(41));
+        assert!((rest.as_secs_f64() - 0.159).abs() < 1e-9, "{rest:?}");
+        assert_eq!(pacer.owed, Duration::ZERO);
         assert_eq!(
-            Pacing::new(0.0).rest(ms(10), ms(100)),
-            Duration::from_secs(1)
+            Pacer::new(Pacing::new(1.0)).rest(ms(10), ms(100)),
+            Duration::ZERO
         );
+    }
+
+    #[test]
+    fn a_long_rest_is_taken_in_parts_while_the_load_lasts_and_forgiven_after() {
+        let ms = Duration::from_millis;
+        let mut pacer = Pacer::new(Pacing::new(0.05));
+        // 200 ms of work owes 4 s with the run's 801 ms.
+        assert_eq!(pacer.rest(ms(200), ms(801)), LONGEST_REST);
+        assert!(
+            (pacer.owed.as_secs_f64() - 2.199).abs() < 1e-9,
+            "{:?}",
+            pacer.owed
+        );
+        // Still kept off its core: the debt comes first.
+        assert_eq!(pacer.rest(ms(1), ms(5)), LONGEST_REST);
+        assert!(
+            (pacer.owed.as_secs_f64() - 1.214).abs() < 1e-9,
+            "{:?}",
+            pacer.owed
+        );
+        // The load ended: nothing more is owed.
+        assert_eq!(pacer.rest(ms(1), ms(1)), Duration::ZERO);
+        assert_eq!(pacer.owed, Duration::ZERO);
+    }
+
+    #[test]
+    fn any_share_gives_a_bounded_rest() {
+        let ms = Duration::from_millis;
+        for share in [0.0, -1.0, f64::NAN, 1e-300, f64::MIN_POSITIVE] {
+            let mut pacer = Pacer::new(Pacing::new(share));
+            assert_eq!(pacer.rest(ms(10), ms(100)), LONGEST_REST, "{share}");
+            assert_eq!(pacer.owed, MOST_OWED - LONGEST_REST, "{share}");
+            assert_eq!(pacer.rest(ms(10), ms(100)), LONGEST_REST, "{share}");
+            assert_eq!(pacer.owed, MOST_OWED - LONGEST_REST, "{share}");
+        }
+        assert_eq!(Pacing::new(7.0).share, 1.0);
     }
 
     #[cfg(target_os = "linux")]

@@ -506,12 +506,14 @@ pub(crate) mod tests {
         }
 
         /// Rows walked in blocks get what they get one by one, also where
-        /// no training sample went (zero covers) and with NaNs.
+        /// no training sample went (zero covers), with NaNs and under
+        /// AVERAGE; both walks' margins are the ensemble's.
         #[test]
         fn blocks_agree_with_single_rows(
             trees in proptest::collection::vec(tree(6, 5), 1..4),
             uncovered in proptest::collection::vec(any::<bool>(), 64),
             rows in proptest::collection::vec(row(6), 1..40),
+            average in any::<bool>(),
         ) {
             let trees = trees.into_iter().map(|mut t| {
                 // Nodes come in pre-order, so children sit after parents.
@@ -524,7 +526,8 @@ pub(crate) mod tests {
                 }
                 t
             }).collect();
-            let shap = PathDependent::new(ensemble(trees, 6));
+            // AVERAGE scales every leaf, in the margin as in φ.
+            let shap = PathDependent::new(Ensemble { average, ..ensemble(trees, 6) });
             let rows: Vec<&[f32]> = rows.iter().map(Vec::as_slice).collect();
             for (block, row) in shap.explain_rows(&rows).iter().zip(&rows) {
                 let single = shap.explain(row);
