@@ -196,7 +196,7 @@ struct ConfigFlags {
     max_batch_rows: Option<usize>,
     /// Share of their time the deferred and shadow attribution threads
     /// compute while other work keeps them off their cores, in (0, 1]
-    /// [default: 0.05].
+    /// [default: 0.02].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     background_share: Option<f64>,

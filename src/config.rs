@@ -289,7 +289,7 @@ impl Default for Config {
             ort_lib: PathBuf::from(".ort/libonnxruntime.so.1.31.1"),
             inference_threads: std::thread::available_parallelism().map_or(2, usize::from),
             inference_queue: 4096,
-            background_share: Share(0.05),
+            background_share: Share(0.02),
             max_batch_rows: 1024,
             max_message_bytes: 4 * 1024 * 1024,
             log_format: LogFormat::Text,
