@@ -84,10 +84,12 @@ impl Pacing {
     }
 }
 
-/// One background thread's pacing state: the rest it still owes.
+/// One background thread's pacing state: when its current run began (real
+/// and CPU time), and the rest it still owes.
 #[derive(Debug)]
 struct Pacer {
     pacing: Pacing,
+    began: Option<(Instant, Duration)>,
     owed: Duration,
 }
 
@@ -102,7 +104,23 @@ impl Pacer {
     fn new(pacing: Pacing) -> Self {
         Self {
             pacing,
+            began: None,
             owed: Duration::ZERO,
+        }
+    }
+
+    fn begin(&mut self) {
+        self.began = thread_cpu_time().map(|cpu| (Instant::now(), cpu));
+    }
+
+    /// The rest after the run since [`Self::begin`]; none where the OS
+    /// reports no thread CPU time.
+    fn end(&mut self) -> Duration {
+        match (self.began.take(), thread_cpu_time()) {
+            (Some((wall, cpu0)), Some(cpu1)) => {
+                self.rest(cpu1.saturating_sub(cpu0), wall.elapsed())
+            }
+            _ => Duration::ZERO,
         }
     }
 
@@ -155,14 +173,14 @@ impl<J: Job> ExplainPool<J> {
                         }
                     };
                     while let Ok(first) = rx.recv() {
-                        let started = pacer.as_ref().map(|_| (Instant::now(), thread_cpu_time()));
+                        if let Some(pacer) = pacer.as_mut() {
+                            pacer.begin();
+                        }
                         for jobs in gather(first, &rx) {
                             J::run(jobs, i);
                         }
-                        if let (Some(pacer), Some((wall, Some(cpu0))), Some(cpu1)) =
-                            (pacer.as_mut(), started, thread_cpu_time())
-                        {
-                            thread::sleep(pacer.rest(cpu1.saturating_sub(cpu0), wall.elapsed()));
+                        if let Some(pacer) = pacer.as_mut() {
+                            thread::sleep(pacer.end());
                         }
                     }
                 })

@@ -167,6 +167,16 @@ impl Tree {
         node
     }
 
+    /// Adds the weights of the leaf `row` lands in, times `scale`, to
+    /// `margins` (one per output), as ORT aggregates them.
+    pub fn add_to_margins(&self, row: &[f32], scale: f64, margins: &mut [f64]) {
+        let outputs = margins.len();
+        let leaf = self.leaf(row);
+        for (k, m) in margins.iter_mut().enumerate() {
+            *m += scale * self.values[leaf * outputs + k];
+        }
+    }
+
     /// The child `x` follows (hot) and the other (cold), each with its share
     /// of the parent's cover.
     pub fn hot_cold(&self, split: &Split, x: f32) -> ((usize, f64), (usize, f64)) {
@@ -250,10 +260,7 @@ impl Ensemble {
         let mut out = self.base.clone();
         let scale = self.scale();
         for tree in &self.trees {
-            let leaf = tree.leaf(row);
-            for (k, o) in out.iter_mut().enumerate() {
-                *o += scale * tree.values[leaf * self.outputs + k];
-            }
+            tree.add_to_margins(row, scale, &mut out);
         }
         out
     }

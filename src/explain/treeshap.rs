@@ -165,11 +165,7 @@ impl PathDependent {
     /// The classic recursion, for a tree too deep for quadrature; the row's
     /// leaf is found on its own.
     fn classic(&self, tree: &Tree, row: &[f32], scale: f64, phi: &mut [f64], margin: &mut [f64]) {
-        let outputs = self.ensemble.outputs;
-        let leaf = tree.leaf(row);
-        for (k, m) in margin.iter_mut().enumerate() {
-            *m += scale * tree.values[leaf * outputs + k];
-        }
+        tree.add_to_margins(row, scale, margin);
         let mut path = vec![PathElement::default(); self.buffer_len];
         Walk {
             tree,
