@@ -10,7 +10,10 @@
 //!   baseline cost of one RPC;
 //! - `score`: `Score` on the Caravan LightGBM model;
 //! - `score_batch_256`: `ScoreBatch` with 256 rows;
-//! - `Score` with inline path-dependent TreeSHAP attributions;
+//! - `Score` with inline path-dependent TreeSHAP attributions, against the
+//!   TreeSHAP kernel the gateway serves with, measured in each round just
+//!   before: one row per call on one thread, with no RPC, its rows/s times
+//!   the cores;
 //! - `Score` with deferred attributions, on the `async` gateway (deferred
 //!   attributions live in the record), against that gateway's `Score`
 //!   without attributions. After each of its rounds the harness waits until
@@ -27,16 +30,27 @@
 //! and decodes one reply per scenario to make sure it is right), so the
 //! client's own protobuf work does not crowd the server off the shared cores.
 //!
+//! The harness allocates with mimalloc, as `candor serve` does, so that the
+//! gateways measured here run as shipped.
+//!
 //! Three gateways run side by side, recording decisions `off`, `sync` and
 //! `async`, so the cost of the decision record is a ratio within one run
 //! too. Last, on the `sync` gateway: `GetExplanation` from the record and
 //! from the cache, and the cache's hit ratio under a skewed look-up mix.
 //!
+//! Throughput is measured at saturation: 128 calls in flight keep both
+//! cores busy in every scenario, where 32 left the gateway idle part of
+//! the time while calls crossed the loopback (inline attributions ran about
+//! 15% faster at 64, and no faster at 256). Latencies are therefore those of a
+//! saturated gateway, queueing included; the `GetExplanation` section runs
+//! at 32 calls in flight.
+//!
 //! Settings (environment): LOAD_SECS (per scenario and round,
 //! default 3), LOAD_ROUNDS (default 3), LOAD_CLIENTS
-//! (concurrent calls, default 32), LOAD_CONNECTIONS (default 4),
-//! WHY_DECISIONS (default 3000), WHY_LOOKUPS (default 30000), LOAD_ONLY
-//! (comma-separated table rows to run, for profiling one scenario).
+//! (concurrent calls, default 128), LOAD_CONNECTIONS (default 4),
+//! WHY_CLIENTS (default 32), WHY_DECISIONS (default 3000), WHY_LOOKUPS
+//! (default 30000), LOAD_ONLY (comma-separated table rows to run, for
+//! profiling one scenario).
 //! Run with `make bench` (or `cargo bench --bench load`).
 
 use std::{
@@ -49,14 +63,19 @@ use std::{
 use candor::{
     Config, Gateway,
     consent::{ledger::LegalBasis, service::RecordRequest},
+    explain::{Method, SlotScorer},
     grpc::{
         inference,
         pb::{self, feature_value::Kind},
     },
+    models::ModelSelector,
 };
 use prost::Message;
 use rand_chacha::rand_core::SeedableRng;
 use tonic::{codegen::Bytes, transport::Channel};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod common;
 use common::{call, percentile, rows, setting, tc_all, us_adult};
@@ -406,20 +425,57 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// how decisions are recorded.
 const DURABILITIES: [&str; 3] = ["off", "sync", "async"];
 
-/// One measured series: a scenario against one gateway, and the series it
-/// is compared with.
+/// What a run measures.
+#[derive(Clone, Copy)]
+enum Load {
+    /// A scenario's calls against one gateway.
+    Rpc { scenario: Scenario, server: usize },
+    /// The path-dependent TreeSHAP kernel of the gateway's Caravan model,
+    /// one row per call on one thread, without RPC; rows/s times the cores.
+    Kernel,
+}
+
+/// One measured series and the series it is compared with.
 struct Run {
-    scenario: Scenario,
-    server: usize,
-    /// Index into the run list of the reference, and what it stands for.
+    load: Load,
+    /// Index into the run list of the reference.
     baseline: usize,
+}
+
+impl Run {
+    fn name(&self) -> String {
+        match self.load {
+            Load::Rpc { scenario, .. } => scenario.name().to_owned(),
+            Load::Kernel => format!(
+                "TreeSHAP kernel, one row per call, one thread x {} cores",
+                cores()
+            ),
+        }
+    }
+
+    fn recording(&self) -> &'static str {
+        match self.load {
+            Load::Rpc { server, .. } => DURABILITIES[server],
+            Load::Kernel => "-",
+        }
+    }
+
+    fn rows(&self) -> u64 {
+        match self.load {
+            Load::Rpc { scenario, .. } => scenario.rows(),
+            Load::Kernel => 1,
+        }
+    }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
 }
 
 fn runs() -> Vec<Run> {
     use Scenario::*;
     let run = |scenario, server, baseline| Run {
-        scenario,
-        server,
+        load: Load::Rpc { scenario, server },
         baseline,
     };
     vec![
@@ -428,16 +484,57 @@ fn runs() -> Vec<Run> {
         run(ScoreTcfLedger, 0, 1),
         run(ScorePositional, 0, 0),
         run(ScoreBatch256, 0, 0),
-        run(ScoreInlineAttributions, 0, 1),
+        Run {
+            load: Load::Kernel,
+            baseline: 5,
+        },
+        run(ScoreInlineAttributions, 0, 5),
         run(Score, 1, 1),
         run(Score, 2, 1),
         // Deferred attributions live in the record: against the same
         // gateway's Score without attributions, measured just before.
-        run(ScoreDeferredAttributions, 2, 7),
+        run(ScoreDeferredAttributions, 2, 8),
         run(ScoreBatch256, 1, 4),
         run(ScoreBatch256, 2, 4),
         run(OipModelInfer, 0, 3),
     ]
+}
+
+/// Rows/s of the path-dependent TreeSHAP kernel that serves `gateway`'s
+/// Caravan model, one golden row per call on this thread for `secs`, times
+/// the cores: what inline attributions over gRPC are measured against.
+fn kernel(gateway: &Gateway, secs: u64) -> f64 {
+    let package = gateway
+        .resolve(&ModelSelector {
+            name: "caravan-lgbm".into(),
+            version: None,
+        })
+        .expect("the Caravan model is loaded");
+    let golden = package.golden.as_ref().expect("golden rows");
+    let mut scorer = SlotScorer {
+        backend: package.backend.as_ref(),
+        slot: 0,
+    };
+    let explain = |i: usize, scorer: &mut SlotScorer| {
+        let row = golden.rows.row(i % golden.rows.len());
+        package
+            .explainer
+            .explain(row, Method::PathDependent, scorer, None)
+            .expect("the row is explained")
+    };
+    let warmup = Instant::now() + Duration::from_millis(500);
+    let mut i = 0;
+    while Instant::now() < warmup {
+        explain(i, &mut scorer);
+        i += 1;
+    }
+    let (start, mut rows) = (Instant::now(), 0u64);
+    while start.elapsed() < Duration::from_secs(secs) {
+        explain(i, &mut scorer);
+        i += 1;
+        rows += 1;
+    }
+    rows as f64 / start.elapsed().as_secs_f64() * cores() as f64
 }
 
 /// Starts a gateway on its own runtime (as `candor serve` runs) and returns
@@ -524,7 +621,7 @@ fn start_server(root: &std::path::Path, durability: &str) -> (std::net::SocketAd
 fn main() {
     let secs = setting("LOAD_SECS", 3);
     let rounds = setting("LOAD_ROUNDS", 3);
-    let clients = setting("LOAD_CLIENTS", 32) as usize;
+    let clients = setting("LOAD_CLIENTS", 128) as usize;
     let connections = setting("LOAD_CONNECTIONS", 4) as usize;
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let servers: Vec<_> = DURABILITIES
@@ -570,28 +667,34 @@ fn main() {
                 if only.as_ref().is_some_and(|o| !o.contains(&i)) {
                     continue;
                 }
+                let Load::Rpc { scenario, server } = run.load else {
+                    let rate = kernel(&servers[0].1, secs);
+                    eprintln!("round {round}: {:<62} {rate:>9.0} rows/s", run.name());
+                    results[i].0.push(rate);
+                    continue;
+                };
                 let o = drive(
-                    run.scenario,
-                    &channels[run.server],
+                    scenario,
+                    &channels[server],
                     clients,
                     secs,
-                    payloads[&run.scenario].clone(),
+                    payloads[&scenario].clone(),
                 )
                 .await;
                 let rps = o.calls as f64 / o.elapsed.as_secs_f64();
                 eprintln!(
                     "round {round}: {:<42} recording {:<5} {rps:>9.0} req/s  errors {}",
-                    run.scenario.name(),
-                    DURABILITIES[run.server],
+                    scenario.name(),
+                    DURABILITIES[server],
                     o.errors
                 );
                 results[i].0.push(rps);
                 results[i].1.extend(o.latencies_us);
                 results[i].2 += o.errors;
-                if run.scenario == Scenario::ScoreDeferredAttributions {
+                if scenario == Scenario::ScoreDeferredAttributions {
                     // The backlog is computed before anything else is
                     // measured, so that it slows only its own scenario.
-                    let (owed, took) = drain(&servers[run.server].1);
+                    let (owed, took) = drain(&servers[server].1);
                     eprintln!(
                         "round {round}: {owed} deferred attributions owed when the load stopped, computed in {:.1} s without load ({:.0}/s)",
                         took.as_secs_f64(),
@@ -605,7 +708,7 @@ fn main() {
 
     println!(
         "\nload harness: {clients} concurrent clients over {connections} connections, {rounds} rounds x {secs} s per scenario, {} cores",
-        std::thread::available_parallelism().map_or(0, usize::from)
+        cores()
     );
     println!(
         "| scenario | recording | req/s (median of rounds) | rows/s | p50 ms | p99 ms | errors | vs | same round: median (range) |"
@@ -646,16 +749,24 @@ fn main() {
         latencies.sort_unstable();
         let rps = medians[i];
         let base = &runs[run.baseline];
+        // The kernel has no calls to time.
+        let latency = |p| {
+            if latencies.is_empty() {
+                "-".to_owned()
+            } else {
+                format!("{:.3}", percentile(latencies, p))
+            }
+        };
         println!(
-            "| {} | {} | {rps:.0} | {:.0} | {:.3} | {:.3} | {errors} | {:.1}% of {} (recording {}) | {same_round} |",
-            run.scenario.name(),
-            DURABILITIES[run.server],
-            rps * run.scenario.rows() as f64,
-            percentile(latencies, 0.50),
-            percentile(latencies, 0.99),
+            "| {} | {} | {rps:.0} | {:.0} | {} | {} | {errors} | {:.1}% of {} (recording {}) | {same_round} |",
+            run.name(),
+            run.recording(),
+            rps * run.rows() as f64,
+            latency(0.50),
+            latency(0.99),
             100.0 * rps / medians[run.baseline],
-            base.scenario.name(),
-            DURABILITIES[base.server],
+            base.name(),
+            base.recording(),
         );
     }
     if !drains.is_empty() {
@@ -672,6 +783,7 @@ fn main() {
         );
     }
     if only.is_none() {
+        let clients = setting("WHY_CLIENTS", 32) as usize;
         client_rt.block_on(explanations(&servers[1].0, &servers[1].1, clients));
     }
 }
