@@ -27,7 +27,7 @@ use tokio::sync::oneshot;
 use crate::{
     access::audit::{self, StaffRead},
     consent::ledger::{self, Draft, Erasure, GENESIS, LedgerRef},
-    decisions::{self, RecordBatch, shadow::ShadowRow},
+    decisions::{self, RecordBatch, StoredProvenances, shadow::ShadowRow},
 };
 
 const READERS: usize = 4;
@@ -285,6 +285,7 @@ impl Store {
                     conn,
                     head,
                     erased: HashMap::new(),
+                    provenances: StoredProvenances::default(),
                     retry: Vec::new(),
                     failing: writer_failing,
                     flusher: commits,
@@ -368,6 +369,7 @@ struct Writer {
     /// nothing of the subject reappears after EraseSubject returns. The
     /// retention purge forgets entries older than [`ERASURE_MEMORY_MS`].
     erased: HashMap<String, i64>,
+    provenances: StoredProvenances,
     /// Acknowledged work whose commit failed, written again first.
     retry: Vec<Job>,
     failing: Arc<AtomicBool>,
@@ -529,6 +531,7 @@ impl Writer {
         conn: &Connection,
         head: &mut (i64, String),
         erased: &mut HashMap<String, i64>,
+        provenances: &mut StoredProvenances,
         job: Job,
     ) -> (Result<(), StoreError>, Reply) {
         // Begun at `at` for `subject`, before that subject's erasure?
@@ -561,6 +564,7 @@ impl Writer {
                 if result.is_ok() {
                     erased.insert(subject, at_ms);
                 }
+                provenances.forget();
                 reply(Some(tx), result)
             }
             Job::Record(batch, tx) => {
@@ -568,13 +572,14 @@ impl Writer {
                 if first.is_some_and(|r| stale(r.subject_ref.as_ref(), r.decided_at_ms)) {
                     return reply(tx, Err(StoreError::Erased));
                 }
-                reply(tx, decisions::insert(conn, &batch))
+                reply(tx, decisions::insert(conn, &batch, provenances))
             }
             Job::Attach(id, explanation, tx) => {
                 reply(tx, decisions::attach(conn, &id, &explanation))
             }
             Job::Purge(now_ms, tx) => {
                 erased.retain(|_, at| *at > now_ms - ERASURE_MEMORY_MS);
+                provenances.forget();
                 reply(Some(tx), decisions::purge(conn, now_ms))
             }
             Job::Forgo(ids) => reply::<()>(None, decisions::forgo(conn, &ids)),
@@ -599,7 +604,11 @@ impl Writer {
         let mut replies: Vec<Reply> = Vec::with_capacity(batch.len());
         let mut again: Vec<Job> = Vec::new();
         let Writer {
-            conn, head, erased, ..
+            conn,
+            head,
+            erased,
+            provenances,
+            ..
         } = self;
         let mut failure: Option<StoreError> = None;
         let tx = conn
@@ -628,8 +637,12 @@ impl Writer {
             }
             // Only a savepoint can undo a job's change to the chain head.
             let job_head = savepoint.then(|| head.clone());
-            let (outcome, answer) = Self::run_job(tx, head, erased, job);
+            let (outcome, answer) = Self::run_job(tx, head, erased, provenances, job);
             replies.push(answer);
+            if outcome.is_err() {
+                // Its provenance may have been undone with it.
+                provenances.forget();
+            }
             let ended = if let Some(job_head) = job_head {
                 match &outcome {
                     Ok(()) => Ok(()),
@@ -662,6 +675,7 @@ impl Writer {
                 "database commit failed; acknowledged writes are kept and retried"
             );
             self.head = head_before;
+            self.provenances.forget();
             self.retry = again;
             self.failing.store(true, Ordering::Relaxed);
         } else if self.retry.is_empty() && self.failing.swap(false, Ordering::Relaxed) {
@@ -759,6 +773,35 @@ mod tests {
             .submit(|tx| Job::Append(vec![draft(before)], tx))
             .await;
         assert!(backdated.is_ok(), "{backdated:?}");
+    }
+
+    /// The writer skips provenances it has stored; one deleted with its
+    /// subject's erasure is stored again when the subject comes back, so
+    /// their new decisions still read back whole.
+    #[tokio::test]
+    async fn a_provenance_erased_with_its_subject_is_stored_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let record = |id: &str| {
+            let batch = Arc::new(decisions::sample_batch(id, Some("s")));
+            store.submit(move |tx| Job::Record(batch, Some(tx)))
+        };
+        let read = |id: &'static str| store.read(move |c| decisions::get(c, id));
+        record("before").await.unwrap();
+        record("again").await.unwrap();
+        assert!(read("again").unwrap().is_some());
+        let erased_at = now_ms();
+        store
+            .submit(|tx| Job::Erase("s".into(), erased_at, tx))
+            .await
+            .unwrap();
+        assert!(read("before").unwrap().is_none());
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        record("after").await.unwrap();
+        let after = read("after")
+            .unwrap()
+            .expect("the decision after the erasure");
+        assert_eq!(after.provenance.subject_ref.as_deref(), Some("s"));
     }
 
     /// An answer of success means the WAL was synced: when it cannot be,

@@ -21,6 +21,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+#[cfg(test)]
+use crate::store::now_ms;
 use crate::{
     consent::policy::{Provenance, Tier},
     explain::DecisionAttribution,
@@ -55,7 +57,11 @@ CREATE TABLE IF NOT EXISTS provenances (
     json            TEXT NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS provenances_subject ON provenances(subject_ref);
-CREATE INDEX IF NOT EXISTS decisions_subject ON decisions(subject_ref, decided_at);
+-- Anonymous decisions (no subject) are never looked up by subject, so they
+-- stay out of this index: one B-tree fewer to write for each of them.
+DROP INDEX IF EXISTS decisions_subject;
+CREATE INDEX IF NOT EXISTS decisions_by_subject ON decisions(subject_ref, decided_at)
+    WHERE subject_ref IS NOT NULL;
 CREATE INDEX IF NOT EXISTS decisions_retention ON decisions(retain_until);
 -- The sweeper takes owed attributions oldest first; this index hands them
 -- over in that order instead of sorting the whole backlog on every pass.
@@ -205,18 +211,45 @@ impl RecordBatch {
     }
 }
 
-pub(crate) fn insert(conn: &Connection, batch: &RecordBatch) -> Result<(), StoreError> {
+/// The provenances the writer has stored, so that a decision made under
+/// one already stored (every anonymous request under the same signals, a
+/// subject's repeated requests) skips writing it again. Bounded; forgotten
+/// whenever provenances may have been deleted or a write undone.
+#[derive(Default)]
+pub(crate) struct StoredProvenances(std::collections::HashSet<String>);
+
+impl StoredProvenances {
+    /// More than this many are forgotten at once: a bound, not a cache
+    /// policy, since a workload's provenances repeat or they do not.
+    const MOST: usize = 4096;
+
+    pub(crate) fn forget(&mut self) {
+        self.0.clear();
+    }
+}
+
+pub(crate) fn insert(
+    conn: &Connection,
+    batch: &RecordBatch,
+    stored: &mut StoredProvenances,
+) -> Result<(), StoreError> {
     let Some(first) = batch.rows.first() else {
         return Ok(());
     };
-    conn.prepare_cached(
-        "INSERT OR IGNORE INTO provenances (sha256, subject_ref, json) VALUES (?1, ?2, ?3)",
-    )?
-    .execute(params![
-        batch.provenance_sha256,
-        first.provenance.subject_ref,
-        batch.provenance_json
-    ])?;
+    if !stored.0.contains(&batch.provenance_sha256) {
+        conn.prepare_cached(
+            "INSERT OR IGNORE INTO provenances (sha256, subject_ref, json) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![
+            batch.provenance_sha256,
+            first.provenance.subject_ref,
+            batch.provenance_json
+        ])?;
+        if stored.0.len() >= StoredProvenances::MOST {
+            stored.forget();
+        }
+        stored.0.insert(batch.provenance_sha256.clone());
+    }
     let mut stmt = conn.prepare_cached(
         "INSERT INTO decisions (decision_id, decided_at, request_id, model_name, model_version,
            model_sha256, subject_ref, placement_id, campaign_id, ad_id, tier, score,
@@ -371,10 +404,49 @@ pub fn pending(conn: &Connection, limit: usize) -> Result<Vec<DecisionRow>, Stor
     rows.map(|r| r?).collect()
 }
 
+/// A contextual decision `id` of `subject`, without attributions, and the
+/// batch that records it.
+#[cfg(test)]
+pub(crate) fn sample_batch(id: &str, subject: Option<&str>) -> RecordBatch {
+    let provenance = Provenance {
+        jurisdiction: "US".into(),
+        regime: crate::consent::policy::Regime::Us,
+        tier: Tier::Contextual,
+        purposes: vec![],
+        rules: vec![],
+        masked_features: vec![],
+        ledger_records: vec![],
+        signals_hash: String::new(),
+        policy_version: "1".into(),
+        policy_hash: String::new(),
+        model_sha256: "sha".into(),
+        subject_ref: subject.map(str::to_owned),
+    };
+    let row = DecisionRow {
+        decision_id: id.into(),
+        decided_at_ms: now_ms(),
+        request_id: "r".into(),
+        model_name: "m".into(),
+        model_version: "1.0.0".into(),
+        model_sha256: "sha".into(),
+        subject_ref: subject.map(str::to_owned),
+        placement_id: String::new(),
+        campaign_id: String::new(),
+        ad_id: String::new(),
+        tier: Tier::Contextual,
+        score: Some(0.2),
+        provenance: Arc::new(provenance.clone()),
+        explanation: None,
+        inputs: None,
+        explain_method: None,
+        retain_until_ms: i64::MAX,
+    };
+    RecordBatch::new(&provenance, vec![row])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::consent::policy::Regime;
 
     /// Records written before the binary form hold JSON text; both read
     /// back as the same explanation.
@@ -382,20 +454,6 @@ mod tests {
     fn explanations_read_back_from_either_stored_form() {
         let conn = Connection::open_in_memory().unwrap();
         conn.execute_batch(DDL).unwrap();
-        let provenance = Provenance {
-            jurisdiction: "US".into(),
-            regime: Regime::Us,
-            tier: Tier::Contextual,
-            purposes: vec![],
-            rules: vec![],
-            masked_features: vec![],
-            ledger_records: vec![],
-            signals_hash: String::new(),
-            policy_version: "1".into(),
-            policy_hash: String::new(),
-            model_sha256: "sha".into(),
-            subject_ref: None,
-        };
         let feature = |name: &str, contribution| ExplainedFeature {
             name: name.into(),
             value: 1.0,
@@ -420,26 +478,9 @@ mod tests {
                 features: vec!["a".into(), "b".into()],
             }],
         };
-        let row = DecisionRow {
-            decision_id: "d".into(),
-            decided_at_ms: 1,
-            request_id: "r".into(),
-            model_name: "m".into(),
-            model_version: "1.0.0".into(),
-            model_sha256: "sha".into(),
-            subject_ref: None,
-            placement_id: String::new(),
-            campaign_id: String::new(),
-            ad_id: String::new(),
-            tier: Tier::Contextual,
-            score: Some(0.2),
-            provenance: Arc::new(provenance.clone()),
-            explanation: Some(explanation.clone()),
-            inputs: None,
-            explain_method: None,
-            retain_until_ms: 2,
-        };
-        insert(&conn, &RecordBatch::new(&provenance, vec![row])).unwrap();
+        let mut batch = sample_batch("d", None);
+        batch.rows[0].explanation = Some(explanation.clone());
+        insert(&conn, &batch, &mut StoredProvenances::default()).unwrap();
         let read = || get(&conn, "d").unwrap().unwrap().explanation.unwrap();
         assert_eq!(read(), explanation);
         conn.execute(
@@ -451,5 +492,29 @@ mod tests {
         conn.execute("UPDATE decisions SET explanation = x'00ff'", [])
             .unwrap();
         assert!(matches!(get(&conn, "d"), Err(StoreError::Corrupt { .. })));
+    }
+
+    /// Anonymous decisions are left out of the subject index, so every
+    /// look-up by subject must still be able to use it (`subject_ref = ?`
+    /// implies the index's `IS NOT NULL`), not scan the whole record.
+    #[test]
+    fn look_ups_by_subject_use_the_subject_index() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(DDL).unwrap();
+        let plan = |sql: &str, params: &[&dyn rusqlite::ToSql]| -> String {
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let details = stmt.query_map(params, |r| r.get::<_, String>(3)).unwrap();
+            details.map(Result::unwrap).collect::<Vec<_>>().join("; ")
+        };
+        let list = format!(
+            "SELECT {COLUMNS} FROM {FROM} WHERE d.subject_ref = ?1 ORDER BY d.decided_at DESC LIMIT ?2"
+        );
+        let erase = "DELETE FROM decisions WHERE subject_ref = ?1";
+        let by_list: [&dyn rusqlite::ToSql; 2] = [&"s", &10];
+        let by_erase: [&dyn rusqlite::ToSql; 1] = [&"s"];
+        for (sql, params) in [(list.as_str(), &by_list[..]), (erase, &by_erase[..])] {
+            let plan = plan(sql, params);
+            assert!(plan.contains("decisions_by_subject"), "{sql}: {plan}");
+        }
     }
 }
