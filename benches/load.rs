@@ -539,7 +539,15 @@ fn kernel(gateway: &Gateway, secs: u64) -> f64 {
 
 /// Starts a gateway on its own runtime (as `candor serve` runs) and returns
 /// its address.
-fn start_server(root: &std::path::Path, durability: &str) -> (std::net::SocketAddr, Arc<Gateway>) {
+/// A gateway under test: its address, itself, and its data folder, which is
+/// deleted when this is dropped (a full run records gigabytes).
+struct Server {
+    addr: std::net::SocketAddr,
+    gateway: Arc<Gateway>,
+    _data: tempfile::TempDir,
+}
+
+fn start_server(root: &std::path::Path, durability: &str) -> Server {
     // CANDOR_* variables configure the server exactly as for `candor serve`.
     #[derive(serde::Serialize)]
     struct Paths {
@@ -560,7 +568,8 @@ fn start_server(root: &std::path::Path, durability: &str) -> (std::net::SocketAd
         input_key_file: PathBuf,
         durability: String,
     }
-    let data = tempfile::tempdir().expect("a temporary folder").keep();
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let data = dir.path();
     let config = Config::load(
         None,
         Paths {
@@ -615,7 +624,11 @@ fn start_server(root: &std::path::Path, durability: &str) -> (std::net::SocketAd
     });
     // The runtime lives as long as the process.
     std::mem::forget(server_rt);
-    (addr, gateway)
+    Server {
+        addr,
+        gateway,
+        _data: dir,
+    }
 }
 
 fn main() {
@@ -649,7 +662,7 @@ fn main() {
     let mut drains: Vec<(i64, Duration)> = Vec::new();
     client_rt.block_on(async {
         let mut channels: Vec<Vec<Channel>> = Vec::new();
-        for (addr, _) in &servers {
+        for Server { addr, .. } in &servers {
             let mut per_server = Vec::new();
             for _ in 0..connections {
                 per_server.push(
@@ -668,7 +681,7 @@ fn main() {
                     continue;
                 }
                 let Load::Rpc { scenario, server } = run.load else {
-                    let rate = kernel(&servers[0].1, secs);
+                    let rate = kernel(&servers[0].gateway, secs);
                     eprintln!("round {round}: {:<62} {rate:>9.0} rows/s", run.name());
                     results[i].0.push(rate);
                     continue;
@@ -694,7 +707,7 @@ fn main() {
                 if scenario == Scenario::ScoreDeferredAttributions {
                     // The backlog is computed before anything else is
                     // measured, so that it slows only its own scenario.
-                    let (owed, took) = drain(&servers[server].1);
+                    let (owed, took) = drain(&servers[server].gateway);
                     eprintln!(
                         "round {round}: {owed} deferred attributions owed when the load stopped, computed in {:.1} s without load ({:.0}/s)",
                         took.as_secs_f64(),
@@ -784,7 +797,7 @@ fn main() {
     }
     if only.is_none() {
         let clients = setting("WHY_CLIENTS", 32) as usize;
-        client_rt.block_on(explanations(&servers[1].0, &servers[1].1, clients));
+        client_rt.block_on(explanations(&servers[1].addr, &servers[1].gateway, clients));
     }
 }
 
