@@ -5,12 +5,28 @@
 //! Caravan LightGBM. Path-dependent values, one row at a time and in blocks
 //! of rows, use the native model's covers;
 //! interventional values use the fixture's 100 background rows.
+//!
+//! The bundled models that are not trees are held to the goldens of
+//! `models/bundled_attribution_goldens.py`: the logistic regression to
+//! `shap.LinearExplainer`, the MLP's sampling estimator to the exact
+//! Shapley values of `shap.explainers.Exact` (within 3 of its standard
+//! errors).
 
 mod common;
 
 use std::{collections::HashMap, path::Path};
 
-use candor::explain::{interventional::Interventional, trees::Ensemble, treeshap::PathDependent};
+use candor::{
+    explain::{
+        Method, SlotScorer,
+        interventional::Interventional,
+        sampling::{self, Budget},
+        trees::Ensemble,
+        treeshap::PathDependent,
+    },
+    inference::runtime,
+    models::ModelPackage,
+};
 use common::repo_root;
 
 /// 1e-6·max(1, |margin|), as issue #3 asks. shap's interventional engine
@@ -51,6 +67,123 @@ fn covers(path: &Path) -> HashMap<(i64, i64), f64> {
             )
         })
         .collect()
+}
+
+/// A bundled package, with ONNX Runtime loaded, and its shap golden.
+fn bundled(name: &str) -> (ModelPackage, serde_json::Value) {
+    runtime::init(&common::ort_lib()).expect("ONNX Runtime (make ort)");
+    let package = ModelPackage::load(&repo_root().join("models").join(name).join("1.0.0"), 1)
+        .expect("the bundled package loads");
+    let golden = repo_root().join(format!("tests/fixtures/bundled-attributions/{name}.json"));
+    let golden = serde_json::from_str(&std::fs::read_to_string(golden).unwrap()).unwrap();
+    (package, golden)
+}
+
+fn floats(v: &serde_json::Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
+fn row(v: &serde_json::Value) -> Vec<f32> {
+    floats(v).into_iter().map(|x| x as f32).collect()
+}
+
+#[test]
+fn linear_attributions_equal_shap_linear_explainer_on_the_bundled_logreg() {
+    let (package, golden) = bundled("caravan-logreg");
+    let mut scorer = SlotScorer {
+        backend: package.backend.as_ref(),
+        slot: 0,
+    };
+    let base = golden["base_value"].as_f64().unwrap();
+    let rows = golden["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 5);
+    for ((x, phi), margin) in rows
+        .iter()
+        .zip(golden["phi"].as_array().unwrap())
+        .zip(floats(&golden["margins"]))
+    {
+        let a = package
+            .explainer
+            .explain(&row(x), Method::PathDependent, &mut scorer, None)
+            .unwrap();
+        assert_eq!(a.method, "linear_exact");
+        let tol = tolerance(margin);
+        assert!(
+            (a.base_value - base).abs() <= tol,
+            "{} vs {base}",
+            a.base_value
+        );
+        assert!((a.margin - margin).abs() <= tol, "{} vs {margin}", a.margin);
+        for (j, (ours, theirs)) in a.contributions.iter().zip(floats(phi)).enumerate() {
+            assert!(
+                (ours - theirs).abs() <= tol,
+                "feature {j}: {ours} vs {theirs}"
+            );
+        }
+    }
+}
+
+#[test]
+fn sampled_attributions_of_the_bundled_mlp_are_within_three_standard_errors_of_exact() {
+    let (package, golden) = bundled("caravan-mlp");
+    let width = package.schema.width();
+    let mut scorer = SlotScorer {
+        backend: package.backend.as_ref(),
+        slot: 0,
+    };
+    let varying: Vec<usize> = golden["varying"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .collect();
+    let references: Vec<Vec<f32>> = golden["background"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(row)
+        .collect();
+    let exact = golden["phi"].as_array().unwrap();
+    let (bases, values) = (floats(&golden["base_values"]), floats(&golden["values"]));
+    for (i, x) in golden["rows"].as_array().unwrap().iter().enumerate() {
+        let x = row(x);
+        // The golden's background for this row: the reference rows in the
+        // varying columns, the row itself everywhere else.
+        let background: Vec<f32> = references
+            .iter()
+            .flat_map(|r| (0..width).map(|c| if varying.contains(&c) { r[c] } else { x[c] }))
+            .collect();
+        let budget = Budget {
+            pairs: 20 * references.len(),
+            deadline: None,
+        };
+        let e = sampling::explain(&mut scorer, &x, &background, width, budget, i as u64).unwrap();
+        assert_eq!(
+            e.pairs, budget.pairs,
+            "78 features are sampled, not enumerated"
+        );
+        assert!((e.value - values[i]).abs() <= 1e-7, "row {i}: f(x)");
+        assert!(
+            (e.base - bases[i]).abs() <= 1e-7,
+            "row {i}: E f(background)"
+        );
+        for (j, theirs) in floats(&exact[i]).into_iter().enumerate() {
+            let (ours, se) = (e.phi[j], e.standard_error[j]);
+            if varying.contains(&j) {
+                assert!(se > 0.0, "row {i}, feature {j}: no standard error");
+                assert!(
+                    (ours - theirs).abs() <= 3.0 * se + 1e-7,
+                    "row {i}, feature {j}: {ours} ± {se} vs exact {theirs}"
+                );
+            } else {
+                assert_eq!((ours, se, theirs), (0.0, 0.0, 0.0), "row {i}: dummy {j}");
+            }
+        }
+    }
 }
 
 #[test]
