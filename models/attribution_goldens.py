@@ -813,24 +813,30 @@ def lgbm_params(**kw) -> dict:
 # The six fixtures
 # --------------------------------------------------------------------------
 
-def fixture_caravan() -> dict:
+CARAVAN_LGBM_VERSIONS = {"1.0.0": tc.make_lgbm_1_0_0, "1.1.0": tc.make_lgbm_1_1_0}
+
+
+def fixture_caravan(version: str = "1.0.0") -> dict:
+    """The bundled caravan-lgbm `version`, retrained on the same split."""
     df, features, X, y = tc.load_data()
     train_idx, _ = tc.split(y)
-    est = tc.fit_plain(tc.make_lgbm_1_0_0(), X[train_idx], y[train_idx])
-    model = tc.finalize_onnx(tc.convert_lgbm(est, "caravan-lgbm-1.0.0"), "caravan-lgbm", "1.0.0", X)
-    bundled = (REPO / CARAVAN_MODEL).read_bytes()
-    assert model.SerializeToString() == bundled, "retrained caravan-lgbm 1.0.0 is not byte-identical"
+    est = tc.fit_plain(CARAVAN_LGBM_VERSIONS[version](), X[train_idx], y[train_idx])
+    model = tc.finalize_onnx(tc.convert_lgbm(est, f"caravan-lgbm-{version}"), "caravan-lgbm", version, X)
+    package = f"models/caravan-lgbm/{version}"
+    bundled = (REPO / package / "model.onnx").read_bytes()
+    assert model.SerializeToString() == bundled, f"retrained caravan-lgbm {version} is not byte-identical"
     bundled_model = onnx.load_from_string(bundled)
 
-    golden = pd.read_csv(REPO / "models/caravan-lgbm/1.0.0/golden.csv")
-    background = pd.read_csv(REPO / "models/caravan-lgbm/1.0.0/background.csv")
+    golden = pd.read_csv(REPO / package / "golden.csv")
+    background = pd.read_csv(REPO / package / "background.csv")
     assert list(golden.columns[:-1]) == features and list(background.columns) == features
     cand = golden[features].to_numpy(dtype=np.float32)
     B = background[features].to_numpy(dtype=np.float32)
     spec = lgbm_spec_common(est, 1)
     spec.update({
-        "name": "caravan-lgbm", "features": features, "onnx": bundled_model, "model": est,
-        "write_model": False, "model_path": CARAVAN_MODEL,
+        "name": "caravan-lgbm" if version == "1.0.0" else f"caravan-lgbm-{version}",
+        "features": features, "onnx": bundled_model, "model": est,
+        "write_model": False, "model_path": f"{package}/model.onnx",
         "candidates": cand, "candidate_ids": list(range(len(cand))),
         "background_candidates": B, "background_candidate_ids": list(range(len(B))),
         "shap_outputs": [0], "ort_output": "probabilities", "ort_margin_cols": [1],
@@ -838,10 +844,11 @@ def fixture_caravan() -> dict:
         "reference_rows": 10, "interventional_reference_rows": 3,
         "notes": (
             "Bundled model, not copied.  The native booster is the retrained "
-            "train_caravan.make_lgbm_1_0_0() on the same split (seed 20261129); its ONNX "
-            "export was asserted byte-identical to the bundled model.onnx.  X = the first 50 "
-            "rows of models/caravan-lgbm/1.0.0/golden.csv (all routed identically by ONNX "
-            "and LightGBM), background = its background.csv rows 0..99.  Margin = "
+            f"train_caravan.make_lgbm_{version.replace('.', '_')}() on the same split (seed "
+            "20261129); its ONNX export was asserted byte-identical to the bundled "
+            f"model.onnx.  X = the first 50 rows of {package}/golden.csv (all routed "
+            "identically by ONNX and LightGBM), background = its background.csv rows 0..99.  "
+            "Margin = "
             "LightGBM raw score (log-odds of P(purchase)); ONNX probabilities column 1 = "
             "sigmoid(margin).  Covers are LightGBM's bagged counts (subsample 0.8), not "
             "training-set counts, so they differ from covers recomputed from any data.  "
@@ -1113,8 +1120,8 @@ def fixture_gbr() -> dict:
     return spec
 
 
-FIXTURES = [fixture_caravan, fixture_lgbm_nan, fixture_lgbm_multiclass, fixture_xgb_binary,
-            fixture_rf, fixture_gbr]
+FIXTURES = [fixture_caravan, lambda: fixture_caravan("1.1.0"), fixture_lgbm_nan,
+            fixture_lgbm_multiclass, fixture_xgb_binary, fixture_rf, fixture_gbr]
 
 
 # --------------------------------------------------------------------------

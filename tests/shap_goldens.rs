@@ -1,8 +1,8 @@
 //! Candor's attributions equal the Python `shap` library's on every fixture
 //! in `tests/fixtures/attributions/` (made by `models/attribution_goldens.py`):
 //! LightGBM binary with NaNs, LightGBM multiclass, XGBoost binary, a sklearn
-//! random forest (AVERAGE) and gradient-boosting regressor, and the bundled
-//! Caravan LightGBM. Path-dependent values, one row at a time and in blocks
+//! random forest (AVERAGE) and gradient-boosting regressor, and both bundled
+//! Caravan LightGBM versions. Path-dependent values, one row at a time and in blocks
 //! of rows, use the native model's covers;
 //! interventional values use the fixture's 100 background rows.
 //!
@@ -188,7 +188,7 @@ fn sampled_attributions_of_the_bundled_mlp_are_within_three_standard_errors_of_e
 
 #[test]
 fn path_dependent_and_interventional_values_equal_shap_on_every_fixture() {
-    check_fixtures(&repo_root().join("tests/fixtures/attributions"), 6);
+    check_fixtures(&repo_root().join("tests/fixtures/attributions"), 7);
 }
 
 /// The same goldens for `TreeEnsemble` (opset 5): the LightGBM-with-NaN trees
@@ -298,13 +298,13 @@ fn check_fixtures(root: &Path, at_least: usize) {
 }
 
 #[test]
-fn the_bundled_caravan_package_carries_the_native_covers() {
-    let bundled = std::fs::read(repo_root().join("models/caravan-lgbm/1.0.0/covers.csv")).unwrap();
-    let fixture =
-        std::fs::read(repo_root().join("tests/fixtures/attributions/caravan-lgbm/covers.csv"))
-            .unwrap();
-    assert_eq!(
-        bundled, fixture,
-        "re-run models/train_caravan.py, which exports it"
-    );
+fn the_bundled_caravan_packages_carry_the_native_covers() {
+    for (version, fixture) in [("1.0.0", "caravan-lgbm"), ("1.1.0", "caravan-lgbm-1.1.0")] {
+        let read = |path: String| std::fs::read(repo_root().join(path)).unwrap();
+        assert_eq!(
+            read(format!("models/caravan-lgbm/{version}/covers.csv")),
+            read(format!("tests/fixtures/attributions/{fixture}/covers.csv")),
+            "{version}: re-run models/train_caravan.py, which exports it"
+        );
+    }
 }
