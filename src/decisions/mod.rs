@@ -194,17 +194,38 @@ fn json<T: Serialize>(value: &T) -> String {
 /// The decisions of one request, which share one provenance.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecordBatch {
-    pub provenance_sha256: String,
-    pub provenance_json: String,
+    pub provenance_sha256: Arc<str>,
+    pub provenance_json: Arc<str>,
     pub rows: Vec<DecisionRow>,
 }
 
+/// A provenance as last serialised on this thread, with its JSON and hash.
+type Serialised = (Arc<Provenance>, Arc<str>, Arc<str>);
+
+thread_local! {
+    static LAST_SERIALISED: std::cell::RefCell<Option<Serialised>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 impl RecordBatch {
-    /// Serialises the shared provenance once for all `rows`.
-    pub fn new(provenance: &Provenance, rows: Vec<DecisionRow>) -> Self {
-        let provenance_json = json(provenance);
+    /// Serialises the shared provenance once for all `rows`. Requests under
+    /// the same signals follow one another (every anonymous request of a
+    /// placement, a subject's page views), so a thread reuses the form it
+    /// made last when the provenance is equal.
+    pub fn new(provenance: &Arc<Provenance>, rows: Vec<DecisionRow>) -> Self {
+        let (provenance_sha256, provenance_json) = LAST_SERIALISED.with_borrow_mut(|last| {
+            if let Some((p, sha, json)) = last.as_ref()
+                && p == provenance
+            {
+                return (sha.clone(), json.clone());
+            }
+            let json: Arc<str> = json(&**provenance).into();
+            let sha: Arc<str> = hex::encode(Sha256::digest(json.as_bytes())).into();
+            *last = Some((provenance.clone(), sha.clone(), json.clone()));
+            (sha, json)
+        });
         Self {
-            provenance_sha256: hex::encode(Sha256::digest(provenance_json.as_bytes())),
+            provenance_sha256,
             provenance_json,
             rows,
         }
@@ -216,7 +237,7 @@ impl RecordBatch {
 /// subject's repeated requests) skips writing it again. Bounded; forgotten
 /// whenever provenances may have been deleted or a write undone.
 #[derive(Default)]
-pub(crate) struct StoredProvenances(std::collections::HashSet<String>);
+pub(crate) struct StoredProvenances(std::collections::HashSet<Arc<str>>);
 
 impl StoredProvenances {
     /// More than this many are forgotten at once: a bound, not a cache
@@ -236,14 +257,14 @@ pub(crate) fn insert(
     let Some(first) = batch.rows.first() else {
         return Ok(());
     };
-    if !stored.0.contains(&batch.provenance_sha256) {
+    if !stored.0.contains(&*batch.provenance_sha256) {
         conn.prepare_cached(
             "INSERT OR IGNORE INTO provenances (sha256, subject_ref, json) VALUES (?1, ?2, ?3)",
         )?
         .execute(params![
-            batch.provenance_sha256,
+            &*batch.provenance_sha256,
             first.provenance.subject_ref,
-            batch.provenance_json
+            &*batch.provenance_json
         ])?;
         if stored.0.len() >= StoredProvenances::MOST {
             stored.forget();
@@ -270,7 +291,7 @@ pub(crate) fn insert(
             r.ad_id,
             r.tier.as_str(),
             r.score,
-            batch.provenance_sha256,
+            &*batch.provenance_sha256,
             r.explanation.as_ref().map(stored::encode),
             r.inputs,
             r.explain_method,
@@ -408,7 +429,7 @@ pub fn pending(conn: &Connection, limit: usize) -> Result<Vec<DecisionRow>, Stor
 /// batch that records it.
 #[cfg(test)]
 pub(crate) fn sample_batch(id: &str, subject: Option<&str>) -> RecordBatch {
-    let provenance = Provenance {
+    let provenance = Arc::new(Provenance {
         jurisdiction: "US".into(),
         regime: crate::consent::policy::Regime::Us,
         tier: Tier::Contextual,
@@ -421,7 +442,7 @@ pub(crate) fn sample_batch(id: &str, subject: Option<&str>) -> RecordBatch {
         policy_hash: String::new(),
         model_sha256: "sha".into(),
         subject_ref: subject.map(str::to_owned),
-    };
+    });
     let row = DecisionRow {
         decision_id: id.into(),
         decided_at_ms: now_ms(),
@@ -435,7 +456,7 @@ pub(crate) fn sample_batch(id: &str, subject: Option<&str>) -> RecordBatch {
         ad_id: String::new(),
         tier: Tier::Contextual,
         score: Some(0.2),
-        provenance: Arc::new(provenance.clone()),
+        provenance: provenance.clone(),
         explanation: None,
         inputs: None,
         explain_method: None,
@@ -492,6 +513,30 @@ mod tests {
         conn.execute("UPDATE decisions SET explanation = x'00ff'", [])
             .unwrap();
         assert!(matches!(get(&conn, "d"), Err(StoreError::Corrupt { .. })));
+    }
+
+    /// A thread reuses the stored form of an equal provenance it made last,
+    /// and never that of a different one.
+    #[test]
+    fn equal_provenances_share_one_stored_form() {
+        let fresh = |b: &RecordBatch| {
+            let json = json(&*b.rows[0].provenance);
+            let sha = hex::encode(Sha256::digest(json.as_bytes()));
+            (sha, json)
+        };
+        let a = sample_batch("a", Some("s"));
+        let b = sample_batch("b", Some("s"));
+        assert!(!Arc::ptr_eq(&a.rows[0].provenance, &b.rows[0].provenance));
+        assert!(Arc::ptr_eq(&a.provenance_json, &b.provenance_json));
+        let c = sample_batch("c", Some("t"));
+        assert_ne!(a.provenance_sha256, c.provenance_sha256);
+        for batch in [&a, &b, &c, &sample_batch("d", Some("s"))] {
+            let (sha, json) = fresh(batch);
+            assert_eq!(
+                (&*batch.provenance_sha256, &*batch.provenance_json),
+                (&*sha, &*json)
+            );
+        }
     }
 
     /// Anonymous decisions are left out of the subject index, so every
