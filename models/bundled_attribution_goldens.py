@@ -14,12 +14,19 @@ tree ensembles (issue #3): the logistic regression and the MLP.
   estimator (78 features, so it samples) must match within 3 of its own
   standard errors.
 
+- logreg-matmul.onnx and logreg-gemm.onnx: the logistic regression's
+  coefficients as plain linear layers (`MatMul` then `Add`, and one `Gemm`
+  with transB, alpha and beta; both then `Sigmoid`), with two output
+  columns (class 0 and class 1, as the LinearClassifier's `probabilities`),
+  so that the caravan-logreg package and its golden serve them unchanged.
+
 The model is run with onnxruntime on the committed model.onnx, as Candor
 runs it. Versions are pinned in models/requirements.txt and
 models/requirements-goldens.txt.
 
 Usage: .venv-models/bin/python models/bundled_attribution_goldens.py
 writes tests/fixtures/bundled-attributions/{caravan-logreg,caravan-mlp}.json
+and logreg-{matmul,gemm}.onnx
 """
 
 import json
@@ -29,6 +36,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import shap
+from onnx import TensorProto, helper, numpy_helper
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "tests/fixtures/bundled-attributions"
@@ -68,6 +76,7 @@ def logreg() -> dict:
     explainer = shap.LinearExplainer((coef, intercept), masker)
     phi = explainer.shap_values(rows)
     margins = rows @ coef + intercept
+    linear_layers(coef, intercept, background)
     return {
         "model": "caravan-logreg",
         "source": "shap.LinearExplainer((coef, intercept), shap.maskers.Independent(background))",
@@ -78,6 +87,47 @@ def logreg() -> dict:
         "margins": margins.tolist(),
         "phi": phi.tolist(),
     }
+
+
+def linear_layers(coef: np.ndarray, intercept: float, rows: np.ndarray) -> None:
+    """Writes the two plain-layer forms of the logistic regression."""
+    w = np.stack([-coef, coef], axis=1).astype(np.float32)  # [78, 2]
+    b = np.array([-intercept, intercept], dtype=np.float32)
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, len(coef)])
+    y = helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 2])
+    graphs = {
+        "logreg-matmul": helper.make_graph(
+            [
+                helper.make_node("MatMul", ["input", "W"], ["xw"]),
+                helper.make_node("Add", ["xw", "b"], ["margin"]),
+                helper.make_node("Sigmoid", ["margin"], ["probabilities"]),
+            ],
+            "logreg_matmul", [x], [y],
+            [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "b")],
+        ),
+        # W transposed and halved, alpha 2; the bias doubled, beta 0.5.
+        "logreg-gemm": helper.make_graph(
+            [
+                helper.make_node("Gemm", ["input", "Wt", "c"], ["margin"],
+                                 transB=1, alpha=2.0, beta=0.5),
+                helper.make_node("Sigmoid", ["margin"], ["probabilities"]),
+            ],
+            "logreg_gemm", [x], [y],
+            [numpy_helper.from_array(np.ascontiguousarray(w.T / 2), "Wt"),
+             numpy_helper.from_array(b * 2, "c")],
+        ),
+    }
+    for name, graph in graphs.items():
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 9
+        onnx.checker.check_model(model, full_check=True)
+        path = OUT / f"{name}.onnx"
+        path.write_bytes(model.SerializeToString())
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        p = session.run(["probabilities"], {"input": rows.astype(np.float32)})[0][:, 1]
+        expected = 1 / (1 + np.exp(-(rows @ coef + intercept)))
+        assert np.abs(p - expected).max() < 1e-6, name
+        print(f"wrote {path.relative_to(ROOT)}")
 
 
 def mlp() -> dict:
@@ -119,7 +169,7 @@ def mlp() -> dict:
 
 
 def main() -> None:
-    OUT.mkdir(parents=True, exist_ok=True)
+    OUT.mkdir(parents=True, exist_ok=True)  # before logreg(), which writes the layers
     for golden in (logreg(), mlp()):
         path = OUT / f"{golden['model']}.json"
         path.write_text(json.dumps(golden, indent=1) + "\n")

@@ -1,9 +1,13 @@
-//! Exact attributions for linear models read from ONNX `LinearClassifier` /
-//! `LinearRegressor`: φᵢ = wᵢ (xᵢ − E[xᵢ]), with E over the background sample,
-//! so that the base value is the margin at the background mean.
+//! Exact attributions for linear models read from ONNX: a `LinearClassifier`
+//! / `LinearRegressor`, or a graph that is only a linear layer (`MatMul` by
+//! a constant then `Add` of one, or one `Gemm`, with an optional `Sigmoid`):
+//! φᵢ = wᵢ (xᵢ − E[xᵢ]), with E over the background sample, so that the base
+//! value is the margin at the background mean.
+
+use std::collections::HashMap;
 
 use super::{
-    onnx::NodeProto,
+    onnx::{GraphProto, ModelProto, NodeProto, TensorProto},
     trees::{PostTransform, TreeError, operator_on_input},
 };
 
@@ -18,9 +22,17 @@ pub struct Linear {
 impl Linear {
     /// Reads the margin of the scored class (`class` for classifiers) from
     /// the model's linear operator, which must read the graph input directly.
+    /// A graph of another shape is `NoEnsemble`: not read as linear.
     pub fn from_onnx(bytes: &[u8], width: usize, class: usize) -> Result<Self, TreeError> {
-        let node = operator_on_input(bytes, &["LinearClassifier", "LinearRegressor"])?;
-        read(&node, width, class)
+        match operator_on_input(bytes, &["LinearClassifier", "LinearRegressor"]) {
+            Ok(node) => read(&node, width, class),
+            Err(TreeError::NoEnsemble) => {
+                let model: ModelProto =
+                    prost::Message::decode(bytes).map_err(|e| TreeError::Decode(e.to_string()))?;
+                layer(&model.graph.unwrap_or_default(), width, class)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     pub fn margin(&self, row: &[f32]) -> f64 {
@@ -81,4 +93,296 @@ fn read(node: &NodeProto, width: usize, class: usize) -> Result<Linear, TreeErro
         intercept: intercepts.get(row).copied().unwrap_or(0.0),
         post_transform,
     })
+}
+
+/// A graph that is nothing but `input · W + b` (`MatMul` and `Add`, or one
+/// `Gemm`), optionally through `Sigmoid`, with W and b constants: column
+/// `column` of its output (the only one when there is one) as a [`Linear`].
+/// Any other graph is `NoEnsemble`.
+fn layer(graph: &GraphProto, width: usize, column: usize) -> Result<Linear, TreeError> {
+    let constants: HashMap<&str, &TensorProto> =
+        graph.initializer.iter().map(|t| (t.name(), t)).collect();
+    let input = graph.input.first().map(|i| i.name()).unwrap_or_default();
+    let nodes: Vec<&NodeProto> = graph.node.iter().collect();
+    let (linear, rest) = match nodes.as_slice() {
+        [matmul, add, rest @ ..] if matmul.op_type() == "MatMul" && add.op_type() == "Add" => {
+            let (Some(w), Some(b)) = (
+                constant_input(matmul, 1, input, &constants),
+                other_constant(add, matmul, &constants),
+            ) else {
+                return Err(TreeError::NoEnsemble);
+            };
+            let (weights, columns) = matrix(matmul, "B", w, width, false)?;
+            let bias = vector(add, b, columns, 1.0)?;
+            ((weights, bias, columns, add), rest)
+        }
+        [gemm, rest @ ..] if gemm.op_type() == "Gemm" => {
+            let attr = |name: &str| gemm.attribute.iter().find(|a| a.name() == name);
+            let (Some(w), Some(c)) = (
+                constant_input(gemm, 1, input, &constants),
+                gemm.input
+                    .get(2)
+                    .and_then(|c| constants.get(c.as_str()).copied()),
+            ) else {
+                return Err(TreeError::NoEnsemble);
+            };
+            if attr("transA").is_some_and(|a| a.i() != 0) {
+                return Err(TreeError::NoEnsemble);
+            }
+            let transposed = attr("transB").is_some_and(|a| a.i() != 0);
+            let alpha = f64::from(attr("alpha").map_or(1.0, |a| a.f()));
+            let beta = f64::from(attr("beta").map_or(1.0, |a| a.f()));
+            let (mut weights, columns) = matrix(gemm, "B", w, width, transposed)?;
+            weights.iter_mut().for_each(|w| *w *= alpha);
+            let bias = vector(gemm, c, columns, beta)?;
+            ((weights, bias, columns, gemm), rest)
+        }
+        _ => return Err(TreeError::NoEnsemble),
+    };
+    let (weights, bias, columns, last) = linear;
+    let post_transform = match rest {
+        [] => PostTransform::None,
+        [sigmoid]
+            if sigmoid.op_type() == "Sigmoid" && sigmoid.input.first() == last.output.first() =>
+        {
+            PostTransform::Logistic
+        }
+        _ => return Err(TreeError::NoEnsemble),
+    };
+    let column = if columns == 1 { 0 } else { column };
+    if column >= columns {
+        return Err(TreeError::Attribute {
+            op: last.op_type().to_owned(),
+            attribute: "output",
+            message: format!("has {columns} columns, no column {column}"),
+        });
+    }
+    Ok(Linear {
+        weights: (0..width).map(|i| weights[i * columns + column]).collect(),
+        intercept: bias[column],
+        post_transform,
+    })
+}
+
+/// Input `index` of `node` when the node reads the graph input first and
+/// that input is a constant.
+fn constant_input<'a>(
+    node: &NodeProto,
+    index: usize,
+    graph_input: &str,
+    constants: &HashMap<&str, &'a TensorProto>,
+) -> Option<&'a TensorProto> {
+    if node.input.first().map(String::as_str) != Some(graph_input) {
+        return None;
+    }
+    constants.get(node.input.get(index)?.as_str()).copied()
+}
+
+/// The constant `add` adds to the output of `from`.
+fn other_constant<'a>(
+    add: &NodeProto,
+    from: &NodeProto,
+    constants: &HashMap<&str, &'a TensorProto>,
+) -> Option<&'a TensorProto> {
+    let produced = from.output.first()?;
+    match add.input.as_slice() {
+        [a, b] if a == produced => constants.get(b.as_str()).copied(),
+        [a, b] if b == produced => constants.get(a.as_str()).copied(),
+        _ => None,
+    }
+}
+
+/// A float tensor's values, in f64.
+fn values(t: &TensorProto) -> Option<Vec<f64>> {
+    const FLOAT: i32 = 1;
+    const DOUBLE: i32 = 11;
+    match t.data_type() {
+        FLOAT if !t.float_data.is_empty() => {
+            Some(t.float_data.iter().map(|&v| f64::from(v)).collect())
+        }
+        FLOAT => Some(
+            t.raw_data()
+                .chunks_exact(4)
+                .map(|b| f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+                .collect(),
+        ),
+        DOUBLE if !t.double_data.is_empty() => Some(t.double_data.clone()),
+        DOUBLE => Some(
+            t.raw_data()
+                .chunks_exact(8)
+                .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+/// The weight matrix as `width` rows of its columns (row-major), and the
+/// number of columns.
+fn matrix(
+    node: &NodeProto,
+    attribute: &'static str,
+    t: &TensorProto,
+    width: usize,
+    transposed: bool,
+) -> Result<(Vec<f64>, usize), TreeError> {
+    let err = |message: String| TreeError::Attribute {
+        op: node.op_type().to_owned(),
+        attribute,
+        message,
+    };
+    let data = values(t).ok_or_else(|| err("is not a float tensor".into()))?;
+    let (rows, columns) = match *t.dims.as_slice() {
+        [r, c] if !transposed => (r as usize, c as usize),
+        [c, r] if transposed => (r as usize, c as usize),
+        ref dims => return Err(err(format!("has shape {dims:?}, not a matrix"))),
+    };
+    if rows != width || data.len() != rows * columns {
+        return Err(err(format!("has shape {:?} for {width} features", t.dims)));
+    }
+    if !transposed {
+        return Ok((data, columns));
+    }
+    let mut weights = vec![0.0; rows * columns];
+    for c in 0..columns {
+        for r in 0..rows {
+            weights[r * columns + c] = data[c * rows + r];
+        }
+    }
+    Ok((weights, columns))
+}
+
+/// The bias as one value per column (broadcast from one), scaled.
+fn vector(
+    node: &NodeProto,
+    t: &TensorProto,
+    columns: usize,
+    scale: f64,
+) -> Result<Vec<f64>, TreeError> {
+    let err = |message: String| TreeError::Attribute {
+        op: node.op_type().to_owned(),
+        attribute: "bias",
+        message,
+    };
+    let data = values(t).ok_or_else(|| err("is not a float tensor".into()))?;
+    match data.len() {
+        1 => Ok(vec![data[0] * scale; columns]),
+        n if n == columns => Ok(data.into_iter().map(|b| b * scale).collect()),
+        n => Err(err(format!("has {n} values for {columns} columns"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::explain::onnx::ValueInfoProto;
+
+    fn node(op: &str, inputs: &[&str], output: &str) -> NodeProto {
+        NodeProto {
+            op_type: Some(op.into()),
+            input: inputs.iter().map(|&i| i.into()).collect(),
+            output: vec![output.into()],
+            ..Default::default()
+        }
+    }
+
+    fn tensor(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
+        TensorProto {
+            name: Some(name.into()),
+            dims: dims.to_vec(),
+            data_type: Some(1),
+            float_data: values.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    fn graph(nodes: Vec<NodeProto>, constants: Vec<TensorProto>) -> GraphProto {
+        GraphProto {
+            node: nodes,
+            initializer: constants,
+            input: vec![ValueInfoProto {
+                name: Some("x".into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    /// One column and a scalar bias: the column is the score whatever the
+    /// manifest's output index, and the bias broadcasts.
+    #[test]
+    fn a_matmul_and_add_is_read_as_its_column() {
+        let g = graph(
+            vec![
+                node("MatMul", &["x", "w"], "xw"),
+                node("Add", &["b", "xw"], "y"),
+            ],
+            vec![
+                tensor("w", &[3, 1], &[0.5, -1.0, 2.0]),
+                tensor("b", &[], &[0.25]),
+            ],
+        );
+        let linear = layer(&g, 3, 1).unwrap();
+        assert_eq!(linear.weights, vec![0.5, -1.0, 2.0]);
+        assert_eq!(
+            (linear.intercept, linear.post_transform),
+            (0.25, PostTransform::None)
+        );
+        assert_eq!(linear.margin(&[1.0, 1.0, 1.0]), 1.75);
+    }
+
+    /// Anything but a linear layer (and a Sigmoid) is left to the
+    /// model-agnostic estimator; a layer of the wrong shape is an error that
+    /// names it.
+    #[test]
+    fn other_graphs_are_not_read_as_linear() {
+        let w = || tensor("w", &[2, 1], &[1.0, 2.0]);
+        let b = || tensor("b", &[1], &[0.0]);
+        let not_linear = [
+            // A non-linearity after the layer.
+            graph(
+                vec![
+                    node("MatMul", &["x", "w"], "xw"),
+                    node("Add", &["xw", "b"], "z"),
+                    node("Relu", &["z"], "y"),
+                ],
+                vec![w(), b()],
+            ),
+            // Weights computed in the graph, not constants.
+            graph(
+                vec![
+                    node("MatMul", &["x", "v"], "xw"),
+                    node("Add", &["xw", "b"], "y"),
+                ],
+                vec![b()],
+            ),
+            // A Gemm that transposes its input.
+            graph(
+                vec![NodeProto {
+                    attribute: vec![crate::explain::onnx::AttributeProto {
+                        name: Some("transA".into()),
+                        i: Some(1),
+                        ..Default::default()
+                    }],
+                    ..node("Gemm", &["x", "w", "b"], "y")
+                }],
+                vec![w(), b()],
+            ),
+        ];
+        for g in not_linear {
+            assert!(
+                matches!(layer(&g, 2, 0), Err(TreeError::NoEnsemble)),
+                "{g:?}"
+            );
+        }
+        let wrong = graph(
+            vec![
+                node("MatMul", &["x", "w"], "xw"),
+                node("Add", &["xw", "b"], "y"),
+            ],
+            vec![w(), b()],
+        );
+        let e = layer(&wrong, 3, 0).unwrap_err().to_string();
+        assert!(e.contains("MatMul") && e.contains("[2, 1]"), "{e}");
+    }
 }
