@@ -1,6 +1,7 @@
 //! Exact attributions for linear models read from ONNX: a `LinearClassifier`
 //! / `LinearRegressor`, or a graph that is only a linear layer (`MatMul` by
-//! a constant then `Add` of one, or one `Gemm`, with an optional `Sigmoid`):
+//! a constant, then `Add` of one if biased, or one `Gemm`, with an optional
+//! `Sigmoid`):
 //! φᵢ = wᵢ (xᵢ − E[xᵢ]), with E over the background sample, so that the base
 //! value is the margin at the background mean.
 
@@ -96,7 +97,8 @@ fn read(node: &NodeProto, width: usize, class: usize) -> Result<Linear, TreeErro
 }
 
 /// A graph that is nothing but `input · W + b` (`MatMul` and `Add`, or one
-/// `Gemm`), optionally through `Sigmoid`, with W and b constants: column
+/// `Gemm`; b may be absent), optionally through `Sigmoid`, with W and b
+/// constants: column
 /// `column` of its output (the only one when there is one) as a [`Linear`].
 /// Any other graph is `NoEnsemble`.
 fn layer(graph: &GraphProto, width: usize, column: usize) -> Result<Linear, TreeError> {
@@ -105,27 +107,22 @@ fn layer(graph: &GraphProto, width: usize, column: usize) -> Result<Linear, Tree
     let input = graph.input.first().map(|i| i.name()).unwrap_or_default();
     let nodes: Vec<&NodeProto> = graph.node.iter().collect();
     let (linear, rest) = match nodes.as_slice() {
-        [matmul, add, rest @ ..] if matmul.op_type() == "MatMul" && add.op_type() == "Add" => {
-            let (Some(w), Some(b)) = (
-                constant_input(matmul, 1, input, &constants),
-                other_constant(add, matmul, &constants),
-            ) else {
-                return Err(TreeError::NoEnsemble);
-            };
+        [matmul, rest @ ..] if matmul.op_type() == "MatMul" => {
+            let w = constant_input(matmul, 1, input, &constants).ok_or(TreeError::NoEnsemble)?;
             let (weights, columns) = matrix(matmul, "B", w, width, false)?;
-            let bias = vector(add, b, columns, 1.0)?;
-            ((weights, bias, columns, add), rest)
+            match rest {
+                [add, rest @ ..] if add.op_type() == "Add" => {
+                    let b = other_constant(add, matmul, &constants).ok_or(TreeError::NoEnsemble)?;
+                    let bias = vector(add, b, columns, 1.0)?;
+                    ((weights, bias, columns, *add), rest)
+                }
+                // A layer without bias.
+                _ => ((weights, vec![0.0; columns], columns, *matmul), rest),
+            }
         }
         [gemm, rest @ ..] if gemm.op_type() == "Gemm" => {
             let attr = |name: &str| gemm.attribute.iter().find(|a| a.name() == name);
-            let (Some(w), Some(c)) = (
-                constant_input(gemm, 1, input, &constants),
-                gemm.input
-                    .get(2)
-                    .and_then(|c| constants.get(c.as_str()).copied()),
-            ) else {
-                return Err(TreeError::NoEnsemble);
-            };
+            let w = constant_input(gemm, 1, input, &constants).ok_or(TreeError::NoEnsemble)?;
             if attr("transA").is_some_and(|a| a.i() != 0) {
                 return Err(TreeError::NoEnsemble);
             }
@@ -134,8 +131,15 @@ fn layer(graph: &GraphProto, width: usize, column: usize) -> Result<Linear, Tree
             let beta = f64::from(attr("beta").map_or(1.0, |a| a.f()));
             let (mut weights, columns) = matrix(gemm, "B", w, width, transposed)?;
             weights.iter_mut().for_each(|w| *w *= alpha);
-            let bias = vector(gemm, c, columns, beta)?;
-            ((weights, bias, columns, gemm), rest)
+            // C is optional; a named C must be a constant.
+            let bias = match gemm.input.get(2).filter(|c| !c.is_empty()) {
+                None => vec![0.0; columns],
+                Some(c) => {
+                    let c = constants.get(c.as_str()).ok_or(TreeError::NoEnsemble)?;
+                    vector(gemm, c, columns, beta)?
+                }
+            };
+            ((weights, bias, columns, *gemm), rest)
         }
         _ => return Err(TreeError::NoEnsemble),
     };
@@ -329,6 +333,45 @@ mod tests {
             (0.25, PostTransform::None)
         );
         assert_eq!(linear.margin(&[1.0, 1.0, 1.0]), 1.75);
+    }
+
+    /// Layers without a bias: a bare `MatMul`, and a `Gemm` with no C, with
+    /// transB and alpha; both through `Sigmoid`.
+    #[test]
+    fn layers_without_bias_are_read() {
+        let sigmoid = || node("Sigmoid", &["z"], "y");
+        let matmul = graph(
+            vec![node("MatMul", &["x", "w"], "z"), sigmoid()],
+            vec![tensor("w", &[2, 1], &[1.5, -0.5])],
+        );
+        let gemm = graph(
+            vec![
+                NodeProto {
+                    attribute: vec![
+                        crate::explain::onnx::AttributeProto {
+                            name: Some("transB".into()),
+                            i: Some(1),
+                            ..Default::default()
+                        },
+                        crate::explain::onnx::AttributeProto {
+                            name: Some("alpha".into()),
+                            f: Some(3.0),
+                            ..Default::default()
+                        },
+                    ],
+                    ..node("Gemm", &["x", "w"], "z")
+                },
+                sigmoid(),
+            ],
+            vec![tensor("w", &[1, 2], &[0.5, -0.5 / 3.0])],
+        );
+        for g in [matmul, gemm] {
+            let linear = layer(&g, 2, 0).unwrap();
+            assert_eq!(linear.intercept, 0.0);
+            assert_eq!(linear.post_transform, PostTransform::Logistic);
+            let margin = linear.margin(&[2.0, 2.0]);
+            assert!((margin - 2.0).abs() < 1e-6, "{margin}");
+        }
     }
 
     /// Anything but a linear layer (and a Sigmoid) is left to the
