@@ -24,13 +24,19 @@ impl Linear {
     /// Reads the margin of the scored class (`class` for classifiers) from
     /// the model's linear operator, which must read the graph input directly.
     /// A graph of another shape is `NoEnsemble`: not read as linear.
-    pub fn from_onnx(bytes: &[u8], width: usize, class: usize) -> Result<Self, TreeError> {
+    /// `scored` names the graph output the score is read from.
+    pub fn from_onnx(
+        bytes: &[u8],
+        width: usize,
+        class: usize,
+        scored: &str,
+    ) -> Result<Self, TreeError> {
         match operator_on_input(bytes, &["LinearClassifier", "LinearRegressor"]) {
             Ok(node) => read(&node, width, class),
             Err(TreeError::NoEnsemble) => {
                 let model: ModelProto =
                     prost::Message::decode(bytes).map_err(|e| TreeError::Decode(e.to_string()))?;
-                layer(&model.graph.unwrap_or_default(), width, class)
+                layer(&model.graph.unwrap_or_default(), width, class, scored)
             }
             Err(e) => Err(e),
         }
@@ -98,23 +104,32 @@ fn read(node: &NodeProto, width: usize, class: usize) -> Result<Linear, TreeErro
 
 /// A graph that is nothing but `input · W + b` (`MatMul` and `Add`, or one
 /// `Gemm`; b may be absent), optionally through `Sigmoid`, with W and b
-/// constants: column
-/// `column` of its output (the only one when there is one) as a [`Linear`].
-/// Any other graph is `NoEnsemble`.
-fn layer(graph: &GraphProto, width: usize, column: usize) -> Result<Linear, TreeError> {
+/// constants, scored at the graph output `scored`: column `column` of it
+/// (the only one when there is one) as a [`Linear`]. Any other graph, or a
+/// layer whose constants cannot be read, is `NoEnsemble`: left to the
+/// model-agnostic estimator.
+fn layer(
+    graph: &GraphProto,
+    width: usize,
+    column: usize,
+    scored: &str,
+) -> Result<Linear, TreeError> {
+    layer_of(graph, width, column, scored).ok_or(TreeError::NoEnsemble)
+}
+
+fn layer_of(graph: &GraphProto, width: usize, column: usize, scored: &str) -> Option<Linear> {
     let constants: HashMap<&str, &TensorProto> =
         graph.initializer.iter().map(|t| (t.name(), t)).collect();
     let input = graph.input.first().map(|i| i.name()).unwrap_or_default();
     let nodes: Vec<&NodeProto> = graph.node.iter().collect();
-    let (linear, rest) = match nodes.as_slice() {
+    let ((weights, bias, columns, last), rest) = match nodes.as_slice() {
         [matmul, rest @ ..] if matmul.op_type() == "MatMul" => {
-            let w = constant_input(matmul, 1, input, &constants).ok_or(TreeError::NoEnsemble)?;
-            let (weights, columns) = matrix(matmul, "B", w, width, false)?;
+            let w = constant_input(matmul, 1, input, &constants)?;
+            let (weights, columns) = matrix(w, width, false)?;
             match rest {
                 [add, rest @ ..] if add.op_type() == "Add" => {
-                    let b = other_constant(add, matmul, &constants).ok_or(TreeError::NoEnsemble)?;
-                    let bias = vector(add, b, columns, 1.0)?;
-                    ((weights, bias, columns, *add), rest)
+                    let b = other_constant(add, matmul, &constants)?;
+                    ((weights, vector(b, columns, 1.0)?, columns, *add), rest)
                 }
                 // A layer without bias.
                 _ => ((weights, vec![0.0; columns], columns, *matmul), rest),
@@ -122,46 +137,46 @@ fn layer(graph: &GraphProto, width: usize, column: usize) -> Result<Linear, Tree
         }
         [gemm, rest @ ..] if gemm.op_type() == "Gemm" => {
             let attr = |name: &str| gemm.attribute.iter().find(|a| a.name() == name);
-            let w = constant_input(gemm, 1, input, &constants).ok_or(TreeError::NoEnsemble)?;
+            let w = constant_input(gemm, 1, input, &constants)?;
             if attr("transA").is_some_and(|a| a.i() != 0) {
-                return Err(TreeError::NoEnsemble);
+                return None;
             }
             let transposed = attr("transB").is_some_and(|a| a.i() != 0);
             let alpha = f64::from(attr("alpha").map_or(1.0, |a| a.f()));
             let beta = f64::from(attr("beta").map_or(1.0, |a| a.f()));
-            let (mut weights, columns) = matrix(gemm, "B", w, width, transposed)?;
+            let (mut weights, columns) = matrix(w, width, transposed)?;
             weights.iter_mut().for_each(|w| *w *= alpha);
             // C is optional; a named C must be a constant.
             let bias = match gemm.input.get(2).filter(|c| !c.is_empty()) {
                 None => vec![0.0; columns],
-                Some(c) => {
-                    let c = constants.get(c.as_str()).ok_or(TreeError::NoEnsemble)?;
-                    vector(gemm, c, columns, beta)?
-                }
+                Some(c) => vector(constants.get(c.as_str())?, columns, beta)?,
             };
             ((weights, bias, columns, *gemm), rest)
         }
-        _ => return Err(TreeError::NoEnsemble),
+        _ => return None,
     };
-    let (weights, bias, columns, last) = linear;
+    fn output(n: &NodeProto) -> Option<&str> {
+        n.output.first().map(String::as_str)
+    }
+    // The score is the layer's output, or the Sigmoid's after it; a graph
+    // that exposes both may score either.
     let post_transform = match rest {
-        [] => PostTransform::None,
+        [] => (output(last) == Some(scored)).then_some(PostTransform::None)?,
         [sigmoid]
             if sigmoid.op_type() == "Sigmoid" && sigmoid.input.first() == last.output.first() =>
         {
-            PostTransform::Logistic
+            if output(sigmoid) == Some(scored) {
+                PostTransform::Logistic
+            } else if output(last) == Some(scored) {
+                PostTransform::None
+            } else {
+                return None;
+            }
         }
-        _ => return Err(TreeError::NoEnsemble),
+        _ => return None,
     };
     let column = if columns == 1 { 0 } else { column };
-    if column >= columns {
-        return Err(TreeError::Attribute {
-            op: last.op_type().to_owned(),
-            attribute: "output",
-            message: format!("has {columns} columns, no column {column}"),
-        });
-    }
-    Ok(Linear {
+    (column < columns).then(|| Linear {
         weights: (0..width).map(|i| weights[i * columns + column]).collect(),
         intercept: bias[column],
         post_transform,
@@ -222,57 +237,48 @@ fn values(t: &TensorProto) -> Option<Vec<f64>> {
 }
 
 /// The weight matrix as `width` rows of its columns (row-major), and the
-/// number of columns.
-fn matrix(
-    node: &NodeProto,
-    attribute: &'static str,
-    t: &TensorProto,
-    width: usize,
-    transposed: bool,
-) -> Result<(Vec<f64>, usize), TreeError> {
-    let err = |message: String| TreeError::Attribute {
-        op: node.op_type().to_owned(),
-        attribute,
-        message,
+/// number of columns; a vector is one column. `None` unless the shape fits.
+fn matrix(t: &TensorProto, width: usize, transposed: bool) -> Option<(Vec<f64>, usize)> {
+    let data = values(t)?;
+    let dims: Vec<usize> = t
+        .dims
+        .iter()
+        .map(|&d| usize::try_from(d).ok())
+        .collect::<Option<_>>()?;
+    let (rows, columns) = match (dims.as_slice(), transposed) {
+        ([rows], false) => (*rows, 1),
+        ([rows, columns], false) | ([columns, rows], true) => (*rows, *columns),
+        _ => return None,
     };
-    let data = values(t).ok_or_else(|| err("is not a float tensor".into()))?;
-    let (rows, columns) = match *t.dims.as_slice() {
-        [r, c] if !transposed => (r as usize, c as usize),
-        [c, r] if transposed => (r as usize, c as usize),
-        ref dims => return Err(err(format!("has shape {dims:?}, not a matrix"))),
-    };
-    if rows != width || data.len() != rows * columns {
-        return Err(err(format!("has shape {:?} for {width} features", t.dims)));
+    if rows != width || columns == 0 || rows.checked_mul(columns)? != data.len() {
+        return None;
     }
     if !transposed {
-        return Ok((data, columns));
+        return Some((data, columns));
     }
-    let mut weights = vec![0.0; rows * columns];
+    let mut weights = vec![0.0; data.len()];
     for c in 0..columns {
         for r in 0..rows {
             weights[r * columns + c] = data[c * rows + r];
         }
     }
-    Ok((weights, columns))
+    Some((weights, columns))
 }
 
-/// The bias as one value per column (broadcast from one), scaled.
-fn vector(
-    node: &NodeProto,
-    t: &TensorProto,
-    columns: usize,
-    scale: f64,
-) -> Result<Vec<f64>, TreeError> {
-    let err = |message: String| TreeError::Attribute {
-        op: node.op_type().to_owned(),
-        attribute: "bias",
-        message,
-    };
-    let data = values(t).ok_or_else(|| err("is not a float tensor".into()))?;
-    match data.len() {
-        1 => Ok(vec![data[0] * scale; columns]),
-        n if n == columns => Ok(data.into_iter().map(|b| b * scale).collect()),
-        n => Err(err(format!("has {n} values for {columns} columns"))),
+/// The bias as one value per column, scaled: a scalar, or a vector along
+/// the last axis (every other axis of size one). `None` for other shapes.
+fn vector(t: &TensorProto, columns: usize, scale: f64) -> Option<Vec<f64>> {
+    let data = values(t)?;
+    let (last, others) = t.dims.split_last().unwrap_or((&1, &[]));
+    if others.iter().any(|&d| d != 1) {
+        return None;
+    }
+    match (usize::try_from(*last).ok()?, data.len()) {
+        (1, 1) => Some(vec![data[0] * scale; columns]),
+        (n, len) if n == columns && len == columns => {
+            Some(data.into_iter().map(|b| b * scale).collect())
+        }
+        _ => None,
     }
 }
 
@@ -326,7 +332,7 @@ mod tests {
                 tensor("b", &[], &[0.25]),
             ],
         );
-        let linear = layer(&g, 3, 1).unwrap();
+        let linear = layer(&g, 3, 1, "y").unwrap();
         assert_eq!(linear.weights, vec![0.5, -1.0, 2.0]);
         assert_eq!(
             (linear.intercept, linear.post_transform),
@@ -366,17 +372,30 @@ mod tests {
             vec![tensor("w", &[1, 2], &[0.5, -0.5 / 3.0])],
         );
         for g in [matmul, gemm] {
-            let linear = layer(&g, 2, 0).unwrap();
+            let linear = layer(&g, 2, 0, "y").unwrap();
             assert_eq!(linear.intercept, 0.0);
             assert_eq!(linear.post_transform, PostTransform::Logistic);
             let margin = linear.margin(&[2.0, 2.0]);
             assert!((margin - 2.0).abs() < 1e-6, "{margin}");
+            // A graph that also outputs the margin may score the margin.
+            let margin = layer(&g, 2, 0, "z").unwrap();
+            assert_eq!(margin.post_transform, PostTransform::None);
         }
     }
 
-    /// Anything but a linear layer (and a Sigmoid) is left to the
-    /// model-agnostic estimator; a layer of the wrong shape is an error that
-    /// names it.
+    /// A weight vector is one column.
+    #[test]
+    fn a_weight_vector_is_one_column() {
+        let g = graph(
+            vec![node("MatMul", &["x", "w"], "y")],
+            vec![tensor("w", &[2], &[1.0, 2.0])],
+        );
+        assert_eq!(layer(&g, 2, 1, "y").unwrap().weights, vec![1.0, 2.0]);
+    }
+
+    /// Anything but a linear layer (and a Sigmoid) scored at its end is left
+    /// to the model-agnostic estimator, as is a layer whose constants do not
+    /// fit the features, without panicking on nonsense shapes.
     #[test]
     fn other_graphs_are_not_read_as_linear() {
         let w = || tensor("w", &[2, 1], &[1.0, 2.0]);
@@ -412,20 +431,41 @@ mod tests {
                 vec![w(), b()],
             ),
         ];
-        for g in not_linear {
+        let layer_with = |w: TensorProto, b: TensorProto| {
+            graph(
+                vec![
+                    node("MatMul", &["x", "w"], "xw"),
+                    node("Add", &["xw", "b"], "y"),
+                ],
+                vec![w, b],
+            )
+        };
+        for (g, width, scored) in not_linear.into_iter().map(|g| (g, 2, "y")).chain([
+            // Scored at a tensor the layer does not make.
+            (layer_with(w(), b()), 2, "other"),
+            // Weights for 2 features, 3 expected.
+            (layer_with(w(), b()), 3, "y"),
+            // Nonsense dimensions.
+            (layer_with(tensor("w", &[2, -1], &[1.0, 2.0]), b()), 2, "y"),
+            (
+                layer_with(tensor("w", &[2, i64::MIN + 1], &[1.0, 2.0]), b()),
+                2,
+                "y",
+            ),
+            // A bias that is a column, not a row.
+            (
+                layer_with(
+                    tensor("w", &[2, 2], &[1.0, 2.0, 3.0, 4.0]),
+                    tensor("b", &[2, 1], &[0.0, 1.0]),
+                ),
+                2,
+                "y",
+            ),
+        ]) {
             assert!(
-                matches!(layer(&g, 2, 0), Err(TreeError::NoEnsemble)),
+                matches!(layer(&g, width, 0, scored), Err(TreeError::NoEnsemble)),
                 "{g:?}"
             );
         }
-        let wrong = graph(
-            vec![
-                node("MatMul", &["x", "w"], "xw"),
-                node("Add", &["xw", "b"], "y"),
-            ],
-            vec![w(), b()],
-        );
-        let e = layer(&wrong, 3, 0).unwrap_err().to_string();
-        assert!(e.contains("MatMul") && e.contains("[2, 1]"), "{e}");
     }
 }

@@ -125,12 +125,14 @@ impl Explainer {
 
     /// Builds the explainer for a graph: exact where the graph is a tree
     /// ensemble or linear, model-agnostic otherwise. `covers` are node covers
-    /// from the native model, keyed by ONNX (tree id, node id). `output` is
-    /// the scored output column, `background` the package's rows (row-major)
-    /// and `ort_scores` ORT's scores for them.
+    /// from the native model, keyed by ONNX (tree id, node id). `scored` is
+    /// the graph output the score is read from and `output` its column,
+    /// `background` the package's rows (row-major) and `ort_scores` ORT's
+    /// scores for them.
     pub fn for_graph(
         onnx: &[u8],
         width: usize,
+        scored: &str,
         output: usize,
         background: &[f32],
         ort_scores: &[f32],
@@ -154,7 +156,7 @@ impl Explainer {
                     output,
                 }
             }
-            Err(TreeError::NoEnsemble) => match Linear::from_onnx(onnx, width, output) {
+            Err(TreeError::NoEnsemble) => match Linear::from_onnx(onnx, width, output, scored) {
                 Ok(model) => {
                     if !matches!(
                         model.post_transform,

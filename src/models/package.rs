@@ -214,6 +214,7 @@ impl ModelPackage {
         let explainer = Explainer::for_graph(
             &model,
             schema.width(),
+            &manifest.model.output.tensor,
             manifest.model.output.index,
             &background.values,
             &background_scores,
