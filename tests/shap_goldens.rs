@@ -104,18 +104,11 @@ fn linear_attributions_equal_shap_linear_explainer_on_the_bundled_logreg() {
 #[test]
 fn linear_layers_are_explained_exactly_like_their_linear_classifier() {
     let (_, golden) = bundled("caravan-logreg");
-    let bundled = repo_root().join("models/caravan-logreg/1.0.0");
     for layers in ["logreg-matmul", "logreg-gemm"] {
         let models = tempfile::tempdir().unwrap();
-        let dir = models.path().join("caravan-logreg/1.0.0");
-        std::fs::create_dir_all(&dir).unwrap();
-        for entry in std::fs::read_dir(&bundled).unwrap() {
-            let entry = entry.unwrap();
-            // The fairness audit names the bundled graph's SHA-256.
-            if entry.file_name() != "fairness.json" {
-                std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
-            }
-        }
+        let dir = common::copy_package("caravan-logreg/1.0.0", models.path());
+        // The fairness audit names the bundled graph's SHA-256.
+        std::fs::remove_file(dir.join("fairness.json")).unwrap();
         let graph = format!("tests/fixtures/bundled-attributions/{layers}.onnx");
         std::fs::copy(repo_root().join(graph), dir.join("model.onnx")).unwrap();
         let package = ModelPackage::load(&dir, 1).unwrap_or_else(|e| panic!("{layers}: {e}"));

@@ -8,8 +8,8 @@
 use std::collections::HashMap;
 
 use super::{
-    onnx::{GraphProto, ModelProto, NodeProto, TensorProto},
-    trees::{PostTransform, TreeError, operator_on_input},
+    onnx::{GraphProto, NodeProto, TensorProto},
+    trees::{PostTransform, TreeError, decode_graph, operator_on_input, tensor_values},
 };
 
 /// One output's linear margin: w · x + b.
@@ -31,12 +31,11 @@ impl Linear {
         class: usize,
         scored: &str,
     ) -> Result<Self, TreeError> {
-        match operator_on_input(bytes, &["LinearClassifier", "LinearRegressor"]) {
-            Ok(node) => read(&node, width, class),
+        let graph = decode_graph(bytes)?;
+        match operator_on_input(&graph, &["LinearClassifier", "LinearRegressor"]) {
+            Ok(node) => read(node, width, class),
             Err(TreeError::NoEnsemble) => {
-                let model: ModelProto =
-                    prost::Message::decode(bytes).map_err(|e| TreeError::Decode(e.to_string()))?;
-                layer(&model.graph.unwrap_or_default(), width, class, scored)
+                layer(&graph, width, class, scored).ok_or(TreeError::NoEnsemble)
             }
             Err(e) => Err(e),
         }
@@ -105,19 +104,10 @@ fn read(node: &NodeProto, width: usize, class: usize) -> Result<Linear, TreeErro
 /// A graph that is nothing but `input · W + b` (`MatMul` and `Add`, or one
 /// `Gemm`; b may be absent), optionally through `Sigmoid`, with W and b
 /// constants, scored at the graph output `scored`: column `column` of it
-/// (the only one when there is one) as a [`Linear`]. Any other graph, or a
-/// layer whose constants cannot be read, is `NoEnsemble`: left to the
-/// model-agnostic estimator.
-fn layer(
-    graph: &GraphProto,
-    width: usize,
-    column: usize,
-    scored: &str,
-) -> Result<Linear, TreeError> {
-    layer_of(graph, width, column, scored).ok_or(TreeError::NoEnsemble)
-}
-
-fn layer_of(graph: &GraphProto, width: usize, column: usize, scored: &str) -> Option<Linear> {
+/// (the only one when there is one) as a [`Linear`]. `None` for any other
+/// graph, or a layer whose constants cannot be read: the model-agnostic
+/// estimator explains those.
+fn layer(graph: &GraphProto, width: usize, column: usize, scored: &str) -> Option<Linear> {
     let constants: HashMap<&str, &TensorProto> =
         graph.initializer.iter().map(|t| (t.name(), t)).collect();
     let input = graph.input.first().map(|i| i.name()).unwrap_or_default();
@@ -211,35 +201,10 @@ fn other_constant<'a>(
     }
 }
 
-/// A float tensor's values, in f64.
-fn values(t: &TensorProto) -> Option<Vec<f64>> {
-    const FLOAT: i32 = 1;
-    const DOUBLE: i32 = 11;
-    match t.data_type() {
-        FLOAT if !t.float_data.is_empty() => {
-            Some(t.float_data.iter().map(|&v| f64::from(v)).collect())
-        }
-        FLOAT => Some(
-            t.raw_data()
-                .chunks_exact(4)
-                .map(|b| f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]])))
-                .collect(),
-        ),
-        DOUBLE if !t.double_data.is_empty() => Some(t.double_data.clone()),
-        DOUBLE => Some(
-            t.raw_data()
-                .chunks_exact(8)
-                .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
-                .collect(),
-        ),
-        _ => None,
-    }
-}
-
 /// The weight matrix as `width` rows of its columns (row-major), and the
 /// number of columns; a vector is one column. `None` unless the shape fits.
 fn matrix(t: &TensorProto, width: usize, transposed: bool) -> Option<(Vec<f64>, usize)> {
-    let data = values(t)?;
+    let data = tensor_values(t)?;
     let dims: Vec<usize> = t
         .dims
         .iter()
@@ -268,7 +233,7 @@ fn matrix(t: &TensorProto, width: usize, transposed: bool) -> Option<(Vec<f64>, 
 /// The bias as one value per column, scaled: a scalar, or a vector along
 /// the last axis (every other axis of size one). `None` for other shapes.
 fn vector(t: &TensorProto, columns: usize, scale: f64) -> Option<Vec<f64>> {
-    let data = values(t)?;
+    let data = tensor_values(t)?;
     let (last, others) = t.dims.split_last().unwrap_or((&1, &[]));
     if others.iter().any(|&d| d != 1) {
         return None;
@@ -462,10 +427,7 @@ mod tests {
                 "y",
             ),
         ]) {
-            assert!(
-                matches!(layer(&g, width, 0, scored), Err(TreeError::NoEnsemble)),
-                "{g:?}"
-            );
+            assert!(layer(&g, width, 0, scored).is_none(), "{g:?}");
         }
     }
 }

@@ -8,7 +8,9 @@
 
 use std::collections::HashMap;
 
-use super::onnx::{AttributeProto, ModelProto, NodeProto, TensorProto, tensor_proto::DataType};
+use super::onnx::{
+    AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto, tensor_proto::DataType,
+};
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum TreeError {
@@ -239,15 +241,16 @@ impl Ensemble {
     /// Reads the tree ensemble of an ONNX model whose input has `width`
     /// features.
     pub fn from_onnx(bytes: &[u8], width: usize) -> Result<Self, TreeError> {
+        let graph = decode_graph(bytes)?;
         let node = operator_on_input(
-            bytes,
+            &graph,
             &[
                 "TreeEnsembleClassifier",
                 "TreeEnsembleRegressor",
                 "TreeEnsemble",
             ],
         )?;
-        let reader = Reader::new(&node);
+        let reader = Reader::new(node);
         if node.op_type() == "TreeEnsemble" {
             reader.read_v5(width)
         } else {
@@ -834,27 +837,30 @@ impl<'a> Reader<'a> {
 /// its index in the leaf or node arrays, and (parent, is true branch).
 type Pending = (bool, i64, Option<(usize, bool)>);
 
-/// Finds the first of `ops` in the model's graph and checks that it reads
-/// the graph input directly: otherwise attributions would be about some
-/// intermediate tensor, not the input features.
-pub(super) fn operator_on_input(bytes: &[u8], ops: &[&str]) -> Result<NodeProto, TreeError> {
+/// The graph of an ONNX model file.
+pub(super) fn decode_graph(bytes: &[u8]) -> Result<GraphProto, TreeError> {
     let model: ModelProto =
         prost::Message::decode(bytes).map_err(|e| TreeError::Decode(e.to_string()))?;
-    let graph = model.graph.unwrap_or_default();
+    Ok(model.graph.unwrap_or_default())
+}
+
+/// Finds the first of `ops` in `graph` and checks that it reads the graph
+/// input directly: otherwise attributions would be about some intermediate
+/// tensor, not the input features.
+pub(super) fn operator_on_input<'g>(
+    graph: &'g GraphProto,
+    ops: &[&str],
+) -> Result<&'g NodeProto, TreeError> {
     let node = graph
         .node
-        .into_iter()
+        .iter()
         .find(|n| ops.contains(&n.op_type()))
         .ok_or(TreeError::NoEnsemble)?;
-    let input = graph
-        .input
-        .first()
-        .map(|i| i.name().to_owned())
-        .unwrap_or_default();
-    if node.input.first() != Some(&input) {
+    let input = graph.input.first().map(|i| i.name()).unwrap_or_default();
+    if node.input.first().map(String::as_str) != Some(input) {
         return Err(TreeError::NotOnInput(
             node.input.first().cloned().unwrap_or_default(),
-            input,
+            input.to_owned(),
         ));
     }
     Ok(node)
@@ -902,7 +908,8 @@ fn reroot(tree: Tree, root: usize, outputs: usize) -> Tree {
     }
 }
 
-fn tensor_values(t: &TensorProto) -> Option<Vec<f64>> {
+/// A float or double tensor's values, in f64.
+pub(super) fn tensor_values(t: &TensorProto) -> Option<Vec<f64>> {
     match DataType::try_from(t.data_type()).ok()? {
         DataType::Float if !t.float_data.is_empty() => {
             Some(t.float_data.iter().map(|&f| f64::from(f)).collect())
