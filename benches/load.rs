@@ -160,6 +160,75 @@ struct Outcome {
     errors: u64,
     elapsed: Duration,
     latencies_us: Vec<u32>,
+    cpu: Cpu,
+}
+
+/// CPU time used by the whole process (clients, gateways, inference and
+/// record threads, including threads that have exited) and by the record's
+/// writer and flusher threads alone. At saturation a scenario's CPU per
+/// call is its cost, and it moves far less with a neighbour's load than its
+/// rate does; with idle cores (calls waiting for a commit) the two part.
+#[derive(Clone, Copy, Default)]
+struct Cpu {
+    all: Duration,
+    record: Duration,
+}
+
+impl Cpu {
+    fn now() -> Self {
+        // SAFETY: getrusage writes into the zeroed struct it is given.
+        let usage = unsafe {
+            let mut usage: libc::rusage = std::mem::zeroed();
+            libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+            usage
+        };
+        let time = |t: libc::timeval| {
+            Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+        };
+        Self {
+            all: time(usage.ru_utime) + time(usage.ru_stime),
+            record: record_threads_cpu(),
+        }
+    }
+
+    fn since(self, earlier: Self) -> Self {
+        Self {
+            all: self.all.saturating_sub(earlier.all),
+            record: self.record.saturating_sub(earlier.record),
+        }
+    }
+
+    fn add(self, other: Self) -> Self {
+        Self {
+            all: self.all + other.all,
+            record: self.record + other.record,
+        }
+    }
+}
+
+/// The CPU time of the threads named `candor-db-*` (the store's writer and
+/// flusher), from `/proc/self/task/*/stat`.
+fn record_threads_cpu() -> Duration {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Duration::ZERO;
+    };
+    let seconds: f64 = tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("stat")).ok())
+        .filter_map(|stat| {
+            // pid (comm) state ppid ...: utime and stime are the 12th and
+            // 13th fields after the command's closing parenthesis.
+            let (head, rest) = stat.rsplit_once(')')?;
+            head.contains("(candor-db-").then_some(())?;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let utime: f64 = fields.get(11)?.parse().ok()?;
+            let stime: f64 = fields.get(12)?.parse().ok()?;
+            Some((utime + stime) / ticks)
+        })
+        .sum();
+    Duration::from_secs_f64(seconds)
 }
 
 impl Scenario {
@@ -372,6 +441,12 @@ async fn drive(
     let measure = Duration::from_secs(secs);
     let start = Instant::now();
     let (measure_from, stop_at) = (start + warmup, start + warmup + measure);
+    let cpu = tokio::spawn(async move {
+        tokio::time::sleep_until(measure_from.into()).await;
+        let from = Cpu::now();
+        tokio::time::sleep_until(stop_at.into()).await;
+        Cpu::now().since(from)
+    });
     let tasks: Vec<_> = (0..clients)
         .map(|c| {
             let channel = channels[c % channels.len()].clone();
@@ -406,6 +481,7 @@ async fn drive(
         errors: 0,
         elapsed: measure,
         latencies_us: Vec::new(),
+        cpu: Cpu::default(),
     };
     for t in tasks {
         let (l, c, e) = t.await.unwrap();
@@ -413,7 +489,30 @@ async fn drive(
         outcome.calls += c;
         outcome.errors += e;
     }
+    outcome.cpu = cpu.await.unwrap();
     outcome
+}
+
+/// One table row's measurements over all rounds.
+#[derive(Default)]
+struct Series {
+    /// Requests (or kernel rows) per second, one per round.
+    rates: Vec<f64>,
+    latencies_us: Vec<u32>,
+    errors: u64,
+    rows: u64,
+    cpu: Cpu,
+}
+
+impl Series {
+    /// CPU µs per row (decision), all threads and the record threads'
+    /// part; `None` where no calls were timed (the kernel).
+    fn cpu_per_row(&self) -> Option<(f64, f64)> {
+        (self.rows > 0).then(|| {
+            let per_row = |d: Duration| d.as_secs_f64() * 1e6 / self.rows as f64;
+            (per_row(self.cpu.all), per_row(self.cpu.record))
+        })
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -657,8 +756,7 @@ fn main() {
         .iter()
         .map(|&s| (s, Arc::new(s.payloads(&rows))))
         .collect();
-    let mut results: Vec<(Vec<f64>, Vec<u32>, u64)> =
-        runs.iter().map(|_| Default::default()).collect();
+    let mut results: Vec<Series> = runs.iter().map(|_| Series::default()).collect();
     let mut drains: Vec<(i64, Duration)> = Vec::new();
     client_rt.block_on(async {
         let mut channels: Vec<Vec<Channel>> = Vec::new();
@@ -683,7 +781,7 @@ fn main() {
                 let Load::Rpc { scenario, server } = run.load else {
                     let rate = kernel(&servers[0].gateway, secs);
                     eprintln!("round {round}: {:<62} {rate:>9.0} rows/s", run.name());
-                    results[i].0.push(rate);
+                    results[i].rates.push(rate);
                     continue;
                 };
                 let o = drive(
@@ -701,9 +799,12 @@ fn main() {
                     DURABILITIES[server],
                     o.errors
                 );
-                results[i].0.push(rps);
-                results[i].1.extend(o.latencies_us);
-                results[i].2 += o.errors;
+                let series = &mut results[i];
+                series.rates.push(rps);
+                series.latencies_us.extend(o.latencies_us);
+                series.errors += o.errors;
+                series.rows += o.calls * scenario.rows();
+                series.cpu = series.cpu.add(o.cpu);
                 if scenario == Scenario::ScoreDeferredAttributions {
                     // The backlog is computed before anything else is
                     // measured, so that it slows only its own scenario.
@@ -724,16 +825,16 @@ fn main() {
         cores()
     );
     println!(
-        "| scenario | recording | req/s (median of rounds) | rows/s | p50 ms | p99 ms | errors | vs | same round: median (range) |"
+        "| scenario | recording | req/s (median of rounds) | rows/s | p50 ms | p99 ms | errors | vs | same round: median (range) | CPU µs/row (record threads) | CPU/row: baseline's ÷ this |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     let medians: Vec<f64> = results
         .iter()
         .map(|r| {
-            if r.0.is_empty() {
+            if r.rates.is_empty() {
                 f64::NAN
             } else {
-                median(r.0.clone())
+                median(r.rates.clone())
             }
         })
         .collect();
@@ -745,9 +846,9 @@ fn main() {
         // noise that lasts longer than a round (a neighbour's build on the
         // shared machine) slows both sides of a ratio alike.
         let paired: Vec<f64> = results[i]
-            .0
+            .rates
             .iter()
-            .zip(&results[run.baseline].0)
+            .zip(&results[run.baseline].rates)
             .map(|(r, b)| 100.0 * r / b)
             .collect();
         let same_round = if paired.is_empty() {
@@ -758,7 +859,20 @@ fn main() {
                 .fold((f64::MAX, f64::MIN), |(lo, hi), &p| (lo.min(p), hi.max(p)));
             format!("{:.1}% ({lo:.1}–{hi:.1})", median(paired.clone()))
         };
-        let (_, latencies, errors) = &mut results[i];
+        let cpu = results[i].cpu_per_row();
+        let cpu_column = cpu.map_or("-".to_owned(), |(all, record)| {
+            format!("{all:.1} ({record:.1})")
+        });
+        let cpu_ratio = cpu
+            .zip(results[run.baseline].cpu_per_row())
+            .map_or("-".to_owned(), |((this, _), (base, _))| {
+                format!("{:.1}%", 100.0 * base / this)
+            });
+        let Series {
+            latencies_us: latencies,
+            errors,
+            ..
+        } = &mut results[i];
         latencies.sort_unstable();
         let rps = medians[i];
         let base = &runs[run.baseline];
@@ -771,7 +885,7 @@ fn main() {
             }
         };
         println!(
-            "| {} | {} | {rps:.0} | {:.0} | {} | {} | {errors} | {:.1}% of {} (recording {}) | {same_round} |",
+            "| {} | {} | {rps:.0} | {:.0} | {} | {} | {errors} | {:.1}% of {} (recording {}) | {same_round} | {cpu_column} | {cpu_ratio} |",
             run.name(),
             run.recording(),
             rps * run.rows() as f64,
