@@ -87,36 +87,51 @@ pub fn now_ms() -> i64 {
 }
 
 /// Reads a hex key file, creating a random 32-byte key (mode 0600) on first
-/// start so that embedded defaults work without setup.
+/// start so that embedded defaults work without setup. Gateways starting
+/// together (tests, a restart racing its predecessor) agree on one key: it
+/// is written whole under a temporary name and then linked into place,
+/// which fails for all but the first.
 pub fn load_or_create_key(path: &Path, what: &str) -> Result<Vec<u8>, StoreError> {
     let err = |message: String| StoreError::Key {
         path: path.to_owned(),
         message,
     };
-    if path.exists() {
-        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-        let key = hex::decode(text.trim()).map_err(|_| err("is not hex".into()))?;
-        if key.len() < 32 {
-            return Err(err(format!(
-                "holds {} bytes; at least 32 are required",
-                key.len()
-            )));
+    if !path.exists() {
+        let key: [u8; 32] = rand::random();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
         }
-        return Ok(key);
+        let mut draft = path.as_os_str().to_owned();
+        draft.push(format!(".{:016x}.new", rand::random::<u64>()));
+        let draft = PathBuf::from(draft);
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let written = options.open(&draft).and_then(|mut file| {
+            std::io::Write::write_all(&mut file, hex::encode(key).as_bytes())?;
+            file.sync_all()
+        });
+        let linked = written.and_then(|()| std::fs::hard_link(&draft, path));
+        let _ = std::fs::remove_file(&draft);
+        match linked {
+            Ok(()) => {
+                tracing::info!(path = %path.display(), "created a new {what} key");
+                return Ok(key.to_vec());
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(err(e.to_string())),
+        }
     }
-    let key: [u8; 32] = rand::random();
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let key = hex::decode(text.trim()).map_err(|_| err("is not hex".into()))?;
+    if key.len() < 32 {
+        return Err(err(format!(
+            "holds {} bytes; at least 32 are required",
+            key.len()
+        )));
     }
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path).map_err(|e| err(e.to_string()))?;
-    std::io::Write::write_all(&mut file, hex::encode(key).as_bytes())
-        .map_err(|e| err(e.to_string()))?;
-    tracing::info!(path = %path.display(), "created a new {what} key");
-    Ok(key.to_vec())
+    Ok(key)
 }
 
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
@@ -720,6 +735,26 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gateways_starting_together_agree_on_one_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys").join("inputs.key");
+        let keys: Vec<Vec<u8>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| load_or_create_key(&path, "test").unwrap()))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(keys[0].len(), 32);
+        assert!(keys.iter().all(|k| *k == keys[0]));
+        assert_eq!(load_or_create_key(&path, "test").unwrap(), keys[0]);
+        // Only the key is left: no drafts.
+        assert_eq!(
+            std::fs::read_dir(path.parent().unwrap()).unwrap().count(),
+            1
+        );
+    }
 
     /// Work that began before a subject's erasure never lands after it.
     #[tokio::test]

@@ -161,6 +161,49 @@ async fn bad_score_requests_name_the_field() {
             Code::InvalidArgument,
             "features[\"PPERSAUT\"] is not finite",
         ),
+        (
+            "huge value",
+            with_feature("PPERSAUT", Some(Kind::Number(1e300))),
+            Code::InvalidArgument,
+            "features[\"PPERSAUT\"] value 1e300 is outside",
+        ),
+        (
+            "over-long subject id",
+            pb::ScoreRequest {
+                subject_id: "s".repeat(20_000),
+                ..caravan_request()
+            },
+            Code::InvalidArgument,
+            "subject_id: 20000 bytes, longer than the 256",
+        ),
+        (
+            "over-long placement id",
+            {
+                let mut r = caravan_request();
+                r.context.get_or_insert_default().placement_id = "p".repeat(300);
+                r
+            },
+            Code::InvalidArgument,
+            "context.placement_id: 300 bytes",
+        ),
+        // The message quotes the name cut short: whole, 20 kB would exceed
+        // the HTTP/2 header limit and arrive as a transport error.
+        (
+            "over-long unknown model name",
+            pb::ScoreRequest {
+                context: common::us_adult(),
+                model: model_ref(&"m".repeat(20_000), ""),
+                ..caravan_request()
+            },
+            Code::NotFound,
+            "model.name",
+        ),
+        (
+            "over-long unknown feature",
+            with_feature(&"F".repeat(20_000), Some(Kind::Integer(1))),
+            Code::InvalidArgument,
+            "is not an input",
+        ),
     ];
     let positional = |version: &str, values: Vec<f64>| pb::ScoreRequest {
         context: common::us_adult(),
@@ -278,10 +321,16 @@ async fn bad_score_requests_name_the_field() {
         .score_batch(huge)
         .await
         .expect_err("oversized message");
-    // tonic rejects an oversized message while decoding it, as OUT_OF_RANGE.
-    assert_eq!(status.code(), Code::OutOfRange, "{}", status.message());
+    // tonic rejects an oversized message while decoding it, as OUT_OF_RANGE;
+    // the gateway answers RESOURCE_EXHAUSTED, as gRPC's code guide says.
+    assert_eq!(
+        status.code(),
+        Code::ResourceExhausted,
+        "{}",
+        status.message()
+    );
     assert!(
-        status.message().contains("message length too large"),
+        status.message().starts_with("request: ") && status.message().contains("max_message_bytes"),
         "{}",
         status.message()
     );

@@ -12,7 +12,7 @@ mod record;
 mod shadow;
 
 pub use deploy::{Reloaded, RolloutChange};
-pub use record::Served;
+pub use record::{Served, decision_id};
 pub use shadow::DriftReport;
 
 use std::{

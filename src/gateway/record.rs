@@ -40,6 +40,17 @@ impl Served {
 const SWEEP_BATCH: usize = 256;
 const DAY_MS: i64 = 24 * 3600 * 1000;
 
+/// A decision id as the record keys it: the canonical (lowercase,
+/// hyphenated) form of any UUID spelling a caller may send, since UUIDs
+/// compare case-insensitively (RFC 9562) and ids are copied by hand.
+pub fn decision_id(id: &str) -> Result<String, Error> {
+    uuid::Uuid::parse_str(id)
+        .map(|u| u.hyphenated().to_string())
+        .map_err(|_| {
+            Error::InvalidArgument(format!("decision_id: {id:?} is not a decision id (a UUID)"))
+        })
+}
+
 impl Gateway {
     pub fn cache(&self) -> &crate::decisions::cache::ExplanationCache {
         &self.cache
@@ -160,11 +171,8 @@ impl Gateway {
         id: &str,
         authorize: impl Fn(&DecisionRow) -> Result<(), Error>,
     ) -> Result<(Arc<DecisionRow>, Served), Error> {
-        if uuid::Uuid::parse_str(id).is_err() {
-            return Err(Error::InvalidArgument(format!(
-                "decision_id: {id:?} is not a decision id (a UUID)"
-            )));
-        }
+        let canonical = decision_id(id)?;
+        let id = canonical.as_str();
         if let Some(row) = self.cache.get(id) {
             authorize(&row)?;
             return Ok((row, Served::Cache));
@@ -544,5 +552,31 @@ impl Gateway {
             procedure: crate::why::procedure(language),
             json: serde_json::to_string_pretty(&json).expect("JSON values serialise"),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_spelling_of_a_decision_id_finds_the_same_record() {
+        let id = "0192f7c8-3d2e-7a6b-9c1d-2e3f4a5b6c7d";
+        for spelling in [
+            id.to_owned(),
+            id.to_uppercase(),
+            format!("urn:uuid:{id}"),
+            format!("{{{id}}}"),
+            id.replace('-', ""),
+        ] {
+            assert_eq!(decision_id(&spelling).unwrap(), id, "{spelling}");
+        }
+        for bad in ["", "not-a-uuid", "0192f7c8-3d2e-7a6b-9c1d"] {
+            let e = decision_id(bad).unwrap_err();
+            assert!(
+                matches!(&e, Error::InvalidArgument(m) if m.starts_with("decision_id: ")),
+                "{e}"
+            );
+        }
     }
 }

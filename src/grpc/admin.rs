@@ -229,13 +229,7 @@ impl AdminService for Admin {
         request: Request<pb::GetShadowOutputsRequest>,
     ) -> Result<Response<pb::GetShadowOutputsResponse>, Status> {
         let admitted = auth::admitted(&request)?;
-        let id = request.get_ref().decision_id.clone();
-        if uuid::Uuid::parse_str(&id).is_err() {
-            return Err(Error::InvalidArgument(format!(
-                "decision_id: {id:?} is not a decision id (a UUID)"
-            ))
-            .into());
-        }
+        let id = crate::gateway::decision_id(&request.get_ref().decision_id)?;
         let outputs = self.gateway.shadow_outputs(&id).await?;
         // Shadow outputs hold a person's feature values: reading them is a
         // staff read of that person's data, on record before they leave.

@@ -141,6 +141,10 @@ where
                         elapsed_us = started.elapsed().as_micros() as u64,
                         "answered"
                     );
+                    oversized_is_resource_exhausted(
+                        &mut response,
+                        gateway.config().max_message_bytes,
+                    );
                     // A trailers-only response (every error) carries its
                     // status in the headers; a success in the trailers.
                     let code = response
@@ -184,18 +188,13 @@ fn request_id(request: &mut Request<Body>) -> String {
 }
 
 fn identify(gateway: &Gateway, request: &Request<Body>) -> Result<Caller, Status> {
-    let bearer = match request.headers().get(http::header::AUTHORIZATION) {
-        None => None,
-        Some(value) => Some(
-            value
-                .to_str()
-                .ok()
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .ok_or_else(|| {
-                    Status::unauthenticated("authorization: expected `Bearer <credential>`")
-                })?,
-        ),
-    };
+    let bearer =
+        match request.headers().get(http::header::AUTHORIZATION) {
+            None => None,
+            Some(value) => Some(value.to_str().ok().and_then(bearer_credential).ok_or_else(
+                || Status::unauthenticated("authorization: expected `Bearer <credential>`"),
+            )?),
+        };
     let certs = request
         .extensions()
         .get::<TlsConnectInfo<TcpConnectInfo>>()
@@ -205,6 +204,35 @@ fn identify(gateway: &Gateway, request: &Request<Body>) -> Result<Caller, Status
         .access()
         .identify(bearer, cert)
         .map_err(|e| Status::from(crate::Error::from(e)))
+}
+
+/// tonic refuses a request message over the size limit with OUT_OF_RANGE;
+/// gRPC's status-code guide gives RESOURCE_EXHAUSTED for a message larger
+/// than the server accepts, the code clients handle as "send less".
+fn oversized_is_resource_exhausted(response: &mut Response<Body>, limit: usize) {
+    let oversized = tonic::Status::from_header_map(response.headers()).is_some_and(|s| {
+        s.code() == tonic::Code::OutOfRange && s.message().contains("message length too large")
+    });
+    if !oversized {
+        return;
+    }
+    let status = tonic::Status::resource_exhausted(format!(
+        "request: the message is larger than the {limit} bytes the gateway accepts (max_message_bytes); send fewer rows per call"
+    ));
+    let headers = response.headers_mut();
+    headers.remove("grpc-message");
+    if let Err(e) = status.add_header(headers) {
+        tracing::warn!(error = %e, "could not rewrite an oversized message's status");
+    }
+}
+
+/// The credential of an `authorization: Bearer <credential>` value. The
+/// scheme is case-insensitive (RFC 9110 §11.1), and clients spell it
+/// `bearer` as often as `Bearer`.
+fn bearer_credential(value: &str) -> Option<&str> {
+    let (scheme, credential) = value.split_once(' ')?;
+    let credential = credential.trim_start_matches(' ');
+    (scheme.eq_ignore_ascii_case("bearer") && !credential.is_empty()).then_some(credential)
 }
 
 fn refuse<E: Send + 'static>(
@@ -239,5 +267,20 @@ fn code_name(code: tonic::Code) -> &'static str {
         Unavailable => "UNAVAILABLE",
         DataLoss => "DATA_LOSS",
         Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_credential;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for value in ["Bearer k1", "bearer k1", "BEARER k1", "Bearer   k1"] {
+            assert_eq!(bearer_credential(value), Some("k1"), "{value}");
+        }
+        for value in ["Basic k1", "Bearer", "Bearer ", "Bearerk1", "k1"] {
+            assert_eq!(bearer_credential(value), None, "{value}");
+        }
     }
 }

@@ -129,12 +129,28 @@ pub(super) fn audit_attributes(
         .map_err(|e| Error::InvalidArgument(format!("context.audit_attributes: {e}")))
 }
 
+/// The longest identifier (subject, placement, campaign, ad) accepted.
+/// Identifiers are stored with every decision and indexed; a hashed or
+/// random id fits many times over.
+const MAX_ID_BYTES: usize = 256;
+
+fn identifier(field: &str, value: String) -> Result<String, Error> {
+    if value.len() > MAX_ID_BYTES {
+        return Err(Error::InvalidArgument(format!(
+            "{field}: {} bytes, longer than the {MAX_ID_BYTES} an identifier may have",
+            value.len()
+        )));
+    }
+    Ok(value)
+}
+
 /// The subject and the consent signals: empty strings mean "not sent".
 pub(super) fn subject(
     subject_id: String,
     context: Option<pb::RequestContext>,
 ) -> Result<Subject, Error> {
     let c = context.unwrap_or_default();
+    let subject_id = identifier("subject_id", subject_id)?;
     let present = |s: String| (!s.is_empty()).then_some(s);
     let age = match pb::AgeStatus::try_from(c.age_status) {
         Ok(pb::AgeStatus::Unspecified) => AgeStatus::Unknown,
@@ -163,9 +179,9 @@ pub(super) fn subject(
     Ok(Subject {
         id: present(subject_id),
         placement: Placement {
-            placement_id: c.placement_id,
-            campaign_id: c.campaign_id,
-            ad_id: c.ad_id,
+            placement_id: identifier("context.placement_id", c.placement_id)?,
+            campaign_id: identifier("context.campaign_id", c.campaign_id)?,
+            ad_id: identifier("context.ad_id", c.ad_id)?,
         },
         signals: Signals {
             jurisdiction,

@@ -45,6 +45,55 @@ impl From<Error> for Status {
         if code == Code::Internal {
             tracing::error!(error = %e, "internal error");
         }
-        Status::new(code, e.to_string())
+        Status::new(code, bounded(e.to_string()))
+    }
+}
+
+/// The longest message a status carries. Messages quote what the caller
+/// sent, and a status travels in HTTP/2 headers, which peers cap (tonic
+/// and grpc-go at 8 KiB in all): quoting a 20 kB model name whole would
+/// turn a precise NOT_FOUND into a transport error that names nothing.
+const MAX_MESSAGE: usize = 1024;
+
+/// Cuts an over-long message in its middle, where the quoted value is:
+/// messages lead with the field and end with what is wrong with it.
+fn bounded(message: String) -> String {
+    if message.len() <= MAX_MESSAGE {
+        return message;
+    }
+    let floor = |mut i: usize| {
+        while !message.is_char_boundary(i) {
+            i -= 1;
+        }
+        i
+    };
+    let head = floor(MAX_MESSAGE / 2);
+    let tail = floor(message.len() - MAX_MESSAGE / 4);
+    format!(
+        "{} […{} bytes cut…] {}",
+        &message[..head],
+        tail - head,
+        &message[tail..]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_messages_keep_their_field_and_their_problem() {
+        let quoted = "é".repeat(10_000);
+        let status = Status::from(Error::NotFound(format!(
+            "model.name: no model {quoted:?} is loaded"
+        )));
+        let message = status.message();
+        assert_eq!(status.code(), Code::NotFound);
+        assert!(message.len() <= MAX_MESSAGE + 40, "{} bytes", message.len());
+        assert!(message.starts_with("model.name: no model \"é"), "{message}");
+        assert!(message.ends_with("é\" is loaded"), "{message}");
+        assert!(message.contains("bytes cut"));
+        let short = Status::from(Error::NotFound("model.name: no model \"x\"".into()));
+        assert_eq!(short.message(), "model.name: no model \"x\"");
     }
 }

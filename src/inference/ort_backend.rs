@@ -3,6 +3,7 @@
 use std::sync::Mutex;
 
 use ort::{
+    logging::LogLevel,
     session::{Session, builder::GraphOptimizationLevel},
     value::TensorRef,
 };
@@ -151,6 +152,11 @@ fn new_session(model: &[u8]) -> Result<Session, ort::Error> {
         .with_inter_threads(1)?
         .with_intra_op_spinning(false)?
         .with_inter_op_spinning(false)?
+        // ONNX Runtime warns on every run about outputs the gateway never
+        // reads (a converter's `label` declared as shape [1] while it holds
+        // one per row): thousands of lines at load and one per call. The
+        // gateway checks the output it does read itself; errors still log.
+        .with_log_level(LogLevel::Error)?
         .commit_from_memory(model)
 }
 

@@ -409,6 +409,14 @@ impl Manifest {
         if self.model.output.tensor.is_empty() {
             return Err(FieldError::new("model.output.tensor", "must not be empty"));
         }
+        if let Some(t) = self.model.output.decision_threshold
+            && !t.is_finite()
+        {
+            return Err(FieldError::new(
+                "model.output.decision_threshold",
+                format!("is {t}; it must be finite"),
+            ));
+        }
         if self.features.is_empty() {
             return Err(FieldError::new(
                 "features",
@@ -700,6 +708,26 @@ source = "zip_code_aggregate"
 
         let measurement = religion.replace("[\"personalised_advertising\"]", "[\"measurement\"]");
         assert!(Manifest::from_toml(&measurement).is_ok());
+    }
+
+    #[test]
+    fn a_decision_threshold_must_be_finite() {
+        for value in ["nan", "inf", "-inf"] {
+            let text = MINIMAL.replace(
+                "description = \"p\"",
+                &format!("description = \"p\"\ndecision_threshold = {value}"),
+            );
+            let err = Manifest::from_toml(&text).unwrap_err();
+            assert_eq!(
+                err.field, "model.output.decision_threshold",
+                "{value}: {err}"
+            );
+        }
+        let text = MINIMAL.replace(
+            "description = \"p\"",
+            "description = \"p\"\ndecision_threshold = 0.2",
+        );
+        assert!(Manifest::from_toml(&text).is_ok());
     }
 
     #[test]

@@ -46,10 +46,30 @@ pub enum FeatureProblem {
     },
     #[error("is not finite")]
     NonFinite,
-    #[error("value {value} is outside the allowed range [{min}, {max}]")]
+    #[error(
+        "value {} is outside the allowed range [{}, {}]",
+        Number(*value),
+        Number(*min),
+        Number(*max)
+    )]
     OutOfRange { value: f64, min: f64, max: f64 },
     #[error("value {value} is not one of the allowed categories")]
     UnknownCategory { value: String },
+}
+
+/// A number as a message shows it: plainly, unless its plain form runs to
+/// hundreds of digits (1e300 is sent by clients probing the limits).
+struct Number(f64);
+
+impl std::fmt::Display for Number {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let magnitude = self.0.abs();
+        if magnitude != 0.0 && !(1e-6..1e15).contains(&magnitude) {
+            write!(f, "{:e}", self.0)
+        } else {
+            write!(f, "{}", self.0)
+        }
+    }
 }
 
 /// A rejected feature, named.
@@ -333,6 +353,31 @@ fn encode_value(spec: &FeatureSpec, value: &FeatureValue) -> Result<f32, Feature
 mod tests {
     use super::*;
     use crate::models::manifest::{DataCategory, DataSource};
+
+    #[test]
+    fn out_of_range_values_are_shown_readably() {
+        let shown = |value| {
+            FeatureProblem::OutOfRange {
+                value,
+                min: 1.0,
+                max: 10.0,
+            }
+            .to_string()
+        };
+        assert_eq!(shown(99.0), "value 99 is outside the allowed range [1, 10]");
+        assert_eq!(
+            shown(-0.5),
+            "value -0.5 is outside the allowed range [1, 10]"
+        );
+        assert_eq!(
+            shown(1e300),
+            "value 1e300 is outside the allowed range [1, 10]"
+        );
+        assert_eq!(
+            shown(-2.5e-9),
+            "value -2.5e-9 is outside the allowed range [1, 10]"
+        );
+    }
 
     fn spec(name: &str, position: usize, kind: FeatureType) -> FeatureSpec {
         FeatureSpec {

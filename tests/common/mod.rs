@@ -48,6 +48,7 @@ pub fn test_config() -> Config {
         ..Config::default()
     };
     config.consent.subject_key_file = data.join("subject.key");
+    config.decisions.input_key_file = data.join("inputs.key");
     config.consent.tcf_vendor_id = Some(TEST_VENDOR_ID);
     config
 }
