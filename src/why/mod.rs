@@ -16,7 +16,7 @@ use crate::{
     decisions::{DecisionRow, ExplainedGroup},
     models::{
         ModelPackage,
-        manifest::{DataCategory, FeatureSpec, Manifest, ReasonGroup},
+        manifest::{DataCategory, FeatureSpec, FeatureType, Manifest, ReasonGroup},
         package::Rows,
     },
 };
@@ -80,22 +80,42 @@ impl<'a> ModelFacts<'a> {
         }
     }
 
-    /// How many people in the model's population share the person's value
-    /// of column `column`: the share of background rows with that value,
+    /// How many people in the model's population belong to the segment a
+    /// reason about feature `spec` (column `column`) describes for the
+    /// person's value: for a category (or a missing value), those with the
+    /// same one; for a quantity, those whose value lies between the same two
+    /// deciles, or equals it when more share it exactly (a reason names the
+    /// feature, never the value, so it describes the person's tenth of the
+    /// population at the finest). Counted in the background sample and
     /// scaled to the training population.
-    fn segment_size(&self, column: usize, value: f64) -> f64 {
+    fn segment_size(&self, spec: &FeatureSpec, column: usize, value: f64) -> f64 {
         let rows = self.background;
-        let n = rows.len().max(1);
-        let same = (0..rows.len())
-            .filter(|&r| f64::from(rows.row(r)[column]) == value)
-            .count();
+        let values: Vec<f64> = (0..rows.len())
+            .map(|r| f64::from(rows.row(r)[column]))
+            .collect();
+        let shared = if value.is_nan() {
+            values.iter().filter(|v| v.is_nan()).count()
+        } else {
+            let same = values.iter().filter(|&&v| v == value).count();
+            let mut known: Vec<f64> = values.iter().copied().filter(|v| !v.is_nan()).collect();
+            if spec.kind == FeatureType::Categorical || known.is_empty() {
+                same
+            } else {
+                known.sort_by(f64::total_cmp);
+                let cut = |q: usize| known[q * (known.len() - 1) / 10];
+                let q = (1..=10).find(|&q| value <= cut(q)).unwrap_or(10);
+                let (low, high) = (cut(q - 1), cut(q));
+                let within = known.iter().filter(|&&v| low <= v && v <= high).count();
+                same.max(within)
+            }
+        };
         let population = self
             .manifest
             .training
             .as_ref()
             .and_then(|t| t.train_rows)
-            .unwrap_or(n as u64) as f64;
-        same as f64 / n as f64 * population
+            .unwrap_or(values.len() as u64) as f64;
+        shared as f64 / values.len().max(1) as f64 * population
     }
 }
 
@@ -131,7 +151,7 @@ pub fn consumer(
             }
             if f.contribution <= 0.0
                 || reasons.len() >= 3
-                || model.segment_size(*column, f.value) < f64::from(min_segment)
+                || model.segment_size(spec, *column, f.value) < f64::from(min_segment)
             {
                 continue;
             }
@@ -331,4 +351,78 @@ pub fn model_card_summary(manifest: &Manifest) -> String {
 /// C-203/22), without the model's internals.
 pub fn procedure(language: Language) -> String {
     text::procedure(language)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MANIFEST: &str = r#"
+schema_version = 1
+[model]
+name = "m"
+version = "1.0.0"
+description = "d"
+owner = "o"
+purposes = ["personalised_advertising"]
+intended_use = "u"
+[model.input]
+tensor = "input"
+[model.output]
+tensor = "probabilities"
+index = 1
+description = "p"
+[training]
+dataset = "t"
+date = "2026-01-01"
+script = "s.py"
+train_rows = 1000
+[[features]]
+name = "spend"
+position = 0
+type = "float"
+missing_allowed = true
+description = "spend"
+category = "first_party_purchase_history"
+source = "first_party"
+[[features]]
+name = "colour"
+position = 1
+type = "categorical"
+categories = [1, 2, 3]
+description = "colour"
+category = "device"
+source = "first_party"
+"#;
+
+    #[test]
+    fn a_quantity_is_told_for_the_tenth_of_people_it_places_the_person_in() {
+        let manifest = Manifest::from_toml(MANIFEST).unwrap();
+        // 100 people: distinct spends 0..99 (one missing), colours 1 x 97, 2 x 3.
+        let mut values = Vec::new();
+        for i in 0..100 {
+            let spend = if i == 99 { f32::NAN } else { i as f32 };
+            values.extend([spend, if i < 97 { 1.0 } else { 2.0 }]);
+        }
+        let background = Rows { width: 2, values };
+        let facts = ModelFacts {
+            manifest: &manifest,
+            background: &background,
+        };
+        let size = |feature: usize, value: f64| {
+            facts.segment_size(&manifest.features[feature], feature, value)
+        };
+        // No one else spends exactly 42.5, yet a tenth of people spend about as much.
+        let tenth = size(0, 42.5);
+        assert!((90.0..=130.0).contains(&tenth), "{tenth}");
+        // Beyond everyone in the sample: still the top tenth.
+        assert!(size(0, 1e6) >= 90.0);
+        assert!(size(0, -5.0) >= 90.0);
+        // A missing value: those with a missing value (1 in 100 = 10 of 1000).
+        assert_eq!(size(0, f64::NAN), 10.0);
+        // A category is its own segment, however rare.
+        assert_eq!(size(1, 2.0), 30.0);
+        assert_eq!(size(1, 3.0), 0.0);
+        assert_eq!(size(1, 1.0), 970.0);
+    }
 }

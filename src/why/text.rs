@@ -113,8 +113,8 @@ pub fn category(l: Language, c: DataCategory) -> String {
     use DataCategory::*;
     let (en, nl) = match c {
         FirstPartyPurchaseHistory => (
-            "the insurance policies you hold with us",
-            "de verzekeringen die je bij ons hebt",
+            "what you have bought from us",
+            "wat je bij ons hebt gekocht",
         ),
         ZipCodeDemographics => (
             "statistics about the area of your postcode",
@@ -266,7 +266,7 @@ pub fn date(l: Language, ms: i64) -> String {
 pub fn procedure(l: Language) -> String {
     match l {
         Language::En => "When a website or app asks which ad to show you, it sends us information about \
-you that it holds: the insurance policies you have with us and statistics about the area of your \
+you that it holds, such as what you have bought from us and statistics about the area of your \
 postcode. First we check your privacy choices: the consent you gave or withdrew, whether you opted out, \
 where you are and whether you are a minor. Information your choices do not allow is replaced by an \
 average for everyone before anything else happens; if your choices allow no ad to be chosen for you, \
@@ -277,7 +277,7 @@ never use sensitive information such as religion or health, and never profile mi
 your choices, object, or ask us to delete your data at any time."
             .into(),
         Language::Nl => "Wanneer een website of app ons vraagt welke advertentie je te zien krijgt, stuurt \
-die ons gegevens over jou die ze heeft: de verzekeringen die je bij ons hebt en statistieken over het \
+die ons gegevens over jou die ze heeft, zoals wat je bij ons hebt gekocht en statistieken over het \
 gebied van je postcode. Eerst controleren we je privacykeuzes: de toestemming die je gaf of introk, of \
 je je afmeldde, waar je bent en of je minderjarig bent. Gegevens die je keuzes niet toestaan, worden \
 vervangen door een gemiddelde voor iedereen voordat er iets anders gebeurt; staan je keuzes niet toe dat \
