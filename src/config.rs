@@ -24,6 +24,10 @@ pub struct Config {
     /// Reload the models folder when it changes (a new version folder, an
     /// edited `rollout.toml`), as the admin `ReloadModels` call does.
     pub watch_models: bool,
+    /// Hold every package to the validation gate at start-up too, as on a
+    /// deploy while serving: a restart is a deploy, and the same bytes are
+    /// served or refused alike whenever they arrive.
+    pub gate_at_startup: bool,
     /// Path of `libonnxruntime.so.1.31.1`.
     pub ort_lib: PathBuf,
     /// Inference threads (each runs one single-threaded ORT session per model).
@@ -286,6 +290,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             models_dir: PathBuf::from("models"),
             watch_models: true,
+            gate_at_startup: true,
             ort_lib: PathBuf::from(".ort/libonnxruntime.so.1.31.1"),
             inference_threads: std::thread::available_parallelism().map_or(2, usize::from),
             inference_queue: 4096,

@@ -379,9 +379,11 @@ async fn shadow_outputs_are_recorded_never_returned() {
 #[tokio::test]
 async fn bad_rollouts_and_deploys_name_the_field() {
     let (_tmp, models) = models_folder();
-    let mut config = config(&models);
-    config.watch_models = false;
-    let server = TestServer::start_with(config).await;
+    let unwatched = Config {
+        watch_models: false,
+        ..config(&models)
+    };
+    let server = TestServer::start_with(unwatched.clone()).await;
     for (production, canary, percent, shadows, code, field) in [
         (
             "1.0.0",
@@ -484,6 +486,20 @@ async fn bad_rollouts_and_deploys_name_the_field() {
         "1.0.0"
     );
     server.stop().await;
+
+    // A restart is a deploy too: the same bytes stay refused.
+    let restarted = TestServer::start_with(Config {
+        gate_at_startup: true,
+        ..unwatched
+    })
+    .await;
+    let versions = loaded_versions(&restarted).await;
+    assert!(!versions.contains("1.3.0"), "{versions:?}");
+    assert!(
+        versions.contains("1.0.0") && versions.contains("1.1.0"),
+        "{versions:?}"
+    );
+    restarted.stop().await;
 }
 
 /// Audit-only attributes feed the fairness monitor's per-group selection

@@ -158,15 +158,7 @@ impl Gateway {
         let slots = self.session_slots();
         let before = previous.clone();
         let (registry, failed) = tokio::task::spawn_blocking(move || {
-            let gate = |package: &std::path::Path| {
-                let report = validate_package(package);
-                if report.passed {
-                    Ok(())
-                } else {
-                    Err(report.failures())
-                }
-            };
-            Registry::load_dir(&dir, slots, Some(&before), Some(&gate))
+            Registry::load_dir(&dir, slots, Some(&before), Some(&deployment_gate))
         })
         .await
         .map_err(|e| Error::Internal(format!("model reload panicked: {e}")))??;
@@ -278,5 +270,16 @@ fn role_of(model: &ModelVersions, version: &Version) -> Option<&'static str> {
         Some("a shadow")
     } else {
         None
+    }
+}
+
+/// The validation gate a package not served before must pass: every rule of
+/// `candor models validate`, the failures as the reason.
+pub(super) fn deployment_gate(package: &std::path::Path) -> Result<(), String> {
+    let report = validate_package(package);
+    if report.passed {
+        Ok(())
+    } else {
+        Err(report.failures())
     }
 }

@@ -298,7 +298,11 @@ impl Gateway {
         let this = self.clone();
         let registry = tokio::task::spawn_blocking(move || {
             runtime::init(&this.config.ort_lib)?;
-            Registry::load_dir(&this.config.models_dir, this.session_slots(), None, None)
+            let gate: Option<crate::models::Gate<'_>> = this
+                .config
+                .gate_at_startup
+                .then_some(&deploy::deployment_gate);
+            Registry::load_dir(&this.config.models_dir, this.session_slots(), None, gate)
                 .map_err(Error::from)
         })
         .await

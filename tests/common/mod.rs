@@ -45,6 +45,10 @@ pub fn test_config() -> Config {
         models_dir: repo_root().join("models"),
         ort_lib: ort_lib(),
         database: data.join("candor.db"),
+        // The gate re-reads and re-checks every package (seconds per start
+        // in a debug build, for dozens of servers); tests/rollout.rs holds
+        // a restart to it, and tests/validate.rs covers its rules.
+        gate_at_startup: false,
         ..Config::default()
     };
     config.consent.subject_key_file = data.join("subject.key");
