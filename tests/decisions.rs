@@ -88,7 +88,7 @@ async fn explanations_survive_a_restart_and_then_come_from_the_cache() {
     let a = engineer(&first).attribution.as_ref().unwrap();
     let sum: f64 = a.features.iter().map(|f| f.contribution).sum();
     assert!((a.base_value + sum - a.margin).abs() < 1e-6, "additive");
-    assert!((engineer(&first).score - on_request.score.unwrap()).abs() < 1e-9);
+    assert!((engineer(&first).score.unwrap() - on_request.score.unwrap()).abs() < 1e-9);
 
     // Once attributions exist, the sealed inputs are erased.
     assert!(sealed_inputs(&database, &on_request.decision_id).is_none());

@@ -153,6 +153,41 @@ async fn refused_lgbm() {
     insta::assert_snapshot!("refused_lgbm_nl", nl);
 }
 
+/// A refused decision has no score: the engineer and support views leave
+/// it out rather than show 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_decision_has_no_score_in_any_view() {
+    let server = TestServer::start().await;
+    let mut request = caravan_request();
+    request.context = Some(pb::RequestContext {
+        jurisdiction_country: "DE".into(),
+        ..Default::default()
+    });
+    let d = server.score_one(request).await;
+    assert_eq!(d.tier, pb::Tier::Refused as i32);
+    let mut client =
+        pb::explanation_service_client::ExplanationServiceClient::new(server.channel().await);
+    for audience in [pb::Audience::Engineer, pb::Audience::Support] {
+        let view = client
+            .get_explanation(pb::GetExplanationRequest {
+                decision_id: d.decision_id.clone(),
+                audience: audience as i32,
+                language: "en".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .view;
+        let score = match view {
+            Some(pb::get_explanation_response::View::Engineer(v)) => v.score,
+            Some(pb::get_explanation_response::View::Support(v)) => v.score,
+            other => panic!("{audience:?}: {other:?}"),
+        };
+        assert_eq!(score, None, "{audience:?}");
+    }
+    server.stop().await;
+}
+
 static PACKAGE: LazyLock<ModelPackage> = LazyLock::new(|| {
     runtime::init(&ort_lib()).unwrap();
     ModelPackage::load(&repo_root().join("models/caravan-lgbm/1.0.0"), 1).unwrap()

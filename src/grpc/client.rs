@@ -204,8 +204,14 @@ pub async fn why(channel: Channel, call: &WhyCall) -> Result<(Value, String), to
         Some(pb::get_explanation_response::View::Engineer(v)) => {
             let a = v.attribution.unwrap_or_default();
             text.push_str(&format!(
-                "method {} ({}), base {:.6}, margin {:.6}, residual {:.2e}, score {:.6}\n",
-                a.method, a.output_space, a.base_value, a.margin, a.additivity_residual, v.score
+                "method {} ({}), base {:.6}, margin {:.6}, residual {:.2e}, score {}\n",
+                a.method,
+                a.output_space,
+                a.base_value,
+                a.margin,
+                a.additivity_residual,
+                v.score
+                    .map_or("none (refused)".to_owned(), |s| format!("{s:.6}"))
             ));
             for f in &a.features {
                 text.push_str(&format!(

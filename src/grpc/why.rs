@@ -178,7 +178,7 @@ impl ExplanationService for Why {
                         .as_ref()
                         .map_or(String::new(), |e| e.output_space.clone()),
                     base_score: row.explanation.as_ref().map_or(0.0, |e| e.base_score),
-                    score: row.score.unwrap_or_default(),
+                    score: row.score,
                     provenance: Some(row.provenance.as_ref().into()),
                     consent_trail: trail
                         .into_iter()
@@ -199,7 +199,7 @@ impl ExplanationService for Why {
             Audience::Engineer => pb::get_explanation_response::View::Engineer(pb::EngineerView {
                 attribution: row.explanation.as_ref().map(Into::into),
                 provenance: Some(row.provenance.as_ref().into()),
-                score: row.score.unwrap_or_default(),
+                score: row.score,
             }),
         };
         Ok(Response::new(pb::GetExplanationResponse {
