@@ -1,5 +1,10 @@
-"""Writes tests/fixtures/gate/noisy.onnx, the graph the validation gate's
-``attributions_additive`` rule must catch (tests/validate.rs).
+"""Writes the graphs of broken packages the tests build:
+
+- tests/fixtures/gate/noisy.onnx, the graph the validation gate's
+  ``attributions_additive`` rule must catch (tests/validate.rs);
+- tests/fixtures/gate/fixed-batch.onnx, the same interface with a fixed
+  batch size of 1 ([1, 78]), which a package must not have, since the
+  gateway runs rows in batches (tests/packages.rs).
 
 Every attribution method Candor has is additive by construction on a
 deterministic graph, so the one way a package breaks the rule is a graph
@@ -22,32 +27,45 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-OUT = Path(__file__).resolve().parent / "fixtures" / "gate" / "noisy.onnx"
+OUT = Path(__file__).resolve().parent / "fixtures" / "gate"
 FEATURES = 78
 
 
-def main() -> int:
+def write(name: str, batch: str | int, noisy: bool) -> None:
     weights = np.full((FEATURES, 2), 0.01, dtype=np.float32)
     weights[:, 1] = -0.01
-    graph = helper.make_graph(
-        [
+    if noisy:
+        nodes = [
             helper.make_node("MatMul", ["input", "weights"], ["logits"]),
             helper.make_node("RandomUniformLike", ["logits"], ["noise"], low=-1.0, high=1.0),
             helper.make_node("Add", ["logits", "noise"], ["noisy"]),
             helper.make_node("Softmax", ["noisy"], ["probabilities"], axis=1),
-        ],
-        "noisy",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", FEATURES])],
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 2])],
+        ]
+    else:
+        nodes = [
+            helper.make_node("MatMul", ["input", "weights"], ["logits"]),
+            helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+        ]
+    graph = helper.make_graph(
+        nodes,
+        name,
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, FEATURES])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [batch, 2])],
         initializer=[numpy_helper.from_array(weights, "weights")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)],
                               producer_name="tests/gate_fixtures.py")
     model.ir_version = 8
     onnx.checker.check_model(model, full_check=True)
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_bytes(model.SerializeToString())
-    print(f"wrote {OUT}")
+    OUT.mkdir(parents=True, exist_ok=True)
+    path = OUT / f"{name}.onnx"
+    path.write_bytes(model.SerializeToString())
+    print(f"wrote {path}")
+
+
+def main() -> int:
+    write("noisy", "N", noisy=True)
+    write("fixed-batch", 1, noisy=False)
     return 0
 
 

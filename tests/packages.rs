@@ -52,6 +52,17 @@ fn broken_packages_are_refused_naming_file_and_field() {
             "\"proba\" is not a graph output",
         ),
         (
+            "fixed batch size",
+            |p| {
+                // The Caravan interface, [1, 78] (tests/gate_fixtures.py).
+                let fixture = repo_root().join("tests/fixtures/gate/fixed-batch.onnx");
+                fs::copy(fixture, p.join("model.onnx")).unwrap();
+            },
+            "model.onnx",
+            None,
+            "a fixed batch size of 1",
+        ),
+        (
             "output index",
             |p| edit(&p.join("manifest.toml"), "index = 1", "index = 2"),
             "manifest.toml",

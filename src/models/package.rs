@@ -341,6 +341,17 @@ fn check_graph(
             ),
         ));
     }
+    // A dimension below zero is dynamic (or symbolic): any batch size.
+    if input.shape[0] >= 0 {
+        return Err(PackageError::new(
+            model_path,
+            None,
+            format!(
+                "the graph input {want_in:?} has shape {:?}: a fixed batch size of {}; Candor runs rows in batches, so its first dimension must be dynamic (e.g. \"N\")",
+                input.shape, input.shape[0]
+            ),
+        ));
+    }
     let want_out = &manifest.model.output.tensor;
     let output = outputs
         .iter()
