@@ -14,7 +14,7 @@ use std::{
 use serde::Serialize;
 
 use super::{
-    manifest::Manifest,
+    manifest::{Manifest, line_of},
     package::{GOLDEN_FILE, MANIFEST_FILE, ModelPackage},
 };
 use crate::{
@@ -194,15 +194,20 @@ const GOLDEN: &str = "the package's golden rows reproduce";
 const ADDITIVE: &str = "attributions are additive on the background sample";
 const FAIRNESS: &str = "the fairness audit passes the package's declared thresholds";
 
+/// A manifest that does not parse, with the file and line to look at.
+fn unreadable(text: &str, e: &toml::de::Error) -> String {
+    let line = e.span().map_or(0, |s| line_of(text, s.start));
+    format!("{MANIFEST_FILE} line {line}: {}", e.message().trim())
+}
+
 /// Reads the raw TOML, so that a feature without a category is reported by
 /// this rule rather than only as a parse error.
 fn check_documented(text: &str) -> Result<String, String> {
-    let table: toml::Table =
-        toml::from_str(text).map_err(|e| format!("manifest: {}", e.message()))?;
+    let table: toml::Table = toml::from_str(text).map_err(|e| unreadable(text, &e))?;
     let features = table
         .get("features")
         .and_then(toml::Value::as_array)
-        .ok_or("manifest: no [[features]]")?;
+        .ok_or(format!("{MANIFEST_FILE}: declares no [[features]]"))?;
     let mut missing = Vec::new();
     for (i, f) in features.iter().enumerate() {
         let name = f
@@ -238,7 +243,7 @@ fn check_documented(text: &str) -> Result<String, String> {
 /// The manifest's own refusal, run on the manifest alone.
 fn check_special_categories(text: &str) -> Result<String, String> {
     let manifest: Manifest =
-        toml::from_str(text).map_err(|e| format!("not checked: manifest: {}", e.message()))?;
+        toml::from_str(text).map_err(|e| format!("not checked: {}", unreadable(text, &e)))?;
     manifest
         .refuse_special_categories_for_advertising()
         .map_err(|e| e.to_string())?;
