@@ -49,7 +49,7 @@ impl BitWriter {
     /// Pads with zeros to a multiple of `pad` bits (8 for TCF, 6 for GPP).
     pub fn encode(&self, pad: usize) -> String {
         let mut bits = self.0.clone();
-        while bits.len() % pad != 0 || bits.len() % 6 != 0 {
+        while !bits.len().is_multiple_of(pad) || !bits.len().is_multiple_of(6) {
             bits.push(false);
         }
         bits.chunks(6)
