@@ -582,7 +582,7 @@ async fn every_response_carries_provenance() {
             assert_eq!(p.tier, d.tier, "context {i}");
             assert_eq!(p.model_sha256, d.model.as_ref().unwrap().sha256);
             assert_eq!(p.signals_sha256.len(), 64);
-            assert_eq!(p.policy_version, "candor-policy/1");
+            assert_eq!(p.policy_version, "candor-policy/2");
             assert_eq!(p.policy_sha256.len(), 64);
             assert!(
                 !p.ledger_records.is_empty(),

@@ -42,7 +42,7 @@ use super::{
 use crate::models::manifest::{DataCategory, DataSource, FeatureSpec};
 
 /// Changes whenever a rule changes meaning.
-pub const POLICY_VERSION: &str = "candor-policy/1";
+pub const POLICY_VERSION: &str = "candor-policy/2";
 
 /// EEA members, the UK and Switzerland: where GDPR (or its UK and Swiss
 /// counterparts) and the TCF apply.
