@@ -254,6 +254,14 @@ async fn every_rule_fires_when_it_should_and_only_then() {
             quiet: ctx("IT").gpp("gpp-tcfeuv2-all"),
         },
         Case {
+            rule: "tcf.conflicting_signals_stricter_applied",
+            model: lgbm,
+            fires: ctx("IT").gpp("gpp-tcfeuv2-all").tc("tcf-no-p3"),
+            fired_tier: Contextual,
+            masks: Some(OWN_FEATURE),
+            quiet: ctx("IT").gpp("gpp-tcfeuv2-all").tc("tcf-all"),
+        },
+        Case {
             rule: "us.gpc_opt_out",
             model: lgbm,
             fires: Ctx { gpc: true, ..us() },
@@ -574,7 +582,7 @@ async fn every_response_carries_provenance() {
             assert_eq!(p.tier, d.tier, "context {i}");
             assert_eq!(p.model_sha256, d.model.as_ref().unwrap().sha256);
             assert_eq!(p.signals_sha256.len(), 64);
-            assert_eq!(p.policy_version, "candor-policy/1");
+            assert_eq!(p.policy_version, "candor-policy/2");
             assert_eq!(p.policy_sha256.len(), 64);
             assert!(
                 !p.ledger_records.is_empty(),
@@ -770,4 +778,76 @@ async fn a_known_persons_gpc_outlives_the_request() {
         .unwrap();
     let back = score(&mut scoring, "caravan-lgbm", "olga", &ctx("US")).await;
     assert_eq!(tier(&back), pb::Tier::Personalised);
+}
+
+/// The US Privacy section (uspv1) inside a GPP string: its sale opt-out is
+/// honoured exactly as usnat's, and a malformed one is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_uspv1_section_is_applied_and_validated() {
+    let server = server().await;
+    let mut client = server.scoring().await;
+    let usnat = policy_string("gpp-usnat-none");
+    let (_, usnat) = usnat.split_once('~').unwrap();
+    // Header: sections 6 (uspv1) and 7 (usnat).
+    let with = |usp: &str| pb::RequestContext {
+        jurisdiction_country: "US".into(),
+        age_status: pb::AgeStatus::Adult as i32,
+        gpp_string: format!("DBACTY~{usp}~{usnat}"),
+        ..Default::default()
+    };
+    let mut request = caravan_request();
+    request.subject_id = "uspv1".into();
+    request.context = Some(with("1YYN"));
+    let d = client
+        .score(request.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .decision
+        .unwrap();
+    let opted_out = score(
+        &mut client,
+        "caravan-lgbm",
+        "uspv1-b",
+        &ctx("US").gpp("gpp-usnat-sale-opt-out"),
+    )
+    .await;
+    assert_eq!(tier(&d), tier(&opted_out));
+    assert_eq!(
+        provenance(&d).rules_fired,
+        provenance(&opted_out).rules_fired
+    );
+    assert_eq!(
+        provenance(&d).masked_features,
+        provenance(&opted_out).masked_features
+    );
+    assert!(fired(&d, "us.sale_sharing_targeting_opt_out") && masked(&d, ZIP_FEATURE));
+
+    request.subject_id = "uspv1-c".into();
+    request.context = Some(with("1YNN"));
+    let d = client
+        .score(request.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .decision
+        .unwrap();
+    assert!(
+        !fired(&d, "us.sale_sharing_targeting_opt_out"),
+        "{:?}",
+        provenance(&d).rules_fired
+    );
+
+    for bad in ["1XYZ", "zz"] {
+        request.context = Some(with(bad));
+        let status = client.score(request.clone()).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{bad}");
+        assert!(
+            status
+                .message()
+                .starts_with("context.gpp_string: section uspv1: "),
+            "{bad}: {}",
+            status.message()
+        );
+    }
 }

@@ -30,6 +30,11 @@ fn sextet(c: u8) -> Option<u8> {
     }
 }
 
+/// Whether `c` is a character of the URL-safe base64 alphabet.
+pub fn is_url_safe_base64(c: u8) -> bool {
+    sextet(c).is_some()
+}
+
 impl BitReader {
     /// Decodes one segment, naming the first character outside the URL-safe
     /// base64 alphabet.

@@ -1,19 +1,36 @@
 //! IAB Global Privacy Platform strings: the header, and the sections the
-//! policy interprets (tcfeuv2, usnat, usca).
+//! policy interprets (tcfeuv2, uspv1, usnat, usca).
 //!
 //! Each US section is read by its own specification: usnat's
 //! SensitiveDataProcessing values mean consent (2) or its absence (1), while
-//! usca's mean an opt-out (1). Sections the policy does not interpret are
-//! kept as their ids only.
+//! usca's mean an opt-out (1). uspv1 is the US Privacy string carried as a
+//! section: four characters, not bits, decoded as strictly as the others.
+//!
+//! Sections the gateway does not apply (the other state sections, such as
+//! usva, id 9, and the Canadian TCF) are kept as their ids only: the core
+//! specification leaves each section's encoding to its own specification,
+//! and a reader "aware of where the discrete section is" may skip one it
+//! does not implement. What the core specification does fix for every
+//! section is checked: it is present, and each of its `.`-separated
+//! subsections is non-empty URL-safe base64 (uspv1's characters are in that
+//! alphabet too). Garbage there is refused as a malformed string rather than
+//! passed over; the choices such a section holds are not applied (a
+//! publisher following a state-specific approach must also send usnat, GPC
+//! or uspv1 for the gateway to honour an opt-out).
 //!
 //! The `iab_gpp` crate was evaluated and not used: version 0.1.2 panics on
 //! overflowing Fibonacci codes in a header (debug builds) and wraps them
 //! silently in release, accepts ranges that end before they start, and hides
 //! MaxVendorId, which TCF validation needs.
 
-use super::{SignalError, bits::BitReader, tcf::TcString};
+use super::{
+    SignalError,
+    bits::{self, BitReader},
+    tcf::TcString,
+};
 
 pub const TCFEUV2: u16 = 2;
+pub const USPV1: u16 = 6;
 pub const USNAT: u16 = 7;
 pub const USCA: u16 = 8;
 
@@ -107,6 +124,27 @@ pub struct UsCa {
     pub gpc: Option<bool>,
 }
 
+/// A US Privacy string flag: Y, N or - (not applicable).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UspFlag {
+    Yes,
+    No,
+    NotApplicable,
+}
+
+/// The US Privacy section (id 6), version 1: `1` then the notice, opt-out of
+/// sale and LSPA-covered flags, e.g. `1YYN`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsPrivacy {
+    /// Explicit notice and the opportunity to opt out were given.
+    pub notice: UspFlag,
+    /// The person opted out of the sale of their personal information.
+    pub opt_out_sale: UspFlag,
+    /// The transaction is covered by the IAB Limited Service Provider
+    /// Agreement.
+    pub lspa_covered: UspFlag,
+}
+
 /// usca's SensitiveDataProcessing index (0-based) for precise geolocation.
 pub const USCA_PRECISE_GEOLOCATION: usize = 2;
 /// usnat's SensitiveDataProcessing index (0-based) for precise geolocation.
@@ -116,6 +154,7 @@ pub const USNAT_PRECISE_GEOLOCATION: usize = 7;
 pub struct GppString {
     pub section_ids: Vec<u16>,
     pub tcfeuv2: Option<TcString>,
+    pub uspv1: Option<UsPrivacy>,
     pub usnat: Option<UsNat>,
     pub usca: Option<UsCa>,
 }
@@ -139,6 +178,7 @@ impl GppString {
         let mut gpp = Self {
             section_ids,
             tcfeuv2: None,
+            uspv1: None,
             usnat: None,
             usca: None,
         };
@@ -150,9 +190,10 @@ impl GppString {
                             .map_err(|e| SignalError::new(format!("section tcfeuv2: {e}")))?,
                     )
                 }
+                USPV1 => gpp.uspv1 = Some(uspv1(text)?),
                 USNAT => gpp.usnat = Some(usnat(text)?),
                 USCA => gpp.usca = Some(usca(text)?),
-                _ => {}
+                _ => not_applied(id, text)?,
             }
         }
         Ok(gpp)
@@ -189,6 +230,71 @@ fn header_ids(mut r: BitReader) -> Result<Vec<u16>, SignalError> {
         last = end;
     }
     Ok(ids)
+}
+
+/// The US Privacy string: exactly `1`, then three of Y, N or -. The
+/// specification lets "-" stand for "unknown" in the notice and LSPA
+/// positions, but the opt-out of sale "may never be unknown": there it is
+/// allowed only in `1---`, the publisher's statement that US privacy law does
+/// not apply.
+fn uspv1(text: &str) -> Result<UsPrivacy, SignalError> {
+    let err = |message: String| SignalError::new(format!("section uspv1: {message}"));
+    let &[version, notice, opt_out_sale, lspa] = text.as_bytes() else {
+        return Err(err(format!(
+            "{text:?} is {} characters long; a US Privacy string has 4 (version, notice, opt-out of sale, LSPA)",
+            text.chars().count()
+        )));
+    };
+    if version != b'1' {
+        return Err(err(format!(
+            "Version is {:?}; only US Privacy version 1 is known",
+            char::from(version)
+        )));
+    }
+    let flag = |c: u8, field: &str| match c {
+        b'Y' => Ok(UspFlag::Yes),
+        b'N' => Ok(UspFlag::No),
+        b'-' => Ok(UspFlag::NotApplicable),
+        _ => Err(err(format!(
+            "{field} is {:?}; it must be Y, N or -",
+            char::from(c)
+        ))),
+    };
+    let usp = UsPrivacy {
+        notice: flag(notice, "Notice")?,
+        opt_out_sale: flag(opt_out_sale, "OptOutSale")?,
+        lspa_covered: flag(lspa, "LspaCovered")?,
+    };
+    if usp.opt_out_sale == UspFlag::NotApplicable
+        && (usp.notice, usp.lspa_covered) != (UspFlag::NotApplicable, UspFlag::NotApplicable)
+    {
+        return Err(err(format!(
+            "OptOutSale is \"-\" in {text:?}; it may be \"-\" only in \"1---\" (US privacy law does not apply)"
+        )));
+    }
+    Ok(usp)
+}
+
+/// A section the gateway does not apply: only what the core specification
+/// fixes for every section is checked (see the module documentation).
+fn not_applied(id: u16, text: &str) -> Result<(), SignalError> {
+    for (n, sub) in text.split('.').enumerate() {
+        let err =
+            |what: String| SignalError::new(format!("section {id}: subsection {}: {what}", n + 1));
+        if sub.is_empty() {
+            return Err(err("is empty".into()));
+        }
+        if let Some((i, c)) = sub
+            .char_indices()
+            .find(|&(_, c)| !u8::try_from(c).is_ok_and(bits::is_url_safe_base64))
+        {
+            return Err(err(format!(
+                "character {} ({c:?}) is not URL-safe base64",
+                i + 1
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Splits a US section into its core and an optional GPC subsection.
@@ -276,4 +382,92 @@ fn usca(text: &str) -> Result<UsCa, SignalError> {
         mspa_service_provider_mode: t(&mut r, "MspaServiceProviderMode")?,
         gpc,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consent::testing::{gpp, usnat as usnat_section};
+
+    fn refusal(text: &str) -> String {
+        GppString::decode(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn uspv1_is_decoded() {
+        let no = usnat_section(2);
+        for (usp, notice, opt_out, lspa) in [
+            ("1YYN", UspFlag::Yes, UspFlag::Yes, UspFlag::No),
+            ("1NNY", UspFlag::No, UspFlag::No, UspFlag::Yes),
+            (
+                "1-Y-",
+                UspFlag::NotApplicable,
+                UspFlag::Yes,
+                UspFlag::NotApplicable,
+            ),
+            (
+                "1---",
+                UspFlag::NotApplicable,
+                UspFlag::NotApplicable,
+                UspFlag::NotApplicable,
+            ),
+        ] {
+            let g = GppString::decode(&gpp(&[(USPV1, usp), (USNAT, &no)])).unwrap();
+            assert_eq!(
+                g.uspv1,
+                Some(UsPrivacy {
+                    notice,
+                    opt_out_sale: opt_out,
+                    lspa_covered: lspa
+                }),
+                "{usp}"
+            );
+            assert!(g.usnat.is_some());
+        }
+    }
+
+    #[test]
+    fn malformed_uspv1_is_refused_naming_the_section() {
+        for (usp, says) in [
+            ("1XYZ", "Notice is 'X'"),
+            ("1YXN", "OptOutSale is 'X'"),
+            ("1YNZ", "LspaCovered is 'Z'"),
+            ("1ynn", "Notice is 'y'"),
+            ("2YNN", "Version is '2'"),
+            ("zz", "2 characters long"),
+            ("1YNNN", "5 characters long"),
+            ("1Y-N", "may be \"-\" only in \"1---\""),
+            ("1--N", "may be \"-\" only in \"1---\""),
+        ] {
+            let e = refusal(&gpp(&[(USPV1, usp), (USNAT, &usnat_section(2))]));
+            assert!(
+                e.starts_with("section uspv1: ") && e.contains(says),
+                "{usp}: {e}"
+            );
+        }
+        let e = refusal(&gpp(&[(USPV1, "")]));
+        assert!(e.starts_with("section uspv1: "), "{e}");
+    }
+
+    #[test]
+    fn sections_not_applied_must_still_be_well_formed() {
+        let no = usnat_section(2);
+        for usva in ["BVVqAA", "BVVqAA.QA"] {
+            let g = GppString::decode(&gpp(&[(USNAT, &no), (9, usva)])).unwrap();
+            assert_eq!(g.section_ids, vec![USNAT, 9]);
+        }
+        for (usva, says) in [
+            ("!!", "section 9: subsection 1: character 1 ('!')"),
+            ("BVV*qAA", "section 9: subsection 1: character 4 ('*')"),
+            ("BVVqAA..QA", "section 9: subsection 2: is empty"),
+            ("", "section 9: subsection 1: is empty"),
+            (
+                "BVVqAA.Q\u{e9}",
+                "section 9: subsection 2: character 2 ('\u{e9}')",
+            ),
+        ] {
+            let e = refusal(&gpp(&[(USNAT, &no), (9, usva)]));
+            assert!(e.starts_with(says), "{usva:?}: {e}");
+        }
+    }
 }

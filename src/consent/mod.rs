@@ -13,6 +13,8 @@ pub mod policy;
 pub mod purposes;
 pub mod service;
 pub mod tcf;
+#[cfg(test)]
+mod testing;
 
 use sha2::{Digest, Sha256};
 
@@ -205,5 +207,50 @@ impl Signals {
         field("ad_personalization", m.ad_personalization.as_str());
         field("analytics_storage", m.analytics_storage.as_str());
         hex::encode(h.finalize())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consent::testing::{Tc, gpp, usnat};
+
+    fn refusal(tc: Option<String>, gpp: Option<String>) -> String {
+        Signals {
+            tc_string: tc,
+            gpp_string: gpp,
+            ..Signals::default()
+        }
+        .decode()
+        .unwrap_err()
+        .to_string()
+    }
+
+    #[test]
+    fn refusals_name_the_request_field_and_the_part_at_fault() {
+        let epoch = Tc {
+            created_ds: 0,
+            ..Tc::granted(crate::store::now_ms())
+        };
+        let e = refusal(Some(epoch.encode()), None);
+        assert!(
+            e.starts_with("context.tc_string: core segment: Created is 1970-01-01"),
+            "{e}"
+        );
+        let e = refusal(None, Some(gpp(&[(gpp::TCFEUV2, &epoch.encode())])));
+        assert!(
+            e.starts_with("context.gpp_string: section tcfeuv2: core segment: Created"),
+            "{e}"
+        );
+        let e = refusal(
+            None,
+            Some(gpp(&[(gpp::USPV1, "1XYZ"), (gpp::USNAT, &usnat(2))])),
+        );
+        assert!(
+            e.starts_with("context.gpp_string: section uspv1: Notice is 'X'"),
+            "{e}"
+        );
+        let e = refusal(None, Some(gpp(&[(gpp::USNAT, &usnat(2)), (9, "!!")])));
+        assert!(e.starts_with("context.gpp_string: section 9: "), "{e}");
     }
 }

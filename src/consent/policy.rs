@@ -9,11 +9,16 @@
 //! 2. TCF: personalised advertising needs consent to purposes 1, 3 and 4;
 //!    basic (contextual) advertising needs purpose 2 by consent or legitimate
 //!    interest; no valid TC string means no processing. Precise geolocation
-//!    needs special feature 1.
-//! 3. US: a sale, sharing or targeted-advertising opt-out, or GPC, removes
-//!    cross-context behavioural features. Sensitive data (precise
-//!    geolocation) must not be opted out under usca, and needs usnat consent
-//!    unless only the California section is present.
+//!    needs special feature 1. When `context.tc_string` and the GPP string's
+//!    tcfeuv2 section are both present, a basis (for our vendor, or for the
+//!    purpose when no vendor id is configured) or special feature counts only
+//!    if every string allows it: the stricter signal wins, and a rule says
+//!    so when they disagree.
+//! 3. US: a sale, sharing or targeted-advertising opt-out (usnat, usca, or
+//!    the US Privacy section uspv1), or GPC, removes cross-context
+//!    behavioural features. Sensitive data (precise geolocation) must not be
+//!    opted out under usca, and needs usnat consent unless only the
+//!    California section is present.
 //! 4. A minor (DSA Art. 28), or a known child under the GPP child fields, is
 //!    never profiled.
 //! 5. Consent Mode v2: denied ad_personalization or ad_user_data removes the
@@ -29,15 +34,15 @@ use sha2::{Digest, Sha256};
 
 use super::{
     Decoded, ModeFlag,
-    gpp::{Tri, USCA_PRECISE_GEOLOCATION, USNAT_PRECISE_GEOLOCATION},
+    gpp::{Tri, USCA_PRECISE_GEOLOCATION, USNAT_PRECISE_GEOLOCATION, UspFlag},
     ledger::{LegalBasis, PurposeState, Status, VALIDITY},
     purposes::{self, DIRECT_MARKETING, SALE_OR_SHARING},
-    tcf::{Basis, TcString},
+    tcf::{Bases, Basis, TcString},
 };
 use crate::models::manifest::{DataCategory, DataSource, FeatureSpec};
 
 /// Changes whenever a rule changes meaning.
-pub const POLICY_VERSION: &str = "candor-policy/1";
+pub const POLICY_VERSION: &str = "candor-policy/2";
 
 /// EEA members, the UK and Switzerland: where GDPR (or its UK and Swiss
 /// counterparts) and the TCF apply.
@@ -340,14 +345,20 @@ impl Policy {
         recorded: &dyn Fn(u8) -> Option<&'l PurposeState>,
         now_ms: i64,
     ) -> Vec<PurposeOutcome> {
-        let mut tc = signals
-            .tcf
-            .as_ref()
-            .or_else(|| signals.gpp.as_ref().and_then(|g| g.tcfeuv2.as_ref()));
-        if tc.is_some_and(|t| now_ms - t.last_updated_ms() > VALIDITY.as_millis() as i64) {
+        let fresh = |t: &&TcString| now_ms - t.last_updated_ms() <= VALIDITY.as_millis() as i64;
+        let strings = [
+            signals.tcf.as_ref(),
+            signals.gpp.as_ref().and_then(|g| g.tcfeuv2.as_ref()),
+        ];
+        if strings.iter().flatten().any(|t| !fresh(t)) {
             v.rules.push("tcf.stale_tc_string");
-            tc = None;
         }
+        let tc = TcSignals::of(strings.map(|t| t.filter(fresh)));
+        let vendor = self.settings.tcf_vendor_id;
+        if tc.as_ref().is_some_and(|t| t.conflict(vendor)) {
+            v.rules.push("tcf.conflicting_signals_stricter_applied");
+        }
+        let tc = tc.as_ref();
         let outcome = |id: u8| self.tcf_purpose(id, tc, recorded(id), now_ms);
         let purposes: Vec<PurposeOutcome> = [1, 2, 3, 4].into_iter().map(outcome).collect();
         if tc.is_none() && purposes.iter().all(|p| p.source == Source::None) {
@@ -394,7 +405,7 @@ impl Policy {
     fn tcf_purpose(
         &self,
         id: u8,
-        tc: Option<&TcString>,
+        tc: Option<&TcSignals<'_>>,
         recorded: Option<&PurposeState>,
         now_ms: i64,
     ) -> PurposeOutcome {
@@ -403,10 +414,7 @@ impl Policy {
         // record from the same day cannot be ordered against it, so the
         // more restrictive of the two counts.
         const DAY_MS: i64 = 24 * 3600 * 1000;
-        let tc_basis = tc.map(|t| match self.settings.tcf_vendor_id {
-            Some(vendor) => t.basis(vendor, id),
-            None => t.purpose_basis(id),
-        });
+        let tc_basis = tc.map(|t| t.bases(self.settings.tcf_vendor_id, id).preferred());
         let ledger_wins = match (tc, recorded) {
             (_, None) => false,
             (None, Some(_)) => true,
@@ -460,11 +468,65 @@ impl Policy {
     }
 }
 
+/// The TC strings a TCF request carries, `context.tc_string` and the GPP
+/// string's tcfeuv2 section, when fresh, read as one signal. Where they
+/// disagree the stricter wins: a basis or special feature counts only if
+/// every string allows it. The CMP may have updated one and not the other,
+/// but neither string says which, and processing on a choice one of them
+/// withholds could be processing without consent.
+struct TcSignals<'a>([Option<&'a TcString>; 2]);
+
+impl<'a> TcSignals<'a> {
+    /// `None` when no string is left.
+    fn of(strings: [Option<&'a TcString>; 2]) -> Option<Self> {
+        strings.iter().any(Option::is_some).then_some(Self(strings))
+    }
+
+    fn strings(&self) -> impl Iterator<Item = &'a TcString> + '_ {
+        self.0.iter().flatten().copied()
+    }
+
+    fn bases(&self, vendor: Option<u16>, purpose: u8) -> Bases {
+        self.strings()
+            .map(|t| t.bases(vendor, purpose))
+            .reduce(Bases::and)
+            .unwrap_or_default()
+    }
+
+    fn special_feature(&self, id: u8) -> bool {
+        self.strings().all(|t| t.special_feature(id))
+    }
+
+    /// The newest LastUpdated: the signal is as recent as its newest string,
+    /// so a ledger record must be later than both to outrank it.
+    fn last_updated_ms(&self) -> i64 {
+        self.strings()
+            .map(TcString::last_updated_ms)
+            .max()
+            .unwrap_or_default()
+    }
+
+    /// Whether the strings answer differently on what the policy reads: the
+    /// basis for purposes 1-4, and special feature 1.
+    fn conflict(&self, vendor: Option<u16>) -> bool {
+        let answer = |t: &TcString| {
+            (
+                [1, 2, 3, 4].map(|id| t.bases(vendor, id).preferred()),
+                t.special_feature(1),
+            )
+        };
+        let mut answers = self.strings().map(answer);
+        let first = answers.next();
+        answers.any(|a| Some(a) != first)
+    }
+}
+
 /// The request's US opt-outs: (GPC, a GPP sale/sharing/targeting opt-out).
 fn us_opt_outs(signals: &Decoded) -> (bool, bool) {
     let gpp = signals.gpp.as_ref();
     let usnat = gpp.and_then(|g| g.usnat.as_ref());
     let usca = gpp.and_then(|g| g.usca.as_ref());
+    let uspv1 = gpp.and_then(|g| g.uspv1.as_ref());
     let gpc = signals.signals.gpc
         || usnat.is_some_and(|s| s.gpc == Some(true))
         || usca.is_some_and(|s| s.gpc == Some(true));
@@ -476,7 +538,8 @@ fn us_opt_outs(signals: &Decoded) -> (bool, bool) {
         ]
         .contains(&Tri::One)
     }) || usca
-        .is_some_and(|s| [s.sale_opt_out, s.sharing_opt_out].contains(&Tri::One));
+        .is_some_and(|s| [s.sale_opt_out, s.sharing_opt_out].contains(&Tri::One))
+        || uspv1.is_some_and(|s| s.opt_out_sale == UspFlag::Yes);
     (gpc, opted_out)
 }
 
@@ -602,4 +665,210 @@ pub struct Provenance {
     pub model_sha256: String,
     /// The subject's pseudonym; `None` for an anonymous request.
     pub subject_ref: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        consent::{
+            Jurisdiction, Signals,
+            gpp::{USNAT, USPV1},
+            testing::{Tc, VENDOR, gpp, usnat},
+        },
+        models::manifest::FeatureType,
+    };
+
+    /// Decoding checks dates against the real clock, so the strings are
+    /// dated by it too.
+    fn now() -> i64 {
+        crate::store::now_ms()
+    }
+
+    fn feature(name: &str, category: DataCategory, source: DataSource) -> FeatureSpec {
+        FeatureSpec {
+            name: name.into(),
+            position: 0,
+            kind: FeatureType::Float,
+            categories: vec![],
+            min: None,
+            max: None,
+            missing_allowed: false,
+            description: name.into(),
+            category,
+            proxy_for: None,
+            source,
+            reason_group: None,
+            reason: Default::default(),
+        }
+    }
+
+    /// One feature of each class: contextual, first-party profile,
+    /// cross-context profile, precise geolocation.
+    fn features() -> Vec<FeatureSpec> {
+        use {DataCategory as C, DataSource as S};
+        vec![
+            feature("page", C::Contextual, S::RequestContext),
+            feature("purchases", C::FirstPartyPurchaseHistory, S::FirstParty),
+            feature("zip", C::ZipCodeDemographics, S::ZipCodeAggregate),
+            feature("geo", C::PreciseGeolocation, S::RequestContext),
+        ]
+    }
+
+    fn judge(country: &str, tc: Option<String>, gpp: Option<String>) -> Evaluation {
+        let signals = Signals {
+            jurisdiction: Some(Jurisdiction {
+                country: country.into(),
+                region: None,
+            }),
+            tc_string: tc,
+            gpp_string: gpp,
+            ..Signals::default()
+        }
+        .decode()
+        .unwrap();
+        Policy::new(Settings {
+            tcf_vendor_id: Some(VENDOR),
+            unknown_jurisdiction: UnknownJurisdiction::Refuse,
+        })
+        .evaluate(&features(), &signals, &[], now())
+    }
+
+    fn us(sections: &[(u16, &str)]) -> Evaluation {
+        judge("US", None, Some(gpp(sections)))
+    }
+
+    #[test]
+    fn a_uspv1_sale_opt_out_is_honoured_as_usnats_is() {
+        let (opted_out, not) = (usnat(1), usnat(2));
+        let usnat_says = us(&[(USNAT, &opted_out)]);
+        assert_eq!(usnat_says.tier, Tier::Contextual);
+        assert_eq!(usnat_says.rules, ["us.sale_sharing_targeting_opt_out"]);
+        for usp in ["1YYN", "1NYY", "1-Y-"] {
+            let with_usp = us(&[(USPV1, usp), (USNAT, &not)]);
+            assert_eq!(with_usp, usnat_says, "{usp} with usnat");
+            let alone = us(&[(USPV1, usp)]);
+            assert!(
+                alone.rules.contains(&"us.sale_sharing_targeting_opt_out"),
+                "{usp} alone: {:?}",
+                alone.rules
+            );
+            assert!(alone.masked.contains(&2) && !alone.masked.contains(&1));
+        }
+        for usp in ["1YNN", "1NNY", "1---"] {
+            let quiet = us(&[(USPV1, usp), (USNAT, &not)]);
+            assert_eq!(
+                (quiet.tier, quiet.rules.len()),
+                (Tier::Personalised, 0),
+                "{usp}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_uspv1_opt_out_is_remembered_for_a_known_person() {
+        let decoded = |usp: &str| {
+            Signals {
+                jurisdiction: Some(Jurisdiction {
+                    country: "US".into(),
+                    region: Some("CA".into()),
+                }),
+                gpp_string: Some(gpp(&[(USPV1, usp)])),
+                ..Signals::default()
+            }
+            .decode()
+            .unwrap()
+        };
+        assert!(opt_out_to_remember(&decoded("1YYN"), &[], now()));
+        assert!(!opt_out_to_remember(&decoded("1YNN"), &[], now()));
+    }
+
+    fn tcf(tc: &Tc, section: &Tc) -> Evaluation {
+        judge(
+            "DE",
+            Some(tc.encode()),
+            Some(gpp(&[(crate::consent::gpp::TCFEUV2, &section.encode())])),
+        )
+    }
+
+    const CONFLICT: &str = "tcf.conflicting_signals_stricter_applied";
+
+    #[test]
+    fn the_stricter_tcf_signal_wins_whichever_field_carries_it() {
+        let all = Tc::granted(now());
+        let agree = tcf(&all, &all);
+        assert_eq!((agree.tier, agree.rules.len()), (Tier::Personalised, 0));
+        let mut variants = Vec::new();
+        for withheld in [1, 3, 4] {
+            variants.push(Tc {
+                purposes: (1..=10).filter(|p| *p != withheld).collect(),
+                ..all.clone()
+            });
+        }
+        // Our vendor without consent: the purposes alone would allow it.
+        variants.push(Tc {
+            vendors: vec![1, 2],
+            ..all.clone()
+        });
+        for less in &variants {
+            for e in [tcf(&all, less), tcf(less, &all)] {
+                assert_eq!(e.tier, Tier::Contextual);
+                assert_eq!(e.rules, [CONFLICT, "tcf.personalised_ads_not_granted"]);
+                let p = |id: u8| e.purposes.iter().find(|p| p.tcf_id == id).unwrap();
+                assert!(
+                    [1, 3, 4]
+                        .into_iter()
+                        .any(|id| p(id).status == PurposeStatus::NotGranted)
+                );
+            }
+        }
+        // Special feature 1 withheld by either: geolocation is masked.
+        let no_geo = Tc {
+            special_features: vec![],
+            ..all.clone()
+        };
+        for e in [tcf(&all, &no_geo), tcf(&no_geo, &all)] {
+            assert_eq!(e.rules, [CONFLICT, "tcf.special_feature_1_not_opted_in"]);
+            assert_eq!(e.masked, [3]);
+        }
+    }
+
+    #[test]
+    fn conflicting_tcf_signals_allow_only_a_basis_both_allow() {
+        // Purpose 2 by consent only in one string and by legitimate interest
+        // only in the other: neither basis is allowed by both.
+        let consent = Tc {
+            purposes: vec![2],
+            li_purposes: vec![],
+            ..Tc::granted(now())
+        };
+        let li = Tc {
+            purposes: vec![],
+            li_purposes: vec![2],
+            ..Tc::granted(now())
+        };
+        let e = tcf(&consent, &li);
+        assert_eq!(e.tier, Tier::Refused);
+        assert!(e.rules.contains(&CONFLICT) && e.rules.contains(&"tcf.basic_ads_not_granted"));
+        // Each alone permits it.
+        for one in [&consent, &li] {
+            let e = tcf(one, one);
+            assert!(!e.rules.contains(&CONFLICT) && e.tier != Tier::Refused);
+        }
+    }
+
+    #[test]
+    fn a_stale_string_is_set_aside_and_the_fresh_one_decides() {
+        let all = Tc::granted(now());
+        let stale_day = all.last_updated_ds - 400 * 24 * 3600 * 10;
+        let stale = Tc {
+            created_ds: stale_day,
+            last_updated_ds: stale_day,
+            purposes: vec![],
+            ..all.clone()
+        };
+        let e = tcf(&stale, &all);
+        assert_eq!(e.tier, Tier::Personalised);
+        assert_eq!(e.rules, ["tcf.stale_tc_string"]);
+    }
 }

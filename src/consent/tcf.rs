@@ -2,17 +2,37 @@
 //! rules, and a vendor's legal basis for a purpose.
 //!
 //! The decoder is strict where the specification and the TCF policies are:
-//! version 2 only, service-specific only, policy version 4 or later, no
-//! legitimate-interest signal for the consent-only purposes 3-6, vendor ranges
-//! inside MaxVendorId, no undefined publisher restriction, no unknown or
-//! repeated segment, and a DisclosedVendors segment on every string created
-//! from 2026-02-28 (TCF v2.3).
+//! version 2 only, service-specific only, a policy version the gateway knows
+//! (4, TCF v2.2, or 5, TCF v2.3), no legitimate-interest signal for the
+//! consent-only purposes 3-6, vendor ranges inside MaxVendorId, no undefined
+//! publisher restriction, no unknown or repeated segment, and a
+//! DisclosedVendors segment on every string created or last updated from
+//! 2026-02-28 (TCF v2.3).
+//!
+//! Created and LastUpdated must be plausible: neither may lie before
+//! 2020-01-01. The v2 format was published in August 2019, but its Global
+//! Vendor List, which every string's VendorListVersion and TcfPolicyVersion
+//! name, opened for registration only in January 2020, so no real v2 string
+//! is older. An older Created is a forgery or a broken CMP, and accepting it
+//! would let a string dodge the date-keyed rules. (Created later than
+//! LastUpdated, or LastUpdated in the future, needs the clock and is refused
+//! by [`TcString::check_dates`].)
 
 use super::{SignalError, bits::BitReader};
 
-/// Strings created at or after this instant (2026-02-28T00:00:00Z, in
-/// deciseconds since the epoch) must disclose their vendors (TCF v2.3).
+/// Strings created or last updated at or after this instant
+/// (2026-02-28T00:00:00Z, in deciseconds since the epoch) must disclose their
+/// vendors (TCF v2.3).
 pub const DISCLOSED_VENDORS_REQUIRED_FROM_DS: u64 = 1_772_236_800 * 10;
+
+/// No TCF v2 string is dated before 2020-01-01T00:00:00Z (deciseconds): see
+/// the module documentation.
+pub const EARLIEST_PLAUSIBLE_DS: u64 = 1_577_836_800 * 10;
+
+/// The TcfPolicyVersion values the gateway knows: 4 (TCF v2.2) and 5 (TCF
+/// v2.3). Older ones are invalid since 30 September 2023; a newer one means
+/// policies (purposes, their legal bases) this gateway does not implement.
+pub const KNOWN_POLICY_VERSIONS: std::ops::RangeInclusive<u8> = 4..=5;
 
 /// The purposes that may only rest on consent, never on legitimate interest,
 /// and whose LI bits therefore invalidate a string.
@@ -129,6 +149,33 @@ pub enum Basis {
     LegitimateInterest,
 }
 
+/// The lawful bases a TC string allows for one purpose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Bases {
+    pub consent: bool,
+    pub legitimate_interest: bool,
+}
+
+impl Bases {
+    /// What two signals allow together: only a basis both allow.
+    pub fn and(self, other: Self) -> Self {
+        Self {
+            consent: self.consent && other.consent,
+            legitimate_interest: self.legitimate_interest && other.legitimate_interest,
+        }
+    }
+
+    /// The basis to rely on: consent where given, else legitimate interest.
+    pub fn preferred(self) -> Option<Basis> {
+        if self.consent {
+            Some(Basis::Consent)
+        } else {
+            self.legitimate_interest
+                .then_some(Basis::LegitimateInterest)
+        }
+    }
+}
+
 /// Whether purpose `id` (1-based) is set in a purpose bit mask.
 pub fn has(mask: u32, id: u8) -> bool {
     (1..=24).contains(&id) && mask & (1 << (id - 1)) != 0
@@ -140,8 +187,8 @@ pub fn ids(mask: u64, width: u8) -> Vec<u8> {
 }
 
 impl TcString {
-    /// Decodes and validates a TC string. `what` names it in errors (e.g.
-    /// "tc_string" or "gpp_string section tcfeuv2").
+    /// Decodes and validates a TC string; the caller puts the request field
+    /// in front of errors.
     pub fn decode(text: &str) -> Result<Self, SignalError> {
         let mut segments = text.split('.');
         let core = segments.next().unwrap_or_default();
@@ -171,9 +218,14 @@ impl TcString {
             }
             seen[usize::from(kind)] = true;
         }
-        if tc.created_ds >= DISCLOSED_VENDORS_REQUIRED_FROM_DS && tc.disclosed_vendors.is_none() {
+        // Keyed on the later date: a CMP that rewrites a string must make it
+        // comply, whatever Created says (an old Created alone must not exempt
+        // a string updated yesterday).
+        if tc.created_ds.max(tc.last_updated_ds) >= DISCLOSED_VENDORS_REQUIRED_FROM_DS
+            && tc.disclosed_vendors.is_none()
+        {
             return Err(SignalError::new(
-                "DisclosedVendors segment is missing; TCF v2.3 requires it on strings created from 2026-02-28",
+                "DisclosedVendors segment is missing; TCF v2.3 requires it on strings created or last updated from 2026-02-28",
             ));
         }
         Ok(tc)
@@ -186,17 +238,17 @@ impl TcString {
                 "Version is {version}; only TCF v2 strings are accepted"
             )));
         }
-        let created_ds = r.read(36, "Created")?;
-        let last_updated_ds = r.read(36, "LastUpdated")?;
+        let created_ds = plausible_date(&mut r, "Created")?;
+        let last_updated_ds = plausible_date(&mut r, "LastUpdated")?;
         let cmp_id = r.u16(12, "CmpId")?;
         let cmp_version = r.u16(12, "CmpVersion")?;
         let consent_screen = r.u8(6, "ConsentScreen")?;
         let consent_language = r.letters("ConsentLanguage")?;
         let vendor_list_version = r.u16(12, "VendorListVersion")?;
         let policy_version = r.u8(6, "TcfPolicyVersion")?;
-        if policy_version < 4 {
+        if !KNOWN_POLICY_VERSIONS.contains(&policy_version) {
             return Err(r.error(format!(
-                "TcfPolicyVersion is {policy_version}; TCF v2.2 and later require 4 or more"
+                "TcfPolicyVersion is {policy_version}; the gateway knows 4 (TCF v2.2) and 5 (TCF v2.3)"
             )));
         }
         let is_service_specific = r.bit()?;
@@ -248,42 +300,44 @@ impl TcString {
         })
     }
 
-    /// The basis `vendor` may rely on for `purpose`, after the publisher's
-    /// restrictions; `None` when the string allows neither.
+    /// The bases `vendor` may rely on for `purpose` after the publisher's
+    /// restrictions, or, with no vendor, the bases the purpose signals alone
+    /// allow.
     ///
     /// A restriction is applied first; then consent needs both the purpose's
     /// and the vendor's consent bit, and legitimate interest both LI bits, on a
     /// purpose that admits LI at all.
-    pub fn basis(&self, vendor: u16, purpose: u8) -> Option<Basis> {
+    pub fn bases(&self, vendor: Option<u16>, purpose: u8) -> Bases {
+        let li_purpose =
+            purpose_admits_li(purpose) && has(self.purpose_legitimate_interests, purpose);
+        let consent_purpose = has(self.purpose_consents, purpose);
+        let Some(vendor) = vendor else {
+            return Bases {
+                consent: consent_purpose,
+                legitimate_interest: li_purpose,
+            };
+        };
+        let consent = consent_purpose && self.vendor_consents.contains(vendor);
+        let legitimate_interest = li_purpose && self.vendor_legitimate_interests.contains(vendor);
         let restriction = self
             .publisher_restrictions
             .iter()
             .find(|r| r.purpose == purpose && r.covers(vendor))
             .map(|r| r.restriction);
-        let consent = has(self.purpose_consents, purpose) && self.vendor_consents.contains(vendor);
-        let li = purpose_admits_li(purpose)
-            && has(self.purpose_legitimate_interests, purpose)
-            && self.vendor_legitimate_interests.contains(vendor);
         match restriction {
-            Some(RestrictionType::NotAllowed) => None,
-            Some(RestrictionType::RequireConsent) => consent.then_some(Basis::Consent),
-            Some(RestrictionType::RequireLegitimateInterest) => {
-                li.then_some(Basis::LegitimateInterest)
-            }
-            None if consent => Some(Basis::Consent),
-            None => li.then_some(Basis::LegitimateInterest),
-        }
-    }
-
-    /// The basis for `purpose` from the purpose signals alone, for when no
-    /// vendor id is configured.
-    pub fn purpose_basis(&self, purpose: u8) -> Option<Basis> {
-        if has(self.purpose_consents, purpose) {
-            Some(Basis::Consent)
-        } else if purpose_admits_li(purpose) && has(self.purpose_legitimate_interests, purpose) {
-            Some(Basis::LegitimateInterest)
-        } else {
-            None
+            Some(RestrictionType::NotAllowed) => Bases::default(),
+            Some(RestrictionType::RequireConsent) => Bases {
+                consent,
+                legitimate_interest: false,
+            },
+            Some(RestrictionType::RequireLegitimateInterest) => Bases {
+                consent: false,
+                legitimate_interest,
+            },
+            None => Bases {
+                consent,
+                legitimate_interest,
+            },
         }
     }
 
@@ -313,6 +367,20 @@ impl TcString {
     pub fn last_updated_ms(&self) -> i64 {
         (self.last_updated_ds * 100) as i64
     }
+}
+
+/// Reads a 36-bit date field, refusing one before any TCF v2 string existed.
+fn plausible_date(r: &mut BitReader, field: &str) -> Result<u64, SignalError> {
+    let ds = r.read(36, field)?;
+    if ds >= EARLIEST_PLAUSIBLE_DS {
+        return Ok(ds);
+    }
+    let day = jiff::Timestamp::from_millisecond((ds * 100) as i64)
+        .map(|t| t.strftime("%Y-%m-%d").to_string())
+        .unwrap_or_default();
+    Err(r.error(format!(
+        "{field} is {day}, before any TCF v2 string existed (2020-01-01)"
+    )))
 }
 
 /// Purposes 2 and 7-11 admit legitimate interest; 1 and 3-6 consent only.
@@ -490,6 +558,152 @@ mod tests {
                 .to_string()
                 .contains("Created is later")
         );
+    }
+
+    use crate::consent::testing::{Tc, VENDOR};
+
+    const NOW_MS: i64 = 1_795_000_000_000;
+    const DAY_DS: u64 = 24 * 3600 * 10;
+
+    /// Deciseconds of a UTC midnight.
+    fn day(y: i16, m: i8, d: i8) -> u64 {
+        let t: jiff::Timestamp = format!("{y:04}-{m:02}-{d:02}T00:00:00Z").parse().unwrap();
+        t.as_second() as u64 * 10
+    }
+
+    fn refusal(tc: &Tc) -> String {
+        TcString::decode(&tc.encode()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn dates_before_tcf_v2_existed_are_refused_naming_the_field() {
+        let today = Tc::granted(NOW_MS).last_updated_ds;
+        for (created, day_text) in [(0, "1970-01-01"), (day(2019, 1, 1), "2019-01-01")] {
+            // With and without DisclosedVendors: the date alone is the defect.
+            for disclosed in [None, Some(vec![VENDOR])] {
+                let tc = Tc {
+                    created_ds: created,
+                    disclosed,
+                    ..Tc::granted(NOW_MS)
+                };
+                let e = refusal(&tc);
+                assert!(
+                    e.starts_with("core segment: Created is ")
+                        && e.contains(day_text)
+                        && e.contains("2020-01-01"),
+                    "{e}"
+                );
+            }
+        }
+        let e = refusal(&Tc {
+            created_ds: day(2019, 12, 31),
+            last_updated_ds: day(2019, 12, 31),
+            ..Tc::granted(NOW_MS)
+        });
+        assert!(e.contains("Created is 2019-12-31"), "{e}");
+        let e = refusal(&Tc {
+            created_ds: day(2020, 6, 1),
+            last_updated_ds: day(2019, 12, 31),
+            ..Tc::granted(NOW_MS)
+        });
+        assert!(
+            e.starts_with("core segment: LastUpdated is 2019-12-31"),
+            "{e}"
+        );
+        // The first plausible day, and today, decode.
+        for created in [day(2020, 1, 1), today] {
+            let tc = Tc {
+                created_ds: created,
+                ..Tc::granted(NOW_MS)
+            };
+            assert!(TcString::decode(&tc.encode()).is_ok());
+        }
+    }
+
+    #[test]
+    fn disclosed_vendors_are_required_by_last_updated_not_created() {
+        let cutoff = DISCLOSED_VENDORS_REQUIRED_FROM_DS;
+        let missing = |created_ds, last_updated_ds| Tc {
+            created_ds,
+            last_updated_ds,
+            disclosed: None,
+            ..Tc::granted(NOW_MS)
+        };
+        // Created long before the cut-off, updated after it: must comply.
+        for created in [day(2020, 1, 1), day(2023, 5, 1), cutoff - DAY_DS] {
+            for updated in [cutoff, cutoff + 30 * DAY_DS] {
+                let e = refusal(&missing(created, updated));
+                assert!(e.contains("DisclosedVendors segment is missing"), "{e}");
+            }
+        }
+        // Entirely before the cut-off: the segment was optional.
+        let before = missing(day(2025, 6, 1), cutoff - 1);
+        assert!(TcString::decode(&before.encode()).is_ok());
+        let with = Tc {
+            created_ds: day(2023, 5, 1),
+            ..Tc::granted(NOW_MS)
+        };
+        assert!(TcString::decode(&with.encode()).is_ok());
+    }
+
+    #[test]
+    fn only_known_policy_versions_are_accepted() {
+        for version in [0, 3, 6, 7, 63] {
+            let e = refusal(&Tc {
+                policy_version: version,
+                ..Tc::granted(NOW_MS)
+            });
+            assert!(
+                e.contains(&format!("TcfPolicyVersion is {version};")),
+                "{e}"
+            );
+        }
+        for version in KNOWN_POLICY_VERSIONS {
+            let tc = Tc {
+                policy_version: u64::from(version),
+                ..Tc::granted(NOW_MS)
+            };
+            assert_eq!(
+                TcString::decode(&tc.encode()).unwrap().policy_version,
+                version
+            );
+        }
+    }
+
+    #[test]
+    fn bases_follow_restrictions_and_combine_to_what_both_allow() {
+        let tc = TcString::decode(
+            &Tc {
+                purposes: vec![1, 2],
+                li_purposes: vec![2],
+                vendors: vec![VENDOR],
+                li_vendors: vec![],
+                ..Tc::granted(NOW_MS)
+            }
+            .encode(),
+        )
+        .unwrap();
+        let consent_only = Bases {
+            consent: true,
+            legitimate_interest: false,
+        };
+        assert_eq!(tc.bases(Some(VENDOR), 2), consent_only);
+        assert_eq!(
+            tc.bases(None, 2),
+            Bases {
+                consent: true,
+                legitimate_interest: true
+            }
+        );
+        assert_eq!(tc.bases(Some(VENDOR + 1), 2), Bases::default());
+        let li_only = Bases {
+            consent: false,
+            legitimate_interest: true,
+        };
+        assert_eq!(consent_only.and(li_only), Bases::default());
+        assert_eq!(consent_only.and(li_only).preferred(), None);
+        assert_eq!(consent_only.preferred(), Some(Basis::Consent));
+        assert_eq!(li_only.preferred(), Some(Basis::LegitimateInterest));
     }
 
     #[test]
