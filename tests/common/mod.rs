@@ -33,11 +33,13 @@ pub fn ort_lib() -> PathBuf {
 }
 
 /// The bundled models on port 0, with a fresh database and subject key in a
-/// temporary folder that outlives the server (restart tests reuse it).
+/// folder that outlives the server (restart tests reuse it). The folders
+/// live under Cargo's `target/tmp`, not the system's `/tmp`: `cargo clean`
+/// removes them with the build.
 pub fn test_config() -> Config {
     let data = tempfile::Builder::new()
         .prefix("candor-test-")
-        .tempdir()
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
         .unwrap()
         .keep();
     let mut config = Config {
