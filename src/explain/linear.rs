@@ -86,14 +86,8 @@ fn read(node: &NodeProto, width: usize, class: usize) -> Result<Linear, TreeErro
     let post = attr("post_transform")
         .map(|a| String::from_utf8_lossy(a.s()).into_owned())
         .unwrap_or_else(|| "NONE".into());
-    let post_transform = match post.as_str() {
-        "NONE" => PostTransform::None,
-        "LOGISTIC" => PostTransform::Logistic,
-        "SOFTMAX" => PostTransform::Softmax,
-        "SOFTMAX_ZERO" => PostTransform::SoftmaxZero,
-        "PROBIT" => PostTransform::Probit,
-        other => return Err(err("post_transform", format!("{other:?} is not known"))),
-    };
+    let post_transform = PostTransform::from_onnx(&post)
+        .ok_or_else(|| err("post_transform", format!("{post:?} is not known")))?;
     Ok(Linear {
         weights: coefficients[row * width..(row + 1) * width].to_vec(),
         intercept: intercepts.get(row).copied().unwrap_or(0.0),

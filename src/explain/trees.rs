@@ -223,6 +223,20 @@ pub enum PostTransform {
     Probit,
 }
 
+impl PostTransform {
+    /// The ai.onnx.ml string attribute's value (absent means `NONE`).
+    pub fn from_onnx(name: &str) -> Option<Self> {
+        Some(match name {
+            "NONE" => Self::None,
+            "LOGISTIC" => Self::Logistic,
+            "SOFTMAX" => Self::Softmax,
+            "SOFTMAX_ZERO" => Self::SoftmaxZero,
+            "PROBIT" => Self::Probit,
+            _ => return None,
+        })
+    }
+}
+
 /// A tree ensemble as ORT evaluates it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ensemble {
@@ -602,14 +616,9 @@ impl<'a> Reader<'a> {
             ));
         }
 
-        let post_transform = match post.as_deref().unwrap_or("NONE") {
-            "NONE" => PostTransform::None,
-            "LOGISTIC" => PostTransform::Logistic,
-            "SOFTMAX" => PostTransform::Softmax,
-            "SOFTMAX_ZERO" => PostTransform::SoftmaxZero,
-            "PROBIT" => PostTransform::Probit,
-            other => return Err(self.err("post_transform", format!("{other:?} is not known"))),
-        };
+        let post = post.as_deref().unwrap_or("NONE");
+        let post_transform = PostTransform::from_onnx(post)
+            .ok_or_else(|| self.err("post_transform", format!("{post:?} is not known")))?;
         let mut base_values = vec![0.0; outputs];
         if classifier && outputs == 1 && base.len() == 2 {
             base_values[0] = base[1];
