@@ -254,7 +254,7 @@ impl Metrics {
                 .get_or_create(&[("answered_from", answered_from)])
                 .set(n as i64);
         }
-        let looked_up = counts.hits + counts.record_reads;
+        let looked_up = counts.hits + counts.record_reads + counts.computed;
         self.cache_hit_ratio.set(if looked_up == 0 {
             0.0
         } else {

@@ -821,7 +821,7 @@ mod tests {
             let batch = Arc::new(decisions::sample_batch(id, Some("s")));
             store.submit(move |tx| Job::Record(batch, Some(tx)))
         };
-        let read = |id: &'static str| store.read(move |c| decisions::get(c, id));
+        let read = |id: &'static str| store.read(move |c| decisions::get(c, id, 0));
         record("before").await.unwrap();
         record("again").await.unwrap();
         assert!(read("again").unwrap().is_some());

@@ -158,7 +158,7 @@ fn decision(i: usize) -> DecisionRow {
         }),
         inputs: None,
         explain_method: None,
-        retain_until_ms: 0,
+        retain_until_ms: i64::MAX,
     }
 }
 

@@ -85,6 +85,9 @@ async fn explanations_survive_a_restart_and_then_come_from_the_cache() {
         first.served_from, "computed",
         "attributions computed from the sealed inputs"
     );
+    // One look-up, counted once: as computed, not also as a record read.
+    let counts = server.gateway.cache().counts();
+    assert_eq!((counts.computed, counts.record_reads), (1, 0));
     let a = engineer(&first).attribution.as_ref().unwrap();
     let sum: f64 = a.features.iter().map(|f| f.contribution).sum();
     assert!((a.base_value + sum - a.margin).abs() < 1e-6, "additive");
@@ -292,6 +295,64 @@ async fn decisions_past_their_retention_are_purged() {
             .await
             .is_ok()
     );
+}
+
+/// Retention ends a decision at once: the cache and the record stop
+/// answering for it before the scheduled purge deletes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_past_its_retention_is_unknown_before_the_purge() {
+    let mut config = test_config();
+    config
+        .decisions
+        .model_retention_days
+        .insert("caravan-lgbm".into(), 0);
+    config.decisions.purge_interval_secs = 3600;
+    let database = config.database.clone();
+    let server = TestServer::start_with(config).await;
+    // Inline attributions: the decision enters the cache as it is recorded.
+    let d = score(&server, "ivan", pb::ExplainMode::Inline).await;
+    let mut request = caravan_request();
+    request.subject_id = "ivan".into();
+    request.model = model_ref("caravan-logreg", "");
+    let kept = server.score_one(request).await;
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let mut client = why(&server).await;
+    for audience in [pb::Audience::Consumer, pb::Audience::Engineer] {
+        let status = explain(&mut client, &d.decision_id, audience)
+            .await
+            .expect_err("past its retention");
+        assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
+    }
+    // Still on disk: the purge has not run, yet nothing answers for it.
+    assert!(sealed_inputs(&database, &d.decision_id).is_none());
+    let rows: i64 = rusqlite::Connection::open(&database)
+        .unwrap()
+        .query_row(
+            "SELECT COUNT(*) FROM decisions WHERE decision_id = ?1",
+            [&d.decision_id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(rows, 1);
+    let listed: Vec<String> = client
+        .list_decisions(pb::ListDecisionsRequest {
+            subject_id: "ivan".into(),
+            limit: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .decisions
+        .into_iter()
+        .map(|d| d.decision_id)
+        .collect();
+    assert_eq!(listed, vec![kept.decision_id.clone()]);
+    assert!(
+        explain(&mut client, &kept.decision_id, pb::Audience::Engineer)
+            .await
+            .is_ok()
+    );
+    server.stop().await;
 }
 
 /// Deferred attributions survive a full explanation pool: the decisions keep

@@ -4,7 +4,9 @@
 //! A hit answers "why am I seeing this?" without touching the database. A
 //! miss falls back to the decision record, and a record without attributions
 //! to computing them from its sealed inputs. Withdrawal, objection and
-//! erasure drop a subject's entries at once.
+//! erasure drop a subject's entries at once; an entry also expires when its
+//! decision's retention ends, whatever the TTL, so the cache never answers
+//! for a decision the record would no longer hold.
 
 use std::{
     sync::{
@@ -15,6 +17,7 @@ use std::{
 };
 
 use super::DecisionRow;
+use crate::store::now_ms;
 
 /// How each look-up was answered.
 #[derive(Debug, Default)]
@@ -76,9 +79,16 @@ impl ExplanationCache {
         }
     }
 
-    /// A cached decision, counted as a hit.
+    /// A cached decision, counted as a hit. One past its retention is gone
+    /// from the record, so from here too (the TTL may be longer).
     pub fn get(&self, id: &str) -> Option<Arc<DecisionRow>> {
-        let found = self.entries.get(id);
+        let found = self.entries.get(id).filter(|row| {
+            let retained = row.retain_until_ms >= now_ms();
+            if !retained {
+                self.entries.invalidate(id);
+            }
+            retained
+        });
         if found.is_some() {
             self.stats.hits.fetch_add(1, Ordering::Relaxed);
         }

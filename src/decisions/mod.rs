@@ -393,25 +393,30 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<DecisionRow, StoreError
     }))
 }
 
-pub fn get(conn: &Connection, id: &str) -> Result<Option<DecisionRow>, StoreError> {
+/// A decision the record still holds at `now_ms`: one past its retention is
+/// gone, whether or not the scheduled purge has deleted it yet.
+pub fn get(conn: &Connection, id: &str, now_ms: i64) -> Result<Option<DecisionRow>, StoreError> {
     conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM {FROM} WHERE d.decision_id = ?1"
+        "SELECT {COLUMNS} FROM {FROM} WHERE d.decision_id = ?1 AND d.retain_until >= ?2"
     ))?
-    .query_row([id], row)
+    .query_row(params![id, now_ms], row)
     .optional()?
     .transpose()
 }
 
-/// The subject's decisions, newest first.
+/// The subject's decisions the record still holds at `now_ms`, newest
+/// first.
 pub fn list(
     conn: &Connection,
     subject: &str,
     limit: usize,
+    now_ms: i64,
 ) -> Result<Vec<DecisionRow>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM {FROM} WHERE d.subject_ref = ?1 ORDER BY d.decided_at DESC LIMIT ?2"
+        "SELECT {COLUMNS} FROM {FROM} WHERE d.subject_ref = ?1 AND d.retain_until >= ?3
+         ORDER BY d.decided_at DESC LIMIT ?2"
     ))?;
-    let rows = stmt.query_map(params![subject, limit as i64], row)?;
+    let rows = stmt.query_map(params![subject, limit as i64, now_ms], row)?;
     rows.map(|r| r?).collect()
 }
 
@@ -502,7 +507,7 @@ mod tests {
         let mut batch = sample_batch("d", None);
         batch.rows[0].explanation = Some(explanation.clone());
         insert(&conn, &batch, &mut StoredProvenances::default()).unwrap();
-        let read = || get(&conn, "d").unwrap().unwrap().explanation.unwrap();
+        let read = || get(&conn, "d", 0).unwrap().unwrap().explanation.unwrap();
         assert_eq!(read(), explanation);
         conn.execute(
             "UPDATE decisions SET explanation = ?1",
@@ -512,7 +517,10 @@ mod tests {
         assert_eq!(read(), explanation);
         conn.execute("UPDATE decisions SET explanation = x'00ff'", [])
             .unwrap();
-        assert!(matches!(get(&conn, "d"), Err(StoreError::Corrupt { .. })));
+        assert!(matches!(
+            get(&conn, "d", 0),
+            Err(StoreError::Corrupt { .. })
+        ));
     }
 
     /// A thread reuses the stored form of an equal provenance it made last,

@@ -179,13 +179,14 @@ impl Gateway {
         }
         let store = self.store.clone();
         let key = id.to_owned();
-        let row = tokio::task::spawn_blocking(move || store.read(|c| decisions::get(c, &key)))
-            .await
-            .map_err(|e| Error::Internal(format!("record read panicked: {e}")))??
-            .ok_or_else(|| Error::UnknownDecision(id.to_owned()))?;
-        self.cache.count_record_read();
+        let row =
+            tokio::task::spawn_blocking(move || store.read(|c| decisions::get(c, &key, now_ms())))
+                .await
+                .map_err(|e| Error::Internal(format!("record read panicked: {e}")))??
+                .ok_or_else(|| Error::UnknownDecision(id.to_owned()))?;
         authorize(&row)?;
         if row.explanation.is_some() || row.inputs.is_none() {
+            self.cache.count_record_read();
             return Ok((self.cache.insert(row), Served::Record));
         }
         let row = self.compute_explanation(row).await?;
@@ -318,10 +319,11 @@ impl Gateway {
         let subject_ref = self.consents.ledger().pseudonymise(subject_id);
         let store = self.store.clone();
         let key = subject_ref.clone();
-        let rows =
-            tokio::task::spawn_blocking(move || store.read(|c| decisions::list(c, &key, limit)))
-                .await
-                .map_err(|e| Error::Internal(format!("record read panicked: {e}")))??;
+        let rows = tokio::task::spawn_blocking(move || {
+            store.read(|c| decisions::list(c, &key, limit, now_ms()))
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("record read panicked: {e}")))??;
         Ok((subject_ref, rows))
     }
 }
