@@ -131,7 +131,12 @@ fn expected(rpc: Rpc, who: Who, credential: Credential) -> Option<Code> {
         Credential::Missing | Credential::Expired | Credential::Tampered => {
             Some(Code::Unauthenticated)
         }
-        // Staff credentials are not bound to a subject.
+        // Staff credentials are not bound to a subject. Another person's
+        // decision is unknown to a subject, not forbidden: whether its id
+        // exists is not theirs to learn.
+        Credential::WrongSubject if who == Who::Consumer && rpc == Rpc::ConsumerView => {
+            Some(Code::NotFound)
+        }
         Credential::WrongSubject if who == Who::Consumer => Some(Code::PermissionDenied),
         _ if admitted.split(' ').any(|r| r == name) => admitted_outcome(rpc),
         _ => Some(Code::PermissionDenied),

@@ -18,6 +18,7 @@ use super::{
     pb::{self, explanation_service_server::ExplanationService},
 };
 use crate::{
+    Error,
     decisions::{DecisionRow, Explanation},
     gateway::{Gateway, ModelIdentity},
     why::{self, Audience, ConsumerView, Language, ModelFacts},
@@ -139,8 +140,13 @@ impl ExplanationService for Why {
         let (row, served) = self
             .gateway
             .explanation(&r.decision_id, |row| {
+                auth::check(&admitted.caller, rule)
+                    .map_err(|s| Error::PermissionDenied(s.message().to_owned()))?;
+                // A subject learns nothing of another person's decision, not
+                // even that its id exists: ids are time-ordered, so a
+                // difference between "denied" and "unknown" could be probed.
                 auth::check_subject(&admitted.caller, rule, row.subject_ref.as_deref())
-                    .map_err(|s| crate::error::Error::PermissionDenied(s.message().to_owned()))
+                    .map_err(|_| Error::UnknownDecision(row.decision_id.clone()))
             })
             .await?;
         if let Some(subject_ref) = row.subject_ref.as_deref() {
