@@ -474,6 +474,42 @@ async fn explain_answers_what_if_rows_without_a_decision() {
         "{}",
         status.message()
     );
+    // A lone row's features are named as in Score; a batch's by row.
+    let mut incomplete = golden.rows[0].clone();
+    incomplete.remove("MAANTHUI");
+    let status = client
+        .explain(pb::ExplainRequest {
+            model: model_ref("caravan-lgbm", ""),
+            features: incomplete.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        status
+            .message()
+            .starts_with("features[\"MAANTHUI\"] is missing"),
+        "{}",
+        status.message()
+    );
+    let status = client
+        .explain_batch(pb::ExplainBatchRequest {
+            model: model_ref("caravan-lgbm", ""),
+            rows: vec![pb::BatchRow {
+                features: incomplete,
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        status
+            .message()
+            .starts_with("rows[0].features[\"MAANTHUI\"] is missing"),
+        "{}",
+        status.message()
+    );
     server.stop().await;
 }
 

@@ -102,6 +102,9 @@ pub struct ExplainRequest {
     pub model: ModelSelector,
     pub rows: Vec<FeatureRow>,
     pub method: Method,
+    /// The rows came as a batch: a bad one is named `rows[i]`, where a
+    /// lone row's features are named as in `Score`.
+    pub batch: bool,
 }
 
 /// A what-if row's score and attributions.
@@ -372,12 +375,7 @@ impl Gateway {
         };
         let decisions = self
             .score_rows(request, |package, rows| {
-                let mut row = Vec::with_capacity(package.schema.width());
-                package
-                    .schema
-                    .encode_row(&rows[0], &mut row)
-                    .map_err(|e| Error::InvalidArgument(e.to_string()))?;
-                Ok(row)
+                Self::validate_row(package, &rows[0])
             })
             .await?;
         Ok(decisions.into_iter().next().expect("one row, one decision"))
@@ -516,7 +514,10 @@ impl Gateway {
     /// ML engineers. Nothing is recorded and no decision id is issued.
     pub async fn explain(&self, request: ExplainRequest) -> Result<Vec<Explained>, Error> {
         let package = self.resolve(&request.model)?;
-        let rows = self.validate_rows(&package, &request.rows)?;
+        let rows = match request.rows.as_slice() {
+            [row] if !request.batch => Self::validate_row(&package, row)?,
+            rows => self.validate_rows(&package, rows)?,
+        };
         let scores = self
             .pool
             .predict(package.backend.clone(), rows.clone())
@@ -540,6 +541,16 @@ impl Gateway {
                 attribution,
             })
             .collect())
+    }
+
+    /// Checks a lone row and encodes it in column order.
+    fn validate_row(package: &ModelPackage, row: &FeatureRow) -> Result<Vec<f32>, Error> {
+        let mut encoded = Vec::with_capacity(package.schema.width());
+        package
+            .schema
+            .encode_row(row, &mut encoded)
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        Ok(encoded)
     }
 
     /// Checks a batch's size and every row, and encodes them in column order.

@@ -247,6 +247,7 @@ impl TryFrom<pb::ExplainRequest> for ExplainRequest {
             model,
             rows: vec![row],
             method: explain_method(r.method, "method")?,
+            batch: false,
         })
     }
 }
@@ -261,6 +262,7 @@ impl TryFrom<pb::ExplainBatchRequest> for ExplainRequest {
             model,
             rows,
             method: explain_method(r.method, "method")?,
+            batch: true,
         })
     }
 }
