@@ -248,6 +248,10 @@ struct ScoreArgs {
     /// The browser sent Global Privacy Control (Sec-GPC: 1).
     #[arg(long)]
     gpc: bool,
+    /// An API key (role `scorer`), sent as `authorization: Bearer ...`;
+    /// needed when the gateway has access keys.
+    #[arg(long, env = "CANDOR_TOKEN")]
+    token: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -266,6 +270,10 @@ struct WhyArgs {
     /// An API key or a subject token, sent as `authorization: Bearer ...`.
     #[arg(long, env = "CANDOR_TOKEN")]
     token: Option<String>,
+    /// Why a staff member reads this person's decision (e.g. the support
+    /// ticket); the support and engineer views need it, and it is recorded.
+    #[arg(long, env = "CANDOR_REASON")]
+    reason: Option<String>,
     /// Print the full answer as JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -428,16 +436,17 @@ fn score(args: ScoreArgs) -> anyhow::Result<ExitCode> {
         None => (args.model.clone(), None),
     };
     let rows = if let Some(path) = &args.json {
-        rows_from_json(&read_input(path)?)?
+        rows_from_json(&read_input(path)?).with_context(|| path.display().to_string())?
     } else if let Some(path) = &args.csv {
-        rows_from_csv(&read_input(path)?)?
+        rows_from_csv(&read_input(path)?).with_context(|| path.display().to_string())?
     } else {
-        vec![
+        vec![unique(
             args.features
                 .iter()
                 .map(|f| parse_flag(f))
                 .collect::<anyhow::Result<Features>>()?,
-        ]
+            "--feature",
+        )?]
     };
     if rows.is_empty() {
         bail!("no rows to score");
@@ -455,6 +464,7 @@ fn score(args: ScoreArgs) -> anyhow::Result<ExitCode> {
             gpp_string: args.gpp_string,
             gpc: args.gpc,
         },
+        token: args.token,
     };
     let output = with_gateway(&args.addr, |channel| async move {
         grpc::client::score(channel, &call).await
@@ -468,6 +478,7 @@ fn why(args: WhyArgs) -> anyhow::Result<ExitCode> {
         audience: args.audience,
         language: args.language,
         token: args.token,
+        reason: args.reason,
     };
     let (json, text) = with_gateway(&args.addr, |channel| async move {
         grpc::client::why(channel, &request).await
@@ -547,9 +558,27 @@ fn parse_flag(flag: &str) -> anyhow::Result<(String, FeatureValue)> {
     Ok((name.trim().to_owned(), parse_value(value)))
 }
 
+/// Refuses a row that names a feature twice: which value was meant cannot
+/// be known, and once the row becomes the request's map only one would be
+/// sent, silently.
+fn unique(row: Features, at: &str) -> anyhow::Result<Features> {
+    let mut seen = std::collections::HashSet::new();
+    if let Some((name, _)) = row.iter().find(|(name, _)| !seen.insert(name.as_str())) {
+        bail!("{at}: feature {name:?} is given more than once");
+    }
+    Ok(row)
+}
+
 fn rows_from_csv(text: &str) -> anyhow::Result<Vec<Features>> {
     let mut reader = csv::Reader::from_reader(text.as_bytes());
     let header = reader.headers()?.clone();
+    unique(
+        header
+            .iter()
+            .map(|h| (h.to_owned(), FeatureValue::Missing))
+            .collect(),
+        "CSV header",
+    )?;
     reader
         .records()
         .map(|record| {
@@ -563,19 +592,53 @@ fn rows_from_csv(text: &str) -> anyhow::Result<Vec<Features>> {
         .collect()
 }
 
+/// A JSON object's members in their order, a repeated name kept (a
+/// `serde_json` map keeps only the last).
+struct Members(Vec<(String, serde_json::Value)>);
+
+impl<'de> serde::Deserialize<'de> for Members {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Members;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object of features")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Members, A::Error> {
+                let mut members = Vec::new();
+                while let Some(member) = map.next_entry()? {
+                    members.push(member);
+                }
+                Ok(Members(members))
+            }
+        }
+        d.deserialize_map(Visitor)
+    }
+}
+
 fn rows_from_json(text: &str) -> anyhow::Result<Vec<Features>> {
     let value: serde_json::Value = serde_json::from_str(text).context("invalid JSON")?;
-    let objects = match value {
-        serde_json::Value::Array(items) => items,
-        object @ serde_json::Value::Object(_) => vec![object],
+    // The shape is checked on the parsed value; the members are then read
+    // again with their repeats.
+    let objects = match &value {
+        serde_json::Value::Array(items) => {
+            if let Some(i) = items.iter().position(|v| !v.is_object()) {
+                bail!("JSON row {i} is not an object");
+            }
+            serde_json::from_str::<Vec<Members>>(text)?
+        }
+        serde_json::Value::Object(_) => vec![serde_json::from_str::<Members>(text)?],
         _ => bail!("JSON input must be an object of features or an array of them"),
     };
     objects
         .into_iter()
         .enumerate()
-        .map(|(i, object)| {
-            let serde_json::Value::Object(map) = object else { bail!("JSON row {i} is not an object") };
-            map.into_iter()
+        .map(|(i, Members(members))| {
+            let row = members
+                .into_iter()
                 .map(|(name, v)| {
                     let value = match v {
                         serde_json::Value::Null => FeatureValue::Missing,
@@ -588,7 +651,8 @@ fn rows_from_json(text: &str) -> anyhow::Result<Vec<Features>> {
                     };
                     Ok((name, value))
                 })
-                .collect::<anyhow::Result<Features>>()
+                .collect::<anyhow::Result<Features>>()?;
+            unique(row, &format!("JSON row {i}"))
         })
         .collect()
 }
@@ -778,6 +842,29 @@ mod tests {
         assert_eq!(rows_from_json(r#"[{"A": 1}, {"A": 2}]"#).unwrap().len(), 2);
         assert!(rows_from_json("[1]").is_err());
         assert!(rows_from_json(r#"{"A": [1]}"#).is_err());
+    }
+
+    #[test]
+    fn a_feature_given_twice_is_refused_naming_it() {
+        let twice = rows_from_json(r#"{"A": 6, "B": 1, "A": 0}"#).unwrap_err();
+        assert!(
+            twice
+                .to_string()
+                .contains("JSON row 0: feature \"A\" is given more than once"),
+            "{twice}"
+        );
+        let second = rows_from_json(r#"[{"A": 1}, {"B": 1, "B": 2}]"#).unwrap_err();
+        assert!(
+            second.to_string().contains("JSON row 1: feature \"B\""),
+            "{second}"
+        );
+        let header = rows_from_csv("A,B,A\n6,1,0\n").unwrap_err();
+        assert!(
+            header.to_string().contains("CSV header: feature \"A\""),
+            "{header}"
+        );
+        let flags = vec![parse_flag("A=6").unwrap(), parse_flag("A=0").unwrap()];
+        assert!(unique(flags, "--feature").is_err());
     }
 
     #[test]

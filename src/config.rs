@@ -325,8 +325,10 @@ impl Config {
         }
         figment
             .merge(
+                // The client commands' variables, not settings: a shell
+                // that exported them must still start the gateway.
                 Env::prefixed("CANDOR_")
-                    .ignore(&["CONFIG", "ADDR"])
+                    .ignore(&["CONFIG", "ADDR", "TOKEN", "REASON"])
                     .split("__"),
             )
             .merge(Serialized::defaults(overrides))
@@ -354,6 +356,10 @@ mod tests {
                 "max_batch_rows = 10\ninference_queue = 7\nlisten = \"0.0.0.0:1\"",
             )?;
             jail.set_env("CANDOR_INFERENCE_QUEUE", "8");
+            // The client commands' variables are not settings.
+            for client in ["CANDOR_ADDR", "CANDOR_TOKEN", "CANDOR_REASON"] {
+                jail.set_env(client, "x");
+            }
             let c = Config::load(
                 Some("candor.toml".as_ref()),
                 Flags {

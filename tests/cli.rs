@@ -311,6 +311,106 @@ async fn candor_why_explains_a_recorded_decision() {
     assert_eq!(json["view"]["features"].as_array().unwrap().len(), 78);
 }
 
+/// Against a gateway with access keys, `score` sends its key and `why`
+/// sends a staff reader's key and reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_commands_carry_credentials_and_a_staff_reason() {
+    use candor::config::Role;
+    let mut config = test_config();
+    config.access.api_keys = vec![
+        api_key(Role::Scorer, "scorer-key"),
+        api_key(Role::Support, "support-key"),
+    ];
+    let server = TestServer::start_with(config).await;
+    let (csv, _) = first_golden_row();
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("row.csv");
+    std::fs::write(&path, &csv).unwrap();
+    let url = server.url();
+    let path = path.to_str().unwrap().to_owned();
+    let candor = |args: Vec<String>, env: Vec<(&'static str, &'static str)>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_candor"));
+        command
+            .args(args)
+            .env_remove("CANDOR_TOKEN")
+            .env_remove("CANDOR_REASON");
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        command.output().unwrap()
+    };
+    let score = |token: Option<&str>| {
+        let mut args: Vec<String> = [
+            "score",
+            "--addr",
+            &url,
+            "--model",
+            "caravan-lgbm",
+            "--csv",
+            &path,
+        ]
+        .map(str::to_owned)
+        .into();
+        args.extend(["--subject", "zoe", "--country", "US", "--age", "adult"].map(str::to_owned));
+        if let Some(t) = token {
+            args.extend(["--token".to_owned(), t.to_owned()]);
+        }
+        args
+    };
+    let run = {
+        let candor = candor.clone();
+        move |args, env| {
+            let candor = candor.clone();
+            tokio::task::spawn_blocking(move || candor(args, env))
+        }
+    };
+    let refused = run(score(None), vec![]).await.unwrap();
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("Unauthenticated"));
+    let out = run(score(Some("scorer-key")), vec![]).await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let decision: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = decision["decision_id"].as_str().unwrap().to_owned();
+
+    let why = |reason: bool| {
+        let mut args: Vec<String> = [
+            "why",
+            &id,
+            "--addr",
+            &url,
+            "--audience",
+            "support",
+            "--json",
+        ]
+        .map(str::to_owned)
+        .into();
+        if reason {
+            args.extend(["--reason".to_owned(), "ticket 4711".to_owned()]);
+        }
+        args
+    };
+    // The key from the environment, as CANDOR_TOKEN; no reason: refused.
+    let token = vec![("CANDOR_TOKEN", "support-key")];
+    let out = run(why(false), token.clone()).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("x-candor-reason"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(why(true), token).await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["decision_id"], id);
+    server.stop().await;
+}
+
 /// An OTLP collector that keeps the spans it receives.
 #[derive(Default, Clone)]
 struct Collector {

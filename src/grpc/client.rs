@@ -16,6 +16,8 @@ pub struct ScoreCall {
     pub subject_id: String,
     pub rows: Vec<Features>,
     pub consent: ConsentSignals,
+    /// An API key (role `scorer`), sent as `authorization: Bearer ...`.
+    pub token: Option<String>,
 }
 
 /// The consent signals sent with the call; empty strings are not sent.
@@ -94,11 +96,14 @@ fn to_pb(row: &Features) -> std::collections::BTreeMap<String, pb::FeatureValue>
 /// one object for one row, an array for several.
 pub async fn score(channel: Channel, call: &ScoreCall) -> Result<Value, tonic::Status> {
     let mut client = ScoringServiceClient::new(channel);
+    let token = call.token.as_deref();
     if let [row] = call.rows.as_slice() {
-        let response = client.score(score_request(call, row)).await?.into_inner();
+        let request = authorized(score_request(call, row), token, None)?;
+        let response = client.score(request).await?.into_inner();
         return Ok(response.decision.map(decision_json).unwrap_or(Value::Null));
     }
-    let response = client.score_batch(batch_request(call)).await?.into_inner();
+    let request = authorized(batch_request(call), token, None)?;
+    let response = client.score_batch(request).await?.into_inner();
     Ok(Value::Array(
         response.decisions.into_iter().map(decision_json).collect(),
     ))
@@ -140,6 +145,32 @@ pub struct WhyCall {
     pub language: String,
     /// Sent as `authorization: Bearer ...`.
     pub token: Option<String>,
+    /// Why a staff member reads a person's data (the support ticket), sent
+    /// as `x-candor-reason`; staff reads are refused without one.
+    pub reason: Option<String>,
+}
+
+/// `message` with the caller's credential and, for staff reads, the reason.
+fn authorized<T>(
+    message: T,
+    token: Option<&str>,
+    reason: Option<&str>,
+) -> Result<tonic::Request<T>, tonic::Status> {
+    let mut request = tonic::Request::new(message);
+    let header = |field: &str, value: String| {
+        value.parse().map_err(|_| {
+            tonic::Status::invalid_argument(format!("{field}: not a valid header value"))
+        })
+    };
+    if let Some(token) = token {
+        let value = header("token", format!("Bearer {token}"))?;
+        request.metadata_mut().insert("authorization", value);
+    }
+    if let Some(reason) = reason {
+        let value = header("reason", reason.to_owned())?;
+        request.metadata_mut().insert("x-candor-reason", value);
+    }
+    Ok(request)
 }
 
 /// Asks `ExplanationService.GetExplanation` and returns the answer as JSON
@@ -150,17 +181,15 @@ pub async fn why(channel: Channel, call: &WhyCall) -> Result<(Value, String), to
         "engineer" => pb::Audience::Engineer,
         _ => pb::Audience::Consumer,
     };
-    let mut request = tonic::Request::new(pb::GetExplanationRequest {
-        decision_id: call.decision_id.clone(),
-        audience: audience as i32,
-        language: call.language.clone(),
-    });
-    if let Some(token) = &call.token {
-        let value = format!("Bearer {token}")
-            .parse()
-            .map_err(|_| tonic::Status::invalid_argument("token: not a valid header value"))?;
-        request.metadata_mut().insert("authorization", value);
-    }
+    let request = authorized(
+        pb::GetExplanationRequest {
+            decision_id: call.decision_id.clone(),
+            audience: audience as i32,
+            language: call.language.clone(),
+        },
+        call.token.as_deref(),
+        call.reason.as_deref(),
+    )?;
     let mut client = super::pb::explanation_service_client::ExplanationServiceClient::new(channel);
     let r = client.get_explanation(request).await?.into_inner();
     let mut text = String::new();
