@@ -172,6 +172,24 @@ pub fn usnat(sale_opt_out: u64) -> String {
     w.encode(6)
 }
 
+/// A usca section: notices given, nothing opted out, no sensitive data
+/// processed, no child.
+pub fn usca() -> String {
+    let mut w = BitWriter::default();
+    w.int(1, 6);
+    for _ in 0..3 {
+        w.int(1, 2); // the notices
+    }
+    w.int(2, 2)
+        .int(2, 2) // SaleOptOut, SharingOptOut
+        .int(0, 18) // SensitiveDataProcessing
+        .int(0, 4) // KnownChildSensitiveDataConsents
+        .int(0, 2) // PersonalDataConsents
+        .int(2, 2) // MspaCoveredTransaction
+        .int(0, 4); // MspaOptOutOptionMode, MspaServiceProviderMode
+    w.encode(6)
+}
+
 /// The fields a state-section test varies; the rest are fixed: version 1,
 /// every notice given, no sensitive category but precise geolocation
 /// processed, no additional-processing consent asked, MSPA covered.
