@@ -228,15 +228,36 @@ fn gpp_decoding_matches_the_iab_reference_library() {
     );
 }
 
-/// Every vector's string, valid or not: the seeds for mutation.
+/// GPP strings with a state section, from the IAB's iabgpp-es test suite
+/// (UsVa.test.ts, UsTx.test.ts, UsNj.test.ts) behind a header for their id
+/// (9, 16, 21), and all three in one string: the vectors hold none.
+const STATE_SEEDS: [&str; 4] = [
+    "DBABRg~BVWSSVY",
+    "DBABEw~BVWSSVWA.YA",
+    "DBABAY~BVWSSRklWA.YA",
+    "DBADRlhg~BVWSSVY~BVWSSVWA.YA~BVWSSRklWA.YA",
+];
+
+/// Every vector's string, valid or not, and the state strings: the seeds
+/// for mutation.
 static SEEDS: LazyLock<Vec<String>> = LazyLock::new(|| {
     let vectors = vectors();
     ["tcf", "gpp"]
         .iter()
         .flat_map(|k| vectors[k].as_array().unwrap().clone())
         .map(|v| v["string"].as_str().unwrap().to_owned())
+        .chain(STATE_SEEDS.map(str::to_owned))
         .collect()
 });
+
+#[test]
+fn the_state_seeds_are_valid_state_sections() {
+    for seed in STATE_SEEDS {
+        let gpp = GppString::decode(seed).unwrap_or_else(|e| panic!("{seed}: {e}"));
+        assert!(!gpp.states.is_empty(), "{seed}");
+        assert!(gpp.states.iter().all(|s| s.opted_out()), "{seed}");
+    }
+}
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]

@@ -851,3 +851,63 @@ async fn a_uspv1_section_is_applied_and_validated() {
         );
     }
 }
+
+/// A GPP string carrying only a state section (usva, id 9): its opt-out of
+/// targeted advertising is honoured exactly as usnat's, without usnat, GPC
+/// or uspv1 beside it; without an opt-out the request stays personalised;
+/// a malformed one is refused naming the section.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_section_alone_is_applied() {
+    let server = server().await;
+    let mut client = server.scoring().await;
+    // Header "DBABRg": section 9 only. usva cores: version 1, notices given,
+    // SaleOptOut 2, then TargetedAdvertisingOptOut 1 ("BVkAABA") or 2
+    // ("BVoAABA"), nothing sensitive, no child, MSPA covered.
+    let with = |usva: &str| pb::RequestContext {
+        jurisdiction_country: "US".into(),
+        jurisdiction_region: "VA".into(),
+        age_status: pb::AgeStatus::Adult as i32,
+        gpp_string: format!("DBABRg~{usva}"),
+        ..Default::default()
+    };
+    let mut request = caravan_request();
+    request.subject_id = "usva".into();
+    request.context = Some(with("BVkAABA"));
+    let d = client
+        .score(request.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .decision
+        .unwrap();
+    assert_eq!(tier(&d), pb::Tier::Contextual);
+    assert_eq!(
+        provenance(&d).rules_fired,
+        ["us.sale_sharing_targeting_opt_out"]
+    );
+    assert!(masked(&d, ZIP_FEATURE) && !masked(&d, OWN_FEATURE));
+
+    request.subject_id = "usva-b".into();
+    request.context = Some(with("BVoAABA"));
+    let d = client
+        .score(request.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .decision
+        .unwrap();
+    assert_eq!(tier(&d), pb::Tier::Personalised);
+    assert!(provenance(&d).rules_fired.is_empty());
+
+    // The string ends after the first sensitive-data category.
+    request.context = Some(with("BVk"));
+    let status = client.score(request.clone()).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status
+            .message()
+            .starts_with("context.gpp_string: section usva: ends at bit 18"),
+        "{}",
+        status.message()
+    );
+}

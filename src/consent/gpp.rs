@@ -1,22 +1,33 @@
 //! IAB Global Privacy Platform strings: the header, and the sections the
-//! policy interprets (tcfeuv2, uspv1, usnat, usca).
+//! policy interprets (tcfeuv2, uspv1, usnat, usca and the other US state
+//! sections, usva (9) to usmn (23)).
 //!
 //! Each US section is read by its own specification: usnat's
 //! SensitiveDataProcessing values mean consent (2) or its absence (1), while
 //! usca's mean an opt-out (1). uspv1 is the US Privacy string carried as a
 //! section: four characters, not bits, decoded as strictly as the others.
 //!
-//! Sections the gateway does not apply (the other state sections, such as
-//! usva, id 9, and the Canadian TCF) are kept as their ids only: the core
+//! The state sections after usca share one shape (Version, notices,
+//! SaleOptOut, TargetedAdvertisingOptOut, SensitiveDataProcessing,
+//! KnownChildSensitiveDataConsents, sometimes AdditionalDataProcessingConsent,
+//! the MSPA fields, and for most a GPC subsection) but differ in which
+//! notices they carry, how many sensitive-data categories and child fields
+//! they have, where precise geolocation is and what a sensitive-data value
+//! means. [`STATES`] holds one layout per section and [`StateSection`] is
+//! decoded from it by one reader, so a section is a row of data, not a
+//! function. The layouts follow the IAB's section specifications
+//! (Global-Privacy-Platform, Sections/US-States/*), cross-checked against
+//! the IAB's iabgpp-es encoders.
+//!
+//! Sections the gateway does not apply (the Canadian TCF, and sections
+//! registered after usmn) are kept as their ids only: the core
 //! specification leaves each section's encoding to its own specification,
 //! and a reader "aware of where the discrete section is" may skip one it
 //! does not implement. What the core specification does fix for every
 //! section is checked: it is present, and each of its `.`-separated
 //! subsections is non-empty URL-safe base64 (uspv1's characters are in that
 //! alphabet too). Garbage there is refused as a malformed string rather than
-//! passed over; the choices such a section holds are not applied (a
-//! publisher following a state-specific approach must also send usnat, GPC
-//! or uspv1 for the gateway to honour an opt-out).
+//! passed over.
 //!
 //! The `iab_gpp` crate was evaluated and not used: version 0.1.2 panics on
 //! overflowing Fibonacci codes in a header (debug builds) and wraps them
@@ -124,6 +135,296 @@ pub struct UsCa {
     pub gpc: Option<bool>,
 }
 
+/// How a state section's SensitiveDataProcessing category for precise
+/// geolocation is to be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Geolocation {
+    /// The section has no such category (Colorado's law does not count
+    /// precise geolocation as sensitive data).
+    Absent,
+    /// Processing needs consent: 1 = no consent, 2 = consent, at this
+    /// 0-based category index.
+    Consent(usize),
+    /// The person may opt out: 1 = opted out, 2 = did not, at this index.
+    OptOut(usize),
+    /// A consent category that cannot be read with confidence, so no value
+    /// counts as consent (either reading could process sensitive data
+    /// without it). Virginia's and Connecticut's version 1 specifications
+    /// say 1 = consent and 2 = no consent, the opposite of every later state
+    /// section and of usnat, while the IAB's own reviewers and the deployed
+    /// readers (prebid-server) take 2 as consent. Delaware's version 1
+    /// specification has been published with precise geolocation as
+    /// category 8 (of 9) and, in another text of the same version, as
+    /// category 9.
+    Unsettled,
+}
+
+/// The field layout of one US state section (version 1 of each).
+#[derive(Debug, PartialEq, Eq)]
+pub struct StateLayout {
+    /// The GPP section id.
+    pub id: u16,
+    /// "section " and the client-side API prefix, e.g. "section usva": how
+    /// errors name the section.
+    pub what: &'static str,
+    /// The state's ISO 3166-2 subdivision code, e.g. "VA".
+    pub state: &'static str,
+    /// The notice fields before SaleOptOut, in order.
+    pub notices: &'static [&'static str],
+    /// SensitiveDataProcessing categories.
+    pub sensitive_categories: usize,
+    pub geolocation: Geolocation,
+    /// KnownChildSensitiveDataConsents fields (1 is an Int(2) in the
+    /// specification, more an N-Bitfield).
+    pub child_fields: usize,
+    /// Whether AdditionalDataProcessingConsent follows the child fields.
+    pub additional_consent: bool,
+    /// Whether the specification defines a GPC subsection.
+    pub gpc: bool,
+}
+
+const SHARING: &[&str] = &[
+    "SharingNotice",
+    "SaleOptOutNotice",
+    "TargetedAdvertisingOptOutNotice",
+];
+const PROCESSING: &[&str] = &[
+    "ProcessingNotice",
+    "SaleOptOutNotice",
+    "TargetedAdvertisingOptOutNotice",
+];
+
+/// Every US state section after usca, by id. Sources: the IAB's
+/// Sections/US-States/<state> specifications (ids, field order, lengths,
+/// value meanings, GPC subsection), cross-checked against iabgpp-es's
+/// `Us*CoreSegment` and `Us*GpcSegment` encoders. Colorado's GPC
+/// subsection is the encoders' (and prebid-server's): the published
+/// Colorado texts predate it, and refusing a GPC signal the IAB's own
+/// library writes would drop an opt-out.
+pub static STATES: [StateLayout; 15] = {
+    use Geolocation::*;
+    // Positional, so that each section reads as one row of a table.
+    #[allow(clippy::too_many_arguments)]
+    const fn layout(
+        id: u16,
+        what: &'static str,
+        state: &'static str,
+        notices: &'static [&'static str],
+        sensitive_categories: usize,
+        geolocation: Geolocation,
+        child_fields: usize,
+        additional_consent: bool,
+        gpc: bool,
+    ) -> StateLayout {
+        StateLayout {
+            id,
+            what,
+            state,
+            notices,
+            sensitive_categories,
+            geolocation,
+            child_fields,
+            additional_consent,
+            gpc,
+        }
+    }
+    [
+        layout(
+            9,
+            "section usva",
+            "VA",
+            SHARING,
+            8,
+            Unsettled,
+            1,
+            false,
+            false,
+        ),
+        layout(10, "section usco", "CO", SHARING, 7, Absent, 1, false, true),
+        layout(
+            11,
+            "section usut",
+            "UT",
+            &[
+                "SharingNotice",
+                "SaleOptOutNotice",
+                "TargetedAdvertisingOptOutNotice",
+                "SensitiveDataProcessingOptOutNotice",
+            ],
+            8,
+            OptOut(7),
+            1,
+            false,
+            false,
+        ),
+        layout(
+            12,
+            "section usct",
+            "CT",
+            SHARING,
+            8,
+            Unsettled,
+            3,
+            false,
+            true,
+        ),
+        layout(
+            13,
+            "section usfl",
+            "FL",
+            PROCESSING,
+            8,
+            Consent(7),
+            3,
+            true,
+            false,
+        ),
+        layout(
+            14,
+            "section usmt",
+            "MT",
+            SHARING,
+            8,
+            Consent(7),
+            3,
+            true,
+            true,
+        ),
+        layout(
+            15,
+            "section usor",
+            "OR",
+            PROCESSING,
+            11,
+            Consent(10),
+            3,
+            true,
+            true,
+        ),
+        layout(
+            16,
+            "section ustx",
+            "TX",
+            PROCESSING,
+            8,
+            Consent(7),
+            1,
+            true,
+            true,
+        ),
+        layout(
+            17,
+            "section usde",
+            "DE",
+            PROCESSING,
+            9,
+            Unsettled,
+            5,
+            true,
+            true,
+        ),
+        layout(
+            18,
+            "section usia",
+            "IA",
+            &[
+                "ProcessingNotice",
+                "SaleOptOutNotice",
+                "TargetedAdvertisingOptOutNotice",
+                "SensitiveDataOptOutNotice",
+            ],
+            8,
+            OptOut(7),
+            1,
+            false,
+            true,
+        ),
+        layout(
+            19,
+            "section usne",
+            "NE",
+            PROCESSING,
+            8,
+            Consent(7),
+            1,
+            true,
+            true,
+        ),
+        layout(
+            20,
+            "section usnh",
+            "NH",
+            PROCESSING,
+            8,
+            Consent(7),
+            3,
+            true,
+            true,
+        ),
+        layout(
+            21,
+            "section usnj",
+            "NJ",
+            PROCESSING,
+            10,
+            Consent(7),
+            5,
+            true,
+            true,
+        ),
+        layout(
+            22,
+            "section ustn",
+            "TN",
+            PROCESSING,
+            8,
+            Consent(7),
+            1,
+            true,
+            true,
+        ),
+        layout(
+            23,
+            "section usmn",
+            "MN",
+            PROCESSING,
+            8,
+            Consent(7),
+            1,
+            true,
+            true,
+        ),
+    ]
+};
+
+/// A decoded US state section: the fields every state section has, in its
+/// layout's lengths.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateSection {
+    pub layout: &'static StateLayout,
+    pub version: u8,
+    /// The layout's notices, in its order.
+    pub notices: Vec<Tri>,
+    pub sale_opt_out: Tri,
+    pub targeted_advertising_opt_out: Tri,
+    /// By category, index 0 = category 1; read through `layout.geolocation`.
+    pub sensitive_data_processing: Vec<Tri>,
+    pub known_child_sensitive_data_consents: Vec<Tri>,
+    /// `None` where the layout has no such field.
+    pub additional_data_processing_consent: Option<Tri>,
+    pub mspa_covered_transaction: Tri,
+    pub mspa_opt_out_option_mode: Tri,
+    pub mspa_service_provider_mode: Tri,
+    pub gpc: Option<bool>,
+}
+
+impl StateSection {
+    /// Opted out of the sale of personal data or of targeted advertising.
+    pub fn opted_out(&self) -> bool {
+        [self.sale_opt_out, self.targeted_advertising_opt_out].contains(&Tri::One)
+    }
+}
+
 /// A US Privacy string flag: Y, N or - (not applicable).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UspFlag {
@@ -157,6 +458,8 @@ pub struct GppString {
     pub uspv1: Option<UsPrivacy>,
     pub usnat: Option<UsNat>,
     pub usca: Option<UsCa>,
+    /// The state sections after usca, in the string's order.
+    pub states: Vec<StateSection>,
 }
 
 impl GppString {
@@ -181,6 +484,7 @@ impl GppString {
             uspv1: None,
             usnat: None,
             usca: None,
+            states: Vec::new(),
         };
         for (&id, &text) in gpp.section_ids.iter().zip(&sections) {
             match id {
@@ -193,7 +497,10 @@ impl GppString {
                 USPV1 => gpp.uspv1 = Some(uspv1(text)?),
                 USNAT => gpp.usnat = Some(usnat(text)?),
                 USCA => gpp.usca = Some(usca(text)?),
-                _ => not_applied(id, text)?,
+                _ => match STATES.iter().find(|l| l.id == id) {
+                    Some(layout) => gpp.states.push(state(layout, text)?),
+                    None => not_applied(id, text)?,
+                },
             }
         }
         Ok(gpp)
@@ -297,15 +604,23 @@ fn not_applied(id: u16, text: &str) -> Result<(), SignalError> {
     Ok(())
 }
 
-/// Splits a US section into its core and an optional GPC subsection.
+/// Splits a US section into its core and an optional GPC subsection; a
+/// section whose specification defines none (`gpc_defined` false) may have
+/// nothing after its core.
 fn core_and_gpc<'a>(
     text: &'a str,
     name: &'static str,
+    gpc_defined: bool,
 ) -> Result<(&'a str, Option<bool>), SignalError> {
     let mut parts = text.split('.');
     let core = parts.next().unwrap_or_default();
     let mut gpc = None;
     for sub in parts {
+        if !gpc_defined {
+            return Err(SignalError::new(format!(
+                "{name}: a subsection follows the core, but the section defines none (no GPC subsection)"
+            )));
+        }
         let mut r = BitReader::new(sub, name)?;
         match r.u8(2, "SubsectionType")? {
             1 if gpc.is_none() => gpc = Some(r.bit()?),
@@ -321,7 +636,7 @@ fn core_and_gpc<'a>(
 }
 
 fn usnat(text: &str) -> Result<UsNat, SignalError> {
-    let (core, gpc) = core_and_gpc(text, "section usnat")?;
+    let (core, gpc) = core_and_gpc(text, "section usnat", true)?;
     let mut r = BitReader::new(core, "section usnat")?;
     let version = r.u8(6, "Version")?;
     let (sensitive, children) = match version {
@@ -356,7 +671,7 @@ fn usnat(text: &str) -> Result<UsNat, SignalError> {
 }
 
 fn usca(text: &str) -> Result<UsCa, SignalError> {
-    let (core, gpc) = core_and_gpc(text, "section usca")?;
+    let (core, gpc) = core_and_gpc(text, "section usca", true)?;
     let mut r = BitReader::new(core, "section usca")?;
     let version = r.u8(6, "Version")?;
     if version != 1 {
@@ -384,10 +699,61 @@ fn usca(text: &str) -> Result<UsCa, SignalError> {
     })
 }
 
+/// A US state section, read by its layout: every layout has version 1 only,
+/// and every 2-bit field is strict (3 is refused, MspaCoveredTransaction
+/// must be 1 or 2), as usnat's are.
+fn state(layout: &'static StateLayout, text: &str) -> Result<StateSection, SignalError> {
+    let (core, gpc) = core_and_gpc(text, layout.what, layout.gpc)?;
+    let mut r = BitReader::new(core, layout.what)?;
+    let version = r.u8(6, "Version")?;
+    if version != 1 {
+        return Err(r.error(format!(
+            "Version is {version}; only version 1 of this section is known"
+        )));
+    }
+    let notices = layout
+        .notices
+        .iter()
+        .map(|n| Tri::read(&mut r, n))
+        .collect::<Result<_, _>>()?;
+    let sale_opt_out = Tri::read(&mut r, "SaleOptOut")?;
+    let targeted_advertising_opt_out = Tri::read(&mut r, "TargetedAdvertisingOptOut")?;
+    let sensitive_data_processing = Tri::read_n(
+        &mut r,
+        layout.sensitive_categories,
+        "SensitiveDataProcessing",
+    )?;
+    let known_child_sensitive_data_consents = Tri::read_n(
+        &mut r,
+        layout.child_fields,
+        "KnownChildSensitiveDataConsents",
+    )?;
+    let additional_data_processing_consent = layout
+        .additional_consent
+        .then(|| Tri::read(&mut r, "AdditionalDataProcessingConsent"))
+        .transpose()?;
+    Ok(StateSection {
+        layout,
+        version,
+        notices,
+        sale_opt_out,
+        targeted_advertising_opt_out,
+        sensitive_data_processing,
+        known_child_sensitive_data_consents,
+        additional_data_processing_consent,
+        mspa_covered_transaction: Tri::read_covered(&mut r)?,
+        mspa_opt_out_option_mode: Tri::read(&mut r, "MspaOptOutOptionMode")?,
+        mspa_service_provider_mode: Tri::read(&mut r, "MspaServiceProviderMode")?,
+        gpc,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::consent::testing::{gpp, usnat as usnat_section};
+    use crate::consent::testing::{
+        StateFields, gpp, state as state_section, usnat as usnat_section,
+    };
 
     fn refusal(text: &str) -> String {
         GppString::decode(text).unwrap_err().to_string()
@@ -451,23 +817,245 @@ mod tests {
 
     #[test]
     fn sections_not_applied_must_still_be_well_formed() {
+        // Section 5 is the Canadian TCF, which the gateway does not apply.
         let no = usnat_section(2);
-        for usva in ["BVVqAA", "BVVqAA.QA"] {
-            let g = GppString::decode(&gpp(&[(USNAT, &no), (9, usva)])).unwrap();
-            assert_eq!(g.section_ids, vec![USNAT, 9]);
+        for tcfca in ["BVVqAA", "BVVqAA.QA"] {
+            let g = GppString::decode(&gpp(&[(5, tcfca), (USNAT, &no)])).unwrap();
+            assert_eq!(g.section_ids, vec![5, USNAT]);
         }
-        for (usva, says) in [
-            ("!!", "section 9: subsection 1: character 1 ('!')"),
-            ("BVV*qAA", "section 9: subsection 1: character 4 ('*')"),
-            ("BVVqAA..QA", "section 9: subsection 2: is empty"),
-            ("", "section 9: subsection 1: is empty"),
+        for (tcfca, says) in [
+            ("!!", "section 5: subsection 1: character 1 ('!')"),
+            ("BVV*qAA", "section 5: subsection 1: character 4 ('*')"),
+            ("BVVqAA..QA", "section 5: subsection 2: is empty"),
+            ("", "section 5: subsection 1: is empty"),
             (
                 "BVVqAA.Q\u{e9}",
-                "section 9: subsection 2: character 2 ('\u{e9}')",
+                "section 5: subsection 2: character 2 ('\u{e9}')",
             ),
         ] {
-            let e = refusal(&gpp(&[(USNAT, &no), (9, usva)]));
-            assert!(e.starts_with(says), "{usva:?}: {e}");
+            let e = refusal(&gpp(&[(5, tcfca), (USNAT, &no)]));
+            assert!(e.starts_with(says), "{tcfca:?}: {e}");
         }
+    }
+
+    fn one_state(id: u16, text: &str) -> StateSection {
+        let mut g = GppString::decode(&gpp(&[(id, text)])).unwrap();
+        assert_eq!(g.states.len(), 1, "{id}");
+        g.states.remove(0)
+    }
+
+    #[test]
+    fn every_state_section_is_decoded_by_its_layout() {
+        let codes = |v: &[Tri]| v.iter().map(|t| t.code()).collect::<Vec<_>>();
+        for layout in &STATES {
+            let f = StateFields {
+                sale_opt_out: 1,
+                targeted_opt_out: 2,
+                geolocation: 2,
+                child: 1,
+                gpc: layout.gpc.then_some(true),
+                ..StateFields::default()
+            };
+            let s = one_state(layout.id, &state_section(layout.id, f));
+            let what = layout.what;
+            assert_eq!(s.layout, layout, "{what}");
+            assert_eq!(s.version, 1, "{what}");
+            assert_eq!(codes(&s.notices), vec![1; layout.notices.len()], "{what}");
+            assert_eq!(
+                (s.sale_opt_out, s.targeted_advertising_opt_out),
+                (Tri::One, Tri::Two)
+            );
+            assert!(s.opted_out(), "{what}");
+            let sensitive = codes(&s.sensitive_data_processing);
+            assert_eq!(sensitive.len(), layout.sensitive_categories, "{what}");
+            let geolocation = match layout.geolocation {
+                Geolocation::Consent(i) | Geolocation::OptOut(i) => Some(i),
+                Geolocation::Unsettled => Some(7),
+                Geolocation::Absent => None,
+            };
+            for (i, v) in sensitive.iter().enumerate() {
+                assert_eq!(
+                    *v,
+                    if Some(i) == geolocation { 2 } else { 0 },
+                    "{what} [{i}]"
+                );
+            }
+            assert_eq!(
+                codes(&s.known_child_sensitive_data_consents),
+                vec![1; layout.child_fields],
+                "{what}"
+            );
+            assert_eq!(
+                s.additional_data_processing_consent,
+                layout.additional_consent.then_some(Tri::NotApplicable),
+                "{what}"
+            );
+            assert_eq!(s.mspa_covered_transaction, Tri::One, "{what}");
+            assert_eq!(s.gpc, layout.gpc.then_some(true), "{what}");
+            // No opt-out: the section is decoded and says so.
+            let quiet = one_state(layout.id, &state_section(layout.id, StateFields::default()));
+            assert!(!quiet.opted_out(), "{what}");
+        }
+        // Every state section in one string, as the header lists them.
+        let texts: Vec<(u16, String)> = STATES
+            .iter()
+            .map(|l| (l.id, state_section(l.id, StateFields::default())))
+            .collect();
+        let pairs: Vec<(u16, &str)> = texts.iter().map(|(id, t)| (*id, t.as_str())).collect();
+        let g = GppString::decode(&gpp(&pairs)).unwrap();
+        assert_eq!(
+            g.states.iter().map(|s| s.layout.id).collect::<Vec<_>>(),
+            (9..=23).collect::<Vec<u16>>()
+        );
+    }
+
+    /// Strings from the IAB's iabgpp-es test suite
+    /// (modules/cmpapi/test/encoder/section/UsVa.test.ts, UsUt.test.ts,
+    /// UsCt.test.ts, UsTx.test.ts, UsNj.test.ts), each encoded there from
+    /// the field values asserted here.
+    #[test]
+    fn state_strings_from_the_iab_reference_library() {
+        let codes = |v: &[Tri]| v.iter().map(|t| t.code()).collect::<Vec<_>>();
+        let ut = one_state(11, "BVVkklW");
+        assert_eq!(codes(&ut.notices), [1, 1, 1, 1]);
+        assert!(ut.opted_out());
+        assert_eq!(
+            codes(&ut.sensitive_data_processing),
+            [2, 1, 0, 2, 1, 0, 2, 1]
+        );
+        assert_eq!(codes(&ut.known_child_sensitive_data_consents), [1]);
+        assert_eq!(ut.mspa_service_provider_mode, Tri::Two);
+        let ct = one_state(12, "BVWSSZFg.YA");
+        assert_eq!(
+            codes(&ct.sensitive_data_processing),
+            [2, 1, 0, 2, 1, 0, 2, 1]
+        );
+        assert_eq!(codes(&ct.known_child_sensitive_data_consents), [2, 1, 0]);
+        assert_eq!(
+            (ct.mspa_opt_out_option_mode, ct.gpc),
+            (Tri::One, Some(true))
+        );
+        // The library decodes this one, 3s and all; it is refused here.
+        let e = refusal(&gpp(&[(12, "BbYbG22w")]));
+        assert!(
+            e.starts_with("section usct: TargetedAdvertisingOptOutNotice is 3"),
+            "{e}"
+        );
+        let va = one_state(9, "BVWSSVY");
+        assert_eq!(codes(&va.notices), [1, 1, 1]);
+        assert_eq!(
+            (va.sale_opt_out, va.targeted_advertising_opt_out),
+            (Tri::One, Tri::One)
+        );
+        assert_eq!(
+            codes(&va.sensitive_data_processing),
+            [2, 1, 0, 2, 1, 0, 2, 1]
+        );
+        assert_eq!(codes(&va.known_child_sensitive_data_consents), [1]);
+        assert_eq!(
+            (
+                va.mspa_covered_transaction,
+                va.mspa_opt_out_option_mode,
+                va.mspa_service_provider_mode,
+                va.gpc
+            ),
+            (Tri::One, Tri::One, Tri::Two, None)
+        );
+        for (tx, gpc) in [("BVWSSVWA.YA", Some(true)), ("BVWSSVW", None)] {
+            let tx = one_state(16, tx);
+            assert_eq!(
+                codes(&tx.sensitive_data_processing),
+                [2, 1, 0, 2, 1, 0, 2, 1]
+            );
+            assert_eq!(codes(&tx.known_child_sensitive_data_consents), [1]);
+            assert_eq!(tx.additional_data_processing_consent, Some(Tri::One));
+            assert_eq!(tx.mspa_service_provider_mode, Tri::Two);
+            assert_eq!(tx.gpc, gpc);
+            assert!(tx.opted_out());
+        }
+        let nj = one_state(21, "BVWSSRklWA.YA");
+        assert_eq!(
+            codes(&nj.sensitive_data_processing),
+            [2, 1, 0, 2, 1, 0, 2, 1, 0, 1]
+        );
+        assert_eq!(
+            codes(&nj.known_child_sensitive_data_consents),
+            [2, 1, 0, 2, 1]
+        );
+        assert_eq!(nj.additional_data_processing_consent, Some(Tri::One));
+        assert_eq!(nj.gpc, Some(true));
+    }
+
+    #[test]
+    fn malformed_state_sections_are_refused_naming_the_section_and_field() {
+        let version_2 = state_section(
+            9,
+            StateFields {
+                version: 2,
+                ..StateFields::default()
+            },
+        );
+        let sale_3 = state_section(
+            14,
+            StateFields {
+                sale_opt_out: 3,
+                ..StateFields::default()
+            },
+        );
+        let child_3 = state_section(
+            21,
+            StateFields {
+                child: 3,
+                ..StateFields::default()
+            },
+        );
+        let cases = [
+            (
+                9,
+                version_2.as_str(),
+                "section usva: Version is 2; only version 1 of this section is known",
+            ),
+            (
+                14,
+                sale_3.as_str(),
+                "section usmt: SaleOptOut is 3, which is undefined",
+            ),
+            (
+                21,
+                child_3.as_str(),
+                "section usnj: KnownChildSensitiveDataConsents[1] is 3",
+            ),
+            // usva's 40 bits cut to 18: the second sensitive category is missing.
+            (
+                9,
+                "BVW",
+                "section usva: ends at bit 18 while reading SensitiveDataProcessing[2]",
+            ),
+            // Virginia defines no GPC subsection.
+            (
+                9,
+                "BVWSSVY.YA",
+                "section usva: a subsection follows the core",
+            ),
+            (16, "BVWSSVW.oA", "section ustx: SubsectionType is 2"),
+            (
+                16,
+                "BVWSSVW.YA.YA",
+                "section ustx: the GPC subsection appears twice",
+            ),
+            (23, "", "section usmn: is empty"),
+            (10, "BV*", "section usco: character 3 ('*')"),
+        ];
+        for (id, text, says) in cases {
+            let e = refusal(&gpp(&[(id, text)]));
+            assert!(e.starts_with(says), "{id} {text:?}: {e}");
+        }
+        // MspaCoveredTransaction 0: usva "BVWSSVY" with its 35th and 36th
+        // bits cleared (the second "V", 010101, becomes "U", 010100).
+        let e = refusal(&gpp(&[(9, "BVWSSUY")]));
+        assert!(
+            e.contains("section usva: MspaCoveredTransaction is 0"),
+            "{e}"
+        );
     }
 }

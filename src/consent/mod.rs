@@ -250,7 +250,14 @@ mod tests {
             e.starts_with("context.gpp_string: section uspv1: Notice is 'X'"),
             "{e}"
         );
-        let e = refusal(None, Some(gpp(&[(gpp::USNAT, &usnat(2)), (9, "!!")])));
-        assert!(e.starts_with("context.gpp_string: section 9: "), "{e}");
+        let e = refusal(None, Some(gpp(&[(5, "!!"), (gpp::USNAT, &usnat(2))])));
+        assert!(e.starts_with("context.gpp_string: section 5: "), "{e}");
+        let e = refusal(None, Some(gpp(&[(gpp::USNAT, &usnat(2)), (9, "BVW")])));
+        assert!(
+            e.starts_with(
+                "context.gpp_string: section usva: ends at bit 18 while reading SensitiveDataProcessing[2]"
+            ),
+            "{e}"
+        );
     }
 }

@@ -14,13 +14,18 @@
 //!    purpose when no vendor id is configured) or special feature counts only
 //!    if every string allows it: the stricter signal wins, and a rule says
 //!    so when they disagree.
-//! 3. US: a sale, sharing or targeted-advertising opt-out (usnat, usca, or
-//!    the US Privacy section uspv1), or GPC, removes cross-context
-//!    behavioural features. Sensitive data (precise geolocation) must not be
-//!    opted out under usca, and needs usnat consent unless only the
-//!    California section is present.
-//! 4. A minor (DSA Art. 28), or a known child under the GPP child fields, is
-//!    never profiled.
+//! 3. US: a sale, sharing or targeted-advertising opt-out (usnat, usca, any
+//!    state section such as usva, or the US Privacy section uspv1), or GPC
+//!    (the request's flag or any section's GPC subsection), removes
+//!    cross-context behavioural features. Every US section present applies,
+//!    whichever state `jurisdiction_region` names, and any opt-out counts.
+//!    Sensitive data (precise geolocation) must not be opted out under an
+//!    opt-out state's section (usca, usut, usia), and needs consent in every
+//!    section that requires it (usnat and the consent states' sections),
+//!    unless only opt-out sections speak and one of them is for the
+//!    person's state (or no region was given).
+//! 4. A minor (DSA Art. 28), or a known child under any US section's child
+//!    fields, is never profiled.
 //! 5. Consent Mode v2: denied ad_personalization or ad_user_data removes the
 //!    profile.
 //! 6. The ledger: a withdrawal or objection recorded after a signal wins over
@@ -34,14 +39,18 @@ use sha2::{Digest, Sha256};
 
 use super::{
     Decoded, ModeFlag,
-    gpp::{Tri, USCA_PRECISE_GEOLOCATION, USNAT_PRECISE_GEOLOCATION, UspFlag},
+    gpp::{
+        Geolocation, GppString, Tri, USCA_PRECISE_GEOLOCATION, USNAT_PRECISE_GEOLOCATION, UspFlag,
+    },
     ledger::{LegalBasis, PurposeState, Status, VALIDITY},
     purposes::{self, DIRECT_MARKETING, SALE_OR_SHARING},
     tcf::{Bases, Basis, TcString},
 };
 use crate::models::manifest::{DataCategory, DataSource, FeatureSpec};
 
-/// Changes whenever a rule changes meaning.
+/// Changes whenever a rule changes meaning in a release: decisions carry
+/// it, so two decisions with the same version were judged by the same
+/// rules. Changes made before a version first ships belong to it.
 pub const POLICY_VERSION: &str = "candor-policy/2";
 
 /// EEA members, the UK and Switzerland: where GDPR (or its UK and Swiss
@@ -522,14 +531,18 @@ impl<'a> TcSignals<'a> {
 }
 
 /// The request's US opt-outs: (GPC, a GPP sale/sharing/targeting opt-out).
+/// Every US section present counts, whatever `jurisdiction_region` says: the
+/// strictest wins, so an opt-out in any of them is honoured.
 fn us_opt_outs(signals: &Decoded) -> (bool, bool) {
     let gpp = signals.gpp.as_ref();
     let usnat = gpp.and_then(|g| g.usnat.as_ref());
     let usca = gpp.and_then(|g| g.usca.as_ref());
     let uspv1 = gpp.and_then(|g| g.uspv1.as_ref());
+    let states = gpp.map_or(&[][..], |g| g.states.as_slice());
     let gpc = signals.signals.gpc
         || usnat.is_some_and(|s| s.gpc == Some(true))
-        || usca.is_some_and(|s| s.gpc == Some(true));
+        || usca.is_some_and(|s| s.gpc == Some(true))
+        || states.iter().any(|s| s.gpc == Some(true));
     let opted_out = usnat.is_some_and(|s| {
         [
             s.sale_opt_out,
@@ -539,8 +552,53 @@ fn us_opt_outs(signals: &Decoded) -> (bool, bool) {
         .contains(&Tri::One)
     }) || usca
         .is_some_and(|s| [s.sale_opt_out, s.sharing_opt_out].contains(&Tri::One))
-        || uspv1.is_some_and(|s| s.opt_out_sale == UspFlag::Yes);
+        || uspv1.is_some_and(|s| s.opt_out_sale == UspFlag::Yes)
+        || states.iter().any(|s| s.opted_out());
     (gpc, opted_out)
+}
+
+/// One US section's answer on precise geolocation.
+enum GeoAnswer {
+    /// A section that requires consent: whether it was given.
+    Consent(bool),
+    /// A section that allows an opt-out: whether the person opted out, and
+    /// whether the section is for the request's state (or no region was
+    /// given), so that its silence may stand in for consent.
+    OptOut { opted_out: bool, own_state: bool },
+}
+
+/// What the request's GPP sections say about precise geolocation, each read
+/// by its own specification (see [`Geolocation`]).
+fn geolocation_answers(gpp: Option<&GppString>, region: Option<&str>) -> Vec<GeoAnswer> {
+    let Some(gpp) = gpp else {
+        return Vec::new();
+    };
+    let own_state = |state: &str| region.is_none_or(|r| r == state);
+    let at = |v: &[Tri], i: usize| v.get(i).copied();
+    let mut answers = Vec::new();
+    if let Some(s) = &gpp.usnat {
+        let given = at(&s.sensitive_data_processing, USNAT_PRECISE_GEOLOCATION) == Some(Tri::Two);
+        answers.push(GeoAnswer::Consent(given));
+    }
+    if let Some(s) = &gpp.usca {
+        answers.push(GeoAnswer::OptOut {
+            opted_out: at(&s.sensitive_data_processing, USCA_PRECISE_GEOLOCATION) == Some(Tri::One),
+            own_state: own_state("CA"),
+        });
+    }
+    for s in &gpp.states {
+        let value = |i| at(&s.sensitive_data_processing, i);
+        match s.layout.geolocation {
+            Geolocation::Absent => {}
+            Geolocation::Consent(i) => answers.push(GeoAnswer::Consent(value(i) == Some(Tri::Two))),
+            Geolocation::Unsettled => answers.push(GeoAnswer::Consent(false)),
+            Geolocation::OptOut(i) => answers.push(GeoAnswer::OptOut {
+                opted_out: value(i) == Some(Tri::One),
+                own_state: own_state(s.layout.state),
+            }),
+        }
+    }
+    answers
 }
 
 /// Whether a known person's request carries a US opt-out that the ledger
@@ -560,9 +618,6 @@ fn us<'l>(
     recorded: &dyn Fn(u8) -> Option<&'l PurposeState>,
     now_ms: i64,
 ) -> Vec<PurposeOutcome> {
-    let gpp = signals.gpp.as_ref();
-    let usnat = gpp.and_then(|g| g.usnat.as_ref());
-    let usca = gpp.and_then(|g| g.usca.as_ref());
     let (gpc, opted_out) = us_opt_outs(signals);
     if gpc {
         v.mask("us.gpc_opt_out", |f| f.cross_context);
@@ -573,24 +628,52 @@ fn us<'l>(
     if recorded(SALE_OR_SHARING).is_some_and(|r| r.status_at(now_ms) == Status::Objected) {
         v.mask("ledger.sale_sharing_opt_out", |f| f.cross_context);
     }
-    // usnat's SensitiveDataProcessing is consent (2 = consent); usca's is an
-    // opt-out (1 = opted out). California's section governs on its own;
-    // anywhere else sensitive data needs usnat consent, and with no GPP
-    // string there is none.
-    if usnat.is_some() || usca.is_none() {
-        let consented = usnat
-            .and_then(|s| s.sensitive_data_processing.get(USNAT_PRECISE_GEOLOCATION))
-            .is_some_and(|t| *t == Tri::Two);
-        if !consented {
-            v.mask("us.usnat_sensitive_data_no_consent", |f| {
-                f.precise_geolocation
-            });
-        }
+    // Precise geolocation is sensitive data. Where a section that requires
+    // consent is present, every such section must give it (the strictest
+    // wins). Where only opt-out sections (usca, usut, usia) speak, the
+    // person's not opting out suffices, but only under a section for their
+    // own state: Utah's opt-out regime does not lift Virginia's consent
+    // requirement. With no answer at all there is no consent.
+    let region = signals
+        .signals
+        .jurisdiction
+        .as_ref()
+        .and_then(|j| j.region.as_deref());
+    let answers = geolocation_answers(signals.gpp.as_ref(), region);
+    let consents: Vec<bool> = answers
+        .iter()
+        .filter_map(|a| match a {
+            GeoAnswer::Consent(given) => Some(*given),
+            GeoAnswer::OptOut { .. } => None,
+        })
+        .collect();
+    let no_consent = if consents.is_empty() {
+        !answers.iter().any(|a| {
+            matches!(
+                a,
+                GeoAnswer::OptOut {
+                    own_state: true,
+                    ..
+                }
+            )
+        })
+    } else {
+        consents.contains(&false)
+    };
+    if no_consent {
+        v.mask("us.usnat_sensitive_data_no_consent", |f| {
+            f.precise_geolocation
+        });
     }
-    if usca
-        .and_then(|s| s.sensitive_data_processing.get(USCA_PRECISE_GEOLOCATION))
-        .is_some_and(|t| *t == Tri::One)
-    {
+    if answers.iter().any(|a| {
+        matches!(
+            a,
+            GeoAnswer::OptOut {
+                opted_out: true,
+                ..
+            }
+        )
+    }) {
         v.mask("us.usca_sensitive_data_opt_out", |f| f.precise_geolocation);
     }
     [3u8, 4]
@@ -631,7 +714,9 @@ fn us<'l>(
 }
 
 /// A GPP child field other than "not applicable" means the person is a
-/// known child.
+/// known child (or, in the state sections with more than one field, a
+/// known teenager): in every US section, 0 says the business does not
+/// process a known child's data, and 1 or 2 answer for one it does.
 fn known_child(signals: &Decoded) -> bool {
     let Some(gpp) = &signals.gpp else {
         return false;
@@ -644,6 +729,10 @@ fn known_child(signals: &Decoded) -> bool {
             .usca
             .as_ref()
             .is_some_and(|s| any(&s.known_child_sensitive_data_consents))
+        || gpp
+            .states
+            .iter()
+            .any(|s| any(&s.known_child_sensitive_data_consents))
 }
 
 /// What a decision relied on, so it can be proven later: the regime, each
@@ -673,8 +762,8 @@ mod tests {
     use crate::{
         consent::{
             Jurisdiction, Signals,
-            gpp::{USNAT, USPV1},
-            testing::{Tc, VENDOR, gpp, usnat},
+            gpp::{Geolocation, STATES, USCA, USNAT, USPV1},
+            testing::{StateFields, Tc, VENDOR, gpp, state, usca, usnat},
         },
         models::manifest::FeatureType,
     };
@@ -715,11 +804,16 @@ mod tests {
         ]
     }
 
-    fn judge(country: &str, tc: Option<String>, gpp: Option<String>) -> Evaluation {
+    fn judge(
+        country: &str,
+        region: Option<&str>,
+        tc: Option<String>,
+        gpp: Option<String>,
+    ) -> Evaluation {
         let signals = Signals {
             jurisdiction: Some(Jurisdiction {
                 country: country.into(),
-                region: None,
+                region: region.map(Into::into),
             }),
             tc_string: tc,
             gpp_string: gpp,
@@ -735,7 +829,7 @@ mod tests {
     }
 
     fn us(sections: &[(u16, &str)]) -> Evaluation {
-        judge("US", None, Some(gpp(sections)))
+        judge("US", None, None, Some(gpp(sections)))
     }
 
     #[test]
@@ -786,6 +880,7 @@ mod tests {
     fn tcf(tc: &Tc, section: &Tc) -> Evaluation {
         judge(
             "DE",
+            None,
             Some(tc.encode()),
             Some(gpp(&[(crate::consent::gpp::TCFEUV2, &section.encode())])),
         )
@@ -870,5 +965,159 @@ mod tests {
         let e = tcf(&stale, &all);
         assert_eq!(e.tier, Tier::Personalised);
         assert_eq!(e.rules, ["tcf.stale_tc_string"]);
+    }
+
+    const OPT_OUT: &str = "us.sale_sharing_targeting_opt_out";
+    const NO_GEO_CONSENT: &str = "us.usnat_sensitive_data_no_consent";
+    const GEO_OPT_OUT: &str = "us.usca_sensitive_data_opt_out";
+
+    fn state_only(id: u16, f: StateFields) -> Evaluation {
+        us(&[(id, &state(id, f))])
+    }
+
+    #[test]
+    fn a_state_sections_opt_outs_are_honoured_as_usnats_are() {
+        let usnat_says = us(&[(USNAT, &usnat(1))]);
+        for layout in &STATES {
+            let what = layout.what;
+            for f in [
+                StateFields {
+                    sale_opt_out: 1,
+                    ..StateFields::default()
+                },
+                StateFields {
+                    targeted_opt_out: 1,
+                    ..StateFields::default()
+                },
+            ] {
+                let e = state_only(layout.id, f);
+                assert_eq!(e.tier, Tier::Contextual, "{what}");
+                assert_eq!(e.rules.first(), Some(&OPT_OUT), "{what}: {:?}", e.rules);
+                // The cross-context feature goes, the first-party one stays,
+                // exactly as under usnat's opt-out.
+                assert!(e.masked.contains(&2) && !e.masked.contains(&1), "{what}");
+                let statuses =
+                    |e: &Evaluation| e.purposes.iter().map(|p| p.status).collect::<Vec<_>>();
+                assert_eq!(statuses(&e), statuses(&usnat_says), "{what}");
+                // Any opt-out counts: usnat's "did not opt out" does not
+                // outweigh the state section's opt-out.
+                let both = us(&[(USNAT, &usnat(2)), (layout.id, &state(layout.id, f))]);
+                assert!(both.rules.contains(&OPT_OUT), "{what}: {:?}", both.rules);
+            }
+            let quiet = state_only(layout.id, StateFields::default());
+            assert!(
+                !quiet.rules.contains(&OPT_OUT) && !quiet.masked.contains(&2),
+                "{what}: {:?}",
+                quiet.rules
+            );
+        }
+    }
+
+    #[test]
+    fn a_state_sections_gpc_and_child_fields_count_as_usnats_do() {
+        for layout in STATES.iter().filter(|l| l.gpc) {
+            let with = |gpc| {
+                state_only(
+                    layout.id,
+                    StateFields {
+                        gpc: Some(gpc),
+                        ..StateFields::default()
+                    },
+                )
+            };
+            assert!(
+                with(true).rules.contains(&"us.gpc_opt_out"),
+                "{}",
+                layout.what
+            );
+            assert!(
+                !with(false).rules.contains(&"us.gpc_opt_out"),
+                "{}",
+                layout.what
+            );
+        }
+        for layout in &STATES {
+            for child in [1, 2] {
+                let e = state_only(
+                    layout.id,
+                    StateFields {
+                        child,
+                        ..StateFields::default()
+                    },
+                );
+                assert!(e.rules.contains(&"gpp.known_child"), "{}", layout.what);
+                assert!(e.masked.contains(&1), "{}", layout.what);
+            }
+            let e = state_only(layout.id, StateFields::default());
+            assert!(!e.rules.contains(&"gpp.known_child"), "{}", layout.what);
+        }
+    }
+
+    #[test]
+    fn precise_geolocation_is_read_by_each_sections_own_meaning() {
+        let geo = |value: u64| StateFields {
+            geolocation: value,
+            ..StateFields::default()
+        };
+        let masked_geo = |e: &Evaluation| e.masked.contains(&3);
+        for layout in &STATES {
+            let what = layout.what;
+            let (given, withheld) = (state_only(layout.id, geo(2)), state_only(layout.id, geo(1)));
+            match layout.geolocation {
+                // Consent states: 2 is consent, 1 and 0 are not.
+                Geolocation::Consent(_) => {
+                    assert!(!masked_geo(&given), "{what}: {:?}", given.rules);
+                    assert!(withheld.rules.contains(&NO_GEO_CONSENT), "{what}");
+                    let na = state_only(layout.id, geo(0));
+                    assert!(na.rules.contains(&NO_GEO_CONSENT), "{what}");
+                }
+                // Opt-out states: 1 is an opt-out; 2 and 0 leave it usable.
+                Geolocation::OptOut(_) => {
+                    assert!(!masked_geo(&given), "{what}: {:?}", given.rules);
+                    assert_eq!(withheld.rules, [GEO_OPT_OUT], "{what}");
+                    assert!(!masked_geo(&state_only(layout.id, geo(0))), "{what}");
+                }
+                // Unread or absent: never a consent.
+                Geolocation::Unsettled | Geolocation::Absent => {
+                    for e in [&given, &withheld] {
+                        assert_eq!(e.rules, [NO_GEO_CONSENT], "{what}");
+                    }
+                }
+            }
+        }
+        // The strictest wins: usnat's consent (usnat(2) gives it) does not
+        // outweigh Florida's refusal, nor Utah's opt-out.
+        let with_usnat =
+            |id: u16, value: u64| us(&[(USNAT, &usnat(2)), (id, &state(id, geo(value)))]);
+        assert!(with_usnat(13, 1).rules.contains(&NO_GEO_CONSENT));
+        assert!(!masked_geo(&with_usnat(13, 2)));
+        assert!(with_usnat(11, 1).rules.contains(&GEO_OPT_OUT));
+        assert!(!masked_geo(&with_usnat(11, 2)));
+    }
+
+    #[test]
+    fn an_opt_out_states_silence_stands_in_for_consent_only_in_that_state() {
+        let utah = state(11, StateFields::default());
+        let california = usca();
+        for (id, text, state_code) in [(11, &utah, "UT"), (USCA, &california, "CA")] {
+            let at = |region: Option<&str>| judge("US", region, None, Some(gpp(&[(id, text)])));
+            for region in [None, Some(state_code)] {
+                assert!(at(region).rules.is_empty(), "{state_code} in {region:?}");
+            }
+            let elsewhere = at(Some("VA"));
+            assert_eq!(elsewhere.rules, [NO_GEO_CONSENT], "{state_code} in VA");
+            assert_eq!(elsewhere.masked, [3]);
+        }
+        // A consent state's consent holds whatever the region: it is the
+        // person's own choice.
+        let florida = state(
+            13,
+            StateFields {
+                geolocation: 2,
+                ..StateFields::default()
+            },
+        );
+        let e = judge("US", Some("TX"), None, Some(gpp(&[(13, &florida)])));
+        assert!(e.rules.is_empty(), "{:?}", e.rules);
     }
 }

@@ -171,3 +171,96 @@ pub fn usnat(sale_opt_out: u64) -> String {
         .int(0, 4); // MspaOptOutOptionMode, MspaServiceProviderMode
     w.encode(6)
 }
+
+/// A usca section: notices given, nothing opted out, no sensitive data
+/// processed, no child.
+pub fn usca() -> String {
+    let mut w = BitWriter::default();
+    w.int(1, 6);
+    for _ in 0..3 {
+        w.int(1, 2); // the notices
+    }
+    w.int(2, 2)
+        .int(2, 2) // SaleOptOut, SharingOptOut
+        .int(0, 18) // SensitiveDataProcessing
+        .int(0, 4) // KnownChildSensitiveDataConsents
+        .int(0, 2) // PersonalDataConsents
+        .int(2, 2) // MspaCoveredTransaction
+        .int(0, 4); // MspaOptOutOptionMode, MspaServiceProviderMode
+    w.encode(6)
+}
+
+/// The fields a state-section test varies; the rest are fixed: version 1,
+/// every notice given, no sensitive category but precise geolocation
+/// processed, no additional-processing consent asked, MSPA covered.
+#[derive(Clone, Copy)]
+pub struct StateFields {
+    pub version: u64,
+    pub sale_opt_out: u64,
+    pub targeted_opt_out: u64,
+    /// The precise-geolocation category's value, where the layout has one.
+    pub geolocation: u64,
+    /// Every KnownChildSensitiveDataConsents field.
+    pub child: u64,
+    /// The GPC subsection, if any.
+    pub gpc: Option<bool>,
+}
+
+impl Default for StateFields {
+    /// Notices given and nothing opted out.
+    fn default() -> Self {
+        Self {
+            version: 1,
+            sale_opt_out: 2,
+            targeted_opt_out: 2,
+            geolocation: 0,
+            child: 0,
+            gpc: None,
+        }
+    }
+}
+
+/// A US state section by its layout in `gpp::STATES`.
+pub fn state(id: u16, f: StateFields) -> String {
+    use super::gpp::{Geolocation, STATES};
+    let layout = STATES.iter().find(|l| l.id == id).expect("a state section");
+    let geolocation = match layout.geolocation {
+        Geolocation::Consent(i) | Geolocation::OptOut(i) => Some(i),
+        // Category 8 (Virginia's and Connecticut's, one of Delaware's).
+        Geolocation::Unsettled => Some(7),
+        Geolocation::Absent => None,
+    };
+    let mut w = BitWriter::default();
+    w.int(f.version, 6);
+    for _ in layout.notices {
+        w.int(1, 2);
+    }
+    w.int(f.sale_opt_out, 2).int(f.targeted_opt_out, 2);
+    for i in 0..layout.sensitive_categories {
+        w.int(
+            if Some(i) == geolocation {
+                f.geolocation
+            } else {
+                0
+            },
+            2,
+        );
+    }
+    for _ in 0..layout.child_fields {
+        w.int(f.child, 2);
+    }
+    if layout.additional_consent {
+        w.int(0, 2);
+    }
+    w.int(1, 2) // MspaCoveredTransaction
+        .int(0, 4); // MspaOptOutOptionMode, MspaServiceProviderMode
+    let core = w.encode(6);
+    match f.gpc {
+        Some(gpc) => {
+            let mut w = BitWriter::default();
+            w.int(1, 2).int(u64::from(gpc), 1);
+            format!("{core}.{}", w.encode(6))
+        }
+        None => core,
+    }
+}
