@@ -53,6 +53,51 @@ async fn health_is_not_serving_until_the_models_load() {
     server.stop().await;
 }
 
+/// Older reflection clients speak only v1alpha; a method the gateway does
+/// not have is UNIMPLEMENTED, not an authorization failure.
+#[tokio::test]
+async fn v1alpha_reflection_answers_and_unknown_methods_are_unimplemented() {
+    use tonic_reflection::pb::v1alpha as alpha;
+    let server = TestServer::start().await;
+    let mut client =
+        alpha::server_reflection_client::ServerReflectionClient::new(server.channel().await);
+    let request = alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+        ),
+    };
+    let mut stream = client
+        .server_reflection_info(tokio_stream::once(request))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = stream.next().await.unwrap().unwrap();
+    let Some(alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        response.message_response
+    else {
+        panic!("unexpected {response:?}")
+    };
+    assert!(
+        list.service
+            .iter()
+            .any(|s| s.name == "candor.v1.ScoringService")
+    );
+
+    let mut grpc = tonic::client::Grpc::new(server.channel().await);
+    grpc.ready().await.unwrap();
+    let status = grpc
+        .unary::<_, (), _>(
+            tonic::Request::new(()),
+            http::uri::PathAndQuery::from_static("/candor.v1.ScoringService/Nope"),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
+    assert!(status.message().contains("/candor.v1.ScoringService/Nope"));
+}
+
 #[tokio::test]
 async fn reflection_lists_the_services() {
     let server = TestServer::start().await;

@@ -87,9 +87,11 @@ where
         let gateway = self.admission.gateway.clone();
 
         let request_id = request_id(&mut request);
+        // Every served method has a rule, so a path without one is a
+        // method this gateway does not have.
         let Some((rpc, rule)) = auth::rule_for(request.uri().path()) else {
-            let status = Status::permission_denied(format!(
-                "authorization: {} is not a call this gateway admits",
+            let status = Status::unimplemented(format!(
+                "{}: this gateway serves no such method",
                 request.uri().path()
             ));
             return refuse(status, request_id);

@@ -181,6 +181,10 @@ pub const RULES: &[(&str, Rule)] = &[
         "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
         staff(ALL_STAFF),
     ),
+    (
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        staff(ALL_STAFF),
+    ),
 ];
 
 /// `GetExplanation`'s views: the consumer view is for the person (or staff
@@ -350,6 +354,7 @@ mod tests {
             super::super::pb::FILE_DESCRIPTOR_SET,
             tonic_health::pb::FILE_DESCRIPTOR_SET,
             tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
         ] {
             let set = prost_types::FileDescriptorSet::decode(set).unwrap();
             for file in set.file {

@@ -119,9 +119,17 @@ pub async fn serve(
             set_health(&health, now).await;
         }
     });
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    // v1alpha too: grpcurl and many language runtimes' reflection clients
+    // still ask it first, or only it.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .expect("the embedded descriptor sets are valid");
+    let reflection = reflection()
         .build_v1()
         .expect("the embedded descriptor sets are valid");
 
@@ -157,6 +165,7 @@ pub async fn serve(
         .layer(admission::Admission::new(gateway.clone()))
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(scoring)
         .add_service(models)
         .add_service(explain)
