@@ -330,6 +330,9 @@ fn issue_token(args: TokenArgs) -> anyhow::Result<ExitCode> {
             key_file.display()
         );
     }
+    if args.subject.trim().is_empty() {
+        bail!("--subject: is empty; a token is bound to one person");
+    }
     let key = crate::store::load_or_create_key(key_file, "subject pseudonymisation")?;
     let subject_ref = crate::consent::ledger::pseudonym(&key, &args.subject);
     let tokens = crate::access::tokens::Tokens::new(&crate::consent::ledger::token_key(&key));

@@ -25,7 +25,7 @@ pub enum TokenError {
     Expired,
     #[error("the subject token's signature does not verify")]
     BadSignature,
-    #[error("the subject token lives longer than the {} s a token may", MAX_TTL.as_secs())]
+    #[error("the subject token's lifetime must be 1 to {} s", MAX_TTL.as_secs())]
     TooLong,
     #[error("the subject token claims to be issued in the future")]
     NotYetIssued,
@@ -93,8 +93,23 @@ impl Tokens {
             .map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => TokenError::Expired,
                 ErrorKind::InvalidSignature => TokenError::BadSignature,
-                // Never echo the token: the message names only the defect.
-                other => TokenError::Malformed(format!("{other:?}")),
+                // Never echo the token: the message names only the defect,
+                // in words rather than the decoder's internals.
+                ErrorKind::InvalidToken | ErrorKind::Base64(_) | ErrorKind::Utf8(_) => {
+                    TokenError::Malformed("it is not header.claims.signature in base64url".into())
+                }
+                ErrorKind::Json(_)
+                | ErrorKind::MissingRequiredClaim(_)
+                | ErrorKind::InvalidClaimFormat(_) => {
+                    TokenError::Malformed("its claims are not a subject token's".into())
+                }
+                ErrorKind::InvalidIssuer | ErrorKind::InvalidAudience => {
+                    TokenError::Malformed("it was not issued by this gateway for subjects".into())
+                }
+                ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => {
+                    TokenError::Malformed("it is not signed with HS256".into())
+                }
+                _ => TokenError::Malformed("it does not verify".into()),
             })?;
         let Claims { sub, iat, exp, .. } = data.claims;
         // The lifetime cap holds only if `iat` is honest: a token may not
@@ -150,10 +165,12 @@ mod tests {
             Tokens::new(b"k").verify(&parts.join(".")),
             Err(TokenError::BadSignature)
         );
-        assert!(matches!(
-            Tokens::new(b"k").verify("not.a.token"),
-            Err(TokenError::Malformed(_))
-        ));
+        for garbage in ["not.a.token", "abc", "e30.e30.@@", ""] {
+            let e = Tokens::new(b"k").verify(garbage).unwrap_err();
+            assert!(matches!(e, TokenError::Malformed(_)), "{garbage}: {e}");
+            // Words, not the decoder's internals.
+            assert!(!e.to_string().contains('('), "{garbage}: {e}");
+        }
     }
 
     #[test]
@@ -162,6 +179,11 @@ mod tests {
         assert_eq!(
             tokens.issue("ref", now_secs(), MAX_TTL + HOUR),
             Err(TokenError::TooLong)
+        );
+        let zero = tokens.issue("ref", now_secs(), Duration::ZERO).unwrap_err();
+        assert_eq!(
+            zero.to_string(),
+            "the subject token's lifetime must be 1 to 86400 s"
         );
         // Dated a year ahead, a one-hour token would live a year.
         let ahead = tokens
