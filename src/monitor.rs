@@ -202,9 +202,12 @@ impl FairnessMonitor {
             .map(|(group, decisions, selected)| {
                 let selection_rate = rate(decisions, selected);
                 GroupRate {
+                    // Nobody selected in any group: no ratio exists (0/0),
+                    // and calling it parity would hide a model that shows
+                    // its ad to no one.
                     ratio_to_most_favoured: best
-                        .filter(|_| comparable(decisions))
-                        .map(|b| if b > 0.0 { selection_rate / b } else { 1.0 }),
+                        .filter(|&b| comparable(decisions) && b > 0.0)
+                        .map(|b| selection_rate / b),
                     group,
                     decisions,
                     selected,
@@ -288,6 +291,17 @@ mod tests {
         assert_eq!(r.disparate_impact, None);
         assert!(!r.flagged);
         assert_eq!(r.groups[1].ratio_to_most_favoured, None);
+    }
+
+    #[test]
+    fn no_ratio_exists_when_no_group_is_selected() {
+        let m = monitor(10);
+        m.observe("m", 0.5, &attrs(&[("a", "x")]), &[0.1; 20], 0);
+        m.observe("m", 0.5, &attrs(&[("a", "y")]), &[0.2; 20], 0);
+        let r = &m.report("m", "a", 0)[0];
+        assert_eq!(r.disparate_impact, None);
+        assert!(!r.flagged);
+        assert!(r.groups.iter().all(|g| g.ratio_to_most_favoured.is_none()));
     }
 
     #[test]
