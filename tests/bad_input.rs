@@ -340,6 +340,51 @@ async fn bad_score_requests_name_the_field() {
     server.stop().await;
 }
 
+/// A batch whose answer would exceed the message limit (inline attributions
+/// make each row's answer kilobytes) is answered RESOURCE_EXHAUSTED with
+/// how many rows fit, not tonic's OUT_OF_RANGE.
+#[tokio::test]
+async fn an_answer_over_the_message_limit_says_how_many_rows_fit() {
+    let server = TestServer::start_with(Config {
+        max_message_bytes: 16 * 1024,
+        ..test_config()
+    })
+    .await;
+    let mut client = server.scoring().await;
+    let mut request = batch(8);
+    request.explain = Some(pb::ExplainOptions {
+        mode: pb::ExplainMode::Inline as i32,
+        method: 0,
+    });
+    let status = client.score_batch(request).await.unwrap_err();
+    assert_eq!(
+        status.code(),
+        Code::ResourceExhausted,
+        "{}",
+        status.message()
+    );
+    assert!(
+        status
+            .message()
+            .starts_with("rows: the answer for 8 rows is")
+            && status.message().contains("send at most"),
+        "{}",
+        status.message()
+    );
+    // Without attributions the same rows fit.
+    assert_eq!(
+        client
+            .score_batch(batch(8))
+            .await
+            .unwrap()
+            .into_inner()
+            .decisions
+            .len(),
+        8
+    );
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn requests_before_the_models_load_are_unavailable() {
     let server = TestServer::start_unloaded(test_config()).await;

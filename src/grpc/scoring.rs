@@ -41,11 +41,38 @@ impl ScoringService for Scoring {
         let request_id = super::request_id(request.metadata());
         let deadline = super::deadline(request.metadata());
         let mut batch: BatchRequest = request.into_inner().try_into()?;
-        batch.request_id = request_id;
+        batch.request_id = request_id.clone();
         batch.deadline = deadline;
         let decisions = self.gateway.score_batch(batch).await?;
-        Ok(Response::new(pb::ScoreBatchResponse {
+        let response = pb::ScoreBatchResponse {
             decisions: decisions.into_iter().map(Into::into).collect(),
-        }))
+        };
+        too_large(
+            &response,
+            self.gateway.config().max_message_bytes,
+            &request_id,
+        )?;
+        Ok(Response::new(response))
     }
+}
+
+/// Refuses an answer larger than the gateway sends (inline attributions
+/// make a row's answer some kilobytes), saying what would fit: tonic would
+/// otherwise fail it as OUT_OF_RANGE, naming nothing. Its decisions were
+/// made and recorded under the call's request id.
+fn too_large(
+    response: &pb::ScoreBatchResponse,
+    limit: usize,
+    request_id: &str,
+) -> Result<(), Status> {
+    use prost::Message;
+    let size = response.encoded_len();
+    if size <= limit {
+        return Ok(());
+    }
+    let rows = response.decisions.len();
+    let fit = (rows * limit / size).max(1);
+    Err(Status::resource_exhausted(format!(
+        "rows: the answer for {rows} rows is {size} bytes, over the {limit} the gateway sends (max_message_bytes); send at most {fit} rows per call, or ask for deferred attributions. These decisions are recorded under request id {request_id}"
+    )))
 }
