@@ -357,13 +357,7 @@ async fn the_client_commands_carry_credentials_and_a_staff_reason() {
         }
         args
     };
-    let run = {
-        let candor = candor.clone();
-        move |args, env| {
-            let candor = candor.clone();
-            tokio::task::spawn_blocking(move || candor(args, env))
-        }
-    };
+    let run = move |args, env| tokio::task::spawn_blocking(move || candor(args, env));
     let refused = run(score(None), vec![]).await.unwrap();
     assert!(String::from_utf8_lossy(&refused.stderr).contains("Unauthenticated"));
     let out = run(score(Some("scorer-key")), vec![]).await.unwrap();
