@@ -266,6 +266,10 @@ impl Metrics {
             let labels = [("model", a.model), ("attribute", a.attribute)];
             if let Some(ratio) = a.disparate_impact {
                 self.disparate_impact.get_or_create(&labels).set(ratio);
+            } else {
+                // Undefined now (too few decisions, or nobody selected): a
+                // stale ratio must not stay on display.
+                self.disparate_impact.remove(&labels);
             }
             self.fairness_flagged
                 .get_or_create(&labels)
