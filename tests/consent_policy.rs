@@ -110,6 +110,14 @@ async fn score(
         mode: pb::ExplainMode::Inline as i32,
         method: 0,
     });
+    decide(client, request).await
+}
+
+/// Scores a request that must succeed.
+async fn decide(
+    client: &mut ScoringServiceClient<Channel>,
+    request: pb::ScoreRequest,
+) -> pb::Decision {
     client
         .score(request)
         .await
@@ -798,13 +806,7 @@ async fn a_uspv1_section_is_applied_and_validated() {
     let mut request = caravan_request();
     request.subject_id = "uspv1".into();
     request.context = Some(with("1YYN"));
-    let d = client
-        .score(request.clone())
-        .await
-        .unwrap()
-        .into_inner()
-        .decision
-        .unwrap();
+    let d = decide(&mut client, request.clone()).await;
     let opted_out = score(
         &mut client,
         "caravan-lgbm",
@@ -825,13 +827,7 @@ async fn a_uspv1_section_is_applied_and_validated() {
 
     request.subject_id = "uspv1-c".into();
     request.context = Some(with("1YNN"));
-    let d = client
-        .score(request.clone())
-        .await
-        .unwrap()
-        .into_inner()
-        .decision
-        .unwrap();
+    let d = decide(&mut client, request.clone()).await;
     assert!(
         !fired(&d, "us.sale_sharing_targeting_opt_out"),
         "{:?}",
@@ -873,13 +869,7 @@ async fn a_state_section_alone_is_applied() {
     let mut request = caravan_request();
     request.subject_id = "usva".into();
     request.context = Some(with("BVkAABA"));
-    let d = client
-        .score(request.clone())
-        .await
-        .unwrap()
-        .into_inner()
-        .decision
-        .unwrap();
+    let d = decide(&mut client, request.clone()).await;
     assert_eq!(tier(&d), pb::Tier::Contextual);
     assert_eq!(
         provenance(&d).rules_fired,
@@ -889,13 +879,7 @@ async fn a_state_section_alone_is_applied() {
 
     request.subject_id = "usva-b".into();
     request.context = Some(with("BVoAABA"));
-    let d = client
-        .score(request.clone())
-        .await
-        .unwrap()
-        .into_inner()
-        .decision
-        .unwrap();
+    let d = decide(&mut client, request.clone()).await;
     assert_eq!(tier(&d), pb::Tier::Personalised);
     assert!(provenance(&d).rules_fired.is_empty());
 
