@@ -350,7 +350,11 @@ impl TcString {
     /// round to the day). A future date would outrank every later
     /// withdrawal.
     pub fn check_dates(&self, now_ms: i64) -> Result<(), SignalError> {
-        if self.created_ds > self.last_updated_ds {
+        // Encoders stamp the two fields from separate clock reads, each
+        // rounded to deciseconds: the IAB's own vectors carry a Created 0.1 s
+        // after LastUpdated. A second's slack keeps such strings, and still
+        // refuses real disorder.
+        if self.created_ds > self.last_updated_ds + CLOCK_READS_DS {
             return Err(SignalError::new(
                 "core segment: Created is later than LastUpdated",
             ));
@@ -368,6 +372,10 @@ impl TcString {
         (self.last_updated_ds * 100) as i64
     }
 }
+
+/// How far Created may follow LastUpdated, in deciseconds (see
+/// [`TcString::check_dates`]).
+const CLOCK_READS_DS: u64 = 10;
 
 /// Reads a 36-bit date field, refusing one before any TCF v2 string existed.
 fn plausible_date(r: &mut BitReader, field: &str) -> Result<u64, SignalError> {
@@ -551,6 +559,8 @@ mod tests {
                 .to_string()
                 .contains("LastUpdated lies in the future")
         );
+        // Two clock reads a decisecond apart, as encoders stamp them.
+        assert!(with_dates(now_ds, now_ds - 1).check_dates(now_ms).is_ok());
         let disorder = with_dates(now_ds, now_ds - day_ds).check_dates(now_ms);
         assert!(
             disorder
