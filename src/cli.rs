@@ -443,13 +443,13 @@ fn score(args: ScoreArgs) -> anyhow::Result<ExitCode> {
     } else if let Some(path) = &args.csv {
         rows_from_csv(&read_input(path)?).with_context(|| path.display().to_string())?
     } else {
-        vec![unique(
-            args.features
-                .iter()
-                .map(|f| parse_flag(f))
-                .collect::<anyhow::Result<Features>>()?,
-            "--feature",
-        )?]
+        let row = args
+            .features
+            .iter()
+            .map(|f| parse_flag(f))
+            .collect::<anyhow::Result<Features>>()?;
+        unique(names(&row), "--feature")?;
+        vec![row]
     };
     if rows.is_empty() {
         bail!("no rows to score");
@@ -564,24 +564,23 @@ fn parse_flag(flag: &str) -> anyhow::Result<(String, FeatureValue)> {
 /// Refuses a row that names a feature twice: which value was meant cannot
 /// be known, and once the row becomes the request's map only one would be
 /// sent, silently.
-fn unique(row: Features, at: &str) -> anyhow::Result<Features> {
+fn unique<'a>(names: impl IntoIterator<Item = &'a str>, at: &str) -> anyhow::Result<()> {
     let mut seen = std::collections::HashSet::new();
-    if let Some((name, _)) = row.iter().find(|(name, _)| !seen.insert(name.as_str())) {
+    if let Some(name) = names.into_iter().find(|name| !seen.insert(*name)) {
         bail!("{at}: feature {name:?} is given more than once");
     }
-    Ok(row)
+    Ok(())
+}
+
+/// A row's feature names.
+fn names(row: &Features) -> impl Iterator<Item = &str> {
+    row.iter().map(|(name, _)| name.as_str())
 }
 
 fn rows_from_csv(text: &str) -> anyhow::Result<Vec<Features>> {
     let mut reader = csv::Reader::from_reader(text.as_bytes());
     let header = reader.headers()?.clone();
-    unique(
-        header
-            .iter()
-            .map(|h| (h.to_owned(), FeatureValue::Missing))
-            .collect(),
-        "CSV header",
-    )?;
+    unique(header.iter(), "CSV header")?;
     reader
         .records()
         .map(|record| {
@@ -655,7 +654,8 @@ fn rows_from_json(text: &str) -> anyhow::Result<Vec<Features>> {
                     Ok((name, value))
                 })
                 .collect::<anyhow::Result<Features>>()?;
-            unique(row, &format!("JSON row {i}"))
+            unique(names(&row), &format!("JSON row {i}"))?;
+            Ok(row)
         })
         .collect()
 }
@@ -867,7 +867,7 @@ mod tests {
             "{header}"
         );
         let flags = vec![parse_flag("A=6").unwrap(), parse_flag("A=0").unwrap()];
-        assert!(unique(flags, "--feature").is_err());
+        assert!(unique(names(&flags), "--feature").is_err());
     }
 
     #[test]

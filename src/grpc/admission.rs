@@ -143,19 +143,23 @@ where
                         elapsed_us = started.elapsed().as_micros() as u64,
                         "answered"
                     );
-                    oversized_is_resource_exhausted(
-                        &mut response,
-                        gateway.config().max_message_bytes,
-                    );
                     // A trailers-only response (every error) carries its
                     // status in the headers; a success in the trailers.
-                    let code = response
+                    let mut code = response
                         .headers()
                         .get("grpc-status")
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| v.parse::<i32>().ok())
-                        .map_or("OK", |c| code_name(tonic::Code::from(c)));
-                    metrics.rpc(rpc, code, started);
+                        .map(tonic::Code::from);
+                    if code == Some(tonic::Code::OutOfRange)
+                        && oversized_is_resource_exhausted(
+                            &mut response,
+                            gateway.config().max_message_bytes,
+                        )
+                    {
+                        code = Some(tonic::Code::ResourceExhausted);
+                    }
+                    metrics.rpc(rpc, code.map_or("OK", code_name), started);
                     if let Ok(id) = HeaderValue::from_str(&request_id) {
                         response.headers_mut().insert(REQUEST_ID, id);
                     }
@@ -210,13 +214,13 @@ fn identify(gateway: &Gateway, request: &Request<Body>) -> Result<Caller, Status
 
 /// tonic refuses a request message over the size limit with OUT_OF_RANGE;
 /// gRPC's status-code guide gives RESOURCE_EXHAUSTED for a message larger
-/// than the server accepts, the code clients handle as "send less".
-fn oversized_is_resource_exhausted(response: &mut Response<Body>, limit: usize) {
-    let oversized = tonic::Status::from_header_map(response.headers()).is_some_and(|s| {
-        s.code() == tonic::Code::OutOfRange && s.message().contains("message length too large")
-    });
+/// than the server accepts, the code clients handle as "send less". Called
+/// for OUT_OF_RANGE answers only; true when it rewrote this one.
+fn oversized_is_resource_exhausted(response: &mut Response<Body>, limit: usize) -> bool {
+    let oversized = tonic::Status::from_header_map(response.headers())
+        .is_some_and(|s| s.message().contains("message length too large"));
     if !oversized {
-        return;
+        return false;
     }
     let status = tonic::Status::resource_exhausted(format!(
         "request: the message is larger than the {limit} bytes the gateway accepts (max_message_bytes); send fewer rows per call"
@@ -226,6 +230,7 @@ fn oversized_is_resource_exhausted(response: &mut Response<Body>, limit: usize) 
     if let Err(e) = status.add_header(headers) {
         tracing::warn!(error = %e, "could not rewrite an oversized message's status");
     }
+    true
 }
 
 /// The credential of an `authorization: Bearer <credential>` value. The

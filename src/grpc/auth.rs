@@ -249,13 +249,20 @@ pub fn check_subject(
     subject_ref: Option<&str>,
 ) -> Result<(), Status> {
     check(caller, rule)?;
+    if about_another_subject(caller, subject_ref) {
+        return Err(Status::permission_denied(
+            "authorization: a subject token admits calls about its own subject only",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `caller` holds a subject token for someone other than
+/// `subject_ref`; staff and open callers are bound to no subject.
+pub fn about_another_subject(caller: &Caller, subject_ref: Option<&str>) -> bool {
     match caller {
-        Caller::Subject(own) if subject_ref != Some(own.as_str()) => {
-            Err(Status::permission_denied(
-                "authorization: a subject token admits calls about its own subject only",
-            ))
-        }
-        _ => Ok(()),
+        Caller::Subject(own) => subject_ref != Some(own.as_str()),
+        _ => false,
     }
 }
 

@@ -145,8 +145,10 @@ impl ExplanationService for Why {
                 // A subject learns nothing of another person's decision, not
                 // even that its id exists: ids are time-ordered, so a
                 // difference between "denied" and "unknown" could be probed.
-                auth::check_subject(&admitted.caller, rule, row.subject_ref.as_deref())
-                    .map_err(|_| Error::UnknownDecision(row.decision_id.clone()))
+                if auth::about_another_subject(&admitted.caller, row.subject_ref.as_deref()) {
+                    return Err(Error::UnknownDecision(row.decision_id.clone()));
+                }
+                Ok(())
             })
             .await?;
         if let Some(subject_ref) = row.subject_ref.as_deref() {
