@@ -217,6 +217,10 @@ impl Role {
 pub struct DecisionsConfig {
     /// `sync` (a response waits for its record's commit), `async` or `off`.
     pub durability: Durability,
+    /// In `async` durability, how long the writer gathers records before
+    /// it commits them together: the longer, the less each record costs,
+    /// and the more a crash of the process can lose.
+    pub async_commit_window_ms: u64,
     /// Days a decision is kept.
     pub retention_days: u32,
     /// Per-model retention in days, overriding `retention_days`.
@@ -239,6 +243,7 @@ impl Default for DecisionsConfig {
     fn default() -> Self {
         Self {
             durability: Durability::Sync,
+            async_commit_window_ms: 10,
             retention_days: 90,
             model_retention_days: BTreeMap::new(),
             purge_interval_secs: 3600,

@@ -33,9 +33,6 @@ use crate::{
 const READERS: usize = 4;
 /// Most jobs in one transaction; the rest wait for the next.
 const MAX_GROUP: usize = 1024;
-/// How long a batch of only asynchronous records waits for company before
-/// it commits. Part of what an `async` crash can lose.
-pub const ASYNC_COMMIT_WINDOW: Duration = Duration::from_millis(2);
 /// How long the writer remembers an erasure to refuse work begun before it.
 /// Such work is in flight for at most a call's deadline, or a retry while
 /// the database is failing; a day is far beyond either, and keeps the
@@ -229,6 +226,26 @@ impl Job {
     }
 }
 
+/// How the database is opened.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreSettings {
+    /// Caps the database file: a write beyond it fails as a full disk
+    /// would, and leaves room on the real disk for everything else.
+    pub max_bytes: Option<u64>,
+    /// How long a batch of only asynchronous records waits for company
+    /// before it commits. Part of what an `async` crash can lose.
+    pub async_commit_window: Duration,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        Self {
+            max_bytes: None,
+            async_commit_window: Duration::from_millis(10),
+        }
+    }
+}
+
 pub struct Store {
     jobs: Option<Sender<Job>>,
     /// Set while commits fail; cleared once a commit succeeds with nothing
@@ -241,13 +258,15 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the database at `path` with every table.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        Self::open_limited(path, None)
+        Self::open_with(path, &StoreSettings::default())
     }
 
-    /// Like [`Store::open`], with the database file capped at `max_bytes`:
-    /// a write beyond it fails as a full disk would, and leaves room on the
-    /// real disk for everything else.
-    pub fn open_limited(path: &Path, max_bytes: Option<u64>) -> Result<Self, StoreError> {
+    /// Like [`Store::open`], with the given settings.
+    pub fn open_with(path: &Path, settings: &StoreSettings) -> Result<Self, StoreError> {
+        let StoreSettings {
+            max_bytes,
+            async_commit_window,
+        } = *settings;
         let failed = |message: String| StoreError::Open {
             path: path.to_owned(),
             message,
@@ -306,6 +325,7 @@ impl Store {
                     flusher: commits,
                     synced,
                     syncing: false,
+                    async_commit_window,
                 }
                 .run(rx);
                 // The writer has gone, and with it the flusher's queue: the
@@ -395,6 +415,7 @@ struct Writer {
     synced: Receiver<()>,
     /// A commit handed to the flusher may not be synced yet.
     syncing: bool,
+    async_commit_window: Duration,
 }
 
 /// Makes commits durable off the writer's path. The writer's connection
@@ -520,7 +541,7 @@ impl Writer {
             // Nobody waits for asynchronous records: give more of them the
             // chance to share this commit (and its fsync).
             if batch.len() < MAX_GROUP && batch.iter().all(|j| matches!(j, Job::Record(_, None))) {
-                std::thread::sleep(ASYNC_COMMIT_WINDOW);
+                std::thread::sleep(self.async_commit_window);
                 let room = MAX_GROUP - batch.len();
                 batch.extend(jobs.try_iter().take(room));
             }
@@ -528,15 +549,15 @@ impl Writer {
             // in what arrives: commits keep pace with the disk, and each
             // fsync covers whatever came during the one before, rather
             // than the writer committing every job or two and rewriting
-            // the same pages each time.
-            while self.syncing && batch.len() < MAX_GROUP {
-                crossbeam_channel::select! {
-                    recv(jobs) -> job => match job {
-                        Ok(job) => batch.push(job),
-                        Err(_) => break,
-                    },
-                    recv(self.synced) -> _ => self.syncing = false,
-                }
+            // the same pages each time. The writer sleeps through the
+            // fsync and then takes the queue at once: waking for each job
+            // as it arrives cost more CPU than the inserts themselves.
+            if self.syncing && batch.len() < MAX_GROUP {
+                // An error means the flusher has gone: nothing to wait for.
+                let _ = self.synced.recv();
+                self.syncing = false;
+                let room = MAX_GROUP - batch.len();
+                batch.extend(jobs.try_iter().take(room));
             }
             self.commit_batch(batch);
         }

@@ -78,12 +78,13 @@ pub enum Durability {
     Sync,
     /// The response does not wait. A crash of the process loses the
     /// decisions not yet committed: those queued, plus the batch being
-    /// gathered, which waits up to 2 ms
-    /// ([`crate::store::ASYNC_COMMIT_WINDOW`]) for company, or while the
-    /// previous commit is synced, and holds at most 1024 requests. An
-    /// operating-system crash or power loss can also lose the commits
-    /// whose fsync had not finished: one or two batches. At full load that
-    /// is a few milliseconds of decisions.
+    /// gathered, which waits for company for the commit window
+    /// (`decisions.async_commit_window_ms`, 10 ms by default,
+    /// [`crate::store::StoreSettings`]) and while the previous commit is
+    /// synced, and holds at most 1024 requests. An operating-system crash
+    /// or power loss can also lose the commits whose fsync had not
+    /// finished: one or two batches. At full load that is a few tens of
+    /// milliseconds of decisions.
     Async,
     /// Nothing is recorded. For benchmarks that measure recording's cost.
     Off,

@@ -48,7 +48,7 @@ use crate::{
     metrics::{Metrics, Stage},
     models::{ModelPackage, ModelSelector, Registry, schema::FeatureRow},
     monitor::{AuditAttributes, FairnessMonitor},
-    store::{Store, load_or_create_key, now_ms},
+    store::{Store, StoreSettings, load_or_create_key, now_ms},
 };
 
 /// Where the ad would run; recorded with the decision.
@@ -198,9 +198,14 @@ impl Gateway {
     /// loaded separately by [`Gateway::load_models`], so the server can
     /// report NOT_SERVING while they load.
     pub fn new(config: Config) -> Result<Self, Error> {
-        let store = Arc::new(Store::open_limited(
+        let store = Arc::new(Store::open_with(
             &config.database,
-            config.database_max_mb.map(|mb| mb * 1024 * 1024),
+            &StoreSettings {
+                max_bytes: config.database_max_mb.map(|mb| mb * 1024 * 1024),
+                async_commit_window: std::time::Duration::from_millis(
+                    config.decisions.async_commit_window_ms,
+                ),
+            },
         )?);
         let subject_key =
             load_or_create_key(&config.consent.subject_key_file, "subject pseudonymisation")?;
