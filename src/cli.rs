@@ -208,6 +208,14 @@ struct ConfigFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     log_format: Option<String>,
+    /// The embedded SQLite database [default: data/candor.db].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    database: Option<PathBuf>,
+    /// HTTP address of /metrics and /healthz [default: 127.0.0.1:9464].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metrics_listen: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -341,8 +349,7 @@ fn issue_token(args: TokenArgs) -> anyhow::Result<ExitCode> {
         crate::access::tokens::now_secs(),
         std::time::Duration::from_secs(args.ttl_secs),
     )?;
-    println!("{token}");
-    Ok(ExitCode::SUCCESS)
+    print(&token)
 }
 
 /// Threads for the server's blocking work: database reads, model loads,
@@ -516,8 +523,10 @@ where
     })
 }
 
+/// Writes `text` to standard output, ending it with a newline.
 fn print(text: &str) -> anyhow::Result<ExitCode> {
-    match writeln!(std::io::stdout(), "{text}") {
+    let newline = if text.ends_with('\n') { "" } else { "\n" };
+    match write!(std::io::stdout(), "{text}{newline}") {
         // A reader that stopped early (`| head`) is not an error of ours.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
         result => {
@@ -754,10 +763,10 @@ fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
             };
             for format in formats {
                 match format {
-                    AuditFormat::Json => print!("{json}"),
-                    AuditFormat::Markdown => print!("{markdown}"),
+                    AuditFormat::Json => print(&json)?,
+                    AuditFormat::Markdown => print(&markdown)?,
                     AuditFormat::Png => bail!("--format png needs --out DIR"),
-                }
+                };
             }
         }
     }
@@ -771,8 +780,7 @@ fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
 fn card(args: CardArgs) -> anyhow::Result<ExitCode> {
     init_ort(args.ort_lib)?;
     let package = ModelPackage::load(&args.dir, 1)?;
-    print!("{}", card::markdown(&package));
-    Ok(ExitCode::SUCCESS)
+    print(&card::markdown(&package))
 }
 
 fn validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {
@@ -790,11 +798,10 @@ fn validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {
     }
     let reports: Vec<_> = dirs.iter().map(|d| validate_package(d)).collect();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&reports)?);
+        print(&serde_json::to_string_pretty(&reports)?)?;
     } else {
-        for r in &reports {
-            print!("{}", r.to_text());
-        }
+        let text: String = reports.iter().map(|r| r.to_text()).collect();
+        print(&text)?;
     }
     Ok(if reports.iter().all(|r| r.passed) {
         ExitCode::SUCCESS

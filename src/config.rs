@@ -337,8 +337,131 @@ impl Config {
                     .split("__"),
             )
             .merge(Serialized::defaults(overrides))
-            .extract()
+            .extract::<Self>()
             .map_err(Box::new)
+            .and_then(|config| {
+                config.check()?;
+                Ok(config)
+            })
+    }
+
+    /// Refuses settings that would start a gateway unable to serve, or one
+    /// that fails later where nobody sees it (a purge that never runs).
+    pub fn check(&self) -> Result<(), Box<figment::Error>> {
+        const DAY: u64 = 24 * 3600;
+        let d = &self.decisions;
+        let mut checks: Vec<(&str, u64, u64, u64, &str)> = vec![
+            (
+                "inference_threads",
+                self.inference_threads as u64,
+                1,
+                1024,
+                "",
+            ),
+            (
+                "inference_queue",
+                self.inference_queue as u64,
+                1,
+                1 << 20,
+                "",
+            ),
+            ("max_batch_rows", self.max_batch_rows as u64, 1, 1 << 20, ""),
+            // Below 1 KiB not even a Score with a few features fits.
+            (
+                "max_message_bytes",
+                self.max_message_bytes as u64,
+                1024,
+                1 << 30,
+                " bytes",
+            ),
+            (
+                "database_max_mb",
+                self.database_max_mb.unwrap_or(1),
+                1,
+                1 << 30,
+                " MiB",
+            ),
+            (
+                "limits.max_in_flight",
+                self.limits.max_in_flight as u64,
+                1,
+                1 << 20,
+                "",
+            ),
+            (
+                "limits.max_concurrent_streams",
+                self.limits.max_concurrent_streams.into(),
+                1,
+                1 << 20,
+                "",
+            ),
+            (
+                "decisions.async_commit_window_ms",
+                d.async_commit_window_ms,
+                0,
+                1000,
+                " ms",
+            ),
+            // Zero days would record decisions nobody can ever read back:
+            // `durability = "off"` is how to keep none.
+            (
+                "decisions.retention_days",
+                d.retention_days.into(),
+                1,
+                100 * 365,
+                " days",
+            ),
+            (
+                "decisions.purge_interval_secs",
+                d.purge_interval_secs,
+                1,
+                7 * DAY,
+                " s",
+            ),
+            (
+                "decisions.cache_ttl_secs",
+                d.cache_ttl_secs,
+                1,
+                365 * DAY,
+                " s",
+            ),
+            (
+                "fairness.window_secs",
+                self.fairness.window_secs,
+                60,
+                31 * DAY,
+                " s",
+            ),
+        ];
+        let per_model: Vec<(String, u64)> = d
+            .model_retention_days
+            .iter()
+            .map(|(model, days)| {
+                (
+                    format!("decisions.model_retention_days.{model}"),
+                    (*days).into(),
+                )
+            })
+            .collect();
+        checks.extend(
+            per_model
+                .iter()
+                .map(|(key, days)| (key.as_str(), *days, 1, 100 * 365, " days")),
+        );
+        for (key, value, least, most, unit) in checks {
+            if !(least..=most).contains(&value) {
+                return Err(Box::new(figment::Error::from(format!(
+                    "{key}: {value}{unit} is out of range; it must be {least} to {most}{unit}"
+                ))));
+            }
+        }
+        let ratio = self.fairness.min_disparate_impact;
+        if !(0.0..=1.0).contains(&ratio) {
+            return Err(Box::new(figment::Error::from(format!(
+                "fairness.min_disparate_impact: {ratio} is not a selection-rate ratio in [0, 1]"
+            ))));
+        }
+        Ok(())
     }
 }
 
@@ -392,6 +515,63 @@ mod tests {
             jail.create_file("candor.toml", "background_share = 1")?;
             let c = Config::load(Some("candor.toml".as_ref()), Flags::default()).unwrap();
             assert_eq!(f64::from(c.background_share), 1.0);
+            Ok(())
+        });
+    }
+
+    /// Each of these used to start a gateway that refused every call,
+    /// hung, or panicked later (a zero purge interval killed the purge).
+    #[test]
+    fn settings_out_of_range_are_refused_by_name() {
+        figment::Jail::expect_with(|jail| {
+            for (setting, key) in [
+                (
+                    "decisions.purge_interval_secs = 0",
+                    "decisions.purge_interval_secs",
+                ),
+                (
+                    "decisions.cache_ttl_secs = 9223372036854775807",
+                    "decisions.cache_ttl_secs",
+                ),
+                ("decisions.retention_days = 0", "decisions.retention_days"),
+                (
+                    "decisions.model_retention_days.m = 0",
+                    "decisions.model_retention_days.m",
+                ),
+                (
+                    "decisions.async_commit_window_ms = 5000",
+                    "decisions.async_commit_window_ms",
+                ),
+                ("limits.max_in_flight = 0", "limits.max_in_flight"),
+                (
+                    "limits.max_concurrent_streams = 0",
+                    "limits.max_concurrent_streams",
+                ),
+                ("max_message_bytes = 0", "max_message_bytes"),
+                ("inference_threads = 0", "inference_threads"),
+                ("inference_queue = 0", "inference_queue"),
+                ("max_batch_rows = 0", "max_batch_rows"),
+                ("database_max_mb = 0", "database_max_mb"),
+                ("fairness.window_secs = 0", "fairness.window_secs"),
+                (
+                    "fairness.min_disparate_impact = 1.5",
+                    "fairness.min_disparate_impact",
+                ),
+                (
+                    "fairness.min_disparate_impact = nan",
+                    "fairness.min_disparate_impact",
+                ),
+            ] {
+                // TOML takes dotted keys at the top level.
+                jail.create_file("candor.toml", setting)?;
+                let err = Config::load(Some("candor.toml".as_ref()), Flags::default()).unwrap_err();
+                assert!(
+                    err.to_string().starts_with(&format!("{key}: ")),
+                    "{setting}: {err}"
+                );
+            }
+            jail.create_file("candor.toml", "")?;
+            Config::load(Some("candor.toml".as_ref()), Flags::default()).unwrap();
             Ok(())
         });
     }
