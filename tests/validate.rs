@@ -117,3 +117,54 @@ fn each_rule_refuses_a_package_broken_for_it_and_names_the_rule() {
         );
     }
 }
+
+/// An audit with nothing to compare used to pass as "parity" (a ratio of
+/// 1): a threshold no score reaches, or audit data of a single group.
+#[test]
+fn an_audit_with_nothing_to_compare_fails_the_gate() {
+    runtime::init(&ort_lib()).unwrap();
+    let fairness_failure = |dir: &Path| {
+        let report = validate_package(dir);
+        assert!(!report.passed, "{}", report.to_text());
+        report
+            .failures()
+            .lines()
+            .find(|l| l.starts_with(&format!("{}: ", rules::FAIRNESS_THRESHOLDS)))
+            .unwrap_or_else(|| panic!("{}", report.to_text()))
+            .to_owned()
+    };
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = copy_package("caravan-logreg/1.0.0", &tmp.path().join("models"));
+    edit(
+        &dir.join("manifest.toml"),
+        "decision_threshold = 0.09672",
+        "decision_threshold = 2.0",
+    );
+    let line = fairness_failure(&dir);
+    assert!(
+        line.contains("age_band: no row is selected") && line.contains("undefined"),
+        "{line}"
+    );
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = copy_package("caravan-logreg/1.0.0", &tmp.path().join("models"));
+    let audit = dir.join("audit.csv");
+    let text = fs::read_to_string(&audit).unwrap();
+    let mut lines = text.lines();
+    let header = lines.next().unwrap();
+    let column = header.split(',').position(|c| c == "age_band").unwrap();
+    let one_group: Vec<String> = std::iter::once(header.to_owned())
+        .chain(lines.map(|line| {
+            let mut fields: Vec<&str> = line.split(',').collect();
+            fields[column] = "40-50";
+            fields.join(",")
+        }))
+        .collect();
+    fs::write(&audit, one_group.join("\n") + "\n").unwrap();
+    let line = fairness_failure(&dir);
+    assert!(
+        line.contains("age_band: the audit data holds one group of age_band (\"40-50\")"),
+        "{line}"
+    );
+}

@@ -99,9 +99,12 @@ pub fn draw(report: &Report, path: &Path) -> Result<(), AuditError> {
             .map_err(|e| err(&e))?;
         chart
             .draw_series(a.groups.iter().enumerate().map(|(i, g)| {
-                let colour = if g.disparate_impact < a.min_disparate_impact {
+                let colour = if g
+                    .disparate_impact
+                    .is_none_or(|r| r < a.min_disparate_impact)
+                {
                     RED.mix(0.7)
-                } else if g.disparate_impact < FOUR_FIFTHS {
+                } else if g.disparate_impact.is_some_and(|r| r < FOUR_FIFTHS) {
                     RGBColor(230, 150, 30).mix(0.8)
                 } else {
                     BLUE.mix(0.6)

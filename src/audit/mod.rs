@@ -194,8 +194,9 @@ pub struct AttributeReport {
     pub max_equal_opportunity_difference: Option<f64>,
     pub most_favoured: String,
     /// Smallest selection rate over the largest (fairlearn's
-    /// `demographic_parity_ratio`).
-    pub demographic_parity_ratio: f64,
+    /// `demographic_parity_ratio`); undefined when no group has anyone
+    /// selected.
+    pub demographic_parity_ratio: Option<f64>,
     pub demographic_parity_difference: f64,
     /// Largest minus smallest true-positive rate (fairlearn's
     /// `equal_opportunity_difference`).
@@ -212,8 +213,9 @@ pub struct GroupReport {
     pub group: String,
     #[serde(flatten)]
     pub rates: Rates,
-    /// Selection rate over the most favoured group's.
-    pub disparate_impact: f64,
+    /// Selection rate over the most favoured group's; undefined when no
+    /// group has anyone selected.
+    pub disparate_impact: Option<f64>,
     /// True-positive rate minus the most favoured group's.
     pub equal_opportunity_difference: Option<f64>,
     pub calibration: Vec<CalibrationBin>,
@@ -400,7 +402,9 @@ fn audit_attribute(
     let low = selection.iter().copied().fold(f64::INFINITY, f64::min);
     let favoured_tpr = rates[favoured].true_positive_rate;
     let eod = metrics::spread(rates.iter().map(|r| r.true_positive_rate));
-    let ratio = |rate: f64| if top > 0.0 { rate / top } else { 1.0 };
+    // With nobody selected there is no rate to compare with: "parity"
+    // would pass a model that shows the ad to no one.
+    let ratio = |rate: f64| (top > 0.0).then(|| rate / top);
     let columns = package.schema.columns();
     let groups: Vec<GroupReport> = members
         .iter()
@@ -437,11 +441,28 @@ fn audit_attribute(
         .collect();
     let dp_ratio = ratio(low);
     let mut findings = Vec::new();
-    if dp_ratio < g.min_disparate_impact {
+    if let [only] = &groups[..] {
         findings.push(format!(
-            "disparate-impact ratio {dp_ratio:.3} is below the declared minimum {}",
-            g.min_disparate_impact
+            "the audit data holds one group of {} ({:?}): there are no selection rates to compare; it needs rows of at least two groups",
+            g.column, only.group
         ));
+    }
+    match dp_ratio {
+        None => {
+            let (least, most) = scores
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, m), &s| {
+                    (l.min(s), m.max(s))
+                });
+            findings.push(format!(
+                "no row is selected (no score reaches the decision threshold; the scores run from {least:.4} to {most:.4}): the disparate-impact ratio is undefined"
+            ));
+        }
+        Some(r) if r < g.min_disparate_impact => findings.push(format!(
+            "disparate-impact ratio {r:.3} is below the declared minimum {}",
+            g.min_disparate_impact
+        )),
+        Some(_) => {}
     }
     if let (Some(d), Some(max)) = (eod, g.max_equal_opportunity_difference)
         && d > max
@@ -459,7 +480,7 @@ fn audit_attribute(
         demographic_parity_ratio: dp_ratio,
         demographic_parity_difference: top - low,
         equal_opportunity_difference: eod,
-        meets_four_fifths_rule: dp_ratio >= FOUR_FIFTHS,
+        meets_four_fifths_rule: dp_ratio.is_some_and(|r| r >= FOUR_FIFTHS),
         passed: findings.is_empty(),
         findings,
         groups,

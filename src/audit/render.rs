@@ -12,6 +12,23 @@ fn rate(v: Option<f64>) -> String {
     v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.3}"))
 }
 
+/// A selection-rate ratio, undefined when nobody is selected.
+fn ratio(v: Option<f64>) -> String {
+    v.map_or_else(
+        || "undefined (nobody selected)".to_owned(),
+        |v| format!("{v:.3}"),
+    )
+}
+
+/// Below the four-fifths rule (an undefined ratio does not meet it either).
+fn warn(v: Option<f64>) -> &'static str {
+    if v.is_none_or(|v| v < FOUR_FIFTHS) {
+        " ⚠"
+    } else {
+        ""
+    }
+}
+
 fn signed(v: Option<f64>) -> String {
     v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:+.3}"))
 }
@@ -23,10 +40,10 @@ pub fn summary(report: &Report) -> String {
     for a in &report.attributes {
         let _ = writeln!(
             out,
-            "- **{}**{}: disparate-impact ratio {:.3} (declared minimum {}; four-fifths rule {}), equal-opportunity difference {} (declared maximum {}); most favoured group {:?}. {}",
+            "- **{}**{}: disparate-impact ratio {} (declared minimum {}; four-fifths rule {}), equal-opportunity difference {} (declared maximum {}); most favoured group {:?}. {}",
             a.column,
             banding(a),
-            a.demographic_parity_ratio,
+            ratio(a.demographic_parity_ratio),
             a.min_disparate_impact,
             if a.meets_four_fifths_rule {
                 "met"
@@ -95,7 +112,7 @@ pub fn markdown(report: &Report) -> String {
         for g in &a.groups {
             let _ = writeln!(
                 out,
-                "| {}{} | {} | {} | {:.3} | {:.3}{} | {} | {} | {} | {:.4} | {} |",
+                "| {}{} | {} | {} | {:.3} | {}{} | {} | {} | {} | {:.4} | {} |",
                 g.group,
                 if g.group == a.most_favoured {
                     " (most favoured)"
@@ -105,12 +122,8 @@ pub fn markdown(report: &Report) -> String {
                 g.rates.rows,
                 g.rates.selected,
                 g.rates.selection_rate,
-                g.disparate_impact,
-                if g.disparate_impact < FOUR_FIFTHS {
-                    " ⚠"
-                } else {
-                    ""
-                },
+                ratio(g.disparate_impact),
+                warn(g.disparate_impact),
                 g.rates
                     .positives
                     .map_or_else(|| "n/a".to_owned(), |p| p.to_string()),

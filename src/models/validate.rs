@@ -341,11 +341,11 @@ fn check_fairness(package: &ModelPackage) -> Result<String, String> {
             let eod = a
                 .equal_opportunity_difference
                 .map_or_else(|| "n/a".to_owned(), |d| format!("{d:.3}"));
-            if a.passed {
+            // An attribute passes only with a defined ratio.
+            if let (true, Some(ratio)) = (a.passed, a.demographic_parity_ratio) {
                 format!(
-                    "{}: disparate impact {:.3} ≥ {}{}, equal opportunity difference {eod}",
+                    "{}: disparate impact {ratio:.3} ≥ {}{}, equal opportunity difference {eod}",
                     a.column,
-                    a.demographic_parity_ratio,
                     a.min_disparate_impact,
                     if a.meets_four_fifths_rule {
                         ""
