@@ -1,10 +1,12 @@
 //! Prometheus metrics: what operators watch. Per-RPC counts and latency are
 //! observed by the gRPC admission layer, per-stage latency and tier counts
 //! by the gateway; gauges that describe state (cache, backlog, ledger,
-//! pending commits) are read at scrape time so they are never stale.
+//! pending commits) and the explanation cache's own counts are read at
+//! scrape time so they are never stale. What only goes up is a counter
+//! (named `..._total`), whatever reads it.
 //!
-//! Served as Prometheus text on a separate HTTP port by [`serve`], beside a
-//! `/healthz` that follows readiness.
+//! Served in the OpenMetrics text format on a separate HTTP port by
+//! [`serve`], beside a `/healthz` that follows readiness.
 
 use std::{
     future::Future,
@@ -70,7 +72,7 @@ pub struct Metrics {
     max_residual: AtomicU64,
     // Read from the gateway at scrape time.
     max_residual_gauge: Gauge<f64, AtomicU64>,
-    lookups: Family<Labels<1>, Gauge>,
+    lookups: Family<Labels<1>, Counter>,
     cache_hit_ratio: Gauge<f64, AtomicU64>,
     backlog: Gauge,
     shadow_dropped: Counter,
@@ -93,7 +95,7 @@ impl Default for Metrics {
         let rpc_seconds: Histograms<1> = Family::new_with_constructor(latency);
         registry.register(
             "rpc_duration_seconds",
-            "Latency of admitted gRPC calls by method, until the response headers",
+            "Latency of admitted gRPC calls by method, until the response headers or until the client went away",
             rpc_seconds.clone(),
         );
         let stage_seconds: Histograms<1> = Family::new_with_constructor(latency);
@@ -250,9 +252,12 @@ impl Metrics {
             ("record", counts.record_reads),
             ("computed", counts.computed),
         ] {
+            // The cache counts since start; a max, not a store, so that
+            // two scrapes racing cannot move the counter back.
             self.lookups
                 .get_or_create(&[("answered_from", answered_from)])
-                .set(n as i64);
+                .inner()
+                .fetch_max(n, Ordering::Relaxed);
         }
         let looked_up = counts.hits + counts.record_reads + counts.computed;
         self.cache_hit_ratio.set(if looked_up == 0 {
@@ -302,10 +307,13 @@ pub async fn serve(
                 let text = tokio::task::spawn_blocking(move || gateway.metrics().render(&gateway))
                     .await
                     .unwrap_or_default();
+                // What `encode` writes: declared as Prometheus' older text
+                // format, the `_total` samples of a counter would not match
+                // its `# TYPE` line, and the counter would read as untyped.
                 (
                     [(
                         axum::http::header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4; charset=utf-8",
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
                     )],
                     text,
                 )

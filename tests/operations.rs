@@ -1,14 +1,22 @@
 //! Operations against a real server: the metrics endpoint moves with
-//! traffic, overload is shed with RESOURCE_EXHAUSTED, and faults (a locked
-//! or full database, a corrupt model, a package removed while serving) get
-//! clear errors while everything else keeps serving and nothing
-//! acknowledged is lost.
+//! traffic and declares every metric as what it is, overload is shed with
+//! RESOURCE_EXHAUSTED (after the caller is identified), calls cancelled or
+//! past their deadline are answered and counted as such, and faults (a
+//! locked or full database, a corrupt model, a package removed while
+//! serving) get clear errors while everything else keeps serving and
+//! nothing acknowledged is lost.
 
 mod common;
 
-use std::time::Duration;
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    path::Path,
+    time::{Duration, Instant},
+};
 
 use candor::{
+    config::Role,
     decisions::Durability,
     grpc::pb::{
         self, explanation_service_client::ExplanationServiceClient,
@@ -17,10 +25,13 @@ use candor::{
 };
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tonic::Code;
+use tonic::{Code, Request};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
 
-/// `GET path` over plain HTTP/1.1: (status code, body).
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+/// `GET path` over plain HTTP/1.1: (status code, header block, body).
+async fn http_get(addr: SocketAddr, path: &str) -> (u16, String, String) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream
         .write_all(
@@ -31,10 +42,52 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     let mut response = String::new();
     stream.read_to_string(&mut response).await.unwrap();
     let status = response[9..12].parse().unwrap();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map_or(String::new(), |(_, b)| b.to_owned());
-    (status, body)
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (status, head.to_owned(), body.to_owned())
+}
+
+/// Serves the gateway's `/metrics` and `/healthz` on a port of their own.
+async fn serve_metrics(server: &TestServer) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(candor::metrics::serve(
+        listener,
+        server.gateway.clone(),
+        std::future::pending(),
+    ));
+    addr
+}
+
+async fn scrape(metrics: SocketAddr) -> String {
+    let (status, _, text) = http_get(metrics, "/metrics").await;
+    assert_eq!(status, 200);
+    text
+}
+
+/// Waits up to 10 s for `candor_rpc_in_flight` to read `calls`.
+async fn await_in_flight(metrics: SocketAddr, calls: f64) {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = scrape(metrics).await;
+        let now = sample(&text, "candor_rpc_in_flight ");
+        if now == Some(calls) {
+            return;
+        }
+        assert!(
+            Instant::now() < until,
+            "candor_rpc_in_flight stays at {now:?}, not {calls}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Another process's write lock on the database: every write (consent
+/// evidence, decision records) waits for it, up to the store's 5 s busy
+/// timeout, and so does every Score call. Released when dropped.
+fn write_lock(database: &Path) -> rusqlite::Connection {
+    let locker = rusqlite::Connection::open(database).unwrap();
+    locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    locker
 }
 
 /// The value of the first sample line that starts with `series`.
@@ -48,16 +101,10 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_name_every_series_and_move_with_traffic() {
     let server = TestServer::start().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let metrics_addr = listener.local_addr().unwrap();
-    tokio::spawn(candor::metrics::serve(
-        listener,
-        server.gateway.clone(),
-        std::future::pending(),
-    ));
-    let (status, health) = http_get(metrics_addr, "/healthz").await;
+    let metrics_addr = serve_metrics(&server).await;
+    let (status, _, health) = http_get(metrics_addr, "/healthz").await;
     assert_eq!((status, health.trim()), (200, "ok"));
-    let (_, before) = http_get(metrics_addr, "/metrics").await;
+    let before = scrape(metrics_addr).await;
 
     let mut scoring = server.scoring().await;
     let mut ids = Vec::new();
@@ -89,8 +136,7 @@ async fn metrics_name_every_series_and_move_with_traffic() {
         .unwrap_err();
     assert_eq!(bad.code(), Code::NotFound);
 
-    let (status, after) = http_get(metrics_addr, "/metrics").await;
-    assert_eq!(status, 200);
+    let after = scrape(metrics_addr).await;
     let score_ok = r#"candor_rpc_requests_total{rpc="/candor.v1.ScoringService/Score",code="OK"}"#;
     assert_eq!(sample(&before, score_ok), None);
     assert_eq!(sample(&after, score_ok), Some(5.0), "{after}");
@@ -121,6 +167,13 @@ async fn metrics_name_every_series_and_move_with_traffic() {
         sample(&after, "candor_explanation_cache_hit_ratio"),
         Some(1.0)
     );
+    assert_eq!(
+        sample(
+            &after,
+            r#"candor_explanation_lookups_total{answered_from="cache"}"#
+        ),
+        Some(5.0)
+    );
     // Exact TreeSHAP: additive to rounding.
     let residual = sample(&after, "candor_additivity_residual_max").unwrap();
     assert!((0.0..1e-9).contains(&residual), "{residual}");
@@ -133,7 +186,6 @@ async fn metrics_name_every_series_and_move_with_traffic() {
         "candor_explanation_backlog",
         "candor_records_pending_commit",
         "candor_rpc_in_flight",
-        r#"candor_explanation_lookups{answered_from="cache"}"#,
     ] {
         assert!(sample(&after, series).is_some(), "{series} missing");
     }
@@ -189,6 +241,282 @@ async fn overload_is_shed_with_resource_exhausted() {
         .unwrap();
 }
 
+/// `request` with an API key.
+fn with_key<T>(mut request: Request<T>, key: &str) -> Request<T> {
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    request
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_capacity_callers_are_still_told_who_may_call_and_health_is_served() {
+    let mut config = test_config();
+    config.limits.max_in_flight = 1;
+    config.access.api_keys = vec![
+        api_key(Role::Scorer, "scorer-key"),
+        api_key(Role::Support, "support-key"),
+    ];
+    let database = config.database.clone();
+    let server = TestServer::start_with(config).await;
+    let metrics = serve_metrics(&server).await;
+    let channel = server.channel().await;
+    let locker = write_lock(&database);
+    // The one slot is taken by a call that waits for the lock.
+    let held = {
+        let mut client = ScoringServiceClient::new(channel.clone());
+        tokio::spawn(async move {
+            client
+                .score(with_key(Request::new(caravan_request()), "scorer-key"))
+                .await
+        })
+    };
+    await_in_flight(metrics, 1.0).await;
+
+    let score = |key: Option<&str>| {
+        let mut client = ScoringServiceClient::new(channel.clone());
+        let request = Request::new(caravan_request());
+        let request = match key {
+            Some(key) => with_key(request, key),
+            None => request,
+        };
+        async move { client.score(request).await.unwrap_err().code() }
+    };
+    assert_eq!(score(None).await, Code::Unauthenticated);
+    assert_eq!(score(Some("no-such-key")).await, Code::Unauthenticated);
+    assert_eq!(score(Some("support-key")).await, Code::PermissionDenied);
+    assert_eq!(score(Some("scorer-key")).await, Code::ResourceExhausted);
+    let health = HealthClient::new(channel.clone())
+        .check(HealthCheckRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(health.status(), ServingStatus::Serving);
+
+    drop(locker);
+    held.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_calls_leave_the_in_flight_gauge_and_are_counted() {
+    let mut config = test_config();
+    config.limits.max_in_flight = 3;
+    let database = config.database.clone();
+    let server = TestServer::start_with(config).await;
+    let metrics = serve_metrics(&server).await;
+    let channel = server.channel().await;
+    let locker = write_lock(&database);
+    const SCORE: &str = "/candor.v1.ScoringService/Score";
+
+    // Clients that go away: their calls are dropped mid-flight.
+    let calls: Vec<_> = (0..3)
+        .map(|i| tokio::spawn(score_as(channel.clone(), format!("gone-{i}"))))
+        .collect();
+    await_in_flight(metrics, 3.0).await;
+    for call in &calls {
+        call.abort();
+    }
+    await_in_flight(metrics, 0.0).await;
+
+    // A client whose deadline passes. tonic's client gives up at it too and
+    // reports CANCELLED; whichever side notices first, the call is counted
+    // as expired.
+    let mut request = Request::new(caravan_request());
+    request.set_timeout(Duration::from_millis(300));
+    let expired = ScoringServiceClient::new(channel.clone())
+        .score(request)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(expired.code(), Code::DeadlineExceeded | Code::Cancelled),
+        "{expired:?}"
+    );
+    await_in_flight(metrics, 0.0).await;
+
+    let text = scrape(metrics).await;
+    let count = |code: &str| {
+        sample(
+            &text,
+            &format!(r#"candor_rpc_requests_total{{rpc="{SCORE}",code="{code}"}}"#),
+        )
+    };
+    assert_eq!(count("CANCELLED"), Some(3.0), "{text}");
+    assert_eq!(count("DEADLINE_EXCEEDED"), Some(1.0), "{text}");
+    assert_eq!(
+        sample(
+            &text,
+            &format!(r#"candor_rpc_duration_seconds_count{{rpc="{SCORE}"}}"#)
+        ),
+        Some(4.0)
+    );
+    // And every slot is free again.
+    drop(locker);
+    let again: Vec<_> = (0..3)
+        .map(|i| tokio::spawn(score_as(channel.clone(), format!("back-{i}"))))
+        .collect();
+    for call in again {
+        call.await.unwrap().unwrap();
+    }
+}
+
+/// A client of the generated kind whose transport has no timer: tonic's
+/// `Channel` gives up at a call's `grpc-timeout` on its own (and reports
+/// CANCELLED), which would hide what the server answers at the deadline.
+async fn without_client_deadline(
+    server: &TestServer,
+) -> ScoringServiceClient<
+    impl tonic::client::GrpcService<
+        tonic::body::Body,
+        ResponseBody = hyper::body::Incoming,
+        Error = hyper::Error,
+    >,
+> {
+    let io =
+        hyper_util::rt::TokioIo::new(tokio::net::TcpStream::connect(server.addr).await.unwrap());
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let transport = tower::service_fn(move |request: http::Request<tonic::body::Body>| {
+        let mut sender = sender.clone();
+        async move { sender.send_request(request).await }
+    });
+    ScoringServiceClient::with_origin(transport, server.url().parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_past_its_deadline_is_deadline_exceeded_with_its_request_id() {
+    let config = test_config();
+    let database = config.database.clone();
+    let server = TestServer::start_with(config).await;
+    let metrics = serve_metrics(&server).await;
+    let mut client = without_client_deadline(&server).await;
+    let locker = write_lock(&database);
+
+    let mut request = Request::new(caravan_request());
+    request.set_timeout(Duration::from_millis(200));
+    request
+        .metadata_mut()
+        .insert("x-request-id", "late-1".parse().unwrap());
+    let started = Instant::now();
+    let expired = client.score(request).await.unwrap_err();
+    assert_eq!(expired.code(), Code::DeadlineExceeded, "{expired:?}");
+    assert!(expired.message().contains("grpc-timeout"), "{expired:?}");
+    assert_eq!(
+        expired.metadata().get("x-request-id").unwrap(),
+        "late-1",
+        "{expired:?}"
+    );
+    // At the deadline, not when the lock gave up.
+    assert!(started.elapsed() < Duration::from_secs(3));
+
+    let text = scrape(metrics).await;
+    assert_eq!(
+        sample(
+            &text,
+            r#"candor_rpc_requests_total{rpc="/candor.v1.ScoringService/Score",code="DEADLINE_EXCEEDED"}"#
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(sample(&text, "candor_rpc_in_flight "), Some(0.0));
+    drop(locker);
+    // Without a deadline the same call is served.
+    client.score(caravan_request()).await.unwrap();
+}
+
+/// The exposition's `# TYPE` of every family, by name.
+fn declared_types(text: &str) -> BTreeMap<&str, &str> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .map(|l| l.split_once(' ').unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_metric_is_declared_as_what_it_is() {
+    let server = TestServer::start().await;
+    let metrics = serve_metrics(&server).await;
+    let mut request = caravan_request();
+    request.explain = Some(pb::ExplainOptions {
+        mode: pb::ExplainMode::Inline as i32,
+        method: 0,
+    });
+    let decision = server.score_one(request).await;
+    ExplanationServiceClient::new(server.channel().await)
+        .get_explanation(pb::GetExplanationRequest {
+            decision_id: decision.decision_id,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    let (status, head, text) = http_get(metrics, "/metrics").await;
+    assert_eq!(status, 200);
+    // The format `# TYPE` lines and `_total` samples are written in.
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/openmetrics-text; version=1.0.0"),
+        "{head}"
+    );
+    // What only goes up is a counter; what goes up and down a gauge.
+    let counters = [
+        "candor_decisions",
+        "candor_explanation_lookups",
+        "candor_rpc_requests",
+        "candor_shadow_dropped",
+    ];
+    let histograms = [
+        "candor_rpc_duration_seconds",
+        "candor_stage_duration_seconds",
+    ];
+    let gauges = [
+        "candor_additivity_residual_max",
+        "candor_explanation_backlog",
+        "candor_explanation_cache_hit_ratio",
+        "candor_fairness_disparate_impact",
+        "candor_fairness_flagged",
+        "candor_ledger_records",
+        "candor_records_pending_commit",
+        "candor_rpc_in_flight",
+        "candor_sqlite_memory_bytes",
+    ];
+    let mut want: BTreeMap<&str, &str> = counters.map(|n| (n, "counter")).into();
+    want.extend(histograms.map(|n| (n, "histogram")));
+    want.extend(gauges.map(|n| (n, "gauge")));
+    let declared = declared_types(&text);
+    // A family without members (the fairness gauges, before any audit
+    // attribute) is left out of the exposition.
+    for (family, kind) in &declared {
+        assert_eq!(want.get(family), Some(kind), "{family}");
+    }
+    for family in counters {
+        assert_eq!(declared.get(family), Some(&"counter"), "{family}");
+    }
+    // Every sample is named as its family's type requires: a counter's end
+    // in `_total`, and only a counter's do.
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let name = line.split(['{', ' ']).next().unwrap();
+        let typed = declared.iter().any(|(family, kind)| match *kind {
+            "counter" => name == format!("{family}_total"),
+            "histogram" => ["_bucket", "_sum", "_count"]
+                .iter()
+                .any(|suffix| name == format!("{family}{suffix}")),
+            _ => name == *family,
+        });
+        assert!(typed, "{line}: no family declares this sample");
+    }
+    assert_eq!(
+        sample(
+            &text,
+            r#"candor_explanation_lookups_total{answered_from="cache"}"#
+        ),
+        Some(1.0),
+        "{text}"
+    );
+}
+
 /// Scores `caravan_request()` as `subject`; the decision id when answered.
 async fn score_as(
     channel: tonic::transport::Channel,
@@ -223,8 +551,7 @@ async fn a_locked_database_fails_calls_clearly_and_loses_nothing_acknowledged() 
         score_as(channel.clone(), "warm".into()).await.unwrap();
 
         // Another process takes the write lock.
-        let locker = rusqlite::Connection::open(&database).unwrap();
-        locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        let locker = write_lock(&database);
         let load: Vec<_> = (0..12)
             .map(|i| {
                 let channel = channel.clone();

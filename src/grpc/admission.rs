@@ -2,21 +2,28 @@
 //!
 //! In order, it gives the call a request id (the caller's `x-request-id`, or
 //! a new one), finds the call's rule in [`super::auth::RULES`] (no rule, no
-//! entry), sheds it with RESOURCE_EXHAUSTED when the global in-flight limit
-//! is reached (queueing without bound would only turn overload into
-//! timeouts), identifies the caller from its bearer credential or client
-//! certificate, and checks the rule. What it established travels to the
-//! handler as [`Admitted`]. It also counts and times every call, and runs
-//! it inside a span that carries the request id into every log line.
+//! entry), identifies the caller from its bearer credential or client
+//! certificate and checks the rule, and only then sheds the call with
+//! RESOURCE_EXHAUSTED when the global in-flight limit is reached (queueing
+//! without bound would only turn overload into timeouts). Who may not call
+//! learns it whatever the load, and the check costs a hash. What it
+//! established travels to the handler as [`Admitted`].
+//!
+//! It owns the call's deadline (`grpc-timeout`): an admitted call still
+//! running when it expires is answered DEADLINE_EXCEEDED. It also counts
+//! and times every call, however it ends (answered, expired, or abandoned
+//! by the client), and runs it inside a span that carries the request id
+//! into every log line.
 
 use std::{
+    convert::Infallible,
     sync::Arc,
     task::{Context, Poll},
     time::Instant,
 };
 
 use http::{HeaderValue, Request, Response};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{
     Status,
     body::Body,
@@ -25,7 +32,10 @@ use tonic::{
 use tower::{Layer, Service};
 use tracing::Instrument;
 
-use super::auth::{self, Admitted};
+use super::{
+    auth::{self, Admitted},
+    deadline::Deadline,
+};
 use crate::{access::Caller, gateway::Gateway};
 
 const REQUEST_ID: &str = "x-request-id";
@@ -65,15 +75,19 @@ pub struct AdmissionService<S> {
 
 type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 
+// tonic's router never fails: every failure is a response with a status,
+// which is what lets every call be counted by its code.
 impl<S> Service<Request<Body>> for AdmissionService<S>
 where
-    S: Service<Request<Body>, Response = Response<Body>> + Clone + Send + 'static,
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send,
-    S::Error: Send,
 {
     type Response = Response<Body>;
-    type Error = S::Error;
-    type Future = BoxFuture<Result<Response<Body>, S::Error>>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Response<Body>, Infallible>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -101,6 +115,17 @@ where
             tracing::debug!(rpc, request_id = %request_id, code = ?status.code(), message = status.message(), "refused");
             refuse(status, request_id.clone())
         };
+        let caller = if rule.public {
+            Caller::Open
+        } else {
+            match identify(&gateway, &request) {
+                Ok(caller) => caller,
+                Err(status) => return refused(status),
+            }
+        };
+        if let Err(status) = auth::check(&caller, rule) {
+            return refused(status);
+        }
         // Health checks are never shed: a loaded gateway is still alive.
         let permit = if rule.public {
             None
@@ -115,60 +140,143 @@ where
                 }
             }
         };
-        let caller = if rule.public {
-            Caller::Open
-        } else {
-            match identify(&gateway, &request) {
-                Ok(caller) => caller,
-                Err(status) => return refused(status),
-            }
-        };
-        if let Err(status) = auth::check(&caller, rule) {
-            return refused(status);
-        }
-        request
-            .extensions_mut()
-            .insert(Admitted { caller, rule, rpc });
+        let deadline = Deadline::from_headers(request.headers(), started);
+        request.extensions_mut().insert(Admitted {
+            caller,
+            rule,
+            rpc,
+            deadline,
+        });
+        let call = Call::start(gateway.clone(), rpc, started, deadline, permit);
 
         let span = tracing::info_span!("rpc", rpc, request_id = %request_id);
         Box::pin(
             async move {
-                let metrics = gateway.metrics();
-                metrics.in_flight().inc();
-                let result = inner.call(request).await;
-                metrics.in_flight().dec();
-                drop(permit);
-                result.map(|mut response| {
-                    tracing::debug!(
-                        elapsed_us = started.elapsed().as_micros() as u64,
-                        "answered"
-                    );
-                    // A trailers-only response (every error) carries its
-                    // status in the headers; a success in the trailers.
-                    let mut code = response
-                        .headers()
-                        .get("grpc-status")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse::<i32>().ok())
-                        .map(tonic::Code::from);
-                    if code == Some(tonic::Code::OutOfRange)
-                        && oversized_is_resource_exhausted(
-                            &mut response,
-                            gateway.config().max_message_bytes,
-                        )
-                    {
-                        code = Some(tonic::Code::ResourceExhausted);
+                let expiry = async {
+                    match deadline {
+                        Some(deadline) => {
+                            deadline.expired().await;
+                            deadline
+                        }
+                        None => std::future::pending().await,
                     }
-                    metrics.rpc(rpc, code.map_or("OK", code_name), started);
-                    if let Ok(id) = HeaderValue::from_str(&request_id) {
-                        response.headers_mut().insert(REQUEST_ID, id);
+                };
+                // The deadline first: once the caller has stopped waiting,
+                // its call is not worth another step.
+                let mut response = tokio::select! {
+                    biased;
+                    deadline = expiry => Status::deadline_exceeded(format!(
+                        "deadline: the call was not answered within its grpc-timeout of {:?}",
+                        deadline.timeout()
+                    ))
+                    .into_http(),
+                    answer = inner.call(request) => {
+                        let Ok(response) = answer;
+                        response
                     }
-                    response
-                })
+                };
+                tracing::debug!(
+                    elapsed_us = started.elapsed().as_micros() as u64,
+                    "answered"
+                );
+                call.answered(code_name(answered_code(
+                    &mut response,
+                    gateway.config().max_message_bytes,
+                )));
+                stamp(&mut response, &request_id);
+                Ok(response)
             }
             .instrument(span),
         )
     }
+}
+
+/// An admitted call, from admission until it is answered: it holds the
+/// call's in-flight permit and its place in `candor_rpc_in_flight`. A call
+/// can also end unanswered, when its future is dropped because the client
+/// reset the stream or the connection closed; dropping it then still
+/// releases both and counts the call, so the gauge always comes back down.
+struct Call {
+    gateway: Arc<Gateway>,
+    rpc: &'static str,
+    started: Instant,
+    deadline: Option<Deadline>,
+    _permit: Option<OwnedSemaphorePermit>,
+    code: Option<&'static str>,
+}
+
+impl Call {
+    fn start(
+        gateway: Arc<Gateway>,
+        rpc: &'static str,
+        started: Instant,
+        deadline: Option<Deadline>,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Self {
+        gateway.metrics().in_flight().inc();
+        Self {
+            gateway,
+            rpc,
+            started,
+            deadline,
+            _permit: permit,
+            code: None,
+        }
+    }
+
+    fn answered(mut self, code: &'static str) {
+        self.code = Some(code);
+    }
+
+    /// The code a call that was never answered is counted under: what its
+    /// client saw. A client whose deadline passed reports DEADLINE_EXCEEDED;
+    /// its own timer started before ours and usually ends the call (with a
+    /// reset) a moment before ours would, so a call abandoned after the
+    /// point where the gateway itself starts to cut work short for the
+    /// deadline ([`Deadline::reply_by`]) is counted as expired. Any other
+    /// abandoned call was cancelled by its client.
+    fn abandoned_code(&self) -> &'static str {
+        match self.deadline {
+            Some(deadline) if Instant::now() >= deadline.reply_by() => "DEADLINE_EXCEEDED",
+            _ => "CANCELLED",
+        }
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        let code = self.code.unwrap_or_else(|| {
+            let code = self.abandoned_code();
+            tracing::debug!(
+                elapsed_us = self.started.elapsed().as_micros() as u64,
+                code,
+                "abandoned by the client"
+            );
+            code
+        });
+        let metrics = self.gateway.metrics();
+        metrics.in_flight().dec();
+        metrics.rpc(self.rpc, code, self.started);
+    }
+}
+
+/// The code of an answer, as the client will read it, once tonic's
+/// OUT_OF_RANGE for an oversized message is rewritten. A trailers-only
+/// response (every error) carries its status in the headers; a success, in
+/// the trailers.
+fn answered_code(response: &mut Response<Body>, max_message_bytes: usize) -> tonic::Code {
+    let code = response
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+        .map_or(tonic::Code::Ok, tonic::Code::from);
+    if code == tonic::Code::OutOfRange
+        && oversized_is_resource_exhausted(response, max_message_bytes)
+    {
+        return tonic::Code::ResourceExhausted;
+    }
+    code
 }
 
 /// The caller's `x-request-id` when it is a sensible token, else a new
@@ -242,15 +350,17 @@ fn bearer_credential(value: &str) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !credential.is_empty()).then_some(credential)
 }
 
-fn refuse<E: Send + 'static>(
-    status: Status,
-    request_id: String,
-) -> BoxFuture<Result<Response<Body>, E>> {
+fn refuse(status: Status, request_id: String) -> BoxFuture<Result<Response<Body>, Infallible>> {
     let mut response = status.into_http::<Body>();
-    if let Ok(id) = HeaderValue::from_str(&request_id) {
+    stamp(&mut response, &request_id);
+    Box::pin(std::future::ready(Ok(response)))
+}
+
+/// Every answer carries the call's request id, refusals and expiries too.
+fn stamp(response: &mut Response<Body>, request_id: &str) {
+    if let Ok(id) = HeaderValue::from_str(request_id) {
         response.headers_mut().insert(REQUEST_ID, id);
     }
-    Box::pin(std::future::ready(Ok(response)))
 }
 
 /// The canonical name of a status code, as a metric label.

@@ -218,6 +218,8 @@ pub struct Admitted {
     pub caller: Caller,
     pub rule: &'static Rule,
     pub rpc: &'static str,
+    /// From the call's `grpc-timeout`, when it gave one.
+    pub deadline: Option<super::deadline::Deadline>,
 }
 
 /// Admits `caller` under `rule`, or names why not. Calls about a subject

@@ -10,6 +10,7 @@ mod auth;
 pub mod client;
 mod consent;
 mod convert;
+mod deadline;
 mod explain;
 mod models;
 mod oip;
@@ -162,6 +163,11 @@ pub async fn serve(
     }
     let result = server
         .max_concurrent_streams(gateway.config().limits.max_concurrent_streams)
+        // The admission layer owns deadlines. tonic also arms a timer from
+        // `grpc-timeout`, outside every layer and not removable, that
+        // answers CANCELLED without our headers; ours is set a moment
+        // earlier from the same header and answers first. No
+        // `Server::timeout`: its expiry would be tonic's again.
         .layer(admission::Admission::new(gateway.clone()))
         .add_service(health_service)
         .add_service(reflection)
@@ -194,25 +200,15 @@ fn request_id(metadata: &tonic::metadata::MetadataMap) -> String {
         .to_owned()
 }
 
-/// When the caller stops waiting, from its `grpc-timeout` header (e.g.
-/// "250m"), less a margin for the reply to travel: work that can be cut short
-/// stops in time.
-fn deadline(metadata: &tonic::metadata::MetadataMap) -> Option<std::time::Instant> {
-    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
-    let (amount, unit) = value.split_at(value.len().checked_sub(1)?);
-    let amount: u64 = amount.parse().ok()?;
-    let timeout = match unit {
-        "H" => std::time::Duration::from_secs(amount.saturating_mul(3600)),
-        "M" => std::time::Duration::from_secs(amount.saturating_mul(60)),
-        "S" => std::time::Duration::from_secs(amount),
-        "m" => std::time::Duration::from_millis(amount),
-        "u" => std::time::Duration::from_micros(amount),
-        "n" => std::time::Duration::from_nanos(amount),
-        _ => return None,
-    };
-    // Keep a tenth (at least 2 ms) for the reply.
-    let margin = (timeout / 10).max(std::time::Duration::from_millis(2));
-    std::time::Instant::now().checked_add(timeout.saturating_sub(margin))
+/// When work that can be cut short must stop for the call's answer to
+/// reach the caller before its deadline, which the admission layer read
+/// from `grpc-timeout` when the call arrived.
+fn reply_by<T>(request: &tonic::Request<T>) -> Option<std::time::Instant> {
+    request
+        .extensions()
+        .get::<auth::Admitted>()?
+        .deadline
+        .map(|deadline| deadline.reply_by())
 }
 
 async fn set_health(health: &tonic_health::server::HealthReporter, ready: bool) {

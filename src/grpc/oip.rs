@@ -680,7 +680,7 @@ impl GrpcInferenceService for Oip {
         request: Request<ModelInferRequest>,
     ) -> Result<Response<ModelInferResponse>, Status> {
         let request_id = super::request_id(request.metadata());
-        let deadline = super::deadline(request.metadata());
+        let deadline = super::reply_by(&request);
         let infer: Infer = request.into_inner().try_into()?;
         infer.check_input(&*self.gateway.resolve(&infer.batch.model)?)?;
         let Infer {

@@ -24,7 +24,7 @@ impl ScoringService for Scoring {
         request: Request<pb::ScoreRequest>,
     ) -> Result<Response<pb::ScoreResponse>, Status> {
         let request_id = super::request_id(request.metadata());
-        let deadline = super::deadline(request.metadata());
+        let deadline = super::reply_by(&request);
         let mut score: ScoreRequest = request.into_inner().try_into()?;
         score.request_id = request_id;
         score.deadline = deadline;
@@ -39,7 +39,7 @@ impl ScoringService for Scoring {
         request: Request<pb::ScoreBatchRequest>,
     ) -> Result<Response<pb::ScoreBatchResponse>, Status> {
         let request_id = super::request_id(request.metadata());
-        let deadline = super::deadline(request.metadata());
+        let deadline = super::reply_by(&request);
         let mut batch: BatchRequest = request.into_inner().try_into()?;
         batch.request_id = request_id.clone();
         batch.deadline = deadline;
