@@ -5,16 +5,13 @@
 //! role; the support view the `support` role; the engineer view the
 //! `engineer` role. Access is checked before any attribution is computed.
 
-use std::{
-    sync::Arc,
-    time::{Duration, UNIX_EPOCH},
-};
+use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
 use super::{
     auth,
-    convert::timestamp,
+    convert::ms_timestamp as ms,
     pb::{self, explanation_service_server::ExplanationService},
 };
 use crate::{
@@ -32,10 +29,6 @@ impl Why {
     pub fn new(gateway: Arc<Gateway>) -> Self {
         Self { gateway }
     }
-}
-
-fn ms(ms: i64) -> prost_types::Timestamp {
-    timestamp(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
 }
 
 fn identity(row: &DecisionRow) -> ModelIdentity {
