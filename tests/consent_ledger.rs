@@ -83,6 +83,7 @@ async fn records_chain_and_read_back_as_state_and_history() {
     let history = c
         .get_consent_history(pb::GetConsentHistoryRequest {
             subject_id: "alice".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -114,6 +115,7 @@ async fn records_chain_and_read_back_as_state_and_history() {
 enum Call {
     Record(pb::RecordConsentRequest),
     Withdraw(pb::WithdrawConsentRequest),
+    History(pb::GetConsentHistoryRequest),
 }
 
 impl Call {
@@ -121,6 +123,7 @@ impl Call {
         match self {
             Self::Record(r) => c.record_consent(r).await.map(drop),
             Self::Withdraw(r) => c.withdraw_consent(r).await.map(drop),
+            Self::History(r) => c.get_consent_history(r).await.map(drop),
         }
     }
 }
@@ -337,6 +340,22 @@ async fn bad_consent_requests_name_the_field() {
             }),
             "kind",
         ),
+        (
+            Call::History(pb::GetConsentHistoryRequest {
+                subject_id: "x".into(),
+                page_size: 1001,
+                ..Default::default()
+            }),
+            "page_size",
+        ),
+        (
+            Call::History(pb::GetConsentHistoryRequest {
+                subject_id: "x".into(),
+                page_token: "zz".into(),
+                ..Default::default()
+            }),
+            "page_token",
+        ),
     ];
     for (call, field) in cases {
         let status = call.send(&mut c).await.unwrap_err();
@@ -379,6 +398,116 @@ async fn bad_consent_requests_name_the_field() {
     })
     .await
     .unwrap();
+}
+
+/// A person's ledger history comes in pages: each under the message limit
+/// however large its records, each record once and oldest first, and a
+/// record appended meanwhile comes on a later page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consent_history_comes_in_pages_that_fit() {
+    use prost::Message;
+    const LIMIT: usize = 16 * 1024;
+    let server = TestServer::start_with(candor::Config {
+        max_message_bytes: LIMIT,
+        ..test_config()
+    })
+    .await;
+    let mut c = client(&server).await;
+    // Each receipt carries a long notice URL: a few kilobytes apiece.
+    let mut recorded = Vec::new();
+    for i in 0..20 {
+        let reference = c
+            .record_consent(pb::RecordConsentRequest {
+                subject_id: "olga".into(),
+                purposes: vec![pb::PurposeChoice {
+                    tcf_purpose: 1 + i % 11,
+                    granted: true,
+                    ..Default::default()
+                }],
+                notice: Some(pb::Notice {
+                    url: format!("https://publisher.example/{}", "n".repeat(2000)),
+                    version: "v".repeat(256),
+                    sha256: "ab".repeat(32),
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .record
+            .unwrap();
+        recorded.push(reference.seq);
+    }
+    record(&mut c, "pavel", &[1]).await;
+
+    let history = |token: String, page_size: u32| pb::GetConsentHistoryRequest {
+        subject_id: "olga".into(),
+        page_size,
+        page_token: token,
+    };
+    let (mut seqs, mut pages, mut token) = (Vec::new(), 0, String::new());
+    let mut appended = None;
+    loop {
+        let page = c
+            .get_consent_history(history(token, 0))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.encoded_len() <= LIMIT, "{} bytes", page.encoded_len());
+        assert!(!page.records.is_empty());
+        seqs.extend(page.records.iter().map(|r| r.record.as_ref().unwrap().seq));
+        pages += 1;
+        if appended.is_none() {
+            let withdrawn = c
+                .withdraw_consent(pb::WithdrawConsentRequest {
+                    subject_id: "olga".into(),
+                    tcf_purposes: vec![4],
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            appended = withdrawn.record.map(|r| r.seq);
+        }
+        token = page.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    recorded.extend(appended);
+    assert!(pages > 2, "{pages} pages: the limit cut them by bytes");
+    assert_eq!(seqs, recorded, "every record once, oldest first");
+
+    // By count too, and the old call (no page fields) gets the first page.
+    let first = c
+        .get_consent_history(history(String::new(), 3))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.records.len(), 3);
+    let second = c
+        .get_consent_history(history(first.next_page_token.clone(), 3))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(second.records[0].record.as_ref().unwrap().seq, recorded[3]);
+
+    // A token is good only for the person it was issued for.
+    let status = c
+        .get_consent_history(pb::GetConsentHistoryRequest {
+            subject_id: "pavel".into(),
+            page_token: first.next_page_token,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status.message().starts_with("page_token: "),
+        "{}",
+        status.message()
+    );
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -460,6 +589,7 @@ async fn erasure_removes_the_subject_and_the_chain_still_verifies() {
     let before = c
         .get_consent_history(pb::GetConsentHistoryRequest {
             subject_id: "alice@example.com".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -522,6 +652,7 @@ async fn erasure_removes_the_subject_and_the_chain_still_verifies() {
     let history = c
         .get_consent_history(pb::GetConsentHistoryRequest {
             subject_id: "alice@example.com".into(),
+            ..Default::default()
         })
         .await
         .unwrap()

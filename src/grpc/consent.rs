@@ -13,6 +13,7 @@ use tonic::{Request, Response, Status};
 use super::{
     auth,
     convert::{MAX_ID_BYTES, identifier, ms_timestamp, text, time_ms},
+    page,
     pb::{self, consent_service_server::ConsentService},
 };
 use crate::{
@@ -23,6 +24,7 @@ use crate::{
     },
     error::Error,
     gateway::Gateway,
+    paging::{PageRequest, Scope},
 };
 
 pub struct Consent {
@@ -205,6 +207,24 @@ impl TryFrom<pb::WithdrawConsentRequest> for WithdrawRequest {
     }
 }
 
+impl TryFrom<pb::GetConsentHistoryRequest> for PageRequest {
+    type Error = Error;
+
+    fn try_from(r: pb::GetConsentHistoryRequest) -> Result<Self, Error> {
+        Ok(Self {
+            // Not bounded: a read stores nothing, and a person recorded
+            // under a longer id before writes were bounded must still
+            // reach their data (as GetConsent and EraseSubject do).
+            subject_id: r.subject_id,
+            size: page::size("page_size", r.page_size, 1000)?,
+            token: r.page_token,
+        })
+    }
+}
+
+/// `GetConsentHistoryResponse.records`' field number.
+const RECORDS_FIELD: u32 = 2;
+
 impl From<PurposeState> for pb::PurposeConsent {
     fn from(s: PurposeState) -> Self {
         let info = purposes::info(s.tcf_id);
@@ -279,24 +299,39 @@ impl ConsentService for Consent {
         request: Request<pb::GetConsentHistoryRequest>,
     ) -> Result<Response<pb::GetConsentHistoryResponse>, Status> {
         auth::for_subject(&self.gateway, &request, &request.get_ref().subject_id).await?;
-        let (subject_ref, records) = self
+        let page = self
             .gateway
             .consents()
-            .history(&request.into_inner().subject_id)
+            .history(&request.into_inner().try_into()?)
             .await?;
+        let envelope = pb::GetConsentHistoryResponse {
+            subject_ref: page.subject_ref.clone(),
+            records: Vec::new(),
+            next_page_token: page::longest_token(),
+        };
+        let (records, last) = page::fit(
+            &page,
+            &envelope,
+            self.gateway.config().max_message_bytes,
+            RECORDS_FIELD,
+            |r| pb::LedgerEntry {
+                record: Some((&r.reference).into()),
+                kind: r.kind.as_str().to_owned(),
+                recorded_at: Some(ms_timestamp(r.recorded_at_ms)),
+                prev_sha256: r.prev_hash.clone(),
+                content_sha256: r.content_hash.clone(),
+                content_json: r.content.clone().unwrap_or_default(),
+            },
+            |r| Ok(r.position()),
+        )?;
         Ok(Response::new(pb::GetConsentHistoryResponse {
-            subject_ref,
-            records: records
-                .into_iter()
-                .map(|r| pb::LedgerEntry {
-                    record: Some((&r.reference).into()),
-                    kind: r.kind.as_str().to_owned(),
-                    recorded_at: Some(ms_timestamp(r.recorded_at_ms)),
-                    prev_sha256: r.prev_hash,
-                    content_sha256: r.content_hash,
-                    content_json: r.content.unwrap_or_default(),
-                })
-                .collect(),
+            next_page_token: last.map_or_else(String::new, |at| {
+                self.gateway
+                    .page_tokens()
+                    .issue(Scope::ConsentHistory, &page.subject_ref, at)
+            }),
+            subject_ref: page.subject_ref,
+            records,
         }))
     }
 

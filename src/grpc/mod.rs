@@ -13,6 +13,7 @@ mod convert;
 mod explain;
 mod models;
 mod oip;
+mod page;
 mod scoring;
 mod status;
 mod why;
