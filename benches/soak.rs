@@ -180,6 +180,7 @@ impl Mix {
                     .list_decisions(pb::ListDecisionsRequest {
                         subject_id: subject,
                         limit: 20,
+                        ..Default::default()
                     })
                     .await?;
             }

@@ -35,6 +35,10 @@ pub enum Error {
     /// The caller may not do this.
     #[error("{0}")]
     PermissionDenied(String),
+    /// The answer would not fit in one message (`max_message_bytes`); the
+    /// message says what to send instead.
+    #[error("{0}")]
+    TooLarge(String),
     /// The request is sound but the state does not allow it now.
     #[error("{0}")]
     FailedPrecondition(String),

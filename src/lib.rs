@@ -21,6 +21,7 @@ pub mod inference;
 pub mod metrics;
 pub mod models;
 pub mod monitor;
+pub mod paging;
 pub mod store;
 pub mod telemetry;
 pub mod why;

@@ -280,6 +280,7 @@ async fn call(
             .get_consent_history(with(
                 Request::new(pb::GetConsentHistoryRequest {
                     subject_id: subject.into(),
+                    ..Default::default()
                 }),
                 credential,
             ))
@@ -314,6 +315,7 @@ async fn call(
                 Request::new(pb::ListDecisionsRequest {
                     subject_id: subject.into(),
                     limit: 10,
+                    ..Default::default()
                 }),
                 credential,
             ))
@@ -324,6 +326,7 @@ async fn call(
                 Request::new(pb::ExportSubjectDataRequest {
                     subject_id: subject.into(),
                     language: "en".into(),
+                    ..Default::default()
                 }),
                 credential,
             ))
@@ -571,6 +574,7 @@ async fn staff_reads_are_recorded_with_who_whom_and_why() {
     let ask = |reason: Option<&str>, credential: &str| {
         let mut r = Request::new(pb::GetConsentHistoryRequest {
             subject_id: "carol".into(),
+            ..Default::default()
         });
         r.metadata_mut().insert(
             "authorization",

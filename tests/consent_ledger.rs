@@ -83,6 +83,7 @@ async fn records_chain_and_read_back_as_state_and_history() {
     let history = c
         .get_consent_history(pb::GetConsentHistoryRequest {
             subject_id: "alice".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -110,6 +111,26 @@ async fn records_chain_and_read_back_as_state_and_history() {
     assert_eq!(v.records_checked, 3);
 }
 
+/// One consent RPC's request, for tables of bad input.
+enum Call {
+    Record(pb::RecordConsentRequest),
+    Withdraw(pb::WithdrawConsentRequest),
+    History(pb::GetConsentHistoryRequest),
+}
+
+impl Call {
+    async fn send(self, c: &mut ConsentServiceClient<Channel>) -> Result<(), tonic::Status> {
+        match self {
+            Self::Record(r) => c.record_consent(r).await.map(drop),
+            Self::Withdraw(r) => c.withdraw_consent(r).await.map(drop),
+            Self::History(r) => c.get_consent_history(r).await.map(drop),
+        }
+    }
+}
+
+/// Every field of the consent RPCs is checked before anything reaches the
+/// append-only ledger: free text has a bound, documented formats are held
+/// to, and each refusal is INVALID_ARGUMENT naming the field.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_consent_requests_name_the_field() {
     let server = TestServer::start().await;
@@ -123,89 +144,370 @@ async fn bad_consent_requests_name_the_field() {
         }],
         ..Default::default()
     };
-    let cases: Vec<(pb::RecordConsentRequest, &str)> = vec![
+    let notice = |url: &str, version: &str, sha256: &str| {
+        Some(pb::Notice {
+            url: url.into(),
+            version: version.into(),
+            sha256: sha256.into(),
+        })
+    };
+    let at = |seconds, nanos| Some(prost_types::Timestamp { seconds, nanos });
+    let record = |r: pb::RecordConsentRequest| Call::Record(r);
+    let withdraw = |r: pb::WithdrawConsentRequest| {
+        Call::Withdraw(pb::WithdrawConsentRequest {
+            subject_id: if r.subject_id.is_empty() {
+                "x".into()
+            } else {
+                r.subject_id
+            },
+            ..r
+        })
+    };
+    let valid_sha = "ab".repeat(32);
+    let cases: Vec<(Call, &str)> = vec![
         (
-            pb::RecordConsentRequest {
+            record(pb::RecordConsentRequest {
                 subject_id: String::new(),
                 ..base()
-            },
+            }),
             "subject_id",
         ),
         (
-            pb::RecordConsentRequest {
+            record(pb::RecordConsentRequest {
+                subject_id: "s".repeat(257),
+                ..base()
+            }),
+            "subject_id: 257 bytes",
+        ),
+        (
+            record(pb::RecordConsentRequest {
                 purposes: vec![],
                 ..base()
-            },
+            }),
             "purposes",
         ),
         (
-            pb::RecordConsentRequest {
+            record(pb::RecordConsentRequest {
                 purposes: vec![pb::PurposeChoice {
                     tcf_purpose: 13,
                     ..Default::default()
                 }],
                 ..base()
-            },
+            }),
             "purposes[0].tcf_purpose",
         ),
         (
-            pb::RecordConsentRequest {
+            record(pb::RecordConsentRequest {
                 purposes: vec![pb::PurposeChoice {
                     tcf_purpose: 3,
                     legal_basis: pb::LegalBasis::LegitimateInterest as i32,
                     granted: true,
                 }],
                 ..base()
-            },
+            }),
             "purposes[0].legal_basis",
         ),
         (
-            pb::RecordConsentRequest {
+            record(pb::RecordConsentRequest {
                 data_categories: vec!["horoscope".into()],
                 ..base()
-            },
+            }),
             "data_categories[0]",
         ),
         (
-            pb::RecordConsentRequest {
+            record(pb::RecordConsentRequest {
+                data_categories: vec!["first_party_purchase_history".into(); 2],
+                ..base()
+            }),
+            "data_categories[1]",
+        ),
+        (
+            record(pb::RecordConsentRequest {
                 jurisdiction: "Germany".into(),
                 ..base()
-            },
+            }),
             "jurisdiction",
         ),
         (
-            pb::RecordConsentRequest {
-                collected_at: Some(prost_types::Timestamp {
-                    seconds: 4_000_000_000,
-                    nanos: 0,
-                }),
+            record(pb::RecordConsentRequest {
+                collected_at: at(4_000_000_000, 0),
                 ..base()
-            },
+            }),
             "collected_at",
         ),
+        (
+            record(pb::RecordConsentRequest {
+                collected_at: at(1_700_000_000, 2_000_000_000),
+                ..base()
+            }),
+            "collected_at.nanos",
+        ),
+        (
+            record(pb::RecordConsentRequest {
+                collected_at: at(1_700_000_000, -1),
+                ..base()
+            }),
+            "collected_at.nanos",
+        ),
+        (
+            record(pb::RecordConsentRequest {
+                collected_at: at(-86_400, 0),
+                ..base()
+            }),
+            "collected_at.seconds",
+        ),
+        (
+            record(pb::RecordConsentRequest {
+                notice: notice("", &"v".repeat(3_000_000), ""),
+                ..base()
+            }),
+            "notice.version: 3000000 bytes",
+        ),
+        (
+            record(pb::RecordConsentRequest {
+                notice: notice("", "", "not hex"),
+                ..base()
+            }),
+            "notice.sha256",
+        ),
+        (
+            record(pb::RecordConsentRequest {
+                notice: notice("", "", &valid_sha.to_uppercase()),
+                ..base()
+            }),
+            "notice.sha256",
+        ),
+        (
+            record(pb::RecordConsentRequest {
+                notice: notice("javascript:alert(1)", "", ""),
+                ..base()
+            }),
+            "notice.url",
+        ),
+        (
+            record(pb::RecordConsentRequest {
+                notice: notice(&format!("https://p.example/{}", "a".repeat(3000)), "", ""),
+                ..base()
+            }),
+            "notice.url: 3018 bytes",
+        ),
+        (
+            record(pb::RecordConsentRequest {
+                language: "l".repeat(10_000),
+                ..base()
+            }),
+            "language: 10000 bytes",
+        ),
+        (
+            record(pb::RecordConsentRequest {
+                language: "en_GB".into(),
+                ..base()
+            }),
+            "language",
+        ),
+        (
+            withdraw(pb::WithdrawConsentRequest {
+                tcf_purposes: vec![0],
+                ..Default::default()
+            }),
+            "tcf_purposes[0]",
+        ),
+        (
+            withdraw(pb::WithdrawConsentRequest {
+                tcf_purposes: vec![4, 12, 4],
+                ..Default::default()
+            }),
+            "tcf_purposes[2]",
+        ),
+        (
+            withdraw(pb::WithdrawConsentRequest {
+                method: "m".repeat(3_000_000),
+                ..Default::default()
+            }),
+            "method: 3000000 bytes",
+        ),
+        (
+            withdraw(pb::WithdrawConsentRequest {
+                subject_id: "s".repeat(300),
+                ..Default::default()
+            }),
+            "subject_id: 300 bytes",
+        ),
+        (
+            withdraw(pb::WithdrawConsentRequest {
+                kind: 7,
+                ..Default::default()
+            }),
+            "kind",
+        ),
+        (
+            Call::History(pb::GetConsentHistoryRequest {
+                subject_id: "x".into(),
+                page_size: 1001,
+                ..Default::default()
+            }),
+            "page_size",
+        ),
+        (
+            Call::History(pb::GetConsentHistoryRequest {
+                subject_id: "x".into(),
+                page_token: "zz".into(),
+                ..Default::default()
+            }),
+            "page_token",
+        ),
     ];
-    for (request, field) in cases {
-        let status = c.record_consent(request).await.unwrap_err();
-        assert_eq!(status.code(), Code::InvalidArgument, "{field}");
+    for (call, field) in cases {
+        let status = call.send(&mut c).await.unwrap_err();
+        assert_eq!(
+            status.code(),
+            Code::InvalidArgument,
+            "{field}: {}",
+            status.message()
+        );
         assert!(
             status.message().starts_with(field),
             "{field}: {}",
             status.message()
         );
     }
+    let v = verify(&mut c).await;
+    assert_eq!(v.records_checked, 0, "nothing bad reached the ledger");
+
+    // What the checks let through: a full notice, a language with a
+    // region, the last nanosecond of a second, and purpose 12 (US sale or
+    // sharing), which the proto documents beside TCF's 1-11.
+    c.record_consent(pb::RecordConsentRequest {
+        notice: notice("https://publisher.example/privacy", "2026-10", &valid_sha),
+        language: "pt-BR".into(),
+        collected_at: at(1_767_000_000, 999_999_999),
+        purposes: vec![pb::PurposeChoice {
+            tcf_purpose: 12,
+            granted: true,
+            ..Default::default()
+        }],
+        ..base()
+    })
+    .await
+    .unwrap();
+    c.withdraw_consent(pb::WithdrawConsentRequest {
+        subject_id: "x".into(),
+        tcf_purposes: vec![3, 12],
+        method: "privacy centre toggle".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+}
+
+/// A person's ledger history comes in pages: each under the message limit
+/// however large its records, each record once and oldest first, and a
+/// record appended meanwhile comes on a later page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consent_history_comes_in_pages_that_fit() {
+    use prost::Message;
+    const LIMIT: usize = 16 * 1024;
+    let server = TestServer::start_with(candor::Config {
+        max_message_bytes: LIMIT,
+        ..test_config()
+    })
+    .await;
+    let mut c = client(&server).await;
+    // Each receipt carries a long notice URL: a few kilobytes apiece.
+    let mut recorded = Vec::new();
+    for i in 0..20 {
+        let reference = c
+            .record_consent(pb::RecordConsentRequest {
+                subject_id: "olga".into(),
+                purposes: vec![pb::PurposeChoice {
+                    tcf_purpose: 1 + i % 11,
+                    granted: true,
+                    ..Default::default()
+                }],
+                notice: Some(pb::Notice {
+                    url: format!("https://publisher.example/{}", "n".repeat(2000)),
+                    version: "v".repeat(256),
+                    sha256: "ab".repeat(32),
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .record
+            .unwrap();
+        recorded.push(reference.seq);
+    }
+    record(&mut c, "pavel", &[1]).await;
+
+    let history = |token: String, page_size: u32| pb::GetConsentHistoryRequest {
+        subject_id: "olga".into(),
+        page_size,
+        page_token: token,
+    };
+    let (mut seqs, mut pages, mut token) = (Vec::new(), 0, String::new());
+    let mut appended = None;
+    loop {
+        let page = c
+            .get_consent_history(history(token, 0))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.encoded_len() <= LIMIT, "{} bytes", page.encoded_len());
+        assert!(!page.records.is_empty());
+        seqs.extend(page.records.iter().map(|r| r.record.as_ref().unwrap().seq));
+        pages += 1;
+        if appended.is_none() {
+            let withdrawn = c
+                .withdraw_consent(pb::WithdrawConsentRequest {
+                    subject_id: "olga".into(),
+                    tcf_purposes: vec![4],
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            appended = withdrawn.record.map(|r| r.seq);
+        }
+        token = page.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    recorded.extend(appended);
+    assert!(pages > 2, "{pages} pages: the limit cut them by bytes");
+    assert_eq!(seqs, recorded, "every record once, oldest first");
+
+    // By count too, and the old call (no page fields) gets the first page.
+    let first = c
+        .get_consent_history(history(String::new(), 3))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.records.len(), 3);
+    let second = c
+        .get_consent_history(history(first.next_page_token.clone(), 3))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(second.records[0].record.as_ref().unwrap().seq, recorded[3]);
+
+    // A token is good only for the person it was issued for.
     let status = c
-        .withdraw_consent(pb::WithdrawConsentRequest {
-            subject_id: "x".into(),
-            tcf_purposes: vec![0],
+        .get_consent_history(pb::GetConsentHistoryRequest {
+            subject_id: "pavel".into(),
+            page_token: first.next_page_token,
             ..Default::default()
         })
         .await
         .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
     assert!(
-        status.message().starts_with("tcf_purposes[0]"),
+        status.message().starts_with("page_token: "),
         "{}",
         status.message()
     );
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -287,6 +589,7 @@ async fn erasure_removes_the_subject_and_the_chain_still_verifies() {
     let before = c
         .get_consent_history(pb::GetConsentHistoryRequest {
             subject_id: "alice@example.com".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -349,6 +652,7 @@ async fn erasure_removes_the_subject_and_the_chain_still_verifies() {
     let history = c
         .get_consent_history(pb::GetConsentHistoryRequest {
             subject_id: "alice@example.com".into(),
+            ..Default::default()
         })
         .await
         .unwrap()

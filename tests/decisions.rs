@@ -165,6 +165,7 @@ async fn erasure_makes_decisions_unknown_in_cache_and_record() {
         .list_decisions(pb::ListDecisionsRequest {
             subject_id: "bob".into(),
             limit: 0,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -199,6 +200,7 @@ async fn deferred_attributions_arrive_in_the_record() {
         .list_decisions(pb::ListDecisionsRequest {
             subject_id: "dave".into(),
             limit: 10,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -234,12 +236,15 @@ async fn support_view_and_access_export_carry_the_consent_trail() {
         .export_subject_data(pb::ExportSubjectDataRequest {
             subject_id: "frank".into(),
             language: "en".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
         .into_inner();
     assert!(export.procedure.contains("privacy choices"));
+    assert!(export.next_page_token.is_empty(), "one page holds it all");
     let json: serde_json::Value = serde_json::from_str(&export.export_json).unwrap();
+    assert_eq!(json["more_pages"], false);
     assert_eq!(json["decisions"][0]["decision_id"], d.decision_id);
     assert_eq!(json["subject_ref"], export.subject_ref);
     assert!(
@@ -255,6 +260,256 @@ async fn support_view_and_access_export_carry_the_consent_trail() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
+}
+
+/// `rows` decisions for `subject` in one ScoreBatch; their ids.
+async fn score_rows(server: &TestServer, subject: &str, rows: usize) -> Vec<String> {
+    let features = caravan_request().features;
+    server
+        .scoring()
+        .await
+        .score_batch(pb::ScoreBatchRequest {
+            model: model_ref("caravan-logreg", "1.0.0"),
+            subject_id: subject.into(),
+            context: us_adult(),
+            rows: (0..rows)
+                .map(|_| pb::BatchRow {
+                    features: features.clone(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .decisions
+        .into_iter()
+        .map(|d| d.decision_id)
+        .collect()
+}
+
+fn export_request(subject: &str, token: &str) -> pb::ExportSubjectDataRequest {
+    pb::ExportSubjectDataRequest {
+        subject_id: subject.into(),
+        language: "en".into(),
+        page_token: token.into(),
+        ..Default::default()
+    }
+}
+
+/// Every id in `ids` once: no page repeated an item.
+fn once(ids: &[String]) -> std::collections::BTreeSet<String> {
+    let set: std::collections::BTreeSet<String> = ids.iter().cloned().collect();
+    assert_eq!(set.len(), ids.len(), "an item came twice");
+    set
+}
+
+/// A person with more decisions than one message can carry still gets
+/// their access request answered: page by page, each page under the
+/// message limit, every decision and ledger record exactly once, a
+/// decision made meanwhile neither repeated nor hiding another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heavy_subjects_export_and_list_come_in_pages_that_fit() {
+    use prost::Message;
+    const LIMIT: usize = 24 * 1024;
+    let server = TestServer::start_with(candor::Config {
+        max_message_bytes: LIMIT,
+        ..test_config()
+    })
+    .await;
+    let mut decided = Vec::new();
+    for _ in 0..16 {
+        decided.extend(score_rows(&server, "heidi", 5).await);
+    }
+    let decided = once(&decided);
+    let mut consent = pb::consent_service_client::ConsentServiceClient::new(server.channel().await);
+    for purposes in [vec![1, 2], vec![3, 4], vec![12]] {
+        consent
+            .record_consent(pb::RecordConsentRequest {
+                subject_id: "heidi".into(),
+                purposes: purposes
+                    .into_iter()
+                    .map(|p| pb::PurposeChoice {
+                        tcf_purpose: p,
+                        granted: true,
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let history: Vec<i64> = consent
+        .get_consent_history(pb::GetConsentHistoryRequest {
+            subject_id: "heidi".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .records
+        .iter()
+        .map(|r| r.record.as_ref().unwrap().seq)
+        .collect();
+    assert!(
+        history.len() >= 4,
+        "three consents and the signals' evidence"
+    );
+
+    let mut client = why(&server).await;
+    let (mut pages, mut token, mut late) = (Vec::new(), String::new(), None);
+    loop {
+        let page = client
+            .export_subject_data(export_request("heidi", &token))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.encoded_len() <= LIMIT, "{} bytes", page.encoded_len());
+        let json: serde_json::Value = serde_json::from_str(&page.export_json).unwrap();
+        if late.is_none() && !json["decisions"].as_array().unwrap().is_empty() {
+            // Newer than every decision the export has still to give.
+            late = score_rows(&server, "heidi", 1).await.pop();
+        }
+        token = page.next_page_token.clone();
+        pages.push((page, json));
+        if token.is_empty() {
+            break;
+        }
+        assert!(pages.len() < 100, "the export must end");
+    }
+    let total: usize = pages.iter().map(|(p, _)| p.export_json.len()).sum();
+    assert!(
+        pages.len() > 2 && total > LIMIT,
+        "{} pages, {total} bytes: one message could not have carried it",
+        pages.len()
+    );
+    for (i, (page, json)) in pages.iter().enumerate() {
+        let last = i + 1 == pages.len();
+        assert_eq!(json["more_pages"], !last, "page {i}");
+        assert_eq!(
+            page.procedure.contains("only part of your data"),
+            !last,
+            "page {i}"
+        );
+        assert!(page.procedure.contains("privacy choices"));
+        assert_eq!(json.get("consent_state").is_some(), i == 0, "page {i}");
+        assert_eq!(json["subject_ref"], page.subject_ref);
+    }
+    let items = |list: &str, key: &str| -> Vec<serde_json::Value> {
+        pages
+            .iter()
+            .flat_map(|(_, json)| json[list].as_array().unwrap().clone())
+            .map(|item| item[key].clone())
+            .collect()
+    };
+    let exported: Vec<String> = items("decisions", "decision_id")
+        .iter()
+        .map(|id| id.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        once(&exported),
+        decided,
+        "every decision once, the late one not"
+    );
+    let seqs: Vec<i64> = items("consent_history", "record")
+        .iter()
+        .map(|r| r["seq"].as_i64().unwrap())
+        .collect();
+    assert_eq!(seqs, history, "every ledger record once, oldest first");
+
+    // ListDecisions pages the same way, newest first, and the late
+    // decision is the newest.
+    let late = late.unwrap();
+    let (mut listed, mut token) = (Vec::new(), String::new());
+    loop {
+        let page = client
+            .list_decisions(pb::ListDecisionsRequest {
+                subject_id: "heidi".into(),
+                limit: 7,
+                page_token: token,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.decisions.len() <= 7);
+        listed.extend(page.decisions.into_iter().map(|d| d.decision_id));
+        token = page.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(listed[0], late);
+    let mut all = decided.clone();
+    all.insert(late);
+    assert_eq!(once(&listed), all);
+    // Without a token the old call is unchanged: the newest `limit`.
+    let newest = client
+        .list_decisions(pb::ListDecisionsRequest {
+            subject_id: "heidi".into(),
+            limit: 3,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        newest
+            .decisions
+            .iter()
+            .map(|d| &d.decision_id)
+            .collect::<Vec<_>>(),
+        listed[..3].iter().collect::<Vec<_>>()
+    );
+    assert!(!newest.next_page_token.is_empty());
+
+    // A token works only for the call and the person it was issued for.
+    let export_token = client
+        .export_subject_data(export_request("heidi", ""))
+        .await
+        .unwrap()
+        .into_inner()
+        .next_page_token;
+    let foreign = [
+        (export_request("ivan", &export_token), "page_token"),
+        (
+            export_request("heidi", &newest.next_page_token),
+            "page_token",
+        ),
+        (export_request("heidi", "not a token"), "page_token"),
+        (
+            pb::ExportSubjectDataRequest {
+                page_size: 1001,
+                ..export_request("heidi", "")
+            },
+            "page_size",
+        ),
+    ];
+    for (request, field) in foreign {
+        let status = client.export_subject_data(request).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{}", status.message());
+        assert!(
+            status.message().starts_with(&format!("{field}: ")),
+            "{}",
+            status.message()
+        );
+    }
+    let status = client
+        .list_decisions(pb::ListDecisionsRequest {
+            subject_id: "heidi".into(),
+            limit: 7,
+            page_token: export_token,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status.message().starts_with("page_token: "),
+        "{}",
+        status.message()
+    );
+    server.stop().await;
 }
 
 fn uuid_like() -> String {
@@ -338,6 +593,7 @@ async fn a_decision_past_its_retention_is_unknown_before_the_purge() {
         .list_decisions(pb::ListDecisionsRequest {
             subject_id: "ivan".into(),
             limit: 10,
+            ..Default::default()
         })
         .await
         .unwrap()

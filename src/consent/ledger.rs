@@ -21,8 +21,11 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::Decoded;
-use crate::store::{Job, Store};
 pub use crate::store::{StoreError as LedgerError, now_ms};
+use crate::{
+    paging::{PageTokens, Position},
+    store::{Job, Store},
+};
 
 /// Consent must be re-confirmed after 13 months (TCF policies; EDPB guidance),
 /// taken here as 13 × 30.44 days.
@@ -236,6 +239,15 @@ pub struct StoredRecord {
     pub content: Option<String>,
 }
 
+impl StoredRecord {
+    /// The record's place in the order pages list ledger records in.
+    pub fn position(&self) -> Position {
+        Position::Ledger {
+            after_seq: self.reference.seq,
+        }
+    }
+}
+
 /// The first place the chain does not hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokenLink {
@@ -269,6 +281,7 @@ pub struct Ledger {
     /// call returns; a concurrent reader fills only an absent entry, so it
     /// can never put back a state older than the refresh.
     states: moka::sync::Cache<String, Arc<Vec<PurposeState>>>,
+    page_tokens: PageTokens,
 }
 
 fn read_state(conn: &Connection, subject_ref: &str) -> Result<Vec<PurposeState>, LedgerError> {
@@ -317,7 +330,13 @@ pub fn pseudonym(subject_key: &[u8], subject_id: &str) -> String {
 
 /// See [`Ledger::token_key`]; `subject_key` is the pseudonymisation key.
 pub fn token_key(subject_key: &[u8]) -> Vec<u8> {
-    mac_with(subject_key, "candor subject-token key v1")
+    derived_key(subject_key, "candor subject-token key v1")
+}
+
+/// A key for one use, derived from the subject key but never equal to it
+/// nor to a pseudonym (callers see pseudonyms), nor to another use's key.
+fn derived_key(subject_key: &[u8], purpose: &str) -> Vec<u8> {
+    mac_with(subject_key, purpose)
         .finalize()
         .into_bytes()
         .to_vec()
@@ -385,12 +404,13 @@ impl Ledger {
     pub fn new(store: Arc<Store>, key: Vec<u8>) -> Self {
         Self {
             store,
-            key,
             evidence_seen: moka::sync::Cache::builder()
                 .max_capacity(200_000)
                 .support_invalidation_closures()
                 .build(),
             states: moka::sync::Cache::new(1_000_000),
+            page_tokens: PageTokens::new(derived_key(&key, "candor page-token key v1")),
+            key,
         }
     }
 
@@ -399,6 +419,12 @@ impl Ledger {
     /// serve as a token signature.
     pub fn token_key(&self) -> Vec<u8> {
         token_key(&self.key)
+    }
+
+    /// Tokens that carry a page's end to the next call, authenticated
+    /// with a key derived from the subject key.
+    pub fn page_tokens(&self) -> &PageTokens {
+        &self.page_tokens
     }
 
     /// The pseudonymous subject reference: HMAC-SHA256 of the publisher's
@@ -554,14 +580,21 @@ impl Ledger {
         self.store.read(|conn| read_state(conn, subject_ref))
     }
 
-    /// Every record about the subject, oldest first.
-    pub fn history(&self, subject_ref: &str) -> Result<Vec<StoredRecord>, LedgerError> {
+    /// Up to `limit` records about the subject after `after_seq`, oldest
+    /// first.
+    pub fn history(
+        &self,
+        subject_ref: &str,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredRecord>, LedgerError> {
         self.store.read(|conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT seq, record_id, kind, recorded_at, prev_hash, content_hash, hash, content
-                 FROM ledger WHERE subject_ref = ?1 ORDER BY seq",
+                 FROM ledger WHERE subject_ref = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
             )?;
-            let rows = stmt.query_map([subject_ref], stored_record)?;
+            let rows =
+                stmt.query_map(params![subject_ref, after_seq, limit as i64], stored_record)?;
             rows.map(|r| r.map_err(LedgerError::from)?).collect()
         })
     }

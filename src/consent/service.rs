@@ -12,8 +12,11 @@ use super::{
     purposes::{self, DIRECT_MARKETING},
 };
 use crate::{
-    consent::ledger::Ledger, decisions::cache::ExplanationCache, error::Error,
+    consent::ledger::Ledger,
+    decisions::cache::ExplanationCache,
+    error::Error,
     models::manifest::DataCategory,
+    paging::{Page, PageRequest, Position, Scope},
 };
 
 /// How far in the future a `collected_at` may lie, for clock skew.
@@ -85,8 +88,13 @@ impl Consents {
         &self.controller
     }
 
+    /// The pseudonym of the publisher's `subject_id`, which must be given.
+    pub fn subject_ref(&self, subject_id: &str) -> Result<String, Error> {
+        Ok(self.ledger.pseudonymise(subject(subject_id)?))
+    }
+
     pub async fn record(&self, request: RecordRequest) -> Result<(LedgerRef, String), Error> {
-        let subject_ref = self.ledger.pseudonymise(subject(&request.subject_id)?);
+        let subject_ref = self.subject_ref(&request.subject_id)?;
         if request.purposes.is_empty() {
             return Err(Error::InvalidArgument(
                 "purposes: is empty; record at least one purpose".into(),
@@ -174,7 +182,7 @@ impl Consents {
     }
 
     pub async fn withdraw(&self, request: WithdrawRequest) -> Result<(LedgerRef, String), Error> {
-        let subject_ref = self.ledger.pseudonymise(subject(&request.subject_id)?);
+        let subject_ref = self.subject_ref(&request.subject_id)?;
         let ids: Vec<u8> = if request.purposes.is_empty() {
             if request.objection {
                 vec![DIRECT_MARKETING]
@@ -262,19 +270,40 @@ impl Consents {
     }
 
     pub async fn state(&self, subject_id: &str) -> Result<(String, Vec<PurposeState>), Error> {
-        let subject_ref = self.ledger.pseudonymise(subject(subject_id)?);
+        let subject_ref = self.subject_ref(subject_id)?;
         let ledger = self.ledger.clone();
         let key = subject_ref.clone();
         let state = blocking(move || ledger.state(&key)).await?;
         Ok((subject_ref, state.as_ref().clone()))
     }
 
-    pub async fn history(&self, subject_id: &str) -> Result<(String, Vec<StoredRecord>), Error> {
-        let subject_ref = self.ledger.pseudonymise(subject(subject_id)?);
+    /// One page of the records about the subject, oldest first.
+    pub async fn history(&self, page: &PageRequest) -> Result<Page<StoredRecord>, Error> {
+        let subject_ref = self.subject_ref(&page.subject_id)?;
+        let after_seq = self
+            .ledger
+            .page_tokens()
+            .open(Scope::ConsentHistory, &subject_ref, &page.token)?
+            .map(Position::ledger)
+            .transpose()?
+            .unwrap_or(0);
+        let records = self
+            .records_after(&subject_ref, after_seq, page.size + 1)
+            .await?;
+        Ok(Page::of(subject_ref, records, page.size))
+    }
+
+    /// Up to `limit` records about the subject after `after_seq`, oldest
+    /// first.
+    pub async fn records_after(
+        &self,
+        subject_ref: &str,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredRecord>, Error> {
         let ledger = self.ledger.clone();
-        let key = subject_ref.clone();
-        let records = blocking(move || ledger.history(&key)).await?;
-        Ok((subject_ref, records))
+        let key = subject_ref.to_owned();
+        blocking(move || ledger.history(&key, after_seq, limit)).await
     }
 
     pub async fn verify(&self) -> Result<Verification, Error> {
@@ -283,7 +312,7 @@ impl Consents {
     }
 
     pub async fn erase(&self, subject_id: &str) -> Result<Erasure, Error> {
-        let subject_ref = self.ledger.pseudonymise(subject(subject_id)?);
+        let subject_ref = self.subject_ref(subject_id)?;
         // The cache refuses the subject from now on, even entries read before
         // the erasure commits; then the ledger and record forget them.
         self.cache.invalidate_subject(&subject_ref, true);

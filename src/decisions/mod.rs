@@ -26,6 +26,7 @@ use crate::store::now_ms;
 use crate::{
     consent::policy::{Provenance, Tier},
     explain::DecisionAttribution,
+    paging::{DecisionPosition, Position},
     store::StoreError,
 };
 
@@ -186,6 +187,21 @@ pub struct DecisionRow {
     /// Set while deferred attributions are owed: the method to compute.
     pub explain_method: Option<String>,
     pub retain_until_ms: i64,
+}
+
+impl DecisionRow {
+    /// The decision's place in the order pages list decisions in. The
+    /// record keys decisions by their UUID; anything else is a corrupt row.
+    pub fn position(&self) -> Result<Position, StoreError> {
+        let id = uuid::Uuid::parse_str(&self.decision_id).map_err(|e| StoreError::Corrupt {
+            record_id: self.decision_id.clone(),
+            message: format!("the decision id is not a UUID: {e}"),
+        })?;
+        Ok(Position::Decision(DecisionPosition {
+            decided_at_ms: self.decided_at_ms,
+            id,
+        }))
+    }
 }
 
 fn json<T: Serialize>(value: &T) -> String {
@@ -405,19 +421,34 @@ pub fn get(conn: &Connection, id: &str, now_ms: i64) -> Result<Option<DecisionRo
     .transpose()
 }
 
-/// The subject's decisions the record still holds at `now_ms`, newest
-/// first.
+/// A subject's decisions older than a position, newest first, with ties in
+/// time broken by id. The first condition on `decided_at` alone lets the
+/// subject index seek to the position instead of scanning to it.
+const LIST: &str = "WHERE d.subject_ref = ?1 AND d.retain_until >= ?3
+      AND d.decided_at <= ?4 AND (d.decided_at < ?4 OR d.decision_id < ?5)
+    ORDER BY d.decided_at DESC, d.decision_id DESC LIMIT ?2";
+
+/// Up to `limit` of the subject's decisions that the record still holds at
+/// `now_ms`, newest first, starting after `after`
+/// ([`DecisionPosition::NEWEST`] for the newest).
 pub fn list(
     conn: &Connection,
     subject: &str,
+    after: DecisionPosition,
     limit: usize,
     now_ms: i64,
 ) -> Result<Vec<DecisionRow>, StoreError> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM {FROM} WHERE d.subject_ref = ?1 AND d.retain_until >= ?3
-         ORDER BY d.decided_at DESC LIMIT ?2"
-    ))?;
-    let rows = stmt.query_map(params![subject, limit as i64, now_ms], row)?;
+    let mut stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM {FROM} {LIST}"))?;
+    let rows = stmt.query_map(
+        params![
+            subject,
+            limit as i64,
+            now_ms,
+            after.decided_at_ms,
+            after.id.hyphenated().to_string()
+        ],
+        row,
+    )?;
     rows.map(|r| r?).collect()
 }
 
@@ -548,6 +579,53 @@ mod tests {
         }
     }
 
+    /// Paging by position lists every decision once, newest first, ties in
+    /// time by id, however the pages fall, and a decision recorded between
+    /// two pages neither repeats nor hides one.
+    #[test]
+    fn pages_of_decisions_neither_repeat_nor_skip_one() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(DDL).unwrap();
+        let mut stored = StoredProvenances::default();
+        let record = |n: u128, at: i64, subject: &str, stored: &mut StoredProvenances| {
+            let id = uuid::Uuid::from_u128(n).hyphenated().to_string();
+            let mut batch = sample_batch(&id, Some(subject));
+            batch.rows[0].decided_at_ms = at;
+            insert(&conn, &batch, stored).unwrap();
+            id
+        };
+        // Three share a millisecond; ids are inserted out of their order.
+        let mut expected: Vec<(i64, String)> = [(5, 10), (3, 20), (9, 20), (4, 20), (1, 30)]
+            .into_iter()
+            .map(|(n, at)| (at, record(n, at, "s", &mut stored)))
+            .collect();
+        record(7, 25, "another", &mut StoredProvenances::default());
+        expected.sort_by(|a, b| b.cmp(a));
+        let ids = |rows: &[DecisionRow]| -> Vec<String> {
+            rows.iter().map(|r| r.decision_id.clone()).collect()
+        };
+        let all = list(&conn, "s", DecisionPosition::NEWEST, 100, 0).unwrap();
+        let want: Vec<String> = expected.iter().map(|(_, id)| id.clone()).collect();
+        assert_eq!(ids(&all), want);
+        for size in 1..=5 {
+            let (mut seen, mut after) = (Vec::new(), DecisionPosition::NEWEST);
+            loop {
+                let page = list(&conn, "s", after, size, 0).unwrap();
+                let Some(last) = page.last() else { break };
+                after = last.position().unwrap().decision().unwrap();
+                if seen.is_empty() {
+                    // Recorded after the first page, so newer than every
+                    // page still to come.
+                    record(8, 50, "s", &mut stored);
+                }
+                seen.extend(ids(&page));
+            }
+            assert_eq!(seen, want, "pages of {size}");
+            conn.execute("DELETE FROM decisions WHERE decided_at = 50", [])
+                .unwrap();
+        }
+    }
+
     /// Anonymous decisions are left out of the subject index, so every
     /// look-up by subject must still be able to use it (`subject_ref = ?`
     /// implies the index's `IS NOT NULL`), not scan the whole record.
@@ -560,15 +638,17 @@ mod tests {
             let details = stmt.query_map(params, |r| r.get::<_, String>(3)).unwrap();
             details.map(Result::unwrap).collect::<Vec<_>>().join("; ")
         };
-        let list = format!(
-            "SELECT {COLUMNS} FROM {FROM} WHERE d.subject_ref = ?1 ORDER BY d.decided_at DESC LIMIT ?2"
-        );
+        let list = format!("SELECT {COLUMNS} FROM {FROM} {LIST}");
         let erase = "DELETE FROM decisions WHERE subject_ref = ?1";
-        let by_list: [&dyn rusqlite::ToSql; 2] = [&"s", &10];
+        let by_list: [&dyn rusqlite::ToSql; 5] = [&"s", &10, &0, &1, &"id"];
         let by_erase: [&dyn rusqlite::ToSql; 1] = [&"s"];
         for (sql, params) in [(list.as_str(), &by_list[..]), (erase, &by_erase[..])] {
             let plan = plan(sql, params);
             assert!(plan.contains("decisions_by_subject"), "{sql}: {plan}");
         }
+        // A later page seeks to its position rather than reading the pages
+        // before it.
+        let plan = plan(&list, &by_list);
+        assert!(plan.contains("decided_at<?"), "{plan}");
     }
 }

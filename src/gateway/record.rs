@@ -11,11 +11,16 @@ use super::{
     attribute::{Recorded, Urgency},
 };
 use crate::{
+    consent::ledger::StoredRecord,
     decisions::{self, DecisionRow, Durability, Explanation, RecordBatch},
     error::Error,
     explain::{Method, pool::PoolError},
     models::{ModelPackage, ModelSelector, VersionRef},
+    paging::{
+        Budget, DecisionPosition, MAX_TOKEN_LEN, Page, PageRequest, PageTokens, Position, Scope,
+    },
     store::{Job, StoreError, now_ms},
+    why::Language,
 };
 
 /// Where an explanation came from.
@@ -307,24 +312,41 @@ impl Gateway {
             .ok_or(Error::UnknownDecision(id))
     }
 
-    /// The subject's recorded decisions, newest first.
-    pub async fn decisions_of(
+    /// One page of the subject's recorded decisions, newest first.
+    pub async fn decisions(&self, page: &PageRequest) -> Result<Page<DecisionRow>, Error> {
+        let subject_ref = self.consents.subject_ref(&page.subject_id)?;
+        let after = self
+            .page_tokens()
+            .open(Scope::ListDecisions, &subject_ref, &page.token)?
+            .map(Position::decision)
+            .transpose()?
+            .unwrap_or(DecisionPosition::NEWEST);
+        let rows = self
+            .decisions_after(&subject_ref, after, page.size + 1)
+            .await?;
+        Ok(Page::of(subject_ref, rows, page.size))
+    }
+
+    async fn decisions_after(
         &self,
-        subject_id: &str,
+        subject_ref: &str,
+        after: DecisionPosition,
         limit: usize,
-    ) -> Result<(String, Vec<DecisionRow>), Error> {
-        if subject_id.is_empty() {
-            return Err(Error::InvalidArgument("subject_id: is empty".into()));
-        }
-        let subject_ref = self.consents.ledger().pseudonymise(subject_id);
+    ) -> Result<Vec<DecisionRow>, Error> {
         let store = self.store.clone();
-        let key = subject_ref.clone();
-        let rows = tokio::task::spawn_blocking(move || {
-            store.read(|c| decisions::list(c, &key, limit, now_ms()))
+        let key = subject_ref.to_owned();
+        tokio::task::spawn_blocking(move || {
+            store.read(|c| decisions::list(c, &key, after, limit, now_ms()))
         })
         .await
-        .map_err(|e| Error::Internal(format!("record read panicked: {e}")))??;
-        Ok((subject_ref, rows))
+        .map_err(|e| Error::Internal(format!("record read panicked: {e}")))?
+        .map_err(Error::from)
+    }
+
+    /// Issues and opens the tokens that carry a page's end to the next
+    /// call.
+    pub fn page_tokens(&self) -> &PageTokens {
+        self.consents.ledger().page_tokens()
     }
 }
 
@@ -468,12 +490,22 @@ impl Gateway {
     }
 }
 
-/// Everything held about a subject, for a GDPR Art. 15 access request.
+/// One page of everything held about a subject, for a GDPR Art. 15 access
+/// request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SubjectExport {
     pub subject_ref: String,
     pub procedure: String,
     pub json: String,
+    /// Where the next page starts; `None` on the last page.
+    pub next_page_token: Option<String>,
+}
+
+/// One item of an export page, in the export's order: the consent history
+/// oldest first, then the decisions newest first.
+enum ExportItem<'a> {
+    Record(&'a StoredRecord),
+    Decision(&'a DecisionRow),
 }
 
 impl Gateway {
@@ -481,7 +513,7 @@ impl Gateway {
     pub async fn consent_trail(
         &self,
         provenance: &crate::consent::policy::Provenance,
-    ) -> Result<Vec<crate::consent::ledger::StoredRecord>, Error> {
+    ) -> Result<Vec<StoredRecord>, Error> {
         let ledger = self.consents.ledger().clone();
         let refs = provenance.ledger_records.clone();
         tokio::task::spawn_blocking(move || ledger.records(&refs))
@@ -490,69 +522,166 @@ impl Gateway {
             .map_err(Error::from)
     }
 
-    /// The subject's consent state and history, and every decision with its
-    /// consumer explanation, with the procedure in plain language.
+    /// One page of the subject's data: the consent state (first page
+    /// only), then their consent history and every decision with its
+    /// consumer explanation, with the procedure in plain language. The
+    /// page's text (subject_ref, procedure, JSON and token) takes at most
+    /// `room` bytes; an item that alone would not fit is refused rather
+    /// than left out.
     pub async fn export_subject(
         &self,
-        subject_id: &str,
-        language: crate::why::Language,
+        page: &PageRequest,
+        language: Language,
+        room: usize,
     ) -> Result<SubjectExport, Error> {
-        let (subject_ref, state) = self.consents.state(subject_id).await?;
-        let (_, history) = self.consents.history(subject_id).await?;
-        let (_, rows) = self.decisions_of(subject_id, 10_000).await?;
-        let min_segment = self.config.decisions.min_segment_size;
-        let decisions: Vec<serde_json::Value> = rows
+        let subject_id = page.subject_id.as_str();
+        let subject_ref = self.consents.subject_ref(subject_id)?;
+        let at = self
+            .page_tokens()
+            .open(Scope::Export, &subject_ref, &page.token)?;
+        // Read one item past the page, to know whether more follow.
+        let (records, decisions_after) = match at {
+            Some(Position::Decision(after)) => (Vec::new(), after),
+            None | Some(Position::Ledger { .. }) => {
+                let after_seq = at.map_or(Ok(0), Position::ledger)?;
+                let records = self
+                    .consents
+                    .records_after(&subject_ref, after_seq, page.size + 1)
+                    .await?;
+                (records, DecisionPosition::NEWEST)
+            }
+        };
+        let rows = match (page.size + 1).checked_sub(records.len()) {
+            Some(left @ 1..) => {
+                self.decisions_after(&subject_ref, decisions_after, left)
+                    .await?
+            }
+            _ => Vec::new(),
+        };
+        let items: Vec<ExportItem> = records
             .iter()
-            .map(|row| {
+            .map(ExportItem::Record)
+            .chain(rows.iter().map(ExportItem::Decision))
+            .collect();
+
+        let mut json = serde_json::json!({
+            "subject_ref": subject_ref,
+            // The longer of its two values, while the page is measured.
+            "more_pages": false,
+            "consent_history": [],
+            "decisions": [],
+        });
+        if at.is_none() {
+            let (_, state) = self.consents.state(subject_id).await?;
+            json["consent_state"] = state
+                .iter()
+                .map(|s| {
+                    serde_json::json!({
+                        "tcf_purpose": s.tcf_id,
+                        "status": s.status_at(now_ms()).as_str(),
+                        "legal_basis": s.legal_basis.as_str(),
+                        "effective_at_ms": s.effective_at_ms,
+                        "expires_at_ms": s.expires_at_ms,
+                        "record": s.record,
+                    })
+                })
+                .collect();
+        }
+        // Compact JSON is the concatenation of its parts, so the page's size
+        // is known item by item: the envelope, then each item and a comma.
+        let fixed = subject_ref.len()
+            + crate::why::procedure(language, true).len()
+            + MAX_TOKEN_LEN
+            + json.to_string().len();
+        let mut budget = Budget::new(room.checked_sub(fixed).ok_or_else(|| {
+            Error::TooLarge(format!(
+                "max_message_bytes: {room} bytes leave no room for an export page, which needs {fixed} without any item; raise max_message_bytes"
+            ))
+        })?);
+        let mut kept: Vec<(Position, serde_json::Value)> = Vec::new();
+        for item in items.iter().take(page.size) {
+            let (position, value) = self.export_item(item, language)?;
+            let size = value.to_string().len();
+            if !budget.take(size + 1) {
+                if kept.is_empty() {
+                    return Err(Error::TooLarge(format!(
+                        "max_message_bytes: the export's next item ({position}) alone is {size} bytes, more than the {room} bytes a page may hold; raise max_message_bytes to read it"
+                    )));
+                }
+                break;
+            }
+            kept.push((position, value));
+        }
+        let more = kept.len() < items.len();
+        let next_page_token = kept
+            .last()
+            .filter(|_| more)
+            .map(|(at, _)| self.page_tokens().issue(Scope::Export, &subject_ref, *at));
+        json["more_pages"] = more.into();
+        for (at, value) in kept {
+            let list = match at {
+                Position::Ledger { .. } => "consent_history",
+                Position::Decision(_) => "decisions",
+            };
+            json[list]
+                .as_array_mut()
+                .expect("the lists are arrays")
+                .push(value);
+        }
+        Ok(SubjectExport {
+            procedure: crate::why::procedure(language, more),
+            json: json.to_string(),
+            subject_ref,
+            next_page_token,
+        })
+    }
+
+    /// An export item's place in the export's order and its JSON.
+    fn export_item(
+        &self,
+        item: &ExportItem<'_>,
+        language: Language,
+    ) -> Result<(Position, serde_json::Value), Error> {
+        Ok(match item {
+            ExportItem::Record(r) => (
+                r.position(),
+                serde_json::json!({
+                    "record": r.reference,
+                    "kind": r.kind.as_str(),
+                    "recorded_at_ms": r.recorded_at_ms,
+                    "content": r.content.as_deref().and_then(|c| serde_json::from_str::<serde_json::Value>(c).ok()),
+                }),
+            ),
+            ExportItem::Decision(row) => {
                 let package = self.package_of(row).ok();
                 let view = crate::why::consumer(
                     row,
                     package.as_deref().map(crate::why::ModelFacts::of),
                     language,
-                    min_segment,
+                    self.config.decisions.min_segment_size,
                 );
-                serde_json::json!({
-                    "decision_id": row.decision_id,
-                    "decided_at_ms": row.decided_at_ms,
-                    "model": { "name": row.model_name, "version": row.model_version, "sha256": row.model_sha256 },
-                    "placement_id": row.placement_id,
-                    "campaign_id": row.campaign_id,
-                    "ad_id": row.ad_id,
-                    "tier": row.tier.as_str(),
-                    "score": row.score,
-                    "rules_fired": row.provenance.rules,
-                    "masked_features": row.provenance.masked_features,
-                    "why": {
-                        "basis": view.basis,
-                        "main_parameters": view.main_parameters,
-                        "reasons": view.reasons.iter().map(|r| r.text.clone()).collect::<Vec<_>>(),
-                        "consent": view.consent_line,
-                    },
-                })
-            })
-            .collect();
-        let json = serde_json::json!({
-            "subject_ref": subject_ref,
-            "consent_state": state.iter().map(|s| serde_json::json!({
-                "tcf_purpose": s.tcf_id,
-                "status": s.status_at(now_ms()).as_str(),
-                "legal_basis": s.legal_basis.as_str(),
-                "effective_at_ms": s.effective_at_ms,
-                "expires_at_ms": s.expires_at_ms,
-                "record": s.record,
-            })).collect::<Vec<_>>(),
-            "consent_history": history.iter().map(|r| serde_json::json!({
-                "record": r.reference,
-                "kind": r.kind.as_str(),
-                "recorded_at_ms": r.recorded_at_ms,
-                "content": r.content.as_deref().and_then(|c| serde_json::from_str::<serde_json::Value>(c).ok()),
-            })).collect::<Vec<_>>(),
-            "decisions": decisions,
-        });
-        Ok(SubjectExport {
-            subject_ref,
-            procedure: crate::why::procedure(language),
-            json: serde_json::to_string_pretty(&json).expect("JSON values serialise"),
+                (
+                    row.position()?,
+                    serde_json::json!({
+                        "decision_id": row.decision_id,
+                        "decided_at_ms": row.decided_at_ms,
+                        "model": { "name": row.model_name, "version": row.model_version, "sha256": row.model_sha256 },
+                        "placement_id": row.placement_id,
+                        "campaign_id": row.campaign_id,
+                        "ad_id": row.ad_id,
+                        "tier": row.tier.as_str(),
+                        "score": row.score,
+                        "rules_fired": row.provenance.rules,
+                        "masked_features": row.provenance.masked_features,
+                        "why": {
+                            "basis": view.basis,
+                            "main_parameters": view.main_parameters,
+                            "reasons": view.reasons.iter().map(|r| r.text.clone()).collect::<Vec<_>>(),
+                            "consent": view.consent_line,
+                        },
+                    }),
+                )
+            }
         })
     }
 }

@@ -1,15 +1,19 @@
 //! `candor.v1.ConsentService` handlers and their conversions.
+//!
+//! Whatever a consent request says is kept in the append-only ledger for
+//! good, so every field of a request that writes is checked here, before
+//! anything is written: free text has a length bound, and fields whose
+//! format the proto documents (a notice's SHA-256 and URL, a BCP 47
+//! language, a Timestamp) must have it.
 
-use std::{
-    sync::Arc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
 use super::{
     auth,
-    convert::timestamp,
+    convert::{MAX_ID_BYTES, identifier, ms_timestamp, text, time_ms},
+    page,
     pb::{self, consent_service_server::ConsentService},
 };
 use crate::{
@@ -20,6 +24,7 @@ use crate::{
     },
     error::Error,
     gateway::Gateway,
+    paging::{PageRequest, Scope},
 };
 
 pub struct Consent {
@@ -32,8 +37,80 @@ impl Consent {
     }
 }
 
-fn ms_timestamp(ms: i64) -> prost_types::Timestamp {
-    timestamp(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
+/// The longest notice URL accepted: what browsers and CDNs reliably carry.
+const MAX_URL_BYTES: usize = 2048;
+
+/// The longest language tag accepted: RFC 5646 §4.4.1 asks every
+/// implementation to handle 35 characters, enough for any tag of a
+/// language, script, region and variant.
+const MAX_LANGUAGE_BYTES: usize = 35;
+
+/// An absolute http(s) URL of printable ASCII with a host, or nothing.
+fn notice_url(value: String) -> Result<String, Error> {
+    let value = text("notice.url", value, MAX_URL_BYTES, "a URL")?;
+    let rest = value
+        .strip_prefix("https://")
+        .or_else(|| value.strip_prefix("http://"));
+    let valid = value.is_empty()
+        || rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/'))
+            && value.bytes().all(|b| b.is_ascii_graphic());
+    if !valid {
+        return Err(Error::InvalidArgument(format!(
+            "notice.url: {value:?} is not an absolute http or https URL"
+        )));
+    }
+    Ok(value)
+}
+
+/// 64 lower-case hex digits, as the proto documents, or nothing.
+fn notice_sha256(value: String) -> Result<String, Error> {
+    let valid = value.is_empty()
+        || value.len() == 64
+            && value
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if !valid {
+        return Err(Error::InvalidArgument(format!(
+            "notice.sha256: {value:?} is not a SHA-256 in lower-case hex (64 characters 0-9, a-f)"
+        )));
+    }
+    Ok(value)
+}
+
+/// A well-formed BCP 47 tag (RFC 5646 §2.1: subtags of one to eight letters
+/// or digits joined by hyphens, the first of two to eight letters), or
+/// nothing. Whether each subtag is registered is not checked: the tag
+/// records what the notice said, and new subtags are registered every year.
+fn language(value: String) -> Result<String, Error> {
+    let value = text("language", value, MAX_LANGUAGE_BYTES, "a language tag")?;
+    let mut subtags = value.split('-');
+    let primary = subtags.next().unwrap_or_default();
+    let valid = value.is_empty()
+        || (2..=8).contains(&primary.len())
+            && primary.bytes().all(|b| b.is_ascii_alphabetic())
+            && subtags.all(|s| {
+                (1..=8).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric())
+            });
+    if !valid {
+        return Err(Error::InvalidArgument(format!(
+            "language: {value:?} is not a BCP 47 language tag such as \"en\", \"de\" or \"pt-BR\""
+        )));
+    }
+    Ok(value)
+}
+
+/// Refuses the second of two equal entries of a repeated field: each would
+/// be kept in the ledger, and a purpose or category counts once anyway.
+fn once<T: Eq + std::hash::Hash + std::fmt::Debug>(field: &str, values: &[T]) -> Result<(), Error> {
+    let mut seen = std::collections::HashSet::with_capacity(values.len());
+    for (i, v) in values.iter().enumerate() {
+        if !seen.insert(v) {
+            return Err(Error::InvalidArgument(format!(
+                "{field}[{i}]: {v:?} appears twice"
+            )));
+        }
+    }
+    Ok(())
 }
 
 impl TryFrom<pb::RecordConsentRequest> for RecordRequest {
@@ -74,30 +151,29 @@ impl TryFrom<pb::RecordConsentRequest> for RecordRequest {
         };
         let collected_at_ms = r
             .collected_at
-            .map(|t| {
-                SystemTime::try_from(t)
-                    .ok()
-                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                    .and_then(|d| i64::try_from(d.as_millis()).ok())
-                    .ok_or_else(|| {
-                        Error::InvalidArgument(
-                            "collected_at: is not a valid time after 1970".into(),
-                        )
-                    })
+            .map(|t| time_ms("collected_at", t))
+            .transpose()?;
+        let notice = r
+            .notice
+            .map(|n| {
+                Ok::<_, Error>(Notice {
+                    url: notice_url(n.url)?,
+                    version: identifier("notice.version", n.version)?,
+                    sha256: notice_sha256(n.sha256)?,
+                })
             })
             .transpose()?;
+        once("data_categories", &r.data_categories)?;
         Ok(Self {
-            subject_id: r.subject_id,
+            subject_id: identifier("subject_id", r.subject_id)?,
             purposes,
             method,
             collected_at_ms,
-            notice: r.notice.map(|n| Notice {
-                url: n.url,
-                version: n.version,
-                sha256: n.sha256,
-            }),
+            notice,
+            // Checked as a jurisdiction by the consent service, which
+            // bounds its length too.
             jurisdiction: r.jurisdiction,
-            language: r.language,
+            language: language(r.language)?,
             data_categories: r.data_categories,
         })
     }
@@ -117,18 +193,37 @@ impl TryFrom<pb::WithdrawConsentRequest> for WithdrawRequest {
                 )));
             }
         };
+        once("tcf_purposes", &r.tcf_purposes)?;
         Ok(Self {
-            subject_id: r.subject_id,
+            subject_id: identifier("subject_id", r.subject_id)?,
             purposes: r.tcf_purposes,
             objection,
             method: if r.method.is_empty() {
                 "ConsentService.WithdrawConsent".into()
             } else {
-                r.method
+                text("method", r.method, MAX_ID_BYTES, "a description")?
             },
         })
     }
 }
+
+impl TryFrom<pb::GetConsentHistoryRequest> for PageRequest {
+    type Error = Error;
+
+    fn try_from(r: pb::GetConsentHistoryRequest) -> Result<Self, Error> {
+        Ok(Self {
+            // Not bounded: a read stores nothing, and a person recorded
+            // under a longer id before writes were bounded must still
+            // reach their data (as GetConsent and EraseSubject do).
+            subject_id: r.subject_id,
+            size: page::size("page_size", r.page_size, 1000)?,
+            token: r.page_token,
+        })
+    }
+}
+
+/// `GetConsentHistoryResponse.records`' field number.
+const RECORDS_FIELD: u32 = 2;
 
 impl From<PurposeState> for pb::PurposeConsent {
     fn from(s: PurposeState) -> Self {
@@ -204,24 +299,39 @@ impl ConsentService for Consent {
         request: Request<pb::GetConsentHistoryRequest>,
     ) -> Result<Response<pb::GetConsentHistoryResponse>, Status> {
         auth::for_subject(&self.gateway, &request, &request.get_ref().subject_id).await?;
-        let (subject_ref, records) = self
+        let page = self
             .gateway
             .consents()
-            .history(&request.into_inner().subject_id)
+            .history(&request.into_inner().try_into()?)
             .await?;
+        let envelope = pb::GetConsentHistoryResponse {
+            subject_ref: page.subject_ref.clone(),
+            records: Vec::new(),
+            next_page_token: page::longest_token(),
+        };
+        let (records, last) = page::fit(
+            &page,
+            &envelope,
+            self.gateway.config().max_message_bytes,
+            RECORDS_FIELD,
+            |r| pb::LedgerEntry {
+                record: Some((&r.reference).into()),
+                kind: r.kind.as_str().to_owned(),
+                recorded_at: Some(ms_timestamp(r.recorded_at_ms)),
+                prev_sha256: r.prev_hash.clone(),
+                content_sha256: r.content_hash.clone(),
+                content_json: r.content.clone().unwrap_or_default(),
+            },
+            |r| Ok(r.position()),
+        )?;
         Ok(Response::new(pb::GetConsentHistoryResponse {
-            subject_ref,
-            records: records
-                .into_iter()
-                .map(|r| pb::LedgerEntry {
-                    record: Some((&r.reference).into()),
-                    kind: r.kind.as_str().to_owned(),
-                    recorded_at: Some(ms_timestamp(r.recorded_at_ms)),
-                    prev_sha256: r.prev_hash,
-                    content_sha256: r.content_hash,
-                    content_json: r.content.unwrap_or_default(),
-                })
-                .collect(),
+            next_page_token: last.map_or_else(String::new, |at| {
+                self.gateway
+                    .page_tokens()
+                    .issue(Scope::ConsentHistory, &page.subject_ref, at)
+            }),
+            subject_ref: page.subject_ref,
+            records,
         }))
     }
 
@@ -256,5 +366,74 @@ impl ConsentService for Consent {
             records_erased: erasure.records_erased,
             tombstone: Some((&erasure.tombstone).into()),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_the_proto_documents_are_checked() {
+        let ok = |r: Result<String, Error>| r.unwrap();
+        for url in [
+            "",
+            "https://publisher.example/privacy?v=3#ads",
+            "http://localhost:8080",
+        ] {
+            ok(notice_url(url.into()));
+        }
+        for tag in [
+            "",
+            "en",
+            "de",
+            "pt-BR",
+            "zh-Hant-TW",
+            "sr-Latn-RS",
+            "de-CH-1996",
+            "gsw",
+        ] {
+            ok(language(tag.into()));
+        }
+        ok(notice_sha256(String::new()));
+        ok(notice_sha256("0123456789abcdef".repeat(4)));
+        let cases: Vec<(Result<String, Error>, &str)> = vec![
+            (notice_url("publisher.example/privacy".into()), "notice.url"),
+            (notice_url("ftp://publisher.example".into()), "notice.url"),
+            (notice_url("https://".into()), "notice.url"),
+            (notice_url("https:///path".into()), "notice.url"),
+            (notice_url("https://a b.example".into()), "notice.url"),
+            (
+                notice_url(format!("https://x.example/{}", "a".repeat(2048))),
+                "notice.url: 2066 bytes",
+            ),
+            (notice_sha256("AB".repeat(32)), "notice.sha256"),
+            (notice_sha256("ab".repeat(31)), "notice.sha256"),
+            (notice_sha256("ab".repeat(33)), "notice.sha256"),
+            (notice_sha256("zz".repeat(32)), "notice.sha256"),
+            (language("e".into()), "language"),
+            (language("english please".into()), "language"),
+            (language("en-".into()), "language"),
+            (language("en--GB".into()), "language"),
+            (language("12".into()), "language"),
+            (language("en-abcdefghi".into()), "language"),
+            (language("a".repeat(10_000)), "language: 10000 bytes"),
+        ];
+        for (result, field) in cases {
+            match result {
+                Err(Error::InvalidArgument(m)) => assert!(m.starts_with(field), "{field}: {m}"),
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn an_entry_repeated_in_a_list_is_named_at_its_second_place() {
+        once("tcf_purposes", &[1u32, 3, 4]).unwrap();
+        let e = once("tcf_purposes", &[1u32, 3, 1]).unwrap_err();
+        assert!(
+            matches!(&e, Error::InvalidArgument(m) if m == "tcf_purposes[2]: 1 appears twice"),
+            "{e}"
+        );
     }
 }

@@ -129,15 +129,22 @@ pub(super) fn audit_attributes(
         .map_err(|e| Error::InvalidArgument(format!("context.audit_attributes: {e}")))
 }
 
-/// The longest identifier (subject, placement, campaign, ad) accepted.
-/// Identifiers are stored with every decision and indexed; a hashed or
-/// random id fits many times over.
-const MAX_ID_BYTES: usize = 256;
+/// The longest identifier (subject, placement, campaign, ad, a notice's
+/// version) accepted, and the longest short description (how consent was
+/// withdrawn). Identifiers are stored with every decision and indexed,
+/// descriptions in the append-only ledger for good; a hashed or random id,
+/// or a sentence, fits many times over.
+pub(super) const MAX_ID_BYTES: usize = 256;
 
-fn identifier(field: &str, value: String) -> Result<String, Error> {
-    if value.len() > MAX_ID_BYTES {
+pub(super) fn identifier(field: &str, value: String) -> Result<String, Error> {
+    text(field, value, MAX_ID_BYTES, "an identifier")
+}
+
+/// `value` when it is at most `max` bytes; `what` names the kind of text.
+pub(super) fn text(field: &str, value: String, max: usize, what: &str) -> Result<String, Error> {
+    if value.len() > max {
         return Err(Error::InvalidArgument(format!(
-            "{field}: {} bytes, longer than the {MAX_ID_BYTES} an identifier may have",
+            "{field}: {} bytes, longer than the {max} {what} may have",
             value.len()
         )));
     }
@@ -317,6 +324,39 @@ pub(super) fn explain_mode(options: Option<pb::ExplainOptions>) -> Result<Explai
 
 pub(super) fn timestamp(t: SystemTime) -> prost_types::Timestamp {
     t.into()
+}
+
+/// A time the record keeps in milliseconds since 1970.
+pub(super) fn ms_timestamp(ms: i64) -> prost_types::Timestamp {
+    timestamp(SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64))
+}
+
+/// The last second a `google.protobuf.Timestamp` may hold: 9999-12-31T23:59:59Z.
+const MAX_TIMESTAMP_SECONDS: i64 = 253_402_300_799;
+
+/// A request's time in milliseconds since 1970, held to what
+/// `google.protobuf.Timestamp` defines: prost would otherwise carry excess
+/// nanos into the seconds, so 2e9 nanos would pass as two more seconds.
+pub(super) fn time_ms(field: &str, t: prost_types::Timestamp) -> Result<i64, Error> {
+    if !(0..=999_999_999).contains(&t.nanos) {
+        return Err(Error::InvalidArgument(format!(
+            "{field}.nanos: {} is outside 0 to 999999999",
+            t.nanos
+        )));
+    }
+    if t.seconds < 0 {
+        return Err(Error::InvalidArgument(format!(
+            "{field}.seconds: {} lies before 1970",
+            t.seconds
+        )));
+    }
+    if t.seconds > MAX_TIMESTAMP_SECONDS {
+        return Err(Error::InvalidArgument(format!(
+            "{field}.seconds: {} lies after 9999-12-31, past what a Timestamp holds",
+            t.seconds
+        )));
+    }
+    Ok(t.seconds * 1000 + i64::from(t.nanos) / 1_000_000)
 }
 
 impl From<DecisionAttribution> for pb::Attribution {
@@ -575,5 +615,62 @@ pub fn summarize(package: &ModelPackage, is_default: bool) -> pb::ModelVersionSu
             .map(|p| p.as_str().to_owned())
             .collect(),
         is_default,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(r: Result<impl std::fmt::Debug, Error>) -> String {
+        match r {
+            Err(Error::InvalidArgument(m)) => m,
+            other => panic!("expected INVALID_ARGUMENT, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn request_times_are_timestamps_as_the_proto_defines_them() {
+        let t = |seconds, nanos| prost_types::Timestamp { seconds, nanos };
+        assert_eq!(
+            time_ms("at", t(1_767_000_000, 999_999_999)).unwrap(),
+            1_767_000_000_999
+        );
+        assert_eq!(time_ms("at", t(0, 0)).unwrap(), 0);
+        assert_eq!(
+            time_ms("at", t(MAX_TIMESTAMP_SECONDS, 0)).unwrap(),
+            MAX_TIMESTAMP_SECONDS * 1000
+        );
+        for (bad, field) in [
+            (t(1_767_000_000, 2_000_000_000), "at.nanos: 2000000000"),
+            (t(1_767_000_000, 1_000_000_000), "at.nanos: 1000000000"),
+            (t(1_767_000_000, -1), "at.nanos: -1"),
+            (t(-1, 0), "at.seconds: -1 lies before 1970"),
+            (t(MAX_TIMESTAMP_SECONDS + 1, 0), "at.seconds: 253402300800"),
+            (t(i64::MAX, 0), "at.seconds"),
+        ] {
+            let m = refused(time_ms("at", bad));
+            assert!(m.starts_with(field), "{m}");
+        }
+    }
+
+    #[test]
+    fn text_is_held_to_its_bound_naming_the_field() {
+        assert_eq!(
+            identifier("x", "a".repeat(MAX_ID_BYTES)).unwrap().len(),
+            256
+        );
+        let m = refused(identifier("notice.version", "é".repeat(129)));
+        assert_eq!(
+            m,
+            "notice.version: 258 bytes, longer than the 256 an identifier may have"
+        );
+        let m = refused(text(
+            "method",
+            "x".repeat(3_000_000),
+            MAX_ID_BYTES,
+            "a description",
+        ));
+        assert!(m.starts_with("method: 3000000 bytes"), "{m}");
     }
 }

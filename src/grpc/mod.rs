@@ -14,6 +14,7 @@ mod deadline;
 mod explain;
 mod models;
 mod oip;
+mod page;
 mod scoring;
 mod status;
 mod why;

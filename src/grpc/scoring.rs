@@ -5,7 +5,10 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::pb::{self, scoring_service_server::ScoringService};
-use crate::gateway::{BatchRequest, Gateway, ScoreRequest};
+use crate::{
+    error::Error,
+    gateway::{BatchRequest, Gateway, ScoreRequest},
+};
 
 pub struct Scoring {
     gateway: Arc<Gateway>,
@@ -64,7 +67,7 @@ fn too_large(
     response: &pb::ScoreBatchResponse,
     limit: usize,
     request_id: &str,
-) -> Result<(), Status> {
+) -> Result<(), Error> {
     use prost::Message;
     let size = response.encoded_len();
     if size <= limit {
@@ -72,7 +75,7 @@ fn too_large(
     }
     let rows = response.decisions.len();
     let fit = (rows * limit / size).max(1);
-    Err(Status::resource_exhausted(format!(
+    Err(Error::TooLarge(format!(
         "rows: the answer for {rows} rows is {size} bytes, over the {limit} the gateway sends (max_message_bytes); send at most {fit} rows per call, or ask for deferred attributions. These decisions are recorded under request id {request_id}"
     )))
 }

@@ -22,6 +22,9 @@ impl From<Error> for Status {
             },
             Error::UnknownDecision(_) | Error::NotFound(_) => Code::NotFound,
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
+            // gRPC's guide: RESOURCE_EXHAUSTED for a message over the size
+            // limit, the code clients read as "ask for less".
+            Error::TooLarge(_) => Code::ResourceExhausted,
             Error::PermissionDenied(_) => Code::PermissionDenied,
             Error::Unauthenticated(_) => Code::Unauthenticated,
             Error::Lookup(

@@ -5,22 +5,21 @@
 //! role; the support view the `support` role; the engineer view the
 //! `engineer` role. Access is checked before any attribution is computed.
 
-use std::{
-    sync::Arc,
-    time::{Duration, UNIX_EPOCH},
-};
+use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
 use super::{
     auth,
-    convert::timestamp,
+    convert::ms_timestamp as ms,
+    page,
     pb::{self, explanation_service_server::ExplanationService},
 };
 use crate::{
     Error,
     decisions::{DecisionRow, Explanation},
     gateway::{Gateway, ModelIdentity},
+    paging::{PageRequest, Scope},
     why::{self, Audience, ConsumerView, Language, ModelFacts},
 };
 
@@ -34,10 +33,6 @@ impl Why {
     }
 }
 
-fn ms(ms: i64) -> prost_types::Timestamp {
-    timestamp(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
-}
-
 fn identity(row: &DecisionRow) -> ModelIdentity {
     ModelIdentity {
         name: row.model_name.clone(),
@@ -45,6 +40,36 @@ fn identity(row: &DecisionRow) -> ModelIdentity {
         sha256: row.model_sha256.clone(),
     }
 }
+
+impl TryFrom<pb::ListDecisionsRequest> for PageRequest {
+    type Error = Error;
+
+    fn try_from(r: pb::ListDecisionsRequest) -> Result<Self, Error> {
+        Ok(Self {
+            // Not bounded, like every read of a person's data: see
+            // `GetConsentHistoryRequest`'s conversion.
+            subject_id: r.subject_id,
+            size: page::size("limit", r.limit, 100)?,
+            token: r.page_token,
+        })
+    }
+}
+
+impl TryFrom<pb::ExportSubjectDataRequest> for (PageRequest, Language) {
+    type Error = Error;
+
+    fn try_from(r: pb::ExportSubjectDataRequest) -> Result<Self, Error> {
+        let page = PageRequest {
+            subject_id: r.subject_id,
+            size: page::size("page_size", r.page_size, 1000)?,
+            token: r.page_token,
+        };
+        Ok((page, Language::from_tag(&r.language)))
+    }
+}
+
+/// `ListDecisionsResponse.decisions`' field number.
+const DECISIONS_FIELD: u32 = 2;
 
 impl From<ConsumerView> for pb::ConsumerView {
     fn from(v: ConsumerView) -> Self {
@@ -225,29 +250,39 @@ impl ExplanationService for Why {
         request: Request<pb::ListDecisionsRequest>,
     ) -> Result<Response<pb::ListDecisionsResponse>, Status> {
         auth::for_subject(&self.gateway, &request, &request.get_ref().subject_id).await?;
-        let r = request.into_inner();
-        let limit = match r.limit {
-            0 => 100,
-            n if n <= 1000 => n as usize,
-            n => {
-                return Err(Status::invalid_argument(format!("limit: {n} exceeds 1000")));
-            }
+        let page = self
+            .gateway
+            .decisions(&request.into_inner().try_into()?)
+            .await?;
+        let envelope = pb::ListDecisionsResponse {
+            subject_ref: page.subject_ref.clone(),
+            decisions: Vec::new(),
+            next_page_token: page::longest_token(),
         };
-        let (subject_ref, rows) = self.gateway.decisions_of(&r.subject_id, limit).await?;
+        let (decisions, last) = page::fit(
+            &page,
+            &envelope,
+            self.gateway.config().max_message_bytes,
+            DECISIONS_FIELD,
+            |row| pb::DecisionSummary {
+                decision_id: row.decision_id.clone(),
+                decided_at: Some(ms(row.decided_at_ms)),
+                model: Some(identity(row).into()),
+                tier: pb::Tier::from(row.tier) as i32,
+                placement_id: row.placement_id.clone(),
+                campaign_id: row.campaign_id.clone(),
+                ad_id: row.ad_id.clone(),
+            },
+            |row| Ok(row.position()?),
+        )?;
         Ok(Response::new(pb::ListDecisionsResponse {
-            subject_ref,
-            decisions: rows
-                .iter()
-                .map(|row| pb::DecisionSummary {
-                    decision_id: row.decision_id.clone(),
-                    decided_at: Some(ms(row.decided_at_ms)),
-                    model: Some(identity(row).into()),
-                    tier: pb::Tier::from(row.tier) as i32,
-                    placement_id: row.placement_id.clone(),
-                    campaign_id: row.campaign_id.clone(),
-                    ad_id: row.ad_id.clone(),
-                })
-                .collect(),
+            next_page_token: last.map_or_else(String::new, |at| {
+                self.gateway
+                    .page_tokens()
+                    .issue(Scope::ListDecisions, &page.subject_ref, at)
+            }),
+            subject_ref: page.subject_ref,
+            decisions,
         }))
     }
 
@@ -256,15 +291,20 @@ impl ExplanationService for Why {
         request: Request<pb::ExportSubjectDataRequest>,
     ) -> Result<Response<pb::ExportSubjectDataResponse>, Status> {
         auth::for_subject(&self.gateway, &request, &request.get_ref().subject_id).await?;
-        let r = request.into_inner();
+        let (page, language) = request.into_inner().try_into()?;
+        let limit = self.gateway.config().max_message_bytes;
+        // The response is four strings: each a one-byte tag and its length,
+        // at most as long as the limit's own.
+        let framing = 4 * (1 + prost::encoding::encoded_len_varint(limit as u64));
         let export = self
             .gateway
-            .export_subject(&r.subject_id, Language::from_tag(&r.language))
+            .export_subject(&page, language, limit.saturating_sub(framing))
             .await?;
         Ok(Response::new(pb::ExportSubjectDataResponse {
             subject_ref: export.subject_ref,
             procedure: export.procedure,
             export_json: export.json,
+            next_page_token: export.next_page_token.unwrap_or_default(),
         }))
     }
 }

@@ -348,9 +348,15 @@ pub fn model_card_summary(manifest: &Manifest) -> String {
 
 /// The procedure and the principles applied to a person's data, in plain
 /// language: what an access request must explain (GDPR Art. 15(1)(h), CJEU
-/// C-203/22), without the model's internals.
-pub fn procedure(language: Language) -> String {
-    text::procedure(language)
+/// C-203/22), without the model's internals. On an export page that
+/// `more_follows`, it also says that this is only part of their data.
+pub fn procedure(language: Language, more_follows: bool) -> String {
+    let procedure = text::procedure(language);
+    if more_follows {
+        format!("{procedure} {}", text::more_follows(language))
+    } else {
+        procedure
+    }
 }
 
 #[cfg(test)]
@@ -424,5 +430,15 @@ source = "first_party"
         assert_eq!(size(1, 2.0), 30.0);
         assert_eq!(size(1, 3.0), 0.0);
         assert_eq!(size(1, 1.0), 970.0);
+    }
+
+    #[test]
+    fn the_procedure_says_when_more_of_the_export_follows() {
+        for language in Language::ALL {
+            let last = procedure(language, false);
+            let more = procedure(language, true);
+            assert!(more.starts_with(&last) && more.len() > last.len() + 50);
+        }
+        assert!(procedure(Language::En, true).ends_with("the next parts of this answer."));
     }
 }

@@ -290,3 +290,17 @@ keuzes altijd wijzigen, bezwaar maken of ons vragen je gegevens te verwijderen."
             .into(),
     }
 }
+
+/// Said on every page of an export but the last.
+pub fn more_follows(l: Language) -> &'static str {
+    match l {
+        Language::En => {
+            "This answer holds only part of your data, because all of it is too \
+much to send at once; the rest follows in the next parts of this answer."
+        }
+        Language::Nl => {
+            "Dit antwoord bevat maar een deel van je gegevens, omdat alles te veel is \
+om in één keer te versturen; de rest volgt in de volgende delen van dit antwoord."
+        }
+    }
+}
