@@ -186,6 +186,16 @@ async fn bad_score_requests_name_the_field() {
             Code::InvalidArgument,
             "context.placement_id: 300 bytes",
         ),
+        (
+            "over-long TC string",
+            {
+                let mut r = caravan_request();
+                r.context.get_or_insert_default().tc_string = "C".repeat(20_000);
+                r
+            },
+            Code::InvalidArgument,
+            "context.tc_string: 20000 bytes, longer than the 16384 a consent string",
+        ),
         // The message quotes the name cut short: whole, 20 kB would exceed
         // the HTTP/2 header limit and arrive as a transport error.
         (

@@ -151,6 +151,13 @@ pub(super) fn text(field: &str, value: String, max: usize, what: &str) -> Result
     Ok(value)
 }
 
+/// Consent strings become evidence in the append-only ledger, and one that
+/// outgrew a page would keep its subject's history and export from being
+/// read; the longest in use (every vendor, every section) take a few
+/// kilobytes.
+const MAX_SIGNAL_BYTES: usize = 16 * 1024;
+const SIGNAL: &str = "a consent string";
+
 /// The subject and the consent signals: empty strings mean "not sent".
 pub(super) fn subject(
     subject_id: String,
@@ -193,8 +200,18 @@ pub(super) fn subject(
         signals: Signals {
             jurisdiction,
             age,
-            tc_string: present(c.tc_string),
-            gpp_string: present(c.gpp_string),
+            tc_string: present(text(
+                "context.tc_string",
+                c.tc_string,
+                MAX_SIGNAL_BYTES,
+                SIGNAL,
+            )?),
+            gpp_string: present(text(
+                "context.gpp_string",
+                c.gpp_string,
+                MAX_SIGNAL_BYTES,
+                SIGNAL,
+            )?),
             gpc: c.gpc,
             consent_mode: ConsentMode {
                 ad_storage: mode_flag(mode.ad_storage, "ad_storage")?,
