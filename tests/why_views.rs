@@ -281,7 +281,7 @@ proptest! {
         let facts = ModelFacts { manifest: &manifest, background: &p.background };
         for language in [Language::En, Language::Nl] {
             let view = why::consumer(&row, Some(facts), language, min_segment);
-            prop_assert!((2..=5).contains(&view.reasons.len()), "{} reasons", view.reasons.len());
+            prop_assert!((3..=5).contains(&view.reasons.len()), "{} reasons", view.reasons.len());
             // Several features may share a template; a reason stands for
             // the best of them that may be told, and ranks follow it.
             let mut last = f64::INFINITY;
@@ -316,4 +316,54 @@ proptest! {
             }
         }
     }
+}
+
+/// When what decided is something the view may not name (a sensitive
+/// feature of a model whose purpose allows it), the view says that other
+/// information counted, in its rank, instead of crediting what it may name.
+#[test]
+fn a_decision_made_by_withheld_information_says_so_without_naming_it() {
+    let p = &*PACKAGE;
+    let columns = p.schema.columns();
+    let mut contributions = vec![-0.01; columns.len()];
+    contributions[0] = 1.35;
+    contributions[1] = 0.2;
+    let values: Vec<f64> = p.background.row(0).iter().map(|v| f64::from(*v)).collect();
+    let mut manifest = p.manifest.clone();
+    let hidden = manifest
+        .features
+        .iter_mut()
+        .find(|f| f.name == columns[0].name)
+        .unwrap();
+    hidden.proxy_for = Some(DataCategory::Health);
+    let hidden_reason = hidden.reason["en"].clone();
+    let row = decision(
+        &contributions,
+        &vec![false; columns.len()],
+        &values,
+        Tier::Personalised,
+    );
+    let facts = ModelFacts {
+        manifest: &manifest,
+        background: &p.background,
+    };
+    let view = why::consumer(&row, Some(facts), Language::En, 0);
+    let texts: Vec<&str> = view.reasons.iter().map(|r| r.text.as_str()).collect();
+    assert!(
+        texts[0].starts_with("Other information about you also made this ad more likely"),
+        "{texts:?}"
+    );
+    assert!(
+        texts[1].contains(&*manifest.features[1].reason["en"]),
+        "{texts:?}"
+    );
+    assert!(
+        !texts.iter().any(|t| t.contains(&*hidden_reason)),
+        "{texts:?}"
+    );
+    assert_eq!(
+        view.main_parameters[0],
+        "other information about you that we do not describe here"
+    );
+    assert!((3..=5).contains(&texts.len()), "{texts:?}");
 }

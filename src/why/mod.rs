@@ -131,46 +131,88 @@ pub fn consumer(
     let manifest = model.map(|m| m.manifest);
     let spec = |name: &str| manifest.and_then(|m| m.features.iter().find(|f| f.name == name));
     let mut reasons: Vec<Reason> = Vec::new();
-    let mut categories: Vec<(DataCategory, f64)> = Vec::new();
+    // Influence per category the view may name, and `None` for what it may
+    // not: left out, the main parameters would credit whatever may be
+    // named with a decision that hidden information made.
+    let mut categories: Vec<(Option<DataCategory>, f64)> = Vec::new();
+    // The strongest push towards the ad the view may not describe, and
+    // the pushes of those it describes, in rank order.
+    let mut withheld = 0.0f64;
+    let mut told: Vec<f64> = Vec::new();
     let mut profiled = false;
+    let mut any_push = false;
     if let (Some(explanation), Some(model)) = (&row.explanation, model) {
         let mut ranked: Vec<(usize, &crate::decisions::ExplainedFeature)> =
             explanation.features.iter().enumerate().collect();
         ranked.sort_by(|a, b| b.1.contribution.total_cmp(&a.1.contribution));
         for (column, f) in &ranked {
             let Some(spec) = spec(&f.name) else { continue };
-            if FeatureUse::of(spec).profile && !f.masked {
+            if f.masked {
+                // The model never saw the person's value.
+                continue;
+            }
+            if FeatureUse::of(spec).profile {
                 profiled = true;
             }
-            if !may_be_told(spec, f.masked) {
-                continue;
-            }
-            match categories.iter_mut().find(|(c, _)| *c == spec.category) {
+            any_push |= f.contribution > 0.0;
+            let named = may_be_told(spec, false).then_some(spec.category);
+            match categories.iter_mut().find(|(c, _)| *c == named) {
                 Some((_, total)) => *total += f.contribution.abs(),
-                None => categories.push((spec.category, f.contribution.abs())),
+                None => categories.push((named, f.contribution.abs())),
             }
-            if f.contribution <= 0.0
-                || reasons.len() >= 3
-                || model.segment_size(spec, *column, f.value) < f64::from(min_segment)
-            {
+            if f.contribution <= 0.0 || told.len() >= 3 {
                 continue;
             }
-            let Some(template) = spec.reason.get(language.tag()).or(spec.reason.get("en")) else {
+            let template = spec
+                .reason
+                .get(language.tag())
+                .or(spec.reason.get("en"))
+                .filter(|_| named.is_some())
+                .filter(|_| model.segment_size(spec, *column, f.value) >= f64::from(min_segment));
+            let Some(template) = template else {
+                withheld = withheld.max(f.contribution);
                 continue;
             };
             let text = text::because(language, template);
             if !reasons.iter().any(|r| r.text == text) {
+                told.push(f.contribution);
                 reasons.push(Reason {
                     group: spec.reason_group.expect("may_be_told checked it"),
                     text,
                 });
             }
         }
+        // The withheld reason takes its rank among the three told ones.
+        if withheld > 0.0 {
+            let rank = told.iter().take_while(|&&c| c >= withheld).count();
+            if rank < 3 {
+                reasons.insert(
+                    rank,
+                    Reason {
+                        group: ReasonGroup::YourInfo,
+                        text: text::withheld(language),
+                    },
+                );
+                reasons.truncate(3);
+            }
+        }
+        if profiled && !any_push {
+            reasons.push(Reason {
+                group: ReasonGroup::YourInfo,
+                text: text::profile_against(language),
+            });
+        }
+    } else if model.is_none() && row.tier != Tier::Refused {
+        reasons.push(Reason {
+            group: ReasonGroup::Context,
+            text: text::model_retired(language),
+        });
     }
     categories.sort_by(|a, b| b.1.total_cmp(&a.1));
     let basis = match row.tier {
         Tier::Refused => "none",
-        _ if profiled => "profiling",
+        // Without the retired model's manifest, the tier is the evidence.
+        _ if profiled || (model.is_none() && row.tier == Tier::Personalised) => "profiling",
         _ => "contextual",
     };
     if row.tier != Tier::Refused {
@@ -202,7 +244,12 @@ pub fn consumer(
             categories
                 .iter()
                 .take(4)
-                .map(|(c, _)| text::category(language, *c))
+                .map(|(c, _)| {
+                    c.map_or_else(
+                        || text::withheld_parameter(language),
+                        |c| text::category(language, c),
+                    )
+                })
                 .chain(std::iter::once(text::placement_parameter(language)))
                 .collect()
         },

@@ -109,6 +109,39 @@ pub fn placement_parameter(l: Language) -> String {
     }
 }
 
+/// The main parameter that stands for what the view does not name.
+pub fn withheld_parameter(l: Language) -> String {
+    match l {
+        Language::En => "other information about you that we do not describe here".into(),
+        Language::Nl => "andere informatie over jou die we hier niet beschrijven".into(),
+    }
+}
+
+/// The reason that stands for what the view does not name: sensitive
+/// information, or a detail so rare it would single the person out.
+pub fn withheld(l: Language) -> String {
+    match l {
+        Language::En => "Other information about you also made this ad more likely; we do not describe it here, to protect your privacy.".into(),
+        Language::Nl => "Andere informatie over jou maakte deze advertentie ook waarschijnlijker; we beschrijven die hier niet, om je privacy te beschermen.".into(),
+    }
+}
+
+/// The reason when nothing about the person made the ad more likely.
+pub fn profile_against(l: Language) -> String {
+    match l {
+        Language::En => "Nothing we know about you made this ad more likely than for others; it was shown for the other reasons here.".into(),
+        Language::Nl => "Niets wat we over je weten maakte deze advertentie waarschijnlijker dan voor anderen; ze werd getoond om de andere redenen hier.".into(),
+    }
+}
+
+/// The reason when the model that decided has since been retired.
+pub fn model_retired(l: Language) -> String {
+    match l {
+        Language::En => "The model that chose this ad is no longer in use, so its detailed reasons cannot be shown.".into(),
+        Language::Nl => "Het model dat deze advertentie koos wordt niet meer gebruikt, dus de precieze redenen kunnen niet worden getoond.".into(),
+    }
+}
+
 pub fn category(l: Language, c: DataCategory) -> String {
     use DataCategory::*;
     let (en, nl) = match c {
