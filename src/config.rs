@@ -366,11 +366,13 @@ impl Config {
                 "",
             ),
             ("max_batch_rows", self.max_batch_rows as u64, 1, 1 << 20, ""),
-            // Below 1 KiB not even a Score with a few features fits.
+            // An access request must always be answerable, one item per
+            // page at worst, and a ledger record can hold two 16 KiB
+            // consent strings.
             (
                 "max_message_bytes",
                 self.max_message_bytes as u64,
-                1024,
+                64 * 1024,
                 1 << 30,
                 " bytes",
             ),
@@ -399,7 +401,7 @@ impl Config {
                 "decisions.async_commit_window_ms",
                 d.async_commit_window_ms,
                 0,
-                1000,
+                100,
                 " ms",
             ),
             // Zero days would record decisions nobody can ever read back:
@@ -539,7 +541,7 @@ mod tests {
                     "decisions.model_retention_days.m",
                 ),
                 (
-                    "decisions.async_commit_window_ms = 5000",
+                    "decisions.async_commit_window_ms = 101",
                     "decisions.async_commit_window_ms",
                 ),
                 ("limits.max_in_flight = 0", "limits.max_in_flight"),
@@ -547,7 +549,7 @@ mod tests {
                     "limits.max_concurrent_streams = 0",
                     "limits.max_concurrent_streams",
                 ),
-                ("max_message_bytes = 0", "max_message_bytes"),
+                ("max_message_bytes = 65535", "max_message_bytes"),
                 ("inference_threads = 0", "inference_threads"),
                 ("inference_queue = 0", "inference_queue"),
                 ("max_batch_rows = 0", "max_batch_rows"),

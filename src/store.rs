@@ -252,6 +252,10 @@ pub struct Store {
     /// left to retry.
     failing: Arc<AtomicBool>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// Woken when a job someone waits for arrives while the writer
+    /// gathers asynchronous records (`gathering`).
+    writer_thread: std::thread::Thread,
+    gathering: Arc<AtomicBool>,
     readers: (Sender<Connection>, Receiver<Connection>),
 }
 
@@ -312,6 +316,8 @@ impl Store {
         let (jobs, rx) = crossbeam_channel::unbounded();
         let failing = Arc::new(AtomicBool::new(false));
         let writer_failing = failing.clone();
+        let gathering = Arc::new(AtomicBool::new(false));
+        let writer_gathering = gathering.clone();
         let writer = std::thread::Builder::new()
             .name("candor-db-writer".into())
             .spawn(move || {
@@ -326,6 +332,7 @@ impl Store {
                     synced,
                     syncing: false,
                     async_commit_window,
+                    gathering: writer_gathering,
                 }
                 .run(rx);
                 // The writer has gone, and with it the flusher's queue: the
@@ -336,6 +343,8 @@ impl Store {
         Ok(Self {
             jobs: Some(jobs),
             failing,
+            writer_thread: writer.thread().clone(),
+            gathering,
             writer: Mutex::new(Some(writer)),
             readers: (readers_tx, readers_rx),
         })
@@ -369,6 +378,13 @@ impl Store {
     ) -> Result<T, StoreError> {
         let (tx, rx) = oneshot::channel();
         self.send(job(tx))?;
+        // A writer gathering asynchronous records commits now rather than
+        // at the end of its window: this caller is waiting. Only then: a
+        // wake-up for every job would cost more than writing it.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.gathering.load(Ordering::Relaxed) {
+            self.writer_thread.unpark();
+        }
         rx.await.map_err(|_| StoreError::ShutDown)?
     }
 
@@ -416,6 +432,8 @@ struct Writer {
     /// A commit handed to the flusher may not be synced yet.
     syncing: bool,
     async_commit_window: Duration,
+    /// Up while the writer waits out its commit window.
+    gathering: Arc<AtomicBool>,
 }
 
 /// Makes commits durable off the writer's path. The writer's connection
@@ -539,9 +557,22 @@ impl Writer {
             let room = MAX_GROUP.saturating_sub(batch.len());
             batch.extend(jobs.try_iter().take(room));
             // Nobody waits for asynchronous records: give more of them the
-            // chance to share this commit (and its fsync).
-            if batch.len() < MAX_GROUP && batch.iter().all(|j| matches!(j, Job::Record(_, None))) {
-                std::thread::sleep(self.async_commit_window);
+            // chance to share this commit (and its fsync), until the window
+            // ends or a job somebody waits for arrives ([`Store::submit`]
+            // wakes the writer; records that nobody waits for do not, which
+            // is what makes them cheap).
+            let unwaited = |batch: &[Job]| batch.iter().all(|j| matches!(j, Job::Record(_, None)));
+            if batch.len() < MAX_GROUP && unwaited(&batch) {
+                self.gathering.store(true, Ordering::Relaxed);
+                // A job queued before the flag went up was not announced:
+                // look once more before sleeping.
+                std::sync::atomic::fence(Ordering::SeqCst);
+                let room = MAX_GROUP - batch.len();
+                batch.extend(jobs.try_iter().take(room));
+                if batch.len() < MAX_GROUP && unwaited(&batch) {
+                    std::thread::park_timeout(self.async_commit_window);
+                }
+                self.gathering.store(false, Ordering::Relaxed);
                 let room = MAX_GROUP - batch.len();
                 batch.extend(jobs.try_iter().take(room));
             }
@@ -886,6 +917,38 @@ mod tests {
         let all = |ok| vec![(0, 0, ok), (0, 1, ok), (1, 0, ok), (1, 1, ok)];
         assert_eq!(outcomes("present.db"), all(true));
         assert_eq!(outcomes("missing.db"), all(false));
+    }
+
+    /// A caller waiting for its commit (a consent change, an erasure, a
+    /// staff read) is not held for the window in which the writer gathers
+    /// asynchronous records; here the window is far longer than any wait
+    /// the test allows.
+    #[tokio::test]
+    async fn a_waiting_job_ends_the_async_commit_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_with(
+            &dir.path().join("db"),
+            &StoreSettings {
+                max_bytes: None,
+                async_commit_window: Duration::from_secs(600),
+            },
+        )
+        .unwrap();
+        for round in 0..3 {
+            let id = format!("00000000-0000-7000-8000-00000000000{round}");
+            store
+                .send(Job::Record(
+                    Arc::new(decisions::sample_batch(&id, None)),
+                    None,
+                ))
+                .unwrap();
+            let purged = tokio::time::timeout(
+                Duration::from_secs(60),
+                store.submit(|tx| Job::Purge(0, tx)),
+            )
+            .await;
+            assert!(matches!(purged, Ok(Ok(0))), "round {round}: {purged:?}");
+        }
     }
 
     #[test]

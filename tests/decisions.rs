@@ -444,6 +444,36 @@ async fn a_heavy_subjects_export_and_list_come_in_pages_that_fit() {
     let mut all = decided.clone();
     all.insert(late);
     assert_eq!(once(&listed), all);
+    // Small pages cross from the ledger to the decisions at every offset,
+    // and still give each item once.
+    for page_size in 1..=3 {
+        let (mut ledger, mut decisions, mut token) = (Vec::new(), Vec::new(), String::new());
+        loop {
+            let page = client
+                .export_subject_data(pb::ExportSubjectDataRequest {
+                    page_size,
+                    ..export_request("heidi", &token)
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            let json: serde_json::Value = serde_json::from_str(&page.export_json).unwrap();
+            let history = json["consent_history"].as_array().unwrap();
+            let made = json["decisions"].as_array().unwrap();
+            assert!(history.len() + made.len() <= page_size as usize);
+            ledger.extend(history.iter().map(|r| r["record"]["seq"].as_i64().unwrap()));
+            decisions.extend(
+                made.iter()
+                    .map(|d| d["decision_id"].as_str().unwrap().to_owned()),
+            );
+            token = page.next_page_token;
+            if token.is_empty() {
+                break;
+            }
+        }
+        assert_eq!(ledger, history, "page_size {page_size}");
+        assert_eq!(once(&decisions), all, "page_size {page_size}");
+    }
     // Without a token the old call is unchanged: the newest `limit`.
     let newest = client
         .list_decisions(pb::ListDecisionsRequest {

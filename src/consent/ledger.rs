@@ -335,11 +335,14 @@ pub fn token_key(subject_key: &[u8]) -> Vec<u8> {
 
 /// A key for one use, derived from the subject key but never equal to it
 /// nor to a pseudonym (callers see pseudonyms), nor to another use's key.
+/// A pseudonym is the MAC of a subject id, which is UTF-8 text of the
+/// caller's choosing: without the 0xFF prefix, which UTF-8 never holds, a
+/// caller who sent the purpose as a subject id would be shown the key.
 fn derived_key(subject_key: &[u8], purpose: &str) -> Vec<u8> {
-    mac_with(subject_key, purpose)
-        .finalize()
-        .into_bytes()
-        .to_vec()
+    let mut mac = Hmac::<Sha256>::new_from_slice(subject_key).expect("HMAC takes any key length");
+    mac.update(&[0xFF]);
+    mac.update(purpose.as_bytes());
+    mac.finalize().into_bytes().to_vec()
 }
 
 fn mac_with(key: &[u8], message: &str) -> Hmac<Sha256> {
@@ -919,4 +922,29 @@ pub(crate) fn erase_subject(
         decisions_erased,
         tombstone: append_one(tx, head, draft, seqs)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A scorer may record consent for any subject id and is shown its
+    /// pseudonym: no id may make that pseudonym a signing key.
+    #[test]
+    fn no_subject_id_has_a_derived_key_for_pseudonym() {
+        let key = [7u8; 32];
+        for purpose in ["candor subject-token key v1", "candor page-token key v1"] {
+            let derived = derived_key(&key, purpose);
+            assert_ne!(hex::encode(&derived), pseudonym(&key, purpose), "{purpose}");
+            assert_ne!(derived, key.to_vec());
+        }
+        assert_eq!(
+            token_key(&key),
+            derived_key(&key, "candor subject-token key v1")
+        );
+        assert_ne!(
+            derived_key(&key, "candor subject-token key v1"),
+            derived_key(&key, "candor page-token key v1")
+        );
+    }
 }

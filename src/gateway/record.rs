@@ -593,11 +593,12 @@ impl Gateway {
             + crate::why::procedure(language, true).len()
             + MAX_TOKEN_LEN
             + json.to_string().len();
-        let mut budget = Budget::new(room.checked_sub(fixed).ok_or_else(|| {
+        let items_room = room.checked_sub(fixed).ok_or_else(|| {
             Error::TooLarge(format!(
                 "max_message_bytes: {room} bytes leave no room for an export page, which needs {fixed} without any item; raise max_message_bytes"
             ))
-        })?);
+        })?;
+        let mut budget = Budget::new(items_room);
         let mut kept: Vec<(Position, serde_json::Value)> = Vec::new();
         for item in items.iter().take(page.size) {
             let (position, value) = self.export_item(item, language)?;
@@ -605,7 +606,7 @@ impl Gateway {
             if !budget.take(size + 1) {
                 if kept.is_empty() {
                     return Err(Error::TooLarge(format!(
-                        "max_message_bytes: the export's next item ({position}) alone is {size} bytes, more than the {room} bytes a page may hold; raise max_message_bytes to read it"
+                        "max_message_bytes: the export's next item ({position}) alone is {size} bytes, more than the {items_room} bytes a page leaves for items; raise max_message_bytes to read it"
                     )));
                 }
                 break;
