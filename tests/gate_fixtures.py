@@ -4,7 +4,10 @@
   ``attributions_additive`` rule must catch (tests/validate.rs);
 - tests/fixtures/gate/fixed-batch.onnx, the same interface with a fixed
   batch size of 1 ([1, 78]), which a package must not have, since the
-  gateway runs rows in batches (tests/packages.rs).
+  gateway runs rows in batches (tests/packages.rs);
+- tests/fixtures/gate/zipmap.onnx, the same interface whose probabilities
+  are also wrapped in a ZipMap (``output_probability``, a sequence of
+  maps), as skl2onnx writes classifiers by default (tests/packages.rs).
 
 Every attribution method Candor has is additive by construction on a
 deterministic graph, so the one way a package breaks the rule is a graph
@@ -31,7 +34,7 @@ OUT = Path(__file__).resolve().parent / "fixtures" / "gate"
 FEATURES = 78
 
 
-def write(name: str, batch: str | int, noisy: bool) -> None:
+def write(name: str, batch: str | int, noisy: bool, zipmap: bool = False) -> None:
     weights = np.full((FEATURES, 2), 0.01, dtype=np.float32)
     weights[:, 1] = -0.01
     if noisy:
@@ -46,14 +49,25 @@ def write(name: str, batch: str | int, noisy: bool) -> None:
             helper.make_node("MatMul", ["input", "weights"], ["logits"]),
             helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
         ]
+    outputs = [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [batch, 2])]
+    opsets = [helper.make_opsetid("", 13)]
+    if zipmap:
+        nodes.append(helper.make_node("ZipMap", ["probabilities"], ["output_probability"],
+                                      domain="ai.onnx.ml", classlabels_int64s=[0, 1]))
+        outputs = [helper.make_value_info(
+            "output_probability",
+            helper.make_sequence_type_proto(
+                helper.make_map_type_proto(TensorProto.INT64,
+                                           helper.make_tensor_type_proto(TensorProto.FLOAT, []))))]
+        opsets.append(helper.make_opsetid("ai.onnx.ml", 3))
     graph = helper.make_graph(
         nodes,
         name,
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, FEATURES])],
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [batch, 2])],
+        outputs,
         initializer=[numpy_helper.from_array(weights, "weights")],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)],
+    model = helper.make_model(graph, opset_imports=opsets,
                               producer_name="tests/gate_fixtures.py")
     model.ir_version = 8
     onnx.checker.check_model(model, full_check=True)
@@ -66,6 +80,7 @@ def write(name: str, batch: str | int, noisy: bool) -> None:
 def main() -> int:
     write("noisy", "N", noisy=True)
     write("fixed-batch", 1, noisy=False)
+    write("zipmap", "N", noisy=False, zipmap=True)
     return 0
 
 

@@ -63,6 +63,23 @@ fn broken_packages_are_refused_naming_file_and_field() {
             "a fixed batch size of 1",
         ),
         (
+            "ZipMap output",
+            |p| {
+                // The Caravan interface, its probabilities also wrapped in a
+                // ZipMap as skl2onnx does by default (tests/gate_fixtures.py).
+                let fixture = repo_root().join("tests/fixtures/gate/zipmap.onnx");
+                fs::copy(fixture, p.join("model.onnx")).unwrap();
+                edit(
+                    &p.join("manifest.toml"),
+                    "tensor = \"probabilities\"",
+                    "tensor = \"output_probability\"",
+                );
+            },
+            "manifest.toml",
+            Some("model.output.tensor"),
+            "a sequence of maps is a ZipMap",
+        ),
+        (
             "output index",
             |p| edit(&p.join("manifest.toml"), "index = 1", "index = 2"),
             "manifest.toml",

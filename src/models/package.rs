@@ -365,10 +365,16 @@ fn check_graph(
             )
         })?;
     if output.element != "Float32" {
+        // Classifier converters wrap probabilities in a ZipMap by default.
+        let hint = if output.element.contains("Map") {
+            "; a sequence of maps is a ZipMap: convert without it (skl2onnx: options={\"zipmap\": False}) and name the float probability tensor"
+        } else {
+            ""
+        };
         return Err(PackageError::new(
             manifest_path,
             Some("model.output.tensor"),
-            format!("is {}, expected Float32", output.element),
+            format!("is {}, expected Float32{hint}", output.element),
         ));
     }
     let columns = match output.shape.as_slice() {
