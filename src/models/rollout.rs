@@ -103,6 +103,21 @@ impl Rollout {
                 ));
             }
         }
+        for (i, v) in self.shadows.iter().enumerate() {
+            let role = if self.production.as_ref() == Some(v) {
+                Some("production")
+            } else if self.canary.as_ref().is_some_and(|c| &c.version == v) {
+                Some("canary")
+            } else if self.shadows[..i].contains(v) {
+                Some("shadow")
+            } else {
+                None
+            };
+            if let Some(role) = role {
+                // Its own shadow only doubles inference and attribution work.
+                return Err(("shadows", format!("{v} is already the {role} version")));
+            }
+        }
         let served = self
             .production
             .iter()
@@ -179,6 +194,12 @@ mod tests {
                 "shadows = [\"1.1.0\"]\nunloaded = [\"1.1.0\"]\n",
                 "unloaded",
             ),
+            ("production = \"1.1.0\"\nshadows = [\"1.1.0\"]\n", "shadows"),
+            (
+                "shadows = [\"1.0.0\"]\n[canary]\nversion = \"1.0.0\"\npercent = 5.0\n",
+                "shadows",
+            ),
+            ("shadows = [\"1.2.0\", \"1.2.0\"]\n", "shadows"),
         ] {
             fs::write(dir.path().join(ROLLOUT_FILE), text).unwrap();
             let e = Rollout::read(dir.path()).unwrap_err();
