@@ -314,6 +314,16 @@ fn encode_value(spec: &FeatureSpec, value: &FeatureValue) -> Result<f32, Feature
             }
             *v
         }
+        // Manifests declare categories as integer codes: a label is a
+        // code's decimal text.
+        (FeatureType::Categorical, FeatureValue::Category(label)) => match label.parse::<i64>() {
+            Ok(code) => code as f64,
+            Err(_) => {
+                return Err(FeatureProblem::UnknownCategory {
+                    value: format!("{label:?}"),
+                });
+            }
+        },
         (_, FeatureValue::Category(_)) => {
             return Err(FeatureProblem::WrongType {
                 expected: spec.kind.as_str(),
@@ -518,6 +528,21 @@ mod tests {
                 "c",
                 FeatureProblem::UnknownCategory { value: "7".into() },
             ),
+            (
+                row(Number(1.0), Integer(1), Category("seven".into())),
+                "c",
+                FeatureProblem::UnknownCategory {
+                    value: "\"seven\"".into(),
+                },
+            ),
+            (
+                row(Number(1.0), Category("1".into()), Integer(1)),
+                "i",
+                FeatureProblem::WrongType {
+                    expected: "integer",
+                    got: "a category label",
+                },
+            ),
         ];
         for (features, name, problem) in cases {
             let mut out = vec![0.5];
@@ -529,6 +554,27 @@ mod tests {
                 "a rejected row must leave the buffer untouched"
             );
         }
+    }
+
+    /// `FeatureValue.category` carries a categorical label: the code's
+    /// decimal text, since manifests declare integer codes.
+    #[test]
+    fn a_category_label_is_its_code() {
+        use FeatureValue::*;
+        let row = |c: FeatureValue| {
+            FeatureRow::Named(
+                [("f", Number(1.0)), ("i", Integer(1)), ("c", c)]
+                    .into_iter()
+                    .map(|(n, v)| (n.to_owned(), v))
+                    .collect(),
+            )
+        };
+        let (mut by_label, mut by_code) = (vec![], vec![]);
+        schema()
+            .encode_row(&row(Category("1".into())), &mut by_label)
+            .unwrap();
+        schema().encode_row(&row(Integer(1)), &mut by_code).unwrap();
+        assert_eq!(by_label, by_code);
     }
 
     #[test]
