@@ -609,3 +609,56 @@ async fn fairness_monitor_flags_disparate_selection() {
     }
     drop(tmp);
 }
+
+/// Unloading a version ends its serving, not people's right to an
+/// explanation: a decision it made whose attributions were left to the
+/// first look-up is explained from the same artefact, loaded back from the
+/// models folder, and a different artefact under its name is refused.
+#[tokio::test]
+async fn a_retired_versions_decisions_are_still_explained() {
+    let (_tmp, models) = models_folder();
+    let server = TestServer::start_with(config(&models)).await;
+    let mut request = caravan_request();
+    request.subject_id = "retiree".into();
+    request.model = model_ref(MODEL, "1.0.0");
+    let decided = server.score_one(request).await;
+    assert_eq!(
+        decided.explanation_status,
+        pb::ExplanationStatus::OnRequest as i32
+    );
+    set_rollout(&server, "1.1.0", "", 0.0, &[]).await.unwrap();
+    admin(&server)
+        .await
+        .unload_model(pb::ModelVersionRequest {
+            model: MODEL.into(),
+            version: "1.0.0".into(),
+        })
+        .await
+        .unwrap();
+    assert!(!loaded_versions(&server).await.contains("1.0.0"));
+
+    let mut why =
+        pb::explanation_service_client::ExplanationServiceClient::new(server.channel().await);
+    let ask = pb::GetExplanationRequest {
+        decision_id: decided.decision_id.clone(),
+        audience: pb::Audience::Engineer as i32,
+        language: "en".into(),
+    };
+    // Another artefact under the retired version's name is not it.
+    let onnx = models.join(MODEL).join("1.0.0").join("model.onnx");
+    let original = std::fs::read(&onnx).unwrap();
+    std::fs::write(&onnx, [&original[..], b"\0"].concat()).unwrap();
+    let refused = why.get_explanation(ask.clone()).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+
+    std::fs::write(&onnx, &original).unwrap();
+    let answer = why.get_explanation(ask).await.unwrap().into_inner();
+    assert_eq!(answer.served_from, "computed");
+    let Some(pb::get_explanation_response::View::Engineer(view)) = answer.view else {
+        panic!("{answer:?}");
+    };
+    let attribution = view.attribution.unwrap();
+    assert_eq!(attribution.features.len(), 78);
+    assert!(attribution.additivity_residual <= 1e-5 * attribution.margin.abs().max(1.0));
+    server.stop().await;
+}

@@ -191,6 +191,10 @@ pub struct Gateway {
     /// Taken by the shadow task when the models are loaded.
     shadow_jobs: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<shadow::ShadowJob>>>,
     fairness: FairnessMonitor,
+    /// Packages of versions no longer served, loaded back from the models
+    /// folder to explain their decisions (keyed by SHA-256): unloading a
+    /// version ends its serving, not people's right to an explanation.
+    retired: moka::sync::Cache<String, Arc<ModelPackage>>,
 }
 
 impl Gateway {
@@ -246,6 +250,11 @@ impl Gateway {
             shadows,
             shadow_jobs: std::sync::Mutex::new(Some(shadow_jobs)),
             fairness: FairnessMonitor::new(config.fairness.clone()),
+            // A few at a time, for a while: each holds ORT sessions.
+            retired: moka::sync::Cache::builder()
+                .max_capacity(4)
+                .time_to_idle(std::time::Duration::from_secs(600))
+                .build(),
             access: Access::new(config.access.clone(), &ledger.token_key()),
             metrics: Metrics::default(),
             consents: Consents::new(ledger, config.consent.controller.clone(), cache.clone()),

@@ -222,6 +222,48 @@ impl Gateway {
         Ok(package)
     }
 
+    /// The exact package that made a recorded decision, also when its
+    /// version is no longer served: then loaded back from the models
+    /// folder, if the same artefact (SHA-256) is still there.
+    pub async fn explaining_package(&self, row: &DecisionRow) -> Result<Arc<ModelPackage>, Error> {
+        let served = match self.package_of(row) {
+            Ok(package) => return Ok(package),
+            Err(e) => e,
+        };
+        if let Some(package) = self.retired.get(&row.model_sha256) {
+            return Ok(package);
+        }
+        // The record's names become a path: one plain component each.
+        let plain = |s: &str| {
+            let mut parts = std::path::Path::new(s).components();
+            matches!(
+                (parts.next(), parts.next()),
+                (Some(std::path::Component::Normal(_)), None)
+            )
+        };
+        if !plain(&row.model_name) || !plain(&row.model_version) {
+            return Err(served);
+        }
+        let dir = self
+            .config
+            .models_dir
+            .join(&row.model_name)
+            .join(&row.model_version);
+        let loaded = tokio::task::spawn_blocking(move || ModelPackage::load(&dir, 1))
+            .await
+            .map_err(|e| Error::Internal(format!("loading a retired model panicked: {e}")))?;
+        match loaded {
+            Ok(package) if package.sha256 == row.model_sha256 => {
+                let package = Arc::new(package);
+                self.retired
+                    .insert(row.model_sha256.clone(), package.clone());
+                tracing::info!(model = %row.model_name, version = %row.model_version, "loaded a retired version to explain its decisions");
+                Ok(package)
+            }
+            _ => Err(served),
+        }
+    }
+
     /// Attributes recorded decisions of one package from their sealed
     /// inputs, stores the attributions and erases the inputs.
     async fn attribute_recorded(
@@ -304,7 +346,7 @@ impl Gateway {
     }
 
     async fn compute_explanation(&self, row: DecisionRow) -> Result<DecisionRow, Error> {
-        let package = self.package_of(&row)?;
+        let package = self.explaining_package(&row).await?;
         let id = row.decision_id.clone();
         self.attribute_recorded(&package, vec![row], Urgency::Waiting { deadline: None })
             .await?

@@ -179,8 +179,8 @@ impl ExplanationService for Why {
         if let Some(subject_ref) = row.subject_ref.as_deref() {
             auth::account(&self.gateway, &metadata, &admitted, rule, subject_ref).await?;
         }
-        // The artefact that made the decision, if it still runs.
-        let package = self.gateway.package_of(&row).ok();
+        // The artefact that made the decision, if it is still there.
+        let package = self.gateway.explaining_package(&row).await.ok();
         let language = Language::from_tag(&r.language);
         let min_segment = self.gateway.config().decisions.min_segment_size;
         let consumer = || {
