@@ -332,3 +332,41 @@ fn the_bundled_caravan_packages_carry_the_native_covers() {
         );
     }
 }
+
+/// A softmax ensemble's attributions are of the explained class's logit,
+/// and say so: its score is a share of a softmax over every class, which
+/// this margin alone does not give ("raw" said the margin was the score).
+#[test]
+fn a_softmax_ensemble_explains_the_class_logit_and_says_so() {
+    struct Unused;
+    impl candor::explain::sampling::Scorer for Unused {
+        fn score(&mut self, _: &[f32]) -> Result<Vec<f32>, String> {
+            Err("exact tree attributions run no model".into())
+        }
+    }
+    let dir = repo_root().join("tests/fixtures/attributions/lgbm-multiclass");
+    let onnx = std::fs::read(dir.join("model.onnx")).unwrap();
+    let background: Vec<f32> = matrix(&dir.join("background.csv"))
+        .iter()
+        .flatten()
+        .map(|v| *v as f32)
+        .collect();
+    let x = matrix(&dir.join("X.csv"));
+    let row: Vec<f32> = x[0].iter().map(|v| *v as f32).collect();
+    let explainer = candor::explain::Explainer::for_graph(
+        &onnx,
+        row.len(),
+        "probabilities",
+        2,
+        &background,
+        &[],
+        None,
+    )
+    .unwrap();
+    let a = explainer
+        .explain(&row, Method::PathDependent, &mut Unused, None)
+        .unwrap();
+    assert_eq!(a.output_space, "softmax_logit");
+    let sum: f64 = a.base_value + a.contributions.iter().sum::<f64>();
+    assert!((sum - a.margin).abs() <= tolerance(a.margin));
+}

@@ -179,7 +179,8 @@ pub struct Report {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AttributionSummary {
     pub method: String,
-    /// "log_odds", "raw" or "score": what the attributions add up to.
+    /// "log_odds", "softmax_logit", "probit", "raw" or "score": what the
+    /// attributions add up to (see the proto's `Attribution.output_space`).
     pub output_space: String,
     pub rows: usize,
 }

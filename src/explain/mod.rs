@@ -79,7 +79,9 @@ pub const SAMPLING_PAIRS: usize = 64;
 pub struct Attribution {
     pub method: &'static str,
     pub method_version: &'static str,
-    /// "log_odds" when a logistic post-transform follows, else "raw".
+    /// What the margin is: "log_odds" under a logistic post-transform,
+    /// "softmax_logit" under a softmax (the explained class's logit),
+    /// "probit" under a probit, "raw" with none.
     pub output_space: &'static str,
     /// The expected margin: what the model outputs on average.
     pub base_value: f64,
@@ -240,10 +242,13 @@ impl Explainer {
             Self::Linear { model, .. } => model.post_transform,
             Self::Sampling { .. } => return "score",
         };
-        if post == PostTransform::Logistic {
-            "log_odds"
-        } else {
-            "raw"
+        match post {
+            PostTransform::Logistic => "log_odds",
+            // The class's logit: its score is the softmax over every class,
+            // not a function of this margin alone.
+            PostTransform::Softmax | PostTransform::SoftmaxZero => "softmax_logit",
+            PostTransform::Probit => "probit",
+            PostTransform::None => "raw",
         }
     }
 

@@ -80,7 +80,7 @@ pub mod reply {
     pub const PROVENANCE: &str = "provenance";
     pub const EXPLANATION_STATUS: &str = "explanation_status";
     /// On the `attributions` tensor: the attribution method and the output
-    /// space ("log_odds" or "raw") the values and base values are in.
+    /// space (`Attribution.output_space`) the values and base values are in.
     pub const METHOD: &str = "method";
     pub const OUTPUT_SPACE: &str = "output_space";
 }
