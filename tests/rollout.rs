@@ -660,5 +660,19 @@ async fn a_retired_versions_decisions_are_still_explained() {
     let attribution = view.attribution.unwrap();
     assert_eq!(attribution.features.len(), 78);
     assert!(attribution.additivity_residual <= 1e-5 * attribution.margin.abs().max(1.0));
+    // The person's access export explains it with the same artefact.
+    let export = why
+        .export_subject_data(pb::ExportSubjectDataRequest {
+            subject_id: "retiree".into(),
+            language: "en".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let json: serde_json::Value = serde_json::from_str(&export.export_json).unwrap();
+    let reasons = json["decisions"][0]["why"]["reasons"].to_string();
+    assert!(!reasons.contains("no longer in use"), "{reasons}");
+    assert_eq!(json["decisions"][0]["why"]["basis"], "profiling");
     server.stop().await;
 }

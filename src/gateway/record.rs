@@ -643,7 +643,7 @@ impl Gateway {
         let mut budget = Budget::new(items_room);
         let mut kept: Vec<(Position, serde_json::Value)> = Vec::new();
         for item in items.iter().take(page.size) {
-            let (position, value) = self.export_item(item, language)?;
+            let (position, value) = self.export_item(item, language).await?;
             let size = value.to_string().len();
             if !budget.take(size + 1) {
                 if kept.is_empty() {
@@ -680,7 +680,7 @@ impl Gateway {
     }
 
     /// An export item's place in the export's order and its JSON.
-    fn export_item(
+    async fn export_item(
         &self,
         item: &ExportItem<'_>,
         language: Language,
@@ -696,7 +696,7 @@ impl Gateway {
                 }),
             ),
             ExportItem::Decision(row) => {
-                let package = self.package_of(row).ok();
+                let package = self.explaining_package(row).await.ok();
                 let view = crate::why::consumer(
                     row,
                     package.as_deref().map(crate::why::ModelFacts::of),
