@@ -12,6 +12,7 @@ mod consent;
 mod convert;
 mod deadline;
 mod explain;
+mod io;
 mod models;
 mod oip;
 mod page;
@@ -22,6 +23,7 @@ mod why;
 use std::{future::Future, sync::Arc};
 
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt as _;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig, server::TcpIncoming};
 use tonic_health::ServingStatus;
 
@@ -183,7 +185,9 @@ pub async fn serve(
         .serve_with_incoming_shutdown(
             // Small replies must not wait for Nagle's algorithm and the
             // peer's delayed ACK: that stalls a call for ~40 ms.
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            TcpIncoming::from(listener)
+                .with_nodelay(Some(true))
+                .map(|accepted| accepted.map(io::Coalescing)),
             shutdown,
         )
         .await;
