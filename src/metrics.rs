@@ -267,14 +267,15 @@ impl Metrics {
         });
         self.max_residual_gauge
             .set(f64::from_bits(self.max_residual.load(Ordering::Relaxed)));
+        // Only what the window holds now: a ratio that became undefined (too
+        // few decisions, nobody selected) or an attribute that left the
+        // window must not stay on display.
+        self.disparate_impact.clear();
+        self.fairness_flagged.clear();
         for a in gateway.fairness().report("", "", crate::store::now_ms()) {
             let labels = [("model", a.model), ("attribute", a.attribute)];
             if let Some(ratio) = a.disparate_impact {
                 self.disparate_impact.get_or_create(&labels).set(ratio);
-            } else {
-                // Undefined now (too few decisions, or nobody selected): a
-                // stale ratio must not stay on display.
-                self.disparate_impact.remove(&labels);
             }
             self.fairness_flagged
                 .get_or_create(&labels)

@@ -23,6 +23,9 @@ use crate::config::FairnessConfig;
 pub const MAX_ATTRIBUTES: usize = 8;
 pub const MAX_TEXT: usize = 64;
 pub const MAX_GROUPS: usize = 32;
+/// Attributes one model counts within a window; a new name beyond them is
+/// not counted until another has left the window.
+pub const MAX_ATTRIBUTE_NAMES: usize = 32;
 /// Where values past [`MAX_GROUPS`] per attribute are counted.
 pub const OTHER_GROUP: &str = "(other)";
 
@@ -76,10 +79,21 @@ struct Bucket {
 
 /// Per (model, attribute): each group's minute buckets.
 type Groups = HashMap<String, VecDeque<Bucket>>;
+type Counts = HashMap<(String, String), Groups>;
+
+/// Forgets the groups, and then the attributes, with no count since minute
+/// `oldest`: whatever names callers once sent, the monitor holds only the
+/// window's.
+fn prune(counts: &mut Counts, oldest: i64) {
+    counts.retain(|_, groups| {
+        groups.retain(|_, buckets| buckets.back().is_some_and(|b| b.minute >= oldest));
+        !groups.is_empty()
+    });
+}
 
 pub struct FairnessMonitor {
     config: FairnessConfig,
-    counts: Mutex<HashMap<(String, String), Groups>>,
+    counts: Mutex<Counts>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -130,9 +144,18 @@ impl FairnessMonitor {
         let oldest = minute - self.window_minutes() + 1;
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         for (attribute, group) in &attributes.0 {
-            let groups = counts
-                .entry((model.to_owned(), attribute.clone()))
-                .or_default();
+            let key = (model.to_owned(), attribute.clone());
+            if !counts.contains_key(&key) {
+                let named = |counts: &Counts| counts.keys().filter(|(m, _)| m == model).count();
+                if named(&counts) >= MAX_ATTRIBUTE_NAMES {
+                    prune(&mut counts, oldest);
+                }
+                if named(&counts) >= MAX_ATTRIBUTE_NAMES {
+                    tracing::debug!(model, attribute, "audit attribute not counted: too many names in the window");
+                    continue;
+                }
+            }
+            let groups = counts.entry(key).or_default();
             let key = if groups.contains_key(group) || groups.len() < MAX_GROUPS {
                 group.as_str()
             } else {
@@ -158,7 +181,8 @@ impl FairnessMonitor {
     /// (empty matches all), sorted by model and attribute.
     pub fn report(&self, model: &str, attribute: &str, now_ms: i64) -> Vec<AttributeFairness> {
         let oldest = now_ms.div_euclid(BUCKET_MS) - self.window_minutes() + 1;
-        let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        prune(&mut counts, oldest);
         let mut out: Vec<AttributeFairness> = counts
             .iter()
             .filter(|((m, a), _)| {
@@ -315,6 +339,21 @@ mod tests {
         let r = &m.report("m", "", later)[0];
         assert_eq!(r.groups.len(), 1);
         assert_eq!(r.groups[0].decisions, 1);
+    }
+
+    #[test]
+    fn attribute_names_are_bounded_and_leave_with_the_window() {
+        let m = monitor(1);
+        for i in 0..10_000 {
+            m.observe("m", 0.5, &attrs(&[(&format!("a{i}"), "x")]), &[0.9], 0);
+        }
+        assert_eq!(m.report("", "", 0).len(), MAX_ATTRIBUTE_NAMES);
+        let later = 11 * 60_000;
+        assert!(m.report("", "", later).is_empty());
+        m.observe("m", 0.5, &attrs(&[("late", "x")]), &[0.9], later);
+        let r = m.report("", "", later);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].attribute, "late");
     }
 
     #[test]

@@ -367,3 +367,20 @@ fn a_decision_made_by_withheld_information_says_so_without_naming_it() {
     );
     assert!((3..=5).contains(&texts.len()), "{texts:?}");
 }
+
+/// The access export lists the features the policy kept from the model but,
+/// like the consumer view, never names a sensitive one: it counts them.
+#[test]
+fn an_export_counts_masked_sensitive_features_without_naming_them() {
+    let mut manifest = PACKAGE.manifest.clone();
+    manifest.features[0].proxy_for = Some(DataCategory::Religion);
+    let masked = vec![
+        manifest.features[0].name.clone(),
+        manifest.features[1].name.clone(),
+    ];
+    let (named, unnamed) = why::masked_for_person(&masked, Some(&manifest));
+    assert_eq!(named, vec![manifest.features[1].name.clone()]);
+    assert_eq!(unnamed, 1);
+    // Without the model's manifest no name can be judged.
+    assert_eq!(why::masked_for_person(&masked, None), (vec![], 2));
+}

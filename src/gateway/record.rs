@@ -703,6 +703,10 @@ impl Gateway {
                     language,
                     self.config.decisions.min_segment_size,
                 );
+                let (masked, masked_unnamed) = crate::why::masked_for_person(
+                    &row.provenance.masked_features,
+                    package.as_deref().map(|p| &p.manifest),
+                );
                 (
                     row.position()?,
                     serde_json::json!({
@@ -715,7 +719,10 @@ impl Gateway {
                         "tier": row.tier.as_str(),
                         "score": row.score,
                         "rules_fired": row.provenance.rules,
-                        "masked_features": row.provenance.masked_features,
+                        // Sensitive ones are counted, never named, as in the
+                        // consumer view.
+                        "masked_features": masked,
+                        "masked_features_not_named": masked_unnamed,
                         "why": {
                             "basis": view.basis,
                             "main_parameters": view.main_parameters,

@@ -57,10 +57,28 @@ pub struct ConsumerView {
 /// A feature may become a consumer reason only if the person's own value
 /// reached the model, it is not sensitive, and it does not single them out.
 fn may_be_told(spec: &FeatureSpec, masked: bool) -> bool {
-    !masked
-        && !spec.is_special_category()
-        && spec.category != DataCategory::PreciseGeolocation
-        && spec.reason_group.is_some()
+    !masked && !is_sensitive(spec) && spec.reason_group.is_some()
+}
+
+/// Never named to the person, whatever the purpose: special-category data
+/// (and its proxies) and precise geolocation.
+fn is_sensitive(spec: &FeatureSpec) -> bool {
+    spec.is_special_category() || spec.category == DataCategory::PreciseGeolocation
+}
+
+/// The features the policy kept from a decision's model, as the person may
+/// read them in their access export: the names that are not sensitive, and
+/// how many others were kept back unnamed. Without the model's manifest no
+/// name can be judged, so none is given.
+pub fn masked_for_person(masked: &[String], manifest: Option<&Manifest>) -> (Vec<String>, usize) {
+    let nameable = |name: &String| {
+        manifest
+            .and_then(|m| m.features.iter().find(|f| &f.name == name))
+            .is_some_and(|spec| !is_sensitive(spec))
+    };
+    let named: Vec<String> = masked.iter().filter(|n| nameable(n)).cloned().collect();
+    let unnamed = masked.len() - named.len();
+    (named, unnamed)
 }
 
 /// What the consumer view needs of the model that made a decision: its
