@@ -151,7 +151,11 @@ impl FairnessMonitor {
                     prune(&mut counts, oldest);
                 }
                 if named(&counts) >= MAX_ATTRIBUTE_NAMES {
-                    tracing::debug!(model, attribute, "audit attribute not counted: too many names in the window");
+                    tracing::debug!(
+                        model,
+                        attribute,
+                        "audit attribute not counted: too many names in the window"
+                    );
                     continue;
                 }
             }

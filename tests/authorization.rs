@@ -605,6 +605,16 @@ async fn staff_reads_are_recorded_with_who_whom_and_why() {
         Duration::from_secs(60),
     );
     consent.get_consent_history(ask(None, &own)).await.unwrap();
+    // A read refused as bad input is not a read: nothing goes on record.
+    let mut greedy = ask(Some("ticket 1234"), "support-key");
+    greedy.get_mut().page_size = 5000;
+    let mut nobody = ask(Some("ticket 1234"), "support-key");
+    nobody.get_mut().subject_id.clear();
+    for (bad, field) in [(greedy, "page_size"), (nobody, "subject_id")] {
+        let refused = consent.get_consent_history(bad).await.unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+        assert!(refused.message().contains(field), "{refused:?}");
+    }
 
     let subject_ref = server.gateway.consents().ledger().pseudonymise("carol");
     let db = rusqlite::Connection::open(&server.gateway.config().database).unwrap();
@@ -629,4 +639,8 @@ async fn staff_reads_are_recorded_with_who_whom_and_why() {
             "req-42".to_owned(),
         )]
     );
+    let all: i64 = db
+        .query_row("SELECT COUNT(*) FROM staff_reads", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(all, 1, "only the one read that was answered is on record");
 }

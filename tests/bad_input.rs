@@ -2,7 +2,13 @@
 
 mod common;
 
-use candor::{Config, grpc::pb};
+use candor::{
+    Config,
+    grpc::{
+        inference::grpc_inference_service_client::GrpcInferenceServiceClient,
+        pb::{self, explain_service_client::ExplainServiceClient},
+    },
+};
 use common::*;
 use pb::feature_value::Kind;
 use tonic::Code;
@@ -354,7 +360,7 @@ async fn bad_score_requests_name_the_field() {
 /// make each row's answer kilobytes) is answered RESOURCE_EXHAUSTED with
 /// how many rows fit, not tonic's OUT_OF_RANGE.
 #[tokio::test]
-async fn an_answer_over_the_message_limit_says_how_many_rows_fit() {
+async fn answers_over_the_message_limit_say_how_many_rows_fit() {
     let server = TestServer::start_with(Config {
         max_message_bytes: 16 * 1024,
         ..test_config()
@@ -391,6 +397,46 @@ async fn an_answer_over_the_message_limit_says_how_many_rows_fit() {
             .decisions
             .len(),
         8
+    );
+    // ExplainBatch answers with every row's attributions.
+    let status = ExplainServiceClient::new(server.channel().await)
+        .explain_batch(pb::ExplainBatchRequest {
+            model: model_ref("caravan-lgbm", ""),
+            rows: batch(8).rows,
+            method: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert!(
+        status
+            .message()
+            .starts_with("rows: the answer for 8 rows is"),
+        "{}",
+        status.message()
+    );
+    // ModelInfer's rows are its input tensor's; its decisions are recorded.
+    let mut request = oip_request(50, "alice");
+    request
+        .parameters
+        .insert("explain_mode".into(), oip_text("inline"));
+    let status = GrpcInferenceServiceClient::new(server.channel().await)
+        .model_infer(request)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        status.code(),
+        Code::ResourceExhausted,
+        "{}",
+        status.message()
+    );
+    assert!(
+        status
+            .message()
+            .starts_with("inputs[0]: the answer for 50 rows is")
+            && status.message().contains("recorded under request id"),
+        "{}",
+        status.message()
     );
     server.stop().await;
 }

@@ -353,6 +353,15 @@ impl Gateway {
         Ok(self.registry()?.resolve(selector, None)?)
     }
 
+    /// The package that will score this subject's requests.
+    pub fn serving(
+        &self,
+        selector: &ModelSelector,
+        subject: &Subject,
+    ) -> Result<Arc<ModelPackage>, Error> {
+        Ok(self.route(selector, subject)?.0)
+    }
+
     /// The package that serves this subject: the canary for the subjects in
     /// its share, production for the others.
     fn route(

@@ -278,14 +278,17 @@ pub fn admitted<T>(request: &Request<T>) -> Result<Admitted, Status> {
 }
 
 /// Admits the call for the publisher's `subject_id` (pseudonymised here, as
-/// a consumer token names it) and puts a staff read on record.
+/// a consumer token names it) and puts a staff read on record. Callers
+/// convert the rest of their request first: a read refused as bad input is
+/// not a read.
 pub async fn for_subject<T>(
     gateway: &Gateway,
     request: &Request<T>,
     subject_id: &str,
 ) -> Result<Admitted, Status> {
     let admitted = admitted(request)?;
-    let subject_ref = gateway.consents().ledger().pseudonymise(subject_id);
+    // A malformed id is refused before anything goes on record.
+    let subject_ref = gateway.consents().subject_ref(subject_id)?;
     check_subject(&admitted.caller, admitted.rule, Some(&subject_ref))?;
     account(
         gateway,

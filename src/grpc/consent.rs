@@ -250,12 +250,9 @@ impl ConsentService for Consent {
         &self,
         request: Request<pb::RecordConsentRequest>,
     ) -> Result<Response<pb::RecordConsentResponse>, Status> {
+        let record = request.get_ref().clone().try_into()?;
         auth::for_subject(&self.gateway, &request, &request.get_ref().subject_id).await?;
-        let (record, subject_ref) = self
-            .gateway
-            .consents()
-            .record(request.into_inner().try_into()?)
-            .await?;
+        let (record, subject_ref) = self.gateway.consents().record(record).await?;
         Ok(Response::new(pb::RecordConsentResponse {
             record: Some((&record).into()),
             subject_ref,
@@ -266,12 +263,9 @@ impl ConsentService for Consent {
         &self,
         request: Request<pb::WithdrawConsentRequest>,
     ) -> Result<Response<pb::WithdrawConsentResponse>, Status> {
+        let withdrawal = request.get_ref().clone().try_into()?;
         auth::for_subject(&self.gateway, &request, &request.get_ref().subject_id).await?;
-        let (record, subject_ref) = self
-            .gateway
-            .consents()
-            .withdraw(request.into_inner().try_into()?)
-            .await?;
+        let (record, subject_ref) = self.gateway.consents().withdraw(withdrawal).await?;
         Ok(Response::new(pb::WithdrawConsentResponse {
             record: Some((&record).into()),
             subject_ref,
@@ -298,12 +292,9 @@ impl ConsentService for Consent {
         &self,
         request: Request<pb::GetConsentHistoryRequest>,
     ) -> Result<Response<pb::GetConsentHistoryResponse>, Status> {
+        let page = request.get_ref().clone().try_into()?;
         auth::for_subject(&self.gateway, &request, &request.get_ref().subject_id).await?;
-        let page = self
-            .gateway
-            .consents()
-            .history(&request.into_inner().try_into()?)
-            .await?;
+        let page = self.gateway.consents().history(&page).await?;
         let envelope = pb::GetConsentHistoryResponse {
             subject_ref: page.subject_ref.clone(),
             records: Vec::new(),

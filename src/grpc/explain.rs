@@ -38,8 +38,16 @@ impl ExplainService for Explain {
             .gateway
             .explain(request.into_inner().try_into()?)
             .await?;
-        Ok(Response::new(pb::ExplainBatchResponse {
+        let response = pb::ExplainBatchResponse {
             results: results.into_iter().map(Into::into).collect(),
-        }))
+        };
+        super::fits(
+            &response,
+            response.results.len(),
+            "rows",
+            self.gateway.config().max_message_bytes,
+            None,
+        )?;
+        Ok(Response::new(response))
     }
 }

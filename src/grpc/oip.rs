@@ -682,13 +682,28 @@ impl GrpcInferenceService for Oip {
         let request_id = super::request_id(request.metadata());
         let deadline = super::reply_by(&request);
         let infer: Infer = request.into_inner().try_into()?;
-        infer.check_input(&*self.gateway.resolve(&infer.batch.model)?)?;
+        // Checked against the version that will score this subject: a
+        // canary's columns may differ from production's.
+        infer.check_input(
+            &*self
+                .gateway
+                .serving(&infer.batch.model, &infer.batch.subject)?,
+        )?;
         let Infer {
             mut batch, reply, ..
         } = infer;
-        batch.request_id = request_id;
+        batch.request_id = request_id.clone();
         batch.deadline = deadline;
         let decisions = self.gateway.score_batch(batch).await?;
-        Ok(Response::new(reply.respond(decisions)?))
+        let rows = decisions.len();
+        let response = reply.respond(decisions)?;
+        super::fits(
+            &response,
+            rows,
+            "inputs[0]",
+            self.gateway.config().max_message_bytes,
+            Some(&request_id),
+        )?;
+        Ok(Response::new(response))
     }
 }

@@ -5,10 +5,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::pb::{self, scoring_service_server::ScoringService};
-use crate::{
-    error::Error,
-    gateway::{BatchRequest, Gateway, ScoreRequest},
-};
+use crate::gateway::{BatchRequest, Gateway, ScoreRequest};
 
 pub struct Scoring {
     gateway: Arc<Gateway>,
@@ -50,32 +47,13 @@ impl ScoringService for Scoring {
         let response = pb::ScoreBatchResponse {
             decisions: decisions.into_iter().map(Into::into).collect(),
         };
-        too_large(
+        super::fits(
             &response,
+            response.decisions.len(),
+            "rows",
             self.gateway.config().max_message_bytes,
-            &request_id,
+            Some(&request_id),
         )?;
         Ok(Response::new(response))
     }
-}
-
-/// Refuses an answer larger than the gateway sends (inline attributions
-/// make a row's answer some kilobytes), saying what would fit: tonic would
-/// otherwise fail it as OUT_OF_RANGE, naming nothing. Its decisions were
-/// made and recorded under the call's request id.
-fn too_large(
-    response: &pb::ScoreBatchResponse,
-    limit: usize,
-    request_id: &str,
-) -> Result<(), Error> {
-    use prost::Message;
-    let size = response.encoded_len();
-    if size <= limit {
-        return Ok(());
-    }
-    let rows = response.decisions.len();
-    let fit = (rows * limit / size).max(1);
-    Err(Error::TooLarge(format!(
-        "rows: the answer for {rows} rows is {size} bytes, over the {limit} the gateway sends (max_message_bytes); send at most {fit} rows per call, or ask for deferred attributions. These decisions are recorded under request id {request_id}"
-    )))
 }

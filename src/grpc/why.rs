@@ -249,11 +249,9 @@ impl ExplanationService for Why {
         &self,
         request: Request<pb::ListDecisionsRequest>,
     ) -> Result<Response<pb::ListDecisionsResponse>, Status> {
+        let page = request.get_ref().clone().try_into()?;
         auth::for_subject(&self.gateway, &request, &request.get_ref().subject_id).await?;
-        let page = self
-            .gateway
-            .decisions(&request.into_inner().try_into()?)
-            .await?;
+        let page = self.gateway.decisions(&page).await?;
         let envelope = pb::ListDecisionsResponse {
             subject_ref: page.subject_ref.clone(),
             decisions: Vec::new(),
@@ -290,8 +288,8 @@ impl ExplanationService for Why {
         &self,
         request: Request<pb::ExportSubjectDataRequest>,
     ) -> Result<Response<pb::ExportSubjectDataResponse>, Status> {
+        let (page, language) = request.get_ref().clone().try_into()?;
         auth::for_subject(&self.gateway, &request, &request.get_ref().subject_id).await?;
-        let (page, language) = request.into_inner().try_into()?;
         let limit = self.gateway.config().max_message_bytes;
         // The response is four strings: each a one-byte tag and its length,
         // at most as long as the limit's own.
