@@ -29,12 +29,23 @@ use crate::{
     },
     inference::runtime,
     models::{
-        ModelPackage, card,
+        ModelPackage, card, manifest,
         package::MANIFEST_FILE,
         schema::{FeatureValue, Features},
         validate::validate_package,
     },
 };
+
+/// A number flag that must also pass `check`, the same check a manifest's
+/// field gets.
+fn checked(
+    check: fn(f64) -> Result<f64, &'static str>,
+) -> impl Fn(&str) -> Result<f64, String> + Clone + Send + Sync + 'static {
+    move |text| {
+        let value: f64 = text.trim().parse().map_err(|e| format!("{e}"))?;
+        check(value).map_err(str::to_owned)
+    }
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -132,10 +143,10 @@ struct AuditArgs {
     #[arg(long)]
     label_column: Option<String>,
     /// Lowest accepted disparate-impact ratio of the --group-column columns.
-    #[arg(long, default_value_t = audit::FOUR_FIFTHS)]
+    #[arg(long, default_value_t = audit::FOUR_FIFTHS, value_parser = checked(manifest::disparate_impact_floor))]
     min_disparate_impact: f64,
     /// Largest accepted equal-opportunity difference of the --group-column columns.
-    #[arg(long)]
+    #[arg(long, value_parser = checked(manifest::opportunity_gap))]
     max_equal_opportunity_difference: Option<f64>,
     /// Write fairness.json, fairness.md and fairness.png into this folder
     /// instead of printing.

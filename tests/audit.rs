@@ -311,3 +311,21 @@ fn a_stale_committed_audit_is_refused_at_load() {
     assert!(err.file.ends_with(audit::REPORT_FILE), "{err}");
     assert_eq!(err.field.as_deref(), Some("sha256"), "{err}");
 }
+
+/// A threshold no ratio can be compared with (NaN, 0, above 1) is refused
+/// as a manifest's would be, instead of passing every audit.
+#[test]
+fn audit_thresholds_out_of_range_are_refused() {
+    let logreg = model("caravan-logreg/1.0.0");
+    for (flag, value) in [
+        ("--min-disparate-impact", "nan"),
+        ("--min-disparate-impact", "0"),
+        ("--max-equal-opportunity-difference", "-1"),
+        ("--max-equal-opportunity-difference", "nan"),
+    ] {
+        let out = candor(&["audit", "--model", &logreg, &format!("{flag}={value}")]);
+        assert!(!out.status.success(), "{flag} {value}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(flag) && err.contains("must lie in"), "{err}");
+    }
+}

@@ -158,6 +158,20 @@ fn broken_packages_are_refused_naming_file_and_field() {
             "value 99 is outside the allowed range [1, 10]",
         ),
         (
+            "a golden score left empty",
+            |p| {
+                let path = p.join("golden.csv");
+                let text = fs::read_to_string(&path).unwrap();
+                let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+                let cut = lines[1].rfind(',').unwrap();
+                lines[1].truncate(cut + 1);
+                fs::write(&path, lines.join("\n")).unwrap();
+            },
+            "golden.csv",
+            Some("row 1, column score"),
+            "is empty or NaN",
+        ),
+        (
             "missing background",
             |p| fs::remove_file(p.join("background.csv")).unwrap(),
             "background.csv",
@@ -243,8 +257,10 @@ fn a_model_trained_on_the_religion_proxy_columns_is_refused_naming_them() {
     }
 }
 
+/// A copied manifest brings `default = true` along: the lowest version
+/// keeps the claim, the other is refused, and the rest serve.
 #[test]
-fn two_default_versions_are_refused() {
+fn a_second_default_version_is_refused_and_the_rest_serve() {
     runtime::init(&ort_lib()).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let package = copy_default(tmp.path());
@@ -259,8 +275,13 @@ fn two_default_versions_are_refused() {
         "version = \"1.0.0\"",
         "version = \"1.0.1\"",
     );
-    let err = Registry::load_dir(&tmp.path().join("models"), 1, None, None).unwrap_err();
-    assert_eq!(err.field.as_deref(), Some("model.default"), "{err}");
+    let (registry, failed) = Registry::load_dir(&tmp.path().join("models"), 1, None, None).unwrap();
+    let lgbm = registry.model("caravan-lgbm").unwrap();
+    assert_eq!(lgbm.default.to_string(), "1.0.0");
+    assert_eq!(lgbm.versions.len(), 1);
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].field.as_deref(), Some("model.default"));
+    assert!(failed[0].file.starts_with(&second), "{}", failed[0]);
 }
 
 #[test]
@@ -348,4 +369,68 @@ fn the_model_card_tells_what_the_package_is_and_how_it_fares() {
     for text in expected {
         assert!(card.contains(text), "{text:?} missing:\n{card}");
     }
+}
+
+/// What serves keeps serving across a reload: a version edited into
+/// something that no longer loads, a removed folder, an unreadable
+/// `rollout.toml` moves no traffic, and each is reported.
+#[test]
+fn a_reload_moves_traffic_only_on_an_explicit_change() {
+    runtime::init(&ort_lib()).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let models = tmp.path().join("models");
+    let v1 = copy_package("caravan-lgbm/1.0.0", &models);
+    copy_package("caravan-lgbm/1.1.0", &models);
+    let mlp = copy_package("caravan-mlp/1.0.0", &models);
+    let load = |previous: Option<&Registry>| {
+        let (registry, failed) = Registry::load_dir(&models, 1, previous, None).unwrap();
+        let failed: Vec<String> = failed.iter().map(ToString::to_string).collect();
+        (registry, failed)
+    };
+    let production = |r: &Registry| r.model("caravan-lgbm").unwrap().default.to_string();
+    let (first, failed) = load(None);
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(production(&first), "1.0.0");
+
+    edit(
+        &v1.join("manifest.toml"),
+        "default = true",
+        "default = true\ncolour = \"red\"",
+    );
+    fs::remove_dir_all(&mlp).unwrap();
+    let (second, failed) = load(Some(&first));
+    assert_eq!(production(&second), "1.0.0");
+    assert!(second.model("caravan-mlp").is_ok());
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert!(
+        failed.iter().all(|e| e.contains("keeps serving as loaded")),
+        "{failed:?}"
+    );
+
+    let rollout = models.join("caravan-lgbm/rollout.toml");
+    fs::write(&rollout, "production = \"1.1.0\"\n").unwrap();
+    let (third, _) = load(Some(&second));
+    assert_eq!(production(&third), "1.1.0");
+    fs::write(
+        &rollout,
+        "production = \"1.1.0\"\n[canary]\nversion = \"1.0.0\"\npercent = 150.0\n",
+    )
+    .unwrap();
+    let (fourth, failed) = load(Some(&third));
+    assert_eq!(production(&fourth), "1.1.0");
+    assert!(
+        failed
+            .iter()
+            .any(|e| e.contains("rollout.toml") && e.contains("the rollout in effect stays")),
+        "{failed:?}"
+    );
+}
+
+/// A package named through `..` (or `.`) is found where it resolves.
+#[test]
+fn a_package_path_through_dot_dot_loads() {
+    runtime::init(&ort_lib()).unwrap();
+    let winding = repo_root().join("models/caravan-lgbm/1.0.0/../1.0.0");
+    let package = ModelPackage::load(&winding, 1).unwrap();
+    assert_eq!(package.name(), "caravan-lgbm");
 }

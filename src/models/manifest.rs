@@ -343,6 +343,24 @@ pub struct FieldError {
     pub message: String,
 }
 
+/// A fairness gate's lowest accepted disparate-impact ratio.
+pub fn disparate_impact_floor(ratio: f64) -> Result<f64, &'static str> {
+    if ratio > 0.0 && ratio <= 1.0 {
+        Ok(ratio)
+    } else {
+        Err("must lie in (0, 1]")
+    }
+}
+
+/// A fairness gate's largest accepted equal-opportunity difference.
+pub fn opportunity_gap(difference: f64) -> Result<f64, &'static str> {
+    if (0.0..=1.0).contains(&difference) {
+        Ok(difference)
+    } else {
+        Err("must lie in [0, 1]")
+    }
+}
+
 impl FieldError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
@@ -601,19 +619,11 @@ impl Manifest {
         let inputs: HashSet<&str> = self.features.iter().map(|f| f.name.as_str()).collect();
         for (i, g) in fairness.groups.iter().enumerate() {
             let at = |field: &str| format!("fairness.groups[{i}].{field}");
-            if !(g.min_disparate_impact > 0.0 && g.min_disparate_impact <= 1.0) {
-                return Err(FieldError::new(
-                    at("min_disparate_impact"),
-                    "must lie in (0, 1]",
-                ));
-            }
-            if g.max_equal_opportunity_difference
-                .is_some_and(|d| !(0.0..=1.0).contains(&d))
-            {
-                return Err(FieldError::new(
-                    at("max_equal_opportunity_difference"),
-                    "must lie in [0, 1]",
-                ));
+            disparate_impact_floor(g.min_disparate_impact)
+                .map_err(|m| FieldError::new(at("min_disparate_impact"), m))?;
+            if let Some(gap) = g.max_equal_opportunity_difference {
+                opportunity_gap(gap)
+                    .map_err(|m| FieldError::new(at("max_equal_opportunity_difference"), m))?;
             }
             if let Some(input) = &g.bands
                 && !inputs.contains(input.as_str())

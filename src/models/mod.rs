@@ -103,6 +103,12 @@ impl Registry {
     /// any other package must pass `gate` first. A package that fails is
     /// returned beside the registry rather than stopping the others; only
     /// when none loads is it an error.
+    ///
+    /// What serves keeps serving: a version of `previous` whose folder now
+    /// fails to load (edited into something the gate refuses) or is gone is
+    /// kept as loaded until the rollout unloads it, and a `rollout.toml` that
+    /// does not read keeps the model's rollout in effect. Only an explicit
+    /// change takes traffic away from a version.
     pub fn load_dir(
         root: &Path,
         slots: usize,
@@ -113,11 +119,24 @@ impl Registry {
         let mut rollouts = BTreeMap::new();
         let mut fingerprints = HashMap::new();
         let mut failed = Vec::new();
+        // Each model folder's rollout as read (or kept), by model name.
+        let mut read_rollouts: HashMap<String, Rollout> = HashMap::new();
         for name_dir in sorted_subdirs(root)? {
-            let rollout = Rollout::read(&name_dir).unwrap_or_else(|e| {
+            let name = name_dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let in_effect = previous
+                .and_then(|p| p.models.get(&name))
+                .map(|m| m.rollout.clone());
+            let rollout = Rollout::read(&name_dir).unwrap_or_else(|mut e| {
+                if in_effect.is_some() {
+                    e.message.push_str("; the rollout in effect stays");
+                }
                 failed.push(e);
-                Rollout::default()
+                in_effect.unwrap_or_default()
             });
+            read_rollouts.insert(name, rollout.clone());
             for version_dir in sorted_subdirs(&name_dir)? {
                 if !version_dir.join(MANIFEST_FILE).is_file() || is_unloaded(&rollout, &version_dir)
                 {
@@ -154,12 +173,63 @@ impl Registry {
                 }
             }
         }
+        if let Some(previous) = previous {
+            previous.keep_serving(
+                &read_rollouts,
+                &mut packages,
+                &mut rollouts,
+                &mut fingerprints,
+                &mut failed,
+            );
+        }
         if packages.is_empty() && !failed.is_empty() {
             return Err(failed.remove(0));
         }
         let mut registry = Self::from_packages(packages, rollouts, &mut failed)?;
         registry.fingerprints = fingerprints;
         Ok((registry, failed))
+    }
+
+    /// Carries over this registry's versions that did not load again, unless
+    /// their model's rollout now unloads them: a failed edit or a removed
+    /// folder must not move traffic.
+    fn keep_serving(
+        &self,
+        read_rollouts: &HashMap<String, Rollout>,
+        packages: &mut Vec<Arc<ModelPackage>>,
+        rollouts: &mut BTreeMap<String, Rollout>,
+        fingerprints: &mut HashMap<PathBuf, String>,
+        failed: &mut Vec<PackageError>,
+    ) {
+        for (name, model) in &self.models {
+            let rollout = read_rollouts.get(name).unwrap_or(&model.rollout);
+            for (version, package) in &model.versions {
+                let reloaded = packages
+                    .iter()
+                    .any(|p| p.name() == name && p.version() == version);
+                if reloaded || rollout.unloaded.contains(version) {
+                    continue;
+                }
+                let kept = format!("{name} {version} keeps serving as loaded");
+                match failed.iter_mut().find(|e| e.file.starts_with(&package.dir)) {
+                    Some(e) => e.message = format!("{}; {kept}", e.message),
+                    None => failed.push(PackageError {
+                        file: package.dir.clone(),
+                        field: None,
+                        message: format!(
+                            "the package is gone from disk; {kept} until the rollout unloads it"
+                        ),
+                    }),
+                }
+                rollouts
+                    .entry(name.clone())
+                    .or_insert_with(|| rollout.clone());
+                if let Some(f) = self.fingerprints.get(&package.dir) {
+                    fingerprints.insert(package.dir.clone(), f.clone());
+                }
+                packages.push(package.clone());
+            }
+        }
     }
 
     fn unchanged(&self, dir: &Path, fingerprint: &str) -> Option<Arc<ModelPackage>> {
@@ -186,7 +256,8 @@ impl Registry {
             grouped.entry(p.name().to_owned()).or_default().push(p);
         }
         let mut models = BTreeMap::new();
-        for (name, packages) in grouped {
+        for (name, mut packages) in grouped {
+            refuse_second_defaults(&name, &mut packages, failed);
             let mut versions = BTreeMap::new();
             for p in &packages {
                 let version = p.version().clone();
@@ -234,7 +305,7 @@ impl Registry {
             }
             let default = match &rollout.production {
                 Some(v) => v.clone(),
-                None => manifest_default(&name, &packages)?,
+                None => manifest_default(&packages),
             };
             models.insert(
                 name,
@@ -321,25 +392,46 @@ impl Registry {
     }
 }
 
-/// The version the manifests call the default, else the highest.
-fn manifest_default(name: &str, packages: &[Arc<ModelPackage>]) -> Result<Version, PackageError> {
-    let flagged: Vec<&Arc<ModelPackage>> = packages
+/// Only one version may claim to be the default: the lowest that does keeps
+/// the claim (a copied manifest usually brings the flag along to a newer
+/// version), and the others are refused, not loaded, rather than stopping
+/// every model.
+fn refuse_second_defaults(
+    name: &str,
+    packages: &mut Vec<Arc<ModelPackage>>,
+    failed: &mut Vec<PackageError>,
+) {
+    let Some(first) = packages
         .iter()
         .filter(|p| p.manifest.model.default)
-        .collect();
-    match flagged.as_slice() {
-        [] => Ok(packages
-            .iter()
-            .map(|p| p.version().clone())
-            .max()
-            .expect("a model has at least one version")),
-        [one] => Ok(one.version().clone()),
-        [_, second, ..] => Err(PackageError {
-            file: second.dir.join(MANIFEST_FILE),
-            field: Some("model.default".into()),
-            message: format!("more than one version of {name:?} claims to be the default"),
-        }),
-    }
+        .map(|p| p.version().clone())
+        .min()
+    else {
+        return;
+    };
+    packages.retain(|p| {
+        let second = p.manifest.model.default && *p.version() != first;
+        if second {
+            failed.push(PackageError {
+                file: p.dir.join(MANIFEST_FILE),
+                field: Some("model.default".into()),
+                message: format!(
+                    "version {first} of {name:?} already claims to be the default; this version is not loaded"
+                ),
+            });
+        }
+        !second
+    });
+}
+
+/// The version the manifests call the default, else the highest.
+fn manifest_default(packages: &[Arc<ModelPackage>]) -> Version {
+    packages
+        .iter()
+        .find(|p| p.manifest.model.default)
+        .or_else(|| packages.iter().max_by(|a, b| a.version().cmp(b.version())))
+        .map(|p| p.version().clone())
+        .expect("a model has at least one version")
 }
 
 /// Version folders are named by their version (the package loader checks).

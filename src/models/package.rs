@@ -260,6 +260,9 @@ fn check_location(
     manifest_path: &Path,
     manifest: &Manifest,
 ) -> Result<(), PackageError> {
+    // `.` or `../1.0.0` name the folder only once resolved.
+    let resolved = dir.canonicalize();
+    let dir = resolved.as_deref().unwrap_or(dir);
     let version_dir = dir.file_name().and_then(|s| s.to_str()).unwrap_or_default();
     let name_dir = dir
         .parent()
@@ -457,6 +460,12 @@ fn read_rows(
                     .check_numeric(c, value)
                     .map_err(|p| PackageError::new(path, field().as_deref(), p.to_string()))?;
                 values.push(value as f32);
+            } else if value.is_nan() {
+                return Err(PackageError::new(
+                    path,
+                    field().as_deref(),
+                    "is empty or NaN; a golden score is what the model must answer",
+                ));
             } else {
                 scores.push(value);
             }

@@ -274,7 +274,7 @@ fn check_goldens(package: &ModelPackage) -> Result<String, String> {
             .zip(&golden.scores)
             .map(|(&got, &want)| (f64::from(got) - want).abs()),
     );
-    if worst > GOLDEN_TOLERANCE {
+    if worst.is_nan() || worst > GOLDEN_TOLERANCE {
         return Err(format!(
             "row {} differs by {worst:.3e} (tolerance {GOLDEN_TOLERANCE:e})",
             worst_row + 1
@@ -286,12 +286,16 @@ fn check_goldens(package: &ModelPackage) -> Result<String, String> {
     ))
 }
 
-/// The index and value of the largest of `values`.
+/// The index and value of the largest of `values`; a NaN is worse than
+/// any number, so that no comparison with one can pass.
 fn worst(values: impl Iterator<Item = f64>) -> (usize, f64) {
-    values.enumerate().fold(
-        (0, 0.0_f64),
-        |best, (i, d)| if d > best.1 { (i, d) } else { best },
-    )
+    values.enumerate().fold((0, 0.0_f64), |best, (i, d)| {
+        if best.1.is_nan() || !(d.is_nan() || d > best.1) {
+            best
+        } else {
+            (i, d)
+        }
+    })
 }
 
 fn check_additivity(package: &ModelPackage) -> Result<String, String> {
@@ -368,5 +372,23 @@ fn check_fairness(package: &ModelPackage) -> Result<String, String> {
         Ok(detail)
     } else {
         Err(detail)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::worst;
+
+    #[test]
+    fn a_nan_is_the_worst_difference() {
+        assert_eq!(worst([0.5, 2.0, 1.0].into_iter()), (1, 2.0));
+        for values in [
+            [f64::NAN, 1.0, 0.0],
+            [0.0, f64::NAN, 1.0],
+            [0.0, 1.0, f64::NAN],
+        ] {
+            let (i, d) = worst(values.into_iter());
+            assert!(d.is_nan() && values[i].is_nan(), "{values:?}");
+        }
     }
 }
