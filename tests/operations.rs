@@ -698,5 +698,17 @@ async fn a_corrupt_model_is_skipped_and_a_removed_one_keeps_serving() {
             }
         ))
     ));
+    // A reload (the folder watch's, or ReloadModels) reports the folder gone
+    // and moves no traffic: the MLP still serves.
+    let reloaded = server.gateway.reload_models().await.unwrap();
+    assert!(reloaded.unloaded.is_empty(), "{reloaded:?}");
+    assert!(
+        reloaded
+            .refused
+            .iter()
+            .any(|r| r.contains("caravan-mlp 1.0.0 keeps serving as loaded")),
+        "{reloaded:?}"
+    );
+    scoring.score(mlp_request()).await.unwrap();
     scoring.score(caravan_request()).await.unwrap();
 }
