@@ -788,6 +788,47 @@ async fn a_known_persons_gpc_outlives_the_request() {
     assert_eq!(tier(&back), pb::Tier::Personalised);
 }
 
+/// Withdrawing (or refusing) purpose 12 through the consent API opts the
+/// person out of sale and sharing as an objection does: the very next US
+/// request without a signal masks the cross-context features.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn withdrawing_or_refusing_sale_and_sharing_opts_out() {
+    let server = server().await;
+    let mut scoring = server.scoring().await;
+    let mut consent = consent_client(server.channel().await);
+    let d = score(&mut scoring, "caravan-lgbm", "uma", &ctx("US")).await;
+    assert_eq!(tier(&d), pb::Tier::Personalised);
+    consent
+        .withdraw_consent(pb::WithdrawConsentRequest {
+            subject_id: "uma".into(),
+            tcf_purposes: vec![12],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    consent
+        .record_consent(pb::RecordConsentRequest {
+            subject_id: "vic".into(),
+            purposes: vec![pb::PurposeChoice {
+                tcf_purpose: 12,
+                granted: false,
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    for subject in ["uma", "vic"] {
+        let d = score(&mut scoring, "caravan-lgbm", subject, &ctx("US")).await;
+        assert_eq!(tier(&d), pb::Tier::Contextual, "{subject}");
+        assert!(fired(&d, "ledger.sale_sharing_opt_out"), "{subject}");
+        assert!(
+            masked(&d, ZIP_FEATURE) && !masked(&d, OWN_FEATURE),
+            "{subject}"
+        );
+    }
+}
+
 /// The US Privacy section (uspv1) inside a GPP string: its sale opt-out is
 /// honoured exactly as usnat's, and a malformed one is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

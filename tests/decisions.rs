@@ -262,6 +262,35 @@ async fn support_view_and_access_export_carry_the_consent_trail() {
     assert_eq!(status.code(), Code::NotFound);
 }
 
+/// A decision whose attributions were left for later is explained in the
+/// access export as GetExplanation would explain it: profiling-based, with
+/// its reasons, never "your profile was not used".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_explains_a_decision_whose_attributions_were_left_for_later() {
+    let server = TestServer::start().await;
+    let d = score(&server, "gina", pb::ExplainMode::Unspecified).await;
+    assert_eq!(d.tier, pb::Tier::Personalised as i32);
+    let export = why(&server)
+        .await
+        .export_subject_data(pb::ExportSubjectDataRequest {
+            subject_id: "gina".into(),
+            language: "en".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let json: serde_json::Value = serde_json::from_str(&export.export_json).unwrap();
+    let view = &json["decisions"][0]["why"];
+    assert_eq!(view["basis"], "profiling", "{view}");
+    let reasons = view["reasons"].as_array().unwrap();
+    assert!((3..=5).contains(&reasons.len()), "{view}");
+    assert!(
+        !view.to_string().contains("Your profile was not used"),
+        "{view}"
+    );
+}
+
 /// `rows` decisions for `subject` in one ScoreBatch; their ids.
 async fn score_rows(server: &TestServer, subject: &str, rows: usize) -> Vec<String> {
     let features = caravan_request().features;

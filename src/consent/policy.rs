@@ -609,7 +609,17 @@ pub fn opt_out_to_remember(signals: &Decoded, state: &[PurposeState], now_ms: i6
         && (gpc || opted_out)
         && !state
             .iter()
-            .any(|s| s.tcf_id == SALE_OR_SHARING && s.status_at(now_ms) == Status::Objected)
+            .any(|s| s.tcf_id == SALE_OR_SHARING && opts_out(s.status_at(now_ms)))
+}
+
+/// Whether a recorded answer for purpose 12 (sale or sharing, an opt-out
+/// right) says no: an objection, and as much a refusal or a withdrawal,
+/// which is how a consent dialog or `WithdrawConsent` records it.
+fn opts_out(status: Status) -> bool {
+    matches!(
+        status,
+        Status::Objected | Status::Refused | Status::Withdrawn
+    )
 }
 
 fn us<'l>(
@@ -625,7 +635,7 @@ fn us<'l>(
     if opted_out {
         v.mask("us.sale_sharing_targeting_opt_out", |f| f.cross_context);
     }
-    if recorded(SALE_OR_SHARING).is_some_and(|r| r.status_at(now_ms) == Status::Objected) {
+    if recorded(SALE_OR_SHARING).is_some_and(|r| opts_out(r.status_at(now_ms))) {
         v.mask("ledger.sale_sharing_opt_out", |f| f.cross_context);
     }
     // Precise geolocation is sensitive data. Where a section that requires

@@ -147,8 +147,21 @@ pub struct Decision {
     pub explanation_status: ExplanationStatus,
 }
 
+impl Decision {
+    /// `decided_at` in Unix milliseconds.
+    pub fn decided_at_ms(&self) -> i64 {
+        self.decided_at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |t| t.as_millis() as i64)
+    }
+}
+
 /// What one scoring call brings to [`Gateway::decide`] besides its rows.
 struct Call<'a> {
+    /// When consent was judged: the decision's time. A subject erased after
+    /// it has its in-flight decisions refused by the writer, however long
+    /// inference and attribution then took.
+    decided_at: SystemTime,
     explain: ExplainMode,
     evaluation: &'a Evaluation,
     provenance: Arc<Provenance>,
@@ -421,12 +434,14 @@ impl Gateway {
         let rows = validate(&package, &request.rows)?;
         self.metrics.stage(Stage::Validate, started);
         let placement = request.subject.placement.clone();
+        let decided_at = SystemTime::now();
         let (evaluation, provenance) = self.judge(&package, request.subject, subject_ref).await?;
         let decisions = self
             .decide(
                 package.clone(),
                 rows,
                 Call {
+                    decided_at,
                     explain: request.explain,
                     evaluation: &evaluation,
                     provenance,
@@ -613,6 +628,7 @@ impl Gateway {
         call: Call<'_>,
     ) -> Result<Vec<Decision>, Error> {
         let Call {
+            decided_at,
             explain,
             evaluation,
             provenance,
@@ -625,7 +641,7 @@ impl Gateway {
             id: Uuid::now_v7(),
             model: ModelIdentity::of(&package),
             score,
-            decided_at: SystemTime::now(),
+            decided_at,
             attribution,
             provenance: provenance.clone(),
             explanation_status,

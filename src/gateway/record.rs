@@ -103,10 +103,7 @@ impl Gateway {
                 };
                 DecisionRow {
                     decision_id: id,
-                    decided_at_ms: d
-                        .decided_at
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(now, |t| t.as_millis() as i64),
+                    decided_at_ms: d.decided_at_ms(),
                     request_id: request_id.to_owned(),
                     model_name: d.model.name.clone(),
                     model_version: d.model.version.clone(),
@@ -697,6 +694,15 @@ impl Gateway {
             ),
             ExportItem::Decision(row) => {
                 let package = self.explaining_package(row).await.ok();
+                // The view rests on the attributions: a decision that still
+                // owes them gets them now, as GetExplanation would.
+                let explained = match (&row.explanation, &row.inputs, &package) {
+                    (None, Some(_), Some(_)) => {
+                        self.compute_explanation(DecisionRow::clone(row)).await.ok()
+                    }
+                    _ => None,
+                };
+                let row = explained.as_ref().unwrap_or(row);
                 let view = crate::why::consumer(
                     row,
                     package.as_deref().map(crate::why::ModelFacts::of),

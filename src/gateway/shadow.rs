@@ -172,7 +172,9 @@ impl Gateway {
                     model_version: package.version().to_string(),
                     model_sha256: package.sha256.clone(),
                     subject_ref: d.provenance.subject_ref.clone(),
-                    decided_at_ms: now,
+                    // The live decision's time: the writer refuses a
+                    // shadow of a subject erased since.
+                    decided_at_ms: d.decided_at_ms(),
                     score: f64::from(score),
                     explanation: Explanation::from(attribution),
                     live: live.clone(),

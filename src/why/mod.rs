@@ -229,8 +229,14 @@ pub fn consumer(
     categories.sort_by(|a, b| b.1.total_cmp(&a.1));
     let basis = match row.tier {
         Tier::Refused => "none",
-        // Without the retired model's manifest, the tier is the evidence.
-        _ if profiled || (model.is_none() && row.tier == Tier::Personalised) => "profiling",
+        // Without the attributions (or the retired model's manifest to read
+        // them), the tier is the evidence.
+        _ if profiled
+            || ((model.is_none() || row.explanation.is_none())
+                && row.tier == Tier::Personalised) =>
+        {
+            "profiling"
+        }
         _ => "contextual",
     };
     if row.tier != Tier::Refused {
