@@ -826,6 +826,21 @@ async fn withdrawing_or_refusing_sale_and_sharing_opts_out() {
             masked(&d, ZIP_FEATURE) && !masked(&d, OWN_FEATURE),
             "{subject}"
         );
+        // The provenance cites the opt-out it rested on.
+        let p = provenance(&d);
+        let opted: Vec<_> = p
+            .purposes
+            .iter()
+            .filter(|o| o.status == "opted_out")
+            .collect();
+        assert_eq!(opted.len(), 2, "{subject}: {:?}", p.purposes);
+        assert!(
+            opted
+                .iter()
+                .all(|o| o.source == "ledger" && o.record_seq > 0),
+            "{subject}: {:?}",
+            p.purposes
+        );
     }
 }
 

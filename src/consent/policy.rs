@@ -635,7 +635,9 @@ fn us<'l>(
     if opted_out {
         v.mask("us.sale_sharing_targeting_opt_out", |f| f.cross_context);
     }
-    if recorded(SALE_OR_SHARING).is_some_and(|r| opts_out(r.status_at(now_ms))) {
+    // A remembered opt-out (an earlier GPC, a withdrawal of purpose 12).
+    let remembered = recorded(SALE_OR_SHARING).filter(|r| opts_out(r.status_at(now_ms)));
+    if remembered.is_some() {
         v.mask("ledger.sale_sharing_opt_out", |f| f.cross_context);
     }
     // Precise geolocation is sensitive data. Where a section that requires
@@ -706,18 +708,30 @@ fn us<'l>(
                         record: Some(r.record.clone()),
                     }
                 }
-                _ => PurposeOutcome {
-                    tcf_id: id,
-                    dpv,
-                    status: if gpc || opted_out {
-                        PurposeStatus::OptedOut
+                _ => {
+                    // The request's own signals first; else the ledger's
+                    // opt-out, cited so the decision's provenance and the
+                    // person's consent line show what it rested on.
+                    let (status, source, record) = if gpc || opted_out {
+                        (PurposeStatus::OptedOut, Source::UsSignals, None)
+                    } else if let Some(r) = remembered {
+                        (
+                            PurposeStatus::OptedOut,
+                            Source::Ledger,
+                            Some(r.record.clone()),
+                        )
                     } else {
-                        PurposeStatus::NotRequired
-                    },
-                    legal_basis: None,
-                    source: Source::UsSignals,
-                    record: None,
-                },
+                        (PurposeStatus::NotRequired, Source::UsSignals, None)
+                    };
+                    PurposeOutcome {
+                        tcf_id: id,
+                        dpv,
+                        status,
+                        legal_basis: None,
+                        source,
+                        record,
+                    }
+                }
             }
         })
         .collect()
