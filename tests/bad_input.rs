@@ -359,6 +359,22 @@ async fn bad_score_requests_name_the_field() {
 /// A batch whose answer would exceed the message limit (inline attributions
 /// make each row's answer kilobytes) is answered RESOURCE_EXHAUSTED with
 /// how many rows fit, not tonic's OUT_OF_RANGE.
+/// An answer refused for its size: RESOURCE_EXHAUSTED, its message
+/// starting with `head` and saying `also`.
+fn too_large(status: tonic::Status, head: &str, also: &str) {
+    assert_eq!(
+        status.code(),
+        Code::ResourceExhausted,
+        "{}",
+        status.message()
+    );
+    assert!(
+        status.message().starts_with(head) && status.message().contains(also),
+        "{}",
+        status.message()
+    );
+}
+
 #[tokio::test]
 async fn answers_over_the_message_limit_say_how_many_rows_fit() {
     let server = TestServer::start_with(Config {
@@ -372,20 +388,10 @@ async fn answers_over_the_message_limit_say_how_many_rows_fit() {
         mode: pb::ExplainMode::Inline as i32,
         method: 0,
     });
-    let status = client.score_batch(request).await.unwrap_err();
-    assert_eq!(
-        status.code(),
-        Code::ResourceExhausted,
-        "{}",
-        status.message()
-    );
-    assert!(
-        status
-            .message()
-            .starts_with("rows: the answer for 8 rows is")
-            && status.message().contains("send at most"),
-        "{}",
-        status.message()
+    too_large(
+        client.score_batch(request).await.unwrap_err(),
+        "rows: the answer for 8 rows is",
+        "send at most",
     );
     // Without attributions the same rows fit.
     assert_eq!(
@@ -407,14 +413,7 @@ async fn answers_over_the_message_limit_say_how_many_rows_fit() {
         })
         .await
         .unwrap_err();
-    assert_eq!(status.code(), Code::ResourceExhausted);
-    assert!(
-        status
-            .message()
-            .starts_with("rows: the answer for 8 rows is"),
-        "{}",
-        status.message()
-    );
+    too_large(status, "rows: the answer for 8 rows is", "send at most");
     // ModelInfer's rows are its input tensor's; its decisions are recorded.
     let mut request = oip_request(50, "alice");
     request
@@ -424,19 +423,10 @@ async fn answers_over_the_message_limit_say_how_many_rows_fit() {
         .model_infer(request)
         .await
         .unwrap_err();
-    assert_eq!(
-        status.code(),
-        Code::ResourceExhausted,
-        "{}",
-        status.message()
-    );
-    assert!(
-        status
-            .message()
-            .starts_with("inputs[0]: the answer for 50 rows is")
-            && status.message().contains("recorded under request id"),
-        "{}",
-        status.message()
+    too_large(
+        status,
+        "inputs[0]: the answer for 50 rows is",
+        "recorded under request id",
     );
     server.stop().await;
 }

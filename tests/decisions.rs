@@ -272,11 +272,7 @@ async fn an_export_explains_a_decision_whose_attributions_were_left_for_later() 
     assert_eq!(d.tier, pb::Tier::Personalised as i32);
     let export = why(&server)
         .await
-        .export_subject_data(pb::ExportSubjectDataRequest {
-            subject_id: "gina".into(),
-            language: "en".into(),
-            ..Default::default()
-        })
+        .export_subject_data(export_request("gina", ""))
         .await
         .unwrap()
         .into_inner();
