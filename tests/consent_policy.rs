@@ -506,18 +506,37 @@ async fn withdrawal_takes_effect_on_the_very_next_score() {
     let us = score(&mut scoring, "caravan-lgbm", "alice", &ctx("US")).await;
     assert!(fired(&us, "ledger.personalised_ads_withdrawn"));
 
-    // An objection to direct marketing refuses outright.
-    consent
+    // An objection to direct marketing refuses outright, in every regime,
+    // and the refusal cites the objection.
+    let objection = consent
         .withdraw_consent(pb::WithdrawConsentRequest {
             subject_id: "alice".into(),
             kind: pb::WithdrawalKind::Objection as i32,
             ..Default::default()
         })
         .await
-        .unwrap();
-    let objected = score(&mut scoring, "caravan-lgbm", "alice", &eu).await;
-    assert_eq!(tier(&objected), pb::Tier::Refused);
-    assert!(fired(&objected, "gdpr.art21_objection"));
+        .unwrap()
+        .into_inner();
+    let objection = objection.record.as_ref().unwrap();
+    for context in [&eu, &ctx("US")] {
+        let objected = score(&mut scoring, "caravan-lgbm", "alice", context).await;
+        assert_eq!(tier(&objected), pb::Tier::Refused);
+        assert!(fired(&objected, "gdpr.art21_objection"));
+        let direct_marketing = provenance(&objected)
+            .purposes
+            .iter()
+            .find(|p| p.tcf_purpose == 0)
+            .expect("the direct-marketing purpose is in the provenance");
+        assert_eq!(
+            (
+                direct_marketing.status.as_str(),
+                direct_marketing.source.as_str()
+            ),
+            ("objected", "ledger")
+        );
+        assert_eq!(direct_marketing.record_seq, objection.seq);
+        assert!(provenance(&objected).ledger_records.contains(objection));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -296,10 +296,23 @@ impl Policy {
             refused: false,
         };
         let recorded = |id: u8| ledger.iter().find(|s| s.tcf_id == id);
-        if recorded(DIRECT_MARKETING).is_some_and(|s| s.status == Status::Objected) {
-            v.refuse("gdpr.art21_objection");
-        }
-        let purposes = match regime {
+        // An objection to direct marketing stands in every regime, and the
+        // decision cites it: its outcome leads the purposes, so the record
+        // is among the provenance's ledger records.
+        let objection = recorded(DIRECT_MARKETING)
+            .filter(|s| s.status == Status::Objected)
+            .map(|s| {
+                v.refuse("gdpr.art21_objection");
+                PurposeOutcome {
+                    tcf_id: DIRECT_MARKETING,
+                    dpv: purposes::info(DIRECT_MARKETING).map_or("", |p| p.dpv).to_owned(),
+                    status: PurposeStatus::Objected,
+                    legal_basis: None,
+                    source: Source::Ledger,
+                    record: Some(s.record.clone()),
+                }
+            });
+        let regime_purposes = match regime {
             Regime::Unknown => {
                 match self.settings.unknown_jurisdiction {
                     UnknownJurisdiction::Refuse => v.refuse("jurisdiction.unknown_refuse"),
@@ -312,6 +325,7 @@ impl Policy {
             Regime::Tcf => self.tcf(&mut v, signals, &recorded, now_ms),
             Regime::Us => us(&mut v, signals, &recorded, now_ms),
         };
+        let purposes: Vec<PurposeOutcome> = objection.into_iter().chain(regime_purposes).collect();
         if signals.signals.age == super::AgeStatus::Minor {
             v.mask("dsa.art28_minor", |f| f.profile);
         }
