@@ -240,6 +240,14 @@ pub fn consumer(
         _ => "contextual",
     };
     if row.tier != Tier::Refused {
+        // Without its detailed reasons, a profiling-based decision still
+        // says that the person's profile was used.
+        if basis == "profiling" && !reasons.iter().any(|r| r.group == ReasonGroup::YourInfo) {
+            reasons.push(Reason {
+                group: ReasonGroup::YourInfo,
+                text: text::profiled(language),
+            });
+        }
         if !row.campaign_id.is_empty() || manifest.is_some() {
             reasons.push(Reason {
                 group: ReasonGroup::AdvertiserChoice,
@@ -501,6 +509,28 @@ source = "first_party"
         assert_eq!(size(1, 2.0), 30.0);
         assert_eq!(size(1, 3.0), 0.0);
         assert_eq!(size(1, 1.0), 970.0);
+    }
+
+    /// A decision whose model is gone and which named no campaign still
+    /// gets 3 reasons, and says its profile was used when it was.
+    #[test]
+    fn a_retired_models_decision_without_a_campaign_has_three_reasons() {
+        for (tier, basis) in [
+            (Tier::Personalised, "profiling"),
+            (Tier::Contextual, "contextual"),
+        ] {
+            let mut row = crate::decisions::sample_batch("d", Some("s")).rows[0].clone();
+            row.tier = tier;
+            for language in Language::ALL {
+                let view = consumer(&row, None, language, 10);
+                assert_eq!(view.basis, basis);
+                assert_eq!(view.reasons.len(), 3, "{tier:?} {language:?}: {:?}", view.reasons);
+                let about_you = view.reasons.iter().any(|r| {
+                    r.group == ReasonGroup::YourInfo && r.text == text::profiled(language)
+                });
+                assert_eq!(about_you, tier == Tier::Personalised);
+            }
+        }
     }
 
     #[test]

@@ -134,6 +134,15 @@ pub fn profile_against(l: Language) -> String {
     }
 }
 
+/// The reason for a profiling-based decision whose detailed reasons are
+/// not available: the person is still told their profile was used.
+pub fn profiled(l: Language) -> String {
+    match l {
+        Language::En => "Information about you was used to choose this ad, as your privacy choices allowed.".into(),
+        Language::Nl => "Informatie over jou is gebruikt om deze advertentie te kiezen, zoals je privacykeuzes toestonden.".into(),
+    }
+}
+
 /// The reason when the model that decided has since been retired.
 pub fn model_retired(l: Language) -> String {
     match l {
