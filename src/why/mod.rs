@@ -242,7 +242,7 @@ pub fn consumer(
     if row.tier != Tier::Refused {
         // Without its detailed reasons, a profiling-based decision still
         // says that the person's profile was used.
-        if basis == "profiling" && !reasons.iter().any(|r| r.group == ReasonGroup::YourInfo) {
+        if basis == "profiling" && (row.explanation.is_none() || model.is_none()) {
             reasons.push(Reason {
                 group: ReasonGroup::YourInfo,
                 text: text::profiled(language),
