@@ -424,7 +424,9 @@ impl Policy {
     }
 
     /// One purpose's status: the TC string's signal, unless the ledger holds
-    /// a later record for it, which then wins.
+    /// a later record for it, which then wins. A record that grants cannot
+    /// lift a publisher's "not allowed" restriction on this vendor: that is
+    /// the publisher's choice, which the person's consent does not change.
     fn tcf_purpose(
         &self,
         id: u8,
@@ -438,8 +440,10 @@ impl Policy {
         // more restrictive of the two counts.
         const DAY_MS: i64 = 24 * 3600 * 1000;
         let tc_basis = tc.map(|t| t.bases(self.settings.tcf_vendor_id, id).preferred());
+        let forbidden = tc.is_some_and(|t| t.forbids(self.settings.tcf_vendor_id, id));
         let ledger_wins = match (tc, recorded) {
             (_, None) => false,
+            (_, Some(r)) if forbidden && r.status_at(now_ms).permits() => false,
             (None, Some(_)) => true,
             (Some(t), Some(r)) => {
                 let same_day =
@@ -514,6 +518,11 @@ impl<'a> TcSignals<'a> {
             .map(|t| t.bases(vendor, purpose))
             .reduce(Bases::and)
             .unwrap_or_default()
+    }
+
+    /// Whether a publisher forbids `vendor` the purpose in either string.
+    fn forbids(&self, vendor: Option<u16>, purpose: u8) -> bool {
+        vendor.is_some_and(|v| self.strings().any(|t| t.forbids(v, purpose)))
     }
 
     fn special_feature(&self, id: u8) -> bool {
@@ -925,6 +934,75 @@ mod tests {
     }
 
     const CONFLICT: &str = "tcf.conflicting_signals_stricter_applied";
+
+    /// The person's consent, recorded after the string, wins over it, but
+    /// not over the publisher's "not allowed" for this vendor.
+    #[test]
+    fn a_later_ledger_grant_does_not_lift_a_publishers_prohibition() {
+        const DAY_DS: u64 = 24 * 3600 * 10;
+        let today = Tc::granted(now());
+        let yesterday = Tc {
+            created_ds: today.created_ds - DAY_DS,
+            last_updated_ds: today.last_updated_ds - DAY_DS,
+            purposes: vec![1, 2],
+            ..today
+        };
+        let granted = |id: u8| PurposeState {
+            tcf_id: id,
+            status: Status::Given,
+            legal_basis: LegalBasis::Consent,
+            effective_at_ms: now(),
+            expires_at_ms: None,
+            record: crate::consent::ledger::LedgerRef {
+                seq: i64::from(id),
+                record_id: format!("r{id}"),
+                hash: "h".into(),
+            },
+        };
+        let ledger: Vec<PurposeState> = (1..=4).map(granted).collect();
+        let evaluate = |tc: &Tc| {
+            let signals = Signals {
+                jurisdiction: Some(Jurisdiction {
+                    country: "DE".into(),
+                    region: None,
+                }),
+                tc_string: Some(tc.encode()),
+                ..Signals::default()
+            }
+            .decode()
+            .unwrap();
+            Policy::new(Settings {
+                tcf_vendor_id: Some(VENDOR),
+                unknown_jurisdiction: UnknownJurisdiction::Refuse,
+            })
+            .evaluate(&features(), &signals, &ledger, now())
+        };
+        let source = |e: &Evaluation, id: u8| {
+            let p = e.purposes.iter().find(|p| p.tcf_id == id).unwrap();
+            (p.status, p.source)
+        };
+        let lifted = evaluate(&yesterday);
+        assert_eq!(lifted.tier, Tier::Personalised);
+        assert_eq!(
+            source(&lifted, 3),
+            (PurposeStatus::Granted, Source::Ledger)
+        );
+        let forbidden = evaluate(&Tc {
+            restrictions: vec![(3, 0, vec![VENDOR]), (4, 0, vec![VENDOR])],
+            ..yesterday.clone()
+        });
+        assert_eq!(forbidden.tier, Tier::Contextual);
+        for id in [3, 4] {
+            assert_eq!(
+                source(&forbidden, id),
+                (PurposeStatus::NotGranted, Source::TcString)
+            );
+        }
+        assert_eq!(
+            source(&forbidden, 1),
+            (PurposeStatus::Granted, Source::Ledger)
+        );
+    }
 
     #[test]
     fn the_stricter_tcf_signal_wins_whichever_field_carries_it() {

@@ -304,9 +304,14 @@ impl TcString {
     /// restrictions, or, with no vendor, the bases the purpose signals alone
     /// allow.
     ///
-    /// A restriction is applied first; then consent needs both the purpose's
-    /// and the vendor's consent bit, and legitimate interest both LI bits, on a
-    /// purpose that admits LI at all.
+    /// Consent needs both the purpose's and the vendor's consent bit, and
+    /// legitimate interest both LI bits, on a purpose that admits LI at all.
+    /// Every restriction on the purpose that covers the vendor then applies
+    /// (the specification gives no order among them, so the strictest
+    /// combination stands: "require consent" with "require legitimate
+    /// interest" leaves neither). A vendor the string's DisclosedVendors
+    /// segment leaves out was never shown to the person, so it has no basis
+    /// at all (TCF v2.3).
     pub fn bases(&self, vendor: Option<u16>, purpose: u8) -> Bases {
         let li_purpose =
             purpose_admits_li(purpose) && has(self.purpose_legitimate_interests, purpose);
@@ -317,28 +322,40 @@ impl TcString {
                 legitimate_interest: li_purpose,
             };
         };
-        let consent = consent_purpose && self.vendor_consents.contains(vendor);
-        let legitimate_interest = li_purpose && self.vendor_legitimate_interests.contains(vendor);
-        let restriction = self
-            .publisher_restrictions
-            .iter()
-            .find(|r| r.purpose == purpose && r.covers(vendor))
-            .map(|r| r.restriction);
-        match restriction {
-            Some(RestrictionType::NotAllowed) => Bases::default(),
-            Some(RestrictionType::RequireConsent) => Bases {
-                consent,
-                legitimate_interest: false,
-            },
-            Some(RestrictionType::RequireLegitimateInterest) => Bases {
-                consent: false,
-                legitimate_interest,
-            },
-            None => Bases {
-                consent,
-                legitimate_interest,
-            },
+        if self
+            .disclosed_vendors
+            .as_ref()
+            .is_some_and(|d| !d.contains(vendor))
+        {
+            return Bases::default();
         }
+        let unrestricted = Bases {
+            consent: consent_purpose && self.vendor_consents.contains(vendor),
+            legitimate_interest: li_purpose && self.vendor_legitimate_interests.contains(vendor),
+        };
+        self.publisher_restrictions
+            .iter()
+            .filter(|r| r.purpose == purpose && r.covers(vendor))
+            .fold(unrestricted, |bases, r| match r.restriction {
+                RestrictionType::NotAllowed => Bases::default(),
+                RestrictionType::RequireConsent => Bases {
+                    legitimate_interest: false,
+                    ..bases
+                },
+                RestrictionType::RequireLegitimateInterest => Bases {
+                    consent: false,
+                    ..bases
+                },
+            })
+    }
+
+    /// Whether the publisher forbids `vendor` the purpose outright (a "not
+    /// allowed" restriction): no consent recorded elsewhere can lift it, since
+    /// it is the publisher's choice for this vendor, not the person's.
+    pub fn forbids(&self, vendor: u16, purpose: u8) -> bool {
+        self.publisher_restrictions.iter().any(|r| {
+            r.purpose == purpose && r.covers(vendor) && r.restriction == RestrictionType::NotAllowed
+        })
     }
 
     pub fn special_feature(&self, id: u8) -> bool {
@@ -714,6 +731,64 @@ mod tests {
         assert_eq!(consent_only.and(li_only).preferred(), None);
         assert_eq!(consent_only.preferred(), Some(Basis::Consent));
         assert_eq!(li_only.preferred(), Some(Basis::LegitimateInterest));
+    }
+
+    #[test]
+    fn every_restriction_on_the_vendor_applies_and_an_undisclosed_vendor_has_no_basis() {
+        let decode = |tc: Tc| TcString::decode(&tc.encode()).unwrap();
+        let granted = Tc::granted(NOW_MS);
+        let restricted = |restrictions: Vec<(u8, u8, Vec<u16>)>| {
+            decode(Tc {
+                restrictions,
+                ..granted.clone()
+            })
+        };
+        let (consent, li) = (
+            Bases {
+                consent: true,
+                legitimate_interest: false,
+            },
+            Bases {
+                consent: false,
+                legitimate_interest: true,
+            },
+        );
+        // "Not allowed" stands in whichever order it comes.
+        for kinds in [[1, 0], [0, 1], [2, 0]] {
+            let tc = restricted(kinds.iter().map(|&k| (2, k, vec![VENDOR])).collect());
+            assert_eq!(tc.bases(Some(VENDOR), 2), Bases::default(), "{kinds:?}");
+            assert!(tc.forbids(VENDOR, 2), "{kinds:?}");
+        }
+        let contradictory = restricted(vec![(2, 1, vec![VENDOR]), (2, 2, vec![VENDOR])]);
+        assert_eq!(contradictory.bases(Some(VENDOR), 2), Bases::default());
+        assert!(!contradictory.forbids(VENDOR, 2));
+        assert_eq!(
+            restricted(vec![(2, 1, vec![VENDOR])]).bases(Some(VENDOR), 2),
+            consent
+        );
+        assert_eq!(
+            restricted(vec![(2, 2, vec![VENDOR])]).bases(Some(VENDOR), 2),
+            li
+        );
+        // Restrictions on another vendor or purpose change nothing here.
+        let elsewhere = restricted(vec![(2, 0, vec![VENDOR + 1]), (3, 0, vec![VENDOR])]);
+        assert_eq!(
+            elsewhere.bases(Some(VENDOR), 2),
+            Bases {
+                consent: true,
+                legitimate_interest: true
+            }
+        );
+        assert!(elsewhere.forbids(VENDOR, 3) && !elsewhere.forbids(VENDOR, 2));
+
+        let undisclosed = decode(Tc {
+            disclosed: Some(vec![VENDOR + 1]),
+            ..granted.clone()
+        });
+        assert_eq!(undisclosed.bases(Some(VENDOR), 1), Bases::default());
+        assert_eq!(undisclosed.bases(Some(VENDOR), 2), Bases::default());
+        // The purpose signals themselves are untouched.
+        assert!(undisclosed.bases(None, 1).consent);
     }
 
     #[test]

@@ -77,6 +77,8 @@ pub struct Tc {
     pub li_vendors: Vec<u16>,
     /// The DisclosedVendors segment's vendors; `None` leaves it out.
     pub disclosed: Option<Vec<u16>>,
+    /// Publisher restrictions: purpose, RestrictionType, vendors.
+    pub restrictions: Vec<(u8, u8, Vec<u16>)>,
 }
 
 pub const VENDOR: u16 = 755;
@@ -94,6 +96,7 @@ impl Tc {
             vendors: vec![VENDOR],
             li_vendors: vec![VENDOR],
             disclosed: Some(vec![VENDOR]),
+            restrictions: Vec::new(),
         }
     }
 
@@ -119,7 +122,16 @@ impl Tc {
             .int(4, 6);
         vendors(&mut w, &self.vendors);
         vendors(&mut w, &self.li_vendors);
-        w.int(0, 12); // NumPubRestrictions
+        w.int(self.restrictions.len() as u64, 12); // NumPubRestrictions
+        for (purpose, kind, vendors) in &self.restrictions {
+            w.int(u64::from(*purpose), 6)
+                .int(u64::from(*kind), 2)
+                .int(vendors.len() as u64, 12);
+            for &v in vendors {
+                // A single vendor, not a range.
+                w.int(0, 1).int(u64::from(v), 16);
+            }
+        }
         let mut text = w.encode(8);
         if let Some(disclosed) = &self.disclosed {
             let mut w = BitWriter::default();
