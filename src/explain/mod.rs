@@ -41,7 +41,17 @@ pub(crate) mod onnx {
 
 /// Largest |post_transform(margin) − ORT score| accepted when an explainer is
 /// checked against ORT on the background rows: the graph was read right.
+/// Relative beyond magnitude 1 (see [`within`]).
 pub const ORT_AGREEMENT: f64 = 1e-5;
+
+/// Whether `value` is within `tolerance` of `reference`: absolutely for
+/// scores up to magnitude 1 (probabilities), relatively beyond. ORT sums a
+/// tree ensemble in float32, so its rounding grows with the output: a
+/// regressor predicting 155 differs from a float64 sum by ~1e-5 however
+/// right the reading is. A NaN on either side is never within.
+pub fn within(value: f64, reference: f64, tolerance: f64) -> bool {
+    (value - reference).abs() <= tolerance * reference.abs().max(1.0)
+}
 
 /// How a model's decisions are explained.
 #[derive(Debug)]
@@ -126,11 +136,19 @@ impl Explainer {
     }
 
     /// Builds the explainer for a graph: exact where the graph is a tree
-    /// ensemble or linear, model-agnostic otherwise. `covers` are node covers
-    /// from the native model, keyed by ONNX (tree id, node id). `scored` is
-    /// the graph output the score is read from and `output` its column,
-    /// `background` the package's rows (row-major) and `ort_scores` ORT's
-    /// scores for them.
+    /// ensemble or linear model on the input features, model-agnostic
+    /// otherwise. `covers` are node covers from the native model, keyed by
+    /// ONNX (tree id, node id). `scored` is the graph output the score is read
+    /// from and `output` its column, `background` the package's rows
+    /// (row-major) and `ort_scores` ORT's scores for them.
+    ///
+    /// A graph the exact readers cannot take whole (a scaler before the
+    /// trees, a calibration after them, an aggregate that is not a sum, a
+    /// reading that does not reproduce ORT's scores) is explained by
+    /// sampling through ORT itself rather than refused: its attributions
+    /// are then estimates with standard errors, and the method says so. A
+    /// covers file that does not fit the graph is the package's mistake and
+    /// is refused.
     pub fn for_graph(
         onnx: &[u8],
         width: usize,
@@ -140,6 +158,32 @@ impl Explainer {
         ort_scores: &[f32],
         covers: Option<&HashMap<(i64, i64), f64>>,
     ) -> Result<Self, ExplainError> {
+        match Self::exact(onnx, width, scored, output, background, ort_scores, covers) {
+            Ok(Some(exact)) => Ok(exact),
+            Ok(None) => Ok(Self::sampling(background, width)),
+            Err(e @ ExplainError::Covers(_)) => Err(e),
+            Err(e) => {
+                tracing::warn!(
+                    reason = %e,
+                    "no exact attributions for this graph: its decisions are explained by Shapley sampling through ONNX Runtime"
+                );
+                Ok(Self::sampling(background, width))
+            }
+        }
+    }
+
+    /// The exact explainer for a graph that is a tree ensemble or a linear
+    /// model on the input features, checked against ORT's scores; `None`
+    /// when the graph has neither.
+    fn exact(
+        onnx: &[u8],
+        width: usize,
+        scored: &str,
+        output: usize,
+        background: &[f32],
+        ort_scores: &[f32],
+        covers: Option<&HashMap<(i64, i64), f64>>,
+    ) -> Result<Option<Self>, ExplainError> {
         let explainer = match Ensemble::from_onnx(onnx, width) {
             Ok(mut ensemble) => {
                 // Covers from the native model describe the training data;
@@ -182,24 +226,14 @@ impl Explainer {
                             .sum::<f64>();
                     Self::Linear { model, mean, base }
                 }
-                Err(TreeError::NoEnsemble) => {
-                    // Runs ORT itself, so there is no reading of the graph to check.
-                    let references = background
-                        [..background.len().min(SAMPLING_BACKGROUND_ROWS * width)]
-                        .to_vec();
-                    return Ok(Self::Sampling {
-                        references,
-                        width,
-                        pairs: SAMPLING_PAIRS,
-                    });
-                }
+                Err(TreeError::NoEnsemble) => return Ok(None),
                 Err(e) => return Err(e.into()),
             },
             Err(e) => return Err(e.into()),
         };
         for (row, (x, &ort)) in background.chunks(width).zip(ort_scores).enumerate() {
             let ours = explainer.row_score(x);
-            if (ours - f64::from(ort)).abs() > ORT_AGREEMENT {
+            if !within(ours, f64::from(ort), ORT_AGREEMENT) {
                 return Err(ExplainError::Disagrees {
                     row,
                     ours,
@@ -207,7 +241,18 @@ impl Explainer {
                 });
             }
         }
-        Ok(explainer)
+        Ok(Some(explainer))
+    }
+
+    /// The model-agnostic estimator: it runs ORT itself, so there is no
+    /// reading of the graph to check.
+    fn sampling(background: &[f32], width: usize) -> Self {
+        Self::Sampling {
+            references: background[..background.len().min(SAMPLING_BACKGROUND_ROWS * width)]
+                .to_vec(),
+            width,
+            pairs: SAMPLING_PAIRS,
+        }
     }
 
     pub fn method(&self, method: Method) -> &'static str {
@@ -546,5 +591,98 @@ impl DecisionAttribution {
             groups,
             ort_difference,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{
+        Explainer, within,
+        onnx::{AttributeProto, GraphProto, ModelProto, NodeProto, ValueInfoProto},
+    };
+
+    fn node(op: &str, input: &str, output: &str, attribute: Vec<AttributeProto>) -> NodeProto {
+        NodeProto {
+            op_type: Some(op.into()),
+            input: vec![input.into()],
+            output: vec![output.into()],
+            attribute,
+            ..Default::default()
+        }
+    }
+
+    fn floats(name: &str, values: &[f32]) -> AttributeProto {
+        AttributeProto {
+            name: Some(name.into()),
+            floats: values.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    fn model(node: Vec<NodeProto>) -> Vec<u8> {
+        prost::Message::encode_to_vec(&ModelProto {
+            graph: Some(GraphProto {
+                node,
+                input: vec![ValueInfoProto {
+                    name: Some("input".into()),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    }
+
+    /// score = 0.5 + 2 x0 - x1, read from `input`.
+    fn linear(input: &str) -> NodeProto {
+        node(
+            "LinearRegressor",
+            input,
+            "variable",
+            vec![
+                floats("coefficients", &[2.0, -1.0]),
+                floats("intercepts", &[0.5]),
+            ],
+        )
+    }
+
+    #[test]
+    fn a_graph_the_exact_readers_cannot_take_whole_is_sampled() {
+        let background: Vec<f32> = (0..8).flat_map(|i| [i as f32, 1.0 - i as f32]).collect();
+        let ort: Vec<f32> = background
+            .chunks(2)
+            .map(|r| 0.5 + 2.0 * r[0] - r[1])
+            .collect();
+        let explainer = |graph: &[u8], ort: &[f32]| {
+            Explainer::for_graph(graph, 2, "variable", 0, &background, ort, None).unwrap()
+        };
+        let plain = model(vec![linear("input")]);
+        assert!(matches!(explainer(&plain, &ort), Explainer::Linear { .. }));
+        // A scaler before the model: its weights are not about the input.
+        let scaled = model(vec![
+            node("Scaler", "input", "scaled", vec![floats("scale", &[2.0, 2.0])]),
+            linear("scaled"),
+        ]);
+        assert!(matches!(
+            explainer(&scaled, &ort),
+            Explainer::Sampling { .. }
+        ));
+        // A reading that does not reproduce ORT's scores.
+        let other: Vec<f32> = ort.iter().map(|s| s + 1.0).collect();
+        assert!(matches!(
+            explainer(&plain, &other),
+            Explainer::Sampling { .. }
+        ));
+    }
+
+    #[test]
+    fn agreement_is_absolute_up_to_one_and_relative_beyond() {
+        assert!(within(0.5 + 9e-6, 0.5, 1e-5));
+        assert!(!within(0.5 + 2e-5, 0.5, 1e-5));
+        // A regressor's float32 sum against a float64 one.
+        assert!(within(-155.027_373, -155.027_359, 1e-5));
+        assert!(!within(-155.1, -155.0, 1e-5));
+        assert!(!within(f64::NAN, 1.0, 1e-5));
+        assert!(!within(1.0, f64::NAN, 1e-5));
     }
 }
