@@ -609,7 +609,7 @@ async fn every_response_carries_provenance() {
             assert_eq!(p.tier, d.tier, "context {i}");
             assert_eq!(p.model_sha256, d.model.as_ref().unwrap().sha256);
             assert_eq!(p.signals_sha256.len(), 64);
-            assert_eq!(p.policy_version, "candor-policy/2");
+            assert_eq!(p.policy_version, "candor-policy/3");
             assert_eq!(p.policy_sha256.len(), 64);
             assert!(
                 !p.ledger_records.is_empty(),
@@ -675,6 +675,14 @@ async fn malformed_signals_are_invalid_arguments_naming_the_field() {
         (
             pb::RequestContext {
                 jurisdiction_region: "CA".into(),
+                ..Default::default()
+            },
+            "context.jurisdiction_region",
+        ),
+        (
+            pb::RequestContext {
+                jurisdiction_country: "US".into(),
+                jurisdiction_region: "XX".into(),
                 ..Default::default()
             },
             "context.jurisdiction_region",

@@ -1,6 +1,6 @@
 //! IAB Global Privacy Platform strings: the header, and the sections the
 //! policy interprets (tcfeuv2, uspv1, usnat, usca and the other US state
-//! sections, usva (9) to usmn (23)).
+//! sections, usva (9) to usri (27)).
 //!
 //! Each US section is read by its own specification: usnat's
 //! SensitiveDataProcessing values mean consent (2) or its absence (1), while
@@ -17,10 +17,13 @@
 //! decoded from it by one reader, so a section is a row of data, not a
 //! function. The layouts follow the IAB's section specifications
 //! (Global-Privacy-Platform, Sections/US-States/*), cross-checked against
-//! the IAB's iabgpp-es encoders.
+//! the IAB's iabgpp-es encoders. The sections registered from usmd (24) on
+//! put the MSPA fields first (MspaVersion, MspaCoveredTransaction, MspaMode)
+//! and carry their SensitiveDataProcessing categories, or their GPC flag, in
+//! the subsection after the core ([`Shape::MspaFirst`]).
 //!
 //! Sections the gateway does not apply (the Canadian TCF, and sections
-//! registered after usmn) are kept as their ids only: the core
+//! registered after usri) are kept as their ids only: the core
 //! specification leaves each section's encoding to its own specification,
 //! and a reader "aware of where the discrete section is" may skip one it
 //! does not implement. What the core specification does fix for every
@@ -155,8 +158,27 @@ pub enum Geolocation {
     /// readers (prebid-server) take 2 as consent. Delaware's version 1
     /// specification has been published with precise geolocation as
     /// category 8 (of 9) and, in another text of the same version, as
-    /// category 9.
+    /// category 9. Sections 24 to 27 are read this way too: the IAB's
+    /// encoders give Indiana's, Kentucky's and Rhode Island's eight
+    /// categories without naming them, and Maryland's section has none
+    /// (its law forbids selling sensitive data and limits processing it to
+    /// what is strictly necessary).
     Unsettled,
+}
+
+/// How a state section's fields are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// Sections 9 to 23: Version, the notices, the opt-outs, the
+    /// sensitive-data and child fields, the MSPA fields last, then an
+    /// optional GPC subsection.
+    VersionFirst,
+    /// Sections 24 to 27: MspaVersion, MspaCoveredTransaction and MspaMode
+    /// first, then the notices, the opt-outs, the child field and
+    /// AdditionalDataProcessingConsent; after the core, an optional GPC
+    /// subsection (`gpc`) or, where the layout has sensitive-data
+    /// categories, an optional subsection of exactly those (no type field).
+    MspaFirst,
 }
 
 /// The field layout of one US state section (version 1 of each).
@@ -181,6 +203,7 @@ pub struct StateLayout {
     pub additional_consent: bool,
     /// Whether the specification defines a GPC subsection.
     pub gpc: bool,
+    pub shape: Shape,
 }
 
 const SHARING: &[&str] = &[
@@ -201,8 +224,9 @@ const PROCESSING: &[&str] = &[
 /// subsection is the encoders' (and prebid-server's): the published
 /// Colorado texts predate it, and refusing a GPC signal the IAB's own
 /// library writes would drop an opt-out.
-pub static STATES: [StateLayout; 15] = {
+pub static STATES: [StateLayout; 19] = {
     use Geolocation::*;
+    use Shape::*;
     // Positional, so that each section reads as one row of a table.
     #[allow(clippy::too_many_arguments)]
     const fn layout(
@@ -215,6 +239,7 @@ pub static STATES: [StateLayout; 15] = {
         child_fields: usize,
         additional_consent: bool,
         gpc: bool,
+        shape: Shape,
     ) -> StateLayout {
         StateLayout {
             id,
@@ -226,6 +251,7 @@ pub static STATES: [StateLayout; 15] = {
             child_fields,
             additional_consent,
             gpc,
+            shape,
         }
     }
     [
@@ -239,8 +265,20 @@ pub static STATES: [StateLayout; 15] = {
             1,
             false,
             false,
+            VersionFirst,
         ),
-        layout(10, "section usco", "CO", SHARING, 7, Absent, 1, false, true),
+        layout(
+            10,
+            "section usco",
+            "CO",
+            SHARING,
+            7,
+            Absent,
+            1,
+            false,
+            true,
+            VersionFirst,
+        ),
         layout(
             11,
             "section usut",
@@ -256,6 +294,7 @@ pub static STATES: [StateLayout; 15] = {
             1,
             false,
             false,
+            VersionFirst,
         ),
         layout(
             12,
@@ -267,6 +306,7 @@ pub static STATES: [StateLayout; 15] = {
             3,
             false,
             true,
+            VersionFirst,
         ),
         layout(
             13,
@@ -278,6 +318,7 @@ pub static STATES: [StateLayout; 15] = {
             3,
             true,
             false,
+            VersionFirst,
         ),
         layout(
             14,
@@ -289,6 +330,7 @@ pub static STATES: [StateLayout; 15] = {
             3,
             true,
             true,
+            VersionFirst,
         ),
         layout(
             15,
@@ -300,6 +342,7 @@ pub static STATES: [StateLayout; 15] = {
             3,
             true,
             true,
+            VersionFirst,
         ),
         layout(
             16,
@@ -311,6 +354,7 @@ pub static STATES: [StateLayout; 15] = {
             1,
             true,
             true,
+            VersionFirst,
         ),
         layout(
             17,
@@ -322,6 +366,7 @@ pub static STATES: [StateLayout; 15] = {
             5,
             true,
             true,
+            VersionFirst,
         ),
         layout(
             18,
@@ -338,6 +383,7 @@ pub static STATES: [StateLayout; 15] = {
             1,
             false,
             true,
+            VersionFirst,
         ),
         layout(
             19,
@@ -349,6 +395,7 @@ pub static STATES: [StateLayout; 15] = {
             1,
             true,
             true,
+            VersionFirst,
         ),
         layout(
             20,
@@ -360,6 +407,7 @@ pub static STATES: [StateLayout; 15] = {
             3,
             true,
             true,
+            VersionFirst,
         ),
         layout(
             21,
@@ -371,6 +419,7 @@ pub static STATES: [StateLayout; 15] = {
             5,
             true,
             true,
+            VersionFirst,
         ),
         layout(
             22,
@@ -382,6 +431,7 @@ pub static STATES: [StateLayout; 15] = {
             1,
             true,
             true,
+            VersionFirst,
         ),
         layout(
             23,
@@ -393,6 +443,55 @@ pub static STATES: [StateLayout; 15] = {
             1,
             true,
             true,
+            VersionFirst,
+        ),
+        layout(
+            24,
+            "section usmd",
+            "MD",
+            PROCESSING,
+            0,
+            Unsettled,
+            0,
+            true,
+            true,
+            MspaFirst,
+        ),
+        layout(
+            25,
+            "section usin",
+            "IN",
+            PROCESSING,
+            8,
+            Unsettled,
+            1,
+            true,
+            false,
+            MspaFirst,
+        ),
+        layout(
+            26,
+            "section usky",
+            "KY",
+            PROCESSING,
+            8,
+            Unsettled,
+            1,
+            true,
+            false,
+            MspaFirst,
+        ),
+        layout(
+            27,
+            "section usri",
+            "RI",
+            PROCESSING,
+            8,
+            Unsettled,
+            1,
+            true,
+            false,
+            MspaFirst,
         ),
     ]
 };
@@ -413,8 +512,13 @@ pub struct StateSection {
     /// `None` where the layout has no such field.
     pub additional_data_processing_consent: Option<Tri>,
     pub mspa_covered_transaction: Tri,
+    /// Sections 9 to 23 only; not applicable in the others.
     pub mspa_opt_out_option_mode: Tri,
+    /// Sections 9 to 23 only; not applicable in the others.
     pub mspa_service_provider_mode: Tri,
+    /// MspaMode, the one mode field of sections 24 to 27 (`None` before
+    /// them). Kept as read; the policy does not act on MSPA modes.
+    pub mspa_mode: Option<Tri>,
     pub gpc: Option<bool>,
 }
 
@@ -703,6 +807,9 @@ fn usca(text: &str) -> Result<UsCa, SignalError> {
 /// and every 2-bit field is strict (3 is refused, MspaCoveredTransaction
 /// must be 1 or 2), as usnat's are.
 fn state(layout: &'static StateLayout, text: &str) -> Result<StateSection, SignalError> {
+    if layout.shape == Shape::MspaFirst {
+        return mspa_first_state(layout, text);
+    }
     let (core, gpc) = core_and_gpc(text, layout.what, layout.gpc)?;
     let mut r = BitReader::new(core, layout.what)?;
     let version = r.u8(6, "Version")?;
@@ -744,6 +851,78 @@ fn state(layout: &'static StateLayout, text: &str) -> Result<StateSection, Signa
         mspa_covered_transaction: Tri::read_covered(&mut r)?,
         mspa_opt_out_option_mode: Tri::read(&mut r, "MspaOptOutOptionMode")?,
         mspa_service_provider_mode: Tri::read(&mut r, "MspaServiceProviderMode")?,
+        mspa_mode: None,
+        gpc,
+    })
+}
+
+/// A section of [`Shape::MspaFirst`] (sections 24 to 27).
+fn mspa_first_state(layout: &'static StateLayout, text: &str) -> Result<StateSection, SignalError> {
+    let (core, gpc, sensitive) = if layout.gpc {
+        let (core, gpc) = core_and_gpc(text, layout.what, true)?;
+        (core, gpc, None)
+    } else {
+        let mut parts = text.splitn(2, '.');
+        let core = parts.next().unwrap_or_default();
+        let sensitive = parts.next();
+        if sensitive.is_some() && layout.sensitive_categories == 0 {
+            return Err(SignalError::new(format!(
+                "{}: a subsection follows the core, but the section defines none",
+                layout.what
+            )));
+        }
+        (core, None, sensitive)
+    };
+    let mut r = BitReader::new(core, layout.what)?;
+    let version = r.u8(6, "MspaVersion")?;
+    if version != 1 {
+        return Err(r.error(format!(
+            "MspaVersion is {version}; only version 1 of this section is known"
+        )));
+    }
+    let mspa_covered_transaction = Tri::read_covered(&mut r)?;
+    let mspa_mode = Tri::read(&mut r, "MspaMode")?;
+    let notices = layout
+        .notices
+        .iter()
+        .map(|n| Tri::read(&mut r, n))
+        .collect::<Result<_, _>>()?;
+    let sale_opt_out = Tri::read(&mut r, "SaleOptOut")?;
+    let targeted_advertising_opt_out = Tri::read(&mut r, "TargetedAdvertisingOptOut")?;
+    let known_child_sensitive_data_consents = Tri::read_n(
+        &mut r,
+        layout.child_fields,
+        "KnownChildSensitiveDataConsents",
+    )?;
+    let additional_data_processing_consent = layout
+        .additional_consent
+        .then(|| Tri::read(&mut r, "AdditionalDataProcessingConsent"))
+        .transpose()?;
+    let sensitive_data_processing = match sensitive {
+        Some(sub) => {
+            // The subsection has no type field: only its bits tell it.
+            let mut r = BitReader::new(sub, layout.what)?;
+            Tri::read_n(
+                &mut r,
+                layout.sensitive_categories,
+                "SensitiveDataProcessing",
+            )?
+        }
+        None => Vec::new(),
+    };
+    Ok(StateSection {
+        layout,
+        version,
+        notices,
+        sale_opt_out,
+        targeted_advertising_opt_out,
+        sensitive_data_processing,
+        known_child_sensitive_data_consents,
+        additional_data_processing_consent,
+        mspa_covered_transaction,
+        mspa_opt_out_option_mode: Tri::NotApplicable,
+        mspa_service_provider_mode: Tri::NotApplicable,
+        mspa_mode: Some(mspa_mode),
         gpc,
     })
 }
@@ -757,6 +936,42 @@ mod tests {
 
     fn refusal(text: &str) -> String {
         GppString::decode(text).unwrap_err().to_string()
+    }
+
+    /// Sections 24 to 27 as the IAB's own encoder (@iabgpp/cmpapi 3.2.0)
+    /// writes them.
+    #[test]
+    fn the_mspa_first_sections_read_as_the_iabs_encoder_writes_them() {
+        let only = |text: &str| {
+            let gpp = GppString::decode(text).unwrap();
+            assert_eq!(gpp.states.len(), 1, "{text}");
+            gpp.states.into_iter().next().unwrap()
+        };
+        // usmd: a sale opt-out, then the GPC subsection with GPC off and on.
+        let md = only("DBABEYA~BQRA.QA");
+        assert_eq!(md.layout.state, "MD");
+        assert_eq!(
+            (md.sale_opt_out, md.targeted_advertising_opt_out, md.gpc),
+            (Tri::One, Tri::NotApplicable, Some(false))
+        );
+        assert!(md.opted_out());
+        assert_eq!(md.mspa_covered_transaction, Tri::One);
+        assert_eq!(only("DBABEYA~BQQA.YA").gpc, Some(true));
+        // usky: a targeted-advertising opt-out, and its sensitive-data subsection.
+        let ky = only("DBABCYA~BQEQ.AAA");
+        assert_eq!(ky.layout.state, "KY");
+        assert_eq!(ky.targeted_advertising_opt_out, Tri::One);
+        assert_eq!(ky.sensitive_data_processing, vec![Tri::NotApplicable; 8]);
+        assert_eq!(ky.known_child_sensitive_data_consents, [Tri::NotApplicable]);
+        // usin: a known child.
+        let child = only("DBABUYA~BQQE.AAA");
+        assert_eq!(child.layout.state, "IN");
+        assert_eq!(child.known_child_sensitive_data_consents, [Tri::One]);
+        assert!(!child.opted_out());
+
+        assert!(refusal("DBABUYA~BQQE.AAA.AAA").contains("section usin"));
+        assert!(refusal("DBABEYA~BQRA.AAA").contains("SubsectionType is 0"));
+        assert!(refusal("DBABEYA~CQRA").contains("MspaVersion is 2"));
     }
 
     #[test]
@@ -905,7 +1120,7 @@ mod tests {
         let g = GppString::decode(&gpp(&pairs)).unwrap();
         assert_eq!(
             g.states.iter().map(|s| s.layout.id).collect::<Vec<_>>(),
-            (9..=23).collect::<Vec<u16>>()
+            (9..=27).collect::<Vec<u16>>()
         );
     }
 

@@ -37,6 +37,15 @@ impl SignalError {
 }
 
 /// Where the person is, as the publisher determined it.
+/// ISO 3166-2:US: the 50 states, the District of Columbia and the outlying
+/// areas.
+const US_SUBDIVISIONS: [&str; 57] = [
+    "AL", "AK", "AZ", "AR", "CA", "CO", "CT", "DE", "FL", "GA", "HI", "ID", "IL", "IN", "IA", "KS",
+    "KY", "LA", "ME", "MD", "MA", "MI", "MN", "MS", "MO", "MT", "NE", "NV", "NH", "NJ", "NM", "NY",
+    "NC", "ND", "OH", "OK", "OR", "PA", "RI", "SC", "SD", "TN", "TX", "UT", "VT", "VA", "WA", "WV",
+    "WI", "WY", "DC", "AS", "GU", "MP", "PR", "UM", "VI",
+];
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Jurisdiction {
     /// ISO 3166-1 alpha-2, upper case.
@@ -71,6 +80,16 @@ impl Jurisdiction {
         {
             return Err(SignalError::new(format!(
                 "context.jurisdiction_region: {r:?} is not an ISO 3166-2 subdivision code such as \"CA\""
+            )));
+        }
+        // US law is decided state by state: a region that is no state would
+        // silently fall back to the national rules.
+        if let Some(r) = &self.region
+            && self.country == "US"
+            && !US_SUBDIVISIONS.contains(&r.as_str())
+        {
+            return Err(SignalError::new(format!(
+                "context.jurisdiction_region: {r:?} is not a US state, DC or a US territory (ISO 3166-2:US, e.g. \"CA\")"
             )));
         }
         Ok(())

@@ -51,13 +51,17 @@ use crate::models::manifest::{DataCategory, DataSource, FeatureSpec};
 /// Changes whenever a rule changes meaning in a release: decisions carry
 /// it, so two decisions with the same version were judged by the same
 /// rules. Changes made before a version first ships belong to it.
-pub const POLICY_VERSION: &str = "candor-policy/2";
+pub const POLICY_VERSION: &str = "candor-policy/3";
 
 /// EEA members, the UK and Switzerland: where GDPR (or its UK and Swiss
-/// counterparts) and the TCF apply.
-const TCF_COUNTRIES: [&str; 32] = [
+/// counterparts) and the TCF apply. Parts of the EU with ISO 3166-1 codes of
+/// their own are listed too: France's outermost regions (Guadeloupe,
+/// Martinique, French Guiana, Réunion, Mayotte, Saint-Martin) and Finland's
+/// Åland, where GDPR applies as in the rest of the member state.
+const TCF_COUNTRIES: [&str; 39] = [
     "AT", "BE", "BG", "HR", "CY", "CZ", "DK", "EE", "FI", "FR", "DE", "GR", "HU", "IE", "IT", "LV",
     "LT", "LU", "MT", "NL", "PL", "PT", "RO", "SK", "SI", "ES", "SE", "IS", "LI", "NO", "GB", "CH",
+    "GP", "MQ", "GF", "RE", "YT", "MF", "AX",
 ];
 
 /// What to do where no known regime applies.
@@ -185,7 +189,7 @@ pub struct Evaluation {
     /// Stable rule ids, in the order they fired.
     pub rules: Vec<&'static str>,
     /// Column positions the model must not see; they are replaced by their
-    /// background expectation.
+    /// substitute, typical of the background sample (`Rows::substitutes`).
     pub masked: Vec<usize>,
 }
 
@@ -256,7 +260,7 @@ pub struct Policy {
 
 impl Policy {
     pub fn new(settings: Settings) -> Self {
-        let canonical = serde_json::to_string(&(POLICY_VERSION, &settings, TCF_COUNTRIES))
+        let canonical = serde_json::to_string(&(POLICY_VERSION, &settings, &TCF_COUNTRIES[..]))
             .expect("settings serialise");
         let hash = hex::encode(Sha256::digest(canonical.as_bytes()));
         Self { settings, hash }
@@ -305,7 +309,9 @@ impl Policy {
                 v.refuse("gdpr.art21_objection");
                 PurposeOutcome {
                     tcf_id: DIRECT_MARKETING,
-                    dpv: purposes::info(DIRECT_MARKETING).map_or("", |p| p.dpv).to_owned(),
+                    dpv: purposes::info(DIRECT_MARKETING)
+                        .map_or("", |p| p.dpv)
+                        .to_owned(),
                     status: PurposeStatus::Objected,
                     legal_basis: None,
                     source: Source::Ledger,
@@ -935,6 +941,21 @@ mod tests {
 
     const CONFLICT: &str = "tcf.conflicting_signals_stricter_applied";
 
+    /// GDPR applies in the parts of the EU with country codes of their own.
+    #[test]
+    fn the_eus_outermost_regions_are_under_the_tcf() {
+        let tc = Tc::granted(now()).encode();
+        for place in ["RE", "GP", "MQ", "GF", "YT", "MF", "AX", "FR"] {
+            let e = judge(place, None, Some(tc.clone()), None);
+            assert_eq!(
+                (e.regime, e.tier),
+                (Regime::Tcf, Tier::Personalised),
+                "{place}"
+            );
+        }
+        assert_eq!(judge("BR", None, Some(tc), None).regime, Regime::Unknown);
+    }
+
     /// The person's consent, recorded after the string, wins over it, but
     /// not over the publisher's "not allowed" for this vendor.
     #[test]
@@ -983,10 +1004,7 @@ mod tests {
         };
         let lifted = evaluate(&yesterday);
         assert_eq!(lifted.tier, Tier::Personalised);
-        assert_eq!(
-            source(&lifted, 3),
-            (PurposeStatus::Granted, Source::Ledger)
-        );
+        assert_eq!(source(&lifted, 3), (PurposeStatus::Granted, Source::Ledger));
         let forbidden = evaluate(&Tc {
             restrictions: vec![(3, 0, vec![VENDOR]), (4, 0, vec![VENDOR])],
             ..yesterday.clone()
@@ -1152,7 +1170,8 @@ mod tests {
                 layout.what
             );
         }
-        for layout in &STATES {
+        // Maryland's section has no child field.
+        for layout in STATES.iter().filter(|l| l.child_fields > 0) {
             for child in [1, 2] {
                 let e = state_only(
                     layout.id,

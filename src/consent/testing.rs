@@ -232,9 +232,9 @@ impl Default for StateFields {
     }
 }
 
-/// A US state section by its layout in `gpp::STATES`.
+/// A US state section by its layout in `gpp::STATES`, in its shape.
 pub fn state(id: u16, f: StateFields) -> String {
-    use super::gpp::{Geolocation, STATES};
+    use super::gpp::{Geolocation, STATES, Shape};
     let layout = STATES.iter().find(|l| l.id == id).expect("a state section");
     let geolocation = match layout.geolocation {
         Geolocation::Consent(i) | Geolocation::OptOut(i) => Some(i),
@@ -242,14 +242,9 @@ pub fn state(id: u16, f: StateFields) -> String {
         Geolocation::Unsettled => Some(7),
         Geolocation::Absent => None,
     };
-    let mut w = BitWriter::default();
-    w.int(f.version, 6);
-    for _ in layout.notices {
-        w.int(1, 2);
-    }
-    w.int(f.sale_opt_out, 2).int(f.targeted_opt_out, 2);
+    let mut sensitive = BitWriter::default();
     for i in 0..layout.sensitive_categories {
-        w.int(
+        sensitive.int(
             if Some(i) == geolocation {
                 f.geolocation
             } else {
@@ -258,20 +253,39 @@ pub fn state(id: u16, f: StateFields) -> String {
             2,
         );
     }
+    let mspa_first = layout.shape == Shape::MspaFirst;
+    let mut w = BitWriter::default();
+    w.int(f.version, 6);
+    if mspa_first {
+        w.int(1, 2) // MspaCoveredTransaction
+            .int(0, 2); // MspaMode
+    }
+    for _ in layout.notices {
+        w.int(1, 2);
+    }
+    w.int(f.sale_opt_out, 2).int(f.targeted_opt_out, 2);
+    if !mspa_first {
+        w.0.extend(sensitive.0.iter().copied());
+    }
     for _ in 0..layout.child_fields {
         w.int(f.child, 2);
     }
     if layout.additional_consent {
         w.int(0, 2);
     }
-    w.int(1, 2) // MspaCoveredTransaction
-        .int(0, 4); // MspaOptOutOptionMode, MspaServiceProviderMode
+    if !mspa_first {
+        w.int(1, 2) // MspaCoveredTransaction
+            .int(0, 4); // MspaOptOutOptionMode, MspaServiceProviderMode
+    }
     let core = w.encode(6);
     match f.gpc {
         Some(gpc) => {
             let mut w = BitWriter::default();
             w.int(1, 2).int(u64::from(gpc), 1);
             format!("{core}.{}", w.encode(6))
+        }
+        None if mspa_first && layout.sensitive_categories > 0 => {
+            format!("{core}.{}", sensitive.encode(6))
         }
         None => core,
     }
