@@ -142,7 +142,7 @@ fn broken_packages_are_refused_naming_file_and_field() {
             |p| edit(&p.join("background.csv"), "MAANTHUI", "MAANTHU"),
             "background.csv",
             Some("header"),
-            "features in model order",
+            "column 1 is \"MAANTHU\" where \"MAANTHUI\" belongs",
         ),
         (
             "background value",

@@ -95,7 +95,7 @@ pub enum Durability {
 #[derive(get_size2::GetSize, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExplainedFeature {
     pub name: String,
-    /// The value the model saw (the background mean when masked).
+    /// The value the model saw (its substitute when masked: `Rows::substitutes`).
     pub value: f64,
     pub contribution: f64,
     pub standard_error: f64,

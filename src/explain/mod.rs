@@ -597,8 +597,9 @@ impl DecisionAttribution {
 #[cfg(test)]
 mod tests {
     use super::{
-        Explainer, within,
+        Explainer,
         onnx::{AttributeProto, GraphProto, ModelProto, NodeProto, ValueInfoProto},
+        within,
     };
 
     fn node(op: &str, input: &str, output: &str, attribute: Vec<AttributeProto>) -> NodeProto {
@@ -660,7 +661,12 @@ mod tests {
         assert!(matches!(explainer(&plain, &ort), Explainer::Linear { .. }));
         // A scaler before the model: its weights are not about the input.
         let scaled = model(vec![
-            node("Scaler", "input", "scaled", vec![floats("scale", &[2.0, 2.0])]),
+            node(
+                "Scaler",
+                "input",
+                "scaled",
+                vec![floats("scale", &[2.0, 2.0])],
+            ),
             linear("scaled"),
         ]);
         assert!(matches!(

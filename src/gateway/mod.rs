@@ -659,7 +659,7 @@ impl Gateway {
         }
         for row in rows.chunks_mut(width) {
             for &i in &evaluation.masked {
-                row[i] = package.background_means[i];
+                row[i] = package.substitutes[i];
             }
         }
         let started = Instant::now();

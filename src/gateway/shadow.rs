@@ -253,7 +253,7 @@ impl Gateway {
 }
 
 /// `rows` in `package`'s column order with the features the consent
-/// verdict masked (by name) set to their background expectation, and the
+/// verdict masked (by name) set to their substitutes (`Rows::substitutes`), and the
 /// masked positions.
 fn encode(
     package: &ModelPackage,
@@ -274,7 +274,7 @@ fn encode(
             .encode_row(row, &mut out)
             .map_err(|e| Error::InvalidArgument(e.to_string()))?;
         for &i in &positions {
-            out[start + i] = package.background_means[i];
+            out[start + i] = package.substitutes[i];
         }
     }
     Ok((out, positions))

@@ -38,7 +38,9 @@ impl From<Error> for Status {
             Error::Inference(inner) => match inner {
                 InferenceError::Overloaded(_) => Code::ResourceExhausted,
                 InferenceError::ShutDown => Code::Unavailable,
-                InferenceError::Runtime(_) | InferenceError::OutputShape { .. } => Code::Internal,
+                InferenceError::Runtime(_)
+                | InferenceError::OutputShape { .. }
+                | InferenceError::NonFinite { .. } => Code::Internal,
             },
             // The runtime is loaded at start-up; a package error reaching a
             // handler is a deployment the models folder does not allow.

@@ -38,6 +38,10 @@ pub enum InferenceError {
     Runtime(String),
     #[error("the model returned {got} values for {rows} rows")]
     OutputShape { rows: usize, got: usize },
+    #[error(
+        "the model's score for row {row} is {value}, not a finite number: no decision is made from it"
+    )]
+    NonFinite { row: usize, value: f32 },
 }
 
 impl From<ort::Error> for InferenceError {
@@ -97,7 +101,20 @@ impl InferencePool {
                 TrySendError::Full(_) => InferenceError::Overloaded(self.queue),
                 TrySendError::Disconnected(_) => InferenceError::ShutDown,
             })?;
-        answer.await.map_err(|_| InferenceError::ShutDown)?
+        finite(answer.await.map_err(|_| InferenceError::ShutDown)??)
+    }
+}
+
+/// The scores, unless one is NaN or infinite: the model failing on that
+/// input (a log of a negative sum, an overflow). Serving it would make a
+/// decision no one can account for.
+fn finite(scores: Vec<f32>) -> Result<Vec<f32>, InferenceError> {
+    match scores.iter().position(|s| !s.is_finite()) {
+        Some(row) => Err(InferenceError::NonFinite {
+            row,
+            value: scores[row],
+        }),
+        None => Ok(scores),
     }
 }
 
@@ -145,6 +162,21 @@ fn run_group(slot: usize, backend: &dyn Backend, jobs: Vec<Job>) {
             for job in jobs {
                 let _ = job.reply.send(backend.predict(slot, &job.rows));
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_score_that_is_not_a_number_is_no_decision() {
+        assert_eq!(finite(vec![0.2, 0.9]).unwrap(), [0.2, 0.9]);
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let e = finite(vec![0.2, 0.3, bad]).unwrap_err();
+            assert!(matches!(e, InferenceError::NonFinite { row: 2, .. }), "{e}");
+            assert!(e.to_string().contains("row 2"), "{e}");
         }
     }
 }

@@ -3,7 +3,7 @@
 //! rows with the manifest.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     fmt, fs,
     path::{Path, PathBuf},
     sync::Arc,
@@ -12,7 +12,7 @@ use std::{
 use sha2::{Digest, Sha256};
 
 use super::{
-    manifest::{FieldError, Manifest},
+    manifest::{FeatureSpec, FeatureType, FieldError, Manifest},
     schema::FeatureSchema,
 };
 use crate::{
@@ -80,20 +80,46 @@ pub struct Rows {
 impl Rows {
     /// Each column's mean over its non-missing values (NaN when a column is
     /// all missing), accumulated in f64.
-    pub fn column_means(&self) -> Vec<f32> {
-        (0..self.width)
-            .map(|c| {
-                let (sum, n) = self
+    /// What stands in for each column when consent masks it: a value the
+    /// feature's own schema accepts, typical of the background sample. A
+    /// float's mean; an integer's mean, rounded; a category's most common
+    /// code (the lowest among equals), since the mean of codes is no
+    /// category at all. NaN where the sample holds no value.
+    pub fn substitutes(&self, columns: &[FeatureSpec]) -> Vec<f32> {
+        columns
+            .iter()
+            .enumerate()
+            .map(|(c, spec)| {
+                let known = self
                     .values
                     .iter()
                     .skip(c)
-                    .step_by(self.width)
-                    .filter(|v| !v.is_nan())
-                    .fold((0.0f64, 0u32), |(s, n), v| (s + f64::from(*v), n + 1));
-                if n == 0 {
-                    f32::NAN
-                } else {
-                    (sum / f64::from(n)) as f32
+                    .step_by(self.width.max(1))
+                    .copied()
+                    .filter(|v| !v.is_nan());
+                match spec.kind {
+                    FeatureType::Categorical => {
+                        let mut counts: BTreeMap<i64, usize> = BTreeMap::new();
+                        for v in known {
+                            *counts.entry(v as i64).or_default() += 1;
+                        }
+                        // max_by_key keeps the last of equals: walk codes downwards.
+                        counts
+                            .into_iter()
+                            .rev()
+                            .max_by_key(|&(_, n)| n)
+                            .map_or(f32::NAN, |(code, _)| code as f32)
+                    }
+                    FeatureType::Float | FeatureType::Integer => {
+                        let (sum, n) =
+                            known.fold((0.0f64, 0u32), |(s, n), v| (s + f64::from(v), n + 1));
+                        let mean = sum / f64::from(n);
+                        match (n, spec.kind) {
+                            (0, _) => f32::NAN,
+                            (_, FeatureType::Integer) => mean.round() as f32,
+                            _ => mean as f32,
+                        }
+                    }
                 }
             })
             .collect()
@@ -127,9 +153,9 @@ pub struct ModelPackage {
     pub sha256: String,
     pub schema: FeatureSchema,
     pub background: Rows,
-    /// What the consent policy substitutes for a masked feature: its
-    /// expectation over the background sample.
-    pub background_means: Vec<f32>,
+    /// What the consent policy substitutes for a masked feature
+    /// ([`Rows::substitutes`]).
+    pub substitutes: Vec<f32>,
     pub golden: Option<Golden>,
     pub backend: Arc<OrtBackend>,
     /// How this graph's decisions are attributed.
@@ -230,13 +256,14 @@ impl ModelPackage {
             None
         };
         let fairness = read_fairness(&dir.join(audit::REPORT_FILE), &sha256)?;
+        let substitutes = background.substitutes(schema.columns());
         Ok(Self {
             dir: dir.to_path_buf(),
             manifest,
             manifest_toml,
             sha256,
             schema,
-            background_means: background.column_means(),
+            substitutes,
             background,
             golden,
             backend: Arc::new(backend),
@@ -428,12 +455,30 @@ fn read_rows(
         .collect();
     let got: Vec<&str> = header.iter().collect();
     if got != expected {
+        // Name the first place they part: a wide package is otherwise
+        // hard to fix.
+        let at = got
+            .iter()
+            .zip(&expected)
+            .position(|(g, e)| g != e)
+            .unwrap_or(got.len().min(expected.len()));
+        let found = match got.get(at) {
+            Some(name) => format!("{name:?}"),
+            None => "nothing".to_owned(),
+        };
+        let wanted = match expected.get(at) {
+            Some(name) => format!("{name:?}"),
+            None => "no further column".to_owned(),
+        };
         return Err(PackageError::new(
             path,
             Some("header"),
             format!(
-                "columns must be the features in model order{}",
-                if with_score { " then score" } else { "" }
+                "columns must be the features in model order{} ({} expected, {} found); column {} is {found} where {wanted} belongs",
+                if with_score { " then score" } else { "" },
+                expected.len(),
+                got.len(),
+                at + 1,
             ),
         ));
     }
@@ -533,4 +578,61 @@ fn read_covers(path: &Path) -> Result<HashMap<(i64, i64), f64>, PackageError> {
         covers.insert((tree, node), cover);
     }
     Ok(covers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feature(name: &str, position: usize, kind: &str, extra: &str) -> String {
+        format!(
+            "[[features]]\nname = \"{name}\"\nposition = {position}\ntype = \"{kind}\"\n{extra}\nmissing_allowed = true\ndescription = \"d\"\ncategory = \"device\"\nsource = \"first_party\"\n"
+        )
+    }
+
+    /// A masked feature is replaced by a value its own schema accepts.
+    #[test]
+    fn substitutes_are_values_the_schema_accepts() {
+        let manifest = Manifest::from_toml(&format!(
+            r#"
+schema_version = 1
+[model]
+name = "m"
+version = "1.0.0"
+description = "d"
+owner = "o"
+purposes = ["personalised_advertising"]
+intended_use = "u"
+[model.input]
+tensor = "input"
+[model.output]
+tensor = "probabilities"
+index = 1
+description = "p"
+{}{}{}{}"#,
+            feature("f", 0, "float", ""),
+            feature("i", 1, "integer", "min = 0\nmax = 10"),
+            feature("c", 2, "categorical", "categories = [1, 2, 3, 4]"),
+            feature("empty", 3, "categorical", "categories = [1, 2]"),
+        ))
+        .unwrap();
+        let nan = f32::NAN;
+        let rows = Rows {
+            width: 4,
+            values: vec![
+                1.0, 1.0, 4.0, nan, //
+                2.0, 4.0, 2.0, nan, //
+                2.5, 4.0, 2.0, nan, //
+                nan, nan, 4.0, nan, //
+            ],
+        };
+        let s = rows.substitutes(&manifest.features);
+        assert!((s[0] - 11.0 / 6.0).abs() < 1e-6, "{s:?}");
+        // Mean 3: an integer, not 3.0000x.
+        assert_eq!(s[1], 3.0);
+        // Codes 2 and 4 twice each (mean 3 is a code too, but no one's):
+        // the lowest of the most common.
+        assert_eq!(s[2], 2.0);
+        assert!(s[3].is_nan());
+    }
 }

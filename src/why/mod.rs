@@ -524,7 +524,12 @@ source = "first_party"
             for language in Language::ALL {
                 let view = consumer(&row, None, language, 10);
                 assert_eq!(view.basis, basis);
-                assert_eq!(view.reasons.len(), 3, "{tier:?} {language:?}: {:?}", view.reasons);
+                assert_eq!(
+                    view.reasons.len(),
+                    3,
+                    "{tier:?} {language:?}: {:?}",
+                    view.reasons
+                );
                 let about_you = view.reasons.iter().any(|r| {
                     r.group == ReasonGroup::YourInfo && r.text == text::profiled(language)
                 });
