@@ -80,6 +80,26 @@ fn broken_packages_are_refused_naming_file_and_field() {
             "a sequence of maps is a ZipMap",
         ),
         (
+            "model file trained on another column order",
+            |p| {
+                // The training script's stamp, two columns swapped in place
+                // (the same length, so the file stays valid).
+                let path = p.join("model.onnx");
+                let bytes = fs::read(&path).unwrap();
+                let order = b"MAANTHUI,MGEMOMV,MRELGE,";
+                let at = bytes
+                    .windows(order.len())
+                    .position(|w| w == order)
+                    .expect("the bundled model carries its feature stamp");
+                let mut patched = bytes.clone();
+                patched[at..at + order.len()].copy_from_slice(b"MAANTHUI,MRELGE,MGEMOMV,");
+                fs::write(&path, patched).unwrap();
+            },
+            "model.onnx",
+            Some("metadata candor.input.features"),
+            "with \"MRELGE\" in column 2, but the manifest puts \"MGEMOMV\" there",
+        ),
+        (
             "output index",
             |p| edit(&p.join("manifest.toml"), "index = 1", "index = 2"),
             "manifest.toml",

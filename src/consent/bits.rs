@@ -6,7 +6,7 @@
 //! encodes. Byte-oriented base64 decoders therefore reject valid strings; this
 //! reader decodes per character and never reads past the end.
 
-use std::fmt::Display;
+use std::{borrow::Cow, fmt::Display};
 
 use super::SignalError;
 
@@ -15,8 +15,8 @@ use super::SignalError;
 pub struct BitReader {
     sextets: Vec<u8>,
     pos: usize,
-    /// Names the segment in errors, e.g. "core segment".
-    what: &'static str,
+    /// Names the segment in errors, e.g. "core segment" or "segment 2".
+    what: Cow<'static, str>,
 }
 
 fn sextet(c: u8) -> Option<u8> {
@@ -38,16 +38,18 @@ pub fn is_url_safe_base64(c: u8) -> bool {
 impl BitReader {
     /// Decodes one segment, naming the first character outside the URL-safe
     /// base64 alphabet.
-    pub fn new(segment: &str, what: &'static str) -> Result<Self, SignalError> {
+    pub fn new(segment: &str, what: impl Into<Cow<'static, str>>) -> Result<Self, SignalError> {
+        let what = what.into();
+        // Counted in characters, and the character shown whole: a
+        // non-ASCII one is not split into the bytes of its encoding.
         let sextets = segment
-            .bytes()
+            .chars()
             .enumerate()
             .map(|(i, c)| {
-                sextet(c).ok_or_else(|| {
+                u8::try_from(c).ok().and_then(sextet).ok_or_else(|| {
                     SignalError::new(format!(
-                        "{what}: character {} ({:?}) is not URL-safe base64",
-                        i + 1,
-                        char::from(c)
+                        "{what}: character {} ({c:?}) is not URL-safe base64",
+                        i + 1
                     ))
                 })
             })

@@ -197,8 +197,9 @@ impl TcString {
         }
         let mut tc = Self::core(BitReader::new(core, "core segment")?)?;
         let mut seen = [false; 4];
-        for segment in segments {
-            let mut r = BitReader::new(segment, "segment")?;
+        for (n, segment) in segments.enumerate() {
+            // Numbered as the string reads: the core is segment 1.
+            let mut r = BitReader::new(segment, format!("segment {}", n + 2))?;
             let kind = r.u8(3, "SegmentType")?;
             match kind {
                 1..=3 if seen[usize::from(kind)] => {
@@ -789,6 +790,24 @@ mod tests {
         assert_eq!(undisclosed.bases(Some(VENDOR), 2), Bases::default());
         // The purpose signals themselves are untouched.
         assert!(undisclosed.bases(None, 1).consent);
+    }
+
+    #[test]
+    fn errors_name_the_segment_and_the_character_as_written() {
+        let core = Tc {
+            disclosed: None,
+            ..Tc::granted(NOW_MS)
+        }
+        .encode();
+        let refusal = |text: &str| TcString::decode(text).unwrap_err().to_string();
+        let e = refusal(&format!("{core}.A\n"));
+        assert!(e.starts_with("segment 2: character 2 ('\\n')"), "{e}");
+        let e = refusal(&format!("{core}é"));
+        let position = core.chars().count() + 1;
+        assert!(
+            e.starts_with(&format!("core segment: character {position} ('é')")),
+            "{e}"
+        );
     }
 
     #[test]

@@ -319,6 +319,51 @@ fn check_location(
     Ok(())
 }
 
+/// Checks the feature order the ONNX file was trained on, where it says so
+/// (Candor's training scripts stamp `candor.input.features`), against the
+/// manifest's: a file whose columns are in another order would score every
+/// row with its features misread. (The name and version stamps are not
+/// held against the manifest: re-releasing an artefact under a new version
+/// is a legitimate change.)
+fn check_metadata(
+    model: &[u8],
+    model_path: &Path,
+    manifest: &Manifest,
+) -> Result<(), PackageError> {
+    const FEATURES: &str = "candor.input.features";
+    let Ok(proto) = <crate::explain::onnx::ModelProto as prost::Message>::decode(model) else {
+        // ORT loaded it; a schema this reader does not know carries no
+        // stamp it could check.
+        return Ok(());
+    };
+    let Some(stamped) = proto.metadata_props.iter().find(|e| e.key() == FEATURES) else {
+        return Ok(());
+    };
+    let mut columns: Vec<&FeatureSpec> = manifest.features.iter().collect();
+    columns.sort_by_key(|f| f.position);
+    let stamped: Vec<&str> = stamped.value().split(',').collect();
+    let declared: Vec<&str> = columns.iter().map(|f| f.name.as_str()).collect();
+    if stamped == declared {
+        return Ok(());
+    }
+    let at = stamped
+        .iter()
+        .zip(&declared)
+        .position(|(s, d)| s != d)
+        .unwrap_or(stamped.len().min(declared.len()));
+    Err(PackageError::new(
+        model_path,
+        Some(&format!("metadata {FEATURES}")),
+        format!(
+            "the model was trained on {} columns with {:?} in column {}, but the manifest puts {:?} there",
+            stamped.len(),
+            stamped.get(at).copied().unwrap_or("nothing"),
+            at + 1,
+            declared.get(at).copied().unwrap_or("nothing"),
+        ),
+    ))
+}
+
 /// Checks the manifest against the graph's declared inputs and outputs and
 /// returns the number of score columns in the output.
 fn check_graph(
@@ -431,6 +476,8 @@ fn check_graph(
             ),
         ));
     }
+    // Once the shapes agree: a width that differs is named above.
+    check_metadata(model, model_path, manifest)?;
     Ok(columns)
 }
 
