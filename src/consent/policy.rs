@@ -586,6 +586,77 @@ fn us_opt_outs(signals: &Decoded) -> (bool, bool) {
     (gpc, opted_out)
 }
 
+/// What the request's US sections say of the publisher rather than the
+/// person, each a reason no cross-context data may be used:
+/// - `us.mspa_service_provider_mode`: the transaction runs in the MSPA's
+///   Service Provider Mode (MspaServiceProviderMode 1), in which a service
+///   provider may not sell, share or target; also when a section claims
+///   both modes, which the MSPA makes exclusive;
+/// - `us.opt_out_notice_missing`: the person "did not opt out" (2) of a
+///   sale, sharing or targeted advertising whose opt-out notice was not
+///   given (the notice reads 0 or 2): an opt-out right no one was told
+///   about was never declined.
+///
+/// Sections 24 to 27 carry one MspaMode field whose values the gateway
+/// cannot read with confidence; it is not acted on.
+fn us_publisher_restrictions(signals: &Decoded) -> Vec<&'static str> {
+    let Some(gpp) = signals.gpp.as_ref() else {
+        return Vec::new();
+    };
+    // (opt-out, its notice) pairs and the two MSPA modes of each section.
+    let mut rights: Vec<(Tri, Tri)> = Vec::new();
+    let mut modes: Vec<(Tri, Tri)> = Vec::new();
+    if let Some(s) = &gpp.usnat {
+        rights.extend([
+            (s.sale_opt_out, s.sale_opt_out_notice),
+            (s.sharing_opt_out, s.sharing_opt_out_notice),
+            (
+                s.targeted_advertising_opt_out,
+                s.targeted_advertising_opt_out_notice,
+            ),
+        ]);
+        modes.push((s.mspa_opt_out_option_mode, s.mspa_service_provider_mode));
+    }
+    if let Some(s) = &gpp.usca {
+        rights.extend([
+            (s.sale_opt_out, s.sale_opt_out_notice),
+            (s.sharing_opt_out, s.sharing_opt_out_notice),
+        ]);
+        modes.push((s.mspa_opt_out_option_mode, s.mspa_service_provider_mode));
+    }
+    for s in &gpp.states {
+        let notice = |name: &str| {
+            s.layout
+                .notices
+                .iter()
+                .position(|n| *n == name)
+                .map_or(Tri::NotApplicable, |i| s.notices[i])
+        };
+        rights.extend([
+            (s.sale_opt_out, notice("SaleOptOutNotice")),
+            (
+                s.targeted_advertising_opt_out,
+                notice("TargetedAdvertisingOptOutNotice"),
+            ),
+        ]);
+        modes.push((s.mspa_opt_out_option_mode, s.mspa_service_provider_mode));
+    }
+    let mut rules = Vec::new();
+    if modes
+        .iter()
+        .any(|&(_, service_provider)| service_provider == Tri::One)
+    {
+        rules.push("us.mspa_service_provider_mode");
+    }
+    if rights
+        .iter()
+        .any(|&(opt_out, notice)| opt_out == Tri::Two && notice != Tri::One)
+    {
+        rules.push("us.opt_out_notice_missing");
+    }
+    rules
+}
+
 /// One US section's answer on precise geolocation.
 enum GeoAnswer {
     /// A section that requires consent: whether it was given.
@@ -663,6 +734,9 @@ fn us<'l>(
     }
     if opted_out {
         v.mask("us.sale_sharing_targeting_opt_out", |f| f.cross_context);
+    }
+    for rule in us_publisher_restrictions(signals) {
+        v.mask(rule, |f| f.cross_context);
     }
     // A remembered opt-out (an earlier GPC, a withdrawal of purpose 12).
     let remembered = recorded(SALE_OR_SHARING).filter(|r| opts_out(r.status_at(now_ms)));
@@ -816,7 +890,7 @@ mod tests {
         consent::{
             Jurisdiction, Signals,
             gpp::{Geolocation, STATES, USCA, USNAT, USPV1},
-            testing::{StateFields, Tc, VENDOR, gpp, state, usca, usnat},
+            testing::{StateFields, Tc, VENDOR, gpp, state, usca, usnat, usnat_with},
         },
         models::manifest::FeatureType,
     };
@@ -910,6 +984,38 @@ mod tests {
                 "{usp}"
             );
         }
+    }
+
+    /// What the publisher's section says of itself restricts as an opt-out
+    /// does: no cross-context data in Service Provider Mode, nor where the
+    /// person "did not opt out" of something they were never told of.
+    #[test]
+    fn service_provider_mode_and_missing_notices_keep_cross_context_data_out() {
+        let judged = |section: &str| us(&[(USNAT, section)]);
+        let fine = judged(&usnat_with(1, 2, 0));
+        assert_eq!((fine.tier, fine.rules.len()), (Tier::Personalised, 0));
+        let provider = judged(&usnat_with(1, 2, 1));
+        assert_eq!(provider.tier, Tier::Contextual);
+        assert_eq!(provider.rules, ["us.mspa_service_provider_mode"]);
+        assert!(provider.masked.contains(&2) && !provider.masked.contains(&1));
+        for notice in [0, 2] {
+            let untold = judged(&usnat_with(notice, 2, 0));
+            assert_eq!(untold.rules, ["us.opt_out_notice_missing"], "{notice}");
+            assert!(untold.masked.contains(&2), "{notice}");
+        }
+        // Nothing sold, nothing to be told: no opt-out, no notice needed.
+        let mut w = crate::consent::testing::BitWriter::default();
+        // Version, notices, opt-outs, sensitive data (consent to category
+        // 8, precise geolocation), child fields, PersonalDataConsents.
+        w.int(1, 6)
+            .int(0, 12)
+            .int(0, 6)
+            .int(0, 14)
+            .int(2, 2)
+            .int(0, 8);
+        w.int(0, 4).int(0, 2);
+        w.int(2, 2).int(0, 4);
+        assert_eq!(judged(&w.encode(6)).tier, Tier::Personalised);
     }
 
     #[test]

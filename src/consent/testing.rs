@@ -168,10 +168,17 @@ pub fn gpp(sections: &[(u16, &str)]) -> String {
 /// A usnat version 1 section: notices given, no opt-out but `sale_opt_out`
 /// (1 = opted out, 2 = did not), consent to precise geolocation, no child.
 pub fn usnat(sale_opt_out: u64) -> String {
+    usnat_with(1, sale_opt_out, 0)
+}
+
+/// A usnat section whose six notices all read `notices`, with the sale
+/// opt-out and MspaServiceProviderMode given; sharing and targeting not
+/// opted out.
+pub fn usnat_with(notices: u64, sale_opt_out: u64, service_provider_mode: u64) -> String {
     let mut w = BitWriter::default();
     w.int(1, 6);
     for _ in 0..6 {
-        w.int(1, 2); // the notices
+        w.int(notices, 2);
     }
     w.int(sale_opt_out, 2).int(2, 2).int(2, 2);
     for category in 1..=12 {
@@ -180,7 +187,8 @@ pub fn usnat(sale_opt_out: u64) -> String {
     w.int(0, 4) // KnownChildSensitiveDataConsents
         .int(0, 2) // PersonalDataConsents
         .int(2, 2) // MspaCoveredTransaction
-        .int(0, 4); // MspaOptOutOptionMode, MspaServiceProviderMode
+        .int(0, 2) // MspaOptOutOptionMode
+        .int(service_provider_mode, 2);
     w.encode(6)
 }
 
