@@ -766,3 +766,79 @@ async fn a_saturated_pool_loses_no_deferred_attribution() {
         );
     }
 }
+
+/// A batch scores candidates: each row is recorded with its own campaign
+/// and ad, and a row that leaves them empty inherits the batch context's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_rows_are_recorded_with_their_own_campaign_and_ad() {
+    let server = TestServer::start().await;
+    let features = caravan_request().features;
+    let mut context = us_adult().unwrap();
+    context.placement_id = "feed".into();
+    context.campaign_id = "ctx-camp".into();
+    context.ad_id = "ctx-ad".into();
+    let row = |campaign: &str, ad: &str| pb::BatchRow {
+        features: features.clone(),
+        campaign_id: campaign.into(),
+        ad_id: ad.into(),
+        ..Default::default()
+    };
+    let request = |rows: Vec<pb::BatchRow>| pb::ScoreBatchRequest {
+        model: model_ref("caravan-logreg", "1.0.0"),
+        subject_id: "auction".into(),
+        context: Some(context.clone()),
+        rows,
+        ..Default::default()
+    };
+    let decisions = server
+        .scoring()
+        .await
+        .score_batch(request(vec![
+            row("camp-a", "ad-a"),
+            row("", ""),
+            row("camp-c", ""),
+        ]))
+        .await
+        .unwrap()
+        .into_inner()
+        .decisions;
+    let listed = why(&server)
+        .await
+        .list_decisions(pb::ListDecisionsRequest {
+            subject_id: "auction".into(),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .decisions;
+    let recorded = |d: &pb::Decision| {
+        let s = listed
+            .iter()
+            .find(|s| s.decision_id == d.decision_id)
+            .expect("every decision is listed");
+        (
+            s.placement_id.as_str(),
+            s.campaign_id.as_str(),
+            s.ad_id.as_str(),
+        )
+    };
+    assert_eq!(recorded(&decisions[0]), ("feed", "camp-a", "ad-a"));
+    assert_eq!(recorded(&decisions[1]), ("feed", "ctx-camp", "ctx-ad"));
+    assert_eq!(recorded(&decisions[2]), ("feed", "camp-c", "ctx-ad"));
+    // A row's ids are identifiers, bounded like the context's.
+    let refused = server
+        .scoring()
+        .await
+        .score_batch(request(vec![row("", ""), row(&"x".repeat(300), "")]))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(
+        refused.message().starts_with("rows[1].campaign_id"),
+        "{}",
+        refused.message()
+    );
+    server.stop().await;
+}

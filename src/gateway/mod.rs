@@ -90,6 +90,10 @@ pub struct BatchRequest {
     pub model: ModelSelector,
     pub subject: Subject,
     pub rows: Vec<FeatureRow>,
+    /// Where each row's ad would be shown, in row order: a batch scores
+    /// candidates, each its own campaign and ad. Empty: every row is the
+    /// subject's placement.
+    pub placements: Vec<Placement>,
     pub explain: ExplainMode,
     pub audit: AuditAttributes,
     pub request_id: String,
@@ -165,7 +169,8 @@ struct Call<'a> {
     explain: ExplainMode,
     evaluation: &'a Evaluation,
     provenance: Arc<Provenance>,
-    placement: &'a Placement,
+    /// One per row.
+    placements: &'a [Placement],
     request_id: &'a str,
     deadline: Option<std::time::Instant>,
 }
@@ -404,6 +409,7 @@ impl Gateway {
             model,
             subject,
             rows: vec![row],
+            placements: Vec::new(),
             explain,
             audit,
             request_id,
@@ -433,7 +439,11 @@ impl Gateway {
         let (package, subject_ref) = self.route(&request.model, &request.subject)?;
         let rows = validate(&package, &request.rows)?;
         self.metrics.stage(Stage::Validate, started);
-        let placement = request.subject.placement.clone();
+        let placements = if request.placements.is_empty() {
+            vec![request.subject.placement.clone(); request.rows.len()]
+        } else {
+            request.placements
+        };
         let decided_at = SystemTime::now();
         let (evaluation, provenance) = self.judge(&package, request.subject, subject_ref).await?;
         let decisions = self
@@ -445,7 +455,7 @@ impl Gateway {
                     explain: request.explain,
                     evaluation: &evaluation,
                     provenance,
-                    placement: &placement,
+                    placements: &placements,
                     request_id: &request.request_id,
                     deadline: request.deadline,
                 },
@@ -632,7 +642,7 @@ impl Gateway {
             explain,
             evaluation,
             provenance,
-            placement,
+            placements,
             request_id,
             deadline,
         } = call;
@@ -652,7 +662,7 @@ impl Gateway {
                 .map(|_| decision(None, None, ExplanationStatus::NotApplicable))
                 .collect();
             let started = Instant::now();
-            self.record(&package, &decisions, None, placement, request_id, None)
+            self.record(&package, &decisions, None, placements, request_id, None)
                 .await?;
             self.metrics.stage(Stage::Record, started);
             return Ok(decisions);
@@ -719,7 +729,7 @@ impl Gateway {
             &package,
             &decisions,
             Some(&rows),
-            placement,
+            placements,
             request_id,
             deferred,
         )

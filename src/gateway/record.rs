@@ -72,13 +72,14 @@ impl Gateway {
     }
 
     /// Writes the decisions to the record: with their attributions when
-    /// computed inline, else with the rows as scored, sealed.
+    /// computed inline, else with the rows as scored, sealed; each where its
+    /// ad was placed (`placements`, one per decision).
     pub(super) async fn record(
         &self,
         package: &ModelPackage,
         decisions: &[Decision],
         rows: Option<&[f32]>,
-        placement: &Placement,
+        placements: &[Placement],
         request_id: &str,
         deferred: Option<Method>,
     ) -> Result<(), Error> {
@@ -92,7 +93,8 @@ impl Gateway {
         let records: Vec<DecisionRow> = decisions
             .iter()
             .enumerate()
-            .map(|(i, d)| {
+            .zip(placements)
+            .map(|((i, d), placement)| {
                 let id = d.id.to_string();
                 let explanation = d.attribution.as_ref().map(Explanation::from);
                 let inputs = match (&explanation, rows) {

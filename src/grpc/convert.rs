@@ -99,6 +99,39 @@ fn feature_row(
     }
 }
 
+/// Each batch row's placement: its own campaign and ad where it names them,
+/// the batch context's where it leaves them empty (`BatchRow`'s contract);
+/// empty when no row names either, so that every row is the context's.
+fn row_placements(
+    context: &Placement,
+    ads: Vec<(String, String)>,
+) -> Result<Vec<Placement>, Error> {
+    if ads.iter().all(|(c, a)| c.is_empty() && a.is_empty()) {
+        return Ok(Vec::new());
+    }
+    let own = |field: String, value: String, inherited: &String| {
+        if value.is_empty() {
+            Ok(inherited.clone())
+        } else {
+            identifier(&field, value)
+        }
+    };
+    ads.into_iter()
+        .enumerate()
+        .map(|(i, (campaign, ad))| {
+            Ok(Placement {
+                placement_id: context.placement_id.clone(),
+                campaign_id: own(
+                    format!("rows[{i}].campaign_id"),
+                    campaign,
+                    &context.campaign_id,
+                )?,
+                ad_id: own(format!("rows[{i}].ad_id"), ad, &context.ad_id)?,
+            })
+        })
+        .collect()
+}
+
 fn batch_rows(model: &ModelSelector, rows: Vec<pb::BatchRow>) -> Result<Vec<FeatureRow>, Error> {
     rows.into_iter()
         .enumerate()
@@ -245,15 +278,29 @@ impl TryFrom<pb::ScoreRequest> for ScoreRequest {
 impl TryFrom<pb::ScoreBatchRequest> for BatchRequest {
     type Error = Error;
 
-    fn try_from(r: pb::ScoreBatchRequest) -> Result<Self, Error> {
+    fn try_from(mut r: pb::ScoreBatchRequest) -> Result<Self, Error> {
         let model: ModelSelector = r.model.try_into()?;
+        let ads: Vec<(String, String)> = r
+            .rows
+            .iter_mut()
+            .map(|row| {
+                (
+                    std::mem::take(&mut row.campaign_id),
+                    std::mem::take(&mut row.ad_id),
+                )
+            })
+            .collect();
         let rows = batch_rows(&model, r.rows)?;
         let mut context = r.context;
+        let audit = audit_attributes(context.as_mut())?;
+        let subject = subject(r.subject_id, context)?;
+        let placements = row_placements(&subject.placement, ads)?;
         Ok(Self {
             model,
-            audit: audit_attributes(context.as_mut())?,
-            subject: subject(r.subject_id, context)?,
+            audit,
+            subject,
             rows,
+            placements,
             explain: explain_mode(r.explain)?,
             request_id: String::new(),
             deadline: None,

@@ -285,6 +285,7 @@ impl TryFrom<ModelInferRequest> for Infer {
                     .chunks(width)
                     .map(|row| FeatureRow::Positional(row.to_vec()))
                     .collect(),
+                placements: Vec::new(),
                 explain,
                 request_id: String::new(),
                 deadline: None,
