@@ -712,3 +712,49 @@ async fn a_corrupt_model_is_skipped_and_a_removed_one_keeps_serving() {
     scoring.score(mlp_request()).await.unwrap();
     scoring.score(caravan_request()).await.unwrap();
 }
+
+/// A caller that opens calls and never sends their messages holds no
+/// in-flight place: others are still served, and each silent call ends at
+/// its deadline, saying what it waited for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_whose_message_never_comes_hold_no_place() {
+    let mut config = test_config();
+    config.limits.max_in_flight = 2;
+    let server = TestServer::start_with(config).await;
+    let io =
+        hyper_util::rt::TokioIo::new(tokio::net::TcpStream::connect(server.addr).await.unwrap());
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    type Silence = http_body_util::StreamBody<
+        tokio_stream::Pending<Result<hyper::body::Frame<bytes::Bytes>, std::convert::Infallible>>,
+    >;
+    let silent: Vec<_> = (0..4)
+        .map(|_| {
+            let mut sender = sender.clone();
+            let request = http::Request::builder()
+                .method("POST")
+                .uri(format!("{}/candor.v1.ScoringService/Score", server.url()))
+                .header("content-type", "application/grpc")
+                .header("te", "trailers")
+                .header("grpc-timeout", "1500m")
+                .body::<Silence>(http_body_util::StreamBody::new(tokio_stream::pending()))
+                .unwrap();
+            tokio::spawn(async move { sender.send_request(request).await.unwrap() })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Twice the in-flight limit is waiting for its messages; a call that
+    // sends one is served.
+    let mut client = ScoringServiceClient::new(server.channel().await);
+    client.score(caravan_request()).await.unwrap();
+    for call in silent {
+        let response = call.await.unwrap();
+        let status = tonic::Status::from_header_map(response.headers()).expect("a status");
+        assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+        assert!(status.message().contains("did not arrive"), "{status:?}");
+    }
+    server.stop().await;
+}

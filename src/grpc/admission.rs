@@ -3,10 +3,13 @@
 //! In order, it gives the call a request id (the caller's `x-request-id`, or
 //! a new one), finds the call's rule in [`super::auth::RULES`] (no rule, no
 //! entry), identifies the caller from its bearer credential or client
-//! certificate and checks the rule, and only then sheds the call with
-//! RESOURCE_EXHAUSTED when the global in-flight limit is reached (queueing
-//! without bound would only turn overload into timeouts). Who may not call
-//! learns it whatever the load, and the check costs a hash. What it
+//! certificate and checks the rule, then waits for the request message
+//! itself ([`RECEIVE_TIMEOUT`] at most, or the call's deadline), and only
+//! then sheds the call with RESOURCE_EXHAUSTED when the global in-flight
+//! limit is reached (queueing without bound would only turn overload into
+//! timeouts). Who may not call learns it whatever the load, and the check
+//! costs a hash. A caller that opens calls and never sends their messages
+//! holds no in-flight permit, so it cannot starve the others. What it
 //! established travels to the handler as [`Admitted`].
 //!
 //! It owns the call's deadline (`grpc-timeout`): an admitted call still
@@ -22,7 +25,9 @@ use std::{
     time::Instant,
 };
 
+use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
+use http_body_util::{BodyExt, Full, Limited};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{
     Status,
@@ -39,6 +44,17 @@ use super::{
 use crate::{access::Caller, gateway::Gateway};
 
 const REQUEST_ID: &str = "x-request-id";
+
+/// How long a call's request message may take to arrive once its headers
+/// have (unless its deadline is sooner). Every method takes one message,
+/// which a client sends at once; a call still waiting for it after this is
+/// refused rather than left holding a place.
+pub const RECEIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Room for the gRPC framing (a 5-byte prefix) around a message of
+/// `max_message_bytes`: a request larger than that cannot be one message
+/// the decoder would take.
+const FRAMING_BYTES: usize = 5;
 
 #[derive(Clone)]
 pub struct Admission {
@@ -110,10 +126,9 @@ where
             ));
             return refuse(status, request_id);
         };
-        let refused = |status: Status| {
-            gateway.metrics().refused(rpc, code_name(status.code()));
-            tracing::debug!(rpc, request_id = %request_id, code = ?status.code(), message = status.message(), "refused");
-            refuse(status, request_id.clone())
+        let refused = |status: Status| -> Self::Future {
+            let response = refusal(&gateway, rpc, &request_id, status);
+            Box::pin(std::future::ready(Ok(response)))
         };
         let caller = if rule.public {
             Caller::Open
@@ -126,20 +141,6 @@ where
         if let Err(status) = auth::check(&caller, rule) {
             return refused(status);
         }
-        // Health checks are never shed: a loaded gateway is still alive.
-        let permit = if rule.public {
-            None
-        } else {
-            match self.admission.in_flight.clone().try_acquire_owned() {
-                Ok(permit) => Some(permit),
-                Err(_) => {
-                    return refused(Status::resource_exhausted(format!(
-                        "overloaded: {} calls are in flight (limits.max_in_flight); retry with backoff",
-                        gateway.config().limits.max_in_flight
-                    )));
-                }
-            }
-        };
         let deadline = Deadline::from_headers(request.headers(), started);
         request.extensions_mut().insert(Admitted {
             caller,
@@ -147,11 +148,32 @@ where
             rpc,
             deadline,
         });
-        let call = Call::start(gateway.clone(), rpc, started, deadline, permit);
-
+        let in_flight = self.admission.in_flight.clone();
         let span = tracing::info_span!("rpc", rpc, request_id = %request_id);
         Box::pin(
             async move {
+                // Health checks are neither buffered nor shed: a loaded
+                // gateway is still alive, and a Watch has no end.
+                let permit = if rule.public {
+                    None
+                } else {
+                    let limit = gateway.config().max_message_bytes;
+                    request = match receive(request, limit, deadline).await {
+                        Ok(request) => request,
+                        Err(status) => return Ok(refusal(&gateway, rpc, &request_id, status)),
+                    };
+                    match in_flight.try_acquire_owned() {
+                        Ok(permit) => Some(permit),
+                        Err(_) => {
+                            let status = Status::resource_exhausted(format!(
+                                "overloaded: {} calls are in flight (limits.max_in_flight); retry with backoff",
+                                gateway.config().limits.max_in_flight
+                            ));
+                            return Ok(refusal(&gateway, rpc, &request_id, status));
+                        }
+                    }
+                };
+                let call = Call::start(gateway.clone(), rpc, started, deadline, permit);
                 let expiry = async {
                     match deadline {
                         Some(deadline) => {
@@ -324,15 +346,20 @@ fn identify(gateway: &Gateway, request: &Request<Body>) -> Result<Caller, Status
 /// gRPC's status-code guide gives RESOURCE_EXHAUSTED for a message larger
 /// than the server accepts, the code clients handle as "send less". Called
 /// for OUT_OF_RANGE answers only; true when it rewrote this one.
+/// A request over the message limit, however it was found out.
+fn oversized(limit: usize) -> Status {
+    Status::resource_exhausted(format!(
+        "request: the message is larger than the {limit} bytes the gateway accepts (max_message_bytes); send fewer rows per call"
+    ))
+}
+
 fn oversized_is_resource_exhausted(response: &mut Response<Body>, limit: usize) -> bool {
-    let oversized = tonic::Status::from_header_map(response.headers())
+    let too_large = tonic::Status::from_header_map(response.headers())
         .is_some_and(|s| s.message().contains("message length too large"));
-    if !oversized {
+    if !too_large {
         return false;
     }
-    let status = tonic::Status::resource_exhausted(format!(
-        "request: the message is larger than the {limit} bytes the gateway accepts (max_message_bytes); send fewer rows per call"
-    ));
+    let status = oversized(limit);
     let headers = response.headers_mut();
     headers.remove("grpc-message");
     if let Err(e) = status.add_header(headers) {
@@ -354,6 +381,54 @@ fn refuse(status: Status, request_id: String) -> BoxFuture<Result<Response<Body>
     let mut response = status.into_http::<Body>();
     stamp(&mut response, &request_id);
     Box::pin(std::future::ready(Ok(response)))
+}
+
+/// A refused call's answer, counted and logged under its method.
+fn refusal(
+    gateway: &Gateway,
+    rpc: &'static str,
+    request_id: &str,
+    status: Status,
+) -> Response<Body> {
+    gateway.metrics().refused(rpc, code_name(status.code()));
+    tracing::debug!(rpc, request_id = %request_id, code = ?status.code(), message = status.message(), "refused");
+    let mut response = status.into_http::<Body>();
+    stamp(&mut response, request_id);
+    response
+}
+
+/// The call with its request message received whole: within the receive
+/// timeout (or the call's deadline, if sooner) and within the message limit.
+async fn receive(
+    request: Request<Body>,
+    max_message_bytes: usize,
+    deadline: Option<Deadline>,
+) -> Result<Request<Body>, Status> {
+    let (parts, body) = request.into_parts();
+    let wait = match deadline {
+        Some(d) => d
+            .expires()
+            .saturating_duration_since(Instant::now())
+            .min(RECEIVE_TIMEOUT),
+        None => RECEIVE_TIMEOUT,
+    };
+    let limit = max_message_bytes.saturating_add(FRAMING_BYTES);
+    let collected = tokio::time::timeout(wait, Limited::new(body, limit).collect())
+        .await
+        .map_err(|_| {
+            Status::deadline_exceeded(format!(
+                "request: the message did not arrive within {wait:?} of the call's headers"
+            ))
+        })?
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                oversized(max_message_bytes)
+            } else {
+                Status::cancelled(format!("request: the message did not arrive whole: {e}"))
+            }
+        })?;
+    let body: Full<Bytes> = Full::new(collected.to_bytes());
+    Ok(Request::from_parts(parts, Body::new(body)))
 }
 
 /// Every answer carries the call's request id, refusals and expiries too.
