@@ -561,6 +561,25 @@ async fn every_rpc_role_and_credential_gets_its_exact_status() {
         wrong.len(),
         wrong.join("\n")
     );
+
+    // A person asking for a staff view learns nothing of which ids exist:
+    // a real decision and a made-up id get the same refusal.
+    let made_up = uuid::Uuid::now_v7().to_string();
+    let mallory = token("mallory", 0, 600);
+    for rpc in [Rpc::SupportView, Rpc::EngineerView] {
+        let real = call(&channel, rpc, "alice", &decision_id, Some(&mallory))
+            .await
+            .unwrap_err();
+        let unknown = call(&channel, rpc, "alice", &made_up, Some(&mallory))
+            .await
+            .unwrap_err();
+        assert_eq!(real.code(), Code::PermissionDenied, "{rpc:?}: {real:?}");
+        assert_eq!(
+            (real.code(), real.message()),
+            (unknown.code(), unknown.message()),
+            "{rpc:?}"
+        );
+    }
 }
 
 /// A read of a person's data by staff needs a reason and is put on record

@@ -162,11 +162,12 @@ impl ExplanationService for Why {
             Audience::Support => &auth::audience::SUPPORT,
             Audience::Engineer => &auth::audience::ENGINEER,
         };
+        // The audience's role first, before any look-up: a refusal that
+        // came only for ids that exist would tell which do.
+        auth::check(&admitted.caller, rule)?;
         let (row, served) = self
             .gateway
             .explanation(&r.decision_id, |row| {
-                auth::check(&admitted.caller, rule)
-                    .map_err(|s| Error::PermissionDenied(s.message().to_owned()))?;
                 // A subject learns nothing of another person's decision, not
                 // even that its id exists: ids are time-ordered, so a
                 // difference between "denied" and "unknown" could be probed.
