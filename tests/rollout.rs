@@ -586,6 +586,17 @@ async fn fairness_monitor_flags_disparate_selection() {
     assert!(
         text.contains("candor_fairness_flagged{model=\"caravan-lgbm\",attribute=\"age_band\"} 1")
     );
+    // A model that does not exist has no report, rather than an empty one.
+    let unknown = admin(&server)
+        .await
+        .fairness_report(pb::FairnessReportRequest {
+            model: "no-such-model".into(),
+            attribute: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound, "{unknown:?}");
+    assert!(unknown.message().contains("no-such-model"), "{unknown:?}");
 
     // Bad attributes are refused, naming the field.
     let mut context = common::us_adult().unwrap();

@@ -269,6 +269,13 @@ impl AdminService for Admin {
         request: Request<pb::FairnessReportRequest>,
     ) -> Result<Response<pb::FairnessReportResponse>, Status> {
         let r = request.into_inner();
+        if !r.model.is_empty() {
+            // A model that does not exist is not a model with no decisions.
+            self.gateway
+                .registry()?
+                .model(&r.model)
+                .map_err(Error::from)?;
+        }
         let monitor = self.gateway.fairness();
         let config = monitor.config();
         Ok(Response::new(pb::FairnessReportResponse {
