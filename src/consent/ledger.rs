@@ -270,6 +270,18 @@ pub struct Erasure {
     pub tombstone: LedgerRef,
 }
 
+/// Bytes each of the ledger's two caches may hold (approximately: keys,
+/// values and a fixed overhead per entry). Traffic is mostly people seen
+/// once, so the caches are bounded by what they hold, not by how many
+/// people: 64 MiB keeps about 200,000 recent people's state and evidence.
+const CACHE_BYTES: u64 = 64 * 1024 * 1024;
+/// moka's and the allocator's overhead per entry, roughly.
+const ENTRY_BYTES: usize = 96;
+
+fn weight(bytes: usize) -> u32 {
+    u32::try_from(bytes).unwrap_or(u32::MAX)
+}
+
 pub struct Ledger {
     store: Arc<Store>,
     key: Vec<u8>,
@@ -408,10 +420,35 @@ impl Ledger {
         Self {
             store,
             evidence_seen: moka::sync::Cache::builder()
-                .max_capacity(200_000)
+                .max_capacity(CACHE_BYTES)
+                .weigher(|(subject, signals): &(String, String), r: &LedgerRef| {
+                    weight(
+                        ENTRY_BYTES
+                            + subject.len()
+                            + signals.len()
+                            + r.record_id.len()
+                            + r.hash.len(),
+                    )
+                })
                 .support_invalidation_closures()
                 .build(),
-            states: moka::sync::Cache::new(1_000_000),
+            states: moka::sync::Cache::builder()
+                .max_capacity(CACHE_BYTES)
+                .weigher(|subject: &String, state: &Arc<Vec<PurposeState>>| {
+                    weight(
+                        ENTRY_BYTES
+                            + subject.len()
+                            + state
+                                .iter()
+                                .map(|s| {
+                                    std::mem::size_of::<PurposeState>()
+                                        + s.record.record_id.len()
+                                        + s.record.hash.len()
+                                })
+                                .sum::<usize>(),
+                    )
+                })
+                .build(),
             page_tokens: PageTokens::new(derived_key(&key, "candor page-token key v1")),
             key,
         }
