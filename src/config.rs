@@ -97,6 +97,10 @@ pub struct LimitsConfig {
     pub max_in_flight: usize,
     /// HTTP/2 streams one connection may hold open.
     pub max_concurrent_streams: u32,
+    /// `grpc.health.v1.Health/Watch` streams open at once over all
+    /// connections. Watch needs no credential and never ends on its own,
+    /// so it has its own bound; health `Check` is never limited.
+    pub max_health_watches: usize,
 }
 
 impl Default for LimitsConfig {
@@ -108,6 +112,7 @@ impl Default for LimitsConfig {
             // overload bench uses 64 on two cores).
             max_in_flight: 512,
             max_concurrent_streams: 128,
+            max_health_watches: 1024,
         }
     }
 }
@@ -391,6 +396,13 @@ impl Config {
                 "",
             ),
             (
+                "limits.max_health_watches",
+                self.limits.max_health_watches as u64,
+                1,
+                1 << 20,
+                "",
+            ),
+            (
                 "limits.max_concurrent_streams",
                 self.limits.max_concurrent_streams.into(),
                 1,
@@ -545,6 +557,7 @@ mod tests {
                     "decisions.async_commit_window_ms",
                 ),
                 ("limits.max_in_flight = 0", "limits.max_in_flight"),
+                ("limits.max_health_watches = 0", "limits.max_health_watches"),
                 (
                     "limits.max_concurrent_streams = 0",
                     "limits.max_concurrent_streams",

@@ -758,3 +758,66 @@ async fn calls_whose_message_never_comes_hold_no_place() {
     }
     server.stop().await;
 }
+
+/// Health Watch needs no credential and has no end, so its streams are
+/// bounded; Check is never refused for them, and a closed stream frees
+/// its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_watch_streams_are_bounded() {
+    let mut config = test_config();
+    config.limits.max_health_watches = 2;
+    let server = TestServer::start_with(config).await;
+    let channel = server.channel().await;
+    let watch = || {
+        let mut client = HealthClient::new(channel.clone());
+        async move {
+            client
+                .watch(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+        }
+    };
+    let first = watch().await.unwrap().into_inner();
+    let mut second = watch().await.unwrap().into_inner();
+    assert!(second.message().await.unwrap().is_some());
+    let refused = watch().await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(
+        refused.message().contains("limits.max_health_watches"),
+        "{refused:?}"
+    );
+    let status = HealthClient::new(channel.clone())
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(status, ServingStatus::Serving as i32);
+    drop(first);
+    let mut again = None;
+    for _ in 0..50 {
+        if let Ok(stream) = watch().await {
+            again = Some(stream);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut again = again.expect("a closed stream frees its place").into_inner();
+    // Shutdown does not wait for the watchers for ever: their streams end,
+    // saying why.
+    tokio::time::timeout(Duration::from_secs(30), server.stop())
+        .await
+        .expect("shutdown ends the open Watch streams");
+    let ended = loop {
+        match again.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("a Watch ended without a status"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(ended.code(), Code::Unavailable, "{ended:?}");
+    drop(second);
+}

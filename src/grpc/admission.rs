@@ -56,19 +56,66 @@ pub const RECEIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 /// the decoder would take.
 const FRAMING_BYTES: usize = 5;
 
+/// The health service's stream, which needs no credential and has no end.
+const HEALTH_WATCH: &str = "/grpc.health.v1.Health/Watch";
+
 #[derive(Clone)]
 pub struct Admission {
     gateway: Arc<Gateway>,
     in_flight: Arc<Semaphore>,
+    /// Open health Watch streams: a place is held until the stream ends.
+    watches: Arc<Semaphore>,
+    /// Turns true when the server starts to shut down: Watch streams then
+    /// end, or the drain would wait for them for ever.
+    closing: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Admission {
-    pub fn new(gateway: Arc<Gateway>) -> Self {
-        let limit = gateway.config().limits.max_in_flight;
+    pub fn new(gateway: Arc<Gateway>, closing: tokio::sync::watch::Receiver<bool>) -> Self {
+        let limits = &gateway.config().limits;
+        let (in_flight, watches) = (limits.max_in_flight, limits.max_health_watches);
         Self {
             gateway,
-            in_flight: Arc::new(Semaphore::new(limit)),
+            in_flight: Arc::new(Semaphore::new(in_flight)),
+            watches: Arc::new(Semaphore::new(watches)),
+            closing,
         }
+    }
+}
+
+/// A health Watch stream's body: it holds the stream's place, and ends
+/// with UNAVAILABLE when the server shuts down (a Watch has no end of its
+/// own, and graceful shutdown waits for every open stream).
+struct Watched {
+    inner: Body,
+    closing: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    ended: bool,
+    _place: OwnedSemaphorePermit,
+}
+
+impl http_body::Body for Watched {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Status>>> {
+        let this = self.get_mut();
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        if this.closing.as_mut().poll(cx).is_ready() {
+            this.ended = true;
+            let mut trailers = http::HeaderMap::new();
+            let status =
+                Status::unavailable("the gateway is shutting down; watch another instance");
+            if let Err(e) = status.add_header(&mut trailers) {
+                tracing::warn!(error = %e, "could not end a health Watch with its status");
+            }
+            return Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers))));
+        }
+        std::pin::Pin::new(&mut this.inner).poll_frame(cx)
     }
 }
 
@@ -141,6 +188,22 @@ where
         if let Err(status) = auth::check(&caller, rule) {
             return refused(status);
         }
+        // Anyone may watch the gateway's health, but not without bound: a
+        // stream's place goes with its response body, so it is held for as
+        // long as the stream is open.
+        let watch = if request.uri().path() == HEALTH_WATCH {
+            match self.admission.watches.clone().try_acquire_owned() {
+                Ok(place) => Some(place),
+                Err(_) => {
+                    return refused(Status::resource_exhausted(format!(
+                        "health: {} Watch streams are open (limits.max_health_watches); use Check, or retry later",
+                        gateway.config().limits.max_health_watches
+                    )));
+                }
+            }
+        } else {
+            None
+        };
         let deadline = Deadline::from_headers(request.headers(), started);
         request.extensions_mut().insert(Admitted {
             caller,
@@ -149,6 +212,7 @@ where
             deadline,
         });
         let in_flight = self.admission.in_flight.clone();
+        let closing = self.admission.closing.clone();
         let span = tracing::info_span!("rpc", rpc, request_id = %request_id);
         Box::pin(
             async move {
@@ -206,6 +270,20 @@ where
                     gateway.config().max_message_bytes,
                 )));
                 stamp(&mut response, &request_id);
+                if let Some(place) = watch {
+                    let mut closing = closing;
+                    response = response.map(|inner| {
+                        Body::new(Watched {
+                            inner,
+                            closing: Box::pin(async move {
+                                // A dropped sender means the server is gone.
+                                let _ = closing.wait_for(|&c| c).await;
+                            }),
+                            ended: false,
+                            _place: place,
+                        })
+                    });
+                }
                 Ok(response)
             }
             .instrument(span),

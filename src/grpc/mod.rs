@@ -160,6 +160,12 @@ pub async fn serve(
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
 
+    // Health Watch streams end when shutdown begins (see `admission`).
+    let (closing, closing_rx) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = closing.send(true);
+    };
     let mut server = Server::builder();
     if let Some(tls) = tls {
         server = server.tls_config(tls).map_err(ServeError::Tls)?;
@@ -171,7 +177,7 @@ pub async fn serve(
         // answers CANCELLED without our headers; ours is set a moment
         // earlier from the same header and answers first. No
         // `Server::timeout`: its expiry would be tonic's again.
-        .layer(admission::Admission::new(gateway.clone()))
+        .layer(admission::Admission::new(gateway.clone(), closing_rx))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_v1alpha)
