@@ -790,14 +790,17 @@ async fn batch_rows_are_recorded_with_their_own_campaign_and_ad() {
         rows,
         ..Default::default()
     };
+    let mut call = tonic::Request::new(request(vec![
+        row("camp-a", "ad-a"),
+        row("", ""),
+        row("camp-c", ""),
+    ]));
+    call.metadata_mut()
+        .insert("x-request-id", "auction-1".parse().unwrap());
     let decisions = server
         .scoring()
         .await
-        .score_batch(request(vec![
-            row("camp-a", "ad-a"),
-            row("", ""),
-            row("camp-c", ""),
-        ]))
+        .score_batch(call)
         .await
         .unwrap()
         .into_inner()
@@ -818,6 +821,8 @@ async fn batch_rows_are_recorded_with_their_own_campaign_and_ad() {
             .iter()
             .find(|s| s.decision_id == d.decision_id)
             .expect("every decision is listed");
+        // Listed with the call that made it, found by its request id.
+        assert_eq!(s.request_id, "auction-1");
         (
             s.placement_id.as_str(),
             s.campaign_id.as_str(),

@@ -403,6 +403,10 @@ async fn a_call_past_its_deadline_is_deadline_exceeded_with_its_request_id() {
     let expired = client.score(request).await.unwrap_err();
     assert_eq!(expired.code(), Code::DeadlineExceeded, "{expired:?}");
     assert!(expired.message().contains("grpc-timeout"), "{expired:?}");
+    assert!(
+        expired.message().ends_with("listed with request_id late-1"),
+        "{expired:?}"
+    );
     assert_eq!(
         expired.metadata().get("x-request-id").unwrap(),
         "late-1",

@@ -251,8 +251,10 @@ where
                 // its call is not worth another step.
                 let mut response = tokio::select! {
                     biased;
+                    // A decision made before the deadline may already be
+                    // on record: ListDecisions shows it with this call's id.
                     deadline = expiry => Status::deadline_exceeded(format!(
-                        "deadline: the call was not answered within its grpc-timeout of {:?}",
+                        "deadline: the call was not answered within its grpc-timeout of {:?}; a decision it made before then is listed with request_id {request_id}",
                         deadline.timeout()
                     ))
                     .into_http(),
