@@ -359,6 +359,23 @@ async fn abandoned_calls_leave_the_in_flight_gauge_and_are_counted() {
     }
 }
 
+/// A bare HTTP/2 connection to the server, sending bodies of type `B`.
+async fn http2_connection<B>(server: &TestServer) -> hyper::client::conn::http2::SendRequest<B>
+where
+    B: hyper::body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let io =
+        hyper_util::rt::TokioIo::new(tokio::net::TcpStream::connect(server.addr).await.unwrap());
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    sender
+}
+
 /// A client of the generated kind whose transport has no timer: tonic's
 /// `Channel` gives up at a call's `grpc-timeout` on its own (and reports
 /// CANCELLED), which would hide what the server answers at the deadline.
@@ -371,13 +388,7 @@ async fn without_client_deadline(
         Error = hyper::Error,
     >,
 > {
-    let io =
-        hyper_util::rt::TokioIo::new(tokio::net::TcpStream::connect(server.addr).await.unwrap());
-    let (sender, connection) =
-        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
-            .await
-            .unwrap();
-    tokio::spawn(connection);
+    let sender = http2_connection(server).await;
     let transport = tower::service_fn(move |request: http::Request<tonic::body::Body>| {
         let mut sender = sender.clone();
         async move { sender.send_request(request).await }
@@ -725,13 +736,7 @@ async fn calls_whose_message_never_comes_hold_no_place() {
     let mut config = test_config();
     config.limits.max_in_flight = 2;
     let server = TestServer::start_with(config).await;
-    let io =
-        hyper_util::rt::TokioIo::new(tokio::net::TcpStream::connect(server.addr).await.unwrap());
-    let (sender, connection) =
-        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
-            .await
-            .unwrap();
-    tokio::spawn(connection);
+    let sender = http2_connection(&server).await;
     type Silence = http_body_util::StreamBody<
         tokio_stream::Pending<Result<hyper::body::Frame<bytes::Bytes>, std::convert::Infallible>>,
     >;

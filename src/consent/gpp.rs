@@ -807,59 +807,11 @@ fn usca(text: &str) -> Result<UsCa, SignalError> {
 /// and every 2-bit field is strict (3 is refused, MspaCoveredTransaction
 /// must be 1 or 2), as usnat's are.
 fn state(layout: &'static StateLayout, text: &str) -> Result<StateSection, SignalError> {
-    if layout.shape == Shape::MspaFirst {
-        return mspa_first_state(layout, text);
-    }
-    let (core, gpc) = core_and_gpc(text, layout.what, layout.gpc)?;
-    let mut r = BitReader::new(core, layout.what)?;
-    let version = r.u8(6, "Version")?;
-    if version != 1 {
-        return Err(r.error(format!(
-            "Version is {version}; only version 1 of this section is known"
-        )));
-    }
-    let notices = layout
-        .notices
-        .iter()
-        .map(|n| Tri::read(&mut r, n))
-        .collect::<Result<_, _>>()?;
-    let sale_opt_out = Tri::read(&mut r, "SaleOptOut")?;
-    let targeted_advertising_opt_out = Tri::read(&mut r, "TargetedAdvertisingOptOut")?;
-    let sensitive_data_processing = Tri::read_n(
-        &mut r,
-        layout.sensitive_categories,
-        "SensitiveDataProcessing",
-    )?;
-    let known_child_sensitive_data_consents = Tri::read_n(
-        &mut r,
-        layout.child_fields,
-        "KnownChildSensitiveDataConsents",
-    )?;
-    let additional_data_processing_consent = layout
-        .additional_consent
-        .then(|| Tri::read(&mut r, "AdditionalDataProcessingConsent"))
-        .transpose()?;
-    Ok(StateSection {
-        layout,
-        version,
-        notices,
-        sale_opt_out,
-        targeted_advertising_opt_out,
-        sensitive_data_processing,
-        known_child_sensitive_data_consents,
-        additional_data_processing_consent,
-        mspa_covered_transaction: Tri::read_covered(&mut r)?,
-        mspa_opt_out_option_mode: Tri::read(&mut r, "MspaOptOutOptionMode")?,
-        mspa_service_provider_mode: Tri::read(&mut r, "MspaServiceProviderMode")?,
-        mspa_mode: None,
-        gpc,
-    })
-}
-
-/// A section of [`Shape::MspaFirst`] (sections 24 to 27).
-fn mspa_first_state(layout: &'static StateLayout, text: &str) -> Result<StateSection, SignalError> {
-    let (core, gpc, sensitive) = if layout.gpc {
-        let (core, gpc) = core_and_gpc(text, layout.what, true)?;
+    let mspa_first = layout.shape == Shape::MspaFirst;
+    // After the core: a GPC subsection where the section defines one, else
+    // (sections 24 on) the sensitive-data categories, without a type field.
+    let (core, gpc, sensitive) = if layout.gpc || !mspa_first {
+        let (core, gpc) = core_and_gpc(text, layout.what, layout.gpc)?;
         (core, gpc, None)
     } else {
         let mut parts = text.splitn(2, '.');
@@ -874,14 +826,18 @@ fn mspa_first_state(layout: &'static StateLayout, text: &str) -> Result<StateSec
         (core, None, sensitive)
     };
     let mut r = BitReader::new(core, layout.what)?;
-    let version = r.u8(6, "MspaVersion")?;
+    let version_field = if mspa_first { "MspaVersion" } else { "Version" };
+    let version = r.u8(6, version_field)?;
     if version != 1 {
         return Err(r.error(format!(
-            "MspaVersion is {version}; only version 1 of this section is known"
+            "{version_field} is {version}; only version 1 of this section is known"
         )));
     }
-    let mspa_covered_transaction = Tri::read_covered(&mut r)?;
-    let mspa_mode = Tri::read(&mut r, "MspaMode")?;
+    let mspa_lead = if mspa_first {
+        Some((Tri::read_covered(&mut r)?, Tri::read(&mut r, "MspaMode")?))
+    } else {
+        None
+    };
     let notices = layout
         .notices
         .iter()
@@ -889,6 +845,19 @@ fn mspa_first_state(layout: &'static StateLayout, text: &str) -> Result<StateSec
         .collect::<Result<_, _>>()?;
     let sale_opt_out = Tri::read(&mut r, "SaleOptOut")?;
     let targeted_advertising_opt_out = Tri::read(&mut r, "TargetedAdvertisingOptOut")?;
+    let sensitive_data_processing = match (mspa_first, sensitive) {
+        (false, _) => Tri::read_n(
+            &mut r,
+            layout.sensitive_categories,
+            "SensitiveDataProcessing",
+        )?,
+        (true, Some(sub)) => Tri::read_n(
+            &mut BitReader::new(sub, layout.what)?,
+            layout.sensitive_categories,
+            "SensitiveDataProcessing",
+        )?,
+        (true, None) => Vec::new(),
+    };
     let known_child_sensitive_data_consents = Tri::read_n(
         &mut r,
         layout.child_fields,
@@ -898,17 +867,14 @@ fn mspa_first_state(layout: &'static StateLayout, text: &str) -> Result<StateSec
         .additional_consent
         .then(|| Tri::read(&mut r, "AdditionalDataProcessingConsent"))
         .transpose()?;
-    let sensitive_data_processing = match sensitive {
-        Some(sub) => {
-            // The subsection has no type field: only its bits tell it.
-            let mut r = BitReader::new(sub, layout.what)?;
-            Tri::read_n(
-                &mut r,
-                layout.sensitive_categories,
-                "SensitiveDataProcessing",
-            )?
-        }
-        None => Vec::new(),
+    let (covered, opt_out_option_mode, service_provider_mode, mspa_mode) = match mspa_lead {
+        Some((covered, mode)) => (covered, Tri::NotApplicable, Tri::NotApplicable, Some(mode)),
+        None => (
+            Tri::read_covered(&mut r)?,
+            Tri::read(&mut r, "MspaOptOutOptionMode")?,
+            Tri::read(&mut r, "MspaServiceProviderMode")?,
+            None,
+        ),
     };
     Ok(StateSection {
         layout,
@@ -919,10 +885,10 @@ fn mspa_first_state(layout: &'static StateLayout, text: &str) -> Result<StateSec
         sensitive_data_processing,
         known_child_sensitive_data_consents,
         additional_data_processing_consent,
-        mspa_covered_transaction,
-        mspa_opt_out_option_mode: Tri::NotApplicable,
-        mspa_service_provider_mode: Tri::NotApplicable,
-        mspa_mode: Some(mspa_mode),
+        mspa_covered_transaction: covered,
+        mspa_opt_out_option_mode: opt_out_option_mode,
+        mspa_service_provider_mode: service_provider_mode,
+        mspa_mode,
         gpc,
     })
 }

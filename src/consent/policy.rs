@@ -599,62 +599,65 @@ fn us_opt_outs(signals: &Decoded) -> (bool, bool) {
 ///
 /// Sections 24 to 27 carry one MspaMode field whose values the gateway
 /// cannot read with confidence; it is not acted on.
-fn us_publisher_restrictions(signals: &Decoded) -> Vec<&'static str> {
-    let Some(gpp) = signals.gpp.as_ref() else {
-        return Vec::new();
-    };
-    // (opt-out, its notice) pairs and the two MSPA modes of each section.
-    let mut rights: Vec<(Tri, Tri)> = Vec::new();
-    let mut modes: Vec<(Tri, Tri)> = Vec::new();
-    if let Some(s) = &gpp.usnat {
-        rights.extend([
-            (s.sale_opt_out, s.sale_opt_out_notice),
-            (s.sharing_opt_out, s.sharing_opt_out_notice),
-            (
-                s.targeted_advertising_opt_out,
-                s.targeted_advertising_opt_out_notice,
-            ),
-        ]);
-        modes.push((s.mspa_opt_out_option_mode, s.mspa_service_provider_mode));
-    }
-    if let Some(s) = &gpp.usca {
-        rights.extend([
-            (s.sale_opt_out, s.sale_opt_out_notice),
-            (s.sharing_opt_out, s.sharing_opt_out_notice),
-        ]);
-        modes.push((s.mspa_opt_out_option_mode, s.mspa_service_provider_mode));
-    }
-    for s in &gpp.states {
-        let notice = |name: &str| {
-            s.layout
-                .notices
+fn us_publisher_restrictions(signals: &Decoded) -> impl Iterator<Item = &'static str> {
+    let (mut service_provider, mut untold) = (false, false);
+    if let Some(gpp) = signals.gpp.as_ref() {
+        // Each section's MSPA Service Provider Mode, and its (opt-out, notice)
+        // pairs.
+        let mut section = |mode: Tri, rights: &[(Tri, Tri)]| {
+            service_provider |= mode == Tri::One;
+            untold |= rights
                 .iter()
-                .position(|n| *n == name)
-                .map_or(Tri::NotApplicable, |i| s.notices[i])
+                .any(|&(opt_out, notice)| opt_out == Tri::Two && notice != Tri::One);
         };
-        rights.extend([
-            (s.sale_opt_out, notice("SaleOptOutNotice")),
-            (
-                s.targeted_advertising_opt_out,
-                notice("TargetedAdvertisingOptOutNotice"),
-            ),
-        ]);
-        modes.push((s.mspa_opt_out_option_mode, s.mspa_service_provider_mode));
+        if let Some(s) = &gpp.usnat {
+            section(
+                s.mspa_service_provider_mode,
+                &[
+                    (s.sale_opt_out, s.sale_opt_out_notice),
+                    (s.sharing_opt_out, s.sharing_opt_out_notice),
+                    (
+                        s.targeted_advertising_opt_out,
+                        s.targeted_advertising_opt_out_notice,
+                    ),
+                ],
+            );
+        }
+        if let Some(s) = &gpp.usca {
+            section(
+                s.mspa_service_provider_mode,
+                &[
+                    (s.sale_opt_out, s.sale_opt_out_notice),
+                    (s.sharing_opt_out, s.sharing_opt_out_notice),
+                ],
+            );
+        }
+        for s in &gpp.states {
+            let notice = |name: &str| {
+                s.layout
+                    .notices
+                    .iter()
+                    .position(|n| *n == name)
+                    .map_or(Tri::NotApplicable, |i| s.notices[i])
+            };
+            section(
+                s.mspa_service_provider_mode,
+                &[
+                    (s.sale_opt_out, notice("SaleOptOutNotice")),
+                    (
+                        s.targeted_advertising_opt_out,
+                        notice("TargetedAdvertisingOptOutNotice"),
+                    ),
+                ],
+            );
+        }
     }
-    let mut rules = Vec::new();
-    if modes
-        .iter()
-        .any(|&(_, service_provider)| service_provider == Tri::One)
-    {
-        rules.push("us.mspa_service_provider_mode");
-    }
-    if rights
-        .iter()
-        .any(|&(opt_out, notice)| opt_out == Tri::Two && notice != Tri::One)
-    {
-        rules.push("us.opt_out_notice_missing");
-    }
-    rules
+    [
+        service_provider.then_some("us.mspa_service_provider_mode"),
+        untold.then_some("us.opt_out_notice_missing"),
+    ]
+    .into_iter()
+    .flatten()
 }
 
 /// One US section's answer on precise geolocation.
@@ -937,6 +940,17 @@ mod tests {
         tc: Option<String>,
         gpp: Option<String>,
     ) -> Evaluation {
+        judge_with(country, region, tc, gpp, &[])
+    }
+
+    /// As [`judge`], with the person's state in the ledger.
+    fn judge_with(
+        country: &str,
+        region: Option<&str>,
+        tc: Option<String>,
+        gpp: Option<String>,
+        ledger: &[PurposeState],
+    ) -> Evaluation {
         let signals = Signals {
             jurisdiction: Some(Jurisdiction {
                 country: country.into(),
@@ -952,7 +966,7 @@ mod tests {
             tcf_vendor_id: Some(VENDOR),
             unknown_jurisdiction: UnknownJurisdiction::Refuse,
         })
-        .evaluate(&features(), &signals, &[], now())
+        .evaluate(&features(), &signals, ledger, now())
     }
 
     fn us(sections: &[(u16, &str)]) -> Evaluation {
@@ -1087,23 +1101,7 @@ mod tests {
             },
         };
         let ledger: Vec<PurposeState> = (1..=4).map(granted).collect();
-        let evaluate = |tc: &Tc| {
-            let signals = Signals {
-                jurisdiction: Some(Jurisdiction {
-                    country: "DE".into(),
-                    region: None,
-                }),
-                tc_string: Some(tc.encode()),
-                ..Signals::default()
-            }
-            .decode()
-            .unwrap();
-            Policy::new(Settings {
-                tcf_vendor_id: Some(VENDOR),
-                unknown_jurisdiction: UnknownJurisdiction::Refuse,
-            })
-            .evaluate(&features(), &signals, &ledger, now())
-        };
+        let evaluate = |tc: &Tc| judge_with("DE", None, Some(tc.encode()), None, &ledger);
         let source = |e: &Evaluation, id: u8| {
             let p = e.purposes.iter().find(|p| p.tcf_id == id).unwrap();
             (p.status, p.source)
