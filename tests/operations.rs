@@ -768,6 +768,67 @@ async fn calls_whose_message_never_comes_hold_no_place() {
     server.stop().await;
 }
 
+/// A request that is not gRPC is refused with HTTP 415, so a plain HTTP
+/// client cannot mistake a gRPC error (HTTP 200) for success; the gRPC
+/// content-types with a codec or parameters are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_is_not_grpc_is_unsupported_media_type() {
+    use http_body_util::BodyExt;
+    let server = TestServer::start().await;
+    let sender = http2_connection(&server).await;
+    let framed = {
+        let message = prost::Message::encode_to_vec(&caravan_request());
+        let mut framed = vec![0u8];
+        framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+        framed.extend_from_slice(&message);
+        bytes::Bytes::from(framed)
+    };
+    let post = |content_type: Option<&str>| {
+        let mut sender = sender.clone();
+        let mut request = http::Request::builder()
+            .method("POST")
+            .uri(format!("{}/candor.v1.ScoringService/Score", server.url()))
+            .header("te", "trailers");
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        let request = request
+            .body(http_body_util::Full::new(framed.clone()))
+            .unwrap();
+        async move { sender.send_request(request).await.unwrap() }
+    };
+    for refused in [
+        Some("application/json"),
+        Some("application/grpcx"),
+        Some("text/plain"),
+        None,
+    ] {
+        let response = post(refused).await;
+        assert_eq!(
+            response.status(),
+            http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{refused:?}"
+        );
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let body = String::from_utf8_lossy(&body);
+        assert!(body.contains("application/grpc"), "{refused:?}: {body}");
+        match refused {
+            Some(sent) => assert!(body.contains(sent), "{body}"),
+            None => assert!(body.contains("no content-type"), "{body}"),
+        }
+    }
+    for served in ["application/grpc", "application/grpc+proto"] {
+        let response = post(Some(served)).await;
+        assert_eq!(response.status(), http::StatusCode::OK, "{served}");
+        let (_, body) = response.into_parts();
+        let collected = body.collect().await.unwrap();
+        let trailers = collected.trailers().cloned().unwrap_or_default();
+        let status = tonic::Status::from_header_map(&trailers).expect("a status");
+        assert_eq!(status.code(), Code::Ok, "{served}: {status:?}");
+    }
+    server.stop().await;
+}
+
 /// Health Watch needs no credential and has no end, so its streams are
 /// bounded; Check is never refused for them, and a closed stream frees
 /// its place.

@@ -1,7 +1,8 @@
 //! The admission layer: every gRPC call passes here before its handler.
 //!
 //! In order, it gives the call a request id (the caller's `x-request-id`, or
-//! a new one), finds the call's rule in [`super::auth::RULES`] (no rule, no
+//! a new one), answers HTTP 415 to a request that is not gRPC, finds the
+//! call's rule in [`super::auth::RULES`] (no rule, no
 //! entry), identifies the caller from its bearer credential or client
 //! certificate and checks the rule, then waits for the request message
 //! itself ([`RECEIVE_TIMEOUT`] at most, or the call's deadline), and only
@@ -164,6 +165,13 @@ where
         let gateway = self.admission.gateway.clone();
 
         let request_id = request_id(&mut request);
+        // gRPC answers its errors with HTTP 200 and a status in the
+        // trailers, which a plain HTTP client would read as success: a
+        // request that is not gRPC is refused at the HTTP level instead, as
+        // the gRPC-over-HTTP/2 specification says a server should.
+        if !is_grpc(&request) {
+            return not_grpc(&request, request_id);
+        }
         // Every served method has a rule, so a path without one is a
         // method this gateway does not have.
         let Some((rpc, rule)) = auth::rule_for(request.uri().path()) else {
@@ -455,6 +463,42 @@ fn bearer_credential(value: &str) -> Option<&str> {
     let (scheme, credential) = value.split_once(' ')?;
     let credential = credential.trim_start_matches(' ');
     (scheme.eq_ignore_ascii_case("bearer") && !credential.is_empty()).then_some(credential)
+}
+
+/// Whether the request says it carries gRPC (`application/grpc`, alone or
+/// with a `+codec` or `;parameters` suffix).
+fn is_grpc(request: &Request<Body>) -> bool {
+    request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("application/grpc"))
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['+', ';']))
+}
+
+/// HTTP 415 for a request that is not gRPC, naming what it sent.
+fn not_grpc(
+    request: &Request<Body>,
+    request_id: String,
+) -> BoxFuture<Result<Response<Body>, Infallible>> {
+    let sent = request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .map_or("no content-type".to_owned(), |v| {
+            format!("content-type {:?}", String::from_utf8_lossy(v.as_bytes()))
+        });
+    tracing::debug!(path = request.uri().path(), %sent, "not a gRPC request");
+    let mut response = Response::new(Body::new(Full::new(Bytes::from(format!(
+        "{}: this server speaks gRPC only (content-type application/grpc); the request had {sent}\n",
+        request.uri().path()
+    )))));
+    *response.status_mut() = http::StatusCode::UNSUPPORTED_MEDIA_TYPE;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    stamp(&mut response, &request_id);
+    Box::pin(std::future::ready(Ok(response)))
 }
 
 fn refuse(status: Status, request_id: String) -> BoxFuture<Result<Response<Body>, Infallible>> {
