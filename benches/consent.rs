@@ -81,6 +81,7 @@ fn consent(c: &mut Criterion) {
             },
             withdrawal_method: String::new(),
             evidence: None,
+            recorded_by: None,
         })
         .collect();
     runtime.block_on(ledger.append(drafts)).unwrap();

@@ -701,16 +701,22 @@ fn start_server(root: &std::path::Path, durability: &str) -> Server {
         for i in 0..rows().len() {
             gateway
                 .consents()
-                .record(RecordRequest {
-                    subject_id: bench_subject(i),
-                    purposes: (1..=4).map(|p| (p, LegalBasis::Consent, true)).collect(),
-                    method: "cmp_ui",
-                    collected_at_ms: None,
-                    notice: None,
-                    jurisdiction: "DE".into(),
-                    language: "en".into(),
-                    data_categories: vec![],
-                })
+                .record(
+                    RecordRequest {
+                        subject_id: bench_subject(i),
+                        purposes: (1..=4).map(|p| (p, LegalBasis::Consent, true)).collect(),
+                        method: "cmp_ui",
+                        collected_at_ms: None,
+                        notice: None,
+                        jurisdiction: "DE".into(),
+                        language: "en".into(),
+                        data_categories: vec![],
+                    },
+                    candor::consent::ledger::Actor {
+                        name: "load harness".into(),
+                        role: "scorer".into(),
+                    },
+                )
                 .await
                 .expect("consent recorded");
         }

@@ -26,7 +26,7 @@ use tokio::sync::oneshot;
 
 use crate::{
     access::audit::{self, StaffRead},
-    consent::ledger::{self, Draft, Erasure, GENESIS, LedgerRef},
+    consent::ledger::{self, Actor, Draft, Erasure, GENESIS, LedgerRef},
     decisions::{self, RecordBatch, StoredProvenances, shadow::ShadowRow},
 };
 
@@ -152,7 +152,13 @@ pub(crate) enum Job {
         Vec<Draft>,
         oneshot::Sender<Result<Vec<LedgerRef>, StoreError>>,
     ),
-    Erase(String, i64, oneshot::Sender<Result<Erasure, StoreError>>),
+    /// A subject's erasure: when, and at whose request.
+    Erase(
+        String,
+        i64,
+        Option<Actor>,
+        oneshot::Sender<Result<Erasure, StoreError>>,
+    ),
     /// Shared so that an acknowledged batch can be kept for a retry
     /// without copying it.
     Record(
@@ -183,7 +189,7 @@ impl Job {
                 .unwrap_or_else(|| StoreError::Sqlite("the write was not attempted".into()));
             match self {
                 Job::Append(_, tx) => drop(tx.send(Err(e))),
-                Job::Erase(_, _, tx) => drop(tx.send(Err(e))),
+                Job::Erase(.., tx) => drop(tx.send(Err(e))),
                 Job::Record(_, Some(tx)) | Job::StaffRead(_, tx) => drop(tx.send(Err(e))),
                 Job::Attach(_, _, Some(tx)) => drop(tx.send(Err(e))),
                 Job::Purge(_, tx) => drop(tx.send(Err(e))),
@@ -621,9 +627,9 @@ impl Writer {
                     .collect::<Result<Vec<_>, _>>();
                 reply(Some(tx), result)
             }
-            Job::Erase(subject, at_ms, tx) => {
+            Job::Erase(subject, at_ms, by, tx) => {
                 let result = decisions::erase_subject(conn, &subject)
-                    .and_then(|d| ledger::erase_subject(conn, head, &subject, at_ms, d))
+                    .and_then(|d| ledger::erase_subject(conn, head, &subject, at_ms, by, d))
                     .and_then(|erasure| {
                         audit::erase_subject(conn, &subject, &erasure.tombstone.record_id)
                             .map(|()| erasure)
@@ -829,6 +835,7 @@ mod tests {
             },
             withdrawal_method: String::new(),
             evidence: None,
+            recorded_by: None,
         };
         let before = now_ms();
         store
@@ -837,7 +844,7 @@ mod tests {
             .unwrap();
         let erased_at = before + 10;
         store
-            .submit(|tx| Job::Erase("s".into(), erased_at, tx))
+            .submit(|tx| Job::Erase("s".into(), erased_at, None, tx))
             .await
             .unwrap();
         let late = store
@@ -879,7 +886,7 @@ mod tests {
         assert!(read("again").unwrap().is_some());
         let erased_at = now_ms();
         store
-            .submit(|tx| Job::Erase("s".into(), erased_at, tx))
+            .submit(|tx| Job::Erase("s".into(), erased_at, None, tx))
             .await
             .unwrap();
         assert!(read("before").unwrap().is_none());

@@ -663,3 +663,59 @@ async fn staff_reads_are_recorded_with_who_whom_and_why() {
         .unwrap();
     assert_eq!(all, 1, "only the one read that was answered is on record");
 }
+
+/// A consent change names who made it in the ledger record itself, whose
+/// hash covers it: a staff member by their credential's name and role, or
+/// the person. The erasure's tombstone, which outlives the person's
+/// records, names who asked for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consent_changes_name_who_made_them() {
+    let mut config = test_config();
+    config.access.api_keys = vec![api_key(Role::Support, "key-support")];
+    let server = TestServer::start_with(config).await;
+    let channel = server.channel().await;
+    let own = subject_token(
+        &server.gateway,
+        "dave",
+        Duration::ZERO,
+        Duration::from_secs(60),
+    );
+    for (rpc, credential) in [
+        (Rpc::RecordConsent, "key-support"),
+        (Rpc::WithdrawConsent, own.as_str()),
+    ] {
+        call(&channel, rpc, "dave", "", Some(credential))
+            .await
+            .unwrap();
+    }
+    let db = rusqlite::Connection::open(&server.gateway.config().database).unwrap();
+    let recorded_by = |kind: &str| -> serde_json::Value {
+        let content: String = db
+            .query_row(
+                "SELECT content FROM ledger WHERE kind = ?1 ORDER BY seq DESC LIMIT 1",
+                [kind],
+                |r| r.get(0),
+            )
+            .unwrap();
+        serde_json::from_str::<serde_json::Value>(&content).unwrap()["recorded_by"].clone()
+    };
+    let support = serde_json::json!({ "name": "Support", "role": "support" });
+    assert_eq!(recorded_by("consent"), support);
+    assert_eq!(
+        recorded_by("withdrawal"),
+        serde_json::json!({ "name": "(the subject)", "role": "subject" })
+    );
+    call(&channel, Rpc::EraseSubject, "dave", "", Some("key-support"))
+        .await
+        .unwrap();
+    assert_eq!(recorded_by("erasure"), support);
+    let verified = ConsentServiceClient::new(channel)
+        .verify_ledger(with(
+            Request::new(pb::VerifyLedgerRequest {}),
+            Some("key-support"),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(verified.intact, "{verified:?}");
+}

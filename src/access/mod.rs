@@ -5,7 +5,8 @@
 //! one pseudonymous subject ([`tokens`]). With no staff credential
 //! configured at all the gateway is open, which suits a development machine
 //! on loopback only. Staff reads of a person's data are themselves recorded
-//! ([`audit`]), because GDPR asks the controller to account for them.
+//! ([`audit`]), because GDPR asks the controller to account for them; the
+//! consent changes they make name them in the ledger record itself.
 //!
 //! What each caller may do is decided at the gRPC edge, by the one table in
 //! `src/grpc/auth.rs`.
@@ -17,8 +18,8 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use crate::config::AccessConfig;
 pub use crate::config::Role;
+use crate::{config::AccessConfig, consent::ledger::Actor};
 use tokens::{TokenError, Tokens};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +40,15 @@ impl Caller {
             Caller::Open => ("(open gateway)", "open"),
             Caller::Staff { name, role } => (name, role.as_str()),
             Caller::Subject(_) => ("(the subject)", "subject"),
+        }
+    }
+
+    /// The caller as a consent record names who made a change.
+    pub fn as_actor(&self) -> Actor {
+        let (name, role) = self.actor();
+        Actor {
+            name: name.to_owned(),
+            role: role.to_owned(),
         }
     }
 }

@@ -162,6 +162,16 @@ pub struct Collection {
     pub notice: Option<Notice>,
 }
 
+/// Who made a change through the consent service: a staff member or
+/// service by the name its credential carries, the person themselves, or
+/// the open development gateway. Kept in the record itself, so a change made
+/// for a person is accounted for as a staff read is (GDPR Art. 5(2)).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    pub name: String,
+    pub role: String,
+}
+
 /// The signals a scoring request carried, kept as evidence.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Evidence {
@@ -190,6 +200,10 @@ pub struct Receipt {
     pub evidence: Option<Evidence>,
     /// For an erasure record: the sequence numbers whose content was removed.
     pub erased_seqs: Vec<i64>,
+    /// Who asked for it, for records made through the consent service;
+    /// absent in records of signals, and in records written before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recorded_by: Option<Actor>,
 }
 
 /// A record to append; the ledger assigns its id and place in the chain.
@@ -203,6 +217,7 @@ pub struct Draft {
     pub collection: Collection,
     pub withdrawal_method: String,
     pub evidence: Option<Evidence>,
+    pub recorded_by: Option<Actor>,
 }
 
 /// A subject's current state for one purpose: the latest record that
@@ -570,6 +585,7 @@ impl Ledger {
                     m.analytics_storage.as_str()
                 ),
             }),
+            recorded_by: None,
         };
         let reference = self.append(vec![draft]).await?.remove(0);
         self.evidence_seen.insert(key, reference.clone());
@@ -578,7 +594,7 @@ impl Ledger {
 
     /// Removes a subject's content and pseudonym from every record, drops
     /// its consent state, and appends an erasure record.
-    pub async fn erase(&self, subject_ref: &str) -> Result<Erasure, LedgerError> {
+    pub async fn erase(&self, subject_ref: &str, by: Actor) -> Result<Erasure, LedgerError> {
         let (store, states, seen) = (
             self.store.clone(),
             self.states.clone(),
@@ -587,7 +603,7 @@ impl Ledger {
         let subject = subject_ref.to_owned();
         tokio::spawn(async move {
             let result = store
-                .submit(|tx| Job::Erase(subject.clone(), now_ms(), tx))
+                .submit(|tx| Job::Erase(subject.clone(), now_ms(), Some(by), tx))
                 .await;
             if result.is_ok() {
                 states.insert(subject.clone(), Arc::new(Vec::new()));
@@ -870,6 +886,7 @@ pub(crate) fn append_one(
         withdrawal_method: draft.withdrawal_method,
         evidence: draft.evidence,
         erased_seqs,
+        recorded_by: draft.recorded_by,
     };
     let content = serde_json::to_string(&receipt).map_err(|e| LedgerError::Corrupt {
         record_id: record_id.clone(),
@@ -923,6 +940,7 @@ pub(crate) fn erase_subject(
     head: &mut (i64, String),
     subject: &str,
     at_ms: i64,
+    by: Option<Actor>,
     decisions_erased: u64,
 ) -> Result<Erasure, LedgerError> {
     let seqs = tx
@@ -953,6 +971,7 @@ pub(crate) fn erase_subject(
         },
         withdrawal_method: "GDPR Art. 17 erasure request".into(),
         evidence: None,
+        recorded_by: by,
     };
     Ok(Erasure {
         records_erased,

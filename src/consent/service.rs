@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use super::{
     ledger::{
-        Collection, Draft, Erasure, LedgerError, LedgerRef, LegalBasis, Notice, PurposeEntry,
-        PurposeState, RecordKind, Status, StoredRecord, Verification, now_ms,
+        Actor, Collection, Draft, Erasure, LedgerError, LedgerRef, LegalBasis, Notice,
+        PurposeEntry, PurposeState, RecordKind, Status, StoredRecord, Verification, now_ms,
     },
     purposes::{self, DIRECT_MARKETING},
 };
@@ -93,7 +93,12 @@ impl Consents {
         Ok(self.ledger.pseudonymise(subject(subject_id)?))
     }
 
-    pub async fn record(&self, request: RecordRequest) -> Result<(LedgerRef, String), Error> {
+    /// Records a consent choice made `by` the caller.
+    pub async fn record(
+        &self,
+        request: RecordRequest,
+        by: Actor,
+    ) -> Result<(LedgerRef, String), Error> {
         let subject_ref = self.subject_ref(&request.subject_id)?;
         if request.purposes.is_empty() {
             return Err(Error::InvalidArgument(
@@ -176,12 +181,18 @@ impl Consents {
             },
             withdrawal_method: "WithdrawConsent, or the publisher's privacy centre".into(),
             evidence: None,
+            recorded_by: Some(by),
         };
         let reference = self.ledger.append(vec![draft]).await?.remove(0);
         Ok((reference, subject_ref))
     }
 
-    pub async fn withdraw(&self, request: WithdrawRequest) -> Result<(LedgerRef, String), Error> {
+    /// Records a withdrawal or objection made `by` the caller.
+    pub async fn withdraw(
+        &self,
+        request: WithdrawRequest,
+        by: Actor,
+    ) -> Result<(LedgerRef, String), Error> {
         let subject_ref = self.subject_ref(&request.subject_id)?;
         let ids: Vec<u8> = if request.purposes.is_empty() {
             if request.objection {
@@ -225,6 +236,7 @@ impl Consents {
             },
             withdrawal_method: request.method,
             evidence: None,
+            recorded_by: Some(by),
         };
         let reference = self.ledger.append(vec![draft]).await?.remove(0);
         // Before the ledger answers, a new explanation could still be cached
@@ -264,6 +276,7 @@ impl Consents {
             },
             withdrawal_method: "RecordConsent granting purpose 12 opts back in".into(),
             evidence: None,
+            recorded_by: None,
         };
         self.ledger.append(vec![draft]).await?;
         Ok(())
@@ -311,12 +324,13 @@ impl Consents {
         blocking(move || ledger.verify()).await
     }
 
-    pub async fn erase(&self, subject_id: &str) -> Result<Erasure, Error> {
+    /// Erases a subject at the request of `by`.
+    pub async fn erase(&self, subject_id: &str, by: Actor) -> Result<Erasure, Error> {
         let subject_ref = self.subject_ref(subject_id)?;
         // The cache refuses the subject from now on, even entries read before
         // the erasure commits; then the ledger and record forget them.
         self.cache.invalidate_subject(&subject_ref, true);
-        let erasure = self.ledger.erase(&subject_ref).await?;
+        let erasure = self.ledger.erase(&subject_ref, by).await?;
         self.cache.invalidate_subject(&subject_ref, true);
         Ok(erasure)
     }

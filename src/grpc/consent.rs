@@ -251,8 +251,13 @@ impl ConsentService for Consent {
         request: Request<pb::RecordConsentRequest>,
     ) -> Result<Response<pb::RecordConsentResponse>, Status> {
         let record = request.get_ref().clone().try_into()?;
-        auth::for_subject(&self.gateway, &request, &request.get_ref().subject_id).await?;
-        let (record, subject_ref) = self.gateway.consents().record(record).await?;
+        let admitted =
+            auth::for_subject(&self.gateway, &request, &request.get_ref().subject_id).await?;
+        let (record, subject_ref) = self
+            .gateway
+            .consents()
+            .record(record, admitted.caller.as_actor())
+            .await?;
         Ok(Response::new(pb::RecordConsentResponse {
             record: Some((&record).into()),
             subject_ref,
@@ -264,8 +269,13 @@ impl ConsentService for Consent {
         request: Request<pb::WithdrawConsentRequest>,
     ) -> Result<Response<pb::WithdrawConsentResponse>, Status> {
         let withdrawal = request.get_ref().clone().try_into()?;
-        auth::for_subject(&self.gateway, &request, &request.get_ref().subject_id).await?;
-        let (record, subject_ref) = self.gateway.consents().withdraw(withdrawal).await?;
+        let admitted =
+            auth::for_subject(&self.gateway, &request, &request.get_ref().subject_id).await?;
+        let (record, subject_ref) = self
+            .gateway
+            .consents()
+            .withdraw(withdrawal, admitted.caller.as_actor())
+            .await?;
         Ok(Response::new(pb::WithdrawConsentResponse {
             record: Some((&record).into()),
             subject_ref,
@@ -347,11 +357,12 @@ impl ConsentService for Consent {
         &self,
         request: Request<pb::EraseSubjectRequest>,
     ) -> Result<Response<pb::EraseSubjectResponse>, Status> {
-        auth::for_subject(&self.gateway, &request, &request.get_ref().subject_id).await?;
+        let admitted =
+            auth::for_subject(&self.gateway, &request, &request.get_ref().subject_id).await?;
         let erasure = self
             .gateway
             .consents()
-            .erase(&request.into_inner().subject_id)
+            .erase(&request.into_inner().subject_id, admitted.caller.as_actor())
             .await?;
         Ok(Response::new(pb::EraseSubjectResponse {
             records_erased: erasure.records_erased,
