@@ -45,16 +45,7 @@ impl AuditAttributes {
             ));
         }
         for (name, value) in &attributes {
-            let name_ok = !name.is_empty()
-                && name.len() <= MAX_TEXT
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-            if !name_ok {
-                return Err(format!(
-                    "{name:?}: names are 1-{MAX_TEXT} lowercase letters, digits or '_'"
-                ));
-            }
+            check_name(name)?;
             if value.is_empty() || value.len() > MAX_TEXT || value.chars().any(char::is_control) {
                 return Err(format!(
                     "{name}: the group must be 1-{MAX_TEXT} bytes without control characters"
@@ -66,6 +57,23 @@ impl AuditAttributes {
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+}
+
+/// An attribute's name is 1-`MAX_TEXT` lowercase letters, digits or '_',
+/// so that one attribute is never counted under two spellings.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let valid = !name.is_empty()
+        && name.len() <= MAX_TEXT
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?}: names are 1-{MAX_TEXT} lowercase letters, digits or '_'"
+        ))
     }
 }
 

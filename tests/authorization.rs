@@ -112,9 +112,10 @@ fn admits(rpc: Rpc) -> &'static str {
 }
 
 /// What an admitted call gets: success, except unloading the production
-/// version, which the handler refuses once the call is admitted.
+/// version and comparing the attributions of a version no decision used,
+/// which the handlers refuse once the call is admitted.
 fn admitted_outcome(rpc: Rpc) -> Option<Code> {
-    (rpc == Rpc::UnloadModel).then_some(Code::FailedPrecondition)
+    matches!(rpc, Rpc::UnloadModel | Rpc::AttributionDrift).then_some(Code::FailedPrecondition)
 }
 
 /// The status a cell must get (`None` for success).

@@ -391,6 +391,35 @@ fn the_model_card_tells_what_the_package_is_and_how_it_fares() {
     }
 }
 
+/// A tree model's card says where its path-dependent covers come from: the
+/// native model's `covers.csv`, or the background sample without one.
+#[test]
+fn the_model_card_says_where_the_tree_covers_come_from() {
+    let tmp = tempfile::tempdir().unwrap();
+    let package = copy_package("caravan-lgbm/1.0.0", tmp.path());
+    let card = |dir: &Path| {
+        let out = candor(&["models", "card", dir.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let trained = card(&package);
+    assert!(
+        trained.contains("covers from the native model (the training distribution, covers.csv)"),
+        "{trained}"
+    );
+    fs::remove_file(package.join("covers.csv")).unwrap();
+    let routed = card(&package);
+    assert!(
+        routed.contains("covers counted by routing the background sample through the trees"),
+        "{routed}"
+    );
+    assert!(!routed.contains("training distribution"), "{routed}");
+}
+
 /// What serves keeps serving across a reload: a version edited into
 /// something that no longer loads, a removed folder, an unreadable
 /// `rollout.toml` moves no traffic, and each is reported.

@@ -289,6 +289,23 @@ async fn shadow_outputs_are_recorded_never_returned() {
     set_rollout(&server, "1.0.0", "", 0.0, &["1.1.0"])
         .await
         .unwrap();
+    // Before any decision there is nothing to compare, and no ranks.
+    let empty = admin(&server)
+        .await
+        .attribution_drift(pb::AttributionDriftRequest {
+            model: MODEL.into(),
+            candidate: "1.1.0".into(),
+            since_unix_ms: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(empty.code(), Code::FailedPrecondition, "{empty:?}");
+    assert!(
+        empty
+            .message()
+            .starts_with("candidate: caravan-lgbm 1.1.0 has no decision"),
+        "{empty:?}"
+    );
 
     let mut decisions = Vec::new();
     for i in 0..20 {
@@ -391,7 +408,7 @@ async fn bad_rollouts_and_deploys_name_the_field() {
             150.0,
             vec![],
             Code::InvalidArgument,
-            "canary.percent",
+            "canary_percent:",
         ),
         (
             "1.0.0",
@@ -407,7 +424,7 @@ async fn bad_rollouts_and_deploys_name_the_field() {
             5.0,
             vec![],
             Code::FailedPrecondition,
-            "canary.version",
+            "canary:",
         ),
         ("x", "", 0.0, vec![], Code::InvalidArgument, "production"),
         (
@@ -424,7 +441,18 @@ async fn bad_rollouts_and_deploys_name_the_field() {
             5.0,
             vec![],
             Code::InvalidArgument,
-            "canary.version",
+            "canary:",
+        ),
+        // An empty production is the manifest's default (1.0.0): a canary
+        // or shadow of that version would take production by accident.
+        ("", "1.0.0", 5.0, vec![], Code::InvalidArgument, "canary:"),
+        (
+            "",
+            "",
+            0.0,
+            vec!["1.0.0"],
+            Code::InvalidArgument,
+            "shadows:",
         ),
     ] {
         let e = set_rollout(&server, production, canary, percent, &shadows)
@@ -470,10 +498,9 @@ async fn bad_rollouts_and_deploys_name_the_field() {
         .unwrap_err();
     assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
     assert!(refused.message().contains("validation gate"), "{refused:?}");
-    assert!(
-        refused.message().contains("golden_rows_reproduce"),
-        "{refused:?}"
-    );
+    for named in ["golden_rows_reproduce", "golden.csv: row 1's score"] {
+        assert!(refused.message().contains(named), "{named}: {refused:?}");
+    }
     assert!(!loaded_versions(&server).await.contains("1.3.0"));
     // The others still serve.
     assert_eq!(
@@ -597,6 +624,20 @@ async fn fairness_monitor_flags_disparate_selection() {
         .unwrap_err();
     assert_eq!(unknown.code(), Code::NotFound, "{unknown:?}");
     assert!(unknown.message().contains("no-such-model"), "{unknown:?}");
+    // Nor does an attribute name no request can carry.
+    let misspelt = admin(&server)
+        .await
+        .fairness_report(pb::FairnessReportRequest {
+            model: MODEL.into(),
+            attribute: "AGE_BAND".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(misspelt.code(), Code::InvalidArgument, "{misspelt:?}");
+    assert!(
+        misspelt.message().starts_with("attribute: \"AGE_BAND\""),
+        "{misspelt:?}"
+    );
 
     // Bad attributes are refused, naming the field.
     let mut context = common::us_adult().unwrap();
@@ -685,5 +726,61 @@ async fn a_retired_versions_decisions_are_still_explained() {
     let reasons = json["decisions"][0]["why"]["reasons"].to_string();
     assert!(!reasons.contains("no longer in use"), "{reasons}");
     assert_eq!(json["decisions"][0]["why"]["basis"], "profiling");
+    server.stop().await;
+}
+
+/// A restart with a production version that no longer loads does not put
+/// another version into production: requests that name no version are
+/// refused, naming the rollout, until the rollout names a loaded version;
+/// pinned requests are served throughout.
+#[tokio::test]
+async fn a_production_version_that_does_not_load_is_not_replaced() {
+    let (_tmp, models) = models_folder();
+    std::fs::write(
+        models.join(MODEL).join("rollout.toml"),
+        "production = \"1.1.0\"\n",
+    )
+    .unwrap();
+    std::fs::write(models.join(MODEL).join("1.1.0/model.onnx"), b"truncated").unwrap();
+    let server = TestServer::start_with(config(&models)).await;
+    let mut scoring = server.scoring().await;
+    for version in ["", "production"] {
+        let refused = scoring
+            .score(pb::ScoreRequest {
+                model: model_ref(MODEL, version),
+                ..caravan_request()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+        for named in ["model.version", "1.1.0", "rollout.toml", "(1.0.0)"] {
+            assert!(refused.message().contains(named), "{named}: {refused:?}");
+        }
+    }
+    let pinned = scoring
+        .score(pb::ScoreRequest {
+            model: model_ref(MODEL, "1.0.0"),
+            ..caravan_request()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(pinned.decision.unwrap().model.unwrap().version, "1.0.0");
+    let rollout = admin(&server)
+        .await
+        .get_rollout(pb::GetRolloutRequest {
+            model: MODEL.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (rollout.production.as_str(), rollout.loaded.as_slice()),
+        ("1.1.0", ["1.0.0".to_owned()].as_slice())
+    );
+
+    set_rollout(&server, "1.0.0", "", 0.0, &[]).await.unwrap();
+    let served = scoring.score(caravan_request()).await.unwrap().into_inner();
+    assert_eq!(served.decision.unwrap().model.unwrap().version, "1.0.0");
     server.stop().await;
 }

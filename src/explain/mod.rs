@@ -61,6 +61,9 @@ pub enum Explainer {
         shap: PathDependent,
         interventional: Interventional,
         output: usize,
+        /// Whether the path-dependent covers came from the native model
+        /// (the training data) rather than from the background sample.
+        trained_covers: bool,
     },
     /// Exact linear attributions against the background mean.
     Linear {
@@ -200,6 +203,7 @@ impl Explainer {
                     interventional: Interventional::new(ensemble.clone(), reference),
                     shap: PathDependent::new(ensemble),
                     output,
+                    trained_covers: covers.is_some(),
                 }
             }
             Err(TreeError::NoEnsemble) => match Linear::from_onnx(onnx, width, output, scored) {
@@ -333,6 +337,7 @@ impl Explainer {
                 shap,
                 interventional,
                 output,
+                ..
             } => {
                 let e = shap.ensemble();
                 // (φ, expected margins, the row's margins)

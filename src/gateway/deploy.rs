@@ -127,7 +127,7 @@ impl Gateway {
             .production
             .iter()
             .map(|v| ("production", v))
-            .chain(change.canary.iter().map(|c| ("canary.version", &c.version)))
+            .chain(change.canary.iter().map(|c| ("canary", &c.version)))
             .chain(change.shadows.iter().map(|v| ("shadows", v)));
         for (field, v) in named {
             if !served.versions.contains_key(v) {
@@ -144,9 +144,29 @@ impl Gateway {
             shadows: change.shadows,
             unloaded: Rollout::read(&model_dir)?.unloaded,
         };
-        rollout
-            .check()
-            .map_err(|(field, message)| Error::InvalidArgument(format!("{field}: {message}")))?;
+        // An empty production is resolved now, so that a canary or shadow
+        // cannot be the version that production turns out to be.
+        let resolved = Rollout {
+            production: rollout
+                .production
+                .clone()
+                .or_else(|| Some(served.manifest_default())),
+            ..rollout.clone()
+        };
+        resolved.check().map_err(|(key, message)| {
+            // Named as the request names them, not as rollout.toml does.
+            let field = match key {
+                "canary.version" => "canary",
+                "canary.percent" => "canary_percent",
+                other => other,
+            };
+            let resolved = if rollout.production.is_none() {
+                " (production is empty: the manifest's default version, else the highest loaded)"
+            } else {
+                ""
+            };
+            Error::InvalidArgument(format!("{field}: {message}{resolved}"))
+        })?;
         self.write_rollout(&model_dir, &rollout)?;
         self.reload_locked().await?;
         Ok(self.registry()?.model(&change.model)?.rollout.clone())

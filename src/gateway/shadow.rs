@@ -208,7 +208,7 @@ impl Gateway {
                 "candidate: {model} has no version {candidate} loaded"
             ))
         })?;
-        let live = served.versions[&served.default].clone();
+        let live = registry.production(model)?;
         let store = self.store.clone();
         let (name, live_version, candidate_version) = (
             model.to_owned(),
@@ -230,6 +230,23 @@ impl Gateway {
         })
         .await
         .map_err(|e| Error::Internal(format!("drift read panicked: {e}")))??;
+        // Ranks among values that are all zero would be alphabetical order
+        // presented as drift.
+        for (field, version, means) in [
+            ("candidate", candidate.version(), &candidate_means),
+            ("model", live.version(), &live_means),
+        ] {
+            if means.count == 0 {
+                return Err(Error::FailedPrecondition(format!(
+                    "{field}: {model} {version} has no decision with attributions on record{}: nothing to compare yet (a shadow's count from its first recorded output; a canary's or production's once their attributions exist, inline or attached later)",
+                    if since_ms > 0 {
+                        format!(" since {since_ms} ms after the epoch (since_unix_ms)")
+                    } else {
+                        String::new()
+                    }
+                )));
+            }
+        }
         Ok(DriftReport {
             live: ModelIdentity::of(&live),
             candidate: ModelIdentity::of(&candidate),

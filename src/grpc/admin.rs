@@ -269,6 +269,11 @@ impl AdminService for Admin {
         request: Request<pb::FairnessReportRequest>,
     ) -> Result<Response<pb::FairnessReportResponse>, Status> {
         let r = request.into_inner();
+        // A name no request could carry would only ever match nothing.
+        if !r.attribute.is_empty() {
+            crate::monitor::check_name(&r.attribute)
+                .map_err(|e| Error::InvalidArgument(format!("attribute: {e}")))?;
+        }
         if !r.model.is_empty() {
             // A model that does not exist is not a model with no decisions.
             self.gateway

@@ -32,6 +32,7 @@ impl From<Error> for Status {
                 | LookupError::UnknownVersion { .. }
                 | LookupError::NoCanary(_),
             ) => Code::NotFound,
+            Error::Lookup(LookupError::ProductionNotLoaded { .. }) => Code::FailedPrecondition,
             Error::NotReady => Code::Unavailable,
             Error::ExplainPool(PoolError::Overloaded(_)) => Code::ResourceExhausted,
             Error::ExplainPool(PoolError::ShutDown) => Code::Unavailable,

@@ -16,8 +16,13 @@ use crate::{
 pub fn explanation_method(explainer: &Explainer) -> String {
     let name = explainer.method(Method::PathDependent);
     match explainer {
-        Explainer::Tree { .. } => format!(
-            "{name}: exact TreeSHAP read from the ONNX trees, against the trees' covers (the training distribution); {} on request, against the background sample",
+        Explainer::Tree { trained_covers, .. } => format!(
+            "{name}: exact TreeSHAP read from the ONNX trees, against {}; {} on request, against the background sample",
+            if *trained_covers {
+                "the trees' covers from the native model (the training distribution, covers.csv)"
+            } else {
+                "covers counted by routing the background sample through the trees (the package has no covers.csv)"
+            },
             explainer.method(Method::Interventional)
         ),
         Explainer::Linear { .. } => {

@@ -70,16 +70,45 @@ pub enum LookupError {
     },
     #[error("model.version: model {0:?} has no canary")]
     NoCanary(String),
+    /// The rollout names a production version that did not load. Serving
+    /// another in its place would put a version nobody promoted into
+    /// production, so only requests that name a loaded version are served.
+    #[error(
+        "model.version: the production version of {name:?}, {version} (its {ROLLOUT_FILE}), is not loaded, so a request must name a loaded version ({loaded}); fix and reload that version, or set the rollout's production to a loaded one"
+    )]
+    ProductionNotLoaded {
+        name: String,
+        version: Version,
+        loaded: String,
+    },
 }
 
 /// All versions of one model and how they share its traffic.
 #[derive(Debug)]
 pub struct ModelVersions {
     pub versions: BTreeMap<Version, Arc<ModelPackage>>,
-    /// The production version: what requests naming no version get.
+    /// The production version: what requests naming no version get. It is
+    /// not loaded when the rollout names one that failed to load; such
+    /// requests are then refused ([`LookupError::ProductionNotLoaded`]).
     pub default: Version,
     /// As in effect: every version it names is loaded.
     pub rollout: Rollout,
+}
+
+impl ModelVersions {
+    /// The production version when the rollout names none.
+    pub fn manifest_default(&self) -> Version {
+        manifest_default(&self.versions.values().cloned().collect::<Vec<_>>())
+    }
+
+    /// The loaded versions, for messages.
+    fn loaded(&self) -> String {
+        self.versions
+            .keys()
+            .map(Version::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 /// Every loaded model, by name.
@@ -274,25 +303,33 @@ impl Registry {
                 .dir
                 .parent()
                 .map_or_else(|| PathBuf::from(ROLLOUT_FILE), |d| d.join(ROLLOUT_FILE));
-            let mut missing = |field: &str, v: &Version| {
+            let mut missing = |field: &str, v: &Version, consequence: &str| {
                 failed.push(PackageError {
                     file: rollout_file.clone(),
                     field: Some(field.into()),
-                    message: format!("version {v} of {name:?} is not loaded; entry ignored"),
+                    message: format!("version {v} of {name:?} is not loaded; {consequence}"),
                 });
             };
+            // A production version that did not load stays production: its
+            // traffic is refused, not moved to a version nobody promoted.
+            let mut unloaded_production = None;
             if let Some(v) = rollout.production.take() {
                 if versions.contains_key(&v) {
                     rollout.production = Some(v);
                 } else {
-                    missing("production", &v);
+                    missing(
+                        "production",
+                        &v,
+                        "requests that name no version are refused until it loads or the rollout names another",
+                    );
+                    unloaded_production = Some(v);
                 }
             }
             if let Some(c) = rollout.canary.take() {
                 if versions.contains_key(&c.version) {
                     rollout.canary = Some(c);
                 } else {
-                    missing("canary.version", &c.version);
+                    missing("canary.version", &c.version, "entry ignored");
                 }
             }
             let shadows = std::mem::take(&mut rollout.shadows);
@@ -300,13 +337,14 @@ impl Registry {
                 if versions.contains_key(&v) {
                     rollout.shadows.push(v);
                 } else {
-                    missing("shadows", &v);
+                    missing("shadows", &v, "entry ignored");
                 }
             }
-            let default = match &rollout.production {
-                Some(v) => v.clone(),
-                None => manifest_default(&packages),
-            };
+            let default = rollout
+                .production
+                .clone()
+                .or(unloaded_production)
+                .unwrap_or_else(|| manifest_default(&packages));
             models.insert(
                 name,
                 ModelVersions {
@@ -331,6 +369,9 @@ impl Registry {
         subject_ref: Option<&str>,
     ) -> Result<Arc<ModelPackage>, LookupError> {
         let model = self.model(&selector.name)?;
+        if matches!(selector.version, None | Some(VersionRef::Production)) {
+            self.production(&selector.name)?;
+        }
         let version = match &selector.version {
             Some(VersionRef::Exact(v)) => v,
             Some(VersionRef::Production) => &model.default,
@@ -357,13 +398,20 @@ impl Registry {
             .ok_or_else(|| LookupError::UnknownVersion {
                 name: selector.name.clone(),
                 version: version.clone(),
-                loaded: model
-                    .versions
-                    .keys()
-                    .map(Version::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                loaded: model.loaded(),
             })
+    }
+
+    /// The package serving `name`'s production traffic.
+    pub fn production(&self, name: &str) -> Result<Arc<ModelPackage>, LookupError> {
+        let model = self.model(name)?;
+        model.versions.get(&model.default).cloned().ok_or_else(|| {
+            LookupError::ProductionNotLoaded {
+                name: name.to_owned(),
+                version: model.default.clone(),
+                loaded: model.loaded(),
+            }
+        })
     }
 
     pub fn model(&self, name: &str) -> Result<&ModelVersions, LookupError> {
