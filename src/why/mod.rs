@@ -122,8 +122,14 @@ impl<'a> ModelFacts<'a> {
                 known.sort_by(f64::total_cmp);
                 let cut = |q: usize| known[q * (known.len() - 1) / 10];
                 let q = (1..=10).find(|&q| value <= cut(q)).unwrap_or(10);
+                // Bands are half-open, (low, high], but the first: when most
+                // people share the lowest value, as with a rare 0/1 flag, the
+                // top band is then the flag's holders, not everyone.
                 let (low, high) = (cut(q - 1), cut(q));
-                let within = known.iter().filter(|&&v| low <= v && v <= high).count();
+                let within = known
+                    .iter()
+                    .filter(|&&v| (low < v || q == 1 && low <= v) && v <= high)
+                    .count();
                 same.max(within)
             }
         };
@@ -509,6 +515,25 @@ source = "first_party"
         assert_eq!(size(1, 2.0), 30.0);
         assert_eq!(size(1, 3.0), 0.0);
         assert_eq!(size(1, 1.0), 970.0);
+    }
+
+    /// A rare 0/1 flag declared as a number singles out its few holders,
+    /// as it would declared as a category.
+    #[test]
+    fn a_rare_flag_is_as_small_a_segment_as_its_holders() {
+        let manifest = Manifest::from_toml(MANIFEST).unwrap();
+        // 100 people: 95 without the flag, 5 with it.
+        let values = (0..100)
+            .flat_map(|i| [if i < 95 { 0.0 } else { 1.0 }, 1.0])
+            .collect();
+        let background = Rows { width: 2, values };
+        let facts = ModelFacts {
+            manifest: &manifest,
+            background: &background,
+        };
+        let size = |value: f64| facts.segment_size(&manifest.features[0], 0, value);
+        assert_eq!(size(1.0), 50.0);
+        assert_eq!(size(0.0), 950.0);
     }
 
     /// A decision whose model is gone and which named no campaign still
