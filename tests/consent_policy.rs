@@ -347,6 +347,19 @@ async fn every_rule_fires_when_it_should_and_only_then() {
             masks: Some(ZIP_FEATURE),
             quiet: de_all(),
         },
+        // A precise location is profile data too: a minor's is not used
+        // even where special feature 1 is opted in.
+        Case {
+            rule: "dsa.art28_minor",
+            model: geo,
+            fires: Ctx {
+                minor: true,
+                ..de_all()
+            },
+            fired_tier: Contextual,
+            masks: Some(GEO_FEATURE),
+            quiet: de_all(),
+        },
         Case {
             rule: "gpp.known_child",
             model: lgbm,
@@ -609,7 +622,7 @@ async fn every_response_carries_provenance() {
             assert_eq!(p.tier, d.tier, "context {i}");
             assert_eq!(p.model_sha256, d.model.as_ref().unwrap().sha256);
             assert_eq!(p.signals_sha256.len(), 64);
-            assert_eq!(p.policy_version, "candor-policy/3");
+            assert_eq!(p.policy_version, "candor-policy/4");
             assert_eq!(p.policy_sha256.len(), 64);
             assert!(
                 !p.ledger_records.is_empty(),

@@ -51,7 +51,7 @@ use crate::models::manifest::{DataCategory, DataSource, FeatureSpec};
 /// Changes whenever a rule changes meaning in a release: decisions carry
 /// it, so two decisions with the same version were judged by the same
 /// rules. Changes made before a version first ships belong to it.
-pub const POLICY_VERSION: &str = "candor-policy/3";
+pub const POLICY_VERSION: &str = "candor-policy/4";
 
 /// EEA members, the UK and Switzerland: where GDPR (or its UK and Swiss
 /// counterparts) and the TCF apply. Parts of the EU with ISO 3166-1 codes of
@@ -208,10 +208,11 @@ pub struct FeatureUse {
 impl FeatureUse {
     pub fn of(spec: &FeatureSpec) -> Self {
         use DataCategory::*;
-        let contextual = matches!(
-            spec.category,
-            Contextual | Device | CoarseLocation | PreciseGeolocation
-        );
+        // A precise location describes the person, not the page: GDPR Art.
+        // 4(4) counts analysing location or movements as profiling. So it
+        // goes with the profile (no minor, refusal or objection leaves it
+        // in), and needs its own opt-in besides.
+        let contextual = matches!(spec.category, Contextual | Device | CoarseLocation);
         Self {
             profile: !contextual,
             cross_context: !contextual
