@@ -187,10 +187,11 @@ pub fn consumer(
             if f.contribution <= 0.0 || told.len() >= 3 {
                 continue;
             }
+            // A template missing in this language withholds the reason
+            // rather than put another language into the view.
             let template = spec
                 .reason
                 .get(language.tag())
-                .or(spec.reason.get("en"))
                 .filter(|_| named.is_some())
                 .filter(|_| model.segment_size(spec, *column, f.value) >= f64::from(min_segment));
             let Some(template) = template else {
@@ -297,34 +298,94 @@ pub fn consumer(
     }
 }
 
+/// What the person chose and what else kept information out, from the
+/// rules that fired and the purposes' outcomes: when the ledger decided a
+/// choice, the day it was recorded (a record id is a UUIDv7, which carries
+/// it), then the day the choices were checked.
 fn consent_line(language: Language, p: &Provenance, decided_at_ms: i64) -> String {
-    let date = text::date(language, decided_at_ms);
-    let place = if p.jurisdiction.is_empty() {
-        "?".to_owned()
+    use crate::consent::policy::{PurposeOutcome, PurposeStatus};
+    use text::{ConsentAddendum as Addendum, ConsentCase as Case};
+    let fired = |rule: &str| p.rules.iter().any(|r| r == rule);
+    let outcomes = |pick: &dyn Fn(&PurposeOutcome) -> bool| -> Vec<&PurposeOutcome> {
+        p.purposes.iter().filter(|o| pick(o)).collect()
+    };
+    // The latest record among the outcomes that say what the line says.
+    let recorded_on = |said: &[&PurposeOutcome]| {
+        said.iter()
+            .filter_map(|o| o.record.as_ref())
+            .filter_map(|r| uuid::Uuid::parse_str(&r.record_id).ok()?.get_timestamp())
+            .map(|t| t.to_unix())
+            .max()
+            .map(|(secs, nanos)| {
+                text::date(language, secs as i64 * 1000 + i64::from(nanos / 1_000_000))
+            })
+    };
+    let personalised = |o: &PurposeOutcome| [1, 3, 4].contains(&o.tcf_id);
+    let (case, said) = if fired("gdpr.art21_objection") {
+        (
+            Case::Objected,
+            outcomes(&|o| o.status == PurposeStatus::Objected && o.tcf_id == 0),
+        )
     } else {
-        p.jurisdiction.clone()
-    };
-    let granted = |id: u8| {
-        p.purposes
-            .iter()
-            .any(|o| o.tcf_id == id && o.status == crate::consent::policy::PurposeStatus::Granted)
-    };
-    let opted_out = p
-        .purposes
-        .iter()
-        .any(|o| o.status == crate::consent::policy::PurposeStatus::OptedOut);
-    let masked = !p.masked_features.is_empty();
-    let kind = match (p.regime, p.tier) {
-        (_, Tier::Refused) => text::ConsentCase::Refused,
-        (Regime::Tcf, _) if [1, 3, 4].into_iter().all(granted) && !masked => {
-            text::ConsentCase::TcfPersonalised
+        match p.regime {
+            Regime::Unknown => (Case::Unknown, Vec::new()),
+            Regime::Tcf if fired("tcf.no_signal") => (Case::TcfNoSignal, Vec::new()),
+            Regime::Tcf if fired("tcf.basic_ads_not_granted") => (Case::TcfNoAds, Vec::new()),
+            Regime::Tcf => {
+                let with = |status| outcomes(&|o| personalised(o) && o.status == status);
+                if with(PurposeStatus::Granted).len() == 3 {
+                    (Case::TcfAgreed, with(PurposeStatus::Granted))
+                } else if !with(PurposeStatus::Objected).is_empty() {
+                    (Case::TcfObjected, with(PurposeStatus::Objected))
+                } else if !with(PurposeStatus::Withdrawn).is_empty() {
+                    (Case::TcfWithdrawn, with(PurposeStatus::Withdrawn))
+                } else {
+                    (Case::TcfNotAgreed, Vec::new())
+                }
+            }
+            Regime::Us => {
+                let opted_out = outcomes(&|o| o.status == PurposeStatus::OptedOut);
+                if opted_out.is_empty() {
+                    (Case::UsNotOptedOut, Vec::new())
+                } else {
+                    (Case::UsOptedOut, opted_out)
+                }
+            }
         }
-        (Regime::Tcf, _) => text::ConsentCase::TcfLimited,
-        (Regime::Us, _) if opted_out => text::ConsentCase::UsOptedOut,
-        (Regime::Us, _) => text::ConsentCase::UsNotOptedOut,
-        (Regime::Unknown, _) => text::ConsentCase::Unknown,
     };
-    text::consent(language, kind, &place, &date)
+    let on = recorded_on(&said);
+    let mut line = text::consent(language, case, &p.jurisdiction, on.as_deref());
+    if p.tier != Tier::Refused {
+        let addenda = [
+            (
+                Addendum::Location,
+                fired("tcf.special_feature_1_not_opted_in")
+                    || fired("us.usnat_sensitive_data_no_consent")
+                    || fired("us.usca_sensitive_data_opt_out"),
+            ),
+            (
+                Addendum::Minor,
+                fired("dsa.art28_minor") || fired("gpp.known_child"),
+            ),
+            (
+                Addendum::SiteChoices,
+                fired("consent_mode.ad_personalization_denied")
+                    || fired("consent_mode.ad_user_data_denied"),
+            ),
+        ];
+        for (addendum, applies) in addenda {
+            if applies {
+                line.push(' ');
+                line.push_str(text::consent_addendum(language, addendum));
+            }
+        }
+    }
+    line.push(' ');
+    line.push_str(&text::checked(
+        language,
+        &text::date(language, decided_at_ms),
+    ));
+    line
 }
 
 fn controls(language: Language, regime: Regime) -> Vec<Control> {
@@ -534,6 +595,165 @@ source = "first_party"
         let size = |value: f64| facts.segment_size(&manifest.features[0], 0, value);
         assert_eq!(size(1.0), 50.0);
         assert_eq!(size(0.0), 950.0);
+    }
+
+    /// The consent line says what the person chose, when the ledger
+    /// recorded it, and what else kept information out: never "did not
+    /// agree" for someone who agreed, nor a place that is not one.
+    #[test]
+    fn the_consent_line_says_what_decided_and_when_it_was_recorded() {
+        use crate::consent::{
+            ledger::LedgerRef,
+            policy::{PurposeOutcome, PurposeStatus, Source},
+        };
+        // 2026-03-01T00:00:00Z as a UUIDv7 record id.
+        let march = uuid::Uuid::new_v7(uuid::Timestamp::from_unix(
+            uuid::NoContext,
+            1_772_323_200,
+            0,
+        ))
+        .to_string();
+        let outcome = |tcf_id: u8, status: PurposeStatus, recorded: bool| PurposeOutcome {
+            tcf_id,
+            dpv: String::new(),
+            status,
+            legal_basis: None,
+            source: if recorded {
+                Source::Ledger
+            } else {
+                Source::TcString
+            },
+            record: recorded.then(|| LedgerRef {
+                seq: 1,
+                record_id: march.clone(),
+                hash: String::new(),
+            }),
+        };
+        let line = |regime: Regime, tier: Tier, purposes: Vec<PurposeOutcome>, rules: &[&str]| {
+            let mut row = crate::decisions::sample_batch("d", Some("s")).rows[0].clone();
+            let p = std::sync::Arc::make_mut(&mut row.provenance);
+            (p.regime, p.tier, p.purposes) = (regime, tier, purposes);
+            p.jurisdiction = if regime == Regime::Unknown { "" } else { "NL" }.into();
+            p.rules = rules.iter().map(|r| (*r).to_owned()).collect();
+            row.tier = tier;
+            let en = consumer(&row, None, Language::En, 10).consent_line;
+            let nl = consumer(&row, None, Language::Nl, 10).consent_line;
+            assert!(!en.contains('?') && !nl.contains('?'), "{en} / {nl}");
+            (en, nl)
+        };
+        use PurposeStatus::*;
+        let agreed = |geo: bool| {
+            let mut purposes: Vec<_> = [1, 2, 3, 4].map(|i| outcome(i, Granted, false)).into();
+            purposes[3] = outcome(4, Granted, true);
+            let rules: &[&str] = if geo {
+                &["tcf.special_feature_1_not_opted_in"]
+            } else {
+                &[]
+            };
+            line(
+                Regime::Tcf,
+                if geo {
+                    Tier::Contextual
+                } else {
+                    Tier::Personalised
+                },
+                purposes,
+                rules,
+            )
+        };
+        let (en, nl) = agreed(true);
+        assert!(
+            en.starts_with(
+                "You agreed to personalised ads (IAB TCF purposes 1, 3 and 4) in NL on 1 Mar 2026."
+            ),
+            "{en}"
+        );
+        assert!(
+            en.contains("You did not allow the use of your precise location, so it was not used."),
+            "{en}"
+        );
+        assert!(
+            nl.starts_with("Je gaf in NL op 1 mrt 2026 toestemming"),
+            "{nl}"
+        );
+        assert!(!agreed(false).0.contains("location"));
+
+        let (en, _) = line(
+            Regime::Tcf,
+            Tier::Contextual,
+            [1, 3, 4].map(|i| outcome(i, Granted, false)).into(),
+            &["dsa.art28_minor"],
+        );
+        assert!(en.starts_with("You agreed"), "{en}");
+        assert!(
+            en.contains("Because you are a minor, your profile was not used."),
+            "{en}"
+        );
+
+        let (en, _) = line(
+            Regime::Tcf,
+            Tier::Contextual,
+            vec![
+                outcome(1, Granted, false),
+                outcome(3, Withdrawn, true),
+                outcome(4, Withdrawn, true),
+            ],
+            &["tcf.personalised_ads_withdrawn"],
+        );
+        assert!(
+            en.starts_with("You withdrew your agreement to personalised ads in NL on 1 Mar 2026"),
+            "{en}"
+        );
+
+        let (en, nl) = line(
+            Regime::Tcf,
+            Tier::Refused,
+            vec![outcome(0, Objected, true), outcome(1, Granted, false)],
+            &["gdpr.art21_objection"],
+        );
+        assert!(
+            en.starts_with(
+                "You objected to the use of your data for direct marketing on 1 Mar 2026"
+            ),
+            "{en}"
+        );
+        assert!(nl.starts_with("Je maakte op 1 mrt 2026 bezwaar"), "{nl}");
+
+        let (en, _) = line(
+            Regime::Unknown,
+            Tier::Refused,
+            Vec::new(),
+            &["jurisdiction.unknown_refuse"],
+        );
+        assert!(
+            en.starts_with("No privacy rules we apply could be confirmed"),
+            "{en}"
+        );
+        let (en, _) = line(Regime::Tcf, Tier::Refused, Vec::new(), &["tcf.no_signal"]);
+        assert!(
+            en.starts_with("No consent choice of yours for NL reached us"),
+            "{en}"
+        );
+        let (en, _) = line(
+            Regime::Us,
+            Tier::Contextual,
+            vec![outcome(3, OptedOut, true)],
+            &["us.sale_sharing_targeting_opt_out"],
+        );
+        assert!(en.starts_with("You opted out of the sale or sharing of your data or of targeted ads in NL on 1 Mar 2026, so information about you from other sources or other sites was not used."), "{en}");
+        for (en, nl) in [agreed(true), agreed(false)] {
+            assert!(
+                en.ends_with(&format!(
+                    "Checked when the ad was chosen on {}.",
+                    text::date(
+                        Language::En,
+                        crate::decisions::sample_batch("d", Some("s")).rows[0].decided_at_ms
+                    )
+                )),
+                "{en}"
+            );
+            assert!(nl.contains("Gecontroleerd toen"), "{nl}");
+        }
     }
 
     /// A decision whose model is gone and which named no campaign still

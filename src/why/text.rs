@@ -202,54 +202,124 @@ pub fn category(l: Language, c: DataCategory) -> String {
     }
 }
 
+/// What the person chose, as the consent line's first sentence says it.
 pub enum ConsentCase {
-    TcfPersonalised,
-    TcfLimited,
+    /// TCF purposes 1, 3 and 4 agreed to.
+    TcfAgreed,
+    TcfNotAgreed,
+    TcfWithdrawn,
+    TcfObjected,
+    /// No TC string and no record: the person's choice never reached us.
+    TcfNoSignal,
+    /// Purpose 2 not allowed: no ad is chosen.
+    TcfNoAds,
     UsNotOptedOut,
     UsOptedOut,
-    Refused,
+    /// An objection to direct marketing (GDPR Art. 21): no ad is chosen.
+    Objected,
     Unknown,
 }
 
-pub fn consent(l: Language, case: ConsentCase, place: &str, date: &str) -> String {
+/// What else kept information about the person from the model.
+pub enum ConsentAddendum {
+    Minor,
+    SiteChoices,
+    Location,
+}
+
+/// The line's first sentence. `on` is the date the choice was recorded,
+/// when the ledger holds it.
+pub fn consent(l: Language, case: ConsentCase, place: &str, on: Option<&str>) -> String {
     use ConsentCase::*;
+    let on = on.map_or(String::new(), |d| match l {
+        Language::En => format!(" on {d}"),
+        Language::Nl => format!(" op {d}"),
+    });
     match (l, case) {
-        (Language::En, TcfPersonalised) => format!(
-            "You agreed to personalised ads (IAB TCF purposes 1, 3 and 4) in {place}; this was checked when the ad was chosen on {date}."
+        (Language::En, TcfAgreed) => format!(
+            "You agreed to personalised ads (IAB TCF purposes 1, 3 and 4) in {place}{on}."
         ),
-        (Language::En, TcfLimited) => format!(
-            "You did not agree to personalised ads in {place}, so only limited data was used (IAB TCF purpose 2); checked on {date}."
+        (Language::En, TcfNotAgreed) => format!(
+            "You did not agree to personalised ads in {place}, so only limited data was used (IAB TCF purpose 2)."
+        ),
+        (Language::En, TcfWithdrawn) => format!(
+            "You withdrew your agreement to personalised ads in {place}{on}, so only limited data was used (IAB TCF purpose 2)."
+        ),
+        (Language::En, TcfObjected) => format!(
+            "You objected to personalised ads in {place}{on}, so only limited data was used (IAB TCF purpose 2)."
+        ),
+        (Language::En, TcfNoSignal) => format!(
+            "No consent choice of yours for {place} reached us (IAB TCF), so this model did not choose an ad for you."
+        ),
+        (Language::En, TcfNoAds) => format!(
+            "Your privacy choices in {place} do not allow ads to be chosen for you (IAB TCF purpose 2), so this model did not choose one."
         ),
         (Language::En, UsNotOptedOut) => format!(
-            "You have not opted out of personalised ads or the sale or sharing of your data in {place}; checked on {date}."
+            "You have not opted out of personalised ads or the sale or sharing of your data in {place}."
         ),
         (Language::En, UsOptedOut) => format!(
-            "You opted out of the sale or sharing of your data in {place}, so data from other sources was not used; checked on {date}."
+            "You opted out of the sale or sharing of your data or of targeted ads in {place}{on}, so information about you from other sources or other sites was not used."
         ),
-        (Language::En, Refused) => format!(
-            "Your privacy choices in {place} do not allow this model to choose ads for you, so it did not; checked on {date}."
+        (Language::En, Objected) => format!(
+            "You objected to the use of your data for direct marketing{on}, so this model did not choose an ad for you."
         ),
-        (Language::En, Unknown) => format!(
-            "No privacy rules we apply could be confirmed for where you are, so no personalised ad was chosen; checked on {date}."
+        (Language::En, Unknown) => "No privacy rules we apply could be confirmed for where you are, so no personalised ad was chosen.".into(),
+        (Language::Nl, TcfAgreed) => format!(
+            "Je gaf in {place}{on} toestemming voor gepersonaliseerde advertenties (IAB TCF-doelen 1, 3 en 4)."
         ),
-        (Language::Nl, TcfPersonalised) => format!(
-            "Je gaf in {place} toestemming voor gepersonaliseerde advertenties (IAB TCF-doelen 1, 3 en 4); dit is gecontroleerd toen de advertentie werd gekozen op {date}."
+        (Language::Nl, TcfNotAgreed) => format!(
+            "Je gaf in {place} geen toestemming voor gepersonaliseerde advertenties, dus zijn alleen beperkte gegevens gebruikt (IAB TCF-doel 2)."
         ),
-        (Language::Nl, TcfLimited) => format!(
-            "Je gaf in {place} geen toestemming voor gepersonaliseerde advertenties, dus zijn alleen beperkte gegevens gebruikt (IAB TCF-doel 2); gecontroleerd op {date}."
+        (Language::Nl, TcfWithdrawn) => format!(
+            "Je trok in {place}{on} je toestemming voor gepersonaliseerde advertenties in, dus zijn alleen beperkte gegevens gebruikt (IAB TCF-doel 2)."
+        ),
+        (Language::Nl, TcfObjected) => format!(
+            "Je maakte in {place}{on} bezwaar tegen gepersonaliseerde advertenties, dus zijn alleen beperkte gegevens gebruikt (IAB TCF-doel 2)."
+        ),
+        (Language::Nl, TcfNoSignal) => format!(
+            "We hebben geen toestemmingskeuze van je voor {place} ontvangen (IAB TCF), dus heeft dit model geen advertentie voor je gekozen."
+        ),
+        (Language::Nl, TcfNoAds) => format!(
+            "Je privacykeuzes in {place} staan niet toe dat er advertenties voor je worden gekozen (IAB TCF-doel 2), dus heeft dit model er geen gekozen."
         ),
         (Language::Nl, UsNotOptedOut) => format!(
-            "Je hebt je in {place} niet afgemeld voor gepersonaliseerde advertenties of de verkoop of het delen van je gegevens; gecontroleerd op {date}."
+            "Je hebt je in {place} niet afgemeld voor gepersonaliseerde advertenties of de verkoop of het delen van je gegevens."
         ),
         (Language::Nl, UsOptedOut) => format!(
-            "Je hebt je in {place} afgemeld voor de verkoop of het delen van je gegevens, dus zijn gegevens uit andere bronnen niet gebruikt; gecontroleerd op {date}."
+            "Je hebt je in {place}{on} afgemeld voor de verkoop of het delen van je gegevens of voor gerichte advertenties, dus zijn gegevens over jou uit andere bronnen of van andere sites niet gebruikt."
         ),
-        (Language::Nl, Refused) => format!(
-            "Je privacykeuzes in {place} staan niet toe dat dit model advertenties voor je kiest, dus dat is niet gebeurd; gecontroleerd op {date}."
+        (Language::Nl, Objected) => format!(
+            "Je maakte{on} bezwaar tegen het gebruik van je gegevens voor direct marketing, dus heeft dit model geen advertentie voor je gekozen."
         ),
-        (Language::Nl, Unknown) => format!(
-            "Er konden geen privacyregels worden vastgesteld voor waar je bent, dus is er geen gepersonaliseerde advertentie gekozen; gecontroleerd op {date}."
-        ),
+        (Language::Nl, Unknown) => "Er konden geen privacyregels worden vastgesteld voor waar je bent, dus is er geen gepersonaliseerde advertentie gekozen.".into(),
+    }
+}
+
+pub fn consent_addendum(l: Language, addendum: ConsentAddendum) -> &'static str {
+    use ConsentAddendum::*;
+    match (l, addendum) {
+        (Language::En, Minor) => "Because you are a minor, your profile was not used.",
+        (Language::En, SiteChoices) => {
+            "Your choices on this site turned off personalised ads, so your profile was not used."
+        }
+        (Language::En, Location) => {
+            "You did not allow the use of your precise location, so it was not used."
+        }
+        (Language::Nl, Minor) => "Omdat je minderjarig bent, is je profiel niet gebruikt.",
+        (Language::Nl, SiteChoices) => {
+            "Je keuzes op deze site zetten gepersonaliseerde advertenties uit, dus is je profiel niet gebruikt."
+        }
+        (Language::Nl, Location) => {
+            "Je gaf geen toestemming voor het gebruik van je precieze locatie, dus is die niet gebruikt."
+        }
+    }
+}
+
+/// The line's last sentence: when the choices were checked.
+pub fn checked(l: Language, date: &str) -> String {
+    match l {
+        Language::En => format!("Checked when the ad was chosen on {date}."),
+        Language::Nl => format!("Gecontroleerd toen de advertentie werd gekozen op {date}."),
     }
 }
 
