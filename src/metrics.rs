@@ -323,11 +323,15 @@ pub async fn serve(
     };
     let healthz = move || {
         let ready = *gateway.readiness().borrow();
+        let recording = *gateway.commits_succeed().borrow();
         async move {
-            if ready {
-                (StatusCode::OK, "ok\n")
-            } else {
-                (StatusCode::SERVICE_UNAVAILABLE, "loading models\n")
+            match (ready, recording) {
+                (true, true) => (StatusCode::OK, "ok\n"),
+                (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "loading models\n"),
+                (true, false) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "cannot record decisions: database commits fail\n",
+                ),
             }
         }
     };

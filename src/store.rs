@@ -146,6 +146,40 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
+/// How often a run of failing commits is logged: a full disk fails every
+/// commit, and one line per commit would fill the log's disk next.
+const FAILURE_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// The failed commits since commits last succeeded.
+#[derive(Default)]
+struct Failures {
+    total: u64,
+    logged_at: Option<std::time::Instant>,
+    since_logged: u64,
+}
+
+impl Failures {
+    fn log(&mut self, error: &StoreError, kept_for_retry: usize) {
+        self.total += 1;
+        self.since_logged += 1;
+        if self
+            .logged_at
+            .is_some_and(|at| at.elapsed() < FAILURE_LOG_EVERY)
+        {
+            return;
+        }
+        tracing::error!(
+            error = %error,
+            failed_commits = self.since_logged,
+            acknowledged_writes_kept_for_retry = kept_for_retry,
+            "database commits fail: calls that wait for their commit get its error; writes already acknowledged (async) are kept and retried. Logged at most every {} s",
+            FAILURE_LOG_EVERY.as_secs()
+        );
+        self.logged_at = Some(std::time::Instant::now());
+        self.since_logged = 0;
+    }
+}
+
 /// Work for the writer thread.
 pub(crate) enum Job {
     Append(
@@ -257,6 +291,8 @@ pub struct Store {
     /// Set while commits fail; cleared once a commit succeeds with nothing
     /// left to retry.
     failing: Arc<AtomicBool>,
+    /// The same, for watchers: true while commits succeed.
+    commits_succeed: tokio::sync::watch::Receiver<bool>,
     writer: Mutex<Option<JoinHandle<()>>>,
     /// Woken when a job someone waits for arrives while the writer
     /// gathers asynchronous records (`gathering`).
@@ -322,6 +358,7 @@ impl Store {
         let (jobs, rx) = crossbeam_channel::unbounded();
         let failing = Arc::new(AtomicBool::new(false));
         let writer_failing = failing.clone();
+        let (committing, commits_succeed) = tokio::sync::watch::channel(true);
         let gathering = Arc::new(AtomicBool::new(false));
         let writer_gathering = gathering.clone();
         let writer = std::thread::Builder::new()
@@ -334,6 +371,8 @@ impl Store {
                     provenances: StoredProvenances::default(),
                     retry: Vec::new(),
                     failing: writer_failing,
+                    committing,
+                    failures: Failures::default(),
                     flusher: commits,
                     synced,
                     syncing: false,
@@ -349,6 +388,7 @@ impl Store {
         Ok(Self {
             jobs: Some(jobs),
             failing,
+            commits_succeed,
             writer_thread: writer.thread().clone(),
             gathering,
             writer: Mutex::new(Some(writer)),
@@ -361,6 +401,12 @@ impl Store {
     /// acknowledged that may not land.
     pub fn is_failing(&self) -> bool {
         self.failing.load(Ordering::Relaxed)
+    }
+
+    /// Changes when commits start failing (false) and succeed again (true):
+    /// health follows it, since a gateway that cannot record cannot score.
+    pub fn commits_succeed(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.commits_succeed.clone()
     }
 
     /// Jobs queued for the writer and not yet taken up.
@@ -430,6 +476,8 @@ struct Writer {
     /// Acknowledged work whose commit failed, written again first.
     retry: Vec<Job>,
     failing: Arc<AtomicBool>,
+    committing: tokio::sync::watch::Sender<bool>,
+    failures: Failures,
     /// The answers of each committed batch, for the flusher to give once
     /// the commit is on disk.
     flusher: Sender<Vec<Reply>>,
@@ -742,17 +790,21 @@ impl Writer {
             (None, None) => Err(StoreError::Sqlite("no transaction".into())),
         };
         if let Err(e) = &committed {
-            tracing::error!(
-                error = %e,
-                kept_for_retry = again.len(),
-                "database commit failed; acknowledged writes are kept and retried"
-            );
+            self.failures.log(e, again.len());
             self.head = head_before;
             self.provenances.forget();
             self.retry = again;
             self.failing.store(true, Ordering::Relaxed);
+            self.committing
+                .send_if_modified(|ok| std::mem::replace(ok, false));
         } else if self.retry.is_empty() && self.failing.swap(false, Ordering::Relaxed) {
-            tracing::info!("database commits succeed again");
+            tracing::info!(
+                failed_commits = self.failures.total,
+                "database commits succeed again"
+            );
+            self.failures = Failures::default();
+            self.committing
+                .send_if_modified(|ok| !std::mem::replace(ok, true));
         }
         if committed.is_ok() && has_erasure {
             // The WAL still holds the pages as they were before the erasure;

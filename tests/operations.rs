@@ -641,6 +641,50 @@ async fn a_full_database_is_resource_exhausted_and_other_calls_still_work() {
         .await
         .unwrap();
     assert!(!models.into_inner().models.is_empty());
+    // Health sends scoring elsewhere while nothing can be recorded; reading
+    // explanations still serves.
+    let health = HealthClient::new(channel.clone());
+    let status = |service: &str| {
+        let mut health = health.clone();
+        let service = service.to_owned();
+        async move {
+            health
+                .check(HealthCheckRequest { service })
+                .await
+                .unwrap()
+                .into_inner()
+                .status()
+        }
+    };
+    // The health service follows the writer's state within a moment.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while status("").await != ServingStatus::NotServing {
+        assert!(Instant::now() < deadline, "health still SERVING");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        status("candor.v1.ScoringService").await,
+        ServingStatus::NotServing
+    );
+    assert_eq!(
+        status("candor.v1.ExplanationService").await,
+        ServingStatus::Serving
+    );
+    // A decision on record is still explained, although its attributions
+    // cannot be kept now.
+    let explained = ExplanationServiceClient::new(channel.clone())
+        .get_explanation(pb::GetExplanationRequest {
+            decision_id: answered[0].clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(explained.served_from, "computed");
+    let Some(pb::get_explanation_response::View::Consumer(view)) = explained.view else {
+        panic!("a consumer view: {explained:?}");
+    };
+    assert!(!view.reasons.is_empty());
     let db = rusqlite::Connection::open(&database).unwrap();
     for id in &answered {
         assert!(recorded(&db, id), "answered {id} was lost");

@@ -362,6 +362,12 @@ impl Gateway {
         self.ready.subscribe()
     }
 
+    /// True while the database's commits succeed (see
+    /// [`Store::commits_succeed`]).
+    pub fn commits_succeed(&self) -> watch::Receiver<bool> {
+        self.store.commits_succeed()
+    }
+
     pub fn registry(&self) -> Result<Arc<Registry>, Error> {
         self.registry.load_full().ok_or(Error::NotReady)
     }

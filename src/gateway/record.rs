@@ -331,7 +331,24 @@ impl Gateway {
         }
         let mut done = Vec::with_capacity(attaching.len());
         for (mut row, explanation, attached) in attaching {
-            let exists = attached.await.map_err(|_| StoreError::ShutDown)??;
+            let exists = match attached.await.map_err(|_| StoreError::ShutDown)? {
+                Ok(exists) => exists,
+                // The database cannot keep the attributions now (full,
+                // locked, broken): they stay owed, to be computed and kept
+                // once commits succeed, and the answer stands if the
+                // decision still does.
+                Err(StoreError::Full(_) | StoreError::Busy(_) | StoreError::Sqlite(_)) => {
+                    let store = self.store.clone();
+                    let id = row.decision_id.clone();
+                    tokio::task::spawn_blocking(move || {
+                        store.read(|c| decisions::get(c, &id, now_ms()))
+                    })
+                    .await
+                    .map_err(|e| Error::Internal(format!("record read panicked: {e}")))??
+                    .is_some()
+                }
+                Err(e) => return Err(e.into()),
+            };
             if !exists {
                 // Erased or purged while we computed: nothing to answer.
                 continue;

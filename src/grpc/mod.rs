@@ -113,13 +113,21 @@ pub async fn serve(
     }
     let (health, health_service) = tonic_health::server::health_reporter();
     let mut ready = gateway.readiness();
+    let mut recording = gateway.commits_succeed();
     // Set the first status before accepting calls, so no client can see the
     // reporter's own initial SERVING while the models are still loading.
-    let initial = *ready.borrow_and_update();
+    let initial = (*ready.borrow_and_update(), *recording.borrow_and_update());
     set_health(&health, initial).await;
     let health_task = tokio::spawn(async move {
-        while ready.changed().await.is_ok() {
-            let now = *ready.borrow_and_update();
+        loop {
+            let changed = tokio::select! {
+                r = ready.changed() => r,
+                r = recording.changed() => r,
+            };
+            if changed.is_err() {
+                break;
+            }
+            let now = (*ready.borrow_and_update(), *recording.borrow_and_update());
             set_health(&health, now).await;
         }
     });
@@ -249,23 +257,34 @@ fn reply_by<T>(request: &tonic::Request<T>) -> Option<std::time::Instant> {
         .map(|deadline| deadline.reply_by())
 }
 
-async fn set_health(health: &tonic_health::server::HealthReporter, ready: bool) {
-    let status = if ready {
-        ServingStatus::Serving
-    } else {
-        ServingStatus::NotServing
+/// NOT_SERVING until the models are loaded; and, while the database's
+/// commits fail, for the whole server and the services that must record
+/// (every decision and consent change is recorded before it is answered or
+/// acknowledged), so that a load balancer sends their calls elsewhere.
+/// Reading explanations, models and rollouts still works then.
+async fn set_health(
+    health: &tonic_health::server::HealthReporter,
+    (ready, recording): (bool, bool),
+) {
+    let status = |serving: bool| {
+        if serving {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        }
     };
+    for service in ["", SCORING_SERVICE, CONSENT_SERVICE, OIP_SERVICE] {
+        health
+            .set_service_status(service, status(ready && recording))
+            .await;
+    }
     for service in [
-        "",
-        SCORING_SERVICE,
         MODEL_SERVICE,
         EXPLAIN_SERVICE,
-        CONSENT_SERVICE,
         EXPLANATION_SERVICE,
         ADMIN_SERVICE,
-        OIP_SERVICE,
     ] {
-        health.set_service_status(service, status).await;
+        health.set_service_status(service, status(ready)).await;
     }
 }
 

@@ -614,7 +614,8 @@ impl GrpcInferenceService for Oip {
         &self,
         _request: Request<oip::ServerReadyRequest>,
     ) -> Result<Response<oip::ServerReadyResponse>, Status> {
-        let ready = self.gateway.registry().is_ok();
+        // As the health service says: loaded, and able to record.
+        let ready = self.gateway.registry().is_ok() && *self.gateway.commits_succeed().borrow();
         Ok(Response::new(oip::ServerReadyResponse { ready }))
     }
 
