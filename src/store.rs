@@ -57,6 +57,10 @@ pub enum StoreError {
     ShutDown,
     #[error("the subject was erased while this call ran; nothing of it was kept")]
     Erased,
+    #[error(
+        "database {0}: the file was deleted or replaced while the gateway ran, so nothing more can be recorded; restart the gateway (and restore the file if it was not meant to go)"
+    )]
+    Replaced(PathBuf),
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -144,6 +148,65 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     conn.pragma_update(None, "secure_delete", "ON")
         .map_err(open)?;
     Ok(conn)
+}
+
+/// Takes the database's lock file (`<database>.lock`), which the process
+/// holds until it ends: a second gateway on the same database would
+/// interleave its own ledger chain with this one's.
+fn lock(path: &Path) -> Result<std::fs::File, String> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let name = PathBuf::from(name);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&name)
+        .map_err(|e| format!("cannot open its lock file {}: {e}", name.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(format!(
+            "another process holds its lock file {} (a second gateway on the same database?); give each gateway its own `database`",
+            name.display()
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(format!("cannot lock {}: {e}", name.display())),
+    }
+}
+
+/// The database file the store opened, to notice it being deleted or
+/// replaced underneath a running gateway.
+struct FileIdentity {
+    path: PathBuf,
+    #[cfg(unix)]
+    id: (u64, u64),
+}
+
+impl FileIdentity {
+    fn of(path: &Path) -> Result<Self, String> {
+        let metadata = std::fs::metadata(path).map_err(|e| e.to_string())?;
+        #[cfg(not(unix))]
+        let _ = metadata;
+        Ok(Self {
+            path: path.to_owned(),
+            #[cfg(unix)]
+            id: {
+                use std::os::unix::fs::MetadataExt;
+                (metadata.dev(), metadata.ino())
+            },
+        })
+    }
+
+    /// The file at the path is still the one opened.
+    fn check(&self) -> Result<(), StoreError> {
+        let now = Self::of(&self.path).map_err(|_| StoreError::Replaced(self.path.clone()))?;
+        #[cfg(unix)]
+        if now.id != self.id {
+            return Err(StoreError::Replaced(self.path.clone()));
+        }
+        #[cfg(not(unix))]
+        let _ = now;
+        Ok(())
+    }
 }
 
 /// How often a run of failing commits is logged: a full disk fails every
@@ -287,6 +350,8 @@ impl Default for StoreSettings {
 }
 
 pub struct Store {
+    /// Held for the store's life: one gateway per database.
+    _lock: std::fs::File,
     jobs: Option<Sender<Job>>,
     /// Set while commits fail; cleared once a commit succeeds with nothing
     /// left to retry.
@@ -317,10 +382,18 @@ impl Store {
             path: path.to_owned(),
             message,
         };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| failed(e.to_string()))?;
+        // Only the database's own folder is made: a mistyped path fails
+        // here instead of starting an empty record somewhere new.
+        if let Some(dir) = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty() && !d.is_dir())
+        {
+            std::fs::create_dir(dir)
+                .map_err(|e| failed(format!("cannot create its folder {}: {e}", dir.display())))?;
         }
+        let lock = lock(path).map_err(failed)?;
         let conn = open_connection(path)?;
+        let file = FileIdentity::of(path).map_err(failed)?;
         if let Some(max) = max_bytes {
             let page: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
             let pages = i64::try_from(max).unwrap_or(i64::MAX) / page.max(1);
@@ -371,6 +444,7 @@ impl Store {
                     provenances: StoredProvenances::default(),
                     retry: Vec::new(),
                     failing: writer_failing,
+                    file,
                     committing,
                     failures: Failures::default(),
                     flusher: commits,
@@ -386,6 +460,7 @@ impl Store {
             })
             .map_err(|e| failed(e.to_string()))?;
         Ok(Self {
+            _lock: lock,
             jobs: Some(jobs),
             failing,
             commits_succeed,
@@ -476,6 +551,7 @@ struct Writer {
     /// Acknowledged work whose commit failed, written again first.
     retry: Vec<Job>,
     failing: Arc<AtomicBool>,
+    file: FileIdentity,
     committing: tokio::sync::watch::Sender<bool>,
     failures: Failures,
     /// The answers of each committed batch, for the flusher to give once
@@ -729,6 +805,7 @@ impl Writer {
             head,
             erased,
             provenances,
+            file,
             ..
         } = self;
         let mut failure: Option<StoreError> = None;
@@ -786,7 +863,11 @@ impl Writer {
         }
         let committed = match (failure, tx) {
             (Some(e), _) => Err(e),
-            (None, Some(tx)) => tx.commit().map_err(StoreError::from),
+            // A commit to a file that is gone would acknowledge what no
+            // restart can find.
+            (None, Some(tx)) => file
+                .check()
+                .and_then(|()| tx.commit().map_err(StoreError::from)),
             (None, None) => Err(StoreError::Sqlite("no transaction".into())),
         };
         if let Err(e) = &committed {
@@ -948,6 +1029,52 @@ mod tests {
             .unwrap()
             .expect("the decision after the erasure");
         assert_eq!(after.provenance.subject_ref.as_deref(), Some("s"));
+    }
+
+    /// One gateway per database: a second store on the same file is
+    /// refused, naming the lock, until the first is gone.
+    #[test]
+    fn a_database_is_opened_by_one_store_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let first = Store::open(&path).unwrap();
+        let Err(second) = Store::open(&path) else {
+            panic!("a second store opened the same database");
+        };
+        assert!(second.to_string().contains("db.lock"), "{second}");
+        assert!(second.to_string().contains("a second gateway"), "{second}");
+        drop(first);
+        Store::open(&path).unwrap();
+        // A mistyped path starts no new record in a new folder tree.
+        let Err(nowhere) = Store::open(&dir.path().join("no/such/folder/db")) else {
+            panic!("a database opened under folders that do not exist");
+        };
+        assert!(
+            nowhere.to_string().contains("cannot create its folder"),
+            "{nowhere}"
+        );
+    }
+
+    /// A database deleted (or replaced) under a running store is noticed
+    /// at the next commit: nothing is acknowledged into a file no restart
+    /// would find, and commits fail until then.
+    #[tokio::test]
+    async fn a_database_deleted_while_running_fails_every_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let store = Store::open(&path).unwrap();
+        let record = |id: &str| {
+            let batch = Arc::new(decisions::sample_batch(id, Some("s")));
+            store.submit(move |tx| Job::Record(batch, Some(tx)))
+        };
+        record("before").await.unwrap();
+        for file in ["db", "db-wal", "db-shm"] {
+            let _ = std::fs::remove_file(dir.path().join(file));
+        }
+        let lost = record("after").await.unwrap_err();
+        assert!(matches!(lost, StoreError::Replaced(_)), "{lost}");
+        assert!(store.is_failing());
+        assert!(!*store.commits_succeed().borrow());
     }
 
     /// An answer of success means the WAL was synced: when it cannot be,

@@ -935,3 +935,65 @@ async fn health_watch_streams_are_bounded() {
     assert_eq!(ended.code(), Code::Unavailable, "{ended:?}");
     drop(second);
 }
+
+/// Attribution work whose callers went away (cancelled, or past their
+/// deadline) stops, so a call queued behind it is explained inline as if
+/// that work had never been asked for. Three cancelled inline batches of
+/// the sampled MLP hold seconds of work each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attribution_work_stops_when_its_callers_go_away() {
+    let server = TestServer::start().await;
+    let channel = server.channel().await;
+    let g = golden(&repo_root().join("models/caravan-mlp/1.0.0"));
+    let batch = pb::ScoreBatchRequest {
+        model: model_ref("caravan-mlp", ""),
+        context: us_adult(),
+        rows: g
+            .rows
+            .iter()
+            .cycle()
+            .take(600)
+            .map(|row| pb::BatchRow {
+                features: row.clone().into_iter().collect(),
+                ..Default::default()
+            })
+            .collect(),
+        explain: Some(pb::ExplainOptions {
+            mode: pb::ExplainMode::Inline as i32,
+            method: 0,
+        }),
+        ..Default::default()
+    };
+    for _ in 0..3 {
+        let mut client = ScoringServiceClient::new(channel.clone());
+        let gone = tokio::time::timeout(
+            Duration::from_millis(300),
+            client.score_batch(batch.clone()),
+        )
+        .await;
+        assert!(
+            gone.is_err(),
+            "the batch was answered before it was cancelled"
+        );
+    }
+    let mut request = caravan_request();
+    request.explain = Some(pb::ExplainOptions {
+        mode: pb::ExplainMode::Inline as i32,
+        method: 0,
+    });
+    let mut request = Request::new(request);
+    request.set_timeout(Duration::from_secs(5));
+    let decision = ScoringServiceClient::new(channel)
+        .score(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .decision
+        .unwrap();
+    assert_eq!(
+        decision.explanation_status(),
+        pb::ExplanationStatus::Inline,
+        "{decision:?}"
+    );
+    server.stop().await;
+}

@@ -85,6 +85,15 @@ fn recorded(attribution: &DecisionAttribution) -> Recorded {
 }
 
 impl Reply {
+    /// Whether nobody waits for the answer any more: the caller went away
+    /// (cancelled, or past its deadline).
+    fn is_closed(&self) -> bool {
+        match self {
+            Self::Attributions(tx) => tx.is_closed(),
+            Self::Records(tx) => tx.is_closed(),
+        }
+    }
+
     fn send(self, answer: Result<Vec<DecisionAttribution>, String>) {
         // The caller may have stopped waiting (deadline): its decision is
         // then recorded as owing its attributions.
@@ -111,8 +120,11 @@ impl Job for AttributeJob {
         self.scores.len()
     }
 
-    fn run(jobs: Vec<Self>, thread: usize) {
-        let first = &jobs[0];
+    fn run(mut jobs: Vec<Self>, thread: usize) {
+        // Work for callers that went away would only be thrown away, and
+        // would keep those still waiting behind it.
+        jobs.retain(|job| !job.reply.is_closed());
+        let Some(first) = jobs.first() else { return };
         let package = first.package.clone();
         let mut scorer = SlotScorer {
             backend: package.backend.as_ref(),
@@ -123,20 +135,30 @@ impl Job for AttributeJob {
             .iter()
             .flat_map(|job| job.inputs.chunks(columns.len()))
             .collect();
-        let explained =
-            package
-                .explainer
-                .explain_rows(&rows, first.method, &mut scorer, first.deadline);
-        drop(rows);
-        let mut explained = match explained {
-            Ok(all) => all.into_iter(),
-            Err(e) => {
-                for job in jobs {
-                    job.reply.send(Err(e.clone()));
-                }
+        // In blocks, so that work whose callers all went away meanwhile
+        // stops within a block (a sampled row of a large model takes
+        // milliseconds; a batch, seconds). A block is the largest the
+        // TreeSHAP kernel walks at once, so no walk is cut short.
+        let mut explained = Vec::with_capacity(rows.len());
+        for block in rows.chunks(crate::explain::pool::GATHER_ROWS) {
+            if jobs.iter().all(|job| job.reply.is_closed()) {
                 return;
             }
-        };
+            match package
+                .explainer
+                .explain_rows(block, first.method, &mut scorer, first.deadline)
+            {
+                Ok(part) => explained.extend(part),
+                Err(e) => {
+                    for job in jobs {
+                        job.reply.send(Err(e.clone()));
+                    }
+                    return;
+                }
+            }
+        }
+        drop(rows);
+        let mut explained = explained.into_iter();
         for job in jobs {
             let named = job
                 .inputs

@@ -12,7 +12,9 @@ impl From<Error> for Status {
         let code = match &e {
             Error::InvalidArgument(_) | Error::Signal(_) => Code::InvalidArgument,
             Error::Store(inner) => match inner {
-                StoreError::Busy(_) | StoreError::ShutDown => Code::Unavailable,
+                StoreError::Busy(_) | StoreError::ShutDown | StoreError::Replaced(_) => {
+                    Code::Unavailable
+                }
                 StoreError::Full(_) => Code::ResourceExhausted,
                 StoreError::Erased => Code::Aborted,
                 StoreError::Open { .. }
