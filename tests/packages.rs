@@ -340,7 +340,10 @@ fn validate_passes_the_bundled_models_and_fails_a_broken_one() {
         .unwrap();
     assert_eq!(check["passed"], false);
     assert!(
-        check["detail"].as_str().unwrap().contains("row 1 differs"),
+        check["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("golden.csv: row 1's score differs"),
         "{check}"
     );
 }
