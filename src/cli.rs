@@ -352,7 +352,7 @@ fn issue_token(args: TokenArgs) -> anyhow::Result<ExitCode> {
     if args.subject.trim().is_empty() {
         bail!("--subject: is empty; a token is bound to one person");
     }
-    let key = crate::store::load_or_create_key(key_file, "subject pseudonymisation")?;
+    let key = crate::store::load_or_create_key(key_file, "consent.subject_key_file")?;
     let subject_ref = crate::consent::ledger::pseudonym(&key, &args.subject);
     let tokens = crate::access::tokens::Tokens::new(&crate::consent::ledger::token_key(&key));
     let token = tokens.issue(
@@ -387,7 +387,6 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
-        tracing::info!(addr = %listener.local_addr()?, "candor listening");
         let metrics_listener = match config.metrics_listen {
             Some(addr) => Some(
                 TcpListener::bind(addr)
@@ -396,7 +395,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             ),
             None => None,
         };
-        let gateway = Arc::new(Gateway::new(config).context("cannot open the gateway's database")?);
+        let gateway = Arc::new(Gateway::new(config).context("cannot start the gateway")?);
+        tracing::info!(addr = %listener.local_addr()?, "candor listening");
         // One signal stops both servers.
         let (stop, stopped) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {

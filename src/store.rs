@@ -49,8 +49,12 @@ pub enum StoreError {
     Full(String),
     #[error("database: {0}")]
     Sqlite(String),
-    #[error("key file {path}: {message}")]
-    Key { path: PathBuf, message: String },
+    #[error("{setting}: key file {path}: {message}")]
+    Key {
+        setting: &'static str,
+        path: PathBuf,
+        message: String,
+    },
     #[error("stored record {record_id}: {message}")]
     Corrupt { record_id: String, message: String },
     #[error("the database writer has stopped")]
@@ -92,8 +96,10 @@ pub fn now_ms() -> i64 {
 /// together (tests, a restart racing its predecessor) agree on one key: it
 /// is written whole under a temporary name and then linked into place,
 /// which fails for all but the first.
-pub fn load_or_create_key(path: &Path, what: &str) -> Result<Vec<u8>, StoreError> {
+/// `setting` names the configuration key that gave `path`.
+pub fn load_or_create_key(path: &Path, setting: &'static str) -> Result<Vec<u8>, StoreError> {
     let err = |message: String| StoreError::Key {
+        setting,
         path: path.to_owned(),
         message,
     };
@@ -117,7 +123,7 @@ pub fn load_or_create_key(path: &Path, what: &str) -> Result<Vec<u8>, StoreError
         let _ = std::fs::remove_file(&draft);
         match linked {
             Ok(()) => {
-                tracing::info!(path = %path.display(), "created a new {what} key");
+                tracing::info!(path = %path.display(), setting, "created a new key");
                 return Ok(key.to_vec());
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
@@ -933,13 +939,13 @@ mod tests {
         let path = dir.path().join("keys").join("inputs.key");
         let keys: Vec<Vec<u8>> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..8)
-                .map(|_| s.spawn(|| load_or_create_key(&path, "test").unwrap()))
+                .map(|_| s.spawn(|| load_or_create_key(&path, "test.key_file").unwrap()))
                 .collect();
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         });
         assert_eq!(keys[0].len(), 32);
         assert!(keys.iter().all(|k| *k == keys[0]));
-        assert_eq!(load_or_create_key(&path, "test").unwrap(), keys[0]);
+        assert_eq!(load_or_create_key(&path, "test.key_file").unwrap(), keys[0]);
         // Only the key is left: no drafts.
         assert_eq!(
             std::fs::read_dir(path.parent().unwrap()).unwrap().count(),
@@ -1029,6 +1035,22 @@ mod tests {
             .unwrap()
             .expect("the decision after the erasure");
         assert_eq!(after.provenance.subject_ref.as_deref(), Some("s"));
+    }
+
+    /// A key file that cannot be used is named with the setting that gave
+    /// it.
+    #[test]
+    fn a_bad_key_file_names_its_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inputs.key");
+        std::fs::write(&path, "not hex").unwrap();
+        let e = load_or_create_key(&path, "decisions.input_key_file").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("decisions.input_key_file: key file "),
+            "{e}"
+        );
+        assert!(e.to_string().ends_with("is not hex"), "{e}");
     }
 
     /// One gateway per database: a second store on the same file is

@@ -219,3 +219,64 @@ async fn plaintext_is_refused_off_loopback_unless_allowed() {
     .await;
     assert!(serving.is_err(), "still serving: {serving:?}");
 }
+
+/// A TLS file that cannot serve is refused before the server starts, with
+/// the setting, the file and what is wrong (tonic alone says only
+/// "transport error").
+#[tokio::test]
+async fn tls_files_that_cannot_serve_are_named() {
+    let pki = Pki::new();
+    let good = pki.server(true);
+    let (_, other_key, _) = pki.leaf("other", ExtendedKeyUsagePurpose::ServerAuth);
+    let other_key = pki.write("other.key", &other_key);
+    let garbage = pki.write("garbage.pem", "not a certificate\n");
+    let cases = [
+        (
+            TlsConfig {
+                key: other_key,
+                ..good.clone()
+            },
+            "tls.key",
+            "does not go with tls.cert",
+        ),
+        (
+            TlsConfig {
+                cert: good.key.clone(),
+                key: good.cert.clone(),
+                ..good.clone()
+            },
+            "tls.cert",
+            "holds no PEM certificate",
+        ),
+        (
+            TlsConfig {
+                key: garbage.clone(),
+                ..good.clone()
+            },
+            "tls.key",
+            "is not a PEM private key",
+        ),
+        (
+            TlsConfig {
+                client_ca: Some(garbage.clone()),
+                ..good.clone()
+            },
+            "tls.client_ca",
+            "holds no PEM certificate",
+        ),
+    ];
+    for (tls, field, says) in cases {
+        let mut config = test_config();
+        config.tls = Some(tls);
+        let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
+        let gateway = std::sync::Arc::new(Gateway::new(config).unwrap());
+        let err = candor::serve(listener, gateway, std::future::pending())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(field) && err.contains(says),
+            "{field}: {err}"
+        );
+    }
+}

@@ -230,8 +230,9 @@ impl Gateway {
             },
         )?);
         let subject_key =
-            load_or_create_key(&config.consent.subject_key_file, "subject pseudonymisation")?;
-        let input_key = load_or_create_key(&config.decisions.input_key_file, "input sealing")?;
+            load_or_create_key(&config.consent.subject_key_file, "consent.subject_key_file")?;
+        let input_key =
+            load_or_create_key(&config.decisions.input_key_file, "decisions.input_key_file")?;
         let ledger = Arc::new(Ledger::new(store.clone(), subject_key));
         let cache = Arc::new(ExplanationCache::new(
             config.decisions.cache_max_bytes,

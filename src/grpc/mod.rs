@@ -56,7 +56,7 @@ use pb::{
 /// Why the gRPC server could not start or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("tls.{field}: cannot read {path}: {message}")]
+    #[error("tls.{field}: {path}: {message}")]
     TlsFile {
         field: &'static str,
         path: std::path::PathBuf,
@@ -79,20 +79,60 @@ fn tls(config: &crate::config::Config) -> Result<Option<ServerTlsConfig>, ServeE
     let Some(tls) = &config.tls else {
         return Ok(None);
     };
-    let read = |field, path: &std::path::Path| {
-        std::fs::read(path).map_err(|e| ServeError::TlsFile {
-            field,
-            path: path.to_owned(),
-            message: e.to_string(),
-        })
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    let error = |field, path: &std::path::Path, message: String| ServeError::TlsFile {
+        field,
+        path: path.to_owned(),
+        message,
     };
-    let mut server = ServerTlsConfig::new().identity(Identity::from_pem(
-        read("cert", &tls.cert)?,
-        read("key", &tls.key)?,
-    ));
+    let read = |field, path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| error(field, path, format!("cannot read: {e}")))
+    };
+    // tonic reports a bad file only as "transport error": each file is
+    // checked here first, so the message names it and what is wrong.
+    let certificates = |field, path: &std::path::Path, pem: &[u8]| {
+        let chain = CertificateDer::pem_slice_iter(pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| error(field, path, format!("is not PEM certificates: {e}")))?;
+        if chain.is_empty() {
+            return Err(error(field, path, "holds no PEM certificate".into()));
+        }
+        Ok(chain)
+    };
+    let (cert, key) = (read("cert", &tls.cert)?, read("key", &tls.key)?);
+    let chain = certificates("cert", &tls.cert, &cert)?;
+    let private = PrivateKeyDer::from_pem_slice(&key).map_err(|e| {
+        error(
+            "key",
+            &tls.key,
+            format!("is not a PEM private key (PKCS#8, PKCS#1 or SEC1): {e}"),
+        )
+    })?;
+    rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(chain, private))
+        .map_err(|e| {
+            error(
+                "key",
+                &tls.key,
+                format!("does not go with tls.cert {}: {e}", tls.cert.display()),
+            )
+        })?;
+    let mut server = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
     if let Some(ca) = &tls.client_ca {
+        let pem = read("client_ca", ca)?;
+        let mut roots = rustls::RootCertStore::empty();
+        for root in certificates("client_ca", ca, &pem)? {
+            roots.add(root).map_err(|e| {
+                error(
+                    "client_ca",
+                    ca,
+                    format!("holds an unusable certificate: {e}"),
+                )
+            })?;
+        }
         server = server
-            .client_ca_root(Certificate::from_pem(read("client_ca", ca)?))
+            .client_ca_root(Certificate::from_pem(pem))
             .client_auth_optional(tls.client_auth_optional);
     }
     Ok(Some(server))
