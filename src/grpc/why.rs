@@ -197,6 +197,12 @@ impl ExplanationService for Why {
             Audience::Consumer => pb::get_explanation_response::View::Consumer(consumer()),
             Audience::Support => {
                 let trail = self.gateway.consent_trail(&row.provenance).await?;
+                let consumer = consumer();
+                let tier_explained = why::tier_explained(
+                    row.tier,
+                    &consumer.basis,
+                    row.provenance.masked_features.len(),
+                );
                 pb::get_explanation_response::View::Support(pb::SupportView {
                     groups: why::grouped(&row, package.as_ref().map(|p| &p.manifest))
                         .into_iter()
@@ -227,7 +233,8 @@ impl ExplanationService for Why {
                         .as_ref()
                         .map(|p| why::model_card_summary(&p.manifest))
                         .unwrap_or_default(),
-                    consumer: Some(consumer()),
+                    consumer: Some(consumer),
+                    tier_explained,
                 })
             }
             Audience::Engineer => pb::get_explanation_response::View::Engineer(pb::EngineerView {

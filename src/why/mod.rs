@@ -345,7 +345,13 @@ fn consent_line(language: Language, p: &Provenance, decided_at_ms: i64) -> Strin
             }
             Regime::Us => {
                 let opted_out = outcomes(&|o| o.status == PurposeStatus::OptedOut);
-                if opted_out.is_empty() {
+                let off = outcomes(&|o| {
+                    personalised(o)
+                        && matches!(o.status, PurposeStatus::Withdrawn | PurposeStatus::Objected)
+                });
+                if fired("ledger.personalised_ads_withdrawn") && !off.is_empty() {
+                    (Case::UsPersonalisedOff, off)
+                } else if opted_out.is_empty() {
                     (Case::UsNotOptedOut, Vec::new())
                 } else {
                     (Case::UsOptedOut, opted_out)
@@ -371,6 +377,10 @@ fn consent_line(language: Language, p: &Provenance, decided_at_ms: i64) -> Strin
                 Addendum::SiteChoices,
                 fired("consent_mode.ad_personalization_denied")
                     || fired("consent_mode.ad_user_data_denied"),
+            ),
+            (
+                Addendum::SiteTerms,
+                fired("us.mspa_service_provider_mode") || fired("us.opt_out_notice_missing"),
             ),
         ];
         for (addendum, applies) in addenda {
@@ -415,6 +425,29 @@ fn controls(language: Language, regime: Regime) -> Vec<Control> {
             how,
         })
         .collect()
+}
+
+/// The tier in plain words for support staff, with the consumer view's
+/// `basis`: a contextual tier masks only what was not allowed, so
+/// information about the person may still have decided the ad.
+pub fn tier_explained(tier: Tier, basis: &str, masked: usize) -> String {
+    let features = |n: usize| if n == 1 { "feature" } else { "features" };
+    match (tier, basis) {
+        (Tier::Refused, _) => {
+            "Refused: the person's choices or the rules allowed no ad to be chosen with this model; it did not run, and there is no score.".into()
+        }
+        (Tier::Personalised, _) => {
+            "Personalised: every feature the model reads was used, as the person's choices allowed.".into()
+        }
+        (Tier::Contextual, "profiling") => format!(
+            "Contextual tier, yet profiling-based: {masked} {} the person's choices or the rules did not allow were replaced by population averages (provenance.masked_features), and other information about the person still counted.",
+            features(masked)
+        ),
+        (Tier::Contextual, _) => format!(
+            "Contextual: the person's profile was not used; {masked} {} were replaced by population averages (provenance.masked_features), and only the context counted.",
+            features(masked)
+        ),
+    }
 }
 
 /// A group's contribution with the manifest's description of it.
@@ -741,6 +774,26 @@ source = "first_party"
             &["us.sale_sharing_targeting_opt_out"],
         );
         assert!(en.starts_with("You opted out of the sale or sharing of your data or of targeted ads in NL on 1 Mar 2026, so information about you from other sources or other sites was not used."), "{en}");
+        let (en, _) = line(
+            Regime::Us,
+            Tier::Contextual,
+            vec![outcome(3, Withdrawn, true), outcome(4, Withdrawn, true)],
+            &["ledger.personalised_ads_withdrawn"],
+        );
+        assert!(
+            en.starts_with(
+                "You turned off personalised ads in NL on 1 Mar 2026, so your profile was not used."
+            ),
+            "{en}"
+        );
+        let (en, _) = line(
+            Regime::Us,
+            Tier::Contextual,
+            vec![outcome(3, NotRequired, false)],
+            &["us.mspa_service_provider_mode"],
+        );
+        assert!(en.starts_with("You have not opted out"), "{en}");
+        assert!(en.contains("Under this site's privacy terms, information about you from other sources was not used."), "{en}");
         for (en, nl) in [agreed(true), agreed(false)] {
             assert!(
                 en.ends_with(&format!(
@@ -754,6 +807,23 @@ source = "first_party"
             );
             assert!(nl.contains("Gecontroleerd toen"), "{nl}");
         }
+    }
+
+    /// Support staff read a contextual tier for what it is: a masked
+    /// feature does not mean the person's profile went unused.
+    #[test]
+    fn the_tier_is_explained_with_the_basis() {
+        let profiled = tier_explained(Tier::Contextual, "profiling", 1);
+        assert!(
+            profiled.contains("yet profiling-based: 1 feature "),
+            "{profiled}"
+        );
+        let contextual = tier_explained(Tier::Contextual, "contextual", 3);
+        assert!(
+            contextual.contains("profile was not used; 3 features"),
+            "{contextual}"
+        );
+        assert!(tier_explained(Tier::Refused, "none", 0).contains("no score"));
     }
 
     /// A decision whose model is gone and which named no campaign still

@@ -79,8 +79,8 @@ pub fn context(l: Language, placement: &str) -> String {
 
 pub fn not_profiled(l: Language) -> String {
     match l {
-        Language::En => "Your profile was not used to choose this ad: your privacy choices did not allow it.".into(),
-        Language::Nl => "Je profiel is niet gebruikt om deze advertentie te kiezen: je privacykeuzes stonden dat niet toe.".into(),
+        Language::En => "Your profile was not used to choose this ad.".into(),
+        Language::Nl => "Je profiel is niet gebruikt om deze advertentie te kiezen.".into(),
     }
 }
 
@@ -215,6 +215,8 @@ pub enum ConsentCase {
     TcfNoAds,
     UsNotOptedOut,
     UsOptedOut,
+    /// Personalised ads (purposes 3 and 4) turned off in the ledger.
+    UsPersonalisedOff,
     /// An objection to direct marketing (GDPR Art. 21): no ad is chosen.
     Objected,
     Unknown,
@@ -225,6 +227,9 @@ pub enum ConsentAddendum {
     Minor,
     SiteChoices,
     Location,
+    /// The site's own US privacy settings (MSPA service-provider mode, an
+    /// opt-out notice never given) kept data from other sources out.
+    SiteTerms,
 }
 
 /// The line's first sentence. `on` is the date the choice was recorded,
@@ -260,6 +265,9 @@ pub fn consent(l: Language, case: ConsentCase, place: &str, on: Option<&str>) ->
         (Language::En, UsOptedOut) => format!(
             "You opted out of the sale or sharing of your data or of targeted ads in {place}{on}, so information about you from other sources or other sites was not used."
         ),
+        (Language::En, UsPersonalisedOff) => format!(
+            "You turned off personalised ads in {place}{on}, so your profile was not used."
+        ),
         (Language::En, Objected) => format!(
             "You objected to the use of your data for direct marketing{on}, so this model did not choose an ad for you."
         ),
@@ -288,6 +296,9 @@ pub fn consent(l: Language, case: ConsentCase, place: &str, on: Option<&str>) ->
         (Language::Nl, UsOptedOut) => format!(
             "Je hebt je in {place}{on} afgemeld voor de verkoop of het delen van je gegevens of voor gerichte advertenties, dus zijn gegevens over jou uit andere bronnen of van andere sites niet gebruikt."
         ),
+        (Language::Nl, UsPersonalisedOff) => format!(
+            "Je zette in {place}{on} gepersonaliseerde advertenties uit, dus is je profiel niet gebruikt."
+        ),
         (Language::Nl, Objected) => format!(
             "Je maakte{on} bezwaar tegen het gebruik van je gegevens voor direct marketing, dus heeft dit model geen advertentie voor je gekozen."
         ),
@@ -305,7 +316,13 @@ pub fn consent_addendum(l: Language, addendum: ConsentAddendum) -> &'static str 
         (Language::En, Location) => {
             "You did not allow the use of your precise location, so it was not used."
         }
+        (Language::En, SiteTerms) => {
+            "Under this site's privacy terms, information about you from other sources was not used."
+        }
         (Language::Nl, Minor) => "Omdat je minderjarig bent, is je profiel niet gebruikt.",
+        (Language::Nl, SiteTerms) => {
+            "Volgens de privacyvoorwaarden van deze site zijn gegevens over jou uit andere bronnen niet gebruikt."
+        }
         (Language::Nl, SiteChoices) => {
             "Je keuzes op deze site zetten gepersonaliseerde advertenties uit, dus is je profiel niet gebruikt."
         }
