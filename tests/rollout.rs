@@ -784,3 +784,48 @@ async fn a_production_version_that_does_not_load_is_not_replaced() {
     assert_eq!(served.decision.unwrap().model.unwrap().version, "1.0.0");
     server.stop().await;
 }
+
+/// A version that arrives while serving is staged, not promoted, even
+/// where the manifests mark no default (the highest would otherwise take
+/// production): the production in effect is written to `rollout.toml`, so
+/// a restart keeps it too, until `SetRollout` promotes the new one.
+#[tokio::test]
+async fn a_new_version_is_staged_not_promoted() {
+    let (_tmp, models) = models_folder();
+    let manifest = models.join(MODEL).join("1.0.0/manifest.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, text.replacen("default = true\n", "", 1)).unwrap();
+    let unwatched = Config {
+        watch_models: false,
+        ..config(&models)
+    };
+    let server = TestServer::start_with(unwatched).await;
+    let mut scoring = server.scoring().await;
+    let mut served = async || {
+        scoring
+            .score(caravan_request())
+            .await
+            .unwrap()
+            .into_inner()
+            .decision
+            .unwrap()
+            .model
+            .unwrap()
+            .version
+    };
+    assert_eq!(served().await, "1.1.0");
+    stage_version(&models, "1.2.0");
+    admin(&server)
+        .await
+        .reload_models(pb::ReloadModelsRequest {})
+        .await
+        .unwrap();
+    assert!(loaded_versions(&server).await.contains("1.2.0"));
+    assert_eq!(served().await, "1.1.0");
+    let file = std::fs::read_to_string(models.join(MODEL).join("rollout.toml")).unwrap();
+    assert!(file.contains("production = \"1.1.0\""), "{file}");
+
+    set_rollout(&server, "1.2.0", "", 0.0, &[]).await.unwrap();
+    assert_eq!(served().await, "1.2.0");
+    server.stop().await;
+}

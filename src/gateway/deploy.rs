@@ -138,32 +138,29 @@ impl Gateway {
             }
         }
         let model_dir = self.model_dir(&change.model)?;
+        let named_production = change.production.is_some();
+        // An empty production is resolved now, and written so: a canary or
+        // shadow cannot be the version production turns out to be, and a
+        // version that arrives later does not take production unasked.
         let rollout = Rollout {
-            production: change.production,
+            production: change
+                .production
+                .or_else(|| Some(served.manifest_default())),
             canary: change.canary,
             shadows: change.shadows,
             unloaded: Rollout::read(&model_dir)?.unloaded,
         };
-        // An empty production is resolved now, so that a canary or shadow
-        // cannot be the version that production turns out to be.
-        let resolved = Rollout {
-            production: rollout
-                .production
-                .clone()
-                .or_else(|| Some(served.manifest_default())),
-            ..rollout.clone()
-        };
-        resolved.check().map_err(|(key, message)| {
+        rollout.check().map_err(|(key, message)| {
             // Named as the request names them, not as rollout.toml does.
             let field = match key {
                 "canary.version" => "canary",
                 "canary.percent" => "canary_percent",
                 other => other,
             };
-            let resolved = if rollout.production.is_none() {
-                " (production is empty: the manifest's default version, else the highest loaded)"
-            } else {
+            let resolved = if named_production {
                 ""
+            } else {
+                " (production is empty: the manifest's default version, else the highest loaded)"
             };
             Error::InvalidArgument(format!("{field}: {message}{resolved}"))
         })?;
@@ -182,6 +179,21 @@ impl Gateway {
         })
         .await
         .map_err(|e| Error::Internal(format!("model reload panicked: {e}")))??;
+        // A production the reload kept in place of a newer arrival is
+        // written down, so that a restart keeps it too.
+        for (name, model) in registry.models() {
+            let Some(production) = &model.rollout.production else {
+                continue;
+            };
+            let model_dir = self.config.models_dir.join(name);
+            if let Ok(mut file) = Rollout::read(&model_dir)
+                && file.production.is_none()
+            {
+                file.production = Some(production.clone());
+                self.write_rollout(&model_dir, &file)?;
+                tracing::info!(model = %name, %production, "a new version is staged, not promoted: production stays until SetRollout changes it (rollout.toml)");
+            }
+        }
         let reloaded = Reloaded {
             loaded: identities(&registry)
                 .filter(|id| !identities(&previous).any(|p| &p == id))

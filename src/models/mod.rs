@@ -210,6 +210,7 @@ impl Registry {
                 &mut fingerprints,
                 &mut failed,
             );
+            previous.keep_production(&packages, &mut rollouts);
         }
         if packages.is_empty() && !failed.is_empty() {
             return Err(failed.remove(0));
@@ -217,6 +218,35 @@ impl Registry {
         let mut registry = Self::from_packages(packages, rollouts, &mut failed)?;
         registry.fingerprints = fingerprints;
         Ok((registry, failed))
+    }
+
+    /// Keeps each model's production version where no rollout names one
+    /// and the manifests' choice (the marked default, else the highest)
+    /// would now fall on another: a version that arrives is staged, not
+    /// promoted, until `SetRollout` says so. The pin is written to the
+    /// model's `rollout.toml` by the deployer, so a restart agrees.
+    fn keep_production(
+        &self,
+        packages: &[Arc<ModelPackage>],
+        rollouts: &mut BTreeMap<String, Rollout>,
+    ) {
+        for (name, rollout) in rollouts.iter_mut() {
+            let Some(before) = self.models.get(name) else {
+                continue;
+            };
+            let own: Vec<Arc<ModelPackage>> = packages
+                .iter()
+                .filter(|p| p.name() == name)
+                .cloned()
+                .collect();
+            let still_loaded = own.iter().any(|p| *p.version() == before.default);
+            if rollout.production.is_none()
+                && still_loaded
+                && manifest_default(&own) != before.default
+            {
+                rollout.production = Some(before.default.clone());
+            }
+        }
     }
 
     /// Carries over this registry's versions that did not load again, unless
