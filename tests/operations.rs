@@ -625,6 +625,7 @@ async fn a_full_database_is_resource_exhausted_and_other_calls_still_work() {
     config.database_max_mb = Some(1);
     let database = config.database.clone();
     let server = TestServer::start_with(config).await;
+    let metrics = serve_metrics(&server).await;
     let channel = server.channel().await;
     let mut answered = Vec::new();
     let full = loop {
@@ -636,6 +637,13 @@ async fn a_full_database_is_resource_exhausted_and_other_calls_still_work() {
     };
     assert_eq!(full.code(), Code::ResourceExhausted, "{full:?}");
     assert!(full.message().contains("disk full"), "{full:?}");
+    // The refused decision is not counted as one.
+    let text = scrape(metrics).await;
+    assert_eq!(
+        sample(&text, r#"candor_decisions_total{tier="personalised"}"#),
+        Some(answered.len() as f64),
+        "{text}"
+    );
     let models = ModelServiceClient::new(channel.clone())
         .list_models(pb::ListModelsRequest {})
         .await

@@ -663,7 +663,6 @@ impl Gateway {
             provenance: provenance.clone(),
             explanation_status,
         };
-        self.metrics.decisions(evaluation.tier, rows.len() / width);
         if evaluation.tier == Tier::Refused {
             let decisions: Vec<Decision> = (0..rows.len() / width)
                 .map(|_| decision(None, None, ExplanationStatus::NotApplicable))
@@ -672,6 +671,8 @@ impl Gateway {
             self.record(&package, &decisions, None, placements, request_id, None)
                 .await?;
             self.metrics.stage(Stage::Record, started);
+            // Counted once recorded: a decision the record refused is none.
+            self.metrics.decisions(evaluation.tier, decisions.len());
             return Ok(decisions);
         }
         for row in rows.chunks_mut(width) {
@@ -742,6 +743,7 @@ impl Gateway {
         )
         .await?;
         self.metrics.stage(Stage::Record, started);
+        self.metrics.decisions(evaluation.tier, decisions.len());
         Ok(decisions)
     }
 
