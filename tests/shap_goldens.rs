@@ -362,7 +362,8 @@ fn a_softmax_ensemble_explains_the_class_logit_and_says_so() {
         &[],
         None,
     )
-    .unwrap();
+    .unwrap()
+    .0;
     let a = explainer
         .explain(&row, Method::PathDependent, &mut Unused, None)
         .unwrap();

@@ -151,7 +151,8 @@ impl Explainer {
     /// sampling through ORT itself rather than refused: its attributions
     /// are then estimates with standard errors, and the method says so. A
     /// covers file that does not fit the graph is the package's mistake and
-    /// is refused.
+    /// is refused. Beside the explainer comes why the exact readers did not
+    /// take the graph, for the loader to report under the package's name.
     pub fn for_graph(
         onnx: &[u8],
         width: usize,
@@ -160,18 +161,12 @@ impl Explainer {
         background: &[f32],
         ort_scores: &[f32],
         covers: Option<&HashMap<(i64, i64), f64>>,
-    ) -> Result<Self, ExplainError> {
+    ) -> Result<(Self, Option<ExplainError>), ExplainError> {
         match Self::exact(onnx, width, scored, output, background, ort_scores, covers) {
-            Ok(Some(exact)) => Ok(exact),
-            Ok(None) => Ok(Self::sampling(background, width)),
+            Ok(Some(exact)) => Ok((exact, None)),
+            Ok(None) => Ok((Self::sampling(background, width), None)),
             Err(e @ ExplainError::Covers(_)) => Err(e),
-            Err(e) => {
-                tracing::warn!(
-                    reason = %e,
-                    "no exact attributions for this graph: its decisions are explained by Shapley sampling through ONNX Runtime"
-                );
-                Ok(Self::sampling(background, width))
-            }
+            Err(e) => Ok((Self::sampling(background, width), Some(e))),
         }
     }
 
@@ -663,7 +658,10 @@ mod tests {
             Explainer::for_graph(graph, 2, "variable", 0, &background, ort, None).unwrap()
         };
         let plain = model(vec![linear("input")]);
-        assert!(matches!(explainer(&plain, &ort), Explainer::Linear { .. }));
+        assert!(matches!(
+            explainer(&plain, &ort),
+            (Explainer::Linear { .. }, None)
+        ));
         // A scaler before the model: its weights are not about the input.
         let scaled = model(vec![
             node(
@@ -674,15 +672,19 @@ mod tests {
             ),
             linear("scaled"),
         ]);
-        assert!(matches!(
-            explainer(&scaled, &ort),
-            Explainer::Sampling { .. }
-        ));
+        let (sampled, why) = explainer(&scaled, &ort);
+        assert!(matches!(sampled, Explainer::Sampling { .. }));
+        // Said of the operator the graph has, not of a tree ensemble.
+        let why = why.expect("the reason the graph is sampled").to_string();
+        assert!(
+            why.starts_with("the LinearRegressor reads \"scaled\""),
+            "{why}"
+        );
         // A reading that does not reproduce ORT's scores.
         let other: Vec<f32> = ort.iter().map(|s| s + 1.0).collect();
         assert!(matches!(
             explainer(&plain, &other),
-            Explainer::Sampling { .. }
+            (Explainer::Sampling { .. }, Some(_))
         ));
     }
 

@@ -19,9 +19,13 @@ pub enum TreeError {
     #[error("the graph has no TreeEnsembleClassifier or TreeEnsembleRegressor")]
     NoEnsemble,
     #[error(
-        "the tree ensemble reads {0:?}, not the graph input {1:?}; attributions would not be about the input features"
+        "the {op} reads {reads:?}, not the graph input {input:?}; attributions would not be about the input features"
     )]
-    NotOnInput(String, String),
+    NotOnInput {
+        op: String,
+        reads: String,
+        input: String,
+    },
     #[error("{op}: attribute {attribute}: {message}")]
     Attribute {
         op: String,
@@ -310,6 +314,15 @@ impl Ensemble {
     /// by (ONNX tree id, ONNX node id). Every node must have one.
     pub fn set_covers(&mut self, covers: &HashMap<(i64, i64), f64>) -> Result<(), String> {
         for tree in &mut self.trees {
+            // A node the graph reaches from several parents was copied per
+            // parent, and one cover per node id cannot tell the copies apart.
+            let mut ids = std::collections::HashSet::new();
+            if let Some(node) = tree.nodes.iter().find(|n| !ids.insert(n.id)) {
+                return Err(format!(
+                    "tree {} node {} is reached from several parents (a categorical split the converter expanded), so no one cover fits it; leave the covers file out to count covers from the background sample",
+                    tree.id, node.id
+                ));
+            }
             for node in &mut tree.nodes {
                 node.cover = *covers
                     .get(&(tree.id, node.id))
@@ -605,15 +618,20 @@ impl<'a> Reader<'a> {
                     values[node * outputs + k] += leaf_weight[j];
                 }
             }
-            trees.push(reroot(
-                Tree {
-                    id: tree_order[t],
-                    nodes,
-                    values,
-                },
-                root,
-                outputs,
-            ));
+            let graph = Tree {
+                id: tree_order[t],
+                nodes,
+                values,
+            };
+            trees.push(reroot(&graph, root, outputs).ok_or_else(|| {
+                self.err(
+                    "nodes_truenodeids",
+                    format!(
+                        "tree {} expands to more than {MAX_TREE_NODES} nodes (a cycle, or nodes shared by too many parents)",
+                        graph.id
+                    ),
+                )
+            })?);
         }
 
         let post = post.as_deref().unwrap_or("NONE");
@@ -867,54 +885,58 @@ pub(super) fn operator_on_input<'g>(
         .ok_or(TreeError::NoEnsemble)?;
     let input = graph.input.first().map(|i| i.name()).unwrap_or_default();
     if node.input.first().map(String::as_str) != Some(input) {
-        return Err(TreeError::NotOnInput(
-            node.input.first().cloned().unwrap_or_default(),
-            input.to_owned(),
-        ));
+        return Err(TreeError::NotOnInput {
+            op: node.op_type().to_owned(),
+            reads: node.input.first().cloned().unwrap_or_default(),
+            input: input.to_owned(),
+        });
     }
     Ok(node)
 }
 
+/// The most nodes one tree may expand to (see [`reroot`]).
+const MAX_TREE_NODES: usize = 1 << 20;
+
 /// Renumbers a tree so that its root is node 0 and nodes are in depth-first
-/// order, which keeps each traversal's memory accesses close together.
-fn reroot(tree: Tree, root: usize, outputs: usize) -> Tree {
-    let mut order = Vec::with_capacity(tree.nodes.len());
-    let mut stack = vec![root];
-    while let Some(n) = stack.pop() {
-        order.push(n);
-        if let Some(s) = &tree.nodes[n].split {
-            stack.push(s.no);
-            stack.push(s.yes);
+/// order, which keeps each traversal's memory accesses close together, and
+/// makes it a tree: every visit of a node becomes a node of its own.
+/// Converters expand a categorical split into a chain of `BRANCH_EQ` nodes
+/// whose true branches share one child; shared, that child's cover would
+/// count the rows of all its parents, and path-dependent TreeSHAP weighs
+/// each branch by its child's cover. `None` when the expansion passes
+/// [`MAX_TREE_NODES`] (a cycle, or too much sharing).
+fn reroot(tree: &Tree, root: usize, outputs: usize) -> Option<Tree> {
+    let mut nodes: Vec<Node> = Vec::with_capacity(tree.nodes.len());
+    let mut values = Vec::with_capacity(tree.values.len());
+    // (node, and the new parent's index and branch that leads to it)
+    let mut stack: Vec<(usize, Option<(usize, bool)>)> = vec![(root, None)];
+    while let Some((old, parent)) = stack.pop() {
+        if nodes.len() == MAX_TREE_NODES {
+            return None;
         }
-    }
-    let mut new_index = vec![usize::MAX; tree.nodes.len()];
-    for (i, &old) in order.iter().enumerate() {
-        new_index[old] = i;
-    }
-    let nodes = order
-        .iter()
-        .map(|&old| {
-            let mut node = tree.nodes[old].clone();
-            if let Some(s) = &mut node.split {
-                s.yes = new_index[s.yes];
-                s.no = new_index[s.no];
+        let at = nodes.len();
+        if let Some((p, yes)) = parent
+            && let Some(s) = &mut nodes[p].split
+        {
+            if yes {
+                s.yes = at;
+            } else {
+                s.no = at;
             }
-            node
-        })
-        .collect();
-    let values = order
-        .iter()
-        .flat_map(|&old| {
-            tree.values[old * outputs..(old + 1) * outputs]
-                .iter()
-                .copied()
-        })
-        .collect();
-    Tree {
+        }
+        let node = tree.nodes[old].clone();
+        if let Some(s) = &node.split {
+            stack.push((s.no, Some((at, false))));
+            stack.push((s.yes, Some((at, true))));
+        }
+        nodes.push(node);
+        values.extend_from_slice(&tree.values[old * outputs..(old + 1) * outputs]);
+    }
+    Some(Tree {
         id: tree.id,
         nodes,
         values,
-    }
+    })
 }
 
 /// A float or double tensor's values, in f64.
@@ -943,6 +965,80 @@ pub(super) fn tensor_values(t: &TensorProto) -> Option<Vec<f64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A node several parents share (an expanded categorical split) is
+    /// copied per parent, so covers counted from rows add up along every
+    /// path, and the path-dependent expected value is the rows' mean margin
+    /// (with the node shared it counted each row that reached it twice).
+    #[test]
+    fn a_shared_node_is_copied_per_parent() {
+        let leaf = |id| Node {
+            split: None,
+            cover: 0.0,
+            id,
+        };
+        let equals = |value, yes, no, id| Node {
+            split: Some(Split {
+                feature: 0,
+                threshold: value,
+                mode: Mode::Eq,
+                missing_tracks_true: false,
+                yes,
+                no,
+            }),
+            cover: 0.0,
+            id,
+        };
+        // x == 1 or x == 2 leads to the same leaf (1.0); else 0.0.
+        let graph = Tree {
+            id: 0,
+            nodes: vec![equals(1.0, 3, 1, 0), equals(2.0, 3, 2, 1), leaf(2), leaf(3)],
+            values: vec![0.0, 0.0, 0.0, 1.0],
+        };
+        let tree = reroot(&graph, 0, 1).unwrap();
+        assert_eq!(tree.nodes.len(), 5);
+        let mut parents = vec![0; tree.nodes.len()];
+        for split in tree.nodes.iter().filter_map(|n| n.split.as_ref()) {
+            parents[split.yes] += 1;
+            parents[split.no] += 1;
+        }
+        assert!(parents[1..].iter().all(|&p| p == 1), "{parents:?}");
+        let mut ensemble = Ensemble {
+            trees: vec![tree],
+            outputs: 1,
+            base: vec![0.0],
+            average: false,
+            post_transform: PostTransform::None,
+            width: 1,
+        };
+        let rows = [1.0f32, 2.0, 3.0, 3.0];
+        for x in rows {
+            assert_eq!(ensemble.margins(&[x])[0], graph_margin(&graph, x));
+        }
+        ensemble.cover_from_rows(&rows);
+        let mean = rows.iter().map(|&x| ensemble.margins(&[x])[0]).sum::<f64>() / 4.0;
+        let expected = super::super::treeshap::PathDependent::new(ensemble).expected()[0];
+        assert!((expected - mean).abs() < 1e-12, "{expected} vs {mean}");
+        // One cover per node id cannot describe the copies.
+        let mut with_sidecar = Ensemble {
+            trees: vec![reroot(&graph, 0, 1).unwrap()],
+            outputs: 1,
+            base: vec![0.0],
+            average: false,
+            post_transform: PostTransform::None,
+            width: 1,
+        };
+        let covers = (0..4).map(|n| ((0, n), 1.0)).collect();
+        let refused = with_sidecar.set_covers(&covers).unwrap_err();
+        assert!(
+            refused.contains("node 3 is reached from several parents"),
+            "{refused}"
+        );
+    }
+
+    fn graph_margin(graph: &Tree, x: f32) -> f64 {
+        graph.values[graph.leaf(&[x])]
+    }
 
     /// ORT 1.31 matches small sets of codes 0..=30 exactly and looks larger
     /// ones up by the truncated input (measured by models/opset5_fixtures.py).

@@ -237,7 +237,7 @@ impl ModelPackage {
         } else {
             None
         };
-        let explainer = Explainer::for_graph(
+        let (explainer, inexact) = Explainer::for_graph(
             &model,
             schema.width(),
             &manifest.model.output.tensor,
@@ -246,8 +246,16 @@ impl ModelPackage {
             &background_scores,
             covers.as_ref(),
         )
-        .map_err(|e| PackageError::new(&model_path, None, format!("cannot be explained: {e}")))?
-        .with_sample_pairs(manifest.explanation.sample_pairs);
+        .map_err(|e| PackageError::new(&model_path, None, format!("cannot be explained: {e}")))?;
+        if let Some(reason) = inexact {
+            tracing::warn!(
+                model = %manifest.model.name,
+                version = %manifest.model.version,
+                %reason,
+                "no exact attributions for this graph: its decisions are explained by Shapley sampling through ONNX Runtime"
+            );
+        }
+        let explainer = explainer.with_sample_pairs(manifest.explanation.sample_pairs);
         let golden_path = dir.join(GOLDEN_FILE);
         let golden = if golden_path.exists() {
             let (rows, scores) = read_rows(&golden_path, &schema, true)?;
