@@ -812,7 +812,7 @@ async fn a_known_persons_gpc_outlives_the_request() {
     let other = score(&mut scoring, "caravan-lgbm", "pia", &ctx("US")).await;
     assert_eq!(tier(&other), pb::Tier::Personalised);
     // Opting back in is an explicit choice.
-    consent
+    let opted_in = consent
         .record_consent(pb::RecordConsentRequest {
             subject_id: "olga".into(),
             purposes: vec![pb::PurposeChoice {
@@ -823,9 +823,34 @@ async fn a_known_persons_gpc_outlives_the_request() {
             ..Default::default()
         })
         .await
-        .unwrap();
+        .unwrap()
+        .into_inner();
     let back = score(&mut scoring, "caravan-lgbm", "olga", &ctx("US")).await;
     assert_eq!(tier(&back), pb::Tier::Personalised);
+    // The decision cites the choice that lifted the remembered opt-out.
+    let regranted = opted_in.record.unwrap();
+    let twelve = provenance(&back)
+        .purposes
+        .iter()
+        .find(|p| p.tcf_purpose == 12)
+        .cloned()
+        .expect("purpose 12 in the provenance");
+    assert_eq!(
+        (
+            twelve.status.as_str(),
+            twelve.source.as_str(),
+            twelve.record_seq
+        ),
+        ("granted", "ledger", regranted.seq)
+    );
+    assert!(
+        provenance(&back)
+            .ledger_records
+            .iter()
+            .any(|r| r.seq == regranted.seq),
+        "{:?}",
+        provenance(&back).ledger_records
+    );
 }
 
 /// Withdrawing (or refusing) purpose 12 through the consent API opts the

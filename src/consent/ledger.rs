@@ -12,7 +12,7 @@
 //! Writes go through the database's writer thread (group commit, see
 //! [`crate::store`]).
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc};
 
 use hmac::{Hmac, Mac};
 use rusqlite::{Connection, params};
@@ -27,9 +27,20 @@ use crate::{
     store::{Job, Store},
 };
 
-/// Consent must be re-confirmed after 13 months (TCF policies; EDPB guidance),
-/// taken here as 13 × 30.44 days.
-pub const VALIDITY: Duration = Duration::from_secs(395 * 24 * 3600);
+/// Consent must be re-confirmed after 13 months (TCF policies; EDPB
+/// guidance): the instant 13 calendar months after `ms` (UTC), a month's
+/// end clamped as calendars do (31 Jan + 1 month = 28 or 29 Feb).
+pub fn valid_until(ms: i64) -> i64 {
+    use jiff::{Timestamp, ToSpan, tz::TimeZone};
+    Timestamp::from_millisecond(ms)
+        .ok()
+        .and_then(|t| {
+            t.to_zoned_datetime(TimeZone::UTC)
+                .checked_add(13.months())
+                .ok()
+        })
+        .map_or(i64::MAX, |t| t.timestamp().as_millisecond())
+}
 
 /// The prev_hash of the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -872,7 +883,7 @@ pub(crate) fn append_one(
     let recorded_at = now_ms();
     let expires_at_ms = (draft.kind == RecordKind::Consent
         && draft.purposes.iter().any(|p| p.status.permits()))
-    .then(|| draft.collection.collected_at_ms + VALIDITY.as_millis() as i64);
+    .then(|| valid_until(draft.collection.collected_at_ms));
     let receipt = Receipt {
         schema: SCHEMA.to_owned(),
         record_id: record_id.clone(),

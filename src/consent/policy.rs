@@ -42,7 +42,7 @@ use super::{
     gpp::{
         Geolocation, GppString, Tri, USCA_PRECISE_GEOLOCATION, USNAT_PRECISE_GEOLOCATION, UspFlag,
     },
-    ledger::{LegalBasis, PurposeState, Status, VALIDITY},
+    ledger::{LegalBasis, PurposeState, Status, valid_until},
     purposes::{self, DIRECT_MARKETING, SALE_OR_SHARING},
     tcf::{Bases, Basis, TcString},
 };
@@ -375,7 +375,7 @@ impl Policy {
         recorded: &dyn Fn(u8) -> Option<&'l PurposeState>,
         now_ms: i64,
     ) -> Vec<PurposeOutcome> {
-        let fresh = |t: &&TcString| now_ms - t.last_updated_ms() <= VALIDITY.as_millis() as i64;
+        let fresh = |t: &&TcString| now_ms <= valid_until(t.last_updated_ms());
         let strings = [
             signals.tcf.as_ref(),
             signals.gpp.as_ref().and_then(|g| g.tcfeuv2.as_ref()),
@@ -453,13 +453,16 @@ impl Policy {
             (_, Some(r)) if forbidden && r.status_at(now_ms).permits() => false,
             (None, Some(_)) => true,
             (Some(t), Some(r)) => {
-                let same_day =
-                    r.effective_at_ms.div_euclid(DAY_MS) == t.last_updated_ms().div_euclid(DAY_MS);
+                // A string dated ahead (decoding allows a day of clock skew)
+                // was made today at the latest: later than today's
+                // withdrawal it cannot be shown to be.
+                let updated = t.last_updated_ms().min(now_ms);
+                let same_day = r.effective_at_ms.div_euclid(DAY_MS) == updated.div_euclid(DAY_MS);
                 if same_day {
                     // The record wins when it denies, or when both grant.
                     !r.status_at(now_ms).permits() || tc_basis.flatten().is_some()
                 } else {
-                    r.effective_at_ms > t.last_updated_ms()
+                    r.effective_at_ms > updated
                 }
             }
         };
@@ -841,6 +844,27 @@ fn us<'l>(
                 }
             }
         })
+        // A sale or sharing the person allowed in the ledger (after an
+        // earlier opt-out, say) is what the decision rests on too: cited,
+        // the provenance shows why a remembered opt-out no longer holds.
+        .chain(
+            recorded(SALE_OR_SHARING)
+                .filter(|r| !opts_out(r.status_at(now_ms)))
+                .map(|r| PurposeOutcome {
+                    tcf_id: SALE_OR_SHARING,
+                    dpv: purposes::info(SALE_OR_SHARING)
+                        .map_or("", |p| p.dpv)
+                        .to_owned(),
+                    status: if r.status_at(now_ms) == Status::Expired {
+                        PurposeStatus::Expired
+                    } else {
+                        PurposeStatus::Granted
+                    },
+                    legal_basis: Some(r.legal_basis),
+                    source: Source::Ledger,
+                    record: Some(r.record.clone()),
+                }),
+        )
         .collect()
 }
 
@@ -1079,6 +1103,51 @@ mod tests {
 
     /// The person's consent, recorded after the string, wins over it, but
     /// not over the publisher's "not allowed" for this vendor.
+    /// A TC string dated tomorrow (decoding allows a day of clock skew)
+    /// does not outrank a withdrawal made today: it was made today at the
+    /// latest, and on the same day the stricter of the two counts.
+    #[test]
+    fn a_string_dated_ahead_does_not_outrank_a_withdrawal_made_today() {
+        const DAY_DS: u64 = 24 * 3600 * 10;
+        let today = Tc::granted(now());
+        let tomorrow = Tc {
+            created_ds: today.created_ds + DAY_DS,
+            last_updated_ds: today.last_updated_ds + DAY_DS,
+            ..today.clone()
+        };
+        let withdrawn = |id: u8| PurposeState {
+            tcf_id: id,
+            status: Status::Withdrawn,
+            legal_basis: LegalBasis::Consent,
+            effective_at_ms: now(),
+            expires_at_ms: None,
+            record: crate::consent::ledger::LedgerRef {
+                seq: i64::from(id),
+                record_id: format!("r{id}"),
+                hash: "h".into(),
+            },
+        };
+        let ledger: Vec<PurposeState> = [3, 4].map(withdrawn).into();
+        for tc in [&today, &tomorrow] {
+            let e = judge_with("DE", None, Some(tc.encode()), None, &ledger);
+            assert_eq!(e.tier, Tier::Contextual, "{e:?}");
+            assert!(e.rules.contains(&"tcf.personalised_ads_withdrawn"), "{e:?}");
+        }
+    }
+
+    /// Validity is 13 calendar months, a month's end clamped.
+    #[test]
+    fn consent_is_valid_for_thirteen_calendar_months() {
+        let ms = |s: &str| s.parse::<jiff::Timestamp>().unwrap().as_millisecond();
+        for (from, until) in [
+            ("2026-02-27T00:00:00Z", "2027-03-27T00:00:00Z"),
+            ("2026-01-31T12:00:00Z", "2027-02-28T12:00:00Z"),
+            ("2025-10-31T00:00:00Z", "2026-11-30T00:00:00Z"),
+        ] {
+            assert_eq!(valid_until(ms(from)), ms(until), "{from}");
+        }
+    }
+
     #[test]
     fn a_later_ledger_grant_does_not_lift_a_publishers_prohibition() {
         const DAY_DS: u64 = 24 * 3600 * 10;
