@@ -792,12 +792,22 @@ async fn calls_whose_message_never_comes_hold_no_place() {
     type Silence = http_body_util::StreamBody<
         tokio_stream::Pending<Result<hyper::body::Frame<bytes::Bytes>, std::convert::Infallible>>,
     >;
-    let silent: Vec<_> = (0..4)
-        .map(|_| {
+    // Twice the in-flight limit, and a health check: a public call is not
+    // held for ever either.
+    let paths = [
+        "/candor.v1.ScoringService/Score",
+        "/candor.v1.ScoringService/Score",
+        "/candor.v1.ScoringService/Score",
+        "/candor.v1.ScoringService/Score",
+        "/grpc.health.v1.Health/Check",
+    ];
+    let silent: Vec<_> = paths
+        .into_iter()
+        .map(|path| {
             let mut sender = sender.clone();
             let request = http::Request::builder()
                 .method("POST")
-                .uri(format!("{}/candor.v1.ScoringService/Score", server.url()))
+                .uri(format!("{}{path}", server.url()))
                 .header("content-type", "application/grpc")
                 .header("te", "trailers")
                 .header("grpc-timeout", "1500m")
@@ -852,6 +862,7 @@ async fn a_request_that_is_not_grpc_is_unsupported_media_type() {
     for refused in [
         Some("application/json"),
         Some("application/grpcx"),
+        Some("application/grpc+json"),
         Some("text/plain"),
         None,
     ] {
@@ -869,7 +880,11 @@ async fn a_request_that_is_not_grpc_is_unsupported_media_type() {
             None => assert!(body.contains("no content-type"), "{body}"),
         }
     }
-    for served in ["application/grpc", "application/grpc+proto"] {
+    for served in [
+        "application/grpc",
+        "application/grpc+proto",
+        "application/grpc; charset=binary",
+    ] {
         let response = post(Some(served)).await;
         assert_eq!(response.status(), http::StatusCode::OK, "{served}");
         let (_, body) = response.into_parts();

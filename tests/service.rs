@@ -98,19 +98,26 @@ async fn v1alpha_reflection_answers_and_unknown_methods_are_unimplemented() {
     assert!(status.message().contains("/candor.v1.ScoringService/Nope"));
 }
 
+/// Reflection answers each request on one stream the client keeps open,
+/// as grpcurl, grpcui and Postman use it: listing the services, then
+/// describing one, before the client closes its side.
 #[tokio::test]
 async fn reflection_lists_the_services() {
     let server = TestServer::start().await;
     let mut client = ServerReflectionClient::new(server.channel().await);
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
+    let (ask, questions) = tokio::sync::mpsc::channel(2);
     let mut stream = client
-        .server_reflection_info(tokio_stream::once(request))
+        .server_reflection_info(tokio_stream::wrappers::ReceiverStream::new(questions))
         .await
         .unwrap()
         .into_inner();
+    let question = |request| ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(request),
+    };
+    ask.send(question(MessageRequest::ListServices(String::new())))
+        .await
+        .unwrap();
     let response = stream.next().await.unwrap().unwrap();
     let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
         panic!("unexpected {response:?}")
@@ -129,17 +136,11 @@ async fn reflection_lists_the_services() {
         );
     }
 
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::FileContainingSymbol(
-            "candor.v1.ScoringService".into(),
-        )),
-    };
-    let mut stream = client
-        .server_reflection_info(tokio_stream::once(request))
-        .await
-        .unwrap()
-        .into_inner();
+    ask.send(question(MessageRequest::FileContainingSymbol(
+        "candor.v1.ScoringService".into(),
+    )))
+    .await
+    .unwrap();
     let response = stream.next().await.unwrap().unwrap();
     assert!(
         matches!(
@@ -148,6 +149,8 @@ async fn reflection_lists_the_services() {
         ),
         "{response:?}"
     );
+    drop(ask);
+    assert!(stream.next().await.is_none());
     server.stop().await;
 }
 
@@ -253,5 +256,69 @@ async fn list_and_describe_models() {
         .await
         .unwrap_err();
     assert_eq!(missing.code(), tonic::Code::NotFound);
+    server.stop().await;
+}
+
+/// Clients set to compress their calls with gzip are served on every
+/// service, and large answers come back compressed to those that accept it.
+#[tokio::test]
+async fn gzip_compressed_calls_are_served() {
+    use tonic::codec::CompressionEncoding::Gzip;
+    let server = TestServer::start().await;
+    let channel = server.channel().await;
+    let decision = pb::scoring_service_client::ScoringServiceClient::new(channel.clone())
+        .send_compressed(Gzip)
+        .accept_compressed(Gzip)
+        .score(caravan_request())
+        .await
+        .unwrap()
+        .into_inner()
+        .decision
+        .unwrap();
+    assert!(decision.score.is_some());
+    let described = pb::model_service_client::ModelServiceClient::new(channel)
+        .send_compressed(Gzip)
+        .accept_compressed(Gzip)
+        .describe_model(pb::DescribeModelRequest {
+            model: model_ref("caravan-lgbm", ""),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!described.model_card_markdown.is_empty());
+    server.stop().await;
+}
+
+/// An answer that is one whole and larger than `max_message_bytes` is
+/// refused naming it and the setting, not failed by the transport with
+/// OUT_OF_RANGE (a model's description at the smallest limit allowed).
+#[tokio::test]
+async fn a_whole_answer_over_the_message_limit_names_it() {
+    let mut config = test_config();
+    config.max_message_bytes = 65_536;
+    let server = TestServer::start_with(config).await;
+    let refused = server
+        .models()
+        .await
+        .describe_model(pb::DescribeModelRequest {
+            model: model_ref("caravan-lgbm", "1.0.0"),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    assert!(
+        refused
+            .message()
+            .starts_with("model: the description of caravan-lgbm 1.0.0 is "),
+        "{refused:?}"
+    );
+    assert!(
+        refused.message().contains("max_message_bytes"),
+        "{refused:?}"
+    );
     server.stop().await;
 }

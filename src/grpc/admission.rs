@@ -5,8 +5,9 @@
 //! call's rule in [`super::auth::RULES`] (no rule, no
 //! entry), identifies the caller from its bearer credential or client
 //! certificate and checks the rule, then waits for the request message
-//! itself ([`RECEIVE_TIMEOUT`] at most, or the call's deadline), and only
-//! then sheds the call with RESOURCE_EXHAUSTED when the global in-flight
+//! itself ([`RECEIVE_TIMEOUT`] at most, or the call's deadline; health
+//! checks too; not a stream of requests, which reflection keeps open), and
+//! only then sheds the call with RESOURCE_EXHAUSTED when the global in-flight
 //! limit is reached (queueing without bound would only turn overload into
 //! timeouts). Who may not call learns it whatever the load, and the check
 //! costs a hash. A caller that opens calls and never sends their messages
@@ -224,16 +225,22 @@ where
         let span = tracing::info_span!("rpc", rpc, request_id = %request_id);
         Box::pin(
             async move {
-                // Health checks are neither buffered nor shed: a loaded
-                // gateway is still alive, and a Watch has no end.
-                let permit = if rule.public {
-                    None
-                } else {
+                // Every call with one request message waits for it here, a
+                // health check too: a call whose message never comes is
+                // ended, not held. A client that streams its requests
+                // (reflection) is admitted on its headers.
+                if !rule.streams_requests {
                     let limit = gateway.config().max_message_bytes;
                     request = match receive(request, limit, deadline).await {
                         Ok(request) => request,
                         Err(status) => return Ok(refusal(&gateway, rpc, &request_id, status)),
                     };
+                }
+                // Health checks are not shed: a loaded gateway is still
+                // alive, and a Watch has no end.
+                let permit = if rule.public {
+                    None
+                } else {
                     match in_flight.try_acquire_owned() {
                         Ok(permit) => Some(permit),
                         Err(_) => {
@@ -465,15 +472,18 @@ fn bearer_credential(value: &str) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !credential.is_empty()).then_some(credential)
 }
 
-/// Whether the request says it carries gRPC (`application/grpc`, alone or
-/// with a `+codec` or `;parameters` suffix).
+/// Whether the request says it carries gRPC with protobuf messages
+/// (`application/grpc` or `application/grpc+proto`, with or without
+/// `;parameters`): the only codec this server speaks, so a `+json` body is
+/// refused rather than parsed as protobuf.
 fn is_grpc(request: &Request<Body>) -> bool {
     request
         .headers()
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("application/grpc"))
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['+', ';']))
+        .map(|rest| rest.strip_prefix("+proto").unwrap_or(rest))
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(';'))
 }
 
 /// HTTP 415 for a request that is not gRPC, naming what it sent.
@@ -489,7 +499,7 @@ fn not_grpc(
         });
     tracing::debug!(path = request.uri().path(), %sent, "not a gRPC request");
     let mut response = Response::new(Body::new(Full::new(Bytes::from(format!(
-        "{}: this server speaks gRPC only (content-type application/grpc); the request had {sent}\n",
+        "{}: this server speaks gRPC with protobuf messages only (content-type application/grpc or application/grpc+proto); the request had {sent}\n",
         request.uri().path()
     )))));
     *response.status_mut() = http::StatusCode::UNSUPPORTED_MEDIA_TYPE;

@@ -27,6 +27,10 @@ pub struct Rule {
     /// The call reads a person's data: a staff caller must say why, and the
     /// read is recorded.
     pub staff_read: bool,
+    /// The client streams its requests (server reflection answers each on
+    /// an open stream): the call is admitted without waiting for the end of
+    /// its request stream.
+    pub streams_requests: bool,
 }
 
 const fn staff(roles: &'static [Role]) -> Rule {
@@ -35,6 +39,7 @@ const fn staff(roles: &'static [Role]) -> Rule {
         own_subject: false,
         public: false,
         staff_read: false,
+        streams_requests: false,
     }
 }
 
@@ -57,6 +62,11 @@ const fn read_of_subject(roles: &'static [Role]) -> Rule {
 const PUBLIC: Rule = Rule {
     public: true,
     ..staff(&[])
+};
+
+const REFLECTION: Rule = Rule {
+    streams_requests: true,
+    ..staff(ALL_STAFF)
 };
 
 const ALL_STAFF: &[Role] = &[Scorer, Support, Engineer, Admin];
@@ -179,11 +189,11 @@ pub const RULES: &[(&str, Rule)] = &[
     ("/grpc.health.v1.Health/Watch", PUBLIC),
     (
         "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
-        staff(ALL_STAFF),
+        REFLECTION,
     ),
     (
         "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
-        staff(ALL_STAFF),
+        REFLECTION,
     ),
 ];
 

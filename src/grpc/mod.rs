@@ -24,7 +24,10 @@ use std::{future::Future, sync::Arc};
 
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt as _;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig, server::TcpIncoming};
+use tonic::{
+    codec::CompressionEncoding,
+    transport::{Certificate, Identity, Server, ServerTlsConfig, server::TcpIncoming},
+};
 use tonic_health::ServingStatus;
 
 use crate::gateway::Gateway;
@@ -186,27 +189,49 @@ pub async fn serve(
         .expect("the embedded descriptor sets are valid");
 
     let limit = gateway.config().max_message_bytes;
-    let scoring = ScoringServiceServer::new(scoring::Scoring::new(gateway.clone()))
-        .max_decoding_message_size(limit)
-        .max_encoding_message_size(limit);
-    let models = ModelServiceServer::new(models::Models::new(gateway.clone()))
-        .max_decoding_message_size(limit)
-        .max_encoding_message_size(limit);
-    let explain = ExplainServiceServer::new(explain::Explain::new(gateway.clone()))
-        .max_decoding_message_size(limit)
-        .max_encoding_message_size(limit);
-    let consent = ConsentServiceServer::new(consent::Consent::new(gateway.clone()))
-        .max_decoding_message_size(limit)
-        .max_encoding_message_size(limit);
-    let why = ExplanationServiceServer::new(why::Why::new(gateway.clone()))
-        .max_decoding_message_size(limit)
-        .max_encoding_message_size(limit);
-    let admin = AdminServiceServer::new(admin::Admin::new(gateway.clone()))
-        .max_decoding_message_size(limit)
-        .max_encoding_message_size(limit);
-    let oip = GrpcInferenceServiceServer::new(oip::Oip::new(gateway.clone()))
-        .max_decoding_message_size(limit)
-        .max_encoding_message_size(limit);
+    // Every service takes messages up to `max_message_bytes` each way, and
+    // gzip-compressed requests: a client set to compress every call would
+    // otherwise get only UNIMPLEMENTED. Answers are compressed for clients
+    // that accept gzip where they are large (models, explanations, consent
+    // histories, rollouts); scoring answers are small and wanted fast.
+    macro_rules! service {
+        ($server:ident, $handler:expr) => {
+            $server::new($handler)
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit)
+                .accept_compressed(CompressionEncoding::Gzip)
+        };
+        ($server:ident, $handler:expr, compressed) => {
+            service!($server, $handler).send_compressed(CompressionEncoding::Gzip)
+        };
+    }
+    let scoring = service!(ScoringServiceServer, scoring::Scoring::new(gateway.clone()));
+    let oip = service!(GrpcInferenceServiceServer, oip::Oip::new(gateway.clone()));
+    let models = service!(
+        ModelServiceServer,
+        models::Models::new(gateway.clone()),
+        compressed
+    );
+    let explain = service!(
+        ExplainServiceServer,
+        explain::Explain::new(gateway.clone()),
+        compressed
+    );
+    let consent = service!(
+        ConsentServiceServer,
+        consent::Consent::new(gateway.clone()),
+        compressed
+    );
+    let why = service!(
+        ExplanationServiceServer,
+        why::Why::new(gateway.clone()),
+        compressed
+    );
+    let admin = service!(
+        AdminServiceServer,
+        admin::Admin::new(gateway.clone()),
+        compressed
+    );
 
     // Health Watch streams end when shutdown begins (see `admission`).
     let (closing, closing_rx) = tokio::sync::watch::channel(false);
@@ -273,6 +298,23 @@ fn fits(
     });
     Err(crate::error::Error::TooLarge(format!(
         "{field}: the answer for {rows} rows is {size} bytes, over the {limit} the gateway sends (max_message_bytes); send at most {fit} rows per call{after}"
+    )))
+}
+
+/// An answer that is one whole (no rows or pages to send fewer of) and
+/// must fit `max_message_bytes`: tonic would otherwise fail it in the
+/// trailers, as OUT_OF_RANGE naming nothing of ours. `what` names it.
+fn fits_whole(
+    answer: &impl prost::Message,
+    what: &str,
+    limit: usize,
+) -> Result<(), crate::error::Error> {
+    let size = answer.encoded_len();
+    if size <= limit {
+        return Ok(());
+    }
+    Err(crate::error::Error::TooLarge(format!(
+        "{what} is {size} bytes, over the {limit} the gateway sends (max_message_bytes); raise max_message_bytes"
     )))
 }
 

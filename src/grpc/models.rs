@@ -52,6 +52,16 @@ impl ModelService for Models {
         let is_default = registry
             .models()
             .any(|(name, m)| name == package.name() && &m.default == package.version());
-        Ok(Response::new(describe(&package, is_default)))
+        let description = describe(&package, is_default);
+        super::fits_whole(
+            &description,
+            &format!(
+                "model: the description of {} {}",
+                package.name(),
+                package.version()
+            ),
+            self.gateway.config().max_message_bytes,
+        )?;
+        Ok(Response::new(description))
     }
 }

@@ -243,14 +243,20 @@ impl ExplanationService for Why {
                 score: row.score,
             }),
         };
-        Ok(Response::new(pb::GetExplanationResponse {
+        let answer = pb::GetExplanationResponse {
             decision_id: row.decision_id.clone(),
             decided_at: Some(ms(row.decided_at_ms)),
             model: Some(identity(&row).into()),
             tier: pb::Tier::from(row.tier) as i32,
             view: Some(view),
             served_from: served.as_str().to_owned(),
-        }))
+        };
+        super::fits_whole(
+            &answer,
+            "audience: this view of the decision",
+            self.gateway.config().max_message_bytes,
+        )?;
+        Ok(Response::new(answer))
     }
 
     async fn list_decisions(
