@@ -1101,8 +1101,22 @@ mod tests {
         assert_eq!(judge("BR", None, Some(tc), None).regime, Regime::Unknown);
     }
 
-    /// The person's consent, recorded after the string, wins over it, but
-    /// not over the publisher's "not allowed" for this vendor.
+    /// A ledger state for purpose `id`, recorded now.
+    fn recorded_now(id: u8, status: Status) -> PurposeState {
+        PurposeState {
+            tcf_id: id,
+            status,
+            legal_basis: LegalBasis::Consent,
+            effective_at_ms: now(),
+            expires_at_ms: None,
+            record: crate::consent::ledger::LedgerRef {
+                seq: i64::from(id),
+                record_id: format!("r{id}"),
+                hash: "h".into(),
+            },
+        }
+    }
+
     /// A TC string dated tomorrow (decoding allows a day of clock skew)
     /// does not outrank a withdrawal made today: it was made today at the
     /// latest, and on the same day the stricter of the two counts.
@@ -1115,19 +1129,7 @@ mod tests {
             last_updated_ds: today.last_updated_ds + DAY_DS,
             ..today.clone()
         };
-        let withdrawn = |id: u8| PurposeState {
-            tcf_id: id,
-            status: Status::Withdrawn,
-            legal_basis: LegalBasis::Consent,
-            effective_at_ms: now(),
-            expires_at_ms: None,
-            record: crate::consent::ledger::LedgerRef {
-                seq: i64::from(id),
-                record_id: format!("r{id}"),
-                hash: "h".into(),
-            },
-        };
-        let ledger: Vec<PurposeState> = [3, 4].map(withdrawn).into();
+        let ledger: Vec<PurposeState> = [3, 4].map(|id| recorded_now(id, Status::Withdrawn)).into();
         for tc in [&today, &tomorrow] {
             let e = judge_with("DE", None, Some(tc.encode()), None, &ledger);
             assert_eq!(e.tier, Tier::Contextual, "{e:?}");
@@ -1148,6 +1150,8 @@ mod tests {
         }
     }
 
+    /// The person's consent, recorded after the string, wins over it, but
+    /// not over the publisher's "not allowed" for this vendor.
     #[test]
     fn a_later_ledger_grant_does_not_lift_a_publishers_prohibition() {
         const DAY_DS: u64 = 24 * 3600 * 10;
@@ -1158,19 +1162,7 @@ mod tests {
             purposes: vec![1, 2],
             ..today
         };
-        let granted = |id: u8| PurposeState {
-            tcf_id: id,
-            status: Status::Given,
-            legal_basis: LegalBasis::Consent,
-            effective_at_ms: now(),
-            expires_at_ms: None,
-            record: crate::consent::ledger::LedgerRef {
-                seq: i64::from(id),
-                record_id: format!("r{id}"),
-                hash: "h".into(),
-            },
-        };
-        let ledger: Vec<PurposeState> = (1..=4).map(granted).collect();
+        let ledger: Vec<PurposeState> = (1..=4).map(|id| recorded_now(id, Status::Given)).collect();
         let evaluate = |tc: &Tc| judge_with("DE", None, Some(tc.encode()), None, &ledger);
         let source = |e: &Evaluation, id: u8| {
             let p = e.purposes.iter().find(|p| p.tcf_id == id).unwrap();

@@ -437,10 +437,6 @@ fn identify(gateway: &Gateway, request: &Request<Body>) -> Result<Caller, Status
         .map_err(|e| Status::from(crate::Error::from(e)))
 }
 
-/// tonic refuses a request message over the size limit with OUT_OF_RANGE;
-/// gRPC's status-code guide gives RESOURCE_EXHAUSTED for a message larger
-/// than the server accepts, the code clients handle as "send less". Called
-/// for OUT_OF_RANGE answers only; true when it rewrote this one.
 /// A request over the message limit, however it was found out.
 fn oversized(limit: usize) -> Status {
     Status::resource_exhausted(format!(
@@ -448,6 +444,10 @@ fn oversized(limit: usize) -> Status {
     ))
 }
 
+/// tonic refuses a request message over the size limit with OUT_OF_RANGE;
+/// gRPC's status-code guide gives RESOURCE_EXHAUSTED for a message larger
+/// than the server accepts, the code clients handle as "send less". Called
+/// for OUT_OF_RANGE answers only; true when it rewrote this one.
 fn oversized_is_resource_exhausted(response: &mut Response<Body>, limit: usize) -> bool {
     let too_large = tonic::Status::from_header_map(response.headers())
         .is_some_and(|s| s.message().contains("message length too large"));

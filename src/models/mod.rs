@@ -101,6 +101,19 @@ impl ModelVersions {
         manifest_default(&self.versions.values().cloned().collect::<Vec<_>>())
     }
 
+    /// Whether the production version (of the model called `name`) is
+    /// loaded, which requests naming no version need.
+    fn check_production(&self, name: &str) -> Result<(), LookupError> {
+        if self.versions.contains_key(&self.default) {
+            return Ok(());
+        }
+        Err(LookupError::ProductionNotLoaded {
+            name: name.to_owned(),
+            version: self.default.clone(),
+            loaded: self.loaded(),
+        })
+    }
+
     /// The loaded versions, for messages.
     fn loaded(&self) -> String {
         self.versions
@@ -400,7 +413,7 @@ impl Registry {
     ) -> Result<Arc<ModelPackage>, LookupError> {
         let model = self.model(&selector.name)?;
         if matches!(selector.version, None | Some(VersionRef::Production)) {
-            self.production(&selector.name)?;
+            model.check_production(&selector.name)?;
         }
         let version = match &selector.version {
             Some(VersionRef::Exact(v)) => v,
@@ -435,13 +448,8 @@ impl Registry {
     /// The package serving `name`'s production traffic.
     pub fn production(&self, name: &str) -> Result<Arc<ModelPackage>, LookupError> {
         let model = self.model(name)?;
-        model.versions.get(&model.default).cloned().ok_or_else(|| {
-            LookupError::ProductionNotLoaded {
-                name: name.to_owned(),
-                version: model.default.clone(),
-                loaded: model.loaded(),
-            }
-        })
+        model.check_production(name)?;
+        Ok(model.versions[&model.default].clone())
     }
 
     pub fn model(&self, name: &str) -> Result<&ModelVersions, LookupError> {
