@@ -770,9 +770,7 @@ fn main() {
             let mut per_server = Vec::new();
             for _ in 0..connections {
                 per_server.push(
-                    Channel::from_shared(format!("http://{addr}"))
-                        .unwrap()
-                        .connect()
+                    candor::grpc::connect(Channel::from_shared(format!("http://{addr}")).unwrap())
                         .await
                         .unwrap(),
                 );
@@ -939,9 +937,7 @@ fn drain(gateway: &Gateway) -> (i64, Duration) {
 async fn explanations(addr: &std::net::SocketAddr, gateway: &Gateway, clients: usize) {
     let n = setting("WHY_DECISIONS", 3000) as usize;
     let lookups = setting("WHY_LOOKUPS", 30_000) as usize;
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
+    let channel = candor::grpc::connect(Channel::from_shared(format!("http://{addr}")).unwrap())
         .await
         .unwrap();
     let rows = rows();

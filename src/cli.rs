@@ -523,9 +523,9 @@ where
         .enable_all()
         .build()?;
     tokio.block_on(async {
-        let channel = tonic::transport::Endpoint::from_shared(addr.to_owned())
-            .with_context(|| format!("bad --addr {addr:?}"))?
-            .connect()
+        let endpoint = tonic::transport::Endpoint::from_shared(addr.to_owned())
+            .with_context(|| format!("bad --addr {addr:?}"))?;
+        let channel = crate::grpc::connect(endpoint)
             .await
             .with_context(|| format!("cannot reach the gateway at {addr}"))?;
         call(channel)

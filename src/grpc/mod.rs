@@ -32,6 +32,7 @@ use tonic_health::ServingStatus;
 
 use crate::gateway::Gateway;
 
+pub use io::connect;
 pub use oip::Infer;
 
 /// Generated protobuf and gRPC code for `candor.v1`.
