@@ -42,6 +42,15 @@ pub enum Stage {
 }
 
 impl Stage {
+    /// In declaration order: a stage's value is its index here.
+    const ALL: [Stage; 5] = [
+        Stage::Validate,
+        Stage::Consent,
+        Stage::Inference,
+        Stage::Explain,
+        Stage::Record,
+    ];
+
     fn as_str(self) -> &'static str {
         match self {
             Stage::Validate => "validate",
@@ -65,8 +74,11 @@ pub struct Metrics {
     registry: Registry,
     rpc_requests: Family<Labels<2>, Counter>,
     rpc_seconds: Histograms<1>,
-    stage_seconds: Histograms<1>,
-    decisions: Family<Labels<1>, Counter>,
+    /// `stage_duration_seconds` by [`Stage`], and `decisions` by [`Tier`],
+    /// looked up once here: every scoring call observes several, and a
+    /// family look-up hashes its labels under a lock.
+    stage_seconds: [Histogram; Stage::ALL.len()],
+    decisions: [Counter; 3],
     in_flight: Gauge,
     /// The largest |base + Σφ − margin| seen, as f64 bits.
     max_residual: AtomicU64,
@@ -104,7 +116,7 @@ impl Default for Metrics {
             "Scoring latency by stage: validate, consent, inference, explain, record",
             stage_seconds.clone(),
         );
-        let decisions = Family::default();
+        let decisions: Family<Labels<1>, Counter> = Family::default();
         registry.register("decisions", "Decisions by consent tier", decisions.clone());
         let in_flight = Gauge::default();
         registry.register(
@@ -181,8 +193,14 @@ impl Default for Metrics {
             registry,
             rpc_requests,
             rpc_seconds,
-            stage_seconds,
-            decisions,
+            stage_seconds: Stage::ALL.map(|s| {
+                stage_seconds
+                    .get_or_create(&[("stage", s.as_str())])
+                    .clone()
+            }),
+            // In declaration order, as `Stage::ALL`: the enum's value is the index.
+            decisions: [Tier::Personalised, Tier::Contextual, Tier::Refused]
+                .map(|t| decisions.get_or_create(&[("tier", t.as_str())]).clone()),
             in_flight,
             max_residual: AtomicU64::new(0f64.to_bits()),
             max_residual_gauge,
@@ -209,20 +227,11 @@ impl Metrics {
     }
 
     pub fn stage(&self, stage: Stage, started: Instant) {
-        self.stage_seconds
-            .get_or_create(&[("stage", stage.as_str())])
-            .observe(started.elapsed().as_secs_f64());
+        self.stage_seconds[stage as usize].observe(started.elapsed().as_secs_f64());
     }
 
     pub fn decisions(&self, tier: Tier, count: usize) {
-        let tier = match tier {
-            Tier::Personalised => "personalised",
-            Tier::Contextual => "contextual",
-            Tier::Refused => "refused",
-        };
-        self.decisions
-            .get_or_create(&[("tier", tier)])
-            .inc_by(count as u64);
+        self.decisions[tier as usize].inc_by(count as u64);
     }
 
     pub fn shadow_dropped(&self) {

@@ -132,10 +132,10 @@ fn decision(i: usize) -> DecisionRow {
     DecisionRow {
         decision_id: format!("0199{}", hex(i, 32)),
         decided_at_ms: 1_795_000_000_000 + i as i64,
-        request_id: hex(i, 32),
+        request_id: hex(i, 32).into(),
         model_name: "caravan-lgbm".into(),
         model_version: "1.0.0".into(),
-        model_sha256: hex(7, 64),
+        model_sha256: hex(7, 64).into(),
         subject_ref: Some(subject),
         placement_id: "homepage-top".into(),
         campaign_id: format!("campaign-{}", i % 40),

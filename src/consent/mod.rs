@@ -203,8 +203,28 @@ impl Signals {
     }
 
     /// SHA-256 over a length-prefixed rendering of every signal, so that no
-    /// two different signal sets share a canonical form.
+    /// two different signal sets share a canonical form. Requests under the
+    /// same signals follow one another (every anonymous request from one
+    /// region, a person's page views), so a thread reuses the hash it made
+    /// last when the signals are equal.
     fn canonical_hash(&self) -> String {
+        thread_local! {
+            static LAST: std::cell::RefCell<Option<(Signals, String)>> =
+                const { std::cell::RefCell::new(None) };
+        }
+        LAST.with_borrow_mut(|last| {
+            if let Some((signals, hash)) = last.as_ref()
+                && signals == self
+            {
+                return hash.clone();
+            }
+            let hash = self.hash_canonical_form();
+            *last = Some((self.clone(), hash.clone()));
+            hash
+        })
+    }
+
+    fn hash_canonical_form(&self) -> String {
         let mut h = Sha256::new();
         let mut field = |name: &str, value: &str| {
             h.update(name.as_bytes());

@@ -284,7 +284,7 @@ fn watch_error(dir: &std::path::Path, e: notify::Error) -> Error {
 fn identities(registry: &Registry) -> impl Iterator<Item = ModelIdentity> + '_ {
     registry
         .models()
-        .flat_map(|(_, m)| m.versions.values().map(|p| ModelIdentity::of(p)))
+        .flat_map(|(_, m)| m.versions.values().map(|p| p.identity.clone()))
 }
 
 /// What a version does in its model's rollout, if anything.

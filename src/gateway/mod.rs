@@ -11,6 +11,7 @@ mod deploy;
 mod record;
 mod shadow;
 
+pub use crate::models::ModelIdentity;
 pub use deploy::{Reloaded, RolloutChange};
 pub use record::{Served, decision_id};
 pub use shadow::DriftReport;
@@ -117,24 +118,6 @@ pub struct Explained {
     pub model: ModelIdentity,
     pub score: f64,
     pub attribution: DecisionAttribution,
-}
-
-/// Exactly which artefact made a decision.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ModelIdentity {
-    pub name: String,
-    pub version: String,
-    pub sha256: String,
-}
-
-impl ModelIdentity {
-    pub fn of(package: &ModelPackage) -> Self {
-        Self {
-            name: package.name().to_owned(),
-            version: package.version().to_string(),
-            sha256: package.sha256.clone(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -591,7 +574,7 @@ impl Gateway {
             .into_iter()
             .zip(attributions)
             .map(|(score, attribution)| Explained {
-                model: ModelIdentity::of(&package),
+                model: package.identity.clone(),
                 score: f64::from(score),
                 attribution,
             })
@@ -656,7 +639,7 @@ impl Gateway {
         let width = package.schema.width();
         let decision = |score, attribution, explanation_status| Decision {
             id: Uuid::now_v7(),
-            model: ModelIdentity::of(&package),
+            model: package.identity.clone(),
             score,
             decided_at,
             attribution,

@@ -90,6 +90,7 @@ impl Gateway {
         let width = package.schema.width();
         let now = now_ms();
         let retain_until_ms = self.retain_until(package.name(), now);
+        let request_id: Arc<str> = request_id.into();
         let records: Vec<DecisionRow> = decisions
             .iter()
             .enumerate()
@@ -106,7 +107,7 @@ impl Gateway {
                 DecisionRow {
                     decision_id: id,
                     decided_at_ms: d.decided_at_ms(),
-                    request_id: request_id.to_owned(),
+                    request_id: request_id.clone(),
                     model_name: d.model.name.clone(),
                     model_version: d.model.version.clone(),
                     model_sha256: d.model.sha256.clone(),
@@ -203,7 +204,7 @@ impl Gateway {
         let version = row.model_version.parse().ok().map(VersionRef::Exact);
         let package = self
             .resolve(&ModelSelector {
-                name: row.model_name.clone(),
+                name: row.model_name.to_string(),
                 version,
             })
             .map_err(|_| {
@@ -212,7 +213,7 @@ impl Gateway {
                     row.decision_id, row.model_name, row.model_version
                 ))
             })?;
-        if package.sha256 != row.model_sha256 {
+        if *package.sha256 != *row.model_sha256 {
             return Err(Error::FailedPrecondition(format!(
                 "decision {}: model {} {} was replaced by a different artefact",
                 row.decision_id, row.model_name, row.model_version
@@ -229,7 +230,7 @@ impl Gateway {
             Ok(package) => return Ok(package),
             Err(e) => e,
         };
-        if let Some(package) = self.retired.get(&row.model_sha256) {
+        if let Some(package) = self.retired.get(&*row.model_sha256) {
             return Ok(package);
         }
         // The record's names become a path: one plain component each.
@@ -246,16 +247,16 @@ impl Gateway {
         let dir = self
             .config
             .models_dir
-            .join(&row.model_name)
-            .join(&row.model_version);
+            .join(&*row.model_name)
+            .join(&*row.model_version);
         let loaded = tokio::task::spawn_blocking(move || ModelPackage::load(&dir, 1))
             .await
             .map_err(|e| Error::Internal(format!("loading a retired model panicked: {e}")))?;
         match loaded {
-            Ok(package) if package.sha256 == row.model_sha256 => {
+            Ok(package) if *package.sha256 == *row.model_sha256 => {
                 let package = Arc::new(package);
                 self.retired
-                    .insert(row.model_sha256.clone(), package.clone());
+                    .insert(row.model_sha256.to_string(), package.clone());
                 tracing::info!(model = %row.model_name, version = %row.model_version, "loaded a retired version to explain its decisions");
                 Ok(package)
             }

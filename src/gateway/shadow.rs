@@ -248,8 +248,8 @@ impl Gateway {
             }
         }
         Ok(DriftReport {
-            live: ModelIdentity::of(&live),
-            candidate: ModelIdentity::of(&candidate),
+            live: live.identity.clone(),
+            candidate: candidate.identity.clone(),
             comparison,
             live_decisions: live_means.count,
             candidate_decisions: candidate_means.count,

@@ -351,9 +351,9 @@ impl From<Explained> for pb::ExplainResponse {
 impl From<ModelIdentity> for pb::ModelIdentity {
     fn from(m: ModelIdentity) -> Self {
         Self {
-            name: m.name,
-            version: m.version,
-            sha256: m.sha256,
+            name: m.name.to_string(),
+            version: m.version.to_string(),
+            sha256: m.sha256.to_string(),
         }
     }
 }
@@ -571,7 +571,7 @@ fn feature_specs(m: &Manifest) -> Vec<pb::FeatureSpec> {
 pub fn describe(package: &ModelPackage, is_default: bool) -> pb::ModelDescription {
     let m = &package.manifest;
     pb::ModelDescription {
-        identity: Some(ModelIdentity::of(package).into()),
+        identity: Some(package.identity.clone().into()),
         is_default,
         description: m.model.description.clone(),
         owner: m.model.owner.clone(),
@@ -669,7 +669,7 @@ fn fairness_audit(report: &audit::Report) -> pb::FairnessAudit {
 /// The summary of one model version, as listed.
 pub fn summarize(package: &ModelPackage, is_default: bool) -> pb::ModelVersionSummary {
     pb::ModelVersionSummary {
-        identity: Some(ModelIdentity::of(package).into()),
+        identity: Some(package.identity.clone().into()),
         description: package.manifest.model.description.clone(),
         purposes: package
             .manifest

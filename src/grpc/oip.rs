@@ -561,8 +561,8 @@ impl Reply {
             raw.push(bytes);
         }
         Ok(ModelInferResponse {
-            model_name,
-            model_version,
+            model_name: model_name.to_string(),
+            model_version: model_version.to_string(),
             id: self.id,
             parameters,
             outputs,

@@ -284,7 +284,7 @@ impl ExplanationService for Why {
                 placement_id: row.placement_id.clone(),
                 campaign_id: row.campaign_id.clone(),
                 ad_id: row.ad_id.clone(),
-                request_id: row.request_id.clone(),
+                request_id: row.request_id.to_string(),
             },
             |row| Ok(row.position()?),
         )?;

@@ -22,7 +22,7 @@ use std::{
 use semver::Version;
 use sha2::{Digest, Sha256};
 
-pub use package::{ModelPackage, PackageError};
+pub use package::{ModelIdentity, ModelPackage, PackageError};
 
 use self::{
     package::MANIFEST_FILE,

@@ -148,6 +148,8 @@ pub struct Golden {
 /// A loaded, checked model version, ready to serve.
 pub struct ModelPackage {
     pub dir: PathBuf,
+    /// Name, version and hash, as every decision it makes carries them.
+    pub identity: ModelIdentity,
     pub manifest: Manifest,
     pub manifest_toml: String,
     pub sha256: String,
@@ -163,6 +165,15 @@ pub struct ModelPackage {
     /// The committed fairness audit of this model (`fairness.json`), for
     /// its model card.
     pub fairness: Option<audit::Report>,
+}
+
+/// Exactly which artefact made a decision. Shared, not copied: every
+/// decision of a package carries the same three strings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelIdentity {
+    pub name: Arc<str>,
+    pub version: Arc<str>,
+    pub sha256: Arc<str>,
 }
 
 impl fmt::Debug for ModelPackage {
@@ -267,6 +278,11 @@ impl ModelPackage {
         let substitutes = background.substitutes(schema.columns());
         Ok(Self {
             dir: dir.to_path_buf(),
+            identity: ModelIdentity {
+                name: manifest.model.name.as_str().into(),
+                version: manifest.model.version.to_string().into(),
+                sha256: sha256.as_str().into(),
+            },
             manifest,
             manifest_toml,
             sha256,
