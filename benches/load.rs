@@ -275,7 +275,7 @@ impl Scenario {
                     });
                     pb::ScoreRequest {
                         model: model(),
-                        features: row.clone(),
+                        features: pb::features(row.clone()),
                         context: us_adult(),
                         explain,
                         ..Default::default()
@@ -293,7 +293,7 @@ impl Scenario {
                     pb::ScoreRequest {
                         model: model(),
                         subject_id: bench_subject(i),
-                        features: row.clone(),
+                        features: pb::features(row.clone()),
                         context: Some(pb::RequestContext {
                             jurisdiction_country: "DE".into(),
                             age_status: pb::AgeStatus::Adult as i32,
@@ -364,7 +364,7 @@ impl Scenario {
                     context: us_adult(),
                     rows: (0..256)
                         .map(|i| pb::BatchRow {
-                            features: rows[i % rows.len()].clone(),
+                            features: pb::features(rows[i % rows.len()].clone()),
                             ..Default::default()
                         })
                         .collect(),
@@ -951,7 +951,7 @@ async fn explanations(addr: &std::net::SocketAddr, gateway: &Gateway, clients: u
                     version: String::new(),
                 }),
                 subject_id: format!("why-{i}"),
-                features: rows[i % rows.len()].clone(),
+                features: pb::features(rows[i % rows.len()].clone()),
                 context: us_adult(),
                 explain: Some(pb::ExplainOptions {
                     mode: pb::ExplainMode::Inline as i32,

@@ -90,7 +90,7 @@ impl Mix {
                     .score(pb::ScoreRequest {
                         model: Self::model(),
                         subject_id: subject,
-                        features: row,
+                        features: pb::features(row),
                         context: self.context(n),
                         ..Default::default()
                     })
@@ -106,7 +106,9 @@ impl Mix {
                         context: self.context(n),
                         rows: (0..4)
                             .map(|i| pb::BatchRow {
-                                features: self.rows[(n as usize + i) % self.rows.len()].clone(),
+                                features: pb::features(
+                                    self.rows[(n as usize + i) % self.rows.len()].clone(),
+                                ),
                                 ..Default::default()
                             })
                             .collect(),
@@ -188,7 +190,7 @@ impl Mix {
                 ExplainServiceClient::new(ch)
                     .explain(pb::ExplainRequest {
                         model: Self::model(),
-                        features: row,
+                        features: pb::features(row),
                         ..Default::default()
                     })
                     .await?;

@@ -13,15 +13,24 @@ use common::*;
 use pb::feature_value::Kind;
 use tonic::Code;
 
+/// `features` with `name` set to `value`, in place or added.
+fn set(features: &mut Vec<pb::Feature>, name: &str, value: pb::FeatureValue) {
+    features.retain(|f| f.key != name);
+    features.push(pb::Feature {
+        key: name.into(),
+        value: Some(value),
+    });
+}
+
 fn with_feature(name: &str, kind: Option<Kind>) -> pb::ScoreRequest {
     let mut r = caravan_request();
-    r.features.insert(name.into(), pb::FeatureValue { kind });
+    set(&mut r.features, name, pb::FeatureValue { kind });
     r
 }
 
 fn without_feature(name: &str) -> pb::ScoreRequest {
     let mut r = caravan_request();
-    r.features.remove(name);
+    r.features.retain(|f| f.key != name);
     r
 }
 
@@ -287,9 +296,7 @@ async fn bad_score_requests_name_the_field() {
     }
 
     let mut bad_row = batch(3);
-    bad_row.rows[2]
-        .features
-        .insert("PPERSAUT".into(), integer(99));
+    set(&mut bad_row.rows[2].features, "PPERSAUT", integer(99));
     let batch_cases: Vec<(&str, pb::ScoreBatchRequest, Code, &str)> = vec![
         (
             "oversized batch",

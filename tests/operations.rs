@@ -977,7 +977,7 @@ async fn attribution_work_stops_when_its_callers_go_away() {
             .cycle()
             .take(600)
             .map(|row| pb::BatchRow {
-                features: row.clone().into_iter().collect(),
+                features: pb::features(row.clone()),
                 ..Default::default()
             })
             .collect(),

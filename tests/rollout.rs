@@ -559,7 +559,7 @@ async fn fairness_monitor_flags_disparate_selection() {
             rows: rows
                 .into_iter()
                 .map(|features| pb::BatchRow {
-                    features: features.clone(),
+                    features: pb::features(features.clone()),
                     ..Default::default()
                 })
                 .collect(),

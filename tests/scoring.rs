@@ -31,7 +31,7 @@ async fn score_matches_python_goldens_for_every_bundled_model() {
             let request = pb::ScoreRequest {
                 model: model_ref(&name, &version),
                 subject_id: "s".into(),
-                features: row.clone(),
+                features: pb::features(row.clone()),
                 context: common::us_adult(),
                 values: vec![],
                 explain: None,
@@ -82,7 +82,7 @@ async fn score_batch_matches_goldens_in_request_order() {
                 .rows
                 .iter()
                 .map(|r| pb::BatchRow {
-                    features: r.clone(),
+                    features: pb::features(r.clone()),
                     ..Default::default()
                 })
                 .collect(),
@@ -124,7 +124,7 @@ async fn concurrent_scores_are_each_answered_with_their_own_row() {
                 let request = pb::ScoreRequest {
                     context: common::us_adult(),
                     model: model_ref("caravan-lgbm", "1.0.0"),
-                    features: row,
+                    features: pb::features(row),
                     ..Default::default()
                 };
                 let got = client
@@ -264,7 +264,7 @@ async fn inline_attributions_add_up_and_agree_with_onnx_runtime() {
             let request = pb::ScoreRequest {
                 context: common::us_adult(),
                 model: model_ref(name, "1.0.0"),
-                features: row.clone(),
+                features: pb::features(row.clone()),
                 explain: inline(asked),
                 ..Default::default()
             };
@@ -409,7 +409,7 @@ async fn explain_answers_what_if_rows_without_a_decision() {
     let result = client
         .explain(pb::ExplainRequest {
             model: model_ref("caravan-lgbm", ""),
-            features: golden.rows[0].clone(),
+            features: pb::features(golden.rows[0].clone()),
             method: pb::ExplainMethod::Interventional as i32,
             ..Default::default()
         })
@@ -449,7 +449,7 @@ async fn explain_answers_what_if_rows_without_a_decision() {
     let mlp = client
         .explain(pb::ExplainRequest {
             model: model_ref("caravan-mlp", ""),
-            features: golden.rows[0].clone(),
+            features: pb::features(golden.rows[0].clone()),
             ..Default::default()
         })
         .await
@@ -462,7 +462,7 @@ async fn explain_answers_what_if_rows_without_a_decision() {
     let status = client
         .explain(pb::ExplainRequest {
             model: model_ref("caravan-lgbm", ""),
-            features: golden.rows[0].clone(),
+            features: pb::features(golden.rows[0].clone()),
             method: 7,
             ..Default::default()
         })
@@ -480,7 +480,7 @@ async fn explain_answers_what_if_rows_without_a_decision() {
     let status = client
         .explain(pb::ExplainRequest {
             model: model_ref("caravan-lgbm", ""),
-            features: incomplete.clone(),
+            features: pb::features(incomplete.clone()),
             ..Default::default()
         })
         .await
@@ -496,7 +496,7 @@ async fn explain_answers_what_if_rows_without_a_decision() {
         .explain_batch(pb::ExplainBatchRequest {
             model: model_ref("caravan-lgbm", ""),
             rows: vec![pb::BatchRow {
-                features: incomplete,
+                features: pb::features(incomplete),
                 ..Default::default()
             }],
             ..Default::default()
@@ -523,7 +523,7 @@ async fn concurrent_inline_attributions_each_explain_their_own_row() {
     let request = |row| pb::ScoreRequest {
         context: common::us_adult(),
         model: model_ref("caravan-lgbm", "1.0.0"),
-        features: row,
+        features: pb::features(row),
         explain: inline(pb::ExplainMethod::PathDependent),
         ..Default::default()
     };

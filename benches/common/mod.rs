@@ -331,7 +331,7 @@ pub fn score_payloads() -> Vec<Bytes> {
                     name: "caravan-lgbm".into(),
                     version: String::new(),
                 }),
-                features,
+                features: pb::features(features),
                 context: us_adult(),
                 ..Default::default()
             }

@@ -86,10 +86,8 @@ fn model_ref(call: &ScoreCall) -> pb::ModelRef {
     }
 }
 
-fn to_pb(row: &Features) -> std::collections::BTreeMap<String, pb::FeatureValue> {
-    row.iter()
-        .map(|(k, v)| (k.clone(), v.clone().into()))
-        .collect()
+fn to_pb(row: &Features) -> Vec<pb::Feature> {
+    pb::features(row.iter().map(|(k, v)| (k.clone(), v.clone().into())))
 }
 
 /// Scores `call` on the server at `channel` and returns the decisions as JSON:

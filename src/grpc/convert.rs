@@ -2,7 +2,7 @@
 //! problems (an absent model, an unparsable version) are rejected here, naming
 //! the field; checks that need the model's manifest happen in the gateway.
 
-use std::{collections::BTreeMap, sync::Arc, time::SystemTime};
+use std::{sync::Arc, time::SystemTime};
 
 use super::pb;
 use crate::{
@@ -49,10 +49,14 @@ impl TryFrom<Option<pb::ModelRef>> for ModelSelector {
     }
 }
 
-fn features(map: BTreeMap<String, pb::FeatureValue>) -> Features {
-    map.into_iter()
-        .map(|(name, value)| {
-            let value = match value.kind {
+/// A request's named features, in the order they came. A name given twice
+/// (as merging two encoded requests gives) keeps its last value, as a
+/// protobuf map would: the schema sees to that when it encodes the row.
+fn features(entries: Vec<pb::Feature>) -> Features {
+    entries
+        .into_iter()
+        .map(|pb::Feature { key: name, value }| {
+            let value = match value.and_then(|v| v.kind) {
                 Some(pb::feature_value::Kind::Number(v)) => FeatureValue::Number(v),
                 Some(pb::feature_value::Kind::Integer(v)) => FeatureValue::Integer(v),
                 Some(pb::feature_value::Kind::Category(v)) => FeatureValue::Category(v),
@@ -80,7 +84,7 @@ impl From<FeatureValue> for pb::FeatureValue {
 /// model version, since another version may order its columns differently.
 fn feature_row(
     model: &ModelSelector,
-    named: BTreeMap<String, pb::FeatureValue>,
+    named: Vec<pb::Feature>,
     values: Vec<f64>,
     at: &str,
 ) -> Result<FeatureRow, Error> {
@@ -690,6 +694,48 @@ mod tests {
         match r {
             Err(Error::InvalidArgument(m)) => m,
             other => panic!("expected INVALID_ARGUMENT, got {other:?}"),
+        }
+    }
+
+    /// The generated code reads `features` as a list of entries (build.rs);
+    /// a client's map must arrive whole, and clients must still be told it
+    /// is a map.
+    #[test]
+    fn feature_maps_are_maps_on_the_wire_and_to_clients() {
+        use prost::Message;
+        #[derive(Clone, PartialEq, prost::Message)]
+        struct MapClient {
+            #[prost(btree_map = "string, message", tag = "3")]
+            features: std::collections::BTreeMap<String, pb::FeatureValue>,
+        }
+        let sent = MapClient {
+            features: [("MAANTHUI", 1), ("PPERSAUT", 6)]
+                .map(|(k, v)| (k.to_owned(), FeatureValue::Integer(v).into()))
+                .into(),
+        };
+        let got = pb::ScoreRequest::decode(&*sent.encode_to_vec()).unwrap();
+        let got: Vec<_> = got
+            .features
+            .into_iter()
+            .map(|f| (f.key, f.value.unwrap()))
+            .collect();
+        assert_eq!(got, sent.features.into_iter().collect::<Vec<_>>());
+
+        let served = prost_types::FileDescriptorSet::decode(pb::FILE_DESCRIPTOR_SET).unwrap();
+        let messages: Vec<_> = served
+            .file
+            .iter()
+            .filter(|f| f.package() == "candor.v1")
+            .flat_map(|f| &f.message_type)
+            .filter(|m| matches!(m.name(), "ScoreRequest" | "BatchRow" | "ExplainRequest"))
+            .collect();
+        assert_eq!(messages.len(), 3);
+        for m in messages {
+            let entry = m.nested_type.iter().find(|t| t.name() == "FeaturesEntry");
+            let map_entry = entry
+                .and_then(|t| t.options.as_ref())
+                .and_then(|o| o.map_entry);
+            assert_eq!(map_entry, Some(true), "{}.features", m.name());
         }
     }
 

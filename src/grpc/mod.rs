@@ -42,6 +42,23 @@ pub mod pb {
     /// Encoded descriptors of every served file, for server reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         include_bytes!(concat!(env!("OUT_DIR"), "/candor_descriptor.bin"));
+
+    /// One named feature of a request: an entry of its `features` map, as
+    /// it travels on the wire (see `build.rs`).
+    pub use score_request::FeaturesEntry as Feature;
+
+    /// A request's `features` from (name, value) pairs.
+    pub fn features<K: Into<String>>(
+        entries: impl IntoIterator<Item = (K, FeatureValue)>,
+    ) -> Vec<Feature> {
+        entries
+            .into_iter()
+            .map(|(key, value)| Feature {
+                key: key.into(),
+                value: Some(value),
+            })
+            .collect()
+    }
 }
 
 /// Generated code for the Open Inference Protocol v2 (`inference`).

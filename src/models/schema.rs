@@ -33,8 +33,6 @@ pub enum FeatureRow {
 pub enum FeatureProblem {
     #[error("is not an input of this model")]
     Unknown,
-    #[error("is given more than once")]
-    Duplicate,
     #[error("values: {got} positional values given, the model has {want} features")]
     Width { got: usize, want: usize },
     #[error("is missing, and this model does not accept a missing value for it")]
@@ -209,36 +207,34 @@ impl FeatureSchema {
         Ok(())
     }
 
-    /// Appends one validated row, in column order, to `out`. On error `out` is
-    /// left as it was. When several features are wrong, the one reported is
-    /// chosen deterministically (unknown names first, then by position), so
-    /// the same request always gets the same answer.
+    /// Appends one validated row, in column order, to `out`. A name given
+    /// more than once counts with its last value, as in a protobuf map. On
+    /// error `out` is left as it was. When several features are wrong, the
+    /// one reported is chosen deterministically (unknown names first, then
+    /// by position), so the same request always gets the same answer.
     pub fn encode_into(&self, features: &Features, out: &mut Vec<f32>) -> Result<(), FeatureError> {
         let start = out.len();
         out.resize(start + self.columns.len(), f32::NAN);
         let row = &mut out[start..];
-        let mut seen = vec![false; self.columns.len()];
+        // Per column: not given, given a valid value, or given a bad one.
+        let mut given: Vec<Option<bool>> = vec![None; self.columns.len()];
         let mut ok = true;
         for (name, value) in features {
             let Some(&col) = self.by_name.get(name.as_str()) else {
                 ok = false;
                 break;
             };
-            match encode_value(&self.columns[col], value) {
-                Ok(v) if !seen[col] => row[col] = v,
-                _ => {
-                    ok = false;
-                    break;
-                }
-            }
-            seen[col] = true;
+            let valid = encode_value(&self.columns[col], value).map(|v| row[col] = v);
+            given[col] = Some(valid.is_ok());
         }
         for (col, spec) in self.columns.iter().enumerate() {
-            if ok && !seen[col] {
-                match encode_value(spec, &FeatureValue::Missing) {
+            match given[col] {
+                Some(valid) => ok &= valid,
+                None if ok => match encode_value(spec, &FeatureValue::Missing) {
                     Ok(v) => row[col] = v,
                     Err(_) => ok = false,
-                }
+                },
+                None => {}
             }
         }
         if ok {
@@ -262,17 +258,10 @@ impl FeatureSchema {
             return error(name, FeatureProblem::Unknown);
         }
         let mut given: Vec<Option<&FeatureValue>> = vec![None; self.columns.len()];
-        let mut twice: Option<usize> = None;
         for (name, value) in features {
-            let col = self.by_name[name.as_str()];
-            if given[col].replace(value).is_some() {
-                twice = Some(twice.map_or(col, |t| t.min(col)));
-            }
+            given[self.by_name[name.as_str()]] = Some(value);
         }
         for (col, spec) in self.columns.iter().enumerate() {
-            if twice == Some(col) {
-                return error(&spec.name, FeatureProblem::Duplicate);
-            }
             if let Err(problem) = encode_value(spec, given[col].unwrap_or(&FeatureValue::Missing)) {
                 return error(&spec.name, problem);
             }
@@ -418,6 +407,49 @@ mod tests {
             spec("c", 2, FeatureType::Categorical),
         ];
         FeatureSchema::grouped(columns, &[])
+    }
+
+    /// As in a protobuf map, the last value given for a name is the one that
+    /// counts, whether an earlier one was valid or not.
+    #[test]
+    fn a_name_given_twice_counts_with_its_last_value() {
+        let schema = schema();
+        let row = |f: &[(&str, FeatureValue)]| -> Features {
+            f.iter()
+                .map(|(n, v)| ((*n).to_owned(), v.clone()))
+                .collect()
+        };
+        let encode = |features: &Features| {
+            let mut out = vec![];
+            schema.encode_into(features, &mut out).map(|()| out)
+        };
+        let base = [
+            ("i", FeatureValue::Integer(2)),
+            ("c", FeatureValue::Integer(3)),
+        ];
+        let bad_then_good = row(&[
+            &base[..],
+            &[
+                ("f", FeatureValue::Number(99.0)),
+                ("f", FeatureValue::Number(1.5)),
+            ],
+        ]
+        .concat());
+        assert_eq!(encode(&bad_then_good).unwrap(), [1.5, 2.0, 3.0]);
+        let good_then_bad = row(&[
+            &base[..],
+            &[
+                ("f", FeatureValue::Number(1.5)),
+                ("f", FeatureValue::Number(99.0)),
+            ],
+        ]
+        .concat());
+        let e = encode(&good_then_bad).unwrap_err();
+        assert_eq!(e.name, "f");
+        assert!(
+            matches!(e.problem, FeatureProblem::OutOfRange { value, .. } if value == 99.0),
+            "{e:?}"
+        );
     }
 
     /// The group view: declared groups with their members in the
@@ -641,6 +673,16 @@ mod tests {
             proptest::collection::vec(("[a-z]{1}|f|i|c", value()), 0..6)
         }
 
+        fn distinct_row() -> impl Strategy<Value = Features> {
+            row().prop_map(|features| {
+                let mut seen = std::collections::HashSet::new();
+                features
+                    .into_iter()
+                    .filter(|(name, _)| seen.insert(name.clone()))
+                    .collect()
+            })
+        }
+
         proptest! {
             /// Any row either encodes to exactly one value per column or is
             /// rejected leaving the buffer untouched; it never panics.
@@ -655,9 +697,10 @@ mod tests {
             }
 
             /// The verdict, and the feature named in an error, do not depend
-            /// on the order the client sent the features in.
+            /// on the order the client sent the features in (each name once:
+            /// a repeated name counts with its last value).
             #[test]
-            fn the_answer_does_not_depend_on_feature_order(features in row(), seed in any::<u64>()) {
+            fn the_answer_does_not_depend_on_feature_order(features in distinct_row(), seed in any::<u64>()) {
                 let s = schema();
                 let mut shuffled = features.clone();
                 let n = shuffled.len();

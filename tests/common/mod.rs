@@ -300,7 +300,7 @@ pub fn caravan_request() -> pb::ScoreRequest {
     pb::ScoreRequest {
         model: model_ref("caravan-lgbm", ""),
         subject_id: "subject-1".into(),
-        features: g.rows[0].clone(),
+        features: pb::features(g.rows[0].clone()),
         context: us_adult(),
         values: vec![],
         explain: None,
