@@ -358,6 +358,34 @@ async fn bad_score_requests_name_the_field() {
         status.message()
     );
 
+    // A message that is not valid protobuf for the method is the caller's
+    // error, not the gateway's: INVALID_ARGUMENT naming where decoding
+    // failed (tonic's own answer is INTERNAL).
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct NotUtf8 {
+        #[prost(bytes = "vec", tag = "2")]
+        subject_id: Vec<u8>,
+    }
+    let mut grpc = tonic::client::Grpc::new(server.channel().await);
+    grpc.ready().await.unwrap();
+    let status = grpc
+        .unary::<_, pb::ScoreResponse, _>(
+            tonic::Request::new(NotUtf8 {
+                subject_id: vec![b'a', 0xff, 0xfe],
+            }),
+            tonic::codegen::http::uri::PathAndQuery::from_static("/candor.v1.ScoringService/Score"),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await
+        .expect_err("a subject_id that is not UTF-8");
+    assert_eq!(status.code(), Code::InvalidArgument, "{}", status.message());
+    assert!(
+        status.message().starts_with("request: ")
+            && status.message().contains("ScoreRequest.subject_id"),
+        "{}",
+        status.message()
+    );
+
     // The server is unharmed: a good request still scores.
     assert!(client.score(caravan_request()).await.is_ok());
     server.stop().await;

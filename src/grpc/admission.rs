@@ -378,9 +378,9 @@ impl Drop for Call {
 }
 
 /// The code of an answer, as the client will read it, once tonic's
-/// OUT_OF_RANGE for an oversized message is rewritten. A trailers-only
-/// response (every error) carries its status in the headers; a success, in
-/// the trailers.
+/// OUT_OF_RANGE for an oversized message and INTERNAL for a request that
+/// does not decode are rewritten. A trailers-only response (every error)
+/// carries its status in the headers; a success, in the trailers.
 fn answered_code(response: &mut Response<Body>, max_message_bytes: usize) -> tonic::Code {
     let code = response
         .headers()
@@ -388,12 +388,44 @@ fn answered_code(response: &mut Response<Body>, max_message_bytes: usize) -> ton
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<i32>().ok())
         .map_or(tonic::Code::Ok, tonic::Code::from);
-    if code == tonic::Code::OutOfRange
-        && oversized_is_resource_exhausted(response, max_message_bytes)
-    {
-        return tonic::Code::ResourceExhausted;
+    let rewritten = match code {
+        tonic::Code::OutOfRange => rewrite(response, |message| {
+            message
+                .contains("message length too large")
+                .then(|| oversized(max_message_bytes))
+        }),
+        tonic::Code::Internal => rewrite(response, undecodable),
+        _ => None,
+    };
+    rewritten.unwrap_or(code)
+}
+
+/// Replaces a trailers-only answer's status with what `better` makes of
+/// its message, if anything; returns the new code.
+fn rewrite(
+    response: &mut Response<Body>,
+    better: impl FnOnce(&str) -> Option<Status>,
+) -> Option<tonic::Code> {
+    let status = better(tonic::Status::from_header_map(response.headers())?.message())?;
+    let headers = response.headers_mut();
+    headers.remove("grpc-message");
+    if let Err(e) = status.add_header(headers) {
+        tracing::warn!(error = %e, "could not rewrite an answer's status");
     }
-    code
+    Some(status.code())
+}
+
+/// tonic answers a request message that is not valid protobuf for its
+/// method with INTERNAL, the code of a server fault, which clients and
+/// dashboards treat as the gateway's failure. It is the caller's: the
+/// answer is INVALID_ARGUMENT, keeping prost's account of where decoding
+/// failed (`ScoreRequest.context: RequestContext.tc_string: invalid string
+/// value ...`).
+fn undecodable(message: &str) -> Option<Status> {
+    let detail = message.strip_prefix("failed to decode Protobuf message: ")?;
+    Some(Status::invalid_argument(format!(
+        "request: the message is not valid protobuf for this method: {detail}"
+    )))
 }
 
 /// The caller's `x-request-id` when it is a sensible token, else a new
@@ -437,30 +469,14 @@ fn identify(gateway: &Gateway, request: &Request<Body>) -> Result<Caller, Status
         .map_err(|e| Status::from(crate::Error::from(e)))
 }
 
-/// A request over the message limit, however it was found out.
+/// A request over the message limit, however it was found out. tonic
+/// refuses one it finds with OUT_OF_RANGE; gRPC's status-code guide gives
+/// RESOURCE_EXHAUSTED for a message larger than the server accepts, the
+/// code clients handle as "send less".
 fn oversized(limit: usize) -> Status {
     Status::resource_exhausted(format!(
         "request: the message is larger than the {limit} bytes the gateway accepts (max_message_bytes); send fewer rows per call"
     ))
-}
-
-/// tonic refuses a request message over the size limit with OUT_OF_RANGE;
-/// gRPC's status-code guide gives RESOURCE_EXHAUSTED for a message larger
-/// than the server accepts, the code clients handle as "send less". Called
-/// for OUT_OF_RANGE answers only; true when it rewrote this one.
-fn oversized_is_resource_exhausted(response: &mut Response<Body>, limit: usize) -> bool {
-    let too_large = tonic::Status::from_header_map(response.headers())
-        .is_some_and(|s| s.message().contains("message length too large"));
-    if !too_large {
-        return false;
-    }
-    let status = oversized(limit);
-    let headers = response.headers_mut();
-    headers.remove("grpc-message");
-    if let Err(e) = status.add_header(headers) {
-        tracing::warn!(error = %e, "could not rewrite an oversized message's status");
-    }
-    true
 }
 
 /// The credential of an `authorization: Bearer <credential>` value. The
