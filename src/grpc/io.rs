@@ -29,10 +29,10 @@ use tonic::transport::{
     server::{Connected, TcpConnectInfo},
 };
 
-/// A connection that h2 writes to in whole buffers.
-pub(super) struct Coalescing<T>(pub(super) T);
+/// A TCP connection, either end, that h2 writes to in whole buffers.
+pub(super) struct Coalescing(pub(super) TcpStream);
 
-impl Connected for Coalescing<TcpStream> {
+impl Connected for Coalescing {
     type ConnectInfo = TcpConnectInfo;
 
     fn connect_info(&self) -> TcpConnectInfo {
@@ -40,7 +40,7 @@ impl Connected for Coalescing<TcpStream> {
     }
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for Coalescing<T> {
+impl AsyncRead for Coalescing {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -50,7 +50,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Coalescing<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for Coalescing<T> {
+impl AsyncWrite for Coalescing {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
