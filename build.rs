@@ -27,7 +27,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = protox::compile(files, ["proto"])?;
     let out = PathBuf::from(env::var("OUT_DIR")?);
     fs::write(out.join("candor_descriptor.bin"), fds.encode_to_vec())?;
-    tonic_prost_build::configure().compile_fds(features_as_entries(fds))?;
+    tonic_prost_build::configure()
+        .codec_path("crate::grpc::codec::ProtoCodec")
+        .compile_fds(features_as_entries(fds))?;
     Ok(())
 }
 

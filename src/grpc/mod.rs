@@ -8,6 +8,7 @@ mod admin;
 mod admission;
 mod auth;
 pub mod client;
+mod codec;
 mod consent;
 mod convert;
 mod deadline;
