@@ -39,15 +39,24 @@
 //! from the cache, and the cache's hit ratio under a skewed look-up mix.
 //!
 //! Throughput is measured at saturation: 128 calls in flight keep both
-//! cores busy in every scenario, where 32 left the gateway idle part of
+//! cores busy in most scenarios, where 32 left the gateway idle part of
 //! the time while calls crossed the loopback (inline attributions ran about
-//! 15% faster at 64, and no faster at 256). Latencies are therefore those of a
-//! saturated gateway, queueing included; the `GetExplanation` section runs
-//! at 32 calls in flight.
+//! 15% faster at 64, and no faster at 256). A `sync` call also waits for
+//! its batch's fsync, and by Little's law more calls must be in flight to
+//! keep the cores busy through that wait: at 128 the `sync` gateway left
+//! about a tenth of its CPU idle, at 512 none. The comparison of recording
+//! `sync` and `async` with recording `off` (and deferred attributions,
+//! measured against `async`) therefore runs all its sides at 512. Every
+//! gateway does more per CPU-second there (more calls share an inference
+//! batch and a write), so the table also has `off` at 512 against `off` at
+//! 128: what concurrency alone gives. Latencies are those of a saturated
+//! gateway, queueing included, and grow with the calls in flight; the
+//! `GetExplanation` section runs at 32 calls in flight.
 //!
 //! Settings (environment): LOAD_SECS (per scenario and round,
 //! default 3), LOAD_ROUNDS (default 3), LOAD_CLIENTS
-//! (concurrent calls, default 128), LOAD_CONNECTIONS (default 4),
+//! (concurrent calls, default 128), RECORD_CLIENTS (concurrent calls
+//! comparing the recording modes, default 512), LOAD_CONNECTIONS (default 4),
 //! WHY_CLIENTS (default 32), WHY_DECISIONS (default 3000), WHY_LOOKUPS
 //! (default 30000), LOAD_ONLY (comma-separated table rows to run, for
 //! profiling one scenario).
@@ -539,6 +548,8 @@ struct Run {
     load: Load,
     /// Index into the run list of the reference.
     baseline: usize,
+    /// Calls kept in flight (none for the kernel).
+    in_flight: Option<usize>,
 }
 
 impl Run {
@@ -559,6 +570,10 @@ impl Run {
         }
     }
 
+    fn in_flight_column(&self) -> String {
+        self.in_flight.map_or("-".to_owned(), |n| n.to_string())
+    }
+
     fn rows(&self) -> u64 {
         match self.load {
             Load::Rpc { scenario, .. } => scenario.rows(),
@@ -571,31 +586,40 @@ fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
 }
 
-fn runs() -> Vec<Run> {
+/// The table's rows. `load` and `record` are the calls kept in flight by
+/// most scenarios and by the comparison of recording `sync` and `async`
+/// with recording `off` (the module's doc says why they differ).
+fn runs(load: usize, record: usize) -> Vec<Run> {
     use Scenario::*;
-    let run = |scenario, server, baseline| Run {
+    let run = |scenario, server, baseline, in_flight| Run {
         load: Load::Rpc { scenario, server },
         baseline,
+        in_flight: Some(in_flight),
     };
     vec![
-        run(Empty, 0, 0),
-        run(Score, 0, 0),
-        run(ScoreTcfLedger, 0, 1),
-        run(ScorePositional, 0, 0),
-        run(ScoreBatch256, 0, 0),
+        run(Empty, 0, 0, load),
+        run(Score, 0, 0, load),
+        run(ScoreTcfLedger, 0, 1, load),
+        run(ScorePositional, 0, 0, load),
+        run(ScoreBatch256, 0, 0, load),
         Run {
             load: Load::Kernel,
             baseline: 5,
+            in_flight: None,
         },
-        run(ScoreInlineAttributions, 0, 5),
-        run(Score, 1, 1),
-        run(Score, 2, 1),
+        run(ScoreInlineAttributions, 0, 5, load),
+        run(Score, 1, 13, record),
+        run(Score, 2, 13, record),
         // Deferred attributions live in the record: against the same
         // gateway's Score without attributions, measured just before.
-        run(ScoreDeferredAttributions, 2, 8),
-        run(ScoreBatch256, 1, 4),
-        run(ScoreBatch256, 2, 4),
-        run(OipModelInfer, 0, 3),
+        run(ScoreDeferredAttributions, 2, 8, record),
+        run(ScoreBatch256, 1, 4, load),
+        run(ScoreBatch256, 2, 4, load),
+        run(OipModelInfer, 0, 3, load),
+        // Last, so that the rows' numbers stay those of earlier runs
+        // (LOAD_ONLY, BENCHMARKS.md): recording off at the recording
+        // comparison's concurrency, against itself at `load`.
+        run(Score, 0, 1, record),
     ]
 }
 
@@ -740,6 +764,7 @@ fn main() {
     let secs = setting("LOAD_SECS", 3);
     let rounds = setting("LOAD_ROUNDS", 3);
     let clients = setting("LOAD_CLIENTS", 128) as usize;
+    let record_clients = setting("RECORD_CLIENTS", 512) as usize;
     let connections = setting("LOAD_CONNECTIONS", 4) as usize;
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let servers: Vec<_> = DURABILITIES
@@ -757,7 +782,7 @@ fn main() {
     let only: Option<Vec<usize>> = std::env::var("LOAD_ONLY")
         .ok()
         .map(|v| v.split(',').filter_map(|i| i.trim().parse().ok()).collect());
-    let runs = runs();
+    let runs = runs(clients, record_clients);
     let payloads: BTreeMap<Scenario, Arc<Vec<Bytes>>> = Scenario::ALL
         .iter()
         .map(|&s| (s, Arc::new(s.payloads(&rows))))
@@ -782,7 +807,8 @@ fn main() {
                 if only.as_ref().is_some_and(|o| !o.contains(&i)) {
                     continue;
                 }
-                let Load::Rpc { scenario, server } = run.load else {
+                let (Load::Rpc { scenario, server }, Some(in_flight)) = (run.load, run.in_flight)
+                else {
                     let rate = kernel(&servers[0].gateway, secs);
                     eprintln!("round {round}: {:<62} {rate:>9.0} rows/s", run.name());
                     results[i].rates.push(rate);
@@ -791,14 +817,14 @@ fn main() {
                 let o = drive(
                     scenario,
                     &channels[server],
-                    clients,
+                    in_flight,
                     secs,
                     payloads[&scenario].clone(),
                 )
                 .await;
                 let rps = o.calls as f64 / o.elapsed.as_secs_f64();
                 eprintln!(
-                    "round {round}: {:<42} recording {:<5} {rps:>9.0} req/s  errors {}",
+                    "round {round}: {:<42} recording {:<5} {in_flight:>4} in flight {rps:>9.0} req/s  errors {}",
                     scenario.name(),
                     DURABILITIES[server],
                     o.errors
@@ -825,13 +851,13 @@ fn main() {
     });
 
     println!(
-        "\nload harness: {clients} concurrent clients over {connections} connections, {rounds} rounds x {secs} s per scenario, {} cores",
+        "\nload harness: {clients} calls in flight ({record_clients} to compare recording sync and async with off) over {connections} connections, {rounds} rounds x {secs} s per scenario, {} cores",
         cores()
     );
     println!(
-        "| scenario | recording | req/s (median of rounds) | rows/s | p50 ms | p99 ms | errors | vs | same round: median (range) | CPU µs/row (record threads) | CPU/row: baseline's ÷ this |"
+        "| scenario | recording | in flight | req/s (median of rounds) | rows/s | p50 ms | p99 ms | errors | vs | same round: median (range) | CPU µs/row (record threads) | CPU/row: baseline's ÷ this |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     let medians: Vec<f64> = results
         .iter()
         .map(|r| {
@@ -889,15 +915,17 @@ fn main() {
             }
         };
         println!(
-            "| {} | {} | {rps:.0} | {:.0} | {} | {} | {errors} | {:.1}% of {} (recording {}) | {same_round} | {cpu_column} | {cpu_ratio} |",
+            "| {} | {} | {} | {rps:.0} | {:.0} | {} | {} | {errors} | {:.1}% of {} (recording {}, {} in flight) | {same_round} | {cpu_column} | {cpu_ratio} |",
             run.name(),
             run.recording(),
+            run.in_flight_column(),
             rps * run.rows() as f64,
             latency(0.50),
             latency(0.99),
             100.0 * rps / medians[run.baseline],
             base.name(),
             base.recording(),
+            base.in_flight_column(),
         );
     }
     if !drains.is_empty() {
