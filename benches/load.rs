@@ -42,14 +42,15 @@
 //! cores busy in most scenarios, where 32 left the gateway idle part of
 //! the time while calls crossed the loopback (inline attributions ran about
 //! 15% faster at 64, and no faster at 256). A `sync` call also waits for
-//! its batch's fsync, and by Little's law more calls must be in flight to
-//! keep the cores busy through that wait: at 128 the `sync` gateway left
-//! about a tenth of its CPU idle, at 512 none. The comparison of recording
-//! `sync` and `async` with recording `off` (and deferred attributions,
-//! measured against `async`) therefore runs all its sides at 512. Every
-//! gateway does more per CPU-second there (more calls share an inference
-//! batch and a write), so the table also has `off` at 512 against `off` at
-//! 128: what concurrency alone gives. Latencies are those of a saturated
+//! its batch's fsync, so more calls must be in flight for each group
+//! commit to carry as many decisions as the gateway can record: at 512 its
+//! CPU per call was 9–12% lower than at 128, `off`'s 2–5% (BENCHMARKS.md,
+//! session 17). The comparison of recording `sync` and `async` with
+//! recording `off` (and deferred attributions, measured against `async`)
+//! therefore runs all its sides at 512. Every gateway does somewhat more
+//! per CPU-second there (more calls share an inference batch and a
+//! write), so the table also has `off` at 512 against `off` at 128: what
+//! concurrency alone gives. Latencies are those of a saturated
 //! gateway, queueing included, and grow with the calls in flight; the
 //! `GetExplanation` section runs at 32 calls in flight.
 //!
