@@ -7,7 +7,7 @@
 //! moves a `BytesMut` cursor through two layers of `Buf`. The message is
 //! already contiguous there; decoding the slice lets prost use its
 //! monomorphised slice path, which cut a named `Score` call's decoding by
-//! about half (BENCHMARKS.md, session 17). Bytes and errors are exactly
+//! a third (BENCHMARKS.md, session 17). Bytes and errors are exactly
 //! tonic-prost's, so the admission layer treats every service alike.
 
 use std::marker::PhantomData;
