@@ -12,31 +12,60 @@
 //! together, leave in one write. Copying a few hundred bytes costs far less
 //! than a system call, and on loopback every write is also a segment the peer
 //! must take in.
+//!
+//! A connection also closes without losing its last replies. When the
+//! server drains at shutdown, h2 writes the last frames, shuts the socket
+//! down for writing and drops it. If the peer has meanwhile sent anything
+//! (a WINDOW_UPDATE for a large reply it is reading), Linux closes a socket
+//! that holds unread bytes with RST and drops whatever it has not sent
+//! yet: the peer read `ECONNRESET` in the middle of a reply. So shutting
+//! down also reads and discards until the peer closes too, for at most
+//! [`LINGER`], as web servers' lingering close does.
 
 use std::{
+    future::Future,
     io,
     pin::Pin,
-    task::{Context, Poll},
+    task::{Context, Poll, ready},
+    time::Duration,
 };
 
 use hyper_util::rt::TokioIo;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::TcpStream,
+    time::Sleep,
 };
 use tonic::transport::{
     Channel, Endpoint, Uri,
     server::{Connected, TcpConnectInfo},
 };
 
-/// A TCP connection, either end, that h2 writes to in whole buffers.
-pub(super) struct Coalescing(pub(super) TcpStream);
+/// How long a connection shut down for writing waits for its peer to close.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// A TCP connection, either end, that h2 writes to in whole buffers and that
+/// closes without dropping what its peer has not read.
+pub(super) struct Coalescing {
+    stream: TcpStream,
+    /// Running once the connection is shut down for writing.
+    lingering: Option<Pin<Box<Sleep>>>,
+}
+
+impl Coalescing {
+    pub(super) fn new(stream: TcpStream) -> Self {
+        Self {
+            stream,
+            lingering: None,
+        }
+    }
+}
 
 impl Connected for Coalescing {
     type ConnectInfo = TcpConnectInfo;
 
     fn connect_info(&self) -> TcpConnectInfo {
-        self.0.connect_info()
+        self.stream.connect_info()
     }
 }
 
@@ -46,7 +75,7 @@ impl AsyncRead for Coalescing {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
+        Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }
 
@@ -56,15 +85,33 @@ impl AsyncWrite for Coalescing {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
+        Pin::new(&mut self.stream).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
+        Pin::new(&mut self.stream).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
+        let this = &mut *self;
+        if this.lingering.is_none() {
+            ready!(Pin::new(&mut this.stream).poll_shutdown(cx))?;
+            this.lingering = Some(Box::pin(tokio::time::sleep(LINGER)));
+        }
+        // Until the peer closes (see the module documentation).
+        let mut scratch = [0u8; 1024];
+        loop {
+            let mut discard = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut this.stream).poll_read(cx, &mut discard) {
+                Poll::Ready(Ok(())) if discard.filled().is_empty() => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(())) => {}
+                // Reset by the peer: nothing left to deliver.
+                Poll::Ready(Err(_)) => return Poll::Ready(Ok(())),
+                Poll::Pending => break,
+            }
+        }
+        let lingering = this.lingering.as_mut().expect("set when shut down");
+        lingering.as_mut().poll(cx).map(Ok)
     }
 
     // The point of this type: see the module documentation.
@@ -94,7 +141,41 @@ pub async fn connect(endpoint: Endpoint) -> Result<Channel, tonic::transport::Er
         let stream = TcpStream::connect((host, port)).await?;
         // As on the server: small messages must not wait for Nagle.
         stream.set_nodelay(true)?;
-        Ok::<_, io::Error>(TokioIo::new(Coalescing(stream)))
+        Ok::<_, io::Error>(TokioIo::new(Coalescing::new(stream)))
     });
     endpoint.connect_with_connector(connector).await
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A reply larger than the sockets' buffers, and a peer that sent a few
+    /// bytes the closing side never read: without the lingering close the
+    /// peer reads `ECONNRESET` before the end of the reply.
+    #[tokio::test]
+    async fn a_closed_connection_delivers_all_it_wrote() {
+        const REPLY: usize = 16 << 20;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut peer = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        // Unread by the closing side, as a WINDOW_UPDATE would be.
+        peer.write_all(b"window update").await.unwrap();
+        let closing = tokio::spawn(async move {
+            let mut connection = Coalescing::new(accepted);
+            connection.write_all(&vec![7u8; REPLY]).await.unwrap();
+            connection.shutdown().await.unwrap();
+        });
+        let mut reply = Vec::new();
+        peer.read_to_end(&mut reply)
+            .await
+            .expect("the whole reply, then the end of the stream");
+        assert_eq!(reply.len(), REPLY);
+        drop(peer);
+        closing.await.unwrap();
+    }
 }

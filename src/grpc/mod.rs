@@ -285,7 +285,7 @@ pub async fn serve(
             // peer's delayed ACK: that stalls a call for ~40 ms.
             TcpIncoming::from(listener)
                 .with_nodelay(Some(true))
-                .map(|accepted| accepted.map(io::Coalescing)),
+                .map(|accepted| accepted.map(io::Coalescing::new)),
             shutdown,
         )
         .await;
