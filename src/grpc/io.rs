@@ -114,7 +114,7 @@ impl AsyncWrite for Coalescing {
         lingering.as_mut().poll(cx).map(Ok)
     }
 
-    // The point of this type: see the module documentation.
+    // So that h2 copies small frames: see the module documentation.
     fn is_write_vectored(&self) -> bool {
         false
     }
