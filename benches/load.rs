@@ -537,8 +537,12 @@ const DURABILITIES: [&str; 3] = ["off", "sync", "async"];
 /// What a run measures.
 #[derive(Clone, Copy)]
 enum Load {
-    /// A scenario's calls against one gateway.
-    Rpc { scenario: Scenario, server: usize },
+    /// A scenario's calls against one gateway, `in_flight` at a time.
+    Rpc {
+        scenario: Scenario,
+        server: usize,
+        in_flight: usize,
+    },
     /// The path-dependent TreeSHAP kernel of the gateway's Caravan model,
     /// one row per call on one thread, without RPC; rows/s times the cores.
     Kernel,
@@ -549,8 +553,6 @@ struct Run {
     load: Load,
     /// Index into the run list of the reference.
     baseline: usize,
-    /// Calls kept in flight (none for the kernel).
-    in_flight: Option<usize>,
 }
 
 impl Run {
@@ -572,7 +574,10 @@ impl Run {
     }
 
     fn in_flight_column(&self) -> String {
-        self.in_flight.map_or("-".to_owned(), |n| n.to_string())
+        match self.load {
+            Load::Rpc { in_flight, .. } => in_flight.to_string(),
+            Load::Kernel => "-".to_owned(),
+        }
     }
 
     fn rows(&self) -> u64 {
@@ -593,9 +598,12 @@ fn cores() -> usize {
 fn runs(load: usize, record: usize) -> Vec<Run> {
     use Scenario::*;
     let run = |scenario, server, baseline, in_flight| Run {
-        load: Load::Rpc { scenario, server },
+        load: Load::Rpc {
+            scenario,
+            server,
+            in_flight,
+        },
         baseline,
-        in_flight: Some(in_flight),
     };
     vec![
         run(Empty, 0, 0, load),
@@ -606,7 +614,6 @@ fn runs(load: usize, record: usize) -> Vec<Run> {
         Run {
             load: Load::Kernel,
             baseline: 5,
-            in_flight: None,
         },
         run(ScoreInlineAttributions, 0, 5, load),
         run(Score, 1, 13, record),
@@ -808,7 +815,11 @@ fn main() {
                 if only.as_ref().is_some_and(|o| !o.contains(&i)) {
                     continue;
                 }
-                let (Load::Rpc { scenario, server }, Some(in_flight)) = (run.load, run.in_flight)
+                let Load::Rpc {
+                    scenario,
+                    server,
+                    in_flight,
+                } = run.load
                 else {
                     let rate = kernel(&servers[0].gateway, secs);
                     eprintln!("round {round}: {:<62} {rate:>9.0} rows/s", run.name());
