@@ -738,7 +738,7 @@ impl Writer {
         job: Job,
     ) -> (Result<(), StoreError>, Reply) {
         // Begun at `at` for `subject`, before that subject's erasure?
-        let stale = |subject: Option<&String>, at: i64| {
+        let stale = |subject: Option<&str>, at: i64| {
             subject
                 .and_then(|s| erased.get(s))
                 .is_some_and(|&erased_at| at <= erased_at)
@@ -747,7 +747,7 @@ impl Writer {
             Job::Append(drafts, tx) => {
                 if drafts
                     .iter()
-                    .any(|d| stale(d.subject_ref.as_ref(), d.collection.collected_at_ms))
+                    .any(|d| stale(d.subject_ref.as_deref(), d.collection.collected_at_ms))
                 {
                     return reply(Some(tx), Err(StoreError::Erased));
                 }
@@ -772,7 +772,7 @@ impl Writer {
             }
             Job::Record(batch, tx) => {
                 let first = batch.rows.first();
-                if first.is_some_and(|r| stale(r.subject_ref.as_ref(), r.decided_at_ms)) {
+                if first.is_some_and(|r| stale(batch.subject_ref.as_deref(), r.decided_at_ms)) {
                     return reply(tx, Err(StoreError::Erased));
                 }
                 reply(tx, decisions::insert(conn, &batch, provenances))
@@ -791,7 +791,7 @@ impl Writer {
                 // A shadow of a subject erased meanwhile is not written.
                 let live: Vec<ShadowRow> = rows
                     .iter()
-                    .filter(|r| !stale(r.subject_ref.as_ref(), r.decided_at_ms))
+                    .filter(|r| !stale(r.subject_ref.as_deref(), r.decided_at_ms))
                     .cloned()
                     .collect();
                 reply::<()>(None, decisions::shadow::insert(conn, &live))

@@ -4,10 +4,11 @@
 
 use aes_gcm::{
     Aes256Gcm, KeyInit, Nonce,
-    aead::{Aead, Payload},
+    aead::{Aead, AeadInPlace, Payload},
 };
 
 const NONCE: usize = 12;
+const TAG: usize = 16;
 
 pub struct InputCipher {
     cipher: Aes256Gcm,
@@ -25,21 +26,24 @@ impl InputCipher {
         }
     }
 
-    /// nonce ‖ ciphertext of the row's little-endian f32 values.
+    /// nonce ‖ ciphertext of the row's little-endian f32 values ‖ tag, in
+    /// one allocation: sealing runs on the request path of every recorded
+    /// decision.
     pub fn seal(&self, decision_id: &str, row: &[f32]) -> Vec<u8> {
-        let plain: Vec<u8> = row.iter().flat_map(|v| v.to_le_bytes()).collect();
         let nonce: [u8; NONCE] = rand::random();
-        let sealed = self
+        let mut sealed = Vec::with_capacity(NONCE + row.len() * 4 + TAG);
+        sealed.extend_from_slice(&nonce);
+        sealed.extend(row.iter().flat_map(|v| v.to_le_bytes()));
+        let tag = self
             .cipher
-            .encrypt(
+            .encrypt_in_place_detached(
                 Nonce::from_slice(&nonce),
-                Payload {
-                    msg: &plain,
-                    aad: decision_id.as_bytes(),
-                },
+                decision_id.as_bytes(),
+                &mut sealed[NONCE..],
             )
             .expect("AES-GCM encrypts any length we store");
-        [nonce.as_slice(), &sealed].concat()
+        sealed.extend_from_slice(&tag);
+        sealed
     }
 
     pub fn open(&self, decision_id: &str, sealed: &[u8]) -> Result<Vec<f32>, OpenError> {

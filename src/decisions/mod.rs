@@ -26,6 +26,7 @@ use crate::store::now_ms;
 use crate::{
     consent::policy::{Provenance, Tier},
     explain::DecisionAttribution,
+    models::ModelIdentity,
     paging::{DecisionPosition, Position},
     store::StoreError,
 };
@@ -208,16 +209,43 @@ fn json<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).expect("plain data serialises")
 }
 
+/// A decision on its way to the record: what its row stores and no more.
+/// The writer thread frees what it is sent, and a block freed by a thread
+/// other than the one that allocated it costs the allocator far more than a
+/// local free; so the request's provenance (dozens of strings) stays with
+/// the request, and the batch carries its stored form instead
+/// (BENCHMARKS.md, "Session 18").
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewDecision {
+    pub decision_id: String,
+    pub decided_at_ms: i64,
+    pub model: ModelIdentity,
+    pub placement_id: String,
+    pub campaign_id: String,
+    pub ad_id: String,
+    pub tier: Tier,
+    pub score: Option<f64>,
+    pub explanation: Option<Explanation>,
+    /// The row as scored, sealed; see [`DecisionRow::inputs`].
+    pub inputs: Option<Vec<u8>>,
+    pub explain_method: Option<&'static str>,
+    pub retain_until_ms: i64,
+}
+
 /// The decisions of one request, which share one provenance.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecordBatch {
     pub provenance_sha256: Arc<str>,
     pub provenance_json: Arc<str>,
-    pub rows: Vec<DecisionRow>,
+    pub subject_ref: Option<Arc<str>>,
+    pub request_id: Arc<str>,
+    pub rows: Vec<NewDecision>,
 }
 
-/// A provenance as last serialised on this thread, with its JSON and hash.
-type Serialised = (Arc<Provenance>, Arc<str>, Arc<str>);
+/// A provenance as last serialised on this thread, with its hash, JSON and
+/// subject.
+type Serialised = (Arc<Provenance>, Stored);
+type Stored = (Arc<str>, Arc<str>, Option<Arc<str>>);
 
 thread_local! {
     static LAST_SERIALISED: std::cell::RefCell<Option<Serialised>> =
@@ -229,22 +257,49 @@ impl RecordBatch {
     /// the same signals follow one another (every anonymous request of a
     /// placement, a subject's page views), so a thread reuses the form it
     /// made last when the provenance is equal.
-    pub fn new(provenance: &Arc<Provenance>, rows: Vec<DecisionRow>) -> Self {
-        let (provenance_sha256, provenance_json) = LAST_SERIALISED.with_borrow_mut(|last| {
-            if let Some((p, sha, json)) = last.as_ref()
-                && p == provenance
-            {
-                return (sha.clone(), json.clone());
-            }
-            let json: Arc<str> = json(&**provenance).into();
-            let sha: Arc<str> = hex::encode(Sha256::digest(json.as_bytes())).into();
-            *last = Some((provenance.clone(), sha.clone(), json.clone()));
-            (sha, json)
-        });
+    pub fn new(provenance: &Arc<Provenance>, request_id: Arc<str>, rows: Vec<NewDecision>) -> Self {
+        let (provenance_sha256, provenance_json, subject_ref) =
+            LAST_SERIALISED.with_borrow_mut(|last| {
+                if let Some((p, stored)) = last.as_ref()
+                    && p == provenance
+                {
+                    return stored.clone();
+                }
+                let json: Arc<str> = json(&**provenance).into();
+                let sha: Arc<str> = hex::encode(Sha256::digest(json.as_bytes())).into();
+                let stored = (sha, json, provenance.subject_ref.as_deref().map(Arc::from));
+                *last = Some((provenance.clone(), stored.clone()));
+                stored
+            });
         Self {
             provenance_sha256,
             provenance_json,
+            subject_ref,
+            request_id,
             rows,
+        }
+    }
+
+    /// `d` as the record reads it back, made under `provenance`.
+    pub fn read_back(&self, d: &NewDecision, provenance: Arc<Provenance>) -> DecisionRow {
+        DecisionRow {
+            decision_id: d.decision_id.clone(),
+            decided_at_ms: d.decided_at_ms,
+            request_id: self.request_id.clone(),
+            model_name: d.model.name.clone(),
+            model_version: d.model.version.clone(),
+            model_sha256: d.model.sha256.clone(),
+            subject_ref: self.subject_ref.as_deref().map(str::to_owned),
+            placement_id: d.placement_id.clone(),
+            campaign_id: d.campaign_id.clone(),
+            ad_id: d.ad_id.clone(),
+            tier: d.tier,
+            score: d.score,
+            provenance,
+            explanation: d.explanation.clone(),
+            inputs: d.inputs.clone(),
+            explain_method: d.explain_method.map(str::to_owned),
+            retain_until_ms: d.retain_until_ms,
         }
     }
 }
@@ -271,16 +326,16 @@ pub(crate) fn insert(
     batch: &RecordBatch,
     stored: &mut StoredProvenances,
 ) -> Result<(), StoreError> {
-    let Some(first) = batch.rows.first() else {
+    if batch.rows.is_empty() {
         return Ok(());
-    };
+    }
     if !stored.0.contains(&*batch.provenance_sha256) {
         conn.prepare_cached(
             "INSERT OR IGNORE INTO provenances (sha256, subject_ref, json) VALUES (?1, ?2, ?3)",
         )?
         .execute(params![
             &*batch.provenance_sha256,
-            first.provenance.subject_ref,
+            batch.subject_ref.as_deref(),
             &*batch.provenance_json
         ])?;
         if stored.0.len() >= StoredProvenances::MOST {
@@ -298,11 +353,11 @@ pub(crate) fn insert(
         stmt.execute(params![
             r.decision_id,
             r.decided_at_ms,
-            r.request_id,
-            r.model_name,
-            r.model_version,
-            r.model_sha256,
-            r.subject_ref,
+            &*batch.request_id,
+            &*r.model.name,
+            &*r.model.version,
+            &*r.model.sha256,
+            batch.subject_ref.as_deref(),
             r.placement_id,
             r.campaign_id,
             r.ad_id,
@@ -466,7 +521,38 @@ pub fn pending(conn: &Connection, limit: usize) -> Result<Vec<DecisionRow>, Stor
 /// batch that records it.
 #[cfg(test)]
 pub(crate) fn sample_batch(id: &str, subject: Option<&str>) -> RecordBatch {
-    let provenance = Arc::new(Provenance {
+    let row = NewDecision {
+        decision_id: id.into(),
+        decided_at_ms: now_ms(),
+        model: ModelIdentity {
+            name: "m".into(),
+            version: "1.0.0".into(),
+            sha256: "sha".into(),
+        },
+        placement_id: String::new(),
+        campaign_id: String::new(),
+        ad_id: String::new(),
+        tier: Tier::Contextual,
+        score: Some(0.2),
+        explanation: None,
+        inputs: None,
+        explain_method: None,
+        retain_until_ms: i64::MAX,
+    };
+    RecordBatch::new(&sample_provenance(subject), "r".into(), vec![row])
+}
+
+/// [`sample_batch`]'s decision as the record reads it back.
+#[cfg(test)]
+pub(crate) fn sample_row(id: &str, subject: Option<&str>) -> DecisionRow {
+    let batch = sample_batch(id, subject);
+    batch.read_back(&batch.rows[0], sample_provenance(subject))
+}
+
+/// The provenance of [`sample_batch`]'s decisions, a new one each call.
+#[cfg(test)]
+fn sample_provenance(subject: Option<&str>) -> Arc<Provenance> {
+    Arc::new(Provenance {
         jurisdiction: "US".into(),
         regime: crate::consent::policy::Regime::Us,
         tier: Tier::Contextual,
@@ -479,27 +565,7 @@ pub(crate) fn sample_batch(id: &str, subject: Option<&str>) -> RecordBatch {
         policy_hash: String::new(),
         model_sha256: "sha".into(),
         subject_ref: subject.map(str::to_owned),
-    });
-    let row = DecisionRow {
-        decision_id: id.into(),
-        decided_at_ms: now_ms(),
-        request_id: "r".into(),
-        model_name: "m".into(),
-        model_version: "1.0.0".into(),
-        model_sha256: "sha".into(),
-        subject_ref: subject.map(str::to_owned),
-        placement_id: String::new(),
-        campaign_id: String::new(),
-        ad_id: String::new(),
-        tier: Tier::Contextual,
-        score: Some(0.2),
-        provenance: provenance.clone(),
-        explanation: None,
-        inputs: None,
-        explain_method: None,
-        retain_until_ms: i64::MAX,
-    };
-    RecordBatch::new(&provenance, vec![row])
+    })
 }
 
 #[cfg(test)]
@@ -559,19 +625,24 @@ mod tests {
     /// and never that of a different one.
     #[test]
     fn equal_provenances_share_one_stored_form() {
-        let fresh = |b: &RecordBatch| {
-            let json = json(&*b.rows[0].provenance);
+        let fresh = |subject: &str| {
+            let json = json(&*sample_provenance(Some(subject)));
             let sha = hex::encode(Sha256::digest(json.as_bytes()));
             (sha, json)
         };
         let a = sample_batch("a", Some("s"));
         let b = sample_batch("b", Some("s"));
-        assert!(!Arc::ptr_eq(&a.rows[0].provenance, &b.rows[0].provenance));
         assert!(Arc::ptr_eq(&a.provenance_json, &b.provenance_json));
         let c = sample_batch("c", Some("t"));
         assert_ne!(a.provenance_sha256, c.provenance_sha256);
-        for batch in [&a, &b, &c, &sample_batch("d", Some("s"))] {
-            let (sha, json) = fresh(batch);
+        assert_eq!(c.subject_ref.as_deref(), Some("t"));
+        for (subject, batch) in [
+            ("s", &a),
+            ("s", &b),
+            ("t", &c),
+            ("s", &sample_batch("d", Some("s"))),
+        ] {
+            let (sha, json) = fresh(subject);
             assert_eq!(
                 (&*batch.provenance_sha256, &*batch.provenance_json),
                 (&*sha, &*json)

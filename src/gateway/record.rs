@@ -12,7 +12,7 @@ use super::{
 };
 use crate::{
     consent::ledger::StoredRecord,
-    decisions::{self, DecisionRow, Durability, Explanation, RecordBatch},
+    decisions::{self, DecisionRow, Durability, Explanation, NewDecision, RecordBatch},
     error::Error,
     explain::{Method, pool::PoolError},
     models::{ModelPackage, ModelSelector, VersionRef},
@@ -90,8 +90,7 @@ impl Gateway {
         let width = package.schema.width();
         let now = now_ms();
         let retain_until_ms = self.retain_until(package.name(), now);
-        let request_id: Arc<str> = request_id.into();
-        let records: Vec<DecisionRow> = decisions
+        let records: Vec<NewDecision> = decisions
             .iter()
             .enumerate()
             .zip(placements)
@@ -104,37 +103,38 @@ impl Gateway {
                     }
                     _ => None,
                 };
-                DecisionRow {
+                NewDecision {
                     decision_id: id,
                     decided_at_ms: d.decided_at_ms(),
-                    request_id: request_id.clone(),
-                    model_name: d.model.name.clone(),
-                    model_version: d.model.version.clone(),
-                    model_sha256: d.model.sha256.clone(),
-                    subject_ref: d.provenance.subject_ref.clone(),
+                    model: d.model.clone(),
                     placement_id: placement.placement_id.clone(),
                     campaign_id: placement.campaign_id.clone(),
                     ad_id: placement.ad_id.clone(),
                     tier: d.provenance.tier,
                     score: d.score,
-                    provenance: d.provenance.clone(),
                     explanation,
                     explain_method: deferred
                         .filter(|_| d.explanation_status == ExplanationStatus::Deferred)
-                        .map(|m| m.as_str().to_owned()),
+                        .map(Method::as_str),
                     inputs,
                     retain_until_ms,
                 }
             })
             .collect();
-        for r in records.iter().filter(|r| r.explanation.is_some()) {
-            self.cache.insert(r.clone());
-        }
-        let has_deferred = records.iter().any(|r| r.explain_method.is_some());
         let Some(first) = decisions.first() else {
             return Ok(());
         };
-        let batch = Arc::new(RecordBatch::new(&first.provenance, records));
+        let batch = Arc::new(RecordBatch::new(
+            &first.provenance,
+            request_id.into(),
+            records,
+        ));
+        for (d, r) in decisions.iter().zip(&batch.rows) {
+            if r.explanation.is_some() {
+                self.cache.insert(batch.read_back(r, d.provenance.clone()));
+            }
+        }
+        let has_deferred = batch.rows.iter().any(|r| r.explain_method.is_some());
         // While commits fail, `async` waits too: nothing is acknowledged
         // that is not on disk, and the retry queue stays bounded.
         if durability == Durability::Sync || self.store.is_failing() {

@@ -663,7 +663,7 @@ source = "first_party"
             }),
         };
         let line = |regime: Regime, tier: Tier, purposes: Vec<PurposeOutcome>, rules: &[&str]| {
-            let mut row = crate::decisions::sample_batch("d", Some("s")).rows[0].clone();
+            let mut row = crate::decisions::sample_row("d", Some("s"));
             let p = std::sync::Arc::make_mut(&mut row.provenance);
             (p.regime, p.tier, p.purposes) = (regime, tier, purposes);
             p.jurisdiction = if regime == Regime::Unknown { "" } else { "NL" }.into();
@@ -834,7 +834,7 @@ source = "first_party"
             (Tier::Personalised, "profiling"),
             (Tier::Contextual, "contextual"),
         ] {
-            let mut row = crate::decisions::sample_batch("d", Some("s")).rows[0].clone();
+            let mut row = crate::decisions::sample_row("d", Some("s"));
             row.tier = tier;
             for language in Language::ALL {
                 let view = consumer(&row, None, language, 10);
