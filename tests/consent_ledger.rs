@@ -77,8 +77,20 @@ async fn records_chain_and_read_back_as_state_and_history() {
     assert_eq!(status, vec![(1, "given"), (3, "given"), (4, "withdrawn")]);
     let p1 = &state.purposes[0];
     assert_eq!(p1.dpv, "dpv:ServiceProvision");
-    let validity = p1.expires_at.unwrap().seconds - p1.effective_at.unwrap().seconds;
-    assert_eq!(validity, 395 * 24 * 3600, "consent is valid for 13 months");
+    // 13 calendar months: how many days that is depends on the day the
+    // test runs (395 from 30 November 2026, 396 from 1 December).
+    let instant = |t: prost_types::Timestamp| jiff::Timestamp::new(t.seconds, t.nanos).unwrap();
+    let effective = instant(p1.effective_at.unwrap());
+    let thirteen_months = effective
+        .to_zoned_datetime(jiff::tz::TimeZone::UTC)
+        .checked_add(jiff::ToSpan::months(13))
+        .unwrap()
+        .timestamp();
+    assert_eq!(
+        instant(p1.expires_at.unwrap()),
+        thirteen_months,
+        "consent is valid for 13 calendar months"
+    );
 
     let history = c
         .get_consent_history(pb::GetConsentHistoryRequest {
