@@ -2,10 +2,11 @@
 //! clients and prints requests/s and p50/p99 latency per scenario.
 //!
 //! Scenarios run interleaved in rounds, in one process and one run, so that
-//! every ratio compares figures measured under the same machine noise. The
-//! `vs` column divides medians over the rounds; the last column divides
-//! each round's figure by its baseline's in that round and gives the median
-//! and range of those ratios. The scenarios:
+//! every ratio compares figures measured under the same machine noise; a
+//! baseline listed below a row measured against it runs just before that
+//! row (`schedule`). The `vs` column divides medians over the rounds; the
+//! last column divides each round's figure by its baseline's in that round
+//! and gives the median and range of those ratios. The scenarios:
 //! - `empty`: `grpc.health.v1.Health/Check` on the same server stack, the
 //!   baseline cost of one RPC;
 //! - `score`: `Score` on the Caravan LightGBM model;
@@ -631,6 +632,24 @@ fn runs(load: usize, record: usize) -> Vec<Run> {
     ]
 }
 
+/// The order a round runs the rows in: the table's, except that a baseline
+/// listed after a row measured against it runs just before that row. The
+/// machine's speed drifts within a round (a round of every row lasts over a
+/// minute with the deferred backlog's drain), and recording `off` at
+/// `RECORD_CLIENTS`, the last row, ran a minute after the `sync` and
+/// `async` rows it is the baseline of.
+fn schedule(runs: &[Run]) -> Vec<usize> {
+    let mut order = Vec::with_capacity(runs.len());
+    for (i, run) in runs.iter().enumerate() {
+        for row in [run.baseline, i] {
+            if row >= i && !order.contains(&row) {
+                order.push(row);
+            }
+        }
+    }
+    order
+}
+
 /// Rows/s of the path-dependent TreeSHAP kernel that serves `gateway`'s
 /// Caravan model, one golden row per call on this thread for `secs`, times
 /// the cores: what inline attributions over gRPC are measured against.
@@ -811,7 +830,8 @@ fn main() {
             channels.push(per_server);
         }
         for round in 0..rounds {
-            for (i, run) in runs.iter().enumerate() {
+            for i in schedule(&runs) {
+                let run = &runs[i];
                 if only.as_ref().is_some_and(|o| !o.contains(&i)) {
                     continue;
                 }
