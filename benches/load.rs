@@ -829,8 +829,9 @@ fn main() {
             }
             channels.push(per_server);
         }
+        let order = schedule(&runs);
         for round in 0..rounds {
-            for i in schedule(&runs) {
+            for &i in &order {
                 let run = &runs[i];
                 if only.as_ref().is_some_and(|o| !o.contains(&i)) {
                     continue;
