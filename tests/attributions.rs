@@ -26,8 +26,12 @@ fn rows(path: &std::path::Path, skip_last: bool) -> Vec<Vec<f32>> {
 
 #[test]
 fn lightgbm_trees_read_from_onnx_score_like_onnx_runtime() {
-    for version in ["1.0.0", "1.1.0"] {
-        let dir = repo_root().join("models/caravan-lgbm").join(version);
+    let versions = std::fs::read_dir(repo_root().join("models/caravan-lgbm")).unwrap();
+    let mut dirs: Vec<_> = versions.map(|v| v.unwrap().path()).collect();
+    dirs.sort();
+    assert!(!dirs.is_empty(), "no caravan-lgbm package under models/");
+    for dir in dirs {
+        let version = dir.file_name().unwrap().to_string_lossy().into_owned();
         let ensemble =
             Ensemble::from_onnx(&std::fs::read(dir.join("model.onnx")).unwrap(), 78).unwrap();
         assert_eq!(

@@ -167,7 +167,14 @@ async fn list_and_describe_models() {
     assert_eq!(names, ["caravan-lgbm", "caravan-logreg", "caravan-mlp"]);
     let lgbm = &list.models[0];
     assert_eq!(lgbm.default_version, "1.0.0");
-    assert_eq!(lgbm.versions.len(), 2);
+    let packaged = std::fs::read_dir(repo_root().join("models/caravan-lgbm"))
+        .unwrap()
+        .count();
+    assert_eq!(
+        lgbm.versions.len(),
+        packaged,
+        "every bundled version is served"
+    );
     assert_eq!(lgbm.versions.iter().filter(|v| v.is_default).count(), 1);
 
     let described = client
