@@ -61,13 +61,14 @@
 //! comparing the recording modes, default 512), LOAD_CONNECTIONS (default 4),
 //! WHY_CLIENTS (default 32), WHY_DECISIONS (default 3000), WHY_LOOKUPS
 //! (default 30000), LOAD_ONLY (comma-separated table rows to run, for
-//! profiling one scenario).
+//! profiling one scenario), LOAD_MODEL (`name[@version]`: the model of
+//! every scoring row but inline attributions, default `caravan-lgbm`).
 //! Run with `make bench` (or `cargo bench --bench load`).
 
 use std::{
     collections::BTreeMap,
     path::PathBuf,
-    sync::Arc,
+    sync::{Arc, LazyLock},
     time::{Duration, Instant},
 };
 
@@ -116,21 +117,67 @@ impl Scenario {
         Scenario::OipModelInfer,
     ];
 
-    fn name(self) -> &'static str {
+    fn name(self) -> String {
+        let target = target_label();
         match self {
-            Self::Empty => "empty (health Check)",
-            Self::Score => "Score, caravan-lgbm, named features",
-            Self::ScorePositional => "Score, caravan-lgbm, positional values",
-            Self::ScoreBatch256 => "ScoreBatch 256 rows, caravan-lgbm",
-            Self::ScoreInlineAttributions => "Score + inline TreeSHAP, caravan-lgbm",
-            Self::ScoreDeferredAttributions => "Score + deferred TreeSHAP, caravan-lgbm",
-            Self::ScoreTcfLedger => "Score + TC string + ledger, caravan-lgbm",
-            Self::OipModelInfer => "OIP ModelInfer, caravan-lgbm, FP32 raw tensor",
+            Self::Empty => "empty (health Check)".into(),
+            Self::Score => format!("Score, {target}, named features"),
+            Self::ScorePositional => format!("Score, {target}, positional values"),
+            Self::ScoreBatch256 => format!("ScoreBatch 256 rows, {target}"),
+            Self::ScoreInlineAttributions => "Score + inline TreeSHAP, caravan-lgbm".into(),
+            Self::ScoreDeferredAttributions if LOAD_MODEL.name == "caravan-lgbm" => {
+                format!("Score + deferred TreeSHAP, {target}")
+            }
+            Self::ScoreDeferredAttributions => format!("Score + deferred attributions, {target}"),
+            Self::ScoreTcfLedger => format!("Score + TC string + ledger, {target}"),
+            Self::OipModelInfer => format!("OIP ModelInfer, {target}, FP32 raw tensor"),
         }
     }
 
     fn rows(self) -> u64 {
         if self == Self::ScoreBatch256 { 256 } else { 1 }
+    }
+}
+
+/// The model every scoring row calls but inline attributions, which are
+/// measured against the TreeSHAP kernel of the default `caravan-lgbm`:
+/// `LOAD_MODEL=name[@version]`, any package with the Caravan inputs (the
+/// rows are `caravan-lgbm` 1.0.0's golden rows), by default `caravan-lgbm`
+/// at its default version.
+static LOAD_MODEL: LazyLock<pb::ModelRef> = LazyLock::new(|| {
+    let choice = std::env::var("LOAD_MODEL").unwrap_or_else(|_| "caravan-lgbm".into());
+    let (name, version) = choice.split_once('@').unwrap_or((&choice, ""));
+    pb::ModelRef {
+        name: name.into(),
+        version: version.into(),
+    }
+});
+
+/// [`LOAD_MODEL`] with the version `gateway` serves by default if it names
+/// none: positional values must name the version whose column order they
+/// follow.
+fn pinned_model(gateway: &Gateway) -> pb::ModelRef {
+    let version = match LOAD_MODEL.version.as_str() {
+        "" => None,
+        v => Some(v.parse().expect("LOAD_MODEL: a version after '@'")),
+    };
+    let package = gateway
+        .resolve(&ModelSelector {
+            name: LOAD_MODEL.name.clone(),
+            version,
+        })
+        .expect("LOAD_MODEL names a loaded model");
+    pb::ModelRef {
+        name: LOAD_MODEL.name.clone(),
+        version: package.version().to_string(),
+    }
+}
+
+/// [`LOAD_MODEL`] as the table names it.
+fn target_label() -> String {
+    match LOAD_MODEL.version.as_str() {
+        "" => LOAD_MODEL.name.clone(),
+        version => format!("{}@{version}", LOAD_MODEL.name),
     }
 }
 
@@ -257,13 +304,14 @@ impl Scenario {
     }
 
     /// The encoded requests this scenario cycles through.
-    fn payloads(self, rows: &[BTreeMap<String, pb::FeatureValue>]) -> Vec<Bytes> {
-        let model = || {
-            Some(pb::ModelRef {
-                name: "caravan-lgbm".into(),
-                version: String::new(),
-            })
-        };
+    /// `pinned` is [`LOAD_MODEL`] with its version, which positional
+    /// values need.
+    fn payloads(
+        self,
+        rows: &[BTreeMap<String, pb::FeatureValue>],
+        pinned: &pb::ModelRef,
+    ) -> Vec<Bytes> {
+        let model = || Some(LOAD_MODEL.clone());
         match self {
             Self::Empty => vec![
                 HealthCheckRequest {
@@ -284,8 +332,17 @@ impl Scenario {
                         mode: mode as i32,
                         method: 0,
                     });
+                    // Inline attributions are measured against the kernel
+                    // of the default caravan-lgbm.
+                    let model = match self {
+                        Self::ScoreInlineAttributions => Some(pb::ModelRef {
+                            name: "caravan-lgbm".into(),
+                            version: String::new(),
+                        }),
+                        _ => model(),
+                    };
                     pb::ScoreRequest {
-                        model: model(),
+                        model,
                         features: pb::features(row.clone()),
                         context: us_adult(),
                         explain,
@@ -321,10 +378,7 @@ impl Scenario {
                 .iter()
                 .map(|row| {
                     pb::ScoreRequest {
-                        model: Some(pb::ModelRef {
-                            name: "caravan-lgbm".into(),
-                            version: "1.0.0".into(),
-                        }),
+                        model: Some(pinned.clone()),
                         context: us_adult(),
                         values: positional(row, &columns()),
                         ..Default::default()
@@ -344,8 +398,8 @@ impl Scenario {
                         ),
                     };
                     inference::ModelInferRequest {
-                        model_name: "caravan-lgbm".into(),
-                        model_version: "1.0.0".into(),
+                        model_name: pinned.name.clone(),
+                        model_version: pinned.version.clone(),
                         parameters: [
                             ("jurisdiction_country".to_owned(), text("US")),
                             ("age_status".to_owned(), text("adult")),
@@ -559,7 +613,7 @@ struct Run {
 impl Run {
     fn name(&self) -> String {
         match self.load {
-            Load::Rpc { scenario, .. } => scenario.name().to_owned(),
+            Load::Rpc { scenario, .. } => scenario.name(),
             Load::Kernel => format!(
                 "TreeSHAP kernel, one row per call, one thread x {} cores",
                 cores()
@@ -810,9 +864,10 @@ fn main() {
         .ok()
         .map(|v| v.split(',').filter_map(|i| i.trim().parse().ok()).collect());
     let runs = runs(clients, record_clients);
+    let pinned = pinned_model(&servers[0].gateway);
     let payloads: BTreeMap<Scenario, Arc<Vec<Bytes>>> = Scenario::ALL
         .iter()
-        .map(|&s| (s, Arc::new(s.payloads(&rows))))
+        .map(|&s| (s, Arc::new(s.payloads(&rows, &pinned))))
         .collect();
     let mut results: Vec<Series> = runs.iter().map(|_| Series::default()).collect();
     let mut drains: Vec<(i64, Duration)> = Vec::new();
