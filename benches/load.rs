@@ -62,7 +62,9 @@
 //! WHY_CLIENTS (default 32), WHY_DECISIONS (default 3000), WHY_LOOKUPS
 //! (default 30000), LOAD_ONLY (comma-separated table rows to run, for
 //! profiling one scenario), LOAD_MODEL (`name[@version]`: the model of
-//! every scoring row but inline attributions, default `caravan-lgbm`).
+//! every scoring row but inline attributions, default `caravan-lgbm`),
+//! LOAD_SUBJECTS (how many subjects the named `Score` rows score for in
+//! turn, default 0: anonymous).
 //! Run with `make bench` (or `cargo bench --bench load`).
 
 use std::{
@@ -152,6 +154,13 @@ static LOAD_MODEL: LazyLock<pb::ModelRef> = LazyLock::new(|| {
         version: version.into(),
     }
 });
+
+/// How many subjects the `Score` rows without a TC string (named
+/// features, inline and deferred attributions, and the recording rows)
+/// make their requests for, in turn: `LOAD_SUBJECTS`, by default 0
+/// (anonymous requests, which the record keeps out of its by-subject
+/// index).
+static LOAD_SUBJECTS: LazyLock<usize> = LazyLock::new(|| setting("LOAD_SUBJECTS", 0) as usize);
 
 /// [`LOAD_MODEL`] with the version `gateway` serves by default if it names
 /// none: positional values must name the version whose column order they
@@ -320,9 +329,14 @@ impl Scenario {
                 .encode_to_vec()
                 .into(),
             ],
+            // Anonymous by default; with LOAD_SUBJECTS=N, each request is
+            // one of N subjects' in turn (a pseudonym the record indexes).
             Self::Score | Self::ScoreInlineAttributions | Self::ScoreDeferredAttributions => rows
                 .iter()
-                .map(|row| {
+                .cycle()
+                .take(rows.len().max(*LOAD_SUBJECTS))
+                .enumerate()
+                .map(|(i, row)| {
                     let explain = match self {
                         Self::ScoreInlineAttributions => Some(pb::ExplainMode::Inline),
                         Self::ScoreDeferredAttributions => Some(pb::ExplainMode::Deferred),
@@ -343,6 +357,10 @@ impl Scenario {
                     };
                     pb::ScoreRequest {
                         model,
+                        subject_id: match *LOAD_SUBJECTS {
+                            0 => String::new(),
+                            n => format!("load-subject-{}", i % n),
+                        },
                         features: pb::features(row.clone()),
                         context: us_adult(),
                         explain,
