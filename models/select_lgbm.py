@@ -19,7 +19,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import lightgbm as lgb
 import numpy as np
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
@@ -45,12 +44,7 @@ def main() -> int:
         for rate in LEARNING_RATES:
             aucs: dict[int, list[float]] = {n: [] for n in TREES}
             for fit, test in folds:
-                est = lgb.LGBMClassifier(
-                    n_estimators=max(TREES), num_leaves=leaves, learning_rate=rate,
-                    min_child_samples=100, subsample=0.8, subsample_freq=1,
-                    colsample_bytree=0.6, reg_lambda=5.0, random_state=tc.SEED,
-                    deterministic=True, force_row_wise=True, n_jobs=1, verbose=-1,
-                ).fit(X[fit], y[fit])
+                est = tc.lgbm(max(TREES), leaves, rate).fit(X[fit], y[fit])
                 # The first n trees of one fit are the n-tree model.
                 for n in TREES:
                     scores = est.predict_proba(X[test], num_iteration=n)[:, 1]

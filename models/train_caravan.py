@@ -160,65 +160,43 @@ def pinned(*dists: str) -> list[str]:
 # Model definitions
 # --------------------------------------------------------------------------
 
+def lgbm(n_estimators: int, num_leaves: int, learning_rate: float,
+         colsample_bytree: float = 0.6, reg_lambda: float = 5.0) -> lgb.LGBMClassifier:
+    """A bagged LightGBM classifier, seeded and single-threaded (reproducible)."""
+    return lgb.LGBMClassifier(
+        n_estimators=n_estimators,
+        num_leaves=num_leaves,
+        learning_rate=learning_rate,
+        min_child_samples=100,
+        subsample=0.8,
+        subsample_freq=1,
+        colsample_bytree=colsample_bytree,
+        reg_lambda=reg_lambda,
+        random_state=SEED,
+        deterministic=True,
+        force_row_wise=True,
+        n_jobs=1,
+        verbose=-1,
+    )
+
+
 def make_lgbm_1_0_0():
     # Regularisation (min_child_samples, colsample, reg_lambda) chosen by
     # 5-fold CV on the training split only; the hold-out was not used.
-    return lgb.LGBMClassifier(
-        n_estimators=300,
-        num_leaves=31,
-        learning_rate=0.03,
-        min_child_samples=100,
-        subsample=0.8,
-        subsample_freq=1,
-        colsample_bytree=0.5,
-        reg_lambda=10.0,
-        random_state=SEED,
-        deterministic=True,
-        force_row_wise=True,
-        n_jobs=1,
-        verbose=-1,
-    )
+    return lgbm(300, 31, 0.03, colsample_bytree=0.5, reg_lambda=10.0)
 
 
 def make_lgbm_1_1_0():
-    return lgb.LGBMClassifier(
-        n_estimators=200,
-        num_leaves=15,
-        learning_rate=0.02,
-        min_child_samples=100,
-        subsample=0.8,
-        subsample_freq=1,
-        colsample_bytree=0.6,
-        reg_lambda=5.0,
-        random_state=SEED,
-        deterministic=True,
-        force_row_wise=True,
-        n_jobs=1,
-        verbose=-1,
-    )
+    return lgbm(200, 15, 0.02)
 
 
 def make_lgbm_1_2_0():
     # The configuration with the best mean ROC AUC in 5-fold CV on the
     # training split over num_leaves {3, 4, 7, 15, 31} x learning_rate
     # {0.02, 0.05, 0.1} x n_estimators {10 ... 300}, with 1.1.0's
-    # regularisation (models/README.md). Shallow trees suit 4,657 rows with
-    # 280 buyers; the hold-out was not used to choose.
-    return lgb.LGBMClassifier(
-        n_estimators=150,
-        num_leaves=4,
-        learning_rate=0.05,
-        min_child_samples=100,
-        subsample=0.8,
-        subsample_freq=1,
-        colsample_bytree=0.6,
-        reg_lambda=5.0,
-        random_state=SEED,
-        deterministic=True,
-        force_row_wise=True,
-        n_jobs=1,
-        verbose=-1,
-    )
+    # regularisation (select_lgbm.py, models/README.md). Shallow trees suit
+    # 4,657 rows with 280 buyers; the hold-out was not used to choose.
+    return lgbm(150, 4, 0.05)
 
 
 def make_logreg():
@@ -285,55 +263,44 @@ def convert_skl(est, graph_name, n_features=N_FEATURES):
     )
 
 
-MODELS = [
-    {
+def lgbm_package(version: str, make, description: str, default: bool = False) -> dict:
+    """A caravan-lgbm version: trained by ``make``, with node covers."""
+    return {
         "name": "caravan-lgbm",
-        "version": "1.0.0",
-        "default": True,
-        "make": make_lgbm_1_0_0,
+        "version": version,
+        "default": default,
+        "make": make,
         "fit": fit_plain,
         "convert": convert_lgbm,
         "covers": True,
         "libraries": ("lightgbm", "scikit-learn", "onnxmltools", "onnx", "onnxruntime",
                       "numpy", "pandas"),
-        "description": (
+        "description": description,
+    }
+
+
+MODELS = [
+    lgbm_package(
+        "1.0.0", make_lgbm_1_0_0, default=True, description=(
             "Predicts the probability that a customer buys a caravan insurance policy from 78 "
             "zip-code demographic and first-party policy-ownership features. LightGBM "
             "gradient-boosted trees (300 trees, 31 leaves, learning rate 0.03)."
         ),
-    },
-    {
-        "name": "caravan-lgbm",
-        "version": "1.1.0",
-        "default": False,
-        "make": make_lgbm_1_1_0,
-        "fit": fit_plain,
-        "convert": convert_lgbm,
-        "covers": True,
-        "libraries": ("lightgbm", "scikit-learn", "onnxmltools", "onnx", "onnxruntime",
-                      "numpy", "pandas"),
-        "description": (
+    ),
+    lgbm_package(
+        "1.1.0", make_lgbm_1_1_0, description=(
             "Candidate version of caravan-lgbm: predicts the probability that a customer buys a "
             "caravan insurance policy with a smaller LightGBM ensemble (200 trees, 15 leaves, "
             "learning rate 0.02) on the same 78 features."
         ),
-    },
-    {
-        "name": "caravan-lgbm",
-        "version": "1.2.0",
-        "default": False,
-        "make": make_lgbm_1_2_0,
-        "fit": fit_plain,
-        "convert": convert_lgbm,
-        "covers": True,
-        "libraries": ("lightgbm", "scikit-learn", "onnxmltools", "onnx", "onnxruntime",
-                      "numpy", "pandas"),
-        "description": (
+    ),
+    lgbm_package(
+        "1.2.0", make_lgbm_1_2_0, description=(
             "Predicts the probability that a customer buys a caravan insurance policy from the "
             "same 78 features with shallow LightGBM trees (150 trees, 4 leaves, learning rate "
             "0.05), the configuration with the best cross-validated ROC AUC."
         ),
-    },
+    ),
     {
         "name": "caravan-logreg",
         "version": "1.0.0",
