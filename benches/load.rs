@@ -321,6 +321,7 @@ impl Scenario {
         pinned: &pb::ModelRef,
     ) -> Vec<Bytes> {
         let model = || Some(LOAD_MODEL.clone());
+        let columns = columns();
         match self {
             Self::Empty => vec![
                 HealthCheckRequest {
@@ -398,7 +399,7 @@ impl Scenario {
                     pb::ScoreRequest {
                         model: Some(pinned.clone()),
                         context: us_adult(),
-                        values: positional(row, &columns()),
+                        values: positional(row, &columns),
                         ..Default::default()
                     }
                     .encode_to_vec()
@@ -409,7 +410,7 @@ impl Scenario {
             Self::OipModelInfer => rows
                 .iter()
                 .map(|row| {
-                    let values = positional(row, &columns());
+                    let values = positional(row, &columns);
                     let text = |s: &str| inference::InferParameter {
                         parameter_choice: Some(
                             inference::infer_parameter::ParameterChoice::StringParam(s.into()),
