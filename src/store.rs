@@ -398,7 +398,7 @@ impl Store {
                 .map_err(|e| failed(format!("cannot create its folder {}: {e}", dir.display())))?;
         }
         let lock = lock(path).map_err(failed)?;
-        let conn = open_connection(path)?;
+        let mut conn = open_connection(path)?;
         let file = FileIdentity::of(path).map_err(failed)?;
         if let Some(max) = max_bytes {
             let page: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
@@ -410,6 +410,8 @@ impl Store {
             .and_then(|()| conn.execute_batch(decisions::shadow::DDL))
             .and_then(|()| conn.execute_batch(audit::DDL))
             .map_err(|e| failed(e.to_string()))?;
+        decisions::migrate(&mut conn).map_err(|e| failed(e.to_string()))?;
+        let subject_tail_rows = decisions::subject_tail_rows(&conn)?;
         let head: (i64, String) = conn
             .query_row(
                 "SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1",
@@ -448,6 +450,7 @@ impl Store {
                     head,
                     erased: HashMap::new(),
                     provenances: StoredProvenances::default(),
+                    subject_tail_rows,
                     retry: Vec::new(),
                     failing: writer_failing,
                     file,
@@ -554,6 +557,10 @@ struct Writer {
     /// retention purge forgets entries older than [`ERASURE_MEMORY_MS`].
     erased: HashMap<String, i64>,
     provenances: StoredProvenances,
+    /// Entries in the subject tail, as far as the writer knows (erasures
+    /// and purges may have taken some); merged at
+    /// [`decisions::SUBJECT_TAIL_ROWS`].
+    subject_tail_rows: usize,
     /// Acknowledged work whose commit failed, written again first.
     retry: Vec<Job>,
     failing: Arc<AtomicBool>,
@@ -799,11 +806,40 @@ impl Writer {
         }
     }
 
+    /// Moves the subject tail into the subject index. A failure leaves the
+    /// tail whole, and every look-up still reads it; the merge is tried
+    /// again once as many entries more have come.
+    fn merge_subject_tail(&mut self) {
+        let merged = self
+            .conn
+            .transaction()
+            .map_err(StoreError::from)
+            .and_then(|tx| {
+                let moved = decisions::merge_subject_tail(&tx)?;
+                tx.commit()?;
+                Ok(moved)
+            });
+        match merged {
+            Ok(moved) => tracing::debug!(entries = moved, "subject tail merged into the index"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot merge the subject tail; look-ups read it whole")
+            }
+        }
+        self.subject_tail_rows = 0;
+    }
+
     /// Runs each job under its own savepoint inside one transaction, commits
     /// once, and only then answers: an acknowledged write is on disk.
     fn commit_batch(&mut self, batch: Vec<Job>) {
         let head_before = self.head.clone();
         let has_erasure = batch.iter().any(|j| matches!(j, Job::Erase(..)));
+        let subject_rows: usize = batch
+            .iter()
+            .map(|j| match j {
+                Job::Record(b, _) if b.subject_ref.is_some() => b.rows.len(),
+                _ => 0,
+            })
+            .sum();
         let mut replies: Vec<Reply> = Vec::with_capacity(batch.len());
         let mut again: Vec<Job> = Vec::new();
         let Writer {
@@ -921,6 +957,12 @@ impl Writer {
                     }
                 }
             }
+            // After the hand-over, so that the batch's answers do not wait
+            // for the merge; the next commit does.
+            self.subject_tail_rows += subject_rows;
+            if self.subject_tail_rows >= decisions::SUBJECT_TAIL_ROWS {
+                self.merge_subject_tail();
+            }
         } else {
             for answer in replies {
                 answer(committed.clone());
@@ -1035,6 +1077,49 @@ mod tests {
             .unwrap()
             .expect("the decision after the erasure");
         assert_eq!(after.provenance.subject_ref.as_deref(), Some("s"));
+    }
+
+    /// Once the subject tail is long enough, the writer moves it into the
+    /// subject index, and look-ups find every decision either way.
+    #[tokio::test]
+    async fn the_writer_merges_a_long_subject_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let record = |ids: std::ops::Range<usize>, subject: Option<&str>| {
+            let mut batch = decisions::sample_batch("", subject);
+            let row = batch.rows.pop().unwrap();
+            batch.rows = ids
+                .map(|i| decisions::NewDecision {
+                    decision_id: format!("{i:08}"),
+                    ..row.clone()
+                })
+                .collect();
+            let batch = Arc::new(batch);
+            store.submit(move |tx| Job::Record(batch, Some(tx)))
+        };
+        let parts = || {
+            store.read(|c| {
+                Ok(c.query_row(
+                    "SELECT (SELECT COUNT(*) FROM subject_index), (SELECT COUNT(*) FROM subject_tail)",
+                    [],
+                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+                )?)
+            })
+        };
+        let last = decisions::SUBJECT_TAIL_ROWS;
+        let entries = last as i64;
+        record(0..last - 1, Some("s")).await.unwrap();
+        assert_eq!(parts().unwrap(), (0, entries - 1));
+        record(last - 1..last, Some("s")).await.unwrap();
+        // The merge follows that commit; the writer takes this job after it.
+        record(last..last + 1, None).await.unwrap();
+        assert_eq!(parts().unwrap(), (entries, 0));
+        record(last + 1..last + 2, Some("s")).await.unwrap();
+        let newest = store
+            .read(|c| decisions::list(c, "s", crate::paging::DecisionPosition::NEWEST, last + 2, 0))
+            .unwrap();
+        assert_eq!(newest.len(), last + 1, "merged and in the tail");
+        assert_eq!(newest[0].decision_id, format!("{:08}", last + 1));
     }
 
     /// A key file that cannot be used is named with the setting that gave

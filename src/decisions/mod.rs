@@ -59,11 +59,39 @@ CREATE TABLE IF NOT EXISTS provenances (
     json            TEXT NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS provenances_subject ON provenances(subject_ref);
--- Anonymous decisions (no subject) are never looked up by subject, so they
--- stay out of this index: one B-tree fewer to write for each of them.
 DROP INDEX IF EXISTS decisions_subject;
-CREATE INDEX IF NOT EXISTS decisions_by_subject ON decisions(subject_ref, decided_at)
-    WHERE subject_ref IS NOT NULL;
+-- A subject's decisions, found by subject. An index on decisions would take
+-- each decision into the leaf page of its subject: a commit of a hundred
+-- decisions for a hundred subjects rewrote a hundred pages. Instead a new
+-- decision goes to the end of subject_tail, in the order decisions arrive,
+-- and the writer moves the tail into subject_index in bulk, sorted, so that
+-- a page takes all of its new entries in one write (merge_subject_tail).
+-- A look-up by subject reads both. Anonymous decisions are in neither.
+CREATE TABLE IF NOT EXISTS subject_index (
+    subject_ref     TEXT NOT NULL,
+    decided_at      INTEGER NOT NULL,
+    decision_id     TEXT NOT NULL,
+    seq             INTEGER NOT NULL,
+    retain_until    INTEGER NOT NULL,
+    PRIMARY KEY (subject_ref, decided_at, decision_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS subject_tail (
+    seq             INTEGER PRIMARY KEY,
+    subject_ref     TEXT NOT NULL,
+    decided_at      INTEGER NOT NULL,
+    decision_id     TEXT NOT NULL,
+    retain_until    INTEGER NOT NULL
+);
+-- A decision's entry is made with it, by insert() (as a trigger it would
+-- make every insert of a decision journal its pages against failing
+-- half-way), and deleted with it by this trigger, however it goes (erasure,
+-- retention).
+CREATE TRIGGER IF NOT EXISTS decisions_subject_entry_gone AFTER DELETE ON decisions
+WHEN OLD.subject_ref IS NOT NULL BEGIN
+    DELETE FROM subject_tail WHERE seq = OLD.seq;
+    DELETE FROM subject_index WHERE subject_ref = OLD.subject_ref
+        AND decided_at = OLD.decided_at AND decision_id = OLD.decision_id;
+END;
 CREATE INDEX IF NOT EXISTS decisions_retention ON decisions(retain_until);
 -- The sweeper takes owed attributions oldest first; this index hands them
 -- over in that order instead of sorting the whole backlog on every pass.
@@ -349,6 +377,16 @@ pub(crate) fn insert(
            provenance_sha256, explanation, inputs, explain_method, retain_until)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
     )?;
+    let mut entry = batch
+        .subject_ref
+        .as_ref()
+        .map(|_| {
+            conn.prepare_cached(
+                "INSERT INTO subject_tail (seq, subject_ref, decided_at, decision_id, retain_until)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+        })
+        .transpose()?;
     for r in &batch.rows {
         stmt.execute(params![
             r.decision_id,
@@ -369,6 +407,15 @@ pub(crate) fn insert(
             r.explain_method,
             r.retain_until_ms,
         ])?;
+        if let Some(entry) = &mut entry {
+            entry.execute(params![
+                conn.last_insert_rowid(),
+                batch.subject_ref.as_deref(),
+                r.decided_at_ms,
+                r.decision_id,
+                r.retain_until_ms,
+            ])?;
+        }
     }
     Ok(())
 }
@@ -397,14 +444,77 @@ pub(crate) fn forgo(conn: &Connection, ids: &[String]) -> Result<(), StoreError>
     Ok(())
 }
 
+/// The record's rows of one subject, by `seq`, from both parts of the
+/// subject index.
+const SUBJECT_SEQS: &str = "SELECT seq FROM subject_index WHERE subject_ref = ?1
+    UNION ALL SELECT seq FROM subject_tail WHERE subject_ref = ?1";
+
 pub(crate) fn erase_subject(conn: &Connection, subject: &str) -> Result<u64, StoreError> {
     let n = conn
-        .prepare_cached("DELETE FROM decisions WHERE subject_ref = ?1")?
+        .prepare_cached(&format!(
+            "DELETE FROM decisions WHERE seq IN ({SUBJECT_SEQS})"
+        ))?
         .execute([subject])?;
     conn.prepare_cached("DELETE FROM provenances WHERE subject_ref = ?1")?
         .execute([subject])?;
     shadow::erase_subject(conn, subject)?;
     Ok(n as u64)
+}
+
+/// How long the subject tail grows before the writer merges it: long
+/// enough that a merge takes many entries into each page of the index it
+/// writes, short enough that a merge holds the writer for tens of
+/// milliseconds and a look-up's scan of the tail stays short
+/// (BENCHMARKS.md, "Session 20").
+pub(crate) const SUBJECT_TAIL_ROWS: usize = 16_384;
+
+/// Moves the subject tail into the subject index in one sorted insert, so
+/// that each page of the index is written once however many entries it
+/// takes. Run inside a transaction; returns how many entries moved.
+pub(crate) fn merge_subject_tail(conn: &Connection) -> Result<usize, StoreError> {
+    let moved = conn
+        .prepare_cached(
+            "INSERT OR IGNORE INTO subject_index (subject_ref, decided_at, decision_id, seq, retain_until)
+             SELECT subject_ref, decided_at, decision_id, seq, retain_until FROM subject_tail
+             ORDER BY subject_ref, decided_at, decision_id",
+        )?
+        .execute([])?;
+    conn.prepare_cached("DELETE FROM subject_tail")?
+        .execute([])?;
+    Ok(moved)
+}
+
+/// How many entries the subject tail holds.
+pub(crate) fn subject_tail_rows(conn: &Connection) -> Result<usize, StoreError> {
+    let n: i64 = conn.query_row("SELECT COUNT(*) FROM subject_tail", [], |r| r.get(0))?;
+    Ok(usize::try_from(n).unwrap_or(0))
+}
+
+/// Records written before the subject index kept a subject's decisions in
+/// an index on `decisions`; their entries move to `subject_index` once, and
+/// that index goes. (Entries already in the tail, made by this version
+/// before a downgrade recreated the old index, stay where they are.)
+pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let old: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master
+                        WHERE type = 'index' AND name = 'decisions_by_subject')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !old {
+        return Ok(());
+    }
+    let tx = conn.transaction()?;
+    tx.execute(
+        "INSERT OR IGNORE INTO subject_index (subject_ref, decided_at, decision_id, seq, retain_until)
+         SELECT subject_ref, decided_at, decision_id, seq, retain_until FROM decisions
+         WHERE subject_ref IS NOT NULL AND seq NOT IN (SELECT seq FROM subject_tail)
+         ORDER BY subject_ref, decided_at, decision_id",
+        [],
+    )?;
+    tx.execute("DROP INDEX decisions_by_subject", [])?;
+    tx.commit()?;
+    Ok(())
 }
 
 /// Deletes decisions past their retention, then the provenances no decision
@@ -477,11 +587,24 @@ pub fn get(conn: &Connection, id: &str, now_ms: i64) -> Result<Option<DecisionRo
 }
 
 /// A subject's decisions older than a position, newest first, with ties in
-/// time broken by id. The first condition on `decided_at` alone lets the
-/// subject index seek to the position instead of scanning to it.
-const LIST: &str = "WHERE d.subject_ref = ?1 AND d.retain_until >= ?3
-      AND d.decided_at <= ?4 AND (d.decided_at < ?4 OR d.decision_id < ?5)
-    ORDER BY d.decided_at DESC, d.decision_id DESC LIMIT ?2";
+/// time broken by id, from either part of the subject index. The first
+/// condition on `decided_at` alone lets `subject_index` seek to the
+/// position instead of scanning to it; both parts give their entries in the
+/// page's order and are merged, so only the page's entries are read, and
+/// only the page's rows from `decisions`.
+fn list_sql() -> String {
+    let window = "subject_ref = ?1 AND retain_until >= ?3
+        AND decided_at <= ?4 AND (decided_at < ?4 OR decision_id < ?5)";
+    let entries =
+        |table: &str| format!("SELECT seq, decided_at, decision_id FROM {table} WHERE {window}");
+    format!(
+        "WITH page AS ({} UNION ALL {} ORDER BY decided_at DESC, decision_id DESC LIMIT ?2)
+         SELECT {COLUMNS} FROM page CROSS JOIN {FROM} WHERE d.seq = page.seq
+         ORDER BY d.decided_at DESC, d.decision_id DESC",
+        entries("subject_index"),
+        entries("subject_tail"),
+    )
+}
 
 /// Up to `limit` of the subject's decisions that the record still holds at
 /// `now_ms`, newest first, starting after `after`
@@ -493,7 +616,7 @@ pub fn list(
     limit: usize,
     now_ms: i64,
 ) -> Result<Vec<DecisionRow>, StoreError> {
-    let mut stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM {FROM} {LIST}"))?;
+    let mut stmt = conn.prepare_cached(&list_sql())?;
     let rows = stmt.query_map(
         params![
             subject,
@@ -652,54 +775,166 @@ mod tests {
 
     /// Paging by position lists every decision once, newest first, ties in
     /// time by id, however the pages fall, and a decision recorded between
-    /// two pages neither repeats nor hides one.
+    /// two pages neither repeats nor hides one; and so wherever the
+    /// decisions are between the subject index and its tail, a merge
+    /// between two pages included.
     #[test]
     fn pages_of_decisions_neither_repeat_nor_skip_one() {
-        let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch(DDL).unwrap();
-        let mut stored = StoredProvenances::default();
-        let record = |n: u128, at: i64, subject: &str, stored: &mut StoredProvenances| {
-            let id = uuid::Uuid::from_u128(n).hyphenated().to_string();
-            let mut batch = sample_batch(&id, Some(subject));
-            batch.rows[0].decided_at_ms = at;
-            insert(&conn, &batch, stored).unwrap();
-            id
-        };
         // Three share a millisecond; ids are inserted out of their order.
-        let mut expected: Vec<(i64, String)> = [(5, 10), (3, 20), (9, 20), (4, 20), (1, 30)]
-            .into_iter()
-            .map(|(n, at)| (at, record(n, at, "s", &mut stored)))
-            .collect();
-        record(7, 25, "another", &mut StoredProvenances::default());
-        expected.sort_by(|a, b| b.cmp(a));
-        let ids = |rows: &[DecisionRow]| -> Vec<String> {
-            rows.iter().map(|r| r.decision_id.clone()).collect()
-        };
-        let all = list(&conn, "s", DecisionPosition::NEWEST, 100, 0).unwrap();
-        let want: Vec<String> = expected.iter().map(|(_, id)| id.clone()).collect();
-        assert_eq!(ids(&all), want);
-        for size in 1..=5 {
-            let (mut seen, mut after) = (Vec::new(), DecisionPosition::NEWEST);
-            loop {
-                let page = list(&conn, "s", after, size, 0).unwrap();
-                let Some(last) = page.last() else { break };
-                after = last.position().unwrap().decision().unwrap();
-                if seen.is_empty() {
-                    // Recorded after the first page, so newer than every
-                    // page still to come.
-                    record(8, 50, "s", &mut stored);
-                }
-                seen.extend(ids(&page));
+        let made = [(5, 10), (3, 20), (9, 20), (4, 20), (1, 30)];
+        for merged in 0..=made.len() {
+            let conn = Connection::open_in_memory().unwrap();
+            conn.execute_batch(DDL).unwrap();
+            let mut stored = StoredProvenances::default();
+            let record = |n: u128, at: i64, subject: &str, stored: &mut StoredProvenances| {
+                let id = uuid::Uuid::from_u128(n).hyphenated().to_string();
+                let mut batch = sample_batch(&id, Some(subject));
+                batch.rows[0].decided_at_ms = at;
+                insert(&conn, &batch, stored).unwrap();
+                id
+            };
+            let (older, newer) = made.split_at(merged);
+            let mut expected = Vec::new();
+            for (n, at) in older {
+                expected.push((*at, record(*n, *at, "s", &mut stored)));
             }
-            assert_eq!(seen, want, "pages of {size}");
-            conn.execute("DELETE FROM decisions WHERE decided_at = 50", [])
+            record(7, 25, "another", &mut StoredProvenances::default());
+            merge_subject_tail(&conn).unwrap();
+            for (n, at) in newer {
+                expected.push((*at, record(*n, *at, "s", &mut stored)));
+            }
+            expected.sort_by(|a, b| b.cmp(a));
+            let ids = |rows: &[DecisionRow]| -> Vec<String> {
+                rows.iter().map(|r| r.decision_id.clone()).collect()
+            };
+            let all = list(&conn, "s", DecisionPosition::NEWEST, 100, 0).unwrap();
+            let want: Vec<String> = expected.iter().map(|(_, id)| id.clone()).collect();
+            assert_eq!(ids(&all), want, "{merged} merged");
+            for size in 1..=5 {
+                let (mut seen, mut after) = (Vec::new(), DecisionPosition::NEWEST);
+                loop {
+                    let page = list(&conn, "s", after, size, 0).unwrap();
+                    let Some(last) = page.last() else { break };
+                    after = last.position().unwrap().decision().unwrap();
+                    if seen.is_empty() {
+                        // Recorded after the first page, so newer than
+                        // every page still to come.
+                        record(8, 50, "s", &mut stored);
+                    } else if size % 2 == 1 {
+                        merge_subject_tail(&conn).unwrap();
+                    }
+                    seen.extend(ids(&page));
+                }
+                assert_eq!(seen, want, "pages of {size}, {merged} merged");
+                conn.execute("DELETE FROM decisions WHERE decided_at = 50", [])
+                    .unwrap();
+            }
+            let entries: i64 = conn
+                .query_row(
+                    "SELECT (SELECT COUNT(*) FROM subject_index) + (SELECT COUNT(*) FROM subject_tail)",
+                    [],
+                    |r| r.get(0),
+                )
                 .unwrap();
+            assert_eq!(
+                entries,
+                made.len() as i64 + 1,
+                "one entry per decision of a subject"
+            );
         }
     }
 
-    /// Anonymous decisions are left out of the subject index, so every
-    /// look-up by subject must still be able to use it (`subject_ref = ?`
-    /// implies the index's `IS NOT NULL`), not scan the whole record.
+    /// Erasure and the retention purge delete a decision's entry in the
+    /// subject index with it, wherever the entry is; anonymous decisions
+    /// have none.
+    #[test]
+    fn entries_go_with_their_decisions() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(DDL).unwrap();
+        conn.execute_batch(shadow::DDL).unwrap();
+        let mut stored = StoredProvenances::default();
+        let mut record = |id: &str, subject: Option<&str>, retain_until_ms: i64| {
+            let mut batch = sample_batch(id, subject);
+            batch.rows[0].retain_until_ms = retain_until_ms;
+            insert(&conn, &batch, &mut stored).unwrap();
+        };
+        record("s-merged", Some("s"), 100);
+        record("t-merged", Some("t"), 100);
+        record("t-kept", Some("t"), i64::MAX);
+        merge_subject_tail(&conn).unwrap();
+        record("s-tail", Some("s"), i64::MAX);
+        record("t-tail", Some("t"), 100);
+        record("anonymous", None, i64::MAX);
+        let entries = |subject: &str| -> Vec<String> {
+            let mut stmt = conn
+                .prepare(
+                    "SELECT decision_id FROM subject_index WHERE subject_ref = ?1
+                     UNION ALL SELECT decision_id FROM subject_tail WHERE subject_ref = ?1
+                     ORDER BY 1",
+                )
+                .unwrap();
+            let ids = stmt.query_map([subject], |r| r.get(0)).unwrap();
+            ids.map(Result::unwrap).collect()
+        };
+        assert_eq!(entries("s"), ["s-merged", "s-tail"]);
+        assert_eq!(erase_subject(&conn, "s").unwrap(), 2);
+        assert!(entries("s").is_empty());
+        assert_eq!(purge(&conn, 101).unwrap(), 2);
+        assert_eq!(entries("t"), ["t-kept"]);
+        let all: i64 = conn
+            .query_row(
+                "SELECT (SELECT COUNT(*) FROM subject_index) + (SELECT COUNT(*) FROM subject_tail)",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(all, 1, "the anonymous decision has no entry");
+    }
+
+    /// A record made before the subject index finds its subjects' decisions
+    /// after the migration, which drops the old index.
+    #[test]
+    fn records_from_before_the_subject_index_are_migrated() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(DDL).unwrap();
+        let mut stored = StoredProvenances::default();
+        for (id, subject) in [
+            ("a", Some("s")),
+            ("b", Some("t")),
+            ("c", None),
+            ("d", Some("s")),
+        ] {
+            insert(&conn, &sample_batch(id, subject), &mut stored).unwrap();
+        }
+        // As the record was: no entries, and an index on `decisions`.
+        conn.execute_batch(
+            "DELETE FROM subject_tail;
+             CREATE INDEX decisions_by_subject ON decisions(subject_ref, decided_at)
+                 WHERE subject_ref IS NOT NULL;",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        migrate(&mut conn).unwrap();
+        let listed = |subject| -> Vec<String> {
+            let rows = list(&conn, subject, DecisionPosition::NEWEST, 10, 0).unwrap();
+            let mut ids: Vec<String> = rows.into_iter().map(|r| r.decision_id).collect();
+            ids.sort();
+            ids
+        };
+        assert_eq!(listed("s"), ["a", "d"]);
+        assert_eq!(listed("t"), ["b"]);
+        let old: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name = 'decisions_by_subject'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(old, 0);
+    }
+
+    /// Look-ups by subject seek in the subject index and read the short
+    /// tail, and reach the record's rows by `seq`: neither scans the record.
     #[test]
     fn look_ups_by_subject_use_the_subject_index() {
         let conn = Connection::open_in_memory().unwrap();
@@ -709,17 +944,31 @@ mod tests {
             let details = stmt.query_map(params, |r| r.get::<_, String>(3)).unwrap();
             details.map(Result::unwrap).collect::<Vec<_>>().join("; ")
         };
-        let list = format!("SELECT {COLUMNS} FROM {FROM} {LIST}");
-        let erase = "DELETE FROM decisions WHERE subject_ref = ?1";
-        let by_list: [&dyn rusqlite::ToSql; 5] = [&"s", &10, &0, &1, &"id"];
-        let by_erase: [&dyn rusqlite::ToSql; 1] = [&"s"];
-        for (sql, params) in [(list.as_str(), &by_list[..]), (erase, &by_erase[..])] {
-            let plan = plan(sql, params);
-            assert!(plan.contains("decisions_by_subject"), "{sql}: {plan}");
+        let list = plan(&list_sql(), &[&"s", &10, &0, &1, &"id"]);
+        let erase = plan(
+            &format!("DELETE FROM decisions WHERE seq IN ({SUBJECT_SEQS})"),
+            &[&"s"],
+        );
+        for plan in [&list, &erase] {
+            assert!(
+                plan.contains("SEARCH subject_index USING PRIMARY KEY (subject_ref=?"),
+                "{plan}"
+            );
+            assert!(
+                !plan.contains("SCAN d") && !plan.contains("SCAN decisions"),
+                "{plan}"
+            );
         }
-        // A later page seeks to its position rather than reading the pages
-        // before it.
-        let plan = plan(&list, &by_list);
-        assert!(plan.contains("decided_at<?"), "{plan}");
+        let by_seq = "USING INTEGER PRIMARY KEY (rowid=?)";
+        assert!(list.contains(&format!("SEARCH d {by_seq}")), "{list}");
+        assert!(
+            erase.contains(&format!("SEARCH decisions {by_seq}")),
+            "{erase}"
+        );
+        // A later page seeks to its position rather than reading the
+        // entries before it, and the two parts are merged in the page's
+        // order, so that the page stops at its last entry.
+        assert!(list.contains("(subject_ref=? AND decided_at<?)"), "{list}");
+        assert!(list.contains("MERGE (UNION ALL)"), "{list}");
     }
 }
