@@ -829,15 +829,8 @@ mod tests {
                 conn.execute("DELETE FROM decisions WHERE decided_at = 50", [])
                     .unwrap();
             }
-            let entries: i64 = conn
-                .query_row(
-                    "SELECT (SELECT COUNT(*) FROM subject_index) + (SELECT COUNT(*) FROM subject_tail)",
-                    [],
-                    |r| r.get(0),
-                )
-                .unwrap();
             assert_eq!(
-                entries,
+                entry_count(&conn),
                 made.len() as i64 + 1,
                 "one entry per decision of a subject"
             );
@@ -881,14 +874,17 @@ mod tests {
         assert!(entries("s").is_empty());
         assert_eq!(purge(&conn, 101).unwrap(), 2);
         assert_eq!(entries("t"), ["t-kept"]);
-        let all: i64 = conn
-            .query_row(
-                "SELECT (SELECT COUNT(*) FROM subject_index) + (SELECT COUNT(*) FROM subject_tail)",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(all, 1, "the anonymous decision has no entry");
+        assert_eq!(entry_count(&conn), 1, "the anonymous decision has no entry");
+    }
+
+    /// Entries in both parts of the subject index.
+    fn entry_count(conn: &Connection) -> i64 {
+        conn.query_row(
+            "SELECT (SELECT COUNT(*) FROM subject_index) + (SELECT COUNT(*) FROM subject_tail)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
     }
 
     /// A record made before the subject index finds its subjects' decisions
