@@ -693,6 +693,8 @@ fn sample_provenance(subject: Option<&str>) -> Arc<Provenance> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     /// Records written before the binary form hold JSON text; both read
@@ -885,6 +887,84 @@ mod tests {
             |r| r.get(0),
         )
         .unwrap()
+    }
+
+    /// What the subject index is asked to do, in any order.
+    #[derive(Debug, Clone)]
+    enum Op {
+        Record { subject: u8, at: i64, kept: bool },
+        Merge,
+        Erase(u8),
+        Purge,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (0..3u8, 0..8i64, any::<bool>())
+                .prop_map(|(subject, at, kept)| Op::Record { subject, at, kept }),
+            1 => Just(Op::Merge),
+            1 => (0..3u8).prop_map(Op::Erase),
+            1 => Just(Op::Purge),
+        ]
+    }
+
+    proptest! {
+        /// Whatever was recorded, merged, erased and purged, and in
+        /// whatever order, each subject's pages list exactly the decisions
+        /// it still has, newest first, and only they have entries.
+        #[test]
+        fn the_subject_index_lists_what_the_record_holds(ops in proptest::collection::vec(op(), 1..40)) {
+            let conn = Connection::open_in_memory().unwrap();
+            conn.execute_batch(DDL).unwrap();
+            conn.execute_batch(shadow::DDL).unwrap();
+            let mut stored = StoredProvenances::default();
+            // (decided_at, id, subject, kept past the purge)
+            let mut held: Vec<(i64, String, u8, bool)> = Vec::new();
+            for (n, op) in ops.into_iter().enumerate() {
+                match op {
+                    Op::Record { subject, at, kept } => {
+                        // Distinct ids, in another order than the
+                        // decisions': ties in time are broken by id.
+                        let id = uuid::Uuid::from_u128(n as u128 * 7 % 64).hyphenated().to_string();
+                        let mut batch = sample_batch(&id, Some(&subject.to_string()));
+                        batch.rows[0].decided_at_ms = at;
+                        batch.rows[0].retain_until_ms = if kept { i64::MAX } else { 100 };
+                        insert(&conn, &batch, &mut stored).unwrap();
+                        held.push((at, id, subject, kept));
+                    }
+                    Op::Merge => {
+                        merge_subject_tail(&conn).unwrap();
+                    }
+                    Op::Erase(subject) => {
+                        erase_subject(&conn, &subject.to_string()).unwrap();
+                        stored.forget();
+                        held.retain(|h| h.2 != subject);
+                    }
+                    Op::Purge => {
+                        purge(&conn, 101).unwrap();
+                        stored.forget();
+                        held.retain(|h| h.3);
+                    }
+                }
+            }
+            prop_assert_eq!(entry_count(&conn), held.len() as i64);
+            for subject in 0..3u8 {
+                let mut want: Vec<(i64, String)> = held
+                    .iter()
+                    .filter(|h| h.2 == subject)
+                    .map(|h| (h.0, h.1.clone()))
+                    .collect();
+                want.sort_by(|a, b| b.cmp(a));
+                let (mut seen, mut after) = (Vec::new(), DecisionPosition::NEWEST);
+                loop {
+                    let page = list(&conn, &subject.to_string(), after, 2, 0).unwrap();
+                    let Some(last) = page.last() else { break };
+                    after = last.position().unwrap().decision().unwrap();
+                    seen.extend(page.into_iter().map(|r| (r.decided_at_ms, r.decision_id)));
+                }
+                prop_assert_eq!(seen, want, "subject {}", subject);
+            }
+        }
     }
 
     /// A record made before the subject index finds its subjects' decisions
