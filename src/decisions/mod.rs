@@ -472,16 +472,23 @@ pub(crate) const SUBJECT_TAIL_ROWS: usize = 4_096;
 /// that each page of the index is written once however many entries it
 /// takes. Run inside a transaction; returns how many entries moved.
 pub(crate) fn merge_subject_tail(conn: &Connection) -> Result<usize, StoreError> {
-    let moved = conn
-        .prepare_cached(
-            "INSERT OR IGNORE INTO subject_index (subject_ref, decided_at, decision_id, seq, retain_until)
-             SELECT subject_ref, decided_at, decision_id, seq, retain_until FROM subject_tail
-             ORDER BY subject_ref, decided_at, decision_id",
-        )?
-        .execute([])?;
+    let moved = index_entries(conn, "subject_tail")?;
     conn.prepare_cached("DELETE FROM subject_tail")?
         .execute([])?;
     Ok(moved)
+}
+
+/// Puts the entries `source` gives into `subject_index` in its key's order,
+/// so that each of its pages is written once; an entry already there stays
+/// as it is.
+fn index_entries(conn: &Connection, source: &str) -> Result<usize, StoreError> {
+    let columns = "subject_ref, decided_at, decision_id, seq, retain_until";
+    Ok(conn
+        .prepare_cached(&format!(
+            "INSERT OR IGNORE INTO subject_index ({columns})
+             SELECT {columns} FROM {source} ORDER BY subject_ref, decided_at, decision_id"
+        ))?
+        .execute([])?)
 }
 
 /// How many entries the subject tail holds.
@@ -505,12 +512,9 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         return Ok(());
     }
     let tx = conn.transaction()?;
-    tx.execute(
-        "INSERT OR IGNORE INTO subject_index (subject_ref, decided_at, decision_id, seq, retain_until)
-         SELECT subject_ref, decided_at, decision_id, seq, retain_until FROM decisions
-         WHERE subject_ref IS NOT NULL AND seq NOT IN (SELECT seq FROM subject_tail)
-         ORDER BY subject_ref, decided_at, decision_id",
-        [],
+    index_entries(
+        &tx,
+        "decisions WHERE subject_ref IS NOT NULL AND seq NOT IN (SELECT seq FROM subject_tail)",
     )?;
     tx.execute("DROP INDEX decisions_by_subject", [])?;
     tx.commit()?;
