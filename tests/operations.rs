@@ -830,6 +830,38 @@ async fn calls_whose_message_never_comes_hold_no_place() {
     server.stop().await;
 }
 
+/// A Watch of a service the gateway does not serve is refused at once, as
+/// a trailers-only answer whose headers end the stream: a client that
+/// reads the wire strictly (grpcio) otherwise saw a stream end without a
+/// status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_of_an_unknown_service_ends_with_its_status() {
+    use http_body::Body as _;
+    let server = TestServer::start().await;
+    let mut sender = http2_connection(&server).await;
+    let message = prost::Message::encode_to_vec(&HealthCheckRequest {
+        service: "no.such.Service".into(),
+    });
+    let mut framed = vec![0u8];
+    framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    framed.extend_from_slice(&message);
+    let request = http::Request::builder()
+        .method("POST")
+        .uri(format!("{}/grpc.health.v1.Health/Watch", server.url()))
+        .header("te", "trailers")
+        .header("content-type", "application/grpc")
+        .body(http_body_util::Full::new(bytes::Bytes::from(framed)))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let status = tonic::Status::from_header_map(response.headers()).expect("a status");
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    assert!(
+        response.body().is_end_stream(),
+        "the headers end the stream"
+    );
+    server.stop().await;
+}
+
 /// A request that is not gRPC is refused with HTTP 415, so a plain HTTP
 /// client cannot mistake a gRPC error (HTTP 200) for success; the gRPC
 /// content-types with a codec or parameters are served.

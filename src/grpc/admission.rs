@@ -119,6 +119,12 @@ impl http_body::Body for Watched {
         }
         std::pin::Pin::new(&mut this.inner).poll_frame(cx)
     }
+
+    // A Watch refused at once (an unknown service) is a trailers-only
+    // answer: its end must show, or the stream would end without a status.
+    fn is_end_stream(&self) -> bool {
+        self.ended || self.inner.is_end_stream()
+    }
 }
 
 impl<S> Layer<S> for Admission {
@@ -269,8 +275,13 @@ where
                     // A decision made before the deadline may already be
                     // on record: ListDecisions shows it with this call's id.
                     deadline = expiry => Status::deadline_exceeded(format!(
-                        "deadline: the call was not answered within its grpc-timeout of {:?}; a decision it made before then is listed with request_id {request_id}",
-                        deadline.timeout()
+                        "deadline: the call was not answered within its grpc-timeout of {:?}{}",
+                        deadline.timeout(),
+                        if rule.decides {
+                            format!("; a decision it made before then is listed with request_id {request_id}")
+                        } else {
+                            String::new()
+                        }
                     ))
                     .into_http(),
                     answer = inner.call(request) => {

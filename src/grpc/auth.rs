@@ -31,6 +31,9 @@ pub struct Rule {
     /// an open stream): the call is admitted without waiting for the end of
     /// its request stream.
     pub streams_requests: bool,
+    /// The call makes decisions, which are recorded as it goes: one it is
+    /// refused after may already have made some.
+    pub decides: bool,
 }
 
 const fn staff(roles: &'static [Role]) -> Rule {
@@ -40,6 +43,15 @@ const fn staff(roles: &'static [Role]) -> Rule {
         public: false,
         staff_read: false,
         streams_requests: false,
+        decides: false,
+    }
+}
+
+/// Scoring: a call that makes decisions.
+const fn decisions(roles: &'static [Role]) -> Rule {
+    Rule {
+        decides: true,
+        ..staff(roles)
     }
 }
 
@@ -75,10 +87,13 @@ const ALL_STAFF: &[Role] = &[Scorer, Support, Engineer, Admin];
 /// CMP collected; they never read a person's data back. Support staff read
 /// and act for a person; engineers see models and raw attributions.
 pub const RULES: &[(&str, Rule)] = &[
-    ("/candor.v1.ScoringService/Score", staff(&[Scorer, Admin])),
+    (
+        "/candor.v1.ScoringService/Score",
+        decisions(&[Scorer, Admin]),
+    ),
     (
         "/candor.v1.ScoringService/ScoreBatch",
-        staff(&[Scorer, Admin]),
+        decisions(&[Scorer, Admin]),
     ),
     ("/candor.v1.ModelService/ListModels", staff(ALL_STAFF)),
     ("/candor.v1.ModelService/DescribeModel", staff(ALL_STAFF)),
@@ -169,7 +184,7 @@ pub const RULES: &[(&str, Rule)] = &[
     // and readiness are health checks.
     (
         "/inference.GRPCInferenceService/ModelInfer",
-        staff(&[Scorer, Admin]),
+        decisions(&[Scorer, Admin]),
     ),
     (
         "/inference.GRPCInferenceService/ModelMetadata",
