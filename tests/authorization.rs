@@ -575,6 +575,8 @@ async fn every_rpc_role_and_credential_gets_its_exact_status() {
             .await
             .unwrap_err();
         assert_eq!(real.code(), Code::PermissionDenied, "{rpc:?}: {real:?}");
+        // The refusal names the field the caller may change.
+        assert!(real.message().starts_with("audience: the "), "{real:?}");
         assert_eq!(
             (real.code(), real.message()),
             (unknown.code(), unknown.message()),
@@ -719,4 +721,48 @@ async fn consent_changes_name_who_made_them() {
         .unwrap()
         .into_inner();
     assert!(verified.intact, "{verified:?}");
+}
+
+/// A call with two credentials is refused, whichever comes first: the
+/// gateway will not guess which is the caller's, and a valid key must not
+/// vouch for whatever follows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_with_two_credentials_is_refused() {
+    let mut config = test_config();
+    config.access.api_keys = vec![
+        api_key(Role::Scorer, "scorer-key"),
+        api_key(Role::Admin, "admin-key"),
+    ];
+    let server = TestServer::start_with(config).await;
+    let mut client = ScoringServiceClient::new(server.channel().await);
+    for pair in [
+        ["scorer-key", "not-a-key"],
+        ["not-a-key", "scorer-key"],
+        ["scorer-key", "admin-key"],
+    ] {
+        let mut request = Request::new(caravan_request());
+        for credential in pair {
+            request.metadata_mut().append(
+                "authorization",
+                format!("Bearer {credential}").parse().unwrap(),
+            );
+        }
+        let refused = client.score(request).await.unwrap_err();
+        assert_eq!(
+            refused.code(),
+            Code::Unauthenticated,
+            "{pair:?}: {refused:?}"
+        );
+        assert!(
+            refused
+                .message()
+                .contains("authorization: given more than once"),
+            "{refused:?}"
+        );
+    }
+    let mut one = Request::new(caravan_request());
+    one.metadata_mut()
+        .insert("authorization", "Bearer scorer-key".parse().unwrap());
+    client.score(one).await.unwrap();
+    server.stop().await;
 }

@@ -252,6 +252,22 @@ async fn support_view_and_access_export_carry_the_consent_trail() {
         "the raw identifier is not stored"
     );
 
+    // A subject id no Score would take is refused by the reads too.
+    let status = client
+        .list_decisions(pb::ListDecisionsRequest {
+            subject_id: "f".repeat(257),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status
+            .message()
+            .starts_with("subject_id: 257 bytes, longer than the 256"),
+        "{status:?}"
+    );
+
     let status = explain(&mut client, "not-a-uuid", pb::Audience::Consumer)
         .await
         .unwrap_err();

@@ -53,11 +53,27 @@ pub struct Consents {
     cache: Arc<ExplanationCache>,
 }
 
+/// The longest identifier (subject, placement, campaign, ad, a notice's
+/// version) accepted, and the longest short description (how consent was
+/// withdrawn). Identifiers are stored with every decision and indexed,
+/// descriptions in the append-only ledger for good; a hashed or random id,
+/// or a sentence, fits many times over.
+pub const MAX_ID_BYTES: usize = 256;
+
+/// A subject id as every call takes it, whether it scores for, records
+/// for or reads about the person: one id is never valid for one call and
+/// not another.
 fn subject(id: &str) -> Result<&str, Error> {
     if id.is_empty() {
         return Err(Error::InvalidArgument(
             "subject_id: is empty; name the person by the publisher's identifier".into(),
         ));
+    }
+    if id.len() > MAX_ID_BYTES {
+        return Err(Error::InvalidArgument(format!(
+            "subject_id: {} bytes, longer than the {MAX_ID_BYTES} an identifier may have",
+            id.len()
+        )));
     }
     Ok(id)
 }

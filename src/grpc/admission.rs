@@ -462,13 +462,22 @@ fn request_id(request: &mut Request<Body>) -> String {
 }
 
 fn identify(gateway: &Gateway, request: &Request<Body>) -> Result<Caller, Status> {
-    let bearer =
-        match request.headers().get(http::header::AUTHORIZATION) {
-            None => None,
-            Some(value) => Some(value.to_str().ok().and_then(bearer_credential).ok_or_else(
-                || Status::unauthenticated("authorization: expected `Bearer <credential>`"),
-            )?),
-        };
+    let mut given = request
+        .headers()
+        .get_all(http::header::AUTHORIZATION)
+        .iter();
+    // Two credentials are one too many: which of them is the caller's?
+    let bearer = match (given.next(), given.next()) {
+        (None, _) => None,
+        (Some(_), Some(_)) => {
+            return Err(Status::unauthenticated(
+                "authorization: given more than once; send one credential",
+            ));
+        }
+        (Some(value), None) => Some(value.to_str().ok().and_then(bearer_credential).ok_or_else(
+            || Status::unauthenticated("authorization: expected `Bearer <credential>`"),
+        )?),
+    };
     let certs = request
         .extensions()
         .get::<TlsConnectInfo<TcpConnectInfo>>()

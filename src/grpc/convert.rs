@@ -166,12 +166,7 @@ pub(super) fn audit_attributes(
         .map_err(|e| Error::InvalidArgument(format!("context.audit_attributes: {e}")))
 }
 
-/// The longest identifier (subject, placement, campaign, ad, a notice's
-/// version) accepted, and the longest short description (how consent was
-/// withdrawn). Identifiers are stored with every decision and indexed,
-/// descriptions in the append-only ledger for good; a hashed or random id,
-/// or a sentence, fits many times over.
-pub(super) const MAX_ID_BYTES: usize = 256;
+pub(super) use crate::consent::service::MAX_ID_BYTES;
 
 pub(super) fn identifier(field: &str, value: String) -> Result<String, Error> {
     text(field, value, MAX_ID_BYTES, "an identifier")

@@ -164,7 +164,17 @@ impl ExplanationService for Why {
         };
         // The audience's role first, before any look-up: a refusal that
         // came only for ids that exist would tell which do.
-        auth::check(&admitted.caller, rule)?;
+        auth::check(&admitted.caller, rule).map_err(|refused| {
+            Status::permission_denied(format!(
+                "audience: the {} view is not for this caller; {}",
+                match audience {
+                    Audience::Consumer => "consumer",
+                    Audience::Support => "support",
+                    Audience::Engineer => "engineer",
+                },
+                refused.message()
+            ))
+        })?;
         let (row, served) = self
             .gateway
             .explanation(&r.decision_id, |row| {
