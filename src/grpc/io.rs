@@ -44,12 +44,21 @@ use tonic::transport::{
 /// How long a connection shut down for writing waits for its peer to close.
 const LINGER: Duration = Duration::from_secs(1);
 
+/// How long an accepted connection may stay silent before its first bytes.
+/// A client sends its HTTP/2 preface at once; a socket that sends nothing
+/// would otherwise hold a file descriptor for ever, and enough of them
+/// lock every client out. (Once the preface has come, HTTP/2 keepalive
+/// pings find a peer that has gone: `serve`.)
+pub(super) const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A TCP connection, either end, that h2 writes to in whole buffers and that
 /// closes without dropping what its peer has not read.
 pub(super) struct Coalescing {
     stream: TcpStream,
     /// Running once the connection is shut down for writing.
     lingering: Option<Pin<Box<Sleep>>>,
+    /// Running on an accepted connection until its first bytes arrive.
+    silence: Option<Pin<Box<Sleep>>>,
 }
 
 impl Coalescing {
@@ -57,6 +66,16 @@ impl Coalescing {
         Self {
             stream,
             lingering: None,
+            silence: None,
+        }
+    }
+
+    /// An accepted connection, which fails its reads if it sends nothing
+    /// within `first_bytes`: the server then drops it.
+    pub(super) fn accepted(stream: TcpStream, first_bytes: Duration) -> Self {
+        Self {
+            silence: Some(Box::pin(tokio::time::sleep(first_bytes))),
+            ..Self::new(stream)
         }
     }
 }
@@ -75,7 +94,23 @@ impl AsyncRead for Coalescing {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        let this = &mut *self;
+        let before = buf.filled().len();
+        let read = Pin::new(&mut this.stream).poll_read(cx, buf);
+        let Some(silence) = this.silence.as_mut() else {
+            return read;
+        };
+        match read {
+            Poll::Ready(Ok(())) if buf.filled().len() > before => this.silence = None,
+            Poll::Pending if silence.as_mut().poll(cx).is_ready() => {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the peer sent nothing after connecting",
+                )));
+            }
+            _ => {}
+        }
+        read
     }
 }
 
@@ -177,5 +212,31 @@ mod tests {
         assert_eq!(reply.len(), REPLY);
         drop(peer);
         closing.await.unwrap();
+    }
+
+    /// An accepted connection that sends nothing fails its read once its
+    /// time is up; one that has spoken may then be quiet for as long as it
+    /// likes.
+    #[tokio::test]
+    async fn an_accepted_connection_must_speak_first_within_its_time() {
+        const FIRST_BYTES: Duration = Duration::from_millis(200);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _silent = TcpStream::connect(addr).await.unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        let mut connection = Coalescing::accepted(accepted, FIRST_BYTES);
+        let started = std::time::Instant::now();
+        let error = connection.read(&mut [0u8; 16]).await.unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() >= FIRST_BYTES);
+
+        let mut speaking = TcpStream::connect(addr).await.unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        let mut connection = Coalescing::accepted(accepted, FIRST_BYTES);
+        speaking.write_all(b"PRI").await.unwrap();
+        let mut first = [0u8; 3];
+        connection.read_exact(&mut first).await.unwrap();
+        let quiet = tokio::time::timeout(FIRST_BYTES * 3, connection.read(&mut [0u8; 16])).await;
+        assert!(quiet.is_err(), "still waiting, not failed: {quiet:?}");
     }
 }

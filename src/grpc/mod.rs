@@ -264,6 +264,11 @@ pub async fn serve(
     }
     let result = server
         .max_concurrent_streams(gateway.config().limits.max_concurrent_streams)
+        // A peer that has gone without closing (or never answers) is
+        // found by the PING it does not acknowledge, and its connection
+        // closed; live clients acknowledge without being asked to.
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         // The admission layer owns deadlines. tonic also arms a timer from
         // `grpc-timeout`, outside every layer and not removable, that
         // answers CANCELLED without our headers; ours is set a moment
@@ -285,7 +290,9 @@ pub async fn serve(
             // peer's delayed ACK: that stalls a call for ~40 ms.
             TcpIncoming::from(listener)
                 .with_nodelay(Some(true))
-                .map(|accepted| accepted.map(io::Coalescing::new)),
+                .map(|accepted| {
+                    accepted.map(|s| io::Coalescing::accepted(s, io::FIRST_BYTES_TIMEOUT))
+                }),
             shutdown,
         )
         .await;
@@ -388,6 +395,11 @@ async fn set_health(
         health.set_service_status(service, status(ready)).await;
     }
 }
+
+/// How often a connection is pinged, and how long its peer has to answer
+/// before the connection is closed.
+const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 const SCORING_SERVICE: &str =
     <ScoringServiceServer<scoring::Scoring> as tonic::server::NamedService>::NAME;
