@@ -260,6 +260,56 @@ fn a_package_feeding_religion_to_advertising_is_refused() {
     );
 }
 
+/// A feature a request may leave out reaches the model as NaN. A logistic
+/// regression cannot score that, so declaring it optional is refused at
+/// load, naming it; LightGBM's trees route a missing value, so there the
+/// same declaration loads.
+#[test]
+fn a_feature_the_model_cannot_score_missing_may_not_be_optional() {
+    runtime::init(&ort_lib()).unwrap();
+    let optional_first = |package: &str| {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = copy_package(package, &tmp.path().join("models"));
+        edit(
+            &dir.join("manifest.toml"),
+            "missing_allowed = false",
+            "missing_allowed = true",
+        );
+        (ModelPackage::load(&dir, 1), tmp)
+    };
+    let (refused, _tmp) = optional_first("caravan-logreg/1.0.0");
+    let err = refused.unwrap_err();
+    assert_eq!(err.field.as_deref(), Some("features"), "{err}");
+    assert!(err.file.ends_with("manifest.toml"), "{err}");
+    assert!(
+        err.to_string().contains(
+            "MAANTHUI: missing_allowed = true, but with it missing from background row 1 the model scores NaN"
+        ),
+        "{err}"
+    );
+    let (loaded, _tmp) = optional_first("caravan-lgbm/1.0.0");
+    loaded.unwrap();
+}
+
+/// A version folder that links into an artefact store is named by the
+/// link, as the registry reaches it: `<name>/<version>` as given.
+#[test]
+fn a_package_reached_through_a_link_is_named_by_the_link() {
+    runtime::init(&ort_lib()).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let stored = copy_package("caravan-logreg/1.0.0", &tmp.path().join("store"));
+    let artefact = tmp.path().join("store/artifact-3f2a");
+    fs::rename(&stored, &artefact).unwrap();
+    let linked = tmp.path().join("models/caravan-logreg/1.0.0");
+    fs::create_dir_all(linked.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(&artefact, &linked).unwrap();
+    let package = ModelPackage::load(&linked, 1).unwrap();
+    assert_eq!(package.name(), "caravan-logreg");
+    let (registry, failed) = Registry::load_dir(&tmp.path().join("models"), 1, None, None).unwrap();
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(registry.model("caravan-logreg").unwrap().versions.len(), 1);
+}
+
 /// A model trained on Caravan's zip-code religion columns (declared as
 /// proxies for religion) must never load for advertising.
 #[test]

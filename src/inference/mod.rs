@@ -108,7 +108,7 @@ impl InferencePool {
 /// The scores, unless one is NaN or infinite: the model failing on that
 /// input (a log of a negative sum, an overflow). Serving it would make a
 /// decision no one can account for.
-fn finite(scores: Vec<f32>) -> Result<Vec<f32>, InferenceError> {
+pub(crate) fn finite(scores: Vec<f32>) -> Result<Vec<f32>, InferenceError> {
     match scores.iter().position(|s| !s.is_finite()) {
         Some(row) => Err(InferenceError::NonFinite {
             row,

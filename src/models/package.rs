@@ -18,7 +18,7 @@ use super::{
 use crate::{
     audit,
     explain::Explainer,
-    inference::{Backend, OrtBackend, runtime::RuntimeError},
+    inference::{Backend, InferenceError, OrtBackend, runtime::RuntimeError},
 };
 
 pub const MANIFEST_FILE: &str = "manifest.toml";
@@ -242,6 +242,7 @@ impl ModelPackage {
                 format!("fails on the background rows: {e}"),
             )
         })?;
+        check_missing_values(&backend, &schema, &background, &manifest_path)?;
         let covers_path = dir.join(COVERS_FILE);
         let covers = if covers_path.exists() {
             Some(read_covers(&covers_path)?)
@@ -305,20 +306,78 @@ impl ModelPackage {
     }
 }
 
+/// A feature the manifest lets requests leave out reaches the model as NaN:
+/// the graph must score a row without it, or every request that leaves it
+/// out would fail. Tried on the first background row, one such feature
+/// missing at a time.
+fn check_missing_values(
+    backend: &OrtBackend,
+    schema: &FeatureSchema,
+    background: &Rows,
+    manifest_path: &Path,
+) -> Result<(), PackageError> {
+    let optional: Vec<&FeatureSpec> = schema
+        .columns()
+        .iter()
+        .filter(|c| c.missing_allowed)
+        .collect();
+    if optional.is_empty() {
+        return Ok(());
+    }
+    let first = background.row(0);
+    let mut rows = Vec::with_capacity(optional.len() * first.len());
+    for spec in &optional {
+        rows.extend_from_slice(first);
+        let at = rows.len() - first.len() + spec.position;
+        rows[at] = f32::NAN;
+    }
+    let refused = |spec: &FeatureSpec, outcome: String| {
+        PackageError::new(
+            manifest_path,
+            Some("features"),
+            format!(
+                "{}: missing_allowed = true, but with it missing from background row 1 the model {outcome}; impute it in the graph, or set missing_allowed = false",
+                spec.name
+            ),
+        )
+    };
+    match backend.predict(0, &rows).and_then(crate::inference::finite) {
+        Ok(_) => Ok(()),
+        Err(InferenceError::NonFinite { row, value }) => {
+            Err(refused(optional[row], format!("scores {value}")))
+        }
+        Err(e) => Err(match optional.as_slice() {
+            [only] => refused(only, format!("fails: {e}")),
+            _ => PackageError::new(
+                manifest_path,
+                Some("features"),
+                format!(
+                    "the model fails on background row 1 with a feature that may be missing left out: {e}"
+                ),
+            ),
+        }),
+    }
+}
+
 /// The folder layout is part of the contract: `<name>/<version>/`.
 fn check_location(
     dir: &Path,
     manifest_path: &Path,
     manifest: &Manifest,
 ) -> Result<(), PackageError> {
-    // `.` or `../1.0.0` name the folder only once resolved.
-    let resolved = dir.canonicalize();
-    let dir = resolved.as_deref().unwrap_or(dir);
-    let version_dir = dir.file_name().and_then(|s| s.to_str()).unwrap_or_default();
-    let name_dir = dir
-        .parent()
-        .and_then(Path::file_name)
-        .and_then(|s| s.to_str())
+    let names = |dir: &Path| {
+        let version = dir.file_name().and_then(|s| s.to_str())?.to_owned();
+        let name = dir
+            .parent()?
+            .file_name()
+            .and_then(|s| s.to_str())?
+            .to_owned();
+        Some((name, version))
+    };
+    // The folders as given, which a link into an artefact store keeps;
+    // `.` or `../1.0.0` name them only once resolved.
+    let (name_dir, version_dir) = names(dir)
+        .or_else(|| dir.canonicalize().ok().as_deref().and_then(names))
         .unwrap_or_default();
     if name_dir != manifest.model.name {
         return Err(PackageError::new(
