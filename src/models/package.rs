@@ -485,11 +485,26 @@ fn check_graph(
         return Err(PackageError::new(
             manifest_path,
             Some("model.input.tensor"),
-            format!("is {}, expected Float32", input.element),
+            format!(
+                "is {}, expected Float32: convert with a float input (skl2onnx: initial_types=[(\"input\", FloatTensorType([None, {}]))]), or cast in the graph",
+                input.element,
+                manifest.features.len()
+            ),
         ));
     }
     let width = manifest.features.len() as i64;
-    if input.shape.len() != 2 || !(input.shape[1] == width || input.shape[1] < 0) {
+    if input.shape.len() != 2 {
+        return Err(PackageError::new(
+            model_path,
+            None,
+            format!(
+                "the graph input {want_in:?} has shape {:?}, of rank {}; Candor serves rows: a [N, features] input of rank 2",
+                input.shape,
+                input.shape.len()
+            ),
+        ));
+    }
+    if !(input.shape[1] == width || input.shape[1] < 0) {
         return Err(PackageError::new(
             manifest_path,
             Some("features"),
@@ -525,7 +540,7 @@ fn check_graph(
     if output.element != "Float32" {
         // Classifier converters wrap probabilities in a ZipMap by default.
         let hint = if output.element.contains("Map") {
-            "; a sequence of maps is a ZipMap: convert without it (skl2onnx: options={\"zipmap\": False}) and name the float probability tensor"
+            "; a sequence of maps is a ZipMap: convert without it (skl2onnx: options={\"zipmap\": False}; onnxmltools: zipmap=False) and name the float probability tensor"
         } else {
             ""
         };

@@ -45,6 +45,11 @@ pub enum FeatureProblem {
     #[error("is not finite")]
     NonFinite,
     #[error(
+        "value {} does not fit the model's float32 input (largest magnitude 3.4028235e38)",
+        Number(*value)
+    )]
+    BeyondFloat32 { value: f64 },
+    #[error(
         "value {} is outside the allowed range [{}, {}]",
         Number(*value),
         Number(*min),
@@ -343,7 +348,7 @@ fn encode_value(spec: &FeatureSpec, value: &FeatureValue) -> Result<f32, Feature
     }
     let narrowed = number as f32;
     if !narrowed.is_finite() {
-        return Err(FeatureProblem::NonFinite);
+        return Err(FeatureProblem::BeyondFloat32 { value: number });
     }
     Ok(narrowed)
 }
@@ -483,6 +488,24 @@ mod tests {
         ]
         .into_iter()
         .collect()
+    }
+
+    /// A float with no declared range may still be too large for the
+    /// model's float32 input: that is said, not "not finite".
+    #[test]
+    fn a_number_beyond_float32_is_named_as_such() {
+        let mut unbounded = spec("f", 0, FeatureType::Float);
+        (unbounded.min, unbounded.max) = (None, None);
+        let problem = encode_value(&unbounded, &FeatureValue::Number(-1e39)).unwrap_err();
+        assert_eq!(problem, FeatureProblem::BeyondFloat32 { value: -1e39 });
+        assert_eq!(
+            problem.to_string(),
+            "value -1e39 does not fit the model's float32 input (largest magnitude 3.4028235e38)"
+        );
+        assert_eq!(
+            encode_value(&unbounded, &FeatureValue::Number(3e38)),
+            Ok(3e38)
+        );
     }
 
     #[test]

@@ -281,7 +281,7 @@ fn check_goldens(package: &ModelPackage) -> Result<String, String> {
     );
     if worst.is_nan() || worst > GOLDEN_TOLERANCE {
         return Err(format!(
-            "{GOLDEN_FILE}: row {}'s score differs from ONNX Runtime's by {worst:.3e} (tolerance {GOLDEN_TOLERANCE:e}, relative beyond magnitude 1)",
+            "{GOLDEN_FILE}: row {}'s score differs from ONNX Runtime's by {worst:.3e} (tolerance {GOLDEN_TOLERANCE:e}, relative beyond magnitude 1); the gateway scores with one intra-op thread, so goldens must come from a session with intra_op_num_threads = 1",
             worst_row + 1
         ));
     }
