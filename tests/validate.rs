@@ -168,3 +168,28 @@ fn an_audit_with_nothing_to_compare_fails_the_gate() {
         "{line}"
     );
 }
+
+/// Without `[training] train_rows` the consumer view sizes segments on the
+/// background sample alone and withholds most reasons: the gate passes
+/// such a package but says so.
+#[test]
+fn a_package_without_its_training_size_passes_with_a_note() {
+    runtime::init(&ort_lib()).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = copy_package("caravan-logreg/1.0.0", &tmp.path().join("models"));
+    edit(&dir.join("manifest.toml"), "train_rows = 4657\n", "");
+    let report = validate_package(&dir);
+    let graph = report
+        .checks
+        .iter()
+        .find(|c| c.name == rules::GRAPH_MATCHES_MANIFEST)
+        .unwrap();
+    assert!(graph.passed, "{}", report.to_text());
+    assert!(
+        graph.detail.contains("note: no [training] train_rows"),
+        "{}",
+        graph.detail
+    );
+    let bundled = validate_package(&repo_root().join("models/caravan-logreg/1.0.0"));
+    assert!(!bundled.to_text().contains("note: no [training]"));
+}

@@ -159,11 +159,25 @@ pub fn validate_package(dir: &Path) -> Report {
     report.model = Some(package.name().to_owned());
     report.version = Some(package.version().to_string());
     report.sha256 = Some(package.sha256.clone());
+    // Passing, but worth saying: the consumer view then counts segment
+    // sizes on the background sample alone, and withholds most reasons.
+    let population = match package
+        .manifest
+        .training
+        .as_ref()
+        .and_then(|t| t.train_rows)
+    {
+        Some(_) => String::new(),
+        None => format!(
+            "; note: no [training] train_rows, so the consumer view counts how many people a reason describes on the {} background rows alone, and withholds reasons about fewer than decisions.min_segment_size of them",
+            package.background.len()
+        ),
+    };
     report.check(
         rules::GRAPH_MATCHES_MANIFEST,
         GRAPH,
         Ok(format!(
-            "{} features, {} background rows, purposes: {}",
+            "{} features, {} background rows, purposes: {}{population}",
             package.schema.width(),
             package.background.len(),
             package
