@@ -486,7 +486,7 @@ fn check_graph(
             manifest_path,
             Some("model.input.tensor"),
             format!(
-                "is {}, expected Float32: convert with a float input (skl2onnx: initial_types=[(\"input\", FloatTensorType([None, {}]))]), or cast in the graph",
+                "is {}, expected Float32: convert with a float input (skl2onnx: initial_types=[({want_in:?}, FloatTensorType([None, {}]))]), or cast in the graph",
                 input.element,
                 manifest.features.len()
             ),
