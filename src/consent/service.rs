@@ -59,6 +59,20 @@ pub struct Consents {
 /// descriptions in the append-only ledger for good; a hashed or random id,
 /// or a sentence, fits many times over.
 pub const MAX_ID_BYTES: usize = 256;
+/// What [`within_length`] calls an identifier.
+pub const IDENTIFIER: &str = "an identifier";
+
+/// Refuses `value`, sent in `field`, when it is longer than `max` bytes;
+/// `what` names the kind of text.
+pub fn within_length(field: &str, value: &str, max: usize, what: &str) -> Result<(), Error> {
+    if value.len() > max {
+        return Err(Error::InvalidArgument(format!(
+            "{field}: {} bytes, longer than the {max} {what} may have",
+            value.len()
+        )));
+    }
+    Ok(())
+}
 
 /// A subject id as every call takes it, whether it scores for, records
 /// for or reads about the person: one id is never valid for one call and
@@ -69,12 +83,7 @@ fn subject(id: &str) -> Result<&str, Error> {
             "subject_id: is empty; name the person by the publisher's identifier".into(),
         ));
     }
-    if id.len() > MAX_ID_BYTES {
-        return Err(Error::InvalidArgument(format!(
-            "subject_id: {} bytes, longer than the {MAX_ID_BYTES} an identifier may have",
-            id.len()
-        )));
-    }
+    within_length("subject_id", id, MAX_ID_BYTES, IDENTIFIER)?;
     Ok(id)
 }
 

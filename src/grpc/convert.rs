@@ -167,19 +167,15 @@ pub(super) fn audit_attributes(
 }
 
 pub(super) use crate::consent::service::MAX_ID_BYTES;
+use crate::consent::service::{IDENTIFIER, within_length};
 
 pub(super) fn identifier(field: &str, value: String) -> Result<String, Error> {
-    text(field, value, MAX_ID_BYTES, "an identifier")
+    text(field, value, MAX_ID_BYTES, IDENTIFIER)
 }
 
 /// `value` when it is at most `max` bytes; `what` names the kind of text.
 pub(super) fn text(field: &str, value: String, max: usize, what: &str) -> Result<String, Error> {
-    if value.len() > max {
-        return Err(Error::InvalidArgument(format!(
-            "{field}: {} bytes, longer than the {max} {what} may have",
-            value.len()
-        )));
-    }
+    within_length(field, &value, max, what)?;
     Ok(value)
 }
 
