@@ -412,6 +412,40 @@ async fn bad_consent_requests_name_the_field() {
     .unwrap();
 }
 
+/// Writes take a subject id of at most 256 bytes, reads and erasure one of
+/// any length: a person recorded under a longer id before writes were
+/// bounded must still reach and erase their data (consent.proto).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_and_erasure_take_a_subject_id_of_any_length() {
+    let server = TestServer::start().await;
+    let mut c = client(&server).await;
+    let long = "s".repeat(4096);
+    let state = c
+        .get_consent(pb::GetConsentRequest {
+            subject_id: long.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(state.purposes.is_empty(), "{state:?}");
+    let history = c
+        .get_consent_history(pb::GetConsentHistoryRequest {
+            subject_id: long.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(history.records.is_empty(), "{history:?}");
+    let erased = c
+        .erase_subject(pb::EraseSubjectRequest { subject_id: long })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(erased.records_erased, 0);
+    server.stop().await;
+}
+
 /// A person's ledger history comes in pages: each under the message limit
 /// however large its records, each record once and oldest first, and a
 /// record appended meanwhile comes on a later page.

@@ -167,6 +167,29 @@ impl BitReader {
         }
     }
 
+    /// Checks that only padding follows the last field: encoders pad with
+    /// zero bits (to a character, a byte, or IAB's TCF encoder to 24
+    /// bits). A set bit there is content the layout has no field for, e.g.
+    /// a body written for another version than the one it is labelled
+    /// with: read by the label, its last fields (a known child's signal)
+    /// would be lost without a word.
+    pub fn finish(mut self) -> Result<(), SignalError> {
+        let end = self.pos;
+        while self.remaining() > 0 {
+            let width = self.remaining().min(64);
+            let at = self.pos;
+            let bits = self.read(width, "padding")?;
+            if bits != 0 {
+                let set = at + bits.leading_zeros() as usize - (64 - width);
+                return Err(self.error(format!(
+                    "bit {} is set after the last field, which ends at bit {end}; padding is zero bits, so the string carries content its layout does not define (is its version right?)",
+                    set + 1
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// The error type's constructor with this segment's name in front.
     pub fn error(&self, message: impl std::fmt::Display) -> SignalError {
         SignalError::new(format!("{}: {message}", self.what))
@@ -176,6 +199,26 @@ impl BitReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_zero_bits_may_follow_the_last_field() {
+        // 000011 000001 | 000000 000001: Type and Version, then a set bit 24.
+        let mut r = BitReader::new("DBAB", "header").unwrap();
+        r.read(12, "Type and Version").unwrap();
+        let e = r.finish().unwrap_err().to_string();
+        assert!(
+            e.starts_with("header: bit 24 is set after the last field, which ends at bit 12"),
+            "{e}"
+        );
+        let mut padded = BitReader::new("DBAAAAAAAAAAA", "header").unwrap();
+        padded.read(12, "Type and Version").unwrap();
+        padded.finish().unwrap();
+        // Past 64 bits of padding too.
+        let mut long = BitReader::new(&format!("DB{}B", "A".repeat(20)), "header").unwrap();
+        long.read(12, "Type and Version").unwrap();
+        let e = long.finish().unwrap_err().to_string();
+        assert!(e.contains("bit 138 is set"), "{e}");
+    }
 
     #[test]
     fn reads_across_characters() {

@@ -640,6 +640,7 @@ fn header_ids(mut r: BitReader) -> Result<Vec<u16>, SignalError> {
         ids.extend((start..=end).map(|id| id as u16));
         last = end;
     }
+    r.finish()?;
     Ok(ids)
 }
 
@@ -735,6 +736,7 @@ fn core_and_gpc<'a>(
                 )));
             }
         }
+        r.finish()?;
     }
     Ok((core, gpc))
 }
@@ -749,7 +751,7 @@ fn usnat(text: &str) -> Result<UsNat, SignalError> {
         v => return Err(r.error(format!("Version is {v}; usnat versions 1 and 2 are known"))),
     };
     let t = |r: &mut BitReader, f: &str| Tri::read(r, f);
-    Ok(UsNat {
+    let section = UsNat {
         version,
         sharing_notice: t(&mut r, "SharingNotice")?,
         sale_opt_out_notice: t(&mut r, "SaleOptOutNotice")?,
@@ -771,7 +773,9 @@ fn usnat(text: &str) -> Result<UsNat, SignalError> {
         mspa_opt_out_option_mode: t(&mut r, "MspaOptOutOptionMode")?,
         mspa_service_provider_mode: t(&mut r, "MspaServiceProviderMode")?,
         gpc,
-    })
+    };
+    r.finish()?;
+    Ok(section)
 }
 
 fn usca(text: &str) -> Result<UsCa, SignalError> {
@@ -782,7 +786,7 @@ fn usca(text: &str) -> Result<UsCa, SignalError> {
         return Err(r.error(format!("Version is {version}; usca version 1 is known")));
     }
     let t = |r: &mut BitReader, f: &str| Tri::read(r, f);
-    Ok(UsCa {
+    let section = UsCa {
         version,
         sale_opt_out_notice: t(&mut r, "SaleOptOutNotice")?,
         sharing_opt_out_notice: t(&mut r, "SharingOptOutNotice")?,
@@ -800,7 +804,9 @@ fn usca(text: &str) -> Result<UsCa, SignalError> {
         mspa_opt_out_option_mode: t(&mut r, "MspaOptOutOptionMode")?,
         mspa_service_provider_mode: t(&mut r, "MspaServiceProviderMode")?,
         gpc,
-    })
+    };
+    r.finish()?;
+    Ok(section)
 }
 
 /// A US state section, read by its layout: every layout has version 1 only,
@@ -851,11 +857,16 @@ fn state(layout: &'static StateLayout, text: &str) -> Result<StateSection, Signa
             layout.sensitive_categories,
             "SensitiveDataProcessing",
         )?,
-        (true, Some(sub)) => Tri::read_n(
-            &mut BitReader::new(sub, layout.what)?,
-            layout.sensitive_categories,
-            "SensitiveDataProcessing",
-        )?,
+        (true, Some(sub)) => {
+            let mut categories = BitReader::new(sub, layout.what)?;
+            let read = Tri::read_n(
+                &mut categories,
+                layout.sensitive_categories,
+                "SensitiveDataProcessing",
+            )?;
+            categories.finish()?;
+            read
+        }
         (true, None) => Vec::new(),
     };
     let known_child_sensitive_data_consents = Tri::read_n(
@@ -876,6 +887,7 @@ fn state(layout: &'static StateLayout, text: &str) -> Result<StateSection, Signa
             None,
         ),
     };
+    r.finish()?;
     Ok(StateSection {
         layout,
         version,
@@ -902,6 +914,22 @@ mod tests {
 
     fn refusal(text: &str) -> String {
         GppString::decode(text).unwrap_err().to_string()
+    }
+
+    /// A usnat body of version 2 labelled version 1 would read as version 1
+    /// with bits to spare, among them a known child's signal: it is refused.
+    #[test]
+    fn a_section_labelled_with_another_version_is_refused() {
+        let v2 = GppString::decode("DBABL~CVVqAAAAAQRA").unwrap();
+        assert_eq!(v2.usnat.unwrap().version, 2);
+        let e = refusal("DBABL~BVVqAAAAAQRA");
+        assert!(e.starts_with("section usnat: bit "), "{e}");
+        assert!(e.contains("is set after the last field"), "{e}");
+        // A GPC subsection and a header with set bits after their fields.
+        let e = refusal("DBABL~CVVqAAAAAQRA.YB");
+        assert!(e.starts_with("section usnat: bit "), "{e}");
+        let e = refusal("DBABLB~CVVqAAAAAQRA");
+        assert!(e.starts_with("header: bit "), "{e}");
     }
 
     /// Sections 24 to 27 as the IAB's own encoder (@iabgpp/cmpapi 3.2.0)

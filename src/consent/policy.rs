@@ -598,8 +598,9 @@ fn us_opt_outs(signals: &Decoded) -> (bool, bool) {
 ///   both modes, which the MSPA makes exclusive;
 /// - `us.opt_out_notice_missing`: the person "did not opt out" (2) of a
 ///   sale, sharing or targeted advertising whose opt-out notice was not
-///   given (the notice reads 0 or 2): an opt-out right no one was told
-///   about was never declined.
+///   given (the notice reads 0 or 2; in uspv1, a sale not opted out of,
+///   N, under a notice of N or -): an opt-out right no one was told about
+///   was never declined.
 ///
 /// Sections 24 to 27 carry one MspaMode field whose values the gateway
 /// cannot read with confidence; it is not acted on.
@@ -654,6 +655,9 @@ fn us_publisher_restrictions(signals: &Decoded) -> impl Iterator<Item = &'static
                     ),
                 ],
             );
+        }
+        if let Some(s) = &gpp.uspv1 {
+            untold |= s.opt_out_sale == UspFlag::No && s.notice != UspFlag::Yes;
         }
     }
     [
@@ -1015,13 +1019,20 @@ mod tests {
             );
             assert!(alone.masked.contains(&2) && !alone.masked.contains(&1));
         }
-        for usp in ["1YNN", "1NNY", "1---"] {
+        for usp in ["1YNN", "1YNY", "1---"] {
             let quiet = us(&[(USPV1, usp), (USNAT, &not)]);
             assert_eq!(
                 (quiet.tier, quiet.rules.len()),
                 (Tier::Personalised, 0),
                 "{usp}"
             );
+        }
+        // No notice (N), or none known (-): not opting out declined nothing,
+        // as in usnat.
+        for usp in ["1NNY", "1NNN", "1-N-"] {
+            let untold = us(&[(USPV1, usp), (USNAT, &not)]);
+            assert_eq!(untold.rules, ["us.opt_out_notice_missing"], "{usp}");
+            assert!(untold.masked.contains(&2), "{usp}");
         }
     }
 

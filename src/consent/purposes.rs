@@ -113,6 +113,15 @@ pub const PURPOSES: [PurposeInfo; 13] = [
     ),
 ];
 
+/// The TCF purposes (1 to 11) that may rest on consent only, never on
+/// legitimate interest: 1 since TCF v2.0, 3 to 6 since v2.2.
+pub fn consent_only() -> impl Iterator<Item = u8> {
+    PURPOSES
+        .iter()
+        .filter(|p| (1..=11).contains(&p.id) && !p.admits_legitimate_interest)
+        .map(|p| p.id)
+}
+
 pub fn info(id: u8) -> Option<&'static PurposeInfo> {
     PURPOSES.iter().find(|p| p.id == id)
 }

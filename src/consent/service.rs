@@ -53,37 +53,16 @@ pub struct Consents {
     cache: Arc<ExplanationCache>,
 }
 
-/// The longest identifier (subject, placement, campaign, ad, a notice's
-/// version) accepted, and the longest short description (how consent was
-/// withdrawn). Identifiers are stored with every decision and indexed,
-/// descriptions in the append-only ledger for good; a hashed or random id,
-/// or a sentence, fits many times over.
-pub const MAX_ID_BYTES: usize = 256;
-/// What [`within_length`] calls an identifier.
-pub const IDENTIFIER: &str = "an identifier";
-
-/// Refuses `value`, sent in `field`, when it is longer than `max` bytes;
-/// `what` names the kind of text.
-pub fn within_length(field: &str, value: &str, max: usize, what: &str) -> Result<(), Error> {
-    if value.len() > max {
-        return Err(Error::InvalidArgument(format!(
-            "{field}: {} bytes, longer than the {max} {what} may have",
-            value.len()
-        )));
-    }
-    Ok(())
-}
-
-/// A subject id as every call takes it, whether it scores for, records
-/// for or reads about the person: one id is never valid for one call and
-/// not another.
+/// A subject id as every call takes it. Its length is bounded only where it
+/// is written (Score, RecordConsent, WithdrawConsent: the gRPC conversion):
+/// reads and erasure take any length, so that a person recorded under a
+/// longer id before writes were bounded still reaches their data.
 fn subject(id: &str) -> Result<&str, Error> {
     if id.is_empty() {
         return Err(Error::InvalidArgument(
             "subject_id: is empty; name the person by the publisher's identifier".into(),
         ));
     }
-    within_length("subject_id", id, MAX_ID_BYTES, IDENTIFIER)?;
     Ok(id)
 }
 

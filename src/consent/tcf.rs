@@ -34,10 +34,6 @@ pub const EARLIEST_PLAUSIBLE_DS: u64 = 1_577_836_800 * 10;
 /// policies (purposes, their legal bases) this gateway does not implement.
 pub const KNOWN_POLICY_VERSIONS: std::ops::RangeInclusive<u8> = 4..=5;
 
-/// The purposes that may only rest on consent, never on legitimate interest,
-/// and whose LI bits therefore invalidate a string.
-const CONSENT_ONLY_LI_FORBIDDEN: [u8; 4] = [3, 4, 5, 6];
-
 /// A set of vendor ids with the MaxVendorId it was encoded against.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct VendorSet {
@@ -217,6 +213,7 @@ impl TcString {
                     )));
                 }
             }
+            r.finish()?;
             seen[usize::from(kind)] = true;
         }
         // Keyed on the later date: a CMP that rewrites a string must make it
@@ -242,10 +239,20 @@ impl TcString {
         let created_ds = plausible_date(&mut r, "Created")?;
         let last_updated_ds = plausible_date(&mut r, "LastUpdated")?;
         let cmp_id = r.u16(12, "CmpId")?;
+        // IAB assigns CMP ids from 2 (its own encoder refuses 0 and 1): a
+        // string that names no CMP has no one accountable for its consent.
+        if cmp_id < 2 {
+            return Err(r.error(format!("CmpId is {cmp_id}; registered CMP ids start at 2")));
+        }
         let cmp_version = r.u16(12, "CmpVersion")?;
         let consent_screen = r.u8(6, "ConsentScreen")?;
         let consent_language = r.letters("ConsentLanguage")?;
         let vendor_list_version = r.u16(12, "VendorListVersion")?;
+        if vendor_list_version == 0 {
+            return Err(r.error(
+                "VendorListVersion is 0; Global Vendor List versions start at 1, so the consent names no list of vendors",
+            ));
+        }
         let policy_version = r.u8(6, "TcfPolicyVersion")?;
         if !KNOWN_POLICY_VERSIONS.contains(&policy_version) {
             return Err(r.error(format!(
@@ -262,9 +269,8 @@ impl TcString {
         let special_feature_opt_ins = r.mask(12, "SpecialFeatureOptIns")? as u16;
         let purpose_consents = r.mask(24, "PurposesConsent")? as u32;
         let purpose_legitimate_interests = r.mask(24, "PurposesLITransparency")? as u32;
-        if let Some(p) = CONSENT_ONLY_LI_FORBIDDEN
-            .iter()
-            .find(|p| has(purpose_legitimate_interests, **p))
+        if let Some(p) =
+            super::purposes::consent_only().find(|&p| has(purpose_legitimate_interests, p))
         {
             return Err(r.error(format!(
                 "PurposesLITransparency sets purpose {p}, which allows consent only"
@@ -275,6 +281,7 @@ impl TcString {
         let vendor_consents = vendor_set(&mut r, "vendor consent section")?;
         let vendor_legitimate_interests = vendor_set(&mut r, "vendor legitimate interest section")?;
         let publisher_restrictions = restrictions(&mut r)?;
+        r.finish()?;
         Ok(Self {
             version,
             created_ds,
@@ -696,6 +703,59 @@ mod tests {
                 version
             );
         }
+    }
+
+    #[test]
+    fn a_string_names_a_registered_cmp_and_a_vendor_list() {
+        for cmp_id in [0, 1] {
+            let e = refusal(&Tc {
+                cmp_id,
+                ..Tc::granted(NOW_MS)
+            });
+            assert!(e.contains(&format!("CmpId is {cmp_id};")), "{e}");
+        }
+        let tc = Tc {
+            cmp_id: 2,
+            ..Tc::granted(NOW_MS)
+        };
+        assert_eq!(TcString::decode(&tc.encode()).unwrap().cmp_id, 2);
+        let e = refusal(&Tc {
+            vendor_list_version: 0,
+            ..Tc::granted(NOW_MS)
+        });
+        assert!(e.contains("VendorListVersion is 0"), "{e}");
+    }
+
+    #[test]
+    fn consent_only_purposes_on_legitimate_interest_are_refused() {
+        for purpose in [1, 3, 4, 5, 6] {
+            let e = refusal(&Tc {
+                li_purposes: vec![2, purpose],
+                ..Tc::granted(NOW_MS)
+            });
+            assert!(
+                e.contains(&format!("PurposesLITransparency sets purpose {purpose},")),
+                "{e}"
+            );
+        }
+    }
+
+    /// Encoders pad with zero bits; a set bit after a segment's last field is
+    /// content its layout does not define, and the string is refused.
+    #[test]
+    fn only_zero_padding_follows_a_segment() {
+        let text = Tc::granted(NOW_MS).encode();
+        let (core, disclosed) = text.split_once('.').unwrap();
+        assert!(TcString::decode(&format!("{core}A.{disclosed}A")).is_ok());
+        let e = TcString::decode(&format!("{core}_.{disclosed}"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("core segment: bit "), "{e}");
+        assert!(e.contains("is set after the last field"), "{e}");
+        let e = TcString::decode(&format!("{core}.{disclosed}B"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("segment 2: bit "), "{e}");
     }
 
     #[test]

@@ -67,6 +67,8 @@ const DAY_DS: u64 = 24 * 3600 * 10;
 /// dated today.
 #[derive(Clone)]
 pub struct Tc {
+    pub cmp_id: u64,
+    pub vendor_list_version: u64,
     pub created_ds: u64,
     pub last_updated_ds: u64,
     pub policy_version: u64,
@@ -87,6 +89,8 @@ impl Tc {
     pub fn granted(now_ms: i64) -> Self {
         let today = (now_ms as u64 / 100) / DAY_DS * DAY_DS;
         Self {
+            cmp_id: 300,
+            vendor_list_version: 150,
             created_ds: today,
             last_updated_ds: today,
             policy_version: 5,
@@ -105,12 +109,12 @@ impl Tc {
         w.int(2, 6)
             .int(self.created_ds, 36)
             .int(self.last_updated_ds, 36)
-            .int(300, 12) // CmpId
+            .int(self.cmp_id, 12)
             .int(1, 12) // CmpVersion
             .int(1, 6) // ConsentScreen
             .int(4, 6) // "EN"
             .int(13, 6)
-            .int(150, 12) // VendorListVersion
+            .int(self.vendor_list_version, 12)
             .int(self.policy_version, 6)
             .int(1, 1) // IsServiceSpecific
             .int(0, 1) // UseNonStandardTexts

@@ -166,16 +166,25 @@ pub(super) fn audit_attributes(
         .map_err(|e| Error::InvalidArgument(format!("context.audit_attributes: {e}")))
 }
 
-pub(super) use crate::consent::service::MAX_ID_BYTES;
-use crate::consent::service::{IDENTIFIER, within_length};
+/// The longest identifier (subject, placement, campaign, ad, a notice's
+/// version) a write accepts, and the longest short description (how consent
+/// was withdrawn). Identifiers are stored with every decision and indexed,
+/// descriptions in the append-only ledger for good; a hashed or random id,
+/// or a sentence, fits many times over.
+pub(super) const MAX_ID_BYTES: usize = 256;
 
 pub(super) fn identifier(field: &str, value: String) -> Result<String, Error> {
-    text(field, value, MAX_ID_BYTES, IDENTIFIER)
+    text(field, value, MAX_ID_BYTES, "an identifier")
 }
 
 /// `value` when it is at most `max` bytes; `what` names the kind of text.
 pub(super) fn text(field: &str, value: String, max: usize, what: &str) -> Result<String, Error> {
-    within_length(field, &value, max, what)?;
+    if value.len() > max {
+        return Err(Error::InvalidArgument(format!(
+            "{field}: {} bytes, longer than the {max} {what} may have",
+            value.len()
+        )));
+    }
     Ok(value)
 }
 
