@@ -48,12 +48,12 @@ const MAX_LANGUAGE_BYTES: usize = 35;
 /// An absolute http(s) URL of printable ASCII with a host, or nothing.
 fn notice_url(value: String) -> Result<String, Error> {
     let value = text("notice.url", value, MAX_URL_BYTES, "a URL")?;
-    let rest = value
-        .strip_prefix("https://")
-        .or_else(|| value.strip_prefix("http://"));
     let valid = value.is_empty()
-        || rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/'))
-            && value.bytes().all(|b| b.is_ascii_graphic());
+        || value.bytes().all(|b| b.is_ascii_graphic())
+            && value.parse::<http::Uri>().is_ok_and(|u| {
+                matches!(u.scheme_str(), Some("http" | "https"))
+                    && u.host().is_some_and(|h| !h.is_empty())
+            });
     if !valid {
         return Err(Error::InvalidArgument(format!(
             "notice.url: {value:?} is not an absolute http or https URL"
@@ -382,6 +382,7 @@ mod tests {
             "",
             "https://publisher.example/privacy?v=3#ads",
             "http://localhost:8080",
+            "HTTPS://[::1]/privacy",
         ] {
             ok(notice_url(url.into()));
         }
@@ -405,6 +406,8 @@ mod tests {
             (notice_url("https://".into()), "notice.url"),
             (notice_url("https:///path".into()), "notice.url"),
             (notice_url("https://a b.example".into()), "notice.url"),
+            (notice_url("https://@".into()), "notice.url"),
+            (notice_url("https://:443/privacy".into()), "notice.url"),
             (
                 notice_url(format!("https://x.example/{}", "a".repeat(2048))),
                 "notice.url: 2066 bytes",
