@@ -397,6 +397,21 @@ impl Store {
             std::fs::create_dir(dir)
                 .map_err(|e| failed(format!("cannot create its folder {}: {e}", dir.display())))?;
         }
+        // SQLite follows links to the database file and keeps its WAL beside
+        // the file it reaches: the flusher's fsync and the lock file must
+        // name that file too, or commits fail on a WAL that is not there
+        // and a second gateway reaching it through another name starts.
+        let path = &std::fs::canonicalize(path)
+            .or_else(|_| {
+                let name = path
+                    .file_name()
+                    .ok_or_else(|| std::io::Error::other("names a folder, not a database file"))?;
+                let parent = path.parent().filter(|d| !d.as_os_str().is_empty());
+                Ok::<_, std::io::Error>(
+                    std::fs::canonicalize(parent.unwrap_or(Path::new(".")))?.join(name),
+                )
+            })
+            .map_err(|e| failed(format!("cannot resolve the path: {e}")))?;
         let lock = lock(path).map_err(failed)?;
         let mut conn = open_connection(path)?;
         let file = FileIdentity::of(path).map_err(failed)?;
@@ -1160,6 +1175,31 @@ mod tests {
             nowhere.to_string().contains("cannot create its folder"),
             "{nowhere}"
         );
+    }
+
+    /// A database reached through a link commits (SQLite keeps the WAL
+    /// beside the file the link reaches, and the fsync must find it there),
+    /// and it is still one gateway per database, whatever name it is
+    /// reached by.
+    #[tokio::test]
+    async fn a_database_reached_through_a_link_is_the_file_it_reaches() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("real")).unwrap();
+        std::fs::create_dir(dir.path().join("links")).unwrap();
+        let real = dir.path().join("real/db");
+        drop(Store::open(&real).unwrap());
+        let link = dir.path().join("links/db");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let store = Store::open(&link).unwrap();
+        let batch = Arc::new(decisions::sample_batch("through-a-link", None));
+        store
+            .submit(move |tx| Job::Record(batch, Some(tx)))
+            .await
+            .unwrap();
+        let Err(second) = Store::open(&real) else {
+            panic!("a second store opened the database under its other name");
+        };
+        assert!(second.to_string().contains("a second gateway"), "{second}");
     }
 
     /// A database deleted (or replaced) under a running store is noticed

@@ -154,6 +154,33 @@ async fn reflection_lists_the_services() {
     server.stop().await;
 }
 
+/// A reflection stream has no end of its own (grpcui and IDE plugins keep
+/// one open): shutdown ends it, saying why, rather than wait for the client.
+#[tokio::test]
+async fn an_open_reflection_stream_ends_at_shutdown() {
+    let server = TestServer::start().await;
+    let mut client = ServerReflectionClient::new(server.channel().await);
+    let (ask, questions) = tokio::sync::mpsc::channel(2);
+    let mut stream = client
+        .server_reflection_info(tokio_stream::wrappers::ReceiverStream::new(questions))
+        .await
+        .unwrap()
+        .into_inner();
+    ask.send(ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    })
+    .await
+    .unwrap();
+    stream.next().await.unwrap().unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(30), server.stop())
+        .await
+        .expect("shutdown ends the open reflection stream");
+    let ended = stream.next().await.unwrap().unwrap_err();
+    assert_eq!(ended.code(), tonic::Code::Unavailable, "{ended:?}");
+    drop(ask);
+}
+
 #[tokio::test]
 async fn list_and_describe_models() {
     let server = TestServer::start().await;

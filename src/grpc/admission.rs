@@ -85,17 +85,19 @@ impl Admission {
     }
 }
 
-/// A health Watch stream's body: it holds the stream's place, and ends
-/// with UNAVAILABLE when the server shuts down (a Watch has no end of its
-/// own, and graceful shutdown waits for every open stream).
-struct Watched {
+/// The body of an answer stream with no end of its own (a health Watch,
+/// server reflection): it ends with UNAVAILABLE when the server shuts down,
+/// since graceful shutdown waits for every open stream, and one client
+/// left open would hold the process, and its database lock, for ever. A
+/// Watch also holds its place among `limits.max_health_watches`.
+struct Unending {
     inner: Body,
     closing: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
     ended: bool,
-    _place: OwnedSemaphorePermit,
+    _place: Option<OwnedSemaphorePermit>,
 }
 
-impl http_body::Body for Watched {
+impl http_body::Body for Unending {
     type Data = Bytes;
     type Error = Status;
 
@@ -110,10 +112,11 @@ impl http_body::Body for Watched {
         if this.closing.as_mut().poll(cx).is_ready() {
             this.ended = true;
             let mut trailers = http::HeaderMap::new();
-            let status =
-                Status::unavailable("the gateway is shutting down; watch another instance");
+            let status = Status::unavailable(
+                "the gateway is shutting down; open the stream on another instance",
+            );
             if let Err(e) = status.add_header(&mut trailers) {
-                tracing::warn!(error = %e, "could not end a health Watch with its status");
+                tracing::warn!(error = %e, "could not end an open stream with its status");
             }
             return Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers))));
         }
@@ -298,17 +301,17 @@ where
                     gateway.config().max_message_bytes,
                 )));
                 stamp(&mut response, &request_id);
-                if let Some(place) = watch {
+                if watch.is_some() || rule.streams_requests {
                     let mut closing = closing;
                     response = response.map(|inner| {
-                        Body::new(Watched {
+                        Body::new(Unending {
                             inner,
                             closing: Box::pin(async move {
                                 // A dropped sender means the server is gone.
                                 let _ = closing.wait_for(|&c| c).await;
                             }),
                             ended: false,
-                            _place: place,
+                            _place: watch,
                         })
                     });
                 }

@@ -254,6 +254,7 @@ pub async fn serve(
 
     // Health Watch streams end when shutdown begins (see `admission`).
     let (closing, closing_rx) = tokio::sync::watch::channel(false);
+    let mut draining = closing_rx.clone();
     let shutdown = async move {
         shutdown.await;
         let _ = closing.send(true);
@@ -262,13 +263,21 @@ pub async fn serve(
     if let Some(tls) = tls {
         server = server.tls_config(tls).map_err(ServeError::Tls)?;
     }
-    let result = server
+    let serving = server
         .max_concurrent_streams(gateway.config().limits.max_concurrent_streams)
         // A peer that has gone without closing (or never answers) is
         // found by the PING it does not acknowledge, and its connection
         // closed; live clients acknowledge without being asked to.
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        // A client resets the streams of calls past their deadline, many
+        // at once under load. h2 ends the whole connection, every other
+        // call on it too, once 20 streams reset before the server took
+        // them (its guard against rapid-reset floods); as many as a
+        // connection may open is no flood.
+        .http2_max_pending_accept_reset_streams(Some(
+            gateway.config().limits.max_concurrent_streams as usize,
+        ))
         // The admission layer owns deadlines. tonic also arms a timer from
         // `grpc-timeout`, outside every layer and not removable, that
         // answers CANCELLED without our headers; ours is set a moment
@@ -294,8 +303,20 @@ pub async fn serve(
                     accepted.map(|s| io::Coalescing::accepted(s, io::FIRST_BYTES_TIMEOUT))
                 }),
             shutdown,
-        )
-        .await;
+        );
+    // Draining waits for every open call; one that does not end (a client
+    // that stops reading its answer) must not hold the process, and its
+    // database lock, for ever.
+    let result = tokio::select! {
+        result = serving => result,
+        () = async move {
+            let _ = draining.wait_for(|&c| c).await;
+            tokio::time::sleep(DRAIN_LIMIT).await;
+        } => {
+            tracing::warn!(limit = ?DRAIN_LIMIT, "calls still open when draining ran out of time; their connections are closed");
+            Ok(())
+        }
+    };
     health_task.abort();
     Ok(result?)
 }
@@ -400,6 +421,10 @@ async fn set_health(
 /// before the connection is closed.
 const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+/// How long shutdown waits for open calls: under the 30 s a container
+/// orchestrator commonly allows before SIGKILL, so that the record is
+/// closed cleanly first.
+const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(25);
 
 const SCORING_SERVICE: &str =
     <ScoringServiceServer<scoring::Scoring> as tonic::server::NamedService>::NAME;
