@@ -101,6 +101,16 @@ pub struct LimitsConfig {
     /// connections. Watch needs no credential and never ends on its own,
     /// so it has its own bound; health `Check` is never limited.
     pub max_health_watches: usize,
+    /// Request bytes held at once, over all calls, while their messages
+    /// arrive (at least `max_message_bytes`); beyond it a call is refused
+    /// with RESOURCE_EXHAUSTED. Calls whose messages come slowly, or never
+    /// whole, cannot fill the memory.
+    pub max_receiving_mb: u64,
+    /// Client connections open at once; a connection beyond it is closed
+    /// as it is accepted. Keep it under the process's open-file limit
+    /// (`ulimit -n`), so that the database and the metrics port always
+    /// have descriptors.
+    pub max_connections: usize,
 }
 
 impl Default for LimitsConfig {
@@ -113,6 +123,8 @@ impl Default for LimitsConfig {
             max_in_flight: 512,
             max_concurrent_streams: 128,
             max_health_watches: 1024,
+            max_receiving_mb: 256,
+            max_connections: 8192,
         }
     }
 }
@@ -409,6 +421,21 @@ impl Config {
                 1 << 20,
                 "",
             ),
+            // A message of max_message_bytes must be receivable.
+            (
+                "limits.max_receiving_mb",
+                self.limits.max_receiving_mb,
+                (self.max_message_bytes as u64).div_ceil(1 << 20),
+                1 << 20,
+                " MiB",
+            ),
+            (
+                "limits.max_connections",
+                self.limits.max_connections as u64,
+                1,
+                1 << 20,
+                "",
+            ),
             (
                 "decisions.async_commit_window_ms",
                 d.async_commit_window_ms,
@@ -558,6 +585,8 @@ mod tests {
                 ),
                 ("limits.max_in_flight = 0", "limits.max_in_flight"),
                 ("limits.max_health_watches = 0", "limits.max_health_watches"),
+                ("limits.max_receiving_mb = 3", "limits.max_receiving_mb"),
+                ("limits.max_connections = 0", "limits.max_connections"),
                 (
                     "limits.max_concurrent_streams = 0",
                     "limits.max_concurrent_streams",

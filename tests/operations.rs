@@ -1052,3 +1052,160 @@ async fn attribution_work_stops_when_its_callers_go_away() {
     );
     server.stop().await;
 }
+
+/// POSTs `body` as a gRPC call to `path` over a raw HTTP/2 connection and
+/// reads the status of the answer from its headers (a refusal is
+/// trailers-only) or, failing that, its trailers.
+async fn raw_call(server: &TestServer, path: &str, body: Vec<u8>) -> tonic::Status {
+    use http_body_util::BodyExt;
+    let mut sender = http2_connection(server).await;
+    let request = http::Request::builder()
+        .method("POST")
+        .uri(format!("{}{path}", server.url()))
+        .header("te", "trailers")
+        .header("content-type", "application/grpc")
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    if let Some(status) = tonic::Status::from_header_map(response.headers()) {
+        return status;
+    }
+    let collected = response.into_body().collect().await.unwrap();
+    tonic::Status::from_header_map(&collected.trailers().cloned().unwrap_or_default())
+        .expect("a status in the trailers")
+}
+
+fn framed(message: &[u8]) -> Vec<u8> {
+    let mut framed = vec![0u8];
+    framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    framed.extend_from_slice(message);
+    framed
+}
+
+/// A unary call's body is one whole gRPC message: one cut short, two, or
+/// none is the caller's INVALID_ARGUMENT (tonic called a short one
+/// INTERNAL), and a health check, which needs no credential, may not make
+/// the gateway hold more than a few kilobytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_body_must_be_one_whole_message_of_its_size() {
+    let server = TestServer::start().await;
+    let score = "/candor.v1.ScoringService/Score";
+    let message = prost::Message::encode_to_vec(&caravan_request());
+    let mut short = framed(&message);
+    short.truncate(short.len() - 10);
+    let twice = [framed(&message), framed(&message)].concat();
+    for (body, says) in [
+        (short, "declares"),
+        (twice, "one whole message"),
+        (vec![0, 0], "not a whole gRPC message"),
+    ] {
+        let status = raw_call(&server, score, body).await;
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(status.message().starts_with("request: "), "{status:?}");
+        assert!(status.message().contains(says), "{status:?}");
+    }
+    assert_eq!(
+        raw_call(&server, score, framed(&message)).await.code(),
+        Code::Ok
+    );
+    let check = "/grpc.health.v1.Health/Check";
+    let padded = prost::Message::encode_to_vec(&HealthCheckRequest {
+        service: "x".repeat(5000),
+    });
+    let status = raw_call(&server, check, framed(&padded)).await;
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("4096 bytes"), "{status:?}");
+    server.stop().await;
+}
+
+/// Request bytes held while messages arrive are bounded over all calls: a
+/// call whose message would take the gateway past `limits.max_receiving_mb`
+/// is refused, naming it, while another's is still coming.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bytes_being_received_are_bounded() {
+    let mut config = test_config();
+    config.max_message_bytes = 1 << 20;
+    config.limits.max_receiving_mb = 1;
+    let server = TestServer::start_with(config).await;
+    let path = "/candor.v1.ScoringService/ScoreBatch";
+    // A call that sends 900 kB of a 1000 kB message and then waits.
+    let (more, rest) = tokio::sync::mpsc::channel::<
+        Result<http_body::Frame<bytes::Bytes>, std::convert::Infallible>,
+    >(1);
+    let mut head = vec![0u8];
+    head.extend_from_slice(&1_000_000u32.to_be_bytes());
+    head.extend_from_slice(&vec![0u8; 900_000]);
+    more.send(Ok(http_body::Frame::data(head.into())))
+        .await
+        .unwrap();
+    let mut sender = http2_connection(&server).await;
+    let request = http::Request::builder()
+        .method("POST")
+        .uri(format!("{}{path}", server.url()))
+        .header("te", "trailers")
+        .header("content-type", "application/grpc")
+        .body(http_body_util::StreamBody::new(
+            tokio_stream::wrappers::ReceiverStream::new(rest),
+        ))
+        .unwrap();
+    let pending = tokio::spawn(async move { sender.send_request(request).await });
+    let mut refused = None;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let status = raw_call(&server, path, framed(&vec![0u8; 200_000])).await;
+        if status.code() == Code::ResourceExhausted {
+            refused = Some(status);
+            break;
+        }
+    }
+    let refused = refused.expect("a call past the bound is refused");
+    assert!(
+        refused.message().contains("limits.max_receiving_mb"),
+        "{refused:?}"
+    );
+    drop(more);
+    pending.abort();
+    server.stop().await;
+}
+
+/// Connections past `limits.max_connections` are closed as they are
+/// accepted; a place frees when a connection closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_limit_are_closed() {
+    let mut config = test_config();
+    config.limits.max_connections = 1;
+    let server = TestServer::start_with(config).await;
+    let check = |channel: tonic::transport::Channel| async move {
+        HealthClient::new(channel)
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+    };
+    let endpoint = tonic::transport::Endpoint::from_shared(server.url()).unwrap();
+    let connect = || endpoint.connect();
+    let first = connect().await.unwrap();
+    check(first.clone()).await.unwrap();
+    // Closed before the handshake ends, or just after: the client reads
+    // the closed connection as it will.
+    if let Ok(second) = connect().await {
+        let refused = check(second).await.unwrap_err();
+        assert!(
+            matches!(refused.code(), Code::Unavailable | Code::Cancelled),
+            "{refused:?}"
+        );
+    }
+    drop(first);
+    let mut served = false;
+    for _ in 0..100 {
+        if let Ok(channel) = connect().await
+            && check(channel).await.is_ok()
+        {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(served, "a closed connection frees its place");
+    server.stop().await;
+}

@@ -29,7 +29,7 @@ use std::{
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{
     Status,
@@ -58,6 +58,9 @@ pub const RECEIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 /// the decoder would take.
 const FRAMING_BYTES: usize = 5;
 
+/// The largest message of a call that needs no credential (health).
+const PUBLIC_MESSAGE_BYTES: usize = 4096;
+
 /// The health service's stream, which needs no credential and has no end.
 const HEALTH_WATCH: &str = "/grpc.health.v1.Health/Watch";
 
@@ -67,6 +70,9 @@ pub struct Admission {
     in_flight: Arc<Semaphore>,
     /// Open health Watch streams: a place is held until the stream ends.
     watches: Arc<Semaphore>,
+    /// Request bytes being received, one permit a byte
+    /// (`limits.max_receiving_mb`).
+    receiving: Arc<Semaphore>,
     /// Turns true when the server starts to shut down: Watch streams then
     /// end, or the drain would wait for them for ever.
     closing: tokio::sync::watch::Receiver<bool>,
@@ -76,10 +82,13 @@ impl Admission {
     pub fn new(gateway: Arc<Gateway>, closing: tokio::sync::watch::Receiver<bool>) -> Self {
         let limits = &gateway.config().limits;
         let (in_flight, watches) = (limits.max_in_flight, limits.max_health_watches);
+        let receiving =
+            usize::try_from(limits.max_receiving_mb << 20).unwrap_or(Semaphore::MAX_PERMITS);
         Self {
             gateway,
             in_flight: Arc::new(Semaphore::new(in_flight)),
             watches: Arc::new(Semaphore::new(watches)),
+            receiving: Arc::new(Semaphore::new(receiving.min(Semaphore::MAX_PERMITS))),
             closing,
         }
     }
@@ -230,6 +239,7 @@ where
             deadline,
         });
         let in_flight = self.admission.in_flight.clone();
+        let receiving = self.admission.receiving.clone();
         let closing = self.admission.closing.clone();
         let span = tracing::info_span!("rpc", rpc, request_id = %request_id);
         Box::pin(
@@ -239,8 +249,15 @@ where
                 // ended, not held. A client that streams its requests
                 // (reflection) is admitted on its headers.
                 if !rule.streams_requests {
-                    let limit = gateway.config().max_message_bytes;
-                    request = match receive(request, limit, deadline).await {
+                    // A health check's message is a service name: no one
+                    // may make the gateway hold megabytes without a
+                    // credential.
+                    let limit = if rule.public {
+                        PUBLIC_MESSAGE_BYTES
+                    } else {
+                        gateway.config().max_message_bytes
+                    };
+                    request = match receive(request, limit, deadline, &receiving).await {
                         Ok(request) => request,
                         Err(status) => return Ok(refusal(&gateway, rpc, &request_id, status)),
                     };
@@ -576,8 +593,9 @@ async fn receive(
     request: Request<Body>,
     max_message_bytes: usize,
     deadline: Option<Deadline>,
+    receiving: &Arc<Semaphore>,
 ) -> Result<Request<Body>, Status> {
-    let (parts, body) = request.into_parts();
+    let (parts, mut body) = request.into_parts();
     let wait = match deadline {
         Some(d) => d
             .expires()
@@ -586,22 +604,69 @@ async fn receive(
         None => RECEIVE_TIMEOUT,
     };
     let limit = max_message_bytes.saturating_add(FRAMING_BYTES);
-    let collected = tokio::time::timeout(wait, Limited::new(body, limit).collect())
-        .await
-        .map_err(|_| {
-            Status::deadline_exceeded(format!(
-                "request: the message did not arrive within {wait:?} of the call's headers"
-            ))
-        })?
-        .map_err(|e| {
-            if e.is::<http_body_util::LengthLimitError>() {
-                oversized(max_message_bytes)
-            } else {
+    let collect = async {
+        let mut chunks: Vec<Bytes> = Vec::new();
+        // The bytes held are counted against every call's, until the
+        // message is whole and handed on.
+        let mut held: Option<OwnedSemaphorePermit> = None;
+        let mut total = 0usize;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
                 Status::cancelled(format!("request: the message did not arrive whole: {e}"))
+            })?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            total += data.len();
+            if total > limit {
+                return Err(oversized(max_message_bytes));
             }
-        })?;
-    let body: Full<Bytes> = Full::new(collected.to_bytes());
-    Ok(Request::from_parts(parts, Body::new(body)))
+            let permit = u32::try_from(data.len())
+                .ok()
+                .and_then(|n| receiving.clone().try_acquire_many_owned(n).ok())
+                .ok_or_else(|| {
+                    Status::resource_exhausted(
+                        "overloaded: the gateway is receiving as many request bytes as it holds at once (limits.max_receiving_mb); retry with backoff",
+                    )
+                })?;
+            match held.as_mut() {
+                Some(held) => held.merge(permit),
+                None => held = Some(permit),
+            }
+            chunks.push(data);
+        }
+        Ok(match chunks.len() {
+            1 => chunks.pop().expect("one chunk"),
+            _ => chunks.concat().into(),
+        })
+    };
+    let message = tokio::time::timeout(wait, collect).await.map_err(|_| {
+        Status::deadline_exceeded(format!(
+            "request: the message did not arrive within {wait:?} of the call's headers"
+        ))
+    })??;
+    one_message(&message)?;
+    Ok(Request::from_parts(parts, Body::new(Full::new(message))))
+}
+
+/// Refuses a unary call's body unless it is exactly one gRPC message (a
+/// flag byte, a 4-byte length, the message): tonic would answer a message
+/// cut short INTERNAL, as if the gateway had failed.
+fn one_message(body: &[u8]) -> Result<(), Status> {
+    let Some(prefix) = body.get(..FRAMING_BYTES) else {
+        return Err(Status::invalid_argument(format!(
+            "request: {} bytes arrived, not a whole gRPC message (its 5-byte prefix first)",
+            body.len()
+        )));
+    };
+    let declared = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
+    let arrived = body.len() - FRAMING_BYTES;
+    if declared != arrived {
+        return Err(Status::invalid_argument(format!(
+            "request: the message's prefix declares {declared} bytes but {arrived} arrived; a call takes one whole message"
+        )));
+    }
+    Ok(())
 }
 
 /// Every answer carries the call's request id, refusals and expiries too.

@@ -34,6 +34,7 @@ use hyper_util::rt::TokioIo;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::TcpStream,
+    sync::OwnedSemaphorePermit,
     time::Sleep,
 };
 use tonic::transport::{
@@ -59,6 +60,8 @@ pub(super) struct Coalescing {
     lingering: Option<Pin<Box<Sleep>>>,
     /// Running on an accepted connection until its first bytes arrive.
     silence: Option<Pin<Box<Sleep>>>,
+    /// An accepted connection's place among `limits.max_connections`.
+    _place: Option<OwnedSemaphorePermit>,
 }
 
 impl Coalescing {
@@ -67,14 +70,21 @@ impl Coalescing {
             stream,
             lingering: None,
             silence: None,
+            _place: None,
         }
     }
 
-    /// An accepted connection, which fails its reads if it sends nothing
-    /// within `first_bytes`: the server then drops it.
-    pub(super) fn accepted(stream: TcpStream, first_bytes: Duration) -> Self {
+    /// An accepted connection, which holds `place` while it is open and
+    /// fails its reads if it sends nothing within `first_bytes`: the server
+    /// then drops it.
+    pub(super) fn accepted(
+        stream: TcpStream,
+        first_bytes: Duration,
+        place: OwnedSemaphorePermit,
+    ) -> Self {
         Self {
             silence: Some(Box::pin(tokio::time::sleep(first_bytes))),
+            _place: Some(place),
             ..Self::new(stream)
         }
     }
@@ -214,6 +224,12 @@ mod tests {
         closing.await.unwrap();
     }
 
+    fn place() -> OwnedSemaphorePermit {
+        std::sync::Arc::new(tokio::sync::Semaphore::new(1))
+            .try_acquire_owned()
+            .unwrap()
+    }
+
     /// An accepted connection that sends nothing fails its read once its
     /// time is up; one that has spoken may then be quiet for as long as it
     /// likes.
@@ -224,7 +240,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let _silent = TcpStream::connect(addr).await.unwrap();
         let (accepted, _) = listener.accept().await.unwrap();
-        let mut connection = Coalescing::accepted(accepted, FIRST_BYTES);
+        let mut connection = Coalescing::accepted(accepted, FIRST_BYTES, place());
         let started = std::time::Instant::now();
         let error = connection.read(&mut [0u8; 16]).await.unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::TimedOut);
@@ -232,7 +248,7 @@ mod tests {
 
         let mut speaking = TcpStream::connect(addr).await.unwrap();
         let (accepted, _) = listener.accept().await.unwrap();
-        let mut connection = Coalescing::accepted(accepted, FIRST_BYTES);
+        let mut connection = Coalescing::accepted(accepted, FIRST_BYTES, place());
         speaking.write_all(b"PRI").await.unwrap();
         let mut first = [0u8; 3];
         connection.read_exact(&mut first).await.unwrap();

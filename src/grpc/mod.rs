@@ -259,6 +259,9 @@ pub async fn serve(
         shutdown.await;
         let _ = closing.send(true);
     };
+    let max_connections = gateway.config().limits.max_connections;
+    let connections = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    let full = FullWarning::default();
     let mut server = Server::builder();
     if let Some(tls) = tls {
         server = server.tls_config(tls).map_err(ServeError::Tls)?;
@@ -299,8 +302,21 @@ pub async fn serve(
             // peer's delayed ACK: that stalls a call for ~40 ms.
             TcpIncoming::from(listener)
                 .with_nodelay(Some(true))
-                .map(|accepted| {
-                    accepted.map(|s| io::Coalescing::accepted(s, io::FIRST_BYTES_TIMEOUT))
+                .filter_map(move |accepted| match accepted {
+                    Ok(stream) => match connections.clone().try_acquire_owned() {
+                        Ok(place) => Some(Ok(io::Coalescing::accepted(
+                            stream,
+                            io::FIRST_BYTES_TIMEOUT,
+                            place,
+                        ))),
+                        // Dropped, so closed: past the limit a connection
+                        // would take descriptors the open ones need.
+                        Err(_) => {
+                            full.warn(max_connections);
+                            None
+                        }
+                    },
+                    Err(e) => Some(Err(e)),
                 }),
             shutdown,
         );
@@ -414,6 +430,26 @@ async fn set_health(
         ADMIN_SERVICE,
     ] {
         health.set_service_status(service, status(ready)).await;
+    }
+}
+
+/// Says that connections are being closed for the limit, at most once a
+/// minute: a flood of them must not flood the log too.
+#[derive(Default)]
+struct FullWarning {
+    last: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl FullWarning {
+    fn warn(&self, limit: usize) {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(60)) {
+            *last = Some(std::time::Instant::now());
+            tracing::warn!(
+                limit,
+                "connections are being closed as they are accepted: limits.max_connections are open"
+            );
+        }
     }
 }
 
