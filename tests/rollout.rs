@@ -729,6 +729,57 @@ async fn a_retired_versions_decisions_are_still_explained() {
     server.stop().await;
 }
 
+/// Two retired versions that share an artefact are each explained with
+/// their own manifest (its model card, what may be named), whichever is
+/// looked up first.
+#[tokio::test]
+async fn retired_versions_sharing_an_artefact_keep_their_own_manifests() {
+    let (_tmp, models) = models_folder();
+    stage_version(&models, "1.1.1");
+    let server = TestServer::start_with(config(&models)).await;
+    let mut decided = Vec::new();
+    for version in ["1.1.0", "1.1.1"] {
+        let mut request = caravan_request();
+        request.subject_id = format!("retiree-{version}");
+        request.model = model_ref(MODEL, version);
+        decided.push((version, server.score_one(request).await.decision_id));
+    }
+    set_rollout(&server, "1.0.0", "", 0.0, &[]).await.unwrap();
+    for (version, _) in &decided {
+        admin(&server)
+            .await
+            .unload_model(pb::ModelVersionRequest {
+                model: MODEL.into(),
+                version: (*version).into(),
+            })
+            .await
+            .unwrap();
+    }
+    let mut why =
+        pb::explanation_service_client::ExplanationServiceClient::new(server.channel().await);
+    for (version, decision_id) in &decided {
+        let answer = why
+            .get_explanation(pb::GetExplanationRequest {
+                decision_id: decision_id.clone(),
+                audience: pb::Audience::Support as i32,
+                language: "en".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let Some(pb::get_explanation_response::View::Support(view)) = answer.view else {
+            panic!("{answer:?}");
+        };
+        assert!(
+            view.model_card
+                .starts_with(&format!("## {MODEL} {version}\n")),
+            "{version}: {}",
+            view.model_card
+        );
+    }
+    server.stop().await;
+}
+
 /// A restart with a production version that no longer loads does not put
 /// another version into production: requests that name no version are
 /// refused, naming the rollout, until the rollout names a loaded version;

@@ -193,9 +193,11 @@ pub struct Gateway {
     shadow_jobs: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<shadow::ShadowJob>>>,
     fairness: FairnessMonitor,
     /// Packages of versions no longer served, loaded back from the models
-    /// folder to explain their decisions (keyed by SHA-256): unloading a
-    /// version ends its serving, not people's right to an explanation.
-    retired: moka::sync::Cache<String, Arc<ModelPackage>>,
+    /// folder to explain their decisions: unloading a version ends its
+    /// serving, not people's right to an explanation. Keyed by name,
+    /// version and SHA-256: versions that share an artefact differ in
+    /// their manifests (what may be named, the reasons' words).
+    retired: moka::sync::Cache<(String, String, String), Arc<ModelPackage>>,
 }
 
 impl Gateway {

@@ -230,7 +230,12 @@ impl Gateway {
             Ok(package) => return Ok(package),
             Err(e) => e,
         };
-        if let Some(package) = self.retired.get(&*row.model_sha256) {
+        let key = (
+            row.model_name.to_string(),
+            row.model_version.to_string(),
+            row.model_sha256.to_string(),
+        );
+        if let Some(package) = self.retired.get(&key) {
             return Ok(package);
         }
         // The record's names become a path: one plain component each.
@@ -255,8 +260,7 @@ impl Gateway {
         match loaded {
             Ok(package) if *package.sha256 == *row.model_sha256 => {
                 let package = Arc::new(package);
-                self.retired
-                    .insert(row.model_sha256.to_string(), package.clone());
+                self.retired.insert(key, package.clone());
                 tracing::info!(model = %row.model_name, version = %row.model_version, "loaded a retired version to explain its decisions");
                 Ok(package)
             }
