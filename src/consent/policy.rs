@@ -212,7 +212,8 @@ impl FeatureUse {
         // 4(4) counts analysing location or movements as profiling. So it
         // goes with the profile (no minor, refusal or objection leaves it
         // in), and needs its own opt-in besides.
-        let contextual = matches!(spec.category, Contextual | Device | CoarseLocation);
+        let contextual = matches!(spec.category, Contextual | Device | CoarseLocation)
+            && !spec.is_precise_geolocation();
         Self {
             profile: !contextual,
             cross_context: !contextual
@@ -220,7 +221,7 @@ impl FeatureUse {
                     spec.source,
                     DataSource::ZipCodeAggregate | DataSource::Inferred
                 ) || spec.category == BrowsingActivity),
-            precise_geolocation: spec.category == PreciseGeolocation,
+            precise_geolocation: spec.is_precise_geolocation(),
         }
     }
 }
@@ -1000,6 +1001,23 @@ mod tests {
 
     fn us(sections: &[(u16, &str)]) -> Evaluation {
         judge("US", None, None, Some(gpp(sections)))
+    }
+
+    /// A feature declared to stand in for a precise location (a block that
+    /// pinpoints a home) is used as one: part of the profile, and masked
+    /// without its own opt-in.
+    #[test]
+    fn a_proxy_for_a_precise_location_is_used_as_one() {
+        let mut block = feature(
+            "block",
+            DataCategory::CoarseLocation,
+            DataSource::FirstParty,
+        );
+        let coarse = FeatureUse::of(&block);
+        assert!(!coarse.profile && !coarse.precise_geolocation);
+        block.proxy_for = Some(DataCategory::PreciseGeolocation);
+        let proxy = FeatureUse::of(&block);
+        assert!(proxy.profile && proxy.precise_geolocation);
     }
 
     #[test]

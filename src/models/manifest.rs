@@ -325,6 +325,13 @@ impl FeatureSpec {
     pub fn is_special_category(&self) -> bool {
         self.category.is_special() || self.proxy_for.is_some_and(DataCategory::is_special)
     }
+
+    /// True when the feature is, or stands in for, a precise location
+    /// (a coarse block that pinpoints a home): it is masked and kept back as
+    /// a precise location is.
+    pub fn is_precise_geolocation(&self) -> bool {
+        [Some(self.category), self.proxy_for].contains(&Some(DataCategory::PreciseGeolocation))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

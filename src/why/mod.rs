@@ -61,9 +61,9 @@ fn may_be_told(spec: &FeatureSpec, masked: bool) -> bool {
 }
 
 /// Never named to the person, whatever the purpose: special-category data
-/// (and its proxies) and precise geolocation.
+/// and precise geolocation, and their proxies.
 fn is_sensitive(spec: &FeatureSpec) -> bool {
-    spec.is_special_category() || spec.category == DataCategory::PreciseGeolocation
+    spec.is_special_category() || spec.is_precise_geolocation()
 }
 
 /// The features the policy kept from a decision's model, as the person may
@@ -579,6 +579,20 @@ description = "colour"
 category = "device"
 source = "first_party"
 "#;
+
+    /// A feature that stands in for a precise location is kept back as one:
+    /// neither a reason nor a name in the access export.
+    #[test]
+    fn a_proxy_for_a_precise_location_is_never_named() {
+        let mut manifest = Manifest::from_toml(MANIFEST).unwrap();
+        manifest.features[1].reason_group = Some(ReasonGroup::Context);
+        let named = |m: &Manifest| masked_for_person(&["colour".into()], Some(m));
+        assert_eq!(named(&manifest), (vec!["colour".to_owned()], 0));
+        assert!(may_be_told(&manifest.features[1], false));
+        manifest.features[1].proxy_for = Some(DataCategory::PreciseGeolocation);
+        assert!(!may_be_told(&manifest.features[1], false));
+        assert_eq!(named(&manifest), (vec![], 1));
+    }
 
     #[test]
     fn a_quantity_is_told_for_the_tenth_of_people_it_places_the_person_in() {
