@@ -173,8 +173,18 @@ pub(super) fn audit_attributes(
 /// or a sentence, fits many times over.
 pub(super) const MAX_ID_BYTES: usize = 256;
 
+/// An identifier is stored with every decision and can be quoted back to
+/// the person (an ad's campaign): a control character in one would let a
+/// caller write lines of its own into a consumer's explanation.
 pub(super) fn identifier(field: &str, value: String) -> Result<String, Error> {
-    text(field, value, MAX_ID_BYTES, "an identifier")
+    let value = text(field, value, MAX_ID_BYTES, "an identifier")?;
+    if let Some((at, c)) = value.char_indices().find(|(_, c)| c.is_control()) {
+        return Err(Error::InvalidArgument(format!(
+            "{field}: holds the control character U+{:04X} at byte {at}; an identifier is printable text",
+            u32::from(c)
+        )));
+    }
+    Ok(value)
 }
 
 /// `value` when it is at most `max` bytes; `what` names the kind of text.
@@ -782,5 +792,14 @@ mod tests {
             "a description",
         ));
         assert!(m.starts_with("method: 3000000 bytes"), "{m}");
+        let m = refused(identifier(
+            "context.campaign_id",
+            "spring\nYou have been diagnosed".into(),
+        ));
+        assert_eq!(
+            m,
+            "context.campaign_id: holds the control character U+000A at byte 6; an identifier is printable text"
+        );
+        identifier("context.ad_id", "Frühling <b>2026</b>".into()).unwrap();
     }
 }
