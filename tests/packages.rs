@@ -260,6 +260,47 @@ fn a_package_feeding_religion_to_advertising_is_refused() {
     );
 }
 
+/// Special-category data may be loaded for measurement, but no decision
+/// about one person's ad may rest on it: scoring with such a package is
+/// FAILED_PRECONDITION, naming the features.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_measurement_model_with_special_category_data_makes_no_ad_decision() {
+    let tmp = tempfile::tempdir().unwrap();
+    let package = copy_default(tmp.path());
+    let manifest = package.join("manifest.toml");
+    edit(
+        &manifest,
+        "category = \"income\"",
+        "category = \"religion\"",
+    );
+    edit(
+        &manifest,
+        "purposes = [\"personalised_advertising\"]",
+        "purposes = [\"measurement\"]",
+    );
+    let mut config = test_config();
+    config.models_dir = tmp.path().join("models");
+    let server = TestServer::start_with(config).await;
+    let refused = server
+        .scoring()
+        .await
+        .score(caravan_request())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+    assert!(
+        refused
+            .message()
+            .starts_with("model: caravan-lgbm 1.0.0 takes special-category data ("),
+        "{refused:?}"
+    );
+    server.stop().await;
+}
+
 /// A feature a request may leave out reaches the model as NaN. A logistic
 /// regression cannot score that, so declaring it optional is refused at
 /// load, naming it; LightGBM's trees route a missing value, so there the

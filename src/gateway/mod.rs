@@ -429,6 +429,23 @@ impl Gateway {
     ) -> Result<Vec<Decision>, Error> {
         let started = Instant::now();
         let (package, subject_ref) = self.route(&request.model, &request.subject)?;
+        // The load gate lets special-category data in only for purposes other
+        // than advertising (measurement); a decision about one person's ad
+        // may never rest on it, whatever the package declares.
+        let features = &package.manifest.features;
+        if features.iter().any(|f| f.is_special_category()) {
+            let special: Vec<&str> = features
+                .iter()
+                .filter(|f| f.is_special_category())
+                .map(|f| f.name.as_str())
+                .collect();
+            return Err(Error::FailedPrecondition(format!(
+                "model: {} {} takes special-category data ({}), which no ad decision may use; it is loaded for its declared purposes only",
+                package.name(),
+                package.version(),
+                special.join(", ")
+            )));
+        }
         let rows = validate(&package, &request.rows)?;
         self.metrics.stage(Stage::Validate, started);
         let placements = if request.placements.is_empty() {
