@@ -14,7 +14,7 @@ use std::{
     path::{Path, PathBuf},
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     thread::JoinHandle,
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -362,6 +362,8 @@ pub struct Store {
     /// Set while commits fail; cleared once a commit succeeds with nothing
     /// left to retry.
     failing: Arc<AtomicBool>,
+    /// Jobs the writer holds for a retry after a failed commit.
+    retrying: Arc<AtomicUsize>,
     /// The same, for watchers: true while commits succeed.
     commits_succeed: tokio::sync::watch::Receiver<bool>,
     writer: Mutex<Option<JoinHandle<()>>>,
@@ -454,6 +456,8 @@ impl Store {
         let (jobs, rx) = crossbeam_channel::unbounded();
         let failing = Arc::new(AtomicBool::new(false));
         let writer_failing = failing.clone();
+        let retrying = Arc::new(AtomicUsize::new(0));
+        let writer_retrying = retrying.clone();
         let (committing, commits_succeed) = tokio::sync::watch::channel(true);
         let gathering = Arc::new(AtomicBool::new(false));
         let writer_gathering = gathering.clone();
@@ -467,6 +471,7 @@ impl Store {
                     provenances: StoredProvenances::default(),
                     subject_tail_rows,
                     retry: Vec::new(),
+                    retrying: writer_retrying,
                     failing: writer_failing,
                     file,
                     committing,
@@ -487,6 +492,7 @@ impl Store {
             _lock: lock,
             jobs: Some(jobs),
             failing,
+            retrying,
             commits_succeed,
             writer_thread: writer.thread().clone(),
             gathering,
@@ -508,9 +514,10 @@ impl Store {
         self.commits_succeed.clone()
     }
 
-    /// Jobs queued for the writer and not yet taken up.
+    /// Jobs not yet committed: queued for the writer, or held by it for a
+    /// retry after a failed commit (acknowledged `async` records among them).
     pub fn queued(&self) -> usize {
-        self.jobs.as_ref().map_or(0, Sender::len)
+        self.jobs.as_ref().map_or(0, Sender::len) + self.retrying.load(Ordering::Relaxed)
     }
 
     /// Queues a job without waiting for it.
@@ -578,6 +585,8 @@ struct Writer {
     subject_tail_rows: usize,
     /// Acknowledged work whose commit failed, written again first.
     retry: Vec<Job>,
+    /// `retry`'s length, for [`Store::queued`].
+    retrying: Arc<AtomicUsize>,
     failing: Arc<AtomicBool>,
     file: FileIdentity,
     committing: tokio::sync::watch::Sender<bool>,
@@ -659,8 +668,9 @@ impl Flusher {
 
 /// Pause before writing failed work again.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
-/// Attempts left for failed work once the gateway shuts down.
-const RETRIES_AT_SHUTDOWN: usize = 3;
+/// Attempts left for failed work once the gateway shuts down (a full disk
+/// may be cleared meanwhile): 5 s.
+const RETRIES_AT_SHUTDOWN: usize = 50;
 
 /// Answers a job once its batch's fate is known.
 type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
@@ -701,9 +711,20 @@ impl Writer {
                     Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
                     Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
                         if shutdown_retries == 0 {
+                            // The log is the last place they can be found.
+                            let lost: Vec<&str> = batch
+                                .iter()
+                                .filter_map(|job| match job {
+                                    Job::Record(records, None) => Some(records),
+                                    _ => None,
+                                })
+                                .flat_map(|records| &records.rows)
+                                .map(|row| row.decision_id.as_str())
+                                .collect();
                             tracing::error!(
                                 jobs = batch.len(),
-                                "shutting down with acknowledged writes the database would not take"
+                                decisions = ?lost,
+                                "shutting down with acknowledged writes the database would not take; these decisions are not recorded"
                             );
                             return;
                         }
@@ -927,6 +948,10 @@ impl Writer {
                 .and_then(|()| tx.commit().map_err(StoreError::from)),
             (None, None) => Err(StoreError::Sqlite("no transaction".into())),
         };
+        self.retrying.store(
+            if committed.is_err() { again.len() } else { 0 },
+            Ordering::Relaxed,
+        );
         if let Err(e) = &committed {
             self.failures.log(e, again.len());
             self.head = head_before;
@@ -1222,6 +1247,14 @@ mod tests {
         assert!(matches!(lost, StoreError::Replaced(_)), "{lost}");
         assert!(store.is_failing());
         assert!(!*store.commits_succeed().borrow());
+        // An acknowledged (async) record is held for a retry, and counted as
+        // not yet committed while it is.
+        let kept = Arc::new(decisions::sample_batch("acknowledged", None));
+        store.send(Job::Record(kept, None)).unwrap();
+        // By then the writer has taken it from its queue and failed to
+        // commit it at least once.
+        tokio::time::sleep(RETRY_PAUSE * 5).await;
+        assert_eq!(store.queued(), 1, "the held record is counted");
     }
 
     /// An answer of success means the WAL was synced: when it cannot be,
