@@ -290,7 +290,8 @@ struct WhyArgs {
     #[arg(long, env = "CANDOR_TOKEN")]
     token: Option<String>,
     /// Why a staff member reads this person's decision (e.g. the support
-    /// ticket); the support and engineer views need it, and it is recorded.
+    /// ticket): every staff read needs it, of any view, and it is recorded.
+    /// A subject reading their own decision with their token gives none.
     #[arg(long, env = "CANDOR_REASON")]
     reason: Option<String>,
     /// Print the full answer as JSON instead of text.

@@ -616,8 +616,9 @@ async fn staff_reads_are_recorded_with_who_whom_and_why() {
         .unwrap_err();
     assert_eq!(refused.code(), Code::InvalidArgument);
     assert!(refused.message().contains("x-candor-reason"), "{refused:?}");
+    // A reason names people as they are spelt: UTF-8, not only ASCII.
     consent
-        .get_consent_history(ask(Some("ticket 1234"), "support-key"))
+        .get_consent_history(ask(Some("ticket 1234, Ms Müller"), "support-key"))
         .await
         .unwrap();
     let own = subject_token(
@@ -657,7 +658,7 @@ async fn staff_reads_are_recorded_with_who_whom_and_why() {
             "Support".to_owned(),
             "support".to_owned(),
             "/candor.v1.ConsentService/GetConsentHistory".to_owned(),
-            "ticket 1234".to_owned(),
+            "ticket 1234, Ms Müller".to_owned(),
             "req-42".to_owned(),
         )]
     );

@@ -402,6 +402,10 @@ async fn the_client_commands_carry_credentials_and_a_staff_reason() {
     );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["decision_id"], id);
+    // The support view carries the tier in plain words and the score.
+    let view = json.to_string();
+    assert!(view.contains("\"tier_explained\":\""), "{view}");
+    assert!(view.contains("\"base_score\":"), "{view}");
     server.stop().await;
 }
 

@@ -342,11 +342,14 @@ pub async fn account(
     if !rule.staff_read || matches!(admitted.caller, Caller::Subject(_)) {
         return Ok(());
     }
-    let reason = metadata
-        .get(REASON_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .unwrap_or_default();
+    // UTF-8, not only the ASCII gRPC metadata promises: a ticket names
+    // people as they are spelt (a client sends "Müller" as its bytes).
+    let reason = match metadata.get(REASON_HEADER) {
+        Some(value) => std::str::from_utf8(value.as_bytes())
+            .map_err(|_| Status::invalid_argument(format!("{REASON_HEADER}: is not UTF-8 text")))?
+            .trim(),
+        None => "",
+    };
     if reason.len() > 500 {
         return Err(Status::invalid_argument(format!(
             "{REASON_HEADER}: at most 500 bytes"

@@ -200,6 +200,14 @@ pub async fn why(channel: Channel, call: &WhyCall) -> Result<(Value, String), to
             if let Some(c) = &v.consumer {
                 text = consumer_text(c);
             }
+            text.push_str(&format!(
+                "\nTier: {}\nScore {} ({}; base {:.6})\n",
+                v.tier_explained,
+                v.score
+                    .map_or("none (refused)".to_owned(), |s| format!("{s:.6}")),
+                v.output_space,
+                v.base_score
+            ));
             text.push_str("\nGrouped attributions (largest first):\n");
             for g in &v.groups {
                 text.push_str(&format!(
@@ -225,6 +233,8 @@ pub async fn why(channel: Channel, call: &WhyCall) -> Result<(Value, String), to
                     "kind": t.kind, "record": t.record.as_ref().map(|r| r.record_id.clone()),
                 })).collect::<Vec<_>>(),
                 "model_card": v.model_card,
+                "tier_explained": v.tier_explained,
+                "score": v.score, "output_space": v.output_space, "base_score": v.base_score,
                 "consumer": v.consumer.as_ref().map(consumer_json),
             })
         }
