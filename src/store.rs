@@ -49,6 +49,8 @@ pub enum StoreError {
     Full(String),
     #[error("database: {0}")]
     Sqlite(String),
+    #[error("database is damaged ({0}); the gateway's operators must restore it from a backup")]
+    Damaged(String),
     #[error("{setting}: key file {path}: {message}")]
     Key {
         setting: &'static str,
@@ -73,6 +75,7 @@ impl From<rusqlite::Error> for StoreError {
         match e.sqlite_error_code() {
             Some(DatabaseBusy | DatabaseLocked) => Self::Busy(e.to_string()),
             Some(DiskFull) => Self::Full(e.to_string()),
+            Some(DatabaseCorrupt | NotADatabase) => Self::Damaged(e.to_string()),
             _ => Self::Sqlite(e.to_string()),
         }
     }
@@ -416,6 +419,22 @@ impl Store {
             .map_err(|e| failed(format!("cannot resolve the path: {e}")))?;
         let lock = lock(path).map_err(failed)?;
         let mut conn = open_connection(path)?;
+        // A damaged file would take new records and then fail reads (an
+        // access request) at random: refuse to start on it. Reading every
+        // page once costs about a second per gigabyte.
+        let checked: Result<Vec<String>, _> = conn
+            .prepare("PRAGMA quick_check(3)")
+            .and_then(|mut check| check.query_map([], |r| r.get(0))?.collect());
+        let problems = match checked {
+            Ok(found) if found == ["ok"] => None,
+            Ok(found) => Some(found.join("; ")),
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(problems) = problems {
+            return Err(failed(format!(
+                "the file is damaged or unreadable ({problems}); restore it from a backup, or move it aside to start an empty record"
+            )));
+        }
         let file = FileIdentity::of(path).map_err(failed)?;
         if let Some(max) = max_bytes {
             let page: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
@@ -1199,6 +1218,34 @@ mod tests {
         assert!(
             nowhere.to_string().contains("cannot create its folder"),
             "{nowhere}"
+        );
+    }
+
+    /// A damaged file is refused at start, saying so, rather than taking
+    /// new records and failing reads at random.
+    #[test]
+    fn a_damaged_database_is_refused_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        drop(Store::open(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .unwrap();
+        let pages: i64 = conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        drop(conn);
+        assert!(pages > 3, "{pages}");
+        // Scribble over the second page (the first table's root).
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[4096..2 * 4096].fill(0xA5);
+        std::fs::write(&path, bytes).unwrap();
+        let Err(refused) = Store::open(&path) else {
+            panic!("a damaged database opened");
+        };
+        assert!(
+            refused.to_string().contains("the file is damaged"),
+            "{refused}"
         );
     }
 

@@ -342,7 +342,12 @@ impl Gateway {
                 // locked, broken): they stay owed, to be computed and kept
                 // once commits succeed, and the answer stands if the
                 // decision still does.
-                Err(StoreError::Full(_) | StoreError::Busy(_) | StoreError::Sqlite(_)) => {
+                Err(
+                    StoreError::Full(_)
+                    | StoreError::Busy(_)
+                    | StoreError::Sqlite(_)
+                    | StoreError::Damaged(_),
+                ) => {
                     let store = self.store.clone();
                     let id = row.decision_id.clone();
                     tokio::task::spawn_blocking(move || {
