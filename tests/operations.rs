@@ -1187,13 +1187,11 @@ async fn connections_past_the_limit_are_closed() {
     let first = connect().await.unwrap();
     check(first.clone()).await.unwrap();
     // Closed before the handshake ends, or just after: the client reads
-    // the closed connection as it will.
+    // the closed connection as it will (UNAVAILABLE, CANCELLED, a broken
+    // pipe), but no call is served on it.
     if let Ok(second) = connect().await {
-        let refused = check(second).await.unwrap_err();
-        assert!(
-            matches!(refused.code(), Code::Unavailable | Code::Cancelled),
-            "{refused:?}"
-        );
+        let refused = check(second).await;
+        assert!(refused.is_err(), "{refused:?}");
     }
     drop(first);
     let mut served = false;
