@@ -253,9 +253,9 @@ where
                     // may make the gateway hold megabytes without a
                     // credential.
                     let limit = if rule.public {
-                        PUBLIC_MESSAGE_BYTES
+                        Err(PUBLIC_MESSAGE_BYTES)
                     } else {
-                        gateway.config().max_message_bytes
+                        Ok(gateway.config().max_message_bytes)
                     };
                     request = match receive(request, limit, deadline, &receiving).await {
                         Ok(request) => request,
@@ -589,9 +589,11 @@ fn refusal(
 
 /// The call with its request message received whole: within the receive
 /// timeout (or the call's deadline, if sooner) and within the message limit.
+/// Receives a call's one request message, of at most `max_message_bytes`
+/// (`Ok`), or of a public call's bound (`Err`).
 async fn receive(
     request: Request<Body>,
-    max_message_bytes: usize,
+    max_message_bytes: Result<usize, usize>,
     deadline: Option<Deadline>,
     receiving: &Arc<Semaphore>,
 ) -> Result<Request<Body>, Status> {
@@ -603,7 +605,8 @@ async fn receive(
             .min(RECEIVE_TIMEOUT),
         None => RECEIVE_TIMEOUT,
     };
-    let limit = max_message_bytes.saturating_add(FRAMING_BYTES);
+    let (Ok(max) | Err(max)) = max_message_bytes;
+    let limit = max.saturating_add(FRAMING_BYTES);
     let collect = async {
         let mut chunks: Vec<Bytes> = Vec::new();
         // The bytes held are counted against every call's, until the
@@ -619,7 +622,12 @@ async fn receive(
             };
             total += data.len();
             if total > limit {
-                return Err(oversized(max_message_bytes));
+                return Err(match max_message_bytes {
+                    Ok(max) => oversized(max),
+                    Err(max) => Status::resource_exhausted(format!(
+                        "request: a health check's message (a service name) is at most {max} bytes"
+                    )),
+                });
             }
             let permit = u32::try_from(data.len())
                 .ok()
