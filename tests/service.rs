@@ -98,23 +98,37 @@ async fn v1alpha_reflection_answers_and_unknown_methods_are_unimplemented() {
     assert!(status.message().contains("/candor.v1.ScoringService/Nope"));
 }
 
+/// Opens a reflection stream, whose requests the returned sender sends.
+async fn reflection_stream(
+    server: &TestServer,
+) -> (
+    tokio::sync::mpsc::Sender<ServerReflectionRequest>,
+    tonic::Streaming<tonic_reflection::pb::v1::ServerReflectionResponse>,
+) {
+    let mut client = ServerReflectionClient::new(server.channel().await);
+    let (ask, questions) = tokio::sync::mpsc::channel(2);
+    let stream = client
+        .server_reflection_info(tokio_stream::wrappers::ReceiverStream::new(questions))
+        .await
+        .unwrap()
+        .into_inner();
+    (ask, stream)
+}
+
+fn question(request: MessageRequest) -> ServerReflectionRequest {
+    ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(request),
+    }
+}
+
 /// Reflection answers each request on one stream the client keeps open,
 /// as grpcurl, grpcui and Postman use it: listing the services, then
 /// describing one, before the client closes its side.
 #[tokio::test]
 async fn reflection_lists_the_services() {
     let server = TestServer::start().await;
-    let mut client = ServerReflectionClient::new(server.channel().await);
-    let (ask, questions) = tokio::sync::mpsc::channel(2);
-    let mut stream = client
-        .server_reflection_info(tokio_stream::wrappers::ReceiverStream::new(questions))
-        .await
-        .unwrap()
-        .into_inner();
-    let question = |request| ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(request),
-    };
+    let (ask, mut stream) = reflection_stream(&server).await;
     ask.send(question(MessageRequest::ListServices(String::new())))
         .await
         .unwrap();
@@ -159,19 +173,10 @@ async fn reflection_lists_the_services() {
 #[tokio::test]
 async fn an_open_reflection_stream_ends_at_shutdown() {
     let server = TestServer::start().await;
-    let mut client = ServerReflectionClient::new(server.channel().await);
-    let (ask, questions) = tokio::sync::mpsc::channel(2);
-    let mut stream = client
-        .server_reflection_info(tokio_stream::wrappers::ReceiverStream::new(questions))
+    let (ask, mut stream) = reflection_stream(&server).await;
+    ask.send(question(MessageRequest::ListServices(String::new())))
         .await
-        .unwrap()
-        .into_inner();
-    ask.send(ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    })
-    .await
-    .unwrap();
+        .unwrap();
     stream.next().await.unwrap().unwrap();
     tokio::time::timeout(std::time::Duration::from_secs(30), server.stop())
         .await
