@@ -432,18 +432,12 @@ impl Gateway {
         // The load gate lets special-category data in only for purposes other
         // than advertising (measurement); a decision about one person's ad
         // may never rest on it, whatever the package declares.
-        let features = &package.manifest.features;
-        if features.iter().any(|f| f.is_special_category()) {
-            let special: Vec<&str> = features
-                .iter()
-                .filter(|f| f.is_special_category())
-                .map(|f| f.name.as_str())
-                .collect();
+        if !package.special_categories.is_empty() {
             return Err(Error::FailedPrecondition(format!(
                 "model: {} {} takes special-category data ({}), which no ad decision may use; it is loaded for its declared purposes only",
                 package.name(),
                 package.version(),
-                special.join(", ")
+                package.special_categories.join(", ")
             )));
         }
         let rows = validate(&package, &request.rows)?;

@@ -456,12 +456,10 @@ impl Manifest {
 
     /// GDPR Art. 9 data, and declared proxies for it, never serve advertising
     /// (DSA Art. 26(3)).
-    pub fn refuse_special_categories_for_advertising(&self) -> Result<(), FieldError> {
-        let Some(purpose) = self.model.purposes.iter().find(|p| p.is_advertising()) else {
-            return Ok(());
-        };
-        let special: Vec<String> = self
-            .features
+    /// The features that are, or stand in for, a special category, each as
+    /// "name (category)".
+    pub fn special_categories(&self) -> Vec<String> {
+        self.features
             .iter()
             .filter(|f| f.is_special_category())
             .map(|f| {
@@ -471,7 +469,14 @@ impl Manifest {
                     f.proxy_for.unwrap_or(f.category).as_str()
                 )
             })
-            .collect();
+            .collect()
+    }
+
+    pub fn refuse_special_categories_for_advertising(&self) -> Result<(), FieldError> {
+        let Some(purpose) = self.model.purposes.iter().find(|p| p.is_advertising()) else {
+            return Ok(());
+        };
+        let special = self.special_categories();
         if special.is_empty() {
             return Ok(());
         }

@@ -165,6 +165,9 @@ pub struct ModelPackage {
     /// The committed fairness audit of this model (`fairness.json`), for
     /// its model card.
     pub fairness: Option<audit::Report>,
+    /// Its special-category features ([`Manifest::special_categories`]),
+    /// read once: a package with any makes no ad decision.
+    pub special_categories: Vec<String>,
 }
 
 /// Exactly which artefact made a decision. Shared, not copied: every
@@ -277,6 +280,7 @@ impl ModelPackage {
         };
         let fairness = read_fairness(&dir.join(audit::REPORT_FILE), &sha256)?;
         let substitutes = background.substitutes(schema.columns());
+        let special_categories = manifest.special_categories();
         Ok(Self {
             dir: dir.to_path_buf(),
             identity: ModelIdentity {
@@ -294,6 +298,7 @@ impl ModelPackage {
             backend: Arc::new(backend),
             explainer,
             fairness,
+            special_categories,
         })
     }
 
