@@ -665,11 +665,13 @@ pub(crate) fn line_of(text: &str, offset: usize) -> usize {
         + 1
 }
 
+/// A manifest for unit tests: the model sections every test shares,
+/// followed by the test's own `rest` (a string literal).
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MINIMAL: &str = r#"
+macro_rules! test_manifest {
+    ($rest:literal) => {
+        concat!(
+            r#"
 schema_version = 1
 [model]
 name = "m"
@@ -684,7 +686,20 @@ tensor = "input"
 tensor = "probabilities"
 index = 1
 description = "p"
-[[features]]
+"#,
+            $rest
+        )
+    };
+}
+#[cfg(test)]
+pub(crate) use test_manifest;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = test_manifest!(
+        r#"[[features]]
 name = "a"
 position = 0
 type = "integer"
@@ -701,7 +716,8 @@ categories = [1, 2]
 description = "b"
 category = "education"
 source = "zip_code_aggregate"
-"#;
+"#
+    );
 
     #[test]
     fn parses_a_minimal_manifest() {

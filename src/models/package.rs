@@ -744,22 +744,7 @@ mod tests {
     #[test]
     fn substitutes_are_values_the_schema_accepts() {
         let manifest = Manifest::from_toml(&format!(
-            r#"
-schema_version = 1
-[model]
-name = "m"
-version = "1.0.0"
-description = "d"
-owner = "o"
-purposes = ["personalised_advertising"]
-intended_use = "u"
-[model.input]
-tensor = "input"
-[model.output]
-tensor = "probabilities"
-index = 1
-description = "p"
-{}{}{}{}"#,
+            crate::models::manifest::test_manifest!("{}{}{}{}"),
             feature("f", 0, "float", ""),
             feature("i", 1, "integer", "min = 0\nmax = 10"),
             feature("c", 2, "categorical", "categories = [1, 2, 3, 4]"),

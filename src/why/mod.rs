@@ -542,22 +542,8 @@ pub fn procedure(language: Language, more_follows: bool) -> String {
 mod tests {
     use super::*;
 
-    const MANIFEST: &str = r#"
-schema_version = 1
-[model]
-name = "m"
-version = "1.0.0"
-description = "d"
-owner = "o"
-purposes = ["personalised_advertising"]
-intended_use = "u"
-[model.input]
-tensor = "input"
-[model.output]
-tensor = "probabilities"
-index = 1
-description = "p"
-[training]
+    const MANIFEST: &str = crate::models::manifest::test_manifest!(
+        r#"[training]
 dataset = "t"
 date = "2026-01-01"
 script = "s.py"
@@ -578,7 +564,8 @@ categories = [1, 2, 3]
 description = "colour"
 category = "device"
 source = "first_party"
-"#;
+"#
+    );
 
     /// A feature that stands in for a precise location is kept back as one:
     /// neither a reason nor a name in the access export.
