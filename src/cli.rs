@@ -269,7 +269,7 @@ struct ScoreArgs {
     gpc: bool,
     /// An API key (role `scorer`), sent as `authorization: Bearer ...`;
     /// needed when the gateway has access keys.
-    #[arg(long, env = "CANDOR_TOKEN")]
+    #[arg(long, env = "CANDOR_TOKEN", hide_env_values = true)]
     token: Option<String>,
 }
 
@@ -287,12 +287,12 @@ struct WhyArgs {
     #[arg(long, default_value = "en")]
     language: String,
     /// An API key or a subject token, sent as `authorization: Bearer ...`.
-    #[arg(long, env = "CANDOR_TOKEN")]
+    #[arg(long, env = "CANDOR_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// Why a staff member reads this person's decision (e.g. the support
     /// ticket): every staff read needs it, of any view, and it is recorded.
     /// A subject reading their own decision with their token gives none.
-    #[arg(long, env = "CANDOR_REASON")]
+    #[arg(long, env = "CANDOR_REASON", hide_env_values = true)]
     reason: Option<String>,
     /// Print the full answer as JSON instead of text.
     #[arg(long)]

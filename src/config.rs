@@ -60,6 +60,9 @@ pub struct Config {
     /// Serve plaintext gRPC on a non-loopback address (behind a TLS-
     /// terminating proxy, say).
     pub allow_plaintext: bool,
+    /// Serve with no staff credential configured (every call open) on a
+    /// non-loopback address: a trusted development network only.
+    pub allow_open_access: bool,
     /// Where `/metrics` (Prometheus text) and `/healthz` are served over
     /// HTTP; no metrics endpoint when absent.
     pub metrics_listen: Option<SocketAddr>,
@@ -306,6 +309,77 @@ pub enum LogFormat {
     Json,
 }
 
+/// Why the configuration was refused: one line per problem, each naming
+/// the setting as a file spells it, what is wrong, and where the value came
+/// from (the file, the environment variable or the flag). A value given is
+/// never echoed: a mistyped setting may hold a key.
+#[derive(Debug)]
+pub struct ConfigError(Box<figment::Error>);
+
+impl ConfigError {
+    fn setting(message: String) -> Self {
+        Self(Box::new(figment::Error::from(message)))
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use figment::{Source, error::Kind};
+        let lines: Vec<String> = (*self.0)
+            .clone()
+            .into_iter()
+            .map(|e| {
+                let what = match &e.kind {
+                    Kind::InvalidType(actual, expected) => {
+                        format!("expected {expected}, found {}", kind_of(actual))
+                    }
+                    Kind::InvalidValue(actual, expected) => {
+                        format!("expected {expected}, found another {}", kind_of(actual))
+                    }
+                    other => other.to_string(),
+                };
+                let source = e
+                    .metadata
+                    .as_ref()
+                    .map_or_else(String::new, |md| match &md.source {
+                        Some(Source::File(path)) => format!(" (in {})", path.display()),
+                        Some(Source::Code(_)) => {
+                            format!(" (flag --{})", e.path.join("-").replace('_', "-"))
+                        }
+                        _ if md.name.contains("environment") => format!(
+                            " (environment variable CANDOR_{})",
+                            e.path.join("__").to_uppercase()
+                        ),
+                        _ => format!(" (in {})", md.name),
+                    });
+                if e.path.is_empty() {
+                    format!("{what}{source}")
+                } else {
+                    format!("{}: {what}{source}", e.path.join(".").to_lowercase())
+                }
+            })
+            .collect();
+        f.write_str(&lines.join("\n"))
+    }
+}
+
+/// What kind of value was given, without the value.
+fn kind_of(actual: &figment::error::Actual) -> &'static str {
+    use figment::error::Actual;
+    match actual {
+        Actual::Bool(_) => "boolean",
+        Actual::Unsigned(_) | Actual::Signed(_) => "integer",
+        Actual::Float(_) => "number",
+        Actual::Char(_) | Actual::Str(_) => "string",
+        Actual::Bytes(_) => "byte string",
+        Actual::Seq => "list",
+        Actual::Map | Actual::StructVariant => "table",
+        _ => "value",
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -328,6 +402,7 @@ impl Default for Config {
             fairness: FairnessConfig::default(),
             tls: None,
             allow_plaintext: false,
+            allow_open_access: false,
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
             access: AccessConfig::default(),
         }
@@ -340,7 +415,7 @@ impl Config {
     pub fn load(
         file: Option<&std::path::Path>,
         overrides: impl Serialize,
-    ) -> Result<Self, Box<figment::Error>> {
+    ) -> Result<Self, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(file) = file {
             figment = figment.merge(Toml::file_exact(file));
@@ -355,7 +430,7 @@ impl Config {
             )
             .merge(Serialized::defaults(overrides))
             .extract::<Self>()
-            .map_err(Box::new)
+            .map_err(|e| ConfigError(Box::new(e)))
             .and_then(|config| {
                 config.check()?;
                 Ok(config)
@@ -364,7 +439,7 @@ impl Config {
 
     /// Refuses settings that would start a gateway unable to serve, or one
     /// that fails later where nobody sees it (a purge that never runs).
-    pub fn check(&self) -> Result<(), Box<figment::Error>> {
+    pub fn check(&self) -> Result<(), ConfigError> {
         const DAY: u64 = 24 * 3600;
         let d = &self.decisions;
         let mut checks: Vec<(&str, u64, u64, u64, &str)> = vec![
@@ -466,6 +541,33 @@ impl Config {
                 365 * DAY,
                 " s",
             ),
+            // An explanation cache that holds nothing sends every look-up
+            // to the record.
+            (
+                "decisions.cache_max_bytes",
+                d.cache_max_bytes,
+                1 << 20,
+                1 << 40,
+                " bytes",
+            ),
+            // A segment of one person singles that person out: the rule
+            // the consumer view keeps needs at least two.
+            (
+                "decisions.min_segment_size",
+                d.min_segment_size.into(),
+                2,
+                u32::MAX.into(),
+                "",
+            ),
+            // A group of no decisions would be compared: the ratio of
+            // empty selection rates means nothing.
+            (
+                "fairness.min_group_decisions",
+                self.fairness.min_group_decisions,
+                1,
+                1 << 40,
+                "",
+            ),
             (
                 "fairness.window_secs",
                 self.fairness.window_secs,
@@ -491,16 +593,16 @@ impl Config {
         );
         for (key, value, least, most, unit) in checks {
             if !(least..=most).contains(&value) {
-                return Err(Box::new(figment::Error::from(format!(
+                return Err(ConfigError::setting(format!(
                     "{key}: {value}{unit} is out of range; it must be {least} to {most}{unit}"
-                ))));
+                )));
             }
         }
         let ratio = self.fairness.min_disparate_impact;
         if !(0.0..=1.0).contains(&ratio) {
-            return Err(Box::new(figment::Error::from(format!(
+            return Err(ConfigError::setting(format!(
                 "fairness.min_disparate_impact: {ratio} is not a selection-rate ratio in [0, 1]"
-            ))));
+            )));
         }
         Ok(())
     }
@@ -597,6 +699,15 @@ mod tests {
                 ("max_batch_rows = 0", "max_batch_rows"),
                 ("database_max_mb = 0", "database_max_mb"),
                 ("fairness.window_secs = 0", "fairness.window_secs"),
+                ("decisions.cache_max_bytes = 0", "decisions.cache_max_bytes"),
+                (
+                    "decisions.min_segment_size = 1",
+                    "decisions.min_segment_size",
+                ),
+                (
+                    "fairness.min_group_decisions = 0",
+                    "fairness.min_group_decisions",
+                ),
                 (
                     "fairness.min_disparate_impact = 1.5",
                     "fairness.min_disparate_impact",
@@ -616,6 +727,50 @@ mod tests {
             }
             jail.create_file("candor.toml", "")?;
             Config::load(Some("candor.toml".as_ref()), Flags::default()).unwrap();
+            Ok(())
+        });
+    }
+
+    /// Each refusal names the setting and where its value came from, and
+    /// never echoes the value: a key pasted into the wrong setting stays
+    /// out of the terminal and the logs.
+    #[test]
+    fn refusals_name_the_setting_and_its_source_but_not_the_value() {
+        #[derive(Serialize)]
+        struct BadFlag {
+            log_format: &'static str,
+        }
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("CANDOR_ACCESS__API_KEYS", "key-admin-RAWSECRET");
+            let err = Config::load(None, Flags::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with("access.api_keys: expected a sequence, found string"),
+                "{err}"
+            );
+            assert!(
+                err.contains("environment variable CANDOR_ACCESS__API_KEYS"),
+                "{err}"
+            );
+            assert!(!err.contains("RAWSECRET"), "{err}");
+            jail.clear_env();
+
+            jail.create_file("candor.toml", "max_batch_rows = \"x-SECRET\"")?;
+            let err = Config::load(Some("candor.toml".as_ref()), Flags::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with("max_batch_rows: expected usize"), "{err}");
+            assert!(
+                err.contains("candor.toml") && !err.contains("SECRET"),
+                "{err}"
+            );
+
+            let err = Config::load(None, BadFlag { log_format: "xml" })
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with("log_format: "), "{err}");
+            assert!(err.ends_with("(flag --log-format)"), "{err}");
             Ok(())
         });
     }

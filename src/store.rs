@@ -418,6 +418,18 @@ impl Store {
             })
             .map_err(|e| failed(format!("cannot resolve the path: {e}")))?;
         let lock = lock(path).map_err(failed)?;
+        // The record holds consent evidence and decisions about people:
+        // readable by the gateway's user only. SQLite gives the WAL and its
+        // index the database file's permissions.
+        let mut private = std::fs::OpenOptions::new();
+        private.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut private, 0o600);
+        match private.open(path) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(failed(format!("cannot create it: {e}"))),
+        }
         let mut conn = open_connection(path)?;
         // A damaged file would take new records and then fail reads (an
         // access request) at random: refuse to start on it. Reading every
@@ -1272,6 +1284,28 @@ mod tests {
             panic!("a second store opened the database under its other name");
         };
         assert!(second.to_string().contains("a second gateway"), "{second}");
+    }
+
+    /// The record holds consent evidence and decisions about people: a new
+    /// database, its WAL and the WAL's index are the gateway user's alone.
+    #[tokio::test]
+    async fn a_new_database_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let store = Store::open(&path).unwrap();
+        let batch = Arc::new(decisions::sample_batch("private", Some("s")));
+        store
+            .submit(move |tx| Job::Record(batch, Some(tx)))
+            .await
+            .unwrap();
+        for name in ["db", "db-wal", "db-shm"] {
+            let mode = std::fs::metadata(dir.path().join(name))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o077, 0, "{name}: {mode:o}");
+        }
     }
 
     /// A database deleted (or replaced) under a running store is noticed

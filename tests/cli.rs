@@ -508,3 +508,24 @@ async fn traces_are_exported_over_otlp_and_logs_carry_the_request_id() {
     let json: serde_json::Value = serde_json::from_str(line).unwrap();
     assert_eq!(json["span"]["request_id"], "trace-me-1", "{json}");
 }
+
+/// A credential or a staff reason in the environment is a secret: the
+/// client commands' help names the variables but never shows their values.
+#[test]
+fn the_client_commands_help_keeps_credentials_from_the_environment_secret() {
+    for command in ["score", "why"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_candor"))
+            .args([command, "--help"])
+            .env("CANDOR_TOKEN", "key-SECRET-VALUE")
+            .env("CANDOR_REASON", "ticket-PRIVATE-4711")
+            .output()
+            .unwrap();
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{help}");
+        assert!(help.contains("CANDOR_TOKEN"), "{help}");
+        assert!(
+            !help.contains("SECRET") && !help.contains("PRIVATE"),
+            "{help}"
+        );
+    }
+}

@@ -197,7 +197,7 @@ async fn mutual_tls_authenticates_services_by_certificate() {
 }
 
 #[tokio::test]
-async fn plaintext_is_refused_off_loopback_unless_allowed() {
+async fn plaintext_and_open_access_are_refused_off_loopback_unless_allowed() {
     let mut config = test_config();
     config.listen = "0.0.0.0:0".parse().unwrap();
     let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
@@ -208,8 +208,19 @@ async fn plaintext_is_refused_off_loopback_unless_allowed() {
     assert!(matches!(err, candor::ServeError::Plaintext(_)), "{err}");
     assert!(err.to_string().contains("allow_plaintext"), "{err}");
 
-    // Explicitly allowed (behind a TLS-terminating proxy), it serves.
+    // Plaintext explicitly allowed (behind a TLS-terminating proxy), an
+    // open gateway (no credential configured) is still refused there.
     config.allow_plaintext = true;
+    let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
+    let gateway = std::sync::Arc::new(Gateway::new(config.clone()).unwrap());
+    let err = candor::serve(listener, gateway, std::future::pending())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, candor::ServeError::OpenAccess(_)), "{err}");
+    assert!(err.to_string().contains("access.api_keys"), "{err}");
+
+    // Open access explicitly allowed too, it serves.
+    config.allow_open_access = true;
     let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
     let gateway = std::sync::Arc::new(Gateway::new(config).unwrap());
     let serving = tokio::time::timeout(

@@ -29,6 +29,8 @@ pub enum TokenError {
     TooLong,
     #[error("the subject token claims to be issued in the future")]
     NotYetIssued,
+    #[error("the subject token is not valid yet (nbf)")]
+    NotYetValid,
     #[error("the subject token is malformed: {0}")]
     Malformed(String),
 }
@@ -41,6 +43,10 @@ struct Claims {
     sub: String,
     iat: u64,
     exp: u64,
+    /// Not before: absent in the tokens this gateway issues, honoured when
+    /// present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nbf: Option<u64>,
 }
 
 pub struct Tokens {
@@ -57,6 +63,7 @@ impl Tokens {
         validation.set_required_spec_claims(&["exp", "iat", "sub", "aud", "iss"]);
         // Both ends use this gateway's clock.
         validation.leeway = 0;
+        validation.validate_nbf = true;
         Self {
             encoding: EncodingKey::from_secret(key),
             decoding: DecodingKey::from_secret(key),
@@ -81,6 +88,7 @@ impl Tokens {
             sub: subject_ref.into(),
             iat: issued_at,
             exp: issued_at + ttl.as_secs(),
+            nbf: None,
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|e| TokenError::Malformed(e.to_string()))
@@ -92,6 +100,7 @@ impl Tokens {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => TokenError::Expired,
+                ErrorKind::ImmatureSignature => TokenError::NotYetValid,
                 ErrorKind::InvalidSignature => TokenError::BadSignature,
                 // Never echo the token: the message names only the defect,
                 // in words rather than the decoder's internals.
@@ -111,7 +120,19 @@ impl Tokens {
                 }
                 _ => TokenError::Malformed("it does not verify".into()),
             })?;
+        // RFC 7515 §4.1.11: extensions marked critical must be understood,
+        // and this gateway understands none.
+        if data.header.crit.is_some() {
+            return Err(TokenError::Malformed(
+                "its header names critical extensions this gateway does not understand".into(),
+            ));
+        }
         let Claims { sub, iat, exp, .. } = data.claims;
+        // RFC 7519 §4.1.4: valid only while the current time is before
+        // `exp` (the decoder also takes the second of `exp` itself).
+        if exp <= now_secs() {
+            return Err(TokenError::Expired);
+        }
         // The lifetime cap holds only if `iat` is honest: a token may not
         // be dated ahead (it would live until then plus its TTL), nor end
         // before it starts.
@@ -197,10 +218,47 @@ mod tests {
             sub: "ref".into(),
             iat: now_secs() + 50,
             exp: now_secs() + 30,
+            nbf: None,
         };
         let token =
             jsonwebtoken::encode(&Header::new(Algorithm::HS256), &backwards, &tokens.encoding)
                 .unwrap();
         assert_eq!(tokens.verify(&token), Err(TokenError::TooLong));
+    }
+
+    /// The JWT rules a key holder could bend: a token valid only later, one
+    /// at its `exp` second, and one whose header demands an extension.
+    #[test]
+    fn not_before_the_expiry_second_and_critical_extensions_hold() {
+        let tokens = Tokens::new(b"k");
+        let now = now_secs();
+        let sign = |header: &Header, iat: u64, exp: u64, nbf: Option<u64>| {
+            let claims = Claims {
+                iss: ISSUER.into(),
+                aud: AUDIENCE.into(),
+                sub: "ref".into(),
+                iat,
+                exp,
+                nbf,
+            };
+            jsonwebtoken::encode(header, &claims, &tokens.encoding).unwrap()
+        };
+        let plain = Header::new(Algorithm::HS256);
+        let later = sign(&plain, now, now + 3600, Some(now + 600));
+        assert_eq!(tokens.verify(&later), Err(TokenError::NotYetValid));
+        let started = sign(&plain, now, now + 3600, Some(now - 1));
+        assert_eq!(tokens.verify(&started).unwrap(), "ref");
+        let at_expiry = sign(&plain, now - 60, now, None);
+        assert_eq!(tokens.verify(&at_expiry), Err(TokenError::Expired));
+        let critical = Header {
+            crit: Some(vec!["exp-ext".into()]),
+            ..Header::new(Algorithm::HS256)
+        };
+        let demanding = sign(&critical, now, now + 3600, None);
+        assert!(
+            matches!(tokens.verify(&demanding), Err(TokenError::Malformed(m)) if m.contains("critical")),
+            "{:?}",
+            tokens.verify(&demanding)
+        );
     }
 }

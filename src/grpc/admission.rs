@@ -581,7 +581,16 @@ fn refusal(
     status: Status,
 ) -> Response<Body> {
     gateway.metrics().refused(rpc, code_name(status.code()));
-    tracing::debug!(rpc, request_id = %request_id, code = ?status.code(), message = status.message(), "refused");
+    // Credentials refused are a security event (key guessing shows here);
+    // shed and malformed calls are the metrics' to count.
+    if matches!(
+        status.code(),
+        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+    ) {
+        tracing::info!(rpc, request_id = %request_id, code = ?status.code(), reason = status.message(), "refused");
+    } else {
+        tracing::debug!(rpc, request_id = %request_id, code = ?status.code(), reason = status.message(), "refused");
+    }
     let mut response = status.into_http::<Body>();
     stamp(&mut response, request_id);
     response

@@ -88,6 +88,10 @@ pub enum ServeError {
         "listen: {0} is not a loopback address and no [tls] is configured; configure TLS, or set allow_plaintext = true behind a TLS-terminating proxy"
     )]
     Plaintext(std::net::SocketAddr),
+    #[error(
+        "listen: {0} is not a loopback address and access has no api_keys or clients, so every call would be open to anyone who can reach it; configure access.api_keys or access.clients, or set allow_open_access = true on a trusted development network"
+    )]
+    OpenAccess(std::net::SocketAddr),
     #[error("tls: {0}")]
     Tls(tonic::transport::Error),
     #[error(transparent)]
@@ -172,6 +176,10 @@ pub async fn serve(
     let tls = tls(gateway.config())?;
     if tls.is_none() && !gateway.config().allow_plaintext && !addr.ip().is_loopback() {
         return Err(ServeError::Plaintext(addr));
+    }
+    if gateway.access().is_open() && !gateway.config().allow_open_access && !addr.ip().is_loopback()
+    {
+        return Err(ServeError::OpenAccess(addr));
     }
     let (health, health_service) = tonic_health::server::health_reporter();
     let mut ready = gateway.readiness();
