@@ -347,7 +347,41 @@ pub async fn serve(
     let app = axum::Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    // Scrapers and probes need few connections, each briefly: bounded in
+    // number and in life, idle sockets cannot take the descriptors the gRPC
+    // port and the database need.
+    let places = Arc::new(tokio::sync::Semaphore::new(METRICS_CONNECTIONS));
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                // Out of descriptors or a reset before accept: the listener
+                // itself is fine.
+                Err(e) => {
+                    tracing::debug!(error = %e, "metrics port: accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => return Ok(()),
+        };
+        let Ok(place) = places.clone().try_acquire_owned() else {
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let _place = place;
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(METRICS_CONNECTION_LIFE, connection).await;
+        });
+    }
 }
+
+/// Connections the metrics port holds at once; one more is closed as it is
+/// accepted.
+pub const METRICS_CONNECTIONS: usize = 64;
+/// How long a metrics connection may stay open, idle or not: a scraper
+/// reconnects.
+const METRICS_CONNECTION_LIFE: std::time::Duration = std::time::Duration::from_secs(30);

@@ -58,6 +58,31 @@ async fn serve_metrics(server: &TestServer) -> SocketAddr {
     addr
 }
 
+/// Idle sockets on the metrics port cannot pile up: past its bound a
+/// connection is closed as it is accepted, and the port serves again once
+/// they go.
+#[tokio::test]
+async fn the_metrics_port_holds_a_bounded_number_of_connections() {
+    let server = TestServer::start().await;
+    let metrics_addr = serve_metrics(&server).await;
+    let mut idle = Vec::new();
+    for _ in 0..candor::metrics::METRICS_CONNECTIONS {
+        idle.push(tokio::net::TcpStream::connect(metrics_addr).await.unwrap());
+    }
+    // Past the bound: accepted and closed at once, so the read ends.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut extra = tokio::net::TcpStream::connect(metrics_addr).await.unwrap();
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(5), extra.read(&mut byte))
+        .await
+        .expect("a connection past the bound is closed, not held");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    drop(idle);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, _, health) = http_get(metrics_addr, "/healthz").await;
+    assert_eq!((status, health.trim()), (200, "ok"));
+}
+
 async fn scrape(metrics: SocketAddr) -> String {
     let (status, _, text) = http_get(metrics, "/metrics").await;
     assert_eq!(status, 200);
