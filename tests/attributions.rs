@@ -5,7 +5,7 @@ mod common;
 
 use candor::{
     explain::{trees::Ensemble, treeshap::PathDependent},
-    grpc::pb,
+    grpc::pb::{self, explain_service_client::ExplainServiceClient},
 };
 use common::*;
 
@@ -117,4 +117,36 @@ async fn sampled_attributions_stop_at_the_deadline() {
     );
     assert!(a.features.iter().any(|f| f.standard_error > 0.0));
     assert!(a.additivity_residual < 1e-6, "efficient however many pairs");
+
+    // A what-if row, alone or in a batch, is cut short the same way.
+    let mut explain = ExplainServiceClient::new(server.channel().await);
+    let row = common::caravan_request();
+    let mut lone = tonic::Request::new(pb::ExplainRequest {
+        model: common::model_ref("caravan-mlp", ""),
+        features: row.features.clone(),
+        ..Default::default()
+    });
+    lone.set_timeout(std::time::Duration::from_millis(1000));
+    let started = std::time::Instant::now();
+    let a = explain
+        .explain(lone)
+        .await
+        .unwrap()
+        .into_inner()
+        .attribution
+        .unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_millis(1000));
+    assert!((2..100_000).contains(&a.sample_pairs), "{}", a.sample_pairs);
+    let mut batch = tonic::Request::new(pb::ExplainBatchRequest {
+        model: common::model_ref("caravan-mlp", ""),
+        rows: vec![pb::BatchRow {
+            features: row.features,
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    batch.set_timeout(std::time::Duration::from_millis(1000));
+    let results = explain.explain_batch(batch).await.unwrap().into_inner();
+    let a = results.results[0].attribution.as_ref().unwrap();
+    assert!((2..100_000).contains(&a.sample_pairs), "{}", a.sample_pairs);
 }

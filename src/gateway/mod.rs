@@ -110,6 +110,9 @@ pub struct ExplainRequest {
     /// The rows came as a batch: a bad one is named `rows[i]`, where a
     /// lone row's features are named as in `Score`.
     pub batch: bool,
+    /// When sampled attributions must stop for the answer to arrive in
+    /// time, as on `Score`.
+    pub deadline: Option<Instant>,
 }
 
 /// A what-if row's score and attributions.
@@ -580,7 +583,9 @@ impl Gateway {
                 scores.clone(),
                 request.method,
                 &[],
-                Urgency::Waiting { deadline: None },
+                Urgency::Waiting {
+                    deadline: request.deadline,
+                },
             )
             .await?;
         Ok(scores

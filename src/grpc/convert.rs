@@ -333,6 +333,7 @@ impl TryFrom<pb::ExplainRequest> for ExplainRequest {
             rows: vec![row],
             method: explain_method(r.method, "method")?,
             batch: false,
+            deadline: None,
         })
     }
 }
@@ -348,6 +349,7 @@ impl TryFrom<pb::ExplainBatchRequest> for ExplainRequest {
             rows,
             method: explain_method(r.method, "method")?,
             batch: true,
+            deadline: None,
         })
     }
 }

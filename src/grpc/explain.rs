@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::pb::{self, explain_service_server::ExplainService};
-use crate::gateway::Gateway;
+use crate::gateway::{ExplainRequest, Gateway};
 
 pub struct Explain {
     gateway: Arc<Gateway>,
@@ -23,10 +23,10 @@ impl ExplainService for Explain {
         &self,
         request: Request<pb::ExplainRequest>,
     ) -> Result<Response<pb::ExplainResponse>, Status> {
-        let mut results = self
-            .gateway
-            .explain(request.into_inner().try_into()?)
-            .await?;
+        let deadline = super::reply_by(&request);
+        let mut explain: ExplainRequest = request.into_inner().try_into()?;
+        explain.deadline = deadline;
+        let mut results = self.gateway.explain(explain).await?;
         Ok(Response::new(results.remove(0).into()))
     }
 
@@ -34,10 +34,10 @@ impl ExplainService for Explain {
         &self,
         request: Request<pb::ExplainBatchRequest>,
     ) -> Result<Response<pb::ExplainBatchResponse>, Status> {
-        let results = self
-            .gateway
-            .explain(request.into_inner().try_into()?)
-            .await?;
+        let deadline = super::reply_by(&request);
+        let mut explain: ExplainRequest = request.into_inner().try_into()?;
+        explain.deadline = deadline;
+        let results = self.gateway.explain(explain).await?;
         let response = pb::ExplainBatchResponse {
             results: results.into_iter().map(Into::into).collect(),
         };
