@@ -312,6 +312,60 @@ fn a_stale_committed_audit_is_refused_at_load() {
     assert_eq!(err.field.as_deref(), Some("sha256"), "{err}");
 }
 
+/// The model card shows the committed report as the package's audit, so it
+/// must audit the package as it is: the manifest's decision threshold, the
+/// audit data and the declared groups and thresholds. Any of them changed
+/// since, the package is refused at load, naming what differs.
+#[test]
+fn a_report_of_another_threshold_data_or_declaration_is_refused_at_load() {
+    runtime::init(&ort_lib()).unwrap();
+    let edit = |path: &Path, from: &str, to: &str| {
+        let text = std::fs::read_to_string(path).unwrap();
+        assert!(text.contains(from), "{from}");
+        std::fs::write(path, text.replacen(from, to, 1)).unwrap();
+    };
+    let cases: [(&str, fn(&Path, &dyn Fn(&Path, &str, &str))); 4] = [
+        ("decision_threshold", |p, edit| {
+            edit(
+                &p.join("manifest.toml"),
+                "decision_threshold = 0.09672",
+                "decision_threshold = 0.05",
+            )
+        }),
+        ("data_sha256", |p, _| {
+            let audit = p.join("audit.csv");
+            let text = std::fs::read_to_string(&audit).unwrap();
+            let kept: Vec<&str> = text.lines().take(600).collect();
+            std::fs::write(&audit, kept.join("\n") + "\n").unwrap();
+        }),
+        ("attributes", |p, edit| {
+            edit(
+                &p.join("manifest.toml"),
+                "min_disparate_impact = 0.6",
+                "min_disparate_impact = 0.95",
+            )
+        }),
+        ("fairness", |p, _| {
+            let manifest = p.join("manifest.toml");
+            let text = std::fs::read_to_string(&manifest).unwrap();
+            let cut = text.find("[fairness]").unwrap();
+            std::fs::write(&manifest, &text[..cut]).unwrap();
+        }),
+    ];
+    for (field, breakage) in cases {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = copy_package("caravan-logreg/1.0.0", &tmp.path().join("models"));
+        breakage(&dir, &edit);
+        let err = ModelPackage::load(&dir, 1).unwrap_err();
+        assert!(err.file.ends_with(audit::REPORT_FILE), "{field}: {err}");
+        assert_eq!(err.field.as_deref(), Some(field), "{err}");
+        assert!(
+            err.to_string().contains("rerun `candor audit --out`"),
+            "{err}"
+        );
+    }
+}
+
 /// A threshold no ratio can be compared with (NaN, 0, above 1) is refused
 /// as a manifest's would be, instead of passing every audit.
 #[test]

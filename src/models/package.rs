@@ -278,7 +278,7 @@ impl ModelPackage {
         } else {
             None
         };
-        let fairness = read_fairness(&dir.join(audit::REPORT_FILE), &sha256)?;
+        let fairness = read_fairness(dir, &sha256, &manifest)?;
         let substitutes = background.substitutes(schema.columns());
         let special_categories = manifest.special_categories();
         Ok(Self {
@@ -670,7 +670,16 @@ fn read_rows(
 }
 
 /// The committed audit, which must be of this very model.
-fn read_fairness(path: &Path, sha256: &str) -> Result<Option<audit::Report>, PackageError> {
+/// The package's committed audit report, if it has one. It must audit this
+/// `model.onnx`, at the manifest's decision threshold, the declared data
+/// set as it is now and the declared thresholds: the model card and
+/// `DescribeModel` show it as the package's audit.
+fn read_fairness(
+    dir: &Path,
+    sha256: &str,
+    manifest: &Manifest,
+) -> Result<Option<audit::Report>, PackageError> {
+    let path = &dir.join(audit::REPORT_FILE);
     if !path.exists() {
         return Ok(None);
     }
@@ -685,7 +694,67 @@ fn read_fairness(path: &Path, sha256: &str) -> Result<Option<audit::Report>, Pac
             "audits another model than model.onnx; rerun `candor audit --out` on this package",
         ));
     }
+    if let Some((field, differs)) = stale_audit(&report, dir, manifest) {
+        return Err(PackageError::new(
+            path,
+            Some(field),
+            format!("{differs}; rerun `candor audit --out` on this package"),
+        ));
+    }
     Ok(Some(report))
+}
+
+/// Where an audit report no longer describes the package, if anywhere.
+fn stale_audit(
+    report: &audit::Report,
+    dir: &Path,
+    manifest: &Manifest,
+) -> Option<(&'static str, String)> {
+    let Some(declared) = &manifest.fairness else {
+        return Some((
+            "fairness",
+            "the manifest declares no [fairness] audit for it to report".into(),
+        ));
+    };
+    if Some(report.decision_threshold) != manifest.model.output.decision_threshold {
+        return Some((
+            "decision_threshold",
+            format!(
+                "audits at decision threshold {}, not the manifest's",
+                report.decision_threshold
+            ),
+        ));
+    }
+    let data = dir.join(&declared.data);
+    let data_now = fs::read(&data).map(|bytes| hex::encode(Sha256::digest(bytes)));
+    if report.data != declared.data || data_now.ok().as_deref() != Some(&report.data_sha256) {
+        return Some((
+            "data_sha256",
+            format!(
+                "audits {} as it was, not the manifest's fairness.data as it is",
+                report.data
+            ),
+        ));
+    }
+    let same_groups = report.attributes.len() == declared.groups.len()
+        && report
+            .attributes
+            .iter()
+            .zip(&declared.groups)
+            .all(|(a, g)| {
+                a.column == g.column
+                    && a.bands == g.bands
+                    && a.min_disparate_impact == g.min_disparate_impact
+                    && a.max_equal_opportunity_difference == g.max_equal_opportunity_difference
+            });
+    if !same_groups || report.label_column != declared.label_column {
+        return Some((
+            "attributes",
+            "audits other groups, thresholds or labels than the manifest's [fairness] declares"
+                .into(),
+        ));
+    }
+    None
 }
 
 fn read_covers(path: &Path) -> Result<HashMap<(i64, i64), f64>, PackageError> {
