@@ -145,6 +145,9 @@ pub struct FairnessConfig {
     /// Groups with fewer decisions in the window are reported but neither
     /// compared nor flagged: their rates are noise.
     pub min_group_decisions: u64,
+    /// Audit attributes counted for every model, beside the columns each
+    /// model's manifest audits (`[[fairness.groups]] column`).
+    pub attributes: Vec<String>,
 }
 
 impl Default for FairnessConfig {
@@ -153,6 +156,7 @@ impl Default for FairnessConfig {
             window_secs: 3600,
             min_disparate_impact: 0.8,
             min_group_decisions: 30,
+            attributes: Vec::new(),
         }
     }
 }
@@ -597,6 +601,10 @@ impl Config {
                     "{key}: {value}{unit} is out of range; it must be {least} to {most}{unit}"
                 )));
             }
+        }
+        for name in &self.fairness.attributes {
+            crate::monitor::check_name(name)
+                .map_err(|e| ConfigError::setting(format!("fairness.attributes: {e}")))?;
         }
         let ratio = self.fairness.min_disparate_impact;
         if !(0.0..=1.0).contains(&ratio) {

@@ -51,6 +51,11 @@ impl AuditAttributes {
                     "{name}: the group must be 1-{MAX_TEXT} bytes without control characters"
                 ));
             }
+            if value == OTHER_GROUP {
+                return Err(format!(
+                    "{name}: {OTHER_GROUP} is where groups past the first {MAX_GROUPS} are counted, not a group"
+                ));
+            }
         }
         Ok(Self(attributes))
     }
@@ -132,6 +137,21 @@ impl FairnessMonitor {
 
     pub fn config(&self) -> &FairnessConfig {
         &self.config
+    }
+
+    /// The first of a request's attributes this monitor does not count for
+    /// a model whose manifest audits `audited`: each must be one of those
+    /// columns or configured in `fairness.attributes`. So no caller can
+    /// take the model's places with names of its own, and a misspelt
+    /// attribute is refused rather than counted apart.
+    pub fn unmonitored<'a>(
+        &self,
+        audited: &[&str],
+        attributes: &'a AuditAttributes,
+    ) -> Option<&'a str> {
+        attributes.0.keys().map(String::as_str).find(|name| {
+            !audited.contains(name) && !self.config.attributes.iter().any(|a| a == name)
+        })
     }
 
     /// Counts decisions of `model` with these `scores` for every group the
@@ -295,6 +315,7 @@ mod tests {
             window_secs: 600,
             min_disparate_impact: 0.8,
             min_group_decisions,
+            attributes: Vec::new(),
         })
     }
 

@@ -648,6 +648,30 @@ async fn fairness_monitor_flags_disparate_selection() {
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().starts_with("context.audit_attributes"), "{e:?}");
 
+    // Only the attributes the model's manifest audits are counted: a
+    // caller's own names cannot take the monitor's places, and the
+    // overflow group is not a group a caller may name.
+    for (name, group, says) in [
+        (
+            "zz_made_up",
+            "x",
+            "context.audit_attributes[\"zz_made_up\"]: not monitored",
+        ),
+        (
+            "age_band",
+            "(other)",
+            "context.audit_attributes: age_band: (other)",
+        ),
+    ] {
+        let mut context = common::us_adult().unwrap();
+        context.audit_attributes = [(name.to_owned(), group.to_owned())].into();
+        let mut request = caravan_request();
+        request.context = Some(context);
+        let e = scoring.score(request).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        assert!(e.message().starts_with(says), "{e:?}");
+    }
+
     server.stop().await;
     // Never stored: not in the database file, its WAL, or anything beside.
     for entry in std::fs::read_dir(database.parent().unwrap()).unwrap() {

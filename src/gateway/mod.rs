@@ -443,6 +443,23 @@ impl Gateway {
                 package.special_categories.join(", ")
             )));
         }
+        if !request.audit.is_empty() {
+            let audited: Vec<&str> = package
+                .manifest
+                .fairness
+                .iter()
+                .flat_map(|f| f.groups.iter().map(|g| g.column.as_str()))
+                .collect();
+            if let Some(name) = self.fairness.unmonitored(&audited, &request.audit) {
+                return Err(Error::InvalidArgument(format!(
+                    "context.audit_attributes[{name:?}]: not monitored for {} {}; it counts the columns its manifest audits ({}) and fairness.attributes ({})",
+                    package.name(),
+                    package.version(),
+                    audited.join(", "),
+                    self.fairness.config().attributes.join(", ")
+                )));
+            }
+        }
         let rows = validate(&package, &request.rows)?;
         self.metrics.stage(Stage::Validate, started);
         let placements = if request.placements.is_empty() {
