@@ -353,6 +353,16 @@ async fn shadow_outputs_are_recorded_never_returned() {
         assert!((a.base_value + sum - a.margin).abs() < 1e-6);
     }
 
+    // A decision never made has no outputs to give, which is not an empty
+    // list of them.
+    let never = client
+        .get_shadow_outputs(pb::GetShadowOutputsRequest {
+            decision_id: "0190a6f2-0000-7000-8000-000000000000".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(never.code(), Code::NotFound, "{never:?}");
+
     let drift = client
         .attribution_drift(pb::AttributionDriftRequest {
             model: MODEL.into(),
@@ -502,6 +512,30 @@ async fn bad_rollouts_and_deploys_name_the_field() {
         assert!(refused.message().contains(named), "{named}: {refused:?}");
     }
     assert!(!loaded_versions(&server).await.contains("1.3.0"));
+
+    // A served version whose package broke the same way is not deployed
+    // by the call either: the version loaded before keeps serving, and
+    // the call says so instead of answering OK.
+    let served = models.join(MODEL).join("1.0.0").join("golden.csv");
+    let text = std::fs::read_to_string(&served).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let last = lines[1].rsplit_once(',').unwrap().0.to_owned();
+    lines[1] = format!("{last},0.987654");
+    std::fs::write(&served, lines.join("\n") + "\n").unwrap();
+    let kept = client
+        .load_model(pb::ModelVersionRequest {
+            model: MODEL.into(),
+            version: "1.0.0".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(kept.code(), Code::FailedPrecondition, "{kept:?}");
+    assert!(
+        kept.message().contains("golden_rows_reproduce")
+            && kept.message().contains("keeps serving"),
+        "{kept:?}"
+    );
+    std::fs::write(&served, text).unwrap();
     // The others still serve.
     assert_eq!(
         server

@@ -75,23 +75,28 @@ impl Gateway {
             self.write_rollout(&model_dir, &rollout)?;
         }
         let reloaded = self.reload_locked().await?;
-        if self
-            .registry()?
-            .model(model)
-            .is_ok_and(|m| m.versions.contains_key(version))
-        {
-            return Ok(reloaded);
-        }
         let dir = model_dir.join(version.to_string());
-        let reason = reloaded
+        let refusal = reloaded
             .refused
             .iter()
             .find(|r| r.contains(&*dir.to_string_lossy()))
-            .cloned()
-            .unwrap_or_else(|| "it did not load".into());
-        Err(Error::FailedPrecondition(format!(
-            "version: {model} {version} is not deployed: {reason}"
-        )))
+            .cloned();
+        let serving = self
+            .registry()?
+            .model(model)
+            .is_ok_and(|m| m.versions.contains_key(version));
+        match (refusal, serving) {
+            (None, true) => Ok(reloaded),
+            // The package as it is now failed; what serves is the version
+            // as it loaded before, which this call did not deploy.
+            (Some(reason), true) => Err(Error::FailedPrecondition(format!(
+                "version: {model} {version} as it is in the models folder is not deployed: {reason}; the version loaded before it keeps serving"
+            ))),
+            (reason, false) => Err(Error::FailedPrecondition(format!(
+                "version: {model} {version} is not deployed: {}",
+                reason.unwrap_or_else(|| "it did not load".into())
+            ))),
+        }
     }
 
     /// Stops serving one version. The production version, the canary and
@@ -107,7 +112,7 @@ impl Gateway {
         }
         if let Some(role) = role_of(served, version) {
             return Err(Error::FailedPrecondition(format!(
-                "version: {model} {version} is the {role}; change the rollout first"
+                "version: {model} {version} is {role}; change the rollout first"
             )));
         }
         let model_dir = self.model_dir(model)?;
@@ -290,14 +295,14 @@ fn identities(registry: &Registry) -> impl Iterator<Item = ModelIdentity> + '_ {
 /// What a version does in its model's rollout, if anything.
 fn role_of(model: &ModelVersions, version: &Version) -> Option<&'static str> {
     if &model.default == version {
-        Some("production version")
+        Some("the production version")
     } else if model
         .rollout
         .canary
         .as_ref()
         .is_some_and(|c| &c.version == version)
     {
-        Some("canary")
+        Some("the canary")
     } else if model.rollout.shadows.contains(version) {
         Some("a shadow")
     } else {

@@ -261,11 +261,23 @@ impl Gateway {
     pub async fn shadow_outputs(&self, decision_id: &str) -> Result<Vec<ShadowRow>, Error> {
         let store = self.store.clone();
         let id = decision_id.to_owned();
-        Ok(
-            tokio::task::spawn_blocking(move || store.read(|c| shadow::for_decision(c, &id)))
-                .await
-                .map_err(|e| Error::Internal(format!("shadow read panicked: {e}")))??,
-        )
+        let (outputs, decided) = tokio::task::spawn_blocking(move || {
+            store.read(|c| {
+                let outputs = shadow::for_decision(c, &id)?;
+                // No outputs for a decision never made (or purged, or
+                // erased) is no answer; for a decision without shadows it
+                // is.
+                let decided =
+                    !outputs.is_empty() || crate::decisions::get(c, &id, now_ms())?.is_some();
+                Ok((outputs, decided))
+            })
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("shadow read panicked: {e}")))??;
+        if !decided {
+            return Err(Error::UnknownDecision(decision_id.to_owned()));
+        }
+        Ok(outputs)
     }
 }
 
