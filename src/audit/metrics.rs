@@ -23,8 +23,9 @@ pub struct Rates {
     pub positives: Option<usize>,
     /// Observed positive rate (what a calibrated score averages to).
     pub observed_rate: Option<f64>,
-    /// Share of actual positives selected; `None` without labels or without
-    /// a positive in the rows.
+    /// Share of actual positives selected; `None` without labels. Rows
+    /// without an actual positive have 0, as fairlearn's (scikit-learn's
+    /// `zero_division`) has, so that equal-opportunity differences agree.
     pub true_positive_rate: Option<f64>,
 }
 
@@ -40,7 +41,11 @@ pub fn rates(scores: &[f64], selected: &[bool], labels: Option<&[bool]>, index: 
             (
                 Some(positives),
                 Some(positives as f64 / n as f64),
-                (positives > 0).then(|| hits as f64 / positives as f64),
+                Some(if positives > 0 {
+                    hits as f64 / positives as f64
+                } else {
+                    0.0
+                }),
             )
         }
         None => (None, None, None),
@@ -131,8 +136,24 @@ mod tests {
         assert_eq!(r.observed_rate, Some(0.5));
         assert!((r.mean_score - 0.45).abs() < 1e-15);
         let none = rates(&scores, &selected, Some(&labels), &[2, 3]);
-        assert_eq!(none.true_positive_rate, None, "no actual positive");
+        assert_eq!(none.true_positive_rate, Some(0.0), "no actual positive");
         assert_eq!(rates(&scores, &selected, None, &[0]).observed_rate, None);
+    }
+
+    /// fairlearn 0.15.0 gives `equal_opportunity_difference` 1.0 for these
+    /// rows: group b has no actual positive and counts a rate of 0.
+    #[test]
+    fn a_group_without_positives_counts_as_fairlearn_counts_it() {
+        let scores = [0.9, 0.1, 0.8, 0.2, 0.7, 0.3];
+        let selected = [true, false, true, false, true, false];
+        let labels = [true, false, true, false, false, false];
+        let a = rates(&scores, &selected, Some(&labels), &[0, 1, 2]);
+        let b = rates(&scores, &selected, Some(&labels), &[3, 4, 5]);
+        assert_eq!((a.true_positive_rate, b.true_positive_rate), (Some(1.0), Some(0.0)));
+        assert_eq!(
+            spread([a.true_positive_rate, b.true_positive_rate]),
+            Some(1.0)
+        );
     }
 
     #[test]

@@ -468,8 +468,22 @@ fn audit_attribute(
     if let (Some(d), Some(max)) = (eod, g.max_equal_opportunity_difference)
         && d > max
     {
+        let unlabelled: Vec<&str> = groups
+            .iter()
+            .filter(|r| r.rates.positives == Some(0))
+            .map(|r| r.group.as_str())
+            .collect();
+        let why = if unlabelled.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " ({} {} no actual positive, so a true-positive rate of 0, as fairlearn counts it)",
+                unlabelled.join(", "),
+                if unlabelled.len() == 1 { "has" } else { "have" }
+            )
+        };
         findings.push(format!(
-            "equal-opportunity difference {d:.3} is above the declared maximum {max}"
+            "equal-opportunity difference {d:.3} is above the declared maximum {max}{why}"
         ));
     }
     AttributeReport {
