@@ -282,7 +282,7 @@ async fn bad_score_requests_name_the_field() {
                 good.clone()
             }),
             Code::InvalidArgument,
-            "has the wrong type",
+            "values[3] (MRELSA) has the wrong type",
         ),
     ]);
     for (what, request, code, needle) in cases {

@@ -149,7 +149,10 @@ mod tests {
         let labels = [true, false, true, false, false, false];
         let a = rates(&scores, &selected, Some(&labels), &[0, 1, 2]);
         let b = rates(&scores, &selected, Some(&labels), &[3, 4, 5]);
-        assert_eq!((a.true_positive_rate, b.true_positive_rate), (Some(1.0), Some(0.0)));
+        assert_eq!(
+            (a.true_positive_rate, b.true_positive_rate),
+            (Some(1.0), Some(0.0))
+        );
         assert_eq!(
             spread([a.true_positive_rate, b.true_positive_rate]),
             Some(1.0)

@@ -79,14 +79,18 @@ impl std::fmt::Display for Number {
 #[derive(Debug, Clone, PartialEq)]
 pub struct FeatureError {
     pub name: String,
+    /// The column, when the row came as positional values: the client's
+    /// field is then `values[column]`.
+    pub column: Option<usize>,
     pub problem: FeatureProblem,
 }
 
 impl std::fmt::Display for FeatureError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.problem {
-            FeatureProblem::Width { .. } => write!(f, "{}", self.problem),
-            _ => write!(f, "features[{:?}] {}", self.name, self.problem),
+        match (&self.problem, self.column) {
+            (FeatureProblem::Width { .. }, _) => write!(f, "{}", self.problem),
+            (_, Some(column)) => write!(f, "values[{column}] ({}) {}", self.name, self.problem),
+            (_, None) => write!(f, "features[{:?}] {}", self.name, self.problem),
         }
     }
 }
@@ -188,11 +192,12 @@ impl FeatureSchema {
             };
             return Err(FeatureError {
                 name: String::new(),
+                column: None,
                 problem,
             });
         }
         let start = out.len();
-        for (spec, &v) in self.columns.iter().zip(values) {
+        for (column, (spec, &v)) in self.columns.iter().zip(values).enumerate() {
             let value = if v.is_nan() {
                 FeatureValue::Missing
             } else {
@@ -204,6 +209,7 @@ impl FeatureSchema {
                     out.truncate(start);
                     return Err(FeatureError {
                         name: spec.name.clone(),
+                        column: Some(column),
                         problem,
                     });
                 }
@@ -253,6 +259,7 @@ impl FeatureSchema {
     fn first_error(&self, features: &Features) -> FeatureError {
         let error = |name: &str, problem| FeatureError {
             name: name.to_owned(),
+            column: None,
             problem,
         };
         if let Some((name, _)) = features
@@ -644,7 +651,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             err.to_string(),
-            "features[\"i\"] has the wrong type: expected integer, got a fractional number"
+            "values[1] (i) has the wrong type: expected integer, got a fractional number"
         );
         let err = s
             .encode_row(&FeatureRow::Positional(vec![1.5, f64::NAN, 3.0]), &mut out)
