@@ -120,6 +120,29 @@ fn each_rule_refuses_a_package_broken_for_it_and_names_the_rule() {
     }
 }
 
+/// A data category the schema does not know is no data category: the
+/// documentation rule fails with the manifest, not "78 features
+/// documented".
+#[test]
+fn an_unknown_data_category_does_not_document_a_feature() {
+    runtime::init(&ort_lib()).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = copy_package("caravan-logreg/1.0.0", &tmp.path().join("models"));
+    edit(
+        &dir.join("manifest.toml"),
+        "category = \"zip_code_demographics\"",
+        "category = \"bogus\"",
+    );
+    let report = validate_package(&dir);
+    let check = report
+        .checks
+        .iter()
+        .find(|c| c.name == rules::FEATURES_DOCUMENTED)
+        .unwrap();
+    assert!(!check.passed, "{}", report.to_text());
+    assert!(check.detail.contains("bogus"), "{}", check.detail);
+}
+
 /// An audit with nothing to compare used to pass as "parity" (a ratio of
 /// 1): a threshold no score reaches, or audit data of a single group.
 #[test]
