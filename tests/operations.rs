@@ -160,8 +160,28 @@ async fn metrics_name_every_series_and_move_with_traffic() {
         .await
         .unwrap_err();
     assert_eq!(bad.code(), Code::NotFound);
+    // A method this gateway does not have, counted under one label.
+    let mut grpc = tonic::client::Grpc::new(server.channel().await);
+    grpc.ready().await.unwrap();
+    let nope = grpc
+        .unary::<_, (), _>(
+            tonic::Request::new(()),
+            http::uri::PathAndQuery::from_static("/candor.v1.ScoringService/Nope"),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(nope.code(), Code::Unimplemented);
 
     let after = scrape(metrics_addr).await;
+    assert_eq!(
+        sample(
+            &after,
+            r#"candor_rpc_requests_total{rpc="(unknown)",code="UNIMPLEMENTED"}"#
+        ),
+        Some(1.0),
+        "{after}"
+    );
     let score_ok = r#"candor_rpc_requests_total{rpc="/candor.v1.ScoringService/Score",code="OK"}"#;
     assert_eq!(sample(&before, score_ok), None);
     assert_eq!(sample(&after, score_ok), Some(5.0), "{after}");

@@ -336,7 +336,13 @@ impl Gateway {
             tracing::error!(error = %e, "model package not loaded; the other models serve");
         }
         let count: usize = registry.models().map(|(_, m)| m.versions.len()).sum();
-        tracing::info!(models = count, dir = %self.config.models_dir.display(), "models loaded");
+        if count == 0 {
+            // Health says SERVING (the folder was read), but every Score
+            // will be NOT_FOUND until a package is deployed.
+            tracing::warn!(dir = %self.config.models_dir.display(), "no model loaded: nothing can be scored until a package is deployed in the models folder");
+        } else {
+            tracing::info!(models = count, dir = %self.config.models_dir.display(), "models loaded");
+        }
         self.registry.store(Some(Arc::new(registry)));
         if self.config.watch_models {
             self.watch_models()?;

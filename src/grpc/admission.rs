@@ -198,6 +198,11 @@ where
                 "{}: this gateway serves no such method",
                 request.uri().path()
             ));
+            // Counted under one name whatever the path, so that method
+            // scans show in the metrics without a series per path.
+            gateway
+                .metrics()
+                .refused(UNKNOWN_METHOD, code_name(status.code()));
             return refuse(status, request_id);
         };
         let refused = |status: Status| -> Self::Future {
@@ -572,6 +577,9 @@ fn refuse(status: Status, request_id: String) -> BoxFuture<Result<Response<Body>
     stamp(&mut response, &request_id);
     Box::pin(std::future::ready(Ok(response)))
 }
+
+/// The `rpc` label of calls to methods this gateway does not have.
+const UNKNOWN_METHOD: &str = "(unknown)";
 
 /// A refused call's answer, counted and logged under its method.
 fn refusal(
