@@ -384,6 +384,54 @@ fn kind_of(actual: &figment::error::Actual) -> &'static str {
     }
 }
 
+impl Config {
+    /// Credentials that could never match, or match twice, and settings
+    /// that admit nobody, would start a gateway that fails every call of
+    /// theirs, or serves them with the wrong role, without a word.
+    fn check_access(&self) -> Result<(), ConfigError> {
+        let refuse = |message: String| Err(ConfigError::setting(message));
+        let is_digest =
+            |h: &str| h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        let mut seen = std::collections::HashMap::new();
+        let digests = (self.access.api_keys.iter().enumerate())
+            .map(|(i, k)| (format!("access.api_keys[{i}].sha256"), &k.sha256))
+            .chain(
+                (self.access.clients.iter().enumerate())
+                    .map(|(i, c)| (format!("access.clients[{i}].cert_sha256"), &c.cert_sha256)),
+            );
+        for (field, digest) in digests {
+            if !is_digest(digest) {
+                return refuse(format!(
+                    "{field}: not a SHA-256 in lower-case hex (64 characters); give the digest of the credential, never the credential itself"
+                ));
+            }
+            if let Some(first) = seen.insert(digest, field.clone()) {
+                return refuse(format!(
+                    "{field}: the same credential as {first}; one credential has one name and role"
+                ));
+            }
+        }
+        let client_ca = self.tls.as_ref().and_then(|t| t.client_ca.as_ref());
+        if !self.access.clients.is_empty() && client_ca.is_none() {
+            return refuse(
+                "access.clients: client certificates are verified against tls.client_ca, which is not configured; no client could present one".into(),
+            );
+        }
+        if self.tls.as_ref().is_some_and(|t| t.client_auth_optional) && client_ca.is_none() {
+            return refuse(
+                "tls.client_auth_optional: applies to client certificates, which need tls.client_ca".into(),
+            );
+        }
+        if self.consent.subject_key_file == self.decisions.input_key_file {
+            return refuse(format!(
+                "decisions.input_key_file: {} is also consent.subject_key_file; each key has one use",
+                self.decisions.input_key_file.display()
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -602,6 +650,7 @@ impl Config {
                 )));
             }
         }
+        self.check_access()?;
         for name in &self.fairness.attributes {
             crate::monitor::check_name(name)
                 .map_err(|e| ConfigError::setting(format!("fairness.attributes: {e}")))?;
@@ -708,6 +757,29 @@ mod tests {
                 ("database_max_mb = 0", "database_max_mb"),
                 ("fairness.window_secs = 0", "fairness.window_secs"),
                 ("decisions.cache_max_bytes = 0", "decisions.cache_max_bytes"),
+                (
+                    r#"access.api_keys = [{ name = "a", role = "admin", sha256 = "key-itself" }]"#,
+                    "access.api_keys[0].sha256",
+                ),
+                (
+                    &format!(
+                        r#"access.api_keys = [{{ name = "a", role = "admin", sha256 = "{d}" }}, {{ name = "b", role = "scorer", sha256 = "{d}" }}]"#,
+                        d = "ab".repeat(32)
+                    ),
+                    "access.api_keys[1].sha256",
+                ),
+                (
+                    &format!(
+                        r#"access.clients = [{{ name = "dsp", role = "scorer", cert_sha256 = "{}" }}]"#,
+                        "ab".repeat(32)
+                    ),
+                    "access.clients",
+                ),
+                (
+                    r#"consent.subject_key_file = "k"
+decisions.input_key_file = "k""#,
+                    "decisions.input_key_file",
+                ),
                 (
                     "decisions.min_segment_size = 1",
                     "decisions.min_segment_size",
