@@ -334,6 +334,16 @@ impl Ensemble {
 
     /// Sets every node's cover to the number of `rows` (row-major) that reach
     /// it: shap's own fallback when a model carries no covers.
+    ///
+    /// Where the graph shares a node among parents (a categorical split
+    /// expanded into a chain of `BRANCH_EQ` nodes, see [`reroot`]), each
+    /// copy of the shared part is weighted as the native model's one node
+    /// is: a split's shares are those of all rows reaching the graph's node
+    /// (from any parent), and a copy's cover is its parent's times its
+    /// share. Path-dependent TreeSHAP is multilinear in each feature's
+    /// fractions along a path, so the chain's copies then add up to the
+    /// native split's attributions exactly; counted per copy instead, each
+    /// copy saw only its own category's rows.
     pub fn cover_from_rows(&mut self, rows: &[f32]) {
         for tree in &mut self.trees {
             for node in &mut tree.nodes {
@@ -348,6 +358,40 @@ impl Ensemble {
                         None => break,
                     }
                 }
+            }
+            let mut ids = std::collections::HashSet::new();
+            if tree
+                .nodes
+                .iter()
+                .filter(|n| n.split.is_some())
+                .all(|n| ids.insert(n.id))
+            {
+                continue;
+            }
+            // Rows reaching each graph node, and each of its branches.
+            let mut reached: HashMap<i64, [f64; 3]> = HashMap::new();
+            for node in &tree.nodes {
+                if let Some(s) = &node.split {
+                    let r = reached.entry(node.id).or_default();
+                    r[0] += node.cover;
+                    r[1] += tree.nodes[s.yes].cover;
+                    r[2] += tree.nodes[s.no].cover;
+                }
+            }
+            // Nodes are in depth-first order: parents before children.
+            for at in 0..tree.nodes.len() {
+                let Some(s) = tree.nodes[at].split.clone() else {
+                    continue;
+                };
+                let [all, yes, no] = reached[&tree.nodes[at].id];
+                let (yes, no) = if all > 0.0 {
+                    (yes / all, no / all)
+                } else {
+                    (0.5, 0.5)
+                };
+                let cover = tree.nodes[at].cover;
+                tree.nodes[s.yes].cover = cover * yes;
+                tree.nodes[s.no].cover = cover * no;
             }
         }
     }
@@ -1034,6 +1078,98 @@ mod tests {
             refused.contains("node 3 is reached from several parents"),
             "{refused}"
         );
+    }
+
+    /// A categorical split as the native model holds it (one MEMBER node)
+    /// and as converters write it (a chain of EQ nodes sharing the in-set
+    /// subtree) explain every row alike when covers come from rows: the
+    /// shared subtree's copies are weighted by all rows in the set, as the
+    /// native node's one subtree is.
+    #[test]
+    fn an_expanded_categorical_split_explains_as_the_native_split() {
+        let node = |split: Option<Split>, id| Node {
+            split,
+            cover: 0.0,
+            id,
+        };
+        let split = |feature, threshold, mode, yes, no| {
+            Some(Split {
+                feature,
+                threshold,
+                mode,
+                missing_tracks_true: false,
+                yes,
+                no,
+            })
+        };
+        // x0 in {1, 2, 3} leads to a split on x1 (leaves 5.0 / -1.0), else
+        // a split on x2 (leaves 2.0 / 0.5).
+        let native = Tree {
+            id: 0,
+            nodes: vec![
+                node(
+                    split(
+                        0,
+                        0.0,
+                        Mode::Member(MemberSet::new(vec![1.0, 2.0, 3.0])),
+                        1,
+                        4,
+                    ),
+                    0,
+                ),
+                node(split(1, 0.5, Mode::Leq, 2, 3), 1),
+                node(None, 2),
+                node(None, 3),
+                node(split(2, 0.5, Mode::Leq, 5, 6), 4),
+                node(None, 5),
+                node(None, 6),
+            ],
+            values: vec![0.0, 0.0, 5.0, -1.0, 0.0, 2.0, 0.5],
+        };
+        let chain = Tree {
+            id: 0,
+            nodes: vec![
+                node(split(0, 1.0, Mode::Eq, 3, 1), 0),
+                node(split(0, 2.0, Mode::Eq, 3, 2), 1),
+                node(split(0, 3.0, Mode::Eq, 3, 6), 2),
+                node(split(1, 0.5, Mode::Leq, 4, 5), 3),
+                node(None, 4),
+                node(None, 5),
+                node(split(2, 0.5, Mode::Leq, 7, 8), 6),
+                node(None, 7),
+                node(None, 8),
+            ],
+            values: vec![0.0, 0.0, 0.0, 0.0, 5.0, -1.0, 0.0, 2.0, 0.5],
+        };
+        // Categories 0..=4, unevenly, with x1 and x2 varying within them and
+        // x1's share differing by category (the per-category covers differ).
+        let rows: Vec<f32> = (0..60)
+            .flat_map(|i| {
+                let category = [1.0, 1.0, 1.0, 2.0, 3.0, 3.0, 0.0, 4.0, 4.0, 0.0][i % 10];
+                let x1 = [1.0, 1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0][i % 10];
+                [category, x1, (i % 4 == 1) as u8 as f32]
+            })
+            .collect();
+        let explainer = |tree: &Tree| {
+            let mut ensemble = Ensemble {
+                trees: vec![reroot(tree, 0, 1).unwrap()],
+                outputs: 1,
+                base: vec![0.0],
+                average: false,
+                post_transform: PostTransform::None,
+                width: 3,
+            };
+            ensemble.cover_from_rows(&rows);
+            super::super::treeshap::PathDependent::new(ensemble)
+        };
+        let (native, chain) = (explainer(&native), explainer(&chain));
+        for row in rows.chunks(3).take(10) {
+            let (n, c) = (native.explain(row), chain.explain(row));
+            assert!((n.expected[0] - c.expected[0]).abs() < 1e-12);
+            for (a, b) in n.phi.iter().zip(&c.phi) {
+                assert!((a - b).abs() < 1e-12, "{row:?}: {:?} vs {:?}", n.phi, c.phi);
+            }
+        }
     }
 
     fn graph_margin(graph: &Tree, x: f32) -> f64 {
