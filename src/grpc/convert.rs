@@ -178,6 +178,11 @@ pub(super) const MAX_ID_BYTES: usize = 256;
 /// caller write lines of its own into a consumer's explanation.
 pub(super) fn identifier(field: &str, value: String) -> Result<String, Error> {
     let value = text(field, value, MAX_ID_BYTES, "an identifier")?;
+    if !value.is_empty() && value.trim().is_empty() {
+        return Err(Error::InvalidArgument(format!(
+            "{field}: holds only spaces; give the identifier, or leave it empty"
+        )));
+    }
     if let Some((at, c)) = value.char_indices().find(|(_, c)| c.is_control()) {
         return Err(Error::InvalidArgument(format!(
             "{field}: holds the control character U+{:04X} at byte {at}; an identifier is printable text",
@@ -803,5 +808,13 @@ mod tests {
             "context.campaign_id: holds the control character U+000A at byte 6; an identifier is printable text"
         );
         identifier("context.ad_id", "Frühling <b>2026</b>".into()).unwrap();
+        // Spaces alone name nobody: a subject "   " would be one person
+        // for every caller who forgot the id.
+        let m = refused(identifier("subject_id", "   ".into()));
+        assert_eq!(
+            m,
+            "subject_id: holds only spaces; give the identifier, or leave it empty"
+        );
+        identifier("subject_id", String::new()).unwrap();
     }
 }
