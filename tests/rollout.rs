@@ -387,6 +387,28 @@ async fn shadow_outputs_are_recorded_never_returned() {
         .contribution;
     assert!((top.live_mean_abs - phi.abs()).abs() < 1e-9);
     assert!(drift.features.iter().any(|f| f.rank_change != 0));
+    // "canary" names the canary, as in scoring; this rollout has none. A
+    // time before 1970 is no time to start from.
+    for (candidate, since, code, says) in [
+        (
+            "canary",
+            0,
+            Code::NotFound,
+            "candidate: caravan-lgbm has no canary",
+        ),
+        ("1.1.0", -5, Code::InvalidArgument, "since_unix_ms: -5"),
+    ] {
+        let e = client
+            .attribution_drift(pb::AttributionDriftRequest {
+                model: MODEL.into(),
+                candidate: candidate.into(),
+                since_unix_ms: since,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), code, "{e:?}");
+        assert!(e.message().starts_with(says), "{e:?}");
+    }
 
     // A version in use cannot be unloaded.
     let refused = client

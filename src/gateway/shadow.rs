@@ -11,8 +11,6 @@ use std::sync::{Arc, Weak};
 
 use tokio::sync::mpsc;
 
-use semver::Version;
-
 use super::{Decision, Gateway, ModelIdentity, attribute::Urgency};
 use crate::{
     decisions::{
@@ -193,11 +191,25 @@ impl Gateway {
     pub async fn attribution_drift(
         &self,
         model: &str,
-        candidate: &Version,
+        candidate: &VersionRef,
         since_ms: i64,
     ) -> Result<DriftReport, Error> {
         let registry = self.registry()?;
         let served = registry.model(model)?;
+        let candidate = match candidate {
+            VersionRef::Exact(v) => v,
+            VersionRef::Canary => served
+                .rollout
+                .canary
+                .as_ref()
+                .map(|c| &c.version)
+                .ok_or_else(|| Error::NotFound(format!("candidate: {model} has no canary")))?,
+            VersionRef::Production => {
+                return Err(Error::InvalidArgument(
+                    "candidate: production is what the candidate is compared with; name a shadow or canary".into(),
+                ));
+            }
+        };
         if &served.default == candidate {
             return Err(Error::InvalidArgument(format!(
                 "candidate: {candidate} is {model}'s production version; name a shadow or canary"

@@ -14,7 +14,7 @@ use crate::{
     error::Error,
     gateway::{DriftReport, Gateway, Reloaded, RolloutChange},
     models::{
-        ModelVersions,
+        ModelVersions, VersionRef,
         rollout::{Canary, Rollout},
     },
     monitor::AttributeFairness,
@@ -216,7 +216,19 @@ impl AdminService for Admin {
         request: Request<pb::AttributionDriftRequest>,
     ) -> Result<Response<pb::AttributionDriftReport>, Status> {
         let r = request.into_inner();
-        let candidate = version("candidate", required("candidate", &r.candidate)?)?;
+        let candidate: VersionRef = required("candidate", &r.candidate)?.parse().map_err(|e| {
+            Error::InvalidArgument(format!(
+                "candidate: {:?} is neither a semantic version ({e}) nor \"canary\"",
+                r.candidate
+            ))
+        })?;
+        if r.since_unix_ms < 0 {
+            return Err(Error::InvalidArgument(format!(
+                "since_unix_ms: {} is before 1970; give 0 for every decision kept, or a time in Unix ms",
+                r.since_unix_ms
+            ))
+            .into());
+        }
         let report = self
             .gateway
             .attribution_drift(required("model", &r.model)?, &candidate, r.since_unix_ms)
