@@ -262,6 +262,26 @@ fn audit_refuses_group_columns_the_model_sees() {
         "{err}"
     );
 
+    // One attribute audited twice, or the outcome taken for a group.
+    let twice = candor(&[
+        "audit",
+        "--model",
+        &logreg,
+        "--group-column",
+        "age_band",
+        "--group-column",
+        "age_band",
+        "--attribution-rows",
+        "0",
+    ]);
+    assert!(!twice.status.success());
+    let err = String::from_utf8_lossy(&twice.stderr);
+    assert!(err.contains("\"age_band\" is named twice"), "{err}");
+    let label = run("Purchase");
+    assert!(!label.status.success());
+    let err = String::from_utf8_lossy(&label.stderr);
+    assert!(err.contains("\"Purchase\" is the label column"), "{err}");
+
     let out = run("age_band:MINKGEM");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -296,6 +316,33 @@ fn a_failed_threshold_fails_the_command_and_names_the_gap() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("four-fifths rule NOT met"), "{text}");
     assert!(text.contains("is below the declared minimum 0.8"), "{text}");
+}
+
+/// A label column written from a float column (pandas' 0.0 / 1.0) is the
+/// same labels.
+#[test]
+fn labels_written_as_floats_are_the_same_labels() {
+    runtime::init(&ort_lib()).unwrap();
+    let package = ModelPackage::load(&repo_root().join("models/caravan-logreg/1.0.0"), 1).unwrap();
+    let mut options = AuditOptions::declared(&package).unwrap();
+    let as_ints = audit::run(&package, &options).unwrap();
+    let text = std::fs::read_to_string(&options.data).unwrap();
+    let mut lines = text.lines();
+    let header = lines.next().unwrap();
+    let at = header.split(',').position(|c| c == "Purchase").unwrap();
+    let floats: Vec<String> = std::iter::once(header.to_owned())
+        .chain(lines.map(|line| {
+            let mut fields: Vec<String> = line.split(',').map(str::to_owned).collect();
+            fields[at] = format!("{}.0", fields[at]);
+            fields.join(",")
+        }))
+        .collect();
+    let tmp = tempfile::tempdir().unwrap();
+    options.data = tmp.path().join("audit.csv");
+    std::fs::write(&options.data, floats.join("\n") + "\n").unwrap();
+    let as_floats = audit::run(&package, &options).unwrap();
+    assert_eq!(as_floats.overall, as_ints.overall);
+    assert_eq!(as_floats.attributes, as_ints.attributes);
 }
 
 #[test]

@@ -90,9 +90,10 @@ pub fn read(
             out.push(cell.to_owned());
         }
         if let (Some(i), Some(out), Some(name)) = (label_at, labels.as_mut(), label) {
+            // A label column written from a float column reads 0.0 / 1.0.
             out.push(match record[i].trim() {
-                "1" => true,
-                "0" => false,
+                "1" | "1.0" => true,
+                "0" | "0.0" => false,
                 other => {
                     return Err(AuditError::data(
                         path,

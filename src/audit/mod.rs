@@ -59,6 +59,12 @@ pub enum AuditError {
     },
     #[error("{0:?} is not a model input")]
     UnknownInput(String),
+    #[error("group column {0:?} is named twice; audit each attribute once")]
+    GroupTwice(String),
+    #[error(
+        "group column {0:?} is the label column; a group is who someone is, the label what they did"
+    )]
+    GroupIsLabel(String),
     #[error("the model declares no decision threshold (model.output.decision_threshold)")]
     NoThreshold,
     #[error("the package declares no fairness audit ([fairness] in its manifest)")]
@@ -239,7 +245,7 @@ pub fn run(package: &ModelPackage, options: &AuditOptions) -> Result<Report, Aud
         .output
         .decision_threshold
         .ok_or(AuditError::NoThreshold)?;
-    check_audit_only(package, &options.groups)?;
+    check_audit_only(package, &options.groups, options.label_column.as_deref())?;
     let data = data::read(
         &options.data,
         &package.schema,
@@ -301,11 +307,21 @@ pub fn run(package: &ModelPackage, options: &AuditOptions) -> Result<Report, Aud
 }
 
 /// Refuses group columns the model sees, unless declared as a band.
-fn check_audit_only(package: &ModelPackage, groups: &[GroupColumn]) -> Result<(), AuditError> {
+fn check_audit_only(
+    package: &ModelPackage,
+    groups: &[GroupColumn],
+    label: Option<&str>,
+) -> Result<(), AuditError> {
     let is_input = |name: &str| package.schema.columns().iter().any(|f| f.name == name);
-    for g in groups {
+    for (i, g) in groups.iter().enumerate() {
         if is_input(&g.column) {
             return Err(AuditError::GroupIsInput(g.column.clone()));
+        }
+        if groups[..i].iter().any(|earlier| earlier.column == g.column) {
+            return Err(AuditError::GroupTwice(g.column.clone()));
+        }
+        if label == Some(g.column.as_str()) {
+            return Err(AuditError::GroupIsLabel(g.column.clone()));
         }
         if let Some(input) = &g.bands
             && !is_input(input)
