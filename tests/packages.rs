@@ -217,6 +217,13 @@ fn broken_packages_are_refused_naming_file_and_field() {
             None,
             "covers sidecar: no cover for tree",
         ),
+        (
+            "covers that do not add up",
+            |p| edit(&p.join("covers.csv"), "0,0,3737", "0,0,4000"),
+            "model.onnx",
+            None,
+            "tree 0 node 0 has cover 4000 but its children",
+        ),
     ];
     for (what, breakage, file, field, needle) in cases {
         let tmp = tempfile::tempdir().unwrap();

@@ -328,6 +328,26 @@ impl Ensemble {
                     .get(&(tree.id, node.id))
                     .ok_or_else(|| format!("no cover for tree {} node {}", tree.id, node.id))?;
             }
+            // Covers count training rows: every row reaching a node goes on
+            // to one child. Covers that do not add up would weigh branches
+            // by numbers the model was not trained on.
+            if tree.nodes[0].cover <= 0.0 {
+                return Err(format!(
+                    "tree {} node {} is the root and has cover {}; it must count the training rows",
+                    tree.id, tree.nodes[0].id, tree.nodes[0].cover
+                ));
+            }
+            for node in &tree.nodes {
+                if let Some(s) = &node.split {
+                    let (yes, no) = (tree.nodes[s.yes].cover, tree.nodes[s.no].cover);
+                    if (node.cover - (yes + no)).abs() > COVER_SUM_TOLERANCE * node.cover.max(1.0) {
+                        return Err(format!(
+                            "tree {} node {} has cover {} but its children {} and {} ({yes} + {no}); covers must add up",
+                            tree.id, node.id, node.cover, tree.nodes[s.yes].id, tree.nodes[s.no].id
+                        ));
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -937,6 +957,10 @@ pub(super) fn operator_on_input<'g>(
     }
     Ok(node)
 }
+
+/// How far, relative to it, a node's cover may differ from the sum of its
+/// children's: exporters write float32 sums of hessians (XGBoost).
+const COVER_SUM_TOLERANCE: f64 = 1e-4;
 
 /// The most nodes one tree may expand to (see [`reroot`]).
 const MAX_TREE_NODES: usize = 1 << 20;
