@@ -913,6 +913,20 @@ async fn a_production_version_that_does_not_load_is_not_replaced() {
     set_rollout(&server, "1.0.0", "", 0.0, &[]).await.unwrap();
     let served = scoring.score(caravan_request()).await.unwrap().into_inner();
     assert_eq!(served.decision.unwrap().model.unwrap().version, "1.0.0");
+
+    // A rollout file that no longer reads leaves the rollout in effect,
+    // and GetRollout shows that rollout and why the file does not read.
+    std::fs::write(models.join(MODEL).join("rollout.toml"), "production = [").unwrap();
+    let rollout = admin(&server)
+        .await
+        .get_rollout(pb::GetRolloutRequest {
+            model: MODEL.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rollout.production, "1.0.0");
+    assert!(rollout.file_problem.contains("rollout.toml"), "{rollout:?}");
     server.stop().await;
 }
 

@@ -94,6 +94,7 @@ fn rollout(model: &str, served: &ModelVersions, file: &Rollout) -> pb::Rollout {
         shadows: r.shadows.iter().map(Version::to_string).collect(),
         unloaded: file.unloaded.iter().map(Version::to_string).collect(),
         loaded: served.versions.keys().map(Version::to_string).collect(),
+        file_problem: String::new(),
     }
 }
 
@@ -157,8 +158,17 @@ impl Admin {
     fn rollout_of(&self, model: &str) -> Result<pb::Rollout, Error> {
         let registry = self.gateway.registry()?;
         let served = registry.model(model)?;
-        let file = Rollout::read(&self.gateway.config().models_dir.join(model))?;
-        Ok(rollout(model, served, &file))
+        // An unreadable file leaves the rollout read before in effect:
+        // that is what operators need to see, with why the file is not.
+        Ok(
+            match Rollout::read(&self.gateway.config().models_dir.join(model)) {
+                Ok(file) => rollout(model, served, &file),
+                Err(e) => pb::Rollout {
+                    file_problem: e.to_string(),
+                    ..rollout(model, served, &Rollout::default())
+                },
+            },
+        )
     }
 }
 
