@@ -372,7 +372,11 @@ impl Registry {
                 if versions.contains_key(&c.version) {
                     rollout.canary = Some(c);
                 } else {
-                    missing("canary.version", &c.version, "entry ignored");
+                    missing(
+                        "canary.version",
+                        &c.version,
+                        "no canary until it loads; then it takes its share, as rollout.toml says",
+                    );
                 }
             }
             let shadows = std::mem::take(&mut rollout.shadows);
@@ -380,7 +384,11 @@ impl Registry {
                 if versions.contains_key(&v) {
                     rollout.shadows.push(v);
                 } else {
-                    missing("shadows", &v, "entry ignored");
+                    missing(
+                        "shadows",
+                        &v,
+                        "not shadowing until it loads; then it shadows, as rollout.toml says",
+                    );
                 }
             }
             let default = rollout
