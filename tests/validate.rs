@@ -174,6 +174,17 @@ fn an_audit_with_nothing_to_compare_fails_the_gate() {
         "{line}"
     );
 
+    // Nor does a threshold below every score, which selects everyone.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = copy_package("caravan-logreg/1.0.0", &tmp.path().join("models"));
+    edit(
+        &dir.join("manifest.toml"),
+        "decision_threshold = 0.09672",
+        "decision_threshold = -0.1",
+    );
+    let line = fairness_failure(&dir);
+    assert!(line.contains("age_band: every row is selected"), "{line}");
+
     let tmp = tempfile::tempdir().unwrap();
     let dir = copy_package("caravan-logreg/1.0.0", &tmp.path().join("models"));
     let audit = dir.join("audit.csv");

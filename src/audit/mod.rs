@@ -475,6 +475,14 @@ fn audit_attribute(
                 "no row is selected (no score reaches the decision threshold; the scores run from {least:.4} to {most:.4}): the disparate-impact ratio is undefined"
             ));
         }
+        // Parity by construction, like nobody selected: a threshold at or
+        // below every score shows everyone the ad, and passes any audit.
+        Some(_) if selected.iter().all(|&s| s) => {
+            let least = scores.iter().copied().fold(f64::INFINITY, f64::min);
+            findings.push(format!(
+                "every row is selected (the decision threshold is at or below every score, the lowest {least:.4}): the selection rates cannot differ, so they show nothing"
+            ));
+        }
         Some(r) if r < g.min_disparate_impact => findings.push(format!(
             "disparate-impact ratio {r:.3} is below the declared minimum {}",
             g.min_disparate_impact
