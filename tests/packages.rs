@@ -521,6 +521,54 @@ fn the_model_card_says_where_the_tree_covers_come_from() {
     assert!(!routed.contains("training distribution"), "{routed}");
 }
 
+/// The gate runs once on bytes it refused: a reload (each rollout change
+/// or watched file event) reports the refusal again without running the
+/// audit again, and runs it when the package changes.
+#[test]
+fn a_refused_package_is_gated_again_only_when_it_changes() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    runtime::init(&ort_lib()).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let models = tmp.path().join("models");
+    copy_package("caravan-lgbm/1.0.0", &models);
+    let refused = copy_package("caravan-logreg/1.0.0", &models);
+    let runs = AtomicUsize::new(0);
+    let gate = |dir: &Path| -> Result<(), String> {
+        if dir.starts_with(&refused) {
+            runs.fetch_add(1, Ordering::SeqCst);
+            return Err("fairness_thresholds: below the declared minimum".into());
+        }
+        Ok(())
+    };
+    let load = |previous: Option<&Registry>| {
+        let (registry, failed) = Registry::load_dir(&models, 1, previous, Some(&gate)).unwrap();
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        assert!(
+            failed[0].to_string().contains("fairness_thresholds"),
+            "{failed:?}"
+        );
+        registry
+    };
+    let first = load(None);
+    let second = load(Some(&first));
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "the same bytes were gated again"
+    );
+    edit(
+        &refused.join("manifest.toml"),
+        "owner = ",
+        "# edited\nowner = ",
+    );
+    load(Some(&second));
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        2,
+        "changed bytes were not gated"
+    );
+}
+
 /// What serves keeps serving across a reload: a version edited into
 /// something that no longer loads, a removed folder, an unreadable
 /// `rollout.toml` moves no traffic, and each is reported.

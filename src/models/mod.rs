@@ -131,6 +131,9 @@ pub struct Registry {
     /// Each loaded package folder's content hash, so a reload keeps the
     /// packages that did not change (and their ONNX Runtime sessions).
     fingerprints: HashMap<PathBuf, String>,
+    /// Each refused package folder's content hash and refusal, so a reload
+    /// does not run the gate again on bytes it already refused.
+    refused: HashMap<PathBuf, (String, PackageError)>,
 }
 
 /// Decides whether a package that was not served before may be deployed;
@@ -160,6 +163,7 @@ impl Registry {
         let mut packages = Vec::new();
         let mut rollouts = BTreeMap::new();
         let mut fingerprints = HashMap::new();
+        let mut refused = HashMap::new();
         let mut failed = Vec::new();
         // Each model folder's rollout as read (or kept), by model name.
         let mut read_rollouts: HashMap<String, Rollout> = HashMap::new();
@@ -192,9 +196,14 @@ impl Registry {
                     }
                 };
                 let kept = previous.and_then(|p| p.unchanged(&version_dir, &fingerprint));
-                let package = match kept {
-                    Some(p) => Ok(p),
-                    None => gate
+                let refused_before = previous
+                    .and_then(|p| p.refused.get(&version_dir))
+                    .filter(|(f, _)| *f == fingerprint)
+                    .map(|(_, e)| e.clone());
+                let package = match (kept, refused_before) {
+                    (Some(p), _) => Ok(p),
+                    (None, Some(e)) => Err(e),
+                    (None, None) => gate
                         .map_or(Ok(()), |gate| gate(&version_dir))
                         .map_err(|report| PackageError {
                             file: version_dir.clone(),
@@ -211,7 +220,10 @@ impl Registry {
                         fingerprints.insert(version_dir, fingerprint);
                         packages.push(p);
                     }
-                    Err(e) => failed.push(e),
+                    Err(e) => {
+                        refused.insert(version_dir, (fingerprint, e.clone()));
+                        failed.push(e);
+                    }
                 }
             }
         }
@@ -230,6 +242,7 @@ impl Registry {
         }
         let mut registry = Self::from_packages(packages, rollouts, &mut failed)?;
         registry.fingerprints = fingerprints;
+        registry.refused = refused;
         Ok((registry, failed))
     }
 
@@ -408,6 +421,7 @@ impl Registry {
         Ok(Self {
             models,
             fingerprints: HashMap::new(),
+            refused: HashMap::new(),
         })
     }
 
