@@ -229,11 +229,23 @@ struct ConfigFlags {
     metrics_listen: Option<String>,
 }
 
+/// Where the client commands reach the gateway.
 #[derive(Debug, Args)]
-struct ScoreArgs {
-    /// Gateway address.
+struct GatewayArgs {
+    /// Gateway address: http://HOST:PORT, or https://HOST:PORT for a
+    /// gateway serving TLS.
     #[arg(long, env = "CANDOR_ADDR", default_value = "http://127.0.0.1:50051")]
     addr: String,
+    /// With an https:// address: the CA certificate (PEM) that signed the
+    /// gateway's; without it, the public web PKI's roots.
+    #[arg(long)]
+    ca_cert: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct ScoreArgs {
+    #[command(flatten)]
+    gateway: GatewayArgs,
     /// Model name, optionally with a version: `caravan-lgbm` or `caravan-lgbm@1.1.0`.
     #[arg(long)]
     model: String,
@@ -277,9 +289,8 @@ struct ScoreArgs {
 struct WhyArgs {
     /// The decision id a Score response returned.
     decision_id: String,
-    /// Gateway address.
-    #[arg(long, env = "CANDOR_ADDR", default_value = "http://127.0.0.1:50051")]
-    addr: String,
+    #[command(flatten)]
+    gateway: GatewayArgs,
     /// Who reads it.
     #[arg(long, value_parser = ["consumer", "support", "engineer"], default_value = "consumer")]
     audience: String,
@@ -488,7 +499,7 @@ fn score(args: ScoreArgs) -> anyhow::Result<ExitCode> {
         },
         token: args.token,
     };
-    let output = with_gateway(&args.addr, |channel| async move {
+    let output = with_gateway(&args.gateway, call.token.is_some(), |channel| async move {
         grpc::client::score(channel, &call).await
     })?;
     print(&serde_json::to_string_pretty(&output)?)
@@ -502,9 +513,11 @@ fn why(args: WhyArgs) -> anyhow::Result<ExitCode> {
         token: args.token,
         reason: args.reason,
     };
-    let (json, text) = with_gateway(&args.addr, |channel| async move {
-        grpc::client::why(channel, &request).await
-    })?;
+    let (json, text) = with_gateway(
+        &args.gateway,
+        request.token.is_some(),
+        |channel| async move { grpc::client::why(channel, &request).await },
+    )?;
     if args.json {
         print(&serde_json::to_string_pretty(&json)?)
     } else {
@@ -512,20 +525,51 @@ fn why(args: WhyArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Connects to the gateway at `addr` and runs one call on a small runtime.
+/// Connects to the gateway and runs one call on a small runtime; a
+/// credential is about to be sent when `credential`.
 fn with_gateway<T, F>(
-    addr: &str,
+    gateway: &GatewayArgs,
+    credential: bool,
     call: impl FnOnce(tonic::transport::Channel) -> F,
 ) -> anyhow::Result<T>
 where
     F: std::future::Future<Output = Result<T, tonic::Status>>,
 {
+    let addr = &gateway.addr;
+    let mut endpoint = tonic::transport::Endpoint::from_shared(addr.to_owned())
+        .with_context(|| format!("bad --addr {addr:?}"))?;
+    let uri = endpoint.uri().clone();
+    if uri.scheme_str() == Some("https") {
+        let tls = tonic::transport::ClientTlsConfig::new();
+        let tls = match &gateway.ca_cert {
+            Some(path) => {
+                let pem = std::fs::read(path)
+                    .with_context(|| format!("--ca-cert {}: cannot read", path.display()))?;
+                tls.ca_certificate(tonic::transport::Certificate::from_pem(pem))
+            }
+            None => tls.with_webpki_roots(),
+        };
+        endpoint = endpoint
+            .tls_config(tls)
+            .with_context(|| format!("--addr {addr}: cannot set up TLS"))?;
+    } else if gateway.ca_cert.is_some() {
+        anyhow::bail!("--ca-cert: applies to an https:// --addr, not {addr}");
+    } else if credential
+        && !uri
+            .host()
+            .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
+            .and_then(|h| h.parse::<std::net::IpAddr>().ok())
+            .is_some_and(|ip| ip.is_loopback())
+        && uri.host() != Some("localhost")
+    {
+        eprintln!(
+            "warning: sending the credential in clear to {addr}; use an https:// address unless a TLS-terminating proxy is in between"
+        );
+    }
     let tokio = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     tokio.block_on(async {
-        let endpoint = tonic::transport::Endpoint::from_shared(addr.to_owned())
-            .with_context(|| format!("bad --addr {addr:?}"))?;
         let channel = crate::grpc::connect(endpoint)
             .await
             .with_context(|| format!("cannot reach the gateway at {addr}"))?;

@@ -196,6 +196,52 @@ async fn mutual_tls_authenticates_services_by_certificate() {
     assert!(foreign.is_err(), "{foreign:?}");
 }
 
+/// The client commands speak TLS to an https:// address, verifying the
+/// gateway against `--ca-cert` (else the public roots, which do not know
+/// this test CA).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_commands_speak_tls() {
+    let pki = Pki::new();
+    let mut config = test_config();
+    config.tls = Some(pki.server(false));
+    let server = TestServer::start_with(config).await;
+    let ca = pki.write("ca.pem", &pki.ca.pem());
+    let golden =
+        std::fs::read_to_string(repo_root().join("models/caravan-lgbm/1.0.0/golden.csv")).unwrap();
+    let row: String = golden
+        .lines()
+        .take(2)
+        .map(|l| l.rsplit_once(',').unwrap().0.to_owned() + "\n")
+        .collect();
+    let csv = pki.write("row.csv", &row);
+    let addr = format!("https://localhost:{}", server.addr.port());
+    let score = |ca: Option<&std::path::Path>| {
+        let mut args = vec![
+            "score".to_owned(),
+            "--addr".into(),
+            addr.clone(),
+            "--model".into(),
+            "caravan-lgbm".into(),
+            "--csv".into(),
+            csv.display().to_string(),
+        ];
+        if let Some(ca) = ca {
+            args.extend(["--ca-cert".into(), ca.display().to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        candor(&args)
+    };
+    let verified = score(Some(&ca));
+    assert!(
+        verified.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
+    assert!(String::from_utf8_lossy(&verified.stdout).contains("decision_id"));
+    let unknown_ca = score(None);
+    assert!(!unknown_ca.status.success());
+}
+
 #[tokio::test]
 async fn plaintext_and_open_access_are_refused_off_loopback_unless_allowed() {
     let mut config = test_config();
