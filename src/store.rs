@@ -133,6 +133,19 @@ pub fn load_or_create_key(path: &Path, setting: &'static str) -> Result<Vec<u8>,
             Err(e) => return Err(err(e.to_string())),
         }
     }
+    #[cfg(unix)]
+    if let Ok(meta) = std::fs::metadata(path) {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                path = %path.display(),
+                setting,
+                mode = format!("{mode:o}"),
+                "the key file is readable by other users; make it the gateway user's alone (chmod 600)"
+            );
+        }
+    }
     let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
     let key = hex::decode(text.trim()).map_err(|_| err("is not hex".into()))?;
     if key.len() < 32 {

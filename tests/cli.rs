@@ -117,7 +117,9 @@ fn spawn_server(
     let mut child = command.spawn().unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
     let mut addr = None;
+    let mut seen = Vec::new();
     while let Some(Ok(line)) = stderr.next() {
+        seen.push(line.clone());
         // `addr=…` in text logs, `"addr":"…"` in JSON ones.
         for key in ["addr=", "\"addr\":\""] {
             if let Some(at) = line.find(key) {
@@ -137,8 +139,38 @@ fn spawn_server(
         panic!("serve logs its address");
     };
     let addr = format!("http://{addr}");
-    let rest = std::thread::spawn(move || stderr.map_while(Result::ok).collect::<Vec<String>>());
+    let rest = std::thread::spawn(move || {
+        seen.extend(stderr.map_while(Result::ok));
+        seen
+    });
     (child, addr, rest)
+}
+
+/// Settings that start a gateway but would not do what was meant are
+/// named in its log: a key file others can read, and a retention for a
+/// model that is not loaded (a misspelt name keeps the default).
+#[tokio::test]
+async fn serve_warns_of_a_readable_key_and_a_retention_for_no_model() {
+    use std::os::unix::fs::PermissionsExt;
+    let data = tempfile::tempdir().unwrap();
+    let key = data.path().join("subject.key");
+    std::fs::write(&key, "ab".repeat(32)).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (mut child, _, log) = spawn_server(
+        data.path(),
+        &[("CANDOR_DECISIONS__MODEL_RETENTION_DAYS__CARAVAN-LGMB", "7")],
+    );
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    child.wait().unwrap();
+    let log = log.join().unwrap().join("\n");
+    assert!(
+        log.contains("the key file is readable by other users"),
+        "{log}"
+    );
+    assert!(
+        log.contains("decisions.model_retention_days names a model that is not loaded"),
+        "{log}"
+    );
 }
 
 #[tokio::test]

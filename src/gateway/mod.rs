@@ -336,6 +336,16 @@ impl Gateway {
             tracing::error!(error = %e, "model package not loaded; the other models serve");
         }
         let count: usize = registry.models().map(|(_, m)| m.versions.len()).sum();
+        // A retention for a model that is not here (a misspelt name) would
+        // never apply, and its decisions would keep the default.
+        for model in self.config.decisions.model_retention_days.keys() {
+            if registry.model(model).is_err() {
+                tracing::warn!(
+                    model,
+                    "decisions.model_retention_days names a model that is not loaded; its retention applies once it is"
+                );
+            }
+        }
         if count == 0 {
             // Health says SERVING (the folder was read), but every Score
             // will be NOT_FOUND until a package is deployed.
