@@ -161,16 +161,7 @@ async fn metrics_name_every_series_and_move_with_traffic() {
         .unwrap_err();
     assert_eq!(bad.code(), Code::NotFound);
     // A method this gateway does not have, counted under one label.
-    let mut grpc = tonic::client::Grpc::new(server.channel().await);
-    grpc.ready().await.unwrap();
-    let nope = grpc
-        .unary::<_, (), _>(
-            tonic::Request::new(()),
-            http::uri::PathAndQuery::from_static("/candor.v1.ScoringService/Nope"),
-            tonic_prost::ProstCodec::default(),
-        )
-        .await
-        .unwrap_err();
+    let nope = common::call_a_missing_method(server.channel().await).await;
     assert_eq!(nope.code(), Code::Unimplemented);
 
     let after = scrape(metrics_addr).await;

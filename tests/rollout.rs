@@ -515,12 +515,7 @@ async fn bad_rollouts_and_deploys_name_the_field() {
 
     // A package whose golden rows no longer reproduce fails the gate.
     let broken = stage_version(&models, "1.3.0");
-    let golden = broken.join("golden.csv");
-    let text = std::fs::read_to_string(&golden).unwrap();
-    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
-    let last = lines[1].rsplit_once(',').unwrap().0.to_owned();
-    lines[1] = format!("{last},0.987654");
-    std::fs::write(&golden, lines.join("\n") + "\n").unwrap();
+    common::break_first_golden(&broken);
     let refused = client
         .load_model(pb::ModelVersionRequest {
             model: MODEL.into(),
@@ -538,12 +533,9 @@ async fn bad_rollouts_and_deploys_name_the_field() {
     // A served version whose package broke the same way is not deployed
     // by the call either: the version loaded before keeps serving, and
     // the call says so instead of answering OK.
-    let served = models.join(MODEL).join("1.0.0").join("golden.csv");
-    let text = std::fs::read_to_string(&served).unwrap();
-    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
-    let last = lines[1].rsplit_once(',').unwrap().0.to_owned();
-    lines[1] = format!("{last},0.987654");
-    std::fs::write(&served, lines.join("\n") + "\n").unwrap();
+    let served = models.join(MODEL).join("1.0.0");
+    let golden = std::fs::read_to_string(served.join("golden.csv")).unwrap();
+    common::break_first_golden(&served);
     let kept = client
         .load_model(pb::ModelVersionRequest {
             model: MODEL.into(),
@@ -557,7 +549,7 @@ async fn bad_rollouts_and_deploys_name_the_field() {
             && kept.message().contains("keeps serving"),
         "{kept:?}"
     );
-    std::fs::write(&served, text).unwrap();
+    std::fs::write(served.join("golden.csv"), golden).unwrap();
     // The others still serve.
     assert_eq!(
         server

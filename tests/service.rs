@@ -84,16 +84,7 @@ async fn v1alpha_reflection_answers_and_unknown_methods_are_unimplemented() {
             .any(|s| s.name == "candor.v1.ScoringService")
     );
 
-    let mut grpc = tonic::client::Grpc::new(server.channel().await);
-    grpc.ready().await.unwrap();
-    let status = grpc
-        .unary::<_, (), _>(
-            tonic::Request::new(()),
-            http::uri::PathAndQuery::from_static("/candor.v1.ScoringService/Nope"),
-            tonic_prost::ProstCodec::default(),
-        )
-        .await
-        .unwrap_err();
+    let status = common::call_a_missing_method(server.channel().await).await;
     assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
     assert!(status.message().contains("/candor.v1.ScoringService/Nope"));
 }

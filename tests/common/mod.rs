@@ -339,6 +339,20 @@ pub fn candor(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// Calls `/candor.v1.ScoringService/Nope`, a method the gateway does not
+/// have, and returns the status it gets.
+pub async fn call_a_missing_method(channel: Channel) -> tonic::Status {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    grpc.unary::<_, (), _>(
+        tonic::Request::new(()),
+        http::uri::PathAndQuery::from_static("/candor.v1.ScoringService/Nope"),
+        tonic_prost::ProstCodec::default(),
+    )
+    .await
+    .unwrap_err()
+}
+
 /// Gives the package's first golden row a score its model does not produce.
 pub fn break_first_golden(package: &Path) {
     let path = package.join("golden.csv");
