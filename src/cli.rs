@@ -740,7 +740,7 @@ fn init_ort(ort_lib: Option<PathBuf>) -> anyhow::Result<()> {
 
 fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
     init_ort(args.ort_lib)?;
-    let package = ModelPackage::load(&args.model, 1)?;
+    let package = ModelPackage::load_to_audit(&args.model)?;
     let declared = audit::AuditOptions::declared(&package).ok();
     let data = match (args.data, &declared) {
         (Some(data), _) => data,

@@ -342,6 +342,16 @@ impl std::fmt::Display for ConfigError {
                     Kind::InvalidValue(actual, expected) => {
                         format!("expected {expected}, found another {}", kind_of(actual))
                     }
+                    Kind::UnknownVariant(_, expected) => {
+                        format!("expected {}", figment::error::OneOf(expected))
+                    }
+                    // A file that is not TOML: the parser quotes the line,
+                    // which may hold a key; its position and verdict do not.
+                    Kind::Message(m) => m
+                        .lines()
+                        .filter(|l| !l.trim_start().starts_with('|') && !is_quoted_line(l))
+                        .collect::<Vec<_>>()
+                        .join("; "),
                     other => other.to_string(),
                 };
                 let source = e
@@ -367,6 +377,13 @@ impl std::fmt::Display for ConfigError {
             .collect();
         f.write_str(&lines.join("\n"))
     }
+}
+
+/// A line of a file quoted in a parser's message: `12 | text`.
+fn is_quoted_line(line: &str) -> bool {
+    line.trim_start()
+        .split_once(" |")
+        .is_some_and(|(number, _)| !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// What kind of value was given, without the value.
@@ -422,7 +439,9 @@ impl Config {
                 "tls.client_auth_optional: applies to client certificates, which need tls.client_ca".into(),
             );
         }
-        if self.consent.subject_key_file == self.decisions.input_key_file {
+        let absolute =
+            |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
+        if absolute(&self.consent.subject_key_file) == absolute(&self.decisions.input_key_file) {
             return refuse(format!(
                 "decisions.input_key_file: {} is also consent.subject_key_file; each key has one use",
                 self.decisions.input_key_file.display()
@@ -851,6 +870,15 @@ decisions.input_key_file = "k""#,
                 .to_string();
             assert!(err.starts_with("log_format: "), "{err}");
             assert!(err.ends_with("(flag --log-format)"), "{err}");
+            assert!(!err.contains("xml"), "{err}");
+
+            // Not TOML at all: the position, not the line.
+            jail.create_file("candor.toml", "max_batch_rows = sk-live-SECRET")?;
+            let err = Config::load(Some("candor.toml".as_ref()), Flags::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("line 1"), "{err}");
+            assert!(!err.contains("SECRET"), "{err}");
             Ok(())
         });
     }

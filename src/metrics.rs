@@ -373,8 +373,19 @@ pub async fn serve(
         tokio::spawn(async move {
             let _place = place;
             let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(METRICS_HEADER_TIME)
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-            let _ = tokio::time::timeout(METRICS_CONNECTION_LIFE, connection).await;
+            let mut connection = std::pin::pin!(connection);
+            // At the end of its life a connection finishes the answer it is
+            // writing, then closes.
+            if tokio::time::timeout(METRICS_CONNECTION_LIFE, connection.as_mut())
+                .await
+                .is_err()
+            {
+                connection.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(METRICS_HEADER_TIME, connection).await;
+            }
         });
     }
 }
@@ -385,3 +396,6 @@ pub const METRICS_CONNECTIONS: usize = 64;
 /// How long a metrics connection may stay open, idle or not: a scraper
 /// reconnects.
 const METRICS_CONNECTION_LIFE: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long a request's head may take to arrive, as for the gRPC port's
+/// first bytes.
+const METRICS_HEADER_TIME: std::time::Duration = std::time::Duration::from_secs(10);

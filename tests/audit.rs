@@ -406,6 +406,24 @@ fn a_report_of_another_threshold_data_or_declaration_is_refused_at_load() {
             err.to_string().contains("rerun `candor audit --out`"),
             "{err}"
         );
+        // And that is how it is mended.
+        let dir_arg = dir.display().to_string();
+        let rerun = candor(&[
+            "audit",
+            "--model",
+            &dir_arg,
+            "--out",
+            &dir_arg,
+            "--attribution-rows",
+            "0",
+        ]);
+        if field != "fairness" {
+            assert!(
+                ModelPackage::load(&dir, 1).is_ok(),
+                "{field}: {}",
+                String::from_utf8_lossy(&rerun.stderr)
+            );
+        }
     }
 }
 

@@ -331,7 +331,8 @@ impl Ensemble {
             // Covers count training rows: every row reaching a node goes on
             // to one child. Covers that do not add up would weigh branches
             // by numbers the model was not trained on.
-            if tree.nodes[0].cover <= 0.0 {
+            // A one-leaf tree's root divides nothing; exporters give it 0.
+            if tree.nodes[0].split.is_some() && tree.nodes[0].cover <= 0.0 {
                 return Err(format!(
                     "tree {} node {} is the root and has cover {}; it must count the training rows",
                     tree.id, tree.nodes[0].id, tree.nodes[0].cover
@@ -1194,6 +1195,55 @@ mod tests {
                 assert!((a - b).abs() < 1e-12, "{row:?}: {:?} vs {:?}", n.phi, c.phi);
             }
         }
+    }
+
+    /// A one-leaf tree (LightGBM writes them where a class's tree cannot
+    /// split) has a root of cover 0 in the exporters' sidecars; it divides
+    /// nothing and is accepted. Covers that do not add up are not.
+    #[test]
+    fn covers_must_add_up_but_a_lone_leaf_may_cover_nothing() {
+        let leaf = |id| Node {
+            split: None,
+            cover: 0.0,
+            id,
+        };
+        let split = Node {
+            split: Some(Split {
+                feature: 0,
+                threshold: 0.5,
+                mode: Mode::Leq,
+                missing_tracks_true: false,
+                yes: 1,
+                no: 2,
+            }),
+            cover: 0.0,
+            id: 0,
+        };
+        let mut ensemble = Ensemble {
+            trees: vec![
+                Tree {
+                    id: 0,
+                    nodes: vec![leaf(0)],
+                    values: vec![0.3],
+                },
+                Tree {
+                    id: 1,
+                    nodes: vec![split, leaf(1), leaf(2)],
+                    values: vec![0.0, 1.0, -1.0],
+                },
+            ],
+            outputs: 1,
+            base: vec![0.0],
+            average: false,
+            post_transform: PostTransform::None,
+            width: 1,
+        };
+        let mut covers: HashMap<(i64, i64), f64> =
+            [((0, 0), 0.0), ((1, 0), 10.0), ((1, 1), 4.0), ((1, 2), 6.0)].into();
+        ensemble.set_covers(&covers).unwrap();
+        covers.insert((1, 0), 12.0);
+        let refused = ensemble.set_covers(&covers).unwrap_err();
+        assert!(refused.contains("tree 1 node 0 has cover 12"), "{refused}");
     }
 
     fn graph_margin(graph: &Tree, x: f32) -> f64 {

@@ -79,7 +79,7 @@ impl Gateway {
         let refusal = reloaded
             .refused
             .iter()
-            .find(|r| r.contains(&*dir.to_string_lossy()))
+            .find(|r| names_folder(r, &dir.to_string_lossy()))
             .cloned();
         let serving = self
             .registry()?
@@ -292,6 +292,17 @@ fn identities(registry: &Registry) -> impl Iterator<Item = ModelIdentity> + '_ {
         .flat_map(|(_, m)| m.versions.values().map(|p| p.identity.clone()))
 }
 
+/// Whether a refusal names the folder `dir`, or a file in it: "…/1.0.1"
+/// is not named by a refusal of "…/1.0.10".
+fn names_folder(refusal: &str, dir: &str) -> bool {
+    refusal.match_indices(dir).any(|(at, _)| {
+        matches!(
+            refusal[at + dir.len()..].chars().next(),
+            None | Some('/' | ':')
+        )
+    })
+}
+
 /// What a version does in its model's rollout, if anything.
 fn role_of(model: &ModelVersions, version: &Version) -> Option<&'static str> {
     if &model.default == version {
@@ -318,5 +329,19 @@ pub(super) fn deployment_gate(package: &std::path::Path) -> Result<(), String> {
         Ok(())
     } else {
         Err(report.failures())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_refusal_names_its_own_folder_only() {
+        let refusal = "/m/caravan/1.0.10/golden.csv: row 1's score differs";
+        assert!(super::names_folder(refusal, "/m/caravan/1.0.10"));
+        assert!(!super::names_folder(refusal, "/m/caravan/1.0.1"));
+        assert!(super::names_folder(
+            "/m/caravan/1.0.1: refused by the validation gate",
+            "/m/caravan/1.0.1"
+        ));
     }
 }

@@ -202,15 +202,30 @@ impl Registry {
                     .map(|(_, e)| e.clone());
                 let package = match (kept, refused_before) {
                     (Some(p), _) => Ok(p),
-                    (None, Some(e)) => Err(e),
-                    (None, None) => gate
-                        .map_or(Ok(()), |gate| gate(&version_dir))
-                        .map_err(|report| PackageError {
-                            file: version_dir.clone(),
-                            field: None,
-                            message: format!("refused by the validation gate: {report}"),
-                        })
-                        .and_then(|()| ModelPackage::load(&version_dir, slots).map(Arc::new)),
+                    (None, Some(e)) => {
+                        refused.insert(version_dir.clone(), (fingerprint.clone(), e.clone()));
+                        Err(e)
+                    }
+                    (None, None) => {
+                        match gate.map_or(Ok(()), |gate| gate(&version_dir)) {
+                            Err(report) => {
+                                // Only the gate's verdict on these bytes is
+                                // kept: a load that failed for want of memory
+                                // or descriptors is tried again next time.
+                                let refusal = PackageError {
+                                    file: version_dir.clone(),
+                                    field: None,
+                                    message: format!("refused by the validation gate: {report}"),
+                                };
+                                refused.insert(
+                                    version_dir.clone(),
+                                    (fingerprint.clone(), refusal.clone()),
+                                );
+                                Err(refusal)
+                            }
+                            Ok(()) => ModelPackage::load(&version_dir, slots).map(Arc::new),
+                        }
+                    }
                 };
                 match package {
                     Ok(p) => {
@@ -220,10 +235,7 @@ impl Registry {
                         fingerprints.insert(version_dir, fingerprint);
                         packages.push(p);
                     }
-                    Err(e) => {
-                        refused.insert(version_dir, (fingerprint, e.clone()));
-                        failed.push(e);
-                    }
+                    Err(e) => failed.push(e),
                 }
             }
         }
@@ -551,23 +563,34 @@ fn is_unloaded(rollout: &Rollout, version_dir: &Path) -> bool {
         .is_some_and(|v| rollout.unloaded.contains(&v))
 }
 
-/// SHA-256 over every file of a package folder, names and contents.
+/// SHA-256 over every file of a package folder and its subfolders (an
+/// audit data set may sit in one), paths and contents.
 fn fingerprint(dir: &Path) -> Result<String, PackageError> {
     let unreadable = |e: std::io::Error| PackageError {
         file: dir.to_path_buf(),
         field: None,
         message: format!("cannot read the package folder: {e}"),
     };
-    let mut files: Vec<PathBuf> = fs::read_dir(dir)
-        .map_err(unreadable)?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.is_file())
-        .collect();
+    let mut files: Vec<PathBuf> = Vec::new();
+    let mut folders = vec![dir.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        for entry in fs::read_dir(&folder)
+            .map_err(unreadable)?
+            .filter_map(Result::ok)
+        {
+            let path = entry.path();
+            if path.is_dir() {
+                folders.push(path);
+            } else if path.is_file() {
+                files.push(path);
+            }
+        }
+    }
     files.sort();
     let mut hasher = Sha256::new();
     for f in files {
-        hasher.update(f.file_name().map_or(&[][..], |n| n.as_encoded_bytes()));
+        let name = f.strip_prefix(dir).unwrap_or(&f);
+        hasher.update(name.as_os_str().as_encoded_bytes());
         hasher.update([0]);
         hasher.update(fs::read(&f).map_err(unreadable)?);
     }

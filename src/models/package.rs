@@ -192,6 +192,16 @@ impl fmt::Debug for ModelPackage {
 impl ModelPackage {
     /// Loads the package in `dir` with `slots` inference sessions.
     pub fn load(dir: &Path, slots: usize) -> Result<Self, PackageError> {
+        Self::load_with(dir, slots, true)
+    }
+
+    /// Loads the package to audit it: the committed report, which the audit
+    /// is about to replace, is neither read nor checked.
+    pub fn load_to_audit(dir: &Path) -> Result<Self, PackageError> {
+        Self::load_with(dir, 1, false)
+    }
+
+    fn load_with(dir: &Path, slots: usize, report: bool) -> Result<Self, PackageError> {
         let manifest_path = dir.join(MANIFEST_FILE);
         let manifest_toml = fs::read_to_string(&manifest_path)
             .map_err(|e| PackageError::new(&manifest_path, None, format!("cannot read: {e}")))?;
@@ -278,7 +288,11 @@ impl ModelPackage {
         } else {
             None
         };
-        let fairness = read_fairness(dir, &sha256, &manifest)?;
+        let fairness = if report {
+            read_fairness(dir, &sha256, &manifest)?
+        } else {
+            None
+        };
         let substitutes = background.substitutes(schema.columns());
         let special_categories = manifest.special_categories();
         Ok(Self {
@@ -727,7 +741,11 @@ fn stale_audit(
     }
     let data = dir.join(&declared.data);
     let data_now = fs::read(&data).map(|bytes| hex::encode(Sha256::digest(bytes)));
-    if report.data != declared.data || data_now.ok().as_deref() != Some(&report.data_sha256) {
+    // The report names the data set by its file name alone.
+    let named = Path::new(&declared.data)
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy() == report.data);
+    if !named || data_now.ok().as_deref() != Some(&report.data_sha256) {
         return Some((
             "data_sha256",
             format!(
