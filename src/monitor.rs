@@ -146,11 +146,11 @@ impl FairnessMonitor {
     /// attribute is refused rather than counted apart.
     pub fn unmonitored<'a>(
         &self,
-        audited: &[&str],
+        audited: &[String],
         attributes: &'a AuditAttributes,
     ) -> Option<&'a str> {
         attributes.0.keys().map(String::as_str).find(|name| {
-            !audited.contains(name) && !self.config.attributes.iter().any(|a| a == name)
+            !audited.iter().any(|a| a == name) && !self.config.attributes.iter().any(|a| a == name)
         })
     }
 

@@ -464,14 +464,8 @@ impl Gateway {
             // and a canary auditing another column must not refuse its
             // share of subjects what production takes.
             let registry = self.registry()?;
-            let versions = registry.model(package.name())?.versions.values();
-            let mut audited: Vec<&str> = versions
-                .flat_map(|p| p.manifest.fairness.iter())
-                .flat_map(|f| f.groups.iter().map(|g| g.column.as_str()))
-                .collect();
-            audited.sort_unstable();
-            audited.dedup();
-            if let Some(name) = self.fairness.unmonitored(&audited, &request.audit) {
+            let audited = &registry.model(package.name())?.audited;
+            if let Some(name) = self.fairness.unmonitored(audited, &request.audit) {
                 return Err(Error::InvalidArgument(format!(
                     "context.audit_attributes[{name:?}]: not monitored for {}; it counts the columns its manifests audit ({}) and fairness.attributes ({})",
                     package.name(),

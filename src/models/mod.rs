@@ -93,6 +93,10 @@ pub struct ModelVersions {
     pub default: Version,
     /// As in effect: every version it names is loaded.
     pub rollout: Rollout,
+    /// The audit columns any loaded version declares (`[[fairness.groups]]
+    /// column`), sorted: the attributes the fairness monitor counts for the
+    /// model, whichever version serves a request.
+    pub audited: Vec<String>,
 }
 
 impl ModelVersions {
@@ -421,12 +425,20 @@ impl Registry {
                 .clone()
                 .or(unloaded_production)
                 .unwrap_or_else(|| manifest_default(&packages));
+            let mut audited: Vec<String> = versions
+                .values()
+                .flat_map(|p| p.manifest.fairness.iter())
+                .flat_map(|f| f.groups.iter().map(|g| g.column.clone()))
+                .collect();
+            audited.sort_unstable();
+            audited.dedup();
             models.insert(
                 name,
                 ModelVersions {
                     versions,
                     default,
                     rollout,
+                    audited,
                 },
             );
         }
