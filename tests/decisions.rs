@@ -300,6 +300,48 @@ async fn an_export_explains_a_decision_whose_attributions_were_left_for_later() 
     );
 }
 
+/// An access export gives a copy of the data each decision's model saw
+/// (GDPR Art. 15(3)): every feature the person's data filled, with its value,
+/// description and data category; not the features the policy kept back,
+/// for which the model saw the population's average.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_access_export_gives_the_data_each_decision_used() {
+    let server = TestServer::start().await;
+    let mut request = caravan_request();
+    request.subject_id = "hana".into();
+    request.context.as_mut().unwrap().gpc = true;
+    let sent: std::collections::BTreeMap<String, f64> = request
+        .features
+        .iter()
+        .map(|f| match f.value.as_ref().and_then(|v| v.kind.clone()) {
+            Some(pb::feature_value::Kind::Number(x)) => (f.key.clone(), x),
+            Some(pb::feature_value::Kind::Integer(i)) => (f.key.clone(), i as f64),
+            other => panic!("{}: {other:?}", f.key),
+        })
+        .collect();
+    let d = server.score_one(request).await;
+    assert_eq!(d.tier, pb::Tier::Contextual as i32);
+    let masked = d.provenance.unwrap().masked_features;
+    assert!(!masked.is_empty());
+
+    let export = why(&server)
+        .await
+        .export_subject_data(export_request("hana", ""))
+        .await
+        .unwrap()
+        .into_inner();
+    let json: serde_json::Value = serde_json::from_str(&export.export_json).unwrap();
+    let used = json["decisions"][0]["data_used"].as_array().unwrap();
+    assert_eq!(used.len(), sent.len() - masked.len(), "{used:?}");
+    for f in used {
+        let name = f["feature"].as_str().unwrap();
+        assert!(!masked.iter().any(|m| m == name), "{name} was kept back");
+        assert_eq!(f["value"].as_f64(), Some(sent[name]), "{name}");
+        assert!(!f["description"].as_str().unwrap().is_empty(), "{f}");
+        assert!(f["data_category"].is_string(), "{f}");
+    }
+}
+
 /// `rows` decisions for `subject` in one ScoreBatch; their ids.
 async fn score_rows(server: &TestServer, subject: &str, rows: usize) -> Vec<String> {
     let features = caravan_request().features;

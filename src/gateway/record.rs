@@ -705,6 +705,61 @@ impl Gateway {
         })
     }
 
+    /// The person's data a decision's model saw, for their access export
+    /// (GDPR Art. 15(3)): each feature's value, with its description and
+    /// data category when the model's package is at hand. Features the
+    /// policy kept back are left out: the model saw their population
+    /// average, not the person's data. Null when no model ran (a refused
+    /// decision) or nothing of the inputs is kept.
+    fn data_used(&self, row: &DecisionRow, package: Option<&ModelPackage>) -> serde_json::Value {
+        let masked = &row.provenance.masked_features;
+        let values: Vec<(String, f64)> = match (&row.explanation, &row.inputs) {
+            (Some(e), _) => e
+                .features
+                .iter()
+                .filter(|f| !f.masked)
+                .map(|f| (f.name.clone(), f.value))
+                .collect(),
+            (None, Some(sealed)) => match self.cipher.open(&row.decision_id, sealed) {
+                Ok(row_values) => match package {
+                    Some(p) if row_values.len() == p.schema.width() => p
+                        .manifest
+                        .features
+                        .iter()
+                        .filter(|f| !masked.contains(&f.name))
+                        .filter_map(|f| {
+                            Some((f.name.clone(), f64::from(*row_values.get(f.position)?)))
+                        })
+                        .collect(),
+                    // Without the model's manifest the columns have no
+                    // names; the person still gets the values, in order.
+                    _ => {
+                        return serde_json::json!({
+                            "values_in_model_column_order": row_values.iter().map(|v| f64::from(*v)).collect::<Vec<_>>(),
+                        });
+                    }
+                },
+                Err(e) => return serde_json::json!({ "unreadable": e.to_string() }),
+            },
+            (None, None) => return serde_json::Value::Null,
+        };
+        let spec =
+            |name: &str| package.and_then(|p| p.manifest.features.iter().find(|f| f.name == name));
+        values
+            .into_iter()
+            .map(|(name, value)| {
+                let spec = spec(&name);
+                serde_json::json!({
+                    "feature": name,
+                    // A missing value is null.
+                    "value": value,
+                    "description": spec.map(|s| s.description.as_str()),
+                    "data_category": spec.map(|s| s.category.as_str()),
+                })
+            })
+            .collect()
+    }
+
     /// An export item's place in the export's order and its JSON.
     async fn export_item(
         &self,
@@ -758,6 +813,7 @@ impl Gateway {
                         // consumer view.
                         "masked_features": masked,
                         "masked_features_not_named": masked_unnamed,
+                        "data_used": self.data_used(row, package.as_deref()),
                         "why": {
                             "basis": view.basis,
                             "main_parameters": view.main_parameters,
