@@ -909,6 +909,66 @@ async fn withdrawing_or_refusing_sale_and_sharing_opts_out() {
     }
 }
 
+/// An erasure keeps a person's opt-out in force: without it their next
+/// request would be profiled again. Their consents go with the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_opt_out_outlives_the_persons_erasure() {
+    let server = server().await;
+    let mut scoring = server.scoring().await;
+    let mut consent = consent_client(server.channel().await);
+    consent
+        .record_consent(pb::RecordConsentRequest {
+            subject_id: "wes".into(),
+            purposes: vec![pb::PurposeChoice {
+                tcf_purpose: 1,
+                granted: true,
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    consent
+        .withdraw_consent(pb::WithdrawConsentRequest {
+            subject_id: "wes".into(),
+            tcf_purposes: vec![12],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let erased = consent
+        .erase_subject(pb::EraseSubjectRequest {
+            subject_id: "wes".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let kept: Vec<_> = erased
+        .kept
+        .iter()
+        .map(|p| (p.tcf_purpose, p.status.as_str()))
+        .collect();
+    assert_eq!(kept, [(12, "withdrawn")]);
+    let state = consent
+        .get_consent(pb::GetConsentRequest {
+            subject_id: "wes".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(state.purposes, erased.kept);
+    let verified = consent
+        .verify_ledger(pb::VerifyLedgerRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(verified.intact, "{:?}", verified.first_broken);
+
+    let d = score(&mut scoring, "caravan-lgbm", "wes", &ctx("US")).await;
+    assert_eq!(tier(&d), pb::Tier::Contextual);
+    assert!(fired(&d, "ledger.sale_sharing_opt_out"));
+}
+
 /// The US Privacy section (uspv1) inside a GPP string: its sale opt-out is
 /// honoured exactly as usnat's, and a malformed one is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,7 +15,7 @@
 use std::{collections::HashMap, sync::Arc};
 
 use hmac::{Hmac, Mac};
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -294,6 +294,9 @@ pub struct Erasure {
     pub records_erased: u64,
     pub decisions_erased: u64,
     pub tombstone: LedgerRef,
+    /// The person's refusals, withdrawals and objections, kept so that they
+    /// go on holding.
+    pub kept: Vec<PurposeState>,
 }
 
 /// Bytes each of the ledger's two caches may hold (approximately: keys,
@@ -604,7 +607,8 @@ impl Ledger {
     }
 
     /// Removes a subject's content and pseudonym from every record, drops
-    /// its consent state, and appends an erasure record.
+    /// its consent state but for its refusals, withdrawals and objections,
+    /// and appends an erasure record.
     pub async fn erase(&self, subject_ref: &str, by: Actor) -> Result<Erasure, LedgerError> {
         let (store, states, seen) = (
             self.store.clone(),
@@ -616,8 +620,8 @@ impl Ledger {
             let result = store
                 .submit(|tx| Job::Erase(subject.clone(), now_ms(), Some(by), tx))
                 .await;
-            if result.is_ok() {
-                states.insert(subject.clone(), Arc::new(Vec::new()));
+            if let Ok(erasure) = &result {
+                states.insert(subject.clone(), Arc::new(erasure.kept.clone()));
             } else {
                 states.invalidate(&subject);
             }
@@ -824,7 +828,7 @@ impl ExpectedState {
                         && want_hash == hash
                 },
             );
-            if !holds {
+            if !holds && !kept_at_erasure(conn, &status, seq, &record_id, &hash)? {
                 return Ok(Some((
                     seq,
                     record_id,
@@ -844,6 +848,35 @@ impl ExpectedState {
                 )
             }))
     }
+}
+
+/// Whether a state row is a refusal, withdrawal or objection kept when its
+/// subject was erased ([`erase_subject`]): its record is in the chain, erased,
+/// and of a kind that decides a purpose. Its content is gone, so the chain
+/// can vouch for the record but no longer for whom it was.
+fn kept_at_erasure(
+    conn: &Connection,
+    status: &str,
+    seq: i64,
+    record_id: &str,
+    hash: &str,
+) -> Result<bool, LedgerError> {
+    if !matches!(
+        Status::parse(status),
+        Some(Status::Refused | Status::Withdrawn | Status::Objected)
+    ) {
+        return Ok(false);
+    }
+    let erased = conn
+        .query_row(
+            "SELECT 1 FROM ledger WHERE seq = ?1 AND record_id = ?2 AND hash = ?3
+             AND content IS NULL AND subject_ref IS NULL
+             AND kind IN ('consent', 'withdrawal', 'objection')",
+            params![seq, record_id, hash],
+            |_| Ok(()),
+        )
+        .optional()?;
+    Ok(erased.is_some())
 }
 
 fn stored_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<StoredRecord, LedgerError>> {
@@ -962,10 +995,16 @@ pub(crate) fn erase_subject(
         "UPDATE ledger SET content = NULL, subject_ref = NULL WHERE subject_ref = ?1",
         [subject],
     )?;
+    // A refusal, withdrawal or objection outlives the erasure as a
+    // suppression entry (the pseudonym, purpose, status and the link to the
+    // record's hash, no content): without it the next request for the person
+    // would profile them again (GDPR Art. 21(3), kept under Art. 17(3)(b)).
     tx.execute(
-        "DELETE FROM consent_state WHERE subject_ref = ?1",
+        "DELETE FROM consent_state WHERE subject_ref = ?1
+         AND status NOT IN ('refused', 'withdrawn', 'objected')",
         [subject],
     )?;
+    let kept = read_state(tx, subject)?;
     let records_erased = seqs.len() as u64;
     let draft = Draft {
         kind: RecordKind::Erasure,
@@ -988,6 +1027,7 @@ pub(crate) fn erase_subject(
         records_erased,
         decisions_erased,
         tombstone: append_one(tx, head, draft, seqs)?,
+        kept,
     })
 }
 

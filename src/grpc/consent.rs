@@ -367,6 +367,7 @@ impl ConsentService for Consent {
         Ok(Response::new(pb::EraseSubjectResponse {
             records_erased: erasure.records_erased,
             tombstone: Some((&erasure.tombstone).into()),
+            kept: erasure.kept.into_iter().map(Into::into).collect(),
         }))
     }
 }
