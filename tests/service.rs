@@ -53,6 +53,39 @@ async fn health_is_not_serving_until_the_models_load() {
     server.stop().await;
 }
 
+/// As the health specification has it: Check of a service the server does
+/// not know is NOT_FOUND, and Watch of one answers SERVICE_UNKNOWN and stays
+/// open, where a known service's Watch streams its status.
+#[tokio::test]
+async fn watching_an_unknown_service_answers_service_unknown_and_stays_open() {
+    let server = TestServer::start().await;
+    let mut client = HealthClient::new(server.channel().await);
+    let unknown = HealthCheckRequest {
+        service: "candor.v1.NoSuchService".into(),
+    };
+    let status = client.check(unknown.clone()).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::NotFound);
+
+    let mut watch = client.watch(unknown).await.unwrap().into_inner();
+    let first = watch.next().await.unwrap().unwrap();
+    assert_eq!(first.status(), ServingStatus::ServiceUnknown);
+    let next = tokio::time::timeout(std::time::Duration::from_millis(300), watch.next()).await;
+    assert!(next.is_err(), "the call stays open: {next:?}");
+    drop(watch);
+
+    let mut known = client
+        .watch(HealthCheckRequest {
+            service: "candor.v1.ScoringService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = known.next().await.unwrap().unwrap();
+    assert_eq!(first.status(), ServingStatus::Serving);
+    drop(known);
+    server.stop().await;
+}
+
 /// Older reflection clients speak only v1alpha; a method the gateway does
 /// not have is UNIMPLEMENTED, not an authorization failure.
 #[tokio::test]

@@ -13,6 +13,7 @@ mod consent;
 mod convert;
 mod deadline;
 mod explain;
+mod health;
 mod io;
 mod models;
 mod oip;
@@ -181,7 +182,8 @@ pub async fn serve(
     {
         return Err(ServeError::OpenAccess(addr));
     }
-    let (health, health_service) = tonic_health::server::health_reporter();
+    let health = tonic_health::server::HealthReporter::new();
+    let health_service = health::HealthServer::new(health::Health::new(health.clone()));
     let mut ready = gateway.readiness();
     let mut recording = gateway.commits_succeed();
     // Set the first status before accepting calls, so no client can see the
