@@ -866,18 +866,16 @@ async fn calls_whose_message_never_comes_hold_no_place() {
     server.stop().await;
 }
 
-/// A Watch of a service the gateway does not serve is refused at once, as
-/// a trailers-only answer whose headers end the stream: a client that
-/// reads the wire strictly (grpcio) otherwise saw a stream end without a
-/// status.
+/// A Watch refused at once (here: its request does not decode) is a
+/// trailers-only answer whose headers end the stream: a client that reads
+/// the wire strictly (grpcio) otherwise saw a stream end without a status.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_watch_of_an_unknown_service_ends_with_its_status() {
+async fn a_watch_refused_at_once_ends_with_its_status() {
     use http_body::Body as _;
     let server = TestServer::start().await;
     let mut sender = http2_connection(&server).await;
-    let message = prost::Message::encode_to_vec(&HealthCheckRequest {
-        service: "no.such.Service".into(),
-    });
+    // Field 1 (service), a string of one byte that is not UTF-8.
+    let message = [0x0a, 0x01, 0xff];
     let mut framed = vec![0u8];
     framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
     framed.extend_from_slice(&message);
@@ -890,7 +888,7 @@ async fn a_watch_of_an_unknown_service_ends_with_its_status() {
         .unwrap();
     let response = sender.send_request(request).await.unwrap();
     let status = tonic::Status::from_header_map(response.headers()).expect("a status");
-    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     assert!(
         response.body().is_end_stream(),
         "the headers end the stream"

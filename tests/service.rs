@@ -349,6 +349,84 @@ async fn gzip_compressed_calls_are_served() {
         .unwrap()
         .into_inner();
     assert!(!described.model_card_markdown.is_empty());
+    let health = HealthClient::new(server.channel().await)
+        .send_compressed(Gzip)
+        .check(HealthCheckRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(health.status(), ServingStatus::Serving);
+    let mut reflection = ServerReflectionClient::new(server.channel().await).send_compressed(Gzip);
+    let listed = reflection
+        .server_reflection_info(tokio_stream::once(ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .next()
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        listed.message_response,
+        Some(MessageResponse::ListServicesResponse(_))
+    ));
+
+    // A compressed request that inflates past the limit is refused as an
+    // oversized one is, naming the setting.
+    let mut huge = caravan_request();
+    huge.subject_id = "a".repeat(server.gateway.config().max_message_bytes + 1);
+    let status = pb::scoring_service_client::ScoringServiceClient::new(server.channel().await)
+        .send_compressed(Gzip)
+        .score(huge)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("max_message_bytes"), "{status:?}");
+    server.stop().await;
+}
+
+/// A client's mistakes in gRPC's framing of a compressed message are
+/// INVALID_ARGUMENT, never INTERNAL (tonic's answer, which counts them as
+/// the gateway's faults).
+#[tokio::test]
+async fn a_compressed_message_that_does_not_inflate_is_the_callers_mistake() {
+    let server = TestServer::start().await;
+    let send = |flag: u8| {
+        let url = format!("{}/candor.v1.ScoringService/Score", server.url());
+        let addr = server.addr;
+        async move {
+            let io =
+                hyper_util::rt::TokioIo::new(tokio::net::TcpStream::connect(addr).await.unwrap());
+            let (mut sender, connection) =
+                hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                    .await
+                    .unwrap();
+            tokio::spawn(connection);
+            let garbage = b"this is not gzip";
+            let mut framed = vec![flag];
+            framed.extend_from_slice(&(garbage.len() as u32).to_be_bytes());
+            framed.extend_from_slice(garbage);
+            let request = http::Request::builder()
+                .method("POST")
+                .uri(url)
+                .header("te", "trailers")
+                .header("content-type", "application/grpc")
+                .header("grpc-encoding", "gzip")
+                .body(http_body_util::Full::new(bytes::Bytes::from(framed)))
+                .unwrap();
+            let response = sender.send_request(request).await.unwrap();
+            tonic::Status::from_header_map(response.headers()).expect("a status")
+        }
+    };
+    for (flag, says) in [(1, "does not decompress"), (2, "compressed flag")] {
+        let status = send(flag).await;
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        assert!(status.message().starts_with("request: "), "{status:?}");
+        assert!(status.message().contains(says), "{status:?}");
+    }
     server.stop().await;
 }
 

@@ -59,7 +59,7 @@ pub const RECEIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 const FRAMING_BYTES: usize = 5;
 
 /// The largest message of a call that needs no credential (health).
-const PUBLIC_MESSAGE_BYTES: usize = 4096;
+pub(super) const PUBLIC_MESSAGE_BYTES: usize = 4096;
 
 /// The health service's stream, which needs no credential and has no end.
 const HEALTH_WATCH: &str = "/grpc.health.v1.Health/Watch";
@@ -132,8 +132,9 @@ impl http_body::Body for Unending {
         std::pin::Pin::new(&mut this.inner).poll_frame(cx)
     }
 
-    // A Watch refused at once (an unknown service) is a trailers-only
-    // answer: its end must show, or the stream would end without a status.
+    // A stream refused at once (a Watch whose request does not decode) is
+    // a trailers-only answer: its end must show, or the stream would end
+    // without a status.
     fn is_end_stream(&self) -> bool {
         self.ended || self.inner.is_end_stream()
     }
@@ -431,6 +432,9 @@ fn answered_code(response: &mut Response<Body>, max_message_bytes: usize) -> ton
                 .then(|| oversized(max_message_bytes))
         }),
         tonic::Code::Internal => rewrite(response, undecodable),
+        tonic::Code::ResourceExhausted => rewrite(response, |message| {
+            inflates_too_far(message, max_message_bytes)
+        }),
         _ => None,
     };
     rewritten.unwrap_or(code)
@@ -458,9 +462,45 @@ fn rewrite(
 /// failed (`ScoreRequest.context: RequestContext.tc_string: invalid string
 /// value ...`).
 fn undecodable(message: &str) -> Option<Status> {
-    let detail = message.strip_prefix("failed to decode Protobuf message: ")?;
-    Some(Status::invalid_argument(format!(
-        "request: the message is not valid protobuf for this method: {detail}"
+    if let Some(detail) = message.strip_prefix("failed to decode Protobuf message: ") {
+        return Some(Status::invalid_argument(format!(
+            "request: the message is not valid protobuf for this method: {detail}"
+        )));
+    }
+    // The client's own framing: tonic answers INTERNAL, as if the gateway
+    // had failed. (A compressed flag without `grpc-encoding` stays
+    // INTERNAL, as the gRPC compression specification requires.)
+    if let Some(detail) = message
+        .strip_prefix("Error decompressing: ")
+        .and_then(|m| m.strip_suffix(", while sending request"))
+    {
+        return Some(Status::invalid_argument(format!(
+            "request: the compressed message does not decompress ({detail})"
+        )));
+    }
+    message.contains("invalid compression flag").then(|| {
+        Status::invalid_argument(
+            "request: a message's compressed flag must be 0 or 1 (gRPC's length-prefixed framing)",
+        )
+    })
+}
+
+/// tonic's refusal of a compressed message that inflates past the limit,
+/// said as the gateway says an oversized message.
+fn inflates_too_far(message: &str, max_message_bytes: usize) -> Option<Status> {
+    let limit: usize = message
+        .strip_prefix("Error decompressing: size limit, of ")?
+        .split(' ')
+        .next()?
+        .parse()
+        .ok()?;
+    let setting = if limit == max_message_bytes {
+        "max_message_bytes"
+    } else {
+        "the limit of this method"
+    };
+    Some(Status::resource_exhausted(format!(
+        "request: the compressed message inflates to more than the {limit} bytes the gateway accepts ({setting})"
     )))
 }
 

@@ -45,12 +45,19 @@ use tonic::transport::{
 /// How long a connection shut down for writing waits for its peer to close.
 const LINGER: Duration = Duration::from_secs(1);
 
-/// How long an accepted connection may stay silent before its first bytes.
-/// A client sends its HTTP/2 preface at once; a socket that sends nothing
-/// would otherwise hold a file descriptor for ever, and enough of them
-/// lock every client out. (Once the preface has come, HTTP/2 keepalive
-/// pings find a peer that has gone: `serve`.)
-pub(super) const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an accepted connection may take to send its opening
+/// ([`OPENING_BYTES`]), and a TLS handshake to finish. A client sends its
+/// HTTP/2 preface at once; a socket that sends nothing, or a byte of it and
+/// then nothing, would otherwise hold a file descriptor and a place among
+/// `limits.max_connections` for ever, and a few of them lock every client
+/// out. (Once the preface has come, HTTP/2 keepalive pings find a peer
+/// that has gone: `serve`.)
+pub(super) const OPENING_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a client sends first: the 24-byte HTTP/2 preface and the 9-byte
+/// header of the SETTINGS frame that must follow it. A TLS ClientHello is
+/// longer, and tonic then times the handshake itself.
+const OPENING_BYTES: usize = 24 + 9;
 
 /// A TCP connection, either end, that h2 writes to in whole buffers and that
 /// closes without dropping what its peer has not read.
@@ -58,8 +65,10 @@ pub(super) struct Coalescing {
     stream: TcpStream,
     /// Running once the connection is shut down for writing.
     lingering: Option<Pin<Box<Sleep>>>,
-    /// Running on an accepted connection until its first bytes arrive.
+    /// Running on an accepted connection until its opening has arrived.
     silence: Option<Pin<Box<Sleep>>>,
+    /// Bytes heard while `silence` runs.
+    heard: usize,
     /// An accepted connection's place among `limits.max_connections`.
     _place: Option<OwnedSemaphorePermit>,
 }
@@ -70,20 +79,21 @@ impl Coalescing {
             stream,
             lingering: None,
             silence: None,
+            heard: 0,
             _place: None,
         }
     }
 
     /// An accepted connection, which holds `place` while it is open and
-    /// fails its reads if it sends nothing within `first_bytes`: the server
-    /// then drops it.
+    /// fails its reads if it has not sent its opening ([`OPENING_BYTES`])
+    /// within `opening`: the server then drops it.
     pub(super) fn accepted(
         stream: TcpStream,
-        first_bytes: Duration,
+        opening: Duration,
         place: OwnedSemaphorePermit,
     ) -> Self {
         Self {
-            silence: Some(Box::pin(tokio::time::sleep(first_bytes))),
+            silence: Some(Box::pin(tokio::time::sleep(opening))),
             _place: Some(place),
             ..Self::new(stream)
         }
@@ -111,11 +121,16 @@ impl AsyncRead for Coalescing {
             return read;
         };
         match read {
-            Poll::Ready(Ok(())) if buf.filled().len() > before => this.silence = None,
+            Poll::Ready(Ok(())) => {
+                this.heard += buf.filled().len() - before;
+                if this.heard >= OPENING_BYTES {
+                    this.silence = None;
+                }
+            }
             Poll::Pending if silence.as_mut().poll(cx).is_ready() => {
                 return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::TimedOut,
-                    "the peer sent nothing after connecting",
+                    "the peer did not send its opening in time after connecting",
                 )));
             }
             _ => {}
@@ -230,11 +245,11 @@ mod tests {
             .unwrap()
     }
 
-    /// An accepted connection that sends nothing fails its read once its
-    /// time is up; one that has spoken may then be quiet for as long as it
-    /// likes.
+    /// An accepted connection that sends nothing, or only part of its
+    /// opening, fails its read once its time is up; one that has sent its
+    /// opening may then be quiet for as long as it likes.
     #[tokio::test]
-    async fn an_accepted_connection_must_speak_first_within_its_time() {
+    async fn an_accepted_connection_must_send_its_opening_within_its_time() {
         const FIRST_BYTES: Duration = Duration::from_millis(200);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -246,11 +261,21 @@ mod tests {
         assert_eq!(error.kind(), io::ErrorKind::TimedOut);
         assert!(started.elapsed() >= FIRST_BYTES);
 
+        let opening = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+        assert_eq!(opening.len(), OPENING_BYTES);
+        let mut stalled = TcpStream::connect(addr).await.unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        let mut connection = Coalescing::accepted(accepted, FIRST_BYTES, place());
+        stalled.write_all(&opening[..1]).await.unwrap();
+        connection.read_exact(&mut [0u8; 1]).await.unwrap();
+        let error = connection.read(&mut [0u8; 16]).await.unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+
         let mut speaking = TcpStream::connect(addr).await.unwrap();
         let (accepted, _) = listener.accept().await.unwrap();
         let mut connection = Coalescing::accepted(accepted, FIRST_BYTES, place());
-        speaking.write_all(b"PRI").await.unwrap();
-        let mut first = [0u8; 3];
+        speaking.write_all(opening).await.unwrap();
+        let mut first = [0u8; OPENING_BYTES];
         connection.read_exact(&mut first).await.unwrap();
         let quiet = tokio::time::timeout(FIRST_BYTES * 3, connection.read(&mut [0u8; 16])).await;
         assert!(quiet.is_err(), "still waiting, not failed: {quiet:?}");

@@ -145,7 +145,9 @@ fn tls(config: &crate::config::Config) -> Result<Option<ServerTlsConfig>, ServeE
                 format!("does not go with tls.cert {}: {e}", tls.cert.display()),
             )
         })?;
-    let mut server = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
+    let mut server = ServerTlsConfig::new()
+        .identity(Identity::from_pem(cert, key))
+        .timeout(io::OPENING_TIMEOUT);
     if let Some(ca) = &tls.client_ca {
         let pem = read("client_ca", ca)?;
         let mut roots = rustls::RootCertStore::empty();
@@ -183,7 +185,11 @@ pub async fn serve(
         return Err(ServeError::OpenAccess(addr));
     }
     let health = tonic_health::server::HealthReporter::new();
-    let health_service = health::HealthServer::new(health::Health::new(health.clone()));
+    // Health answers without credentials: a compressed request may not
+    // inflate past what admission lets such a call send.
+    let health_service = health::HealthServer::new(health::Health::new(health.clone()))
+        .accept_compressed(CompressionEncoding::Gzip)
+        .max_decoding_message_size(admission::PUBLIC_MESSAGE_BYTES);
     let mut ready = gateway.readiness();
     let mut recording = gateway.commits_succeed();
     // Set the first status before accepting calls, so no client can see the
@@ -212,15 +218,18 @@ pub async fn serve(
     };
     let reflection_v1alpha = reflection()
         .build_v1alpha()
-        .expect("the embedded descriptor sets are valid");
+        .expect("the embedded descriptor sets are valid")
+        .accept_compressed(CompressionEncoding::Gzip);
     let reflection = reflection()
         .build_v1()
-        .expect("the embedded descriptor sets are valid");
+        .expect("the embedded descriptor sets are valid")
+        .accept_compressed(CompressionEncoding::Gzip);
 
     let limit = gateway.config().max_message_bytes;
-    // Every service takes messages up to `max_message_bytes` each way, and
+    // Every service (health and reflection too, above) takes
     // gzip-compressed requests: a client set to compress every call would
-    // otherwise get only UNIMPLEMENTED. Answers are compressed for clients
+    // otherwise get only UNIMPLEMENTED. The candor services take messages up
+    // to `max_message_bytes` each way. Answers are compressed for clients
     // that accept gzip where they are large (models, explanations, consent
     // histories, rollouts); scoring answers are small and wanted fast.
     macro_rules! service {
@@ -316,7 +325,7 @@ pub async fn serve(
                     Ok(stream) => match connections.clone().try_acquire_owned() {
                         Ok(place) => Some(Ok(io::Coalescing::accepted(
                             stream,
-                            io::FIRST_BYTES_TIMEOUT,
+                            io::OPENING_TIMEOUT,
                             place,
                         ))),
                         // Dropped, so closed: past the limit a connection
