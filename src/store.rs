@@ -388,6 +388,7 @@ pub struct Store {
     writer_thread: std::thread::Thread,
     gathering: Arc<AtomicBool>,
     readers: (Sender<Connection>, Receiver<Connection>),
+    erasures: Arc<Erasures>,
 }
 
 impl Store {
@@ -505,13 +506,15 @@ impl Store {
         let (committing, commits_succeed) = tokio::sync::watch::channel(true);
         let gathering = Arc::new(AtomicBool::new(false));
         let writer_gathering = gathering.clone();
+        let erasures = Arc::new(Erasures::default());
+        let writer_erasures = erasures.clone();
         let writer = std::thread::Builder::new()
             .name("candor-db-writer".into())
             .spawn(move || {
                 Writer {
                     conn,
                     head,
-                    erased: HashMap::new(),
+                    erased: writer_erasures,
                     provenances: StoredProvenances::default(),
                     subject_tail_rows,
                     retry: Vec::new(),
@@ -542,7 +545,13 @@ impl Store {
             gathering,
             writer: Mutex::new(Some(writer)),
             readers: (readers_tx, readers_rx),
+            erasures,
         })
+    }
+
+    /// The erasures work for a subject is checked against.
+    pub fn erasures(&self) -> &Erasures {
+        &self.erasures
     }
 
     /// Whether the last commit failed (the database is locked, full, or
@@ -613,15 +622,68 @@ impl Drop for Store {
     }
 }
 
+/// Subject → when it was erased, shared by the writer and the request path.
+/// Work for that subject that began then or before (a Score in flight
+/// during the erasure) is refused, so nothing of the subject reappears after
+/// EraseSubject returns. While an erasure runs, its subject is fenced off
+/// entirely ([`Erasures::fence`]); once the gateway no longer judges from
+/// the subject's old state, the fence settles at that moment. The retention
+/// purge forgets entries older than [`ERASURE_MEMORY_MS`].
+#[derive(Debug, Default)]
+pub struct Erasures(std::sync::RwLock<HashMap<String, i64>>);
+
+impl Erasures {
+    /// Whether work for `subject` begun at `at_ms` began before its erasure.
+    pub fn begun_before(&self, subject: &str, at_ms: i64) -> bool {
+        self.read()
+            .get(subject)
+            .is_some_and(|&erased| at_ms <= erased)
+    }
+
+    /// Refuses all work for `subject` until [`Erasures::settle`]; returns
+    /// what was remembered before, for [`Erasures::restore`].
+    pub fn fence(&self, subject: &str) -> Option<i64> {
+        self.write().insert(subject.to_owned(), i64::MAX)
+    }
+
+    /// The erasure of `subject` is complete as of `at_ms`.
+    pub fn settle(&self, subject: &str, at_ms: i64) {
+        self.write().insert(subject.to_owned(), at_ms);
+    }
+
+    /// The erasure failed: back to what was remembered before it.
+    pub fn restore(&self, subject: &str, before: Option<i64>) {
+        let mut map = self.write();
+        match before {
+            Some(at) => map.insert(subject.to_owned(), at),
+            None => map.remove(subject),
+        };
+    }
+
+    fn at_least(&self, subject: &str, at_ms: i64) {
+        let mut map = self.write();
+        let at = map.entry(subject.to_owned()).or_insert(at_ms);
+        *at = (*at).max(at_ms);
+    }
+
+    fn forget_before(&self, cutoff_ms: i64) {
+        self.write().retain(|_, at| *at > cutoff_ms);
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, i64>> {
+        self.0.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, i64>> {
+        self.0.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// The one thread that writes: it owns the ledger's chain head.
 struct Writer {
     conn: Connection,
     head: (i64, String),
-    /// Subject → when it was erased. Work for that subject that began
-    /// before then (a Score in flight during the erasure) is refused, so
-    /// nothing of the subject reappears after EraseSubject returns. The
-    /// retention purge forgets entries older than [`ERASURE_MEMORY_MS`].
-    erased: HashMap<String, i64>,
+    erased: Arc<Erasures>,
     provenances: StoredProvenances,
     /// Entries in the subject tail, as far as the writer knows (erasures
     /// and purges may have taken some); merged at
@@ -820,16 +882,13 @@ impl Writer {
     fn run_job(
         conn: &Connection,
         head: &mut (i64, String),
-        erased: &mut HashMap<String, i64>,
+        erased: &Erasures,
         provenances: &mut StoredProvenances,
         job: Job,
     ) -> (Result<(), StoreError>, Reply) {
         // Begun at `at` for `subject`, before that subject's erasure?
-        let stale = |subject: Option<&str>, at: i64| {
-            subject
-                .and_then(|s| erased.get(s))
-                .is_some_and(|&erased_at| at <= erased_at)
-        };
+        let stale =
+            |subject: Option<&str>, at: i64| subject.is_some_and(|s| erased.begun_before(s, at));
         match job {
             Job::Append(drafts, tx) => {
                 if drafts
@@ -852,7 +911,7 @@ impl Writer {
                             .map(|()| erasure)
                     });
                 if result.is_ok() {
-                    erased.insert(subject, at_ms);
+                    erased.at_least(&subject, at_ms);
                 }
                 provenances.forget();
                 reply(Some(tx), result)
@@ -868,7 +927,7 @@ impl Writer {
                 reply(tx, decisions::attach(conn, &id, &explanation))
             }
             Job::Purge(now_ms, tx) => {
-                erased.retain(|_, at| *at > now_ms - ERASURE_MEMORY_MS);
+                erased.forget_before(now_ms - ERASURE_MEMORY_MS);
                 provenances.forget();
                 reply(Some(tx), decisions::purge(conn, now_ms))
             }
@@ -912,7 +971,10 @@ impl Writer {
     /// once, and only then answers: an acknowledged write is on disk.
     fn commit_batch(&mut self, batch: Vec<Job>) {
         let head_before = self.head.clone();
-        let has_erasure = batch.iter().any(|j| matches!(j, Job::Erase(..)));
+        // An erasure or a retention purge: afterwards the WAL is emptied.
+        let deletes = batch
+            .iter()
+            .any(|j| matches!(j, Job::Erase(..) | Job::Purge(..)));
         let subject_rows: usize = batch
             .iter()
             .map(|j| match j {
@@ -1013,9 +1075,11 @@ impl Writer {
             self.committing
                 .send_if_modified(|ok| !std::mem::replace(ok, true));
         }
-        if committed.is_ok() && has_erasure {
-            // The WAL still holds the pages as they were before the erasure;
-            // copying the new ones back and truncating it removes them.
+        if committed.is_ok() && deletes {
+            // The WAL still holds the pages as they were before the erasure
+            // or purge; copying the new ones back and truncating it removes
+            // them (the database file's own copies are overwritten by
+            // secure_delete).
             match self
                 .conn
                 .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
@@ -1023,9 +1087,9 @@ impl Writer {
                 }) {
                 Ok(0) => {}
                 Ok(_) => tracing::warn!(
-                    "checkpoint after erasure was blocked by a reader; the WAL keeps erased pages until the next checkpoint"
+                    "checkpoint after an erasure or purge was blocked by a reader; the WAL keeps the deleted pages until the next checkpoint"
                 ),
-                Err(e) => tracing::warn!(error = %e, "checkpoint after erasure failed"),
+                Err(e) => tracing::warn!(error = %e, "checkpoint after an erasure or purge failed"),
             }
         }
         if committed.is_ok() {
@@ -1132,6 +1196,25 @@ mod tests {
             .submit(|tx| Job::Append(vec![draft(before)], tx))
             .await;
         assert!(backdated.is_ok(), "{backdated:?}");
+
+        // While an erasure runs, every work for its subject is refused,
+        // however late it began; then what began before it settled.
+        let before_fence = store.erasures().fence("s");
+        let during = store
+            .submit(|tx| Job::Append(vec![draft(now_ms() + 60_000)], tx))
+            .await;
+        assert!(matches!(during, Err(StoreError::Erased)), "{during:?}");
+        let settled = now_ms();
+        store.erasures().settle("s", settled);
+        assert!(store.erasures().begun_before("s", settled));
+        assert!(!store.erasures().begun_before("s", settled + 1));
+        assert!(!store.erasures().begun_before("t", settled));
+        // A failed erasure leaves nothing fenced.
+        let failed = store.erasures().fence("u");
+        assert!(store.erasures().begun_before("u", i64::MAX - 1));
+        store.erasures().restore("u", failed);
+        assert!(!store.erasures().begun_before("u", 0));
+        assert_eq!(before_fence, None, "the purge forgot the first erasure");
     }
 
     /// The writer skips provenances it has stored; one deleted with its

@@ -666,6 +666,22 @@ async fn staff_reads_are_recorded_with_who_whom_and_why() {
         .query_row("SELECT COUNT(*) FROM staff_reads", [], |r| r.get(0))
         .unwrap();
     assert_eq!(all, 1, "only the one read that was answered is on record");
+
+    // The reason is checked before the decision is looked up: a read
+    // without one tells nothing of whether the id exists.
+    let mut why = ExplanationServiceClient::new(server.channel().await);
+    let unknown = format!("{}", uuid::Uuid::now_v7());
+    let mut request = Request::new(pb::GetExplanationRequest {
+        decision_id: unknown,
+        audience: pb::Audience::Support as i32,
+        language: "en".into(),
+    });
+    request
+        .metadata_mut()
+        .insert("authorization", "Bearer support-key".parse().unwrap());
+    let refused = why.get_explanation(request).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(refused.message().contains("x-candor-reason"), "{refused:?}");
 }
 
 /// A consent change names who made it in the ledger record itself, whose

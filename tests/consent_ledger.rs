@@ -340,6 +340,20 @@ async fn bad_consent_requests_name_the_field() {
         ),
         (
             withdraw(pb::WithdrawConsentRequest {
+                method: "toggle\n\x1b[31m".into(),
+                ..Default::default()
+            }),
+            "method: holds the control character U+000A",
+        ),
+        (
+            withdraw(pb::WithdrawConsentRequest {
+                method: "   ".into(),
+                ..Default::default()
+            }),
+            "method: holds only spaces",
+        ),
+        (
+            withdraw(pb::WithdrawConsentRequest {
                 subject_id: "s".repeat(300),
                 ..Default::default()
             }),

@@ -437,8 +437,19 @@ async fn consent_through_oip_equals_the_native_answer() {
             "{label}"
         );
         assert_eq!(
-            provenance["rules"],
+            provenance["rules_fired"],
             serde_json::json!(native_provenance.rules_fired),
+            "{label}"
+        );
+        // One vocabulary for one answer: the native message's names and
+        // values.
+        assert_eq!(provenance["regime"], native_provenance.regime, "{label}");
+        assert_eq!(
+            provenance["signals_sha256"], native_provenance.signals_sha256,
+            "{label}"
+        );
+        assert_eq!(
+            provenance["policy_sha256"], native_provenance.policy_sha256,
             "{label}"
         );
         tiers.push(tier.to_owned());

@@ -322,6 +322,10 @@ pub struct Ledger {
     /// call returns; a concurrent reader fills only an absent entry, so it
     /// can never put back a state older than the refresh.
     states: moka::sync::Cache<String, Arc<Vec<PurposeState>>>,
+    /// Held by each refresh of `states` from its read to its insert: two
+    /// changes committed back to back would otherwise race, and the later
+    /// insert could put back the older read.
+    refreshing: Arc<std::sync::Mutex<()>>,
     page_tokens: PageTokens,
 }
 
@@ -478,6 +482,7 @@ impl Ledger {
                     )
                 })
                 .build(),
+            refreshing: Arc::default(),
             page_tokens: PageTokens::new(derived_key(&key, "candor page-token key v1")),
             key,
         }
@@ -532,16 +537,26 @@ impl Ledger {
         }
         // Commit and refresh in a task of their own: a caller that hangs up
         // mid-way must not leave the old state in memory.
-        let (store, states) = (self.store.clone(), self.states.clone());
+        let (store, states, refreshing) = (
+            self.store.clone(),
+            self.states.clone(),
+            self.refreshing.clone(),
+        );
         tokio::spawn(async move {
             let refs = store.submit(|tx| Job::Append(drafts, tx)).await;
-            for subject in changed {
-                match store.read(|conn| read_state(conn, &subject)) {
-                    Ok(fresh) => states.insert(subject, Arc::new(fresh)),
-                    // The next look-up reads SQLite instead.
-                    Err(_) => states.invalidate(&subject),
+            // The read waits for a pooled connection: off the async workers.
+            tokio::task::spawn_blocking(move || {
+                let _refreshing = refreshing.lock().unwrap_or_else(|e| e.into_inner());
+                for subject in changed {
+                    match store.read(|conn| read_state(conn, &subject)) {
+                        Ok(fresh) => states.insert(subject, Arc::new(fresh)),
+                        // The next look-up reads SQLite instead.
+                        Err(_) => states.invalidate(&subject),
+                    }
                 }
-            }
+            })
+            .await
+            .map_err(|_| LedgerError::ShutDown)?;
             refs
         })
         .await
@@ -610,31 +625,49 @@ impl Ledger {
     /// its consent state but for its refusals, withdrawals and objections,
     /// and appends an erasure record.
     pub async fn erase(&self, subject_ref: &str, by: Actor) -> Result<Erasure, LedgerError> {
-        let (store, states, seen) = (
+        let (store, states, seen, refreshing) = (
             self.store.clone(),
             self.states.clone(),
             self.evidence_seen.clone(),
+            self.refreshing.clone(),
         );
         let subject = subject_ref.to_owned();
         tokio::spawn(async move {
+            // Until the state and evidence in memory are the erased ones, a
+            // Score could still judge from the old and cite erased records:
+            // all work for the subject is refused meanwhile, and afterwards
+            // whatever was judged before this settles.
+            let before = store.erasures().fence(&subject);
             let result = store
                 .submit(|tx| Job::Erase(subject.clone(), now_ms(), Some(by), tx))
                 .await;
-            if let Ok(erasure) = &result {
-                states.insert(subject.clone(), Arc::new(erasure.kept.clone()));
-            } else {
-                states.invalidate(&subject);
+            {
+                let _refreshing = refreshing.lock().unwrap_or_else(|e| e.into_inner());
+                match &result {
+                    Ok(erasure) => states.insert(subject.clone(), Arc::new(erasure.kept.clone())),
+                    Err(_) => states.invalidate(&subject),
+                }
             }
-            seen.invalidate_entries_if(move |k, _| k.0 == subject)
+            let evidence_of = subject.clone();
+            seen.invalidate_entries_if(move |k, _| k.0 == evidence_of)
                 .expect("invalidation closures are enabled");
+            match &result {
+                Ok(_) => store.erasures().settle(&subject, now_ms()),
+                Err(_) => store.erasures().restore(&subject, before),
+            }
             result
         })
         .await
         .map_err(|_| LedgerError::ShutDown)?
     }
 
+    /// The subject's current state per purpose, if it is in memory.
+    pub fn cached_state(&self, subject_ref: &str) -> Option<Arc<Vec<PurposeState>>> {
+        self.states.get(subject_ref)
+    }
+
     /// The subject's current state per purpose: from memory, or read once
-    /// from SQLite (briefly blocking).
+    /// from SQLite (blocking while the pooled connections are all busy).
     pub fn state(&self, subject_ref: &str) -> Result<Arc<Vec<PurposeState>>, LedgerError> {
         if let Some(state) = self.states.get(subject_ref) {
             return Ok(state);

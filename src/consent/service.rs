@@ -286,6 +286,18 @@ impl Consents {
         Ok(())
     }
 
+    /// A subject's state per purpose by pseudonym, as scoring reads it: from
+    /// memory, else read on a blocking thread, since every pooled
+    /// connection may be busy (a long report) and the async workers must
+    /// go on serving meanwhile.
+    pub async fn state_of(&self, subject_ref: &str) -> Result<Arc<Vec<PurposeState>>, Error> {
+        if let Some(state) = self.ledger.cached_state(subject_ref) {
+            return Ok(state);
+        }
+        let (ledger, key) = (self.ledger.clone(), subject_ref.to_owned());
+        blocking(move || ledger.state(&key)).await
+    }
+
     pub async fn state(&self, subject_id: &str) -> Result<(String, Vec<PurposeState>), Error> {
         let subject_ref = self.subject_ref(subject_id)?;
         let ledger = self.ledger.clone();

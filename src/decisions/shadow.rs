@@ -122,9 +122,12 @@ pub fn for_decision(conn: &Connection, id: &str) -> Result<Vec<ShadowRow>, Store
     let mut stmt = conn.prepare_cached(
         "SELECT model_name, model_version, model_sha256, subject_ref, decided_at, score,
                 explanation, live_contributions, retain_until
-         FROM shadow_outputs WHERE decision_id = ?1 ORDER BY model_version",
+         FROM shadow_outputs WHERE decision_id = ?1 AND retain_until > ?2
+         ORDER BY model_version",
     )?;
-    let rows = stmt.query_map([id], |r| {
+    // Past its retention an output is gone, whether or not the purge has
+    // deleted it yet.
+    let rows = stmt.query_map(params![id, crate::store::now_ms()], |r| {
         Ok((
             r.get::<_, String>(0)?,
             r.get::<_, String>(1)?,
@@ -190,9 +193,16 @@ pub fn shadow_pairs(
     let mut stmt = conn.prepare_cached(
         "SELECT decision_id, explanation, live_contributions FROM shadow_outputs
          WHERE model_name = ?1 AND model_version = ?2 AND decided_at >= ?3
+           AND retain_until > ?5
          ORDER BY decided_at DESC LIMIT ?4",
     )?;
-    let mut rows = stmt.query(params![model, version, since_ms, DRIFT_ROWS as i64])?;
+    let mut rows = stmt.query(params![
+        model,
+        version,
+        since_ms,
+        DRIFT_ROWS as i64,
+        crate::store::now_ms()
+    ])?;
     let (mut live, mut candidate) = (MeanAbs::default(), MeanAbs::default());
     while let Some(r) = rows.next()? {
         let id: String = r.get(0)?;
@@ -213,10 +223,16 @@ pub fn recorded(
     let mut stmt = conn.prepare_cached(
         "SELECT decision_id, explanation FROM decisions
          WHERE model_name = ?1 AND model_version = ?2 AND decided_at >= ?3
-           AND explanation IS NOT NULL
+           AND explanation IS NOT NULL AND retain_until > ?5
          ORDER BY decided_at DESC LIMIT ?4",
     )?;
-    let mut rows = stmt.query(params![model, version, since_ms, DRIFT_ROWS as i64])?;
+    let mut rows = stmt.query(params![
+        model,
+        version,
+        since_ms,
+        DRIFT_ROWS as i64,
+        crate::store::now_ms()
+    ])?;
     let mut means = MeanAbs::default();
     while let Some(r) = rows.next()? {
         let id: String = r.get(0)?;
@@ -289,6 +305,44 @@ mod tests {
 
     fn phi(pairs: &[(&str, f64)]) -> Contributions {
         pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+    }
+
+    /// An output past its retention answers no more, whether or not the
+    /// purge has deleted it yet.
+    #[test]
+    fn an_output_past_its_retention_is_gone_before_the_purge() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(DDL).unwrap();
+        let now = crate::store::now_ms();
+        let row = |id: &str, retain_until_ms: i64| ShadowRow {
+            decision_id: id.into(),
+            model_name: "m".into(),
+            model_version: "2.0.0".into(),
+            model_sha256: "0".repeat(64),
+            subject_ref: None,
+            decided_at_ms: now - 10,
+            score: 0.5,
+            explanation: Explanation {
+                method: "m".into(),
+                method_version: "1".into(),
+                output_space: "probability".into(),
+                base_value: 0.0,
+                margin: 0.0,
+                base_score: 0.0,
+                residual: 0.0,
+                ort_difference: 0.0,
+                sample_pairs: 0,
+                features: vec![],
+                groups: vec![],
+            },
+            live: phi(&[("x", 1.0)]),
+            retain_until_ms,
+        };
+        insert(&conn, &[row("kept", now + 60_000), row("expired", now - 1)]).unwrap();
+        assert_eq!(for_decision(&conn, "kept").unwrap().len(), 1);
+        assert!(for_decision(&conn, "expired").unwrap().is_empty());
+        let (live, _) = shadow_pairs(&conn, "m", "2.0.0", 0).unwrap();
+        assert_eq!(live.count, 1);
     }
 
     #[test]

@@ -539,10 +539,8 @@ impl Gateway {
         let started = Instant::now();
         let signals = subject.signals.decode()?;
         let ledger = self.consents.ledger();
-        // From memory, or one indexed read on a pooled connection: short
-        // enough to run here rather than hop to a blocking thread.
         let mut state = match &subject_ref {
-            Some(s) => ledger.state(s)?,
+            Some(s) => self.consents.state_of(s).await?,
             None => Arc::default(),
         };
         // A known person's US opt-out outlives the request that carried it.
@@ -555,7 +553,7 @@ impl Gateway {
                 .as_ref()
                 .map_or(String::new(), Jurisdiction::code);
             self.consents.remember_opt_out(s, jurisdiction).await?;
-            state = ledger.state(s)?;
+            state = self.consents.state_of(s).await?;
         }
         let columns = package.schema.columns();
         let mut evaluation = self.policy.evaluate(columns, &signals, &state, now_ms());

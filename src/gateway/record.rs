@@ -140,7 +140,16 @@ impl Gateway {
         if durability == Durability::Sync || self.store.is_failing() {
             self.store.submit(|tx| Job::Record(batch, Some(tx))).await?;
         } else {
+            let subject = batch.subject_ref.clone();
+            let judged_at = first.decided_at_ms();
             self.store.send(Job::Record(batch, None))?;
+            // Checked once the record is queued: an erasure that began
+            // since then has its subject fenced off, and the writer refuses
+            // the record; one that has not yet begun will erase it. Either
+            // way the caller is told as `sync` would tell it.
+            if subject.is_some_and(|s| self.store.erasures().begun_before(&s, judged_at)) {
+                return Err(StoreError::Erased.into());
+            }
         }
         if has_deferred {
             self.deferred.notify_one();

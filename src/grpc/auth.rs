@@ -339,8 +339,35 @@ pub async fn account(
     rule: &Rule,
     subject_ref: &str,
 ) -> Result<(), Status> {
-    if !rule.staff_read || matches!(admitted.caller, Caller::Subject(_)) {
+    let Some(reason) = read_reason(metadata, admitted, rule)? else {
         return Ok(());
+    };
+    let (actor, role) = admitted.caller.actor();
+    gateway
+        .record_staff_read(StaffRead {
+            read_at_ms: now_ms(),
+            actor: actor.to_owned(),
+            role: role.to_owned(),
+            rpc: admitted.rpc.to_owned(),
+            subject_ref: subject_ref.to_owned(),
+            reason,
+            request_id: super::request_id(metadata),
+        })
+        .await?;
+    Ok(())
+}
+
+/// The reason a read under `rule` is recorded with, or None when it is not
+/// recorded (the person's own read). Handlers that must look a decision up
+/// before they know whose it is check it first, so that a read refused for
+/// want of a reason has computed and revealed nothing.
+pub fn read_reason(
+    metadata: &MetadataMap,
+    admitted: &Admitted,
+    rule: &Rule,
+) -> Result<Option<String>, Status> {
+    if !rule.staff_read || matches!(admitted.caller, Caller::Subject(_)) {
+        return Ok(None);
     }
     // UTF-8, not only the ASCII gRPC metadata promises: a ticket names
     // people as they are spelt (a client sends "Müller" as its bytes).
@@ -360,23 +387,11 @@ pub async fn account(
             "{REASON_HEADER}: staff reads of a person's data must say why (e.g. the support ticket); the read is recorded"
         )));
     }
-    let (actor, role) = admitted.caller.actor();
-    gateway
-        .record_staff_read(StaffRead {
-            read_at_ms: now_ms(),
-            actor: actor.to_owned(),
-            role: role.to_owned(),
-            rpc: admitted.rpc.to_owned(),
-            subject_ref: subject_ref.to_owned(),
-            reason: if reason.is_empty() {
-                "(none given)".to_owned()
-            } else {
-                reason.to_owned()
-            },
-            request_id: super::request_id(metadata),
-        })
-        .await?;
-    Ok(())
+    Ok(Some(if reason.is_empty() {
+        "(none given)".to_owned()
+    } else {
+        reason.to_owned()
+    }))
 }
 
 #[cfg(test)]

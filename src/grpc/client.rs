@@ -113,24 +113,9 @@ fn decision_json(d: pb::Decision) -> Value {
         "decision_id": d.decision_id,
         "model": { "name": model.name, "version": model.version, "sha256": model.sha256 },
         "score": d.score,
-        "tier": pb::Tier::try_from(d.tier).map_or("unknown", |t| match t {
-            pb::Tier::Personalised => "personalised",
-            pb::Tier::Contextual => "contextual",
-            pb::Tier::Refused => "refused",
-            pb::Tier::Unspecified => "unspecified",
-        }),
+        "tier": super::convert::tier_name(d.tier),
         "decided_at": d.decided_at.map(|t| t.to_string()),
-        "provenance": d.provenance.map(|p| json!({
-            "regime": p.regime,
-            "rules_fired": p.rules_fired,
-            "masked_features": p.masked_features,
-            "ledger_records": p.ledger_records.iter().map(|r| json!({
-                "seq": r.seq, "record_id": r.record_id, "sha256": r.sha256,
-            })).collect::<Vec<_>>(),
-            "signals_sha256": p.signals_sha256,
-            "policy_version": p.policy_version,
-            "policy_sha256": p.policy_sha256,
-        })),
+        "provenance": d.provenance.as_ref().map(super::convert::provenance_json),
     })
 }
 

@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 
 use super::{
     auth,
-    convert::{MAX_ID_BYTES, identifier, ms_timestamp, text, time_ms},
+    convert::{MAX_ID_BYTES, identifier, ms_timestamp, printable, text, time_ms},
     page,
     pb::{self, consent_service_server::ConsentService},
 };
@@ -201,7 +201,7 @@ impl TryFrom<pb::WithdrawConsentRequest> for WithdrawRequest {
             method: if r.method.is_empty() {
                 "ConsentService.WithdrawConsent".into()
             } else {
-                text("method", r.method, MAX_ID_BYTES, "a description")?
+                printable("method", r.method, MAX_ID_BYTES, "a description")?
             },
         })
     }

@@ -177,15 +177,26 @@ pub(super) const MAX_ID_BYTES: usize = 256;
 /// the person (an ad's campaign): a control character in one would let a
 /// caller write lines of its own into a consumer's explanation.
 pub(super) fn identifier(field: &str, value: String) -> Result<String, Error> {
-    let value = text(field, value, MAX_ID_BYTES, "an identifier")?;
+    printable(field, value, MAX_ID_BYTES, "an identifier")
+}
+
+/// Like [`text`], for text kept for good (identifiers, a withdrawal's
+/// method): no control characters, and not only spaces.
+pub(super) fn printable(
+    field: &str,
+    value: String,
+    max: usize,
+    what: &str,
+) -> Result<String, Error> {
+    let value = text(field, value, max, what)?;
     if !value.is_empty() && value.trim().is_empty() {
         return Err(Error::InvalidArgument(format!(
-            "{field}: holds only spaces; give the identifier, or leave it empty"
+            "{field}: holds only spaces; give {what}, or leave it empty"
         )));
     }
     if let Some((at, c)) = value.char_indices().find(|(_, c)| c.is_control()) {
         return Err(Error::InvalidArgument(format!(
-            "{field}: holds the control character U+{:04X} at byte {at}; an identifier is printable text",
+            "{field}: holds the control character U+{:04X} at byte {at}; {what} is printable text",
             u32::from(c)
         )));
     }
@@ -527,6 +538,46 @@ impl From<&LedgerRef> for pb::LedgerReference {
     }
 }
 
+/// A tier as JSON names it.
+pub(super) fn tier_name(tier: i32) -> &'static str {
+    pb::Tier::try_from(tier).map_or("unknown", |t| match t {
+        pb::Tier::Personalised => "personalised",
+        pb::Tier::Contextual => "contextual",
+        pb::Tier::Refused => "refused",
+        pb::Tier::Unspecified => "unspecified",
+    })
+}
+
+/// A provenance as JSON, in the `Provenance` message's own field names and
+/// values, wherever it leaves as JSON (the CLI, the Open Inference
+/// Protocol's `provenance` parameter), so that no client meets two
+/// vocabularies for one answer.
+pub(super) fn provenance_json(p: &pb::Provenance) -> serde_json::Value {
+    serde_json::json!({
+        "jurisdiction": p.jurisdiction,
+        "regime": p.regime,
+        "tier": tier_name(p.tier),
+        "purposes": p.purposes.iter().map(|o| serde_json::json!({
+            "tcf_purpose": o.tcf_purpose,
+            "dpv": o.dpv,
+            "status": o.status,
+            "legal_basis": o.legal_basis,
+            "source": o.source,
+            "record_seq": o.record_seq,
+        })).collect::<Vec<_>>(),
+        "rules_fired": p.rules_fired,
+        "masked_features": p.masked_features,
+        "ledger_records": p.ledger_records.iter().map(|r| serde_json::json!({
+            "seq": r.seq, "record_id": r.record_id, "sha256": r.sha256,
+        })).collect::<Vec<_>>(),
+        "signals_sha256": p.signals_sha256,
+        "policy_version": p.policy_version,
+        "policy_sha256": p.policy_sha256,
+        "model_sha256": p.model_sha256,
+        "subject_ref": p.subject_ref,
+    })
+}
+
 impl From<&Provenance> for pb::Provenance {
     fn from(p: &Provenance) -> Self {
         p.clone().into()
@@ -813,7 +864,7 @@ mod tests {
         let m = refused(identifier("subject_id", "   ".into()));
         assert_eq!(
             m,
-            "subject_id: holds only spaces; give the identifier, or leave it empty"
+            "subject_id: holds only spaces; give an identifier, or leave it empty"
         );
         identifier("subject_id", String::new()).unwrap();
     }

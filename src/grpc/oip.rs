@@ -350,6 +350,10 @@ fn parameters(
     let mut subject_id = String::new();
     let mut c = pb::RequestContext::default();
     let mut explain: Option<pb::ExplainOptions> = None;
+    // In name order, so that a request with several bad parameters always
+    // gets the same answer.
+    let parameters: std::collections::BTreeMap<String, InferParameter> =
+        parameters.into_iter().collect();
     for (key, value) in parameters {
         let field = |s: &mut String| -> Result<(), Error> {
             *s = text(&key, &value)?.to_owned();
@@ -489,8 +493,8 @@ impl Reply {
         let first = decisions.first().ok_or_else(|| {
             Error::Internal("the gateway returned no decision for a batch".into())
         })?;
-        let provenance = serde_json::to_string(first.provenance.as_ref())
-            .map_err(|e| Error::Internal(format!("provenance as JSON: {e}")))?;
+        let provenance =
+            super::convert::provenance_json(&first.provenance.as_ref().into()).to_string();
         let parameters = HashMap::from([
             (
                 reply::TIER.to_owned(),

@@ -42,9 +42,11 @@ impl From<Error> for Status {
             Error::Inference(inner) => match inner {
                 InferenceError::Overloaded(_) => Code::ResourceExhausted,
                 InferenceError::ShutDown => Code::Unavailable,
-                InferenceError::Runtime(_)
-                | InferenceError::OutputShape { .. }
-                | InferenceError::NonFinite { .. } => Code::Internal,
+                // The model is finite where its manifest's ranges hold: an
+                // input it cannot score is the request's, and one without a
+                // declared range can be anything.
+                InferenceError::NonFinite { .. } => Code::InvalidArgument,
+                InferenceError::Runtime(_) | InferenceError::OutputShape { .. } => Code::Internal,
             },
             // The runtime is loaded at start-up; a package error reaching a
             // handler is a deployment the models folder does not allow.
@@ -104,5 +106,17 @@ mod tests {
         assert!(message.contains("bytes cut"));
         let short = Status::from(Error::NotFound("model.name: no model \"x\"".into()));
         assert_eq!(short.message(), "model.name: no model \"x\"");
+    }
+
+    /// Values that drive a model to NaN are the request's to change, and
+    /// the answer names the row.
+    #[test]
+    fn a_score_that_is_not_finite_is_the_requests() {
+        let status = Status::from(Error::Inference(InferenceError::NonFinite {
+            row: 3,
+            value: f32::NAN,
+        }));
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().starts_with("rows[3]: "), "{status:?}");
     }
 }

@@ -175,6 +175,7 @@ impl ExplanationService for Why {
                 refused.message()
             ))
         })?;
+        auth::read_reason(&metadata, &admitted, rule)?;
         let (row, served) = self
             .gateway
             .explanation(&r.decision_id, |row| {

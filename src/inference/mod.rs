@@ -39,7 +39,7 @@ pub enum InferenceError {
     #[error("the model returned {got} values for {rows} rows")]
     OutputShape { rows: usize, got: usize },
     #[error(
-        "the model's score for row {row} is {value}, not a finite number: no decision is made from it"
+        "rows[{row}]: the model's score for these values is {value}, not a finite number, so no decision is made from them; a feature whose manifest declares no range may be far outside what the model was trained on"
     )]
     NonFinite { row: usize, value: f32 },
 }
@@ -176,7 +176,7 @@ mod tests {
         for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
             let e = finite(vec![0.2, 0.3, bad]).unwrap_err();
             assert!(matches!(e, InferenceError::NonFinite { row: 2, .. }), "{e}");
-            assert!(e.to_string().contains("row 2"), "{e}");
+            assert!(e.to_string().starts_with("rows[2]: "), "{e}");
         }
     }
 }
