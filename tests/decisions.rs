@@ -300,8 +300,8 @@ async fn an_export_explains_a_decision_whose_attributions_were_left_for_later() 
     );
 }
 
-/// An access export gives a copy of the data each decision's model saw
-/// (GDPR Art. 15(3)): every feature the person's data filled, with its value,
+/// An access export says how long each decision is kept (GDPR Art.
+/// 15(1)(d)) and gives a copy of the data its model saw (Art. 15(3)): every feature the person's data filled, with its value,
 /// description and data category; not the features the policy kept back,
 /// for which the model saw the population's average.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -331,6 +331,13 @@ async fn an_access_export_gives_the_data_each_decision_used() {
         .unwrap()
         .into_inner();
     let json: serde_json::Value = serde_json::from_str(&export.export_json).unwrap();
+    let kept_until = json["decisions"][0]["kept_until_ms"].as_i64().unwrap();
+    let days = server.gateway.config().decisions.retention_days;
+    let decided_at = json["decisions"][0]["decided_at_ms"].as_i64().unwrap();
+    assert!(
+        (kept_until - decided_at - i64::from(days) * 86_400_000).abs() < 60_000,
+        "kept {days} days: {kept_until} after {decided_at}"
+    );
     let used = json["decisions"][0]["data_used"].as_array().unwrap();
     assert_eq!(used.len(), sent.len() - masked.len(), "{used:?}");
     for f in used {

@@ -353,6 +353,22 @@ async fn shadow_outputs_are_recorded_never_returned() {
         assert!((a.base_value + sum - a.margin).abs() < 1e-6);
     }
 
+    // The person's access export holds what the shadow answered about them.
+    let export =
+        pb::explanation_service_client::ExplanationServiceClient::new(server.channel().await)
+            .export_subject_data(pb::ExportSubjectDataRequest {
+                subject_id: "shadowed-0".into(),
+                language: "en".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+    let json: serde_json::Value = serde_json::from_str(&export.export_json).unwrap();
+    let shadows = &json["decisions"][0]["shadow_scores"];
+    assert_eq!(shadows[0]["model"]["version"], "1.1.0", "{shadows}");
+    assert!((shadows[0]["score"].as_f64().unwrap() - direct).abs() < 1e-9);
+
     // A decision never made has no outputs to give, which is not an empty
     // list of them.
     let never = client

@@ -37,7 +37,16 @@ pub enum TreeError {
         op = "TreeEnsembleRegressor"
     )]
     NotAdditive(String),
+    #[error(
+        "{op}: tree {tree} is {depth} splits deep, more than the {MAX_TREE_DEPTH} the gateway takes (ONNX Runtime and TreeSHAP walk a tree by recursion, and a far deeper one overflows their stack)"
+    )]
+    TooDeep { op: String, tree: i64, depth: usize },
 }
+
+/// The deepest tree the gateway serves. Boosted trees are a few to a few
+/// dozen splits deep, and unpruned forests on large data about a hundred;
+/// a tree a hundred thousand deep crashed ONNX Runtime's session creation.
+pub const MAX_TREE_DEPTH: usize = 1000;
 
 /// How a split compares the feature value with its threshold.
 #[derive(Debug, Clone, PartialEq)]
@@ -207,13 +216,17 @@ impl Tree {
     }
 
     pub fn depth(&self) -> usize {
-        fn depth(tree: &Tree, node: usize) -> usize {
-            match &tree.nodes[node].split {
-                None => 0,
-                Some(s) => 1 + depth(tree, s.yes).max(depth(tree, s.no)),
+        // Without recursion: it measures trees before their depth is known
+        // to be bounded.
+        let mut deepest = 0;
+        let mut stack = vec![(0, 0)];
+        while let Some((node, depth)) = stack.pop() {
+            deepest = deepest.max(depth);
+            if let Some(s) = &self.nodes[node].split {
+                stack.extend([(s.yes, depth + 1), (s.no, depth + 1)]);
             }
         }
-        depth(self, 0)
+        deepest
     }
 }
 
@@ -268,12 +281,26 @@ impl Ensemble {
                 "TreeEnsemble",
             ],
         )?;
-        let reader = Reader::new(node);
-        if node.op_type() == "TreeEnsemble" {
-            reader.read_v5(width)
-        } else {
-            reader.read(width)
+        read_ensemble(node, width)
+    }
+
+    /// Refuses a tree ensemble anywhere in the model whose trees are deeper
+    /// than [`MAX_TREE_DEPTH`], before ONNX Runtime is given the model. An
+    /// ensemble that does not read (say, over another tensor's width) is
+    /// left to the checks that follow.
+    pub fn check_depth(bytes: &[u8], width: usize) -> Result<(), TreeError> {
+        let graph = decode_graph(bytes)?;
+        for node in graph.node.iter().filter(|n| {
+            matches!(
+                n.op_type(),
+                "TreeEnsembleClassifier" | "TreeEnsembleRegressor" | "TreeEnsemble"
+            )
+        }) {
+            if let Err(e @ TreeError::TooDeep { .. }) = read_ensemble(node, width) {
+                return Err(e);
+            }
         }
+        Ok(())
     }
 
     /// The margins of one row, as ORT computes them before its post-transform.
@@ -925,6 +952,30 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Reads one tree-ensemble operator, refusing trees deeper than
+/// [`MAX_TREE_DEPTH`].
+fn read_ensemble(node: &NodeProto, width: usize) -> Result<Ensemble, TreeError> {
+    let reader = Reader::new(node);
+    let ensemble = if node.op_type() == "TreeEnsemble" {
+        reader.read_v5(width)
+    } else {
+        reader.read(width)
+    }?;
+    if let Some((tree, depth)) = ensemble
+        .trees
+        .iter()
+        .map(|t| (t.id, t.depth()))
+        .find(|&(_, depth)| depth > MAX_TREE_DEPTH)
+    {
+        return Err(TreeError::TooDeep {
+            op: node.op_type().to_owned(),
+            tree,
+            depth,
+        });
+    }
+    Ok(ensemble)
+}
+
 /// A node still to place while reading an opset-5 tree: whether it is a leaf,
 /// its index in the leaf or node arrays, and (parent, is true branch).
 type Pending = (bool, i64, Option<(usize, bool)>);
@@ -1034,6 +1085,95 @@ pub(super) fn tensor_values(t: &TensorProto) -> Option<Vec<f64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A model whose one regression tree is a chain of `depth` splits on
+    /// feature 0, each with a leaf on its true side.
+    fn chain(depth: usize) -> Vec<u8> {
+        use super::super::onnx::{AttributeProto, GraphProto, ModelProto, ValueInfoProto};
+        let n = 2 * depth + 1;
+        let ints = |name: &str, v: Vec<i64>| AttributeProto {
+            name: Some(name.into()),
+            ints: v,
+            ..Default::default()
+        };
+        let leaves: Vec<i64> = (depth as i64..n as i64).collect();
+        let mode = |i: usize| if i < depth { "BRANCH_LEQ" } else { "LEAF" };
+        let attribute = vec![
+            ints("nodes_treeids", vec![0; n]),
+            ints("nodes_nodeids", (0..n as i64).collect()),
+            ints("nodes_featureids", vec![0; n]),
+            AttributeProto {
+                name: Some("nodes_modes".into()),
+                strings: (0..n).map(|i| mode(i).as_bytes().to_vec()).collect(),
+                ..Default::default()
+            },
+            AttributeProto {
+                name: Some("nodes_values".into()),
+                floats: (0..n).map(|i| i as f32).collect(),
+                ..Default::default()
+            },
+            // Split i: true to leaf depth + 1 + i, false to split i + 1 (the
+            // last false side is the leaf `depth`).
+            ints(
+                "nodes_truenodeids",
+                (0..n)
+                    .map(|i| if i < depth { (depth + 1 + i) as i64 } else { 0 })
+                    .collect(),
+            ),
+            ints(
+                "nodes_falsenodeids",
+                (0..n)
+                    .map(|i| if i < depth { i as i64 + 1 } else { 0 })
+                    .collect(),
+            ),
+            ints("target_treeids", vec![0; leaves.len()]),
+            ints("target_nodeids", leaves.clone()),
+            ints("target_ids", vec![0; leaves.len()]),
+            AttributeProto {
+                name: Some("target_weights".into()),
+                floats: vec![1.0; leaves.len()],
+                ..Default::default()
+            },
+        ];
+        prost::Message::encode_to_vec(&ModelProto {
+            graph: Some(GraphProto {
+                node: vec![NodeProto {
+                    op_type: Some("TreeEnsembleRegressor".into()),
+                    input: vec!["input".into()],
+                    output: vec!["variable".into()],
+                    attribute,
+                    ..Default::default()
+                }],
+                input: vec![ValueInfoProto {
+                    name: Some("input".into()),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    }
+
+    /// A tree deeper than the gateway takes is refused before ONNX Runtime
+    /// sees it (one a hundred thousand deep crashed its session creation),
+    /// and measuring it takes no recursion.
+    #[test]
+    fn a_tree_deeper_than_the_limit_is_refused() {
+        Ensemble::check_depth(&chain(MAX_TREE_DEPTH), 1).unwrap();
+        let e = Ensemble::check_depth(&chain(100_000), 1).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                TreeError::TooDeep {
+                    tree: 0,
+                    depth: 100_000,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(Ensemble::from_onnx(&chain(MAX_TREE_DEPTH + 1), 1).is_err());
+    }
 
     /// A node several parents share (an expanded categorical split) is
     /// copied per parent, so covers counted from rows add up along every

@@ -201,7 +201,19 @@ pub struct Gateway {
     /// version and SHA-256: versions that share an artefact differ in
     /// their manifests (what may be named, the reasons' words).
     retired: moka::sync::Cache<(String, String, String), Arc<ModelPackage>>,
+    /// Retired versions that could not be loaded back (gone, or another
+    /// artefact under their name), with their `model.onnx` as it was then
+    /// (length and modification time; None when it was missing), for
+    /// [`UNAVAILABLE_FOR`].
+    unavailable: moka::sync::Cache<(String, String, String), Option<ArtefactStamp>>,
 }
+
+type ArtefactStamp = (u64, Option<std::time::SystemTime>);
+
+/// How long a retired version that could not be loaded back is not tried
+/// again while its file stays as it was: an export of a thousand of its
+/// decisions tries once.
+const UNAVAILABLE_FOR: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Gateway {
     /// Opens the consent ledger and starts the inference threads. Models are
@@ -261,6 +273,10 @@ impl Gateway {
             retired: moka::sync::Cache::builder()
                 .max_capacity(4)
                 .time_to_idle(std::time::Duration::from_secs(600))
+                .build(),
+            unavailable: moka::sync::Cache::builder()
+                .max_capacity(256)
+                .time_to_live(UNAVAILABLE_FOR)
                 .build(),
             access: Access::new(config.access.clone(), &ledger.token_key()),
             metrics: Metrics::default(),

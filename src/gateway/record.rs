@@ -247,6 +247,20 @@ impl Gateway {
         if let Some(package) = self.retired.get(&key) {
             return Ok(package);
         }
+        let model_file = self
+            .config
+            .models_dir
+            .join(&*row.model_name)
+            .join(&*row.model_version)
+            .join(crate::models::package::MODEL_FILE);
+        // The artefact as it is now: a failed load is tried again only once
+        // the file has changed (restored, or put back).
+        let as_now = std::fs::metadata(&model_file)
+            .ok()
+            .map(|m| (m.len(), m.modified().ok()));
+        if self.unavailable.get(&key) == Some(as_now) {
+            return Err(served);
+        }
         // The record's names become a path: one plain component each.
         let plain = |s: &str| {
             let mut parts = std::path::Path::new(s).components();
@@ -263,18 +277,29 @@ impl Gateway {
             .models_dir
             .join(&*row.model_name)
             .join(&*row.model_version);
-        let loaded = tokio::task::spawn_blocking(move || ModelPackage::load(&dir, 1))
-            .await
-            .map_err(|e| Error::Internal(format!("loading a retired model panicked: {e}")))?;
-        match loaded {
-            Ok(package) if *package.sha256 == *row.model_sha256 => {
-                let package = Arc::new(package);
-                self.retired.insert(key, package.clone());
-                tracing::info!(model = %row.model_name, version = %row.model_version, "loaded a retired version to explain its decisions");
-                Ok(package)
-            }
-            _ => Err(served),
-        }
+        // Concurrent look-ups share one load (moka runs the first caller's
+        // and the others wait for it), and the artefact's SHA-256 is
+        // checked before anything is loaded. What cannot be loaded back is
+        // remembered with the file as it was, so that an export or a burst
+        // of look-ups does not load it once per decision.
+        let (retired, want, at) = (self.retired.clone(), key.2.clone(), key.clone());
+        let loaded = tokio::task::spawn_blocking(move || {
+            retired.try_get_with(at, || -> Result<Arc<ModelPackage>, String> {
+                let file = std::fs::read(dir.join(crate::models::package::MODEL_FILE)).map_err(|e| e.to_string())?;
+                if hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&file)) != want {
+                    return Err("a different artefact".into());
+                }
+                let package = ModelPackage::load(&dir, 1).map_err(|e| e.to_string())?;
+                tracing::info!(model = %package.name(), version = %package.version(), "loaded a retired version to explain its decisions");
+                Ok(Arc::new(package))
+            })
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("loading a retired model panicked: {e}")))?;
+        loaded.map_err(|_| {
+            self.unavailable.insert(key, as_now);
+            served
+        })
     }
 
     /// Attributes recorded decisions of one package from their sealed
@@ -796,6 +821,12 @@ impl Gateway {
                     _ => None,
                 };
                 let row = explained.as_ref().unwrap_or(row);
+                // Candidate versions scored the same request in the shadow:
+                // their answers are about the person too.
+                let shadows = self
+                    .shadow_outputs(&row.decision_id)
+                    .await
+                    .unwrap_or_default();
                 let view = crate::why::consumer(
                     row,
                     package.as_deref().map(crate::why::ModelFacts::of),
@@ -811,6 +842,8 @@ impl Gateway {
                     serde_json::json!({
                         "decision_id": row.decision_id,
                         "decided_at_ms": row.decided_at_ms,
+                        // GDPR Art. 15(1)(d): how long it is kept.
+                        "kept_until_ms": row.retain_until_ms,
                         "model": { "name": row.model_name, "version": row.model_version, "sha256": row.model_sha256 },
                         "placement_id": row.placement_id,
                         "campaign_id": row.campaign_id,
@@ -823,6 +856,10 @@ impl Gateway {
                         "masked_features": masked,
                         "masked_features_not_named": masked_unnamed,
                         "data_used": self.data_used(row, package.as_deref()),
+                        "shadow_scores": shadows.iter().map(|o| serde_json::json!({
+                            "model": { "name": o.model_name, "version": o.model_version, "sha256": o.model_sha256 },
+                            "score": o.score,
+                        })).collect::<Vec<_>>(),
                         "why": {
                             "basis": view.basis,
                             "main_parameters": view.main_parameters,

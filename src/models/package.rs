@@ -215,6 +215,8 @@ impl ModelPackage {
         let sha256 = hex::encode(Sha256::digest(&model));
         let schema = FeatureSchema::new(&manifest);
         let output_columns = check_graph(&model, &model_path, &manifest_path, &manifest)?;
+        crate::explain::trees::Ensemble::check_depth(&model, schema.width())
+            .map_err(|e| PackageError::new(&model_path, None, e.to_string()))?;
         let mut backend = OrtBackend::load(
             &model,
             slots,
