@@ -1083,12 +1083,12 @@ pub(super) fn tensor_values(t: &TensorProto) -> Option<Vec<f64>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A model whose one regression tree is a chain of `depth` splits on
     /// feature 0, each with a leaf on its true side.
-    fn chain(depth: usize) -> Vec<u8> {
+    pub(crate) fn chain(depth: usize) -> Vec<u8> {
         use super::super::onnx::{AttributeProto, GraphProto, ModelProto, ValueInfoProto};
         let n = 2 * depth + 1;
         let ints = |name: &str, v: Vec<i64>| AttributeProto {

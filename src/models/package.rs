@@ -214,9 +214,10 @@ impl ModelPackage {
             .map_err(|e| PackageError::new(&model_path, None, format!("cannot read: {e}")))?;
         let sha256 = hex::encode(Sha256::digest(&model));
         let schema = FeatureSchema::new(&manifest);
-        let output_columns = check_graph(&model, &model_path, &manifest_path, &manifest)?;
+        // Before ONNX Runtime reads the graph, here or in check_graph.
         crate::explain::trees::Ensemble::check_depth(&model, schema.width())
             .map_err(|e| PackageError::new(&model_path, None, e.to_string()))?;
+        let output_columns = check_graph(&model, &model_path, &manifest_path, &manifest)?;
         let mut backend = OrtBackend::load(
             &model,
             slots,
@@ -827,6 +828,31 @@ mod tests {
         format!(
             "[[features]]\nname = \"{name}\"\nposition = {position}\ntype = \"{kind}\"\n{extra}\nmissing_allowed = true\ndescription = \"d\"\ncategory = \"device\"\nsource = \"first_party\"\n"
         )
+    }
+
+    /// A tree too deep for ONNX Runtime is refused before ONNX Runtime
+    /// reads the graph (the first to do so inspects its inputs): one a
+    /// hundred thousand deep overflowed its stack and ended the process.
+    #[test]
+    fn a_tree_too_deep_is_refused_before_onnx_runtime_reads_it() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let dir = tempfile::tempdir().unwrap();
+        let package = dir.path().join("caravan-lgbm/1.2.0");
+        fs::create_dir_all(&package).unwrap();
+        for file in [MANIFEST_FILE, BACKGROUND_FILE] {
+            fs::copy(
+                root.join("models/caravan-lgbm/1.2.0").join(file),
+                package.join(file),
+            )
+            .unwrap();
+        }
+        fs::write(
+            package.join(MODEL_FILE),
+            crate::explain::trees::tests::chain(100_000),
+        )
+        .unwrap();
+        let e = ModelPackage::load(&package, 1).unwrap_err().to_string();
+        assert!(e.contains("tree 0 is 100000 splits deep"), "{e}");
     }
 
     /// A masked feature is replaced by a value its own schema accepts.
