@@ -247,20 +247,6 @@ impl Gateway {
         if let Some(package) = self.retired.get(&key) {
             return Ok(package);
         }
-        let model_file = self
-            .config
-            .models_dir
-            .join(&*row.model_name)
-            .join(&*row.model_version)
-            .join(crate::models::package::MODEL_FILE);
-        // The artefact as it is now: a failed load is tried again only once
-        // the file has changed (restored, or put back).
-        let as_now = std::fs::metadata(&model_file)
-            .ok()
-            .map(|m| (m.len(), m.modified().ok()));
-        if self.unavailable.get(&key) == Some(as_now) {
-            return Err(served);
-        }
         // The record's names become a path: one plain component each.
         let plain = |s: &str| {
             let mut parts = std::path::Path::new(s).components();
@@ -277,6 +263,14 @@ impl Gateway {
             .models_dir
             .join(&*row.model_name)
             .join(&*row.model_version);
+        // The artefact as it is now: a failed load is tried again only once
+        // the file has changed (restored, or put back).
+        let as_now = std::fs::metadata(dir.join(crate::models::package::MODEL_FILE))
+            .ok()
+            .map(|m| (m.len(), m.modified().ok()));
+        if self.unavailable.get(&key) == Some(as_now) {
+            return Err(served);
+        }
         // Concurrent look-ups share one load (moka runs the first caller's
         // and the others wait for it), and the artefact's SHA-256 is
         // checked before anything is loaded. What cannot be loaded back is

@@ -2,8 +2,8 @@
 //! service's status; this wrapper only changes `Watch` of a service the
 //! server does not know: the specification answers SERVICE_UNKNOWN and
 //! keeps the call open (the service may become known later), where
-//! tonic-health ends the call with NOT_FOUND, which watchers such as
-//! grpc-go's health checker read as a failed probe and retry in a loop.
+//! tonic-health ends the call with NOT_FOUND, which a watching client
+//! reads as its call failing rather than as the service being unknown.
 
 use std::pin::Pin;
 
