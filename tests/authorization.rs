@@ -628,6 +628,24 @@ async fn staff_reads_are_recorded_with_who_whom_and_why() {
         Duration::from_secs(60),
     );
     consent.get_consent_history(ask(None, &own)).await.unwrap();
+    // One printable reason: a second would not be recorded, and the read
+    // log is read as text.
+    let mut twice = ask(Some("ticket 1234"), "support-key");
+    twice
+        .metadata_mut()
+        .append("x-candor-reason", "ticket 9999".parse().unwrap());
+    let refused = consent.get_consent_history(twice).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(refused.message().contains("given twice"), "{refused:?}");
+    let refused = consent
+        .get_consent_history(ask(Some("ticket\t1234"), "support-key"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(
+        refused.message().contains("control character"),
+        "{refused:?}"
+    );
     // A read refused as bad input is not a read: nothing goes on record.
     let mut greedy = ask(Some("ticket 1234"), "support-key");
     greedy.get_mut().page_size = 5000;

@@ -371,6 +371,12 @@ pub fn read_reason(
     }
     // UTF-8, not only the ASCII gRPC metadata promises: a ticket names
     // people as they are spelt (a client sends "Müller" as its bytes).
+    // The record keeps one reason: a second would be silently dropped.
+    if metadata.get_all(REASON_HEADER).iter().nth(1).is_some() {
+        return Err(Status::invalid_argument(format!(
+            "{REASON_HEADER}: given twice; send one reason"
+        )));
+    }
     let reason = match metadata.get(REASON_HEADER) {
         Some(value) => std::str::from_utf8(value.as_bytes())
             .map_err(|_| Status::invalid_argument(format!("{REASON_HEADER}: is not UTF-8 text")))?
@@ -380,6 +386,12 @@ pub fn read_reason(
     if reason.len() > 500 {
         return Err(Status::invalid_argument(format!(
             "{REASON_HEADER}: at most 500 bytes"
+        )));
+    }
+    // Kept for good in the read log, which is read as text.
+    if reason.chars().any(char::is_control) {
+        return Err(Status::invalid_argument(format!(
+            "{REASON_HEADER}: holds a control character; a reason is printable text"
         )));
     }
     if reason.is_empty() && matches!(admitted.caller, Caller::Staff { .. }) {
