@@ -630,51 +630,74 @@ impl Drop for Store {
 /// the subject's old state, the fence settles at that moment. The retention
 /// purge forgets entries older than [`ERASURE_MEMORY_MS`].
 #[derive(Debug, Default)]
-pub struct Erasures(std::sync::RwLock<HashMap<String, i64>>);
+pub struct Erasures(std::sync::RwLock<HashMap<String, Erased>>);
+
+/// One subject's erasures: when the last was complete, and how many run.
+#[derive(Debug, Clone, Copy)]
+struct Erased {
+    erased_at: i64,
+    running: u32,
+}
 
 impl Erasures {
     /// Whether work for `subject` begun at `at_ms` began before its erasure.
     pub fn begun_before(&self, subject: &str, at_ms: i64) -> bool {
         self.read()
             .get(subject)
-            .is_some_and(|&erased| at_ms <= erased)
+            .is_some_and(|e| e.running > 0 || at_ms <= e.erased_at)
     }
 
-    /// Refuses all work for `subject` until [`Erasures::settle`]; returns
-    /// what was remembered before, for [`Erasures::restore`].
-    pub fn fence(&self, subject: &str) -> Option<i64> {
-        self.write().insert(subject.to_owned(), i64::MAX)
+    /// Refuses all work for `subject` until this erasure settles or fails.
+    pub fn fence(&self, subject: &str) {
+        self.write()
+            .entry(subject.to_owned())
+            .or_insert(Erased {
+                erased_at: i64::MIN,
+                running: 0,
+            })
+            .running += 1;
     }
 
-    /// The erasure of `subject` is complete as of `at_ms`.
+    /// This erasure of `subject` is complete as of `at_ms`.
     pub fn settle(&self, subject: &str, at_ms: i64) {
-        self.write().insert(subject.to_owned(), at_ms);
+        self.end(subject, Some(at_ms));
     }
 
-    /// The erasure failed: back to what was remembered before it.
-    pub fn restore(&self, subject: &str, before: Option<i64>) {
+    /// This erasure of `subject` failed: what was remembered stays.
+    pub fn restore(&self, subject: &str) {
+        self.end(subject, None);
+    }
+
+    fn end(&self, subject: &str, at_ms: Option<i64>) {
         let mut map = self.write();
-        match before {
-            Some(at) => map.insert(subject.to_owned(), at),
-            None => map.remove(subject),
-        };
+        if let Some(e) = map.get_mut(subject) {
+            e.running = e.running.saturating_sub(1);
+            e.erased_at = e.erased_at.max(at_ms.unwrap_or(i64::MIN));
+            if e.running == 0 && e.erased_at == i64::MIN {
+                map.remove(subject);
+            }
+        }
     }
 
     fn at_least(&self, subject: &str, at_ms: i64) {
         let mut map = self.write();
-        let at = map.entry(subject.to_owned()).or_insert(at_ms);
-        *at = (*at).max(at_ms);
+        let e = map.entry(subject.to_owned()).or_insert(Erased {
+            erased_at: at_ms,
+            running: 0,
+        });
+        e.erased_at = e.erased_at.max(at_ms);
     }
 
     fn forget_before(&self, cutoff_ms: i64) {
-        self.write().retain(|_, at| *at > cutoff_ms);
+        self.write()
+            .retain(|_, e| e.running > 0 || e.erased_at > cutoff_ms);
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, i64>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Erased>> {
         self.0.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, i64>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Erased>> {
         self.0.write().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -1199,7 +1222,7 @@ mod tests {
 
         // While an erasure runs, every work for its subject is refused,
         // however late it began; then what began before it settled.
-        let before_fence = store.erasures().fence("s");
+        store.erasures().fence("s");
         let during = store
             .submit(|tx| Job::Append(vec![draft(now_ms() + 60_000)], tx))
             .await;
@@ -1209,12 +1232,22 @@ mod tests {
         assert!(store.erasures().begun_before("s", settled));
         assert!(!store.erasures().begun_before("s", settled + 1));
         assert!(!store.erasures().begun_before("t", settled));
-        // A failed erasure leaves nothing fenced.
-        let failed = store.erasures().fence("u");
+        // A failed erasure leaves nothing fenced; two at once each hold
+        // the fence until their own end.
+        store.erasures().fence("u");
         assert!(store.erasures().begun_before("u", i64::MAX - 1));
-        store.erasures().restore("u", failed);
+        store.erasures().restore("u");
         assert!(!store.erasures().begun_before("u", 0));
-        assert_eq!(before_fence, None, "the purge forgot the first erasure");
+        store.erasures().fence("v");
+        store.erasures().fence("v");
+        store.erasures().settle("v", settled);
+        assert!(
+            store.erasures().begun_before("v", settled + 1),
+            "one still runs"
+        );
+        store.erasures().restore("v");
+        assert!(store.erasures().begun_before("v", settled));
+        assert!(!store.erasures().begun_before("v", settled + 1));
     }
 
     /// The writer skips provenances it has stored; one deleted with its

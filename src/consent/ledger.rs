@@ -637,7 +637,7 @@ impl Ledger {
             // Score could still judge from the old and cite erased records:
             // all work for the subject is refused meanwhile, and afterwards
             // whatever was judged before this settles.
-            let before = store.erasures().fence(&subject);
+            store.erasures().fence(&subject);
             let result = store
                 .submit(|tx| Job::Erase(subject.clone(), now_ms(), Some(by), tx))
                 .await;
@@ -653,7 +653,7 @@ impl Ledger {
                 .expect("invalidation closures are enabled");
             match &result {
                 Ok(_) => store.erasures().settle(&subject, now_ms()),
-                Err(_) => store.erasures().restore(&subject, before),
+                Err(_) => store.erasures().restore(&subject),
             }
             result
         })
