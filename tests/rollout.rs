@@ -354,17 +354,7 @@ async fn shadow_outputs_are_recorded_never_returned() {
     }
 
     // The person's access export holds what the shadow answered about them.
-    let export =
-        pb::explanation_service_client::ExplanationServiceClient::new(server.channel().await)
-            .export_subject_data(pb::ExportSubjectDataRequest {
-                subject_id: "shadowed-0".into(),
-                language: "en".into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-    let json: serde_json::Value = serde_json::from_str(&export.export_json).unwrap();
+    let json = export(&server, "shadowed-0").await;
     let shadows = &json["decisions"][0]["shadow_scores"];
     assert_eq!(shadows[0]["model"]["version"], "1.1.0", "{shadows}");
     assert!((shadows[0]["score"].as_f64().unwrap() - direct).abs() < 1e-9);
@@ -750,6 +740,21 @@ async fn fairness_monitor_flags_disparate_selection() {
     drop(tmp);
 }
 
+/// The first page of `subject`'s access export, as JSON.
+async fn export(server: &TestServer, subject: &str) -> serde_json::Value {
+    let page =
+        pb::explanation_service_client::ExplanationServiceClient::new(server.channel().await)
+            .export_subject_data(pb::ExportSubjectDataRequest {
+                subject_id: subject.into(),
+                language: "en".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+    serde_json::from_str(&page.export_json).unwrap()
+}
+
 /// Unloading a version ends its serving, not people's right to an
 /// explanation: a decision it made whose attributions were left to the
 /// first look-up is explained from the same artefact, loaded back from the
@@ -801,16 +806,7 @@ async fn a_retired_versions_decisions_are_still_explained() {
     assert_eq!(attribution.features.len(), 78);
     assert!(attribution.additivity_residual <= 1e-5 * attribution.margin.abs().max(1.0));
     // The person's access export explains it with the same artefact.
-    let export = why
-        .export_subject_data(pb::ExportSubjectDataRequest {
-            subject_id: "retiree".into(),
-            language: "en".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let json: serde_json::Value = serde_json::from_str(&export.export_json).unwrap();
+    let json = export(&server, "retiree").await;
     let reasons = json["decisions"][0]["why"]["reasons"].to_string();
     assert!(!reasons.contains("no longer in use"), "{reasons}");
     assert_eq!(json["decisions"][0]["why"]["basis"], "profiling");

@@ -818,7 +818,7 @@ impl Gateway {
                 // Candidate versions scored the same request in the shadow:
                 // their answers are about the person too.
                 let shadows = self
-                    .shadow_outputs(&row.decision_id)
+                    .shadows_of_recorded(&row.decision_id)
                     .await
                     .unwrap_or_default();
                 let view = crate::why::consumer(

@@ -271,25 +271,44 @@ impl Gateway {
 
     /// What a shadow version answered for one decision.
     pub async fn shadow_outputs(&self, decision_id: &str) -> Result<Vec<ShadowRow>, Error> {
-        let store = self.store.clone();
-        let id = decision_id.to_owned();
-        let (outputs, decided) = tokio::task::spawn_blocking(move || {
-            store.read(|c| {
-                let outputs = shadow::for_decision(c, &id)?;
-                // No outputs for a decision never made (or purged, or
-                // erased) is no answer; for a decision without shadows it
-                // is.
-                let decided =
-                    !outputs.is_empty() || crate::decisions::get(c, &id, now_ms())?.is_some();
-                Ok((outputs, decided))
-            })
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("shadow read panicked: {e}")))??;
+        let (outputs, decided) = self.read_shadows(decision_id, true).await?;
         if !decided {
             return Err(Error::UnknownDecision(decision_id.to_owned()));
         }
         Ok(outputs)
+    }
+
+    /// The shadow outputs of a decision known to be recorded (one being
+    /// exported), without looking the decision up again.
+    pub(super) async fn shadows_of_recorded(
+        &self,
+        decision_id: &str,
+    ) -> Result<Vec<ShadowRow>, Error> {
+        Ok(self.read_shadows(decision_id, false).await?.0)
+    }
+
+    /// A decision's shadow outputs, and whether it was made: when `check`,
+    /// no outputs for a decision never made (or purged, or erased) is told
+    /// apart from a decision without shadows.
+    async fn read_shadows(
+        &self,
+        decision_id: &str,
+        check: bool,
+    ) -> Result<(Vec<ShadowRow>, bool), Error> {
+        let store = self.store.clone();
+        let id = decision_id.to_owned();
+        tokio::task::spawn_blocking(move || {
+            store.read(|c| {
+                let outputs = shadow::for_decision(c, &id)?;
+                let decided = !check
+                    || !outputs.is_empty()
+                    || crate::decisions::get(c, &id, now_ms())?.is_some();
+                Ok((outputs, decided))
+            })
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("shadow read panicked: {e}")))?
+        .map_err(Error::from)
     }
 }
 

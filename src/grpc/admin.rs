@@ -252,7 +252,7 @@ impl AdminService for Admin {
     ) -> Result<Response<pb::GetShadowOutputsResponse>, Status> {
         let admitted = auth::admitted(&request)?;
         let id = crate::gateway::decision_id(&request.get_ref().decision_id)?;
-        auth::read_reason(request.metadata(), &admitted, admitted.rule)?;
+        let reason = auth::read_reason(request.metadata(), &admitted, admitted.rule)?;
         let outputs = self.gateway.shadow_outputs(&id).await?;
         // Shadow outputs hold a person's feature values: reading them is a
         // staff read of that person's data, on record before they leave.
@@ -261,11 +261,11 @@ impl AdminService for Admin {
             .filter_map(|o| o.subject_ref.as_deref())
             .collect();
         for subject in subjects {
-            auth::account(
+            auth::record_read(
                 &self.gateway,
                 request.metadata(),
                 &admitted,
-                admitted.rule,
+                reason.clone(),
                 subject,
             )
             .await?;

@@ -339,7 +339,20 @@ pub async fn account(
     rule: &Rule,
     subject_ref: &str,
 ) -> Result<(), Status> {
-    let Some(reason) = read_reason(metadata, admitted, rule)? else {
+    let reason = read_reason(metadata, admitted, rule)?;
+    record_read(gateway, metadata, admitted, reason, subject_ref).await
+}
+
+/// Records a read of `subject_ref`'s data with the reason [`read_reason`]
+/// gave; nothing when it gave none (a read that is not recorded).
+pub async fn record_read(
+    gateway: &Gateway,
+    metadata: &MetadataMap,
+    admitted: &Admitted,
+    reason: Option<String>,
+    subject_ref: &str,
+) -> Result<(), Status> {
+    let Some(reason) = reason else {
         return Ok(());
     };
     let (actor, role) = admitted.caller.actor();

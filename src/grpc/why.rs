@@ -175,7 +175,7 @@ impl ExplanationService for Why {
                 refused.message()
             ))
         })?;
-        auth::read_reason(&metadata, &admitted, rule)?;
+        let reason = auth::read_reason(&metadata, &admitted, rule)?;
         let (row, served) = self
             .gateway
             .explanation(&r.decision_id, |row| {
@@ -189,7 +189,7 @@ impl ExplanationService for Why {
             })
             .await?;
         if let Some(subject_ref) = row.subject_ref.as_deref() {
-            auth::account(&self.gateway, &metadata, &admitted, rule, subject_ref).await?;
+            auth::record_read(&self.gateway, &metadata, &admitted, reason, subject_ref).await?;
         }
         // The artefact that made the decision, if it is still there.
         let package = self.gateway.explaining_package(&row).await.ok();
