@@ -435,6 +435,17 @@ impl Policy {
     /// a later record for it, which then wins. A record that grants cannot
     /// lift a publisher's "not allowed" restriction on this vendor: that is
     /// the publisher's choice, which the person's consent does not change.
+    ///
+    /// Two records hold against any string, however dated:
+    /// - an objection (GDPR Art. 21): once a person objects to direct
+    ///   marketing, their data is no longer processed for it (Art. 21(3)).
+    ///   A TC string records what a CMP holds, not that the objection was
+    ///   lifted; only a later record in the ledger lifts it;
+    /// - a withdrawal, against a string that offers only legitimate
+    ///   interest: a withdrawn consent cannot be replaced by another basis
+    ///   (EDPB Guidelines 05/2020 on consent, 123), and a string's
+    ///   legitimate-interest signal is the CMP's default, not the person's
+    ///   new choice. A string's later consent is one, and lifts it.
     fn tcf_purpose(
         &self,
         id: u8,
@@ -453,6 +464,13 @@ impl Policy {
             (_, None) => false,
             (_, Some(r)) if forbidden && r.status_at(now_ms).permits() => false,
             (None, Some(_)) => true,
+            (Some(_), Some(r)) if r.status_at(now_ms) == Status::Objected => true,
+            (Some(_), Some(r))
+                if r.status_at(now_ms) == Status::Withdrawn
+                    && tc_basis.flatten() != Some(Basis::Consent) =>
+            {
+                true
+            }
             (Some(t), Some(r)) => {
                 // A string dated ahead (decoding allows a day of clock skew)
                 // was made today at the latest: later than today's
@@ -597,24 +615,34 @@ fn us_opt_outs(signals: &Decoded) -> (bool, bool) {
 ///   Service Provider Mode (MspaServiceProviderMode 1), in which a service
 ///   provider may not sell, share or target; also when a section claims
 ///   both modes, which the MSPA makes exclusive;
-/// - `us.opt_out_notice_missing`: the person "did not opt out" (2) of a
-///   sale, sharing or targeted advertising whose opt-out notice was not
-///   given (the notice reads 0 or 2; in uspv1, a sale not opted out of,
+/// - `us.opt_out_notice_missing`: the notice of the right to opt out of a
+///   sale, sharing or targeted advertising was not provided (2; the
+///   opt-out then reads 0, "not applicable or no notice was provided", as
+///   the MSPA specifications define it), or the person "did not opt out"
+///   (2) of one whose notice reads 0 (in uspv1, a sale not opted out of,
 ///   N, under a notice of N or -): an opt-out right no one was told about
-///   was never declined.
+///   was never declined;
+/// - `us.targeted_advertising_not_applicable`: the publisher declares that
+///   it does not process personal data for targeted advertising (usnat's
+///   and the states' TargetedAdvertisingOptOutNotice 0) or, in usca, that
+///   it does not share it for cross-context behavioural advertising
+///   (SharingOptOutNotice 0). Cross-context targeting would contradict it.
 ///
 /// Sections 24 to 27 carry one MspaMode field whose values the gateway
 /// cannot read with confidence; it is not acted on.
 fn us_publisher_restrictions(signals: &Decoded) -> impl Iterator<Item = &'static str> {
-    let (mut service_provider, mut untold) = (false, false);
+    let (mut service_provider, mut untold, mut no_targeting) = (false, false, false);
     if let Some(gpp) = signals.gpp.as_ref() {
-        // Each section's MSPA Service Provider Mode, and its (opt-out, notice)
-        // pairs.
+        // Each section's MSPA Service Provider Mode, its (opt-out, notice)
+        // pairs, and the notice that covers targeting (the last pair's).
         let mut section = |mode: Tri, rights: &[(Tri, Tri)]| {
             service_provider |= mode == Tri::One;
-            untold |= rights
-                .iter()
-                .any(|&(opt_out, notice)| opt_out == Tri::Two && notice != Tri::One);
+            untold |= rights.iter().any(|&(opt_out, notice)| {
+                notice == Tri::Two || (opt_out == Tri::Two && notice == Tri::NotApplicable)
+            });
+            no_targeting |= rights
+                .last()
+                .is_some_and(|&(_, notice)| notice == Tri::NotApplicable);
         };
         if let Some(s) = &gpp.usnat {
             section(
@@ -664,6 +692,7 @@ fn us_publisher_restrictions(signals: &Decoded) -> impl Iterator<Item = &'static
     [
         service_provider.then_some("us.mspa_service_provider_mode"),
         untold.then_some("us.opt_out_notice_missing"),
+        no_targeting.then_some("us.targeted_advertising_not_applicable"),
     ]
     .into_iter()
     .flatten()
@@ -673,10 +702,17 @@ fn us_publisher_restrictions(signals: &Decoded) -> impl Iterator<Item = &'static
 enum GeoAnswer {
     /// A section that requires consent: whether it was given.
     Consent(bool),
-    /// A section that allows an opt-out: whether the person opted out, and
+    /// A section that allows an opt-out: whether the person opted out,
     /// whether the section is for the request's state (or no region was
-    /// given), so that its silence may stand in for consent.
-    OptOut { opted_out: bool, own_state: bool },
+    /// given), and whether the notice of that right was provided. Only a
+    /// told person's silence in their own state may stand in for consent:
+    /// Utah (13-61-302(3)(a)), Iowa (715D.4(2)) and California (11 CCR
+    /// 7014) require the notice before sensitive data is processed.
+    OptOut {
+        opted_out: bool,
+        own_state: bool,
+        told: bool,
+    },
 }
 
 /// What the request's GPP sections say about precise geolocation, each read
@@ -696,6 +732,7 @@ fn geolocation_answers(gpp: Option<&GppString>, region: Option<&str>) -> Vec<Geo
         answers.push(GeoAnswer::OptOut {
             opted_out: at(&s.sensitive_data_processing, USCA_PRECISE_GEOLOCATION) == Some(Tri::One),
             own_state: own_state("CA"),
+            told: s.sensitive_data_limit_use_notice == Tri::One,
         });
     }
     for s in &gpp.states {
@@ -707,6 +744,13 @@ fn geolocation_answers(gpp: Option<&GppString>, region: Option<&str>) -> Vec<Geo
             Geolocation::OptOut(i) => answers.push(GeoAnswer::OptOut {
                 opted_out: value(i) == Some(Tri::One),
                 own_state: own_state(s.layout.state),
+                // The section's notice of its sensitive-data opt-out.
+                told: s
+                    .layout
+                    .notices
+                    .iter()
+                    .zip(&s.notices)
+                    .any(|(name, n)| name.starts_with("SensitiveData") && *n == Tri::One),
             }),
         }
     }
@@ -780,6 +824,7 @@ fn us<'l>(
                 a,
                 GeoAnswer::OptOut {
                     own_state: true,
+                    told: true,
                     ..
                 }
             )
@@ -808,15 +853,17 @@ fn us<'l>(
         .map(|id| {
             let dpv = purposes::info(id).map_or("", |p| p.dpv).to_owned();
             match recorded(id).map(|r| (r, r.status_at(now_ms))) {
-                Some((r, status @ (Status::Withdrawn | Status::Objected))) => {
+                // A refusal recorded in a consent dialog says no as much as
+                // a withdrawal does.
+                Some((r, status @ (Status::Withdrawn | Status::Objected | Status::Refused))) => {
                     v.mask("ledger.personalised_ads_withdrawn", |f| f.profile);
                     PurposeOutcome {
                         tcf_id: id,
                         dpv,
-                        status: if status == Status::Objected {
-                            PurposeStatus::Objected
-                        } else {
-                            PurposeStatus::Withdrawn
+                        status: match status {
+                            Status::Objected => PurposeStatus::Objected,
+                            Status::Refused => PurposeStatus::NotGranted,
+                            _ => PurposeStatus::Withdrawn,
                         },
                         legal_basis: None,
                         source: Source::Ledger,
@@ -923,7 +970,10 @@ mod tests {
         consent::{
             Jurisdiction, Signals,
             gpp::{Geolocation, STATES, USCA, USNAT, USPV1},
-            testing::{StateFields, Tc, VENDOR, gpp, state, usca, usnat, usnat_with},
+            testing::{
+                StateFields, Tc, VENDOR, gpp, state, usca, usca_with_limit_use_notice, usnat,
+                usnat_with,
+            },
         },
         models::manifest::FeatureType,
     };
@@ -1066,12 +1116,20 @@ mod tests {
         assert_eq!(provider.tier, Tier::Contextual);
         assert_eq!(provider.rules, ["us.mspa_service_provider_mode"]);
         assert!(provider.masked.contains(&2) && !provider.masked.contains(&1));
-        for notice in [0, 2] {
-            let untold = judged(&usnat_with(notice, 2, 0));
-            assert_eq!(untold.rules, ["us.opt_out_notice_missing"], "{notice}");
-            assert!(untold.masked.contains(&2), "{notice}");
+        // A notice not provided, whatever the opt-out reads (the MSPA
+        // specifications have it read 0 then), or "did not opt out" under
+        // a notice that is not applicable.
+        for (notice, opt_out) in [(2, 0), (2, 2), (0, 2)] {
+            let untold = judged(&usnat_with(notice, opt_out, 0));
+            assert_eq!(
+                untold.rules,
+                ["us.opt_out_notice_missing"],
+                "{notice} {opt_out}"
+            );
+            assert!(untold.masked.contains(&2), "{notice} {opt_out}");
         }
-        // Nothing sold, nothing to be told: no opt-out, no notice needed.
+        // Nothing sold, shared or targeted, so nothing to be told; but then
+        // no cross-context data either.
         let mut w = crate::consent::testing::BitWriter::default();
         // Version, notices, opt-outs, sensitive data (consent to category
         // 8, precise geolocation), child fields, PersonalDataConsents.
@@ -1083,7 +1141,9 @@ mod tests {
             .int(0, 8);
         w.int(0, 4).int(0, 2);
         w.int(2, 2).int(0, 4);
-        assert_eq!(judged(&w.encode(6)).tier, Tier::Personalised);
+        let untargeted = judged(&w.encode(6));
+        assert_eq!(untargeted.rules, ["us.targeted_advertising_not_applicable"]);
+        assert!(untargeted.masked.contains(&2) && !untargeted.masked.contains(&1));
     }
 
     #[test]
@@ -1102,6 +1162,29 @@ mod tests {
         };
         assert!(opt_out_to_remember(&decoded("1YYN"), &[], now()));
         assert!(!opt_out_to_remember(&decoded("1YNN"), &[], now()));
+    }
+
+    /// In the US, a refusal of profiling recorded in a consent dialog
+    /// keeps the profile out as a withdrawal does, and is cited.
+    #[test]
+    fn a_us_refusal_in_the_ledger_keeps_the_profile_out() {
+        let ledger: Vec<PurposeState> = [3, 4].map(|id| recorded_now(id, Status::Refused)).into();
+        let e = judge_with(
+            "US",
+            Some("CA"),
+            None,
+            Some(gpp(&[(USNAT, &usnat(2))])),
+            &ledger,
+        );
+        assert_eq!(e.rules, ["ledger.personalised_ads_withdrawn"], "{e:?}");
+        assert!(e.masked.contains(&1), "{e:?}");
+        for p in e.purposes.iter().filter(|p| [3, 4].contains(&p.tcf_id)) {
+            assert_eq!(
+                (p.status, p.source),
+                (PurposeStatus::NotGranted, Source::Ledger)
+            );
+            assert!(p.record.is_some());
+        }
     }
 
     fn tcf(tc: &Tc, section: &Tc) -> Evaluation {
@@ -1164,6 +1247,43 @@ mod tests {
             assert_eq!(e.tier, Tier::Contextual, "{e:?}");
             assert!(e.rules.contains(&"tcf.personalised_ads_withdrawn"), "{e:?}");
         }
+    }
+
+    /// A string dated after an objection does not lift it, and one dated
+    /// after a withdrawal lifts it only with a consent: legitimate interest
+    /// does not replace a withdrawn consent.
+    #[test]
+    fn a_later_string_lifts_a_withdrawal_only_by_consent_and_never_an_objection() {
+        const DAY_MS: i64 = 24 * 3600 * 1000;
+        let yesterday = |id, status| PurposeState {
+            effective_at_ms: now() - DAY_MS,
+            ..recorded_now(id, status)
+        };
+        let tc = Tc::granted(now());
+        let judged = |ledger: &[PurposeState], tc: &Tc| {
+            judge_with("DE", None, Some(tc.encode()), None, ledger)
+        };
+        // Purpose 2 on legitimate interest only, as a CMP's default.
+        let li_only = Tc {
+            purposes: vec![1, 3, 4],
+            ..tc.clone()
+        };
+        let objected = judged(&[yesterday(2, Status::Objected)], &li_only);
+        assert_eq!(objected.tier, Tier::Refused, "{objected:?}");
+        let p2 = objected.purposes.iter().find(|p| p.tcf_id == 2).unwrap();
+        assert_eq!(
+            (p2.status, p2.source),
+            (PurposeStatus::Objected, Source::Ledger)
+        );
+        assert_eq!(p2.record.as_ref().map(|r| r.seq), Some(2));
+        // Not even a consent in the string lifts an objection.
+        let objected = judged(&[yesterday(3, Status::Objected)], &tc);
+        assert_eq!(objected.tier, Tier::Contextual, "{objected:?}");
+        let withdrawn = judged(&[yesterday(2, Status::Withdrawn)], &li_only);
+        assert_eq!(withdrawn.tier, Tier::Refused, "{withdrawn:?}");
+        // A consent given in the CMP since is the person's new choice.
+        let consented = judged(&[yesterday(3, Status::Withdrawn)], &tc);
+        assert_eq!(consented.tier, Tier::Personalised, "{consented:?}");
     }
 
     /// Validity is 13 calendar months, a month's end clamped.
@@ -1449,5 +1569,22 @@ mod tests {
         );
         let e = judge("US", Some("TX"), None, Some(gpp(&[(13, &florida)])));
         assert!(e.rules.is_empty(), "{:?}", e.rules);
+        // Silence stands in only where the right was told (notice 1); not
+        // provided (2) or not applicable (0), it is no consent.
+        for notice in [0, 2] {
+            let utah = state(
+                11,
+                StateFields {
+                    sensitive_notice: notice,
+                    ..StateFields::default()
+                },
+            );
+            let california = usca_with_limit_use_notice(notice);
+            for (id, text, state_code) in [(11, &utah, "UT"), (USCA, &california, "CA")] {
+                let e = judge("US", Some(state_code), None, Some(gpp(&[(id, text)])));
+                assert_eq!(e.rules, [NO_GEO_CONSENT], "{state_code}, notice {notice}");
+                assert_eq!(e.masked, [3], "{state_code}, notice {notice}");
+            }
+        }
     }
 }

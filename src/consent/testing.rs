@@ -199,11 +199,15 @@ pub fn usnat_with(notices: u64, sale_opt_out: u64, service_provider_mode: u64) -
 /// A usca section: notices given, nothing opted out, no sensitive data
 /// processed, no child.
 pub fn usca() -> String {
+    usca_with_limit_use_notice(1)
+}
+
+/// [`usca`] with SensitiveDataLimitUseNotice `notice`.
+pub fn usca_with_limit_use_notice(notice: u64) -> String {
     let mut w = BitWriter::default();
     w.int(1, 6);
-    for _ in 0..3 {
-        w.int(1, 2); // the notices
-    }
+    // SaleOptOutNotice, SharingOptOutNotice, SensitiveDataLimitUseNotice.
+    w.int(1, 2).int(1, 2).int(notice, 2);
     w.int(2, 2)
         .int(2, 2) // SaleOptOut, SharingOptOut
         .int(0, 18) // SensitiveDataProcessing
@@ -228,6 +232,8 @@ pub struct StateFields {
     pub child: u64,
     /// The GPC subsection, if any.
     pub gpc: Option<bool>,
+    /// The notice of the sensitive-data opt-out, where the layout has one.
+    pub sensitive_notice: u64,
 }
 
 impl Default for StateFields {
@@ -240,6 +246,7 @@ impl Default for StateFields {
             geolocation: 0,
             child: 0,
             gpc: None,
+            sensitive_notice: 1,
         }
     }
 }
@@ -272,8 +279,15 @@ pub fn state(id: u16, f: StateFields) -> String {
         w.int(1, 2) // MspaCoveredTransaction
             .int(0, 2); // MspaMode
     }
-    for _ in layout.notices {
-        w.int(1, 2);
+    for name in layout.notices {
+        w.int(
+            if name.starts_with("SensitiveData") {
+                f.sensitive_notice
+            } else {
+                1
+            },
+            2,
+        );
     }
     w.int(f.sale_opt_out, 2).int(f.targeted_opt_out, 2);
     if !mspa_first {
