@@ -866,13 +866,18 @@ fn validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Every `<name>/<version>/` package folder under `root`.
+/// Every package folder under `root`: a models folder's `<name>/<version>/`
+/// ones, or a model folder's `<version>/` ones.
 fn package_dirs(root: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut dirs = Vec::new();
     for name in
         std::fs::read_dir(root).with_context(|| format!("cannot list {}", root.display()))?
     {
         let name = name?.path();
+        if name.join(MANIFEST_FILE).is_file() {
+            dirs.push(name);
+            continue;
+        }
         if !name.is_dir() {
             continue;
         }

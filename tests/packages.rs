@@ -423,6 +423,15 @@ fn validate_passes_the_bundled_models_and_fails_a_broken_one() {
         ),
         "{text}"
     );
+    // A model's folder holds its versions' packages.
+    let out = candor(&[
+        "models",
+        "validate",
+        models.join("caravan-logreg").to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(text.matches("PASS").count(), 1, "{text}");
 
     let tmp = tempfile::tempdir().unwrap();
     let package = copy_default(tmp.path());

@@ -231,3 +231,42 @@ fn a_package_without_its_training_size_passes_with_a_note() {
     let bundled = validate_package(&repo_root().join("models/caravan-logreg/1.0.0"));
     assert!(!bundled.to_text().contains("note: no [training]"));
 }
+
+/// A copied manifest that still claims to be the default fails the gate
+/// as it fails at load: a lower version of the model claims it already.
+#[test]
+fn a_second_version_claiming_the_default_fails_as_it_would_at_load() {
+    runtime::init(&ort_lib()).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let models = tmp.path().join("models");
+    let first = copy_package("caravan-logreg/1.0.0", &models);
+    edit(
+        &first.join("manifest.toml"),
+        "version = \"1.0.0\"",
+        "version = \"1.0.0\"\ndefault = true",
+    );
+    let second = models.join("caravan-logreg/1.1.0");
+    fs::rename(
+        copy_package("caravan-logreg/1.0.0", &tmp.path().join("x")),
+        &second,
+    )
+    .unwrap();
+    edit(
+        &second.join("manifest.toml"),
+        "version = \"1.0.0\"",
+        "version = \"1.1.0\"\ndefault = true",
+    );
+    assert!(validate_package(&first).passed);
+    let report = validate_package(&second);
+    let check = report
+        .checks
+        .iter()
+        .find(|c| c.name == rules::GRAPH_MATCHES_MANIFEST)
+        .unwrap();
+    assert!(!check.passed, "{}", report.to_text());
+    assert!(
+        check.detail.contains("model.default: version 1.0.0"),
+        "{}",
+        check.detail
+    );
+}

@@ -28,6 +28,13 @@ pub fn explanation_method(explainer: &Explainer) -> String {
         Explainer::Linear { .. } => {
             format!("{name}: exact linear attributions w·(x − E[x]) over the background sample")
         }
+        Explainer::Sampling { width, .. }
+            if *width <= crate::explain::sampling::EXACT_MAX_FEATURES =>
+        {
+            format!(
+                "{name}: exact Shapley values of the score against background rows, every coalition of the {width} features enumerated"
+            )
+        }
         Explainer::Sampling { pairs, .. } => format!(
             "{name}: model-agnostic Shapley values of the score against background rows, seeded, with a standard error per value (up to {pairs} antithetic permutation pairs per decision)"
         ),

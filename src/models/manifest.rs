@@ -631,6 +631,9 @@ impl Manifest {
         let inputs: HashSet<&str> = self.features.iter().map(|f| f.name.as_str()).collect();
         for (i, g) in fairness.groups.iter().enumerate() {
             let at = |field: &str| format!("fairness.groups[{i}].{field}");
+            // The live monitor counts the column under this name, which
+            // requests must be able to send (`context.audit_attributes`).
+            crate::monitor::check_name(&g.column).map_err(|m| FieldError::new(at("column"), m))?;
             disparate_impact_floor(g.min_disparate_impact)
                 .map_err(|m| FieldError::new(at("min_disparate_impact"), m))?;
             if let Some(gap) = g.max_equal_opportunity_difference {
@@ -830,6 +833,11 @@ source = "zip_code_aggregate"
             (
                 fairness("audit.csv", "0.8", "zz"),
                 "fairness.groups[0].bands",
+            ),
+            // The live monitor could never be sent this name.
+            (
+                fairness("audit.csv", "0.8", "a").replace("\"age\"", "\"Age\""),
+                "fairness.groups[0].column",
             ),
         ];
         for (text, field) in cases.into_iter().chain(fairness_cases) {

@@ -547,13 +547,19 @@ fn refuse_second_defaults(
             failed.push(PackageError {
                 file: p.dir.join(MANIFEST_FILE),
                 field: Some("model.default".into()),
-                message: format!(
-                    "version {first} of {name:?} already claims to be the default; this version is not loaded"
-                ),
+                message: second_default(name, &first),
             });
         }
         !second
     });
+}
+
+/// Why a version that claims to be the default is refused: `first`, a
+/// lower version of the model, claims it too.
+pub(crate) fn second_default(name: &str, first: &Version) -> String {
+    format!(
+        "version {first} of {name:?} already claims to be the default; this version is not loaded"
+    )
 }
 
 /// The version the manifests call the default, else the highest.

@@ -280,7 +280,8 @@ impl ModelPackage {
                 model = %manifest.model.name,
                 version = %manifest.model.version,
                 %reason,
-                "no exact attributions for this graph: its decisions are explained by Shapley sampling through ONNX Runtime"
+                exact_up_to_features = crate::explain::sampling::EXACT_MAX_FEATURES,
+                "no tree or linear attributions for this graph: its decisions are explained through ONNX Runtime by model-agnostic Shapley values (every coalition enumerated up to exact_up_to_features, sampled beyond)"
             );
         }
         let explainer = explainer.with_sample_pairs(manifest.explanation.sample_pairs);

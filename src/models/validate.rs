@@ -176,19 +176,21 @@ pub fn validate_package(dir: &Path) -> Report {
     report.check(
         rules::GRAPH_MATCHES_MANIFEST,
         GRAPH,
-        Ok(format!(
-            "{} features, {} background rows, purposes: {}{population}",
-            package.schema.width(),
-            package.background.len(),
-            package
-                .manifest
-                .model
-                .purposes
-                .iter()
-                .map(|p| p.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )),
+        default_claim(dir, &package).map(|()| {
+            format!(
+                "{} features, {} background rows, purposes: {}{population}",
+                package.schema.width(),
+                package.background.len(),
+                package
+                    .manifest
+                    .model
+                    .purposes
+                    .iter()
+                    .map(|p| p.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }),
     );
     report.check(
         rules::GOLDEN_ROWS_REPRODUCE,
@@ -275,6 +277,33 @@ fn check_special_categories(text: &str) -> Result<String, String> {
             "no advertising purpose".to_owned()
         },
     )
+}
+
+/// The server refuses a version that claims to be the default when a lower
+/// version beside it claims it too (`refuse_second_defaults`): so does the
+/// gate, by reading the manifests of the versions beside the package.
+fn default_claim(dir: &Path, package: &ModelPackage) -> Result<(), String> {
+    if !package.manifest.model.default {
+        return Ok(());
+    }
+    let Some(versions) = dir.parent().and_then(|d| fs::read_dir(d).ok()) else {
+        return Ok(());
+    };
+    let first = versions
+        .flatten()
+        .filter_map(|v| fs::read_to_string(v.path().join(MANIFEST_FILE)).ok())
+        .filter_map(|text| Manifest::from_toml(&text).ok())
+        .filter(|m| m.model.default && m.model.name == package.name())
+        .map(|m| m.model.version)
+        .filter(|v| v < package.version())
+        .min();
+    match first {
+        Some(first) => Err(format!(
+            "model.default: {}",
+            super::second_default(package.name(), &first)
+        )),
+        None => Ok(()),
+    }
 }
 
 fn check_goldens(package: &ModelPackage) -> Result<String, String> {
