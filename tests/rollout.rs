@@ -677,7 +677,12 @@ async fn fairness_monitor_flags_disparate_selection() {
         .await
         .unwrap_err();
     assert_eq!(unknown.code(), Code::NotFound, "{unknown:?}");
-    assert!(unknown.message().contains("no-such-model"), "{unknown:?}");
+    assert!(
+        unknown
+            .message()
+            .starts_with("model: no model named \"no-such-model\""),
+        "{unknown:?}"
+    );
     // Nor does an attribute name no request can carry.
     let misspelt = admin(&server)
         .await
@@ -691,6 +696,22 @@ async fn fairness_monitor_flags_disparate_selection() {
     assert!(
         misspelt.message().starts_with("attribute: \"AGE_BAND\""),
         "{misspelt:?}"
+    );
+    // Nor one the monitor never counts for the model.
+    let unmonitored = admin(&server)
+        .await
+        .fairness_report(pb::FairnessReportRequest {
+            model: MODEL.into(),
+            attribute: "shoe_size".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unmonitored.code(), Code::NotFound, "{unmonitored:?}");
+    assert!(
+        unmonitored
+            .message()
+            .starts_with("attribute: \"shoe_size\" is not monitored for caravan-lgbm"),
+        "{unmonitored:?}"
     );
 
     // Bad attributes are refused, naming the field.

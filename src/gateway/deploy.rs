@@ -104,7 +104,7 @@ impl Gateway {
     pub async fn unload_model(&self, model: &str, version: &Version) -> Result<Reloaded, Error> {
         let _one_at_a_time = self.deploying.lock().await;
         let registry = self.registry()?;
-        let served = registry.model(model)?;
+        let served = registry.model_in("model", model)?;
         if !served.versions.contains_key(version) {
             return Err(Error::NotFound(format!(
                 "version: {model} {version} is not loaded"
@@ -127,7 +127,7 @@ impl Gateway {
     pub async fn set_rollout(&self, change: RolloutChange) -> Result<Rollout, Error> {
         let _one_at_a_time = self.deploying.lock().await;
         let registry = self.registry()?;
-        let served = registry.model(&change.model)?;
+        let served = registry.model_in("model", &change.model)?;
         let named = change
             .production
             .iter()
@@ -171,7 +171,11 @@ impl Gateway {
         })?;
         self.write_rollout(&model_dir, &rollout)?;
         self.reload_locked().await?;
-        Ok(self.registry()?.model(&change.model)?.rollout.clone())
+        Ok(self
+            .registry()?
+            .model_in("model", &change.model)?
+            .rollout
+            .clone())
     }
 
     async fn reload_locked(&self) -> Result<Reloaded, Error> {

@@ -195,7 +195,7 @@ impl Gateway {
         since_ms: i64,
     ) -> Result<DriftReport, Error> {
         let registry = self.registry()?;
-        let served = registry.model(model)?;
+        let served = registry.model_in("model", model)?;
         let candidate = match candidate {
             VersionRef::Exact(v) => v,
             VersionRef::Canary => served

@@ -297,15 +297,33 @@ impl AdminService for Admin {
             crate::monitor::check_name(&r.attribute)
                 .map_err(|e| Error::InvalidArgument(format!("attribute: {e}")))?;
         }
+        let registry = self.gateway.registry()?;
         if !r.model.is_empty() {
             // A model that does not exist is not a model with no decisions.
-            self.gateway
-                .registry()?
-                .model(&r.model)
-                .map_err(Error::from)?;
+            registry.model_in("model", &r.model).map_err(Error::from)?;
         }
         let monitor = self.gateway.fairness();
         let config = monitor.config();
+        // Nor is an attribute the monitor never counts one without groups.
+        let counted = r.attribute.is_empty()
+            || config.attributes.contains(&r.attribute)
+            || registry
+                .models()
+                .filter(|(name, _)| r.model.is_empty() || **name == r.model)
+                .any(|(_, m)| m.audited.contains(&r.attribute));
+        if !counted {
+            return Err(Error::NotFound(format!(
+                "attribute: {:?} is not monitored{}; the monitor counts the columns the manifests audit and fairness.attributes ({})",
+                r.attribute,
+                if r.model.is_empty() {
+                    String::new()
+                } else {
+                    format!(" for {}", r.model)
+                },
+                config.attributes.join(", ")
+            ))
+            .into());
+        }
         Ok(Response::new(pb::FairnessReportResponse {
             window_secs: config.window_secs,
             min_disparate_impact: config.min_disparate_impact,

@@ -31,7 +31,7 @@ impl From<Error> for Status {
             Error::PermissionDenied(_) => Code::PermissionDenied,
             Error::Unauthenticated(_) => Code::Unauthenticated,
             Error::Lookup(
-                LookupError::UnknownModel(_)
+                LookupError::UnknownModel { .. }
                 | LookupError::UnknownVersion { .. }
                 | LookupError::NoCanary(_),
             ) => Code::NotFound,

@@ -60,8 +60,10 @@ impl std::str::FromStr for VersionRef {
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum LookupError {
-    #[error("model.name: no model named {0:?} is loaded")]
-    UnknownModel(String),
+    /// `field`: where the request names the model (`model.name` in a
+    /// scoring request, `model` in an admin one).
+    #[error("{field}: no model named {name:?} is loaded")]
+    UnknownModel { field: &'static str, name: String },
     #[error("model.version: model {name:?} has no version {version} (loaded: {loaded})")]
     UnknownVersion {
         name: String,
@@ -499,9 +501,17 @@ impl Registry {
     }
 
     pub fn model(&self, name: &str) -> Result<&ModelVersions, LookupError> {
+        self.model_in("model.name", name)
+    }
+
+    /// [`Registry::model`] for a request that names the model in `field`.
+    pub fn model_in(&self, field: &'static str, name: &str) -> Result<&ModelVersions, LookupError> {
         self.models
             .get(name)
-            .ok_or_else(|| LookupError::UnknownModel(name.to_owned()))
+            .ok_or_else(|| LookupError::UnknownModel {
+                field,
+                name: name.to_owned(),
+            })
     }
 
     /// The versions scoring in the shadow of `name`'s production traffic.

@@ -395,8 +395,7 @@ pub fn date(l: Language, ms: i64) -> String {
 pub fn procedure(l: Language) -> String {
     match l {
         Language::En => "When a website or app asks which ad to show you, it sends us information about \
-you that it holds, such as what you have bought from us and statistics about the area of your \
-postcode. First we check your privacy choices: the consent you gave or withdrew, whether you opted out, \
+you that it holds; for each decision below, the data it used lists exactly which. First we check your privacy choices: the consent you gave or withdrew, whether you opted out, \
 where you are and whether you are a minor. Information your choices do not allow is replaced by an \
 average for everyone before anything else happens; if your choices allow no ad to be chosen for you, \
 none is. A statistical model then estimates how likely you are to be interested in the ad. For every \
@@ -406,8 +405,8 @@ never use sensitive information such as religion or health, and never profile mi
 your choices, object, or ask us to delete your data at any time."
             .into(),
         Language::Nl => "Wanneer een website of app ons vraagt welke advertentie je te zien krijgt, stuurt \
-die ons gegevens over jou die ze heeft, zoals wat je bij ons hebt gekocht en statistieken over het \
-gebied van je postcode. Eerst controleren we je privacykeuzes: de toestemming die je gaf of introk, of \
+die ons gegevens over jou die ze heeft; bij elke beslissing hieronder staat precies welke gegevens \
+ze gebruikte. Eerst controleren we je privacykeuzes: de toestemming die je gaf of introk, of \
 je je afmeldde, waar je bent en of je minderjarig bent. Gegevens die je keuzes niet toestaan, worden \
 vervangen door een gemiddelde voor iedereen voordat er iets anders gebeurt; staan je keuzes niet toe dat \
 er een advertentie voor je wordt gekozen, dan gebeurt dat niet. Een statistisch model schat daarna hoe \
