@@ -1241,3 +1241,59 @@ async fn connections_past_the_limit_are_closed() {
     assert!(served, "a closed connection frees its place");
     server.stop().await;
 }
+
+/// An answer its client does not read (an HTTP/2 window left shut) waits in
+/// memory, so it holds its place among `limits.max_in_flight` until it is
+/// delivered or its stream ends: no client can make the gateway hold more
+/// answers than it would compute at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_a_client_does_not_read_count_as_in_flight() {
+    let mut config = test_config();
+    config.limits.max_in_flight = 2;
+    let server = TestServer::start_with(config).await;
+    let shut = tonic::transport::Channel::from_shared(server.url())
+        .unwrap()
+        .initial_stream_window_size(Some(0))
+        .connect()
+        .await
+        .unwrap();
+    let stall = || {
+        let mut client = ScoringServiceClient::new(shut.clone());
+        tokio::spawn(async move { client.score(caravan_request()).await })
+    };
+    let mut stalled: Vec<_> = (0..2).map(|_| stall()).collect();
+    let mut reader = server.scoring().await;
+    let mut shed = None;
+    for _ in 0..200 {
+        // A stalled call whose place the reader's call took is sent again.
+        for call in &mut stalled {
+            if call.is_finished() {
+                *call = stall();
+            }
+        }
+        match reader.score(caravan_request()).await {
+            Err(s) if s.code() == Code::ResourceExhausted => {
+                shed = Some(s);
+                break;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(25)).await,
+        }
+    }
+    let shed = shed.expect("the unread answers never counted as in flight");
+    assert!(shed.message().contains("limits.max_in_flight"), "{shed:?}");
+    assert!(stalled.iter().all(|s| !s.is_finished()));
+    // Once their streams end, their places are free.
+    for call in stalled {
+        call.abort();
+    }
+    drop(shut);
+    let mut served = false;
+    for _ in 0..200 {
+        if reader.score(caravan_request()).await.is_ok() {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(served, "the places of the ended streams were not freed");
+}

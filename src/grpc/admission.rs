@@ -140,6 +140,37 @@ impl http_body::Body for Unending {
     }
 }
 
+/// The body of a one-message answer: it holds the call's in-flight permit
+/// until the answer has been handed to the connection whole, or its stream
+/// ends. An answer a client does not read (its HTTP/2 window left shut)
+/// stays in memory while it waits, so it counts against
+/// `limits.max_in_flight` for as long as it does: a client cannot make the
+/// gateway hold more answers than it would compute.
+struct Delivering {
+    inner: Body,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl http_body::Body for Delivering {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Status>>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 impl<S> Layer<S> for Admission {
     type Service = AdmissionService<S>;
 
@@ -277,7 +308,7 @@ where
                         Ok(permit) => Some(permit),
                         Err(_) => {
                             let status = Status::resource_exhausted(format!(
-                                "overloaded: {} calls are in flight (limits.max_in_flight); retry with backoff",
+                                "overloaded: {} calls are in flight or delivering their answers (limits.max_in_flight); retry with backoff",
                                 gateway.config().limits.max_in_flight
                             ));
                             return Ok(refusal(&gateway, rpc, &request_id, status));
@@ -319,12 +350,19 @@ where
                     elapsed_us = started.elapsed().as_micros() as u64,
                     "answered"
                 );
-                call.answered(code_name(answered_code(
+                let permit = call.answered(code_name(answered_code(
                     &mut response,
                     gateway.config().max_message_bytes,
                 )));
                 stamp(&mut response, &request_id);
-                if watch.is_some() || rule.streams_requests {
+                if let Some(permit) = permit.filter(|_| !rule.streams_requests) {
+                    response = response.map(|inner| {
+                        Body::new(Delivering {
+                            inner,
+                            _permit: permit,
+                        })
+                    });
+                } else if watch.is_some() || rule.streams_requests {
                     let mut closing = closing;
                     response = response.map(|inner| {
                         Body::new(Unending {
@@ -346,7 +384,8 @@ where
 }
 
 /// An admitted call, from admission until it is answered: it holds the
-/// call's in-flight permit and its place in `candor_rpc_in_flight`. A call
+/// call's in-flight permit (then handed to its answer, [`Delivering`]) and
+/// its place in `candor_rpc_in_flight`. A call
 /// can also end unanswered, when its future is dropped because the client
 /// reset the stream or the connection closed; dropping it then still
 /// releases both and counts the call, so the gauge always comes back down.
@@ -355,7 +394,7 @@ struct Call {
     rpc: &'static str,
     started: Instant,
     deadline: Option<Deadline>,
-    _permit: Option<OwnedSemaphorePermit>,
+    permit: Option<OwnedSemaphorePermit>,
     code: Option<&'static str>,
 }
 
@@ -373,13 +412,17 @@ impl Call {
             rpc,
             started,
             deadline,
-            _permit: permit,
+            permit,
             code: None,
         }
     }
 
-    fn answered(mut self, code: &'static str) {
+    /// Counts the call as answered with `code`, and hands over its
+    /// in-flight permit, which the answer holds until it is delivered
+    /// ([`Delivering`]).
+    fn answered(mut self, code: &'static str) -> Option<OwnedSemaphorePermit> {
         self.code = Some(code);
+        self.permit.take()
     }
 
     /// The code a call that was never answered is counted under: what its
