@@ -305,7 +305,8 @@ struct WhyArgs {
     /// A subject reading their own decision with their token gives none.
     #[arg(long, env = "CANDOR_REASON", hide_env_values = true)]
     reason: Option<String>,
-    /// Print the full answer as JSON instead of text.
+    /// Print the whole answer as JSON instead of text: the proto3 JSON
+    /// mapping of GetExplanationResponse, with the proto's field names.
     #[arg(long)]
     json: bool,
 }

@@ -340,7 +340,15 @@ async fn candor_why_explains_a_recorded_decision() {
         .unwrap();
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["decision_id"], d.decision_id);
-    assert_eq!(json["view"]["features"].as_array().unwrap().len(), 78);
+    let features = &json["engineer"]["attribution"]["features"];
+    assert_eq!(features.as_array().unwrap().len(), 78, "{json}");
+    // The whole answer, as the proto3 JSON mapping gives it.
+    assert!(json["decided_at"].is_string(), "{json}");
+    assert!(
+        json["engineer"]["provenance"]["rules_fired"].is_array(),
+        "{json}"
+    );
+    assert!(features[0]["standard_error"].is_number(), "{json}");
 }
 
 /// Against a gateway with access keys, `score` sends its key and `why`

@@ -148,7 +148,7 @@ pub struct ExplainPool<J> {
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PoolError {
-    #[error("the explanation queue is full ({0} waiting); retry with backoff")]
+    #[error("the explanation queue is full ({0} waiting, inference_queue); retry with backoff")]
     Overloaded(usize),
     #[error("the explanation pool has shut down")]
     ShutDown,

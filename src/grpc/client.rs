@@ -175,15 +175,53 @@ pub async fn why(channel: Channel, call: &WhyCall) -> Result<(Value, String), to
     )?;
     let mut client = super::pb::explanation_service_client::ExplanationServiceClient::new(channel);
     let r = client.get_explanation(request).await?.into_inner();
-    let mut text = String::new();
-    let json = match r.view {
-        Some(pb::get_explanation_response::View::Consumer(v)) => {
-            text = consumer_text(&v);
-            consumer_json(&v)
-        }
+    Ok((answer_json(&r), answer_text(r)))
+}
+
+/// The whole answer in the proto3 JSON mapping, with the proto's field
+/// names, 64-bit integers as numbers and every field present: read through the embedded
+/// descriptors, so every field the gateway sent is in it.
+fn answer_json(r: &pb::GetExplanationResponse) -> Value {
+    use prost::Message;
+    use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
+    let pool = DescriptorPool::decode(pb::FILE_DESCRIPTOR_SET)
+        .expect("the embedded descriptor set is valid");
+    let descriptor = pool
+        .get_message_by_name("candor.v1.GetExplanationResponse")
+        .expect("the descriptor set holds the answer");
+    let message = DynamicMessage::decode(descriptor, r.encode_to_vec().as_slice())
+        .expect("an answer decodes as its own descriptor");
+    // Zeros too: a feature's value 0 left out would read as missing.
+    let options = SerializeOptions::new()
+        .use_proto_field_name(true)
+        .stringify_64_bit_integers(false)
+        .skip_default_fields(false);
+    message
+        .serialize_with_options(serde_json::value::Serializer, &options)
+        .expect("a message maps to JSON")
+}
+
+/// The answer for a terminal: the consumer view as a person reads it; the
+/// staff views with the decision's identity first.
+fn answer_text(r: pb::GetExplanationResponse) -> String {
+    let model = r.model.unwrap_or_default();
+    let header = format!(
+        "Decision {} of {}: {}, {} {} (answered from the {})\n\n",
+        r.decision_id,
+        r.decided_at
+            .and_then(|t| jiff::Timestamp::new(t.seconds, t.nanos).ok())
+            .map_or_else(String::new, |t| t.to_string()),
+        pb::Tier::try_from(r.tier).map_or("unknown tier", |t| t.as_str_name()),
+        model.name,
+        model.version,
+        r.served_from
+    );
+    match r.view {
+        Some(pb::get_explanation_response::View::Consumer(v)) => consumer_text(&v),
         Some(pb::get_explanation_response::View::Support(v)) => {
+            let mut text = header;
             if let Some(c) = &v.consumer {
-                text = consumer_text(c);
+                text.push_str(&consumer_text(c));
             }
             text.push_str(&format!(
                 "\nTier: {}\nScore {} ({}; base {:.6})\n",
@@ -193,6 +231,9 @@ pub async fn why(channel: Channel, call: &WhyCall) -> Result<(Value, String), to
                 v.output_space,
                 v.base_score
             ));
+            if let Some(p) = &v.provenance {
+                text.push_str(&provenance_text(p));
+            }
             text.push_str("\nGrouped attributions (largest first):\n");
             for g in &v.groups {
                 text.push_str(&format!(
@@ -210,72 +251,69 @@ pub async fn why(channel: Channel, call: &WhyCall) -> Result<(Value, String), to
             }
             text.push('\n');
             text.push_str(&v.model_card);
-            json!({
-                "groups": v.groups.iter().map(|g| json!({
-                    "name": g.name, "contribution": g.contribution, "description": g.description,
-                })).collect::<Vec<_>>(),
-                "consent_trail": v.consent_trail.iter().map(|t| json!({
-                    "kind": t.kind, "record": t.record.as_ref().map(|r| r.record_id.clone()),
-                })).collect::<Vec<_>>(),
-                "model_card": v.model_card,
-                "tier_explained": v.tier_explained,
-                "score": v.score, "output_space": v.output_space, "base_score": v.base_score,
-                "consumer": v.consumer.as_ref().map(consumer_json),
-            })
+            text
         }
         Some(pb::get_explanation_response::View::Engineer(v)) => {
-            let a = v.attribution.unwrap_or_default();
-            text.push_str(&format!(
-                "method {} ({}), base {:.6}, margin {:.6}, residual {:.2e}, score {}\n",
-                a.method,
-                a.output_space,
-                a.base_value,
-                a.margin,
-                a.additivity_residual,
-                v.score
-                    .map_or("none (refused)".to_owned(), |s| format!("{s:.6}"))
-            ));
-            for f in &a.features {
-                text.push_str(&format!(
-                    "  {:>+10.6}  {:<10} = {}{}\n",
-                    f.contribution,
-                    f.name,
-                    f.value,
-                    if f.masked { "  (masked)" } else { "" }
-                ));
+            let mut text = header;
+            // A refused decision has no attributions (or an empty block).
+            match v.attribution.filter(|a| !a.method.is_empty()) {
+                None => {
+                    text.push_str("no attributions: the decision was refused, so no model ran\n")
+                }
+                Some(a) => {
+                    text.push_str(&format!(
+                        "method {} {} ({}), base {:.6}, margin {:.6}, residual {:.2e}, score {}\n",
+                        a.method,
+                        a.method_version,
+                        a.output_space,
+                        a.base_value,
+                        a.margin,
+                        a.additivity_residual,
+                        v.score
+                            .map_or("none (refused)".to_owned(), |s| format!("{s:.6}"))
+                    ));
+                    for f in &a.features {
+                        text.push_str(&format!(
+                            "  {:>+10.6}  {:<10} = {}{}{}\n",
+                            f.contribution,
+                            f.name,
+                            f.value,
+                            if f.standard_error > 0.0 {
+                                format!("  (± {:.2e})", f.standard_error)
+                            } else {
+                                String::new()
+                            },
+                            if f.masked { "  (masked)" } else { "" }
+                        ));
+                    }
+                }
             }
-            json!({
-                "method": a.method, "output_space": a.output_space, "base_value": a.base_value,
-                "margin": a.margin, "residual": a.additivity_residual, "score": v.score,
-                "features": a.features.iter().map(|f| json!({
-                    "name": f.name, "value": f.value, "contribution": f.contribution, "masked": f.masked,
-                })).collect::<Vec<_>>(),
-            })
+            if let Some(p) = &v.provenance {
+                text.push_str(&provenance_text(p));
+            }
+            text
         }
-        None => Value::Null,
-    };
-    let model = r.model.unwrap_or_default();
-    Ok((
-        json!({
-            "decision_id": r.decision_id,
-            "model": { "name": model.name, "version": model.version, "sha256": model.sha256 },
-            "served_from": r.served_from,
-            "view": json,
-        }),
-        text,
-    ))
+        None => header,
+    }
 }
 
-fn consumer_json(v: &pb::ConsumerView) -> Value {
-    json!({
-        "language": v.language,
-        "headline": v.headline,
-        "basis": v.basis,
-        "main_parameters": v.main_parameters,
-        "reasons": v.reasons.iter().map(|r| json!({ "group": r.group, "text": r.text })).collect::<Vec<_>>(),
-        "consent": v.consent_line,
-        "controls": v.controls.iter().map(|c| json!({ "kind": c.kind, "label": c.label, "how": c.how })).collect::<Vec<_>>(),
-    })
+/// What a staff reader needs of a decision's provenance at a glance; the
+/// JSON has all of it.
+fn provenance_text(p: &pb::Provenance) -> String {
+    let list = |items: &[String]| {
+        if items.is_empty() {
+            "none".to_owned()
+        } else {
+            items.join(", ")
+        }
+    };
+    format!(
+        "Consent: {} in {}; rules fired: {}; masked features: {}\n",
+        p.regime,
+        p.jurisdiction,
+        list(&p.rules_fired),
+        list(&p.masked_features)
+    )
 }
 
 /// The consumer view as a person would read it.

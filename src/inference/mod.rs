@@ -30,7 +30,9 @@ pub trait Backend: Send + Sync + 'static {
 
 #[derive(Debug, thiserror::Error)]
 pub enum InferenceError {
-    #[error("the inference queue is full ({0} requests waiting); retry with backoff")]
+    #[error(
+        "the inference queue is full ({0} requests waiting, inference_queue); retry with backoff"
+    )]
     Overloaded(usize),
     #[error("the inference pool has shut down")]
     ShutDown,
