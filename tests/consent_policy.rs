@@ -596,6 +596,29 @@ async fn consent_recorded_through_the_api_stands_in_for_a_tc_string() {
     assert!(p.ledger_records.contains(recorded.record.as_ref().unwrap()));
     assert_eq!(p.subject_ref, recorded.subject_ref);
     assert_ne!(p.subject_ref, "carol", "the subject is pseudonymised");
+
+    // A consent for some data categories covers those only.
+    consent
+        .record_consent(pb::RecordConsentRequest {
+            subject_id: "dana".into(),
+            purposes: (1..=4)
+                .map(|p| pb::PurposeChoice {
+                    tcf_purpose: p,
+                    granted: true,
+                    ..Default::default()
+                })
+                .collect(),
+            method: pb::CollectionMethod::CmpUi as i32,
+            jurisdiction: "AT".into(),
+            data_categories: vec!["first_party_purchase_history".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let d = score(&mut scoring, "caravan-lgbm", "dana", &no_string).await;
+    assert_eq!(tier(&d), pb::Tier::Contextual);
+    assert!(fired(&d, "ledger.consent_limited_to_categories"), "{d:?}");
+    assert!(masked(&d, ZIP_FEATURE) && !masked(&d, OWN_FEATURE), "{d:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

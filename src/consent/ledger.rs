@@ -241,6 +241,10 @@ pub struct PurposeState {
     pub effective_at_ms: i64,
     pub expires_at_ms: Option<i64>,
     pub record: LedgerRef,
+    /// The data categories the deciding record covers (its receipt's
+    /// `data_categories`); empty when it names none, or when its content
+    /// is erased, which limits nothing.
+    pub data_categories: Vec<String>,
 }
 
 impl PurposeState {
@@ -332,9 +336,11 @@ pub struct Ledger {
 fn read_state(conn: &Connection, subject_ref: &str) -> Result<Vec<PurposeState>, LedgerError> {
     {
         let mut stmt = conn.prepare_cached(
-                "SELECT tcf_id, status, legal_basis, effective_at, expires_at, record_seq, record_id, record_hash
-                 FROM consent_state WHERE subject_ref = ?1 ORDER BY tcf_id",
-            )?;
+            "SELECT s.tcf_id, s.status, s.legal_basis, s.effective_at, s.expires_at,
+                        s.record_seq, s.record_id, s.record_hash, l.content
+                 FROM consent_state s LEFT JOIN ledger l ON l.seq = s.record_seq
+                 WHERE s.subject_ref = ?1 ORDER BY s.tcf_id",
+        )?;
         let rows = stmt.query_map([subject_ref], |r| {
             Ok((
                 r.get::<_, u8>(0)?,
@@ -347,13 +353,31 @@ fn read_state(conn: &Connection, subject_ref: &str) -> Result<Vec<PurposeState>,
                     record_id: r.get(6)?,
                     hash: r.get(7)?,
                 },
+                r.get::<_, Option<String>>(8)?,
             ))
         })?;
+        /// What the state needs of the deciding record's receipt.
+        #[derive(Deserialize)]
+        struct Covers {
+            #[serde(default)]
+            data_categories: Vec<String>,
+        }
         rows.map(|row| {
-            let (tcf_id, status, basis, effective_at_ms, expires_at_ms, record) = row?;
+            let (tcf_id, status, basis, effective_at_ms, expires_at_ms, record, content) = row?;
             let corrupt = |what: &str| LedgerError::Corrupt {
                 record_id: record.record_id.clone(),
                 message: format!("state holds an unknown {what}"),
+            };
+            let data_categories = match content {
+                Some(content) => {
+                    serde_json::from_str::<Covers>(&content)
+                        .map_err(|e| LedgerError::Corrupt {
+                            record_id: record.record_id.clone(),
+                            message: format!("its receipt does not read: {e}"),
+                        })?
+                        .data_categories
+                }
+                None => Vec::new(),
             };
             Ok(PurposeState {
                 tcf_id,
@@ -362,6 +386,7 @@ fn read_state(conn: &Connection, subject_ref: &str) -> Result<Vec<PurposeState>,
                 effective_at_ms,
                 expires_at_ms,
                 record,
+                data_categories,
             })
         })
         .collect()

@@ -237,9 +237,14 @@ struct Verdict<'a> {
 impl Verdict<'_> {
     /// Masks the features `pick` selects, and records `rule` if it masked any.
     fn mask(&mut self, rule: &'static str, pick: impl Fn(FeatureUse) -> bool) {
+        self.mask_features(rule, |spec| pick(FeatureUse::of(spec)));
+    }
+
+    /// [`Verdict::mask`], picking by the whole manifest entry.
+    fn mask_features(&mut self, rule: &'static str, pick: impl Fn(&FeatureSpec) -> bool) {
         let mut fired = false;
         for (i, spec) in self.features.iter().enumerate() {
-            if pick(FeatureUse::of(spec)) && !self.masked[i] {
+            if pick(spec) && !self.masked[i] {
                 self.masked[i] = true;
                 fired = true;
             }
@@ -405,7 +410,30 @@ impl Policy {
             })
         };
         let personalised = [1, 3, 4].into_iter().all(consented);
-        if !personalised {
+        if personalised {
+            // A consent is specific (GDPR Art. 4(11)): one recorded for some
+            // data categories covers those, and profiling (purposes 3 and
+            // 4) uses no other.
+            let limits: Vec<&[String]> = [3, 4]
+                .into_iter()
+                .filter(|id| {
+                    purposes
+                        .iter()
+                        .any(|p| p.tcf_id == *id && p.source == Source::Ledger)
+                })
+                .filter_map(recorded)
+                .map(|r| r.data_categories.as_slice())
+                .filter(|c| !c.is_empty())
+                .collect();
+            if !limits.is_empty() {
+                v.mask_features("ledger.consent_limited_to_categories", |spec| {
+                    FeatureUse::of(spec).profile
+                        && !limits
+                            .iter()
+                            .all(|covered| covered.iter().any(|c| c == spec.category.as_str()))
+                });
+            }
+        } else {
             let withdrawn = [1, 3, 4].into_iter().any(|id| {
                 matches!(
                     status(id),
@@ -1226,6 +1254,7 @@ mod tests {
                 record_id: format!("r{id}"),
                 hash: "h".into(),
             },
+            data_categories: Vec::new(),
         }
     }
 
@@ -1284,6 +1313,33 @@ mod tests {
         // A consent given in the CMP since is the person's new choice.
         let consented = judged(&[yesterday(3, Status::Withdrawn)], &tc);
         assert_eq!(consented.tier, Tier::Personalised, "{consented:?}");
+    }
+
+    /// A consent recorded for some data categories lets profiling use
+    /// those only; one for every category (none named) limits nothing.
+    #[test]
+    fn a_consent_for_some_data_categories_covers_those_only() {
+        let granted = |categories: &[&str]| -> Vec<PurposeState> {
+            [1, 2, 3, 4]
+                .map(|id| PurposeState {
+                    data_categories: categories.iter().map(|c| (*c).to_owned()).collect(),
+                    ..recorded_now(id, Status::Given)
+                })
+                .into()
+        };
+        let purchases = granted(&["first_party_purchase_history"]);
+        let e = judge_with("DE", None, None, None, &purchases);
+        assert_eq!(e.rules, ["ledger.consent_limited_to_categories"], "{e:?}");
+        // The zip-code demographics and the location are masked; the page
+        // and the purchases are not.
+        assert_eq!(e.masked, [2, 3], "{e:?}");
+        assert_eq!(e.tier, Tier::Contextual);
+        let all = judge_with("DE", None, None, None, &granted(&[]));
+        assert!(
+            !all.rules.contains(&"ledger.consent_limited_to_categories"),
+            "{all:?}"
+        );
+        assert!(!all.masked.contains(&2), "{all:?}");
     }
 
     /// Validity is 13 calendar months, a month's end clamped.
