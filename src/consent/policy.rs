@@ -152,7 +152,14 @@ impl PurposeStatus {
 #[derive(get_size2::GetSize, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
+    /// `context.tc_string`.
     TcString,
+    /// The GPP string's tcfeuv2 section, with no `context.tc_string`.
+    #[serde(rename = "gpp_tcfeuv2")]
+    GppTcfEuV2,
+    /// Both TC strings, read together: the stricter wins.
+    #[serde(rename = "tc_string_and_gpp_tcfeuv2")]
+    TcStringAndGpp,
     Ledger,
     UsSignals,
     None,
@@ -162,6 +169,8 @@ impl Source {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::TcString => "tc_string",
+            Self::GppTcfEuV2 => "gpp_tcfeuv2",
+            Self::TcStringAndGpp => "tc_string_and_gpp_tcfeuv2",
             Self::Ledger => "ledger",
             Self::UsSignals => "us_signals",
             Self::None => "none",
@@ -530,9 +539,9 @@ impl Policy {
                 record: Some(r.record.clone()),
             };
         }
-        let (source, basis) = match tc_basis {
-            Some(basis) => (Source::TcString, basis),
-            None => (Source::None, None),
+        let (source, basis) = match (tc, tc_basis) {
+            (Some(t), Some(basis)) => (t.source(), basis),
+            _ => (Source::None, None),
         };
         PurposeOutcome {
             tcf_id: id,
@@ -564,6 +573,15 @@ impl<'a> TcSignals<'a> {
     /// `None` when no string is left.
     fn of(strings: [Option<&'a TcString>; 2]) -> Option<Self> {
         strings.iter().any(Option::is_some).then_some(Self(strings))
+    }
+
+    /// Which field the strings came in.
+    fn source(&self) -> Source {
+        match self.0 {
+            [Some(_), None] => Source::TcString,
+            [None, Some(_)] => Source::GppTcfEuV2,
+            _ => Source::TcStringAndGpp,
+        }
     }
 
     fn strings(&self) -> impl Iterator<Item = &'a TcString> + '_ {
@@ -1340,6 +1358,21 @@ mod tests {
             "{all:?}"
         );
         assert!(!all.masked.contains(&2), "{all:?}");
+    }
+
+    /// A purpose's source names the field its TC string came in.
+    #[test]
+    fn a_purposes_source_names_the_field_its_tc_string_came_in() {
+        let tc = Tc::granted(now());
+        let section = || Some(gpp(&[(crate::consent::gpp::TCFEUV2, &tc.encode())]));
+        for (e, source) in [
+            (judge("DE", None, Some(tc.encode()), None), Source::TcString),
+            (judge("DE", None, None, section()), Source::GppTcfEuV2),
+            (tcf(&tc, &tc), Source::TcStringAndGpp),
+        ] {
+            assert_eq!(e.tier, Tier::Personalised, "{e:?}");
+            assert!(e.purposes.iter().all(|p| p.source == source), "{e:?}");
+        }
     }
 
     /// Validity is 13 calendar months, a month's end clamped.
