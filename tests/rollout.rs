@@ -282,6 +282,43 @@ async fn canary_share_is_sticky_per_subject() {
 /// Shadow versions score production's requests: their outputs and
 /// attributions are recorded beside the live decision and never returned,
 /// and the drift report compares the two versions' attributions.
+/// Attributions in different units (log-odds against the score's) cannot
+/// be compared: the drift report says so instead of showing drift.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_between_attributions_in_different_units_is_refused() {
+    let (_tmp, models) = models_folder();
+    // The MLP, explained in the score's units, as a version of the model.
+    let staged = copy_package("caravan-mlp/1.0.0", &models.parent().unwrap().join("mlp"));
+    let manifest = staged.join("manifest.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap().replacen(
+        "name = \"caravan-mlp\"\nversion = \"1.0.0\"",
+        "name = \"caravan-lgbm\"\nversion = \"3.0.0\"",
+        1,
+    );
+    std::fs::write(&manifest, text).unwrap();
+    std::fs::rename(&staged, models.join(MODEL).join("3.0.0")).unwrap();
+    let server = TestServer::start_with(config(&models)).await;
+    set_rollout(&server, "1.0.0", "", 0.0, &["3.0.0"])
+        .await
+        .unwrap();
+    let refused = admin(&server)
+        .await
+        .attribution_drift(pb::AttributionDriftRequest {
+            model: MODEL.into(),
+            candidate: "3.0.0".into(),
+            since_unix_ms: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(
+        refused
+            .message()
+            .starts_with("candidate: caravan-lgbm 3.0.0's attributions are in score units and production 1.0.0's in log_odds"),
+        "{refused:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shadow_outputs_are_recorded_never_returned() {
     let (_tmp, models) = models_folder();

@@ -293,7 +293,8 @@ impl Explainer {
         }
     }
 
-    fn output_space(&self) -> &'static str {
+    /// The units of this explainer's attributions (`Attribution.output_space`).
+    pub fn output_space(&self) -> &'static str {
         let post = match self {
             Self::Tree { shap, .. } => shap.ensemble().post_transform,
             Self::Linear { model, .. } => model.post_transform,

@@ -221,6 +221,18 @@ impl Gateway {
             ))
         })?;
         let live = registry.production(model)?;
+        // Sizes in log-odds against sizes in probability would read as
+        // drift where there is none.
+        let spaces = [&live, &candidate].map(|p| p.explainer.output_space());
+        if spaces[0] != spaces[1] {
+            return Err(Error::FailedPrecondition(format!(
+                "candidate: {model} {}'s attributions are in {} units and production {}'s in {}; their sizes and ranks cannot be compared",
+                candidate.version(),
+                spaces[1],
+                live.version(),
+                spaces[0]
+            )));
+        }
         let store = self.store.clone();
         let (name, live_version, candidate_version) = (
             model.to_owned(),
