@@ -763,7 +763,7 @@ impl Gateway {
                     // names; the person still gets the values, in order.
                     _ => {
                         return serde_json::json!({
-                            "values_in_model_column_order": row_values.iter().map(|v| f64::from(*v)).collect::<Vec<_>>(),
+                            "values_in_model_column_order": row_values.iter().map(|v| as_sent(f64::from(*v))).collect::<Vec<_>>(),
                         });
                     }
                 },
@@ -780,7 +780,7 @@ impl Gateway {
                 serde_json::json!({
                     "feature": name,
                     // A missing value is null.
-                    "value": value,
+                    "value": as_sent(value),
                     "description": spec.map(|s| s.description.as_str()),
                     "data_category": spec.map(|s| s.category.as_str()),
                 })
@@ -867,9 +867,25 @@ impl Gateway {
     }
 }
 
+/// A value the model saw, as the person's data held it: the model takes
+/// 32-bit floats, and 1.99 widened from one reads 1.9900000095367432. The
+/// shortest decimal that is the same 32-bit float is what was sent.
+fn as_sent(value: f64) -> f64 {
+    let narrow = value as f32;
+    narrow.to_string().parse().unwrap_or(value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_exported_value_reads_as_it_was_sent() {
+        for sent in [1.99, 0.2048, 6.0, -3.5, 1e-7] {
+            assert_eq!(as_sent(f64::from(sent as f32)), sent);
+        }
+        assert!(as_sent(f64::NAN).is_nan());
+    }
 
     #[test]
     fn every_spelling_of_a_decision_id_finds_the_same_record() {

@@ -224,12 +224,12 @@ fn answer_text(r: pb::GetExplanationResponse) -> String {
                 text.push_str(&consumer_text(c));
             }
             text.push_str(&format!(
-                "\nTier: {}\nScore {} ({}; base {:.6})\n",
+                "\nTier: {}\nScore {}, from a base of {:.6}; contributions in {}\n",
                 v.tier_explained,
                 v.score
                     .map_or("none (refused)".to_owned(), |s| format!("{s:.6}")),
-                v.output_space,
-                v.base_score
+                v.base_score,
+                v.output_space
             ));
             if let Some(p) = &v.provenance {
                 text.push_str(&provenance_text(p));
