@@ -324,6 +324,29 @@ impl ConfigError {
     fn setting(message: String) -> Self {
         Self(Box::new(figment::Error::from(message)))
     }
+
+    /// A refused value of `key`; [`ConfigError::sourced`] then names where
+    /// it came from.
+    fn at(key: &str, message: String) -> Self {
+        Self(Box::new(figment::Error::from(message).with_path(key)))
+    }
+
+    /// Names the source of the refused setting's value (the file, the
+    /// variable, the flag), as extraction errors do. The setting is the
+    /// error's path, or the head of its message up to an index or a colon
+    /// (`access.api_keys[0].sha256: ...` is `access.api_keys`).
+    fn sourced(mut self, figment: &Figment) -> Self {
+        let key = match (&self.0.path[..], &self.0.kind) {
+            ([], figment::error::Kind::Message(m)) => {
+                m.split([':', '[']).next().unwrap_or_default().to_owned()
+            }
+            (path, _) => path.join("."),
+        };
+        if self.0.metadata.is_none() && !key.is_empty() {
+            self.0.metadata = figment.find_metadata(&key).cloned();
+        }
+        self
+    }
 }
 
 impl std::error::Error for ConfigError {}
@@ -491,7 +514,7 @@ impl Config {
         if let Some(file) = file {
             figment = figment.merge(Toml::file_exact(file));
         }
-        figment
+        let figment = figment
             .merge(
                 // The client commands' variables, not settings: a shell
                 // that exported them must still start the gateway.
@@ -499,13 +522,12 @@ impl Config {
                     .ignore(&["CONFIG", "ADDR", "TOKEN", "REASON"])
                     .split("__"),
             )
-            .merge(Serialized::defaults(overrides))
+            .merge(Serialized::defaults(overrides));
+        let config = figment
             .extract::<Self>()
-            .map_err(|e| ConfigError(Box::new(e)))
-            .and_then(|config| {
-                config.check()?;
-                Ok(config)
-            })
+            .map_err(|e| ConfigError(Box::new(e)))?;
+        config.check().map_err(|e| e.sourced(&figment))?;
+        Ok(config)
     }
 
     /// Refuses settings that would start a gateway unable to serve, or one
@@ -664,21 +686,23 @@ impl Config {
         );
         for (key, value, least, most, unit) in checks {
             if !(least..=most).contains(&value) {
-                return Err(ConfigError::setting(format!(
-                    "{key}: {value}{unit} is out of range; it must be {least} to {most}{unit}"
-                )));
+                return Err(ConfigError::at(
+                    key,
+                    format!("{value}{unit} is out of range; it must be {least} to {most}{unit}"),
+                ));
             }
         }
         self.check_access()?;
         for name in &self.fairness.attributes {
             crate::monitor::check_name(name)
-                .map_err(|e| ConfigError::setting(format!("fairness.attributes: {e}")))?;
+                .map_err(|e| ConfigError::at("fairness.attributes", e))?;
         }
         let ratio = self.fairness.min_disparate_impact;
         if !(0.0..=1.0).contains(&ratio) {
-            return Err(ConfigError::setting(format!(
-                "fairness.min_disparate_impact: {ratio} is not a selection-rate ratio in [0, 1]"
-            )));
+            return Err(ConfigError::at(
+                "fairness.min_disparate_impact",
+                format!("{ratio} is not a selection-rate ratio in [0, 1]"),
+            ));
         }
         Ok(())
     }
@@ -823,9 +847,17 @@ decisions.input_key_file = "k""#,
                     err.to_string().starts_with(&format!("{key}: ")),
                     "{setting}: {err}"
                 );
+                // And where the value came from.
+                assert!(err.to_string().ends_with("candor.toml)"), "{setting}: {err}");
             }
             jail.create_file("candor.toml", "")?;
             Config::load(Some("candor.toml".as_ref()), Flags::default()).unwrap();
+            jail.set_env("CANDOR_MAX_MESSAGE_BYTES", "1");
+            let err = Config::load(Some("candor.toml".as_ref()), Flags::default()).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "max_message_bytes: 1 bytes is out of range; it must be 65536 to 1073741824 bytes (environment variable CANDOR_MAX_MESSAGE_BYTES)"
+            );
             Ok(())
         });
     }
