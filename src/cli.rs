@@ -540,6 +540,11 @@ where
     let mut endpoint = tonic::transport::Endpoint::from_shared(addr.to_owned())
         .with_context(|| format!("bad --addr {addr:?}"))?;
     let uri = endpoint.uri().clone();
+    if uri.scheme_str().is_none() {
+        anyhow::bail!(
+            "--addr {addr}: give the scheme too: http://{addr}, or https://{addr} for a gateway serving TLS"
+        );
+    }
     if uri.scheme_str() == Some("https") {
         let tls = tonic::transport::ClientTlsConfig::new();
         let tls = match &gateway.ca_cert {
@@ -574,9 +579,17 @@ where
         let channel = crate::grpc::connect(endpoint)
             .await
             .with_context(|| format!("cannot reach the gateway at {addr}"))?;
-        call(channel)
-            .await
-            .map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))
+        call(channel).await.map_err(|s| {
+            // A transport failure says only "transport error"; its causes
+            // say what went wrong (a TLS port spoken to in clear, say).
+            let mut causes = String::new();
+            let mut source = std::error::Error::source(&s);
+            while let Some(e) = source {
+                causes.push_str(&format!(": {e}"));
+                source = e.source();
+            }
+            anyhow::anyhow!("{:?}: {}{causes}", s.code(), s.message())
+        })
     })
 }
 

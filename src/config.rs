@@ -848,7 +848,10 @@ decisions.input_key_file = "k""#,
                     "{setting}: {err}"
                 );
                 // And where the value came from.
-                assert!(err.to_string().ends_with("candor.toml)"), "{setting}: {err}");
+                assert!(
+                    err.to_string().ends_with("candor.toml)"),
+                    "{setting}: {err}"
+                );
             }
             jail.create_file("candor.toml", "")?;
             Config::load(Some("candor.toml".as_ref()), Flags::default()).unwrap();

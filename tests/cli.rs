@@ -569,3 +569,27 @@ fn the_client_commands_help_keeps_credentials_from_the_environment_secret() {
         );
     }
 }
+
+/// An address without its scheme is refused naming the fix, rather than
+/// failing at the first call with "transport error".
+#[test]
+fn an_address_without_its_scheme_is_refused_with_the_fix() {
+    let out = Command::new(env!("CARGO_BIN_EXE_candor"))
+        .args([
+            "score",
+            "--addr",
+            "127.0.0.1:9",
+            "--model",
+            "m",
+            "-f",
+            "a=1",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--addr 127.0.0.1:9: give the scheme too: http://127.0.0.1:9"),
+        "{stderr}"
+    );
+}
