@@ -720,13 +720,14 @@ fn core_and_gpc<'a>(
     let mut parts = text.split('.');
     let core = parts.next().unwrap_or_default();
     let mut gpc = None;
-    for sub in parts {
+    for (i, sub) in parts.enumerate() {
         if !gpc_defined {
             return Err(SignalError::new(format!(
                 "{name}: a subsection follows the core, but the section defines none (no GPC subsection)"
             )));
         }
-        let mut r = BitReader::new(sub, name)?;
+        // Numbered as the section reads: the core is subsection 1.
+        let mut r = BitReader::new(sub, format!("{name}: subsection {}", i + 2))?;
         match r.u8(2, "SubsectionType")? {
             1 if gpc.is_none() => gpc = Some(r.bit()?),
             1 => return Err(r.error("the GPC subsection appears twice")),
@@ -927,7 +928,7 @@ mod tests {
         assert!(e.contains("is set after the last field"), "{e}");
         // A GPC subsection and a header with set bits after their fields.
         let e = refusal("DBABL~CVVqAAAAAQRA.YB");
-        assert!(e.starts_with("section usnat: bit "), "{e}");
+        assert!(e.starts_with("section usnat: subsection 2: bit "), "{e}");
         let e = refusal("DBABLB~CVVqAAAAAQRA");
         assert!(e.starts_with("header: bit "), "{e}");
     }
@@ -1246,12 +1247,17 @@ mod tests {
                 "BVWSSVY.YA",
                 "section usva: a subsection follows the core",
             ),
-            (16, "BVWSSVW.oA", "section ustx: SubsectionType is 2"),
+            (
+                16,
+                "BVWSSVW.oA",
+                "section ustx: subsection 2: SubsectionType is 2",
+            ),
             (
                 16,
                 "BVWSSVW.YA.YA",
-                "section ustx: the GPC subsection appears twice",
+                "section ustx: subsection 3: the GPC subsection appears twice",
             ),
+            (16, "BVWSSVW.", "section ustx: subsection 2: is empty"),
             (23, "", "section usmn: is empty"),
             (10, "BV*", "section usco: character 3 ('*')"),
         ];

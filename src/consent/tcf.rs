@@ -209,7 +209,8 @@ impl TcString {
                 3 => tc.publisher_tc = Some(publisher_tc(&mut r)?),
                 _ => {
                     return Err(SignalError::new(format!(
-                        "segment type {kind} is not a TCF v2 segment (1 DisclosedVendors, 2 AllowedVendors, 3 PublisherTC)"
+                        "segment {}: segment type {kind} is not a TCF v2 segment (1 DisclosedVendors, 2 AllowedVendors, 3 PublisherTC)",
+                        n + 2
                     )));
                 }
             }
@@ -866,6 +867,12 @@ mod tests {
         let position = core.chars().count() + 1;
         assert!(
             e.starts_with(&format!("core segment: character {position} ('é')")),
+            "{e}"
+        );
+        // SegmentType 4 (100): a segment no TCF v2 string has.
+        let e = refusal(&format!("{core}.gA"));
+        assert!(
+            e.starts_with("segment 2: segment type 4 is not a TCF v2 segment"),
             "{e}"
         );
     }
