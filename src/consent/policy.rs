@@ -480,7 +480,7 @@ impl Policy {
     ///   lifted; only a later record in the ledger lifts it;
     /// - a withdrawal, against a string that offers only legitimate
     ///   interest: a withdrawn consent cannot be replaced by another basis
-    ///   (EDPB Guidelines 05/2020 on consent, 123), and a string's
+    ///   (EDPB Guidelines 05/2020 on consent, section 6), and a string's
     ///   legitimate-interest signal is the CMP's default, not the person's
     ///   new choice. A string's later consent is one, and lifts it.
     fn tcf_purpose(

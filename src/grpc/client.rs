@@ -211,7 +211,10 @@ fn answer_text(r: pb::GetExplanationResponse) -> String {
         r.decided_at
             .and_then(|t| jiff::Timestamp::new(t.seconds, t.nanos).ok())
             .map_or_else(String::new, |t| t.to_string()),
-        pb::Tier::try_from(r.tier).map_or("unknown tier", |t| t.as_str_name()),
+        pb::Tier::try_from(r.tier).map_or_else(
+            |_| "unknown tier".to_owned(),
+            |t| t.as_str_name().trim_start_matches("TIER_").to_lowercase()
+        ),
         model.name,
         model.version,
         r.served_from
