@@ -160,19 +160,19 @@ async fn bad_requests_get_exact_codes_naming_the_field() {
             "unknown model",
             Box::new(|r| r.model_name = "no-such-model".into()),
             Code::NotFound,
-            "model.name: no model named \"no-such-model\"",
+            "model_name: no model named \"no-such-model\"",
         ),
         (
             "unknown version",
             Box::new(|r| r.model_version = "9.9.9".into()),
             Code::NotFound,
-            "model.version",
+            "model_version",
         ),
         (
             "version not semver",
             Box::new(|r| r.model_version = "1".into()),
             Code::InvalidArgument,
-            "model.version: \"1\" is neither a semantic version nor an alias",
+            "model_version: \"1\" is neither a semantic version nor an alias",
         ),
         (
             "unknown age status",
@@ -279,6 +279,11 @@ async fn bad_requests_get_exact_codes_naming_the_field() {
         .await
         .unwrap_err();
     assert_eq!(missing.code(), Code::NotFound, "{missing:?}");
+    // Named in the protocol's field, not the native request's.
+    assert!(
+        missing.message().starts_with("name: no model named \"nope\""),
+        "{missing:?}"
+    );
     server.stop().await;
 }
 

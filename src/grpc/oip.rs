@@ -301,6 +301,29 @@ impl TryFrom<ModelInferRequest> for Infer {
 }
 
 /// The model and version (a semantic version, or empty for the default).
+/// A status in the native request's words (`model.name`, `model.version`,
+/// `model`) told in the protocol's own fields: `model_name` and
+/// `model_version` in ModelInfer, `name` and `version` in ModelReady and
+/// ModelMetadata.
+fn in_fields(status: Status, name: &str, version: &str) -> Status {
+    let message = status.message();
+    let renamed = [
+        ("model.name:", name),
+        ("model.version:", version),
+        ("model:", name),
+    ]
+    .into_iter()
+    .find_map(|(native, ours)| {
+        message
+            .strip_prefix(native)
+            .map(|rest| format!("{ours}:{rest}"))
+    });
+    match renamed {
+        Some(message) => Status::with_metadata(status.code(), message, status.metadata().clone()),
+        None => status,
+    }
+}
+
 fn selector(name: String, version: String) -> Result<ModelSelector, Error> {
     Some(pb::ModelRef { name, version }).try_into()
 }
@@ -628,7 +651,9 @@ impl GrpcInferenceService for Oip {
         request: Request<oip::ModelReadyRequest>,
     ) -> Result<Response<oip::ModelReadyResponse>, Status> {
         let r = request.into_inner();
-        let ready = match self.gateway.resolve(&selector(r.name, r.version)?) {
+        let selector =
+            selector(r.name, r.version).map_err(|e| in_fields(e.into(), "name", "version"))?;
+        let ready = match self.gateway.resolve(&selector) {
             Ok(_) => true,
             Err(Error::Lookup(_) | Error::NotReady) => false,
             Err(e) => return Err(e.into()),
@@ -652,8 +677,9 @@ impl GrpcInferenceService for Oip {
         request: Request<oip::ModelMetadataRequest>,
     ) -> Result<Response<oip::ModelMetadataResponse>, Status> {
         let r = request.into_inner();
-        let selector = selector(r.name, r.version)?;
-        let package = self.gateway.resolve(&selector)?;
+        let named = |e: Error| in_fields(e.into(), "name", "version");
+        let selector = selector(r.name, r.version).map_err(named)?;
+        let package = self.gateway.resolve(&selector).map_err(named)?;
         let registry = self.gateway.registry()?;
         let versions = registry
             .models()
@@ -682,6 +708,17 @@ impl GrpcInferenceService for Oip {
     }
 
     async fn model_infer(
+        &self,
+        request: Request<ModelInferRequest>,
+    ) -> Result<Response<ModelInferResponse>, Status> {
+        self.infer(request)
+            .await
+            .map_err(|s| in_fields(s, "model_name", "model_version"))
+    }
+}
+
+impl Oip {
+    async fn infer(
         &self,
         request: Request<ModelInferRequest>,
     ) -> Result<Response<ModelInferResponse>, Status> {
