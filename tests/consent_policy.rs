@@ -562,25 +562,29 @@ async fn consent_recorded_through_the_api_stands_in_for_a_tc_string() {
         tier(&score(&mut scoring, "caravan-lgbm", "carol", &no_string).await),
         pb::Tier::Refused
     );
+    // Purposes 1-4 granted in a CMP's dialog in Austria.
+    let all_four = |subject: &str| pb::RecordConsentRequest {
+        subject_id: subject.into(),
+        purposes: (1..=4)
+            .map(|p| pb::PurposeChoice {
+                tcf_purpose: p,
+                granted: true,
+                ..Default::default()
+            })
+            .collect(),
+        method: pb::CollectionMethod::CmpUi as i32,
+        jurisdiction: "AT".into(),
+        ..Default::default()
+    };
     let recorded = consent
         .record_consent(pb::RecordConsentRequest {
-            subject_id: "carol".into(),
-            purposes: (1..=4)
-                .map(|p| pb::PurposeChoice {
-                    tcf_purpose: p,
-                    granted: true,
-                    ..Default::default()
-                })
-                .collect(),
-            method: pb::CollectionMethod::CmpUi as i32,
-            jurisdiction: "AT".into(),
             language: "de".into(),
             notice: Some(pb::Notice {
                 url: "https://publisher.example/privacy".into(),
                 version: "2026-10".into(),
                 sha256: "ab".repeat(32),
             }),
-            ..Default::default()
+            ..all_four("carol")
         })
         .await
         .unwrap()
@@ -600,18 +604,8 @@ async fn consent_recorded_through_the_api_stands_in_for_a_tc_string() {
     // A consent for some data categories covers those only.
     consent
         .record_consent(pb::RecordConsentRequest {
-            subject_id: "dana".into(),
-            purposes: (1..=4)
-                .map(|p| pb::PurposeChoice {
-                    tcf_purpose: p,
-                    granted: true,
-                    ..Default::default()
-                })
-                .collect(),
-            method: pb::CollectionMethod::CmpUi as i32,
-            jurisdiction: "AT".into(),
             data_categories: vec!["first_party_purchase_history".into()],
-            ..Default::default()
+            ..all_four("dana")
         })
         .await
         .unwrap();

@@ -281,7 +281,9 @@ async fn bad_requests_get_exact_codes_naming_the_field() {
     assert_eq!(missing.code(), Code::NotFound, "{missing:?}");
     // Named in the protocol's field, not the native request's.
     assert!(
-        missing.message().starts_with("name: no model named \"nope\""),
+        missing
+            .message()
+            .starts_with("name: no model named \"nope\""),
         "{missing:?}"
     );
     server.stop().await;
