@@ -337,7 +337,8 @@ fn read_state(conn: &Connection, subject_ref: &str) -> Result<Vec<PurposeState>,
     {
         let mut stmt = conn.prepare_cached(
             "SELECT s.tcf_id, s.status, s.legal_basis, s.effective_at, s.expires_at,
-                        s.record_seq, s.record_id, s.record_hash, l.content
+                        s.record_seq, s.record_id, s.record_hash,
+                        json_extract(l.content, '$.data_categories')
                  FROM consent_state s LEFT JOIN ledger l ON l.seq = s.record_seq
                  WHERE s.subject_ref = ?1 ORDER BY s.tcf_id",
         )?;
@@ -356,26 +357,23 @@ fn read_state(conn: &Connection, subject_ref: &str) -> Result<Vec<PurposeState>,
                 r.get::<_, Option<String>>(8)?,
             ))
         })?;
-        /// What the state needs of the deciding record's receipt.
-        #[derive(Deserialize)]
-        struct Covers {
-            #[serde(default)]
-            data_categories: Vec<String>,
-        }
         rows.map(|row| {
-            let (tcf_id, status, basis, effective_at_ms, expires_at_ms, record, content) = row?;
+            // The deciding record's data categories, as SQLite reads them
+            // out of its receipt: one record often decides several
+            // purposes, and its receipt can hold two consent strings.
+            let (tcf_id, status, basis, effective_at_ms, expires_at_ms, record, categories) = row?;
             let corrupt = |what: &str| LedgerError::Corrupt {
                 record_id: record.record_id.clone(),
                 message: format!("state holds an unknown {what}"),
             };
-            let data_categories = match content {
-                Some(content) => {
-                    serde_json::from_str::<Covers>(&content)
-                        .map_err(|e| LedgerError::Corrupt {
+            let data_categories = match categories {
+                Some(categories) => {
+                    serde_json::from_str::<Vec<String>>(&categories).map_err(|e| {
+                        LedgerError::Corrupt {
                             record_id: record.record_id.clone(),
-                            message: format!("its receipt does not read: {e}"),
-                        })?
-                        .data_categories
+                            message: format!("its receipt's data_categories do not read: {e}"),
+                        }
+                    })?
                 }
                 None => Vec::new(),
             };
