@@ -631,6 +631,30 @@ fn a_reload_moves_traffic_only_on_an_explicit_change() {
             .any(|e| e.contains("rollout.toml") && e.contains("the rollout in effect stays")),
         "{failed:?}"
     );
+
+    // A production that is not loaded is refused as SetRollout refuses it.
+    fs::write(&rollout, "production = \"9.9.9\"\n").unwrap();
+    let (fifth, failed) = load(Some(&fourth));
+    assert_eq!(production(&fifth), "1.1.0");
+    assert!(
+        failed.iter().any(|e| e.contains("rollout.toml")
+            && e.contains("production")
+            && e.contains("9.9.9")
+            && e.contains("the rollout in effect stays (production 1.1.0)")),
+        "{failed:?}"
+    );
+
+    // After a restart on that file, requests naming no version are refused;
+    // an unreadable file then keeps them refused rather than promoting the
+    // manifests' choice.
+    let (restarted, _) = load(None);
+    assert_eq!(production(&restarted), "9.9.9");
+    fs::write(&rollout, "production = [[[ garbage").unwrap();
+    let (garbled, _) = load(Some(&restarted));
+    assert_eq!(production(&garbled), "9.9.9");
+    fs::write(&rollout, "[canary]\nversion = \"1.0.0\"\npercent = 150.0\n").unwrap();
+    let (refused, _) = load(Some(&garbled));
+    assert_eq!(production(&refused), "9.9.9");
 }
 
 /// A package named through `..` (or `.`) is found where it resolves.

@@ -178,9 +178,7 @@ impl Registry {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let in_effect = previous
-                .and_then(|p| p.models.get(&name))
-                .map(|m| m.rollout.clone());
+            let in_effect = previous.and_then(|p| p.in_effect(&name));
             let rollout = Rollout::read(&name_dir).unwrap_or_else(|mut e| {
                 if in_effect.is_some() {
                     e.message.push_str("; the rollout in effect stays");
@@ -254,6 +252,7 @@ impl Registry {
                 &mut failed,
             );
             previous.keep_production(&packages, &mut rollouts);
+            previous.refuse_unloaded_production(&packages, &mut rollouts, &mut failed);
         }
         if packages.is_empty() && !failed.is_empty() {
             return Err(failed.remove(0));
@@ -262,6 +261,56 @@ impl Registry {
         registry.fingerprints = fingerprints;
         registry.refused = refused;
         Ok((registry, failed))
+    }
+
+    /// The rollout in effect for `name`, with its production version
+    /// named even where the manifests chose it or it failed to load: what
+    /// a `rollout.toml` that does not stand is replaced by, so that
+    /// traffic stays where it was.
+    fn in_effect(&self, name: &str) -> Option<Rollout> {
+        self.models.get(name).map(|m| Rollout {
+            production: Some(m.default.clone()),
+            ..m.rollout.clone()
+        })
+    }
+
+    /// Keeps a model's rollout in effect where its edited `rollout.toml`
+    /// names a production version that is not loaded, as `SetRollout`
+    /// refuses one: a typo in the file must not refuse every request that
+    /// names no version. A restart has no rollout in effect and refuses
+    /// them instead (`from_packages`).
+    fn refuse_unloaded_production(
+        &self,
+        packages: &[Arc<ModelPackage>],
+        rollouts: &mut BTreeMap<String, Rollout>,
+        failed: &mut Vec<PackageError>,
+    ) {
+        for (name, rollout) in rollouts.iter_mut() {
+            let (Some(wanted), Some(before)) = (&rollout.production, self.models.get(name)) else {
+                continue;
+            };
+            let loaded = packages
+                .iter()
+                .any(|p| p.name() == name && p.version() == wanted);
+            if loaded || *wanted == before.default {
+                continue;
+            }
+            failed.push(PackageError {
+                file: packages
+                    .iter()
+                    .find(|p| p.name() == name)
+                    .and_then(|p| p.dir.parent())
+                    .map_or_else(|| PathBuf::from(ROLLOUT_FILE), |d| d.join(ROLLOUT_FILE)),
+                field: Some("production".into()),
+                message: format!(
+                    "version {wanted} of {name:?} is not loaded; load it first; the rollout in effect stays (production {})",
+                    before.default
+                ),
+            });
+            if let Some(kept) = self.in_effect(name) {
+                *rollout = kept;
+            }
+        }
     }
 
     /// Keeps each model's production version where no rollout names one
