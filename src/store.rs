@@ -157,6 +157,26 @@ pub fn load_or_create_key(path: &Path, setting: &'static str) -> Result<Vec<u8>,
     Ok(key)
 }
 
+/// Each key's check value, so that a database is never read or written
+/// under a key other than the one its pseudonyms and sealed inputs were
+/// made with (a lost key file would otherwise be replaced in silence).
+const KEY_CHECKS_DDL: &str = "
+CREATE TABLE IF NOT EXISTS key_checks (
+    setting         TEXT PRIMARY KEY,
+    check_value     TEXT NOT NULL
+) WITHOUT ROWID;
+";
+
+/// A value that tells whether two keys are the same without telling the
+/// key: an HMAC of a constant under it.
+fn key_check(key: &[u8], setting: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(b"candor key check v1\0");
+    mac.update(setting.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     let open = |e: rusqlite::Error| StoreError::Open {
         path: path.to_owned(),
@@ -372,6 +392,8 @@ impl Default for StoreSettings {
 }
 
 pub struct Store {
+    /// The database file, for messages.
+    path: PathBuf,
     /// Held for the store's life: one gateway per database.
     _lock: std::fs::File,
     jobs: Option<Sender<Job>>,
@@ -467,7 +489,8 @@ impl Store {
             let pages = i64::try_from(max).unwrap_or(i64::MAX) / page.max(1);
             conn.pragma_update(None, "max_page_count", pages.max(1))?;
         }
-        conn.execute_batch(ledger::DDL)
+        conn.execute_batch(KEY_CHECKS_DDL)
+            .and_then(|()| conn.execute_batch(ledger::DDL))
             .and_then(|()| conn.execute_batch(decisions::DDL))
             .and_then(|()| conn.execute_batch(decisions::shadow::DDL))
             .and_then(|()| conn.execute_batch(audit::DDL))
@@ -536,6 +559,7 @@ impl Store {
             })
             .map_err(|e| failed(e.to_string()))?;
         Ok(Self {
+            path: path.to_owned(),
             _lock: lock,
             jobs: Some(jobs),
             failing,
@@ -597,6 +621,56 @@ impl Store {
             self.writer_thread.unpark();
         }
         rx.await.map_err(|_| StoreError::ShutDown)?
+    }
+
+    /// The key in `path` (the `setting` that names it), bound to this
+    /// database: created on first start, and checked against the key the
+    /// database was first used with on every start after. A key file that
+    /// is missing or holds another key refuses the start: a new key would
+    /// cut every person off from their pseudonymous records (objections
+    /// included) and leave their sealed inputs unreadable.
+    pub fn bound_key(&self, path: &Path, setting: &'static str) -> Result<Vec<u8>, StoreError> {
+        let err = |message: String| StoreError::Key {
+            setting,
+            path: path.to_owned(),
+            message,
+        };
+        let bound: Option<String> = self.read(|conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT check_value FROM key_checks WHERE setting = ?1",
+                    [setting],
+                    |r| r.get(0),
+                )
+                .optional()?)
+        })?;
+        if bound.is_some() && !path.exists() {
+            return Err(err(format!(
+                "does not exist, but the database {} was written under the key it held; restore the file (a new key would cut every person off from their records)",
+                self.path.display()
+            )));
+        }
+        let key = load_or_create_key(path, setting)?;
+        let check = key_check(&key, setting);
+        match bound {
+            Some(b) if b == check => {}
+            Some(_) => {
+                return Err(err(format!(
+                    "holds another key than the one the database {} was written under; restore the original file",
+                    self.path.display()
+                )));
+            }
+            None => {
+                self.read(|conn| {
+                    conn.execute(
+                        "INSERT INTO key_checks (setting, check_value) VALUES (?1, ?2)",
+                        [setting, check.as_str()],
+                    )?;
+                    Ok(())
+                })?;
+            }
+        }
+        Ok(key)
     }
 
     /// Runs a read on a pooled connection. Blocks: call it where blocking
@@ -1336,6 +1410,42 @@ mod tests {
             "{e}"
         );
         assert!(e.to_string().ends_with("is not hex"), "{e}");
+    }
+
+    /// A database is bound to the keys it was first used with: a key file
+    /// that goes missing is not replaced, and another key is refused.
+    #[test]
+    fn a_database_refuses_a_lost_or_replaced_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("candor.db");
+        let key = dir.path().join("subject.key");
+        let setting = "consent.subject_key_file";
+        let first = Store::open(&db).unwrap().bound_key(&key, setting).unwrap();
+        let again = Store::open(&db).unwrap().bound_key(&key, setting).unwrap();
+        assert_eq!(first, again);
+
+        std::fs::rename(&key, dir.path().join("aside.key")).unwrap();
+        let e = Store::open(&db)
+            .unwrap()
+            .bound_key(&key, setting)
+            .unwrap_err();
+        assert!(e.to_string().starts_with(setting), "{e}");
+        assert!(e.to_string().contains("does not exist"), "{e}");
+        assert!(!key.exists(), "a new key was made in place of the lost one");
+
+        std::fs::write(&key, hex::encode([7u8; 32])).unwrap();
+        let e = Store::open(&db)
+            .unwrap()
+            .bound_key(&key, setting)
+            .unwrap_err();
+        assert!(e.to_string().contains("holds another key"), "{e}");
+
+        // Another database takes the key it is first given.
+        let other = dir.path().join("other.db");
+        Store::open(&other)
+            .unwrap()
+            .bound_key(&key, setting)
+            .unwrap();
     }
 
     /// One gateway per database: a second store on the same file is

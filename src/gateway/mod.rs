@@ -49,7 +49,7 @@ use crate::{
     metrics::{Metrics, Stage},
     models::{ModelPackage, ModelSelector, Registry, schema::FeatureRow},
     monitor::{AuditAttributes, FairnessMonitor},
-    store::{Store, StoreSettings, load_or_create_key, now_ms},
+    store::{Store, StoreSettings, now_ms},
 };
 
 /// Where the ad would run; recorded with the decision.
@@ -230,9 +230,9 @@ impl Gateway {
             },
         )?);
         let subject_key =
-            load_or_create_key(&config.consent.subject_key_file, "consent.subject_key_file")?;
+            store.bound_key(&config.consent.subject_key_file, "consent.subject_key_file")?;
         let input_key =
-            load_or_create_key(&config.decisions.input_key_file, "decisions.input_key_file")?;
+            store.bound_key(&config.decisions.input_key_file, "decisions.input_key_file")?;
         let ledger = Arc::new(Ledger::new(store.clone(), subject_key));
         let cache = Arc::new(ExplanationCache::new(
             config.decisions.cache_max_bytes,
