@@ -322,7 +322,9 @@ async fn drift_between_attributions_in_different_units_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shadow_outputs_are_recorded_never_returned() {
     let (_tmp, models) = models_folder();
-    let server = TestServer::start_with(config(&models)).await;
+    let mut config = config(&models);
+    config.decisions.min_segment_size = 20;
+    let server = TestServer::start_with(config).await;
     set_rollout(&server, "1.0.0", "", 0.0, &["1.1.0"])
         .await
         .unwrap();
@@ -430,6 +432,25 @@ async fn shadow_outputs_are_recorded_never_returned() {
         .contribution;
     assert!((top.live_mean_abs - phi.abs()).abs() < 1e-9);
     assert!(drift.features.iter().any(|f| f.rank_change != 0));
+    // One person's attributions are no aggregate to hand out: a window
+    // that holds only the last decision (its time is in its id) is refused.
+    let few = client
+        .attribution_drift(pb::AttributionDriftRequest {
+            model: MODEL.into(),
+            candidate: "1.1.0".into(),
+            since_unix_ms: {
+                let at = decisions.last().unwrap().decided_at.unwrap();
+                at.seconds * 1000 + i64::from(at.nanos / 1_000_000)
+            },
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(few.code(), Code::FailedPrecondition, "{few:?}");
+    assert!(
+        few.message()
+            .contains("fewer than decisions.min_segment_size (20)"),
+        "{few:?}"
+    );
     // "canary" names the canary, as in scoring; this rollout has none. A
     // time before 1970 is no time to start from.
     for (candidate, since, code, says) in [

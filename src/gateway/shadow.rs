@@ -255,19 +255,29 @@ impl Gateway {
         .await
         .map_err(|e| Error::Internal(format!("drift read panicked: {e}")))??;
         // Ranks among values that are all zero would be alphabetical order
-        // presented as drift.
+        // presented as drift; means over a handful of decisions would hand
+        // an engineer individual people's attributions (one decision's
+        // time is in its id), unrecorded, as the consumer view's reasons
+        // are withheld for segments this small.
+        let fewest = u64::from(self.config.decisions.min_segment_size);
+        let window = if since_ms > 0 {
+            format!(" since {since_ms} ms after the epoch (since_unix_ms)")
+        } else {
+            String::new()
+        };
         for (field, version, means) in [
             ("candidate", candidate.version(), &candidate_means),
             ("model", live.version(), &live_means),
         ] {
             if means.count == 0 {
                 return Err(Error::FailedPrecondition(format!(
-                    "{field}: {model} {version} has no decision with attributions on record{}: nothing to compare yet (a shadow's count from its first recorded output; a canary's or production's once their attributions exist, inline or attached later)",
-                    if since_ms > 0 {
-                        format!(" since {since_ms} ms after the epoch (since_unix_ms)")
-                    } else {
-                        String::new()
-                    }
+                    "{field}: {model} {version} has no decision with attributions on record{window}: nothing to compare yet (a shadow's count from its first recorded output; a canary's or production's once their attributions exist, inline or attached later)"
+                )));
+            }
+            if (means.count as u64) < fewest {
+                return Err(Error::FailedPrecondition(format!(
+                    "{field}: {model} {version} has {} decisions with attributions on record{window}, fewer than decisions.min_segment_size ({fewest}); means over so few would show individual people's attributions: widen the window or wait for more",
+                    means.count
                 )));
             }
         }
