@@ -651,7 +651,13 @@ async fn staff_reads_are_recorded_with_who_whom_and_why() {
     greedy.get_mut().page_size = 5000;
     let mut nobody = ask(Some("ticket 1234"), "support-key");
     nobody.get_mut().subject_id.clear();
-    for (bad, field) in [(greedy, "page_size"), (nobody, "subject_id")] {
+    let mut forged = ask(Some("ticket 1234"), "support-key");
+    forged.get_mut().page_token = "ab".repeat(40);
+    for (bad, field) in [
+        (greedy, "page_size"),
+        (nobody, "subject_id"),
+        (forged, "page_token"),
+    ] {
         let refused = consent.get_consent_history(bad).await.unwrap_err();
         assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
         assert!(refused.message().contains(field), "{refused:?}");

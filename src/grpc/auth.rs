@@ -12,6 +12,7 @@ use crate::{
     access::{Caller, audit::StaffRead},
     config::Role::{self, *},
     gateway::Gateway,
+    paging::Scope,
     store::now_ms,
 };
 
@@ -311,9 +312,23 @@ pub async fn for_subject<T>(
     request: &Request<T>,
     subject_id: &str,
 ) -> Result<Admitted, Status> {
+    for_subject_page(gateway, request, subject_id, None).await
+}
+
+/// [`for_subject`] for a paged read: its `page_token` is checked before the
+/// read goes on record, since a read refused as bad input is not a read.
+pub async fn for_subject_page<T>(
+    gateway: &Gateway,
+    request: &Request<T>,
+    subject_id: &str,
+    page: Option<(Scope, &str)>,
+) -> Result<Admitted, Status> {
     let admitted = admitted(request)?;
     // A malformed id is refused before anything goes on record.
     let subject_ref = gateway.consents().subject_ref(subject_id)?;
+    if let Some((scope, token)) = page {
+        gateway.page_tokens().open(scope, &subject_ref, token)?;
+    }
     check_subject(&admitted.caller, admitted.rule, Some(&subject_ref))?;
     account(
         gateway,

@@ -302,8 +302,14 @@ impl ConsentService for Consent {
         &self,
         request: Request<pb::GetConsentHistoryRequest>,
     ) -> Result<Response<pb::GetConsentHistoryResponse>, Status> {
-        let page = request.get_ref().clone().try_into()?;
-        auth::for_subject(&self.gateway, &request, &request.get_ref().subject_id).await?;
+        let page: PageRequest = request.get_ref().clone().try_into()?;
+        auth::for_subject_page(
+            &self.gateway,
+            &request,
+            &page.subject_id,
+            Some((Scope::ConsentHistory, &page.token)),
+        )
+        .await?;
         let page = self.gateway.consents().history(&page).await?;
         let envelope = pb::GetConsentHistoryResponse {
             subject_ref: page.subject_ref.clone(),

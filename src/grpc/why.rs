@@ -274,8 +274,14 @@ impl ExplanationService for Why {
         &self,
         request: Request<pb::ListDecisionsRequest>,
     ) -> Result<Response<pb::ListDecisionsResponse>, Status> {
-        let page = request.get_ref().clone().try_into()?;
-        auth::for_subject(&self.gateway, &request, &request.get_ref().subject_id).await?;
+        let page: PageRequest = request.get_ref().clone().try_into()?;
+        auth::for_subject_page(
+            &self.gateway,
+            &request,
+            &page.subject_id,
+            Some((Scope::ListDecisions, &page.token)),
+        )
+        .await?;
         let page = self.gateway.decisions(&page).await?;
         let envelope = pb::ListDecisionsResponse {
             subject_ref: page.subject_ref.clone(),
@@ -314,8 +320,14 @@ impl ExplanationService for Why {
         &self,
         request: Request<pb::ExportSubjectDataRequest>,
     ) -> Result<Response<pb::ExportSubjectDataResponse>, Status> {
-        let (page, language) = request.get_ref().clone().try_into()?;
-        auth::for_subject(&self.gateway, &request, &request.get_ref().subject_id).await?;
+        let (page, language): (PageRequest, _) = request.get_ref().clone().try_into()?;
+        auth::for_subject_page(
+            &self.gateway,
+            &request,
+            &page.subject_id,
+            Some((Scope::Export, &page.token)),
+        )
+        .await?;
         let limit = self.gateway.config().max_message_bytes;
         // The response is four strings: each a one-byte tag and its length,
         // at most as long as the limit's own.
