@@ -336,16 +336,26 @@ impl ConfigError {
     /// error's path, or the head of its message up to an index or a colon
     /// (`access.api_keys[0].sha256: ...` is `access.api_keys`).
     fn sourced(mut self, figment: &Figment) -> Self {
-        let key = match (&self.0.path[..], &self.0.kind) {
-            ([], figment::error::Kind::Message(m)) => {
-                m.split([':', '[']).next().unwrap_or_default().to_owned()
-            }
-            (path, _) => path.join("."),
-        };
+        let key = setting_of(&self.0).join(".");
         if self.0.metadata.is_none() && !key.is_empty() {
             self.0.metadata = figment.find_metadata(&key).cloned();
         }
         self
+    }
+}
+
+/// The setting an error is about, by its parts: the error's path, or the
+/// head of a refusal's message up to an index or a colon
+/// (`access.api_keys[0].sha256: ...` is `access.api_keys`).
+fn setting_of(e: &figment::Error) -> Vec<String> {
+    match (&e.path[..], &e.kind) {
+        ([], figment::error::Kind::Message(m)) => m
+            .split([':', '['])
+            .next()
+            .filter(|head| !head.is_empty() && !head.contains(' '))
+            .map(|head| head.split('.').map(str::to_owned).collect())
+            .unwrap_or_default(),
+        (path, _) => path.to_vec(),
     }
 }
 
@@ -377,17 +387,18 @@ impl std::fmt::Display for ConfigError {
                         .join("; "),
                     other => other.to_string(),
                 };
+                let setting = setting_of(&e);
                 let source = e
                     .metadata
                     .as_ref()
                     .map_or_else(String::new, |md| match &md.source {
                         Some(Source::File(path)) => format!(" (in {})", path.display()),
                         Some(Source::Code(_)) => {
-                            format!(" (flag --{})", e.path.join("-").replace('_', "-"))
+                            format!(" (flag --{})", setting.join("-").replace('_', "-"))
                         }
                         _ if md.name.contains("environment") => format!(
                             " (environment variable CANDOR_{})",
-                            e.path.join("__").to_uppercase()
+                            setting.join("__").to_uppercase()
                         ),
                         _ => format!(" (in {})", md.name),
                     });
@@ -462,9 +473,24 @@ impl Config {
                 "tls.client_auth_optional: applies to client certificates, which need tls.client_ca".into(),
             );
         }
-        let absolute =
-            |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
-        if absolute(&self.consent.subject_key_file) == absolute(&self.decisions.input_key_file) {
+        // The file each names, through links and `..`, whether it exists
+        // yet or not: the first would create it for both.
+        let resolved = |p: &std::path::Path| {
+            std::fs::canonicalize(p)
+                .or_else(|e| {
+                    let dir = p.parent().filter(|d| !d.as_os_str().is_empty());
+                    match (dir, p.file_name()) {
+                        (dir, Some(name)) => Ok(std::fs::canonicalize(
+                            dir.unwrap_or(std::path::Path::new(".")),
+                        )?
+                        .join(name)),
+                        _ => Err(e),
+                    }
+                })
+                .or_else(|_| std::path::absolute(p))
+                .unwrap_or_else(|_| p.to_owned())
+        };
+        if resolved(&self.consent.subject_key_file) == resolved(&self.decisions.input_key_file) {
             return refuse(format!(
                 "decisions.input_key_file: {} is also consent.subject_key_file; each key has one use",
                 self.decisions.input_key_file.display()
@@ -868,6 +894,37 @@ decisions.input_key_file = "k""#,
     /// Each refusal names the setting and where its value came from, and
     /// never echoes the value: a key pasted into the wrong setting stays
     /// out of the terminal and the logs.
+    /// The two keys are different files, however the paths spell them; a
+    /// refusal names the variable that set the one refused.
+    #[test]
+    fn each_key_file_has_one_use_through_links_and_dot_dot() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("subject.key", &"ab".repeat(32))?;
+            std::os::unix::fs::symlink("subject.key", jail.directory().join("link.key"))
+                .map_err(|e| e.to_string())?;
+            std::fs::create_dir(jail.directory().join("d")).map_err(|e| e.to_string())?;
+            jail.set_env("CANDOR_CONSENT__SUBJECT_KEY_FILE", "subject.key");
+            for other in ["link.key", "d/../subject.key", "d/../fresh.key"] {
+                let subject = if other.ends_with("fresh.key") {
+                    "fresh.key"
+                } else {
+                    "subject.key"
+                };
+                jail.set_env("CANDOR_CONSENT__SUBJECT_KEY_FILE", subject);
+                jail.set_env("CANDOR_DECISIONS__INPUT_KEY_FILE", other);
+                let err = Config::load(None, Flags::default())
+                    .unwrap_err()
+                    .to_string();
+                assert!(err.contains("each key has one use"), "{other}: {err}");
+                assert!(
+                    err.ends_with("(environment variable CANDOR_DECISIONS__INPUT_KEY_FILE)"),
+                    "{other}: {err}"
+                );
+            }
+            Ok(())
+        });
+    }
+
     #[test]
     fn refusals_name_the_setting_and_its_source_but_not_the_value() {
         #[derive(Serialize)]
