@@ -101,17 +101,21 @@ impl Access {
         client_cert: Option<&[u8]>,
     ) -> Result<Caller, AccessError> {
         if let Some(credential) = bearer {
-            // A JWT is three base64url parts; an API key is one opaque word.
-            if credential.split('.').count() == 3 {
-                return Ok(Caller::Subject(self.tokens.verify(credential)?));
-            }
             let digest = hex::encode(Sha256::digest(credential.as_bytes()));
             let key = self
                 .config
                 .api_keys
                 .iter()
-                .find(|k| k.sha256.eq_ignore_ascii_case(&digest))
-                .ok_or(AccessError::UnknownKey)?;
+                .find(|k| k.sha256.eq_ignore_ascii_case(&digest));
+            // A JWT is three base64url parts; an API key is an opaque word,
+            // which may have dots of its own.
+            let key = match key {
+                Some(key) => key,
+                None if credential.split('.').count() == 3 => {
+                    return Ok(Caller::Subject(self.tokens.verify(credential)?));
+                }
+                None => return Err(AccessError::UnknownKey),
+            };
             if key.expires.is_some_and(|at| at <= jiff::Timestamp::now()) {
                 return Err(AccessError::ExpiredKey(key.name.clone()));
             }
@@ -158,6 +162,7 @@ mod tests {
                 api_keys: vec![
                     key("alice", "a-secret", None),
                     key("old", "o-secret", Some(jiff::Timestamp::UNIX_EPOCH)),
+                    key("dotted", "d.ot.ted", None),
                 ],
                 clients: vec![ClientCert {
                     name: "dsp".into(),
@@ -192,6 +197,18 @@ mod tests {
             Err(AccessError::ExpiredKey("old".into()))
         );
         assert_eq!(a.identify(Some("nope"), None), Err(AccessError::UnknownKey));
+        // A key with two dots is a key, not a malformed token.
+        assert_eq!(
+            a.identify(Some("d.ot.ted"), None).unwrap(),
+            Caller::Staff {
+                name: "dotted".into(),
+                role: Role::Support
+            }
+        );
+        assert!(matches!(
+            a.identify(Some("d.ot.ten"), None),
+            Err(AccessError::Token(_))
+        ));
         assert_eq!(
             a.identify(None, Some(b"other")),
             Err(AccessError::UnknownCertificate)

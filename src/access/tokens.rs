@@ -107,6 +107,10 @@ impl Tokens {
                 ErrorKind::InvalidToken | ErrorKind::Base64(_) | ErrorKind::Utf8(_) => {
                     TokenError::Malformed("it is not header.claims.signature in base64url".into())
                 }
+                // The header is decoded with the claims: say which failed.
+                ErrorKind::Json(_) if jsonwebtoken::decode_header(token).is_err() => {
+                    TokenError::Malformed(header_defect(token).into())
+                }
                 ErrorKind::Json(_)
                 | ErrorKind::MissingRequiredClaim(_)
                 | ErrorKind::InvalidClaimFormat(_) => {
@@ -147,6 +151,26 @@ impl Tokens {
 }
 
 /// Seconds since the Unix epoch.
+/// What is wrong with a header the decoder does not take: an algorithm
+/// other than HS256 (`none` among them), or no JWS header at all.
+fn header_defect(token: &str) -> &'static str {
+    use base64::Engine;
+    let alg = token
+        .split('.')
+        .next()
+        .and_then(|h| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(h)
+                .ok()
+        })
+        .and_then(|h| serde_json::from_slice::<serde_json::Value>(&h).ok())
+        .and_then(|h| h.get("alg").cloned());
+    match alg {
+        Some(alg) if alg != "HS256" => "it is not signed with HS256",
+        _ => "its header is not a signed JWT's",
+    }
+}
+
 pub fn now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -185,6 +209,12 @@ mod tests {
         assert_eq!(
             Tokens::new(b"k").verify(&parts.join(".")),
             Err(TokenError::BadSignature)
+        );
+        // An unsigned token says so, not that its claims are wrong.
+        let unsigned = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{}.", parts[1]);
+        assert_eq!(
+            Tokens::new(b"k").verify(&unsigned),
+            Err(TokenError::Malformed("it is not signed with HS256".into()))
         );
         for garbage in ["not.a.token", "abc", "e30.e30.@@", ""] {
             let e = Tokens::new(b"k").verify(garbage).unwrap_err();

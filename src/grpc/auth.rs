@@ -85,7 +85,9 @@ const REFLECTION: Rule = Rule {
 const ALL_STAFF: &[Role] = &[Scorer, Support, Engineer, Admin];
 
 /// The one table. Ad systems (`scorer`) score and record the consent their
-/// CMP collected; they never read a person's data back. Support staff read
+/// CMP collected; they read nothing of a person back but the consent
+/// provenance each of their own decisions carries (the purposes and ledger
+/// records it rested on). Support staff read
 /// and act for a person; engineers see models and raw attributions.
 pub const RULES: &[(&str, Rule)] = &[
     (
