@@ -45,9 +45,9 @@ use crate::{
         DecisionAttribution, ExplainMode, Method,
         pool::{ExplainPool, Pacing, PoolError, Priority},
     },
-    inference::{InferencePool, runtime},
+    inference::{InferenceError, InferencePool, runtime},
     metrics::{Metrics, Stage},
-    models::{ModelPackage, ModelSelector, Registry, schema::FeatureRow},
+    models::{ModelPackage, ModelSelector, Registry, manifest::FeatureSpec, schema::FeatureRow},
     monitor::{AuditAttributes, FairnessMonitor},
     store::{Store, StoreSettings, now_ms},
 };
@@ -214,6 +214,40 @@ type ArtefactStamp = (u64, Option<std::time::SystemTime>);
 /// again while its file stays as it was: an export of a thousand of its
 /// decisions tries once.
 const UNAVAILABLE_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A score that is not a finite number is the request's to change only
+/// where a feature without declared bounds let a value in; within every
+/// bound the manifest declares, the model is at fault, not the caller.
+fn not_finite_is_named(package: &ModelPackage, e: InferenceError) -> Error {
+    match e {
+        InferenceError::NonFinite { row, value } => not_finite(
+            &package.manifest.features,
+            &format!("{} {}", package.name(), package.version()),
+            row,
+            value,
+        ),
+        e => e.into(),
+    }
+}
+
+fn not_finite(features: &[FeatureSpec], model: &str, row: usize, value: f32) -> Error {
+    let unbounded: Vec<&str> = (features.iter())
+        .filter(|f| !f.is_bounded())
+        .map(|f| f.name.as_str())
+        .collect();
+    if unbounded.is_empty() {
+        return Error::Internal(format!(
+            "rows[{row}]: model {model} scored {value} for values within every bound its manifest declares, so no decision is made; a defect of the model, for its owner to fix"
+        ));
+    }
+    let named = match unbounded.len() {
+        n @ 6.. => format!("{} and {} more", unbounded[..5].join(", "), n - 5),
+        _ => unbounded.join(", "),
+    };
+    Error::InvalidArgument(format!(
+        "rows[{row}]: the model's score for these values is {value}, not a finite number, so no decision is made from them; features whose manifest declares no bounds ({named}) may be far outside what the model was trained on"
+    ))
+}
 
 impl Gateway {
     /// Opens the consent ledger and starts the inference threads. Models are
@@ -620,7 +654,8 @@ impl Gateway {
         let scores = self
             .pool
             .predict(package.backend.clone(), rows.clone())
-            .await?;
+            .await
+            .map_err(|e| not_finite_is_named(&package, e))?;
         let attributions = self
             .attribute(
                 &package,
@@ -730,7 +765,8 @@ impl Gateway {
         let scores = self
             .pool
             .predict(package.backend.clone(), rows.clone())
-            .await?;
+            .await
+            .map_err(|e| not_finite_is_named(&package, e))?;
         self.metrics.stage(Stage::Inference, started);
         let (mut status, mut deferred) = match explain {
             ExplainMode::Inline(_) => (ExplanationStatus::Inline, None),
@@ -836,5 +872,47 @@ impl Gateway {
                     self.metrics.residual(a.residual());
                 }
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::manifest::Manifest;
+
+    /// Within every bound the manifest declares, a score that is not a
+    /// number is the model's defect; where a feature has no bounds, the
+    /// request may be at fault, and the answer names those features.
+    #[test]
+    fn a_score_that_is_not_finite_is_the_models_within_its_bounds() {
+        let feature = |name: &str, position: usize, bounds: &str| {
+            format!(
+                "[[features]]\nname = \"{name}\"\nposition = {position}\ntype = \"float\"\n{bounds}\ndescription = \"d\"\ncategory = \"device\"\nsource = \"first_party\"\n"
+            )
+        };
+        let manifest = |second: &str| {
+            Manifest::from_toml(&format!(
+                crate::models::manifest::test_manifest!("{}{}"),
+                feature("price", 0, "min = 1.0\nmax = 3.0"),
+                feature("visits", 1, second),
+            ))
+            .unwrap()
+        };
+        let bounded = not_finite(
+            &manifest("min = 0.0\nmax = 9.0").features,
+            "m 1.0.0",
+            1,
+            f32::INFINITY,
+        );
+        assert!(matches!(bounded, Error::Internal(_)), "{bounded}");
+        assert!(
+            bounded
+                .to_string()
+                .contains("rows[1]: model m 1.0.0 scored inf for values within every bound"),
+            "{bounded}"
+        );
+        let open = not_finite(&manifest("min = 0.0").features, "m 1.0.0", 0, f32::NAN);
+        assert!(matches!(open, Error::InvalidArgument(_)), "{open}");
+        assert!(open.to_string().contains("no bounds (visits)"), "{open}");
     }
 }

@@ -42,9 +42,8 @@ impl From<Error> for Status {
             Error::Inference(inner) => match inner {
                 InferenceError::Overloaded(_) => Code::ResourceExhausted,
                 InferenceError::ShutDown => Code::Unavailable,
-                // The model is finite where its manifest's ranges hold: an
-                // input it cannot score is the request's, and one without a
-                // declared range can be anything.
+                // Scoring tells the model's fault from the request's first
+                // (`gateway::not_finite_is_named`); any other is the request's.
                 InferenceError::NonFinite { .. } => Code::InvalidArgument,
                 InferenceError::Runtime(_) | InferenceError::OutputShape { .. } => Code::Internal,
             },

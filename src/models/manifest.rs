@@ -321,6 +321,14 @@ pub struct FeatureSpec {
 }
 
 impl FeatureSpec {
+    /// True when the manifest bounds every value the feature may take: a
+    /// category list, or both a minimum and a maximum.
+    pub fn is_bounded(&self) -> bool {
+        self.kind == FeatureType::Categorical
+            || !self.categories.is_empty()
+            || (self.min.is_some() && self.max.is_some())
+    }
+
     /// True when the feature is, or stands in for, an Art. 9 special category.
     pub fn is_special_category(&self) -> bool {
         self.category.is_special() || self.proxy_for.is_some_and(DataCategory::is_special)
