@@ -764,6 +764,74 @@ async fn consent_changes_name_who_made_them() {
     assert!(verified.intact, "{verified:?}");
 }
 
+/// An ad system cannot lift an objection the person made themselves (or
+/// through support) by recording a consent; it can lift one it relayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ad_system_cannot_lift_the_persons_own_objection() {
+    let mut config = test_config();
+    config.access.api_keys = vec![
+        api_key(Role::Support, "key-support"),
+        api_key(Role::Scorer, "key-scorer"),
+    ];
+    let server = TestServer::start_with(config).await;
+    let mut consent = ConsentServiceClient::new(server.channel().await);
+    let own = subject_token(
+        &server.gateway,
+        "erin",
+        Duration::ZERO,
+        Duration::from_secs(60),
+    );
+    let object = |credential: &str| {
+        with(
+            Request::new(pb::WithdrawConsentRequest {
+                subject_id: "erin".into(),
+                tcf_purposes: vec![3, 4],
+                kind: pb::WithdrawalKind::Objection as i32,
+                ..Default::default()
+            }),
+            Some(credential),
+        )
+    };
+    let grant = |credential: &str| {
+        with(
+            Request::new(pb::RecordConsentRequest {
+                subject_id: "erin".into(),
+                purposes: (1..=4)
+                    .map(|p| pb::PurposeChoice {
+                        tcf_purpose: p,
+                        granted: true,
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }),
+            Some(credential),
+        )
+    };
+    consent.withdraw_consent(object(&own)).await.unwrap();
+    let refused = consent
+        .record_consent(grant("key-scorer"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(
+        refused
+            .message()
+            .starts_with("purposes[2]: the person objected to purpose 3"),
+        "{refused:?}"
+    );
+    assert!(refused.message().contains("made by subject"), "{refused:?}");
+    // Support, acting for the person, can; then an objection the ad system
+    // relayed is the ad system's to lift again.
+    consent.record_consent(grant("key-support")).await.unwrap();
+    consent
+        .withdraw_consent(object("key-scorer"))
+        .await
+        .unwrap();
+    consent.record_consent(grant("key-scorer")).await.unwrap();
+    server.stop().await;
+}
+
 /// A call with two credentials is refused, whichever comes first: the
 /// gateway will not guess which is the caller's, and a valid key must not
 /// vouch for whatever follows it.

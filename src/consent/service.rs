@@ -7,11 +7,13 @@ use std::sync::Arc;
 use super::{
     ledger::{
         Actor, Collection, Draft, Erasure, LedgerError, LedgerRef, LegalBasis, Notice,
-        PurposeEntry, PurposeState, RecordKind, Status, StoredRecord, Verification, now_ms,
+        PurposeEntry, PurposeState, Receipt, RecordKind, Status, StoredRecord, Verification,
+        now_ms,
     },
     purposes::{self, DIRECT_MARKETING},
 };
 use crate::{
+    config::Role,
     consent::ledger::Ledger,
     decisions::cache::ExplanationCache,
     error::Error,
@@ -170,6 +172,8 @@ impl Consents {
                 )));
             }
         }
+        self.check_objections_stand(&subject_ref, &entries, &by)
+            .await?;
         let draft = Draft {
             kind: RecordKind::Consent,
             subject_ref: Some(subject_ref.clone()),
@@ -189,6 +193,58 @@ impl Consents {
         };
         let reference = self.ledger.append(vec![draft]).await?.remove(0);
         Ok((reference, subject_ref))
+    }
+
+    /// Refuses an ad system's consent for a purpose the person objected to
+    /// (GDPR Art. 21) themselves or through support: the party that
+    /// profits from profiling cannot lift the person's objection. An
+    /// objection an ad system relayed (from its CMP) it may lift the same
+    /// way, and one whose author is unknown (erased) stands.
+    async fn check_objections_stand(
+        &self,
+        subject_ref: &str,
+        entries: &[PurposeEntry],
+        by: &Actor,
+    ) -> Result<(), Error> {
+        if by.role != Role::Scorer.as_str() {
+            return Ok(());
+        }
+        let ledger = self.ledger.clone();
+        let key = subject_ref.to_owned();
+        let state = blocking(move || ledger.state(&key)).await?;
+        let objected: Vec<(usize, LedgerRef)> = (entries.iter().enumerate())
+            .filter(|(_, e)| e.status == Status::Given)
+            .filter_map(|(i, e)| {
+                let s = state.iter().find(|s| s.tcf_id == e.tcf_id)?;
+                (s.status == Status::Objected).then(|| (i, s.record.clone()))
+            })
+            .collect();
+        if objected.is_empty() {
+            return Ok(());
+        }
+        let ledger = self.ledger.clone();
+        let refs: Vec<LedgerRef> = objected.iter().map(|(_, r)| r.clone()).collect();
+        let records = blocking(move || ledger.records(&refs)).await?;
+        for (i, reference) in objected {
+            let author = records
+                .iter()
+                .find(|r| r.reference.seq == reference.seq)
+                .and_then(|r| r.content.as_deref())
+                .and_then(|c| serde_json::from_str::<Receipt>(c).ok())
+                .and_then(|r| r.recorded_by)
+                .map(|a| a.role);
+            if author.as_deref() != Some(Role::Scorer.as_str()) {
+                return Err(Error::FailedPrecondition(format!(
+                    "purposes[{i}]: the person objected to purpose {} (record {}, made by {}); an ad system cannot lift it: only the person's own token, or support acting for them, can",
+                    entries[i].tcf_id,
+                    reference.record_id,
+                    author
+                        .as_deref()
+                        .unwrap_or("the person, whose record is erased")
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Records a withdrawal or objection made `by` the caller.
