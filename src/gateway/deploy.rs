@@ -212,7 +212,9 @@ impl Gateway {
                 .collect(),
             refused: failed.iter().map(PackageError::to_string).collect(),
         };
-        self.registry.store(Some(Arc::new(registry)));
+        let registry = Arc::new(registry);
+        self.keep_packages(&registry).await;
+        self.registry.store(Some(registry));
         for id in &reloaded.loaded {
             tracing::info!(model = %id.name, version = %id.version, sha256 = %id.sha256, "model deployed");
         }

@@ -47,7 +47,10 @@ use crate::{
     },
     inference::{InferenceError, InferencePool, runtime},
     metrics::{Metrics, Stage},
-    models::{ModelPackage, ModelSelector, Registry, manifest::FeatureSpec, schema::FeatureRow},
+    models::{
+        ModelPackage, ModelSelector, Registry, archive::Archive, manifest::FeatureSpec,
+        schema::FeatureRow,
+    },
     monitor::{AuditAttributes, FairnessMonitor},
     store::{Store, StoreSettings, now_ms},
 };
@@ -186,6 +189,9 @@ pub struct Gateway {
     policy: Policy,
     store: Arc<Store>,
     cipher: InputCipher,
+    /// Copies of the packages that served, to explain their decisions
+    /// after their folders go.
+    archive: Archive,
     cache: Arc<ExplanationCache>,
     /// Wakes the deferred-attribution sweeper.
     deferred: Arc<tokio::sync::Notify>,
@@ -318,6 +324,11 @@ impl Gateway {
             policy,
             store,
             cipher: InputCipher::new(&input_key),
+            archive: Archive::new(
+                (config.database.parent())
+                    .unwrap_or(std::path::Path::new("."))
+                    .join("packages"),
+            ),
             cache,
             deferred: Arc::new(tokio::sync::Notify::new()),
             deploying: tokio::sync::Mutex::new(()),
@@ -403,7 +414,9 @@ impl Gateway {
         } else {
             tracing::info!(models = count, dir = %self.config.models_dir.display(), "models loaded");
         }
-        self.registry.store(Some(Arc::new(registry)));
+        let registry = Arc::new(registry);
+        self.keep_packages(&registry).await;
+        self.registry.store(Some(registry));
         if self.config.watch_models {
             self.watch_models()?;
         }

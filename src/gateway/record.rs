@@ -233,7 +233,8 @@ impl Gateway {
 
     /// The exact package that made a recorded decision, also when its
     /// version is no longer served: then loaded back from the models
-    /// folder, if the same artefact (SHA-256) is still there.
+    /// folder, if the same artefact (SHA-256) is still there, or else from
+    /// the copy kept when it served ([`crate::models::archive`]).
     pub async fn explaining_package(&self, row: &DecisionRow) -> Result<Arc<ModelPackage>, Error> {
         let served = match self.package_of(row) {
             Ok(package) => return Ok(package),
@@ -276,13 +277,21 @@ impl Gateway {
         // checked before anything is loaded. What cannot be loaded back is
         // remembered with the file as it was, so that an export or a burst
         // of look-ups does not load it once per decision.
+        // The models folder first, then the copy kept when it served.
+        let archived = self.archive.find(&key.2, &key.0, &key.1);
         let (retired, want, at) = (self.retired.clone(), key.2.clone(), key.clone());
         let loaded = tokio::task::spawn_blocking(move || {
             retired.try_get_with(at, || -> Result<Arc<ModelPackage>, String> {
-                let file = std::fs::read(dir.join(crate::models::package::MODEL_FILE)).map_err(|e| e.to_string())?;
-                if hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&file)) != want {
-                    return Err("a different artefact".into());
-                }
+                let same = |dir: &std::path::PathBuf| {
+                    std::fs::read(dir.join(crate::models::package::MODEL_FILE)).is_ok_and(|file| {
+                        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&file)) == want
+                    })
+                };
+                let dir = [Some(dir), archived]
+                    .into_iter()
+                    .flatten()
+                    .find(same)
+                    .ok_or("no copy of the artefact")?;
                 let package = ModelPackage::load(&dir, 1).map_err(|e| e.to_string())?;
                 tracing::info!(model = %package.name(), version = %package.version(), "loaded a retired version to explain its decisions");
                 Ok(Arc::new(package))
@@ -552,6 +561,60 @@ async fn purge(gateway: Weak<Gateway>, every: Duration) {
             Ok(n) => tracing::info!(decisions = n, "purged decisions past their retention"),
             Err(e) => tracing::warn!(error = %e, "retention purge failed"),
         }
+        let pruned = tokio::task::spawn_blocking(move || g.prune_archive()).await;
+        match pruned {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(artefacts = n, "removed package copies no decision cites"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "pruning the package copies failed"),
+            Err(e) => tracing::warn!(error = %e, "pruning the package copies panicked"),
+        }
+    }
+}
+
+impl Gateway {
+    /// Keeps a copy of every package `registry` serves (before it serves,
+    /// so that every decision's artefact is kept); a copy that cannot be
+    /// made is logged, and only the explanations of that version's
+    /// decisions after its folder goes depend on it.
+    pub(super) async fn keep_packages(&self, registry: &Arc<crate::models::Registry>) {
+        let (archive, registry) = (self.archive.clone(), registry.clone());
+        let kept = tokio::task::spawn_blocking(move || {
+            for (_, model) in registry.models() {
+                for package in model.versions.values() {
+                    if let Err(e) = archive.keep(package) {
+                        tracing::warn!(model = %package.name(), version = %package.version(), error = %e, "cannot keep a copy of the package to explain its decisions later");
+                    }
+                }
+            }
+        })
+        .await;
+        if let Err(e) = kept {
+            tracing::warn!(error = %e, "keeping copies of the packages panicked");
+        }
+    }
+
+    /// Removes the package copies that no recorded decision or shadow
+    /// output cites and no loaded version is. Blocks.
+    fn prune_archive(&self) -> Result<usize, Error> {
+        let mut cited: std::collections::HashSet<String> = self.store.read(|c| {
+            let mut stmt = c.prepare(
+                "SELECT model_sha256 FROM decisions UNION SELECT model_sha256 FROM shadow_outputs",
+            )?;
+            let shas = stmt
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            Ok(shas)
+        })?;
+        if let Ok(registry) = self.registry() {
+            cited.extend(
+                registry
+                    .models()
+                    .flat_map(|(_, m)| m.versions.values().map(|p| p.sha256.clone())),
+            );
+        }
+        self.archive
+            .prune(&cited)
+            .map_err(|e| Error::Internal(format!("package copies: {e}")))
     }
 }
 

@@ -274,7 +274,7 @@ impl Gateway {
                     "{field}: {model} {version} has no decision with attributions on record{window}: nothing to compare yet (a shadow's count from its first recorded output; a canary's or production's once their attributions exist, inline or attached later)"
                 )));
             }
-            if (means.count as u64) < fewest {
+            if means.count < fewest {
                 return Err(Error::FailedPrecondition(format!(
                     "{field}: {model} {version} has {} decisions with attributions on record{window}, fewer than decisions.min_segment_size ({fewest}); means over so few would show individual people's attributions: widen the window or wait for more",
                     means.count

@@ -5,6 +5,7 @@
 //! live side by side; exactly one is the default for requests that name no
 //! version.
 
+pub mod archive;
 pub mod card;
 pub mod manifest;
 pub mod package;

@@ -1,0 +1,140 @@
+//! A copy of every package that has served, kept by its artefact's SHA-256
+//! beside the database, so that a decision stays explainable ("why am I
+//! seeing this?", the access export) after its version is unloaded and its
+//! folder removed or replaced: a decision owes its attributions to the
+//! exact artefact that scored it, and the models folder is the engineers'
+//! to change. A copy goes once no decision or shadow output on record cites
+//! its artefact and no loaded version is it.
+
+use std::{
+    collections::HashSet,
+    fs, io,
+    path::{Path, PathBuf},
+};
+
+use sha2::{Digest, Sha256};
+
+use super::{
+    ModelPackage,
+    package::{MANIFEST_FILE, MODEL_FILE},
+};
+
+#[derive(Debug, Clone)]
+pub struct Archive {
+    root: PathBuf,
+}
+
+impl Archive {
+    pub fn new(root: PathBuf) -> Self {
+        Self { root }
+    }
+
+    /// Where the copy of `sha256` as `name` `version` lives: the package
+    /// layout (`<name>/<version>/`) under its artefact's folder.
+    fn place(&self, sha256: &str, name: &str, version: &str) -> PathBuf {
+        self.root.join(sha256).join(name).join(version)
+    }
+
+    /// Copies `package` unless a copy of its artefact under its name and
+    /// version is kept already. The manifest is written as loaded, and the
+    /// copied artefact must hash as loaded, so an edit of the folder since
+    /// does not go into the copy.
+    pub fn keep(&self, package: &ModelPackage) -> io::Result<()> {
+        let place = self.place(
+            &package.sha256,
+            package.name(),
+            &package.version().to_string(),
+        );
+        if place.join(MODEL_FILE).is_file() {
+            return Ok(());
+        }
+        let parent = place.parent().expect("the place has a parent");
+        fs::create_dir_all(parent)?;
+        let draft = parent.join(format!(".{:016x}.new", rand::random::<u64>()));
+        let copied = copy_package(package, &draft).and_then(|()| fs::rename(&draft, &place));
+        if copied.is_err() {
+            let _ = fs::remove_dir_all(&draft);
+        }
+        match copied {
+            // Another gateway or reload kept it meanwhile.
+            Err(_) if place.join(MODEL_FILE).is_file() => Ok(()),
+            other => other,
+        }
+    }
+
+    /// The kept copy of `sha256` as `name` `version`, if any.
+    pub fn find(&self, sha256: &str, name: &str, version: &str) -> Option<PathBuf> {
+        let plain = |s: &str| !s.is_empty() && !s.contains(['/', '\\']) && s != "." && s != "..";
+        if ![sha256, name, version].into_iter().all(plain) {
+            return None;
+        }
+        Some(self.place(sha256, name, version)).filter(|p| p.join(MODEL_FILE).is_file())
+    }
+
+    /// Removes the copies of artefacts not in `cited`; how many went.
+    pub fn prune(&self, cited: &HashSet<String>) -> io::Result<usize> {
+        let entries = match fs::read_dir(&self.root) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let mut removed = 0;
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if cited.contains(&name) || !entry.file_type()?.is_dir() {
+                continue;
+            }
+            fs::remove_dir_all(entry.path())?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+}
+
+/// The package's files into `to`: every regular file of its folder, the
+/// manifest as loaded, and the artefact only if it still hashes as loaded.
+fn copy_package(package: &ModelPackage, to: &Path) -> io::Result<()> {
+    fs::create_dir(to)?;
+    for entry in fs::read_dir(&package.dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() && entry.file_name() != MANIFEST_FILE {
+            fs::copy(entry.path(), to.join(entry.file_name()))?;
+        }
+    }
+    fs::write(to.join(MANIFEST_FILE), &package.manifest_toml)?;
+    let artefact = fs::read(to.join(MODEL_FILE))?;
+    if hex::encode(Sha256::digest(&artefact)) != package.sha256 {
+        return Err(io::Error::other(
+            "the artefact changed on disk since it was loaded",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copies_go_once_uncited_and_are_found_only_by_plain_names() {
+        let root = tempfile::tempdir().unwrap();
+        let archive = Archive::new(root.path().to_owned());
+        for sha in ["cited", "stale"] {
+            let place = archive.place(sha, "m", "1.0.0");
+            fs::create_dir_all(&place).unwrap();
+            fs::write(place.join(MODEL_FILE), b"onnx").unwrap();
+        }
+        assert_eq!(
+            archive.find("cited", "m", "1.0.0"),
+            Some(archive.place("cited", "m", "1.0.0"))
+        );
+        assert_eq!(archive.find("cited", "m", "2.0.0"), None);
+        assert_eq!(archive.find("..", "cited/m", "1.0.0"), None);
+        let cited = HashSet::from(["cited".to_owned()]);
+        assert_eq!(archive.prune(&cited).unwrap(), 1);
+        assert!(archive.find("stale", "m", "1.0.0").is_none());
+        assert!(archive.find("cited", "m", "1.0.0").is_some());
+        assert_eq!(archive.prune(&cited).unwrap(), 0);
+    }
+}
