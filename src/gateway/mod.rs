@@ -18,7 +18,7 @@ pub use shadow::DriftReport;
 
 use std::{
     sync::Arc,
-    time::{Instant, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
 use arc_swap::ArcSwapOption;
@@ -192,6 +192,9 @@ pub struct Gateway {
     /// Copies of the packages that served, to explain their decisions
     /// after their folders go.
     archive: Archive,
+    /// What recording took lately: inline attributions leave it room
+    /// before the call's deadline.
+    record_cost: RecordCost,
     cache: Arc<ExplanationCache>,
     /// Wakes the deferred-attribution sweeper.
     deferred: Arc<tokio::sync::Notify>,
@@ -220,6 +223,58 @@ type ArtefactStamp = (u64, Option<std::time::SystemTime>);
 /// again while its file stays as it was: an export of a thousand of its
 /// decisions tries once.
 const UNAVAILABLE_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Recent times to record a call's decisions, as moving averages: of calls
+/// of a few rows (mostly the commit's wait), and per row of batches.
+#[derive(Debug, Default)]
+struct RecordCost {
+    /// Microseconds; 0 until measured.
+    call_us: std::sync::atomic::AtomicU64,
+    row_us: std::sync::atomic::AtomicU64,
+}
+
+impl RecordCost {
+    /// Rows from which a call's time is counted per row.
+    const BATCH: usize = 16;
+    /// Assumed until measured: a commit's wait, and a batch row's share.
+    const CALL: Duration = Duration::from_millis(5);
+    const ROW: Duration = Duration::from_micros(100);
+
+    fn observe(&self, rows: usize, took: Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (average, sample) = match rows {
+            0 => return,
+            1..Self::BATCH => (&self.call_us, took.as_micros()),
+            n => (&self.row_us, took.as_micros() / n as u128),
+        };
+        let sample = u64::try_from(sample).unwrap_or(u64::MAX).max(1);
+        let old = average.load(Relaxed);
+        // An eighth of each new sample: a slow commit counts, and passes.
+        let new = if old == 0 {
+            sample
+        } else {
+            old - old / 8 + sample / 8
+        };
+        average.store(new, Relaxed);
+    }
+
+    /// Room to leave for recording `rows` decisions: twice what it took
+    /// lately, for a commit slower than the average.
+    fn reserve(&self, rows: usize) -> Duration {
+        use std::sync::atomic::Ordering::Relaxed;
+        let measured = |average: &std::sync::atomic::AtomicU64, otherwise: Duration| match average
+            .load(Relaxed)
+        {
+            0 => otherwise,
+            us => Duration::from_micros(us),
+        };
+        let expected = match rows {
+            0..Self::BATCH => measured(&self.call_us, Self::CALL),
+            n => measured(&self.row_us, Self::ROW) * n as u32,
+        };
+        expected * 2
+    }
+}
 
 /// A score that is not a finite number is the request's to change only
 /// where a feature without declared bounds let a value in; within every
@@ -324,6 +379,7 @@ impl Gateway {
             policy,
             store,
             cipher: InputCipher::new(&input_key),
+            record_cost: RecordCost::default(),
             archive: Archive::new(
                 (config.database.parent())
                     .unwrap_or(std::path::Path::new("."))
@@ -789,6 +845,12 @@ impl Gateway {
         let mut attributions = None;
         if let ExplainMode::Inline(method) = explain {
             let started = Instant::now();
+            // Recording the decisions comes after, within the same deadline:
+            // attributions that run up to it leave the answer late.
+            let deadline = deadline.map(|at| {
+                at.checked_sub(self.record_cost.reserve(scores.len()))
+                    .unwrap_or(started)
+            });
             // Sampling stops a fifth of the remaining time early, so that a
             // cut-short estimate still beats the fallback below.
             let sampling_deadline =
@@ -838,6 +900,7 @@ impl Gateway {
         )
         .await?;
         self.metrics.stage(Stage::Record, started);
+        self.record_cost.observe(decisions.len(), started.elapsed());
         self.metrics.decisions(evaluation.tier, decisions.len());
         Ok(decisions)
     }
@@ -896,6 +959,22 @@ mod tests {
     /// Within every bound the manifest declares, a score that is not a
     /// number is the model's defect; where a feature has no bounds, the
     /// request may be at fault, and the answer names those features.
+    /// The room left for recording follows what recording took, per call
+    /// for single decisions and per row for batches.
+    #[test]
+    fn recording_is_given_room_as_it_took_lately() {
+        let cost = RecordCost::default();
+        assert_eq!(cost.reserve(1), RecordCost::CALL * 2);
+        assert_eq!(cost.reserve(300), RecordCost::ROW * 600);
+        cost.observe(1, Duration::from_millis(2));
+        cost.observe(300, Duration::from_millis(60));
+        assert_eq!(cost.reserve(1), Duration::from_millis(4));
+        assert_eq!(cost.reserve(300), Duration::from_millis(120));
+        // A slow commit moves the average an eighth of the way.
+        cost.observe(1, Duration::from_millis(10));
+        assert_eq!(cost.reserve(1), Duration::from_millis(6));
+    }
+
     #[test]
     fn a_score_that_is_not_finite_is_the_models_within_its_bounds() {
         let feature = |name: &str, position: usize, bounds: &str| {
