@@ -477,6 +477,43 @@ async fn a_call_past_its_deadline_is_deadline_exceeded_with_its_request_id() {
     client.score(caravan_request()).await.unwrap();
 }
 
+/// A `grpc-timeout` that is not one is refused by name rather than ignored
+/// (its caller would wait without the deadline it believes it set), and one
+/// that ends before the message has arrived is answered as a deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_or_instant_grpc_timeout_is_named() {
+    let server = TestServer::start().await;
+    let sender = http2_connection(&server).await;
+    let transport = tower::service_fn(move |mut request: http::Request<tonic::body::Body>| {
+        let mut sender = sender.clone();
+        request
+            .headers_mut()
+            .insert("grpc-timeout", http::HeaderValue::from_static("2e2m"));
+        async move { sender.send_request(request).await }
+    });
+    let mut client = ScoringServiceClient::with_origin(transport, server.url().parse().unwrap());
+    let refused = client.score(caravan_request()).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(
+        refused
+            .message()
+            .starts_with("grpc-timeout: \"2e2m\" is not"),
+        "{refused:?}"
+    );
+
+    let mut client = without_client_deadline(&server).await;
+    let mut request = Request::new(caravan_request());
+    request.set_timeout(Duration::from_nanos(1));
+    let expired = client.score(request).await.unwrap_err();
+    assert_eq!(expired.code(), Code::DeadlineExceeded, "{expired:?}");
+    assert!(
+        expired
+            .message()
+            .starts_with("deadline: the call was not answered within its grpc-timeout of 1ns"),
+        "{expired:?}"
+    );
+}
+
 /// The exposition's `# TYPE` of every family, by name.
 fn declared_types(text: &str) -> BTreeMap<&str, &str> {
     text.lines()

@@ -268,7 +268,10 @@ where
         } else {
             None
         };
-        let deadline = Deadline::from_headers(request.headers(), started);
+        let deadline = match Deadline::from_headers(request.headers(), started) {
+            Ok(deadline) => deadline,
+            Err(message) => return refused(Status::invalid_argument(message)),
+        };
         request.extensions_mut().insert(Admitted {
             caller,
             rule,
@@ -749,9 +752,15 @@ async fn receive(
         })
     };
     let message = tokio::time::timeout(wait, collect).await.map_err(|_| {
-        Status::deadline_exceeded(format!(
-            "request: the message did not arrive within {wait:?} of the call's headers"
-        ))
+        Status::deadline_exceeded(match deadline {
+            // The caller's own deadline came first: say so, as for any
+            // call it ends, rather than blame a slow client.
+            Some(d) if wait < RECEIVE_TIMEOUT => format!(
+                "deadline: the call was not answered within its grpc-timeout of {:?}; its request message had not arrived whole by then",
+                d.timeout()
+            ),
+            _ => format!("request: the message did not arrive within {wait:?} of the call's headers"),
+        })
     })??;
     one_message(&message)?;
     Ok(Request::from_parts(parts, Body::new(Full::new(message))))

@@ -24,18 +24,31 @@ pub struct Deadline {
 impl Deadline {
     /// The deadline of a call `received` with `headers`, if it has one.
     ///
-    /// The header is read exactly as tonic's own timer reads it (at most
-    /// eight characters parsed as an integer, then the unit), and
-    /// `received` is taken before tonic starts that timer: ours never
-    /// expires later, so the caller gets our DEADLINE_EXCEEDED, not tonic's
-    /// CANCELLED.
-    pub fn from_headers(headers: &HeaderMap, received: Instant) -> Option<Self> {
-        let value = headers.get(GRPC_TIMEOUT)?.to_str().ok()?;
-        let (amount, unit) = value.split_at(value.len().checked_sub(1)?);
-        if amount.len() > 8 {
-            return None;
+    /// The header is read as the gRPC specification writes it (one to
+    /// eight ASCII digits, then the unit), and `received` is taken before
+    /// tonic starts its own timer: ours never expires later, so the caller
+    /// gets our DEADLINE_EXCEEDED, not tonic's CANCELLED. A header that is
+    /// not a timeout is refused: tonic would ignore it, and the caller,
+    /// believing it had set a deadline, would wait without one.
+    pub fn from_headers(headers: &HeaderMap, received: Instant) -> Result<Option<Self>, String> {
+        let Some(value) = headers.get(GRPC_TIMEOUT) else {
+            return Ok(None);
+        };
+        let malformed = || {
+            let shown: String = String::from_utf8_lossy(value.as_bytes())
+                .chars()
+                .take(32)
+                .collect();
+            format!(
+                "{GRPC_TIMEOUT}: {shown:?} is not a gRPC timeout (1 to 8 digits, then H, M, S, m, u or n)"
+            )
+        };
+        let value = value.to_str().map_err(|_| malformed())?;
+        let (amount, unit) = value.split_at(value.len().checked_sub(1).ok_or_else(malformed)?);
+        if amount.is_empty() || amount.len() > 8 || !amount.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(malformed());
         }
-        let amount: u64 = amount.parse().ok()?;
+        let amount: u64 = amount.parse().map_err(|_| malformed())?;
         let timeout = match unit {
             "H" => Duration::from_secs(amount * 3600),
             "M" => Duration::from_secs(amount * 60),
@@ -43,9 +56,9 @@ impl Deadline {
             "m" => Duration::from_millis(amount),
             "u" => Duration::from_micros(amount),
             "n" => Duration::from_nanos(amount),
-            _ => return None,
+            _ => return Err(malformed()),
         };
-        Some(Self { received, timeout })
+        Ok(Some(Self { received, timeout }))
     }
 
     /// When the caller stops waiting.
@@ -90,7 +103,9 @@ mod tests {
     fn timeout(value: &str) -> Option<Duration> {
         let mut headers = HeaderMap::new();
         headers.insert(GRPC_TIMEOUT, value.parse().unwrap());
-        Deadline::from_headers(&headers, Instant::now()).map(|d| d.timeout())
+        Deadline::from_headers(&headers, Instant::now())
+            .unwrap()
+            .map(|d| d.timeout())
     }
 
     #[test]
@@ -110,13 +125,26 @@ mod tests {
     }
 
     #[test]
-    fn what_tonic_ignores_is_no_deadline() {
-        for value in ["", "m", "100", "100x", "123456789m", "-1m", "1.5S"] {
-            assert_eq!(timeout(value), None, "{value:?}");
+    fn what_is_not_a_timeout_is_refused_by_name() {
+        for value in [
+            "",
+            "m",
+            "100",
+            "100x",
+            "123456789m",
+            "-1m",
+            "1.5S",
+            "+5m",
+            "2e2m",
+        ] {
+            let mut headers = HeaderMap::new();
+            headers.insert(GRPC_TIMEOUT, value.parse().unwrap());
+            let e = Deadline::from_headers(&headers, Instant::now()).unwrap_err();
+            assert!(e.starts_with("grpc-timeout: "), "{value:?}: {e}");
         }
         assert_eq!(
             Deadline::from_headers(&HeaderMap::new(), Instant::now()),
-            None
+            Ok(None)
         );
     }
 
