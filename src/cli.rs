@@ -306,7 +306,8 @@ struct WhyArgs {
     #[arg(long, env = "CANDOR_REASON", hide_env_values = true)]
     reason: Option<String>,
     /// Print the whole answer as JSON instead of text: the proto3 JSON
-    /// mapping of GetExplanationResponse, with the proto's field names.
+    /// mapping of GetExplanationResponse, with the proto's field names,
+    /// every field present, and 64-bit integers as numbers, not strings.
     #[arg(long)]
     json: bool,
 }
