@@ -353,10 +353,18 @@ async fn bad_score_requests_name_the_field() {
         status.message()
     );
     assert!(
-        status.message().starts_with("request: ") && status.message().contains("max_message_bytes"),
+        status.message().starts_with("request: ")
+            && status.message().contains("max_message_bytes")
+            && status.message().ends_with("send fewer rows per call"),
         "{}",
         status.message()
     );
+    // One row's request has no rows to send fewer of.
+    let mut long = caravan_request();
+    long.subject_id = "a".repeat(64 * 1024);
+    let status = client.score(long).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(!status.message().contains("rows"), "{status:?}");
 
     // A message that is not valid protobuf for the method is the caller's
     // error, not the gateway's: INVALID_ARGUMENT naming where decoding

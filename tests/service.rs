@@ -385,6 +385,34 @@ async fn gzip_compressed_calls_are_served() {
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
     assert!(status.message().contains("max_message_bytes"), "{status:?}");
+
+    // A message of the limit that does not compress is larger compressed,
+    // and is still taken: the limit is on the message, not its encoding.
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Padded {
+        /// A field ListModelsRequest does not have, which proto3 ignores.
+        #[prost(bytes = "vec", tag = "15")]
+        pad: Vec<u8>,
+    }
+    let limit = server.gateway.config().max_message_bytes;
+    let pad: Vec<u8> = (0..limit as u64 - 8)
+        .map(|i| {
+            (i.wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407)
+                >> 56) as u8
+        })
+        .collect();
+    let padded = Padded { pad };
+    assert!(prost::Message::encoded_len(&padded) <= limit);
+    let mut grpc = tonic::client::Grpc::new(server.channel().await).send_compressed(Gzip);
+    grpc.ready().await.unwrap();
+    grpc.unary::<_, pb::ListModelsResponse, _>(
+        tonic::Request::new(padded),
+        tonic::codegen::http::uri::PathAndQuery::from_static("/candor.v1.ModelService/ListModels"),
+        tonic_prost::ProstCodec::default(),
+    )
+    .await
+    .unwrap();
     server.stop().await;
 }
 

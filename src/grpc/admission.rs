@@ -297,7 +297,7 @@ where
                     } else {
                         Ok(gateway.config().max_message_bytes)
                     };
-                    request = match receive(request, limit, deadline, &receiving).await {
+                    request = match receive(request, rpc, limit, deadline, &receiving).await {
                         Ok(request) => request,
                         Err(status) => return Ok(refusal(&gateway, rpc, &request_id, status)),
                     };
@@ -356,6 +356,7 @@ where
                 let permit = call.answered(code_name(answered_code(
                     &mut response,
                     gateway.config().max_message_bytes,
+                    rpc,
                 )));
                 stamp(&mut response, &request_id);
                 if let Some(permit) = permit.filter(|_| !rule.streams_requests) {
@@ -464,7 +465,11 @@ impl Drop for Call {
 /// OUT_OF_RANGE for an oversized message and INTERNAL for a request that
 /// does not decode are rewritten. A trailers-only response (every error)
 /// carries its status in the headers; a success, in the trailers.
-fn answered_code(response: &mut Response<Body>, max_message_bytes: usize) -> tonic::Code {
+fn answered_code(
+    response: &mut Response<Body>,
+    max_message_bytes: usize,
+    rpc: &str,
+) -> tonic::Code {
     let code = response
         .headers()
         .get("grpc-status")
@@ -475,7 +480,7 @@ fn answered_code(response: &mut Response<Body>, max_message_bytes: usize) -> ton
         tonic::Code::OutOfRange => rewrite(response, |message| {
             message
                 .contains("message length too large")
-                .then(|| oversized(max_message_bytes))
+                .then(|| oversized(max_message_bytes, rpc))
         }),
         tonic::Code::Internal => rewrite(response, undecodable),
         tonic::Code::ResourceExhausted => rewrite(response, |message| {
@@ -604,9 +609,16 @@ fn identify(gateway: &Gateway, request: &Request<Body>) -> Result<Caller, Status
 /// refuses one it finds with OUT_OF_RANGE; gRPC's status-code guide gives
 /// RESOURCE_EXHAUSTED for a message larger than the server accepts, the
 /// code clients handle as "send less".
-fn oversized(limit: usize) -> Status {
+fn oversized(limit: usize, rpc: &str) -> Status {
+    // Only calls that carry rows can be made smaller by sending fewer.
+    let carries_rows = ["Batch", "/ModelInfer"].iter().any(|m| rpc.contains(m));
     Status::resource_exhausted(format!(
-        "request: the message is larger than the {limit} bytes the gateway accepts (max_message_bytes); send fewer rows per call"
+        "request: the message is larger than the {limit} bytes the gateway accepts (max_message_bytes){}",
+        if carries_rows {
+            "; send fewer rows per call"
+        } else {
+            ""
+        }
     ))
 }
 
@@ -696,6 +708,7 @@ fn refusal(
 /// (`Ok`), or of a public call's bound (`Err`).
 async fn receive(
     request: Request<Body>,
+    rpc: &str,
     max_message_bytes: Result<usize, usize>,
     deadline: Option<Deadline>,
     receiving: &Arc<Semaphore>,
@@ -709,7 +722,15 @@ async fn receive(
         None => RECEIVE_TIMEOUT,
     };
     let (Ok(max) | Err(max)) = max_message_bytes;
-    let limit = max.saturating_add(FRAMING_BYTES);
+    // The limit is on the message as decoded, which tonic checks after
+    // inflating; compressed, a message that does not compress is a little
+    // larger (deflate's block headers and gzip's add about 0.03%).
+    let compressed = parts
+        .headers
+        .get("grpc-encoding")
+        .is_some_and(|e| e.as_bytes() != b"identity");
+    let allowance = if compressed { max / 1024 + 64 } else { 0 };
+    let limit = max.saturating_add(FRAMING_BYTES + allowance);
     let collect = async {
         let mut chunks: Vec<Bytes> = Vec::new();
         // The bytes held are counted against every call's, until the
@@ -726,7 +747,7 @@ async fn receive(
             total += data.len();
             if total > limit {
                 return Err(match max_message_bytes {
-                    Ok(max) => oversized(max),
+                    Ok(max) => oversized(max, rpc),
                     Err(max) => Status::resource_exhausted(format!(
                         "request: a health check's message (a service name) is at most {max} bytes"
                     )),
