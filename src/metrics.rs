@@ -212,15 +212,23 @@ impl Default for Metrics {
 impl Metrics {
     /// An admitted call, answered with `code` after running since `started`.
     pub fn rpc(&self, rpc: &'static str, code: &'static str, started: Instant) {
-        self.refused(rpc, code);
+        self.count(rpc, code);
+        self.rpc_latency(rpc, started);
+    }
+
+    /// The time to a call's answer (a stream's first), without counting
+    /// the call: a stream is counted at its end ([`Metrics::count`]).
+    pub fn rpc_latency(&self, rpc: &'static str, started: Instant) {
         self.rpc_seconds
             .get_or_create(&[("rpc", rpc)])
             .observe(started.elapsed().as_secs_f64());
     }
 
-    /// A call refused before it ran (unauthenticated, denied, shed): it is
-    /// counted, but kept out of the latency of the work the gateway does.
-    pub fn refused(&self, rpc: &'static str, code: &'static str) {
+    /// Counts a call under the code its client got, without its latency:
+    /// a call refused before it ran (unauthenticated, denied, shed), kept
+    /// out of the latency of the work the gateway does, or a stream at its
+    /// end.
+    pub fn count(&self, rpc: &'static str, code: &'static str) {
         self.rpc_requests
             .get_or_create(&[("rpc", rpc), ("code", code)])
             .inc();

@@ -514,6 +514,48 @@ async fn a_malformed_or_instant_grpc_timeout_is_named() {
     );
 }
 
+/// A stream is counted under the status its trailers carry, not the OK of
+/// its first headers: a reflection stream ended by a question about a
+/// symbol that does not exist is NOT_FOUND.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_is_counted_under_the_status_it_ends_with() {
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest,
+    };
+    let server = TestServer::start().await;
+    let metrics = serve_metrics(&server).await;
+    let mut client = ServerReflectionClient::new(server.channel().await);
+    let question = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::FileContainingSymbol(
+            "candor.v1.NoSuchThing".into(),
+        )),
+    };
+    let mut stream = client
+        .server_reflection_info(tokio_stream::iter([question]))
+        .await
+        .unwrap()
+        .into_inner();
+    let ended = loop {
+        match stream.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the stream ended OK"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(ended.code(), Code::NotFound, "{ended:?}");
+    let series = |code: &str| {
+        format!(
+            r#"candor_rpc_requests_total{{rpc="/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",code="{code}"}}"#
+        )
+    };
+    let text = scrape(metrics).await;
+    assert_eq!(sample(&text, &series("NOT_FOUND")), Some(1.0), "{text}");
+    assert_eq!(sample(&text, &series("OK")), None, "{text}");
+    server.stop().await;
+}
+
 /// The exposition's `# TYPE` of every family, by name.
 fn declared_types(text: &str) -> BTreeMap<&str, &str> {
     text.lines()

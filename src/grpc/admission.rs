@@ -104,6 +104,30 @@ struct Unending {
     closing: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
     ended: bool,
     _place: Option<OwnedSemaphorePermit>,
+    /// The call, counted under the status its trailers carry when they
+    /// pass, or as cancelled if the stream goes first.
+    uncounted: Option<(Arc<Gateway>, &'static str)>,
+}
+
+impl Unending {
+    fn count(&mut self, trailers: &http::HeaderMap) {
+        if let Some((gateway, rpc)) = self.uncounted.take() {
+            let code = trailers
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<i32>().ok())
+                .map_or(tonic::Code::Ok, tonic::Code::from);
+            gateway.metrics().count(rpc, code_name(code));
+        }
+    }
+}
+
+impl Drop for Unending {
+    fn drop(&mut self) {
+        if let Some((gateway, rpc)) = self.uncounted.take() {
+            gateway.metrics().count(rpc, "CANCELLED");
+        }
+    }
 }
 
 impl http_body::Body for Unending {
@@ -127,9 +151,16 @@ impl http_body::Body for Unending {
             if let Err(e) = status.add_header(&mut trailers) {
                 tracing::warn!(error = %e, "could not end an open stream with its status");
             }
+            this.count(&trailers);
             return Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers))));
         }
-        std::pin::Pin::new(&mut this.inner).poll_frame(cx)
+        let frame = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(f))) = &frame
+            && let Some(trailers) = f.trailers_ref()
+        {
+            this.count(trailers);
+        }
+        frame
     }
 
     // A stream refused at once (a Watch whose request does not decode) is
@@ -234,7 +265,7 @@ where
             // scans show in the metrics without a series per path.
             gateway
                 .metrics()
-                .refused(UNKNOWN_METHOD, code_name(status.code()));
+                .count(UNKNOWN_METHOD, code_name(status.code()));
             return refuse(status, request_id);
         };
         let refused = |status: Status| -> Self::Future {
@@ -318,7 +349,7 @@ where
                         }
                     }
                 };
-                let call = Call::start(gateway.clone(), rpc, started, deadline, permit);
+                let mut call = Call::start(gateway.clone(), rpc, started, deadline, permit);
                 let expiry = async {
                     match deadline {
                         Some(deadline) => {
@@ -353,11 +384,12 @@ where
                     elapsed_us = started.elapsed().as_micros() as u64,
                     "answered"
                 );
-                let permit = call.answered(code_name(answered_code(
-                    &mut response,
-                    gateway.config().max_message_bytes,
-                    rpc,
-                )));
+                let code = answered_code(&mut response, gateway.config().max_message_bytes, rpc);
+                // A stream's status comes in its trailers, after its
+                // messages; an error at once is final in its headers.
+                let streams = (watch.is_some() || rule.streams_requests) && code == tonic::Code::Ok;
+                call.streamed = streams;
+                let permit = call.answered(code_name(code));
                 stamp(&mut response, &request_id);
                 if let Some(permit) = permit.filter(|_| !rule.streams_requests) {
                     response = response.map(|inner| {
@@ -377,6 +409,7 @@ where
                             }),
                             ended: false,
                             _place: watch,
+                            uncounted: streams.then(|| (gateway.clone(), rpc)),
                         })
                     });
                 }
@@ -400,6 +433,8 @@ struct Call {
     deadline: Option<Deadline>,
     permit: Option<OwnedSemaphorePermit>,
     code: Option<&'static str>,
+    /// Answered with a stream, which counts the call at its end.
+    streamed: bool,
 }
 
 impl Call {
@@ -418,6 +453,7 @@ impl Call {
             deadline,
             permit,
             code: None,
+            streamed: false,
         }
     }
 
@@ -457,7 +493,11 @@ impl Drop for Call {
         });
         let metrics = self.gateway.metrics();
         metrics.in_flight().dec();
-        metrics.rpc(self.rpc, code, self.started);
+        if self.streamed {
+            metrics.rpc_latency(self.rpc, self.started);
+        } else {
+            metrics.rpc(self.rpc, code, self.started);
+        }
     }
 }
 
@@ -686,7 +726,7 @@ fn refusal(
     request_id: &str,
     status: Status,
 ) -> Response<Body> {
-    gateway.metrics().refused(rpc, code_name(status.code()));
+    gateway.metrics().count(rpc, code_name(status.code()));
     // Credentials refused are a security event (key guessing shows here);
     // shed and malformed calls are the metrics' to count.
     if matches!(
