@@ -742,6 +742,19 @@ async fn a_full_database_is_resource_exhausted_and_other_calls_still_work() {
     let server = TestServer::start_with(config).await;
     let metrics = serve_metrics(&server).await;
     let channel = server.channel().await;
+    // A service whose status does not change is not told it again while
+    // the writer's state flips.
+    let mut reading = HealthClient::new(channel.clone())
+        .watch(HealthCheckRequest {
+            service: "candor.v1.ExplanationService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        reading.message().await.unwrap().unwrap().status(),
+        ServingStatus::Serving
+    );
     let mut answered = Vec::new();
     let full = loop {
         match score_as(channel.clone(), format!("s{}", answered.len())).await {
@@ -793,6 +806,8 @@ async fn a_full_database_is_resource_exhausted_and_other_calls_still_work() {
         status("candor.v1.ExplanationService").await,
         ServingStatus::Serving
     );
+    let repeated = tokio::time::timeout(Duration::from_millis(100), reading.message()).await;
+    assert!(repeated.is_err(), "sent again: {repeated:?}");
     // A decision on record is still explained, although its attributions
     // cannot be kept now.
     let explained = ExplanationServiceClient::new(channel.clone())

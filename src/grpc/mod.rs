@@ -194,8 +194,8 @@ pub async fn serve(
     let mut recording = gateway.commits_succeed();
     // Set the first status before accepting calls, so no client can see the
     // reporter's own initial SERVING while the models are still loading.
-    let initial = (*ready.borrow_and_update(), *recording.borrow_and_update());
-    set_health(&health, initial).await;
+    let mut before = (*ready.borrow_and_update(), *recording.borrow_and_update());
+    set_health(&health, before, None).await;
     let health_task = tokio::spawn(async move {
         loop {
             let changed = tokio::select! {
@@ -206,7 +206,8 @@ pub async fn serve(
                 break;
             }
             let now = (*ready.borrow_and_update(), *recording.borrow_and_update());
-            set_health(&health, now).await;
+            set_health(&health, now, Some(before)).await;
+            before = now;
         }
     });
     // v1alpha too: grpcurl and many language runtimes' reflection clients
@@ -425,10 +426,13 @@ fn reply_by<T>(request: &tonic::Request<T>) -> Option<std::time::Instant> {
 /// commits fail, for the whole server and the services that must record
 /// (every decision and consent change is recorded before it is answered or
 /// acknowledged), so that a load balancer sends their calls elsewhere.
-/// Reading explanations, models and rollouts still works then.
+/// Reading explanations, models and rollouts still works then. Only the
+/// services whose status differs from `before` are set: a Watch is sent a
+/// status when it changes, not again.
 async fn set_health(
     health: &tonic_health::server::HealthReporter,
     (ready, recording): (bool, bool),
+    before: Option<(bool, bool)>,
 ) {
     let status = |serving: bool| {
         if serving {
@@ -437,18 +441,30 @@ async fn set_health(
             ServingStatus::NotServing
         }
     };
-    for service in ["", SCORING_SERVICE, CONSENT_SERVICE, OIP_SERVICE] {
-        health
-            .set_service_status(service, status(ready && recording))
-            .await;
-    }
-    for service in [
-        MODEL_SERVICE,
-        EXPLAIN_SERVICE,
-        EXPLANATION_SERVICE,
-        ADMIN_SERVICE,
-    ] {
-        health.set_service_status(service, status(ready)).await;
+    let (recording_services, reading_services) = (
+        ["", SCORING_SERVICE, CONSENT_SERVICE, OIP_SERVICE],
+        [
+            MODEL_SERVICE,
+            EXPLAIN_SERVICE,
+            EXPLANATION_SERVICE,
+            ADMIN_SERVICE,
+        ],
+    );
+    let groups = [
+        (
+            &recording_services,
+            ready && recording,
+            before.map(|(r, c)| r && c),
+        ),
+        (&reading_services, ready, before.map(|(r, _)| r)),
+    ];
+    for (services, serving, was) in groups {
+        if was == Some(serving) {
+            continue;
+        }
+        for service in services {
+            health.set_service_status(service, status(serving)).await;
+        }
     }
 }
 
