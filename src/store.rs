@@ -27,7 +27,7 @@ use tokio::sync::oneshot;
 use crate::{
     access::audit::{self, StaffRead},
     consent::ledger::{self, Actor, Draft, Erasure, GENESIS, LedgerRef},
-    decisions::{self, RecordBatch, StoredProvenances, shadow::ShadowRow},
+    decisions::{self, RecordBatch, StoredProvenances, crypto::InputCipher, shadow::ShadowRow},
 };
 
 const READERS: usize = 4;
@@ -67,6 +67,8 @@ pub enum StoreError {
         "database {0}: the file was deleted or replaced while the gateway ran, so nothing more can be recorded; restart the gateway (and restore the file if it was not meant to go)"
     )]
     Replaced(PathBuf),
+    #[error("an explanation cannot be recorded before the input key that seals it is set")]
+    NoInputKey,
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -394,6 +396,9 @@ impl Default for StoreSettings {
 pub struct Store {
     /// The database file, for messages.
     path: PathBuf,
+    /// Seals the explanations the writer records (they hold the values
+    /// the model saw); set once the input key is bound.
+    cipher: Arc<std::sync::OnceLock<Arc<InputCipher>>>,
     /// Held for the store's life: one gateway per database.
     _lock: std::fs::File,
     jobs: Option<Sender<Job>>,
@@ -531,11 +536,14 @@ impl Store {
         let writer_gathering = gathering.clone();
         let erasures = Arc::new(Erasures::default());
         let writer_erasures = erasures.clone();
+        let cipher = Arc::new(std::sync::OnceLock::new());
+        let writer_cipher = cipher.clone();
         let writer = std::thread::Builder::new()
             .name("candor-db-writer".into())
             .spawn(move || {
                 Writer {
                     conn,
+                    cipher: writer_cipher,
                     head,
                     erased: writer_erasures,
                     provenances: StoredProvenances::default(),
@@ -560,6 +568,7 @@ impl Store {
             .map_err(|e| failed(e.to_string()))?;
         Ok(Self {
             path: path.to_owned(),
+            cipher,
             _lock: lock,
             jobs: Some(jobs),
             failing,
@@ -621,6 +630,11 @@ impl Store {
             self.writer_thread.unpark();
         }
         rx.await.map_err(|_| StoreError::ShutDown)?
+    }
+
+    /// Gives the writer the cipher that seals explanations, once.
+    pub fn seal_with(&self, cipher: Arc<InputCipher>) {
+        let _ = self.cipher.set(cipher);
     }
 
     /// The key in `path` (the `setting` that names it), bound to this
@@ -779,6 +793,7 @@ impl Erasures {
 /// The one thread that writes: it owns the ledger's chain head.
 struct Writer {
     conn: Connection,
+    cipher: Arc<std::sync::OnceLock<Arc<InputCipher>>>,
     head: (i64, String),
     erased: Arc<Erasures>,
     provenances: StoredProvenances,
@@ -981,6 +996,7 @@ impl Writer {
         head: &mut (i64, String),
         erased: &Erasures,
         provenances: &mut StoredProvenances,
+        cipher: Option<&InputCipher>,
         job: Job,
     ) -> (Result<(), StoreError>, Reply) {
         // Begun at `at` for `subject`, before that subject's erasure?
@@ -1018,10 +1034,10 @@ impl Writer {
                 if first.is_some_and(|r| stale(batch.subject_ref.as_deref(), r.decided_at_ms)) {
                     return reply(tx, Err(StoreError::Erased));
                 }
-                reply(tx, decisions::insert(conn, &batch, provenances))
+                reply(tx, decisions::insert(conn, &batch, provenances, cipher))
             }
             Job::Attach(id, explanation, tx) => {
-                reply(tx, decisions::attach(conn, &id, &explanation))
+                reply(tx, decisions::attach(conn, &id, &explanation, cipher))
             }
             Job::Purge(now_ms, tx) => {
                 erased.forget_before(now_ms - ERASURE_MEMORY_MS);
@@ -1037,7 +1053,7 @@ impl Writer {
                     .filter(|r| !stale(r.subject_ref.as_deref(), r.decided_at_ms))
                     .cloned()
                     .collect();
-                reply::<()>(None, decisions::shadow::insert(conn, &live))
+                reply::<()>(None, decisions::shadow::insert(conn, &live, cipher))
             }
         }
     }
@@ -1083,6 +1099,7 @@ impl Writer {
         let mut again: Vec<Job> = Vec::new();
         let Writer {
             conn,
+            cipher,
             head,
             erased,
             provenances,
@@ -1116,7 +1133,14 @@ impl Writer {
             }
             // Only a savepoint can undo a job's change to the chain head.
             let job_head = savepoint.then(|| head.clone());
-            let (outcome, answer) = Self::run_job(tx, head, erased, provenances, job);
+            let (outcome, answer) = Self::run_job(
+                tx,
+                head,
+                erased,
+                provenances,
+                cipher.get().map(|c| &**c),
+                job,
+            );
             replies.push(answer);
             if outcome.is_err() {
                 // Its provenance may have been undone with it.
@@ -1335,7 +1359,8 @@ mod tests {
             let batch = Arc::new(decisions::sample_batch(id, Some("s")));
             store.submit(move |tx| Job::Record(batch, Some(tx)))
         };
-        let read = |id: &'static str| store.read(move |c| decisions::get(c, id, 0));
+        let cipher = decisions::crypto::test_cipher();
+        let read = |id: &'static str| store.read(|c| decisions::get(c, id, 0, &cipher));
         record("before").await.unwrap();
         record("again").await.unwrap();
         assert!(read("again").unwrap().is_some());
@@ -1390,7 +1415,16 @@ mod tests {
         assert_eq!(parts().unwrap(), (entries, 0));
         record(last + 1..last + 2, Some("s")).await.unwrap();
         let newest = store
-            .read(|c| decisions::list(c, "s", crate::paging::DecisionPosition::NEWEST, last + 2, 0))
+            .read(|c| {
+                decisions::list(
+                    c,
+                    "s",
+                    crate::paging::DecisionPosition::NEWEST,
+                    last + 2,
+                    0,
+                    &decisions::crypto::test_cipher(),
+                )
+            })
             .unwrap();
         assert_eq!(newest.len(), last + 1, "merged and in the tail");
         assert_eq!(newest[0].decision_id, format!("{:08}", last + 1));

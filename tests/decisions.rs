@@ -40,15 +40,32 @@ async fn explain(
         .map(|r| r.into_inner())
 }
 
-fn sealed_inputs(database: &std::path::Path, id: &str) -> Option<Vec<u8>> {
+fn stored(database: &std::path::Path, column: &str, id: &str) -> Option<Vec<u8>> {
     rusqlite::Connection::open(database)
         .unwrap()
         .query_row(
-            "SELECT inputs FROM decisions WHERE decision_id = ?1",
+            &format!("SELECT {column} FROM decisions WHERE decision_id = ?1"),
             [id],
             |r| r.get(0),
         )
         .unwrap()
+}
+
+fn sealed_inputs(database: &std::path::Path, id: &str) -> Option<Vec<u8>> {
+    stored(database, "inputs", id)
+}
+
+/// The stored explanation of `id` holds none of the values the model saw
+/// in clear (as little-endian doubles, its encoded form).
+fn assert_sealed(database: &std::path::Path, id: &str, values: &[f64]) {
+    let blob = stored(database, "explanation", id).expect("an explanation is stored");
+    for v in values.iter().filter(|v| **v != 0.0) {
+        let bytes = v.to_le_bytes();
+        assert!(
+            !blob.windows(8).any(|w| w == bytes),
+            "{id}: the value {v} is stored in clear"
+        );
+    }
 }
 
 fn engineer(r: &pb::GetExplanationResponse) -> &pb::EngineerView {
@@ -71,6 +88,13 @@ async fn explanations_survive_a_restart_and_then_come_from_the_cache() {
     let inline = score(&server, "alice", pb::ExplainMode::Inline).await;
     let inline_attribution = inline.attribution.clone().unwrap();
     server.stop().await;
+    let values: Vec<f64> = inline_attribution
+        .features
+        .iter()
+        .map(|f| f.value)
+        .collect();
+    assert!(values.iter().filter(|v| **v != 0.0).count() > 10);
+    assert_sealed(&database, &inline.decision_id, &values);
 
     assert!(
         sealed_inputs(&database, &on_request.decision_id).is_some_and(|b| b.len() > 78 * 4),
@@ -93,8 +117,10 @@ async fn explanations_survive_a_restart_and_then_come_from_the_cache() {
     assert!((a.base_value + sum - a.margin).abs() < 1e-6, "additive");
     assert!((engineer(&first).score.unwrap() - on_request.score.unwrap()).abs() < 1e-9);
 
-    // Once attributions exist, the sealed inputs are erased.
+    // Once attributions exist, the sealed inputs are erased, and the
+    // attributions are kept sealed as they were.
     assert!(sealed_inputs(&database, &on_request.decision_id).is_none());
+    assert_sealed(&database, &on_request.decision_id, &values);
 
     let stored = explain(&mut client, &inline.decision_id, pb::Audience::Engineer)
         .await

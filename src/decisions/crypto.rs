@@ -30,10 +30,24 @@ impl InputCipher {
     /// one allocation: sealing runs on the request path of every recorded
     /// decision.
     pub fn seal(&self, decision_id: &str, row: &[f32]) -> Vec<u8> {
+        self.seal_with(decision_id, row.len() * 4, |sealed| {
+            sealed.extend(row.iter().flat_map(|v| v.to_le_bytes()));
+        })
+    }
+
+    /// [`InputCipher::seal`] for any bytes about the decision (its stored
+    /// explanation holds the values the model saw).
+    pub fn seal_bytes(&self, decision_id: &str, plain: &[u8]) -> Vec<u8> {
+        self.seal_with(decision_id, plain.len(), |sealed| {
+            sealed.extend_from_slice(plain);
+        })
+    }
+
+    fn seal_with(&self, decision_id: &str, len: usize, fill: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
         let nonce: [u8; NONCE] = rand::random();
-        let mut sealed = Vec::with_capacity(NONCE + row.len() * 4 + TAG);
+        let mut sealed = Vec::with_capacity(NONCE + len + TAG);
         sealed.extend_from_slice(&nonce);
-        sealed.extend(row.iter().flat_map(|v| v.to_le_bytes()));
+        fill(&mut sealed);
         let tag = self
             .cipher
             .encrypt_in_place_detached(
@@ -47,13 +61,23 @@ impl InputCipher {
     }
 
     pub fn open(&self, decision_id: &str, sealed: &[u8]) -> Result<Vec<f32>, OpenError> {
+        let plain = self.open_bytes(decision_id, sealed)?;
+        if plain.len() % 4 != 0 {
+            return Err(OpenError(decision_id.to_owned()));
+        }
+        Ok(plain
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect())
+    }
+
+    pub fn open_bytes(&self, decision_id: &str, sealed: &[u8]) -> Result<Vec<u8>, OpenError> {
         let fail = || OpenError(decision_id.to_owned());
         if sealed.len() < NONCE {
             return Err(fail());
         }
         let (nonce, body) = sealed.split_at(NONCE);
-        let plain = self
-            .cipher
+        self.cipher
             .decrypt(
                 Nonce::from_slice(nonce),
                 Payload {
@@ -61,15 +85,14 @@ impl InputCipher {
                     aad: decision_id.as_bytes(),
                 },
             )
-            .map_err(|_| fail())?;
-        if plain.len() % 4 != 0 {
-            return Err(fail());
-        }
-        Ok(plain
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect())
+            .map_err(|_| fail())
     }
+}
+
+/// A cipher under a fixed key, for tests that read and write the record.
+#[cfg(test)]
+pub(crate) fn test_cipher() -> InputCipher {
+    InputCipher::new(&[7; 32])
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use self::crypto::InputCipher;
 #[cfg(test)]
 use crate::store::now_ms;
 use crate::{
@@ -353,6 +354,7 @@ pub(crate) fn insert(
     conn: &Connection,
     batch: &RecordBatch,
     stored: &mut StoredProvenances,
+    cipher: Option<&InputCipher>,
 ) -> Result<(), StoreError> {
     if batch.rows.is_empty() {
         return Ok(());
@@ -402,7 +404,14 @@ pub(crate) fn insert(
             r.tier.as_str(),
             r.score,
             &*batch.provenance_sha256,
-            r.explanation.as_ref().map(stored::encode),
+            r.explanation
+                .as_ref()
+                .map(|e| Ok::<_, StoreError>(stored::seal(
+                    &stored::encode(e),
+                    &r.decision_id,
+                    cipher.ok_or(StoreError::NoInputKey)?
+                )))
+                .transpose()?,
             r.inputs,
             r.explain_method,
             r.retain_until_ms,
@@ -422,13 +431,19 @@ pub(crate) fn insert(
 
 /// Stores a decision's attributions (in [`stored`] form) and erases its
 /// inputs; false when the decision is gone (erased or purged meanwhile).
-pub(crate) fn attach(conn: &Connection, id: &str, explanation: &[u8]) -> Result<bool, StoreError> {
+pub(crate) fn attach(
+    conn: &Connection,
+    id: &str,
+    explanation: &[u8],
+    cipher: Option<&InputCipher>,
+) -> Result<bool, StoreError> {
+    let sealed = stored::seal(explanation, id, cipher.ok_or(StoreError::NoInputKey)?);
     let n = conn
         .prepare_cached(
             "UPDATE decisions SET explanation = ?2, inputs = NULL, explain_method = NULL
              WHERE decision_id = ?1",
         )?
-        .execute(params![id, explanation])?;
+        .execute(params![id, sealed])?;
     Ok(n == 1)
 }
 
@@ -542,10 +557,13 @@ const COLUMNS: &str = "d.decision_id, d.decided_at, d.request_id, d.model_name, 
     d.explanation, d.inputs, d.explain_method, d.retain_until";
 const FROM: &str = "decisions d JOIN provenances p ON p.sha256 = d.provenance_sha256";
 
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<DecisionRow, StoreError>> {
+fn row(
+    r: &rusqlite::Row<'_>,
+    cipher: &InputCipher,
+) -> rusqlite::Result<Result<DecisionRow, StoreError>> {
     let decision_id: String = r.get(0)?;
     let provenance: String = r.get(12)?;
-    let explanation = stored::read(r.get_ref(13)?);
+    let explanation = stored::read(r.get_ref(13)?, &decision_id, cipher);
     let parsed = serde_json::from_str::<Provenance>(&provenance)
         .map_err(|e| e.to_string())
         .and_then(|p| Ok((p, explanation?)));
@@ -581,11 +599,16 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<DecisionRow, StoreError
 
 /// A decision the record still holds at `now_ms`: one past its retention is
 /// gone, whether or not the scheduled purge has deleted it yet.
-pub fn get(conn: &Connection, id: &str, now_ms: i64) -> Result<Option<DecisionRow>, StoreError> {
+pub fn get(
+    conn: &Connection,
+    id: &str,
+    now_ms: i64,
+    cipher: &InputCipher,
+) -> Result<Option<DecisionRow>, StoreError> {
     conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM {FROM} WHERE d.decision_id = ?1 AND d.retain_until >= ?2"
     ))?
-    .query_row(params![id, now_ms], row)
+    .query_row(params![id, now_ms], |r| row(r, cipher))
     .optional()?
     .transpose()
 }
@@ -619,6 +642,7 @@ pub fn list(
     after: DecisionPosition,
     limit: usize,
     now_ms: i64,
+    cipher: &InputCipher,
 ) -> Result<Vec<DecisionRow>, StoreError> {
     let mut stmt = conn.prepare_cached(&list_sql())?;
     let rows = stmt.query_map(
@@ -629,18 +653,22 @@ pub fn list(
             after.decided_at_ms,
             after.id.hyphenated().to_string()
         ],
-        row,
+        |r| row(r, cipher),
     )?;
     rows.map(|r| r?).collect()
 }
 
 /// Decisions still owed deferred attributions, oldest first.
-pub fn pending(conn: &Connection, limit: usize) -> Result<Vec<DecisionRow>, StoreError> {
+pub fn pending(
+    conn: &Connection,
+    limit: usize,
+    cipher: &InputCipher,
+) -> Result<Vec<DecisionRow>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM {FROM} WHERE d.explain_method IS NOT NULL
          ORDER BY d.decided_at LIMIT ?1"
     ))?;
-    let rows = stmt.query_map([limit as i64], row)?;
+    let rows = stmt.query_map([limit as i64], |r| row(r, cipher))?;
     rows.map(|r| r?).collect()
 }
 
@@ -733,8 +761,20 @@ mod tests {
         };
         let mut batch = sample_batch("d", None);
         batch.rows[0].explanation = Some(explanation.clone());
-        insert(&conn, &batch, &mut StoredProvenances::default()).unwrap();
-        let read = || get(&conn, "d", 0).unwrap().unwrap().explanation.unwrap();
+        insert(
+            &conn,
+            &batch,
+            &mut StoredProvenances::default(),
+            Some(&crypto::test_cipher()),
+        )
+        .unwrap();
+        let read = || {
+            get(&conn, "d", 0, &crypto::test_cipher())
+                .unwrap()
+                .unwrap()
+                .explanation
+                .unwrap()
+        };
         assert_eq!(read(), explanation);
         conn.execute(
             "UPDATE decisions SET explanation = ?1",
@@ -745,7 +785,7 @@ mod tests {
         conn.execute("UPDATE decisions SET explanation = x'00ff'", [])
             .unwrap();
         assert!(matches!(
-            get(&conn, "d", 0),
+            get(&conn, "d", 0, &crypto::test_cipher()),
             Err(StoreError::Corrupt { .. })
         ));
     }
@@ -796,7 +836,7 @@ mod tests {
                 let id = uuid::Uuid::from_u128(n).hyphenated().to_string();
                 let mut batch = sample_batch(&id, Some(subject));
                 batch.rows[0].decided_at_ms = at;
-                insert(&conn, &batch, stored).unwrap();
+                insert(&conn, &batch, stored, Some(&crypto::test_cipher())).unwrap();
                 id
             };
             let (older, newer) = made.split_at(merged);
@@ -813,13 +853,21 @@ mod tests {
             let ids = |rows: &[DecisionRow]| -> Vec<String> {
                 rows.iter().map(|r| r.decision_id.clone()).collect()
             };
-            let all = list(&conn, "s", DecisionPosition::NEWEST, 100, 0).unwrap();
+            let all = list(
+                &conn,
+                "s",
+                DecisionPosition::NEWEST,
+                100,
+                0,
+                &crypto::test_cipher(),
+            )
+            .unwrap();
             let want: Vec<String> = expected.iter().map(|(_, id)| id.clone()).collect();
             assert_eq!(ids(&all), want, "{merged} merged");
             for size in 1..=5 {
                 let (mut seen, mut after) = (Vec::new(), DecisionPosition::NEWEST);
                 loop {
-                    let page = list(&conn, "s", after, size, 0).unwrap();
+                    let page = list(&conn, "s", after, size, 0, &crypto::test_cipher()).unwrap();
                     let Some(last) = page.last() else { break };
                     after = last.position().unwrap().decision().unwrap();
                     if seen.is_empty() {
@@ -855,7 +903,7 @@ mod tests {
         let mut record = |id: &str, subject: Option<&str>, retain_until_ms: i64| {
             let mut batch = sample_batch(id, subject);
             batch.rows[0].retain_until_ms = retain_until_ms;
-            insert(&conn, &batch, &mut stored).unwrap();
+            insert(&conn, &batch, &mut stored, Some(&crypto::test_cipher())).unwrap();
         };
         record("s-merged", Some("s"), 100);
         record("t-merged", Some("t"), 100);
@@ -933,7 +981,7 @@ mod tests {
                         let mut batch = sample_batch(&id, Some(&subject.to_string()));
                         batch.rows[0].decided_at_ms = at;
                         batch.rows[0].retain_until_ms = if kept { i64::MAX } else { 100 };
-                        insert(&conn, &batch, &mut stored).unwrap();
+                        insert(&conn, &batch, &mut stored, Some(&crypto::test_cipher())).unwrap();
                         held.push((at, id, subject, kept));
                     }
                     Op::Merge => {
@@ -961,7 +1009,7 @@ mod tests {
                 want.sort_by(|a, b| b.cmp(a));
                 let (mut seen, mut after) = (Vec::new(), DecisionPosition::NEWEST);
                 loop {
-                    let page = list(&conn, &subject.to_string(), after, 2, 0).unwrap();
+                    let page = list(&conn, &subject.to_string(), after, 2, 0, &crypto::test_cipher()).unwrap();
                     let Some(last) = page.last() else { break };
                     after = last.position().unwrap().decision().unwrap();
                     seen.extend(page.into_iter().map(|r| (r.decided_at_ms, r.decision_id)));
@@ -984,7 +1032,13 @@ mod tests {
             ("c", None),
             ("d", Some("s")),
         ] {
-            insert(&conn, &sample_batch(id, subject), &mut stored).unwrap();
+            insert(
+                &conn,
+                &sample_batch(id, subject),
+                &mut stored,
+                Some(&crypto::test_cipher()),
+            )
+            .unwrap();
         }
         // As the record was: no entries, and an index on `decisions`.
         conn.execute_batch(
@@ -996,7 +1050,15 @@ mod tests {
         migrate(&mut conn).unwrap();
         migrate(&mut conn).unwrap();
         let listed = |subject| -> Vec<String> {
-            let rows = list(&conn, subject, DecisionPosition::NEWEST, 10, 0).unwrap();
+            let rows = list(
+                &conn,
+                subject,
+                DecisionPosition::NEWEST,
+                10,
+                0,
+                &crypto::test_cipher(),
+            )
+            .unwrap();
             let mut ids: Vec<String> = rows.into_iter().map(|r| r.decision_id).collect();
             ids.sort();
             ids

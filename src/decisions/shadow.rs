@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use rusqlite::{Connection, params, types::ValueRef};
 
-use super::{Explanation, json, stored};
+use super::{Explanation, crypto::InputCipher, json, stored};
 use crate::store::StoreError;
 
 pub(crate) const DDL: &str = "
@@ -63,7 +63,11 @@ pub fn contributions(e: &Explanation) -> Contributions {
         .collect()
 }
 
-pub(crate) fn insert(conn: &Connection, rows: &[ShadowRow]) -> Result<(), StoreError> {
+pub(crate) fn insert(
+    conn: &Connection,
+    rows: &[ShadowRow],
+    cipher: Option<&InputCipher>,
+) -> Result<(), StoreError> {
     let mut stmt = conn.prepare_cached(
         "INSERT OR REPLACE INTO shadow_outputs (decision_id, model_name, model_version,
            model_sha256, subject_ref, decided_at, score, explanation, live_contributions,
@@ -79,7 +83,11 @@ pub(crate) fn insert(conn: &Connection, rows: &[ShadowRow]) -> Result<(), StoreE
             r.subject_ref,
             r.decided_at_ms,
             r.score,
-            stored::encode(&r.explanation),
+            stored::seal(
+                &stored::encode(&r.explanation),
+                &r.decision_id,
+                cipher.ok_or(StoreError::NoInputKey)?
+            ),
             json(&r.live),
             r.retain_until_ms,
         ])?;
@@ -111,14 +119,22 @@ fn parse<T: serde::de::DeserializeOwned>(id: &str, text: &str) -> Result<T, Stor
 }
 
 /// An explanation column the query guarantees is set.
-fn recorded_explanation(id: &str, value: ValueRef<'_>) -> Result<Explanation, StoreError> {
-    stored::read(value)
+fn recorded_explanation(
+    id: &str,
+    value: ValueRef<'_>,
+    cipher: &InputCipher,
+) -> Result<Explanation, StoreError> {
+    stored::read(value, id, cipher)
         .and_then(|e| e.ok_or_else(|| "no explanation".to_owned()))
         .map_err(|message| corrupt(id, message))
 }
 
 /// Every shadow output recorded for one decision, by version.
-pub fn for_decision(conn: &Connection, id: &str) -> Result<Vec<ShadowRow>, StoreError> {
+pub fn for_decision(
+    conn: &Connection,
+    id: &str,
+    cipher: &InputCipher,
+) -> Result<Vec<ShadowRow>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT model_name, model_version, model_sha256, subject_ref, decided_at, score,
                 explanation, live_contributions, retain_until
@@ -135,7 +151,7 @@ pub fn for_decision(conn: &Connection, id: &str) -> Result<Vec<ShadowRow>, Store
             r.get::<_, Option<String>>(3)?,
             r.get::<_, i64>(4)?,
             r.get::<_, f64>(5)?,
-            recorded_explanation(id, r.get_ref(6)?),
+            recorded_explanation(id, r.get_ref(6)?, cipher),
             r.get::<_, String>(7)?,
             r.get::<_, i64>(8)?,
         ))
@@ -189,6 +205,7 @@ pub fn shadow_pairs(
     model: &str,
     version: &str,
     since_ms: i64,
+    cipher: &InputCipher,
 ) -> Result<(MeanAbs, MeanAbs), StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT decision_id, explanation, live_contributions FROM shadow_outputs
@@ -206,7 +223,7 @@ pub fn shadow_pairs(
     let (mut live, mut candidate) = (MeanAbs::default(), MeanAbs::default());
     while let Some(r) = rows.next()? {
         let id: String = r.get(0)?;
-        let explanation = recorded_explanation(&id, r.get_ref(1)?)?;
+        let explanation = recorded_explanation(&id, r.get_ref(1)?, cipher)?;
         candidate.add(&contributions(&explanation));
         live.add(&parse(&id, &r.get::<_, String>(2)?)?);
     }
@@ -219,6 +236,7 @@ pub fn recorded(
     model: &str,
     version: &str,
     since_ms: i64,
+    cipher: &InputCipher,
 ) -> Result<MeanAbs, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT decision_id, explanation FROM decisions
@@ -236,7 +254,7 @@ pub fn recorded(
     let mut means = MeanAbs::default();
     while let Some(r) = rows.next()? {
         let id: String = r.get(0)?;
-        let explanation = recorded_explanation(&id, r.get_ref(1)?)?;
+        let explanation = recorded_explanation(&id, r.get_ref(1)?, cipher)?;
         means.add(&contributions(&explanation));
     }
     Ok(means)
@@ -338,10 +356,31 @@ mod tests {
             live: phi(&[("x", 1.0)]),
             retain_until_ms,
         };
-        insert(&conn, &[row("kept", now + 60_000), row("expired", now - 1)]).unwrap();
-        assert_eq!(for_decision(&conn, "kept").unwrap().len(), 1);
-        assert!(for_decision(&conn, "expired").unwrap().is_empty());
-        let (live, _) = shadow_pairs(&conn, "m", "2.0.0", 0).unwrap();
+        insert(
+            &conn,
+            &[row("kept", now + 60_000), row("expired", now - 1)],
+            Some(&crate::decisions::crypto::test_cipher()),
+        )
+        .unwrap();
+        assert_eq!(
+            for_decision(&conn, "kept", &crate::decisions::crypto::test_cipher())
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(
+            for_decision(&conn, "expired", &crate::decisions::crypto::test_cipher())
+                .unwrap()
+                .is_empty()
+        );
+        let (live, _) = shadow_pairs(
+            &conn,
+            "m",
+            "2.0.0",
+            0,
+            &crate::decisions::crypto::test_cipher(),
+        )
+        .unwrap();
         assert_eq!(live.count, 1);
     }
 

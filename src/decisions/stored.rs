@@ -11,13 +11,23 @@
 //! - the standard errors of exact methods, which are all zero.
 //!
 //! Explanations recorded before this form are JSON text and still read.
+//!
+//! An explanation holds the values the model saw, the person's data, so
+//! the record keeps it sealed as it keeps a decision's inputs (AES-256-GCM
+//! under the input key, bound to the decision id): [`seal`] and [`read`].
+//! Those recorded before sealing still read.
 
 use std::collections::{HashMap, HashSet};
 
 use rusqlite::types::ValueRef;
 use serde::{Deserialize, Serialize};
 
-use super::{ExplainedFeature, ExplainedGroup, Explanation};
+use super::{ExplainedFeature, ExplainedGroup, Explanation, crypto::InputCipher};
+
+/// The first byte of a sealed explanation. An unsealed one starts with its
+/// method's length as a varint, a name far shorter than 128 bytes, so its
+/// first byte is below 0x80 and never this.
+const SEALED: u8 = 0xA5;
 
 #[derive(Serialize, Deserialize)]
 struct Stored {
@@ -204,9 +214,27 @@ pub fn decode(bytes: &[u8]) -> Result<Explanation, String> {
 
 /// An explanation column as read: binary, or JSON text from before the
 /// binary form.
-pub fn read(value: ValueRef<'_>) -> Result<Option<Explanation>, String> {
+/// An explanation's [`encode`]d form, sealed for decision `id`.
+pub fn seal(encoded: &[u8], id: &str, cipher: &InputCipher) -> Vec<u8> {
+    let sealed = cipher.seal_bytes(id, encoded);
+    let mut out = Vec::with_capacity(1 + sealed.len());
+    out.push(SEALED);
+    out.extend_from_slice(&sealed);
+    out
+}
+
+/// The explanation stored for decision `id`, sealed or not.
+pub fn read(
+    value: ValueRef<'_>,
+    id: &str,
+    cipher: &InputCipher,
+) -> Result<Option<Explanation>, String> {
     match value {
         ValueRef::Null => Ok(None),
+        ValueRef::Blob([SEALED, sealed @ ..]) => {
+            let plain = cipher.open_bytes(id, sealed).map_err(|e| e.to_string())?;
+            decode(&plain).map(Some)
+        }
         ValueRef::Blob(b) => decode(b).map(Some),
         ValueRef::Text(t) => serde_json::from_slice(t)
             .map(Some)
@@ -329,6 +357,19 @@ mod tests {
         #[test]
         fn any_bytes_decode_without_panicking(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
             let _ = decode(&bytes);
+            let _ = read(ValueRef::Blob(&bytes), "d", &InputCipher::new(&[1; 32]));
+        }
+
+        /// Sealed, an explanation reads back only for its own decision and
+        /// under its key; one stored before sealing still reads.
+        #[test]
+        fn a_sealed_explanation_reads_back_for_its_decision_only(e in explanation()) {
+            let cipher = InputCipher::new(&[3; 32]);
+            let sealed = seal(&encode(&e), "d1", &cipher);
+            prop_assert_eq!(read(ValueRef::Blob(&sealed), "d1", &cipher).unwrap(), Some(e.clone()));
+            prop_assert!(read(ValueRef::Blob(&sealed), "d2", &cipher).is_err());
+            prop_assert!(read(ValueRef::Blob(&sealed), "d1", &InputCipher::new(&[4; 32])).is_err());
+            prop_assert_eq!(read(ValueRef::Blob(&encode(&e)), "d1", &cipher).unwrap(), Some(e));
         }
     }
 

@@ -188,7 +188,7 @@ pub struct Gateway {
     consents: Consents,
     policy: Policy,
     store: Arc<Store>,
-    cipher: InputCipher,
+    cipher: Arc<InputCipher>,
     /// Copies of the packages that served, to explain their decisions
     /// after their folders go.
     archive: Archive,
@@ -328,6 +328,8 @@ impl Gateway {
             store.bound_key(&config.consent.subject_key_file, "consent.subject_key_file")?;
         let input_key =
             store.bound_key(&config.decisions.input_key_file, "decisions.input_key_file")?;
+        let cipher = Arc::new(InputCipher::new(&input_key));
+        store.seal_with(cipher.clone());
         let ledger = Arc::new(Ledger::new(store.clone(), subject_key));
         let cache = Arc::new(ExplanationCache::new(
             config.decisions.cache_max_bytes,
@@ -378,7 +380,7 @@ impl Gateway {
             consents: Consents::new(ledger, config.consent.controller.clone(), cache.clone()),
             policy,
             store,
-            cipher: InputCipher::new(&input_key),
+            cipher,
             record_cost: RecordCost::default(),
             archive: Archive::new(
                 (config.database.parent())
@@ -463,13 +465,6 @@ impl Gateway {
                 );
             }
         }
-        if count == 0 {
-            // Health says SERVING (the folder was read), but every Score
-            // will be NOT_FOUND until a package is deployed.
-            tracing::warn!(dir = %self.config.models_dir.display(), "no model loaded: nothing can be scored until a package is deployed in the models folder");
-        } else {
-            tracing::info!(models = count, dir = %self.config.models_dir.display(), "models loaded");
-        }
         let registry = Arc::new(registry);
         self.keep_packages(&registry).await;
         self.registry.store(Some(registry));
@@ -478,6 +473,14 @@ impl Gateway {
         }
         self.spawn_maintenance();
         self.ready.send_replace(true);
+        // Said once the gateway serves them: scripts wait for this line.
+        if count == 0 {
+            // Health says SERVING (the folder was read), but every Score
+            // will be NOT_FOUND until a package is deployed.
+            tracing::warn!(dir = %self.config.models_dir.display(), "no model loaded: nothing can be scored until a package is deployed in the models folder");
+        } else {
+            tracing::info!(models = count, dir = %self.config.models_dir.display(), "models loaded");
+        }
         Ok(())
     }
 

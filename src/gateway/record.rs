@@ -191,13 +191,14 @@ impl Gateway {
             authorize(&row)?;
             return Ok((row, Served::Cache));
         }
-        let store = self.store.clone();
+        let (store, cipher) = (self.store.clone(), self.cipher.clone());
         let key = id.to_owned();
-        let row =
-            tokio::task::spawn_blocking(move || store.read(|c| decisions::get(c, &key, now_ms())))
-                .await
-                .map_err(|e| Error::Internal(format!("record read panicked: {e}")))??
-                .ok_or_else(|| Error::UnknownDecision(id.to_owned()))?;
+        let row = tokio::task::spawn_blocking(move || {
+            store.read(|c| decisions::get(c, &key, now_ms(), &cipher))
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("record read panicked: {e}")))??
+        .ok_or_else(|| Error::UnknownDecision(id.to_owned()))?;
         authorize(&row)?;
         if row.explanation.is_some() || row.inputs.is_none() {
             self.cache.count_record_read();
@@ -385,10 +386,10 @@ impl Gateway {
                     | StoreError::Sqlite(_)
                     | StoreError::Damaged(_),
                 ) => {
-                    let store = self.store.clone();
+                    let (store, cipher) = (self.store.clone(), self.cipher.clone());
                     let id = row.decision_id.clone();
                     tokio::task::spawn_blocking(move || {
-                        store.read(|c| decisions::get(c, &id, now_ms()))
+                        store.read(|c| decisions::get(c, &id, now_ms(), &cipher))
                     })
                     .await
                     .map_err(|e| Error::Internal(format!("record read panicked: {e}")))??
@@ -438,10 +439,10 @@ impl Gateway {
         after: DecisionPosition,
         limit: usize,
     ) -> Result<Vec<DecisionRow>, Error> {
-        let store = self.store.clone();
+        let (store, cipher) = (self.store.clone(), self.cipher.clone());
         let key = subject_ref.to_owned();
         tokio::task::spawn_blocking(move || {
-            store.read(|c| decisions::list(c, &key, after, limit, now_ms()))
+            store.read(|c| decisions::list(c, &key, after, limit, now_ms(), &cipher))
         })
         .await
         .map_err(|e| Error::Internal(format!("record read panicked: {e}")))?
@@ -489,9 +490,9 @@ enum Sweep {
 impl Gateway {
     /// One pass over the owed attributions, oldest first.
     async fn sweep_once(&self) -> Sweep {
-        let store = self.store.clone();
+        let (store, cipher) = (self.store.clone(), self.cipher.clone());
         let pending = match tokio::task::spawn_blocking(move || {
-            store.read(|c| decisions::pending(c, SWEEP_BATCH))
+            store.read(|c| decisions::pending(c, SWEEP_BATCH, &cipher))
         })
         .await
         {

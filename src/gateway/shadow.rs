@@ -233,7 +233,7 @@ impl Gateway {
                 spaces[0]
             )));
         }
-        let store = self.store.clone();
+        let (store, cipher) = (self.store.clone(), self.cipher.clone());
         let (name, live_version, candidate_version) = (
             model.to_owned(),
             live.version().to_string(),
@@ -241,14 +241,14 @@ impl Gateway {
         );
         let (comparison, live_means, candidate_means) = tokio::task::spawn_blocking(move || {
             store.read(|c| {
-                let (l, s) = shadow::shadow_pairs(c, &name, &candidate_version, since_ms)?;
+                let (l, s) = shadow::shadow_pairs(c, &name, &candidate_version, since_ms, &cipher)?;
                 if s.count > 0 {
                     return Ok(("shadow", l, s));
                 }
                 Ok((
                     "canary",
-                    shadow::recorded(c, &name, &live_version, since_ms)?,
-                    shadow::recorded(c, &name, &candidate_version, since_ms)?,
+                    shadow::recorded(c, &name, &live_version, since_ms, &cipher)?,
+                    shadow::recorded(c, &name, &candidate_version, since_ms, &cipher)?,
                 ))
             })
         })
@@ -317,14 +317,14 @@ impl Gateway {
         decision_id: &str,
         check: bool,
     ) -> Result<(Vec<ShadowRow>, bool), Error> {
-        let store = self.store.clone();
+        let (store, cipher) = (self.store.clone(), self.cipher.clone());
         let id = decision_id.to_owned();
         tokio::task::spawn_blocking(move || {
             store.read(|c| {
-                let outputs = shadow::for_decision(c, &id)?;
+                let outputs = shadow::for_decision(c, &id, &cipher)?;
                 let decided = !check
                     || !outputs.is_empty()
-                    || crate::decisions::get(c, &id, now_ms())?.is_some();
+                    || crate::decisions::get(c, &id, now_ms(), &cipher)?.is_some();
                 Ok((outputs, decided))
             })
         })

@@ -20,6 +20,7 @@ impl From<Error> for Status {
                 StoreError::Damaged(_) => Code::DataLoss,
                 StoreError::Open { .. }
                 | StoreError::Key { .. }
+                | StoreError::NoInputKey
                 | StoreError::Sqlite(_)
                 | StoreError::Corrupt { .. } => Code::Internal,
             },
