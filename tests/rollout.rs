@@ -806,9 +806,15 @@ async fn fairness_monitor_flags_disparate_selection() {
     }
 
     server.stop().await;
-    // Never stored: not in the database file, its WAL, or anything beside.
-    for entry in std::fs::read_dir(database.parent().unwrap()).unwrap() {
-        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+    // Never stored: not in the database file, its WAL, or anything beside
+    // (the package copies' folder too).
+    let mut files = vec![database.parent().unwrap().to_path_buf()];
+    while let Some(path) = files.pop() {
+        if path.is_dir() {
+            files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
         assert!(
             !bytes
                 .windows(sentinel.len())
@@ -834,6 +840,30 @@ async fn export(server: &TestServer, subject: &str) -> serde_json::Value {
     serde_json::from_str(&page.export_json).unwrap()
 }
 
+/// A decision of 1.0.0 for `subject`, its attributions left to the first
+/// look-up; then 1.1.0 is promoted and 1.0.0 unloaded.
+async fn decide_then_retire(server: &TestServer, subject: &str) -> pb::Decision {
+    let mut request = caravan_request();
+    request.subject_id = subject.into();
+    request.model = model_ref(MODEL, "1.0.0");
+    let decided = server.score_one(request).await;
+    assert_eq!(
+        decided.explanation_status,
+        pb::ExplanationStatus::OnRequest as i32
+    );
+    set_rollout(server, "1.1.0", "", 0.0, &[]).await.unwrap();
+    admin(server)
+        .await
+        .unload_model(pb::ModelVersionRequest {
+            model: MODEL.into(),
+            version: "1.0.0".into(),
+        })
+        .await
+        .unwrap();
+    assert!(!loaded_versions(server).await.contains("1.0.0"));
+    decided
+}
+
 /// Unloading a version ends its serving, not people's right to an
 /// explanation: a decision it made whose attributions were left to the
 /// first look-up is explained from the same artefact, loaded back from the
@@ -842,24 +872,7 @@ async fn export(server: &TestServer, subject: &str) -> serde_json::Value {
 async fn a_retired_versions_decisions_are_still_explained() {
     let (_tmp, models) = models_folder();
     let server = TestServer::start_with(config(&models)).await;
-    let mut request = caravan_request();
-    request.subject_id = "retiree".into();
-    request.model = model_ref(MODEL, "1.0.0");
-    let decided = server.score_one(request).await;
-    assert_eq!(
-        decided.explanation_status,
-        pb::ExplanationStatus::OnRequest as i32
-    );
-    set_rollout(&server, "1.1.0", "", 0.0, &[]).await.unwrap();
-    admin(&server)
-        .await
-        .unload_model(pb::ModelVersionRequest {
-            model: MODEL.into(),
-            version: "1.0.0".into(),
-        })
-        .await
-        .unwrap();
-    assert!(!loaded_versions(&server).await.contains("1.0.0"));
+    let decided = decide_then_retire(&server, "retiree").await;
 
     let mut why =
         pb::explanation_service_client::ExplanationServiceClient::new(server.channel().await);
@@ -897,19 +910,7 @@ async fn a_removed_versions_decisions_are_explained_after_a_restart() {
     let (_tmp, models) = models_folder();
     let config = config(&models);
     let server = TestServer::start_with(config.clone()).await;
-    let mut request = caravan_request();
-    request.subject_id = "gone".into();
-    request.model = model_ref(MODEL, "1.0.0");
-    let decided = server.score_one(request).await;
-    set_rollout(&server, "1.1.0", "", 0.0, &[]).await.unwrap();
-    admin(&server)
-        .await
-        .unload_model(pb::ModelVersionRequest {
-            model: MODEL.into(),
-            version: "1.0.0".into(),
-        })
-        .await
-        .unwrap();
+    let decided = decide_then_retire(&server, "gone").await;
     server.stop().await;
     std::fs::remove_dir_all(models.join(MODEL).join("1.0.0")).unwrap();
 
