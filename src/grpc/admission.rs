@@ -112,12 +112,7 @@ struct Unending {
 impl Unending {
     fn count(&mut self, trailers: &http::HeaderMap) {
         if let Some((gateway, rpc)) = self.uncounted.take() {
-            let code = trailers
-                .get("grpc-status")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<i32>().ok())
-                .map_or(tonic::Code::Ok, tonic::Code::from);
-            gateway.metrics().count(rpc, code_name(code));
+            gateway.metrics().count(rpc, code_name(status_in(trailers)));
         }
     }
 }
@@ -505,17 +500,22 @@ impl Drop for Call {
 /// OUT_OF_RANGE for an oversized message and INTERNAL for a request that
 /// does not decode are rewritten. A trailers-only response (every error)
 /// carries its status in the headers; a success, in the trailers.
+/// The status a header block carries (headers of a trailers-only answer,
+/// or trailers); none is OK.
+fn status_in(headers: &http::HeaderMap) -> tonic::Code {
+    headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+        .map_or(tonic::Code::Ok, tonic::Code::from)
+}
+
 fn answered_code(
     response: &mut Response<Body>,
     max_message_bytes: usize,
     rpc: &str,
 ) -> tonic::Code {
-    let code = response
-        .headers()
-        .get("grpc-status")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<i32>().ok())
-        .map_or(tonic::Code::Ok, tonic::Code::from);
+    let code = status_in(response.headers());
     let rewritten = match code {
         tonic::Code::OutOfRange => rewrite(response, |message| {
             message
