@@ -240,6 +240,13 @@ struct GatewayArgs {
     /// gateway's; without it, the public web PKI's roots.
     #[arg(long)]
     ca_cert: Option<PathBuf>,
+    /// With an https:// address: this client's certificate chain (PEM),
+    /// for a gateway that verifies clients (mutual TLS, `tls.client_ca`).
+    #[arg(long, requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    /// The private key (PEM) of `--client-cert`.
+    #[arg(long, requires = "client_cert")]
+    client_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -546,21 +553,35 @@ where
             "--addr {addr}: give the scheme too: http://{addr}, or https://{addr} for a gateway serving TLS"
         );
     }
+    let pem = |flag: &str, path: &Path| {
+        std::fs::read(path).with_context(|| format!("{flag} {}: cannot read", path.display()))
+    };
     if uri.scheme_str() == Some("https") {
         let tls = tonic::transport::ClientTlsConfig::new();
-        let tls = match &gateway.ca_cert {
-            Some(path) => {
-                let pem = std::fs::read(path)
-                    .with_context(|| format!("--ca-cert {}: cannot read", path.display()))?;
-                tls.ca_certificate(tonic::transport::Certificate::from_pem(pem))
-            }
+        let mut tls = match &gateway.ca_cert {
+            Some(path) => tls.ca_certificate(tonic::transport::Certificate::from_pem(pem(
+                "--ca-cert",
+                path,
+            )?)),
             None => tls.with_webpki_roots(),
         };
+        if let (Some(cert), Some(key)) = (&gateway.client_cert, &gateway.client_key) {
+            tls = tls.identity(tonic::transport::Identity::from_pem(
+                pem("--client-cert", cert)?,
+                pem("--client-key", key)?,
+            ));
+        }
         endpoint = endpoint
             .tls_config(tls)
             .with_context(|| format!("--addr {addr}: cannot set up TLS"))?;
-    } else if gateway.ca_cert.is_some() {
-        anyhow::bail!("--ca-cert: applies to an https:// --addr, not {addr}");
+    } else if let Some(flag) = [
+        (gateway.ca_cert.is_some(), "--ca-cert"),
+        (gateway.client_cert.is_some(), "--client-cert"),
+    ]
+    .iter()
+    .find_map(|&(given, flag)| given.then_some(flag))
+    {
+        anyhow::bail!("{flag}: applies to an https:// --addr, not {addr}");
     } else if credential
         && !uri
             .host()

@@ -245,6 +245,10 @@ pub struct DecisionsConfig {
     /// it commits them together: the longer, the less each record costs,
     /// and the more a crash of the process can lose.
     pub async_commit_window_ms: u64,
+    /// In `async` durability, how many decisions may be acknowledged and
+    /// not yet committed (what a crash of the process can lose); beyond
+    /// it, responses wait for their commit as in `sync`.
+    pub async_max_uncommitted: usize,
     /// Days a decision is kept.
     pub retention_days: u32,
     /// Per-model retention in days, overriding `retention_days`.
@@ -268,6 +272,7 @@ impl Default for DecisionsConfig {
         Self {
             durability: Durability::Sync,
             async_commit_window_ms: 10,
+            async_max_uncommitted: 10_000,
             retention_days: 90,
             model_retention_days: BTreeMap::new(),
             purge_interval_secs: 3600,
@@ -549,11 +554,44 @@ impl Config {
                     .split("__"),
             )
             .merge(Serialized::defaults(overrides));
-        let config = figment
+        let mut config = figment
             .extract::<Self>()
             .map_err(|e| ConfigError(Box::new(e)))?;
+        config.resolve_against_file(&figment);
         config.check().map_err(|e| e.sourced(&figment))?;
         Ok(config)
+    }
+
+    /// A relative path written in the configuration file names a file
+    /// beside it, wherever the gateway is started from; one given by a
+    /// flag or a variable, or left at its default, names one in the
+    /// working directory, as a shell's would.
+    fn resolve_against_file(&mut self, figment: &Figment) {
+        let mut paths = vec![
+            ("models_dir", &mut self.models_dir),
+            ("ort_lib", &mut self.ort_lib),
+            ("database", &mut self.database),
+            (
+                "consent.subject_key_file",
+                &mut self.consent.subject_key_file,
+            ),
+            (
+                "decisions.input_key_file",
+                &mut self.decisions.input_key_file,
+            ),
+        ];
+        if let Some(tls) = self.tls.as_mut() {
+            paths.extend([("tls.cert", &mut tls.cert), ("tls.key", &mut tls.key)]);
+            paths.extend(tls.client_ca.as_mut().map(|ca| ("tls.client_ca", ca)));
+        }
+        for (key, path) in paths {
+            let from = figment.find_metadata(key).and_then(|m| m.source.as_ref());
+            if let (Some(figment::Source::File(file)), true) = (from, path.is_relative())
+                && let Some(folder) = file.parent()
+            {
+                *path = folder.join(&*path);
+            }
+        }
     }
 
     /// Refuses settings that would start a gateway unable to serve, or one
@@ -636,6 +674,13 @@ impl Config {
                 0,
                 100,
                 " ms",
+            ),
+            (
+                "decisions.async_max_uncommitted",
+                d.async_max_uncommitted as u64,
+                1,
+                10_000_000,
+                " decisions",
             ),
             // Zero days would record decisions nobody can ever read back:
             // `durability = "off"` is how to keep none.
@@ -772,6 +817,38 @@ mod tests {
     }
 
     #[test]
+    fn relative_paths_in_the_file_are_taken_from_its_folder() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_dir("etc")?;
+            jail.create_file(
+                "etc/candor.toml",
+                "database = \"db/candor.db\"\n\
+                 [decisions]\ninput_key_file = \"/keys/inputs.key\"\n\
+                 [tls]\ncert = \"tls/cert.pem\"\nkey = \"tls/key.pem\"\nclient_ca = \"ca.pem\"",
+            )?;
+            jail.set_env("CANDOR_MODELS_DIR", "packages");
+            let c = Config::load(Some("etc/candor.toml".as_ref()), Flags::default()).unwrap();
+            assert_eq!(c.database, PathBuf::from("etc/db/candor.db"));
+            let tls = c.tls.unwrap();
+            assert_eq!(
+                [tls.cert, tls.key, tls.client_ca.unwrap()],
+                ["etc/tls/cert.pem", "etc/tls/key.pem", "etc/ca.pem"].map(PathBuf::from)
+            );
+            // Absolute, from a variable, or a default: as given.
+            assert_eq!(
+                c.decisions.input_key_file,
+                PathBuf::from("/keys/inputs.key")
+            );
+            assert_eq!(c.models_dir, PathBuf::from("packages"));
+            assert_eq!(
+                c.consent.subject_key_file,
+                PathBuf::from("data/subject.key")
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
     fn a_share_outside_zero_to_one_is_refused_by_name() {
         figment::Jail::expect_with(|jail| {
             for bad in ["0", "1.5", "-0.1", "nan"] {
@@ -810,6 +887,10 @@ mod tests {
                 (
                     "decisions.async_commit_window_ms = 101",
                     "decisions.async_commit_window_ms",
+                ),
+                (
+                    "decisions.async_max_uncommitted = 0",
+                    "decisions.async_max_uncommitted",
                 ),
                 ("limits.max_in_flight = 0", "limits.max_in_flight"),
                 ("limits.max_health_watches = 0", "limits.max_health_watches"),

@@ -69,6 +69,14 @@ pub enum StoreError {
     Replaced(PathBuf),
     #[error("an explanation cannot be recorded before the input key that seals it is set")]
     NoInputKey,
+    #[error(
+        "the person objected to purpose {tcf_id} (record {record_id}, made by {author}); an ad system cannot change that: only the person's own token, or support acting for them, can"
+    )]
+    ObjectionStands {
+        tcf_id: u8,
+        record_id: String,
+        author: String,
+    },
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -382,6 +390,9 @@ pub struct StoreSettings {
     /// How long a batch of only asynchronous records waits for company
     /// before it commits. Part of what an `async` crash can lose.
     pub async_commit_window: Duration,
+    /// Decisions that may be acknowledged without waiting (`async`) and
+    /// not yet committed: the most a crash of the process can lose.
+    pub async_max_uncommitted: usize,
 }
 
 impl Default for StoreSettings {
@@ -389,6 +400,7 @@ impl Default for StoreSettings {
         Self {
             max_bytes: None,
             async_commit_window: Duration::from_millis(10),
+            async_max_uncommitted: 10_000,
         }
     }
 }
@@ -409,6 +421,10 @@ pub struct Store {
     retrying: Arc<AtomicUsize>,
     /// The same, for watchers: true while commits succeed.
     commits_succeed: tokio::sync::watch::Receiver<bool>,
+    /// Decisions acknowledged without waiting and not yet committed, and
+    /// how many there may be ([`Store::send_unwaited`]).
+    uncommitted: Arc<AtomicUsize>,
+    max_uncommitted: usize,
     writer: Mutex<Option<JoinHandle<()>>>,
     /// Woken when a job someone waits for arrives while the writer
     /// gathers asynchronous records (`gathering`).
@@ -429,6 +445,7 @@ impl Store {
         let StoreSettings {
             max_bytes,
             async_commit_window,
+            async_max_uncommitted,
         } = *settings;
         let failed = |message: String| StoreError::Open {
             path: path.to_owned(),
@@ -531,6 +548,8 @@ impl Store {
         let writer_failing = failing.clone();
         let retrying = Arc::new(AtomicUsize::new(0));
         let writer_retrying = retrying.clone();
+        let uncommitted = Arc::new(AtomicUsize::new(0));
+        let writer_uncommitted = uncommitted.clone();
         let (committing, commits_succeed) = tokio::sync::watch::channel(true);
         let gathering = Arc::new(AtomicBool::new(false));
         let writer_gathering = gathering.clone();
@@ -550,6 +569,7 @@ impl Store {
                     subject_tail_rows,
                     retry: Vec::new(),
                     retrying: writer_retrying,
+                    uncommitted: writer_uncommitted,
                     failing: writer_failing,
                     file,
                     committing,
@@ -574,6 +594,8 @@ impl Store {
             failing,
             retrying,
             commits_succeed,
+            uncommitted,
+            max_uncommitted: async_max_uncommitted,
             writer_thread: writer.thread().clone(),
             gathering,
             writer: Mutex::new(Some(writer)),
@@ -613,6 +635,26 @@ impl Store {
             .ok_or(StoreError::ShutDown)?
             .send(job)
             .map_err(|_| StoreError::ShutDown)
+    }
+
+    /// Queues a record nobody waits for, if the decisions acknowledged
+    /// that way and not yet committed leave room for its rows: those are
+    /// what a crash of the process loses, so they are bounded. Without
+    /// room it queues nothing and says so (false); the caller then waits
+    /// for the commit, which slows callers to the writer's pace rather
+    /// than letting the queue, and the loss, grow.
+    pub(crate) fn send_unwaited(&self, batch: &Arc<RecordBatch>) -> Result<bool, StoreError> {
+        let rows = batch.rows.len();
+        let before = self.uncommitted.fetch_add(rows, Ordering::Relaxed);
+        if before + rows > self.max_uncommitted {
+            self.uncommitted.fetch_sub(rows, Ordering::Relaxed);
+            return Ok(false);
+        }
+        if let Err(e) = self.send(Job::Record(batch.clone(), None)) {
+            self.uncommitted.fetch_sub(rows, Ordering::Relaxed);
+            return Err(e);
+        }
+        Ok(true)
     }
 
     /// Queues a job and waits until its batch is committed.
@@ -805,6 +847,8 @@ struct Writer {
     retry: Vec<Job>,
     /// `retry`'s length, for [`Store::queued`].
     retrying: Arc<AtomicUsize>,
+    /// Lowered by each committed decision nobody waited for.
+    uncommitted: Arc<AtomicUsize>,
     failing: Arc<AtomicBool>,
     file: FileIdentity,
     committing: tokio::sync::watch::Sender<bool>,
@@ -1095,6 +1139,13 @@ impl Writer {
                 _ => 0,
             })
             .sum();
+        let unwaited_rows: usize = batch
+            .iter()
+            .map(|j| match j {
+                Job::Record(b, None) => b.rows.len(),
+                _ => 0,
+            })
+            .sum();
         let mut replies: Vec<Reply> = Vec::with_capacity(batch.len());
         let mut again: Vec<Job> = Vec::new();
         let Writer {
@@ -1179,6 +1230,10 @@ impl Writer {
             if committed.is_err() { again.len() } else { 0 },
             Ordering::Relaxed,
         );
+        // Records kept for a retry stay uncommitted, and stay counted.
+        if committed.is_ok() {
+            self.uncommitted.fetch_sub(unwaited_rows, Ordering::Relaxed);
+        }
         if let Err(e) = &committed {
             self.failures.log(e, again.len());
             self.head = head_before;
@@ -1649,8 +1704,8 @@ mod tests {
         let store = Store::open_with(
             &dir.path().join("db"),
             &StoreSettings {
-                max_bytes: None,
                 async_commit_window: Duration::from_secs(600),
+                ..StoreSettings::default()
             },
         )
         .unwrap();
@@ -1669,6 +1724,51 @@ mod tests {
             .await;
             assert!(matches!(purged, Ok(Ok(0))), "round {round}: {purged:?}");
         }
+    }
+
+    /// What a crash can lose in `async` is bounded: a record that would
+    /// take the decisions acknowledged and not yet committed past the
+    /// bound is not queued unwaited, and room comes back with each commit.
+    #[tokio::test]
+    async fn records_nobody_waits_for_are_bounded_until_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_with(
+            &dir.path().join("db"),
+            &StoreSettings {
+                async_commit_window: Duration::from_secs(600),
+                async_max_uncommitted: 3,
+                ..StoreSettings::default()
+            },
+        )
+        .unwrap();
+        let batch = |rows: usize, first: usize| {
+            let mut batch =
+                decisions::sample_batch(&format!("00000000-0000-7000-8000-{first:012}"), None);
+            let row = batch.rows[0].clone();
+            batch.rows = (first..first + rows)
+                .map(|i| decisions::NewDecision {
+                    decision_id: format!("00000000-0000-7000-8000-{i:012}"),
+                    ..row.clone()
+                })
+                .collect();
+            Arc::new(batch)
+        };
+        assert!(store.send_unwaited(&batch(2, 0)).unwrap());
+        assert!(!store.send_unwaited(&batch(2, 2)).unwrap(), "4 > 3");
+        assert!(store.send_unwaited(&batch(1, 4)).unwrap(), "3 fit");
+        assert!(
+            !store.send_unwaited(&batch(1, 5)).unwrap(),
+            "the bound is full"
+        );
+        // A job that is waited for ends the window; the records queued
+        // before it share its commit.
+        store.submit(|tx| Job::Purge(0, tx)).await.unwrap();
+        assert!(store.send_unwaited(&batch(3, 6)).unwrap(), "room again");
+        store.submit(|tx| Job::Purge(0, tx)).await.unwrap();
+        let recorded: i64 = store
+            .read(|c| Ok(c.query_row("SELECT count(*) FROM decisions", [], |r| r.get(0))?))
+            .unwrap();
+        assert_eq!(recorded, 6, "every record queued is committed");
     }
 
     #[test]

@@ -821,6 +821,77 @@ async fn an_ad_system_cannot_lift_the_persons_own_objection() {
         "{refused:?}"
     );
     assert!(refused.message().contains("made by subject"), "{refused:?}");
+    // Nor by first putting something weaker in its place: a withdrawal or
+    // a refusal of the purpose leaves the objection as it is.
+    let scorer = |purposes: Vec<u32>, kind: pb::WithdrawalKind| {
+        with(
+            Request::new(pb::WithdrawConsentRequest {
+                subject_id: "erin".into(),
+                tcf_purposes: purposes,
+                kind: kind as i32,
+                ..Default::default()
+            }),
+            Some("key-scorer"),
+        )
+    };
+    for kind in [
+        pb::WithdrawalKind::Withdrawal,
+        pb::WithdrawalKind::Objection,
+    ] {
+        let alone = consent
+            .withdraw_consent(scorer(vec![3], kind))
+            .await
+            .unwrap_err();
+        assert_eq!(alone.code(), Code::FailedPrecondition, "{alone:?}");
+        assert!(
+            alone
+                .message()
+                .starts_with("tcf_purposes[0]: the person objected to purpose 3"),
+            "{alone:?}"
+        );
+    }
+    consent
+        .withdraw_consent(scorer(vec![2, 3], pb::WithdrawalKind::Withdrawal))
+        .await
+        .unwrap();
+    let refuse_three = with(
+        Request::new(pb::RecordConsentRequest {
+            subject_id: "erin".into(),
+            purposes: [(1, true), (3, false)]
+                .map(|(p, granted)| pb::PurposeChoice {
+                    tcf_purpose: p,
+                    granted,
+                    ..Default::default()
+                })
+                .into(),
+            ..Default::default()
+        }),
+        Some("key-scorer"),
+    );
+    consent.record_consent(refuse_three).await.unwrap();
+    let state = consent
+        .get_consent(with(
+            Request::new(pb::GetConsentRequest {
+                subject_id: "erin".into(),
+            }),
+            Some("key-support"),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let status = |p: u32| {
+        let found = state.purposes.iter().find(|s| s.tcf_purpose == p);
+        found.map(|s| s.status.clone()).unwrap_or_default()
+    };
+    assert_eq!(
+        [1, 2, 3, 4].map(status),
+        ["given", "withdrawn", "objected", "objected"]
+    );
+    let still = consent
+        .record_consent(grant("key-scorer"))
+        .await
+        .unwrap_err();
+    assert_eq!(still.code(), Code::FailedPrecondition, "{still:?}");
     // Support, acting for the person, can; then an objection the ad system
     // relayed is the ad system's to lift again.
     consent.record_consent(grant("key-support")).await.unwrap();
@@ -829,6 +900,30 @@ async fn an_ad_system_cannot_lift_the_persons_own_objection() {
         .await
         .unwrap();
     consent.record_consent(grant("key-scorer")).await.unwrap();
+
+    // An opt-out remembered from a browser signal (GPC) the ad system
+    // relayed with a Score is the ad system's to lift too, as the
+    // person's choice to opt back in.
+    let mut gpc = caravan_request();
+    gpc.subject_id = "fay".into();
+    gpc.context.as_mut().unwrap().gpc = true;
+    ScoringServiceClient::new(server.channel().await)
+        .score(with(Request::new(gpc), Some("key-scorer")))
+        .await
+        .unwrap();
+    let opt_in = with(
+        Request::new(pb::RecordConsentRequest {
+            subject_id: "fay".into(),
+            purposes: vec![pb::PurposeChoice {
+                tcf_purpose: 12,
+                granted: true,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        Some("key-scorer"),
+    );
+    consent.record_consent(opt_in).await.unwrap();
     server.stop().await;
 }
 

@@ -576,6 +576,13 @@ async fn bad_rollouts_and_deploys_name_the_field() {
         .await
         .unwrap_err();
     assert_eq!(escape.code(), Code::InvalidArgument, "{escape:?}");
+    // An empty request names the first field it lacks.
+    let empty = client
+        .load_model(pb::ModelVersionRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(empty.code(), Code::InvalidArgument, "{empty:?}");
+    assert_eq!(empty.message(), "model: is required");
 
     // A package whose golden rows no longer reproduce fails the gate.
     let broken = stage_version(&models, "1.3.0");

@@ -198,14 +198,27 @@ async fn mutual_tls_authenticates_services_by_certificate() {
 
 /// The client commands speak TLS to an https:// address, verifying the
 /// gateway against `--ca-cert` (else the public roots, which do not know
-/// this test CA).
+/// this test CA), and present `--client-cert` to a gateway that verifies
+/// its clients.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_commands_speak_tls() {
     let pki = Pki::new();
+    let (cert, key, sha) = pki.leaf("dsp-1", ExtendedKeyUsagePurpose::ClientAuth);
     let mut config = test_config();
-    config.tls = Some(pki.server(false));
+    config.tls = Some(pki.server(true));
+    config.access.clients = vec![ClientCert {
+        name: "dsp-1".into(),
+        role: Role::Scorer,
+        cert_sha256: sha,
+    }];
     let server = TestServer::start_with(config).await;
     let ca = pki.write("ca.pem", &pki.ca.pem());
+    let identity = [
+        "--client-cert".to_owned(),
+        pki.write("client.pem", &cert).display().to_string(),
+        "--client-key".into(),
+        pki.write("client.key", &key).display().to_string(),
+    ];
     let golden =
         std::fs::read_to_string(repo_root().join("models/caravan-lgbm/1.0.0/golden.csv")).unwrap();
     let row: String = golden
@@ -215,7 +228,7 @@ async fn the_client_commands_speak_tls() {
         .collect();
     let csv = pki.write("row.csv", &row);
     let addr = format!("https://localhost:{}", server.addr.port());
-    let score = |ca: Option<&std::path::Path>| {
+    let score = |ca: Option<&std::path::Path>, identity: &[String]| {
         let mut args = vec![
             "score".to_owned(),
             "--addr".into(),
@@ -228,18 +241,28 @@ async fn the_client_commands_speak_tls() {
         if let Some(ca) = ca {
             args.extend(["--ca-cert".into(), ca.display().to_string()]);
         }
+        args.extend_from_slice(identity);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         candor(&args)
     };
-    let verified = score(Some(&ca));
+    let verified = score(Some(&ca), &identity);
     assert!(
         verified.status.success(),
         "{}",
         String::from_utf8_lossy(&verified.stderr)
     );
     assert!(String::from_utf8_lossy(&verified.stdout).contains("decision_id"));
-    let unknown_ca = score(None);
+    let unknown_ca = score(None, &identity);
     assert!(!unknown_ca.status.success());
+    let no_certificate = score(Some(&ca), &[]);
+    assert!(!no_certificate.status.success());
+    // The key alone is a mistake the command names.
+    let half = score(Some(&ca), &identity[2..]);
+    assert!(
+        String::from_utf8_lossy(&half.stderr).contains("--client-cert"),
+        "{}",
+        String::from_utf8_lossy(&half.stderr)
+    );
 }
 
 #[tokio::test]

@@ -23,9 +23,14 @@ use uuid::Uuid;
 use super::Decoded;
 pub use crate::store::{StoreError as LedgerError, now_ms};
 use crate::{
+    config::Role,
     paging::{PageTokens, Position},
     store::{Job, Store},
 };
+
+/// The collection method of an opt-out remembered from a browser signal
+/// (GPC, a GPP opt-out) that came with a Score.
+pub(crate) const BROWSER_SIGNAL: &str = "browser_signal";
 
 /// Consent must be re-confirmed after 13 months (TCF policies; EDPB
 /// guidance): the instant 13 calendar months after `ms` (UTC), a month's
@@ -959,14 +964,99 @@ fn stored_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<StoredRecord,
     }))
 }
 
+/// An objection (GDPR Art. 21) the person made themselves, or through
+/// support, to `tcf_id`, as the subject's state stands: the party that
+/// profits from profiling cannot lift it. One an ad system relayed, by
+/// `RecordConsent` or as a browser signal with a Score, it may lift the
+/// same way; one whose author is unknown (erased content) stands.
+fn standing_objection(
+    tx: &Connection,
+    subject_ref: &str,
+    tcf_id: u8,
+) -> Result<Option<LedgerError>, LedgerError> {
+    let objected: Option<(i64, String)> = tx
+        .prepare_cached(
+            "SELECT record_seq, record_id FROM consent_state
+             WHERE subject_ref = ?1 AND tcf_id = ?2 AND status = ?3",
+        )?
+        .query_row(
+            params![subject_ref, tcf_id, Status::Objected.as_str()],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let Some((seq, record_id)) = objected else {
+        return Ok(None);
+    };
+    let content: Option<String> = tx
+        .prepare_cached("SELECT content FROM ledger WHERE seq = ?1")?
+        .query_row([seq], |r| r.get(0))
+        .optional()?
+        .flatten();
+    let receipt = content.and_then(|c| serde_json::from_str::<Receipt>(&c).ok());
+    let author = match receipt {
+        None => "an author whose record is erased".to_owned(),
+        Some(Receipt {
+            recorded_by: Some(by),
+            ..
+        }) if by.role == Role::Scorer.as_str() => return Ok(None),
+        Some(Receipt {
+            recorded_by: Some(by),
+            ..
+        }) => by.role,
+        Some(r) if r.collection.method == BROWSER_SIGNAL => return Ok(None),
+        Some(_) => "an author the record does not name".to_owned(),
+    };
+    Ok(Some(LedgerError::ObjectionStands {
+        tcf_id,
+        record_id,
+        author,
+    }))
+}
+
+/// An ad system's record leaves the purposes under a standing objection
+/// ([`standing_objection`]) as they are: a grant of one is refused, and a
+/// refusal, withdrawal or objection of one is left out, since the
+/// objection already holds, more strongly. A record left with no purpose
+/// is refused. Checked here, in the writer's transaction, so that an
+/// objection committed a moment before cannot be overwritten.
+fn yield_to_objections(
+    tx: &Connection,
+    subject_ref: &str,
+    purposes: &mut Vec<PurposeEntry>,
+) -> Result<(), LedgerError> {
+    let mut first_left_out = None;
+    let mut kept = Vec::with_capacity(purposes.len());
+    for p in purposes.drain(..) {
+        match standing_objection(tx, subject_ref, p.tcf_id)? {
+            None => kept.push(p),
+            Some(objection) if p.status.permits() => return Err(objection),
+            Some(objection) => {
+                first_left_out.get_or_insert(objection);
+            }
+        }
+    }
+    match first_left_out {
+        Some(objection) if kept.is_empty() => Err(objection),
+        _ => {
+            *purposes = kept;
+            Ok(())
+        }
+    }
+}
+
 /// Appends one record at the head of the chain and moves the subject's
 /// consent state forward.
 pub(crate) fn append_one(
     tx: &Connection,
     head: &mut (i64, String),
-    draft: Draft,
+    mut draft: Draft,
     erased_seqs: Vec<i64>,
 ) -> Result<LedgerRef, LedgerError> {
+    if let (Some(subject), Some(by)) = (&draft.subject_ref, &draft.recorded_by)
+        && by.role == Role::Scorer.as_str()
+    {
+        yield_to_objections(tx, subject, &mut draft.purposes)?;
+    }
     let seq = head.0 + 1;
     let record_id = Uuid::now_v7().to_string();
     let recorded_at = now_ms();

@@ -6,14 +6,12 @@ use std::sync::Arc;
 
 use super::{
     ledger::{
-        Actor, Collection, Draft, Erasure, LedgerError, LedgerRef, LegalBasis, Notice,
-        PurposeEntry, PurposeState, Receipt, RecordKind, Status, StoredRecord, Verification,
-        now_ms,
+        Actor, BROWSER_SIGNAL, Collection, Draft, Erasure, LedgerError, LedgerRef, LegalBasis,
+        Notice, PurposeEntry, PurposeState, RecordKind, Status, StoredRecord, Verification, now_ms,
     },
     purposes::{self, DIRECT_MARKETING},
 };
 use crate::{
-    config::Role,
     consent::ledger::Ledger,
     decisions::cache::ExplanationCache,
     error::Error,
@@ -66,6 +64,21 @@ fn subject(id: &str) -> Result<&str, Error> {
         ));
     }
     Ok(id)
+}
+
+/// Names the request field of a purpose whose standing objection kept an
+/// ad system's record from changing it ([`LedgerError::ObjectionStands`]).
+fn naming_purpose(e: LedgerError, field: &str, ids: &[u8]) -> Error {
+    match e {
+        LedgerError::ObjectionStands { tcf_id, .. } => {
+            let at = ids
+                .iter()
+                .position(|&id| id == tcf_id)
+                .map_or_else(|| field.to_owned(), |i| format!("{field}[{i}]"));
+            Error::FailedPrecondition(format!("{at}: {e}"))
+        }
+        e => e.into(),
+    }
 }
 
 fn tcf_purpose(field: String, id: u32) -> Result<u8, Error> {
@@ -172,8 +185,6 @@ impl Consents {
                 )));
             }
         }
-        self.check_objections_stand(&subject_ref, &entries, &by)
-            .await?;
         let draft = Draft {
             kind: RecordKind::Consent,
             subject_ref: Some(subject_ref.clone()),
@@ -191,60 +202,11 @@ impl Consents {
             evidence: None,
             recorded_by: Some(by),
         };
-        let reference = self.ledger.append(vec![draft]).await?.remove(0);
+        let ids: Vec<u8> = draft.purposes.iter().map(|p| p.tcf_id).collect();
+        let reference = (self.ledger.append(vec![draft]).await)
+            .map_err(|e| naming_purpose(e, "purposes", &ids))?
+            .remove(0);
         Ok((reference, subject_ref))
-    }
-
-    /// Refuses an ad system's consent for a purpose the person objected to
-    /// (GDPR Art. 21) themselves or through support: the party that
-    /// profits from profiling cannot lift the person's objection. An
-    /// objection an ad system relayed (from its CMP) it may lift the same
-    /// way, and one whose author is unknown (erased) stands.
-    async fn check_objections_stand(
-        &self,
-        subject_ref: &str,
-        entries: &[PurposeEntry],
-        by: &Actor,
-    ) -> Result<(), Error> {
-        if by.role != Role::Scorer.as_str() {
-            return Ok(());
-        }
-        let ledger = self.ledger.clone();
-        let key = subject_ref.to_owned();
-        let state = blocking(move || ledger.state(&key)).await?;
-        let objected: Vec<(usize, LedgerRef)> = (entries.iter().enumerate())
-            .filter(|(_, e)| e.status == Status::Given)
-            .filter_map(|(i, e)| {
-                let s = state.iter().find(|s| s.tcf_id == e.tcf_id)?;
-                (s.status == Status::Objected).then(|| (i, s.record.clone()))
-            })
-            .collect();
-        if objected.is_empty() {
-            return Ok(());
-        }
-        let ledger = self.ledger.clone();
-        let refs: Vec<LedgerRef> = objected.iter().map(|(_, r)| r.clone()).collect();
-        let records = blocking(move || ledger.records(&refs)).await?;
-        for (i, reference) in objected {
-            let author = records
-                .iter()
-                .find(|r| r.reference.seq == reference.seq)
-                .and_then(|r| r.content.as_deref())
-                .and_then(|c| serde_json::from_str::<Receipt>(c).ok())
-                .and_then(|r| r.recorded_by)
-                .map(|a| a.role);
-            if author.as_deref() != Some(Role::Scorer.as_str()) {
-                return Err(Error::FailedPrecondition(format!(
-                    "purposes[{i}]: the person objected to purpose {} (record {}, made by {}); an ad system cannot lift it: only the person's own token, or support acting for them, can",
-                    entries[i].tcf_id,
-                    reference.record_id,
-                    author
-                        .as_deref()
-                        .unwrap_or("the person, whose record is erased")
-                )));
-            }
-        }
-        Ok(())
     }
 
     /// Records a withdrawal or objection made `by` the caller.
@@ -268,6 +230,10 @@ impl Consents {
                 .map(|(i, id)| tcf_purpose(format!("tcf_purposes[{i}]"), *id))
                 .collect::<Result<_, _>>()?
         };
+        // The purposes as the request named them, by position.
+        let named: Vec<u8> = (request.purposes.iter())
+            .map(|&id| u8::try_from(id).unwrap_or(0))
+            .collect();
         let (kind, status) = if request.objection {
             (RecordKind::Objection, Status::Objected)
         } else {
@@ -298,7 +264,9 @@ impl Consents {
             evidence: None,
             recorded_by: Some(by),
         };
-        let reference = self.ledger.append(vec![draft]).await?.remove(0);
+        let reference = (self.ledger.append(vec![draft]).await)
+            .map_err(|e| naming_purpose(e, "tcf_purposes", &named))?
+            .remove(0);
         // Before the ledger answers, a new explanation could still be cached
         // from the old state; dropping the subject's entries after it, in a
         // task of its own, leaves none.
@@ -328,7 +296,7 @@ impl Consents {
             }],
             data_categories: Vec::new(),
             collection: Collection {
-                method: "browser_signal".into(),
+                method: BROWSER_SIGNAL.into(),
                 collected_at_ms: now_ms(),
                 jurisdiction,
                 language: String::new(),

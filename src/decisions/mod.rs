@@ -112,10 +112,13 @@ pub enum Durability {
     /// gathered, which waits for company for the commit window
     /// (`decisions.async_commit_window_ms`, 10 ms by default,
     /// [`crate::store::StoreSettings`]) and while the previous commit is
-    /// synced, and holds at most 1024 requests. An operating-system crash
-    /// or power loss can also lose the commits whose fsync had not
-    /// finished: one or two batches. At full load that is a few tens of
-    /// milliseconds of decisions.
+    /// synced, and holds at most 1024 requests. However far the writer
+    /// falls behind, that is at most `decisions.async_max_uncommitted`
+    /// decisions (10,000 by default): beyond it responses wait for their
+    /// commit, as in `Sync`. An operating-system crash or power loss can
+    /// also lose the commits whose fsync had not finished: one or two
+    /// batches. At full load that is a few tens of milliseconds of
+    /// decisions.
     Async,
     /// Nothing is recorded. For benchmarks that measure recording's cost.
     Off,

@@ -322,6 +322,7 @@ impl Gateway {
                 async_commit_window: std::time::Duration::from_millis(
                     config.decisions.async_commit_window_ms,
                 ),
+                async_max_uncommitted: config.decisions.async_max_uncommitted,
             },
         )?);
         let subject_key =

@@ -136,18 +136,24 @@ impl Gateway {
         }
         let has_deferred = batch.rows.iter().any(|r| r.explain_method.is_some());
         // While commits fail, `async` waits too: nothing is acknowledged
-        // that is not on disk, and the retry queue stays bounded.
-        if durability == Durability::Sync || self.store.is_failing() {
+        // that is not on disk, and the retry queue stays bounded. So it
+        // does while the writer is behind by the bound of what a crash may
+        // lose (`decisions.async_max_uncommitted`).
+        let waits = durability == Durability::Sync || self.store.is_failing();
+        if waits || !self.store.send_unwaited(&batch)? {
             self.store.submit(|tx| Job::Record(batch, Some(tx))).await?;
         } else {
-            let subject = batch.subject_ref.clone();
             let judged_at = first.decided_at_ms();
-            self.store.send(Job::Record(batch, None))?;
             // Checked once the record is queued: an erasure that began
             // since then has its subject fenced off, and the writer refuses
             // the record; one that has not yet begun will erase it. Either
             // way the caller is told as `sync` would tell it.
-            if subject.is_some_and(|s| self.store.erasures().begun_before(&s, judged_at)) {
+            let erasures = self.store.erasures();
+            if batch
+                .subject_ref
+                .as_deref()
+                .is_some_and(|s| erasures.begun_before(s, judged_at))
+            {
                 return Err(StoreError::Erased.into());
             }
         }

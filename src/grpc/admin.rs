@@ -38,8 +38,8 @@ fn version(field: &str, v: &str) -> Result<Version, Error> {
 }
 
 fn model_version(r: pb::ModelVersionRequest) -> Result<(String, Version), Error> {
-    let v = version("version", required("version", &r.version)?)?;
     required("model", &r.model)?;
+    let v = version("version", required("version", &r.version)?)?;
     Ok((r.model, v))
 }
 

@@ -17,6 +17,7 @@ impl From<Error> for Status {
                 }
                 StoreError::Full(_) => Code::ResourceExhausted,
                 StoreError::Erased => Code::Aborted,
+                StoreError::ObjectionStands { .. } => Code::FailedPrecondition,
                 StoreError::Damaged(_) => Code::DataLoss,
                 StoreError::Open { .. }
                 | StoreError::Key { .. }
