@@ -700,7 +700,17 @@ impl Store {
                 )
                 .optional()?)
         })?;
-        if bound.is_some() && !path.exists() {
+        // A database from before it kept check values holds none, but its
+        // records were written under some key all the same.
+        let written = bound.is_some()
+            || self.read(|conn| {
+                Ok(conn.query_row(
+                    "SELECT EXISTS (SELECT 1 FROM ledger) OR EXISTS (SELECT 1 FROM decisions)",
+                    [],
+                    |r| r.get::<_, bool>(0),
+                )?)
+            })?;
+        if written && !path.exists() {
             return Err(err(format!(
                 "does not exist, but the database {} was written under the key it held; restore the file (a new key would cut every person off from their records)",
                 self.path.display()
@@ -1535,6 +1545,28 @@ mod tests {
             .unwrap()
             .bound_key(&key, setting)
             .unwrap();
+
+        // A database from before it kept check values has none, but its
+        // records were written under a key: losing that file refuses too.
+        let (old, old_key) = (dir.path().join("old.db"), dir.path().join("old.key"));
+        {
+            let store = Store::open(&old).unwrap();
+            store.bound_key(&old_key, setting).unwrap();
+            let id = "00000000-0000-7000-8000-000000000001";
+            let batch = Arc::new(decisions::sample_batch(id, None));
+            store.send(Job::Record(batch, None)).unwrap();
+        }
+        Connection::open(&old)
+            .unwrap()
+            .execute("DELETE FROM key_checks", [])
+            .unwrap();
+        std::fs::remove_file(&old_key).unwrap();
+        let e = Store::open(&old)
+            .unwrap()
+            .bound_key(&old_key, setting)
+            .unwrap_err();
+        assert!(e.to_string().contains("does not exist"), "{e}");
+        assert!(!old_key.exists());
     }
 
     /// One gateway per database: a second store on the same file is

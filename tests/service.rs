@@ -395,24 +395,31 @@ async fn gzip_compressed_calls_are_served() {
         pad: Vec<u8>,
     }
     let limit = server.gateway.config().max_message_bytes;
-    let pad: Vec<u8> = (0..limit as u64 - 8)
-        .map(|i| {
-            (i.wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407)
-                >> 56) as u8
-        })
-        .collect();
-    let padded = Padded { pad };
-    assert!(prost::Message::encoded_len(&padded) <= limit);
-    let mut grpc = tonic::client::Grpc::new(server.channel().await).send_compressed(Gzip);
-    grpc.ready().await.unwrap();
-    grpc.unary::<_, pb::ListModelsResponse, _>(
-        tonic::Request::new(padded),
-        tonic::codegen::http::uri::PathAndQuery::from_static("/candor.v1.ModelService/ListModels"),
-        tonic_prost::ProstCodec::default(),
-    )
-    .await
-    .unwrap();
+    let padded = |len: usize| Padded {
+        pad: (0..len).map(|_| rand::random::<u8>()).collect(),
+    };
+    let whole = padded(limit - 5);
+    assert_eq!(prost::Message::encoded_len(&whole), limit);
+    let grpc = tonic::client::Grpc::new(server.channel().await).send_compressed(Gzip);
+    let list = |message: Padded| {
+        let mut grpc = grpc.clone();
+        async move {
+            grpc.ready().await.unwrap();
+            grpc.unary::<_, pb::ListModelsResponse, _>(
+                tonic::Request::new(message),
+                tonic::codegen::http::uri::PathAndQuery::from_static(
+                    "/candor.v1.ModelService/ListModels",
+                ),
+                tonic_prost::ProstCodec::default(),
+            )
+            .await
+        }
+    };
+    list(whole).await.unwrap();
+    // One byte more is refused, however it is encoded.
+    let over = list(padded(limit - 4)).await.unwrap_err();
+    assert_eq!(over.code(), tonic::Code::ResourceExhausted, "{over:?}");
+    assert!(over.message().contains("max_message_bytes"), "{over:?}");
     server.stop().await;
 }
 

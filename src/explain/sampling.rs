@@ -27,7 +27,8 @@ pub struct Estimate {
     pub phi: Vec<f64>,
     /// Standard error of each value; zero when exact.
     pub standard_error: Vec<f64>,
-    /// The mean score over the background rows used.
+    /// The mean score over the background rows used: with fewer pairs
+    /// than background rows, a random sample of them.
     pub base: f64,
     /// The model's score for the row.
     pub value: f64,
@@ -57,8 +58,12 @@ pub fn explain(
     if width <= EXACT_MAX_FEATURES {
         return exact(scorer, row, background, width);
     }
-    let references: Vec<&[f32]> = background.chunks(width).collect();
+    let mut references: Vec<&[f32]> = background.chunks(width).collect();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    // Pairs take the reference rows in a random order, each once before
+    // any twice: with fewer pairs than rows, the estimate (and the base
+    // value) is of the whole background's game, not of its first rows'.
+    references.shuffle(&mut rng);
     let mut order: Vec<usize> = (0..width).collect();
     let (mut sum, mut sum_sq) = (vec![0.0; width], vec![0.0; width]);
     let (mut base, mut value) = (0.0, 0.0);
@@ -218,6 +223,39 @@ mod tests {
         (0..width * rows)
             .map(|i| ((i * 7919) % 13) as f32 / 6.0 - 1.0)
             .collect()
+    }
+
+    /// With fewer pairs than background rows, the references are a random
+    /// sample of the whole background, not its first rows: a feature that
+    /// differs from the row only in later rows still gets its share. With
+    /// as many pairs as rows, each row is a reference once.
+    #[test]
+    fn references_are_drawn_from_the_whole_background() {
+        let mut model = Logistic(vec![1.0; 12]);
+        let x = vec![0.0f32; 12];
+        let bg: Vec<f32> = (0..8)
+            .flat_map(|r| (0..12).map(move |c| if c == 0 && r >= 4 { 1.0 } else { 0.0 }))
+            .collect();
+        let half: Vec<f64> = (0..8)
+            .map(|seed| {
+                explain(&mut model, &x, &bg, 12, pairs(4), seed)
+                    .unwrap()
+                    .phi[0]
+            })
+            .collect();
+        assert!(half.iter().any(|&phi| phi < 0.0), "{half:?}");
+        let whole = explain(&mut model, &x, &bg, 12, pairs(8), 3).unwrap();
+        let (f0, f1) = (0.5, 1.0 / (1.0 + (-1.0f64).exp()));
+        assert!(
+            (whole.base - (f0 + f1) / 2.0).abs() < 1e-6,
+            "{}",
+            whole.base
+        );
+        assert!(
+            (whole.phi[0] - (f0 - f1) / 2.0).abs() < 1e-6,
+            "{}",
+            whole.phi[0]
+        );
     }
 
     #[test]

@@ -568,7 +568,12 @@ async fn purge(gateway: Weak<Gateway>, every: Duration) {
             Ok(n) => tracing::info!(decisions = n, "purged decisions past their retention"),
             Err(e) => tracing::warn!(error = %e, "retention purge failed"),
         }
-        let pruned = tokio::task::spawn_blocking(move || g.prune_archive()).await;
+        // A deploy keeps its packages' copies before it serves them: while
+        // one runs, a copy may be about to serve and yet cited by nothing.
+        let deploying = g.deploying.lock().await;
+        let pruning = g.clone();
+        let pruned = tokio::task::spawn_blocking(move || pruning.prune_archive()).await;
+        drop(deploying);
         match pruned {
             Ok(Ok(0)) => {}
             Ok(Ok(n)) => tracing::info!(artefacts = n, "removed package copies no decision cites"),

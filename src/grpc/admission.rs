@@ -762,15 +762,11 @@ async fn receive(
         None => RECEIVE_TIMEOUT,
     };
     let (Ok(max) | Err(max)) = max_message_bytes;
-    // The limit is on the message as decoded, which tonic checks after
-    // inflating; compressed, a message that does not compress is a little
-    // larger (deflate's block headers and gzip's add about 0.03%).
     let compressed = parts
         .headers
         .get("grpc-encoding")
         .is_some_and(|e| e.as_bytes() != b"identity");
-    let allowance = if compressed { max / 1024 + 64 } else { 0 };
-    let limit = max.saturating_add(FRAMING_BYTES + allowance);
+    let limit = FRAMING_BYTES + if compressed { with_deflate(max) } else { max };
     let collect = async {
         let mut chunks: Vec<Bytes> = Vec::new();
         // The bytes held are counted against every call's, until the
@@ -824,7 +820,32 @@ async fn receive(
         })
     })??;
     one_message(&message)?;
+    if compressed
+        && message[0] == 1
+        && let Ok(max) = max_message_bytes
+        && inflates_past(&message[FRAMING_BYTES..], max)
+    {
+        return Err(oversized(max, rpc));
+    }
     Ok(Request::from_parts(parts, Body::new(Full::new(message))))
+}
+
+/// The most a message of `max` bytes can take gzip-compressed: one that
+/// does not compress grows by deflate's block headers and gzip's frame
+/// (about 0.03%). tonic holds compressed messages to this, and the
+/// admission layer holds what they inflate to to `max` itself
+/// ([`inflates_past`]): the limit is on the message, not its encoding.
+pub(super) fn with_deflate(max: usize) -> usize {
+    max.saturating_add(max / 1024 + 64)
+}
+
+/// Whether a gzip message inflates to more than `max` bytes. One that does
+/// not inflate at all is left to tonic, whose refusal names the fault.
+fn inflates_past(gzip: &[u8], max: usize) -> bool {
+    use std::io::Read;
+    let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
+    let mut inflated = flate2::read::GzDecoder::new(gzip).take(limit);
+    std::io::copy(&mut inflated, &mut std::io::sink()).is_ok_and(|n| n == limit)
 }
 
 /// Refuses a unary call's body unless it is exactly one gRPC message (a

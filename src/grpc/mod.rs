@@ -226,7 +226,7 @@ pub async fn serve(
         .expect("the embedded descriptor sets are valid")
         .accept_compressed(CompressionEncoding::Gzip);
 
-    let limit = gateway.config().max_message_bytes;
+    let max = gateway.config().max_message_bytes;
     // Every service (health and reflection too, above) takes
     // gzip-compressed requests: a client set to compress every call would
     // otherwise get only UNIMPLEMENTED. The candor services take messages up
@@ -236,8 +236,8 @@ pub async fn serve(
     macro_rules! service {
         ($server:ident, $handler:expr) => {
             $server::new($handler)
-                .max_decoding_message_size(limit)
-                .max_encoding_message_size(limit)
+                .max_decoding_message_size(admission::with_deflate(max))
+                .max_encoding_message_size(max)
                 .accept_compressed(CompressionEncoding::Gzip)
         };
         ($server:ident, $handler:expr, compressed) => {

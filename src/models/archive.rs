@@ -92,22 +92,39 @@ impl Archive {
     }
 }
 
-/// The package's files into `to`: every regular file of its folder, the
-/// manifest as loaded, and the artefact only if it still hashes as loaded.
+/// The package's files into `to`: every file of its folder and its
+/// subfolders (a link to a file, such as an artefact kept in a store, as
+/// the file it names), the manifest as loaded, and the artefact only if it
+/// still hashes as loaded.
 fn copy_package(package: &ModelPackage, to: &Path) -> io::Result<()> {
-    fs::create_dir(to)?;
-    for entry in fs::read_dir(&package.dir)? {
-        let entry = entry?;
-        if entry.file_type()?.is_file() && entry.file_name() != MANIFEST_FILE {
-            fs::copy(entry.path(), to.join(entry.file_name()))?;
-        }
-    }
+    copy_tree(&package.dir, to, true)?;
     fs::write(to.join(MANIFEST_FILE), &package.manifest_toml)?;
     let artefact = fs::read(to.join(MODEL_FILE))?;
     if hex::encode(Sha256::digest(&artefact)) != package.sha256 {
         return Err(io::Error::other(
             "the artefact changed on disk since it was loaded",
         ));
+    }
+    Ok(())
+}
+
+/// `from`'s files into the new folder `to`, the manifest aside at the top.
+/// A link to a folder is not followed: it could lead back up.
+fn copy_tree(from: &Path, to: &Path, top: bool) -> io::Result<()> {
+    let named =
+        |path: &Path, e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+    fs::create_dir(to).map_err(|e| named(to, e))?;
+    for entry in fs::read_dir(from).map_err(|e| named(from, e))? {
+        let entry = entry.map_err(|e| named(from, e))?;
+        let (path, name) = (entry.path(), entry.file_name());
+        if top && name == MANIFEST_FILE {
+            continue;
+        }
+        if entry.file_type().map_err(|e| named(&path, e))?.is_dir() {
+            copy_tree(&path, &to.join(&name), false)?;
+        } else if fs::metadata(&path).map_err(|e| named(&path, e))?.is_file() {
+            fs::copy(&path, to.join(&name)).map_err(|e| named(&path, e))?;
+        }
     }
     Ok(())
 }
@@ -136,5 +153,38 @@ mod tests {
         assert!(archive.find("stale", "m", "1.0.0").is_none());
         assert!(archive.find("cited", "m", "1.0.0").is_some());
         assert_eq!(archive.prune(&cited).unwrap(), 0);
+    }
+
+    /// A file the package links to (an artefact store) is copied as the
+    /// file it names, and so are the package's subfolders.
+    #[cfg(unix)]
+    #[test]
+    fn linked_files_and_subfolders_are_copied() {
+        let dir = tempfile::tempdir().unwrap();
+        let (package, store) = (dir.path().join("package"), dir.path().join("store"));
+        fs::create_dir_all(package.join("fairness")).unwrap();
+        fs::create_dir(&store).unwrap();
+        fs::write(store.join("model.onnx"), b"onnx").unwrap();
+        std::os::unix::fs::symlink(store.join("model.onnx"), package.join(MODEL_FILE)).unwrap();
+        std::os::unix::fs::symlink(&package, package.join("fairness").join("up")).unwrap();
+        fs::write(package.join("fairness").join("audit.csv"), b"a,b").unwrap();
+        fs::write(package.join(MANIFEST_FILE), b"as on disk").unwrap();
+        let copy = dir.path().join("copy");
+        copy_tree(&package, &copy, true).unwrap();
+        assert_eq!(fs::read(copy.join(MODEL_FILE)).unwrap(), b"onnx");
+        assert!(
+            !fs::symlink_metadata(copy.join(MODEL_FILE))
+                .unwrap()
+                .is_symlink()
+        );
+        assert_eq!(fs::read(copy.join("fairness/audit.csv")).unwrap(), b"a,b");
+        assert!(
+            !copy.join(MANIFEST_FILE).exists(),
+            "written as loaded instead"
+        );
+        assert!(
+            !copy.join("fairness/up").exists(),
+            "a folder link is not followed"
+        );
     }
 }
