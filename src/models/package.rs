@@ -563,7 +563,7 @@ fn check_graph(
     if output.element != "Float32" {
         // Classifier converters wrap probabilities in a ZipMap by default.
         let hint = if output.element.contains("Map") {
-            "; a sequence of maps is a ZipMap: convert without it (skl2onnx: options={\"zipmap\": False}; onnxmltools: zipmap=False) and name the float probability tensor"
+            "; a sequence of maps is a ZipMap: convert without it (skl2onnx: options={\"zipmap\": False}; onnxmltools: zipmap=False), or remove the node where the exporter has no such option (CatBoost; models/README.md, \"Removing a ZipMap\"), and name the float probability tensor"
         } else {
             ""
         };
