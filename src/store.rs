@@ -1726,6 +1726,20 @@ mod tests {
         assert_eq!(outcomes("missing.db"), all(false));
     }
 
+    /// A store in `dir` whose writer gathers asynchronous records far
+    /// longer than any test waits: only a job somebody waits for ends it.
+    fn gathering(dir: &Path, async_max_uncommitted: usize) -> Store {
+        Store::open_with(
+            &dir.join("db"),
+            &StoreSettings {
+                async_commit_window: Duration::from_secs(600),
+                async_max_uncommitted,
+                ..StoreSettings::default()
+            },
+        )
+        .unwrap()
+    }
+
     /// A caller waiting for its commit (a consent change, an erasure, a
     /// staff read) is not held for the window in which the writer gathers
     /// asynchronous records; here the window is far longer than any wait
@@ -1733,14 +1747,7 @@ mod tests {
     #[tokio::test]
     async fn a_waiting_job_ends_the_async_commit_window() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open_with(
-            &dir.path().join("db"),
-            &StoreSettings {
-                async_commit_window: Duration::from_secs(600),
-                ..StoreSettings::default()
-            },
-        )
-        .unwrap();
+        let store = gathering(dir.path(), StoreSettings::default().async_max_uncommitted);
         for round in 0..3 {
             let id = format!("00000000-0000-7000-8000-00000000000{round}");
             store
@@ -1764,15 +1771,7 @@ mod tests {
     #[tokio::test]
     async fn records_nobody_waits_for_are_bounded_until_committed() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open_with(
-            &dir.path().join("db"),
-            &StoreSettings {
-                async_commit_window: Duration::from_secs(600),
-                async_max_uncommitted: 3,
-                ..StoreSettings::default()
-            },
-        )
-        .unwrap();
+        let store = gathering(dir.path(), 3);
         let batch = |rows: usize, first: usize| {
             let mut batch =
                 decisions::sample_batch(&format!("00000000-0000-7000-8000-{first:012}"), None);

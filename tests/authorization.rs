@@ -781,17 +781,18 @@ async fn an_ad_system_cannot_lift_the_persons_own_objection() {
         Duration::ZERO,
         Duration::from_secs(60),
     );
-    let object = |credential: &str| {
+    let withdraw = |credential: &str, purposes: Vec<u32>, kind: pb::WithdrawalKind| {
         with(
             Request::new(pb::WithdrawConsentRequest {
                 subject_id: "erin".into(),
-                tcf_purposes: vec![3, 4],
-                kind: pb::WithdrawalKind::Objection as i32,
+                tcf_purposes: purposes,
+                kind: kind as i32,
                 ..Default::default()
             }),
             Some(credential),
         )
     };
+    let object = |credential: &str| withdraw(credential, vec![3, 4], pb::WithdrawalKind::Objection);
     let grant = |credential: &str| {
         with(
             Request::new(pb::RecordConsentRequest {
@@ -823,17 +824,7 @@ async fn an_ad_system_cannot_lift_the_persons_own_objection() {
     assert!(refused.message().contains("made by subject"), "{refused:?}");
     // Nor by first putting something weaker in its place: a withdrawal or
     // a refusal of the purpose leaves the objection as it is.
-    let scorer = |purposes: Vec<u32>, kind: pb::WithdrawalKind| {
-        with(
-            Request::new(pb::WithdrawConsentRequest {
-                subject_id: "erin".into(),
-                tcf_purposes: purposes,
-                kind: kind as i32,
-                ..Default::default()
-            }),
-            Some("key-scorer"),
-        )
-    };
+    let scorer = |purposes: Vec<u32>, kind| withdraw("key-scorer", purposes, kind);
     for kind in [
         pb::WithdrawalKind::Withdrawal,
         pb::WithdrawalKind::Objection,
