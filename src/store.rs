@@ -628,8 +628,18 @@ impl Store {
         self.jobs.as_ref().map_or(0, Sender::len) + self.retrying.load(Ordering::Relaxed)
     }
 
-    /// Queues a job without waiting for it.
+    /// Queues a job without waiting for it. Records nobody waits for go
+    /// through [`Store::send_unwaited`], which counts them.
     pub(crate) fn send(&self, job: Job) -> Result<(), StoreError> {
+        debug_assert!(
+            !matches!(job, Job::Record(_, None)),
+            "an unwaited record must be counted: Store::send_unwaited"
+        );
+        self.queue(job)
+    }
+
+    /// Hands the job to the writer.
+    fn queue(&self, job: Job) -> Result<(), StoreError> {
         self.jobs
             .as_ref()
             .ok_or(StoreError::ShutDown)?
@@ -650,7 +660,7 @@ impl Store {
             self.uncommitted.fetch_sub(rows, Ordering::Relaxed);
             return Ok(false);
         }
-        if let Err(e) = self.send(Job::Record(batch.clone(), None)) {
+        if let Err(e) = self.queue(Job::Record(batch.clone(), None)) {
             self.uncommitted.fetch_sub(rows, Ordering::Relaxed);
             return Err(e);
         }
@@ -1242,7 +1252,9 @@ impl Writer {
         );
         // Records kept for a retry stay uncommitted, and stay counted.
         if committed.is_ok() {
-            self.uncommitted.fetch_sub(unwaited_rows, Ordering::Relaxed);
+            let _ = (self.uncommitted).fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(unwaited_rows))
+            });
         }
         if let Err(e) = &committed {
             self.failures.log(e, again.len());
@@ -1554,7 +1566,7 @@ mod tests {
             store.bound_key(&old_key, setting).unwrap();
             let id = "00000000-0000-7000-8000-000000000001";
             let batch = Arc::new(decisions::sample_batch(id, None));
-            store.send(Job::Record(batch, None)).unwrap();
+            assert!(store.send_unwaited(&batch).unwrap());
         }
         Connection::open(&old)
             .unwrap()
@@ -1691,7 +1703,7 @@ mod tests {
         // An acknowledged (async) record is held for a retry, and counted as
         // not yet committed while it is.
         let kept = Arc::new(decisions::sample_batch("acknowledged", None));
-        store.send(Job::Record(kept, None)).unwrap();
+        assert!(store.send_unwaited(&kept).unwrap());
         // By then the writer has taken it from its queue and failed to
         // commit it at least once.
         tokio::time::sleep(RETRY_PAUSE * 5).await;
@@ -1750,12 +1762,8 @@ mod tests {
         let store = gathering(dir.path(), StoreSettings::default().async_max_uncommitted);
         for round in 0..3 {
             let id = format!("00000000-0000-7000-8000-00000000000{round}");
-            store
-                .send(Job::Record(
-                    Arc::new(decisions::sample_batch(&id, None)),
-                    None,
-                ))
-                .unwrap();
+            let batch = Arc::new(decisions::sample_batch(&id, None));
+            assert!(store.send_unwaited(&batch).unwrap());
             let purged = tokio::time::timeout(
                 Duration::from_secs(60),
                 store.submit(|tx| Job::Purge(0, tx)),
