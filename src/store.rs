@@ -1231,10 +1231,16 @@ impl Writer {
             } else {
                 Ok(())
             };
+            // A lock or a full disk fails the batch, not the job alone:
+            // the work acknowledged in it is then kept for a retry instead
+            // of dropped with the job's error.
+            let transient = matches!(outcome, Err(StoreError::Busy(_) | StoreError::Full(_)));
             if let Err(e) = ended {
                 // SQLite rolls a whole transaction back on some errors (a
                 // full disk): the job's own error is then the batch's.
                 failure = Some(outcome.err().unwrap_or(e));
+            } else if transient {
+                failure = outcome.err();
             }
         }
         let committed = match (failure, tx) {
@@ -1808,6 +1814,39 @@ mod tests {
             .read(|c| Ok(c.query_row("SELECT count(*) FROM decisions", [], |r| r.get(0))?))
             .unwrap();
         assert_eq!(recorded, 6, "every record queued is committed");
+    }
+
+    /// A record nobody waits for whose write meets a lock held past the
+    /// busy timeout is kept and written once the lock goes: it was
+    /// answered, so it is never dropped.
+    #[tokio::test]
+    async fn an_answered_record_outlasts_a_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let locker = Connection::open(dir.path().join("db")).unwrap();
+        locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        let id = "00000000-0000-7000-8000-000000000001";
+        let batch = Arc::new(decisions::sample_batch(id, None));
+        assert!(store.send_unwaited(&batch).unwrap());
+        // Past the writer's 5 s busy timeout.
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        locker.execute_batch("ROLLBACK").unwrap();
+        let flushed = tokio::time::timeout(
+            Duration::from_secs(60),
+            store.submit(|tx| Job::Purge(0, tx)),
+        )
+        .await;
+        assert!(matches!(flushed, Ok(Ok(0))), "{flushed:?}");
+        let recorded: i64 = store
+            .read(|c| {
+                Ok(c.query_row(
+                    "SELECT count(*) FROM decisions WHERE decision_id = ?1",
+                    [id],
+                    |r| r.get(0),
+                )?)
+            })
+            .unwrap();
+        assert_eq!(recorded, 1, "the answered record was dropped");
     }
 
     #[test]

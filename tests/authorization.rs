@@ -915,6 +915,55 @@ async fn an_ad_system_cannot_lift_the_persons_own_objection() {
         Some("key-scorer"),
     );
     consent.record_consent(opt_in).await.unwrap();
+
+    // A Score that read the state before the person's own objection to
+    // purpose 12 committed still remembers its GPC opt-out after it: the
+    // person's objection stays the purpose's record, which the ad system
+    // cannot lift.
+    let object_twelve = with(
+        Request::new(pb::WithdrawConsentRequest {
+            subject_id: "gil".into(),
+            tcf_purposes: vec![12],
+            kind: pb::WithdrawalKind::Objection as i32,
+            ..Default::default()
+        }),
+        Some(&subject_token(
+            &server.gateway,
+            "gil",
+            Duration::ZERO,
+            Duration::from_secs(60),
+        )),
+    );
+    let own = consent
+        .withdraw_consent(object_twelve)
+        .await
+        .unwrap()
+        .into_inner()
+        .record
+        .unwrap();
+    let consents = server.gateway.consents();
+    let gil = consents.subject_ref("gil").unwrap();
+    consents
+        .remember_opt_out(&gil, "US-CA".into())
+        .await
+        .unwrap();
+    let (_, state) = consents.state("gil").await.unwrap();
+    let twelve = state.iter().find(|s| s.tcf_id == 12).unwrap();
+    assert_eq!(twelve.record.seq, own.seq, "the person's objection stays");
+    let regrant = with(
+        Request::new(pb::RecordConsentRequest {
+            subject_id: "gil".into(),
+            purposes: vec![pb::PurposeChoice {
+                tcf_purpose: 12,
+                granted: true,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        Some("key-scorer"),
+    );
+    let refused = consent.record_consent(regrant).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
     server.stop().await;
 }
 

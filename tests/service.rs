@@ -416,10 +416,36 @@ async fn gzip_compressed_calls_are_served() {
         }
     };
     list(whole).await.unwrap();
-    // One byte more is refused, however it is encoded.
+    // One byte more is refused, however it is encoded: compressed, or
+    // sent as it is on a call that announced gzip (flag 0).
     let over = list(padded(limit - 4)).await.unwrap_err();
     assert_eq!(over.code(), tonic::Code::ResourceExhausted, "{over:?}");
     assert!(over.message().contains("max_message_bytes"), "{over:?}");
+    let mut plain = prost::Message::encode_to_vec(&padded(limit - 4));
+    let mut framed = vec![0u8];
+    framed.extend_from_slice(&(plain.len() as u32).to_be_bytes());
+    framed.append(&mut plain);
+    let request = http::Request::builder()
+        .method("POST")
+        .uri(format!(
+            "{}/candor.v1.ModelService/ListModels",
+            server.url()
+        ))
+        .header("te", "trailers")
+        .header("content-type", "application/grpc")
+        .header("grpc-encoding", "gzip")
+        .body(http_body_util::Full::new(bytes::Bytes::from(framed)))
+        .unwrap();
+    let io =
+        hyper_util::rt::TokioIo::new(tokio::net::TcpStream::connect(server.addr).await.unwrap());
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let answer = sender.send_request(request).await.unwrap();
+    let status = tonic::Status::from_header_map(answer.headers()).expect("a status");
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
     server.stop().await;
 }
 

@@ -974,17 +974,7 @@ fn standing_objection(
     subject_ref: &str,
     tcf_id: u8,
 ) -> Result<Option<LedgerError>, LedgerError> {
-    let objected: Option<(i64, String)> = tx
-        .prepare_cached(
-            "SELECT record_seq, record_id FROM consent_state
-             WHERE subject_ref = ?1 AND tcf_id = ?2 AND status = ?3",
-        )?
-        .query_row(
-            params![subject_ref, tcf_id, Status::Objected.as_str()],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
-    let Some((seq, record_id)) = objected else {
+    let Some(LedgerRef { seq, record_id, .. }) = objection(tx, subject_ref, tcf_id)? else {
         return Ok(None);
     };
     let content: Option<String> = tx
@@ -1011,6 +1001,57 @@ fn standing_objection(
         record_id,
         author,
     }))
+}
+
+/// The record of the subject's objection to `tcf_id` in its state, if
+/// the state is one.
+fn objection(
+    tx: &Connection,
+    subject_ref: &str,
+    tcf_id: u8,
+) -> Result<Option<LedgerRef>, LedgerError> {
+    Ok(tx
+        .prepare_cached(
+            "SELECT record_seq, record_id, record_hash FROM consent_state
+             WHERE subject_ref = ?1 AND tcf_id = ?2 AND status = ?3",
+        )?
+        .query_row(
+            params![subject_ref, tcf_id, Status::Objected.as_str()],
+            |r| {
+                Ok(LedgerRef {
+                    seq: r.get(0)?,
+                    record_id: r.get(1)?,
+                    hash: r.get(2)?,
+                })
+            },
+        )
+        .optional()?)
+}
+
+/// An opt-out remembered from a browser signal adds nothing to an
+/// objection already in the state, whoever made it; taking its place as
+/// the purpose's record would make a person's own objection one an ad
+/// system may lift. Such purposes are left out; when none is left, the
+/// standing objection's record is the answer and nothing is appended.
+/// Checked in the writer, as [`yield_to_objections`] is: the gateway
+/// decides to remember from a state read before.
+fn already_objected(
+    tx: &Connection,
+    subject_ref: &str,
+    purposes: &mut Vec<PurposeEntry>,
+) -> Result<Option<LedgerRef>, LedgerError> {
+    let mut standing = None;
+    let mut kept = Vec::with_capacity(purposes.len());
+    for p in purposes.drain(..) {
+        match objection(tx, subject_ref, p.tcf_id)? {
+            Some(record) => {
+                standing.get_or_insert(record);
+            }
+            None => kept.push(p),
+        }
+    }
+    *purposes = kept;
+    Ok(standing.filter(|_| purposes.is_empty()))
 }
 
 /// An ad system's record leaves the purposes under a standing objection
@@ -1052,10 +1093,18 @@ pub(crate) fn append_one(
     mut draft: Draft,
     erased_seqs: Vec<i64>,
 ) -> Result<LedgerRef, LedgerError> {
-    if let (Some(subject), Some(by)) = (&draft.subject_ref, &draft.recorded_by)
-        && by.role == Role::Scorer.as_str()
-    {
-        yield_to_objections(tx, subject, &mut draft.purposes)?;
+    if let Some(subject) = &draft.subject_ref {
+        match &draft.recorded_by {
+            Some(by) if by.role == Role::Scorer.as_str() => {
+                yield_to_objections(tx, subject, &mut draft.purposes)?;
+            }
+            None if draft.collection.method == BROWSER_SIGNAL => {
+                if let Some(standing) = already_objected(tx, subject, &mut draft.purposes)? {
+                    return Ok(standing);
+                }
+            }
+            _ => {}
+        }
     }
     let seq = head.0 + 1;
     let record_id = Uuid::now_v7().to_string();

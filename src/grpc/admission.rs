@@ -762,11 +762,18 @@ async fn receive(
         None => RECEIVE_TIMEOUT,
     };
     let (Ok(max) | Err(max)) = max_message_bytes;
-    let compressed = parts
+    let too_large = || match max_message_bytes {
+        Ok(max) => oversized(max, rpc),
+        Err(max) => Status::resource_exhausted(format!(
+            "request: a health check's message (a service name) is at most {max} bytes"
+        )),
+    };
+    // The only encoding the services take; tonic refuses any other.
+    let gzip = parts
         .headers
         .get("grpc-encoding")
-        .is_some_and(|e| e.as_bytes() != b"identity");
-    let limit = FRAMING_BYTES + if compressed { with_deflate(max) } else { max };
+        .is_some_and(|e| e.as_bytes() == b"gzip");
+    let limit = FRAMING_BYTES + if gzip { with_deflate(max) } else { max };
     let collect = async {
         let mut chunks: Vec<Bytes> = Vec::new();
         // The bytes held are counted against every call's, until the
@@ -782,12 +789,7 @@ async fn receive(
             };
             total += data.len();
             if total > limit {
-                return Err(match max_message_bytes {
-                    Ok(max) => oversized(max, rpc),
-                    Err(max) => Status::resource_exhausted(format!(
-                        "request: a health check's message (a service name) is at most {max} bytes"
-                    )),
-                });
+                return Err(too_large());
             }
             let permit = u32::try_from(data.len())
                 .ok()
@@ -820,12 +822,16 @@ async fn receive(
         })
     })??;
     one_message(&message)?;
-    if compressed
-        && message[0] == 1
-        && let Ok(max) = max_message_bytes
-        && inflates_past(&message[FRAMING_BYTES..], max)
-    {
-        return Err(oversized(max, rpc));
+    // A gzip call's message may come uncompressed (flag 0), held to the
+    // limit as it is, or compressed, held to it once inflated.
+    let body = &message[FRAMING_BYTES..];
+    let over = gzip
+        && match message[0] {
+            1 => inflates_past(body, max),
+            _ => body.len() > max,
+        };
+    if over {
+        return Err(too_large());
     }
     Ok(Request::from_parts(parts, Body::new(Full::new(message))))
 }
