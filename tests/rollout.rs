@@ -319,6 +319,98 @@ async fn drift_between_attributions_in_different_units_is_refused() {
     );
 }
 
+/// A shadow version is judged by its own manifest, as a live call to it
+/// would be: a feature it declares as the person's is masked for it even
+/// where production's manifest calls the same column context, and a
+/// version holding special-category data is never scored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadows_are_judged_by_their_own_manifests() {
+    let (_tmp, models) = models_folder();
+    let declare = |version: &str, category: &str, purposes: &str| {
+        let staged = stage_version(&models, version);
+        let manifest = staged.join("manifest.toml");
+        let text = std::fs::read_to_string(&manifest)
+            .unwrap()
+            .replacen(
+                "category = \"zip_code_demographics\"\nsource = \"zip_code_aggregate\"\nreason_group = \"your_info\"\nreason = { en = \"the typical household size",
+                &format!("category = \"{category}\"\nsource = \"zip_code_aggregate\"\nreason_group = \"your_info\"\nreason = {{ en = \"the typical household size"),
+                1,
+            )
+            .replacen(
+                "purposes = [\"personalised_advertising\"]",
+                &format!("purposes = [\"{purposes}\"]"),
+                1,
+            );
+        assert!(text.contains(&format!("category = \"{category}\"")));
+        std::fs::write(&manifest, text).unwrap();
+    };
+    declare("4.0.0", "contextual", "personalised_advertising");
+    declare("5.0.0", "precise_geolocation", "personalised_advertising");
+    declare("6.0.0", "health", "measurement");
+    // A rollout file edited by hand may name it; SetRollout refuses to.
+    std::fs::write(
+        models.join(MODEL).join("rollout.toml"),
+        "production = \"4.0.0\"\nshadows = [\"5.0.0\", \"6.0.0\"]\n",
+    )
+    .unwrap();
+    let server = TestServer::start_with(config(&models)).await;
+    let refused = set_rollout(&server, "4.0.0", "", 0.0, &["5.0.0", "6.0.0"])
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(
+        refused
+            .message()
+            .starts_with("shadows: caravan-lgbm 6.0.0 takes special-category data"),
+        "{refused:?}"
+    );
+    let mut request = caravan_request();
+    request.subject_id = "young".into();
+    request.context.as_mut().unwrap().age_status = pb::AgeStatus::Minor as i32;
+    let live = server.score_one(request).await;
+    let masked = &live.provenance.as_ref().unwrap().masked_features;
+    assert!(!masked.iter().any(|f| f == "MGEMOMV"), "{masked:?}");
+    let mut client = admin(&server).await;
+    let outputs = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let got = client
+                .get_shadow_outputs(pb::GetShadowOutputsRequest {
+                    decision_id: live.decision_id.clone(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            if !got.outputs.is_empty() {
+                return got.outputs;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the shadow output is recorded");
+    let versions: Vec<&str> = outputs
+        .iter()
+        .map(|o| o.model.as_ref().unwrap().version.as_str())
+        .collect();
+    assert_eq!(
+        versions,
+        ["5.0.0"],
+        "the special-category version is never scored"
+    );
+    let feature = outputs[0]
+        .attribution
+        .as_ref()
+        .unwrap()
+        .features
+        .iter()
+        .find(|f| f.name == "MGEMOMV")
+        .unwrap();
+    assert!(
+        feature.masked,
+        "a minor's precise location reached the shadow"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shadow_outputs_are_recorded_never_returned() {
     let (_tmp, models) = models_folder();

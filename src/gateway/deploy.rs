@@ -135,10 +135,19 @@ impl Gateway {
             .chain(change.canary.iter().map(|c| ("canary", &c.version)))
             .chain(change.shadows.iter().map(|v| ("shadows", v)));
         for (field, v) in named {
-            if !served.versions.contains_key(v) {
+            let Some(package) = served.versions.get(v) else {
                 return Err(Error::FailedPrecondition(format!(
                     "{field}: {} {v} is not loaded; load it first",
                     change.model
+                )));
+            };
+            // Every version a rollout names scores production's requests,
+            // live or in the shadow: none may take special-category data.
+            if !package.special_categories.is_empty() {
+                return Err(Error::FailedPrecondition(format!(
+                    "{field}: {} {v} takes special-category data ({}), which no ad decision may use",
+                    change.model,
+                    package.special_categories.join(", ")
                 )));
             }
         }
@@ -214,6 +223,7 @@ impl Gateway {
         };
         let registry = Arc::new(registry);
         self.keep_packages(&registry).await;
+        super::shadow::warn_unscored(&registry);
         self.registry.store(Some(registry));
         for id in &reloaded.loaded {
             tracing::info!(model = %id.name, version = %id.version, sha256 = %id.sha256, "model deployed");

@@ -34,8 +34,8 @@ use crate::{
     },
     config::Config,
     consent::{
-        Jurisdiction, Signals,
-        ledger::{Ledger, LedgerRef},
+        Decoded, Jurisdiction, Signals,
+        ledger::{Ledger, LedgerRef, PurposeState},
         policy::{self, Evaluation, Policy, Provenance, Settings, Tier},
         service::Consents,
     },
@@ -171,6 +171,25 @@ pub enum ExplanationStatus {
     Deferred,
     OnRequest,
     NotApplicable,
+}
+
+/// What a decision's consent was judged from: the request's signals and
+/// the person's ledger state at that moment.
+pub(super) struct Judged {
+    signals: Decoded,
+    state: Arc<Vec<PurposeState>>,
+}
+
+impl Judged {
+    /// `package`'s own verdict under the same signals and state, at `at_ms`.
+    pub(super) fn evaluate(
+        &self,
+        policy: &Policy,
+        package: &ModelPackage,
+        at_ms: i64,
+    ) -> Evaluation {
+        policy.evaluate(package.schema.columns(), &self.signals, &self.state, at_ms)
+    }
 }
 
 /// The gateway's shared state: the model registry, the inference pools, the
@@ -468,6 +487,7 @@ impl Gateway {
         }
         let registry = Arc::new(registry);
         self.keep_packages(&registry).await;
+        shadow::warn_unscored(&registry);
         self.registry.store(Some(registry));
         if self.config.watch_models {
             self.watch_models()?;
@@ -605,7 +625,8 @@ impl Gateway {
             request.placements
         };
         let decided_at = SystemTime::now();
-        let (evaluation, provenance) = self.judge(&package, request.subject, subject_ref).await?;
+        let (evaluation, provenance, judged) =
+            self.judge(&package, request.subject, subject_ref).await?;
         let decisions = self
             .decide(
                 package.clone(),
@@ -627,6 +648,7 @@ impl Gateway {
             &request.rows,
             &decisions,
             &request.audit,
+            &judged,
         );
         Ok(decisions)
     }
@@ -640,6 +662,7 @@ impl Gateway {
         rows: &[FeatureRow],
         decisions: &[Decision],
         audit: &AuditAttributes,
+        judged: &Judged,
     ) {
         if let Some(threshold) = package.manifest.model.output.decision_threshold
             && !audit.is_empty()
@@ -648,17 +671,19 @@ impl Gateway {
             self.fairness
                 .observe(package.name(), threshold, audit, &scores, now_ms());
         }
-        self.shadow(selector, package, rows, decisions);
+        self.shadow(selector, package, rows, decisions, judged);
     }
 
     /// Evaluates consent for a subject and this model, and records the
-    /// inline signals as evidence: everything the decision will rest on.
+    /// inline signals as evidence: everything the decision will rest on,
+    /// and what it was judged from, for the shadow versions to be judged
+    /// from too.
     async fn judge(
         &self,
         package: &ModelPackage,
         subject: Subject,
         subject_ref: Option<String>,
-    ) -> Result<(Evaluation, Arc<Provenance>), Error> {
+    ) -> Result<(Evaluation, Arc<Provenance>, Judged), Error> {
         let started = Instant::now();
         let signals = subject.signals.decode()?;
         let ledger = self.consents.ledger();
@@ -706,14 +731,14 @@ impl Gateway {
                 .map(|&i| columns[i].name.clone())
                 .collect(),
             ledger_records,
-            signals_hash: signals.hash,
+            signals_hash: signals.hash.clone(),
             policy_version: self.policy.version().to_owned(),
             policy_hash: self.policy.hash().to_owned(),
             model_sha256: package.sha256.clone(),
             subject_ref,
         };
         self.metrics.stage(Stage::Consent, started);
-        Ok((evaluation, Arc::new(provenance)))
+        Ok((evaluation, Arc::new(provenance), Judged { signals, state }))
     }
 
     /// Scores and attributes rows outside any decision: what-if analysis for

@@ -11,7 +11,7 @@ use std::sync::{Arc, Weak};
 
 use tokio::sync::mpsc;
 
-use super::{Decision, Gateway, ModelIdentity, attribute::Urgency};
+use super::{Decision, Gateway, Judged, ModelIdentity, Tier, attribute::Urgency};
 use crate::{
     decisions::{
         Explanation,
@@ -41,7 +41,8 @@ pub struct DriftReport {
 
 pub(super) struct ShadowJob {
     live: Arc<ModelPackage>,
-    shadows: Vec<Arc<ModelPackage>>,
+    /// Each shadow version with the features its own consent verdict masks.
+    shadows: Vec<(Arc<ModelPackage>, Vec<String>)>,
     rows: Vec<FeatureRow>,
     decisions: Vec<Decision>,
 }
@@ -54,6 +55,7 @@ impl Gateway {
         live: &Arc<ModelPackage>,
         rows: &[FeatureRow],
         decisions: &[Decision],
+        judged: &Judged,
     ) {
         // Shadows follow production traffic; a call that pinned a version
         // (or the canary) is not production's.
@@ -71,6 +73,28 @@ impl Gateway {
                 .model(live.name())
                 .is_ok_and(|m| &m.default != live.version())
         {
+            return;
+        }
+        // Each shadow is judged as a live call to it would be, at the same
+        // moment: its manifest may declare other data categories.
+        let at_ms = decisions[0].decided_at_ms();
+        let shadows: Vec<_> = shadows
+            .into_iter()
+            .filter_map(|package| {
+                let verdict = judged.evaluate(&self.policy, &package, at_ms);
+                if verdict.tier == Tier::Refused {
+                    return None;
+                }
+                let columns = package.schema.columns();
+                let masked = verdict
+                    .masked
+                    .iter()
+                    .map(|&i| columns[i].name.clone())
+                    .collect();
+                Some((package, masked))
+            })
+            .collect();
+        if shadows.is_empty() {
             return;
         }
         let job = ShadowJob {
@@ -124,7 +148,7 @@ impl Gateway {
             .rows
             .iter()
             .any(|r| matches!(r, FeatureRow::Positional(_)));
-        for package in &job.shadows {
+        for (package, masked) in &job.shadows {
             // Positional values mean the live version's column order.
             let same_columns = || {
                 let names = |p: &ModelPackage| -> Vec<String> {
@@ -360,6 +384,13 @@ fn encode(
         }
     }
     Ok((out, positions))
+}
+
+/// Says which shadow versions a new registry's rollouts name in vain.
+pub(super) fn warn_unscored(registry: &crate::models::Registry) {
+    for p in registry.unscored_shadows() {
+        tracing::warn!(model = %p.name(), version = %p.version(), "the rollout names this version as a shadow, but it takes special-category data, which no ad decision may use: it scores nothing");
+    }
 }
 
 /// Runs queued shadow work until the gateway is gone.

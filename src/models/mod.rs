@@ -565,13 +565,30 @@ impl Registry {
     }
 
     /// The versions scoring in the shadow of `name`'s production traffic.
+    /// The shadow versions of `name` that may score its requests: one that
+    /// takes special-category data never does (SetRollout refuses to name
+    /// it; a hand-edited `rollout.toml` may, and [`Registry::unscored_shadows`]
+    /// says so).
     pub fn shadows(&self, name: &str) -> Vec<Arc<ModelPackage>> {
         self.models.get(name).map_or_else(Vec::new, |m| {
             m.rollout
                 .shadows
                 .iter()
-                .filter_map(|v| m.versions.get(v).cloned())
+                .filter_map(|v| m.versions.get(v))
+                .filter(|p| p.special_categories.is_empty())
+                .cloned()
                 .collect()
+        })
+    }
+
+    /// The shadow versions a rollout names that [`Registry::shadows`]
+    /// leaves out, for a warning.
+    pub fn unscored_shadows(&self) -> impl Iterator<Item = &ModelPackage> {
+        self.models.values().flat_map(|m| {
+            (m.rollout.shadows.iter())
+                .filter_map(|v| m.versions.get(v))
+                .filter(|p| !p.special_categories.is_empty())
+                .map(|p| &**p)
         })
     }
 
