@@ -470,8 +470,10 @@ impl Policy {
 
     /// One purpose's status: the TC string's signal, unless the ledger holds
     /// a later record for it, which then wins. A record that grants cannot
-    /// lift a publisher's "not allowed" restriction on this vendor: that is
-    /// the publisher's choice, which the person's consent does not change.
+    /// lift a publisher's restriction on this vendor ("not allowed", or
+    /// "require consent" against a record on legitimate interest, and the
+    /// reverse): that is the publisher's choice, which the person's consent
+    /// does not change.
     ///
     /// Two records hold against any string, however dated:
     /// - an objection (GDPR Art. 21): once a person objects to direct
@@ -496,10 +498,17 @@ impl Policy {
         // more restrictive of the two counts.
         const DAY_MS: i64 = 24 * 3600 * 1000;
         let tc_basis = tc.map(|t| t.bases(self.settings.tcf_vendor_id, id).preferred());
-        let forbidden = tc.is_some_and(|t| t.forbids(self.settings.tcf_vendor_id, id));
+        // A record that grants on a basis the publisher does not leave our
+        // vendor cannot stand against the string.
+        let restricted = |r: &PurposeState| {
+            r.status_at(now_ms).permits()
+                && tc.is_some_and(|t| {
+                    !t.publisher_allows(self.settings.tcf_vendor_id, id, r.legal_basis)
+                })
+        };
         let ledger_wins = match (tc, recorded) {
             (_, None) => false,
-            (_, Some(r)) if forbidden && r.status_at(now_ms).permits() => false,
+            (_, Some(r)) if restricted(r) => false,
             (None, Some(_)) => true,
             (Some(_), Some(r)) if r.status_at(now_ms) == Status::Objected => true,
             (Some(_), Some(r))
@@ -595,9 +604,17 @@ impl<'a> TcSignals<'a> {
             .unwrap_or_default()
     }
 
-    /// Whether a publisher forbids `vendor` the purpose in either string.
-    fn forbids(&self, vendor: Option<u16>, purpose: u8) -> bool {
-        vendor.is_some_and(|v| self.strings().any(|t| t.forbids(v, purpose)))
+    /// Whether the publisher's restrictions in both strings leave `vendor`
+    /// the purpose on `basis`; without our vendor id none is read.
+    fn publisher_allows(&self, vendor: Option<u16>, purpose: u8, basis: LegalBasis) -> bool {
+        let Some(v) = vendor else { return true };
+        self.strings().all(|t| {
+            let allowed = t.publisher_allows(v, purpose);
+            match basis {
+                LegalBasis::Consent => allowed.consent,
+                LegalBasis::LegitimateInterest => allowed.legitimate_interest,
+            }
+        })
     }
 
     fn special_feature(&self, id: u8) -> bool {
@@ -1424,6 +1441,24 @@ mod tests {
             source(&forbidden, 1),
             (PurposeStatus::Granted, Source::Ledger)
         );
+        // "Require consent" leaves no room for a record on legitimate
+        // interest; the same record on consent stands.
+        let consent_only = Tc {
+            purposes: vec![1],
+            restrictions: vec![(2, 1, vec![VENDOR])],
+            ..yesterday.clone()
+        }
+        .encode();
+        let mut on_li = ledger.clone();
+        on_li[1].legal_basis = LegalBasis::LegitimateInterest;
+        let kept = judge_with("DE", None, Some(consent_only.clone()), None, &on_li);
+        assert_eq!(
+            source(&kept, 2),
+            (PurposeStatus::NotGranted, Source::TcString)
+        );
+        assert_eq!(kept.tier, Tier::Refused);
+        let lifted = judge_with("DE", None, Some(consent_only), None, &ledger);
+        assert_eq!(source(&lifted, 2), (PurposeStatus::Granted, Source::Ledger));
     }
 
     #[test]

@@ -342,10 +342,24 @@ impl TcString {
             consent: consent_purpose && self.vendor_consents.contains(vendor),
             legitimate_interest: li_purpose && self.vendor_legitimate_interests.contains(vendor),
         };
+        unrestricted.and(self.publisher_allows(vendor, purpose))
+    }
+
+    /// The bases the publisher's restrictions leave `vendor` for `purpose`,
+    /// whatever the person chose: none under "not allowed", consent only
+    /// under "require consent", legitimate interest only under "require
+    /// legitimate interest". A basis recorded elsewhere (the ledger) needs
+    /// this leave too: a restriction is the publisher's choice for this
+    /// vendor, which the person's choice does not change.
+    pub fn publisher_allows(&self, vendor: u16, purpose: u8) -> Bases {
+        let any = Bases {
+            consent: true,
+            legitimate_interest: true,
+        };
         self.publisher_restrictions
             .iter()
             .filter(|r| r.purpose == purpose && r.covers(vendor))
-            .fold(unrestricted, |bases, r| match r.restriction {
+            .fold(any, |bases, r| match r.restriction {
                 RestrictionType::NotAllowed => Bases::default(),
                 RestrictionType::RequireConsent => Bases {
                     legitimate_interest: false,
@@ -356,15 +370,6 @@ impl TcString {
                     ..bases
                 },
             })
-    }
-
-    /// Whether the publisher forbids `vendor` the purpose outright (a "not
-    /// allowed" restriction): no consent recorded elsewhere can lift it, since
-    /// it is the publisher's choice for this vendor, not the person's.
-    pub fn forbids(&self, vendor: u16, purpose: u8) -> bool {
-        self.publisher_restrictions.iter().any(|r| {
-            r.purpose == purpose && r.covers(vendor) && r.restriction == RestrictionType::NotAllowed
-        })
     }
 
     pub fn special_feature(&self, id: u8) -> bool {
@@ -819,19 +824,21 @@ mod tests {
         for kinds in [[1, 0], [0, 1], [2, 0]] {
             let tc = restricted(kinds.iter().map(|&k| (2, k, vec![VENDOR])).collect());
             assert_eq!(tc.bases(Some(VENDOR), 2), Bases::default(), "{kinds:?}");
-            assert!(tc.forbids(VENDOR, 2), "{kinds:?}");
+            assert_eq!(
+                tc.publisher_allows(VENDOR, 2),
+                Bases::default(),
+                "{kinds:?}"
+            );
         }
         let contradictory = restricted(vec![(2, 1, vec![VENDOR]), (2, 2, vec![VENDOR])]);
         assert_eq!(contradictory.bases(Some(VENDOR), 2), Bases::default());
-        assert!(!contradictory.forbids(VENDOR, 2));
-        assert_eq!(
-            restricted(vec![(2, 1, vec![VENDOR])]).bases(Some(VENDOR), 2),
-            consent
-        );
-        assert_eq!(
-            restricted(vec![(2, 2, vec![VENDOR])]).bases(Some(VENDOR), 2),
-            li
-        );
+        assert_eq!(contradictory.publisher_allows(VENDOR, 2), Bases::default());
+        let require_consent = restricted(vec![(2, 1, vec![VENDOR])]);
+        assert_eq!(require_consent.bases(Some(VENDOR), 2), consent);
+        assert_eq!(require_consent.publisher_allows(VENDOR, 2), consent);
+        let require_li = restricted(vec![(2, 2, vec![VENDOR])]);
+        assert_eq!(require_li.bases(Some(VENDOR), 2), li);
+        assert_eq!(require_li.publisher_allows(VENDOR, 2), li);
         // Restrictions on another vendor or purpose change nothing here.
         let elsewhere = restricted(vec![(2, 0, vec![VENDOR + 1]), (3, 0, vec![VENDOR])]);
         assert_eq!(
@@ -841,7 +848,11 @@ mod tests {
                 legitimate_interest: true
             }
         );
-        assert!(elsewhere.forbids(VENDOR, 3) && !elsewhere.forbids(VENDOR, 2));
+        assert_eq!(elsewhere.publisher_allows(VENDOR, 3), Bases::default());
+        assert_eq!(
+            elsewhere.publisher_allows(VENDOR, 2),
+            elsewhere.bases(Some(VENDOR), 2)
+        );
 
         let undisclosed = decode(Tc {
             disclosed: Some(vec![VENDOR + 1]),
