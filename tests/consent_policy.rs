@@ -868,6 +868,35 @@ async fn a_known_persons_gpc_outlives_the_request() {
         "{:?}",
         provenance(&back).ledger_records
     );
+
+    // The remembered opt-out is cited whatever else the ledger says: here
+    // the person also withdrew purposes 1 to 11, whose records the other
+    // purposes cite.
+    score(&mut scoring, "caravan-lgbm", "quinn", &with_gpc).await;
+    consent
+        .withdraw_consent(pb::WithdrawConsentRequest {
+            subject_id: "quinn".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let withdrawn = score(&mut scoring, "caravan-lgbm", "quinn", &ctx("US")).await;
+    let p = provenance(&withdrawn);
+    assert!(fired(&withdrawn, "ledger.sale_sharing_opt_out"));
+    let twelve = p
+        .purposes
+        .iter()
+        .find(|o| o.tcf_purpose == 12)
+        .expect("12 cited");
+    assert_eq!(
+        (twelve.status.as_str(), twelve.source.as_str()),
+        ("opted_out", "ledger")
+    );
+    assert!(
+        p.ledger_records.iter().any(|r| r.seq == twelve.record_seq),
+        "{:?}",
+        p.ledger_records
+    );
 }
 
 /// Withdrawing (or refusing) purpose 12 through the consent API opts the
@@ -915,7 +944,9 @@ async fn withdrawing_or_refusing_sale_and_sharing_opts_out() {
             .iter()
             .filter(|o| o.status == "opted_out")
             .collect();
-        assert_eq!(opted.len(), 2, "{subject}: {:?}", p.purposes);
+        // Purposes 3 and 4, and the sale-or-sharing choice itself (12).
+        assert_eq!(opted.len(), 3, "{subject}: {:?}", p.purposes);
+        assert!(opted.iter().any(|o| o.tcf_purpose == 12), "{subject}");
         assert!(
             opted
                 .iter()

@@ -959,27 +959,28 @@ fn us<'l>(
                 }
             }
         })
-        // A sale or sharing the person allowed in the ledger (after an
-        // earlier opt-out, say) is what the decision rests on too: cited,
-        // the provenance shows why a remembered opt-out no longer holds.
-        .chain(
-            recorded(SALE_OR_SHARING)
-                .filter(|r| !opts_out(r.status_at(now_ms)))
-                .map(|r| PurposeOutcome {
-                    tcf_id: SALE_OR_SHARING,
-                    dpv: purposes::info(SALE_OR_SHARING)
-                        .map_or("", |p| p.dpv)
-                        .to_owned(),
-                    status: if r.status_at(now_ms) == Status::Expired {
-                        PurposeStatus::Expired
-                    } else {
-                        PurposeStatus::Granted
-                    },
-                    legal_basis: Some(r.legal_basis),
-                    source: Source::Ledger,
-                    record: Some(r.record.clone()),
-                }),
-        )
+        // The person's sale-or-sharing choice in the ledger is what the
+        // decision rests on too, cited either way: a remembered opt-out
+        // (which masked the cross-context features above), or a sale or
+        // sharing they allowed after one, which shows why it no longer
+        // holds.
+        .chain(recorded(SALE_OR_SHARING).map(|r| {
+            let status = r.status_at(now_ms);
+            PurposeOutcome {
+                tcf_id: SALE_OR_SHARING,
+                dpv: purposes::info(SALE_OR_SHARING)
+                    .map_or("", |p| p.dpv)
+                    .to_owned(),
+                status: match status {
+                    s if opts_out(s) => PurposeStatus::OptedOut,
+                    Status::Expired => PurposeStatus::Expired,
+                    _ => PurposeStatus::Granted,
+                },
+                legal_basis: (!opts_out(status)).then_some(r.legal_basis),
+                source: Source::Ledger,
+                record: Some(r.record.clone()),
+            }
+        }))
         .collect()
 }
 
