@@ -702,6 +702,14 @@ async fn malformed_signals_are_invalid_arguments_naming_the_field() {
             },
             "context.jurisdiction_country",
         ),
+        // Reserved, not assigned: no country's law applies to "UK".
+        (
+            pb::RequestContext {
+                jurisdiction_country: "UK".into(),
+                ..Default::default()
+            },
+            "context.jurisdiction_country: \"UK\" is not an assigned ISO 3166-1 alpha-2 code such as \"DE\" or \"US\"; the United Kingdom is \"GB\"",
+        ),
         (
             pb::RequestContext {
                 jurisdiction_region: "CA".into(),

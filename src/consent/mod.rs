@@ -37,6 +37,28 @@ impl SignalError {
 }
 
 /// Where the person is, as the publisher determined it.
+/// ISO 3166-1 alpha-2: the officially assigned codes (249, as pycountry
+/// 26.2.16 lists them). A code reserved but not assigned ("UK", "EL",
+/// "EU") names no country whose law applies.
+const COUNTRIES: [&str; 249] = [
+    "AD", "AE", "AF", "AG", "AI", "AL", "AM", "AO", "AQ", "AR", "AS", "AT", "AU", "AW", "AX", "AZ",
+    "BA", "BB", "BD", "BE", "BF", "BG", "BH", "BI", "BJ", "BL", "BM", "BN", "BO", "BQ", "BR", "BS",
+    "BT", "BV", "BW", "BY", "BZ", "CA", "CC", "CD", "CF", "CG", "CH", "CI", "CK", "CL", "CM", "CN",
+    "CO", "CR", "CU", "CV", "CW", "CX", "CY", "CZ", "DE", "DJ", "DK", "DM", "DO", "DZ", "EC", "EE",
+    "EG", "EH", "ER", "ES", "ET", "FI", "FJ", "FK", "FM", "FO", "FR", "GA", "GB", "GD", "GE", "GF",
+    "GG", "GH", "GI", "GL", "GM", "GN", "GP", "GQ", "GR", "GS", "GT", "GU", "GW", "GY", "HK", "HM",
+    "HN", "HR", "HT", "HU", "ID", "IE", "IL", "IM", "IN", "IO", "IQ", "IR", "IS", "IT", "JE", "JM",
+    "JO", "JP", "KE", "KG", "KH", "KI", "KM", "KN", "KP", "KR", "KW", "KY", "KZ", "LA", "LB", "LC",
+    "LI", "LK", "LR", "LS", "LT", "LU", "LV", "LY", "MA", "MC", "MD", "ME", "MF", "MG", "MH", "MK",
+    "ML", "MM", "MN", "MO", "MP", "MQ", "MR", "MS", "MT", "MU", "MV", "MW", "MX", "MY", "MZ", "NA",
+    "NC", "NE", "NF", "NG", "NI", "NL", "NO", "NP", "NR", "NU", "NZ", "OM", "PA", "PE", "PF", "PG",
+    "PH", "PK", "PL", "PM", "PN", "PR", "PS", "PT", "PW", "PY", "QA", "RE", "RO", "RS", "RU", "RW",
+    "SA", "SB", "SC", "SD", "SE", "SG", "SH", "SI", "SJ", "SK", "SL", "SM", "SN", "SO", "SR", "SS",
+    "ST", "SV", "SX", "SY", "SZ", "TC", "TD", "TF", "TG", "TH", "TJ", "TK", "TL", "TM", "TN", "TO",
+    "TR", "TT", "TV", "TW", "TZ", "UA", "UG", "UM", "US", "UY", "UZ", "VA", "VC", "VE", "VG", "VI",
+    "VN", "VU", "WF", "WS", "YE", "YT", "ZA", "ZM", "ZW",
+];
+
 /// ISO 3166-2:US: the 50 states, the District of Columbia and the outlying
 /// areas.
 const US_SUBDIVISIONS: [&str; 57] = [
@@ -65,9 +87,16 @@ impl Jurisdiction {
 
     /// Checks the codes' shape; errors name the request field.
     pub fn check(&self) -> Result<(), SignalError> {
-        if self.country.len() != 2 || !self.country.bytes().all(|b| b.is_ascii_uppercase()) {
+        if !COUNTRIES.contains(&self.country.as_str()) {
+            // The codes people reach for that ISO keeps reserved.
+            let hint = match self.country.as_str() {
+                "UK" => "; the United Kingdom is \"GB\"",
+                "EL" => "; Greece is \"GR\"",
+                "EU" => "; name the person's own country",
+                _ => "",
+            };
             return Err(SignalError::new(format!(
-                "context.jurisdiction_country: {:?} is not an ISO 3166-1 alpha-2 code such as \"DE\" or \"US\"",
+                "context.jurisdiction_country: {:?} is not an assigned ISO 3166-1 alpha-2 code such as \"DE\" or \"US\"{hint}",
                 self.country
             )));
         }
