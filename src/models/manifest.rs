@@ -537,6 +537,21 @@ impl Manifest {
                     "must describe the feature in plain language",
                 ));
             }
+            // A proxy is read only for what the policy must keep back
+            // beyond the feature's own category: any other value would be
+            // taken and then ignored.
+            if let Some(proxy) = f.proxy_for
+                && !proxy.is_special()
+                && proxy != DataCategory::PreciseGeolocation
+            {
+                return Err(FieldError::new(
+                    at("proxy_for"),
+                    format!(
+                        "{:?} is neither a special category nor precise_geolocation, the only categories a proxy is declared for; give what the feature is as its category",
+                        proxy.as_str()
+                    ),
+                ));
+            }
             match f.kind {
                 FeatureType::Categorical => {
                     if f.categories.is_empty() {
@@ -757,6 +772,24 @@ source = "zip_code_aggregate"
 
         let measurement = religion.replace("[\"personalised_advertising\"]", "[\"measurement\"]");
         assert!(Manifest::from_toml(&measurement).is_ok());
+    }
+
+    /// A proxy is declared for a special category or a precise location;
+    /// any other would be taken and ignored.
+    #[test]
+    fn a_proxy_for_an_ordinary_category_is_refused() {
+        let declare = |proxy: &str| {
+            MINIMAL.replace(
+                "category = \"education\"",
+                &format!("category = \"education\"\nproxy_for = \"{proxy}\""),
+            )
+        };
+        for ordinary in ["browsing_activity", "age", "contextual"] {
+            let err = Manifest::from_toml(&declare(ordinary)).unwrap_err();
+            assert_eq!(err.field, "features[1].proxy_for", "{ordinary}: {err}");
+            assert!(err.message.contains(ordinary), "{err}");
+        }
+        assert!(Manifest::from_toml(&declare("precise_geolocation")).is_ok());
     }
 
     #[test]
