@@ -70,7 +70,7 @@ pub enum StoreError {
     #[error("an explanation cannot be recorded before the input key that seals it is set")]
     NoInputKey,
     #[error(
-        "the person objected to purpose {tcf_id} (record {record_id}, made by {author}); an ad system cannot change that: only the person's own token, or support acting for them, can"
+        "purpose {tcf_id} is under an objection (record {record_id}, made by {author}) that an ad system cannot change: only the person's own token, or staff acting for them (support, admin), can"
     )]
     ObjectionStands {
         tcf_id: u8,

@@ -818,10 +818,13 @@ async fn an_ad_system_cannot_lift_the_persons_own_objection() {
     assert!(
         refused
             .message()
-            .starts_with("purposes[2]: the person objected to purpose 3"),
+            .starts_with("purposes[2]: purpose 3 is under an objection"),
         "{refused:?}"
     );
-    assert!(refused.message().contains("made by subject"), "{refused:?}");
+    assert!(
+        refused.message().contains("made by the person)"),
+        "{refused:?}"
+    );
     // Nor by first putting something weaker in its place: a withdrawal or
     // a refusal of the purpose leaves the objection as it is.
     let scorer = |purposes: Vec<u32>, kind| withdraw("key-scorer", purposes, kind);
@@ -837,7 +840,7 @@ async fn an_ad_system_cannot_lift_the_persons_own_objection() {
         assert!(
             alone
                 .message()
-                .starts_with("tcf_purposes[0]: the person objected to purpose 3"),
+                .starts_with("tcf_purposes[0]: purpose 3 is under an objection"),
             "{alone:?}"
         );
     }

@@ -1108,9 +1108,14 @@ async fn a_state_section_alone_is_applied() {
     request.context = Some(with("BVkAABA"));
     let d = decide(&mut client, request.clone()).await;
     assert_eq!(tier(&d), pb::Tier::Contextual);
+    // The opt-out is also remembered for this known person, and the
+    // record names both.
     assert_eq!(
         provenance(&d).rules_fired,
-        ["us.sale_sharing_targeting_opt_out"]
+        [
+            "us.sale_sharing_targeting_opt_out",
+            "ledger.sale_sharing_opt_out"
+        ]
     );
     assert!(masked(&d, ZIP_FEATURE) && !masked(&d, OWN_FEATURE));
 

@@ -992,6 +992,10 @@ fn standing_objection(
         Some(Receipt {
             recorded_by: Some(by),
             ..
+        }) if by.role == "subject" => "the person".to_owned(),
+        Some(Receipt {
+            recorded_by: Some(by),
+            ..
         }) => by.role,
         Some(r) if r.collection.method == BROWSER_SIGNAL => return Ok(None),
         Some(_) => "an author the record does not name".to_owned(),

@@ -244,7 +244,9 @@ struct Verdict<'a> {
 }
 
 impl Verdict<'_> {
-    /// Masks the features `pick` selects, and records `rule` if it masked any.
+    /// Masks the features `pick` selects, and records `rule` if the model
+    /// has any: also when an earlier rule masked them already, so that the
+    /// record shows every protection that applied (a minor's among them).
     fn mask(&mut self, rule: &'static str, pick: impl Fn(FeatureUse) -> bool) {
         self.mask_features(rule, |spec| pick(FeatureUse::of(spec)));
     }
@@ -253,12 +255,12 @@ impl Verdict<'_> {
     fn mask_features(&mut self, rule: &'static str, pick: impl Fn(&FeatureSpec) -> bool) {
         let mut fired = false;
         for (i, spec) in self.features.iter().enumerate() {
-            if pick(spec) && !self.masked[i] {
+            if pick(spec) {
                 self.masked[i] = true;
                 fired = true;
             }
         }
-        if fired {
+        if fired && !self.rules.contains(&rule) {
             self.rules.push(rule);
         }
     }
@@ -1183,13 +1185,21 @@ mod tests {
         // A notice not provided, whatever the opt-out reads (the MSPA
         // specifications have it read 0 then), or "did not opt out" under
         // a notice that is not applicable.
-        for (notice, opt_out) in [(2, 0), (2, 2), (0, 2)] {
+        // A notice of 0 also says no targeting happens, a rule of its own.
+        for (notice, opt_out, rules) in [
+            (2, 0, &["us.opt_out_notice_missing"][..]),
+            (2, 2, &["us.opt_out_notice_missing"]),
+            (
+                0,
+                2,
+                &[
+                    "us.opt_out_notice_missing",
+                    "us.targeted_advertising_not_applicable",
+                ],
+            ),
+        ] {
             let untold = judged(&usnat_with(notice, opt_out, 0));
-            assert_eq!(
-                untold.rules,
-                ["us.opt_out_notice_missing"],
-                "{notice} {opt_out}"
-            );
+            assert_eq!(untold.rules, rules, "{notice} {opt_out}");
             assert!(untold.masked.contains(&2), "{notice} {opt_out}");
         }
         // Nothing sold, shared or targeted, so nothing to be told; but then
@@ -1261,6 +1271,36 @@ mod tests {
     }
 
     const CONFLICT: &str = "tcf.conflicting_signals_stricter_applied";
+
+    /// A minor's protection is on record even where another rule masked
+    /// the profile first: the record shows every rule that applied.
+    #[test]
+    fn every_rule_that_applies_is_on_record() {
+        let only_ads = Tc {
+            purposes: vec![1, 2],
+            ..Tc::granted(now())
+        };
+        let signals = Signals {
+            jurisdiction: Some(Jurisdiction {
+                country: "DE".into(),
+                region: None,
+            }),
+            tc_string: Some(only_ads.encode()),
+            age: crate::consent::AgeStatus::Minor,
+            ..Signals::default()
+        }
+        .decode()
+        .unwrap();
+        let e = Policy::new(Settings {
+            tcf_vendor_id: Some(VENDOR),
+            unknown_jurisdiction: UnknownJurisdiction::Refuse,
+        })
+        .evaluate(&features(), &signals, &[], now());
+        for rule in ["tcf.personalised_ads_not_granted", "dsa.art28_minor"] {
+            assert!(e.rules.contains(&rule), "{rule}: {:?}", e.rules);
+        }
+        assert_eq!(e.tier, Tier::Contextual);
+    }
 
     /// GDPR applies in the parts of the EU with country codes of their own.
     #[test]
@@ -1365,7 +1405,16 @@ mod tests {
         };
         let purchases = granted(&["first_party_purchase_history"]);
         let e = judge_with("DE", None, None, None, &purchases);
-        assert_eq!(e.rules, ["ledger.consent_limited_to_categories"], "{e:?}");
+        // Without a TC string the location has no special-feature opt-in
+        // either: both rules that keep it back are on record.
+        assert_eq!(
+            e.rules,
+            [
+                "ledger.consent_limited_to_categories",
+                "tcf.special_feature_1_not_opted_in"
+            ],
+            "{e:?}"
+        );
         // The zip-code demographics and the location are masked; the page
         // and the purchases are not.
         assert_eq!(e.masked, [2, 3], "{e:?}");
