@@ -568,17 +568,11 @@ async fn purge(gateway: Weak<Gateway>, every: Duration) {
             Ok(n) => tracing::info!(decisions = n, "purged decisions past their retention"),
             Err(e) => tracing::warn!(error = %e, "retention purge failed"),
         }
-        // A deploy keeps its packages' copies before it serves them: while
-        // one runs, a copy may be about to serve and yet cited by nothing.
-        let deploying = g.deploying.lock().await;
-        let pruning = g.clone();
-        let pruned = tokio::task::spawn_blocking(move || pruning.prune_archive()).await;
-        drop(deploying);
+        let pruned = g.prune_archive().await;
         match pruned {
-            Ok(Ok(0)) => {}
-            Ok(Ok(n)) => tracing::info!(artefacts = n, "removed package copies no decision cites"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "pruning the package copies failed"),
-            Err(e) => tracing::warn!(error = %e, "pruning the package copies panicked"),
+            Ok(0) => {}
+            Ok(n) => tracing::info!(artefacts = n, "removed package copies no decision cites"),
+            Err(e) => tracing::warn!(error = %e, "pruning the package copies failed"),
         }
     }
 }
@@ -606,26 +600,51 @@ impl Gateway {
     }
 
     /// Removes the package copies that no recorded decision or shadow
-    /// output cites and no loaded version is. Blocks.
-    fn prune_archive(&self) -> Result<usize, Error> {
-        let mut cited: std::collections::HashSet<String> = self.store.read(|c| {
-            let mut stmt = c.prepare(
-                "SELECT model_sha256 FROM decisions UNION SELECT model_sha256 FROM shadow_outputs",
-            )?;
-            let shas = stmt
-                .query_map([], |r| r.get(0))?
-                .collect::<Result<_, _>>()?;
-            Ok(shas)
-        })?;
-        if let Ok(registry) = self.registry() {
-            cited.extend(
-                registry
-                    .models()
-                    .flat_map(|(_, m)| m.versions.values().map(|p| p.sha256.clone())),
-            );
-        }
-        self.archive
-            .prune(&cited)
+    /// output cites and no loaded version is.
+    async fn prune_archive(&self) -> Result<usize, Error> {
+        let blocking =
+            |e: tokio::task::JoinError| Error::Internal(format!("pruning panicked: {e}"));
+        let loaded = |cited: &mut std::collections::HashSet<String>| {
+            if let Ok(registry) = self.registry() {
+                cited.extend(
+                    registry
+                        .models()
+                        .flat_map(|(_, m)| m.versions.values().map(|p| p.sha256.clone())),
+                );
+            }
+        };
+        // The scan of the record runs before the deploy lock is taken, so
+        // that deploys do not wait for it. What it cannot see is cited
+        // otherwise: the versions loaded when it began (their decisions
+        // during it) and at its end, and copies made since it began are
+        // left for the next purge.
+        let since = std::time::SystemTime::now();
+        let mut at_start = std::collections::HashSet::new();
+        loaded(&mut at_start);
+        let store = self.store.clone();
+        let mut cited: std::collections::HashSet<String> =
+            tokio::task::spawn_blocking(move || {
+                store.read(|c| {
+                    let mut stmt = c.prepare(
+                        "SELECT model_sha256 FROM decisions UNION SELECT model_sha256 FROM shadow_outputs",
+                    )?;
+                    let shas = stmt
+                        .query_map([], |r| r.get(0))?
+                        .collect::<Result<_, _>>()?;
+                    Ok(shas)
+                })
+            })
+            .await
+            .map_err(blocking)??;
+        // A deploy keeps its packages' copies before it serves them: while
+        // one runs, a copy may be about to serve and yet cited by nothing.
+        let _deploying = self.deploying.lock().await;
+        cited.extend(at_start);
+        loaded(&mut cited);
+        let archive = self.archive.clone();
+        tokio::task::spawn_blocking(move || archive.prune(&cited, since))
+            .await
+            .map_err(blocking)?
             .map_err(|e| Error::Internal(format!("package copies: {e}")))
     }
 }

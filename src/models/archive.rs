@@ -71,8 +71,14 @@ impl Archive {
         Some(self.place(sha256, name, version)).filter(|p| p.join(MODEL_FILE).is_file())
     }
 
-    /// Removes the copies of artefacts not in `cited`; how many went.
-    pub fn prune(&self, cited: &HashSet<String>) -> io::Result<usize> {
+    /// Removes the copies of artefacts not in `cited` that were made
+    /// before `since` (a copy made after it may be one `cited` was read too
+    /// early to name); how many went.
+    pub fn prune(
+        &self,
+        cited: &HashSet<String>,
+        since: std::time::SystemTime,
+    ) -> io::Result<usize> {
         let entries = match fs::read_dir(&self.root) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
@@ -83,6 +89,9 @@ impl Archive {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
             if cited.contains(&name) || !entry.file_type()?.is_dir() {
+                continue;
+            }
+            if entry.metadata()?.modified()? >= since {
                 continue;
             }
             fs::remove_dir_all(entry.path())?;
@@ -149,10 +158,13 @@ mod tests {
         assert_eq!(archive.find("cited", "m", "2.0.0"), None);
         assert_eq!(archive.find("..", "cited/m", "1.0.0"), None);
         let cited = HashSet::from(["cited".to_owned()]);
-        assert_eq!(archive.prune(&cited).unwrap(), 1);
+        let before = std::time::UNIX_EPOCH;
+        assert_eq!(archive.prune(&cited, before).unwrap(), 0, "made since");
+        let now = std::time::SystemTime::now() + std::time::Duration::from_secs(1);
+        assert_eq!(archive.prune(&cited, now).unwrap(), 1);
         assert!(archive.find("stale", "m", "1.0.0").is_none());
         assert!(archive.find("cited", "m", "1.0.0").is_some());
-        assert_eq!(archive.prune(&cited).unwrap(), 0);
+        assert_eq!(archive.prune(&cited, now).unwrap(), 0);
     }
 
     /// A file the package links to (an artefact store) is copied as the
