@@ -79,6 +79,14 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// A lock or a full disk: the same write may succeed later, so work
+    /// already acknowledged is kept and retried rather than dropped.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Busy(_) | Self::Full(_))
+    }
+}
+
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         use rusqlite::ErrorCode::*;
@@ -829,6 +837,23 @@ impl Erasures {
         }
     }
 
+    /// When `subject`'s last erasure was complete, as remembered.
+    fn erased_at(&self, subject: &str) -> Option<i64> {
+        self.read().get(subject).map(|e| e.erased_at)
+    }
+
+    /// Puts back what was remembered of `subject` before an erasure whose
+    /// batch did not commit.
+    fn reset(&self, subject: &str, erased_at: Option<i64>) {
+        let mut map = self.write();
+        match (map.get_mut(subject), erased_at) {
+            (Some(e), Some(at)) => e.erased_at = at,
+            (Some(e), None) if e.running > 0 => e.erased_at = i64::MIN,
+            (Some(_), None) => drop(map.remove(subject)),
+            (None, _) => {}
+        }
+    }
+
     fn at_least(&self, subject: &str, at_ms: i64) {
         let mut map = self.write();
         let e = map.entry(subject.to_owned()).or_insert(Erased {
@@ -962,8 +987,12 @@ fn reply<T: Send + 'static>(
     result: Result<T, StoreError>,
 ) -> (Result<(), StoreError>, Reply) {
     let outcome = result.as_ref().map(drop).map_err(Clone::clone);
-    if let (None, Err(e)) = (&tx, &result) {
-        // Nobody waits for this answer: the log is the only place it shows.
+    if let (None, Err(e)) = (&tx, &result)
+        && !e.is_transient()
+    {
+        // Nobody waits for this answer: the log is the only place it
+        // shows. (A lock or a full disk is retried, and logged as the
+        // commits' failure is.)
         tracing::error!(error = %e, "an asynchronous write failed");
     }
     (
@@ -981,6 +1010,7 @@ impl Writer {
         let mut shutdown_retries = RETRIES_AT_SHUTDOWN;
         loop {
             let mut batch = std::mem::take(&mut self.retry);
+            let retried = batch.len();
             if batch.is_empty() {
                 match jobs.recv() {
                     Ok(first) => batch.push(first),
@@ -1051,7 +1081,11 @@ impl Writer {
                 let room = MAX_GROUP - batch.len();
                 batch.extend(jobs.try_iter().take(room));
             }
-            self.commit_batch(batch);
+            // Retries go last: an erasure or a purge queued since may free
+            // the room they need (and an erasure refuses a retried record
+            // of its subject, as it would have refused it new).
+            batch.rotate_left(retried);
+            self.commit_batch(batch, retried);
         }
     }
 
@@ -1146,7 +1180,9 @@ impl Writer {
 
     /// Runs each job under its own savepoint inside one transaction, commits
     /// once, and only then answers: an acknowledged write is on disk.
-    fn commit_batch(&mut self, batch: Vec<Job>) {
+    /// Runs `batch` in one transaction and commits it; its last `retried`
+    /// jobs are retries of acknowledged work after a lock or a full disk.
+    fn commit_batch(&mut self, batch: Vec<Job>, retried: usize) {
         let head_before = self.head.clone();
         // An erasure or a retention purge: afterwards the WAL is emptied.
         let deletes = batch
@@ -1168,6 +1204,17 @@ impl Writer {
             .sum();
         let mut replies: Vec<Reply> = Vec::with_capacity(batch.len());
         let mut again: Vec<Job> = Vec::new();
+        // Retried jobs run under savepoints of their own, so that one that
+        // meets the lock or the full disk again is undone alone and kept
+        // for the next batch (their rows still uncommitted) while the rest
+        // goes on: an erasure or a purge behind them may be what frees
+        // room. A job without a savepoint that fails so may have written
+        // half of itself: the batch fails, and its acknowledged work is
+        // retried.
+        let (mut held, mut held_rows) = (Vec::new(), 0);
+        let mut held_error = None;
+        // Erasures this batch remembers: undone if it does not commit.
+        let mut erased_before: Vec<(String, Option<i64>)> = Vec::new();
         let Writer {
             conn,
             cipher,
@@ -1187,8 +1234,17 @@ impl Writer {
         let run = |tx: &rusqlite::Transaction<'_>, sql: &str| -> Result<(), StoreError> {
             Ok(tx.prepare_cached(sql)?.execute([]).map(drop)?)
         };
-        for job in batch {
+        let first_retry = batch.len() - retried;
+        for (i, job) in batch.into_iter().enumerate() {
+            let copy = job.retry_copy();
             again.extend(job.retry_copy());
+            let rows = match &job {
+                Job::Record(b, None) => b.rows.len(),
+                _ => 0,
+            };
+            if let Job::Erase(subject, ..) = &job {
+                erased_before.push((subject.clone(), erased.erased_at(subject)));
+            }
             // Once the transaction is lost (a full disk fails even a
             // savepoint), the rest of the batch is answered with its error
             // rather than dropped.
@@ -1196,7 +1252,7 @@ impl Writer {
                 replies.push(job.refusal());
                 continue;
             };
-            let savepoint = job.needs_savepoint();
+            let savepoint = job.needs_savepoint() || i >= first_retry;
             if savepoint && let Err(e) = run(tx, "SAVEPOINT job") {
                 failure = Some(e);
                 replies.push(job.refusal());
@@ -1231,16 +1287,17 @@ impl Writer {
             } else {
                 Ok(())
             };
-            // A lock or a full disk fails the batch, not the job alone:
-            // the work acknowledged in it is then kept for a retry instead
-            // of dropped with the job's error.
-            let transient = matches!(outcome, Err(StoreError::Busy(_) | StoreError::Full(_)));
-            if let Err(e) = ended {
+            match (ended, outcome, copy) {
                 // SQLite rolls a whole transaction back on some errors (a
                 // full disk): the job's own error is then the batch's.
-                failure = Some(outcome.err().unwrap_or(e));
-            } else if transient {
-                failure = outcome.err();
+                (Err(e), outcome, _) => failure = Some(outcome.err().unwrap_or(e)),
+                (Ok(()), Err(e), Some(copy)) if e.is_transient() && savepoint => {
+                    held.push(copy);
+                    held_rows += rows;
+                    held_error = Some(e);
+                }
+                (Ok(()), Err(e), Some(_)) if e.is_transient() => failure = Some(e),
+                _ => {}
             }
         }
         let committed = match (failure, tx) {
@@ -1252,25 +1309,34 @@ impl Writer {
                 .and_then(|()| tx.commit().map_err(StoreError::from)),
             (None, None) => Err(StoreError::Sqlite("no transaction".into())),
         };
-        self.retrying.store(
-            if committed.is_err() { again.len() } else { 0 },
-            Ordering::Relaxed,
-        );
         // Records kept for a retry stay uncommitted, and stay counted.
         if committed.is_ok() {
             let _ = (self.uncommitted).fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                Some(n.saturating_sub(unwaited_rows))
+                Some(n.saturating_sub(unwaited_rows - held_rows))
             });
         }
-        if let Err(e) = &committed {
-            self.failures.log(e, again.len());
-            self.head = head_before;
-            self.provenances.forget();
-            self.retry = again;
+        let failed = match &committed {
+            Err(e) => {
+                for (subject, at) in erased_before {
+                    self.erased.reset(&subject, at);
+                }
+                self.head = head_before;
+                self.provenances.forget();
+                Some((e.clone(), again))
+            }
+            Ok(()) => held_error.map(|e| (e, held)),
+        };
+        self.retrying.store(
+            failed.as_ref().map_or(0, |(_, kept)| kept.len()),
+            Ordering::Relaxed,
+        );
+        if let Some((e, kept)) = failed {
+            self.failures.log(&e, kept.len());
+            self.retry = kept;
             self.failing.store(true, Ordering::Relaxed);
             self.committing
                 .send_if_modified(|ok| std::mem::replace(ok, false));
-        } else if self.retry.is_empty() && self.failing.swap(false, Ordering::Relaxed) {
+        } else if self.failing.swap(false, Ordering::Relaxed) {
             tracing::info!(
                 failed_commits = self.failures.total,
                 "database commits succeed again"
@@ -1847,6 +1913,60 @@ mod tests {
             })
             .unwrap();
         assert_eq!(recorded, 1, "the answered record was dropped");
+    }
+
+    /// An answered record the full database cannot take is kept and
+    /// retried without holding up the rest: an erasure behind it frees
+    /// room, and then the record lands too.
+    #[tokio::test]
+    async fn a_record_kept_for_a_full_disk_does_not_hold_up_an_erasure() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_with(
+            &dir.path().join("db"),
+            &StoreSettings {
+                max_bytes: Some(256 * 1024),
+                ..StoreSettings::default()
+            },
+        )
+        .unwrap();
+        let id = |i: usize| format!("00000000-0000-7000-8000-{i:012}");
+        let mut i = 0;
+        let full = loop {
+            let batch = Arc::new(decisions::sample_batch(&id(i), Some("filler")));
+            match store.submit(move |tx| Job::Record(batch, Some(tx))).await {
+                Ok(()) => i += 1,
+                Err(e) => break e,
+            }
+            assert!(i < 100_000, "the database never filled");
+        };
+        assert!(matches!(full, StoreError::Full(_)), "{full}");
+        let kept = Arc::new(decisions::sample_batch(&id(i + 1), None));
+        assert!(store.send_unwaited(&kept).unwrap());
+        tokio::time::sleep(RETRY_PAUSE * 5).await;
+        assert_eq!(store.queued(), 1, "the answered record is kept");
+        let erased = tokio::time::timeout(
+            Duration::from_secs(30),
+            store.submit(|tx| Job::Erase("filler".into(), now_ms(), None, tx)),
+        )
+        .await
+        .expect("the erasure is not held up");
+        assert!(erased.is_ok(), "{erased:?}");
+        for _ in 0..100 {
+            if store.queued() == 0 {
+                break;
+            }
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+        let recorded: i64 = store
+            .read(|c| {
+                Ok(c.query_row(
+                    "SELECT count(*) FROM decisions WHERE decision_id = ?1",
+                    [id(i + 1)],
+                    |r| r.get(0),
+                )?)
+            })
+            .unwrap();
+        assert_eq!(recorded, 1, "the kept record landed once there was room");
     }
 
     #[test]
