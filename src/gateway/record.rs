@@ -566,7 +566,12 @@ async fn purge(gateway: Weak<Gateway>, every: Duration) {
         match g.store.submit(|tx| Job::Purge(now_ms(), tx)).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(decisions = n, "purged decisions past their retention"),
-            Err(e) => tracing::warn!(error = %e, "retention purge failed"),
+            Err(e) => {
+                // Decisions may be waiting for the database too: the copies
+                // they cite wait with them.
+                tracing::warn!(error = %e, "retention purge failed");
+                continue;
+            }
         }
         let pruned = g.prune_archive().await;
         match pruned {
@@ -600,52 +605,55 @@ impl Gateway {
     }
 
     /// Removes the package copies that no recorded decision or shadow
-    /// output cites and no loaded version is.
+    /// output cites and no version serves or has served since the last
+    /// prune. Not while commits fail: decisions waiting that long may cite
+    /// any copy.
     async fn prune_archive(&self) -> Result<usize, Error> {
         let blocking =
             |e: tokio::task::JoinError| Error::Internal(format!("pruning panicked: {e}"));
-        let loaded = |cited: &mut std::collections::HashSet<String>| {
-            if let Ok(registry) = self.registry() {
-                cited.extend(
-                    registry
-                        .models()
-                        .flat_map(|(_, m)| m.versions.values().map(|p| p.sha256.clone())),
-                );
-            }
-        };
         // The scan of the record runs before the deploy lock is taken, so
-        // that deploys do not wait for it. What it cannot see is cited
-        // otherwise: the versions loaded when it began (their decisions
-        // during it) and at its end, and copies made since it began are
-        // left for the next purge.
-        let since = std::time::SystemTime::now();
-        let mut at_start = std::collections::HashSet::new();
-        loaded(&mut at_start);
+        // that deploys do not wait for it; what it cannot see yet (the
+        // decisions of a version loaded and unloaded meanwhile) the
+        // archive's count of what has served since the last prune covers.
         let store = self.store.clone();
-        let mut cited: std::collections::HashSet<String> =
-            tokio::task::spawn_blocking(move || {
-                store.read(|c| {
-                    let mut stmt = c.prepare(
-                        "SELECT model_sha256 FROM decisions UNION SELECT model_sha256 FROM shadow_outputs",
-                    )?;
-                    let shas = stmt
-                        .query_map([], |r| r.get(0))?
-                        .collect::<Result<_, _>>()?;
-                    Ok(shas)
-                })
+        let cited: std::collections::HashSet<String> = tokio::task::spawn_blocking(move || {
+            store.read(|c| {
+                let mut stmt = c.prepare(
+                    "SELECT model_sha256 FROM decisions UNION SELECT model_sha256 FROM shadow_outputs",
+                )?;
+                let shas = stmt
+                    .query_map([], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?;
+                Ok(shas)
             })
-            .await
-            .map_err(blocking)??;
+        })
+        .await
+        .map_err(blocking)??;
         // A deploy keeps its packages' copies before it serves them: while
         // one runs, a copy may be about to serve and yet cited by nothing.
         let _deploying = self.deploying.lock().await;
-        cited.extend(at_start);
-        loaded(&mut cited);
+        // Decisions queued now were made by versions that served since
+        // the last prune; older ones wait only while commits fail.
+        if self.store.is_failing() {
+            return Ok(0);
+        }
+        let loaded: std::collections::HashSet<String> = self
+            .registry()
+            .map(|registry| {
+                registry
+                    .models()
+                    .flat_map(|(_, m)| m.versions.values().map(|p| p.sha256.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
         let archive = self.archive.clone();
-        tokio::task::spawn_blocking(move || archive.prune(&cited, since))
-            .await
-            .map_err(blocking)?
-            .map_err(|e| Error::Internal(format!("package copies: {e}")))
+        tokio::task::spawn_blocking(move || {
+            let cited = cited.union(&loaded).cloned().collect();
+            archive.prune(&cited, loaded)
+        })
+        .await
+        .map_err(blocking)?
+        .map_err(|e| Error::Internal(format!("package copies: {e}")))
     }
 }
 

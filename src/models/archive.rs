@@ -22,11 +22,22 @@ use super::{
 #[derive(Debug, Clone)]
 pub struct Archive {
     root: PathBuf,
+    /// The artefacts kept since the last prune began (and those loaded
+    /// then): a version loaded and unloaded between two prunes may have
+    /// decisions the record does not hold yet when the next one reads it.
+    served: std::sync::Arc<std::sync::Mutex<HashSet<String>>>,
 }
 
 impl Archive {
     pub fn new(root: PathBuf) -> Self {
-        Self { root }
+        Self {
+            root,
+            served: std::sync::Arc::default(),
+        }
+    }
+
+    fn served(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.served.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Where the copy of `sha256` as `name` `version` lives: the package
@@ -40,6 +51,7 @@ impl Archive {
     /// copied artefact must hash as loaded, so an edit of the folder since
     /// does not go into the copy.
     pub fn keep(&self, package: &ModelPackage) -> io::Result<()> {
+        self.served().insert(package.sha256.clone());
         let place = self.place(
             &package.sha256,
             package.name(),
@@ -71,14 +83,11 @@ impl Archive {
         Some(self.place(sha256, name, version)).filter(|p| p.join(MODEL_FILE).is_file())
     }
 
-    /// Removes the copies of artefacts not in `cited` that were made
-    /// before `since` (a copy made after it may be one `cited` was read too
-    /// early to name); how many went.
-    pub fn prune(
-        &self,
-        cited: &HashSet<String>,
-        since: std::time::SystemTime,
-    ) -> io::Result<usize> {
+    /// Removes the copies of artefacts neither in `cited` nor kept since
+    /// the last prune, and starts the next count from `loaded`, the
+    /// artefacts that serve now; how many went.
+    pub fn prune(&self, cited: &HashSet<String>, loaded: HashSet<String>) -> io::Result<usize> {
+        let served = std::mem::replace(&mut *self.served(), loaded);
         let entries = match fs::read_dir(&self.root) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
@@ -88,10 +97,7 @@ impl Archive {
         for entry in entries {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if cited.contains(&name) || !entry.file_type()?.is_dir() {
-                continue;
-            }
-            if entry.metadata()?.modified()? >= since {
+            if cited.contains(&name) || served.contains(&name) || !entry.file_type()?.is_dir() {
                 continue;
             }
             fs::remove_dir_all(entry.path())?;
@@ -158,13 +164,14 @@ mod tests {
         assert_eq!(archive.find("cited", "m", "2.0.0"), None);
         assert_eq!(archive.find("..", "cited/m", "1.0.0"), None);
         let cited = HashSet::from(["cited".to_owned()]);
-        let before = std::time::UNIX_EPOCH;
-        assert_eq!(archive.prune(&cited, before).unwrap(), 0, "made since");
-        let now = std::time::SystemTime::now() + std::time::Duration::from_secs(1);
-        assert_eq!(archive.prune(&cited, now).unwrap(), 1);
+        // Served since the last prune (loaded then, or kept since): kept
+        // this time, whatever the record says.
+        archive.served().insert("stale".to_owned());
+        assert_eq!(archive.prune(&cited, HashSet::new()).unwrap(), 0);
+        assert_eq!(archive.prune(&cited, HashSet::new()).unwrap(), 1);
         assert!(archive.find("stale", "m", "1.0.0").is_none());
         assert!(archive.find("cited", "m", "1.0.0").is_some());
-        assert_eq!(archive.prune(&cited, now).unwrap(), 0);
+        assert_eq!(archive.prune(&cited, HashSet::new()).unwrap(), 0);
     }
 
     /// A file the package links to (an artefact store) is copied as the
