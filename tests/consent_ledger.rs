@@ -242,6 +242,13 @@ async fn bad_consent_requests_name_the_field() {
         ),
         (
             record(pb::RecordConsentRequest {
+                jurisdiction: "UK".into(),
+                ..base()
+            }),
+            "jurisdiction: \"UK\" is not an ISO 3166 code such as \"DE\" or \"US-CA\"; the United Kingdom is \"GB\"",
+        ),
+        (
+            record(pb::RecordConsentRequest {
                 collected_at: at(4_000_000_000, 0),
                 ..base()
             }),

@@ -85,19 +85,24 @@ impl Jurisdiction {
         }
     }
 
+    /// What to use instead of a code people reach for that ISO keeps
+    /// reserved, to follow an error message; empty for any other.
+    pub fn reserved_hint(&self) -> &'static str {
+        match self.country.as_str() {
+            "UK" => "; the United Kingdom is \"GB\"",
+            "EL" => "; Greece is \"GR\"",
+            "EU" => "; name the person's own country",
+            _ => "",
+        }
+    }
+
     /// Checks the codes' shape; errors name the request field.
     pub fn check(&self) -> Result<(), SignalError> {
         if !COUNTRIES.contains(&self.country.as_str()) {
-            // The codes people reach for that ISO keeps reserved.
-            let hint = match self.country.as_str() {
-                "UK" => "; the United Kingdom is \"GB\"",
-                "EL" => "; Greece is \"GR\"",
-                "EU" => "; name the person's own country",
-                _ => "",
-            };
             return Err(SignalError::new(format!(
-                "context.jurisdiction_country: {:?} is not an assigned ISO 3166-1 alpha-2 code such as \"DE\" or \"US\"{hint}",
-                self.country
+                "context.jurisdiction_country: {:?} is not an assigned ISO 3166-1 alpha-2 code such as \"DE\" or \"US\"{}",
+                self.country,
+                self.reserved_hint()
             )));
         }
         if let Some(r) = &self.region

@@ -173,15 +173,15 @@ impl Consents {
                 .jurisdiction
                 .split_once('-')
                 .map_or((request.jurisdiction.as_str(), None), |(c, r)| (c, Some(r)));
-            let valid = super::Jurisdiction {
+            let jurisdiction = super::Jurisdiction {
                 country: country.to_owned(),
                 region: region.map(str::to_owned),
-            }
-            .check();
-            if valid.is_err() {
+            };
+            if jurisdiction.check().is_err() {
                 return Err(Error::InvalidArgument(format!(
-                    "jurisdiction: {:?} is not an ISO 3166 code such as \"DE\" or \"US-CA\"",
-                    request.jurisdiction
+                    "jurisdiction: {:?} is not an ISO 3166 code such as \"DE\" or \"US-CA\"{}",
+                    request.jurisdiction,
+                    jurisdiction.reserved_hint()
                 )));
             }
         }

@@ -141,9 +141,10 @@ impl Gateway {
                     change.model
                 )));
             };
-            // Every version a rollout names scores production's requests,
-            // live or in the shadow: none may take special-category data.
-            if !package.special_categories.is_empty() {
+            // A canary or a shadow scores production's requests, live or
+            // in the shadow: neither may take special-category data. (A
+            // measurement model's production is its own.)
+            if field != "production" && !package.special_categories.is_empty() {
                 return Err(Error::FailedPrecondition(format!(
                     "{field}: {} {v} takes special-category data ({}), which no ad decision may use",
                     change.model,
