@@ -1296,7 +1296,7 @@ impl Writer {
                     held_rows += rows;
                     held_error = Some(e);
                 }
-                (Ok(()), Err(e), Some(_)) if e.is_transient() => failure = Some(e),
+                (Ok(()), Err(e), _) if e.is_transient() && !savepoint => failure = Some(e),
                 _ => {}
             }
         }
