@@ -905,19 +905,22 @@ async fn an_ad_system_cannot_lift_the_persons_own_objection() {
         .score(with(Request::new(gpc), Some("key-scorer")))
         .await
         .unwrap();
-    let opt_in = with(
-        Request::new(pb::RecordConsentRequest {
-            subject_id: "fay".into(),
-            purposes: vec![pb::PurposeChoice {
-                tcf_purpose: 12,
-                granted: true,
+    // The ad system relays the person's choice to opt back in.
+    let opt_in = |subject: &str| {
+        with(
+            Request::new(pb::RecordConsentRequest {
+                subject_id: subject.into(),
+                purposes: vec![pb::PurposeChoice {
+                    tcf_purpose: 12,
+                    granted: true,
+                    ..Default::default()
+                }],
                 ..Default::default()
-            }],
-            ..Default::default()
-        }),
-        Some("key-scorer"),
-    );
-    consent.record_consent(opt_in).await.unwrap();
+            }),
+            Some("key-scorer"),
+        )
+    };
+    consent.record_consent(opt_in("fay")).await.unwrap();
 
     // A Score that read the state before the person's own objection to
     // purpose 12 committed still remembers its GPC opt-out after it: the
@@ -953,19 +956,7 @@ async fn an_ad_system_cannot_lift_the_persons_own_objection() {
     let (_, state) = consents.state("gil").await.unwrap();
     let twelve = state.iter().find(|s| s.tcf_id == 12).unwrap();
     assert_eq!(twelve.record.seq, own.seq, "the person's objection stays");
-    let regrant = with(
-        Request::new(pb::RecordConsentRequest {
-            subject_id: "gil".into(),
-            purposes: vec![pb::PurposeChoice {
-                tcf_purpose: 12,
-                granted: true,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }),
-        Some("key-scorer"),
-    );
-    let refused = consent.record_consent(regrant).await.unwrap_err();
+    let refused = consent.record_consent(opt_in("gil")).await.unwrap_err();
     assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
     server.stop().await;
 }

@@ -66,6 +66,31 @@ async fn admin(server: &TestServer) -> AdminServiceClient<Channel> {
     AdminServiceClient::new(server.channel().await)
 }
 
+/// The shadow outputs of `decision_id`, once recorded (they are computed
+/// after the answer).
+async fn shadow_outputs(
+    client: &mut AdminServiceClient<Channel>,
+    decision_id: &str,
+) -> Vec<pb::ShadowOutput> {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let got = client
+                .get_shadow_outputs(pb::GetShadowOutputsRequest {
+                    decision_id: decision_id.to_owned(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            if !got.outputs.is_empty() {
+                return got.outputs;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the shadow output is recorded")
+}
+
 async fn set_rollout(
     server: &TestServer,
     production: &str,
@@ -370,24 +395,7 @@ async fn shadows_are_judged_by_their_own_manifests() {
     let live = server.score_one(request).await;
     let masked = &live.provenance.as_ref().unwrap().masked_features;
     assert!(!masked.iter().any(|f| f == "MGEMOMV"), "{masked:?}");
-    let mut client = admin(&server).await;
-    let outputs = tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            let got = client
-                .get_shadow_outputs(pb::GetShadowOutputsRequest {
-                    decision_id: live.decision_id.clone(),
-                })
-                .await
-                .unwrap()
-                .into_inner();
-            if !got.outputs.is_empty() {
-                return got.outputs;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("the shadow output is recorded");
+    let outputs = shadow_outputs(&mut admin(&server).await, &live.decision_id).await;
     let versions: Vec<&str> = outputs
         .iter()
         .map(|o| o.model.as_ref().unwrap().version.as_str())
@@ -458,23 +466,7 @@ async fn shadow_outputs_are_recorded_never_returned() {
 
     let mut client = admin(&server).await;
     for d in &decisions {
-        let outputs = tokio::time::timeout(Duration::from_secs(30), async {
-            loop {
-                let got = client
-                    .get_shadow_outputs(pb::GetShadowOutputsRequest {
-                        decision_id: d.decision_id.clone(),
-                    })
-                    .await
-                    .unwrap()
-                    .into_inner();
-                if !got.outputs.is_empty() {
-                    return got.outputs;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-        .await
-        .expect("the shadow output is recorded");
+        let outputs = shadow_outputs(&mut client, &d.decision_id).await;
         assert_eq!(outputs.len(), 1);
         let shadow = &outputs[0];
         assert_eq!(shadow.model.as_ref().unwrap().version, "1.1.0");
