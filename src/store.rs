@@ -837,23 +837,6 @@ impl Erasures {
         }
     }
 
-    /// When `subject`'s last erasure was complete, as remembered.
-    fn erased_at(&self, subject: &str) -> Option<i64> {
-        self.read().get(subject).map(|e| e.erased_at)
-    }
-
-    /// Puts back what was remembered of `subject` before an erasure whose
-    /// batch did not commit.
-    fn reset(&self, subject: &str, erased_at: Option<i64>) {
-        let mut map = self.write();
-        match (map.get_mut(subject), erased_at) {
-            (Some(e), Some(at)) => e.erased_at = at,
-            (Some(e), None) if e.running > 0 => e.erased_at = i64::MIN,
-            (Some(_), None) => drop(map.remove(subject)),
-            (None, _) => {}
-        }
-    }
-
     fn at_least(&self, subject: &str, at_ms: i64) {
         let mut map = self.write();
         let e = map.entry(subject.to_owned()).or_insert(Erased {
@@ -1085,6 +1068,11 @@ impl Writer {
             // the room they need (and an erasure refuses a retried record
             // of its subject, as it would have refused it new).
             batch.rotate_left(retried);
+            // Erasures and purges go first: they free room, so that a full
+            // disk does not take them down with the records ahead of them.
+            // Work for an erased subject queued before its erasure is then
+            // refused as erased, as it would be if it came after.
+            batch.sort_by_key(|j| !matches!(j, Job::Erase(..) | Job::Purge(..)));
             self.commit_batch(batch, retried);
         }
     }
@@ -1204,17 +1192,15 @@ impl Writer {
             .sum();
         let mut replies: Vec<Reply> = Vec::with_capacity(batch.len());
         let mut again: Vec<Job> = Vec::new();
-        // Retried jobs run under savepoints of their own, so that one that
-        // meets the lock or the full disk again is undone alone and kept
-        // for the next batch (their rows still uncommitted) while the rest
-        // goes on: an erasure or a purge behind them may be what frees
-        // room. A job without a savepoint that fails so may have written
-        // half of itself: the batch fails, and its acknowledged work is
-        // retried.
+        // Retried jobs, and every job while commits fail, run under
+        // savepoints of their own, so that one that meets the lock or the
+        // full disk is undone alone (and, if acknowledged, kept for the
+        // next batch, its rows still uncommitted) while the rest goes on:
+        // an erasure or a purge may be what frees room. A job without a
+        // savepoint that fails so may have written half of itself: the
+        // batch fails, and its acknowledged work is retried.
         let (mut held, mut held_rows) = (Vec::new(), 0);
         let mut held_error = None;
-        // Erasures this batch remembers: undone if it does not commit.
-        let mut erased_before: Vec<(String, Option<i64>)> = Vec::new();
         let Writer {
             conn,
             cipher,
@@ -1235,6 +1221,10 @@ impl Writer {
             Ok(tx.prepare_cached(sql)?.execute([]).map(drop)?)
         };
         let first_retry = batch.len() - retried;
+        // While commits fail, every job runs under a savepoint: one the
+        // lock or the full disk stops is undone alone, and an erasure or
+        // purge in the same batch still runs (and may free the room).
+        let failing_before = self.failing.load(Ordering::Relaxed);
         for (i, job) in batch.into_iter().enumerate() {
             let copy = job.retry_copy();
             again.extend(job.retry_copy());
@@ -1242,9 +1232,6 @@ impl Writer {
                 Job::Record(b, None) => b.rows.len(),
                 _ => 0,
             };
-            if let Job::Erase(subject, ..) = &job {
-                erased_before.push((subject.clone(), erased.erased_at(subject)));
-            }
             // Once the transaction is lost (a full disk fails even a
             // savepoint), the rest of the batch is answered with its error
             // rather than dropped.
@@ -1252,7 +1239,7 @@ impl Writer {
                 replies.push(job.refusal());
                 continue;
             };
-            let savepoint = job.needs_savepoint() || i >= first_retry;
+            let savepoint = job.needs_savepoint() || i >= first_retry || failing_before;
             if savepoint && let Err(e) = run(tx, "SAVEPOINT job") {
                 failure = Some(e);
                 replies.push(job.refusal());
@@ -1317,9 +1304,6 @@ impl Writer {
         }
         let failed = match &committed {
             Err(e) => {
-                for (subject, at) in erased_before {
-                    self.erased.reset(&subject, at);
-                }
                 self.head = head_before;
                 self.provenances.forget();
                 Some((e.clone(), again))
@@ -1944,12 +1928,22 @@ mod tests {
         assert!(store.send_unwaited(&kept).unwrap());
         tokio::time::sleep(RETRY_PAUSE * 5).await;
         assert_eq!(store.queued(), 1, "the answered record is kept");
-        let erased = tokio::time::timeout(
-            Duration::from_secs(30),
-            store.submit(|tx| Job::Erase("filler".into(), now_ms(), None, tx)),
-        )
+        // A Score's record that waits for its commit comes in ahead of the
+        // erasure: the erasure goes first and frees room, or the record
+        // meets the full disk alone.
+        let waited = Arc::new(decisions::sample_batch(&id(i + 2), Some("other")));
+        let (scored, erased) = tokio::time::timeout(Duration::from_secs(30), async {
+            tokio::join!(
+                store.submit(move |tx| Job::Record(waited, Some(tx))),
+                store.submit(|tx| Job::Erase("filler".into(), now_ms(), None, tx)),
+            )
+        })
         .await
         .expect("the erasure is not held up");
+        assert!(
+            matches!(scored, Ok(()) | Err(StoreError::Full(_))),
+            "{scored:?}"
+        );
         assert!(erased.is_ok(), "{erased:?}");
         for _ in 0..100 {
             if store.queued() == 0 {

@@ -615,6 +615,12 @@ impl Gateway {
         // that deploys do not wait for it; what it cannot see yet (the
         // decisions of a version loaded and unloaded meanwhile) the
         // archive's count of what has served since the last prune covers.
+        // Decisions queued now were made by versions that served since
+        // the last prune; older ones wait only while commits fail, and one
+        // that commits during the scan would be missed by it.
+        if self.store.is_failing() {
+            return Ok(0);
+        }
         let store = self.store.clone();
         let cited: std::collections::HashSet<String> = tokio::task::spawn_blocking(move || {
             store.read(|c| {
@@ -632,8 +638,6 @@ impl Gateway {
         // A deploy keeps its packages' copies before it serves them: while
         // one runs, a copy may be about to serve and yet cited by nothing.
         let _deploying = self.deploying.lock().await;
-        // Decisions queued now were made by versions that served since
-        // the last prune; older ones wait only while commits fail.
         if self.store.is_failing() {
             return Ok(0);
         }
