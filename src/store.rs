@@ -1183,13 +1183,7 @@ impl Writer {
                 _ => 0,
             })
             .sum();
-        let unwaited_rows: usize = batch
-            .iter()
-            .map(|j| match j {
-                Job::Record(b, None) => b.rows.len(),
-                _ => 0,
-            })
-            .sum();
+        let mut unwaited_rows = 0;
         let mut replies: Vec<Reply> = Vec::with_capacity(batch.len());
         let mut again: Vec<Job> = Vec::new();
         // Retried jobs, and every job while commits fail, run under
@@ -1199,6 +1193,7 @@ impl Writer {
         // an erasure or a purge may be what frees room. A job without a
         // savepoint that fails so may have written half of itself: the
         // batch fails, and its acknowledged work is retried.
+        // Positions in `again` of the jobs kept alone.
         let (mut held, mut held_rows) = (Vec::new(), 0);
         let mut held_error = None;
         let Writer {
@@ -1226,12 +1221,15 @@ impl Writer {
         // purge in the same batch still runs (and may free the room).
         let failing_before = self.failing.load(Ordering::Relaxed);
         for (i, job) in batch.into_iter().enumerate() {
-            let copy = job.retry_copy();
-            again.extend(job.retry_copy());
+            let copy = job.retry_copy().map(|c| {
+                again.push(c);
+                again.len() - 1
+            });
             let rows = match &job {
                 Job::Record(b, None) => b.rows.len(),
                 _ => 0,
             };
+            unwaited_rows += rows;
             // Once the transaction is lost (a full disk fails even a
             // savepoint), the rest of the batch is answered with its error
             // rather than dropped.
@@ -1278,8 +1276,8 @@ impl Writer {
                 // SQLite rolls a whole transaction back on some errors (a
                 // full disk): the job's own error is then the batch's.
                 (Err(e), outcome, _) => failure = Some(outcome.err().unwrap_or(e)),
-                (Ok(()), Err(e), Some(copy)) if e.is_transient() && savepoint => {
-                    held.push(copy);
+                (Ok(()), Err(e), Some(at)) if e.is_transient() && savepoint => {
+                    held.push(at);
                     held_rows += rows;
                     held_error = Some(e);
                 }
@@ -1308,7 +1306,12 @@ impl Writer {
                 self.provenances.forget();
                 Some((e.clone(), again))
             }
-            Ok(()) => held_error.map(|e| (e, held)),
+            Ok(()) => held_error.map(|e| {
+                let kept = (again.into_iter().enumerate())
+                    .filter_map(|(i, job)| held.contains(&i).then_some(job))
+                    .collect();
+                (e, kept)
+            }),
         };
         self.retrying.store(
             failed.as_ref().map_or(0, |(_, kept)| kept.len()),

@@ -144,12 +144,10 @@ impl Gateway {
             // A canary or a shadow scores production's requests, live or
             // in the shadow: neither may take special-category data. (A
             // measurement model's production is its own.)
-            if field != "production" && !package.special_categories.is_empty() {
-                return Err(Error::FailedPrecondition(format!(
-                    "{field}: {} {v} takes special-category data ({}), which no ad decision may use",
-                    change.model,
-                    package.special_categories.join(", ")
-                )));
+            if field != "production"
+                && let Some(why) = package.barred_from_ads()
+            {
+                return Err(Error::FailedPrecondition(format!("{field}: {why}")));
             }
         }
         let model_dir = self.model_dir(&change.model)?;

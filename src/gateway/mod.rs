@@ -594,12 +594,9 @@ impl Gateway {
         // The load gate lets special-category data in only for purposes other
         // than advertising (measurement); a decision about one person's ad
         // may never rest on it, whatever the package declares.
-        if !package.special_categories.is_empty() {
+        if let Some(why) = package.barred_from_ads() {
             return Err(Error::FailedPrecondition(format!(
-                "model: {} {} takes special-category data ({}), which no ad decision may use; it is loaded for its declared purposes only",
-                package.name(),
-                package.version(),
-                package.special_categories.join(", ")
+                "model: {why}; it is loaded for its declared purposes only"
             )));
         }
         if !request.audit.is_empty() {

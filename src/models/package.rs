@@ -324,6 +324,19 @@ impl ModelPackage {
         &self.manifest.model.name
     }
 
+    /// Why no ad decision may rest on this package, if it takes
+    /// special-category data (it is loaded for its other purposes only).
+    pub fn barred_from_ads(&self) -> Option<String> {
+        (!self.special_categories.is_empty()).then(|| {
+            format!(
+                "{} {} takes special-category data ({}), which no ad decision may use",
+                self.name(),
+                self.version(),
+                self.special_categories.join(", ")
+            )
+        })
+    }
+
     pub fn version(&self) -> &semver::Version {
         &self.manifest.model.version
     }
