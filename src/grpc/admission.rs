@@ -496,10 +496,6 @@ impl Drop for Call {
     }
 }
 
-/// The code of an answer, as the client will read it, once tonic's
-/// OUT_OF_RANGE for an oversized message and INTERNAL for a request that
-/// does not decode are rewritten. A trailers-only response (every error)
-/// carries its status in the headers; a success, in the trailers.
 /// The status a header block carries (headers of a trailers-only answer,
 /// or trailers); none is OK.
 fn status_in(headers: &http::HeaderMap) -> tonic::Code {
@@ -510,6 +506,10 @@ fn status_in(headers: &http::HeaderMap) -> tonic::Code {
         .map_or(tonic::Code::Ok, tonic::Code::from)
 }
 
+/// The code of an answer, as the client will read it, once tonic's
+/// OUT_OF_RANGE for an oversized message and INTERNAL for a request that
+/// does not decode are rewritten. A trailers-only response (every error)
+/// carries its status in the headers; a success, in the trailers.
 fn answered_code(
     response: &mut Response<Body>,
     max_message_bytes: usize,
