@@ -118,16 +118,21 @@ fn admitted_outcome(rpc: Rpc) -> Option<Code> {
     matches!(rpc, Rpc::UnloadModel | Rpc::AttributionDrift).then_some(Code::FailedPrecondition)
 }
 
+/// How `admits` names `who`.
+fn who_name(who: Who) -> &'static str {
+    match who {
+        Who::Staff(role) => role.as_str(),
+        Who::Consumer => "subject",
+    }
+}
+
 /// The status a cell must get (`None` for success).
 fn expected(rpc: Rpc, who: Who, credential: Credential) -> Option<Code> {
     let admitted = admits(rpc);
     if admitted == "public" {
         return None;
     }
-    let name = match who {
-        Who::Staff(role) => role.as_str(),
-        Who::Consumer => "subject",
-    };
+    let name = who_name(who);
     match credential {
         Credential::Missing | Credential::Expired | Credential::Tampered => {
             Some(Code::Unauthenticated)
@@ -544,6 +549,34 @@ async fn every_rpc_role_and_credential_gets_its_exact_status() {
                     wrong.push(format!(
                         "{rpc:?} × {who:?} × {credential:?}: echoes the credential"
                     ));
+                }
+                // A staff member turned away is told who may call: the
+                // roles, and the person themself where their token admits.
+                if let (Some(status), Who::Staff(_), Valid) = (&got, who, credential)
+                    && status.code() == Code::PermissionDenied
+                {
+                    // GetExplanation is admitted before its message says
+                    // which view: a caller no view admits hears of them all.
+                    let any_view = admits(Rpc::ConsumerView);
+                    let judged = match rpc {
+                        Rpc::SupportView | Rpc::EngineerView
+                            if !any_view.split(' ').any(|r| r == who_name(who)) =>
+                        {
+                            any_view
+                        }
+                        _ => admits(rpc),
+                    };
+                    let roles: Vec<&str> = judged.split(' ').filter(|r| *r != "subject").collect();
+                    let mut told = format!("[{}]", roles.join(", "));
+                    if judged.contains("subject") {
+                        told.push_str(", or the subject's own token");
+                    }
+                    if !status.message().contains(&told) {
+                        wrong.push(format!(
+                            "{rpc:?} × {who:?}: {:?} does not say {told:?}",
+                            status.message()
+                        ));
+                    }
                 }
                 let got = got.map(|s| s.code());
                 let want = expected(rpc, who, credential);

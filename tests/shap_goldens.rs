@@ -24,7 +24,7 @@ use candor::{
         trees::Ensemble,
         treeshap::PathDependent,
     },
-    inference::runtime,
+    inference::{Backend, runtime},
     models::ModelPackage,
 };
 use common::repo_root;
@@ -185,15 +185,24 @@ fn sampled_attributions_of_the_bundled_mlp_are_within_three_standard_errors_of_e
             pairs: 20 * references.len(),
             deadline: None,
         };
-        let e = sampling::explain(&mut scorer, &x, &background, width, budget, i as u64).unwrap();
+        let e = sampling::explain(
+            &mut scorer,
+            &x,
+            &background,
+            width,
+            bases[i],
+            budget,
+            i as u64,
+        )
+        .unwrap();
         assert_eq!(
             e.pairs, budget.pairs,
             "78 features are sampled, not enumerated"
         );
         assert!((e.value - values[i]).abs() <= 1e-7, "row {i}: f(x)");
         assert!(
-            (e.base - bases[i]).abs() <= 1e-7,
-            "row {i}: E f(background)"
+            (e.base + e.phi.iter().sum::<f64>() - e.value).abs() <= 1e-7,
+            "row {i}: additive against E f(background)"
         );
         for (j, theirs) in floats(&exact[i]).into_iter().enumerate() {
             let (ours, se) = (e.phi[j], e.standard_error[j]);
@@ -207,6 +216,40 @@ fn sampled_attributions_of_the_bundled_mlp_are_within_three_standard_errors_of_e
                 assert_eq!((ours, se, theirs), (0.0, 0.0, 0.0), "row {i}: dummy {j}");
             }
         }
+    }
+}
+
+/// The gateway's sampled attributions of the bundled MLP start from its
+/// mean score over the whole background sample, as the exact explainers'
+/// do, and add up to its score.
+#[test]
+fn the_sampled_base_value_is_the_whole_backgrounds_mean_score() {
+    let (package, _) = bundled("caravan-mlp");
+    let mut scorer = SlotScorer {
+        backend: package.backend.as_ref(),
+        slot: 0,
+    };
+    let scores = package
+        .backend
+        .predict(0, &package.background.values)
+        .unwrap();
+    let mean = scores.iter().map(|&s| f64::from(s)).sum::<f64>() / scores.len() as f64;
+    for r in [0, 7, 100] {
+        let a = package
+            .explainer
+            .explain(
+                package.background.row(r),
+                Method::PathDependent,
+                &mut scorer,
+                None,
+            )
+            .unwrap();
+        assert!(
+            (a.base_value - mean).abs() <= 1e-9,
+            "row {r}: {} vs {mean}",
+            a.base_value
+        );
+        assert!(a.residual <= 1e-9, "row {r}: residual {}", a.residual);
     }
 }
 

@@ -282,34 +282,45 @@ proptest! {
         for language in [Language::En, Language::Nl] {
             let view = why::consumer(&row, Some(facts), language, min_segment);
             prop_assert!((3..=5).contains(&view.reasons.len()), "{} reasons", view.reasons.len());
-            // Several features may share a template; a reason stands for
-            // the best of them that may be told, and ranks follow it.
-            let mut last = f64::INFINITY;
-            for reason in &view.reasons {
-                let candidates: Vec<(usize, f64)> = manifest
+            // Several features may share a template; a reason stands for all
+            // of them that may be told, and ranks by what they did together.
+            let columns = p.schema.columns();
+            let opening = match language {
+                Language::En => "You may be seeing this ad because of",
+                Language::Nl => "Je ziet deze advertentie mogelijk vanwege",
+            };
+            let sentence_of = |f: &candor::models::manifest::FeatureSpec| f.reason.get(language.tag()).map(|t| format!("{opening} {t}."));
+            let push = |sentence: &str| -> Option<f64> {
+                let members: Vec<f64> = manifest
                     .features
                     .iter()
-                    .filter(|f| f.reason.get(language.tag()).is_some_and(|t| reason.text.contains(t.as_str())))
-                    .map(|f| {
-                        let column = p.schema.columns().iter().position(|c| c.name == f.name).unwrap();
-                        (column, contributions[column])
-                    })
+                    .filter(|f| sentence_of(f).is_some_and(|t| sentence == t))
+                    .filter(|f| !f.is_special_category())
+                    .map(|f| columns.iter().position(|c| c.name == f.name).unwrap())
+                    .filter(|&column| !masked[column])
+                    .map(|column| contributions[column])
                     .collect();
-                if candidates.is_empty() {
-                    continue; // the advertiser's or the context's reason
-                }
-                let told = candidates
+                (!members.is_empty()).then(|| members.iter().sum())
+            };
+            let told: Vec<f64> = view.reasons.iter().filter_map(|r| push(&r.text)).collect();
+            for (reason, push) in view.reasons.iter().filter_map(|r| Some((r, push(&r.text)?))) {
+                prop_assert!(push > 0.0, "{:?} stands for features that together lowered the score ({push})", reason.text);
+            }
+            prop_assert!(told.windows(2).all(|w| w[0] >= w[1]), "reasons out of rank: {told:?}");
+            if min_segment == 0 {
+                // Nothing is too rare to tell: the told sentences are the
+                // strongest of all.
+                let mut all: Vec<f64> = manifest
+                    .features
                     .iter()
-                    .filter(|(column, c)| {
-                        !manifest.features.iter().find(|f| f.name == p.schema.columns()[*column].name).unwrap().is_special_category()
-                            && !masked[*column]
-                            && *c > 0.0
-                            && *c <= last
-                    })
-                    .map(|(_, c)| *c)
-                    .fold(f64::NEG_INFINITY, f64::max);
-                prop_assert!(told > 0.0, "{:?} stands for no feature that may be told, in rank", reason.text);
-                last = told;
+                    .filter_map(sentence_of)
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .iter()
+                    .filter_map(|t| push(t))
+                    .filter(|&s| s > 0.0)
+                    .collect();
+                all.sort_by(|a, b| b.total_cmp(a));
+                prop_assert_eq!(&told[..], &all[..told.len()]);
             }
             for word in ["0.", "-0.", "weight", "religi", "godsdienst"] {
                 prop_assert!(!view.reasons.iter().any(|r| r.text.contains(word)), "a reason mentions {word:?}");

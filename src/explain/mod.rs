@@ -83,15 +83,16 @@ pub enum Explainer {
     /// Any other graph: Shapley values of its score against background
     /// rows, exact for few features, else sampled with a standard error.
     Sampling {
+        /// The background sample.
         references: Vec<f32>,
+        /// The model's mean score over it: the base value.
+        expected: f64,
         width: usize,
         /// Antithetic pairs per decision: the package's budget.
         pairs: usize,
     },
 }
 
-/// Background rows the model-agnostic estimator walks from.
-pub const SAMPLING_BACKGROUND_ROWS: usize = 32;
 /// Antithetic permutation pairs per sampled explanation, unless the package
 /// sets its own budget.
 pub const SAMPLING_PAIRS: usize = 64;
@@ -173,9 +174,9 @@ impl Explainer {
     ) -> Result<(Self, Option<ExplainError>), ExplainError> {
         match Self::exact(onnx, width, scored, output, background, ort_scores, covers) {
             Ok(Some(exact)) => Ok((exact, None)),
-            Ok(None) => Ok((Self::sampling(background, width), None)),
+            Ok(None) => Ok((Self::sampling(background, ort_scores, width), None)),
             Err(e @ ExplainError::Covers(_)) => Err(e),
-            Err(e) => Ok((Self::sampling(background, width), Some(e))),
+            Err(e) => Ok((Self::sampling(background, ort_scores, width), Some(e))),
         }
     }
 
@@ -258,10 +259,12 @@ impl Explainer {
 
     /// The model-agnostic estimator: it runs ORT itself, so there is no
     /// reading of the graph to check.
-    fn sampling(background: &[f32], width: usize) -> Self {
+    fn sampling(background: &[f32], ort_scores: &[f32], width: usize) -> Self {
+        let expected =
+            ort_scores.iter().map(|&s| f64::from(s)).sum::<f64>() / ort_scores.len().max(1) as f64;
         Self::Sampling {
-            references: background[..background.len().min(SAMPLING_BACKGROUND_ROWS * width)]
-                .to_vec(),
+            references: background.to_vec(),
+            expected,
             width,
             pairs: SAMPLING_PAIRS,
         }
@@ -405,6 +408,7 @@ impl Explainer {
                 .collect(),
             Self::Sampling {
                 references,
+                expected,
                 width,
                 pairs,
             } => rows
@@ -414,7 +418,15 @@ impl Explainer {
                         pairs: *pairs,
                         deadline,
                     };
-                    let e = sampling::explain(scorer, row, references, *width, budget, seed(row))?;
+                    let e = sampling::explain(
+                        scorer,
+                        row,
+                        references,
+                        *width,
+                        *expected,
+                        budget,
+                        seed(row),
+                    )?;
                     Ok(Solved {
                         base_value: e.base,
                         contributions: e.phi,

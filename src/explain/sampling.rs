@@ -10,12 +10,24 @@
 //!
 //! Both explain the model's score (e.g. the probability), not a margin: a
 //! generic graph has no margin to read.
+//!
+//! The base value is the model's mean score over the whole background, as
+//! every other explainer's is. Sampled pairs walk from a sample of the
+//! background, whose mean misses it by a sampling error their values share;
+//! the estimate is constrained to add up to the score less the base, that
+//! error spread over the values in proportion to their variances (the
+//! additive efficient normalisation of Covert & Lee, "Improving KernelSHAP",
+//! AISTATS 2021). Enumeration plays the game against the first
+//! [`EXACT_REFERENCE_ROWS`] background rows, exactly, and its base value is
+//! their mean: every reference costs 2^width rows.
 
 use rand::{SeedableRng, seq::SliceRandom};
 use rand_chacha::ChaCha8Rng;
 
 /// Up to this many features, coalitions are enumerated exactly.
 pub const EXACT_MAX_FEATURES: usize = 10;
+/// Background rows exact enumeration walks from.
+pub const EXACT_REFERENCE_ROWS: usize = 32;
 
 /// Scores a batch of rows (row-major) with the model.
 pub trait Scorer {
@@ -25,10 +37,11 @@ pub trait Scorer {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Estimate {
     pub phi: Vec<f64>,
-    /// Standard error of each value; zero when exact.
+    /// Standard error of each value; zero when exact, and when no sampled
+    /// reference differed from the row in that feature.
     pub standard_error: Vec<f64>,
-    /// The mean score over the background rows used: with fewer pairs
-    /// than background rows, a random sample of them.
+    /// The mean score over the background (its first
+    /// [`EXACT_REFERENCE_ROWS`] rows when enumerated).
     pub base: f64,
     /// The model's score for the row.
     pub value: f64,
@@ -45,18 +58,20 @@ pub struct Budget {
     pub deadline: Option<std::time::Instant>,
 }
 
-/// Explains `row` against `background` (row-major, `width` columns) within
-/// `budget`.
+/// Explains `row` against `background` (row-major, `width` columns), whose
+/// mean score is `expected`, within `budget`.
 pub fn explain(
     scorer: &mut dyn Scorer,
     row: &[f32],
     background: &[f32],
     width: usize,
+    expected: f64,
     budget: Budget,
     seed: u64,
 ) -> Result<Estimate, String> {
     if width <= EXACT_MAX_FEATURES {
-        return exact(scorer, row, background, width);
+        let references = &background[..background.len().min(EXACT_REFERENCE_ROWS * width)];
+        return exact(scorer, row, references, width);
     }
     let mut references: Vec<&[f32]> = background.chunks(width).collect();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -66,7 +81,7 @@ pub fn explain(
     references.shuffle(&mut rng);
     let mut order: Vec<usize> = (0..width).collect();
     let (mut sum, mut sum_sq) = (vec![0.0; width], vec![0.0; width]);
-    let (mut base, mut value) = (0.0, 0.0);
+    let mut value = 0.0;
     let mut pairs = 0;
     for p in 0..budget.pairs.max(2) {
         if p >= 2
@@ -108,7 +123,6 @@ pub fn explain(
                 pair[j] += 0.5 * (f64::from(s[k + 1]) - f64::from(s[k]));
             }
         }
-        base += f64::from(scores[0]);
         value = f64::from(scores[width]);
         for j in 0..width {
             sum[j] += pair[j];
@@ -116,17 +130,37 @@ pub fn explain(
         }
     }
     let n = pairs as f64;
-    base /= n;
-    let phi: Vec<f64> = sum.iter().map(|s| s / n).collect();
-    let standard_error = sum_sq
+    let mut phi: Vec<f64> = sum.iter().map(|s| s / n).collect();
+    let standard_error: Vec<f64> = sum_sq
         .iter()
         .zip(&phi)
         .map(|(sq, mean)| ((sq / n - mean * mean).max(0.0) * n / (n - 1.0) / n).sqrt())
         .collect();
+    // The values add up to the score less the references' mean; the gap to
+    // the background's is the references' sampling error.
+    let gap = (value - expected) - phi.iter().sum::<f64>();
+    let mut weights: Vec<f64> = standard_error.iter().map(|se| se * se).collect();
+    if weights.iter().sum::<f64>() == 0.0 {
+        // Every pair agreed: the error is shared by the features the
+        // background varies in, and a feature it never varies in keeps
+        // its zero (the dummy axiom).
+        weights = (0..width)
+            .map(|j| {
+                let varies = background.chunks(width).any(|b| b[j] != row[j]);
+                if varies { 1.0 } else { 0.0 }
+            })
+            .collect();
+    }
+    let total: f64 = weights.iter().sum();
+    if total > 0.0 {
+        for (phi, weight) in phi.iter_mut().zip(&weights) {
+            *phi += gap * weight / total;
+        }
+    }
     Ok(Estimate {
         phi,
         standard_error,
-        base,
+        base: expected,
         value,
         pairs,
     })
@@ -198,7 +232,8 @@ mod tests {
             pairs: 1000,
             deadline: Some(std::time::Instant::now()),
         };
-        let e = explain(&mut model, &x, &bg, 12, budget, 7).unwrap();
+        let expected = mean(&mut model, &bg);
+        let e = explain(&mut model, &x, &bg, 12, expected, budget, 7).unwrap();
         assert_eq!(e.pairs, 2);
         assert!(e.standard_error.iter().all(|se| se.is_finite()));
     }
@@ -219,6 +254,12 @@ mod tests {
         }
     }
 
+    /// The model's mean score over the background.
+    fn mean(model: &mut dyn Scorer, background: &[f32]) -> f64 {
+        let scores = model.score(background).unwrap();
+        scores.iter().map(|&s| f64::from(s)).sum::<f64>() / scores.len() as f64
+    }
+
     fn background(width: usize, rows: usize) -> Vec<f32> {
         (0..width * rows)
             .map(|i| ((i * 7919) % 13) as f32 / 6.0 - 1.0)
@@ -226,43 +267,51 @@ mod tests {
     }
 
     /// With fewer pairs than background rows, the references are a random
-    /// sample of the whole background, not its first rows: a feature that
-    /// differs from the row only in later rows still gets its share. With
-    /// as many pairs as rows, each row is a reference once.
+    /// sample of the whole background, not its first rows, and the values
+    /// still add up to the score less the whole background's mean.
     #[test]
-    fn references_are_drawn_from_the_whole_background() {
-        let mut model = Logistic(vec![1.0; 12]);
+    fn a_sample_of_references_adds_up_to_the_whole_background() {
+        // Features 0 and 1 differ from the row only in the later rows.
+        let mut model = Logistic(
+            std::iter::once(1.0)
+                .chain(std::iter::repeat_n(3.0, 11))
+                .collect(),
+        );
         let x = vec![0.0f32; 12];
         let bg: Vec<f32> = (0..8)
-            .flat_map(|r| (0..12).map(move |c| if c == 0 && r >= 4 { 1.0 } else { 0.0 }))
+            .flat_map(|r| (0..12).map(move |c| if c < 2 && r >= 4 { 1.0 } else { 0.0 }))
             .collect();
-        let half: Vec<f64> = (0..8)
-            .map(|seed| {
-                explain(&mut model, &x, &bg, 12, pairs(4), seed)
-                    .unwrap()
-                    .phi[0]
-            })
+        let expected = mean(&mut model, &bg);
+        let estimates: Vec<Estimate> = (0..8)
+            .map(|seed| explain(&mut model, &x, &bg, 12, expected, pairs(4), seed).unwrap())
             .collect();
-        assert!(half.iter().any(|&phi| phi < 0.0), "{half:?}");
-        let whole = explain(&mut model, &x, &bg, 12, pairs(8), 3).unwrap();
-        let (f0, f1) = (0.5, 1.0 / (1.0 + (-1.0f64).exp()));
+        for e in &estimates {
+            assert_eq!(e.base, expected);
+            assert!(
+                (e.base + e.phi.iter().sum::<f64>() - e.value).abs() < 1e-6,
+                "{e:?}"
+            );
+            assert!(e.phi[2..].iter().all(|&phi| phi == 0.0), "dummies: {e:?}");
+        }
+        // Only references from the later rows tell the two apart.
         assert!(
-            (whole.base - (f0 + f1) / 2.0).abs() < 1e-6,
-            "{}",
-            whole.base
+            estimates.iter().any(|e| (e.phi[0] - e.phi[1]).abs() > 1e-3),
+            "{estimates:?}"
         );
-        assert!(
-            (whole.phi[0] - (f0 - f1) / 2.0).abs() < 1e-6,
-            "{}",
-            whole.phi[0]
-        );
+        // Each row a reference once: the exact game.
+        let whole = explain(&mut model, &x, &bg, 12, expected, pairs(8), 3).unwrap();
+        let exact = exact(&mut model, &x, &bg, 12).unwrap();
+        assert!((whole.phi[0] - exact.phi[0]).abs() < 1e-6, "{whole:?}");
+        assert!((whole.phi[1] - exact.phi[1]).abs() < 1e-6, "{whole:?}");
     }
 
     #[test]
     fn exact_enumeration_adds_up() {
         let mut model = Logistic(vec![0.8, -1.2, 0.3, 2.0]);
         let x = [1.0, 0.5, -1.0, 0.25];
-        let e = explain(&mut model, &x, &background(4, 5), 4, pairs(0), 1).unwrap();
+        let bg = background(4, 5);
+        let expected = mean(&mut model, &bg);
+        let e = explain(&mut model, &x, &bg, 4, expected, pairs(0), 1).unwrap();
         assert!((e.base + e.phi.iter().sum::<f64>() - e.value).abs() < 1e-6);
         assert_eq!(e.pairs, 0);
     }
@@ -275,8 +324,9 @@ mod tests {
         let x: Vec<f32> = (0..12).map(|i| ((i % 5) as f32) * 0.5 - 1.0).collect();
         let bg = background(12, 4);
         let mut model = Logistic(weights);
-        let a = explain(&mut model, &x, &bg, 12, pairs(400), 7).unwrap();
-        let b = explain(&mut model, &x, &bg, 12, pairs(400), 7).unwrap();
+        let expected = mean(&mut model, &bg);
+        let a = explain(&mut model, &x, &bg, 12, expected, pairs(400), 7).unwrap();
+        let b = explain(&mut model, &x, &bg, 12, expected, pairs(400), 7).unwrap();
         assert_eq!(a, b, "seeded sampling is reproducible");
         assert!(
             (a.base + a.phi.iter().sum::<f64>() - a.value).abs() < 1e-6,

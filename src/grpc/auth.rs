@@ -265,8 +265,13 @@ pub fn check(caller: &Caller, rule: &Rule) -> Result<(), Status> {
     Err(Status::permission_denied(match caller {
         Caller::Subject(_) => "authorization: a subject token admits only calls about its own subject (its consent, decisions and explanations, and its erasure)".to_owned(),
         _ => format!(
-            "authorization: this call needs one of the roles [{}]",
-            rule.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ")
+            "authorization: this call needs one of the roles [{}]{}",
+            rule.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", "),
+            if rule.own_subject {
+                ", or the subject's own token"
+            } else {
+                ""
+            }
         ),
     }))
 }

@@ -143,6 +143,18 @@ impl<'a> ModelFacts<'a> {
     }
 }
 
+/// One sentence of the consumer view and the features it stands for.
+struct Sentence<'a> {
+    text: String,
+    /// The group of its strongest push.
+    group: ReasonGroup,
+    /// What its features did together.
+    push: f64,
+    strongest: f64,
+    /// Those that moved the score: (spec, column, the person's value).
+    members: Vec<(&'a FeatureSpec, usize, f64)>,
+}
+
 /// Renders the consumer view. `model` describes the model that made the
 /// decision when it is still loaded (its manifest holds the templates).
 pub fn consumer(
@@ -159,17 +171,18 @@ pub fn consumer(
     // not: left out, the main parameters would credit whatever may be
     // named with a decision that hidden information made.
     let mut categories: Vec<(Option<DataCategory>, f64)> = Vec::new();
-    // The strongest push towards the ad the view may not describe, and
-    // the pushes of those it describes, in rank order.
-    let mut withheld = 0.0f64;
-    let mut told: Vec<f64> = Vec::new();
     let mut profiled = false;
     let mut any_push = false;
     if let (Some(explanation), Some(model)) = (&row.explanation, model) {
-        let mut ranked: Vec<(usize, &crate::decisions::ExplainedFeature)> =
-            explanation.features.iter().enumerate().collect();
-        ranked.sort_by(|a, b| b.1.contribution.total_cmp(&a.1.contribution));
-        for (column, f) in &ranked {
+        // A reason is a sentence, and several features may share one ("the
+        // socio-economic profile of your neighbourhood"): it stands for all
+        // of them, so it is told only when together they raised the score,
+        // and ranks by what they did together. A feature that may not be
+        // told (sensitive, or without a template) is weighed on its own; a
+        // sentence about fewer than k people is weighed whole.
+        let mut sentences: Vec<Sentence> = Vec::new();
+        let mut withheld = 0.0f64;
+        for (column, f) in explanation.features.iter().enumerate() {
             let Some(spec) = spec(&f.name) else { continue };
             if f.masked {
                 // The model never saw the person's value.
@@ -184,26 +197,57 @@ pub fn consumer(
                 Some((_, total)) => *total += f.contribution.abs(),
                 None => categories.push((named, f.contribution.abs())),
             }
-            if f.contribution <= 0.0 || told.len() >= 3 {
-                continue;
-            }
             // A template missing in this language withholds the reason
             // rather than put another language into the view.
-            let template = spec
-                .reason
-                .get(language.tag())
-                .filter(|_| named.is_some())
-                .filter(|_| model.segment_size(spec, *column, f.value) >= f64::from(min_segment));
+            let template = spec.reason.get(language.tag()).filter(|_| named.is_some());
             let Some(template) = template else {
                 withheld = withheld.max(f.contribution);
                 continue;
             };
             let text = text::because(language, template);
-            if !reasons.iter().any(|r| r.text == text) {
-                told.push(f.contribution);
+            let sentence = match sentences.iter_mut().position(|s| s.text == text) {
+                Some(i) => &mut sentences[i],
+                None => {
+                    sentences.push(Sentence {
+                        text,
+                        group: spec.reason_group.expect("may_be_told checked it"),
+                        push: 0.0,
+                        strongest: f64::NEG_INFINITY,
+                        members: Vec::new(),
+                    });
+                    sentences.last_mut().expect("just pushed")
+                }
+            };
+            sentence.push += f.contribution;
+            if f.contribution > sentence.strongest {
+                sentence.strongest = f.contribution;
+                sentence.group = spec.reason_group.expect("may_be_told checked it");
+            }
+            // A feature that moved the score is part of what the sentence
+            // says about the person.
+            if f.contribution != 0.0 {
+                sentence.members.push((spec, column, f.value));
+            }
+        }
+        sentences.retain(|s| s.push > 0.0);
+        sentences.sort_by(|a, b| b.push.total_cmp(&a.push));
+        let mut told: Vec<f64> = Vec::new();
+        // In rank order, until three are told: a sentence below them could
+        // not outrank them as the withheld reason either.
+        for sentence in sentences {
+            if told.len() == 3 {
+                break;
+            }
+            let singles_out = sentence.members.iter().any(|&(spec, column, value)| {
+                model.segment_size(spec, column, value) < f64::from(min_segment)
+            });
+            if singles_out {
+                withheld = withheld.max(sentence.push);
+            } else {
+                told.push(sentence.push);
                 reasons.push(Reason {
-                    group: spec.reason_group.expect("may_be_told checked it"),
-                    text,
+                    group: sentence.group,
+                    text: sentence.text,
                 });
             }
         }
