@@ -140,8 +140,15 @@ struct AuditArgs {
     #[arg(long = "group-column")]
     group_columns: Vec<String>,
     /// The 0/1 outcome column [default: the manifest's `fairness.label_column`].
-    #[arg(long)]
+    #[arg(long, conflicts_with = "no_label")]
     label_column: Option<String>,
+    /// Audit without labels, even where the manifest declares one: no
+    /// true-positive rates or calibration.
+    #[arg(long)]
+    no_label: bool,
+    /// Groups with fewer rows are reported, not compared.
+    #[arg(long, default_value_t = audit::MIN_GROUP_ROWS, value_parser = clap::value_parser!(u64).range(1..))]
+    min_group_rows: u64,
     /// Lowest accepted disparate-impact ratio of the --group-column columns.
     #[arg(long, default_value_t = audit::FOUR_FIFTHS, value_parser = checked(manifest::disparate_impact_floor))]
     min_disparate_impact: f64,
@@ -783,11 +790,19 @@ fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
         (None, Some(d)) => d.data.clone(),
         (None, None) => bail!("--data is needed: the package declares no [fairness] data set"),
     };
-    let groups: Vec<_> = if args.group_columns.is_empty() {
+    let min_group_rows = usize::try_from(args.min_group_rows)?;
+    let as_declared = args.group_columns.is_empty();
+    let groups: Vec<_> = if as_declared {
         declared
             .as_ref()
             .map(|d| d.groups.clone())
             .unwrap_or_default()
+            .into_iter()
+            .map(|g| audit::GroupColumn {
+                min_group_rows,
+                ..g
+            })
+            .collect()
     } else {
         args.group_columns
             .iter()
@@ -796,6 +811,7 @@ fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
                     spec,
                     args.min_disparate_impact,
                     args.max_equal_opportunity_difference,
+                    min_group_rows,
                 )
             })
             .collect()
@@ -813,13 +829,15 @@ fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
         data,
         label_column: args
             .label_column
-            .or_else(|| declared.as_ref().and_then(|d| d.label_column.clone())),
+            .or_else(|| declared.as_ref().and_then(|d| d.label_column.clone()))
+            .filter(|_| !args.no_label),
         groups,
         attributions: (args.attribution_rows != Some(0)).then_some(audit::AttributionOptions {
             method,
             max_rows: args.attribution_rows,
         }),
-        note: declared.and_then(|d| d.note),
+        // The manifest's note speaks of its own thresholds.
+        note: declared.and_then(|d| d.note).filter(|_| as_declared),
     };
     let report = audit::run(&package, &options)?;
     let json = serde_json::to_string_pretty(&report)? + "\n";

@@ -3,8 +3,10 @@
 //!
 //! Requests may carry audit-only attributes (an age band, say). They never
 //! reach the model and are never stored with the subject or the decision:
-//! each decision only adds one to its group's counters, in minute buckets
-//! over a sliding window. From those counts the monitor reports each
+//! each decision only adds one to its group's counters, in buckets of a
+//! sixtieth of the window (at least a second) over a sliding window that
+//! holds every decision of the last `window_secs`, and at most two buckets
+//! more. From those counts the monitor reports each
 //! group's selection rate (score at or above the model's decision
 //! threshold), its ratio to the most favoured group's, and flags the model
 //! when the lowest ratio falls below the configured threshold (the
@@ -29,7 +31,8 @@ pub const MAX_ATTRIBUTE_NAMES: usize = 32;
 /// Where values past [`MAX_GROUPS`] per attribute are counted.
 pub const OTHER_GROUP: &str = "(other)";
 
-const BUCKET_MS: i64 = 60_000;
+/// Buckets per window: a decision leaves it at most two buckets late.
+const BUCKETS_PER_WINDOW: u64 = 60;
 
 /// A request's audit-only attributes, checked.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -82,24 +85,24 @@ pub fn check_name(name: &str) -> Result<(), String> {
     }
 }
 
-/// One group's counts in one minute.
+/// One group's counts in one bucket.
 #[derive(Debug, Clone, Copy, Default)]
 struct Bucket {
-    minute: i64,
+    bucket: i64,
     decisions: u64,
     selected: u64,
 }
 
-/// Per (model, attribute): each group's minute buckets.
+/// Per (model, attribute): each group's buckets.
 type Groups = HashMap<String, VecDeque<Bucket>>;
 type Counts = HashMap<(String, String), Groups>;
 
-/// Forgets the groups, and then the attributes, with no count since minute
+/// Forgets the groups, and then the attributes, with no count since bucket
 /// `oldest`: whatever names callers once sent, the monitor holds only the
 /// window's.
 fn prune(counts: &mut Counts, oldest: i64) {
     counts.retain(|_, groups| {
-        groups.retain(|_, buckets| buckets.back().is_some_and(|b| b.minute >= oldest));
+        groups.retain(|_, buckets| buckets.back().is_some_and(|b| b.bucket >= oldest));
         !groups.is_empty()
     });
 }
@@ -168,8 +171,7 @@ impl FairnessMonitor {
             return;
         }
         let selected = scores.iter().filter(|&&s| s >= threshold).count() as u64;
-        let minute = now_ms.div_euclid(BUCKET_MS);
-        let oldest = minute - self.window_minutes() + 1;
+        let (bucket, oldest) = self.buckets(now_ms);
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         for (attribute, group) in &attributes.0 {
             let key = (model.to_owned(), attribute.clone());
@@ -194,12 +196,12 @@ impl FairnessMonitor {
                 OTHER_GROUP
             };
             let buckets = groups.entry(key.to_owned()).or_default();
-            while buckets.front().is_some_and(|b| b.minute < oldest) {
+            while buckets.front().is_some_and(|b| b.bucket < oldest) {
                 buckets.pop_front();
             }
-            if buckets.back().is_none_or(|b| b.minute != minute) {
+            if buckets.back().is_none_or(|b| b.bucket != bucket) {
                 buckets.push_back(Bucket {
-                    minute,
+                    bucket,
                     ..Bucket::default()
                 });
             }
@@ -212,7 +214,7 @@ impl FairnessMonitor {
     /// The window's rates for every (model, attribute) matching the filters
     /// (empty matches all), sorted by model and attribute.
     pub fn report(&self, model: &str, attribute: &str, now_ms: i64) -> Vec<AttributeFairness> {
-        let oldest = now_ms.div_euclid(BUCKET_MS) - self.window_minutes() + 1;
+        let (_, oldest) = self.buckets(now_ms);
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         prune(&mut counts, oldest);
         let mut out: Vec<AttributeFairness> = counts
@@ -226,7 +228,7 @@ impl FairnessMonitor {
                     .map(|(group, buckets)| {
                         let (decisions, selected) = buckets
                             .iter()
-                            .filter(|b| b.minute >= oldest)
+                            .filter(|b| b.bucket >= oldest)
                             .fold((0, 0), |(d, s), b| (d + b.decisions, s + b.selected));
                         (group.clone(), decisions, selected)
                     })
@@ -289,10 +291,15 @@ impl FairnessMonitor {
         }
     }
 
-    fn window_minutes(&self) -> i64 {
-        (self.config.window_secs * 1000)
-            .div_ceil(BUCKET_MS as u64)
-            .max(1) as i64
+    /// The bucket `now_ms` falls in, and the oldest still in the window:
+    /// enough whole buckets before the current one to cover the window, so
+    /// that a decision counts for at least `window_secs`.
+    fn buckets(&self, now_ms: i64) -> (i64, i64) {
+        let window_ms = self.config.window_secs.saturating_mul(1000);
+        let width = window_ms.div_ceil(BUCKETS_PER_WINDOW).max(1000);
+        let whole = window_ms.div_ceil(width);
+        let bucket = now_ms.div_euclid(width as i64);
+        (bucket, bucket - whole as i64)
     }
 }
 
@@ -359,6 +366,36 @@ mod tests {
         assert_eq!(r.disparate_impact, None);
         assert!(!r.flagged);
         assert!(r.groups.iter().all(|g| g.ratio_to_most_favoured.is_none()));
+    }
+
+    /// A decision counts for the whole window, and leaves it at most two
+    /// buckets (a thirtieth of the window) later.
+    #[test]
+    fn a_decision_counts_for_the_whole_window() {
+        for window_secs in [1, 60, 120, 3600, 86_400] {
+            let m = FairnessMonitor::new(FairnessConfig {
+                window_secs,
+                min_disparate_impact: 0.8,
+                min_group_decisions: 1,
+                attributes: Vec::new(),
+            });
+            let window = window_secs as i64 * 1000;
+            for at in [0, 1, window / 7, window - 1, 12_345_678] {
+                m.observe("m", 0.5, &attrs(&[("a", "x")]), &[0.9], at);
+                for later in [at, at + window / 2, at + window] {
+                    assert_eq!(
+                        m.report("m", "a", later).len(),
+                        1,
+                        "{window_secs} s, {at} → {later}"
+                    );
+                }
+                let gone = at + window + (window / 30).max(2000);
+                assert!(
+                    m.report("m", "a", gone).is_empty(),
+                    "{window_secs} s, {at} → {gone}"
+                );
+            }
+        }
     }
 
     #[test]

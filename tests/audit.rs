@@ -444,3 +444,223 @@ fn audit_thresholds_out_of_range_are_refused() {
         assert!(err.contains(flag) && err.contains("must lie in"), "{err}");
     }
 }
+
+/// The committed logreg audit data, edited by `edit` (header, then rows as
+/// fields), audited with `groups` (`None`: the declared ones).
+fn audit_edited(
+    edit: impl FnOnce(&mut Vec<String>, &mut Vec<Vec<String>>),
+    groups: Option<&[&str]>,
+) -> Result<Report, audit::AuditError> {
+    runtime::init(&ort_lib()).unwrap();
+    let package = ModelPackage::load(&repo_root().join("models/caravan-logreg/1.0.0"), 1).unwrap();
+    let mut options = AuditOptions::declared(&package).unwrap();
+    let text = std::fs::read_to_string(&options.data).unwrap();
+    let mut lines = text.lines();
+    let mut header: Vec<String> = lines
+        .next()
+        .unwrap()
+        .split(',')
+        .map(str::to_owned)
+        .collect();
+    let mut rows: Vec<Vec<String>> = lines
+        .map(|l| l.split(',').map(str::to_owned).collect())
+        .collect();
+    edit(&mut header, &mut rows);
+    let tmp = tempfile::tempdir().unwrap();
+    options.data = tmp.path().join("edited.csv");
+    let body: Vec<String> = std::iter::once(header.join(","))
+        .chain(rows.iter().map(|r| r.join(",")))
+        .collect();
+    std::fs::write(&options.data, body.join("\n") + "\n").unwrap();
+    if let Some(groups) = groups {
+        options.groups = groups
+            .iter()
+            .map(|g| audit::GroupColumn::parse(g, 0.8, None, audit::MIN_GROUP_ROWS as usize))
+            .collect();
+    }
+    audit::run(&package, &options)
+}
+
+fn column(header: &[String], name: &str) -> usize {
+    header.iter().position(|c| c == name).unwrap()
+}
+
+/// Data that would change what is audited without saying so is refused,
+/// naming the column: a name given twice, an input under another name, a
+/// missing or odd group.
+#[test]
+fn audit_data_that_would_mislead_is_refused_by_name() {
+    let err = |r: Result<Report, audit::AuditError>| r.unwrap_err().to_string();
+    let twice = err(audit_edited(
+        |header, rows| {
+            header.push("MINKGEM".into());
+            rows.iter_mut().for_each(|r| r.push("0".into()));
+        },
+        None,
+    ));
+    assert!(
+        twice.contains("column \"MINKGEM\" is named twice"),
+        "{twice}"
+    );
+
+    // The income input under a lower-case name, and a copy of it.
+    for name in ["minkgem", "income_copy"] {
+        let copy = err(audit_edited(
+            |header, rows| {
+                let at = column(header, "MINKGEM");
+                header.push(name.into());
+                rows.iter_mut().for_each(|r| {
+                    let v = r[at].clone();
+                    r.push(v);
+                });
+            },
+            Some(&[name]),
+        ));
+        assert!(
+            copy.contains(&format!("group column \"{name}\" is a")) && copy.contains("MINKGEM"),
+            "{copy}"
+        );
+    }
+
+    for (cell, why) in [
+        ("NA", "no group"),
+        ("nan", "no group"),
+        ("a\u{7}b", "control character"),
+    ] {
+        let odd = err(audit_edited(
+            |header, rows| {
+                let at = column(header, "age_band");
+                rows[4][at] = cell.into();
+            },
+            None,
+        ));
+        assert!(
+            odd.contains("row 5, column age_band") && odd.contains(why),
+            "{odd}"
+        );
+    }
+    let short = err(audit_edited(|_, rows| drop(rows[5].pop()), None));
+    assert!(
+        short.contains("row 6: has 80 fields, the header 81"),
+        "{short}"
+    );
+}
+
+/// A group too small to say anything is reported but not compared; a
+/// group without actual positives has no true-positive rate; one group
+/// alone has nobody to be compared with.
+#[test]
+fn small_groups_groups_without_positives_and_lone_groups_are_not_compared() {
+    let declared = audit_edited(|_, _| {}, None).unwrap();
+    // One selected row in a group of its own.
+    let tiny = audit_edited(
+        |header, rows| {
+            let at = column(header, "age_band");
+            let mut one = rows[0].clone();
+            one[at] = "single".into();
+            rows.push(one);
+        },
+        None,
+    )
+    .unwrap();
+    let (before, after) = (&declared.attributes[0], &tiny.attributes[0]);
+    assert_eq!(after.most_favoured, before.most_favoured);
+    assert_eq!(
+        after.demographic_parity_ratio,
+        before.demographic_parity_ratio
+    );
+    let single = after.groups.iter().find(|g| g.group == "single").unwrap();
+    assert!(!single.compared && single.disparate_impact.is_none());
+    assert_eq!(single.rates.rows, 1);
+
+    // A group of 80 rows none of which bought.
+    let nobody = audit_edited(
+        |header, rows| {
+            let (at, label) = (column(header, "age_band"), column(header, "Purchase"));
+            let mut moved = 0;
+            for r in rows.iter_mut().filter(|r| r[label] == "0") {
+                if moved < 80 {
+                    r[at] = "no-buyers".into();
+                    moved += 1;
+                }
+            }
+        },
+        None,
+    )
+    .unwrap();
+    let attribute = &nobody.attributes[0];
+    let group = attribute
+        .groups
+        .iter()
+        .find(|g| g.group == "no-buyers")
+        .unwrap();
+    assert_eq!(group.rates.positives, Some(0));
+    assert_eq!(group.rates.true_positive_rate, None);
+    assert_eq!(group.equal_opportunity_difference, None);
+    let tprs: Vec<f64> = attribute
+        .groups
+        .iter()
+        .filter_map(|g| g.rates.true_positive_rate)
+        .collect();
+    let spread = tprs.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+        - tprs.iter().copied().fold(f64::INFINITY, f64::min);
+    assert!((attribute.equal_opportunity_difference.unwrap() - spread).abs() < 1e-15);
+
+    let lone = audit_edited(
+        |header, rows| {
+            let at = column(header, "age_band");
+            rows.iter_mut().for_each(|r| r[at] = "everyone".into());
+        },
+        None,
+    )
+    .unwrap();
+    let attribute = &lone.attributes[0];
+    assert_eq!(attribute.demographic_parity_ratio, None);
+    assert_eq!(attribute.equal_opportunity_difference, None);
+    assert!(!attribute.meets_four_fifths_rule && !attribute.passed);
+    assert!(
+        attribute.findings[0].contains("holds 1 group of age_band large enough to compare"),
+        "{:?}",
+        attribute.findings
+    );
+}
+
+/// `--no-label` audits without the declared label; the manifest's note on
+/// its thresholds is left out of an audit against other ones.
+#[test]
+fn an_ad_hoc_audit_may_drop_the_label_and_leaves_out_the_declared_note() {
+    let logreg = model("caravan-logreg/1.0.0");
+    let out = candor(&[
+        "audit",
+        "--model",
+        &logreg,
+        "--no-label",
+        "--group-column",
+        "age_band",
+        "--attribution-rows",
+        "0",
+        "--format",
+        "json",
+    ]);
+    let report: Report = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(report.label_column, None);
+    assert!(
+        report.attributes[0]
+            .groups
+            .iter()
+            .all(|g| g.rates.true_positive_rate.is_none())
+    );
+    assert_eq!(report.note, None);
+    let declared = candor(&[
+        "audit",
+        "--model",
+        &logreg,
+        "--attribution-rows",
+        "0",
+        "--format",
+        "json",
+    ]);
+    let report: Report = serde_json::from_slice(&declared.stdout).unwrap();
+    assert!(report.note.is_some());
+}

@@ -21,6 +21,9 @@ pub struct AuditData {
     pub sha256: String,
 }
 
+/// How data sets write a missing value.
+const MISSING: [&str; 4] = ["na", "n/a", "nan", "null"];
+
 /// Reads `path`; `label` names the label column, if any.
 pub fn read(
     path: &Path,
@@ -32,13 +35,25 @@ pub fn read(
         std::fs::read(path).map_err(|e| AuditError::data(path, format!("cannot read: {e}")))?;
     let sha256 = hex::encode(Sha256::digest(&bytes));
     let mut reader = csv::Reader::from_reader(bytes.as_slice());
-    let header: HashMap<String, usize> = reader
+    let mut header: HashMap<String, usize> = HashMap::new();
+    for (i, name) in reader
         .headers()
         .map_err(|e| AuditError::data(path, format!("bad header: {e}")))?
         .iter()
         .enumerate()
-        .map(|(i, name)| (name.to_owned(), i))
-        .collect();
+    {
+        // Which of two columns of one name the audit read would be a guess.
+        if let Some(first) = header.insert(name.to_owned(), i) {
+            return Err(AuditError::data(
+                path,
+                format!(
+                    "column {name:?} is named twice (columns {} and {})",
+                    first + 1,
+                    i + 1
+                ),
+            ));
+        }
+    }
     let column = |name: &str| {
         header
             .get(name)
@@ -60,7 +75,15 @@ pub fn read(
     let mut groups = vec![Vec::new(); group_columns.len()];
     let mut labels = label_at.map(|_| Vec::new());
     for (r, record) in reader.records().enumerate() {
-        let record = record.map_err(|e| AuditError::data(path, format!("row {}: {e}", r + 1)))?;
+        let record = record.map_err(|e| {
+            let detail = match e.kind() {
+                csv::ErrorKind::UnequalLengths {
+                    expected_len, len, ..
+                } => format!("has {len} fields, the header {expected_len}"),
+                _ => e.to_string(),
+            };
+            AuditError::data(path, format!("row {}: {detail}", r + 1))
+        })?;
         let at = |c: &str| format!("row {}, column {c}", r + 1);
         for (c, (&i, spec)) in features.iter().zip(schema.columns()).enumerate() {
             let cell = record[i].trim();
@@ -81,10 +104,18 @@ pub fn read(
         }
         for ((&i, out), g) in group_at.iter().zip(&mut groups).zip(group_columns) {
             let cell = record[i].trim();
-            if cell.is_empty() {
+            // A missing value is no group: counted as one, it would be
+            // compared with the people whose group is known.
+            if cell.is_empty() || MISSING.iter().any(|m| cell.eq_ignore_ascii_case(m)) {
                 return Err(AuditError::data(
                     path,
-                    format!("{}: no group", at(&g.column)),
+                    format!("{}: no group ({cell:?})", at(&g.column)),
+                ));
+            }
+            if cell.chars().any(char::is_control) {
+                return Err(AuditError::data(
+                    path,
+                    format!("{}: a group name holds a control character", at(&g.column)),
                 ));
             }
             out.push(cell.to_owned());

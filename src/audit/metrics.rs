@@ -23,9 +23,10 @@ pub struct Rates {
     pub positives: Option<usize>,
     /// Observed positive rate (what a calibrated score averages to).
     pub observed_rate: Option<f64>,
-    /// Share of actual positives selected; `None` without labels. Rows
-    /// without an actual positive have 0, as fairlearn's (scikit-learn's
-    /// `zero_division`) has, so that equal-opportunity differences agree.
+    /// Share of actual positives selected; `None` without labels, and for
+    /// rows without an actual positive (fairlearn counts those 0, by
+    /// scikit-learn's `zero_division`, and so would report a gap that no
+    /// data shows).
     pub true_positive_rate: Option<f64>,
 }
 
@@ -41,11 +42,7 @@ pub fn rates(scores: &[f64], selected: &[bool], labels: Option<&[bool]>, index: 
             (
                 Some(positives),
                 Some(positives as f64 / n as f64),
-                Some(if positives > 0 {
-                    hits as f64 / positives as f64
-                } else {
-                    0.0
-                }),
+                (positives > 0).then(|| hits as f64 / positives as f64),
             )
         }
         None => (None, None, None),
@@ -109,15 +106,13 @@ pub fn most_favoured(selection_rates: &[f64]) -> usize {
     )
 }
 
-/// Largest minus smallest of the values present (fairlearn's `difference`).
+/// Largest minus smallest of the values present (fairlearn's `difference`);
+/// undefined with fewer than two, where there is no gap to measure.
 pub fn spread(values: impl IntoIterator<Item = Option<f64>>) -> Option<f64> {
-    values
-        .into_iter()
-        .flatten()
-        .fold(None, |acc: Option<(f64, f64)>, v| {
-            Some(acc.map_or((v, v), |(lo, hi)| (lo.min(v), hi.max(v))))
-        })
-        .map(|(lo, hi)| hi - lo)
+    let present: Vec<f64> = values.into_iter().flatten().collect();
+    let lo = present.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = present.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (present.len() >= 2).then_some(hi - lo)
 }
 
 #[cfg(test)]
@@ -136,14 +131,15 @@ mod tests {
         assert_eq!(r.observed_rate, Some(0.5));
         assert!((r.mean_score - 0.45).abs() < 1e-15);
         let none = rates(&scores, &selected, Some(&labels), &[2, 3]);
-        assert_eq!(none.true_positive_rate, Some(0.0), "no actual positive");
+        assert_eq!(none.true_positive_rate, None, "no actual positive");
         assert_eq!(rates(&scores, &selected, None, &[0]).observed_rate, None);
     }
 
     /// fairlearn 0.15.0 gives `equal_opportunity_difference` 1.0 for these
-    /// rows: group b has no actual positive and counts a rate of 0.
+    /// rows, counting group b's rate as 0; b has no actual positive, so it
+    /// has no rate, and no gap is shown.
     #[test]
-    fn a_group_without_positives_counts_as_fairlearn_counts_it() {
+    fn a_group_without_positives_has_no_true_positive_rate() {
         let scores = [0.9, 0.1, 0.8, 0.2, 0.7, 0.3];
         let selected = [true, false, true, false, true, false];
         let labels = [true, false, true, false, false, false];
@@ -151,12 +147,9 @@ mod tests {
         let b = rates(&scores, &selected, Some(&labels), &[3, 4, 5]);
         assert_eq!(
             (a.true_positive_rate, b.true_positive_rate),
-            (Some(1.0), Some(0.0))
+            (Some(1.0), None)
         );
-        assert_eq!(
-            spread([a.true_positive_rate, b.true_positive_rate]),
-            Some(1.0)
-        );
+        assert_eq!(spread([a.true_positive_rate, b.true_positive_rate]), None);
     }
 
     #[test]
@@ -175,5 +168,6 @@ mod tests {
         assert_eq!(most_favoured(&[0.2, 0.5, 0.5, 0.1]), 1);
         assert_eq!(spread([Some(0.25), None, Some(0.75), Some(0.5)]), Some(0.5));
         assert_eq!(spread([None, None]), None);
+        assert_eq!(spread([Some(0.4), None]), None, "one rate has no gap");
     }
 }

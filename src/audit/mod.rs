@@ -37,6 +37,11 @@ use crate::{
 /// favoured group's rate shows adverse impact. Reported whatever the
 /// package declares.
 pub const FOUR_FIFTHS: f64 = 0.8;
+/// Groups with fewer rows are reported but not compared: one row selected
+/// would make its group the most favoured, and a handful of rows says
+/// nothing of a rate (the online monitor's `fairness.min_group_decisions`
+/// has the same default).
+pub const MIN_GROUP_ROWS: u64 = 30;
 /// Equal-width score bins of the calibration tables.
 pub const CALIBRATION_BINS: usize = 10;
 /// The file name the audit's JSON report takes in a package folder, where
@@ -48,9 +53,9 @@ pub enum AuditError {
     #[error("{}: {message}", path.display())]
     Data { path: PathBuf, message: String },
     #[error(
-        "group column {0:?} is a model input; protected attributes are used only for the audit and never given to the model (declare a column that merely bands an input as COLUMN:INPUT)"
+        "group column {0:?} is {1}; protected attributes are used only for the audit and never given to the model (declare a column that merely bands an input with `bands` in the manifest, or as COLUMN:INPUT to `candor audit`)"
     )]
-    GroupIsInput(String),
+    GroupIsInput(String, String),
     #[error("group column {column:?} does not band model input {input:?}: {detail}")]
     NotABand {
         column: String,
@@ -94,11 +99,18 @@ pub struct GroupColumn {
     pub bands: Option<String>,
     pub min_disparate_impact: f64,
     pub max_equal_opportunity_difference: Option<f64>,
+    /// Groups with fewer rows are reported, not compared.
+    pub min_group_rows: usize,
 }
 
 impl GroupColumn {
     /// `COLUMN`, or `COLUMN:INPUT` for a column that bands a model input.
-    pub fn parse(spec: &str, min_disparate_impact: f64, max_eod: Option<f64>) -> Self {
+    pub fn parse(
+        spec: &str,
+        min_disparate_impact: f64,
+        max_eod: Option<f64>,
+        min_group_rows: usize,
+    ) -> Self {
         let (column, bands) = match spec.split_once(':') {
             Some((c, input)) => (c, Some(input.to_owned())),
             None => (spec, None),
@@ -108,6 +120,7 @@ impl GroupColumn {
             bands,
             min_disparate_impact,
             max_equal_opportunity_difference: max_eod,
+            min_group_rows,
         }
     }
 }
@@ -119,6 +132,7 @@ impl From<&FairnessGroup> for GroupColumn {
             bands: g.bands.clone(),
             min_disparate_impact: g.min_disparate_impact,
             max_equal_opportunity_difference: g.max_equal_opportunity_difference,
+            min_group_rows: MIN_GROUP_ROWS as usize,
         }
     }
 }
@@ -199,14 +213,20 @@ pub struct AttributeReport {
     pub bands: Option<String>,
     pub min_disparate_impact: f64,
     pub max_equal_opportunity_difference: Option<f64>,
+    /// Groups with fewer rows were reported, not compared (0 in reports
+    /// written before it existed: all were compared).
+    #[serde(default)]
+    pub min_group_rows: usize,
     pub most_favoured: String,
-    /// Smallest selection rate over the largest (fairlearn's
-    /// `demographic_parity_ratio`); undefined when no group has anyone
-    /// selected.
+    /// Smallest selection rate over the largest among the groups compared
+    /// (fairlearn's `demographic_parity_ratio` when every group is);
+    /// undefined when no group has anyone selected, or fewer than two are
+    /// compared.
     pub demographic_parity_ratio: Option<f64>,
     pub demographic_parity_difference: f64,
-    /// Largest minus smallest true-positive rate (fairlearn's
-    /// `equal_opportunity_difference`).
+    /// Largest minus smallest true-positive rate of the groups compared
+    /// that have actual positives (fairlearn's
+    /// `equal_opportunity_difference` when every group has some).
     pub equal_opportunity_difference: Option<f64>,
     pub meets_four_fifths_rule: bool,
     /// Each threshold missed, in words.
@@ -220,6 +240,9 @@ pub struct GroupReport {
     pub group: String,
     #[serde(flatten)]
     pub rates: Rates,
+    /// Large enough to be compared (`min_group_rows`).
+    #[serde(default = "compared_before")]
+    pub compared: bool,
     /// Selection rate over the most favoured group's; undefined when no
     /// group has anyone selected.
     pub disparate_impact: Option<f64>,
@@ -235,6 +258,11 @@ pub struct GroupReport {
 pub struct FeatureMean {
     pub feature: String,
     pub value: f64,
+}
+
+/// Reports written before groups could be left out compared every group.
+fn compared_before() -> bool {
+    true
 }
 
 /// Runs the audit of `package` (slot 0 of its sessions) on `options.data`.
@@ -253,8 +281,9 @@ pub fn run(package: &ModelPackage, options: &AuditOptions) -> Result<Report, Aud
         options.label_column.as_deref(),
     )?;
     for (g, values) in options.groups.iter().zip(&data.groups) {
-        if let Some(input) = &g.bands {
-            check_bands(package, &data.rows, g, input, values)?;
+        match &g.bands {
+            Some(input) => check_bands(package, &data.rows, g, input, values)?,
+            None => check_not_a_copy(package, &data.rows, g, values)?,
         }
     }
     let scores: Vec<f64> = package
@@ -314,8 +343,17 @@ fn check_audit_only(
 ) -> Result<(), AuditError> {
     let is_input = |name: &str| package.schema.columns().iter().any(|f| f.name == name);
     for (i, g) in groups.iter().enumerate() {
-        if is_input(&g.column) {
-            return Err(AuditError::GroupIsInput(g.column.clone()));
+        // Names differ in case between conventions (`minkgem`, `MINKGEM`).
+        if let Some(input) = package
+            .schema
+            .columns()
+            .iter()
+            .find(|f| f.name.eq_ignore_ascii_case(&g.column))
+        {
+            return Err(AuditError::GroupIsInput(
+                g.column.clone(),
+                format!("a model input ({})", input.name),
+            ));
         }
         if groups[..i].iter().any(|earlier| earlier.column == g.column) {
             return Err(AuditError::GroupTwice(g.column.clone()));
@@ -327,6 +365,36 @@ fn check_audit_only(
             && !is_input(input)
         {
             return Err(AuditError::UnknownInput(input.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// A group column that holds an input's values under another name is that
+/// input: the model sees it.
+fn check_not_a_copy(
+    package: &ModelPackage,
+    rows: &Rows,
+    g: &GroupColumn,
+    values: &[String],
+) -> Result<(), AuditError> {
+    let numbers: Option<Vec<f64>> = values.iter().map(|v| v.parse().ok()).collect();
+    let Some(numbers) = numbers else {
+        return Ok(());
+    };
+    for (c, input) in package.schema.columns().iter().enumerate() {
+        let same = numbers
+            .iter()
+            .enumerate()
+            .all(|(r, &v)| f64::from(rows.row(r)[c]) == v);
+        if same {
+            return Err(AuditError::GroupIsInput(
+                g.column.clone(),
+                format!(
+                    "a copy of a model input ({}, equal in every row)",
+                    input.name
+                ),
+            ));
         }
     }
     Ok(())
@@ -413,27 +481,53 @@ fn audit_attribute(
         .values()
         .map(|index| metrics::rates(scores, selected, labels, index))
         .collect();
-    let selection: Vec<f64> = rates.iter().map(|r| r.selection_rate).collect();
+    // Groups too small to say anything are reported, never compared.
+    let compared: Vec<bool> = rates.iter().map(|r| r.rows >= g.min_group_rows).collect();
+    let n_compared = compared.iter().filter(|&&c| c).count();
+    let selection: Vec<f64> = rates
+        .iter()
+        .zip(&compared)
+        .map(|(r, &c)| {
+            if c {
+                r.selection_rate
+            } else {
+                f64::NEG_INFINITY
+            }
+        })
+        .collect();
     let favoured = metrics::most_favoured(&selection);
-    let top = selection[favoured];
-    let low = selection.iter().copied().fold(f64::INFINITY, f64::min);
+    let top = rates[favoured].selection_rate;
+    let low = selection
+        .iter()
+        .copied()
+        .filter(|s| s.is_finite())
+        .fold(top, f64::min);
     let favoured_tpr = rates[favoured].true_positive_rate;
-    let eod = metrics::spread(rates.iter().map(|r| r.true_positive_rate));
+    let eod = metrics::spread(
+        rates
+            .iter()
+            .zip(&compared)
+            .map(|(r, &c)| r.true_positive_rate.filter(|_| c)),
+    );
     // With nobody selected there is no rate to compare with: "parity"
-    // would pass a model that shows the ad to no one.
-    let ratio = |rate: f64| (top > 0.0).then(|| rate / top);
+    // would pass a model that shows the ad to no one. With one group there
+    // is nobody to compare with.
+    let ratio = |rate: f64| (top > 0.0 && n_compared >= 2).then(|| rate / top);
     let columns = package.schema.columns();
     let groups: Vec<GroupReport> = members
         .iter()
         .zip(rates)
-        .map(|((name, index), rates)| {
+        .zip(&compared)
+        .map(|(((name, index), rates), &compared)| {
             let attributed: Vec<&Vec<f64>> = index.iter().filter_map(|&i| phi.get(i)).collect();
             GroupReport {
                 group: (*name).to_owned(),
-                disparate_impact: ratio(rates.selection_rate),
+                compared,
+                disparate_impact: ratio(rates.selection_rate).filter(|_| compared),
                 equal_opportunity_difference: rates
                     .true_positive_rate
                     .zip(favoured_tpr)
+                    .filter(|_| compared && n_compared >= 2)
                     .map(|(t, f)| t - f),
                 calibration: labels
                     .map(|y| metrics::calibration(scores, y, index, CALIBRATION_BINS))
@@ -458,13 +552,30 @@ fn audit_attribute(
         .collect();
     let dp_ratio = ratio(low);
     let mut findings = Vec::new();
-    if let [only] = &groups[..] {
+    let small: Vec<&str> = groups
+        .iter()
+        .filter(|r| !r.compared)
+        .map(|r| r.group.as_str())
+        .collect();
+    if n_compared < 2 {
+        let left_out = if small.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " ({} left out with fewer than {} rows each)",
+                small.join(", "),
+                g.min_group_rows
+            )
+        };
         findings.push(format!(
-            "the audit data holds one group of {} ({:?}): there are no selection rates to compare; it needs rows of at least two groups",
-            g.column, only.group
+            "the audit data holds {n_compared} group{} of {} large enough to compare{left_out}: there are no selection rates to compare; it needs at least two groups of {} rows",
+            if n_compared == 1 { "" } else { "s" },
+            g.column,
+            g.min_group_rows
         ));
     }
     match dp_ratio {
+        None if n_compared < 2 => {}
         None => {
             let (least, most) = scores
                 .iter()
@@ -484,30 +595,18 @@ fn audit_attribute(
             ));
         }
         Some(r) if r < g.min_disparate_impact => findings.push(format!(
-            "disparate-impact ratio {r:.3} is below the declared minimum {}",
+            "disparate-impact ratio {} is below the declared minimum {}",
+            beside(r, g.min_disparate_impact),
             g.min_disparate_impact
         )),
         Some(_) => {}
     }
-    if let (Some(d), Some(max)) = (eod, g.max_equal_opportunity_difference)
+    if let (Some(d), Some(max), true) = (eod, g.max_equal_opportunity_difference, n_compared >= 2)
         && d > max
     {
-        let unlabelled: Vec<&str> = groups
-            .iter()
-            .filter(|r| r.rates.positives == Some(0))
-            .map(|r| r.group.as_str())
-            .collect();
-        let why = if unlabelled.is_empty() {
-            String::new()
-        } else {
-            format!(
-                " ({} {} no actual positive, so a true-positive rate of 0, as fairlearn counts it)",
-                unlabelled.join(", "),
-                if unlabelled.len() == 1 { "has" } else { "have" }
-            )
-        };
         findings.push(format!(
-            "equal-opportunity difference {d:.3} is above the declared maximum {max}{why}"
+            "equal-opportunity difference {} is above the declared maximum {max}",
+            beside(d, max)
         ));
     }
     AttributeReport {
@@ -515,13 +614,27 @@ fn audit_attribute(
         bands: g.bands.clone(),
         min_disparate_impact: g.min_disparate_impact,
         max_equal_opportunity_difference: g.max_equal_opportunity_difference,
+        min_group_rows: g.min_group_rows,
         most_favoured: groups[favoured].group.clone(),
         demographic_parity_ratio: dp_ratio,
         demographic_parity_difference: top - low,
-        equal_opportunity_difference: eod,
+        equal_opportunity_difference: eod.filter(|_| n_compared >= 2),
         meets_four_fifths_rule: dp_ratio.is_some_and(|r| r >= FOUR_FIFTHS),
         passed: findings.is_empty(),
         findings,
         groups,
     }
+}
+
+/// `value` to three decimals, or to as many more as it takes to show it on
+/// its side of `limit` (0.606 is not below 0.60591; 0.60589 is).
+fn beside(value: f64, limit: f64) -> String {
+    (3..=17)
+        .map(|digits| format!("{value:.digits$}"))
+        .find(|shown| {
+            shown
+                .parse::<f64>()
+                .is_ok_and(|v| (v < limit) == (value < limit) && (v > limit) == (value > limit))
+        })
+        .unwrap_or_else(|| value.to_string())
 }

@@ -12,12 +12,15 @@ fn rate(v: Option<f64>) -> String {
     v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.3}"))
 }
 
-/// A selection-rate ratio, undefined when nobody is selected.
+/// A selection-rate ratio: undefined when nobody is selected or there is
+/// no second group to compare with (the findings say which).
 fn ratio(v: Option<f64>) -> String {
-    v.map_or_else(
-        || "undefined (nobody selected)".to_owned(),
-        |v| format!("{v:.3}"),
-    )
+    v.map_or_else(|| "undefined".to_owned(), |v| format!("{v:.3}"))
+}
+
+/// A group's name as one Markdown table cell.
+fn cell(text: &str) -> String {
+    text.replace('|', "\\|").replace(['\n', '\r'], " ")
 }
 
 /// Below the four-fifths rule (an undefined ratio does not meet it either).
@@ -112,22 +115,30 @@ pub fn markdown(report: &Report) -> String {
         for g in &a.groups {
             let _ = writeln!(
                 out,
-                "| {}{} | {} | {} | {:.3} | {}{} | {} | {} | {} | {:.4} | {} |",
-                g.group,
-                if g.group == a.most_favoured {
-                    " (most favoured)"
+                "| {}{} | {} | {} | {:.3} | {} | {} | {} | {} | {:.4} | {} |",
+                cell(&g.group),
+                if !g.compared {
+                    format!(" (under {} rows: not compared)", a.min_group_rows)
+                } else if g.group == a.most_favoured {
+                    " (most favoured)".to_owned()
                 } else {
-                    ""
+                    String::new()
                 },
                 g.rates.rows,
                 g.rates.selected,
                 g.rates.selection_rate,
-                ratio(g.disparate_impact),
-                warn(g.disparate_impact),
+                if g.compared {
+                    format!("{}{}", ratio(g.disparate_impact), warn(g.disparate_impact))
+                } else {
+                    "n/a".to_owned()
+                },
                 g.rates
                     .positives
                     .map_or_else(|| "n/a".to_owned(), |p| p.to_string()),
-                rate(g.rates.true_positive_rate),
+                match (g.rates.positives, g.rates.true_positive_rate) {
+                    (Some(0), _) => "none (no positives)".to_owned(),
+                    (_, tpr) => rate(tpr),
+                },
                 signed(g.equal_opportunity_difference),
                 g.rates.mean_score,
                 rate(g.rates.observed_rate),
@@ -146,7 +157,7 @@ pub fn markdown(report: &Report) -> String {
                         )
                     })
                     .collect();
-                let _ = writeln!(out, "| {} | {} |", g.group, bins.join("; "));
+                let _ = writeln!(out, "| {} | {} |", cell(&g.group), bins.join("; "));
             }
         }
         if let Some(attribution) = &report.attribution {

@@ -114,7 +114,9 @@ pub struct Attribution {
     pub contributions: Vec<f64>,
     /// Standard error of each contribution; empty when exact.
     pub standard_errors: Vec<f64>,
-    /// |base + Σφ − margin|.
+    /// |base + Σφ − margin|; for sampled values, what the pairs' own
+    /// additivity left over before they were held to the base (see
+    /// `sampling::Estimate::residual`).
     pub residual: f64,
     /// Permutation pairs the estimator used; zero for exact methods.
     pub sample_pairs: usize,
@@ -382,6 +384,7 @@ impl Explainer {
                         base_score: e.transform(&expected, *output),
                         standard_errors: Vec::new(),
                         sample_pairs: 0,
+                        residual: None,
                     })
                     .collect()
             }
@@ -403,6 +406,7 @@ impl Explainer {
                         base_score: linear_score(model, *base),
                         standard_errors: Vec::new(),
                         sample_pairs: 0,
+                        residual: None,
                     }
                 })
                 .collect(),
@@ -435,6 +439,7 @@ impl Explainer {
                         base_score: e.base,
                         standard_errors: e.standard_error,
                         sample_pairs: e.pairs,
+                        residual: Some(e.residual),
                     })
                 })
                 .collect::<Result<_, String>>()?,
@@ -446,7 +451,9 @@ impl Explainer {
                 method: self.method(method),
                 method_version: "1",
                 output_space: self.output_space(),
-                residual: (s.base_value + s.contributions.iter().sum::<f64>() - s.margin).abs(),
+                residual: s.residual.unwrap_or_else(|| {
+                    (s.base_value + s.contributions.iter().sum::<f64>() - s.margin).abs()
+                }),
                 base_value: s.base_value,
                 margin: s.margin,
                 sample_pairs: s.sample_pairs,
@@ -470,6 +477,9 @@ struct Solved {
     base_score: f64,
     standard_errors: Vec<f64>,
     sample_pairs: usize,
+    /// What the method's own additivity leaves over, where it is not
+    /// |base + Σφ − margin|.
+    residual: Option<f64>,
 }
 
 /// Lets the model-agnostic estimator run the model on one session slot.

@@ -47,6 +47,10 @@ pub struct Estimate {
     pub value: f64,
     /// Permutation pairs evaluated; zero when exact.
     pub pairs: usize,
+    /// |references' mean score + Σφ − score| before the values were held to
+    /// the background's mean: each pair adds up by construction, so only a
+    /// model that answers one row differently from call to call leaves one.
+    pub residual: f64,
 }
 
 /// What one estimate may spend: antithetic pairs, and time.
@@ -81,7 +85,8 @@ pub fn explain(
     references.shuffle(&mut rng);
     let mut order: Vec<usize> = (0..width).collect();
     let (mut sum, mut sum_sq) = (vec![0.0; width], vec![0.0; width]);
-    let mut value = 0.0;
+    // The references' scores, summed, and the row's, as the last pair saw it.
+    let (mut first, mut value) = (0.0, 0.0);
     let mut pairs = 0;
     for p in 0..budget.pairs.max(2) {
         if p >= 2
@@ -123,6 +128,7 @@ pub fn explain(
                 pair[j] += 0.5 * (f64::from(s[k + 1]) - f64::from(s[k]));
             }
         }
+        first += f64::from(scores[0]);
         value = f64::from(scores[width]);
         for j in 0..width {
             sum[j] += pair[j];
@@ -138,6 +144,8 @@ pub fn explain(
         .collect();
     // The values add up to the score less the references' mean; the gap to
     // the background's is the references' sampling error.
+    let references_mean = first / n;
+    let residual = (references_mean + phi.iter().sum::<f64>() - value).abs();
     let gap = (value - expected) - phi.iter().sum::<f64>();
     let mut weights: Vec<f64> = standard_error.iter().map(|se| se * se).collect();
     if weights.iter().sum::<f64>() == 0.0 {
@@ -163,6 +171,7 @@ pub fn explain(
         base: expected,
         value,
         pairs,
+        residual,
     })
 }
 
@@ -192,6 +201,7 @@ fn exact(
         base: v[0],
         value: v[coalitions - 1],
         pairs: 0,
+        residual: 0.0,
     })
 }
 
