@@ -80,6 +80,7 @@ pub struct Metrics {
     stage_seconds: [Histogram; Stage::ALL.len()],
     decisions: [Counter; 3],
     in_flight: Gauge,
+    answers_unread: Gauge,
     /// The largest |base + Σφ − margin| seen, as f64 bits.
     max_residual: AtomicU64,
     // Read from the gateway at scrape time.
@@ -123,6 +124,12 @@ impl Default for Metrics {
             "rpc_in_flight",
             "gRPC calls admitted and not yet answered",
             in_flight.clone(),
+        );
+        let answers_unread = Gauge::default();
+        registry.register(
+            "rpc_answers_unread",
+            "Answers handed to their connections and not yet read by their clients; with rpc_in_flight, what limits.max_in_flight counts",
+            answers_unread.clone(),
         );
         let gauge = |registry: &mut Registry, name: &str, help: &str| {
             let g = Gauge::default();
@@ -202,6 +209,7 @@ impl Default for Metrics {
             decisions: [Tier::Personalised, Tier::Contextual, Tier::Refused]
                 .map(|t| decisions.get_or_create(&[("tier", t.as_str())]).clone()),
             in_flight,
+            answers_unread,
             max_residual: AtomicU64::new(0f64.to_bits()),
             max_residual_gauge,
             cache_hit_ratio,
@@ -248,6 +256,10 @@ impl Metrics {
 
     pub fn in_flight(&self) -> &Gauge {
         &self.in_flight
+    }
+
+    pub fn answers_unread(&self) -> &Gauge {
+        &self.answers_unread
     }
 
     pub fn residual(&self, residual: f64) {

@@ -1395,3 +1395,57 @@ async fn answers_a_client_does_not_read_count_as_in_flight() {
     }
     assert!(served, "the places of the ended streams were not freed");
 }
+
+/// A client that never reads its answers cannot keep their places: once an
+/// unread answer is past its call's deadline and the limit sheds a call,
+/// the connection it waits on is cut, and the places come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_left_unread_past_their_deadline_lose_their_places() {
+    let mut config = test_config();
+    config.limits.max_in_flight = 2;
+    let server = TestServer::start_with(config).await;
+    let shut = tonic::transport::Channel::from_shared(server.url())
+        .unwrap()
+        .initial_stream_window_size(Some(0))
+        .connect()
+        .await
+        .unwrap();
+    // The deadline goes to the server only: this client never gives up.
+    let stalled: Vec<_> = (0..2)
+        .map(|_| {
+            let mut client = ScoringServiceClient::new(shut.clone());
+            let mut request = tonic::Request::new(caravan_request());
+            request
+                .metadata_mut()
+                .insert("grpc-timeout", "300m".parse().unwrap());
+            tokio::spawn(async move { client.score(request).await })
+        })
+        .collect();
+    let mut reader = server.scoring().await;
+    let mut shed = false;
+    let mut served_after = false;
+    for _ in 0..400 {
+        match reader.score(caravan_request()).await {
+            Err(s) if s.code() == Code::ResourceExhausted => shed = true,
+            Ok(_) if shed => {
+                served_after = true;
+                break;
+            }
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(shed, "the unread answers never held the places");
+    assert!(
+        served_after,
+        "the places of the overdue answers never came back"
+    );
+    for call in stalled {
+        let ended = tokio::time::timeout(Duration::from_secs(5), call)
+            .await
+            .expect("the cut connection ends the stalled calls")
+            .unwrap();
+        assert!(ended.is_err(), "{ended:?}");
+    }
+    server.stop().await;
+}

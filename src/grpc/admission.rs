@@ -15,33 +15,39 @@
 //! established travels to the handler as [`Admitted`].
 //!
 //! It owns the call's deadline (`grpc-timeout`): an admitted call still
-//! running when it expires is answered DEADLINE_EXCEEDED. It also counts
+//! running when it expires is answered DEADLINE_EXCEEDED. An answer holds
+//! the call's place until its client has read it; one still unread past
+//! the deadline (or [`UNREAD_TIMEOUT`] without one) is overdue, and when
+//! the limit sheds a call, the connections of overdue answers are cut, so
+//! that a client that never reads cannot hold the gateway's places for
+//! ever. It also counts
 //! and times every call, however it ends (answered, expired, or abandoned
 //! by the client), and runs it inside a span that carries the request id
 //! into every log line.
 
 use std::{
+    collections::HashMap,
     convert::Infallible,
-    sync::Arc,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     task::{Context, Poll},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
 use http_body_util::{BodyExt, Full};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tonic::{
-    Status,
-    body::Body,
-    transport::server::{TcpConnectInfo, TlsConnectInfo},
-};
+use tonic::{Status, body::Body, transport::server::TlsConnectInfo};
 use tower::{Layer, Service};
 use tracing::Instrument;
 
 use super::{
     auth::{self, Admitted},
     deadline::Deadline,
+    io::{Cutoff, Peer},
 };
 use crate::{access::Caller, gateway::Gateway};
 
@@ -61,6 +67,10 @@ const FRAMING_BYTES: usize = 5;
 /// The largest message of a call that needs no credential (health).
 pub(super) const PUBLIC_MESSAGE_BYTES: usize = 4096;
 
+/// How long an answer to a call without a deadline may wait for its client
+/// to read it before it is overdue.
+pub const UNREAD_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The health service's stream, which needs no credential and has no end.
 const HEALTH_WATCH: &str = "/grpc.health.v1.Health/Watch";
 
@@ -76,6 +86,60 @@ pub struct Admission {
     /// Turns true when the server starts to shut down: Watch streams then
     /// end, or the drain would wait for them for ever.
     closing: tokio::sync::watch::Receiver<bool>,
+    unread: Arc<Unread>,
+}
+
+/// The answers handed to their connections and not yet delivered: when
+/// each is overdue, and how to cut its connection.
+struct Unread {
+    next: AtomicU64,
+    answers: Mutex<HashMap<u64, (Instant, Arc<Cutoff>)>>,
+    /// `candor_rpc_answers_unread`.
+    gauge: prometheus_client::metrics::gauge::Gauge,
+}
+
+impl Unread {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (Instant, Arc<Cutoff>)>> {
+        self.answers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts an answer in until the returned entry is dropped.
+    fn enter(self: &Arc<Self>, overdue_at: Instant, cutoff: Arc<Cutoff>) -> UnreadEntry {
+        let key = self.next.fetch_add(1, Ordering::Relaxed);
+        self.lock().insert(key, (overdue_at, cutoff));
+        self.gauge.inc();
+        UnreadEntry {
+            unread: self.clone(),
+            key,
+        }
+    }
+
+    /// Cuts the connections of overdue answers; their places come back as
+    /// the server drops them. Returns how many it cut.
+    fn cut_overdue(&self, now: Instant) -> usize {
+        let mut answers = self.lock();
+        let before = answers.len();
+        answers.retain(|_, (overdue_at, cutoff)| {
+            let overdue = *overdue_at <= now;
+            if overdue {
+                cutoff.cut();
+            }
+            !overdue
+        });
+        before - answers.len()
+    }
+}
+
+struct UnreadEntry {
+    unread: Arc<Unread>,
+    key: u64,
+}
+
+impl Drop for UnreadEntry {
+    fn drop(&mut self) {
+        self.unread.lock().remove(&self.key);
+        self.unread.gauge.dec();
+    }
 }
 
 impl Admission {
@@ -85,11 +149,16 @@ impl Admission {
         let receiving =
             usize::try_from(limits.max_receiving_mb << 20).unwrap_or(Semaphore::MAX_PERMITS);
         Self {
-            gateway,
             in_flight: Arc::new(Semaphore::new(in_flight)),
             watches: Arc::new(Semaphore::new(watches)),
             receiving: Arc::new(Semaphore::new(receiving.min(Semaphore::MAX_PERMITS))),
             closing,
+            unread: Arc::new(Unread {
+                next: AtomicU64::new(0),
+                answers: Mutex::default(),
+                gauge: gateway.metrics().answers_unread().clone(),
+            }),
+            gateway,
         }
     }
 }
@@ -175,6 +244,9 @@ impl http_body::Body for Unending {
 struct Delivering {
     inner: Body,
     _permit: OwnedSemaphorePermit,
+    /// Counted among the answers awaiting their clients, when the
+    /// connection can be cut.
+    _unread: Option<UnreadEntry>,
 }
 
 impl http_body::Body for Delivering {
@@ -305,6 +377,8 @@ where
             deadline,
         });
         let in_flight = self.admission.in_flight.clone();
+        let unread = self.admission.unread.clone();
+        let cutoff = peer(&request).map(|p| p.cutoff.clone());
         let receiving = self.admission.receiving.clone();
         let closing = self.admission.closing.clone();
         let span = tracing::info_span!("rpc", rpc, request_id = %request_id);
@@ -336,6 +410,13 @@ where
                     match in_flight.try_acquire_owned() {
                         Ok(permit) => Some(permit),
                         Err(_) => {
+                            let cut = unread.cut_overdue(Instant::now());
+                            if cut > 0 {
+                                tracing::warn!(
+                                    connections = cut,
+                                    "cut connections that left answers unread past their deadline (or {UNREAD_TIMEOUT:?}) while the in-flight limit was full"
+                                );
+                            }
                             let status = Status::resource_exhausted(format!(
                                 "overloaded: {} calls are in flight or delivering their answers (limits.max_in_flight); retry with backoff",
                                 gateway.config().limits.max_in_flight
@@ -387,10 +468,14 @@ where
                 let permit = call.answered(code_name(code));
                 stamp(&mut response, &request_id);
                 if let Some(permit) = permit.filter(|_| !rule.streams_requests) {
+                    let overdue_at = deadline
+                        .map_or_else(|| Instant::now() + UNREAD_TIMEOUT, |d| d.expires());
+                    let entry = cutoff.map(|cutoff| unread.enter(overdue_at, cutoff));
                     response = response.map(|inner| {
                         Body::new(Delivering {
                             inner,
                             _permit: permit,
+                            _unread: entry,
                         })
                     });
                 } else if watch.is_some() || rule.streams_requests {
@@ -617,6 +702,16 @@ fn request_id(request: &mut Request<Body>) -> String {
     }
 }
 
+/// The connection a call came on, over TCP or TLS.
+fn peer<B>(request: &Request<B>) -> Option<&Peer> {
+    let extensions = request.extensions();
+    extensions.get::<Peer>().or_else(|| {
+        extensions
+            .get::<TlsConnectInfo<Peer>>()
+            .map(TlsConnectInfo::get_ref)
+    })
+}
+
 fn identify(gateway: &Gateway, request: &Request<Body>) -> Result<Caller, Status> {
     let mut given = request
         .headers()
@@ -636,7 +731,7 @@ fn identify(gateway: &Gateway, request: &Request<Body>) -> Result<Caller, Status
     };
     let certs = request
         .extensions()
-        .get::<TlsConnectInfo<TcpConnectInfo>>()
+        .get::<TlsConnectInfo<Peer>>()
         .and_then(TlsConnectInfo::peer_certs);
     let cert = certs.as_ref().and_then(|c| c.first()).map(|c| c.as_ref());
     gateway

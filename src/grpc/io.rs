@@ -21,14 +21,23 @@
 //! yet: the peer read `ECONNRESET` in the middle of a reply. So shutting
 //! down also reads and discards until the peer closes too, for at most
 //! [`LINGER`], as web servers' lingering close does.
+//!
+//! And an accepted connection can be cut from outside ([`Cutoff`]): the
+//! admission layer cuts one that leaves an answer unread past its time.
 
 use std::{
     future::Future,
     io,
     pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     task::{Context, Poll, ready},
     time::Duration,
 };
+
+use atomic_waker::AtomicWaker;
 
 use hyper_util::rt::TokioIo;
 use tokio::{
@@ -37,10 +46,7 @@ use tokio::{
     sync::OwnedSemaphorePermit,
     time::Sleep,
 };
-use tonic::transport::{
-    Channel, Endpoint, Uri,
-    server::{Connected, TcpConnectInfo},
-};
+use tonic::transport::{Channel, Endpoint, Uri, server::Connected};
 
 /// How long a connection shut down for writing waits for its peer to close.
 const LINGER: Duration = Duration::from_secs(1);
@@ -59,10 +65,44 @@ pub(super) const OPENING_TIMEOUT: Duration = Duration::from_secs(10);
 /// longer, and tonic then times the handshake itself.
 const OPENING_BYTES: usize = 24 + 9;
 
+/// The means to close a connection from outside it: its reads and writes
+/// fail from then on, and the server drops it with all its streams.
+#[derive(Debug, Default)]
+pub(super) struct Cutoff {
+    cut: AtomicBool,
+    /// The connection's task, waiting to read.
+    reader: AtomicWaker,
+}
+
+impl Cutoff {
+    pub(super) fn cut(&self) {
+        self.cut.store(true, Ordering::Release);
+        self.reader.wake();
+    }
+
+    fn is_cut(&self) -> bool {
+        self.cut.load(Ordering::Acquire)
+    }
+
+    fn refusal() -> io::Error {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            "cut: the peer left an answer unread past its time",
+        )
+    }
+}
+
+/// What a call learns of the connection it came on: its [`Cutoff`].
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub(super) cutoff: Arc<Cutoff>,
+}
+
 /// A TCP connection, either end, that h2 writes to in whole buffers and that
 /// closes without dropping what its peer has not read.
 pub(super) struct Coalescing {
     stream: TcpStream,
+    cutoff: Arc<Cutoff>,
     /// Running once the connection is shut down for writing.
     lingering: Option<Pin<Box<Sleep>>>,
     /// Running on an accepted connection until its opening has arrived.
@@ -77,6 +117,7 @@ impl Coalescing {
     pub(super) fn new(stream: TcpStream) -> Self {
         Self {
             stream,
+            cutoff: Arc::default(),
             lingering: None,
             silence: None,
             heard: 0,
@@ -101,10 +142,12 @@ impl Coalescing {
 }
 
 impl Connected for Coalescing {
-    type ConnectInfo = TcpConnectInfo;
+    type ConnectInfo = Peer;
 
-    fn connect_info(&self) -> TcpConnectInfo {
-        self.stream.connect_info()
+    fn connect_info(&self) -> Peer {
+        Peer {
+            cutoff: self.cutoff.clone(),
+        }
     }
 }
 
@@ -115,6 +158,11 @@ impl AsyncRead for Coalescing {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        // Registered before the check, so that a cut in between still wakes.
+        this.cutoff.reader.register(cx.waker());
+        if this.cutoff.is_cut() {
+            return Poll::Ready(Err(Cutoff::refusal()));
+        }
         let before = buf.filled().len();
         let read = Pin::new(&mut this.stream).poll_read(cx, buf);
         let Some(silence) = this.silence.as_mut() else {
@@ -145,6 +193,9 @@ impl AsyncWrite for Coalescing {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        if self.cutoff.is_cut() {
+            return Poll::Ready(Err(Cutoff::refusal()));
+        }
         Pin::new(&mut self.stream).poll_write(cx, buf)
     }
 
@@ -279,5 +330,31 @@ mod tests {
         connection.read_exact(&mut first).await.unwrap();
         let quiet = tokio::time::timeout(FIRST_BYTES * 3, connection.read(&mut [0u8; 16])).await;
         assert!(quiet.is_err(), "still waiting, not failed: {quiet:?}");
+    }
+
+    /// A cut connection fails its waiting read at once, and its writes.
+    #[tokio::test]
+    async fn a_cut_connection_fails_its_reads_and_writes() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _peer = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        let mut connection = Coalescing::new(accepted);
+        let cutoff = connection.connect_info().cutoff;
+        let reading = tokio::spawn(async move {
+            let error = connection.read(&mut [0u8; 16]).await.unwrap_err();
+            (
+                error.kind(),
+                connection.write(b"x").await.unwrap_err().kind(),
+            )
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        cutoff.cut();
+        let kinds = tokio::time::timeout(Duration::from_secs(5), reading)
+            .await
+            .expect("the waiting read is woken")
+            .unwrap();
+        assert_eq!(kinds, (io::ErrorKind::TimedOut, io::ErrorKind::TimedOut));
     }
 }
