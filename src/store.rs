@@ -45,7 +45,9 @@ pub enum StoreError {
     Open { path: PathBuf, message: String },
     #[error("database is busy (locked by another process): {0}")]
     Busy(String),
-    #[error("database cannot grow (disk full): {0}")]
+    #[error(
+        "database cannot grow (the disk is full, or the file has reached database_max_mb): {0}"
+    )]
     Full(String),
     #[error("database: {0}")]
     Sqlite(String),
@@ -195,13 +197,20 @@ fn key_check(key: &[u8], setting: &str) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
+/// How long a statement waits for a lock another process holds.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// The writer's wait while commits fail: the last attempt has already
+/// waited out [`BUSY_TIMEOUT`], so the callers queued behind it are
+/// answered at once rather than after a wait of their own each.
+const FAILING_BUSY_TIMEOUT: Duration = Duration::from_millis(100);
+
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     let open = |e: rusqlite::Error| StoreError::Open {
         path: path.to_owned(),
         message: e.to_string(),
     };
     let conn = Connection::open(path).map_err(open)?;
-    conn.busy_timeout(Duration::from_secs(5)).map_err(open)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(open)?;
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(open)?;
     // Erasure must not leave removed content in free space on disk.
@@ -579,6 +588,7 @@ impl Store {
                     retrying: writer_retrying,
                     uncommitted: writer_uncommitted,
                     failing: writer_failing,
+                    busy_timeout: BUSY_TIMEOUT,
                     file,
                     committing,
                     failures: Failures::default(),
@@ -878,6 +888,9 @@ struct Writer {
     /// Lowered by each committed decision nobody waited for.
     uncommitted: Arc<AtomicUsize>,
     failing: Arc<AtomicBool>,
+    /// The connection's wait for another process's lock: shorter while
+    /// commits fail.
+    busy_timeout: Duration,
     file: FileIdentity,
     committing: tokio::sync::watch::Sender<bool>,
     failures: Failures,
@@ -1073,6 +1086,14 @@ impl Writer {
             // Work for an erased subject queued before its erasure is then
             // refused as erased, as it would be if it came after.
             batch.sort_by_key(|j| !matches!(j, Job::Erase(..) | Job::Purge(..)));
+            let busy = if self.failing.load(Ordering::Relaxed) {
+                FAILING_BUSY_TIMEOUT
+            } else {
+                BUSY_TIMEOUT
+            };
+            if busy != self.busy_timeout && self.conn.busy_timeout(busy).is_ok() {
+                self.busy_timeout = busy;
+            }
             self.commit_batch(batch, retried);
         }
     }
@@ -1276,9 +1297,14 @@ impl Writer {
                 // SQLite rolls a whole transaction back on some errors (a
                 // full disk): the job's own error is then the batch's.
                 (Err(e), outcome, _) => failure = Some(outcome.err().unwrap_or(e)),
-                (Ok(()), Err(e), Some(at)) if e.is_transient() && savepoint => {
-                    held.push(at);
-                    held_rows += rows;
+                // Undone alone: acknowledged work is kept for a retry, and
+                // a caller who waits has its error. Either way the database
+                // refused a write, so commits still fail.
+                (Ok(()), Err(e), copy) if e.is_transient() && savepoint => {
+                    if let Some(at) = copy {
+                        held.push(at);
+                        held_rows += rows;
+                    }
                     held_error = Some(e);
                 }
                 (Ok(()), Err(e), _) if e.is_transient() && !savepoint => failure = Some(e),
@@ -1900,6 +1926,59 @@ mod tests {
             })
             .unwrap();
         assert_eq!(recorded, 1, "the answered record was dropped");
+    }
+
+    /// Another process holding the database's lock: a caller who waits
+    /// for its commit is answered UNAVAILABLE after one busy timeout, not
+    /// one more for every attempt queued ahead of it, and health stays
+    /// down until a write lands, even when every job of a batch was undone
+    /// alone and the empty transaction could commit.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_locked_database_fails_callers_once_and_stays_failing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("db")).unwrap());
+        let locker = Connection::open(dir.path().join("db")).unwrap();
+        locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        let started = std::time::Instant::now();
+        let waited = |i: usize| {
+            let store = store.clone();
+            let batch = Arc::new(decisions::sample_batch(
+                &format!("00000000-0000-7000-8000-{i:012}"),
+                None,
+            ));
+            tokio::spawn(async move {
+                let outcome = store.submit(move |tx| Job::Record(batch, Some(tx))).await;
+                (outcome, started.elapsed())
+            })
+        };
+        let mut calls = vec![waited(0)];
+        for i in 1..4 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            calls.push(waited(i));
+        }
+        for call in calls {
+            let (outcome, after) = call.await.unwrap();
+            assert!(matches!(outcome, Err(StoreError::Busy(_))), "{outcome:?}");
+            assert!(
+                after < BUSY_TIMEOUT + Duration::from_secs(2),
+                "answered after {after:?}"
+            );
+        }
+        let mut succeed = store.commits_succeed();
+        assert!(store.is_failing() && !*succeed.borrow_and_update());
+        for i in 4..8 {
+            let (outcome, _) = waited(i).await.unwrap();
+            assert!(matches!(outcome, Err(StoreError::Busy(_))), "{outcome:?}");
+            assert!(
+                store.is_failing(),
+                "health came back while the lock was held"
+            );
+        }
+        assert!(!succeed.has_changed().unwrap());
+        locker.execute_batch("ROLLBACK").unwrap();
+        let (outcome, _) = waited(8).await.unwrap();
+        assert!(outcome.is_ok(), "{outcome:?}");
+        assert!(!store.is_failing() && *succeed.borrow_and_update());
     }
 
     /// An answered record the full database cannot take is kept and
