@@ -331,6 +331,12 @@ impl Explainer {
     }
 
     /// Whether rows explained together cost less than one by one.
+    /// Whether the explainer stops at its deadline with an estimate (the
+    /// sampled one), rather than take the time its rows need.
+    pub fn stops_at_deadline(&self) -> bool {
+        matches!(self, Self::Sampling { width, .. } if *width > sampling::EXACT_MAX_FEATURES)
+    }
+
     pub fn walks_blocks(&self, method: Method) -> bool {
         matches!((self, method), (Self::Tree { .. }, Method::PathDependent))
     }
@@ -524,7 +530,7 @@ pub enum ExplainMode {
 
 /// Which Shapley game a tree model's attributions solve. Linear models have
 /// one answer for both.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Method {
     /// Against the trees' own covers (the training distribution).
     #[default]

@@ -214,6 +214,8 @@ pub struct Gateway {
     /// What recording took lately: inline attributions leave it room
     /// before the call's deadline.
     record_cost: RecordCost,
+    /// What inline attributions took lately, per row.
+    explain_cost: ExplainCost,
     cache: Arc<ExplanationCache>,
     /// Wakes the deferred-attribution sweeper.
     deferred: Arc<tokio::sync::Notify>,
@@ -250,6 +252,36 @@ struct RecordCost {
     /// Microseconds; 0 until measured.
     call_us: std::sync::atomic::AtomicU64,
     row_us: std::sync::atomic::AtomicU64,
+}
+
+/// What inline attributions took per row lately, per model and method
+/// (an eighth of each new sample, as [`RecordCost`]), so that a call whose
+/// deadline they cannot meet defers them at once.
+#[derive(Default)]
+struct ExplainCost(std::sync::Mutex<std::collections::HashMap<(Arc<str>, Method), Duration>>);
+
+impl ExplainCost {
+    /// Counts a call's `rows` attributions that took `took`, or, when it
+    /// was cut short (`finished` false), took longer.
+    fn observe(&self, key: (Arc<str>, Method), rows: usize, took: Duration, finished: bool) {
+        let Ok(rows) = u32::try_from(rows.max(1)) else {
+            return;
+        };
+        let sample = took / rows;
+        let mut costs = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let cost = costs.entry(key).or_insert(sample);
+        *cost = if finished {
+            *cost - *cost / 8 + sample / 8
+        } else {
+            (*cost).max(sample)
+        };
+    }
+
+    /// How long `rows` attributions would take, once measured.
+    fn expected(&self, key: &(Arc<str>, Method), rows: usize) -> Option<Duration> {
+        let costs = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        Some(*costs.get(key)? * u32::try_from(rows).ok()?)
+    }
 }
 
 impl RecordCost {
@@ -402,6 +434,7 @@ impl Gateway {
             store,
             cipher,
             record_cost: RecordCost::default(),
+            explain_cost: ExplainCost::default(),
             archive: Archive::new(
                 (config.database.parent())
                     .unwrap_or(std::path::Path::new("."))
@@ -877,6 +910,15 @@ impl Gateway {
                 at.checked_sub(self.record_cost.reserve(scores.len()))
                     .unwrap_or(started)
             });
+            let cost = (package.identity.sha256.clone(), method);
+            // Attributions that cannot be done in time are owed from the
+            // start: begun, they would take the cores the rest of the call
+            // needs, only to be thrown away. (The sampled estimator stops
+            // at the deadline with what it has.)
+            let hopeless = !package.explainer.stops_at_deadline()
+                && deadline
+                    .zip(self.explain_cost.expected(&cost, scores.len()))
+                    .is_some_and(|(at, takes)| started + takes > at);
             // Sampling stops a fifth of the remaining time early, so that a
             // cut-short estimate still beats the fallback below.
             let sampling_deadline =
@@ -891,10 +933,14 @@ impl Gateway {
                     deadline: sampling_deadline,
                 },
             );
-            let done = match deadline {
-                Some(at) => tokio::time::timeout_at(at.into(), work).await.ok(),
-                None => Some(work.await),
+            let done = match (hopeless, deadline) {
+                (true, _) => None,
+                (false, Some(at)) => tokio::time::timeout_at(at.into(), work).await.ok(),
+                (false, None) => Some(work.await),
             };
+            // A call cut short took at least this long.
+            self.explain_cost
+                .observe(cost, scores.len(), started.elapsed(), done.is_some());
             match done {
                 Some(Ok(a)) => attributions = Some(a.into_iter()),
                 // Out of time, or the explanation threads are saturated:
@@ -999,6 +1045,26 @@ mod tests {
         // A slow commit moves the average an eighth of the way.
         cost.observe(1, Duration::from_millis(10));
         assert_eq!(cost.reserve(1), Duration::from_millis(6));
+    }
+
+    /// Inline attributions are expected to take what they took per row
+    /// lately; a call cut short raises the figure to at least what it
+    /// spent, so that the next such call defers at once.
+    #[test]
+    fn attributions_are_expected_to_take_what_they_took_lately() {
+        let cost = ExplainCost::default();
+        let key = (Arc::<str>::from("sha"), Method::PathDependent);
+        assert_eq!(cost.expected(&key, 10), None, "not measured yet");
+        cost.observe(key.clone(), 4, Duration::from_millis(8), true);
+        assert_eq!(cost.expected(&key, 100), Some(Duration::from_millis(200)));
+        // Cut short after 30 ms of 10 rows: at least 3 ms a row.
+        cost.observe(key.clone(), 10, Duration::from_millis(30), false);
+        assert_eq!(cost.expected(&key, 1), Some(Duration::from_millis(3)));
+        // A cut-short call that spent less says nothing new.
+        cost.observe(key.clone(), 10, Duration::from_millis(1), false);
+        assert_eq!(cost.expected(&key, 1), Some(Duration::from_millis(3)));
+        let other = (Arc::<str>::from("sha"), Method::Interventional);
+        assert_eq!(cost.expected(&other, 1), None, "per method");
     }
 
     #[test]

@@ -547,17 +547,31 @@ impl Call {
 
     /// The code a call that was never answered is counted under: what its
     /// client saw. A client whose deadline passed reports DEADLINE_EXCEEDED;
-    /// its own timer started before ours and usually ends the call (with a
-    /// reset) a moment before ours would, so a call abandoned after the
-    /// point where the gateway itself starts to cut work short for the
-    /// deadline ([`Deadline::reply_by`]) is counted as expired. Any other
-    /// abandoned call was cancelled by its client.
+    /// its own timer started before ours, by the time the request took to
+    /// reach us and wait for a worker (milliseconds under load), and ends
+    /// the call (with a reset) that much before ours would. So a call
+    /// abandoned within the last quarter of its timeout (at least the last
+    /// 5 ms, and from [`Deadline::reply_by`] on) is counted as expired. Any
+    /// other abandoned call was cancelled by its client.
     fn abandoned_code(&self) -> &'static str {
         match self.deadline {
-            Some(deadline) if Instant::now() >= deadline.reply_by() => "DEADLINE_EXCEEDED",
+            Some(deadline) if Instant::now() + expiry_slack(&deadline) >= deadline.expires() => {
+                "DEADLINE_EXCEEDED"
+            }
             _ => "CANCELLED",
         }
     }
+}
+
+/// How much sooner than ours a client's timer may run out: see
+/// [`Call::abandoned_code`].
+fn expiry_slack(deadline: &Deadline) -> Duration {
+    let reply_margin = deadline
+        .expires()
+        .saturating_duration_since(deadline.reply_by());
+    (deadline.timeout() / 4)
+        .max(Duration::from_millis(5))
+        .max(reply_margin)
 }
 
 impl Drop for Call {
@@ -1002,7 +1016,25 @@ fn code_name(code: tonic::Code) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use super::bearer_credential;
+    use super::*;
+
+    /// A client's timer runs out before ours by the time its request took
+    /// to reach a worker: the last quarter of a timeout, and at least 5 ms,
+    /// counts as the deadline.
+    #[test]
+    fn a_call_abandoned_near_its_deadline_counts_as_expired() {
+        let slack = |timeout: &str| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert("grpc-timeout", timeout.parse().unwrap());
+            let deadline = Deadline::from_headers(&headers, Instant::now())
+                .unwrap()
+                .unwrap();
+            expiry_slack(&deadline)
+        };
+        assert_eq!(slack("20m"), Duration::from_millis(5));
+        assert_eq!(slack("4m"), Duration::from_millis(5));
+        assert_eq!(slack("1S"), Duration::from_millis(250));
+    }
 
     #[test]
     fn the_bearer_scheme_is_case_insensitive() {
