@@ -221,6 +221,7 @@ async fn metrics_name_every_series_and_move_with_traffic() {
     for series in [
         "candor_explanation_backlog",
         "candor_records_pending_commit",
+        "candor_rpc_answers_unread",
         "candor_rpc_in_flight",
     ] {
         assert!(sample(&after, series).is_some(), "{series} missing");
@@ -609,6 +610,7 @@ async fn every_metric_is_declared_as_what_it_is() {
         "candor_fairness_flagged",
         "candor_ledger_records",
         "candor_records_pending_commit",
+        "candor_rpc_answers_unread",
         "candor_rpc_in_flight",
         "candor_sqlite_memory_bytes",
     ];
@@ -764,7 +766,7 @@ async fn a_full_database_is_resource_exhausted_and_other_calls_still_work() {
         assert!(answered.len() < 20_000, "the quota never filled");
     };
     assert_eq!(full.code(), Code::ResourceExhausted, "{full:?}");
-    assert!(full.message().contains("disk full"), "{full:?}");
+    assert!(full.message().contains("database_max_mb"), "{full:?}");
     // The refused decision is not counted as one.
     let text = scrape(metrics).await;
     assert_eq!(
