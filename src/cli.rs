@@ -423,9 +423,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             ),
             None => None,
         };
-        let gateway = Arc::new(Gateway::new(config).context("cannot start the gateway")?);
-        tracing::info!(addr = %listener.local_addr()?, "candor listening");
-        // One signal stops both servers.
+        // One signal stops both servers, and the start: opening a large
+        // database takes a while (its check reads every page).
         let (stop, stopped) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             shutdown_signal().await;
@@ -434,6 +433,19 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
             let _ = stopped.wait_for(|s| *s).await;
         };
+        let opening = tokio::task::spawn_blocking(move || Gateway::new(config));
+        let gateway = tokio::select! {
+            opened = opening => Arc::new(
+                opened
+                    .context("opening the gateway panicked")?
+                    .context("cannot start the gateway")?,
+            ),
+            () = until_stopped(stopped.clone()) => {
+                tracing::info!("stopped while opening the database, before serving");
+                return Ok(ExitCode::SUCCESS);
+            }
+        };
+        tracing::info!(addr = %listener.local_addr()?, "candor listening");
         if let Some(listener) = metrics_listener {
             tracing::info!(http = %listener.local_addr()?, "metrics and health on HTTP");
             tokio::spawn(crate::metrics::serve(

@@ -755,6 +755,10 @@ impl Config {
                 .iter()
                 .map(|(key, days)| (key.as_str(), *days, 1, 100 * 365, " days")),
         );
+        // The Global Vendor List numbers vendors from 1.
+        if let Some(id) = self.consent.tcf_vendor_id {
+            checks.push(("consent.tcf_vendor_id", id.into(), 1, u16::MAX.into(), ""));
+        }
         for (key, value, least, most, unit) in checks {
             if !(least..=most).contains(&value) {
                 return Err(ConfigError::at(
@@ -934,6 +938,7 @@ decisions.input_key_file = "k""#,
                     "decisions.min_segment_size = 1",
                     "decisions.min_segment_size",
                 ),
+                ("consent.tcf_vendor_id = 0", "consent.tcf_vendor_id"),
                 (
                     "fairness.min_group_decisions = 0",
                     "fairness.min_group_decisions",

@@ -78,6 +78,18 @@ pub struct Access {
 impl Access {
     /// `token_key` signs consumer tokens.
     pub fn new(config: AccessConfig, token_key: &[u8]) -> Self {
+        // Kept, since keys are meant to run out, but said: a gateway whose
+        // keys have all expired refuses every staff call.
+        let now = jiff::Timestamp::now();
+        for key in &config.api_keys {
+            if let Some(expires) = key.expires.filter(|&e| e <= now) {
+                tracing::warn!(
+                    key = %key.name,
+                    %expires,
+                    "access.api_keys: this key has expired and admits no call"
+                );
+            }
+        }
         Self {
             config,
             tokens: Tokens::new(token_key),

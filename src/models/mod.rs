@@ -369,9 +369,15 @@ impl Registry {
                     None => failed.push(PackageError {
                         file: package.dir.clone(),
                         field: None,
-                        message: format!(
-                            "the package is gone from disk; {kept} until the rollout unloads it"
-                        ),
+                        message: if package.dir.exists() {
+                            format!(
+                                "the package folder is there but did not load again (can the gateway read it?); {kept} until the rollout unloads it"
+                            )
+                        } else {
+                            format!(
+                                "the package is gone from disk; {kept} until the rollout unloads it"
+                            )
+                        },
                     }),
                 }
                 rollouts
@@ -476,7 +482,20 @@ impl Registry {
                 .production
                 .clone()
                 .or(unloaded_production)
-                .unwrap_or_else(|| manifest_default(&packages));
+                .unwrap_or_else(|| {
+                    let highest = manifest_default(&packages);
+                    // Nobody chose it: say so, since a version that was
+                    // production and left the folder hands its traffic to
+                    // it at the next start.
+                    if packages.len() > 1 && !packages.iter().any(|p| p.manifest.model.default) {
+                        tracing::warn!(
+                            model = %name,
+                            version = %highest,
+                            "no rollout.toml names production and no version is marked default = true: the highest version serves; pin production with AdminService.SetRollout"
+                        );
+                    }
+                    highest
+                });
             let mut audited: Vec<String> = versions
                 .values()
                 .flat_map(|p| p.manifest.fairness.iter())
@@ -661,16 +680,16 @@ fn is_unloaded(rollout: &Rollout, version_dir: &Path) -> bool {
 /// SHA-256 over every file of a package folder and its subfolders (an
 /// audit data set may sit in one), paths and contents.
 fn fingerprint(dir: &Path) -> Result<String, PackageError> {
-    let unreadable = |e: std::io::Error| PackageError {
-        file: dir.to_path_buf(),
+    let unreadable = |path: &Path, e: std::io::Error| PackageError {
+        file: path.to_path_buf(),
         field: None,
-        message: format!("cannot read the package folder: {e}"),
+        message: format!("cannot read it: {e}"),
     };
     let mut files: Vec<PathBuf> = Vec::new();
     let mut folders = vec![dir.to_path_buf()];
     while let Some(folder) = folders.pop() {
         for entry in fs::read_dir(&folder)
-            .map_err(unreadable)?
+            .map_err(|e| unreadable(&folder, e))?
             .filter_map(Result::ok)
         {
             let path = entry.path();
@@ -687,7 +706,7 @@ fn fingerprint(dir: &Path) -> Result<String, PackageError> {
         let name = f.strip_prefix(dir).unwrap_or(&f);
         hasher.update(name.as_os_str().as_encoded_bytes());
         hasher.update([0]);
-        hasher.update(fs::read(&f).map_err(unreadable)?);
+        hasher.update(fs::read(&f).map_err(|e| unreadable(&f, e))?);
     }
     Ok(hex::encode(hasher.finalize()))
 }
