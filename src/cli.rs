@@ -406,12 +406,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .max_blocking_threads(BLOCKING_THREADS)
         .build()
         .context("cannot start the async runtime")?;
-    let _runtime = tokio.enter();
+    let runtime = tokio.enter();
     let _telemetry =
         crate::telemetry::init(config.log_format).context("cannot set up trace export")?;
     // Fail before binding, with the message that says how to get the library.
     runtime::init(&config.ort_lib)?;
-    tokio.block_on(async {
+    let served = tokio.block_on(async {
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -442,7 +442,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             ),
             () = until_stopped(stopped.clone()) => {
                 tracing::info!("stopped while opening the database, before serving");
-                return Ok(ExitCode::SUCCESS);
+                return anyhow::Ok(Served::StoppedWhileOpening);
             }
         };
         tracing::info!(addr = %listener.local_addr()?, "candor listening");
@@ -467,8 +467,24 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         };
         tokio::try_join!(server, load)?;
         tracing::info!("candor stopped");
-        Ok(ExitCode::SUCCESS)
-    })
+        anyhow::Ok(Served::Stopped)
+    })?;
+    drop(runtime);
+    if served == Served::StoppedWhileOpening {
+        // The open goes on on a blocking thread, which dropping the
+        // runtime would wait for (a minute for a large database). It is
+        // left to end with the process: SQLite's journal makes a stop at
+        // any point of it safe, as a crash would be.
+        tokio.shutdown_background();
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// How `serve` ended.
+#[derive(Debug, PartialEq)]
+enum Served {
+    Stopped,
+    StoppedWhileOpening,
 }
 
 /// Resolves on ctrl-c or SIGTERM; the server then drains in-flight calls.

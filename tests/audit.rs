@@ -523,7 +523,7 @@ fn audit_data_that_would_mislead_is_refused_by_name() {
     }
 
     for (cell, why) in [
-        ("NA", "no group"),
+        ("N/A", "no group"),
         ("nan", "no group"),
         ("a\u{7}b", "control character"),
     ] {

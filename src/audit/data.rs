@@ -21,8 +21,9 @@ pub struct AuditData {
     pub sha256: String,
 }
 
-/// How data sets write a missing value.
-const MISSING: [&str; 4] = ["na", "n/a", "nan", "null"];
+/// How data sets write a missing value ("NA" is left out: it may be North
+/// America).
+const MISSING: [&str; 3] = ["n/a", "nan", "null"];
 
 /// Reads `path`; `label` names the label column, if any.
 pub fn read(

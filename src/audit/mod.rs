@@ -386,7 +386,7 @@ fn check_not_a_copy(
         let same = numbers
             .iter()
             .enumerate()
-            .all(|(r, &v)| f64::from(rows.row(r)[c]) == v);
+            .all(|(r, &v)| rows.row(r)[c] == v as f32);
         if same {
             return Err(AuditError::GroupIsInput(
                 g.column.clone(),
@@ -615,7 +615,12 @@ fn audit_attribute(
         min_disparate_impact: g.min_disparate_impact,
         max_equal_opportunity_difference: g.max_equal_opportunity_difference,
         min_group_rows: g.min_group_rows,
-        most_favoured: groups[favoured].group.clone(),
+        // With no group large enough, none is favoured.
+        most_favoured: if n_compared > 0 {
+            groups[favoured].group.clone()
+        } else {
+            String::new()
+        },
         demographic_parity_ratio: dp_ratio,
         demographic_parity_difference: top - low,
         equal_opportunity_difference: eod.filter(|_| n_compared >= 2),

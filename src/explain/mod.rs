@@ -85,7 +85,8 @@ pub enum Explainer {
     Sampling {
         /// The background sample.
         references: Vec<f32>,
-        /// The model's mean score over it: the base value.
+        /// The model's mean score over it: the base value of sampled
+        /// values (enumeration's is its first rows' mean).
         expected: f64,
         width: usize,
         /// Antithetic pairs per decision: the package's budget.
@@ -272,6 +273,14 @@ impl Explainer {
         }
     }
 
+    /// Changes when a method's answers do: "2" for sampled values since
+    /// they start from the whole background's mean (before, the mean of
+    /// the references drawn), so that stored explanations of either kind
+    /// can be told apart.
+    pub fn method_version(&self) -> &'static str {
+        if self.stops_at_deadline() { "2" } else { "1" }
+    }
+
     pub fn method(&self, method: Method) -> &'static str {
         match (self, method) {
             (Self::Tree { .. }, Method::PathDependent) => "tree_shap_path_dependent",
@@ -330,13 +339,13 @@ impl Explainer {
         Ok(explained.pop().expect("one row in, one attribution out"))
     }
 
-    /// Whether rows explained together cost less than one by one.
     /// Whether the explainer stops at its deadline with an estimate (the
     /// sampled one), rather than take the time its rows need.
     pub fn stops_at_deadline(&self) -> bool {
         matches!(self, Self::Sampling { width, .. } if *width > sampling::EXACT_MAX_FEATURES)
     }
 
+    /// Whether rows explained together cost less than one by one.
     pub fn walks_blocks(&self, method: Method) -> bool {
         matches!((self, method), (Self::Tree { .. }, Method::PathDependent))
     }
@@ -445,7 +454,9 @@ impl Explainer {
                         base_score: e.base,
                         standard_errors: e.standard_error,
                         sample_pairs: e.pairs,
-                        residual: Some(e.residual),
+                        // Enumeration's values add up by construction:
+                        // its residual is the sum's own.
+                        residual: (e.pairs > 0).then_some(e.residual),
                     })
                 })
                 .collect::<Result<_, String>>()?,
@@ -455,7 +466,7 @@ impl Explainer {
             .into_iter()
             .map(|s| Attribution {
                 method: self.method(method),
-                method_version: "1",
+                method_version: self.method_version(),
                 output_space: self.output_space(),
                 residual: s.residual.unwrap_or_else(|| {
                     (s.base_value + s.contributions.iter().sum::<f64>() - s.margin).abs()

@@ -256,31 +256,43 @@ struct RecordCost {
 
 /// What inline attributions took per row lately, per model and method
 /// (an eighth of each new sample, as [`RecordCost`]), so that a call whose
-/// deadline they cannot meet defers them at once.
+/// deadline they cannot meet defers them at once. A figure not renewed
+/// for [`ExplainCost::STALE`] is not trusted: a moment of contention must
+/// not keep a model's attributions deferred for good, since calls judged
+/// too slow never run to measure again.
 #[derive(Default)]
-struct ExplainCost(std::sync::Mutex<std::collections::HashMap<(Arc<str>, Method), Duration>>);
+struct ExplainCost(std::sync::Mutex<std::collections::HashMap<CostKey, (Duration, Instant)>>);
+
+/// A model (by its SHA-256) and a method.
+type CostKey = (Arc<str>, Method);
 
 impl ExplainCost {
+    const STALE: Duration = Duration::from_secs(10);
+
     /// Counts a call's `rows` attributions that took `took`, or, when it
     /// was cut short (`finished` false), took longer.
-    fn observe(&self, key: (Arc<str>, Method), rows: usize, took: Duration, finished: bool) {
+    fn observe(&self, key: CostKey, rows: usize, took: Duration, finished: bool) {
         let Ok(rows) = u32::try_from(rows.max(1)) else {
             return;
         };
         let sample = took / rows;
+        let now = Instant::now();
         let mut costs = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let cost = costs.entry(key).or_insert(sample);
+        let (cost, measured) = costs.entry(key).or_insert((sample, now));
         *cost = if finished {
             *cost - *cost / 8 + sample / 8
         } else {
             (*cost).max(sample)
         };
+        *measured = now;
     }
 
-    /// How long `rows` attributions would take, once measured.
-    fn expected(&self, key: &(Arc<str>, Method), rows: usize) -> Option<Duration> {
+    /// How long `rows` attributions would take, once measured lately.
+    fn expected(&self, key: &CostKey, rows: usize) -> Option<Duration> {
         let costs = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        Some(*costs.get(key)? * u32::try_from(rows).ok()?)
+        let (cost, measured) = costs.get(key)?;
+        (measured.elapsed() < Self::STALE).then_some(())?;
+        cost.checked_mul(u32::try_from(rows).ok()?)
     }
 }
 
@@ -938,9 +950,19 @@ impl Gateway {
                 (false, Some(at)) => tokio::time::timeout_at(at.into(), work).await.ok(),
                 (false, None) => Some(work.await),
             };
-            // A call cut short took at least this long.
-            self.explain_cost
-                .observe(cost, scores.len(), started.elapsed(), done.is_some());
+            // A call cut short took at least this long. A call judged too
+            // slow, or turned away by a saturated pool, measured nothing.
+            match &done {
+                Some(Ok(_)) => {
+                    self.explain_cost
+                        .observe(cost, scores.len(), started.elapsed(), true)
+                }
+                None if !hopeless => {
+                    self.explain_cost
+                        .observe(cost, scores.len(), started.elapsed(), false)
+                }
+                _ => {}
+            }
             match done {
                 Some(Ok(a)) => attributions = Some(a.into_iter()),
                 // Out of time, or the explanation threads are saturated:
@@ -1065,6 +1087,9 @@ mod tests {
         assert_eq!(cost.expected(&key, 1), Some(Duration::from_millis(3)));
         let other = (Arc::<str>::from("sha"), Method::Interventional);
         assert_eq!(cost.expected(&other, 1), None, "per method");
+        // An old figure is not trusted: the next call runs and measures.
+        cost.0.lock().unwrap().get_mut(&key).unwrap().1 -= ExplainCost::STALE;
+        assert_eq!(cost.expected(&key, 1), None, "stale");
     }
 
     #[test]

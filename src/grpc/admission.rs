@@ -67,9 +67,14 @@ const FRAMING_BYTES: usize = 5;
 /// The largest message of a call that needs no credential (health).
 pub(super) const PUBLIC_MESSAGE_BYTES: usize = 4096;
 
-/// How long an answer to a call without a deadline may wait for its client
-/// to read it before it is overdue.
+/// How long an answer may wait for its client to read it before it is
+/// overdue: what is left of its call's deadline, within these bounds (a
+/// deadline hours away must not let an unread answer keep its place, nor
+/// one just expired make a fresh answer overdue at once).
 pub const UNREAD_TIMEOUT: Duration = Duration::from_secs(30);
+const UNREAD_GRACE: Duration = Duration::from_secs(1);
+/// Shed calls look for overdue answers at most this often.
+const CUT_INTERVAL: Duration = Duration::from_millis(100);
 
 /// The health service's stream, which needs no credential and has no end.
 const HEALTH_WATCH: &str = "/grpc.health.v1.Health/Watch";
@@ -92,6 +97,9 @@ pub struct Admission {
 /// The answers handed to their connections and not yet delivered: when
 /// each is overdue, and how to cut its connection.
 struct Unread {
+    /// When a shed call last looked for overdue answers (ms since `epoch`).
+    scanned_ms: AtomicU64,
+    epoch: Instant,
     next: AtomicU64,
     answers: Mutex<HashMap<u64, (Instant, Arc<Cutoff>)>>,
     /// `candor_rpc_answers_unread`.
@@ -115,8 +123,23 @@ impl Unread {
     }
 
     /// Cuts the connections of overdue answers; their places come back as
-    /// the server drops them. Returns how many it cut.
+    /// the server drops them. Returns how many it cut. Looks at most every
+    /// [`CUT_INTERVAL`]: every shed call would otherwise scan the table
+    /// that every answer needs.
     fn cut_overdue(&self, now: Instant) -> usize {
+        let at = u64::try_from(now.saturating_duration_since(self.epoch).as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let last = self.scanned_ms.load(Ordering::Relaxed);
+        let due = last == 0 || at >= last.saturating_add(CUT_INTERVAL.as_millis() as u64);
+        if !due
+            || self
+                .scanned_ms
+                .compare_exchange(last, at, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return 0;
+        }
         let mut answers = self.lock();
         let before = answers.len();
         answers.retain(|_, (overdue_at, cutoff)| {
@@ -154,6 +177,8 @@ impl Admission {
             receiving: Arc::new(Semaphore::new(receiving.min(Semaphore::MAX_PERMITS))),
             closing,
             unread: Arc::new(Unread {
+                scanned_ms: AtomicU64::new(0),
+                epoch: Instant::now(),
                 next: AtomicU64::new(0),
                 answers: Mutex::default(),
                 gauge: gateway.metrics().answers_unread().clone(),
@@ -468,8 +493,13 @@ where
                 let permit = call.answered(code_name(code));
                 stamp(&mut response, &request_id);
                 if let Some(permit) = permit.filter(|_| !rule.streams_requests) {
-                    let overdue_at = deadline
-                        .map_or_else(|| Instant::now() + UNREAD_TIMEOUT, |d| d.expires());
+                    let now = Instant::now();
+                    let wait = deadline.map_or(UNREAD_TIMEOUT, |d| {
+                        d.expires()
+                            .saturating_duration_since(now)
+                            .clamp(UNREAD_GRACE, UNREAD_TIMEOUT)
+                    });
+                    let overdue_at = now + wait;
                     let entry = cutoff.map(|cutoff| unread.enter(overdue_at, cutoff));
                     response = response.map(|inner| {
                         Body::new(Delivering {
@@ -551,11 +581,16 @@ impl Call {
     /// reach us and wait for a worker (milliseconds under load), and ends
     /// the call (with a reset) that much before ours would. So a call
     /// abandoned within the last quarter of its timeout (at least the last
-    /// 5 ms, and from [`Deadline::reply_by`] on) is counted as expired. Any
-    /// other abandoned call was cancelled by its client.
+    /// 5 ms, at most the last second), or from [`Deadline::reply_by`] on,
+    /// is counted as expired. Any other abandoned call was cancelled by its
+    /// client.
     fn abandoned_code(&self) -> &'static str {
+        let now = Instant::now();
         match self.deadline {
-            Some(deadline) if Instant::now() + expiry_slack(&deadline) >= deadline.expires() => {
+            Some(deadline)
+                if now >= deadline.reply_by()
+                    || now + expiry_slack(&deadline) >= deadline.expires() =>
+            {
                 "DEADLINE_EXCEEDED"
             }
             _ => "CANCELLED",
@@ -564,14 +599,11 @@ impl Call {
 }
 
 /// How much sooner than ours a client's timer may run out: see
-/// [`Call::abandoned_code`].
+/// [`Call::abandoned_code`]. A quarter of the timeout, between 5 ms and a
+/// second: a call cancelled minutes before an hour-long deadline was
+/// cancelled.
 fn expiry_slack(deadline: &Deadline) -> Duration {
-    let reply_margin = deadline
-        .expires()
-        .saturating_duration_since(deadline.reply_by());
-    (deadline.timeout() / 4)
-        .max(Duration::from_millis(5))
-        .max(reply_margin)
+    (deadline.timeout() / 4).clamp(Duration::from_millis(5), Duration::from_secs(1))
 }
 
 impl Drop for Call {
@@ -1034,6 +1066,7 @@ mod tests {
         assert_eq!(slack("20m"), Duration::from_millis(5));
         assert_eq!(slack("4m"), Duration::from_millis(5));
         assert_eq!(slack("1S"), Duration::from_millis(250));
+        assert_eq!(slack("1H"), Duration::from_secs(1));
     }
 
     #[test]

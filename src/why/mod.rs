@@ -191,7 +191,6 @@ pub fn consumer(
             if FeatureUse::of(spec).profile {
                 profiled = true;
             }
-            any_push |= f.contribution > 0.0;
             let named = may_be_told(spec, false).then_some(spec.category);
             match categories.iter_mut().find(|(c, _)| *c == named) {
                 Some((_, total)) => *total += f.contribution.abs(),
@@ -202,6 +201,7 @@ pub fn consumer(
             let template = spec.reason.get(language.tag()).filter(|_| named.is_some());
             let Some(template) = template else {
                 withheld = withheld.max(f.contribution);
+                any_push |= f.contribution > 0.0;
                 continue;
             };
             let text = text::because(language, template);
@@ -230,6 +230,9 @@ pub fn consumer(
             }
         }
         sentences.retain(|s| s.push > 0.0);
+        // What the view can say made the ad more likely: a sentence whose
+        // features together raised the score, or what it withholds.
+        any_push |= !sentences.is_empty();
         sentences.sort_by(|a, b| b.push.total_cmp(&a.push));
         let mut told: Vec<f64> = Vec::new();
         // In rank order, until three are told: a sentence below them could
