@@ -1342,12 +1342,9 @@ async fn connections_past_the_limit_are_closed() {
     server.stop().await;
 }
 
-/// An answer its client does not read (an HTTP/2 window left shut) waits in
-/// memory, so it holds its place among `limits.max_in_flight` until it is
-/// delivered or its stream ends: no client can make the gateway hold more
-/// answers than it would compute at once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn answers_a_client_does_not_read_count_as_in_flight() {
+/// A server that admits two calls at once, and a connection to it whose
+/// client never reads an answer (its HTTP/2 window left shut).
+async fn two_places_and_a_client_that_never_reads() -> (TestServer, tonic::transport::Channel) {
     let mut config = test_config();
     config.limits.max_in_flight = 2;
     let server = TestServer::start_with(config).await;
@@ -1357,6 +1354,16 @@ async fn answers_a_client_does_not_read_count_as_in_flight() {
         .connect()
         .await
         .unwrap();
+    (server, shut)
+}
+
+/// An answer its client does not read (an HTTP/2 window left shut) waits in
+/// memory, so it holds its place among `limits.max_in_flight` until it is
+/// delivered or its stream ends: no client can make the gateway hold more
+/// answers than it would compute at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_a_client_does_not_read_count_as_in_flight() {
+    let (server, shut) = two_places_and_a_client_that_never_reads().await;
     let stall = || {
         let mut client = ScoringServiceClient::new(shut.clone());
         tokio::spawn(async move { client.score(caravan_request()).await })
@@ -1403,15 +1410,7 @@ async fn answers_a_client_does_not_read_count_as_in_flight() {
 /// the connection it waits on is cut, and the places come back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_left_unread_past_their_deadline_lose_their_places() {
-    let mut config = test_config();
-    config.limits.max_in_flight = 2;
-    let server = TestServer::start_with(config).await;
-    let shut = tonic::transport::Channel::from_shared(server.url())
-        .unwrap()
-        .initial_stream_window_size(Some(0))
-        .connect()
-        .await
-        .unwrap();
+    let (server, shut) = two_places_and_a_client_that_never_reads().await;
     // The deadline goes to the server only: this client never gives up.
     let stalled: Vec<_> = (0..2)
         .map(|_| {
