@@ -525,7 +525,8 @@ fn audit_data_that_would_mislead_is_refused_by_name() {
     for (cell, why) in [
         ("N/A", "no group"),
         ("nan", "no group"),
-        ("a\u{7}b", "control character"),
+        ("a\u{7}b", "control or invisible character"),
+        ("40-50\u{200B}", "control or invisible character"),
     ] {
         let odd = err(audit_edited(
             |header, rows| {
@@ -605,6 +606,36 @@ fn small_groups_groups_without_positives_and_lone_groups_are_not_compared() {
     let spread = tprs.iter().copied().fold(f64::NEG_INFINITY, f64::max)
         - tprs.iter().copied().fold(f64::INFINITY, f64::min);
     assert!((attribute.equal_opportunity_difference.unwrap() - spread).abs() < 1e-15);
+
+    // Actual positives in one group only: the declared maximum of the
+    // equal-opportunity difference cannot be measured, so it is not met.
+    let one_with_buyers = audit_edited(
+        |header, rows| {
+            let (at, label) = (column(header, "age_band"), column(header, "Purchase"));
+            for (i, r) in rows.iter_mut().enumerate() {
+                r[at] = if r[label] == "1" || i % 2 == 0 {
+                    "buyers"
+                } else {
+                    "others"
+                }
+                .into();
+            }
+        },
+        None,
+    )
+    .unwrap();
+    let attribute = &one_with_buyers.attributes[0];
+    assert!(attribute.max_equal_opportunity_difference.is_some());
+    assert_eq!(attribute.equal_opportunity_difference, None);
+    assert!(!attribute.passed);
+    assert!(
+        attribute
+            .findings
+            .iter()
+            .any(|f| f.contains("cannot be measured")),
+        "{:?}",
+        attribute.findings
+    );
 
     let lone = audit_edited(
         |header, rows| {

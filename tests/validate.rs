@@ -170,7 +170,8 @@ fn an_audit_with_nothing_to_compare_fails_the_gate() {
     );
     let line = fairness_failure(&dir);
     assert!(
-        line.contains("age_band: no row is selected") && line.contains("undefined"),
+        line.contains("age_band: no row of the groups compared is selected")
+            && line.contains("undefined"),
         "{line}"
     );
 

@@ -53,9 +53,12 @@ pub fn draw(report: &Report, path: &Path) -> Result<(), AuditError> {
             .flat_map(|g| [Some(g.rates.selection_rate), g.rates.true_positive_rate])
             .flatten()
             .fold(0.0f64, f64::max);
+        // The lines are drawn from the groups compared: a group too small
+        // to compare is no one's measure.
         let favoured = a
             .groups
             .iter()
+            .filter(|g| g.compared)
             .map(|g| g.rates.selection_rate)
             .fold(0.0f64, f64::max);
         let mut chart = ChartBuilder::on(area)
@@ -85,7 +88,7 @@ pub fn draw(report: &Report, path: &Path) -> Result<(), AuditError> {
         chart
             .configure_mesh()
             .disable_x_mesh()
-            .x_desc("group (bar: selection rate, dot: true-positive rate)")
+            .x_desc("group (bar: selection rate, grey when too small to compare; dot: true-positive rate)")
             .y_desc("rate")
             .x_label_formatter(&|x| match x {
                 SegmentValue::CenterOf(i) => {
@@ -99,7 +102,9 @@ pub fn draw(report: &Report, path: &Path) -> Result<(), AuditError> {
             .map_err(|e| err(&e))?;
         chart
             .draw_series(a.groups.iter().enumerate().map(|(i, g)| {
-                let colour = if g
+                let colour = if !g.compared {
+                    RGBColor(160, 160, 160).mix(0.6)
+                } else if g
                     .disparate_impact
                     .is_none_or(|r| r < a.min_disparate_impact)
                 {

@@ -577,13 +577,17 @@ fn audit_attribute(
     match dp_ratio {
         None if n_compared < 2 => {}
         None => {
-            let (least, most) = scores
-                .iter()
-                .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, m), &s| {
+            let compared_rows = members
+                .values()
+                .zip(&compared)
+                .filter(|(_, c)| **c)
+                .flat_map(|(index, _)| index.iter().map(|&i| scores[i]));
+            let (least, most) = compared_rows
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, m), s| {
                     (l.min(s), m.max(s))
                 });
             findings.push(format!(
-                "no row is selected (no score reaches the decision threshold; the scores run from {least:.4} to {most:.4}): the disparate-impact ratio is undefined"
+                "no row of the groups compared is selected (no score of theirs reaches the decision threshold; they run from {least:.4} to {most:.4}): the disparate-impact ratio is undefined"
             ));
         }
         // Parity by construction, like nobody selected: a threshold at or
@@ -601,13 +605,18 @@ fn audit_attribute(
         )),
         Some(_) => {}
     }
-    if let (Some(d), Some(max), true) = (eod, g.max_equal_opportunity_difference, n_compared >= 2)
-        && d > max
-    {
-        findings.push(format!(
+    match (eod.filter(|_| n_compared >= 2), g.max_equal_opportunity_difference) {
+        (Some(d), Some(max)) if d > max => findings.push(format!(
             "equal-opportunity difference {} is above the declared maximum {max}",
             beside(d, max)
-        ));
+        )),
+        // A maximum that cannot be measured is not met: it needs two
+        // groups compared with actual positives (without labels there are
+        // no rates to judge, and the report says so).
+        (None, Some(max)) if labels.is_some() && n_compared >= 2 => findings.push(format!(
+            "the equal-opportunity difference (declared maximum {max}) cannot be measured: fewer than two of the groups compared have actual positives"
+        )),
+        _ => {}
     }
     AttributeReport {
         column: g.column.clone(),
@@ -633,7 +642,7 @@ fn audit_attribute(
 
 /// `value` to three decimals, or to as many more as it takes to show it on
 /// its side of `limit` (0.606 is not below 0.60591; 0.60589 is).
-fn beside(value: f64, limit: f64) -> String {
+pub(crate) fn beside(value: f64, limit: f64) -> String {
     (3..=17)
         .map(|digits| format!("{value:.digits$}"))
         .find(|shown| {

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::{AttributeReport, FOUR_FIFTHS, Report};
+use super::{AttributeReport, FOUR_FIFTHS, Report, beside};
 
 /// Features listed per group in the attribution table.
 const TOP_FEATURES: usize = 8;
@@ -12,10 +12,11 @@ fn rate(v: Option<f64>) -> String {
     v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.3}"))
 }
 
-/// A selection-rate ratio: undefined when nobody is selected or there is
-/// no second group to compare with (the findings say which).
-fn ratio(v: Option<f64>) -> String {
-    v.map_or_else(|| "undefined".to_owned(), |v| format!("{v:.3}"))
+/// A selection-rate ratio, with the digits that show it on its side of
+/// `limit`: undefined when nobody is selected or there is no second group
+/// to compare with (the findings say which).
+fn ratio(v: Option<f64>, limit: f64) -> String {
+    v.map_or_else(|| "undefined".to_owned(), |v| beside(v, limit))
 }
 
 /// A group's name as one Markdown table cell.
@@ -46,14 +47,20 @@ pub fn summary(report: &Report) -> String {
             "- **{}**{}: disparate-impact ratio {} (declared minimum {}; four-fifths rule {}), equal-opportunity difference {} (declared maximum {}); most favoured group {:?}. {}",
             a.column,
             banding(a),
-            ratio(a.demographic_parity_ratio),
+            ratio(a.demographic_parity_ratio, a.min_disparate_impact),
             a.min_disparate_impact,
             if a.meets_four_fifths_rule {
                 "met"
             } else {
                 "NOT met"
             },
-            rate(a.equal_opportunity_difference),
+            match (
+                a.equal_opportunity_difference,
+                a.max_equal_opportunity_difference
+            ) {
+                (Some(d), Some(max)) => beside(d, max),
+                (d, _) => rate(d),
+            },
             a.max_equal_opportunity_difference
                 .map_or_else(|| "none".to_owned(), |m| m.to_string()),
             a.most_favoured,
@@ -128,7 +135,11 @@ pub fn markdown(report: &Report) -> String {
                 g.rates.selected,
                 g.rates.selection_rate,
                 if g.compared {
-                    format!("{}{}", ratio(g.disparate_impact), warn(g.disparate_impact))
+                    format!(
+                        "{}{}",
+                        ratio(g.disparate_impact, a.min_disparate_impact),
+                        warn(g.disparate_impact)
+                    )
                 } else {
                     "n/a".to_owned()
                 },
