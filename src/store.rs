@@ -589,6 +589,7 @@ impl Store {
                     uncommitted: writer_uncommitted,
                     failing: writer_failing,
                     busy_timeout: BUSY_TIMEOUT,
+                    locked_lately: false,
                     file,
                     committing,
                     failures: Failures::default(),
@@ -891,6 +892,9 @@ struct Writer {
     /// The connection's wait for another process's lock: shorter while
     /// commits fail.
     busy_timeout: Duration,
+    /// A merge of the subject tail met the lock or a full disk since the
+    /// last commit.
+    locked_lately: bool,
     file: FileIdentity,
     committing: tokio::sync::watch::Sender<bool>,
     failures: Failures,
@@ -1086,7 +1090,7 @@ impl Writer {
             // Work for an erased subject queued before its erasure is then
             // refused as erased, as it would be if it came after.
             batch.sort_by_key(|j| !matches!(j, Job::Erase(..) | Job::Purge(..)));
-            let busy = if self.failing.load(Ordering::Relaxed) {
+            let busy = if self.failing.load(Ordering::Relaxed) || self.locked_lately {
                 FAILING_BUSY_TIMEOUT
             } else {
                 BUSY_TIMEOUT
@@ -1181,6 +1185,9 @@ impl Writer {
         match merged {
             Ok(moved) => tracing::debug!(entries = moved, "subject tail merged into the index"),
             Err(e) => {
+                // The next batch would meet the same lock: it waits the
+                // shorter time, as while commits fail.
+                self.locked_lately |= e.is_transient();
                 tracing::warn!(error = %e, "cannot merge the subject tail; look-ups read it whole")
             }
         }
@@ -1241,6 +1248,11 @@ impl Writer {
         // lock or the full disk stops is undone alone, and an erasure or
         // purge in the same batch still runs (and may free the room).
         let failing_before = self.failing.load(Ordering::Relaxed);
+        // Once the lock or the full disk has stopped a job, the jobs after
+        // it would each wait the busy timeout in turn only to be stopped
+        // too: they are answered with its error, or kept if acknowledged,
+        // without trying.
+        let mut stopped: Option<StoreError> = None;
         for (i, job) in batch.into_iter().enumerate() {
             let copy = job.retry_copy().map(|c| {
                 again.push(c);
@@ -1251,6 +1263,15 @@ impl Writer {
                 _ => 0,
             };
             unwaited_rows += rows;
+            if let Some(e) = &stopped {
+                if let Some(at) = copy {
+                    held.push(at);
+                    held_rows += rows;
+                }
+                let (e, refuse) = (e.clone(), job.refusal());
+                replies.push(Box::new(move |_| refuse(Err(e))));
+                continue;
+            }
             // Once the transaction is lost (a full disk fails even a
             // savepoint), the rest of the batch is answered with its error
             // rather than dropped.
@@ -1305,6 +1326,7 @@ impl Writer {
                         held.push(at);
                         held_rows += rows;
                     }
+                    stopped = Some(e.clone());
                     held_error = Some(e);
                 }
                 (Ok(()), Err(e), _) if e.is_transient() && !savepoint => failure = Some(e),
@@ -1343,6 +1365,7 @@ impl Writer {
             failed.as_ref().map_or(0, |(_, kept)| kept.len()),
             Ordering::Relaxed,
         );
+        self.locked_lately &= failed.is_some();
         if let Some((e, kept)) = failed {
             self.failures.log(&e, kept.len());
             self.retry = kept;
@@ -1940,19 +1963,24 @@ mod tests {
         let locker = Connection::open(dir.path().join("db")).unwrap();
         locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
         let started = std::time::Instant::now();
+        // Two rows each, as a ScoreBatch's: each job runs under a savepoint.
         let waited = |i: usize| {
             let store = store.clone();
-            let batch = Arc::new(decisions::sample_batch(
-                &format!("00000000-0000-7000-8000-{i:012}"),
-                None,
-            ));
+            let id = |n: usize| format!("00000000-0000-7000-8000-{n:012}");
+            let mut batch = decisions::sample_batch(&id(2 * i), None);
+            let second = decisions::sample_batch(&id(2 * i + 1), None).rows.remove(0);
+            batch.rows.push(second);
+            let batch = Arc::new(batch);
             tokio::spawn(async move {
                 let outcome = store.submit(move |tx| Job::Record(batch, Some(tx))).await;
                 (outcome, started.elapsed())
             })
         };
-        let mut calls = vec![waited(0)];
-        for i in 1..4 {
+        // Several at once, which would each wait the busy timeout in turn
+        // if the first stopped did not stop the rest of its batch; then
+        // more while the lock stays.
+        let mut calls: Vec<_> = (0..4).map(waited).collect();
+        for i in 4..7 {
             tokio::time::sleep(Duration::from_secs(1)).await;
             calls.push(waited(i));
         }
@@ -1966,7 +1994,7 @@ mod tests {
         }
         let mut succeed = store.commits_succeed();
         assert!(store.is_failing() && !*succeed.borrow_and_update());
-        for i in 4..8 {
+        for i in 7..11 {
             let (outcome, _) = waited(i).await.unwrap();
             assert!(matches!(outcome, Err(StoreError::Busy(_))), "{outcome:?}");
             assert!(
@@ -1976,7 +2004,7 @@ mod tests {
         }
         assert!(!succeed.has_changed().unwrap());
         locker.execute_batch("ROLLBACK").unwrap();
-        let (outcome, _) = waited(8).await.unwrap();
+        let (outcome, _) = waited(11).await.unwrap();
         assert!(outcome.is_ok(), "{outcome:?}");
         assert!(!store.is_failing() && *succeed.borrow_and_update());
     }
