@@ -395,6 +395,15 @@ where
             Ok(deadline) => deadline,
             Err(message) => return refused(Status::invalid_argument(message)),
         };
+        // A deadline already past is answered now: tonic's own timer for
+        // it wraps this layer and would answer CANCELLED, without the
+        // request id, the moment the call waits for its message.
+        if let Some(d) = deadline.filter(|d| d.expires() <= Instant::now()) {
+            return refused(Status::deadline_exceeded(format!(
+                "deadline: the call was not answered within its grpc-timeout of {:?}",
+                d.timeout()
+            )));
+        }
         request.extensions_mut().insert(Admitted {
             caller,
             rule,
