@@ -892,6 +892,13 @@ fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
                 }
                 eprintln!("wrote {}", path.display());
             }
+            // The exit status alone would read as an error of the command.
+            if !report.passed {
+                eprint!(
+                    "the audit fails its thresholds:\n{}",
+                    audit::render::summary(&report)
+                );
+            }
         }
         None => {
             let formats = if args.format.is_empty() {

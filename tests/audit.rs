@@ -316,6 +316,23 @@ fn a_failed_threshold_fails_the_command_and_names_the_gap() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("four-fifths rule NOT met"), "{text}");
     assert!(text.contains("is below the declared minimum 0.8"), "{text}");
+    // Written to files, the verdict still reaches the terminal.
+    let dir = tempfile::tempdir().unwrap();
+    let out = candor(&[
+        "audit",
+        "--model",
+        &model("caravan-logreg/1.0.0"),
+        "--group-column",
+        "age_band",
+        "--attribution-rows",
+        "0",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("the audit fails its thresholds"), "{err}");
+    assert!(err.contains("is below the declared minimum 0.8"), "{err}");
 }
 
 /// A label column written from a float column (pandas' 0.0 / 1.0) is the
