@@ -17,10 +17,10 @@
 //! It owns the call's deadline (`grpc-timeout`): an admitted call still
 //! running when it expires is answered DEADLINE_EXCEEDED. An answer holds
 //! the call's place until its client has read it; one still unread past
-//! the deadline (or [`UNREAD_TIMEOUT`] without one) is overdue, and when
-//! the limit sheds a call, the connections of overdue answers are cut, so
-//! that a client that never reads cannot hold the gateway's places for
-//! ever. It also counts
+//! what was left of its deadline (1 s to [`UNREAD_TIMEOUT`]) is overdue,
+//! and when the limit sheds a call, the connections of overdue answers are
+//! cut, so that a client that never reads cannot hold the gateway's places
+//! for ever. It also counts
 //! and times every call, however it ends (answered, expired, or abandoned
 //! by the client), and runs it inside a span that carries the request id
 //! into every log line.
@@ -448,7 +448,7 @@ where
                             if cut > 0 {
                                 tracing::warn!(
                                     connections = cut,
-                                    "cut connections that left answers unread past their deadline (or {UNREAD_TIMEOUT:?}) while the in-flight limit was full"
+                                    "cut connections that left answers unread past their time (what was left of the call's deadline, 1 s to {UNREAD_TIMEOUT:?}) while the in-flight limit was full"
                                 );
                             }
                             let status = Status::resource_exhausted(format!(
