@@ -303,32 +303,28 @@ fn audit_refuses_group_columns_the_model_sees() {
 
 #[test]
 fn a_failed_threshold_fails_the_command_and_names_the_gap() {
-    let out = candor(&[
-        "audit",
-        "--model",
-        &model("caravan-logreg/1.0.0"),
-        "--group-column",
-        "age_band",
-        "--attribution-rows",
-        "0",
-    ]);
+    let logreg = model("caravan-logreg/1.0.0");
+    let by_age = |more: &[&str]| {
+        let mut args = vec![
+            "audit",
+            "--model",
+            &logreg,
+            "--group-column",
+            "age_band",
+            "--attribution-rows",
+            "0",
+        ];
+        args.extend_from_slice(more);
+        candor(&args)
+    };
+    let out = by_age(&[]);
     assert!(!out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("four-fifths rule NOT met"), "{text}");
     assert!(text.contains("is below the declared minimum 0.8"), "{text}");
     // Written to files, the verdict still reaches the terminal.
     let dir = tempfile::tempdir().unwrap();
-    let out = candor(&[
-        "audit",
-        "--model",
-        &model("caravan-logreg/1.0.0"),
-        "--group-column",
-        "age_band",
-        "--attribution-rows",
-        "0",
-        "--out",
-        dir.path().to_str().unwrap(),
-    ]);
+    let out = by_age(&["--out", dir.path().to_str().unwrap()]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("the audit fails its thresholds"), "{err}");

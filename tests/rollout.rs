@@ -20,7 +20,7 @@ use candor::{
     decisions::Durability,
     grpc::pb::{self, admin_service_client::AdminServiceClient},
 };
-use common::{TestServer, caravan_request, copy_package, model_ref};
+use common::{TestServer, assert_refused, caravan_request, copy_package, model_ref};
 use tonic::{Code, transport::Channel};
 
 const MODEL: &str = "caravan-lgbm";
@@ -335,12 +335,10 @@ async fn drift_between_attributions_in_different_units_is_refused() {
         })
         .await
         .unwrap_err();
-    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
-    assert!(
-        refused
-            .message()
-            .starts_with("candidate: caravan-lgbm 3.0.0's attributions are in score units and production 1.0.0's in log_odds"),
-        "{refused:?}"
+    assert_refused(
+        &refused,
+        Code::FailedPrecondition,
+        "candidate: caravan-lgbm 3.0.0's attributions are in score units and production 1.0.0's in log_odds",
     );
 }
 
@@ -382,12 +380,10 @@ async fn shadows_are_judged_by_their_own_manifests() {
     let refused = set_rollout(&server, "4.0.0", "", 0.0, &["5.0.0", "6.0.0"])
         .await
         .unwrap_err();
-    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
-    assert!(
-        refused
-            .message()
-            .starts_with("shadows: caravan-lgbm 6.0.0 takes special-category data"),
-        "{refused:?}"
+    assert_refused(
+        &refused,
+        Code::FailedPrecondition,
+        "shadows: caravan-lgbm 6.0.0 takes special-category data",
     );
     let mut request = caravan_request();
     request.subject_id = "young".into();

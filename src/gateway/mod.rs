@@ -935,20 +935,23 @@ impl Gateway {
             // cut-short estimate still beats the fallback below.
             let sampling_deadline =
                 deadline.map(|at| at - at.saturating_duration_since(started) / 5);
-            let work = self.attribute(
-                &package,
-                rows.clone(),
-                scores.clone(),
-                method,
-                &evaluation.masked,
-                Urgency::Waiting {
-                    deadline: sampling_deadline,
-                },
-            );
+            // Built only for attributions that will run: it copies the rows.
+            let work = || {
+                self.attribute(
+                    &package,
+                    rows.clone(),
+                    scores.clone(),
+                    method,
+                    &evaluation.masked,
+                    Urgency::Waiting {
+                        deadline: sampling_deadline,
+                    },
+                )
+            };
             let done = match (hopeless, deadline) {
                 (true, _) => None,
-                (false, Some(at)) => tokio::time::timeout_at(at.into(), work).await.ok(),
-                (false, None) => Some(work.await),
+                (false, Some(at)) => tokio::time::timeout_at(at.into(), work()).await.ok(),
+                (false, None) => Some(work().await),
             };
             // A call cut short took at least this long. A call judged too
             // slow, or turned away by a saturated pool, measured nothing.

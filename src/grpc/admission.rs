@@ -399,10 +399,7 @@ where
         // it wraps this layer and would answer CANCELLED, without the
         // request id, the moment the call waits for its message.
         if let Some(d) = deadline.filter(|d| d.expires() <= Instant::now()) {
-            return refused(Status::deadline_exceeded(format!(
-                "deadline: the call was not answered within its grpc-timeout of {:?}",
-                d.timeout()
-            )));
+            return refused(Status::deadline_exceeded(unanswered(&d, "")));
         }
         request.extensions_mut().insert(Admitted {
             caller,
@@ -475,14 +472,13 @@ where
                     biased;
                     // A decision made before the deadline may already be
                     // on record: ListDecisions shows it with this call's id.
-                    deadline = expiry => Status::deadline_exceeded(format!(
-                        "deadline: the call was not answered within its grpc-timeout of {:?}{}",
-                        deadline.timeout(),
-                        if rule.decides {
+                    deadline = expiry => Status::deadline_exceeded(unanswered(
+                        &deadline,
+                        &if rule.decides {
                             format!("; a decision it made before then is listed with request_id {request_id}")
                         } else {
                             String::new()
-                        }
+                        },
                     ))
                     .into_http(),
                     answer = inner.call(request) => {
@@ -605,6 +601,14 @@ impl Call {
             _ => "CANCELLED",
         }
     }
+}
+
+/// The message of a call its deadline ended, with `more` to say.
+fn unanswered(deadline: &Deadline, more: &str) -> String {
+    format!(
+        "deadline: the call was not answered within its grpc-timeout of {:?}{more}",
+        deadline.timeout()
+    )
 }
 
 /// How much sooner than ours a client's timer may run out: see
@@ -964,11 +968,12 @@ async fn receive(
         Status::deadline_exceeded(match deadline {
             // The caller's own deadline came first: say so, as for any
             // call it ends, rather than blame a slow client.
-            Some(d) if wait < RECEIVE_TIMEOUT => format!(
-                "deadline: the call was not answered within its grpc-timeout of {:?}; its request message had not arrived whole by then",
-                d.timeout()
-            ),
-            _ => format!("request: the message did not arrive within {wait:?} of the call's headers"),
+            Some(d) if wait < RECEIVE_TIMEOUT => {
+                unanswered(&d, "; its request message had not arrived whole by then")
+            }
+            _ => {
+                format!("request: the message did not arrive within {wait:?} of the call's headers")
+            }
         })
     })??;
     one_message(&message)?;

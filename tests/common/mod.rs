@@ -404,3 +404,9 @@ pub fn subject_token(
         )
         .unwrap()
 }
+
+/// `refused` has `code`, and its message begins with `begins`.
+pub fn assert_refused(refused: &tonic::Status, code: tonic::Code, begins: &str) {
+    assert_eq!(refused.code(), code, "{refused:?}");
+    assert!(refused.message().starts_with(begins), "{refused:?}");
+}
