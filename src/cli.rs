@@ -446,18 +446,22 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             }
         };
         tracing::info!(addr = %listener.local_addr()?, "candor listening");
+        // `/healthz` answers until the gRPC server has stopped, so that it
+        // says "shutting down" through the stop's grace.
+        let (served, served_rx) = tokio::sync::watch::channel(false);
         if let Some(listener) = metrics_listener {
             tracing::info!(http = %listener.local_addr()?, "metrics and health on HTTP");
             tokio::spawn(crate::metrics::serve(
                 listener,
                 gateway.clone(),
-                until_stopped(stopped.clone()),
+                until_stopped(served_rx),
             ));
         }
         let server = async {
-            grpc::serve(listener, gateway.clone(), until_stopped(stopped.clone()))
-                .await
-                .context("gRPC server failed")
+            let result =
+                grpc::serve(listener, gateway.clone(), until_stopped(stopped.clone())).await;
+            let _ = served.send(true);
+            result.context("gRPC server failed")
         };
         let load = async {
             gateway

@@ -66,6 +66,10 @@ pub struct Config {
     /// Where `/metrics` (Prometheus text) and `/healthz` are served over
     /// HTTP; no metrics endpoint when absent.
     pub metrics_listen: Option<SocketAddr>,
+    /// Seconds a stop keeps serving calls after health turns NOT_SERVING,
+    /// so that load balancers that poll health move traffic away before
+    /// connections are refused.
+    pub shutdown_grace_secs: u64,
 }
 
 /// A fraction of time, in (0, 1].
@@ -529,6 +533,7 @@ impl Default for Config {
             allow_plaintext: false,
             allow_open_access: false,
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
+            shutdown_grace_secs: 0,
             access: AccessConfig::default(),
         }
     }
@@ -660,6 +665,13 @@ impl Config {
                 (self.max_message_bytes as u64).div_ceil(1 << 20),
                 1 << 20,
                 " MiB",
+            ),
+            (
+                "shutdown_grace_secs",
+                self.shutdown_grace_secs,
+                0,
+                600,
+                " s",
             ),
             (
                 "limits.max_connections",

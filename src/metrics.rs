@@ -29,7 +29,10 @@ use prometheus_client::{
 };
 use tokio::net::TcpListener;
 
-use crate::{consent::policy::Tier, gateway::Gateway};
+use crate::{
+    consent::policy::Tier,
+    gateway::{Gateway, Readiness},
+};
 
 /// A stage of a scoring call, timed on its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -355,9 +358,10 @@ pub async fn serve(
         let recording = *gateway.commits_succeed().borrow();
         async move {
             match (ready, recording) {
-                (true, true) => (StatusCode::OK, "ok\n"),
-                (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "loading models\n"),
-                (true, false) => (
+                (Readiness::Ready, true) => (StatusCode::OK, "ok\n"),
+                (Readiness::Loading, _) => (StatusCode::SERVICE_UNAVAILABLE, "loading models\n"),
+                (Readiness::Draining, _) => (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
+                (Readiness::Ready, false) => (
                     StatusCode::SERVICE_UNAVAILABLE,
                     "cannot record decisions: database commits fail\n",
                 ),

@@ -83,6 +83,17 @@ async fn the_metrics_port_holds_a_bounded_number_of_connections() {
     assert_eq!((status, health.trim()), (200, "ok"));
 }
 
+/// Once a stop begins, `/healthz` says so, through the stop's grace.
+#[tokio::test]
+async fn healthz_says_when_a_stop_has_begun() {
+    let server = TestServer::start().await;
+    let metrics_addr = serve_metrics(&server).await;
+    server.gateway.drain();
+    let (status, _, health) = http_get(metrics_addr, "/healthz").await;
+    assert_eq!((status, health.trim()), (503, "shutting down"));
+    server.stop().await;
+}
+
 async fn scrape(metrics: SocketAddr) -> String {
     let (status, _, text) = http_get(metrics, "/metrics").await;
     assert_eq!(status, 200);

@@ -53,6 +53,107 @@ async fn health_is_not_serving_until_the_models_load() {
     server.stop().await;
 }
 
+/// Reads a Watch until it says SERVING: the reporter follows the models'
+/// loading a moment after `load_models` returns.
+async fn serving_told(watch: &mut tonic::Streaming<tonic_health::pb::HealthCheckResponse>) {
+    loop {
+        let told = watch.next().await.unwrap().unwrap();
+        if told.status() == ServingStatus::Serving {
+            return;
+        }
+    }
+}
+
+/// A stop turns health NOT_SERVING first, telling open Watch streams, and
+/// keeps serving through `shutdown_grace_secs`, so that a load balancer
+/// moves traffic away before connections are refused.
+#[tokio::test]
+async fn a_stop_reports_not_serving_and_serves_through_its_grace() {
+    let server = TestServer::start_with(candor::config::Config {
+        shutdown_grace_secs: 2,
+        ..test_config()
+    })
+    .await;
+    let channel = server.channel().await;
+    let mut watch = HealthClient::new(channel.clone())
+        .watch(HealthCheckRequest {
+            service: "candor.v1.ScoringService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    serving_told(&mut watch).await;
+    let url = server.url();
+    let stopping = tokio::spawn(server.stop());
+
+    let told = watch.next().await.unwrap().unwrap();
+    assert_eq!(told.status(), ServingStatus::NotServing);
+    for service in ["", "candor.v1.ScoringService", "candor.v1.ModelService"] {
+        let status = HealthClient::new(channel.clone())
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(status.status(), ServingStatus::NotServing, "{service:?}");
+    }
+    // Calls on open connections and new connections are still served.
+    let mut scoring = pb::scoring_service_client::ScoringServiceClient::new(channel);
+    scoring.score(caravan_request()).await.unwrap();
+    let fresh = tonic::transport::Channel::from_shared(url)
+        .unwrap()
+        .connect()
+        .await
+        .expect("a new connection is accepted during the grace");
+    pb::scoring_service_client::ScoringServiceClient::new(fresh)
+        .score(caravan_request())
+        .await
+        .unwrap();
+    assert!(!stopping.is_finished(), "the grace is not over yet");
+
+    tokio::time::timeout(std::time::Duration::from_secs(30), stopping)
+        .await
+        .expect("the server stops once the grace is over")
+        .unwrap();
+    let ended = watch.next().await.unwrap().unwrap_err();
+    assert_eq!(ended.code(), tonic::Code::Unavailable, "{ended:?}");
+}
+
+/// A stop that begins while the models load is not undone by their
+/// loading: health stays NOT_SERVING.
+#[tokio::test]
+async fn a_stop_during_loading_stays_a_stop() {
+    let server = TestServer::start_unloaded(test_config()).await;
+    server.gateway.drain();
+    server.gateway.load_models().await.unwrap();
+    assert_eq!(
+        *server.gateway.readiness().borrow(),
+        candor::gateway::Readiness::Draining
+    );
+    assert_eq!(health(&server, "").await, ServingStatus::NotServing);
+    server.stop().await;
+}
+
+/// Without a grace, a Watch still hears NOT_SERVING before its stream ends.
+#[tokio::test]
+async fn a_watch_hears_not_serving_before_a_stop_without_grace() {
+    let server = TestServer::start().await;
+    let mut watch = HealthClient::new(server.channel().await)
+        .watch(HealthCheckRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    serving_told(&mut watch).await;
+    server.stop().await;
+    assert_eq!(
+        watch.next().await.unwrap().unwrap().status(),
+        ServingStatus::NotServing
+    );
+    let ended = watch.next().await.unwrap().unwrap_err();
+    assert_eq!(ended.code(), tonic::Code::Unavailable, "{ended:?}");
+}
+
 /// As the health specification has it: Check of a service the server does
 /// not know is NOT_FOUND, and Watch of one answers SERVICE_UNKNOWN and stays
 /// open, where a known service's Watch streams its status.

@@ -192,6 +192,18 @@ impl Judged {
     }
 }
 
+/// Where the gateway is in its life, as health reports it: only `Ready`
+/// is SERVING.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    /// The models are loading: nothing can be scored yet.
+    Loading,
+    Ready,
+    /// A stop has begun: calls are still served while load balancers see
+    /// NOT_SERVING, until the server stops accepting them.
+    Draining,
+}
+
 /// The gateway's shared state: the model registry, the inference pools, the
 /// consent ledger and the policy.
 pub struct Gateway {
@@ -203,7 +215,7 @@ pub struct Gateway {
     /// Deferred and shadow attributions, at the lowest CPU priority.
     background_pool: ExplainPool<AttributeJob>,
     registry: ArcSwapOption<Registry>,
-    ready: watch::Sender<bool>,
+    ready: watch::Sender<Readiness>,
     consents: Consents,
     policy: Policy,
     store: Arc<Store>,
@@ -460,7 +472,7 @@ impl Gateway {
             explain_pool,
             background_pool,
             registry: ArcSwapOption::empty(),
-            ready: watch::channel(false).0,
+            ready: watch::channel(Readiness::Loading).0,
         })
     }
 
@@ -538,7 +550,14 @@ impl Gateway {
             self.watch_models()?;
         }
         self.spawn_maintenance();
-        self.ready.send_replace(true);
+        // A stop that began while the models loaded stays a stop.
+        self.ready.send_if_modified(|r| {
+            let loading = *r == Readiness::Loading;
+            if loading {
+                *r = Readiness::Ready;
+            }
+            loading
+        });
         // Said once the gateway serves them: scripts wait for this line.
         if count == 0 {
             // Health says SERVING (the folder was read), but every Score
@@ -550,9 +569,17 @@ impl Gateway {
         Ok(())
     }
 
-    /// Follows readiness: `false` until the models are loaded.
-    pub fn readiness(&self) -> watch::Receiver<bool> {
+    /// Follows readiness: loading, then ready, then draining once a stop
+    /// begins.
+    pub fn readiness(&self) -> watch::Receiver<Readiness> {
         self.ready.subscribe()
+    }
+
+    /// Marks the gateway as stopping: health turns NOT_SERVING so that load
+    /// balancers send new calls elsewhere, while the calls that still
+    /// arrive are served.
+    pub fn drain(&self) {
+        self.ready.send_replace(Readiness::Draining);
     }
 
     /// True while the database's commits succeed (see

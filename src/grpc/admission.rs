@@ -231,7 +231,10 @@ impl http_body::Body for Unending {
         if this.ended {
             return Poll::Ready(None);
         }
-        if this.closing.as_mut().poll(cx).is_ready() {
+        // What the stream has ready goes first: a Watch is told NOT_SERVING
+        // as the stop begins, before it ends.
+        let frame = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
+        if frame.is_pending() && this.closing.as_mut().poll(cx).is_ready() {
             this.ended = true;
             let mut trailers = http::HeaderMap::new();
             let status = Status::unavailable(
@@ -243,7 +246,6 @@ impl http_body::Body for Unending {
             this.count(&trailers);
             return Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers))));
         }
-        let frame = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
         if let Poll::Ready(Some(Ok(f))) = &frame
             && let Some(trailers) = f.trailers_ref()
         {

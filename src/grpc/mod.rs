@@ -32,7 +32,7 @@ use tonic::{
 };
 use tonic_health::ServingStatus;
 
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, Readiness};
 
 pub use io::connect;
 pub use oip::Infer;
@@ -167,9 +167,11 @@ fn tls(config: &crate::config::Config) -> Result<Option<ServerTlsConfig>, ServeE
     Ok(Some(server))
 }
 
-/// Serves the gateway's gRPC API on `listener` until `shutdown` resolves, then
-/// drains in-flight calls. Health reports NOT_SERVING until the gateway's
-/// models are loaded. Every call passes the admission layer first.
+/// Serves the gateway's gRPC API on `listener` until `shutdown` resolves,
+/// then reports NOT_SERVING for `shutdown_grace_secs` while still serving,
+/// then drains in-flight calls. Health reports NOT_SERVING until the
+/// gateway's models are loaded. Every call passes the admission layer
+/// first.
 pub async fn serve(
     listener: TcpListener,
     gateway: Arc<Gateway>,
@@ -192,22 +194,31 @@ pub async fn serve(
         .max_decoding_message_size(admission::PUBLIC_MESSAGE_BYTES);
     let mut ready = gateway.readiness();
     let mut recording = gateway.commits_succeed();
+    let mut now = move || (*ready.borrow_and_update(), *recording.borrow_and_update());
     // Set the first status before accepting calls, so no client can see the
     // reporter's own initial SERVING while the models are still loading.
-    let mut before = (*ready.borrow_and_update(), *recording.borrow_and_update());
+    let mut before = now();
     set_health(&health, before, None).await;
+    let mut changes = (gateway.readiness(), gateway.commits_succeed());
+    // Told once health says NOT_SERVING for the stop.
+    let (down, health_down) = tokio::sync::oneshot::channel();
     let health_task = tokio::spawn(async move {
         loop {
+            // Each receiver only wakes the loop; `now` reads both.
             let changed = tokio::select! {
-                r = ready.changed() => r,
-                r = recording.changed() => r,
+                r = changes.0.changed() => r,
+                r = changes.1.changed() => r,
             };
             if changed.is_err() {
                 break;
             }
-            let now = (*ready.borrow_and_update(), *recording.borrow_and_update());
-            set_health(&health, now, Some(before)).await;
-            before = now;
+            let after = now();
+            set_health(&health, after, Some(before)).await;
+            if after.0 == Readiness::Draining {
+                let _ = down.send(());
+                break;
+            }
+            before = after;
         }
     });
     // v1alpha too: grpcurl and many language runtimes' reflection clients
@@ -272,11 +283,25 @@ pub async fn serve(
         compressed
     );
 
-    // Health Watch streams end when shutdown begins (see `admission`).
+    // A stop first turns health NOT_SERVING, on every service and Watch,
+    // and keeps serving for `shutdown_grace_secs`, so that load balancers
+    // send new calls elsewhere before connections are refused. Then health
+    // Watch streams end (see `admission`) and tonic drains.
     let (closing, closing_rx) = tokio::sync::watch::channel(false);
     let mut draining = closing_rx.clone();
+    let grace = std::time::Duration::from_secs(gateway.config().shutdown_grace_secs);
+    let stopping = gateway.clone();
     let shutdown = async move {
         shutdown.await;
+        stopping.drain();
+        let _ = health_down.await;
+        if !grace.is_zero() {
+            tracing::info!(
+                ?grace,
+                "stopping: health is NOT_SERVING; calls are served until the grace ends"
+            );
+            tokio::time::sleep(grace).await;
+        }
         let _ = closing.send(true);
     };
     let max_connections = gateway.config().limits.max_connections;
@@ -422,18 +447,20 @@ fn reply_by<T>(request: &tonic::Request<T>) -> Option<std::time::Instant> {
         .map(|deadline| deadline.reply_by())
 }
 
-/// NOT_SERVING until the models are loaded; and, while the database's
-/// commits fail, for the whole server and the services that must record
-/// (every decision and consent change is recorded before it is answered or
-/// acknowledged), so that a load balancer sends their calls elsewhere.
+/// NOT_SERVING until the models are loaded and once a stop begins; and,
+/// while the database's commits fail, for the whole server and the
+/// services that must record (every decision and consent change is
+/// recorded before it is answered or acknowledged), so that a load
+/// balancer sends their calls elsewhere.
 /// Reading explanations, models and rollouts still works then. Only the
 /// services whose status differs from `before` are set: a Watch is sent a
 /// status when it changes, not again.
 async fn set_health(
     health: &tonic_health::server::HealthReporter,
-    (ready, recording): (bool, bool),
-    before: Option<(bool, bool)>,
+    (readiness, recording): (Readiness, bool),
+    before: Option<(Readiness, bool)>,
 ) {
+    let ready = readiness == Readiness::Ready;
     let status = |serving: bool| {
         if serving {
             ServingStatus::Serving
@@ -454,9 +481,13 @@ async fn set_health(
         (
             &recording_services,
             ready && recording,
-            before.map(|(r, c)| r && c),
+            before.map(|(r, c)| r == Readiness::Ready && c),
         ),
-        (&reading_services, ready, before.map(|(r, _)| r)),
+        (
+            &reading_services,
+            ready,
+            before.map(|(r, _)| r == Readiness::Ready),
+        ),
     ];
     for (services, serving, was) in groups {
         if was == Some(serving) {

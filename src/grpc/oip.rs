@@ -28,7 +28,7 @@ use super::{
 use crate::{
     error::Error,
     explain::ExplainMode,
-    gateway::{BatchRequest, Decision, ExplanationStatus, Gateway},
+    gateway::{BatchRequest, Decision, ExplanationStatus, Gateway, Readiness},
     models::{ModelPackage, ModelSelector, schema::FeatureRow},
 };
 
@@ -642,7 +642,8 @@ impl GrpcInferenceService for Oip {
         _request: Request<oip::ServerReadyRequest>,
     ) -> Result<Response<oip::ServerReadyResponse>, Status> {
         // As the health service says: loaded, and able to record.
-        let ready = self.gateway.registry().is_ok() && *self.gateway.commits_succeed().borrow();
+        let ready = *self.gateway.readiness().borrow() == Readiness::Ready
+            && *self.gateway.commits_succeed().borrow();
         Ok(Response::new(oip::ServerReadyResponse { ready }))
     }
 
