@@ -30,7 +30,9 @@
 //! section is checked: it is present, and each of its `.`-separated
 //! subsections is non-empty URL-safe base64 (uspv1's characters are in that
 //! alphabet too). Garbage there is refused as a malformed string rather than
-//! passed over.
+//! passed over. The Canadian TCF's segments are checked further, as far as
+//! its encoders agree: a corrupted header that relabels a US section as
+//! it would otherwise drop that section's opt-outs unseen.
 //!
 //! The `iab_gpp` crate was evaluated and not used: version 0.1.2 panics on
 //! overflowing Fibonacci codes in a header (debug builds) and wraps them
@@ -47,6 +49,8 @@ pub const TCFEUV2: u16 = 2;
 pub const USPV1: u16 = 6;
 pub const USNAT: u16 = 7;
 pub const USCA: u16 = 8;
+/// The Canadian TCF: checked, not applied.
+const TCFCAV1: u16 = 5;
 
 /// The answer to a US notice, opt-out or consent field (2 bits each).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -601,6 +605,7 @@ impl GppString {
                 USPV1 => gpp.uspv1 = Some(uspv1(text)?),
                 USNAT => gpp.usnat = Some(usnat(text)?),
                 USCA => gpp.usca = Some(usca(text)?),
+                TCFCAV1 => tcfcav1(text)?,
                 _ => match STATES.iter().find(|l| l.id == id) {
                     Some(layout) => gpp.states.push(state(layout, text)?),
                     None => not_applied(id, text)?,
@@ -685,6 +690,84 @@ fn uspv1(text: &str) -> Result<UsPrivacy, SignalError> {
         )));
     }
     Ok(usp)
+}
+
+/// The Canadian TCF's layout, checked as far as every encoder of it agrees
+/// (the IAB's JavaScript and Java ones have changed the vendor fields'
+/// encoding and the version over time), so that a one-bit change in the
+/// header that relabels a US section as this one is refused rather than
+/// drops the US section's opt-outs. Segments are told apart by their first
+/// three bits: 000 the core (whose first six are its version), 001 the
+/// disclosed vendors, 011 the publisher purposes.
+fn tcfcav1(text: &str) -> Result<(), SignalError> {
+    let mut core = false;
+    for (n, sub) in text.split('.').enumerate() {
+        let mut r = BitReader::new(sub, format!("section tcfcav1: subsection {}", n + 1))?;
+        match r.u8(3, "SegmentType")? {
+            0 if core => return Err(r.error("a second core segment")),
+            0 => {
+                core = true;
+                let version = r.u8(3, "Version")?;
+                if !(1..=2).contains(&version) {
+                    return Err(r.error(format!(
+                        "Version is {version}; the Canadian TCF section has versions 1 and 2"
+                    )));
+                }
+                for (field, width) in [
+                    ("Created", 36),
+                    ("LastUpdated", 36),
+                    ("CmpId", 12),
+                    ("CmpVersion", 12),
+                    ("ConsentScreen", 6),
+                ] {
+                    r.read(width, field)?;
+                }
+                r.letters("ConsentLanguage")?;
+                for (field, width) in [
+                    ("VendorListVersion", 12),
+                    ("TcfPolicyVersion", 6),
+                    ("UseNonStandardStacks", 1),
+                    ("SpecialFeatureExpressConsent", 12),
+                    ("PurposesExpressConsent", 24),
+                    ("PurposesImpliedConsent", 24),
+                ] {
+                    r.read(width, field)?;
+                }
+                // Each vendor field starts with at least a 12-bit count or
+                // a 16-bit MaxId, depending on the encoder.
+                if r.remaining() < 24 {
+                    return Err(r.error(format!(
+                        "{} bits are left for VendorExpressConsent and VendorImpliedConsent, which take at least 24; the string is truncated",
+                        r.remaining()
+                    )));
+                }
+            }
+            1 => {
+                if r.remaining() < 12 {
+                    return Err(r.error("DisclosedVendors is truncated"));
+                }
+            }
+            3 => {
+                r.read(24, "PubPurposesExpressConsent")?;
+                r.read(24, "PubPurposesImpliedConsent")?;
+                let custom = usize::from(r.u8(6, "NumCustomPurposes")?);
+                r.read(custom, "CustomPurposesExpressConsent")?;
+                r.read(custom, "CustomPurposesImpliedConsent")?;
+                r.finish()?;
+            }
+            t => {
+                return Err(r.error(format!(
+                    "SegmentType is {t}; the section's segments are the core (000), 1 (disclosed vendors) and 3 (publisher purposes)"
+                )));
+            }
+        }
+    }
+    if !core {
+        return Err(SignalError::new(
+            "section tcfcav1: the core segment is missing",
+        ));
+    }
+    Ok(())
 }
 
 /// A section the gateway does not apply: only what the core specification
@@ -1027,20 +1110,83 @@ mod tests {
 
     #[test]
     fn sections_not_applied_must_still_be_well_formed() {
-        // Section 5 is the Canadian TCF, which the gateway does not apply.
+        // Section 30 is registered after usri: the gateway does not apply it.
         let no = usnat_section(2);
-        for tcfca in ["BVVqAA", "BVVqAA.QA"] {
+        for other in ["BVVqAA", "BVVqAA.QA"] {
+            let g = GppString::decode(&gpp(&[(USNAT, &no), (30, other)])).unwrap();
+            assert_eq!(g.section_ids, vec![USNAT, 30]);
+        }
+        for (other, says) in [
+            ("!!", "section 30: subsection 1: character 1 ('!')"),
+            ("BVV*qAA", "section 30: subsection 1: character 4 ('*')"),
+            ("BVVqAA..QA", "section 30: subsection 2: is empty"),
+            ("", "section 30: subsection 1: is empty"),
+            (
+                "BVVqAA.Q\u{e9}",
+                "section 30: subsection 2: character 2 ('\u{e9}')",
+            ),
+        ] {
+            let e = refusal(&gpp(&[(USNAT, &no), (30, other)]));
+            assert!(e.starts_with(says), "{other:?}: {e}");
+        }
+    }
+
+    /// Canadian TCF sections as the IAB's @iabgpp/cmpapi 3.2.0 encodes them
+    /// (`GppModel` with tcfcav1 fields set): the core alone with an empty
+    /// publisher purposes segment, and one with vendors, three custom
+    /// purposes and disclosed vendors.
+    const TCFCAV1_PLAIN: &str = "BQdWToAQdWToAAfAAAENAACAAAAAAAAAAAAAAAAAAA.YAAAAAAAAAA";
+    const TCFCAV1_FULL: &str =
+        "BQdWToAQdWToAAfAAAENAACAAf___gAAAA-hAJNZrTDVSNUDAgGBecAMayKjAAA.YAAAAAAAAdY.IF5wAvlVGA";
+
+    #[test]
+    fn the_canadian_tcf_is_checked_not_applied() {
+        let no = usnat_section(2);
+        for tcfca in [TCFCAV1_PLAIN, TCFCAV1_FULL, &TCFCAV1_PLAIN[..42]] {
             let g = GppString::decode(&gpp(&[(5, tcfca), (USNAT, &no)])).unwrap();
             assert_eq!(g.section_ids, vec![5, USNAT]);
         }
+        // A usnat body and its GPC subsection relabelled as the Canadian
+        // TCF, as one flipped header bit does (DBABLA to DBABDA): refused,
+        // where passing it over would drop the person's opt-out.
+        let gpc = GppString::decode("DBABLA~CVVqqqqqqgCA.YA").unwrap();
+        assert_eq!(gpc.usnat.unwrap().gpc, Some(true));
+        let e = refusal("DBABDA~CVVqqqqqqgCA.YA");
+        assert!(
+            e.starts_with("section tcfcav1: subsection 1: ends at bit 72"),
+            "{e}"
+        );
+        let e = refusal("DBABDA~CVVaqqqqqgCA.QA");
+        assert!(e.starts_with("section tcfcav1: subsection 1:"), "{e}");
         for (tcfca, says) in [
-            ("!!", "section 5: subsection 1: character 1 ('!')"),
-            ("BVV*qAA", "section 5: subsection 1: character 4 ('*')"),
-            ("BVVqAA..QA", "section 5: subsection 2: is empty"),
-            ("", "section 5: subsection 1: is empty"),
+            ("BVVqAA", "section tcfcav1: subsection 1: ends at bit 36"),
             (
-                "BVVqAA.Q\u{e9}",
-                "section 5: subsection 2: character 2 ('\u{e9}')",
+                &format!("{TCFCAV1_PLAIN}.QA") as &str,
+                "section tcfcav1: subsection 3: SegmentType is 2",
+            ),
+            (
+                "YAAAAAAAAAA",
+                "section tcfcav1: the core segment is missing",
+            ),
+            (
+                &format!("{}.{}", &TCFCAV1_PLAIN[..42], &TCFCAV1_PLAIN[..42]),
+                "section tcfcav1: subsection 2: a second core segment",
+            ),
+            (
+                &format!("D{}", &TCFCAV1_PLAIN[1..]),
+                "section tcfcav1: subsection 1: Version is 3",
+            ),
+            (
+                &TCFCAV1_PLAIN[..34],
+                "section tcfcav1: subsection 1: 5 bits are left for VendorExpressConsent",
+            ),
+            (
+                &format!("{}.YAAAAAAAAAB", &TCFCAV1_PLAIN[..42]),
+                "section tcfcav1: subsection 2: bit 66 is set after the last field",
+            ),
+            (
+                &format!("{}.YAAAAAAAAd", &TCFCAV1_PLAIN[..42]),
+                "section tcfcav1: subsection 2: ends at bit 60 while reading CustomPurposesImpliedConsent",
             ),
         ] {
             let e = refusal(&gpp(&[(5, tcfca), (USNAT, &no)]));

@@ -323,8 +323,8 @@ mod tests {
             e.starts_with("context.gpp_string: section uspv1: Notice is 'X'"),
             "{e}"
         );
-        let e = refusal(None, Some(gpp(&[(5, "!!"), (gpp::USNAT, &usnat(2))])));
-        assert!(e.starts_with("context.gpp_string: section 5: "), "{e}");
+        let e = refusal(None, Some(gpp(&[(gpp::USNAT, &usnat(2)), (30, "!!")])));
+        assert!(e.starts_with("context.gpp_string: section 30: "), "{e}");
         let e = refusal(None, Some(gpp(&[(gpp::USNAT, &usnat(2)), (9, "BVW")])));
         assert!(
             e.starts_with(

@@ -402,6 +402,11 @@ impl Policy {
         }
         let tc = TcSignals::of(strings.map(|t| t.filter(fresh)));
         let vendor = self.settings.tcf_vendor_id;
+        // Without our vendor id a TC string's purposes are read alone: the
+        // record must not pass that off as a vendor's consent.
+        if vendor.is_none() && tc.is_some() {
+            v.rules.push("tcf.vendor_not_checked");
+        }
         if tc.as_ref().is_some_and(|t| t.conflict(vendor)) {
             v.rules.push("tcf.conflicting_signals_stricter_applied");
         }
@@ -1300,6 +1305,55 @@ mod tests {
             assert!(e.rules.contains(&rule), "{rule}: {:?}", e.rules);
         }
         assert_eq!(e.tier, Tier::Contextual);
+    }
+
+    /// Without `consent.tcf_vendor_id`, a TC string's purposes count alone
+    /// (vendor consent and publisher restrictions are not read), and every
+    /// decision it makes says so.
+    #[test]
+    fn purposes_read_without_a_vendor_id_are_on_record_as_such() {
+        let none_for_us = Tc {
+            vendors: vec![1, 2],
+            ..Tc::granted(now())
+        };
+        let signals = Signals {
+            jurisdiction: Some(Jurisdiction {
+                country: "DE".into(),
+                region: None,
+            }),
+            tc_string: Some(none_for_us.encode()),
+            ..Signals::default()
+        }
+        .decode()
+        .unwrap();
+        let policy = |vendor| {
+            Policy::new(Settings {
+                tcf_vendor_id: vendor,
+                unknown_jurisdiction: UnknownJurisdiction::Refuse,
+            })
+        };
+        let unchecked = policy(None).evaluate(&features(), &signals, &[], now());
+        assert_eq!(unchecked.tier, Tier::Personalised);
+        assert_eq!(unchecked.rules, ["tcf.vendor_not_checked"]);
+        let checked = policy(Some(VENDOR)).evaluate(&features(), &signals, &[], now());
+        assert_eq!(checked.tier, Tier::Contextual);
+        assert!(!checked.rules.contains(&"tcf.vendor_not_checked"));
+        // No TC string, no claim about one.
+        let us = Signals {
+            jurisdiction: Some(Jurisdiction {
+                country: "US".into(),
+                region: None,
+            }),
+            ..Signals::default()
+        }
+        .decode()
+        .unwrap();
+        let e = policy(None).evaluate(&features(), &us, &[], now());
+        assert!(
+            !e.rules.contains(&"tcf.vendor_not_checked"),
+            "{:?}",
+            e.rules
+        );
     }
 
     /// GDPR applies in the parts of the EU with country codes of their own.
