@@ -57,3 +57,15 @@ pub enum Error {
     #[error("internal error: {0}")]
     Internal(String),
 }
+
+impl Error {
+    /// An answer for `rows` rows (sent in `field`) of `size` bytes, over
+    /// the `limit` the gateway sends, with how many rows would fit. Rows
+    /// differ in size, so the advice keeps a fiftieth in hand.
+    pub fn answer_too_large(field: &str, rows: usize, size: usize, limit: usize) -> Self {
+        let fit = (rows * limit / size * 49 / 50).max(1);
+        Self::TooLarge(format!(
+            "{field}: the answer for {rows} rows is {size} bytes, over the {limit} the gateway sends (max_message_bytes); send at most {fit} rows per call"
+        ))
+    }
+}

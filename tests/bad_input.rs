@@ -6,7 +6,10 @@ use candor::{
     Config,
     grpc::{
         inference::grpc_inference_service_client::GrpcInferenceServiceClient,
-        pb::{self, explain_service_client::ExplainServiceClient},
+        pb::{
+            self, explain_service_client::ExplainServiceClient,
+            explanation_service_client::ExplanationServiceClient,
+        },
     },
 };
 use common::*;
@@ -399,9 +402,6 @@ async fn bad_score_requests_name_the_field() {
     server.stop().await;
 }
 
-/// A batch whose answer would exceed the message limit (inline attributions
-/// make each row's answer kilobytes) is answered RESOURCE_EXHAUSTED with
-/// how many rows fit, not tonic's OUT_OF_RANGE.
 /// An answer refused for its size: RESOURCE_EXHAUSTED, its message
 /// starting with `head` and saying `also`.
 fn too_large(status: tonic::Status, head: &str, also: &str) {
@@ -418,6 +418,25 @@ fn too_large(status: tonic::Status, head: &str, also: &str) {
     );
 }
 
+/// The subject's decisions in the record.
+async fn recorded(server: &TestServer, subject: &str) -> usize {
+    ExplanationServiceClient::new(server.channel().await)
+        .list_decisions(pb::ListDecisionsRequest {
+            subject_id: subject.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .decisions
+        .len()
+}
+
+/// A batch whose answer would exceed the message limit with its inline
+/// attributions (kilobytes a row) is answered with its scores and its
+/// attributions owed; one that would exceed it even without them is
+/// RESOURCE_EXHAUSTED with how many rows fit (not tonic's OUT_OF_RANGE),
+/// and none of its decisions is recorded, since nobody received them.
 #[tokio::test]
 async fn answers_over_the_message_limit_say_how_many_rows_fit() {
     let server = TestServer::start_with(Config {
@@ -426,27 +445,65 @@ async fn answers_over_the_message_limit_say_how_many_rows_fit() {
     })
     .await;
     let mut client = server.scoring().await;
-    let mut request = batch(8);
-    request.explain = Some(pb::ExplainOptions {
+    let inline = Some(pb::ExplainOptions {
         mode: pb::ExplainMode::Inline as i32,
         method: 0,
     });
-    too_large(
-        client.score_batch(request).await.unwrap_err(),
-        "rows: the answer for 8 rows is",
-        "send at most",
-    );
-    // Without attributions the same rows fit.
+    let mut request = batch(8);
+    request.subject_id = "wide".into();
+    request.explain = inline;
+    let answered = client.score_batch(request).await.unwrap().into_inner();
+    assert_eq!(answered.decisions.len(), 8);
+    for d in &answered.decisions {
+        assert!(d.score.is_some() && d.attribution.is_none(), "{d:?}");
+        assert_eq!(d.explanation_status(), pb::ExplanationStatus::Deferred);
+    }
+    assert_eq!(recorded(&server, "wide").await, 8);
+    // Owed, so computed when asked for.
+    let why = ExplanationServiceClient::new(server.channel().await)
+        .get_explanation(pb::GetExplanationRequest {
+            decision_id: answered.decisions[0].decision_id.clone(),
+            audience: pb::Audience::Engineer as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(matches!(
+        why.view,
+        Some(pb::get_explanation_response::View::Engineer(
+            pb::EngineerView {
+                attribution: Some(_),
+                ..
+            }
+        ))
+    ));
+    // A small batch still has its attributions inline.
+    let mut request = batch(1);
+    request.explain = inline;
+    let answered = client.score_batch(request).await.unwrap().into_inner();
     assert_eq!(
-        client
-            .score_batch(batch(8))
-            .await
-            .unwrap()
-            .into_inner()
-            .decisions
-            .len(),
-        8
+        answered.decisions[0].explanation_status(),
+        pb::ExplanationStatus::Inline
     );
+
+    // An answer too large even without attributions is refused before
+    // anything is recorded. (A request that fits has an answer that fits
+    // under one limit, so the edge's measure is replaced here.)
+    let mut request = batch(3);
+    request.subject_id = "many".into();
+    let mut request: candor::gateway::BatchRequest = request.try_into().unwrap();
+    request.answer_size = Some(candor::gateway::AnswerSize {
+        field: "rows",
+        bytes: std::sync::Arc::new(|decisions| decisions.len() * 10_000),
+    });
+    let refused = server.gateway.score_batch(request).await.unwrap_err();
+    too_large(
+        refused.into(),
+        "rows: the answer for 3 rows is 30000 bytes, over the 16384",
+        "send at most 1 rows",
+    );
+    assert_eq!(recorded(&server, "many").await, 0);
     // ExplainBatch answers with every row's attributions.
     let status = ExplainServiceClient::new(server.channel().await)
         .explain_batch(pb::ExplainBatchRequest {
@@ -457,19 +514,19 @@ async fn answers_over_the_message_limit_say_how_many_rows_fit() {
         .await
         .unwrap_err();
     too_large(status, "rows: the answer for 8 rows is", "send at most");
-    // ModelInfer's rows are its input tensor's; its decisions are recorded.
+    // ModelInfer's rows are its input tensor's.
     let mut request = oip_request(50, "alice");
     request
         .parameters
         .insert("explain_mode".into(), oip_text("inline"));
-    let status = GrpcInferenceServiceClient::new(server.channel().await)
+    let answered = GrpcInferenceServiceClient::new(server.channel().await)
         .model_infer(request)
         .await
-        .unwrap_err();
-    too_large(
-        status,
-        "inputs[0]: the answer for 50 rows is",
-        "recorded under request id",
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        answered.parameters["explanation_status"],
+        oip_text("deferred")
     );
     server.stop().await;
 }

@@ -435,6 +435,8 @@ fn validate_passes_the_bundled_models_and_fails_a_broken_one() {
 
     let tmp = tempfile::tempdir().unwrap();
     let package = copy_default(tmp.path());
+    let golden = package.join("golden.csv");
+    let original = std::fs::read_to_string(&golden).unwrap();
     break_first_golden(&package);
     let out = candor(&["models", "validate", "--json", package.to_str().unwrap()]);
     assert!(!out.status.success());
@@ -446,12 +448,28 @@ fn validate_passes_the_bundled_models_and_fails_a_broken_one() {
         .find(|c| c["name"] == "golden_rows_reproduce")
         .unwrap();
     assert_eq!(check["passed"], false);
+    let detail = check["detail"].as_str().unwrap();
     assert!(
-        check["detail"]
-            .as_str()
-            .unwrap()
-            .starts_with("golden.csv: row 1's score differs"),
+        detail.starts_with("golden.csv: row 1's score differs"),
         "{check}"
+    );
+    // A gap that large is no thread effect: the hint points at the
+    // columns, and a gap of the size threads make at the threads.
+    assert!(
+        detail.contains("the column order the model was trained on"),
+        "{detail}"
+    );
+    let mut lines: Vec<String> = original.lines().map(str::to_owned).collect();
+    let cut = lines[2].rfind(',').unwrap();
+    let score: f64 = lines[2][cut + 1..].parse().unwrap();
+    lines[2] = format!("{},{}", &lines[2][..cut], score + 5e-6);
+    std::fs::write(&golden, lines.join("\n")).unwrap();
+    let out = candor(&["models", "validate", package.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("row 2's score differs") && text.contains("intra_op_num_threads = 1"),
+        "{text}"
     );
 }
 

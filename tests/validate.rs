@@ -233,6 +233,37 @@ fn a_package_without_its_training_size_passes_with_a_note() {
     assert!(!bundled.to_text().contains("note: no [training]"));
 }
 
+/// A score that takes two values at most (a class label cast to float, say)
+/// passes every rule but cannot rank ads: the gate says so.
+#[test]
+fn a_score_that_cannot_rank_passes_with_a_note() {
+    runtime::init(&ort_lib()).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = copy_package("caravan-logreg/1.0.0", &tmp.path().join("models"));
+    let golden = dir.join("golden.csv");
+    let text = fs::read_to_string(&golden).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    // Rows that all score alike, as every row does under a label.
+    let alike = [lines[0], lines[1], lines[1], lines[1]].join("\n");
+    fs::write(&golden, alike).unwrap();
+    let report = validate_package(&dir);
+    let check = report
+        .checks
+        .iter()
+        .find(|c| c.name == rules::GOLDEN_ROWS_REPRODUCE)
+        .unwrap();
+    assert!(check.passed, "{}", report.to_text());
+    assert!(
+        check
+            .detail
+            .contains("note: the score takes only 1 distinct value(s)"),
+        "{}",
+        check.detail
+    );
+    let bundled = validate_package(&repo_root().join("models/caravan-logreg/1.0.0"));
+    assert!(!bundled.to_text().contains("cannot rank"));
+}
+
 /// A copied manifest that still claims to be the default fails the gate
 /// as it fails at load: a lower version of the model claims it already.
 #[test]

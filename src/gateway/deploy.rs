@@ -339,12 +339,21 @@ fn role_of(model: &ModelVersions, version: &Version) -> Option<&'static str> {
 /// The validation gate a package not served before must pass: every rule of
 /// `candor models validate`, the failures as the reason.
 pub(super) fn deployment_gate(package: &std::path::Path) -> Result<(), String> {
+    // A large forest takes a minute to check: the log says why nothing
+    // moves meanwhile.
+    tracing::info!(package = %package.display(), "checking a package against the validation gate before it serves");
+    let started = std::time::Instant::now();
     let report = validate_package(package);
-    if report.passed {
-        Ok(())
-    } else {
-        Err(report.failures())
+    if !report.passed {
+        return Err(report.failures());
     }
+    for check in &report.checks {
+        if let Some((_, note)) = check.detail.split_once("; note: ") {
+            tracing::warn!(package = %package.display(), rule = check.name, "{note}");
+        }
+    }
+    tracing::info!(package = %package.display(), elapsed = ?started.elapsed(), "the package passed the validation gate");
+    Ok(())
 }
 
 #[cfg(test)]

@@ -88,6 +88,27 @@ pub struct ScoreRequest {
     pub deadline: Option<std::time::Instant>,
 }
 
+/// The size of the answer the edge will send for some decisions, and the
+/// request field their rows came in: an answer too large to send is found
+/// before its decisions are recorded, since a decision nobody received
+/// must not stand in the record.
+#[derive(Clone)]
+pub struct AnswerSize {
+    pub field: &'static str,
+    pub bytes: Arc<Measure>,
+}
+
+/// The encoded size of the answer for some decisions.
+pub type Measure = dyn Fn(&[Decision]) -> usize + Send + Sync;
+
+impl std::fmt::Debug for AnswerSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AnswerSize")
+            .field("field", &self.field)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Many candidate rows to score with one model for one subject.
 #[derive(Debug, Clone)]
 pub struct BatchRequest {
@@ -102,6 +123,9 @@ pub struct BatchRequest {
     pub audit: AuditAttributes,
     pub request_id: String,
     pub deadline: Option<std::time::Instant>,
+    /// Checked before recording, where the answer may be large (many rows,
+    /// inline attributions).
+    pub answer_size: Option<AnswerSize>,
 }
 
 /// Rows to explain outside any decision.
@@ -162,6 +186,7 @@ struct Call<'a> {
     placements: &'a [Placement],
     request_id: &'a str,
     deadline: Option<std::time::Instant>,
+    answer_size: Option<&'a AnswerSize>,
 }
 
 /// Where a decision's attributions are, or will be.
@@ -640,6 +665,8 @@ impl Gateway {
             audit,
             request_id,
             deadline,
+            // One decision's answer is far below any message limit.
+            answer_size: None,
         };
         let decisions = self
             .score_rows(request, |package, rows| {
@@ -708,6 +735,7 @@ impl Gateway {
                     placements: &placements,
                     request_id: &request.request_id,
                     deadline: request.deadline,
+                    answer_size: request.answer_size.as_ref(),
                 },
             )
             .await?;
@@ -900,6 +928,7 @@ impl Gateway {
             placements,
             request_id,
             deadline,
+            answer_size,
         } = call;
         let width = package.schema.width();
         let decision = |score, attribution, explanation_status| Decision {
@@ -915,6 +944,7 @@ impl Gateway {
             let decisions: Vec<Decision> = (0..rows.len() / width)
                 .map(|_| decision(None, None, ExplanationStatus::NotApplicable))
                 .collect();
+            self.sendable(answer_size, &decisions)?;
             let started = Instant::now();
             self.record(&package, &decisions, None, placements, request_id, None)
                 .await?;
@@ -1006,13 +1036,27 @@ impl Gateway {
             }
             self.metrics.stage(Stage::Explain, started);
         }
-        let decisions: Vec<Decision> = scores
+        let mut decisions: Vec<Decision> = scores
             .iter()
             .map(|s| {
                 let attribution = attributions.as_mut().and_then(Iterator::next);
                 decision(Some(f64::from(*s)), attribution, status)
             })
             .collect();
+        let mut sendable = self.sendable(answer_size, &decisions);
+        if let (Err(_), ExplainMode::Inline(method), ExplanationStatus::Inline) =
+            (&sendable, explain, status)
+        {
+            // Too large to send with their attributions: the scores go
+            // out and the attributions are owed, as when time runs out.
+            for d in &mut decisions {
+                d.attribution = None;
+                d.explanation_status = ExplanationStatus::Deferred;
+            }
+            deferred = Some(method);
+            sendable = self.sendable(answer_size, &decisions);
+        }
+        sendable?;
         let started = Instant::now();
         self.record(
             &package,
@@ -1027,6 +1071,23 @@ impl Gateway {
         self.record_cost.observe(decisions.len(), started.elapsed());
         self.metrics.decisions(evaluation.tier, decisions.len());
         Ok(decisions)
+    }
+
+    /// Refuses decisions whose answer would exceed `max_message_bytes`.
+    fn sendable(&self, size: Option<&AnswerSize>, decisions: &[Decision]) -> Result<(), Error> {
+        let Some(size) = size else {
+            return Ok(());
+        };
+        let limit = self.config.max_message_bytes;
+        match (size.bytes)(decisions) {
+            bytes if bytes > limit => Err(Error::answer_too_large(
+                size.field,
+                decisions.len(),
+                bytes,
+                limit,
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Attributes validated rows whose scores ORT returned, on the pool

@@ -334,6 +334,7 @@ impl TryFrom<pb::ScoreBatchRequest> for BatchRequest {
             explain: explain_mode(r.explain)?,
             request_id: String::new(),
             deadline: None,
+            answer_size: Some(super::scoring::answer_size()),
         })
     }
 }

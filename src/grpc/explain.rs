@@ -46,7 +46,6 @@ impl ExplainService for Explain {
             response.results.len(),
             "rows",
             self.gateway.config().max_message_bytes,
-            None,
         )?;
         Ok(Response::new(response))
     }

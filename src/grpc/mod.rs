@@ -385,28 +385,20 @@ pub async fn serve(
 /// Refuses an answer larger than the gateway sends (attributions make a
 /// row's answer some kilobytes), saying how many of its `rows` rows (sent
 /// in `field`) would fit: tonic would otherwise fail it as OUT_OF_RANGE,
-/// naming nothing. `recorded` is the request id its decisions were
-/// recorded under, if they were.
+/// naming nothing.
 fn fits(
     answer: &impl prost::Message,
     rows: usize,
     field: &str,
     limit: usize,
-    recorded: Option<&str>,
 ) -> Result<(), crate::error::Error> {
     let size = answer.encoded_len();
     if size <= limit {
         return Ok(());
     }
-    let fit = (rows * limit / size).max(1);
-    let after = recorded.map_or(String::new(), |id| {
-        format!(
-            ", or ask for deferred attributions. These decisions are recorded under request id {id}"
-        )
-    });
-    Err(crate::error::Error::TooLarge(format!(
-        "{field}: the answer for {rows} rows is {size} bytes, over the {limit} the gateway sends (max_message_bytes); send at most {fit} rows per call{after}"
-    )))
+    Err(crate::error::Error::answer_too_large(
+        field, rows, size, limit,
+    ))
 }
 
 /// An answer that is one whole (no rows or pages to send fewer of) and

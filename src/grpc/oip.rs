@@ -28,7 +28,7 @@ use super::{
 use crate::{
     error::Error,
     explain::ExplainMode,
-    gateway::{BatchRequest, Decision, ExplanationStatus, Gateway, Readiness},
+    gateway::{AnswerSize, BatchRequest, Decision, ExplanationStatus, Gateway, Readiness},
     models::{ModelPackage, ModelSelector, schema::FeatureRow},
 };
 
@@ -223,7 +223,7 @@ pub struct Infer {
 }
 
 /// What the reply needs from the request.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Reply {
     /// The request's `id`, echoed.
     id: String,
@@ -275,6 +275,12 @@ impl TryFrom<ModelInferRequest> for Infer {
             }
         };
         let outputs = requested_outputs(&r.outputs, &explain)?;
+        let reply = Reply {
+            id: r.id,
+            width,
+            outputs,
+        };
+        let sized = reply.clone();
         Ok(Self {
             batch: BatchRequest {
                 model,
@@ -289,13 +295,19 @@ impl TryFrom<ModelInferRequest> for Infer {
                 explain,
                 request_id: String::new(),
                 deadline: None,
+                answer_size: Some(AnswerSize {
+                    field: "inputs[0]",
+                    // An answer that cannot be made fails when it is made.
+                    bytes: Arc::new(move |decisions| {
+                        sized
+                            .clone()
+                            .respond(decisions.to_vec())
+                            .map_or(0, |r| prost::Message::encoded_len(&r))
+                    }),
+                }),
             },
             input: input.name,
-            reply: Reply {
-                id: r.id,
-                width,
-                outputs,
-            },
+            reply,
         })
     }
 }
@@ -736,18 +748,9 @@ impl Oip {
         let Infer {
             mut batch, reply, ..
         } = infer;
-        batch.request_id = request_id.clone();
+        batch.request_id = request_id;
         batch.deadline = deadline;
         let decisions = self.gateway.score_batch(batch).await?;
-        let rows = decisions.len();
-        let response = reply.respond(decisions)?;
-        super::fits(
-            &response,
-            rows,
-            "inputs[0]",
-            self.gateway.config().max_message_bytes,
-            Some(&request_id),
-        )?;
-        Ok(Response::new(response))
+        Ok(Response::new(reply.respond(decisions)?))
     }
 }

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::pb::{self, scoring_service_server::ScoringService};
-use crate::gateway::{BatchRequest, Gateway, ScoreRequest};
+use prost::Message as _;
+
+use crate::gateway::{AnswerSize, BatchRequest, Decision, Gateway, ScoreRequest};
 
 pub struct Scoring {
     gateway: Arc<Gateway>,
@@ -41,19 +43,23 @@ impl ScoringService for Scoring {
         let request_id = super::request_id(request.metadata());
         let deadline = super::reply_by(&request);
         let mut batch: BatchRequest = request.into_inner().try_into()?;
-        batch.request_id = request_id.clone();
+        batch.request_id = request_id;
         batch.deadline = deadline;
         let decisions = self.gateway.score_batch(batch).await?;
-        let response = pb::ScoreBatchResponse {
-            decisions: decisions.into_iter().map(Into::into).collect(),
-        };
-        super::fits(
-            &response,
-            response.decisions.len(),
-            "rows",
-            self.gateway.config().max_message_bytes,
-            Some(&request_id),
-        )?;
-        Ok(Response::new(response))
+        Ok(Response::new(answer(decisions)))
+    }
+}
+
+/// What a `ScoreBatch` answer for some decisions will weigh.
+pub(super) fn answer_size() -> AnswerSize {
+    AnswerSize {
+        field: "rows",
+        bytes: Arc::new(|decisions| answer(decisions.to_vec()).encoded_len()),
+    }
+}
+
+fn answer(decisions: Vec<Decision>) -> pb::ScoreBatchResponse {
+    pb::ScoreBatchResponse {
+        decisions: decisions.into_iter().map(Into::into).collect(),
     }
 }

@@ -306,6 +306,10 @@ fn default_claim(dir: &Path, package: &ModelPackage) -> Result<(), String> {
     }
 }
 
+/// The most a score changes with ONNX Runtime's thread count (which
+/// reorders float sums), relative beyond magnitude 1, with margin.
+const THREAD_NOISE: f64 = 1e-4;
+
 fn check_goldens(package: &ModelPackage) -> Result<String, String> {
     let golden = package
         .golden
@@ -326,13 +330,34 @@ fn check_goldens(package: &ModelPackage) -> Result<String, String> {
             .map(|(&got, &want)| (f64::from(got) - want).abs() / want.abs().max(1.0)),
     );
     if worst.is_nan() || worst > GOLDEN_TOLERANCE {
+        // Threads only reorder float sums: a gap far beyond that is a
+        // different computation.
+        let cause = if worst <= THREAD_NOISE {
+            "the gateway scores with one intra-op thread, so goldens must come from a session with intra_op_num_threads = 1"
+        } else {
+            "that is more than thread counts change, so the rows do not reach the model as they did in Python: check that each feature's position follows the column order the model was trained on, that the golden scores come from the output and index model.output names, and that the golden rows hold the model's inputs, not the raw data before its preprocessing"
+        };
         return Err(format!(
-            "{GOLDEN_FILE}: row {}'s score differs from ONNX Runtime's by {worst:.3e} (tolerance {GOLDEN_TOLERANCE:e}, relative beyond magnitude 1); the gateway scores with one intra-op thread, so goldens must come from a session with intra_op_num_threads = 1",
+            "{GOLDEN_FILE}: row {}'s score differs from ONNX Runtime's by {worst:.3e} (tolerance {GOLDEN_TOLERANCE:e}, relative beyond magnitude 1); {cause}",
             worst_row + 1
         ));
     }
+    // Passing, but worth saying: a class label cast to float meets every
+    // technical rule and ranks nothing.
+    let distinct = scores
+        .iter()
+        .map(|s| s.to_bits())
+        .collect::<std::collections::HashSet<_>>()
+        .len();
+    let label = if distinct <= 2 && scores.len() > 2 {
+        format!(
+            "; note: the score takes only {distinct} distinct value(s) over these rows, so it cannot rank ads: check that model.output names a probability or margin, not a class label"
+        )
+    } else {
+        String::new()
+    };
     Ok(format!(
-        "{} rows within {GOLDEN_TOLERANCE:e} (max |diff| {worst:.3e}, relative beyond magnitude 1)",
+        "{} rows within {GOLDEN_TOLERANCE:e} (max |diff| {worst:.3e}, relative beyond magnitude 1){label}",
         golden.scores.len()
     ))
 }
