@@ -974,6 +974,36 @@ async fn calls_whose_message_never_comes_hold_no_place() {
             "{status:?}"
         );
     }
+    // A whole message on a stream that never ends: the wait is for its
+    // end, and the answer says so.
+    let whole = framed(&prost::Message::encode_to_vec(&caravan_request()));
+    let body = http_body_util::StreamBody::new(tokio_stream::StreamExt::chain(
+        tokio_stream::iter([Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(
+            bytes::Bytes::from(whole),
+        ))]),
+        tokio_stream::pending(),
+    ));
+    let request = http::Request::builder()
+        .method("POST")
+        .uri(format!("{}/candor.v1.ScoringService/Score", server.url()))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("grpc-timeout", "1500m")
+        .body(body)
+        .unwrap();
+    let response = http2_connection(&server)
+        .await
+        .send_request(request)
+        .await
+        .unwrap();
+    let status = tonic::Status::from_header_map(response.headers()).expect("a status");
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("its message had arrived whole, but its stream had not ended"),
+        "{status:?}"
+    );
     server.stop().await;
 }
 
@@ -1007,9 +1037,9 @@ async fn a_watch_refused_at_once_ends_with_its_status() {
     server.stop().await;
 }
 
-/// A request that is not gRPC is refused with HTTP 415, so a plain HTTP
-/// client cannot mistake a gRPC error (HTTP 200) for success; the gRPC
-/// content-types with a codec or parameters are served.
+/// A request that is not gRPC is refused with HTTP 415 (405 if it is not
+/// POST), so a plain HTTP client cannot mistake a gRPC error (HTTP 200) for
+/// success; the gRPC content-types with a codec or parameters are served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_that_is_not_grpc_is_unsupported_media_type() {
     use http_body_util::BodyExt;
@@ -1022,10 +1052,10 @@ async fn a_request_that_is_not_grpc_is_unsupported_media_type() {
         framed.extend_from_slice(&message);
         bytes::Bytes::from(framed)
     };
-    let post = |content_type: Option<&str>| {
+    let send = |method: &str, content_type: Option<&str>| {
         let mut sender = sender.clone();
         let mut request = http::Request::builder()
-            .method("POST")
+            .method(method)
             .uri(format!("{}/candor.v1.ScoringService/Score", server.url()))
             .header("te", "trailers");
         if let Some(content_type) = content_type {
@@ -1036,6 +1066,7 @@ async fn a_request_that_is_not_grpc_is_unsupported_media_type() {
             .unwrap();
         async move { sender.send_request(request).await.unwrap() }
     };
+    let post = |content_type| send("POST", content_type);
     for refused in [
         Some("application/json"),
         Some("application/grpcx"),
@@ -1069,6 +1100,19 @@ async fn a_request_that_is_not_grpc_is_unsupported_media_type() {
         let trailers = collected.trailers().cloned().unwrap_or_default();
         let status = tonic::Status::from_header_map(&trailers).expect("a status");
         assert_eq!(status.code(), Code::Ok, "{served}: {status:?}");
+    }
+    // gRPC calls are POST (PROTOCOL-HTTP2.md): another method is 405.
+    for method in ["GET", "PUT", "DELETE"] {
+        let response = send(method, Some("application/grpc")).await;
+        assert_eq!(
+            response.status(),
+            http::StatusCode::METHOD_NOT_ALLOWED,
+            "{method}"
+        );
+        assert_eq!(response.headers()[http::header::ALLOW], "POST");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let body = String::from_utf8_lossy(&body);
+        assert!(body.contains(&format!("method {method}")), "{body}");
     }
     server.stop().await;
 }

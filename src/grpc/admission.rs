@@ -1,7 +1,8 @@
 //! The admission layer: every gRPC call passes here before its handler.
 //!
 //! In order, it gives the call a request id (the caller's `x-request-id`, or
-//! a new one), answers HTTP 415 to a request that is not gRPC, finds the
+//! a new one), answers HTTP 405 or 415 to a request that is not a gRPC
+//! call (not POST, or not gRPC with protobuf), finds the
 //! call's rule in [`super::auth::RULES`] (no rule, no
 //! entry), identifies the caller from its bearer credential or client
 //! certificate and checks the rule, then waits for the request message
@@ -345,8 +346,29 @@ where
         // trailers, which a plain HTTP client would read as success: a
         // request that is not gRPC is refused at the HTTP level instead, as
         // the gRPC-over-HTTP/2 specification says a server should.
+        if request.method() != http::Method::POST {
+            return not_grpc(
+                &request,
+                request_id,
+                http::StatusCode::METHOD_NOT_ALLOWED,
+                format!("method {}; gRPC calls are POST", request.method()),
+            );
+        }
         if !is_grpc(&request) {
-            return not_grpc(&request, request_id);
+            let sent = request
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .map_or("no content-type".to_owned(), |v| {
+                    format!("content-type {:?}", String::from_utf8_lossy(v.as_bytes()))
+                });
+            return not_grpc(
+                &request,
+                request_id,
+                http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!(
+                    "{sent}; this server speaks gRPC with protobuf messages only (content-type application/grpc or application/grpc+proto)"
+                ),
+            );
         }
         // Every served method has a rule, so a path without one is a
         // method this gateway does not have.
@@ -841,27 +863,29 @@ fn is_grpc(request: &Request<Body>) -> bool {
         .is_some_and(|rest| rest.is_empty() || rest.starts_with(';'))
 }
 
-/// HTTP 415 for a request that is not gRPC, naming what it sent.
+/// An HTTP refusal (415 for a request that is not gRPC, 405 for one that is
+/// not POST) of a request that is not a gRPC call, saying what it sent.
 fn not_grpc(
     request: &Request<Body>,
     request_id: String,
+    code: http::StatusCode,
+    sent: String,
 ) -> BoxFuture<Result<Response<Body>, Infallible>> {
-    let sent = request
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .map_or("no content-type".to_owned(), |v| {
-            format!("content-type {:?}", String::from_utf8_lossy(v.as_bytes()))
-        });
     tracing::debug!(path = request.uri().path(), %sent, "not a gRPC request");
     let mut response = Response::new(Body::new(Full::new(Bytes::from(format!(
-        "{}: this server speaks gRPC with protobuf messages only (content-type application/grpc or application/grpc+proto); the request had {sent}\n",
+        "{}: the request had {sent}\n",
         request.uri().path()
     )))));
-    *response.status_mut() = http::StatusCode::UNSUPPORTED_MEDIA_TYPE;
+    *response.status_mut() = code;
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    if code == http::StatusCode::METHOD_NOT_ALLOWED {
+        response
+            .headers_mut()
+            .insert(http::header::ALLOW, HeaderValue::from_static("POST"));
+    }
     stamp(&mut response, &request_id);
     Box::pin(std::future::ready(Ok(response)))
 }
@@ -930,8 +954,8 @@ async fn receive(
         .get("grpc-encoding")
         .is_some_and(|e| e.as_bytes() == b"gzip");
     let limit = FRAMING_BYTES + if gzip { with_deflate(max) } else { max };
+    let mut chunks: Vec<Bytes> = Vec::new();
     let collect = async {
-        let mut chunks: Vec<Bytes> = Vec::new();
         // The bytes held are counted against every call's, until the
         // message is whole and handed on.
         let mut held: Option<OwnedSemaphorePermit> = None;
@@ -961,23 +985,29 @@ async fn receive(
             }
             chunks.push(data);
         }
-        Ok(match chunks.len() {
-            1 => chunks.pop().expect("one chunk"),
-            _ => chunks.concat().into(),
-        })
+        Ok(())
     };
-    let message = tokio::time::timeout(wait, collect).await.map_err(|_| {
-        Status::deadline_exceeded(match deadline {
+    if let Ok(received) = tokio::time::timeout(wait, collect).await {
+        received?;
+    } else {
+        // A client may send its whole message and never end its stream:
+        // the wait is then for END_STREAM, not for bytes.
+        let late = if one_message(&chunks.concat()).is_ok() {
+            "its message had arrived whole, but its stream had not ended (a unary call ends its stream, END_STREAM, after its one message)"
+        } else {
+            "its request message had not arrived whole"
+        };
+        return Err(Status::deadline_exceeded(match deadline {
             // The caller's own deadline came first: say so, as for any
             // call it ends, rather than blame a slow client.
-            Some(d) if wait < RECEIVE_TIMEOUT => {
-                unanswered(&d, "; its request message had not arrived whole by then")
-            }
-            _ => {
-                format!("request: the message did not arrive within {wait:?} of the call's headers")
-            }
-        })
-    })??;
+            Some(d) if wait < RECEIVE_TIMEOUT => unanswered(&d, &format!("; {late} by then")),
+            _ => format!("request: {late} within {wait:?} of the call's headers"),
+        }));
+    }
+    let message = match chunks.len() {
+        1 => chunks.pop().expect("one chunk"),
+        _ => chunks.concat().into(),
+    };
     one_message(&message)?;
     // A gzip call's message may come uncompressed (flag 0), held to the
     // limit as it is, or compressed, held to it once inflated.
