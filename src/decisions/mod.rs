@@ -98,6 +98,12 @@ CREATE INDEX IF NOT EXISTS decisions_retention ON decisions(retain_until);
 -- over in that order instead of sorting the whole backlog on every pass.
 DROP INDEX IF EXISTS decisions_pending;
 CREATE INDEX IF NOT EXISTS decisions_owed ON decisions(decided_at) WHERE explain_method IS NOT NULL;
+-- The retention configuration last applied to the decisions on record
+-- (apply_retention), so that a start with the same one scans nothing.
+CREATE TABLE IF NOT EXISTS retention_applied (
+    id              INTEGER PRIMARY KEY CHECK (id = 1),
+    config          TEXT NOT NULL
+);
 ";
 
 /// When a scoring response may leave relative to its record's commit.
@@ -539,6 +545,73 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Holds the decisions already on record to the retention configured now
+/// (`default_days`, or a model's own in `per_model`): one whose kept-until
+/// lies beyond its decision time plus that retention is brought forward
+/// to it, with its index entries and shadow outputs, so that a shortened
+/// retention applies to what was recorded before as well. A lengthened one
+/// applies to new decisions only: each person was told the shorter. Runs
+/// its scans only when the configuration differs from the last one
+/// applied; returns how many decisions it shortened.
+pub(crate) fn apply_retention(
+    conn: &Connection,
+    default_days: u32,
+    per_model: &std::collections::BTreeMap<String, u32>,
+) -> Result<u64, StoreError> {
+    const DAY_MS: i64 = 24 * 3600 * 1000;
+    let config =
+        serde_json::json!({ "default_days": default_days, "model_days": per_model }).to_string();
+    let tx = conn.unchecked_transaction()?;
+    let applied: Option<String> = tx
+        .query_row(
+            "SELECT config FROM retention_applied WHERE id = 1",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if applied.as_deref() == Some(config.as_str()) {
+        return Ok(0);
+    }
+    let mut shortened = 0;
+    for (model, days) in per_model {
+        let ms = i64::from(*days) * DAY_MS;
+        shortened += tx.execute(
+            "UPDATE decisions SET retain_until = decided_at + ?1
+             WHERE model_name = ?2 AND retain_until > decided_at + ?1",
+            params![ms, model],
+        )?;
+    }
+    let models: Vec<&str> = per_model.keys().map(String::as_str).collect();
+    shortened += tx.execute(
+        "UPDATE decisions SET retain_until = decided_at + ?1
+         WHERE retain_until > decided_at + ?1
+           AND model_name NOT IN (SELECT value FROM json_each(?2))",
+        params![
+            i64::from(default_days) * DAY_MS,
+            serde_json::json!(models).to_string()
+        ],
+    )?;
+    if shortened > 0 {
+        tx.execute_batch(
+            "UPDATE subject_index SET retain_until = d.retain_until FROM decisions d
+             WHERE d.decision_id = subject_index.decision_id
+               AND d.retain_until < subject_index.retain_until;
+             UPDATE subject_tail SET retain_until = d.retain_until FROM decisions d
+             WHERE d.seq = subject_tail.seq AND d.retain_until < subject_tail.retain_until;
+             UPDATE shadow_outputs SET retain_until = d.retain_until FROM decisions d
+             WHERE d.decision_id = shadow_outputs.decision_id
+               AND d.retain_until < shadow_outputs.retain_until;",
+        )?;
+    }
+    tx.execute(
+        "INSERT INTO retention_applied (id, config) VALUES (1, ?1)
+         ON CONFLICT (id) DO UPDATE SET config = excluded.config",
+        [&config],
+    )?;
+    tx.commit()?;
+    Ok(shortened as u64)
+}
+
 /// Deletes decisions past their retention, then the provenances no decision
 /// cites any more (one scan, on the purge schedule only).
 pub(crate) fn purge(conn: &Connection, now_ms: i64) -> Result<u64, StoreError> {
@@ -935,6 +1008,50 @@ mod tests {
     }
 
     /// Entries in both parts of the subject index.
+    /// A retention shortened in the configuration reaches the decisions
+    /// already recorded, and their index entries; a lengthened one does
+    /// not; the same configuration twice scans once.
+    #[test]
+    fn a_shortened_retention_reaches_decisions_already_recorded() {
+        const DAY: i64 = 24 * 3600 * 1000;
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(DDL).unwrap();
+        conn.execute_batch(shadow::DDL).unwrap();
+        let mut stored = StoredProvenances::default();
+        let mut decided = 0;
+        for (id, model, subject) in [
+            ("a", "m", Some("s")),
+            ("b", "other", Some("s")),
+            ("c", "m", None),
+        ] {
+            let mut batch = sample_batch(id, subject);
+            batch.rows[0].model.name = model.into();
+            batch.rows[0].retain_until_ms = batch.rows[0].decided_at_ms + 90 * DAY;
+            decided = batch.rows[0].decided_at_ms;
+            insert(&conn, &batch, &mut stored, Some(&crypto::test_cipher())).unwrap();
+        }
+        let kept = |table: &str, id: &str| -> i64 {
+            conn.query_row(
+                &format!("SELECT retain_until - ?2 FROM {table} WHERE decision_id = ?1"),
+                params![id, decided],
+                |r| r.get(0),
+            )
+            .unwrap()
+        };
+        let per_model = std::collections::BTreeMap::from([("m".to_owned(), 1)]);
+        assert_eq!(apply_retention(&conn, 30, &per_model).unwrap(), 3);
+        assert_eq!(kept("decisions", "a"), DAY);
+        assert_eq!(kept("decisions", "c"), DAY);
+        assert_eq!(kept("decisions", "b"), 30 * DAY);
+        assert_eq!(kept("subject_tail", "a"), DAY);
+        assert_eq!(kept("subject_tail", "b"), 30 * DAY);
+        assert_eq!(apply_retention(&conn, 30, &per_model).unwrap(), 0);
+        // Longer again: the person was told the shorter, which stands.
+        assert_eq!(apply_retention(&conn, 90, &Default::default()).unwrap(), 0);
+        assert_eq!(kept("decisions", "a"), DAY);
+        assert_eq!(kept("decisions", "b"), 30 * DAY);
+    }
+
     fn entry_count(conn: &Connection) -> i64 {
         conn.query_row(
             "SELECT (SELECT COUNT(*) FROM subject_index) + (SELECT COUNT(*) FROM subject_tail)",

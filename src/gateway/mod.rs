@@ -425,6 +425,16 @@ impl Gateway {
                 async_max_uncommitted: config.decisions.async_max_uncommitted,
             },
         )?);
+        let d = &config.decisions;
+        let shortened = store.read(|conn| {
+            crate::decisions::apply_retention(conn, d.retention_days, &d.model_retention_days)
+        })?;
+        if shortened > 0 {
+            tracing::info!(
+                decisions = shortened,
+                "a shorter retention is configured: decisions recorded before are now kept only that long"
+            );
+        }
         let subject_key =
             store.bound_key(&config.consent.subject_key_file, "consent.subject_key_file")?;
         let input_key =
@@ -1075,7 +1085,10 @@ impl Gateway {
 
     /// Refuses decisions whose answer would exceed `max_message_bytes`.
     fn sendable(&self, size: Option<&AnswerSize>, decisions: &[Decision]) -> Result<(), Error> {
-        let Some(size) = size else {
+        // One decision without attributions is far below any limit, as on
+        // `Score`, and measuring it would cost every such call.
+        let (Some(size), false) = (size, matches!(decisions, [d] if d.attribution.is_none()))
+        else {
             return Ok(());
         };
         let limit = self.config.max_message_bytes;

@@ -54,7 +54,14 @@ impl ScoringService for Scoring {
 pub(super) fn answer_size() -> AnswerSize {
     AnswerSize {
         field: "rows",
-        bytes: Arc::new(|decisions| answer(decisions.to_vec()).encoded_len()),
+        bytes: Arc::new(|decisions| match decisions {
+            // Decisions without attributions share their provenance, model
+            // and shape: each weighs what the first does.
+            [first, ..] if decisions.iter().all(|d| d.attribution.is_none()) => {
+                answer(vec![first.clone()]).encoded_len() * decisions.len()
+            }
+            _ => answer(decisions.to_vec()).encoded_len(),
+        }),
     }
 }
 
