@@ -402,6 +402,75 @@ fn a_second_default_version_is_refused_and_the_rest_serve() {
     assert!(failed[0].file.starts_with(&second), "{}", failed[0]);
 }
 
+/// While serving, the version in service keeps the default claim: a copy
+/// dropped in beside it with the mark is refused, even when it is lower,
+/// and production goes on. A version refused for the claim loads once the
+/// claimant is gone: the gate's verdict on its bytes does not depend on
+/// its neighbours.
+#[test]
+fn the_version_in_service_keeps_the_default_claim() {
+    runtime::init(&ort_lib()).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let models = tmp.path().join("models");
+    let served = copy_default(tmp.path());
+    let higher = models.join("caravan-lgbm/1.0.1");
+    fs::rename(&served, &higher).unwrap();
+    edit(
+        &higher.join("manifest.toml"),
+        "version = \"1.0.0\"",
+        "version = \"1.0.1\"",
+    );
+    let gate = |dir: &Path| {
+        let report = candor::models::validate::validate_package_alone(dir);
+        if report.passed {
+            Ok(())
+        } else {
+            Err(report.failures())
+        }
+    };
+    let (first, failed) = Registry::load_dir(&models, 1, None, Some(&gate)).unwrap();
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(
+        first.model("caravan-lgbm").unwrap().default.to_string(),
+        "1.0.1"
+    );
+
+    // A lower copy that brings the mark along arrives.
+    let lower = copy_default(tmp.path());
+    let (second, failed) = Registry::load_dir(&models, 1, Some(&first), Some(&gate)).unwrap();
+    let lgbm = second.model("caravan-lgbm").unwrap();
+    assert_eq!(lgbm.default.to_string(), "1.0.1");
+    assert_eq!(lgbm.versions.len(), 1);
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(failed[0].file.starts_with(&lower), "{}", failed[0]);
+    assert!(failed[0].message.contains("version 1.0.1"), "{}", failed[0]);
+
+    // At a start, the lowest claimant keeps it; the other loads once the
+    // claimant is unloaded and gone.
+    let (started, failed) = Registry::load_dir(&models, 1, None, Some(&gate)).unwrap();
+    assert_eq!(
+        started.model("caravan-lgbm").unwrap().default.to_string(),
+        "1.0.0"
+    );
+    assert!(failed[0].file.starts_with(&higher), "{failed:?}");
+    fs::remove_dir_all(&lower).unwrap();
+    fs::write(
+        models.join("caravan-lgbm/rollout.toml"),
+        "unloaded = [\"1.0.0\"]\n",
+    )
+    .unwrap();
+    let (after, failed) = Registry::load_dir(&models, 1, Some(&started), Some(&gate)).unwrap();
+    assert!(
+        after
+            .model("caravan-lgbm")
+            .unwrap()
+            .versions
+            .keys()
+            .any(|v| v.to_string() == "1.0.1"),
+        "{failed:?}"
+    );
+}
+
 #[test]
 fn validate_passes_the_bundled_models_and_fails_a_broken_one() {
     let models = repo_root().join("models");

@@ -21,7 +21,7 @@ use crate::{
         ModelVersions, PackageError, Registry,
         package::MANIFEST_FILE,
         rollout::{Canary, Rollout},
-        validate::validate_package,
+        validate::validate_package_alone,
     },
 };
 
@@ -337,13 +337,14 @@ fn role_of(model: &ModelVersions, version: &Version) -> Option<&'static str> {
 }
 
 /// The validation gate a package not served before must pass: every rule of
-/// `candor models validate`, the failures as the reason.
+/// `candor models validate` on the package itself (the registry then
+/// settles the default claim), the failures as the reason.
 pub(super) fn deployment_gate(package: &std::path::Path) -> Result<(), String> {
     // A large forest takes a minute to check: the log says why nothing
     // moves meanwhile.
     tracing::info!(package = %package.display(), "checking a package against the validation gate before it serves");
     let started = std::time::Instant::now();
-    let report = validate_package(package);
+    let report = validate_package_alone(package);
     if !report.passed {
         return Err(report.failures());
     }

@@ -258,7 +258,7 @@ impl Registry {
         if packages.is_empty() && !failed.is_empty() {
             return Err(failed.remove(0));
         }
-        let mut registry = Self::from_packages(packages, rollouts, &mut failed)?;
+        let mut registry = Self::from_packages(packages, rollouts, previous, &mut failed)?;
         registry.fingerprints = fingerprints;
         registry.refused = refused;
         Ok((registry, failed))
@@ -405,9 +405,12 @@ impl Registry {
     /// Groups packages by model and settles each model's production version,
     /// canary and shadows. A rollout entry naming a version that is not
     /// loaded is dropped and reported in `failed`.
+    /// `previous`, the registry serving until now, keeps the default claim
+    /// with a version it serves.
     pub fn from_packages(
         packages: Vec<Arc<ModelPackage>>,
         mut rollouts: BTreeMap<String, Rollout>,
+        previous: Option<&Registry>,
         failed: &mut Vec<PackageError>,
     ) -> Result<Self, PackageError> {
         let mut grouped: BTreeMap<String, Vec<Arc<ModelPackage>>> = BTreeMap::new();
@@ -416,7 +419,12 @@ impl Registry {
         }
         let mut models = BTreeMap::new();
         for (name, mut packages) in grouped {
-            refuse_second_defaults(&name, &mut packages, failed);
+            let served = |p: &ModelPackage| {
+                previous
+                    .and_then(|r| r.models.get(&name))
+                    .is_some_and(|m| m.versions.contains_key(p.version()))
+            };
+            refuse_second_defaults(&name, &mut packages, served, failed);
             let mut versions = BTreeMap::new();
             for p in &packages {
                 let version = p.version().clone();
@@ -620,20 +628,21 @@ impl Registry {
     }
 }
 
-/// Only one version may claim to be the default: the lowest that does keeps
-/// the claim (a copied manifest usually brings the flag along to a newer
-/// version), and the others are refused, not loaded, rather than stopping
-/// every model.
+/// Only one version may claim to be the default: one already `served`
+/// keeps it, else the lowest (a copied manifest usually brings the flag
+/// along to a newer version), and the others are refused, not loaded,
+/// rather than stopping every model, or the version in service.
 fn refuse_second_defaults(
     name: &str,
     packages: &mut Vec<Arc<ModelPackage>>,
+    served: impl Fn(&ModelPackage) -> bool,
     failed: &mut Vec<PackageError>,
 ) {
     let Some(first) = packages
         .iter()
         .filter(|p| p.manifest.model.default)
+        .min_by_key(|p| (!served(p), p.version().clone()))
         .map(|p| p.version().clone())
-        .min()
     else {
         return;
     };
@@ -651,7 +660,7 @@ fn refuse_second_defaults(
 }
 
 /// Why a version that claims to be the default is refused: `first`, a
-/// lower version of the model, claims it too.
+/// version of the model served or lower, claims it too.
 pub(crate) fn second_default(name: &str, first: &Version) -> String {
     format!(
         "version {first} of {name:?} already claims to be the default; this version is not loaded"
