@@ -188,24 +188,26 @@ fn validate(dir: &Path, beside: bool) -> Report {
     report.check(
         rules::GRAPH_MATCHES_MANIFEST,
         GRAPH,
-        beside
-            .then(|| default_claim(dir, &package))
-            .unwrap_or(Ok(()))
-            .map(|()| {
-                format!(
-                    "{} features, {} background rows, purposes: {}{population}",
-                    package.schema.width(),
-                    package.background.len(),
-                    package
-                        .manifest
-                        .model
-                        .purposes
-                        .iter()
-                        .map(|p| p.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            }),
+        if beside {
+            default_claim(dir, &package)
+        } else {
+            Ok(())
+        }
+        .map(|()| {
+            format!(
+                "{} features, {} background rows, purposes: {}{population}",
+                package.schema.width(),
+                package.background.len(),
+                package
+                    .manifest
+                    .model
+                    .purposes
+                    .iter()
+                    .map(|p| p.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }),
     );
     report.check(
         rules::GOLDEN_ROWS_REPRODUCE,
