@@ -16,7 +16,7 @@ use crate::{
     decisions::{DecisionRow, ExplainedGroup},
     models::{
         ModelPackage,
-        manifest::{DataCategory, FeatureSpec, FeatureType, Manifest, ReasonGroup},
+        manifest::{DataCategory, DataSource, FeatureSpec, FeatureType, Manifest, ReasonGroup},
         package::Rows,
     },
 };
@@ -170,7 +170,7 @@ pub fn consumer(
     // Influence per category the view may name, and `None` for what it may
     // not: left out, the main parameters would credit whatever may be
     // named with a decision that hidden information made.
-    let mut categories: Vec<(Option<DataCategory>, f64)> = Vec::new();
+    let mut categories: Vec<(Option<(DataCategory, DataSource)>, f64)> = Vec::new();
     let mut profiled = false;
     let mut any_push = false;
     if let (Some(explanation), Some(model)) = (&row.explanation, model) {
@@ -191,7 +191,9 @@ pub fn consumer(
             if FeatureUse::of(spec).profile {
                 profiled = true;
             }
-            let named = may_be_told(spec, false).then_some(spec.category);
+            // Where the information came from is part of what it is: a
+            // person's own income is not their postcode's.
+            let named = may_be_told(spec, false).then_some((spec.category, spec.source));
             match categories.iter_mut().find(|(c, _)| *c == named) {
                 Some((_, total)) => *total += f.contribution.abs(),
                 None => categories.push((named, f.contribution.abs())),
@@ -333,7 +335,7 @@ pub fn consumer(
                 .map(|(c, _)| {
                     c.map_or_else(
                         || text::withheld_parameter(language),
-                        |c| text::category(language, c),
+                        |(c, source)| text::category(language, c, source),
                     )
                 })
                 .chain(std::iter::once(text::placement_parameter(language)))
@@ -613,6 +615,39 @@ category = "device"
 source = "first_party"
 "#
     );
+
+    /// A person's own income is not their postcode's: the main parameters
+    /// say where the information came from.
+    #[test]
+    fn a_parameter_says_whose_information_it_was() {
+        use text::category;
+        for (c, own, area) in [
+            (
+                DataCategory::Income,
+                "your income",
+                "income statistics for your postcode area",
+            ),
+            (
+                DataCategory::Occupation,
+                "your occupation",
+                "occupation statistics for your postcode area",
+            ),
+        ] {
+            assert_eq!(category(Language::En, c, DataSource::FirstParty), own);
+            assert_eq!(
+                category(Language::En, c, DataSource::Inferred),
+                format!("an estimate of {own}")
+            );
+            assert_eq!(
+                category(Language::En, c, DataSource::ZipCodeAggregate),
+                area
+            );
+        }
+        assert_eq!(
+            category(Language::Nl, DataCategory::Income, DataSource::FirstParty),
+            "je inkomen"
+        );
+    }
 
     /// A feature that stands in for a precise location is kept back as one:
     /// neither a reason nor a name in the access export.

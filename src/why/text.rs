@@ -2,7 +2,10 @@
 //! second person and hedged with "may": a model's reasons are tendencies,
 //! not certainties about the person.
 
-use crate::{consent::policy::Tier, models::manifest::DataCategory};
+use crate::{
+    consent::policy::Tier,
+    models::manifest::{DataCategory, DataSource},
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Language {
@@ -151,8 +154,12 @@ pub fn model_retired(l: Language) -> String {
     }
 }
 
-pub fn category(l: Language, c: DataCategory) -> String {
+/// A kind of information the decision rested on, as the person would
+/// name it: where it came from matters (their own income, or their
+/// postcode area's).
+pub fn category(l: Language, c: DataCategory, source: DataSource) -> String {
     use DataCategory::*;
+    let area = source == DataSource::ZipCodeAggregate;
     let (en, nl) = match c {
         FirstPartyPurchaseHistory => (
             "what you have bought from us",
@@ -162,22 +169,29 @@ pub fn category(l: Language, c: DataCategory) -> String {
             "statistics about the area of your postcode",
             "statistieken over het gebied van je postcode",
         ),
-        Income => (
+        Income if area => (
             "income statistics for your postcode area",
             "inkomensstatistieken van je postcodegebied",
         ),
-        SocialClass => (
+        Income => ("your income", "je inkomen"),
+        SocialClass if area => (
             "social statistics for your postcode area",
             "sociale statistieken van je postcodegebied",
         ),
-        Education => (
+        SocialClass => (
+            "your social and economic situation",
+            "je sociale en economische situatie",
+        ),
+        Education if area => (
             "education statistics for your postcode area",
             "opleidingsstatistieken van je postcodegebied",
         ),
-        Occupation => (
+        Education => ("your education", "je opleiding"),
+        Occupation if area => (
             "occupation statistics for your postcode area",
             "beroepsstatistieken van je postcodegebied",
         ),
+        Occupation => ("your occupation", "je beroep"),
         Age => ("your age range", "je leeftijdsgroep"),
         Contextual => (
             "the page or app you are using",
@@ -196,9 +210,14 @@ pub fn category(l: Language, c: DataCategory) -> String {
         PreciseGeolocation | Religion | Health | Ethnicity | PoliticalOpinion
         | SexualOrientation | TradeUnionMembership | Genetic | Biometric => ("", ""),
     };
-    match l {
-        Language::En => en.into(),
-        Language::Nl => nl.into(),
+    // An inference about the person is said to be one.
+    let estimated = source == DataSource::Inferred
+        && matches!(c, Income | SocialClass | Education | Occupation);
+    match (l, estimated) {
+        (Language::En, false) => en.into(),
+        (Language::Nl, false) => nl.into(),
+        (Language::En, true) => format!("an estimate of {en}"),
+        (Language::Nl, true) => format!("een schatting van {nl}"),
     }
 }
 
