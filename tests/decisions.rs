@@ -372,7 +372,19 @@ async fn an_access_export_gives_the_data_each_decision_used() {
         assert_eq!(f["value"].as_f64(), Some(sent[name]), "{name}");
         assert!(!f["description"].as_str().unwrap().is_empty(), "{f}");
         assert!(f["data_category"].is_string(), "{f}");
+        // Art. 15(1)(g): Caravan's inputs are first-party or postcode data.
+        assert!(
+            ["first_party", "zip_code_aggregate"].contains(&f["source"].as_str().unwrap()),
+            "{f}"
+        );
     }
+    // On what basis, purpose by purpose.
+    let purposes = json["decisions"][0]["purposes"].as_array().unwrap();
+    assert!(!purposes.is_empty());
+    for p in purposes {
+        assert!(p["purpose"].is_string() && p["status"].is_string(), "{p}");
+    }
+    assert_eq!(json["decisions"][0]["jurisdiction"], "US");
 }
 
 /// `rows` decisions for `subject` in one ScoreBatch; their ids.

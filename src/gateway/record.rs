@@ -889,6 +889,8 @@ impl Gateway {
                     "value": as_sent(value),
                     "description": spec.map(|s| s.description.as_str()),
                     "data_category": spec.map(|s| s.category.as_str()),
+                    // GDPR Art. 15(1)(g): where it came from.
+                    "source": spec.map(|s| s.source.as_str()),
                 })
             })
             .collect()
@@ -951,6 +953,17 @@ impl Gateway {
                         "tier": row.tier.as_str(),
                         "score": row.score,
                         "rules_fired": row.provenance.rules,
+                        // GDPR Art. 15(1)(c), 6(1): on what basis, purpose by
+                        // purpose, and from which signal or record.
+                        "purposes": row.provenance.purposes.iter().map(|o| serde_json::json!({
+                            "purpose": o.dpv,
+                            "tcf_id": o.tcf_id,
+                            "status": o.status.as_str(),
+                            "legal_basis": o.legal_basis.map(|b| b.as_str()),
+                            "source": o.source.as_str(),
+                            "ledger_record": o.record.as_ref().map(|r| r.record_id.as_str()),
+                        })).collect::<Vec<_>>(),
+                        "jurisdiction": row.provenance.jurisdiction,
                         // Sensitive ones are counted, never named, as in the
                         // consumer view.
                         "masked_features": masked,
