@@ -231,7 +231,7 @@ impl Gateway {
             tracing::info!(model = %id.name, version = %id.version, "model unloaded");
         }
         for reason in &reloaded.refused {
-            tracing::error!(error = %reason, "model package not deployed; the others serve");
+            tracing::error!(error = %reason, "not deployed or not applied; everything else serves as before");
         }
         Ok(reloaded)
     }

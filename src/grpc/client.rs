@@ -206,7 +206,7 @@ fn answer_json(r: &pb::GetExplanationResponse) -> Value {
 fn answer_text(r: pb::GetExplanationResponse) -> String {
     let model = r.model.unwrap_or_default();
     let header = format!(
-        "Decision {} of {}: {}, {} {} (answered from the {})\n\n",
+        "Decision {} of {}: {}, {} {} ({})\n\n",
         r.decision_id,
         r.decided_at
             .and_then(|t| jiff::Timestamp::new(t.seconds, t.nanos).ok())
@@ -217,7 +217,10 @@ fn answer_text(r: pb::GetExplanationResponse) -> String {
         ),
         model.name,
         model.version,
-        r.served_from
+        match r.served_from.as_str() {
+            "computed" => "computed now".to_owned(),
+            from => format!("answered from the {from}"),
+        }
     );
     match r.view {
         Some(pb::get_explanation_response::View::Consumer(v)) => consumer_text(&v),
