@@ -203,22 +203,27 @@ impl MeanAbs {
 pub fn shadow_pairs(
     conn: &Connection,
     model: &str,
+    live_version: &str,
     version: &str,
     since_ms: i64,
     cipher: &InputCipher,
 ) -> Result<(MeanAbs, MeanAbs), StoreError> {
+    // Only pairs whose live side `live_version` made: those recorded under
+    // an earlier production are another comparison, perhaps in other units.
     let mut stmt = conn.prepare_cached(
-        "SELECT decision_id, explanation, live_contributions FROM shadow_outputs
-         WHERE model_name = ?1 AND model_version = ?2 AND decided_at >= ?3
-           AND retain_until > ?5
-         ORDER BY decided_at DESC LIMIT ?4",
+        "SELECT s.decision_id, s.explanation, s.live_contributions FROM shadow_outputs s
+         JOIN decisions d ON d.decision_id = s.decision_id AND d.model_version = ?6
+         WHERE s.model_name = ?1 AND s.model_version = ?2 AND s.decided_at >= ?3
+           AND s.retain_until > ?5
+         ORDER BY s.decided_at DESC LIMIT ?4",
     )?;
     let mut rows = stmt.query(params![
         model,
         version,
         since_ms,
         DRIFT_ROWS as i64,
-        crate::store::now_ms()
+        crate::store::now_ms(),
+        live_version
     ])?;
     let (mut live, mut candidate) = (MeanAbs::default(), MeanAbs::default());
     while let Some(r) = rows.next()? {
@@ -326,11 +331,28 @@ mod tests {
     }
 
     /// An output past its retention answers no more, whether or not the
-    /// purge has deleted it yet.
+    /// purge has deleted it yet; drift pairs only those of the live
+    /// version asked about.
     #[test]
     fn an_output_past_its_retention_is_gone_before_the_purge() {
         let conn = Connection::open_in_memory().unwrap();
         conn.execute_batch(DDL).unwrap();
+        conn.execute_batch(crate::decisions::DDL).unwrap();
+        // The live decisions, by production 1.0.0 (model "m").
+        let mut stored = crate::decisions::StoredProvenances::default();
+        for id in ["kept", "expired", "earlier"] {
+            let mut batch = crate::decisions::sample_batch(id, None);
+            if id == "earlier" {
+                batch.rows[0].model.version = "0.9.0".into();
+            }
+            crate::decisions::insert(
+                &conn,
+                &batch,
+                &mut stored,
+                Some(&crate::decisions::crypto::test_cipher()),
+            )
+            .unwrap();
+        }
         let now = crate::store::now_ms();
         let row = |id: &str, retain_until_ms: i64| ShadowRow {
             decision_id: id.into(),
@@ -358,7 +380,11 @@ mod tests {
         };
         insert(
             &conn,
-            &[row("kept", now + 60_000), row("expired", now - 1)],
+            &[
+                row("kept", now + 60_000),
+                row("expired", now - 1),
+                row("earlier", now + 60_000),
+            ],
             Some(&crate::decisions::crypto::test_cipher()),
         )
         .unwrap();
@@ -373,9 +399,12 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+        // The pair whose live side an earlier production made is not one
+        // of 1.0.0's.
         let (live, _) = shadow_pairs(
             &conn,
             "m",
+            "1.0.0",
             "2.0.0",
             0,
             &crate::decisions::crypto::test_cipher(),

@@ -265,7 +265,14 @@ impl Gateway {
         );
         let (comparison, live_means, candidate_means) = tokio::task::spawn_blocking(move || {
             store.read(|c| {
-                let (l, s) = shadow::shadow_pairs(c, &name, &candidate_version, since_ms, &cipher)?;
+                let (l, s) = shadow::shadow_pairs(
+                    c,
+                    &name,
+                    &live_version,
+                    &candidate_version,
+                    since_ms,
+                    &cipher,
+                )?;
                 if s.count > 0 {
                     return Ok(("shadow", l, s));
                 }
