@@ -12,7 +12,7 @@
 mod text;
 
 use crate::{
-    consent::policy::{FeatureUse, Provenance, Regime, Tier},
+    consent::policy::{FeatureUse, Provenance, PurposeStatus, Regime, Tier},
     decisions::{DecisionRow, ExplainedGroup},
     models::{
         ModelPackage,
@@ -343,7 +343,7 @@ pub fn consumer(
         },
         reasons,
         consent_line: consent_line(language, p, row.decided_at_ms),
-        controls: controls(language, p.regime),
+        controls: controls(language, p),
     }
 }
 
@@ -447,15 +447,32 @@ fn consent_line(language: Language, p: &Provenance, decided_at_ms: i64) -> Strin
     line
 }
 
-fn controls(language: Language, regime: Regime) -> Vec<Control> {
-    let mut kinds = vec![
-        ("change_consent", "ConsentService.RecordConsent"),
-        (
+/// What the person can do about this decision, as their choices then
+/// stood: no offer to turn off what was off, and an objection they made is
+/// theirs to withdraw, not to make again.
+fn controls(language: Language, p: &Provenance) -> Vec<Control> {
+    let status = |id: u8| p.purposes.iter().find(|o| o.tcf_id == id).map(|o| o.status);
+    let allowed = |id: u8| {
+        matches!(
+            status(id),
+            Some(PurposeStatus::Granted | PurposeStatus::NotRequired)
+        )
+    };
+    let objected = p
+        .purposes
+        .iter()
+        .any(|o| o.status == PurposeStatus::Objected);
+    let mut kinds = vec![("change_consent", "ConsentService.RecordConsent")];
+    let personalised = allowed(3) || allowed(4);
+    if personalised {
+        kinds.push((
             "opt_out_personalisation",
             "ConsentService.WithdrawConsent (purposes 3 and 4)",
-        ),
-    ];
-    if regime == Regime::Us {
+        ));
+    }
+    // In the US an opt-out of sale, sharing or targeting (GPC among them)
+    // is what turned personalisation off.
+    if p.regime == Regime::Us && personalised {
         kinds.push((
             "opt_out_sale_sharing",
             "Global Privacy Control, or ConsentService.WithdrawConsent",
@@ -464,8 +481,15 @@ fn controls(language: Language, regime: Regime) -> Vec<Control> {
     kinds.extend([
         ("access_data", "ExplanationService.ExportSubjectData"),
         ("delete_data", "ConsentService.EraseSubject"),
-        ("object", "ConsentService.WithdrawConsent (kind OBJECTION)"),
     ]);
+    kinds.push(if objected {
+        (
+            "withdraw_objection",
+            "ConsentService.RecordConsent, with the person's own token",
+        )
+    } else {
+        ("object", "ConsentService.WithdrawConsent (kind OBJECTION)")
+    });
     kinds
         .into_iter()
         .map(|(kind, how)| Control {
@@ -615,6 +639,57 @@ category = "device"
 source = "first_party"
 "#
     );
+
+    /// The controls follow the person's choices as they stood: nothing to
+    /// turn off that was off, and an objection to withdraw, not to make.
+    #[test]
+    fn the_controls_follow_the_persons_choices() {
+        use crate::consent::policy::{PurposeOutcome, Source};
+        let provenance = |statuses: [PurposeStatus; 2]| Provenance {
+            jurisdiction: "DE".into(),
+            regime: Regime::Tcf,
+            tier: Tier::Contextual,
+            purposes: [3, 4]
+                .into_iter()
+                .zip(statuses)
+                .map(|(tcf_id, status)| PurposeOutcome {
+                    tcf_id,
+                    dpv: String::new(),
+                    status,
+                    legal_basis: None,
+                    source: Source::Ledger,
+                    record: None,
+                })
+                .collect(),
+            rules: vec![],
+            masked_features: vec![],
+            ledger_records: vec![],
+            signals_hash: String::new(),
+            policy_version: String::new(),
+            policy_hash: String::new(),
+            model_sha256: String::new(),
+            subject_ref: None,
+        };
+        let kinds = |p: &Provenance| {
+            controls(Language::En, p)
+                .into_iter()
+                .map(|c| c.kind)
+                .collect::<Vec<_>>()
+        };
+        let granted = kinds(&provenance([PurposeStatus::Granted; 2]));
+        assert!(granted.contains(&"opt_out_personalisation") && granted.contains(&"object"));
+        let objected = kinds(&provenance([PurposeStatus::Objected; 2]));
+        assert!(
+            !objected.contains(&"opt_out_personalisation"),
+            "{objected:?}"
+        );
+        assert!(!objected.contains(&"object"), "{objected:?}");
+        assert!(objected.contains(&"withdraw_objection"), "{objected:?}");
+        assert_eq!(
+            text::control(Language::Nl, "withdraw_objection"),
+            "Je bezwaar intrekken"
+        );
+    }
 
     /// A person's own income is not their postcode's: the main parameters
     /// say where the information came from.

@@ -375,6 +375,7 @@ pub fn control(l: Language, kind: &str) -> String {
             "De gegevens bekijken die we over je hebben",
         ),
         "delete_data" => ("Delete your data", "Je gegevens verwijderen"),
+        "withdraw_objection" => ("Withdraw your objection", "Je bezwaar intrekken"),
         _ => (
             "Object to direct marketing",
             "Bezwaar maken tegen direct marketing",
