@@ -1133,10 +1133,39 @@ async fn a_production_version_that_does_not_load_is_not_replaced() {
         (rollout.production.as_str(), rollout.loaded.as_slice()),
         ("1.1.0", ["1.0.0".to_owned()].as_slice())
     );
+    assert!(
+        rollout
+            .file_problem
+            .contains("production 1.1.0 is not loaded; requests that name no version are refused"),
+        "{rollout:?}"
+    );
 
     set_rollout(&server, "1.0.0", "", 0.0, &[]).await.unwrap();
     let served = scoring.score(caravan_request()).await.unwrap().into_inner();
     assert_eq!(served.decision.unwrap().model.unwrap().version, "1.0.0");
+
+    // A hand-edited file naming versions that are not loaded: GetRollout
+    // shows the rollout in effect, and what of the file is not.
+    std::fs::write(
+        models.join(MODEL).join("rollout.toml"),
+        "production = \"7.0.0\"\n[canary]\nversion = \"9.0.0\"\npercent = 10.0\n",
+    )
+    .unwrap();
+    let rollout = admin(&server)
+        .await
+        .get_rollout(pb::GetRolloutRequest {
+            model: MODEL.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rollout.production, "1.0.0");
+    for said in [
+        "production 7.0.0 is not loaded, so production stays 1.0.0",
+        "canary 9.0.0 is not loaded; it takes its 10% of subjects once it loads",
+    ] {
+        assert!(rollout.file_problem.contains(said), "{said}: {rollout:?}");
+    }
 
     // A rollout file that no longer reads leaves the rollout in effect,
     // and GetRollout shows that rollout and why the file does not read.

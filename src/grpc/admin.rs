@@ -94,8 +94,40 @@ fn rollout(model: &str, served: &ModelVersions, file: &Rollout) -> pb::Rollout {
         shadows: r.shadows.iter().map(Version::to_string).collect(),
         unloaded: file.unloaded.iter().map(Version::to_string).collect(),
         loaded: served.versions.keys().map(Version::to_string).collect(),
-        file_problem: String::new(),
+        file_problem: not_in_effect(served, file),
     }
+}
+
+/// What a readable `rollout.toml` names that is not in effect, because the
+/// version is not loaded: the answer shows the rollout in effect, and the
+/// operator must see the difference from the file.
+fn not_in_effect(served: &ModelVersions, file: &Rollout) -> String {
+    let loaded = |v: &Version| served.versions.contains_key(v);
+    let mut notes = Vec::new();
+    if let Some(p) = file.production.as_ref().filter(|p| !loaded(p)) {
+        notes.push(if *p == served.default {
+            format!(
+                "rollout.toml: production {p} is not loaded; requests that name no version are refused until it loads or the rollout names another"
+            )
+        } else {
+            format!(
+                "rollout.toml: production {p} is not loaded, so production stays {}",
+                served.default
+            )
+        });
+    }
+    if let Some(c) = file.canary.as_ref().filter(|c| !loaded(&c.version)) {
+        notes.push(format!(
+            "rollout.toml: canary {} is not loaded; it takes its {}% of subjects once it loads",
+            c.version, c.percent
+        ));
+    }
+    for s in file.shadows.iter().filter(|s| !loaded(s)) {
+        notes.push(format!(
+            "rollout.toml: shadow {s} is not loaded; it is scored once it loads"
+        ));
+    }
+    notes.join("; ")
 }
 
 impl From<Reloaded> for pb::ReloadModelsResponse {
