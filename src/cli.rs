@@ -424,11 +424,17 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             None => None,
         };
         // One signal stops both servers, and the start: opening a large
-        // database takes a while (its check reads every page).
+        // database takes a while (its check reads every page). A second
+        // ends the stop's grace.
         let (stop, stopped) = tokio::sync::watch::channel(false);
+        let (again, signalled_again) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
             shutdown_signal().await;
+            tracing::info!("shutting down: draining in-flight calls");
             let _ = stop.send(true);
+            shutdown_signal().await;
+            tracing::info!("a second signal: no more grace");
+            let _ = again.send(());
         });
         let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
             let _ = stopped.wait_for(|s| *s).await;
@@ -445,6 +451,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 return anyhow::Ok(Served::StoppedWhileOpening);
             }
         };
+        let cutting = gateway.clone();
+        tokio::spawn(async move {
+            if signalled_again.await.is_ok() {
+                cutting.end_grace();
+            }
+        });
         tracing::info!(addr = %listener.local_addr()?, "candor listening");
         // `/healthz` answers until the gRPC server has stopped, so that it
         // says "shutting down" through the stop's grace.
@@ -508,7 +520,6 @@ async fn shutdown_signal() {
         () = ctrl_c => {},
         () = term => {},
     }
-    tracing::info!("shutting down: draining in-flight calls");
 }
 
 fn score(args: ScoreArgs) -> anyhow::Result<ExitCode> {

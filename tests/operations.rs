@@ -1114,6 +1114,11 @@ async fn a_request_that_is_not_grpc_is_unsupported_media_type() {
         let body = String::from_utf8_lossy(&body);
         assert!(body.contains(&format!("method {method}")), "{body}");
     }
+    // An answer to HEAD has no content.
+    let response = send("HEAD", Some("application/grpc")).await;
+    assert_eq!(response.status(), http::StatusCode::METHOD_NOT_ALLOWED);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(body.is_empty(), "{body:?}");
     server.stop().await;
 }
 

@@ -453,6 +453,19 @@ fn the_version_in_service_keeps_the_default_claim() {
         "1.0.0"
     );
     assert!(failed[0].file.starts_with(&higher), "{failed:?}");
+    // Where a reload pinned the claimant in service as production, a start
+    // keeps it there.
+    fs::write(
+        models.join("caravan-lgbm/rollout.toml"),
+        "production = \"1.0.1\"\n",
+    )
+    .unwrap();
+    let (pinned, failed) = Registry::load_dir(&models, 1, None, Some(&gate)).unwrap();
+    assert_eq!(
+        pinned.model("caravan-lgbm").unwrap().default.to_string(),
+        "1.0.1"
+    );
+    assert!(failed[0].file.starts_with(&lower), "{failed:?}");
     fs::remove_dir_all(&lower).unwrap();
     fs::write(
         models.join("caravan-lgbm/rollout.toml"),

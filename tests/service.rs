@@ -66,14 +66,16 @@ async fn serving_told(watch: &mut tonic::Streaming<tonic_health::pb::HealthCheck
 
 /// A stop turns health NOT_SERVING first, telling open Watch streams, and
 /// keeps serving through `shutdown_grace_secs`, so that a load balancer
-/// moves traffic away before connections are refused.
+/// moves traffic away before connections are refused; a second signal
+/// (`end_grace`) ends the grace.
 #[tokio::test]
 async fn a_stop_reports_not_serving_and_serves_through_its_grace() {
     let server = TestServer::start_with(candor::config::Config {
-        shutdown_grace_secs: 2,
+        shutdown_grace_secs: 600,
         ..test_config()
     })
     .await;
+    let gateway = server.gateway.clone();
     let channel = server.channel().await;
     let mut watch = HealthClient::new(channel.clone())
         .watch(HealthCheckRequest {
@@ -112,9 +114,10 @@ async fn a_stop_reports_not_serving_and_serves_through_its_grace() {
         .unwrap();
     assert!(!stopping.is_finished(), "the grace is not over yet");
 
+    gateway.end_grace();
     tokio::time::timeout(std::time::Duration::from_secs(30), stopping)
         .await
-        .expect("the server stops once the grace is over")
+        .expect("the server stops once the grace is ended")
         .unwrap();
     let ended = watch.next().await.unwrap().unwrap_err();
     assert_eq!(ended.code(), tonic::Code::Unavailable, "{ended:?}");

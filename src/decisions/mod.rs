@@ -561,7 +561,9 @@ pub(crate) fn apply_retention(
     const DAY_MS: i64 = 24 * 3600 * 1000;
     let config =
         serde_json::json!({ "default_days": default_days, "model_days": per_model }).to_string();
-    let tx = conn.unchecked_transaction()?;
+    // Taken for writing at once: a read that later upgrades could meet the
+    // writer's commits in between and fail.
+    let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
     let applied: Option<String> = tx
         .query_row(
             "SELECT config FROM retention_applied WHERE id = 1",
@@ -572,23 +574,28 @@ pub(crate) fn apply_retention(
     if applied.as_deref() == Some(config.as_str()) {
         return Ok(0);
     }
+    // Records made before retention was counted from the decision's time
+    // kept it from the moment of recording, moments later: that is not a
+    // longer retention.
+    const RECORDED_AFTER_MS: i64 = 10 * 60 * 1000;
     let mut shortened = 0;
     for (model, days) in per_model {
         let ms = i64::from(*days) * DAY_MS;
         shortened += tx.execute(
             "UPDATE decisions SET retain_until = decided_at + ?1
-             WHERE model_name = ?2 AND retain_until > decided_at + ?1",
-            params![ms, model],
+             WHERE model_name = ?2 AND retain_until > decided_at + ?1 + ?3",
+            params![ms, model, RECORDED_AFTER_MS],
         )?;
     }
     let models: Vec<&str> = per_model.keys().map(String::as_str).collect();
     shortened += tx.execute(
         "UPDATE decisions SET retain_until = decided_at + ?1
-         WHERE retain_until > decided_at + ?1
+         WHERE retain_until > decided_at + ?1 + ?3
            AND model_name NOT IN (SELECT value FROM json_each(?2))",
         params![
             i64::from(default_days) * DAY_MS,
-            serde_json::json!(models).to_string()
+            serde_json::json!(models).to_string(),
+            RECORDED_AFTER_MS
         ],
     )?;
     if shortened > 0 {
@@ -1026,7 +1033,9 @@ mod tests {
         ] {
             let mut batch = sample_batch(id, subject);
             batch.rows[0].model.name = model.into();
-            batch.rows[0].retain_until_ms = batch.rows[0].decided_at_ms + 90 * DAY;
+            // Recorded a moment after the decision, as before retention
+            // was counted from the decision's time.
+            batch.rows[0].retain_until_ms = batch.rows[0].decided_at_ms + 90 * DAY + 5;
             decided = batch.rows[0].decided_at_ms;
             insert(&conn, &batch, &mut stored, Some(&crypto::test_cipher())).unwrap();
         }
@@ -1038,6 +1047,8 @@ mod tests {
             )
             .unwrap()
         };
+        // The same retention as recorded: nothing is shortened.
+        assert_eq!(apply_retention(&conn, 90, &Default::default()).unwrap(), 0);
         let per_model = std::collections::BTreeMap::from([("m".to_owned(), 1)]);
         assert_eq!(apply_retention(&conn, 30, &per_model).unwrap(), 3);
         assert_eq!(kept("decisions", "a"), DAY);

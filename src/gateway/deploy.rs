@@ -349,7 +349,7 @@ pub(super) fn deployment_gate(package: &std::path::Path) -> Result<(), String> {
         return Err(report.failures());
     }
     for check in &report.checks {
-        if let Some((_, note)) = check.detail.split_once("; note: ") {
+        if let Some((_, note)) = check.detail.split_once(crate::models::validate::NOTE) {
             tracing::warn!(package = %package.display(), rule = check.name, "{note}");
         }
     }

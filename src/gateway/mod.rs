@@ -94,7 +94,9 @@ pub struct ScoreRequest {
 /// must not stand in the record.
 #[derive(Clone)]
 pub struct AnswerSize {
+    /// The request field the rows came in, as a refusal names it.
     pub field: &'static str,
+    /// The answer's encoded size for the given decisions.
     pub bytes: Arc<Measure>,
 }
 
@@ -241,6 +243,8 @@ pub struct Gateway {
     background_pool: ExplainPool<AttributeJob>,
     registry: ArcSwapOption<Registry>,
     ready: watch::Sender<Readiness>,
+    /// Ends a stop's grace early (a second signal).
+    grace_cut: tokio::sync::Notify,
     consents: Consents,
     policy: Policy,
     store: Arc<Store>,
@@ -508,6 +512,7 @@ impl Gateway {
             background_pool,
             registry: ArcSwapOption::empty(),
             ready: watch::channel(Readiness::Loading).0,
+            grace_cut: tokio::sync::Notify::new(),
         })
     }
 
@@ -615,6 +620,17 @@ impl Gateway {
     /// arrive are served.
     pub fn drain(&self) {
         self.ready.send_replace(Readiness::Draining);
+    }
+
+    /// Ends a stop's grace (`shutdown_grace_secs`) now, or as soon as it
+    /// begins: the operator who signals twice does not want to wait.
+    pub fn end_grace(&self) {
+        self.grace_cut.notify_one();
+    }
+
+    /// Resolves when [`Self::end_grace`] is called.
+    pub async fn grace_ended(&self) {
+        self.grace_cut.notified().await;
     }
 
     /// True while the database's commits succeed (see

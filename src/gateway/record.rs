@@ -88,8 +88,14 @@ impl Gateway {
             return Ok(());
         }
         let width = package.schema.width();
-        let now = now_ms();
-        let retain_until_ms = self.retain_until(package.name(), now);
+        // Counted from the decision's time, as the export and the purge
+        // read it.
+        let retain_until_ms = self.retain_until(
+            package.name(),
+            decisions
+                .first()
+                .map_or_else(now_ms, Decision::decided_at_ms),
+        );
         let records: Vec<NewDecision> = decisions
             .iter()
             .enumerate()

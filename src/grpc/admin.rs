@@ -111,7 +111,7 @@ fn not_in_effect(served: &ModelVersions, file: &Rollout) -> String {
             )
         } else {
             format!(
-                "rollout.toml: production {p} is not loaded, so production stays {}",
+                "rollout.toml: production {p} is not loaded, so production stays {} until a restart, which applies the file: requests that name no version are then refused until {p} loads",
                 served.default
             )
         });

@@ -872,10 +872,13 @@ fn not_grpc(
     sent: String,
 ) -> BoxFuture<Result<Response<Body>, Infallible>> {
     tracing::debug!(path = request.uri().path(), %sent, "not a gRPC request");
-    let mut response = Response::new(Body::new(Full::new(Bytes::from(format!(
-        "{}: the request had {sent}\n",
-        request.uri().path()
-    )))));
+    // An answer to HEAD has no content (RFC 9110 9.3.2).
+    let text = if request.method() == http::Method::HEAD {
+        String::new()
+    } else {
+        format!("{}: the request had {sent}\n", request.uri().path())
+    };
+    let mut response = Response::new(Body::new(Full::new(Bytes::from(text))));
     *response.status_mut() = code;
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
@@ -955,10 +958,10 @@ async fn receive(
         .is_some_and(|e| e.as_bytes() == b"gzip");
     let limit = FRAMING_BYTES + if gzip { with_deflate(max) } else { max };
     let mut chunks: Vec<Bytes> = Vec::new();
+    // The bytes held are counted against every call's, until the message
+    // is whole and handed on.
+    let mut held: Option<OwnedSemaphorePermit> = None;
     let collect = async {
-        // The bytes held are counted against every call's, until the
-        // message is whole and handed on.
-        let mut held: Option<OwnedSemaphorePermit> = None;
         let mut total = 0usize;
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| {
@@ -992,7 +995,7 @@ async fn receive(
     } else {
         // A client may send its whole message and never end its stream:
         // the wait is then for END_STREAM, not for bytes.
-        let late = if one_message(&chunks.concat()).is_ok() {
+        let late = if arrived_whole(&chunks) {
             "its message had arrived whole, but its stream had not ended (a unary call ends its stream, END_STREAM, after its one message)"
         } else {
             "its request message had not arrived whole"
@@ -1044,6 +1047,21 @@ fn inflates_past(gzip: &[u8], max: usize) -> bool {
 /// Refuses a unary call's body unless it is exactly one gRPC message (a
 /// flag byte, a 4-byte length, the message): tonic would answer a message
 /// cut short INTERNAL, as if the gateway had failed.
+/// Whether `chunks` hold one whole message, by its prefix, without
+/// copying them.
+fn arrived_whole(chunks: &[Bytes]) -> bool {
+    let prefix: Vec<u8> = chunks
+        .iter()
+        .flat_map(|c| c.iter())
+        .take(FRAMING_BYTES)
+        .copied()
+        .collect();
+    let total: usize = chunks.iter().map(Bytes::len).sum();
+    prefix.len() == FRAMING_BYTES
+        && u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize
+            == total - FRAMING_BYTES
+}
+
 fn one_message(body: &[u8]) -> Result<(), Status> {
     let Some(prefix) = body.get(..FRAMING_BYTES) else {
         return Err(Status::invalid_argument(format!(

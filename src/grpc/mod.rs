@@ -192,6 +192,9 @@ pub async fn serve(
     let health_service = health::HealthServer::new(health::Health::new(health.clone()))
         .accept_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(admission::PUBLIC_MESSAGE_BYTES);
+    // Subscribed before the first reading, so that no change after it is
+    // missed; a wake with nothing new sets nothing.
+    let mut changes = (gateway.readiness(), gateway.commits_succeed());
     let mut ready = gateway.readiness();
     let mut recording = gateway.commits_succeed();
     let mut now = move || (*ready.borrow_and_update(), *recording.borrow_and_update());
@@ -199,7 +202,6 @@ pub async fn serve(
     // reporter's own initial SERVING while the models are still loading.
     let mut before = now();
     set_health(&health, before, None).await;
-    let mut changes = (gateway.readiness(), gateway.commits_succeed());
     // Told once health says NOT_SERVING for the stop.
     let (down, health_down) = tokio::sync::oneshot::channel();
     let health_task = tokio::spawn(async move {
@@ -298,9 +300,12 @@ pub async fn serve(
         if !grace.is_zero() {
             tracing::info!(
                 ?grace,
-                "stopping: health is NOT_SERVING; calls are served until the grace ends"
+                "stopping: health is NOT_SERVING; calls are served until the grace ends (a second signal ends it now)"
             );
-            tokio::time::sleep(grace).await;
+            tokio::select! {
+                () = tokio::time::sleep(grace) => {}
+                () = stopping.grace_ended() => {}
+            }
         }
         let _ = closing.send(true);
     };

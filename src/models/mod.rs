@@ -406,7 +406,7 @@ impl Registry {
     /// canary and shadows. A rollout entry naming a version that is not
     /// loaded is dropped and reported in `failed`.
     /// `previous`, the registry serving until now, keeps the default claim
-    /// with a version it serves.
+    /// with a version it serves; so does a production `rollouts` names.
     pub fn from_packages(
         packages: Vec<Arc<ModelPackage>>,
         mut rollouts: BTreeMap<String, Rollout>,
@@ -419,10 +419,14 @@ impl Registry {
         }
         let mut models = BTreeMap::new();
         for (name, mut packages) in grouped {
+            // The version in service keeps the claim; at a start, the
+            // production `rollout.toml` names (a reload pinned it there).
+            let pinned = rollouts.get(&name).and_then(|r| r.production.clone());
             let served = |p: &ModelPackage| {
-                previous
-                    .and_then(|r| r.models.get(&name))
-                    .is_some_and(|m| m.versions.contains_key(p.version()))
+                pinned.as_ref() == Some(p.version())
+                    || previous
+                        .and_then(|r| r.models.get(&name))
+                        .is_some_and(|m| m.versions.contains_key(p.version()))
             };
             refuse_second_defaults(&name, &mut packages, served, failed);
             let mut versions = BTreeMap::new();

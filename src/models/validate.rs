@@ -38,6 +38,10 @@ pub const ADDITIVITY_TOLERANCE: f64 = 1e-6;
 /// run per permutation, and its additivity does not depend on the row.
 pub const SAMPLED_ADDITIVITY_ROWS: usize = 16;
 
+/// What a passing check's detail adds when it has something to say that
+/// does not fail the package: the deploy log lifts it out.
+pub const NOTE: &str = "; note: ";
+
 /// The gate's rules, by name. A failure's line starts with the name.
 pub mod rules {
     pub const GRAPH_MATCHES_MANIFEST: &str = "graph_matches_manifest";
@@ -181,7 +185,7 @@ fn validate(dir: &Path, beside: bool) -> Report {
     {
         Some(_) => String::new(),
         None => format!(
-            "; note: no [training] train_rows, so the consumer view counts how many people a reason describes on the {} background rows alone, and withholds reasons about fewer than decisions.min_segment_size of them",
+            "{NOTE}no [training] train_rows, so the consumer view counts how many people a reason describes on the {} background rows alone, and withholds reasons about fewer than decisions.min_segment_size of them",
             package.background.len()
         ),
     };
@@ -296,9 +300,11 @@ fn check_special_categories(text: &str) -> Result<String, String> {
     )
 }
 
-/// The server refuses a version that claims to be the default when a lower
-/// version beside it claims it too (`refuse_second_defaults`): so does the
-/// gate, by reading the manifests of the versions beside the package.
+/// At a start the server refuses a version that claims to be the default
+/// when a lower version beside it claims it too (`refuse_second_defaults`;
+/// while serving, the claimant in service keeps it): so does
+/// `candor models validate`, by reading the manifests of the versions beside
+/// the package.
 fn default_claim(dir: &Path, package: &ModelPackage) -> Result<(), String> {
     if !package.manifest.model.default {
         return Ok(());
@@ -368,7 +374,7 @@ fn check_goldens(package: &ModelPackage) -> Result<String, String> {
         .len();
     let label = if distinct <= 2 && scores.len() > 2 {
         format!(
-            "; note: the score takes only {distinct} distinct value(s) over these rows, so it cannot rank ads: check that model.output names a probability or margin, not a class label"
+            "{NOTE}the score takes only {distinct} distinct value(s) over these rows, so it cannot rank ads: check that model.output names a probability or margin, not a class label"
         )
     } else {
         String::new()

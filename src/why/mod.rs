@@ -12,11 +12,14 @@
 mod text;
 
 use crate::{
-    consent::policy::{FeatureUse, Provenance, PurposeStatus, Regime, Tier},
+    consent::{
+        policy::{FeatureUse, Provenance, PurposeStatus, Regime, Tier},
+        purposes,
+    },
     decisions::{DecisionRow, ExplainedGroup},
     models::{
         ModelPackage,
-        manifest::{DataCategory, DataSource, FeatureSpec, FeatureType, Manifest, ReasonGroup},
+        manifest::{FeatureSpec, FeatureType, Manifest, ReasonGroup},
         package::Rows,
     },
 };
@@ -170,7 +173,7 @@ pub fn consumer(
     // Influence per category the view may name, and `None` for what it may
     // not: left out, the main parameters would credit whatever may be
     // named with a decision that hidden information made.
-    let mut categories: Vec<(Option<(DataCategory, DataSource)>, f64)> = Vec::new();
+    let mut categories: Vec<(Option<String>, f64)> = Vec::new();
     let mut profiled = false;
     let mut any_push = false;
     if let (Some(explanation), Some(model)) = (&row.explanation, model) {
@@ -192,15 +195,17 @@ pub fn consumer(
                 profiled = true;
             }
             // Where the information came from is part of what it is: a
-            // person's own income is not their postcode's.
-            let named = may_be_told(spec, false).then_some((spec.category, spec.source));
+            // person's own income is not their postcode's. Influence adds
+            // up under the words the person reads.
+            let told = may_be_told(spec, false);
+            let named = told.then(|| text::category(language, spec.category, spec.source));
             match categories.iter_mut().find(|(c, _)| *c == named) {
                 Some((_, total)) => *total += f.contribution.abs(),
                 None => categories.push((named, f.contribution.abs())),
             }
             // A template missing in this language withholds the reason
             // rather than put another language into the view.
-            let template = spec.reason.get(language.tag()).filter(|_| named.is_some());
+            let template = spec.reason.get(language.tag()).filter(|_| told);
             let Some(template) = template else {
                 withheld = withheld.max(f.contribution);
                 any_push |= f.contribution > 0.0;
@@ -330,14 +335,9 @@ pub fn consumer(
             Vec::new()
         } else {
             categories
-                .iter()
+                .into_iter()
                 .take(4)
-                .map(|(c, _)| {
-                    c.map_or_else(
-                        || text::withheld_parameter(language),
-                        |(c, source)| text::category(language, c, source),
-                    )
-                })
+                .map(|(c, _)| c.unwrap_or_else(|| text::withheld_parameter(language)))
                 .chain(std::iter::once(text::placement_parameter(language)))
                 .collect()
         },
@@ -458,21 +458,26 @@ fn controls(language: Language, p: &Provenance) -> Vec<Control> {
             Some(PurposeStatus::Granted | PurposeStatus::NotRequired)
         )
     };
-    let objected = p
-        .purposes
-        .iter()
-        .any(|o| o.status == PurposeStatus::Objected);
+    // The objection the control is about: to direct marketing (Art. 21(2)).
+    let objected = status(purposes::DIRECT_MARKETING) == Some(PurposeStatus::Objected);
+    let opted_out_of_sale = p.rules.iter().any(|r| {
+        [
+            "us.gpc_opt_out",
+            "us.sale_sharing_targeting_opt_out",
+            "ledger.sale_sharing_opt_out",
+        ]
+        .contains(&r.as_str())
+    }) || status(purposes::SALE_OR_SHARING)
+        == Some(PurposeStatus::OptedOut);
     let mut kinds = vec![("change_consent", "ConsentService.RecordConsent")];
-    let personalised = allowed(3) || allowed(4);
-    if personalised {
+    // An objection to direct marketing turned every ad off.
+    if (allowed(3) || allowed(4)) && !objected {
         kinds.push((
             "opt_out_personalisation",
             "ConsentService.WithdrawConsent (purposes 3 and 4)",
         ));
     }
-    // In the US an opt-out of sale, sharing or targeting (GPC among them)
-    // is what turned personalisation off.
-    if p.regime == Regime::Us && personalised {
+    if p.regime == Regime::Us && !opted_out_of_sale {
         kinds.push((
             "opt_out_sale_sharing",
             "Global Privacy Control, or ConsentService.WithdrawConsent",
@@ -614,6 +619,7 @@ pub fn procedure(language: Language, more_follows: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::models::manifest::{DataCategory, DataSource};
 
     const MANIFEST: &str = crate::models::manifest::test_manifest!(
         r#"[training]
@@ -645,11 +651,11 @@ source = "first_party"
     #[test]
     fn the_controls_follow_the_persons_choices() {
         use crate::consent::policy::{PurposeOutcome, Source};
-        let provenance = |statuses: [PurposeStatus; 2]| Provenance {
+        let provenance = |statuses: [PurposeStatus; 3]| Provenance {
             jurisdiction: "DE".into(),
             regime: Regime::Tcf,
             tier: Tier::Contextual,
-            purposes: [3, 4]
+            purposes: [purposes::DIRECT_MARKETING, 3, 4]
                 .into_iter()
                 .zip(statuses)
                 .map(|(tcf_id, status)| PurposeOutcome {
@@ -676,15 +682,34 @@ source = "first_party"
                 .map(|c| c.kind)
                 .collect::<Vec<_>>()
         };
-        let granted = kinds(&provenance([PurposeStatus::Granted; 2]));
+        let granted = kinds(&provenance([PurposeStatus::Granted; 3]));
         assert!(granted.contains(&"opt_out_personalisation") && granted.contains(&"object"));
-        let objected = kinds(&provenance([PurposeStatus::Objected; 2]));
+        let objected = kinds(&provenance([PurposeStatus::Objected; 3]));
         assert!(
             !objected.contains(&"opt_out_personalisation"),
             "{objected:?}"
         );
         assert!(!objected.contains(&"object"), "{objected:?}");
         assert!(objected.contains(&"withdraw_objection"), "{objected:?}");
+        // An objection to profiling alone leaves direct marketing to
+        // object to.
+        use PurposeStatus::{Granted, Objected, Withdrawn};
+        let profiling = kinds(&provenance([Granted, Objected, Objected]));
+        assert!(profiling.contains(&"object"), "{profiling:?}");
+        // An objection to direct marketing alone turned personalised ads
+        // off too.
+        let marketing = kinds(&provenance([Objected, Granted, Granted]));
+        assert!(
+            !marketing.contains(&"opt_out_personalisation"),
+            "{marketing:?}"
+        );
+        // In the US, sale or sharing is offered until the person opts out,
+        // whatever their choice on personalised ads.
+        let mut us = provenance([Granted, Withdrawn, Withdrawn]);
+        us.regime = Regime::Us;
+        assert!(kinds(&us).contains(&"opt_out_sale_sharing"));
+        us.rules.push("us.gpc_opt_out".into());
+        assert!(!kinds(&us).contains(&"opt_out_sale_sharing"));
         assert_eq!(
             text::control(Language::Nl, "withdraw_objection"),
             "Je bezwaar intrekken"
