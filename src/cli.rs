@@ -907,13 +907,6 @@ fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
                 }
                 eprintln!("wrote {}", path.display());
             }
-            // The exit status alone would read as an error of the command.
-            if !report.passed {
-                eprint!(
-                    "the audit fails its thresholds:\n{}",
-                    audit::render::summary(&report)
-                );
-            }
         }
         None => {
             let formats = if args.format.is_empty() {
@@ -929,6 +922,14 @@ fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
                 };
             }
         }
+    }
+    // The exit status alone would read as an error of the command, and a
+    // report piped to a file says nothing on the terminal.
+    if !report.passed {
+        eprint!(
+            "the audit fails its thresholds:\n{}",
+            audit::render::summary(&report)
+        );
     }
     Ok(if report.passed {
         ExitCode::SUCCESS

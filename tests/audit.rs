@@ -322,6 +322,9 @@ fn a_failed_threshold_fails_the_command_and_names_the_gap() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("four-fifths rule NOT met"), "{text}");
     assert!(text.contains("is below the declared minimum 0.8"), "{text}");
+    // A report piped elsewhere still leaves the verdict on the terminal.
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("the audit fails its thresholds"), "{err}");
     // Written to files, the verdict still reaches the terminal.
     let dir = tempfile::tempdir().unwrap();
     let out = by_age(&["--out", dir.path().to_str().unwrap()]);
@@ -707,4 +710,19 @@ fn an_ad_hoc_audit_may_drop_the_label_and_leaves_out_the_declared_note() {
     ]);
     let report: Report = serde_json::from_slice(&declared.stdout).unwrap();
     assert!(report.note.is_some());
+    // Without labels, a declared equal-opportunity maximum is not checked,
+    // and the report says so rather than "passes".
+    let unlabelled = candor(&[
+        "audit",
+        "--model",
+        &logreg,
+        "--no-label",
+        "--attribution-rows",
+        "0",
+    ]);
+    let text = String::from_utf8_lossy(&unlabelled.stdout);
+    assert!(
+        text.contains("not checked: the data has no labels"),
+        "{text}"
+    );
 }

@@ -61,8 +61,12 @@ pub fn summary(report: &Report) -> String {
                 (Some(d), Some(max)) => beside(d, max),
                 (d, _) => rate(d),
             },
-            a.max_equal_opportunity_difference
-                .map_or_else(|| "none".to_owned(), |m| m.to_string()),
+            match (a.max_equal_opportunity_difference, &report.label_column) {
+                (None, _) => "none".to_owned(),
+                (Some(m), Some(_)) => m.to_string(),
+                // Rates against outcomes need the outcomes.
+                (Some(m), None) => format!("{m}, not checked: the data has no labels"),
+            },
             a.most_favoured,
             if a.passed {
                 "Passes its declared thresholds.".to_owned()
