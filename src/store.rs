@@ -343,6 +343,9 @@ pub(crate) enum Job {
     StaffRead(StaffRead, oneshot::Sender<Result<(), StoreError>>),
     /// Nobody waits for shadow outputs; kept for a retry like `Record`.
     Shadow(Arc<Vec<ShadowRow>>),
+    /// Writes nothing: answered once the jobs queued before it are
+    /// committed, so a read after it sees them.
+    Committed(oneshot::Sender<Result<(), StoreError>>),
 }
 
 impl Job {
@@ -359,6 +362,7 @@ impl Job {
                 Job::Record(_, Some(tx)) | Job::StaffRead(_, tx) => drop(tx.send(Err(e))),
                 Job::Attach(_, _, Some(tx)) => drop(tx.send(Err(e))),
                 Job::Purge(_, tx) => drop(tx.send(Err(e))),
+                Job::Committed(tx) => drop(tx.send(Err(e))),
                 // Kept for a retry by `retry_copy`.
                 Job::Record(_, None) | Job::Attach(_, _, None) | Job::Forgo(_) | Job::Shadow(_) => {
                 }
@@ -375,7 +379,7 @@ impl Job {
     fn needs_savepoint(&self) -> bool {
         match self {
             Job::Record(batch, _) => batch.rows.len() > 1,
-            Job::Attach(..) | Job::StaffRead(..) => false,
+            Job::Attach(..) | Job::StaffRead(..) | Job::Committed(_) => false,
             Job::Append(..)
             | Job::Erase(..)
             | Job::Purge(..)
@@ -639,6 +643,17 @@ impl Store {
     /// health follows it, since a gateway that cannot record cannot score.
     pub fn commits_succeed(&self) -> tokio::sync::watch::Receiver<bool> {
         self.commits_succeed.clone()
+    }
+
+    /// Whether records were acknowledged (`async`) and are not committed
+    /// yet: a read may not see them.
+    pub fn acknowledged_uncommitted(&self) -> bool {
+        self.uncommitted.load(Ordering::Relaxed) > 0
+    }
+
+    /// Waits until every job queued so far is committed.
+    pub async fn committed(&self) -> Result<(), StoreError> {
+        self.submit(Job::Committed).await
     }
 
     /// Jobs not yet committed: queued for the writer, or held by it for a
@@ -1156,6 +1171,7 @@ impl Writer {
                 reply(Some(tx), decisions::purge(conn, now_ms))
             }
             Job::Forgo(ids) => reply::<()>(None, decisions::forgo(conn, &ids)),
+            Job::Committed(tx) => reply(Some(tx), Ok(())),
             Job::StaffRead(read, tx) => reply(Some(tx), audit::insert(conn, &read)),
             Job::Shadow(rows) => {
                 // A shadow of a subject erased meanwhile is not written.

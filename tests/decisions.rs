@@ -949,3 +949,30 @@ async fn batch_rows_are_recorded_with_their_own_campaign_and_ad() {
     );
     server.stop().await;
 }
+
+/// In `async` durability a decision is answered before its commit: asked
+/// for at once, it is still found, once what was acknowledged before is
+/// committed; an id never made is still NOT_FOUND.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_asked_for_at_once_in_async_is_found() {
+    let mut config = test_config();
+    config.decisions.durability = candor::decisions::Durability::Async;
+    // The longest window, so that the read comes before the commit.
+    config.decisions.async_commit_window_ms = 100;
+    let server = TestServer::start_with(config).await;
+    let mut client = why(&server).await;
+    for i in 0..5 {
+        let d = score(&server, &format!("now-{i}"), pb::ExplainMode::Unspecified).await;
+        let read = explain(&mut client, &d.decision_id, pb::Audience::Engineer).await;
+        assert!(read.is_ok(), "{read:?}");
+    }
+    let never = explain(
+        &mut client,
+        "01900000-0000-7000-8000-000000000000",
+        pb::Audience::Engineer,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(never.code(), tonic::Code::NotFound, "{never:?}");
+    server.stop().await;
+}

@@ -203,14 +203,28 @@ impl Gateway {
             authorize(&row)?;
             return Ok((row, Served::Cache));
         }
-        let (store, cipher) = (self.store.clone(), self.cipher.clone());
-        let key = id.to_owned();
-        let row = tokio::task::spawn_blocking(move || {
-            store.read(|c| decisions::get(c, &key, now_ms(), &cipher))
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("record read panicked: {e}")))??
-        .ok_or_else(|| Error::UnknownDecision(id.to_owned()))?;
+        let read = || {
+            let (store, cipher) = (self.store.clone(), self.cipher.clone());
+            let key = id.to_owned();
+            async move {
+                tokio::task::spawn_blocking(move || {
+                    store.read(|c| decisions::get(c, &key, now_ms(), &cipher))
+                })
+                .await
+                .map_err(|e| Error::Internal(format!("record read panicked: {e}")))?
+                .map_err(Error::from)
+            }
+        };
+        let mut row = read().await?;
+        // In `async` durability a decision is answered before its commit:
+        // asked for at once, it may not be in the record yet. Once what
+        // was acknowledged before this read is committed, it is, or it
+        // never was.
+        if row.is_none() && self.store.acknowledged_uncommitted() {
+            self.store.committed().await?;
+            row = read().await?;
+        }
+        let row = row.ok_or_else(|| Error::UnknownDecision(id.to_owned()))?;
         authorize(&row)?;
         if row.explanation.is_some() || row.inputs.is_none() {
             self.cache.count_record_read();
