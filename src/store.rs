@@ -1002,13 +1002,19 @@ fn reply<T: Send + 'static>(
     result: Result<T, StoreError>,
 ) -> (Result<(), StoreError>, Reply) {
     let outcome = result.as_ref().map(drop).map_err(Clone::clone);
-    if let (None, Err(e)) = (&tx, &result)
-        && !e.is_transient()
-    {
+    match (&tx, &result) {
+        // An answered decision of a subject erased since: dropped as the
+        // erasure would have removed it. What was meant to happen.
+        (None, Err(e @ StoreError::Erased)) => {
+            tracing::debug!(error = %e, "an answered record of an erased subject is not written");
+        }
         // Nobody waits for this answer: the log is the only place it
         // shows. (A lock or a full disk is retried, and logged as the
         // commits' failure is.)
-        tracing::error!(error = %e, "an asynchronous write failed");
+        (None, Err(e)) if !e.is_transient() => {
+            tracing::error!(error = %e, "an asynchronous write failed");
+        }
+        _ => {}
     }
     (
         outcome,
