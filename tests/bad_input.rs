@@ -460,24 +460,7 @@ async fn answers_over_the_message_limit_say_how_many_rows_fit() {
     }
     assert_eq!(recorded(&server, "wide").await, 8);
     // Owed, so computed when asked for.
-    let why = ExplanationServiceClient::new(server.channel().await)
-        .get_explanation(pb::GetExplanationRequest {
-            decision_id: answered.decisions[0].decision_id.clone(),
-            audience: pb::Audience::Engineer as i32,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(matches!(
-        why.view,
-        Some(pb::get_explanation_response::View::Engineer(
-            pb::EngineerView {
-                attribution: Some(_),
-                ..
-            }
-        ))
-    ));
+    assert!(engineer_attributions(&server, &answered.decisions[0].decision_id).await);
     // A small batch still has its attributions inline.
     let mut request = batch(1);
     request.explain = inline;

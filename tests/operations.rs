@@ -890,24 +890,7 @@ async fn a_corrupt_model_is_skipped_and_a_removed_one_keeps_serving() {
         .decision
         .unwrap();
     // Its attributions are computed on request, from memory.
-    let explained = ExplanationServiceClient::new(server.channel().await)
-        .get_explanation(pb::GetExplanationRequest {
-            decision_id: d.decision_id,
-            audience: pb::Audience::Engineer as i32,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(matches!(
-        explained.view,
-        Some(pb::get_explanation_response::View::Engineer(
-            pb::EngineerView {
-                attribution: Some(_),
-                ..
-            }
-        ))
-    ));
+    assert!(engineer_attributions(&server, &d.decision_id).await);
     // A reload (the folder watch's, or ReloadModels) reports the folder gone
     // and moves no traffic: the MLP still serves.
     let reloaded = server.gateway.reload_models().await.unwrap();

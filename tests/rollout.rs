@@ -91,6 +91,18 @@ async fn shadow_outputs(
     .expect("the shadow output is recorded")
 }
 
+/// The rollout GetRollout reports for the model.
+async fn rollout_now(server: &TestServer) -> pb::Rollout {
+    admin(server)
+        .await
+        .get_rollout(pb::GetRolloutRequest {
+            model: MODEL.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 async fn set_rollout(
     server: &TestServer,
     production: &str,
@@ -1121,14 +1133,7 @@ async fn a_production_version_that_does_not_load_is_not_replaced() {
         .unwrap()
         .into_inner();
     assert_eq!(pinned.decision.unwrap().model.unwrap().version, "1.0.0");
-    let rollout = admin(&server)
-        .await
-        .get_rollout(pb::GetRolloutRequest {
-            model: MODEL.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let rollout = rollout_now(&server).await;
     assert_eq!(
         (rollout.production.as_str(), rollout.loaded.as_slice()),
         ("1.1.0", ["1.0.0".to_owned()].as_slice())
@@ -1151,14 +1156,7 @@ async fn a_production_version_that_does_not_load_is_not_replaced() {
         "production = \"7.0.0\"\n[canary]\nversion = \"9.0.0\"\npercent = 10.0\n",
     )
     .unwrap();
-    let rollout = admin(&server)
-        .await
-        .get_rollout(pb::GetRolloutRequest {
-            model: MODEL.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let rollout = rollout_now(&server).await;
     assert_eq!(rollout.production, "1.0.0");
     for said in [
         "production 7.0.0 is not loaded, so production stays 1.0.0",
@@ -1170,14 +1168,7 @@ async fn a_production_version_that_does_not_load_is_not_replaced() {
     // A rollout file that no longer reads leaves the rollout in effect,
     // and GetRollout shows that rollout and why the file does not read.
     std::fs::write(models.join(MODEL).join("rollout.toml"), "production = [").unwrap();
-    let rollout = admin(&server)
-        .await
-        .get_rollout(pb::GetRolloutRequest {
-            model: MODEL.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let rollout = rollout_now(&server).await;
     assert_eq!(rollout.production, "1.0.0");
     assert!(rollout.file_problem.contains("rollout.toml"), "{rollout:?}");
     server.stop().await;

@@ -14,8 +14,8 @@ use candor::{
     Config, Gateway,
     grpc::inference,
     grpc::pb::{
-        self, feature_value::Kind, model_service_client::ModelServiceClient,
-        scoring_service_client::ScoringServiceClient,
+        self, explanation_service_client::ExplanationServiceClient, feature_value::Kind,
+        model_service_client::ModelServiceClient, scoring_service_client::ScoringServiceClient,
     },
 };
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
@@ -152,6 +152,29 @@ impl TestServer {
         let _ = self.shutdown.take().unwrap().send(());
         self.handle.take().unwrap().await.unwrap().unwrap();
     }
+}
+
+/// Whether the engineer view of `decision_id` carries attributions: those
+/// owed are computed when asked for.
+pub async fn engineer_attributions(server: &TestServer, decision_id: &str) -> bool {
+    let answer = ExplanationServiceClient::new(server.channel().await)
+        .get_explanation(pb::GetExplanationRequest {
+            decision_id: decision_id.into(),
+            audience: pb::Audience::Engineer as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    matches!(
+        answer.view,
+        Some(pb::get_explanation_response::View::Engineer(
+            pb::EngineerView {
+                attribution: Some(_),
+                ..
+            }
+        ))
+    )
 }
 
 /// A golden file: feature rows by name and the scores Python onnxruntime gave.
