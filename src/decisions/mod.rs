@@ -1025,7 +1025,6 @@ mod tests {
         conn.execute_batch(DDL).unwrap();
         conn.execute_batch(shadow::DDL).unwrap();
         let mut stored = StoredProvenances::default();
-        let mut decided = 0;
         for (id, model, subject) in [
             ("a", "m", Some("s")),
             ("b", "other", Some("s")),
@@ -1036,13 +1035,13 @@ mod tests {
             // Recorded a moment after the decision, as before retention
             // was counted from the decision's time.
             batch.rows[0].retain_until_ms = batch.rows[0].decided_at_ms + 90 * DAY + 5;
-            decided = batch.rows[0].decided_at_ms;
             insert(&conn, &batch, &mut stored, Some(&crypto::test_cipher())).unwrap();
         }
+        // Each decision's own time: the samples are made moments apart.
         let kept = |table: &str, id: &str| -> i64 {
             conn.query_row(
-                &format!("SELECT retain_until - ?2 FROM {table} WHERE decision_id = ?1"),
-                params![id, decided],
+                &format!("SELECT retain_until - decided_at FROM {table} WHERE decision_id = ?1"),
+                [id],
                 |r| r.get(0),
             )
             .unwrap()
