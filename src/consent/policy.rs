@@ -1102,6 +1102,18 @@ mod tests {
         gpp: Option<String>,
         ledger: &[PurposeState],
     ) -> Evaluation {
+        judge_as(Some(VENDOR), country, region, tc, gpp, ledger)
+    }
+
+    /// As [`judge_with`], for a gateway with `vendor` as its TCF vendor id.
+    fn judge_as(
+        vendor: Option<u16>,
+        country: &str,
+        region: Option<&str>,
+        tc: Option<String>,
+        gpp: Option<String>,
+        ledger: &[PurposeState],
+    ) -> Evaluation {
         let signals = Signals {
             jurisdiction: Some(Jurisdiction {
                 country: country.into(),
@@ -1114,7 +1126,7 @@ mod tests {
         .decode()
         .unwrap();
         Policy::new(Settings {
-            tcf_vendor_id: Some(VENDOR),
+            tcf_vendor_id: vendor,
             unknown_jurisdiction: UnknownJurisdiction::Refuse,
         })
         .evaluate(&features(), &signals, ledger, now())
@@ -1315,40 +1327,17 @@ mod tests {
         let none_for_us = Tc {
             vendors: vec![1, 2],
             ..Tc::granted(now())
-        };
-        let signals = Signals {
-            jurisdiction: Some(Jurisdiction {
-                country: "DE".into(),
-                region: None,
-            }),
-            tc_string: Some(none_for_us.encode()),
-            ..Signals::default()
         }
-        .decode()
-        .unwrap();
-        let policy = |vendor| {
-            Policy::new(Settings {
-                tcf_vendor_id: vendor,
-                unknown_jurisdiction: UnknownJurisdiction::Refuse,
-            })
-        };
-        let unchecked = policy(None).evaluate(&features(), &signals, &[], now());
+        .encode();
+        let de = |vendor| judge_as(vendor, "DE", None, Some(none_for_us.clone()), None, &[]);
+        let unchecked = de(None);
         assert_eq!(unchecked.tier, Tier::Personalised);
         assert_eq!(unchecked.rules, ["tcf.vendor_not_checked"]);
-        let checked = policy(Some(VENDOR)).evaluate(&features(), &signals, &[], now());
+        let checked = de(Some(VENDOR));
         assert_eq!(checked.tier, Tier::Contextual);
         assert!(!checked.rules.contains(&"tcf.vendor_not_checked"));
         // No TC string, no claim about one.
-        let us = Signals {
-            jurisdiction: Some(Jurisdiction {
-                country: "US".into(),
-                region: None,
-            }),
-            ..Signals::default()
-        }
-        .decode()
-        .unwrap();
-        let e = policy(None).evaluate(&features(), &us, &[], now());
+        let e = judge_as(None, "US", None, None, None, &[]);
         assert!(
             !e.rules.contains(&"tcf.vendor_not_checked"),
             "{:?}",
