@@ -639,6 +639,45 @@ async fn editing_one_row_in_the_database_file_is_named_by_verify() {
     );
 }
 
+/// The ad slots of one page view ask for one person at once, under the
+/// same signals: they share one evidence record, as requests one after
+/// another do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_at_once_under_the_same_signals_share_one_evidence_record() {
+    let server = TestServer::start().await;
+    let scoring = server.scoring().await;
+    let mut request = caravan_request();
+    request.subject_id = "page-view@example.com".into();
+    let slots: Vec<_> = (0..16)
+        .map(|_| {
+            let (mut scoring, request) = (scoring.clone(), request.clone());
+            tokio::spawn(async move { scoring.score(request).await.unwrap().into_inner() })
+        })
+        .collect();
+    let mut cited = Vec::new();
+    for slot in slots {
+        let provenance = slot.await.unwrap().decision.unwrap().provenance.unwrap();
+        cited.push(provenance.ledger_records.last().unwrap().record_id.clone());
+    }
+    let history = client(&server)
+        .await
+        .get_consent_history(pb::GetConsentHistoryRequest {
+            subject_id: request.subject_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let evidence: Vec<_> = history
+        .records
+        .iter()
+        .filter(|r| r.kind == "evidence")
+        .map(|r| r.record.as_ref().unwrap().record_id.clone())
+        .collect();
+    assert_eq!(evidence.len(), 1, "one record of the signals: {evidence:?}");
+    assert!(cited.iter().all(|id| *id == evidence[0]), "{cited:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn erasure_removes_the_subject_and_the_chain_still_verifies() {
     let config = test_config();

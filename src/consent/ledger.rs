@@ -320,12 +320,57 @@ fn weight(bytes: usize) -> u32 {
     u32::try_from(bytes).unwrap_or(u32::MAX)
 }
 
+/// The ledger record of the signals a scoring request carried.
+fn evidence_draft(subject_ref: Option<&str>, signals: &Decoded, controller: &str) -> Draft {
+    let s = &signals.signals;
+    let m = &s.consent_mode;
+    Draft {
+        kind: RecordKind::Evidence,
+        subject_ref: subject_ref.map(str::to_owned),
+        controller: controller.to_owned(),
+        purposes: Vec::new(),
+        data_categories: Vec::new(),
+        collection: Collection {
+            method: "inline_signal".into(),
+            collected_at_ms: now_ms(),
+            jurisdiction: s
+                .jurisdiction
+                .as_ref()
+                .map_or(String::new(), super::Jurisdiction::code),
+            language: signals
+                .tcf
+                .as_ref()
+                .map_or(String::new(), |t| t.consent_language.to_lowercase()),
+            notice: None,
+        },
+        withdrawal_method: String::new(),
+        evidence: Some(Evidence {
+            signals_hash: signals.hash.clone(),
+            tc_string: s.tc_string.clone(),
+            gpp_string: s.gpp_string.clone(),
+            gpc: s.gpc,
+            age_status: s.age.as_str().to_owned(),
+            consent_mode: format!(
+                "ad_storage={},ad_user_data={},ad_personalization={},analytics_storage={}",
+                m.ad_storage.as_str(),
+                m.ad_user_data.as_str(),
+                m.ad_personalization.as_str(),
+                m.analytics_storage.as_str()
+            ),
+        }),
+        recorded_by: None,
+    }
+}
+
 pub struct Ledger {
     store: Arc<Store>,
     key: Vec<u8>,
     /// (subject_ref, signals hash) → the evidence record already holding
-    /// those signals, so repeated requests do not grow the ledger.
-    evidence_seen: moka::sync::Cache<(String, String), LedgerRef>,
+    /// those signals, so repeated requests do not grow the ledger. Requests
+    /// that miss together (the ad slots of one page view, for one person)
+    /// share one append: each would otherwise add its own record, and wait
+    /// for its own commit.
+    evidence_seen: moka::future::Cache<(String, String), LedgerRef>,
     /// Subject → current consent state, so that scoring reads no SQLite. A
     /// change refreshes the entry after its commit and before the changing
     /// call returns; a concurrent reader fills only an absent entry, so it
@@ -480,7 +525,7 @@ impl Ledger {
     pub fn new(store: Arc<Store>, key: Vec<u8>) -> Self {
         Self {
             store,
-            evidence_seen: moka::sync::Cache::builder()
+            evidence_seen: moka::future::Cache::builder()
                 .max_capacity(CACHE_BYTES)
                 .weigher(|(subject, signals): &(String, String), r: &LedgerRef| {
                     weight(
@@ -603,50 +648,13 @@ impl Ledger {
             subject_ref.unwrap_or_default().to_owned(),
             signals.hash.clone(),
         );
-        if let Some(found) = self.evidence_seen.get(&key) {
-            return Ok(found);
-        }
-        let s = &signals.signals;
-        let m = &s.consent_mode;
-        let draft = Draft {
-            kind: RecordKind::Evidence,
-            subject_ref: subject_ref.map(str::to_owned),
-            controller: controller.to_owned(),
-            purposes: Vec::new(),
-            data_categories: Vec::new(),
-            collection: Collection {
-                method: "inline_signal".into(),
-                collected_at_ms: now_ms(),
-                jurisdiction: s
-                    .jurisdiction
-                    .as_ref()
-                    .map_or(String::new(), super::Jurisdiction::code),
-                language: signals
-                    .tcf
-                    .as_ref()
-                    .map_or(String::new(), |t| t.consent_language.to_lowercase()),
-                notice: None,
-            },
-            withdrawal_method: String::new(),
-            evidence: Some(Evidence {
-                signals_hash: signals.hash.clone(),
-                tc_string: s.tc_string.clone(),
-                gpp_string: s.gpp_string.clone(),
-                gpc: s.gpc,
-                age_status: s.age.as_str().to_owned(),
-                consent_mode: format!(
-                    "ad_storage={},ad_user_data={},ad_personalization={},analytics_storage={}",
-                    m.ad_storage.as_str(),
-                    m.ad_user_data.as_str(),
-                    m.ad_personalization.as_str(),
-                    m.analytics_storage.as_str()
-                ),
-            }),
-            recorded_by: None,
-        };
-        let reference = self.append(vec![draft]).await?.remove(0);
-        self.evidence_seen.insert(key, reference.clone());
-        Ok(reference)
+        self.evidence_seen
+            .try_get_with(key, async {
+                let draft = evidence_draft(subject_ref, signals, controller);
+                Ok(self.append(vec![draft]).await?.remove(0))
+            })
+            .await
+            .map_err(|e: Arc<LedgerError>| (*e).clone())
     }
 
     /// Removes a subject's content and pseudonym from every record, drops
