@@ -639,15 +639,28 @@ async fn editing_one_row_in_the_database_file_is_named_by_verify() {
     );
 }
 
-/// The ad slots of one page view ask for one person at once, under the
-/// same signals: they share one evidence record, as requests one after
-/// another do.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn requests_at_once_under_the_same_signals_share_one_evidence_record() {
-    let server = TestServer::start().await;
+/// The ids of the ledger records of `kind` about `subject`.
+async fn records_of(server: &TestServer, subject: &str, kind: &str) -> Vec<String> {
+    client(server)
+        .await
+        .get_consent_history(pb::GetConsentHistoryRequest {
+            subject_id: subject.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .records
+        .iter()
+        .filter(|r| r.kind == kind)
+        .map(|r| r.record.as_ref().unwrap().record_id.clone())
+        .collect()
+}
+
+/// Scores `request` 16 times at once, as the ad slots of one page view
+/// ask for one person, and returns the ledger records each decision cited.
+async fn score_at_once(server: &TestServer, request: &pb::ScoreRequest) -> Vec<Vec<String>> {
     let scoring = server.scoring().await;
-    let mut request = caravan_request();
-    request.subject_id = "page-view@example.com".into();
     let slots: Vec<_> = (0..16)
         .map(|_| {
             let (mut scoring, request) = (scoring.clone(), request.clone());
@@ -657,25 +670,40 @@ async fn requests_at_once_under_the_same_signals_share_one_evidence_record() {
     let mut cited = Vec::new();
     for slot in slots {
         let provenance = slot.await.unwrap().decision.unwrap().provenance.unwrap();
-        cited.push(provenance.ledger_records.last().unwrap().record_id.clone());
+        cited.push(
+            provenance
+                .ledger_records
+                .iter()
+                .map(|r| r.record_id.clone())
+                .collect(),
+        );
     }
-    let history = client(&server)
-        .await
-        .get_consent_history(pb::GetConsentHistoryRequest {
-            subject_id: request.subject_id.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let evidence: Vec<_> = history
-        .records
-        .iter()
-        .filter(|r| r.kind == "evidence")
-        .map(|r| r.record.as_ref().unwrap().record_id.clone())
-        .collect();
+    cited
+}
+
+/// Requests at once under the same signals share one evidence record, as
+/// requests one after another do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_at_once_under_the_same_signals_share_one_evidence_record() {
+    let server = TestServer::start().await;
+    let mut request = caravan_request();
+    request.subject_id = "page-view@example.com".into();
+    let cited = score_at_once(&server, &request).await;
+    let evidence = records_of(&server, &request.subject_id, "evidence").await;
     assert_eq!(evidence.len(), 1, "one record of the signals: {evidence:?}");
-    assert!(cited.iter().all(|id| *id == evidence[0]), "{cited:?}");
+    assert!(cited.iter().all(|c| c.contains(&evidence[0])), "{cited:?}");
+}
+
+/// A US opt-out (GPC) sent by requests at once is remembered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_opt_out_sent_at_once_is_remembered_once() {
+    let server = TestServer::start().await;
+    let mut request = caravan_request();
+    request.subject_id = "gpc-page-view@example.com".into();
+    request.context.as_mut().unwrap().gpc = true;
+    score_at_once(&server, &request).await;
+    let objections = records_of(&server, &request.subject_id, "objection").await;
+    assert_eq!(objections.len(), 1, "{objections:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
