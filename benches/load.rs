@@ -890,6 +890,10 @@ fn main() {
         .collect();
     let mut results: Vec<Series> = runs.iter().map(|_| Series::default()).collect();
     let mut drains: Vec<(i64, Duration)> = Vec::new();
+    let ledger_at_start: Vec<i64> = servers
+        .iter()
+        .map(|s| s.gateway.store_sizes().ledger_records)
+        .collect();
     client_rt.block_on(async {
         let mut channels: Vec<Vec<Channel>> = Vec::new();
         for Server { addr, .. } in &servers {
@@ -1048,6 +1052,18 @@ fn main() {
             owed as f64 / took.as_secs_f64()
         );
     }
+    // A subject's signals are evidence once per signal set, however many
+    // of its requests arrive at once.
+    let appended: Vec<String> = servers
+        .iter()
+        .zip(DURABILITIES)
+        .zip(&ledger_at_start)
+        .map(|((s, d), start)| format!("{d} {}", s.gateway.store_sizes().ledger_records - start))
+        .collect();
+    println!(
+        "\nledger records appended under load, per gateway: {}",
+        appended.join(", ")
+    );
     if only.is_none() {
         let clients = setting("WHY_CLIENTS", 32) as usize;
         client_rt.block_on(explanations(&servers[1].addr, &servers[1].gateway, clients));
