@@ -213,6 +213,15 @@ impl ModelPackage {
         let model = fs::read(&model_path)
             .map_err(|e| PackageError::new(&model_path, None, format!("cannot read: {e}")))?;
         let sha256 = hex::encode(Sha256::digest(&model));
+        if let Some(tensor) = external_tensor(&model) {
+            return Err(PackageError::new(
+                &model_path,
+                None,
+                format!(
+                    "tensor {tensor:?} keeps its data outside model.onnx (ONNX external data): a package's model is one self-contained file, so that its SHA-256 covers every weight and nothing outside the package is read; save it whole (onnx.save_model(model, path, save_as_external_data=False))"
+                ),
+            ));
+        }
         let schema = FeatureSchema::new(&manifest);
         // Before ONNX Runtime reads the graph, here or in check_graph.
         crate::explain::trees::Ensemble::check_depth(&model, schema.width())
@@ -393,6 +402,65 @@ fn check_missing_values(
             ),
         }),
     }
+}
+
+/// The first tensor anywhere in the model (initializers, constants,
+/// subgraphs, functions, training graphs) whose data lies outside the file
+/// (ONNX external data). ONNX Runtime would read it from a path the graph
+/// names, resolved against the process's working directory since Candor
+/// loads models from memory: any file the gateway can read, outside the
+/// artefact its SHA-256 identifies.
+fn external_tensor(model: &[u8]) -> Option<String> {
+    use crate::explain::onnx::{
+        AttributeProto, GraphProto, ModelProto, NodeProto, SparseTensorProto, TensorProto,
+        tensor_proto::DataLocation,
+    };
+    fn tensor(t: &TensorProto) -> Option<String> {
+        (t.data_location() == DataLocation::External || !t.external_data.is_empty())
+            .then(|| t.name().to_owned())
+    }
+    fn sparse(s: &SparseTensorProto) -> Option<String> {
+        s.values.iter().chain(&s.indices).find_map(tensor)
+    }
+    fn attribute(a: &AttributeProto) -> Option<String> {
+        a.t.iter()
+            .chain(&a.tensors)
+            .find_map(tensor)
+            .or_else(|| {
+                a.sparse_tensor
+                    .iter()
+                    .chain(&a.sparse_tensors)
+                    .find_map(sparse)
+            })
+            .or_else(|| a.g.iter().chain(&a.graphs).find_map(graph))
+    }
+    fn nodes(nodes: &[NodeProto]) -> Option<String> {
+        nodes.iter().flat_map(|n| &n.attribute).find_map(attribute)
+    }
+    fn graph(g: &GraphProto) -> Option<String> {
+        g.initializer
+            .iter()
+            .find_map(tensor)
+            .or_else(|| g.sparse_initializer.iter().find_map(sparse))
+            .or_else(|| nodes(&g.node))
+    }
+    // What does not decode is left to ONNX Runtime to refuse.
+    let model: ModelProto = prost::Message::decode(model).ok()?;
+    model
+        .graph
+        .iter()
+        .chain(
+            model
+                .training_info
+                .iter()
+                .flat_map(|t| t.initialization.iter().chain(&t.algorithm)),
+        )
+        .find_map(graph)
+        .or_else(|| {
+            model.functions.iter().find_map(|f| {
+                nodes(&f.node).or_else(|| f.attribute_proto.iter().find_map(attribute))
+            })
+        })
 }
 
 /// The folder layout is part of the contract: `<name>/<version>/`.
@@ -867,6 +935,79 @@ mod tests {
         .unwrap();
         let e = ModelPackage::load(&package, 1).unwrap_err().to_string();
         assert!(e.contains("tree 0 is 100000 splits deep"), "{e}");
+    }
+
+    /// A weight kept in a file beside the graph (ONNX external data) would
+    /// be read from wherever the graph says, outside the artefact: a
+    /// package carrying one is refused, whether the tensor is an
+    /// initializer or a constant inside a subgraph.
+    #[test]
+    fn a_model_with_external_data_is_refused() {
+        use crate::explain::onnx::{
+            AttributeProto, GraphProto, ModelProto, NodeProto, StringStringEntryProto, TensorProto,
+            tensor_proto::DataLocation,
+        };
+        use prost::Message;
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let original = root.join("models/caravan-logreg/1.0.0");
+        let external = |name: &str| TensorProto {
+            name: Some(name.into()),
+            data_location: Some(DataLocation::External as i32),
+            external_data: vec![StringStringEntryProto {
+                key: Some("location".into()),
+                value: Some("data/inputs.key".into()),
+            }],
+            ..Default::default()
+        };
+        let in_subgraph = |model: &mut ModelProto| {
+            let then_branch = GraphProto {
+                node: vec![NodeProto {
+                    op_type: Some("Constant".into()),
+                    attribute: vec![AttributeProto {
+                        name: Some("value".into()),
+                        t: Some(external("K")),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            };
+            let graph = model.graph.as_mut().unwrap();
+            graph.node.push(NodeProto {
+                op_type: Some("If".into()),
+                attribute: vec![AttributeProto {
+                    name: Some("then_branch".into()),
+                    g: Some(then_branch),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            });
+        };
+        let as_initializer = |model: &mut ModelProto| {
+            model
+                .graph
+                .as_mut()
+                .unwrap()
+                .initializer
+                .push(external("K"))
+        };
+        for alter in [&as_initializer as &dyn Fn(&mut ModelProto), &in_subgraph] {
+            let dir = tempfile::tempdir().unwrap();
+            let package = dir.path().join("caravan-logreg/1.0.0");
+            fs::create_dir_all(&package).unwrap();
+            for file in [MANIFEST_FILE, BACKGROUND_FILE] {
+                fs::copy(original.join(file), package.join(file)).unwrap();
+            }
+            let mut model =
+                ModelProto::decode(&*fs::read(original.join(MODEL_FILE)).unwrap()).unwrap();
+            alter(&mut model);
+            fs::write(package.join(MODEL_FILE), model.encode_to_vec()).unwrap();
+            let e = ModelPackage::load(&package, 1).unwrap_err().to_string();
+            assert!(
+                e.contains("tensor \"K\" keeps its data outside model.onnx"),
+                "{e}"
+            );
+        }
     }
 
     /// A masked feature is replaced by a value its own schema accepts.
