@@ -444,6 +444,38 @@ fn kind_of(actual: &figment::error::Actual) -> &'static str {
     }
 }
 
+/// Whether `key` (a `CANDOR_` variable less its prefix) is one of the
+/// variables Kubernetes gives every pod for each Service in its namespace
+/// (`<SERVICE>_SERVICE_HOST`, `<SERVICE>_PORT_50051_TCP_ADDR`, ...): a
+/// Service named `candor`, or `candor-metrics`, makes `CANDOR_` ones, which
+/// are not settings and must not stop the gateway from starting.
+fn kubernetes_service_link(key: &str) -> bool {
+    let key = key.to_ascii_uppercase();
+    let parts: Vec<&str> = key.split('_').collect();
+    let tail = |n: usize| parts.len().checked_sub(n).map(|at| &parts[at..]);
+    let is_port = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+    let is_protocol = |p: &str| matches!(p, "TCP" | "UDP" | "SCTP");
+    // <SERVICE>_SERVICE_HOST, <SERVICE>_SERVICE_PORT[_<PORT NAME>]
+    let service = parts
+        .iter()
+        .position(|p| *p == "SERVICE")
+        .is_some_and(|at| match &parts[at + 1..] {
+            ["HOST"] => true,
+            ["PORT", ..] => true,
+            _ => false,
+        });
+    // <SERVICE>_PORT, <SERVICE>_PORT_<N>_<PROTOCOL>[_PROTO|_PORT|_ADDR]
+    let port = tail(1) == Some(&["PORT"][..])
+        || tail(3).is_some_and(|t| t[0] == "PORT" && is_port(t[1]) && is_protocol(t[2]))
+        || tail(4).is_some_and(|t| {
+            t[0] == "PORT"
+                && is_port(t[1])
+                && is_protocol(t[2])
+                && matches!(t[3], "PROTO" | "PORT" | "ADDR")
+        });
+    service || port
+}
+
 impl Config {
     /// Credentials that could never match, or match twice, and settings
     /// that admit nobody, would start a gateway that fails every call of
@@ -556,6 +588,7 @@ impl Config {
                 // that exported them must still start the gateway.
                 Env::prefixed("CANDOR_")
                     .ignore(&["CONFIG", "ADDR", "TOKEN", "REASON"])
+                    .filter(|key| !kubernetes_service_link(key.as_str()))
                     .split("__"),
             )
             .merge(Serialized::defaults(overrides));
@@ -804,6 +837,36 @@ mod tests {
     struct Flags {
         #[serde(skip_serializing_if = "Option::is_none")]
         max_batch_rows: Option<usize>,
+    }
+
+    /// A Service named `candor` (or `candor-metrics`) gives every pod
+    /// `CANDOR_` variables that are not settings; the gateway starts, and a
+    /// mistyped setting is still refused.
+    #[test]
+    fn kubernetes_service_links_are_not_settings() {
+        figment::Jail::expect_with(|jail| {
+            for (name, value) in [
+                ("CANDOR_SERVICE_HOST", "10.0.0.12"),
+                ("CANDOR_SERVICE_PORT", "50051"),
+                ("CANDOR_SERVICE_PORT_GRPC", "50051"),
+                ("CANDOR_PORT", "tcp://10.0.0.12:50051"),
+                ("CANDOR_PORT_50051_TCP", "tcp://10.0.0.12:50051"),
+                ("CANDOR_PORT_50051_TCP_PROTO", "tcp"),
+                ("CANDOR_PORT_50051_TCP_PORT", "50051"),
+                ("CANDOR_PORT_50051_TCP_ADDR", "10.0.0.12"),
+                ("CANDOR_METRICS_SERVICE_HOST", "10.0.0.13"),
+                ("CANDOR_METRICS_PORT_9464_TCP_ADDR", "10.0.0.13"),
+            ] {
+                jail.set_env(name, value);
+            }
+            jail.set_env("CANDOR_INFERENCE_QUEUE", "8");
+            let c = Config::load(None, Flags::default()).unwrap();
+            assert_eq!(c.inference_queue, 8);
+            jail.set_env("CANDOR_PORTS", "1");
+            let e = Config::load(None, Flags::default()).unwrap_err().to_string();
+            assert!(e.contains("CANDOR_PORTS"), "{e}");
+            Ok(())
+        });
     }
 
     #[test]
