@@ -459,11 +459,7 @@ fn kubernetes_service_link(key: &str) -> bool {
     let service = parts
         .iter()
         .position(|p| *p == "SERVICE")
-        .is_some_and(|at| match &parts[at + 1..] {
-            ["HOST"] => true,
-            ["PORT", ..] => true,
-            _ => false,
-        });
+        .is_some_and(|at| matches!(&parts[at + 1..], ["HOST"] | ["PORT", ..]));
     // <SERVICE>_PORT, <SERVICE>_PORT_<N>_<PROTOCOL>[_PROTO|_PORT|_ADDR]
     let port = tail(1) == Some(&["PORT"][..])
         || tail(3).is_some_and(|t| t[0] == "PORT" && is_port(t[1]) && is_protocol(t[2]))
@@ -863,7 +859,9 @@ mod tests {
             let c = Config::load(None, Flags::default()).unwrap();
             assert_eq!(c.inference_queue, 8);
             jail.set_env("CANDOR_PORTS", "1");
-            let e = Config::load(None, Flags::default()).unwrap_err().to_string();
+            let e = Config::load(None, Flags::default())
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("CANDOR_PORTS"), "{e}");
             Ok(())
         });
