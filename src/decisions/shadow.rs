@@ -28,7 +28,8 @@ CREATE TABLE IF NOT EXISTS shadow_outputs (
     score           REAL NOT NULL,
     -- Binary (decisions::stored); JSON text in rows written before it.
     explanation     BLOB NOT NULL,
-    live_contributions TEXT NOT NULL,
+    -- Sealed (seal_live); JSON text in rows written before it.
+    live_contributions BLOB NOT NULL,
     retain_until    INTEGER NOT NULL,
     PRIMARY KEY (decision_id, model_version)
 ) WITHOUT ROWID;
@@ -88,7 +89,11 @@ pub(crate) fn insert(
                 &r.decision_id,
                 cipher.ok_or(StoreError::NoInputKey)?
             ),
-            json(&r.live),
+            seal_live(
+                &r.decision_id,
+                &r.live,
+                cipher.ok_or(StoreError::NoInputKey)?
+            ),
             r.retain_until_ms,
         ])?;
     }
@@ -114,8 +119,73 @@ fn corrupt(id: &str, message: String) -> StoreError {
     }
 }
 
-fn parse<T: serde::de::DeserializeOwned>(id: &str, text: &str) -> Result<T, StoreError> {
-    serde_json::from_str(text).map_err(|e| corrupt(id, e.to_string()))
+/// The live decision's attributions, sealed like the shadow's own: for a
+/// linear model they give back the inputs (φᵢ = wᵢ(xᵢ − μᵢ)). Bound to the
+/// decision and to this column, so that neither stands in for the other.
+fn seal_live(id: &str, live: &Contributions, cipher: &InputCipher) -> Vec<u8> {
+    cipher.seal_bytes(&live_aad(id), json(live).as_bytes())
+}
+
+fn live_aad(id: &str) -> String {
+    format!("{id} live contributions")
+}
+
+/// The live attributions stored beside a shadow output, sealed or (written
+/// before they were sealed) in clear.
+fn read_live(
+    id: &str,
+    value: ValueRef<'_>,
+    cipher: &InputCipher,
+) -> Result<Contributions, StoreError> {
+    let plain = match value {
+        ValueRef::Blob(sealed) => cipher
+            .open_bytes(&live_aad(id), sealed)
+            .map_err(|e| corrupt(id, e.to_string()))?,
+        ValueRef::Text(text) => text.to_vec(),
+        other => {
+            return Err(corrupt(
+                id,
+                format!("live contributions of type {:?}", other.data_type()),
+            ));
+        }
+    };
+    serde_json::from_slice(&plain).map_err(|e| corrupt(id, e.to_string()))
+}
+
+/// Seals the live attributions that shadow outputs written before they
+/// were sealed still hold in clear; once, then a marker says it is done.
+pub(crate) fn seal_clear_live(
+    conn: &Connection,
+    cipher: &InputCipher,
+) -> Result<usize, StoreError> {
+    let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
+    let done: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'shadow_live_sealed')",
+        [],
+        |r| r.get(0),
+    )?;
+    if done {
+        return Ok(0);
+    }
+    let clear: Vec<(String, String, String)> = tx
+        .prepare(
+            "SELECT decision_id, model_version, live_contributions FROM shadow_outputs
+             WHERE typeof(live_contributions) = 'text'",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    for (id, version, live) in &clear {
+        let live: Contributions =
+            serde_json::from_str(live).map_err(|e| corrupt(id, e.to_string()))?;
+        tx.execute(
+            "UPDATE shadow_outputs SET live_contributions = ?1
+             WHERE decision_id = ?2 AND model_version = ?3",
+            params![seal_live(id, &live, cipher), id, version],
+        )?;
+    }
+    tx.execute_batch("CREATE TABLE shadow_live_sealed (id INTEGER PRIMARY KEY)")?;
+    tx.commit()?;
+    Ok(clear.len())
 }
 
 /// An explanation column the query guarantees is set.
@@ -152,7 +222,7 @@ pub fn for_decision(
             r.get::<_, i64>(4)?,
             r.get::<_, f64>(5)?,
             recorded_explanation(id, r.get_ref(6)?, cipher),
-            r.get::<_, String>(7)?,
+            read_live(id, r.get_ref(7)?, cipher),
             r.get::<_, i64>(8)?,
         ))
     })?;
@@ -167,7 +237,7 @@ pub fn for_decision(
             decided_at_ms: at,
             score,
             explanation: explanation?,
-            live: parse(id, &live)?,
+            live: live?,
             retain_until_ms: retain,
         })
     })
@@ -230,7 +300,7 @@ pub fn shadow_pairs(
         let id: String = r.get(0)?;
         let explanation = recorded_explanation(&id, r.get_ref(1)?, cipher)?;
         candidate.add(&contributions(&explanation));
-        live.add(&parse(&id, &r.get::<_, String>(2)?)?);
+        live.add(&read_live(&id, r.get_ref(2)?, cipher)?);
     }
     Ok((live, candidate))
 }
@@ -330,6 +400,34 @@ mod tests {
         pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
     }
 
+    /// A shadow output of version 2.0.0 of model "m" for decision `id`.
+    fn output(id: &str, retain_until_ms: i64) -> ShadowRow {
+        ShadowRow {
+            decision_id: id.into(),
+            model_name: "m".into(),
+            model_version: "2.0.0".into(),
+            model_sha256: "0".repeat(64),
+            subject_ref: None,
+            decided_at_ms: crate::store::now_ms() - 10,
+            score: 0.5,
+            explanation: Explanation {
+                method: "m".into(),
+                method_version: "1".into(),
+                output_space: "probability".into(),
+                base_value: 0.0,
+                margin: 0.0,
+                base_score: 0.0,
+                residual: 0.0,
+                ort_difference: 0.0,
+                sample_pairs: 0,
+                features: vec![],
+                groups: vec![],
+            },
+            live: phi(&[("x", 1.0)]),
+            retain_until_ms,
+        }
+    }
+
     /// An output past its retention answers no more, whether or not the
     /// purge has deleted it yet; drift pairs only those of the live
     /// version asked about.
@@ -354,36 +452,12 @@ mod tests {
             .unwrap();
         }
         let now = crate::store::now_ms();
-        let row = |id: &str, retain_until_ms: i64| ShadowRow {
-            decision_id: id.into(),
-            model_name: "m".into(),
-            model_version: "2.0.0".into(),
-            model_sha256: "0".repeat(64),
-            subject_ref: None,
-            decided_at_ms: now - 10,
-            score: 0.5,
-            explanation: Explanation {
-                method: "m".into(),
-                method_version: "1".into(),
-                output_space: "probability".into(),
-                base_value: 0.0,
-                margin: 0.0,
-                base_score: 0.0,
-                residual: 0.0,
-                ort_difference: 0.0,
-                sample_pairs: 0,
-                features: vec![],
-                groups: vec![],
-            },
-            live: phi(&[("x", 1.0)]),
-            retain_until_ms,
-        };
         insert(
             &conn,
             &[
-                row("kept", now + 60_000),
-                row("expired", now - 1),
-                row("earlier", now + 60_000),
+                output("kept", now + 60_000),
+                output("expired", now - 1),
+                output("earlier", now + 60_000),
             ],
             Some(&crate::decisions::crypto::test_cipher()),
         )
@@ -440,6 +514,47 @@ mod tests {
             drift(&m, &m.clone())
                 .iter()
                 .all(|d| d.rank_change() == 0 && d.live_mean_abs == d.candidate_mean_abs)
+        );
+    }
+
+    /// The live attributions beside a shadow output are sealed, and those
+    /// written in clear before are sealed once at start: for a linear model
+    /// they give back the person's inputs.
+    #[test]
+    fn live_attributions_are_sealed_and_clear_ones_sealed_once() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(DDL).unwrap();
+        let cipher = crate::decisions::crypto::test_cipher();
+        let sealed = |conn: &Connection| -> String {
+            conn.query_row(
+                "SELECT typeof(live_contributions) FROM shadow_outputs",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+        };
+        insert(&conn, &[output("d", i64::MAX)], Some(&cipher)).unwrap();
+        assert_eq!(sealed(&conn), "blob");
+        conn.execute(
+            "UPDATE shadow_outputs SET live_contributions = '{\"x\":1.0}'",
+            [],
+        )
+        .unwrap();
+        assert_eq!(seal_clear_live(&conn, &cipher).unwrap(), 1);
+        assert_eq!(sealed(&conn), "blob");
+        let read = for_decision(&conn, "d", &cipher).unwrap();
+        assert_eq!(read[0].live, phi(&[("x", 1.0)]));
+        // Once: a clear value written since (by an older version) stays
+        // readable, and the next start does not scan again.
+        conn.execute(
+            "UPDATE shadow_outputs SET live_contributions = '{\"x\":2.0}'",
+            [],
+        )
+        .unwrap();
+        assert_eq!(seal_clear_live(&conn, &cipher).unwrap(), 0);
+        assert_eq!(
+            for_decision(&conn, "d", &cipher).unwrap()[0].live,
+            phi(&[("x", 2.0)])
         );
     }
 }

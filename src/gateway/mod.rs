@@ -445,6 +445,13 @@ impl Gateway {
             store.bound_key(&config.decisions.input_key_file, "decisions.input_key_file")?;
         let cipher = Arc::new(InputCipher::new(&input_key));
         store.seal_with(cipher.clone());
+        let sealed = store.read(|conn| crate::decisions::shadow::seal_clear_live(conn, &cipher))?;
+        if sealed > 0 {
+            tracing::info!(
+                shadow_outputs = sealed,
+                "sealed the live attributions recorded in clear beside shadow outputs"
+            );
+        }
         let ledger = Arc::new(Ledger::new(store.clone(), subject_key));
         let cache = Arc::new(ExplanationCache::new(
             config.decisions.cache_max_bytes,
