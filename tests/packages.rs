@@ -765,3 +765,47 @@ fn a_package_path_through_dot_dot_loads() {
     let package = ModelPackage::load(&winding, 1).unwrap();
     assert_eq!(package.name(), "caravan-lgbm");
 }
+
+/// A package's files are its own regular files: a link out of the package
+/// (to the gateway's key, whose first line an error quoted) and a pipe
+/// (which hung the load) are refused by name, and a link within the
+/// package, as a mounted volume makes, is followed.
+#[test]
+fn a_package_reads_only_its_own_regular_files() {
+    runtime::init(&ort_lib()).unwrap();
+    let with_background = |make: &dyn Fn(&Path)| {
+        let tmp = tempfile::tempdir().unwrap();
+        let package = copy_default(tmp.path());
+        fs::remove_file(package.join("background.csv")).unwrap();
+        make(&package);
+        let loaded = ModelPackage::load(&package, 1).map(|_| ());
+        (tmp, loaded)
+    };
+    let (_tmp, outside) = with_background(&|package| {
+        let key = package.parent().unwrap().join("inputs.key");
+        fs::write(&key, "SECRET-KEY-BYTES\n").unwrap();
+        std::os::unix::fs::symlink(&key, package.join("background.csv")).unwrap();
+    });
+    let e = outside.unwrap_err().to_string();
+    assert!(e.contains("is a link to a file outside the package"), "{e}");
+    assert!(!e.contains("SECRET"), "{e}");
+    let (_tmp, pipe) = with_background(&|package| {
+        let made = Command::new("mkfifo")
+            .arg(package.join("background.csv"))
+            .status()
+            .unwrap();
+        assert!(made.success());
+    });
+    let e = pipe.unwrap_err().to_string();
+    assert!(e.contains("is not a regular file"), "{e}");
+    let (_tmp, within) = with_background(&|package| {
+        fs::create_dir(package.join("data")).unwrap();
+        fs::copy(
+            repo_root().join("models/caravan-lgbm/1.0.0/background.csv"),
+            package.join("data/bg.csv"),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("data/bg.csv", package.join("background.csv")).unwrap();
+    });
+    within.unwrap();
+}

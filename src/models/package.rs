@@ -203,15 +203,13 @@ impl ModelPackage {
 
     fn load_with(dir: &Path, slots: usize, report: bool) -> Result<Self, PackageError> {
         let manifest_path = dir.join(MANIFEST_FILE);
-        let manifest_toml = fs::read_to_string(&manifest_path)
-            .map_err(|e| PackageError::new(&manifest_path, None, format!("cannot read: {e}")))?;
+        let manifest_toml = read_text_in_package(dir, &manifest_path)?;
         let manifest = Manifest::from_toml(&manifest_toml)
             .map_err(|e| PackageError::field(&manifest_path, e))?;
         check_location(dir, &manifest_path, &manifest)?;
 
         let model_path = dir.join(MODEL_FILE);
-        let model = fs::read(&model_path)
-            .map_err(|e| PackageError::new(&model_path, None, format!("cannot read: {e}")))?;
+        let model = read_in_package(dir, &model_path)?;
         let sha256 = hex::encode(Sha256::digest(&model));
         if let Some(tensor) = external_tensor(&model) {
             return Err(PackageError::new(
@@ -244,7 +242,7 @@ impl ModelPackage {
             )
         })?;
 
-        let background = read_rows(&dir.join(BACKGROUND_FILE), &schema, false)?.0;
+        let background = read_rows(dir, &dir.join(BACKGROUND_FILE), &schema, false)?.0;
         if background.is_empty() {
             return Err(PackageError::new(
                 &dir.join(BACKGROUND_FILE),
@@ -270,7 +268,7 @@ impl ModelPackage {
         check_missing_values(&backend, &schema, &background, &manifest_path)?;
         let covers_path = dir.join(COVERS_FILE);
         let covers = if covers_path.exists() {
-            Some(read_covers(&covers_path)?)
+            Some(read_covers(dir, &covers_path)?)
         } else {
             None
         };
@@ -296,7 +294,7 @@ impl ModelPackage {
         let explainer = explainer.with_sample_pairs(manifest.explanation.sample_pairs);
         let golden_path = dir.join(GOLDEN_FILE);
         let golden = if golden_path.exists() {
-            let (rows, scores) = read_rows(&golden_path, &schema, true)?;
+            let (rows, scores) = read_rows(dir, &golden_path, &schema, true)?;
             Some(Golden { rows, scores })
         } else {
             None
@@ -461,6 +459,45 @@ fn external_tensor(model: &[u8]) -> Option<String> {
                 nodes(&f.node).or_else(|| f.attribute_proto.iter().find_map(attribute))
             })
         })
+}
+
+/// The bytes of a package's file: a regular file inside the package's
+/// folder (a link may point within it, as a mounted volume's do). Anything
+/// else is refused before it is read: a link out of the package would let
+/// whoever places a package read any file the gateway can (its keys), and
+/// an error quoting a line of it would show it; a pipe would hang the load,
+/// a device feed it without end.
+pub fn read_in_package(dir: &Path, path: &Path) -> Result<Vec<u8>, PackageError> {
+    use std::{io::Read, os::unix::fs::OpenOptionsExt};
+    let refuse = |message: String| PackageError::new(path, None, message);
+    let cannot = |e: std::io::Error| refuse(format!("cannot read: {e}"));
+    let root = fs::canonicalize(dir).map_err(cannot)?;
+    let real = fs::canonicalize(path).map_err(cannot)?;
+    if !real.starts_with(&root) {
+        return Err(refuse(
+            "is a link to a file outside the package; a package's files must be its own".into(),
+        ));
+    }
+    // Non-blocking, so that opening a pipe does not wait for a writer.
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&real)
+        .map_err(cannot)?;
+    if !file.metadata().map_err(cannot)?.is_file() {
+        return Err(refuse(
+            "is not a regular file (a pipe, a device or a folder)".into(),
+        ));
+    }
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(cannot)?;
+    Ok(bytes)
+}
+
+/// [`read_in_package`] for a text file.
+pub fn read_text_in_package(dir: &Path, path: &Path) -> Result<String, PackageError> {
+    String::from_utf8(read_in_package(dir, path)?)
+        .map_err(|_| PackageError::new(path, None, "is not UTF-8 text"))
 }
 
 /// The folder layout is part of the contract: `<name>/<version>/`.
@@ -686,12 +723,13 @@ fn check_graph(
 /// Reads a CSV of feature columns (header = feature names in model order),
 /// plus a trailing `score` column when `with_score`.
 fn read_rows(
+    dir: &Path,
     path: &Path,
     schema: &FeatureSchema,
     with_score: bool,
 ) -> Result<(Rows, Vec<f64>), PackageError> {
-    let mut reader = csv::Reader::from_path(path)
-        .map_err(|e| PackageError::new(path, None, format!("cannot read: {e}")))?;
+    let bytes = read_in_package(dir, path)?;
+    let mut reader = csv::Reader::from_reader(bytes.as_slice());
     let header = reader
         .headers()
         .map_err(|e| PackageError::new(path, None, format!("bad header: {e}")))?
@@ -782,8 +820,7 @@ fn read_fairness(
     if !path.exists() {
         return Ok(None);
     }
-    let text = fs::read_to_string(path)
-        .map_err(|e| PackageError::new(path, None, format!("cannot read: {e}")))?;
+    let text = read_text_in_package(dir, path)?;
     let report: audit::Report = serde_json::from_str(&text)
         .map_err(|e| PackageError::new(path, None, format!("is not an audit report: {e}")))?;
     if report.sha256 != sha256 {
@@ -825,7 +862,7 @@ fn stale_audit(
         ));
     }
     let data = dir.join(&declared.data);
-    let data_now = fs::read(&data).map(|bytes| hex::encode(Sha256::digest(bytes)));
+    let data_now = read_in_package(dir, &data).map(|bytes| hex::encode(Sha256::digest(bytes)));
     // The report names the data set by its file name alone.
     let named = Path::new(&declared.data)
         .file_name()
@@ -860,9 +897,9 @@ fn stale_audit(
     None
 }
 
-fn read_covers(path: &Path) -> Result<HashMap<(i64, i64), f64>, PackageError> {
-    let mut reader = csv::Reader::from_path(path)
-        .map_err(|e| PackageError::new(path, None, format!("cannot read: {e}")))?;
+fn read_covers(dir: &Path, path: &Path) -> Result<HashMap<(i64, i64), f64>, PackageError> {
+    let bytes = read_in_package(dir, path)?;
+    let mut reader = csv::Reader::from_reader(bytes.as_slice());
     let header: Vec<String> = reader
         .headers()
         .map_err(|e| PackageError::new(path, None, e.to_string()))?

@@ -148,8 +148,7 @@ fn validate(dir: &Path, beside: bool) -> Report {
         checks: vec![],
     };
     let manifest_path = dir.join(MANIFEST_FILE);
-    let text = fs::read_to_string(&manifest_path)
-        .map_err(|e| format!("{}: cannot read: {e}", manifest_path.display()));
+    let text = super::package::read_text_in_package(dir, &manifest_path).map_err(|e| e.to_string());
     report.check(
         rules::FEATURES_DOCUMENTED,
         "every feature has a data category and a consumer-facing reason in every language",
