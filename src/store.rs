@@ -242,6 +242,23 @@ fn lock(path: &Path) -> Result<std::fs::File, String> {
     }
 }
 
+/// Locks the database file itself, as the lock file cannot: a hard link
+/// reaches the same file under a name of its own, beside which a second
+/// gateway would take a lock file and keep a WAL of its own, and the
+/// records it acknowledged would be lost. (SQLite's locks are POSIX record
+/// locks, which this lock does not touch.)
+fn lock_database_file(path: &Path) -> Result<std::fs::File, String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot open it: {e}"))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(
+            "another process holds the file under another name (a hard link: a second gateway on the same database?); give each gateway its own `database`"
+                .to_owned(),
+        ),
+        Err(std::fs::TryLockError::Error(e)) => Err(format!("cannot lock it: {e}")),
+    }
+}
+
 /// The database file the store opened, to notice it being deleted or
 /// replaced underneath a running gateway.
 struct FileIdentity {
@@ -432,8 +449,10 @@ pub struct Store {
     /// Seals the explanations the writer records (they hold the values
     /// the model saw); set once the input key is bound.
     cipher: Arc<std::sync::OnceLock<Arc<InputCipher>>>,
-    /// Held for the store's life: one gateway per database.
-    _lock: std::fs::File,
+    /// Held for the store's life: one gateway per database (the lock file
+    /// beside the path, and the database file itself, which a hard link
+    /// reaches under another name).
+    _lock: (std::fs::File, std::fs::File),
     jobs: Option<Sender<Job>>,
     /// Set while commits fail; cleared once a commit succeeds with nothing
     /// left to retry.
@@ -509,6 +528,7 @@ impl Store {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(failed(format!("cannot create it: {e}"))),
         }
+        let file_lock = lock_database_file(path).map_err(failed)?;
         let mut conn = open_connection(path)?;
         // A damaged file would take new records and then fail reads (an
         // access request) at random: refuse to start on it. Reading every
@@ -612,7 +632,7 @@ impl Store {
         Ok(Self {
             path: path.to_owned(),
             cipher,
-            _lock: lock,
+            _lock: (lock, file_lock),
             jobs: Some(jobs),
             failing,
             retrying,
@@ -1723,6 +1743,13 @@ mod tests {
         };
         assert!(second.to_string().contains("db.lock"), "{second}");
         assert!(second.to_string().contains("a second gateway"), "{second}");
+        // Nor through a hard link, which has a lock file of its own.
+        let link = dir.path().join("link");
+        std::fs::hard_link(&path, &link).unwrap();
+        let Err(linked) = Store::open(&link) else {
+            panic!("a second store opened the same database through a hard link");
+        };
+        assert!(linked.to_string().contains("hard link"), "{linked}");
         drop(first);
         Store::open(&path).unwrap();
         // A mistyped path starts no new record in a new folder tree.
