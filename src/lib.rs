@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod models;
 pub mod monitor;
 pub mod paging;
+pub mod printable;
 pub mod store;
 pub mod telemetry;
 pub mod why;

@@ -49,9 +49,12 @@ impl AuditAttributes {
         }
         for (name, value) in &attributes {
             check_name(name)?;
-            if value.is_empty() || value.len() > MAX_TEXT || value.chars().any(char::is_control) {
+            if value.is_empty()
+                || value.len() > MAX_TEXT
+                || value.chars().any(crate::printable::unprintable)
+            {
                 return Err(format!(
-                    "{name}: the group must be 1-{MAX_TEXT} bytes without control characters"
+                    "{name}: the group must be 1-{MAX_TEXT} bytes without control, line-breaking or invisible characters"
                 ));
             }
             if value == OTHER_GROUP {

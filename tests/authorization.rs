@@ -676,7 +676,9 @@ async fn staff_reads_are_recorded_with_who_whom_and_why() {
         .unwrap_err();
     assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
     assert!(
-        refused.message().contains("control character"),
+        refused
+            .message()
+            .contains("control, line-breaking or invisible character"),
         "{refused:?}"
     );
     // A read refused as bad input is not a read: nothing goes on record.

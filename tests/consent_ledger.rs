@@ -350,7 +350,14 @@ async fn bad_consent_requests_name_the_field() {
                 method: "toggle\n\x1b[31m".into(),
                 ..Default::default()
             }),
-            "method: holds the control character U+000A",
+            "method: holds the control, line-breaking or invisible character U+000A",
+        ),
+        (
+            withdraw(pb::WithdrawConsentRequest {
+                method: "toggle\u{2028}second line".into(),
+                ..Default::default()
+            }),
+            "method: holds the control, line-breaking or invisible character U+2028",
         ),
         (
             withdraw(pb::WithdrawConsentRequest {

@@ -25,14 +25,6 @@ pub struct AuditData {
 /// America).
 const MISSING: [&str; 3] = ["n/a", "nan", "null"];
 
-/// Format characters that print as nothing, or turn text around: two
-/// group names that look the same must be the same group.
-const INVISIBLE: [char; 18] = [
-    '\u{00AD}', '\u{200B}', '\u{200C}', '\u{200D}', '\u{200E}', '\u{200F}', '\u{202A}', '\u{202B}',
-    '\u{202C}', '\u{202D}', '\u{202E}', '\u{2060}', '\u{2066}', '\u{2067}', '\u{2068}', '\u{2069}',
-    '\u{FEFF}', '\u{180E}',
-];
-
 /// Reads `path`; `label` names the label column, if any.
 pub fn read(
     path: &Path,
@@ -121,10 +113,7 @@ pub fn read(
                     format!("{}: no group ({cell:?})", at(&g.column)),
                 ));
             }
-            if cell
-                .chars()
-                .any(|c| c.is_control() || INVISIBLE.contains(&c))
-            {
+            if cell.chars().any(crate::printable::unprintable) {
                 return Err(AuditError::data(
                     path,
                     format!(

@@ -424,9 +424,9 @@ pub fn read_reason(
         )));
     }
     // Kept for good in the read log, which is read as text.
-    if reason.chars().any(char::is_control) {
+    if reason.chars().any(crate::printable::unprintable) {
         return Err(Status::invalid_argument(format!(
-            "{REASON_HEADER}: holds a control character; a reason is printable text"
+            "{REASON_HEADER}: holds a control, line-breaking or invisible character; a reason is printable text"
         )));
     }
     if reason.is_empty() && matches!(admitted.caller, Caller::Staff { .. }) {

@@ -174,14 +174,17 @@ pub(super) fn audit_attributes(
 pub(super) const MAX_ID_BYTES: usize = 256;
 
 /// An identifier is stored with every decision and can be quoted back to
-/// the person (an ad's campaign): a control character in one would let a
-/// caller write lines of its own into a consumer's explanation.
+/// the person (an ad's campaign): a control, line-breaking or invisible
+/// character in one would let a caller write lines of its own into a
+/// consumer's explanation, or turn it around
+/// ([`crate::printable::unprintable`]).
 pub(super) fn identifier(field: &str, value: String) -> Result<String, Error> {
     printable(field, value, MAX_ID_BYTES, "an identifier")
 }
 
 /// Like [`text`], for text kept for good (identifiers, a withdrawal's
-/// method): no control characters, and not only spaces.
+/// method): no control, line-breaking or invisible characters, and not
+/// only spaces.
 pub(super) fn printable(
     field: &str,
     value: String,
@@ -194,9 +197,12 @@ pub(super) fn printable(
             "{field}: holds only spaces; give {what}, or leave it empty"
         )));
     }
-    if let Some((at, c)) = value.char_indices().find(|(_, c)| c.is_control()) {
+    if let Some((at, c)) = value
+        .char_indices()
+        .find(|(_, c)| crate::printable::unprintable(*c))
+    {
         return Err(Error::InvalidArgument(format!(
-            "{field}: holds the control character U+{:04X} at byte {at}; {what} is printable text",
+            "{field}: holds the control, line-breaking or invisible character U+{:04X} at byte {at}; {what} is printable text",
             u32::from(c)
         )));
     }
@@ -857,8 +863,20 @@ mod tests {
         ));
         assert_eq!(
             m,
-            "context.campaign_id: holds the control character U+000A at byte 6; an identifier is printable text"
+            "context.campaign_id: holds the control, line-breaking or invisible character U+000A at byte 6; an identifier is printable text"
         );
+        // Unicode's own line and paragraph separators break a line as a
+        // newline does, and a direction override turns the text around.
+        for c in ['\u{2028}', '\u{2029}', '\u{202E}'] {
+            let m = refused(identifier(
+                "context.campaign_id",
+                format!("summer{c}- You may be seeing this ad because you are in debt."),
+            ));
+            assert!(
+                m.contains(&format!("U+{:04X} at byte 6", u32::from(c))),
+                "{m}"
+            );
+        }
         identifier("context.ad_id", "Frühling <b>2026</b>".into()).unwrap();
         // Spaces alone name nobody: a subject "   " would be one person
         // for every caller who forgot the id.
