@@ -430,10 +430,52 @@ impl Manifest {
                 ),
             ));
         }
+        if !self.model.version.build.is_empty() {
+            return Err(FieldError::new(
+                "model.version",
+                format!(
+                    "{} carries build metadata, which SemVer leaves out when versions are ordered (§10): it and {}.{}.{} would be one version; name the version without it",
+                    self.model.version,
+                    self.model.version.major,
+                    self.model.version.minor,
+                    self.model.version.patch
+                ),
+            ));
+        }
         if self.model.purposes.is_empty() {
             return Err(FieldError::new(
                 "model.purposes",
                 "must name at least one purpose",
+            ));
+        }
+        if let Some(twice) = (1..self.model.purposes.len())
+            .find(|&i| self.model.purposes[..i].contains(&self.model.purposes[i]))
+        {
+            return Err(FieldError::new(
+                "model.purposes",
+                format!("names {} twice", self.model.purposes[twice].as_str()),
+            ));
+        }
+        // The model card and DescribeModel tell these to whoever relies on
+        // the model: who answers for it, and what it is.
+        for (field, value) in [
+            ("model.owner", &self.model.owner),
+            ("model.description", &self.model.description),
+            ("model.intended_use", &self.model.intended_use),
+        ] {
+            if value.trim().is_empty() {
+                return Err(FieldError::new(field, "must not be empty"));
+            }
+        }
+        if let Some((i, m)) = self
+            .metrics
+            .iter()
+            .enumerate()
+            .find(|(_, m)| !m.value.is_finite())
+        {
+            return Err(FieldError::new(
+                format!("metrics[{i}].value"),
+                format!("is {}; a measured metric is a finite number", m.value),
             ));
         }
         if self.model.input.tensor.is_empty() {
@@ -457,6 +499,20 @@ impl Manifest {
             ));
         }
         self.validate_features()?;
+        if let Some(training) = &self.training
+            && let Some(f) = self
+                .features
+                .iter()
+                .find(|f| training.excluded_columns.contains(&f.name))
+        {
+            return Err(FieldError::new(
+                "training.excluded_columns",
+                format!(
+                    "names {:?}, which is declared as an input: a column kept out of training cannot be one of the model's inputs",
+                    f.name
+                ),
+            ));
+        }
         self.validate_groups()?;
         self.validate_fairness()?;
         self.refuse_special_categories_for_advertising()
@@ -558,6 +614,14 @@ impl Manifest {
                         return Err(FieldError::new(
                             at("categories"),
                             "a categorical feature must list its codes",
+                        ));
+                    }
+                    if let Some(twice) = (1..f.categories.len())
+                        .find(|&i| f.categories[..i].contains(&f.categories[i]))
+                    {
+                        return Err(FieldError::new(
+                            at("categories"),
+                            format!("lists {} twice", f.categories[twice]),
                         ));
                     }
                     if f.min.is_some() || f.max.is_some() {
@@ -744,6 +808,65 @@ category = "education"
 source = "zip_code_aggregate"
 "#
     );
+
+    /// A manifest that contradicts itself, or leaves out who answers for
+    /// the model, is refused naming the field: a religion column declared
+    /// as an input while the training section says it was kept out passed
+    /// every check and served.
+    #[test]
+    fn a_manifest_that_contradicts_itself_is_refused() {
+        let cases = [
+            (
+                MINIMAL.replace(
+                    "[[features]]\nname = \"a\"",
+                    "[training]\ndataset = \"d\"\ndate = \"2026-01-01\"\nscript = \"s\"\nexcluded_columns = [\"MGODRK\", \"a\"]\n[[features]]\nname = \"a\"",
+                ),
+                "training.excluded_columns",
+                "\"a\"",
+            ),
+            (
+                MINIMAL.replace("categories = [1, 2]", "categories = [1, 2, 1]"),
+                "features[1].categories",
+                "lists 1 twice",
+            ),
+            (
+                MINIMAL.replace(
+                    "[\"personalised_advertising\"]",
+                    "[\"measurement\", \"measurement\"]",
+                ),
+                "model.purposes",
+                "names measurement twice",
+            ),
+            (
+                MINIMAL.replace("version = \"1.0.0\"", "version = \"1.0.0+build.7\""),
+                "model.version",
+                "build metadata",
+            ),
+            (
+                MINIMAL.replace("owner = \"o\"", "owner = \" \""),
+                "model.owner",
+                "must not be empty",
+            ),
+            (
+                MINIMAL.replace("description = \"d\"", "description = \"\""),
+                "model.description",
+                "must not be empty",
+            ),
+            (
+                MINIMAL.replace(
+                    "[[features]]\nname = \"a\"",
+                    "[[metrics]]\nname = \"auc\"\nvalue = nan\ndataset = \"holdout\"\n[[features]]\nname = \"a\"",
+                ),
+                "metrics[0].value",
+                "is NaN",
+            ),
+        ];
+        for (text, field, says) in cases {
+            let err = Manifest::from_toml(&text).unwrap_err();
+            assert_eq!(err.field, field, "{err}");
+            assert!(err.message.contains(says), "{err}");
+        }
+    }
 
     #[test]
     fn parses_a_minimal_manifest() {
