@@ -361,6 +361,10 @@ pub async fn serve(
                 (Readiness::Ready, true) => (StatusCode::OK, "ok\n"),
                 (Readiness::Loading, _) => (StatusCode::SERVICE_UNAVAILABLE, "loading models\n"),
                 (Readiness::Draining, _) => (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
+                (Readiness::NoModel, _) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no model loaded: deploy a package into the models folder\n",
+                ),
                 (Readiness::Ready, false) => (
                     StatusCode::SERVICE_UNAVAILABLE,
                     "cannot record decisions: database commits fail\n",

@@ -1493,3 +1493,62 @@ async fn answers_left_unread_past_their_deadline_lose_their_places() {
     }
     server.stop().await;
 }
+
+/// A gateway whose models folder holds no model that loads cannot score:
+/// the scoring services and `/healthz` say so, so that a load balancer
+/// sends scoring elsewhere, while consent and reads serve; a deployed
+/// package ends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_without_a_model_is_not_ready_to_score() {
+    let models = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(candor::config::Config {
+        models_dir: models.path().to_path_buf(),
+        ..test_config()
+    })
+    .await;
+    let metrics_addr = serve_metrics(&server).await;
+    let channel = server.channel().await;
+    // The health reporter follows readiness a moment after it changes.
+    let settles_at = |service: &'static str, want: ServingStatus| {
+        let channel = channel.clone();
+        async move {
+            let mut status = None;
+            for _ in 0..100 {
+                status = Some(
+                    HealthClient::new(channel.clone())
+                        .check(HealthCheckRequest {
+                            service: service.into(),
+                        })
+                        .await
+                        .unwrap()
+                        .into_inner()
+                        .status(),
+                );
+                if status == Some(want) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            panic!("{service:?} is {status:?}, not {want:?}");
+        }
+    };
+    for service in ["", "candor.v1.ScoringService"] {
+        settles_at(service, ServingStatus::NotServing).await;
+    }
+    for service in ["candor.v1.ConsentService", "candor.v1.ModelService"] {
+        settles_at(service, ServingStatus::Serving).await;
+    }
+    let (status, _, health) = http_get(metrics_addr, "/healthz").await;
+    assert_eq!(status, 503);
+    assert!(health.starts_with("no model loaded"), "{health}");
+
+    copy_package("caravan-logreg/1.0.0", models.path());
+    let reloaded = server.gateway.reload_models().await.unwrap();
+    assert_eq!(reloaded.loaded.len(), 1, "{reloaded:?}");
+    for service in ["", "candor.v1.ScoringService"] {
+        settles_at(service, ServingStatus::Serving).await;
+    }
+    let (status, _, health) = http_get(metrics_addr, "/healthz").await;
+    assert_eq!((status, health.trim()), (200, "ok"));
+    server.stop().await;
+}

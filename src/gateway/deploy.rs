@@ -223,7 +223,9 @@ impl Gateway {
         let registry = Arc::new(registry);
         self.keep_packages(&registry).await;
         super::shadow::warn_unscored(&registry);
+        let count = registry.models().map(|(_, m)| m.versions.len()).sum();
         self.registry.store(Some(registry));
+        self.note_models(count);
         for id in &reloaded.loaded {
             tracing::info!(model = %id.name, version = %id.version, sha256 = %id.sha256, "model deployed");
         }

@@ -226,6 +226,10 @@ pub enum Readiness {
     /// The models are loading: nothing can be scored yet.
     Loading,
     Ready,
+    /// Loaded, but the models folder holds no model that loads: nothing can
+    /// be scored until a package is deployed. Scoring reports NOT_SERVING;
+    /// reads, and the deploys that end it, are served.
+    NoModel,
     /// A stop has begun: calls are still served while load balancers see
     /// NOT_SERVING, until the server stops accepting them.
     Draining,
@@ -597,18 +601,9 @@ impl Gateway {
             self.watch_models()?;
         }
         self.spawn_maintenance();
-        // A stop that began while the models loaded stays a stop.
-        self.ready.send_if_modified(|r| {
-            let loading = *r == Readiness::Loading;
-            if loading {
-                *r = Readiness::Ready;
-            }
-            loading
-        });
+        self.note_models(count);
         // Said once the gateway serves them: scripts wait for this line.
         if count == 0 {
-            // Health says SERVING (the folder was read), but every Score
-            // will be NOT_FOUND until a package is deployed.
             tracing::warn!(dir = %self.config.models_dir.display(), "no model loaded: nothing can be scored until a package is deployed in the models folder");
         } else {
             tracing::info!(models = count, dir = %self.config.models_dir.display(), "models loaded");
@@ -616,8 +611,25 @@ impl Gateway {
         Ok(())
     }
 
-    /// Follows readiness: loading, then ready, then draining once a stop
-    /// begins.
+    /// Readiness once `count` model versions serve: ready, or with no
+    /// model nothing can be scored. A stop that began stays a stop.
+    pub(super) fn note_models(&self, count: usize) {
+        let now = if count == 0 {
+            Readiness::NoModel
+        } else {
+            Readiness::Ready
+        };
+        self.ready.send_if_modified(|r| {
+            let changes = *r != Readiness::Draining && *r != now;
+            if changes {
+                *r = now;
+            }
+            changes
+        });
+    }
+
+    /// Follows readiness: loading, then ready (or without a model), then
+    /// draining once a stop begins.
     pub fn readiness(&self) -> watch::Receiver<Readiness> {
         self.ready.subscribe()
     }

@@ -444,7 +444,8 @@ fn reply_by<T>(request: &tonic::Request<T>) -> Option<std::time::Instant> {
         .map(|deadline| deadline.reply_by())
 }
 
-/// NOT_SERVING until the models are loaded and once a stop begins; and,
+/// NOT_SERVING until the models are loaded and once a stop begins; for the
+/// services that score, also while no model is loaded; and,
 /// while the database's commits fail, for the whole server and the
 /// services that must record (every decision and consent change is
 /// recorded before it is answered or acknowledged), so that a load
@@ -454,10 +455,9 @@ fn reply_by<T>(request: &tonic::Request<T>) -> Option<std::time::Instant> {
 /// status when it changes, not again.
 async fn set_health(
     health: &tonic_health::server::HealthReporter,
-    (readiness, recording): (Readiness, bool),
+    (readiness, recording_now): (Readiness, bool),
     before: Option<(Readiness, bool)>,
 ) {
-    let ready = readiness == Readiness::Ready;
     let status = |serving: bool| {
         if serving {
             ServingStatus::Serving
@@ -465,25 +465,28 @@ async fn set_health(
             ServingStatus::NotServing
         }
     };
-    let (recording_services, reading_services) = (
-        ["", SCORING_SERVICE, CONSENT_SERVICE, OIP_SERVICE],
-        [
-            MODEL_SERVICE,
-            EXPLAIN_SERVICE,
-            EXPLANATION_SERVICE,
-            ADMIN_SERVICE,
-        ],
-    );
-    let groups = [
+    // Whether each group serves, given readiness and whether commits succeed.
+    let scoring = |(r, c): (Readiness, bool)| r == Readiness::Ready && c;
+    let recording =
+        |(r, c): (Readiness, bool)| matches!(r, Readiness::Ready | Readiness::NoModel) && c;
+    let reading = |(r, _): (Readiness, bool)| matches!(r, Readiness::Ready | Readiness::NoModel);
+    let now = (readiness, recording_now);
+    let groups: [(&[&str], bool, Option<bool>); 3] = [
         (
-            &recording_services,
-            ready && recording,
-            before.map(|(r, c)| r == Readiness::Ready && c),
+            &["", SCORING_SERVICE, OIP_SERVICE],
+            scoring(now),
+            before.map(scoring),
         ),
+        (&[CONSENT_SERVICE], recording(now), before.map(recording)),
         (
-            &reading_services,
-            ready,
-            before.map(|(r, _)| r == Readiness::Ready),
+            &[
+                MODEL_SERVICE,
+                EXPLAIN_SERVICE,
+                EXPLANATION_SERVICE,
+                ADMIN_SERVICE,
+            ],
+            reading(now),
+            before.map(reading),
         ),
     ];
     for (services, serving, was) in groups {
