@@ -143,6 +143,28 @@ fn sha256_of(package: &Path) -> String {
     common::sha256_hex(&std::fs::read(package.join("model.onnx")).unwrap())
 }
 
+/// A models folder removed and made anew (a sync tool, a swap of folders)
+/// is watched in its turn: a package moved into the new folder deploys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watch_follows_a_models_folder_made_anew() {
+    let (_tmp, models) = models_folder();
+    let server = TestServer::start_with(config(&models)).await;
+    std::fs::rename(&models, models.with_extension("old")).unwrap();
+    std::fs::create_dir(&models).unwrap();
+    // The watch sees the new folder, then a package moved into it.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    std::fs::create_dir(models.join(MODEL)).unwrap();
+    stage_version(&models, "1.2.0");
+    let watched = tokio::time::timeout(Duration::from_secs(60), async {
+        while !loaded_versions(&server).await.contains("1.2.0") {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(watched.is_ok(), "the new folder's package was not deployed");
+    server.stop().await;
+}
+
 /// A new version arrives through the folder watch and becomes production,
 /// and the old one is unloaded, while clients score without pause: no call
 /// fails, and every answer names exactly one loaded artefact.

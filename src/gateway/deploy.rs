@@ -265,24 +265,53 @@ impl Gateway {
 
     /// Reloads the models folder whenever it changes and then settles.
     /// Holds the gateway weakly, so it ends when the gateway does.
+    ///
+    /// The folder's parent is watched too, for the folder itself: one
+    /// removed and made anew (a sync tool, a swap of folders, a mounted
+    /// volume's update) is a new folder, which the watch follows.
     pub(super) fn watch_models(self: &Arc<Self>) -> Result<(), Error> {
         use notify::Watcher as _;
+        let dir = std::fs::canonicalize(&self.config.models_dir)
+            .map_err(|e| watch_error(&self.config.models_dir, notify::Error::io(e)))?;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let within = dir.clone();
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                if event.is_ok_and(|e| !e.kind.is_access()) {
+                // The parent's other entries (a database beside the folder)
+                // are not the models'.
+                if event.is_ok_and(|e| {
+                    !e.kind.is_access() && e.paths.iter().any(|p| p.starts_with(&within))
+                }) {
                     let _ = tx.send(());
                 }
             })
-            .map_err(|e| watch_error(&self.config.models_dir, e))?;
+            .map_err(|e| watch_error(&dir, e))?;
         watcher
-            .watch(&self.config.models_dir, notify::RecursiveMode::Recursive)
-            .map_err(|e| watch_error(&self.config.models_dir, e))?;
+            .watch(&dir, notify::RecursiveMode::Recursive)
+            .map_err(|e| watch_error(&dir, e))?;
+        if let Some(parent) = dir.parent() {
+            watcher
+                .watch(parent, notify::RecursiveMode::NonRecursive)
+                .map_err(|e| watch_error(parent, e))?;
+        }
+        let mut watched = folder_identity(&dir);
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
-            let _watching = watcher;
             while rx.recv().await.is_some() {
                 while let Ok(Some(())) = tokio::time::timeout(WATCH_SETTLE, rx.recv()).await {}
+                let now = folder_identity(&dir);
+                if now.is_some() && now != watched {
+                    let _ = watcher.unwatch(&dir);
+                    match watcher.watch(&dir, notify::RecursiveMode::Recursive) {
+                        Ok(()) => {
+                            watched = now;
+                            tracing::info!(dir = %dir.display(), "the models folder was made anew; watching the new one");
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %watch_error(&dir, e), "the new models folder is not watched; deploy with ReloadModels")
+                        }
+                    }
+                }
                 let Some(gateway) = weak.upgrade() else {
                     return;
                 };
@@ -293,6 +322,13 @@ impl Gateway {
         });
         Ok(())
     }
+}
+
+/// The folder's device and inode: a folder made anew under the same name
+/// is another folder.
+fn folder_identity(dir: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(dir).ok().map(|m| (m.dev(), m.ino()))
 }
 
 fn watch_error(dir: &std::path::Path, e: notify::Error) -> Error {
