@@ -423,7 +423,7 @@ fn the_version_in_service_keeps_the_default_claim() {
     let gate = |dir: &Path| {
         let report = candor::models::validate::validate_package_alone(dir);
         if report.passed {
-            Ok(())
+            Ok(report.content_sha256)
         } else {
             Err(report.failures())
         }
@@ -642,12 +642,12 @@ fn a_refused_package_is_gated_again_only_when_it_changes() {
     copy_package("caravan-lgbm/1.0.0", &models);
     let refused = copy_package("caravan-logreg/1.0.0", &models);
     let runs = AtomicUsize::new(0);
-    let gate = |dir: &Path| -> Result<(), String> {
+    let gate = |dir: &Path| -> Result<Option<String>, String> {
         if dir.starts_with(&refused) {
             runs.fetch_add(1, Ordering::SeqCst);
             return Err("fairness_thresholds: below the declared minimum".into());
         }
-        Ok(())
+        Ok(None)
     };
     let load = |previous: Option<&Registry>| {
         let (registry, failed) = Registry::load_dir(&models, 1, previous, Some(&gate)).unwrap();
@@ -808,4 +808,40 @@ fn a_package_reads_only_its_own_regular_files() {
         std::os::unix::fs::symlink("data/bg.csv", package.join("background.csv")).unwrap();
     });
     within.unwrap();
+}
+
+/// What serves is what the validation gate checked: a model file replaced
+/// while the gate ran (a minute, for a large forest) is refused, not
+/// loaded unchecked, and is checked as it is at the next reload.
+#[test]
+fn a_package_changed_while_the_gate_checks_it_is_not_served() {
+    runtime::init(&ort_lib()).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let models = tmp.path().join("models");
+    let package = copy_package("caravan-logreg/1.0.0", &models);
+    // Without the committed audit report, which names the model file it
+    // audited, a replaced model would load.
+    fs::remove_file(package.join("fairness.json")).unwrap();
+    let swap = repo_root().join("models/caravan-lgbm/1.2.0/model.onnx");
+    let gate = |dir: &Path| {
+        let report = candor::models::validate::validate_package_alone(dir);
+        assert!(report.passed, "{}", report.failures());
+        // Replaced once the checks have read it.
+        fs::copy(&swap, dir.join("model.onnx")).unwrap();
+        Ok(report.content_sha256)
+    };
+    let refused = match Registry::load_dir(&models, 1, None, Some(&gate)) {
+        Err(e) => e,
+        Ok((registry, failed)) => {
+            assert!(registry.model("caravan-logreg").is_err());
+            failed.into_iter().next().unwrap()
+        }
+    };
+    assert!(refused.file.starts_with(&package), "{refused}");
+    assert!(
+        refused
+            .message
+            .contains("changed while the validation gate checked it"),
+        "{refused}"
+    );
 }

@@ -377,7 +377,7 @@ fn role_of(model: &ModelVersions, version: &Version) -> Option<&'static str> {
 /// The validation gate a package not served before must pass: every rule of
 /// `candor models validate` on the package itself (the registry then
 /// settles the default claim), the failures as the reason.
-pub(super) fn deployment_gate(package: &std::path::Path) -> Result<(), String> {
+pub(super) fn deployment_gate(package: &std::path::Path) -> Result<Option<String>, String> {
     // A large forest takes a minute to check: the log says why nothing
     // moves meanwhile.
     tracing::info!(package = %package.display(), "checking a package against the validation gate before it serves");
@@ -392,7 +392,7 @@ pub(super) fn deployment_gate(package: &std::path::Path) -> Result<(), String> {
         }
     }
     tracing::info!(package = %package.display(), elapsed = ?started.elapsed(), "the package passed the validation gate");
-    Ok(())
+    Ok(report.content_sha256)
 }
 
 #[cfg(test)]

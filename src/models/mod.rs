@@ -143,9 +143,10 @@ pub struct Registry {
     refused: HashMap<PathBuf, (String, PackageError)>,
 }
 
-/// Decides whether a package that was not served before may be deployed;
-/// the error is the reason, for the log and the caller.
-pub type Gate<'a> = &'a (dyn Fn(&Path) -> Result<(), String> + Sync);
+/// Decides whether a package that was not served before may be deployed:
+/// the digest of the content it checked ([`ModelPackage::content_sha256`]),
+/// or the reason, for the log and the caller.
+pub type Gate<'a> = &'a (dyn Fn(&Path) -> Result<Option<String>, String> + Sync);
 
 impl Registry {
     /// Loads every package under `root` (`<root>/<name>/<version>/manifest.toml`)
@@ -212,7 +213,7 @@ impl Registry {
                         Err(e)
                     }
                     (None, None) => {
-                        match gate.map_or(Ok(()), |gate| gate(&version_dir)) {
+                        match gate.map_or(Ok(None), |gate| gate(&version_dir)) {
                             Err(report) => {
                                 // Only the gate's verdict on these bytes is
                                 // kept: a load that failed for want of memory
@@ -228,7 +229,9 @@ impl Registry {
                                 );
                                 Err(refusal)
                             }
-                            Ok(()) => ModelPackage::load(&version_dir, slots).map(Arc::new),
+                            Ok(checked) => ModelPackage::load(&version_dir, slots)
+                                .and_then(|p| same_as_checked(p, checked.as_deref()))
+                                .map(Arc::new),
                         }
                     }
                 };
@@ -688,6 +691,24 @@ fn is_unloaded(rollout: &Rollout, version_dir: &Path) -> bool {
         .and_then(|n| n.to_str())
         .and_then(|n| Version::parse(n).ok())
         .is_some_and(|v| rollout.unloaded.contains(&v))
+}
+
+/// `package` if it is what the validation gate checked (`checked`, its
+/// content's digest; `None` when the gate checked nothing it loaded): a
+/// file changed while the gate ran would otherwise serve unchecked. The
+/// change itself makes the next reload read it again.
+fn same_as_checked(
+    package: ModelPackage,
+    checked: Option<&str>,
+) -> Result<ModelPackage, PackageError> {
+    match checked {
+        Some(digest) if digest != package.content_sha256 => Err(PackageError {
+            file: package.dir.clone(),
+            field: None,
+            message: "changed while the validation gate checked it; it is checked again as it is now at the next reload".into(),
+        }),
+        _ => Ok(package),
+    }
 }
 
 /// SHA-256 over every file of a package folder and its subfolders (an

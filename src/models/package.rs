@@ -153,6 +153,10 @@ pub struct ModelPackage {
     pub manifest: Manifest,
     pub manifest_toml: String,
     pub sha256: String,
+    /// SHA-256 over every file this load read, as it read them
+    /// ([`Files`]): what the validation gate checked, to compare with what
+    /// serves.
+    pub content_sha256: String,
     pub schema: FeatureSchema,
     pub background: Rows,
     /// What the consent policy substitutes for a masked feature
@@ -203,13 +207,14 @@ impl ModelPackage {
 
     fn load_with(dir: &Path, slots: usize, report: bool) -> Result<Self, PackageError> {
         let manifest_path = dir.join(MANIFEST_FILE);
-        let manifest_toml = read_text_in_package(dir, &manifest_path)?;
+        let mut files = Files::new(dir);
+        let manifest_toml = files.text(&manifest_path)?;
         let manifest = Manifest::from_toml(&manifest_toml)
             .map_err(|e| PackageError::field(&manifest_path, e))?;
         check_location(dir, &manifest_path, &manifest)?;
 
         let model_path = dir.join(MODEL_FILE);
-        let model = read_in_package(dir, &model_path)?;
+        let model = files.read(&model_path)?;
         let sha256 = hex::encode(Sha256::digest(&model));
         if let Some(tensor) = external_tensor(&model) {
             return Err(PackageError::new(
@@ -242,7 +247,7 @@ impl ModelPackage {
             )
         })?;
 
-        let background = read_rows(dir, &dir.join(BACKGROUND_FILE), &schema, false)?.0;
+        let background = read_rows(&mut files, &dir.join(BACKGROUND_FILE), &schema, false)?.0;
         if background.is_empty() {
             return Err(PackageError::new(
                 &dir.join(BACKGROUND_FILE),
@@ -268,7 +273,7 @@ impl ModelPackage {
         check_missing_values(&backend, &schema, &background, &manifest_path)?;
         let covers_path = dir.join(COVERS_FILE);
         let covers = if covers_path.exists() {
-            Some(read_covers(dir, &covers_path)?)
+            Some(read_covers(&mut files, &covers_path)?)
         } else {
             None
         };
@@ -294,13 +299,13 @@ impl ModelPackage {
         let explainer = explainer.with_sample_pairs(manifest.explanation.sample_pairs);
         let golden_path = dir.join(GOLDEN_FILE);
         let golden = if golden_path.exists() {
-            let (rows, scores) = read_rows(dir, &golden_path, &schema, true)?;
+            let (rows, scores) = read_rows(&mut files, &golden_path, &schema, true)?;
             Some(Golden { rows, scores })
         } else {
             None
         };
         let fairness = if report {
-            read_fairness(dir, &sha256, &manifest)?
+            read_fairness(&mut files, &sha256, &manifest)?
         } else {
             None
         };
@@ -316,6 +321,7 @@ impl ModelPackage {
             manifest,
             manifest_toml,
             sha256,
+            content_sha256: hex::encode(files.digest.finalize()),
             schema,
             substitutes,
             background,
@@ -496,8 +502,44 @@ pub fn read_in_package(dir: &Path, path: &Path) -> Result<Vec<u8>, PackageError>
 
 /// [`read_in_package`] for a text file.
 pub fn read_text_in_package(dir: &Path, path: &Path) -> Result<String, PackageError> {
-    String::from_utf8(read_in_package(dir, path)?)
-        .map_err(|_| PackageError::new(path, None, "is not UTF-8 text"))
+    text(path, read_in_package(dir, path)?)
+}
+
+fn text(path: &Path, bytes: Vec<u8>) -> Result<String, PackageError> {
+    String::from_utf8(bytes).map_err(|_| PackageError::new(path, None, "is not UTF-8 text"))
+}
+
+/// A package's files as one load reads them, each once, with a digest of
+/// everything read: the validation gate and the load that serves after it
+/// compare digests, so that what serves is exactly what the gate checked,
+/// even if a file changes in between.
+struct Files<'a> {
+    dir: &'a Path,
+    digest: Sha256,
+}
+
+impl<'a> Files<'a> {
+    fn new(dir: &'a Path) -> Self {
+        Self {
+            dir,
+            digest: Sha256::new(),
+        }
+    }
+
+    fn read(&mut self, path: &Path) -> Result<Vec<u8>, PackageError> {
+        let bytes = read_in_package(self.dir, path)?;
+        let name = path.strip_prefix(self.dir).unwrap_or(path);
+        self.digest.update(name.as_os_str().as_encoded_bytes());
+        self.digest.update([0]);
+        self.digest.update((bytes.len() as u64).to_le_bytes());
+        self.digest.update(&bytes);
+        Ok(bytes)
+    }
+
+    fn text(&mut self, path: &Path) -> Result<String, PackageError> {
+        let bytes = self.read(path)?;
+        text(path, bytes)
+    }
 }
 
 /// The folder layout is part of the contract: `<name>/<version>/`.
@@ -723,12 +765,12 @@ fn check_graph(
 /// Reads a CSV of feature columns (header = feature names in model order),
 /// plus a trailing `score` column when `with_score`.
 fn read_rows(
-    dir: &Path,
+    files: &mut Files<'_>,
     path: &Path,
     schema: &FeatureSchema,
     with_score: bool,
 ) -> Result<(Rows, Vec<f64>), PackageError> {
-    let bytes = read_in_package(dir, path)?;
+    let bytes = files.read(path)?;
     let mut reader = csv::Reader::from_reader(bytes.as_slice());
     let header = reader
         .headers()
@@ -812,15 +854,15 @@ fn read_rows(
 /// set as it is now and the declared thresholds: the model card and
 /// `DescribeModel` show it as the package's audit.
 fn read_fairness(
-    dir: &Path,
+    files: &mut Files<'_>,
     sha256: &str,
     manifest: &Manifest,
 ) -> Result<Option<audit::Report>, PackageError> {
-    let path = &dir.join(audit::REPORT_FILE);
+    let path = &files.dir.join(audit::REPORT_FILE);
     if !path.exists() {
         return Ok(None);
     }
-    let text = read_text_in_package(dir, path)?;
+    let text = files.text(path)?;
     let report: audit::Report = serde_json::from_str(&text)
         .map_err(|e| PackageError::new(path, None, format!("is not an audit report: {e}")))?;
     if report.sha256 != sha256 {
@@ -830,7 +872,7 @@ fn read_fairness(
             "audits another model than model.onnx; rerun `candor audit --out` on this package",
         ));
     }
-    if let Some((field, differs)) = stale_audit(&report, dir, manifest) {
+    if let Some((field, differs)) = stale_audit(&report, files, manifest) {
         return Err(PackageError::new(
             path,
             Some(field),
@@ -843,7 +885,7 @@ fn read_fairness(
 /// Where an audit report no longer describes the package, if anywhere.
 fn stale_audit(
     report: &audit::Report,
-    dir: &Path,
+    files: &mut Files<'_>,
     manifest: &Manifest,
 ) -> Option<(&'static str, String)> {
     let Some(declared) = &manifest.fairness else {
@@ -861,8 +903,10 @@ fn stale_audit(
             ),
         ));
     }
-    let data = dir.join(&declared.data);
-    let data_now = read_in_package(dir, &data).map(|bytes| hex::encode(Sha256::digest(bytes)));
+    let data = files.dir.join(&declared.data);
+    let data_now = files
+        .read(&data)
+        .map(|bytes| hex::encode(Sha256::digest(bytes)));
     // The report names the data set by its file name alone.
     let named = Path::new(&declared.data)
         .file_name()
@@ -897,8 +941,11 @@ fn stale_audit(
     None
 }
 
-fn read_covers(dir: &Path, path: &Path) -> Result<HashMap<(i64, i64), f64>, PackageError> {
-    let bytes = read_in_package(dir, path)?;
+fn read_covers(
+    files: &mut Files<'_>,
+    path: &Path,
+) -> Result<HashMap<(i64, i64), f64>, PackageError> {
+    let bytes = files.read(path)?;
     let mut reader = csv::Reader::from_reader(bytes.as_slice());
     let header: Vec<String> = reader
         .headers()

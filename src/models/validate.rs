@@ -58,6 +58,8 @@ pub struct Report {
     pub model: Option<String>,
     pub version: Option<String>,
     pub sha256: Option<String>,
+    /// The content the checks were run on ([`ModelPackage::content_sha256`]).
+    pub content_sha256: Option<String>,
     pub passed: bool,
     pub checks: Vec<Check>,
 }
@@ -144,6 +146,7 @@ fn validate(dir: &Path, beside: bool) -> Report {
         model: None,
         version: None,
         sha256: None,
+        content_sha256: None,
         passed: true,
         checks: vec![],
     };
@@ -174,6 +177,7 @@ fn validate(dir: &Path, beside: bool) -> Report {
     report.model = Some(package.name().to_owned());
     report.version = Some(package.version().to_string());
     report.sha256 = Some(package.sha256.clone());
+    report.content_sha256 = Some(package.content_sha256.clone());
     // Passing, but worth saying: the consumer view then counts segment
     // sizes on the background sample alone, and withholds most reasons.
     let population = match package
