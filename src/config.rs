@@ -487,6 +487,21 @@ impl Config {
                 (self.access.clients.iter().enumerate())
                     .map(|(i, c)| (format!("access.clients[{i}].cert_sha256"), &c.cert_sha256)),
             );
+        // A staff read is recorded under its credential's name: one without
+        // a name would be nobody's.
+        let names = (self.access.api_keys.iter().enumerate())
+            .map(|(i, k)| (format!("access.api_keys[{i}].name"), &k.name))
+            .chain(
+                (self.access.clients.iter().enumerate())
+                    .map(|(i, c)| (format!("access.clients[{i}].name"), &c.name)),
+            );
+        for (field, name) in names {
+            if name.trim().is_empty() || name.chars().any(crate::printable::unprintable) {
+                return refuse(format!(
+                    "{field}: names who holds the credential, as staff reads are recorded: printable and not empty"
+                ));
+            }
+        }
         for (field, digest) in digests {
             if !is_digest(digest) {
                 return refuse(format!(
@@ -987,6 +1002,13 @@ mod tests {
                 (
                     r#"access.api_keys = [{ name = "a", role = "admin", sha256 = "key-itself" }]"#,
                     "access.api_keys[0].sha256",
+                ),
+                (
+                    &format!(
+                        r#"access.api_keys = [{{ name = " ", role = "admin", sha256 = "{}" }}]"#,
+                        "ab".repeat(32)
+                    ),
+                    "access.api_keys[0].name",
                 ),
                 (
                     &format!(

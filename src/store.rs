@@ -153,6 +153,9 @@ pub fn load_or_create_key(path: &Path, setting: &'static str) -> Result<Vec<u8>,
             Err(e) => return Err(err(e.to_string())),
         }
     }
+    if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+        return Err(err("is not a regular file".into()));
+    }
     #[cfg(unix)]
     if let Ok(meta) = std::fs::metadata(path) {
         use std::os::unix::fs::PermissionsExt;
@@ -172,6 +175,15 @@ pub fn load_or_create_key(path: &Path, setting: &'static str) -> Result<Vec<u8>,
         return Err(err(format!(
             "holds {} bytes; at least 32 are required",
             key.len()
+        )));
+    }
+    // 32 random bytes hold about 28 different values; fewer than 8 is a
+    // made-up key (zeros, a repeated pattern), which anyone could guess and
+    // then compute every pseudonym, or open every sealed input, with.
+    let distinct = key.iter().collect::<std::collections::HashSet<_>>().len();
+    if distinct < 8 {
+        return Err(err(format!(
+            "holds a key of only {distinct} different byte values, which anyone could guess; make a random one (head -c 32 /dev/urandom | xxd -p -c 64)"
         )));
     }
     Ok(key)
@@ -1671,6 +1683,20 @@ mod tests {
             "{e}"
         );
         assert!(e.to_string().ends_with("is not hex"), "{e}");
+        // A made-up key anyone could guess, and a folder where the file
+        // belongs (refused before its permissions are judged).
+        for (text, says) in [
+            ("00".repeat(32), "only 1 different byte values"),
+            ("01234567".repeat(8), "only 4 different byte values"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let e = load_or_create_key(&path, "decisions.input_key_file").unwrap_err();
+            assert!(e.to_string().contains(says), "{e}");
+        }
+        let folder = dir.path().join("folder.key");
+        std::fs::create_dir(&folder).unwrap();
+        let e = load_or_create_key(&folder, "decisions.input_key_file").unwrap_err();
+        assert!(e.to_string().ends_with("is not a regular file"), "{e}");
     }
 
     /// A database is bound to the keys it was first used with: a key file
@@ -1694,7 +1720,11 @@ mod tests {
         assert!(e.to_string().contains("does not exist"), "{e}");
         assert!(!key.exists(), "a new key was made in place of the lost one");
 
-        std::fs::write(&key, hex::encode([7u8; 32])).unwrap();
+        std::fs::write(
+            &key,
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"another key")),
+        )
+        .unwrap();
         let e = Store::open(&db)
             .unwrap()
             .bound_key(&key, setting)

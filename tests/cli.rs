@@ -154,7 +154,7 @@ async fn serve_warns_of_a_readable_key_and_a_retention_for_no_model() {
     use std::os::unix::fs::PermissionsExt;
     let data = tempfile::tempdir().unwrap();
     let key = data.path().join("subject.key");
-    std::fs::write(&key, "ab".repeat(32)).unwrap();
+    std::fs::write(&key, sha256_hex(b"a key others can read")).unwrap();
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
     let (mut child, _, log) = spawn_server(
         data.path(),

@@ -1552,3 +1552,33 @@ async fn a_gateway_without_a_model_is_not_ready_to_score() {
     assert_eq!((status, health.trim()), (200, "ok"));
     server.stop().await;
 }
+
+/// The two keys differ in content, not only in file name: a hard link or
+/// a copy of the subject key as the input key would make the pseudonyms'
+/// key seal inputs too, and is refused, naming the setting.
+#[test]
+fn the_input_key_is_not_the_subject_key_under_another_name() {
+    for same in [
+        |from: &Path, to: &Path| std::fs::hard_link(from, to).unwrap(),
+        |from: &Path, to: &Path| {
+            std::fs::copy(from, to).unwrap();
+        },
+    ] {
+        let config = test_config();
+        let key = sha256_hex(b"one key for two uses");
+        std::fs::write(&config.consent.subject_key_file, &key).unwrap();
+        same(
+            &config.consent.subject_key_file,
+            &config.decisions.input_key_file,
+        );
+        let Err(e) = candor::gateway::Gateway::new(config) else {
+            panic!("a gateway started with one key for both uses");
+        };
+        let e = e.to_string();
+        assert!(e.starts_with("decisions.input_key_file"), "{e}");
+        assert!(
+            e.contains("the same key as consent.subject_key_file"),
+            "{e}"
+        );
+    }
+}

@@ -447,6 +447,16 @@ impl Gateway {
             store.bound_key(&config.consent.subject_key_file, "consent.subject_key_file")?;
         let input_key =
             store.bound_key(&config.decisions.input_key_file, "decisions.input_key_file")?;
+        // The configuration refuses one file for both; a copy or a hard
+        // link of it is only seen here.
+        if input_key == subject_key {
+            return Err(crate::store::StoreError::Key {
+                setting: "decisions.input_key_file",
+                path: config.decisions.input_key_file.clone(),
+                message: "holds the same key as consent.subject_key_file (a copy or a hard link of it); each key has one use: give it a key of its own".into(),
+            }
+            .into());
+        }
         let cipher = Arc::new(InputCipher::new(&input_key));
         store.seal_with(cipher.clone());
         let sealed = store.read(|conn| crate::decisions::shadow::seal_clear_live(conn, &cipher))?;
