@@ -474,7 +474,7 @@ fn external_tensor(model: &[u8]) -> Option<String> {
 /// an error quoting a line of it would show it; a pipe would hang the load,
 /// a device feed it without end.
 pub fn read_in_package(dir: &Path, path: &Path) -> Result<Vec<u8>, PackageError> {
-    use std::{io::Read, os::unix::fs::OpenOptionsExt};
+    use std::io::Read;
     let refuse = |message: String| PackageError::new(path, None, message);
     let cannot = |e: std::io::Error| refuse(format!("cannot read: {e}"));
     let root = fs::canonicalize(dir).map_err(cannot)?;
@@ -484,13 +484,20 @@ pub fn read_in_package(dir: &Path, path: &Path) -> Result<Vec<u8>, PackageError>
             "is a link to a file outside the package; a package's files must be its own".into(),
         ));
     }
-    // Non-blocking, so that opening a pipe does not wait for a writer.
-    let mut file = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(&real)
-        .map_err(cannot)?;
-    if !file.metadata().map_err(cannot)?.is_file() {
+    let regular = |m: fs::Metadata| m.is_file();
+    if !fs::metadata(&real).is_ok_and(regular) {
+        return Err(refuse(
+            "is not a regular file (a pipe, a device or a folder)".into(),
+        ));
+    }
+    let mut options = fs::OpenOptions::new();
+    options.read(true);
+    // Non-blocking, so that a pipe put in its place meanwhile does not
+    // hold the open waiting for a writer.
+    #[cfg(target_os = "linux")]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+    let mut file = options.open(&real).map_err(cannot)?;
+    if !file.metadata().is_ok_and(regular) {
         return Err(refuse(
             "is not a regular file (a pipe, a device or a folder)".into(),
         ));
