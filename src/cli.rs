@@ -398,6 +398,44 @@ fn issue_token(args: TokenArgs) -> anyhow::Result<ExitCode> {
 /// pool to 35 threads for good (RELIABILITY.md).
 const BLOCKING_THREADS: usize = 16;
 
+/// Descriptors the gateway needs beside its client connections: the
+/// database and its WAL (a writer, a flusher and pooled readers), the
+/// models' files while they load, the metrics port's connections, the
+/// folder watch, the runtime's own.
+const RESERVED_FILES: u64 = 256;
+
+/// Raises the open-file limit to the most the system allows (a service
+/// manager's default soft limit, often 1024, is far below the 8192
+/// connections allowed by default), and warns when even that leaves too
+/// few descriptors for `limits.max_connections`: out of descriptors, the
+/// gateway could accept no connection and open no file, and say nothing.
+fn check_open_files(max_connections: usize) {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::process::{Resource, getrlimit, setrlimit};
+        let mut limit = getrlimit(Resource::Nofile);
+        if limit.current < limit.maximum {
+            let raised = rustix::process::Rlimit {
+                current: limit.maximum,
+                ..limit
+            };
+            if setrlimit(Resource::Nofile, raised.clone()).is_ok() {
+                limit = raised;
+            }
+        }
+        if let Some(open) = limit.current
+            && open < max_connections as u64 + RESERVED_FILES
+        {
+            tracing::warn!(
+                open_files = open,
+                limits.max_connections = max_connections,
+                reserved = RESERVED_FILES,
+                "the process may open fewer files than limits.max_connections needs: out of descriptors the gateway can accept no connection and open no file; raise the limit (ulimit -n, LimitNOFILE=) or lower limits.max_connections"
+            );
+        }
+    }
+}
+
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let config =
         Config::load(args.config.as_deref(), &args.flags).context("invalid configuration")?;
@@ -411,6 +449,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         crate::telemetry::init(config.log_format).context("cannot set up trace export")?;
     // Fail before binding, with the message that says how to get the library.
     runtime::init(&config.ort_lib)?;
+    check_open_files(config.limits.max_connections);
     let served = tokio.block_on(async {
         let listener = TcpListener::bind(config.listen)
             .await

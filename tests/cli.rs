@@ -95,6 +95,19 @@ fn spawn_server(
     String,
     std::thread::JoinHandle<Vec<String>>,
 ) {
+    spawn_server_with(data, env, |_| {})
+}
+
+/// [`spawn_server`], with the command prepared further by `prepare`.
+fn spawn_server_with(
+    data: &std::path::Path,
+    env: &[(&str, &str)],
+    prepare: impl FnOnce(&mut Command),
+) -> (
+    std::process::Child,
+    String,
+    std::thread::JoinHandle<Vec<String>>,
+) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_candor"));
     command
         .args([
@@ -114,6 +127,7 @@ fn spawn_server(
     for (k, v) in env {
         command.env(k, v);
     }
+    prepare(&mut command);
     let mut child = command.spawn().unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
     let mut addr = None;
@@ -618,4 +632,53 @@ fn an_address_without_its_scheme_is_refused_with_the_fix() {
         stderr.contains("--addr 127.0.0.1:9: give the scheme too: http://127.0.0.1:9"),
         "{stderr}"
     );
+}
+
+/// Started under a low open-file limit, the gateway raises it to the
+/// hard limit, and warns when even that is too few for
+/// `limits.max_connections`: out of descriptors it would accept nothing
+/// and say nothing.
+#[test]
+fn serve_raises_the_open_file_limit_and_warns_when_it_is_too_low() {
+    use std::os::unix::process::CommandExt;
+    let limited = |soft: u64, hard: u64| {
+        move |command: &mut Command| {
+            // SAFETY: setrlimit is async-signal-safe, as pre_exec needs.
+            unsafe {
+                command.pre_exec(move || {
+                    let limit = libc::rlimit {
+                        rlim_cur: soft,
+                        rlim_max: hard,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+    };
+    const WARNING: &str = "the process may open fewer files than limits.max_connections needs";
+    for (hard, max_connections, warned) in [(512, "8192", true), (4096, "1000", false)] {
+        let data = tempfile::tempdir().unwrap();
+        let (mut child, _, log) = spawn_server_with(
+            data.path(),
+            &[("CANDOR_LIMITS__MAX_CONNECTIONS", max_connections)],
+            limited(256, hard),
+        );
+        let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        child.wait().unwrap();
+        let log = log.join().unwrap().join("\n");
+        assert_eq!(log.contains(WARNING), warned, "{log}");
+        let open_files = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .unwrap();
+        assert!(
+            open_files.split_whitespace().nth(3) == Some(&hard.to_string()),
+            "raised to the hard limit: {open_files}"
+        );
+    }
 }

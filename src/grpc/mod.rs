@@ -311,7 +311,7 @@ pub async fn serve(
     };
     let max_connections = gateway.config().limits.max_connections;
     let connections = Arc::new(tokio::sync::Semaphore::new(max_connections));
-    let full = FullWarning::default();
+    let (full, failing) = (OncePerMinute::default(), OncePerMinute::default());
     let mut server = Server::builder();
     if let Some(tls) = tls {
         server = server.tls_config(tls).map_err(ServeError::Tls)?;
@@ -362,11 +362,23 @@ pub async fn serve(
                         // Dropped, so closed: past the limit a connection
                         // would take descriptors the open ones need.
                         Err(_) => {
-                            full.warn(max_connections);
+                            if full.due() {
+                                tracing::warn!(
+                                    limit = max_connections,
+                                    "connections are being closed as they are accepted: limits.max_connections are open"
+                                );
+                            }
                             None
                         }
                     },
-                    Err(e) => Some(Err(e)),
+                    Err(e) => {
+                        // Out of descriptors, say, while clients wait: said
+                        // where operators look, not at debug.
+                        if failing.due() {
+                            tracing::warn!(error = %e, "cannot accept connections (out of open files? see limits.max_connections and ulimit -n)");
+                        }
+                        Some(Err(e))
+                    }
                 }),
             shutdown,
         );
@@ -499,23 +511,21 @@ async fn set_health(
     }
 }
 
-/// Says that connections are being closed for the limit, at most once a
-/// minute: a flood of them must not flood the log too.
+/// Lets a warning through at most once a minute: a flood of refused or
+/// failed connections must not flood the log too.
 #[derive(Default)]
-struct FullWarning {
+struct OncePerMinute {
     last: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
-impl FullWarning {
-    fn warn(&self, limit: usize) {
+impl OncePerMinute {
+    fn due(&self) -> bool {
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        if last.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(60)) {
+        let due = last.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(60));
+        if due {
             *last = Some(std::time::Instant::now());
-            tracing::warn!(
-                limit,
-                "connections are being closed as they are accepted: limits.max_connections are open"
-            );
         }
+        due
     }
 }
 
