@@ -419,7 +419,7 @@ fn check_open_files(max_connections: usize) {
                 current: limit.maximum,
                 ..limit
             };
-            if setrlimit(Resource::Nofile, raised.clone()).is_ok() {
+            if setrlimit(Resource::Nofile, raised).is_ok() {
                 limit = raised;
             }
         }
