@@ -315,8 +315,12 @@ const FAILURE_LOG_EVERY: Duration = Duration::from_secs(10);
 #[derive(Default)]
 struct Failures {
     total: u64,
+    /// When a failure was last logged, kept across recoveries: a database
+    /// at its size cap fails and recovers with every other commit.
     logged_at: Option<std::time::Instant>,
     since_logged: u64,
+    /// Whether this run of failures was logged, so that its end is too.
+    announced: bool,
 }
 
 impl Failures {
@@ -338,6 +342,21 @@ impl Failures {
         );
         self.logged_at = Some(std::time::Instant::now());
         self.since_logged = 0;
+        self.announced = true;
+    }
+
+    /// Commits succeed again: the run ends, said if its start was.
+    fn ended(&mut self) {
+        if self.announced {
+            tracing::info!(
+                failed_commits = self.total,
+                "database commits succeed again"
+            );
+        }
+        *self = Self {
+            logged_at: self.logged_at,
+            ..Self::default()
+        };
     }
 }
 
@@ -1427,11 +1446,7 @@ impl Writer {
             self.committing
                 .send_if_modified(|ok| std::mem::replace(ok, false));
         } else if self.failing.swap(false, Ordering::Relaxed) {
-            tracing::info!(
-                failed_commits = self.failures.total,
-                "database commits succeed again"
-            );
-            self.failures = Failures::default();
+            self.failures.ended();
             self.committing
                 .send_if_modified(|ok| !std::mem::replace(ok, true));
         }
@@ -1667,6 +1682,21 @@ mod tests {
             .unwrap();
         assert_eq!(newest.len(), last + 1, "merged and in the tail");
         assert_eq!(newest[0].decision_id, format!("{:08}", last + 1));
+    }
+
+    /// A database at its size cap fails and recovers with every other
+    /// commit: a failure is logged at most once an interval however often
+    /// commits recover in between, and a recovery only when its failures
+    /// were.
+    #[test]
+    fn failures_that_come_and_go_are_logged_once_an_interval() {
+        let mut failures = Failures::default();
+        failures.log(&StoreError::ShutDown, 0);
+        assert!(failures.announced);
+        failures.ended();
+        failures.log(&StoreError::ShutDown, 0);
+        assert!(!failures.announced, "logged again within the interval");
+        assert_eq!(failures.since_logged, 1);
     }
 
     /// A key file that cannot be used is named with the setting that gave
