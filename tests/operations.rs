@@ -649,7 +649,17 @@ async fn every_metric_is_declared_as_what_it_is() {
             _ => name == *family,
         });
         assert!(typed, "{line}: no family declares this sample");
+        // A bucket's bound reads as written, and the last finite one is
+        // past the slowest call.
+        if let Some(at) = line.find("le=\"") {
+            let bound = line[at + 4..].split('"').next().unwrap();
+            assert!(bound.len() <= 10, "{line}");
+        }
     }
+    assert!(
+        text.contains("candor_rpc_duration_seconds_bucket{le=\"48.5\""),
+        "{text}"
+    );
     assert_eq!(
         sample(
             &text,

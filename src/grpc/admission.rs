@@ -510,11 +510,12 @@ where
                         response
                     }
                 };
+                let code = answered_code(&mut response, gateway.config().max_message_bytes, rpc);
                 tracing::debug!(
                     elapsed_us = started.elapsed().as_micros() as u64,
+                    code = code_name(code),
                     "answered"
                 );
-                let code = answered_code(&mut response, gateway.config().max_message_bytes, rpc);
                 // A stream's status comes in its trailers, after its
                 // messages; an error at once is final in its headers.
                 let streams = (watch.is_some() || rule.streams_requests) && code == tonic::Code::Ok;
