@@ -606,7 +606,9 @@ impl Config {
         let mut config = figment
             .extract::<Self>()
             .map_err(|e| ConfigError(Box::new(e)))?;
-        config.resolve_against_file(&figment);
+        config
+            .resolve_against_file(&figment)
+            .map_err(|e| e.sourced(&figment))?;
         config.check().map_err(|e| e.sourced(&figment))?;
         Ok(config)
     }
@@ -615,7 +617,9 @@ impl Config {
     /// beside it, wherever the gateway is started from; one given by a
     /// flag or a variable, or left at its default, names one in the
     /// working directory, as a shell's would.
-    fn resolve_against_file(&mut self, figment: &Figment) {
+    /// An empty path is refused: relative to the file it would name the
+    /// file's folder, and elsewhere the working directory.
+    fn resolve_against_file(&mut self, figment: &Figment) -> Result<(), ConfigError> {
         let mut paths = vec![
             ("models_dir", &mut self.models_dir),
             ("ort_lib", &mut self.ort_lib),
@@ -634,6 +638,9 @@ impl Config {
             paths.extend(tls.client_ca.as_mut().map(|ca| ("tls.client_ca", ca)));
         }
         for (key, path) in paths {
+            if path.as_os_str().is_empty() {
+                return Err(ConfigError::at(key, "is empty; give a path".into()));
+            }
             let from = figment.find_metadata(key).and_then(|m| m.source.as_ref());
             if let (Some(figment::Source::File(file)), true) = (from, path.is_relative())
                 && let Some(folder) = file.parent()
@@ -641,6 +648,7 @@ impl Config {
                 *path = folder.join(&*path);
             }
         }
+        Ok(())
     }
 
     /// Refuses settings that would start a gateway unable to serve, or one
@@ -824,6 +832,20 @@ impl Config {
             }
         }
         self.check_access()?;
+        // Every consent record names who is accountable for it.
+        if self.consent.controller.trim().is_empty()
+            || self
+                .consent
+                .controller
+                .chars()
+                .any(crate::printable::unprintable)
+        {
+            return Err(ConfigError::at(
+                "consent.controller",
+                "names the controller every consent record is made for: printable and not empty"
+                    .into(),
+            ));
+        }
         for name in &self.fairness.attributes {
             crate::monitor::check_name(name)
                 .map_err(|e| ConfigError::at("fairness.attributes", e))?;
@@ -988,6 +1010,9 @@ mod tests {
                 ("limits.max_health_watches = 0", "limits.max_health_watches"),
                 ("limits.max_receiving_mb = 3", "limits.max_receiving_mb"),
                 ("limits.max_connections = 0", "limits.max_connections"),
+                ("models_dir = \"\"", "models_dir"),
+                ("database = \"\"", "database"),
+                ("consent.controller = \" \"", "consent.controller"),
                 (
                     "limits.max_concurrent_streams = 0",
                     "limits.max_concurrent_streams",

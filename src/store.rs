@@ -528,8 +528,16 @@ impl Store {
             .parent()
             .filter(|d| !d.as_os_str().is_empty() && !d.is_dir())
         {
-            std::fs::create_dir(dir)
-                .map_err(|e| failed(format!("cannot create its folder {}: {e}", dir.display())))?;
+            std::fs::create_dir(dir).map_err(|e| {
+                failed(match dir.parent() {
+                    Some(up) if e.kind() == std::io::ErrorKind::NotFound => format!(
+                        "cannot create its folder {}: {} does not exist either; only the database's own folder is made, so that a mistyped path starts no record elsewhere",
+                        dir.display(),
+                        up.display()
+                    ),
+                    _ => format!("cannot create its folder {}: {e}", dir.display()),
+                })
+            })?;
         }
         // SQLite follows links to the database file and keeps its WAL beside
         // the file it reaches: the flusher's fsync and the lock file must
@@ -1818,6 +1826,10 @@ mod tests {
         };
         assert!(
             nowhere.to_string().contains("cannot create its folder"),
+            "{nowhere}"
+        );
+        assert!(
+            nowhere.to_string().contains("does not exist either"),
             "{nowhere}"
         );
     }
