@@ -387,6 +387,11 @@ impl std::fmt::Display for ConfigError {
                     Kind::UnknownVariant(_, expected) => {
                         format!("expected {}", figment::error::OneOf(expected))
                     }
+                    // Named by the path the message starts with.
+                    Kind::UnknownField(_, expected) => format!(
+                        "no such setting, expected {}",
+                        figment::error::OneOf(expected)
+                    ),
                     // A file that is not TOML: the parser quotes the line,
                     // which may hold a key; its position and verdict do not.
                     Kind::Message(m) => m
@@ -900,6 +905,10 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(e.contains("CANDOR_PORTS"), "{e}");
+            assert!(
+                e.starts_with("ports: no such setting, expected one of `listen`, "),
+                "{e}"
+            );
             Ok(())
         });
     }
