@@ -445,12 +445,37 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     let runtime = tokio.enter();
-    let _telemetry =
-        crate::telemetry::init(config.log_format).context("cannot set up trace export")?;
+    let log_format = config.log_format;
+    let _telemetry = crate::telemetry::init(log_format).context("cannot set up trace export")?;
+    let served = serve_on(&tokio, config);
+    drop(runtime);
+    match served {
+        Ok(Served::Stopped) => {}
+        Ok(Served::StoppedWhileOpening) => {
+            // The open goes on on a blocking thread, which dropping the
+            // runtime would wait for (a minute for a large database). It
+            // is left to end with the process: SQLite's journal makes a
+            // stop at any point of it safe, as a crash would be.
+            tokio.shutdown_background();
+        }
+        // The line that says why the gateway stopped is one a JSON log
+        // pipeline reads, like every other.
+        Err(e) if log_format == crate::config::LogFormat::Json => {
+            tracing::error!(error = format!("{e:#}"), "candor stopped on an error");
+            return Ok(ExitCode::FAILURE);
+        }
+        Err(e) => return Err(e),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// [`serve`] on its runtime, once the configuration is read and logging
+/// set up.
+fn serve_on(tokio: &tokio::runtime::Runtime, config: Config) -> anyhow::Result<Served> {
     // Fail before binding, with the message that says how to get the library.
     runtime::init(&config.ort_lib)?;
     check_open_files(config.limits.max_connections);
-    let served = tokio.block_on(async {
+    tokio.block_on(async {
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -523,16 +548,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         tokio::try_join!(server, load)?;
         tracing::info!("candor stopped");
         anyhow::Ok(Served::Stopped)
-    })?;
-    drop(runtime);
-    if served == Served::StoppedWhileOpening {
-        // The open goes on on a blocking thread, which dropping the
-        // runtime would wait for (a minute for a large database). It is
-        // left to end with the process: SQLite's journal makes a stop at
-        // any point of it safe, as a crash would be.
-        tokio.shutdown_background();
-    }
-    Ok(ExitCode::SUCCESS)
+    })
 }
 
 /// How `serve` ended.

@@ -682,3 +682,39 @@ fn serve_raises_the_open_file_limit_and_warns_when_it_is_too_low() {
         );
     }
 }
+
+/// With JSON logs, the line that says why the gateway could not serve is
+/// JSON too, so that a log pipeline reads it like every other.
+#[test]
+fn a_failed_start_is_told_in_the_log_format() {
+    let data = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_candor"))
+        .args([
+            "serve",
+            "--listen",
+            &taken.local_addr().unwrap().to_string(),
+            "--log-format",
+            "json",
+        ])
+        .env("CANDOR_ORT_LIB", ort_lib())
+        .env("CANDOR_DATABASE", data.path().join("candor.db"))
+        .env("CANDOR_METRICS_LISTEN", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.lines().last().unwrap();
+    let line: serde_json::Value = serde_json::from_str(last).unwrap();
+    assert_eq!(
+        line["fields"]["message"], "candor stopped on an error",
+        "{last}"
+    );
+    assert!(
+        line["fields"]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("cannot listen on"),
+        "{last}"
+    );
+}
