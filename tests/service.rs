@@ -271,6 +271,8 @@ async fn reflection_lists_the_services() {
         "candor.v1.ModelService",
         "grpc.health.v1.Health",
         "grpc.reflection.v1.ServerReflection",
+        // A client that asked v1 learns v1alpha is there too.
+        "grpc.reflection.v1alpha.ServerReflection",
     ] {
         assert!(
             names.iter().any(|n| n == want),

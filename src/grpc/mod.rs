@@ -225,10 +225,17 @@ pub async fn serve(
     });
     // v1alpha too: grpcurl and many language runtimes' reflection clients
     // still ask it first, or only it.
+    // Each lists both versions of itself: a client that asks one learns
+    // that the other is there too.
     let reflection = || {
         tonic_reflection::server::Builder::configure()
+            .include_reflection_service(false)
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            )
     };
     let reflection_v1alpha = reflection()
         .build_v1alpha()
