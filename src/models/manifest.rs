@@ -499,6 +499,19 @@ impl Manifest {
             ));
         }
         self.validate_features()?;
+        if let Some(training) = &self.training {
+            for (field, rows) in [
+                ("training.train_rows", training.train_rows),
+                ("training.holdout_rows", training.holdout_rows),
+            ] {
+                if rows == Some(0) {
+                    return Err(FieldError::new(
+                        field,
+                        "is 0; give the rows the model was trained or measured on, or leave it out",
+                    ));
+                }
+            }
+        }
         if let Some(training) = &self.training
             && let Some(f) = self
                 .features
@@ -841,6 +854,14 @@ source = "zip_code_aggregate"
                 MINIMAL.replace("version = \"1.0.0\"", "version = \"1.0.0+build.7\""),
                 "model.version",
                 "build metadata",
+            ),
+            (
+                MINIMAL.replace(
+                    "[[features]]\nname = \"a\"",
+                    "[training]\ndataset = \"d\"\ndate = \"2026-01-01\"\nscript = \"s\"\ntrain_rows = 0\n[[features]]\nname = \"a\"",
+                ),
+                "training.train_rows",
+                "is 0",
             ),
             (
                 MINIMAL.replace("owner = \"o\"", "owner = \" \""),
