@@ -925,6 +925,7 @@ fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
     })?;
     let options = audit::AuditOptions {
         data,
+        within: None,
         label_column: args
             .label_column
             .or_else(|| declared.as_ref().and_then(|d| d.label_column.clone()))

@@ -155,7 +155,7 @@ fn broken_packages_are_refused_naming_file_and_field() {
             |p| fs::write(p.join("model.onnx"), b"not an onnx file").unwrap(),
             "model.onnx",
             None,
-            "ONNX Runtime cannot load it",
+            "does not decode as an ONNX model",
         ),
         (
             "background header",
@@ -808,6 +808,33 @@ fn a_package_reads_only_its_own_regular_files() {
         std::os::unix::fs::symlink("data/bg.csv", package.join("background.csv")).unwrap();
     });
     within.unwrap();
+
+    // The declared fairness data set and a model's rollout.toml too: the
+    // gate's audit reads the first, and a reload the second.
+    let tmp = tempfile::tempdir().unwrap();
+    let package = copy_default(tmp.path());
+    let secret = tmp.path().join("inputs.key");
+    fs::write(&secret, "SECRET-KEY-BYTES,1\n").unwrap();
+    fs::remove_file(package.join("audit.csv")).unwrap();
+    // Without the committed report, which would refuse the data as not
+    // what it audited, the gate audits the data set itself.
+    fs::remove_file(package.join("fairness.json")).unwrap();
+    std::os::unix::fs::symlink(&secret, package.join("audit.csv")).unwrap();
+    let report = candor::models::validate::validate_package_alone(&package);
+    let failures = report.failures();
+    assert!(
+        failures.contains("audit.csv")
+            && failures.contains("is a link to a file outside the package"),
+        "{failures}"
+    );
+    assert!(!failures.contains("SECRET"), "{failures}");
+    let rollout = package.parent().unwrap().join("rollout.toml");
+    std::os::unix::fs::symlink(&secret, &rollout).unwrap();
+    let e = candor::models::rollout::Rollout::read(package.parent().unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("is a link to a file outside the package"), "{e}");
+    assert!(!e.contains("SECRET"), "{e}");
 }
 
 /// What serves is what the validation gate checked: a model file replaced

@@ -28,12 +28,22 @@ const MISSING: [&str; 3] = ["n/a", "nan", "null"];
 /// Reads `path`; `label` names the label column, if any.
 pub fn read(
     path: &Path,
+    within: Option<&Path>,
     schema: &FeatureSchema,
     group_columns: &[GroupColumn],
     label: Option<&str>,
 ) -> Result<AuditData, AuditError> {
-    let bytes =
-        std::fs::read(path).map_err(|e| AuditError::data(path, format!("cannot read: {e}")))?;
+    let bytes = match within {
+        Some(package) => crate::models::package::read_in_package(package, path)
+            .map_err(|e| AuditError::data(path, e.message))?,
+        // A pipe would wait for a writer for ever.
+        None if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) => {
+            return Err(AuditError::data(path, "is not a regular file".into()));
+        }
+        None => {
+            std::fs::read(path).map_err(|e| AuditError::data(path, format!("cannot read: {e}")))?
+        }
+    };
     let sha256 = hex::encode(Sha256::digest(&bytes));
     let mut reader = csv::Reader::from_reader(bytes.as_slice());
     let mut header: HashMap<String, usize> = HashMap::new();

@@ -149,6 +149,11 @@ pub struct AttributionOptions {
 #[derive(Debug, Clone)]
 pub struct AuditOptions {
     pub data: PathBuf,
+    /// The package folder the data set is a file of, when the manifest
+    /// declares it: then it is read as the package's own files are
+    /// ([`crate::models::package::read_in_package`]). `None` for a data set
+    /// the caller names.
+    pub within: Option<PathBuf>,
     pub label_column: Option<String>,
     pub groups: Vec<GroupColumn>,
     /// `None` skips attributions (the validation gate needs none).
@@ -166,6 +171,7 @@ impl AuditOptions {
             .ok_or(AuditError::NotDeclared)?;
         Ok(Self {
             data: package.dir.join(&fairness.data),
+            within: Some(package.dir.clone()),
             label_column: fairness.label_column.clone(),
             groups: fairness.groups.iter().map(GroupColumn::from).collect(),
             attributions: None,
@@ -276,6 +282,7 @@ pub fn run(package: &ModelPackage, options: &AuditOptions) -> Result<Report, Aud
     check_audit_only(package, &options.groups, options.label_column.as_deref())?;
     let data = data::read(
         &options.data,
+        options.within.as_deref(),
         &package.schema,
         &options.groups,
         options.label_column.as_deref(),

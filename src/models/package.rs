@@ -216,7 +216,9 @@ impl ModelPackage {
         let model_path = dir.join(MODEL_FILE);
         let model = files.read(&model_path)?;
         let sha256 = hex::encode(Sha256::digest(&model));
-        if let Some(tensor) = external_tensor(&model) {
+        if let Some(tensor) =
+            external_tensor(&model).map_err(|e| PackageError::new(&model_path, None, e))?
+        {
             return Err(PackageError::new(
                 &model_path,
                 None,
@@ -414,7 +416,11 @@ fn check_missing_values(
 /// names, resolved against the process's working directory since Candor
 /// loads models from memory: any file the gateway can read, outside the
 /// artefact its SHA-256 identifies.
-fn external_tensor(model: &[u8]) -> Option<String> {
+///
+/// A file that does not decode as ONNX is refused here, not left to ONNX
+/// Runtime, whose parser is more lenient (it takes a string field that is
+/// not UTF-8): a tensor this check cannot see would be read all the same.
+fn external_tensor(model: &[u8]) -> Result<Option<String>, String> {
     use crate::explain::onnx::{
         AttributeProto, GraphProto, ModelProto, NodeProto, SparseTensorProto, TensorProto,
         tensor_proto::DataLocation,
@@ -448,9 +454,12 @@ fn external_tensor(model: &[u8]) -> Option<String> {
             .or_else(|| g.sparse_initializer.iter().find_map(sparse))
             .or_else(|| nodes(&g.node))
     }
-    // What does not decode is left to ONNX Runtime to refuse.
-    let model: ModelProto = prost::Message::decode(model).ok()?;
-    model
+    let model: ModelProto = prost::Message::decode(model).map_err(|e| {
+        format!(
+            "does not decode as an ONNX model ({e}); Candor reads every graph it serves, so the file must be valid ONNX (re-save it with onnx.save, which also checks its strings are UTF-8)"
+        )
+    })?;
+    Ok(model
         .graph
         .iter()
         .chain(
@@ -464,7 +473,7 @@ fn external_tensor(model: &[u8]) -> Option<String> {
             model.functions.iter().find_map(|f| {
                 nodes(&f.node).or_else(|| f.attribute_proto.iter().find_map(attribute))
             })
-        })
+        }))
 }
 
 /// The bytes of a package's file: a regular file inside the package's
@@ -1098,6 +1107,13 @@ mod tests {
                 e.contains("tensor \"K\" keeps its data outside model.onnx"),
                 "{e}"
             );
+            // A doc string that is not UTF-8 kept prost from reading the
+            // graph, while ONNX Runtime loads it and reads the file.
+            let mut hidden = model.encode_to_vec();
+            hidden.extend([0x32, 0x01, 0xFF]);
+            fs::write(package.join(MODEL_FILE), hidden).unwrap();
+            let e = ModelPackage::load(&package, 1).unwrap_err().to_string();
+            assert!(e.contains("does not decode as an ONNX model"), "{e}");
         }
     }
 

@@ -51,17 +51,12 @@ impl Rollout {
     /// Reads `<model_dir>/rollout.toml`; no file means the defaults.
     pub fn read(model_dir: &Path) -> Result<Self, PackageError> {
         let file = model_dir.join(ROLLOUT_FILE);
-        let text = match fs::read_to_string(&file) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
-            Err(e) => {
-                return Err(PackageError {
-                    file,
-                    field: None,
-                    message: format!("cannot read: {e}"),
-                });
-            }
-        };
+        if fs::symlink_metadata(&file).is_err() {
+            return Ok(Self::default());
+        }
+        // Read as a package's own files are: a link out of the model's
+        // folder would quote what it leads to in the parse error.
+        let text = super::package::read_text_in_package(model_dir, &file)?;
         let rollout: Self = toml::from_str(&text).map_err(|e| PackageError {
             file: file.clone(),
             field: None,
