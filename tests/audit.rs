@@ -46,6 +46,7 @@ fn metrics_equal_fairlearns_on_the_committed_data_sets() {
         let options = AuditOptions::declared(&package).unwrap();
         let data = audit::data::read(
             &options.data,
+            options.within.as_deref(),
             &package.schema,
             &options.groups,
             options.label_column.as_deref(),
@@ -355,6 +356,7 @@ fn labels_written_as_floats_are_the_same_labels() {
         .collect();
     let tmp = tempfile::tempdir().unwrap();
     options.data = tmp.path().join("audit.csv");
+    options.within = None;
     std::fs::write(&options.data, floats.join("\n") + "\n").unwrap();
     let as_floats = audit::run(&package, &options).unwrap();
     assert_eq!(as_floats.overall, as_ints.overall);
@@ -484,6 +486,7 @@ fn audit_edited(
     edit(&mut header, &mut rows);
     let tmp = tempfile::tempdir().unwrap();
     options.data = tmp.path().join("edited.csv");
+    options.within = None;
     let body: Vec<String> = std::iter::once(header.join(","))
         .chain(rows.iter().map(|r| r.join(",")))
         .collect();
