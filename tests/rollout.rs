@@ -162,6 +162,23 @@ async fn the_watch_follows_a_models_folder_made_anew() {
     })
     .await;
     assert!(watched.is_ok(), "the new folder's package was not deployed");
+    // Removed and made anew in place, where the file system may give the
+    // new folder the old one's inode.
+    std::fs::remove_dir_all(&models).unwrap();
+    std::fs::create_dir(&models).unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    std::fs::create_dir(models.join(MODEL)).unwrap();
+    stage_version(&models, "1.3.0");
+    let watched = tokio::time::timeout(Duration::from_secs(60), async {
+        while !loaded_versions(&server).await.contains("1.3.0") {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(
+        watched.is_ok(),
+        "the folder made anew in place was not watched"
+    );
     server.stop().await;
 }
 

@@ -278,11 +278,13 @@ impl Gateway {
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
                 // The parent's other entries (a database beside the folder)
-                // are not the models'.
-                if event.is_ok_and(|e| {
-                    !e.kind.is_access() && e.paths.iter().any(|p| p.starts_with(&within))
-                }) {
-                    let _ = tx.send(());
+                // are not the models'. Whether the folder itself went is
+                // told along: one made anew may even get its inode back.
+                if let Ok(e) = event
+                    && !e.kind.is_access()
+                    && e.paths.iter().any(|p| p.starts_with(&within))
+                {
+                    let _ = tx.send(e.kind.is_remove() && e.paths.contains(&within));
                 }
             })
             .map_err(|e| watch_error(&dir, e))?;
@@ -297,8 +299,13 @@ impl Gateway {
         let mut watched = folder_identity(&dir);
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
-            while rx.recv().await.is_some() {
-                while let Ok(Some(())) = tokio::time::timeout(WATCH_SETTLE, rx.recv()).await {}
+            while let Some(mut removed) = rx.recv().await {
+                while let Ok(Some(again)) = tokio::time::timeout(WATCH_SETTLE, rx.recv()).await {
+                    removed |= again;
+                }
+                if removed {
+                    watched = None;
+                }
                 let now = folder_identity(&dir);
                 if now.is_some() && now != watched {
                     let _ = watcher.unwatch(&dir);
