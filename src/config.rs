@@ -643,7 +643,7 @@ impl Config {
             paths.extend(tls.client_ca.as_mut().map(|ca| ("tls.client_ca", ca)));
         }
         for (key, path) in paths {
-            if path.as_os_str().is_empty() {
+            if path.to_string_lossy().trim().is_empty() {
                 return Err(ConfigError::at(key, "is empty; give a path".into()));
             }
             let from = figment.find_metadata(key).and_then(|m| m.source.as_ref());
@@ -1021,6 +1021,10 @@ mod tests {
                 ("limits.max_connections = 0", "limits.max_connections"),
                 ("models_dir = \"\"", "models_dir"),
                 ("database = \"\"", "database"),
+                (
+                    "decisions.input_key_file = \"  \"",
+                    "decisions.input_key_file",
+                ),
                 ("consent.controller = \" \"", "consent.controller"),
                 (
                     "limits.max_concurrent_streams = 0",

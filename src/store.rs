@@ -177,11 +177,12 @@ pub fn load_or_create_key(path: &Path, setting: &'static str) -> Result<Vec<u8>,
             key.len()
         )));
     }
-    // 32 random bytes hold about 28 different values; fewer than 8 is a
-    // made-up key (zeros, a repeated pattern), which anyone could guess and
-    // then compute every pseudonym, or open every sealed input, with.
+    // 32 random bytes hold about 30 different values, and fewer than 16
+    // has a chance below 1e-12; fewer is a made-up key (zeros, a repeated
+    // pattern), which anyone could guess and then compute every
+    // pseudonym, or open every sealed input, with.
     let distinct = key.iter().collect::<std::collections::HashSet<_>>().len();
-    if distinct < 8 {
+    if distinct < 16 {
         return Err(err(format!(
             "holds a key of only {distinct} different byte values, which anyone could guess; make a random one (head -c 32 /dev/urandom | xxd -p -c 64)"
         )));
@@ -1726,6 +1727,7 @@ mod tests {
         for (text, says) in [
             ("00".repeat(32), "only 1 different byte values"),
             ("01234567".repeat(8), "only 4 different byte values"),
+            ("0123456789abcdef".repeat(4), "only 8 different byte values"),
         ] {
             std::fs::write(&path, text).unwrap();
             let e = load_or_create_key(&path, "decisions.input_key_file").unwrap_err();

@@ -458,14 +458,35 @@ impl Manifest {
         }
         // The model card and DescribeModel tell these to whoever relies on
         // the model: who answers for it, and what it is.
+        let training_dataset = self.training.as_ref().map(|t| &t.dataset);
         for (field, value) in [
-            ("model.owner", &self.model.owner),
-            ("model.description", &self.model.description),
-            ("model.intended_use", &self.model.intended_use),
+            ("model.owner", Some(&self.model.owner)),
+            ("model.description", Some(&self.model.description)),
+            ("model.intended_use", Some(&self.model.intended_use)),
+            (
+                "model.output.description",
+                Some(&self.model.output.description),
+            ),
+            ("training.dataset", training_dataset),
         ] {
-            if value.trim().is_empty() {
-                return Err(FieldError::new(field, "must not be empty"));
+            if let Some(value) = value
+                && (value.trim().is_empty() || value.chars().any(crate::printable::unprintable))
+            {
+                return Err(FieldError::new(
+                    field,
+                    "must be printable text, not empty or invisible",
+                ));
             }
+        }
+        if let Some((i, m)) = self.metrics.iter().enumerate().find(|(i, m)| {
+            self.metrics[..*i]
+                .iter()
+                .any(|o| o.name == m.name && o.dataset == m.dataset)
+        }) {
+            return Err(FieldError::new(
+                format!("metrics[{i}]"),
+                format!("{} on {} is given twice", m.name, m.dataset),
+            ));
         }
         if let Some((i, m)) = self
             .metrics
@@ -512,11 +533,28 @@ impl Manifest {
                 }
             }
         }
+        // Compared as a reader would: " MAANTHUI" and "maanthui" name
+        // MAANTHUI.
+        let column = |name: &str| name.trim().to_lowercase();
         if let Some(training) = &self.training
-            && let Some(f) = self
-                .features
-                .iter()
-                .find(|f| training.excluded_columns.contains(&f.name))
+            && let Some(twice) = (1..training.excluded_columns.len()).find(|&i| {
+                training.excluded_columns[..i]
+                    .iter()
+                    .any(|c| column(c) == column(&training.excluded_columns[i]))
+            })
+        {
+            return Err(FieldError::new(
+                "training.excluded_columns",
+                format!("names {:?} twice", training.excluded_columns[twice]),
+            ));
+        }
+        if let Some(training) = &self.training
+            && let Some(f) = self.features.iter().find(|f| {
+                training
+                    .excluded_columns
+                    .iter()
+                    .any(|c| column(c) == column(&f.name))
+            })
         {
             return Err(FieldError::new(
                 "training.excluded_columns",
@@ -866,12 +904,46 @@ source = "zip_code_aggregate"
             (
                 MINIMAL.replace("owner = \"o\"", "owner = \" \""),
                 "model.owner",
-                "must not be empty",
+                "not empty or invisible",
+            ),
+            (
+                MINIMAL.replace("owner = \"o\"", "owner = \"\u{200B}\""),
+                "model.owner",
+                "not empty or invisible",
             ),
             (
                 MINIMAL.replace("description = \"d\"", "description = \"\""),
                 "model.description",
-                "must not be empty",
+                "not empty or invisible",
+            ),
+            (
+                MINIMAL.replace("description = \"p\"", "description = \" \""),
+                "model.output.description",
+                "not empty or invisible",
+            ),
+            (
+                MINIMAL.replace(
+                    "[[features]]\nname = \"a\"",
+                    "[training]\ndataset = \"d\"\ndate = \"2026-01-01\"\nscript = \"s\"\nexcluded_columns = [\" A\"]\n[[features]]\nname = \"a\"",
+                ),
+                "training.excluded_columns",
+                "\"a\"",
+            ),
+            (
+                MINIMAL.replace(
+                    "[[features]]\nname = \"a\"",
+                    "[training]\ndataset = \"d\"\ndate = \"2026-01-01\"\nscript = \"s\"\nexcluded_columns = [\"X\", \"x\"]\n[[features]]\nname = \"a\"",
+                ),
+                "training.excluded_columns",
+                "twice",
+            ),
+            (
+                MINIMAL.replace(
+                    "[[features]]\nname = \"a\"",
+                    "[[metrics]]\nname = \"auc\"\nvalue = 0.7\ndataset = \"holdout\"\n[[metrics]]\nname = \"auc\"\nvalue = 0.8\ndataset = \"holdout\"\n[[features]]\nname = \"a\"",
+                ),
+                "metrics[1]",
+                "given twice",
             ),
             (
                 MINIMAL.replace(
