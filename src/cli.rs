@@ -254,6 +254,11 @@ struct GatewayArgs {
     /// The private key (PEM) of `--client-cert`.
     #[arg(long, requires = "client_cert")]
     client_key: Option<PathBuf>,
+    /// How long to wait for the gateway to connect and answer, in seconds:
+    /// a gateway that accepts the connection and never answers is an
+    /// error, not a hang.
+    #[arg(long, env = "CANDOR_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    timeout_secs: u64,
 }
 
 #[derive(Debug, Args)]
@@ -658,6 +663,16 @@ where
             "--addr {addr}: give the scheme too: http://{addr}, or https://{addr} for a gateway serving TLS"
         );
     }
+    if !matches!(uri.scheme_str(), Some("http" | "https"))
+        || !matches!(uri.path(), "" | "/")
+        || uri.query().is_some()
+    {
+        anyhow::bail!(
+            "--addr {addr}: a gateway is reached at http://HOST:PORT, or https://HOST:PORT for one serving TLS"
+        );
+    }
+    let timeout = std::time::Duration::from_secs(gateway.timeout_secs);
+    endpoint = endpoint.connect_timeout(timeout);
     let pem = |flag: &str, path: &Path| {
         std::fs::read(path).with_context(|| format!("{flag} {}: cannot read", path.display()))
     };
@@ -702,7 +717,7 @@ where
     let tokio = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    tokio.block_on(async {
+    let calling = async {
         let channel = crate::grpc::connect(endpoint)
             .await
             .with_context(|| format!("cannot reach the gateway at {addr}"))?;
@@ -717,6 +732,16 @@ where
             }
             anyhow::anyhow!("{:?}: {}{causes}", s.code(), s.message())
         })
+    };
+    // Connecting too: a port that accepts and never speaks HTTP/2 would
+    // hold the handshake for ever.
+    tokio.block_on(async {
+        tokio::time::timeout(timeout, calling).await.map_err(|_| {
+            anyhow::anyhow!(
+                "the gateway at {addr} did not answer within {} s (--timeout-secs); is it the gateway's gRPC port, and is it up?",
+                gateway.timeout_secs
+            )
+        })?
     })
 }
 

@@ -603,7 +603,7 @@ impl Config {
                 // The client commands' variables, not settings: a shell
                 // that exported them must still start the gateway.
                 Env::prefixed("CANDOR_")
-                    .ignore(&["CONFIG", "ADDR", "TOKEN", "REASON"])
+                    .ignore(&["CONFIG", "ADDR", "TOKEN", "REASON", "TIMEOUT_SECS"])
                     .filter(|key| !kubernetes_service_link(key.as_str()))
                     .split("__"),
             )
@@ -922,7 +922,12 @@ mod tests {
             )?;
             jail.set_env("CANDOR_INFERENCE_QUEUE", "8");
             // The client commands' variables are not settings.
-            for client in ["CANDOR_ADDR", "CANDOR_TOKEN", "CANDOR_REASON"] {
+            for client in [
+                "CANDOR_ADDR",
+                "CANDOR_TOKEN",
+                "CANDOR_REASON",
+                "CANDOR_TIMEOUT_SECS",
+            ] {
                 jail.set_env(client, "x");
             }
             let c = Config::load(

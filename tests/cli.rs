@@ -718,3 +718,41 @@ fn a_failed_start_is_told_in_the_log_format() {
         "{last}"
     );
 }
+
+/// A port that accepts the connection and never answers (a hung gateway, a
+/// wrong service behind a balancer) ends a client command with an error
+/// naming the wait, not a hang; an address that is not a gateway's is
+/// refused as such.
+#[test]
+fn a_gateway_that_never_answers_is_an_error_not_a_hang() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = format!("http://{}", silent.local_addr().unwrap());
+    // Accepted and held open, never answered.
+    std::thread::spawn(move || {
+        let held: Vec<_> = silent.incoming().take(4).collect();
+        std::thread::sleep(std::time::Duration::from_secs(60));
+        drop(held);
+    });
+    let run = |addr: &str| {
+        Command::new(env!("CARGO_BIN_EXE_candor"))
+            .args(["why", "01a23602-e44e-773f-9848-ad29145a88e8"])
+            .args(["--addr", addr, "--timeout-secs", "1"])
+            .output()
+            .unwrap()
+    };
+    let started = std::time::Instant::now();
+    let out = run(&addr);
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("did not answer within 1 s"), "{stderr}");
+    for wrong in ["ftp://127.0.0.1:1", "http://127.0.0.1:1/some/path"] {
+        let out = run(wrong);
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("a gateway is reached at http://HOST:PORT"),
+            "{stderr}"
+        );
+    }
+}
