@@ -477,6 +477,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 /// [`serve`] on its runtime, once the configuration is read and logging
 /// set up.
 fn serve_on(tokio: &tokio::runtime::Runtime, config: Config) -> anyhow::Result<Served> {
+    // Before anything is bound or opened: a refusal is not a crash.
+    crate::grpc::check_exposure(&config, config.listen)?;
     // Fail before binding, with the message that says how to get the library.
     runtime::init(&config.ort_lib)?;
     check_open_files(config.limits.max_connections);

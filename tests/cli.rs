@@ -756,3 +756,22 @@ fn a_gateway_that_never_answers_is_an_error_not_a_hang() {
         );
     }
 }
+
+/// Serving in clear off loopback is refused before anything is bound or
+/// opened: no "listening" line, no database made.
+#[test]
+fn serving_in_clear_off_loopback_is_refused_before_anything_starts() {
+    let data = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_candor"))
+        .args(["serve", "--listen", "0.0.0.0:0"])
+        .env("CANDOR_ORT_LIB", ort_lib())
+        .env("CANDOR_DATABASE", data.path().join("candor.db"))
+        .env("CANDOR_METRICS_LISTEN", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("is not a loopback address"), "{stderr}");
+    assert!(!stderr.contains("candor listening"), "{stderr}");
+    assert!(!data.path().join("candor.db").exists());
+}

@@ -102,6 +102,24 @@ pub enum ServeError {
 }
 
 /// The TLS settings for the gRPC port, from PEM files.
+/// Refuses to serve off loopback in clear, or open to anyone, unless the
+/// configuration says so. `candor serve` asks before it binds or opens
+/// anything; [`serve`] again on the address it was given.
+pub fn check_exposure(
+    config: &crate::config::Config,
+    addr: std::net::SocketAddr,
+) -> Result<(), ServeError> {
+    let exposed = !addr.ip().is_loopback();
+    if exposed && config.tls.is_none() && !config.allow_plaintext {
+        return Err(ServeError::Plaintext(addr));
+    }
+    let open = config.access.api_keys.is_empty() && config.access.clients.is_empty();
+    if exposed && open && !config.allow_open_access {
+        return Err(ServeError::OpenAccess(addr));
+    }
+    Ok(())
+}
+
 fn tls(config: &crate::config::Config) -> Result<Option<ServerTlsConfig>, ServeError> {
     let Some(tls) = &config.tls else {
         return Ok(None);
@@ -179,13 +197,7 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let addr = listener.local_addr()?;
     let tls = tls(gateway.config())?;
-    if tls.is_none() && !gateway.config().allow_plaintext && !addr.ip().is_loopback() {
-        return Err(ServeError::Plaintext(addr));
-    }
-    if gateway.access().is_open() && !gateway.config().allow_open_access && !addr.ip().is_loopback()
-    {
-        return Err(ServeError::OpenAccess(addr));
-    }
+    check_exposure(gateway.config(), addr)?;
     let health = tonic_health::server::HealthReporter::new();
     // Health answers without credentials: a compressed request may not
     // inflate past what admission lets such a call send.
