@@ -385,6 +385,15 @@ fn issue_token(args: TokenArgs) -> anyhow::Result<ExitCode> {
     if args.subject.trim().is_empty() {
         bail!("--subject: is empty; a token is bound to one person");
     }
+    // No decision is made for a longer one (Score refuses it), so a token
+    // for it could never find anything.
+    if args.subject.len() > crate::grpc::MAX_ID_BYTES {
+        bail!(
+            "--subject: {} bytes, longer than the {} a subject id may have",
+            args.subject.len(),
+            crate::grpc::MAX_ID_BYTES
+        );
+    }
     let key = crate::store::load_or_create_key(key_file, "consent.subject_key_file")?;
     let subject_ref = crate::consent::ledger::pseudonym(&key, &args.subject);
     let tokens = crate::access::tokens::Tokens::new(&crate::consent::ledger::token_key(&key));

@@ -775,3 +775,26 @@ fn serving_in_clear_off_loopback_is_refused_before_anything_starts() {
     assert!(!stderr.contains("candor listening"), "{stderr}");
     assert!(!data.path().join("candor.db").exists());
 }
+
+/// A token is issued only for a subject id a decision can be made for.
+#[test]
+fn a_token_is_issued_only_for_a_subject_id_scoring_takes() {
+    let data = tempfile::tempdir().unwrap();
+    let key = data.path().join("subject.key");
+    std::fs::write(&key, sha256_hex(b"a subject key")).unwrap();
+    let issue = |subject: &str| {
+        Command::new(env!("CARGO_BIN_EXE_candor"))
+            .args(["token", "issue", "--subject", subject])
+            .env("CANDOR_CONSENT__SUBJECT_KEY_FILE", &key)
+            .output()
+            .unwrap()
+    };
+    assert!(issue("alice@example.com").status.success());
+    let out = issue(&"x".repeat(300));
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--subject: 300 bytes, longer than the 256"),
+        "{stderr}"
+    );
+}

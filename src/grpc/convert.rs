@@ -171,7 +171,7 @@ pub(super) fn audit_attributes(
 /// was withdrawn). Identifiers are stored with every decision and indexed,
 /// descriptions in the append-only ledger for good; a hashed or random id,
 /// or a sentence, fits many times over.
-pub(super) const MAX_ID_BYTES: usize = 256;
+pub(crate) const MAX_ID_BYTES: usize = 256;
 
 /// An identifier is stored with every decision and can be quoted back to
 /// the person (an ad's campaign): a control, line-breaking or invisible

@@ -11,6 +11,7 @@ pub mod client;
 mod codec;
 mod consent;
 mod convert;
+pub(crate) use convert::MAX_ID_BYTES;
 mod deadline;
 mod explain;
 mod health;
