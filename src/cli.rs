@@ -598,10 +598,11 @@ fn score(args: ScoreArgs) -> anyhow::Result<ExitCode> {
         Some((m, v)) => (m.to_owned(), Some(v.to_owned())),
         None => (args.model.clone(), None),
     };
-    let rows = if let Some(path) = &args.json {
+    let (rows, listed) = if let Some(path) = &args.json {
         rows_from_json(&read_input(path)?).with_context(|| path.display().to_string())?
     } else if let Some(path) = &args.csv {
-        rows_from_csv(&read_input(path)?).with_context(|| path.display().to_string())?
+        let rows = rows_from_csv(&read_input(path)?).with_context(|| path.display().to_string())?;
+        (rows, false)
     } else {
         let row = args
             .features
@@ -609,7 +610,7 @@ fn score(args: ScoreArgs) -> anyhow::Result<ExitCode> {
             .map(|f| parse_flag(f))
             .collect::<anyhow::Result<Features>>()?;
         unique(names(&row), "--feature")?;
-        vec![row]
+        (vec![row], false)
     };
     if rows.is_empty() {
         bail!("no rows to score");
@@ -619,6 +620,7 @@ fn score(args: ScoreArgs) -> anyhow::Result<ExitCode> {
         version,
         subject_id: args.subject,
         rows,
+        listed,
         consent: ConsentSignals {
             country: args.country,
             region: args.region,
@@ -863,8 +865,13 @@ impl<'de> serde::Deserialize<'de> for Members {
     }
 }
 
-fn rows_from_json(text: &str) -> anyhow::Result<Vec<Features>> {
+/// The rows of a JSON input, and whether it was a list of them.
+fn rows_from_json(text: &str) -> anyhow::Result<(Vec<Features>, bool)> {
+    // A byte-order mark is not JSON, but editors write one (RFC 8259 lets a
+    // parser ignore it).
+    let text = text.strip_prefix('\u{FEFF}').unwrap_or(text);
     let value: serde_json::Value = serde_json::from_str(text).context("invalid JSON")?;
+    let listed = value.is_array();
     // The shape is checked on the parsed value; the members are then read
     // again with their repeats.
     let objects = match &value {
@@ -899,7 +906,8 @@ fn rows_from_json(text: &str) -> anyhow::Result<Vec<Features>> {
             unique(names(&row), &format!("JSON row {i}"))?;
             Ok(row)
         })
-        .collect()
+        .collect::<anyhow::Result<_>>()
+        .map(|rows| (rows, listed))
 }
 
 /// Loads ONNX Runtime for the offline commands, from `--ort-lib` or the
@@ -1104,10 +1112,18 @@ mod tests {
 
     #[test]
     fn reads_json_objects_and_arrays() {
-        let one = rows_from_json(r#"{"A": 1, "B": 1.5, "C": null, "D": "x"}"#).unwrap();
+        let (one, listed) = rows_from_json(r#"{"A": 1, "B": 1.5, "C": null, "D": "x"}"#).unwrap();
         assert_eq!(one[0][2], ("C".to_owned(), FeatureValue::Missing));
         assert_eq!(one[0][1], ("B".to_owned(), FeatureValue::Number(1.5)));
-        assert_eq!(rows_from_json(r#"[{"A": 1}, {"A": 2}]"#).unwrap().len(), 2);
+        assert!(!listed);
+        assert_eq!(
+            rows_from_json(r#"[{"A": 1}, {"A": 2}]"#).unwrap().0.len(),
+            2
+        );
+        // A list of one is a list: its answer is one too.
+        assert!(rows_from_json(r#"[{"A": 1}]"#).unwrap().1);
+        // A byte-order mark, as editors write one.
+        assert!(rows_from_json("\u{FEFF}{\"A\": 1}").is_ok());
         assert!(rows_from_json("[1]").is_err());
         assert!(rows_from_json(r#"{"A": [1]}"#).is_err());
     }

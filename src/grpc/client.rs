@@ -15,6 +15,9 @@ pub struct ScoreCall {
     pub version: Option<String>,
     pub subject_id: String,
     pub rows: Vec<Features>,
+    /// The rows came as a JSON list: the answer is a list too, however
+    /// many they are.
+    pub listed: bool,
     pub consent: ConsentSignals,
     /// An API key (role `scorer`), sent as `authorization: Bearer ...`.
     pub token: Option<String>,
@@ -91,14 +94,19 @@ fn to_pb(row: &Features) -> Vec<pb::Feature> {
 }
 
 /// Scores `call` on the server at `channel` and returns the decisions as JSON:
-/// one object for one row, an array for several.
+/// one object for one row, an array for several or for a list of one.
 pub async fn score(channel: Channel, call: &ScoreCall) -> Result<Value, tonic::Status> {
     let mut client = ScoringServiceClient::new(channel);
     let token = call.token.as_deref();
     if let [row] = call.rows.as_slice() {
         let request = authorized(score_request(call, row), token, None)?;
         let response = client.score(request).await?.into_inner();
-        return Ok(response.decision.map(decision_json).unwrap_or(Value::Null));
+        let decision = response.decision.map(decision_json).unwrap_or(Value::Null);
+        return Ok(if call.listed {
+            Value::Array(vec![decision])
+        } else {
+            decision
+        });
     }
     let request = authorized(batch_request(call), token, None)?;
     let response = client.score_batch(request).await?.into_inner();
