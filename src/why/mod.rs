@@ -470,8 +470,15 @@ fn controls(language: Language, p: &Provenance) -> Vec<Control> {
     }) || status(purposes::SALE_OR_SHARING)
         == Some(PurposeStatus::OptedOut);
     let mut kinds = vec![("change_consent", "ConsentService.RecordConsent")];
-    // An objection to direct marketing turned every ad off.
-    if (allowed(3) || allowed(4)) && !objected {
+    // Offered where the ad was personalised, or a consent to it stands to
+    // be withdrawn: not where the person's age or signals kept it
+    // contextual with nothing to withdraw, nor after an objection to
+    // direct marketing, which turned every ad off.
+    let consented = [3, 4]
+        .into_iter()
+        .any(|id| status(id) == Some(PurposeStatus::Granted));
+    let personalised = p.tier == Tier::Personalised && (allowed(3) || allowed(4));
+    if (personalised || consented) && !objected {
         kinds.push((
             "opt_out_personalisation",
             "ConsentService.WithdrawConsent (purposes 3 and 4)",
@@ -654,7 +661,7 @@ source = "first_party"
         let provenance = |statuses: [PurposeStatus; 3]| Provenance {
             jurisdiction: "DE".into(),
             regime: Regime::Tcf,
-            tier: Tier::Contextual,
+            tier: Tier::Personalised,
             purposes: [purposes::DIRECT_MARKETING, 3, 4]
                 .into_iter()
                 .zip(statuses)
@@ -710,6 +717,12 @@ source = "first_party"
         assert!(kinds(&us).contains(&"opt_out_sale_sharing"));
         us.rules.push("us.gpc_opt_out".into());
         assert!(!kinds(&us).contains(&"opt_out_sale_sharing"));
+        // A minor's ads are contextual whatever the signals allow: there is
+        // no personalisation to turn off.
+        let mut minor = provenance([PurposeStatus::NotRequired; 3]);
+        minor.regime = Regime::Us;
+        minor.tier = Tier::Contextual;
+        assert!(!kinds(&minor).contains(&"opt_out_personalisation"));
         assert_eq!(
             text::control(Language::Nl, "withdraw_objection"),
             "Je bezwaar intrekken"
