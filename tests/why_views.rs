@@ -188,6 +188,52 @@ async fn a_refused_decision_has_no_score_in_any_view() {
     server.stop().await;
 }
 
+/// A minor's ad is decided on the context alone: the support view marks
+/// the groups whose features the model saw a substitute for, so that an
+/// agent does not read them as the person's profile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_support_view_marks_what_was_masked() {
+    let server = TestServer::start().await;
+    let mut request = caravan_request();
+    request.explain = Some(pb::ExplainOptions {
+        mode: pb::ExplainMode::Inline as i32,
+        method: 0,
+    });
+    request.context = Some(pb::RequestContext {
+        jurisdiction_country: "US".into(),
+        age_status: pb::AgeStatus::Minor as i32,
+        ..Default::default()
+    });
+    let d = server.score_one(request).await;
+    let masked = &d.provenance.as_ref().unwrap().masked_features;
+    assert!(!masked.is_empty());
+    let view =
+        pb::explanation_service_client::ExplanationServiceClient::new(server.channel().await)
+            .get_explanation(pb::GetExplanationRequest {
+                decision_id: d.decision_id.clone(),
+                audience: pb::Audience::Support as i32,
+                language: "en".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .view;
+    let Some(pb::get_explanation_response::View::Support(v)) = view else {
+        panic!("{view:?}");
+    };
+    for g in &v.groups {
+        let want: Vec<_> = g.features.iter().filter(|f| masked.contains(f)).collect();
+        assert_eq!(
+            g.masked_features.iter().collect::<Vec<_>>(),
+            want,
+            "{}",
+            g.name
+        );
+    }
+    assert!(v.groups.iter().any(|g| !g.masked_features.is_empty()));
+    server.stop().await;
+}
+
 static PACKAGE: LazyLock<ModelPackage> = LazyLock::new(|| {
     runtime::init(&ort_lib()).unwrap();
     ModelPackage::load(&repo_root().join("models/caravan-lgbm/1.0.0"), 1).unwrap()

@@ -237,22 +237,32 @@ fn answer_text(r: pb::GetExplanationResponse) -> String {
             if let Some(c) = &v.consumer {
                 text.push_str(&consumer_text(c));
             }
-            text.push_str(&format!(
-                "\nTier: {}\nScore {}, from a base of {:.6}; contributions in {}\n",
-                v.tier_explained,
-                v.score
-                    .map_or("none (refused)".to_owned(), |s| format!("{s:.6}")),
-                v.base_score,
-                v.output_space
-            ));
+            text.push_str(&format!("\nTier: {}\n", v.tier_explained));
+            text.push_str(&match v.score {
+                Some(score) => format!(
+                    "Score {score:.6}, from a base of {:.6}; contributions in {}\n",
+                    v.base_score, v.output_space
+                ),
+                None => "No score: the decision was refused, so no model ran and nothing was attributed\n".to_owned(),
+            });
             if let Some(p) = &v.provenance {
                 text.push_str(&provenance_text(p));
             }
             text.push_str("\nGrouped attributions (largest first):\n");
             for g in &v.groups {
                 text.push_str(&format!(
-                    "  {:>+9.4}  {}  {}\n",
-                    g.contribution, g.name, g.description
+                    "  {:>+9.4}  {}  {}{}\n",
+                    g.contribution,
+                    g.name,
+                    g.description,
+                    if g.masked_features.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            "  (masked: {}; the model saw a population substitute, not the person's)",
+                            g.masked_features.join(", ")
+                        )
+                    }
                 ));
             }
             text.push_str(&format!(

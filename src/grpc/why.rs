@@ -222,6 +222,7 @@ impl ExplanationService for Why {
                             contribution: g.group.contribution,
                             features: g.group.features,
                             description: g.description,
+                            masked_features: g.masked,
                         })
                         .collect(),
                     output_space: row

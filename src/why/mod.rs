@@ -540,6 +540,8 @@ pub fn tier_explained(tier: Tier, basis: &str, masked: usize) -> String {
 pub struct DescribedGroup {
     pub group: ExplainedGroup,
     pub description: String,
+    /// Its features the model saw a substitute for.
+    pub masked: Vec<String>,
 }
 
 /// The grouped attributions, largest |contribution| first, described by the
@@ -566,6 +568,17 @@ pub fn grouped(row: &DecisionRow, manifest: Option<&Manifest>) -> Vec<DescribedG
                         })
                 })
                 .unwrap_or_default(),
+            masked: g
+                .features
+                .iter()
+                .filter(|name| {
+                    explanation
+                        .features
+                        .iter()
+                        .any(|f| f.masked && &f.name == *name)
+                })
+                .cloned()
+                .collect(),
             group: g.clone(),
         })
         .collect();
