@@ -461,10 +461,9 @@ fn kubernetes_service_link(key: &str) -> bool {
     let is_port = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
     let is_protocol = |p: &str| matches!(p, "TCP" | "UDP" | "SCTP");
     // <SERVICE>_SERVICE_HOST, <SERVICE>_SERVICE_PORT[_<PORT NAME>]
-    let service = parts
-        .iter()
-        .position(|p| *p == "SERVICE")
-        .is_some_and(|at| matches!(&parts[at + 1..], ["HOST"] | ["PORT", ..]));
+    // (A Service named `candor-service` makes CANDOR_SERVICE_SERVICE_HOST.)
+    let service = (0..parts.len())
+        .any(|at| parts[at] == "SERVICE" && matches!(&parts[at + 1..], ["HOST"] | ["PORT", ..]));
     // <SERVICE>_PORT, <SERVICE>_PORT_<N>_<PROTOCOL>[_PROTO|_PORT|_ADDR]
     let port = tail(1) == Some(&["PORT"][..])
         || tail(3).is_some_and(|t| t[0] == "PORT" && is_port(t[1]) && is_protocol(t[2]))
@@ -893,6 +892,8 @@ mod tests {
                 ("CANDOR_PORT_50051_TCP_PORT", "50051"),
                 ("CANDOR_PORT_50051_TCP_ADDR", "10.0.0.12"),
                 ("CANDOR_METRICS_SERVICE_HOST", "10.0.0.13"),
+                ("CANDOR_SERVICE_SERVICE_HOST", "10.0.0.14"),
+                ("CANDOR_SERVICE_PORT_50051_TCP_ADDR", "10.0.0.14"),
                 ("CANDOR_METRICS_PORT_9464_TCP_ADDR", "10.0.0.13"),
             ] {
                 jail.set_env(name, value);
