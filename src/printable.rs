@@ -15,6 +15,11 @@ const INVISIBLE: [char; 18] = [
 /// break lines as a newline does), or an invisible or bidirectional
 /// format character.
 pub fn unprintable(c: char) -> bool {
+    // Every identifier of every Score passes here: most are ASCII, where
+    // only the controls are unprintable.
+    if c.is_ascii() {
+        return c.is_ascii_control();
+    }
     c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') || INVISIBLE.contains(&c)
 }
 

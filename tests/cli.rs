@@ -98,6 +98,26 @@ fn spawn_server(
     spawn_server_with(data, env, |_| {})
 }
 
+/// `candor serve` on the bundled models, keeping its database and keys in
+/// `data`, with its metrics on a port of its own; the listen address is
+/// the caller's to give.
+fn serve_command(data: &std::path::Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_candor"));
+    command
+        .args([
+            "serve",
+            "--models-dir",
+            repo_root().join("models").to_str().unwrap(),
+        ])
+        .env("CANDOR_ORT_LIB", ort_lib())
+        .env("CANDOR_DATABASE", data.join("candor.db"))
+        .env("CANDOR_CONSENT__SUBJECT_KEY_FILE", data.join("subject.key"))
+        .env("CANDOR_DECISIONS__INPUT_KEY_FILE", data.join("inputs.key"))
+        .env("CANDOR_METRICS_LISTEN", "127.0.0.1:0")
+        .env_remove("RUST_LOG");
+    command
+}
+
 /// [`spawn_server`], with the command prepared further by `prepare`.
 fn spawn_server_with(
     data: &std::path::Path,
@@ -108,21 +128,9 @@ fn spawn_server_with(
     String,
     std::thread::JoinHandle<Vec<String>>,
 ) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_candor"));
+    let mut command = serve_command(data);
     command
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--models-dir",
-            repo_root().join("models").to_str().unwrap(),
-        ])
-        .env("CANDOR_ORT_LIB", ort_lib())
-        .env("CANDOR_DATABASE", data.join("candor.db"))
-        .env("CANDOR_CONSENT__SUBJECT_KEY_FILE", data.join("subject.key"))
-        .env("CANDOR_DECISIONS__INPUT_KEY_FILE", data.join("inputs.key"))
-        .env("CANDOR_METRICS_LISTEN", "127.0.0.1:0")
-        .env_remove("RUST_LOG")
+        .args(["--listen", "127.0.0.1:0"])
         .stderr(Stdio::piped());
     for (k, v) in env {
         command.env(k, v);
@@ -689,17 +697,9 @@ fn serve_raises_the_open_file_limit_and_warns_when_it_is_too_low() {
 fn a_failed_start_is_told_in_the_log_format() {
     let data = tempfile::tempdir().unwrap();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_candor"))
-        .args([
-            "serve",
-            "--listen",
-            &taken.local_addr().unwrap().to_string(),
-            "--log-format",
-            "json",
-        ])
-        .env("CANDOR_ORT_LIB", ort_lib())
-        .env("CANDOR_DATABASE", data.path().join("candor.db"))
-        .env("CANDOR_METRICS_LISTEN", "127.0.0.1:0")
+    let out = serve_command(data.path())
+        .args(["--listen", &taken.local_addr().unwrap().to_string()])
+        .args(["--log-format", "json"])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -762,11 +762,8 @@ fn a_gateway_that_never_answers_is_an_error_not_a_hang() {
 #[test]
 fn serving_in_clear_off_loopback_is_refused_before_anything_starts() {
     let data = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_candor"))
-        .args(["serve", "--listen", "0.0.0.0:0"])
-        .env("CANDOR_ORT_LIB", ort_lib())
-        .env("CANDOR_DATABASE", data.path().join("candor.db"))
-        .env("CANDOR_METRICS_LISTEN", "127.0.0.1:0")
+    let out = serve_command(data.path())
+        .args(["--listen", "0.0.0.0:0"])
         .output()
         .unwrap();
     assert!(!out.status.success());

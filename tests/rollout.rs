@@ -123,6 +123,18 @@ async fn set_rollout(
         .map(tonic::Response::into_inner)
 }
 
+/// Whether `version` is loaded within a minute (the folder watch settles
+/// for half a second, then gates and loads).
+async fn deployed_within_a_minute(server: &TestServer, version: &str) -> bool {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while !loaded_versions(server).await.contains(version) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .is_ok()
+}
+
 async fn loaded_versions(server: &TestServer) -> BTreeSet<String> {
     let list = server
         .models()
@@ -155,13 +167,8 @@ async fn the_watch_follows_a_models_folder_made_anew() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     std::fs::create_dir(models.join(MODEL)).unwrap();
     stage_version(&models, "1.2.0");
-    let watched = tokio::time::timeout(Duration::from_secs(60), async {
-        while !loaded_versions(&server).await.contains("1.2.0") {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await;
-    assert!(watched.is_ok(), "the new folder's package was not deployed");
+    let watched = deployed_within_a_minute(&server, "1.2.0").await;
+    assert!(watched, "the new folder's package was not deployed");
     // Removed and made anew in place, where the file system may give the
     // new folder the old one's inode.
     std::fs::remove_dir_all(&models).unwrap();
@@ -169,16 +176,8 @@ async fn the_watch_follows_a_models_folder_made_anew() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     std::fs::create_dir(models.join(MODEL)).unwrap();
     stage_version(&models, "1.3.0");
-    let watched = tokio::time::timeout(Duration::from_secs(60), async {
-        while !loaded_versions(&server).await.contains("1.3.0") {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await;
-    assert!(
-        watched.is_ok(),
-        "the folder made anew in place was not watched"
-    );
+    let watched = deployed_within_a_minute(&server, "1.3.0").await;
+    assert!(watched, "the folder made anew in place was not watched");
     server.stop().await;
 }
 
@@ -223,13 +222,8 @@ async fn hot_deploy_under_load_drops_nothing() {
 
     let deployed = stage_version(&models, "1.2.0");
     let sha_new = sha256_of(&deployed);
-    let watched = tokio::time::timeout(Duration::from_secs(60), async {
-        while !loaded_versions(&server).await.contains("1.2.0") {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await;
-    assert!(watched.is_ok(), "the folder watch did not deploy 1.2.0");
+    let watched = deployed_within_a_minute(&server, "1.2.0").await;
+    assert!(watched, "the folder watch did not deploy 1.2.0");
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let rollout = set_rollout(&server, "1.2.0", "", 0.0, &[]).await.unwrap();

@@ -866,12 +866,18 @@ source = "zip_code_aggregate"
     /// every check and served.
     #[test]
     fn a_manifest_that_contradicts_itself_is_refused() {
+        // MINIMAL with `toml` before its features.
+        let before_features =
+            |toml: &str| MINIMAL.replacen("[[features]]", &format!("{toml}[[features]]"), 1);
+        // ... and a [training] section ending in `line`.
+        let training = |line: &str| {
+            before_features(&format!(
+                "[training]\ndataset = \"d\"\ndate = \"2026-01-01\"\nscript = \"s\"\n{line}\n"
+            ))
+        };
         let cases = [
             (
-                MINIMAL.replace(
-                    "[[features]]\nname = \"a\"",
-                    "[training]\ndataset = \"d\"\ndate = \"2026-01-01\"\nscript = \"s\"\nexcluded_columns = [\"MGODRK\", \"a\"]\n[[features]]\nname = \"a\"",
-                ),
+                training("excluded_columns = [\"MGODRK\", \"a\"]"),
                 "training.excluded_columns",
                 "\"a\"",
             ),
@@ -893,14 +899,7 @@ source = "zip_code_aggregate"
                 "model.version",
                 "build metadata",
             ),
-            (
-                MINIMAL.replace(
-                    "[[features]]\nname = \"a\"",
-                    "[training]\ndataset = \"d\"\ndate = \"2026-01-01\"\nscript = \"s\"\ntrain_rows = 0\n[[features]]\nname = \"a\"",
-                ),
-                "training.train_rows",
-                "is 0",
-            ),
+            (training("train_rows = 0"), "training.train_rows", "is 0"),
             (
                 MINIMAL.replace("owner = \"o\"", "owner = \" \""),
                 "model.owner",
@@ -922,33 +921,25 @@ source = "zip_code_aggregate"
                 "not empty or invisible",
             ),
             (
-                MINIMAL.replace(
-                    "[[features]]\nname = \"a\"",
-                    "[training]\ndataset = \"d\"\ndate = \"2026-01-01\"\nscript = \"s\"\nexcluded_columns = [\" A\"]\n[[features]]\nname = \"a\"",
-                ),
+                training("excluded_columns = [\" A\"]"),
                 "training.excluded_columns",
                 "\"a\"",
             ),
             (
-                MINIMAL.replace(
-                    "[[features]]\nname = \"a\"",
-                    "[training]\ndataset = \"d\"\ndate = \"2026-01-01\"\nscript = \"s\"\nexcluded_columns = [\"X\", \"x\"]\n[[features]]\nname = \"a\"",
-                ),
+                training("excluded_columns = [\"X\", \"x\"]"),
                 "training.excluded_columns",
                 "twice",
             ),
             (
-                MINIMAL.replace(
-                    "[[features]]\nname = \"a\"",
-                    "[[metrics]]\nname = \"auc\"\nvalue = 0.7\ndataset = \"holdout\"\n[[metrics]]\nname = \"auc\"\nvalue = 0.8\ndataset = \"holdout\"\n[[features]]\nname = \"a\"",
+                before_features(
+                    "[[metrics]]\nname = \"auc\"\nvalue = 0.7\ndataset = \"holdout\"\n[[metrics]]\nname = \"auc\"\nvalue = 0.8\ndataset = \"holdout\"\n",
                 ),
                 "metrics[1]",
                 "given twice",
             ),
             (
-                MINIMAL.replace(
-                    "[[features]]\nname = \"a\"",
-                    "[[metrics]]\nname = \"auc\"\nvalue = nan\ndataset = \"holdout\"\n[[features]]\nname = \"a\"",
+                before_features(
+                    "[[metrics]]\nname = \"auc\"\nvalue = nan\ndataset = \"holdout\"\n",
                 ),
                 "metrics[0].value",
                 "is NaN",
