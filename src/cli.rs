@@ -280,6 +280,10 @@ struct ScoreArgs {
     /// A CSV file ("-" for stdin) with a header of feature names; one row per decision.
     #[arg(long, conflicts_with = "features")]
     csv: Option<PathBuf>,
+    /// The most rows one ScoreBatch call carries: the gateway's
+    /// `max_batch_rows`. More rows are sent in turn, in order.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
+    batch_rows: u64,
     /// The person's country (ISO 3166-1 alpha-2), e.g. DE or US.
     #[arg(long, default_value = "")]
     country: String,
@@ -630,11 +634,22 @@ fn score(args: ScoreArgs) -> anyhow::Result<ExitCode> {
             gpc: args.gpc,
         },
         token: args.token,
+        batch_rows: usize::try_from(args.batch_rows)?,
     };
-    let output = with_gateway(&args.gateway, call.token.is_some(), |channel| async move {
+    let total = call.rows.len();
+    let scored = with_gateway(&args.gateway, call.token.is_some(), |channel| async move {
         grpc::client::score(channel, &call).await
     })?;
-    print(&serde_json::to_string_pretty(&output)?)
+    let printed = print(&serde_json::to_string_pretty(&scored.decisions)?)?;
+    match scored.failed {
+        None => Ok(printed),
+        Some((rows, status)) => Err(status_error(&status).context(format!(
+            "rows {} to {} of {total} (counted from 1; the gateway's rows[i] is the i-th of them, from 0) were not scored, nor any after them; the {} decisions printed above were made and recorded",
+            rows.start + 1,
+            rows.end,
+            rows.start
+        ))),
+    }
 }
 
 fn why(args: WhyArgs) -> anyhow::Result<ExitCode> {
@@ -734,17 +749,7 @@ where
         let channel = crate::grpc::connect(endpoint)
             .await
             .with_context(|| format!("cannot reach the gateway at {addr}"))?;
-        call(channel).await.map_err(|s| {
-            // A transport failure says only "transport error"; its causes
-            // say what went wrong (a TLS port spoken to in clear, say).
-            let mut causes = String::new();
-            let mut source = std::error::Error::source(&s);
-            while let Some(e) = source {
-                causes.push_str(&format!(": {e}"));
-                source = e.source();
-            }
-            anyhow::anyhow!("{:?}: {}{causes}", s.code(), s.message())
-        })
+        call(channel).await.map_err(|s| status_error(&s))
     };
     // Connecting too: a port that accepts and never speaks HTTP/2 would
     // hold the handshake for ever.
@@ -756,6 +761,19 @@ where
             )
         })?
     })
+}
+
+/// A call's failure as the command reports it.
+fn status_error(s: &tonic::Status) -> anyhow::Error {
+    // A transport failure says only "transport error"; its causes say what
+    // went wrong (a TLS port spoken to in clear, say).
+    let mut causes = String::new();
+    let mut source = std::error::Error::source(s);
+    while let Some(e) = source {
+        causes.push_str(&format!(": {e}"));
+        source = e.source();
+    }
+    anyhow::anyhow!("{:?}: {}{causes}", s.code(), s.message())
 }
 
 /// Writes `text` to standard output, ending it with a newline.

@@ -84,6 +84,80 @@ async fn candor_score_prints_the_decision_as_json() {
     server.stop().await;
 }
 
+/// A CSV longer than one batch is sent in batches, in order; a batch that
+/// fails after others were scored says which rows were not, and leaves the
+/// decisions made on standard output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn candor_score_sends_a_long_csv_in_batches() {
+    let server = TestServer::start().await;
+    let text =
+        std::fs::read_to_string(repo_root().join("models/caravan-lgbm/1.0.0/golden.csv")).unwrap();
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .take(6)
+        .map(|l| l.split(',').collect())
+        .collect();
+    let n = rows[0].len() - 1;
+    let csv =
+        |rows: &[Vec<&str>]| -> String { rows.iter().map(|r| r[..n].join(",") + "\n").collect() };
+    let want: Vec<f64> = rows[1..].iter().map(|r| r[n].parse().unwrap()).collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let score = |name: &str, text: String| {
+        let path = tmp.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_candor"))
+            .args([
+                "score",
+                "--addr",
+                &server.url(),
+                "--model",
+                "caravan-lgbm@1.0.0",
+            ])
+            .args([
+                "--batch-rows",
+                "2",
+                "--country",
+                "US",
+                "--age",
+                "adult",
+                "--csv",
+            ])
+            .arg(path)
+            .output()
+            .unwrap()
+    };
+
+    let out = score("five.csv", csv(&rows));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let decisions: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let scores: Vec<f64> = decisions
+        .iter()
+        .map(|d| d["score"].as_f64().unwrap())
+        .collect();
+    assert_eq!(scores.len(), want.len());
+    for (got, want) in scores.iter().zip(&want) {
+        assert!((got - want).abs() <= 1e-6, "{scores:?} against {want:?}");
+    }
+
+    // The fifth row (the third batch) has a value out of its range.
+    let mut broken = rows.clone();
+    broken[5][0] = "999";
+    let out = score("broken.csv", csv(&broken));
+    assert!(!out.status.success());
+    let made: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(made.len(), 4);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("rows 5 to 5 of 5") && err.contains("InvalidArgument"),
+        "{err}"
+    );
+    server.stop().await;
+}
+
 /// Starts `candor serve` on port 0 with its database in `data`, waits for
 /// its models, and returns it with its address and a thread that keeps
 /// draining its log (so it never blocks on a full pipe).

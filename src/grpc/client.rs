@@ -21,6 +21,20 @@ pub struct ScoreCall {
     pub consent: ConsentSignals,
     /// An API key (role `scorer`), sent as `authorization: Bearer ...`.
     pub token: Option<String>,
+    /// The most rows one `ScoreBatch` call carries (the gateway's
+    /// `max_batch_rows`); more are sent in turn, in order.
+    pub batch_rows: usize,
+}
+
+/// The decisions a [`ScoreCall`] made.
+#[derive(Debug)]
+pub struct Scored {
+    /// One object for one row, else an array in the rows' order.
+    pub decisions: Value,
+    /// A batch after the first that failed: its rows (0-based, end
+    /// exclusive) and why. The decisions before it were made; no row from
+    /// it on was sent.
+    pub failed: Option<(std::ops::Range<usize>, tonic::Status)>,
 }
 
 /// The consent signals sent with the call; empty strings are not sent.
@@ -64,15 +78,14 @@ pub fn score_request(call: &ScoreCall, row: &Features) -> pb::ScoreRequest {
     }
 }
 
-/// The request for all rows, for callers that drive `ScoreBatch` themselves.
-pub fn batch_request(call: &ScoreCall) -> pb::ScoreBatchRequest {
+/// The request for `rows`, for callers that drive `ScoreBatch` themselves.
+pub fn batch_request(call: &ScoreCall, rows: &[Features]) -> pb::ScoreBatchRequest {
     pb::ScoreBatchRequest {
         model: Some(model_ref(call)),
         subject_id: call.subject_id.clone(),
         context: context(call),
         explain: None,
-        rows: call
-            .rows
+        rows: rows
             .iter()
             .map(|r| pb::BatchRow {
                 features: to_pb(r),
@@ -93,26 +106,50 @@ fn to_pb(row: &Features) -> Vec<pb::Feature> {
     pb::features(row.iter().map(|(k, v)| (k.clone(), v.clone().into())))
 }
 
-/// Scores `call` on the server at `channel` and returns the decisions as JSON:
-/// one object for one row, an array for several or for a list of one.
-pub async fn score(channel: Channel, call: &ScoreCall) -> Result<Value, tonic::Status> {
+/// Scores `call` on the server at `channel`: one row through `Score`,
+/// more through `ScoreBatch`, in batches of at most `call.batch_rows`. A
+/// failure of the first call is the error; one of a later batch leaves the
+/// decisions already made, which are recorded, in the answer.
+pub async fn score(channel: Channel, call: &ScoreCall) -> Result<Scored, tonic::Status> {
     let mut client = ScoringServiceClient::new(channel);
     let token = call.token.as_deref();
     if let [row] = call.rows.as_slice() {
         let request = authorized(score_request(call, row), token, None)?;
         let response = client.score(request).await?.into_inner();
         let decision = response.decision.map(decision_json).unwrap_or(Value::Null);
-        return Ok(if call.listed {
-            Value::Array(vec![decision])
-        } else {
-            decision
+        return Ok(Scored {
+            decisions: if call.listed {
+                Value::Array(vec![decision])
+            } else {
+                decision
+            },
+            failed: None,
         });
     }
-    let request = authorized(batch_request(call), token, None)?;
-    let response = client.score_batch(request).await?.into_inner();
-    Ok(Value::Array(
-        response.decisions.into_iter().map(decision_json).collect(),
-    ))
+    let mut decisions = Vec::with_capacity(call.rows.len());
+    let mut failed = None;
+    for (n, rows) in call.rows.chunks(call.batch_rows.max(1)).enumerate() {
+        let request = authorized(batch_request(call, rows), token, None)?;
+        match client.score_batch(request).await {
+            Ok(response) => decisions.extend(
+                response
+                    .into_inner()
+                    .decisions
+                    .into_iter()
+                    .map(decision_json),
+            ),
+            Err(status) if n == 0 => return Err(status),
+            Err(status) => {
+                let start = n * call.batch_rows.max(1);
+                failed = Some((start..start + rows.len(), status));
+                break;
+            }
+        }
+    }
+    Ok(Scored {
+        decisions: Value::Array(decisions),
+        failed,
+    })
 }
 
 fn decision_json(d: pb::Decision) -> Value {
