@@ -141,7 +141,8 @@ impl Default for LimitsConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FairnessConfig {
-    /// The sliding window, in seconds (counted in minute buckets).
+    /// The sliding window, in seconds (counted in buckets of a sixtieth of
+    /// it, at least a second).
     pub window_secs: u64,
     /// Flag a model when a group's selection rate falls below this share
     /// of the most favoured group's (the four-fifths rule by default).
