@@ -527,25 +527,18 @@ async fn a_malformed_or_instant_grpc_timeout_is_named() {
 }
 
 /// A stream is counted under the status its trailers carry, not the OK of
-/// its first headers: a reflection stream ended by a question about a
-/// symbol that does not exist is NOT_FOUND.
+/// its first headers: a health watch that has answered and then runs out
+/// of its deadline is DEADLINE_EXCEEDED.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_is_counted_under_the_status_it_ends_with() {
-    use tonic_reflection::pb::v1::{
-        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
-        server_reflection_request::MessageRequest,
-    };
     let server = TestServer::start().await;
     let metrics = serve_metrics(&server).await;
-    let mut client = ServerReflectionClient::new(server.channel().await);
-    let question = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::FileContainingSymbol(
-            "candor.v1.NoSuchThing".into(),
-        )),
-    };
-    let mut stream = client
-        .server_reflection_info(tokio_stream::iter([question]))
+    let mut request = Request::new(HealthCheckRequest {
+        service: String::new(),
+    });
+    request.set_timeout(Duration::from_millis(300));
+    let mut stream = HealthClient::new(server.channel().await)
+        .watch(request)
         .await
         .unwrap()
         .into_inner();
@@ -556,14 +549,16 @@ async fn a_stream_is_counted_under_the_status_it_ends_with() {
             Err(status) => break status,
         }
     };
-    assert_eq!(ended.code(), Code::NotFound, "{ended:?}");
+    assert_eq!(ended.code(), Code::DeadlineExceeded, "{ended:?}");
     let series = |code: &str| {
-        format!(
-            r#"candor_rpc_requests_total{{rpc="/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",code="{code}"}}"#
-        )
+        format!(r#"candor_rpc_requests_total{{rpc="/grpc.health.v1.Health/Watch",code="{code}"}}"#)
     };
     let text = scrape(metrics).await;
-    assert_eq!(sample(&text, &series("NOT_FOUND")), Some(1.0), "{text}");
+    assert_eq!(
+        sample(&text, &series("DEADLINE_EXCEEDED")),
+        Some(1.0),
+        "{text}"
+    );
     assert_eq!(sample(&text, &series("OK")), None, "{text}");
     server.stop().await;
 }

@@ -298,6 +298,80 @@ async fn reflection_lists_the_services() {
     server.stop().await;
 }
 
+/// A lookup that fails is answered on the stream, which stays open for the
+/// next request (the reflection protocol's `ErrorResponse`, as the C++, Go
+/// and Java servers answer), in both versions of the protocol.
+#[tokio::test]
+async fn a_failed_lookup_is_answered_and_the_stream_goes_on() {
+    use tonic_reflection::pb::v1alpha as alpha;
+    let server = TestServer::start().await;
+    let (ask, mut stream) = reflection_stream(&server).await;
+    for missing in [
+        MessageRequest::FileByFilename("nope.proto".into()),
+        MessageRequest::FileContainingSymbol("candor.v1.Nope".into()),
+    ] {
+        ask.send(question(missing.clone())).await.unwrap();
+        let response = stream.next().await.unwrap().unwrap();
+        let Some(MessageResponse::ErrorResponse(error)) = response.message_response else {
+            panic!("unexpected {response:?}")
+        };
+        assert_eq!(error.error_code, tonic::Code::NotFound as i32, "{error:?}");
+        assert!(error.error_message.contains("Nope") || error.error_message.contains("nope"));
+        assert_eq!(
+            response.original_request.unwrap().message_request,
+            Some(missing)
+        );
+    }
+    ask.send(question(MessageRequest::ListServices(String::new())))
+        .await
+        .unwrap();
+    let response = stream.next().await.unwrap().unwrap();
+    assert!(
+        matches!(
+            response.message_response,
+            Some(MessageResponse::ListServicesResponse(_))
+        ),
+        "{response:?}"
+    );
+
+    let mut client =
+        alpha::server_reflection_client::ServerReflectionClient::new(server.channel().await);
+    let ask = |request| alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(request),
+    };
+    let mut stream = client
+        .server_reflection_info(tokio_stream::iter([
+            ask(
+                alpha::server_reflection_request::MessageRequest::FileByFilename(
+                    "nope.proto".into(),
+                ),
+            ),
+            ask(alpha::server_reflection_request::MessageRequest::ListServices(String::new())),
+        ]))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.next().await.unwrap().unwrap();
+    assert!(
+        matches!(
+            first.message_response,
+            Some(alpha::server_reflection_response::MessageResponse::ErrorResponse(_))
+        ),
+        "{first:?}"
+    );
+    let second = stream.next().await.unwrap().unwrap();
+    assert!(
+        matches!(
+            second.message_response,
+            Some(alpha::server_reflection_response::MessageResponse::ListServicesResponse(_))
+        ),
+        "{second:?}"
+    );
+    assert!(stream.next().await.is_none());
+    server.stop().await;
+}
+
 /// A reflection stream has no end of its own (grpcui and IDE plugins keep
 /// one open): shutdown ends it, saying why, rather than wait for the client.
 #[tokio::test]

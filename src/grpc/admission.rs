@@ -192,11 +192,15 @@ impl Admission {
 /// The body of an answer stream with no end of its own (a health Watch,
 /// server reflection): it ends with UNAVAILABLE when the server shuts down,
 /// since graceful shutdown waits for every open stream, and one client
-/// left open would hold the process, and its database lock, for ever. A
-/// Watch also holds its place among `limits.max_health_watches`.
+/// left open would hold the process, and its database lock, for ever; and
+/// with DEADLINE_EXCEEDED when the call's deadline passes, which bounds the
+/// whole call, its stream too. A Watch also holds its place among
+/// `limits.max_health_watches`.
 struct Unending {
     inner: Body,
-    closing: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    /// The status the stream ends with from outside: the first of the
+    /// server's stop and the call's deadline.
+    ending: std::pin::Pin<Box<dyn std::future::Future<Output = Status> + Send>>,
     ended: bool,
     _place: Option<OwnedSemaphorePermit>,
     /// The call, counted under the status its trailers carry when they
@@ -235,12 +239,11 @@ impl http_body::Body for Unending {
         // What the stream has ready goes first: a Watch is told NOT_SERVING
         // as the stop begins, before it ends.
         let frame = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
-        if frame.is_pending() && this.closing.as_mut().poll(cx).is_ready() {
+        if frame.is_pending()
+            && let Poll::Ready(status) = this.ending.as_mut().poll(cx)
+        {
             this.ended = true;
             let mut trailers = http::HeaderMap::new();
-            let status = Status::unavailable(
-                "the gateway is shutting down; open the stream on another instance",
-            );
             if let Err(e) = status.add_header(&mut trailers) {
                 tracing::warn!(error = %e, "could not end an open stream with its status");
             }
@@ -481,22 +484,13 @@ where
                     }
                 };
                 let mut call = Call::start(gateway.clone(), rpc, started, deadline, permit);
-                let expiry = async {
-                    match deadline {
-                        Some(deadline) => {
-                            deadline.expired().await;
-                            deadline
-                        }
-                        None => std::future::pending().await,
-                    }
-                };
                 // The deadline first: once the caller has stopped waiting,
                 // its call is not worth another step.
                 let mut response = tokio::select! {
                     biased;
                     // A decision made before the deadline may already be
                     // on record: ListDecisions shows it with this call's id.
-                    deadline = expiry => Status::deadline_exceeded(unanswered(
+                    deadline = expiry(deadline) => Status::deadline_exceeded(unanswered(
                         &deadline,
                         &if rule.decides {
                             format!("; a decision it made before then is listed with request_id {request_id}")
@@ -543,9 +537,17 @@ where
                     response = response.map(|inner| {
                         Body::new(Unending {
                             inner,
-                            closing: Box::pin(async move {
-                                // A dropped sender means the server is gone.
-                                let _ = closing.wait_for(|&c| c).await;
+                            ending: Box::pin(async move {
+                                tokio::select! {
+                                    // A dropped sender means the server is gone.
+                                    _ = closing.wait_for(|&c| c) => Status::unavailable(
+                                        "the gateway is shutting down; open the stream on another instance",
+                                    ),
+                                    d = expiry(deadline) => Status::deadline_exceeded(format!(
+                                        "deadline: the stream's grpc-timeout of {:?} has passed",
+                                        d.timeout()
+                                    )),
+                                }
                             }),
                             ended: false,
                             _place: watch,
@@ -625,6 +627,17 @@ impl Call {
             }
             _ => "CANCELLED",
         }
+    }
+}
+
+/// Resolves when `deadline` passes; never without one.
+async fn expiry(deadline: Option<Deadline>) -> Deadline {
+    match deadline {
+        Some(deadline) => {
+            deadline.expired().await;
+            deadline
+        }
+        None => std::future::pending().await,
     }
 }
 

@@ -19,6 +19,7 @@ mod io;
 mod models;
 mod oip;
 mod page;
+mod reflection;
 mod scoring;
 mod status;
 mod why;
@@ -250,14 +251,18 @@ pub async fn serve(
                 tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
             )
     };
-    let reflection_v1alpha = reflection()
-        .build_v1alpha()
-        .expect("the embedded descriptor sets are valid")
-        .accept_compressed(CompressionEncoding::Gzip);
-    let reflection = reflection()
-        .build_v1()
-        .expect("the embedded descriptor sets are valid")
-        .accept_compressed(CompressionEncoding::Gzip);
+    let reflection_v1alpha = reflection::v1alpha::Reflection::new(
+        reflection()
+            .build_v1alpha()
+            .expect("the embedded descriptor sets are valid"),
+    )
+    .accept_compressed(CompressionEncoding::Gzip);
+    let reflection = reflection::v1::Reflection::new(
+        reflection()
+            .build_v1()
+            .expect("the embedded descriptor sets are valid"),
+    )
+    .accept_compressed(CompressionEncoding::Gzip);
 
     let max = gateway.config().max_message_bytes;
     // Every service (health and reflection too, above) takes
