@@ -448,8 +448,9 @@ fn consent_line(language: Language, p: &Provenance, decided_at_ms: i64) -> Strin
 }
 
 /// What the person can do about this decision, as their choices then
-/// stood: no offer to turn off what was off, and an objection they made is
-/// theirs to withdraw, not to make again.
+/// stood: no offer to turn off what was off, and an objection they made
+/// (to direct marketing, or to one purpose such as profiling) is theirs to
+/// withdraw; one to direct marketing is not theirs to make again.
 fn controls(language: Language, p: &Provenance) -> Vec<Control> {
     let status = |id: u8| p.purposes.iter().find(|o| o.tcf_id == id).map(|o| o.status);
     let allowed = |id: u8| {
@@ -494,14 +495,18 @@ fn controls(language: Language, p: &Provenance) -> Vec<Control> {
         ("access_data", "ExplanationService.ExportSubjectData"),
         ("delete_data", "ConsentService.EraseSubject"),
     ]);
-    kinds.push(if objected {
-        (
+    if !objected {
+        kinds.push(("object", "ConsentService.WithdrawConsent (kind OBJECTION)"));
+    }
+    if p.purposes
+        .iter()
+        .any(|o| o.status == PurposeStatus::Objected)
+    {
+        kinds.push((
             "withdraw_objection",
             "ConsentService.RecordConsent, with the person's own token",
-        )
-    } else {
-        ("object", "ConsentService.WithdrawConsent (kind OBJECTION)")
-    });
+        ));
+    }
     kinds
         .into_iter()
         .map(|(kind, how)| Control {
@@ -716,6 +721,9 @@ source = "first_party"
         use PurposeStatus::{Granted, Objected, Withdrawn};
         let profiling = kinds(&provenance([Granted, Objected, Objected]));
         assert!(profiling.contains(&"object"), "{profiling:?}");
+        // ... and is the person's to withdraw.
+        assert!(profiling.contains(&"withdraw_objection"), "{profiling:?}");
+        assert!(!granted.contains(&"withdraw_objection"), "{granted:?}");
         // An objection to direct marketing alone turned personalised ads
         // off too.
         let marketing = kinds(&provenance([Objected, Granted, Granted]));
