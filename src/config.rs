@@ -853,7 +853,7 @@ impl Config {
         }
         for name in &self.fairness.attributes {
             crate::monitor::check_name(name)
-                .map_err(|e| ConfigError::at("fairness.attributes", e))?;
+                .map_err(|e| ConfigError::at("fairness.attributes", format!("{name:?}: {e}")))?;
         }
         let ratio = self.fairness.min_disparate_impact;
         if !(0.0..=1.0).contains(&ratio) {

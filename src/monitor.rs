@@ -39,28 +39,37 @@ const BUCKETS_PER_WINDOW: u64 = 60;
 pub struct AuditAttributes(BTreeMap<String, String>);
 
 impl AuditAttributes {
-    /// Checks names and values; the error names the offending entry.
-    pub fn new(attributes: BTreeMap<String, String>) -> Result<Self, String> {
+    /// Checks names and values; the error gives the offending entry's name
+    /// (none when there are too many) and what is wrong with it.
+    pub fn new(attributes: BTreeMap<String, String>) -> Result<Self, (Option<String>, String)> {
         if attributes.len() > MAX_ATTRIBUTES {
-            return Err(format!(
-                "{} attributes; at most {MAX_ATTRIBUTES} are counted",
-                attributes.len()
+            return Err((
+                None,
+                format!(
+                    "{} attributes; at most {MAX_ATTRIBUTES} are counted",
+                    attributes.len()
+                ),
             ));
         }
         for (name, value) in &attributes {
-            check_name(name)?;
-            if value.is_empty()
-                || value.len() > MAX_TEXT
-                || value.chars().any(crate::printable::unprintable)
-            {
-                return Err(format!(
-                    "{name}: the group must be 1-{MAX_TEXT} bytes without control, line-breaking or invisible characters"
-                ));
-            }
-            if value == OTHER_GROUP {
-                return Err(format!(
-                    "{name}: {OTHER_GROUP} is where groups past the first {MAX_GROUPS} are counted, not a group"
-                ));
+            let problem = check_name(name).err().or_else(|| {
+                if value.is_empty()
+                    || value.len() > MAX_TEXT
+                    || value.chars().any(crate::printable::unprintable)
+                {
+                    Some(format!(
+                        "the group must be 1-{MAX_TEXT} bytes without control, line-breaking or invisible characters"
+                    ))
+                } else if value == OTHER_GROUP {
+                    Some(format!(
+                        "{OTHER_GROUP} is where groups past the first {MAX_GROUPS} are counted, not a group"
+                    ))
+                } else {
+                    None
+                }
+            });
+            if let Some(problem) = problem {
+                return Err((Some(name.clone()), problem));
             }
         }
         Ok(Self(attributes))
@@ -83,7 +92,7 @@ pub fn check_name(name: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "{name:?}: names are 1-{MAX_TEXT} lowercase letters, digits or '_'"
+            "names are 1-{MAX_TEXT} lowercase letters, digits or '_'"
         ))
     }
 }

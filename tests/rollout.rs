@@ -428,7 +428,7 @@ async fn shadows_are_judged_by_their_own_manifests() {
     assert_refused(
         &refused,
         Code::FailedPrecondition,
-        "shadows: caravan-lgbm 6.0.0 takes special-category data",
+        "shadows[1]: caravan-lgbm 6.0.0 takes special-category data",
     );
     let mut request = caravan_request();
     request.subject_id = "young".into();
@@ -654,7 +654,7 @@ async fn bad_rollouts_and_deploys_name_the_field() {
             0.0,
             vec!["1.3.0"],
             Code::FailedPrecondition,
-            "shadows",
+            "shadows[0]:",
         ),
         (
             "1.0.0",
@@ -673,7 +673,7 @@ async fn bad_rollouts_and_deploys_name_the_field() {
             0.0,
             vec!["1.0.0"],
             Code::InvalidArgument,
-            "shadows:",
+            "shadows[0]:",
         ),
     ] {
         let e = set_rollout(&server, production, canary, percent, &shadows)
@@ -925,7 +925,7 @@ async fn fairness_monitor_flags_disparate_selection() {
         (
             "age_band",
             "(other)",
-            "context.audit_attributes: age_band: (other)",
+            "context.audit_attributes[\"age_band\"]: (other)",
         ),
     ] {
         let mut context = common::us_adult().unwrap();

@@ -131,9 +131,20 @@ impl Gateway {
         let named = change
             .production
             .iter()
-            .map(|v| ("production", v))
-            .chain(change.canary.iter().map(|c| ("canary", &c.version)))
-            .chain(change.shadows.iter().map(|v| ("shadows", v)));
+            .map(|v| ("production".to_owned(), v))
+            .chain(
+                change
+                    .canary
+                    .iter()
+                    .map(|c| ("canary".to_owned(), &c.version)),
+            )
+            .chain(
+                change
+                    .shadows
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| (format!("shadows[{i}]"), v)),
+            );
         for (field, v) in named {
             let Some(package) = served.versions.get(v) else {
                 return Err(Error::FailedPrecondition(format!(
@@ -165,7 +176,7 @@ impl Gateway {
         };
         rollout.check().map_err(|(key, message)| {
             // Named as the request names them, not as rollout.toml does.
-            let field = match key {
+            let field = match key.as_str() {
                 "canary.version" => "canary",
                 "canary.percent" => "canary_percent",
                 other => other,

@@ -326,8 +326,9 @@ impl AdminService for Admin {
         let r = request.into_inner();
         // A name no request could carry would only ever match nothing.
         if !r.attribute.is_empty() {
-            crate::monitor::check_name(&r.attribute)
-                .map_err(|e| Error::InvalidArgument(format!("attribute: {e}")))?;
+            crate::monitor::check_name(&r.attribute).map_err(|e| {
+                Error::InvalidArgument(format!("attribute: {:?}: {e}", r.attribute))
+            })?;
         }
         let registry = self.gateway.registry()?;
         if !r.model.is_empty() {

@@ -162,8 +162,12 @@ pub(super) fn audit_attributes(
     let map = context
         .map(|c| std::mem::take(&mut c.audit_attributes))
         .unwrap_or_default();
-    AuditAttributes::new(map.into_iter().collect())
-        .map_err(|e| Error::InvalidArgument(format!("context.audit_attributes: {e}")))
+    AuditAttributes::new(map.into_iter().collect()).map_err(|(name, e)| {
+        Error::InvalidArgument(match name {
+            Some(name) => format!("context.audit_attributes[{name:?}]: {e}"),
+            None => format!("context.audit_attributes: {e}"),
+        })
+    })
 }
 
 /// The longest identifier (subject, placement, campaign, ad, a notice's

@@ -771,7 +771,8 @@ impl Manifest {
             let at = |field: &str| format!("fairness.groups[{i}].{field}");
             // The live monitor counts the column under this name, which
             // requests must be able to send (`context.audit_attributes`).
-            crate::monitor::check_name(&g.column).map_err(|m| FieldError::new(at("column"), m))?;
+            crate::monitor::check_name(&g.column)
+                .map_err(|m| FieldError::new(at("column"), format!("{:?}: {m}", g.column)))?;
             disparate_impact_floor(g.min_disparate_impact)
                 .map_err(|m| FieldError::new(at("min_disparate_impact"), m))?;
             if let Some(gap) = g.max_equal_opportunity_difference {

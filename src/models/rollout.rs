@@ -64,7 +64,7 @@ impl Rollout {
         })?;
         rollout.check().map_err(|(field, message)| PackageError {
             file,
-            field: Some(field.into()),
+            field: Some(field),
             message,
         })?;
         Ok(rollout)
@@ -83,17 +83,17 @@ impl Rollout {
     }
 
     /// The checks that need no loaded package; the failing field and why.
-    pub fn check(&self) -> Result<(), (&'static str, String)> {
+    pub fn check(&self) -> Result<(), (String, String)> {
         if let Some(c) = &self.canary {
             if !(0.0..=100.0).contains(&c.percent) {
                 return Err((
-                    "canary.percent",
+                    "canary.percent".into(),
                     format!("{} is not a share between 0 and 100", c.percent),
                 ));
             }
             if self.production.as_ref() == Some(&c.version) {
                 return Err((
-                    "canary.version",
+                    "canary.version".into(),
                     format!("{} is already the production version", c.version),
                 ));
             }
@@ -110,7 +110,10 @@ impl Rollout {
             };
             if let Some(role) = role {
                 // Its own shadow only doubles inference and attribution work.
-                return Err(("shadows", format!("{v} is already the {role} version")));
+                return Err((
+                    format!("shadows[{i}]"),
+                    format!("{v} is already the {role} version"),
+                ));
             }
         }
         let served = self
@@ -120,7 +123,10 @@ impl Rollout {
             .chain(&self.shadows);
         for v in served {
             if self.unloaded.contains(v) {
-                return Err(("unloaded", format!("{v} is in use and cannot be unloaded")));
+                return Err((
+                    "unloaded".into(),
+                    format!("{v} is in use and cannot be unloaded"),
+                ));
             }
         }
         Ok(())
@@ -189,12 +195,15 @@ mod tests {
                 "shadows = [\"1.1.0\"]\nunloaded = [\"1.1.0\"]\n",
                 "unloaded",
             ),
-            ("production = \"1.1.0\"\nshadows = [\"1.1.0\"]\n", "shadows"),
+            (
+                "production = \"1.1.0\"\nshadows = [\"1.1.0\"]\n",
+                "shadows[0]",
+            ),
             (
                 "shadows = [\"1.0.0\"]\n[canary]\nversion = \"1.0.0\"\npercent = 5.0\n",
-                "shadows",
+                "shadows[0]",
             ),
-            ("shadows = [\"1.2.0\", \"1.2.0\"]\n", "shadows"),
+            ("shadows = [\"1.2.0\", \"1.2.0\"]\n", "shadows[1]"),
         ] {
             fs::write(dir.path().join(ROLLOUT_FILE), text).unwrap();
             let e = Rollout::read(dir.path()).unwrap_err();
