@@ -18,6 +18,7 @@ pub mod explain;
 pub mod gateway;
 pub mod grpc;
 pub mod inference;
+pub mod memory;
 pub mod metrics;
 pub mod models;
 pub mod monitor;

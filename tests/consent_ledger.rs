@@ -701,6 +701,40 @@ async fn requests_at_once_under_the_same_signals_share_one_evidence_record() {
     assert!(cited.iter().all(|c| c.contains(&evidence[0])), "{cited:?}");
 }
 
+/// A person's signals recorded before their erasure are recorded anew by
+/// their next request: no decision cites the erased record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signals_recorded_before_an_erasure_are_recorded_anew_after_it() {
+    let server = TestServer::start().await;
+    let mut request = caravan_request();
+    request.subject_id = "back-after-erasure@example.com".into();
+    let before = score_at_once(&server, &request).await;
+    let erased = records_of(&server, &request.subject_id, "evidence").await;
+    assert_eq!(erased.len(), 1, "{erased:?}");
+    client(&server)
+        .await
+        .erase_subject(pb::EraseSubjectRequest {
+            subject_id: request.subject_id.clone(),
+        })
+        .await
+        .unwrap();
+    let after = score_at_once(&server, &request).await;
+    let evidence = records_of(&server, &request.subject_id, "evidence").await;
+    assert_eq!(
+        evidence.len(),
+        1,
+        "one record since the erasure: {evidence:?}"
+    );
+    assert_ne!(evidence, erased);
+    assert!(before.iter().all(|c| c.contains(&erased[0])), "{before:?}");
+    assert!(
+        after
+            .iter()
+            .all(|c| c.contains(&evidence[0]) && !c.contains(&erased[0])),
+        "{after:?}"
+    );
+}
+
 /// A US opt-out (GPC) sent by requests at once is remembered once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_opt_out_sent_at_once_is_remembered_once() {

@@ -308,17 +308,13 @@ pub struct Erasure {
     pub kept: Vec<PurposeState>,
 }
 
-/// Bytes each of the ledger's two caches may hold (approximately: keys,
-/// values and a fixed overhead per entry). Traffic is mostly people seen
-/// once, so the caches are bounded by what they hold, not by how many
-/// people: 64 MiB keeps about 200,000 recent people's state and evidence.
-const CACHE_BYTES: u64 = 64 * 1024 * 1024;
-/// moka's and the allocator's overhead per entry, roughly.
-const ENTRY_BYTES: usize = 96;
+/// How long a person's signals, once recorded, are cited without being
+/// recorded again: within the store's memory of erasures.
+const EVIDENCE_TTL: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
 
-fn weight(bytes: usize) -> u32 {
-    u32::try_from(bytes).unwrap_or(u32::MAX)
-}
+/// Bytes each of the ledger's two caches may hold ([`crate::memory`]):
+/// 64 MiB keeps the state, and the evidence, of about 80,000 recent people.
+const CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// The ledger record of the signals a scoring request carried.
 fn evidence_draft(subject_ref: Option<&str>, signals: &Decoded, controller: &str) -> Draft {
@@ -369,8 +365,10 @@ pub struct Ledger {
     /// those signals, so repeated requests do not grow the ledger. Requests
     /// that miss together (the ad slots of one page view, for one person)
     /// share one append: each would otherwise add its own record, and wait
-    /// for its own commit.
-    evidence_seen: moka::future::Cache<(String, String), LedgerRef>,
+    /// for its own commit. With the time it was recorded: an erasure since
+    /// erased it, and the next request records its signals anew (rather
+    /// than have every erasure scan this cache for the person's entries).
+    evidence_seen: moka::future::Cache<(String, String), (LedgerRef, i64)>,
     /// Subject → current consent state, so that scoring reads no SQLite. A
     /// change refreshes the entry after its commit and before the changing
     /// call returns; a concurrent reader fills only an absent entry, so it
@@ -527,29 +525,43 @@ impl Ledger {
             store,
             evidence_seen: moka::future::Cache::builder()
                 .max_capacity(CACHE_BYTES)
-                .weigher(|(subject, signals): &(String, String), r: &LedgerRef| {
-                    weight(
-                        ENTRY_BYTES
-                            + subject.len()
-                            + signals.len()
-                            + r.record_id.len()
-                            + r.hash.len(),
-                    )
-                })
-                .support_invalidation_closures()
+                .weigher(
+                    |(subject, signals): &(String, String), (r, _): &(LedgerRef, i64)| {
+                        crate::memory::weight(
+                            std::mem::size_of::<((String, String), (LedgerRef, i64))>()
+                                + subject.capacity()
+                                + signals.capacity()
+                                + r.record_id.capacity()
+                                + r.hash.capacity(),
+                        )
+                    },
+                )
+                // Within the store's memory of erasures, by which a cited
+                // record is known to be erased.
+                .time_to_live(EVIDENCE_TTL)
                 .build(),
             states: moka::sync::Cache::builder()
                 .max_capacity(CACHE_BYTES)
                 .weigher(|subject: &String, state: &Arc<Vec<PurposeState>>| {
-                    weight(
-                        ENTRY_BYTES
-                            + subject.len()
+                    // The Arc's allocation holds its counts and the Vec.
+                    let shared =
+                        2 * std::mem::size_of::<usize>() + std::mem::size_of::<Vec<PurposeState>>();
+                    crate::memory::weight(
+                        std::mem::size_of::<(String, Arc<Vec<PurposeState>>)>()
+                            + subject.capacity()
+                            + shared
+                            + state.capacity() * std::mem::size_of::<PurposeState>()
                             + state
                                 .iter()
                                 .map(|s| {
-                                    std::mem::size_of::<PurposeState>()
-                                        + s.record.record_id.len()
-                                        + s.record.hash.len()
+                                    s.record.record_id.capacity()
+                                        + s.record.hash.capacity()
+                                        + s.data_categories.capacity()
+                                            * std::mem::size_of::<String>()
+                                        + s.data_categories
+                                            .iter()
+                                            .map(String::capacity)
+                                            .sum::<usize>()
                                 })
                                 .sum::<usize>(),
                     )
@@ -648,23 +660,35 @@ impl Ledger {
             subject_ref.unwrap_or_default().to_owned(),
             signals.hash.clone(),
         );
-        self.evidence_seen
-            .try_get_with(key, async {
-                let draft = evidence_draft(subject_ref, signals, controller);
-                Ok(self.append(vec![draft]).await?.remove(0))
-            })
+        let recorded = || async {
+            let draft = evidence_draft(subject_ref, signals, controller);
+            Ok((self.append(vec![draft]).await?.remove(0), now_ms()))
+        };
+        let (mut cited, recorded_at) = self
+            .evidence_seen
+            .try_get_with_by_ref(&key, recorded())
             .await
-            .map_err(|e: Arc<LedgerError>| (*e).clone())
+            .map_err(|e: Arc<LedgerError>| (*e).clone())?;
+        if let Some(subject) = subject_ref
+            && self.store.erasures().begun_before(subject, recorded_at)
+        {
+            self.evidence_seen.invalidate(&key).await;
+            (cited, _) = self
+                .evidence_seen
+                .try_get_with_by_ref(&key, recorded())
+                .await
+                .map_err(|e: Arc<LedgerError>| (*e).clone())?;
+        }
+        Ok(cited)
     }
 
     /// Removes a subject's content and pseudonym from every record, drops
     /// its consent state but for its refusals, withdrawals and objections,
     /// and appends an erasure record.
     pub async fn erase(&self, subject_ref: &str, by: Actor) -> Result<Erasure, LedgerError> {
-        let (store, states, seen, refreshing) = (
+        let (store, states, refreshing) = (
             self.store.clone(),
             self.states.clone(),
-            self.evidence_seen.clone(),
             self.refreshing.clone(),
         );
         let subject = subject_ref.to_owned();
@@ -684,9 +708,6 @@ impl Ledger {
                     Err(_) => states.invalidate(&subject),
                 }
             }
-            let evidence_of = subject.clone();
-            seen.invalidate_entries_if(move |k, _| k.0 == evidence_of)
-                .expect("invalidation closures are enabled");
             match &result {
                 Ok(_) => store.erasures().settle(&subject, now_ms()),
                 Err(_) => store.erasures().restore(&subject),

@@ -47,6 +47,10 @@ pub struct ExplanationCache {
     /// yet applied, so a look-up also refuses an entry older than its
     /// subject's invalidation.
     invalidated: moka::sync::Cache<String, u64>,
+    /// The latest generation whose marker `invalidated` let go to stay
+    /// within its bytes: an entry older than it may belong to that subject,
+    /// so it is refused too (the record answers instead).
+    forgotten: Arc<AtomicU64>,
     /// Counts invalidations: an entry is of the generation it was inserted in.
     generation: AtomicU64,
     stats: CacheStats,
@@ -59,25 +63,28 @@ struct Cached {
     generation: u64,
 }
 
-/// Bytes moka keeps per entry beside the key and value: its hash-table slot,
-/// access-order and timer nodes and the entry's metadata.
-const ENTRY_OVERHEAD: usize = 400;
-
-/// The bytes an entry holds: its key, the row with everything it owns, and
-/// moka's bookkeeping. The bound is a memory budget, so this counts real
-/// capacities (a shared provenance is counted with every row that holds it)
-/// plus one seventh for the allocator rounding the row's ~260 small
-/// allocations up to their size classes. `tests/cache_memory.rs` checks the
-/// sum against a counting allocator.
+/// The bytes an entry holds: its key and the row with everything it owns
+/// (a shared provenance is counted with every row that holds it; the row
+/// makes ~260 small allocations), with moka's bookkeeping.
 fn weight(key: &str, row: &DecisionRow) -> u32 {
     use get_size2::GetSize;
-    let owned = key.len() + row.get_size();
-    let bytes = owned + owned / 7 + ENTRY_OVERHEAD;
-    bytes.min(u32::MAX as usize) as u32
+    crate::memory::weight(key.len() + row.get_size())
+}
+
+/// The weight of a subject's marker in `erased` or `invalidated`.
+fn marker_weight<V>(subject: &String, _: &V) -> u32 {
+    crate::memory::weight(std::mem::size_of::<(String, V)>() + subject.capacity())
 }
 
 impl ExplanationCache {
+    /// A cache holding `max_bytes` of entries, each for at most `ttl`, and
+    /// an eighth of that again for each of its two kinds of subject marker
+    /// (at least 256 KiB), so that withdrawals and erasures of ever new
+    /// people cannot grow it either. The oldest markers go first.
     pub fn new(max_bytes: u64, ttl: Duration) -> Self {
+        let markers = (max_bytes / 8).max(256 * 1024);
+        let forgotten = Arc::new(AtomicU64::new(0));
+        let forgets = forgotten.clone();
         Self {
             entries: moka::sync::Cache::builder()
                 .max_capacity(max_bytes)
@@ -86,13 +93,23 @@ impl ExplanationCache {
                 .support_invalidation_closures()
                 .build(),
             erased: moka::sync::Cache::builder()
-                .max_capacity(1_000_000)
+                .max_capacity(markers)
+                .weigher(marker_weight)
+                .eviction_policy(moka::policy::EvictionPolicy::lru())
                 .time_to_live(ttl)
                 .build(),
             invalidated: moka::sync::Cache::builder()
-                .max_capacity(1_000_000)
+                .max_capacity(markers)
+                .weigher(marker_weight)
+                .eviction_policy(moka::policy::EvictionPolicy::lru())
+                .eviction_listener(move |_, generation, cause| {
+                    if cause == moka::notification::RemovalCause::Size {
+                        forgets.fetch_max(generation, Ordering::SeqCst);
+                    }
+                })
                 .time_to_live(ttl)
                 .build(),
+            forgotten,
             generation: AtomicU64::new(0),
             stats: CacheStats::default(),
         }
@@ -104,9 +121,11 @@ impl ExplanationCache {
     pub fn get(&self, id: &str) -> Option<Arc<DecisionRow>> {
         let found = self.entries.get(id).filter(|cached| {
             let dropped = cached.row.subject_ref.as_ref().is_some_and(|s| {
-                self.invalidated
-                    .get(s)
-                    .is_some_and(|at| at > cached.generation)
+                self.forgotten.load(Ordering::SeqCst) > cached.generation
+                    || self
+                        .invalidated
+                        .get(s)
+                        .is_some_and(|at| at > cached.generation)
             });
             let current = !dropped && cached.row.retain_until_ms >= now_ms();
             if !current {
@@ -226,5 +245,48 @@ mod tests {
             cache.insert(sample_row("since", Some("alice")));
             assert_eq!(cache.get("since").is_some(), !erased);
         }
+    }
+
+    /// Withdrawals and erasures of ever new people keep the markers within
+    /// their bytes; an entry that escaped its subject's invalidation stays
+    /// refused after the marker that refused it has gone.
+    #[test]
+    fn subject_markers_stay_within_their_bytes() {
+        let cache = ExplanationCache::new(2 << 20, Duration::from_secs(3600));
+        let budget = (2u64 << 20) / 8;
+        cache.invalidate_subject("bob", false);
+        // As moka may apply an insert from before the invalidation after it.
+        let late = Cached {
+            row: Arc::new(sample_row("late", Some("bob"))),
+            generation: 0,
+        };
+        cache.entries.insert("late".into(), late);
+        assert!(cache.get("late").is_none());
+        for i in 0..5_000 {
+            cache.invalidate_subject(&format!("subject-{i:058}"), i % 2 == 0);
+        }
+        cache.invalidated.run_pending_tasks();
+        cache.erased.run_pending_tasks();
+        for size in [
+            cache.invalidated.weighted_size(),
+            cache.erased.weighted_size(),
+        ] {
+            assert!(size <= budget, "{size} bytes of markers");
+        }
+        assert!(
+            !cache.invalidated.contains_key("bob"),
+            "bob's marker was kept"
+        );
+        cache.entries.insert(
+            "late".into(),
+            Cached {
+                row: Arc::new(sample_row("late", Some("bob"))),
+                generation: 0,
+            },
+        );
+        assert!(cache.get("late").is_none());
+        // Decisions made since are cached and answered.
+        cache.insert(sample_row("since", Some("bob")));
+        assert!(cache.get("since").is_some());
     }
 }
