@@ -225,6 +225,8 @@ fn columns() -> Vec<String> {
 struct Outcome {
     calls: u64,
     errors: u64,
+    /// What the first failed call was told, to say why calls failed.
+    first_error: Option<tonic::Status>,
     elapsed: Duration,
     latencies_us: Vec<u32>,
     cpu: Cpu,
@@ -537,41 +539,46 @@ async fn drive(
             let payloads = payloads.clone();
             tokio::spawn(async move {
                 let (mut latencies, mut calls, mut errors, mut i) = (Vec::new(), 0u64, 0u64, c);
+                let mut first_error = None;
                 loop {
                     let t0 = Instant::now();
                     if t0 >= stop_at {
                         break;
                     }
-                    let ok = call(
+                    let answer = call(
                         &channel,
                         scenario.path(),
                         payloads[i % payloads.len()].clone(),
                     )
-                    .await
-                    .is_ok();
+                    .await;
                     i += 1;
                     if t0 >= measure_from {
                         latencies.push(t0.elapsed().as_micros() as u32);
                         calls += 1;
-                        errors += u64::from(!ok);
+                        if let Err(status) = answer {
+                            errors += 1;
+                            first_error.get_or_insert(status);
+                        }
                     }
                 }
-                (latencies, calls, errors)
+                (latencies, calls, errors, first_error)
             })
         })
         .collect();
     let mut outcome = Outcome {
         calls: 0,
         errors: 0,
+        first_error: None,
         elapsed: measure,
         latencies_us: Vec::new(),
         cpu: Cpu::default(),
     };
     for t in tasks {
-        let (l, c, e) = t.await.unwrap();
+        let (l, c, e, first) = t.await.unwrap();
         outcome.latencies_us.extend(l);
         outcome.calls += c;
         outcome.errors += e;
+        outcome.first_error = outcome.first_error.or(first);
     }
     outcome.cpu = cpu.await.unwrap();
     outcome
@@ -760,8 +767,6 @@ fn kernel(gateway: &Gateway, secs: u64) -> f64 {
     rows as f64 / start.elapsed().as_secs_f64() * cores() as f64
 }
 
-/// Starts a gateway on its own runtime (as `candor serve` runs) and returns
-/// its address.
 /// A gateway under test: its address, itself, and its data folder, which is
 /// deleted when this is dropped (a full run records gigabytes).
 struct Server {
@@ -770,7 +775,11 @@ struct Server {
     _data: tempfile::TempDir,
 }
 
-fn start_server(root: &std::path::Path, durability: &str) -> Server {
+/// Starts a gateway on its own runtime (as `candor serve` runs), admitting
+/// twice the `in_flight` calls the harness keeps open: a client's next
+/// call may arrive before its last answer's permit is let go, and at the
+/// limit itself some calls would be refused (RESOURCE_EXHAUSTED).
+fn start_server(root: &std::path::Path, durability: &str, in_flight: usize) -> Server {
     // CANDOR_* variables configure the server exactly as for `candor serve`.
     #[derive(serde::Serialize)]
     struct Paths {
@@ -780,6 +789,11 @@ fn start_server(root: &std::path::Path, durability: &str) -> Server {
         database: PathBuf,
         consent: ConsentPaths,
         decisions: DecisionPaths,
+        limits: Limits,
+    }
+    #[derive(serde::Serialize)]
+    struct Limits {
+        max_in_flight: usize,
     }
     #[derive(serde::Serialize)]
     struct ConsentPaths {
@@ -807,6 +821,9 @@ fn start_server(root: &std::path::Path, durability: &str) -> Server {
             decisions: DecisionPaths {
                 input_key_file: data.join("inputs.key"),
                 durability: durability.into(),
+            },
+            limits: Limits {
+                max_in_flight: 2 * in_flight,
             },
         },
     )
@@ -869,7 +886,7 @@ fn main() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let servers: Vec<_> = DURABILITIES
         .iter()
-        .map(|d| start_server(&root, d))
+        .map(|d| start_server(&root, d, clients.max(record_clients)))
         .collect();
 
     let client_rt = tokio::runtime::Builder::new_multi_thread()
@@ -935,10 +952,15 @@ fn main() {
                 .await;
                 let rps = o.calls as f64 / o.elapsed.as_secs_f64();
                 eprintln!(
-                    "round {round}: {:<42} recording {:<5} {in_flight:>4} in flight {rps:>9.0} req/s  errors {}",
+                    "round {round}: {:<42} recording {:<5} {in_flight:>4} in flight {rps:>9.0} req/s  errors {}{}",
                     scenario.name(),
                     DURABILITIES[server],
-                    o.errors
+                    o.errors,
+                    o.first_error.as_ref().map_or(String::new(), |s| format!(
+                        " (the first {:?}: {})",
+                        s.code(),
+                        s.message()
+                    ))
                 );
                 let series = &mut results[i];
                 series.rates.push(rps);
