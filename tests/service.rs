@@ -322,6 +322,33 @@ async fn a_failed_lookup_is_answered_and_the_stream_goes_on() {
             Some(missing)
         );
     }
+    // A type's extension numbers (none here) name the type; a type that
+    // does not exist has none to list.
+    ask.send(question(MessageRequest::AllExtensionNumbersOfType(
+        "candor.v1.ScoreRequest".into(),
+    )))
+    .await
+    .unwrap();
+    let response = stream.next().await.unwrap().unwrap();
+    let Some(MessageResponse::AllExtensionNumbersResponse(numbers)) = response.message_response
+    else {
+        panic!("unexpected {response:?}")
+    };
+    assert_eq!(numbers.base_type_name, "candor.v1.ScoreRequest");
+    assert!(numbers.extension_number.is_empty());
+    ask.send(question(MessageRequest::AllExtensionNumbersOfType(
+        "candor.v1.Nope".into(),
+    )))
+    .await
+    .unwrap();
+    let response = stream.next().await.unwrap().unwrap();
+    assert!(
+        matches!(
+            &response.message_response,
+            Some(MessageResponse::ErrorResponse(e)) if e.error_code == tonic::Code::NotFound as i32
+        ),
+        "{response:?}"
+    );
     ask.send(question(MessageRequest::ListServices(String::new())))
         .await
         .unwrap();

@@ -8,7 +8,10 @@
 //! unanswered, and Python's descriptor database over reflection raises a
 //! broken stream where its pool expects a `KeyError`. Each request here is
 //! put to tonic-reflection's service on a stream of its own, in process,
-//! and a refusal becomes the `ErrorResponse` it should have been.
+//! and a refusal becomes the `ErrorResponse` it should have been. A
+//! question about a type's extension numbers is answered naming the type,
+//! or NOT_FOUND for a type that does not exist (tonic-reflection answers
+//! any name with an empty list of no type).
 
 use tokio::sync::mpsc;
 use tokio_stream::{StreamExt, wrappers::ReceiverStream};
@@ -19,8 +22,10 @@ macro_rules! answering_every_request {
         pub mod $version {
             use super::*;
             use tonic_reflection::pb::$version::{
-                ErrorResponse, ServerReflectionRequest, ServerReflectionResponse,
+                ErrorResponse, ExtensionNumberResponse, ServerReflectionRequest,
+                ServerReflectionResponse,
                 server_reflection_client::ServerReflectionClient,
+                server_reflection_request::MessageRequest,
                 server_reflection_response::MessageResponse,
                 server_reflection_server::{ServerReflection, ServerReflectionServer},
             };
@@ -66,29 +71,58 @@ macro_rules! answering_every_request {
                 }
             }
 
+            type Lookups<S> = ServerReflectionClient<ServerReflectionServer<S>>;
+
             async fn answer<S: ServerReflection>(
-                lookups: &mut ServerReflectionClient<ServerReflectionServer<S>>,
+                lookups: &mut Lookups<S>,
                 request: ServerReflectionRequest,
             ) -> ServerReflectionResponse {
-                let asked = request.clone();
-                let answered = async {
-                    lookups
-                        .server_reflection_info(tokio_stream::once(request))
-                        .await?
-                        .into_inner()
-                        .message()
-                        .await?
-                        .ok_or_else(|| Status::internal("the lookup gave no answer"))
-                }
-                .await;
-                answered.unwrap_or_else(|status| ServerReflectionResponse {
-                    valid_host: asked.host.clone(),
-                    original_request: Some(asked),
-                    message_response: Some(MessageResponse::ErrorResponse(ErrorResponse {
+                let answer = |response| ServerReflectionResponse {
+                    valid_host: request.host.clone(),
+                    original_request: Some(request.clone()),
+                    message_response: Some(response),
+                };
+                let refused = |status: Status| {
+                    answer(MessageResponse::ErrorResponse(ErrorResponse {
                         error_code: status.code() as i32,
                         error_message: status.message().to_owned(),
-                    })),
-                })
+                    }))
+                };
+                // tonic-reflection answers any name with no extensions and
+                // no type; the type must exist, and is named in the answer.
+                // (No message here declares extensions.)
+                if let Some(MessageRequest::AllExtensionNumbersOfType(name)) =
+                    &request.message_request
+                {
+                    let found = ServerReflectionRequest {
+                        host: request.host.clone(),
+                        message_request: Some(MessageRequest::FileContainingSymbol(name.clone())),
+                    };
+                    return match ask(lookups, found).await {
+                        Ok(_) => answer(MessageResponse::AllExtensionNumbersResponse(
+                            ExtensionNumberResponse {
+                                base_type_name: name.clone(),
+                                extension_number: Vec::new(),
+                            },
+                        )),
+                        Err(status) => refused(status),
+                    };
+                }
+                ask(lookups, request.clone()).await.unwrap_or_else(refused)
+            }
+
+            /// tonic-reflection's answer to `request`, or its refusal.
+            async fn ask<S: ServerReflection>(
+                lookups: &mut Lookups<S>,
+                request: ServerReflectionRequest,
+            ) -> Result<ServerReflectionResponse, Status> {
+                lookups
+                    .server_reflection_info(tokio_stream::once(request))
+                    .await?
+                    .into_inner()
+                    .message()
+                    .await?
+                    .ok_or_else(|| Status::internal("the lookup gave no answer"))
             }
         }
     };
