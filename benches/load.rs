@@ -1039,6 +1039,18 @@ fn main() {
         latencies.sort_unstable();
         let rps = medians[i];
         let base = &runs[run.baseline];
+        // A baseline left out by LOAD_ONLY has no rate to compare with.
+        let versus = if medians[run.baseline].is_nan() {
+            "-".to_owned()
+        } else {
+            format!(
+                "{:.1}% of {} (recording {}, {} in flight)",
+                100.0 * rps / medians[run.baseline],
+                base.name(),
+                base.recording(),
+                base.in_flight_column()
+            )
+        };
         // The kernel has no calls to time.
         let latency = |p| {
             if latencies.is_empty() {
@@ -1048,17 +1060,13 @@ fn main() {
             }
         };
         println!(
-            "| {} | {} | {} | {rps:.0} | {:.0} | {} | {} | {errors} | {:.1}% of {} (recording {}, {} in flight) | {same_round} | {cpu_column} | {cpu_ratio} |",
+            "| {} | {} | {} | {rps:.0} | {:.0} | {} | {} | {errors} | {versus} | {same_round} | {cpu_column} | {cpu_ratio} |",
             run.name(),
             run.recording(),
             run.in_flight_column(),
             rps * run.rows() as f64,
             latency(0.50),
             latency(0.99),
-            100.0 * rps / medians[run.baseline],
-            base.name(),
-            base.recording(),
-            base.in_flight_column(),
         );
     }
     if !drains.is_empty() {
