@@ -891,6 +891,14 @@ impl Erasures {
             .is_some_and(|e| e.running > 0 || at_ms <= e.erased_at)
     }
 
+    /// Whether an erasure of `subject` completed at or after `at_ms`, so
+    /// that what was recorded of the subject by then is erased.
+    pub fn erased_since(&self, subject: &str, at_ms: i64) -> bool {
+        self.read()
+            .get(subject)
+            .is_some_and(|e| at_ms <= e.erased_at)
+    }
+
     /// Refuses all work for `subject` until this erasure settles or fails.
     pub fn fence(&self, subject: &str) {
         self.write()
@@ -1588,10 +1596,14 @@ mod tests {
             .submit(|tx| Job::Append(vec![draft(now_ms() + 60_000)], tx))
             .await;
         assert!(matches!(during, Err(StoreError::Erased)), "{during:?}");
+        // What was recorded before is erased once the erasure settles.
+        assert!(!store.erasures().erased_since("s", 0));
         let settled = now_ms();
         store.erasures().settle("s", settled);
         assert!(store.erasures().begun_before("s", settled));
         assert!(!store.erasures().begun_before("s", settled + 1));
+        assert!(store.erasures().erased_since("s", settled));
+        assert!(!store.erasures().erased_since("s", settled + 1));
         assert!(!store.erasures().begun_before("t", settled));
         // A failed erasure leaves nothing fenced; two at once each hold
         // the fence until their own end.

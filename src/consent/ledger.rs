@@ -660,24 +660,21 @@ impl Ledger {
             subject_ref.unwrap_or_default().to_owned(),
             signals.hash.clone(),
         );
-        let recorded = || async {
-            let draft = evidence_draft(subject_ref, signals, controller);
-            Ok((self.append(vec![draft]).await?.remove(0), now_ms()))
+        let cite = || async {
+            self.evidence_seen
+                .try_get_with_by_ref(&key, async {
+                    let draft = evidence_draft(subject_ref, signals, controller);
+                    Ok((self.append(vec![draft]).await?.remove(0), now_ms()))
+                })
+                .await
+                .map_err(|e: Arc<LedgerError>| (*e).clone())
         };
-        let (mut cited, recorded_at) = self
-            .evidence_seen
-            .try_get_with_by_ref(&key, recorded())
-            .await
-            .map_err(|e: Arc<LedgerError>| (*e).clone())?;
+        let (cited, recorded_at) = cite().await?;
         if let Some(subject) = subject_ref
-            && self.store.erasures().begun_before(subject, recorded_at)
+            && self.store.erasures().erased_since(subject, recorded_at)
         {
             self.evidence_seen.invalidate(&key).await;
-            (cited, _) = self
-                .evidence_seen
-                .try_get_with_by_ref(&key, recorded())
-                .await
-                .map_err(|e: Arc<LedgerError>| (*e).clone())?;
+            return Ok(cite().await?.0);
         }
         Ok(cited)
     }
