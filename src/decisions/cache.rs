@@ -42,15 +42,11 @@ pub struct ExplanationCache {
     /// Subjects erased within the entries' lifetime: their decisions are
     /// never cached again, even when read before the erasure committed.
     erased: moka::sync::Cache<String, ()>,
-    /// Subject → the generation of its last invalidation. moka removes a
+    /// The generation of each subject's last invalidation. moka removes a
     /// subject's entries lazily, and misses those whose insert it has not
     /// yet applied, so a look-up also refuses an entry older than its
     /// subject's invalidation.
-    invalidated: moka::sync::Cache<String, u64>,
-    /// The latest generation whose marker `invalidated` let go to stay
-    /// within its bytes: an entry older than it may belong to that subject,
-    /// so it is refused too (the record answers instead).
-    forgotten: Arc<AtomicU64>,
+    invalidated: Invalidations,
     /// Counts invalidations: an entry is of the generation it was inserted in.
     generation: AtomicU64,
     stats: CacheStats,
@@ -71,20 +67,56 @@ fn weight(key: &str, row: &DecisionRow) -> u32 {
     crate::memory::weight(key.len() + row.get_size())
 }
 
-/// The weight of a subject's marker in `erased` or `invalidated`.
-fn marker_weight<V>(subject: &String, _: &V) -> u32 {
-    crate::memory::weight(std::mem::size_of::<(String, V)>() + subject.capacity())
+/// The generation of each subject's last invalidation, in a table of fixed
+/// size indexed by a hash of the subject, so that withdrawals and erasures
+/// of ever new people take no more memory and none is forgotten. Subjects
+/// that share a slot refuse each other's older entries, which the record
+/// then answers; an entry is never served past its own subject's
+/// invalidation.
+struct Invalidations {
+    slots: Box<[AtomicU64]>,
+    hasher: std::hash::RandomState,
+}
+
+impl Invalidations {
+    /// A table of `bytes`, at most 8 MiB: a million slots.
+    fn new(bytes: u64) -> Self {
+        let slots = (bytes / 8).clamp(1, 1 << 20) as usize;
+        Self {
+            slots: (0..slots).map(|_| AtomicU64::new(0)).collect(),
+            hasher: std::hash::RandomState::new(),
+        }
+    }
+
+    fn slot(&self, subject: &str) -> &AtomicU64 {
+        use std::hash::BuildHasher;
+        let i = self.hasher.hash_one(subject) % self.slots.len() as u64;
+        &self.slots[i as usize]
+    }
+
+    /// The latest invalidation of `subject` (or of one sharing its slot).
+    fn at(&self, subject: &str) -> u64 {
+        self.slot(subject).load(Ordering::SeqCst)
+    }
+
+    fn record(&self, subject: &str, generation: u64) {
+        self.slot(subject).fetch_max(generation, Ordering::SeqCst);
+    }
+}
+
+/// The weight of an erased subject's marker.
+fn marker_weight(subject: &String, _: &()) -> u32 {
+    crate::memory::weight(std::mem::size_of::<String>() + subject.capacity())
 }
 
 impl ExplanationCache {
     /// A cache holding `max_bytes` of entries, each for at most `ttl`, and
-    /// an eighth of that again for each of its two kinds of subject marker
-    /// (at least 256 KiB), so that withdrawals and erasures of ever new
-    /// people cannot grow it either. The oldest markers go first.
+    /// an eighth of that again (at least 256 KiB) for the erased subjects'
+    /// markers, the oldest let go first, and for the table of invalidations
+    /// (at most 8 MiB), so that withdrawals and erasures of ever new people
+    /// cannot grow it either.
     pub fn new(max_bytes: u64, ttl: Duration) -> Self {
         let markers = (max_bytes / 8).max(256 * 1024);
-        let forgotten = Arc::new(AtomicU64::new(0));
-        let forgets = forgotten.clone();
         Self {
             entries: moka::sync::Cache::builder()
                 .max_capacity(max_bytes)
@@ -98,18 +130,7 @@ impl ExplanationCache {
                 .eviction_policy(moka::policy::EvictionPolicy::lru())
                 .time_to_live(ttl)
                 .build(),
-            invalidated: moka::sync::Cache::builder()
-                .max_capacity(markers)
-                .weigher(marker_weight)
-                .eviction_policy(moka::policy::EvictionPolicy::lru())
-                .eviction_listener(move |_, generation, cause| {
-                    if cause == moka::notification::RemovalCause::Size {
-                        forgets.fetch_max(generation, Ordering::SeqCst);
-                    }
-                })
-                .time_to_live(ttl)
-                .build(),
-            forgotten,
+            invalidated: Invalidations::new(markers),
             generation: AtomicU64::new(0),
             stats: CacheStats::default(),
         }
@@ -120,13 +141,11 @@ impl ExplanationCache {
     /// one cached before its subject's entries were dropped.
     pub fn get(&self, id: &str) -> Option<Arc<DecisionRow>> {
         let found = self.entries.get(id).filter(|cached| {
-            let dropped = cached.row.subject_ref.as_ref().is_some_and(|s| {
-                self.forgotten.load(Ordering::SeqCst) > cached.generation
-                    || self
-                        .invalidated
-                        .get(s)
-                        .is_some_and(|at| at > cached.generation)
-            });
+            let dropped = cached
+                .row
+                .subject_ref
+                .as_ref()
+                .is_some_and(|s| self.invalidated.at(s) > cached.generation);
             let current = !dropped && cached.row.retain_until_ms >= now_ms();
             if !current {
                 self.entries.invalidate(id);
@@ -176,7 +195,7 @@ impl ExplanationCache {
             self.erased.insert(subject_ref.to_owned(), ());
         }
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
-        self.invalidated.insert(subject_ref.to_owned(), generation);
+        self.invalidated.record(subject_ref, generation);
         // What moka drops frees its memory now; what it misses, get refuses.
         let subject = subject_ref.to_owned();
         self.entries
@@ -248,42 +267,29 @@ mod tests {
     }
 
     /// Withdrawals and erasures of ever new people keep the markers within
-    /// their bytes; an entry that escaped its subject's invalidation stays
-    /// refused after the marker that refused it has gone.
+    /// their bytes, and an entry that escaped its subject's invalidation
+    /// stays refused however many came after.
     #[test]
     fn subject_markers_stay_within_their_bytes() {
         let cache = ExplanationCache::new(2 << 20, Duration::from_secs(3600));
         let budget = (2u64 << 20) / 8;
-        cache.invalidate_subject("bob", false);
+        assert_eq!(cache.invalidated.slots.len() as u64 * 8, budget);
+        cache.invalidate_subject("bob", true);
         // As moka may apply an insert from before the invalidation after it.
-        let late = Cached {
+        let late = || Cached {
             row: Arc::new(sample_row("late", Some("bob"))),
             generation: 0,
         };
-        cache.entries.insert("late".into(), late);
+        cache.entries.insert("late".into(), late());
         assert!(cache.get("late").is_none());
-        for i in 0..5_000 {
+        for i in 0..20_000 {
             cache.invalidate_subject(&format!("subject-{i:058}"), i % 2 == 0);
         }
-        cache.invalidated.run_pending_tasks();
         cache.erased.run_pending_tasks();
-        for size in [
-            cache.invalidated.weighted_size(),
-            cache.erased.weighted_size(),
-        ] {
-            assert!(size <= budget, "{size} bytes of markers");
-        }
-        assert!(
-            !cache.invalidated.contains_key("bob"),
-            "bob's marker was kept"
-        );
-        cache.entries.insert(
-            "late".into(),
-            Cached {
-                row: Arc::new(sample_row("late", Some("bob"))),
-                generation: 0,
-            },
-        );
+        let erased = cache.erased.weighted_size();
+        assert!(erased <= budget, "{erased} bytes of erased subjects");
+        assert!(!cache.erased.contains_key("bob"), "the oldest went first");
+        cache.entries.insert("late".into(), late());
         assert!(cache.get("late").is_none());
         // Decisions made since are cached and answered.
         cache.insert(sample_row("since", Some("bob")));
