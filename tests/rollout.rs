@@ -693,6 +693,26 @@ async fn bad_rollouts_and_deploys_name_the_field() {
         .await
         .unwrap_err();
     assert_eq!(missing.code(), Code::NotFound, "{missing:?}");
+    assert!(missing.message().starts_with("version: "), "{missing:?}");
+    // A model the folder does not have is the model's fault, not the
+    // version's; so is one GetRollout does not know.
+    let unknown = client
+        .load_model(pb::ModelVersionRequest {
+            model: "nope".into(),
+            version: "1.0.0".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound, "{unknown:?}");
+    assert!(unknown.message().starts_with("model: "), "{unknown:?}");
+    let unknown = client
+        .get_rollout(pb::GetRolloutRequest {
+            model: "nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound, "{unknown:?}");
+    assert!(unknown.message().starts_with("model: "), "{unknown:?}");
     let escape = client
         .load_model(pb::ModelVersionRequest {
             model: "../etc".into(),

@@ -60,6 +60,11 @@ impl Gateway {
     pub async fn load_model(&self, model: &str, version: &Version) -> Result<Reloaded, Error> {
         let _one_at_a_time = self.deploying.lock().await;
         let model_dir = self.model_dir(model)?;
+        if !model_dir.is_dir() {
+            return Err(Error::NotFound(format!(
+                "model: there is no model {model} in the models folder"
+            )));
+        }
         if !model_dir
             .join(version.to_string())
             .join(MANIFEST_FILE)

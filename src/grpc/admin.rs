@@ -189,7 +189,7 @@ impl From<AttributeFairness> for pb::AttributeFairness {
 impl Admin {
     fn rollout_of(&self, model: &str) -> Result<pb::Rollout, Error> {
         let registry = self.gateway.registry()?;
-        let served = registry.model(model)?;
+        let served = registry.model_in("model", model)?;
         // An unreadable file leaves the rollout read before in effect:
         // that is what operators need to see, with why the file is not.
         Ok(
