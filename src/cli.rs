@@ -643,7 +643,7 @@ fn score(args: ScoreArgs) -> anyhow::Result<ExitCode> {
     let printed = print(&serde_json::to_string_pretty(&scored.decisions)?)?;
     match scored.failed {
         None => Ok(printed),
-        Some((rows, status)) => Err(status_error(&status).context(format!(
+        Some((rows, status)) => Err(status_error(&status, &args.gateway).context(format!(
             "rows {} to {} of {total} (counted from 1; the gateway's rows[i] is the i-th of them, from 0) were not scored, nor any after them; the {} decisions printed above were made and recorded",
             rows.start + 1,
             rows.end,
@@ -700,7 +700,9 @@ where
         );
     }
     let timeout = std::time::Duration::from_secs(gateway.timeout_secs);
-    endpoint = endpoint.connect_timeout(timeout);
+    // Each call is bounded, not the command: a long input's later batches
+    // must not take the decisions of the earlier ones down with them.
+    endpoint = endpoint.connect_timeout(timeout).timeout(timeout);
     let pem = |flag: &str, path: &Path| {
         std::fs::read(path).with_context(|| format!("{flag} {}: cannot read", path.display()))
     };
@@ -745,26 +747,31 @@ where
     let tokio = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let calling = async {
-        let channel = crate::grpc::connect(endpoint)
-            .await
-            .with_context(|| format!("cannot reach the gateway at {addr}"))?;
-        call(channel).await.map_err(|s| status_error(&s))
-    };
-    // Connecting too: a port that accepts and never speaks HTTP/2 would
-    // hold the handshake for ever.
     tokio.block_on(async {
-        tokio::time::timeout(timeout, calling).await.map_err(|_| {
-            anyhow::anyhow!(
-                "the gateway at {addr} did not answer within {} s (--timeout-secs); is it the gateway's gRPC port, and is it up?",
-                gateway.timeout_secs
-            )
-        })?
+        // A port that accepts and never speaks HTTP/2 would hold the
+        // handshake for ever.
+        let channel = tokio::time::timeout(timeout, crate::grpc::connect(endpoint))
+            .await
+            .map_err(|_| unanswered(gateway))?
+            .with_context(|| format!("cannot reach the gateway at {addr}"))?;
+        call(channel).await.map_err(|s| status_error(&s, gateway))
     })
 }
 
+fn unanswered(gateway: &GatewayArgs) -> anyhow::Error {
+    anyhow::anyhow!(
+        "the gateway at {} did not answer within {} s (--timeout-secs); is it the gateway's gRPC port, and is it up?",
+        gateway.addr,
+        gateway.timeout_secs
+    )
+}
+
 /// A call's failure as the command reports it.
-fn status_error(s: &tonic::Status) -> anyhow::Error {
+fn status_error(s: &tonic::Status, gateway: &GatewayArgs) -> anyhow::Error {
+    // The channel's own bound on a call (`Endpoint::timeout`).
+    if s.code() == tonic::Code::Cancelled && s.message() == tonic::TimeoutExpired(()).to_string() {
+        return unanswered(gateway);
+    }
     // A transport failure says only "transport error"; its causes say what
     // went wrong (a TLS port spoken to in clear, say).
     let mut causes = String::new();

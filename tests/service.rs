@@ -322,6 +322,20 @@ async fn a_failed_lookup_is_answered_and_the_stream_goes_on() {
             Some(missing)
         );
     }
+    // A long name is echoed in the request, not quoted whole again.
+    let long = format!("candor.v1.{}", "N".repeat(100_000));
+    ask.send(question(MessageRequest::FileContainingSymbol(long)))
+        .await
+        .unwrap();
+    let response = stream.next().await.unwrap().unwrap();
+    let Some(MessageResponse::ErrorResponse(error)) = response.message_response else {
+        panic!("unexpected {response:?}")
+    };
+    assert!(
+        error.error_message.len() < 1024,
+        "{}",
+        error.error_message.len()
+    );
     // A type's extension numbers (none here) name the type; a type that
     // does not exist has none to list.
     ask.send(question(MessageRequest::AllExtensionNumbersOfType(

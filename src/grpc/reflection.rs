@@ -17,6 +17,9 @@ use tokio::sync::mpsc;
 use tokio_stream::{StreamExt, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
 
+/// The longest error message an answer carries.
+const MAX_ERROR_MESSAGE: usize = 512;
+
 macro_rules! answering_every_request {
     ($version:ident) => {
         pub mod $version {
@@ -83,9 +86,18 @@ macro_rules! answering_every_request {
                     message_response: Some(response),
                 };
                 let refused = |status: Status| {
+                    // The message quotes the name asked for, which the
+                    // answer already echoes: quoted whole, a name near the
+                    // message limit would take the answer past it.
+                    let mut message = status.message().to_owned();
+                    if message.len() > MAX_ERROR_MESSAGE {
+                        let cut = message.floor_char_boundary(MAX_ERROR_MESSAGE);
+                        message.truncate(cut);
+                        message.push('…');
+                    }
                     answer(MessageResponse::ErrorResponse(ErrorResponse {
                         error_code: status.code() as i32,
-                        error_message: status.message().to_owned(),
+                        error_message: message,
                     }))
                 };
                 // tonic-reflection answers any name with no extensions and
