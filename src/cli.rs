@@ -254,9 +254,9 @@ struct GatewayArgs {
     /// The private key (PEM) of `--client-cert`.
     #[arg(long, requires = "client_cert")]
     client_key: Option<PathBuf>,
-    /// How long to wait for the gateway to connect and answer, in seconds:
-    /// a gateway that accepts the connection and never answers is an
-    /// error, not a hang.
+    /// How long to wait for the gateway to connect, and to answer each call,
+    /// in seconds: a gateway that accepts the connection and never answers
+    /// is an error, not a hang.
     #[arg(long, env = "CANDOR_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     timeout_secs: u64,
 }
