@@ -9,8 +9,9 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 use tonic_reflection::pb::v1::{
-    ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
-    server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    ServerReflectionRequest, ServerReflectionResponse,
+    server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest,
+    server_reflection_response::MessageResponse,
 };
 
 async fn health(server: &TestServer, service: &str) -> ServingStatus {
@@ -306,67 +307,49 @@ async fn a_failed_lookup_is_answered_and_the_stream_goes_on() {
     use tonic_reflection::pb::v1alpha as alpha;
     let server = TestServer::start().await;
     let (ask, mut stream) = reflection_stream(&server).await;
+    let mut answer = async |request: MessageRequest| {
+        ask.send(question(request)).await.unwrap();
+        stream.next().await.unwrap().unwrap()
+    };
+    let refusal = |response: ServerReflectionResponse| match response.message_response {
+        Some(MessageResponse::ErrorResponse(error)) => error,
+        _ => panic!("unexpected {response:?}"),
+    };
     for missing in [
         MessageRequest::FileByFilename("nope.proto".into()),
         MessageRequest::FileContainingSymbol("candor.v1.Nope".into()),
+        // A type that does not exist has no extension numbers to list.
+        MessageRequest::AllExtensionNumbersOfType("candor.v1.Nope".into()),
     ] {
-        ask.send(question(missing.clone())).await.unwrap();
-        let response = stream.next().await.unwrap().unwrap();
-        let Some(MessageResponse::ErrorResponse(error)) = response.message_response else {
-            panic!("unexpected {response:?}")
-        };
-        assert_eq!(error.error_code, tonic::Code::NotFound as i32, "{error:?}");
-        assert!(error.error_message.contains("Nope") || error.error_message.contains("nope"));
+        let response = answer(missing.clone()).await;
         assert_eq!(
-            response.original_request.unwrap().message_request,
+            response.original_request.as_ref().unwrap().message_request,
             Some(missing)
         );
+        let error = refusal(response);
+        assert_eq!(error.error_code, tonic::Code::NotFound as i32, "{error:?}");
+        assert!(error.error_message.contains("Nope") || error.error_message.contains("nope"));
     }
     // A long name is echoed in the request, not quoted whole again.
     let long = format!("candor.v1.{}", "N".repeat(100_000));
-    ask.send(question(MessageRequest::FileContainingSymbol(long)))
-        .await
-        .unwrap();
-    let response = stream.next().await.unwrap().unwrap();
-    let Some(MessageResponse::ErrorResponse(error)) = response.message_response else {
-        panic!("unexpected {response:?}")
-    };
+    let error = refusal(answer(MessageRequest::FileContainingSymbol(long)).await);
     assert!(
         error.error_message.len() < 1024,
         "{}",
         error.error_message.len()
     );
-    // A type's extension numbers (none here) name the type; a type that
-    // does not exist has none to list.
-    ask.send(question(MessageRequest::AllExtensionNumbersOfType(
+    // A type's extension numbers (none here) name the type.
+    let response = answer(MessageRequest::AllExtensionNumbersOfType(
         "candor.v1.ScoreRequest".into(),
-    )))
-    .await
-    .unwrap();
-    let response = stream.next().await.unwrap().unwrap();
+    ))
+    .await;
     let Some(MessageResponse::AllExtensionNumbersResponse(numbers)) = response.message_response
     else {
         panic!("unexpected {response:?}")
     };
     assert_eq!(numbers.base_type_name, "candor.v1.ScoreRequest");
     assert!(numbers.extension_number.is_empty());
-    ask.send(question(MessageRequest::AllExtensionNumbersOfType(
-        "candor.v1.Nope".into(),
-    )))
-    .await
-    .unwrap();
-    let response = stream.next().await.unwrap().unwrap();
-    assert!(
-        matches!(
-            &response.message_response,
-            Some(MessageResponse::ErrorResponse(e)) if e.error_code == tonic::Code::NotFound as i32
-        ),
-        "{response:?}"
-    );
-    ask.send(question(MessageRequest::ListServices(String::new())))
-        .await
-        .unwrap();
-    let response = stream.next().await.unwrap().unwrap();
+    let response = answer(MessageRequest::ListServices(String::new())).await;
     assert!(
         matches!(
             response.message_response,
