@@ -1010,7 +1010,7 @@ async fn receive(
         // A client may send its whole message and never end its stream:
         // the wait is then for END_STREAM, not for bytes.
         let late = if arrived_whole(&chunks) {
-            "its message had arrived whole, but its stream had not ended (a unary call ends its stream, END_STREAM, after its one message)"
+            "its message had arrived whole, but its stream had not ended (a call that sends one message, as every call here but reflection does, ends its stream, END_STREAM, after it)"
         } else {
             "its request message had not arrived whole"
         };
