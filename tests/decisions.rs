@@ -75,6 +75,43 @@ fn engineer(r: &pb::GetExplanationResponse) -> &pb::EngineerView {
     }
 }
 
+/// Look-ups at once of a decision owed its attributions (a person and a
+/// support agent, a client's retries) compute them once; the others wait
+/// and are answered from the cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn look_ups_at_once_compute_an_explanation_once() {
+    let server = TestServer::start().await;
+    let on_request = score(&server, "alice", pb::ExplainMode::Unspecified).await;
+    let client = why(&server).await;
+    let asking: Vec<_> = (0..8)
+        .map(|_| {
+            let (mut client, id) = (client.clone(), on_request.decision_id.clone());
+            tokio::spawn(async move {
+                explain(&mut client, &id, pb::Audience::Engineer)
+                    .await
+                    .unwrap()
+                    .served_from
+            })
+        })
+        .collect();
+    let mut served = Vec::new();
+    for a in asking {
+        served.push(a.await.unwrap());
+    }
+    served.sort();
+    let counts = server.gateway.cache().counts();
+    assert_eq!(counts.computed, 1, "{served:?}");
+    assert_eq!(
+        served.iter().filter(|s| *s == "computed").count(),
+        1,
+        "{served:?}"
+    );
+    assert!(
+        served.iter().all(|s| s == "computed" || s == "cache"),
+        "{served:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explanations_survive_a_restart_and_then_come_from_the_cache() {
     let config = test_config();

@@ -262,6 +262,11 @@ pub struct Gateway {
     /// What inline attributions took lately, per row.
     explain_cost: ExplainCost,
     cache: Arc<ExplanationCache>,
+    /// One lock per decision whose attributions a look-up is computing:
+    /// look-ups of it at once (a person and a support agent, a client's
+    /// retries) wait for the first and find them cached, rather than each
+    /// compute them.
+    computing: moka::future::Cache<String, Arc<tokio::sync::Mutex<()>>>,
     /// Wakes the deferred-attribution sweeper.
     deferred: Arc<tokio::sync::Notify>,
     /// Held by the one registry change in progress.
@@ -525,6 +530,10 @@ impl Gateway {
                     .join("packages"),
             ),
             cache,
+            computing: moka::future::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_idle(std::time::Duration::from_secs(60))
+                .build(),
             deferred: Arc::new(tokio::sync::Notify::new()),
             deploying: tokio::sync::Mutex::new(()),
             config,

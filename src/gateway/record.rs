@@ -230,6 +230,14 @@ impl Gateway {
             self.cache.count_record_read();
             return Ok((self.cache.insert(row), Served::Record));
         }
+        let computing = self
+            .computing
+            .get_with_by_ref(id, async { Arc::default() })
+            .await;
+        let _one_at_a_time = computing.lock().await;
+        if let Some(cached) = self.cache.get(id) {
+            return Ok((cached, Served::Cache));
+        }
         let row = self.compute_explanation(row).await?;
         self.cache.count_computed();
         Ok((self.cache.insert(row), Served::Computed))
