@@ -52,31 +52,34 @@ impl AuditAttributes {
             ));
         }
         for (name, value) in &attributes {
-            let problem = check_name(name).err().or_else(|| {
-                if value.is_empty()
-                    || value.len() > MAX_TEXT
-                    || value.chars().any(crate::printable::unprintable)
-                {
-                    Some(format!(
-                        "the group must be 1-{MAX_TEXT} bytes without control, line-breaking or invisible characters"
-                    ))
-                } else if value == OTHER_GROUP {
-                    Some(format!(
-                        "{OTHER_GROUP} is where groups past the first {MAX_GROUPS} are counted, not a group"
-                    ))
-                } else {
-                    None
-                }
-            });
-            if let Some(problem) = problem {
-                return Err((Some(name.clone()), problem));
-            }
+            check_name(name)
+                .and_then(|()| check_group(value))
+                .map_err(|problem| (Some(name.clone()), problem))?;
         }
         Ok(Self(attributes))
     }
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+}
+
+/// A group is 1-`MAX_TEXT` bytes of printable text, and not the name the
+/// groups past the first `MAX_GROUPS` are counted under.
+fn check_group(group: &str) -> Result<(), String> {
+    if group.is_empty()
+        || group.len() > MAX_TEXT
+        || group.chars().any(crate::printable::unprintable)
+    {
+        Err(format!(
+            "the group must be 1-{MAX_TEXT} bytes without control, line-breaking or invisible characters"
+        ))
+    } else if group == OTHER_GROUP {
+        Err(format!(
+            "{OTHER_GROUP} is where groups past the first {MAX_GROUPS} are counted, not a group"
+        ))
+    } else {
+        Ok(())
     }
 }
 

@@ -126,9 +126,10 @@ pub async fn score(channel: Channel, call: &ScoreCall) -> Result<Scored, tonic::
             failed: None,
         });
     }
+    let per_call = call.batch_rows.max(1);
     let mut decisions = Vec::with_capacity(call.rows.len());
     let mut failed = None;
-    for (n, rows) in call.rows.chunks(call.batch_rows.max(1)).enumerate() {
+    for (n, rows) in call.rows.chunks(per_call).enumerate() {
         let request = authorized(batch_request(call, rows), token, None)?;
         match client.score_batch(request).await {
             Ok(response) => decisions.extend(
@@ -140,7 +141,7 @@ pub async fn score(channel: Channel, call: &ScoreCall) -> Result<Scored, tonic::
             ),
             Err(status) if n == 0 => return Err(status),
             Err(status) => {
-                let start = n * call.batch_rows.max(1);
+                let start = n * per_call;
                 failed = Some((start..start + rows.len(), status));
                 break;
             }
