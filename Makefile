@@ -20,7 +20,10 @@ export OIP_PYTHON := $(abspath $(OIP_VENV))/bin/python
 serve: $(ORT_LIB)
 	cargo run --release --bin candor -- serve
 
+# The test servers' data folders (tests/common) outlive their servers, for
+# the restart tests; each run clears the last run's.
 test: $(ORT_LIB) $(OIP_VENV)/installed
+	rm -rf target/tmp/candor-test-*
 	cargo test
 
 bench: $(ORT_LIB)

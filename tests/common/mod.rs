@@ -34,8 +34,8 @@ pub fn ort_lib() -> PathBuf {
 
 /// The bundled models on port 0, with a fresh database and subject key in a
 /// folder that outlives the server (restart tests reuse it). The folders
-/// live under Cargo's `target/tmp`, not the system's `/tmp`: `cargo clean`
-/// removes them with the build.
+/// live under Cargo's `target/tmp`, not the system's `/tmp`: `make test`
+/// clears the last run's, and `cargo clean` removes them with the build.
 pub fn test_config() -> Config {
     let data = tempfile::Builder::new()
         .prefix("candor-test-")
