@@ -407,23 +407,6 @@ async fn abandoned_calls_leave_the_in_flight_gauge_and_are_counted() {
     }
 }
 
-/// A bare HTTP/2 connection to the server, sending bodies of type `B`.
-async fn http2_connection<B>(server: &TestServer) -> hyper::client::conn::http2::SendRequest<B>
-where
-    B: hyper::body::Body + Send + Unpin + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let io =
-        hyper_util::rt::TokioIo::new(tokio::net::TcpStream::connect(server.addr).await.unwrap());
-    let (sender, connection) =
-        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
-            .await
-            .unwrap();
-    tokio::spawn(connection);
-    sender
-}
-
 /// A client of the generated kind whose transport has no timer: tonic's
 /// `Channel` gives up at a call's `grpc-timeout` on its own (and reports
 /// CANCELLED), which would hide what the server answers at the deadline.

@@ -640,14 +640,11 @@ async fn gzip_compressed_calls_are_served() {
         .header("grpc-encoding", "gzip")
         .body(http_body_util::Full::new(bytes::Bytes::from(framed)))
         .unwrap();
-    let io =
-        hyper_util::rt::TokioIo::new(tokio::net::TcpStream::connect(server.addr).await.unwrap());
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
-            .await
-            .unwrap();
-    tokio::spawn(connection);
-    let answer = sender.send_request(request).await.unwrap();
+    let answer = http2_connection(&server)
+        .await
+        .send_request(request)
+        .await
+        .unwrap();
     let status = tonic::Status::from_header_map(answer.headers()).expect("a status");
     assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
     server.stop().await;
@@ -655,42 +652,110 @@ async fn gzip_compressed_calls_are_served() {
 
 /// A client's mistakes in gRPC's framing of a compressed message are
 /// INVALID_ARGUMENT, never INTERNAL (tonic's answer, which counts them as
-/// the gateway's faults).
+/// the gateway's faults), but where the gRPC compression specification
+/// asks for INTERNAL: a compressed flag on a call without an encoding.
+/// Either way the message says it is the request's.
 #[tokio::test]
 async fn a_compressed_message_that_does_not_inflate_is_the_callers_mistake() {
     let server = TestServer::start().await;
-    let send = |flag: u8| {
-        let url = format!("{}/candor.v1.ScoringService/Score", server.url());
-        let addr = server.addr;
+    let send = |flag: u8, encoding: Option<&'static str>| {
+        let server = &server;
         async move {
-            let io =
-                hyper_util::rt::TokioIo::new(tokio::net::TcpStream::connect(addr).await.unwrap());
-            let (mut sender, connection) =
-                hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
-                    .await
-                    .unwrap();
-            tokio::spawn(connection);
             let garbage = b"this is not gzip";
             let mut framed = vec![flag];
             framed.extend_from_slice(&(garbage.len() as u32).to_be_bytes());
             framed.extend_from_slice(garbage);
-            let request = http::Request::builder()
+            let mut request = http::Request::builder()
                 .method("POST")
-                .uri(url)
+                .uri(format!("{}/candor.v1.ScoringService/Score", server.url()))
                 .header("te", "trailers")
-                .header("content-type", "application/grpc")
-                .header("grpc-encoding", "gzip")
+                .header("content-type", "application/grpc");
+            if let Some(encoding) = encoding {
+                request = request.header("grpc-encoding", encoding);
+            }
+            let request = request
                 .body(http_body_util::Full::new(bytes::Bytes::from(framed)))
                 .unwrap();
-            let response = sender.send_request(request).await.unwrap();
+            let response = http2_connection(server)
+                .await
+                .send_request(request)
+                .await
+                .unwrap();
             tonic::Status::from_header_map(response.headers()).expect("a status")
         }
     };
-    for (flag, says) in [(1, "does not decompress"), (2, "compressed flag")] {
-        let status = send(flag).await;
-        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    for (flag, encoding, code, says) in [
+        (
+            1,
+            Some("gzip"),
+            tonic::Code::InvalidArgument,
+            "does not decompress",
+        ),
+        (
+            2,
+            Some("gzip"),
+            tonic::Code::InvalidArgument,
+            "compressed flag",
+        ),
+        (1, None, tonic::Code::Internal, "names no grpc-encoding"),
+        (
+            1,
+            Some("identity"),
+            tonic::Code::Internal,
+            "names no grpc-encoding",
+        ),
+    ] {
+        let status = send(flag, encoding).await;
+        assert_eq!(status.code(), code, "{flag} {encoding:?}: {status:?}");
         assert!(status.message().starts_with("request: "), "{status:?}");
         assert!(status.message().contains(says), "{status:?}");
+    }
+    server.stop().await;
+}
+
+/// A message whose prefix declares more than the limit is refused on its
+/// prefix, while its client is still sending (or has stopped): not after
+/// the receive timeout, as DEADLINE_EXCEEDED.
+#[tokio::test]
+async fn a_message_declared_too_large_is_refused_on_its_prefix() {
+    let server = TestServer::start().await;
+    let limit = server.gateway.config().max_message_bytes;
+    for (flag, encoding) in [(0u8, None), (1, Some("gzip"))] {
+        let (tx, rx) = tokio::sync::mpsc::channel::<
+            Result<http_body::Frame<bytes::Bytes>, std::convert::Infallible>,
+        >(1);
+        let mut prefix = vec![flag];
+        prefix.extend_from_slice(&u32::MAX.to_be_bytes());
+        prefix.extend_from_slice(b"abc");
+        tx.send(Ok(http_body::Frame::data(prefix.into())))
+            .await
+            .unwrap();
+        let mut request = http::Request::builder()
+            .method("POST")
+            .uri(format!("{}/candor.v1.ScoringService/Score", server.url()))
+            .header("te", "trailers")
+            .header("content-type", "application/grpc");
+        if let Some(encoding) = encoding {
+            request = request.header("grpc-encoding", encoding);
+        }
+        // The body stays open: `tx` lives until the answer is read.
+        let request = request
+            .body(http_body_util::StreamBody::new(
+                tokio_stream::wrappers::ReceiverStream::new(rx),
+            ))
+            .unwrap();
+        let response = http2_connection(&server)
+            .await
+            .send_request(request)
+            .await
+            .unwrap();
+        let status = tonic::Status::from_header_map(response.headers()).expect("a status");
+        drop(tx);
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+        assert!(
+            status.message().contains(&format!("{limit} bytes")),
+            "{status:?}"
+        );
     }
     server.stop().await;
 }

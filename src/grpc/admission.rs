@@ -740,9 +740,16 @@ fn undecodable(message: &str) -> Option<Status> {
             "request: the message is not valid protobuf for this method: {detail}"
         )));
     }
+    // A compressed flag without `grpc-encoding` stays INTERNAL, as the
+    // gRPC compression specification requires, but is told as the
+    // caller's framing, not in tonic's words.
+    if message.contains("compressed-flag but no grpc-encoding") {
+        return Some(Status::internal(
+            "request: the message's compressed flag is 1 but the call names no grpc-encoding (send flag 0, or grpc-encoding: gzip); the gRPC compression specification answers this INTERNAL",
+        ));
+    }
     // The client's own framing: tonic answers INTERNAL, as if the gateway
-    // had failed. (A compressed flag without `grpc-encoding` stays
-    // INTERNAL, as the gRPC compression specification requires.)
+    // had failed.
     if let Some(detail) = message
         .strip_prefix("Error decompressing: ")
         .and_then(|m| m.strip_suffix(", while sending request"))
@@ -1001,6 +1008,19 @@ async fn receive(
                 None => held = Some(permit),
             }
             chunks.push(data);
+            // The prefix says how large the message will be: one that cannot
+            // fit is refused then, not once its bytes have come (which a slow
+            // client may take longer than the receive timeout to send).
+            if let Some((compressed, declared)) = prefix(&chunks)
+                && declared
+                    > if gzip && compressed {
+                        limit - FRAMING_BYTES
+                    } else {
+                        max
+                    }
+            {
+                return Err(too_large());
+            }
         }
         Ok(())
     };
@@ -1058,24 +1078,28 @@ fn inflates_past(gzip: &[u8], max: usize) -> bool {
     std::io::copy(&mut inflated, &mut std::io::sink()).is_ok_and(|n| n == limit)
 }
 
-/// Refuses a unary call's body unless it is exactly one gRPC message (a
-/// flag byte, a 4-byte length, the message): tonic would answer a message
-/// cut short INTERNAL, as if the gateway had failed.
 /// Whether `chunks` hold one whole message, by its prefix, without
 /// copying them.
 fn arrived_whole(chunks: &[Bytes]) -> bool {
-    let prefix: Vec<u8> = chunks
-        .iter()
-        .flat_map(|c| c.iter())
-        .take(FRAMING_BYTES)
-        .copied()
-        .collect();
     let total: usize = chunks.iter().map(Bytes::len).sum();
-    prefix.len() == FRAMING_BYTES
-        && u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize
-            == total - FRAMING_BYTES
+    prefix(chunks).is_some_and(|(_, declared)| declared == total - FRAMING_BYTES)
 }
 
+/// The message's 5-byte prefix, once it has come: whether the message is
+/// compressed, and the length it declares.
+fn prefix(chunks: &[Bytes]) -> Option<(bool, usize)> {
+    let mut bytes = chunks.iter().flat_map(|c| c.iter()).copied();
+    let flag = bytes.next()?;
+    let mut length = [0u8; 4];
+    for b in &mut length {
+        *b = bytes.next()?;
+    }
+    Some((flag == 1, u32::from_be_bytes(length) as usize))
+}
+
+/// Refuses a unary call's body unless it is exactly one gRPC message (a
+/// flag byte, a 4-byte length, the message): tonic would answer a message
+/// cut short INTERNAL, as if the gateway had failed.
 fn one_message(body: &[u8]) -> Result<(), Status> {
     let Some(prefix) = body.get(..FRAMING_BYTES) else {
         return Err(Status::invalid_argument(format!(

@@ -433,3 +433,20 @@ pub fn assert_refused(refused: &tonic::Status, code: tonic::Code, begins: &str) 
     assert_eq!(refused.code(), code, "{refused:?}");
     assert!(refused.message().starts_with(begins), "{refused:?}");
 }
+
+/// A bare HTTP/2 connection to the server, sending bodies of type `B`.
+pub async fn http2_connection<B>(server: &TestServer) -> hyper::client::conn::http2::SendRequest<B>
+where
+    B: hyper::body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let io =
+        hyper_util::rt::TokioIo::new(tokio::net::TcpStream::connect(server.addr).await.unwrap());
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    sender
+}
