@@ -281,19 +281,41 @@ async fn reflection_lists_the_services() {
         );
     }
 
-    ask.send(question(MessageRequest::FileContainingSymbol(
-        "candor.v1.ScoringService".into(),
-    )))
-    .await
-    .unwrap();
-    let response = stream.next().await.unwrap().unwrap();
-    assert!(
-        matches!(
-            response.message_response,
-            Some(MessageResponse::FileDescriptorResponse(_))
-        ),
-        "{response:?}"
-    );
+    // A file comes with what it imports, so that one answer builds its
+    // types; a later answer on the stream leaves out what was sent.
+    let mut files = async |symbol: &str| {
+        ask.send(question(MessageRequest::FileContainingSymbol(
+            symbol.into(),
+        )))
+        .await
+        .unwrap();
+        let response = stream.next().await.unwrap().unwrap();
+        let Some(MessageResponse::FileDescriptorResponse(files)) = response.message_response else {
+            panic!("unexpected {response:?}")
+        };
+        files
+            .file_descriptor_proto
+            .iter()
+            .map(|f| <prost_types::FileDescriptorProto as prost::Message>::decode(&f[..]).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let scoring = files("candor.v1.ScoringService").await;
+    assert_eq!(scoring[0].name(), "candor/v1/scoring.proto");
+    let pool =
+        prost_reflect::DescriptorPool::from_file_descriptor_set(prost_types::FileDescriptorSet {
+            file: scoring.clone(),
+        })
+        .expect("the answer holds every file it needs");
+    assert!(pool.get_message_by_name("candor.v1.FeatureValue").is_some());
+    let models = files("candor.v1.ModelService").await;
+    assert_eq!(models[0].name(), "candor/v1/models.proto");
+    for again in &models[1..] {
+        assert!(
+            scoring.iter().all(|f| f.name() != again.name()),
+            "{} sent twice",
+            again.name()
+        );
+    }
     drop(ask);
     assert!(stream.next().await.is_none());
     server.stop().await;

@@ -11,7 +11,15 @@
 //! and a refusal becomes the `ErrorResponse` it should have been. A
 //! question about a type's extension numbers is answered naming the type,
 //! or NOT_FOUND for a type that does not exist (tonic-reflection answers
-//! any name with an empty list of no type).
+//! any name with an empty list of no type). A file is sent with the files
+//! it imports, transitively, that the stream has not yet been sent, as the
+//! Go and C++ servers send them: tonic-reflection sends the file alone,
+//! and a client that builds its types from one answer (grpc-js's
+//! `loadFileDescriptorSetFromBuffer`) cannot resolve what it imports.
+
+use std::collections::HashSet;
+
+use prost::Message;
 
 use tokio::sync::mpsc;
 use tokio_stream::{StreamExt, wrappers::ReceiverStream};
@@ -57,9 +65,11 @@ macro_rules! answering_every_request {
                     let mut lookups = ServerReflectionClient::new(self.lookups.clone());
                     let (answers, rx) = mpsc::channel(1);
                     tokio::spawn(async move {
+                        // The files this stream has been sent.
+                        let mut sent = HashSet::new();
                         while let Some(request) = requests.next().await {
                             let answer = match request {
-                                Ok(request) => Ok(answer(&mut lookups, request).await),
+                                Ok(request) => Ok(answer(&mut lookups, request, &mut sent).await),
                                 // A message that does not decode ends the
                                 // stream with its status.
                                 Err(status) => Err(status),
@@ -79,6 +89,7 @@ macro_rules! answering_every_request {
             async fn answer<S: ServerReflection>(
                 lookups: &mut Lookups<S>,
                 request: ServerReflectionRequest,
+                sent: &mut HashSet<String>,
             ) -> ServerReflectionResponse {
                 let answer = |response| ServerReflectionResponse {
                     valid_host: request.host.clone(),
@@ -120,7 +131,58 @@ macro_rules! answering_every_request {
                         Err(status) => refused(status),
                     };
                 }
-                ask(lookups, request.clone()).await.unwrap_or_else(refused)
+                match ask(lookups, request.clone()).await {
+                    Ok(mut response) => {
+                        if let Some(MessageResponse::FileDescriptorResponse(files)) =
+                            &mut response.message_response
+                        {
+                            let asked = std::mem::take(&mut files.file_descriptor_proto);
+                            files.file_descriptor_proto =
+                                with_imports(lookups, &request.host, asked, sent).await;
+                        }
+                        response
+                    }
+                    Err(status) => refused(status),
+                }
+            }
+
+            /// `files` (encoded `FileDescriptorProto`s), then the files they
+            /// import, transitively, that are not in `sent`; all of them
+            /// are in `sent` afterwards.
+            async fn with_imports<S: ServerReflection>(
+                lookups: &mut Lookups<S>,
+                host: &str,
+                mut files: Vec<Vec<u8>>,
+                sent: &mut HashSet<String>,
+            ) -> Vec<Vec<u8>> {
+                let mut next = 0;
+                while let Some(encoded) = files.get(next) {
+                    next += 1;
+                    let Ok(file) = prost_types::FileDescriptorProto::decode(encoded.as_slice())
+                    else {
+                        continue;
+                    };
+                    sent.insert(file.name().to_owned());
+                    for import in file.dependency {
+                        if !sent.insert(import.clone()) {
+                            continue;
+                        }
+                        let request = ServerReflectionRequest {
+                            host: host.to_owned(),
+                            message_request: Some(MessageRequest::FileByFilename(import)),
+                        };
+                        // A file the server does not have is left to the
+                        // client to ask for, and be refused.
+                        if let Ok(ServerReflectionResponse {
+                            message_response: Some(MessageResponse::FileDescriptorResponse(found)),
+                            ..
+                        }) = ask(lookups, request).await
+                        {
+                            files.extend(found.file_descriptor_proto);
+                        }
+                    }
+                }
+                files
             }
 
             /// tonic-reflection's answer to `request`, or its refusal.
