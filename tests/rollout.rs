@@ -390,7 +390,8 @@ async fn drift_between_attributions_in_different_units_is_refused() {
 /// A shadow version is judged by its own manifest, as a live call to it
 /// would be: a feature it declares as the person's is masked for it even
 /// where production's manifest calls the same column context, and a
-/// version holding special-category data is never scored.
+/// version holding special-category data is never scored, nor named
+/// production in place of one that makes ad decisions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shadows_are_judged_by_their_own_manifests() {
     let (_tmp, models) = models_folder();
@@ -429,6 +430,15 @@ async fn shadows_are_judged_by_their_own_manifests() {
         &refused,
         Code::FailedPrecondition,
         "shadows[1]: caravan-lgbm 6.0.0 takes special-category data",
+    );
+    // Nor production, which would refuse every request naming no version.
+    let refused = set_rollout(&server, "6.0.0", "", 0.0, &[])
+        .await
+        .unwrap_err();
+    assert_refused(
+        &refused,
+        Code::FailedPrecondition,
+        "production: caravan-lgbm 6.0.0 takes special-category data",
     );
     let mut request = caravan_request();
     request.subject_id = "young".into();

@@ -158,12 +158,23 @@ impl Gateway {
                 )));
             };
             // A canary or a shadow scores production's requests, live or
-            // in the shadow: neither may take special-category data. (A
-            // measurement model's production is its own.)
-            if field != "production"
-                && let Some(why) = package.barred_from_ads()
-            {
+            // in the shadow: neither may take special-category data. Nor
+            // may production, while the production it would replace makes
+            // ad decisions: every request naming no version would be
+            // refused. (A measurement model's production is its own.)
+            let Some(why) = package.barred_from_ads() else {
+                continue;
+            };
+            if field != "production" {
                 return Err(Error::FailedPrecondition(format!("{field}: {why}")));
+            }
+            if let Some(current) = served.versions.get(&served.default)
+                && current.barred_from_ads().is_none()
+            {
+                return Err(Error::FailedPrecondition(format!(
+                    "{field}: {why}, and production {} makes ad decisions: every request naming no version would be refused",
+                    current.version()
+                )));
             }
         }
         let model_dir = self.model_dir(&change.model)?;
