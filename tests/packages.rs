@@ -10,6 +10,7 @@ use std::{
 };
 
 use candor::{
+    grpc::pb::{self, explain_service_client::ExplainServiceClient},
     inference::runtime,
     models::{ModelPackage, Registry},
 };
@@ -269,7 +270,8 @@ fn a_package_feeding_religion_to_advertising_is_refused() {
 
 /// Special-category data may be loaded for measurement, but no decision
 /// about one person's ad may rest on it: scoring with such a package is
-/// FAILED_PRECONDITION, naming the features.
+/// FAILED_PRECONDITION, naming the features, and so is explaining rows
+/// with it (what-if analysis runs the model on them too).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_measurement_model_with_special_category_data_makes_no_ad_decision() {
     let tmp = tempfile::tempdir().unwrap();
@@ -288,23 +290,22 @@ async fn a_measurement_model_with_special_category_data_makes_no_ad_decision() {
     let mut config = test_config();
     config.models_dir = tmp.path().join("models");
     let server = TestServer::start_with(config).await;
-    let refused = server
-        .scoring()
-        .await
-        .score(caravan_request())
-        .await
-        .unwrap_err();
-    assert_eq!(
-        refused.code(),
-        tonic::Code::FailedPrecondition,
-        "{refused:?}"
-    );
-    assert!(
-        refused
-            .message()
-            .starts_with("model: caravan-lgbm 1.0.0 takes special-category data ("),
-        "{refused:?}"
-    );
+    let scored = server.scoring().await.score(caravan_request()).await;
+    let request = caravan_request();
+    let explained = ExplainServiceClient::new(server.channel().await)
+        .explain(pb::ExplainRequest {
+            model: request.model,
+            features: request.features,
+            ..Default::default()
+        })
+        .await;
+    for refused in [scored.unwrap_err(), explained.unwrap_err()] {
+        assert_refused(
+            &refused,
+            tonic::Code::FailedPrecondition,
+            "model: caravan-lgbm 1.0.0 takes special-category data (",
+        );
+    }
     server.stop().await;
 }
 

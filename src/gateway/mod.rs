@@ -754,14 +754,7 @@ impl Gateway {
     ) -> Result<Vec<Decision>, Error> {
         let started = Instant::now();
         let (package, subject_ref) = self.route(&request.model, &request.subject)?;
-        // The load gate lets special-category data in only for purposes other
-        // than advertising (measurement); a decision about one person's ad
-        // may never rest on it, whatever the package declares.
-        if let Some(why) = package.barred_from_ads() {
-            return Err(Error::FailedPrecondition(format!(
-                "model: {why}; it is loaded for its declared purposes only"
-            )));
-        }
+        never_scored(&package)?;
         if !request.audit.is_empty() {
             // Any loaded version's columns: the monitor counts per model,
             // and a canary auditing another column must not refuse its
@@ -906,6 +899,7 @@ impl Gateway {
     /// ML engineers. Nothing is recorded and no decision id is issued.
     pub async fn explain(&self, request: ExplainRequest) -> Result<Vec<Explained>, Error> {
         let package = self.resolve(&request.model)?;
+        never_scored(&package)?;
         let rows = match request.rows.as_slice() {
             [row] if !request.batch => Self::validate_row(&package, row)?,
             rows => self.validate_rows(&package, rows)?,
@@ -1200,6 +1194,18 @@ impl Gateway {
                     self.metrics.residual(a.residual());
                 }
             })
+    }
+}
+
+/// The load gate lets special-category data in only for purposes other
+/// than advertising (measurement); no request's rows, for an ad decision or
+/// a what-if explanation, ever reach such a package, whatever it declares.
+fn never_scored(package: &ModelPackage) -> Result<(), Error> {
+    match package.barred_from_ads() {
+        Some(why) => Err(Error::FailedPrecondition(format!(
+            "model: {why}; it is loaded for its declared purposes only"
+        ))),
+        None => Ok(()),
     }
 }
 
