@@ -350,11 +350,12 @@ impl Policy {
             Regime::Us => us(&mut v, signals, &recorded, now_ms),
         };
         let purposes: Vec<PurposeOutcome> = objection.into_iter().chain(regime_purposes).collect();
+        let [minor, known] = CHILD_RULES;
         if signals.signals.age == super::AgeStatus::Minor {
-            v.mask("dsa.art28_minor", |f| f.profile);
+            v.mask(minor, |f| f.profile);
         }
         if known_child(signals) {
-            v.mask("gpp.known_child", |f| f.profile);
+            v.mask(known, |f| f.profile);
         }
         let mode = &signals.signals.consent_mode;
         if mode.ad_personalization == ModeFlag::Denied {
@@ -1032,6 +1033,22 @@ pub struct Provenance {
     pub model_sha256: String,
     /// The subject's pseudonym; `None` for an anonymous request.
     pub subject_ref: Option<String>,
+}
+
+/// The rules that keep a minor's, or a known child's, ads from their
+/// profile, whatever consent their signals carry.
+pub const CHILD_RULES: [&str; 2] = ["dsa.art28_minor", "gpp.known_child"];
+
+impl Provenance {
+    pub fn fired(&self, rule: &str) -> bool {
+        self.rules.iter().any(|r| r == rule)
+    }
+
+    /// Whether the decision was made for a minor or a known child: no
+    /// profile of theirs was used, and none could have been.
+    pub fn protects_a_child(&self) -> bool {
+        CHILD_RULES.iter().any(|rule| self.fired(rule))
+    }
 }
 
 #[cfg(test)]

@@ -354,7 +354,7 @@ pub fn consumer(
 fn consent_line(language: Language, p: &Provenance, decided_at_ms: i64) -> String {
     use crate::consent::policy::{PurposeOutcome, PurposeStatus};
     use text::{ConsentAddendum as Addendum, ConsentCase as Case};
-    let fired = |rule: &str| p.rules.iter().any(|r| r == rule);
+    let fired = |rule: &str| p.fired(rule);
     let outcomes = |pick: &dyn Fn(&PurposeOutcome) -> bool| -> Vec<&PurposeOutcome> {
         p.purposes.iter().filter(|o| pick(o)).collect()
     };
@@ -418,10 +418,7 @@ fn consent_line(language: Language, p: &Provenance, decided_at_ms: i64) -> Strin
                     || fired("us.usnat_sensitive_data_no_consent")
                     || fired("us.usca_sensitive_data_opt_out"),
             ),
-            (
-                Addendum::Minor,
-                fired("dsa.art28_minor") || fired("gpp.known_child"),
-            ),
+            (Addendum::Minor, p.protects_a_child()),
             (
                 Addendum::SiteChoices,
                 fired("consent_mode.ad_personalization_denied")
@@ -472,14 +469,16 @@ fn controls(language: Language, p: &Provenance) -> Vec<Control> {
         == Some(PurposeStatus::OptedOut);
     let mut kinds = vec![("change_consent", "ConsentService.RecordConsent")];
     // Offered where the ad was personalised, or a consent to it stands to
-    // be withdrawn: not where the person's age or signals kept it
-    // contextual with nothing to withdraw, nor after an objection to
-    // direct marketing, which turned every ad off.
+    // be withdrawn: not where the person's signals kept it contextual with
+    // nothing to withdraw, nor for a minor, whose ads are never
+    // personalised (a consent in their signals is changed through
+    // `change_consent`), nor after an objection to direct marketing, which
+    // turned every ad off.
     let consented = [3, 4]
         .into_iter()
         .any(|id| status(id) == Some(PurposeStatus::Granted));
     let personalised = p.tier == Tier::Personalised && (allowed(3) || allowed(4));
-    if (personalised || consented) && !objected {
+    if (personalised || consented) && !objected && !p.protects_a_child() {
         kinds.push((
             "opt_out_personalisation",
             "ConsentService.WithdrawConsent (purposes 3 and 4)",
@@ -739,11 +738,20 @@ source = "first_party"
         us.rules.push("us.gpc_opt_out".into());
         assert!(!kinds(&us).contains(&"opt_out_sale_sharing"));
         // A minor's ads are contextual whatever the signals allow: there is
-        // no personalisation to turn off.
+        // no personalisation to turn off, even where their signals consent
+        // to it.
         let mut minor = provenance([PurposeStatus::NotRequired; 3]);
         minor.regime = Regime::Us;
         minor.tier = Tier::Contextual;
         assert!(!kinds(&minor).contains(&"opt_out_personalisation"));
+        for rule in crate::consent::policy::CHILD_RULES {
+            let mut consented = provenance([Granted; 3]);
+            consented.tier = Tier::Contextual;
+            consented.rules.push(rule.into());
+            let offered = kinds(&consented);
+            assert!(!offered.contains(&"opt_out_personalisation"), "{offered:?}");
+            assert!(offered.contains(&"change_consent"), "{offered:?}");
+        }
         assert_eq!(
             text::control(Language::Nl, "withdraw_objection"),
             "Je bezwaar intrekken"
