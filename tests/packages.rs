@@ -214,14 +214,14 @@ fn broken_packages_are_refused_naming_file_and_field() {
                 let kept: Vec<&str> = text.lines().take(text.lines().count() - 1).collect();
                 fs::write(&path, kept.join("\n")).unwrap();
             },
-            "model.onnx",
+            "covers.csv",
             None,
-            "covers sidecar: no cover for tree",
+            "no cover for tree",
         ),
         (
             "covers that do not add up",
             |p| edit(&p.join("covers.csv"), "0,0,3737", "0,0,4000"),
-            "model.onnx",
+            "covers.csv",
             None,
             "tree 0 node 0 has cover 4000 but its children",
         ),

@@ -17,7 +17,7 @@ use super::{
 };
 use crate::{
     audit,
-    explain::Explainer,
+    explain::{ExplainError, Explainer},
     inference::{Backend, InferenceError, OrtBackend, runtime::RuntimeError},
 };
 
@@ -288,7 +288,11 @@ impl ModelPackage {
             &background_scores,
             covers.as_ref(),
         )
-        .map_err(|e| PackageError::new(&model_path, None, format!("cannot be explained: {e}")))?;
+        .map_err(|e| match e {
+            // The sidecar's own fault is told against it.
+            ExplainError::Covers(e) => PackageError::new(&covers_path, None, e),
+            e => PackageError::new(&model_path, None, format!("cannot be explained: {e}")),
+        })?;
         if let Some(reason) = inexact {
             tracing::warn!(
                 model = %manifest.model.name,
