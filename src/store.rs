@@ -387,6 +387,9 @@ pub(crate) enum Job {
         Option<oneshot::Sender<Result<bool, StoreError>>>,
     ),
     Purge(i64, oneshot::Sender<Result<u64, StoreError>>),
+    /// Empties evidence records made before this time, a batch at a time
+    /// ([`ledger::expire_evidence`]).
+    ExpireEvidence(i64, oneshot::Sender<Result<u64, StoreError>>),
     /// Stop owing these decisions deferred attributions.
     Forgo(Vec<String>),
     StaffRead(StaffRead, oneshot::Sender<Result<(), StoreError>>),
@@ -410,7 +413,7 @@ impl Job {
                 Job::Erase(.., tx) => drop(tx.send(Err(e))),
                 Job::Record(_, Some(tx)) | Job::StaffRead(_, tx) => drop(tx.send(Err(e))),
                 Job::Attach(_, _, Some(tx)) => drop(tx.send(Err(e))),
-                Job::Purge(_, tx) => drop(tx.send(Err(e))),
+                Job::Purge(_, tx) | Job::ExpireEvidence(_, tx) => drop(tx.send(Err(e))),
                 Job::Committed(tx) => drop(tx.send(Err(e))),
                 // Kept for a retry by `retry_copy`.
                 Job::Record(_, None) | Job::Attach(_, _, None) | Job::Forgo(_) | Job::Shadow(_) => {
@@ -432,6 +435,7 @@ impl Job {
             Job::Append(..)
             | Job::Erase(..)
             | Job::Purge(..)
+            | Job::ExpireEvidence(..)
             | Job::Forgo(..)
             | Job::Shadow(..) => true,
         }
@@ -1178,7 +1182,9 @@ impl Writer {
             // disk does not take them down with the records ahead of them.
             // Work for an erased subject queued before its erasure is then
             // refused as erased, as it would be if it came after.
-            batch.sort_by_key(|j| !matches!(j, Job::Erase(..) | Job::Purge(..)));
+            batch.sort_by_key(|j| {
+                !matches!(j, Job::Erase(..) | Job::Purge(..) | Job::ExpireEvidence(..))
+            });
             let busy = if self.failing.load(Ordering::Relaxed) || self.locked_lately {
                 FAILING_BUSY_TIMEOUT
             } else {
@@ -1244,6 +1250,10 @@ impl Writer {
                 provenances.forget();
                 reply(Some(tx), decisions::purge(conn, now_ms))
             }
+            Job::ExpireEvidence(before_ms, tx) => reply(
+                Some(tx),
+                ledger::expire_evidence(conn, head, before_ms, now_ms()),
+            ),
             Job::Forgo(ids) => reply::<()>(None, decisions::forgo(conn, &ids)),
             Job::Committed(tx) => reply(Some(tx), Ok(())),
             Job::StaffRead(read, tx) => reply(Some(tx), audit::insert(conn, &read)),
@@ -1293,7 +1303,7 @@ impl Writer {
         // An erasure or a retention purge: afterwards the WAL is emptied.
         let deletes = batch
             .iter()
-            .any(|j| matches!(j, Job::Erase(..) | Job::Purge(..)));
+            .any(|j| matches!(j, Job::Erase(..) | Job::Purge(..) | Job::ExpireEvidence(..)));
         let subject_rows: usize = batch
             .iter()
             .map(|j| match j {
@@ -1533,6 +1543,76 @@ mod tests {
             std::fs::read_dir(path.parent().unwrap()).unwrap().count(),
             1
         );
+    }
+
+    /// Evidence past its keeping loses its content and pseudonym; other
+    /// records keep theirs, and the chain still verifies, naming the
+    /// removal in an erasure record.
+    #[tokio::test]
+    async fn expired_evidence_is_emptied_and_the_chain_still_verifies() {
+        use crate::consent::ledger::{Collection, Ledger, PurposeEntry, RecordKind, Status};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("db")).unwrap());
+        let draft = |kind, purposes: Vec<PurposeEntry>| Draft {
+            kind,
+            subject_ref: Some("s".into()),
+            controller: "c".into(),
+            purposes,
+            data_categories: vec![],
+            collection: Collection {
+                method: "api".into(),
+                collected_at_ms: now_ms(),
+                jurisdiction: String::new(),
+                language: String::new(),
+                notice: None,
+            },
+            withdrawal_method: String::new(),
+            evidence: None,
+            recorded_by: None,
+        };
+        let withdrawal = PurposeEntry {
+            tcf_id: 3,
+            dpv: "dpv:Personalisation".into(),
+            status: Status::Withdrawn,
+            legal_basis: crate::consent::ledger::LegalBasis::Consent,
+        };
+        let started = now_ms();
+        let drafts = vec![
+            draft(RecordKind::Evidence, vec![]),
+            draft(RecordKind::Withdrawal, vec![withdrawal]),
+            draft(RecordKind::Evidence, vec![]),
+        ];
+        store.submit(|tx| Job::Append(drafts, tx)).await.unwrap();
+        let expire = |before| store.submit(move |tx| Job::ExpireEvidence(before, tx));
+        assert_eq!(
+            expire(started - 1).await.unwrap(),
+            0,
+            "none was made before"
+        );
+        assert_eq!(expire(now_ms() + 1).await.unwrap(), 2);
+        assert_eq!(expire(now_ms() + 1).await.unwrap(), 0, "emptied once");
+        let held: Vec<(String, bool, bool)> = store
+            .read(|c| {
+                let mut stmt = c.prepare(
+                    "SELECT kind, content IS NOT NULL, subject_ref IS NOT NULL FROM ledger ORDER BY seq",
+                )?;
+                let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+                Ok(rows.collect::<Result<_, _>>()?)
+            })
+            .unwrap();
+        let held: Vec<(&str, bool, bool)> =
+            held.iter().map(|(k, c, s)| (k.as_str(), *c, *s)).collect();
+        assert_eq!(
+            held,
+            [
+                ("evidence", false, false),
+                ("withdrawal", true, true),
+                ("evidence", false, false),
+                ("erasure", true, false),
+            ]
+        );
+        let verified = Ledger::new(store.clone(), vec![7; 32]).verify().unwrap();
+        assert!(verified.broken.is_none(), "{:?}", verified.broken);
     }
 
     /// Work that began before a subject's erasure never lands after it.

@@ -496,6 +496,11 @@ CREATE TABLE IF NOT EXISTS ledger (
     hash          TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS ledger_subject ON ledger(subject_ref, seq);
+-- Evidence records still holding their content, oldest first: what the
+-- retention purge takes (expire_evidence). A record leaves the index as
+-- its content is removed.
+CREATE INDEX IF NOT EXISTS ledger_evidence_held ON ledger(recorded_at)
+WHERE kind = 'evidence' AND content IS NOT NULL;
 CREATE TRIGGER IF NOT EXISTS ledger_append_only BEFORE DELETE ON ledger
 BEGIN SELECT RAISE(ABORT, 'the consent ledger is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS ledger_erasure_only BEFORE UPDATE ON ledger
@@ -1254,6 +1259,60 @@ pub(crate) fn erase_subject(
         tombstone: append_one(tx, head, draft, seqs)?,
         kept,
     })
+}
+
+/// The most evidence records one retention purge empties: one erasure
+/// record lists them all, and one transaction holds the writer.
+pub(crate) const EXPIRED_AT_ONCE: usize = 10_000;
+
+/// Removes the content and pseudonym of up to [`EXPIRED_AT_ONCE`] evidence
+/// records made before `before_ms`, oldest first, and records the removal
+/// as an erasure does: one record listing their sequence numbers, so that
+/// the chain still verifies. Returns how many were emptied.
+pub(crate) fn expire_evidence(
+    tx: &Connection,
+    head: &mut (i64, String),
+    before_ms: i64,
+    at_ms: i64,
+) -> Result<u64, LedgerError> {
+    let mut seqs = tx
+        .prepare_cached(
+            "SELECT seq FROM ledger WHERE kind = 'evidence' AND content IS NOT NULL
+             AND recorded_at < ?1 ORDER BY recorded_at LIMIT ?2",
+        )?
+        .query_map(params![before_ms, EXPIRED_AT_ONCE as i64], |r| {
+            r.get::<_, i64>(0)
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    if seqs.is_empty() {
+        return Ok(0);
+    }
+    seqs.sort_unstable();
+    let mut empty =
+        tx.prepare_cached("UPDATE ledger SET content = NULL, subject_ref = NULL WHERE seq = ?1")?;
+    for seq in &seqs {
+        empty.execute([seq])?;
+    }
+    let expired = seqs.len() as u64;
+    let draft = Draft {
+        kind: RecordKind::Erasure,
+        subject_ref: None,
+        controller: String::new(),
+        purposes: Vec::new(),
+        data_categories: Vec::new(),
+        collection: Collection {
+            method: "retention".into(),
+            collected_at_ms: at_ms,
+            jurisdiction: String::new(),
+            language: String::new(),
+            notice: None,
+        },
+        withdrawal_method: "retention: evidence no decision still kept can cite".into(),
+        evidence: None,
+        recorded_by: None,
+    };
+    append_one(tx, head, draft, seqs)?;
+    Ok(expired)
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use super::{
     attribute::{Recorded, Urgency},
 };
 use crate::{
-    consent::ledger::StoredRecord,
+    consent::ledger::{self, StoredRecord},
     decisions::{self, DecisionRow, Durability, Explanation, NewDecision, RecordBatch},
     error::Error,
     explain::{Method, pool::PoolError},
@@ -69,6 +69,53 @@ impl Gateway {
             .copied()
             .unwrap_or(d.retention_days);
         now + i64::from(days) * DAY_MS
+    }
+
+    /// How long the signals behind decisions are kept as evidence in the
+    /// consent ledger: as long as the longest-kept decision that can cite
+    /// them, which cites evidence recorded at most the ledger's evidence
+    /// lifetime (12 hours) before it; a day more covers that.
+    fn evidence_kept_ms(&self) -> i64 {
+        let d = &self.config.decisions;
+        let days = d
+            .model_retention_days
+            .values()
+            .copied()
+            .chain([d.retention_days])
+            .max()
+            .unwrap_or(d.retention_days);
+        (i64::from(days) + 1) * DAY_MS
+    }
+
+    /// Empties the evidence no decision still kept can cite (its signals,
+    /// the person's age status and pseudonym), a batch per transaction.
+    async fn expire_evidence(&self) {
+        let before = now_ms() - self.evidence_kept_ms();
+        let mut expired = 0;
+        loop {
+            match self
+                .store
+                .submit(|tx| Job::ExpireEvidence(before, tx))
+                .await
+            {
+                Ok(n) => {
+                    expired += n;
+                    if n < ledger::EXPIRED_AT_ONCE as u64 {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "emptying expired consent evidence failed");
+                    break;
+                }
+            }
+        }
+        if expired > 0 {
+            tracing::info!(
+                records = expired,
+                "emptied consent evidence no decision still kept can cite"
+            );
+        }
     }
 
     /// Writes the decisions to the record: with their attributions when
@@ -601,6 +648,7 @@ async fn purge(gateway: Weak<Gateway>, every: Duration) {
                 continue;
             }
         }
+        g.expire_evidence().await;
         let pruned = g.prune_archive().await;
         match pruned {
             Ok(0) => {}
