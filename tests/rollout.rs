@@ -20,7 +20,7 @@ use candor::{
     decisions::Durability,
     grpc::pb::{self, admin_service_client::AdminServiceClient},
 };
-use common::{TestServer, assert_refused, caravan_request, copy_package, model_ref};
+use common::{TestServer, assert_refused, caravan_request, copy_package, edit, model_ref};
 use tonic::{Code, transport::Channel};
 
 const MODEL: &str = "caravan-lgbm";
@@ -440,6 +440,44 @@ async fn shadows_are_judged_by_their_own_manifests() {
         Code::FailedPrecondition,
         "production: caravan-lgbm 6.0.0 takes special-category data",
     );
+    // A hand-edited file that names it so is refused as SetRollout refuses
+    // it: production falls to the manifests' choice among the others.
+    let rollout_file = models.join(MODEL).join("rollout.toml");
+    let hand_edited = std::fs::read_to_string(&rollout_file).unwrap();
+    for (edited, field) in [
+        ("production = \"6.0.0\"\n", "production"),
+        (
+            "production = \"4.0.0\"\n[canary]\nversion = \"6.0.0\"\npercent = 50.0\n",
+            "canary.version",
+        ),
+    ] {
+        std::fs::write(&rollout_file, edited).unwrap();
+        let reloaded = admin(&server)
+            .await
+            .reload_models(pb::ReloadModelsRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(
+            reloaded
+                .refused
+                .iter()
+                .any(|r| r.contains(&format!("{field}: "))
+                    && r.contains("6.0.0 takes special-category data")),
+            "{field}: {:?}",
+            reloaded.refused
+        );
+        let now = rollout_now(&server).await;
+        assert_ne!(now.production, "6.0.0", "{now:?}");
+        assert!(now.canary.is_empty(), "{now:?}");
+        server.score_one(caravan_request()).await;
+    }
+    std::fs::write(&rollout_file, hand_edited).unwrap();
+    admin(&server)
+        .await
+        .reload_models(pb::ReloadModelsRequest {})
+        .await
+        .unwrap();
     let mut request = caravan_request();
     request.subject_id = "young".into();
     request.context.as_mut().unwrap().age_status = pb::AgeStatus::Minor as i32;
@@ -468,6 +506,25 @@ async fn shadows_are_judged_by_their_own_manifests() {
         feature.masked,
         "a minor's precise location reached the shadow"
     );
+    // Nor does it take production at a start without a rollout, marked as
+    // the default: the manifests' choice falls among the other versions.
+    server.stop().await;
+    let version_dir = |v: &str| models.join(MODEL).join(v);
+    edit(
+        &version_dir("1.0.0").join("manifest.toml"),
+        "default = true\n",
+        "",
+    );
+    edit(
+        &version_dir("6.0.0").join("manifest.toml"),
+        "version = \"6.0.0\"\n",
+        "version = \"6.0.0\"\ndefault = true\n",
+    );
+    std::fs::remove_file(models.join(MODEL).join("rollout.toml")).unwrap();
+    let server = TestServer::start_with(config(&models)).await;
+    assert_eq!(rollout_now(&server).await.production, "5.0.0");
+    server.score_one(caravan_request()).await;
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

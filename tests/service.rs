@@ -719,12 +719,17 @@ async fn a_compressed_message_that_does_not_inflate_is_the_callers_mistake() {
             tonic::Code::InvalidArgument,
             "compressed flag",
         ),
-        (1, None, tonic::Code::Internal, "names no grpc-encoding"),
+        (
+            1,
+            None,
+            tonic::Code::Internal,
+            "grpc-encoding is absent or identity",
+        ),
         (
             1,
             Some("identity"),
             tonic::Code::Internal,
-            "names no grpc-encoding",
+            "grpc-encoding is absent or identity",
         ),
     ] {
         let status = send(flag, encoding).await;

@@ -745,7 +745,7 @@ fn undecodable(message: &str) -> Option<Status> {
     // caller's framing, not in tonic's words.
     if message.contains("compressed-flag but no grpc-encoding") {
         return Some(Status::internal(
-            "request: the message's compressed flag is 1 but the call names no grpc-encoding (send flag 0, or grpc-encoding: gzip); the gRPC compression specification answers this INTERNAL",
+            "request: the message's compressed flag is 1 but the call's grpc-encoding is absent or identity (send flag 0, or grpc-encoding: gzip); the gRPC compression specification answers this INTERNAL",
         ));
     }
     // The client's own framing: tonic answers INTERNAL, as if the gateway

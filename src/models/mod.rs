@@ -448,6 +448,36 @@ impl Registry {
                 .dir
                 .parent()
                 .map_or_else(|| PathBuf::from(ROLLOUT_FILE), |d| d.join(ROLLOUT_FILE));
+            // While a version may make ad decisions, one that takes
+            // special-category data may not take its traffic: not as
+            // production (a hand-edited file), which would refuse every
+            // request naming no version, nor as canary. SetRollout refuses
+            // both; the file is refused as it would be.
+            let serves_ads = packages.iter().any(|p| p.barred_from_ads().is_none());
+            let mut barred = |field: &str, v: &Version, consequence: &str| {
+                let why = versions
+                    .get(v)
+                    .and_then(|p| p.barred_from_ads())
+                    .filter(|_| serves_ads)?;
+                failed.push(PackageError {
+                    file: rollout_file.clone(),
+                    field: Some(field.into()),
+                    message: format!(
+                        "{why}, and other versions of {name:?} make ad decisions; {consequence}"
+                    ),
+                });
+                Some(())
+            };
+            if let Some(v) = rollout.production.clone()
+                && barred("production", &v, "the manifests' choice among those serves").is_some()
+            {
+                rollout.production = None;
+            }
+            if let Some(c) = rollout.canary.clone()
+                && barred("canary.version", &c.version, "no canary").is_some()
+            {
+                rollout.canary = None;
+            }
             let mut missing = |field: &str, v: &Version, consequence: &str| {
                 failed.push(PackageError {
                     file: rollout_file.clone(),
@@ -674,12 +704,27 @@ pub(crate) fn second_default(name: &str, first: &Version) -> String {
     )
 }
 
-/// The version the manifests call the default, else the highest.
+/// The version the manifests call the default, else the highest: among
+/// the versions that may make ad decisions, where any may (one that takes
+/// special-category data would refuse every request naming no version).
 fn manifest_default(packages: &[Arc<ModelPackage>]) -> Version {
-    packages
+    let serving: Vec<&Arc<ModelPackage>> = packages
+        .iter()
+        .filter(|p| p.barred_from_ads().is_none())
+        .collect();
+    let candidates = if serving.is_empty() {
+        packages.iter().collect()
+    } else {
+        serving
+    };
+    candidates
         .iter()
         .find(|p| p.manifest.model.default)
-        .or_else(|| packages.iter().max_by(|a, b| a.version().cmp(b.version())))
+        .or_else(|| {
+            candidates
+                .iter()
+                .max_by(|a, b| a.version().cmp(b.version()))
+        })
         .map(|p| p.version().clone())
         .expect("a model has at least one version")
 }
