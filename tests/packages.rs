@@ -219,6 +219,29 @@ fn broken_packages_are_refused_naming_file_and_field() {
             "no cover for tree",
         ),
         (
+            "a cover for a node the graph lacks",
+            |p| {
+                let path = p.join("covers.csv");
+                let text = fs::read_to_string(&path).unwrap();
+                fs::write(&path, format!("{text}9999,0,1\n")).unwrap();
+            },
+            "covers.csv",
+            None,
+            "tree 9999 node 0 has a cover but is not in the graph",
+        ),
+        (
+            "a node given a cover twice",
+            |p| {
+                let path = p.join("covers.csv");
+                let text = fs::read_to_string(&path).unwrap();
+                let first = text.lines().nth(1).unwrap().to_owned();
+                fs::write(&path, format!("{text}{first}\n")).unwrap();
+            },
+            "covers.csv",
+            None,
+            "is given a cover twice",
+        ),
+        (
             "covers that do not add up",
             |p| edit(&p.join("covers.csv"), "0,0,3737", "0,0,4000"),
             "covers.csv",

@@ -340,8 +340,20 @@ impl Ensemble {
     }
 
     /// Sets node covers from a sidecar exported from the native model, keyed
-    /// by (ONNX tree id, ONNX node id). Every node must have one.
+    /// by (ONNX tree id, ONNX node id). Every node must have one, and every
+    /// cover must be a node's: one for a node the graph lacks comes from
+    /// another model.
     pub fn set_covers(&mut self, covers: &HashMap<(i64, i64), f64>) -> Result<(), String> {
+        let nodes: std::collections::HashSet<(i64, i64)> = self
+            .trees
+            .iter()
+            .flat_map(|t| t.nodes.iter().map(|n| (t.id, n.id)))
+            .collect();
+        if let Some((tree, node)) = covers.keys().filter(|k| !nodes.contains(k)).min() {
+            return Err(format!(
+                "tree {tree} node {node} has a cover but is not in the graph; the covers come from another model"
+            ));
+        }
         for tree in &mut self.trees {
             // A node the graph reaches from several parents was copied per
             // parent, and one cover per node id cannot tell the copies apart.

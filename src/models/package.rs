@@ -1001,7 +1001,13 @@ fn read_covers(
                 "cover must be finite and non-negative",
             ));
         }
-        covers.insert((tree, node), cover);
+        if covers.insert((tree, node), cover).is_some() {
+            return Err(PackageError::new(
+                path,
+                Some(&format!("row {}", r + 1)),
+                format!("tree {tree} node {node} is given a cover twice"),
+            ));
+        }
     }
     Ok(covers)
 }
