@@ -203,23 +203,29 @@ struct Unending {
     ending: std::pin::Pin<Box<dyn std::future::Future<Output = Status> + Send>>,
     ended: bool,
     _place: Option<OwnedSemaphorePermit>,
+    max_message_bytes: usize,
+    rpc: &'static str,
     /// The call, counted under the status its trailers carry when they
     /// pass, or as cancelled if the stream goes first.
-    uncounted: Option<(Arc<Gateway>, &'static str)>,
+    uncounted: Option<Arc<Gateway>>,
 }
 
 impl Unending {
-    fn count(&mut self, trailers: &http::HeaderMap) {
-        if let Some((gateway, rpc)) = self.uncounted.take() {
-            gateway.metrics().count(rpc, code_name(status_in(trailers)));
+    /// Says the trailers' status as an answer at once says it (a message
+    /// of the stream's over the limit, one that does not decode), and
+    /// counts the call under it.
+    fn ending_with(&mut self, trailers: &mut http::HeaderMap) {
+        let code = answered_code(trailers, self.max_message_bytes, self.rpc);
+        if let Some(gateway) = self.uncounted.take() {
+            gateway.metrics().count(self.rpc, code_name(code));
         }
     }
 }
 
 impl Drop for Unending {
     fn drop(&mut self) {
-        if let Some((gateway, rpc)) = self.uncounted.take() {
-            gateway.metrics().count(rpc, "CANCELLED");
+        if let Some(gateway) = self.uncounted.take() {
+            gateway.metrics().count(self.rpc, "CANCELLED");
         }
     }
 }
@@ -247,13 +253,17 @@ impl http_body::Body for Unending {
             if let Err(e) = status.add_header(&mut trailers) {
                 tracing::warn!(error = %e, "could not end an open stream with its status");
             }
-            this.count(&trailers);
+            this.ending_with(&mut trailers);
             return Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers))));
         }
-        if let Poll::Ready(Some(Ok(f))) = &frame
-            && let Some(trailers) = f.trailers_ref()
-        {
-            this.count(trailers);
+        if let Poll::Ready(Some(Ok(f))) = frame {
+            return Poll::Ready(Some(Ok(match f.into_trailers() {
+                Ok(mut trailers) => {
+                    this.ending_with(&mut trailers);
+                    http_body::Frame::trailers(trailers)
+                }
+                Err(data) => data,
+            })));
         }
         frame
     }
@@ -504,7 +514,8 @@ where
                         response
                     }
                 };
-                let code = answered_code(&mut response, gateway.config().max_message_bytes, rpc);
+                let max_message_bytes = gateway.config().max_message_bytes;
+                let code = answered_code(response.headers_mut(), max_message_bytes, rpc);
                 tracing::debug!(
                     elapsed_us = started.elapsed().as_micros() as u64,
                     code = code_name(code),
@@ -551,7 +562,9 @@ where
                             }),
                             ended: false,
                             _place: watch,
-                            uncounted: streams.then(|| (gateway.clone(), rpc)),
+                            max_message_bytes,
+                            rpc,
+                            uncounted: streams.then(|| gateway.clone()),
                         })
                     });
                 }
@@ -690,22 +703,19 @@ fn status_in(headers: &http::HeaderMap) -> tonic::Code {
 
 /// The code of an answer, as the client will read it, once tonic's
 /// OUT_OF_RANGE for an oversized message and INTERNAL for a request that
-/// does not decode are rewritten. A trailers-only response (every error)
-/// carries its status in the headers; a success, in the trailers.
-fn answered_code(
-    response: &mut Response<Body>,
-    max_message_bytes: usize,
-    rpc: &str,
-) -> tonic::Code {
-    let code = status_in(response.headers());
+/// does not decode are rewritten in `status` (the headers of a
+/// trailers-only response, which every error at once is, or a stream's
+/// trailers).
+fn answered_code(status: &mut http::HeaderMap, max_message_bytes: usize, rpc: &str) -> tonic::Code {
+    let code = status_in(status);
     let rewritten = match code {
-        tonic::Code::OutOfRange => rewrite(response, |message| {
+        tonic::Code::OutOfRange => rewrite(status, |message| {
             message
                 .contains("message length too large")
                 .then(|| oversized(max_message_bytes, rpc))
         }),
-        tonic::Code::Internal => rewrite(response, undecodable),
-        tonic::Code::ResourceExhausted => rewrite(response, |message| {
+        tonic::Code::Internal => rewrite(status, undecodable),
+        tonic::Code::ResourceExhausted => rewrite(status, |message| {
             inflates_too_far(message, max_message_bytes)
         }),
         _ => None,
@@ -713,14 +723,13 @@ fn answered_code(
     rewritten.unwrap_or(code)
 }
 
-/// Replaces a trailers-only answer's status with what `better` makes of
-/// its message, if anything; returns the new code.
+/// Replaces the status in `headers` with what `better` makes of its
+/// message, if anything; returns the new code.
 fn rewrite(
-    response: &mut Response<Body>,
+    headers: &mut http::HeaderMap,
     better: impl FnOnce(&str) -> Option<Status>,
 ) -> Option<tonic::Code> {
-    let status = better(tonic::Status::from_header_map(response.headers())?.message())?;
-    let headers = response.headers_mut();
+    let status = better(tonic::Status::from_header_map(headers)?.message())?;
     headers.remove("grpc-message");
     if let Err(e) = status.add_header(headers) {
         tracing::warn!(error = %e, "could not rewrite an answer's status");
