@@ -1545,23 +1545,21 @@ mod tests {
         );
     }
 
-    /// Evidence past its keeping loses its content and pseudonym; other
-    /// records keep theirs, and the chain still verifies, naming the
-    /// removal in an erasure record.
-    #[tokio::test]
-    async fn expired_evidence_is_emptied_and_the_chain_still_verifies() {
-        use crate::consent::ledger::{Collection, Ledger, PurposeEntry, RecordKind, Status};
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(&dir.path().join("db")).unwrap());
-        let draft = |kind, purposes: Vec<PurposeEntry>| Draft {
+    /// A ledger record of `kind` for the subject "s", collected at `at`.
+    fn draft(
+        kind: crate::consent::ledger::RecordKind,
+        at: i64,
+        purposes: Vec<crate::consent::ledger::PurposeEntry>,
+    ) -> Draft {
+        Draft {
             kind,
             subject_ref: Some("s".into()),
-            controller: "c".into(),
+            controller: String::new(),
             purposes,
             data_categories: vec![],
-            collection: Collection {
-                method: "api".into(),
-                collected_at_ms: now_ms(),
+            collection: crate::consent::ledger::Collection {
+                method: "inline_signal".into(),
+                collected_at_ms: at,
                 jurisdiction: String::new(),
                 language: String::new(),
                 notice: None,
@@ -1569,7 +1567,17 @@ mod tests {
             withdrawal_method: String::new(),
             evidence: None,
             recorded_by: None,
-        };
+        }
+    }
+
+    /// Evidence past its keeping loses its content and pseudonym; other
+    /// records keep theirs, and the chain still verifies, naming the
+    /// removal in an erasure record.
+    #[tokio::test]
+    async fn expired_evidence_is_emptied_and_the_chain_still_verifies() {
+        use crate::consent::ledger::{Ledger, PurposeEntry, RecordKind, Status};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("db")).unwrap());
         let withdrawal = PurposeEntry {
             tcf_id: 3,
             dpv: "dpv:Personalisation".into(),
@@ -1578,9 +1586,9 @@ mod tests {
         };
         let started = now_ms();
         let drafts = vec![
-            draft(RecordKind::Evidence, vec![]),
-            draft(RecordKind::Withdrawal, vec![withdrawal]),
-            draft(RecordKind::Evidence, vec![]),
+            draft(RecordKind::Evidence, now_ms(), vec![]),
+            draft(RecordKind::Withdrawal, now_ms(), vec![withdrawal]),
+            draft(RecordKind::Evidence, now_ms(), vec![]),
         ];
         store.submit(|tx| Job::Append(drafts, tx)).await.unwrap();
         let expire = |before| store.submit(move |tx| Job::ExpireEvidence(before, tx));
@@ -1618,26 +1626,10 @@ mod tests {
     /// Work that began before a subject's erasure never lands after it.
     #[tokio::test]
     async fn work_begun_before_an_erasure_is_refused_after_it() {
-        use crate::consent::ledger::{Collection, RecordKind};
+        use crate::consent::ledger::RecordKind;
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("db")).unwrap();
-        let draft = |at| Draft {
-            kind: RecordKind::Evidence,
-            subject_ref: Some("s".into()),
-            controller: String::new(),
-            purposes: vec![],
-            data_categories: vec![],
-            collection: Collection {
-                method: "inline_signal".into(),
-                collected_at_ms: at,
-                jurisdiction: String::new(),
-                language: String::new(),
-                notice: None,
-            },
-            withdrawal_method: String::new(),
-            evidence: None,
-            recorded_by: None,
-        };
+        let draft = |at| draft(RecordKind::Evidence, at, vec![]);
         let before = now_ms();
         store
             .submit(|tx| Job::Append(vec![draft(before)], tx))

@@ -1236,29 +1236,35 @@ pub(crate) fn erase_subject(
     )?;
     let kept = read_state(tx, subject)?;
     let records_erased = seqs.len() as u64;
-    let draft = Draft {
-        kind: RecordKind::Erasure,
-        subject_ref: None,
-        controller: String::new(),
-        purposes: Vec::new(),
-        data_categories: Vec::new(),
-        collection: Collection {
-            method: "api".into(),
-            collected_at_ms: at_ms,
-            jurisdiction: String::new(),
-            language: String::new(),
-            notice: None,
-        },
-        withdrawal_method: "GDPR Art. 17 erasure request".into(),
-        evidence: None,
-        recorded_by: by,
-    };
+    let draft = erasure_draft("api", at_ms, "GDPR Art. 17 erasure request", by);
     Ok(Erasure {
         records_erased,
         decisions_erased,
         tombstone: append_one(tx, head, draft, seqs)?,
         kept,
     })
+}
+
+/// The record of a removal of content: made at `at_ms` by `method`, for
+/// the reason `why`, at the request of `by` if anybody asked.
+fn erasure_draft(method: &str, at_ms: i64, why: &str, by: Option<Actor>) -> Draft {
+    Draft {
+        kind: RecordKind::Erasure,
+        subject_ref: None,
+        controller: String::new(),
+        purposes: Vec::new(),
+        data_categories: Vec::new(),
+        collection: Collection {
+            method: method.into(),
+            collected_at_ms: at_ms,
+            jurisdiction: String::new(),
+            language: String::new(),
+            notice: None,
+        },
+        withdrawal_method: why.into(),
+        evidence: None,
+        recorded_by: by,
+    }
 }
 
 /// The most evidence records one retention purge empties: one erasure
@@ -1294,23 +1300,12 @@ pub(crate) fn expire_evidence(
         empty.execute([seq])?;
     }
     let expired = seqs.len() as u64;
-    let draft = Draft {
-        kind: RecordKind::Erasure,
-        subject_ref: None,
-        controller: String::new(),
-        purposes: Vec::new(),
-        data_categories: Vec::new(),
-        collection: Collection {
-            method: "retention".into(),
-            collected_at_ms: at_ms,
-            jurisdiction: String::new(),
-            language: String::new(),
-            notice: None,
-        },
-        withdrawal_method: "retention: evidence no decision still kept can cite".into(),
-        evidence: None,
-        recorded_by: None,
-    };
+    let draft = erasure_draft(
+        "retention",
+        at_ms,
+        "retention: evidence no decision still kept can cite",
+        None,
+    );
     append_one(tx, head, draft, seqs)?;
     Ok(expired)
 }
