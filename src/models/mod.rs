@@ -469,7 +469,12 @@ impl Registry {
                 Some(())
             };
             if let Some(v) = rollout.production.clone()
-                && barred("production", &v, "the manifests' choice among those serves").is_some()
+                && barred(
+                    "production",
+                    &v,
+                    "one of them serves requests that name no version",
+                )
+                .is_some()
             {
                 rollout.production = None;
             }
