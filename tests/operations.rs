@@ -954,20 +954,13 @@ async fn calls_whose_message_never_comes_hold_no_place() {
         ))]),
         tokio_stream::pending(),
     ));
-    let request = http::Request::builder()
-        .method("POST")
-        .uri(format!("{}/candor.v1.ScoringService/Score", server.url()))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .header("grpc-timeout", "1500m")
-        .body(body)
-        .unwrap();
-    let response = http2_connection(&server)
-        .await
-        .send_request(request)
-        .await
-        .unwrap();
-    let status = tonic::Status::from_header_map(response.headers()).expect("a status");
+    let status = raw_call_with(
+        &server,
+        "/candor.v1.ScoringService/Score",
+        &[("grpc-timeout", "1500m")],
+        body,
+    )
+    .await;
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
     assert!(
         status
@@ -1216,35 +1209,6 @@ async fn attribution_work_stops_when_its_callers_go_away() {
         "{decision:?}"
     );
     server.stop().await;
-}
-
-/// POSTs `body` as a gRPC call to `path` over a raw HTTP/2 connection and
-/// reads the status of the answer from its headers (a refusal is
-/// trailers-only) or, failing that, its trailers.
-async fn raw_call(server: &TestServer, path: &str, body: Vec<u8>) -> tonic::Status {
-    use http_body_util::BodyExt;
-    let mut sender = http2_connection(server).await;
-    let request = http::Request::builder()
-        .method("POST")
-        .uri(format!("{}{path}", server.url()))
-        .header("te", "trailers")
-        .header("content-type", "application/grpc")
-        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
-        .unwrap();
-    let response = sender.send_request(request).await.unwrap();
-    if let Some(status) = tonic::Status::from_header_map(response.headers()) {
-        return status;
-    }
-    let collected = response.into_body().collect().await.unwrap();
-    tonic::Status::from_header_map(&collected.trailers().cloned().unwrap_or_default())
-        .expect("a status in the trailers")
-}
-
-fn framed(message: &[u8]) -> Vec<u8> {
-    let mut framed = vec![0u8];
-    framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
-    framed.extend_from_slice(message);
-    framed
 }
 
 /// A unary call's body is one whole gRPC message: one cut short, two, or

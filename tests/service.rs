@@ -647,27 +647,14 @@ async fn gzip_compressed_calls_are_served() {
     let over = list(padded(limit - 4)).await.unwrap_err();
     assert_eq!(over.code(), tonic::Code::ResourceExhausted, "{over:?}");
     assert!(over.message().contains("max_message_bytes"), "{over:?}");
-    let mut plain = prost::Message::encode_to_vec(&padded(limit - 4));
-    let mut framed = vec![0u8];
-    framed.extend_from_slice(&(plain.len() as u32).to_be_bytes());
-    framed.append(&mut plain);
-    let request = http::Request::builder()
-        .method("POST")
-        .uri(format!(
-            "{}/candor.v1.ModelService/ListModels",
-            server.url()
-        ))
-        .header("te", "trailers")
-        .header("content-type", "application/grpc")
-        .header("grpc-encoding", "gzip")
-        .body(http_body_util::Full::new(bytes::Bytes::from(framed)))
-        .unwrap();
-    let answer = http2_connection(&server)
-        .await
-        .send_request(request)
-        .await
-        .unwrap();
-    let status = tonic::Status::from_header_map(answer.headers()).expect("a status");
+    let plain = framed(&prost::Message::encode_to_vec(&padded(limit - 4)));
+    let status = raw_call_with(
+        &server,
+        "/candor.v1.ModelService/ListModels",
+        &[("grpc-encoding", "gzip")],
+        http_body_util::Full::new(bytes::Bytes::from(plain)),
+    )
+    .await;
     assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
     server.stop().await;
 }
@@ -683,27 +670,16 @@ async fn a_compressed_message_that_does_not_inflate_is_the_callers_mistake() {
     let send = |flag: u8, encoding: Option<&'static str>| {
         let server = &server;
         async move {
-            let garbage = b"this is not gzip";
-            let mut framed = vec![flag];
-            framed.extend_from_slice(&(garbage.len() as u32).to_be_bytes());
-            framed.extend_from_slice(garbage);
-            let mut request = http::Request::builder()
-                .method("POST")
-                .uri(format!("{}/candor.v1.ScoringService/Score", server.url()))
-                .header("te", "trailers")
-                .header("content-type", "application/grpc");
-            if let Some(encoding) = encoding {
-                request = request.header("grpc-encoding", encoding);
-            }
-            let request = request
-                .body(http_body_util::Full::new(bytes::Bytes::from(framed)))
-                .unwrap();
-            let response = http2_connection(server)
-                .await
-                .send_request(request)
-                .await
-                .unwrap();
-            tonic::Status::from_header_map(response.headers()).expect("a status")
+            let mut message = framed(b"this is not gzip");
+            message[0] = flag;
+            let headers: Vec<_> = encoding.map(|e| ("grpc-encoding", e)).into_iter().collect();
+            raw_call_with(
+                server,
+                "/candor.v1.ScoringService/Score",
+                &headers,
+                http_body_util::Full::new(bytes::Bytes::from(message)),
+            )
+            .await
         }
     };
     for (flag, encoding, code, says) in [
@@ -747,7 +723,6 @@ async fn a_compressed_message_that_does_not_inflate_is_the_callers_mistake() {
 /// tonic's OUT_OF_RANGE.
 #[tokio::test]
 async fn a_message_declared_too_large_is_refused_on_its_prefix() {
-    use http_body_util::BodyExt;
     let server = TestServer::start().await;
     let limit = server.gateway.config().max_message_bytes;
     for (path, flag, encoding) in [
@@ -768,33 +743,10 @@ async fn a_message_declared_too_large_is_refused_on_its_prefix() {
         tx.send(Ok(http_body::Frame::data(prefix.into())))
             .await
             .unwrap();
-        let mut request = http::Request::builder()
-            .method("POST")
-            .uri(format!("{}{path}", server.url()))
-            .header("te", "trailers")
-            .header("content-type", "application/grpc");
-        if let Some(encoding) = encoding {
-            request = request.header("grpc-encoding", encoding);
-        }
+        let headers: Vec<_> = encoding.map(|e| ("grpc-encoding", e)).into_iter().collect();
         // The body stays open: `tx` lives until the answer is read.
-        let request = request
-            .body(http_body_util::StreamBody::new(
-                tokio_stream::wrappers::ReceiverStream::new(rx),
-            ))
-            .unwrap();
-        let response = http2_connection(&server)
-            .await
-            .send_request(request)
-            .await
-            .unwrap();
-        let status = match tonic::Status::from_header_map(response.headers()) {
-            Some(status) => status,
-            None => {
-                let body = response.into_body().collect().await.unwrap();
-                tonic::Status::from_header_map(body.trailers().expect("trailers"))
-                    .expect("a status")
-            }
-        };
+        let body = http_body_util::StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+        let status = raw_call_with(&server, path, &headers, body).await;
         drop(tx);
         assert_eq!(
             status.code(),

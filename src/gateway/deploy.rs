@@ -169,7 +169,7 @@ impl Gateway {
                 return Err(Error::FailedPrecondition(format!("{field}: {why}")));
             }
             if let Some(current) = served.versions.get(&served.default)
-                && current.barred_from_ads().is_none()
+                && current.special_categories.is_empty()
             {
                 return Err(Error::FailedPrecondition(format!(
                     "{field}: {why}, and production {} makes ad decisions: every request naming no version would be refused",

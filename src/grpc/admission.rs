@@ -993,6 +993,8 @@ async fn receive(
     let mut held: Option<OwnedSemaphorePermit> = None;
     let collect = async {
         let mut total = 0usize;
+        // Whether the prefix has come and been checked.
+        let mut prefix_read = false;
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| {
                 Status::cancelled(format!("request: the message did not arrive whole: {e}"))
@@ -1020,15 +1022,16 @@ async fn receive(
             // The prefix says how large the message will be: one that cannot
             // fit is refused then, not once its bytes have come (which a slow
             // client may take longer than the receive timeout to send).
-            if let Some((compressed, declared)) = prefix(&chunks)
-                && declared
-                    > if gzip && compressed {
-                        limit - FRAMING_BYTES
-                    } else {
-                        max
-                    }
-            {
-                return Err(too_large());
+            if !prefix_read && let Some((compressed, declared)) = prefix(&chunks) {
+                prefix_read = true;
+                let most = if gzip && compressed {
+                    limit - FRAMING_BYTES
+                } else {
+                    max
+                };
+                if declared > most {
+                    return Err(too_large());
+                }
             }
         }
         Ok(())

@@ -453,7 +453,7 @@ impl Registry {
             // production (a hand-edited file), which would refuse every
             // request naming no version, nor as canary. SetRollout refuses
             // both; the file is refused as it would be.
-            let serves_ads = packages.iter().any(|p| p.barred_from_ads().is_none());
+            let serves_ads = packages.iter().any(|p| p.special_categories.is_empty());
             let mut barred = |field: &str, v: &Version, consequence: &str| {
                 let why = versions
                     .get(v)
@@ -715,7 +715,7 @@ pub(crate) fn second_default(name: &str, first: &Version) -> String {
 fn manifest_default(packages: &[Arc<ModelPackage>]) -> Version {
     let serving: Vec<&Arc<ModelPackage>> = packages
         .iter()
-        .filter(|p| p.barred_from_ads().is_none())
+        .filter(|p| p.special_categories.is_empty())
         .collect();
     let candidates = if serving.is_empty() {
         packages.iter().collect()

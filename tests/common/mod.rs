@@ -450,3 +450,59 @@ where
     tokio::spawn(connection);
     sender
 }
+
+/// POSTs `body` as a gRPC call to `path` over a raw HTTP/2 connection and
+/// reads the status of the answer from its headers (a refusal is
+/// trailers-only) or, failing that, its trailers.
+pub async fn raw_call(server: &TestServer, path: &str, body: Vec<u8>) -> tonic::Status {
+    raw_call_with(
+        server,
+        path,
+        &[],
+        http_body_util::Full::new(bytes::Bytes::from(body)),
+    )
+    .await
+}
+
+/// [`raw_call`] with `headers` beside gRPC's own, and a body of any kind
+/// (one that stays open, say).
+pub async fn raw_call_with<B>(
+    server: &TestServer,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: B,
+) -> tonic::Status
+where
+    B: hyper::body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use http_body_util::BodyExt;
+    let mut request = http::Request::builder()
+        .method("POST")
+        .uri(format!("{}{path}", server.url()))
+        .header("te", "trailers")
+        .header("content-type", "application/grpc");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = http2_connection(server)
+        .await
+        .send_request(request.body(body).unwrap())
+        .await
+        .unwrap();
+    if let Some(status) = tonic::Status::from_header_map(response.headers()) {
+        return status;
+    }
+    let collected = response.into_body().collect().await.unwrap();
+    tonic::Status::from_header_map(&collected.trailers().cloned().unwrap_or_default())
+        .expect("a status in the trailers")
+}
+
+/// `message` in gRPC's length-prefixed framing, uncompressed.
+pub fn framed(message: &[u8]) -> Vec<u8> {
+    let mut framed = vec![0u8];
+    framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    framed.extend_from_slice(message);
+    framed
+}
