@@ -469,11 +469,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     drop(runtime);
     match served {
         Ok(Served::Stopped) => {}
-        Ok(Served::StoppedWhileOpening) => {
-            // The open goes on on a blocking thread, which dropping the
-            // runtime would wait for (a minute for a large database). It
-            // is left to end with the process: SQLite's journal makes a
-            // stop at any point of it safe, as a crash would be.
+        Ok(Served::StoppedWhileStarting) => {
+            // The database's open or the models' load goes on on a blocking
+            // thread, which dropping the runtime would wait for (a minute
+            // for a large database or package). It is left to end with the
+            // process: every write the gateway acknowledged is committed,
+            // and SQLite's journal makes a stop at any point safe, as a
+            // crash would be.
             tokio.shutdown_background();
         }
         // The line that says why the gateway stopped is one a JSON log
@@ -532,7 +534,7 @@ fn serve_on(tokio: &tokio::runtime::Runtime, config: Config) -> anyhow::Result<S
             ),
             () = until_stopped(stopped.clone()) => {
                 tracing::info!("stopped while opening the database, before serving");
-                return anyhow::Ok(Served::StoppedWhileOpening);
+                return anyhow::Ok(Served::StoppedWhileStarting);
             }
         };
         let cutting = gateway.clone();
@@ -559,15 +561,23 @@ fn serve_on(tokio: &tokio::runtime::Runtime, config: Config) -> anyhow::Result<S
             let _ = served.send(true);
             result.context("gRPC server failed")
         };
+        // A stop while the models load ends the start: the load goes on on
+        // a blocking thread (a minute for large packages) that nothing waits
+        // for, while the server drains as in any stop.
         let load = async {
-            gateway
-                .load_models()
-                .await
-                .context("cannot load the models")
+            tokio::select! {
+                loaded = gateway.load_models() => {
+                    loaded.context("cannot load the models").map(|()| Served::Stopped)
+                }
+                () = until_stopped(stopped.clone()) => {
+                    tracing::info!("stopped while loading the models, before they served");
+                    Ok(Served::StoppedWhileStarting)
+                }
+            }
         };
-        tokio::try_join!(server, load)?;
+        let ((), served) = tokio::try_join!(server, load)?;
         tracing::info!("candor stopped");
-        anyhow::Ok(Served::Stopped)
+        anyhow::Ok(served)
     })
 }
 
@@ -575,7 +585,8 @@ fn serve_on(tokio: &tokio::runtime::Runtime, config: Config) -> anyhow::Result<S
 #[derive(Debug, PartialEq)]
 enum Served {
     Stopped,
-    StoppedWhileOpening,
+    /// Before the database was open or the models loaded.
+    StoppedWhileStarting,
 }
 
 /// Resolves on ctrl-c or SIGTERM; the server then drains in-flight calls.

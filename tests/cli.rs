@@ -176,13 +176,14 @@ fn spawn_server(
 /// `data`, with its metrics on a port of its own; the listen address is
 /// the caller's to give.
 fn serve_command(data: &std::path::Path) -> Command {
+    serve_models_command(data, &repo_root().join("models"))
+}
+
+/// [`serve_command`] with the packages in `models`.
+fn serve_models_command(data: &std::path::Path, models: &std::path::Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_candor"));
     command
-        .args([
-            "serve",
-            "--models-dir",
-            repo_root().join("models").to_str().unwrap(),
-        ])
+        .args(["serve", "--models-dir", models.to_str().unwrap()])
         .env("CANDOR_ORT_LIB", ort_lib())
         .env("CANDOR_DATABASE", data.join("candor.db"))
         .env("CANDOR_CONSENT__SUBJECT_KEY_FILE", data.join("subject.key"))
@@ -321,6 +322,50 @@ async fn serve_drains_in_flight_calls_on_sigterm() {
     let rest = rest.join().unwrap();
     assert!(
         rest.iter().any(|l| l.contains("draining in-flight calls")),
+        "{rest:?}"
+    );
+}
+
+/// A stop while the models load ends the start at once: an orchestrator
+/// that gives up on a slow start must not wait for every package first.
+#[test]
+fn sigterm_while_the_models_load_stops_the_start() {
+    let data = tempfile::tempdir().unwrap();
+    // Enough packages that loading them all takes seconds, long after the
+    // signal arrives.
+    let models = data.path().join("models");
+    for patch in 0..8 {
+        let package = copy_package("caravan-lgbm/1.1.0", &models);
+        let version = format!("1.1.{}", patch + 1);
+        edit(
+            &package.join("manifest.toml"),
+            "version = \"1.1.0\"",
+            &format!("version = \"{version}\""),
+        );
+        std::fs::rename(&package, package.with_file_name(version)).unwrap();
+    }
+    let mut child = serve_models_command(data.path(), &models)
+        .args(["--listen", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut log = BufReader::new(child.stderr.take().unwrap()).lines();
+    let loading = log
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|l| l.contains("checking a package against the validation gate"));
+    assert!(loading.is_some(), "the first package is being checked");
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let rest: Vec<String> = log.map_while(Result::ok).collect();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}: {rest:?}");
+    assert!(
+        rest.iter()
+            .any(|l| l.contains("stopped while loading the models")),
+        "{rest:?}"
+    );
+    assert!(
+        !rest.iter().any(|l| l.contains("models loaded")),
         "{rest:?}"
     );
 }
