@@ -185,12 +185,25 @@ pub struct TlsConfig {
 /// Staff credentials. With no API key configured the gateway is open to
 /// every caller, which suits a development machine only (it listens on
 /// loopback by default).
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccessConfig {
     pub api_keys: Vec<ApiKey>,
     /// mTLS client certificates and the roles they carry.
     pub clients: Vec<ClientCert>,
+    /// Days a staff read stays in the staff-read log: long enough to
+    /// account for it, not for ever (GDPR Art. 5(1)(e)).
+    pub staff_read_retention_days: u32,
+}
+
+impl Default for AccessConfig {
+    fn default() -> Self {
+        Self {
+            api_keys: Vec::new(),
+            clients: Vec::new(),
+            staff_read_retention_days: 365,
+        }
+    }
 }
 
 /// A client certificate (verified against `tls.client_ca`) that
@@ -761,6 +774,13 @@ impl Config {
                 " days",
             ),
             (
+                "access.staff_read_retention_days",
+                self.access.staff_read_retention_days.into(),
+                1,
+                100 * 365,
+                " days",
+            ),
+            (
                 "decisions.purge_interval_secs",
                 d.purge_interval_secs,
                 1,
@@ -1010,6 +1030,10 @@ mod tests {
                     "decisions.cache_ttl_secs",
                 ),
                 ("decisions.retention_days = 0", "decisions.retention_days"),
+                (
+                    "access.staff_read_retention_days = 0",
+                    "access.staff_read_retention_days",
+                ),
                 (
                     "decisions.model_retention_days.m = 0",
                     "decisions.model_retention_days.m",

@@ -390,6 +390,9 @@ pub(crate) enum Job {
     /// Empties evidence records made before this time, a batch at a time
     /// ([`ledger::expire_evidence`]).
     ExpireEvidence(i64, oneshot::Sender<Result<u64, StoreError>>),
+    /// Deletes staff reads made before this time, a batch at a time
+    /// ([`audit::expire`]).
+    ExpireStaffReads(i64, oneshot::Sender<Result<u64, StoreError>>),
     /// Stop owing these decisions deferred attributions.
     Forgo(Vec<String>),
     StaffRead(StaffRead, oneshot::Sender<Result<(), StoreError>>),
@@ -413,13 +416,25 @@ impl Job {
                 Job::Erase(.., tx) => drop(tx.send(Err(e))),
                 Job::Record(_, Some(tx)) | Job::StaffRead(_, tx) => drop(tx.send(Err(e))),
                 Job::Attach(_, _, Some(tx)) => drop(tx.send(Err(e))),
-                Job::Purge(_, tx) | Job::ExpireEvidence(_, tx) => drop(tx.send(Err(e))),
+                Job::Purge(_, tx) | Job::ExpireEvidence(_, tx) | Job::ExpireStaffReads(_, tx) => {
+                    drop(tx.send(Err(e)))
+                }
                 Job::Committed(tx) => drop(tx.send(Err(e))),
                 // Kept for a retry by `retry_copy`.
                 Job::Record(_, None) | Job::Attach(_, _, None) | Job::Forgo(_) | Job::Shadow(_) => {
                 }
             }
         })
+    }
+
+    /// Whether the job deletes or empties records (an erasure or one of the
+    /// retention purges): such jobs go first, since they free room a full
+    /// disk needs, and the WAL is emptied after them.
+    fn deletes(&self) -> bool {
+        matches!(
+            self,
+            Job::Erase(..) | Job::Purge(..) | Job::ExpireEvidence(..) | Job::ExpireStaffReads(..)
+        )
     }
 
     /// Whether the job needs a savepoint to be undone alone. A job that
@@ -436,6 +451,7 @@ impl Job {
             | Job::Erase(..)
             | Job::Purge(..)
             | Job::ExpireEvidence(..)
+            | Job::ExpireStaffReads(..)
             | Job::Forgo(..)
             | Job::Shadow(..) => true,
         }
@@ -1182,9 +1198,7 @@ impl Writer {
             // disk does not take them down with the records ahead of them.
             // Work for an erased subject queued before its erasure is then
             // refused as erased, as it would be if it came after.
-            batch.sort_by_key(|j| {
-                !matches!(j, Job::Erase(..) | Job::Purge(..) | Job::ExpireEvidence(..))
-            });
+            batch.sort_by_key(|j| !j.deletes());
             let busy = if self.failing.load(Ordering::Relaxed) || self.locked_lately {
                 FAILING_BUSY_TIMEOUT
             } else {
@@ -1254,6 +1268,7 @@ impl Writer {
                 Some(tx),
                 ledger::expire_evidence(conn, head, before_ms, now_ms()),
             ),
+            Job::ExpireStaffReads(before_ms, tx) => reply(Some(tx), audit::expire(conn, before_ms)),
             Job::Forgo(ids) => reply::<()>(None, decisions::forgo(conn, &ids)),
             Job::Committed(tx) => reply(Some(tx), Ok(())),
             Job::StaffRead(read, tx) => reply(Some(tx), audit::insert(conn, &read)),
@@ -1301,9 +1316,7 @@ impl Writer {
     fn commit_batch(&mut self, batch: Vec<Job>, retried: usize) {
         let head_before = self.head.clone();
         // An erasure or a retention purge: afterwards the WAL is emptied.
-        let deletes = batch
-            .iter()
-            .any(|j| matches!(j, Job::Erase(..) | Job::Purge(..) | Job::ExpireEvidence(..)));
+        let deletes = batch.iter().any(Job::deletes);
         let subject_rows: usize = batch
             .iter()
             .map(|j| match j {

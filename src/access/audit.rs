@@ -3,7 +3,10 @@
 //! accountability). It is append-only and outlives a subject's erasure,
 //! because the controller must still account for past reads; the erasure
 //! replaces the subject's pseudonym with its tombstone's record id, the one
-//! change the log allows.
+//! change the log allows. A read leaves the log only once its retention
+//! (`access.staff_read_retention_days`) has passed: the purge first
+//! declares the time before which reads have expired, and the log refuses
+//! to delete any read made since.
 
 use rusqlite::{Connection, params};
 
@@ -26,9 +29,36 @@ WHEN NEW.subject_ref NOT LIKE 'erased:%'
   OR NEW.read_at IS NOT OLD.read_at OR NEW.actor IS NOT OLD.actor OR NEW.role IS NOT OLD.role
   OR NEW.rpc IS NOT OLD.rpc OR NEW.reason IS NOT OLD.reason OR NEW.request_id IS NOT OLD.request_id
 BEGIN SELECT RAISE(ABORT, 'the staff-read log is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS staff_reads_no_delete BEFORE DELETE ON staff_reads
+CREATE TABLE IF NOT EXISTS staff_reads_expired (
+    id              INTEGER PRIMARY KEY CHECK (id = 1),
+    expired_before  INTEGER NOT NULL
+);
+DROP TRIGGER IF EXISTS staff_reads_no_delete;
+CREATE TRIGGER staff_reads_no_delete BEFORE DELETE ON staff_reads
+WHEN OLD.read_at >= COALESCE((SELECT expired_before FROM staff_reads_expired), 0)
 BEGIN SELECT RAISE(ABORT, 'the staff-read log is append-only'); END;
 ";
+
+/// Reads deleted per transaction by [`expire`], so that a purge of a long
+/// log does not hold the writer (and every record waiting for it) at once.
+pub(crate) const EXPIRED_AT_ONCE: usize = 10_000;
+
+/// Deletes up to [`EXPIRED_AT_ONCE`] reads made before `before_ms`, oldest
+/// first, and returns how many.
+pub(crate) fn expire(conn: &Connection, before_ms: i64) -> Result<u64, StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO staff_reads_expired (id, expired_before) VALUES (1, ?1)
+         ON CONFLICT (id) DO UPDATE SET expired_before = excluded.expired_before",
+    )?
+    .execute([before_ms])?;
+    let deleted = conn
+        .prepare_cached(
+            "DELETE FROM staff_reads WHERE id IN
+             (SELECT id FROM staff_reads WHERE read_at < ?1 ORDER BY id LIMIT ?2)",
+        )?
+        .execute(params![before_ms, EXPIRED_AT_ONCE as i64])?;
+    Ok(deleted as u64)
+}
 
 /// One read of a person's data by someone other than that person.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -134,5 +164,38 @@ mod tests {
         store.read(|c| erase_subject(c, "s", "t")).unwrap();
         assert!(reads_of(&store, "s").unwrap().is_empty());
         assert_eq!(reads_of(&store, "erased:t").unwrap()[0].reason, "ticket 42");
+    }
+
+    #[tokio::test]
+    async fn reads_past_their_retention_are_deleted_and_no_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        for read_at_ms in [10, 20, 30] {
+            let read = StaffRead {
+                read_at_ms,
+                actor: "alice".into(),
+                role: "support".into(),
+                rpc: "/candor.v1.ConsentService/GetConsentHistory".into(),
+                subject_ref: "s".into(),
+                reason: format!("ticket {read_at_ms}"),
+                request_id: "r".into(),
+            };
+            record(&store, read).await.unwrap();
+        }
+        let expire = |before| store.submit(move |tx| Job::ExpireStaffReads(before, tx));
+        assert_eq!(expire(25).await.unwrap(), 2);
+        let kept: Vec<i64> = reads_of(&store, "s")
+            .unwrap()
+            .iter()
+            .map(|r| r.read_at_ms)
+            .collect();
+        assert_eq!(kept, [30]);
+        // The log still refuses to lose a read its retention keeps.
+        let deleted = store.read(|c| Ok(c.execute("DELETE FROM staff_reads", [])?));
+        assert!(deleted.is_err(), "{deleted:?}");
+        assert_eq!(expire(25).await.unwrap(), 0);
+        // A retention lengthened since keeps what is left.
+        assert_eq!(expire(5).await.unwrap(), 0);
+        assert_eq!(reads_of(&store, "s").unwrap().len(), 1);
     }
 }

@@ -181,6 +181,7 @@ mod tests {
                     role: Role::Scorer,
                     cert_sha256: hex::encode(Sha256::digest(b"der")),
                 }],
+                ..AccessConfig::default()
             },
             b"token key",
         )

@@ -6,6 +6,8 @@ use std::{
     time::Duration,
 };
 
+use tokio::sync::oneshot;
+
 use super::{
     Decision, ExplanationStatus, Gateway, Placement,
     attribute::{Recorded, Urgency},
@@ -88,33 +90,62 @@ impl Gateway {
     }
 
     /// Empties the evidence no decision still kept can cite (its signals,
-    /// the person's age status and pseudonym), a batch per transaction.
-    async fn expire_evidence(&self) {
+    /// the person's age status and pseudonym), then deletes the staff reads
+    /// past `access.staff_read_retention_days`, a batch per transaction.
+    async fn expire_evidence_and_reads(&self) {
         let before = now_ms() - self.evidence_kept_ms();
+        let emptied = self
+            .expire_in_batches(
+                |tx| Job::ExpireEvidence(before, tx),
+                ledger::EXPIRED_AT_ONCE,
+                "emptying expired consent evidence failed",
+            )
+            .await;
+        if emptied > 0 {
+            tracing::info!(
+                records = emptied,
+                "emptied consent evidence no decision still kept can cite"
+            );
+        }
+        let days = self.config.access.staff_read_retention_days;
+        let before = now_ms() - i64::from(days) * DAY_MS;
+        let deleted = self
+            .expire_in_batches(
+                |tx| Job::ExpireStaffReads(before, tx),
+                crate::access::audit::EXPIRED_AT_ONCE,
+                "deleting expired staff reads failed",
+            )
+            .await;
+        if deleted > 0 {
+            tracing::info!(
+                reads = deleted,
+                "deleted staff reads past access.staff_read_retention_days"
+            );
+        }
+    }
+
+    /// Submits `job` until one expires fewer than `at_once` records, or
+    /// fails (logged as `failed`); returns how many it expired in all.
+    async fn expire_in_batches(
+        &self,
+        job: impl Fn(oneshot::Sender<Result<u64, StoreError>>) -> Job,
+        at_once: usize,
+        failed: &str,
+    ) -> u64 {
         let mut expired = 0;
         loop {
-            match self
-                .store
-                .submit(|tx| Job::ExpireEvidence(before, tx))
-                .await
-            {
+            match self.store.submit(&job).await {
                 Ok(n) => {
                     expired += n;
-                    if n < ledger::EXPIRED_AT_ONCE as u64 {
-                        break;
+                    if n < at_once as u64 {
+                        return expired;
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "emptying expired consent evidence failed");
-                    break;
+                    tracing::warn!(error = %e, "{failed}");
+                    return expired;
                 }
             }
-        }
-        if expired > 0 {
-            tracing::info!(
-                records = expired,
-                "emptied consent evidence no decision still kept can cite"
-            );
         }
     }
 
@@ -648,7 +679,7 @@ async fn purge(gateway: Weak<Gateway>, every: Duration) {
                 continue;
             }
         }
-        g.expire_evidence().await;
+        g.expire_evidence_and_reads().await;
         let pruned = g.prune_archive().await;
         match pruned {
             Ok(0) => {}
