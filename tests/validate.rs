@@ -302,3 +302,38 @@ fn a_second_version_claiming_the_default_fails_as_it_would_at_load() {
         check.detail
     );
 }
+
+/// A reason is shown to the person as written: a template that names a
+/// special category for an ordinary feature, or carries markup, fails the
+/// documentation rule naming the file, the field and the feature.
+#[test]
+fn a_reason_template_naming_a_special_category_fails_the_gate() {
+    runtime::init(&ort_lib()).unwrap();
+    for (template, says) in [
+        ("your religion and your health", "names a special category"),
+        ("<script>x</script>", "no markup"),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = copy_package("caravan-logreg/1.0.0", &tmp.path().join("models"));
+        edit(
+            &dir.join("manifest.toml"),
+            "en = \"the housing figures for your postcode\"",
+            &format!("en = \"{template}\""),
+        );
+        let report = validate_package(&dir);
+        let check = report
+            .checks
+            .iter()
+            .find(|c| c.name == rules::FEATURES_DOCUMENTED)
+            .unwrap();
+        assert!(!check.passed, "{}", report.to_text());
+        assert!(
+            check
+                .detail
+                .contains("manifest.toml: features[0].reason.en (MAANTHUI): "),
+            "{}",
+            check.detail
+        );
+        assert!(check.detail.contains(says), "{}", check.detail);
+    }
+}

@@ -358,6 +358,46 @@ pub struct FieldError {
     pub message: String,
 }
 
+/// The longest reason template, in characters: a reason is a phrase.
+pub const MAX_REASON_CHARS: usize = 200;
+
+/// A reason template is the phrase the consumer view completes into a
+/// sentence ("You may be seeing this ad because of <template>.") and shows
+/// as written, to the person and on their terminal (`candor why`).
+pub(crate) fn check_reason(template: &str, special: bool) -> Result<(), String> {
+    if template.trim().is_empty() || template.chars().any(crate::printable::unprintable) {
+        return Err("must be printable text, not empty or invisible".into());
+    }
+    let chars = template.chars().count();
+    if chars > MAX_REASON_CHARS {
+        return Err(format!(
+            "is {chars} characters; a reason is a phrase of at most {MAX_REASON_CHARS}"
+        ));
+    }
+    if let Some(c) = template
+        .chars()
+        .find(|c| matches!(c, '<' | '>' | '{' | '}'))
+    {
+        return Err(format!(
+            "contains {c:?}: a reason is shown as written, so it takes no markup or placeholders"
+        ));
+    }
+    if template.trim_end().ends_with(['.', '!', '?', ';', ':']) {
+        return Err(
+            "ends in punctuation: the view completes the phrase into a sentence (\"... because of <reason>.\")"
+                .into(),
+        );
+    }
+    // A special-category feature's reason is never shown (the view masks
+    // it); any other reason is, so it must not name one.
+    if !special && let Some(term) = crate::why::special_category_term(template) {
+        return Err(format!(
+            "names a special category ({term:?}): the consumer view never tells a person that religion, health, ethnicity or another GDPR Art. 9 category chose their ad; declare the feature's category (or proxy_for) if that is what it is"
+        ));
+    }
+    Ok(())
+}
+
 /// A fairness gate's lowest accepted disparate-impact ratio.
 pub fn disparate_impact_floor(ratio: f64) -> Result<f64, &'static str> {
     if ratio > 0.0 && ratio <= 1.0 {
@@ -643,6 +683,10 @@ impl Manifest {
                     at("description"),
                     "must describe the feature in plain language",
                 ));
+            }
+            for (language, template) in &f.reason {
+                check_reason(template, f.is_special_category())
+                    .map_err(|m| FieldError::new(at(&format!("reason.{language}")), m))?;
             }
             // A proxy is read only for what the policy must keep back
             // beyond the feature's own category: any other value would be
@@ -951,6 +995,51 @@ source = "zip_code_aggregate"
             assert_eq!(err.field, field, "{err}");
             assert!(err.message.contains(says), "{err}");
         }
+    }
+
+    /// A reason template is shown to the person as written: it must be a
+    /// short plain phrase that never names a special category unless its
+    /// feature is declared one (and so never shown).
+    #[test]
+    fn reason_templates_are_plain_phrases_naming_no_special_category() {
+        let with_reason = |en: &str| {
+            MINIMAL.replacen(
+                "category = \"income\"",
+                &format!(
+                    "category = \"income\"\nreason = {{ en = {}, nl = \"je inkomen\" }}",
+                    toml::Value::String(en.to_owned())
+                ),
+                1,
+            )
+        };
+        Manifest::from_toml(&with_reason("your income band")).unwrap();
+        let long = "a".repeat(MAX_REASON_CHARS + 1);
+        for (en, says) in [
+            (
+                "your religion and your health",
+                "names a special category (\"relig\")",
+            ),
+            ("your income\u{1b}[31m", "printable"),
+            ("\u{202e}your income", "printable"),
+            ("", "printable"),
+            (long.as_str(), "at most 200"),
+            ("<b>your income</b>", "no markup"),
+            ("your {feature}", "placeholders"),
+            ("Your income.", "ends in punctuation"),
+        ] {
+            let err = Manifest::from_toml(&with_reason(en)).unwrap_err();
+            assert_eq!(err.field, "features[0].reason.en", "{en:?}: {err}");
+            assert!(err.message.contains(says), "{en:?}: {err}");
+        }
+        // A feature declared a proxy for religion may say so: the view
+        // never shows its reason.
+        let proxy = with_reason("the religious make-up of your area").replacen(
+            "category = \"income\"",
+            "category = \"zip_code_demographics\"\nproxy_for = \"religion\"",
+            1,
+        );
+        let err = Manifest::from_toml(&proxy).unwrap_err();
+        assert_ne!(err.field, "features[0].reason.en", "{err}");
     }
 
     #[test]

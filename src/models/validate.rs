@@ -14,7 +14,7 @@ use std::{
 use serde::Serialize;
 
 use super::{
-    manifest::{Manifest, line_of},
+    manifest::{Manifest, check_reason, line_of},
     package::{GOLDEN_FILE, MANIFEST_FILE, ModelPackage},
 };
 use crate::{
@@ -262,7 +262,7 @@ fn check_documented(text: &str) -> Result<String, String> {
             .and_then(toml::Value::as_str)
             .is_none_or(str::is_empty)
         {
-            missing.push(format!("{name}: no data category"));
+            missing.push(format!("features[{i}].category ({name}): no data category"));
         }
         for language in Language::ALL {
             let template = f
@@ -271,19 +271,35 @@ fn check_documented(text: &str) -> Result<String, String> {
                 .and_then(toml::Value::as_str);
             if template.is_none_or(|t| t.trim().is_empty()) {
                 missing.push(format!(
-                    "{name}: no reason template in {:?}",
+                    "features[{i}].reason.{} ({name}): no reason template",
                     language.tag()
                 ));
             }
         }
     }
     if !missing.is_empty() {
-        return Err(missing.join("; "));
+        return Err(format!("{MANIFEST_FILE}: {}", missing.join("; ")));
     }
     // A category the schema does not know is no data category: the typed
     // manifest must read too.
-    toml::from_str::<Manifest>(text)
+    let manifest = toml::from_str::<Manifest>(text)
         .map_err(|e| format!("not checked: {}", unreadable(text, &e)))?;
+    // The reasons a person reads, checked here as at every load.
+    let unfit: Vec<String> = manifest
+        .features
+        .iter()
+        .enumerate()
+        .flat_map(|(i, f)| {
+            f.reason.iter().filter_map(move |(language, template)| {
+                check_reason(template, f.is_special_category())
+                    .err()
+                    .map(|e| format!("features[{i}].reason.{language} ({}): {e}", f.name))
+            })
+        })
+        .collect();
+    if !unfit.is_empty() {
+        return Err(format!("{MANIFEST_FILE}: {}", unfit.join("; ")));
+    }
     Ok(format!("{} features documented", features.len()))
 }
 

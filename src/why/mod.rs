@@ -23,7 +23,7 @@ use crate::{
         package::Rows,
     },
 };
-pub use text::{Language, based_on};
+pub use text::{Language, based_on, special_category_term};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Audience {

@@ -41,6 +41,92 @@ impl Language {
     }
 }
 
+/// Words that name a GDPR Art. 9 special category, or an inference about
+/// one, in the consumer view's languages: a stem matches the start of a
+/// word, a `whole` word only itself ("race", not "racetrack").
+const SPECIAL_CATEGORY_TERMS: &[(&str, bool)] = &[
+    // English.
+    ("relig", false),
+    ("faith", false),
+    ("church", false),
+    ("catholic", false),
+    ("protestant", false),
+    ("muslim", false),
+    ("islam", false),
+    ("jewish", false),
+    ("christian", false),
+    ("hindu", false),
+    ("buddhis", false),
+    ("atheis", false),
+    ("health", false),
+    ("medic", false),
+    ("illness", false),
+    ("disease", false),
+    ("disabilit", false),
+    ("pregnan", false),
+    ("diagnos", false),
+    ("ethnic", false),
+    ("racial", false),
+    ("race", true),
+    ("politic", false),
+    ("trade union", false),
+    ("sexual", false),
+    ("sex life", false),
+    ("gay", true),
+    ("lesbian", false),
+    ("transgender", false),
+    ("genetic", false),
+    ("biometric", false),
+    // Dutch.
+    ("geloof", false),
+    ("godsdienst", false),
+    ("kerk", false),
+    ("katholiek", false),
+    ("moslim", false),
+    ("joods", false),
+    ("christelijk", false),
+    ("christen", false),
+    ("hindoe", false),
+    ("boeddh", false),
+    ("gezondheid", false),
+    ("medisch", false),
+    ("ziekte", false),
+    ("handicap", false),
+    ("zwanger", false),
+    ("etnisch", false),
+    ("afkomst", false),
+    ("ras", true),
+    ("politiek", false),
+    ("vakbond", false),
+    ("seksue", false),
+    ("geaardheid", false),
+    ("homoseksu", false),
+    ("genetisch", false),
+    ("biometrisch", false),
+];
+
+/// The first word of `text` that names a special category, if any: a
+/// reason template must not tell a person that their religion or health,
+/// say, chose their ad, whatever its feature's declared category.
+pub fn special_category_term(text: &str) -> Option<&'static str> {
+    let words: String = text
+        .to_lowercase()
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .fold(String::from(" "), |mut all, w| {
+            all.push_str(w);
+            all.push(' ');
+            all
+        });
+    SPECIAL_CATEGORY_TERMS
+        .iter()
+        .find(|(term, whole)| {
+            let at = format!(" {term}{}", if *whole { " " } else { "" });
+            words.contains(&at)
+        })
+        .map(|(term, _)| *term)
+}
+
 pub fn because(l: Language, template: &str) -> String {
     match l {
         Language::En => format!("You may be seeing this ad because of {template}."),
@@ -449,6 +535,34 @@ much to send at once; the rest follows in the next parts of this answer."
         Language::Nl => {
             "Dit antwoord bevat maar een deel van je gegevens, omdat alles te veel is \
 om in één keer te versturen; de rest volgt in de volgende delen van dit antwoord."
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn special_categories_are_found_by_word_in_either_language() {
+        for (text, term) in [
+            ("your religion and your health", "relig"),
+            ("the Religious make-up of your area", "relig"),
+            ("je gezondheid", "gezondheid"),
+            ("your race", "race"),
+            ("de ras van je hond", "ras"),
+            ("your trade  union membership", "trade union"),
+        ] {
+            assert_eq!(special_category_term(text), Some(term), "{text}");
+        }
+        for text in [
+            "the racetrack near you",
+            "your car insurance",
+            "the housing figures for your postcode",
+            "de verhouding tussen publieke en particuliere verzekeringen in je buurt",
+            "raspberries you bought",
+        ] {
+            assert_eq!(special_category_term(text), None, "{text}");
         }
     }
 }
