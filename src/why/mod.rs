@@ -343,7 +343,7 @@ pub fn consumer(
         },
         reasons,
         consent_line: consent_line(language, p, row.decided_at_ms),
-        controls: controls(language, p),
+        controls: controls(language, p, basis == "profiling"),
     }
 }
 
@@ -448,7 +448,8 @@ fn consent_line(language: Language, p: &Provenance, decided_at_ms: i64) -> Strin
 /// stood: no offer to turn off what was off, and an objection they made
 /// (to direct marketing, or to one purpose such as profiling) is theirs to
 /// withdraw; one to direct marketing is not theirs to make again.
-fn controls(language: Language, p: &Provenance) -> Vec<Control> {
+/// `profiled`: information about the person decided the ad.
+fn controls(language: Language, p: &Provenance, profiled: bool) -> Vec<Control> {
     let status = |id: u8| p.purposes.iter().find(|o| o.tcf_id == id).map(|o| o.status);
     let allowed = |id: u8| {
         matches!(
@@ -468,23 +469,26 @@ fn controls(language: Language, p: &Provenance) -> Vec<Control> {
     }) || status(purposes::SALE_OR_SHARING)
         == Some(PurposeStatus::OptedOut);
     let mut kinds = vec![("change_consent", "ConsentService.RecordConsent")];
-    // Offered where the ad was personalised, or a consent to it stands to
-    // be withdrawn: not where the person's signals kept it contextual with
-    // nothing to withdraw, nor for a minor, whose ads are never
-    // personalised (a consent in their signals is changed through
-    // `change_consent`), nor after an objection to direct marketing, which
-    // turned every ad off.
+    // Offered where the ad was personalised or information about the person
+    // still decided it (a contextual tier under GPC keeps first-party
+    // data), or a consent to it stands to be withdrawn: not where the
+    // person's signals kept it contextual with nothing to withdraw, nor for
+    // a minor, whose ads are never personalised (a consent in their signals
+    // is changed through `change_consent`), nor after an objection to
+    // direct marketing, which turned every ad off.
     let consented = [3, 4]
         .into_iter()
         .any(|id| status(id) == Some(PurposeStatus::Granted));
     let personalised = p.tier == Tier::Personalised && (allowed(3) || allowed(4));
-    if (personalised || consented) && !objected && !p.protects_a_child() {
+    if (personalised || consented || profiled) && !objected && !p.protects_a_child() {
         kinds.push((
             "opt_out_personalisation",
             "ConsentService.WithdrawConsent (purposes 3 and 4)",
         ));
     }
-    if p.regime == Regime::Us && !opted_out_of_sale {
+    // A minor's data is never sold or shared without an opt-in
+    // (CCPA § 1798.120(c)): there is nothing to opt out of.
+    if p.regime == Regime::Us && !opted_out_of_sale && !p.protects_a_child() {
         kinds.push((
             "opt_out_sale_sharing",
             "Global Privacy Control, or ConsentService.WithdrawConsent",
@@ -700,12 +704,13 @@ source = "first_party"
             model_sha256: String::new(),
             subject_ref: None,
         };
-        let kinds = |p: &Provenance| {
-            controls(Language::En, p)
+        let kinds_if = |p: &Provenance, profiled: bool| {
+            controls(Language::En, p, profiled)
                 .into_iter()
                 .map(|c| c.kind)
                 .collect::<Vec<_>>()
         };
+        let kinds = |p: &Provenance| kinds_if(p, false);
         let granted = kinds(&provenance([PurposeStatus::Granted; 3]));
         assert!(granted.contains(&"opt_out_personalisation") && granted.contains(&"object"));
         let objected = kinds(&provenance([PurposeStatus::Objected; 3]));
@@ -737,6 +742,14 @@ source = "first_party"
         assert!(kinds(&us).contains(&"opt_out_sale_sharing"));
         us.rules.push("us.gpc_opt_out".into());
         assert!(!kinds(&us).contains(&"opt_out_sale_sharing"));
+        // Under GPC the tier is contextual, yet first-party data still
+        // decided the ad: turning that off is offered.
+        let mut gpc = provenance([PurposeStatus::NotRequired; 3]);
+        gpc.regime = Regime::Us;
+        gpc.tier = Tier::Contextual;
+        gpc.rules.push("us.gpc_opt_out".into());
+        assert!(!kinds(&gpc).contains(&"opt_out_personalisation"));
+        assert!(kinds_if(&gpc, true).contains(&"opt_out_personalisation"));
         // A minor's ads are contextual whatever the signals allow: there is
         // no personalisation to turn off, even where their signals consent
         // to it.
@@ -744,6 +757,10 @@ source = "first_party"
         minor.regime = Regime::Us;
         minor.tier = Tier::Contextual;
         assert!(!kinds(&minor).contains(&"opt_out_personalisation"));
+        // ... nor any sale or sharing of their data to opt out of.
+        minor.rules.push("dsa.art28_minor".into());
+        assert!(!kinds_if(&minor, true).contains(&"opt_out_personalisation"));
+        assert!(!kinds(&minor).contains(&"opt_out_sale_sharing"));
         for rule in crate::consent::policy::CHILD_RULES {
             let mut consented = provenance([Granted; 3]);
             consented.tier = Tier::Contextual;
