@@ -677,6 +677,13 @@ async fn a_heavy_subjects_export_and_list_come_in_pages_that_fit() {
             },
             "page_size",
         ),
+        (
+            pb::ExportSubjectDataRequest {
+                language: "nl\u{0}".into(),
+                ..export_request("heidi", "")
+            },
+            "language",
+        ),
     ];
     for (request, field) in foreign {
         let status = client.export_subject_data(request).await.unwrap_err();

@@ -64,7 +64,9 @@ async fn consumer_views(model: &str, context: pb::RequestContext) -> (String, St
     let mut client =
         pb::explanation_service_client::ExplanationServiceClient::new(server.channel().await);
     let mut texts = Vec::new();
-    for language in ["en", "nl"] {
+    // The second as a browser's Accept-Language passed on: the most
+    // preferred language the view speaks.
+    for (language, answered) in [("en", "en"), ("de-AT,de;q=0.9,nl;q=0.8", "nl")] {
         let r = client
             .get_explanation(pb::GetExplanationRequest {
                 decision_id: d.decision_id.clone(),
@@ -77,6 +79,7 @@ async fn consumer_views(model: &str, context: pb::RequestContext) -> (String, St
         let Some(pb::get_explanation_response::View::Consumer(v)) = r.view else {
             panic!("consumer view")
         };
+        assert_eq!(v.language, answered);
         texts.push(redact(&format!(
             "basis: {}\n{}",
             v.basis,

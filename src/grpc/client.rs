@@ -382,7 +382,9 @@ fn provenance_text(p: &pb::Provenance) -> String {
 pub fn consumer_text(v: &pb::ConsumerView) -> String {
     let mut t = format!("{}\n\n", v.headline);
     if !v.main_parameters.is_empty() {
-        let label = crate::why::based_on(crate::why::Language::from_tag(&v.language));
+        let label = crate::why::based_on(
+            crate::why::Language::negotiate(&v.language).unwrap_or(crate::why::Language::En),
+        );
         t.push_str(&format!("{label}: {}\n\n", v.main_parameters.join("; ")));
     }
     for r in &v.reasons {

@@ -55,6 +55,11 @@ impl TryFrom<pb::ListDecisionsRequest> for PageRequest {
     }
 }
 
+/// The view's language, from a request's `language` field.
+fn language(asked: &str) -> Result<Language, Error> {
+    Language::negotiate(asked).map_err(|why| Error::InvalidArgument(format!("language: {why}")))
+}
+
 impl TryFrom<pb::ExportSubjectDataRequest> for (PageRequest, Language) {
     type Error = Error;
 
@@ -64,7 +69,7 @@ impl TryFrom<pb::ExportSubjectDataRequest> for (PageRequest, Language) {
             size: page::size("page_size", r.page_size, 1000)?,
             token: r.page_token,
         };
-        Ok((page, Language::from_tag(&r.language)))
+        Ok((page, language(&r.language)?))
     }
 }
 
@@ -176,6 +181,7 @@ impl ExplanationService for Why {
             ))
         })?;
         let reason = auth::read_reason(&metadata, &admitted, rule)?;
+        let language = language(&r.language)?;
         let (row, served) = self
             .gateway
             .explanation(&r.decision_id, |row| {
@@ -193,7 +199,6 @@ impl ExplanationService for Why {
         }
         // The artefact that made the decision, if it is still there.
         let package = self.gateway.explaining_package(&row).await.ok();
-        let language = Language::from_tag(&r.language);
         let min_segment = self.gateway.config().decisions.min_segment_size;
         let consumer = || {
             why::consumer(

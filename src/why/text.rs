@@ -7,6 +7,9 @@ use crate::{
     models::manifest::{DataCategory, DataSource},
 };
 
+/// The longest `language` a request may give.
+const MAX_LANGUAGE_BYTES: usize = 256;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Language {
     En,
@@ -18,19 +21,65 @@ impl Language {
     /// template in each.
     pub const ALL: [Self; 2] = [Self::En, Self::Nl];
 
-    /// The language for a BCP 47 tag; English when there is no template set
-    /// for it.
-    pub fn from_tag(tag: &str) -> Self {
-        match tag
-            .split(['-', '_'])
-            .next()
-            .unwrap_or("")
-            .to_ascii_lowercase()
-            .as_str()
-        {
-            "nl" => Self::Nl,
-            _ => Self::En,
+    /// The language to answer in, for a BCP 47 tag ("nl-BE") or an HTTP
+    /// `Accept-Language` list ("de-AT,de;q=0.9,nl;q=0.8", RFC 9110 §12.5.4)
+    /// as a client may pass it on: the most preferred language the view
+    /// speaks, by primary subtag (RFC 4647 lookup), and English when it
+    /// speaks none of them. Refuses what is no tag or list at all, saying
+    /// why, so that a client's bug is not answered in a guessed language.
+    pub fn negotiate(asked: &str) -> Result<Self, String> {
+        if asked.len() > MAX_LANGUAGE_BYTES {
+            return Err(format!(
+                "is {} bytes; a language tag or Accept-Language list has at most {MAX_LANGUAGE_BYTES}",
+                asked.len()
+            ));
         }
+        if let Some(c) = asked.chars().find(|&c| {
+            !(c.is_ascii_alphanumeric()
+                || matches!(c, '-' | '_' | ',' | ';' | '=' | '.' | '*' | ' '))
+        }) {
+            return Err(format!(
+                "contains {c:?}; a language is a BCP 47 tag (\"nl-BE\") or an Accept-Language list (\"de-AT,nl;q=0.8\")"
+            ));
+        }
+        let mut ranked = Vec::new();
+        for (i, item) in asked.split(',').map(str::trim).enumerate() {
+            if item.is_empty() {
+                continue;
+            }
+            let mut parts = item.split(';').map(str::trim);
+            let tag = parts.next().unwrap_or_default();
+            let mut quality = 1.0f32;
+            for param in parts {
+                match param.split_once('=') {
+                    Some((key, value)) if key.trim().eq_ignore_ascii_case("q") => {
+                        quality = value
+                            .trim()
+                            .parse()
+                            .ok()
+                            .filter(|q| (0.0..=1.0).contains(q))
+                            .ok_or_else(|| {
+                                format!("{item:?} has a weight outside 0 to 1 (\"q=0.8\")")
+                            })?;
+                    }
+                    _ => return Err(format!("{item:?} has a parameter other than q")),
+                }
+            }
+            if quality > 0.0 {
+                ranked.push((quality, i, tag));
+            }
+        }
+        // Most preferred first; among equals, the order given.
+        ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        let primary = |tag: &str| tag.split(['-', '_']).next().unwrap_or_default().to_owned();
+        Ok(ranked
+            .iter()
+            .find_map(|(_, _, tag)| {
+                Self::ALL
+                    .into_iter()
+                    .find(|l| primary(tag).eq_ignore_ascii_case(l.tag()))
+            })
+            .unwrap_or(Self::En))
     }
 
     pub fn tag(self) -> &'static str {
@@ -542,6 +591,42 @@ om in één keer te versturen; de rest volgt in de volgende delen van dit antwoo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_most_preferred_language_spoken_is_chosen() {
+        for (asked, want) in [
+            ("", Language::En),
+            ("nl", Language::Nl),
+            ("NL", Language::Nl),
+            ("nl_BE", Language::Nl),
+            ("nl-Latn-NL", Language::Nl),
+            (" nl ", Language::Nl),
+            ("nl;q=0.9", Language::Nl),
+            ("de-AT,de;q=0.9,nl;q=0.8", Language::Nl),
+            ("de-AT,de;q=0.9,nl;q=0.8,en;q=0.7", Language::Nl),
+            ("en;q=0.5,nl;q=0.9", Language::Nl),
+            ("nl;q=0,en", Language::En),
+            ("nl, en", Language::Nl),
+            ("zh-Hant-TW", Language::En),
+            ("x-klingon", Language::En),
+            ("*", Language::En),
+        ] {
+            assert_eq!(Language::negotiate(asked), Ok(want), "{asked:?}");
+        }
+        for (asked, says) in [
+            ("nl\0", "contains"),
+            ("\u{202e}nl", "contains"),
+            ("\u{7}\u{1b}[31m", "contains"),
+            ("nl;q=2", "weight"),
+            ("nl;q=x", "weight"),
+            ("nl;level=1", "parameter"),
+        ] {
+            let refused = Language::negotiate(asked).unwrap_err();
+            assert!(refused.contains(says), "{asked:?}: {refused}");
+        }
+        let long = format!("nl-{}", "a".repeat(MAX_LANGUAGE_BYTES));
+        assert!(Language::negotiate(&long).unwrap_err().contains("bytes"));
+    }
 
     #[test]
     fn special_categories_are_found_by_word_in_either_language() {
