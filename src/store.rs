@@ -200,6 +200,11 @@ CREATE TABLE IF NOT EXISTS key_checks (
 ) WITHOUT ROWID;
 ";
 
+/// Whether a key opens what a database sealed with it (true when it holds
+/// nothing sealed): [`Store::bound_key`]'s proof for a database without the
+/// key's check value.
+pub type KeyProof = fn(&Connection, &[u8]) -> Result<bool, StoreError>;
+
 /// A value that tells whether two keys are the same without telling the
 /// key: an HMAC of a constant under it.
 fn key_check(key: &[u8], setting: &str) -> String {
@@ -809,7 +814,17 @@ impl Store {
     /// is missing or holds another key refuses the start: a new key would
     /// cut every person off from their pseudonymous records (objections
     /// included) and leave their sealed inputs unreadable.
-    pub fn bound_key(&self, path: &Path, setting: &'static str) -> Result<Vec<u8>, StoreError> {
+    ///
+    /// A database from before it kept check values binds the key it is
+    /// first given, after `opens` (when given) has shown that the key opens
+    /// what the database sealed with it: a key replaced during the upgrade
+    /// would otherwise be bound, and the right one refused ever after.
+    pub fn bound_key(
+        &self,
+        path: &Path,
+        setting: &'static str,
+        opens: Option<KeyProof>,
+    ) -> Result<Vec<u8>, StoreError> {
         let err = |message: String| StoreError::Key {
             setting,
             path: path.to_owned(),
@@ -851,6 +866,22 @@ impl Store {
                 )));
             }
             None => {
+                if written {
+                    match opens {
+                        Some(opens) if !self.read(|conn| opens(conn, &key))? => {
+                            return Err(err(format!(
+                                "holds another key than the one the database {} sealed its records with (they do not open under it); restore the original file",
+                                self.path.display()
+                            )));
+                        }
+                        Some(_) => {}
+                        None => tracing::warn!(
+                            setting,
+                            path = %path.display(),
+                            "the database has records but no check value of this key (it was written before Candor kept them): the key in the file is taken as the one they were written under, and bound to the database from now on"
+                        ),
+                    }
+                }
                 self.read(|conn| {
                     conn.execute(
                         "INSERT INTO key_checks (setting, check_value) VALUES (?1, ?2)",
@@ -1844,14 +1875,20 @@ mod tests {
         let db = dir.path().join("candor.db");
         let key = dir.path().join("subject.key");
         let setting = "consent.subject_key_file";
-        let first = Store::open(&db).unwrap().bound_key(&key, setting).unwrap();
-        let again = Store::open(&db).unwrap().bound_key(&key, setting).unwrap();
+        let first = Store::open(&db)
+            .unwrap()
+            .bound_key(&key, setting, None)
+            .unwrap();
+        let again = Store::open(&db)
+            .unwrap()
+            .bound_key(&key, setting, None)
+            .unwrap();
         assert_eq!(first, again);
 
         std::fs::rename(&key, dir.path().join("aside.key")).unwrap();
         let e = Store::open(&db)
             .unwrap()
-            .bound_key(&key, setting)
+            .bound_key(&key, setting, None)
             .unwrap_err();
         assert!(e.to_string().starts_with(setting), "{e}");
         assert!(e.to_string().contains("does not exist"), "{e}");
@@ -1864,7 +1901,7 @@ mod tests {
         .unwrap();
         let e = Store::open(&db)
             .unwrap()
-            .bound_key(&key, setting)
+            .bound_key(&key, setting, None)
             .unwrap_err();
         assert!(e.to_string().contains("holds another key"), "{e}");
 
@@ -1872,7 +1909,7 @@ mod tests {
         let other = dir.path().join("other.db");
         Store::open(&other)
             .unwrap()
-            .bound_key(&key, setting)
+            .bound_key(&key, setting, None)
             .unwrap();
 
         // A database from before it kept check values has none, but its
@@ -1880,7 +1917,7 @@ mod tests {
         let (old, old_key) = (dir.path().join("old.db"), dir.path().join("old.key"));
         {
             let store = Store::open(&old).unwrap();
-            store.bound_key(&old_key, setting).unwrap();
+            store.bound_key(&old_key, setting, None).unwrap();
             let id = "00000000-0000-7000-8000-000000000001";
             let batch = Arc::new(decisions::sample_batch(id, None));
             assert!(store.send_unwaited(&batch).unwrap());
@@ -1892,10 +1929,49 @@ mod tests {
         std::fs::remove_file(&old_key).unwrap();
         let e = Store::open(&old)
             .unwrap()
-            .bound_key(&old_key, setting)
+            .bound_key(&old_key, setting, None)
             .unwrap_err();
         assert!(e.to_string().contains("does not exist"), "{e}");
         assert!(!old_key.exists());
+    }
+
+    /// A database from before it kept check values binds the input key it
+    /// is first given only if that key opens the inputs it sealed: a key
+    /// replaced during the upgrade is refused, not bound.
+    #[test]
+    fn an_old_database_binds_only_the_input_key_that_opens_its_inputs() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, key) = (dir.path().join("old.db"), dir.path().join("inputs.key"));
+        let setting = "decisions.input_key_file";
+        let proof = Some(decisions::sealed_with as KeyProof);
+        {
+            let store = Store::open(&db).unwrap();
+            let original = store.bound_key(&key, setting, proof).unwrap();
+            let id = "00000000-0000-7000-8000-000000000001";
+            let mut batch = decisions::sample_batch(id, None);
+            batch.rows[0].inputs = Some(InputCipher::new(&original).seal(id, &[1.0, 2.0]));
+            assert!(store.send_unwaited(&Arc::new(batch)).unwrap());
+        }
+        Connection::open(&db)
+            .unwrap()
+            .execute("DELETE FROM key_checks", [])
+            .unwrap();
+        let original = std::fs::read(&key).unwrap();
+        std::fs::write(
+            &key,
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"a replaced key")),
+        )
+        .unwrap();
+        let e = Store::open(&db)
+            .unwrap()
+            .bound_key(&key, setting, proof)
+            .unwrap_err();
+        assert!(e.to_string().contains("do not open under it"), "{e}");
+        std::fs::write(&key, original).unwrap();
+        Store::open(&db)
+            .unwrap()
+            .bound_key(&key, setting, proof)
+            .unwrap();
     }
 
     /// One gateway per database: a second store on the same file is

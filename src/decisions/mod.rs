@@ -106,6 +106,21 @@ CREATE TABLE IF NOT EXISTS retention_applied (
 );
 ";
 
+/// Whether `key` opens the newest sealed inputs on record (true when none
+/// are): the proof that a database without the input key's check value was
+/// written under it.
+pub fn sealed_with(conn: &Connection, key: &[u8]) -> Result<bool, StoreError> {
+    let newest: Option<(String, Vec<u8>)> = conn
+        .query_row(
+            "SELECT decision_id, inputs FROM decisions WHERE inputs IS NOT NULL
+             ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    Ok(newest.is_none_or(|(id, sealed)| InputCipher::new(key).open_bytes(&id, &sealed).is_ok()))
+}
+
 /// When a scoring response may leave relative to its record's commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

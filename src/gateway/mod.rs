@@ -448,10 +448,16 @@ impl Gateway {
                 "a shorter retention is configured: decisions recorded before are now kept only that long"
             );
         }
-        let subject_key =
-            store.bound_key(&config.consent.subject_key_file, "consent.subject_key_file")?;
-        let input_key =
-            store.bound_key(&config.decisions.input_key_file, "decisions.input_key_file")?;
+        let subject_key = store.bound_key(
+            &config.consent.subject_key_file,
+            "consent.subject_key_file",
+            None,
+        )?;
+        let input_key = store.bound_key(
+            &config.decisions.input_key_file,
+            "decisions.input_key_file",
+            Some(crate::decisions::sealed_with),
+        )?;
         // The configuration refuses one file for both; a copy or a hard
         // link of it is only seen here.
         if input_key == subject_key {
