@@ -200,6 +200,45 @@ CREATE TABLE IF NOT EXISTS key_checks (
 ) WITHOUT ROWID;
 ";
 
+/// The record's layout, in `PRAGMA user_version`: raised by a change that
+/// an older Candor would misread (a new stored format), so that one refuses
+/// the file rather than serve errors for every record it cannot read.
+const SCHEMA_VERSION: i64 = 1;
+
+/// Refuses a database a newer Candor wrote; marks one of this layout.
+fn check_schema_version(conn: &Connection) -> Result<(), String> {
+    let found: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| e.to_string())?;
+    if found > SCHEMA_VERSION {
+        return Err(format!(
+            "it was written by a newer Candor (record layout {found}; this build reads up to {SCHEMA_VERSION}): run that version or a later one, or restore a backup from before the upgrade"
+        ));
+    }
+    if found < SCHEMA_VERSION {
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Warns of a database file others may read: it holds consent evidence
+/// and decisions about people. (A new file is created the user's alone.)
+fn warn_if_shared(path: &Path) {
+    #[cfg(unix)]
+    if let Ok(meta) = std::fs::metadata(path) {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                path = %path.display(),
+                mode = format!("{mode:o}"),
+                "the database is readable by other users (SQLite gives its WAL the same mode); make it the gateway user's alone (chmod 600, and its -wal and -shm files)"
+            );
+        }
+    }
+}
+
 /// Whether a key opens what a database sealed with it (true when it holds
 /// nothing sealed): [`Store::bound_key`]'s proof for a database without the
 /// key's check value.
@@ -590,7 +629,7 @@ impl Store {
         std::os::unix::fs::OpenOptionsExt::mode(&mut private, 0o600);
         match private.open(path) {
             Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => warn_if_shared(path),
             Err(e) => return Err(failed(format!("cannot create it: {e}"))),
         }
         let file_lock = lock_database_file(path).map_err(failed)?;
@@ -624,6 +663,7 @@ impl Store {
             .and_then(|()| conn.execute_batch(audit::DDL))
             .map_err(|e| failed(e.to_string()))?;
         decisions::migrate(&mut conn).map_err(|e| failed(e.to_string()))?;
+        check_schema_version(&conn).map_err(failed)?;
         let subject_tail_rows = decisions::subject_tail_rows(&conn)?;
         let head: (i64, String) = conn
             .query_row(
@@ -1972,6 +2012,29 @@ mod tests {
             .unwrap()
             .bound_key(&key, setting, proof)
             .unwrap();
+    }
+
+    /// A database a newer Candor wrote is refused, naming its layout,
+    /// rather than misread record by record.
+    #[test]
+    fn a_database_from_a_newer_candor_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("candor.db");
+        drop(Store::open(&db).unwrap());
+        let version = |db: &Path| -> i64 {
+            Connection::open(db)
+                .unwrap()
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!(version(&db), SCHEMA_VERSION);
+        Connection::open(&db)
+            .unwrap()
+            .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        let e = Store::open(&db).err().expect("refused");
+        assert!(e.to_string().contains("written by a newer Candor"), "{e}");
+        assert_eq!(version(&db), SCHEMA_VERSION + 1);
     }
 
     /// One gateway per database: a second store on the same file is
