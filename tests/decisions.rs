@@ -294,6 +294,16 @@ async fn support_view_and_access_export_carry_the_consent_trail() {
     );
     assert_eq!(v.consent_trail[0].kind, "evidence");
     assert!(v.model_card.contains("caravan-lgbm"));
+    // What support needs to answer "is it fair, and how is it explained?":
+    // the audit with its note, the method and the data it reads.
+    for part in [
+        "four-fifths rule NOT met",
+        "> ",
+        "**Explanation method:** tree_shap_path_dependent",
+        "**Data categories read:**",
+    ] {
+        assert!(v.model_card.contains(part), "{part}: {}", v.model_card);
+    }
 
     let export = client
         .export_subject_data(pb::ExportSubjectDataRequest {

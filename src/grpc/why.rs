@@ -248,7 +248,7 @@ impl ExplanationService for Why {
                         .collect(),
                     model_card: package
                         .as_ref()
-                        .map(|p| why::model_card_summary(&p.manifest))
+                        .map(|p| crate::models::card::summary(p))
                         .unwrap_or_default(),
                     consumer: Some(consumer),
                     tier_explained,

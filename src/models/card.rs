@@ -115,24 +115,7 @@ pub fn markdown(package: &ModelPackage) -> String {
         }
     }
     out.push_str("\n## Fairness\n\n");
-    match &package.fairness {
-        Some(report) => {
-            let _ = writeln!(
-                out,
-                "Audited on `{}` ({} rows) at the decision threshold {} (`{}`); the full report is `{}` in the package.\n",
-                report.data,
-                report.overall.rows,
-                report.decision_threshold,
-                report.selection_rule,
-                audit::REPORT_FILE
-            );
-            out.push_str(&render::summary(report));
-            if let Some(note) = &report.note {
-                let _ = writeln!(out, "\n> {note}");
-            }
-        }
-        None => out.push_str("No fairness audit is committed with this package.\n"),
-    }
+    out.push_str(&fairness(package));
     let _ = writeln!(
         out,
         "\n## Explanation method\n\n{}.\n\n## Owner\n\n{}",
@@ -140,4 +123,71 @@ pub fn markdown(package: &ModelPackage) -> String {
         m.model.owner
     );
     out
+}
+
+/// The fairness audit's results and note, or that there is none.
+fn fairness(package: &ModelPackage) -> String {
+    let Some(report) = &package.fairness else {
+        return "No fairness audit is committed with this package.\n".into();
+    };
+    let mut out = format!(
+        "Audited on `{}` ({} rows) at the decision threshold {} (`{}`); the full report is `{}` in the package.\n\n",
+        report.data,
+        report.overall.rows,
+        report.decision_threshold,
+        report.selection_rule,
+        audit::REPORT_FILE
+    );
+    out.push_str(&render::summary(report));
+    if let Some(note) = &report.note {
+        let _ = writeln!(out, "\n> {note}");
+    }
+    out
+}
+
+/// The card in brief, as Markdown: what support staff need to answer
+/// "what is this model, who answers for it, what does it read about me,
+/// is it fair, and how is its answer explained?".
+pub fn summary(package: &ModelPackage) -> String {
+    let m = &package.manifest;
+    let mut card = format!(
+        "## {} {}\n\n{}\n\n- **Owner:** {}\n- **Purposes:** {}\n- **Intended use:** {}\n",
+        m.model.name,
+        m.model.version,
+        m.model.description,
+        m.model.owner,
+        m.model
+            .purposes
+            .iter()
+            .map(|p| p.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        m.model.intended_use
+    );
+    if let Some(t) = &m.training {
+        let _ = writeln!(card, "- **Training data:** {} ({})", t.dataset, t.date);
+    }
+    for metric in &m.metrics {
+        let _ = writeln!(
+            card,
+            "- **{}:** {} on {}",
+            metric.name, metric.value, metric.dataset
+        );
+    }
+    let mut categories: Vec<&str> = package
+        .schema
+        .columns()
+        .iter()
+        .map(|f| f.category.as_str())
+        .collect();
+    categories.sort_unstable();
+    categories.dedup();
+    let _ = writeln!(
+        card,
+        "- **Data categories read:** {}\n- **Explanation method:** {}\n\n### Fairness\n\n{}",
+        categories.join(", "),
+        explanation_method(&package.explainer),
+        fairness(package)
+    );
+    card
 }

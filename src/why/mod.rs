@@ -599,38 +599,6 @@ pub fn grouped(row: &DecisionRow, manifest: Option<&Manifest>) -> Vec<DescribedG
     groups
 }
 
-/// The model card in brief, as Markdown: what support staff need to answer
-/// "what is this model and who is responsible for it?".
-pub fn model_card_summary(manifest: &Manifest) -> String {
-    let m = &manifest.model;
-    let mut card = format!(
-        "## {} {}\n\n{}\n\n- **Owner:** {}\n- **Purposes:** {}\n- **Intended use:** {}\n",
-        m.name,
-        m.version,
-        m.description,
-        m.owner,
-        m.purposes
-            .iter()
-            .map(|p| p.as_str())
-            .collect::<Vec<_>>()
-            .join(", "),
-        m.intended_use
-    );
-    if let Some(t) = &manifest.training {
-        card.push_str(&format!(
-            "- **Training data:** {} ({})\n",
-            t.dataset, t.date
-        ));
-    }
-    for metric in &manifest.metrics {
-        card.push_str(&format!(
-            "- **{}:** {} on {}\n",
-            metric.name, metric.value, metric.dataset
-        ));
-    }
-    card
-}
-
 /// The procedure and the principles applied to a person's data, in plain
 /// language: what an access request must explain (GDPR Art. 15(1)(h), CJEU
 /// C-203/22), without the model's internals. On an export page that
