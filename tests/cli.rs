@@ -613,6 +613,20 @@ async fn the_client_commands_carry_credentials_and_a_staff_reason() {
     let view = json.to_string();
     assert!(view.contains("\"tier_explained\":\""), "{view}");
     assert!(view.contains("\"base_score\":"), "{view}");
+    // As text, the trail says what each record held, how and where it was
+    // collected; the purposes say how each was decided.
+    let mut text = why(true);
+    text.retain(|a| a != "--json");
+    let out = run(text, vec![("CANDOR_TOKEN", "support-key")])
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("\nPurposes: purpose 3 not_required (us_signals)"),
+        "{text}"
+    );
+    assert!(text.contains("evidence 20"), "{text}");
+    assert!(text.contains("collected by inline_signal in US"), "{text}");
     server.stop().await;
 }
 

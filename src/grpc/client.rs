@@ -308,8 +308,7 @@ fn answer_text(r: pb::GetExplanationResponse) -> String {
                 v.consent_trail.len()
             ));
             for t in &v.consent_trail {
-                let r = t.record.clone().unwrap_or_default();
-                text.push_str(&format!("  #{} {} {}\n", r.seq, t.kind, r.record_id));
+                text.push_str(&trail_entry_text(t));
             }
             text.push('\n');
             text.push_str(&v.model_card);
@@ -359,6 +358,53 @@ fn answer_text(r: pb::GetExplanationResponse) -> String {
     }
 }
 
+/// One ledger record a decision relied on, as support reads it: when, what
+/// it said of which purposes, how and where it was collected, and who made
+/// it; `--json` has the whole record.
+fn trail_entry_text(t: &pb::ConsentTrailEntry) -> String {
+    let r = t.record.clone().unwrap_or_default();
+    let at = t
+        .recorded_at
+        .and_then(|t| jiff::Timestamp::new(t.seconds, t.nanos).ok())
+        .map_or_else(String::new, |t| format!(" {t}"));
+    let mut line = format!("  #{} {}{at} ({})\n", r.seq, t.kind, r.record_id);
+    // An erased record's content is gone; a record from a newer gateway may
+    // not read: the line above stands alone then.
+    let Ok(receipt) = serde_json::from_str::<crate::consent::ledger::Receipt>(&t.content_json)
+    else {
+        return line;
+    };
+    if !receipt.purposes.is_empty() {
+        let purposes: Vec<String> = receipt
+            .purposes
+            .iter()
+            .map(|p| {
+                let which = match p.tcf_id {
+                    0 => "direct marketing".to_owned(),
+                    id => format!("purpose {id}"),
+                };
+                format!("{which} {} ({})", p.status.as_str(), p.legal_basis.as_str())
+            })
+            .collect();
+        line.push_str(&format!("      {}\n", purposes.join(", ")));
+    }
+    let c = &receipt.collection;
+    line.push_str(&format!(
+        "      collected by {} in {}{}\n",
+        c.method,
+        if c.jurisdiction.is_empty() {
+            "an unknown jurisdiction"
+        } else {
+            &c.jurisdiction
+        },
+        receipt
+            .recorded_by
+            .map(|a| format!("; recorded by {} ({})", a.name, a.role))
+            .unwrap_or_default()
+    ));
+    line
+}
+
 /// What a staff reader needs of a decision's provenance at a glance; the
 /// JSON has all of it.
 fn provenance_text(p: &pb::Provenance) -> String {
@@ -369,12 +415,33 @@ fn provenance_text(p: &pb::Provenance) -> String {
             items.join(", ")
         }
     };
+    let purposes: Vec<String> = p
+        .purposes
+        .iter()
+        .map(|o| {
+            format!(
+                "{} {} ({}{})",
+                match o.tcf_purpose {
+                    0 => "direct marketing".to_owned(),
+                    id => format!("purpose {id}"),
+                },
+                o.status,
+                o.source,
+                if o.legal_basis.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {}", o.legal_basis)
+                }
+            )
+        })
+        .collect();
     format!(
-        "Consent: {} in {}; rules fired: {}; masked features: {}\n",
+        "Consent: {} in {}; rules fired: {}; masked features: {}\nPurposes: {}\n",
         p.regime,
         p.jurisdiction,
         list(&p.rules_fired),
-        list(&p.masked_features)
+        list(&p.masked_features),
+        list(&purposes)
     )
 }
 
