@@ -128,6 +128,7 @@ fn decision(i: usize) -> DecisionRow {
         policy_hash: hex(i + 1, 64),
         model_sha256: hex(7, 64),
         subject_ref: Some(subject.clone()),
+        tc_last_updated_ms: Some(1_764_547_200_000),
     };
     DecisionRow {
         decision_id: format!("0199{}", hex(i, 32)),

@@ -647,6 +647,12 @@ async fn every_response_carries_provenance() {
             );
             assert_eq!(p.subject_ref.is_empty(), subject.is_empty());
             assert_eq!(d.score.is_none(), d.tier == pb::Tier::Refused as i32);
+            // When the person made the choices a TC string carries: the
+            // day it was last updated.
+            assert_eq!(p.tc_last_updated.is_some(), c.tc.is_some(), "context {i}");
+            if let Some(t) = p.tc_last_updated {
+                assert_eq!(t.seconds % 86_400, 0, "a TC string's day: {t:?}");
+            }
         }
     }
     // ScoreBatch: every row's decision carries the same provenance.

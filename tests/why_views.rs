@@ -276,6 +276,7 @@ fn decision(contributions: &[f64], masked: &[bool], values: &[f64], tier: Tier) 
             policy_hash: String::new(),
             model_sha256: p.sha256.clone(),
             subject_ref: Some("s".into()),
+            tc_last_updated_ms: None,
         }),
         explanation: Some(Explanation {
             method: "tree_shap_path_dependent".into(),

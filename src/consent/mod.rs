@@ -199,6 +199,22 @@ pub struct Decoded {
     pub hash: String,
 }
 
+impl Decoded {
+    /// When the person last made their TCF choices: the newest LastUpdated
+    /// of the TC strings the request carried (in `tc_string`, or the GPP
+    /// string's tcfeuv2 section).
+    pub fn tc_last_updated_ms(&self) -> Option<i64> {
+        [
+            self.tcf.as_ref(),
+            self.gpp.as_ref().and_then(|g| g.tcfeuv2.as_ref()),
+        ]
+        .into_iter()
+        .flatten()
+        .map(TcString::last_updated_ms)
+        .max()
+    }
+}
+
 impl Signals {
     /// Validates the jurisdiction and decodes the IAB strings. Errors name the
     /// request field (`context.tc_string`, ...).

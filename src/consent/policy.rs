@@ -1033,6 +1033,11 @@ pub struct Provenance {
     pub model_sha256: String,
     /// The subject's pseudonym; `None` for an anonymous request.
     pub subject_ref: Option<String>,
+    /// When the person last made the TCF choices their TC string carries
+    /// (its LastUpdated, a day under TCF v2.2): when they agreed, for the
+    /// consent line. Absent without a TC string, and in records before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tc_last_updated_ms: Option<i64>,
 }
 
 /// The rules that keep a minor's, or a known child's, ads from their

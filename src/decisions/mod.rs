@@ -818,6 +818,7 @@ fn sample_provenance(subject: Option<&str>) -> Arc<Provenance> {
         policy_hash: String::new(),
         model_sha256: "sha".into(),
         subject_ref: subject.map(str::to_owned),
+        tc_last_updated_ms: None,
     })
 }
 

@@ -896,6 +896,7 @@ impl Gateway {
             policy_hash: self.policy.hash().to_owned(),
             model_sha256: package.sha256.clone(),
             subject_ref,
+            tc_last_updated_ms: signals.tc_last_updated_ms(),
         };
         self.metrics.stage(Stage::Consent, started);
         Ok((evaluation, Arc::new(provenance), Judged { signals, state }))

@@ -586,6 +586,9 @@ pub(super) fn provenance_json(p: &pb::Provenance) -> serde_json::Value {
         "policy_sha256": p.policy_sha256,
         "model_sha256": p.model_sha256,
         "subject_ref": p.subject_ref,
+        "tc_last_updated": p.tc_last_updated.map(|t| {
+            jiff::Timestamp::new(t.seconds, t.nanos).map_or_else(|_| String::new(), |t| t.to_string())
+        }),
     })
 }
 
@@ -621,6 +624,7 @@ impl From<Provenance> for pb::Provenance {
             policy_sha256: p.policy_hash,
             model_sha256: p.model_sha256,
             subject_ref: p.subject_ref.unwrap_or_default(),
+            tc_last_updated: p.tc_last_updated_ms.map(ms_timestamp),
         }
     }
 }

@@ -350,7 +350,8 @@ pub fn consumer(
 /// What the person chose and what else kept information out, from the
 /// rules that fired and the purposes' outcomes: when the ledger decided a
 /// choice, the day it was recorded (a record id is a UUIDv7, which carries
-/// it), then the day the choices were checked.
+/// it), and when a TC string did, the day it was last updated; then the day
+/// the choices were checked.
 fn consent_line(language: Language, p: &Provenance, decided_at_ms: i64) -> String {
     use crate::consent::policy::{PurposeOutcome, PurposeStatus};
     use text::{ConsentAddendum as Addendum, ConsentCase as Case};
@@ -408,7 +409,13 @@ fn consent_line(language: Language, p: &Provenance, decided_at_ms: i64) -> Strin
             }
         }
     };
-    let on = recorded_on(&said);
+    // Choices a TC string carried were made the day it was last updated.
+    let on = recorded_on(&said).or_else(|| {
+        (p.regime == Regime::Tcf && said.iter().all(|o| o.record.is_none()))
+            .then_some(p.tc_last_updated_ms)
+            .flatten()
+            .map(|ms| text::date(language, ms))
+    });
     let mut line = text::consent(language, case, &p.jurisdiction, on.as_deref());
     if p.tier != Tier::Refused {
         let addenda = [
@@ -671,6 +678,7 @@ source = "first_party"
             policy_hash: String::new(),
             model_sha256: String::new(),
             subject_ref: None,
+            tc_last_updated_ms: None,
         };
         let kinds_if = |p: &Provenance, profiled: bool| {
             controls(Language::En, p, profiled)
