@@ -2014,6 +2014,56 @@ mod tests {
             .unwrap();
     }
 
+    /// A backlog of expired decisions goes in steps that each hold the
+    /// writer briefly, soonest expired first; the last step takes the
+    /// provenances no decision cites any more.
+    #[tokio::test]
+    async fn the_retention_purge_goes_in_bounded_steps() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let expired = decisions::PURGED_AT_ONCE + 500;
+        let mut batch = decisions::sample_batch("00000000-0000-7000-8000-000000000000", Some("s"));
+        let row = batch.rows[0].clone();
+        batch.rows = (0..=expired)
+            .map(|i| decisions::NewDecision {
+                decision_id: format!("00000000-0000-7000-8000-{i:012}"),
+                // One decision is kept; the others expired in turn.
+                retain_until_ms: if i == expired {
+                    i64::MAX - 1
+                } else {
+                    1 + i as i64
+                },
+                ..row.clone()
+            })
+            .collect();
+        let batch = Arc::new(batch);
+        store
+            .submit(|tx| Job::Record(batch, Some(tx)))
+            .await
+            .unwrap();
+        let count = |sql: &str| -> i64 {
+            store
+                .read(|c| Ok(c.query_row(sql, [], |r| r.get(0))?))
+                .unwrap()
+        };
+        let purge = || store.submit(|tx| Job::Purge(i64::MAX - 1, tx));
+        assert_eq!(purge().await.unwrap(), decisions::PURGED_AT_ONCE as u64);
+        // The soonest expired went first.
+        assert_eq!(
+            count("SELECT MIN(retain_until) FROM decisions"),
+            1 + decisions::PURGED_AT_ONCE as i64
+        );
+        assert_eq!(count("SELECT COUNT(*) FROM provenances"), 1);
+        assert_eq!(purge().await.unwrap(), 500);
+        assert_eq!(count("SELECT COUNT(*) FROM decisions"), 1);
+        assert_eq!(purge().await.unwrap(), 0);
+        // Kept: the provenance the remaining decision cites.
+        assert_eq!(count("SELECT COUNT(*) FROM provenances"), 1);
+        let all = || store.submit(|tx| Job::Purge(i64::MAX, tx));
+        assert_eq!(all().await.unwrap(), 1);
+        assert_eq!(count("SELECT COUNT(*) FROM provenances"), 0);
+    }
+
     /// A database a newer Candor wrote is refused, naming its layout,
     /// rather than misread record by record.
     #[test]

@@ -636,12 +636,28 @@ pub(crate) fn apply_retention(
 
 /// Deletes decisions past their retention, then the provenances no decision
 /// cites any more (one scan, on the purge schedule only).
+/// Decisions (and shadow outputs) one purge step deletes: a step holds the
+/// writer, and every call waiting for a commit, while it runs, and needs
+/// room in the WAL for what it deletes, so a backlog of expired decisions
+/// (after a stop, or a shortened retention) goes in steps of a few
+/// milliseconds and a few MB, also on a full disk.
+pub(crate) const PURGED_AT_ONCE: usize = 2_000;
+
+/// Deletes up to [`PURGED_AT_ONCE`] decisions past their retention at
+/// `now_ms`, soonest expired first, and up to four times as many shadow
+/// outputs (a decision may have several); returns how many decisions.
+/// The step that ends a purge (it found fewer) also deletes the
+/// provenances no decision cites any more: one scan of the record per
+/// purge, not per step.
 pub(crate) fn purge(conn: &Connection, now_ms: i64) -> Result<u64, StoreError> {
     let n = conn
-        .prepare_cached("DELETE FROM decisions WHERE retain_until < ?1")?
-        .execute([now_ms])?;
-    shadow::purge(conn, now_ms)?;
-    if n > 0 {
+        .prepare_cached(
+            "DELETE FROM decisions WHERE seq IN
+             (SELECT seq FROM decisions WHERE retain_until < ?1 ORDER BY retain_until LIMIT ?2)",
+        )?
+        .execute(params![now_ms, PURGED_AT_ONCE as i64])?;
+    shadow::purge(conn, now_ms, 4 * PURGED_AT_ONCE)?;
+    if n > 0 && n < PURGED_AT_ONCE {
         conn.execute(
             "DELETE FROM provenances WHERE sha256 NOT IN (SELECT provenance_sha256 FROM decisions)",
             [],

@@ -106,9 +106,14 @@ pub(crate) fn erase_subject(conn: &Connection, subject: &str) -> Result<(), Stor
     Ok(())
 }
 
-pub(crate) fn purge(conn: &Connection, now_ms: i64) -> Result<(), StoreError> {
-    conn.prepare_cached("DELETE FROM shadow_outputs WHERE retain_until < ?1")?
-        .execute([now_ms])?;
+/// Deletes up to `at_once` shadow outputs past their retention.
+pub(crate) fn purge(conn: &Connection, now_ms: i64, at_once: usize) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "DELETE FROM shadow_outputs WHERE (decision_id, model_version) IN
+         (SELECT decision_id, model_version FROM shadow_outputs
+          WHERE retain_until < ?1 ORDER BY retain_until LIMIT ?2)",
+    )?
+    .execute(params![now_ms, at_once as i64])?;
     Ok(())
 }
 

@@ -94,57 +94,52 @@ impl Gateway {
     /// past `access.staff_read_retention_days`, a batch per transaction.
     async fn expire_evidence_and_reads(&self) {
         let before = now_ms() - self.evidence_kept_ms();
-        let emptied = self
+        match self
             .expire_in_batches(
                 |tx| Job::ExpireEvidence(before, tx),
                 ledger::EXPIRED_AT_ONCE,
-                "emptying expired consent evidence failed",
             )
-            .await;
-        if emptied > 0 {
-            tracing::info!(
-                records = emptied,
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                records = n,
                 "emptied consent evidence no decision still kept can cite"
-            );
+            ),
+            Err(e) => tracing::warn!(error = %e, "emptying expired consent evidence failed"),
         }
         let days = self.config.access.staff_read_retention_days;
         let before = now_ms() - i64::from(days) * DAY_MS;
-        let deleted = self
+        match self
             .expire_in_batches(
                 |tx| Job::ExpireStaffReads(before, tx),
                 crate::access::audit::EXPIRED_AT_ONCE,
-                "deleting expired staff reads failed",
             )
-            .await;
-        if deleted > 0 {
-            tracing::info!(
-                reads = deleted,
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                reads = n,
                 "deleted staff reads past access.staff_read_retention_days"
-            );
+            ),
+            Err(e) => tracing::warn!(error = %e, "deleting expired staff reads failed"),
         }
     }
 
-    /// Submits `job` until one expires fewer than `at_once` records, or
-    /// fails (logged as `failed`); returns how many it expired in all.
+    /// Submits `job` until one step removes fewer than `at_once` records, so
+    /// that other work is committed between steps; returns how many it
+    /// removed in all, or the error that stopped it.
     async fn expire_in_batches(
         &self,
         job: impl Fn(oneshot::Sender<Result<u64, StoreError>>) -> Job,
         at_once: usize,
-        failed: &str,
-    ) -> u64 {
-        let mut expired = 0;
+    ) -> Result<u64, StoreError> {
+        let mut removed = 0;
         loop {
-            match self.store.submit(&job).await {
-                Ok(n) => {
-                    expired += n;
-                    if n < at_once as u64 {
-                        return expired;
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "{failed}");
-                    return expired;
-                }
+            let n = self.store.submit(&job).await?;
+            removed += n;
+            if n < at_once as u64 {
+                return Ok(removed);
             }
         }
     }
@@ -669,7 +664,11 @@ async fn purge(gateway: Weak<Gateway>, every: Duration) {
     loop {
         tick.tick().await;
         let Some(g) = gateway.upgrade() else { return };
-        match g.store.submit(|tx| Job::Purge(now_ms(), tx)).await {
+        let now = now_ms();
+        let purged = g
+            .expire_in_batches(|tx| Job::Purge(now, tx), decisions::PURGED_AT_ONCE)
+            .await;
+        match purged {
             Ok(0) => {}
             Ok(n) => tracing::info!(decisions = n, "purged decisions past their retention"),
             Err(e) => {
