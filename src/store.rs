@@ -418,6 +418,9 @@ pub(crate) enum Job {
         Option<Actor>,
         oneshot::Sender<Result<Erasure, StoreError>>,
     ),
+    /// One step of a subject's erasure: some of its decisions
+    /// ([`decisions::erase_step`]).
+    EraseDecisions(String, oneshot::Sender<Result<u64, StoreError>>),
     /// Shared so that an acknowledged batch can be kept for a retry
     /// without copying it.
     Record(
@@ -460,9 +463,10 @@ impl Job {
                 Job::Erase(.., tx) => drop(tx.send(Err(e))),
                 Job::Record(_, Some(tx)) | Job::StaffRead(_, tx) => drop(tx.send(Err(e))),
                 Job::Attach(_, _, Some(tx)) => drop(tx.send(Err(e))),
-                Job::Purge(_, tx) | Job::ExpireEvidence(_, tx) | Job::ExpireStaffReads(_, tx) => {
-                    drop(tx.send(Err(e)))
-                }
+                Job::Purge(_, tx)
+                | Job::ExpireEvidence(_, tx)
+                | Job::ExpireStaffReads(_, tx)
+                | Job::EraseDecisions(_, tx) => drop(tx.send(Err(e))),
                 Job::Committed(tx) => drop(tx.send(Err(e))),
                 // Kept for a retry by `retry_copy`.
                 Job::Record(_, None) | Job::Attach(_, _, None) | Job::Forgo(_) | Job::Shadow(_) => {
@@ -477,7 +481,11 @@ impl Job {
     fn deletes(&self) -> bool {
         matches!(
             self,
-            Job::Erase(..) | Job::Purge(..) | Job::ExpireEvidence(..) | Job::ExpireStaffReads(..)
+            Job::Erase(..)
+                | Job::EraseDecisions(..)
+                | Job::Purge(..)
+                | Job::ExpireEvidence(..)
+                | Job::ExpireStaffReads(..)
         )
     }
 
@@ -493,6 +501,7 @@ impl Job {
             Job::Attach(..) | Job::StaffRead(..) | Job::Committed(_) => false,
             Job::Append(..)
             | Job::Erase(..)
+            | Job::EraseDecisions(..)
             | Job::Purge(..)
             | Job::ExpireEvidence(..)
             | Job::ExpireStaffReads(..)
@@ -1320,6 +1329,9 @@ impl Writer {
                 provenances.forget();
                 reply(Some(tx), result)
             }
+            Job::EraseDecisions(subject, tx) => {
+                reply(Some(tx), decisions::erase_step(conn, &subject))
+            }
             Job::Record(batch, tx) => {
                 let first = batch.rows.first();
                 if first.is_some_and(|r| stale(batch.subject_ref.as_deref(), r.decided_at_ms)) {
@@ -2014,6 +2026,21 @@ mod tests {
             .unwrap();
     }
 
+    /// `n` decisions for subject "s" in one batch, the i-th kept until
+    /// `retain(i)`.
+    fn decisions_of_s(n: usize, retain: impl Fn(usize) -> i64) -> Arc<RecordBatch> {
+        let mut batch = decisions::sample_batch("00000000-0000-7000-8000-000000000000", Some("s"));
+        let row = batch.rows[0].clone();
+        batch.rows = (0..n)
+            .map(|i| decisions::NewDecision {
+                decision_id: format!("00000000-0000-7000-8000-{i:012}"),
+                retain_until_ms: retain(i),
+                ..row.clone()
+            })
+            .collect();
+        Arc::new(batch)
+    }
+
     /// A backlog of expired decisions goes in steps that each hold the
     /// writer briefly, soonest expired first; the last step takes the
     /// provenances no decision cites any more.
@@ -2022,21 +2049,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("db")).unwrap();
         let expired = decisions::PURGED_AT_ONCE + 500;
-        let mut batch = decisions::sample_batch("00000000-0000-7000-8000-000000000000", Some("s"));
-        let row = batch.rows[0].clone();
-        batch.rows = (0..=expired)
-            .map(|i| decisions::NewDecision {
-                decision_id: format!("00000000-0000-7000-8000-{i:012}"),
-                // One decision is kept; the others expired in turn.
-                retain_until_ms: if i == expired {
-                    i64::MAX - 1
-                } else {
-                    1 + i as i64
-                },
-                ..row.clone()
-            })
-            .collect();
-        let batch = Arc::new(batch);
+        // One decision is kept; the others expired in turn.
+        let batch = decisions_of_s(expired + 1, |i| {
+            if i == expired {
+                i64::MAX - 1
+            } else {
+                1 + i as i64
+            }
+        });
         store
             .submit(|tx| Job::Record(batch, Some(tx)))
             .await
@@ -2062,6 +2082,23 @@ mod tests {
         let all = || store.submit(|tx| Job::Purge(i64::MAX, tx));
         assert_eq!(all().await.unwrap(), 1);
         assert_eq!(count("SELECT COUNT(*) FROM provenances"), 0);
+    }
+
+    /// A person with many decisions is erased in steps, each a short
+    /// transaction.
+    #[tokio::test]
+    async fn a_subjects_decisions_are_erased_in_bounded_steps() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let batch = decisions_of_s(decisions::ERASED_AT_ONCE + 10, |_| i64::MAX);
+        store
+            .submit(|tx| Job::Record(batch, Some(tx)))
+            .await
+            .unwrap();
+        let step = || store.submit(|tx| Job::EraseDecisions("s".into(), tx));
+        assert_eq!(step().await.unwrap(), decisions::ERASED_AT_ONCE as u64);
+        assert_eq!(step().await.unwrap(), 10);
+        assert_eq!(step().await.unwrap(), 0);
     }
 
     /// A database a newer Candor wrote is refused, naming its layout,

@@ -186,9 +186,45 @@ async fn explanations_survive_a_restart_and_then_come_from_the_cache() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn erasure_makes_decisions_unknown_in_cache_and_record() {
-    let server = TestServer::start().await;
+    let config = test_config();
+    let database = config.database.clone();
+    let server = TestServer::start_with(config).await;
     let cached = score(&server, "bob", pb::ExplainMode::Inline).await;
     let recorded = score(&server, "bob", pb::ExplainMode::Unspecified).await;
+    // More decisions than one step of an erasure takes.
+    let mut scoring = server.scoring().await;
+    let row = caravan_request().features;
+    for _ in 0..2 {
+        let batch = scoring
+            .score_batch(pb::ScoreBatchRequest {
+                model: model_ref("caravan-lgbm", ""),
+                subject_id: "bob".into(),
+                context: common::us_adult(),
+                rows: (0..1024)
+                    .map(|_| pb::BatchRow {
+                        features: row.clone(),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(batch.decisions.len(), 1024);
+    }
+    let bob = recorded.provenance.as_ref().unwrap().subject_ref.clone();
+    let bobs = || -> i64 {
+        rusqlite::Connection::open(&database)
+            .unwrap()
+            .query_row(
+                "SELECT COUNT(*) FROM decisions WHERE subject_ref = ?1",
+                [&bob],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    assert_eq!(bobs(), 2 + 2 * 1024);
     let other = score(&server, "carol", pb::ExplainMode::Inline).await;
     let mut client = why(&server).await;
     assert_eq!(
@@ -208,6 +244,7 @@ async fn erasure_makes_decisions_unknown_in_cache_and_record() {
         .unwrap()
         .into_inner();
     assert!(erased.records_erased >= 1);
+    assert_eq!(bobs(), 0, "every step of the erasure ran");
     for id in [&cached.decision_id, &recorded.decision_id] {
         let status = explain(&mut client, id, pb::Audience::Consumer)
             .await

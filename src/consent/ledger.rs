@@ -700,9 +700,30 @@ impl Ledger {
             // all work for the subject is refused meanwhile, and afterwards
             // whatever was judged before this settles.
             store.erasures().fence(&subject);
-            let result = store
-                .submit(|tx| Job::Erase(subject.clone(), now_ms(), Some(by), tx))
-                .await;
+            // A person with many decisions loses them in steps, each a short
+            // transaction, so that other work commits in between; the last
+            // step goes with the ledger's erasure.
+            let mut erased = 0;
+            let stepped = loop {
+                match store
+                    .submit(|tx| Job::EraseDecisions(subject.clone(), tx))
+                    .await
+                {
+                    Ok(n) if n < crate::decisions::ERASED_AT_ONCE as u64 => break Ok(erased + n),
+                    Ok(n) => erased += n,
+                    Err(e) => break Err(e),
+                }
+            };
+            let result = match stepped {
+                Ok(stepped) => store
+                    .submit(|tx| Job::Erase(subject.clone(), now_ms(), Some(by), tx))
+                    .await
+                    .map(|mut erasure| {
+                        erasure.decisions_erased += stepped;
+                        erasure
+                    }),
+                Err(e) => Err(e),
+            };
             {
                 let _refreshing = refreshing.lock().unwrap_or_else(|e| e.into_inner());
                 match &result {

@@ -488,6 +488,21 @@ pub(crate) fn forgo(conn: &Connection, ids: &[String]) -> Result<(), StoreError>
 const SUBJECT_SEQS: &str = "SELECT seq FROM subject_index WHERE subject_ref = ?1
     UNION ALL SELECT seq FROM subject_tail WHERE subject_ref = ?1";
 
+/// A subject's decisions deleted per step of an erasure ([`erase_step`]).
+pub(crate) const ERASED_AT_ONCE: usize = 2_000;
+
+/// Deletes up to [`ERASED_AT_ONCE`] of the subject's decisions; returns
+/// how many. An erasure runs these until one is short, then
+/// [`erase_subject`] with the ledger's part.
+pub(crate) fn erase_step(conn: &Connection, subject: &str) -> Result<u64, StoreError> {
+    let n = conn
+        .prepare_cached(&format!(
+            "DELETE FROM decisions WHERE seq IN (SELECT seq FROM ({SUBJECT_SEQS}) LIMIT ?2)"
+        ))?
+        .execute(params![subject, ERASED_AT_ONCE as i64])?;
+    Ok(n as u64)
+}
+
 pub(crate) fn erase_subject(conn: &Connection, subject: &str) -> Result<u64, StoreError> {
     let n = conn
         .prepare_cached(&format!(
