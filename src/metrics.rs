@@ -104,7 +104,14 @@ pub struct Metrics {
     ledger_records: Gauge,
     pending_commit: Gauge,
     sqlite_memory: Gauge,
+    database_bytes: Gauge,
+    wal_bytes: Gauge,
+    retention_removed: Family<Labels<1>, Counter>,
+    retention_failures: Family<Labels<1>, Counter>,
 }
+
+/// What the retention purge removes.
+pub const RETENTION_KINDS: [&str; 3] = ["decisions", "evidence", "staff_reads"];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -182,9 +189,39 @@ impl Default for Metrics {
             "1 when a model's disparate-impact ratio for an audit attribute is below the configured threshold",
             fairness_flagged.clone(),
         );
+        let retention_removed = Family::default();
+        registry.register(
+            "retention_removed",
+            "Records the retention purge deleted or emptied since start, by kind: decisions, evidence (consent evidence emptied), staff_reads",
+            retention_removed.clone(),
+        );
+        let retention_failures = Family::default();
+        registry.register(
+            "retention_failures",
+            "Retention purge runs that stopped on a database error, by kind (the log says which error)",
+            retention_failures.clone(),
+        );
+        // At zero from the start, so that an alert on them has a series.
+        for kind in RETENTION_KINDS {
+            let labels = [("kind", kind)];
+            drop(retention_removed.get_or_create(&labels));
+            drop(retention_failures.get_or_create(&labels));
+        }
         Self {
             lookups,
             shadow_dropped,
+            retention_removed,
+            retention_failures,
+            database_bytes: gauge(
+                &mut registry,
+                "database_bytes",
+                "Size of the database file (its free pages included: space the record reuses)",
+            ),
+            wal_bytes: gauge(
+                &mut registry,
+                "database_wal_bytes",
+                "Size of the database's write-ahead log, beside the file",
+            ),
             disparate_impact,
             fairness_flagged,
             backlog: gauge(
@@ -260,6 +297,20 @@ impl Metrics {
         self.decisions[tier as usize].inc_by(count as u64);
     }
 
+    /// One step of a retention purge of `kind` (one of [`RETENTION_KINDS`]):
+    /// what it removed, or that it failed.
+    pub fn retention(&self, kind: &'static str, removed: Option<u64>) {
+        let labels = [("kind", kind)];
+        match removed {
+            Some(n) => {
+                self.retention_removed.get_or_create(&labels).inc_by(n);
+            }
+            None => {
+                self.retention_failures.get_or_create(&labels).inc();
+            }
+        }
+    }
+
     pub fn shadow_dropped(&self) {
         self.shadow_dropped.inc();
     }
@@ -325,6 +376,8 @@ impl Metrics {
         self.ledger_records.set(sizes.ledger_records);
         self.pending_commit.set(sizes.pending_writes);
         self.sqlite_memory.set(crate::store::sqlite_memory_bytes());
+        self.database_bytes.set(sizes.database_bytes);
+        self.wal_bytes.set(sizes.wal_bytes);
         let mut text = String::new();
         encode(&mut text, &self.registry).expect("writing to a String cannot fail");
         text

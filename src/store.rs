@@ -857,6 +857,15 @@ impl Store {
         let _ = self.cipher.set(cipher);
     }
 
+    /// The sizes of the database file and of its write-ahead log, in
+    /// bytes (0 for a file not there).
+    pub fn file_bytes(&self) -> (u64, u64) {
+        let size = |path: &Path| std::fs::metadata(path).map_or(0, |m| m.len());
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        (size(&self.path), size(Path::new(&wal)))
+    }
+
     /// The key in `path` (the `setting` that names it), bound to this
     /// database: created on first start, and checked against the key the
     /// database was first used with on every start after. A key file that

@@ -229,6 +229,14 @@ async fn metrics_name_every_series_and_move_with_traffic() {
             > sample(&before, "candor_ledger_records").unwrap()
     );
     assert!(sample(&after, "candor_sqlite_memory_bytes").unwrap() > 0.0);
+    assert!(sample(&after, "candor_database_bytes").unwrap() > 0.0);
+    assert_eq!(
+        sample(
+            &after,
+            r#"candor_retention_failures_total{kind="decisions"}"#
+        ),
+        Some(0.0)
+    );
     for series in [
         "candor_explanation_backlog",
         "candor_records_pending_commit",
@@ -586,6 +594,8 @@ async fn every_metric_is_declared_as_what_it_is() {
         "candor_explanation_lookups",
         "candor_rpc_requests",
         "candor_shadow_dropped",
+        "candor_retention_removed",
+        "candor_retention_failures",
     ];
     let histograms = [
         "candor_rpc_duration_seconds",
@@ -602,6 +612,8 @@ async fn every_metric_is_declared_as_what_it_is() {
         "candor_rpc_answers_unread",
         "candor_rpc_in_flight",
         "candor_sqlite_memory_bytes",
+        "candor_database_bytes",
+        "candor_database_wal_bytes",
     ];
     let mut want: BTreeMap<&str, &str> = counters.map(|n| (n, "counter")).into();
     want.extend(histograms.map(|n| (n, "histogram")));

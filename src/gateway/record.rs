@@ -96,6 +96,7 @@ impl Gateway {
         let before = now_ms() - self.evidence_kept_ms();
         match self
             .expire_in_batches(
+                "evidence",
                 |tx| Job::ExpireEvidence(before, tx),
                 ledger::EXPIRED_AT_ONCE,
             )
@@ -112,6 +113,7 @@ impl Gateway {
         let before = now_ms() - i64::from(days) * DAY_MS;
         match self
             .expire_in_batches(
+                "staff_reads",
                 |tx| Job::ExpireStaffReads(before, tx),
                 crate::access::audit::EXPIRED_AT_ONCE,
             )
@@ -131,12 +133,15 @@ impl Gateway {
     /// removed in all, or the error that stopped it.
     async fn expire_in_batches(
         &self,
+        kind: &'static str,
         job: impl Fn(oneshot::Sender<Result<u64, StoreError>>) -> Job,
         at_once: usize,
     ) -> Result<u64, StoreError> {
         let mut removed = 0;
         loop {
-            let n = self.store.submit(&job).await?;
+            let step = self.store.submit(&job).await;
+            self.metrics.retention(kind, step.as_ref().ok().copied());
+            let n = step?;
             removed += n;
             if n < at_once as u64 {
                 return Ok(removed);
@@ -666,7 +671,11 @@ async fn purge(gateway: Weak<Gateway>, every: Duration) {
         let Some(g) = gateway.upgrade() else { return };
         let now = now_ms();
         let purged = g
-            .expire_in_batches(|tx| Job::Purge(now, tx), decisions::PURGED_AT_ONCE)
+            .expire_in_batches(
+                "decisions",
+                |tx| Job::Purge(now, tx),
+                decisions::PURGED_AT_ONCE,
+            )
             .await;
         match purged {
             Ok(0) => {}
@@ -773,6 +782,8 @@ pub struct StoreSizes {
     pub owed_attributions: i64,
     pub ledger_records: i64,
     pub pending_writes: i64,
+    pub database_bytes: i64,
+    pub wal_bytes: i64,
 }
 
 impl Gateway {
@@ -790,10 +801,13 @@ impl Gateway {
             tracing::warn!(error = %e, "cannot count the backlog and ledger for the metrics");
             (-1, -1)
         });
+        let (database_bytes, wal_bytes) = self.store.file_bytes();
         StoreSizes {
             owed_attributions,
             ledger_records,
             pending_writes: self.store.queued() as i64,
+            database_bytes: database_bytes as i64,
+            wal_bytes: wal_bytes as i64,
         }
     }
 }
