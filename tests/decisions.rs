@@ -325,6 +325,17 @@ async fn support_view_and_access_export_carry_the_consent_trail() {
             .windows(2)
             .all(|w| w[0].contribution.abs() >= w[1].contribution.abs())
     );
+    // Each group's features with their own parts, which add up to it.
+    for g in &v.groups {
+        assert_eq!(
+            g.feature_contributions.len(),
+            g.features.len(),
+            "{}",
+            g.name
+        );
+        let sum: f64 = g.feature_contributions.iter().sum();
+        assert!((sum - g.contribution).abs() < 1e-9, "{}: {sum}", g.name);
+    }
     assert_eq!(
         v.consent_trail.len(),
         d.provenance.as_ref().unwrap().ledger_records.len()

@@ -302,6 +302,18 @@ fn answer_text(r: pb::GetExplanationResponse) -> String {
                         )
                     }
                 ));
+                // A group of several features: each one's part, since the
+                // consumer view may give a reason for one that the group's
+                // sum goes against.
+                if g.features.len() > 1 {
+                    let parts: Vec<String> = g
+                        .features
+                        .iter()
+                        .zip(&g.feature_contributions)
+                        .map(|(f, c)| format!("{f} {c:+.4}"))
+                        .collect();
+                    text.push_str(&format!("             {}\n", parts.join(", ")));
+                }
             }
             text.push_str(&format!(
                 "\nConsent trail: {} record(s)\n",

@@ -228,6 +228,7 @@ impl ExplanationService for Why {
                             features: g.group.features,
                             description: g.description,
                             masked_features: g.masked,
+                            feature_contributions: g.contributions,
                         })
                         .collect(),
                     output_space: row

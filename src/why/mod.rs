@@ -557,6 +557,10 @@ pub struct DescribedGroup {
     pub description: String,
     /// Its features the model saw a substitute for.
     pub masked: Vec<String>,
+    /// Each of its features' own contribution, in the order of
+    /// `group.features`: a group may sum against one of its features (a
+    /// consumer reason told for that feature alone).
+    pub contributions: Vec<f64>,
 }
 
 /// The grouped attributions, largest |contribution| first, described by the
@@ -593,6 +597,17 @@ pub fn grouped(row: &DecisionRow, manifest: Option<&Manifest>) -> Vec<DescribedG
                         .any(|f| f.masked && &f.name == *name)
                 })
                 .cloned()
+                .collect(),
+            contributions: g
+                .features
+                .iter()
+                .map(|name| {
+                    explanation
+                        .features
+                        .iter()
+                        .find(|f| &f.name == name)
+                        .map_or(0.0, |f| f.contribution)
+                })
                 .collect(),
             group: g.clone(),
         })
