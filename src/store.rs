@@ -2110,6 +2110,24 @@ mod tests {
         assert_eq!(step().await.unwrap(), 0);
     }
 
+    /// A second open changes nothing in the schema: on a full disk an open
+    /// that writes fails, and the gateway could not start to purge.
+    #[test]
+    fn reopening_a_database_leaves_its_schema_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("candor.db");
+        let schema = |db: &Path| -> i64 {
+            Connection::open(db)
+                .unwrap()
+                .query_row("PRAGMA schema_version", [], |r| r.get(0))
+                .unwrap()
+        };
+        drop(Store::open(&db).unwrap());
+        let first = schema(&db);
+        drop(Store::open(&db).unwrap());
+        assert_eq!(schema(&db), first);
+    }
+
     /// A database a newer Candor wrote is refused, naming its layout,
     /// rather than misread record by record.
     #[test]

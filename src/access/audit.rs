@@ -33,8 +33,10 @@ CREATE TABLE IF NOT EXISTS staff_reads_expired (
     id              INTEGER PRIMARY KEY CHECK (id = 1),
     expired_before  INTEGER NOT NULL
 );
+-- Replaced by staff_reads_keep_unexpired; dropping what is not there
+-- writes nothing, so an open of a full disk's database still succeeds.
 DROP TRIGGER IF EXISTS staff_reads_no_delete;
-CREATE TRIGGER staff_reads_no_delete BEFORE DELETE ON staff_reads
+CREATE TRIGGER IF NOT EXISTS staff_reads_keep_unexpired BEFORE DELETE ON staff_reads
 WHEN OLD.read_at >= COALESCE((SELECT expired_before FROM staff_reads_expired), 0)
 BEGIN SELECT RAISE(ABORT, 'the staff-read log is append-only'); END;
 ";
