@@ -655,7 +655,8 @@ pub(crate) fn apply_retention(
 /// writer, and every call waiting for a commit, while it runs, and needs
 /// room in the WAL for what it deletes, so a backlog of expired decisions
 /// (after a stop, or a shortened retention) goes in steps of a few
-/// milliseconds and a few MB, also on a full disk.
+/// milliseconds and a few MB of WAL (a disk with no room at all still
+/// needs those few MB freed: the WAL holds commits that may grow the file).
 pub(crate) const PURGED_AT_ONCE: usize = 2_000;
 
 /// Deletes up to [`PURGED_AT_ONCE`] decisions past their retention at
