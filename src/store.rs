@@ -440,6 +440,13 @@ pub(crate) enum Job {
     /// Deletes staff reads made before this time, a batch at a time
     /// ([`audit::expire`]).
     ExpireStaffReads(i64, oneshot::Sender<Result<u64, StoreError>>),
+    /// From now on, note the provenances decisions cite
+    /// ([`decisions::StoredProvenances::track`]).
+    TrackProvenances(oneshot::Sender<Result<(), StoreError>>),
+    /// Deletes these provenances unless a decision cited one since the
+    /// tracking began ([`decisions::forget_provenances`]); the last of a
+    /// purge's ends the tracking, whether or not it commits.
+    ForgetProvenances(Vec<String>, bool, oneshot::Sender<Result<u64, StoreError>>),
     /// Stop owing these decisions deferred attributions.
     Forgo(Vec<String>),
     StaffRead(StaffRead, oneshot::Sender<Result<(), StoreError>>),
@@ -467,7 +474,8 @@ impl Job {
                 | Job::ExpireEvidence(_, tx)
                 | Job::ExpireStaffReads(_, tx)
                 | Job::EraseDecisions(_, tx) => drop(tx.send(Err(e))),
-                Job::Committed(tx) => drop(tx.send(Err(e))),
+                Job::Committed(tx) | Job::TrackProvenances(tx) => drop(tx.send(Err(e))),
+                Job::ForgetProvenances(.., tx) => drop(tx.send(Err(e))),
                 // Kept for a retry by `retry_copy`.
                 Job::Record(_, None) | Job::Attach(_, _, None) | Job::Forgo(_) | Job::Shadow(_) => {
                 }
@@ -486,6 +494,7 @@ impl Job {
                 | Job::Purge(..)
                 | Job::ExpireEvidence(..)
                 | Job::ExpireStaffReads(..)
+                | Job::ForgetProvenances(..)
         )
     }
 
@@ -498,13 +507,16 @@ impl Job {
     fn needs_savepoint(&self) -> bool {
         match self {
             Job::Record(batch, _) => batch.rows.len() > 1,
-            Job::Attach(..) | Job::StaffRead(..) | Job::Committed(_) => false,
+            Job::Attach(..) | Job::StaffRead(..) | Job::Committed(_) | Job::TrackProvenances(_) => {
+                false
+            }
             Job::Append(..)
             | Job::Erase(..)
             | Job::EraseDecisions(..)
             | Job::Purge(..)
             | Job::ExpireEvidence(..)
             | Job::ExpireStaffReads(..)
+            | Job::ForgetProvenances(..)
             | Job::Forgo(..)
             | Job::Shadow(..) => true,
         }
@@ -1363,6 +1375,17 @@ impl Writer {
             Job::ExpireStaffReads(before_ms, tx) => reply(Some(tx), audit::expire(conn, before_ms)),
             Job::Forgo(ids) => reply::<()>(None, decisions::forgo(conn, &ids)),
             Job::Committed(tx) => reply(Some(tx), Ok(())),
+            Job::TrackProvenances(tx) => {
+                provenances.track();
+                reply(Some(tx), Ok(()))
+            }
+            Job::ForgetProvenances(shas, last, tx) => {
+                let forgotten = decisions::forget_provenances(conn, &shas, provenances);
+                if last {
+                    provenances.untrack();
+                }
+                reply(Some(tx), forgotten)
+            }
             Job::StaffRead(read, tx) => reply(Some(tx), audit::insert(conn, &read)),
             Job::Shadow(rows) => {
                 // A shadow of a subject erased meanwhile is not written.
@@ -2051,8 +2074,8 @@ mod tests {
     }
 
     /// A backlog of expired decisions goes in steps that each hold the
-    /// writer briefly, soonest expired first; the last step takes the
-    /// provenances no decision cites any more.
+    /// writer briefly, soonest expired first; then the provenances no
+    /// decision cites any more go, but for one a decision cited meanwhile.
     #[tokio::test]
     async fn the_retention_purge_goes_in_bounded_steps() {
         let dir = tempfile::tempdir().unwrap();
@@ -2086,10 +2109,26 @@ mod tests {
         assert_eq!(purge().await.unwrap(), 500);
         assert_eq!(count("SELECT COUNT(*) FROM decisions"), 1);
         assert_eq!(purge().await.unwrap(), 0);
-        // Kept: the provenance the remaining decision cites.
-        assert_eq!(count("SELECT COUNT(*) FROM provenances"), 1);
         let all = || store.submit(|tx| Job::Purge(i64::MAX, tx));
         assert_eq!(all().await.unwrap(), 1);
+        // The provenance no decision cites now goes after the purge.
+        let uncited = || store.read(decisions::uncited_provenances).unwrap();
+        let forget =
+            |shas: Vec<String>| store.submit(move |tx| Job::ForgetProvenances(shas, true, tx));
+        assert_eq!(uncited().len(), 1);
+        // ... unless a decision recorded since the tracking began cites it.
+        store.submit(Job::TrackProvenances).await.unwrap();
+        let found = uncited();
+        let again = decisions_of_s(1, |_| i64::MAX - 1);
+        store
+            .submit(|tx| Job::Record(again, Some(tx)))
+            .await
+            .unwrap();
+        assert_eq!(forget(found).await.unwrap(), 0);
+        assert_eq!(count("SELECT COUNT(*) FROM provenances"), 1);
+        assert_eq!(all().await.unwrap(), 1);
+        store.submit(Job::TrackProvenances).await.unwrap();
+        assert_eq!(forget(uncited()).await.unwrap(), 1);
         assert_eq!(count("SELECT COUNT(*) FROM provenances"), 0);
     }
 

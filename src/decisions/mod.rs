@@ -15,7 +15,7 @@ pub mod crypto;
 pub mod shadow;
 pub mod stored;
 
-use std::sync::Arc;
+use std::{collections::HashSet, sync::Arc};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
@@ -361,8 +361,15 @@ impl RecordBatch {
 /// one already stored (every anonymous request under the same signals, a
 /// subject's repeated requests) skips writing it again. Bounded; forgotten
 /// whenever provenances may have been deleted or a write undone.
+///
+/// While the purge looks for provenances no decision cites (on a read
+/// connection, off the writer), it also notes every provenance a decision
+/// recorded meanwhile cites, so that none of those is taken as uncited.
 #[derive(Default)]
-pub(crate) struct StoredProvenances(std::collections::HashSet<Arc<str>>);
+pub(crate) struct StoredProvenances {
+    stored: HashSet<Arc<str>>,
+    cited: Option<HashSet<Arc<str>>>,
+}
 
 impl StoredProvenances {
     /// More than this many are forgotten at once: a bound, not a cache
@@ -370,8 +377,54 @@ impl StoredProvenances {
     const MOST: usize = 4096;
 
     pub(crate) fn forget(&mut self) {
-        self.0.clear();
+        self.stored.clear();
     }
+
+    /// Notes the provenances decisions cite from now on.
+    pub(crate) fn track(&mut self) {
+        self.cited = Some(HashSet::new());
+    }
+
+    pub(crate) fn untrack(&mut self) {
+        self.cited = None;
+    }
+}
+
+/// The provenances no decision cites: read on a read connection, so that
+/// its scan of the record holds nobody up. The writer deletes them with
+/// [`forget_provenances`], sparing any a decision cited since
+/// [`StoredProvenances::track`] (begun before this read).
+pub(crate) fn uncited_provenances(conn: &Connection) -> Result<Vec<String>, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT sha256 FROM provenances
+             WHERE sha256 NOT IN (SELECT provenance_sha256 FROM decisions)",
+        )?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?)
+}
+
+/// Deletes the provenances of `shas` that no decision cited since the
+/// tracking began; returns how many.
+pub(crate) fn forget_provenances(
+    conn: &Connection,
+    shas: &[String],
+    stored: &mut StoredProvenances,
+) -> Result<u64, StoreError> {
+    let mut delete = conn.prepare_cached("DELETE FROM provenances WHERE sha256 = ?1")?;
+    let mut deleted = 0;
+    for sha in shas {
+        if stored
+            .cited
+            .as_ref()
+            .is_some_and(|c| c.contains(sha.as_str()))
+        {
+            continue;
+        }
+        deleted += delete.execute([sha])? as u64;
+    }
+    stored.forget();
+    Ok(deleted)
 }
 
 pub(crate) fn insert(
@@ -383,7 +436,10 @@ pub(crate) fn insert(
     if batch.rows.is_empty() {
         return Ok(());
     }
-    if !stored.0.contains(&*batch.provenance_sha256) {
+    if let Some(cited) = stored.cited.as_mut() {
+        cited.insert(batch.provenance_sha256.clone());
+    }
+    if !stored.stored.contains(&*batch.provenance_sha256) {
         conn.prepare_cached(
             "INSERT OR IGNORE INTO provenances (sha256, subject_ref, json) VALUES (?1, ?2, ?3)",
         )?
@@ -392,10 +448,10 @@ pub(crate) fn insert(
             batch.subject_ref.as_deref(),
             &*batch.provenance_json
         ])?;
-        if stored.0.len() >= StoredProvenances::MOST {
+        if stored.stored.len() >= StoredProvenances::MOST {
             stored.forget();
         }
-        stored.0.insert(batch.provenance_sha256.clone());
+        stored.stored.insert(batch.provenance_sha256.clone());
     }
     let mut stmt = conn.prepare_cached(
         "INSERT INTO decisions (decision_id, decided_at, request_id, model_name, model_version,
@@ -662,9 +718,8 @@ pub(crate) const PURGED_AT_ONCE: usize = 2_000;
 /// Deletes up to [`PURGED_AT_ONCE`] decisions past their retention at
 /// `now_ms`, soonest expired first, and up to four times as many shadow
 /// outputs (a decision may have several); returns how many decisions.
-/// The step that ends a purge (it found fewer) also deletes the
-/// provenances no decision cites any more: one scan of the record per
-/// purge, not per step.
+/// The provenances no decision cites any more go after the purge
+/// ([`uncited_provenances`]).
 pub(crate) fn purge(conn: &Connection, now_ms: i64) -> Result<u64, StoreError> {
     let n = conn
         .prepare_cached(
@@ -673,12 +728,6 @@ pub(crate) fn purge(conn: &Connection, now_ms: i64) -> Result<u64, StoreError> {
         )?
         .execute(params![now_ms, PURGED_AT_ONCE as i64])?;
     shadow::purge(conn, now_ms, 4 * PURGED_AT_ONCE)?;
-    if n > 0 && n < PURGED_AT_ONCE {
-        conn.execute(
-            "DELETE FROM provenances WHERE sha256 NOT IN (SELECT provenance_sha256 FROM decisions)",
-            [],
-        )?;
-    }
     Ok(n as u64)
 }
 
