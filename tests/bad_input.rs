@@ -37,21 +37,6 @@ fn without_feature(name: &str) -> pb::ScoreRequest {
     r
 }
 
-fn batch(rows: usize) -> pb::ScoreBatchRequest {
-    let row = caravan_request().features;
-    pb::ScoreBatchRequest {
-        context: common::us_adult(),
-        model: model_ref("caravan-lgbm", ""),
-        rows: (0..rows)
-            .map(|_| pb::BatchRow {
-                features: row.clone(),
-                ..Default::default()
-            })
-            .collect(),
-        ..Default::default()
-    }
-}
-
 #[tokio::test]
 async fn bad_score_requests_name_the_field() {
     let server = TestServer::start_with(Config {
@@ -298,18 +283,18 @@ async fn bad_score_requests_name_the_field() {
         );
     }
 
-    let mut bad_row = batch(3);
+    let mut bad_row = caravan_batch(3);
     set(&mut bad_row.rows[2].features, "PPERSAUT", integer(99));
     let batch_cases: Vec<(&str, pb::ScoreBatchRequest, Code, &str)> = vec![
         (
             "oversized batch",
-            batch(9),
+            caravan_batch(9),
             Code::InvalidArgument,
             "rows: 9 rows exceed the limit of 8",
         ),
         (
             "empty batch",
-            batch(0),
+            caravan_batch(0),
             Code::InvalidArgument,
             "rows: a batch needs at least one row",
         ),
@@ -324,7 +309,7 @@ async fn bad_score_requests_name_the_field() {
             pb::ScoreBatchRequest {
                 context: common::us_adult(),
                 model: model_ref("nope", ""),
-                ..batch(1)
+                ..caravan_batch(1)
             },
             Code::NotFound,
             "model.name",
@@ -341,7 +326,7 @@ async fn bad_score_requests_name_the_field() {
     }
 
     // 100 rows of 78 named features is far beyond the 64 KiB message limit.
-    let mut huge = batch(100);
+    let mut huge = caravan_batch(100);
     huge.model = model_ref("caravan-lgbm", "");
     let status = client
         .score_batch(huge)
@@ -449,7 +434,7 @@ async fn answers_over_the_message_limit_say_how_many_rows_fit() {
         mode: pb::ExplainMode::Inline as i32,
         method: 0,
     });
-    let mut request = batch(8);
+    let mut request = caravan_batch(8);
     request.subject_id = "wide".into();
     request.explain = inline;
     let answered = client.score_batch(request).await.unwrap().into_inner();
@@ -462,7 +447,7 @@ async fn answers_over_the_message_limit_say_how_many_rows_fit() {
     // Owed, so computed when asked for.
     assert!(engineer_attributions(&server, &answered.decisions[0].decision_id).await);
     // A small batch still has its attributions inline.
-    let mut request = batch(1);
+    let mut request = caravan_batch(1);
     request.explain = inline;
     let answered = client.score_batch(request).await.unwrap().into_inner();
     assert_eq!(
@@ -473,7 +458,7 @@ async fn answers_over_the_message_limit_say_how_many_rows_fit() {
     // An answer too large even without attributions is refused before
     // anything is recorded. (A request that fits has an answer that fits
     // under one limit, so the edge's measure is replaced here.)
-    let mut request = batch(3);
+    let mut request = caravan_batch(3);
     request.subject_id = "many".into();
     let mut request: candor::gateway::BatchRequest = request.try_into().unwrap();
     request.answer_size = Some(candor::gateway::AnswerSize {
@@ -491,7 +476,7 @@ async fn answers_over_the_message_limit_say_how_many_rows_fit() {
     let status = ExplainServiceClient::new(server.channel().await)
         .explain_batch(pb::ExplainBatchRequest {
             model: model_ref("caravan-lgbm", ""),
-            rows: batch(8).rows,
+            rows: caravan_batch(8).rows,
             method: 0,
         })
         .await

@@ -281,18 +281,7 @@ async fn serve_drains_in_flight_calls_on_sigterm() {
         .unwrap();
 
     // A large batch keeps the server busy while SIGTERM arrives.
-    let row = caravan_request().features;
-    let batch = candor::grpc::pb::ScoreBatchRequest {
-        context: common::us_adult(),
-        model: model_ref("caravan-lgbm", ""),
-        rows: (0..1024)
-            .map(|_| candor::grpc::pb::BatchRow {
-                features: row.clone(),
-                ..Default::default()
-            })
-            .collect(),
-        ..Default::default()
-    };
+    let batch = caravan_batch(1024);
     let calls: Vec<_> = (0..8)
         .map(|_| {
             let mut client = ScoringServiceClient::new(channel.clone());

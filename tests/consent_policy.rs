@@ -656,19 +656,11 @@ async fn every_response_carries_provenance() {
         }
     }
     // ScoreBatch: every row's decision carries the same provenance.
-    let row = caravan_request().features;
     let batch = client
         .score_batch(pb::ScoreBatchRequest {
-            model: model_ref("caravan-lgbm", ""),
             subject_id: "erin".into(),
             context: Some(ctx("DE").tc("tcf-no-p3").context()),
-            rows: (0..3)
-                .map(|_| pb::BatchRow {
-                    features: row.clone(),
-                    ..Default::default()
-                })
-                .collect(),
-            ..Default::default()
+            ..caravan_batch(3)
         })
         .await
         .unwrap()

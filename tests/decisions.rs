@@ -193,20 +193,11 @@ async fn erasure_makes_decisions_unknown_in_cache_and_record() {
     let recorded = score(&server, "bob", pb::ExplainMode::Unspecified).await;
     // More decisions than one step of an erasure takes.
     let mut scoring = server.scoring().await;
-    let row = caravan_request().features;
     for _ in 0..2 {
         let batch = scoring
             .score_batch(pb::ScoreBatchRequest {
-                model: model_ref("caravan-lgbm", ""),
                 subject_id: "bob".into(),
-                context: common::us_adult(),
-                rows: (0..1024)
-                    .map(|_| pb::BatchRow {
-                        features: row.clone(),
-                        ..Default::default()
-                    })
-                    .collect(),
-                ..Default::default()
+                ..caravan_batch(1024)
             })
             .await
             .unwrap()
@@ -877,21 +868,13 @@ async fn a_saturated_pool_loses_no_deferred_attribution() {
     config.inference_queue = 1;
     let database = config.database.clone();
     let server = TestServer::start_with(config).await;
-    let row = caravan_request().features;
     let batch = |mode: pb::ExplainMode, n: usize| pb::ScoreBatchRequest {
-        model: model_ref("caravan-lgbm", ""),
         subject_id: "ivan".into(),
-        context: us_adult(),
-        rows: (0..n)
-            .map(|_| pb::BatchRow {
-                features: row.clone(),
-                ..Default::default()
-            })
-            .collect(),
         explain: Some(pb::ExplainOptions {
             mode: mode as i32,
             method: 0,
         }),
+        ..caravan_batch(n)
     };
     // Keep the pool busy with inline work while deferred decisions arrive.
     let channel = server.channel().await;

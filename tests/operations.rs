@@ -253,25 +253,16 @@ async fn overload_is_shed_with_resource_exhausted() {
     config.limits.max_in_flight = 2;
     let server = TestServer::start_with(config).await;
     let channel = server.channel().await;
-    let features = caravan_request().features;
     // Slow calls (256 rows with inline attributions) from many clients.
     let calls: Vec<_> = (0..48)
         .map(|_| {
             let mut client = ScoringServiceClient::new(channel.clone());
             let request = pb::ScoreBatchRequest {
-                model: model_ref("caravan-lgbm", ""),
-                subject_id: String::new(),
-                context: us_adult(),
-                rows: (0..256)
-                    .map(|_| pb::BatchRow {
-                        features: features.clone(),
-                        ..Default::default()
-                    })
-                    .collect(),
                 explain: Some(pb::ExplainOptions {
                     mode: pb::ExplainMode::Inline as i32,
                     method: 0,
                 }),
+                ..caravan_batch(256)
             };
             tokio::spawn(async move { client.score_batch(request).await })
         })

@@ -8,9 +8,14 @@ use std::{fs, path::Path};
 
 use candor::{
     inference::runtime,
-    models::validate::{rules, validate_package},
+    models::validate::{Check, Report, rules, validate_package},
 };
 use common::*;
+
+/// The report's result for `rule`.
+fn check<'r>(report: &'r Report, rule: &str) -> &'r Check {
+    report.checks.iter().find(|c| c.name == rule).unwrap()
+}
 
 const ALL_RULES: [&str; 6] = [
     rules::FEATURES_DOCUMENTED,
@@ -134,11 +139,7 @@ fn an_unknown_data_category_does_not_document_a_feature() {
         "category = \"bogus\"",
     );
     let report = validate_package(&dir);
-    let check = report
-        .checks
-        .iter()
-        .find(|c| c.name == rules::FEATURES_DOCUMENTED)
-        .unwrap();
+    let check = check(&report, rules::FEATURES_DOCUMENTED);
     assert!(!check.passed, "{}", report.to_text());
     assert!(check.detail.contains("bogus"), "{}", check.detail);
 }
@@ -247,11 +248,7 @@ fn a_score_that_cannot_rank_passes_with_a_note() {
     let alike = [lines[0], lines[1], lines[1], lines[1]].join("\n");
     fs::write(&golden, alike).unwrap();
     let report = validate_package(&dir);
-    let check = report
-        .checks
-        .iter()
-        .find(|c| c.name == rules::GOLDEN_ROWS_REPRODUCE)
-        .unwrap();
+    let check = check(&report, rules::GOLDEN_ROWS_REPRODUCE);
     assert!(check.passed, "{}", report.to_text());
     assert!(
         check
@@ -290,11 +287,7 @@ fn a_second_version_claiming_the_default_fails_as_it_would_at_load() {
     );
     assert!(validate_package(&first).passed);
     let report = validate_package(&second);
-    let check = report
-        .checks
-        .iter()
-        .find(|c| c.name == rules::GRAPH_MATCHES_MANIFEST)
-        .unwrap();
+    let check = check(&report, rules::GRAPH_MATCHES_MANIFEST);
     assert!(!check.passed, "{}", report.to_text());
     assert!(
         check.detail.contains("model.default: version 1.0.0"),
@@ -321,11 +314,7 @@ fn a_reason_template_naming_a_special_category_fails_the_gate() {
             &format!("en = \"{template}\""),
         );
         let report = validate_package(&dir);
-        let check = report
-            .checks
-            .iter()
-            .find(|c| c.name == rules::FEATURES_DOCUMENTED)
-            .unwrap();
+        let check = check(&report, rules::FEATURES_DOCUMENTED);
         assert!(!check.passed, "{}", report.to_text());
         assert!(
             check

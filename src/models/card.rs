@@ -52,12 +52,7 @@ pub fn markdown(package: &ModelPackage) -> String {
         package.sha256,
         m.model.owner,
         m.model.intended_use,
-        m.model
-            .purposes
-            .iter()
-            .map(|p| p.as_str())
-            .collect::<Vec<_>>()
-            .join(", "),
+        purposes(m),
     );
     if let Some(t) = m.model.output.decision_threshold {
         let _ = writeln!(
@@ -125,6 +120,15 @@ pub fn markdown(package: &ModelPackage) -> String {
     out
 }
 
+fn purposes(m: &super::manifest::Manifest) -> String {
+    m.model
+        .purposes
+        .iter()
+        .map(|p| p.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The fairness audit's results and note, or that there is none.
 fn fairness(package: &ModelPackage) -> String {
     let Some(report) = &package.fairness else {
@@ -156,12 +160,7 @@ pub fn summary(package: &ModelPackage) -> String {
         m.model.version,
         m.model.description,
         m.model.owner,
-        m.model
-            .purposes
-            .iter()
-            .map(|p| p.as_str())
-            .collect::<Vec<_>>()
-            .join(", "),
+        purposes(m),
         m.model.intended_use
     );
     if let Some(t) = &m.training {

@@ -330,6 +330,23 @@ pub fn caravan_request() -> pb::ScoreRequest {
     }
 }
 
+/// A ScoreBatch request of `rows` copies of [`caravan_request`]'s row,
+/// anonymous and in its context; callers change what their test needs.
+pub fn caravan_batch(rows: usize) -> pb::ScoreBatchRequest {
+    let request = caravan_request();
+    pb::ScoreBatchRequest {
+        model: request.model,
+        context: request.context,
+        rows: (0..rows)
+            .map(|_| pb::BatchRow {
+                features: request.features.clone(),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
 /// A named consent string from the policy fixtures (`tests/consent_vectors/policy.mjs`).
 pub fn policy_string(name: &str) -> String {
     let path = repo_root().join("tests/fixtures/consent/policy_strings.json");
