@@ -219,11 +219,7 @@ fn a_package_without_its_training_size_passes_with_a_note() {
     let dir = copy_package("caravan-logreg/1.0.0", &tmp.path().join("models"));
     edit(&dir.join("manifest.toml"), "train_rows = 4657\n", "");
     let report = validate_package(&dir);
-    let graph = report
-        .checks
-        .iter()
-        .find(|c| c.name == rules::GRAPH_MATCHES_MANIFEST)
-        .unwrap();
+    let graph = check(&report, rules::GRAPH_MATCHES_MANIFEST);
     assert!(graph.passed, "{}", report.to_text());
     assert!(
         graph.detail.contains("note: no [training] train_rows"),
