@@ -235,6 +235,7 @@ async fn erasure_makes_decisions_unknown_in_cache_and_record() {
         .unwrap()
         .into_inner();
     assert!(erased.records_erased >= 1);
+    assert_eq!(erased.decisions_erased, 2 + 2 * 1024);
     assert_eq!(bobs(), 0, "every step of the erasure ran");
     for id in [&cached.decision_id, &recorded.decision_id] {
         let status = explain(&mut client, id, pb::Audience::Consumer)

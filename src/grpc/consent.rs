@@ -372,6 +372,7 @@ impl ConsentService for Consent {
             .await?;
         Ok(Response::new(pb::EraseSubjectResponse {
             records_erased: erasure.records_erased,
+            decisions_erased: erasure.decisions_erased,
             tombstone: Some((&erasure.tombstone).into()),
             kept: erasure.kept.into_iter().map(Into::into).collect(),
         }))
