@@ -92,11 +92,12 @@ impl Language {
 
 /// Words that name a GDPR Art. 9 special category, or an inference about
 /// one, in the consumer view's languages: a stem matches the start of a
-/// word, a `whole` word only itself ("race", not "racetrack").
+/// word, a `whole` word only itself ("race", not "racetrack"). Narrow on
+/// purpose: a false match refuses a package at load.
 const SPECIAL_CATEGORY_TERMS: &[(&str, bool)] = &[
     // English.
     ("relig", false),
-    ("faith", false),
+    ("faith", true),
     ("church", false),
     ("catholic", false),
     ("protestant", false),
@@ -107,8 +108,11 @@ const SPECIAL_CATEGORY_TERMS: &[(&str, bool)] = &[
     ("hindu", false),
     ("buddhis", false),
     ("atheis", false),
-    ("health", false),
-    ("medic", false),
+    // Health as a condition of the person: "health" and "medical" alone
+    // also name insurance products ("your health insurance with us").
+    ("health condition", false),
+    ("medical condition", false),
+    ("medical history", false),
     ("illness", false),
     ("disease", false),
     ("disabilit", false),
@@ -137,8 +141,9 @@ const SPECIAL_CATEGORY_TERMS: &[(&str, bool)] = &[
     ("christen", false),
     ("hindoe", false),
     ("boeddh", false),
-    ("gezondheid", false),
-    ("medisch", false),
+    ("gezondheidstoestand", false),
+    ("medische aandoening", false),
+    ("aandoening", false),
     ("ziekte", false),
     ("handicap", false),
     ("zwanger", false),
@@ -631,11 +636,12 @@ mod tests {
     #[test]
     fn special_categories_are_found_by_word_in_either_language() {
         for (text, term) in [
-            ("your religion and your health", "relig"),
+            ("your religion and your health condition", "relig"),
+            ("your health condition", "health condition"),
             ("the Religious make-up of your area", "relig"),
-            ("je gezondheid", "gezondheid"),
             ("your race", "race"),
             ("de ras van je hond", "ras"),
+            ("je gezondheidstoestand", "gezondheidstoestand"),
             ("your trade  union membership", "trade union"),
         ] {
             assert_eq!(special_category_term(text), Some(term), "{text}");
@@ -646,6 +652,10 @@ mod tests {
             "the housing figures for your postcode",
             "de verhouding tussen publieke en particuliere verzekeringen in je buurt",
             "raspberries you bought",
+            "your health insurance with us",
+            "de zorgverzekering die je bij ons hebt",
+            "a faithful customer of ours",
+            "your medical expenses insurance",
         ] {
             assert_eq!(special_category_term(text), None, "{text}");
         }
