@@ -382,12 +382,6 @@ pub(crate) fn check_reason(template: &str, special: bool) -> Result<(), String> 
             "contains {c:?}: a reason is shown as written, so it takes no markup or placeholders"
         ));
     }
-    if template.trim_end().ends_with(['.', '!', '?', ';', ':']) {
-        return Err(
-            "ends in punctuation: the view completes the phrase into a sentence (\"... because of <reason>.\")"
-                .into(),
-        );
-    }
     // A special-category feature's reason is never shown (the view masks
     // it); any other reason is, so it must not name one.
     if !special && let Some(term) = crate::why::special_category_term(template) {
@@ -1025,7 +1019,6 @@ source = "zip_code_aggregate"
             (long.as_str(), "at most 200"),
             ("<b>your income</b>", "no markup"),
             ("your {feature}", "placeholders"),
-            ("Your income.", "ends in punctuation"),
         ] {
             let err = Manifest::from_toml(&with_reason(en)).unwrap_err();
             assert_eq!(err.field, "features[0].reason.en", "{en:?}: {err}");

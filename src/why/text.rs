@@ -181,7 +181,10 @@ pub fn special_category_term(text: &str) -> Option<&'static str> {
         .map(|(term, _)| *term)
 }
 
+/// The sentence for a reason: its template is a phrase, whose own closing
+/// punctuation, if a manifest gives one, the sentence's full stop replaces.
 pub fn because(l: Language, template: &str) -> String {
+    let template = template.trim().trim_end_matches(['.', '!', '?', ';', ':']);
     match l {
         Language::En => format!("You may be seeing this ad because of {template}."),
         Language::Nl => format!("Je ziet deze advertentie mogelijk vanwege {template}."),
@@ -631,6 +634,14 @@ mod tests {
         }
         let long = format!("nl-{}", "a".repeat(MAX_LANGUAGE_BYTES));
         assert!(Language::negotiate(&long).unwrap_err().contains("bytes"));
+    }
+
+    #[test]
+    fn a_reason_is_one_sentence_whatever_its_template_ends_in() {
+        assert_eq!(
+            because(Language::En, " your car insurance. "),
+            "You may be seeing this ad because of your car insurance."
+        );
     }
 
     #[test]
