@@ -1951,6 +1951,15 @@ mod tests {
         assert!(e.to_string().ends_with("is not a regular file"), "{e}");
     }
 
+    /// Writes a key (the SHA-256 of `seed`, in hex) to `path`.
+    fn write_key(path: &Path, seed: &[u8]) {
+        std::fs::write(
+            path,
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(seed)),
+        )
+        .unwrap();
+    }
+
     /// A database is bound to the keys it was first used with: a key file
     /// that goes missing is not replaced, and another key is refused.
     #[test]
@@ -1978,11 +1987,7 @@ mod tests {
         assert!(e.to_string().contains("does not exist"), "{e}");
         assert!(!key.exists(), "a new key was made in place of the lost one");
 
-        std::fs::write(
-            &key,
-            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"another key")),
-        )
-        .unwrap();
+        write_key(&key, b"another key");
         let e = Store::open(&db)
             .unwrap()
             .bound_key(&key, setting, None)
@@ -2041,11 +2046,7 @@ mod tests {
             .execute("DELETE FROM key_checks", [])
             .unwrap();
         let original = std::fs::read(&key).unwrap();
-        std::fs::write(
-            &key,
-            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"a replaced key")),
-        )
-        .unwrap();
+        write_key(&key, b"a replaced key");
         let e = Store::open(&db)
             .unwrap()
             .bound_key(&key, setting, proof)

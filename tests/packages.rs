@@ -17,6 +17,13 @@ use candor::{
 use common::*;
 
 /// Copies the default Caravan package into `<tmp>/models/caravan-lgbm/1.0.0`.
+/// Replaces the package's covers.csv with what `edit` makes of it.
+fn rewrite_covers(package: &Path, edit: impl FnOnce(&str) -> String) {
+    let path = package.join("covers.csv");
+    let text = fs::read_to_string(&path).unwrap();
+    fs::write(&path, edit(&text)).unwrap();
+}
+
 fn copy_default(tmp: &Path) -> PathBuf {
     copy_package("caravan-lgbm/1.0.0", &tmp.join("models"))
 }
@@ -209,10 +216,10 @@ fn broken_packages_are_refused_naming_file_and_field() {
         (
             "a node without a cover",
             |p| {
-                let path = p.join("covers.csv");
-                let text = fs::read_to_string(&path).unwrap();
-                let kept: Vec<&str> = text.lines().take(text.lines().count() - 1).collect();
-                fs::write(&path, kept.join("\n")).unwrap();
+                rewrite_covers(p, |text| {
+                    let kept: Vec<&str> = text.lines().take(text.lines().count() - 1).collect();
+                    kept.join("\n")
+                })
             },
             "covers.csv",
             None,
@@ -220,11 +227,7 @@ fn broken_packages_are_refused_naming_file_and_field() {
         ),
         (
             "a cover for a node the graph lacks",
-            |p| {
-                let path = p.join("covers.csv");
-                let text = fs::read_to_string(&path).unwrap();
-                fs::write(&path, format!("{text}9999,0,1\n")).unwrap();
-            },
+            |p| rewrite_covers(p, |text| format!("{text}9999,0,1\n")),
             "covers.csv",
             None,
             "tree 9999 node 0 has a cover but is not in the graph",
@@ -232,10 +235,10 @@ fn broken_packages_are_refused_naming_file_and_field() {
         (
             "a node given a cover twice",
             |p| {
-                let path = p.join("covers.csv");
-                let text = fs::read_to_string(&path).unwrap();
-                let first = text.lines().nth(1).unwrap().to_owned();
-                fs::write(&path, format!("{text}{first}\n")).unwrap();
+                rewrite_covers(p, |text| {
+                    let first = text.lines().nth(1).unwrap();
+                    format!("{text}{first}\n")
+                })
             },
             "covers.csv",
             None,
